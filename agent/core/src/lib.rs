@@ -1,0 +1,22 @@
+//! The pieces every guestward collector shares.
+//!
+//! - [`HostRoot`]: the directory through which every host file is read (`/` in production, a
+//!   fixture tree in tests, a mounted snapshot with `--root`), resolving symlinks the way a
+//!   chroot would so nothing read can escape it.
+//! - [`Section`]: one collector's result, carrying data *and* the problems met on the way, so a
+//!   failing collector never hides the others.
+//! - [`Finding`] and [`Event`]: what the report tells the owner beyond raw inventory.
+//!
+//! Nothing here knows about the network, the spool or any particular collector.
+
+mod finding;
+mod paths;
+mod root;
+mod section;
+mod time;
+
+pub use finding::{Event, Finding, Severity};
+pub use paths::AbsolutePath;
+pub use root::{HostFsError, HostRoot, MAX_SYMLINK_HOPS};
+pub use section::{Problem, Section, SectionStatus};
+pub use time::Timestamp;

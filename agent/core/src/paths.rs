@@ -1,0 +1,65 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+/// A path that must be absolute. Rejected at parse time, so a config file with a relative path
+/// fails with the file, line and column of the offending value instead of surprising the daemon
+/// later (a relative path would resolve against whatever directory systemd started us in).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct AbsolutePath(PathBuf);
+
+impl AbsolutePath {
+    /// Checks that `path` is absolute and free of NUL bytes.
+    pub fn new(path: impl Into<PathBuf>) -> Result<Self, String> {
+        let path = path.into();
+        if !path.is_absolute() {
+            return Err(format!("`{}` must be an absolute path (start with /)", path.display()));
+        }
+        if path.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err("path contains a NUL byte".to_string());
+        }
+        Ok(Self(path))
+    }
+
+    /// The path itself.
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for AbsolutePath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for AbsolutePath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = PathBuf::deserialize(deserializer)?;
+        Self::new(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for AbsolutePath {
+    fn schema_name() -> Cow<'static, str> {
+        "AbsolutePath".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "pattern": "^/" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_rejected_with_the_path_named() {
+        let err = AbsolutePath::new("var/lib").unwrap_err();
+        assert!(err.contains("`var/lib`"), "{err}");
+        assert_eq!(AbsolutePath::new("/var/lib").unwrap().as_path(), Path::new("/var/lib"));
+    }
+}

@@ -1,0 +1,142 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// How a collector fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SectionStatus {
+    /// Everything it meant to read was read.
+    Ok,
+    /// It produced data, but some inputs could not be read (see `problems`).
+    Degraded,
+    /// It produced no data (see `problems`).
+    Error,
+    /// It did not run: not selected, not applicable here (e.g. a live-only collector with
+    /// `--root`), or turned off in config. `note` says which.
+    Skipped,
+}
+
+/// Something a collector could not read or understand. Never fatal to the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Problem {
+    /// Stable machine-readable kind, e.g. `not_found`, `permission_denied`, `malformed`.
+    pub code: String,
+    /// A sentence a person can act on.
+    pub message: String,
+    /// The file (or other input) concerned, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// 1-based line within `path`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+}
+
+impl Problem {
+    /// A problem with a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into(), path: None, line: None }
+    }
+
+    /// Names the input concerned.
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Names the line concerned.
+    pub fn with_line(mut self, line: u64) -> Self {
+        self.line = Some(line);
+        self
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.path, self.line) {
+            (Some(p), Some(l)) if !self.message.contains(p.as_str()) => write!(f, "{p}:{l}: ")?,
+            (Some(p), None) if !self.message.contains(p.as_str()) => write!(f, "{p}: ")?,
+            _ => {}
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// One collector's result: what it could read plus what it could not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Section<T> {
+    /// How the collector fared.
+    pub status: SectionStatus,
+    /// What it collected; absent when `status` is `error` or `skipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+    /// What it could not read, one entry per input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+    /// Why it was skipped, or other context a reader needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Wall time the collector took.
+    pub duration_ms: u64,
+}
+
+impl<T> Section<T> {
+    /// Data plus the problems met; the status follows from both.
+    pub fn from_parts(data: Option<T>, problems: Vec<Problem>, started: Instant) -> Self {
+        let status = match (&data, problems.is_empty()) {
+            (Some(_), true) => SectionStatus::Ok,
+            (Some(_), false) => SectionStatus::Degraded,
+            (None, _) => SectionStatus::Error,
+        };
+        Self { status, data, problems, note: None, duration_ms: elapsed_ms(started) }
+    }
+
+    /// A collector that did not run, with the reason.
+    pub fn skipped(note: impl Into<String>) -> Self {
+        Self {
+            status: SectionStatus::Skipped,
+            data: None,
+            problems: Vec::new(),
+            note: Some(note.into()),
+            duration_ms: 0,
+        }
+    }
+
+    /// A collector that produced nothing.
+    pub fn failed(problem: Problem, started: Instant) -> Self {
+        Self::from_parts(None, vec![problem], started)
+    }
+
+    /// Adds a note (builder style).
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_data_and_problems() {
+        let t = Instant::now();
+        assert_eq!(Section::from_parts(Some(1), vec![], t).status, SectionStatus::Ok);
+        let p = Problem::new("malformed", "bad stanza");
+        assert_eq!(Section::from_parts(Some(1), vec![p.clone()], t).status, SectionStatus::Degraded);
+        assert_eq!(Section::<u8>::from_parts(None, vec![p], t).status, SectionStatus::Error);
+        assert_eq!(Section::<u8>::skipped("not selected").status, SectionStatus::Skipped);
+    }
+
+    #[test]
+    fn problem_display_names_file_and_line_once() {
+        let p = Problem::new("malformed", "missing Package field").with_path("/s").with_line(7);
+        assert_eq!(p.to_string(), "/s:7: missing Package field");
+        let q = Problem::new("not_found", "/s: not found").with_path("/s");
+        assert_eq!(q.to_string(), "/s: not found");
+    }
+}
