@@ -1,0 +1,1 @@
+//! Network exposure: listening sockets, their owning processes, and how exposed they are.
