@@ -23,6 +23,13 @@ impl AbsolutePath {
         Ok(Self(path))
     }
 
+    /// A built-in default. Only for literals written in our own source: a relative literal is a
+    /// programming error caught by every test that builds a default config.
+    pub fn from_static(path: &'static str) -> Self {
+        assert!(path.starts_with('/'), "built-in path {path:?} must be absolute");
+        Self(PathBuf::from(path))
+    }
+
     /// The path itself.
     pub fn as_path(&self) -> &Path {
         &self.0

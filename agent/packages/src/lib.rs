@@ -1,0 +1,88 @@
+//! Software inventory: which packages are installed, read from the package managers' own
+//! databases through [`HostRoot`] (so `--root` scans of snapshots work), never by running
+//! `dpkg-query` or `rpm`.
+//!
+//! Each source is its own module with its own typed output; [`collect`] assembles them into one
+//! [`PackagesReport`] section, where a failing source becomes a [`Problem`] and the others still
+//! report.
+
+pub mod dpkg;
+
+use guestward_core::{AbsolutePath, HostRoot, Problem, Section};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// `[packages]` in agent.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// dpkg's administrative directory (holds `status`). When it does not exist the host is
+    /// taken not to use dpkg, which is not an error.
+    pub dpkg_admin_dir: AbsolutePath,
+    /// Largest dpkg `status` file read, in bytes. A real one is a few MiB; the cap bounds memory
+    /// if the file is corrupt or hostile.
+    pub max_status_file_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            dpkg_admin_dir: AbsolutePath::from_static("/var/lib/dpkg"),
+            max_status_file_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The `packages` section of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PackagesReport {
+    /// Debian packages; absent when the host has no dpkg database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpkg: Option<dpkg::DpkgInventory>,
+}
+
+impl PackagesReport {
+    /// Installed packages across every source.
+    pub fn installed_count(&self) -> usize {
+        self.dpkg.as_ref().map_or(0, |d| d.installed.len())
+    }
+}
+
+/// Reads every package source present under `root`.
+pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
+    let started = Instant::now();
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut report = PackagesReport { dpkg: None };
+
+    let admin_dir = config.dpkg_admin_dir.as_path();
+    if root.exists(admin_dir) {
+        match dpkg::read_status(root, admin_dir, config.max_status_file_bytes) {
+            Ok((inventory, stanza_problems)) => {
+                problems.extend(stanza_problems);
+                report.dpkg = Some(inventory);
+            }
+            Err(e) => problems.push(e.to_problem()),
+        }
+    }
+
+    let nothing_found = report.dpkg.is_none() && problems.is_empty();
+    let section = Section::from_parts(Some(report), problems, started);
+    if nothing_found {
+        section.with_note("no package database found (looked for dpkg)")
+    } else {
+        section
+    }
+}
+
+/// Writes a short human summary.
+pub fn render_summary(report: &PackagesReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    if let Some(d) = &report.dpkg {
+        write!(out, "dpkg      {} installed", d.installed.len())?;
+        if !d.not_fully_installed.is_empty() {
+            write!(out, ", {} not fully installed", d.not_fully_installed.len())?;
+        }
+        writeln!(out, " ({})", d.status_file)?;
+    }
+    Ok(())
+}
