@@ -1,0 +1,106 @@
+//! `[packages.language]` in agent.toml: which trees are walked for language packages and the
+//! bounds every walk obeys.
+
+use guestward_core::AbsolutePath;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Language-package inventory settings.
+///
+/// Root paths may contain `*` inside one component (`/usr/lib/python3*`, `/home/*/.local`);
+/// each is expanded against the scanned root before walking. A root that does not exist is
+/// skipped silently (most hosts have no `/srv`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Look for language packages at all.
+    pub enabled: bool,
+    /// Trees searched for Python `*.dist-info` / `*.egg-info` (site-packages, dist-packages,
+    /// user installs, virtualenvs).
+    pub python_roots: Vec<AbsolutePath>,
+    /// Trees searched for `*.jar`, `*.war` and `*.ear`.
+    pub java_roots: Vec<AbsolutePath>,
+    /// Trees searched for `node_modules/**/package.json` (global installs and projects).
+    pub node_roots: Vec<AbsolutePath>,
+    /// Paths never entered, whatever root they are under (pseudo filesystems, device nodes).
+    pub exclude: Vec<AbsolutePath>,
+    /// Directory levels below a root that are entered.
+    pub max_depth: u32,
+    /// Directory entries examined in one scan, over every root. When reached the scan stops,
+    /// reports what it found and says so.
+    pub max_entries: u64,
+    /// Largest top-level archive opened, in bytes (only its central directory and the entries
+    /// we need are read, never the whole file).
+    pub max_archive_bytes: u64,
+    /// Most entries in one archive's central directory; bounds memory for hostile zips.
+    pub max_archive_entries: u64,
+    /// Archives inside archives entered (a war's `WEB-INF/lib/*.jar` is depth 1).
+    pub max_nesting_depth: u32,
+    /// Largest nested archive entered, in bytes (uncompressed). Compressed nested archives are
+    /// inflated into an unlinked temporary file, never into memory.
+    pub max_nested_archive_bytes: u64,
+    /// Nested archives entered per top-level archive.
+    pub max_nested_archives: u32,
+    /// Largest metadata file read (`METADATA`, `PKG-INFO`, `package.json`, `pom.properties`,
+    /// `MANIFEST.MF`), in bytes.
+    pub max_metadata_bytes: u64,
+    /// Skip network filesystems (NFS, SMB/CIFS, AFS, Ceph, 9p, FUSE such as s3fs/sshfs): walking
+    /// them is slow and they are other machines' files.
+    pub skip_network_filesystems: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let paths =
+            |list: &[&'static str]| list.iter().map(|p| AbsolutePath::from_static(p)).collect();
+        Self {
+            enabled: true,
+            python_roots: paths(&[
+                "/usr/lib/python3*",
+                "/usr/lib64/python3*",
+                "/usr/local/lib/python3*",
+                "/usr/local/lib64/python3*",
+                "/usr/share/python3*",
+                "/opt",
+                "/srv",
+                "/home/*/.local",
+                "/root/.local",
+            ]),
+            java_roots: paths(&[
+                "/opt",
+                "/usr/share/java",
+                "/usr/local/lib",
+                "/srv",
+                "/var/lib",
+            ]),
+            node_roots: paths(&[
+                "/usr/lib/node_modules",
+                "/usr/local/lib/node_modules",
+                "/opt",
+                "/srv",
+            ]),
+            exclude: paths(&["/proc", "/sys", "/dev", "/run"]),
+            max_depth: 16,
+            max_entries: 2_000_000,
+            max_archive_bytes: 2 * 1024 * 1024 * 1024,
+            max_archive_entries: 200_000,
+            max_nesting_depth: 3,
+            max_nested_archive_bytes: 256 * 1024 * 1024,
+            max_nested_archives: 2_000,
+            max_metadata_bytes: 1024 * 1024,
+            skip_network_filesystems: true,
+        }
+    }
+}
+
+impl Config {
+    /// A config with no roots at all, for tests and callers that set their own.
+    pub fn without_roots() -> Self {
+        Self {
+            python_roots: Vec::new(),
+            java_roots: Vec::new(),
+            node_roots: Vec::new(),
+            ..Self::default()
+        }
+    }
+}

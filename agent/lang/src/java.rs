@@ -1,0 +1,534 @@
+//! Java archives (`*.jar`, `*.war`, `*.ear`) and the archives nested in them.
+//!
+//! Memory: an archive is never loaded whole. The top-level file is read in place through a
+//! [`Window`] (positioned reads on a shared file descriptor); only its central directory (bounded
+//! by `max_archive_entries`) and the few small entries we parse are in memory. A nested archive
+//! that is *stored* (Spring Boot's `BOOT-INF/lib/*.jar` must be) is read in place too, as a
+//! window onto its parent's bytes. A *compressed* nested archive is inflated, with a size cap,
+//! into an unlinked temporary file and read from there. So however deep the nesting, no archive
+//! body is ever held in memory, which is a stronger form of "at most one archive in memory".
+//!
+//! Identification, in order: every `META-INF/maven/<g>/<a>/pom.properties` (a shaded jar
+//! holds several), else `META-INF/MANIFEST.MF`, else the file name.
+
+use crate::model::{Ecosystem, Evidence, JndiLookupHit, LangPackage};
+use crate::walk::Walker;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use zip::{CompressionMethod, ZipArchive};
+
+/// The class whose presence makes a Log4j 2 jar exploitable by CVE-2021-44228. Removing it
+/// (`zip -d`) was the vendor's interim mitigation, so its absence matters as much as the version.
+pub const JNDI_LOOKUP_CLASS: &str = "org/apache/logging/log4j/core/lookup/JndiLookup.class";
+
+/// A read-only view of `len` bytes of a file starting at `start`, with its own cursor.
+/// Positioned reads (`pread`) mean windows on the same descriptor never disturb each other.
+pub struct Window {
+    file: Arc<File>,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Window {
+    /// The whole file.
+    pub fn whole(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file: Arc::new(file),
+            start: 0,
+            len,
+            pos: 0,
+        })
+    }
+
+    /// `len` bytes of this window starting at `offset` (clamped to this window).
+    fn sub(&self, offset: u64, len: u64) -> Self {
+        let offset = offset.min(self.len);
+        let len = len.min(self.len - offset);
+        Self {
+            file: Arc::clone(&self.file),
+            start: self.start + offset,
+            len,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let remaining = self.len.saturating_sub(self.pos);
+        let want = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match target {
+            Some(t) => {
+                self.pos = t;
+                Ok(t)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the archive",
+            )),
+        }
+    }
+}
+
+/// Per top-level archive state.
+pub(crate) struct ArchiveScan<'w, 'a> {
+    walker: &'w mut Walker<'a>,
+    location: String,
+    nested_entered: u32,
+    packages: &'w mut Vec<LangPackage>,
+    jndi: &'w mut Vec<JndiLookupHit>,
+}
+
+/// A top-level archive found by the walk.
+pub(crate) fn scan_file(
+    walker: &mut Walker<'_>,
+    real: &Path,
+    packages: &mut Vec<LangPackage>,
+    jndi: &mut Vec<JndiLookupHit>,
+) {
+    let host = walker.host_of(real);
+    let file = match walker.root.open(&host) {
+        Ok((f, _)) => f,
+        Err(e) => {
+            let mut p = e.to_problem();
+            p.path = Some(walker.shown(real));
+            walker.problems.push(p);
+            return;
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return walker.problem("io", format!("{}: {e}", walker.shown(real)), real),
+    };
+    if !walker.first_visit_of_file(&meta) {
+        return;
+    }
+    if meta.len() > walker.config.max_archive_bytes {
+        let msg = format!(
+            "{}: archive of {} bytes is over packages.language.max_archive_bytes ({}); not opened",
+            walker.shown(real),
+            meta.len(),
+            walker.config.max_archive_bytes
+        );
+        return walker.problem("too_large", msg, real);
+    }
+    let window = match Window::whole(file) {
+        Ok(w) => w,
+        Err(e) => return walker.problem("io", format!("{}: {e}", walker.shown(real)), real),
+    };
+    let file_name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let location = walker.shown(real);
+    let mut scan = ArchiveScan {
+        walker,
+        location,
+        nested_entered: 0,
+        packages,
+        jndi,
+    };
+    let mut chain = Vec::new();
+    scan.archive(window, &file_name, &mut chain, 0);
+}
+
+impl ArchiveScan<'_, '_> {
+    fn problem(&mut self, code: &str, chain: &[String], message: String) {
+        let mut shown = self.location.clone();
+        for part in chain {
+            shown.push_str("!/");
+            shown.push_str(part);
+        }
+        self.walker.problems.push(
+            guestward_core::Problem::new(code, format!("{shown}: {message}")).with_path(shown),
+        );
+    }
+
+    fn archive(&mut self, window: Window, file_name: &str, chain: &mut Vec<String>, depth: u32) {
+        self.walker.stats.archives += 1;
+        // A second view of the same bytes: stored nested archives are windows onto it.
+        let base = window.sub(0, u64::MAX);
+        let mut zip = match ZipArchive::new(window) {
+            Ok(z) => z,
+            Err(e) => {
+                return self.problem(
+                    "malformed",
+                    chain,
+                    format!("not a readable zip archive ({e})"),
+                );
+            }
+        };
+        if zip.len() as u64 > self.walker.config.max_archive_entries {
+            let msg = format!(
+                "{} entries is over packages.language.max_archive_entries ({}); not examined",
+                zip.len(),
+                self.walker.config.max_archive_entries
+            );
+            return self.problem("too_large", chain, msg);
+        }
+        let mut poms = Vec::new();
+        let mut manifest = None;
+        let mut nested = Vec::new();
+        for i in 0..zip.len() {
+            let Some(Ok(name)) = zip.name_for_index(i) else {
+                continue;
+            };
+            if name.ends_with('/') {
+                continue;
+            }
+            if name.starts_with("META-INF/maven/") && name.ends_with("/pom.properties") {
+                poms.push(i);
+            } else if name.eq_ignore_ascii_case("META-INF/MANIFEST.MF") {
+                manifest = Some(i);
+            } else if name == JNDI_LOOKUP_CLASS || name.ends_with(&format!("/{JNDI_LOOKUP_CLASS}"))
+            {
+                self.jndi.push(JndiLookupHit {
+                    location: self.location.clone(),
+                    path_in_archive: (!chain.is_empty()).then(|| chain.join("!/")),
+                    class_entry: name.into_owned(),
+                });
+            } else if is_archive_name(&name) {
+                nested.push(i);
+            }
+        }
+        let path_in_archive = (!chain.is_empty()).then(|| chain.join("!/"));
+        let before = self.packages.len();
+        for i in poms {
+            if let Some(props) = self.read_small(&mut zip, i, chain) {
+                let props = parse_properties(&props);
+                let get = |k: &str| {
+                    props
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                };
+                if let (Some(artifact), Some(version)) = (get("artifactId"), get("version")) {
+                    self.packages.push(LangPackage {
+                        ecosystem: Ecosystem::Maven,
+                        namespace: get("groupId"),
+                        name: artifact,
+                        version,
+                        location: self.location.clone(),
+                        path_in_archive: path_in_archive.clone(),
+                        installer: None,
+                        evidence: Evidence::PomProperties,
+                    });
+                }
+            }
+        }
+        if self.packages.len() == before {
+            let from_file = split_file_name(file_name);
+            let from_manifest = manifest
+                .and_then(|i| self.read_small(&mut zip, i, chain))
+                .and_then(|m| identify_from_manifest(&parse_manifest(&m), from_file.as_ref()));
+            let identified = match from_manifest {
+                Some((group, name, version)) => Some((group, name, version, Evidence::Manifest)),
+                None => from_file.map(|(name, version)| (None, name, version, Evidence::FileName)),
+            };
+            if let Some((namespace, name, version, evidence)) = identified {
+                self.packages.push(LangPackage {
+                    ecosystem: Ecosystem::Maven,
+                    namespace,
+                    name,
+                    version,
+                    location: self.location.clone(),
+                    path_in_archive: path_in_archive.clone(),
+                    installer: None,
+                    evidence,
+                });
+            }
+        }
+        if depth >= self.walker.config.max_nesting_depth {
+            if !nested.is_empty() {
+                let msg = format!(
+                    "{} nested archives below packages.language.max_nesting_depth ({}) not examined",
+                    nested.len(),
+                    self.walker.config.max_nesting_depth
+                );
+                self.problem("limit_reached", chain, msg);
+            }
+            return;
+        }
+        for i in nested {
+            if self.nested_entered >= self.walker.config.max_nested_archives {
+                let msg = format!(
+                    "more than packages.language.max_nested_archives ({}) nested archives; the rest were not examined",
+                    self.walker.config.max_nested_archives
+                );
+                return self.problem("limit_reached", chain, msg);
+            }
+            self.nested_entered += 1;
+            self.nested(&mut zip, &base, i, chain, depth);
+        }
+    }
+
+    fn nested(
+        &mut self,
+        zip: &mut ZipArchive<Window>,
+        base: &Window,
+        index: usize,
+        chain: &mut Vec<String>,
+        depth: u32,
+    ) {
+        let cap = self.walker.config.max_nested_archive_bytes;
+        let child = {
+            let entry = match zip.by_index_raw(index) {
+                Ok(e) => e,
+                Err(e) => return self.problem("malformed", chain, format!("entry {index}: {e}")),
+            };
+            let name = entry.name().map(|n| n.into_owned()).unwrap_or_default();
+            if entry.encrypted() {
+                return self.problem(
+                    "unsupported",
+                    chain,
+                    format!("{name}: encrypted entry not examined"),
+                );
+            }
+            if entry.size() > cap {
+                let msg = format!(
+                    "{name}: nested archive of {} bytes is over packages.language.max_nested_archive_bytes ({cap}); not examined",
+                    entry.size()
+                );
+                return self.problem("too_large", chain, msg);
+            }
+            let stored = entry.compression() == CompressionMethod::Stored;
+            let data_start = entry.data_start();
+            let compressed = entry.compressed_size();
+            drop(entry);
+            match (stored, data_start) {
+                (true, Some(start)) => (name, Ok(base.sub(start, compressed))),
+                _ => (name.clone(), self.inflate_to_temp(zip, index, cap)),
+            }
+        };
+        let (name, window) = child;
+        let window = match window {
+            Ok(w) => w,
+            Err(e) => return self.problem("io", chain, format!("{name}: {e}")),
+        };
+        self.walker.stats.nested_archives += 1;
+        let short = name.rsplit('/').next().unwrap_or(&name).to_string();
+        chain.push(name);
+        self.archive(window, &short, chain, depth + 1);
+        chain.pop();
+    }
+
+    /// Inflates a compressed nested archive into an unlinked temporary file (never memory),
+    /// stopping at `cap` bytes whatever the header claims (zip bombs lie about sizes).
+    fn inflate_to_temp(
+        &self,
+        zip: &mut ZipArchive<Window>,
+        index: usize,
+        cap: u64,
+    ) -> io::Result<Window> {
+        let entry = zip.by_index(index).map_err(io::Error::other)?;
+        let mut spool = tempfile::tempfile()?;
+        let copied = io::copy(&mut entry.take(cap.saturating_add(1)), &mut spool)?;
+        if copied > cap {
+            return Err(io::Error::other(format!(
+                "inflates to more than packages.language.max_nested_archive_bytes ({cap})"
+            )));
+        }
+        Window::whole(spool)
+    }
+
+    /// Reads a small entry (pom.properties, MANIFEST.MF) with the metadata cap.
+    fn read_small(
+        &mut self,
+        zip: &mut ZipArchive<Window>,
+        index: usize,
+        chain: &[String],
+    ) -> Option<String> {
+        let cap = self.walker.config.max_metadata_bytes;
+        let entry = match zip.by_index(index) {
+            Ok(e) => e,
+            Err(e) => {
+                self.problem("malformed", chain, format!("entry {index}: {e}"));
+                return None;
+            }
+        };
+        let name = entry.name().map(|n| n.into_owned()).unwrap_or_default();
+        let mut buf = Vec::new();
+        match entry.take(cap.saturating_add(1)).read_to_end(&mut buf) {
+            Ok(n) if n as u64 > cap => {
+                self.problem(
+                    "too_large",
+                    chain,
+                    format!("{name}: over packages.language.max_metadata_bytes ({cap})"),
+                );
+                None
+            }
+            Ok(_) => Some(String::from_utf8_lossy(&buf).into_owned()),
+            Err(e) => {
+                self.problem("malformed", chain, format!("{name}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// `*.jar`, `*.war`, `*.ear` (any case).
+pub fn is_archive_name(name: &str) -> bool {
+    let lower = name.len() >= 4 && name.is_char_boundary(name.len() - 4);
+    lower && {
+        let ext = &name[name.len() - 4..];
+        ext.eq_ignore_ascii_case(".jar")
+            || ext.eq_ignore_ascii_case(".war")
+            || ext.eq_ignore_ascii_case(".ear")
+    }
+}
+
+/// `log4j-core-2.14.1.jar` -> (`log4j-core`, `2.14.1`): the name ends at the first `-` that is
+/// followed by a digit.
+pub fn split_file_name(file_name: &str) -> Option<(String, String)> {
+    let stem = if is_archive_name(file_name) {
+        &file_name[..file_name.len() - 4]
+    } else {
+        file_name
+    };
+    let bytes = stem.as_bytes();
+    let at = (2..bytes.len()).find(|&i| bytes[i - 1] == b'-' && bytes[i].is_ascii_digit())?;
+    Some((stem[..at - 1].to_string(), stem[at..].to_string()))
+}
+
+/// Java `.properties` lines: `key=value`, `key: value`, `#`/`!` comments. Enough for the three
+/// keys Maven writes (no escapes or continuations appear in pom.properties).
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        .filter_map(|l| {
+            let at = l.find(['=', ':'])?;
+            Some((l[..at].trim().to_string(), l[at + 1..].trim().to_string()))
+        })
+        .collect()
+}
+
+/// The main section of a JAR manifest: `Name: value` lines, continuation lines start with one
+/// space, the section ends at the first empty line.
+pub fn parse_manifest(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if let Some(cont) = line.strip_prefix(' ') {
+            if let Some(last) = out.last_mut() {
+                last.1.push_str(cont);
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// (group, name, version) from manifest attributes. The name prefers the file name's (it is
+/// the artifactId for anything Maven or Gradle built), then `Bundle-SymbolicName`, then
+/// `Implementation-Title`.
+fn identify_from_manifest(
+    attrs: &[(String, String)],
+    from_file: Option<&(String, String)>,
+) -> Option<(Option<String>, String, String)> {
+    let get = |k: &str| {
+        attrs
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
+    let version = get("Implementation-Version")
+        .or_else(|| get("Bundle-Version"))
+        .or_else(|| get("Specification-Version"))?;
+    let symbolic = get("Bundle-SymbolicName")
+        .map(|s| s.split(';').next().unwrap_or_default().trim().to_string());
+    let name = from_file
+        .map(|(n, _)| n.clone())
+        .or_else(|| symbolic.clone())
+        .or_else(|| get("Implementation-Title"))
+        .filter(|n| !n.is_empty())?;
+    let group = get("Implementation-Vendor-Id");
+    Some((group, name, version))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_split_at_the_version() {
+        assert_eq!(
+            split_file_name("log4j-core-2.14.1.jar"),
+            Some(("log4j-core".into(), "2.14.1".into()))
+        );
+        assert_eq!(
+            split_file_name("commons-lang3-3.12.0.jar"),
+            Some(("commons-lang3".into(), "3.12.0".into()))
+        );
+        assert_eq!(split_file_name("app.war"), None);
+        assert_eq!(split_file_name("-1.jar"), None);
+    }
+
+    #[test]
+    fn manifest_continuations_and_sections() {
+        let m = "Manifest-Version: 1.0\r\nImplementation-Title: Apache Log4j\r\n  Core\r\nImplementation-Version: 2.14.1\r\n\r\nName: x\r\nImplementation-Version: 9\r\n";
+        let attrs = parse_manifest(m);
+        assert_eq!(
+            identify_from_manifest(&attrs, None),
+            Some((None, "Apache Log4j Core".into(), "2.14.1".into()))
+        );
+    }
+
+    #[test]
+    fn properties_with_comments() {
+        let p = "#Generated by Maven\n#Tue\ngroupId=org.apache.logging.log4j\nartifactId=log4j-core\nversion=2.14.1\n";
+        let props = parse_properties(p);
+        assert_eq!(props.len(), 3);
+        assert_eq!(props[1], ("artifactId".into(), "log4j-core".into()));
+    }
+
+    #[test]
+    fn window_reads_and_seeks_within_bounds() {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, b"0123456789").unwrap();
+        let w = Window::whole(f).unwrap();
+        let mut sub = w.sub(2, 5);
+        let mut s = String::new();
+        sub.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "23456");
+        assert_eq!(sub.seek(SeekFrom::End(-1)).unwrap(), 4);
+        let mut one = [0u8; 4];
+        assert_eq!(sub.read(&mut one).unwrap(), 1);
+        assert_eq!(one[0], b'6');
+        assert!(sub.seek(SeekFrom::Current(-10)).is_err());
+        let mut clamped = w.sub(8, 100);
+        let mut rest = Vec::new();
+        clamped.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"89");
+    }
+}

@@ -1,0 +1,224 @@
+//! Python distributions: `*.dist-info` (wheels, pip, uv, poetry) and `*.egg-info` (setuptools,
+//! distro packages), each a directory holding `METADATA` / `PKG-INFO`, or for old eggs a single
+//! `*.egg-info` file that is itself the PKG-INFO.
+//!
+//! The metadata is RFC 822 style headers followed by a free-text body that can be megabytes
+//! (the README). Only a bounded prefix is read and only the header block is parsed, with
+//! `mailparse` (which handles folded lines and encoded words).
+
+use crate::model::{Ecosystem, Evidence, LangPackage};
+use crate::walk::Walker;
+use std::io::Read;
+use std::path::Path;
+
+/// Header bytes read from a METADATA/PKG-INFO file. Name and Version come first in every
+/// metadata version; some packages put a whole licence text in `License:` before the body,
+/// which this leaves room for.
+const HEADER_PREFIX_BYTES: u64 = 256 * 1024;
+
+/// PEP 503 normalization: lower case, every run of `-`, `_`, `.` becomes one `-`.
+pub fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_run = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_run {
+                out.push('-');
+            }
+            in_run = true;
+        } else {
+            out.extend(c.to_lowercase());
+            in_run = false;
+        }
+    }
+    out
+}
+
+/// Name and version from the `Name:` and `Version:` headers of METADATA / PKG-INFO.
+pub fn parse_metadata_headers(bytes: &[u8]) -> Option<(String, String)> {
+    // Cut at the last complete line so a prefix ending mid-header does not yield a partial value.
+    let end = bytes
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    let (headers, _) = mailparse::parse_headers(&bytes[..end]).ok()?;
+    use mailparse::MailHeaderMap;
+    let name = headers.get_first_value("Name")?.trim().to_string();
+    let version = headers
+        .get_first_value("Version")
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    if name.is_empty() {
+        return None;
+    }
+    Some((name, version))
+}
+
+/// Name and version from a directory name (`requests-2.31.0.dist-info`), the fallback when the
+/// metadata file is missing.
+fn from_dir_name(stem: &str) -> (String, String) {
+    match stem.split_once('-') {
+        // Egg names may carry `-py3.11` after the version.
+        Some((name, rest)) => (
+            name.to_string(),
+            rest.split('-').next().unwrap_or_default().to_string(),
+        ),
+        None => (stem.to_string(), String::new()),
+    }
+}
+
+/// Reads up to `limit` bytes of a host file (never more, whatever its size).
+fn read_prefix(walker: &mut Walker<'_>, real: &Path, limit: u64) -> Option<Vec<u8>> {
+    let host = walker.host_of(real);
+    match walker.root.open(&host) {
+        Ok((file, _)) => {
+            let mut buf = Vec::new();
+            match file.take(limit).read_to_end(&mut buf) {
+                Ok(_) => Some(buf),
+                Err(e) => {
+                    walker.problem("io", format!("{}: {e}", walker.shown(real)), real);
+                    None
+                }
+            }
+        }
+        Err(guestward_core::HostFsError::NotFound { .. }) => None,
+        Err(e) => {
+            let mut p = e.to_problem();
+            p.path = Some(walker.shown(real));
+            walker.problems.push(p);
+            None
+        }
+    }
+}
+
+/// A `*.dist-info` or `*.egg-info` directory.
+pub(crate) fn read_info_dir(
+    walker: &mut Walker<'_>,
+    dir: &Path,
+    dir_name: &str,
+    out: &mut Vec<LangPackage>,
+) {
+    let (stem, is_dist) = match dir_name.strip_suffix(".dist-info") {
+        Some(s) => (s, true),
+        None => (
+            dir_name.strip_suffix(".egg-info").unwrap_or(dir_name),
+            false,
+        ),
+    };
+    let metadata_file = dir.join(if is_dist { "METADATA" } else { "PKG-INFO" });
+    let limit = HEADER_PREFIX_BYTES.min(walker.config.max_metadata_bytes);
+    let parsed =
+        read_prefix(walker, &metadata_file, limit).and_then(|b| parse_metadata_headers(&b));
+    let (name, version, evidence) = match parsed {
+        Some((n, v)) => (
+            n,
+            v,
+            if is_dist {
+                Evidence::DistInfoMetadata
+            } else {
+                Evidence::EggInfoPkgInfo
+            },
+        ),
+        None => {
+            let (n, v) = from_dir_name(stem);
+            (n, v, Evidence::DirectoryName)
+        }
+    };
+    let installer = if is_dist {
+        read_prefix(walker, &dir.join("INSTALLER"), 256)
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .filter(|s| !s.is_empty())
+    } else {
+        None
+    };
+    out.push(LangPackage {
+        ecosystem: Ecosystem::Pypi,
+        namespace: None,
+        name: normalize_name(&name),
+        version,
+        location: walker.shown(dir),
+        path_in_archive: None,
+        installer,
+        evidence,
+    });
+}
+
+/// An old-style `*.egg-info` *file* (distutils), which is the PKG-INFO itself.
+pub(crate) fn read_info_file(
+    walker: &mut Walker<'_>,
+    file: &Path,
+    file_name: &str,
+    out: &mut Vec<LangPackage>,
+) {
+    let stem = file_name.strip_suffix(".egg-info").unwrap_or(file_name);
+    let limit = HEADER_PREFIX_BYTES.min(walker.config.max_metadata_bytes);
+    let (name, version, evidence) =
+        match read_prefix(walker, file, limit).and_then(|b| parse_metadata_headers(&b)) {
+            Some((n, v)) => (n, v, Evidence::EggInfoPkgInfo),
+            None => {
+                let (n, v) = from_dir_name(stem);
+                (n, v, Evidence::DirectoryName)
+            }
+        };
+    out.push(LangPackage {
+        ecosystem: Ecosystem::Pypi,
+        namespace: None,
+        name: normalize_name(&name),
+        version,
+        location: walker.shown(file),
+        path_in_archive: None,
+        installer: None,
+        evidence,
+    });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pep503_normalization() {
+        assert_eq!(normalize_name("Friendly-Bard"), "friendly-bard");
+        assert_eq!(normalize_name("FRIENDLY_BARD"), "friendly-bard");
+        assert_eq!(normalize_name("friendly.bard"), "friendly-bard");
+        assert_eq!(normalize_name("Friendly-._.-Bard"), "friendly-bard");
+        assert_eq!(normalize_name("zope.interface"), "zope-interface");
+    }
+
+    #[test]
+    fn headers_stop_at_the_body_and_unfold() {
+        let text = b"Metadata-Version: 2.1\nName: Foo_Bar\nVersion: 1.0.post1\nSummary: a\n  folded line\n\nName: NotThis\n";
+        assert_eq!(
+            parse_metadata_headers(text),
+            Some(("Foo_Bar".into(), "1.0.post1".into()))
+        );
+    }
+
+    #[test]
+    fn truncated_prefix_drops_the_partial_line() {
+        let text = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.2";
+        assert_eq!(
+            parse_metadata_headers(text),
+            Some(("foo".into(), String::new()))
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_a_package() {
+        assert_eq!(parse_metadata_headers(b"\x00\x01\x02"), None);
+        assert_eq!(parse_metadata_headers(b""), None);
+    }
+
+    #[test]
+    fn directory_name_fallback() {
+        assert_eq!(
+            from_dir_name("requests-2.31.0"),
+            ("requests".into(), "2.31.0".into())
+        );
+        assert_eq!(
+            from_dir_name("six-1.16.0-py3.11"),
+            ("six".into(), "1.16.0".into())
+        );
+    }
+}
