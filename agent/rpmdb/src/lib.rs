@@ -1,0 +1,332 @@
+//! Reads rpm package databases in pure Rust, read-only, without librpm or libdb.
+//!
+//! All three storage formats rpm has used are supported, detected by file presence and
+//! magic bytes in a configurable rpm directory:
+//! - [`Backend::Sqlite`]: `rpmdb.sqlite` (Amazon Linux 2023, Fedora, RHEL 9), opened
+//!   read-only and, unless a live `-wal` holds newer data, `immutable` so a read-only
+//!   snapshot works and nothing is written next to it;
+//! - [`Backend::Bdb`]: Berkeley DB hash `Packages` (Amazon Linux 2, RHEL/CentOS 7-8), both
+//!   byte orders, read page by page ([`bdb`]);
+//! - [`Backend::Ndb`]: rpm's own `Packages.db` (SUSE) ([`ndb`]).
+//!
+//! Each stored header blob is parsed by a bounded parser ([`header`]) and its own SHA-256 and
+//! SHA-1 digests are checked as rpm checks them; a header that fails is listed in
+//! [`RpmInventory::corrupt`], never among the packages. A damaged database yields every
+//! package that could be read plus [`RpmInventory::problems`] naming byte offsets; nothing
+//! here panics or loops on bad input (the readers are fuzzed: see `fuzz/`).
+//!
+//! [`vercmp`] orders rpm versions exactly as rpm does (`~`, `^`, epochs).
+
+#![warn(missing_docs)]
+
+pub mod bdb;
+mod error;
+pub mod header;
+mod model;
+pub mod ndb;
+mod render;
+pub mod source;
+mod sqlite;
+pub mod vercmp;
+
+pub use error::{FormatError, RpmdbError};
+pub use header::HeaderError;
+pub use model::{
+    Backend, CorruptHeader, HeaderDigests, RpmInventory, RpmPackage, package_from_blob,
+};
+pub use render::render_table;
+
+use guestward_core::HostRoot;
+use source::{FileSource, ReadAt};
+use std::path::{Path, PathBuf};
+
+/// Where rpm keeps its database, newest convention last; both are looked at by default.
+pub const DEFAULT_RPM_DIRS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
+
+/// One header blob as stored in the database, before parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBlob {
+    /// Record number (sqlite `hnum`, bdb key, ndb package index).
+    pub record: u32,
+    /// Byte offset of the blob in the file, when the format has one.
+    pub offset: Option<u64>,
+    /// The blob, or why it was not loaded (over the size limit).
+    pub data: Result<Vec<u8>, HeaderError>,
+}
+
+/// Bounds on what one database read may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest header blob loaded (one is held in memory at a time). Real headers are
+    /// kilobytes to a few MiB (file lists); rpm's own limit is 256 MiB.
+    pub max_header_bytes: u64,
+    /// Most header records read from one database.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 << 20,
+            max_headers: 200_000,
+        }
+    }
+}
+
+/// Decides the backend of a file from its first bytes.
+pub fn detect_format(start: &[u8]) -> Option<Backend> {
+    if start.starts_with(b"SQLite format 3\0") {
+        Some(Backend::Sqlite)
+    } else if ndb::looks_like_ndb(start) {
+        Some(Backend::Ndb)
+    } else if bdb::looks_like_bdb_hash(start) {
+        Some(Backend::Bdb)
+    } else {
+        None
+    }
+}
+
+/// A database file found in an rpm directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The file as seen on the host (e.g. `/var/lib/rpm/rpmdb.sqlite`).
+    pub host_path: PathBuf,
+    /// Its format, from its magic bytes.
+    pub backend: Backend,
+}
+
+/// Looks in one rpm directory (a host path, read through `root`) for database files, in the
+/// order rpm prefers them when several exist (sqlite, ndb, bdb). A file whose magic does not
+/// match its name is reported as [`RpmdbError::UnknownFormat`]; a missing file is not an
+/// error.
+pub fn detect_in_dir(root: &HostRoot, dir: &Path) -> (Vec<Found>, Vec<RpmdbError>) {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for expected in [Backend::Sqlite, Backend::Ndb, Backend::Bdb] {
+        let host_path = dir.join(expected.file_name());
+        if !root.exists(&host_path) {
+            continue;
+        }
+        let mut start = [0u8; 512];
+        let read = root.open(&host_path).and_then(|(f, real)| {
+            let src =
+                FileSource::new(f).map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
+            let n = usize::try_from(src.len())
+                .unwrap_or(usize::MAX)
+                .min(start.len());
+            src.read_exact_at(&mut start[..n], 0)
+                .map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
+            Ok(n)
+        });
+        match read {
+            Ok(n) => match detect_format(&start[..n]) {
+                Some(b) if b == expected => found.push(Found {
+                    host_path,
+                    backend: b,
+                }),
+                other => errors.push(RpmdbError::UnknownFormat {
+                    path: host_path,
+                    detail: match other {
+                        Some(b) => format!("named like a {expected} database but has {b} magic"),
+                        None => format!("no {expected} magic in its first bytes"),
+                    },
+                }),
+            },
+            Err(e) => errors.push(e.into()),
+        }
+    }
+    (found, errors)
+}
+
+/// Parses every raw blob into packages or corrupt entries of `inv`.
+fn absorb(inv: &mut RpmInventory, path: &Path, blob: RawBlob) {
+    let result = blob
+        .data
+        .map_err(|e| (e, None))
+        .and_then(|bytes| package_from_blob(blob.record, &bytes));
+    match result {
+        Ok(p) => inv.packages.push(p),
+        Err((source, nevra)) => {
+            let e = RpmdbError::Header {
+                path: path.to_owned(),
+                record: blob.record,
+                offset: blob.offset,
+                source,
+            };
+            inv.corrupt.push(CorruptHeader {
+                record: blob.record,
+                offset: blob.offset,
+                nevra,
+                code: e.code().to_owned(),
+                reason: e.to_string(),
+            });
+        }
+    }
+}
+
+fn format_problem(path: &Path, backend: Backend, e: FormatError) -> guestward_core::Problem {
+    RpmdbError::Format {
+        path: path.to_owned(),
+        backend: backend.as_str(),
+        source: e,
+    }
+    .to_problem()
+}
+
+/// Reads blobs from a Berkeley DB or NDB byte source. Shared by files and the fuzz targets.
+pub fn read_page_format<R: ReadAt + ?Sized>(
+    src: &R,
+    backend: Backend,
+    shown_path: &Path,
+    limits: &Limits,
+) -> Result<RpmInventory, RpmdbError> {
+    let mut inv = RpmInventory {
+        db_path: shown_path.display().to_string(),
+        backend,
+        packages: Vec::new(),
+        corrupt: Vec::new(),
+        problems: Vec::new(),
+    };
+    let mut count = 0usize;
+    let mut over = false;
+    let mut sink = |b: RawBlob| {
+        if count >= limits.max_headers {
+            over = true;
+            return;
+        }
+        count += 1;
+        absorb(&mut inv, shown_path, b);
+    };
+    let result = match backend {
+        Backend::Bdb => bdb::read_blobs(src, limits.max_header_bytes, &mut sink),
+        Backend::Ndb => ndb::read_blobs(src, limits.max_header_bytes, &mut sink),
+        Backend::Sqlite => {
+            return Err(RpmdbError::UnknownFormat {
+                path: shown_path.to_owned(),
+                detail: "sqlite is not a page format".into(),
+            });
+        }
+    };
+    let problems = result.map_err(|source| RpmdbError::Format {
+        path: shown_path.to_owned(),
+        backend: backend.as_str(),
+        source,
+    })?;
+    inv.problems.extend(
+        problems
+            .into_iter()
+            .map(|e| format_problem(shown_path, backend, e)),
+    );
+    if over {
+        inv.problems.push(
+            RpmdbError::TooManyHeaders {
+                path: shown_path.to_owned(),
+                limit: limits.max_headers,
+            }
+            .to_problem(),
+        );
+    }
+    Ok(inv)
+}
+
+/// Reads one database file. `host_path` is the path on the host, read through `root`
+/// (symlinks cannot escape it). The error is for a file that cannot be read at all;
+/// damage inside it is reported in the inventory.
+pub fn read_database(
+    root: &HostRoot,
+    host_path: &Path,
+    backend: Backend,
+    limits: &Limits,
+) -> Result<RpmInventory, RpmdbError> {
+    match backend {
+        Backend::Sqlite => {
+            let real = root.resolve(host_path)?;
+            let mut inv = RpmInventory {
+                db_path: host_path.display().to_string(),
+                backend,
+                packages: Vec::new(),
+                corrupt: Vec::new(),
+                problems: Vec::new(),
+            };
+            let problems = sqlite::read_blobs(
+                &real,
+                host_path,
+                limits.max_header_bytes,
+                limits.max_headers,
+                &mut |b| absorb(&mut inv, host_path, b),
+            )?;
+            inv.problems
+                .extend(problems.iter().map(RpmdbError::to_problem));
+            Ok(inv)
+        }
+        Backend::Bdb | Backend::Ndb => {
+            let (file, real) = root.open(host_path)?;
+            let src = FileSource::new(file)
+                .map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
+            read_page_format(&src, backend, host_path, limits)
+        }
+    }
+}
+
+/// The result of looking through the configured rpm directories.
+#[derive(Debug)]
+pub struct DirScan {
+    /// The database read, if one was found and could be opened.
+    pub inventory: Option<RpmInventory>,
+    /// Everything that went wrong, plus notes about extra databases not read.
+    pub errors: Vec<RpmdbError>,
+    /// Other database files found but not read (only one database is authoritative).
+    pub ignored: Vec<Found>,
+}
+
+/// Finds and reads the rpm database: the directories are tried in order (a directory that
+/// resolves to one already seen, e.g. the `/var/lib/rpm -> /usr/lib/sysimage/rpm` symlink,
+/// is skipped) and the first database found is read. When no directory holds one, `errors`
+/// contains [`RpmdbError::NotFound`].
+pub fn read_rpm_dirs(root: &HostRoot, dirs: &[PathBuf], limits: &Limits) -> DirScan {
+    let mut seen = Vec::new();
+    let mut candidates = Vec::new();
+    let mut errors = Vec::new();
+    for dir in dirs {
+        let Ok(real) = root.resolve(dir) else {
+            continue;
+        };
+        if seen.contains(&real) {
+            continue;
+        }
+        seen.push(real);
+        let (found, errs) = detect_in_dir(root, dir);
+        candidates.extend(found);
+        errors.extend(errs);
+    }
+    let mut candidates = candidates.into_iter();
+    let Some(first) = candidates.next() else {
+        let dirs = dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        errors.push(RpmdbError::NotFound { dirs });
+        return DirScan {
+            inventory: None,
+            errors,
+            ignored: Vec::new(),
+        };
+    };
+    let ignored: Vec<Found> = candidates.collect();
+    match read_database(root, &first.host_path, first.backend, limits) {
+        Ok(inv) => DirScan {
+            inventory: Some(inv),
+            errors,
+            ignored,
+        },
+        Err(e) => {
+            errors.push(e);
+            DirScan {
+                inventory: None,
+                errors,
+                ignored,
+            }
+        }
+    }
+}

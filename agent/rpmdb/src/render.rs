@@ -1,0 +1,42 @@
+//! Human-readable table of an inventory, for `guestward-agent scan` and `agentctl`.
+
+use crate::RpmInventory;
+use std::io::{self, Write};
+
+/// Writes one line per package (`NAME  EPOCH:VERSION-RELEASE  ARCH`), then corrupt headers
+/// and problems, so a person sees damage next to the list it affects.
+pub fn render_table(report: &RpmInventory, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "rpm database {} ({}): {} packages, {} corrupt headers",
+        report.db_path,
+        report.backend,
+        report.packages.len(),
+        report.corrupt.len()
+    )?;
+    let width = report
+        .packages
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 48);
+    for p in &report.packages {
+        let epoch = p.epoch.map(|e| format!("{e}:")).unwrap_or_default();
+        let evr = format!("{epoch}{}-{}", p.version, p.release);
+        writeln!(
+            out,
+            "  {:<width$}  {:<40}  {}",
+            p.name,
+            evr,
+            p.arch.as_deref().unwrap_or("-")
+        )?;
+    }
+    for c in &report.corrupt {
+        writeln!(out, "  CORRUPT record {}: {}", c.record, c.reason)?;
+    }
+    for pr in &report.problems {
+        writeln!(out, "  problem: {pr}")?;
+    }
+    Ok(())
+}
