@@ -1,0 +1,252 @@
+//! What the engine tells the rest of the agent: typed payloads of `fim.change` and
+//! `coverage.gap` events, status, and how paths are printed.
+
+use crate::config::Attribute;
+use crate::record::{FLAG_HASH_SKIPPED, FLAG_UNREADABLE, FLAG_UNSTABLE, FileKind, FileRecord, hex};
+use guestward_core::{Event, Timestamp};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Event kind of a file change.
+pub const KIND_CHANGE: &str = "fim.change";
+/// Event kind of a coverage gap.
+pub const KIND_GAP: &str = "coverage.gap";
+
+/// A path as text: valid UTF-8 is kept, `\` is doubled, control characters and bytes that are
+/// not UTF-8 become `\xNN`. Reversible, so non-UTF-8 names are never merged or lost.
+pub fn escape_path(path: &Path) -> String {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() && (c as u32) < 0x100 => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// How a change was detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// An inotify event (including the scan of a directory that just appeared).
+    Realtime,
+    /// A verification rescan (scheduled, after an overflow, for unwatched trees, or `fim check`).
+    Rescan,
+}
+
+/// What happened to a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// Not in the baseline, now present.
+    Added,
+    /// In the baseline, now gone.
+    Removed,
+    /// Present in both with different checked attributes (see `changed`).
+    Modified,
+    /// Moved from `old_path` (seen as one inotify rename).
+    Renamed,
+}
+
+/// Attributes of one version of a file, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Attributes {
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: FileKind,
+    /// Permission bits in octal, e.g. `0644`.
+    pub mode: String,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// Symlink target, escaped like paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+    /// SHA-256, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// BLAKE3, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// Extended attribute names with hex values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xattrs: Option<Vec<(String, String)>>,
+    /// Larger than the size cap: not hashed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hash_skipped: bool,
+    /// Changed while being hashed on every attempt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unstable: bool,
+    /// Content could not be read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+}
+
+impl From<&FileRecord> for Attributes {
+    fn from(r: &FileRecord) -> Self {
+        Self {
+            kind: r.kind,
+            mode: format!("{:04o}", r.mode),
+            uid: r.uid,
+            gid: r.gid,
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            ctime_ns: r.ctime_ns,
+            inode: r.inode,
+            link_target: r
+                .link_target
+                .as_ref()
+                .map(|t| escape_path(Path::new(std::ffi::OsStr::from_bytes(t)))),
+            sha256: r.sha256.map(|h| hex(&h)),
+            blake3: r.blake3.map(|h| hex(&h)),
+            xattrs: r.xattrs.as_ref().map(|x| {
+                x.iter()
+                    .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), hex(v)))
+                    .collect()
+            }),
+            hash_skipped: r.flags & FLAG_HASH_SKIPPED != 0,
+            unstable: r.flags & FLAG_UNSTABLE != 0,
+            unreadable: r.flags & FLAG_UNREADABLE != 0,
+        }
+    }
+}
+
+/// Payload of a `fim.change` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FimChange {
+    /// The path as seen by the monitored system, escaped (see [`escape_path`]).
+    pub path: String,
+    /// For renames: where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_path: Option<String>,
+    /// What happened.
+    pub change: ChangeKind,
+    /// Checked attributes that differ (for `modified` and `renamed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<Attribute>,
+    /// Baseline attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<Attributes>,
+    /// Current attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<Attributes>,
+    /// Realtime or rescan.
+    pub mechanism: Mechanism,
+    /// The configured path of the rule that governs this file.
+    pub rule: String,
+}
+
+/// Why coverage was incomplete for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GapCause {
+    /// The kernel dropped events (IN_Q_OVERFLOW).
+    QueueOverflow,
+    /// The agent's own event queue was full and events were dropped.
+    EventBacklog,
+    /// Adding a watch failed with the kernel's `max_user_watches` limit.
+    WatchLimit,
+    /// The policy needs more watches than the budget: the tree is checked by periodic rescans.
+    WatchBudget,
+    /// The watcher reported an error.
+    WatcherError,
+    /// The agent was not running (from the last baseline or stop until this start).
+    AgentNotRunning,
+}
+
+/// Payload of a `coverage.gap` event: emitted when the gap opens (`end` absent) and again when
+/// the verification rescan that closes it finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CoverageGap {
+    /// Identifies the gap across its start and end events.
+    pub id: u64,
+    /// Why.
+    pub cause: GapCause,
+    /// Trees whose changes may have been missed by realtime detection.
+    pub trees: Vec<String>,
+    /// When coverage was lost.
+    pub start: Timestamp,
+    /// When the verification rescan completed (absent while open; for `watch_budget` the
+    /// tree stays on periodic rescans and the gap stays open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+    /// Details for a person.
+    pub detail: String,
+}
+
+impl FimChange {
+    /// As a report event.
+    pub fn to_event(&self, time: Timestamp) -> Event {
+        Event {
+            kind: KIND_CHANGE.into(),
+            time,
+            data: serde_json::to_value(self).unwrap_or_default(),
+        }
+    }
+
+    /// The human one-liner: `modified /etc/passwd (sha256, mtime) [realtime]`.
+    pub fn human(&self) -> String {
+        let what = match self.change {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Renamed => "renamed",
+        };
+        let mut s = format!("{what:8} {}", self.path);
+        if let Some(old) = &self.old_path {
+            s.push_str(&format!(" (from {old})"));
+        }
+        if !self.changed.is_empty() {
+            let names: Vec<&str> = self.changed.iter().map(|a| a.as_str()).collect();
+            s.push_str(&format!(" [{}]", names.join(", ")));
+        }
+        if self.new.as_ref().is_some_and(|n| n.unstable) {
+            s.push_str(" (unstable: changed while hashed)");
+        }
+        s
+    }
+}
+
+impl CoverageGap {
+    /// As a report event.
+    pub fn to_event(&self, time: Timestamp) -> Event {
+        Event {
+            kind: KIND_GAP.into(),
+            time,
+            data: serde_json::to_value(self).unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn non_utf8_names_are_escaped_reversibly() {
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/etc/a\xffb\\c\nd\xc3\xa9"));
+        assert_eq!(escape_path(p), "/etc/a\\xffb\\\\c\\x0ad\u{e9}");
+    }
+}

@@ -1,0 +1,1067 @@
+//! Realtime monitoring: inotify (through `notify`), per-path debouncing, the watch budget, and
+//! verification rescans so that nothing is missed silently.
+//!
+//! One engine thread owns the baseline connection and the watcher. The `notify` reader thread
+//! only forwards events into a bounded queue; when that queue is full the event is dropped and
+//! a flag is raised, which the engine handles exactly like a kernel `IN_Q_OVERFLOW`: a
+//! `coverage.gap` event opens, the watched trees are rescanned at once, and the gap closes
+//! when the rescan has compared every file. Idle cost is zero: the thread sleeps in
+//! `recv_timeout` until an event, a debounce deadline or the next scheduled rescan.
+//!
+//! Watches are placed per directory by us (never `RecursiveMode::Recursive`, which would walk
+//! into excluded subtrees and follow the kernel limit blindly): before placing any, the
+//! directories each tree needs are counted against `fs.inotify.max_user_watches` minus a
+//! reserve, and trees that do not fit are put on periodic rescans and reported.
+
+use crate::config::Config;
+use crate::engine::{Fim, FimError, Purpose, ScanSummary, Scope};
+use crate::events::{
+    Attributes, ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, escape_path,
+};
+use crate::record::{FileKind, ReadOptions, read_record};
+use crate::scan::{ScanOptions, ScanProgress, Target, real_path};
+use crate::store::Store;
+use guestward_core::{Event, Timestamp};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where the kernel publishes the per-user watch limit.
+const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
+/// Paths waiting for their debounce deadline; beyond this the engine stops tracking single
+/// paths and rescans instead (bounded memory under an event storm).
+const MAX_PENDING: usize = 100_000;
+
+/// How a tree is covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeMode {
+    /// inotify watches on every directory.
+    Realtime,
+    /// Not watched (budget, limit or watcher failure): periodic rescans only.
+    RescanOnly,
+}
+
+/// One watched tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TreeStatus {
+    /// The tree root (escaped).
+    pub path: String,
+    /// The configured rule path it comes from.
+    pub rule: String,
+    /// Realtime or rescan-only.
+    pub mode: TreeMode,
+    /// Watches the tree holds (or would need, when rescan-only).
+    pub watches: u64,
+    /// Why it is rescan-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the monitor is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorState {
+    /// Placing watches.
+    Starting,
+    /// Building the first baseline (no changes are reported).
+    Baselining,
+    /// Running a verification rescan.
+    Verifying,
+    /// Waiting for events.
+    Watching,
+    /// Stopped (or failed: see `degraded_reasons`).
+    Stopped,
+}
+
+/// For `agentctl fim status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FimStatus {
+    /// What the monitor is doing.
+    pub state: MonitorState,
+    /// Trees and how each is covered.
+    pub trees: Vec<TreeStatus>,
+    /// Watches placed.
+    pub watches_used: u64,
+    /// Watches this agent allows itself.
+    pub watch_budget: u64,
+    /// The kernel's `fs.inotify.max_user_watches`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_max_user_watches: Option<u64>,
+    /// Records in the baseline.
+    pub files_in_baseline: u64,
+    /// When the baseline was last accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_completed_at: Option<Timestamp>,
+    /// The last finished scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan: Option<ScanSummary>,
+    /// The scan running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_progress: Option<ScanProgress>,
+    /// Some tree is not covered in realtime, or a gap is open.
+    pub degraded: bool,
+    /// Why, in sentences.
+    pub degraded_reasons: Vec<String>,
+    /// Gaps not yet closed by a verification rescan.
+    pub open_gaps: Vec<CoverageGap>,
+    /// Change events emitted since start.
+    pub changes_reported: u64,
+    /// Overflows (kernel or internal queue) since start.
+    pub overflows: u64,
+}
+
+impl FimStatus {
+    fn new() -> Self {
+        Self {
+            state: MonitorState::Starting,
+            trees: Vec::new(),
+            watches_used: 0,
+            watch_budget: 0,
+            kernel_max_user_watches: None,
+            files_in_baseline: 0,
+            baseline_completed_at: None,
+            last_scan: None,
+            scan_progress: None,
+            degraded: false,
+            degraded_reasons: Vec::new(),
+            open_gaps: Vec::new(),
+            changes_reported: 0,
+            overflows: 0,
+        }
+    }
+}
+
+/// Receives every event the monitor emits (already stored in the event log).
+pub type EventSink = Box<dyn FnMut(&Event) + Send>;
+
+enum Msg {
+    Fs(notify::Result<notify::Event>),
+    Rescan(Option<Vec<PathBuf>>),
+    Stop,
+}
+
+struct Shared {
+    status: Mutex<FimStatus>,
+    cancel: AtomicBool,
+    dropped: AtomicBool,
+}
+
+/// The running realtime monitor.
+pub struct Monitor {
+    tx: SyncSender<Msg>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
+impl Monitor {
+    /// Starts watching. Returns at once; watches, the first baseline (when there is none) or
+    /// the startup verification rescan run on the monitor's thread (see [`Self::status`]).
+    pub fn start(fim: Fim, sink: EventSink) -> Result<Self, FimError> {
+        let (tx, rx) = sync_channel(fim.config.event_queue_capacity.max(16));
+        let shared = Arc::new(Shared {
+            status: Mutex::new(FimStatus::new()),
+            cancel: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+        });
+        let store = fim.store()?;
+        let fwd_tx = tx.clone();
+        let fwd_shared = Arc::clone(&shared);
+        let handler = move |res: notify::Result<notify::Event>| {
+            // Never block the inotify reader: a full queue becomes an explicit overflow.
+            if let Err(TrySendError::Full(_)) = fwd_tx.try_send(Msg::Fs(res)) {
+                fwd_shared.dropped.store(true, Ordering::Release);
+            }
+        };
+        let watcher = notify::INotifyWatcher::new(
+            handler,
+            notify::Config::default().with_follow_symlinks(false),
+        );
+        let engine_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("fim-monitor".into())
+            .spawn(move || {
+                let mut engine = Engine::new(fim, store, watcher.ok(), engine_shared, sink);
+                engine.run(rx);
+            })
+            .map_err(|e| FimError::Watcher(e.to_string()))?;
+        Ok(Self {
+            tx,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// A snapshot of the monitor's status.
+    pub fn status(&self) -> FimStatus {
+        self.shared
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| FimStatus::new())
+    }
+
+    /// Asks for a verification rescan of `trees` (all trees when `None`).
+    pub fn request_rescan(&self, trees: Option<Vec<PathBuf>>) {
+        let _ = self.tx.send(Msg::Rescan(trees));
+    }
+
+    /// Blocks until the monitor watches (startup scan done) or `timeout` passes; returns
+    /// whether it is watching.
+    pub fn wait_watching(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.status().state == MonitorState::Watching {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Stops the monitor (a running scan is cancelled and resumes at the next start).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.cancel.store(true, Ordering::Release);
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    renamed_from: Option<PathBuf>,
+    rename_source: bool,
+}
+
+struct Tree {
+    target: Target,
+    mode: TreeMode,
+    watches: u64,
+    reason: Option<String>,
+}
+
+struct Engine {
+    fim: Fim,
+    store: Store,
+    watcher: Option<notify::INotifyWatcher>,
+    shared: Arc<Shared>,
+    sink: EventSink,
+    watched: BTreeSet<PathBuf>,
+    budget: u64,
+    trees: Vec<Tree>,
+    pending: HashMap<PathBuf, Pending>,
+    next_due: Option<Instant>,
+    next_full: Instant,
+    next_unwatched: Instant,
+    gap_seq: u64,
+    buf: Vec<u8>,
+}
+
+impl Engine {
+    fn new(
+        fim: Fim,
+        store: Store,
+        watcher: Option<notify::INotifyWatcher>,
+        shared: Arc<Shared>,
+        sink: EventSink,
+    ) -> Self {
+        let now = Instant::now();
+        let full = Duration::from_secs(fim.config.rescan_interval_secs.max(60));
+        let unwatched = Duration::from_secs(fim.config.unwatched_rescan_interval_secs.max(60));
+        Self {
+            fim,
+            store,
+            watcher,
+            shared,
+            sink,
+            watched: BTreeSet::new(),
+            budget: 0,
+            trees: Vec::new(),
+            pending: HashMap::new(),
+            next_due: None,
+            next_full: now + full,
+            next_unwatched: now + unwatched,
+            gap_seq: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    fn cfg(&self) -> &Config {
+        &self.fim.config
+    }
+
+    fn with_status(&self, f: impl FnOnce(&mut FimStatus)) {
+        if let Ok(mut s) = self.shared.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn run(&mut self, rx: Receiver<Msg>) {
+        self.place_watches();
+        self.startup_scan();
+        self.publish(MonitorState::Watching);
+        loop {
+            let now = Instant::now();
+            let mut wake = self.next_full.min(self.next_unwatched);
+            if let Some(d) = self.next_due {
+                wake = wake.min(d);
+            }
+            let msg = rx.recv_timeout(wake.saturating_duration_since(now));
+            match msg {
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Msg::Fs(ev)) => self.on_fs(ev),
+                Ok(Msg::Rescan(trees)) => {
+                    let scope = trees.map(Scope::Trees).unwrap_or(Scope::All);
+                    self.verify(scope, None, false);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.shared.dropped.swap(false, Ordering::AcqRel) {
+                self.overflow(
+                    GapCause::EventBacklog,
+                    "the agent's event queue was full; events were dropped",
+                );
+            }
+            let now = Instant::now();
+            if self.next_due.is_some_and(|d| d <= now) {
+                self.process_due(now);
+            }
+            if now >= self.next_full {
+                self.next_full = now + Duration::from_secs(self.cfg().rescan_interval_secs.max(60));
+                self.verify(Scope::All, None, true);
+            }
+            if now >= self.next_unwatched {
+                self.next_unwatched =
+                    now + Duration::from_secs(self.cfg().unwatched_rescan_interval_secs.max(60));
+                let trees: Vec<PathBuf> = self
+                    .trees
+                    .iter()
+                    .filter(|t| t.mode == TreeMode::RescanOnly)
+                    .map(|t| t.target.host.clone())
+                    .collect();
+                if !trees.is_empty() {
+                    self.verify(Scope::Trees(trees), None, true);
+                }
+            }
+        }
+        self.publish(MonitorState::Stopped);
+    }
+
+    // ---------- watches ----------
+
+    fn place_watches(&mut self) {
+        let kernel = std::fs::read_to_string(MAX_USER_WATCHES)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let reserve = u64::from(self.cfg().watch_reserve_percent.min(100));
+        let mut budget = kernel.map(|k| k - k * reserve / 100).unwrap_or(8192);
+        if self.cfg().max_watches > 0 {
+            budget = budget.min(self.cfg().max_watches);
+        }
+        self.budget = budget;
+        let targets = self.fim.policy.targets(&self.fim.root);
+        let mut used = 0u64;
+        for target in targets {
+            let Some(real) = real_path(&self.fim.root, &target.host) else {
+                continue;
+            };
+            let dirs = self.tree_dirs(&target, &real);
+            // The parent of a tree root is watched too (non-recursively) so that the root
+            // appearing, vanishing or being replaced is seen.
+            let need = dirs.len() as u64 + 1;
+            let mut tree = Tree {
+                target,
+                mode: TreeMode::Realtime,
+                watches: need,
+                reason: None,
+            };
+            if self.watcher.is_none() {
+                tree.mode = TreeMode::RescanOnly;
+                tree.reason = Some("the inotify watcher could not be created".into());
+            } else if used + need > budget {
+                tree.mode = TreeMode::RescanOnly;
+                tree.reason = Some(format!(
+                    "needs {need} watches but only {} of the budget of {budget} are left; checked by rescans every {} s",
+                    budget.saturating_sub(used),
+                    self.cfg().unwatched_rescan_interval_secs
+                ));
+            } else {
+                used += need;
+                let mut all = Vec::with_capacity(dirs.len() + 1);
+                if let Some(parent) = real.parent() {
+                    all.push(parent.to_path_buf());
+                }
+                all.extend(dirs);
+                if let Err(reason) = self.add_watches(&all) {
+                    tree.mode = TreeMode::RescanOnly;
+                    tree.reason = Some(reason);
+                }
+            }
+            self.trees.push(tree);
+        }
+        let open: Vec<(String, String)> = self
+            .trees
+            .iter()
+            .filter(|t| t.mode == TreeMode::RescanOnly)
+            .map(|t| {
+                (
+                    escape_path(&t.target.host),
+                    t.reason.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        if !open.is_empty() {
+            let cause = if self.watcher.is_none() {
+                GapCause::WatcherError
+            } else {
+                GapCause::WatchBudget
+            };
+            let detail = open
+                .iter()
+                .map(|(p, r)| format!("{p}: {r}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let trees = open.into_iter().map(|(p, _)| p).collect();
+            // Stays open: these trees are covered by periodic rescans, not in realtime.
+            self.open_gap(cause, trees, detail);
+        }
+        self.with_status(|s| s.kernel_max_user_watches = kernel);
+        self.publish(MonitorState::Starting);
+    }
+
+    /// Directories of a tree that need a watch: not excluded, governed by this tree's rule
+    /// (nested rules count their own), and only the root for non-recursive rules.
+    fn tree_dirs(&self, target: &Target, real: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let Some(rule) = self.fim.policy.rules.get(target.rule) else {
+            return out;
+        };
+        if self.fim.policy.governing(&target.host).map(|r| r.index) != Some(rule.index) {
+            return out;
+        }
+        match std::fs::symlink_metadata(real) {
+            Ok(m) if m.is_dir() => {}
+            _ => return out,
+        }
+        let mut stack = vec![(target.host.clone(), real.to_path_buf())];
+        while let Some((host, dir)) = stack.pop() {
+            out.push(dir.clone());
+            if !rule.recursive {
+                continue;
+            }
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                // d_type from readdir: no extra lstat, and a symlink is never a directory here.
+                if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                let h = host.join(e.file_name());
+                if self.fim.policy.governing(&h).map(|r| r.index) == Some(rule.index) {
+                    stack.push((h, e.path()));
+                }
+            }
+        }
+        out
+    }
+
+    fn add_watches(&mut self, dirs: &[PathBuf]) -> Result<(), String> {
+        let Some(w) = self.watcher.as_mut() else {
+            return Err("no watcher".into());
+        };
+        for d in dirs {
+            if self.watched.contains(d) {
+                continue;
+            }
+            if self.watched.len() as u64 >= self.budget {
+                return Err(format!("the watch budget of {} is used up", self.budget));
+            }
+            match w.watch(d, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(d.clone());
+                }
+                Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                    return Err("the kernel's fs.inotify.max_user_watches limit was hit".into());
+                }
+                // Vanished since we listed it: nothing to watch.
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_watches_below(&mut self, real: &Path) {
+        let gone: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|p| p.starts_with(real))
+            .cloned()
+            .collect();
+        for p in gone {
+            self.watched.remove(&p);
+            if let Some(w) = self.watcher.as_mut() {
+                let _ = w.unwatch(&p);
+            }
+        }
+    }
+
+    fn tree_of(&self, host: &Path) -> Option<usize> {
+        self.trees
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| host.starts_with(&t.target.host))
+            .max_by_key(|(_, t)| t.target.host.components().count())
+            .map(|(i, _)| i)
+    }
+
+    /// Watches a directory that appeared inside a realtime tree, with its subdirectories.
+    fn watch_new_dir(&mut self, host: &Path, real: &Path) {
+        let Some(ti) = self.tree_of(host) else { return };
+        if self.trees[ti].mode != TreeMode::Realtime {
+            return;
+        }
+        let Some(rule) = self.fim.policy.governing(host) else {
+            return;
+        };
+        if !rule.recursive && host != self.trees[ti].target.host {
+            return;
+        }
+        let target = Target {
+            host: host.to_path_buf(),
+            rule: rule.index,
+        };
+        let dirs = self.tree_dirs(&target, real);
+        if let Err(reason) = self.add_watches(&dirs) {
+            let tree = &mut self.trees[ti];
+            tree.mode = TreeMode::RescanOnly;
+            tree.reason = Some(reason.clone());
+            let path = escape_path(&tree.target.host);
+            let cause = if reason.contains("kernel") {
+                GapCause::WatchLimit
+            } else {
+                GapCause::WatchBudget
+            };
+            self.open_gap(cause, vec![path], reason);
+        }
+    }
+
+    // ---------- scans ----------
+
+    fn startup_scan(&mut self) {
+        let baseline = self.fim.baseline_time().ok().flatten();
+        match baseline {
+            None => {
+                self.publish(MonitorState::Baselining);
+                let rate = self.cfg().initial_scan_rate;
+                let _ = self.run_scan(Purpose::Init, &Scope::All, Mechanism::Rescan, rate);
+            }
+            Some(since) => {
+                let trees = self
+                    .trees
+                    .iter()
+                    .map(|t| escape_path(&t.target.host))
+                    .collect();
+                let detail =
+                    "changes made while the agent was not running are found by the startup rescan"
+                        .into();
+                let id = self.open_gap_at(GapCause::AgentNotRunning, trees, detail, since);
+                self.verify(Scope::All, Some(id), true);
+            }
+        }
+    }
+
+    fn run_scan(
+        &mut self,
+        purpose: Purpose,
+        scope: &Scope,
+        mechanism: Mechanism,
+        rate: crate::config::RateLimit,
+    ) -> Option<ScanSummary> {
+        let shared = Arc::clone(&self.shared);
+        let progress = move |p: &ScanProgress| {
+            if let Ok(mut s) = shared.status.lock() {
+                s.scan_progress = Some(p.clone());
+            }
+        };
+        let opts = ScanOptions {
+            rate,
+            threads: self.fim.config.threads,
+            progress: Some(&progress),
+            cancel: Some(&self.shared.cancel),
+        };
+        let mut changes = Vec::new();
+        let fim = self.fim.clone();
+        let result = fim.scan(purpose, scope, mechanism, &opts, &mut |c| changes.push(c));
+        for c in changes {
+            self.emit_change(c);
+        }
+        self.with_status(|s| s.scan_progress = None);
+        match result {
+            Ok(summary) => Some(summary),
+            Err(e) => {
+                tracing::warn!(error = %e, "FIM scan failed");
+                self.with_status(|s| s.degraded_reasons.push(format!("scan failed: {e}")));
+                None
+            }
+        }
+    }
+
+    /// A verification rescan; closes gap `gap` (and every other open gap whose trees it
+    /// covered) when it completes.
+    fn verify(&mut self, scope: Scope, gap: Option<u64>, gentle: bool) {
+        self.publish(MonitorState::Verifying);
+        let rate = if gentle {
+            self.cfg().rescan_rate
+        } else {
+            self.cfg().initial_scan_rate
+        };
+        let done = self.run_scan(Purpose::Rescan, &scope, Mechanism::Rescan, rate);
+        if let (Some(summary), Some(id)) = (done, gap)
+            && !summary.stats.cancelled
+        {
+            self.close_gap(id);
+        }
+        self.publish(MonitorState::Watching);
+    }
+
+    fn overflow(&mut self, cause: GapCause, detail: &str) {
+        let trees: Vec<PathBuf> = self
+            .trees
+            .iter()
+            .filter(|t| t.mode == TreeMode::Realtime)
+            .map(|t| t.target.host.clone())
+            .collect();
+        self.with_status(|s| s.overflows += 1);
+        let id = self.open_gap(
+            cause,
+            trees.iter().map(|t| escape_path(t)).collect(),
+            detail.to_string(),
+        );
+        // Started at once and scoped to the watched trees; unlimited speed, since every
+        // second of delay is a second an attacker's change goes unreported.
+        self.verify(Scope::Trees(trees), Some(id), false);
+    }
+
+    // ---------- gaps and events ----------
+
+    fn open_gap(&mut self, cause: GapCause, trees: Vec<String>, detail: String) -> u64 {
+        self.open_gap_at(cause, trees, detail, Timestamp::now())
+    }
+
+    fn open_gap_at(
+        &mut self,
+        cause: GapCause,
+        trees: Vec<String>,
+        detail: String,
+        start: Timestamp,
+    ) -> u64 {
+        self.gap_seq += 1;
+        let gap = CoverageGap {
+            id: self.gap_seq,
+            cause,
+            trees,
+            start,
+            end: None,
+            detail,
+        };
+        self.emit(gap.to_event(Timestamp::now()));
+        self.with_status(|s| s.open_gaps.push(gap));
+        self.gap_seq
+    }
+
+    fn close_gap(&mut self, id: u64) {
+        let mut closed = None;
+        self.with_status(|s| {
+            if let Some(i) = s.open_gaps.iter().position(|g| g.id == id) {
+                closed = Some(s.open_gaps.remove(i));
+            }
+        });
+        if let Some(mut gap) = closed {
+            gap.end = Some(Timestamp::now());
+            self.emit(gap.to_event(Timestamp::now()));
+        }
+    }
+
+    fn emit_change(&mut self, c: FimChange) {
+        self.with_status(|s| s.changes_reported += 1);
+        self.emit(c.to_event(Timestamp::now()));
+    }
+
+    fn emit(&mut self, e: Event) {
+        if let Err(err) = self
+            .store
+            .append_event(&e, self.fim.config.max_stored_events)
+        {
+            tracing::warn!(error = %err, "cannot store FIM event");
+        }
+        (self.sink)(&e);
+    }
+
+    fn publish(&self, state: MonitorState) {
+        let files = self.store.file_count().unwrap_or(0);
+        let baseline = self.fim.baseline_time().ok().flatten();
+        let last = self.fim.last_scan().ok().flatten();
+        let trees: Vec<TreeStatus> = self
+            .trees
+            .iter()
+            .map(|t| TreeStatus {
+                path: escape_path(&t.target.host),
+                rule: self
+                    .fim
+                    .policy
+                    .rules
+                    .get(t.target.rule)
+                    .map(|r| escape_path(&r.pattern))
+                    .unwrap_or_default(),
+                mode: t.mode,
+                watches: t.watches,
+                reason: t.reason.clone(),
+            })
+            .collect();
+        let watches = self.watched.len() as u64;
+        let budget = self.budget;
+        self.with_status(|s| {
+            s.state = state;
+            s.files_in_baseline = files;
+            s.baseline_completed_at = baseline;
+            s.last_scan = last;
+            s.watches_used = watches;
+            s.watch_budget = budget;
+            let mut reasons: Vec<String> = trees
+                .iter()
+                .filter(|t| t.mode == TreeMode::RescanOnly)
+                .map(|t| {
+                    format!(
+                        "{} is checked by periodic rescans only: {}",
+                        t.path,
+                        t.reason.clone().unwrap_or_default()
+                    )
+                })
+                .collect();
+            reasons.extend(
+                s.degraded_reasons
+                    .iter()
+                    .filter(|r| r.starts_with("scan failed"))
+                    .cloned(),
+            );
+            s.degraded = !reasons.is_empty() || !s.open_gaps.is_empty();
+            s.degraded_reasons = reasons;
+            s.trees = trees;
+        });
+    }
+
+    // ---------- realtime ----------
+
+    fn host_of(&self, real: &Path) -> PathBuf {
+        let root = &self.fim.root;
+        if root.is_live() {
+            return real.to_path_buf();
+        }
+        match real.strip_prefix(root.dir()) {
+            Ok(rel) => Path::new("/").join(rel),
+            Err(_) => real.to_path_buf(),
+        }
+    }
+
+    fn on_fs(&mut self, ev: notify::Result<notify::Event>) {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                let cause = if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                    GapCause::WatchLimit
+                } else {
+                    GapCause::WatcherError
+                };
+                let detail = format!("inotify reported: {e}");
+                let trees: Vec<PathBuf> =
+                    self.trees.iter().map(|t| t.target.host.clone()).collect();
+                self.with_status(|s| s.overflows += 1);
+                let id = self.open_gap(
+                    cause,
+                    trees.iter().map(|t| escape_path(t)).collect(),
+                    detail,
+                );
+                self.verify(Scope::Trees(trees), Some(id), false);
+                return;
+            }
+        };
+        if ev.need_rescan() {
+            self.overflow(
+                GapCause::QueueOverflow,
+                "the kernel inotify queue overflowed (IN_Q_OVERFLOW)",
+            );
+            return;
+        }
+        match ev.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(
+                ModifyKind::Data(_) | ModifyKind::Metadata(_) | ModifyKind::Any | ModifyKind::Other,
+            )
+            | EventKind::Modify(ModifyKind::Name(
+                RenameMode::From | RenameMode::To | RenameMode::Any,
+            )) => {
+                for p in ev.paths {
+                    self.touch(p);
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                if let [from, to] = &ev.paths[..] {
+                    self.touch(from.clone());
+                    self.touch(to.clone());
+                    if let Some(p) = self.pending.get_mut(to) {
+                        p.renamed_from = Some(from.clone());
+                    }
+                    if let Some(p) = self.pending.get_mut(from) {
+                        p.rename_source = true;
+                    }
+                }
+            }
+            // Opens and read-only closes say nothing about integrity.
+            _ => {}
+        }
+    }
+
+    fn touch(&mut self, real: PathBuf) {
+        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&real) {
+            // Too many distinct paths in flight: stop tracking them one by one.
+            self.pending.clear();
+            self.next_due = None;
+            self.overflow(
+                GapCause::EventBacklog,
+                "more paths changed at once than the agent tracks individually",
+            );
+            return;
+        }
+        let now = Instant::now();
+        let p = self.pending.entry(real).or_default();
+        p.first.get_or_insert(now);
+        p.last = Some(now);
+        let due = now + Duration::from_millis(self.fim.config.debounce_ms);
+        self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
+    }
+
+    fn due_at(&self, p: &Pending) -> Instant {
+        let now = Instant::now();
+        let debounce = Duration::from_millis(self.fim.config.debounce_ms);
+        let max = Duration::from_millis(
+            self.fim
+                .config
+                .max_delay_ms
+                .max(self.fim.config.debounce_ms),
+        );
+        let last = p.last.unwrap_or(now) + debounce;
+        let first = p.first.unwrap_or(now) + max;
+        last.min(first)
+    }
+
+    fn process_due(&mut self, now: Instant) {
+        let mut due: Vec<PathBuf> = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (path, p) in &self.pending {
+            let at = self.due_at(p);
+            if at <= now {
+                due.push(path.clone());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        // Rename targets first: they consume their sources.
+        due.sort_by_key(|p| self.pending.get(p).is_none_or(|x| x.renamed_from.is_none()));
+        for path in due {
+            if let Some(p) = self.pending.remove(&path) {
+                if p.rename_source && self.pending_target_of(&path) {
+                    // Its rename target is still settling; it will handle this path.
+                    continue;
+                }
+                self.examine(&path, p.renamed_from.as_deref());
+            }
+        }
+        // Items that arrived while examining have pushed `next_due` already.
+        let remaining = self.pending.values().map(|p| self.due_at(p)).min();
+        self.next_due = match (next, remaining) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn pending_target_of(&self, from: &Path) -> bool {
+        self.pending
+            .values()
+            .any(|p| p.renamed_from.as_deref() == Some(from))
+    }
+
+    /// Compares one path with the baseline, reports and records the difference.
+    fn examine(&mut self, real: &Path, renamed_from: Option<&Path>) {
+        let host = self.host_of(real);
+        let from_host = renamed_from.map(|f| self.host_of(f));
+        let governed = self.fim.policy.governing(&host).cloned();
+        if let Some(from) = &from_host {
+            let source_gone = renamed_from.is_some_and(|f| std::fs::symlink_metadata(f).is_err());
+            let old = self.store.get(from).ok().flatten();
+            match (&governed, old, source_gone) {
+                (Some(_), Some(old), true) => {
+                    self.renamed(from, renamed_from.unwrap_or(from), &host, real, old);
+                    return;
+                }
+                (None, Some(_), _) | (Some(_), Some(_), false) => {
+                    // Moved somewhere not monitored (or the source reappeared): examine the
+                    // source on its own.
+                    if let Some(f) = renamed_from {
+                        self.examine(f, None);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(rule) = governed else { return };
+        let old = match self.store.get(&host) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "FIM baseline read failed");
+                return;
+            }
+        };
+        let meta = match std::fs::symlink_metadata(real) {
+            Ok(m) => m,
+            Err(_) => {
+                if let Some(old) = old {
+                    self.removed(&host, real, old);
+                }
+                return;
+            }
+        };
+        let opts = ReadOptions {
+            attributes: rule.attributes,
+            max_file_size_bytes: rule.max_file_size_bytes,
+        };
+        let (new, _) = read_record(real, &meta, opts, &mut self.buf, &mut |_| {});
+        if let Some(c) = self
+            .fim
+            .change_of(&host, old.as_ref(), Some(&new), Mechanism::Realtime)
+        {
+            self.emit_change(c);
+        }
+        let _ = self.store.put(&host, &new);
+        let was_dir = old.as_ref().is_some_and(|o| o.kind == FileKind::Dir);
+        if was_dir && new.kind != FileKind::Dir {
+            self.drop_subtree(&host, real);
+        }
+        if new.kind == FileKind::Dir && (!was_dir || !self.watched.contains(real)) {
+            self.new_dir(&host, real);
+        }
+    }
+
+    /// A directory appeared: watch it first, then scan it, so files created before the watch
+    /// existed are found and files created after it are reported by their own events.
+    fn new_dir(&mut self, host: &Path, real: &Path) {
+        self.watch_new_dir(host, real);
+        let rate = self.cfg().initial_scan_rate;
+        let _ = self.run_scan(
+            Purpose::Rescan,
+            &Scope::Trees(vec![host.to_path_buf()]),
+            Mechanism::Realtime,
+            rate,
+        );
+    }
+
+    fn removed(&mut self, host: &Path, real: &Path, old: crate::record::FileRecord) {
+        if let Some(c) = self
+            .fim
+            .change_of(host, Some(&old), None, Mechanism::Realtime)
+        {
+            self.emit_change(c);
+        }
+        let _ = self.store.delete(host);
+        if old.kind == FileKind::Dir {
+            self.drop_subtree(host, real);
+        }
+    }
+
+    fn drop_subtree(&mut self, host: &Path, real: &Path) {
+        let mut gone = Vec::new();
+        let _ = self.store.for_each_below(host, |p, r| gone.push((p, r)));
+        for (p, r) in gone {
+            if let Some(c) = self.fim.change_of(&p, Some(&r), None, Mechanism::Realtime) {
+                self.emit_change(c);
+            }
+        }
+        let _ = self.store.delete_below(host);
+        self.remove_watches_below(real);
+    }
+
+    fn renamed(
+        &mut self,
+        from: &Path,
+        from_real: &Path,
+        host: &Path,
+        real: &Path,
+        old: crate::record::FileRecord,
+    ) {
+        let Some(rule) = self.fim.policy.governing(host).cloned() else {
+            return;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(real) else {
+            // Gone again already: the source is simply removed.
+            self.removed(from, from_real, old);
+            return;
+        };
+        let opts = ReadOptions {
+            attributes: rule.attributes,
+            max_file_size_bytes: rule.max_file_size_bytes,
+        };
+        let (new, _) = read_record(real, &meta, opts, &mut self.buf, &mut |_| {});
+        let change = FimChange {
+            path: escape_path(host),
+            old_path: Some(escape_path(from)),
+            change: ChangeKind::Renamed,
+            changed: old.diff(&new, rule.attributes),
+            old: Some(Attributes::from(&old)),
+            new: Some(Attributes::from(&new)),
+            mechanism: Mechanism::Realtime,
+            rule: escape_path(&rule.pattern),
+        };
+        self.emit_change(change);
+        let _ = self.store.delete(from);
+        let _ = self.store.put(host, &new);
+        if old.kind == FileKind::Dir {
+            // Children keep their records under the new name; the scan below reports any
+            // real difference.
+            let _ = self.store.move_below(from, host);
+            self.remove_watches_below(from_real);
+        }
+        if new.kind == FileKind::Dir {
+            self.new_dir(host, real);
+        }
+    }
+}

@@ -1,0 +1,742 @@
+//! Scanning trees into the staging table, in parallel, resumably, with bounded memory.
+//!
+//! Shape: the calling thread walks directories (`lstat` only, never following symlinks) and
+//! sends one job per entry into a bounded channel; `threads` workers read and hash; one writer
+//! thread batches records into SQLite. Every channel is bounded, so memory does not grow with
+//! the tree: a million-file baseline holds a few thousand records in flight at most.
+//!
+//! Why plain threads and channels rather than rayon: the work is a pipeline with back-pressure
+//! (walk → hash → write) and one writer that must own its SQLite connection; rayon's
+//! fork-join model would need the whole file list up front or an unbounded `par_bridge`
+//! buffer, and adds a global pool the daemon would share with nothing else.
+
+use crate::config::{Policy, RateLimit, Rule};
+use crate::record::{FileKind, FileRecord, ReadOptions, read_record};
+use crate::store::{Store, StoreError};
+use guestward_core::{HostRoot, Problem, Timestamp};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most problems kept per scan (the count of all of them is kept too).
+const MAX_PROBLEMS: usize = 200;
+/// Records written per SQLite transaction.
+const BATCH: usize = 2_000;
+
+/// Progress of a scan, for a progress bar or `agentctl fim baseline`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScanProgress {
+    /// Entries found by the walk so far.
+    pub entries_seen: u64,
+    /// Entries recorded.
+    pub entries_done: u64,
+    /// Entries whose record was kept from an interrupted run of the same scan.
+    pub entries_resumed: u64,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Entries in the baseline before this scan (an estimate of the total; 0 on a first scan).
+    pub baseline_entries: u64,
+    /// Milliseconds since the scan started.
+    pub elapsed_ms: u64,
+    /// The walk is finished (`entries_seen` is final).
+    pub walk_done: bool,
+}
+
+/// A concrete tree to walk: a rule's path with wildcards expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Path on the monitored system.
+    pub host: PathBuf,
+    /// Index into [`Policy::rules`].
+    pub rule: usize,
+}
+
+impl Policy {
+    /// The rule governing `host_path`: the most specific rule whose path covers it, unless
+    /// the path (or a directory above it, below the rule's root) is excluded.
+    pub fn governing(&self, host_path: &Path) -> Option<&Rule> {
+        let parts: Vec<&OsStr> = normal_parts(host_path);
+        let mut best: Option<(&Rule, usize)> = None;
+        for rule in &self.rules {
+            let pat = normal_parts(&rule.pattern);
+            if pat.len() > parts.len() {
+                continue;
+            }
+            if !pat.iter().zip(&parts).all(|(p, q)| *p == "*" || p == q) {
+                continue;
+            }
+            if !rule.recursive && parts.len() > pat.len() + 1 {
+                continue;
+            }
+            if best.is_none_or(|(_, n)| pat.len() > n) {
+                best = Some((rule, pat.len()));
+            }
+        }
+        let (rule, depth) = best?;
+        // An excluded directory excludes everything below it.
+        let mut p = PathBuf::from("/");
+        for (i, c) in parts.iter().enumerate() {
+            p.push(c);
+            if i + 1 >= depth && rule.excludes(&p) {
+                return None;
+            }
+        }
+        Some(rule)
+    }
+
+    /// Expands every rule into concrete targets (wildcards resolved through `root`; only real
+    /// directories match `*`, never symlinks).
+    pub fn targets(&self, root: &HostRoot) -> Vec<Target> {
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            for host in expand(root, &rule.pattern) {
+                out.push(Target { host, rule: i });
+            }
+        }
+        out
+    }
+
+    /// The literal part of a rule's path before any wildcard: the scope of the rule's records.
+    pub fn literal_prefix(rule: &Rule) -> PathBuf {
+        let mut p = PathBuf::from("/");
+        for c in normal_parts(&rule.pattern) {
+            if c == "*" {
+                break;
+            }
+            p.push(c);
+        }
+        p
+    }
+}
+
+fn normal_parts(p: &Path) -> Vec<&OsStr> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn expand(root: &HostRoot, pattern: &Path) -> Vec<PathBuf> {
+    let mut current = vec![PathBuf::from("/")];
+    for part in normal_parts(pattern) {
+        let mut next = Vec::new();
+        for base in current {
+            if part == "*" {
+                let Ok(real) = root.resolve_parent(&base) else {
+                    continue;
+                };
+                let Ok(rd) = std::fs::read_dir(&real) else {
+                    continue;
+                };
+                let mut names: Vec<_> = rd
+                    .flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .map(|e| e.file_name())
+                    .collect();
+                names.sort();
+                next.extend(names.into_iter().map(|n| base.join(n)));
+            } else {
+                next.push(base.join(part));
+            }
+        }
+        current = next;
+    }
+    current
+}
+
+/// Where a host path lives on this machine, without following its final component.
+pub fn real_path(root: &HostRoot, host: &Path) -> Option<PathBuf> {
+    root.resolve_parent(host).ok()
+}
+
+/// Options of one scan.
+pub struct ScanOptions<'a> {
+    /// Speed cap.
+    pub rate: RateLimit,
+    /// Hashing threads (0 = one per CPU).
+    pub threads: usize,
+    /// Called from the writer thread about every 100 ms.
+    pub progress: Option<&'a (dyn Fn(&ScanProgress) + Sync)>,
+    /// Set to stop the scan early (daemon shutdown); the staged rows stay for a resume.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl std::fmt::Debug for ScanOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanOptions")
+            .field("rate", &self.rate)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+/// Counters of a finished scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScanStats {
+    /// Entries recorded.
+    pub entries: u64,
+    /// Entries kept from an interrupted run.
+    pub resumed: u64,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Problems met (the first ones are in `problems`).
+    pub problem_count: u64,
+    /// The first problems.
+    pub problems: Vec<Problem>,
+    /// When the scan started.
+    pub started: Option<Timestamp>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// The scan was cancelled before the end.
+    pub cancelled: bool,
+}
+
+/// Why a scan failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A thread could not be started.
+    #[error("cannot start a scan thread: {0}")]
+    Thread(std::io::Error),
+}
+
+struct Job {
+    host: PathBuf,
+    real: PathBuf,
+    meta: std::fs::Metadata,
+    opts: ReadOptions,
+}
+
+enum Write {
+    Record(PathBuf, FileRecord),
+    /// A directory could not be read: keep its baseline records rather than call them removed.
+    CarryOver(PathBuf),
+}
+
+struct Limiter {
+    rate: RateLimit,
+    start: Instant,
+    used: Mutex<(u64, u64)>,
+}
+
+impl Limiter {
+    fn take(&self, bytes: u64) {
+        if self.rate.files_per_sec == 0 && self.rate.bytes_per_sec == 0 {
+            return;
+        }
+        let (files, total) = {
+            let Ok(mut used) = self.used.lock() else {
+                return;
+            };
+            used.0 += 1;
+            used.1 += bytes;
+            *used
+        };
+        let mut due = Duration::ZERO;
+        if self.rate.files_per_sec > 0 {
+            due = due.max(Duration::from_secs_f64(
+                files as f64 / self.rate.files_per_sec as f64,
+            ));
+        }
+        if self.rate.bytes_per_sec > 0 {
+            due = due.max(Duration::from_secs_f64(
+                total as f64 / self.rate.bytes_per_sec as f64,
+            ));
+        }
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    seen: AtomicU64,
+    done: AtomicU64,
+    resumed: AtomicU64,
+    bytes: AtomicU64,
+    walk_done: AtomicBool,
+    problems: Mutex<(u64, Vec<Problem>)>,
+}
+
+impl Counters {
+    fn problem(&self, p: Problem) {
+        if let Ok(mut g) = self.problems.lock() {
+            g.0 += 1;
+            if g.1.len() < MAX_PROBLEMS {
+                g.1.push(p);
+            }
+        }
+    }
+}
+
+/// Walks `targets` (closed under nesting by the caller) and stages a record for every entry
+/// in `state_dir`'s store. With `resume`, entries already staged with an identical `lstat`
+/// are kept instead of re-hashed.
+pub fn stage(
+    policy: &Policy,
+    root: &HostRoot,
+    state_dir: &Path,
+    targets: &[Target],
+    resume: bool,
+    opts: &ScanOptions<'_>,
+) -> Result<ScanStats, ScanError> {
+    let started = Timestamp::now();
+    let t0 = Instant::now();
+    let reader = Store::open(state_dir)?;
+    let mut writer_store = Store::open(state_dir)?;
+    let baseline_entries = reader.file_count().unwrap_or(0);
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let counters = Counters::default();
+    let limiter = Limiter {
+        rate: opts.rate,
+        start: Instant::now(),
+        used: Mutex::new((0, 0)),
+    };
+    let (job_tx, job_rx) = sync_channel::<Job>(1024);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (write_tx, write_rx) = sync_channel::<Write>(4096);
+    let mut cancelled = false;
+
+    let result: Result<(), ScanError> = std::thread::scope(|s| {
+        let writer = std::thread::Builder::new()
+            .name("fim-writer".into())
+            .spawn_scoped(s, || {
+                writer_loop(
+                    &mut writer_store,
+                    write_rx,
+                    &counters,
+                    opts,
+                    t0,
+                    baseline_entries,
+                )
+            })
+            .map_err(ScanError::Thread)?;
+        let mut workers = Vec::new();
+        for i in 0..threads {
+            let rx = Arc::clone(&job_rx);
+            let tx = write_tx.clone();
+            let counters = &counters;
+            let limiter = &limiter;
+            let spawned = std::thread::Builder::new()
+                .name(format!("fim-hash-{i}"))
+                .spawn_scoped(s, move || worker_loop(&rx, &tx, counters, limiter, root));
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => {
+                    if workers.is_empty() {
+                        return Err(ScanError::Thread(e));
+                    }
+                }
+            }
+        }
+        let walk_tx = write_tx.clone();
+        drop(write_tx);
+        for t in targets {
+            if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                cancelled = true;
+                break;
+            }
+            walk_target(
+                policy,
+                root,
+                t,
+                &reader,
+                resume,
+                &job_tx,
+                &walk_tx,
+                &counters,
+                opts.cancel,
+            );
+        }
+        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            cancelled = true;
+        }
+        counters.walk_done.store(true, Ordering::Relaxed);
+        drop(job_tx);
+        drop(walk_tx);
+        for w in workers {
+            let _ = w.join();
+        }
+        match writer.join() {
+            Ok(r) => r.map_err(ScanError::Store),
+            Err(_) => Ok(()),
+        }
+    });
+    result?;
+    let (problem_count, problems) = counters
+        .problems
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
+    Ok(ScanStats {
+        entries: counters.done.load(Ordering::Relaxed),
+        resumed: counters.resumed.load(Ordering::Relaxed),
+        bytes_hashed: counters.bytes.load(Ordering::Relaxed),
+        problem_count,
+        problems,
+        started: Some(started),
+        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        cancelled,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_target(
+    policy: &Policy,
+    root: &HostRoot,
+    target: &Target,
+    reader: &Store,
+    resume: bool,
+    jobs: &SyncSender<Job>,
+    writes: &SyncSender<Write>,
+    counters: &Counters,
+    cancel: Option<&AtomicBool>,
+) {
+    let Some(rule) = policy.rules.get(target.rule) else {
+        return;
+    };
+    // A target is governed by its own rule unless it is excluded by it (or by a more
+    // specific rule covering the same path, which then walks it itself).
+    if policy.governing(&target.host).map(|r| r.index) != Some(rule.index) {
+        return;
+    }
+    let Some(real) = real_path(root, &target.host) else {
+        return;
+    };
+    let read_opts = ReadOptions {
+        attributes: rule.attributes,
+        max_file_size_bytes: rule.max_file_size_bytes,
+    };
+    let meta = match std::fs::symlink_metadata(&real) {
+        Ok(m) => m,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                counters.problem(problem(&target.host, &e));
+                let _ = writes.send(Write::CarryOver(target.host.clone()));
+            }
+            return;
+        }
+    };
+    let is_dir = meta.is_dir();
+    submit(
+        Job {
+            host: target.host.clone(),
+            real: real.clone(),
+            meta,
+            opts: read_opts,
+        },
+        reader,
+        resume,
+        jobs,
+        writes,
+        counters,
+    );
+    if !is_dir {
+        return;
+    }
+    // Rules nested below this target are walked on their own; only then is the per-entry
+    // governing check needed.
+    let nested = policy
+        .rules
+        .iter()
+        .any(|r| r.index != rule.index && is_below(&r.pattern, &rule.pattern));
+    let mut stack = vec![(target.host.clone(), real)];
+    while let Some((host_dir, real_dir)) = stack.pop() {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return;
+        }
+        let rd = match std::fs::read_dir(&real_dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                counters.problem(problem(&host_dir, &e));
+                let _ = writes.send(Write::CarryOver(host_dir));
+                continue;
+            }
+        };
+        for entry in rd {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    counters.problem(problem(&host_dir, &e));
+                    continue;
+                }
+            };
+            let name = entry.file_name();
+            let host = host_dir.join(&name);
+            if rule.excludes(&host) {
+                continue;
+            }
+            if nested && policy.governing(&host).map(|r| r.index) != Some(rule.index) {
+                continue;
+            }
+            let real = real_dir.join(&name);
+            let meta = match std::fs::symlink_metadata(&real) {
+                Ok(m) => m,
+                // Deleted between readdir and lstat: it is simply not there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    counters.problem(problem(&host, &e));
+                    continue;
+                }
+            };
+            if meta.is_dir() && rule.recursive {
+                stack.push((host.clone(), real.clone()));
+            }
+            submit(
+                Job {
+                    host,
+                    real,
+                    meta,
+                    opts: read_opts,
+                },
+                reader,
+                resume,
+                jobs,
+                writes,
+                counters,
+            );
+        }
+    }
+}
+
+fn is_below(child: &Path, parent: &Path) -> bool {
+    child != parent && child.starts_with(parent)
+}
+
+fn submit(
+    job: Job,
+    reader: &Store,
+    resume: bool,
+    jobs: &SyncSender<Job>,
+    writes: &SyncSender<Write>,
+    counters: &Counters,
+) {
+    counters.seen.fetch_add(1, Ordering::Relaxed);
+    if resume {
+        // Same inode, size, mtime and ctime as when this interrupted scan recorded it: ctime
+        // cannot be set from user space, so the content is what was hashed then.
+        if let Ok(Some(staged)) = reader.staged(&job.host) {
+            let now = FileRecord::from_metadata(&job.meta);
+            if staged.same_stat(&now)
+                && staged.mode == now.mode
+                && staged.uid == now.uid
+                && staged.gid == now.gid
+            {
+                counters.resumed.fetch_add(1, Ordering::Relaxed);
+                counters.done.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+    if FileKind::of(&job.meta) == FileKind::File && job.opts.attributes.hashes() {
+        let _ = jobs.send(job);
+    } else {
+        // No content to read: record here, sparing the workers a round trip.
+        let mut buf = Vec::new();
+        let (rec, err) = read_record(&job.real, &job.meta, job.opts, &mut buf, &mut |_| {});
+        if let Some(e) = err {
+            counters.problem(problem(&job.host, &e));
+        }
+        let _ = writes.send(Write::Record(job.host, rec));
+    }
+}
+
+fn worker_loop(
+    rx: &Mutex<Receiver<Job>>,
+    tx: &SyncSender<Write>,
+    counters: &Counters,
+    limiter: &Limiter,
+    _root: &HostRoot,
+) {
+    let mut buf = Vec::with_capacity(256 * 1024);
+    loop {
+        // The lock is held only while taking one job; hashing happens outside it.
+        let job = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let (rec, err) = read_record(&job.real, &job.meta, job.opts, &mut buf, &mut |n| {
+            limiter.take(n);
+            counters.bytes.fetch_add(n, Ordering::Relaxed);
+        });
+        if let Some(e) = err {
+            counters.problem(problem(&job.host, &e));
+        }
+        if tx.send(Write::Record(job.host, rec)).is_err() {
+            return;
+        }
+    }
+}
+
+fn writer_loop(
+    store: &mut Store,
+    rx: Receiver<Write>,
+    counters: &Counters,
+    opts: &ScanOptions<'_>,
+    t0: Instant,
+    baseline_entries: u64,
+) -> Result<(), StoreError> {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut last_report = Instant::now();
+    let report = |counters: &Counters| {
+        if let Some(p) = opts.progress {
+            p(&ScanProgress {
+                entries_seen: counters.seen.load(Ordering::Relaxed),
+                entries_done: counters.done.load(Ordering::Relaxed),
+                entries_resumed: counters.resumed.load(Ordering::Relaxed),
+                bytes_hashed: counters.bytes.load(Ordering::Relaxed),
+                baseline_entries,
+                elapsed_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                walk_done: counters.walk_done.load(Ordering::Relaxed),
+            });
+        }
+    };
+    loop {
+        let msg = rx.recv_timeout(Duration::from_millis(100));
+        match msg {
+            Ok(Write::Record(p, r)) => batch.push((p, r)),
+            Ok(Write::CarryOver(dir)) => {
+                store.stage_batch(&batch)?;
+                counters
+                    .done
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+                carry_over(store, &dir)?;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if batch.len() >= BATCH
+            || (!batch.is_empty() && last_report.elapsed() > Duration::from_millis(500))
+        {
+            store.stage_batch(&batch)?;
+            counters
+                .done
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            batch.clear();
+        }
+        if last_report.elapsed() >= Duration::from_millis(100) {
+            report(counters);
+            last_report = Instant::now();
+        }
+    }
+    store.stage_batch(&batch)?;
+    counters
+        .done
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    report(counters);
+    Ok(())
+}
+
+fn carry_over(store: &mut Store, dir: &Path) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    if let Some(r) = store.get(dir)? {
+        rows.push((dir.to_path_buf(), r));
+    }
+    store.for_each_below(dir, |p, r| rows.push((p, r)))?;
+    for chunk in rows.chunks(BATCH) {
+        store.stage_batch(chunk)?;
+    }
+    Ok(())
+}
+
+fn problem(host: &Path, e: &std::io::Error) -> Problem {
+    Problem::new(
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied => "permission_denied",
+            std::io::ErrorKind::NotFound => "not_found",
+            _ => "io",
+        },
+        format!("{}: {e}", crate::events::escape_path(host)),
+    )
+    .with_path(crate::events::escape_path(host))
+}
+
+/// The smallest set of roots covering `paths` (none below another).
+pub fn minimal_roots(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.sort();
+    paths.dedup();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if !out.iter().any(|o| p.starts_with(o)) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::{Config, PathEntry, PathRule};
+    use guestward_core::AbsolutePath;
+
+    fn policy(entries: Vec<PathEntry>) -> Policy {
+        Config {
+            paths: entries,
+            ..Config::default()
+        }
+        .policy()
+        .unwrap()
+    }
+
+    #[test]
+    fn most_specific_rule_governs_and_excluded_dirs_hide_subtrees() {
+        let p = policy(vec![
+            PathEntry::Rule(PathRule {
+                path: AbsolutePath::new("/etc").unwrap(),
+                recursive: true,
+                exclude: vec!["/etc/cache".into()],
+                attributes: None,
+                max_file_size_bytes: None,
+            }),
+            PathEntry::Simple(AbsolutePath::new("/etc/cache/keep").unwrap()),
+            PathEntry::Simple(AbsolutePath::new("/home/*/.ssh/authorized_keys").unwrap()),
+        ]);
+        assert_eq!(p.governing(Path::new("/etc/passwd")).unwrap().index, 0);
+        assert!(p.governing(Path::new("/etc/cache/x")).is_none());
+        assert_eq!(
+            p.governing(Path::new("/etc/cache/keep/x")).unwrap().index,
+            1
+        );
+        assert_eq!(
+            p.governing(Path::new("/home/bob/.ssh/authorized_keys"))
+                .unwrap()
+                .index,
+            2
+        );
+        assert!(p.governing(Path::new("/home/bob/.ssh/id_rsa")).is_none());
+        assert!(p.governing(Path::new("/usr/bin/ls")).is_none());
+        assert_eq!(Policy::literal_prefix(&p.rules[2]), Path::new("/home"));
+    }
+
+    #[test]
+    fn minimal_roots_drops_nested() {
+        let r = minimal_roots(vec![
+            "/etc/ssh".into(),
+            "/etc".into(),
+            "/etc0".into(),
+            "/etc".into(),
+        ]);
+        assert_eq!(r, vec![PathBuf::from("/etc"), PathBuf::from("/etc0")]);
+    }
+}
