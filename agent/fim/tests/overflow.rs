@@ -1,0 +1,153 @@
+//! No silent misses: an event storm larger than the inotify queue ends in a verification
+//! rescan that reports every changed file with its final hash, inside a coverage gap.
+
+use crate::common::{changes, config_for, inotify_init_lock, p, sha256_hex};
+use guestward_core::HostRoot;
+use guestward_fim::{Fim, Mechanism, Monitor};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const QUEUE: &str = "/proc/sys/fs/inotify/max_queued_events";
+
+/// Lowers `max_queued_events` and puts the old value back on drop. The kernel copies the
+/// value into an inotify instance when it is created, so the low value is in force only for
+/// the instant our instance is created (under `inotify_init_lock`).
+struct QueueLimit(String);
+
+impl QueueLimit {
+    fn lower(to: u32) -> Option<Self> {
+        let old = std::fs::read_to_string(QUEUE).ok()?;
+        std::fs::write(QUEUE, to.to_string()).ok()?;
+        Some(Self(old))
+    }
+}
+
+impl Drop for QueueLimit {
+    fn drop(&mut self) {
+        std::fs::write(QUEUE, self.0.trim()).unwrap();
+    }
+}
+
+#[test]
+fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
+    const FILES: usize = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    for d in 0..10 {
+        std::fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
+    }
+    let path = |i: usize| root.join(format!("d{}/f{i}", i % 10));
+    for i in 0..FILES {
+        std::fs::write(path(i), "before").unwrap();
+    }
+    let mut cfg = config_for(&root, vec![]);
+    let fim = Fim::new(cfg.clone(), HostRoot::live(), dir.path().join("state")).unwrap();
+    let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let monitor = {
+        let _g = inotify_init_lock();
+        let limit = QueueLimit::lower(16);
+        if limit.is_none() {
+            // Not root: fall back to overflowing the agent's own queue, handled the same way.
+            eprintln!(
+                "NOTE: cannot lower {QUEUE} (not root?); overflowing the agent's own queue instead"
+            );
+            cfg.event_queue_capacity = 16;
+        }
+        let fim = if limit.is_none() {
+            Fim::new(cfg, HostRoot::live(), dir.path().join("state")).unwrap()
+        } else {
+            fim
+        };
+        let m =
+            Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
+        drop(limit);
+        m
+    };
+    assert!(
+        std::fs::read_to_string(QUEUE)
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+            > 16,
+        "sysctl restored"
+    );
+    assert!(monitor.wait_watching(Duration::from_secs(60)));
+
+    // The storm: every file rewritten, plus new ones, far more events than 16.
+    for i in 0..FILES {
+        std::fs::write(path(i), format!("after {i}")).unwrap();
+    }
+    for i in 0..100 {
+        std::fs::write(root.join(format!("new{i}")), format!("new {i}")).unwrap();
+    }
+
+    // Every file is reported with its final hash.
+    let end = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let all = changes(&events);
+        let reported: std::collections::HashMap<String, String> = all
+            .iter()
+            .filter_map(|c| Some((c.path.clone(), c.new.as_ref()?.sha256.clone()?)))
+            .collect();
+        let missing: Vec<usize> = (0..FILES)
+            .filter(|&i| {
+                reported.get(&p(&path(i))) != Some(&sha256_hex(format!("after {i}").as_bytes()))
+            })
+            .collect();
+        let new_missing = (0..100)
+            .filter(|&i| {
+                reported.get(&p(&root.join(format!("new{i}"))))
+                    != Some(&sha256_hex(format!("new {i}").as_bytes()))
+            })
+            .count();
+        if missing.is_empty() && new_missing == 0 {
+            break 0;
+        }
+        if Instant::now() > end {
+            break missing.len() + new_missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(missing, 0, "files not reported with their final hash");
+
+    let all = changes(&events);
+    assert!(
+        all.iter().any(|c| c.mechanism == Mechanism::Rescan),
+        "the overflow rescan reported changes"
+    );
+    let gaps: Vec<serde_json::Value> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "coverage.gap")
+        .map(|e| e.data.clone())
+        .collect();
+    let opened = gaps
+        .iter()
+        .find(|g| g["end"].is_null())
+        .expect("a coverage gap opened");
+    assert!(
+        matches!(
+            opened["cause"].as_str(),
+            Some("queue_overflow" | "event_backlog")
+        ),
+        "{gaps:#?}"
+    );
+    assert_eq!(opened["trees"][0], p(&root));
+    // The gap is closed by the rescan (end present, same id).
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let closed = events.lock().unwrap().iter().any(|e| {
+            e.kind == "coverage.gap" && e.data["id"] == opened["id"] && !e.data["end"].is_null()
+        });
+        if closed {
+            break;
+        }
+        assert!(Instant::now() < end, "gap never closed: {gaps:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(monitor.status().overflows >= 1);
+    monitor.stop();
+}

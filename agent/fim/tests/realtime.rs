@@ -1,0 +1,194 @@
+//! Real inotify on temp trees.
+
+use crate::common::{changes, config_for, p, sha256_hex, start, tree, wait_change};
+use guestward_fim::config::Attribute;
+use guestward_fim::{ChangeKind, Mechanism};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn realtime_create_modify_chmod_chown_rename_delete_symlink_swap_and_new_subdirectory() {
+    let (dir, root) = tree(&[
+        ("a.txt", "a"),
+        ("b.txt", "b"),
+        ("sub/c.txt", "c"),
+        ("victim", "v"),
+        ("swap", "s"),
+    ]);
+    let state = dir.path().join("state");
+    let (monitor, events) = start(config_for(&root, vec![]), &state);
+    assert!(
+        changes(&events).is_empty(),
+        "the first baseline reports nothing: {:?}",
+        changes(&events)
+    );
+    assert!(monitor.status().watches_used >= 2);
+
+    // create
+    std::fs::write(root.join("new.txt"), "new").unwrap();
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("new.txt")));
+    assert_eq!(c.change, ChangeKind::Added);
+    assert_eq!(c.mechanism, Mechanism::Realtime);
+    assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"new"));
+
+    // modify (reported on close-write, with the new hash)
+    std::fs::write(root.join("a.txt"), "A!").unwrap();
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("a.txt")));
+    assert_eq!(c.change, ChangeKind::Modified);
+    assert!(
+        c.changed.contains(&Attribute::Sha256) && c.changed.contains(&Attribute::Size),
+        "{c:?}"
+    );
+    assert_eq!(c.old.unwrap().sha256.unwrap(), sha256_hex(b"a"));
+    assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"A!"));
+
+    // chmod
+    std::fs::set_permissions(root.join("b.txt"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("b.txt")));
+    assert!(c.changed.contains(&Attribute::Mode), "{c:?}");
+    assert!(!c.changed.contains(&Attribute::Sha256));
+    assert_eq!(c.new.unwrap().mode, "4755");
+
+    // chown
+    std::os::unix::fs::chown(root.join("victim"), Some(4242), Some(4343)).unwrap();
+    let c = wait_change(&events, WAIT, |c| {
+        c.path == p(&root.join("victim")) && c.change == ChangeKind::Modified
+    });
+    assert!(
+        c.changed.contains(&Attribute::Uid) && c.changed.contains(&Attribute::Gid),
+        "{c:?}"
+    );
+
+    // rename with from/to
+    std::fs::rename(root.join("sub/c.txt"), root.join("sub/c2.txt")).unwrap();
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("sub/c2.txt")));
+    assert_eq!(c.change, ChangeKind::Renamed, "{c:?}");
+    assert_eq!(
+        c.old_path.as_deref(),
+        Some(p(&root.join("sub/c.txt")).as_str())
+    );
+
+    // delete
+    std::fs::remove_file(root.join("victim")).unwrap();
+    let c = wait_change(&events, WAIT, |c| {
+        c.path == p(&root.join("victim")) && c.change == ChangeKind::Removed
+    });
+    assert_eq!(c.old.unwrap().uid, 4242);
+
+    // symlink swap: a regular file atomically replaced by a symlink to a sensitive file
+    std::os::unix::fs::symlink("/etc/shadow", root.join(".swap.tmp")).unwrap();
+    std::fs::rename(root.join(".swap.tmp"), root.join("swap")).unwrap();
+    let c = wait_change(&events, WAIT, |c| {
+        c.path == p(&root.join("swap")) && c.change != ChangeKind::Added
+    });
+    assert!(c.changed.contains(&Attribute::Type), "{c:?}");
+    assert_eq!(
+        c.new.as_ref().unwrap().link_target.as_deref(),
+        Some("/etc/shadow")
+    );
+    assert!(
+        c.new.unwrap().sha256.is_none(),
+        "symlinks are never followed"
+    );
+
+    // new subdirectory with files written before its watch can exist
+    std::fs::create_dir_all(root.join("newdir/deep")).unwrap();
+    std::fs::write(root.join("newdir/x"), "x").unwrap();
+    std::fs::write(root.join("newdir/deep/y"), "y").unwrap();
+    let y = wait_change(&events, WAIT, |c| c.path == p(&root.join("newdir/deep/y")));
+    assert_eq!(y.new.unwrap().sha256.unwrap(), sha256_hex(b"y"));
+    wait_change(&events, WAIT, |c| c.path == p(&root.join("newdir/x")));
+    // and a file created after the watch is placed is seen too
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(root.join("newdir/deep/z"), "z").unwrap();
+    let z = wait_change(&events, WAIT, |c| c.path == p(&root.join("newdir/deep/z")));
+    assert_eq!(z.mechanism, Mechanism::Realtime);
+
+    // Every change was reported once.
+    std::thread::sleep(Duration::from_millis(600));
+    let all = changes(&events);
+    for path in [
+        "new.txt",
+        "a.txt",
+        "b.txt",
+        "newdir/x",
+        "newdir/deep/y",
+        "newdir/deep/z",
+    ] {
+        let n = all.iter().filter(|c| c.path == p(&root.join(path))).count();
+        assert_eq!(n, 1, "{path}: {all:#?}");
+    }
+    assert!(
+        all.iter().all(|c| c.mechanism == Mechanism::Realtime),
+        "{all:#?}"
+    );
+    let status = monitor.status();
+    assert!(!status.degraded, "{status:?}");
+    monitor.stop();
+}
+
+#[test]
+fn burst_of_1000_writes_yields_one_change_with_the_final_hash() {
+    let (dir, root) = tree(&[("burst", "initial")]);
+    let (monitor, events) = start(config_for(&root, vec![]), &dir.path().join("state"));
+    let mut last = String::new();
+    for i in 0..1000 {
+        let mut f = std::fs::File::create(root.join("burst")).unwrap();
+        last = format!("content {i}");
+        f.write_all(last.as_bytes()).unwrap();
+    }
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("burst")));
+    assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(last.as_bytes()));
+    std::thread::sleep(Duration::from_millis(800));
+    let n = changes(&events)
+        .iter()
+        .filter(|c| c.path == p(&root.join("burst")))
+        .count();
+    assert_eq!(n, 1, "{:#?}", changes(&events));
+    monitor.stop();
+}
+
+#[test]
+fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
+    let (dir, root) = tree(&[
+        ("a/1", "1"),
+        ("b/2", "2"),
+        ("cache/x/y/z/3", "3"),
+        ("c/d/e/4", "4"),
+    ]);
+    // Excluded: cache and everything below it must not consume watches.
+    let mut cfg = config_for(&root, vec![format!("{}/cache", root.display())]);
+    let (monitor, _events) = start(cfg.clone(), &dir.path().join("state"));
+    let s = monitor.status();
+    // tree, a, b, c, c/d, c/d/e + the parent of the tree root
+    assert_eq!(s.watches_used, 7, "{s:#?}");
+    monitor.stop();
+
+    // Now a budget too small for the tree: it is reported and checked by rescans.
+    cfg.max_watches = 3;
+    let (monitor, events) = start(cfg, &dir.path().join("state2"));
+    let s = monitor.status();
+    assert!(s.degraded, "{s:#?}");
+    assert_eq!(s.watches_used, 0);
+    assert!(
+        s.degraded_reasons.iter().any(|r| r.contains("rescans")),
+        "{s:#?}"
+    );
+    let gap = events
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.kind == "coverage.gap")
+        .cloned()
+        .unwrap();
+    assert_eq!(gap.data["cause"], "watch_budget");
+    std::fs::write(root.join("a/1"), "changed").unwrap();
+    monitor.request_rescan(None);
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("a/1")));
+    assert_eq!(c.mechanism, Mechanism::Rescan);
+    assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"changed"));
+    monitor.stop();
+}

@@ -1,0 +1,9 @@
+//! Integration tests of guestward-fim against real files, real inotify and AIDE.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod oneshot;
+mod oracle;
+mod overflow;
+mod realtime;
+mod restart;
