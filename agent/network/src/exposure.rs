@@ -232,8 +232,10 @@ mod tests {
         let v6: IpAddr = "2600:1f18::5".parse().unwrap();
         let r = |s: &Socket| reachable_public_addresses(s, &public);
         assert_eq!(r(&listener(Family::Ipv4, "0.0.0.0", None)), vec![v4]);
-        assert_eq!(r(&listener(Family::Ipv6, "::", Some(true))), vec![v6]);
-        assert_eq!(r(&listener(Family::Ipv6, "::", Some(false))), vec![v4, v6]);
+        // dual_stack = Some(false): IPV6_V6ONLY is set, IPv4 clients cannot connect.
+        assert_eq!(r(&listener(Family::Ipv6, "::", Some(false))), vec![v6]);
+        assert_eq!(r(&listener(Family::Ipv6, "::", Some(true))), vec![v4, v6]);
+        assert_eq!(r(&listener(Family::Ipv6, "::", None)), vec![v4, v6]);
         assert_eq!(r(&listener(Family::Ipv6, "::ffff:0.0.0.0", None)), vec![v4]);
         assert_eq!(r(&listener(Family::Ipv4, "10.0.0.5", None)), vec![v4]);
         assert_eq!(r(&listener(Family::Ipv6, "2600:1f18::5", None)), vec![v6]);
