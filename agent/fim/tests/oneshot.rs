@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 fn setup() -> (tempfile::TempDir, OneShot) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::scratch();
     let host = dir.path().join("host");
     let etc = host.join("etc");
     std::fs::create_dir_all(etc.join("ssh")).unwrap();

@@ -36,7 +36,7 @@ fn changed_paths_match_aide_check() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::scratch();
     let tree = dir.path().join("tree");
     for d in 0..8 {
         std::fs::create_dir_all(tree.join(format!("d{d}/sub"))).unwrap();

@@ -31,7 +31,7 @@ impl Drop for QueueLimit {
 #[test]
 fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
     const FILES: usize = 1500;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::scratch();
     let root = dir.path().join("tree");
     for d in 0..10 {
         std::fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
@@ -44,9 +44,11 @@ fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
     let fim = Fim::new(cfg.clone(), HostRoot::live(), dir.path().join("state")).unwrap();
     let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
+    let mut lowered = false;
     let monitor = {
         let _g = inotify_init_lock();
         let limit = QueueLimit::lower(16);
+        lowered = limit.is_some();
         if limit.is_none() {
             // Not root: fall back to overflowing the agent's own queue, handled the same way.
             eprintln!(

@@ -61,7 +61,7 @@ fn child_baseline() {
 
 #[test]
 fn restart_mid_baseline_resumes_without_spurious_changes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::common::scratch();
     let tree = dir.path().join("tree");
     for d in 0..50 {
         std::fs::create_dir_all(tree.join(format!("d{d:02}"))).unwrap();
