@@ -281,6 +281,16 @@ impl Fim {
         })
     }
 
+    /// Stored events (`fim.change`, `coverage.gap`) at or after `since`, oldest first, at most
+    /// `limit`: the data of `agentctl fim events --since`.
+    pub fn events_since(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<guestward_core::Event>, FimError> {
+        Ok(self.store()?.events_since(since, limit)?)
+    }
+
     /// The attribute set governing `path` (the default set when none does).
     pub fn attributes_for(&self, path: &Path) -> AttributeSet {
         self.policy

@@ -7,12 +7,13 @@
 //! - [`scan`]: parallel, rate-limited, resumable scans into a staging table.
 //! - [`engine`]: scans with a purpose (init, check, update, rescan) and the diff to changes.
 //! - [`monitor`]: realtime inotify, debouncing, watch budget, overflow rescans, coverage gaps.
-//! - [`oneshot`]: `fim init | check | update` for the CLI.
+//! - [`oneshot`]: `fim init | check | update` for the CLI; [`cli`]: their clap definitions.
 //! - [`events`]: typed payloads of `fim.change` and `coverage.gap` events.
 //!
 //! The honesty rule: a change is either reported (with the mechanism that saw it) or covered
 //! by an explicit `coverage.gap` event naming the trees and the cause.
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod events;

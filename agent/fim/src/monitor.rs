@@ -120,6 +120,74 @@ pub struct FimStatus {
 }
 
 impl FimStatus {
+    /// The human form of `agentctl fim status`.
+    pub fn render_human(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let state = serde_json::to_value(self.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string));
+        writeln!(out, "state:      {}", state.unwrap_or_default())?;
+        writeln!(
+            out,
+            "baseline:   {} entries, completed {}",
+            self.files_in_baseline,
+            self.baseline_completed_at
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "never".into())
+        )?;
+        if let Some(s) = &self.last_scan {
+            writeln!(out, "last scan:  {} ({} changes)", s.finished, s.changes)?;
+        }
+        if let Some(p) = &self.scan_progress {
+            writeln!(
+                out,
+                "scanning:   {}/{} entries, {} MiB hashed",
+                p.entries_done,
+                p.entries_seen.max(p.baseline_entries),
+                p.bytes_hashed >> 20
+            )?;
+        }
+        writeln!(
+            out,
+            "watches:    {} of a budget of {}",
+            self.watches_used, self.watch_budget
+        )?;
+        for t in &self.trees {
+            let mode = match t.mode {
+                TreeMode::Realtime => "realtime",
+                TreeMode::RescanOnly => "rescan-only",
+            };
+            writeln!(
+                out,
+                "  {:11} {}{}",
+                mode,
+                t.path,
+                t.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )?;
+        }
+        if self.degraded {
+            writeln!(out, "coverage:   DEGRADED")?;
+            for r in &self.degraded_reasons {
+                writeln!(out, "  - {r}")?;
+            }
+            for g in &self.open_gaps {
+                writeln!(
+                    out,
+                    "  - open gap #{} since {}: {:?} on {}",
+                    g.id,
+                    g.start,
+                    g.cause,
+                    g.trees.join(", ")
+                )?;
+            }
+        } else {
+            writeln!(out, "coverage:   complete")?;
+        }
+        Ok(())
+    }
+
     fn new() -> Self {
         Self {
             state: MonitorState::Starting,
@@ -157,6 +225,7 @@ struct Shared {
 
 /// The running realtime monitor.
 pub struct Monitor {
+    fim: Fim,
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -179,6 +248,7 @@ impl Monitor {
             dropped: AtomicBool::new(false),
         });
         let store = fim.store()?;
+        let query_fim = fim.clone();
         let fwd_tx = tx.clone();
         let fwd_shared = Arc::clone(&shared);
         let handler = move |res: notify::Result<notify::Event>| {
@@ -200,6 +270,7 @@ impl Monitor {
             })
             .map_err(|e| FimError::Watcher(e.to_string()))?;
         Ok(Self {
+            fim: query_fim,
             tx,
             shared,
             thread: Some(thread),
@@ -213,6 +284,12 @@ impl Monitor {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|_| FimStatus::new())
+    }
+
+    /// Stored events at or after `since` (for `agentctl fim events --since`); read through
+    /// a separate connection, so it never waits for a running scan.
+    pub fn events_since(&self, since: Timestamp, limit: usize) -> Result<Vec<Event>, FimError> {
+        self.fim.events_since(since, limit)
     }
 
     /// Asks for a verification rescan of `trees` (all trees when `None`).

@@ -1,0 +1,200 @@
+//! The `fim` subcommands of `guestward-agent` (clap derive), ready to be mounted by the daemon's
+//! CLI as one variant: `Fim { #[command(subcommand)] cmd: guestward_fim::cli::FimCommand }`,
+//! then `guestward_fim::cli::run(cmd, &config.fim, config.agent.state_dir.as_path())`.
+//!
+//! Exit codes: 0 no changes, 1 changes found, 2 error (printed on stderr).
+
+use crate::config::Config;
+use crate::oneshot::{self, CheckReport, EXIT_ERROR, OneShot};
+use guestward_core::HostRoot;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Exit codes of `fim check` and `fim update`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  no changes
+  1  changes found (listed on stdout)
+  2  error: no baseline, unreadable state, bad configuration";
+
+/// `guestward-agent fim ...`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum FimCommand {
+    /// Build the baseline of every configured path (resumes an interrupted init).
+    #[command(after_help = EXIT_CODES)]
+    Init(FimArgs),
+    /// Compare the files with the baseline; changes nothing.
+    #[command(after_help = EXIT_CODES)]
+    Check(FimArgs),
+    /// Report changes and accept the current state as the new baseline.
+    #[command(after_help = EXIT_CODES)]
+    Update(FimArgs),
+}
+
+/// Options shared by the `fim` subcommands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FimArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the baseline (`fim.db`) lives [default: `[agent] state_dir` from the config].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Check a mounted filesystem instead of `/`; paths are resolved inside DIR.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Never draw a progress bar (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl FimCommand {
+    /// The shared options.
+    pub fn args(&self) -> &FimArgs {
+        match self {
+            Self::Init(a) | Self::Check(a) | Self::Update(a) => a,
+        }
+    }
+}
+
+/// Runs one `fim` subcommand with the `[fim]` section and the default state directory,
+/// printing to stdout/stderr. Returns the exit code.
+pub fn run(cmd: &FimCommand, config: &Config, default_state_dir: &Path) -> u8 {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    run_with(
+        cmd,
+        config,
+        default_state_dir,
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+    )
+}
+
+/// [`run`] with explicit output streams (for tests).
+pub fn run_with(
+    cmd: &FimCommand,
+    config: &Config,
+    default_state_dir: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let args = cmd.args();
+    let root = match &args.root {
+        Some(dir) => match HostRoot::new(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(err, "guestward-agent fim: --root: {e}");
+                return EXIT_ERROR as u8;
+            }
+        },
+        None => HostRoot::live(),
+    };
+    let o = OneShot {
+        config: config.clone(),
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir.to_path_buf()),
+        root,
+        progress_bar: !args.no_progress && !args.json,
+    };
+    let result = match cmd {
+        FimCommand::Init(_) => oneshot::init(&o),
+        FimCommand::Check(_) => oneshot::check(&o),
+        FimCommand::Update(_) => oneshot::update(&o),
+    };
+    let report: CheckReport = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "guestward-agent fim: error: {e}");
+            return EXIT_ERROR as u8;
+        }
+    };
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else if matches!(cmd, FimCommand::Init(_)) {
+        let s = &report.summary.stats;
+        writeln!(
+            out,
+            "baseline: {} entries, {} MiB hashed in {:.2} s{}",
+            s.entries,
+            s.bytes_hashed >> 20,
+            s.duration_ms as f64 / 1000.0,
+            if s.resumed > 0 {
+                format!(" ({} resumed from the interrupted run)", s.resumed)
+            } else {
+                String::new()
+            }
+        )
+    } else {
+        report.render_human(out)
+    };
+    if let Err(e) = written.and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        let _ = writeln!(err, "guestward-agent fim: cannot write the report: {e}");
+        return EXIT_ERROR as u8;
+    }
+    for p in report.summary.stats.problems.iter().take(20) {
+        let _ = writeln!(err, "warning: {p}");
+    }
+    match cmd {
+        FimCommand::Init(_) => 0,
+        _ => report.exit_code() as u8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Top {
+        #[command(subcommand)]
+        cmd: FimCommand,
+    }
+
+    #[test]
+    fn subcommands_parse_and_report_errors_with_exit_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("f"), "1").unwrap();
+        let config: Config = toml::from_str("paths = [\"/etc\"]").unwrap();
+        let state = dir.path().join("state");
+        let root = dir.path().display().to_string();
+        let parse =
+            |args: &[&str]| Top::parse_from(std::iter::once("fim").chain(args.iter().copied())).cmd;
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let check = parse(&["check", "--root", &root]);
+        assert_eq!(run_with(&check, &config, &state, &mut out, &mut err), 2);
+        assert!(
+            String::from_utf8_lossy(&err).contains("fim init"),
+            "{}",
+            String::from_utf8_lossy(&err)
+        );
+        assert_eq!(
+            run_with(
+                &parse(&["init", "--root", &root]),
+                &config,
+                &state,
+                &mut out,
+                &mut err
+            ),
+            0
+        );
+        assert_eq!(run_with(&check, &config, &state, &mut out, &mut err), 0);
+        std::fs::write(etc.join("f"), "2").unwrap();
+        let mut out = Vec::new();
+        let json = parse(&["check", "--json", "--root", &root]);
+        assert_eq!(run_with(&json, &config, &state, &mut out, &mut err), 1);
+        let report: CheckReport = serde_json::from_slice(&out).unwrap();
+        assert_eq!(report.changes[0].path, "/etc/f");
+    }
+}
