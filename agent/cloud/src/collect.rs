@@ -1,0 +1,717 @@
+//! From config + host root to the `cloud` section.
+
+use crate::client::{AccessMode, ImdsClient, ImdsError};
+use crate::config::{ConfigError, ImdsConfig, Resolved, ResolvedEndpoint, resolve};
+use crate::precheck::{ec2_hint, looks_like_instance_id};
+use crate::report::{
+    CloudReport, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts,
+    LifecycleSnapshot, MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
+};
+use guestward_core::{HostRoot, Problem, Section, Timestamp};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+const META: &str = "/latest/meta-data/";
+const IDENTITY: &str = "/latest/dynamic/instance-identity/";
+/// EC2 allows 50 tags per resource.
+const MAX_TAGS: usize = 50;
+/// EC2 allows at most a few dozen interfaces even on the largest instances.
+const MAX_INTERFACES: usize = 64;
+const MAX_LIST_ITEMS: usize = 256;
+/// After this many requests in a row that got no answer, stop asking for the remaining items:
+/// the service is gone (or hanging) and each further item would cost a full timeout.
+const MAX_CONSECUTIVE_SILENCES: u32 = 2;
+
+/// Container runtime sockets: their presence means containers may need IMDS through an extra
+/// hop, which makes a hop limit above 1 legitimate.
+const CONTAINER_RUNTIME_SOCKETS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/crio/crio.sock",
+    "/run/podman/podman.sock",
+];
+
+/// Whether a container runtime's socket exists under `root`.
+pub fn container_runtime_present(root: &HostRoot) -> bool {
+    CONTAINER_RUNTIME_SOCKETS.iter().any(|p| root.exists(p))
+}
+
+/// Building a collector failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The `[imds]` section or an `AWS_EC2_METADATA_*` variable is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ImdsError),
+}
+
+/// Collects the `cloud` section; keeps the IMDS client (and its token) between runs and
+/// remembers a negative answer so an instance without IMDS is asked only every
+/// `reprobe_interval_secs`.
+#[derive(Debug)]
+pub struct CloudCollector {
+    config: ImdsConfig,
+    resolved: Resolved,
+    client: Option<Arc<ImdsClient>>,
+    negative: Mutex<Option<(Instant, CloudReport, Vec<Problem>)>>,
+    last_instance_id: std::sync::Mutex<Option<String>>,
+}
+
+/// One collection: the report and what could not be read.
+#[derive(Debug, Clone)]
+pub struct CloudOutcome {
+    /// The section's data.
+    pub report: CloudReport,
+    /// Items that could not be read.
+    pub problems: Vec<Problem>,
+}
+
+impl CloudCollector {
+    /// A collector using the process environment for the `AWS_EC2_METADATA_*` variables.
+    pub fn new(config: &ImdsConfig) -> Result<Self, CollectorError> {
+        Self::with_env(config, &crate::config::process_env)
+    }
+
+    /// A collector with an injected environment (tests).
+    pub fn with_env(
+        config: &ImdsConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, CollectorError> {
+        let resolved = resolve(config, env)?;
+        let client = match &resolved {
+            Resolved::Endpoint(e) => {
+                Some(Arc::new(ImdsClient::new(&e.base_url, e.settings.clone())?))
+            }
+            Resolved::Disabled { .. } => None,
+        };
+        Ok(Self {
+            config: config.clone(),
+            resolved,
+            client,
+            negative: Mutex::new(None),
+            last_instance_id: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The shared IMDS client (for the lifecycle watcher); `None` when IMDS is turned off.
+    pub fn client(&self) -> Option<Arc<ImdsClient>> {
+        self.client.clone()
+    }
+
+    /// The endpoint in use, or why there is none.
+    pub fn resolved(&self) -> &Resolved {
+        &self.resolved
+    }
+
+    /// Whether the lifecycle watcher should run on this host: IMDS enabled, and either an
+    /// explicit endpoint or a pre-check that says EC2.
+    pub fn should_watch(&self, root: &HostRoot) -> bool {
+        match &self.resolved {
+            Resolved::Disabled { .. } => false,
+            Resolved::Endpoint(e) => e.explicit || (root.is_live() && ec2_hint(root).is_ec2),
+        }
+    }
+
+    /// The instance id learned by the last successful collection, else the firmware's
+    /// (`board_asset_tag` on Nitro). No network request: cheap enough for every report.
+    pub fn known_instance_id(&self, root: &HostRoot) -> Option<String> {
+        let cached = self.last_instance_id.lock().ok().and_then(|g| g.clone());
+        cached.or_else(|| crate::precheck::instance_id_from_firmware(root))
+    }
+
+    /// Collects the section. Live-only: with a non-live root it is skipped.
+    pub async fn section(&self, root: &HostRoot) -> Section<CloudReport> {
+        if !root.is_live() {
+            return Section::skipped(
+                "IMDS describes the machine the agent runs on, not a mounted root (--root)",
+            );
+        }
+        let started = Instant::now();
+        let outcome = self.collect(root).await;
+        let note = match outcome.report.state {
+            CloudState::Ec2 => None,
+            _ => outcome.report.reason.clone(),
+        };
+        let section = Section::from_parts(Some(outcome.report), outcome.problems, started);
+        match note {
+            Some(n) => section.with_note(n),
+            None => section,
+        }
+    }
+
+    /// Collects the report. Never fails: every problem is in the outcome.
+    pub async fn collect(&self, root: &HostRoot) -> CloudOutcome {
+        let endpoint = match &self.resolved {
+            Resolved::Disabled { reason } => {
+                return CloudOutcome {
+                    report: CloudReport::without_facts(
+                        CloudState::DisabledByConfig,
+                        format!("IMDS is turned off: {reason}"),
+                    ),
+                    problems: Vec::new(),
+                };
+            }
+            Resolved::Endpoint(e) => e,
+        };
+        let Some(client) = &self.client else {
+            // Unreachable: a client is built whenever the endpoint resolves.
+            return CloudOutcome {
+                report: CloudReport::without_facts(CloudState::DisabledByConfig, "no IMDS client"),
+                problems: Vec::new(),
+            };
+        };
+        if !endpoint.explicit {
+            let hint = ec2_hint(root);
+            if !hint.is_ec2 {
+                return CloudOutcome {
+                    report: CloudReport::without_facts(CloudState::NotEc2, hint.reason),
+                    problems: Vec::new(),
+                };
+            }
+        }
+        {
+            let negative = self.negative.lock().await;
+            if let Some((at, report, problems)) = &*negative
+                && at.elapsed() < Duration::from_secs(self.config.reprobe_interval_secs)
+            {
+                let mut report = report.clone();
+                let since = at.elapsed().as_secs();
+                report.reason = Some(format!(
+                    "{} (as of {since} s ago; next try within {} s)",
+                    report.reason.unwrap_or_default(),
+                    self.config.reprobe_interval_secs.saturating_sub(since)
+                ));
+                return CloudOutcome {
+                    report,
+                    problems: problems.clone(),
+                };
+            }
+        }
+        let outcome = collect_from(client, endpoint, &self.config, root).await;
+        let mut negative = self.negative.lock().await;
+        match outcome.report.state {
+            CloudState::Ec2 => {
+                *negative = None;
+                if let (Ok(mut g), Some(id)) =
+                    (self.last_instance_id.lock(), outcome.report.instance_id())
+                {
+                    *g = Some(id.to_string());
+                }
+            }
+            CloudState::Unreachable | CloudState::ImdsDisabled => {
+                *negative = Some((
+                    Instant::now(),
+                    outcome.report.clone(),
+                    outcome.problems.clone(),
+                ));
+                // A later success must start from a fresh token handshake.
+                client.reset().await;
+            }
+            CloudState::NotEc2 | CloudState::DisabledByConfig => {}
+        }
+        outcome
+    }
+}
+
+/// Result of fetching one item.
+enum Item {
+    Found(String),
+    Missing,
+    Failed,
+}
+
+struct Fetcher<'a> {
+    client: &'a ImdsClient,
+    problems: Vec<Problem>,
+    silences: u32,
+}
+
+impl Fetcher<'_> {
+    async fn item(&mut self, path: &str) -> Item {
+        if self.silences >= MAX_CONSECUTIVE_SILENCES {
+            return Item::Failed;
+        }
+        match self.client.get(path).await {
+            Ok(Some(body)) => {
+                self.silences = 0;
+                Item::Found(body)
+            }
+            Ok(None) => {
+                self.silences = 0;
+                Item::Missing
+            }
+            Err(e) => {
+                if e.is_transport() {
+                    self.silences += 1;
+                    if self.silences == MAX_CONSECUTIVE_SILENCES {
+                        self.problems.push(Problem::new(
+                            "imds_stopped_answering",
+                            "IMDS stopped answering; the remaining items were not asked for",
+                        ));
+                    }
+                } else {
+                    self.silences = 0;
+                }
+                self.problems
+                    .push(Problem::new(e.code(), e.to_string()).with_path(path.to_string()));
+                Item::Failed
+            }
+        }
+    }
+
+    async fn text(&mut self, path: &str) -> Option<String> {
+        match self.item(path).await {
+            Item::Found(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+            Item::Missing | Item::Failed => None,
+        }
+    }
+
+    async fn lines(&mut self, path: &str) -> Vec<String> {
+        self.text(path)
+            .await
+            .map(|s| split_lines(&s))
+            .unwrap_or_default()
+    }
+
+    fn malformed(&mut self, path: &str, e: &serde_json::Error) {
+        self.problems.push(
+            Problem::new("malformed", format!("{path}: malformed JSON: {e}"))
+                .with_path(path.to_string()),
+        );
+    }
+}
+
+fn split_lines(s: &str) -> Vec<String> {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(MAX_LIST_ITEMS)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Percent-encodes one path segment (tag keys may contain spaces and other characters).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawIdentity {
+    account_id: Option<String>,
+    architecture: Option<String>,
+    region: Option<String>,
+    availability_zone: Option<String>,
+    image_id: Option<String>,
+    instance_id: Option<String>,
+    instance_type: Option<String>,
+    pending_time: Option<String>,
+    private_ip: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawIamInfo {
+    instance_profile_arn: String,
+    instance_profile_id: Option<String>,
+    last_updated: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawMaintenance {
+    code: String,
+    event_id: Option<String>,
+    description: Option<String>,
+    not_before: Option<String>,
+    not_after: Option<String>,
+    state: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSpot {
+    action: String,
+    time: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRebalance {
+    notice_time: String,
+}
+
+async fn collect_from(
+    client: &ImdsClient,
+    endpoint: &ResolvedEndpoint,
+    config: &ImdsConfig,
+    root: &HostRoot,
+) -> CloudOutcome {
+    let mut access = ImdsAccess {
+        endpoint: endpoint.base_url.clone(),
+        endpoint_source: endpoint.source,
+        access_mode: None,
+        token_refused_status: None,
+        imdsv1_answers: None,
+        token_ttl_secs: None,
+        declared_hop_limit: config.http_put_response_hop_limit,
+        container_runtime_present: container_runtime_present(root),
+    };
+    // The first request decides whether there is an IMDS at all.
+    let first = format!("{META}instance-id");
+    let instance_id = match client.get(&first).await {
+        Ok(body) => body.map(|b| b.trim().to_string()).filter(|b| !b.is_empty()),
+        Err(e) => {
+            access.access_mode = client.access_mode().await;
+            access.token_refused_status = client.token_refusal_status().await;
+            let (state, reason) = match &e {
+                ImdsError::Forbidden { .. } => (
+                    CloudState::ImdsDisabled,
+                    "IMDS answered 403 Forbidden: it is turned off for this instance".to_string(),
+                ),
+                ImdsError::TokenRefused { status } => (
+                    CloudState::ImdsDisabled,
+                    format!(
+                        "IMDSv2 is unavailable (token PUT answered {status}) and imds.allow_imdsv1_fallback = false"
+                    ),
+                ),
+                _ => (
+                    CloudState::Unreachable,
+                    format!("IMDS at {} did not answer usefully: {e}", endpoint.base_url),
+                ),
+            };
+            let mut report = CloudReport::without_facts(state, reason);
+            report.imds = Some(access);
+            let problems = if state == CloudState::ImdsDisabled {
+                // A deliberate owner decision, not a failure of the agent.
+                Vec::new()
+            } else {
+                vec![Problem::new(e.code(), e.to_string()).with_path(first)]
+            };
+            return CloudOutcome { report, problems };
+        }
+    };
+    let mut f = Fetcher {
+        client,
+        problems: Vec::new(),
+        silences: 0,
+    };
+    if instance_id
+        .as_deref()
+        .is_some_and(|id| !looks_like_instance_id(id))
+    {
+        f.problems.push(
+            Problem::new(
+                "malformed",
+                "instance-id does not look like an EC2 instance id",
+            )
+            .with_path(first),
+        );
+    }
+
+    // Identity document first: it carries the account and architecture.
+    let identity_doc = f.text(&format!("{IDENTITY}document")).await;
+    let raw_identity =
+        identity_doc
+            .as_deref()
+            .and_then(|d| match serde_json::from_str::<RawIdentity>(d) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    f.malformed(&format!("{IDENTITY}document"), &e);
+                    None
+                }
+            });
+    let identity = match identity_doc {
+        Some(document) => Some(IdentityDocument {
+            document,
+            rsa2048: f.text(&format!("{IDENTITY}rsa2048")).await,
+            signature: f.text(&format!("{IDENTITY}signature")).await,
+            fetched_at: Timestamp::now(),
+        }),
+        None => None,
+    };
+
+    let mut instance = InstanceFacts {
+        instance_id,
+        instance_type: f.text(&format!("{META}instance-type")).await,
+        ami_id: f.text(&format!("{META}ami-id")).await,
+        region: f.text(&format!("{META}placement/region")).await,
+        availability_zone: f.text(&format!("{META}placement/availability-zone")).await,
+        availability_zone_id: f
+            .text(&format!("{META}placement/availability-zone-id"))
+            .await,
+        lifecycle: f.text(&format!("{META}instance-life-cycle")).await,
+        private_ipv4: f.text(&format!("{META}local-ipv4")).await,
+        public_ipv4: f.text(&format!("{META}public-ipv4")).await,
+        ipv6: f.lines(&format!("{META}ipv6")).await,
+        local_hostname: f.text(&format!("{META}local-hostname")).await,
+        ..Default::default()
+    };
+    if let Some(r) = raw_identity {
+        instance.account_id = r.account_id;
+        instance.architecture = r.architecture;
+        instance.pending_time = r.pending_time;
+        // Fill gaps from the document when a single item failed.
+        instance.instance_id = instance.instance_id.or(r.instance_id);
+        instance.instance_type = instance.instance_type.or(r.instance_type);
+        instance.ami_id = instance.ami_id.or(r.image_id);
+        instance.region = instance.region.or(r.region);
+        instance.availability_zone = instance.availability_zone.or(r.availability_zone);
+        instance.private_ipv4 = instance.private_ipv4.or(r.private_ip);
+    }
+
+    let interfaces = collect_interfaces(&mut f).await;
+    let iam = collect_iam(&mut f).await;
+    let tags = if config.collect_tags {
+        collect_tags(&mut f).await
+    } else {
+        Some(Tags::NotCollected)
+    };
+    let lifecycle = lifecycle_with(&mut f).await;
+
+    access.access_mode = client.access_mode().await;
+    access.token_refused_status = client.token_refusal_status().await;
+    access.token_ttl_secs = client.token_ttl_secs().await;
+    access.imdsv1_answers = match access.access_mode {
+        Some(AccessMode::V1Fallback) => Some(true),
+        _ if config.probe_imdsv1 => match client
+            .probe_without_token(&format!("{META}instance-id"))
+            .await
+        {
+            Ok(200) => Some(true),
+            Ok(401 | 403) => Some(false),
+            Ok(other) => {
+                f.problems.push(Problem::new(
+                    "imds_status",
+                    format!("token-less probe answered HTTP {other}"),
+                ));
+                None
+            }
+            Err(e) => {
+                f.problems
+                    .push(Problem::new(e.code(), format!("token-less probe: {e}")));
+                None
+            }
+        },
+        _ => None,
+    };
+
+    let report = CloudReport {
+        state: CloudState::Ec2,
+        reason: None,
+        imds: Some(access),
+        instance: Some(instance),
+        interfaces,
+        iam,
+        tags,
+        lifecycle: Some(lifecycle),
+        identity,
+    };
+    CloudOutcome {
+        report,
+        problems: f.problems,
+    }
+}
+
+async fn collect_interfaces(f: &mut Fetcher<'_>) -> Vec<NetworkInterface> {
+    let base = format!("{META}network/interfaces/macs/");
+    let macs = f.lines(&base).await;
+    if macs.len() > MAX_INTERFACES {
+        f.problems.push(Problem::new(
+            "truncated",
+            format!(
+                "{} interfaces listed; only the first {MAX_INTERFACES} read",
+                macs.len()
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    for entry in macs.into_iter().take(MAX_INTERFACES) {
+        let mac = entry.trim_end_matches('/').to_string();
+        // A MAC is hex digits and colons; anything else must not become part of a path.
+        if mac.is_empty() || !mac.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+            f.problems.push(
+                Problem::new(
+                    "malformed",
+                    format!("not a MAC address in the interface list: {mac:?}"),
+                )
+                .with_path(base.clone()),
+            );
+            continue;
+        }
+        let p = format!("{base}{mac}/");
+        let device_number = f
+            .text(&format!("{p}device-number"))
+            .await
+            .and_then(|s| s.parse().ok());
+        out.push(NetworkInterface {
+            interface_id: f.text(&format!("{p}interface-id")).await,
+            device_number,
+            subnet_id: f.text(&format!("{p}subnet-id")).await,
+            vpc_id: f.text(&format!("{p}vpc-id")).await,
+            security_group_ids: f.lines(&format!("{p}security-group-ids")).await,
+            private_ipv4s: f.lines(&format!("{p}local-ipv4s")).await,
+            public_ipv4s: f.lines(&format!("{p}public-ipv4s")).await,
+            ipv6s: f.lines(&format!("{p}ipv6s")).await,
+            mac,
+        });
+    }
+    out.sort_by_key(|i| i.device_number.unwrap_or(u32::MAX));
+    out
+}
+
+async fn collect_iam(f: &mut Fetcher<'_>) -> Option<IamInfo> {
+    // Only `iam/info`: it names the profile without handing out credentials.
+    let path = format!("{META}iam/info");
+    let body = f.text(&path).await?;
+    match serde_json::from_str::<RawIamInfo>(&body) {
+        Ok(r) => Some(IamInfo {
+            instance_profile_name: r
+                .instance_profile_arn
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            instance_profile_arn: r.instance_profile_arn,
+            instance_profile_id: r.instance_profile_id,
+            last_updated: r.last_updated,
+        }),
+        Err(e) => {
+            f.malformed(&path, &e);
+            None
+        }
+    }
+}
+
+async fn collect_tags(f: &mut Fetcher<'_>) -> Option<Tags> {
+    let base = format!("{META}tags/instance");
+    let keys = match f.item(&base).await {
+        Item::Found(s) => split_lines(&s),
+        Item::Missing => return Some(Tags::NotEnabled),
+        Item::Failed => return None,
+    };
+    if keys.len() > MAX_TAGS {
+        f.problems.push(Problem::new(
+            "truncated",
+            format!("{} tags listed; only the first {MAX_TAGS} read", keys.len()),
+        ));
+    }
+    let mut values = BTreeMap::new();
+    for key in keys.into_iter().take(MAX_TAGS) {
+        // IMDS does not serve tag values of keys containing '/'; the value may be empty.
+        let value = match f.item(&format!("{base}/{}", encode_segment(&key))).await {
+            Item::Found(v) => v,
+            Item::Missing | Item::Failed => continue,
+        };
+        values.insert(key, value);
+    }
+    Some(Tags::Enabled { values })
+}
+
+/// Reads the lifecycle signals with an existing client (the watcher calls this).
+pub async fn fetch_lifecycle(client: &ImdsClient) -> (LifecycleSnapshot, Vec<Problem>) {
+    let mut f = Fetcher {
+        client,
+        problems: Vec::new(),
+        silences: 0,
+    };
+    let snapshot = lifecycle_with(&mut f).await;
+    (snapshot, f.problems)
+}
+
+/// Reads only the spot interruption notice (the frequent poll).
+pub async fn fetch_spot_action(client: &ImdsClient) -> (Option<SpotInstanceAction>, Vec<Problem>) {
+    let mut f = Fetcher {
+        client,
+        problems: Vec::new(),
+        silences: 0,
+    };
+    let spot = spot_with(&mut f).await;
+    (spot, f.problems)
+}
+
+async fn spot_with(f: &mut Fetcher<'_>) -> Option<SpotInstanceAction> {
+    let path = format!("{META}spot/instance-action");
+    let body = f.text(&path).await?;
+    match serde_json::from_str::<RawSpot>(&body) {
+        Ok(r) => Some(SpotInstanceAction {
+            action: r.action,
+            time: r.time,
+        }),
+        Err(e) => {
+            f.malformed(&path, &e);
+            None
+        }
+    }
+}
+
+async fn lifecycle_with(f: &mut Fetcher<'_>) -> LifecycleSnapshot {
+    let maint_path = format!("{META}events/maintenance/scheduled");
+    let maintenance_events = match f.text(&maint_path).await {
+        None => Vec::new(),
+        Some(body) => match serde_json::from_str::<Vec<RawMaintenance>>(&body) {
+            Ok(list) => list
+                .into_iter()
+                .take(MAX_LIST_ITEMS)
+                .map(|m| MaintenanceEvent {
+                    code: m.code,
+                    event_id: m.event_id,
+                    description: m.description,
+                    not_before: m.not_before,
+                    not_after: m.not_after,
+                    state: m.state,
+                })
+                .collect(),
+            Err(e) => {
+                f.malformed(&maint_path, &e);
+                Vec::new()
+            }
+        },
+    };
+    let spot_instance_action = spot_with(f).await;
+    let rebalance_path = format!("{META}events/recommendations/rebalance");
+    let rebalance_notice_time = match f.text(&rebalance_path).await {
+        None => None,
+        Some(body) => match serde_json::from_str::<RawRebalance>(&body) {
+            Ok(r) => Some(r.notice_time),
+            Err(e) => {
+                f.malformed(&rebalance_path, &e);
+                None
+            }
+        },
+    };
+    let autoscaling_target_state = f
+        .text(&format!("{META}autoscaling/target-lifecycle-state"))
+        .await;
+    LifecycleSnapshot {
+        maintenance_events,
+        spot_instance_action,
+        rebalance_notice_time,
+        autoscaling_target_state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(encode_segment("Name"), "Name");
+        assert_eq!(encode_segment("cost center"), "cost%20center");
+        assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
+    }
+}
