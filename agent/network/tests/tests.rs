@@ -1,0 +1,8 @@
+//! Integration tests of guestward-network (one binary, ripgrep style).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod changes;
+mod fixtures;
+mod live;
+mod oracle;
+mod util;
