@@ -695,12 +695,21 @@ impl Engine {
             progress: Some(&progress),
             cancel: Some(&self.shared.cancel),
         };
-        let mut changes = Vec::new();
         let fim = self.fim.clone();
-        let result = fim.scan(purpose, scope, mechanism, &opts, &mut |c| changes.push(c));
-        for c in changes {
-            self.emit_change(c);
-        }
+        let keep = self.fim.config.max_stored_events;
+        // Changes are emitted as the diff streams out of SQLite, never collected: a rescan
+        // after a package upgrade may report many thousands.
+        let (store, sink, shared) = (&self.store, &mut self.sink, &self.shared);
+        let result = fim.scan(purpose, scope, mechanism, &opts, &mut |c| {
+            if let Ok(mut s) = shared.status.lock() {
+                s.changes_reported += 1;
+            }
+            let e = c.to_event(Timestamp::now());
+            if let Err(err) = store.append_event(&e, keep) {
+                tracing::warn!(error = %err, "cannot store FIM event");
+            }
+            sink(&e);
+        });
         self.with_status(|s| s.scan_progress = None);
         match result {
             Ok(summary) => Some(summary),

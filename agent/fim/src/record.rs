@@ -298,7 +298,9 @@ fn hash_file(
             ));
         }
         on_bytes(before.size);
-        let (sha, b3) = digest(&file, opts.attributes, buf)?;
+        // Read exactly the size seen before: a file appended to faster than we read would
+        // otherwise keep the hasher chasing its tail forever. Growth shows in the second fstat.
+        let (sha, b3) = digest(&file, before.size, opts.attributes, buf)?;
         let after = FileRecord::from_metadata(&file.metadata()?);
         let mut rec = after.clone();
         rec.sha256 = sha;
@@ -315,9 +317,15 @@ fn hash_file(
 
 type Digests = (Option<[u8; 32]>, Option<[u8; 32]>);
 
-fn digest(mut file: &File, attrs: AttributeSet, buf: &mut Vec<u8>) -> io::Result<Digests> {
+fn digest(
+    mut file: &File,
+    size: u64,
+    attrs: AttributeSet,
+    buf: &mut Vec<u8>,
+) -> io::Result<Digests> {
     use std::io::Seek;
     file.seek(io::SeekFrom::Start(0))?;
+    let mut file = file.take(size);
     buf.resize(256 * 1024, 0);
     let mut sha = attrs.has(Attribute::Sha256).then(sha2::Sha256::new);
     let mut b3 = attrs.has(Attribute::Blake3).then(blake3::Hasher::new);
@@ -424,6 +432,39 @@ mod tests {
         let (rec, _) = read_record(&f, &meta, o, &mut Vec::new(), &mut |_| {});
         assert_eq!(rec.flags & FLAG_HASH_SKIPPED, FLAG_HASH_SKIPPED);
         assert!(rec.sha256.is_none());
+    }
+
+    #[test]
+    fn a_file_changing_while_hashed_is_retried_then_flagged_unstable() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("growing");
+        std::fs::write(&f, vec![1u8; 32 << 20]).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (f, stop) = (f.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut out = std::fs::OpenOptions::new().append(true).open(f).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    out.write_all(&[2u8; 4096]).unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let meta = std::fs::symlink_metadata(&f).unwrap();
+        let mut reads = 0;
+        let o = ReadOptions {
+            max_file_size_bytes: 1 << 30,
+            ..opts()
+        };
+        let (rec, err) = read_record(&f, &meta, o, &mut Vec::new(), &mut |_| reads += 1);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(reads, MAX_HASH_ATTEMPTS, "re-hashed on every change");
+        assert_eq!(rec.flags & FLAG_UNSTABLE, FLAG_UNSTABLE);
+        assert!(rec.sha256.is_some());
     }
 
     #[test]

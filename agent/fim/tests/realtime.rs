@@ -190,5 +190,22 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("a/1")));
     assert_eq!(c.mechanism, Mechanism::Rescan);
     assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"changed"));
+    // The event log holds the gap and the change for `agentctl fim events --since`.
+    let logged = monitor
+        .events_since(guestward_core::Timestamp::from_unix_secs(0).unwrap(), 100)
+        .unwrap();
+    assert!(logged.iter().any(|e| e.kind == "coverage.gap"));
+    assert!(
+        logged
+            .iter()
+            .any(|e| e.kind == "fim.change" && e.data["path"] == p(&root.join("a/1")))
+    );
+    let mut human = Vec::new();
+    monitor.status().render_human(&mut human).unwrap();
+    let human = String::from_utf8(human).unwrap();
+    assert!(
+        human.contains("DEGRADED") && human.contains("rescan-only"),
+        "{human}"
+    );
     monitor.stop();
 }
