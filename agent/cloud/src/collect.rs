@@ -715,3 +715,68 @@ mod tests {
         assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
     }
 }
+
+/// The `cloud` section and its findings, for one-shot callers without a tokio runtime
+/// (`guestward-agent scan`, `agentctl imds`). Runs a current-thread runtime for the duration.
+#[derive(Debug, Clone)]
+pub struct CloudScan {
+    /// The section (skipped under a mounted root, error on a bad config).
+    pub section: Section<CloudReport>,
+    /// Posture findings (`GW-IMDS-*`).
+    pub findings: Vec<guestward_core::Finding>,
+    /// The instance id, when IMDS or the firmware told it.
+    pub instance_id: Option<String>,
+}
+
+/// Runs one collection from a synchronous caller. Must not be called from inside a tokio
+/// runtime (use [`CloudCollector::section`] there).
+pub fn scan_blocking(config: &ImdsConfig, root: &HostRoot) -> CloudScan {
+    let started = Instant::now();
+    let firmware_id = crate::precheck::instance_id_from_firmware(root);
+    let collector = match CloudCollector::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e {
+                CollectorError::Config(_) => "config",
+                CollectorError::Client(_) => "client_build",
+            };
+            return CloudScan {
+                section: Section::failed(Problem::new(code, e.to_string()), started),
+                findings: Vec::new(),
+                instance_id: firmware_id,
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return CloudScan {
+                section: Section::failed(
+                    Problem::new("runtime", format!("starting the IMDS client runtime: {e}")),
+                    started,
+                ),
+                findings: Vec::new(),
+                instance_id: firmware_id,
+            };
+        }
+    };
+    let section = runtime.block_on(collector.section(root));
+    let findings = section
+        .data
+        .as_ref()
+        .map(crate::findings::findings)
+        .unwrap_or_default();
+    let instance_id = section
+        .data
+        .as_ref()
+        .and_then(|r| r.instance_id().map(str::to_string))
+        .or(firmware_id);
+    CloudScan {
+        section,
+        findings,
+        instance_id,
+    }
+}

@@ -26,8 +26,8 @@ mod report;
 
 pub use client::{AccessMode, ClientStats, Fetched, ImdsClient, ImdsError, ImdsToken};
 pub use collect::{
-    CloudCollector, CloudOutcome, CollectorError, container_runtime_present, fetch_lifecycle,
-    fetch_spot_action,
+    CloudCollector, CloudOutcome, CloudScan, CollectorError, container_runtime_present,
+    fetch_lifecycle, fetch_spot_action, scan_blocking,
 };
 pub use config::{
     ClientSettings, ConfigError, EndpointMode, EndpointSource, IPV4_ENDPOINT, IPV6_ENDPOINT,

@@ -117,3 +117,55 @@ fn this_machine_is_judged_without_error() {
     assert!(started.elapsed() < Duration::from_millis(500));
     eprintln!("live pre-check: is_ec2={} ({})", hint.is_ec2, hint.reason);
 }
+
+#[test]
+fn blocking_scan_under_a_mounted_root_is_skipped_and_keeps_the_firmware_id() {
+    let (_d, root) = root_with(&[("/sys/class/dmi/id/board_asset_tag", "i-0fedcba9876543210\n")]);
+    let scan = guestward_cloud::scan_blocking(&ImdsConfig::default(), &root);
+    assert_eq!(scan.section.status, guestward_core::SectionStatus::Skipped);
+    assert!(scan.findings.is_empty());
+    assert_eq!(scan.instance_id.as_deref(), Some("i-0fedcba9876543210"));
+}
+
+#[test]
+fn blocking_scan_with_a_bad_config_is_an_error_section_naming_the_key() {
+    let config = ImdsConfig {
+        token_ttl_secs: 0,
+        ..Default::default()
+    };
+    let scan = guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live());
+    assert_eq!(scan.section.status, guestward_core::SectionStatus::Error);
+    assert!(
+        scan.section.problems[0]
+            .message
+            .contains("imds.token_ttl_secs")
+    );
+}
+
+#[test]
+fn blocking_scan_live_against_the_emulator() {
+    // The emulator needs a runtime of its own on another thread: scan_blocking builds one
+    // for the client and must not run inside a runtime.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emu = rt.block_on(guestward_imds_emulator::Emulator::start(Default::default()));
+    let config = ImdsConfig {
+        endpoint: Some(emu.url()),
+        ..Default::default()
+    };
+    let scan = guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live());
+    assert_eq!(
+        scan.section.status,
+        guestward_core::SectionStatus::Ok,
+        "{:?}",
+        scan.section.problems
+    );
+    assert_eq!(
+        scan.instance_id.as_deref(),
+        Some(guestward_imds_emulator::INSTANCE_ID)
+    );
+    assert!(
+        scan.findings
+            .iter()
+            .any(|f| f.id == guestward_cloud::INSTANCE_PROFILE_ATTACHED)
+    );
+}
