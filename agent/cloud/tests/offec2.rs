@@ -169,3 +169,29 @@ fn blocking_scan_live_against_the_emulator() {
             .any(|f| f.id == guestward_cloud::INSTANCE_PROFILE_ATTACHED)
     );
 }
+
+fn fixture(name: &str) -> guestward_core::HostRoot {
+    guestward_core::HostRoot::new(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/cloud").to_string() + "/" + name,
+    )
+    .unwrap()
+}
+
+#[test]
+fn fixture_platforms_are_told_apart() {
+    let nitro = ec2_hint(&fixture("nitro"));
+    assert!(nitro.is_ec2);
+    assert_eq!(nitro.instance_id.as_deref(), Some("i-0fedcba9876543210"));
+    let xen = ec2_hint(&fixture("xen"));
+    assert!(xen.is_ec2 && xen.instance_id.is_none());
+    assert!(
+        xen.reason.contains("/sys/hypervisor/uuid"),
+        "{}",
+        xen.reason
+    );
+    let swapped = ec2_hint(&fixture("xen-swapped"));
+    assert!(swapped.is_ec2, "{}", swapped.reason);
+    let kvm = ec2_hint(&fixture("kvm"));
+    assert!(!kvm.is_ec2);
+    assert!(kvm.reason.contains("QEMU"), "{}", kvm.reason);
+}
