@@ -48,6 +48,8 @@ pub enum TreeMode {
     Realtime,
     /// Not watched (budget, limit or watcher failure): periodic rescans only.
     RescanOnly,
+    /// The tree's parent directory does not exist: nothing to watch; rescans look for it.
+    Absent,
 }
 
 /// One watched tree.
@@ -155,6 +157,7 @@ impl FimStatus {
             let mode = match t.mode {
                 TreeMode::Realtime => "realtime",
                 TreeMode::RescanOnly => "rescan-only",
+                TreeMode::Absent => "absent",
             };
             writeln!(
                 out,
@@ -252,6 +255,13 @@ impl Monitor {
         let fwd_tx = tx.clone();
         let fwd_shared = Arc::clone(&shared);
         let handler = move |res: notify::Result<notify::Event>| {
+            // notify's inotify mask includes IN_OPEN: every program reading /etc would wake
+            // the engine. Opens say nothing about integrity; drop them on the reader thread.
+            if let Ok(ev) = &res
+                && matches!(ev.kind, EventKind::Access(AccessKind::Open(_)))
+            {
+                return;
+            }
             // Never block the inotify reader: a full queue becomes an explicit overflow.
             if let Err(TrySendError::Full(_)) = fwd_tx.try_send(Msg::Fs(res)) {
                 fwd_shared.dropped.store(true, Ordering::Release);
@@ -441,7 +451,7 @@ impl Engine {
                 let trees: Vec<PathBuf> = self
                     .trees
                     .iter()
-                    .filter(|t| t.mode == TreeMode::RescanOnly)
+                    .filter(|t| t.mode != TreeMode::Realtime)
                     .map(|t| t.target.host.clone())
                     .collect();
                 if !trees.is_empty() {
@@ -480,9 +490,21 @@ impl Engine {
                 watches: need,
                 reason: None,
             };
+            let parent_exists = real
+                .parent()
+                .is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
             if self.watcher.is_none() {
                 tree.mode = TreeMode::RescanOnly;
                 tree.reason = Some("the inotify watcher could not be created".into());
+            } else if !parent_exists {
+                // Nothing to watch yet (e.g. /home/bob/.ssh does not exist): not a loss of
+                // coverage of anything that exists, but creation is only seen by rescans.
+                tree.mode = TreeMode::Absent;
+                tree.watches = 0;
+                tree.reason = Some(format!(
+                    "its directory does not exist; its creation is checked by rescans every {} s",
+                    self.cfg().unwatched_rescan_interval_secs
+                ));
             } else if used + need > budget {
                 tree.mode = TreeMode::RescanOnly;
                 tree.reason = Some(format!(

@@ -161,10 +161,23 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     ]);
     // Excluded: cache and everything below it must not consume watches.
     let mut cfg = config_for(&root, vec![format!("{}/cache", root.display())]);
-    let (monitor, _events) = start(cfg.clone(), &dir.path().join("state"));
+    let mut with_absent = cfg.clone();
+    let absent = dir.path().join("nowhere/.ssh/authorized_keys");
+    with_absent
+        .paths
+        .push(guestward_fim::config::PathEntry::Simple(
+            guestward_core::AbsolutePath::new(&absent).unwrap(),
+        ));
+    let (monitor, _events) = start(with_absent, &dir.path().join("state"));
     let s = monitor.status();
     // tree, a, b, c, c/d, c/d/e + the parent of the tree root
     assert_eq!(s.watches_used, 7, "{s:#?}");
+    let t = s.trees.iter().find(|t| t.path == p(&absent)).unwrap();
+    assert_eq!(t.mode, guestward_fim::monitor::TreeMode::Absent);
+    assert!(
+        !s.degraded,
+        "a path that does not exist is not a coverage loss: {s:#?}"
+    );
     monitor.stop();
 
     // Now a budget too small for the tree: it is reported and checked by rescans.
