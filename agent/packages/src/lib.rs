@@ -7,6 +7,7 @@
 //! report.
 
 pub mod dpkg;
+pub mod sbom;
 
 use guestward_core::{AbsolutePath, HostRoot, Problem, Section};
 use schemars::JsonSchema;
