@@ -199,7 +199,8 @@ impl HostRoot {
                 if hops > MAX_SYMLINK_HOPS {
                     return Err(HostFsError::SymlinkLoop { path: self.dir.join(host_path_rel(host_path)) });
                 }
-                let target = std::fs::read_link(&candidate).map_err(|e| HostFsError::from_io(&candidate, e))?;
+                let target =
+                    std::fs::read_link(&candidate).map_err(|e| HostFsError::from_io(&candidate, e))?;
                 if target.is_absolute() {
                     resolved.clear();
                 }

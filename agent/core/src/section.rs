@@ -64,6 +64,7 @@ impl std::fmt::Display for Problem {
 
 /// One collector's result: what it could read plus what it could not.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 pub struct Section<T> {
     /// How the collector fared.
     pub status: SectionStatus,

@@ -109,9 +109,10 @@ pub fn read_os_release(root: &HostRoot) -> Result<OsInfo, Problem> {
     let mut first_error = None;
     for candidate in ["/etc/os-release", "/usr/lib/os-release"] {
         match root.read_string_capped(candidate, SMALL_FILE_LIMIT) {
-            Ok(text) => return parse_os_release(&text).map_err(|msg| {
-                Problem::new("malformed", msg).with_path(root.display(candidate))
-            }),
+            Ok(text) => {
+                return parse_os_release(&text)
+                    .map_err(|msg| Problem::new("malformed", msg).with_path(root.display(candidate)));
+            }
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -151,7 +152,8 @@ pub fn read_machine_id(root: &HostRoot) -> Result<Option<String>, Problem> {
     if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(Some(id.to_ascii_lowercase()))
     } else {
-        Err(Problem::new("malformed", "machine-id is not 32 hexadecimal digits").with_path(root.display(path)))
+        Err(Problem::new("malformed", "machine-id is not 32 hexadecimal digits")
+            .with_path(root.display(path)))
     }
 }
 

@@ -90,10 +90,10 @@ impl DebVersion {
         // debversion is more lenient than dpkg (it takes "1:" as an upstream version). Apply
         // dpkg's own rules from deb-version(7): a written epoch is digits, the upstream part is
         // non-empty and starts with a digit, and every character is one dpkg allows.
-        if let Some((epoch, _)) = full.split_once(':') {
-            if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_digit()) || v.epoch.is_none() {
-                return None;
-            }
+        if let Some((epoch, _)) = full.split_once(':')
+            && (epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_digit()) || v.epoch.is_none())
+        {
+            return None;
         }
         let allowed = |b: u8| b.is_ascii_alphanumeric() || b".+~-:".contains(&b);
         if !v.upstream_version.as_bytes().first().is_some_and(u8::is_ascii_digit)
@@ -181,7 +181,8 @@ pub fn parse_status(bytes: &[u8], shown_path: &str) -> (DpkgInventory, Vec<Probl
 }
 
 fn parse_stanza(text: &str) -> Result<DebPackage, String> {
-    let paragraphs = deb822_fast::borrowed::parse_borrowed(text).map_err(|e| format!("deb822 syntax: {e}"))?;
+    let paragraphs =
+        deb822_fast::borrowed::parse_borrowed(text).map_err(|e| format!("deb822 syntax: {e}"))?;
     let [para] = paragraphs.as_slice() else {
         return Err(format!("expected one stanza, found {}", paragraphs.len()));
     };
@@ -193,7 +194,9 @@ fn parse_stanza(text: &str) -> Result<DebPackage, String> {
     }
     let status_text = field("Status").ok_or_else(|| format!("package {name}: missing Status field"))?;
     let mut words = status_text.split_ascii_whitespace();
-    let (Some(want), Some(flag), Some(state), None) = (words.next(), words.next(), words.next(), words.next()) else {
+    let (Some(want), Some(flag), Some(state), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
         return Err(format!("package {name}: Status {status_text:?} is not `want flag state`"));
     };
     let status = DpkgStatus { want: want.to_string(), flag: flag.to_string(), state: state.to_string() };
@@ -207,7 +210,8 @@ fn parse_stanza(text: &str) -> Result<DebPackage, String> {
     let version = if version_text.is_empty() {
         DebVersion { full: String::new(), epoch: None, upstream: String::new(), revision: None }
     } else {
-        DebVersion::parse(version_text).ok_or_else(|| format!("package {name}: invalid Version {version_text:?}"))?
+        DebVersion::parse(version_text)
+            .ok_or_else(|| format!("package {name}: invalid Version {version_text:?}"))?
     };
 
     let (source_name, source_version) = match field("Source") {
@@ -218,7 +222,9 @@ fn parse_stanza(text: &str) -> Result<DebPackage, String> {
         None => (name.to_string(), version.full.clone()),
     };
     let installed_size_kib = match field("Installed-Size") {
-        Some(s) => Some(s.parse::<u64>().map_err(|_| format!("package {name}: Installed-Size {s:?} is not a number"))?),
+        Some(s) => Some(
+            s.parse::<u64>().map_err(|_| format!("package {name}: Installed-Size {s:?} is not a number"))?,
+        ),
         None => None,
     };
 
@@ -319,7 +325,10 @@ mod tests {
     #[test]
     fn versions_split_like_dpkg() {
         let v = DebVersion::parse("1:2.36-9+deb12u4").unwrap();
-        assert_eq!((v.epoch, v.upstream.as_str(), v.revision.as_deref()), (Some(1), "2.36", Some("9+deb12u4")));
+        assert_eq!(
+            (v.epoch, v.upstream.as_str(), v.revision.as_deref()),
+            (Some(1), "2.36", Some("9+deb12u4"))
+        );
         let native = DebVersion::parse("2.0.11").unwrap();
         assert_eq!((native.epoch, native.revision), (None, None));
         assert_eq!(DebVersion::parse("1:"), None);

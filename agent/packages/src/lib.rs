@@ -69,11 +69,7 @@ pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
 
     let nothing_found = report.dpkg.is_none() && problems.is_empty();
     let section = Section::from_parts(Some(report), problems, started);
-    if nothing_found {
-        section.with_note("no package database found (looked for dpkg)")
-    } else {
-        section
-    }
+    if nothing_found { section.with_note("no package database found (looked for dpkg)") } else { section }
 }
 
 /// Writes a short human summary.

@@ -45,10 +45,7 @@ pub enum SbomError {
 }
 
 fn build_err(what: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> SbomError {
-    move |e| SbomError::Build {
-        what,
-        message: e.to_string(),
-    }
+    move |e| SbomError::Build { what, message: e.to_string() }
 }
 
 /// The distribution the OS packages came from, from os-release (`ID`, `VERSION_ID`).
@@ -107,12 +104,10 @@ pub fn deb_purl(p: &DebPackage, distro: Option<&Distro>) -> Result<String, Probl
         .and_then(|u| u.with_version(p.version.full.as_str()))
         .map_err(|e| purl_err(&p.name, e))?;
     if let Some(arch) = &p.architecture {
-        purl.add_qualifier("arch", arch.as_str())
-            .map_err(|e| purl_err(&p.name, e))?;
+        purl.add_qualifier("arch", arch.as_str()).map_err(|e| purl_err(&p.name, e))?;
     }
     if let Some(d) = distro {
-        purl.add_qualifier("distro", d.qualifier())
-            .map_err(|e| purl_err(&p.name, e))?;
+        purl.add_qualifier("distro", d.qualifier()).map_err(|e| purl_err(&p.name, e))?;
     }
     let upstream = match (p.source_name != p.name, p.source_version != p.version.full) {
         (_, true) => Some(format!("{}@{}", p.source_name, p.source_version)),
@@ -120,8 +115,7 @@ pub fn deb_purl(p: &DebPackage, distro: Option<&Distro>) -> Result<String, Probl
         (false, false) => None,
     };
     if let Some(up) = upstream {
-        purl.add_qualifier("upstream", up)
-            .map_err(|e| purl_err(&p.name, e))?;
+        purl.add_qualifier("upstream", up).map_err(|e| purl_err(&p.name, e))?;
     }
     Ok(purl.to_string())
 }
@@ -134,20 +128,16 @@ pub fn rpm_purl(p: &RpmPackage, distro: Option<&Distro>) -> Result<String, Probl
         .and_then(|u| u.with_version(format!("{}-{}", p.version, p.release)))
         .map_err(|e| purl_err(&p.name, e))?;
     if let Some(arch) = &p.arch {
-        purl.add_qualifier("arch", arch.as_str())
-            .map_err(|e| purl_err(&p.name, e))?;
+        purl.add_qualifier("arch", arch.as_str()).map_err(|e| purl_err(&p.name, e))?;
     }
     if let Some(epoch) = p.epoch {
-        purl.add_qualifier("epoch", epoch.to_string())
-            .map_err(|e| purl_err(&p.name, e))?;
+        purl.add_qualifier("epoch", epoch.to_string()).map_err(|e| purl_err(&p.name, e))?;
     }
     if let Some(d) = distro {
-        purl.add_qualifier("distro", d.qualifier())
-            .map_err(|e| purl_err(&p.name, e))?;
+        purl.add_qualifier("distro", d.qualifier()).map_err(|e| purl_err(&p.name, e))?;
     }
     if let Some(src) = &p.source_rpm {
-        purl.add_qualifier("upstream", src.as_str())
-            .map_err(|e| purl_err(&p.name, e))?;
+        purl.add_qualifier("upstream", src.as_str()).map_err(|e| purl_err(&p.name, e))?;
     }
     Ok(purl.to_string())
 }
@@ -157,16 +147,11 @@ pub fn lang_purl(p: &LangPackage) -> Result<String, Problem> {
     let mut purl =
         PackageUrl::new(p.ecosystem.as_str(), p.name.as_str()).map_err(|e| purl_err(&p.name, e))?;
     if let Some(ns) = &p.namespace {
-        let ns = if p.ecosystem == Ecosystem::Npm {
-            format!("@{ns}")
-        } else {
-            ns.clone()
-        };
+        let ns = if p.ecosystem == Ecosystem::Npm { format!("@{ns}") } else { ns.clone() };
         purl.with_namespace(ns).map_err(|e| purl_err(&p.name, e))?;
     }
     if !p.version.is_empty() {
-        purl.with_version(p.version.as_str())
-            .map_err(|e| purl_err(&p.name, e))?;
+        purl.with_version(p.version.as_str()).map_err(|e| purl_err(&p.name, e))?;
     }
     Ok(purl.to_string())
 }
@@ -189,22 +174,21 @@ pub fn build(
 ) -> Result<(cdx::CycloneDx, Vec<Problem>), SbomError> {
     let mut problems = Vec::new();
     let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
-    let mut add =
-        |purl: Result<String, Problem>, entry: Pending, problems: &mut Vec<Problem>| match purl {
-            Ok(purl) => match pending.get_mut(&purl) {
-                Some(existing) => {
-                    for o in entry.occurrences {
-                        if !existing.occurrences.contains(&o) {
-                            existing.occurrences.push(o);
-                        }
+    let mut add = |purl: Result<String, Problem>, entry: Pending, problems: &mut Vec<Problem>| match purl {
+        Ok(purl) => match pending.get_mut(&purl) {
+            Some(existing) => {
+                for o in entry.occurrences {
+                    if !existing.occurrences.contains(&o) {
+                        existing.occurrences.push(o);
                     }
                 }
-                None => {
-                    pending.insert(purl, entry);
-                }
-            },
-            Err(problem) => problems.push(problem),
-        };
+            }
+            None => {
+                pending.insert(purl, entry);
+            }
+        },
+        Err(problem) => problems.push(problem),
+    };
     let distro = ctx.distro.as_ref();
     if let Some(dpkg) = sources.dpkg {
         for p in &dpkg.installed {
@@ -267,16 +251,11 @@ pub fn build(
     if let Some(d) = distro {
         let bom_ref = format!("os:{}", d.qualifier());
         let mut os = cdx::ComponentBuilder::default();
-        os.type_("operating-system")
-            .name(d.id.as_str())
-            .bom_ref(bom_ref.as_str());
+        os.type_("operating-system").name(d.id.as_str()).bom_ref(bom_ref.as_str());
         if let Some(v) = &d.version_id {
             os.version(v.as_str());
         }
-        components.push(
-            os.build()
-                .map_err(|e| build_err("operating-system component")(&e))?,
-        );
+        components.push(os.build().map_err(|e| build_err("operating-system component")(&e))?);
         os_ref = Some(bom_ref);
     }
     for (purl, p) in pending {
@@ -294,20 +273,15 @@ pub fn build(
             name: "guestward:package:source".to_string(),
             value: Some(p.source.to_string()),
         }];
-        properties.extend(p.properties.into_iter().map(|(name, value)| cdx::Property {
-            name,
-            value: Some(value),
-        }));
+        properties
+            .extend(p.properties.into_iter().map(|(name, value)| cdx::Property { name, value: Some(value) }));
         let mut c = cdx::ComponentBuilder::default();
         c.type_("library")
             .name(p.name)
             .bom_ref(purl.as_str())
             .purl(purl.as_str())
             .properties(properties)
-            .evidence(cdx::ComponentEvidence {
-                occurrences: Some(occurrences),
-                ..Default::default()
-            });
+            .evidence(cdx::ComponentEvidence { occurrences: Some(occurrences), ..Default::default() });
         if !p.version.is_empty() {
             c.version(p.version);
         }
@@ -325,11 +299,7 @@ pub fn build(
         .map_err(|e| build_err("tool component")(&e))?;
     let host = cdx::ComponentBuilder::default()
         .type_("device")
-        .name(
-            ctx.host_name
-                .clone()
-                .unwrap_or_else(|| "unknown-host".to_string()),
-        )
+        .name(ctx.host_name.clone().unwrap_or_else(|| "unknown-host".to_string()))
         .bom_ref("host")
         .build()
         .map_err(|e| build_err("host component")(&e))?;
@@ -381,24 +351,14 @@ mod tests {
             architecture: Some(arch.to_string()),
             source_name: source_name.to_string(),
             source_version: source_version.to_string(),
-            status: DpkgStatus {
-                want: "install".into(),
-                flag: "ok".into(),
-                state: "installed".into(),
-            },
+            status: DpkgStatus { want: "install".into(), flag: "ok".into(), state: "installed".into() },
             installed_size_kib: None,
             maintainer: None,
             multi_arch: None,
         }
     }
 
-    fn rpm(
-        name: &str,
-        epoch: Option<u32>,
-        version: &str,
-        release: &str,
-        arch: Option<&str>,
-    ) -> RpmPackage {
+    fn rpm(name: &str, epoch: Option<u32>, version: &str, release: &str, arch: Option<&str>) -> RpmPackage {
         RpmPackage {
             record: 1,
             name: name.to_string(),
@@ -436,10 +396,7 @@ mod tests {
     }
 
     fn debian() -> Distro {
-        Distro {
-            id: "debian".into(),
-            version_id: Some("12".into()),
-        }
+        Distro { id: "debian".into(), version_id: Some("12".into()) }
     }
 
     #[test]
@@ -450,59 +407,27 @@ mod tests {
             "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u5?arch=amd64&distro=debian-12"
         );
         assert_eq!(
-            deb_purl(
-                &deb(
-                    "libc6",
-                    "2.36-9+deb12u4",
-                    "amd64",
-                    Some(("glibc", "2.36-9+deb12u4"))
-                ),
-                Some(&d)
-            )
-            .unwrap(),
+            deb_purl(&deb("libc6", "2.36-9+deb12u4", "amd64", Some(("glibc", "2.36-9+deb12u4"))), Some(&d))
+                .unwrap(),
             "pkg:deb/debian/libc6@2.36-9%2Bdeb12u4?arch=amd64&distro=debian-12&upstream=glibc"
         );
         assert_eq!(
-            deb_purl(
-                &deb(
-                    "passwd",
-                    "1:4.13+dfsg1-1",
-                    "amd64",
-                    Some(("shadow", "1:4.13+dfsg1-1"))
-                ),
-                None
-            )
-            .unwrap(),
+            deb_purl(&deb("passwd", "1:4.13+dfsg1-1", "amd64", Some(("shadow", "1:4.13+dfsg1-1"))), None)
+                .unwrap(),
             "pkg:deb/debian/passwd@1:4.13%2Bdfsg1-1?arch=amd64&upstream=shadow"
         );
     }
 
     #[test]
     fn rpm_purls() {
-        let d = Distro {
-            id: "amzn".into(),
-            version_id: Some("2023".into()),
-        };
+        let d = Distro { id: "amzn".into(), version_id: Some("2023".into()) };
         assert_eq!(
-            rpm_purl(
-                &rpm("bash", None, "5.2.15", "1.amzn2023.0.2", Some("x86_64")),
-                Some(&d)
-            )
-            .unwrap(),
+            rpm_purl(&rpm("bash", None, "5.2.15", "1.amzn2023.0.2", Some("x86_64")), Some(&d)).unwrap(),
             "pkg:rpm/amzn/bash@5.2.15-1.amzn2023.0.2?arch=x86_64&distro=amzn-2023&upstream=bash-5.2.15-1.amzn2023.0.2.src.rpm"
         );
         assert_eq!(
-            rpm_purl(
-                &rpm(
-                    "openssl-libs",
-                    Some(1),
-                    "3.0.8",
-                    "1.amzn2023.0.14",
-                    Some("x86_64")
-                ),
-                Some(&d)
-            )
-            .unwrap(),
+            rpm_purl(&rpm("openssl-libs", Some(1), "3.0.8", "1.amzn2023.0.14", Some("x86_64")), Some(&d))
+                .unwrap(),
             "pkg:rpm/amzn/openssl-libs@3.0.8-1.amzn2023.0.14?arch=x86_64&distro=amzn-2023&epoch=1&upstream=openssl-libs-3.0.8-1.amzn2023.0.14.src.rpm"
         );
     }
@@ -517,30 +442,15 @@ mod tests {
             "/opt/a.jar",
             None,
         );
-        assert_eq!(
-            lang_purl(&log4j).unwrap(),
-            "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"
-        );
-        let scoped = lang(
-            Ecosystem::Npm,
-            Some("aws-sdk"),
-            "client-s3",
-            "3.450.0",
-            "/x",
-            None,
-        );
-        assert_eq!(
-            lang_purl(&scoped).unwrap(),
-            "pkg:npm/%40aws-sdk/client-s3@3.450.0"
-        );
+        assert_eq!(lang_purl(&log4j).unwrap(), "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1");
+        let scoped = lang(Ecosystem::Npm, Some("aws-sdk"), "client-s3", "3.450.0", "/x", None);
+        assert_eq!(lang_purl(&scoped).unwrap(), "pkg:npm/%40aws-sdk/client-s3@3.450.0");
         let py = lang(Ecosystem::Pypi, None, "zope-interface", "6.0", "/x", None);
         assert_eq!(lang_purl(&py).unwrap(), "pkg:pypi/zope-interface@6.0");
         let unversioned = lang(Ecosystem::Maven, None, "app", "", "/x", None);
         assert_eq!(lang_purl(&unversioned).unwrap(), "pkg:maven/app");
         assert_eq!(
-            lang_purl(&lang(Ecosystem::Npm, None, "", "1", "/x", None))
-                .unwrap_err()
-                .code,
+            lang_purl(&lang(Ecosystem::Npm, None, "", "1", "/x", None)).unwrap_err().code,
             "sbom_purl"
         );
     }
@@ -556,12 +466,7 @@ mod tests {
             status_file: "/var/lib/dpkg/status".into(),
             installed: vec![
                 deb("curl", "7.88.1-10+deb12u5", "amd64", None),
-                deb(
-                    "libc6",
-                    "2.36-9+deb12u4",
-                    "amd64",
-                    Some(("glibc", "2.36-9+deb12u4")),
-                ),
+                deb("libc6", "2.36-9+deb12u4", "amd64", Some(("glibc", "2.36-9+deb12u4"))),
             ],
             not_fully_installed: vec![],
         };
@@ -622,15 +527,9 @@ mod tests {
         };
         let bom_schema = load("bom-1.6.schema.json");
         let registry = jsonschema::Registry::new()
-            .add(
-                "http://cyclonedx.org/schema/spdx.schema.json",
-                load("spdx.schema.json"),
-            )
+            .add("http://cyclonedx.org/schema/spdx.schema.json", load("spdx.schema.json"))
             .unwrap()
-            .add(
-                "http://cyclonedx.org/schema/jsf-0.82.schema.json",
-                load("jsf-0.82.schema.json"),
-            )
+            .add("http://cyclonedx.org/schema/jsf-0.82.schema.json", load("jsf-0.82.schema.json"))
             .unwrap()
             .prepare()
             .unwrap();
@@ -644,27 +543,18 @@ mod tests {
     #[test]
     fn sbom_validates_against_the_cyclonedx_1_6_schema() {
         let (ctx, dpkg, rpm_dbs, lang) = sample();
-        let sources = SbomSources {
-            dpkg: Some(&dpkg),
-            rpm: &rpm_dbs,
-            language: Some(&lang),
-        };
+        let sources = SbomSources { dpkg: Some(&dpkg), rpm: &rpm_dbs, language: Some(&lang) };
         let (bom, problems) = build(&ctx, sources).unwrap();
         assert!(problems.is_empty(), "{problems:?}");
         let json: serde_json::Value = serde_json::from_str(&to_json(&bom).unwrap()).unwrap();
         let validator = validator();
-        let errors: Vec<String> = validator
-            .iter_errors(&json)
-            .map(|e| format!("{} at {}", e, e.instance_path()))
-            .collect();
+        let errors: Vec<String> =
+            validator.iter_errors(&json).map(|e| format!("{} at {}", e, e.instance_path())).collect();
         assert!(errors.is_empty(), "{errors:#?}");
 
         assert_eq!(json["specVersion"], "1.6");
         let components = json["components"].as_array().unwrap();
-        let purls: Vec<&str> = components
-            .iter()
-            .filter_map(|c| c["purl"].as_str())
-            .collect();
+        let purls: Vec<&str> = components.iter().filter_map(|c| c["purl"].as_str()).collect();
         assert_eq!(
             purls,
             vec![
@@ -677,10 +567,7 @@ mod tests {
             ]
         );
         // The same jar in two applications is one component found in two places.
-        let log4j = components
-            .iter()
-            .find(|c| c["name"] == "log4j-core")
-            .unwrap();
+        let log4j = components.iter().find(|c| c["name"] == "log4j-core").unwrap();
         assert_eq!(log4j["group"], "org.apache.logging.log4j");
         let places: Vec<&str> = log4j["evidence"]["occurrences"]
             .as_array()
@@ -697,11 +584,7 @@ mod tests {
         );
         let os = &components[0];
         assert_eq!(
-            (
-                os["type"].as_str(),
-                os["name"].as_str(),
-                os["version"].as_str()
-            ),
+            (os["type"].as_str(), os["name"].as_str(), os["version"].as_str()),
             (Some("operating-system"), Some("debian"), Some("12"))
         );
         assert_eq!(json["metadata"]["component"]["name"], "ip-10-0-0-1");
@@ -723,20 +606,10 @@ mod tests {
     fn without_a_distro_purls_fall_back_and_no_os_component_is_written() {
         let (mut ctx, dpkg, _, _) = sample();
         ctx.distro = None;
-        let (bom, _) = build(
-            &ctx,
-            SbomSources {
-                dpkg: Some(&dpkg),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let (bom, _) = build(&ctx, SbomSources { dpkg: Some(&dpkg), ..Default::default() }).unwrap();
         let json = serde_json::to_value(&bom).unwrap();
         assert!(validator().is_valid(&json));
-        assert_eq!(
-            json["components"][0]["purl"],
-            "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u5?arch=amd64"
-        );
+        assert_eq!(json["components"][0]["purl"], "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u5?arch=amd64");
         assert!(json.get("dependencies").is_none());
     }
 }

@@ -1,5 +1,5 @@
 use guestward_core::{HostRoot, SectionStatus};
-use guestward_packages::dpkg::{parse_status, read_status, DebPackage};
+use guestward_packages::dpkg::{DebPackage, parse_status, read_status};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -92,7 +92,11 @@ fn partial_states_are_reported_separately_and_purged_ones_dropped() {
         inv.not_fully_installed.iter().map(|p| (p.name.as_str(), p.status.state.as_str())).collect();
     assert_eq!(
         states,
-        vec![("oldconf", "config-files"), ("broken-upgrade", "half-installed"), ("unpacked-only", "unpacked")]
+        vec![
+            ("oldconf", "config-files"),
+            ("broken-upgrade", "half-installed"),
+            ("unpacked-only", "unpacked")
+        ]
     );
     assert_eq!(inv.not_fully_installed[1].status.flag, "reinstreq");
 }

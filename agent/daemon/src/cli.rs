@@ -1,0 +1,109 @@
+//! Command-line interface of `guestward-agent` (clap derive). `main.rs` only parses and maps
+//! the result of [`run`] to an exit code.
+
+use crate::config::Config;
+use crate::exit;
+use crate::scan::{self, Collector, ScanOptions};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use guestward_core::HostRoot;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: every selected collector succeeded (skipped ones count as success)
+  1  some collector degraded or failed; the report says which and why
+  2  usage or configuration error; nothing was collected";
+
+/// guestward: a security agent for the EC2 guest OS.
+///
+/// Inventories packages, host facts and more, and reports them. `scan` runs every collector
+/// once and prints the result; it needs no server and no configuration file.
+#[derive(Debug, Parser)]
+#[command(name = "guestward-agent", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Configuration file [default: /etc/guestward/agent.toml if present, else built-in defaults]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every collector once and print the report.
+    #[command(after_help = EXIT_CODES)]
+    Scan(ScanArgs),
+    /// Print the JSON Schema of the report (`--json` output).
+    Schema,
+}
+
+/// Output formats of `scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A human summary.
+    Human,
+    /// The full report envelope as JSON (same as `--json`).
+    Json,
+}
+
+/// `scan` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Print the full report as JSON (the schema is `guestward-agent schema`).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Run only these collectors (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "COLLECTORS")]
+    pub only: Vec<Collector>,
+    /// Scan a mounted filesystem (EBS snapshot, AMI volume, container rootfs) instead of `/`.
+    /// Symlinks are resolved inside DIR; live-only collectors are skipped.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// Runs a parsed command line, returning the exit code. Errors are usage/config errors
+/// (exit 2); collector failures are reported inside the report (exit 1).
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Schema => {
+            print_stdout(&crate::report::json_schema())?;
+            Ok(exit::OK)
+        }
+        Command::Scan(args) => {
+            let (config, _source) = Config::load(cli.config.as_deref())?;
+            let root = match &args.root {
+                Some(dir) => HostRoot::new(dir).with_context(|| format!("--root {}", dir.display()))?,
+                None => HostRoot::live(),
+            };
+            let only: BTreeSet<Collector> =
+                if args.only.is_empty() { Collector::all() } else { args.only.iter().copied().collect() };
+            let report = scan::run(&config, &ScanOptions { root, only });
+            let format = if args.json { Format::Json } else { args.format };
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut out, &report)?;
+                    writeln!(out)?;
+                }
+                Format::Human => scan::render_human(&report, &mut out)?,
+            }
+            out.flush()?;
+            Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
+        }
+    }
+}
+
+fn print_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}

@@ -1,0 +1,8 @@
+//! Glue from configuration to each collector crate: one file per collector, each turning
+//! `(HostRoot, its config)` into its report section. The collector crates know nothing of the
+//! envelope; this is the only place that does.
+
+/// Host facts.
+pub mod host;
+/// Software inventory.
+pub mod packages;

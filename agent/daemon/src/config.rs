@@ -1,0 +1,255 @@
+//! `agent.toml`: one file configures every part of the agent.
+//!
+//! Each collector crate owns its own section type (`guestward_packages::Config` is
+//! `[packages]`...), so a collector's options live next to the code that uses them; this module
+//! only assembles them and turns parse errors into messages that name the file, line, column
+//! and key. Every key has a default, so the agent runs with no file at all.
+
+use guestward_core::AbsolutePath;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where the daemon and `scan` look when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/guestward/agent.toml";
+
+/// Config files are small; anything larger is a mistake (or an attack on the parser).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[agent]`: identity and state.
+    pub agent: AgentConfig,
+    /// `[packages]`: software inventory sources.
+    pub packages: guestward_packages::Config,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Where the agent keeps its state (FIM baseline, last inventory, spool). Created 0700.
+    pub state_dir: AbsolutePath,
+    /// Overrides the host id in reports. Leave unset: the EC2 instance id, else
+    /// `/etc/machine-id`, is used and the source recorded.
+    pub host_id: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self { state_dir: AbsolutePath::from_static("/var/lib/guestward"), host_id: None }
+    }
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// No file: built-in defaults.
+    Defaults,
+    /// This file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Defaults => write!(f, "built-in defaults ({DEFAULT_CONFIG_PATH} not present)"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is larger than any real config.
+    #[error("{}: config is larger than {MAX_CONFIG_BYTES} bytes", path.display())]
+    TooLarge {
+        /// The config file.
+        path: PathBuf,
+    },
+    /// The TOML is invalid, or a key is unknown, has the wrong type or a bad value.
+    #[error("{}:{line}:{column}: {}{message}", path.display(), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// 1-based column of the offending text.
+        column: usize,
+        /// The dotted key concerned, when it can be told.
+        key: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `explicit` (which must exist), or the default path when present, or defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<(Self, ConfigSource), ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+                if !default.exists() {
+                    return Ok((Self::default(), ConfigSource::Defaults));
+                }
+                default
+            }
+        };
+        let text = read_config_file(&path)?;
+        let config = Self::parse(&text, &path)?;
+        Ok((config, ConfigSource::File(path)))
+    }
+
+    /// Parses TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column, key) = match e.span() {
+                Some(span) => locate(text, span.start),
+                None => (1, 1, None),
+            };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message: e.message().trim().to_string(),
+            }
+        })
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge { path: path.to_path_buf() });
+    }
+    Ok(text)
+}
+
+/// Line, column and the dotted key at byte `offset`. The key is read off the source line
+/// (`key = value` under the nearest `[table]` header) only to make the message clearer; the
+/// TOML itself was parsed by the `toml` crate.
+fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['))
+        .map(|k| match &table {
+            Some(t) => format!("{t}.{k}"),
+            None => k,
+        });
+    (line, column, key)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../packaging/agent.toml");
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("/etc/guestward/agent.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn annotated_example_equals_the_built_in_defaults() {
+        let parsed = Config::parse(EXAMPLE, Path::new("packaging/agent.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn annotated_example_names_every_key() {
+        // Serialize the defaults and check each leaf key appears in the example file, so a new
+        // option cannot be added without documenting it there.
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        for (table, value) in &defaults {
+            let toml::Value::Table(inner) = value else { continue };
+            assert!(EXAMPLE.contains(&format!("[{table}]")), "packaging/agent.toml lacks [{table}]");
+            for key in inner.keys() {
+                if !EXAMPLE.contains(&format!("{key} =")) {
+                    missing.push(format!("{table}.{key}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "packaging/agent.toml does not document {missing:?}");
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("", Path::new("x")).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column_and_key() {
+        let msg = err("[agent]\nstate_dir = \"/var/lib/guestward\"\nstate_dri = \"/tmp\"\n");
+        assert!(msg.starts_with("/etc/guestward/agent.toml:3:1: key `agent.state_dri`"), "{msg}");
+        assert!(msg.contains("unknown field `state_dri`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_table_is_rejected() {
+        let msg = err("[agnet]\nstate_dir = \"/x\"\n");
+        assert!(msg.contains(":1:") && msg.contains("unknown field `agnet`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let msg = err("[packages]\nmax_status_file_bytes = \"lots\"\n");
+        assert!(
+            msg.starts_with("/etc/guestward/agent.toml:2:25: key `packages.max_status_file_bytes`"),
+            "{msg}"
+        );
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn relative_path_is_rejected_where_it_is_written() {
+        let msg = err("[packages]\ndpkg_admin_dir = \"var/lib/dpkg\"\n");
+        assert!(msg.starts_with("/etc/guestward/agent.toml:2:18: key `packages.dpkg_admin_dir`"), "{msg}");
+        assert!(msg.contains("must be an absolute path"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let msg = err("[agent\n");
+        assert!(msg.starts_with("/etc/guestward/agent.toml:1:"), "{msg}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_naming_it() {
+        let e = Config::load(Some(Path::new("/nonexistent/agent.toml"))).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/agent.toml: cannot read config"), "{e}");
+    }
+}

@@ -1,0 +1,21 @@
+//! The guestward agent as a library; `guestward-agent` and `agentctl` are thin binaries over it.
+//!
+//! Data flows one way: [`collect`] runs each collector crate into a typed [`guestward_core::Section`],
+//! [`scan`] assembles them into a [`report::Report`] envelope, and the binaries print it (later:
+//! spool and ship it). [`config`] is the single TOML file that configures all of it.
+
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod report;
+pub mod scan;
+
+/// Documented process exit codes (also in `--help`).
+pub mod exit {
+    /// Everything ran and every collector succeeded (skipped collectors count as success).
+    pub const OK: u8 = 0;
+    /// The command ran, but some collector degraded or failed (or, for checks, found changes).
+    pub const DEGRADED: u8 = 1;
+    /// Bad usage or configuration: nothing was collected.
+    pub const USAGE: u8 = 2;
+}

@@ -1,0 +1,29 @@
+//! `guestward-agent`: see `guestward-agent --help`.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = guestward_agent::cli::Cli::parse();
+    match guestward_agent::cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // A broken pipe (`scan | head`) is not an error worth a message.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::from(guestward_agent::exit::OK);
+            }
+            eprintln!("guestward-agent: error: {e:#}");
+            ExitCode::from(guestward_agent::exit::USAGE)
+        }
+    }
+}
+
+/// Logs go to stderr (the journal under systemd); `GUESTWARD_LOG=debug` raises the level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GUESTWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,119 @@
+//! The report envelope: what one scan (or one daemon cycle) produced.
+//!
+//! Every collector has its own optional section: absent when not selected, and otherwise a
+//! [`Section`] whose status says whether it succeeded, degraded, failed or was skipped. A
+//! consumer can therefore always tell "no open ports" from "could not look".
+//! The JSON Schema at `docs/report.schema.json` is generated from these types
+//! (`guestward-agent schema`); a test fails when it is stale.
+
+use guestward_core::{Event, Finding, Section, Timestamp};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to the report's shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`] of the agent that wrote it.
+    pub schema_version: u32,
+    /// Who wrote it.
+    pub agent: AgentInfo,
+    /// When the collection started.
+    pub collected_at: Timestamp,
+    /// The filesystem scanned when it was not the running system (`--root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_root: Option<String>,
+    /// Host facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Section<guestward_host::HostFacts>>,
+    /// Installed software.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Section<guestward_packages::PackagesReport>>,
+    /// Conclusions drawn from the sections, most severe first.
+    pub findings: Vec<Finding>,
+    /// Changes observed since the previous report.
+    pub events: Vec<Event>,
+}
+
+/// The agent and host that wrote a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentInfo {
+    /// Agent version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// Stable host identity; absent only when nothing identifies the host.
+    pub host_id: Option<String>,
+    /// Where `host_id` came from.
+    pub host_id_source: HostIdSource,
+}
+
+/// Where the host id came from, in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HostIdSource {
+    /// `agent.host_id` in the config.
+    Config,
+    /// The EC2 instance id from instance metadata.
+    Ec2InstanceId,
+    /// `/etc/machine-id`.
+    MachineId,
+    /// Nothing identifies this host.
+    None,
+}
+
+impl HostIdSource {
+    /// The name used in JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Ec2InstanceId => "ec2_instance_id",
+            Self::MachineId => "machine_id",
+            Self::None => "none",
+        }
+    }
+}
+
+impl Report {
+    /// Statuses of every section that ran, for exit codes and summaries.
+    pub fn section_statuses(&self) -> Vec<(&'static str, guestward_core::SectionStatus)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.host {
+            out.push(("host", s.status));
+        }
+        if let Some(s) = &self.packages {
+            out.push(("packages", s.status));
+        }
+        out
+    }
+
+    /// Whether any section degraded or failed.
+    pub fn any_degraded(&self) -> bool {
+        use guestward_core::SectionStatus::{Degraded, Error};
+        self.section_statuses().iter().any(|(_, s)| matches!(s, Degraded | Error))
+    }
+}
+
+/// The JSON Schema of [`Report`], pretty-printed with a trailing newline (as checked in).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Report);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The checked-in schema must match the types. Regenerate with `scripts/gen-schema`.
+    #[test]
+    fn checked_in_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/report.schema.json");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == super::json_schema(),
+            "docs/report.schema.json is stale: run scripts/gen-schema and commit the result"
+        );
+    }
+}

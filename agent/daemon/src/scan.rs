@@ -1,0 +1,158 @@
+//! One pass of every selected collector, assembled into a [`Report`].
+
+use crate::collect;
+use crate::config::Config;
+use crate::report::{AgentInfo, HostIdSource, Report, SCHEMA_VERSION};
+use guestward_core::{HostRoot, Timestamp};
+use std::collections::BTreeSet;
+
+/// The collectors `--only` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Collector {
+    /// OS, kernel, CPU, memory, machine-id.
+    Host,
+    /// dpkg (and later rpm, language) packages.
+    Packages,
+}
+
+impl Collector {
+    /// Every collector.
+    pub fn all() -> BTreeSet<Self> {
+        [Self::Host, Self::Packages].into_iter().collect()
+    }
+}
+
+/// What to scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// The filesystem to read (`/`, or `--root DIR`).
+    pub root: HostRoot,
+    /// The collectors to run.
+    pub only: BTreeSet<Collector>,
+}
+
+/// Runs the selected collectors, each on its own thread so a slow one does not delay the others,
+/// and assembles the report.
+pub fn run(config: &Config, options: &ScanOptions) -> Report {
+    let collected_at = Timestamp::now();
+    let root = &options.root;
+    let wants = |c: Collector| options.only.contains(&c);
+
+    let (host, packages) = std::thread::scope(|s| {
+        let host = wants(Collector::Host).then(|| s.spawn(|| collect::host::collect(root)));
+        let packages =
+            wants(Collector::Packages).then(|| s.spawn(|| collect::packages::collect(root, config)));
+        (join(host, "host"), join(packages, "packages"))
+    });
+
+    let mut report = Report {
+        schema_version: SCHEMA_VERSION,
+        agent: AgentInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host_id: None,
+            host_id_source: HostIdSource::None,
+        },
+        collected_at,
+        scanned_root: (!root.is_live()).then(|| root.dir().display().to_string()),
+        host,
+        packages,
+        findings: Vec::new(),
+        events: Vec::new(),
+    };
+    report.agent = identify(config, &report);
+    report.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+    report
+}
+
+/// A collector thread that panicked becomes an error section instead of taking the scan down.
+fn join<T>(
+    handle: Option<std::thread::ScopedJoinHandle<'_, guestward_core::Section<T>>>,
+    name: &str,
+) -> Option<guestward_core::Section<T>> {
+    let handle = handle?;
+    Some(handle.join().unwrap_or_else(|_| {
+        guestward_core::Section::failed(
+            guestward_core::Problem::new(
+                "internal",
+                format!("the {name} collector crashed; this is a bug, please report it"),
+            ),
+            std::time::Instant::now(),
+        )
+    }))
+}
+
+/// Host identity: config override, then the EC2 instance id, then machine-id.
+fn identify(config: &Config, report: &Report) -> AgentInfo {
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    if let Some(id) = &config.agent.host_id {
+        return AgentInfo { version, host_id: Some(id.clone()), host_id_source: HostIdSource::Config };
+    }
+    let machine_id = report.host.as_ref().and_then(|s| s.data.as_ref()).and_then(|h| h.machine_id.clone());
+    match machine_id {
+        Some(id) => AgentInfo { version, host_id: Some(id), host_id_source: HostIdSource::MachineId },
+        None => AgentInfo { version, host_id: None, host_id_source: HostIdSource::None },
+    }
+}
+
+/// Writes the human summary of a report.
+pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "guestward {} scan at {}{}",
+        report.agent.version,
+        report.collected_at,
+        report.scanned_root.as_ref().map(|r| format!(" of {r}")).unwrap_or_default()
+    )?;
+    writeln!(
+        out,
+        "host id   {} (from {})",
+        report.agent.host_id.as_deref().unwrap_or("unknown"),
+        report.agent.host_id_source.as_str()
+    )?;
+    writeln!(out)?;
+    if let Some(section) = &report.host {
+        section_header(out, "host", section)?;
+        if let Some(facts) = &section.data {
+            guestward_host::render_summary(facts, out)?;
+        }
+    }
+    if let Some(section) = &report.packages {
+        section_header(out, "packages", section)?;
+        if let Some(data) = &section.data {
+            guestward_packages::render_summary(data, out)?;
+        }
+    }
+    if !report.findings.is_empty() {
+        writeln!(out, "\nfindings ({}):", report.findings.len())?;
+        for f in &report.findings {
+            writeln!(out, "  [{:<8}] {} {}", f.severity, f.id, f.title)?;
+        }
+    }
+    Ok(())
+}
+
+fn section_header<T>(
+    out: &mut dyn std::io::Write,
+    name: &str,
+    section: &guestward_core::Section<T>,
+) -> std::io::Result<()> {
+    use guestward_core::SectionStatus as S;
+    let status = match section.status {
+        S::Ok => "ok",
+        S::Degraded => "DEGRADED",
+        S::Error => "ERROR",
+        S::Skipped => "skipped",
+    };
+    writeln!(out, "== {name}: {status} ({} ms)", section.duration_ms)?;
+    if let Some(note) = &section.note {
+        writeln!(out, "   note: {note}")?;
+    }
+    const SHOWN: usize = 10;
+    for p in section.problems.iter().take(SHOWN) {
+        writeln!(out, "   problem: {p}")?;
+    }
+    if section.problems.len() > SHOWN {
+        writeln!(out, "   ... and {} more problems (see --json)", section.problems.len() - SHOWN)?;
+    }
+    Ok(())
+}

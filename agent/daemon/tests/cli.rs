@@ -1,0 +1,172 @@
+use crate::support::*;
+use serde_json::Value;
+
+#[test]
+fn live_scan_json_validates_against_the_published_schema() {
+    let config = empty_config();
+    let (code, stdout, stderr) = run(agent().args(["scan", "--json", "--config"]).arg(config.path()));
+    assert!(code == 0 || code == 1, "exit {code}: {stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    validate_against_schema(&report);
+    assert_eq!(report["schema_version"], 1);
+    assert!(report.get("scanned_root").is_none());
+    // On this Debian machine the live dpkg inventory is real and non-trivial.
+    if std::path::Path::new("/var/lib/dpkg/status").exists() {
+        let n = report["packages"]["data"]["dpkg"]["installed"].as_array().unwrap().len();
+        assert!(n > 50, "only {n} packages");
+    }
+    assert!(report["host"]["data"]["live"]["cpu_count"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn root_scan_reads_the_fixture_tree_not_the_host() {
+    let config = empty_config();
+    let root = fixture("roots/debian-min");
+    let (code, stdout, stderr) =
+        run(agent().args(["scan", "--json", "--config"]).arg(config.path()).arg("--root").arg(&root));
+    assert_eq!(code, 0, "{stderr}\n{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    validate_against_schema(&report);
+    let host = &report["host"]["data"];
+    assert_eq!(host["hostname"], "snapshot-host");
+    assert_eq!(host["os"]["version_codename"], "bookworm", "absolute symlink resolved inside the root");
+    assert!(host.get("live").is_none() || host["live"].is_null(), "no live facts under --root");
+    assert_eq!(report["agent"]["host_id"], "5f1b0c6a2e9d4b7f8a3c1e0d9b8a7f6e");
+    assert_eq!(report["agent"]["host_id_source"], "machine_id");
+    let pkgs: Vec<String> = report["packages"]["data"]["dpkg"]["installed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}:{}", p["name"].as_str().unwrap(), p["architecture"].as_str().unwrap()))
+        .collect();
+    assert_eq!(pkgs, ["zlib1g:amd64", "zlib1g:i386", "tzdata:all"]);
+}
+
+#[test]
+fn degraded_collector_exits_1_and_keeps_the_rest() {
+    let config = empty_config();
+    let (code, stdout, _) =
+        run(agent().args(["scan", "--config"]).arg(config.path()).arg("--root").arg(fixture("roots/broken")));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("== packages: DEGRADED"), "{stdout}");
+    assert!(stdout.contains("var/lib/dpkg/status:11: skipped a stanza: missing Package field"), "{stdout}");
+    assert!(stdout.contains("dpkg      2 installed"), "{stdout}");
+    assert!(stdout.contains("== host: ok"), "{stdout}");
+}
+
+#[test]
+fn only_selects_collectors() {
+    let config = empty_config();
+    let (code, stdout, stderr) = run(agent()
+        .args(["scan", "--json", "--only", "packages", "--config"])
+        .arg(config.path())
+        .arg("--root")
+        .arg(fixture("roots/debian-min")));
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report.get("host").is_none());
+    assert_eq!(report["packages"]["status"], "ok");
+
+    let (code, _, stderr) = run(agent().args(["scan", "--only", "bogus"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("invalid value 'bogus'"), "{stderr}");
+}
+
+#[test]
+fn bad_config_is_exit_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "[packages]\ndpkg_admin_dir = 42\n").unwrap();
+    let (code, stdout, stderr) = run(agent().args(["scan", "--config"]).arg(&path));
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.is_empty());
+    let expected = format!("{}:2:18: key `packages.dpkg_admin_dir`", path.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[test]
+fn missing_root_is_exit_2() {
+    let (code, _, stderr) = run(agent().args(["scan", "--root", "/nonexistent/snapshot"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/snapshot") && stderr.contains("not found"), "{stderr}");
+}
+
+#[test]
+fn unreadable_database_as_non_root_says_what_and_why() {
+    // Build a root whose dpkg status file only root may read, then scan it as `nobody`.
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("var/lib/dpkg");
+    std::fs::create_dir_all(&admin).unwrap();
+    std::fs::copy(fixture("dpkg/multiarch.status"), admin.join("status")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(admin.join("status"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    for p in [dir.path(), &dir.path().join("var"), &dir.path().join("var/lib"), &admin] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = empty_config();
+    std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_guestward-agent");
+    let mut cmd = if nix_is_root() {
+        let setpriv =
+            ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| std::path::Path::new(p).exists());
+        let Some(setpriv) = setpriv else {
+            eprintln!(
+                "SKIPPED unreadable_database_as_non_root: running as root without setpriv to drop privileges"
+            );
+            return;
+        };
+        let mut c = std::process::Command::new(setpriv);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    // The test binary's own directories must be reachable by `nobody`.
+    let (code, stdout, stderr) =
+        run(cmd.args(["scan", "--config"]).arg(config.path()).arg("--root").arg(dir.path()));
+    if stderr.contains("Permission denied") && code == 126 {
+        eprintln!("SKIPPED unreadable_database_as_non_root: `nobody` cannot execute the test binary here");
+        return;
+    }
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("permission denied"), "{stdout}");
+    assert!(stdout.contains("var/lib/dpkg/status"), "{stdout}");
+    // The other collector still ran and said what it could not find.
+    assert!(stdout.contains("== host: DEGRADED") && stdout.contains("etc/os-release: not found"), "{stdout}");
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        == Some("0")
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let (code, stdout, _) = run(agent().args(["scan", "--help"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Exit codes:") && stdout.contains("2  usage or configuration error"), "{stdout}");
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example_and_rejects_a_typo() {
+    let example = std::path::Path::new(REPO).join("packaging/agent.toml");
+    let (code, stdout, stderr) = run(agentctl().arg("check-config").arg(&example));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.ends_with("agent.toml: ok\n"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("agent.toml");
+    std::fs::write(&bad, "[agent]\nstate_dir = \"/var/lib/guestward\"\n\n[packages]\ndpkg_admdir = \"/x\"\n")
+        .unwrap();
+    let (code, _, stderr) = run(agentctl().arg("check-config").arg(&bad));
+    assert_eq!(code, 1);
+    assert!(stderr.contains(":5:1: key `packages.dpkg_admdir`: unknown field `dpkg_admdir`"), "{stderr}");
+
+    let (code, _, stderr) = run(agentctl().arg("check-config").arg(dir.path().join("absent.toml")));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("absent.toml: cannot read config"), "{stderr}");
+}

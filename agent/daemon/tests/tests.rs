@@ -1,0 +1,6 @@
+//! End-to-end tests of the real `guestward-agent` and `agentctl` binaries (one test binary per
+//! crate; modules below).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod cli;
+mod support;
