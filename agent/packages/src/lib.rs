@@ -6,6 +6,7 @@
 //! [`PackagesReport`] section, where a failing source becomes a [`Problem`] and the others still
 //! report.
 
+pub mod delta;
 pub mod dpkg;
 pub mod sbom;
 
