@@ -37,9 +37,7 @@ pub enum ImdsError {
         detail: String,
     },
     /// 403: the request is not allowed or IMDS is turned off for this instance.
-    #[error(
-        "{path}: 403 Forbidden (IMDS is turned off for this instance, or the request is not allowed)"
-    )]
+    #[error("{path}: 403 Forbidden (IMDS is turned off for this instance, or the request is not allowed)")]
     Forbidden {
         /// The path asked.
         path: String,
@@ -139,10 +137,7 @@ pub struct ImdsToken {
 
 impl std::fmt::Debug for ImdsToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImdsToken")
-            .field("value", &"<redacted>")
-            .field("ttl", &self.ttl)
-            .finish()
+        f.debug_struct("ImdsToken").field("value", &"<redacted>").field("ttl", &self.ttl).finish()
     }
 }
 
@@ -156,14 +151,10 @@ impl ImdsToken {
         if !trimmed.iter().all(|b| b.is_ascii_graphic()) {
             return Err(ImdsError::BadToken("non-printable characters"));
         }
-        let mut header = HeaderValue::from_bytes(trimmed)
-            .map_err(|_| ImdsError::BadToken("not a header value"))?;
+        let mut header =
+            HeaderValue::from_bytes(trimmed).map_err(|_| ImdsError::BadToken("not a header value"))?;
         header.set_sensitive(true);
-        Ok(Self {
-            header,
-            expires_at: Instant::now() + ttl,
-            ttl,
-        })
+        Ok(Self { header, expires_at: Instant::now() + ttl, ttl })
     }
 
     /// Whether the token should be replaced now: past 3/4 of its life, or within a minute of
@@ -175,9 +166,7 @@ impl ImdsToken {
 }
 
 /// How requests are authenticated.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessMode {
     /// IMDSv2 session tokens.
@@ -304,17 +293,12 @@ impl ImdsClient {
         if last.starts_with("HTTP 429") {
             return Err(ImdsError::Throttled { path: path_of(url) });
         }
-        Err(ImdsError::Unreachable {
-            url: url.to_string(),
-            detail: last,
-        })
+        Err(ImdsError::Unreachable { url: url.to_string(), detail: last })
     }
 
     async fn attempt(&self, build: &impl Fn() -> reqwest::RequestBuilder) -> Attempt {
         match build().send().await {
-            Ok(r)
-                if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() =>
-            {
+            Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
                 Attempt::Retry(format!("HTTP {}", r.status().as_u16()))
             }
             Ok(r) => Attempt::Done(r),
@@ -333,9 +317,7 @@ impl ImdsClient {
         let url = format!("{}{TOKEN_PATH}", self.base_url);
         let ttl = self.settings.token_ttl.as_secs().to_string();
         self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
-        let resp = self
-            .send(|| self.http.put(&url).header(TTL_HEADER, &ttl), &url)
-            .await?;
+        let resp = self.send(|| self.http.put(&url).header(TTL_HEADER, &ttl), &url).await?;
         let status = resp.status();
         match status.as_u16() {
             200 => {
@@ -360,24 +342,15 @@ impl ImdsClient {
                         status = status.as_u16(),
                         "IMDSv2 token refused; falling back to IMDSv1 as allowed by config"
                     );
-                    *state = TokenState::V1Fallback {
-                        put_status: status.as_u16(),
-                    };
+                    *state = TokenState::V1Fallback { put_status: status.as_u16() };
                     Ok(())
                 } else if status == StatusCode::FORBIDDEN {
-                    Err(ImdsError::Forbidden {
-                        path: TOKEN_PATH.to_string(),
-                    })
+                    Err(ImdsError::Forbidden { path: TOKEN_PATH.to_string() })
                 } else {
-                    Err(ImdsError::TokenRefused {
-                        status: status.as_u16(),
-                    })
+                    Err(ImdsError::TokenRefused { status: status.as_u16() })
                 }
             }
-            other => Err(ImdsError::Status {
-                path: TOKEN_PATH.to_string(),
-                status: other,
-            }),
+            other => Err(ImdsError::Status { path: TOKEN_PATH.to_string(), status: other }),
         }
     }
 
@@ -401,31 +374,16 @@ impl ImdsClient {
         match resp.status().as_u16() {
             200 => {
                 let body = read_capped(resp, path, self.settings.max_body_bytes).await?;
-                String::from_utf8(body)
-                    .map(Some)
-                    .map_err(|_| ImdsError::NotText {
-                        path: path.to_string(),
-                    })
+                String::from_utf8(body).map(Some).map_err(|_| ImdsError::NotText { path: path.to_string() })
             }
             404 => Ok(None),
-            401 => Err(ImdsError::Unauthorized {
-                path: path.to_string(),
-            }),
-            403 => Err(ImdsError::Forbidden {
-                path: path.to_string(),
-            }),
-            other => Err(ImdsError::Status {
-                path: path.to_string(),
-                status: other,
-            }),
+            401 => Err(ImdsError::Unauthorized { path: path.to_string() }),
+            403 => Err(ImdsError::Forbidden { path: path.to_string() }),
+            other => Err(ImdsError::Status { path: path.to_string(), status: other }),
         }
     }
 
-    async fn get_once(
-        &self,
-        url: &str,
-        state: &TokenState,
-    ) -> Result<reqwest::Response, ImdsError> {
+    async fn get_once(&self, url: &str, state: &TokenState) -> Result<reqwest::Response, ImdsError> {
         let token = match state {
             TokenState::Token(t) => Some(t.header.clone()),
             _ => None,
@@ -466,17 +424,13 @@ fn refuse_credentials(path: &str) -> Result<(), ImdsError> {
         || lower.contains("identity-credentials")
         || lower.contains("..")
     {
-        return Err(ImdsError::ForbiddenPath {
-            path: path.to_string(),
-        });
+        return Err(ImdsError::ForbiddenPath { path: path.to_string() });
     }
     Ok(())
 }
 
 fn path_of(url: &str) -> String {
-    reqwest::Url::parse(url)
-        .map(|u| u.path().to_string())
-        .unwrap_or_else(|_| url.to_string())
+    reqwest::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_else(|_| url.to_string())
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -493,15 +447,8 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// Reads a body chunk by chunk, stopping as soon as it exceeds `limit`.
-async fn read_capped(
-    mut resp: reqwest::Response,
-    path: &str,
-    limit: u64,
-) -> Result<Vec<u8>, ImdsError> {
-    let too_large = || ImdsError::TooLarge {
-        path: path.to_string(),
-        limit,
-    };
+async fn read_capped(mut resp: reqwest::Response, path: &str, limit: u64) -> Result<Vec<u8>, ImdsError> {
+    let too_large = || ImdsError::TooLarge { path: path.to_string(), limit };
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -516,10 +463,7 @@ async fn read_capped(
             }
             Ok(None) => return Ok(out),
             Err(e) => {
-                return Err(ImdsError::Unreachable {
-                    url: path.to_string(),
-                    detail: describe(&e),
-                });
+                return Err(ImdsError::Unreachable { url: path.to_string(), detail: describe(&e) });
             }
         }
     }
@@ -545,10 +489,7 @@ mod tests {
             ImdsToken::new(b"abc\r\nX-Evil: 1", Duration::from_secs(1)),
             Err(ImdsError::BadToken(_))
         ));
-        assert!(matches!(
-            ImdsToken::new(b"  ", Duration::from_secs(1)),
-            Err(ImdsError::BadToken(_))
-        ));
+        assert!(matches!(ImdsToken::new(b"  ", Duration::from_secs(1)), Err(ImdsError::BadToken(_))));
     }
 
     #[test]
@@ -570,10 +511,7 @@ mod tests {
             "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
             "/latest/meta-data/iam/../iam/security-credentials",
         ] {
-            assert!(
-                matches!(refuse_credentials(p), Err(ImdsError::ForbiddenPath { .. })),
-                "{p}"
-            );
+            assert!(matches!(refuse_credentials(p), Err(ImdsError::ForbiddenPath { .. })), "{p}");
         }
         refuse_credentials("/latest/meta-data/iam/info").unwrap();
     }

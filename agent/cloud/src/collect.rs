@@ -4,8 +4,8 @@ use crate::client::{AccessMode, ImdsClient, ImdsError};
 use crate::config::{ConfigError, ImdsConfig, Resolved, ResolvedEndpoint, resolve};
 use crate::precheck::{ec2_hint, looks_like_instance_id};
 use crate::report::{
-    CloudReport, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts,
-    LifecycleSnapshot, MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
+    CloudReport, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts, LifecycleSnapshot,
+    MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
 };
 use guestward_core::{HostRoot, Problem, Section, Timestamp};
 use serde::Deserialize;
@@ -85,9 +85,7 @@ impl CloudCollector {
     ) -> Result<Self, CollectorError> {
         let resolved = resolve(config, env)?;
         let client = match &resolved {
-            Resolved::Endpoint(e) => {
-                Some(Arc::new(ImdsClient::new(&e.base_url, e.settings.clone())?))
-            }
+            Resolved::Endpoint(e) => Some(Arc::new(ImdsClient::new(&e.base_url, e.settings.clone())?)),
             Resolved::Disabled { .. } => None,
         };
         Ok(Self {
@@ -187,10 +185,7 @@ impl CloudCollector {
                     report.reason.unwrap_or_default(),
                     self.config.reprobe_interval_secs.saturating_sub(since)
                 ));
-                return CloudOutcome {
-                    report,
-                    problems: problems.clone(),
-                };
+                return CloudOutcome { report, problems: problems.clone() };
             }
         }
         let outcome = collect_from(client, endpoint, &self.config, root).await;
@@ -198,18 +193,12 @@ impl CloudCollector {
         match outcome.report.state {
             CloudState::Ec2 => {
                 *negative = None;
-                if let (Ok(mut g), Some(id)) =
-                    (self.last_instance_id.lock(), outcome.report.instance_id())
-                {
+                if let (Ok(mut g), Some(id)) = (self.last_instance_id.lock(), outcome.report.instance_id()) {
                     *g = Some(id.to_string());
                 }
             }
             CloudState::Unreachable | CloudState::ImdsDisabled => {
-                *negative = Some((
-                    Instant::now(),
-                    outcome.report.clone(),
-                    outcome.problems.clone(),
-                ));
+                *negative = Some((Instant::now(), outcome.report.clone(), outcome.problems.clone()));
                 // A later success must start from a fresh token handshake.
                 client.reset().await;
             }
@@ -258,8 +247,7 @@ impl Fetcher<'_> {
                 } else {
                     self.silences = 0;
                 }
-                self.problems
-                    .push(Problem::new(e.code(), e.to_string()).with_path(path.to_string()));
+                self.problems.push(Problem::new(e.code(), e.to_string()).with_path(path.to_string()));
                 Item::Failed
             }
         }
@@ -273,27 +261,18 @@ impl Fetcher<'_> {
     }
 
     async fn lines(&mut self, path: &str) -> Vec<String> {
-        self.text(path)
-            .await
-            .map(|s| split_lines(&s))
-            .unwrap_or_default()
+        self.text(path).await.map(|s| split_lines(&s)).unwrap_or_default()
     }
 
     fn malformed(&mut self, path: &str, e: &serde_json::Error) {
         self.problems.push(
-            Problem::new("malformed", format!("{path}: malformed JSON: {e}"))
-                .with_path(path.to_string()),
+            Problem::new("malformed", format!("{path}: malformed JSON: {e}")).with_path(path.to_string()),
         );
     }
 }
 
 fn split_lines(s: &str) -> Vec<String> {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(MAX_LIST_ITEMS)
-        .map(str::to_string)
-        .collect()
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).take(MAX_LIST_ITEMS).map(str::to_string).collect()
 }
 
 /// Percent-encodes one path segment (tag keys may contain spaces and other characters).
@@ -404,36 +383,22 @@ async fn collect_from(
             return CloudOutcome { report, problems };
         }
     };
-    let mut f = Fetcher {
-        client,
-        problems: Vec::new(),
-        silences: 0,
-    };
-    if instance_id
-        .as_deref()
-        .is_some_and(|id| !looks_like_instance_id(id))
-    {
+    let mut f = Fetcher { client, problems: Vec::new(), silences: 0 };
+    if instance_id.as_deref().is_some_and(|id| !looks_like_instance_id(id)) {
         f.problems.push(
-            Problem::new(
-                "malformed",
-                "instance-id does not look like an EC2 instance id",
-            )
-            .with_path(first),
+            Problem::new("malformed", "instance-id does not look like an EC2 instance id").with_path(first),
         );
     }
 
     // Identity document first: it carries the account and architecture.
     let identity_doc = f.text(&format!("{IDENTITY}document")).await;
-    let raw_identity =
-        identity_doc
-            .as_deref()
-            .and_then(|d| match serde_json::from_str::<RawIdentity>(d) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    f.malformed(&format!("{IDENTITY}document"), &e);
-                    None
-                }
-            });
+    let raw_identity = identity_doc.as_deref().and_then(|d| match serde_json::from_str::<RawIdentity>(d) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            f.malformed(&format!("{IDENTITY}document"), &e);
+            None
+        }
+    });
     let identity = match identity_doc {
         Some(document) => Some(IdentityDocument {
             document,
@@ -450,9 +415,7 @@ async fn collect_from(
         ami_id: f.text(&format!("{META}ami-id")).await,
         region: f.text(&format!("{META}placement/region")).await,
         availability_zone: f.text(&format!("{META}placement/availability-zone")).await,
-        availability_zone_id: f
-            .text(&format!("{META}placement/availability-zone-id"))
-            .await,
+        availability_zone_id: f.text(&format!("{META}placement/availability-zone-id")).await,
         lifecycle: f.text(&format!("{META}instance-life-cycle")).await,
         private_ipv4: f.text(&format!("{META}local-ipv4")).await,
         public_ipv4: f.text(&format!("{META}public-ipv4")).await,
@@ -475,11 +438,7 @@ async fn collect_from(
 
     let interfaces = collect_interfaces(&mut f).await;
     let iam = collect_iam(&mut f).await;
-    let tags = if config.collect_tags {
-        collect_tags(&mut f).await
-    } else {
-        Some(Tags::NotCollected)
-    };
+    let tags = if config.collect_tags { collect_tags(&mut f).await } else { Some(Tags::NotCollected) };
     let lifecycle = lifecycle_with(&mut f).await;
 
     access.access_mode = client.access_mode().await;
@@ -487,22 +446,16 @@ async fn collect_from(
     access.token_ttl_secs = client.token_ttl_secs().await;
     access.imdsv1_answers = match access.access_mode {
         Some(AccessMode::V1Fallback) => Some(true),
-        _ if config.probe_imdsv1 => match client
-            .probe_without_token(&format!("{META}instance-id"))
-            .await
-        {
+        _ if config.probe_imdsv1 => match client.probe_without_token(&format!("{META}instance-id")).await {
             Ok(200) => Some(true),
             Ok(401 | 403) => Some(false),
             Ok(other) => {
-                f.problems.push(Problem::new(
-                    "imds_status",
-                    format!("token-less probe answered HTTP {other}"),
-                ));
+                f.problems
+                    .push(Problem::new("imds_status", format!("token-less probe answered HTTP {other}")));
                 None
             }
             Err(e) => {
-                f.problems
-                    .push(Problem::new(e.code(), format!("token-less probe: {e}")));
+                f.problems.push(Problem::new(e.code(), format!("token-less probe: {e}")));
                 None
             }
         },
@@ -520,10 +473,7 @@ async fn collect_from(
         lifecycle: Some(lifecycle),
         identity,
     };
-    CloudOutcome {
-        report,
-        problems: f.problems,
-    }
+    CloudOutcome { report, problems: f.problems }
 }
 
 async fn collect_interfaces(f: &mut Fetcher<'_>) -> Vec<NetworkInterface> {
@@ -532,10 +482,7 @@ async fn collect_interfaces(f: &mut Fetcher<'_>) -> Vec<NetworkInterface> {
     if macs.len() > MAX_INTERFACES {
         f.problems.push(Problem::new(
             "truncated",
-            format!(
-                "{} interfaces listed; only the first {MAX_INTERFACES} read",
-                macs.len()
-            ),
+            format!("{} interfaces listed; only the first {MAX_INTERFACES} read", macs.len()),
         ));
     }
     let mut out = Vec::new();
@@ -544,19 +491,13 @@ async fn collect_interfaces(f: &mut Fetcher<'_>) -> Vec<NetworkInterface> {
         // A MAC is hex digits and colons; anything else must not become part of a path.
         if mac.is_empty() || !mac.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
             f.problems.push(
-                Problem::new(
-                    "malformed",
-                    format!("not a MAC address in the interface list: {mac:?}"),
-                )
-                .with_path(base.clone()),
+                Problem::new("malformed", format!("not a MAC address in the interface list: {mac:?}"))
+                    .with_path(base.clone()),
             );
             continue;
         }
         let p = format!("{base}{mac}/");
-        let device_number = f
-            .text(&format!("{p}device-number"))
-            .await
-            .and_then(|s| s.parse().ok());
+        let device_number = f.text(&format!("{p}device-number")).await.and_then(|s| s.parse().ok());
         out.push(NetworkInterface {
             interface_id: f.text(&format!("{p}interface-id")).await,
             device_number,
@@ -579,12 +520,7 @@ async fn collect_iam(f: &mut Fetcher<'_>) -> Option<IamInfo> {
     let body = f.text(&path).await?;
     match serde_json::from_str::<RawIamInfo>(&body) {
         Ok(r) => Some(IamInfo {
-            instance_profile_name: r
-                .instance_profile_arn
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            instance_profile_name: r.instance_profile_arn.rsplit('/').next().unwrap_or_default().to_string(),
             instance_profile_arn: r.instance_profile_arn,
             instance_profile_id: r.instance_profile_id,
             last_updated: r.last_updated,
@@ -623,22 +559,14 @@ async fn collect_tags(f: &mut Fetcher<'_>) -> Option<Tags> {
 
 /// Reads the lifecycle signals with an existing client (the watcher calls this).
 pub async fn fetch_lifecycle(client: &ImdsClient) -> (LifecycleSnapshot, Vec<Problem>) {
-    let mut f = Fetcher {
-        client,
-        problems: Vec::new(),
-        silences: 0,
-    };
+    let mut f = Fetcher { client, problems: Vec::new(), silences: 0 };
     let snapshot = lifecycle_with(&mut f).await;
     (snapshot, f.problems)
 }
 
 /// Reads only the spot interruption notice (the frequent poll).
 pub async fn fetch_spot_action(client: &ImdsClient) -> (Option<SpotInstanceAction>, Vec<Problem>) {
-    let mut f = Fetcher {
-        client,
-        problems: Vec::new(),
-        silences: 0,
-    };
+    let mut f = Fetcher { client, problems: Vec::new(), silences: 0 };
     let spot = spot_with(&mut f).await;
     (spot, f.problems)
 }
@@ -647,10 +575,7 @@ async fn spot_with(f: &mut Fetcher<'_>) -> Option<SpotInstanceAction> {
     let path = format!("{META}spot/instance-action");
     let body = f.text(&path).await?;
     match serde_json::from_str::<RawSpot>(&body) {
-        Ok(r) => Some(SpotInstanceAction {
-            action: r.action,
-            time: r.time,
-        }),
+        Ok(r) => Some(SpotInstanceAction { action: r.action, time: r.time }),
         Err(e) => {
             f.malformed(&path, &e);
             None
@@ -693,9 +618,7 @@ async fn lifecycle_with(f: &mut Fetcher<'_>) -> LifecycleSnapshot {
             }
         },
     };
-    let autoscaling_target_state = f
-        .text(&format!("{META}autoscaling/target-lifecycle-state"))
-        .await;
+    let autoscaling_target_state = f.text(&format!("{META}autoscaling/target-lifecycle-state")).await;
     LifecycleSnapshot {
         maintenance_events,
         spot_instance_action,
@@ -747,10 +670,7 @@ pub fn scan_blocking(config: &ImdsConfig, root: &HostRoot) -> CloudScan {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             return CloudScan {
@@ -764,19 +684,7 @@ pub fn scan_blocking(config: &ImdsConfig, root: &HostRoot) -> CloudScan {
         }
     };
     let section = runtime.block_on(collector.section(root));
-    let findings = section
-        .data
-        .as_ref()
-        .map(crate::findings::findings)
-        .unwrap_or_default();
-    let instance_id = section
-        .data
-        .as_ref()
-        .and_then(|r| r.instance_id().map(str::to_string))
-        .or(firmware_id);
-    CloudScan {
-        section,
-        findings,
-        instance_id,
-    }
+    let findings = section.data.as_ref().map(crate::findings::findings).unwrap_or_default();
+    let instance_id = section.data.as_ref().and_then(|r| r.instance_id().map(str::to_string)).or(firmware_id);
+    CloudScan { section, findings, instance_id }
 }

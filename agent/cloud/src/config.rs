@@ -115,10 +115,7 @@ pub struct ConfigError {
 }
 
 fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field,
-        message: message.into(),
-    }
+    ConfigError { field, message: message.into() }
 }
 
 impl ImdsConfig {
@@ -127,10 +124,7 @@ impl ImdsConfig {
         if !(1..=MAX_TOKEN_TTL_SECS).contains(&self.token_ttl_secs) {
             return Err(bad(
                 "token_ttl_secs",
-                format!(
-                    "must be 1..={MAX_TOKEN_TTL_SECS}, got {}",
-                    self.token_ttl_secs
-                ),
+                format!("must be 1..={MAX_TOKEN_TTL_SECS}, got {}", self.token_ttl_secs),
             ));
         }
         for (field, v) in [
@@ -146,10 +140,7 @@ impl ImdsConfig {
             }
         }
         if self.retries > 5 {
-            return Err(bad(
-                "retries",
-                format!("must be 0..=5, got {}", self.retries),
-            ));
+            return Err(bad("retries", format!("must be 0..=5, got {}", self.retries)));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(bad("max_body_bytes", "must be between 1024 and 16777216"));
@@ -236,9 +227,7 @@ impl ClientSettings {
     /// Settings from a (validated) config.
     pub fn from_config(c: &ImdsConfig) -> Self {
         Self {
-            token_ttl: Duration::from_secs(u64::from(
-                c.token_ttl_secs.clamp(1, MAX_TOKEN_TTL_SECS),
-            )),
+            token_ttl: Duration::from_secs(u64::from(c.token_ttl_secs.clamp(1, MAX_TOKEN_TTL_SECS))),
             connect_timeout: Duration::from_millis(c.connect_timeout_ms.max(1)),
             read_timeout: Duration::from_millis(c.read_timeout_ms.max(1)),
             request_timeout: Duration::from_millis(c.request_timeout_ms.max(1)),
@@ -262,20 +251,13 @@ pub fn process_env(name: &str) -> Option<String> {
 
 /// Combines the config with the AWS SDK environment variables. `env` is injected so tests do
 /// not have to mutate the process environment.
-pub fn resolve(
-    config: &ImdsConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Resolved, ConfigError> {
+pub fn resolve(config: &ImdsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, ConfigError> {
     config.validate()?;
     if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
-        return Ok(Resolved::Disabled {
-            reason: "AWS_EC2_METADATA_DISABLED=true".to_string(),
-        });
+        return Ok(Resolved::Disabled { reason: "AWS_EC2_METADATA_DISABLED=true".to_string() });
     }
     if !config.enabled {
-        return Ok(Resolved::Disabled {
-            reason: "imds.enabled = false".to_string(),
-        });
+        return Ok(Resolved::Disabled { reason: "imds.enabled = false".to_string() });
     }
     let settings = ClientSettings::from_config(config);
     if let Some(e) = &config.endpoint {
@@ -288,12 +270,8 @@ pub fn resolve(
         }));
     }
     if let Some(e) = env("AWS_EC2_METADATA_SERVICE_ENDPOINT").filter(|v| !v.trim().is_empty()) {
-        let base_url = check_endpoint(&e).map_err(|m| {
-            bad(
-                "endpoint",
-                format!("AWS_EC2_METADATA_SERVICE_ENDPOINT: {m}"),
-            )
-        })?;
+        let base_url = check_endpoint(&e)
+            .map_err(|m| bad("endpoint", format!("AWS_EC2_METADATA_SERVICE_ENDPOINT: {m}")))?;
         return Ok(Resolved::Endpoint(ResolvedEndpoint {
             base_url,
             source: EndpointSource::Environment,
@@ -311,9 +289,7 @@ pub fn resolve(
             Some(v) => {
                 return Err(bad(
                     "endpoint_mode",
-                    format!(
-                        "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE must be IPv4 or IPv6, got `{v}`"
-                    ),
+                    format!("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE must be IPv4 or IPv6, got `{v}`"),
                 ));
             }
         },
@@ -342,26 +318,12 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_the_key() {
-        let c = ImdsConfig {
-            token_ttl_secs: 21_601,
-            ..Default::default()
-        };
+        let c = ImdsConfig { token_ttl_secs: 21_601, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().field, "token_ttl_secs");
-        let c = ImdsConfig {
-            token_ttl_secs: 0,
-            ..Default::default()
-        };
+        let c = ImdsConfig { token_ttl_secs: 0, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().field, "token_ttl_secs");
-        let c = ImdsConfig {
-            endpoint: Some("ftp://x".into()),
-            ..Default::default()
-        };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("imds.endpoint:")
-        );
+        let c = ImdsConfig { endpoint: Some("ftp://x".into()), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().starts_with("imds.endpoint:"));
     }
 
     #[test]

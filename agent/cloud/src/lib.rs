@@ -26,23 +26,22 @@ mod report;
 
 pub use client::{AccessMode, ClientStats, Fetched, ImdsClient, ImdsError, ImdsToken};
 pub use collect::{
-    CloudCollector, CloudOutcome, CloudScan, CollectorError, container_runtime_present,
-    fetch_lifecycle, fetch_spot_action, scan_blocking,
+    CloudCollector, CloudOutcome, CloudScan, CollectorError, container_runtime_present, fetch_lifecycle,
+    fetch_spot_action, scan_blocking,
 };
 pub use config::{
-    ClientSettings, ConfigError, EndpointMode, EndpointSource, IPV4_ENDPOINT, IPV6_ENDPOINT,
-    ImdsConfig, MAX_TOKEN_TTL_SECS, Resolved, ResolvedEndpoint, process_env, resolve,
+    ClientSettings, ConfigError, EndpointMode, EndpointSource, IPV4_ENDPOINT, IPV6_ENDPOINT, ImdsConfig,
+    MAX_TOKEN_TTL_SECS, Resolved, ResolvedEndpoint, process_env, resolve,
 };
 pub use findings::{
     HOP_LIMIT_ABOVE_ONE, IMDSV1_ENABLED, IMDSV2_UNAVAILABLE, INSTANCE_PROFILE_ATTACHED, findings,
 };
 pub use lifecycle::{
-    AUTOSCALING_STATE_CHANGED, LifecycleWatcher, MAINTENANCE_SCHEDULED, REBALANCE_RECOMMENDED,
-    TERMINATING,
+    AUTOSCALING_STATE_CHANGED, LifecycleWatcher, MAINTENANCE_SCHEDULED, REBALANCE_RECOMMENDED, TERMINATING,
 };
 pub use precheck::{Ec2Hint, ec2_hint, instance_id_from_firmware, looks_like_instance_id};
 pub use render::render_table;
 pub use report::{
-    CloudReport, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts,
-    LifecycleSnapshot, MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
+    CloudReport, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts, LifecycleSnapshot,
+    MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
 };

@@ -37,11 +37,7 @@ pub struct LifecycleWatcher {
 
 impl LifecycleWatcher {
     /// A watcher polling spot notices every `spot_interval` and the rest every `events_interval`.
-    pub fn new(
-        client: Arc<ImdsClient>,
-        spot_interval: Duration,
-        events_interval: Duration,
-    ) -> Self {
+    pub fn new(client: Arc<ImdsClient>, spot_interval: Duration, events_interval: Duration) -> Self {
         Self {
             client,
             spot_interval: spot_interval.max(Duration::from_millis(100)),
@@ -94,12 +90,11 @@ impl LifecycleWatcher {
         }
         self.last_rebalance = s.rebalance_notice_time;
         for m in s.maintenance_events {
-            let key = m.event_id.clone().unwrap_or_else(|| {
-                format!("{}:{}", m.code, m.not_before.clone().unwrap_or_default())
-            });
-            if m.state.as_deref().is_some_and(|st| st != "active")
-                || !self.seen_maintenance.insert(key)
-            {
+            let key = m
+                .event_id
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", m.code, m.not_before.clone().unwrap_or_default()));
+            if m.state.as_deref().is_some_and(|st| st != "active") || !self.seen_maintenance.insert(key) {
                 continue;
             }
             out.push(Event {
@@ -108,8 +103,7 @@ impl LifecycleWatcher {
                 data: json!(m),
             });
         }
-        if s.autoscaling_target_state.is_some() && s.autoscaling_target_state != self.last_asg_state
-        {
+        if s.autoscaling_target_state.is_some() && s.autoscaling_target_state != self.last_asg_state {
             let state = s.autoscaling_target_state.clone().unwrap_or_default();
             let kind = if state == "Terminated" || state.starts_with("Warmed:") {
                 TERMINATING

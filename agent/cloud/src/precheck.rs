@@ -26,18 +26,14 @@ pub struct Ec2Hint {
 }
 
 fn read_trimmed(root: &HostRoot, name: &str) -> Option<String> {
-    root.read_string_capped(format!("{DMI_DIR}/{name}"), SMALL_FILE)
-        .ok()
-        .map(|s| s.trim().to_string())
+    root.read_string_capped(format!("{DMI_DIR}/{name}"), SMALL_FILE).ok().map(|s| s.trim().to_string())
 }
 
 /// Whether `s` looks like an EC2 instance id (`i-` and 8 or 17 hex digits).
 pub fn looks_like_instance_id(s: &str) -> bool {
     s.strip_prefix("i-").is_some_and(|hex| {
         (hex.len() == 8 || hex.len() == 17)
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -50,10 +46,7 @@ fn uuid_says_ec2(uuid: &str) -> bool {
     // byte-swapped, so `ec2e1916-...` appears as `16192eec-...`.
     let first = u.get(0..8).unwrap_or("");
     if first.len() == 8 && first.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let swapped: String = (0..4)
-            .rev()
-            .filter_map(|i| first.get(i * 2..i * 2 + 2))
-            .collect();
+        let swapped: String = (0..4).rev().filter_map(|i| first.get(i * 2..i * 2 + 2)).collect();
         return swapped.starts_with("ec2");
     }
     false
@@ -85,10 +78,8 @@ pub fn ec2_hint(root: &HostRoot) -> Ec2Hint {
             instance_id: None,
         };
     }
-    if let Some(u) = root
-        .read_string_capped("/sys/hypervisor/uuid", SMALL_FILE)
-        .ok()
-        .filter(|u| uuid_says_ec2(u))
+    if let Some(u) =
+        root.read_string_capped("/sys/hypervisor/uuid", SMALL_FILE).ok().filter(|u| uuid_says_ec2(u))
     {
         return Ec2Hint {
             is_ec2: true,
@@ -105,10 +96,7 @@ pub fn ec2_hint(root: &HostRoot) -> Ec2Hint {
         };
     }
     let bios_version = read_trimmed(root, "bios_version");
-    if let Some(b) = bios_version
-        .as_deref()
-        .filter(|b| b.to_ascii_lowercase().contains("amazon"))
-    {
+    if let Some(b) = bios_version.as_deref().filter(|b| b.to_ascii_lowercase().contains("amazon")) {
         return Ec2Hint {
             is_ec2: true,
             reason: format!("{DMI_DIR}/bios_version is `{b}`"),
@@ -117,20 +105,14 @@ pub fn ec2_hint(root: &HostRoot) -> Ec2Hint {
     }
     let reason = match (&vendor, &product_uuid) {
         (None, None) if !root.exists(DMI_DIR) && !root.exists("/sys/hypervisor/uuid") => {
-            format!(
-                "no DMI data ({DMI_DIR} absent) and no /sys/hypervisor/uuid: not an EC2 instance"
-            )
+            format!("no DMI data ({DMI_DIR} absent) and no /sys/hypervisor/uuid: not an EC2 instance")
         }
         (Some(v), _) => {
             format!("{DMI_DIR}/sys_vendor is `{v}`, not `Amazon EC2`, and no EC2 UUID or asset tag")
         }
         _ => "no EC2 asset tag, vendor or UUID in DMI or /sys/hypervisor".to_string(),
     };
-    Ec2Hint {
-        is_ec2: false,
-        reason,
-        instance_id: None,
-    }
+    Ec2Hint { is_ec2: false, reason, instance_id: None }
 }
 
 #[cfg(test)]
@@ -151,28 +133,19 @@ mod tests {
 
     #[test]
     fn nitro_asset_tag_gives_the_instance_id() {
-        let (_d, root) =
-            root_with(&[("/sys/class/dmi/id/board_asset_tag", "i-0123456789abcdef0\n")]);
+        let (_d, root) = root_with(&[("/sys/class/dmi/id/board_asset_tag", "i-0123456789abcdef0\n")]);
         let h = ec2_hint(&root);
         assert!(h.is_ec2);
         assert_eq!(h.instance_id.as_deref(), Some("i-0123456789abcdef0"));
-        assert_eq!(
-            instance_id_from_firmware(&root).as_deref(),
-            Some("i-0123456789abcdef0")
-        );
+        assert_eq!(instance_id_from_firmware(&root).as_deref(), Some("i-0123456789abcdef0"));
     }
 
     #[test]
     fn xen_uuid_in_either_byte_order() {
-        let (_d, root) = root_with(&[(
-            "/sys/hypervisor/uuid",
-            "ec2e1916-9099-7caf-fd21-012345abcdef\n",
-        )]);
+        let (_d, root) = root_with(&[("/sys/hypervisor/uuid", "ec2e1916-9099-7caf-fd21-012345abcdef\n")]);
         assert!(ec2_hint(&root).is_ec2);
-        let (_d, root) = root_with(&[(
-            "/sys/class/dmi/id/product_uuid",
-            "16192EEC-9990-AF7C-FD21-012345ABCDEF\n",
-        )]);
+        let (_d, root) =
+            root_with(&[("/sys/class/dmi/id/product_uuid", "16192EEC-9990-AF7C-FD21-012345ABCDEF\n")]);
         assert!(ec2_hint(&root).is_ec2);
     }
 
@@ -180,10 +153,7 @@ mod tests {
     fn other_clouds_and_laptops_are_not_ec2() {
         let (_d, root) = root_with(&[
             ("/sys/class/dmi/id/sys_vendor", "QEMU\n"),
-            (
-                "/sys/class/dmi/id/product_uuid",
-                "4c4c4544-0042-3510-8052-b4c04f4e3732\n",
-            ),
+            ("/sys/class/dmi/id/product_uuid", "4c4c4544-0042-3510-8052-b4c04f4e3732\n"),
             ("/sys/class/dmi/id/board_asset_tag", "Not Specified\n"),
         ]);
         let h = ec2_hint(&root);

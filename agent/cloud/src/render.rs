@@ -72,11 +72,7 @@ pub fn render_table(report: &CloudReport, out: &mut dyn Write) -> io::Result<()>
     }
     if let Some(l) = &report.lifecycle {
         if let Some(s) = &l.spot_instance_action {
-            row(
-                out,
-                "SPOT INTERRUPTION",
-                format!("{} at {}", s.action, s.time),
-            )?;
+            row(out, "SPOT INTERRUPTION", format!("{} at {}", s.action, s.time))?;
         }
         if let Some(t) = &l.rebalance_notice_time {
             row(out, "rebalance recommended", t)?;
@@ -88,13 +84,7 @@ pub fn render_table(report: &CloudReport, out: &mut dyn Write) -> io::Result<()>
             row(
                 out,
                 "maintenance",
-                format!(
-                    "{} {} .. {} ({})",
-                    m.code,
-                    opt(&m.not_before),
-                    opt(&m.not_after),
-                    opt(&m.state)
-                ),
+                format!("{} {} .. {} ({})", m.code, opt(&m.not_before), opt(&m.not_after), opt(&m.state)),
             )?;
         }
     }
@@ -111,16 +101,14 @@ pub fn render_table(report: &CloudReport, out: &mut dyn Write) -> io::Result<()>
         writeln!(out)?;
         writeln!(
             out,
-            "  {:<4} {:<18} {:<22} {:<24} {:<22} security groups",
+            "  {:<4} {:<18} {:<22} {:<25} {:<22} security groups",
             "dev", "mac", "eni", "subnet", "vpc"
         )?;
         for n in &report.interfaces {
             writeln!(
                 out,
-                "  {:<4} {:<18} {:<22} {:<24} {:<22} {}",
-                n.device_number
-                    .map(|d| d.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                "  {:<4} {:<18} {:<22} {:<25} {:<22} {}",
+                n.device_number.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
                 n.mac,
                 opt(&n.interface_id),
                 opt(&n.subnet_id),

@@ -56,9 +56,7 @@ impl CloudReport {
 
     /// The instance id, when known.
     pub fn instance_id(&self) -> Option<&str> {
-        self.instance
-            .as_ref()
-            .and_then(|i| i.instance_id.as_deref())
+        self.instance.as_ref().and_then(|i| i.instance_id.as_deref())
     }
 }
 

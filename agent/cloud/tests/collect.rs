@@ -3,13 +3,11 @@
 use crate::{config_for, no_env, not_ec2_root, root_with};
 use base64::Engine as _;
 use guestward_cloud::{
-    AccessMode, CloudCollector, CloudState, HOP_LIMIT_ABOVE_ONE, IMDSV1_ENABLED,
-    IMDSV2_UNAVAILABLE, INSTANCE_PROFILE_ATTACHED, ImdsConfig, Tags, findings,
+    AccessMode, CloudCollector, CloudState, HOP_LIMIT_ABOVE_ONE, IMDSV1_ENABLED, IMDSV2_UNAVAILABLE,
+    INSTANCE_PROFILE_ATTACHED, ImdsConfig, Tags, findings,
 };
 use guestward_core::{SectionStatus, Severity};
-use guestward_imds_emulator::{
-    ACCOUNT_ID, Emulator, EmulatorConfig, INSTANCE_ID, PROFILE_ARN, TokenMode,
-};
+use guestward_imds_emulator::{ACCOUNT_ID, Emulator, EmulatorConfig, INSTANCE_ID, PROFILE_ARN, TokenMode};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -39,10 +37,7 @@ async fn full_report_from_an_imdsv2_only_instance() {
     let eth0 = &r.interfaces[0];
     assert_eq!(eth0.device_number, Some(0));
     assert_eq!(eth0.interface_id.as_deref(), Some("eni-0a1b2c3d4e5f60001"));
-    assert_eq!(
-        eth0.security_group_ids,
-        vec!["sg-0aaa1111bbbb2222c", "sg-0ddd3333eeee4444f"]
-    );
+    assert_eq!(eth0.security_group_ids, vec!["sg-0aaa1111bbbb2222c", "sg-0ddd3333eeee4444f"]);
     assert_eq!(eth0.subnet_id.as_deref(), Some("subnet-0123456789abcdef0"));
     assert_eq!(eth0.vpc_id.as_deref(), Some("vpc-0123456789abcdef0"));
     assert_eq!(r.interfaces[1].public_ipv4s, Vec::<String>::new());
@@ -61,21 +56,12 @@ async fn full_report_from_an_imdsv2_only_instance() {
     }
     let imds = r.imds.as_ref().unwrap();
     assert_eq!(imds.access_mode, Some(AccessMode::V2));
-    assert_eq!(
-        imds.imdsv1_answers,
-        Some(false),
-        "tokens required: the token-less probe gets 401"
-    );
+    assert_eq!(imds.imdsv1_answers, Some(false), "tokens required: the token-less probe gets 401");
     assert_eq!(imds.token_ttl_secs, Some(21_600));
 
     // The agent must never have asked for credentials, even though the emulator has some.
     let records = emu.records();
-    assert!(
-        records
-            .iter()
-            .all(|r| !r.path.contains("security-credentials")),
-        "{records:?}"
-    );
+    assert!(records.iter().all(|r| !r.path.contains("security-credentials")), "{records:?}");
 
     let ids: Vec<_> = findings(r).into_iter().map(|f| f.id).collect();
     assert_eq!(
@@ -92,11 +78,7 @@ async fn identity_document_and_signatures_are_kept_and_verify() {
     let (_d, root) = not_ec2_root();
     let out = collector.collect(&root).await;
     let id = out.report.identity.unwrap();
-    assert_eq!(
-        id.document,
-        emu.identity_document(),
-        "kept byte for byte: the signature covers these bytes"
-    );
+    assert_eq!(id.document, emu.identity_document(), "kept byte for byte: the signature covers these bytes");
     let b64 = base64::engine::general_purpose::STANDARD;
     let sig = b64.decode(id.signature.unwrap().replace('\n', "")).unwrap();
     let key = aws_lc_rs::signature::UnparsedPublicKey::new(
@@ -106,34 +88,20 @@ async fn identity_document_and_signatures_are_kept_and_verify() {
     key.verify(id.document.as_bytes(), &sig).unwrap();
     let cms = b64.decode(id.rsa2048.unwrap().replace('\n', "")).unwrap();
     assert_eq!(cms[0], 0x30, "rsa2048 is a DER SEQUENCE (CMS ContentInfo)");
-    assert!(
-        cms.windows(id.document.len())
-            .any(|w| w == id.document.as_bytes()),
-        "document embedded"
-    );
-    assert!(
-        cms.windows(sig.len()).any(|w| w == sig.as_slice()),
-        "signer info carries the signature"
-    );
+    assert!(cms.windows(id.document.len()).any(|w| w == id.document.as_bytes()), "document embedded");
+    assert!(cms.windows(sig.len()).any(|w| w == sig.as_slice()), "signer info carries the signature");
 }
 
 #[tokio::test]
 async fn imdsv1_answering_raises_a_high_finding_with_the_fix() {
-    let emu = Emulator::start(EmulatorConfig {
-        tokens: TokenMode::Optional,
-        ..Default::default()
-    })
-    .await;
+    let emu = Emulator::start(EmulatorConfig { tokens: TokenMode::Optional, ..Default::default() }).await;
     let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
     let (_d, root) = not_ec2_root();
     let out = collector.collect(&root).await;
     let imds = out.report.imds.as_ref().unwrap();
     assert_eq!(imds.access_mode, Some(AccessMode::V2));
     assert_eq!(imds.imdsv1_answers, Some(true));
-    let f = findings(&out.report)
-        .into_iter()
-        .find(|f| f.id == IMDSV1_ENABLED)
-        .unwrap();
+    let f = findings(&out.report).into_iter().find(|f| f.id == IMDSV1_ENABLED).unwrap();
     assert_eq!(f.severity, Severity::High);
     assert!(
         f.remediation.contains("aws ec2 modify-instance-metadata-options --instance-id i-0123456789abcdef0 --http-tokens required"),
@@ -145,24 +113,12 @@ async fn imdsv1_answering_raises_a_high_finding_with_the_fix() {
 
 #[tokio::test]
 async fn probe_can_be_turned_off() {
-    let emu = Emulator::start(EmulatorConfig {
-        tokens: TokenMode::Optional,
-        ..Default::default()
-    })
-    .await;
-    let config = ImdsConfig {
-        probe_imdsv1: false,
-        ..config_for(&emu)
-    };
-    let out = CloudCollector::with_env(&config, &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let emu = Emulator::start(EmulatorConfig { tokens: TokenMode::Optional, ..Default::default() }).await;
+    let config = ImdsConfig { probe_imdsv1: false, ..config_for(&emu) };
+    let out = CloudCollector::with_env(&config, &no_env).unwrap().collect(&not_ec2_root().1).await;
     assert_eq!(out.report.imds.unwrap().imdsv1_answers, None);
     assert!(
-        emu.records()
-            .iter()
-            .all(|r| r.token != guestward_imds_emulator::TokenUse::None || r.method == "PUT")
+        emu.records().iter().all(|r| r.token != guestward_imds_emulator::TokenUse::None || r.method == "PUT")
     );
 }
 
@@ -175,10 +131,8 @@ async fn token_put_refused_falls_back_to_imdsv1_when_allowed() {
             ..Default::default()
         })
         .await;
-        let out = CloudCollector::with_env(&config_for(&emu), &no_env)
-            .unwrap()
-            .collect(&not_ec2_root().1)
-            .await;
+        let out =
+            CloudCollector::with_env(&config_for(&emu), &no_env).unwrap().collect(&not_ec2_root().1).await;
         assert_eq!(out.report.state, CloudState::Ec2, "status {status}");
         assert_eq!(out.report.instance_id(), Some(INSTANCE_ID));
         let imds = out.report.imds.as_ref().unwrap();
@@ -186,8 +140,7 @@ async fn token_put_refused_falls_back_to_imdsv1_when_allowed() {
         assert_eq!(imds.token_refused_status, Some(status));
         let ids: Vec<_> = findings(&out.report).into_iter().map(|f| f.id).collect();
         assert!(
-            ids.contains(&IMDSV1_ENABLED.to_string())
-                && ids.contains(&IMDSV2_UNAVAILABLE.to_string()),
+            ids.contains(&IMDSV1_ENABLED.to_string()) && ids.contains(&IMDSV2_UNAVAILABLE.to_string()),
             "{ids:?}"
         );
         assert_eq!(emu.token_puts(), 0);
@@ -202,84 +155,35 @@ async fn token_put_refused_with_fallback_forbidden_sends_no_tokenless_request() 
         ..Default::default()
     })
     .await;
-    let config = ImdsConfig {
-        allow_imdsv1_fallback: false,
-        ..config_for(&emu)
-    };
-    let out = CloudCollector::with_env(&config, &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let config = ImdsConfig { allow_imdsv1_fallback: false, ..config_for(&emu) };
+    let out = CloudCollector::with_env(&config, &no_env).unwrap().collect(&not_ec2_root().1).await;
     assert_eq!(out.report.state, CloudState::ImdsDisabled);
-    assert!(
-        out.report
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("allow_imdsv1_fallback")
-    );
-    assert!(
-        emu.records().iter().all(|r| r.method == "PUT"),
-        "{:?}",
-        emu.records()
-    );
+    assert!(out.report.reason.as_deref().unwrap().contains("allow_imdsv1_fallback"));
+    assert!(emu.records().iter().all(|r| r.method == "PUT"), "{:?}", emu.records());
 }
 
 #[tokio::test]
 async fn forbidden_everywhere_means_imds_is_turned_off_not_an_error() {
-    let emu = Emulator::start(EmulatorConfig {
-        enabled: false,
-        ..Default::default()
-    })
-    .await;
+    let emu = Emulator::start(EmulatorConfig { enabled: false, ..Default::default() }).await;
     let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
     let (_d, root) = not_ec2_root();
     let out = collector.collect(&root).await;
-    assert_eq!(
-        out.report.state,
-        CloudState::ImdsDisabled,
-        "{:?}",
-        out.report
-    );
-    assert!(
-        out.problems.is_empty(),
-        "a turned-off IMDS is the owner's choice: {:?}",
-        out.problems
-    );
+    assert_eq!(out.report.state, CloudState::ImdsDisabled, "{:?}", out.report);
+    assert!(out.problems.is_empty(), "a turned-off IMDS is the owner's choice: {:?}", out.problems);
     assert!(findings(&out.report).is_empty());
     // The PUT got 403 (fallback allowed), then the token-less GET got 403 too.
-    let statuses: Vec<_> = emu
-        .records()
-        .iter()
-        .map(|r| (r.method.clone(), r.status))
-        .collect();
-    assert_eq!(
-        statuses,
-        vec![("PUT".to_string(), 403), ("GET".to_string(), 403)]
-    );
+    let statuses: Vec<_> = emu.records().iter().map(|r| (r.method.clone(), r.status)).collect();
+    assert_eq!(statuses, vec![("PUT".to_string(), 403), ("GET".to_string(), 403)]);
 }
 
 #[tokio::test]
 async fn tags_off_is_reported_as_not_enabled_without_problems() {
-    let emu = Emulator::start(EmulatorConfig {
-        tags: None,
-        ..Default::default()
-    })
-    .await;
-    let out = CloudCollector::with_env(&config_for(&emu), &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let emu = Emulator::start(EmulatorConfig { tags: None, ..Default::default() }).await;
+    let out = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap().collect(&not_ec2_root().1).await;
     assert!(out.problems.is_empty(), "{:?}", out.problems);
     assert_eq!(out.report.tags, Some(Tags::NotEnabled));
-    let config = ImdsConfig {
-        collect_tags: false,
-        ..config_for(&emu)
-    };
-    let out = CloudCollector::with_env(&config, &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let config = ImdsConfig { collect_tags: false, ..config_for(&emu) };
+    let out = CloudCollector::with_env(&config, &no_env).unwrap().collect(&not_ec2_root().1).await;
     assert_eq!(out.report.tags, Some(Tags::NotCollected));
 }
 
@@ -295,22 +199,12 @@ async fn a_hanging_item_costs_its_timeout_and_hides_nothing_else() {
     let took = started.elapsed();
     // Default read timeout 1 s, one retry after 100 ms: about 2.1 s for the hung item.
     assert!(took < Duration::from_secs(4), "took {took:?}");
-    assert!(
-        took >= Duration::from_secs(2),
-        "gave up before its timeout and retry: {took:?}"
-    );
-    let p = out
-        .problems
-        .iter()
-        .find(|p| p.path.as_deref() == Some("/latest/meta-data/instance-type"))
-        .unwrap();
+    assert!(took >= Duration::from_secs(2), "gave up before its timeout and retry: {took:?}");
+    let p =
+        out.problems.iter().find(|p| p.path.as_deref() == Some("/latest/meta-data/instance-type")).unwrap();
     assert_eq!(p.code, "imds_unreachable");
     let i = out.report.instance.unwrap();
-    assert_eq!(
-        i.instance_type.as_deref(),
-        Some("m7i.large"),
-        "filled from the identity document"
-    );
+    assert_eq!(i.instance_type.as_deref(), Some("m7i.large"), "filled from the identity document");
     assert_eq!(i.ami_id.as_deref(), Some("ami-0abcdef1234567890"));
     assert_eq!(out.report.interfaces.len(), 2);
 }
@@ -334,24 +228,16 @@ async fn a_hanging_service_is_given_up_on_within_the_timeouts() {
     let again = collector.collect(&root).await;
     assert_eq!(again.report.state, CloudState::Unreachable);
     assert!(again.report.reason.unwrap().contains("next try within"));
-    assert_eq!(
-        emu.records().len(),
-        before,
-        "no request before the re-probe interval"
-    );
+    assert_eq!(emu.records().len(), before, "no request before the re-probe interval");
 }
 
 #[tokio::test]
 async fn oversized_body_is_cut_off_and_reported() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
     emu.update(|c| {
-        c.oversized
-            .insert("/latest/meta-data/ami-id".into(), 10 * 1024 * 1024);
+        c.oversized.insert("/latest/meta-data/ami-id".into(), 10 * 1024 * 1024);
     });
-    let out = CloudCollector::with_env(&config_for(&emu), &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let out = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap().collect(&not_ec2_root().1).await;
     let p = out.problems.iter().find(|p| p.code == "too_large").unwrap();
     assert_eq!(p.path.as_deref(), Some("/latest/meta-data/ami-id"));
     assert!(p.message.contains("65536"), "{}", p.message);
@@ -366,20 +252,9 @@ async fn oversized_body_is_cut_off_and_reported() {
 
 #[tokio::test]
 async fn throttling_is_retried_once_then_reported() {
-    let emu = Emulator::start(EmulatorConfig {
-        throttle_next: 1,
-        ..Default::default()
-    })
-    .await;
-    let out = CloudCollector::with_env(&config_for(&emu), &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
-    assert!(
-        out.problems.is_empty(),
-        "one 429 is absorbed by the retry: {:?}",
-        out.problems
-    );
+    let emu = Emulator::start(EmulatorConfig { throttle_next: 1, ..Default::default() }).await;
+    let out = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap().collect(&not_ec2_root().1).await;
+    assert!(out.problems.is_empty(), "one 429 is absorbed by the retry: {:?}", out.problems);
     assert_eq!(emu.records()[0].status, 429);
 
     let emu = Emulator::start(EmulatorConfig::default()).await;
@@ -396,10 +271,7 @@ async fn credential_paths_are_refused_before_any_request() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
     let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
     let client = collector.client().unwrap();
-    let err = client
-        .get("/latest/meta-data/iam/security-credentials/web-server-role")
-        .await
-        .unwrap_err();
+    let err = client.get("/latest/meta-data/iam/security-credentials/web-server-role").await.unwrap_err();
     assert_eq!(err.code(), "forbidden_path");
     assert!(emu.records().is_empty());
 }
@@ -407,33 +279,17 @@ async fn credential_paths_are_refused_before_any_request() {
 #[tokio::test]
 async fn hop_limit_above_one_without_containers_is_informational() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
-    let config = ImdsConfig {
-        http_put_response_hop_limit: Some(2),
-        ..config_for(&emu)
-    };
+    let config = ImdsConfig { http_put_response_hop_limit: Some(2), ..config_for(&emu) };
     let (_d, root) = not_ec2_root();
-    let out = CloudCollector::with_env(&config, &no_env)
-        .unwrap()
-        .collect(&root)
-        .await;
-    let f = findings(&out.report)
-        .into_iter()
-        .find(|f| f.id == HOP_LIMIT_ABOVE_ONE)
-        .unwrap();
+    let out = CloudCollector::with_env(&config, &no_env).unwrap().collect(&root).await;
+    let f = findings(&out.report).into_iter().find(|f| f.id == HOP_LIMIT_ABOVE_ONE).unwrap();
     assert_eq!(f.severity, Severity::Info);
     assert!(f.remediation.contains("--http-put-response-hop-limit 1"));
     // With a container runtime present the same hop limit is legitimate.
     let (_d2, with_docker) = root_with(&[("/run/containerd/containerd.sock", "")]);
-    let out = CloudCollector::with_env(&config, &no_env)
-        .unwrap()
-        .collect(&with_docker)
-        .await;
+    let out = CloudCollector::with_env(&config, &no_env).unwrap().collect(&with_docker).await;
     assert!(out.report.imds.as_ref().unwrap().container_runtime_present);
-    assert!(
-        findings(&out.report)
-            .iter()
-            .all(|f| f.id != HOP_LIMIT_ABOVE_ONE)
-    );
+    assert!(findings(&out.report).iter().all(|f| f.id != HOP_LIMIT_ABOVE_ONE));
 }
 
 #[tokio::test]
@@ -447,10 +303,7 @@ async fn section_is_skipped_under_a_mounted_root_and_ok_live() {
     assert!(emu.records().is_empty());
     let live = collector.section(&guestward_core::HostRoot::live()).await;
     assert_eq!(live.status, SectionStatus::Ok, "{:?}", live.problems);
-    assert_eq!(
-        collector.known_instance_id(&root).as_deref(),
-        Some(INSTANCE_ID)
-    );
+    assert_eq!(collector.known_instance_id(&root).as_deref(), Some(INSTANCE_ID));
 }
 
 #[tokio::test]
@@ -462,24 +315,14 @@ async fn ipv6_loopback_endpoint_works() {
     drop(probe);
     let emu = Emulator::start_on("[::1]:0".parse().unwrap(), EmulatorConfig::default()).await;
     assert!(emu.url().starts_with("http://[::1]:"));
-    let out = CloudCollector::with_env(&config_for(&emu), &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let out = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap().collect(&not_ec2_root().1).await;
     assert_eq!(out.report.instance_id(), Some(INSTANCE_ID));
 }
 
 #[tokio::test]
 async fn table_shows_the_facts() {
-    let emu = Emulator::start(EmulatorConfig {
-        tokens: TokenMode::Optional,
-        ..Default::default()
-    })
-    .await;
-    let out = CloudCollector::with_env(&config_for(&emu), &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let emu = Emulator::start(EmulatorConfig { tokens: TokenMode::Optional, ..Default::default() }).await;
+    let out = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap().collect(&not_ec2_root().1).await;
     let mut buf = Vec::new();
     guestward_cloud::render_table(&out.report, &mut buf).unwrap();
     let text = String::from_utf8(buf).unwrap();

@@ -4,11 +4,7 @@ use guestward_imds_emulator::{Emulator, EmulatorConfig, TokenMode};
 
 const TTL: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 
-async fn put_token(
-    client: &reqwest::Client,
-    emu: &Emulator,
-    ttl: Option<&str>,
-) -> reqwest::Response {
+async fn put_token(client: &reqwest::Client, emu: &Emulator, ttl: Option<&str>) -> reqwest::Response {
     let req = client.put(format!("{}/latest/api/token", emu.url()));
     let req = match ttl {
         Some(t) => req.header(TTL, t),
@@ -49,99 +45,30 @@ async fn methods_paths_and_token_modes() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = |p: &str| format!("{}{p}", emu.url());
+    assert_eq!(c.get(url("/latest/api/token")).send().await.unwrap().status(), 405);
+    assert_eq!(c.post(url("/latest/meta-data/instance-id")).send().await.unwrap().status(), 405);
     assert_eq!(
-        c.get(url("/latest/api/token"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
-    assert_eq!(
-        c.post(url("/latest/meta-data/instance-id"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
-    assert_eq!(
-        c.get(url("/latest/meta-data/instance-id"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        c.get(url("/latest/meta-data/instance-id")).send().await.unwrap().status(),
         401,
         "tokens required"
     );
     let token = put_token(&c, &emu, Some("60")).await.text().await.unwrap();
-    let get = |p: &str, t: &str| {
-        c.get(url(p))
-            .header("x-aws-ec2-metadata-token", t.to_string())
-            .send()
-    };
-    assert_eq!(
-        get("/latest/meta-data/instance-id", &token)
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        get("/latest/meta-data/no-such-thing", &token)
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        get("/latest/meta-data/instance-id", "forged")
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    let get = |p: &str, t: &str| c.get(url(p)).header("x-aws-ec2-metadata-token", t.to_string()).send();
+    assert_eq!(get("/latest/meta-data/instance-id", &token).await.unwrap().status(), 200);
+    assert_eq!(get("/latest/meta-data/no-such-thing", &token).await.unwrap().status(), 404);
+    assert_eq!(get("/latest/meta-data/instance-id", "forged").await.unwrap().status(), 401);
     emu.expire_all_tokens();
-    assert_eq!(
-        get("/latest/meta-data/instance-id", &token)
-            .await
-            .unwrap()
-            .status(),
-        401,
-        "expired"
-    );
+    assert_eq!(get("/latest/meta-data/instance-id", &token).await.unwrap().status(), 401, "expired");
     emu.update(|cfg| cfg.tokens = TokenMode::Optional);
-    assert_eq!(
-        c.get(url("/latest/meta-data/instance-id"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200,
-        "IMDSv1"
-    );
+    assert_eq!(c.get(url("/latest/meta-data/instance-id")).send().await.unwrap().status(), 200, "IMDSv1");
     emu.update(|cfg| cfg.enabled = false);
-    assert_eq!(
-        c.get(url("/latest/meta-data/instance-id"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(c.get(url("/latest/meta-data/instance-id")).send().await.unwrap().status(), 403);
     assert_eq!(put_token(&c, &emu, Some("60")).await.status(), 403);
     emu.update(|cfg| {
         cfg.enabled = true;
         cfg.throttle_next = 1;
     });
-    assert_eq!(
-        c.get(url("/latest/meta-data/instance-id"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        429
-    );
+    assert_eq!(c.get(url("/latest/meta-data/instance-id")).send().await.unwrap().status(), 429);
 }
 
 #[tokio::test]

@@ -12,11 +12,7 @@ const SPOT: &str = r#"{"action": "terminate", "time": "2026-11-29T18:02:00Z"}"#;
 
 fn watcher(emu: &Emulator) -> LifecycleWatcher {
     let collector = CloudCollector::with_env(&config_for(emu), &no_env).unwrap();
-    LifecycleWatcher::new(
-        collector.client().unwrap(),
-        Duration::from_millis(100),
-        Duration::from_millis(300),
-    )
+    LifecycleWatcher::new(collector.client().unwrap(), Duration::from_millis(100), Duration::from_millis(300))
 }
 
 #[tokio::test]
@@ -24,20 +20,14 @@ async fn spot_notice_becomes_one_terminating_event() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
     let mut w = watcher(&emu);
     let (events, problems) = w.poll_spot().await;
-    assert!(
-        events.is_empty() && problems.is_empty(),
-        "{events:?} {problems:?}"
-    );
+    assert!(events.is_empty() && problems.is_empty(), "{events:?} {problems:?}");
     emu.update(|c| c.spot_instance_action = Some(SPOT.into()));
     let (events, _) = w.poll_spot().await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, TERMINATING);
     assert_eq!(events[0].data["action"], "terminate");
     assert_eq!(events[0].data["at"], "2026-11-29T18:02:00Z");
-    assert!(
-        w.poll_spot().await.0.is_empty(),
-        "the same notice is reported once"
-    );
+    assert!(w.poll_spot().await.0.is_empty(), "the same notice is reported once");
 }
 
 #[tokio::test]
@@ -53,14 +43,7 @@ async fn maintenance_rebalance_and_autoscaling_signals() {
     let (events, problems) = w.poll_all().await;
     assert!(problems.is_empty(), "{problems:?}");
     let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(
-        kinds,
-        vec![
-            REBALANCE_RECOMMENDED,
-            MAINTENANCE_SCHEDULED,
-            AUTOSCALING_STATE_CHANGED
-        ]
-    );
+    assert_eq!(kinds, vec![REBALANCE_RECOMMENDED, MAINTENANCE_SCHEDULED, AUTOSCALING_STATE_CHANGED]);
     assert_eq!(events[1].data["code"], "system-reboot");
     assert!(w.poll_all().await.0.is_empty(), "nothing new, nothing sent");
     emu.update(|c| c.autoscaling_state = Some("Terminated".into()));
@@ -78,10 +61,7 @@ async fn collected_report_carries_the_lifecycle_snapshot() {
         ..Default::default()
     })
     .await;
-    let out = CloudCollector::with_env(&config_for(&emu), &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let out = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap().collect(&not_ec2_root().1).await;
     let l = out.report.lifecycle.unwrap();
     assert_eq!(l.spot_instance_action.as_ref().unwrap().action, "terminate");
     assert_eq!(l.autoscaling_target_state.as_deref(), Some("InService"));
@@ -97,14 +77,8 @@ async fn run_loop_sends_events_and_stops_on_shutdown() {
     let task = tokio::spawn(w.run(tx, stop_rx));
     tokio::time::sleep(Duration::from_millis(150)).await;
     emu.update(|c| c.spot_instance_action = Some(SPOT.into()));
-    let event = tokio::time::timeout(Duration::from_secs(3), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().unwrap();
     assert_eq!(event.kind, TERMINATING);
     stop_tx.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(3), task)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), task).await.unwrap().unwrap();
 }

@@ -1,9 +1,7 @@
 //! Off EC2: decide quickly from local data, never wait on the network.
 
 use crate::{no_env, not_ec2_root, root_with};
-use guestward_cloud::{
-    CloudCollector, CloudState, ImdsConfig, ec2_hint, instance_id_from_firmware,
-};
+use guestward_cloud::{CloudCollector, CloudState, ImdsConfig, ec2_hint, instance_id_from_firmware};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -14,30 +12,14 @@ async fn off_ec2_is_decided_from_dmi_without_a_request() {
     let out = collector.collect(&root).await;
     let took = started.elapsed();
     assert_eq!(out.report.state, CloudState::NotEc2);
-    assert!(
-        out.report.reason.as_deref().unwrap().contains("QEMU"),
-        "{:?}",
-        out.report.reason
-    );
+    assert!(out.report.reason.as_deref().unwrap().contains("QEMU"), "{:?}", out.report.reason);
     assert!(out.problems.is_empty());
     // Local files only: far below one connect timeout. (No request can have gone out: the
     // client's counters stay at zero.)
     assert!(took < Duration::from_millis(500), "took {took:?}");
     let stats = collector.client().unwrap();
-    assert_eq!(
-        stats
-            .stats()
-            .token_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
-    assert_eq!(
-        stats
-            .stats()
-            .get_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(stats.stats().token_requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(stats.stats().get_requests.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
 #[tokio::test]
@@ -52,10 +34,7 @@ async fn a_silent_endpoint_is_decided_within_about_two_seconds() {
             held.push(s);
         }
     });
-    let config = ImdsConfig {
-        endpoint: Some(format!("http://{addr}")),
-        ..Default::default()
-    };
+    let config = ImdsConfig { endpoint: Some(format!("http://{addr}")), ..Default::default() };
     let collector = CloudCollector::with_env(&config, &no_env).unwrap();
     let (_d, root) = not_ec2_root();
     let started = Instant::now();
@@ -72,21 +51,11 @@ async fn a_closed_port_is_decided_at_once() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let config = ImdsConfig {
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        ..Default::default()
-    };
+    let config = ImdsConfig { endpoint: Some(format!("http://127.0.0.1:{port}")), ..Default::default() };
     let started = Instant::now();
-    let out = CloudCollector::with_env(&config, &no_env)
-        .unwrap()
-        .collect(&not_ec2_root().1)
-        .await;
+    let out = CloudCollector::with_env(&config, &no_env).unwrap().collect(&not_ec2_root().1).await;
     assert_eq!(out.report.state, CloudState::Unreachable);
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -95,17 +64,11 @@ fn nitro_firmware_gives_the_instance_id_cheaply() {
         ("/sys/class/dmi/id/board_asset_tag", "i-0fedcba9876543210\n"),
         ("/sys/class/dmi/id/sys_vendor", "Amazon EC2\n"),
     ]);
-    assert_eq!(
-        instance_id_from_firmware(&root).as_deref(),
-        Some("i-0fedcba9876543210")
-    );
+    assert_eq!(instance_id_from_firmware(&root).as_deref(), Some("i-0fedcba9876543210"));
     let hint = ec2_hint(&root);
     assert!(hint.is_ec2);
     let collector = CloudCollector::with_env(&ImdsConfig::default(), &no_env).unwrap();
-    assert_eq!(
-        collector.known_instance_id(&root).as_deref(),
-        Some("i-0fedcba9876543210")
-    );
+    assert_eq!(collector.known_instance_id(&root).as_deref(), Some("i-0fedcba9876543210"));
 }
 
 #[test]
@@ -129,17 +92,10 @@ fn blocking_scan_under_a_mounted_root_is_skipped_and_keeps_the_firmware_id() {
 
 #[test]
 fn blocking_scan_with_a_bad_config_is_an_error_section_naming_the_key() {
-    let config = ImdsConfig {
-        token_ttl_secs: 0,
-        ..Default::default()
-    };
+    let config = ImdsConfig { token_ttl_secs: 0, ..Default::default() };
     let scan = guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live());
     assert_eq!(scan.section.status, guestward_core::SectionStatus::Error);
-    assert!(
-        scan.section.problems[0]
-            .message
-            .contains("imds.token_ttl_secs")
-    );
+    assert!(scan.section.problems[0].message.contains("imds.token_ttl_secs"));
 }
 
 #[test]
@@ -148,26 +104,11 @@ fn blocking_scan_live_against_the_emulator() {
     // for the client and must not run inside a runtime.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let emu = rt.block_on(guestward_imds_emulator::Emulator::start(Default::default()));
-    let config = ImdsConfig {
-        endpoint: Some(emu.url()),
-        ..Default::default()
-    };
+    let config = ImdsConfig { endpoint: Some(emu.url()), ..Default::default() };
     let scan = guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live());
-    assert_eq!(
-        scan.section.status,
-        guestward_core::SectionStatus::Ok,
-        "{:?}",
-        scan.section.problems
-    );
-    assert_eq!(
-        scan.instance_id.as_deref(),
-        Some(guestward_imds_emulator::INSTANCE_ID)
-    );
-    assert!(
-        scan.findings
-            .iter()
-            .any(|f| f.id == guestward_cloud::INSTANCE_PROFILE_ATTACHED)
-    );
+    assert_eq!(scan.section.status, guestward_core::SectionStatus::Ok, "{:?}", scan.section.problems);
+    assert_eq!(scan.instance_id.as_deref(), Some(guestward_imds_emulator::INSTANCE_ID));
+    assert!(scan.findings.iter().any(|f| f.id == guestward_cloud::INSTANCE_PROFILE_ATTACHED));
 }
 
 fn fixture(name: &str) -> guestward_core::HostRoot {
@@ -184,11 +125,7 @@ fn fixture_platforms_are_told_apart() {
     assert_eq!(nitro.instance_id.as_deref(), Some("i-0fedcba9876543210"));
     let xen = ec2_hint(&fixture("xen"));
     assert!(xen.is_ec2 && xen.instance_id.is_none());
-    assert!(
-        xen.reason.contains("/sys/hypervisor/uuid"),
-        "{}",
-        xen.reason
-    );
+    assert!(xen.reason.contains("/sys/hypervisor/uuid"), "{}", xen.reason);
     let swapped = ec2_hint(&fixture("xen-swapped"));
     assert!(swapped.is_ec2, "{}", swapped.reason);
     let kvm = ec2_hint(&fixture("kvm"));

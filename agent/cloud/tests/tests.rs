@@ -18,10 +18,7 @@ use guestward_imds_emulator::Emulator;
 
 /// A config pointing at the emulator.
 pub fn config_for(emu: &Emulator) -> ImdsConfig {
-    ImdsConfig {
-        endpoint: Some(emu.url()),
-        ..Default::default()
-    }
+    ImdsConfig { endpoint: Some(emu.url()), ..Default::default() }
 }
 
 /// A host root from `files` (host path, content).
@@ -40,10 +37,7 @@ pub fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
 pub fn not_ec2_root() -> (tempfile::TempDir, HostRoot) {
     root_with(&[
         ("/sys/class/dmi/id/sys_vendor", "QEMU\n"),
-        (
-            "/sys/class/dmi/id/product_uuid",
-            "4c4c4544-0042-3510-8052-b4c04f4e3732\n",
-        ),
+        ("/sys/class/dmi/id/product_uuid", "4c4c4544-0042-3510-8052-b4c04f4e3732\n"),
         ("/sys/class/dmi/id/board_asset_tag", "\n"),
     ])
 }

@@ -14,11 +14,7 @@ async fn one_token_serves_a_whole_collection_and_the_next_one() {
     let first = collector.collect(&root).await;
     assert!(first.problems.is_empty(), "{:?}", first.problems);
     collector.collect(&root).await;
-    assert_eq!(
-        emu.token_puts(),
-        1,
-        "the cached token must be reused across collections"
-    );
+    assert_eq!(emu.token_puts(), 1, "the cached token must be reused across collections");
     let records = emu.records();
     let gets: Vec<_> = records.iter().filter(|r| r.method == "GET").collect();
     assert!(gets.len() > 20, "expected a full walk, got {}", gets.len());
@@ -32,35 +28,17 @@ async fn one_token_serves_a_whole_collection_and_the_next_one() {
 #[tokio::test]
 async fn token_is_refreshed_before_it_expires() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
-    let settings = ClientSettings {
-        token_ttl: Duration::from_secs(2),
-        ..Default::default()
-    };
+    let settings = ClientSettings { token_ttl: Duration::from_secs(2), ..Default::default() };
     let client = ImdsClient::new(&emu.url(), settings).unwrap();
-    client
-        .get("/latest/meta-data/instance-id")
-        .await
-        .unwrap()
-        .unwrap();
+    client.get("/latest/meta-data/instance-id").await.unwrap().unwrap();
     assert_eq!(emu.token_puts(), 1);
-    client
-        .get("/latest/meta-data/ami-id")
-        .await
-        .unwrap()
-        .unwrap();
+    client.get("/latest/meta-data/ami-id").await.unwrap().unwrap();
     assert_eq!(emu.token_puts(), 1, "a young token is reused");
     // Past three quarters of a 2 s life: replaced before use, so IMDS never sees it expire.
     tokio::time::sleep(Duration::from_millis(1_600)).await;
-    client
-        .get("/latest/meta-data/instance-type")
-        .await
-        .unwrap()
-        .unwrap();
+    client.get("/latest/meta-data/instance-type").await.unwrap().unwrap();
     assert_eq!(emu.token_puts(), 2);
-    assert!(
-        emu.records().iter().all(|r| r.status != 401),
-        "no request may hit an expired token"
-    );
+    assert!(emu.records().iter().all(|r| r.status != 401), "no request may hit an expired token");
     assert_eq!(client.token_ttl_secs().await, Some(2));
 }
 
@@ -69,31 +47,16 @@ async fn token_expiring_mid_run_is_replaced_after_one_401() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
     let client = ImdsClient::new(&emu.url(), ClientSettings::default()).unwrap();
     assert_eq!(
-        client
-            .get("/latest/meta-data/instance-id")
-            .await
-            .unwrap()
-            .as_deref(),
+        client.get("/latest/meta-data/instance-id").await.unwrap().as_deref(),
         Some("i-0123456789abcdef0")
     );
     // As after a stop/start: IMDS forgets every token it issued.
     emu.expire_all_tokens();
-    assert_eq!(
-        client
-            .get("/latest/meta-data/instance-type")
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("m7i.large")
-    );
+    assert_eq!(client.get("/latest/meta-data/instance-type").await.unwrap().as_deref(), Some("m7i.large"));
     assert_eq!(emu.token_puts(), 2);
     assert_eq!(client.stats().token_rejections.load(Ordering::Relaxed), 1);
     let statuses: Vec<u16> = emu.records().iter().map(|r| r.status).collect();
-    assert_eq!(
-        statuses,
-        vec![200, 200, 401, 200, 200],
-        "PUT, GET, GET(401), PUT, GET"
-    );
+    assert_eq!(statuses, vec![200, 200, 401, 200, 200], "PUT, GET, GET(401), PUT, GET");
 }
 
 #[tokio::test]
@@ -101,10 +64,7 @@ async fn a_collection_survives_token_expiry_midway() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
     // The emulator answers this path slowly; tokens are revoked while the client waits.
     emu.update(|c| {
-        c.delays.insert(
-            "/latest/meta-data/placement/region".into(),
-            Duration::from_millis(300),
-        );
+        c.delays.insert("/latest/meta-data/placement/region".into(), Duration::from_millis(300));
     });
     let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
     let (_d, root) = not_ec2_root();
@@ -135,10 +95,7 @@ async fn the_token_never_appears_in_reports_debug_output_or_tables() {
     for (what, text) in [("json", &json), ("debug", &debug), ("table", &table)] {
         assert!(!text.contains("emulatedTOKEN"), "token leaked into {what}");
     }
-    assert!(
-        debug.contains("<redacted>"),
-        "the cached token should show as redacted in Debug"
-    );
+    assert!(debug.contains("<redacted>"), "the cached token should show as redacted in Debug");
 }
 
 #[tokio::test]
