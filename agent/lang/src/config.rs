@@ -51,8 +51,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let paths =
-            |list: &[&'static str]| list.iter().map(|p| AbsolutePath::from_static(p)).collect();
+        let paths = |list: &[&'static str]| list.iter().map(|p| AbsolutePath::from_static(p)).collect();
         Self {
             enabled: true,
             python_roots: paths(&[
@@ -66,19 +65,8 @@ impl Default for Config {
                 "/home/*/.local",
                 "/root/.local",
             ]),
-            java_roots: paths(&[
-                "/opt",
-                "/usr/share/java",
-                "/usr/local/lib",
-                "/srv",
-                "/var/lib",
-            ]),
-            node_roots: paths(&[
-                "/usr/lib/node_modules",
-                "/usr/local/lib/node_modules",
-                "/opt",
-                "/srv",
-            ]),
+            java_roots: paths(&["/opt", "/usr/share/java", "/usr/local/lib", "/srv", "/var/lib"]),
+            node_roots: paths(&["/usr/lib/node_modules", "/usr/local/lib/node_modules", "/opt", "/srv"]),
             exclude: paths(&["/proc", "/sys", "/dev", "/run"]),
             max_depth: 16,
             max_entries: 2_000_000,
@@ -96,11 +84,6 @@ impl Default for Config {
 impl Config {
     /// A config with no roots at all, for tests and callers that set their own.
     pub fn without_roots() -> Self {
-        Self {
-            python_roots: Vec::new(),
-            java_roots: Vec::new(),
-            node_roots: Vec::new(),
-            ..Self::default()
-        }
+        Self { python_roots: Vec::new(), java_roots: Vec::new(), node_roots: Vec::new(), ..Self::default() }
     }
 }

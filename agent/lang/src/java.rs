@@ -37,33 +37,21 @@ impl Window {
     /// The whole file.
     pub fn whole(file: File) -> io::Result<Self> {
         let len = file.metadata()?.len();
-        Ok(Self {
-            file: Arc::new(file),
-            start: 0,
-            len,
-            pos: 0,
-        })
+        Ok(Self { file: Arc::new(file), start: 0, len, pos: 0 })
     }
 
     /// `len` bytes of this window starting at `offset` (clamped to this window).
     fn sub(&self, offset: u64, len: u64) -> Self {
         let offset = offset.min(self.len);
         let len = len.min(self.len - offset);
-        Self {
-            file: Arc::clone(&self.file),
-            start: self.start + offset,
-            len,
-            pos: 0,
-        }
+        Self { file: Arc::clone(&self.file), start: self.start + offset, len, pos: 0 }
     }
 }
 
 impl Read for Window {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let remaining = self.len.saturating_sub(self.pos);
-        let want = usize::try_from(remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
         if want == 0 {
             return Ok(0);
         }
@@ -85,10 +73,7 @@ impl Seek for Window {
                 self.pos = t;
                 Ok(t)
             }
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the archive",
-            )),
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the archive")),
         }
     }
 }
@@ -139,18 +124,9 @@ pub(crate) fn scan_file(
         Ok(w) => w,
         Err(e) => return walker.problem("io", format!("{}: {e}", walker.shown(real)), real),
     };
-    let file_name = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let location = walker.shown(real);
-    let mut scan = ArchiveScan {
-        walker,
-        location,
-        nested_entered: 0,
-        packages,
-        jndi,
-    };
+    let mut scan = ArchiveScan { walker, location, nested_entered: 0, packages, jndi };
     let mut chain = Vec::new();
     scan.archive(window, &file_name, &mut chain, 0);
 }
@@ -162,9 +138,9 @@ impl ArchiveScan<'_, '_> {
             shown.push_str("!/");
             shown.push_str(part);
         }
-        self.walker.problems.push(
-            guestward_core::Problem::new(code, format!("{shown}: {message}")).with_path(shown),
-        );
+        self.walker
+            .problems
+            .push(guestward_core::Problem::new(code, format!("{shown}: {message}")).with_path(shown));
     }
 
     fn archive(&mut self, window: Window, file_name: &str, chain: &mut Vec<String>, depth: u32) {
@@ -174,11 +150,7 @@ impl ArchiveScan<'_, '_> {
         let mut zip = match ZipArchive::new(window) {
             Ok(z) => z,
             Err(e) => {
-                return self.problem(
-                    "malformed",
-                    chain,
-                    format!("not a readable zip archive ({e})"),
-                );
+                return self.problem("malformed", chain, format!("not a readable zip archive ({e})"));
             }
         };
         if zip.len() as u64 > self.walker.config.max_archive_entries {
@@ -203,8 +175,7 @@ impl ArchiveScan<'_, '_> {
                 poms.push(i);
             } else if name.eq_ignore_ascii_case("META-INF/MANIFEST.MF") {
                 manifest = Some(i);
-            } else if name == JNDI_LOOKUP_CLASS || name.ends_with(&format!("/{JNDI_LOOKUP_CLASS}"))
-            {
+            } else if name == JNDI_LOOKUP_CLASS || name.ends_with(&format!("/{JNDI_LOOKUP_CLASS}")) {
                 self.jndi.push(JndiLookupHit {
                     location: self.location.clone(),
                     path_in_archive: (!chain.is_empty()).then(|| chain.join("!/")),
@@ -219,12 +190,7 @@ impl ArchiveScan<'_, '_> {
         for i in poms {
             if let Some(props) = self.read_small(&mut zip, i, chain) {
                 let props = parse_properties(&props);
-                let get = |k: &str| {
-                    props
-                        .iter()
-                        .find(|(key, _)| key == k)
-                        .map(|(_, v)| v.clone())
-                };
+                let get = |k: &str| props.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
                 if let (Some(artifact), Some(version)) = (get("artifactId"), get("version")) {
                     self.packages.push(LangPackage {
                         ecosystem: Ecosystem::Maven,
@@ -301,11 +267,7 @@ impl ArchiveScan<'_, '_> {
             };
             let name = entry.name().map(|n| n.into_owned()).unwrap_or_default();
             if entry.encrypted() {
-                return self.problem(
-                    "unsupported",
-                    chain,
-                    format!("{name}: encrypted entry not examined"),
-                );
+                return self.problem("unsupported", chain, format!("{name}: encrypted entry not examined"));
             }
             if entry.size() > cap {
                 let msg = format!(
@@ -337,12 +299,7 @@ impl ArchiveScan<'_, '_> {
 
     /// Inflates a compressed nested archive into an unlinked temporary file (never memory),
     /// stopping at `cap` bytes whatever the header claims (zip bombs lie about sizes).
-    fn inflate_to_temp(
-        &self,
-        zip: &mut ZipArchive<Window>,
-        index: usize,
-        cap: u64,
-    ) -> io::Result<Window> {
+    fn inflate_to_temp(&self, zip: &mut ZipArchive<Window>, index: usize, cap: u64) -> io::Result<Window> {
         let entry = zip.by_index(index).map_err(io::Error::other)?;
         let mut spool = tempfile::tempfile()?;
         let copied = io::copy(&mut entry.take(cap.saturating_add(1)), &mut spool)?;
@@ -355,12 +312,7 @@ impl ArchiveScan<'_, '_> {
     }
 
     /// Reads a small entry (pom.properties, MANIFEST.MF) with the metadata cap.
-    fn read_small(
-        &mut self,
-        zip: &mut ZipArchive<Window>,
-        index: usize,
-        chain: &[String],
-    ) -> Option<String> {
+    fn read_small(&mut self, zip: &mut ZipArchive<Window>, index: usize, chain: &[String]) -> Option<String> {
         let cap = self.walker.config.max_metadata_bytes;
         let entry = match zip.by_index(index) {
             Ok(e) => e,
@@ -403,11 +355,7 @@ pub fn is_archive_name(name: &str) -> bool {
 /// `log4j-core-2.14.1.jar` -> (`log4j-core`, `2.14.1`): the name ends at the first `-` that is
 /// followed by a digit.
 pub fn split_file_name(file_name: &str) -> Option<(String, String)> {
-    let stem = if is_archive_name(file_name) {
-        &file_name[..file_name.len() - 4]
-    } else {
-        file_name
-    };
+    let stem = if is_archive_name(file_name) { &file_name[..file_name.len() - 4] } else { file_name };
     let bytes = stem.as_bytes();
     let at = (2..bytes.len()).find(|&i| bytes[i - 1] == b'-' && bytes[i].is_ascii_digit())?;
     Some((stem[..at - 1].to_string(), stem[at..].to_string()))
@@ -455,17 +403,12 @@ fn identify_from_manifest(
     attrs: &[(String, String)],
     from_file: Option<&(String, String)>,
 ) -> Option<(Option<String>, String, String)> {
-    let get = |k: &str| {
-        attrs
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| attrs.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
     let version = get("Implementation-Version")
         .or_else(|| get("Bundle-Version"))
         .or_else(|| get("Specification-Version"))?;
-    let symbolic = get("Bundle-SymbolicName")
-        .map(|s| s.split(';').next().unwrap_or_default().trim().to_string());
+    let symbolic =
+        get("Bundle-SymbolicName").map(|s| s.split(';').next().unwrap_or_default().trim().to_string());
     let name = from_file
         .map(|(n, _)| n.clone())
         .or_else(|| symbolic.clone())
@@ -482,10 +425,7 @@ mod tests {
 
     #[test]
     fn file_names_split_at_the_version() {
-        assert_eq!(
-            split_file_name("log4j-core-2.14.1.jar"),
-            Some(("log4j-core".into(), "2.14.1".into()))
-        );
+        assert_eq!(split_file_name("log4j-core-2.14.1.jar"), Some(("log4j-core".into(), "2.14.1".into())));
         assert_eq!(
             split_file_name("commons-lang3-3.12.0.jar"),
             Some(("commons-lang3".into(), "3.12.0".into()))

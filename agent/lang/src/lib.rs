@@ -66,11 +66,7 @@ pub fn scan(root: &HostRoot, config: &Config) -> (LangReport, Vec<Problem>) {
     // Expand globs, then merge identical roots so a tree listed for several ecosystems
     // (`/opt`) is walked once.
     let mut roots: Vec<(PathBuf, Mask)> = Vec::new();
-    for (list, mask) in [
-        (&config.python_roots, PY),
-        (&config.java_roots, JAVA),
-        (&config.node_roots, NODE),
-    ] {
+    for (list, mask) in [(&config.python_roots, PY), (&config.java_roots, JAVA), (&config.node_roots, NODE)] {
         for pattern in list {
             for host in walker.expand(pattern.as_path()) {
                 match roots.iter_mut().find(|(p, _)| *p == host) {
@@ -80,50 +76,30 @@ pub fn scan(root: &HostRoot, config: &Config) -> (LangReport, Vec<Problem>) {
             }
         }
     }
-    let mut collector = Collector {
-        packages: Vec::new(),
-        jndi: Vec::new(),
-    };
+    let mut collector = Collector { packages: Vec::new(), jndi: Vec::new() };
     for (host, mask) in &roots {
         walker.walk(host, *mask, &mut collector);
     }
-    let Collector {
-        mut packages,
-        mut jndi,
-    } = collector;
+    let Collector { mut packages, mut jndi } = collector;
     packages.sort_by(|a, b| {
-        (
-            a.ecosystem,
-            &a.namespace,
-            &a.name,
-            &a.version,
-            &a.location,
-            &a.path_in_archive,
-        )
-            .cmp(&(
-                b.ecosystem,
-                &b.namespace,
-                &b.name,
-                &b.version,
-                &b.location,
-                &b.path_in_archive,
-            ))
+        (a.ecosystem, &a.namespace, &a.name, &a.version, &a.location, &a.path_in_archive).cmp(&(
+            b.ecosystem,
+            &b.namespace,
+            &b.name,
+            &b.version,
+            &b.location,
+            &b.path_in_archive,
+        ))
     });
     jndi.sort_by(|a, b| (&a.location, &a.path_in_archive).cmp(&(&b.location, &b.path_in_archive)));
-    let report = LangReport {
-        packages,
-        jndi_lookup: jndi,
-        stats: walker.stats,
-    };
+    let report = LangReport { packages, jndi_lookup: jndi, stats: walker.stats };
     (report, walker.problems)
 }
 
 /// [`scan`] as a report section (skipped when turned off in config).
 pub fn collect(root: &HostRoot, config: &Config) -> Section<LangReport> {
     if !config.enabled {
-        return Section::skipped(
-            "language packages turned off (packages.language.enabled = false)",
-        );
+        return Section::skipped("language packages turned off (packages.language.enabled = false)");
     }
     let started = Instant::now();
     let (report, problems) = scan(root, config);
@@ -138,12 +114,7 @@ pub fn findings(report: &LangReport) -> Vec<Finding> {
 /// Writes a short human summary: counts per ecosystem, then one line per package.
 pub fn render_table(report: &LangReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     for eco in [Ecosystem::Pypi, Ecosystem::Maven, Ecosystem::Npm] {
-        writeln!(
-            out,
-            "{:<6} {} packages",
-            eco.as_str(),
-            report.of(eco).count()
-        )?;
+        writeln!(out, "{:<6} {} packages", eco.as_str(), report.of(eco).count())?;
     }
     for p in &report.packages {
         let name = match &p.namespace {
@@ -155,19 +126,10 @@ pub fn render_table(report: &LangReport, out: &mut dyn std::io::Write) -> std::i
             Some(inner) => format!("{}!/{inner}", p.location),
             None => p.location.clone(),
         };
-        writeln!(
-            out,
-            "  {:<6} {:<40} {:<16} {at}",
-            p.ecosystem.as_str(),
-            name,
-            p.version
-        )?;
+        writeln!(out, "  {:<6} {:<40} {:<16} {at}", p.ecosystem.as_str(), name, p.version)?;
     }
     if report.stats.truncated {
-        writeln!(
-            out,
-            "  (walk stopped at packages.language.max_entries: incomplete)"
-        )?;
+        writeln!(out, "  (walk stopped at packages.language.max_entries: incomplete)")?;
     }
     Ok(())
 }

@@ -4,9 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Which package ecosystem a package belongs to (also its purl type).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Ecosystem {
     /// Python (`pkg:pypi`).
@@ -125,8 +123,6 @@ pub struct LangReport {
 impl LangReport {
     /// Packages of one ecosystem.
     pub fn of(&self, ecosystem: Ecosystem) -> impl Iterator<Item = &LangPackage> {
-        self.packages
-            .iter()
-            .filter(move |p| p.ecosystem == ecosystem)
+        self.packages.iter().filter(move |p| p.ecosystem == ecosystem)
     }
 }

@@ -26,9 +26,7 @@ pub(crate) fn is_installed_package_json(package_json: &Path) -> bool {
     if is_node_modules(parent) {
         return true;
     }
-    parent
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('@'))
+    parent.file_name().is_some_and(|n| n.to_string_lossy().starts_with('@'))
         && parent.parent().is_some_and(is_node_modules)
 }
 
@@ -43,10 +41,7 @@ pub fn split_scope(full: &str) -> (Option<String>, String) {
 /// Reads one package.json (size-capped).
 pub(crate) fn read_package_json(walker: &mut Walker<'_>, real: &Path, out: &mut Vec<LangPackage>) {
     let host = walker.host_of(real);
-    let bytes = match walker
-        .root
-        .read_capped(&host, walker.config.max_metadata_bytes)
-    {
+    let bytes = match walker.root.read_capped(&host, walker.config.max_metadata_bytes) {
         Ok(b) => b,
         Err(e) => {
             let mut p = e.to_problem();
@@ -61,9 +56,7 @@ pub(crate) fn read_package_json(walker: &mut Walker<'_>, real: &Path, out: &mut 
             let msg = format!("{}: not valid package.json ({e})", walker.shown(real));
             let line = u64::try_from(e.line()).unwrap_or(0);
             walker.problems.push(
-                guestward_core::Problem::new("malformed", msg)
-                    .with_path(walker.shown(real))
-                    .with_line(line),
+                guestward_core::Problem::new("malformed", msg).with_path(walker.shown(real)).with_line(line),
             );
             return;
         }
@@ -71,15 +64,8 @@ pub(crate) fn read_package_json(walker: &mut Walker<'_>, real: &Path, out: &mut 
     let dir = real.parent().unwrap_or(real);
     // npm writes package.json without a name for some bundled stubs; the directory names it.
     let full = parsed.name.filter(|n| !n.is_empty()).unwrap_or_else(|| {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match dir
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|s| s.to_string_lossy().into_owned())
-        {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()) {
             Some(scope) if scope.starts_with('@') => format!("{scope}/{name}"),
             _ => name,
         }
@@ -104,27 +90,16 @@ mod tests {
 
     #[test]
     fn only_package_json_of_installed_packages() {
-        assert!(is_installed_package_json(Path::new(
-            "/p/node_modules/left-pad/package.json"
-        )));
-        assert!(is_installed_package_json(Path::new(
-            "/p/node_modules/@types/node/package.json"
-        )));
+        assert!(is_installed_package_json(Path::new("/p/node_modules/left-pad/package.json")));
+        assert!(is_installed_package_json(Path::new("/p/node_modules/@types/node/package.json")));
         assert!(!is_installed_package_json(Path::new("/p/app/package.json")));
-        assert!(!is_installed_package_json(Path::new(
-            "/p/node_modules/x/lib/package.json"
-        )));
-        assert!(!is_installed_package_json(Path::new(
-            "/p/@scope/x/package.json"
-        )));
+        assert!(!is_installed_package_json(Path::new("/p/node_modules/x/lib/package.json")));
+        assert!(!is_installed_package_json(Path::new("/p/@scope/x/package.json")));
     }
 
     #[test]
     fn scopes_split() {
-        assert_eq!(
-            split_scope("@types/node"),
-            (Some("types".into()), "node".into())
-        );
+        assert_eq!(split_scope("@types/node"), (Some("types".into()), "node".into()));
         assert_eq!(split_scope("lodash"), (None, "lodash".into()));
     }
 }

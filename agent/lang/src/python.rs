@@ -37,17 +37,11 @@ pub fn normalize_name(name: &str) -> String {
 /// Name and version from the `Name:` and `Version:` headers of METADATA / PKG-INFO.
 pub fn parse_metadata_headers(bytes: &[u8]) -> Option<(String, String)> {
     // Cut at the last complete line so a prefix ending mid-header does not yield a partial value.
-    let end = bytes
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(bytes.len(), |i| i + 1);
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1);
     let (headers, _) = mailparse::parse_headers(&bytes[..end]).ok()?;
     use mailparse::MailHeaderMap;
     let name = headers.get_first_value("Name")?.trim().to_string();
-    let version = headers
-        .get_first_value("Version")
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default();
+    let version = headers.get_first_value("Version").map(|v| v.trim().to_string()).unwrap_or_default();
     if name.is_empty() {
         return None;
     }
@@ -59,10 +53,7 @@ pub fn parse_metadata_headers(bytes: &[u8]) -> Option<(String, String)> {
 fn from_dir_name(stem: &str) -> (String, String) {
     match stem.split_once('-') {
         // Egg names may carry `-py3.11` after the version.
-        Some((name, rest)) => (
-            name.to_string(),
-            rest.split('-').next().unwrap_or_default().to_string(),
-        ),
+        Some((name, rest)) => (name.to_string(), rest.split('-').next().unwrap_or_default().to_string()),
         None => (stem.to_string(), String::new()),
     }
 }
@@ -92,33 +83,16 @@ fn read_prefix(walker: &mut Walker<'_>, real: &Path, limit: u64) -> Option<Vec<u
 }
 
 /// A `*.dist-info` or `*.egg-info` directory.
-pub(crate) fn read_info_dir(
-    walker: &mut Walker<'_>,
-    dir: &Path,
-    dir_name: &str,
-    out: &mut Vec<LangPackage>,
-) {
+pub(crate) fn read_info_dir(walker: &mut Walker<'_>, dir: &Path, dir_name: &str, out: &mut Vec<LangPackage>) {
     let (stem, is_dist) = match dir_name.strip_suffix(".dist-info") {
         Some(s) => (s, true),
-        None => (
-            dir_name.strip_suffix(".egg-info").unwrap_or(dir_name),
-            false,
-        ),
+        None => (dir_name.strip_suffix(".egg-info").unwrap_or(dir_name), false),
     };
     let metadata_file = dir.join(if is_dist { "METADATA" } else { "PKG-INFO" });
     let limit = HEADER_PREFIX_BYTES.min(walker.config.max_metadata_bytes);
-    let parsed =
-        read_prefix(walker, &metadata_file, limit).and_then(|b| parse_metadata_headers(&b));
+    let parsed = read_prefix(walker, &metadata_file, limit).and_then(|b| parse_metadata_headers(&b));
     let (name, version, evidence) = match parsed {
-        Some((n, v)) => (
-            n,
-            v,
-            if is_dist {
-                Evidence::DistInfoMetadata
-            } else {
-                Evidence::EggInfoPkgInfo
-            },
-        ),
+        Some((n, v)) => (n, v, if is_dist { Evidence::DistInfoMetadata } else { Evidence::EggInfoPkgInfo }),
         None => {
             let (n, v) = from_dir_name(stem);
             (n, v, Evidence::DirectoryName)
@@ -189,19 +163,13 @@ mod tests {
     #[test]
     fn headers_stop_at_the_body_and_unfold() {
         let text = b"Metadata-Version: 2.1\nName: Foo_Bar\nVersion: 1.0.post1\nSummary: a\n  folded line\n\nName: NotThis\n";
-        assert_eq!(
-            parse_metadata_headers(text),
-            Some(("Foo_Bar".into(), "1.0.post1".into()))
-        );
+        assert_eq!(parse_metadata_headers(text), Some(("Foo_Bar".into(), "1.0.post1".into())));
     }
 
     #[test]
     fn truncated_prefix_drops_the_partial_line() {
         let text = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.2";
-        assert_eq!(
-            parse_metadata_headers(text),
-            Some(("foo".into(), String::new()))
-        );
+        assert_eq!(parse_metadata_headers(text), Some(("foo".into(), String::new())));
     }
 
     #[test]
@@ -212,13 +180,7 @@ mod tests {
 
     #[test]
     fn directory_name_fallback() {
-        assert_eq!(
-            from_dir_name("requests-2.31.0"),
-            ("requests".into(), "2.31.0".into())
-        );
-        assert_eq!(
-            from_dir_name("six-1.16.0-py3.11"),
-            ("six".into(), "1.16.0".into())
-        );
+        assert_eq!(from_dir_name("requests-2.31.0"), ("requests".into(), "2.31.0".into()));
+        assert_eq!(from_dir_name("six-1.16.0-py3.11"), ("six".into(), "1.16.0".into()));
     }
 }

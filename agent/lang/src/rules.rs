@@ -89,9 +89,7 @@ pub fn log4j_core_affected(version: &str) -> Option<bool> {
 fn is_log4j_core(p: &LangPackage) -> bool {
     p.ecosystem == Ecosystem::Maven
         && p.name == "log4j-core"
-        && p.namespace
-            .as_deref()
-            .is_none_or(|g| g == "org.apache.logging.log4j")
+        && p.namespace.as_deref().is_none_or(|g| g == "org.apache.logging.log4j")
 }
 
 fn finding(
@@ -117,10 +115,7 @@ const LOG4J_REMEDIATION: &str = "Upgrade log4j-core to 2.17.1 or later (2.12.4 o
 pub fn evaluate(report: &LangReport) -> Vec<Finding> {
     let mut out = Vec::new();
     let jndi_at = |location: &str, inner: &Option<String>| {
-        report
-            .jndi_lookup
-            .iter()
-            .find(|h| h.location == location && &h.path_in_archive == inner)
+        report.jndi_lookup.iter().find(|h| h.location == location && &h.path_in_archive == inner)
     };
     for p in report.packages.iter().filter(|p| is_log4j_core(p)) {
         if log4j_core_affected(&p.version) != Some(true) {
@@ -152,13 +147,7 @@ pub fn evaluate(report: &LangReport) -> Vec<Finding> {
             "jndi_lookup_class": hit.map(|h| h.class_entry.clone()),
             "cves": ["CVE-2021-44228", "CVE-2021-45046"],
         });
-        out.push(finding(
-            "GW-LANG-001",
-            severity,
-            title,
-            evidence,
-            LOG4J_REMEDIATION,
-        ));
+        out.push(finding("GW-LANG-001", severity, title, evidence, LOG4J_REMEDIATION));
     }
     for hit in &report.jndi_lookup {
         let known_version = report.packages.iter().any(|p| {
@@ -214,16 +203,7 @@ mod tests {
 
     #[test]
     fn log4j_ranges() {
-        for v in [
-            "2.0-beta9",
-            "2.0-rc1",
-            "2.0",
-            "2.14.1",
-            "2.15.0",
-            "2.12.1",
-            "2.3",
-            "2.15.0-SNAPSHOT",
-        ] {
+        for v in ["2.0-beta9", "2.0-rc1", "2.0", "2.14.1", "2.15.0", "2.12.1", "2.3", "2.15.0-SNAPSHOT"] {
             assert_eq!(log4j_core_affected(v), Some(true), "{v}");
         }
         for v in [
@@ -248,14 +228,7 @@ mod tests {
     fn malicious_list_parses_and_normalizes() {
         let list = parse_malicious_list(PYPI_MALICIOUS_LIST);
         assert!(list.iter().any(|m| m.name == "torchtriton"));
-        assert!(
-            list.iter()
-                .all(|m| !m.reference.is_empty() && !m.impersonates.is_empty()),
-            "{list:?}"
-        );
-        assert_eq!(
-            parse_malicious_list("# c\n\nFoo_Bar | foo | ref\n")[0].name,
-            "foo-bar"
-        );
+        assert!(list.iter().all(|m| !m.reference.is_empty() && !m.impersonates.is_empty()), "{list:?}");
+        assert_eq!(parse_malicious_list("# c\n\nFoo_Bar | foo | ref\n")[0].name, "foo-bar");
     }
 }

@@ -99,11 +99,7 @@ impl<'a> Walker<'a> {
             visited_dirs: HashMap::new(),
             visited_files: HashSet::new(),
             fs_verdict: HashMap::new(),
-            excluded: config
-                .exclude
-                .iter()
-                .map(|p| p.as_path().to_path_buf())
-                .collect(),
+            excluded: config.exclude.iter().map(|p| p.as_path().to_path_buf()).collect(),
             stopped: false,
         }
     }
@@ -125,8 +121,7 @@ impl<'a> Walker<'a> {
 
     /// Records a problem about `real`.
     pub fn problem(&mut self, code: &str, message: String, real: &Path) {
-        self.problems
-            .push(Problem::new(code, message).with_path(self.shown(real)));
+        self.problems.push(Problem::new(code, message).with_path(self.shown(real)));
     }
 
     /// First visit of a file (by device and inode)? Used for archives, which a symlink inside
@@ -191,16 +186,10 @@ impl<'a> Walker<'a> {
                 // The field is i64 on glibc x86_64 and aarch64 but narrower or unsigned on other libcs.
                 #[allow(clippy::useless_conversion)]
                 let magic = i64::try_from(st.filesystem_type().0).unwrap_or(-1);
-                let find = |list: &[(i64, &'static str)]| {
-                    list.iter().find(|(m, _)| *m == magic).map(|(_, n)| *n)
-                };
-                find(PSEUDO_FS).or_else(|| {
-                    if self.config.skip_network_filesystems {
-                        find(NETWORK_FS)
-                    } else {
-                        None
-                    }
-                })
+                let find =
+                    |list: &[(i64, &'static str)]| list.iter().find(|(m, _)| *m == magic).map(|(_, n)| *n);
+                find(PSEUDO_FS)
+                    .or_else(|| if self.config.skip_network_filesystems { find(NETWORK_FS) } else { None })
             }
             // statfs failing on a directory we could stat is unusual; walking it is the safe
             // default for an inventory (missing software is worse than a slow walk).
@@ -212,10 +201,7 @@ impl<'a> Walker<'a> {
 
     /// Marks a directory visited for `mask`; returns the bits not walked before (0: skip it).
     fn claim(&mut self, meta: &Metadata, mask: Mask) -> Mask {
-        let seen = self
-            .visited_dirs
-            .entry((meta.dev(), meta.ino()))
-            .or_insert(0);
+        let seen = self.visited_dirs.entry((meta.dev(), meta.ino())).or_insert(0);
         let new = mask & !*seen;
         *seen |= mask;
         new
@@ -245,9 +231,7 @@ impl<'a> Walker<'a> {
                 return;
             }
         };
-        if self.is_excluded(&self.host_of(&start))
-            || self.filesystem_skip(&start, meta.dev()).is_some()
-        {
+        if self.is_excluded(&self.host_of(&start)) || self.filesystem_skip(&start, meta.dev()).is_some() {
             self.stats.mounts_skipped += 1;
             return;
         }
@@ -319,9 +303,7 @@ impl<'a> Walker<'a> {
                 if !visitor.dir(self, &path, &name, mask) {
                     continue;
                 }
-                let Ok(meta) =
-                    std::fs::symlink_metadata(&path).or_else(|_| std::fs::metadata(&path))
-                else {
+                let Ok(meta) = std::fs::symlink_metadata(&path).or_else(|_| std::fs::metadata(&path)) else {
                     continue;
                 };
                 if meta.dev() != dir_dev && self.filesystem_skip(&path, meta.dev()).is_some() {

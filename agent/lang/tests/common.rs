@@ -44,9 +44,7 @@ impl Tree {
 }
 
 pub fn paths(list: &[&str]) -> Vec<AbsolutePath> {
-    list.iter()
-        .map(|p| AbsolutePath::new(*p).unwrap())
-        .collect()
+    list.iter().map(|p| AbsolutePath::new(*p).unwrap()).collect()
 }
 
 /// A config walking only the given roots (Python, Java, Node.js).
@@ -92,8 +90,5 @@ pub fn log4j_core_jar(version: &str, with_jndi: bool) -> Vec<u8> {
 pub fn maven_jar(group: &str, artifact: &str, version: &str) -> Vec<u8> {
     let name = format!("META-INF/maven/{group}/{artifact}/pom.properties");
     let props = format!("groupId={group}\nartifactId={artifact}\nversion={version}\n");
-    zip_of(
-        &[(name.as_str(), props.into_bytes())],
-        CompressionMethod::Deflated,
-    )
+    zip_of(&[(name.as_str(), props.into_bytes())], CompressionMethod::Deflated)
 }

@@ -9,14 +9,7 @@ fn ids(findings: &[guestward_core::Finding]) -> Vec<(&str, Severity, String)> {
     findings
         .iter()
         .map(|f| {
-            (
-                f.id.as_str(),
-                f.severity,
-                f.evidence["path_in_archive"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            )
+            (f.id.as_str(), f.severity, f.evidence["path_in_archive"].as_str().unwrap_or("").to_string())
         })
         .collect()
 }
@@ -27,15 +20,9 @@ fn fat_jar_with_stored_nested_log4j_is_flagged_with_the_path_inside() {
     // Spring Boot stores nested jars uncompressed: they are read in place, not copied.
     let fat = zip_of(
         &[
-            (
-                "META-INF/MANIFEST.MF",
-                b"Manifest-Version: 1.0\r\nStart-Class: demo.App\r\n\r\n".to_vec(),
-            ),
+            ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\nStart-Class: demo.App\r\n\r\n".to_vec()),
             ("BOOT-INF/classes/demo/App.class", vec![0xca, 0xfe]),
-            (
-                "BOOT-INF/lib/log4j-core-2.14.1.jar",
-                log4j_core_jar("2.14.1", true),
-            ),
+            ("BOOT-INF/lib/log4j-core-2.14.1.jar", log4j_core_jar("2.14.1", true)),
             (
                 "BOOT-INF/lib/log4j-api-2.14.1.jar",
                 maven_jar("org.apache.logging.log4j", "log4j-api", "2.14.1"),
@@ -46,26 +33,15 @@ fn fat_jar_with_stored_nested_log4j_is_flagged_with_the_path_inside() {
     t.write("/opt/demo/demo-app-1.0.jar", fat);
     let (report, problems) = t.scan(&config(&[], &["/opt"], &[]));
     assert!(problems.is_empty(), "{problems:?}");
-    let log4j = report
-        .packages
-        .iter()
-        .find(|p| p.name == "log4j-core")
-        .unwrap();
+    let log4j = report.packages.iter().find(|p| p.name == "log4j-core").unwrap();
     assert_eq!(log4j.ecosystem, Ecosystem::Maven);
     assert_eq!(log4j.namespace.as_deref(), Some("org.apache.logging.log4j"));
     assert_eq!(log4j.version, "2.14.1");
     assert_eq!(log4j.location, "/opt/demo/demo-app-1.0.jar");
-    assert_eq!(
-        log4j.path_in_archive.as_deref(),
-        Some("BOOT-INF/lib/log4j-core-2.14.1.jar")
-    );
+    assert_eq!(log4j.path_in_archive.as_deref(), Some("BOOT-INF/lib/log4j-core-2.14.1.jar"));
     assert_eq!(log4j.evidence, Evidence::PomProperties);
     // The outer jar has no pom.properties and a manifest without a version: its file name names it.
-    let outer = report
-        .packages
-        .iter()
-        .find(|p| p.path_in_archive.is_none())
-        .unwrap();
+    let outer = report.packages.iter().find(|p| p.path_in_archive.is_none()).unwrap();
     assert_eq!(
         (outer.name.as_str(), outer.version.as_str(), outer.evidence),
         ("demo-app", "1.0", Evidence::FileName)
@@ -75,11 +51,7 @@ fn fat_jar_with_stored_nested_log4j_is_flagged_with_the_path_inside() {
     let findings = guestward_lang::findings(&report);
     assert_eq!(
         ids(&findings),
-        vec![(
-            "GW-LANG-001",
-            Severity::Critical,
-            "BOOT-INF/lib/log4j-core-2.14.1.jar".to_string()
-        )]
+        vec![("GW-LANG-001", Severity::Critical, "BOOT-INF/lib/log4j-core-2.14.1.jar".to_string())]
     );
     let f = &findings[0];
     assert_eq!(f.evidence["path"], "/opt/demo/demo-app-1.0.jar");
@@ -97,40 +69,24 @@ fn war_with_compressed_nested_jars_patched_and_fixed_versions() {
         &[
             ("WEB-INF/web.xml", b"<web-app/>".to_vec()),
             // 2.14.1 with JndiLookup.class removed (the interim mitigation).
-            (
-                "WEB-INF/lib/log4j-core-2.14.1.jar",
-                log4j_core_jar("2.14.1", false),
-            ),
+            ("WEB-INF/lib/log4j-core-2.14.1.jar", log4j_core_jar("2.14.1", false)),
             // 2.12.2 is the Java 7 fix: never flagged, although JndiLookup.class is still there.
-            (
-                "WEB-INF/lib/log4j-core-2.12.2.jar",
-                log4j_core_jar("2.12.2", true),
-            ),
-            (
-                "WEB-INF/lib/log4j-core-2.17.1.jar",
-                log4j_core_jar("2.17.1", true),
-            ),
+            ("WEB-INF/lib/log4j-core-2.12.2.jar", log4j_core_jar("2.12.2", true)),
+            ("WEB-INF/lib/log4j-core-2.17.1.jar", log4j_core_jar("2.17.1", true)),
         ],
         CompressionMethod::Deflated,
     );
     t.write("/srv/tomcat/webapps/shop.war", war);
     let (report, problems) = t.scan(&config(&[], &["/srv"], &[]));
     assert!(problems.is_empty(), "{problems:?}");
-    let versions: Vec<&str> = report
-        .of(Ecosystem::Maven)
-        .filter(|p| p.name == "log4j-core")
-        .map(|p| p.version.as_str())
-        .collect();
+    let versions: Vec<&str> =
+        report.of(Ecosystem::Maven).filter(|p| p.name == "log4j-core").map(|p| p.version.as_str()).collect();
     assert_eq!(versions, vec!["2.12.2", "2.14.1", "2.17.1"]);
     assert_eq!(report.jndi_lookup.len(), 2, "{:?}", report.jndi_lookup);
     let findings = guestward_lang::findings(&report);
     assert_eq!(
         ids(&findings),
-        vec![(
-            "GW-LANG-001",
-            Severity::Medium,
-            "WEB-INF/lib/log4j-core-2.14.1.jar".to_string()
-        )]
+        vec![("GW-LANG-001", Severity::Medium, "WEB-INF/lib/log4j-core-2.14.1.jar".to_string())]
     );
     assert!(findings[0].evidence["jndi_lookup_class"].is_null());
 }
@@ -139,10 +95,7 @@ fn war_with_compressed_nested_jars_patched_and_fixed_versions() {
 fn ear_war_jar_chain_is_recorded_outermost_first() {
     let t = Tree::new();
     let war = zip_of(
-        &[(
-            "WEB-INF/lib/log4j-core-2.0-beta9.jar",
-            log4j_core_jar("2.0-beta9", true),
-        )],
+        &[("WEB-INF/lib/log4j-core-2.0-beta9.jar", log4j_core_jar("2.0-beta9", true))],
         CompressionMethod::Deflated,
     );
     let ear = zip_of(&[("shop.war", war)], CompressionMethod::Stored);
@@ -165,14 +118,8 @@ fn shaded_jndi_lookup_without_a_version_is_its_own_finding() {
     let t = Tree::new();
     let shaded = zip_of(
         &[
-            (
-                "com/vendor/shaded/org/apache/logging/log4j/core/lookup/JndiLookup.class",
-                vec![0xca, 0xfe],
-            ),
-            (
-                "META-INF/MANIFEST.MF",
-                b"Manifest-Version: 1.0\r\n\r\n".to_vec(),
-            ),
+            ("com/vendor/shaded/org/apache/logging/log4j/core/lookup/JndiLookup.class", vec![0xca, 0xfe]),
+            ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\n\r\n".to_vec()),
         ],
         CompressionMethod::Deflated,
     );
@@ -182,10 +129,7 @@ fn shaded_jndi_lookup_without_a_version_is_its_own_finding() {
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!(findings[0].id, "GW-LANG-002");
     assert_eq!(findings[0].severity, Severity::High);
-    assert_eq!(
-        findings[0].evidence["class_entry"],
-        format!("com/vendor/shaded/{JNDI}")
-    );
+    assert_eq!(findings[0].evidence["class_entry"], format!("com/vendor/shaded/{JNDI}"));
 }
 
 #[test]
@@ -194,10 +138,7 @@ fn manifest_then_file_name_identify_jars_without_pom_properties() {
     let manifest = b"Manifest-Version: 1.0\r\nBundle-SymbolicName: org.example.widget;singleton:=true\r\nBundle-Version: 3.2.1\r\nImplementation-Vendor-Id: org.example\r\n\r\n";
     t.write(
         "/usr/share/java/widget.jar",
-        zip_of(
-            &[("META-INF/MANIFEST.MF", manifest.to_vec())],
-            CompressionMethod::Deflated,
-        ),
+        zip_of(&[("META-INF/MANIFEST.MF", manifest.to_vec())], CompressionMethod::Deflated),
     );
     t.write(
         "/usr/share/java/commons-io-2.11.0.jar",
@@ -210,25 +151,13 @@ fn manifest_then_file_name_identify_jars_without_pom_properties() {
     let got: Vec<(Option<&str>, &str, &str, Evidence)> = report
         .packages
         .iter()
-        .map(|p| {
-            (
-                p.namespace.as_deref(),
-                p.name.as_str(),
-                p.version.as_str(),
-                p.evidence,
-            )
-        })
+        .map(|p| (p.namespace.as_deref(), p.name.as_str(), p.version.as_str(), p.evidence))
         .collect();
     assert_eq!(
         got,
         vec![
             (None, "commons-io", "2.11.0", Evidence::FileName),
-            (
-                Some("org.example"),
-                "org.example.widget",
-                "3.2.1",
-                Evidence::Manifest
-            ),
+            (Some("org.example"), "org.example.widget", "3.2.1", Evidence::Manifest),
         ]
     );
 }
@@ -237,43 +166,29 @@ fn manifest_then_file_name_identify_jars_without_pom_properties() {
 fn nesting_depth_and_nested_size_are_bounded() {
     let t = Tree::new();
     let inner = log4j_core_jar("2.14.1", true);
-    let level2 = zip_of(
-        &[("lib/log4j-core-2.14.1.jar", inner.clone())],
-        CompressionMethod::Stored,
-    );
+    let level2 = zip_of(&[("lib/log4j-core-2.14.1.jar", inner.clone())], CompressionMethod::Stored);
     let level1 = zip_of(&[("lib/middle.jar", level2)], CompressionMethod::Stored);
     t.write("/opt/deep.jar", level1);
     let mut cfg = config(&[], &["/opt"], &[]);
     cfg.max_nesting_depth = 1;
     let (report, problems) = t.scan(&cfg);
+    assert!(report.packages.iter().all(|p| p.name != "log4j-core"), "{:?}", report.packages);
     assert!(
-        report.packages.iter().all(|p| p.name != "log4j-core"),
-        "{:?}",
-        report.packages
-    );
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.code == "limit_reached" && p.message.contains("max_nesting_depth")),
+        problems.iter().any(|p| p.code == "limit_reached" && p.message.contains("max_nesting_depth")),
         "{problems:?}"
     );
 
     let t = Tree::new();
     t.write(
         "/opt/app.war",
-        zip_of(
-            &[("WEB-INF/lib/log4j-core-2.14.1.jar", inner)],
-            CompressionMethod::Deflated,
-        ),
+        zip_of(&[("WEB-INF/lib/log4j-core-2.14.1.jar", inner)], CompressionMethod::Deflated),
     );
     let mut cfg = config(&[], &["/opt"], &[]);
     cfg.max_nested_archive_bytes = 64;
     let (report, problems) = t.scan(&cfg);
     assert!(report.packages.iter().all(|p| p.name != "log4j-core"));
     assert!(
-        problems
-            .iter()
-            .any(|p| p.code == "too_large" && p.message.contains("max_nested_archive_bytes")),
+        problems.iter().any(|p| p.code == "too_large" && p.message.contains("max_nested_archive_bytes")),
         "{problems:?}"
     );
 }
@@ -285,22 +200,10 @@ fn corrupt_archives_are_problems_and_hide_nothing_else() {
     let mut truncated = log4j_core_jar("2.14.1", true);
     truncated.truncate(truncated.len() / 2);
     t.write("/opt/truncated.jar", truncated);
-    t.write(
-        "/opt/good/log4j-core-2.15.0.jar",
-        log4j_core_jar("2.15.0", true),
-    );
+    t.write("/opt/good/log4j-core-2.15.0.jar", log4j_core_jar("2.15.0", true));
     let (report, problems) = t.scan(&config(&[], &["/opt"], &[]));
-    assert_eq!(
-        problems.iter().filter(|p| p.code == "malformed").count(),
-        2,
-        "{problems:?}"
-    );
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.path.as_deref() == Some("/opt/broken.jar")),
-        "{problems:?}"
-    );
+    assert_eq!(problems.iter().filter(|p| p.code == "malformed").count(), 2, "{problems:?}");
+    assert!(problems.iter().any(|p| p.path.as_deref() == Some("/opt/broken.jar")), "{problems:?}");
     assert_eq!(report.packages.len(), 1);
     assert_eq!(report.packages[0].version, "2.15.0");
     assert_eq!(guestward_lang::findings(&report).len(), 1);
@@ -315,4 +218,52 @@ fn oversized_top_level_archive_is_not_opened() {
     let (report, problems) = t.scan(&cfg);
     assert!(report.packages.is_empty());
     assert_eq!(problems[0].code, "too_large", "{problems:?}");
+}
+
+/// Patches the uncompressed-size fields (local header and central directory) of `entry` in a
+/// zip to `size`: a "zip bomb" whose headers lie about how much it inflates to.
+fn lie_about_size(zip: &mut [u8], entry: &str, size: u32) {
+    let name = entry.as_bytes();
+    let mut patched = 0;
+    for i in 0..zip.len().saturating_sub(46 + name.len()) {
+        // Local file header: signature, name length at 26, name at 30, size at 22.
+        if zip[i..i + 4] == [0x50, 0x4b, 0x03, 0x04] && zip[i + 30..].starts_with(name) {
+            zip[i + 22..i + 26].copy_from_slice(&size.to_le_bytes());
+            patched += 1;
+        }
+        // Central directory header: name at 46, uncompressed size at 24.
+        if zip[i..i + 4] == [0x50, 0x4b, 0x01, 0x02] && zip[i + 46..].starts_with(name) {
+            zip[i + 24..i + 28].copy_from_slice(&size.to_le_bytes());
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 2, "both headers of {entry} patched");
+}
+
+#[test]
+fn nested_archive_lying_about_its_size_is_cut_at_the_cap() {
+    let t = Tree::new();
+    // 4 MiB of zeros inflate from a few KiB; the headers claim 100 bytes.
+    let bomb = zip_of(&[("big.bin", vec![0u8; 4 * 1024 * 1024])], CompressionMethod::Stored);
+    let mut war = zip_of(
+        &[
+            ("WEB-INF/lib/bomb.jar", bomb),
+            ("WEB-INF/lib/log4j-core-2.14.1.jar", log4j_core_jar("2.14.1", true)),
+        ],
+        CompressionMethod::Deflated,
+    );
+    lie_about_size(&mut war, "WEB-INF/lib/bomb.jar", 100);
+    t.write("/opt/bomb.war", war);
+    let mut cfg = config(&[], &["/opt"], &[]);
+    cfg.max_nested_archive_bytes = 64 * 1024;
+    let (report, problems) = t.scan(&cfg);
+    assert!(
+        // Either our cap or the zip crate's own declared-size check stops the inflation.
+        problems.iter().any(|p| p.message.contains("bomb.jar")
+            && (p.message.contains("inflates to more than")
+                || p.message.contains("larger than its declared"))),
+        "{problems:?}"
+    );
+    // The rest of the war is still examined.
+    assert!(report.packages.iter().any(|p| p.name == "log4j-core"), "{:?}", report.packages);
 }

@@ -6,10 +6,7 @@ use guestward_lang::{Ecosystem, Evidence};
 #[test]
 fn global_and_project_node_modules_with_scopes_and_nesting() {
     let t = Tree::new();
-    t.write(
-        "/usr/lib/node_modules/npm/package.json",
-        r#"{"name":"npm","version":"10.2.4"}"#,
-    );
+    t.write("/usr/lib/node_modules/npm/package.json", r#"{"name":"npm","version":"10.2.4"}"#);
     t.write(
         "/usr/lib/node_modules/npm/node_modules/semver/package.json",
         r#"{"name":"semver","version":"7.5.4"}"#,
@@ -19,86 +16,47 @@ fn global_and_project_node_modules_with_scopes_and_nesting() {
         r#"{"name":"@aws-sdk/client-s3","version":"3.450.0"}"#,
     );
     // A project: its own package.json is the application, not an installed package.
-    t.write(
-        "/srv/web/package.json",
-        r#"{"name":"web","version":"0.0.1","private":true}"#,
-    );
+    t.write("/srv/web/package.json", r#"{"name":"web","version":"0.0.1","private":true}"#);
     t.write(
         "/srv/web/node_modules/express/package.json",
         r#"{"name":"express","version":"4.18.2","description":"x"}"#,
     );
     // A file inside a package that happens to be called package.json is not a package.
-    t.write(
-        "/srv/web/node_modules/express/lib/package.json",
-        r#"{"name":"inner","version":"9"}"#,
-    );
+    t.write("/srv/web/node_modules/express/lib/package.json", r#"{"name":"inner","version":"9"}"#);
     let (report, problems) = t.scan(&config(&[], &[], &["/usr/lib/node_modules", "/srv"]));
     assert!(problems.is_empty(), "{problems:?}");
     let got: Vec<(Option<&str>, &str, &str, &str)> = report
         .of(Ecosystem::Npm)
-        .map(|p| {
-            (
-                p.namespace.as_deref(),
-                p.name.as_str(),
-                p.version.as_str(),
-                p.location.as_str(),
-            )
-        })
+        .map(|p| (p.namespace.as_deref(), p.name.as_str(), p.version.as_str(), p.location.as_str()))
         .collect();
     assert_eq!(
         got,
         vec![
             (None, "express", "4.18.2", "/srv/web/node_modules/express"),
             (None, "npm", "10.2.4", "/usr/lib/node_modules/npm"),
-            (
-                None,
-                "semver",
-                "7.5.4",
-                "/usr/lib/node_modules/npm/node_modules/semver"
-            ),
-            (
-                Some("aws-sdk"),
-                "client-s3",
-                "3.450.0",
-                "/usr/lib/node_modules/@aws-sdk/client-s3"
-            ),
+            (None, "semver", "7.5.4", "/usr/lib/node_modules/npm/node_modules/semver"),
+            (Some("aws-sdk"), "client-s3", "3.450.0", "/usr/lib/node_modules/@aws-sdk/client-s3"),
         ]
     );
-    assert!(
-        report
-            .packages
-            .iter()
-            .all(|p| p.evidence == Evidence::PackageJson)
-    );
+    assert!(report.packages.iter().all(|p| p.evidence == Evidence::PackageJson));
 }
 
 #[test]
 fn bad_and_oversized_package_json_are_problems_not_failures() {
     let t = Tree::new();
-    t.write(
-        "/opt/p/node_modules/good/package.json",
-        r#"{"name":"good","version":"1.0.0"}"#,
-    );
-    t.write(
-        "/opt/p/node_modules/bad/package.json",
-        "{\"name\": \"bad\",\n \"version\": 1.0.0 oops",
-    );
+    t.write("/opt/p/node_modules/good/package.json", r#"{"name":"good","version":"1.0.0"}"#);
+    t.write("/opt/p/node_modules/bad/package.json", "{\"name\": \"bad\",\n \"version\": 1.0.0 oops");
     t.write(
         "/opt/p/node_modules/huge/package.json",
-        format!(
-            r#"{{"name":"huge","version":"1.0.0","x":"{}"}}"#,
-            "a".repeat(4096)
-        ),
+        format!(r#"{{"name":"huge","version":"1.0.0","x":"{}"}}"#, "a".repeat(4096)),
     );
     let mut cfg = config(&[], &[], &["/opt"]);
     cfg.max_metadata_bytes = 1024;
     let (report, problems) = t.scan(&cfg);
     assert_eq!(report.packages.len(), 1);
     assert_eq!(report.packages[0].name, "good");
-    let mut codes: Vec<(&str, Option<&str>)> = problems
-        .iter()
-        .map(|p| (p.code.as_str(), p.path.as_deref()))
-        .collect();
+    let mut codes: Vec<(&str, Option<&str>)> =
+        problems.iter().map(|p| (p.code.as_str(), p.path.as_deref())).collect();
     codes.sort();
     assert_eq!(
         codes,
@@ -107,12 +65,5 @@ fn bad_and_oversized_package_json_are_problems_not_failures() {
             ("too_large", Some("/opt/p/node_modules/huge/package.json"))
         ]
     );
-    assert_eq!(
-        problems
-            .iter()
-            .find(|p| p.code == "malformed")
-            .unwrap()
-            .line,
-        Some(2)
-    );
+    assert_eq!(problems.iter().find(|p| p.code == "malformed").unwrap().line, Some(2));
 }

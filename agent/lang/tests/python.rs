@@ -14,26 +14,11 @@ fn metadata(name: &str, version: &str) -> String {
 fn dist_info_egg_info_and_fallbacks() {
     let t = Tree::new();
     let sp = "/usr/lib/python3.11/site-packages";
-    t.write(
-        &format!("{sp}/Requests-2.31.0.dist-info/METADATA"),
-        metadata("Requests", "2.31.0"),
-    );
-    t.write(
-        &format!("{sp}/Requests-2.31.0.dist-info/INSTALLER"),
-        "pip\n",
-    );
-    t.write(
-        &format!("{sp}/zope.interface-6.0.dist-info/METADATA"),
-        metadata("zope.interface", "6.0"),
-    );
-    t.write(
-        &format!("{sp}/PyYAML-6.0.1-py3.11.egg-info/PKG-INFO"),
-        metadata("PyYAML", "6.0.1"),
-    );
-    t.write(
-        &format!("{sp}/distro_legacy-1.0.egg-info"),
-        metadata("distro_legacy", "1.0"),
-    );
+    t.write(&format!("{sp}/Requests-2.31.0.dist-info/METADATA"), metadata("Requests", "2.31.0"));
+    t.write(&format!("{sp}/Requests-2.31.0.dist-info/INSTALLER"), "pip\n");
+    t.write(&format!("{sp}/zope.interface-6.0.dist-info/METADATA"), metadata("zope.interface", "6.0"));
+    t.write(&format!("{sp}/PyYAML-6.0.1-py3.11.egg-info/PKG-INFO"), metadata("PyYAML", "6.0.1"));
+    t.write(&format!("{sp}/distro_legacy-1.0.egg-info"), metadata("distro_legacy", "1.0"));
     // No METADATA: the directory name still tells name and version.
     t.mkdir(&format!("{sp}/Half_Installed-0.3.dist-info"));
     // A virtualenv under /opt, found by the default roots.
@@ -41,27 +26,13 @@ fn dist_info_egg_info_and_fallbacks() {
         "/opt/app/venv/lib/python3.12/site-packages/flask-3.0.0.dist-info/METADATA",
         metadata("Flask", "3.0.0"),
     );
-    t.write(
-        "/opt/app/venv/lib/python3.12/site-packages/flask-3.0.0.dist-info/INSTALLER",
-        "uv",
-    );
-    let cfg = Config {
-        java_roots: vec![],
-        node_roots: vec![],
-        ..Config::default()
-    };
+    t.write("/opt/app/venv/lib/python3.12/site-packages/flask-3.0.0.dist-info/INSTALLER", "uv");
+    let cfg = Config { java_roots: vec![], node_roots: vec![], ..Config::default() };
     let (report, problems) = t.scan(&cfg);
     assert!(problems.is_empty(), "{problems:?}");
     let got: Vec<(&str, &str, Option<&str>, Evidence)> = report
         .of(Ecosystem::Pypi)
-        .map(|p| {
-            (
-                p.name.as_str(),
-                p.version.as_str(),
-                p.installer.as_deref(),
-                p.evidence,
-            )
-        })
+        .map(|p| (p.name.as_str(), p.version.as_str(), p.installer.as_deref(), p.evidence))
         .collect();
     assert_eq!(
         got,
@@ -70,20 +41,12 @@ fn dist_info_egg_info_and_fallbacks() {
             ("flask", "3.0.0", Some("uv"), Evidence::DistInfoMetadata),
             ("half-installed", "0.3", None, Evidence::DirectoryName),
             ("pyyaml", "6.0.1", None, Evidence::EggInfoPkgInfo),
-            (
-                "requests",
-                "2.31.0",
-                Some("pip"),
-                Evidence::DistInfoMetadata
-            ),
+            ("requests", "2.31.0", Some("pip"), Evidence::DistInfoMetadata),
             ("zope-interface", "6.0", None, Evidence::DistInfoMetadata),
         ]
     );
     let flask = report.packages.iter().find(|p| p.name == "flask").unwrap();
-    assert_eq!(
-        flask.location,
-        "/opt/app/venv/lib/python3.12/site-packages/flask-3.0.0.dist-info"
-    );
+    assert_eq!(flask.location, "/opt/app/venv/lib/python3.12/site-packages/flask-3.0.0.dist-info");
     assert!(guestward_lang::findings(&report).is_empty());
 }
 
@@ -107,32 +70,15 @@ fn known_malicious_packages_are_critical_findings() {
         metadata("torchtriton", "2.0.0+0d7e753227"),
     );
     // `jeIlyfish` with a capital I normalizes to `jeilyfish`.
-    t.write(
-        &format!("{sp}/jeIlyfish-0.7.2.dist-info/METADATA"),
-        metadata("jeIlyfish", "0.7.2"),
-    );
-    t.write(
-        &format!("{sp}/jellyfish-1.0.0.dist-info/METADATA"),
-        metadata("jellyfish", "1.0.0"),
-    );
-    t.write(
-        &format!("{sp}/triton-2.1.0.dist-info/METADATA"),
-        metadata("triton", "2.1.0"),
-    );
+    t.write(&format!("{sp}/jeIlyfish-0.7.2.dist-info/METADATA"), metadata("jeIlyfish", "0.7.2"));
+    t.write(&format!("{sp}/jellyfish-1.0.0.dist-info/METADATA"), metadata("jellyfish", "1.0.0"));
+    t.write(&format!("{sp}/triton-2.1.0.dist-info/METADATA"), metadata("triton", "2.1.0"));
     let (report, problems) = t.scan(&config(&["/home/*/.local"], &[], &[]));
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(report.packages.len(), 4);
     let findings = guestward_lang::findings(&report);
-    let got: Vec<(&str, Severity, &str)> = findings
-        .iter()
-        .map(|f| {
-            (
-                f.id.as_str(),
-                f.severity,
-                f.evidence["name"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let got: Vec<(&str, Severity, &str)> =
+        findings.iter().map(|f| (f.id.as_str(), f.severity, f.evidence["name"].as_str().unwrap())).collect();
     assert_eq!(
         got,
         vec![
@@ -142,14 +88,6 @@ fn known_malicious_packages_are_critical_findings() {
     );
     let torch = &findings[1];
     assert_eq!(torch.evidence["version"], "2.0.0+0d7e753227");
-    assert_eq!(
-        torch.evidence["path"],
-        format!("{sp}/torchtriton-2.0.0+0d7e753227.dist-info")
-    );
-    assert!(
-        torch.evidence["reference"]
-            .as_str()
-            .unwrap()
-            .contains("2022")
-    );
+    assert_eq!(torch.evidence["path"], format!("{sp}/torchtriton-2.0.0+0d7e753227.dist-info"));
+    assert!(torch.evidence["reference"].as_str().unwrap().contains("2022"));
 }

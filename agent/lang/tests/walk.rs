@@ -5,10 +5,7 @@ use guestward_core::HostRoot;
 use guestward_lang::Config;
 
 fn dist_info(t: &Tree, dir: &str, name: &str) {
-    t.write(
-        &format!("{dir}/{name}-1.0.dist-info/METADATA"),
-        format!("Name: {name}\nVersion: 1.0\n\n"),
-    );
+    t.write(&format!("{dir}/{name}-1.0.dist-info/METADATA"), format!("Name: {name}\nVersion: 1.0\n\n"));
 }
 
 fn names(report: &guestward_lang::LangReport) -> Vec<&str> {
@@ -42,11 +39,7 @@ fn max_entries_truncates_and_says_so() {
     assert_eq!(report.stats.entries, 21);
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].code, "limit_reached");
-    assert!(
-        problems[0].message.contains("max_entries"),
-        "{}",
-        problems[0].message
-    );
+    assert!(problems[0].message.contains("max_entries"), "{}", problems[0].message);
 }
 
 #[test]
@@ -59,11 +52,7 @@ fn symlink_loops_end_and_packages_are_listed_once() {
     t.symlink("loop-a", "/opt/app/loop-b");
     let (report, problems) = t.scan(&config(&["/opt"], &[], &[]));
     assert_eq!(names(&report), vec!["looped"]);
-    assert!(
-        report.stats.directories_already_seen >= 2,
-        "{:?}",
-        report.stats
-    );
+    assert!(report.stats.directories_already_seen >= 2, "{:?}", report.stats);
     assert!(problems.is_empty(), "{problems:?}");
 }
 
@@ -76,10 +65,7 @@ fn symlinks_inside_the_root_are_followed_once() {
     let (report, _) = t.scan(&config(&["/opt/current"], &[], &[]));
     // Walking /opt/current resolves to /opt/releases/v2: reported under its real path.
     assert_eq!(names(&report), vec!["app"]);
-    assert_eq!(
-        report.packages[0].location,
-        "/opt/releases/v2/site-packages/app-1.0.dist-info"
-    );
+    assert_eq!(report.packages[0].location, "/opt/releases/v2/site-packages/app-1.0.dist-info");
     let (report, _) = t.scan(&config(&["/opt"], &[], &[]));
     assert_eq!(names(&report), vec!["app"]);
 }
@@ -88,11 +74,8 @@ fn symlinks_inside_the_root_are_followed_once() {
 fn symlinks_out_of_the_walk_root_or_host_root_are_not_followed() {
     let outside = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(outside.path().join("secret-1.0.dist-info")).unwrap();
-    std::fs::write(
-        outside.path().join("secret-1.0.dist-info/METADATA"),
-        "Name: secret\nVersion: 1.0\n\n",
-    )
-    .unwrap();
+    std::fs::write(outside.path().join("secret-1.0.dist-info/METADATA"), "Name: secret\nVersion: 1.0\n\n")
+        .unwrap();
     let t = Tree::new();
     dist_info(&t, "/etc/elsewhere", "other-tree");
     dist_info(&t, "/opt/mine", "mine");
@@ -104,11 +87,7 @@ fn symlinks_out_of_the_walk_root_or_host_root_are_not_followed() {
     t.symlink("/nonexistent", "/opt/dangling");
     let (report, problems) = t.scan(&config(&["/opt"], &[], &[]));
     assert_eq!(names(&report), vec!["mine"]);
-    assert!(
-        report.stats.symlinks_not_followed >= 4,
-        "{:?}",
-        report.stats
-    );
+    assert!(report.stats.symlinks_not_followed >= 4, "{:?}", report.stats);
     assert!(problems.is_empty(), "{problems:?}");
 }
 
@@ -143,10 +122,7 @@ fn pseudo_filesystems_are_recognized_by_statfs_not_by_name() {
 fn overlapping_roots_are_walked_once_per_ecosystem() {
     let t = Tree::new();
     dist_info(&t, "/opt/x", "py-pkg");
-    t.write(
-        "/opt/x/node_modules/left-pad/package.json",
-        r#"{"name":"left-pad","version":"1.3.0"}"#,
-    );
+    t.write("/opt/x/node_modules/left-pad/package.json", r#"{"name":"left-pad","version":"1.3.0"}"#);
     t.write(
         "/opt/x/lib/commons-io-2.11.0.jar",
         zip_of(&[("a.class", vec![1])], zip::CompressionMethod::Stored),
