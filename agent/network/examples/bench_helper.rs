@@ -65,10 +65,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             hold();
             drop(held);
         }
-        _ => return Err(
-            "usage: bench_helper listen <count> <port-file> | connect <port> <count> <ready-file>"
-                .into(),
-        ),
+        _ => {
+            return Err(
+                "usage: bench_helper listen <count> <port-file> | connect <port> <count> <ready-file>".into(),
+            );
+        }
     }
     Ok(())
 }

@@ -25,9 +25,7 @@ pub const LISTENER_CLOSED: &str = "network.listener_closed";
 pub const LISTENER_OWNER_CHANGED: &str = "network.listener_owner_changed";
 
 /// What identifies a listener across scans.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct ListenerKey {
     /// TCP or UDP.
     pub protocol: Protocol,
@@ -53,10 +51,7 @@ pub struct ListenerRecord {
 
 impl ListenerRecord {
     fn identities(&self) -> Vec<(u32, Option<u64>)> {
-        self.processes
-            .iter()
-            .map(|p| (p.pid, p.start_time_ticks))
-            .collect()
+        self.processes.iter().map(|p| (p.pid, p.start_time_ticks)).collect()
     }
 }
 
@@ -84,19 +79,16 @@ impl ListenerState {
             });
             for owner in &s.owners {
                 if record.processes.iter().all(|p| p.pid != owner.pid) {
-                    let info = report
-                        .process(owner.pid)
-                        .cloned()
-                        .unwrap_or_else(|| ProcessInfo {
-                            pid: owner.pid,
-                            name: owner.name.clone(),
-                            exe: None,
-                            cmdline: Vec::new(),
-                            uid: None,
-                            user: None,
-                            systemd_unit: None,
-                            start_time_ticks: None,
-                        });
+                    let info = report.process(owner.pid).cloned().unwrap_or_else(|| ProcessInfo {
+                        pid: owner.pid,
+                        name: owner.name.clone(),
+                        exe: None,
+                        cmdline: Vec::new(),
+                        uid: None,
+                        user: None,
+                        systemd_unit: None,
+                        start_time_ticks: None,
+                    });
                     record.processes.push(info);
                 }
             }
@@ -145,25 +137,13 @@ impl ListenerChanges {
     pub fn to_events(&self, time: Timestamp) -> Vec<Event> {
         let mut events = Vec::new();
         for r in &self.opened {
-            events.push(Event {
-                kind: LISTENER_OPENED.into(),
-                time,
-                data: to_value(r),
-            });
+            events.push(Event { kind: LISTENER_OPENED.into(), time, data: to_value(r) });
         }
         for r in &self.closed {
-            events.push(Event {
-                kind: LISTENER_CLOSED.into(),
-                time,
-                data: to_value(r),
-            });
+            events.push(Event { kind: LISTENER_CLOSED.into(), time, data: to_value(r) });
         }
         for c in &self.owner_changed {
-            events.push(Event {
-                kind: LISTENER_OWNER_CHANGED.into(),
-                time,
-                data: to_value(c),
-            });
+            events.push(Event { kind: LISTENER_OWNER_CHANGED.into(), time, data: to_value(c) });
         }
         events
     }

@@ -60,9 +60,7 @@ impl NetworkError {
             Self::Read { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
                 "permission_denied"
             }
-            Self::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                "not_found"
-            }
+            Self::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "not_found",
             Self::Read { .. } => "io",
             Self::MalformedLine { .. } => "malformed",
         }

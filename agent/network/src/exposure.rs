@@ -40,12 +40,7 @@ pub fn classify(addr: IpAddr, bound_device: Option<&str>, interfaces: &[Interfac
             .or_else(|| bound_device.map(str::to_string));
         (ExposureScope::Interface, owner)
     };
-    Exposure {
-        scope,
-        interface,
-        dual_stack: None,
-        public_addresses: Vec::new(),
-    }
+    Exposure { scope, interface, dual_stack: None, public_addresses: Vec::new() }
 }
 
 fn is_loopback_device(dev: &str, interfaces: &[Interface]) -> bool {
@@ -67,10 +62,7 @@ pub fn host_interfaces() -> std::io::Result<Vec<Interface>> {
             addresses.push(IpAddr::V6(v6.ip()));
         }
     }
-    Ok(by_name
-        .into_iter()
-        .map(|(name, addresses)| Interface { name, addresses })
-        .collect())
+    Ok(by_name.into_iter().map(|(name, addresses)| Interface { name, addresses }).collect())
 }
 
 /// Interface index -> name, for sockets bound with `SO_BINDTODEVICE`.
@@ -97,10 +89,7 @@ pub struct PublicAddress {
 
 impl From<IpAddr> for PublicAddress {
     fn from(public: IpAddr) -> Self {
-        Self {
-            public,
-            local: None,
-        }
+        Self { public, local: None }
     }
 }
 
@@ -124,9 +113,7 @@ pub fn reachable_public_addresses(socket: &Socket, public: &[PublicAddress]) -> 
                     Family::Ipv6 => !wants_v4 || exposure.dual_stack != Some(false),
                 }
             }
-            ExposureScope::Interface => {
-                canonical(p.public) == bound || p.local.map(canonical) == Some(bound)
-            }
+            ExposureScope::Interface => canonical(p.public) == bound || p.local.map(canonical) == Some(bound),
         })
         .map(|p| p.public)
         .collect();
@@ -177,24 +164,12 @@ mod tests {
         assert_eq!(scope("0.0.0.0").0, ExposureScope::AllInterfaces);
         assert_eq!(scope("::").0, ExposureScope::AllInterfaces);
         assert_eq!(scope("::ffff:0.0.0.0").0, ExposureScope::AllInterfaces);
-        assert_eq!(
-            scope("10.0.0.5"),
-            (ExposureScope::Interface, Some("eth0".into()))
-        );
-        assert_eq!(
-            scope("::ffff:10.0.0.5"),
-            (ExposureScope::Interface, Some("eth0".into()))
-        );
-        assert_eq!(
-            scope("2600:1f18::5"),
-            (ExposureScope::Interface, Some("eth0".into()))
-        );
+        assert_eq!(scope("10.0.0.5"), (ExposureScope::Interface, Some("eth0".into())));
+        assert_eq!(scope("::ffff:10.0.0.5"), (ExposureScope::Interface, Some("eth0".into())));
+        assert_eq!(scope("2600:1f18::5"), (ExposureScope::Interface, Some("eth0".into())));
         assert_eq!(scope("192.0.2.1"), (ExposureScope::Interface, None));
         let bound = classify("0.0.0.0".parse().unwrap(), Some("eth0"), &ifs());
-        assert_eq!(
-            (bound.scope, bound.interface.as_deref()),
-            (ExposureScope::Interface, Some("eth0"))
-        );
+        assert_eq!((bound.scope, bound.interface.as_deref()), (ExposureScope::Interface, Some("eth0")));
     }
 
     fn listener(family: Family, addr: &str, dual: Option<bool>) -> Socket {
@@ -222,10 +197,7 @@ mod tests {
     #[test]
     fn public_reachability_follows_family_binding_and_nat() {
         let public = [
-            PublicAddress {
-                public: "54.1.2.3".parse().unwrap(),
-                local: Some("10.0.0.5".parse().unwrap()),
-            },
+            PublicAddress { public: "54.1.2.3".parse().unwrap(), local: Some("10.0.0.5".parse().unwrap()) },
             PublicAddress::from("2600:1f18::5".parse::<IpAddr>().unwrap()),
         ];
         let v4: IpAddr = "54.1.2.3".parse().unwrap();

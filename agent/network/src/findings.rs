@@ -25,12 +25,7 @@ pub fn builtin_risky_ports() -> Vec<RiskyPort> {
         p(27017, Protocol::Tcp, "MongoDB", Severity::High),
         p(9200, Protocol::Tcp, "Elasticsearch", Severity::High),
         // The plain-text Docker API is unauthenticated root on the host.
-        p(
-            2375,
-            Protocol::Tcp,
-            "Docker API (plain text)",
-            Severity::Critical,
-        ),
+        p(2375, Protocol::Tcp, "Docker API (plain text)", Severity::Critical),
         p(2376, Protocol::Tcp, "Docker API (TLS)", Severity::High),
         p(10250, Protocol::Tcp, "Kubelet API", Severity::High),
         p(2379, Protocol::Tcp, "etcd client API", Severity::High),
@@ -45,18 +40,12 @@ pub fn builtin_risky_ports() -> Vec<RiskyPort> {
 /// for the same protocol and port. A listener reachable on a public address is `critical`.
 pub fn risky_listener_findings(report: &NetworkReport, extra: &[RiskyPort]) -> Vec<Finding> {
     let mut rules: BTreeMap<(Protocol, u16), RiskyPort> = BTreeMap::new();
-    for r in builtin_risky_ports()
-        .into_iter()
-        .chain(extra.iter().cloned())
-    {
+    for r in builtin_risky_ports().into_iter().chain(extra.iter().cloned()) {
         rules.insert((r.protocol, r.port), r);
     }
     let mut hits: BTreeMap<(Protocol, u16), Vec<&Socket>> = BTreeMap::new();
     for s in &report.listeners {
-        let wide = s
-            .exposure
-            .as_ref()
-            .is_some_and(|e| e.scope == ExposureScope::AllInterfaces);
+        let wide = s.exposure.as_ref().is_some_and(|e| e.scope == ExposureScope::AllInterfaces);
         if wide && rules.contains_key(&(s.protocol, s.local_port)) {
             hits.entry((s.protocol, s.local_port)).or_default().push(s);
         }
@@ -73,15 +62,8 @@ pub fn risky_listener_findings(report: &NetworkReport, extra: &[RiskyPort]) -> V
             .collect();
         public.sort();
         public.dedup();
-        let severity = if public.is_empty() {
-            rule.severity
-        } else {
-            Severity::Critical
-        };
-        let mut pids: Vec<u32> = sockets
-            .iter()
-            .flat_map(|s| s.owners.iter().map(|o| o.pid))
-            .collect();
+        let severity = if public.is_empty() { rule.severity } else { Severity::Critical };
+        let mut pids: Vec<u32> = sockets.iter().flat_map(|s| s.owners.iter().map(|o| o.pid)).collect();
         pids.sort_unstable();
         pids.dedup();
         let processes: Vec<_> = pids
@@ -94,20 +76,11 @@ pub fn risky_listener_findings(report: &NetworkReport, extra: &[RiskyPort]) -> V
                 None => json!({ "pid": pid }),
             })
             .collect();
-        let names: Vec<&str> = pids
-            .iter()
-            .filter_map(|p| report.process(*p))
-            .map(|p| p.name.as_str())
-            .collect();
-        let who = if names.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", names.join(", "))
-        };
-        let addresses: Vec<String> = sockets
-            .iter()
-            .map(|s| crate::render::endpoint(s.local_address, s.local_port))
-            .collect();
+        let names: Vec<&str> =
+            pids.iter().filter_map(|p| report.process(*p)).map(|p| p.name.as_str()).collect();
+        let who = if names.is_empty() { String::new() } else { format!(" ({})", names.join(", ")) };
+        let addresses: Vec<String> =
+            sockets.iter().map(|s| crate::render::endpoint(s.local_address, s.local_port)).collect();
         findings.push(Finding {
             id: RISKY_SERVICE_ALL_INTERFACES.to_string(),
             severity,

@@ -31,23 +31,21 @@ mod raw;
 mod render;
 
 pub use changes::{
-    LISTENER_CLOSED, LISTENER_OPENED, LISTENER_OWNER_CHANGED, ListenerChanges, ListenerKey,
-    ListenerRecord, ListenerState, OwnerChange, diff,
+    LISTENER_CLOSED, LISTENER_OPENED, LISTENER_OWNER_CHANGED, ListenerChanges, ListenerKey, ListenerRecord,
+    ListenerState, OwnerChange, diff,
 };
 pub use config::{BackendChoice, Config, RiskyPort};
 pub use error::NetworkError;
 pub use exposure::{
-    PublicAddress, canonical, classify, host_interfaces, mark_public_reachability,
-    reachable_public_addresses,
+    PublicAddress, canonical, classify, host_interfaces, mark_public_reachability, reachable_public_addresses,
 };
 pub use findings::{RISKY_SERVICE_ALL_INTERFACES, builtin_risky_ports, risky_listener_findings};
 pub use model::{
-    Backend, Exposure, ExposureScope, Family, Interface, NetworkReport, OwnerScanStats,
-    OwnerUnknown, OwnerUnknownReason, ProcessInfo, Protocol, Socket, SocketOwner, SocketState,
-    UnixListener,
+    Backend, Exposure, ExposureScope, Family, Interface, NetworkReport, OwnerScanStats, OwnerUnknown,
+    OwnerUnknownReason, ProcessInfo, Protocol, Socket, SocketOwner, SocketState, UnixListener,
 };
 pub use owners::MAX_CMDLINE_BYTES;
-pub use render::{endpoint, render_table, table_string};
+pub use render::{endpoint, render_summary, render_table, table_string};
 
 use guestward_core::{Finding, HostRoot, Problem, Section};
 use owners::OwnerIndex;
@@ -81,20 +79,12 @@ impl ScanContext {
             .read_string_capped("/etc/passwd", MAX_PASSWD_BYTES)
             .map(|t| owners::parse_passwd(&t))
             .unwrap_or_default();
-        Self {
-            proc_root: PathBuf::from("/proc"),
-            live_kernel: true,
-            users,
-        }
+        Self { proc_root: PathBuf::from("/proc"), live_kernel: true, users }
     }
 
     /// A `/proc` tree that is not the running kernel's (tests, fixtures).
     pub fn fixture(proc_root: impl Into<PathBuf>) -> Self {
-        Self {
-            proc_root: proc_root.into(),
-            live_kernel: false,
-            users: HashMap::new(),
-        }
+        Self { proc_root: proc_root.into(), live_kernel: false, users: HashMap::new() }
     }
 }
 
@@ -127,14 +117,7 @@ fn list_netlink(config: &Config, cap: usize) -> Result<RawScan, NetworkError> {
             problems.push(e.to_problem());
         }
     }
-    Ok(RawScan {
-        backend: Backend::Netlink,
-        fallback_reason: None,
-        inet,
-        unix,
-        truncated,
-        problems,
-    })
+    Ok(RawScan { backend: Backend::Netlink, fallback_reason: None, inet, unix, truncated, problems })
 }
 
 fn list_procfs(config: &Config, ctx: &ScanContext, cap: usize) -> Result<RawScan, NetworkError> {
@@ -152,14 +135,7 @@ fn list_procfs(config: &Config, ctx: &ScanContext, cap: usize) -> Result<RawScan
         if truncated {
             break;
         }
-        match procnet::read_inet_table(
-            &net.join(file),
-            protocol,
-            family,
-            cap,
-            &mut inet,
-            &mut errors,
-        ) {
+        match procnet::read_inet_table(&net.join(file), protocol, family, cap, &mut inet, &mut errors) {
             Ok(full) => {
                 any_table = true;
                 truncated = full;
@@ -171,22 +147,14 @@ fn list_procfs(config: &Config, ctx: &ScanContext, cap: usize) -> Result<RawScan
         }
     }
     if !any_table {
-        return Err(errors
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| NetworkError::Read {
-                path: net,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no socket tables"),
-            }));
+        return Err(errors.into_iter().next().unwrap_or_else(|| NetworkError::Read {
+            path: net,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no socket tables"),
+        }));
     }
     let mut unix = Vec::new();
     if config.include_unix_listeners {
-        match procnet::read_unix_listeners(
-            &net.join("unix"),
-            MAX_UNIX_LISTENERS,
-            &mut unix,
-            &mut errors,
-        ) {
+        match procnet::read_unix_listeners(&net.join("unix"), MAX_UNIX_LISTENERS, &mut unix, &mut errors) {
             Ok(_) => {}
             Err(e) => errors.push(e),
         }
@@ -228,10 +196,7 @@ fn is_listening(r: &RawInet) -> bool {
 
 fn unknown(inode: u64, index: Result<&OwnerIndex, &str>, resolve: bool) -> OwnerUnknown {
     let (reason, detail) = if !resolve {
-        (
-            OwnerUnknownReason::NotResolved,
-            "owner lookup is off (resolve_owners = false)".to_string(),
-        )
+        (OwnerUnknownReason::NotResolved, "owner lookup is off (resolve_owners = false)".to_string())
     } else if inode == 0 {
         (
             OwnerUnknownReason::NoInode,
@@ -239,10 +204,9 @@ fn unknown(inode: u64, index: Result<&OwnerIndex, &str>, resolve: bool) -> Owner
         )
     } else {
         match index {
-            Err(why) => (
-                OwnerUnknownReason::NotResolved,
-                format!("the process table could not be read: {why}"),
-            ),
+            Err(why) => {
+                (OwnerUnknownReason::NotResolved, format!("the process table could not be read: {why}"))
+            }
             Ok(index) if index.vanished.contains(&inode) => (
                 OwnerUnknownReason::Vanished,
                 "the owning process exited while it was being inspected".to_string(),
@@ -267,40 +231,43 @@ fn unknown(inode: u64, index: Result<&OwnerIndex, &str>, resolve: bool) -> Owner
 /// Lists sockets, resolves owners and classifies exposure. Fails only when no socket source at
 /// all could be read; everything else ends up in [`ScanOutput::problems`].
 pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkError> {
-    let raw = list(config, ctx)?;
+    // The descriptor walk does not depend on the socket list, so both run at once.
+    let (raw, walk) = std::thread::scope(|scope| {
+        let walk = config.resolve_owners.then(|| scope.spawn(|| owners::walk(&ctx.proc_root)));
+        let raw = list(config, ctx);
+        let walk = walk.map(|w| {
+            w.join().unwrap_or_else(|_| Err(std::io::Error::other("the process walk crashed; this is a bug")))
+        });
+        (raw, walk)
+    });
+    let raw = raw?;
     let mut problems = raw.problems;
 
-    let (listeners, connections): (Vec<RawInet>, Vec<RawInet>) =
-        raw.inet.into_iter().partition(is_listening);
-    let connections = if config.include_connections {
-        connections
-    } else {
-        Vec::new()
-    };
+    let (listeners, connections): (Vec<RawInet>, Vec<RawInet>) = raw.inet.into_iter().partition(is_listening);
+    let connections = if config.include_connections { connections } else { Vec::new() };
 
-    let index: Result<OwnerIndex, String> = if config.resolve_owners {
-        let wanted: HashSet<u64> = listeners
-            .iter()
-            .chain(&connections)
-            .map(|r| r.inode)
-            .chain(raw.unix.iter().map(|u| u.inode))
-            .filter(|i| *i != 0)
-            .collect();
-        owners::scan(&ctx.proc_root, &wanted, &ctx.users).map_err(|e| {
-            let problem = Problem::new(
-                if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    "permission_denied"
-                } else {
-                    "io"
-                },
-                format!("{}: cannot list processes: {e}", ctx.proc_root.display()),
-            )
-            .with_path(ctx.proc_root.display().to_string());
-            problems.push(problem);
-            e.to_string()
-        })
-    } else {
-        Err("owner lookup is off".to_string())
+    let index: Result<OwnerIndex, String> = match walk {
+        Some(Ok(walk)) => {
+            let wanted: HashSet<u64> = listeners
+                .iter()
+                .chain(&connections)
+                .map(|r| r.inode)
+                .chain(raw.unix.iter().map(|u| u.inode))
+                .filter(|i| *i != 0)
+                .collect();
+            Ok(owners::resolve(&ctx.proc_root, walk, &wanted, &ctx.users))
+        }
+        Some(Err(e)) => {
+            problems.push(
+                Problem::new(
+                    if e.kind() == std::io::ErrorKind::PermissionDenied { "permission_denied" } else { "io" },
+                    format!("{}: cannot list processes: {e}", ctx.proc_root.display()),
+                )
+                .with_path(ctx.proc_root.display().to_string()),
+            );
+            Err(e.to_string())
+        }
+        None => Err("owner lookup is off".to_string()),
     };
     if let Ok(index) = &index
         && index.stats.processes_denied > 0
@@ -318,10 +285,7 @@ pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkErr
         let interfaces = match exposure::host_interfaces() {
             Ok(list) => list,
             Err(e) => {
-                problems.push(Problem::new(
-                    "io",
-                    format!("cannot list network interfaces: {e}"),
-                ));
+                problems.push(Problem::new("io", format!("cannot list network interfaces: {e}")));
                 Vec::new()
             }
         };
@@ -332,10 +296,7 @@ pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkErr
 
     let index_ref = index.as_ref().map_err(String::as_str);
     let owners_of = |inode: u64| -> (Vec<SocketOwner>, Option<OwnerUnknown>) {
-        let pids = index_ref
-            .ok()
-            .filter(|_| inode != 0)
-            .and_then(|i| i.by_inode.get(&inode));
+        let pids = index_ref.ok().filter(|_| inode != 0).and_then(|i| i.by_inode.get(&inode));
         match pids {
             Some(pids) if !pids.is_empty() => {
                 let owners = pids
@@ -351,18 +312,12 @@ pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkErr
                     .collect();
                 (owners, None)
             }
-            _ => (
-                Vec::new(),
-                Some(unknown(inode, index_ref, config.resolve_owners)),
-            ),
+            _ => (Vec::new(), Some(unknown(inode, index_ref, config.resolve_owners))),
         }
     };
     let build = |r: RawInet, listening: bool| -> Socket {
         let bound_device = (r.interface_index != 0).then(|| {
-            if_names
-                .get(&r.interface_index)
-                .cloned()
-                .unwrap_or_else(|| format!("if{}", r.interface_index))
+            if_names.get(&r.interface_index).cloned().unwrap_or_else(|| format!("if{}", r.interface_index))
         });
         let exposure = listening.then(|| {
             let mut e = classify(r.local.ip(), bound_device.as_deref(), &interfaces);
@@ -404,12 +359,7 @@ pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkErr
         .into_iter()
         .map(|u| {
             let (owners, owner_unknown) = owners_of(u.inode);
-            UnixListener {
-                path: u.path,
-                inode: u.inode,
-                owners,
-                owner_unknown,
-            }
+            UnixListener { path: u.path, inode: u.inode, owners, owner_unknown }
         })
         .collect();
     unix_listeners.sort_by(|a, b| (&a.path, a.inode).cmp(&(&b.path, b.inode)));

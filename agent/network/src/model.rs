@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Transport protocol of a socket.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// TCP.
@@ -27,9 +25,7 @@ impl std::fmt::Display for Protocol {
 }
 
 /// Address family of a socket.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
     /// `AF_INET`.
@@ -40,9 +36,7 @@ pub enum Family {
 
 /// Kernel socket state (the TCP state machine; UDP uses `established` when connected and
 /// `close` when not, which `ss` shows as `UNCONN`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SocketState {
     /// `TCP_ESTABLISHED` (1); a connected UDP socket.
@@ -115,9 +109,7 @@ impl SocketState {
 }
 
 /// How far a listener can be reached from.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExposureScope {
     /// Bound to a loopback address (127.0.0.0/8, `::1`, or their IPv4-mapped forms): only local
@@ -163,9 +155,7 @@ pub struct Exposure {
 
 /// A process that holds a socket open, in short form (full details are in
 /// [`NetworkReport::processes`] under the same `pid`).
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct SocketOwner {
     /// Process id (in the agent's pid namespace).
     pub pid: u32,
@@ -357,9 +347,6 @@ pub struct NetworkReport {
 impl NetworkReport {
     /// The details of `pid`, when it owns a reported socket.
     pub fn process(&self, pid: u32) -> Option<&ProcessInfo> {
-        self.processes
-            .binary_search_by_key(&pid, |p| p.pid)
-            .ok()
-            .and_then(|i| self.processes.get(i))
+        self.processes.binary_search_by_key(&pid, |p| p.pid).ok().and_then(|i| self.processes.get(i))
     }
 }

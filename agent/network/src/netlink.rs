@@ -6,9 +6,7 @@
 use crate::error::NetworkError;
 use crate::model::{Family, Protocol};
 use crate::raw::{RawInet, RawUnix};
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use netlink_packet_sock_diag::inet::nlas::Nla as InetNla;
@@ -35,9 +33,7 @@ fn open(what: &str) -> Result<Socket, NetworkError> {
     };
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| err("socket", e))?;
     socket.bind_auto().map_err(|e| err("bind", e))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(|e| err("connect", e))?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(|e| err("connect", e))?;
     // Best effort: a smaller kernel buffer only costs retries inside the kernel.
     let _ = socket.set_rx_buf_sz(SO_RCVBUF_BYTES);
     let timeout = nix::sys::time::TimeVal::new(RECV_TIMEOUT_SECS, 0);
@@ -64,10 +60,7 @@ fn dump(
     packet.serialize(&mut out[..]);
     socket
         .send(&out, 0)
-        .map_err(|source| NetworkError::Netlink {
-            operation: format!("send ({what})"),
-            source,
-        })?;
+        .map_err(|source| NetworkError::Netlink { operation: format!("send ({what})"), source })?;
 
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];
     // Each recv carries at least one record or the final DONE, so this loop is bounded by the
@@ -75,10 +68,7 @@ fn dump(
     loop {
         let size = socket
             .recv(&mut &mut buf[..], 0)
-            .map_err(|source| NetworkError::Netlink {
-                operation: format!("recv ({what})"),
-                source,
-            })?;
+            .map_err(|source| NetworkError::Netlink { operation: format!("recv ({what})"), source })?;
         if size == 0 {
             return Ok(());
         }
@@ -92,19 +82,13 @@ fn dump(
         while offset < size {
             let bytes = buf.get(offset..size).unwrap_or_default();
             let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes).map_err(|e| {
-                NetworkError::NetlinkDecode {
-                    what: what.to_string(),
-                    message: e.to_string(),
-                }
+                NetworkError::NetlinkDecode { what: what.to_string(), message: e.to_string() }
             })?;
             let length = usize::try_from(message.header.length).unwrap_or(0);
             match message.payload {
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(NetworkError::NetlinkRefused {
-                        what: what.to_string(),
-                        source: e.to_io(),
-                    });
+                    return Err(NetworkError::NetlinkRefused { what: what.to_string(), source: e.to_io() });
                 }
                 NetlinkPayload::InnerMessage(inner) if !each(&inner) => return Ok(()),
                 // ACKs, no-ops and records we did not ask for.
@@ -135,32 +119,13 @@ pub(crate) fn inet_sockets(cap: usize, out: &mut Vec<RawInet>) -> Result<bool, N
         (Protocol::Udp, Family::Ipv4),
         (Protocol::Udp, Family::Ipv6),
     ] {
-        let what = format!(
-            "{protocol}/{}",
-            if family == Family::Ipv4 {
-                "ipv4"
-            } else {
-                "ipv6"
-            }
-        );
+        let what = format!("{protocol}/{}", if family == Family::Ipv4 { "ipv4" } else { "ipv6" });
         let request = SockDiagMessage::InetRequest(InetRequest {
-            family: if family == Family::Ipv4 {
-                AF_INET
-            } else {
-                AF_INET6
-            },
-            protocol: if protocol == Protocol::Tcp {
-                IPPROTO_TCP
-            } else {
-                IPPROTO_UDP
-            },
+            family: if family == Family::Ipv4 { AF_INET } else { AF_INET6 },
+            protocol: if protocol == Protocol::Tcp { IPPROTO_TCP } else { IPPROTO_UDP },
             extensions: ExtensionFlags::empty(),
             states: StateFlags::all(),
-            socket_id: if family == Family::Ipv4 {
-                SocketId::new_v4()
-            } else {
-                SocketId::new_v6()
-            },
+            socket_id: if family == Family::Ipv4 { SocketId::new_v4() } else { SocketId::new_v6() },
         });
         let mut full = false;
         dump(&what, request, |message| {
@@ -217,10 +182,7 @@ pub(crate) fn unix_listeners(cap: usize, out: &mut Vec<RawUnix>) -> Result<bool,
                 UnixDiagName::Pathname(p) => String::from_utf8_lossy(p.as_bytes()).into_owned(),
                 UnixDiagName::Abstract(a) => format!("@{}", String::from_utf8_lossy(a)),
             });
-            out.push(RawUnix {
-                path,
-                inode: u64::from(r.header.inode),
-            });
+            out.push(RawUnix { path, inode: u64::from(r.header.inode) });
         }
         true
     })?;

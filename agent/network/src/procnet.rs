@@ -33,10 +33,8 @@ fn system_info() -> ExplicitSystemInfo {
 
 /// Calls `each(line_number, line)` for every line after the header, with bounded line length.
 fn for_each_line(path: &Path, mut each: impl FnMut(u64, &str) -> bool) -> Result<(), NetworkError> {
-    let file = std::fs::File::open(path).map_err(|source| NetworkError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = std::fs::File::open(path)
+        .map_err(|source| NetworkError::Read { path: path.to_path_buf(), source })?;
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     let mut line = Vec::with_capacity(256);
     let mut number = 0u64;
@@ -46,10 +44,7 @@ fn for_each_line(path: &Path, mut each: impl FnMut(u64, &str) -> bool) -> Result
             .by_ref()
             .take(MAX_LINE_BYTES)
             .read_until(b'\n', &mut line)
-            .map_err(|source| NetworkError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| NetworkError::Read { path: path.to_path_buf(), source })?;
         if read == 0 {
             return Ok(());
         }
@@ -74,12 +69,7 @@ fn for_each_line(path: &Path, mut each: impl FnMut(u64, &str) -> bool) -> Result
     }
 }
 
-fn malformed(
-    path: &Path,
-    line: u64,
-    content: &str,
-    reason: impl std::fmt::Display,
-) -> NetworkError {
+fn malformed(path: &Path, line: u64, content: &str, reason: impl std::fmt::Display) -> NetworkError {
     NetworkError::MalformedLine {
         path: path.to_path_buf(),
         line,
@@ -109,28 +99,12 @@ pub(crate) fn read_inet_table(
         let parsed = match protocol {
             Protocol::Tcp => TcpNetEntries::from_buf_read(one.as_bytes(), &si).map(|t| {
                 t.0.into_iter()
-                    .map(|e| {
-                        (
-                            e.local_address,
-                            e.remote_address,
-                            e.state.to_u8(),
-                            e.inode,
-                            e.uid,
-                        )
-                    })
+                    .map(|e| (e.local_address, e.remote_address, e.state.to_u8(), e.inode, e.uid))
                     .collect::<Vec<_>>()
             }),
             Protocol::Udp => UdpNetEntries::from_buf_read(one.as_bytes(), &si).map(|t| {
                 t.0.into_iter()
-                    .map(|e| {
-                        (
-                            e.local_address,
-                            e.remote_address,
-                            e.state.to_u8(),
-                            e.inode,
-                            e.uid,
-                        )
-                    })
+                    .map(|e| (e.local_address, e.remote_address, e.state.to_u8(), e.inode, e.uid))
                     .collect::<Vec<_>>()
             }),
         };
@@ -168,10 +142,7 @@ pub(crate) fn read_unix_listeners(
     for_each_line(path, |number, text| {
         // procfs does not expose the Flags column, which is the only place /proc/net/unix says
         // whether a socket listens; read that one field ourselves.
-        let flags = text
-            .split_ascii_whitespace()
-            .nth(3)
-            .and_then(|f| u32::from_str_radix(f, 16).ok());
+        let flags = text.split_ascii_whitespace().nth(3).and_then(|f| u32::from_str_radix(f, 16).ok());
         let one = format!("\n{text}\n");
         match (UnixNetEntries::from_buf_read(one.as_bytes()), flags) {
             (Ok(entries), Some(flags)) => {
@@ -183,16 +154,11 @@ pub(crate) fn read_unix_listeners(
                         full = true;
                         return false;
                     }
-                    out.push(RawUnix {
-                        path: e.path.map(|p| p.display().to_string()),
-                        inode: e.inode,
-                    });
+                    out.push(RawUnix { path: e.path.map(|p| p.display().to_string()), inode: e.inode });
                 }
             }
             (Err(e), _) => problems.push(malformed(path, number, text, e)),
-            (Ok(_), None) => {
-                problems.push(malformed(path, number, text, "unreadable Flags column"))
-            }
+            (Ok(_), None) => problems.push(malformed(path, number, text, "unreadable Flags column")),
         }
         true
     })?;

@@ -41,20 +41,12 @@ fn process_cells(report: &NetworkReport, s: &Socket) -> (String, String, String)
         });
         return (why, "-".into(), "-".into());
     }
-    let procs: Vec<String> = s
-        .owners
-        .iter()
-        .map(|o| format!("{}/{}", o.name, o.pid))
-        .collect();
+    let procs: Vec<String> = s.owners.iter().map(|o| format!("{}/{}", o.name, o.pid)).collect();
     let mut users: Vec<String> = Vec::new();
     let mut units: Vec<String> = Vec::new();
     for o in &s.owners {
         if let Some(p) = report.process(o.pid) {
-            let user = p
-                .user
-                .clone()
-                .or(p.uid.map(|u| u.to_string()))
-                .unwrap_or_else(|| "-".into());
+            let user = p.user.clone().or(p.uid.map(|u| u.to_string())).unwrap_or_else(|| "-".into());
             if !users.contains(&user) {
                 users.push(user);
             }
@@ -66,26 +58,14 @@ fn process_cells(report: &NetworkReport, s: &Socket) -> (String, String, String)
         }
     }
     let join = |v: Vec<String>| {
-        if v.is_empty() {
-            "-".to_string()
-        } else {
-            v.join(",")
-        }
+        if v.is_empty() { "-".to_string() } else { v.join(",") }
     };
     (procs.join(","), join(users), join(units))
 }
 
 /// Writes the listener table (and Unix listeners, when collected) for people.
 pub fn render_table(report: &NetworkReport, out: &mut dyn Write) -> std::io::Result<()> {
-    let header = [
-        "Proto",
-        "State",
-        "Local Address:Port",
-        "Exposure",
-        "Process",
-        "User",
-        "Unit",
-    ];
+    let header = ["Proto", "State", "Local Address:Port", "Exposure", "Process", "User", "Unit"];
     let mut rows: Vec<[String; 7]> = Vec::with_capacity(report.listeners.len());
     for s in &report.listeners {
         let (process, user, unit) = process_cells(report, s);
@@ -124,11 +104,7 @@ pub fn render_table(report: &NetworkReport, out: &mut dyn Write) -> std::io::Res
     let wide = report
         .listeners
         .iter()
-        .filter(|s| {
-            s.exposure
-                .as_ref()
-                .is_some_and(|e| e.scope == ExposureScope::AllInterfaces)
-        })
+        .filter(|s| s.exposure.as_ref().is_some_and(|e| e.scope == ExposureScope::AllInterfaces))
         .count();
     writeln!(
         out,
@@ -137,31 +113,15 @@ pub fn render_table(report: &NetworkReport, out: &mut dyn Write) -> std::io::Res
         wide,
         report.connections.len(),
         report.backend,
-        if report.truncated {
-            "; TRUNCATED at max_sockets"
-        } else {
-            ""
-        }
+        if report.truncated { "; TRUNCATED at max_sockets" } else { "" }
     )?;
     if !report.unix_listeners.is_empty() {
         writeln!(out)?;
         writeln!(out, "Unix stream listeners:")?;
         for u in &report.unix_listeners {
-            let owners: Vec<String> = u
-                .owners
-                .iter()
-                .map(|o| format!("{}/{}", o.name, o.pid))
-                .collect();
-            let owners = if owners.is_empty() {
-                "?".to_string()
-            } else {
-                owners.join(",")
-            };
-            writeln!(
-                out,
-                "  {:<50}  {owners}",
-                u.path.as_deref().unwrap_or("(unnamed)")
-            )?;
+            let owners: Vec<String> = u.owners.iter().map(|o| format!("{}/{}", o.name, o.pid)).collect();
+            let owners = if owners.is_empty() { "?".to_string() } else { owners.join(",") };
+            writeln!(out, "  {:<50}  {owners}", u.path.as_deref().unwrap_or("(unnamed)"))?;
         }
     }
     let s = &report.owner_scan;
@@ -173,6 +133,11 @@ pub fn render_table(report: &NetworkReport, out: &mut dyn Write) -> std::io::Res
         )?;
     }
     Ok(())
+}
+
+/// The `network` part of the `guestward-agent scan` summary: the same listener table.
+pub fn render_summary(report: &NetworkReport, out: &mut dyn Write) -> std::io::Result<()> {
+    render_table(report, out)
 }
 
 /// The table as a string.

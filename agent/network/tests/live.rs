@@ -1,9 +1,7 @@
 //! Real sockets on this machine, found by both backends with the right pid and exposure.
 
 use crate::util::{find, inode_of, ipv6_available, live_lock, live_scan};
-use guestward_network::{
-    BackendChoice, ExposureScope, Family, Protocol, SocketState, host_interfaces,
-};
+use guestward_network::{BackendChoice, ExposureScope, Family, Protocol, SocketState, host_interfaces};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
@@ -38,11 +36,7 @@ fn share_with_child(listener: &TcpListener) -> Sharer {
     let copy: OwnedFd = listener.try_clone().unwrap().into();
     // `sleep` never reads stdin; it just keeps the inherited descriptor. 60 s bounds a leak if
     // the test process is killed before Drop runs.
-    let child = Command::new("sleep")
-        .arg("60")
-        .stdin(Stdio::from(copy))
-        .spawn()
-        .unwrap();
+    let child = Command::new("sleep").arg("60").stdin(Stdio::from(copy)).spawn().unwrap();
     Sharer(child)
 }
 
@@ -66,56 +60,23 @@ fn open_all() -> (Vec<Held>, Vec<Expect>, Option<Sharer>) {
         });
         held.push(OwnedFd::from(l));
     };
-    tcp(
-        "tcp4 wildcard",
-        "0.0.0.0:0",
-        Family::Ipv4,
-        ExposureScope::AllInterfaces,
-        None,
-    );
-    tcp(
-        "tcp4 loopback",
-        "127.0.0.1:0",
-        Family::Ipv4,
-        ExposureScope::Loopback,
-        None,
-    );
+    tcp("tcp4 wildcard", "0.0.0.0:0", Family::Ipv4, ExposureScope::AllInterfaces, None);
+    tcp("tcp4 loopback", "127.0.0.1:0", Family::Ipv4, ExposureScope::Loopback, None);
     if ipv6_available() {
-        tcp(
-            "tcp6 wildcard",
-            "[::]:0",
-            Family::Ipv6,
-            ExposureScope::AllInterfaces,
-            None,
-        );
-        tcp(
-            "tcp6 loopback",
-            "[::1]:0",
-            Family::Ipv6,
-            ExposureScope::Loopback,
-            None,
-        );
+        tcp("tcp6 wildcard", "[::]:0", Family::Ipv6, ExposureScope::AllInterfaces, None);
+        tcp("tcp6 loopback", "[::1]:0", Family::Ipv6, ExposureScope::Loopback, None);
     } else {
         eprintln!("SKIPPED: IPv6 TCP listeners: IPv6 is not available on this machine");
     }
     // A specific non-loopback address, named with its interface.
     let specific = host_interfaces().unwrap().into_iter().find_map(|i| {
-        i.addresses
-            .iter()
-            .find(|a| a.is_ipv4() && !a.is_loopback())
-            .map(|a| (i.name.clone(), *a))
+        i.addresses.iter().find(|a| a.is_ipv4() && !a.is_loopback()).map(|a| (i.name.clone(), *a))
     });
     match specific {
-        Some((name, addr)) => tcp(
-            "tcp4 interface",
-            &format!("{addr}:0"),
-            Family::Ipv4,
-            ExposureScope::Interface,
-            Some(name),
-        ),
-        None => eprintln!(
-            "SKIPPED: interface-bound listener: no non-loopback IPv4 address on this machine"
-        ),
+        Some((name, addr)) => {
+            tcp("tcp4 interface", &format!("{addr}:0"), Family::Ipv4, ExposureScope::Interface, Some(name))
+        }
+        None => eprintln!("SKIPPED: interface-bound listener: no non-loopback IPv4 address on this machine"),
     }
     let mut udp = |what, addr: &str, family, scope| {
         let s = UdpSocket::bind(addr).unwrap();
@@ -133,31 +94,11 @@ fn open_all() -> (Vec<Held>, Vec<Expect>, Option<Sharer>) {
         });
         held.push(OwnedFd::from(s));
     };
-    udp(
-        "udp4 wildcard",
-        "0.0.0.0:0",
-        Family::Ipv4,
-        ExposureScope::AllInterfaces,
-    );
-    udp(
-        "udp4 loopback",
-        "127.0.0.1:0",
-        Family::Ipv4,
-        ExposureScope::Loopback,
-    );
+    udp("udp4 wildcard", "0.0.0.0:0", Family::Ipv4, ExposureScope::AllInterfaces);
+    udp("udp4 loopback", "127.0.0.1:0", Family::Ipv4, ExposureScope::Loopback);
     if ipv6_available() {
-        udp(
-            "udp6 wildcard",
-            "[::]:0",
-            Family::Ipv6,
-            ExposureScope::AllInterfaces,
-        );
-        udp(
-            "udp6 loopback",
-            "[::1]:0",
-            Family::Ipv6,
-            ExposureScope::Loopback,
-        );
+        udp("udp6 wildcard", "[::]:0", Family::Ipv6, ExposureScope::AllInterfaces);
+        udp("udp6 loopback", "[::1]:0", Family::Ipv6, ExposureScope::Loopback);
     }
     // Shared with a child process.
     let shared = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -188,11 +129,7 @@ fn check(backend: BackendChoice) {
         let s = find(&report, e.inode)
             .unwrap_or_else(|| panic!("{backend:?}: {} (inode {}) not found", e.what, e.inode));
         assert!(s.listening, "{backend:?}: {} not a listener: {s:?}", e.what);
-        let state = if e.protocol == Protocol::Tcp {
-            SocketState::Listen
-        } else {
-            SocketState::Close
-        };
+        let state = if e.protocol == Protocol::Tcp { SocketState::Listen } else { SocketState::Close };
         assert_eq!(
             (s.protocol, s.family, s.local_address, s.local_port, s.state),
             (e.protocol, e.family, e.address, e.port, state),
@@ -214,21 +151,14 @@ fn check(backend: BackendChoice) {
     }
     // Our own process's details are right.
     let me = report.process(std::process::id()).unwrap();
-    assert_eq!(
-        me.exe.as_deref(),
-        std::env::current_exe()
-            .ok()
-            .map(|p| p.display().to_string())
-            .as_deref()
-    );
+    assert_eq!(me.exe.as_deref(), std::env::current_exe().ok().map(|p| p.display().to_string()).as_deref());
     assert_eq!(me.uid, Some(nix::unistd::geteuid().as_raw()));
     assert!(!me.cmdline.is_empty());
     if backend == BackendChoice::Netlink && ipv6_available() {
         // std does not set IPV6_V6ONLY, so with the default sysctl a `::` listener is dual-stack.
         let e = expect.iter().find(|e| e.what == "tcp6 wildcard").unwrap();
         let s = find(&report, e.inode).unwrap();
-        let v6only_sysctl =
-            std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").unwrap_or_default();
+        let v6only_sysctl = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").unwrap_or_default();
         let expected = v6only_sysctl.trim() == "0";
         assert_eq!(s.exposure.as_ref().unwrap().dual_stack, Some(expected));
     }
@@ -239,10 +169,7 @@ fn check(backend: BackendChoice) {
     drop(sharer);
     let after = live_scan(backend);
     for s in after.listeners.iter().chain(&after.connections) {
-        assert!(
-            !inodes.contains(&s.inode),
-            "{backend:?}: closed socket still listed: {s:?}"
-        );
+        assert!(!inodes.contains(&s.inode), "{backend:?}: closed socket still listed: {s:?}");
     }
 }
 
@@ -269,15 +196,9 @@ fn a_connection_is_reported_with_its_peer_and_owner() {
         assert!(!c.listening && c.exposure.is_none());
         assert_eq!(
             (c.remote_address, c.remote_port),
-            (
-                listener.local_addr().unwrap().ip(),
-                listener.local_addr().unwrap().port()
-            )
+            (listener.local_addr().unwrap().ip(), listener.local_addr().unwrap().port())
         );
-        assert_eq!(
-            c.owners.iter().map(|o| o.pid).collect::<Vec<_>>(),
-            vec![std::process::id()]
-        );
+        assert_eq!(c.owners.iter().map(|o| o.pid).collect::<Vec<_>>(), vec![std::process::id()]);
         let s = find(&report, inode_of(&server)).unwrap();
         assert_eq!(s.remote_port, client.local_addr().unwrap().port());
     }
@@ -292,16 +213,10 @@ fn unix_stream_listeners_are_listed_with_owner() {
     let inode = inode_of(&l);
     for backend in [BackendChoice::Netlink, BackendChoice::Procfs] {
         let report = live_scan(backend);
-        let u = report
-            .unix_listeners
-            .iter()
-            .find(|u| u.inode == inode)
-            .unwrap_or_else(|| panic!("{backend:?}"));
+        let u =
+            report.unix_listeners.iter().find(|u| u.inode == inode).unwrap_or_else(|| panic!("{backend:?}"));
         assert_eq!(u.path.as_deref(), Some(path.to_str().unwrap()));
-        assert_eq!(
-            u.owners.iter().map(|o| o.pid).collect::<Vec<_>>(),
-            vec![std::process::id()]
-        );
+        assert_eq!(u.owners.iter().map(|o| o.pid).collect::<Vec<_>>(), vec![std::process::id()]);
     }
 }
 
@@ -314,15 +229,7 @@ fn netlink_and_procfs_backends_return_the_same_set() {
     let (_held, expect, _sharer) = open_all();
     let key = |s: &guestward_network::Socket| {
         let pids: Vec<u32> = s.owners.iter().map(|o| o.pid).collect();
-        (
-            s.protocol,
-            s.family,
-            s.local_address,
-            s.local_port,
-            s.inode,
-            s.state,
-            pids,
-        )
+        (s.protocol, s.family, s.local_address, s.local_port, s.inode, s.state, pids)
     };
     let mut last = None;
     for attempt in 0..10 {
@@ -337,9 +244,7 @@ fn netlink_and_procfs_backends_return_the_same_set() {
                 y.exposure.as_ref().map(|e| (e.scope, &e.interface))
             );
         }
-        let set = |r: &guestward_network::NetworkReport| {
-            r.listeners.iter().map(key).collect::<BTreeSet<_>>()
-        };
+        let set = |r: &guestward_network::NetworkReport| r.listeners.iter().map(key).collect::<BTreeSet<_>>();
         let (sa, sb, sc) = (set(&a), set(&b), set(&c));
         if sa != sc {
             eprintln!("attempt {attempt}: listeners changed during the comparison; retrying");
@@ -348,10 +253,7 @@ fn netlink_and_procfs_backends_return_the_same_set() {
         if sa == sb {
             return;
         }
-        last = Some((
-            sa.symmetric_difference(&sb).cloned().collect::<Vec<_>>(),
-            attempt,
-        ));
+        last = Some((sa.symmetric_difference(&sb).cloned().collect::<Vec<_>>(), attempt));
     }
     match last {
         Some((difference, _)) => {

@@ -24,10 +24,7 @@ fn normalize_host(host: &str) -> String {
 fn ss_listeners() -> Option<BTreeSet<Key>> {
     let out = match Command::new("ss").args(["-H", "-tulpn"]).output() {
         Ok(out) if out.status.success() => out,
-        Ok(out) => panic!(
-            "ss -H -tulpn failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        Ok(out) => panic!("ss -H -tulpn failed: {}", String::from_utf8_lossy(&out.stderr)),
         Err(e) => {
             eprintln!("SKIPPED: oracle test: `ss` (iproute2) cannot be run: {e}");
             return None;
@@ -39,23 +36,14 @@ fn ss_listeners() -> Option<BTreeSet<Key>> {
         let (Some(proto), Some(local)) = (fields.first(), fields.get(4)) else {
             continue;
         };
-        let Some((host, port)) = local.rsplit_once(':') else {
-            panic!("unexpected ss line: {line}")
-        };
-        let port: u16 = port
-            .parse()
-            .unwrap_or_else(|_| panic!("unexpected ss port in: {line}"));
+        let Some((host, port)) = local.rsplit_once(':') else { panic!("unexpected ss line: {line}") };
+        let port: u16 = port.parse().unwrap_or_else(|_| panic!("unexpected ss port in: {line}"));
         let host = normalize_host(host);
         let users = fields.get(6..).map(|f| f.join(" ")).unwrap_or_default();
         let pids: Vec<u32> = users
             .split("pid=")
             .skip(1)
-            .filter_map(|rest| {
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
             .collect();
         if pids.is_empty() {
             set.insert((proto.to_string(), host.clone(), port, 0));
@@ -92,18 +80,8 @@ fn compare(backend: BackendChoice) {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = std::process::id();
     let mine: Vec<Key> = vec![
-        (
-            "tcp".into(),
-            "*".into(),
-            tcp.local_addr().unwrap().port(),
-            me,
-        ),
-        (
-            "udp".into(),
-            "127.0.0.1".into(),
-            udp.local_addr().unwrap().port(),
-            me,
-        ),
+        ("tcp".into(), "*".into(), tcp.local_addr().unwrap().port(), me),
+        ("udp".into(), "127.0.0.1".into(), udp.local_addr().unwrap().port(), me),
     ];
     let mut mismatch = None;
     for attempt in 0..10 {
@@ -127,9 +105,7 @@ fn compare(backend: BackendChoice) {
         }
         let only_ss: Vec<_> = before.difference(&ours).cloned().collect();
         let only_ours: Vec<_> = ours.difference(&before).cloned().collect();
-        mismatch = Some(format!(
-            "only in ss: {only_ss:#?}\nonly in ours: {only_ours:#?}"
-        ));
+        mismatch = Some(format!("only in ss: {only_ss:#?}\nonly in ours: {only_ours:#?}"));
     }
     match mismatch {
         Some(m) => panic!("{backend:?} disagrees with `ss -H -tulpn` on a stable host:\n{m}"),

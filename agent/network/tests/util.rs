@@ -14,15 +14,9 @@ pub fn live_lock() -> MutexGuard<'static, ()> {
 }
 
 pub fn live_scan(backend: BackendChoice) -> NetworkReport {
-    let config = Config {
-        backend,
-        ..Config::default()
-    };
+    let config = Config { backend, ..Config::default() };
     let out = scan(&config, &ScanContext::live(&HostRoot::live())).unwrap();
-    assert_eq!(
-        out.report.fallback_reason, None,
-        "backend {backend:?} fell back"
-    );
+    assert_eq!(out.report.fallback_reason, None, "backend {backend:?} fell back");
     out.report
 }
 
@@ -32,11 +26,7 @@ pub fn inode_of(fd: impl AsFd) -> u64 {
 }
 
 pub fn find(report: &NetworkReport, inode: u64) -> Option<&Socket> {
-    report
-        .listeners
-        .iter()
-        .chain(&report.connections)
-        .find(|s| s.inode == inode)
+    report.listeners.iter().chain(&report.connections).find(|s| s.inode == inode)
 }
 
 pub fn ipv6_available() -> bool {
