@@ -655,7 +655,8 @@ pub struct CloudScan {
 /// runtime (use [`CloudCollector::section`] there).
 pub fn scan_blocking(config: &ImdsConfig, root: &HostRoot) -> CloudScan {
     let started = Instant::now();
-    let firmware_id = crate::precheck::instance_id_from_firmware(root);
+    // A mounted snapshot's firmware files describe some other machine, if anything.
+    let firmware_id = root.is_live().then(|| crate::precheck::instance_id_from_firmware(root)).flatten();
     let collector = match CloudCollector::new(config) {
         Ok(c) => c,
         Err(e) => {

@@ -336,3 +336,37 @@ async fn table_shows_the_facts() {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn proxy_variables_are_ignored_for_imds() {
+    // The example binary is built by `cargo test`; it lives next to this test's deps dir.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("examples/imds_collect"));
+    let Some(bin) = bin.filter(|b| b.exists()) else {
+        eprintln!(
+            "SKIPPED: proxy_variables_are_ignored_for_imds: examples/imds_collect not built next to {exe:?}"
+        );
+        return;
+    };
+    let emu = Emulator::start(EmulatorConfig::default()).await;
+    // A proxy that refuses every connection: if the client used it, the collection would fail.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let out = tokio::process::Command::new(bin)
+        .arg("--json")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url())
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("HTTP_PROXY", &dead)
+        .env("http_proxy", &dead)
+        .env("ALL_PROXY", &dead)
+        .env("NO_PROXY", "")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let section: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(section["status"], "ok", "{section}");
+    assert_eq!(section["data"]["instance"]["instance_id"], INSTANCE_ID);
+}

@@ -82,12 +82,12 @@ fn this_machine_is_judged_without_error() {
 }
 
 #[test]
-fn blocking_scan_under_a_mounted_root_is_skipped_and_keeps_the_firmware_id() {
+fn blocking_scan_under_a_mounted_root_is_skipped_and_claims_no_identity() {
     let (_d, root) = root_with(&[("/sys/class/dmi/id/board_asset_tag", "i-0fedcba9876543210\n")]);
     let scan = guestward_cloud::scan_blocking(&ImdsConfig::default(), &root);
     assert_eq!(scan.section.status, guestward_core::SectionStatus::Skipped);
     assert!(scan.findings.is_empty());
-    assert_eq!(scan.instance_id.as_deref(), Some("i-0fedcba9876543210"));
+    assert_eq!(scan.instance_id, None, "a mounted root's firmware files do not identify this host");
 }
 
 #[test]
