@@ -179,18 +179,11 @@ impl Emulator {
             next_token: 0,
         }));
         let signer = Arc::new(Signer::new());
-        let app = Router::new()
-            .fallback(handle)
-            .with_state((shared.clone(), signer.clone()));
+        let app = Router::new().fallback(handle).with_state((shared.clone(), signer.clone()));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            addr,
-            shared,
-            signer,
-            task,
-        }
+        Self { addr, shared, signer, task }
     }
 
     /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`).
@@ -257,13 +250,7 @@ impl Signer {
         .unwrap();
         let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
         let mut sig = vec![0u8; key.public_modulus_len()];
-        key.sign(
-            &RSA_PKCS1_SHA256,
-            &SystemRandom::new(),
-            document.as_bytes(),
-            &mut sig,
-        )
-        .unwrap();
+        key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), document.as_bytes(), &mut sig).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
         let cms = signed_data_der(document.as_bytes(), &sig);
         Self {
@@ -276,11 +263,7 @@ impl Signer {
 }
 
 fn wrap64(s: &str) -> String {
-    s.as_bytes()
-        .chunks(64)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join("\n")
+    s.as_bytes().chunks(64).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\n")
 }
 
 // --- A minimal DER writer for the CMS SignedData (RFC 5652) served as `rsa2048`. ---
@@ -291,12 +274,7 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     if len < 0x80 {
         out.push(len as u8);
     } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
+        let bytes: Vec<u8> = len.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
@@ -332,21 +310,10 @@ fn signed_data_der(content: &[u8], signature: &[u8]) -> Vec<u8> {
     let sha256 = seq(&[oid(&[2, 16, 840, 1, 101, 3, 4, 2, 1]), null.clone()]);
     let rsa = seq(&[oid(&[1, 2, 840, 113549, 1, 1, 1]), null]);
     let int1 = der(0x02, &[1]);
-    let issuer = seq(&[set(&[seq(&[
-        oid(&[2, 5, 4, 3]),
-        der(0x0c, b"guestward IMDS emulator"),
-    ])])]);
-    let signer_info = seq(&[
-        int1.clone(),
-        seq(&[issuer, int1.clone()]),
-        sha256.clone(),
-        rsa,
-        der(0x04, signature),
-    ]);
-    let encap = seq(&[
-        oid(&[1, 2, 840, 113549, 1, 7, 1]),
-        der(0xa0, &der(0x04, content)),
-    ]);
+    let issuer = seq(&[set(&[seq(&[oid(&[2, 5, 4, 3]), der(0x0c, b"guestward IMDS emulator")])])]);
+    let signer_info =
+        seq(&[int1.clone(), seq(&[issuer, int1.clone()]), sha256.clone(), rsa, der(0x04, signature)]);
+    let encap = seq(&[oid(&[1, 2, 840, 113549, 1, 7, 1]), der(0xa0, &der(0x04, content))]);
     let signed_data = seq(&[int1, set(&[sha256]), encap, set(&[signer_info])]);
     seq(&[oid(&[1, 2, 840, 113549, 1, 7, 2]), der(0xa0, &signed_data)])
 }
@@ -369,10 +336,7 @@ fn tree(c: &EmulatorConfig, s: &Signer) -> BTreeMap<String, String> {
     put(&format!("{m}local-ipv4"), "10.0.1.23");
     put(&format!("{m}public-ipv4"), "203.0.113.10");
     put(&format!("{m}ipv6"), "2001:db8:1234:1a00::23");
-    put(
-        &format!("{m}local-hostname"),
-        "ip-10-0-1-23.eu-west-1.compute.internal",
-    );
+    put(&format!("{m}local-hostname"), "ip-10-0-1-23.eu-west-1.compute.internal");
     put(&format!("{m}mac"), "0e:49:61:0f:c3:11");
     for (mac, dev, eni, ip, sgs, public) in [
         (
@@ -383,14 +347,7 @@ fn tree(c: &EmulatorConfig, s: &Signer) -> BTreeMap<String, String> {
             "sg-0aaa1111bbbb2222c\nsg-0ddd3333eeee4444f",
             true,
         ),
-        (
-            "0e:49:61:0f:c3:22",
-            "1",
-            "eni-0a1b2c3d4e5f60002",
-            "10.0.2.17",
-            "sg-0ddd3333eeee4444f",
-            false,
-        ),
+        ("0e:49:61:0f:c3:22", "1", "eni-0a1b2c3d4e5f60002", "10.0.2.17", "sg-0ddd3333eeee4444f", false),
     ] {
         let p = format!("{m}network/interfaces/macs/{mac}/");
         put(&format!("{p}device-number"), dev);
@@ -399,11 +356,7 @@ fn tree(c: &EmulatorConfig, s: &Signer) -> BTreeMap<String, String> {
         put(&format!("{p}security-group-ids"), sgs);
         put(
             &format!("{p}subnet-id"),
-            if dev == "0" {
-                "subnet-0123456789abcdef0"
-            } else {
-                "subnet-0fedcba9876543210"
-            },
+            if dev == "0" { "subnet-0123456789abcdef0" } else { "subnet-0fedcba9876543210" },
         );
         put(&format!("{p}vpc-id"), "vpc-0123456789abcdef0");
         put(&format!("{p}owner-id"), ACCOUNT_ID);
@@ -419,10 +372,7 @@ fn tree(c: &EmulatorConfig, s: &Signer) -> BTreeMap<String, String> {
             "InstanceProfileArn": arn,
             "InstanceProfileId": "AIPAEXAMPLEPROFILEID1"
         });
-        put(
-            &format!("{m}iam/info"),
-            &serde_json::to_string_pretty(&info).unwrap(),
-        );
+        put(&format!("{m}iam/info"), &serde_json::to_string_pretty(&info).unwrap());
         // Present so a client that asked would get credentials: the tests assert it never asks.
         put(
             &format!("{m}iam/security-credentials/web-server-role"),
@@ -467,11 +417,7 @@ fn lookup(tree: &BTreeMap<String, String>, rel: &str) -> Option<String> {
     {
         return Some(v.clone());
     }
-    let prefix = if key.is_empty() {
-        String::new()
-    } else {
-        format!("{key}/")
-    };
+    let prefix = if key.is_empty() { String::new() } else { format!("{key}/") };
     let mut children = BTreeSet::new();
     for k in tree.keys() {
         if let Some(rest) = k.strip_prefix(&prefix) {
@@ -498,10 +444,7 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(
-                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                16,
-            )
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
         {
             out.push(b);
             i += 3;
@@ -533,10 +476,7 @@ async fn handle(
     let path = uri.path().to_string();
     let (delay, hang) = {
         let s = shared.lock().unwrap();
-        (
-            s.config.delays.get(&path).copied(),
-            s.config.hang.contains(&path),
-        )
+        (s.config.delays.get(&path).copied(), s.config.hang.contains(&path))
     };
     if hang {
         record(&shared, &method, &path, TokenUse::None, 0);
@@ -547,26 +487,17 @@ async fn handle(
         tokio::time::sleep(d).await;
     }
     let mut s = shared.lock().unwrap();
-    let token_use = match headers
-        .get("x-aws-ec2-metadata-token")
-        .and_then(|v| v.to_str().ok())
-    {
+    let token_use = match headers.get("x-aws-ec2-metadata-token").and_then(|v| v.to_str().ok()) {
         None => TokenUse::None,
         Some(t) if s.tokens.get(t).is_some_and(|exp| *exp > Instant::now()) => TokenUse::Valid,
         Some(_) => TokenUse::Invalid,
     };
     let (status, body, ttl) = answer(&mut s, &signer, &method, &path, &headers, token_use);
-    s.records.push(Record {
-        method: method.to_string(),
-        path,
-        token: token_use,
-        status,
-    });
+    s.records.push(Record { method: method.to_string(), path, token: token_use, status });
     drop(s);
     let mut resp = reply(status, body);
     if let Some(ttl) = ttl {
-        resp.headers_mut()
-            .insert("x-aws-ec2-metadata-token-ttl-seconds", ttl.into());
+        resp.headers_mut().insert("x-aws-ec2-metadata-token-ttl-seconds", ttl.into());
     }
     resp
 }
@@ -614,13 +545,8 @@ fn answer(
             return (400, b"Bad Request".to_vec(), None);
         };
         s.next_token += 1;
-        let token = format!(
-            "AQAEA{:016x}emulatedTOKEN{}==",
-            s.next_token * 0x9e37_79b9,
-            s.next_token
-        );
-        s.tokens
-            .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+        let token = format!("AQAEA{:016x}emulatedTOKEN{}==", s.next_token * 0x9e37_79b9, s.next_token);
+        s.tokens.insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
         s.token_puts += 1;
         return (200, token.into_bytes(), Some(ttl));
     }
@@ -655,10 +581,7 @@ mod tests {
         let t = tree(&EmulatorConfig::default(), &Signer::new());
         let macs = lookup(&t, "meta-data/network/interfaces/macs/").unwrap();
         assert_eq!(macs, "0e:49:61:0f:c3:11/\n0e:49:61:0f:c3:22/");
-        assert_eq!(
-            lookup(&t, "meta-data/tags/instance").unwrap(),
-            "Name\ncost center"
-        );
+        assert_eq!(lookup(&t, "meta-data/tags/instance").unwrap(), "Name\ncost center");
         assert!(lookup(&t, "meta-data/nope").is_none());
     }
 
