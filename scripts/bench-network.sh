@@ -17,26 +17,26 @@ bin="$CARGO_TARGET_DIR/release/examples"
 work=$(mktemp -d)
 helper_pids=()
 
+# The helpers read a FIFO this script holds open (fd 3). Closing it is their signal to reset
+# their connections (no TIME_WAIT left for the next step) and exit; it also reaches them if
+# this script dies without running its trap. Stragglers are killed after 10 s.
 stop_helpers() {
+    exec 3>&- 2>/dev/null || true
     for p in "${helper_pids[@]}"; do
+        for _ in $(seq 100); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
         kill "$p" 2>/dev/null || true
-    done
-    for p in "${helper_pids[@]}"; do
         wait "$p" 2>/dev/null || true
     done
     helper_pids=()
 }
 cleanup() {
     stop_helpers
-    exec 3>&- 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
-
-# The helpers exit on stdin EOF: they read a FIFO this script holds open, so they also go away
-# if the script dies without running the trap.
-mkfifo "$work/hold"
-exec 3<>"$work/hold"
 
 # Waits (bounded: 60 s) for a file to appear.
 wait_for() {
@@ -49,35 +49,44 @@ wait_for() {
 }
 
 summary="$work/summary.md"
-echo "| sockets | ss -tan (ms) | ss -tanp (ms) | ports netlink json (ms) | ports procfs json (ms) | ratio vs ss -tanp | peak RSS (KB) |" >"$summary"
+echo "| TCP sockets (helpers / host) | ss -tan | ss -tanp | ports netlink | ports procfs | ratio netlink / ss -tanp | peak RSS (KB) |" >"$summary"
 echo "|---|---|---|---|---|---|---|" >>"$summary"
 
 for n in "${counts[@]}"; do
     half=$((n / 2))
     rm -f "$work/port" "$work/ready"
-    "$bin/bench_helper" listen "$half" "$work/port" <"$work/hold" &
+    mkfifo "$work/hold-$n"
+    exec 3<>"$work/hold-$n"
+    "$bin/bench_helper" listen "$half" "$work/port" <"$work/hold-$n" &
     helper_pids+=($!)
     wait_for "$work/port"
-    "$bin/bench_helper" connect "$(cat "$work/port")" "$half" "$work/ready" <"$work/hold" &
+    "$bin/bench_helper" connect "$(cat "$work/port")" "$half" "$work/ready" <"$work/hold-$n" &
     helper_pids+=($!)
     wait_for "$work/ready"
     sleep 1
-    echo "== $n sockets: $(ss -Htan | wc -l) TCP sockets on the host"
+    host_sockets=$(ss -Htan | wc -l)
+    echo "== $n sockets: $host_sockets TCP sockets on the host; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-    hyperfine --style basic --warmup 2 --runs 15 --export-json "$work/$n.json" \
-        -n "ss -tan" "ss -tan >/dev/null" \
-        -n "ss -tanp" "ss -tanp >/dev/null" \
-        -n "ports netlink" "$bin/ports --backend netlink --format json >/dev/null" \
-        -n "ports procfs" "$bin/ports --backend procfs --format json >/dev/null"
+    # -N: no intermediate shell; hyperfine discards the commands' output itself.
+    hyperfine -N --style basic --warmup 3 --runs 20 --export-json "$work/$n.json" \
+        -n "ss -tan" "ss -tan" \
+        -n "ss -tanp" "ss -tanp" \
+        -n "ports netlink" "$bin/ports --backend netlink --format json" \
+        -n "ports procfs" "$bin/ports --backend procfs --format json"
 
     /usr/bin/time -v "$bin/ports" --backend netlink --format json >/dev/null 2>"$work/time.txt"
     rss=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$work/time.txt")
-    python3 - "$work/$n.json" "$n" "$rss" >>"$summary" <<'PY'
+    # Each cell: mean wall ms (mean user+system CPU ms). On a shared, loaded machine the CPU
+    # time is the steadier measure; both ratios are printed.
+    python3 - "$work/$n.json" "$n/$host_sockets" "$rss" >>"$summary" <<'PY'
 import json, sys
-data = {r["command"]: r["mean"] * 1000 for r in json.load(open(sys.argv[1]))["results"]}
+res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
+wall = {k: r["mean"] * 1000 for k, r in res.items()}
+cpu = {k: (r["user"] + r["system"]) * 1000 for k, r in res.items()}
+cell = lambda k: f"{wall[k]:.1f} ({cpu[k]:.1f})"
 n, rss = sys.argv[2], sys.argv[3]
-ratio = data["ports netlink"] / data["ss -tanp"]
-print(f'| {n} | {data["ss -tan"]:.1f} | {data["ss -tanp"]:.1f} | {data["ports netlink"]:.1f} | {data["ports procfs"]:.1f} | {ratio:.2f} | {rss} |')
+print(f'| {n} | {cell("ss -tan")} | {cell("ss -tanp")} | {cell("ports netlink")} | {cell("ports procfs")} '
+      f'| {wall["ports netlink"] / wall["ss -tanp"]:.2f} ({cpu["ports netlink"] / cpu["ss -tanp"]:.2f}) | {rss} |')
 PY
     stop_helpers
 done

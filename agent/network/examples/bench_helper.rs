@@ -18,6 +18,16 @@ const HOLD_SECS: u64 = 900;
 /// Upper bound on the number of connections one helper opens.
 const MAX_COUNT: usize = 20_000;
 
+/// Closes with RST (`SO_LINGER` 0) so the next benchmark step does not start with thousands
+/// of `TIME_WAIT` sockets left over from this one.
+fn close_abortively<T: std::os::fd::AsFd>(sockets: Vec<T>) {
+    let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+    for s in &sockets {
+        let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::Linger, &linger);
+    }
+    drop(sockets);
+}
+
 fn hold() {
     // Wait for stdin EOF (the script closes it) on a thread, bounded by HOLD_SECS.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -51,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 held.push(listener.accept()?.0);
             }
             hold();
-            drop(held);
+            close_abortively(held);
         }
         Some("connect") => {
             let port: u16 = args.next().ok_or("missing port")?.parse()?;
@@ -63,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             std::fs::write(&ready_file, held.len().to_string())?;
             hold();
-            drop(held);
+            close_abortively(held);
         }
         _ => {
             return Err(

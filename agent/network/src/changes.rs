@@ -182,3 +182,34 @@ pub fn diff(previous: &ListenerState, current: &ListenerState) -> ListenerChange
     }
     changes
 }
+
+/// The state a long-running agent keeps between scans: the previous listeners. Feed it every
+/// report; it returns the change events since the previous one (none for the first report).
+#[derive(Debug, Clone, Default)]
+pub struct ListenerTracker {
+    previous: Option<ListenerState>,
+}
+
+impl ListenerTracker {
+    /// A tracker that starts from a persisted state (e.g. read from `state.db` after a
+    /// restart), or from nothing.
+    pub fn new(previous: Option<ListenerState>) -> Self {
+        Self { previous }
+    }
+
+    /// Records `report` as the latest scan and returns what changed since the previous one.
+    pub fn observe(&mut self, report: &NetworkReport) -> ListenerChanges {
+        let current = ListenerState::from_report(report);
+        let changes = match &self.previous {
+            Some(previous) => diff(previous, &current),
+            None => ListenerChanges::default(),
+        };
+        self.previous = Some(current);
+        changes
+    }
+
+    /// The state to persist.
+    pub fn state(&self) -> Option<&ListenerState> {
+        self.previous.as_ref()
+    }
+}

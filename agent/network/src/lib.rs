@@ -32,7 +32,7 @@ mod render;
 
 pub use changes::{
     LISTENER_CLOSED, LISTENER_OPENED, LISTENER_OWNER_CHANGED, ListenerChanges, ListenerKey, ListenerRecord,
-    ListenerState, OwnerChange, diff,
+    ListenerState, ListenerTracker, OwnerChange, diff,
 };
 pub use config::{BackendChoice, Config, RiskyPort};
 pub use error::NetworkError;

@@ -1,10 +1,11 @@
 //! Socket inode -> owning processes, by one pass over `/proc/*/fd`.
 //!
-//! Pid reuse: each `/proc/<pid>` directory is opened once, and everything else (`fd/`, the
-//! descriptor links, `stat`, `status`, `exe`, `cmdline`, `cgroup`) is read relative to that
-//! directory descriptor. If the process exits and its pid is reused while we look, those reads
-//! fail with `ESRCH`/`ENOENT` instead of silently describing the new process, so a socket is
-//! never attributed to the wrong program: it is reported with its owner unknown (`vanished`).
+//! Pid reuse: during the walk each `/proc/<pid>` directory is opened once, and its descriptor
+//! links and `stat` (start time) are read relative to that directory descriptor, so they belong
+//! to one process. Details are read afterwards (only for processes owning a reported socket) and
+//! are accepted only when the start time is unchanged: if the process exited and its pid was
+//! reused meanwhile, its sockets are reported with the owner unknown (`vanished`), never
+//! attributed to the newcomer.
 //!
 //! Speed: this pass dominates a scan on a busy host (20,000 descriptors). `procfs`'s
 //! `Process::fd()` costs four system calls per descriptor (open, readlink, stat, close) because it

@@ -3,8 +3,8 @@
 use crate::util::{inode_of, live_lock, live_scan};
 use guestward_core::Timestamp;
 use guestward_network::{
-    BackendChoice, Config, LISTENER_CLOSED, LISTENER_OPENED, LISTENER_OWNER_CHANGED, ListenerState, Protocol,
-    ScanContext, diff, scan,
+    BackendChoice, Config, LISTENER_CLOSED, LISTENER_OPENED, LISTENER_OWNER_CHANGED, ListenerState,
+    ListenerTracker, Protocol, ScanContext, diff, scan,
 };
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -65,12 +65,19 @@ fn unknown_owners_are_not_an_owner_change() {
 #[test]
 fn a_real_listener_shows_up_as_opened_then_closed_with_our_pid() {
     let _guard = live_lock();
-    let first = ListenerState::from_report(&live_scan(BackendChoice::Auto));
+    let mut tracker = ListenerTracker::new(None);
+    let first_report = live_scan(BackendChoice::Auto);
+    assert!(tracker.observe(&first_report).is_empty(), "the first scan is a baseline, not a change");
+    let first = ListenerState::from_report(&first_report);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let _ = inode_of(&l);
-    let second = ListenerState::from_report(&live_scan(BackendChoice::Auto));
+    let second_report = live_scan(BackendChoice::Auto);
+    let second = ListenerState::from_report(&second_report);
     let opened = diff(&first, &second);
+    let tracked = tracker.observe(&second_report);
+    assert!(tracked.opened.iter().any(|r| r.key.local_port == port), "{tracked:#?}");
+    assert_eq!(tracker.state(), Some(&second));
     let ours = opened
         .opened
         .iter()
