@@ -39,6 +39,9 @@ pub enum Command {
     /// Run every collector once and print the report.
     #[command(after_help = EXIT_CODES)]
     Scan(ScanArgs),
+    /// Run as a daemon: scheduled scans and the control socket for `agentctl` (systemd:
+    /// guestward-agent.service, Type=notify). Stops on SIGTERM or SIGINT.
+    Run,
     /// Print the JSON Schema of the report (`--json` output).
     Schema,
 }
@@ -76,6 +79,17 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Schema => {
             print_stdout(&crate::report::json_schema())?;
+            Ok(exit::OK)
+        }
+        Command::Run => {
+            let (config, source) = Config::load(cli.config.as_deref())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                // Two workers: the agent must stay small; scans run on blocking threads anyway.
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(crate::daemon::run(config, source))?;
             Ok(exit::OK)
         }
         Command::Scan(args) => {

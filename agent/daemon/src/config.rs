@@ -22,8 +22,30 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub struct Config {
     /// `[agent]`: identity and state.
     pub agent: AgentConfig,
+    /// `[control]`: the local control socket used by `agentctl`.
+    pub control: ControlConfig,
     /// `[packages]`: software inventory sources.
     pub packages: guestward_packages::Config,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// The Unix socket `agentctl` talks to. Created mode 0660.
+    pub socket_path: AbsolutePath,
+    /// Members of this group may use `agentctl` without being root. Ignored when the group
+    /// does not exist.
+    pub socket_group: String,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket_path: AbsolutePath::from_static("/run/guestward/agent.sock"),
+            socket_group: "guestward".into(),
+        }
+    }
 }
 
 /// `[agent]`.
@@ -35,11 +57,17 @@ pub struct AgentConfig {
     /// Overrides the host id in reports. Leave unset: the EC2 instance id, else
     /// `/etc/machine-id`, is used and the source recorded.
     pub host_id: Option<String>,
+    /// Seconds between full scans in daemon mode (the first runs at start).
+    pub scan_interval_secs: u64,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        Self { state_dir: AbsolutePath::from_static("/var/lib/guestward"), host_id: None }
+        Self {
+            state_dir: AbsolutePath::from_static("/var/lib/guestward"),
+            host_id: None,
+            scan_interval_secs: 900,
+        }
     }
 }
 
@@ -92,6 +120,16 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A value parsed but is not acceptable.
+    #[error("{}: key `{key}`: {message}", path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl Config {
@@ -112,9 +150,21 @@ impl Config {
         Ok((config, ConfigSource::File(path)))
     }
 
+    /// Checks that cannot be expressed in types. Runs after parsing; the key is named.
+    fn validate(self, path: &Path) -> Result<Self, ConfigError> {
+        if self.agent.scan_interval_secs < 10 {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "agent.scan_interval_secs".into(),
+                message: format!("{} is too short; use at least 10 seconds", self.agent.scan_interval_secs),
+            });
+        }
+        Ok(self)
+    }
+
     /// Parses TOML text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+        let config: Self = toml::from_str(text).map_err(|e| {
             let (line, column, key) = match e.span() {
                 Some(span) => locate(text, span.start),
                 None => (1, 1, None),
@@ -126,7 +176,8 @@ impl Config {
                 key,
                 message: e.message().trim().to_string(),
             }
-        })
+        })?;
+        config.validate(path)
     }
 }
 
@@ -239,6 +290,12 @@ mod tests {
         let msg = err("[packages]\ndpkg_admin_dir = \"var/lib/dpkg\"\n");
         assert!(msg.starts_with("/etc/guestward/agent.toml:2:18: key `packages.dpkg_admin_dir`"), "{msg}");
         assert!(msg.contains("must be an absolute path"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key() {
+        let msg = err("[agent]\nscan_interval_secs = 1\n");
+        assert!(msg.contains("key `agent.scan_interval_secs`: 1 is too short"), "{msg}");
     }
 
     #[test]

@@ -7,6 +7,9 @@
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod control;
+pub mod ctl;
+pub mod daemon;
 pub mod report;
 pub mod scan;
 

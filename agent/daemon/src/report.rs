@@ -75,22 +75,27 @@ impl HostIdSource {
 }
 
 impl Report {
-    /// Statuses of every section that ran, for exit codes and summaries.
-    pub fn section_statuses(&self) -> Vec<(&'static str, guestward_core::SectionStatus)> {
+    /// Name, status and problem count of every section that ran, for exit codes and summaries.
+    pub fn section_summaries(&self) -> Vec<(&'static str, guestward_core::SectionStatus, usize)> {
+        fn add<T>(
+            out: &mut Vec<(&'static str, guestward_core::SectionStatus, usize)>,
+            name: &'static str,
+            s: &Option<Section<T>>,
+        ) {
+            if let Some(s) = s {
+                out.push((name, s.status, s.problems.len()));
+            }
+        }
         let mut out = Vec::new();
-        if let Some(s) = &self.host {
-            out.push(("host", s.status));
-        }
-        if let Some(s) = &self.packages {
-            out.push(("packages", s.status));
-        }
+        add(&mut out, "host", &self.host);
+        add(&mut out, "packages", &self.packages);
         out
     }
 
     /// Whether any section degraded or failed.
     pub fn any_degraded(&self) -> bool {
         use guestward_core::SectionStatus::{Degraded, Error};
-        self.section_statuses().iter().any(|(_, s)| matches!(s, Degraded | Error))
+        self.section_summaries().iter().any(|(_, s, _)| matches!(s, Degraded | Error))
     }
 }
 

@@ -7,7 +7,20 @@ use guestward_core::{HostRoot, Timestamp};
 use std::collections::BTreeSet;
 
 /// The collectors `--only` can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Collector {
     /// OS, kernel, CPU, memory, machine-id.
     Host,
@@ -59,9 +72,27 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
         findings: Vec::new(),
         events: Vec::new(),
     };
-    report.agent = identify(config, &report);
+    report.agent = identify(config, root, &report);
     report.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
     report
+}
+
+/// A report with no sections (used only when a scan could not run at all).
+pub fn empty_report() -> Report {
+    Report {
+        schema_version: SCHEMA_VERSION,
+        agent: AgentInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host_id: None,
+            host_id_source: HostIdSource::None,
+        },
+        collected_at: Timestamp::now(),
+        scanned_root: None,
+        host: None,
+        packages: None,
+        findings: Vec::new(),
+        events: Vec::new(),
+    }
 }
 
 /// A collector thread that panicked becomes an error section instead of taking the scan down.
@@ -82,12 +113,16 @@ fn join<T>(
 }
 
 /// Host identity: config override, then the EC2 instance id, then machine-id.
-fn identify(config: &Config, report: &Report) -> AgentInfo {
+fn identify(config: &Config, root: &HostRoot, report: &Report) -> AgentInfo {
     let version = env!("CARGO_PKG_VERSION").to_string();
     if let Some(id) = &config.agent.host_id {
         return AgentInfo { version, host_id: Some(id.clone()), host_id_source: HostIdSource::Config };
     }
-    let machine_id = report.host.as_ref().and_then(|s| s.data.as_ref()).and_then(|h| h.machine_id.clone());
+    // The host section already read machine-id; when it did not run, read it (it is tiny).
+    let machine_id = match report.host.as_ref().and_then(|s| s.data.as_ref()) {
+        Some(h) => h.machine_id.clone(),
+        None => guestward_host::read_machine_id(root).ok().flatten(),
+    };
     match machine_id {
         Some(id) => AgentInfo { version, host_id: Some(id), host_id_source: HostIdSource::MachineId },
         None => AgentInfo { version, host_id: None, host_id_source: HostIdSource::None },

@@ -1,0 +1,115 @@
+//! Control protocol types, shared by the daemon and `agentctl`.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | GET | `/v1/status` | | [`Status`] |
+//! | GET | `/v1/report` | | the latest full [`Report`] (404 before the first scan) |
+//! | GET | `/v1/findings` | | the latest findings |
+//! | POST | `/v1/scan` | [`ScanRequest`] | a fresh [`Report`] of the requested collectors |
+
+use crate::scan::Collector;
+use guestward_core::{SectionStatus, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every path; bumped on incompatible changes.
+pub const API_V1: &str = "/v1";
+
+/// Largest request body the daemon accepts (requests are tiny JSON objects).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Largest response body `agentctl` accepts (a full report of a big host is a few MiB).
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Agent version.
+    pub version: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// When the daemon started.
+    pub started_at: Timestamp,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Where the configuration came from.
+    pub config_source: String,
+    /// The state directory.
+    pub state_dir: String,
+    /// Seconds between scheduled scans.
+    pub scan_interval_secs: u64,
+    /// The last completed scheduled scan, if any.
+    pub last_scan: Option<ScanSummary>,
+    /// When the next scheduled scan starts.
+    pub next_scan_at: Option<Timestamp>,
+    /// Internal counters (`<area>_<noun>_<unit>_total`).
+    pub counters: Counters,
+}
+
+/// Internal counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Scans completed (scheduled and on request).
+    pub scan_runs_total: u64,
+    /// Scans in which some section degraded or failed.
+    pub scan_degraded_runs_total: u64,
+    /// Control requests served.
+    pub control_requests_total: u64,
+    /// Control connections refused by the peer-credential check.
+    pub control_denied_connections_total: u64,
+}
+
+/// One scan, summarized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanSummary {
+    /// When it started.
+    pub collected_at: Timestamp,
+    /// Host id it reported.
+    pub host_id: Option<String>,
+    /// Per-section outcome.
+    pub sections: Vec<SectionSummary>,
+    /// Number of findings.
+    pub findings: usize,
+}
+
+/// One section's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SectionSummary {
+    /// Collector name.
+    pub name: String,
+    /// Its status.
+    pub status: SectionStatus,
+    /// How many problems it met.
+    pub problems: usize,
+}
+
+/// `POST /v1/scan`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequest {
+    /// Collectors to run; empty means all.
+    #[serde(default)]
+    pub only: Vec<Collector>,
+}
+
+/// The body of every non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, as a sentence.
+    pub error: String,
+}
+
+impl ScanSummary {
+    /// Summarizes a report.
+    pub fn of(report: &crate::report::Report) -> Self {
+        Self {
+            collected_at: report.collected_at,
+            host_id: report.agent.host_id.clone(),
+            sections: report
+                .section_summaries()
+                .into_iter()
+                .map(|(name, status, problems)| SectionSummary { name: name.to_string(), status, problems })
+                .collect(),
+            findings: report.findings.len(),
+        }
+    }
+}

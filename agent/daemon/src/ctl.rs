@@ -1,0 +1,217 @@
+//! `agentctl`: the local CLI. Talks to the daemon over the control socket with the typed
+//! [`crate::control::client::Client`]; `check-config` works without a daemon.
+
+use crate::config::{Config, ConfigSource, DEFAULT_CONFIG_PATH};
+use crate::control::client::Client;
+use crate::control::protocol::{ScanRequest, Status};
+use crate::exit;
+use crate::report::Report;
+use crate::scan::Collector;
+use clap::{Parser, Subcommand};
+use guestward_core::Finding;
+use std::io::Write;
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (check-config: the file is valid)
+  1  the check failed (check-config: invalid file; status: the agent is not running or the
+     last scan degraded)
+  2  usage error, or the agent could not be reached";
+
+/// Local control of the guestward agent. Start with `agentctl status`.
+#[derive(Debug, Parser)]
+#[command(name = "agentctl", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The agent's control socket [default: control.socket_path from the config, else
+    /// /run/guestward/agent.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Is the agent running, when did it last scan, did anything degrade?
+    Status,
+    /// The latest full report (same shape as `guestward-agent scan --json`).
+    Report,
+    /// The findings of the latest scan, most severe first.
+    Findings,
+    /// Ask the agent to scan now and print the result.
+    Scan {
+        /// Run only these collectors (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "COLLECTORS")]
+        only: Vec<Collector>,
+    },
+    /// Validate a configuration file (default: /etc/guestward/agent.toml). Needs no daemon.
+    CheckConfig {
+        /// The file to check.
+        path: Option<PathBuf>,
+    },
+}
+
+/// Runs a parsed command line and returns the exit code.
+pub fn run(cli: Cli) -> u8 {
+    match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agentctl: {e:#}");
+            exit::USAGE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::CheckConfig { path } = &cli.command {
+        return Ok(check_config(path.clone(), cli.json));
+    }
+    let socket = match cli.socket.clone() {
+        Some(s) => s,
+        None => {
+            // The daemon's own config says where its socket is; a broken config is not our
+            // problem here (check-config reports it), so fall back to the default path.
+            Config::load(None).map(|(c, _)| c).unwrap_or_default().control.socket_path.as_path().to_path_buf()
+        }
+    };
+    let client = Client::new(socket);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Status => {
+            let status: Status = match runtime.block_on(client.get("/v1/status")) {
+                Ok(s) => s,
+                Err(e @ crate::control::client::ClientError::NotRunning { .. }) => {
+                    eprintln!("agentctl: {e}");
+                    return Ok(exit::DEGRADED);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if cli.json {
+                serde_json::to_writer_pretty(&mut out, &status)?;
+                writeln!(out)?;
+            } else {
+                render_status(&status, &mut out)?;
+            }
+            let degraded = status.last_scan.as_ref().is_some_and(|s| {
+                s.sections.iter().any(|x| {
+                    matches!(
+                        x.status,
+                        guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
+                    )
+                })
+            });
+            Ok(if degraded { exit::DEGRADED } else { exit::OK })
+        }
+        Command::Report => {
+            let report: Report = runtime.block_on(client.get("/v1/report"))?;
+            print_report(&report, cli.json, &mut out)?;
+            Ok(exit::OK)
+        }
+        Command::Scan { only } => {
+            let report: Report = runtime.block_on(client.post("/v1/scan", &ScanRequest { only }))?;
+            print_report(&report, cli.json, &mut out)?;
+            Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
+        }
+        Command::Findings => {
+            let findings: Vec<Finding> = runtime.block_on(client.get("/v1/findings"))?;
+            if cli.json {
+                serde_json::to_writer_pretty(&mut out, &findings)?;
+                writeln!(out)?;
+            } else if findings.is_empty() {
+                writeln!(out, "no findings")?;
+            } else {
+                writeln!(out, "{:<9} {:<14} TITLE", "SEVERITY", "ID")?;
+                for f in &findings {
+                    writeln!(out, "{:<9} {:<14} {}", f.severity.to_string(), f.id, f.title)?;
+                    writeln!(out, "{:<24} fix: {}", "", f.remediation)?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::CheckConfig { .. } => Ok(exit::USAGE),
+    }
+}
+
+fn print_report(report: &Report, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, report)?;
+        writeln!(out)?;
+    } else {
+        crate::scan::render_human(report, out)?;
+    }
+    Ok(())
+}
+
+fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "guestward-agent {} running (pid {}), up {}s",
+        status.version, status.pid, status.uptime_secs
+    )?;
+    writeln!(out, "config      {}", status.config_source)?;
+    writeln!(out, "state dir   {}", status.state_dir)?;
+    match &status.last_scan {
+        Some(scan) => {
+            writeln!(
+                out,
+                "last scan   {} (host id {}), {} findings",
+                scan.collected_at,
+                scan.host_id.as_deref().unwrap_or("unknown"),
+                scan.findings
+            )?;
+            for s in &scan.sections {
+                let problems =
+                    if s.problems > 0 { format!(", {} problems", s.problems) } else { String::new() };
+                writeln!(out, "  {:<10} {:?}{problems}", s.name, s.status)?;
+            }
+        }
+        None => writeln!(out, "last scan   none yet (the first scan is running)")?,
+    }
+    if let Some(next) = status.next_scan_at {
+        writeln!(out, "next scan   {next} (every {}s)", status.scan_interval_secs)?;
+    }
+    let c = &status.counters;
+    writeln!(
+        out,
+        "counters    scans {} (degraded {}), control requests {}, denied {}",
+        c.scan_runs_total,
+        c.scan_degraded_runs_total,
+        c.control_requests_total,
+        c.control_denied_connections_total
+    )
+}
+
+fn check_config(path: Option<PathBuf>, json: bool) -> u8 {
+    let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    match Config::load(Some(&path)) {
+        Ok((config, source)) => {
+            if json {
+                match serde_json::to_string_pretty(&config) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("agentctl: {e}");
+                        return exit::USAGE;
+                    }
+                }
+            } else {
+                let shown = match source {
+                    ConfigSource::File(p) => p.display().to_string(),
+                    ConfigSource::Defaults => "defaults".to_string(),
+                };
+                println!("{shown}: ok");
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            exit::DEGRADED
+        }
+    }
+}

@@ -1,0 +1,190 @@
+use crate::support::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/agent.sock");
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n",
+                dir.path().join("state").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = agent()
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let daemon = Self { child, socket, _dir: dir };
+        daemon.wait_for(|| daemon.socket.exists(), "the control socket to appear");
+        daemon
+    }
+
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        run(agentctl().arg("--socket").arg(&self.socket).args(args))
+    }
+
+    fn wait_for(&self, mut ready: impl FnMut() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn terminate(mut self) -> i32 {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().expect("exited by signal, not gracefully");
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn daemon_serves_status_report_and_scans_then_stops_cleanly() {
+    let daemon = Daemon::start();
+    let state_mode =
+        std::fs::metadata(daemon.socket.parent().unwrap().parent().unwrap().join("state")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(state_mode.permissions().mode() & 0o777, 0o700, "state dir must be private");
+    let socket_mode = std::fs::metadata(&daemon.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(socket_mode, 0o660);
+
+    // The first scan starts at once; wait until status shows it.
+    daemon.wait_for(
+        || {
+            let (code, out, _) = daemon.ctl(&["status", "--json"]);
+            code == 0 && serde_json::from_str::<Value>(&out).unwrap()["last_scan"].is_object()
+        },
+        "the first scan",
+    );
+    let (code, out, err) = daemon.ctl(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("running (pid") && out.contains("packages   Ok"), "{out}");
+
+    let (code, out, err) = daemon.ctl(&["report", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    validate_against_schema(&report);
+
+    let (code, out, err) = daemon.ctl(&["scan", "--only", "host", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let fresh: Value = serde_json::from_str(&out).unwrap();
+    assert!(fresh.get("packages").is_none() && fresh["host"]["status"] == "ok");
+
+    let (code, out, _) = daemon.ctl(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert!(status["counters"]["scan_runs_total"].as_u64().unwrap() >= 2);
+
+    let socket = daemon.socket.clone();
+    assert_eq!(daemon.terminate(), 0);
+    assert!(!socket.exists(), "socket removed on shutdown");
+}
+
+#[test]
+fn agentctl_without_a_daemon_says_so() {
+    let (code, _, err) = run(agentctl().args(["--socket", "/nonexistent/agent.sock", "status"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("not running") && err.contains("/nonexistent/agent.sock"), "{err}");
+    let (code, _, err) = run(agentctl().args(["--socket", "/nonexistent/agent.sock", "report"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("not running"), "{err}");
+}
+
+#[test]
+fn other_users_are_refused_by_peer_credentials() {
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED other_users_are_refused_by_peer_credentials: setpriv not installed");
+        return;
+    };
+    if !is_root() {
+        eprintln!("SKIPPED other_users_are_refused_by_peer_credentials: needs root to switch users");
+        return;
+    }
+    let daemon = Daemon::start();
+    // Open the socket to everyone at the file level, so the peer-credential check is what
+    // refuses the connection.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [daemon.socket.parent().unwrap(), &daemon.socket] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(
+        daemon.socket.parent().unwrap().parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let (code, _, err) = run(Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_agentctl"),
+            "--socket",
+        ])
+        .arg(&daemon.socket)
+        .arg("status"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    let (_, out, _) = daemon.ctl(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["counters"]["control_denied_connections_total"], 1);
+}
+
+#[test]
+fn a_second_daemon_refuses_to_steal_the_socket() {
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n[control]\nsocket_path = \"{}\"\n",
+            dir.path().join("state").display(),
+            daemon.socket.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(agent().arg("--config").arg(&config).arg("run"));
+    assert_eq!(code, 2);
+    assert!(err.contains("already listening"), "{err}");
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        == Some("0")
+}
