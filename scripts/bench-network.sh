@@ -17,7 +17,7 @@ bin="$CARGO_TARGET_DIR/release/examples"
 work=$(mktemp -d)
 helper_pids=()
 
-# The helpers read a FIFO this script holds open (fd 3). Closing it is their signal to reset
+# The helpers read a FIFO this script holds open (fd 3, closed in the helpers themselves). Closing it is their signal to reset
 # their connections (no TIME_WAIT left for the next step) and exit; it also reaches them if
 # this script dies without running its trap. Stragglers are killed after 10 s.
 stop_helpers() {
@@ -57,10 +57,10 @@ for n in "${counts[@]}"; do
     rm -f "$work/port" "$work/ready"
     mkfifo "$work/hold-$n"
     exec 3<>"$work/hold-$n"
-    "$bin/bench_helper" listen "$half" "$work/port" <"$work/hold-$n" &
+    "$bin/bench_helper" listen "$half" "$work/port" <"$work/hold-$n" 3>&- &
     helper_pids+=($!)
     wait_for "$work/port"
-    "$bin/bench_helper" connect "$(cat "$work/port")" "$half" "$work/ready" <"$work/hold-$n" &
+    "$bin/bench_helper" connect "$(cat "$work/port")" "$half" "$work/ready" <"$work/hold-$n" 3>&- &
     helper_pids+=($!)
     wait_for "$work/ready"
     sleep 1
