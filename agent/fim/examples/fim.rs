@@ -59,11 +59,7 @@ struct File {
 
 fn load(path: Option<&Path>) -> Config {
     match path {
-        Some(p) => {
-            toml::from_str::<File>(&std::fs::read_to_string(p).unwrap())
-                .unwrap()
-                .fim
-        }
+        Some(p) => toml::from_str::<File>(&std::fs::read_to_string(p).unwrap()).unwrap().fim,
         None => Config::default(),
     }
 }
@@ -83,12 +79,7 @@ fn main() {
             let code = guestward_fim::cli::run(&cmd, &config, Path::new("/var/lib/guestward"));
             std::process::exit(i32::from(code));
         }
-        Cmd::Latency {
-            dir,
-            state_dir,
-            rate,
-            seconds,
-        } => latency(&dir, &state_dir, rate, seconds),
+        Cmd::Latency { dir, state_dir, rate, seconds } => latency(&dir, &state_dir, rate, seconds),
         Cmd::Idle { state_dir, seconds } => {
             let fim = Fim::new(config, HostRoot::live(), state_dir).unwrap();
             let m = Monitor::start(fim, Box::new(|_| {})).unwrap();
@@ -116,10 +107,8 @@ fn latency(dir: &Path, state: &Path, rate: u64, seconds: u64) {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(format!("f{i}")), "before").unwrap();
     }
-    let config = Config {
-        paths: vec![PathEntry::Simple(AbsolutePath::new(dir).unwrap())],
-        ..Config::default()
-    };
+    let config =
+        Config { paths: vec![PathEntry::Simple(AbsolutePath::new(dir).unwrap())], ..Config::default() };
     let fim = Fim::new(config, HostRoot::live(), state).unwrap();
     let closed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -148,10 +137,7 @@ fn latency(dir: &Path, state: &Path, rate: u64, seconds: u64) {
         }
         let p = dir.join(format!("d{}/f{i}", i % 100));
         std::fs::write(&p, format!("after {i}")).unwrap();
-        closed
-            .lock()
-            .unwrap()
-            .insert(p.display().to_string(), Instant::now());
+        closed.lock().unwrap().insert(p.display().to_string(), Instant::now());
     }
     let wrote = start.elapsed();
     let end = Instant::now() + Duration::from_secs(30);
@@ -162,9 +148,7 @@ fn latency(dir: &Path, state: &Path, rate: u64, seconds: u64) {
     let mut l = lat.lock().unwrap().clone();
     l.sort();
     let q = |f: f64| {
-        l.get(((l.len() as f64 * f) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+        l.get(((l.len() as f64 * f) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or_default()
     };
     println!(
         "latency: {} of {n} changes at {:.0}/s reported; p50 {:?} p90 {:?} p99 {:?} max {:?}; overflows {}; CPU {} ticks",

@@ -62,13 +62,7 @@ impl FimCommand {
 pub fn run(cmd: &FimCommand, config: &Config, default_state_dir: &Path) -> u8 {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    run_with(
-        cmd,
-        config,
-        default_state_dir,
-        &mut stdout.lock(),
-        &mut stderr.lock(),
-    )
+    run_with(cmd, config, default_state_dir, &mut stdout.lock(), &mut stderr.lock())
 }
 
 /// [`run`] with explicit output streams (for tests).
@@ -92,10 +86,7 @@ pub fn run_with(
     };
     let o = OneShot {
         config: config.clone(),
-        state_dir: args
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| default_state_dir.to_path_buf()),
+        state_dir: args.state_dir.clone().unwrap_or_else(|| default_state_dir.to_path_buf()),
         root,
         progress_bar: !args.no_progress && !args.json,
     };
@@ -168,27 +159,13 @@ mod tests {
         let config: Config = toml::from_str("paths = [\"/etc\"]").unwrap();
         let state = dir.path().join("state");
         let root = dir.path().display().to_string();
-        let parse =
-            |args: &[&str]| Top::parse_from(std::iter::once("fim").chain(args.iter().copied())).cmd;
+        let parse = |args: &[&str]| Top::parse_from(std::iter::once("fim").chain(args.iter().copied())).cmd;
         let mut out = Vec::new();
         let mut err = Vec::new();
         let check = parse(&["check", "--root", &root]);
         assert_eq!(run_with(&check, &config, &state, &mut out, &mut err), 2);
-        assert!(
-            String::from_utf8_lossy(&err).contains("fim init"),
-            "{}",
-            String::from_utf8_lossy(&err)
-        );
-        assert_eq!(
-            run_with(
-                &parse(&["init", "--root", &root]),
-                &config,
-                &state,
-                &mut out,
-                &mut err
-            ),
-            0
-        );
+        assert!(String::from_utf8_lossy(&err).contains("fim init"), "{}", String::from_utf8_lossy(&err));
+        assert_eq!(run_with(&parse(&["init", "--root", &root]), &config, &state, &mut out, &mut err), 0);
         assert_eq!(run_with(&check, &config, &state, &mut out, &mut err), 0);
         std::fs::write(etc.join("f"), "2").unwrap();
         let mut out = Vec::new();

@@ -28,9 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// One attribute of a file the policy can check.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Attribute {
     /// SHA-256 of the content (regular files up to the size cap).
@@ -223,10 +221,7 @@ impl Default for Config {
             event_queue_capacity: 65_536,
             threads: 0,
             initial_scan_rate: RateLimit::default(),
-            rescan_rate: RateLimit {
-                files_per_sec: 0,
-                bytes_per_sec: 64 << 20,
-            },
+            rescan_rate: RateLimit { files_per_sec: 0, bytes_per_sec: 64 << 20 },
             max_stored_events: 100_000,
         }
     }
@@ -381,14 +376,12 @@ impl Config {
             }
             let mut set = GlobSetBuilder::new();
             for pattern in exclude {
-                set.add(
-                    compile_glob(pattern).map_err(|source| ConfigError::BadGlob {
-                        index,
-                        path: shown.clone(),
-                        pattern: pattern.clone(),
-                        source,
-                    })?,
-                );
+                set.add(compile_glob(pattern).map_err(|source| ConfigError::BadGlob {
+                    index,
+                    path: shown.clone(),
+                    pattern: pattern.clone(),
+                    source,
+                })?);
             }
             let excludes = set.build().map_err(|source| ConfigError::BadGlob {
                 index,
@@ -396,9 +389,8 @@ impl Config {
                 pattern: exclude.join(", "),
                 source,
             })?;
-            let mut attributes = attrs
-                .map(AttributeSet::of)
-                .unwrap_or_else(|| AttributeSet::of(Attribute::DEFAULT));
+            let mut attributes =
+                attrs.map(AttributeSet::of).unwrap_or_else(|| AttributeSet::of(Attribute::DEFAULT));
             if self.blake3 && attributes.hashes() {
                 attributes = AttributeSet(attributes.0 | (1 << Attribute::Blake3 as u16));
             }
@@ -411,19 +403,13 @@ impl Config {
                 excludes,
             });
         }
-        Ok(Policy {
-            rules,
-            blake3: self.blake3,
-        })
+        Ok(Policy { rules, blake3: self.blake3 })
     }
 }
 
 // `*` must not cross `/`: `/etc/*.swp` should not exclude `/etc/ssh/x.swp` (use `**` for that).
 fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
+    GlobBuilder::new(pattern).literal_separator(true).backslash_escape(true).build()
 }
 
 #[cfg(test)]
@@ -440,11 +426,7 @@ mod tests {
     fn default_policy_compiles() {
         let policy = Config::default().policy().unwrap();
         assert_eq!(policy.rules.len(), 17);
-        let etc = policy
-            .rules
-            .iter()
-            .find(|r| r.pattern == Path::new("/etc"))
-            .unwrap();
+        let etc = policy.rules.iter().find(|r| r.pattern == Path::new("/etc")).unwrap();
         assert!(etc.excludes(Path::new("/etc/mtab")));
         assert!(!etc.excludes(Path::new("/etc/passwd")));
         assert!(policy.rules.iter().any(|r| r.is_pattern()));
@@ -455,10 +437,7 @@ mod tests {
         let f: File = toml::from_str("[fim]\npaths = [\"/etc\", \"/usr/bin\"]\n").unwrap();
         let policy = f.fim.policy().unwrap();
         let paths: Vec<_> = policy.rules.iter().map(|r| r.pattern.clone()).collect();
-        assert_eq!(
-            paths,
-            vec![PathBuf::from("/etc"), PathBuf::from("/usr/bin")]
-        );
+        assert_eq!(paths, vec![PathBuf::from("/etc"), PathBuf::from("/usr/bin")]);
         assert_eq!(f.fim.debounce_ms, 200);
     }
 
@@ -477,10 +456,7 @@ paths = [
         let policy = f.fim.policy().unwrap();
         let etc = &policy.rules[1];
         assert!(etc.excludes(Path::new("/etc/a.swp")));
-        assert!(
-            !etc.excludes(Path::new("/etc/ssh/a.swp")),
-            "* must not cross /"
-        );
+        assert!(!etc.excludes(Path::new("/etc/ssh/a.swp")), "* must not cross /");
         assert!(etc.excludes(Path::new("/etc/cache/x/y")));
         assert!(etc.attributes.has(Attribute::Mode) && !etc.attributes.has(Attribute::Uid));
         assert_eq!(etc.max_file_size_bytes, 10);
@@ -498,14 +474,10 @@ paths = [
     #[test]
     fn bad_globs_and_duplicates_are_named() {
         let f: File =
-            toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/[\"] }]\n")
-                .unwrap();
+            toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/[\"] }]\n").unwrap();
         let err = f.fim.policy().unwrap_err().to_string();
         assert!(err.contains("/etc/["), "{err}");
         let f: File = toml::from_str("[fim]\npaths = [\"/etc\", \"/etc/\"]\n").unwrap();
-        assert!(matches!(
-            f.fim.policy().unwrap_err(),
-            ConfigError::Duplicate { .. }
-        ));
+        assert!(matches!(f.fim.policy().unwrap_err(), ConfigError::Duplicate { .. }));
     }
 }

@@ -91,18 +91,9 @@ pub struct Fim {
 
 impl Fim {
     /// Validates `config` and binds it to a root and state directory.
-    pub fn new(
-        config: Config,
-        root: HostRoot,
-        state_dir: impl Into<PathBuf>,
-    ) -> Result<Self, FimError> {
+    pub fn new(config: Config, root: HostRoot, state_dir: impl Into<PathBuf>) -> Result<Self, FimError> {
         let policy = config.policy()?;
-        Ok(Self {
-            config,
-            policy,
-            root,
-            state_dir: state_dir.into(),
-        })
+        Ok(Self { config, policy, root, state_dir: state_dir.into() })
     }
 
     /// Opens the store.
@@ -112,19 +103,12 @@ impl Fim {
 
     /// When the baseline was last completed, if ever.
     pub fn baseline_time(&self) -> Result<Option<Timestamp>, StoreError> {
-        Ok(self
-            .store()?
-            .meta(META_BASELINE)?
-            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-            .map(Timestamp))
+        Ok(self.store()?.meta(META_BASELINE)?.and_then(|s| s.parse::<jiff::Timestamp>().ok()).map(Timestamp))
     }
 
     /// The last finished scan.
     pub fn last_scan(&self) -> Result<Option<ScanSummary>, StoreError> {
-        Ok(self
-            .store()?
-            .meta(META_LAST_SCAN)?
-            .and_then(|s| serde_json::from_str(&s).ok()))
+        Ok(self.store()?.meta(META_LAST_SCAN)?.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
     /// Targets and diff roots of a scope. Nested rules below a scoped tree are included so
@@ -137,13 +121,7 @@ impl Fim {
                     .policy
                     .rules
                     .iter()
-                    .map(|r| {
-                        if r.is_pattern() {
-                            Policy::literal_prefix(r)
-                        } else {
-                            r.pattern.clone()
-                        }
-                    })
+                    .map(|r| if r.is_pattern() { Policy::literal_prefix(r) } else { r.pattern.clone() })
                     .collect();
                 (all, minimal_roots(roots))
             }
@@ -154,10 +132,7 @@ impl Fim {
                     if !all.iter().any(|t| &t.host == p)
                         && let Some(rule) = self.policy.governing(p)
                     {
-                        targets.push(Target {
-                            host: p.clone(),
-                            rule: rule.index,
-                        });
+                        targets.push(Target { host: p.clone(), rule: rule.index });
                     }
                     targets.extend(all.iter().filter(|t| t.host.starts_with(p)).cloned());
                 }
@@ -179,9 +154,7 @@ impl Fim {
     ) -> Result<ScanSummary, FimError> {
         let mut store = self.store()?;
         if purpose != Purpose::Init && store.meta(META_BASELINE)?.is_none() {
-            return Err(FimError::NoBaseline {
-                state_dir: self.state_dir.clone(),
-            });
+            return Err(FimError::NoBaseline { state_dir: self.state_dir.clone() });
         }
         let (targets, roots) = self.resolve_scope(scope);
         let key = serde_json::json!({
@@ -194,30 +167,15 @@ impl Fim {
             store.clear_staging()?;
             store.set_meta(META_IN_PROGRESS, &key)?;
         }
-        let stats = stage(
-            &self.policy,
-            &self.root,
-            &self.state_dir,
-            &targets,
-            resume,
-            opts,
-        )?;
+        let stats = stage(&self.policy, &self.root, &self.state_dir, &targets, resume, opts)?;
         let trees = roots.iter().map(|r| escape_path(r)).collect();
         if stats.cancelled {
-            return Ok(ScanSummary {
-                purpose,
-                trees,
-                stats,
-                changes: 0,
-                finished: Timestamp::now(),
-            });
+            return Ok(ScanSummary { purpose, trees, stats, changes: 0, finished: Timestamp::now() });
         }
         let mut changes = 0u64;
         if purpose != Purpose::Init {
             store.diff(&roots, |item| {
-                if let Some(c) =
-                    self.change_of(&item.path, item.old.as_ref(), item.new.as_ref(), mechanism)
-                {
+                if let Some(c) = self.change_of(&item.path, item.old.as_ref(), item.new.as_ref(), mechanism) {
                     changes += 1;
                     on_change(c);
                 }
@@ -233,17 +191,8 @@ impl Fim {
             store.set_meta(META_BASELINE, &now.to_string())?;
         }
         store.clear_meta(META_IN_PROGRESS)?;
-        let summary = ScanSummary {
-            purpose,
-            trees,
-            stats,
-            changes,
-            finished: now,
-        };
-        store.set_meta(
-            META_LAST_SCAN,
-            &serde_json::to_string(&summary).unwrap_or_default(),
-        )?;
+        let summary = ScanSummary { purpose, trees, stats, changes, finished: now };
+        store.set_meta(META_LAST_SCAN, &serde_json::to_string(&summary).unwrap_or_default())?;
         Ok(summary)
     }
 

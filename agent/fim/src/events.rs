@@ -23,9 +23,7 @@ pub fn escape_path(path: &Path) -> String {
         for c in chunk.valid().chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
-                c if c.is_control() && (c as u32) < 0x100 => {
-                    out.push_str(&format!("\\x{:02x}", c as u32))
-                }
+                c if c.is_control() && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
                 c => out.push(c),
             }
         }
@@ -120,11 +118,10 @@ impl From<&FileRecord> for Attributes {
                 .map(|t| escape_path(Path::new(std::ffi::OsStr::from_bytes(t)))),
             sha256: r.sha256.map(|h| hex(&h)),
             blake3: r.blake3.map(|h| hex(&h)),
-            xattrs: r.xattrs.as_ref().map(|x| {
-                x.iter()
-                    .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), hex(v)))
-                    .collect()
-            }),
+            xattrs: r
+                .xattrs
+                .as_ref()
+                .map(|x| x.iter().map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), hex(v))).collect()),
             hash_skipped: r.flags & FLAG_HASH_SKIPPED != 0,
             unstable: r.flags & FLAG_UNSTABLE != 0,
             unreadable: r.flags & FLAG_UNREADABLE != 0,
@@ -198,11 +195,7 @@ pub struct CoverageGap {
 impl FimChange {
     /// As a report event.
     pub fn to_event(&self, time: Timestamp) -> Event {
-        Event {
-            kind: KIND_CHANGE.into(),
-            time,
-            data: serde_json::to_value(self).unwrap_or_default(),
-        }
+        Event { kind: KIND_CHANGE.into(), time, data: serde_json::to_value(self).unwrap_or_default() }
     }
 
     /// The human one-liner: `modified /etc/passwd (sha256, mtime) [realtime]`.
@@ -231,11 +224,7 @@ impl FimChange {
 impl CoverageGap {
     /// As a report event.
     pub fn to_event(&self, time: Timestamp) -> Event {
-        Event {
-            kind: KIND_GAP.into(),
-            time,
-            data: serde_json::to_value(self).unwrap_or_default(),
-        }
+        Event { kind: KIND_GAP.into(), time, data: serde_json::to_value(self).unwrap_or_default() }
     }
 }
 

@@ -12,6 +12,22 @@
 //!
 //! The honesty rule: a change is either reported (with the mechanism that saw it) or covered
 //! by an explicit `coverage.gap` event naming the trees and the cause.
+//!
+//! # Wiring into the daemon
+//! - Config: one field `fim: guestward_fim::Config` in the agent's `Config` (`[fim]`).
+//! - One-shot: a variant `Fim { #[command(subcommand)] cmd: guestward_fim::cli::FimCommand }`
+//!   in `guestward-agent`'s CLI, run with
+//!   `guestward_fim::cli::run(&cmd, &config.fim, config.agent.state_dir.as_path())`, whose
+//!   return value is the exit code (0 no changes, 1 changes, 2 error).
+//! - Daemon: `Monitor::start(Fim::new(config.fim, HostRoot::live(), state_dir)?, sink)` where
+//!   `sink` forwards each [`guestward_core::Event`] to the report/spool; then
+//!   [`Monitor::status`] serves `/v1/fim/status` (`agentctl fim status`, rendered by
+//!   [`FimStatus::render_human`]), [`Monitor::events_since`] serves `/v1/fim/events?since=`,
+//!   [`Monitor::request_rescan`] an on-demand verification, and [`Monitor::stop`] shutdown
+//!   (an interrupted scan resumes at the next start).
+//! - Known limit: scans run on the monitor's thread, so realtime events wait (queued, not
+//!   lost: a full queue becomes an overflow and another rescan) while a periodic or overflow
+//!   rescan is running.
 
 pub mod cli;
 pub mod config;

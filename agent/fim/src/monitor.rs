@@ -15,9 +15,7 @@
 
 use crate::config::Config;
 use crate::engine::{Fim, FimError, Purpose, ScanSummary, Scope};
-use crate::events::{
-    Attributes, ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, escape_path,
-};
+use crate::events::{Attributes, ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, escape_path};
 use crate::record::{FileKind, ReadOptions, read_record};
 use crate::scan::{ScanOptions, ScanProgress, Target, real_path};
 use crate::store::Store;
@@ -124,17 +122,13 @@ pub struct FimStatus {
 impl FimStatus {
     /// The human form of `agentctl fim status`.
     pub fn render_human(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        let state = serde_json::to_value(self.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string));
+        let state = serde_json::to_value(self.state).ok().and_then(|v| v.as_str().map(str::to_string));
         writeln!(out, "state:      {}", state.unwrap_or_default())?;
         writeln!(
             out,
             "baseline:   {} entries, completed {}",
             self.files_in_baseline,
-            self.baseline_completed_at
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| "never".into())
+            self.baseline_completed_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
         )?;
         if let Some(s) = &self.last_scan {
             writeln!(out, "last scan:  {} ({} changes)", s.finished, s.changes)?;
@@ -148,11 +142,7 @@ impl FimStatus {
                 p.bytes_hashed >> 20
             )?;
         }
-        writeln!(
-            out,
-            "watches:    {} of a budget of {}",
-            self.watches_used, self.watch_budget
-        )?;
+        writeln!(out, "watches:    {} of a budget of {}", self.watches_used, self.watch_budget)?;
         for t in &self.trees {
             let mode = match t.mode {
                 TreeMode::Realtime => "realtime",
@@ -164,10 +154,7 @@ impl FimStatus {
                 "  {:11} {}{}",
                 mode,
                 t.path,
-                t.reason
-                    .as_ref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
+                t.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
             )?;
         }
         if self.degraded {
@@ -250,7 +237,6 @@ impl Monitor {
             cancel: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
         });
-        let store = fim.store()?;
         let query_fim = fim.clone();
         let fwd_tx = tx.clone();
         let fwd_shared = Arc::clone(&shared);
@@ -267,10 +253,10 @@ impl Monitor {
                 fwd_shared.dropped.store(true, Ordering::Release);
             }
         };
-        let watcher = notify::INotifyWatcher::new(
-            handler,
-            notify::Config::default().with_follow_symlinks(false),
-        );
+        let watcher =
+            notify::INotifyWatcher::new(handler, notify::Config::default().with_follow_symlinks(false));
+        // Opened after the watcher so the inotify instance is created as early as possible.
+        let store = fim.store()?;
         let engine_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("fim-monitor".into())
@@ -279,21 +265,12 @@ impl Monitor {
                 engine.run(rx);
             })
             .map_err(|e| FimError::Watcher(e.to_string()))?;
-        Ok(Self {
-            fim: query_fim,
-            tx,
-            shared,
-            thread: Some(thread),
-        })
+        Ok(Self { fim: query_fim, tx, shared, thread: Some(thread) })
     }
 
     /// A snapshot of the monitor's status.
     pub fn status(&self) -> FimStatus {
-        self.shared
-            .status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_else(|_| FimStatus::new())
+        self.shared.status.lock().map(|s| s.clone()).unwrap_or_else(|_| FimStatus::new())
     }
 
     /// Stored events at or after `since` (for `agentctl fim events --since`); read through
@@ -465,9 +442,8 @@ impl Engine {
     // ---------- watches ----------
 
     fn place_watches(&mut self) {
-        let kernel = std::fs::read_to_string(MAX_USER_WATCHES)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
+        let kernel =
+            std::fs::read_to_string(MAX_USER_WATCHES).ok().and_then(|s| s.trim().parse::<u64>().ok());
         let reserve = u64::from(self.cfg().watch_reserve_percent.min(100));
         let mut budget = kernel.map(|k| k - k * reserve / 100).unwrap_or(8192);
         if self.cfg().max_watches > 0 {
@@ -484,15 +460,9 @@ impl Engine {
             // The parent of a tree root is watched too (non-recursively) so that the root
             // appearing, vanishing or being replaced is seen.
             let need = dirs.len() as u64 + 1;
-            let mut tree = Tree {
-                target,
-                mode: TreeMode::Realtime,
-                watches: need,
-                reason: None,
-            };
-            let parent_exists = real
-                .parent()
-                .is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+            let mut tree = Tree { target, mode: TreeMode::Realtime, watches: need, reason: None };
+            let parent_exists =
+                real.parent().is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
             if self.watcher.is_none() {
                 tree.mode = TreeMode::RescanOnly;
                 tree.reason = Some("the inotify watcher could not be created".into());
@@ -530,24 +500,11 @@ impl Engine {
             .trees
             .iter()
             .filter(|t| t.mode == TreeMode::RescanOnly)
-            .map(|t| {
-                (
-                    escape_path(&t.target.host),
-                    t.reason.clone().unwrap_or_default(),
-                )
-            })
+            .map(|t| (escape_path(&t.target.host), t.reason.clone().unwrap_or_default()))
             .collect();
         if !open.is_empty() {
-            let cause = if self.watcher.is_none() {
-                GapCause::WatcherError
-            } else {
-                GapCause::WatchBudget
-            };
-            let detail = open
-                .iter()
-                .map(|(p, r)| format!("{p}: {r}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let cause = if self.watcher.is_none() { GapCause::WatcherError } else { GapCause::WatchBudget };
+            let detail = open.iter().map(|(p, r)| format!("{p}: {r}")).collect::<Vec<_>>().join("; ");
             let trees = open.into_iter().map(|(p, _)| p).collect();
             // Stays open: these trees are covered by periodic rescans, not in realtime.
             self.open_gap(cause, trees, detail);
@@ -619,12 +576,7 @@ impl Engine {
     }
 
     fn remove_watches_below(&mut self, real: &Path) {
-        let gone: Vec<PathBuf> = self
-            .watched
-            .iter()
-            .filter(|p| p.starts_with(real))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = self.watched.iter().filter(|p| p.starts_with(real)).cloned().collect();
         for p in gone {
             self.watched.remove(&p);
             if let Some(w) = self.watcher.as_mut() {
@@ -654,21 +606,14 @@ impl Engine {
         if !rule.recursive && host != self.trees[ti].target.host {
             return;
         }
-        let target = Target {
-            host: host.to_path_buf(),
-            rule: rule.index,
-        };
+        let target = Target { host: host.to_path_buf(), rule: rule.index };
         let dirs = self.tree_dirs(&target, real);
         if let Err(reason) = self.add_watches(&dirs) {
             let tree = &mut self.trees[ti];
             tree.mode = TreeMode::RescanOnly;
             tree.reason = Some(reason.clone());
             let path = escape_path(&tree.target.host);
-            let cause = if reason.contains("kernel") {
-                GapCause::WatchLimit
-            } else {
-                GapCause::WatchBudget
-            };
+            let cause = if reason.contains("kernel") { GapCause::WatchLimit } else { GapCause::WatchBudget };
             self.open_gap(cause, vec![path], reason);
         }
     }
@@ -684,14 +629,9 @@ impl Engine {
                 let _ = self.run_scan(Purpose::Init, &Scope::All, Mechanism::Rescan, rate);
             }
             Some(since) => {
-                let trees = self
-                    .trees
-                    .iter()
-                    .map(|t| escape_path(&t.target.host))
-                    .collect();
+                let trees = self.trees.iter().map(|t| escape_path(&t.target.host)).collect();
                 let detail =
-                    "changes made while the agent was not running are found by the startup rescan"
-                        .into();
+                    "changes made while the agent was not running are found by the startup rescan".into();
                 let id = self.open_gap_at(GapCause::AgentNotRunning, trees, detail, since);
                 self.verify(Scope::All, Some(id), true);
             }
@@ -747,11 +687,7 @@ impl Engine {
     /// covered) when it completes.
     fn verify(&mut self, scope: Scope, gap: Option<u64>, gentle: bool) {
         self.publish(MonitorState::Verifying);
-        let rate = if gentle {
-            self.cfg().rescan_rate
-        } else {
-            self.cfg().initial_scan_rate
-        };
+        let rate = if gentle { self.cfg().rescan_rate } else { self.cfg().initial_scan_rate };
         let done = self.run_scan(Purpose::Rescan, &scope, Mechanism::Rescan, rate);
         if let (Some(summary), Some(id)) = (done, gap)
             && !summary.stats.cancelled
@@ -769,11 +705,7 @@ impl Engine {
             .map(|t| t.target.host.clone())
             .collect();
         self.with_status(|s| s.overflows += 1);
-        let id = self.open_gap(
-            cause,
-            trees.iter().map(|t| escape_path(t)).collect(),
-            detail.to_string(),
-        );
+        let id = self.open_gap(cause, trees.iter().map(|t| escape_path(t)).collect(), detail.to_string());
         // Started at once and scoped to the watched trees; unlimited speed, since every
         // second of delay is a second an attacker's change goes unreported.
         self.verify(Scope::Trees(trees), Some(id), false);
@@ -785,22 +717,9 @@ impl Engine {
         self.open_gap_at(cause, trees, detail, Timestamp::now())
     }
 
-    fn open_gap_at(
-        &mut self,
-        cause: GapCause,
-        trees: Vec<String>,
-        detail: String,
-        start: Timestamp,
-    ) -> u64 {
+    fn open_gap_at(&mut self, cause: GapCause, trees: Vec<String>, detail: String, start: Timestamp) -> u64 {
         self.gap_seq += 1;
-        let gap = CoverageGap {
-            id: self.gap_seq,
-            cause,
-            trees,
-            start,
-            end: None,
-            detail,
-        };
+        let gap = CoverageGap { id: self.gap_seq, cause, trees, start, end: None, detail };
         self.emit(gap.to_event(Timestamp::now()));
         self.with_status(|s| s.open_gaps.push(gap));
         self.gap_seq
@@ -825,10 +744,7 @@ impl Engine {
     }
 
     fn emit(&mut self, e: Event) {
-        if let Err(err) = self
-            .store
-            .append_event(&e, self.fim.config.max_stored_events)
-        {
+        if let Err(err) = self.store.append_event(&e, self.fim.config.max_stored_events) {
             tracing::warn!(error = %err, "cannot store FIM event");
         }
         (self.sink)(&e);
@@ -875,12 +791,7 @@ impl Engine {
                     )
                 })
                 .collect();
-            reasons.extend(
-                s.degraded_reasons
-                    .iter()
-                    .filter(|r| r.starts_with("scan failed"))
-                    .cloned(),
-            );
+            reasons.extend(s.degraded_reasons.iter().filter(|r| r.starts_with("scan failed")).cloned());
             s.degraded = !reasons.is_empty() || !s.open_gaps.is_empty();
             s.degraded_reasons = reasons;
             s.trees = trees;
@@ -910,23 +821,15 @@ impl Engine {
                     GapCause::WatcherError
                 };
                 let detail = format!("inotify reported: {e}");
-                let trees: Vec<PathBuf> =
-                    self.trees.iter().map(|t| t.target.host.clone()).collect();
+                let trees: Vec<PathBuf> = self.trees.iter().map(|t| t.target.host.clone()).collect();
                 self.with_status(|s| s.overflows += 1);
-                let id = self.open_gap(
-                    cause,
-                    trees.iter().map(|t| escape_path(t)).collect(),
-                    detail,
-                );
+                let id = self.open_gap(cause, trees.iter().map(|t| escape_path(t)).collect(), detail);
                 self.verify(Scope::Trees(trees), Some(id), false);
                 return;
             }
         };
         if ev.need_rescan() {
-            self.overflow(
-                GapCause::QueueOverflow,
-                "the kernel inotify queue overflowed (IN_Q_OVERFLOW)",
-            );
+            self.overflow(GapCause::QueueOverflow, "the kernel inotify queue overflowed (IN_Q_OVERFLOW)");
             return;
         }
         match ev.kind {
@@ -936,9 +839,7 @@ impl Engine {
             | EventKind::Modify(
                 ModifyKind::Data(_) | ModifyKind::Metadata(_) | ModifyKind::Any | ModifyKind::Other,
             )
-            | EventKind::Modify(ModifyKind::Name(
-                RenameMode::From | RenameMode::To | RenameMode::Any,
-            )) => {
+            | EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::To | RenameMode::Any)) => {
                 for p in ev.paths {
                     self.touch(p);
                 }
@@ -982,12 +883,7 @@ impl Engine {
     fn due_at(&self, p: &Pending) -> Instant {
         let now = Instant::now();
         let debounce = Duration::from_millis(self.fim.config.debounce_ms);
-        let max = Duration::from_millis(
-            self.fim
-                .config
-                .max_delay_ms
-                .max(self.fim.config.debounce_ms),
-        );
+        let max = Duration::from_millis(self.fim.config.max_delay_ms.max(self.fim.config.debounce_ms));
         let last = p.last.unwrap_or(now) + debounce;
         let first = p.first.unwrap_or(now) + max;
         last.min(first)
@@ -1024,9 +920,7 @@ impl Engine {
     }
 
     fn pending_target_of(&self, from: &Path) -> bool {
-        self.pending
-            .values()
-            .any(|p| p.renamed_from.as_deref() == Some(from))
+        self.pending.values().any(|p| p.renamed_from.as_deref() == Some(from))
     }
 
     /// Compares one path with the baseline, reports and records the difference.
@@ -1069,15 +963,9 @@ impl Engine {
                 return;
             }
         };
-        let opts = ReadOptions {
-            attributes: rule.attributes,
-            max_file_size_bytes: rule.max_file_size_bytes,
-        };
+        let opts = ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
         let (new, _) = read_record(real, &meta, opts, &mut self.buf, &mut |_| {});
-        if let Some(c) = self
-            .fim
-            .change_of(&host, old.as_ref(), Some(&new), Mechanism::Realtime)
-        {
+        if let Some(c) = self.fim.change_of(&host, old.as_ref(), Some(&new), Mechanism::Realtime) {
             self.emit_change(c);
         }
         let _ = self.store.put(&host, &new);
@@ -1104,10 +992,7 @@ impl Engine {
     }
 
     fn removed(&mut self, host: &Path, real: &Path, old: crate::record::FileRecord) {
-        if let Some(c) = self
-            .fim
-            .change_of(host, Some(&old), None, Mechanism::Realtime)
-        {
+        if let Some(c) = self.fim.change_of(host, Some(&old), None, Mechanism::Realtime) {
             self.emit_change(c);
         }
         let _ = self.store.delete(host);
@@ -1144,10 +1029,7 @@ impl Engine {
             self.removed(from, from_real, old);
             return;
         };
-        let opts = ReadOptions {
-            attributes: rule.attributes,
-            max_file_size_bytes: rule.max_file_size_bytes,
-        };
+        let opts = ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
         let (new, _) = read_record(real, &meta, opts, &mut self.buf, &mut |_| {});
         let change = FimChange {
             path: escape_path(host),

@@ -51,11 +51,7 @@ pub struct CheckReport {
 impl CheckReport {
     /// 0 when nothing changed, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if self.summary.changes == 0 {
-            EXIT_CLEAN
-        } else {
-            EXIT_CHANGES
-        }
+        if self.summary.changes == 0 { EXIT_CLEAN } else { EXIT_CHANGES }
     }
 
     /// The human list: one line per change, then a summary line.
@@ -100,11 +96,7 @@ fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
     let draw = |p: &ScanProgress| {
         if let Some(bar) = &bar {
             // Until the walk is over the total is a guess: the baseline's size, or what was seen.
-            let len = if p.walk_done {
-                p.entries_seen
-            } else {
-                p.entries_seen.max(p.baseline_entries)
-            };
+            let len = if p.walk_done { p.entries_seen } else { p.entries_seen.max(p.baseline_entries) };
             bar.set_length(len);
             bar.set_position(p.entries_done);
             bar.set_message(format!("{} MiB hashed", p.bytes_hashed >> 20));

@@ -132,14 +132,8 @@ impl FileRecord {
             uid: meta.uid(),
             gid: meta.gid(),
             size: meta.size(),
-            mtime_ns: meta
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.mtime_nsec()),
-            ctime_ns: meta
-                .ctime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.ctime_nsec()),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
+            ctime_ns: meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()),
             inode: meta.ino(),
             link_target: None,
             xattrs: None,
@@ -170,30 +164,18 @@ impl FileRecord {
                 out.push(a);
             }
         };
-        check(
-            Attribute::Sha256,
-            self.sha256 != new.sha256 && both_hashed(self, new),
-        );
-        check(
-            Attribute::Blake3,
-            self.blake3 != new.blake3 && both_hashed(self, new),
-        );
+        check(Attribute::Sha256, self.sha256 != new.sha256 && both_hashed(self, new));
+        check(Attribute::Blake3, self.blake3 != new.blake3 && both_hashed(self, new));
         check(Attribute::Mode, self.mode != new.mode);
         check(Attribute::Uid, self.uid != new.uid);
         check(Attribute::Gid, self.gid != new.gid);
         // A directory's size is the filesystem's business (it grows and never shrinks on ext4).
-        check(
-            Attribute::Size,
-            self.size != new.size && new.kind != FileKind::Dir,
-        );
+        check(Attribute::Size, self.size != new.size && new.kind != FileKind::Dir);
         check(Attribute::Mtime, self.mtime_ns != new.mtime_ns);
         check(Attribute::Ctime, self.ctime_ns != new.ctime_ns);
         check(Attribute::Inode, self.inode != new.inode);
         check(Attribute::LinkTarget, self.link_target != new.link_target);
-        check(
-            Attribute::Xattrs,
-            self.xattrs.is_some() && new.xattrs.is_some() && self.xattrs != new.xattrs,
-        );
+        check(Attribute::Xattrs, self.xattrs.is_some() && new.xattrs.is_some() && self.xattrs != new.xattrs);
         out
     }
 }
@@ -230,12 +212,10 @@ pub fn read_record(
     let mut rec = FileRecord::from_metadata(meta);
     let mut problem = None;
     match rec.kind {
-        FileKind::Symlink if opts.attributes.has(Attribute::LinkTarget) => {
-            match std::fs::read_link(real) {
-                Ok(t) => rec.link_target = Some(t.into_os_string().into_encoded_bytes()),
-                Err(e) => problem = Some(e),
-            }
-        }
+        FileKind::Symlink if opts.attributes.has(Attribute::LinkTarget) => match std::fs::read_link(real) {
+            Ok(t) => rec.link_target = Some(t.into_os_string().into_encoded_bytes()),
+            Err(e) => problem = Some(e),
+        },
         FileKind::File if opts.attributes.hashes() => {
             if rec.size > opts.max_file_size_bytes {
                 rec.flags |= FLAG_HASH_SKIPPED;
@@ -293,9 +273,7 @@ fn hash_file(
         // The fd must be the regular file we examined: a rename between lstat and open could
         // have put a FIFO, device or another file there.
         if before.kind != FileKind::File || before.inode != lstat.inode {
-            return Err(io::Error::other(
-                "file was replaced while being opened; it will be re-examined",
-            ));
+            return Err(io::Error::other("file was replaced while being opened; it will be re-examined"));
         }
         on_bytes(before.size);
         // Read exactly the size seen before: a file appended to faster than we read would
@@ -317,12 +295,7 @@ fn hash_file(
 
 type Digests = (Option<[u8; 32]>, Option<[u8; 32]>);
 
-fn digest(
-    mut file: &File,
-    size: u64,
-    attrs: AttributeSet,
-    buf: &mut Vec<u8>,
-) -> io::Result<Digests> {
+fn digest(mut file: &File, size: u64, attrs: AttributeSet, buf: &mut Vec<u8>) -> io::Result<Digests> {
     use std::io::Seek;
     file.seek(io::SeekFrom::Start(0))?;
     let mut file = file.take(size);
@@ -344,10 +317,7 @@ fn digest(
             h.update(chunk);
         }
     }
-    Ok((
-        sha.map(|h| h.finalize().into()),
-        b3.map(|h| *h.finalize().as_bytes()),
-    ))
+    Ok((sha.map(|h| h.finalize().into()), b3.map(|h| *h.finalize().as_bytes())))
 }
 
 fn read_xattrs(real: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -379,10 +349,7 @@ mod tests {
     use super::*;
 
     fn opts() -> ReadOptions {
-        ReadOptions {
-            attributes: AttributeSet::of(Attribute::DEFAULT),
-            max_file_size_bytes: 1 << 20,
-        }
+        ReadOptions { attributes: AttributeSet::of(Attribute::DEFAULT), max_file_size_bytes: 1 << 20 }
     }
 
     #[test]
@@ -425,10 +392,7 @@ mod tests {
         let f = dir.path().join("big");
         std::fs::write(&f, vec![0u8; 100]).unwrap();
         let meta = std::fs::symlink_metadata(&f).unwrap();
-        let o = ReadOptions {
-            max_file_size_bytes: 10,
-            ..opts()
-        };
+        let o = ReadOptions { max_file_size_bytes: 10, ..opts() };
         let (rec, _) = read_record(&f, &meta, o, &mut Vec::new(), &mut |_| {});
         assert_eq!(rec.flags & FLAG_HASH_SKIPPED, FLAG_HASH_SKIPPED);
         assert!(rec.sha256.is_none());
@@ -454,10 +418,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let meta = std::fs::symlink_metadata(&f).unwrap();
         let mut reads = 0;
-        let o = ReadOptions {
-            max_file_size_bytes: 1 << 30,
-            ..opts()
-        };
+        let o = ReadOptions { max_file_size_bytes: 1 << 30, ..opts() };
         let (rec, err) = read_record(&f, &meta, o, &mut Vec::new(), &mut |_| reads += 1);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.join().unwrap();

@@ -170,10 +170,7 @@ pub struct ScanOptions<'a> {
 
 impl std::fmt::Debug for ScanOptions<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScanOptions")
-            .field("rate", &self.rate)
-            .field("threads", &self.threads)
-            .finish()
+        f.debug_struct("ScanOptions").field("rate", &self.rate).field("threads", &self.threads).finish()
     }
 }
 
@@ -243,14 +240,10 @@ impl Limiter {
         };
         let mut due = Duration::ZERO;
         if self.rate.files_per_sec > 0 {
-            due = due.max(Duration::from_secs_f64(
-                files as f64 / self.rate.files_per_sec as f64,
-            ));
+            due = due.max(Duration::from_secs_f64(files as f64 / self.rate.files_per_sec as f64));
         }
         if self.rate.bytes_per_sec > 0 {
-            due = due.max(Duration::from_secs_f64(
-                total as f64 / self.rate.bytes_per_sec as f64,
-            ));
+            due = due.max(Duration::from_secs_f64(total as f64 / self.rate.bytes_per_sec as f64));
         }
         let elapsed = self.start.elapsed();
         if due > elapsed {
@@ -297,18 +290,12 @@ pub fn stage(
     let mut writer_store = Store::open(state_dir)?;
     let baseline_entries = reader.file_count().unwrap_or(0);
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
     } else {
         opts.threads
     };
     let counters = Counters::default();
-    let limiter = Limiter {
-        rate: opts.rate,
-        start: Instant::now(),
-        used: Mutex::new((0, 0)),
-    };
+    let limiter = Limiter { rate: opts.rate, start: Instant::now(), used: Mutex::new((0, 0)) };
     let (job_tx, job_rx) = sync_channel::<Job>(1024);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (write_tx, write_rx) = sync_channel::<Write>(4096);
@@ -318,14 +305,7 @@ pub fn stage(
         let writer = std::thread::Builder::new()
             .name("fim-writer".into())
             .spawn_scoped(s, || {
-                writer_loop(
-                    &mut writer_store,
-                    write_rx,
-                    &counters,
-                    opts,
-                    t0,
-                    baseline_entries,
-                )
+                writer_loop(&mut writer_store, write_rx, &counters, opts, t0, baseline_entries)
             })
             .map_err(ScanError::Thread)?;
         let mut workers = Vec::new();
@@ -353,17 +333,7 @@ pub fn stage(
                 cancelled = true;
                 break;
             }
-            walk_target(
-                policy,
-                root,
-                t,
-                &reader,
-                resume,
-                &job_tx,
-                &walk_tx,
-                &counters,
-                opts.cancel,
-            );
+            walk_target(policy, root, t, &reader, resume, &job_tx, &walk_tx, &counters, opts.cancel);
         }
         if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             cancelled = true;
@@ -380,11 +350,7 @@ pub fn stage(
         }
     });
     result?;
-    let (problem_count, problems) = counters
-        .problems
-        .lock()
-        .map(|g| g.clone())
-        .unwrap_or_default();
+    let (problem_count, problems) = counters.problems.lock().map(|g| g.clone()).unwrap_or_default();
     Ok(ScanStats {
         entries: counters.done.load(Ordering::Relaxed),
         resumed: counters.resumed.load(Ordering::Relaxed),
@@ -420,10 +386,8 @@ fn walk_target(
     let Some(real) = real_path(root, &target.host) else {
         return;
     };
-    let read_opts = ReadOptions {
-        attributes: rule.attributes,
-        max_file_size_bytes: rule.max_file_size_bytes,
-    };
+    let read_opts =
+        ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
     let meta = match std::fs::symlink_metadata(&real) {
         Ok(m) => m,
         Err(e) => {
@@ -436,12 +400,7 @@ fn walk_target(
     };
     let is_dir = meta.is_dir();
     submit(
-        Job {
-            host: target.host.clone(),
-            real: real.clone(),
-            meta,
-            opts: read_opts,
-        },
+        Job { host: target.host.clone(), real: real.clone(), meta, opts: read_opts },
         reader,
         resume,
         jobs,
@@ -453,10 +412,7 @@ fn walk_target(
     }
     // Rules nested below this target are walked on their own; only then is the per-entry
     // governing check needed.
-    let nested = policy
-        .rules
-        .iter()
-        .any(|r| r.index != rule.index && is_below(&r.pattern, &rule.pattern));
+    let nested = policy.rules.iter().any(|r| r.index != rule.index && is_below(&r.pattern, &rule.pattern));
     let mut stack = vec![(target.host.clone(), real)];
     while let Some((host_dir, real_dir)) = stack.pop() {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -499,19 +455,7 @@ fn walk_target(
             if meta.is_dir() && rule.recursive {
                 stack.push((host.clone(), real.clone()));
             }
-            submit(
-                Job {
-                    host,
-                    real,
-                    meta,
-                    opts: read_opts,
-                },
-                reader,
-                resume,
-                jobs,
-                writes,
-                counters,
-            );
+            submit(Job { host, real, meta, opts: read_opts }, reader, resume, jobs, writes, counters);
         }
     }
 }
@@ -615,22 +559,16 @@ fn writer_loop(
             Ok(Write::Record(p, r)) => batch.push((p, r)),
             Ok(Write::CarryOver(dir)) => {
                 store.stage_batch(&batch)?;
-                counters
-                    .done
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
                 carry_over(store, &dir)?;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if batch.len() >= BATCH
-            || (!batch.is_empty() && last_report.elapsed() > Duration::from_millis(500))
-        {
+        if batch.len() >= BATCH || (!batch.is_empty() && last_report.elapsed() > Duration::from_millis(500)) {
             store.stage_batch(&batch)?;
-            counters
-                .done
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
             batch.clear();
         }
         if last_report.elapsed() >= Duration::from_millis(100) {
@@ -639,9 +577,7 @@ fn writer_loop(
         }
     }
     store.stage_batch(&batch)?;
-    counters
-        .done
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
     report(counters);
     Ok(())
 }
@@ -691,12 +627,7 @@ mod tests {
     use guestward_core::AbsolutePath;
 
     fn policy(entries: Vec<PathEntry>) -> Policy {
-        Config {
-            paths: entries,
-            ..Config::default()
-        }
-        .policy()
-        .unwrap()
+        Config { paths: entries, ..Config::default() }.policy().unwrap()
     }
 
     #[test]
@@ -714,16 +645,8 @@ mod tests {
         ]);
         assert_eq!(p.governing(Path::new("/etc/passwd")).unwrap().index, 0);
         assert!(p.governing(Path::new("/etc/cache/x")).is_none());
-        assert_eq!(
-            p.governing(Path::new("/etc/cache/keep/x")).unwrap().index,
-            1
-        );
-        assert_eq!(
-            p.governing(Path::new("/home/bob/.ssh/authorized_keys"))
-                .unwrap()
-                .index,
-            2
-        );
+        assert_eq!(p.governing(Path::new("/etc/cache/keep/x")).unwrap().index, 1);
+        assert_eq!(p.governing(Path::new("/home/bob/.ssh/authorized_keys")).unwrap().index, 2);
         assert!(p.governing(Path::new("/home/bob/.ssh/id_rsa")).is_none());
         assert!(p.governing(Path::new("/usr/bin/ls")).is_none());
         assert_eq!(Policy::literal_prefix(&p.rules[2]), Path::new("/home"));
@@ -731,12 +654,7 @@ mod tests {
 
     #[test]
     fn minimal_roots_drops_nested() {
-        let r = minimal_roots(vec![
-            "/etc/ssh".into(),
-            "/etc".into(),
-            "/etc0".into(),
-            "/etc".into(),
-        ]);
+        let r = minimal_roots(vec!["/etc/ssh".into(), "/etc".into(), "/etc0".into(), "/etc".into()]);
         assert_eq!(r, vec![PathBuf::from("/etc"), PathBuf::from("/etc0")]);
     }
 }

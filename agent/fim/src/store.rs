@@ -50,7 +50,8 @@ pub enum StoreError {
 /// File name of the FIM database inside the state directory.
 pub const DB_FILE: &str = "fim.db";
 
-const COLS: &str = "kind, mode, uid, gid, size, mtime_ns, ctime_ns, inode, link_target, xattrs, sha256, blake3, flags";
+const COLS: &str =
+    "kind, mode, uid, gid, size, mtime_ns, ctime_ns, inode, link_target, xattrs, sha256, blake3, flags";
 
 /// One open connection to `fim.db`.
 pub struct Store {
@@ -100,26 +101,24 @@ impl Store {
                 .recursive(true)
                 .mode(0o700)
                 .create(state_dir)
-                .map_err(|source| StoreError::Io {
-                    path: state_dir.to_path_buf(),
-                    source,
-                })?;
+                .map_err(|source| StoreError::Io { path: state_dir.to_path_buf(), source })?;
         }
         let path = state_dir.join(DB_FILE);
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| StoreError::Sqlite { path: path.clone(), source };
         let conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(err)?;
+        // 0600: the baseline maps every watched file. SQLite gives its -wal and -shm files the
+        // mode of the database file.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let restrict = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            restrict.map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
         // WAL: readers (status queries) never block the scan's writer, and a crash leaves the
         // last committed transaction intact. NORMAL sync is durable against process crashes,
         // which is what a mid-scan kill is.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, {COLS}) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS staging (path BLOB PRIMARY KEY, {COLS}) WITHOUT ROWID;
@@ -133,10 +132,7 @@ impl Store {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        |source| StoreError::Sqlite { path: self.path.clone(), source }
     }
 
     /// The baseline record of `path`.
@@ -154,9 +150,7 @@ impl Store {
             .conn
             .prepare_cached(&format!("SELECT {COLS} FROM {table} WHERE path = ?1"))
             .map_err(self.err())?;
-        stmt.query_row([path.as_os_str().as_bytes()], |r| read_row(r, 0))
-            .optional()
-            .map_err(self.err())
+        stmt.query_row([path.as_os_str().as_bytes()], |r| read_row(r, 0)).optional().map_err(self.err())
     }
 
     /// Sets the baseline record of `path`.
@@ -205,10 +199,7 @@ impl Store {
     /// Removes the baseline record of `path`.
     pub fn delete(&self, path: &Path) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "DELETE FROM files WHERE path = ?1",
-                [path.as_os_str().as_bytes()],
-            )
+            .execute("DELETE FROM files WHERE path = ?1", [path.as_os_str().as_bytes()])
             .map_err(self.err())?;
         Ok(())
     }
@@ -238,10 +229,7 @@ impl Store {
     pub fn delete_below(&self, root: &Path) -> Result<usize, StoreError> {
         let (_, lo, hi) = prefix_bounds(root);
         self.conn
-            .execute(
-                "DELETE FROM files WHERE path >= ?1 AND path < ?2",
-                params![lo, hi],
-            )
+            .execute("DELETE FROM files WHERE path >= ?1 AND path < ?2", params![lo, hi])
             .map_err(self.err())
     }
 
@@ -260,19 +248,11 @@ impl Store {
                      SELECT CAST(?3 || substr(path, ?4) AS BLOB), {COLS} FROM files
                      WHERE path >= ?1 AND path < ?2"
                 ),
-                params![
-                    lo,
-                    hi,
-                    to_prefix,
-                    i64::try_from(from_len + 1).unwrap_or(i64::MAX)
-                ],
+                params![lo, hi, to_prefix, i64::try_from(from_len + 1).unwrap_or(i64::MAX)],
             )
             .map_err(self.err())?;
         self.conn
-            .execute(
-                "DELETE FROM files WHERE path >= ?1 AND path < ?2",
-                params![lo, hi],
-            )
+            .execute("DELETE FROM files WHERE path >= ?1 AND path < ?2", params![lo, hi])
             .map_err(self.err())?;
         tx.commit().map_err(self.err())
     }
@@ -295,9 +275,7 @@ impl Store {
 
     /// Forgets everything staged.
     pub fn clear_staging(&self) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM staging", [])
-            .map_err(self.err())?;
+        self.conn.execute("DELETE FROM staging", []).map_err(self.err())?;
         Ok(())
     }
 
@@ -327,11 +305,7 @@ impl Store {
                     Some(_) => Some(read_row(row, 14).map_err(self.err())?),
                     None => None,
                 };
-                f(DiffItem {
-                    path: path_of(path),
-                    old,
-                    new: Some(new),
-                });
+                f(DiffItem { path: path_of(path), old, new: Some(new) });
             }
             let scope = scope.replace("s.path", "f.path");
             let mut stmt = self
@@ -346,11 +320,7 @@ impl Store {
             while let Some(row) = rows.next().map_err(self.err())? {
                 let path: Vec<u8> = row.get(0).map_err(self.err())?;
                 let old = read_row(row, 1).map_err(self.err())?;
-                f(DiffItem {
-                    path: path_of(path),
-                    old: Some(old),
-                    new: None,
-                });
+                f(DiffItem { path: path_of(path), old: Some(old), new: None });
             }
         }
         Ok(())
@@ -380,10 +350,7 @@ impl Store {
                 )
                 .map_err(self.err())?;
             self.conn
-                .execute(
-                    "DELETE FROM staging WHERE (path = ?1 OR (path >= ?2 AND path < ?3))",
-                    p,
-                )
+                .execute("DELETE FROM staging WHERE (path = ?1 OR (path >= ?2 AND path < ?3))", p)
                 .map_err(self.err())?;
         }
         tx.commit().map_err(self.err())
@@ -411,19 +378,14 @@ impl Store {
     /// Sets a metadata value.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                [key, value],
-            )
+            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [key, value])
             .map_err(self.err())?;
         Ok(())
     }
 
     /// Removes a metadata value.
     pub fn clear_meta(&self, key: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM meta WHERE key = ?1", [key])
-            .map_err(self.err())?;
+        self.conn.execute("DELETE FROM meta WHERE key = ?1", [key]).map_err(self.err())?;
         Ok(())
     }
 
@@ -436,15 +398,12 @@ impl Store {
                 .conn
                 .prepare_cached("INSERT INTO events (time_ns, kind, data) VALUES (?1, ?2, ?3)")
                 .map_err(self.err())?;
-            stmt.insert(params![ns, event.kind, data])
-                .map_err(self.err())?
+            stmt.insert(params![ns, event.kind, data]).map_err(self.err())?
         };
         // Trim in steps rather than on every insert.
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
         if id % 1000 == 0 {
-            self.conn
-                .execute("DELETE FROM events WHERE id <= ?1", [id - keep])
-                .map_err(self.err())?;
+            self.conn.execute("DELETE FROM events WHERE id <= ?1", [id - keep]).map_err(self.err())?;
         }
         Ok(())
     }
@@ -454,9 +413,7 @@ impl Store {
         let ns = i64::try_from(since.0.as_nanosecond()).unwrap_or(i64::MIN);
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT time_ns, kind, data FROM events WHERE time_ns >= ?1 ORDER BY id LIMIT ?2",
-            )
+            .prepare_cached("SELECT time_ns, kind, data FROM events WHERE time_ns >= ?1 ORDER BY id LIMIT ?2")
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![ns, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
@@ -472,11 +429,7 @@ impl Store {
             let time = jiff::Timestamp::from_nanosecond(i128::from(ns))
                 .map(Timestamp)
                 .unwrap_or_else(|_| Timestamp::now());
-            out.push(Event {
-                kind,
-                time,
-                data: serde_json::from_str(&data).unwrap_or_default(),
-            });
+            out.push(Event { kind, time, data: serde_json::from_str(&data).unwrap_or_default() });
         }
         Ok(out)
     }
@@ -572,14 +525,14 @@ mod tests {
         s.put(Path::new("/t/gone"), &rec(1)).unwrap();
         s.put(Path::new("/t0"), &rec(1)).unwrap();
         assert_eq!(s.get(Path::new("/t/a")).unwrap().unwrap(), rec(1));
-        s.stage_batch(&[(PathBuf::from("/t/a"), rec(2)), (weird.clone(), rec(3))])
-            .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        s.stage_batch(&[(PathBuf::from("/t/a"), rec(2)), (weird.clone(), rec(3))]).unwrap();
         let mut items = Vec::new();
         s.diff(&[PathBuf::from("/t")], |d| items.push(d)).unwrap();
-        let paths: Vec<_> = items
-            .iter()
-            .map(|d| (d.path.clone(), d.old.is_some(), d.new.is_some()))
-            .collect();
+        let paths: Vec<_> =
+            items.iter().map(|d| (d.path.clone(), d.old.is_some(), d.new.is_some())).collect();
         assert_eq!(
             paths,
             vec![
@@ -590,10 +543,7 @@ mod tests {
         );
         s.apply(&[PathBuf::from("/t")]).unwrap();
         assert_eq!(s.file_count().unwrap(), 3);
-        assert!(
-            s.get(Path::new("/t0")).unwrap().is_some(),
-            "/t0 is outside /t"
-        );
+        assert!(s.get(Path::new("/t0")).unwrap().is_some(), "/t0 is outside /t");
         assert_eq!(s.get(&weird).unwrap().unwrap().size, 3);
         s.move_below(Path::new("/t"), Path::new("/u")).unwrap();
         assert!(s.get(Path::new("/u/a")).unwrap().is_some());

@@ -18,10 +18,7 @@ pub fn inotify_init_lock() -> MutexGuard<'static, ()> {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A config watching `dir` (absolute) with the given rule tweaks.
@@ -49,11 +46,7 @@ pub fn start(config: Config, state: &Path) -> (Monitor, Events) {
         let _g = inotify_init_lock();
         Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap()
     };
-    assert!(
-        monitor.wait_watching(Duration::from_secs(60)),
-        "monitor did not start: {:?}",
-        monitor.status()
-    );
+    assert!(monitor.wait_watching(Duration::from_secs(60)), "monitor did not start: {:?}", monitor.status());
     (monitor, events)
 }
 
@@ -68,21 +61,14 @@ pub fn changes(events: &Events) -> Vec<FimChange> {
 }
 
 /// Waits until `pred` holds for some change, returning it.
-pub fn wait_change(
-    events: &Events,
-    timeout: Duration,
-    pred: impl Fn(&FimChange) -> bool,
-) -> FimChange {
+pub fn wait_change(events: &Events, timeout: Duration, pred: impl Fn(&FimChange) -> bool) -> FimChange {
     let end = Instant::now() + timeout;
     loop {
         if let Some(c) = changes(events).into_iter().find(|c| pred(c)) {
             return c;
         }
         if Instant::now() > end {
-            panic!(
-                "no matching change within {timeout:?}; got:\n{:#?}",
-                changes(events)
-            );
+            panic!("no matching change within {timeout:?}; got:\n{:#?}", changes(events));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -109,9 +95,7 @@ pub fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
 pub fn scratch() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if shm.is_dir()
-        && let Ok(d) = tempfile::Builder::new()
-            .prefix("guestward-fim-")
-            .tempdir_in(shm)
+        && let Ok(d) = tempfile::Builder::new().prefix("guestward-fim-").tempdir_in(shm)
     {
         return d;
     }

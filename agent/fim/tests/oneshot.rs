@@ -17,11 +17,7 @@ fn setup() -> (tempfile::TempDir, OneShot) {
     std::fs::write(etc.join("ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
     std::fs::write(etc.join(OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
     std::fs::write(etc.join("mtab"), "churn").unwrap();
-    nix::unistd::mkfifo(
-        &etc.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .unwrap();
+    nix::unistd::mkfifo(&etc.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     // An absolute symlink pointing at the scanning host's file: recorded, never followed.
     std::os::unix::fs::symlink("/etc/shadow", etc.join("shadow-link")).unwrap();
     let config: Config = toml::from_str(
@@ -45,10 +41,7 @@ paths = ["/etc/ssh", { path = "/etc", exclude = ["/etc/mtab"] }]
 fn init_check_update_cycle_with_exit_codes() {
     let (dir, o) = setup();
     let etc = dir.path().join("host/etc");
-    assert!(matches!(
-        oneshot::check(&o),
-        Err(FimError::NoBaseline { .. })
-    ));
+    assert!(matches!(oneshot::check(&o), Err(FimError::NoBaseline { .. })));
     let init = oneshot::init(&o).unwrap();
     assert!(init.changes.is_empty());
     // etc, ssh, ssh/sshd_config, passwd, bad\xffname, fifo, shadow-link (mtab excluded)
@@ -63,11 +56,8 @@ fn init_check_update_cycle_with_exit_codes() {
 
     let check = oneshot::check(&o).unwrap();
     assert_eq!(check.exit_code(), 1);
-    let mut got: Vec<(String, ChangeKind)> = check
-        .changes
-        .iter()
-        .map(|c| (c.path.clone(), c.change))
-        .collect();
+    let mut got: Vec<(String, ChangeKind)> =
+        check.changes.iter().map(|c| (c.path.clone(), c.change)).collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     let want = vec![
         ("/etc".to_string(), ChangeKind::Modified),
@@ -77,17 +67,9 @@ fn init_check_update_cycle_with_exit_codes() {
         ("/etc/ssh/sshd_config".to_string(), ChangeKind::Modified),
     ];
     assert_eq!(got, want);
-    let fifo = check
-        .changes
-        .iter()
-        .find(|c| c.path == "/etc/fifo")
-        .unwrap();
+    let fifo = check.changes.iter().find(|c| c.path == "/etc/fifo").unwrap();
     assert_eq!(fifo.old.as_ref().unwrap().kind, FileKind::Fifo);
-    let sshd = check
-        .changes
-        .iter()
-        .find(|c| c.path == "/etc/ssh/sshd_config")
-        .unwrap();
+    let sshd = check.changes.iter().find(|c| c.path == "/etc/ssh/sshd_config").unwrap();
     assert_eq!(sshd.rule, "/etc/ssh");
     // JSON form round-trips; the human form names every path.
     let json = serde_json::to_string(&check).unwrap();
@@ -96,10 +78,7 @@ fn init_check_update_cycle_with_exit_codes() {
     let mut human = Vec::new();
     check.render_human(&mut human).unwrap();
     let human = String::from_utf8(human).unwrap();
-    assert!(
-        human.contains("/etc/bad\\xffname") && human.contains("5 change(s)"),
-        "{human}"
-    );
+    assert!(human.contains("/etc/bad\\xffname") && human.contains("5 change(s)"), "{human}");
 
     // check changes nothing; update accepts.
     assert_eq!(oneshot::check(&o).unwrap().summary.changes, 5);
@@ -118,21 +97,9 @@ fn symlinked_root_paths_stay_inside_the_root() {
     std::os::unix::fs::symlink("/etc", etc.join("ssh")).unwrap();
     let check = oneshot::check(&o).unwrap();
     let ssh = check.changes.iter().find(|c| c.path == "/etc/ssh").unwrap();
+    assert!(ssh.changed.contains(&guestward_fim::config::Attribute::Type), "{ssh:?}");
     assert!(
-        ssh.changed
-            .contains(&guestward_fim::config::Attribute::Type),
-        "{ssh:?}"
+        check.changes.iter().any(|c| c.path == "/etc/ssh/sshd_config" && c.change == ChangeKind::Removed)
     );
-    assert!(
-        check
-            .changes
-            .iter()
-            .any(|c| c.path == "/etc/ssh/sshd_config" && c.change == ChangeKind::Removed)
-    );
-    assert!(
-        !check
-            .changes
-            .iter()
-            .any(|c| c.path.starts_with("/etc/ssh/") && c.change == ChangeKind::Added)
-    );
+    assert!(!check.changes.iter().any(|c| c.path.starts_with("/etc/ssh/") && c.change == ChangeKind::Added));
 }

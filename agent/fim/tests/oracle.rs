@@ -31,9 +31,7 @@ fn aide_changed_paths(output: &str) -> BTreeSet<String> {
 #[test]
 fn changed_paths_match_aide_check() {
     if Command::new("aide").arg("--version").output().is_err() {
-        eprintln!(
-            "SKIPPED: aide is not installed (apt-get install aide); the oracle test did not run"
-        );
+        eprintln!("SKIPPED: aide is not installed (apt-get install aide); the oracle test did not run");
         return;
     }
     let dir = crate::common::scratch();
@@ -57,20 +55,9 @@ fn changed_paths_match_aide_check() {
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        Command::new("aide")
-            .args(args)
-            .arg("-c")
-            .arg(&conf)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| Command::new("aide").args(args).arg("-c").arg(&conf).output().unwrap();
     let init = run(&["--init"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     std::fs::rename(dir.path().join("aide.db.new"), dir.path().join("aide.db")).unwrap();
 
     let config = Config {
@@ -93,12 +80,8 @@ fn changed_paths_match_aide_check() {
         })],
         ..Config::default()
     };
-    let o = OneShot {
-        config,
-        state_dir: dir.path().join("state"),
-        root: HostRoot::live(),
-        progress_bar: false,
-    };
+    let o =
+        OneShot { config, state_dir: dir.path().join("state"), root: HostRoot::live(), progress_bar: false };
     oneshot::init(&o).unwrap();
 
     // AIDE keeps mtime/ctime in whole seconds: let a second pass so both tools can see them.
@@ -113,12 +96,8 @@ fn changed_paths_match_aide_check() {
     std::fs::rename(t("d3/f6"), t("d3/f6.moved")).unwrap();
     std::fs::remove_file(t("d4/link")).unwrap();
     std::os::unix::fs::symlink("elsewhere", t("d4/link")).unwrap();
-    let f = std::fs::File::options()
-        .write(true)
-        .open(t("d5/f7"))
-        .unwrap();
-    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
-        .unwrap();
+    let f = std::fs::File::options().write(true).open(t("d5/f7")).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)).unwrap();
     std::fs::remove_dir_all(t("d6/sub")).unwrap();
     std::fs::create_dir(t("d7/newdir")).unwrap();
     std::fs::write(t("d7/newdir/inside"), "i").unwrap();

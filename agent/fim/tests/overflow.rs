@@ -50,9 +50,7 @@ fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
         let lowered = limit.is_some();
         if limit.is_none() {
             // Not root: fall back to overflowing the agent's own queue, handled the same way.
-            eprintln!(
-                "NOTE: cannot lower {QUEUE} (not root?); overflowing the agent's own queue instead"
-            );
+            eprintln!("NOTE: cannot lower {QUEUE} (not root?); overflowing the agent's own queue instead");
             cfg.event_queue_capacity = 16;
         }
         let fim = if limit.is_none() {
@@ -60,20 +58,11 @@ fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
         } else {
             fim
         };
-        let m =
-            Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
+        let m = Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
         drop(limit);
         (m, lowered)
     };
-    assert!(
-        std::fs::read_to_string(QUEUE)
-            .unwrap()
-            .trim()
-            .parse::<u32>()
-            .unwrap()
-            > 16,
-        "sysctl restored"
-    );
+    assert!(std::fs::read_to_string(QUEUE).unwrap().trim().parse::<u32>().unwrap() > 16, "sysctl restored");
     assert!(monitor.wait_watching(Duration::from_secs(60)));
 
     // The storm: every file rewritten, plus new ones, far more events than 16.
@@ -88,14 +77,10 @@ fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
     let end = Instant::now() + Duration::from_secs(30);
     let missing = loop {
         let all = changes(&events);
-        let reported: std::collections::HashMap<String, String> = all
-            .iter()
-            .filter_map(|c| Some((c.path.clone(), c.new.as_ref()?.sha256.clone()?)))
-            .collect();
+        let reported: std::collections::HashMap<String, String> =
+            all.iter().filter_map(|c| Some((c.path.clone(), c.new.as_ref()?.sha256.clone()?))).collect();
         let missing: Vec<usize> = (0..FILES)
-            .filter(|&i| {
-                reported.get(&p(&path(i))) != Some(&sha256_hex(format!("after {i}").as_bytes()))
-            })
+            .filter(|&i| reported.get(&p(&path(i))) != Some(&sha256_hex(format!("after {i}").as_bytes())))
             .collect();
         let new_missing = (0..100)
             .filter(|&i| {
@@ -114,35 +99,21 @@ fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
     assert_eq!(missing, 0, "files not reported with their final hash");
 
     let all = changes(&events);
-    assert!(
-        all.iter().any(|c| c.mechanism == Mechanism::Rescan),
-        "the overflow rescan reported changes"
-    );
-    let gaps: Vec<serde_json::Value> = events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.kind == "coverage.gap")
-        .map(|e| e.data.clone())
-        .collect();
-    let opened = gaps
-        .iter()
-        .find(|g| g["end"].is_null())
-        .expect("a coverage gap opened");
+    assert!(all.iter().any(|c| c.mechanism == Mechanism::Rescan), "the overflow rescan reported changes");
+    let gaps: Vec<serde_json::Value> =
+        events.lock().unwrap().iter().filter(|e| e.kind == "coverage.gap").map(|e| e.data.clone()).collect();
+    let opened = gaps.iter().find(|g| g["end"].is_null()).expect("a coverage gap opened");
     // With the kernel queue lowered the kernel's own overflow must be what was seen.
-    let want = if lowered {
-        "queue_overflow"
-    } else {
-        "event_backlog"
-    };
+    let want = if lowered { "queue_overflow" } else { "event_backlog" };
     assert_eq!(opened["cause"], want, "{gaps:#?}");
     assert_eq!(opened["trees"][0], p(&root));
     // The gap is closed by the rescan (end present, same id).
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        let closed = events.lock().unwrap().iter().any(|e| {
-            e.kind == "coverage.gap" && e.data["id"] == opened["id"] && !e.data["end"].is_null()
-        });
+        let closed =
+            events.lock().unwrap().iter().any(|e| {
+                e.kind == "coverage.gap" && e.data["id"] == opened["id"] && !e.data["end"].is_null()
+            });
         if closed {
             break;
         }

@@ -11,20 +11,11 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn realtime_create_modify_chmod_chown_rename_delete_symlink_swap_and_new_subdirectory() {
-    let (dir, root) = tree(&[
-        ("a.txt", "a"),
-        ("b.txt", "b"),
-        ("sub/c.txt", "c"),
-        ("victim", "v"),
-        ("swap", "s"),
-    ]);
+    let (dir, root) =
+        tree(&[("a.txt", "a"), ("b.txt", "b"), ("sub/c.txt", "c"), ("victim", "v"), ("swap", "s")]);
     let state = dir.path().join("state");
     let (monitor, events) = start(config_for(&root, vec![]), &state);
-    assert!(
-        changes(&events).is_empty(),
-        "the first baseline reports nothing: {:?}",
-        changes(&events)
-    );
+    assert!(changes(&events).is_empty(), "the first baseline reports nothing: {:?}", changes(&events));
     assert!(monitor.status().watches_used >= 2);
 
     // create
@@ -38,10 +29,7 @@ fn realtime_create_modify_chmod_chown_rename_delete_symlink_swap_and_new_subdire
     std::fs::write(root.join("a.txt"), "A!").unwrap();
     let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("a.txt")));
     assert_eq!(c.change, ChangeKind::Modified);
-    assert!(
-        c.changed.contains(&Attribute::Sha256) && c.changed.contains(&Attribute::Size),
-        "{c:?}"
-    );
+    assert!(c.changed.contains(&Attribute::Sha256) && c.changed.contains(&Attribute::Size), "{c:?}");
     assert_eq!(c.old.unwrap().sha256.unwrap(), sha256_hex(b"a"));
     assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"A!"));
 
@@ -54,45 +42,29 @@ fn realtime_create_modify_chmod_chown_rename_delete_symlink_swap_and_new_subdire
 
     // chown
     std::os::unix::fs::chown(root.join("victim"), Some(4242), Some(4343)).unwrap();
-    let c = wait_change(&events, WAIT, |c| {
-        c.path == p(&root.join("victim")) && c.change == ChangeKind::Modified
-    });
-    assert!(
-        c.changed.contains(&Attribute::Uid) && c.changed.contains(&Attribute::Gid),
-        "{c:?}"
-    );
+    let c =
+        wait_change(&events, WAIT, |c| c.path == p(&root.join("victim")) && c.change == ChangeKind::Modified);
+    assert!(c.changed.contains(&Attribute::Uid) && c.changed.contains(&Attribute::Gid), "{c:?}");
 
     // rename with from/to
     std::fs::rename(root.join("sub/c.txt"), root.join("sub/c2.txt")).unwrap();
     let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("sub/c2.txt")));
     assert_eq!(c.change, ChangeKind::Renamed, "{c:?}");
-    assert_eq!(
-        c.old_path.as_deref(),
-        Some(p(&root.join("sub/c.txt")).as_str())
-    );
+    assert_eq!(c.old_path.as_deref(), Some(p(&root.join("sub/c.txt")).as_str()));
 
     // delete
     std::fs::remove_file(root.join("victim")).unwrap();
-    let c = wait_change(&events, WAIT, |c| {
-        c.path == p(&root.join("victim")) && c.change == ChangeKind::Removed
-    });
+    let c =
+        wait_change(&events, WAIT, |c| c.path == p(&root.join("victim")) && c.change == ChangeKind::Removed);
     assert_eq!(c.old.unwrap().uid, 4242);
 
     // symlink swap: a regular file atomically replaced by a symlink to a sensitive file
     std::os::unix::fs::symlink("/etc/shadow", root.join(".swap.tmp")).unwrap();
     std::fs::rename(root.join(".swap.tmp"), root.join("swap")).unwrap();
-    let c = wait_change(&events, WAIT, |c| {
-        c.path == p(&root.join("swap")) && c.change != ChangeKind::Added
-    });
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("swap")) && c.change != ChangeKind::Added);
     assert!(c.changed.contains(&Attribute::Type), "{c:?}");
-    assert_eq!(
-        c.new.as_ref().unwrap().link_target.as_deref(),
-        Some("/etc/shadow")
-    );
-    assert!(
-        c.new.unwrap().sha256.is_none(),
-        "symlinks are never followed"
-    );
+    assert_eq!(c.new.as_ref().unwrap().link_target.as_deref(), Some("/etc/shadow"));
+    assert!(c.new.unwrap().sha256.is_none(), "symlinks are never followed");
 
     // new subdirectory with files written before its watch can exist
     std::fs::create_dir_all(root.join("newdir/deep")).unwrap();
@@ -110,21 +82,11 @@ fn realtime_create_modify_chmod_chown_rename_delete_symlink_swap_and_new_subdire
     // Every change was reported once.
     std::thread::sleep(Duration::from_millis(600));
     let all = changes(&events);
-    for path in [
-        "new.txt",
-        "a.txt",
-        "b.txt",
-        "newdir/x",
-        "newdir/deep/y",
-        "newdir/deep/z",
-    ] {
+    for path in ["new.txt", "a.txt", "b.txt", "newdir/x", "newdir/deep/y", "newdir/deep/z"] {
         let n = all.iter().filter(|c| c.path == p(&root.join(path))).count();
         assert_eq!(n, 1, "{path}: {all:#?}");
     }
-    assert!(
-        all.iter().all(|c| c.mechanism == Mechanism::Realtime),
-        "{all:#?}"
-    );
+    assert!(all.iter().all(|c| c.mechanism == Mechanism::Realtime), "{all:#?}");
     let status = monitor.status();
     assert!(!status.degraded, "{status:?}");
     monitor.stop();
@@ -143,41 +105,28 @@ fn burst_of_1000_writes_yields_one_change_with_the_final_hash() {
     let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("burst")));
     assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(last.as_bytes()));
     std::thread::sleep(Duration::from_millis(800));
-    let n = changes(&events)
-        .iter()
-        .filter(|c| c.path == p(&root.join("burst")))
-        .count();
+    let n = changes(&events).iter().filter(|c| c.path == p(&root.join("burst"))).count();
     assert_eq!(n, 1, "{:#?}", changes(&events));
     monitor.stop();
 }
 
 #[test]
 fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
-    let (dir, root) = tree(&[
-        ("a/1", "1"),
-        ("b/2", "2"),
-        ("cache/x/y/z/3", "3"),
-        ("c/d/e/4", "4"),
-    ]);
+    let (dir, root) = tree(&[("a/1", "1"), ("b/2", "2"), ("cache/x/y/z/3", "3"), ("c/d/e/4", "4")]);
     // Excluded: cache and everything below it must not consume watches.
     let mut cfg = config_for(&root, vec![format!("{}/cache", root.display())]);
     let mut with_absent = cfg.clone();
     let absent = dir.path().join("nowhere/.ssh/authorized_keys");
     with_absent
         .paths
-        .push(guestward_fim::config::PathEntry::Simple(
-            guestward_core::AbsolutePath::new(&absent).unwrap(),
-        ));
+        .push(guestward_fim::config::PathEntry::Simple(guestward_core::AbsolutePath::new(&absent).unwrap()));
     let (monitor, _events) = start(with_absent, &dir.path().join("state"));
     let s = monitor.status();
     // tree, a, b, c, c/d, c/d/e + the parent of the tree root
     assert_eq!(s.watches_used, 7, "{s:#?}");
     let t = s.trees.iter().find(|t| t.path == p(&absent)).unwrap();
     assert_eq!(t.mode, guestward_fim::monitor::TreeMode::Absent);
-    assert!(
-        !s.degraded,
-        "a path that does not exist is not a coverage loss: {s:#?}"
-    );
+    assert!(!s.degraded, "a path that does not exist is not a coverage loss: {s:#?}");
     monitor.stop();
 
     // Now a budget too small for the tree: it is reported and checked by rescans.
@@ -186,17 +135,8 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     let s = monitor.status();
     assert!(s.degraded, "{s:#?}");
     assert_eq!(s.watches_used, 0);
-    assert!(
-        s.degraded_reasons.iter().any(|r| r.contains("rescans")),
-        "{s:#?}"
-    );
-    let gap = events
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|e| e.kind == "coverage.gap")
-        .cloned()
-        .unwrap();
+    assert!(s.degraded_reasons.iter().any(|r| r.contains("rescans")), "{s:#?}");
+    let gap = events.lock().unwrap().iter().find(|e| e.kind == "coverage.gap").cloned().unwrap();
     assert_eq!(gap.data["cause"], "watch_budget");
     std::fs::write(root.join("a/1"), "changed").unwrap();
     monitor.request_rescan(None);
@@ -204,21 +144,12 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     assert_eq!(c.mechanism, Mechanism::Rescan);
     assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"changed"));
     // The event log holds the gap and the change for `agentctl fim events --since`.
-    let logged = monitor
-        .events_since(guestward_core::Timestamp::from_unix_secs(0).unwrap(), 100)
-        .unwrap();
+    let logged = monitor.events_since(guestward_core::Timestamp::from_unix_secs(0).unwrap(), 100).unwrap();
     assert!(logged.iter().any(|e| e.kind == "coverage.gap"));
-    assert!(
-        logged
-            .iter()
-            .any(|e| e.kind == "fim.change" && e.data["path"] == p(&root.join("a/1")))
-    );
+    assert!(logged.iter().any(|e| e.kind == "fim.change" && e.data["path"] == p(&root.join("a/1"))));
     let mut human = Vec::new();
     monitor.status().render_human(&mut human).unwrap();
     let human = String::from_utf8(human).unwrap();
-    assert!(
-        human.contains("DEGRADED") && human.contains("rescan-only"),
-        "{human}"
-    );
+    assert!(human.contains("DEGRADED") && human.contains("rescan-only"), "{human}");
     monitor.stop();
 }

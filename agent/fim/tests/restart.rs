@@ -19,23 +19,14 @@ const ENV_STATE: &str = "GUESTWARD_FIM_CHILD_STATE";
 fn oneshot(tree: &Path, state: &Path) -> OneShot {
     let mut config = crate::common::config_for(tree, vec![]);
     // Slow enough that the kill lands mid-scan on any machine.
-    config.initial_scan_rate = RateLimit {
-        files_per_sec: 20_000,
-        bytes_per_sec: 0,
-    };
-    OneShot {
-        config,
-        state_dir: state.to_path_buf(),
-        root: HostRoot::live(),
-        progress_bar: false,
-    }
+    config.initial_scan_rate = RateLimit { files_per_sec: 20_000, bytes_per_sec: 0 };
+    OneShot { config, state_dir: state.to_path_buf(), root: HostRoot::live(), progress_bar: false }
 }
 
 #[test]
 #[ignore = "child process of restart_mid_baseline_resumes_without_spurious_changes"]
 fn child_baseline() {
-    let (Some(tree), Some(state)) = (std::env::var_os(ENV_TREE), std::env::var_os(ENV_STATE))
-    else {
+    let (Some(tree), Some(state)) = (std::env::var_os(ENV_TREE), std::env::var_os(ENV_STATE)) else {
         panic!("run only by restart_mid_baseline_resumes_without_spurious_changes");
     };
     let mut o = oneshot(Path::new(&tree), Path::new(&state));
@@ -72,13 +63,7 @@ fn restart_mid_baseline_resumes_without_spurious_changes() {
     let state = dir.path().join("state");
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "restart::child_baseline",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "restart::child_baseline", "--ignored", "--nocapture", "--test-threads=1"])
         .env(ENV_TREE, &tree)
         .env(ENV_STATE, &state)
         .stdout(Stdio::piped())
@@ -91,9 +76,7 @@ fn restart_mid_baseline_resumes_without_spurious_changes() {
     for line in stdout.lines() {
         let line = line.unwrap();
         assert_ne!(line, "DONE", "the child finished before it could be killed");
-        if let Some(n) = line
-            .strip_prefix("PROGRESS ")
-            .and_then(|n| n.parse::<u64>().ok())
+        if let Some(n) = line.strip_prefix("PROGRESS ").and_then(|n| n.parse::<u64>().ok())
             && n >= 12_000
         {
             child.kill().unwrap();
@@ -108,10 +91,7 @@ fn restart_mid_baseline_resumes_without_spurious_changes() {
     // The interrupted baseline is not a baseline: checking now is an error, not a list of
     // "added" files.
     let o = oneshot(&tree, &state);
-    assert!(matches!(
-        oneshot::check(&o),
-        Err(FimError::NoBaseline { .. })
-    ));
+    assert!(matches!(oneshot::check(&o), Err(FimError::NoBaseline { .. })));
 
     // Restart: resumes from the staged records.
     let mut o = o;
@@ -124,19 +104,11 @@ fn restart_mid_baseline_resumes_without_spurious_changes() {
         "resumed only {} of {killed_at}",
         init.summary.stats.resumed
     );
-    assert!(
-        init.summary.stats.resumed < total,
-        "some work was left for the restart"
-    );
+    assert!(init.summary.stats.resumed < total, "some work was left for the restart");
 
     let fim = Fim::new(o.config.clone(), o.root.clone(), &o.state_dir).unwrap();
     assert_eq!(fim.store().unwrap().file_count().unwrap(), total);
     let check = oneshot::check(&o).unwrap();
-    assert_eq!(
-        check.summary.changes,
-        0,
-        "{:#?}",
-        &check.changes[..check.changes.len().min(5)]
-    );
+    assert_eq!(check.summary.changes, 0, "{:#?}", &check.changes[..check.changes.len().min(5)]);
     assert_eq!(check.exit_code(), 0);
 }
