@@ -58,11 +58,7 @@ impl Order {
         if let Some(s) = b.get(at..at + 4) {
             a.copy_from_slice(s);
         }
-        if self.big {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        }
+        if self.big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
     }
 
     fn u16(self, b: &[u8], at: usize) -> u16 {
@@ -70,11 +66,7 @@ impl Order {
         if let Some(s) = b.get(at..at + 2) {
             a.copy_from_slice(s);
         }
-        if self.big {
-            u16::from_be_bytes(a)
-        } else {
-            u16::from_le_bytes(a)
-        }
+        if self.big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
     }
 }
 
@@ -92,12 +84,8 @@ pub struct Meta {
 /// Reads and validates the meta page.
 pub fn read_meta<R: ReadAt + ?Sized>(src: &R) -> Result<(Meta, Vec<FormatError>), FormatError> {
     let mut m = [0u8; 512];
-    src.read_exact_at(&mut m, 0).map_err(|_| {
-        FormatError::new(
-            0,
-            "file is shorter than a Berkeley DB meta page (512 bytes)",
-        )
-    })?;
+    src.read_exact_at(&mut m, 0)
+        .map_err(|_| FormatError::new(0, "file is shorter than a Berkeley DB meta page (512 bytes)"))?;
     let le = u32::from_le_bytes([m[12], m[13], m[14], m[15]]);
     let be = u32::from_be_bytes([m[12], m[13], m[14], m[15]]);
     let order = if le == HASH_MAGIC {
@@ -105,15 +93,9 @@ pub fn read_meta<R: ReadAt + ?Sized>(src: &R) -> Result<(Meta, Vec<FormatError>)
     } else if be == HASH_MAGIC {
         Order { big: true }
     } else if le == BTREE_MAGIC || be == BTREE_MAGIC {
-        return Err(FormatError::new(
-            12,
-            "a Berkeley DB btree, not the hash database rpm uses for Packages",
-        ));
+        return Err(FormatError::new(12, "a Berkeley DB btree, not the hash database rpm uses for Packages"));
     } else {
-        return Err(FormatError::new(
-            12,
-            format!("no Berkeley DB hash magic (found {le:#010x})"),
-        ));
+        return Err(FormatError::new(12, format!("no Berkeley DB hash magic (found {le:#010x})")));
     };
     let page_size = order.u32(&m, 20);
     if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
@@ -126,17 +108,11 @@ pub fn read_meta<R: ReadAt + ?Sized>(src: &R) -> Result<(Meta, Vec<FormatError>)
         return Err(FormatError::new(24, "encrypted database; not supported"));
     }
     if m[25] != P_HASHMETA {
-        return Err(FormatError::new(
-            25,
-            format!("meta page type {} is not a hash meta page (8)", m[25]),
-        ));
+        return Err(FormatError::new(25, format!("meta page type {} is not a hash meta page (8)", m[25])));
     }
     if m[26] & DBMETA_CHKSUM != 0 {
         // Checksummed pages have a longer header; rpm never enables checksums for Packages.
-        return Err(FormatError::new(
-            26,
-            "page checksums enabled; not supported",
-        ));
+        return Err(FormatError::new(26, "page checksums enabled; not supported"));
     }
     let last_pgno = order.u32(&m, 32);
     let mut problems = Vec::new();
@@ -150,14 +126,7 @@ pub fn read_meta<R: ReadAt + ?Sized>(src: &R) -> Result<(Meta, Vec<FormatError>)
     }
     // Both are bounded by u32 (claimed <= 2^32) so the min fits.
     let pages = u32::try_from(claimed.min(in_file)).unwrap_or(u32::MAX);
-    Ok((
-        Meta {
-            page_size,
-            pages,
-            big_endian: order.big,
-        },
-        problems,
-    ))
+    Ok((Meta { page_size, pages, big_endian: order.big }, problems))
 }
 
 /// Streams every header blob (key != 0) to `sink`, in page order. Returns the problems met
@@ -168,42 +137,24 @@ pub fn read_blobs<R: ReadAt + ?Sized>(
     sink: &mut dyn FnMut(RawBlob),
 ) -> Result<Vec<FormatError>, FormatError> {
     let (meta, mut problems) = read_meta(src)?;
-    let order = Order {
-        big: meta.big_endian,
-    };
+    let order = Order { big: meta.big_endian };
     let ps = meta.page_size as usize;
     let mut page = vec![0u8; ps];
     for pgno in 1..meta.pages {
         let page_off = u64::from(pgno) * u64::from(meta.page_size);
         let mut head = [0u8; PAGE_HEADER];
         if src.read_exact_at(&mut head, page_off).is_err() {
-            problems.push(FormatError::new(
-                page_off,
-                format!("page {pgno} unreadable"),
-            ));
+            problems.push(FormatError::new(page_off, format!("page {pgno} unreadable")));
             break;
         }
         if head[25] != P_HASH && head[25] != P_HASH_UNSORTED {
             continue;
         }
         if src.read_exact_at(&mut page, page_off).is_err() {
-            problems.push(FormatError::new(
-                page_off,
-                format!("page {pgno} unreadable"),
-            ));
+            problems.push(FormatError::new(page_off, format!("page {pgno} unreadable")));
             break;
         }
-        read_hash_page(
-            src,
-            &meta,
-            order,
-            pgno,
-            page_off,
-            &page,
-            max_blob_bytes,
-            sink,
-            &mut problems,
-        );
+        read_hash_page(src, &meta, order, pgno, page_off, &page, max_blob_bytes, sink, &mut problems);
     }
     Ok(problems)
 }
@@ -233,11 +184,7 @@ fn read_hash_page<R: ReadAt + ?Sized>(
     // Item i spans [offset(i), offset(i-1)) with the page end for i == 0.
     let item = |i: usize| -> Option<&[u8]> {
         let start = usize::from(order.u16(page, PAGE_HEADER + 2 * i));
-        let end = if i == 0 {
-            ps
-        } else {
-            usize::from(order.u16(page, PAGE_HEADER + 2 * (i - 1)))
-        };
+        let end = if i == 0 { ps } else { usize::from(order.u16(page, PAGE_HEADER + 2 * (i - 1))) };
         if start < index_end || start >= end || end > ps {
             return None;
         }
@@ -256,10 +203,8 @@ fn read_hash_page<R: ReadAt + ?Sized>(
         };
         i += 2;
         if key[0] != H_KEYDATA || key.len() != 5 {
-            problems.push(FormatError::new(
-                key_at,
-                format!("hash page {pgno}: key is not a 4-byte in-page key"),
-            ));
+            problems
+                .push(FormatError::new(key_at, format!("hash page {pgno}: key is not a 4-byte in-page key")));
             continue;
         }
         let record = order.u32(key, 1);
@@ -273,10 +218,7 @@ fn read_hash_page<R: ReadAt + ?Sized>(
                 let start = order.u32(data, 4);
                 let tlen = order.u32(data, 8);
                 if u64::from(tlen) > max_blob_bytes {
-                    Err(HeaderError::TooLarge {
-                        len: u64::from(tlen),
-                        limit: max_blob_bytes,
-                    })
+                    Err(HeaderError::TooLarge { len: u64::from(tlen), limit: max_blob_bytes })
                 } else {
                     match read_overflow(src, meta, order, start, tlen as usize) {
                         Ok(b) => Ok(b),
@@ -290,25 +232,17 @@ fn read_hash_page<R: ReadAt + ?Sized>(
             H_DUPLICATE | H_OFFDUP => {
                 problems.push(FormatError::new(
                     data_at,
-                    format!(
-                        "hash page {pgno}: duplicate-key item; rpm never writes these, skipped"
-                    ),
+                    format!("hash page {pgno}: duplicate-key item; rpm never writes these, skipped"),
                 ));
                 continue;
             }
             other => {
-                problems.push(FormatError::new(
-                    data_at,
-                    format!("hash page {pgno}: unknown item kind {other}"),
-                ));
+                problems
+                    .push(FormatError::new(data_at, format!("hash page {pgno}: unknown item kind {other}")));
                 continue;
             }
         };
-        sink(RawBlob {
-            record,
-            offset: Some(data_at),
-            data: blob,
-        });
+        sink(RawBlob { record, offset: Some(data_at), data: blob });
     }
 }
 
@@ -348,9 +282,7 @@ fn read_overflow<R: ReadAt + ?Sized>(
         if steps > max_steps {
             return Err(FormatError::new(
                 off,
-                format!(
-                    "overflow chain from page {start} is longer than its {tlen} bytes need (a loop?)"
-                ),
+                format!("overflow chain from page {start} is longer than its {tlen} bytes need (a loop?)"),
             ));
         }
         src.read_exact_at(&mut page, off)
@@ -374,10 +306,7 @@ fn read_overflow<R: ReadAt + ?Sized>(
         if pgno == 0 && out.len() < tlen {
             return Err(FormatError::new(
                 off + 16,
-                format!(
-                    "overflow chain from page {start} ends after {} of {tlen} bytes",
-                    out.len()
-                ),
+                format!("overflow chain from page {start} ends after {} of {tlen} bytes", out.len()),
             ));
         }
     }
@@ -407,12 +336,7 @@ mod tests {
             [vec![H_KEYDATA], 7u32.to_le_bytes().to_vec()].concat(),
             vec![H_KEYDATA, b'a', b'b', b'c'],
             [vec![H_KEYDATA], 8u32.to_le_bytes().to_vec()].concat(),
-            [
-                vec![H_OFFPAGE, 0, 0, 0],
-                2u32.to_le_bytes().to_vec(),
-                600u32.to_le_bytes().to_vec(),
-            ]
-            .concat(),
+            [vec![H_OFFPAGE, 0, 0, 0], 2u32.to_le_bytes().to_vec(), 600u32.to_le_bytes().to_vec()].concat(),
         ];
         let mut end = ps;
         for (i, it) in items.iter().enumerate() {
@@ -473,16 +397,8 @@ mod tests {
         let f = file(0);
         let (got, problems) = collect(&f[..512 * 3]);
         assert_eq!(got.len(), 1);
-        assert!(
-            problems.iter().any(|p| p.reason.contains("truncated")),
-            "{problems:?}"
-        );
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.reason.contains("outside the file")),
-            "{problems:?}"
-        );
+        assert!(problems.iter().any(|p| p.reason.contains("truncated")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.reason.contains("outside the file")), "{problems:?}");
     }
 
     #[test]

@@ -18,10 +18,7 @@ pub struct FormatError {
 impl FormatError {
     /// A problem at `offset`.
     pub fn new(offset: u64, reason: impl Into<String>) -> Self {
-        Self {
-            offset,
-            reason: reason.into(),
-        }
+        Self { offset, reason: reason.into() }
     }
 }
 
@@ -94,10 +91,7 @@ impl RpmdbError {
             Self::UnknownFormat { .. } => "unknown_format",
             Self::Sqlite { .. } => "sqlite",
             Self::Format { .. } => "malformed",
-            Self::Header {
-                source: HeaderError::DigestMismatch { .. },
-                ..
-            } => "digest_mismatch",
+            Self::Header { source: HeaderError::DigestMismatch { .. }, .. } => "digest_mismatch",
             Self::Header { .. } => "malformed_header",
             Self::TooManyHeaders { .. } => "limit_reached",
         }

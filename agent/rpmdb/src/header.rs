@@ -251,10 +251,7 @@ impl<'a> Header<'a> {
         }
         let expected = 8 + u64::from(il) * ENTRY_SIZE as u64 + u64::from(dl);
         if expected != blob.len() as u64 {
-            return Err(HeaderError::SizeMismatch {
-                expected,
-                actual: blob.len(),
-            });
+            return Err(HeaderError::SizeMismatch { expected, actual: blob.len() });
         }
         // Both fit in the blob (checked just above), so these conversions and slices hold.
         let il = il as usize;
@@ -267,13 +264,7 @@ impl<'a> Header<'a> {
         for (i, raw) in index.chunks_exact(ENTRY_SIZE).enumerate() {
             entries.push(parse_entry(i, raw, data)?);
         }
-        let mut header = Header {
-            index,
-            data,
-            entries,
-            ril: il,
-            rdl: dl,
-        };
+        let mut header = Header { index, data, entries, ril: il, rdl: dl };
         header.find_region()?;
         Ok(header)
     }
@@ -286,9 +277,7 @@ impl<'a> Header<'a> {
             return Ok(());
         }
         if first.ty != TagType::Bin || first.count != ENTRY_SIZE {
-            return Err(HeaderError::BadRegion {
-                reason: "region tag is not 16 bytes of BIN",
-            });
+            return Err(HeaderError::BadRegion { reason: "region tag is not 16 bytes of BIN" });
         }
         // parse_entry checked offset + 16 <= dl for this BIN entry.
         let trailer = &self.data[first.offset..first.offset + ENTRY_SIZE];
@@ -296,12 +285,9 @@ impl<'a> Header<'a> {
         let ttype = be_u32(trailer, 4).unwrap_or(u32::MAX);
         let toff = be_u32(trailer, 8).map(|v| v as i32).unwrap_or(0);
         let tcount = be_u32(trailer, 12).unwrap_or(0);
-        let tag_ok =
-            ttag == first.tag || (first.tag == tags::HEADERIMMUTABLE && ttag == tags::HEADERIMAGE);
+        let tag_ok = ttag == first.tag || (first.tag == tags::HEADERIMMUTABLE && ttag == tags::HEADERIMAGE);
         if !tag_ok || ttype != 7 || tcount as usize != ENTRY_SIZE {
-            return Err(HeaderError::BadRegion {
-                reason: "region trailer does not match the region tag",
-            });
+            return Err(HeaderError::BadRegion { reason: "region trailer does not match the region tag" });
         }
         let size = toff.checked_neg().filter(|v| *v > 0).map(|v| v as usize);
         let Some(size) = size.filter(|s| s % ENTRY_SIZE == 0) else {
@@ -312,9 +298,7 @@ impl<'a> Header<'a> {
         let ril = size / ENTRY_SIZE;
         let rdl = first.offset + ENTRY_SIZE;
         if ril > self.entries.len() || rdl > self.data.len() {
-            return Err(HeaderError::BadRegion {
-                reason: "region is larger than the header",
-            });
+            return Err(HeaderError::BadRegion { reason: "region is larger than the header" });
         }
         self.ril = ril;
         self.rdl = rdl;
@@ -360,9 +344,7 @@ impl<'a> Header<'a> {
         let b = self.bytes(e);
         match e.ty {
             TagType::Int8 | TagType::Char => b.first().map(|v| u64::from(*v)),
-            TagType::Int16 => b
-                .get(..2)
-                .map(|s| u64::from(u16::from_be_bytes([s[0], s[1]]))),
+            TagType::Int16 => b.get(..2).map(|s| u64::from(u16::from_be_bytes([s[0], s[1]]))),
             TagType::Int32 => be_u32(b, 0).map(u64::from),
             TagType::Int64 => {
                 let s = b.get(..8)?;
@@ -389,11 +371,7 @@ impl<'a> Header<'a> {
         let region_index = &self.index[..self.ril * ENTRY_SIZE];
         let region_data = &self.data[..self.rdl];
         // ril <= MAX_INDEX_ENTRIES and rdl <= MAX_DATA_BYTES, so both fit in u32.
-        let ildl = [
-            (self.ril as u32).to_be_bytes(),
-            (self.rdl as u32).to_be_bytes(),
-        ]
-        .concat();
+        let ildl = [(self.ril as u32).to_be_bytes(), (self.rdl as u32).to_be_bytes()].concat();
         if let Some(expected) = self.string(tags::SHA256HEADER) {
             let mut h = Sha256::new();
             for part in [&HEADER_MAGIC[..], &ildl, region_index, region_data] {
@@ -453,9 +431,7 @@ pub fn hex(bytes: &[u8]) -> String {
 fn parse_entry(index: usize, raw: &[u8], data: &[u8]) -> Result<Entry, HeaderError> {
     let tag = be_u32(raw, 0).unwrap_or(0);
     let bad = |reason| HeaderError::BadEntry { index, tag, reason };
-    let ty = be_u32(raw, 4)
-        .and_then(TagType::from_u32)
-        .ok_or_else(|| bad("unknown data type"))?;
+    let ty = be_u32(raw, 4).and_then(TagType::from_u32).ok_or_else(|| bad("unknown data type"))?;
     let offset = be_u32(raw, 8).map(|v| v as i32).unwrap_or(-1);
     let count = be_u32(raw, 12).unwrap_or(0);
     let offset = usize::try_from(offset).map_err(|_| bad("negative offset"))?;
@@ -472,9 +448,7 @@ fn parse_entry(index: usize, raw: &[u8], data: &[u8]) -> Result<Entry, HeaderErr
             if size > 1 && offset % size != 0 {
                 return Err(bad("misaligned data"));
             }
-            let len = count
-                .checked_mul(size)
-                .ok_or_else(|| bad("data length overflows"))?;
+            let len = count.checked_mul(size).ok_or_else(|| bad("data length overflows"))?;
             if len > avail.len() {
                 return Err(bad("data runs past the data store"));
             }
@@ -488,25 +462,14 @@ fn parse_entry(index: usize, raw: &[u8], data: &[u8]) -> Result<Entry, HeaderErr
             // bounded by the store size above, so this loop is bounded by the data length.
             let mut pos = 0usize;
             for _ in 0..count {
-                let rest = avail
-                    .get(pos..)
-                    .ok_or_else(|| bad("strings run past the data store"))?;
-                let nul = rest
-                    .iter()
-                    .position(|c| *c == 0)
-                    .ok_or_else(|| bad("unterminated string"))?;
+                let rest = avail.get(pos..).ok_or_else(|| bad("strings run past the data store"))?;
+                let nul = rest.iter().position(|c| *c == 0).ok_or_else(|| bad("unterminated string"))?;
                 pos += nul + 1;
             }
             pos
         }
     };
-    Ok(Entry {
-        tag,
-        ty,
-        offset,
-        count,
-        len,
-    })
+    Ok(Entry { tag, ty, offset, count, len })
 }
 
 #[cfg(test)]
@@ -516,29 +479,25 @@ mod tests {
 
     /// Builds a blob from (tag, type, data) entries with a correct immutable region, the way
     /// rpm lays one out: region tag first, its trailer at the end of the region's data.
-    pub(crate) fn build(
-        entries: &[(u32, u32, Vec<u8>, u32)],
-        extra: &[(u32, u32, Vec<u8>, u32)],
-    ) -> Vec<u8> {
+    pub(crate) fn build(entries: &[(u32, u32, Vec<u8>, u32)], extra: &[(u32, u32, Vec<u8>, u32)]) -> Vec<u8> {
         let mut data = Vec::new();
         let mut index = Vec::new();
-        let push = |index: &mut Vec<u8>,
-                    data: &mut Vec<u8>,
-                    (tag, ty, bytes, count): &(u32, u32, Vec<u8>, u32)| {
-            let align = match ty {
-                3 => 2,
-                4 => 4,
-                5 => 8,
-                _ => 1,
+        let push =
+            |index: &mut Vec<u8>, data: &mut Vec<u8>, (tag, ty, bytes, count): &(u32, u32, Vec<u8>, u32)| {
+                let align = match ty {
+                    3 => 2,
+                    4 => 4,
+                    5 => 8,
+                    _ => 1,
+                };
+                while !data.len().is_multiple_of(align) {
+                    data.push(0);
+                }
+                for v in [*tag, *ty, data.len() as u32, *count] {
+                    index.extend_from_slice(&v.to_be_bytes());
+                }
+                data.extend_from_slice(bytes);
             };
-            while !data.len().is_multiple_of(align) {
-                data.push(0);
-            }
-            for v in [*tag, *ty, data.len() as u32, *count] {
-                index.extend_from_slice(&v.to_be_bytes());
-            }
-            data.extend_from_slice(bytes);
-        };
         for e in entries {
             push(&mut index, &mut data, e);
         }
@@ -576,12 +535,7 @@ mod tests {
             (tags::VERSION, 6, s("1.0"), 1),
             (tags::RELEASE, 6, s("1"), 1),
             (tags::EPOCH, 4, 2u32.to_be_bytes().to_vec(), 1),
-            (
-                tags::LONGSIZE,
-                5,
-                5_000_000_000u64.to_be_bytes().to_vec(),
-                1,
-            ),
+            (tags::LONGSIZE, 5, 5_000_000_000u64.to_be_bytes().to_vec(), 1),
         ]
     }
 
@@ -615,16 +569,7 @@ mod tests {
         let bad = "0".repeat(64);
         let blob = build(&sample(), &[(tags::SHA256HEADER, 6, s(&bad), 1)]);
         let err = Header::parse(&blob).unwrap().verify_digests().unwrap_err();
-        assert!(
-            matches!(
-                err,
-                HeaderError::DigestMismatch {
-                    algorithm: "SHA256",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, HeaderError::DigestMismatch { algorithm: "SHA256", .. }), "{err}");
     }
 
     #[test]
@@ -632,30 +577,18 @@ mod tests {
         let mut blob = build(&sample(), &[]);
         // Entry 1 (NAME): offset field at 8 + 16 + 8.
         blob[32..36].copy_from_slice(&0x7fff_fff0u32.to_be_bytes());
-        assert!(matches!(
-            Header::parse(&blob),
-            Err(HeaderError::BadEntry { index: 1, .. })
-        ));
+        assert!(matches!(Header::parse(&blob), Err(HeaderError::BadEntry { index: 1, .. })));
         blob[32..36].copy_from_slice(&(-4i32).to_be_bytes());
-        assert!(matches!(
-            Header::parse(&blob),
-            Err(HeaderError::BadEntry { index: 1, .. })
-        ));
+        assert!(matches!(Header::parse(&blob), Err(HeaderError::BadEntry { index: 1, .. })));
         let mut blob = build(&sample(), &[]);
         // Entry 4 (EPOCH): a count of 2^32-1 must not allocate or read past the store.
         blob[8 + 4 * 16 + 12..8 + 4 * 16 + 16].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(
-            Header::parse(&blob),
-            Err(HeaderError::BadEntry { index: 4, .. })
-        ));
+        assert!(matches!(Header::parse(&blob), Err(HeaderError::BadEntry { index: 4, .. })));
     }
 
     #[test]
     fn rejects_bad_counts_and_regions() {
-        assert!(matches!(
-            Header::parse(&[0, 0]),
-            Err(HeaderError::TooShort { .. })
-        ));
+        assert!(matches!(Header::parse(&[0, 0]), Err(HeaderError::TooShort { .. })));
         assert!(matches!(
             Header::parse(&[0, 0, 0, 0, 0, 0, 0, 0]),
             Err(HeaderError::BadEntryCount { il: 0 })
@@ -664,34 +597,22 @@ mod tests {
             Header::parse(&[0, 1, 0, 0, 0, 0, 0, 0]),
             Err(HeaderError::BadEntryCount { il: 0x0001_0000 })
         ));
-        assert!(matches!(
-            Header::parse(&[0, 0, 0, 1, 0xff, 0, 0, 0]),
-            Err(HeaderError::DataTooLarge { .. })
-        ));
+        assert!(matches!(Header::parse(&[0, 0, 0, 1, 0xff, 0, 0, 0]), Err(HeaderError::DataTooLarge { .. })));
         let mut blob = build(&sample(), &[]);
         blob.push(0);
-        assert!(matches!(
-            Header::parse(&blob),
-            Err(HeaderError::SizeMismatch { .. })
-        ));
+        assert!(matches!(Header::parse(&blob), Err(HeaderError::SizeMismatch { .. })));
         // Trailer claiming more entries than the header has.
         let mut blob = build(&sample(), &[]);
         let len = blob.len();
         blob[len - 8..len - 4].copy_from_slice(&(-(100 * 16i32)).to_be_bytes());
-        assert!(matches!(
-            Header::parse(&blob),
-            Err(HeaderError::BadRegion { .. })
-        ));
+        assert!(matches!(Header::parse(&blob), Err(HeaderError::BadRegion { .. })));
     }
 
     #[test]
     fn accepts_a_leading_magic() {
         let mut blob = HEADER_MAGIC.to_vec();
         blob.extend(build(&sample(), &[]));
-        assert_eq!(
-            Header::parse(&blob).unwrap().string(tags::VERSION).unwrap(),
-            "1.0"
-        );
+        assert_eq!(Header::parse(&blob).unwrap().string(tags::VERSION).unwrap(), "1.0");
     }
 
     #[test]

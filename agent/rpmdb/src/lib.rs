@@ -31,9 +31,7 @@ pub mod vercmp;
 
 pub use error::{FormatError, RpmdbError};
 pub use header::HeaderError;
-pub use model::{
-    Backend, CorruptHeader, HeaderDigests, RpmInventory, RpmPackage, package_from_blob,
-};
+pub use model::{Backend, CorruptHeader, HeaderDigests, RpmInventory, RpmPackage, package_from_blob};
 pub use render::render_table;
 
 use guestward_core::HostRoot;
@@ -66,10 +64,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_header_bytes: 64 << 20,
-            max_headers: 200_000,
-        }
+        Self { max_header_bytes: 64 << 20, max_headers: 200_000 }
     }
 }
 
@@ -109,21 +104,15 @@ pub fn detect_in_dir(root: &HostRoot, dir: &Path) -> (Vec<Found>, Vec<RpmdbError
         }
         let mut start = [0u8; 512];
         let read = root.open(&host_path).and_then(|(f, real)| {
-            let src =
-                FileSource::new(f).map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
-            let n = usize::try_from(src.len())
-                .unwrap_or(usize::MAX)
-                .min(start.len());
+            let src = FileSource::new(f).map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
+            let n = usize::try_from(src.len()).unwrap_or(usize::MAX).min(start.len());
             src.read_exact_at(&mut start[..n], 0)
                 .map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
             Ok(n)
         });
         match read {
             Ok(n) => match detect_format(&start[..n]) {
-                Some(b) if b == expected => found.push(Found {
-                    host_path,
-                    backend: b,
-                }),
+                Some(b) if b == expected => found.push(Found { host_path, backend: b }),
                 other => errors.push(RpmdbError::UnknownFormat {
                     path: host_path,
                     detail: match other {
@@ -140,10 +129,7 @@ pub fn detect_in_dir(root: &HostRoot, dir: &Path) -> (Vec<Found>, Vec<RpmdbError
 
 /// Parses every raw blob into packages or corrupt entries of `inv`.
 fn absorb(inv: &mut RpmInventory, path: &Path, blob: RawBlob) {
-    let result = blob
-        .data
-        .map_err(|e| (e, None))
-        .and_then(|bytes| package_from_blob(blob.record, &bytes));
+    let result = blob.data.map_err(|e| (e, None)).and_then(|bytes| package_from_blob(blob.record, &bytes));
     match result {
         Ok(p) => inv.packages.push(p),
         Err((source, nevra)) => {
@@ -165,12 +151,7 @@ fn absorb(inv: &mut RpmInventory, path: &Path, blob: RawBlob) {
 }
 
 fn format_problem(path: &Path, backend: Backend, e: FormatError) -> guestward_core::Problem {
-    RpmdbError::Format {
-        path: path.to_owned(),
-        backend: backend.as_str(),
-        source: e,
-    }
-    .to_problem()
+    RpmdbError::Format { path: path.to_owned(), backend: backend.as_str(), source: e }.to_problem()
 }
 
 /// Reads blobs from a Berkeley DB or NDB byte source. Shared by files and the fuzz targets.
@@ -212,18 +193,11 @@ pub fn read_page_format<R: ReadAt + ?Sized>(
         backend: backend.as_str(),
         source,
     })?;
-    inv.problems.extend(
-        problems
-            .into_iter()
-            .map(|e| format_problem(shown_path, backend, e)),
-    );
+    inv.problems.extend(problems.into_iter().map(|e| format_problem(shown_path, backend, e)));
     if over {
         inv.problems.push(
-            RpmdbError::TooManyHeaders {
-                path: shown_path.to_owned(),
-                limit: limits.max_headers,
-            }
-            .to_problem(),
+            RpmdbError::TooManyHeaders { path: shown_path.to_owned(), limit: limits.max_headers }
+                .to_problem(),
         );
     }
     Ok(inv)
@@ -255,14 +229,12 @@ pub fn read_database(
                 limits.max_headers,
                 &mut |b| absorb(&mut inv, host_path, b),
             )?;
-            inv.problems
-                .extend(problems.iter().map(RpmdbError::to_problem));
+            inv.problems.extend(problems.iter().map(RpmdbError::to_problem));
             Ok(inv)
         }
         Backend::Bdb | Backend::Ndb => {
             let (file, real) = root.open(host_path)?;
-            let src = FileSource::new(file)
-                .map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
+            let src = FileSource::new(file).map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
             read_page_format(&src, backend, host_path, limits)
         }
     }
@@ -301,32 +273,16 @@ pub fn read_rpm_dirs(root: &HostRoot, dirs: &[PathBuf], limits: &Limits) -> DirS
     }
     let mut candidates = candidates.into_iter();
     let Some(first) = candidates.next() else {
-        let dirs = dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let dirs = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
         errors.push(RpmdbError::NotFound { dirs });
-        return DirScan {
-            inventory: None,
-            errors,
-            ignored: Vec::new(),
-        };
+        return DirScan { inventory: None, errors, ignored: Vec::new() };
     };
     let ignored: Vec<Found> = candidates.collect();
     match read_database(root, &first.host_path, first.backend, limits) {
-        Ok(inv) => DirScan {
-            inventory: Some(inv),
-            errors,
-            ignored,
-        },
+        Ok(inv) => DirScan { inventory: Some(inv), errors, ignored },
         Err(e) => {
             errors.push(e);
-            DirScan {
-                inventory: None,
-                errors,
-                ignored,
-            }
+            DirScan { inventory: None, errors, ignored }
         }
     }
 }

@@ -156,10 +156,7 @@ pub struct CorruptHeader {
 }
 
 /// Parses and verifies one header blob into a package.
-pub fn package_from_blob(
-    record: u32,
-    blob: &[u8],
-) -> Result<RpmPackage, (HeaderError, Option<String>)> {
+pub fn package_from_blob(record: u32, blob: &[u8]) -> Result<RpmPackage, (HeaderError, Option<String>)> {
     let header = Header::parse(blob).map_err(|e| (e, None))?;
     let partial = package_fields(record, &header);
     let verified = match header.verify_digests() {
@@ -173,11 +170,7 @@ pub fn package_from_blob(
 }
 
 fn package_fields(record: u32, h: &Header<'_>) -> Result<RpmPackage, HeaderError> {
-    let req = |tag, name| {
-        h.string(tag)
-            .map(|s| s.into_owned())
-            .ok_or(HeaderError::MissingTag { tag, name })
-    };
+    let req = |tag, name| h.string(tag).map(|s| s.into_owned()).ok_or(HeaderError::MissingTag { tag, name });
     let opt = |tag| h.string(tag).map(|s| s.into_owned());
     let mut signatures = Vec::new();
     if h.has(tags::RSAHEADER) {

@@ -53,10 +53,7 @@ pub fn read_blobs<R: ReadAt + ?Sized>(
     }
     let version = le32(&head, 4);
     if version != 0 {
-        return Err(FormatError::new(
-            4,
-            format!("ndb version {version} is not supported (only 0)"),
-        ));
+        return Err(FormatError::new(4, format!("ndb version {version} is not supported (only 0)")));
     }
     let slot_pages = le32(&head, 12);
     let mut problems = Vec::new();
@@ -77,10 +74,7 @@ pub fn read_blobs<R: ReadAt + ?Sized>(
     for p in 0..pages {
         let page_off = p * SLOT_PAGE as u64;
         if src.read_exact_at(&mut page, page_off).is_err() {
-            problems.push(FormatError::new(
-                page_off,
-                format!("slot page {p} unreadable"),
-            ));
+            problems.push(FormatError::new(page_off, format!("slot page {p} unreadable")));
             break;
         }
         let first = if p == 0 { FIRST_SLOT } else { 0 };
@@ -88,10 +82,7 @@ pub fn read_blobs<R: ReadAt + ?Sized>(
             let at = s * SLOT_SIZE;
             let slot_off = page_off + at as u64;
             if le32(&page, at) != SLOT_MAGIC {
-                problems.push(FormatError::new(
-                    slot_off,
-                    "slot without \"Slot\" magic; skipped",
-                ));
+                problems.push(FormatError::new(slot_off, "slot without \"Slot\" magic; skipped"));
                 continue;
             }
             let pkgidx = le32(&page, at + 4);
@@ -126,29 +117,20 @@ fn read_blob<R: ReadAt + ?Sized>(
         ));
     }
     if start.checked_add(total).is_none_or(|end| end > src.len()) {
-        return Err(FormatError::new(
-            start,
-            format!("package {pkgidx}: blob runs past the end of the file"),
-        ));
+        return Err(FormatError::new(start, format!("package {pkgidx}: blob runs past the end of the file")));
     }
     let mut head = [0u8; HEAD];
     src.read_exact_at(&mut head, start)
         .map_err(|_| FormatError::new(start, format!("package {pkgidx}: blob head unreadable")))?;
     if le32(&head, 0) != BLOB_HEAD_MAGIC || le32(&head, 4) != pkgidx {
-        return Err(FormatError::new(
-            start,
-            format!("package {pkgidx}: blob head magic or index wrong"),
-        ));
+        return Err(FormatError::new(start, format!("package {pkgidx}: blob head magic or index wrong")));
     }
     let bloblen = u64::from(le32(&head, 12));
     if bloblen > max_blob_bytes {
         return Ok(Some(RawBlob {
             record: pkgidx,
             offset: Some(start),
-            data: Err(HeaderError::TooLarge {
-                len: bloblen,
-                limit: max_blob_bytes,
-            }),
+            data: Err(HeaderError::TooLarge { len: bloblen, limit: max_blob_bytes }),
         }));
     }
     if bloblen + (HEAD + TAIL) as u64 > total {
@@ -187,11 +169,7 @@ fn read_blob<R: ReadAt + ?Sized>(
         ));
     }
     let data = all[HEAD..HEAD + bloblen as usize].to_vec();
-    Ok(Some(RawBlob {
-        record: pkgidx,
-        offset: Some(start),
-        data: Ok(data),
-    }))
+    Ok(Some(RawBlob { record: pkgidx, offset: Some(start), data: Ok(data) }))
 }
 
 #[cfg(test)]
@@ -239,14 +217,8 @@ mod tests {
         let (got, problems) = collect(&file(&[(3, b"hello"), (9, b"world!")]));
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(got.len(), 2);
-        assert_eq!(
-            (got[0].record, got[0].data.as_deref().unwrap()),
-            (3, &b"hello"[..])
-        );
-        assert_eq!(
-            (got[1].record, got[1].data.as_deref().unwrap()),
-            (9, &b"world!"[..])
-        );
+        assert_eq!((got[0].record, got[0].data.as_deref().unwrap()), (3, &b"hello"[..]));
+        assert_eq!((got[1].record, got[1].data.as_deref().unwrap()), (9, &b"world!"[..]));
     }
 
     #[test]

@@ -14,23 +14,11 @@ pub fn render_table(report: &RpmInventory, out: &mut dyn Write) -> io::Result<()
         report.packages.len(),
         report.corrupt.len()
     )?;
-    let width = report
-        .packages
-        .iter()
-        .map(|p| p.name.len())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 48);
+    let width = report.packages.iter().map(|p| p.name.len()).max().unwrap_or(4).clamp(4, 48);
     for p in &report.packages {
         let epoch = p.epoch.map(|e| format!("{e}:")).unwrap_or_default();
         let evr = format!("{epoch}{}-{}", p.version, p.release);
-        writeln!(
-            out,
-            "  {:<width$}  {:<40}  {}",
-            p.name,
-            evr,
-            p.arch.as_deref().unwrap_or("-")
-        )?;
+        writeln!(out, "  {:<width$}  {:<40}  {}", p.name, evr, p.arch.as_deref().unwrap_or("-"))?;
     }
     for c in &report.corrupt {
         writeln!(out, "  CORRUPT record {}: {}", c.record, c.reason)?;

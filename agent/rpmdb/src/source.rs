@@ -37,10 +37,7 @@ pub trait ReadAt {
 }
 
 fn out_of_range() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "range lies past the end of the file",
-    )
+    io::Error::new(io::ErrorKind::UnexpectedEof, "range lies past the end of the file")
 }
 
 /// A file with its length taken once at open time (a database being rewritten under us
@@ -65,9 +62,7 @@ impl ReadAt for FileSource {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .ok_or_else(out_of_range)?;
+        let end = offset.checked_add(buf.len() as u64).ok_or_else(out_of_range)?;
         if end > self.len {
             return Err(out_of_range());
         }

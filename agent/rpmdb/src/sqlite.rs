@@ -29,14 +29,11 @@ fn uri_path(path: &Path) -> String {
 /// plainly read-only (rpm itself keeps the `-shm` there), and fall back to `immutable` only
 /// if that fails.
 fn open(real_path: &Path) -> Result<Connection, rusqlite::Error> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_URI
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut wal = real_path.as_os_str().to_owned();
     wal.push("-wal");
-    let wal_in_use = std::fs::symlink_metadata(&wal)
-        .map(|m| m.is_file() && m.len() > 0)
-        .unwrap_or(false);
+    let wal_in_use = std::fs::symlink_metadata(&wal).map(|m| m.is_file() && m.len() > 0).unwrap_or(false);
     let uri = uri_path(real_path);
     if wal_in_use
         && let Ok(c) = Connection::open_with_flags(format!("file:{uri}?mode=ro"), flags)
@@ -57,10 +54,7 @@ pub(crate) fn read_blobs(
     max_headers: usize,
     sink: &mut dyn FnMut(RawBlob),
 ) -> Result<Vec<RpmdbError>, RpmdbError> {
-    let err = |source| RpmdbError::Sqlite {
-        path: shown_path.to_owned(),
-        source,
-    };
+    let err = |source| RpmdbError::Sqlite { path: shown_path.to_owned(), source };
     let conn = open(real_path).map_err(err)?;
     let limit = i64::try_from(max_blob_bytes).unwrap_or(i64::MAX);
     let mut stmt = conn
@@ -71,10 +65,7 @@ pub(crate) fn read_blobs(
     let mut problems = Vec::new();
     while let Some(row) = rows.next().map_err(err)? {
         if seen >= max_headers {
-            problems.push(RpmdbError::TooManyHeaders {
-                path: shown_path.to_owned(),
-                limit: max_headers,
-            });
+            problems.push(RpmdbError::TooManyHeaders { path: shown_path.to_owned(), limit: max_headers });
             break;
         }
         seen += 1;
@@ -89,11 +80,7 @@ pub(crate) fn read_blobs(
                 limit: max_blob_bytes,
             }),
         };
-        sink(RawBlob {
-            record,
-            offset: None,
-            data,
-        });
+        sink(RawBlob { record, offset: None, data });
     }
     Ok(problems)
 }

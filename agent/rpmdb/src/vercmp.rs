@@ -154,13 +154,7 @@ mod tests {
         assert_eq!(compare_evr("1.0-1.el8", "1.0-1.el8_8"), Less);
         assert_eq!(compare((None, "1.0", "1"), (Some(0), "1.0", "1")), Equal);
         assert_eq!(compare((Some(1), "0.1", "1"), (None, "9.9", "9")), Greater);
-        assert_eq!(
-            compare(
-                (None, "3.0.8", "1.amzn2023.0.4"),
-                (None, "3.0.8", "1.amzn2023.0.10")
-            ),
-            Less
-        );
+        assert_eq!(compare((None, "3.0.8", "1.amzn2023.0.4"), (None, "3.0.8", "1.amzn2023.0.10")), Less);
     }
 
     #[test]

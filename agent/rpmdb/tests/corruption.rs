@@ -9,35 +9,17 @@ fn read(
     bytes: &[u8],
     backend: Backend,
 ) -> Result<guestward_rpmdb::RpmInventory, guestward_rpmdb::RpmdbError> {
-    read_page_format(
-        bytes,
-        backend,
-        Path::new("/var/lib/rpm/Packages"),
-        &Limits::default(),
-    )
+    read_page_format(bytes, backend, Path::new("/var/lib/rpm/Packages"), &Limits::default())
 }
 
 #[test]
 fn truncated_bdb_yields_the_packages_before_the_cut_and_a_problem() {
     let full = std::fs::read(fixture_dir().join("synthetic-bdb-al2023-le-4k/Packages")).unwrap();
     let mut last = 0;
-    for cut in [
-        4096 * 2,
-        full.len() / 4,
-        full.len() / 2,
-        full.len() - 4096,
-        full.len() - 1,
-    ] {
+    for cut in [4096 * 2, full.len() / 4, full.len() / 2, full.len() - 4096, full.len() - 1] {
         let inv = read(&full[..cut], Backend::Bdb).unwrap();
-        assert!(
-            !inv.problems.is_empty(),
-            "cut at {cut}: no problem reported"
-        );
-        assert!(
-            inv.problems[0].message.contains("truncated"),
-            "{:?}",
-            inv.problems
-        );
+        assert!(!inv.problems.is_empty(), "cut at {cut}: no problem reported");
+        assert!(inv.problems[0].message.contains("truncated"), "{:?}", inv.problems);
         assert!(
             inv.packages.len() < 103 && inv.packages.len() >= last,
             "cut at {cut}: {}",
@@ -45,28 +27,15 @@ fn truncated_bdb_yields_the_packages_before_the_cut_and_a_problem() {
         );
         last = inv.packages.len();
     }
-    assert!(
-        last > 90,
-        "a file missing its last page still yields most packages ({last})"
-    );
+    assert!(last > 90, "a file missing its last page still yields most packages ({last})");
 }
 
 #[test]
 fn truncated_ndb_yields_the_packages_before_the_cut() {
     let full = std::fs::read(fixture_dir().join("sle15-bci/Packages.db")).unwrap();
     let inv = read(&full[..full.len() / 2], Backend::Ndb).unwrap();
-    assert!(
-        inv.packages.len() > 5 && inv.packages.len() < 35,
-        "{}",
-        inv.packages.len()
-    );
-    assert!(
-        inv.problems
-            .iter()
-            .all(|p| p.message.contains("byte offset")),
-        "{:?}",
-        inv.problems
-    );
+    assert!(inv.packages.len() > 5 && inv.packages.len() < 35, "{}", inv.packages.len());
+    assert!(inv.problems.iter().all(|p| p.message.contains("byte offset")), "{:?}", inv.problems);
     assert!(!inv.problems.is_empty());
 }
 
@@ -76,19 +45,10 @@ fn a_flipped_byte_in_one_header_costs_only_that_header() {
     // and its digest check (or structure check) catches it.
     let mut f = std::fs::read(fixture_dir().join("synthetic-bdb-al2023-be-4k/Packages")).unwrap();
     let page = 4096 * 40;
-    assert_eq!(
-        f[page + 25],
-        7,
-        "page 40 of the fixture is an overflow page"
-    );
+    assert_eq!(f[page + 25], 7, "page 40 of the fixture is an overflow page");
     f[page + 2000] ^= 0x55;
     let inv = read(&f, Backend::Bdb).unwrap();
-    assert_eq!(
-        inv.packages.len() + inv.corrupt.len(),
-        103,
-        "{:?}",
-        inv.problems
-    );
+    assert_eq!(inv.packages.len() + inv.corrupt.len(), 103, "{:?}", inv.problems);
     assert_eq!(inv.corrupt.len(), 1, "{:?}", inv.corrupt);
     assert!(inv.corrupt[0].offset.is_some());
 }
@@ -109,11 +69,7 @@ fn a_cyclic_overflow_chain_in_a_real_file_terminates() {
     assert!(changed > 10);
     let inv = read(&f, Backend::Bdb).unwrap();
     assert!(!inv.problems.is_empty());
-    assert!(
-        inv.problems.iter().any(|p| p.message.contains("loop")),
-        "{:?}",
-        inv.problems
-    );
+    assert!(inv.problems.iter().any(|p| p.message.contains("loop")), "{:?}", inv.problems);
 }
 
 #[test]

@@ -2,9 +2,7 @@
 
 use crate::fixture_dir;
 use guestward_core::HostRoot;
-use guestward_rpmdb::{
-    Backend, DEFAULT_RPM_DIRS, Limits, RpmdbError, detect_format, read_rpm_dirs,
-};
+use guestward_rpmdb::{Backend, DEFAULT_RPM_DIRS, Limits, RpmdbError, detect_format, read_rpm_dirs};
 use std::path::{Path, PathBuf};
 
 fn defaults() -> Vec<PathBuf> {
@@ -18,13 +16,8 @@ fn finds_the_database_behind_the_var_lib_rpm_symlink_once() {
     let sys = tmp.path().join("usr/lib/sysimage/rpm");
     std::fs::create_dir_all(&sys).unwrap();
     std::fs::create_dir_all(tmp.path().join("var/lib")).unwrap();
-    std::fs::copy(
-        fixture_dir().join("sle15-bci/Packages.db"),
-        sys.join("Packages.db"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("../../usr/lib/sysimage/rpm", tmp.path().join("var/lib/rpm"))
-        .unwrap();
+    std::fs::copy(fixture_dir().join("sle15-bci/Packages.db"), sys.join("Packages.db")).unwrap();
+    std::os::unix::fs::symlink("../../usr/lib/sysimage/rpm", tmp.path().join("var/lib/rpm")).unwrap();
     let root = HostRoot::new(tmp.path()).unwrap();
     let scan = read_rpm_dirs(&root, &defaults(), &Limits::default());
     assert!(scan.errors.is_empty(), "{:?}", scan.errors);
@@ -41,11 +34,8 @@ fn prefers_sqlite_and_notes_a_leftover_bdb() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("var/lib/rpm");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        fixture_dir().join("amazonlinux2023-plain/rpmdb.sqlite"),
-        dir.join("rpmdb.sqlite"),
-    )
-    .unwrap();
+    std::fs::copy(fixture_dir().join("amazonlinux2023-plain/rpmdb.sqlite"), dir.join("rpmdb.sqlite"))
+        .unwrap();
     std::fs::copy(fixture_dir().join("libuuid/Packages"), dir.join("Packages")).unwrap();
     let root = HostRoot::new(tmp.path()).unwrap();
     let scan = read_rpm_dirs(&root, &defaults(), &Limits::default());
@@ -60,11 +50,7 @@ fn a_host_without_rpm_says_not_found() {
     let root = HostRoot::new(tmp.path()).unwrap();
     let scan = read_rpm_dirs(&root, &defaults(), &Limits::default());
     assert!(scan.inventory.is_none());
-    assert!(
-        matches!(scan.errors.as_slice(), [RpmdbError::NotFound { .. }]),
-        "{:?}",
-        scan.errors
-    );
+    assert!(matches!(scan.errors.as_slice(), [RpmdbError::NotFound { .. }]), "{:?}", scan.errors);
 }
 
 #[test]
@@ -76,13 +62,7 @@ fn a_file_with_the_wrong_magic_is_reported_not_misread() {
     let root = HostRoot::new(tmp.path()).unwrap();
     let scan = read_rpm_dirs(&root, &[PathBuf::from("/var/lib/rpm")], &Limits::default());
     assert!(scan.inventory.is_none());
-    assert!(
-        scan.errors
-            .iter()
-            .any(|e| matches!(e, RpmdbError::UnknownFormat { .. })),
-        "{:?}",
-        scan.errors
-    );
+    assert!(scan.errors.iter().any(|e| matches!(e, RpmdbError::UnknownFormat { .. })), "{:?}", scan.errors);
     assert_eq!(scan.errors[0].to_problem().code, "unknown_format");
 }
 
@@ -105,19 +85,10 @@ fn detects_formats_by_magic() {
         let b = std::fs::read(fixture_dir().join(p)).unwrap();
         b[..512].to_vec()
     };
-    assert_eq!(
-        detect_format(&head("amazonlinux2023-plain/rpmdb.sqlite")),
-        Some(Backend::Sqlite)
-    );
+    assert_eq!(detect_format(&head("amazonlinux2023-plain/rpmdb.sqlite")), Some(Backend::Sqlite));
     assert_eq!(detect_format(&head("libuuid/Packages")), Some(Backend::Bdb));
-    assert_eq!(
-        detect_format(&head("synthetic-bdb-al2023-be-4k/Packages")),
-        Some(Backend::Bdb)
-    );
-    assert_eq!(
-        detect_format(&head("sle15-bci/Packages.db")),
-        Some(Backend::Ndb)
-    );
+    assert_eq!(detect_format(&head("synthetic-bdb-al2023-be-4k/Packages")), Some(Backend::Bdb));
+    assert_eq!(detect_format(&head("sle15-bci/Packages.db")), Some(Backend::Ndb));
     assert_eq!(detect_format(b"hello"), None);
     let _ = Path::new("/");
 }

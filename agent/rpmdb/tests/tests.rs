@@ -4,14 +4,12 @@
 mod corruption;
 mod dirs;
 mod fixtures;
+mod fuzz_corpus;
 mod vercmp_oracle;
 
 use std::path::PathBuf;
 
 /// The shared rpm database fixtures (see tests/fixtures/rpmdb/README.md).
 pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/rpmdb"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/rpmdb"))
 }

@@ -5,9 +5,7 @@ use std::process::Command;
 
 #[test]
 fn agrees_with_the_installed_rpm() {
-    let parts = [
-        "", "0", "1", "01", "10", "a", "b", "~", "^", ".", "_", "rc", "~rc", "^git", "Z", "9",
-    ];
+    let parts = ["", "0", "1", "01", "10", "a", "b", "~", "^", ".", "_", "rc", "~rc", "^git", "Z", "9"];
     // Pairs of short generated strings plus the classics.
     let mut versions: Vec<String> = Vec::new();
     for a in parts {
@@ -15,18 +13,8 @@ fn agrees_with_the_installed_rpm() {
             versions.push(format!("1.{a}{b}"));
         }
     }
-    versions.extend(
-        [
-            "1.0~rc1^git1",
-            "2.0.1a",
-            "5.5p10",
-            "10.0001",
-            "1_0",
-            "1.0^",
-            "6.0.rc1",
-        ]
-        .map(String::from),
-    );
+    versions
+        .extend(["1.0~rc1^git1", "2.0.1a", "5.5p10", "10.0001", "1_0", "1.0^", "6.0.rc1"].map(String::from));
     let mut script = String::from("%{lua:");
     let mut pairs = Vec::new();
     for (i, a) in versions.iter().enumerate() {
@@ -40,9 +28,7 @@ fn agrees_with_the_installed_rpm() {
         Ok(o) if o.status.success() => o,
         Ok(o) => panic!("rpm --eval failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => {
-            eprintln!(
-                "SKIPPED: rpm is not installed ({e}); apt-get install rpm to compare with rpm itself"
-            );
+            eprintln!("SKIPPED: rpm is not installed ({e}); apt-get install rpm to compare with rpm itself");
             return;
         }
     };
