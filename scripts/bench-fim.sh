@@ -62,3 +62,22 @@ rm -rf "$LAT"
 
 echo "== 4. idle CPU with the default policy (30 s, nothing changing on purpose)"
 "$FIM" idle --state-dir "$W/idle-state" --seconds 30
+
+if [ "${MILLION:-0}" = 1 ]; then
+  echo "== 5. memory bound: baseline of 1,000,000 (empty) files on tmpfs"
+  M=$(mktemp -d /dev/shm/fim-1m-XXXXXX)
+  python3 - "$M/tree" <<'PY'
+import os, sys
+root = sys.argv[1]
+for d in range(1000):
+    p = os.path.join(root, "d%03d" % d)
+    os.makedirs(p)
+    for f in range(1000):
+        open(os.path.join(p, "f%d" % f), "w").close()
+PY
+  printf '[fim]\npaths = ["%s"]\n' "$M/tree" > "$M/fim.toml"
+  /usr/bin/time -v "$FIM" --config "$M/fim.toml" init --state-dir "$M/state" --no-progress 2> "$M/rss.txt"
+  echo "peak RSS guestward (1M files): $(grep 'Maximum resident' "$M/rss.txt" | awk '{print $NF}') KiB"
+  grep -E 'Elapsed' "$M/rss.txt"
+  rm -rf "$M"
+fi
