@@ -253,7 +253,7 @@ pub struct DirScan {
 
 /// Finds and reads the rpm database: the directories are tried in order (a directory that
 /// resolves to one already seen, e.g. the `/var/lib/rpm -> /usr/lib/sysimage/rpm` symlink,
-/// is skipped) and the first database found is read. When no directory holds one, `errors`
+/// is skipped) and the first database found that opens is read. When no directory holds one, `errors`
 /// contains [`RpmdbError::NotFound`].
 pub fn read_rpm_dirs(root: &HostRoot, dirs: &[PathBuf], limits: &Limits) -> DirScan {
     let mut seen = Vec::new();
@@ -271,18 +271,24 @@ pub fn read_rpm_dirs(root: &HostRoot, dirs: &[PathBuf], limits: &Limits) -> DirS
         candidates.extend(found);
         errors.extend(errs);
     }
-    let mut candidates = candidates.into_iter();
-    let Some(first) = candidates.next() else {
+    if candidates.is_empty() {
         let dirs = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
         errors.push(RpmdbError::NotFound { dirs });
         return DirScan { inventory: None, errors, ignored: Vec::new() };
-    };
-    let ignored: Vec<Found> = candidates.collect();
-    match read_database(root, &first.host_path, first.backend, limits) {
-        Ok(inv) => DirScan { inventory: Some(inv), errors, ignored },
-        Err(e) => {
-            errors.push(e);
-            DirScan { inventory: None, errors, ignored }
+    }
+    // The first database that opens is authoritative; one that cannot be opened at all (say a
+    // zero-length rpmdb.sqlite left by a failed migration) does not hide the next.
+    let mut ignored = Vec::new();
+    let mut inventory = None;
+    for found in candidates {
+        if inventory.is_some() {
+            ignored.push(found);
+            continue;
+        }
+        match read_database(root, &found.host_path, found.backend, limits) {
+            Ok(inv) => inventory = Some(inv),
+            Err(e) => errors.push(e),
         }
     }
+    DirScan { inventory, errors, ignored }
 }

@@ -92,3 +92,20 @@ fn detects_formats_by_magic() {
     assert_eq!(detect_format(b"hello"), None);
     let _ = Path::new("/");
 }
+
+#[test]
+fn an_unopenable_sqlite_file_does_not_hide_a_good_ndb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var/lib/rpm");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Right magic, garbage after it: SQLite refuses it.
+    let mut bad = b"SQLite format 3\0".to_vec();
+    bad.extend(vec![0xffu8; 4096]);
+    std::fs::write(dir.join("rpmdb.sqlite"), bad).unwrap();
+    std::fs::copy(fixture_dir().join("sle15-bci/Packages.db"), dir.join("Packages.db")).unwrap();
+    let root = HostRoot::new(tmp.path()).unwrap();
+    let scan = read_rpm_dirs(&root, &[PathBuf::from("/var/lib/rpm")], &Limits::default());
+    assert_eq!(scan.inventory.unwrap().backend, Backend::Ndb);
+    assert!(matches!(scan.errors.as_slice(), [RpmdbError::Sqlite { .. }]), "{:?}", scan.errors);
+    assert_eq!(scan.errors[0].to_problem().path.as_deref(), Some("/var/lib/rpm/rpmdb.sqlite"));
+}
