@@ -234,6 +234,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn payload_schemas_generate() {
+        for schema in [
+            serde_json::to_value(schemars::schema_for!(FimChange)).unwrap(),
+            serde_json::to_value(schemars::schema_for!(CoverageGap)).unwrap(),
+            serde_json::to_value(schemars::schema_for!(crate::monitor::FimStatus)).unwrap(),
+            serde_json::to_value(schemars::schema_for!(crate::oneshot::CheckReport)).unwrap(),
+            serde_json::to_value(schemars::schema_for!(crate::Config)).unwrap(),
+        ] {
+            assert!(schema["properties"].is_object() || schema["anyOf"].is_array(), "{schema}");
+        }
+    }
+
+    #[test]
     fn non_utf8_names_are_escaped_reversibly() {
         let p = Path::new(std::ffi::OsStr::from_bytes(b"/etc/a\xffb\\c\nd\xc3\xa9"));
         assert_eq!(escape_path(p), "/etc/a\\xffb\\\\c\\x0ad\u{e9}");

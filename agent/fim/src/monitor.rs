@@ -358,8 +358,8 @@ impl Engine {
         sink: EventSink,
     ) -> Self {
         let now = Instant::now();
-        let full = Duration::from_secs(fim.config.rescan_interval_secs.max(60));
-        let unwatched = Duration::from_secs(fim.config.unwatched_rescan_interval_secs.max(60));
+        let full = Duration::from_secs(fim.config.rescan_interval_secs.max(1));
+        let unwatched = Duration::from_secs(fim.config.unwatched_rescan_interval_secs.max(1));
         Self {
             fim,
             store,
@@ -419,12 +419,12 @@ impl Engine {
                 self.process_due(now);
             }
             if now >= self.next_full {
-                self.next_full = now + Duration::from_secs(self.cfg().rescan_interval_secs.max(60));
+                self.next_full = now + Duration::from_secs(self.cfg().rescan_interval_secs.max(1));
                 self.verify(Scope::All, None, true);
             }
             if now >= self.next_unwatched {
                 self.next_unwatched =
-                    now + Duration::from_secs(self.cfg().unwatched_rescan_interval_secs.max(60));
+                    now + Duration::from_secs(self.cfg().unwatched_rescan_interval_secs.max(1));
                 let trees: Vec<PathBuf> = self
                     .trees
                     .iter()

@@ -129,8 +129,10 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     assert!(!s.degraded, "a path that does not exist is not a coverage loss: {s:#?}");
     monitor.stop();
 
-    // Now a budget too small for the tree: it is reported and checked by rescans.
+    // Now a budget too small for the tree: it is reported and checked by rescans, which run
+    // on their own timer.
     cfg.max_watches = 3;
+    cfg.unwatched_rescan_interval_secs = 1;
     let (monitor, events) = start(cfg, &dir.path().join("state2"));
     let s = monitor.status();
     assert!(s.degraded, "{s:#?}");
@@ -139,7 +141,6 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     let gap = events.lock().unwrap().iter().find(|e| e.kind == "coverage.gap").cloned().unwrap();
     assert_eq!(gap.data["cause"], "watch_budget");
     std::fs::write(root.join("a/1"), "changed").unwrap();
-    monitor.request_rescan(None);
     let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("a/1")));
     assert_eq!(c.mechanism, Mechanism::Rescan);
     assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"changed"));
@@ -151,5 +152,44 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     monitor.status().render_human(&mut human).unwrap();
     let human = String::from_utf8(human).unwrap();
     assert!(human.contains("DEGRADED") && human.contains("rescan-only"), "{human}");
+    monitor.stop();
+}
+
+#[test]
+fn a_new_directory_beyond_the_budget_degrades_to_rescans_but_is_still_scanned() {
+    let (dir, root) = tree(&[("a/1", "1")]);
+    let mut cfg = config_for(&root, vec![]);
+    // tree + a + the parent: exactly the budget.
+    cfg.max_watches = 3;
+    let (monitor, events) = start(cfg, &dir.path().join("state"));
+    assert!(!monitor.status().degraded, "{:#?}", monitor.status());
+    std::fs::create_dir(root.join("b")).unwrap();
+    std::fs::write(root.join("b/inside"), "i").unwrap();
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("b/inside")));
+    assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"i"));
+    let gap = events.lock().unwrap().iter().find(|e| e.kind == "coverage.gap").cloned().unwrap();
+    assert_eq!(gap.data["cause"], "watch_budget");
+    assert_eq!(gap.data["trees"][0], p(&root));
+    monitor.stop();
+}
+
+#[test]
+fn changes_while_the_agent_was_stopped_are_found_at_start_inside_a_gap() {
+    let (dir, root) = tree(&[("f", "1")]);
+    let state = dir.path().join("state");
+    let (monitor, _) = start(config_for(&root, vec![]), &state);
+    monitor.stop();
+    std::fs::write(root.join("f"), "while stopped").unwrap();
+    let (monitor, events) = start(config_for(&root, vec![]), &state);
+    // The startup rescan ran before the monitor reported `watching`.
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("f")));
+    assert_eq!(c.mechanism, Mechanism::Rescan);
+    assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"while stopped"));
+    let gaps: Vec<_> =
+        events.lock().unwrap().iter().filter(|e| e.kind == "coverage.gap").map(|e| e.data.clone()).collect();
+    assert_eq!(gaps.len(), 2, "opened and closed: {gaps:#?}");
+    assert_eq!(gaps[0]["cause"], "agent_not_running");
+    assert!(gaps[0]["end"].is_null() && !gaps[1]["end"].is_null());
+    assert!(monitor.status().open_gaps.is_empty());
     monitor.stop();
 }
