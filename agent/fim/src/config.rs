@@ -433,6 +433,19 @@ mod tests {
     }
 
     #[test]
+    fn documented_section_equals_the_defaults() {
+        // The block the daemon's packaging/agent.toml carries; kept here so a new key cannot
+        // be added without documenting its default.
+        let text = include_str!("../../../tests/fixtures/fim/agent-fim.toml");
+        let f: File = toml::from_str(text).unwrap();
+        assert_eq!(f.fim, Config::default());
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for key in defaults.keys() {
+            assert!(text.contains(&format!("{key} =")), "{key} undocumented");
+        }
+    }
+
+    #[test]
     fn simple_list_replaces_defaults() {
         let f: File = toml::from_str("[fim]\npaths = [\"/etc\", \"/usr/bin\"]\n").unwrap();
         let policy = f.fim.policy().unwrap();
