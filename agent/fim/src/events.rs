@@ -228,6 +228,40 @@ impl CoverageGap {
     }
 }
 
+/// One line for a stored event, for `agentctl fim events`: time, then the change or gap.
+pub fn render_event_line(event: &Event) -> String {
+    let what = match event.kind.as_str() {
+        KIND_CHANGE => match serde_json::from_value::<FimChange>(event.data.clone()) {
+            Ok(c) => format!(
+                "{} [{}]",
+                c.human(),
+                if c.mechanism == Mechanism::Realtime { "realtime" } else { "rescan" }
+            ),
+            Err(_) => event.data.to_string(),
+        },
+        KIND_GAP => match serde_json::from_value::<CoverageGap>(event.data.clone()) {
+            Ok(g) => {
+                let cause = serde_json::to_value(g.cause).ok().and_then(|v| v.as_str().map(str::to_string));
+                match g.end {
+                    None => format!(
+                        "coverage gap #{} OPEN ({}) on {}: {}",
+                        g.id,
+                        cause.unwrap_or_default(),
+                        g.trees.join(", "),
+                        g.detail
+                    ),
+                    Some(end) => {
+                        format!("coverage gap #{} closed: {} .. {} verified by rescan", g.id, g.start, end)
+                    }
+                }
+            }
+            Err(_) => event.data.to_string(),
+        },
+        _ => event.data.to_string(),
+    };
+    format!("{} {what}", event.time)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -297,6 +297,13 @@ impl Monitor {
         false
     }
 
+    /// Asks the monitor to stop without waiting (for holders of a shared reference); a
+    /// running scan is cancelled and resumes at the next start.
+    pub fn request_stop(&self) {
+        self.shared.cancel.store(true, Ordering::Release);
+        let _ = self.tx.try_send(Msg::Stop);
+    }
+
     /// Stops the monitor (a running scan is cancelled and resumes at the next start).
     pub fn stop(mut self) {
         self.shutdown();

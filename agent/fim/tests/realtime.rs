@@ -147,6 +147,9 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     // The event log holds the gap and the change for `agentctl fim events --since`.
     let logged = monitor.events_since(guestward_core::Timestamp::from_unix_secs(0).unwrap(), 100).unwrap();
     assert!(logged.iter().any(|e| e.kind == "coverage.gap"));
+    let lines: Vec<String> = logged.iter().map(guestward_fim::events::render_event_line).collect();
+    assert!(lines.iter().any(|l| l.contains("coverage gap #1 OPEN (watch_budget)")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("modified") && l.contains("[rescan]")), "{lines:#?}");
     assert!(logged.iter().any(|e| e.kind == "fim.change" && e.data["path"] == p(&root.join("a/1"))));
     let mut human = Vec::new();
     monitor.status().render_human(&mut human).unwrap();
