@@ -103,3 +103,58 @@ fn symlinked_root_paths_stay_inside_the_root() {
     );
     assert!(!check.changes.iter().any(|c| c.path.starts_with("/etc/ssh/") && c.change == ChangeKind::Added));
 }
+
+#[test]
+fn nested_rules_govern_their_subtree_and_scoped_rescans_keep_them() {
+    use guestward_fim::config::{Attribute, PathRule};
+    use guestward_fim::{Fim, Mechanism, Purpose, Scope};
+    let dir = crate::common::scratch();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("logs")).unwrap();
+    std::fs::write(tree.join("conf"), "c").unwrap();
+    std::fs::write(tree.join("logs/app.log"), "l").unwrap();
+    let rule = |path: &std::path::Path, attributes: Option<Vec<Attribute>>| {
+        PathEntry::Rule(PathRule {
+            path: AbsolutePath::new(path).unwrap(),
+            recursive: true,
+            exclude: vec![],
+            attributes,
+            max_file_size_bytes: None,
+        })
+    };
+    let config = Config {
+        // Content of logs/ may change; only its permissions and owners are checked.
+        paths: vec![rule(&tree, None), rule(&tree.join("logs"), Some(vec![Attribute::Mode, Attribute::Uid]))],
+        ..Config::default()
+    };
+    let o = OneShot {
+        config: config.clone(),
+        state_dir: dir.path().join("state"),
+        root: HostRoot::live(),
+        progress_bar: false,
+    };
+    oneshot::init(&o).unwrap();
+    std::fs::write(tree.join("logs/app.log"), "more log lines").unwrap();
+    assert_eq!(oneshot::check(&o).unwrap().summary.changes, 0, "content of logs/ is not checked");
+
+    // A rescan scoped to the outer tree includes the nested one: nothing looks removed.
+    let fim = Fim::new(config, HostRoot::live(), dir.path().join("state")).unwrap();
+    let opts = guestward_fim::scan::ScanOptions {
+        rate: Default::default(),
+        threads: 1,
+        progress: None,
+        cancel: None,
+    };
+    let mut changes = Vec::new();
+    fim.scan(Purpose::Rescan, &Scope::Trees(vec![tree.clone()]), Mechanism::Rescan, &opts, &mut |c| {
+        changes.push(c)
+    })
+    .unwrap();
+    assert!(changes.is_empty(), "{changes:#?}");
+
+    std::os::unix::fs::chown(tree.join("logs/app.log"), Some(1234), None).unwrap();
+    let check = oneshot::check(&o).unwrap();
+    assert_eq!(check.changes.len(), 1, "{:#?}", check.changes);
+    assert_eq!(check.changes[0].rule, tree.join("logs").display().to_string());
+    assert_eq!(check.changes[0].changed, vec![Attribute::Uid]);
+}
