@@ -653,6 +653,33 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_slows_the_scan_down_and_progress_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        for i in 0..30 {
+            std::fs::write(tree.join(format!("f{i}")), "x").unwrap();
+        }
+        let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
+        let root = HostRoot::live();
+        let targets = p.targets(&root);
+        let last = Mutex::new(ScanProgress::default());
+        let report = |pr: &ScanProgress| *last.lock().unwrap() = pr.clone();
+        let opts = ScanOptions {
+            rate: RateLimit { files_per_sec: 100, bytes_per_sec: 0 },
+            threads: 2,
+            progress: Some(&report),
+            cancel: None,
+        };
+        let stats = stage(&p, &root, &dir.path().join("state"), &targets, false, &opts).unwrap();
+        assert_eq!(stats.entries, 31);
+        // 30 hashed files at 100/s cannot take less than ~0.3 s (a lower bound only).
+        assert!(stats.duration_ms >= 250, "{stats:?}");
+        let last = last.lock().unwrap().clone();
+        assert_eq!((last.entries_done, last.walk_done), (31, true));
+    }
+
+    #[test]
     fn minimal_roots_drops_nested() {
         let r = minimal_roots(vec!["/etc/ssh".into(), "/etc".into(), "/etc0".into(), "/etc".into()]);
         assert_eq!(r, vec![PathBuf::from("/etc"), PathBuf::from("/etc0")]);
