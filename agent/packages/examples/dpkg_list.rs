@@ -8,13 +8,14 @@ use std::path::Path;
 
 fn main() -> std::process::ExitCode {
     let admin = std::env::args().nth(1).unwrap_or_else(|| "/var/lib/dpkg".to_string());
-    let (inventory, problems) = match guestward_packages::dpkg::read_status(&HostRoot::live(), Path::new(&admin), 1 << 30) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let (inventory, problems) =
+        match guestward_packages::dpkg::read_status(&HostRoot::live(), Path::new(&admin), 1 << 30) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e}");
+                return std::process::ExitCode::from(2);
+            }
+        };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for p in inventory.installed.iter().chain(&inventory.not_fully_installed) {
         let _ = writeln!(
