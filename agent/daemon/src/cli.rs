@@ -53,6 +53,9 @@ pub enum Format {
     Human,
     /// The full report envelope as JSON (same as `--json`).
     Json,
+    /// A CycloneDX 1.6 JSON SBOM of every package found (dpkg, rpm, PyPI, Maven, npm), for
+    /// grype, trivy or Dependency-Track.
+    Cyclonedx,
 }
 
 /// `scan` arguments.
@@ -109,6 +112,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     writeln!(out)?;
                 }
                 Format::Human => scan::render_human(&report, &mut out)?,
+                Format::Cyclonedx => {
+                    out.write_all(crate::collect::packages::cyclonedx(&report)?.as_bytes())?;
+                    writeln!(out)?;
+                }
             }
             out.flush()?;
             Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })

@@ -243,16 +243,22 @@ mod tests {
     fn annotated_example_names_every_key() {
         // Serialize the defaults and check each leaf key appears in the example file, so a new
         // option cannot be added without documenting it there.
+        // Nested tables (`[packages.language]`) are checked the same way, recursively.
+        fn check(table: &str, inner: &toml::Table, missing: &mut Vec<String>) {
+            assert!(EXAMPLE.contains(&format!("[{table}]")), "packaging/agent.toml lacks [{table}]");
+            for (key, value) in inner {
+                match value {
+                    toml::Value::Table(nested) => check(&format!("{table}.{key}"), nested, missing),
+                    _ if !EXAMPLE.contains(&format!("{key} =")) => missing.push(format!("{table}.{key}")),
+                    _ => {}
+                }
+            }
+        }
         let defaults = toml::Table::try_from(Config::default()).unwrap();
         let mut missing = Vec::new();
         for (table, value) in &defaults {
             let toml::Value::Table(inner) = value else { continue };
-            assert!(EXAMPLE.contains(&format!("[{table}]")), "packaging/agent.toml lacks [{table}]");
-            for key in inner.keys() {
-                if !EXAMPLE.contains(&format!("{key} =")) {
-                    missing.push(format!("{table}.{key}"));
-                }
-            }
+            check(table, inner, &mut missing);
         }
         assert!(missing.is_empty(), "packaging/agent.toml does not document {missing:?}");
     }

@@ -73,6 +73,9 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
         events: Vec::new(),
     };
     report.agent = identify(config, root, &report);
+    if let Some(data) = report.packages.as_ref().and_then(|s| s.data.as_ref()) {
+        report.findings.extend(guestward_packages::findings(data));
+    }
     report.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
     report
 }

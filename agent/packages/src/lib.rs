@@ -10,7 +10,7 @@ pub mod delta;
 pub mod dpkg;
 pub mod sbom;
 
-use guestward_core::{AbsolutePath, HostRoot, Problem, Section};
+use guestward_core::{AbsolutePath, Finding, HostRoot, Problem, Section};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -25,6 +25,8 @@ pub struct Config {
     /// Largest dpkg `status` file read, in bytes. A real one is a few MiB; the cap bounds memory
     /// if the file is corrupt or hostile.
     pub max_status_file_bytes: u64,
+    /// `[packages.language]`: Python, Java and Node.js packages found by walking directories.
+    pub language: guestward_lang::Config,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
         Self {
             dpkg_admin_dir: AbsolutePath::from_static("/var/lib/dpkg"),
             max_status_file_bytes: 256 * 1024 * 1024,
+            language: guestward_lang::Config::default(),
         }
     }
 }
@@ -42,12 +45,16 @@ pub struct PackagesReport {
     /// Debian packages; absent when the host has no dpkg database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpkg: Option<dpkg::DpkgInventory>,
+    /// Language packages (Python, Java, Node.js); absent when turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<guestward_lang::LangReport>,
 }
 
 impl PackagesReport {
     /// Installed packages across every source.
     pub fn installed_count(&self) -> usize {
         self.dpkg.as_ref().map_or(0, |d| d.installed.len())
+            + self.language.as_ref().map_or(0, |l| l.packages.len())
     }
 }
 
@@ -55,7 +62,7 @@ impl PackagesReport {
 pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
     let started = Instant::now();
     let mut problems: Vec<Problem> = Vec::new();
-    let mut report = PackagesReport { dpkg: None };
+    let mut report = PackagesReport { dpkg: None, language: None };
 
     let admin_dir = config.dpkg_admin_dir.as_path();
     if root.exists(admin_dir) {
@@ -68,9 +75,23 @@ pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
         }
     }
 
-    let nothing_found = report.dpkg.is_none() && problems.is_empty();
+    if config.language.enabled {
+        let (language, language_problems) = guestward_lang::scan(root, &config.language);
+        problems.extend(language_problems);
+        report.language = Some(language);
+    }
+
+    let nothing_found = report.dpkg.is_none()
+        && report.language.as_ref().is_none_or(|l| l.packages.is_empty())
+        && problems.is_empty();
     let section = Section::from_parts(Some(report), problems, started);
     if nothing_found { section.with_note("no package database found (looked for dpkg)") } else { section }
+}
+
+/// The rules over the inventory (Log4Shell, JndiLookup, known-malicious PyPI packages; see
+/// `guestward_lang::rules`).
+pub fn findings(report: &PackagesReport) -> Vec<Finding> {
+    report.language.as_ref().map(guestward_lang::findings).unwrap_or_default()
 }
 
 /// Writes a short human summary.
@@ -81,6 +102,12 @@ pub fn render_summary(report: &PackagesReport, out: &mut dyn std::io::Write) -> 
             write!(out, ", {} not fully installed", d.not_fully_installed.len())?;
         }
         writeln!(out, " ({})", d.status_file)?;
+    }
+    if let Some(l) = &report.language {
+        use guestward_lang::Ecosystem::{Maven, Npm, Pypi};
+        let count = |e| l.of(e).count();
+        write!(out, "language  {} python, {} java, {} node.js", count(Pypi), count(Maven), count(Npm))?;
+        writeln!(out, " ({} directory entries walked)", l.stats.entries)?;
     }
     Ok(())
 }
