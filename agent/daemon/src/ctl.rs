@@ -55,6 +55,14 @@ pub enum Command {
         /// The file to check.
         path: Option<PathBuf>,
     },
+    /// Ask the EC2 Instance Metadata Service about this instance now (needs no daemon). Off EC2
+    /// it answers `not_ec2` from local firmware data without sending any request.
+    Imds {
+        /// Configuration file whose `[imds]` section is used [default: /etc/guestward/agent.toml
+        /// if present, else built-in defaults].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Runs a parsed command line and returns the exit code.
@@ -71,6 +79,9 @@ pub fn run(cli: Cli) -> u8 {
 fn execute(cli: Cli) -> anyhow::Result<u8> {
     if let Command::CheckConfig { path } = &cli.command {
         return Ok(check_config(path.clone(), cli.json));
+    }
+    if let Command::Imds { config } = &cli.command {
+        return imds(config.as_deref(), cli.json);
     }
     let socket = match cli.socket.clone() {
         Some(s) => s,
@@ -135,7 +146,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::CheckConfig { .. } => Ok(exit::USAGE),
+        Command::CheckConfig { .. } | Command::Imds { .. } => Ok(exit::USAGE),
     }
 }
 
@@ -214,4 +225,39 @@ fn check_config(path: Option<PathBuf>, json: bool) -> u8 {
             exit::DEGRADED
         }
     }
+}
+
+/// `agentctl imds`: one live IMDS query with the `[imds]` config. Exit 0 when the section is ok
+/// or skipped, 1 when it degraded or failed; a bad config is an error (exit 2).
+fn imds(path: Option<&std::path::Path>, json: bool) -> anyhow::Result<u8> {
+    let (config, _) = Config::load(path)?;
+    let scan = guestward_cloud::scan_blocking(&config.imds, &guestward_core::HostRoot::live());
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({ "cloud": scan.section, "findings": scan.findings });
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
+    } else {
+        if let Some(data) = &scan.section.data {
+            guestward_cloud::render_table(data, &mut out)?;
+        } else if let Some(note) = &scan.section.note {
+            writeln!(out, "Cloud (IMDS): {note}")?;
+        }
+        for p in &scan.section.problems {
+            writeln!(out, "  problem: {p}")?;
+        }
+        if !scan.findings.is_empty() {
+            writeln!(out, "\n{:<9} {:<14} TITLE", "SEVERITY", "ID")?;
+            for f in &scan.findings {
+                writeln!(out, "{:<9} {:<14} {}", f.severity.to_string(), f.id, f.title)?;
+                writeln!(out, "{:<24} fix: {}", "", f.remediation)?;
+            }
+        }
+    }
+    out.flush()?;
+    use guestward_core::SectionStatus as S;
+    Ok(match scan.section.status {
+        S::Ok | S::Skipped => exit::OK,
+        S::Degraded | S::Error => exit::DEGRADED,
+    })
 }

@@ -31,6 +31,9 @@ pub struct Report {
     /// Installed software.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<Section<guestward_packages::PackagesReport>>,
+    /// Cloud identity: the EC2 instance and its metadata service (live only; skipped with `--root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<Section<guestward_cloud::CloudReport>>,
     /// Conclusions drawn from the sections, most severe first.
     pub findings: Vec<Finding>,
     /// Changes observed since the previous report.
@@ -89,6 +92,7 @@ impl Report {
         let mut out = Vec::new();
         add(&mut out, "host", &self.host);
         add(&mut out, "packages", &self.packages);
+        add(&mut out, "cloud", &self.cloud);
         out
     }
 

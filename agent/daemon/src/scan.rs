@@ -26,12 +26,14 @@ pub enum Collector {
     Host,
     /// dpkg (and later rpm, language) packages.
     Packages,
+    /// EC2 instance identity and metadata-service posture (live only; skipped with --root).
+    Cloud,
 }
 
 impl Collector {
     /// Every collector.
     pub fn all() -> BTreeSet<Self> {
-        [Self::Host, Self::Packages].into_iter().collect()
+        [Self::Host, Self::Packages, Self::Cloud].into_iter().collect()
     }
 }
 
@@ -51,11 +53,13 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
     let root = &options.root;
     let wants = |c: Collector| options.only.contains(&c);
 
-    let (host, packages) = std::thread::scope(|s| {
+    let (host, packages, cloud) = std::thread::scope(|s| {
         let host = wants(Collector::Host).then(|| s.spawn(|| collect::host::collect(root)));
         let packages =
             wants(Collector::Packages).then(|| s.spawn(|| collect::packages::collect(root, config)));
-        (join(host, "host"), join(packages, "packages"))
+        let cloud = wants(Collector::Cloud).then(|| s.spawn(|| collect::cloud::collect(root, config)));
+        let cloud = cloud.map(|h| h.join().unwrap_or_else(|_| collect::cloud::crashed()));
+        (join(host, "host"), join(packages, "packages"), cloud)
     });
 
     let mut report = Report {
@@ -69,10 +73,18 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
         scanned_root: (!root.is_live()).then(|| root.dir().display().to_string()),
         host,
         packages,
+        cloud: cloud.as_ref().map(|c| c.section.clone()),
         findings: Vec::new(),
         events: Vec::new(),
     };
-    report.agent = identify(config, root, &report);
+    let instance_id = cloud
+        .as_ref()
+        .and_then(|c| c.instance_id.clone())
+        .or_else(|| collect::cloud::firmware_instance_id(root));
+    if let Some(c) = cloud {
+        report.findings.extend(c.findings);
+    }
+    report.agent = identify(config, root, &report, instance_id);
     if let Some(data) = report.packages.as_ref().and_then(|s| s.data.as_ref()) {
         report.findings.extend(guestward_packages::findings(data));
     }
@@ -93,6 +105,7 @@ pub fn empty_report() -> Report {
         scanned_root: None,
         host: None,
         packages: None,
+        cloud: None,
         findings: Vec::new(),
         events: Vec::new(),
     }
@@ -116,10 +129,13 @@ fn join<T>(
 }
 
 /// Host identity: config override, then the EC2 instance id, then machine-id.
-fn identify(config: &Config, root: &HostRoot, report: &Report) -> AgentInfo {
+fn identify(config: &Config, root: &HostRoot, report: &Report, instance_id: Option<String>) -> AgentInfo {
     let version = env!("CARGO_PKG_VERSION").to_string();
     if let Some(id) = &config.agent.host_id {
         return AgentInfo { version, host_id: Some(id.clone()), host_id_source: HostIdSource::Config };
+    }
+    if let Some(id) = instance_id {
+        return AgentInfo { version, host_id: Some(id), host_id_source: HostIdSource::Ec2InstanceId };
     }
     // The host section already read machine-id; when it did not run, read it (it is tiny).
     let machine_id = match report.host.as_ref().and_then(|s| s.data.as_ref()) {
@@ -158,6 +174,12 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
         section_header(out, "packages", section)?;
         if let Some(data) = &section.data {
             guestward_packages::render_summary(data, out)?;
+        }
+    }
+    if let Some(section) = &report.cloud {
+        section_header(out, "cloud", section)?;
+        if let Some(data) = &section.data {
+            guestward_cloud::render_table(data, out)?;
         }
     }
     if !report.findings.is_empty() {

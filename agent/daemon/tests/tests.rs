@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod cli;
+mod cloud;
 mod daemon;
 mod sbom;
 mod support;

@@ -2,6 +2,8 @@
 //! `(HostRoot, its config)` into its report section. The collector crates know nothing of the
 //! envelope; this is the only place that does.
 
+/// Cloud identity (EC2 instance metadata).
+pub mod cloud;
 /// Host facts.
 pub mod host;
 /// Software inventory.
