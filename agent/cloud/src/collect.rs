@@ -651,40 +651,95 @@ pub struct CloudScan {
     pub instance_id: Option<String>,
 }
 
-/// Runs one collection from a synchronous caller. Must not be called from inside a tokio
-/// runtime (use [`CloudCollector::section`] there).
+/// What synchronous callers share for the life of the process: one runtime (so IMDS
+/// connections outlive a scan) and the last collector (so the cached token is reused and a
+/// negative answer is remembered for `reprobe_interval_secs` across daemon scans).
+struct BlockingState {
+    runtime: tokio::runtime::Runtime,
+    /// Most recent first; a few entries so callers with different configs (tests, `agentctl
+    /// imds --config`) do not evict each other.
+    collectors: std::sync::Mutex<Vec<(ImdsConfig, Arc<CloudCollector>)>>,
+}
+
+const MAX_CACHED_COLLECTORS: usize = 4;
+
+static BLOCKING: std::sync::OnceLock<Result<BlockingState, String>> = std::sync::OnceLock::new();
+
+fn blocking_state() -> Result<&'static BlockingState, String> {
+    BLOCKING
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("guestward-imds")
+                .enable_all()
+                .build()
+                .map(|runtime| BlockingState { runtime, collectors: std::sync::Mutex::new(Vec::new()) })
+                .map_err(|e| format!("starting the IMDS client runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Runs one collection from a synchronous caller (`guestward-agent scan`, the daemon's scan
+/// threads, `agentctl imds`). The collector is kept between calls with the same config, so
+/// repeated scans reuse the IMDSv2 token and honour the re-probe interval. Async callers should
+/// prefer [`CloudCollector::section`]; calling this from inside a runtime works but blocks a
+/// thread for the duration.
 pub fn scan_blocking(config: &ImdsConfig, root: &HostRoot) -> CloudScan {
     let started = Instant::now();
     // A mounted snapshot's firmware files describe some other machine, if anything.
     let firmware_id = root.is_live().then(|| crate::precheck::instance_id_from_firmware(root)).flatten();
-    let collector = match CloudCollector::new(config) {
-        Ok(c) => c,
-        Err(e) => {
-            let code = match e {
-                CollectorError::Config(_) => "config",
-                CollectorError::Client(_) => "client_build",
-            };
-            return CloudScan {
-                section: Section::failed(Problem::new(code, e.to_string()), started),
-                findings: Vec::new(),
-                instance_id: firmware_id,
-            };
+    let failed = |code: &str, message: String| CloudScan {
+        section: Section::failed(Problem::new(code, message), started),
+        findings: Vec::new(),
+        instance_id: firmware_id.clone(),
+    };
+    let state = match blocking_state() {
+        Ok(s) => s,
+        Err(e) => return failed("runtime", e),
+    };
+    let collector = {
+        let mut cached = match state.collectors.lock() {
+            Ok(g) => g,
+            // A panic while holding the lock leaves only a cache behind: start afresh.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match cached.iter().position(|(c, _)| c == config) {
+            Some(i) => {
+                let entry = cached.remove(i);
+                let collector = Arc::clone(&entry.1);
+                cached.insert(0, entry);
+                collector
+            }
+            None => match CloudCollector::new(config) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    cached.insert(0, (config.clone(), Arc::clone(&c)));
+                    cached.truncate(MAX_CACHED_COLLECTORS);
+                    c
+                }
+                Err(e) => {
+                    let code = match e {
+                        CollectorError::Config(_) => "config",
+                        CollectorError::Client(_) => "client_build",
+                    };
+                    return failed(code, e.to_string());
+                }
+            },
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            return CloudScan {
-                section: Section::failed(
-                    Problem::new("runtime", format!("starting the IMDS client runtime: {e}")),
-                    started,
-                ),
-                findings: Vec::new(),
-                instance_id: firmware_id,
-            };
-        }
+    let run = || state.runtime.block_on(collector.section(root));
+    let section = if tokio::runtime::Handle::try_current().is_ok() {
+        // Called from async code, where `block_on` would panic: block a plain thread instead.
+        std::thread::scope(|s| s.spawn(run).join()).unwrap_or_else(|_| {
+            Section::failed(
+                Problem::new("internal", "the cloud collector crashed; this is a bug, please report it"),
+                started,
+            )
+        })
+    } else {
+        run()
     };
-    let section = runtime.block_on(collector.section(root));
     let findings = section.data.as_ref().map(crate::findings::findings).unwrap_or_default();
     let instance_id = section.data.as_ref().and_then(|r| r.instance_id().map(str::to_string)).or(firmware_id);
     CloudScan { section, findings, instance_id }

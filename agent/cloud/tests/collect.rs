@@ -370,3 +370,18 @@ async fn proxy_variables_are_ignored_for_imds() {
     assert_eq!(section["status"], "ok", "{section}");
     assert_eq!(section["data"]["instance"]["instance_id"], INSTANCE_ID);
 }
+
+#[tokio::test]
+async fn blocking_scan_from_async_code_does_not_panic() {
+    let emu = Emulator::start(EmulatorConfig::default()).await;
+    let config = config_for(&emu);
+    // Blocking-pool threads carry the runtime's context, where a nested `block_on` would panic;
+    // the scan must notice and block a plain thread instead. (Calling it directly on this
+    // current-thread runtime would starve the emulator it talks to.)
+    let scan = tokio::task::spawn_blocking(move || {
+        guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live())
+    })
+    .await
+    .unwrap();
+    assert_eq!(scan.instance_id.as_deref(), Some(INSTANCE_ID));
+}

@@ -132,3 +132,15 @@ fn fixture_platforms_are_told_apart() {
     assert!(!kvm.is_ec2);
     assert!(kvm.reason.contains("QEMU"), "{}", kvm.reason);
 }
+
+#[test]
+fn blocking_scans_reuse_the_token_across_calls() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emu = rt.block_on(guestward_imds_emulator::Emulator::start(Default::default()));
+    let config = ImdsConfig { endpoint: Some(emu.url()), collect_tags: false, ..Default::default() };
+    for _ in 0..3 {
+        let scan = guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live());
+        assert_eq!(scan.section.status, guestward_core::SectionStatus::Ok, "{:?}", scan.section.problems);
+    }
+    assert_eq!(emu.token_puts(), 1, "one token for three scans with the same config");
+}
