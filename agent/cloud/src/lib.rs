@@ -11,6 +11,8 @@
 //! - [`LifecycleWatcher`]: spot/maintenance/rebalance/Auto Scaling polling into
 //!   `lifecycle.*` events for the daemon.
 //! - [`render_table`]: the human view.
+//! - [`verify_rsa2048`] / [`verify_signature`]: check the signed identity document with a
+//!   region's public key (for enrollment).
 //!
 //! Credentials are never requested (`iam/security-credentials` is refused by the client) and
 //! the IMDSv2 token never leaves the client.
@@ -23,6 +25,7 @@ mod lifecycle;
 mod precheck;
 mod render;
 mod report;
+mod verify;
 
 pub use client::{AccessMode, ClientStats, Fetched, ImdsClient, ImdsError, ImdsToken};
 pub use collect::{
@@ -45,3 +48,4 @@ pub use report::{
     CloudReport, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts, LifecycleSnapshot,
     MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
 };
+pub use verify::{VerifyError, verify_rsa2048, verify_signature};

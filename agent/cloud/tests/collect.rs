@@ -1,7 +1,6 @@
 //! Facts, findings and fallbacks against the emulator.
 
 use crate::{config_for, no_env, not_ec2_root, root_with};
-use base64::Engine as _;
 use guestward_cloud::{
     AccessMode, CloudCollector, CloudState, HOP_LIMIT_ABOVE_ONE, IMDSV1_ENABLED, IMDSV2_UNAVAILABLE,
     INSTANCE_PROFILE_ATTACHED, ImdsConfig, Tags, findings,
@@ -79,17 +78,22 @@ async fn identity_document_and_signatures_are_kept_and_verify() {
     let out = collector.collect(&root).await;
     let id = out.report.identity.unwrap();
     assert_eq!(id.document, emu.identity_document(), "kept byte for byte: the signature covers these bytes");
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let sig = b64.decode(id.signature.unwrap().replace('\n', "")).unwrap();
-    let key = aws_lc_rs::signature::UnparsedPublicKey::new(
-        &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
-        emu.signing_public_key_der(),
-    );
-    key.verify(id.document.as_bytes(), &sig).unwrap();
-    let cms = b64.decode(id.rsa2048.unwrap().replace('\n', "")).unwrap();
-    assert_eq!(cms[0], 0x30, "rsa2048 is a DER SEQUENCE (CMS ContentInfo)");
-    assert!(cms.windows(id.document.len()).any(|w| w == id.document.as_bytes()), "document embedded");
-    assert!(cms.windows(sig.len()).any(|w| w == sig.as_slice()), "signer info carries the signature");
+    let key = emu.signing_public_key_der();
+    guestward_cloud::verify_signature(&id.document, id.signature.as_deref().unwrap(), key).unwrap();
+    let rsa2048 = id.rsa2048.unwrap();
+    let signed = guestward_cloud::verify_rsa2048(&rsa2048, key).unwrap();
+    assert_eq!(signed, id.document, "the PKCS#7 embeds exactly the served document");
+    // Tampering is caught: a document that is not the signed one, or another key.
+    let err = guestward_cloud::verify_signature(
+        &id.document.replace("m7i", "m8i"),
+        id.signature.as_deref().unwrap(),
+        key,
+    )
+    .unwrap_err();
+    assert!(matches!(err, guestward_cloud::VerifyError::BadSignature), "{err}");
+    let other = Emulator::start(EmulatorConfig::default()).await;
+    let err = guestward_cloud::verify_rsa2048(&rsa2048, other.signing_public_key_der()).unwrap_err();
+    assert!(matches!(err, guestward_cloud::VerifyError::BadSignature), "{err}");
 }
 
 #[tokio::test]

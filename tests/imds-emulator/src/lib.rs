@@ -252,7 +252,12 @@ impl Signer {
         let mut sig = vec![0u8; key.public_modulus_len()];
         key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), document.as_bytes(), &mut sig).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
-        let cms = signed_data_der(document.as_bytes(), &sig);
+        // As AWS does, the PKCS#7 signs authenticated attributes (content type and the
+        // document's SHA-256), not the document directly.
+        let attrs = signed_attributes(document.as_bytes());
+        let mut cms_sig = vec![0u8; key.public_modulus_len()];
+        key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), &attrs, &mut cms_sig).unwrap();
+        let cms = signed_data_der(document.as_bytes(), &attrs, &cms_sig);
         Self {
             signature_b64: wrap64(&b64.encode(&sig)),
             rsa2048_b64: wrap64(&b64.encode(cms)),
@@ -305,14 +310,34 @@ fn oid(arcs: &[u64]) -> Vec<u8> {
     der(0x06, &body)
 }
 
-fn signed_data_der(content: &[u8], signature: &[u8]) -> Vec<u8> {
+/// The DER `SET OF Attribute` that is signed: contentType = data, messageDigest = SHA-256 of
+/// the content. Elements in DER order (sorted by encoding), as a SET OF requires.
+fn signed_attributes(content: &[u8]) -> Vec<u8> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, content);
+    let content_type = seq(&[oid(&[1, 2, 840, 113549, 1, 9, 3]), set(&[oid(&[1, 2, 840, 113549, 1, 7, 1])])]);
+    let message_digest = seq(&[oid(&[1, 2, 840, 113549, 1, 9, 4]), set(&[der(0x04, digest.as_ref())])]);
+    let mut attrs = vec![content_type, message_digest];
+    attrs.sort();
+    set(&attrs)
+}
+
+fn signed_data_der(content: &[u8], signed_attrs_set: &[u8], signature: &[u8]) -> Vec<u8> {
     let null = vec![0x05, 0x00];
     let sha256 = seq(&[oid(&[2, 16, 840, 1, 101, 3, 4, 2, 1]), null.clone()]);
     let rsa = seq(&[oid(&[1, 2, 840, 113549, 1, 1, 1]), null]);
     let int1 = der(0x02, &[1]);
     let issuer = seq(&[set(&[seq(&[oid(&[2, 5, 4, 3]), der(0x0c, b"guestward IMDS emulator")])])]);
-    let signer_info =
-        seq(&[int1.clone(), seq(&[issuer, int1.clone()]), sha256.clone(), rsa, der(0x04, signature)]);
+    // signedAttrs is [0] IMPLICIT: the SET's content under a context tag.
+    let mut implicit_attrs = signed_attrs_set.to_vec();
+    implicit_attrs[0] = 0xa0;
+    let signer_info = seq(&[
+        int1.clone(),
+        seq(&[issuer, int1.clone()]),
+        sha256.clone(),
+        implicit_attrs,
+        rsa,
+        der(0x04, signature),
+    ]);
     let encap = seq(&[oid(&[1, 2, 840, 113549, 1, 7, 1]), der(0xa0, &der(0x04, content))]);
     let signed_data = seq(&[int1, set(&[sha256]), encap, set(&[signer_info])]);
     seq(&[oid(&[1, 2, 840, 113549, 1, 7, 2]), der(0xa0, &signed_data)])
@@ -587,7 +612,7 @@ mod tests {
 
     #[test]
     fn signed_data_is_well_formed_der() {
-        let d = signed_data_der(b"{}", &[7u8; 256]);
+        let d = signed_data_der(b"{}", &signed_attributes(b"{}"), &[7u8; 256]);
         assert_eq!(d[0], 0x30);
         // Long-form length covering the rest of the buffer.
         assert_eq!(d[1], 0x82);
