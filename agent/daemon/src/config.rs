@@ -161,6 +161,13 @@ impl Config {
                 message: format!("{} is too short; use at least 10 seconds", self.agent.scan_interval_secs),
             });
         }
+        if let Err(e) = self.imds.validate() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: format!("imds.{}", e.field),
+                message: e.message,
+            });
+        }
         Ok(self)
     }
 
@@ -291,6 +298,12 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn imds_out_of_range_names_the_key() {
+        let msg = err("[imds]\ntoken_ttl_secs = 0\n");
+        assert!(msg.contains("key `imds.token_ttl_secs`") && msg.contains("1..=21600"), "{msg}");
     }
 
     #[test]
