@@ -224,7 +224,7 @@ async fn a_hanging_service_is_given_up_on_within_the_timeouts() {
     let started = Instant::now();
     let out = collector.collect(&root).await;
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(3_000), "took {took:?}");
+    assert!(took < Duration::from_millis(3_500), "took {took:?}");
     assert_eq!(out.report.state, CloudState::Unreachable);
     assert_eq!(out.problems[0].code, "imds_unreachable");
     // Then it stops asking until the re-probe interval has passed.

@@ -42,7 +42,8 @@ async fn a_silent_endpoint_is_decided_within_about_two_seconds() {
     let took = started.elapsed();
     hold.abort();
     assert_eq!(out.report.state, CloudState::Unreachable);
-    assert!(took < Duration::from_millis(2_600), "took {took:?}");
+    // 1 s read timeout, 100 ms pause, 1 s again: about 2.1 s; the margin absorbs a loaded CI machine.
+    assert!(took < Duration::from_millis(3_500), "took {took:?}");
 }
 
 #[tokio::test]

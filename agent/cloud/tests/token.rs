@@ -69,7 +69,11 @@ async fn a_collection_survives_token_expiry_midway() {
     let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
     let (_d, root) = not_ec2_root();
     let revoke = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // After the first token exists, while the client waits on the slow item.
+        while emu.token_puts() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         emu.expire_all_tokens();
     };
     let (outcome, ()) = tokio::join!(collector.collect(&root), revoke);
