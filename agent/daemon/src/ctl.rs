@@ -7,7 +7,7 @@ use crate::control::protocol::{ScanRequest, Status};
 use crate::exit;
 use crate::report::Report;
 use crate::scan::Collector;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use guestward_core::Finding;
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +44,14 @@ pub enum Command {
     Report,
     /// The findings of the latest scan, most severe first.
     Findings,
+    /// The software inventory of the latest full report: a summary, the packages section as
+    /// JSON (`--json`), or a CycloneDX 1.6 SBOM (`--format cyclonedx`) for grype, trivy or
+    /// Dependency-Track.
+    Inventory {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = InventoryFormat::Human)]
+        format: InventoryFormat,
+    },
     /// Ask the agent to scan now and print the result.
     Scan {
         /// Run only these collectors (comma-separated).
@@ -63,6 +71,15 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+}
+
+/// Output formats of `agentctl inventory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InventoryFormat {
+    /// A summary per package source (`--json`: the packages section).
+    Human,
+    /// A CycloneDX 1.6 JSON SBOM.
+    Cyclonedx,
 }
 
 /// Runs a parsed command line and returns the exit code.
@@ -129,6 +146,24 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let report: Report = runtime.block_on(client.post("/v1/scan", &ScanRequest { only }))?;
             print_report(&report, cli.json, &mut out)?;
             Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
+        }
+        Command::Inventory { format } => {
+            let report: Report = runtime.block_on(client.get("/v1/report"))?;
+            match format {
+                InventoryFormat::Cyclonedx => {
+                    out.write_all(crate::collect::packages::cyclonedx(&report)?.as_bytes())?;
+                    writeln!(out)?;
+                }
+                InventoryFormat::Human if cli.json => {
+                    serde_json::to_writer_pretty(&mut out, &report.packages)?;
+                    writeln!(out)?;
+                }
+                InventoryFormat::Human => match report.packages.as_ref().and_then(|s| s.data.as_ref()) {
+                    Some(data) => guestward_packages::render_summary(data, &mut out)?,
+                    None => writeln!(out, "the latest report has no package inventory")?,
+                },
+            }
+            Ok(exit::OK)
         }
         Command::Findings => {
             let findings: Vec<Finding> = runtime.block_on(client.get("/v1/findings"))?;
