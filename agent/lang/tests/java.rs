@@ -267,3 +267,41 @@ fn nested_archive_lying_about_its_size_is_cut_at_the_cap() {
     // The rest of the war is still examined.
     assert!(report.packages.iter().any(|p| p.name == "log4j-core"), "{:?}", report.packages);
 }
+
+#[test]
+fn corrupted_archives_never_panic_or_hang() {
+    // Deterministic byte corruption of a fat jar (stored nested jars, so offsets inside the
+    // nested central directories get hit too): every variant must scan to completion.
+    let fat = zip_of(
+        &[
+            ("BOOT-INF/lib/log4j-core-2.14.1.jar", log4j_core_jar("2.14.1", true)),
+            ("BOOT-INF/lib/x-1.0.jar", maven_jar("g", "x", "1.0")),
+        ],
+        CompressionMethod::Stored,
+    );
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let t = Tree::new();
+    let cfg = config(&[], &["/opt"], &[]);
+    let mut scanned = 0;
+    for round in 0..300 {
+        let mut bytes = fat.clone();
+        for _ in 0..(1 + next() % 8) {
+            let at = usize::try_from(next() % bytes.len() as u64).unwrap();
+            bytes[at] = u8::try_from(next() & 0xff).unwrap();
+        }
+        if round % 50 == 0 {
+            bytes.truncate(usize::try_from(next() % bytes.len() as u64).unwrap());
+        }
+        t.write("/opt/fuzz.jar", &bytes);
+        let (report, _problems) = t.scan(&cfg);
+        assert!(report.stats.archives >= 1);
+        scanned += 1;
+    }
+    assert_eq!(scanned, 300);
+}
