@@ -84,7 +84,9 @@ pub struct Item {
     /// Architecture (dpkg, rpm).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
-    /// Where it lives (language packages: path, `path!/inner` for nested archives).
+    /// Where it is installed (language packages): the site-packages / lib / node_modules
+    /// package directory, `archive!/dir` inside an archive; version-free, so upgrades in place
+    /// are recognized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// Version (`[epoch:]version[-release]` for rpm, dpkg's version string for dpkg).
@@ -142,16 +144,31 @@ impl Snapshot {
                     (None, _) => p.name.clone(),
                 },
                 arch: None,
-                location: Some(match &p.path_in_archive {
-                    Some(inner) => format!("{}!/{inner}", p.location),
-                    None => p.location.clone(),
-                }),
+                location: Some(install_dir(p)),
                 version: p.version.clone(),
             }));
         }
         items.sort();
         items.dedup();
         Self { taken_at, items }
+    }
+}
+
+/// The directory a language package is installed in, as its identity: a version change
+/// renames the dist-info directory (`requests-2.31.0.dist-info`) or the jar
+/// (`log4j-core-2.17.1.jar`) but keeps it in the same site-packages or lib directory, so an
+/// upgrade is seen as one, not as a removal plus an addition.
+fn install_dir(p: &guestward_lang::LangPackage) -> String {
+    let parent = |path: &str| match path.rsplit_once('/') {
+        Some(("", _)) => "/".to_string(),
+        Some((dir, _)) => dir.to_string(),
+        None => String::new(),
+    };
+    match (p.ecosystem, &p.path_in_archive) {
+        // A package.json's directory is already version-free (`node_modules/express`).
+        (guestward_lang::Ecosystem::Npm, _) => p.location.clone(),
+        (_, Some(inner)) => format!("{}!/{}", p.location, parent(inner)),
+        (_, None) => parent(&p.location),
     }
 }
 
@@ -684,6 +701,56 @@ mod tests {
     }
 
     #[test]
+    fn upgrades_that_rename_the_dist_info_or_the_jar_are_upgrades() {
+        use guestward_lang::{Ecosystem, Evidence, LangPackage};
+        let pkg = |eco, name: &str, version: &str, location: &str, inner: Option<&str>| LangPackage {
+            ecosystem: eco,
+            namespace: None,
+            name: name.into(),
+            version: version.into(),
+            location: location.into(),
+            path_in_archive: inner.map(str::to_string),
+            installer: None,
+            evidence: Evidence::PomProperties,
+        };
+        let t = Timestamp::from_unix_secs(0).unwrap();
+        let snapshot = |packages| {
+            Snapshot::from_inventory(t, None, &[], Some(&LangReport { packages, ..Default::default() }))
+        };
+        let sp = "/usr/lib/python3/dist-packages";
+        let before = snapshot(vec![
+            pkg(Ecosystem::Pypi, "requests", "2.28.1", &format!("{sp}/requests-2.28.1.dist-info"), None),
+            pkg(
+                Ecosystem::Maven,
+                "log4j-core",
+                "2.14.1",
+                "/opt/app.war",
+                Some("WEB-INF/lib/log4j-core-2.14.1.jar"),
+            ),
+        ]);
+        let after = snapshot(vec![
+            pkg(Ecosystem::Pypi, "requests", "2.31.0", &format!("{sp}/requests-2.31.0.dist-info"), None),
+            pkg(
+                Ecosystem::Maven,
+                "log4j-core",
+                "2.17.1",
+                "/opt/app.war",
+                Some("WEB-INF/lib/log4j-core-2.17.1.jar"),
+            ),
+        ]);
+        let changes = diff(&before, &after);
+        let got: Vec<(ChangeKind, &str, Option<&str>)> =
+            changes.iter().map(|c| (c.kind, c.name.as_str(), c.location.as_deref())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (ChangeKind::Upgraded, "requests", Some(sp)),
+                (ChangeKind::Upgraded, "log4j-core", Some("/opt/app.war!/WEB-INF/lib")),
+            ]
+        );
+    }
+
+    #[test]
     fn snapshot_from_inventories() {
         use guestward_lang::{Ecosystem, Evidence, LangPackage};
         let lang = LangReport {
@@ -702,7 +769,7 @@ mod tests {
         let s = Snapshot::from_inventory(Timestamp::from_unix_secs(0).unwrap(), None, &[], Some(&lang));
         assert_eq!(s.items.len(), 1);
         assert_eq!(s.items[0].name, "org.apache.logging.log4j:log4j-core");
-        assert_eq!(s.items[0].location.as_deref(), Some("/opt/app.jar!/BOOT-INF/lib/log4j-core-2.14.1.jar"));
+        assert_eq!(s.items[0].location.as_deref(), Some("/opt/app.jar!/BOOT-INF/lib"));
         assert_eq!(s.items[0].source, PackageSource::Maven);
     }
 }
