@@ -2,6 +2,7 @@ use crate::config::Config;
 use crate::report::Report;
 use guestward_core::{HostRoot, Section};
 use guestward_packages::PackagesReport;
+use guestward_packages::delta::{Observation, Snapshot, Tracker};
 use guestward_packages::sbom::{self, Distro, SbomContext, SbomSources};
 
 /// Software inventory from every package database present under the root.
@@ -32,4 +33,34 @@ pub fn cyclonedx(report: &Report) -> Result<String, sbom::SbomError> {
         tracing::warn!(problem = %p, "package left out of the SBOM");
     }
     sbom::to_json(&bom)
+}
+
+/// Change tracking in daemon mode: compares the report's inventory with the one stored under
+/// `agent.state_dir` (`packages-inventory.json`) and adds one `package.added` / `removed` /
+/// `upgraded` / `downgraded` / `changed` event per difference. The first run, and every
+/// [`guestward_packages::delta::DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS`] after the last full
+/// snapshot, is a full snapshot (no events: the section itself is the inventory).
+pub fn track_changes(config: &Config, report: &mut Report) {
+    let Some(data) = report.packages.as_ref().and_then(|s| s.data.as_ref()) else { return };
+    let snapshot =
+        Snapshot::from_inventory(report.collected_at, data.dpkg.as_ref(), &[], data.language.as_ref());
+    let tracker = Tracker::new(
+        config.agent.state_dir.as_path(),
+        guestward_packages::delta::DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS,
+    );
+    let observation = tracker.observe(&snapshot, report.collected_at);
+    match &observation {
+        Observation::Delta { changes, .. } => {
+            report.events.extend(changes.iter().map(|c| c.to_event(report.collected_at)));
+        }
+        Observation::Full { reason, problem, .. } => {
+            tracing::info!(reason = ?reason, "package inventory: full snapshot");
+            if let Some(p) = problem {
+                tracing::warn!(problem = %p, "stored package inventory unreadable");
+            }
+        }
+    }
+    if let Err(e) = tracker.commit(&snapshot, &observation) {
+        tracing::warn!(error = %e, "package inventory not saved; the next scan reports these changes again");
+    }
 }

@@ -131,7 +131,17 @@ impl Shared {
         let full = only == Collector::all();
         let config = Arc::clone(&self.config);
         let options = ScanOptions { root: HostRoot::live(), only };
-        let report = match tokio::task::spawn_blocking(move || scan::run(&config, &options)).await {
+        let report = match tokio::task::spawn_blocking(move || {
+            let mut report = scan::run(&config, &options);
+            // Only full scans move the stored inventory forward: a partial one has no packages
+            // section to compare, and must not make the next delta skip changes.
+            if full {
+                crate::collect::packages::track_changes(&config, &mut report);
+            }
+            report
+        })
+        .await
+        {
             Ok(r) => Arc::new(r),
             Err(e) => {
                 // scan::run already turns collector panics into error sections; reaching this
