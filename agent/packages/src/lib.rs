@@ -25,6 +25,10 @@ pub struct Config {
     /// Largest dpkg `status` file read, in bytes. A real one is a few MiB; the cap bounds memory
     /// if the file is corrupt or hostile.
     pub max_status_file_bytes: u64,
+    /// Seconds between full inventory snapshots in daemon mode; the scans in between add
+    /// `package.*` change events against the inventory kept in the state directory (see
+    /// [`delta`]). 0 makes every scan a full snapshot.
+    pub full_snapshot_interval_secs: u64,
     /// `[packages.language]`: Python, Java and Node.js packages found by walking directories.
     pub language: guestward_lang::Config,
 }
@@ -34,6 +38,7 @@ impl Default for Config {
         Self {
             dpkg_admin_dir: AbsolutePath::from_static("/var/lib/dpkg"),
             max_status_file_bytes: 256 * 1024 * 1024,
+            full_snapshot_interval_secs: delta::DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS,
             language: guestward_lang::Config::default(),
         }
     }

@@ -38,16 +38,12 @@ pub fn cyclonedx(report: &Report) -> Result<String, sbom::SbomError> {
 /// Change tracking in daemon mode: compares the report's inventory with the one stored under
 /// `agent.state_dir` (`packages-inventory.json`) and adds one `package.added` / `removed` /
 /// `upgraded` / `downgraded` / `changed` event per difference. The first run, and every
-/// [`guestward_packages::delta::DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS`] after the last full
-/// snapshot, is a full snapshot (no events: the section itself is the inventory).
+/// `packages.full_snapshot_interval_secs` after the last full snapshot, is a full snapshot (no events: the section itself is the inventory).
 pub fn track_changes(config: &Config, report: &mut Report) {
     let Some(data) = report.packages.as_ref().and_then(|s| s.data.as_ref()) else { return };
     let snapshot =
         Snapshot::from_inventory(report.collected_at, data.dpkg.as_ref(), &[], data.language.as_ref());
-    let tracker = Tracker::new(
-        config.agent.state_dir.as_path(),
-        guestward_packages::delta::DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS,
-    );
+    let tracker = Tracker::new(config.agent.state_dir.as_path(), config.packages.full_snapshot_interval_secs);
     let observation = tracker.observe(&snapshot, report.collected_at);
     match &observation {
         Observation::Delta { changes, .. } => {
