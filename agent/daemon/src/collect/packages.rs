@@ -38,7 +38,8 @@ pub fn cyclonedx(report: &Report) -> Result<String, sbom::SbomError> {
 /// Change tracking in daemon mode: compares the report's inventory with the one stored under
 /// `agent.state_dir` (`packages-inventory.json`) and adds one `package.added` / `removed` /
 /// `upgraded` / `downgraded` / `changed` event per difference. The first run, and every
-/// `packages.full_snapshot_interval_secs` after the last full snapshot, is a full snapshot (no events: the section itself is the inventory).
+/// `packages.full_snapshot_interval_secs` after the last full snapshot, is a full snapshot
+/// (no events: the section itself is the inventory).
 pub fn track_changes(config: &Config, report: &mut Report) {
     let Some(data) = report.packages.as_ref().and_then(|s| s.data.as_ref()) else { return };
     let snapshot =
