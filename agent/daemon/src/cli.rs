@@ -44,6 +44,14 @@ pub enum Command {
     Run,
     /// Print the JSON Schema of the report (`--json` output).
     Schema,
+    /// File integrity: build the baseline (`init`), compare with it (`check`: exit 0 no
+    /// changes, 1 changes, 2 error), or accept the current state (`update`).
+    #[command(after_help = guestward_fim::cli::EXIT_CODES)]
+    Fim {
+        /// What to do.
+        #[command(subcommand)]
+        command: guestward_fim::cli::FimCommand,
+    },
 }
 
 /// Output formats of `scan`.
@@ -80,6 +88,10 @@ pub struct ScanArgs {
 /// (exit 2); collector failures are reported inside the report (exit 1).
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Fim { command } => {
+            let (config, _source) = Config::load(cli.config.as_deref())?;
+            Ok(guestward_fim::cli::run(&command, &config.fim, config.agent.state_dir.as_path()))
+        }
         Command::Schema => {
             print_stdout(&crate::report::json_schema())?;
             Ok(exit::OK)

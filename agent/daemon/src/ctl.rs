@@ -58,6 +58,12 @@ pub enum Command {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "COLLECTORS")]
         only: Vec<Collector>,
     },
+    /// File integrity monitoring: coverage status, or the change and coverage-gap events.
+    Fim {
+        /// What to show.
+        #[command(subcommand)]
+        command: FimCtl,
+    },
     /// Validate a configuration file (default: /etc/guestward/agent.toml). Needs no daemon.
     CheckConfig {
         /// The file to check.
@@ -80,6 +86,22 @@ pub enum InventoryFormat {
     Human,
     /// A CycloneDX 1.6 JSON SBOM.
     Cyclonedx,
+}
+
+/// `agentctl fim ...`
+#[derive(Debug, Subcommand)]
+pub enum FimCtl {
+    /// Watched trees, baseline size, last scan, degraded coverage (exit 1 when degraded).
+    Status,
+    /// Change and coverage-gap events, oldest first.
+    Events {
+        /// Only events at or after this time (RFC 3339, e.g. 2026-11-29T17:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
 }
 
 /// Runs a parsed command line and returns the exit code.
@@ -177,6 +199,39 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 for f in &findings {
                     writeln!(out, "{:<9} {:<14} {}", f.severity.to_string(), f.id, f.title)?;
                     writeln!(out, "{:<24} fix: {}", "", f.remediation)?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Fim { command: FimCtl::Status } => {
+            let status: guestward_fim::FimStatus = runtime.block_on(client.get("/v1/fim/status"))?;
+            if cli.json {
+                serde_json::to_writer_pretty(&mut out, &status)?;
+                writeln!(out)?;
+            } else {
+                status.render_human(&mut out)?;
+            }
+            Ok(if status.degraded { exit::DEGRADED } else { exit::OK })
+        }
+        Command::Fim { command: FimCtl::Events { since, limit } } => {
+            let since = match since {
+                Some(s) => Some(
+                    serde_json::from_value::<guestward_core::Timestamp>(serde_json::Value::String(s.clone()))
+                        .map_err(|e| anyhow::anyhow!("--since {s}: not an RFC 3339 time ({e})"))?,
+                ),
+                None => None,
+            };
+            let request = crate::control::protocol::FimEventsRequest { since, limit: Some(limit) };
+            let events: Vec<guestward_core::Event> =
+                runtime.block_on(client.post("/v1/fim/events", &request))?;
+            if cli.json {
+                serde_json::to_writer_pretty(&mut out, &events)?;
+                writeln!(out)?;
+            } else if events.is_empty() {
+                writeln!(out, "no events")?;
+            } else {
+                for e in &events {
+                    writeln!(out, "{}", guestward_fim::events::render_event_line(e))?;
                 }
             }
             Ok(exit::OK)

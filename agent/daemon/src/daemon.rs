@@ -18,6 +18,15 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
     let shared = Arc::new(Shared::new(Arc::new(config), source.to_string(), access));
+    if shared.config.fim.enabled {
+        match start_fim(&shared.config) {
+            Ok(monitor) => {
+                let _ = shared.fim.set(monitor);
+            }
+            // The rest of the agent keeps working; `agentctl fim status` says FIM is not running.
+            Err(e) => tracing::error!(error = %e, "file integrity monitoring could not start"),
+        }
+    }
 
     let scheduler = tokio::spawn(schedule_scans(Arc::clone(&shared)));
     // Readiness: the socket accepts connections from here on. Outside systemd this is a no-op.
@@ -26,13 +35,32 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
     tracing::info!(socket = %socket_path.display(), "guestward-agent running");
 
-    let served = server::serve(listener, shared, shutdown_signal()).await;
+    let served = server::serve(listener, Arc::clone(&shared), shutdown_signal()).await;
     scheduler.abort();
+    if let Some(monitor) = shared.fim.get() {
+        monitor.request_stop();
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Err(e) = std::fs::remove_file(&socket_path) {
         tracing::warn!(socket = %socket_path.display(), error = %e, "could not remove the control socket");
     }
     served.context("control socket server failed")
+}
+
+/// Starts realtime file integrity monitoring. Its first run builds the baseline (progress in
+/// `agentctl fim status`); later starts rescan what changed while the agent was stopped.
+fn start_fim(config: &Config) -> anyhow::Result<guestward_fim::Monitor> {
+    let fim = guestward_fim::Fim::new(
+        config.fim.clone(),
+        guestward_core::HostRoot::live(),
+        config.agent.state_dir.as_path(),
+    )?;
+    let sink = Box::new(|event: &guestward_core::Event| {
+        // Every event is also kept in fim.db (`agentctl fim events`); logging it lets journald
+        // forward file changes even before a collector exists to ship them.
+        tracing::warn!(kind = %event.kind, data = %event.data, "file integrity event");
+    });
+    Ok(guestward_fim::Monitor::start(fim, sink)?)
 }
 
 async fn schedule_scans(shared: Arc<Shared>) {

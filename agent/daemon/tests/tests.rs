@@ -5,5 +5,6 @@
 mod cli;
 mod cloud;
 mod daemon;
+mod fim;
 mod sbom;
 mod support;

@@ -441,7 +441,8 @@ mod tests {
         assert_eq!(f.fim, Config::default());
         let defaults = toml::Table::try_from(Config::default()).unwrap();
         for key in defaults.keys() {
-            assert!(text.contains(&format!("{key} =")), "{key} undocumented");
+            let documented = text.contains(&format!("{key} =")) || text.contains(&format!("[fim.{key}]"));
+            assert!(documented, "{key} undocumented");
         }
     }
 

@@ -6,6 +6,8 @@
 //! | GET | `/v1/report` | | the latest full [`Report`] (404 before the first scan) |
 //! | GET | `/v1/findings` | | the latest findings |
 //! | POST | `/v1/scan` | [`ScanRequest`] | a fresh [`Report`] of the requested collectors |
+//! | GET | `/v1/fim/status` | | [`guestward_fim::FimStatus`] (404 when FIM is off) |
+//! | POST | `/v1/fim/events` | [`FimEventsRequest`] | `fim.change` / `coverage.gap` events, oldest first |
 
 use crate::scan::Collector;
 use guestward_core::{SectionStatus, Timestamp};
@@ -89,6 +91,21 @@ pub struct ScanRequest {
     /// Collectors to run; empty means all.
     #[serde(default)]
     pub only: Vec<Collector>,
+}
+
+/// Most events one `/v1/fim/events` answer carries.
+pub const MAX_FIM_EVENTS: usize = 10_000;
+
+/// `POST /v1/fim/events`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FimEventsRequest {
+    /// Only events at or after this instant (default: every event kept).
+    #[serde(default)]
+    pub since: Option<Timestamp>,
+    /// At most this many, oldest first (default and cap: [`MAX_FIM_EVENTS`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 /// The body of every non-2xx answer.

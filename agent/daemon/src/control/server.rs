@@ -7,7 +7,10 @@
 //! socket file is also created 0660 inside a 0750 directory, so the check is defence in depth,
 //! not the only barrier.
 
-use super::protocol::{Counters, ErrorBody, MAX_REQUEST_BYTES, ScanRequest, ScanSummary, Status};
+use super::protocol::{
+    Counters, ErrorBody, FimEventsRequest, MAX_FIM_EVENTS, MAX_REQUEST_BYTES, ScanRequest, ScanSummary,
+    Status,
+};
 use crate::config::Config;
 use crate::report::Report;
 use crate::scan::{self, Collector, ScanOptions};
@@ -99,6 +102,8 @@ pub struct Shared {
     pub scan_gate: tokio::sync::Mutex<()>,
     /// Who may connect.
     pub access: AccessPolicy,
+    /// The file integrity monitor, once started (absent when `[fim] enabled = false`).
+    pub fim: std::sync::OnceLock<guestward_fim::Monitor>,
     scan_runs: AtomicU64,
     scan_degraded_runs: AtomicU64,
     control_requests: AtomicU64,
@@ -117,6 +122,7 @@ impl Shared {
             next_scan_at: RwLock::new(None),
             scan_gate: tokio::sync::Mutex::new(()),
             access,
+            fim: std::sync::OnceLock::new(),
             scan_runs: AtomicU64::new(0),
             scan_degraded_runs: AtomicU64::new(0),
             control_requests: AtomicU64::new(0),
@@ -193,6 +199,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/report", get(report))
         .route("/v1/findings", get(findings))
         .route("/v1/scan", post(scan_now))
+        .route("/v1/fim/status", get(fim_status))
+        .route("/v1/fim/events", post(fim_events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see agentctl --help") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), authorize))
@@ -259,6 +267,31 @@ async fn scan_now(State(shared): State<Arc<Shared>>, Json(request): Json<ScanReq
         if request.only.is_empty() { Collector::all() } else { request.only.into_iter().collect() };
     let report = shared.scan(only).await;
     Json(&*report).into_response()
+}
+
+const FIM_OFF: &str = "file integrity monitoring is not running ([fim] enabled = false, or it failed to start: see the agent's log)";
+
+async fn fim_status(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.fim.get() {
+        Some(monitor) => Json(monitor.status()).into_response(),
+        None => error(StatusCode::NOT_FOUND, FIM_OFF),
+    }
+}
+
+async fn fim_events(State(shared): State<Arc<Shared>>, Json(request): Json<FimEventsRequest>) -> Response {
+    if shared.fim.get().is_none() {
+        return error(StatusCode::NOT_FOUND, FIM_OFF);
+    }
+    let since = request.since.or_else(|| Timestamp::from_unix_secs(0)).unwrap_or_else(Timestamp::now);
+    let limit = request.limit.unwrap_or(MAX_FIM_EVENTS).min(MAX_FIM_EVENTS);
+    // The event log is read from SQLite: keep it off the async workers.
+    let read =
+        tokio::task::spawn_blocking(move || shared.fim.get().map(|m| m.events_since(since, limit))).await;
+    match read {
+        Ok(Some(Ok(events))) => Json(events).into_response(),
+        Ok(Some(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "reading the FIM event log failed"),
+    }
 }
 
 #[cfg(test)]
