@@ -7,8 +7,8 @@
 #   3. realtime latency from a write's close to the emitted event at 1,000 changes/s;
 #   4. idle CPU of the watcher with the default policy.
 # Needs: hyperfine, aide, /usr/bin/time (apt-get install -y hyperfine aide time).
-# Until the daemon mounts `guestward_fim::cli::FimCommand` as `guestward-agent fim`, the
-# engine is driven by the crate's example binary (same library, same code path).
+# The engine is driven by the crate's example binary: its init/check are the same
+# `guestward_fim::cli::run` as `guestward-agent fim`, and it adds the latency/idle drivers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/targets/fim}"

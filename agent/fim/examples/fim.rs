@@ -1,5 +1,6 @@
-//! A stand-alone driver of the FIM engine, used by `scripts/bench-fim.sh` until the daemon
-//! mounts `guestward_fim::cli::FimCommand` as `guestward-agent fim`.
+//! A stand-alone driver of the FIM engine for `scripts/bench-fim.sh`: `init|check|update` are
+//! the same `guestward_fim::cli::run` as `guestward-agent fim`; `latency` and `idle` measure
+//! the realtime monitor.
 //!
 //! ```text
 //! fim [--config agent.toml] init|check|update [--json] [--state-dir DIR] [--root DIR]
