@@ -26,10 +26,12 @@ pub struct Config {
     pub control: ControlConfig,
     /// `[packages]`: software inventory sources.
     pub packages: guestward_packages::Config,
-    /// `[fim]`: file integrity monitoring (baseline, realtime inotify, verification rescans).
-    pub fim: guestward_fim::Config,
     /// `[imds]`: the EC2 Instance Metadata Service (cloud identity, posture, lifecycle signals).
     pub imds: guestward_cloud::ImdsConfig,
+    /// `[fim]`: file integrity monitoring (baseline, realtime inotify, verification rescans).
+    pub fim: guestward_fim::Config,
+    /// `[network]`: listening sockets, their owners and exposure.
+    pub network: guestward_network::Config,
 }
 
 /// `[control]`.

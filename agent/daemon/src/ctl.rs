@@ -52,6 +52,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = InventoryFormat::Human)]
         format: InventoryFormat,
     },
+    /// Listening sockets right now (the agent runs a fresh network scan): like `ss -tulpn`, plus
+    /// exposure, user and systemd unit. `--json` prints the network section.
+    Ports,
     /// Ask the agent to scan now and print the result.
     Scan {
         /// Run only these collectors (comma-separated).
@@ -79,15 +82,6 @@ pub enum Command {
     },
 }
 
-/// Output formats of `agentctl inventory`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InventoryFormat {
-    /// A summary per package source (`--json`: the packages section).
-    Human,
-    /// A CycloneDX 1.6 JSON SBOM.
-    Cyclonedx,
-}
-
 /// `agentctl fim ...`
 #[derive(Debug, Subcommand)]
 pub enum FimCtl {
@@ -102,6 +96,15 @@ pub enum FimCtl {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+}
+
+/// Output formats of `agentctl inventory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InventoryFormat {
+    /// A summary per package source (`--json`: the packages section).
+    Human,
+    /// A CycloneDX 1.6 JSON SBOM.
+    Cyclonedx,
 }
 
 /// Runs a parsed command line and returns the exit code.
@@ -168,6 +171,32 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let report: Report = runtime.block_on(client.post("/v1/scan", &ScanRequest { only }))?;
             print_report(&report, cli.json, &mut out)?;
             Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
+        }
+        Command::Ports => {
+            let request = ScanRequest { only: vec![Collector::Network] };
+            let report: Report = runtime.block_on(client.post("/v1/scan", &request))?;
+            let Some(section) = report.network else {
+                anyhow::bail!("the agent returned no network section");
+            };
+            if cli.json {
+                serde_json::to_writer_pretty(&mut out, &section)?;
+                writeln!(out)?;
+            } else {
+                if let Some(note) = &section.note {
+                    writeln!(out, "note: {note}")?;
+                }
+                for p in &section.problems {
+                    writeln!(out, "problem: {p}")?;
+                }
+                if let Some(data) = &section.data {
+                    guestward_network::render_table(data, &mut out)?;
+                }
+            }
+            let degraded = matches!(
+                section.status,
+                guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
+            );
+            Ok(if degraded { exit::DEGRADED } else { exit::OK })
         }
         Command::Inventory { format } => {
             let report: Report = runtime.block_on(client.get("/v1/report"))?;

@@ -34,6 +34,9 @@ pub struct Report {
     /// Cloud identity: the EC2 instance and its metadata service (live only; skipped with `--root`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<Section<guestward_cloud::CloudReport>>,
+    /// Listening sockets, their owning processes and exposure (live system only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Section<guestward_network::NetworkReport>>,
     /// Conclusions drawn from the sections, most severe first.
     pub findings: Vec<Finding>,
     /// Changes observed since the previous report.
@@ -93,6 +96,7 @@ impl Report {
         add(&mut out, "host", &self.host);
         add(&mut out, "packages", &self.packages);
         add(&mut out, "cloud", &self.cloud);
+        add(&mut out, "network", &self.network);
         out
     }
 

@@ -28,12 +28,14 @@ pub enum Collector {
     Packages,
     /// EC2 instance identity and metadata-service posture (live only; skipped with --root).
     Cloud,
+    /// Listening sockets, owners, exposure (live system only).
+    Network,
 }
 
 impl Collector {
     /// Every collector.
     pub fn all() -> BTreeSet<Self> {
-        [Self::Host, Self::Packages, Self::Cloud].into_iter().collect()
+        [Self::Host, Self::Packages, Self::Network, Self::Cloud].into_iter().collect()
     }
 }
 
@@ -53,14 +55,35 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
     let root = &options.root;
     let wants = |c: Collector| options.only.contains(&c);
 
-    let (host, packages, cloud) = std::thread::scope(|s| {
+    // All collectors start before any is joined, so the scan takes as long as the slowest one.
+    let (host, packages, network, cloud) = std::thread::scope(|s| {
         let host = wants(Collector::Host).then(|| s.spawn(|| collect::host::collect(root)));
         let packages =
             wants(Collector::Packages).then(|| s.spawn(|| collect::packages::collect(root, config)));
+        let network = wants(Collector::Network).then(|| s.spawn(|| collect::network::collect(root, config)));
         let cloud = wants(Collector::Cloud).then(|| s.spawn(|| collect::cloud::collect(root, config)));
-        let cloud = cloud.map(|h| h.join().unwrap_or_else(|_| collect::cloud::crashed()));
-        (join(host, "host"), join(packages, "packages"), cloud)
+        (
+            join(host, || crashed_section("host")),
+            join(packages, || crashed_section("packages")),
+            join(network, || crashed_section("network")),
+            join(cloud, collect::cloud::crashed),
+        )
     });
+
+    // Cross-collector rule: listeners reachable on the instance's public addresses (known only
+    // from instance metadata) are marked before the network findings are drawn, so a risky
+    // service exposed to the internet is reported as such.
+    let mut network = network;
+    if let (Some(net), Some(cloud_data)) =
+        (network.as_mut().and_then(|s| s.data.as_mut()), cloud.as_ref().and_then(|c| c.section.data.as_ref()))
+    {
+        guestward_network::mark_public_reachability(net, &collect::network::public_addresses(cloud_data));
+    }
+    let network_findings = network
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .map(|data| guestward_network::findings(data, &config.network))
+        .unwrap_or_default();
 
     let mut report = Report {
         schema_version: SCHEMA_VERSION,
@@ -74,7 +97,8 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
         host,
         packages,
         cloud: cloud.as_ref().map(|c| c.section.clone()),
-        findings: Vec::new(),
+        network,
+        findings: network_findings,
         events: Vec::new(),
     };
     let instance_id = cloud
@@ -106,26 +130,26 @@ pub fn empty_report() -> Report {
         host: None,
         packages: None,
         cloud: None,
+        network: None,
         findings: Vec::new(),
         events: Vec::new(),
     }
 }
 
-/// A collector thread that panicked becomes an error section instead of taking the scan down.
-fn join<T>(
-    handle: Option<std::thread::ScopedJoinHandle<'_, guestward_core::Section<T>>>,
-    name: &str,
-) -> Option<guestward_core::Section<T>> {
-    let handle = handle?;
-    Some(handle.join().unwrap_or_else(|_| {
-        guestward_core::Section::failed(
-            guestward_core::Problem::new(
-                "internal",
-                format!("the {name} collector crashed; this is a bug, please report it"),
-            ),
-            std::time::Instant::now(),
-        )
-    }))
+/// Joins a collector thread; one that panicked becomes `on_panic()` (an error section) instead
+/// of taking the scan down.
+fn join<T>(handle: Option<std::thread::ScopedJoinHandle<'_, T>>, on_panic: impl FnOnce() -> T) -> Option<T> {
+    Some(handle?.join().unwrap_or_else(|_| on_panic()))
+}
+
+fn crashed_section<T>(name: &str) -> guestward_core::Section<T> {
+    guestward_core::Section::failed(
+        guestward_core::Problem::new(
+            "internal",
+            format!("the {name} collector crashed; this is a bug, please report it"),
+        ),
+        std::time::Instant::now(),
+    )
 }
 
 /// Host identity: config override, then the EC2 instance id, then machine-id.
@@ -180,6 +204,12 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
         section_header(out, "cloud", section)?;
         if let Some(data) = &section.data {
             guestward_cloud::render_table(data, out)?;
+        }
+    }
+    if let Some(section) = &report.network {
+        section_header(out, "network", section)?;
+        if let Some(data) = &section.data {
+            guestward_network::render_summary(data, out)?;
         }
     }
     if !report.findings.is_empty() {

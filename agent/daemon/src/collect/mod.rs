@@ -6,5 +6,7 @@
 pub mod cloud;
 /// Host facts.
 pub mod host;
+/// Network exposure.
+pub mod network;
 /// Software inventory.
 pub mod packages;
