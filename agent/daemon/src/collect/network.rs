@@ -1,13 +1,68 @@
 use crate::config::Config;
+use crate::report::Report;
 use guestward_cloud::CloudReport;
 use guestward_core::{HostRoot, Section};
-use guestward_network::{NetworkReport, PublicAddress};
+use guestward_network::{ListenerState, ListenerTracker, NetworkReport, PublicAddress};
+use std::io::{Read, Write};
 use std::net::IpAddr;
+use std::path::Path;
+
+/// The listeners of the last full scan, kept in the state directory so a restart does not turn
+/// every listener into a "new" one (or lose a listener closed while the agent was down).
+const LISTENER_STATE_FILE: &str = "network-listeners.json";
+/// The state file holds one small record per listener; anything larger is not ours.
+const MAX_LISTENER_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Listening sockets with owners and exposure. Live-only: on an offline root the section is
 /// skipped with a note. Findings are drawn in `scan.rs`, after cloud facts are known.
 pub fn collect(root: &HostRoot, config: &Config) -> Section<NetworkReport> {
     guestward_network::collect(&config.network, root)
+}
+
+/// Adds `network.listener_opened` / `listener_closed` / `listener_owner_changed` events for the
+/// listeners that changed since the previous full scan, and stores this scan's listeners for
+/// the next one. The first scan (no stored state, or an unreadable one) is a baseline: no events.
+pub fn track_changes(config: &Config, report: &mut Report) {
+    let Some(data) = report.network.as_ref().and_then(|s| s.data.as_ref()) else { return };
+    let path = config.agent.state_dir.as_path().join(LISTENER_STATE_FILE);
+    let previous = match load_state(&path) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "stored listeners unreadable; this scan is a new baseline");
+            None
+        }
+    };
+    let mut tracker = ListenerTracker::new(previous);
+    let changes = tracker.observe(data);
+    report.events.extend(changes.to_events(report.collected_at));
+    if let Some(state) = tracker.state()
+        && let Err(e) = save_state(&path, state)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "listeners not saved; the next scan may repeat these changes");
+    }
+}
+
+fn load_state(path: &Path) -> std::io::Result<Option<ListenerState>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut text = Vec::new();
+    file.take(MAX_LISTENER_STATE_BYTES).read_to_end(&mut text)?;
+    serde_json::from_slice(&text).map(Some).map_err(std::io::Error::other)
+}
+
+/// Written to a temporary file and renamed, so a crash leaves the old state or the new one.
+/// Mode 0600: it names processes and their command lines.
+fn save_state(path: &Path, state: &ListenerState) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The instance's public addresses as instance metadata describes them. EC2 public IPv4 is
@@ -42,6 +97,37 @@ fn is_global_v6(addr: &IpAddr) -> bool {
 mod tests {
     use super::*;
     use guestward_cloud::NetworkInterface;
+
+    #[test]
+    fn listener_changes_become_events_and_survive_a_restart() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.agent.state_dir = guestward_core::AbsolutePath::new(dir.path()).unwrap();
+        let proc_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/network/proc-basic");
+        let scanned = guestward_network::scan(
+            &guestward_network::Config::default(),
+            &guestward_network::ScanContext::fixture(proc_root),
+        )
+        .unwrap()
+        .report;
+        let mut report = crate::scan::empty_report();
+        report.network = Some(Section::from_parts(Some(scanned.clone()), vec![], std::time::Instant::now()));
+        track_changes(&config, &mut report);
+        assert!(report.events.is_empty(), "the first scan is a baseline");
+        let file = dir.path().join(LISTENER_STATE_FILE);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+        // Next scan (as after a restart: only the file carries the state): Redis has closed.
+        let mut closed = scanned;
+        closed.listeners.retain(|l| l.local_port != 6379);
+        let mut report = crate::scan::empty_report();
+        report.network = Some(Section::from_parts(Some(closed), vec![], std::time::Instant::now()));
+        track_changes(&config, &mut report);
+        let kinds: Vec<(&str, &serde_json::Value)> =
+            report.events.iter().map(|e| (e.kind.as_str(), &e.data["local_port"])).collect();
+        assert_eq!(kinds, vec![(guestward_network::LISTENER_CLOSED, &serde_json::json!(6379))]);
+    }
 
     #[test]
     fn public_ipv4_pairs_with_the_private_address_and_global_ipv6_stands_alone() {

@@ -143,6 +143,7 @@ impl Shared {
             // section to compare, and must not make the next delta skip changes.
             if full {
                 crate::collect::packages::track_changes(&config, &mut report);
+                crate::collect::network::track_changes(&config, &mut report);
             }
             report
         })
