@@ -78,6 +78,23 @@ fn malformed(path: &Path, line: u64, content: &str, reason: impl std::fmt::Displ
     }
 }
 
+/// What procfs says about a line it could not parse. Its parse failures surface as
+/// "internal error ... please report this procfs bug", which would mislead a reader: the bug is
+/// in the input. Keep only the field-level message.
+fn parse_reason(e: &procfs::ProcError) -> String {
+    let text = match e {
+        procfs::ProcError::InternalError(i) => i.msg.clone(),
+        other => other.to_string(),
+    };
+    let text = text.trim_start_matches("Internal Unwrap Error: ");
+    let first = text.lines().next().unwrap_or("unparsable line");
+    match first.strip_suffix("NoneError") {
+        Some("") => "a field is missing or has an unknown value".to_string(),
+        Some(field) => format!("missing or invalid {}", field.trim_end_matches(": ")),
+        None => first.to_string(),
+    }
+}
+
 /// Reads one `/proc/net/{tcp,tcp6,udp,udp6}` table. Returns whether `cap` was reached.
 pub(crate) fn read_inet_table(
     path: &Path,
@@ -124,7 +141,7 @@ pub(crate) fn read_inet_table(
                     });
                 }
             }
-            Err(e) => problems.push(malformed(path, number, text, e)),
+            Err(e) => problems.push(malformed(path, number, text, parse_reason(&e))),
         }
         true
     })?;
@@ -157,7 +174,7 @@ pub(crate) fn read_unix_listeners(
                     out.push(RawUnix { path: e.path.map(|p| p.display().to_string()), inode: e.inode });
                 }
             }
-            (Err(e), _) => problems.push(malformed(path, number, text, e)),
+            (Err(e), _) => problems.push(malformed(path, number, text, parse_reason(&e))),
             (Ok(_), None) => problems.push(malformed(path, number, text, "unreadable Flags column")),
         }
         true

@@ -183,6 +183,7 @@ fn malformed_proc_net_lines_are_reported_by_line_and_the_rest_is_kept() {
         .iter()
         .map(|p| {
             assert_eq!(p.code, "malformed", "{p}");
+            assert!(!p.message.contains("procfs bug") && !p.message.contains('\n'), "{p}");
             let path = p.path.clone().unwrap();
             let file = path.rsplit('/').next().unwrap().to_string();
             let line = p.line.unwrap();
@@ -203,6 +204,12 @@ fn malformed_proc_net_lines_are_reported_by_line_and_the_rest_is_kept() {
         .find(|p| p.line == Some(3) && p.path.as_deref().unwrap().ends_with("/tcp"))
         .unwrap();
     assert!(bad_hex.message.contains("ZZ00007F:1538"), "{bad_hex}");
+    let short = out
+        .problems
+        .iter()
+        .find(|p| p.line == Some(4) && p.path.as_deref().unwrap().ends_with("/tcp"))
+        .unwrap();
+    assert!(short.message.contains("missing or invalid tcp::st"), "{short}");
 }
 
 #[test]
