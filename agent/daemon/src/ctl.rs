@@ -307,14 +307,18 @@ fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     if let Some(next) = status.next_scan_at {
         writeln!(out, "next scan   {next} (every {}s)", status.scan_interval_secs)?;
     }
+    if let Some(state) = &status.lifecycle_state {
+        writeln!(out, "lifecycle   {state} (announced by instance metadata)")?;
+    }
     let c = &status.counters;
     writeln!(
         out,
-        "counters    scans {} (degraded {}), control requests {}, denied {}",
+        "counters    scans {} (degraded {}), control requests {}, denied {}, events dropped {}",
         c.scan_runs_total,
         c.scan_degraded_runs_total,
         c.control_requests_total,
-        c.control_denied_connections_total
+        c.control_denied_connections_total,
+        c.events_dropped_total
     )
 }
 

@@ -19,7 +19,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
     let shared = Arc::new(Shared::new(Arc::new(config), source.to_string(), access));
     if shared.config.fim.enabled {
-        match start_fim(&shared.config) {
+        match start_fim(&shared) {
             Ok(monitor) => {
                 let _ = shared.fim.set(monitor);
             }
@@ -29,6 +29,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
 
     let scheduler = tokio::spawn(schedule_scans(Arc::clone(&shared)));
+    let (stop_lifecycle, lifecycle) = start_lifecycle_watch(&shared);
     // Readiness: the socket accepts connections from here on. Outside systemd this is a no-op.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify failed");
@@ -37,6 +38,10 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 
     let served = server::serve(listener, Arc::clone(&shared), shutdown_signal()).await;
     scheduler.abort();
+    let _ = stop_lifecycle.send(true);
+    if let Some(task) = lifecycle {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     if let Some(monitor) = shared.fim.get() {
         monitor.request_stop();
     }
@@ -49,18 +54,64 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 
 /// Starts realtime file integrity monitoring. Its first run builds the baseline (progress in
 /// `agentctl fim status`); later starts rescan what changed while the agent was stopped.
-fn start_fim(config: &Config) -> anyhow::Result<guestward_fim::Monitor> {
+fn start_fim(shared: &Arc<Shared>) -> anyhow::Result<guestward_fim::Monitor> {
+    let config = &shared.config;
     let fim = guestward_fim::Fim::new(
         config.fim.clone(),
         guestward_core::HostRoot::live(),
         config.agent.state_dir.as_path(),
     )?;
-    let sink = Box::new(|event: &guestward_core::Event| {
-        // Every event is also kept in fim.db (`agentctl fim events`); logging it lets journald
-        // forward file changes even before a collector exists to ship them.
+    let events = Arc::clone(shared);
+    let sink = Box::new(move |event: &guestward_core::Event| {
+        // Kept in fim.db (`agentctl fim events`), carried by the next full report, and logged
+        // so journald forwards file changes even before a collector exists to ship them.
         tracing::warn!(kind = %event.kind, data = %event.data, "file integrity event");
+        events.push_event(event.clone());
     });
     Ok(guestward_fim::Monitor::start(fim, sink)?)
+}
+
+/// Polls instance metadata for spot interruptions, scheduled maintenance and rebalance
+/// recommendations. A termination notice sets the lifecycle state to `terminating` and triggers
+/// an immediate full report, so the last word about this host is out before it disappears.
+/// Off EC2 (or with IMDS disabled) nothing runs.
+fn start_lifecycle_watch(
+    shared: &Arc<Shared>,
+) -> (tokio::sync::watch::Sender<bool>, Option<tokio::task::JoinHandle<()>>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let imds = &shared.config.imds;
+    let collector = match guestward_cloud::CloudCollector::new(imds) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "instance metadata lifecycle watch not started");
+            return (stop_tx, None);
+        }
+    };
+    if !collector.should_watch(&guestward_core::HostRoot::live()) {
+        return (stop_tx, None);
+    }
+    let Some(client) = collector.client() else { return (stop_tx, None) };
+    let watcher = guestward_cloud::LifecycleWatcher::new(
+        client,
+        Duration::from_secs(imds.spot_poll_interval_secs),
+        Duration::from_secs(imds.events_poll_interval_secs),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let shared = Arc::clone(shared);
+    let task = tokio::spawn(async move {
+        let poller = tokio::spawn(watcher.run(tx, stop_rx));
+        while let Some(event) = rx.recv().await {
+            let terminating = event.kind == guestward_cloud::TERMINATING;
+            tracing::warn!(kind = %event.kind, data = %event.data, "instance lifecycle event");
+            shared.push_event(event);
+            if terminating {
+                // Flush: a full report now carries the notice and the final state.
+                shared.scan(Collector::all()).await;
+            }
+        }
+        let _ = poller.await;
+    });
+    (stop_tx, Some(task))
 }
 
 async fn schedule_scans(shared: Arc<Shared>) {

@@ -12,19 +12,25 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Self {
+        Self::start_with("", &[])
+    }
+
+    /// A daemon with extra config text appended and extra environment variables.
+    fn start_with(extra_config: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/agent.sock");
         let config = dir.path().join("agent.toml");
         std::fs::write(
             &config,
             format!(
-                "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n",
+                "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n{extra_config}",
                 dir.path().join("state").display(),
                 socket.display()
             ),
         )
         .unwrap();
         let child = agent()
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&config)
             .arg("run")
@@ -187,4 +193,43 @@ pub fn is_root() -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|rest| rest.split_whitespace().nth(1))
         == Some("0")
+}
+
+#[test]
+fn spot_interruption_notice_marks_terminating_and_flushes_a_report() {
+    use guestward_imds_emulator::{Emulator, EmulatorConfig, TokenMode};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emu =
+        rt.block_on(Emulator::start(EmulatorConfig { tokens: TokenMode::Required, ..Default::default() }));
+    let daemon = Daemon::start_with(
+        "[imds]\nspot_poll_interval_secs = 1\n[fim]\nenabled = false\n",
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url())],
+    );
+    let status = |d: &Daemon| -> Value {
+        let (code, out, err) = d.ctl(&["status", "--json"]);
+        assert!(code == 0 || code == 1, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    daemon.wait_for(|| status(&daemon)["last_scan"].is_object(), "the first scan");
+    assert!(status(&daemon)["lifecycle_state"].is_null());
+    let scans_before = status(&daemon)["counters"]["scan_runs_total"].as_u64().unwrap();
+
+    emu.update(|c| {
+        c.spot_instance_action =
+            Some(r#"{"action": "terminate", "time": "2026-11-29T20:00:00Z"}"#.to_string())
+    });
+    daemon.wait_for(|| status(&daemon)["lifecycle_state"] == "terminating", "the termination notice");
+    // The notice triggers an immediate full report carrying the event (the "flush").
+    daemon.wait_for(
+        || {
+            let (_, out, _) = daemon.ctl(&["report", "--json"]);
+            serde_json::from_str::<Value>(&out).ok().is_some_and(|r| {
+                r["events"].as_array().is_some_and(|e| e.iter().any(|e| e["kind"] == "lifecycle.terminating"))
+            })
+        },
+        "a report with the lifecycle.terminating event",
+    );
+    assert!(status(&daemon)["counters"]["scan_runs_total"].as_u64().unwrap() > scans_before);
+    let (_, out, _) = daemon.ctl(&["status"]);
+    assert!(out.contains("lifecycle   terminating"), "{out}");
 }

@@ -43,6 +43,10 @@ pub struct Status {
     pub last_scan: Option<ScanSummary>,
     /// When the next scheduled scan starts.
     pub next_scan_at: Option<Timestamp>,
+    /// The instance's lifecycle as instance metadata announced it (`terminating` after a spot
+    /// interruption or stop notice), so a fleet view can tell a planned exit from a lost host.
+    #[serde(default)]
+    pub lifecycle_state: Option<String>,
     /// Internal counters (`<area>_<noun>_<unit>_total`).
     pub counters: Counters,
 }
@@ -58,6 +62,9 @@ pub struct Counters {
     pub control_requests_total: u64,
     /// Control connections refused by the peer-credential check.
     pub control_denied_connections_total: u64,
+    /// Events dropped because more than `MAX_PENDING_EVENTS` piled up between two reports.
+    #[serde(default)]
+    pub events_dropped_total: u64,
 }
 
 /// One scan, summarized.

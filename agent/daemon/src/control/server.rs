@@ -29,6 +29,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::net::UnixListener;
 
+/// Events kept between two full reports before the oldest are dropped (and counted).
+pub const MAX_PENDING_EVENTS: usize = 10_000;
+
 /// Who may use the socket besides root and the daemon's own user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccessPolicy {
@@ -104,6 +107,12 @@ pub struct Shared {
     pub access: AccessPolicy,
     /// The file integrity monitor, once started (absent when `[fim] enabled = false`).
     pub fim: std::sync::OnceLock<guestward_fim::Monitor>,
+    /// Events observed between scans (file changes, lifecycle notices), carried by the next
+    /// full report. Bounded: see [`MAX_PENDING_EVENTS`].
+    pending_events: std::sync::Mutex<std::collections::VecDeque<guestward_core::Event>>,
+    /// The instance's lifecycle as instance metadata last announced it (`terminating`...).
+    lifecycle_state: RwLock<Option<String>>,
+    events_dropped: AtomicU64,
     scan_runs: AtomicU64,
     scan_degraded_runs: AtomicU64,
     control_requests: AtomicU64,
@@ -123,6 +132,9 @@ impl Shared {
             scan_gate: tokio::sync::Mutex::new(()),
             access,
             fim: std::sync::OnceLock::new(),
+            pending_events: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            lifecycle_state: RwLock::new(None),
+            events_dropped: AtomicU64::new(0),
             scan_runs: AtomicU64::new(0),
             scan_degraded_runs: AtomicU64::new(0),
             control_requests: AtomicU64::new(0),
@@ -137,14 +149,19 @@ impl Shared {
         let full = only == Collector::all();
         let config = Arc::clone(&self.config);
         let options = ScanOptions { root: HostRoot::live(), only };
+        // Events observed since the last full report (file changes, lifecycle notices) travel
+        // with the next full one; partial scans (`agentctl ports`) leave them queued.
+        let pending = if full { self.take_pending_events() } else { Vec::new() };
         let report = match tokio::task::spawn_blocking(move || {
             let mut report = scan::run(&config, &options);
+            report.events.extend(pending);
             // Only full scans move the stored inventory forward: a partial one has no packages
             // section to compare, and must not make the next delta skip changes.
             if full {
                 crate::collect::packages::track_changes(&config, &mut report);
                 crate::collect::network::track_changes(&config, &mut report);
             }
+            report.events.sort_by_key(|e| e.time);
             report
         })
         .await
@@ -167,6 +184,33 @@ impl Shared {
         report
     }
 
+    /// Queues an event for the next full report. When the queue is full the oldest event is
+    /// dropped and counted (`events_dropped_total` in `agentctl status`): memory stays bounded
+    /// however noisy the host, and the loss is visible rather than silent. FIM changes are also
+    /// kept in `fim.db`, so `agentctl fim events` still lists them.
+    pub fn push_event(&self, event: guestward_core::Event) {
+        if event.kind == guestward_cloud::TERMINATING
+            && let Ok(mut state) = self.lifecycle_state.write()
+        {
+            *state = Some("terminating".to_string());
+        }
+        let Ok(mut queue) = self.pending_events.lock() else { return };
+        if queue.len() >= MAX_PENDING_EVENTS {
+            queue.pop_front();
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queue.push_back(event);
+    }
+
+    fn take_pending_events(&self) -> Vec<guestward_core::Event> {
+        self.pending_events.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+    }
+
+    /// The instance's announced lifecycle state, if any.
+    pub fn lifecycle_state(&self) -> Option<String> {
+        self.lifecycle_state.read().ok().and_then(|s| s.clone())
+    }
+
     /// The latest full report.
     pub fn latest(&self) -> Option<Arc<Report>> {
         self.latest.read().ok().and_then(|l| l.clone())
@@ -183,11 +227,13 @@ impl Shared {
             scan_interval_secs: self.config.agent.scan_interval_secs,
             last_scan: self.latest().map(|r| ScanSummary::of(&r)),
             next_scan_at: self.next_scan_at.read().ok().and_then(|n| *n),
+            lifecycle_state: self.lifecycle_state(),
             counters: Counters {
                 scan_runs_total: self.scan_runs.load(Ordering::Relaxed),
                 scan_degraded_runs_total: self.scan_degraded_runs.load(Ordering::Relaxed),
                 control_requests_total: self.control_requests.load(Ordering::Relaxed),
                 control_denied_connections_total: self.control_denied.load(Ordering::Relaxed),
+                events_dropped_total: self.events_dropped.load(Ordering::Relaxed),
             },
         }
     }
