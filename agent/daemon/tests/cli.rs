@@ -106,7 +106,7 @@ fn unreadable_database_as_non_root_says_what_and_why() {
     let config = empty_config();
     std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let bin = env!("CARGO_BIN_EXE_guestward-agent");
-    let mut cmd = if nix_is_root() {
+    let mut cmd = if is_root() {
         let setpriv =
             ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| std::path::Path::new(p).exists());
         let Some(setpriv) = setpriv else {
@@ -133,15 +133,6 @@ fn unreadable_database_as_non_root_says_what_and_why() {
     assert!(stdout.contains("var/lib/dpkg/status"), "{stdout}");
     // The other collector still ran and said what it could not find.
     assert!(stdout.contains("== host: DEGRADED") && stdout.contains("etc/os-release: not found"), "{stdout}");
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        == Some("0")
 }
 
 #[test]

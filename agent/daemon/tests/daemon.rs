@@ -1,79 +1,7 @@
 use crate::support::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start() -> Self {
-        Self::start_with("", &[])
-    }
-
-    /// A daemon with extra config text appended and extra environment variables.
-    fn start_with(extra_config: &str, env: &[(&str, String)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("run/agent.sock");
-        let config = dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n{extra_config}",
-                dir.path().join("state").display(),
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let child = agent()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let daemon = Self { child, socket, _dir: dir };
-        daemon.wait_for(|| daemon.socket.exists(), "the control socket to appear");
-        daemon
-    }
-
-    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
-        run(agentctl().arg("--socket").arg(&self.socket).args(args))
-    }
-
-    fn wait_for(&self, mut ready: impl FnMut() -> bool, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn terminate(mut self) -> i32 {
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().expect("exited by signal, not gracefully");
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn daemon_serves_status_report_and_scans_then_stops_cleanly() {
@@ -184,15 +112,6 @@ fn a_second_daemon_refuses_to_steal_the_socket() {
     let (code, _, err) = run(agent().arg("--config").arg(&config).arg("run"));
     assert_eq!(code, 2);
     assert!(err.contains("already listening"), "{err}");
-}
-
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        == Some("0")
 }
 
 #[test]

@@ -45,42 +45,14 @@ fn fim_init_check_update_exit_codes_through_the_agent_cli() {
 
 #[test]
 fn daemon_mode_reports_realtime_changes_through_agentctl_fim() {
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(&tree).unwrap();
     std::fs::write(tree.join("f"), "before").unwrap();
-    let socket = dir.path().join("run/agent.sock");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n\
-             [fim]\npaths = [\"{}\"]\ndebounce_ms = 50\n",
-            dir.path().join("state").display(),
-            socket.display(),
-            tree.display()
-        ),
-    )
-    .unwrap();
-    let mut child = agent()
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ctl = |args: &[&str]| run(agentctl().arg("--socket").arg(&socket).args(args));
-    let wait = |what: &str, ready: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    wait("the control socket", &|| socket.exists());
+    let daemon =
+        Daemon::start_with(&format!("[fim]\npaths = [\"{}\"]\ndebounce_ms = 50\n", tree.display()), &[]);
+    let ctl = |args: &[&str]| daemon.ctl(args);
+    let wait = |what: &str, ready: &dyn Fn() -> bool| daemon.wait_for(ready, what);
     wait("the monitor to watch", &|| {
         let (code, out, _) = ctl(&["--json", "fim", "status"]);
         code == 0 && serde_json::from_str::<Value>(&out).is_ok_and(|s| s["state"] == "watching")
@@ -105,10 +77,5 @@ fn daemon_mode_reports_realtime_changes_through_agentctl_fim() {
     assert!(out.contains("coverage:   complete"), "{out}");
     let (code, _, err) = ctl(&["fim", "events", "--since", "yesterday"]);
     assert_eq!(code, 2, "a bad --since is a usage error: {err}");
-    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(daemon.terminate(), 0);
 }

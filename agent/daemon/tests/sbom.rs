@@ -100,8 +100,6 @@ fn language_findings_are_in_the_report() {
 
 #[test]
 fn daemon_reports_package_changes_as_events_between_full_scans() {
-    use std::process::Stdio;
-    use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site-packages");
     let dist_info = |name: &str, version: &str| {
@@ -111,42 +109,20 @@ fn daemon_reports_package_changes_as_events_between_full_scans() {
         d
     };
     let old = dist_info("requests", "2.28.1");
-    let socket = dir.path().join("agent.sock");
-    let state = dir.path().join("state");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n\
-             [packages.language]\npython_roots = [\"{}\"]\njava_roots = []\nnode_roots = []\n",
-            state.display(),
-            socket.display(),
+    let daemon = Daemon::start_with(
+        &format!(
+            "[packages.language]\npython_roots = [\"{}\"]\njava_roots = []\nnode_roots = []\n",
             site.display()
         ),
-    )
-    .unwrap();
-    let mut child = agent()
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stored = state.join("packages-inventory.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
+        &[],
+    );
     // The first (scheduled) scan is a full snapshot and stores the inventory.
-    while !(socket.exists() && stored.exists()) {
-        assert!(Instant::now() < deadline, "no first scan");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let stored = daemon.state_dir().join("packages-inventory.json");
+    daemon.wait_for(|| stored.exists(), "the first scan to store the inventory");
     std::fs::remove_dir_all(&old).unwrap();
     dist_info("requests", "2.31.0");
     dist_info("flask", "3.0.0");
-    let result = run(agentctl().arg("--socket").arg(&socket).args(["--json", "scan"]));
-    let _ = child.kill();
-    let _ = child.wait();
-    let (code, stdout, stderr) = result;
+    let (code, stdout, stderr) = daemon.ctl(&["--json", "scan"]);
     assert!(code == 0 || code == 1, "exit {code}: {stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     let events: Vec<(&str, &str, Option<&str>, Option<&str>)> = report["events"]
