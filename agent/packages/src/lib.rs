@@ -29,6 +29,14 @@ pub struct Config {
     /// `package.*` change events against the inventory kept in the state directory (see
     /// [`delta`]). 0 makes every scan a full snapshot.
     pub full_snapshot_interval_secs: u64,
+    /// Directories searched, in order, for an rpm database (`rpmdb.sqlite`, `Packages.db` or
+    /// `Packages`, told apart by their magic bytes). The first one holding a database is read;
+    /// a directory that is a symlink to one already searched is skipped. None existing means
+    /// the host does not use rpm, which is not an error.
+    pub rpm_dirs: Vec<AbsolutePath>,
+    /// Largest rpm header blob read, in bytes (one is held in memory at a time; real ones are
+    /// kilobytes to a few MiB).
+    pub max_rpm_header_bytes: u64,
     /// `[packages.language]`: Python, Java and Node.js packages found by walking directories.
     pub language: guestward_lang::Config,
 }
@@ -39,6 +47,11 @@ impl Default for Config {
             dpkg_admin_dir: AbsolutePath::from_static("/var/lib/dpkg"),
             max_status_file_bytes: 256 * 1024 * 1024,
             full_snapshot_interval_secs: delta::DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS,
+            rpm_dirs: guestward_rpmdb::DEFAULT_RPM_DIRS
+                .iter()
+                .map(|d| AbsolutePath::from_static(d))
+                .collect(),
+            max_rpm_header_bytes: guestward_rpmdb::Limits::default().max_header_bytes,
             language: guestward_lang::Config::default(),
         }
     }
@@ -50,6 +63,9 @@ pub struct PackagesReport {
     /// Debian packages; absent when the host has no dpkg database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpkg: Option<dpkg::DpkgInventory>,
+    /// rpm packages; absent when the host has no rpm database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<guestward_rpmdb::RpmInventory>,
     /// Language packages (Python, Java, Node.js); absent when turned off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<guestward_lang::LangReport>,
@@ -59,6 +75,7 @@ impl PackagesReport {
     /// Installed packages across every source.
     pub fn installed_count(&self) -> usize {
         self.dpkg.as_ref().map_or(0, |d| d.installed.len())
+            + self.rpm.as_ref().map_or(0, |r| r.packages.len())
             + self.language.as_ref().map_or(0, |l| l.packages.len())
     }
 }
@@ -67,7 +84,7 @@ impl PackagesReport {
 pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
     let started = Instant::now();
     let mut problems: Vec<Problem> = Vec::new();
-    let mut report = PackagesReport { dpkg: None, language: None };
+    let mut report = PackagesReport { dpkg: None, rpm: None, language: None };
 
     let admin_dir = config.dpkg_admin_dir.as_path();
     if root.exists(admin_dir) {
@@ -80,6 +97,8 @@ pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
         }
     }
 
+    collect_rpm(root, config, &mut report, &mut problems);
+
     if config.language.enabled {
         let (language, language_problems) = guestward_lang::scan(root, &config.language);
         problems.extend(language_problems);
@@ -87,10 +106,53 @@ pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
     }
 
     let nothing_found = report.dpkg.is_none()
+        && report.rpm.is_none()
         && report.language.as_ref().is_none_or(|l| l.packages.is_empty())
         && problems.is_empty();
     let section = Section::from_parts(Some(report), problems, started);
-    if nothing_found { section.with_note("no package database found (looked for dpkg)") } else { section }
+    if nothing_found {
+        section.with_note("no package database found (looked for dpkg and rpm)")
+    } else {
+        section
+    }
+}
+
+/// Most corrupt rpm headers named one by one in the section's problems (all are in the
+/// inventory's `corrupt` list).
+const MAX_CORRUPT_PROBLEMS: usize = 20;
+
+/// The rpm part: the first rpm database in `config.rpm_dirs`, with its damage lifted into the
+/// section's problems (so the section shows as degraded) while the packages stay listed.
+fn collect_rpm(root: &HostRoot, config: &Config, report: &mut PackagesReport, problems: &mut Vec<Problem>) {
+    let dirs: Vec<std::path::PathBuf> = config.rpm_dirs.iter().map(|d| d.as_path().to_path_buf()).collect();
+    let limits =
+        guestward_rpmdb::Limits { max_header_bytes: config.max_rpm_header_bytes, ..Default::default() };
+    let scan = guestward_rpmdb::read_rpm_dirs(root, &dirs, &limits);
+    for e in &scan.errors {
+        // No rpm database at all just means an rpm-less host (Debian, Ubuntu).
+        if !matches!(e, guestward_rpmdb::RpmdbError::NotFound { .. }) {
+            problems.push(e.to_problem());
+        }
+    }
+    if let Some(inv) = scan.inventory {
+        problems.extend(inv.problems.iter().cloned());
+        for c in inv.corrupt.iter().take(MAX_CORRUPT_PROBLEMS) {
+            problems.push(Problem::new(c.code.clone(), c.reason.clone()).with_path(inv.db_path.clone()));
+        }
+        if inv.corrupt.len() > MAX_CORRUPT_PROBLEMS {
+            problems.push(
+                Problem::new(
+                    "digest_mismatch",
+                    format!(
+                        "{} more corrupt rpm headers (see rpm.corrupt)",
+                        inv.corrupt.len() - MAX_CORRUPT_PROBLEMS
+                    ),
+                )
+                .with_path(inv.db_path.clone()),
+            );
+        }
+        report.rpm = Some(inv);
+    }
 }
 
 /// The rules over the inventory (Log4Shell, JndiLookup, known-malicious PyPI packages; see
@@ -107,6 +169,13 @@ pub fn render_summary(report: &PackagesReport, out: &mut dyn std::io::Write) -> 
             write!(out, ", {} not fully installed", d.not_fully_installed.len())?;
         }
         writeln!(out, " ({})", d.status_file)?;
+    }
+    if let Some(r) = &report.rpm {
+        write!(out, "rpm       {} installed", r.packages.len())?;
+        if !r.corrupt.is_empty() {
+            write!(out, ", {} corrupt headers not listed", r.corrupt.len())?;
+        }
+        writeln!(out, " ({}, {})", r.db_path, r.backend)?;
     }
     if let Some(l) = &report.language {
         use guestward_lang::Ecosystem::{Maven, Npm, Pypi};

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 /// The three storage formats rpm has used for its package database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+// Other collectors have a `Backend` too; a distinct schema name keeps report.schema.json stable.
+#[schemars(rename = "RpmBackend")]
 pub enum Backend {
     /// `rpmdb.sqlite` (rpm >= 4.16: Fedora 33+, RHEL 9, Amazon Linux 2023).
     Sqlite,

@@ -25,7 +25,7 @@ pub fn cyclonedx(report: &Report) -> Result<String, sbom::SbomError> {
     let data = report.packages.as_ref().and_then(|s| s.data.as_ref());
     let sources = SbomSources {
         dpkg: data.and_then(|d| d.dpkg.as_ref()),
-        rpm: &[],
+        rpm: data.and_then(|d| d.rpm.as_ref()).map(std::slice::from_ref).unwrap_or_default(),
         language: data.and_then(|d| d.language.as_ref()),
     };
     let (bom, problems) = sbom::build(&context, sources)?;
@@ -42,8 +42,12 @@ pub fn cyclonedx(report: &Report) -> Result<String, sbom::SbomError> {
 /// (no events: the section itself is the inventory).
 pub fn track_changes(config: &Config, report: &mut Report) {
     let Some(data) = report.packages.as_ref().and_then(|s| s.data.as_ref()) else { return };
-    let snapshot =
-        Snapshot::from_inventory(report.collected_at, data.dpkg.as_ref(), &[], data.language.as_ref());
+    let snapshot = Snapshot::from_inventory(
+        report.collected_at,
+        data.dpkg.as_ref(),
+        data.rpm.as_slice(),
+        data.language.as_ref(),
+    );
     let tracker = Tracker::new(config.agent.state_dir.as_path(), config.packages.full_snapshot_interval_secs);
     let observation = tracker.observe(&snapshot, report.collected_at);
     match &observation {
