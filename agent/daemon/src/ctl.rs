@@ -87,6 +87,13 @@ pub enum Command {
 pub enum FimCtl {
     /// Watched trees, baseline size, last scan, degraded coverage (exit 1 when degraded).
     Status,
+    /// Baseline progress: entries recorded and bytes hashed while the daemon builds or verifies
+    /// its baseline (exit 0 once a baseline is complete, 1 while none is).
+    Baseline {
+        /// Keep printing progress until the running scan finishes.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Change and coverage-gap events, oldest first.
     Events {
         /// Only events at or after this time (RFC 3339, e.g. 2026-11-29T17:00:00Z).
@@ -241,6 +248,52 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 status.render_human(&mut out)?;
             }
             Ok(if status.degraded { exit::DEGRADED } else { exit::OK })
+        }
+        Command::Fim { command: FimCtl::Baseline { wait } } => {
+            let fetch = || -> anyhow::Result<guestward_fim::FimStatus> {
+                Ok(runtime.block_on(client.get("/v1/fim/status"))?)
+            };
+            let mut status = fetch()?;
+            // Bounded: a baseline of a large tree on a gentle rate limit can take a while, but
+            // not forever; give up waiting (the scan goes on in the daemon) after 24 h.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
+            while wait && status.scan_progress.is_some() && std::time::Instant::now() < deadline {
+                if !cli.json
+                    && let Some(p) = &status.scan_progress
+                {
+                    writeln!(
+                        out,
+                        "scanning: {}/{} entries, {} MiB hashed, {} s",
+                        p.entries_done,
+                        p.entries_seen.max(p.baseline_entries),
+                        p.bytes_hashed >> 20,
+                        p.elapsed_ms / 1000
+                    )?;
+                    out.flush()?;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                status = fetch()?;
+            }
+            let complete = status.baseline_completed_at.is_some();
+            if cli.json {
+                let view = serde_json::json!({
+                    "complete": complete,
+                    "files_in_baseline": status.files_in_baseline,
+                    "baseline_completed_at": status.baseline_completed_at,
+                    "scan_progress": status.scan_progress,
+                });
+                serde_json::to_writer_pretty(&mut out, &view)?;
+                writeln!(out)?;
+            } else if let Some(at) = status.baseline_completed_at {
+                writeln!(out, "baseline complete: {} entries, completed {at}", status.files_in_baseline)?;
+            } else {
+                writeln!(
+                    out,
+                    "no complete baseline yet ({} entries recorded so far)",
+                    status.files_in_baseline
+                )?;
+            }
+            Ok(if complete { exit::OK } else { exit::DEGRADED })
         }
         Command::Fim { command: FimCtl::Events { since, limit } } => {
             let since = match since {

@@ -57,6 +57,9 @@ fn daemon_mode_reports_realtime_changes_through_agentctl_fim() {
         let (code, out, _) = ctl(&["--json", "fim", "status"]);
         code == 0 && serde_json::from_str::<Value>(&out).is_ok_and(|s| s["state"] == "watching")
     });
+    let (code, out, err) = ctl(&["fim", "baseline", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("baseline complete: "), "{out}");
     std::fs::write(tree.join("f"), "after").unwrap();
     let path = tree.join("f").display().to_string();
     wait("the change event", &|| {
