@@ -62,7 +62,7 @@ impl HostFsError {
         match source.kind() {
             io::ErrorKind::NotFound => Self::NotFound { path },
             io::ErrorKind::PermissionDenied => Self::PermissionDenied { path },
-            _ if source.raw_os_error() == Some(nix_eloop()) => Self::SymlinkLoop { path },
+            _ if source.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => Self::SymlinkLoop { path },
             _ => Self::Io { path, source },
         }
     }
@@ -93,11 +93,6 @@ impl HostFsError {
     pub fn to_problem(&self) -> crate::Problem {
         crate::Problem::new(self.code(), self.to_string()).with_path(self.path().display().to_string())
     }
-}
-
-// ELOOP is 40 on every Linux architecture.
-const fn nix_eloop() -> i32 {
-    40
 }
 
 /// The directory through which every host file is read.
@@ -229,7 +224,7 @@ impl HostRoot {
         let mut options = std::fs::OpenOptions::new();
         options.read(true);
         if !self.is_live() {
-            options.custom_flags(libc_o_nofollow());
+            options.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
         }
         let file = options.open(&real).map_err(|e| HostFsError::from_io(&real, e))?;
         Ok((file, real))
@@ -292,11 +287,6 @@ fn components_of(p: &Path) -> Vec<OsString> {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
         })
         .collect()
-}
-
-// O_NOFOLLOW is 0o400000 on x86_64 and aarch64 Linux, the only targets we ship.
-const fn libc_o_nofollow() -> i32 {
-    0o400000
 }
 
 #[cfg(test)]
