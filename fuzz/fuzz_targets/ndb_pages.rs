@@ -6,6 +6,6 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { max_header_bytes: 1 << 20, max_headers: 10_000 };
+    let limits = Limits { max_header_bytes: 1 << 20, max_headers: 10_000, ..Limits::default() };
     let _ = read_page_format(data, Backend::Ndb, Path::new("/fuzz/Packages.db"), &limits);
 });

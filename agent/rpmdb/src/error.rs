@@ -72,6 +72,84 @@ pub enum RpmdbError {
         /// What is wrong with it.
         source: HeaderError,
     },
+    /// One record of `rpmdb.sqlite` could not be read (a damaged row or overflow page, a
+    /// blob column holding something else); the other records were still read.
+    #[error("{}: sqlite record hnum {hnum}: {reason}", path.display())]
+    SqliteRecord {
+        /// The file.
+        path: PathBuf,
+        /// The record's `hnum`.
+        hnum: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// More unreadable records than are reported one by one.
+    #[error("{}: {count} more sqlite records could not be read (not reported one by one)", path.display())]
+    SqliteRecords {
+        /// The file.
+        path: PathBuf,
+        /// How many.
+        count: usize,
+    },
+    /// A damaged stretch of the `Packages` b-tree (a corrupt page): the records in it could
+    /// not be listed; reading went on after it.
+    #[error(
+        "{}: sqlite records after {} could not be listed ({reason}); {}",
+        path.display(),
+        after.map(|h| format!("hnum {h}")).unwrap_or_else(|| "the start of the table".into()),
+        resumed_at.map(|h| format!("reading resumed at hnum {h}")).unwrap_or_else(|| "nothing readable after them".into())
+    )]
+    SqliteGap {
+        /// The last `hnum` read before the damage, if any.
+        after: Option<i64>,
+        /// The first `hnum` read after it, if any.
+        resumed_at: Option<i64>,
+        /// The file.
+        path: PathBuf,
+        /// SQLite's error.
+        reason: String,
+    },
+    /// Reading the database took longer than [`crate::Limits::sqlite_time_limit`]; what was
+    /// read before is kept.
+    #[error(
+        "{}: stopped after the {limit:?} time limit for reading one rpm database; {read} records read{}, the rest not listed",
+        path.display(),
+        known.map(|k| format!(" of {k}")).unwrap_or_default()
+    )]
+    TimeLimit {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit: std::time::Duration,
+        /// Records read (blobs fetched) before the limit.
+        read: usize,
+        /// Records listed, when the listing finished.
+        known: Option<usize>,
+    },
+    /// Under a non-live root the database is copied before SQLite opens it, and this one
+    /// (with its `-wal` and `-journal`) is over the copy limit.
+    #[error(
+        "{}: {size} bytes with its -wal and -journal, over the {limit}-byte limit for copying a snapshot's rpm database before reading it; not read",
+        path.display()
+    )]
+    SnapshotTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Database plus sidecars, in bytes.
+        size: u64,
+        /// [`crate::Limits::max_snapshot_copy_bytes`].
+        limit: u64,
+    },
+    /// The private copy of a snapshot's database could not be made.
+    #[error("{}: could not copy into a private temporary directory ({}): {source}", path.display(), scratch.display())]
+    Scratch {
+        /// The database file.
+        path: PathBuf,
+        /// Where the copy was being written.
+        scratch: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// More header records than the configured limit; the rest were not read.
     #[error("{}: more than {limit} header records; stopped reading", path.display())]
     TooManyHeaders {
@@ -90,6 +168,10 @@ impl RpmdbError {
             Self::Host(e) => e.code(),
             Self::UnknownFormat { .. } => "unknown_format",
             Self::Sqlite { .. } => "sqlite",
+            Self::SqliteRecord { .. } | Self::SqliteRecords { .. } | Self::SqliteGap { .. } => "malformed",
+            Self::TimeLimit { .. } => "limit_reached",
+            Self::SnapshotTooLarge { .. } => "too_large",
+            Self::Scratch { .. } => "io",
             Self::Format { .. } => "malformed",
             Self::Header { source: HeaderError::DigestMismatch { .. }, .. } => "digest_mismatch",
             Self::Header { .. } => "malformed_header",
@@ -106,6 +188,12 @@ impl RpmdbError {
             | Self::Sqlite { path, .. }
             | Self::Format { path, .. }
             | Self::Header { path, .. }
+            | Self::SqliteRecord { path, .. }
+            | Self::SqliteRecords { path, .. }
+            | Self::SqliteGap { path, .. }
+            | Self::TimeLimit { path, .. }
+            | Self::SnapshotTooLarge { path, .. }
+            | Self::Scratch { path, .. }
             | Self::TooManyHeaders { path, .. } => Some(path),
         }
     }

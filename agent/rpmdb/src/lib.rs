@@ -2,9 +2,11 @@
 //!
 //! All three storage formats rpm has used are supported, detected by file presence and
 //! magic bytes in a configurable rpm directory:
-//! - [`Backend::Sqlite`]: `rpmdb.sqlite` (Amazon Linux 2023, Fedora, RHEL 9), opened
-//!   read-only and, unless a live `-wal` holds newer data, `immutable` so a read-only
-//!   snapshot works and nothing is written next to it;
+//! - [`Backend::Sqlite`]: `rpmdb.sqlite` (Amazon Linux 2023, Fedora, RHEL 9), treated as
+//!   hostile: under a non-live root a private copy is read (nothing is written under the
+//!   root, a `-wal` is still applied), the schema must be rpm's, every query runs under a
+//!   deadline with no temporary files, and records are read one by one so damage costs only
+//!   what it touches (see the `sqlite` module);
 //! - [`Backend::Bdb`]: Berkeley DB hash `Packages` (Amazon Linux 2, RHEL/CentOS 7-8), both
 //!   byte orders, read page by page ([`bdb`]);
 //! - [`Backend::Ndb`]: rpm's own `Packages.db` (SUSE) ([`ndb`]).
@@ -37,6 +39,7 @@ pub use render::render_table;
 use guestward_core::HostRoot;
 use source::{FileSource, ReadAt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where rpm keeps its database, newest convention last; both are looked at by default.
 pub const DEFAULT_RPM_DIRS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
@@ -60,11 +63,36 @@ pub struct Limits {
     pub max_header_bytes: u64,
     /// Most header records read from one database.
     pub max_headers: usize,
+    /// Wall-clock budget for reading one `rpmdb.sqlite`: opening, the schema check, listing
+    /// the records and fetching every blob. SQLite's progress handler enforces it inside
+    /// each query, so a hostile database cannot keep a scan busy for longer; the packages
+    /// read before it ran out are kept and the rest is reported. Default
+    /// [`DEFAULT_SQLITE_TIME_LIMIT`].
+    pub sqlite_time_limit: Duration,
+    /// Under a non-live root (`scan --root`), `rpmdb.sqlite` and its `-wal`/`-journal` are
+    /// copied into a private temporary directory before SQLite sees them (see
+    /// `src/sqlite/open.rs` for why); a database larger than this together with its
+    /// sidecars is refused instead. Default [`DEFAULT_MAX_SNAPSHOT_COPY_BYTES`].
+    pub max_snapshot_copy_bytes: u64,
 }
+
+/// Default [`Limits::sqlite_time_limit`]. A real database of a few thousand packages reads in
+/// well under a second from a warm disk; the margin is for cold block storage (an EBS
+/// volume restored from a snapshot fetches every block on first read).
+pub const DEFAULT_SQLITE_TIME_LIMIT: Duration = Duration::from_secs(30);
+
+/// Default [`Limits::max_snapshot_copy_bytes`]: above the largest `rpmdb.sqlite` seen on
+/// real hosts (a desktop with ~2,500 packages is around 200 MiB).
+pub const DEFAULT_MAX_SNAPSHOT_COPY_BYTES: u64 = 512 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_header_bytes: 64 << 20, max_headers: 200_000 }
+        Self {
+            max_header_bytes: 64 << 20,
+            max_headers: 200_000,
+            sqlite_time_limit: DEFAULT_SQLITE_TIME_LIMIT,
+            max_snapshot_copy_bytes: DEFAULT_MAX_SNAPSHOT_COPY_BYTES,
+        }
     }
 }
 
@@ -214,7 +242,6 @@ pub fn read_database(
 ) -> Result<RpmInventory, RpmdbError> {
     match backend {
         Backend::Sqlite => {
-            let real = root.resolve(host_path)?;
             let mut inv = RpmInventory {
                 db_path: host_path.display().to_string(),
                 backend,
@@ -222,13 +249,8 @@ pub fn read_database(
                 corrupt: Vec::new(),
                 problems: Vec::new(),
             };
-            let problems = sqlite::read_blobs(
-                &real,
-                host_path,
-                limits.max_header_bytes,
-                limits.max_headers,
-                &mut |b| absorb(&mut inv, host_path, b),
-            )?;
+            let problems =
+                sqlite::read_blobs(root, host_path, limits, &mut |b| absorb(&mut inv, host_path, b))?;
             inv.problems.extend(problems.iter().map(RpmdbError::to_problem));
             Ok(inv)
         }

@@ -13,7 +13,7 @@ fn none(v: Option<String>) -> String {
 }
 
 /// The line rpm's `--queryformat '%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n'` prints.
-fn qf(p: &RpmPackage) -> String {
+pub(crate) fn qf(p: &RpmPackage) -> String {
     format!(
         "{}\t{}\t{}\t{}\t{}",
         p.name,

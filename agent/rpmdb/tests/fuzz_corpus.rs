@@ -29,7 +29,7 @@ fn header_corpus_replays_without_panics() {
 
 #[test]
 fn page_corpora_replay_without_panics() {
-    let limits = Limits { max_header_bytes: 1 << 20, max_headers: 10_000 };
+    let limits = Limits { max_header_bytes: 1 << 20, max_headers: 10_000, ..Limits::default() };
     for (target, backend) in [("bdb_pages", Backend::Bdb), ("ndb_pages", Backend::Ndb)] {
         let files = inputs(target);
         assert!(!files.is_empty(), "fuzz/corpus/{target} is missing");
