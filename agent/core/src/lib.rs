@@ -17,6 +17,9 @@ mod time;
 
 pub use finding::{Event, Finding, Severity};
 pub use paths::AbsolutePath;
-pub use root::{HostFsError, HostRoot, MAX_SYMLINK_HOPS};
+pub use root::{
+    HostFsError, HostRoot, MAX_SYMLINK_HOPS, ensure_regular, file_kind, open_regular_file,
+    read_regular_file_capped,
+};
 pub use section::{Problem, Section, SectionStatus};
 pub use time::Timestamp;
