@@ -25,9 +25,9 @@
 //! race back, and padding the file is all an attacker would need to force that path).
 //!
 //! On the live root the files are rpm's own, in a directory only root can write; they are
-//! checked through the door (and `stat` for the sidecars) and then opened by path. The
-//! residual race (a file swapped for a FIFO between our check and SQLite's `open`) needs
-//! root on that host, which already owns the agent.
+//! checked through the door and then opened by path. The residual race (a file swapped for a
+//! FIFO between our check and SQLite's `open`) needs root on that host, which already owns
+//! the agent.
 
 use crate::{Limits, RpmdbError};
 use guestward_core::{HostFsError, HostRoot};
@@ -37,7 +37,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -55,10 +55,10 @@ pub(super) struct Opened {
     _scratch: Option<tempfile::TempDir>,
 }
 
-/// A sidecar file found next to the database.
+/// A sidecar file found next to the database, open through the door.
 struct Sidecar {
     suffix: &'static str,
-    host_path: PathBuf,
+    file: File,
     len: u64,
 }
 
@@ -85,7 +85,7 @@ pub(super) fn open(
         let conn = open_live(&real, wal_in_use, limits, deadline).map_err(sql_err)?;
         return Ok(Opened { conn, _scratch: None });
     }
-    let (scratch, copy) = copy_snapshot(root, host_path, db, &sidecars, limits)?;
+    let (scratch, copy) = copy_snapshot(host_path, db, sidecars, limits)?;
     let uri = format!("file:{}?mode=rw", uri_path(&copy));
     // Read-write on our own copy only, so that SQLite can replay the WAL and roll back a hot
     // journal as rpm would; `query_only` (set in `configure`) keeps our statements from
@@ -185,31 +185,31 @@ pub(super) const MAX_SCHEMA_OBJECTS: i32 = 1000;
 /// 300 bytes.
 pub(super) const MAX_SQL_BYTES: i32 = 64 << 10;
 
-/// Checks a sidecar without opening it (`stat` does not block on a FIFO). Missing is fine;
-/// anything but a regular file is refused, so SQLite never opens it.
+/// Opens a sidecar through the door: missing is fine; anything but a regular file is refused
+/// (the door decides on the file's type before opening it, so a FIFO never blocks and a
+/// device's driver is never run), and SQLite never gets to open it.
 fn sidecar(root: &HostRoot, host_path: &Path, suffix: &'static str) -> Result<Option<Sidecar>, RpmdbError> {
     let mut name = OsString::from(host_path.as_os_str());
     name.push(suffix);
-    let host_path = PathBuf::from(name);
-    let real = root.resolve(&host_path)?;
-    match std::fs::metadata(&real) {
-        Ok(m) if m.is_file() => Ok(Some(Sidecar { suffix, host_path, len: m.len() })),
-        Ok(m) => Err(not_regular(real, file_kind(&m.file_type())).into()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(HostFsError::from_io(real, e).into()),
+    match root.open(PathBuf::from(name)) {
+        Ok((file, real)) => {
+            let len = file.metadata().map_err(|e| HostFsError::from_io(real, e))?.len();
+            Ok(Some(Sidecar { suffix, file, len }))
+        }
+        Err(HostFsError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Copies the database and its `-wal`/`-journal` (not `-shm`, a cache SQLite rebuilds from
-/// the WAL) into a new private directory, each read through the door.
+/// the WAL) into a new private directory, each read from its descriptor opened by the door.
 fn copy_snapshot(
-    root: &HostRoot,
     host_path: &Path,
     db: File,
-    sidecars: &[Sidecar],
+    sidecars: Vec<Sidecar>,
     limits: &Limits,
 ) -> Result<(tempfile::TempDir, PathBuf), RpmdbError> {
-    let to_copy: Vec<&Sidecar> = sidecars.iter().filter(|s| s.suffix != "-shm" && s.len > 0).collect();
+    let to_copy: Vec<Sidecar> = sidecars.into_iter().filter(|s| s.suffix != "-shm" && s.len > 0).collect();
     let db_len = db.metadata().map(|m| m.len()).unwrap_or(0);
     let size = to_copy.iter().fold(db_len, |acc, s| acc.saturating_add(s.len));
     let limit = limits.max_snapshot_copy_bytes;
@@ -234,11 +234,10 @@ fn copy_snapshot(
         CopyError::Io(source) => scratch_err(&copy, source),
     })?;
     for s in to_copy {
-        let (file, _) = root.open(&s.host_path)?;
         let mut dest = copy.clone().into_os_string();
         dest.push(s.suffix);
         let dest = PathBuf::from(dest);
-        copy_capped(file, &dest, &mut budget).map_err(|e| match e {
+        copy_capped(s.file, &dest, &mut budget).map_err(|e| match e {
             CopyError::TooLarge => too_large(),
             CopyError::Io(source) => scratch_err(&dest, source),
         })?;
@@ -264,32 +263,6 @@ fn copy_capped(from: File, to: &Path, budget: &mut u64) -> Result<(), CopyError>
     }
     *budget -= copied;
     out.flush().map_err(CopyError::Io)
-}
-
-/// The refusal for a non-regular sidecar, in the door's own terms.
-fn not_regular(path: PathBuf, kind: &'static str) -> HostFsError {
-    HostFsError::Io {
-        path,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a regular file ({kind})")),
-    }
-}
-
-fn file_kind(t: &std::fs::FileType) -> &'static str {
-    if t.is_dir() {
-        "directory"
-    } else if t.is_fifo() {
-        "fifo"
-    } else if t.is_char_device() {
-        "character device"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_symlink() {
-        "symbolic link"
-    } else {
-        "unknown file type"
-    }
 }
 
 /// Percent-encodes the characters that would change the meaning of a `file:` URI.
