@@ -313,6 +313,57 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
+    /// SQLite's temporary files this process holds open: unlinked files named `etilqs_*`, or
+    /// made with `O_TMPFILE` (which `/proc` shows as `#<inode> (deleted)`).
+    fn sqlite_temp_files_open() -> Vec<PathBuf> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|t| {
+                let name = t.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                name.ends_with(" (deleted)") && (name.starts_with("etilqs_") || name.starts_with('#'))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sort_too_large_for_the_cache_creates_no_temporary_file() {
+        // What a hostile `ORDER BY` over an endless view did to /var/tmp, on a small scale: a
+        // sort larger than the page cache. Checked while the statement holds its first row,
+        // when the sorter's storage is in use.
+        const SORT: &str = "SELECT x FROM t ORDER BY x";
+        let holding_first_row = |conn: &Connection| {
+            let mut stmt = conn.prepare(SORT).unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            assert!(rows.next().unwrap().is_some());
+            sqlite_temp_files_open()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t(x); INSERT INTO t(x) WITH RECURSIVE r(n) AS \
+                   (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 20000) SELECT randomblob(500) FROM r;",
+            )
+            .unwrap();
+        // Control: SQLite's defaults spill this sort into a temporary file (so the probe works).
+        let plain = Connection::open(&db).unwrap();
+        plain.execute_batch("PRAGMA cache_size = 10;").unwrap();
+        assert!(!holding_first_row(&plain).is_empty(), "control: the default settings should spill");
+        drop(plain);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+        let conn = connect(
+            &format!("file:{}?mode=ro", uri_path(&db)),
+            flags,
+            &Limits::default(),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+        conn.execute_batch("PRAGMA cache_size = 10;").unwrap();
+        assert_eq!(holding_first_row(&conn), Vec::<PathBuf>::new());
+    }
+
     #[test]
     fn temporary_storage_stays_in_memory_and_nothing_is_attached() {
         let conn = configured_memory_db(Instant::now() + Duration::from_secs(60));
