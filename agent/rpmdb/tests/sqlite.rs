@@ -375,6 +375,26 @@ fn a_snapshot_over_the_copy_limit_is_refused_not_read_in_place() {
     assert_eq!(e.to_problem().code, "too_large");
 }
 
+#[test]
+fn the_live_root_reads_rpmdb_in_place_with_its_wal() {
+    // On the live root the database is rpm's own and is read where it is (a -shm next to a
+    // live -wal is what rpm itself keeps); the WAL's transaction is seen, and the same
+    // schema, time and record-by-record rules apply.
+    let (_tmp, dir) = tree_with_wal();
+    let db = dir.join("rpmdb.sqlite");
+    let inv = within(BOUND, "read_database", move || {
+        guestward_rpmdb::read_database(
+            &HostRoot::live(),
+            &db,
+            guestward_rpmdb::Backend::Sqlite,
+            &Limits::default(),
+        )
+    })
+    .unwrap();
+    assert!(inv.problems.is_empty(), "{}", problem_text(&inv));
+    assert_eq!(assert_packages_match_rpm(&inv), (1..=103).filter(|h| *h != 7).collect::<Vec<_>>());
+}
+
 // ---- item 2: no FIFO or device is ever opened -----------------------------------------
 
 fn mkfifo(path: &Path) {
