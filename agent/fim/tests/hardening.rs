@@ -71,7 +71,7 @@ fn a_resumed_check_reports_files_deleted_since_the_interrupted_run() {
 
     // A check interrupted the way the daemon interrupts a scan on shutdown: slowed down, and
     // cancelled once the writer has committed some rows (the walk is still running then: the
-    // job queue holds 1024 of the 3031 entries).
+    // bounded job queue holds only part of the 3031 entries).
     let config = o.config.clone();
     let state2 = state.clone();
     let stats = bounded(Duration::from_secs(60), "the interrupted check", move || {
