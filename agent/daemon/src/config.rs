@@ -172,6 +172,15 @@ impl Config {
                 message: e.message,
             });
         }
+        // `[fim]` is compiled here too, so `agentctl check-config` and every command reject
+        // `fim.threads = 3000` or a key inside the state dir with the file and key named.
+        if let Err(e) = self.fim.validate(self.agent.state_dir.as_path()) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: e.key().into(),
+                message: e.to_string(),
+            });
+        }
         Ok(self)
     }
 
@@ -286,6 +295,13 @@ mod tests {
         let msg = err("[agent]\nstate_dir = \"/var/lib/guestward\"\nstate_dri = \"/tmp\"\n");
         assert!(msg.starts_with("/etc/guestward/agent.toml:3:1: key `agent.state_dri`"), "{msg}");
         assert!(msg.contains("unknown field `state_dri`"), "{msg}");
+    }
+
+    #[test]
+    fn fim_threads_without_bound_is_refused_at_load_naming_the_key() {
+        let msg = err("[fim]\nthreads = 3000\n");
+        assert!(msg.starts_with("/etc/guestward/agent.toml: key `fim.threads`"), "{msg}");
+        assert!(msg.contains("3000") && msg.contains("64"), "{msg}");
     }
 
     #[test]

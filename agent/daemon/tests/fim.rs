@@ -82,3 +82,91 @@ fn daemon_mode_reports_realtime_changes_through_agentctl_fim() {
     assert_eq!(code, 2, "a bad --since is a usage error: {err}");
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// Runs `cmd` with stdin, stdout and stderr on a fresh pseudo-terminal (what a person typing
+/// the command has), returning the exit code and every byte written to the terminal. A child
+/// still running after `limit` is killed and the test fails: a hang must fail CI, not stall it.
+fn run_on_pty(mut cmd: std::process::Command, limit: std::time::Duration) -> (i32, String) {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let size = nix::pty::Winsize { ws_row: 30, ws_col: 120, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .env("TERM", "xterm-256color");
+    let shown = format!("{cmd:?}");
+    let mut child = cmd.spawn().unwrap();
+    // The Command holds the slave descriptors: drop it so that the master reads EOF (EIO) once
+    // the child is gone.
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    // Read continuously: a terminal whose buffer fills would block the child's writes.
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let drain = |rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
+        let mut out = Vec::new();
+        while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(5)) {
+            out.extend(chunk);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{shown} did not exit within {limit:?} on a terminal (hang); it wrote:\n{}", drain(&rx));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.code().expect("killed by a signal"), drain(&rx))
+}
+
+/// Whether indicatif's bar (`{pos}/{len} entries`) was drawn: the summary lines say
+/// `N entries` without the slash.
+fn progress_bar_drawn(terminal: &str) -> bool {
+    terminal.split(" entries").any(|before| {
+        before.rsplit('/').next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }) && terminal.contains(" entries")
+}
+
+#[test]
+fn fim_init_check_update_return_when_stderr_is_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc/conf.d")).unwrap();
+    for i in 0..40 {
+        std::fs::write(root.join(format!("etc/conf.d/f{i}")), format!("{i}\n")).unwrap();
+    }
+    let state = dir.path().join("state");
+    let config = dir.path().join("agent.toml");
+    // 40 files at 40 files/s: about a second per run, so the bar is drawn several times.
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n\n[fim.initial_scan_rate]\nfiles_per_sec = 40\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    for sub in ["init", "check", "update"] {
+        let mut cmd = agent();
+        cmd.arg("--config").arg(&config).arg("fim").arg(sub).arg("--root").arg(&root);
+        let (code, terminal) = run_on_pty(cmd, std::time::Duration::from_secs(60));
+        assert_eq!(code, 0, "fim {sub} on a terminal:\n{terminal}");
+        assert!(progress_bar_drawn(&terminal), "fim {sub}: no progress bar on the terminal:\n{terminal}");
+        assert!(terminal.contains("42 entries"), "fim {sub}: summary missing:\n{terminal}");
+    }
+}

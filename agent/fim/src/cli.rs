@@ -15,7 +15,9 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  no changes
   1  changes found (listed on stdout)
-  2  error: no baseline, unreadable state, bad configuration";
+  2  error: no baseline, unreadable state, bad configuration; or the baseline itself
+     cannot be relied on: tampered (rows rewritten outside the agent), damaged rows, or
+     fim.baseline_key_file set but the baseline not sealed with it (the report is printed)";
 
 /// `guestward-agent fim ...`
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -60,12 +62,19 @@ impl FimCommand {
 /// Runs one `fim` subcommand with the `[fim]` section and the default state directory,
 /// printing to stdout/stderr. Returns the exit code.
 pub fn run(cmd: &FimCommand, config: &Config, default_state_dir: &Path) -> u8 {
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    run_with(cmd, config, default_state_dir, &mut stdout.lock(), &mut stderr.lock())
+    // Unlocked handles, on purpose. The progress bar is drawn on stderr by the scan's writer
+    // thread (indicatif writes through `std::io::stderr()`), and the std stdio locks are
+    // reentrant per *thread*: holding `stderr().lock()` here for the whole run, as this did,
+    // made the `fim-writer` thread wait for it forever while this thread waited in
+    // `pthread_join` for the writer (issue 9, item 1: a hang whenever stderr was a terminal).
+    // Unlocked `Stdout`/`Stderr` take the lock per write call, so no lock outlives a line.
+    run_with(cmd, config, default_state_dir, &mut std::io::stdout(), &mut std::io::stderr())
 }
 
 /// [`run`] with explicit output streams (for tests).
+///
+/// Never pass a *locked* stdio handle (`stderr().lock()`): the progress bar draws on stderr
+/// from another thread while this one waits for the scan, and would wait for that lock forever.
 pub fn run_with(
     cmd: &FimCommand,
     config: &Config,
@@ -120,6 +129,7 @@ pub fn run_with(
                 String::new()
             }
         )
+        .and_then(|()| writeln!(out, "{}", report.summary.baseline.human_line()))
     } else {
         report.render_human(out)
     };
@@ -131,6 +141,16 @@ pub fn run_with(
     }
     for p in report.summary.stats.problems.iter().take(20) {
         let _ = writeln!(err, "warning: {p}");
+    }
+    // In JSON mode stdout is the report: the baseline's own problems are said on stderr too.
+    if args.json {
+        for p in report.summary.baseline.problems.iter().take(20) {
+            let _ = writeln!(
+                err,
+                "{}: {p}",
+                if report.summary.baseline.untrusted() { "error" } else { "warning" }
+            );
+        }
     }
     match cmd {
         FimCommand::Init(_) => 0,

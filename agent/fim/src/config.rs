@@ -195,7 +195,9 @@ pub struct Config {
     /// Events held between the inotify reader and the engine; when full, events are dropped
     /// and handled exactly like a kernel queue overflow (verification rescan + coverage gap).
     pub event_queue_capacity: usize,
-    /// Hashing threads (0 = one per CPU).
+    /// Hashing threads: 0 = one per CPU, else 1 to [`MAX_THREADS`] (64). Hashing is bound by
+    /// the disks and the CPUs long before that; thousands of threads would only cost memory
+    /// (a stack and a 256 KiB buffer each) and starve the host.
     pub threads: usize,
     /// Speed cap of the first baseline and of one-shot `init`/`check`/`update`.
     pub initial_scan_rate: RateLimit,
@@ -203,6 +205,14 @@ pub struct Config {
     pub rescan_rate: RateLimit,
     /// Change events kept in the state database for `agentctl fim events`.
     pub max_stored_events: u64,
+    /// Key sealing the baseline (HMAC-SHA256 over its rows and row set, see
+    /// [`crate::integrity`]), so that a row rewritten, added or removed outside the agent is
+    /// reported as tampering by the next check. It must live outside the state directory, e.g.
+    /// `/etc/guestward/fim-baseline.key`: a regular file, owned by root (or the agent's user),
+    /// mode 0600, holding 64 hex characters. `fim init` creates it when absent. Not set: the
+    /// baseline is not sealed and every check says its integrity is unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_key_file: Option<AbsolutePath>,
 }
 
 impl Default for Config {
@@ -223,6 +233,7 @@ impl Default for Config {
             initial_scan_rate: RateLimit::default(),
             rescan_rate: RateLimit { files_per_sec: 0, bytes_per_sec: 64 << 20 },
             max_stored_events: 100_000,
+            baseline_key_file: None,
         }
     }
 }
@@ -305,6 +316,36 @@ pub enum ConfigError {
     /// A zero debounce would examine every single write.
     #[error("fim.debounce_ms must be between 1 and 60000 (got {0})")]
     Debounce(u64),
+    /// The baseline key is kept where the baseline is.
+    #[error(
+        "fim.baseline_key_file ({}) must be outside the state directory ({}): a key kept next to the baseline protects nothing",
+        key_file.display(),
+        state_dir.display()
+    )]
+    KeyInStateDir {
+        /// The configured key file.
+        key_file: PathBuf,
+        /// The state directory.
+        state_dir: PathBuf,
+    },
+    /// More hashing threads than any machine can use.
+    #[error("fim.threads must be between 0 (one per CPU) and {MAX_THREADS} (got {0})")]
+    Threads(usize),
+}
+
+/// Upper bound of `fim.threads`.
+pub const MAX_THREADS: usize = 64;
+
+impl ConfigError {
+    /// The dotted config key concerned (for the daemon's `file: key `...`: message` errors).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::BadGlob { .. } | Self::BadWildcard { .. } | Self::Duplicate { .. } => "fim.paths",
+            Self::Debounce(_) => "fim.debounce_ms",
+            Self::Threads(_) => "fim.threads",
+            Self::KeyInStateDir { .. } => "fim.baseline_key_file",
+        }
+    }
 }
 
 /// One validated rule.
@@ -342,13 +383,52 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Hash BLAKE3 too.
     pub blake3: bool,
+    /// The loaded baseline key ([`crate::Fim::new`] sets it): every store a scan opens seals
+    /// and verifies with it, the scan's writer and resume reader included.
+    pub baseline_key: Option<std::sync::Arc<crate::integrity::BaselineKey>>,
 }
 
 impl Config {
+    /// Everything [`Self::policy`] checks, plus what needs the state directory: the baseline
+    /// key must not be inside it.
+    pub fn validate(&self, state_dir: &Path) -> Result<Policy, ConfigError> {
+        let policy = self.policy()?;
+        if let Some(key) = &self.baseline_key_file {
+            // Compared resolved where the paths exist (a symlinked state dir), lexically else.
+            let resolve = |p: &Path| {
+                let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+                let mut existing = abs.clone();
+                let mut rest = Vec::new();
+                while !existing.exists() {
+                    match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+                        (Some(name), Some(parent)) => {
+                            rest.push(name);
+                            existing = parent.to_path_buf();
+                        }
+                        _ => return abs,
+                    }
+                }
+                let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+                out.extend(rest.iter().rev());
+                out
+            };
+            if resolve(key.as_path()).starts_with(resolve(state_dir)) {
+                return Err(ConfigError::KeyInStateDir {
+                    key_file: key.as_path().to_path_buf(),
+                    state_dir: state_dir.to_path_buf(),
+                });
+            }
+        }
+        Ok(policy)
+    }
+
     /// Validates and compiles the section.
     pub fn policy(&self) -> Result<Policy, ConfigError> {
         if self.debounce_ms == 0 || self.debounce_ms > 60_000 {
             return Err(ConfigError::Debounce(self.debounce_ms));
+        }
+        if self.threads > MAX_THREADS {
+            return Err(ConfigError::Threads(self.threads));
         }
         let mut rules = Vec::with_capacity(self.paths.len());
         let mut seen = std::collections::HashSet::new();
@@ -403,7 +483,7 @@ impl Config {
                 excludes,
             });
         }
-        Ok(Policy { rules, blake3: self.blake3 })
+        Ok(Policy { rules, blake3: self.blake3, baseline_key: None })
     }
 }
 
@@ -483,6 +563,35 @@ paths = [
         assert!(err.contains("debounce"), "{err}");
         let rel = "[fim]\npaths = [\"etc\"]\n";
         assert!(toml::from_str::<File>(rel).is_err());
+    }
+
+    #[test]
+    fn thousands_of_hashing_threads_are_refused_naming_the_key() {
+        let f: File = toml::from_str("[fim]\nthreads = 3000\n").unwrap();
+        let err = f.fim.policy().unwrap_err();
+        assert!(matches!(err, ConfigError::Threads(3000)), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("fim.threads") && msg.contains("3000") && msg.contains("64"), "{msg}");
+        for ok in [0, 1, MAX_THREADS] {
+            let f: File = toml::from_str(&format!("[fim]\nthreads = {ok}\n")).unwrap();
+            f.fim.policy().unwrap();
+        }
+        let f: File = toml::from_str(&format!("[fim]\nthreads = {}\n", MAX_THREADS + 1)).unwrap();
+        assert!(matches!(f.fim.policy().unwrap_err(), ConfigError::Threads(_)));
+    }
+
+    #[test]
+    fn a_baseline_key_inside_the_state_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let inside = format!("[fim]\nbaseline_key_file = \"{}/fim.key\"\n", state.display());
+        let f: File = toml::from_str(&inside).unwrap();
+        let err = f.fim.validate(&state).unwrap_err();
+        assert_eq!(err.key(), "fim.baseline_key_file");
+        assert!(err.to_string().contains("outside the state directory"), "{err}");
+        let outside = format!("[fim]\nbaseline_key_file = \"{}/keys/fim.key\"\n", dir.path().display());
+        let f: File = toml::from_str(&outside).unwrap();
+        f.fim.validate(&state).unwrap();
     }
 
     #[test]

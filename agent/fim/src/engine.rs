@@ -3,13 +3,15 @@
 
 use crate::config::{Attribute, AttributeSet, Config, ConfigError, Policy};
 use crate::events::{Attributes, ChangeKind, FimChange, Mechanism, escape_path};
+use crate::integrity::{BaselineCheck, BaselineKey, Integrity, KeyState};
 use crate::record::FileRecord;
 use crate::scan::{ScanError, ScanOptions, ScanStats, Target, minimal_roots, stage};
-use crate::store::{Store, StoreError};
-use guestward_core::{HostRoot, Timestamp};
+use crate::store::{RowFault, SealVerdict, Store, StoreError};
+use guestward_core::{HostRoot, Problem, Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why the engine failed as a whole (single unreadable files are problems, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,22 @@ pub enum FimError {
     /// The realtime watcher could not start.
     #[error("cannot start the inotify watcher: {0}")]
     Watcher(String),
+}
+
+/// Records one unusable row as a baseline problem naming the path (and the column).
+fn row_problem(b: &mut BaselineCheck, table: &str, path: &Path, fault: &RowFault) {
+    let shown = escape_path(path);
+    let (code, message) = match fault {
+        RowFault::Damaged { .. } => {
+            b.damaged_rows += 1;
+            ("baseline_damaged", format!("{table} row for {shown} {fault}; it was not compared"))
+        }
+        RowFault::Tampered => {
+            b.tampered_rows += 1;
+            ("baseline_tampered", format!("baseline tampering: the {table} row for {shown} {fault}"))
+        }
+    };
+    b.problem(Problem::new(code, message).with_path(shown));
 }
 
 /// What a scan is for.
@@ -68,6 +86,9 @@ pub struct ScanSummary {
     pub stats: ScanStats,
     /// Changes found (not counted for `init`).
     pub changes: u64,
+    /// What was found about the baseline itself: integrity (seal) and damaged rows.
+    #[serde(default)]
+    pub baseline: BaselineCheck,
     /// When it finished.
     pub finished: Timestamp,
 }
@@ -87,18 +108,46 @@ pub struct Fim {
     pub root: HostRoot,
     /// Where `fim.db` lives.
     pub state_dir: PathBuf,
+    /// The baseline key (`fim.baseline_key_file`), or why there is none.
+    pub key: KeyState,
 }
 
 impl Fim {
-    /// Validates `config` and binds it to a root and state directory.
+    /// Validates `config` and binds it to a root and state directory. The baseline key is
+    /// loaded when configured; a key that cannot be used is not an error here (checks report
+    /// the baseline as unverified, with the reason).
     pub fn new(config: Config, root: HostRoot, state_dir: impl Into<PathBuf>) -> Result<Self, FimError> {
-        let policy = config.policy()?;
-        Ok(Self { config, policy, root, state_dir: state_dir.into() })
+        let state_dir = state_dir.into();
+        let mut policy = config.validate(&state_dir)?;
+        let key = KeyState::load(config.baseline_key_file.as_ref().map(|p| p.as_path()));
+        policy.baseline_key = key.key().cloned();
+        Ok(Self { config, policy, root, state_dir, key })
     }
 
-    /// Opens the store.
+    /// Creates the configured baseline key when it is absent (`fim init`), returning its path
+    /// if it was created. A key that cannot be created is kept as the reason the baseline is
+    /// not sealed.
+    pub fn create_key_if_missing(&mut self) -> Option<PathBuf> {
+        let KeyState::Unavailable { path, missing: true, .. } = &self.key else { return None };
+        let path = path.clone();
+        match BaselineKey::create(&path) {
+            Ok(k) => {
+                let k = Arc::new(k);
+                self.policy.baseline_key = Some(Arc::clone(&k));
+                self.key = KeyState::Loaded(k);
+                Some(path)
+            }
+            Err(e) => {
+                self.key =
+                    KeyState::Unavailable { path, reason: format!("cannot create it: {e}"), missing: true };
+                None
+            }
+        }
+    }
+
+    /// Opens the store, sealing and verifying with the baseline key when there is one.
     pub fn store(&self) -> Result<Store, StoreError> {
-        Store::open(&self.state_dir)
+        Store::open_keyed(&self.state_dir, self.policy.baseline_key.clone())
     }
 
     /// When the baseline was last completed, if ever.
@@ -157,43 +206,196 @@ impl Fim {
             return Err(FimError::NoBaseline { state_dir: self.state_dir.clone() });
         }
         let (targets, roots) = self.resolve_scope(scope);
+        // The policy is part of the key: rows staged under other rules (other attributes,
+        // excludes, size cap) are not what this scan would record.
         let key = serde_json::json!({
             "purpose": purpose,
             "roots": roots.iter().map(|r| escape_path(r)).collect::<Vec<_>>(),
+            "policy": self.policy_fingerprint(),
         })
         .to_string();
         let resume = store.meta(META_IN_PROGRESS)?.as_deref() == Some(key.as_str());
-        if !resume {
+        if resume {
+            store.begin_resume()?;
+        } else {
             store.clear_staging()?;
             store.set_meta(META_IN_PROGRESS, &key)?;
         }
         let stats = stage(&self.policy, &self.root, &self.state_dir, &targets, resume, opts)?;
         let trees = roots.iter().map(|r| escape_path(r)).collect();
         if stats.cancelled {
-            return Ok(ScanSummary { purpose, trees, stats, changes: 0, finished: Timestamp::now() });
+            return Ok(ScanSummary {
+                purpose,
+                trees,
+                stats,
+                changes: 0,
+                baseline: BaselineCheck::default(),
+                finished: Timestamp::now(),
+            });
         }
         let mut changes = 0u64;
+        let mut baseline = BaselineCheck::default();
         if purpose != Purpose::Init {
             store.diff(&roots, |item| {
+                let mut faulty = false;
+                for (table, fault) in [("baseline", &item.old_fault), ("staged", &item.new_fault)] {
+                    if let Some(fault) = fault {
+                        faulty = true;
+                        row_problem(&mut baseline, table, &item.path, fault);
+                    }
+                }
+                // A row that cannot be trusted is compared with nothing: its problem says why.
+                if faulty {
+                    return;
+                }
                 if let Some(c) = self.change_of(&item.path, item.old.as_ref(), item.new.as_ref(), mechanism) {
                     changes += 1;
                     on_change(c);
                 }
             })?;
+            // The row set is verified on full scans only: it costs a pass over every row's
+            // MAC, too much for the scoped rescans a new directory triggers.
+            self.judge(&store, *scope == Scope::All, &mut baseline)?;
         }
         match purpose {
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
             Purpose::Check => store.clear_staging()?,
             _ => store.apply(&roots)?,
         }
+        store.clear_resume()?;
+        match purpose {
+            Purpose::Init => self.sealed(&mut baseline),
+            // `update` of every tree accepts the current state, seal included (also the way to
+            // seal a baseline built before the key existed).
+            Purpose::Update if *scope == Scope::All => {
+                store.reseal()?;
+                if let Some(k) = self.key.key() {
+                    baseline
+                        .detail
+                        .push_str(&format!("; the accepted state is now sealed with key {}", k.id()));
+                }
+            }
+            _ => {}
+        }
+        baseline.grade();
         let now = Timestamp::now();
         if matches!(purpose, Purpose::Init | Purpose::Update) {
             store.set_meta(META_BASELINE, &now.to_string())?;
         }
         store.clear_meta(META_IN_PROGRESS)?;
-        let summary = ScanSummary { purpose, trees, stats, changes, finished: now };
+        let summary = ScanSummary { purpose, trees, stats, changes, baseline, finished: now };
         store.set_meta(META_LAST_SCAN, &serde_json::to_string(&summary).unwrap_or_default())?;
         Ok(summary)
+    }
+
+    /// Short digest of what decides the records a scan writes (paths, rules, size cap, hashes).
+    fn policy_fingerprint(&self) -> String {
+        use sha2::Digest;
+        let c = &self.config;
+        let text = serde_json::json!([c.paths, c.max_file_size_bytes, c.blake3]).to_string();
+        crate::record::hex(sha2::Sha256::digest(text.as_bytes()).get(..8).unwrap_or_default())
+    }
+
+    /// Why rows are not verified, when they are not.
+    fn unverified_reason(&self) -> Option<String> {
+        match &self.key {
+            KeyState::NotConfigured => Some(
+                "no fim.baseline_key_file is configured: a baseline row rewritten outside the agent would not be noticed"
+                    .to_string(),
+            ),
+            KeyState::Unavailable { path, reason, .. } => Some(format!(
+                "the baseline key {} cannot be used ({reason}): rows are not verified",
+                path.display()
+            )),
+            KeyState::Loaded(_) => None,
+        }
+    }
+
+    /// The verdict of an `init`: sealed with the key, or why not.
+    fn sealed(&self, b: &mut BaselineCheck) {
+        match (&self.key, self.unverified_reason()) {
+            (KeyState::Loaded(k), _) => {
+                b.integrity = Integrity::Sealed;
+                b.key_id = Some(k.id().to_string());
+                b.detail = format!("key {} from {}", k.id(), k.path().display());
+            }
+            (_, reason) => {
+                b.integrity = Integrity::Unverified;
+                b.detail = format!("not sealed: {}", reason.unwrap_or_default());
+            }
+        }
+    }
+
+    /// Sets the integrity verdict of a compared baseline from the key, the row-set seal (when
+    /// `whole`) and the row faults already counted in `b`.
+    fn judge(&self, store: &Store, whole: bool, b: &mut BaselineCheck) -> Result<(), StoreError> {
+        let db = self.state_dir.join(crate::store::DB_FILE).display().to_string();
+        let Some(key) = self.key.key() else {
+            b.integrity = Integrity::Unverified;
+            b.detail = self.unverified_reason().unwrap_or_default();
+            b.problem(Problem::new("baseline_unverified", b.detail.clone()).with_path(db));
+            return Ok(());
+        };
+        b.key_id = Some(key.id().to_string());
+        let verdict = if whole { store.verify_seal()? } else { store.verify_seal_record()? };
+        let set_ok = matches!(verdict, SealVerdict::Valid { .. });
+        let (integrity, detail) = match verdict {
+            SealVerdict::NoKey => (Integrity::Unverified, self.unverified_reason().unwrap_or_default()),
+            SealVerdict::Absent => (
+                Integrity::Unsealed,
+                format!(
+                    "the baseline carries no seal although key {} is configured (built before the key existed, or the seal was removed):                      rows cannot be verified; `guestward-agent fim update` seals the current state",
+                    key.id()
+                ),
+            ),
+            SealVerdict::Foreign { key_id } => (
+                Integrity::Unsealed,
+                format!(
+                    "the baseline was sealed with key {key_id}, but {} holds key {}: rows cannot be verified                      (restore that key, or accept the current state with `guestward-agent fim update`)",
+                    key.path().display(),
+                    key.id()
+                ),
+            ),
+            SealVerdict::BadTag => (
+                Integrity::Tampered,
+                "the baseline's seal record does not verify with the key: it was rewritten outside the agent"
+                    .to_string(),
+            ),
+            SealVerdict::Mismatch { rows_now, rows_sealed } => (
+                Integrity::Tampered,
+                format!(
+                    "the baseline's rows do not match its seal ({rows_now} rows, {rows_sealed} sealed): rows were added,                      removed or replaced outside the agent"
+                ),
+            ),
+            SealVerdict::Valid { .. } if b.tampered_rows > 0 => (
+                Integrity::Tampered,
+                format!(
+                    "{} baseline row(s) do not match their seal: rewritten outside the agent",
+                    b.tampered_rows
+                ),
+            ),
+            SealVerdict::Valid { rows } if whole => {
+                (Integrity::Verified, format!("all {rows} rows match the seal of key {}", key.id()))
+            }
+            SealVerdict::Valid { .. } => {
+                (Integrity::Verified, format!("every row compared matches its seal (key {})", key.id()))
+            }
+        };
+        b.integrity = integrity;
+        b.detail = detail;
+        let code = match integrity {
+            Integrity::Tampered => Some("baseline_tampered"),
+            Integrity::Unsealed => Some("baseline_unsealed"),
+            Integrity::Unverified => Some("baseline_unverified"),
+            _ => None,
+        };
+        // Tampering found only row by row is already listed path by path.
+        if let Some(code) = code
+            && !(set_ok && integrity == Integrity::Tampered)
+        {
+            b.problem(Problem::new(code, b.detail.clone()).with_path(db));
+        }
+        Ok(())
     }
 
     /// The change between a baseline record and a current one, if any checked attribute

@@ -3,7 +3,9 @@
 //!
 //! - [`config`]: the `[fim]` policy (paths, per-path rules, excludes, attributes).
 //! - [`record`]: what is recorded per file, read without following symlinks.
-//! - [`store`]: the baseline in `fim.db` (SQLite, WAL) under the state directory.
+//! - [`store`]: the baseline in `fim.db` (SQLite, WAL) under the state directory; rows are
+//!   validated on read, damage is reported by path and column.
+//! - [`integrity`]: the keyed seal over the baseline's rows (`fim.baseline_key_file`).
 //! - [`scan`]: parallel, rate-limited, resumable scans into a staging table.
 //! - [`engine`]: scans with a purpose (init, check, update, rescan) and the diff to changes.
 //! - [`monitor`]: realtime inotify, debouncing, watch budget, overflow rescans, coverage gaps.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod integrity;
 pub mod monitor;
 
 pub mod oneshot;

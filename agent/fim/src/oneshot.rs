@@ -2,12 +2,14 @@
 //! update`. The daemon's CLI parses arguments and calls these; they use the same engine as the
 //! realtime monitor.
 //!
-//! Exit codes of `check`/`update` ([`CheckReport::exit_code`]): 0 no changes, 1 changes found;
-//! any [`FimError`] maps to 2.
+//! Exit codes of `check`/`update` ([`CheckReport::exit_code`]): 0 no changes, 1 changes found,
+//! 2 when the baseline cannot be relied on (tampered, damaged rows, or a configured key that
+//! sealed nothing: the report is still printed); any [`FimError`] maps to 2 as well.
 
 use crate::config::Config;
 use crate::engine::{Fim, FimError, Purpose, ScanSummary, Scope};
 use crate::events::{FimChange, Mechanism};
+use crate::integrity::Integrity;
 use crate::scan::{ScanOptions, ScanProgress};
 use guestward_core::HostRoot;
 use schemars::JsonSchema;
@@ -49,15 +51,40 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// 0 when nothing changed, 1 otherwise.
+    /// 0 when nothing changed, 1 otherwise; 2 when the baseline itself cannot be relied on
+    /// (a clean comparison against a tampered baseline proves nothing).
     pub fn exit_code(&self) -> i32 {
-        if self.summary.changes == 0 { EXIT_CLEAN } else { EXIT_CHANGES }
+        if self.summary.baseline.untrusted() {
+            EXIT_ERROR
+        } else if self.summary.changes == 0 {
+            EXIT_CLEAN
+        } else {
+            EXIT_CHANGES
+        }
     }
 
-    /// The human list: one line per change, then a summary line.
+    /// The human list: one line per change, the baseline's own problems, a summary line and
+    /// the baseline's integrity.
     pub fn render_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
         for c in &self.changes {
             writeln!(out, "{}", c.human())?;
+        }
+        let b = &self.summary.baseline;
+        // Tampered and damaged rows one per line (unsealed/unverified: the integrity line says it).
+        for p in &b.problems {
+            let label = match p.code.as_str() {
+                "baseline_tampered" => "TAMPERING",
+                "baseline_damaged" => "DAMAGE",
+                _ => continue,
+            };
+            writeln!(out, "{label}: {}", p.message)?;
+        }
+        if b.problem_count > b.problems.len() as u64 {
+            writeln!(
+                out,
+                "... and {} more baseline problem(s) (see --json)",
+                b.problem_count - b.problems.len() as u64
+            )?;
         }
         let s = &self.summary.stats;
         writeln!(
@@ -77,12 +104,17 @@ impl CheckReport {
             } else {
                 String::new()
             },
-        )
+        )?;
+        if b.integrity != Integrity::NotChecked {
+            writeln!(out, "{}", b.human_line())?;
+        }
+        Ok(())
     }
 }
 
 fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
-    let fim = Fim::new(o.config.clone(), o.root.clone(), &o.state_dir)?;
+    let mut fim = Fim::new(o.config.clone(), o.root.clone(), &o.state_dir)?;
+    let created = if purpose == Purpose::Init { fim.create_key_if_missing() } else { None };
     let bar = (o.progress_bar && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -116,6 +148,10 @@ fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
     })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    let mut summary = summary;
+    if let Some(path) = created {
+        summary.baseline.detail.push_str(&format!("; the key was created at {} (mode 0600)", path.display()));
     }
     Ok(CheckReport { summary, changes })
 }

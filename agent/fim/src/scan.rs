@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 const MAX_PROBLEMS: usize = 200;
 /// Records written per SQLite transaction.
 const BATCH: usize = 2_000;
+/// A record waits at most this long in the writer before it is committed to the staging
+/// table, however busy the writer is: what is committed survives a kill and is resumed.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// Progress is reported about this often.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// Progress of a scan, for a progress bar or `agentctl fim baseline`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -286,8 +291,9 @@ pub fn stage(
 ) -> Result<ScanStats, ScanError> {
     let started = Timestamp::now();
     let t0 = Instant::now();
-    let reader = Store::open(state_dir)?;
-    let mut writer_store = Store::open(state_dir)?;
+    // Keyed like the engine's store: staged rows are sealed, resumed rows verified.
+    let reader = Store::open_keyed(state_dir, policy.baseline_key.clone())?;
+    let mut writer_store = Store::open_keyed(state_dir, policy.baseline_key.clone())?;
     let baseline_entries = reader.file_count().unwrap_or(0);
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
@@ -476,7 +482,7 @@ fn submit(
     if resume {
         // Same inode, size, mtime and ctime as when this interrupted scan recorded it: ctime
         // cannot be set from user space, so the content is what was hashed then.
-        if let Ok(Some(staged)) = reader.staged(&job.host) {
+        if let Ok(Some(staged)) = reader.resumable(&job.host) {
             let now = FileRecord::from_metadata(&job.meta);
             if staged.same_stat(&now)
                 && staged.mode == now.mode
@@ -484,7 +490,10 @@ fn submit(
                 && staged.gid == now.gid
             {
                 counters.resumed.fetch_add(1, Ordering::Relaxed);
-                counters.done.fetch_add(1, Ordering::Relaxed);
+                // Staged again (counted done when flushed): only what this run's walk found
+                // is staged, so a file deleted since the interrupted run is reported removed
+                // (issue 9, item 8) instead of kept by its stale row.
+                let _ = writes.send(Write::Record(job.host, staged));
                 return;
             }
         }
@@ -540,6 +549,11 @@ fn writer_loop(
 ) -> Result<(), StoreError> {
     let mut batch = Vec::with_capacity(BATCH);
     let mut last_report = Instant::now();
+    // When the oldest unflushed record arrived. Its own clock, not `last_report`'s: that one is
+    // reset every 100 ms, so a flush keyed on it never fired while records kept coming (issue 9,
+    // item 19), and a slow scan (rate-limited, or hashing big files) kept up to a whole batch
+    // unstaged for minutes, lost on a kill instead of resumed.
+    let mut batch_since: Option<Instant> = None;
     let report = |counters: &Counters| {
         if let Some(p) = opts.progress {
             p(&ScanProgress {
@@ -554,24 +568,29 @@ fn writer_loop(
         }
     };
     loop {
-        let msg = rx.recv_timeout(Duration::from_millis(100));
+        let msg = rx.recv_timeout(REPORT_EVERY);
         match msg {
-            Ok(Write::Record(p, r)) => batch.push((p, r)),
+            Ok(Write::Record(p, r)) => {
+                batch_since.get_or_insert_with(Instant::now);
+                batch.push((p, r));
+            }
             Ok(Write::CarryOver(dir)) => {
                 store.stage_batch(&batch)?;
                 counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
+                batch_since = None;
                 carry_over(store, &dir)?;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if batch.len() >= BATCH || (!batch.is_empty() && last_report.elapsed() > Duration::from_millis(500)) {
+        if batch.len() >= BATCH || batch_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
             store.stage_batch(&batch)?;
             counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
             batch.clear();
+            batch_since = None;
         }
-        if last_report.elapsed() >= Duration::from_millis(100) {
+        if last_report.elapsed() >= REPORT_EVERY {
             report(counters);
             last_report = Instant::now();
         }
@@ -584,8 +603,12 @@ fn writer_loop(
 
 fn carry_over(store: &mut Store, dir: &Path) -> Result<(), StoreError> {
     let mut rows = Vec::new();
-    if let Some(r) = store.get(dir)? {
-        rows.push((dir.to_path_buf(), r));
+    match store.get(dir) {
+        Ok(Some(r)) => rows.push((dir.to_path_buf(), r)),
+        // A damaged or tampered row is not carried (nor re-sealed): left out of staging, the
+        // diff meets it in the baseline and reports it by path.
+        Ok(None) | Err(StoreError::Row { .. }) => {}
+        Err(e) => return Err(e),
     }
     store.for_each_below(dir, |p, r| rows.push((p, r)))?;
     for chunk in rows.chunks(BATCH) {

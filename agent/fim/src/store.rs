@@ -16,15 +16,29 @@
 //!   kept exactly).
 //! - `staging`: what the scan in progress has seen. A scan writes here only; the baseline is
 //!   replaced (or diffed) only once the scan finished, so an interrupted scan never shows
-//!   partial state as changes, and a restarted scan resumes from these rows.
-//! - `meta`: key/value (scan in progress, last scan, baseline time).
+//!   partial state as changes.
+//! - `resume`: when an interrupted scan is restarted, its staged rows move here; the new walk
+//!   stages again each entry it finds unchanged (without re-hashing it), so the staging table
+//!   ends up holding exactly what *this* run saw, and a file deleted in between is reported
+//!   removed like in a fresh scan.
+//! - `meta`: key/value (scan in progress, last scan, baseline time, baseline seal).
 //! - `events`: the change and gap events for `agentctl fim events --since`.
+//!
+//! Every row read is validated (type code, permission bits, uid/gid/size ranges, hash lengths
+//! for their algorithm, xattr encoding): a damaged row is reported naming its path and column
+//! ([`RowFault::Damaged`]) instead of silently disabling a comparison (a truncated hash used to
+//! turn the content check off) or failing the whole diff with an SQLite conversion message.
+//! With a baseline key, rows and the row set are sealed ([`crate::integrity`]).
 
-use crate::record::{FileKind, FileRecord};
+use crate::integrity::{BaselineKey, canonical_row};
+use crate::record::{FLAG_HASH_SKIPPED, FLAG_UNREADABLE, FLAG_UNSTABLE, FileKind, FileRecord};
 use guestward_core::{Event, Timestamp};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +59,41 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// One stored row cannot be used.
+    #[error("{}: {table} row for {path} {fault}", db.display())]
+    Row {
+        /// The database file.
+        db: PathBuf,
+        /// `files` (the baseline), `staging` or `resume`.
+        table: &'static str,
+        /// The host path of the row (escaped).
+        path: String,
+        /// What is wrong with it.
+        fault: RowFault,
+    },
+}
+
+/// Why one stored row cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowFault {
+    /// A column holds a value the agent never writes (disk damage, an interrupted write by a
+    /// buggy version, or an edit).
+    #[error("is damaged: column `{column}`: {detail}")]
+    Damaged {
+        /// The column.
+        column: &'static str,
+        /// What is wrong with its value.
+        detail: String,
+    },
+    /// The row's seal does not match it: it was written outside the agent.
+    #[error("does not match its seal: it was rewritten or inserted outside the agent")]
+    Tampered,
+}
+
+impl RowFault {
+    fn damaged(column: &'static str, detail: impl Into<String>) -> Self {
+        Self::Damaged { column, detail: detail.into() }
+    }
 }
 
 /// File name of the FIM database inside the state directory.
@@ -52,16 +101,21 @@ pub const DB_FILE: &str = "fim.db";
 
 const COLS: &str =
     "kind, mode, uid, gid, size, mtime_ns, ctime_ns, inode, link_target, xattrs, sha256, blake3, flags";
+/// Number of columns in [`COLS`]; the row MAC follows them in every `SELECT`.
+const NCOLS: usize = 13;
+/// Meta key of the row-set seal.
+const META_SEAL: &str = "baseline.seal";
 
 /// One open connection to `fim.db`.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    key: Option<Arc<BaselineKey>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store").field("path", &self.path).field("key", &self.key).finish()
     }
 }
 
@@ -70,10 +124,76 @@ impl std::fmt::Debug for Store {
 pub struct DiffItem {
     /// The host path.
     pub path: PathBuf,
-    /// Baseline record.
+    /// Baseline record (`None` when absent or unusable: see `old_fault`).
     pub old: Option<FileRecord>,
-    /// Scanned record.
+    /// Scanned record (`None` when absent or unusable: see `new_fault`).
     pub new: Option<FileRecord>,
+    /// The baseline row exists but is damaged or does not match its seal.
+    pub old_fault: Option<RowFault>,
+    /// The staged row exists but is damaged or does not match its seal.
+    pub new_fault: Option<RowFault>,
+}
+
+/// What the row-set seal says, as found by [`Store::verify_seal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealVerdict {
+    /// This store has no key.
+    NoKey,
+    /// The baseline carries no seal.
+    Absent,
+    /// Sealed with another key.
+    Foreign {
+        /// The id of the key that sealed it.
+        key_id: String,
+    },
+    /// The seal record itself is not authentic (its tag does not verify).
+    BadTag,
+    /// The rows are not the rows that were sealed (added, removed or replaced).
+    Mismatch {
+        /// Rows now.
+        rows_now: u64,
+        /// Rows when sealed.
+        rows_sealed: u64,
+    },
+    /// The rows are the sealed ones.
+    Valid {
+        /// Rows sealed.
+        rows: u64,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SealRecord {
+    key_id: String,
+    rows: u64,
+    xor: String,
+    tag: String,
+}
+
+/// A set of `files` rows whose MACs a write changes: the seal is updated by XOR-ing them out
+/// before the write and back in after it.
+#[derive(Debug, Clone, Copy)]
+enum Span<'a> {
+    /// One path.
+    Exact(&'a Path),
+    /// Everything strictly below a path.
+    Below(&'a Path),
+    /// A path and everything below it.
+    Tree(&'a Path),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Aggregate {
+    rows: u64,
+    xor: [u8; 32],
+}
+
+fn xor_into(acc: &mut [u8; 32], mac: &[u8]) {
+    if mac.len() == 32 {
+        for (a, b) in acc.iter_mut().zip(mac) {
+            *a ^= b;
+        }
+    }
 }
 
 /// `[lo, hi)` byte range holding every path strictly below `root`, plus `root` itself.
@@ -92,9 +212,17 @@ fn prefix_bounds(root: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 }
 
 impl Store {
-    /// Opens (creating if needed) `state_dir/fim.db`. The directory is created with mode 0700:
-    /// the baseline tells an attacker which files are watched and how.
+    /// Opens (creating if needed) `state_dir/fim.db` without a baseline key: rows are neither
+    /// sealed nor verified, and a write to the baseline drops its seal (a later check with the
+    /// key then says "unsealed" rather than pretend).
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_keyed(state_dir, None)
+    }
+
+    /// Opens (creating if needed) `state_dir/fim.db`. The directory is created with mode 0700:
+    /// the baseline tells an attacker which files are watched and how. With `key`, every row
+    /// written is sealed and every row read from a sealed baseline is verified.
+    pub fn open_keyed(state_dir: &Path, key: Option<Arc<BaselineKey>>) -> Result<Self, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         if !state_dir.exists() {
             std::fs::DirBuilder::new()
@@ -120,22 +248,80 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, {COLS}) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS staging (path BLOB PRIMARY KEY, {COLS}) WITHOUT ROWID;
+            "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, {COLS}, mac BLOB) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS staging (path BLOB PRIMARY KEY, {COLS}, mac BLOB) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS resume (path BLOB PRIMARY KEY, {COLS}, mac BLOB) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT,
                  time_ns INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS events_time ON events(time_ns);"
         ))
         .map_err(err)?;
-        Ok(Self { conn, path })
+        // Databases written before rows were sealed lack the `mac` column.
+        for table in ["files", "staging"] {
+            let has_mac: i64 = conn
+                .query_row("SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'mac'", [table], |r| {
+                    r.get(0)
+                })
+                .map_err(err)?;
+            if has_mac == 0 {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN mac BLOB")).map_err(err)?;
+            }
+        }
+        Ok(Self { conn, path, key })
+    }
+
+    /// The baseline key this store seals and verifies with.
+    pub fn key(&self) -> Option<&Arc<BaselineKey>> {
+        self.key.as_ref()
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         |source| StoreError::Sqlite { path: self.path.clone(), source }
     }
 
-    /// The baseline record of `path`.
+    fn row_err(&self, table: &'static str, path: &[u8], fault: RowFault) -> StoreError {
+        StoreError::Row {
+            db: self.path.clone(),
+            table,
+            path: crate::events::escape_path(&path_of(path.to_vec())),
+            fault,
+        }
+    }
+
+    /// Whether rows of `table` must carry a valid MAC to be used: staged rows whenever there
+    /// is a key (they were written with it moments ago, or are not resumable); baseline rows
+    /// when the baseline was sealed with this key (an unsealed baseline is reported once, as a
+    /// whole, by [`Self::verify_seal`]).
+    fn must_verify(&self, table: &str) -> Result<bool, StoreError> {
+        let Some(key) = &self.key else { return Ok(false) };
+        if table != "files" {
+            return Ok(true);
+        }
+        Ok(self.seal_record()?.is_some_and(|s| s.key_id == key.id()))
+    }
+
+    /// Decodes the record at `at` (13 columns then the MAC) and checks its MAC if `verify`.
+    fn record(&self, row: &Row<'_>, at: usize, path: &[u8], verify: bool) -> Result<FileRecord, RowFault> {
+        let rec = decode_row(row, at)?;
+        if verify && let Some(key) = &self.key {
+            let ok = match row.get_ref(at + NCOLS) {
+                Ok(ValueRef::Blob(mac)) => key.verify_row(path, &rec, mac),
+                _ => false,
+            };
+            if !ok {
+                return Err(RowFault::Tampered);
+            }
+        }
+        Ok(rec)
+    }
+
+    fn mac_of(&self, path: &Path, rec: &FileRecord) -> Option<[u8; 32]> {
+        self.key.as_ref().map(|k| k.row_mac(path.as_os_str().as_bytes(), rec))
+    }
+
+    /// The baseline record of `path`. A damaged or tampered row is an error naming the path
+    /// and the column ([`StoreError::Row`]).
     pub fn get(&self, path: &Path) -> Result<Option<FileRecord>, StoreError> {
         self.get_in("files", path)
     }
@@ -145,24 +331,39 @@ impl Store {
         self.get_in("staging", path)
     }
 
-    fn get_in(&self, table: &str, path: &Path) -> Result<Option<FileRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {COLS} FROM {table} WHERE path = ?1"))
-            .map_err(self.err())?;
-        stmt.query_row([path.as_os_str().as_bytes()], |r| read_row(r, 0)).optional().map_err(self.err())
+    /// The record of `path` staged by the interrupted run of the scan being resumed: reusable
+    /// when the file's `lstat` is unchanged (see [`Self::begin_resume`]).
+    pub fn resumable(&self, path: &Path) -> Result<Option<FileRecord>, StoreError> {
+        self.get_in("resume", path)
     }
 
-    /// Sets the baseline record of `path`.
+    fn get_in(&self, table: &'static str, path: &Path) -> Result<Option<FileRecord>, StoreError> {
+        let verify = self.must_verify(table)?;
+        let bytes = path.as_os_str().as_bytes();
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLS}, mac FROM {table} WHERE path = ?1"))
+            .map_err(self.err())?;
+        let mut rows = stmt.query([bytes]).map_err(self.err())?;
+        match rows.next().map_err(self.err())? {
+            None => Ok(None),
+            Some(row) => {
+                self.record(row, 0, bytes, verify).map(Some).map_err(|f| self.row_err(table, bytes, f))
+            }
+        }
+    }
+
+    /// Sets the baseline record of `path` (sealed with the key; the row-set seal follows).
     pub fn put(&self, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
-        self.put_in("files", path, rec)
+        self.mutate(&[Span::Exact(path)], || self.put_in("files", path, rec))
     }
 
     fn put_in(&self, table: &str, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
+        let mac = self.mac_of(path, rec);
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {table} (path, {COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
+                "INSERT OR REPLACE INTO {table} (path, {COLS}, mac) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
             ))
             .map_err(self.err())?;
         stmt.execute(params![
@@ -182,6 +383,7 @@ impl Store {
             rec.sha256.as_ref().map(|h| &h[..]),
             rec.blake3.as_ref().map(|h| &h[..]),
             rec.flags,
+            mac.as_ref().map(|m| &m[..]),
         ])
         .map_err(self.err())?;
         Ok(())
@@ -198,63 +400,112 @@ impl Store {
 
     /// Removes the baseline record of `path`.
     pub fn delete(&self, path: &Path) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM files WHERE path = ?1", [path.as_os_str().as_bytes()])
-            .map_err(self.err())?;
-        Ok(())
+        self.mutate(&[Span::Exact(path)], || {
+            self.conn
+                .execute("DELETE FROM files WHERE path = ?1", [path.as_os_str().as_bytes()])
+                .map_err(self.err())
+                .map(drop)
+        })
     }
 
-    /// Baseline records strictly below `root`, streamed to `f` in path order.
+    /// Baseline records strictly below `root`, streamed to `f` in path order. Damaged or
+    /// tampered rows are skipped and counted (the return value): a diff over the same tree
+    /// reports each of them by path and column.
     pub fn for_each_below(
         &self,
         root: &Path,
         mut f: impl FnMut(PathBuf, FileRecord),
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        let verify = self.must_verify("files")?;
         let (_, lo, hi) = prefix_bounds(root);
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT path, {COLS} FROM files WHERE path >= ?1 AND path < ?2 ORDER BY path"
+                "SELECT path, {COLS}, mac FROM files WHERE path >= ?1 AND path < ?2 ORDER BY path"
             ))
             .map_err(self.err())?;
         let mut rows = stmt.query(params![lo, hi]).map_err(self.err())?;
+        let mut skipped = 0;
         while let Some(row) = rows.next().map_err(self.err())? {
-            let path: Vec<u8> = row.get(0).map_err(self.err())?;
-            f(path_of(path), read_row(row, 1).map_err(self.err())?);
+            let path = path_bytes(row, 0);
+            match self.record(row, 1, &path, verify) {
+                Ok(rec) => f(path_of(path), rec),
+                Err(fault) => {
+                    skipped += 1;
+                    tracing::warn!(error = %self.row_err("files", &path, fault), "FIM baseline row skipped");
+                }
+            }
         }
-        Ok(())
+        Ok(skipped)
     }
 
     /// Deletes the baseline records strictly below `root`.
     pub fn delete_below(&self, root: &Path) -> Result<usize, StoreError> {
         let (_, lo, hi) = prefix_bounds(root);
-        self.conn
-            .execute("DELETE FROM files WHERE path >= ?1 AND path < ?2", params![lo, hi])
-            .map_err(self.err())
+        self.mutate(&[Span::Below(root)], || {
+            self.conn
+                .execute("DELETE FROM files WHERE path >= ?1 AND path < ?2", params![lo, hi])
+                .map_err(self.err())
+        })
     }
 
-    /// Moves baseline records below `from` to below `to` (a directory renamed).
+    /// Moves baseline records below `from` to below `to` (a directory renamed). Each moved
+    /// row is sealed again under its new path, but only if it verified under the old one: a
+    /// tampered row keeps its (now doubly wrong) MAC, so it is still reported.
     pub fn move_below(&mut self, from: &Path, to: &Path) -> Result<(), StoreError> {
+        let verify = self.must_verify("files")?;
         let (_, lo, hi) = prefix_bounds(from);
-        let from_len = lo.len();
         let (_, to_prefix, _) = prefix_bounds(to);
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        // substr() on a BLOB counts bytes; `||` yields TEXT (bytes unchanged, SQLite does not
-        // validate UTF-8), so the result is cast back to BLOB to keep the column's type.
-        self.conn
-            .execute(
-                &format!(
-                    "INSERT OR REPLACE INTO files (path, {COLS})
-                     SELECT CAST(?3 || substr(path, ?4) AS BLOB), {COLS} FROM files
-                     WHERE path >= ?1 AND path < ?2"
-                ),
-                params![lo, hi, to_prefix, i64::try_from(from_len + 1).unwrap_or(i64::MAX)],
-            )
-            .map_err(self.err())?;
-        self.conn
-            .execute("DELETE FROM files WHERE path >= ?1 AND path < ?2", params![lo, hi])
-            .map_err(self.err())?;
-        tx.commit().map_err(self.err())
+        self.mutate(&[Span::Below(from), Span::Below(to)], || {
+            let mut last: Vec<u8> = Vec::new();
+            loop {
+                // Pages of 1000 rows: a renamed /usr moves without holding the subtree in
+                // memory. `to` is never below `from` (a directory cannot move into itself),
+                // so the rows written are outside the range being paged through.
+                let page: Vec<(Vec<u8>, Result<FileRecord, RowFault>)> = {
+                    let mut stmt = self
+                        .conn
+                        .prepare_cached(&format!(
+                            "SELECT path, {COLS}, mac FROM files WHERE path >= ?1 AND path < ?2 AND path > ?3
+                             ORDER BY path LIMIT 1000"
+                        ))
+                        .map_err(self.err())?;
+                    let mut rows = stmt.query(params![lo, hi, last]).map_err(self.err())?;
+                    let mut page = Vec::new();
+                    while let Some(row) = rows.next().map_err(self.err())? {
+                        let path = path_bytes(row, 0);
+                        let rec = self.record(row, 1, &path, verify);
+                        page.push((path, rec));
+                    }
+                    page
+                };
+                let Some((tail, _)) = page.last() else { break };
+                last = tail.clone();
+                for (old, rec) in page {
+                    let mut new = to_prefix.clone();
+                    new.extend_from_slice(old.get(lo.len()..).unwrap_or_default());
+                    self.conn
+                        .execute(
+                            &format!(
+                                "INSERT OR REPLACE INTO files (path, {COLS}, mac)
+                                 SELECT ?2, {COLS}, mac FROM files WHERE path = ?1"
+                            ),
+                            params![old, new],
+                        )
+                        .map_err(self.err())?;
+                    if let (Ok(rec), Some(key)) = (rec, &self.key) {
+                        let mac = key.row_mac(&new, &rec);
+                        self.conn
+                            .execute("UPDATE files SET mac = ?2 WHERE path = ?1", params![new, &mac[..]])
+                            .map_err(self.err())?;
+                    }
+                }
+            }
+            self.conn
+                .execute("DELETE FROM files WHERE path >= ?1 AND path < ?2", params![lo, hi])
+                .map_err(self.err())
+                .map(drop)
+        })
     }
 
     /// Number of records in the baseline.
@@ -273,98 +524,315 @@ impl Store {
             .map_err(self.err())
     }
 
-    /// Forgets everything staged.
+    /// Forgets everything staged, including what a resumed scan could have reused.
     pub fn clear_staging(&self) -> Result<(), StoreError> {
-        self.conn.execute("DELETE FROM staging", []).map_err(self.err())?;
-        Ok(())
+        self.conn.execute_batch("DELETE FROM staging; DELETE FROM resume;").map_err(self.err())
+    }
+
+    /// Starts resuming an interrupted scan: its staged rows (merged with those of any earlier
+    /// interrupted attempt, the newer winning) move to `resume`, and staging starts empty. The
+    /// walk then stages again, from `resume`, each entry it finds with an unchanged `lstat`
+    /// ([`Self::resumable`]); what it does not find (deleted since) is not staged, so the diff
+    /// reports it removed exactly as a fresh scan would.
+    pub fn begin_resume(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        self.conn
+            .execute_batch(&format!(
+                "INSERT OR REPLACE INTO resume (path, {COLS}, mac) SELECT path, {COLS}, mac FROM staging;
+                 DELETE FROM staging;"
+            ))
+            .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Forgets the rows of an interrupted run once the resumed scan is complete.
+    pub fn clear_resume(&self) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM resume", []).map_err(self.err()).map(drop)
     }
 
     /// Streams the differences between the staging table and the baseline within `roots`
     /// (disjoint trees). Unchanged pairs are passed too when both exist; the caller decides
-    /// with the rule's attribute set.
+    /// with the rule's attribute set. Rows that cannot be used come with their fault.
     pub fn diff(&self, roots: &[PathBuf], mut f: impl FnMut(DiffItem)) -> Result<(), StoreError> {
+        let verify_old = self.must_verify("files")?;
+        let verify_new = self.must_verify("staging")?;
+        let s_cols = COLS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+        let f_cols = COLS.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", ");
         for root in roots {
             let (exact, lo, hi) = prefix_bounds(root);
             let scope = "(s.path = ?1 OR (s.path >= ?2 AND s.path < ?3))";
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT s.path, s.kind, s.mode, s.uid, s.gid, s.size, s.mtime_ns, s.ctime_ns, s.inode,
-                        s.link_target, s.xattrs, s.sha256, s.blake3, s.flags,
-                        f.kind, f.mode, f.uid, f.gid, f.size, f.mtime_ns, f.ctime_ns, f.inode,
-                        f.link_target, f.xattrs, f.sha256, f.blake3, f.flags
+                    "SELECT s.path, {s_cols}, s.mac, {f_cols}, f.mac, f.path IS NOT NULL
                      FROM staging s LEFT JOIN files f ON f.path = s.path WHERE {scope} ORDER BY s.path"
                 ))
                 .map_err(self.err())?;
             let mut rows = stmt.query(params![exact, lo, hi]).map_err(self.err())?;
+            let old_at = 1 + NCOLS + 1;
+            let present_at = old_at + NCOLS + 1;
             while let Some(row) = rows.next().map_err(self.err())? {
-                let path: Vec<u8> = row.get(0).map_err(self.err())?;
-                let new = read_row(row, 1).map_err(self.err())?;
-                let old_kind: Option<i64> = row.get(14).map_err(self.err())?;
-                let old = match old_kind {
-                    Some(_) => Some(read_row(row, 14).map_err(self.err())?),
-                    None => None,
+                let path = path_bytes(row, 0);
+                let (new, new_fault) = split(self.record(row, 1, &path, verify_new));
+                let in_baseline = matches!(row.get_ref(present_at), Ok(ValueRef::Integer(1)));
+                let (old, old_fault) = if in_baseline {
+                    split(self.record(row, old_at, &path, verify_old))
+                } else {
+                    (None, None)
                 };
-                f(DiffItem { path: path_of(path), old, new: Some(new) });
+                f(DiffItem { path: path_of(path), old, new, old_fault, new_fault });
             }
             let scope = scope.replace("s.path", "f.path");
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT f.path, {} FROM files f WHERE {scope}
-                     AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.path = f.path) ORDER BY f.path",
-                    COLS.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", ")
+                    "SELECT f.path, {f_cols}, f.mac FROM files f WHERE {scope}
+                     AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.path = f.path) ORDER BY f.path"
                 ))
                 .map_err(self.err())?;
             let mut rows = stmt.query(params![exact, lo, hi]).map_err(self.err())?;
             while let Some(row) = rows.next().map_err(self.err())? {
-                let path: Vec<u8> = row.get(0).map_err(self.err())?;
-                let old = read_row(row, 1).map_err(self.err())?;
-                f(DiffItem { path: path_of(path), old: Some(old), new: None });
+                let path = path_bytes(row, 0);
+                let (old, old_fault) = split(self.record(row, 1, &path, verify_old));
+                f(DiffItem { path: path_of(path), old, new: None, old_fault, new_fault: None });
             }
         }
         Ok(())
     }
 
     /// Makes the staged records within `roots` the baseline (records of vanished paths are
-    /// dropped) and clears them from staging, atomically.
+    /// dropped) and clears them from staging, atomically, keeping the row-set seal.
     pub fn apply(&mut self, roots: &[PathBuf]) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        for root in roots {
-            let (exact, lo, hi) = prefix_bounds(root);
-            let p = params![exact, lo, hi];
-            self.conn
-                .execute(
-                    "DELETE FROM files WHERE (path = ?1 OR (path >= ?2 AND path < ?3))
-                     AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.path = files.path)",
-                    p,
-                )
-                .map_err(self.err())?;
-            self.conn
-                .execute(
-                    &format!(
-                        "INSERT OR REPLACE INTO files (path, {COLS}) SELECT path, {COLS} FROM staging
-                         WHERE (path = ?1 OR (path >= ?2 AND path < ?3))"
-                    ),
-                    p,
-                )
-                .map_err(self.err())?;
-            self.conn
-                .execute("DELETE FROM staging WHERE (path = ?1 OR (path >= ?2 AND path < ?3))", p)
-                .map_err(self.err())?;
-        }
-        tx.commit().map_err(self.err())
+        let spans: Vec<Span<'_>> = roots.iter().map(|r| Span::Tree(r)).collect();
+        self.mutate(&spans, || {
+            for root in roots {
+                let (exact, lo, hi) = prefix_bounds(root);
+                let p = params![exact, lo, hi];
+                self.conn
+                    .execute(
+                        "DELETE FROM files WHERE (path = ?1 OR (path >= ?2 AND path < ?3))
+                         AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.path = files.path)",
+                        p,
+                    )
+                    .map_err(self.err())?;
+                self.conn
+                    .execute(
+                        &format!(
+                            "INSERT OR REPLACE INTO files (path, {COLS}, mac) SELECT path, {COLS}, mac FROM staging
+                             WHERE (path = ?1 OR (path >= ?2 AND path < ?3))"
+                        ),
+                        p,
+                    )
+                    .map_err(self.err())?;
+                self.conn
+                    .execute("DELETE FROM staging WHERE (path = ?1 OR (path >= ?2 AND path < ?3))", p)
+                    .map_err(self.err())?;
+            }
+            Ok(())
+        })
     }
 
-    /// Replaces the whole baseline with the staging table (`fim init`).
+    /// Replaces the whole baseline with the staging table (`fim init`) and seals it anew.
     pub fn replace_all(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
         self.conn
             .execute_batch(&format!(
-                "DELETE FROM files; INSERT INTO files (path, {COLS}) SELECT path, {COLS} FROM staging; DELETE FROM staging;"
+                "DELETE FROM files; INSERT INTO files (path, {COLS}, mac) SELECT path, {COLS}, mac FROM staging; DELETE FROM staging;"
             ))
             .map_err(self.err())?;
+        self.reseal_in_tx()?;
         tx.commit().map_err(self.err())
+    }
+
+    /// Seals the baseline as it is now (`fim update` of every tree accepts the current state,
+    /// and with it a baseline built before the key existed). Without a key, drops the seal.
+    pub fn reseal(&self) -> Result<(), StoreError> {
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(self.err())?;
+        self.reseal_in_tx()?;
+        tx.commit().map_err(self.err())
+    }
+
+    fn reseal_in_tx(&self) -> Result<(), StoreError> {
+        match &self.key {
+            Some(key) => {
+                let all = self.aggregate_all()?;
+                self.write_seal(key, all)
+            }
+            None => self.clear_meta(META_SEAL),
+        }
+    }
+
+    /// Checks the row-set seal against the rows now in the baseline (one read transaction, so
+    /// a concurrent writer, which updates rows and seal together, is seen before or after).
+    pub fn verify_seal(&self) -> Result<SealVerdict, StoreError> {
+        self.seal_verdict(true)
+    }
+
+    /// [`Self::verify_seal`] without the pass over the rows: only whether the seal record is
+    /// present, made with this key and authentic (for scoped rescans, whose rows are verified
+    /// one by one as they are compared).
+    pub fn verify_seal_record(&self) -> Result<SealVerdict, StoreError> {
+        self.seal_verdict(false)
+    }
+
+    fn seal_verdict(&self, with_rows: bool) -> Result<SealVerdict, StoreError> {
+        let Some(key) = &self.key else { return Ok(SealVerdict::NoKey) };
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let verdict = match self.seal_record()? {
+            None => SealVerdict::Absent,
+            Some(s) if s.key_id != key.id() => SealVerdict::Foreign { key_id: s.key_id },
+            Some(s) => match parse_seal(&s) {
+                Some((xor, tag)) if key.verify_seal(s.rows, &xor, &tag) => {
+                    let now = if with_rows { self.aggregate_all()? } else { Aggregate { rows: s.rows, xor } };
+                    if now.rows == s.rows && now.xor == xor {
+                        SealVerdict::Valid { rows: s.rows }
+                    } else {
+                        SealVerdict::Mismatch { rows_now: now.rows, rows_sealed: s.rows }
+                    }
+                }
+                _ => SealVerdict::BadTag,
+            },
+        };
+        tx.commit().map_err(self.err())?;
+        Ok(verdict)
+    }
+
+    /// The root digest of the baseline: SHA-256 over the canonical encoding of every row in
+    /// path order (unkeyed; a damaged row contributes its path and its fault). It is what the
+    /// transport will have the collector acknowledge in place of the local key (see
+    /// [`crate::integrity`]); O(rows), streamed.
+    pub fn root_digest(&self) -> Result<[u8; 32], StoreError> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"guestward-fim-root-v1\0");
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT path, {COLS}, mac FROM files ORDER BY path"))
+            .map_err(self.err())?;
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        let mut buf = Vec::new();
+        while let Some(row) = rows.next().map_err(self.err())? {
+            let path = path_bytes(row, 0);
+            buf.clear();
+            match decode_row(row, 1) {
+                Ok(rec) => canonical_row(&path, &rec, &mut buf),
+                Err(fault) => {
+                    buf.extend_from_slice(b"damaged\0");
+                    buf.extend_from_slice(&(path.len() as u64).to_be_bytes());
+                    buf.extend_from_slice(&path);
+                    buf.extend_from_slice(fault.to_string().as_bytes());
+                }
+            }
+            h.update(&buf);
+        }
+        Ok(h.finalize().into())
+    }
+
+    fn seal_record(&self) -> Result<Option<SealRecord>, StoreError> {
+        Ok(self.meta(META_SEAL)?.map(|text| {
+            // An unparsable seal is kept as one that cannot verify (reported as tampering).
+            serde_json::from_str(&text).unwrap_or(SealRecord {
+                key_id: self.key.as_ref().map(|k| k.id().to_string()).unwrap_or_default(),
+                rows: 0,
+                xor: String::new(),
+                tag: String::new(),
+            })
+        }))
+    }
+
+    fn write_seal(&self, key: &BaselineKey, agg: Aggregate) -> Result<(), StoreError> {
+        let tag = key.seal_tag(agg.rows, &agg.xor);
+        let record = SealRecord {
+            key_id: key.id().to_string(),
+            rows: agg.rows,
+            xor: crate::record::hex(&agg.xor),
+            tag: crate::record::hex(&tag),
+        };
+        self.set_meta(META_SEAL, &serde_json::to_string(&record).unwrap_or_default())
+    }
+
+    /// Runs the write `f` in one IMMEDIATE transaction (writers are serialized: the daemon and
+    /// a one-shot `fim update` may share the database) and carries the row-set seal across it:
+    /// the MACs of the rows in `spans` are XOR-ed out before and back in after. A seal that is
+    /// absent, foreign or invalid is left as found, so the next check still reports it.
+    fn mutate<T>(
+        &self,
+        spans: &[Span<'_>],
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(self.err())?;
+        let carried = match &self.key {
+            None => {
+                self.clear_meta(META_SEAL)?;
+                None
+            }
+            Some(key) => match self.seal_record()? {
+                Some(s) if s.key_id == key.id() => match parse_seal(&s) {
+                    Some((xor, tag)) if key.verify_seal(s.rows, &xor, &tag) => {
+                        Some((key, Aggregate { rows: s.rows, xor }, self.aggregate(spans)?))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            },
+        };
+        let out = f()?;
+        if let Some((key, sealed, before)) = carried {
+            let after = self.aggregate(spans)?;
+            let mut xor = sealed.xor;
+            xor_into(&mut xor, &before.xor);
+            xor_into(&mut xor, &after.xor);
+            let rows = sealed.rows.saturating_sub(before.rows).saturating_add(after.rows);
+            self.write_seal(key, Aggregate { rows, xor })?;
+        }
+        tx.commit().map_err(self.err())?;
+        Ok(out)
+    }
+
+    fn aggregate(&self, spans: &[Span<'_>]) -> Result<Aggregate, StoreError> {
+        let mut agg = Aggregate::default();
+        for span in spans {
+            let (sql, args): (&str, Vec<Vec<u8>>) = match span {
+                Span::Exact(p) => {
+                    ("SELECT mac FROM files WHERE path = ?1", vec![p.as_os_str().as_bytes().to_vec()])
+                }
+                Span::Below(p) => {
+                    let (_, lo, hi) = prefix_bounds(p);
+                    ("SELECT mac FROM files WHERE path >= ?1 AND path < ?2", vec![lo, hi])
+                }
+                Span::Tree(p) => {
+                    let (exact, lo, hi) = prefix_bounds(p);
+                    (
+                        "SELECT mac FROM files WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+                        vec![exact, lo, hi],
+                    )
+                }
+            };
+            let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter())).map_err(self.err())?;
+            while let Some(row) = rows.next().map_err(self.err())? {
+                agg.rows += 1;
+                if let Ok(ValueRef::Blob(mac)) = row.get_ref(0) {
+                    xor_into(&mut agg.xor, mac);
+                }
+            }
+        }
+        Ok(agg)
+    }
+
+    fn aggregate_all(&self) -> Result<Aggregate, StoreError> {
+        let mut agg = Aggregate::default();
+        let mut stmt = self.conn.prepare_cached("SELECT mac FROM files").map_err(self.err())?;
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        while let Some(row) = rows.next().map_err(self.err())? {
+            agg.rows += 1;
+            if let Ok(ValueRef::Blob(mac)) = row.get_ref(0) {
+                xor_into(&mut agg.xor, mac);
+            }
+        }
+        Ok(agg)
     }
 
     /// A metadata value.
@@ -439,31 +907,160 @@ fn path_of(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes))
 }
 
-fn read_row(r: &Row<'_>, at: usize) -> rusqlite::Result<FileRecord> {
-    let kind: i64 = r.get(at)?;
-    let size: i64 = r.get(at + 4)?;
-    let inode: i64 = r.get(at + 7)?;
-    let xattrs: Option<Vec<u8>> = r.get(at + 9)?;
-    let sha: Option<Vec<u8>> = r.get(at + 10)?;
-    let b3: Option<Vec<u8>> = r.get(at + 11)?;
+/// The path column (always a BLOB written by us; anything else reads as its bytes or empty).
+fn path_bytes(row: &Row<'_>, at: usize) -> Vec<u8> {
+    match row.get_ref(at) {
+        Ok(ValueRef::Blob(b)) | Ok(ValueRef::Text(b)) => b.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+fn split(r: Result<FileRecord, RowFault>) -> (Option<FileRecord>, Option<RowFault>) {
+    match r {
+        Ok(rec) => (Some(rec), None),
+        Err(fault) => (None, Some(fault)),
+    }
+}
+
+fn parse_seal(s: &SealRecord) -> Option<([u8; 32], Vec<u8>)> {
+    let xor: [u8; 32] = unhex(&s.xor)?.try_into().ok()?;
+    Some((xor, unhex(&s.tag)?))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|p| std::str::from_utf8(p).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// Limits the record reader applies (`record.rs`): a stored row beyond them was not written
+/// by the agent.
+const MAX_XATTRS: usize = 64;
+const MAX_XATTR_NAME: usize = 255;
+const MAX_XATTR_VALUE: usize = 64 * 1024;
+/// `PATH_MAX`: the longest symlink target the kernel returns.
+const MAX_LINK_TARGET: usize = 4096;
+const KNOWN_FLAGS: i64 = (FLAG_HASH_SKIPPED | FLAG_UNSTABLE | FLAG_UNREADABLE) as i64;
+
+fn type_name(v: ValueRef<'_>) -> &'static str {
+    match v {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an integer",
+        ValueRef::Real(_) => "a real number",
+        ValueRef::Text(_) => "text",
+        ValueRef::Blob(_) => "a blob",
+    }
+}
+
+/// Reads the 13 record columns starting at `at`, validating every value: what the agent
+/// would never have written is a [`RowFault::Damaged`] naming the column, never a silently
+/// different record (a short hash used to switch the content comparison off) nor an SQLite
+/// conversion error that stops the whole diff.
+fn decode_row(row: &Row<'_>, at: usize) -> Result<FileRecord, RowFault> {
+    let value = |i: usize, column: &'static str| {
+        row.get_ref(at + i).map_err(|e| RowFault::damaged(column, format!("unreadable: {e}")))
+    };
+    let int = |i: usize, column: &'static str, what: &str, lo: i64, hi: i64| -> Result<i64, RowFault> {
+        match value(i, column)? {
+            ValueRef::Integer(v) if (lo..=hi).contains(&v) => Ok(v),
+            ValueRef::Integer(v) => {
+                Err(RowFault::damaged(column, format!("{v} is out of range for {what} ({lo}..={hi})")))
+            }
+            other => {
+                Err(RowFault::damaged(column, format!("expected an integer, found {}", type_name(other))))
+            }
+        }
+    };
+    let blob = |i: usize, column: &'static str| -> Result<Option<&[u8]>, RowFault> {
+        match value(i, column)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Blob(b) => Ok(Some(b)),
+            other => Err(RowFault::damaged(column, format!("expected bytes, found {}", type_name(other)))),
+        }
+    };
+    let code = int(0, "kind", "a file type code", 0, 6)?;
+    let kind = FileKind::from_code(code)
+        .ok_or_else(|| RowFault::damaged("kind", format!("{code} is not a file type code")))?;
+    let mode = int(1, "mode", "permission bits", 0, 0o7777)?;
+    let uid = int(2, "uid", "a user id", 0, i64::from(u32::MAX))?;
+    let gid = int(3, "gid", "a group id", 0, i64::from(u32::MAX))?;
+    let size = int(4, "size", "a size", 0, i64::MAX)?;
+    let mtime_ns = int(5, "mtime_ns", "a time", i64::MIN, i64::MAX)?;
+    let ctime_ns = int(6, "ctime_ns", "a time", i64::MIN, i64::MAX)?;
+    let inode = int(7, "inode", "an inode number", i64::MIN, i64::MAX)?;
+    let link_target = blob(8, "link_target")?.map(<[u8]>::to_vec);
+    if let Some(t) = &link_target {
+        if kind != FileKind::Symlink {
+            return Err(RowFault::damaged("link_target", format!("a link target on a {}", kind_name(kind))));
+        }
+        if t.len() > MAX_LINK_TARGET {
+            return Err(RowFault::damaged("link_target", format!("{} bytes, longer than PATH_MAX", t.len())));
+        }
+    }
+    let xattrs = match blob(9, "xattrs")? {
+        None => None,
+        Some(b) => Some(decode_xattrs(b).map_err(|d| RowFault::damaged("xattrs", d))?),
+    };
+    let hash = |i: usize, column: &'static str, algorithm: &str| -> Result<Option<[u8; 32]>, RowFault> {
+        match blob(i, column)? {
+            None => Ok(None),
+            Some(b) => <[u8; 32]>::try_from(b).map(Some).map_err(|_| {
+                RowFault::damaged(
+                    column,
+                    format!(
+                        "{} bytes where a {algorithm} digest has 32, so the content cannot be compared",
+                        b.len()
+                    ),
+                )
+            }),
+        }
+    };
+    let sha256 = hash(10, "sha256", "SHA-256")?;
+    let blake3 = hash(11, "blake3", "BLAKE3")?;
+    if kind != FileKind::File && (sha256.is_some() || blake3.is_some()) {
+        let column = if sha256.is_some() { "sha256" } else { "blake3" };
+        return Err(RowFault::damaged(column, format!("a content hash on a {}", kind_name(kind))));
+    }
+    let flags = int(12, "flags", "flags", 0, 255)?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(RowFault::damaged("flags", format!("unknown flag bits {:#x}", flags & !KNOWN_FLAGS)));
+    }
+    // Every conversion below is within the range checked above.
     Ok(FileRecord {
-        // An unknown code can only come from a newer agent's database; treat it as a socket
-        // (recorded by type only) rather than failing the whole diff.
-        kind: FileKind::from_code(kind).unwrap_or(FileKind::Socket),
-        mode: r.get(at + 1)?,
-        uid: r.get(at + 2)?,
-        gid: r.get(at + 3)?,
+        kind,
+        mode: u32::try_from(mode).unwrap_or(0),
+        uid: u32::try_from(uid).unwrap_or(0),
+        gid: u32::try_from(gid).unwrap_or(0),
         size: u64::try_from(size).unwrap_or(0),
-        mtime_ns: r.get(at + 5)?,
-        ctime_ns: r.get(at + 6)?,
+        mtime_ns,
+        ctime_ns,
         inode: inode as u64,
-        link_target: r.get(at + 8)?,
-        xattrs: xattrs.map(|b| decode_xattrs(&b)),
-        sha256: sha.and_then(|v| v.try_into().ok()),
-        blake3: b3.and_then(|v| v.try_into().ok()),
-        flags: r.get(at + 12)?,
+        link_target,
+        xattrs,
+        sha256,
+        blake3,
+        flags: u8::try_from(flags).unwrap_or(0),
     })
 }
+
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::File => "regular file",
+        FileKind::Dir => "directory",
+        FileKind::Symlink => "symbolic link",
+        FileKind::CharDevice => "character device",
+        FileKind::BlockDevice => "block device",
+        FileKind::Fifo => "fifo",
+        FileKind::Socket => "socket",
+    }
+}
+
+/// Extended attributes as recorded: (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn encode_xattrs(x: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -476,21 +1073,34 @@ fn encode_xattrs(x: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn decode_xattrs(mut b: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Inverse of [`encode_xattrs`], strict: a length running past the end, or more or larger
+/// attributes than the reader ever records, is damage (a silently shortened list would hide
+/// an attribute change).
+fn decode_xattrs(mut b: &[u8]) -> Result<Xattrs, String> {
     let mut out = Vec::new();
-    let take = |b: &mut &[u8]| -> Option<Vec<u8>> {
-        let len = usize::try_from(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)).ok()?;
-        let v = b.get(4..4 + len)?.to_vec();
-        *b = &b[4 + len..];
-        Some(v)
+    let take = |b: &mut &[u8], what: &str, max: usize| -> Result<Vec<u8>, String> {
+        let len = b
+            .get(..4)
+            .and_then(|l| <[u8; 4]>::try_from(l).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| format!("truncated before the length of an attribute {what}"))?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if len > max {
+            return Err(format!("an attribute {what} of {len} bytes (at most {max} are recorded)"));
+        }
+        let v = b.get(4..4 + len).ok_or_else(|| format!("an attribute {what} runs past the end"))?.to_vec();
+        *b = b.get(4 + len..).unwrap_or_default();
+        Ok(v)
     };
     while !b.is_empty() {
-        match (take(&mut b), take(&mut b)) {
-            (Some(n), Some(v)) => out.push((n, v)),
-            _ => break,
+        if out.len() >= MAX_XATTRS {
+            return Err(format!("more than {MAX_XATTRS} attributes"));
         }
+        let n = take(&mut b, "name", MAX_XATTR_NAME)?;
+        let v = take(&mut b, "value", MAX_XATTR_VALUE)?;
+        out.push((n, v));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
