@@ -227,6 +227,7 @@ impl Fim {
             new: new.map(Attributes::from),
             mechanism,
             rule: escape_path(&rule.pattern),
+            transient: None,
         })
     }
 
