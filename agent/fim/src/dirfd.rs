@@ -118,7 +118,7 @@ pub fn descend(parent: &File, name: &OsStr, seen: &FileStat) -> io::Result<File>
 /// below; for `/home/*/.ssh`, `home` and below (a user cannot swap `/home/bob` itself, but the
 /// wildcard part is matched by us and so is walked like the rest).
 fn anchor_len(rule: &Rule) -> usize {
-    let mut n = 0;
+    let mut n = 0usize;
     for c in normal_parts(&rule.pattern) {
         if c == "*" {
             break;

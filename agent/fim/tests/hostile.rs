@@ -41,7 +41,8 @@ struct Swapper {
 }
 
 impl Swapper {
-    fn start(tree: &Path) -> Self {
+    /// `pause` between swaps (none: as fast as possible, yielding the CPU between swaps).
+    fn start(tree: &Path, pause: Option<Duration>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let swaps = Arc::new(AtomicU64::new(0));
         let dir = std::fs::File::open(tree).unwrap();
@@ -58,6 +59,10 @@ impl Swapper {
                     )
                     .unwrap();
                     swaps.fetch_add(1, Ordering::Relaxed);
+                    match pause {
+                        Some(d) => std::thread::sleep(d),
+                        None => std::thread::yield_now(),
+                    }
                 }
             })
         };
@@ -107,7 +112,7 @@ fn fim_walks_never_follow_a_directory_swapped_for_a_symlink_to_outside() {
     let fim = Fim::new(config_for(&tree, vec![]), HostRoot::live(), &state).unwrap();
     fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts(), &mut |_| {}).unwrap();
 
-    let swapper = Swapper::start(&tree);
+    let swapper = Swapper::start(&tree, None);
     let (walks, leaked, changed_during_scan) = bounded(Duration::from_secs(180), "200 walks", move || {
         let mut leaked: Vec<FimChange> = Vec::new();
         let mut changed_during_scan = 0u64;
@@ -146,7 +151,8 @@ fn fim_walks_never_follow_a_directory_swapped_for_a_symlink_to_outside() {
 fn realtime_rescans_never_follow_a_directory_swapped_for_a_symlink() {
     let (dir, tree, secret_hash) = swap_fixture();
     let (monitor, events) = start(config_for(&tree, vec![]), &dir.path().join("state"));
-    let swapper = Swapper::start(&tree);
+    // Throttled: every swap is a burst of inotify events and a directory to scan anew.
+    let swapper = Swapper::start(&tree, Some(Duration::from_micros(500)));
     // Scoped rescans of the swapped directory and of a path below it, while inotify reports
     // every swap (type changes, renames, new directories to watch and scan).
     let end = Instant::now() + Duration::from_secs(3);
