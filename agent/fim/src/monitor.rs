@@ -21,9 +21,9 @@ use crate::events::{
 };
 use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
 use crate::scan::{ScanOptions, ScanProgress, Target, real_path};
-use nix::sys::stat::FileStat;
 use crate::store::Store;
 use guestward_core::{Event, Timestamp};
+use nix::sys::stat::FileStat;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use schemars::JsonSchema;
@@ -1024,7 +1024,8 @@ impl Engine {
                 attributes: AttributeSet::of(&attrs),
                 max_file_size_bytes: rule.max_file_size_bytes,
             };
-            let (hashed, err) = read_record_at(&at.dir, &at.name, &st, opts, None, &mut self.buf, &mut |_| {});
+            let (hashed, err) =
+                read_record_at(&at.dir, &at.name, &st, opts, None, &mut self.buf, &mut |_| {});
             if err.is_none() {
                 rec = hashed;
             }
@@ -1269,7 +1270,11 @@ impl Engine {
 /// The entry `host` (governed by `rule`) reached through directory descriptors, with its
 /// `fstatat`; `Ok(None)` when it does not exist inside the tree (a component on the way is
 /// missing, a symlink or not a directory).
-fn lookup(root: &guestward_core::HostRoot, rule: &Rule, host: &Path) -> std::io::Result<Option<(dirfd::Located, FileStat)>> {
+fn lookup(
+    root: &guestward_core::HostRoot,
+    rule: &Rule,
+    host: &Path,
+) -> std::io::Result<Option<(dirfd::Located, FileStat)>> {
     let at = match dirfd::locate(root, rule, host) {
         Ok(at) => at,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

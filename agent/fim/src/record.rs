@@ -10,11 +10,11 @@
 //! it instead of recording a hash that matches no version of it.
 
 use crate::config::{Attribute, AttributeSet};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use nix::fcntl::OFlag;
-use nix::sys::stat::{FileStat, Mode};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -271,7 +271,8 @@ pub fn read_record_at(
         FileKind::File if opts.attributes.hashes() => {
             if rec.size > opts.max_file_size_bytes {
                 rec.flags |= FLAG_HASH_SKIPPED;
-            } else if let Some(prev) = reuse.filter(|r| r.same_stat(&rec) && (r.sha256.is_some() || r.blake3.is_some()))
+            } else if let Some(prev) =
+                reuse.filter(|r| r.same_stat(&rec) && (r.sha256.is_some() || r.blake3.is_some()))
             {
                 rec.sha256 = prev.sha256.filter(|_| opts.attributes.has(Attribute::Sha256));
                 rec.blake3 = prev.blake3.filter(|_| opts.attributes.has(Attribute::Blake3));
@@ -398,7 +399,10 @@ fn digest(mut file: &File, size: u64, attrs: AttributeSet, buf: &mut Vec<u8>) ->
     Ok((sha.map(|h| h.finalize().into()), b3.map(|h| *h.finalize().as_bytes())))
 }
 
-fn read_xattrs_fd(file: &File) -> io::Result<Option<Vec<(Vec<u8>, Vec<u8>)>>> {
+/// Extended attributes as recorded: (name, value), sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn read_xattrs_fd(file: &File) -> io::Result<Option<Xattrs>> {
     use xattr::FileExt;
     let mut out = Vec::new();
     for name in file.list_xattr()?.take(MAX_XATTRS) {
@@ -410,7 +414,7 @@ fn read_xattrs_fd(file: &File) -> io::Result<Option<Vec<(Vec<u8>, Vec<u8>)>>> {
     Ok(Some(out))
 }
 
-fn read_xattrs(real: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn read_xattrs(real: &Path) -> io::Result<Xattrs> {
     // `xattr::list`/`get` use llistxattr/lgetxattr: a symlink's own attributes, never its
     // target's.
     let mut out = Vec::new();
@@ -498,10 +502,12 @@ mod tests {
         nix::unistd::mkfifo(&f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let (rec, err) = read_record_at(&d, OsStr::new("f"), &st, opts(), None, &mut Vec::new(), &mut |_| {});
+            let (rec, err) =
+                read_record_at(&d, OsStr::new("f"), &st, opts(), None, &mut Vec::new(), &mut |_| {});
             let _ = tx.send((rec, err.map(|e| crate::dirfd::is_changed_during_scan(&e))));
         });
-        let (rec, changed) = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the read hung on a FIFO");
+        let (rec, changed) =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the read hung on a FIFO");
         assert_eq!(changed, Some(true));
         assert!(rec.sha256.is_none());
     }

@@ -15,9 +15,9 @@ use crate::dirfd;
 use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
 use crate::store::{Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
+use nix::sys::stat::FileStat;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use nix::sys::stat::FileStat;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -412,7 +412,13 @@ fn walk_target(
     let parent = Arc::new(parent);
     let is_dir = dirfd::is_dir(&stat);
     submit(
-        Job { host: target.host.clone(), dir: Arc::clone(&parent), name: name.clone(), stat, opts: read_opts },
+        Job {
+            host: target.host.clone(),
+            dir: Arc::clone(&parent),
+            name: name.clone(),
+            stat,
+            opts: read_opts,
+        },
         reader,
         resume,
         jobs,
@@ -542,7 +548,8 @@ fn submit(
         // No content to read: record here, sparing the workers a round trip. FIFOs, devices
         // and sockets are recorded from their fstatat alone and never opened.
         let mut buf = Vec::new();
-        let (rec, err) = read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |_| {});
+        let (rec, err) =
+            read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |_| {});
         if let Some(e) = err {
             counters.problem(problem(&job.host, &e));
         }

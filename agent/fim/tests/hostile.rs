@@ -23,7 +23,10 @@ fn bounded<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T
     });
     match rx.recv_timeout(limit) {
         Ok(v) => v,
-        Err(_) => panic!("{what} did not finish within {limit:?} (hung on a hostile file?)"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {limit:?} (hung on a hostile file?)")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} failed (see its panic above)"),
     }
 }
 
@@ -185,7 +188,8 @@ fn fifo_and_device_nodes_in_the_tree_are_recorded_by_type_and_never_read() {
     std::fs::write(tree.join("regular"), "12345").unwrap();
     nix::unistd::mkfifo(&tree.join("pipe"), Mode::from_bits_truncate(0o666)).unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
-    let mut expected = vec![("pipe", FileKind::Fifo), ("sock", FileKind::Socket), ("regular", FileKind::File)];
+    let mut expected =
+        vec![("pipe", FileKind::Fifo), ("sock", FileKind::Socket), ("regular", FileKind::File)];
     if nix::unistd::geteuid().is_root() {
         // /dev/zero would feed a reader forever; a block device is never ours to open.
         mknod(&tree.join("zero"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(1, 5)).unwrap();
@@ -223,8 +227,9 @@ fn fifo_and_device_nodes_in_the_tree_are_recorded_by_type_and_never_read() {
     let (init, check) = bounded(Duration::from_secs(60), "init and check", move || {
         let init = fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts(), &mut |_| {}).unwrap();
         let mut changes = Vec::new();
-        let check =
-            fim.scan(Purpose::Check, &Scope::All, Mechanism::Rescan, &opts(), &mut |c| changes.push(c)).unwrap();
+        let check = fim
+            .scan(Purpose::Check, &Scope::All, Mechanism::Rescan, &opts(), &mut |c| changes.push(c))
+            .unwrap();
         assert!(changes.is_empty(), "{changes:#?}");
         (init, check)
     });
