@@ -12,6 +12,14 @@
 //! into excluded subtrees and follow the kernel limit blindly): before placing any, the
 //! directories each tree needs are counted against `fs.inotify.max_user_watches` minus a
 //! reserve, and trees that do not fit are put on periodic rescans and reported.
+//!
+//! Files that live shorter than the debounce (dropped, run and deleted within milliseconds)
+//! are still reported: events are coalesced per path, and a path that appeared and is gone
+//! again when its window ends is reported as `added` then `removed`, marked
+//! [`Transient`](crate::events::Transient), with the attributes captured while it existed (its
+//! stat at creation, and for small files the hash at its first close after writing). A
+//! directory created and removed within the window is reported the same way; files created
+//! inside it before its watch could be placed are not seen by inotify at all.
 
 use crate::config::{Attribute, AttributeSet, Config, Rule};
 use crate::dirfd;
