@@ -429,6 +429,7 @@ impl Fim {
             new: new.map(Attributes::from),
             mechanism,
             rule: escape_path(&rule.pattern),
+            transient: None,
         })
     }
 

@@ -152,6 +152,23 @@ pub struct FimChange {
     pub mechanism: Mechanism,
     /// The configured path of the rule that governs this file.
     pub rule: String,
+    /// Set when the path lived shorter than the debounce: it appeared and was gone again
+    /// before it could be examined. Such a path is reported twice, as `added` (with the
+    /// attributes captured while it existed, in `new`, when there was time to capture them)
+    /// and then as `removed` (the same attributes in `old`), both carrying this. Two ordinary
+    /// events rather than a kind of its own, so that a rule alerting on any file added to,
+    /// say, `/etc/sudoers.d` fires for a file dropped there and deleted 5 ms later too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transient: Option<Transient>,
+}
+
+/// When a short-lived path existed, as far as inotify saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Transient {
+    /// The first event on the path (usually its creation).
+    pub first_seen: Timestamp,
+    /// The last event on the path (usually its removal).
+    pub last_seen: Timestamp,
 }
 
 /// Why coverage was incomplete for a while.
@@ -217,6 +234,10 @@ impl FimChange {
         if self.new.as_ref().is_some_and(|n| n.unstable) {
             s.push_str(" (unstable: changed while hashed)");
         }
+        if let Some(t) = &self.transient {
+            let ms = t.last_seen.0.duration_since(t.first_seen.0).as_millis();
+            s.push_str(&format!(" (transient: existed about {ms} ms, gone before it could be examined)"));
+        }
         s
     }
 }
@@ -271,6 +292,7 @@ mod tests {
     fn payload_schemas_generate() {
         for schema in [
             serde_json::to_value(schemars::schema_for!(FimChange)).unwrap(),
+            serde_json::to_value(schemars::schema_for!(Transient)).unwrap(),
             serde_json::to_value(schemars::schema_for!(CoverageGap)).unwrap(),
             serde_json::to_value(schemars::schema_for!(crate::monitor::FimStatus)).unwrap(),
             serde_json::to_value(schemars::schema_for!(crate::oneshot::CheckReport)).unwrap(),

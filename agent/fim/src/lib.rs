@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the `[fim]` policy (paths, per-path rules, excludes, attributes).
 //! - [`record`]: what is recorded per file, read without following symlinks.
+//! - [`dirfd`]: trees are walked and read through directory descriptors, never by path.
 //! - [`store`]: the baseline in `fim.db` (SQLite, WAL) under the state directory; rows are
 //!   validated on read, damage is reported by path and column.
 //! - [`integrity`]: the keyed seal over the baseline's rows (`fim.baseline_key_file`).
@@ -33,6 +34,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dirfd;
 pub mod engine;
 pub mod events;
 pub mod integrity;
@@ -45,5 +47,5 @@ pub mod store;
 
 pub use config::Config;
 pub use engine::{Fim, FimError, Purpose, ScanSummary, Scope};
-pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism};
+pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient};
 pub use monitor::{FimStatus, Monitor};

@@ -12,19 +12,33 @@
 //! into excluded subtrees and follow the kernel limit blindly): before placing any, the
 //! directories each tree needs are counted against `fs.inotify.max_user_watches` minus a
 //! reserve, and trees that do not fit are put on periodic rescans and reported.
+//!
+//! Files that live shorter than the debounce (dropped, run and deleted within milliseconds)
+//! are still reported: events are coalesced per path, and a path that appeared and is gone
+//! again when its window ends is reported as `added` then `removed`, marked
+//! [`Transient`](crate::events::Transient), with the attributes captured while it existed (its
+//! stat at creation, and for small files the hash at its first close after writing). A
+//! directory created and removed within the window is reported the same way; files created
+//! inside it before its watch could be placed are not seen by inotify at all.
 
-use crate::config::Config;
+use crate::config::{Attribute, AttributeSet, Config, Rule};
+use crate::dirfd;
 use crate::engine::{Fim, FimError, Purpose, ScanSummary, Scope};
-use crate::events::{Attributes, ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, escape_path};
-use crate::record::{FileKind, ReadOptions, read_record};
+use crate::events::{
+    Attributes, ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient, escape_path,
+};
+use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
 use crate::scan::{ScanOptions, ScanProgress, Target, real_path};
 use crate::store::Store;
 use guestward_core::{Event, Timestamp};
+use nix::sys::stat::FileStat;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -37,6 +51,13 @@ const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
 /// Paths waiting for their debounce deadline; beyond this the engine stops tracking single
 /// paths and rescans instead (bounded memory under an event storm).
 const MAX_PENDING: usize = 100_000;
+/// Pending paths holding a record captured while they existed (for files that may be gone
+/// before they are examined); beyond this new paths are still reported, without attributes.
+const MAX_SNAPSHOTS: usize = 4_096;
+/// Largest new file hashed when it is closed after writing (rather than only after the
+/// debounce), so that a file deleted soon after is reported with its hash. Larger ones are
+/// captured by their attributes only: hashing them twice would cost too much.
+const SNAPSHOT_HASH_MAX_BYTES: u64 = 1 << 20;
 
 /// How a tree is covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -324,12 +345,44 @@ impl Drop for Monitor {
     }
 }
 
+/// What the events of one path said during its debounce window (one entry per path however
+/// many events: a path created and deleted a thousand times is one entry).
 #[derive(Default)]
 struct Pending {
     first: Option<Instant>,
     last: Option<Instant>,
     renamed_from: Option<PathBuf>,
     rename_source: bool,
+    /// Renamed to a path that is monitored: its content lives on (and is reported) there.
+    moved_into_tree: bool,
+    /// Wall-clock times of the first and last event, for a transient report.
+    first_seen: Option<Timestamp>,
+    last_seen: Option<Timestamp>,
+    /// Created or moved in during this window.
+    appeared: bool,
+    /// The record captured while it existed (no xattrs, to keep it small; see
+    /// `MAX_SNAPSHOTS`), hashed when it was small enough and closed after writing.
+    snapshot: Option<Box<FileRecord>>,
+    /// The snapshot was taken at a close after writing (not only at creation).
+    snapshot_written: bool,
+}
+
+/// What an event says about a path, for the transient bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Created or moved in.
+    Appeared,
+    /// Closed after writing.
+    Written,
+    /// Anything else.
+    Other,
+}
+
+/// A directory to watch: its path, and the device and inode it had when listed through its
+/// descriptor (`None` above the tree, where paths are trusted).
+struct WatchDir {
+    real: PathBuf,
+    id: Option<(u64, u64)>,
 }
 
 struct Tree {
@@ -349,6 +402,8 @@ struct Engine {
     budget: u64,
     trees: Vec<Tree>,
     pending: HashMap<PathBuf, Pending>,
+    /// Pending entries holding a snapshot.
+    snapshots: usize,
     next_due: Option<Instant>,
     next_full: Instant,
     next_unwatched: Instant,
@@ -377,6 +432,7 @@ impl Engine {
             budget: 0,
             trees: Vec::new(),
             pending: HashMap::new(),
+            snapshots: 0,
             next_due: None,
             next_full: now + full,
             next_unwatched: now + unwatched,
@@ -493,7 +549,8 @@ impl Engine {
                 used += need;
                 let mut all = Vec::with_capacity(dirs.len() + 1);
                 if let Some(parent) = real.parent() {
-                    all.push(parent.to_path_buf());
+                    // Above the tree: trusted like the rule's path itself.
+                    all.push(WatchDir { real: parent.to_path_buf(), id: None });
                 }
                 all.extend(dirs);
                 if let Err(reason) = self.add_watches(&all) {
@@ -522,7 +579,13 @@ impl Engine {
 
     /// Directories of a tree that need a watch: not excluded, governed by this tree's rule
     /// (nested rules count their own), and only the root for non-recursive rules.
-    fn tree_dirs(&self, target: &Target, real: &Path) -> Vec<PathBuf> {
+    ///
+    /// Listed through directory descriptors (see [`crate::dirfd`]), never following a symlink.
+    /// The watches themselves are then placed by path (inotify has no `*at` form): a directory
+    /// swapped for a symlink in between gets a watch on the symlink's target, whose events
+    /// only make us examine paths inside the tree, again through descriptors, and the swap's
+    /// own event (a type change) removes the watches below it.
+    fn tree_dirs(&self, target: &Target, real: &Path) -> Vec<WatchDir> {
         let mut out = Vec::new();
         let Some(rule) = self.fim.policy.rules.get(target.rule) else {
             return out;
@@ -530,38 +593,54 @@ impl Engine {
         if self.fim.policy.governing(&target.host).map(|r| r.index) != Some(rule.index) {
             return out;
         }
-        match std::fs::symlink_metadata(real) {
-            Ok(m) if m.is_dir() => {}
-            _ => return out,
-        }
-        let mut stack = vec![(target.host.clone(), real.to_path_buf())];
-        while let Some((host, dir)) = stack.pop() {
-            out.push(dir.clone());
-            if !rule.recursive {
-                continue;
-            }
-            let Ok(rd) = std::fs::read_dir(&dir) else {
+        let Ok(at) = dirfd::locate(&self.fim.root, rule, &target.host) else {
+            return out;
+        };
+        let mut stack = vec![(target.host.clone(), real.to_path_buf(), Arc::new(at.dir), at.name, 0usize)];
+        while let Some((host, dir_real, parent, name, depth)) = stack.pop() {
+            // O_NOFOLLOW|O_DIRECTORY: a symlink or a non-directory is simply not descended.
+            let Ok(dir) = dirfd::open_dir_at(&parent, &name) else {
                 continue;
             };
-            for e in rd.flatten() {
-                // d_type from readdir: no extra lstat, and a symlink is never a directory here.
-                if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            drop(parent);
+            let id = dirfd::stat_fd(&dir).ok().map(|st| (st.st_dev, st.st_ino));
+            out.push(WatchDir { real: dir_real.clone(), id });
+            if !rule.recursive || depth >= dirfd::MAX_DEPTH {
+                continue;
+            }
+            let dir = Arc::new(dir);
+            let Ok(mut listing) = dirfd::list(&dir) else {
+                continue;
+            };
+            for e in listing.iter() {
+                let Ok(e) = e else { break };
+                let bytes = e.file_name().to_bytes();
+                if bytes == b"." || bytes == b".." {
                     continue;
                 }
-                let h = host.join(e.file_name());
+                let name = std::ffi::OsStr::from_bytes(bytes);
+                // d_type from readdir: no extra fstatat, and a symlink is never a directory.
+                let is_dir = match e.file_type() {
+                    Some(t) => t == nix::dir::Type::Directory,
+                    None => dirfd::stat_at(&dir, name).is_ok_and(|st| dirfd::is_dir(&st)),
+                };
+                if !is_dir {
+                    continue;
+                }
+                let h = host.join(name);
                 if self.fim.policy.governing(&h).map(|r| r.index) == Some(rule.index) {
-                    stack.push((h, e.path()));
+                    stack.push((h, dir_real.join(name), Arc::clone(&dir), name.to_os_string(), depth + 1));
                 }
             }
         }
         out
     }
 
-    fn add_watches(&mut self, dirs: &[PathBuf]) -> Result<(), String> {
+    fn add_watches(&mut self, dirs: &[WatchDir]) -> Result<(), String> {
         let Some(w) = self.watcher.as_mut() else {
             return Err("no watcher".into());
         };
-        for d in dirs {
+        for WatchDir { real: d, id } in dirs {
             if self.watched.contains(d) {
                 continue;
             }
@@ -570,6 +649,17 @@ impl Engine {
             }
             match w.watch(d, RecursiveMode::NonRecursive) {
                 Ok(()) => {
+                    // inotify_add_watch resolves the path and follows symlinks: if the
+                    // directory we listed was swapped meanwhile, the watch may sit on some
+                    // other directory. Checked after placing it, and dropped if so (the swap's
+                    // own event brings the directory back to us).
+                    let moved = id.is_some_and(|(dev, ino)| {
+                        std::fs::metadata(d).map_or(true, |m| (m.dev(), m.ino()) != (dev, ino))
+                    });
+                    if moved {
+                        let _ = w.unwatch(d);
+                        continue;
+                    }
                     self.watched.insert(d.clone());
                 }
                 Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
@@ -840,26 +930,36 @@ impl Engine {
             return;
         }
         match ev.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Create(_)
-            | EventKind::Remove(_)
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                for p in ev.paths {
+                    self.touch(p, Seen::Appeared);
+                }
+            }
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                for p in ev.paths {
+                    self.touch(p, Seen::Written);
+                }
+            }
+            EventKind::Remove(_)
             | EventKind::Modify(
                 ModifyKind::Data(_) | ModifyKind::Metadata(_) | ModifyKind::Any | ModifyKind::Other,
             )
-            | EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::To | RenameMode::Any)) => {
+            | EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Any)) => {
                 for p in ev.paths {
-                    self.touch(p);
+                    self.touch(p, Seen::Other);
                 }
             }
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                 if let [from, to] = &ev.paths[..] {
-                    self.touch(from.clone());
-                    self.touch(to.clone());
+                    self.touch(from.clone(), Seen::Other);
+                    self.touch(to.clone(), Seen::Appeared);
+                    let into_tree = self.fim.policy.governing(&self.host_of(to)).is_some();
                     if let Some(p) = self.pending.get_mut(to) {
                         p.renamed_from = Some(from.clone());
                     }
                     if let Some(p) = self.pending.get_mut(from) {
                         p.rename_source = true;
+                        p.moved_into_tree |= into_tree;
                     }
                 }
             }
@@ -868,10 +968,11 @@ impl Engine {
         }
     }
 
-    fn touch(&mut self, real: PathBuf) {
+    fn touch(&mut self, real: PathBuf, seen: Seen) {
         if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&real) {
             // Too many distinct paths in flight: stop tracking them one by one.
             self.pending.clear();
+            self.snapshots = 0;
             self.next_due = None;
             self.overflow(
                 GapCause::EventBacklog,
@@ -880,11 +981,71 @@ impl Engine {
             return;
         }
         let now = Instant::now();
-        let p = self.pending.entry(real).or_default();
+        let wall = Timestamp::now();
+        let p = self.pending.entry(real.clone()).or_default();
         p.first.get_or_insert(now);
         p.last = Some(now);
+        p.first_seen.get_or_insert(wall);
+        p.last_seen = Some(wall);
+        let capture = match seen {
+            Seen::Appeared => {
+                p.appeared = true;
+                p.snapshot.is_none().then_some(false)
+            }
+            Seen::Written if p.appeared && !p.snapshot_written => Some(true),
+            _ => None,
+        };
         let due = now + Duration::from_millis(self.fim.config.debounce_ms);
         self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
+        if let Some(hash) = capture {
+            self.capture(&real, hash);
+        }
+    }
+
+    /// Records what a path that just appeared is, while it exists: if it is gone again before
+    /// its debounce ends (a file dropped, used and deleted within milliseconds), this is all
+    /// that can be reported about it. At creation only its stat (who created it, with what
+    /// mode); at its first close after writing, for small files, its hash too, which the
+    /// examination after the debounce then reuses if the file did not change since.
+    fn capture(&mut self, real: &Path, hash: bool) {
+        let had = self.pending.get(real).is_some_and(|p| p.snapshot.is_some());
+        if !had && self.snapshots >= MAX_SNAPSHOTS {
+            return;
+        }
+        let host = self.host_of(real);
+        let Some(rule) = self.fim.policy.governing(&host) else {
+            return;
+        };
+        let Ok(Some((at, st))) = lookup(&self.fim.root, rule, &host) else {
+            return;
+        };
+        let mut rec = FileRecord::from_stat(&st);
+        if hash && rec.kind == FileKind::File && rec.size <= SNAPSHOT_HASH_MAX_BYTES {
+            // Content only (no xattrs, no link target): a small record per pending path.
+            let mut attrs = vec![];
+            for a in [Attribute::Sha256, Attribute::Blake3] {
+                if rule.attributes.has(a) {
+                    attrs.push(a);
+                }
+            }
+            let opts = ReadOptions {
+                attributes: AttributeSet::of(&attrs),
+                max_file_size_bytes: rule.max_file_size_bytes,
+            };
+            let (hashed, err) =
+                read_record_at(&at.dir, &at.name, &st, opts, None, &mut self.buf, &mut |_| {});
+            if err.is_none() {
+                rec = hashed;
+            }
+        }
+        rec.xattrs = None;
+        if let Some(p) = self.pending.get_mut(real) {
+            if p.snapshot.is_none() {
+                self.snapshots += 1;
+            }
+            p.snapshot = Some(Box::new(rec));
+            p.snapshot_written |= hash;
+        }
     }
 
     fn due_at(&self, p: &Pending) -> Instant {
@@ -911,11 +1072,14 @@ impl Engine {
         due.sort_by_key(|p| self.pending.get(p).is_none_or(|x| x.renamed_from.is_none()));
         for path in due {
             if let Some(p) = self.pending.remove(&path) {
+                if p.snapshot.is_some() {
+                    self.snapshots = self.snapshots.saturating_sub(1);
+                }
                 if p.rename_source && self.pending_target_of(&path) {
                     // Its rename target is still settling; it will handle this path.
                     continue;
                 }
-                self.examine(&path, p.renamed_from.as_deref());
+                self.examine(&path, &p);
             }
         }
         // Items that arrived while examining have pushed `next_due` already.
@@ -930,13 +1094,19 @@ impl Engine {
         self.pending.values().any(|p| p.renamed_from.as_deref() == Some(from))
     }
 
-    /// Compares one path with the baseline, reports and records the difference.
-    fn examine(&mut self, real: &Path, renamed_from: Option<&Path>) {
+    /// Compares one path with the baseline, reports and records the difference. `seen` is
+    /// what its events said during the debounce window.
+    fn examine(&mut self, real: &Path, seen: &Pending) {
+        let renamed_from = seen.renamed_from.as_deref();
         let host = self.host_of(real);
         let from_host = renamed_from.map(|f| self.host_of(f));
         let governed = self.fim.policy.governing(&host).cloned();
         if let Some(from) = &from_host {
-            let source_gone = renamed_from.is_some_and(|f| std::fs::symlink_metadata(f).is_err());
+            let source_gone = match self.fim.policy.governing(from) {
+                Some(rule) => matches!(lookup(&self.fim.root, rule, from), Ok(None)),
+                // Not monitored: only whether a name is there, nothing is read.
+                None => renamed_from.is_some_and(|f| std::fs::symlink_metadata(f).is_err()),
+            };
             let old = self.store.get(from).ok().flatten();
             match (&governed, old, source_gone) {
                 (Some(_), Some(old), true) => {
@@ -947,7 +1117,7 @@ impl Engine {
                     // Moved somewhere not monitored (or the source reappeared): examine the
                     // source on its own.
                     if let Some(f) = renamed_from {
-                        self.examine(f, None);
+                        self.examine(f, &Pending::default());
                     }
                 }
                 _ => {}
@@ -961,17 +1131,33 @@ impl Engine {
                 return;
             }
         };
-        let meta = match std::fs::symlink_metadata(real) {
-            Ok(m) => m,
-            Err(_) => {
-                if let Some(old) = old {
-                    self.removed(&host, real, old);
-                }
+        let found = match lookup(&self.fim.root, &rule, &host) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %escape_path(&host), error = %e, "FIM cannot examine a changed path");
                 return;
             }
         };
+        let Some((at, st)) = found else {
+            match old {
+                Some(old) => self.removed(&host, real, old),
+                // Never in the baseline and already gone: it lived shorter than the debounce.
+                // Unless it was renamed to a monitored path (whose own report covers it), say
+                // that it existed.
+                None if !(seen.rename_source && seen.moved_into_tree) => self.transient(&host, &rule, seen),
+                None => {}
+            }
+            return;
+        };
         let opts = ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
-        let (new, _) = read_record(real, &meta, opts, &mut self.buf, &mut |_| {});
+        let reuse = seen.snapshot.as_deref();
+        let (new, err) = read_record_at(&at.dir, &at.name, &st, opts, reuse, &mut self.buf, &mut |_| {});
+        if err.as_ref().is_some_and(dirfd::is_changed_during_scan) {
+            // Replaced between our fstatat and open: whatever is there now has its own events
+            // coming; look again after the debounce rather than record half of it.
+            self.touch(real.to_path_buf(), Seen::Other);
+            return;
+        }
         if let Some(c) = self.fim.change_of(&host, old.as_ref(), Some(&new), Mechanism::Realtime) {
             self.emit_change(c);
         }
@@ -983,6 +1169,31 @@ impl Engine {
         if new.kind == FileKind::Dir && (!was_dir || !self.watched.contains(real)) {
             self.new_dir(&host, real);
         }
+    }
+
+    /// Reports a path that appeared and was gone before its examination: `added` then
+    /// `removed`, with what was captured while it existed (see [`Transient`]).
+    fn transient(&mut self, host: &Path, rule: &Rule, seen: &Pending) {
+        let now = Timestamp::now();
+        let transient = Transient {
+            first_seen: seen.first_seen.unwrap_or(now),
+            last_seen: seen.last_seen.unwrap_or(now),
+        };
+        let attrs = seen.snapshot.as_deref().map(Attributes::from);
+        let added = FimChange {
+            path: escape_path(host),
+            old_path: None,
+            change: ChangeKind::Added,
+            changed: Vec::new(),
+            old: None,
+            new: attrs.clone(),
+            mechanism: Mechanism::Realtime,
+            rule: escape_path(&rule.pattern),
+            transient: Some(transient.clone()),
+        };
+        let removed = FimChange { change: ChangeKind::Removed, old: attrs, new: None, ..added.clone() };
+        self.emit_change(added);
+        self.emit_change(removed);
     }
 
     /// A directory appeared: watch it first, then scan it, so files created before the watch
@@ -1031,13 +1242,13 @@ impl Engine {
         let Some(rule) = self.fim.policy.governing(host).cloned() else {
             return;
         };
-        let Ok(meta) = std::fs::symlink_metadata(real) else {
+        let Ok(Some((at, st))) = lookup(&self.fim.root, &rule, host) else {
             // Gone again already: the source is simply removed.
             self.removed(from, from_real, old);
             return;
         };
         let opts = ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
-        let (new, _) = read_record(real, &meta, opts, &mut self.buf, &mut |_| {});
+        let (new, _) = read_record_at(&at.dir, &at.name, &st, opts, None, &mut self.buf, &mut |_| {});
         let change = FimChange {
             path: escape_path(host),
             old_path: Some(escape_path(from)),
@@ -1047,6 +1258,7 @@ impl Engine {
             new: Some(Attributes::from(&new)),
             mechanism: Mechanism::Realtime,
             rule: escape_path(&rule.pattern),
+            transient: None,
         };
         self.emit_change(change);
         let _ = self.store.delete(from);
@@ -1060,5 +1272,25 @@ impl Engine {
         if new.kind == FileKind::Dir {
             self.new_dir(host, real);
         }
+    }
+}
+
+/// The entry `host` (governed by `rule`) reached through directory descriptors, with its
+/// `fstatat`; `Ok(None)` when it does not exist inside the tree (a component on the way is
+/// missing, a symlink or not a directory).
+fn lookup(
+    root: &guestward_core::HostRoot,
+    rule: &Rule,
+    host: &Path,
+) -> std::io::Result<Option<(dirfd::Located, FileStat)>> {
+    let at = match dirfd::locate(root, rule, host) {
+        Ok(at) => at,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match dirfd::stat_at(&at.dir, &at.name) {
+        Ok(st) => Ok(Some((at, st))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }

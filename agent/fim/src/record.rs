@@ -1,19 +1,25 @@
 //! What is recorded about one file, and how it is read without trusting the file.
 //!
 //! Security: the scanned tree may be hostile (an attacker who changed a file also controls its
-//! name, type and timing). So we never follow a symlink (`lstat`, `O_NOFOLLOW`), never open
-//! anything but a regular file (a FIFO would block us, a device could have side effects on
-//! open), open with `O_NONBLOCK` in case a FIFO is swapped in after the `lstat`, check with
-//! `fstat` that the opened fd is the inode we examined, and re-hash a file that changed while
-//! we read it instead of recording a hash that matches no version of it.
+//! name, type and timing). So we never resolve a path below the tree's root (every entry is
+//! reached through its directory's descriptor, see [`crate::dirfd`]), never follow a symlink
+//! (`AT_SYMLINK_NOFOLLOW`, `O_NOFOLLOW`), never open anything but a regular file (a FIFO would
+//! block us, a device could have side effects on open), open with `O_NONBLOCK` in case a FIFO
+//! is swapped in after the `fstatat`, check with `fstat` that the opened descriptor is the
+//! inode we examined (same device and inode), and re-hash a file that changed while we read
+//! it instead of recording a hash that matches no version of it.
 
 use crate::config::{Attribute, AttributeSet};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// File type as recorded. Devices, FIFOs and sockets are recorded by type only.
@@ -54,6 +60,20 @@ impl FileKind {
             Self::Fifo
         } else {
             Self::Socket
+        }
+    }
+
+    /// From the `st_mode` of a `stat`.
+    pub fn from_mode(mode: u32) -> Self {
+        use nix::libc::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG};
+        match mode & S_IFMT {
+            S_IFLNK => Self::Symlink,
+            S_IFDIR => Self::Dir,
+            S_IFREG => Self::File,
+            S_IFCHR => Self::CharDevice,
+            S_IFBLK => Self::BlockDevice,
+            S_IFIFO => Self::Fifo,
+            _ => Self::Socket,
         }
     }
 
@@ -143,6 +163,25 @@ impl FileRecord {
         }
     }
 
+    /// Attributes from a `stat` alone (no content, no xattrs).
+    pub fn from_stat(st: &FileStat) -> Self {
+        Self {
+            kind: FileKind::from_mode(st.st_mode),
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec),
+            ctime_ns: st.st_ctime.saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec),
+            inode: st.st_ino,
+            link_target: None,
+            xattrs: None,
+            sha256: None,
+            blake3: None,
+            flags: 0,
+        }
+    }
+
     /// Whether the stat-level identity (what changes whenever content or inode changes) is the
     /// same: used to reuse a hash computed moments ago by an interrupted scan.
     pub fn same_stat(&self, other: &Self) -> bool {
@@ -198,30 +237,53 @@ pub struct ReadOptions {
     pub max_file_size_bytes: u64,
 }
 
-/// Reads the record of `real` (a path on this machine) whose `lstat` gave `meta`.
+/// Reads the record of the entry `name` of the open directory `dir`, whose
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)` gave `st`. Nothing is resolved by path (see
+/// [`crate::dirfd`]): a file is opened relative to `dir`, and only if `st` says it is a
+/// regular file; FIFOs, devices and sockets are recorded from `st` alone and never opened.
 /// `on_bytes` is told how many bytes are about to be read (rate limiting).
 ///
+/// `reuse`: a record of the same path taken moments ago; when its stat identity (inode, size,
+/// mtime, ctime) is unchanged its hashes are kept instead of reading the file again.
+///
 /// Never fails: what could not be read is flagged, with the error returned beside the record.
-pub fn read_record(
-    real: &Path,
-    meta: &Metadata,
+/// A file replaced between `st` and the open is not hashed at all: the error then satisfies
+/// [`crate::dirfd::is_changed_during_scan`] and the caller decides what to keep.
+pub fn read_record_at(
+    dir: &File,
+    name: &OsStr,
+    st: &FileStat,
     opts: ReadOptions,
+    reuse: Option<&FileRecord>,
     buf: &mut Vec<u8>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> (FileRecord, Option<io::Error>) {
-    let mut rec = FileRecord::from_metadata(meta);
+    let mut rec = FileRecord::from_stat(st);
     let mut problem = None;
+    let mut opened: Option<File> = None;
     match rec.kind {
-        FileKind::Symlink if opts.attributes.has(Attribute::LinkTarget) => match std::fs::read_link(real) {
-            Ok(t) => rec.link_target = Some(t.into_os_string().into_encoded_bytes()),
-            Err(e) => problem = Some(e),
-        },
+        FileKind::Symlink if opts.attributes.has(Attribute::LinkTarget) => {
+            match nix::fcntl::readlinkat(dir.as_fd(), name) {
+                Ok(t) => rec.link_target = Some(t.into_encoded_bytes()),
+                Err(e) => problem = Some(io::Error::from_raw_os_error(e as i32)),
+            }
+        }
         FileKind::File if opts.attributes.hashes() => {
             if rec.size > opts.max_file_size_bytes {
                 rec.flags |= FLAG_HASH_SKIPPED;
+            } else if let Some(prev) =
+                reuse.filter(|r| r.same_stat(&rec) && (r.sha256.is_some() || r.blake3.is_some()))
+            {
+                rec.sha256 = prev.sha256.filter(|_| opts.attributes.has(Attribute::Sha256));
+                rec.blake3 = prev.blake3.filter(|_| opts.attributes.has(Attribute::Blake3));
+                rec.flags |= prev.flags & FLAG_UNSTABLE;
             } else {
-                match hash_file(real, &rec, opts, buf, on_bytes) {
-                    Ok(hashed) => rec = hashed,
+                match hash_file(dir, name, st, opts, buf, on_bytes) {
+                    Ok((hashed, file)) => {
+                        rec = hashed;
+                        opened = Some(file);
+                    }
+                    Err(e) if crate::dirfd::is_changed_during_scan(&e) => return (rec, Some(e)),
                     Err(e) => {
                         rec.flags |= FLAG_UNREADABLE;
                         problem = Some(e);
@@ -232,8 +294,19 @@ pub fn read_record(
         _ => {}
     }
     if opts.attributes.has(Attribute::Xattrs) {
-        match read_xattrs(real) {
-            Ok(x) => rec.xattrs = Some(x),
+        let xattrs = match &opened {
+            // The file we hashed: its own descriptor (flistxattr), nothing to resolve.
+            Some(f) => read_xattrs_fd(f),
+            // Everything else through the directory's descriptor (see `dirfd::proc_path`);
+            // without procfs they are not collected rather than read by a path that could
+            // lead outside the tree.
+            None => match crate::dirfd::proc_path(dir, name) {
+                Some(p) => read_xattrs(&p).map(Some),
+                None => Ok(None),
+            },
+        };
+        match xattrs {
+            Ok(x) => rec.xattrs = x,
             // Filesystems without xattr support simply have none.
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOTSUP) => rec.xattrs = Some(Vec::new()),
             Err(e) => problem = problem.or(Some(e)),
@@ -242,55 +315,61 @@ pub fn read_record(
     (rec, problem)
 }
 
-fn open_no_follow(real: &Path) -> io::Result<File> {
-    use nix::fcntl::OFlag;
-    let base = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
+/// Opens a regular file for hashing. `O_NONBLOCK`: if a FIFO was swapped in after the
+/// `fstatat`, the open returns at once instead of waiting for a writer (the `fstat` below
+/// then refuses it before any read); `O_NOCTTY`: a terminal swapped in never becomes ours.
+fn open_for_hash(dir: &File, name: &OsStr) -> io::Result<File> {
+    let base = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     // O_NOATIME keeps our reads from touching atime (and from looking like user activity);
     // the kernel allows it only to the owner or CAP_FOWNER, so fall back without it on EPERM.
-    options.custom_flags((base | OFlag::O_NOATIME).bits());
-    match options.open(real) {
-        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => {
-            options.custom_flags(base.bits());
-            options.open(real)
-        }
+    let open = |flags: OFlag| {
+        nix::fcntl::openat(dir.as_fd(), name, flags, Mode::empty())
+            .map(File::from)
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))
+    };
+    match open(base | OFlag::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => open(base),
+        // A symlink swapped in after the fstatat (O_NOFOLLOW).
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => Err(crate::dirfd::changed_during_scan()),
         other => other,
     }
 }
 
 fn hash_file(
-    real: &Path,
-    lstat: &FileRecord,
+    dir: &File,
+    name: &OsStr,
+    st: &FileStat,
     opts: ReadOptions,
     buf: &mut Vec<u8>,
     on_bytes: &mut dyn FnMut(u64),
-) -> io::Result<FileRecord> {
-    let file = open_no_follow(real)?;
+) -> io::Result<(FileRecord, File)> {
+    let file = open_for_hash(dir, name)?;
     let mut last = None;
     for _ in 0..MAX_HASH_ATTEMPTS {
-        let before = FileRecord::from_metadata(&file.metadata()?);
-        // The fd must be the regular file we examined: a rename between lstat and open could
-        // have put a FIFO, device or another file there.
-        if before.kind != FileKind::File || before.inode != lstat.inode {
-            return Err(io::Error::other("file was replaced while being opened; it will be re-examined"));
+        let now = crate::dirfd::stat_fd(&file)?;
+        let before = FileRecord::from_stat(&now);
+        // The descriptor must be the regular file we examined: a rename between fstatat and
+        // openat could have put a FIFO, a device or another file (from anywhere on the same
+        // filesystem) there. Such a file is never read.
+        if before.kind != FileKind::File || !crate::dirfd::same_inode(&now, st) {
+            return Err(crate::dirfd::changed_during_scan());
         }
         on_bytes(before.size);
         // Read exactly the size seen before: a file appended to faster than we read would
         // otherwise keep the hasher chasing its tail forever. Growth shows in the second fstat.
         let (sha, b3) = digest(&file, before.size, opts.attributes, buf)?;
-        let after = FileRecord::from_metadata(&file.metadata()?);
+        let after = FileRecord::from_stat(&crate::dirfd::stat_fd(&file)?);
         let mut rec = after.clone();
         rec.sha256 = sha;
         rec.blake3 = b3;
         if before.same_stat(&after) {
-            return Ok(rec);
+            return Ok((rec, file));
         }
         last = Some(rec);
     }
     let mut rec = last.ok_or_else(|| io::Error::other("no hash attempt made"))?;
     rec.flags |= FLAG_UNSTABLE;
-    Ok(rec)
+    Ok((rec, file))
 }
 
 type Digests = (Option<[u8; 32]>, Option<[u8; 32]>);
@@ -320,7 +399,22 @@ fn digest(mut file: &File, size: u64, attrs: AttributeSet, buf: &mut Vec<u8>) ->
     Ok((sha.map(|h| h.finalize().into()), b3.map(|h| *h.finalize().as_bytes())))
 }
 
-fn read_xattrs(real: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// Extended attributes as recorded: (name, value), sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn read_xattrs_fd(file: &File) -> io::Result<Option<Xattrs>> {
+    use xattr::FileExt;
+    let mut out = Vec::new();
+    for name in file.list_xattr()?.take(MAX_XATTRS) {
+        let mut value = file.get_xattr(&name)?.unwrap_or_default();
+        value.truncate(MAX_XATTR_VALUE);
+        out.push((name.into_encoded_bytes(), value));
+    }
+    out.sort();
+    Ok(Some(out))
+}
+
+fn read_xattrs(real: &Path) -> io::Result<Xattrs> {
     // `xattr::list`/`get` use llistxattr/lgetxattr: a symlink's own attributes, never its
     // target's.
     let mut out = Vec::new();
@@ -348,6 +442,14 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// Reads `path` the way the walk does: through its directory's descriptor.
+    fn read(path: &Path, o: ReadOptions, on_bytes: &mut dyn FnMut(u64)) -> (FileRecord, Option<io::Error>) {
+        let dir = crate::dirfd::open_dir_path(path.parent().unwrap()).unwrap();
+        let name = path.file_name().unwrap();
+        let st = crate::dirfd::stat_at(&dir, name).unwrap();
+        read_record_at(&dir, name, &st, o, None, &mut Vec::new(), on_bytes)
+    }
+
     fn opts() -> ReadOptions {
         ReadOptions { attributes: AttributeSet::of(Attribute::DEFAULT), max_file_size_bytes: 1 << 20 }
     }
@@ -358,17 +460,14 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, b"abc").unwrap();
         std::os::unix::fs::symlink("/etc/shadow", dir.path().join("l")).unwrap();
-        let mut buf = Vec::new();
-        let meta = std::fs::symlink_metadata(&f).unwrap();
-        let (rec, err) = read_record(&f, &meta, opts(), &mut buf, &mut |_| {});
+        let (rec, err) = read(&f, opts(), &mut |_| {});
         assert!(err.is_none());
         assert_eq!(
             hex(&rec.sha256.unwrap()),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let l = dir.path().join("l");
-        let meta = std::fs::symlink_metadata(&l).unwrap();
-        let (rec, _) = read_record(&l, &meta, opts(), &mut buf, &mut |_| {});
+        let (rec, _) = read(&l, opts(), &mut |_| {});
         assert_eq!(rec.kind, FileKind::Symlink);
         assert_eq!(rec.link_target.as_deref(), Some(&b"/etc/shadow"[..]));
         assert!(rec.sha256.is_none());
@@ -379,10 +478,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pipe");
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let meta = std::fs::symlink_metadata(&p).unwrap();
-        let (rec, err) = read_record(&p, &meta, opts(), &mut Vec::new(), &mut |_| {});
+        let (rec, err) = read(&p, opts(), &mut |_| {});
         assert!(err.is_none());
         assert_eq!(rec.kind, FileKind::Fifo);
+        assert!(rec.sha256.is_none());
+    }
+
+    #[test]
+    fn a_file_replaced_after_its_fstatat_is_reported_changed_not_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"examined").unwrap();
+        let d = crate::dirfd::open_dir_path(dir.path()).unwrap();
+        let st = crate::dirfd::stat_at(&d, OsStr::new("f")).unwrap();
+        // Another file renamed over it, then a FIFO: neither may be hashed as `f`, and the
+        // FIFO must not block the open.
+        std::fs::write(dir.path().join("other"), b"secret from elsewhere").unwrap();
+        std::fs::rename(dir.path().join("other"), &f).unwrap();
+        let (rec, err) = read_record_at(&d, OsStr::new("f"), &st, opts(), None, &mut Vec::new(), &mut |_| {});
+        assert!(crate::dirfd::is_changed_during_scan(err.as_ref().unwrap()), "{err:?}");
+        assert!(rec.sha256.is_none());
+        std::fs::remove_file(&f).unwrap();
+        nix::unistd::mkfifo(&f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (rec, err) =
+                read_record_at(&d, OsStr::new("f"), &st, opts(), None, &mut Vec::new(), &mut |_| {});
+            let _ = tx.send((rec, err.map(|e| crate::dirfd::is_changed_during_scan(&e))));
+        });
+        let (rec, changed) =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the read hung on a FIFO");
+        assert_eq!(changed, Some(true));
         assert!(rec.sha256.is_none());
     }
 
@@ -391,9 +517,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("big");
         std::fs::write(&f, vec![0u8; 100]).unwrap();
-        let meta = std::fs::symlink_metadata(&f).unwrap();
         let o = ReadOptions { max_file_size_bytes: 10, ..opts() };
-        let (rec, _) = read_record(&f, &meta, o, &mut Vec::new(), &mut |_| {});
+        let (rec, _) = read(&f, o, &mut |_| {});
         assert_eq!(rec.flags & FLAG_HASH_SKIPPED, FLAG_HASH_SKIPPED);
         assert!(rec.sha256.is_none());
     }
@@ -416,10 +541,9 @@ mod tests {
             })
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let meta = std::fs::symlink_metadata(&f).unwrap();
         let mut reads = 0;
         let o = ReadOptions { max_file_size_bytes: 1 << 30, ..opts() };
-        let (rec, err) = read_record(&f, &meta, o, &mut Vec::new(), &mut |_| reads += 1);
+        let (rec, err) = read(&f, o, &mut |_| reads += 1);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.join().unwrap();
         assert!(err.is_none(), "{err:?}");
@@ -433,8 +557,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, b"abc").unwrap();
-        let meta = std::fs::symlink_metadata(&f).unwrap();
-        let (a, _) = read_record(&f, &meta, opts(), &mut Vec::new(), &mut |_| {});
+        let (a, _) = read(&f, opts(), &mut |_| {});
         let mut b = a.clone();
         b.mode = 0o4755;
         b.sha256 = Some([0; 32]);

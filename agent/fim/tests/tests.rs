@@ -3,6 +3,7 @@
 
 mod common;
 mod hardening;
+mod hostile;
 mod oneshot;
 mod oracle;
 mod overflow;
