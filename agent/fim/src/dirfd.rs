@@ -13,8 +13,8 @@
 //! another one is caught by comparing the device and inode of the open descriptor with what
 //! the examination saw.
 //!
-//! The configured part of a rule's path (its literal prefix, e.g. `/etc` or `/home` for
-//! `/home/*/.ssh`) is trusted and opened by path: whoever can swap `/etc` already owns the
+//! The configured part of a rule's path above its tree (`/` for `/etc`, `/home` for
+//! `/home/*/.ssh`) is trusted and opened by path: whoever can swap `/home` already owns the
 //! machine.
 
 use crate::config::Rule;
@@ -61,6 +61,19 @@ fn io_err(e: Errno) -> io::Error {
 pub fn open_dir_path(path: &Path) -> io::Result<File> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     nix::fcntl::open(path, flags, Mode::empty()).map(File::from).map_err(io_err)
+}
+
+/// Opens the trusted part of a rule's path. On the live system it is followed like any
+/// configured path (`/var/run` is a symlink to `/run` on most systems); inside another root
+/// [`HostRoot::resolve`] has already resolved every symlink (inside the root), so one found
+/// now was swapped in since and is refused.
+fn open_anchor(root: &HostRoot, real: &Path) -> io::Result<File> {
+    if root.is_live() {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        nix::fcntl::open(real, flags, Mode::empty()).map(File::from).map_err(io_err)
+    } else {
+        open_dir_path(real)
+    }
 }
 
 /// Opens the directory `name` inside `dir` without following a symlink.
@@ -113,19 +126,18 @@ pub fn descend(parent: &File, name: &OsStr, seen: &FileStat) -> io::Result<File>
     Ok(dir)
 }
 
-/// The components of `host` below which nothing is trusted: everything after the parent of
-/// the rule's literal prefix (the part before any wildcard). For `/etc` that is `etc` and
-/// below; for `/home/*/.ssh`, `home` and below (a user cannot swap `/home/bob` itself, but the
-/// wildcard part is matched by us and so is walked like the rest).
+/// How many leading components of a host path under `rule` are trusted (opened by path).
+/// Without a wildcard, all but the last component of the rule's path: the last one is the
+/// tree root, examined like everything below it (for `/etc`, `etc` itself is never followed:
+/// a symlink there is recorded as one, as `lstat` did). With a wildcard, the components
+/// before it (`/home` for `/home/*/.ssh`): the part we match ourselves, and below, is walked
+/// through descriptors like the rest.
 fn anchor_len(rule: &Rule) -> usize {
-    let mut n = 0usize;
-    for c in normal_parts(&rule.pattern) {
-        if c == "*" {
-            break;
-        }
-        n += 1;
+    let parts = normal_parts(&rule.pattern);
+    match parts.iter().position(|c| *c == "*") {
+        Some(wildcard) => wildcard,
+        None => parts.len().saturating_sub(1),
     }
-    n.saturating_sub(1)
 }
 
 /// Where one entry of a tree is: the open directory holding it and its name there.
@@ -153,7 +165,7 @@ pub fn locate(root: &HostRoot, rule: &Rule, host: &Path) -> io::Result<Located> 
     let mut anchor = PathBuf::from("/");
     anchor.extend(&dirs[..trusted]);
     let mut dir_real = root.resolve(&anchor).map_err(|e| io::Error::other(e.to_string()))?;
-    let mut dir = open_dir_path(&dir_real)?;
+    let mut dir = open_anchor(root, &dir_real)?;
     for part in &dirs[trusted..] {
         dir = match open_dir_at(&dir, part) {
             Ok(d) => d,

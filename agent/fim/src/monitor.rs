@@ -334,7 +334,12 @@ impl Monitor {
         self.shared.cancel.store(true, Ordering::Release);
         let _ = self.tx.send(Msg::Stop);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // The last owner of the monitor may be dropped on the monitor's own thread (the
+            // daemon's event sink holds the state that holds the monitor): joining itself
+            // would panic with EDEADLK. The thread is on its way out then anyway.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }

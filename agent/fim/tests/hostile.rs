@@ -248,3 +248,31 @@ fn fifo_and_device_nodes_in_the_tree_are_recorded_by_type_and_never_read() {
         assert_eq!(rec.flags, 0, "{name}: nothing unreadable, nothing skipped: {rec:?}");
     }
 }
+
+#[test]
+fn configured_paths_through_a_symlink_are_still_followed_above_the_tree() {
+    // `/var/run/app` style: the configured part above the tree may go through a symlink (the
+    // administrator's choice); from the tree root down nothing is followed.
+    let dir = scratch();
+    std::fs::create_dir_all(dir.path().join("real/tree/sub")).unwrap();
+    std::fs::write(dir.path().join("real/tree/sub/f"), "f").unwrap();
+    std::fs::create_dir_all(dir.path().join("real/homes/bob/.ssh")).unwrap();
+    std::fs::write(dir.path().join("real/homes/bob/.ssh/authorized_keys"), "ssh-ed25519 AAAA").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+    let link = dir.path().join("link");
+    let mut cfg = config_for(&link.join("tree"), vec![]);
+    cfg.paths.push(guestward_fim::config::PathEntry::Simple(
+        guestward_core::AbsolutePath::new(link.join("homes/*/.ssh/authorized_keys")).unwrap(),
+    ));
+    let state = dir.path().join("state");
+    let fim = Fim::new(cfg, HostRoot::live(), &state).unwrap();
+    let summary = bounded(Duration::from_secs(60), "init", move || {
+        fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts(), &mut |_| {}).unwrap()
+    });
+    assert_eq!(summary.stats.problem_count, 0, "{:#?}", summary.stats.problems);
+    let store = Store::open(&state).unwrap();
+    let f = store.get(&link.join("tree/sub/f")).unwrap().expect("the tree is walked");
+    assert_eq!(f.sha256.map(|h| guestward_fim::record::hex(&h)), Some(sha256_hex(b"f")));
+    let keys = store.get(&link.join("homes/bob/.ssh/authorized_keys")).unwrap().expect("the pattern matches");
+    assert_eq!(keys.kind, FileKind::File);
+}
