@@ -196,7 +196,8 @@ impl Config {
                 line,
                 column,
                 key,
-                message: e.message().trim().to_string(),
+                // toml quotes the offending value, which may be a line of any length.
+                message: guestward_core::text::truncate_chars(e.message().trim(), 512).into_owned(),
             }
         })?;
         config.validate(path)
@@ -308,6 +309,13 @@ mod tests {
     fn unknown_table_is_rejected() {
         let msg = err("[agnet]\nstate_dir = \"/x\"\n");
         assert!(msg.contains(":1:") && msg.contains("unknown field `agnet`"), "{msg}");
+    }
+
+    #[test]
+    fn huge_value_in_a_config_error_is_quoted_truncated() {
+        let msg = err(&format!("[packages]\nmax_status_file_bytes = \"{}\"\n", "x".repeat(500_000)));
+        assert!(msg.len() < 2048, "a {}-byte error", msg.len());
+        assert!(msg.contains("more bytes)"), "{msg}");
     }
 
     #[test]
