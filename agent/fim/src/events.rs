@@ -281,7 +281,8 @@ pub fn render_event_line(event: &Event) -> String {
         },
         _ => event.data.to_string(),
     };
-    format!("{} {what}", event.time)
+    // Gap details and tree names come from the watched tree: escape them for the terminal.
+    format!("{} {}", event.time, guestward_core::text::escape_control(&what))
 }
 
 #[cfg(test)]
@@ -301,6 +302,21 @@ mod tests {
         ] {
             assert!(schema["properties"].is_object() || schema["anyOf"].is_array(), "{schema}");
         }
+    }
+
+    #[test]
+    fn coverage_gap_lines_escape_terminal_sequences_from_the_tree() {
+        let gap = CoverageGap {
+            id: 7,
+            cause: GapCause::WatcherError,
+            trees: vec!["/home/u/\x1b]0;pwned\x07".into()],
+            start: Timestamp::now(),
+            end: None,
+            detail: "watch failed: \x1b[2J".into(),
+        };
+        let line = render_event_line(&gap.to_event(Timestamp::now()));
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
+        assert!(line.contains("coverage gap #7 OPEN"), "{line}");
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub struct FimStatus {
 impl FimStatus {
     /// The human form of `agentctl fim status`.
     pub fn render_human(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        // Paths and problem details come from the watched tree: escape them for the terminal.
+        use std::io::Write as _;
+        let mut out = guestward_core::text::TerminalSafe::new(out);
+        let out = &mut out;
         let state = serde_json::to_value(self.state).ok().and_then(|v| v.as_str().map(str::to_string));
         writeln!(out, "state:      {}", state.unwrap_or_default())?;
         writeln!(

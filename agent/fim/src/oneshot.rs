@@ -66,6 +66,9 @@ impl CheckReport {
     /// The human list: one line per change, the baseline's own problems, a summary line and
     /// the baseline's integrity.
     pub fn render_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        // Paths and problem details come from the watched tree: escape them for the terminal.
+        let mut out = guestward_core::text::TerminalSafe::new(out);
+        let out = &mut out;
         for c in &self.changes {
             writeln!(out, "{}", c.human())?;
         }
