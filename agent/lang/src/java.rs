@@ -106,7 +106,9 @@ const OVERLAPS_NAMED: usize = 3;
 fn entry_limits(zip: &ZipArchive<Window>) -> Result<Vec<u64>, String> {
     let dir_start = zip.central_directory_start();
     let mut ranges: Vec<(u64, u64, usize)> = Vec::with_capacity(zip.len());
+    // Overlaps are named first (they are what a bomb is made of), then entries past the end.
     let mut faults: Vec<String> = Vec::new();
+    let mut outside: Vec<String> = Vec::new();
     let mut fault_count = 0usize;
     let name_of = |i: usize| {
         zip.by_index_data(i).ok().and_then(|e| e.name().ok().map(|n| n.into_owned())).unwrap_or_default()
@@ -122,8 +124,8 @@ fn entry_limits(zip: &ZipArchive<Window>) -> Result<Vec<u64>, String> {
             Some(end) if end <= dir_start => ranges.push((start, end, i)),
             _ => {
                 fault_count += 1;
-                if faults.len() < OVERLAPS_NAMED {
-                    faults.push(format!(
+                if outside.len() < OVERLAPS_NAMED {
+                    outside.push(format!(
                         "`{}` (local header at {start}, {} compressed bytes) runs past the central directory at {dir_start}",
                         name_of(i),
                         entry.compressed_size()
@@ -146,6 +148,8 @@ fn entry_limits(zip: &ZipArchive<Window>) -> Result<Vec<u64>, String> {
             }
         }
     }
+    faults.extend(outside);
+    faults.truncate(OVERLAPS_NAMED);
     if fault_count > 0 {
         let more = fault_count - faults.len();
         let more = if more > 0 { format!("; {more} more") } else { String::new() };
