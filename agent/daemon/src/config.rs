@@ -172,6 +172,13 @@ impl Config {
                 message: e.message,
             });
         }
+        if let Err(e) = self.packages.language.validate() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: format!("packages.language.{}", e.field),
+                message: e.message,
+            });
+        }
         Ok(self)
     }
 

@@ -137,3 +137,18 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_out_of_range_values_name_their_key() {
+        Config::default().validate().unwrap();
+        let deep = Config { max_depth: MAX_DEPTH_LIMIT + 1, ..Config::default() };
+        assert_eq!(deep.validate().unwrap_err().field, "max_depth");
+        let none = Config { max_packages_per_root: 0, ..Config::default() };
+        assert_eq!(none.validate().unwrap_err().field, "max_packages_per_root");
+    }
+}
