@@ -41,7 +41,10 @@ pub struct Config {
     /// Largest top-level archive opened, in bytes (only its central directory and the entries
     /// we need are read, never the whole file).
     pub max_archive_bytes: u64,
-    /// Most entries in one archive's central directory; bounds memory for hostile zips.
+    /// Most entries in one archive's central directory, counted together with the archives it
+    /// is nested in (all of them are in memory while it is examined, a few hundred bytes per
+    /// entry); bounds memory for hostile zips. Checked from the end-of-central-directory
+    /// records before the directory is loaded.
     pub max_archive_entries: u64,
     /// Archives inside archives entered (a war's `WEB-INF/lib/*.jar` is depth 1).
     pub max_nesting_depth: u32,
