@@ -318,6 +318,12 @@ mod tests {
     }
 
     #[test]
+    fn language_walk_out_of_range_names_the_key() {
+        let msg = err("[packages.language]\nmax_depth = 1000\n");
+        assert!(msg.contains("key `packages.language.max_depth`") && msg.contains("at most 64"), "{msg}");
+    }
+
+    #[test]
     fn relative_path_is_rejected_where_it_is_written() {
         let msg = err("[packages]\ndpkg_admin_dir = \"var/lib/dpkg\"\n");
         assert!(msg.starts_with("/etc/guestward/agent.toml:2:18: key `packages.dpkg_admin_dir`"), "{msg}");
