@@ -111,6 +111,11 @@ pub fn findings(report: &LangReport) -> Vec<Finding> {
 
 /// Writes a short human summary: counts per ecosystem, then one line per package.
 pub fn render_table(report: &LangReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use guestward_core::text::escape_control;
+    // Names, versions and locations come from files anyone may write (a user's ~/.local):
+    // shown escaped, so they cannot carry terminal control sequences or fake lines.
+    use std::io::Write as _;
+    let out = &mut guestward_core::text::TerminalSafe::new(out);
     for eco in [Ecosystem::Pypi, Ecosystem::Maven, Ecosystem::Npm] {
         writeln!(out, "{:<6} {} packages", eco.as_str(), report.of(eco).count())?;
     }
@@ -124,7 +129,14 @@ pub fn render_table(report: &LangReport, out: &mut dyn std::io::Write) -> std::i
             Some(inner) => format!("{}!/{inner}", p.location),
             None => p.location.clone(),
         };
-        writeln!(out, "  {:<6} {:<40} {:<16} {at}", p.ecosystem.as_str(), name, p.version)?;
+        writeln!(
+            out,
+            "  {:<6} {:<40} {:<16} {}",
+            p.ecosystem.as_str(),
+            escape_control(&name),
+            escape_control(&p.version),
+            escape_control(&at)
+        )?;
     }
     if report.stats.truncated {
         writeln!(out, "  (incomplete: a packages.language bound was reached; see the problems)")?;

@@ -468,8 +468,8 @@ impl Tracker {
     }
 
     fn load(&self) -> Result<Option<StoredState>, Problem> {
-        // Our own file in our 0700 directory, but opened like any host file all the same: no
-        // symlink followed, nothing but a regular file read, and a FIFO cannot block the open.
+        // Through the regular-file check: a FIFO or device planted in place of the state file
+        // (a state_dir in a shared directory) must not block or feed the daemon forever.
         let file = match guestward_core::open_regular_file(&self.path, false) {
             Ok(f) => f,
             Err(guestward_core::HostFsError::NotFound { .. }) => return Ok(None),
@@ -858,25 +858,6 @@ mod tests {
     }
 
     #[test]
-    fn fifo_in_place_of_the_state_file_is_refused_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let tracker = Tracker::new(dir.path(), DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS);
-        nix::unistd::mkfifo(tracker.path(), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let probe = tracker.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(probe.observe(&many_items(1), Timestamp::from_unix_secs(0).unwrap()));
-        });
-        let observation = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("observe returned");
-        let Observation::Full { reason: FullReason::StateUnreadable, problem: Some(problem), .. } =
-            observation
-        else {
-            panic!("{observation:?}")
-        };
-        assert_eq!(problem.code, "not_regular_file", "{problem:?}");
-    }
-
-    #[test]
     fn upgrades_that_rename_the_dist_info_or_the_jar_are_upgrades() {
         use guestward_lang::{Ecosystem, Evidence, LangPackage};
         let pkg = |eco, name: &str, version: &str, location: &str, inner: Option<&str>| LangPackage {
@@ -947,5 +928,25 @@ mod tests {
         assert_eq!(s.items[0].name, "org.apache.logging.log4j:log4j-core");
         assert_eq!(s.items[0].location.as_deref(), Some("/opt/app.jar!/BOOT-INF/lib"));
         assert_eq!(s.items[0].source, PackageSource::Maven);
+    }
+
+    #[test]
+    fn fifo_in_place_of_the_stored_inventory_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join(STATE_FILE), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap();
+        let tracker = Tracker::new(dir.path(), 3600);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(tracker.observe(&snap(10, vec![]), Timestamp::from_unix_secs(10).unwrap()));
+        });
+        let observation =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("reading a FIFO state file blocked");
+        let Observation::Full { reason, problem: Some(problem), .. } = observation else {
+            panic!("expected a full snapshot with a problem, got {observation:?}");
+        };
+        assert_eq!(reason, FullReason::StateUnreadable);
+        assert_eq!(problem.code, "not_regular_file");
+        assert!(problem.message.contains("fifo"), "{}", problem.message);
     }
 }
