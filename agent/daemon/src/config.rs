@@ -181,6 +181,13 @@ impl Config {
                 message: e.to_string(),
             });
         }
+        if let Err(e) = self.packages.language.validate() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: format!("packages.language.{}", e.field),
+                message: e.message,
+            });
+        }
         Ok(self)
     }
 
@@ -332,6 +339,12 @@ mod tests {
     fn imds_out_of_range_names_the_key() {
         let msg = err("[imds]\ntoken_ttl_secs = 0\n");
         assert!(msg.contains("key `imds.token_ttl_secs`") && msg.contains("1..=21600"), "{msg}");
+    }
+
+    #[test]
+    fn language_walk_out_of_range_names_the_key() {
+        let msg = err("[packages.language]\nmax_depth = 1000\n");
+        assert!(msg.contains("key `packages.language.max_depth`") && msg.contains("at most 64"), "{msg}");
     }
 
     #[test]

@@ -92,3 +92,113 @@ pub fn maven_jar(group: &str, artifact: &str, version: &str) -> Vec<u8> {
     let props = format!("groupId={group}\nartifactId={artifact}\nversion={version}\n");
     zip_of(&[(name.as_str(), props.into_bytes())], CompressionMethod::Deflated)
 }
+
+/// Runs `f` on its own thread and fails the test if it has not finished within `secs`: a
+/// regression that blocks (a FIFO opened for reading, a zip bomb inflating) must fail, not
+/// hang the test run.
+pub fn bounded<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {secs} s"),
+    }
+}
+
+impl Tree {
+    /// [`Tree::scan`] on its own thread, failing after `secs`.
+    pub fn scan_within(&self, secs: u64, config: &Config) -> (LangReport, Vec<Problem>) {
+        let root = self.root.clone();
+        let config = config.clone();
+        bounded(secs, "the language scan", move || guestward_lang::scan(&root, &config))
+    }
+
+    /// Makes a FIFO at host path `rel`.
+    pub fn fifo(&self, rel: &str) {
+        let path = self.dir.path().join(rel.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    }
+}
+
+fn find(bytes: &[u8], magic: &[u8]) -> usize {
+    bytes.windows(magic.len()).position(|w| w == magic).unwrap()
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+}
+
+/// A zip whose central directory lists `count` entries named `lib/n<i>.jar`, all pointing at
+/// the same local header and deflated data: the simplest overlapping-entries zip bomb (each
+/// entry inflates to all of `payload`).
+pub fn overlapping_bomb(count: usize, payload: &[u8]) -> Vec<u8> {
+    let one = zip_of(&[("lib/n0.jar", payload.to_vec())], CompressionMethod::Deflated);
+    let cd = find(&one, b"PK\x01\x02");
+    let (name_len, extra_len, comment_len) =
+        (u16_at(&one, cd + 28), u16_at(&one, cd + 30), u16_at(&one, cd + 32));
+    let fixed = &one[cd..cd + 46];
+    let tail = &one[cd + 46 + name_len..cd + 46 + name_len + extra_len + comment_len];
+    let mut out = one[..cd].to_vec();
+    let cd_start = out.len();
+    for i in 0..count {
+        let name = format!("lib/n{i}.jar");
+        let mut header = fixed.to_vec();
+        header[28..30].copy_from_slice(&u16::try_from(name.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(tail);
+    }
+    let cd_size = out.len() - cd_start;
+    let count16 = u16::try_from(count).unwrap();
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&count16.to_le_bytes());
+    out.extend_from_slice(&count16.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(cd_size).unwrap().to_le_bytes());
+    out.extend_from_slice(&u32::try_from(cd_start).unwrap().to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// A zip64 archive of `count` empty central-directory entries (distinct 4-character names, no
+/// data, every local header offset 0): about 50 bytes per entry on disk, a few hundred in a
+/// zip reader's memory.
+pub fn zip64_entries(count: u32) -> Vec<u8> {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    for i in 0..count {
+        let mut n = i;
+        let mut name = [0u8; 4];
+        for c in &mut name {
+            *c = DIGITS[usize::try_from(n % 36).unwrap()];
+            n /= 36;
+        }
+        out.extend_from_slice(b"PK\x01\x02");
+        out.extend_from_slice(&[20, 0, 20, 0]); // versions
+        out.extend_from_slice(&[0; 20]); // flags, method, time, date, crc, sizes
+        out.extend_from_slice(&4u16.to_le_bytes()); // name length
+        out.extend_from_slice(&[0; 16]); // extra, comment, disk, attributes, local offset
+        out.extend_from_slice(&name);
+    }
+    let cd_size = out.len() as u64;
+    let record_at = out.len() as u64;
+    out.extend_from_slice(b"PK\x06\x06");
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // versions, disk numbers
+    out.extend_from_slice(&u64::from(count).to_le_bytes());
+    out.extend_from_slice(&u64::from(count).to_le_bytes());
+    out.extend_from_slice(&cd_size.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(b"PK\x06\x07");
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&record_at.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    out.extend_from_slice(&[0xff; 8]);
+    out.extend_from_slice(&[0, 0]);
+    out
+}
