@@ -48,7 +48,7 @@ pub struct ControlConfig {
     pub max_connections: u32,
     /// Connections one user may hold at once, for users other than root and the agent's own
     /// user (members of `socket_group`): one of them cannot take every slot. Further ones are
-    /// closed at once. 1..=max_connections.
+    /// closed at once. 1..=1024 (no more than `max_connections` take effect).
     pub max_connections_per_user: u32,
     /// A connection must deliver its whole request (headers and body) within this time after
     /// it is accepted, or it is closed. 100..=60000.
@@ -184,11 +184,7 @@ impl Config {
         let c = &self.control;
         for (key, value, range) in [
             ("control.max_connections", u64::from(c.max_connections), 1..=1024),
-            (
-                "control.max_connections_per_user",
-                u64::from(c.max_connections_per_user),
-                1..=u64::from(c.max_connections.max(1)),
-            ),
+            ("control.max_connections_per_user", u64::from(c.max_connections_per_user), 1..=1024),
             ("control.request_read_timeout_ms", c.request_read_timeout_ms, 100..=60_000),
             ("control.write_timeout_ms", c.write_timeout_ms, 100..=600_000),
         ] {
@@ -362,8 +358,8 @@ mod tests {
     fn control_limits_are_range_checked() {
         let msg = err("[control]\nmax_connections = 0\n");
         assert!(msg.contains("key `control.max_connections`: must be 1..=1024, got 0"), "{msg}");
-        let msg = err("[control]\nmax_connections = 4\nmax_connections_per_user = 5\n");
-        assert!(msg.contains("key `control.max_connections_per_user`: must be 1..=4, got 5"), "{msg}");
+        let msg = err("[control]\nmax_connections_per_user = 0\n");
+        assert!(msg.contains("key `control.max_connections_per_user`: must be 1..=1024, got 0"), "{msg}");
         let msg = err("[control]\nrequest_read_timeout_ms = 10\n");
         assert!(msg.contains("key `control.request_read_timeout_ms`"), "{msg}");
     }

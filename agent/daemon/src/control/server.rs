@@ -288,7 +288,8 @@ impl ServerLimits {
     pub fn from_config(c: &ControlConfig) -> Self {
         Self {
             max_connections: usize::try_from(c.max_connections.max(1)).unwrap_or(64),
-            max_connections_per_user: usize::try_from(c.max_connections_per_user.max(1)).unwrap_or(8),
+            max_connections_per_user: usize::try_from(c.max_connections_per_user.clamp(1, c.max_connections.max(1)))
+                .unwrap_or(8),
             request_read_timeout: Duration::from_millis(c.request_read_timeout_ms.max(1)),
             write_timeout: Duration::from_millis(c.write_timeout_ms.max(1)),
         }
