@@ -6,6 +6,7 @@
 //! - [`Section`]: one collector's result, carrying data *and* the problems met on the way, so a
 //!   failing collector never hides the others.
 //! - [`Finding`] and [`Event`]: what the report tells the owner beyond raw inventory.
+//! - [`text`]: bounding and escaping text read from scanned files before it is quoted or shown.
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
 
@@ -13,10 +14,14 @@ mod finding;
 mod paths;
 mod root;
 mod section;
+pub mod text;
 mod time;
 
 pub use finding::{Event, Finding, Severity};
 pub use paths::AbsolutePath;
-pub use root::{HostFsError, HostRoot, MAX_SYMLINK_HOPS};
+pub use root::{
+    HostFsError, HostRoot, MAX_SYMLINK_HOPS, ensure_regular, file_kind, open_regular_file,
+    read_regular_file_capped,
+};
 pub use section::{Problem, Section, SectionStatus};
 pub use time::Timestamp;

@@ -17,6 +17,9 @@ pub enum SectionStatus {
     Skipped,
 }
 
+/// Codes are ours (`not_found`, `malformed`...), but some are built from a value read.
+const MAX_CODE_CHARS: usize = 64;
+
 /// Something a collector could not read or understand. Never fatal to the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Problem {
@@ -33,14 +36,22 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem with a code and a message.
+    /// A problem with a code and a message. The message is cut at
+    /// [`crate::text::MAX_MESSAGE_CHARS`]: messages quote file content, and a file can hold a
+    /// line of any length (quote values with [`crate::text::quote_truncated`] so that the cut
+    /// falls in the value, not in the sentence around it).
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), path: None, line: None }
+        Self {
+            code: crate::text::truncate_owned(code.into(), MAX_CODE_CHARS),
+            message: crate::text::truncate_owned(message.into(), crate::text::MAX_MESSAGE_CHARS),
+            path: None,
+            line: None,
+        }
     }
 
-    /// Names the input concerned.
+    /// Names the input concerned (cut at [`crate::text::MAX_PATH_CHARS`]).
     pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.path = Some(path.into());
+        self.path = Some(crate::text::truncate_owned(path.into(), crate::text::MAX_PATH_CHARS));
         self
     }
 
@@ -51,14 +62,19 @@ impl Problem {
     }
 }
 
+/// For people (human output, logs): paths and messages name things in scanned trees, so
+/// control characters in them are shown escaped ([`crate::text::escape_control`]).
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::text::escape_control;
         match (&self.path, self.line) {
-            (Some(p), Some(l)) if !self.message.contains(p.as_str()) => write!(f, "{p}:{l}: ")?,
-            (Some(p), None) if !self.message.contains(p.as_str()) => write!(f, "{p}: ")?,
+            (Some(p), Some(l)) if !self.message.contains(p.as_str()) => {
+                write!(f, "{}:{l}: ", escape_control(p))?
+            }
+            (Some(p), None) if !self.message.contains(p.as_str()) => write!(f, "{}: ", escape_control(p))?,
             _ => {}
         }
-        write!(f, "{}", self.message)
+        write!(f, "{}", escape_control(&self.message))
     }
 }
 
@@ -131,6 +147,29 @@ mod tests {
         assert_eq!(Section::from_parts(Some(1), vec![p.clone()], t).status, SectionStatus::Degraded);
         assert_eq!(Section::<u8>::from_parts(None, vec![p], t).status, SectionStatus::Error);
         assert_eq!(Section::<u8>::skipped("not selected").status, SectionStatus::Skipped);
+    }
+
+    #[test]
+    fn problem_with_a_huge_line_quoted_is_bounded() {
+        let line = "y".repeat(200 * 1024 * 1024);
+        let p = Problem::new("malformed", format!("bad line {line:?}")).with_path(line.clone());
+        assert!(p.message.len() < crate::text::MAX_MESSAGE_CHARS + 64, "{}", p.message.len());
+        assert!(p.message.ends_with("more bytes)"), "{}", &p.message[p.message.len() - 40..]);
+        assert!(p.path.as_ref().unwrap().len() < crate::text::MAX_PATH_CHARS + 64);
+        let q = Problem::new("malformed", format!("bad line {}", crate::text::quote_truncated(&line, 80)));
+        assert!(q.message.len() < 160, "{}", q.message);
+    }
+
+    #[test]
+    fn problem_display_escapes_terminal_sequences() {
+        let p = Problem::new("malformed", "name \x1b]0;pwned\x07 here").with_path("/x/\x1b[2J");
+        let shown = p.to_string();
+        assert!(!shown.contains('\x1b') && !shown.contains('\x07'), "{shown:?}");
+        assert!(shown.contains("\\x1b]0;pwned\\x07"), "{shown}");
+        assert_eq!(
+            p.message, "name \x1b]0;pwned\x07 here",
+            "the data keeps the exact text (JSON escapes it)"
+        );
     }
 
     #[test]

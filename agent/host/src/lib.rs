@@ -65,13 +65,7 @@ pub fn collect(root: &HostRoot) -> Section<HostFacts> {
     let started = Instant::now();
     let mut problems = Vec::new();
 
-    let os = match read_os_release(root) {
-        Ok(os) => Some(os),
-        Err(p) => {
-            problems.push(p);
-            None
-        }
-    };
+    let os = os_release(root, &mut problems);
     let machine_id = match read_machine_id(root) {
         Ok(id) => id,
         Err(p) => {
@@ -106,22 +100,45 @@ pub fn collect(root: &HostRoot) -> Section<HostFacts> {
 
 /// Reads `/etc/os-release`, falling back to `/usr/lib/os-release` as os-release(5) says.
 pub fn read_os_release(root: &HostRoot) -> Result<OsInfo, Problem> {
-    let mut first_error = None;
+    let mut problems = Vec::new();
+    match os_release(root, &mut problems) {
+        Some(os) => Ok(os),
+        None => Err(problems
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Problem::new("not_found", "no os-release file"))),
+    }
+}
+
+/// Like [`read_os_release`], but a first candidate that exists and cannot be read (a FIFO, a
+/// device node, no permission) is reported in `problems` even when the fallback is read: a
+/// FIFO planted in place of `/etc/os-release` is worth a word, and must not cost the OS facts.
+fn os_release(root: &HostRoot, problems: &mut Vec<Problem>) -> Option<OsInfo> {
+    let mut missing = None;
     for candidate in ["/etc/os-release", "/usr/lib/os-release"] {
         match root.read_string_capped(candidate, SMALL_FILE_LIMIT) {
             Ok(text) => {
-                return parse_os_release(&text)
-                    .map_err(|msg| Problem::new("malformed", msg).with_path(root.display(candidate)));
+                return match parse_os_release(&text) {
+                    Ok(os) => Some(os),
+                    Err(msg) => {
+                        problems.push(Problem::new("malformed", msg).with_path(root.display(candidate)));
+                        None
+                    }
+                };
             }
-            Err(e) => {
-                first_error.get_or_insert(e);
+            Err(e) if e.code() == "not_found" => {
+                missing.get_or_insert(e);
             }
+            Err(e) => problems.push(e.to_problem()),
         }
     }
-    Err(match first_error {
-        Some(e) => e.to_problem(),
-        None => Problem::new("not_found", "no os-release file"),
-    })
+    if problems.is_empty() {
+        problems.push(match missing {
+            Some(e) => e.to_problem(),
+            None => Problem::new("not_found", "no os-release file"),
+        });
+    }
+    None
 }
 
 /// Parses os-release text (shell-style quoting handled by the `etc-os-release` crate).
@@ -180,9 +197,20 @@ fn live_facts() -> Result<LiveFacts, sysinfo::Error> {
 }
 
 /// Writes a short human summary of the host facts.
+///
+/// The hostname, `PRETTY_NAME` and machine id come from files in the scanned tree: they are
+/// shown with control characters escaped, so a crafted value cannot drive the terminal.
 pub fn render_summary(facts: &HostFacts, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use guestward_core::text::escape_control;
+    use std::io::Write as _;
+    let out = &mut guestward_core::text::TerminalSafe::new(out);
     let os = facts.os.as_ref().map_or("unknown OS", |o| o.pretty_name.as_str());
-    writeln!(out, "host      {} ({os})", facts.hostname.as_deref().unwrap_or("?"))?;
+    writeln!(
+        out,
+        "host      {} ({})",
+        escape_control(facts.hostname.as_deref().unwrap_or("?")),
+        escape_control(os)
+    )?;
     if let Some(live) = &facts.live {
         writeln!(
             out,
@@ -196,7 +224,7 @@ pub fn render_summary(facts: &HostFacts, out: &mut dyn std::io::Write) -> std::i
         )?;
     }
     if let Some(id) = &facts.machine_id {
-        writeln!(out, "machine   {id}")?;
+        writeln!(out, "machine   {}", escape_control(id))?;
     }
     Ok(())
 }
@@ -251,6 +279,88 @@ mod tests {
         assert!(facts.live.is_none());
         assert_eq!(section.problems.len(), 1, "{:?}", section.problems);
         assert_eq!(section.problems[0].code, "not_found");
+    }
+
+    /// Runs `f` on a thread and fails if it takes longer than `secs`: a regression (a FIFO
+    /// opened for reading) fails the test instead of hanging CI.
+    fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+            Ok(v) => v,
+            Err(_) => panic!("{what}: did not finish within {secs} s"),
+        }
+    }
+
+    #[test]
+    fn fifo_in_place_of_os_release_machine_id_and_hostname_is_refused_and_the_rest_collected() {
+        let (dir, root) = root_with(&[("/usr/lib/os-release", "ID=debian\nPRETTY_NAME=\"Debian 12\"\n")]);
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        for name in ["os-release", "machine-id", "hostname"] {
+            nix::unistd::mkfifo(
+                &dir.path().join("etc").join(name),
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            )
+            .unwrap();
+        }
+        let section = within(10, "collecting host facts with FIFOs", move || collect(&root));
+        let facts = section.data.as_ref().unwrap();
+        assert_eq!(facts.os.as_ref().unwrap().id, "debian", "the fallback os-release is still read");
+        assert_eq!(facts.machine_id, None);
+        assert_eq!(facts.hostname, None);
+        assert_eq!(section.status, guestward_core::SectionStatus::Degraded);
+        let mut named: Vec<&str> = Vec::new();
+        for p in &section.problems {
+            assert_eq!(p.code, "not_regular_file", "{p}");
+            assert!(p.message.contains("fifo"), "{p}");
+            named.extend(
+                ["os-release", "machine-id", "hostname"].into_iter().filter(|n| p.message.contains(n)),
+            );
+        }
+        named.sort_unstable();
+        assert_eq!(named, ["hostname", "machine-id", "os-release"], "{:?}", section.problems);
+    }
+
+    #[test]
+    fn char_device_in_place_of_machine_id_is_refused_without_reading() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: creating a device node needs root (CI runs this test as root)");
+            return;
+        }
+        let (dir, root) = root_with(&[("/etc/os-release", "ID=debian\n"), ("/etc/hostname", "snap\n")]);
+        // /dev/zero's numbers: read, it would fill the 64 KiB cap and then some, for ever.
+        nix::sys::stat::mknod(
+            &dir.path().join("etc/machine-id"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            nix::sys::stat::makedev(1, 5),
+        )
+        .unwrap();
+        let section = within(10, "collecting host facts with a device node", move || collect(&root));
+        let facts = section.data.as_ref().unwrap();
+        assert_eq!(facts.hostname.as_deref(), Some("snap"));
+        assert_eq!(facts.os.as_ref().unwrap().id, "debian");
+        assert_eq!(section.problems.len(), 1, "{:?}", section.problems);
+        let p = &section.problems[0];
+        assert_eq!(p.code, "not_regular_file");
+        assert!(p.message.contains("machine-id") && p.message.contains("character device"), "{p}");
+    }
+
+    #[test]
+    fn huge_malformed_os_release_line_gives_a_bounded_problem() {
+        // Under the 64 KiB cap, but a line long enough to swamp a report if quoted whole.
+        let line = format!("PRETTY_NAME=\"{}", "z".repeat(60 * 1024));
+        let (_d, root) = root_with(&[("/etc/os-release", &format!("ID=debian\n{line}\n"))]);
+        let section = collect(&root);
+        for p in &section.problems {
+            assert!(
+                p.message.len() <= 2 * guestward_core::text::MAX_MESSAGE_CHARS,
+                "{} bytes",
+                p.message.len()
+            );
+        }
     }
 
     #[test]

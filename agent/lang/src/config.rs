@@ -24,11 +24,20 @@ pub struct Config {
     pub node_roots: Vec<AbsolutePath>,
     /// Paths never entered, whatever root they are under (pseudo filesystems, device nodes).
     pub exclude: Vec<AbsolutePath>,
-    /// Directory levels below a root that are entered.
+    /// Directory levels below a root that are entered (at most [`MAX_DEPTH_LIMIT`]: the walk
+    /// holds a few descriptors per level). Where the walk stops for this reason it says so.
     pub max_depth: u32,
     /// Directory entries examined in one scan, over every root. When reached the scan stops,
     /// reports what it found and says so.
     pub max_entries: u64,
+    /// Language packages (and JndiLookup hits) recorded from one root after glob expansion
+    /// (`/home/alice/.local`). When reached, the rest of that root is not walked, and the report
+    /// says so. Bounds what one user's tree can cost.
+    pub max_packages_per_root: u64,
+    /// Language packages (and JndiLookup hits) recorded in one scan over every root. When
+    /// reached, the scan stops and says so. Roots owned by root are walked before the others, so
+    /// a user filling their own tree cannot use this up before the system trees are inventoried.
+    pub max_packages_per_scan: u64,
     /// Largest top-level archive opened, in bytes (only its central directory and the entries
     /// we need are read, never the whole file).
     pub max_archive_bytes: u64,
@@ -41,6 +50,11 @@ pub struct Config {
     pub max_nested_archive_bytes: u64,
     /// Nested archives entered per top-level archive.
     pub max_nested_archives: u32,
+    /// Bytes inflated from archive entries over one whole scan (nested archives inflated to a
+    /// temporary file, manifests, pom.properties). When spent, further archives are reported
+    /// as not examined. Bounds the CPU and disk a pile of legitimate-looking zip bombs can cost,
+    /// next to the per-archive caps.
+    pub max_inflated_bytes_per_scan: u64,
     /// Largest metadata file read (`METADATA`, `PKG-INFO`, `package.json`, `pom.properties`,
     /// `MANIFEST.MF`), in bytes.
     pub max_metadata_bytes: u64,
@@ -70,20 +84,56 @@ impl Default for Config {
             exclude: paths(&["/proc", "/sys", "/dev", "/run"]),
             max_depth: 16,
             max_entries: 2_000_000,
+            max_packages_per_root: 50_000,
+            max_packages_per_scan: 100_000,
             max_archive_bytes: 2 * 1024 * 1024 * 1024,
             max_archive_entries: 200_000,
             max_nesting_depth: 3,
             max_nested_archive_bytes: 256 * 1024 * 1024,
             max_nested_archives: 2_000,
+            max_inflated_bytes_per_scan: 4 * 1024 * 1024 * 1024,
             max_metadata_bytes: 1024 * 1024,
             skip_network_filesystems: true,
         }
     }
 }
 
+/// Largest accepted `max_depth`. The walk keeps two descriptors open per directory level
+/// (the directory being listed and its parent chain), so the depth bounds descriptor use.
+pub const MAX_DEPTH_LIMIT: u32 = 64;
+
+/// A setting outside its accepted range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The key inside `[packages.language]`.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
 impl Config {
     /// A config with no roots at all, for tests and callers that set their own.
     pub fn without_roots() -> Self {
         Self { python_roots: Vec::new(), java_roots: Vec::new(), node_roots: Vec::new(), ..Self::default() }
+    }
+
+    /// Checks that cannot be expressed in types (the daemon runs it after parsing).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_depth > MAX_DEPTH_LIMIT {
+            return Err(ConfigError {
+                field: "max_depth",
+                message: format!("must be at most {MAX_DEPTH_LIMIT}, got {}", self.max_depth),
+            });
+        }
+        for (field, v) in [
+            ("max_packages_per_root", self.max_packages_per_root),
+            ("max_packages_per_scan", self.max_packages_per_scan),
+        ] {
+            if v == 0 {
+                return Err(ConfigError { field, message: "must be greater than 0".into() });
+            }
+        }
+        Ok(())
     }
 }

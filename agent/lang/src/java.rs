@@ -83,38 +83,108 @@ pub(crate) struct ArchiveScan<'w, 'a> {
     walker: &'w mut Walker<'a>,
     location: String,
     nested_entered: u32,
-    packages: &'w mut Vec<LangPackage>,
-    jndi: &'w mut Vec<JndiLookupHit>,
 }
 
-/// A top-level archive found by the walk.
-pub(crate) fn scan_file(
-    walker: &mut Walker<'_>,
-    real: &Path,
-    packages: &mut Vec<LangPackage>,
-    jndi: &mut Vec<JndiLookupHit>,
-) {
+/// Size of a local file header before its name (APPNOTE 4.3.7).
+const LOCAL_HEADER_FIXED_BYTES: u64 = 30;
+
+/// Entries named in an overlap problem (the count says how many more there are).
+const OVERLAPS_NAMED: usize = 3;
+
+/// Where each entry's bytes must end, by central-directory index: the start of the next
+/// entry's local header, or the central directory.
+///
+/// Security (issue 9, item 4): a zip's central directory may point many entries at the same
+/// compressed bytes. A 381 KB jar with 2000 entries sharing one deflate stream inflated
+/// 256 MiB per entry, about 500 GiB per jar; each entry on its own respected every per-entry
+/// cap. Real archives never share bytes between entries, so every entry's range (local
+/// header, name, data) is checked against the archive and against its neighbours, sorted by
+/// offset, before anything is inflated; an archive whose entries overlap or run past the
+/// central directory is refused whole. The check uses the central directory only (no I/O);
+/// the local header's own name and extra-field lengths, known once an entry is opened, are
+/// checked against the same limit before its data is read ([`ArchiveScan::within_limit`]).
+fn entry_limits(zip: &ZipArchive<Window>) -> Result<Vec<u64>, String> {
+    let dir_start = zip.central_directory_start();
+    let mut ranges: Vec<(u64, u64, usize)> = Vec::with_capacity(zip.len());
+    // Overlaps are named first (they are what a bomb is made of), then entries past the end.
+    let mut faults: Vec<String> = Vec::new();
+    let mut outside: Vec<String> = Vec::new();
+    let mut fault_count = 0usize;
+    let name_of = |i: usize| {
+        zip.by_index_data(i).ok().and_then(|e| e.name().ok().map(|n| n.into_owned())).unwrap_or_default()
+    };
+    for i in 0..zip.len() {
+        let entry = zip.by_index_data(i).map_err(|e| format!("entry {i}: {e}"))?;
+        let start = entry.header_start();
+        let end = start
+            .checked_add(LOCAL_HEADER_FIXED_BYTES)
+            .and_then(|v| v.checked_add(entry.name_raw().len() as u64))
+            .and_then(|v| v.checked_add(entry.compressed_size()));
+        match end {
+            Some(end) if end <= dir_start => ranges.push((start, end, i)),
+            _ => {
+                fault_count += 1;
+                if outside.len() < OVERLAPS_NAMED {
+                    outside.push(format!(
+                        "`{}` (local header at {start}, {} compressed bytes) runs past the central directory at {dir_start}",
+                        name_of(i),
+                        entry.compressed_size()
+                    ));
+                }
+            }
+        }
+    }
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        let [(a_start, a_end, a), (b_start, _, b)] = [pair[0], pair[1]];
+        if a_end > b_start {
+            fault_count += 1;
+            if faults.len() < OVERLAPS_NAMED {
+                faults.push(format!(
+                    "`{}` (bytes {a_start}..{a_end}) overlaps `{}` (from {b_start})",
+                    name_of(a),
+                    name_of(b)
+                ));
+            }
+        }
+    }
+    faults.extend(outside);
+    faults.truncate(OVERLAPS_NAMED);
+    if fault_count > 0 {
+        let more = fault_count - faults.len();
+        let more = if more > 0 { format!("; {more} more") } else { String::new() };
+        return Err(format!(
+            "entries overlap or lie outside the archive, as in a zip bomb ({}{more}); not examined",
+            faults.join("; ")
+        ));
+    }
+    let mut limits = vec![dir_start; zip.len()];
+    for pair in ranges.windows(2) {
+        limits[pair[0].2] = pair[1].0;
+    }
+    Ok(limits)
+}
+
+/// A top-level archive found by the walk (a regular file: the walk checked its type, and the
+/// door checks it again on the descriptor).
+pub(crate) fn scan_file(walker: &mut Walker<'_>, real: &Path) {
+    let location = walker.shown(real);
+    if walker.out.inflate_spent() {
+        walker.out.archive_unexamined(&location);
+        return;
+    }
     let host = walker.host_of(real);
     let file = match walker.root.open(&host) {
         Ok((f, _)) => f,
-        Err(e) => {
-            let mut p = e.to_problem();
-            p.path = Some(walker.shown(real));
-            walker.problems.push(p);
-            return;
-        }
+        Err(e) => return walker.fs_problem(&e, real),
     };
     let meta = match file.metadata() {
         Ok(m) => m,
-        Err(e) => return walker.problem("io", format!("{}: {e}", walker.shown(real)), real),
+        Err(e) => return walker.problem("io", format!("{location}: {e}"), real),
     };
-    if !walker.first_visit_of_file(&meta) {
-        return;
-    }
     if meta.len() > walker.config.max_archive_bytes {
         let msg = format!(
-            "{}: archive of {} bytes is over packages.language.max_archive_bytes ({}); not opened",
-            walker.shown(real),
+            "{location}: archive of {} bytes is over packages.language.max_archive_bytes ({}); not opened",
             meta.len(),
             walker.config.max_archive_bytes
         );
@@ -122,25 +192,29 @@ pub(crate) fn scan_file(
     }
     let window = match Window::whole(file) {
         Ok(w) => w,
-        Err(e) => return walker.problem("io", format!("{}: {e}", walker.shown(real)), real),
+        Err(e) => return walker.problem("io", format!("{location}: {e}"), real),
     };
     let file_name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let location = walker.shown(real);
-    let mut scan = ArchiveScan { walker, location, nested_entered: 0, packages, jndi };
+    let mut scan = ArchiveScan { walker, location, nested_entered: 0 };
     let mut chain = Vec::new();
     scan.archive(window, &file_name, &mut chain, 0);
 }
 
 impl ArchiveScan<'_, '_> {
-    fn problem(&mut self, code: &str, chain: &[String], message: String) {
+    fn shown(&self, chain: &[String]) -> String {
         let mut shown = self.location.clone();
         for part in chain {
             shown.push_str("!/");
             shown.push_str(part);
         }
+        shown
+    }
+
+    fn problem(&mut self, code: &str, chain: &[String], message: String) {
+        let shown = self.shown(chain);
         self.walker
-            .problems
-            .push(guestward_core::Problem::new(code, format!("{shown}: {message}")).with_path(shown));
+            .out
+            .problem(guestward_core::Problem::new(code, format!("{shown}: {message}")).with_path(shown));
     }
 
     fn archive(&mut self, window: Window, file_name: &str, chain: &mut Vec<String>, depth: u32) {
@@ -161,6 +235,10 @@ impl ArchiveScan<'_, '_> {
             );
             return self.problem("too_large", chain, msg);
         }
+        let limits = match entry_limits(&zip) {
+            Ok(l) => l,
+            Err(msg) => return self.problem("overlapping_entries", chain, msg),
+        };
         let mut poms = Vec::new();
         let mut manifest = None;
         let mut nested = Vec::new();
@@ -176,23 +254,26 @@ impl ArchiveScan<'_, '_> {
             } else if name.eq_ignore_ascii_case("META-INF/MANIFEST.MF") {
                 manifest = Some(i);
             } else if name == JNDI_LOOKUP_CLASS || name.ends_with(&format!("/{JNDI_LOOKUP_CLASS}")) {
-                self.jndi.push(JndiLookupHit {
+                let hit = JndiLookupHit {
                     location: self.location.clone(),
                     path_in_archive: (!chain.is_empty()).then(|| chain.join("!/")),
                     class_entry: name.into_owned(),
-                });
+                };
+                if !self.walker.out.jndi(hit) {
+                    return;
+                }
             } else if is_archive_name(&name) {
                 nested.push(i);
             }
         }
         let path_in_archive = (!chain.is_empty()).then(|| chain.join("!/"));
-        let before = self.packages.len();
+        let mut identified = false;
         for i in poms {
-            if let Some(props) = self.read_small(&mut zip, i, chain) {
+            if let Some(props) = self.read_small(&mut zip, &limits, i, chain) {
                 let props = parse_properties(&props);
                 let get = |k: &str| props.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
                 if let (Some(artifact), Some(version)) = (get("artifactId"), get("version")) {
-                    self.packages.push(LangPackage {
+                    let package = LangPackage {
                         ecosystem: Ecosystem::Maven,
                         namespace: get("groupId"),
                         name: artifact,
@@ -201,21 +282,25 @@ impl ArchiveScan<'_, '_> {
                         path_in_archive: path_in_archive.clone(),
                         installer: None,
                         evidence: Evidence::PomProperties,
-                    });
+                    };
+                    if !self.walker.out.package(package) {
+                        return;
+                    }
+                    identified = true;
                 }
             }
         }
-        if self.packages.len() == before {
+        if !identified {
             let from_file = split_file_name(file_name);
             let from_manifest = manifest
-                .and_then(|i| self.read_small(&mut zip, i, chain))
+                .and_then(|i| self.read_small(&mut zip, &limits, i, chain))
                 .and_then(|m| identify_from_manifest(&parse_manifest(&m), from_file.as_ref()));
-            let identified = match from_manifest {
+            let found = match from_manifest {
                 Some((group, name, version)) => Some((group, name, version, Evidence::Manifest)),
                 None => from_file.map(|(name, version)| (None, name, version, Evidence::FileName)),
             };
-            if let Some((namespace, name, version, evidence)) = identified {
-                self.packages.push(LangPackage {
+            if let Some((namespace, name, version, evidence)) = found {
+                let package = LangPackage {
                     ecosystem: Ecosystem::Maven,
                     namespace,
                     name,
@@ -224,7 +309,10 @@ impl ArchiveScan<'_, '_> {
                     path_in_archive: path_in_archive.clone(),
                     installer: None,
                     evidence,
-                });
+                };
+                if !self.walker.out.package(package) {
+                    return;
+                }
             }
         }
         if depth >= self.walker.config.max_nesting_depth {
@@ -239,6 +327,9 @@ impl ArchiveScan<'_, '_> {
             return;
         }
         for i in nested {
+            if self.walker.out.halted() {
+                return;
+            }
             if self.nested_entered >= self.walker.config.max_nested_archives {
                 let msg = format!(
                     "more than packages.language.max_nested_archives ({}) nested archives; the rest were not examined",
@@ -247,20 +338,43 @@ impl ArchiveScan<'_, '_> {
                 return self.problem("limit_reached", chain, msg);
             }
             self.nested_entered += 1;
-            self.nested(&mut zip, &base, i, chain, depth);
+            self.nested(&mut zip, &base, &limits, i, chain, depth);
         }
+    }
+
+    /// Whether an opened entry's data (`data_start` is known once the local header was read)
+    /// ends within the limit computed from the central directory; reports it when not.
+    fn within_limit(
+        &mut self,
+        chain: &[String],
+        name: &str,
+        data_start: Option<u64>,
+        compressed: u64,
+        limit: u64,
+    ) -> bool {
+        let end = data_start.and_then(|s| s.checked_add(compressed));
+        if end.is_some_and(|e| e <= limit) {
+            return true;
+        }
+        let msg = format!(
+            "`{name}`: its data (local header extended by its own name and extra fields) overlaps the next entry, as in a zip bomb; not read"
+        );
+        self.problem("overlapping_entries", chain, msg);
+        false
     }
 
     fn nested(
         &mut self,
         zip: &mut ZipArchive<Window>,
         base: &Window,
+        limits: &[u64],
         index: usize,
         chain: &mut Vec<String>,
         depth: u32,
     ) {
         let cap = self.walker.config.max_nested_archive_bytes;
-        let child = {
+        let limit = limits.get(index).copied().unwrap_or(0);
+        let (name, stored, data_start, compressed) = {
             let entry = match zip.by_index_raw(index) {
                 Ok(e) => e,
                 Err(e) => return self.problem("malformed", chain, format!("entry {index}: {e}")),
@@ -276,19 +390,34 @@ impl ArchiveScan<'_, '_> {
                 );
                 return self.problem("too_large", chain, msg);
             }
-            let stored = entry.compression() == CompressionMethod::Stored;
-            let data_start = entry.data_start();
-            let compressed = entry.compressed_size();
-            drop(entry);
-            match (stored, data_start) {
-                (true, Some(start)) => (name, Ok(base.sub(start, compressed))),
-                _ => (name.clone(), self.inflate_to_temp(zip, index, cap)),
-            }
+            (
+                name,
+                entry.compression() == CompressionMethod::Stored,
+                entry.data_start(),
+                entry.compressed_size(),
+            )
         };
-        let (name, window) = child;
-        let window = match window {
-            Ok(w) => w,
-            Err(e) => return self.problem("io", chain, format!("{name}: {e}")),
+        if !self.within_limit(chain, &name, data_start, compressed, limit) {
+            return;
+        }
+        let window = match (stored, data_start) {
+            (true, Some(start)) => base.sub(start, compressed),
+            _ => {
+                if self.walker.out.inflate_spent() {
+                    let shown = format!("{}!/{name}", self.shown(chain));
+                    self.walker.out.archive_unexamined(&shown);
+                    return;
+                }
+                match self.inflate_to_temp(zip, index, cap) {
+                    Ok(w) => w,
+                    Err(Inflate::BudgetSpent) => {
+                        let shown = format!("{}!/{name}", self.shown(chain));
+                        self.walker.out.archive_unexamined(&shown);
+                        return;
+                    }
+                    Err(Inflate::Failed(e)) => return self.problem("io", chain, format!("{name}: {e}")),
+                }
+            }
         };
         self.walker.stats.nested_archives += 1;
         let short = name.rsplit('/').next().unwrap_or(&name).to_string();
@@ -298,22 +427,51 @@ impl ArchiveScan<'_, '_> {
     }
 
     /// Inflates a compressed nested archive into an unlinked temporary file (never memory),
-    /// stopping at `cap` bytes whatever the header claims (zip bombs lie about sizes).
-    fn inflate_to_temp(&self, zip: &mut ZipArchive<Window>, index: usize, cap: u64) -> io::Result<Window> {
-        let entry = zip.by_index(index).map_err(io::Error::other)?;
-        let mut spool = tempfile::tempfile()?;
-        let copied = io::copy(&mut entry.take(cap.saturating_add(1)), &mut spool)?;
-        if copied > cap {
-            return Err(io::Error::other(format!(
-                "inflates to more than packages.language.max_nested_archive_bytes ({cap})"
-            )));
+    /// stopping at `cap` bytes whatever the header claims (zip bombs lie about sizes), and at
+    /// what is left of the scan-wide inflate budget.
+    fn inflate_to_temp(
+        &mut self,
+        zip: &mut ZipArchive<Window>,
+        index: usize,
+        cap: u64,
+    ) -> Result<Window, Inflate> {
+        let allowance = self.walker.out.inflate_allowance();
+        let entry = zip.by_index(index).map_err(|e| Inflate::Failed(io::Error::other(e)))?;
+        let mut spool = tempfile::tempfile().map_err(Inflate::Failed)?;
+        let limit = cap.min(allowance);
+        let copied = io::copy(&mut entry.take(limit.saturating_add(1)), &mut spool);
+        let copied = match copied {
+            Ok(n) => n,
+            Err(e) => return Err(Inflate::Failed(e)),
+        };
+        self.walker.out.spend_inflate(copied);
+        if copied > limit {
+            if limit == cap {
+                return Err(Inflate::Failed(io::Error::other(format!(
+                    "inflates to more than packages.language.max_nested_archive_bytes ({cap})"
+                ))));
+            }
+            return Err(Inflate::BudgetSpent);
         }
-        Window::whole(spool)
+        Window::whole(spool).map_err(Inflate::Failed)
     }
 
-    /// Reads a small entry (pom.properties, MANIFEST.MF) with the metadata cap.
-    fn read_small(&mut self, zip: &mut ZipArchive<Window>, index: usize, chain: &[String]) -> Option<String> {
+    /// Reads a small entry (pom.properties, MANIFEST.MF) with the metadata cap, counted against
+    /// the scan-wide inflate budget.
+    fn read_small(
+        &mut self,
+        zip: &mut ZipArchive<Window>,
+        limits: &[u64],
+        index: usize,
+        chain: &[String],
+    ) -> Option<String> {
         let cap = self.walker.config.max_metadata_bytes;
+        let allowance = self.walker.out.inflate_allowance();
+        if allowance == 0 {
+            let shown = self.shown(chain);
+            self.walker.out.archive_unexamined(&shown);
+            return None;
+        }
         let entry = match zip.by_index(index) {
             Ok(e) => e,
             Err(e) => {
@@ -322,23 +480,49 @@ impl ArchiveScan<'_, '_> {
             }
         };
         let name = entry.name().map(|n| n.into_owned()).unwrap_or_default();
+        let (data_start, compressed) = (entry.data_start(), entry.compressed_size());
+        let limit = limits.get(index).copied().unwrap_or(0);
+        let end_ok = data_start.and_then(|s| s.checked_add(compressed)).is_some_and(|e| e <= limit);
         let mut buf = Vec::new();
-        match entry.take(cap.saturating_add(1)).read_to_end(&mut buf) {
-            Ok(n) if n as u64 > cap => {
-                self.problem(
-                    "too_large",
-                    chain,
-                    format!("{name}: over packages.language.max_metadata_bytes ({cap})"),
-                );
-                None
+        let read_limit = cap.min(allowance);
+        let read =
+            if end_ok { Some(entry.take(read_limit.saturating_add(1)).read_to_end(&mut buf)) } else { None };
+        let Some(read) = read else {
+            self.within_limit(chain, &name, data_start, compressed, limit);
+            return None;
+        };
+        match read {
+            Ok(n) => {
+                self.walker.out.spend_inflate(n as u64);
+                if n as u64 > read_limit {
+                    if read_limit == cap {
+                        self.problem(
+                            "too_large",
+                            chain,
+                            format!("{name}: over packages.language.max_metadata_bytes ({cap})"),
+                        );
+                    } else {
+                        let shown = self.shown(chain);
+                        self.walker.out.archive_unexamined(&shown);
+                    }
+                    return None;
+                }
+                Some(String::from_utf8_lossy(&buf).into_owned())
             }
-            Ok(_) => Some(String::from_utf8_lossy(&buf).into_owned()),
             Err(e) => {
                 self.problem("malformed", chain, format!("{name}: {e}"));
                 None
             }
         }
     }
+}
+
+/// Why a nested archive was not inflated.
+enum Inflate {
+    /// The scan-wide budget ran out while inflating it.
+    BudgetSpent,
+    /// Anything else, reported as it is.
+    Failed(io::Error),
 }
 
 /// `*.jar`, `*.war`, `*.ear` (any case).

@@ -14,28 +14,28 @@ pub mod model;
 pub mod node;
 pub mod python;
 pub mod rules;
+mod sink;
 mod walk;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use model::{Ecosystem, Evidence, JndiLookupHit, LangPackage, LangReport, WalkStats};
 
 use guestward_core::{Finding, HostRoot, Problem, Section};
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
-use walk::{JAVA, Mask, NODE, PY, Visitor, Walker};
+use walk::{FileKind, JAVA, Mask, NODE, PY, Visitor, Walker};
 
-struct Collector {
-    packages: Vec<LangPackage>,
-    jndi: Vec<JndiLookupHit>,
-}
+/// Routes what the walk meets to the ecosystem readers. Stateless: results and their bounds
+/// live in the walker's sink.
+struct Collector;
 
 impl Visitor for Collector {
     fn dir(&mut self, walker: &mut Walker<'_>, real: &Path, name: &OsStr, mask: Mask) -> bool {
         if mask & PY != 0 {
             let name = name.to_string_lossy();
             if name.ends_with(".dist-info") || name.ends_with(".egg-info") {
-                python::read_info_dir(walker, real, &name, &mut self.packages);
+                python::read_info_dir(walker, real, &name);
                 // Metadata directories hold no further packages; Java and Node.js never live
                 // inside them either.
                 return false;
@@ -44,16 +44,25 @@ impl Visitor for Collector {
         true
     }
 
-    fn file(&mut self, walker: &mut Walker<'_>, real: &Path, name: &OsStr, mask: Mask) {
+    fn file(&mut self, walker: &mut Walker<'_>, real: &Path, name: &OsStr, mask: Mask, kind: FileKind) {
         let name = name.to_string_lossy();
+        let wanted = (mask & JAVA != 0 && java::is_archive_name(&name))
+            || (mask & NODE != 0 && name == "package.json" && node::is_installed_package_json(real))
+            || (mask & PY != 0 && name.ends_with(".egg-info"));
+        if !wanted {
+            return;
+        }
+        // Security: a FIFO, socket or device node named like a package file is reported and
+        // never opened (opening a FIFO blocks, a device may read forever).
+        if let FileKind::Other(kind) = kind {
+            return walker.not_regular(real, kind);
+        }
         if mask & JAVA != 0 && java::is_archive_name(&name) {
-            java::scan_file(walker, real, &mut self.packages, &mut self.jndi);
+            java::scan_file(walker, real);
         } else if mask & NODE != 0 && name == "package.json" {
-            if node::is_installed_package_json(real) {
-                node::read_package_json(walker, real, &mut self.packages);
-            }
-        } else if mask & PY != 0 && name.ends_with(".egg-info") {
-            python::read_info_file(walker, real, &name, &mut self.packages);
+            node::read_package_json(walker, real);
+        } else {
+            python::read_info_file(walker, real, &name);
         }
     }
 }
@@ -63,24 +72,13 @@ impl Visitor for Collector {
 /// [`Problem`]s next to everything that could be read.
 pub fn scan(root: &HostRoot, config: &Config) -> (LangReport, Vec<Problem>) {
     let mut walker = Walker::new(root, config);
-    // Expand globs, then merge identical roots so a tree listed for several ecosystems
-    // (`/opt`) is walked once.
-    let mut roots: Vec<(PathBuf, Mask)> = Vec::new();
-    for (list, mask) in [(&config.python_roots, PY), (&config.java_roots, JAVA), (&config.node_roots, NODE)] {
-        for pattern in list {
-            for host in walker.expand(pattern.as_path()) {
-                match roots.iter_mut().find(|(p, _)| *p == host) {
-                    Some((_, m)) => *m |= mask,
-                    None => roots.push((host, mask)),
-                }
-            }
-        }
+    let roots = walker.plan();
+    let mut collector = Collector;
+    for planned in &roots {
+        walker.walk(planned, &mut collector);
     }
-    let mut collector = Collector { packages: Vec::new(), jndi: Vec::new() };
-    for (host, mask) in &roots {
-        walker.walk(host, *mask, &mut collector);
-    }
-    let Collector { mut packages, mut jndi } = collector;
+    let Walker { out, mut stats, .. } = walker;
+    let (mut packages, mut jndi, problems) = out.finish(&mut stats);
     packages.sort_by(|a, b| {
         (a.ecosystem, &a.namespace, &a.name, &a.version, &a.location, &a.path_in_archive).cmp(&(
             b.ecosystem,
@@ -92,8 +90,8 @@ pub fn scan(root: &HostRoot, config: &Config) -> (LangReport, Vec<Problem>) {
         ))
     });
     jndi.sort_by(|a, b| (&a.location, &a.path_in_archive).cmp(&(&b.location, &b.path_in_archive)));
-    let report = LangReport { packages, jndi_lookup: jndi, stats: walker.stats };
-    (report, walker.problems)
+    let report = LangReport { packages, jndi_lookup: jndi, stats };
+    (report, problems)
 }
 
 /// [`scan`] as a report section (skipped when turned off in config).
@@ -113,6 +111,11 @@ pub fn findings(report: &LangReport) -> Vec<Finding> {
 
 /// Writes a short human summary: counts per ecosystem, then one line per package.
 pub fn render_table(report: &LangReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use guestward_core::text::escape_control;
+    // Names, versions and locations come from files anyone may write (a user's ~/.local):
+    // shown escaped, so they cannot carry terminal control sequences or fake lines.
+    use std::io::Write as _;
+    let out = &mut guestward_core::text::TerminalSafe::new(out);
     for eco in [Ecosystem::Pypi, Ecosystem::Maven, Ecosystem::Npm] {
         writeln!(out, "{:<6} {} packages", eco.as_str(), report.of(eco).count())?;
     }
@@ -126,10 +129,17 @@ pub fn render_table(report: &LangReport, out: &mut dyn std::io::Write) -> std::i
             Some(inner) => format!("{}!/{inner}", p.location),
             None => p.location.clone(),
         };
-        writeln!(out, "  {:<6} {:<40} {:<16} {at}", p.ecosystem.as_str(), name, p.version)?;
+        writeln!(
+            out,
+            "  {:<6} {:<40} {:<16} {}",
+            p.ecosystem.as_str(),
+            escape_control(&name),
+            escape_control(&p.version),
+            escape_control(&at)
+        )?;
     }
     if report.stats.truncated {
-        writeln!(out, "  (walk stopped at packages.language.max_entries: incomplete)")?;
+        writeln!(out, "  (incomplete: a packages.language bound was reached; see the problems)")?;
     }
     Ok(())
 }

@@ -104,7 +104,21 @@ pub struct WalkStats {
     pub directories_already_seen: u64,
     /// Mount points skipped (pseudo or network filesystems, excluded paths).
     pub mounts_skipped: u64,
-    /// Whether a bound (`max_entries`) stopped the walk early.
+    /// Directories not entered because they lie below `max_depth`.
+    #[serde(default)]
+    pub depth_limited: u64,
+    /// Bytes inflated from archive entries (counted against `max_inflated_bytes_per_scan`).
+    #[serde(default)]
+    pub inflated_bytes: u64,
+    /// Archives not examined because `max_inflated_bytes_per_scan` was spent.
+    #[serde(default)]
+    pub archives_unexamined: u64,
+    /// Problems met but not listed one by one (the list is bounded; see the last problem).
+    #[serde(default)]
+    pub problems_not_listed: u64,
+    /// Whether the inventory is incomplete because a bound was reached: `max_entries`,
+    /// `max_depth`, `max_packages_per_root`, `max_packages_per_scan` or
+    /// `max_inflated_bytes_per_scan`. The problems say which and where.
     pub truncated: bool,
 }
 

@@ -6,12 +6,57 @@
 use crate::model::{Ecosystem, Evidence, LangPackage};
 use crate::walk::Walker;
 use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::fmt;
 use std::path::Path;
 
-#[derive(Deserialize)]
-struct PackageJson {
-    name: Option<String>,
-    version: Option<String>,
+/// The two fields we read from a package.json.
+///
+/// Node reads package.json with `JSON.parse`, where a key given twice takes its last value; a
+/// derived `Deserialize` would instead refuse the whole file ("duplicate field"), and a package
+/// could hide from the inventory with `{"name": "x", "name": "x"}` while Node and npm load it
+/// fine (issue 9, item 19). So the object is read key by key and the last value wins; every
+/// other key is skipped without being kept.
+#[derive(Debug, Default, PartialEq)]
+pub struct PackageJson {
+    /// `name` (the last one given).
+    pub name: Option<String>,
+    /// `version` (the last one given).
+    pub version: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for PackageJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LastWins;
+        impl<'de> Visitor<'de> for LastWins {
+            type Value = PackageJson;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a package.json object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PackageJson, A::Error> {
+                let mut out = PackageJson::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "name" => out.name = map.next_value()?,
+                        "version" => out.version = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(LastWins)
+    }
+}
+
+/// Parses package.json bytes as Node does: a leading UTF-8 byte-order mark is skipped (Node
+/// strips it before `JSON.parse`; editors on Windows write one), and for a key given twice the
+/// last value wins.
+pub fn parse_package_json(bytes: &[u8]) -> Result<PackageJson, serde_json::Error> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    serde_json::from_slice(bytes)
 }
 
 /// Whether `package_json` (a real path) sits in an installed package directory.
@@ -38,26 +83,21 @@ pub fn split_scope(full: &str) -> (Option<String>, String) {
     }
 }
 
-/// Reads one package.json (size-capped).
-pub(crate) fn read_package_json(walker: &mut Walker<'_>, real: &Path, out: &mut Vec<LangPackage>) {
+/// Reads one package.json (size-capped, through the door: a FIFO or device is refused).
+pub(crate) fn read_package_json(walker: &mut Walker<'_>, real: &Path) {
     let host = walker.host_of(real);
     let bytes = match walker.root.read_capped(&host, walker.config.max_metadata_bytes) {
         Ok(b) => b,
-        Err(e) => {
-            let mut p = e.to_problem();
-            p.path = Some(walker.shown(real));
-            walker.problems.push(p);
-            return;
-        }
+        Err(e) => return walker.fs_problem(&e, real),
     };
-    let parsed: PackageJson = match serde_json::from_slice(&bytes) {
+    let parsed = match parse_package_json(&bytes) {
         Ok(p) => p,
         Err(e) => {
             let msg = format!("{}: not valid package.json ({e})", walker.shown(real));
             let line = u64::try_from(e.line()).unwrap_or(0);
-            walker.problems.push(
-                guestward_core::Problem::new("malformed", msg).with_path(walker.shown(real)).with_line(line),
-            );
+            let p =
+                guestward_core::Problem::new("malformed", msg).with_path(walker.shown(real)).with_line(line);
+            walker.out.problem(p);
             return;
         }
     };
@@ -71,12 +111,13 @@ pub(crate) fn read_package_json(walker: &mut Walker<'_>, real: &Path, out: &mut 
         }
     });
     let (namespace, name) = split_scope(&full);
-    out.push(LangPackage {
+    let location = walker.shown(dir);
+    walker.out.package(LangPackage {
         ecosystem: Ecosystem::Npm,
         namespace,
         name,
         version: parsed.version.unwrap_or_default(),
-        location: walker.shown(dir),
+        location,
         path_in_archive: None,
         installer: None,
         evidence: Evidence::PackageJson,
@@ -95,6 +136,20 @@ mod tests {
         assert!(!is_installed_package_json(Path::new("/p/app/package.json")));
         assert!(!is_installed_package_json(Path::new("/p/node_modules/x/lib/package.json")));
         assert!(!is_installed_package_json(Path::new("/p/@scope/x/package.json")));
+    }
+
+    #[test]
+    fn byte_order_mark_and_duplicate_keys_are_read_as_node_does() {
+        let parsed = parse_package_json(b"\xEF\xBB\xBF{\"name\":\"a\",\"version\":\"1.0.0\"}").unwrap();
+        assert_eq!(parsed, PackageJson { name: Some("a".into()), version: Some("1.0.0".into()) });
+        let parsed = parse_package_json(
+            br#"{"name":"decoy","version":"1","deps":{"name":"x"},"name":"real","version":"2"}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed, PackageJson { name: Some("real".into()), version: Some("2".into()) });
+        // Still strict where Node is: not an object, or a BOM in the middle, is an error.
+        assert!(parse_package_json(b"[1]").is_err());
+        assert!(parse_package_json(b" \xEF\xBB\xBF{}").is_err());
     }
 
     #[test]

@@ -58,7 +58,9 @@ fn from_dir_name(stem: &str) -> (String, String) {
     }
 }
 
-/// Reads up to `limit` bytes of a host file (never more, whatever its size).
+/// Reads up to `limit` bytes of a host file (never more, whatever its size). The file is
+/// opened through the [`guestward_core::HostRoot`] door, which refuses anything but a regular
+/// file before reading (a FIFO as `METADATA` would otherwise block the scan forever).
 fn read_prefix(walker: &mut Walker<'_>, real: &Path, limit: u64) -> Option<Vec<u8>> {
     let host = walker.host_of(real);
     match walker.root.open(&host) {
@@ -74,16 +76,14 @@ fn read_prefix(walker: &mut Walker<'_>, real: &Path, limit: u64) -> Option<Vec<u
         }
         Err(guestward_core::HostFsError::NotFound { .. }) => None,
         Err(e) => {
-            let mut p = e.to_problem();
-            p.path = Some(walker.shown(real));
-            walker.problems.push(p);
+            walker.fs_problem(&e, real);
             None
         }
     }
 }
 
 /// A `*.dist-info` or `*.egg-info` directory.
-pub(crate) fn read_info_dir(walker: &mut Walker<'_>, dir: &Path, dir_name: &str, out: &mut Vec<LangPackage>) {
+pub(crate) fn read_info_dir(walker: &mut Walker<'_>, dir: &Path, dir_name: &str) {
     let (stem, is_dist) = match dir_name.strip_suffix(".dist-info") {
         Some(s) => (s, true),
         None => (dir_name.strip_suffix(".egg-info").unwrap_or(dir_name), false),
@@ -105,12 +105,13 @@ pub(crate) fn read_info_dir(walker: &mut Walker<'_>, dir: &Path, dir_name: &str,
     } else {
         None
     };
-    out.push(LangPackage {
+    let location = walker.shown(dir);
+    walker.out.package(LangPackage {
         ecosystem: Ecosystem::Pypi,
         namespace: None,
         name: normalize_name(&name),
         version,
-        location: walker.shown(dir),
+        location,
         path_in_archive: None,
         installer,
         evidence,
@@ -118,12 +119,7 @@ pub(crate) fn read_info_dir(walker: &mut Walker<'_>, dir: &Path, dir_name: &str,
 }
 
 /// An old-style `*.egg-info` *file* (distutils), which is the PKG-INFO itself.
-pub(crate) fn read_info_file(
-    walker: &mut Walker<'_>,
-    file: &Path,
-    file_name: &str,
-    out: &mut Vec<LangPackage>,
-) {
+pub(crate) fn read_info_file(walker: &mut Walker<'_>, file: &Path, file_name: &str) {
     let stem = file_name.strip_suffix(".egg-info").unwrap_or(file_name);
     let limit = HEADER_PREFIX_BYTES.min(walker.config.max_metadata_bytes);
     let (name, version, evidence) =
@@ -134,12 +130,13 @@ pub(crate) fn read_info_file(
                 (n, v, Evidence::DirectoryName)
             }
         };
-    out.push(LangPackage {
+    let location = walker.shown(file);
+    walker.out.package(LangPackage {
         ecosystem: Ecosystem::Pypi,
         namespace: None,
         name: normalize_name(&name),
         version,
-        location: walker.shown(file),
+        location,
         path_in_archive: None,
         installer: None,
         evidence,

@@ -1,26 +1,49 @@
 //! The bounded directory walk shared by the three ecosystems.
 //!
-//! One walk per root (after glob expansion and merging identical roots), iterative (an explicit
-//! stack, so a deep tree cannot overflow ours), reading directory entries' types from `d_type`
-//! so ordinary files cost no `stat`. Bounds and defences:
-//! - `max_depth` levels below each root, `max_entries` entries over the whole scan.
-//! - Symlinks are followed only when their target, resolved inside the [`HostRoot`], lies
-//!   under the root being walked: a link to `/` or to another tree can neither make us walk the
-//!   whole disk nor read outside the scanned root (with `--root` the tree is untrusted).
-//! - Every directory is walked once per ecosystem, keyed by `(st_dev, st_ino)`, which ends
-//!   symlink loops and de-duplicates overlapping roots.
+//! One walk per root (after glob expansion and merging roots that are the same directory).
+//! Bounds and defences:
+//! - Memory stays proportional to the depth, not to the tree: the walk streams. It keeps one
+//!   open directory per level (`max_depth`, itself at most [`crate::config::MAX_DEPTH_LIMIT`])
+//!   and reads entries one at a time from it; no list of a directory's entries, no queue of
+//!   paths still to visit, no set of every directory seen (issue 9, item 5: a user's tree of a
+//!   million entries must not become a million paths in our memory). What is recorded is
+//!   bounded in [`crate::sink`].
+//! - `max_depth` levels below each root, `max_entries` entries over the whole scan; where either
+//!   stops the walk, a problem says where and the report is marked truncated.
+//! - Directories are entered with `openat(parent, name, O_DIRECTORY | O_NOFOLLOW)`, relative to
+//!   the descriptor of the directory just listed, so a directory swapped for a symlink after it
+//!   was listed is refused, not followed out of the tree.
+//! - Symlinks are never followed. A link to somewhere under the root being walked leads to what
+//!   the walk reaches anyway by its real path (and is counted as already seen); a link anywhere
+//!   else (`/`, another tree, outside a `--root` snapshot) is not ours to walk.
+//! - Loops (bind mounts of an ancestor) end: a directory that is one of its own ancestors, by
+//!   `(st_dev, st_ino)`, is not entered again. A root met inside another root is left to its own
+//!   walk for the ecosystems it is a root for, so overlapping roots are walked once.
+//! - Roots owned by root are walked before the others (home directories): a user who fills
+//!   their tree can use up the scan-wide bounds only after the system trees are inventoried.
+//! - Only regular files are handed to the ecosystems to read; a FIFO, device node or socket
+//!   where a package file is expected is reported by name and type, never opened (the type
+//!   comes from the directory entry, or `fstatat` without following when the filesystem does
+//!   not give it). Files are then read through [`HostRoot::open`], which checks again on the
+//!   descriptor.
 //! - Filesystem types: when a directory's `st_dev` differs from its parent's we are at a mount
-//!   point, and `statfs(2)` on it gives the filesystem magic. Pseudo filesystems (proc, sysfs,
+//!   point, and `fstatfs(2)` on it gives the filesystem magic. Pseudo filesystems (proc, sysfs,
 //!   cgroup, debugfs...) are always skipped, network ones (NFS, SMB/CIFS, AFS, Ceph, 9p,
-//!   FUSE) unless configured otherwise. `statfs` runs once per device, not per directory; it
+//!   FUSE) unless configured otherwise. `fstatfs` runs once per device, not per directory; it
 //!   needs no /proc, so it also works in containers without /proc/self/mountinfo.
 
 use crate::config::Config;
 use crate::model::WalkStats;
+use crate::sink::Sink;
 use guestward_core::{HostFsError, HostRoot, Problem};
-use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::fs::Metadata;
+use nix::dir::{Dir, OwningIter, Type};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use std::collections::HashMap;
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -33,13 +56,27 @@ pub(crate) const JAVA: Mask = 2;
 /// Node.js.
 pub(crate) const NODE: Mask = 4;
 
+/// Roots one glob pattern may expand to (`/home/*/.local` on a host with very many users, or
+/// a hostile snapshot with a million entries in `/home`).
+const MAX_EXPANDED_ROOTS: usize = 10_000;
+
+/// What a non-directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    /// A regular file: the only kind ever read.
+    Regular,
+    /// Anything else (FIFO, socket, device node), named as the door names it.
+    Other(&'static str),
+}
+
 /// What a walk reports to the ecosystem code.
 pub(crate) trait Visitor {
     /// A directory (already known not to be excluded). Return `false` to not descend into it
     /// (e.g. a `*.dist-info` directory the visitor has fully handled).
     fn dir(&mut self, walker: &mut Walker<'_>, real: &Path, name: &OsStr, mask: Mask) -> bool;
-    /// A regular file.
-    fn file(&mut self, walker: &mut Walker<'_>, real: &Path, name: &OsStr, mask: Mask);
+    /// Anything that is neither a directory nor a symlink. Only [`FileKind::Regular`] files may
+    /// be read; for the others the visitor may report a problem if the name is one it reads.
+    fn file(&mut self, walker: &mut Walker<'_>, real: &Path, name: &OsStr, mask: Mask, kind: FileKind);
 }
 
 /// Filesystems never walked: their files are not installed software.
@@ -76,17 +113,89 @@ const NETWORK_FS: &[(i64, &str)] = &[
     (0x6573_5546, "fuse"),
 ];
 
-/// The walk's state: bounds, counters, problems, and what has been seen.
+/// A directory identity: `(st_dev, st_ino)`.
+type DirId = (u64, u64);
+
+/// A root to walk, after glob expansion and resolution.
+pub(crate) struct PlannedRoot {
+    /// The real directory (inside the [`HostRoot`]).
+    real: PathBuf,
+    id: DirId,
+    owner_uid: u32,
+    mask: Mask,
+}
+
+/// One open directory of the walk.
+struct Frame {
+    /// For `openat`/`fstatat` of the entries.
+    fd: OwnedFd,
+    /// The listing, on a duplicate of `fd` (the stream owns its descriptor).
+    entries: OwningIter,
+    path: PathBuf,
+    depth: u32,
+    mask: Mask,
+    id: DirId,
+}
+
+/// A listing of the directory open on `fd`, on a duplicate of it.
+fn listing(fd: &OwnedFd) -> std::io::Result<OwningIter> {
+    let dup = fd.try_clone()?;
+    Ok(Dir::from_fd(dup).map_err(errno_io)?.into_iter())
+}
+
+/// Directory flags: never a symlink, never a FIFO (O_DIRECTORY fails on anything but a
+/// directory), never inherited by a child process.
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK
+}
+
+fn id_of(st: &FileStat) -> DirId {
+    // st_dev/st_ino are u64 on Linux; the conversion only widens where they are narrower.
+    #[allow(clippy::useless_conversion)]
+    (u64::from(st.st_dev), u64::from(st.st_ino))
+}
+
+/// The type of a stat'ed object, for entries whose directory entry did not say.
+fn type_of_stat(st: &FileStat) -> Type {
+    let ifmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    match ifmt {
+        SFlag::S_IFDIR => Type::Directory,
+        SFlag::S_IFREG => Type::File,
+        SFlag::S_IFLNK => Type::Symlink,
+        SFlag::S_IFIFO => Type::Fifo,
+        SFlag::S_IFSOCK => Type::Socket,
+        SFlag::S_IFCHR => Type::CharacterDevice,
+        _ => Type::BlockDevice,
+    }
+}
+
+fn kind_name(t: Type) -> &'static str {
+    match t {
+        Type::Fifo => "fifo",
+        Type::CharacterDevice => "character device",
+        Type::BlockDevice => "block device",
+        Type::Socket => "socket",
+        Type::Directory => "directory",
+        Type::Symlink => "symlink",
+        Type::File => "regular file",
+    }
+}
+
+fn errno_io(e: Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e as i32)
+}
+
+/// The walk's state: bounds, counters, results, and the roots of this scan.
 pub(crate) struct Walker<'a> {
     pub root: &'a HostRoot,
     pub config: &'a Config,
     pub stats: WalkStats,
-    pub problems: Vec<Problem>,
-    visited_dirs: HashMap<(u64, u64), Mask>,
-    visited_files: HashSet<(u64, u64)>,
+    /// Results and their bounds.
+    pub out: Sink,
     fs_verdict: HashMap<u64, Option<&'static str>>,
     excluded: Vec<PathBuf>,
-    stopped: bool,
+    /// Every root of the scan, so a root met inside another is left to its own walk.
+    roots: Vec<(DirId, Mask)>,
 }
 
 impl<'a> Walker<'a> {
@@ -95,12 +204,14 @@ impl<'a> Walker<'a> {
             root,
             config,
             stats: WalkStats::default(),
-            problems: Vec::new(),
-            visited_dirs: HashMap::new(),
-            visited_files: HashSet::new(),
+            out: Sink::new(
+                config.max_packages_per_root,
+                config.max_packages_per_scan,
+                config.max_inflated_bytes_per_scan,
+            ),
             fs_verdict: HashMap::new(),
             excluded: config.exclude.iter().map(|p| p.as_path().to_path_buf()).collect(),
-            stopped: false,
+            roots: Vec::new(),
         }
     }
 
@@ -121,17 +232,25 @@ impl<'a> Walker<'a> {
 
     /// Records a problem about `real`.
     pub fn problem(&mut self, code: &str, message: String, real: &Path) {
-        self.problems.push(Problem::new(code, message).with_path(self.shown(real)));
+        let p = Problem::new(code, message).with_path(self.shown(real));
+        self.out.problem(p);
     }
 
-    /// First visit of a file (by device and inode)? Used for archives, which a symlink inside
-    /// the root (Debian's `/usr/share/java/foo.jar -> foo-1.2.jar`) would otherwise list twice.
-    pub fn first_visit_of_file(&mut self, meta: &Metadata) -> bool {
-        self.visited_files.insert((meta.dev(), meta.ino()))
+    /// Records a host-file error, named by its path in the scanned system.
+    pub fn fs_problem(&mut self, err: &HostFsError, real: &Path) {
+        let mut p = err.to_problem();
+        p.path = Some(self.shown(real));
+        self.out.problem(p);
+    }
+
+    /// A file we would have read is not a regular file: reported, never opened.
+    pub fn not_regular(&mut self, real: &Path, kind: &'static str) {
+        let err = HostFsError::NotRegularFile { path: self.host_of(real), kind };
+        self.fs_problem(&err, real);
     }
 
     /// Expands `*` in the components of `pattern` against the root; returns host paths that exist.
-    pub fn expand(&mut self, pattern: &Path) -> Vec<PathBuf> {
+    fn expand(&mut self, pattern: &Path) -> Vec<PathBuf> {
         let mut current: Vec<PathBuf> = vec![PathBuf::from("/")];
         for component in pattern.components() {
             let Component::Normal(part) = component else {
@@ -150,11 +269,33 @@ impl<'a> Walker<'a> {
                 let Ok(entries) = std::fs::read_dir(&real) else {
                     continue;
                 };
-                let mut names: Vec<String> = entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| wildcard_match(&part, n))
-                    .collect();
+                let mut names: Vec<String> = Vec::new();
+                // Bounded like the walk itself: entries read count against max_entries, and
+                // at most MAX_EXPANDED_ROOTS matches are kept.
+                for entry in entries {
+                    self.stats.entries += 1;
+                    if self.stats.entries > self.config.max_entries || names.len() >= MAX_EXPANDED_ROOTS {
+                        self.out.truncation(
+                            Problem::new(
+                                "limit_reached",
+                                format!(
+                                    "{}: expanding `{}` stopped after {} roots or packages.language.max_entries ({}) entries; the language inventory is incomplete",
+                                    self.shown(&real),
+                                    pattern.display(),
+                                    MAX_EXPANDED_ROOTS,
+                                    self.config.max_entries
+                                ),
+                            )
+                            .with_path(self.shown(&real)),
+                        );
+                        break;
+                    }
+                    let Ok(entry) = entry else { continue };
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if wildcard_match(&part, &name) {
+                        names.push(name);
+                    }
+                }
                 names.sort();
                 next.extend(names.into_iter().map(|n| base.join(n)));
             }
@@ -176,12 +317,12 @@ impl<'a> Walker<'a> {
         self.excluded.iter().any(|e| host.starts_with(e))
     }
 
-    /// Why the filesystem holding `real` (device `dev`) is skipped, if it is.
-    fn filesystem_skip(&mut self, real: &Path, dev: u64) -> Option<&'static str> {
+    /// Why the filesystem holding `dir` (device `dev`) is skipped, if it is.
+    fn filesystem_skip(&mut self, dir: &OwnedFd, dev: u64) -> Option<&'static str> {
         if let Some(verdict) = self.fs_verdict.get(&dev) {
             return *verdict;
         }
-        let verdict = match nix::sys::statfs::statfs(real) {
+        let verdict = match nix::sys::statfs::fstatfs(dir) {
             Ok(st) => {
                 // The field is i64 on glibc x86_64 and aarch64 but narrower or unsigned on other libcs.
                 #[allow(clippy::useless_conversion)]
@@ -191,7 +332,7 @@ impl<'a> Walker<'a> {
                 find(PSEUDO_FS)
                     .or_else(|| if self.config.skip_network_filesystems { find(NETWORK_FS) } else { None })
             }
-            // statfs failing on a directory we could stat is unusual; walking it is the safe
+            // fstatfs failing on a directory we could open is unusual; walking it is the safe
             // default for an inventory (missing software is worse than a slow walk).
             Err(_) => None,
         };
@@ -199,139 +340,251 @@ impl<'a> Walker<'a> {
         verdict
     }
 
-    /// Marks a directory visited for `mask`; returns the bits not walked before (0: skip it).
-    fn claim(&mut self, meta: &Metadata, mask: Mask) -> Mask {
-        let seen = self.visited_dirs.entry((meta.dev(), meta.ino())).or_insert(0);
-        let new = mask & !*seen;
-        *seen |= mask;
-        new
+    /// The configured roots: globs expanded, resolved inside the root, roots that are the same
+    /// directory merged (`/opt` listed for several ecosystems is walked once), and ordered so
+    /// that directories owned by root come first (stable otherwise: config order).
+    pub fn plan(&mut self) -> Vec<PlannedRoot> {
+        let config = self.config;
+        let mut planned: Vec<PlannedRoot> = Vec::new();
+        for (list, mask) in
+            [(&config.python_roots, PY), (&config.java_roots, JAVA), (&config.node_roots, NODE)]
+        {
+            for pattern in list {
+                for host in self.expand(pattern.as_path()) {
+                    if self.is_excluded(&host) {
+                        continue;
+                    }
+                    let real = match self.canonical(&host) {
+                        Ok(p) => p,
+                        Err(HostFsError::NotFound { .. }) => continue,
+                        Err(e) => {
+                            self.out.problem(e.to_problem());
+                            continue;
+                        }
+                    };
+                    let meta = match std::fs::metadata(&real) {
+                        Ok(m) if m.is_dir() => m,
+                        Ok(_) => continue,
+                        Err(e) => {
+                            let err = HostFsError::from_io(&real, e);
+                            if !matches!(err, HostFsError::NotFound { .. }) {
+                                self.out.problem(err.to_problem());
+                            }
+                            continue;
+                        }
+                    };
+                    if self.is_excluded(&self.host_of(&real)) {
+                        self.stats.mounts_skipped += 1;
+                        continue;
+                    }
+                    let id = (meta.dev(), meta.ino());
+                    match planned.iter_mut().find(|r| r.id == id) {
+                        Some(r) => r.mask |= mask,
+                        None => planned.push(PlannedRoot { real, id, owner_uid: meta.uid(), mask }),
+                    }
+                }
+            }
+        }
+        planned.sort_by_key(|r| r.owner_uid != 0);
+        self.roots = planned.iter().map(|r| (r.id, r.mask)).collect();
+        planned
     }
 
-    /// Walks one root (a host path) for the ecosystems in `mask`.
-    pub fn walk(&mut self, host_start: &Path, mask: Mask, visitor: &mut dyn Visitor) {
-        if self.stopped || self.is_excluded(host_start) {
+    /// Ecosystem bits another root of this scan walks itself from `id` (0 if `id` is no root
+    /// or the one being walked).
+    fn claimed_by_other_root(&self, id: DirId, walking: DirId) -> Mask {
+        if id == walking {
+            return 0;
+        }
+        self.roots.iter().filter(|(r, _)| *r == id).fold(0, |acc, (_, m)| acc | m)
+    }
+
+    /// Walks one planned root for its ecosystems.
+    pub fn walk(&mut self, plan: &PlannedRoot, visitor: &mut dyn Visitor) {
+        if self.out.scan_halted() {
             return;
         }
-        let start = match self.canonical(host_start) {
-            Ok(p) => p,
-            Err(HostFsError::NotFound { .. }) => return,
+        let start = &plan.real;
+        let fd = match nix::fcntl::open(start, dir_flags(), Mode::empty()) {
+            Ok(fd) => fd,
             Err(e) => {
-                self.problems.push(e.to_problem());
-                return;
-            }
-        };
-        let meta = match std::fs::metadata(&start) {
-            Ok(m) if m.is_dir() => m,
-            Ok(_) => return,
-            Err(e) => {
-                let err = HostFsError::from_io(&start, e);
+                let err = HostFsError::from_io(start, errno_io(e));
                 if !matches!(err, HostFsError::NotFound { .. }) {
-                    self.problems.push(err.to_problem());
+                    self.fs_problem(&err, start);
                 }
                 return;
             }
         };
-        if self.is_excluded(&self.host_of(&start)) || self.filesystem_skip(&start, meta.dev()).is_some() {
+        let id = match nix::sys::stat::fstat(&fd) {
+            Ok(st) => id_of(&st),
+            Err(e) => return self.fs_problem(&HostFsError::from_io(start, errno_io(e)), start),
+        };
+        if self.filesystem_skip(&fd, id.0).is_some() {
             self.stats.mounts_skipped += 1;
             return;
         }
-        let mask = self.claim(&meta, mask);
-        if mask == 0 {
-            self.stats.directories_already_seen += 1;
-            return;
-        }
+        let entries = match listing(&fd) {
+            Ok(l) => l,
+            Err(e) => return self.fs_problem(&HostFsError::from_io(start, e), start),
+        };
+        let frame = Frame { fd, entries, path: start.clone(), depth: 0, mask: plan.mask, id };
         self.stats.roots_walked += 1;
-        let mut stack: Vec<(PathBuf, u32, Mask, u64)> = vec![(start.clone(), 0, mask, meta.dev())];
-        while let Some((dir, depth, mask, dir_dev)) = stack.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) => {
-                    let err = HostFsError::from_io(&dir, e);
-                    let mut p = err.to_problem();
-                    p.path = Some(self.shown(&dir));
-                    self.problems.push(p);
-                    continue;
-                }
+        self.stats.directories += 1;
+        self.out.begin_root(self.shown(start));
+        // Where max_depth ran out: the first directory not entered, and how many in all.
+        let mut depth_cut: Option<(PathBuf, u64)> = None;
+        let mut stack = vec![frame];
+        loop {
+            if self.out.halted() {
+                break;
+            }
+            let next = match stack.last_mut() {
+                Some(frame) => frame.entries.next(),
+                None => break,
             };
-            self.stats.directories += 1;
-            for entry in entries {
-                let Ok(entry) = entry else { continue };
-                self.stats.entries += 1;
-                if self.stats.entries > self.config.max_entries {
-                    self.stats.truncated = true;
-                    self.stopped = true;
-                    self.problems.push(Problem::new(
-                        "limit_reached",
-                        format!(
-                            "stopped after {} directory entries (packages.language.max_entries); the language inventory is incomplete",
-                            self.config.max_entries
-                        ),
-                    ));
-                    return;
-                }
-                let Ok(file_type) = entry.file_type() else {
+            let Some(frame) = stack.last() else { break };
+            let entry = match next {
+                None => {
+                    stack.pop();
                     continue;
-                };
-                let mut path = entry.path();
-                let name = entry.file_name();
-                let mut is_dir = file_type.is_dir();
-                let mut is_file = file_type.is_file();
-                if file_type.is_symlink() {
-                    match self.follow(&path, &start) {
-                        Some((target, target_meta)) => {
-                            is_dir = target_meta.is_dir();
-                            is_file = target_meta.is_file();
-                            path = target;
+                }
+                Some(Err(e)) => {
+                    let path = frame.path.clone();
+                    self.fs_problem(&HostFsError::from_io(&path, errno_io(e)), &path);
+                    stack.pop();
+                    continue;
+                }
+                Some(Ok(entry)) => entry,
+            };
+            let cname = entry.file_name();
+            if cname.to_bytes() == b"." || cname.to_bytes() == b".." {
+                continue;
+            }
+            self.stats.entries += 1;
+            if self.stats.entries > self.config.max_entries {
+                self.out.stop_scan(Problem::new(
+                    "limit_reached",
+                    format!(
+                        "stopped after {} directory entries (packages.language.max_entries); the language inventory is incomplete",
+                        self.config.max_entries
+                    ),
+                ));
+                break;
+            }
+            let name = OsStr::from_bytes(cname.to_bytes());
+            let path = frame.path.join(name);
+            let kind = match entry.file_type() {
+                Some(t) => t,
+                None => match nix::sys::stat::fstatat(&frame.fd, cname, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => type_of_stat(&st),
+                    // Gone since it was listed.
+                    Err(_) => continue,
+                },
+            };
+            let (depth, mask) = (frame.depth, frame.mask);
+            match kind {
+                Type::Symlink => self.note_symlink(&path, start),
+                Type::Directory => {
+                    if depth + 1 > self.config.max_depth {
+                        self.stats.depth_limited += 1;
+                        match &mut depth_cut {
+                            Some((_, n)) => *n += 1,
+                            None => depth_cut = Some((path, 1)),
                         }
-                        None => {
-                            self.stats.symlinks_not_followed += 1;
-                            continue;
-                        }
+                        continue;
+                    }
+                    if self.is_excluded(&self.host_of(&path)) {
+                        self.stats.mounts_skipped += 1;
+                        continue;
+                    }
+                    if !visitor.dir(self, &path, name, mask) {
+                        continue;
+                    }
+                    if let Some(child) = self.enter(&stack, cname, path, depth + 1, mask, id) {
+                        self.stats.directories += 1;
+                        stack.push(child);
                     }
                 }
-                if is_file {
-                    visitor.file(self, &path, &name, mask);
-                    continue;
-                }
-                if !is_dir || depth + 1 > self.config.max_depth {
-                    continue;
-                }
-                if self.is_excluded(&self.host_of(&path)) {
-                    self.stats.mounts_skipped += 1;
-                    continue;
-                }
-                if !visitor.dir(self, &path, &name, mask) {
-                    continue;
-                }
-                let Ok(meta) = std::fs::symlink_metadata(&path).or_else(|_| std::fs::metadata(&path)) else {
-                    continue;
-                };
-                if meta.dev() != dir_dev && self.filesystem_skip(&path, meta.dev()).is_some() {
-                    self.stats.mounts_skipped += 1;
-                    continue;
-                }
-                let child_mask = self.claim(&meta, mask);
-                if child_mask == 0 {
-                    self.stats.directories_already_seen += 1;
-                    continue;
-                }
-                stack.push((path, depth + 1, child_mask, meta.dev()));
+                Type::File => visitor.file(self, &path, name, mask, FileKind::Regular),
+                other => visitor.file(self, &path, name, mask, FileKind::Other(kind_name(other))),
+            }
+        }
+        if let Some((first, count)) = depth_cut {
+            let more =
+                if count > 1 { format!(" and {} other directories", count - 1) } else { String::new() };
+            let msg = format!(
+                "{}{more}: below packages.language.max_depth ({}) levels under {}, not entered; the language inventory is incomplete",
+                self.shown(&first),
+                self.config.max_depth,
+                self.shown(start)
+            );
+            let p = Problem::new("limit_reached", msg).with_path(self.shown(&first));
+            self.out.truncation(p);
+        }
+    }
+
+    /// Opens directory `name` of the innermost frame for walking, or says why not.
+    fn enter(
+        &mut self,
+        stack: &[Frame],
+        name: &CStr,
+        path: PathBuf,
+        depth: u32,
+        mask: Mask,
+        walking: DirId,
+    ) -> Option<Frame> {
+        let parent = stack.last()?;
+        let fd = match nix::fcntl::openat(parent.fd.as_fd(), name, dir_flags(), Mode::empty()) {
+            Ok(fd) => fd,
+            // Replaced since it was listed (by a symlink: ELOOP; by a file: ENOTDIR) or gone:
+            // the tree changed under us, and a symlink is never followed.
+            Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => return None,
+            Err(e) => {
+                self.fs_problem(&HostFsError::from_io(&path, errno_io(e)), &path);
+                return None;
+            }
+        };
+        let id = match nix::sys::stat::fstat(&fd) {
+            Ok(st) => id_of(&st),
+            Err(e) => {
+                self.fs_problem(&HostFsError::from_io(&path, errno_io(e)), &path);
+                return None;
+            }
+        };
+        if id.0 != parent.id.0 && self.filesystem_skip(&fd, id.0).is_some() {
+            self.stats.mounts_skipped += 1;
+            return None;
+        }
+        // A bind mount of an ancestor would otherwise be walked forever.
+        if stack.iter().any(|f| f.id == id) {
+            self.stats.directories_already_seen += 1;
+            return None;
+        }
+        let mask = mask & !self.claimed_by_other_root(id, walking);
+        if mask == 0 {
+            self.stats.directories_already_seen += 1;
+            return None;
+        }
+        match listing(&fd) {
+            Ok(entries) => Some(Frame { fd, entries, path, depth, mask, id }),
+            Err(e) => {
+                self.fs_problem(&HostFsError::from_io(&path, e), &path);
+                None
             }
         }
     }
 
-    /// Where a symlink leads, if it stays under `walk_root`.
-    fn follow(&self, link: &Path, walk_root: &Path) -> Option<(PathBuf, Metadata)> {
-        let target = self.canonical(&self.host_of(link)).ok()?;
-        if !target.starts_with(walk_root) {
-            return None;
+    /// Counts a symlink met in the walk (never followed; see the module docs).
+    fn note_symlink(&mut self, link: &Path, walk_root: &Path) {
+        let within = self.canonical(&self.host_of(link)).ok().filter(|t| t.starts_with(walk_root));
+        match within {
+            Some(target) => {
+                if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                    self.stats.directories_already_seen += 1;
+                }
+            }
+            None => self.stats.symlinks_not_followed += 1,
         }
-        let meta = std::fs::symlink_metadata(&target).ok()?;
-        // A resolved path is symlink-free unless it changed under us; never chase a second hop.
-        if meta.file_type().is_symlink() {
-            return None;
-        }
-        Some((target, meta))
     }
 }
 

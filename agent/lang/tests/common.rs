@@ -92,3 +92,73 @@ pub fn maven_jar(group: &str, artifact: &str, version: &str) -> Vec<u8> {
     let props = format!("groupId={group}\nartifactId={artifact}\nversion={version}\n");
     zip_of(&[(name.as_str(), props.into_bytes())], CompressionMethod::Deflated)
 }
+
+/// Runs `f` on its own thread and fails the test if it has not finished within `secs`: a
+/// regression that blocks (a FIFO opened for reading, a zip bomb inflating) must fail, not
+/// hang the test run.
+pub fn bounded<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {secs} s"),
+    }
+}
+
+impl Tree {
+    /// [`Tree::scan`] on its own thread, failing after `secs`.
+    pub fn scan_within(&self, secs: u64, config: &Config) -> (LangReport, Vec<Problem>) {
+        let root = self.root.clone();
+        let config = config.clone();
+        bounded(secs, "the language scan", move || guestward_lang::scan(&root, &config))
+    }
+
+    /// Makes a FIFO at host path `rel`.
+    pub fn fifo(&self, rel: &str) {
+        let path = self.dir.path().join(rel.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    }
+}
+
+fn find(bytes: &[u8], magic: &[u8]) -> usize {
+    bytes.windows(magic.len()).position(|w| w == magic).unwrap()
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+}
+
+/// A zip whose central directory lists `count` entries named `lib/n<i>.jar`, all pointing at
+/// the same local header and deflated data: the simplest overlapping-entries zip bomb (each
+/// entry inflates to all of `payload`).
+pub fn overlapping_bomb(count: usize, payload: &[u8]) -> Vec<u8> {
+    let one = zip_of(&[("lib/n0.jar", payload.to_vec())], CompressionMethod::Deflated);
+    let cd = find(&one, b"PK\x01\x02");
+    let (name_len, extra_len, comment_len) =
+        (u16_at(&one, cd + 28), u16_at(&one, cd + 30), u16_at(&one, cd + 32));
+    let fixed = &one[cd..cd + 46];
+    let tail = &one[cd + 46 + name_len..cd + 46 + name_len + extra_len + comment_len];
+    let mut out = one[..cd].to_vec();
+    let cd_start = out.len();
+    for i in 0..count {
+        let name = format!("lib/n{i}.jar");
+        let mut header = fixed.to_vec();
+        header[28..30].copy_from_slice(&u16::try_from(name.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(tail);
+    }
+    let cd_size = out.len() - cd_start;
+    let count16 = u16::try_from(count).unwrap();
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&count16.to_le_bytes());
+    out.extend_from_slice(&count16.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(cd_size).unwrap().to_le_bytes());
+    out.extend_from_slice(&u32::try_from(cd_start).unwrap().to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}

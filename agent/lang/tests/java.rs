@@ -305,3 +305,145 @@ fn corrupted_archives_never_panic_or_hang() {
     }
     assert_eq!(scanned, 300);
 }
+
+/// 8 MiB of zeros in a stored jar: deflated, a few KiB; inflated, 8 MiB per entry pointing at it.
+fn big_nested_jar() -> Vec<u8> {
+    zip_of(&[("zeros.bin", vec![0u8; 8 * 1024 * 1024])], CompressionMethod::Stored)
+}
+
+#[test]
+fn overlapping_entries_zip_bomb_is_refused_before_inflating_and_a_legit_jar_is_still_read() {
+    // Issue 9, item 4: 2000 central-directory entries sharing one deflate stream. Before the
+    // fix each was inflated in turn (2000 x 8 MiB here, 2000 x 256 MiB in the report).
+    let t = Tree::new();
+    let bomb = overlapping_bomb(2000, &big_nested_jar());
+    assert!(bomb.len() < 300 * 1024, "{}", bomb.len());
+    t.write("/opt/bomb.jar", bomb);
+    t.write("/opt/lib/log4j-core-2.14.1.jar", log4j_core_jar("2.14.1", true));
+    let started = std::time::Instant::now();
+    let (report, problems) = t.scan_within(20, &config(&[], &["/opt"], &[]));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    let bomb_problem = problems.iter().find(|p| p.code == "overlapping_entries").expect("bomb reported");
+    assert_eq!(bomb_problem.path.as_deref(), Some("/opt/bomb.jar"));
+    assert!(bomb_problem.message.contains("lib/n0.jar"), "{}", bomb_problem.message);
+    assert!(bomb_problem.message.contains("more"), "{}", bomb_problem.message);
+    assert_eq!(report.stats.nested_archives, 0);
+    assert!(report.stats.inflated_bytes < 64 * 1024, "{:?}", report.stats);
+    // The jar next to it is read as usual.
+    assert!(report.packages.iter().any(|p| p.name == "log4j-core" && p.version == "2.14.1"));
+    assert_eq!(report.jndi_lookup.len(), 1);
+}
+
+#[test]
+fn overlapping_entries_inside_a_nested_archive_are_refused_too() {
+    let t = Tree::new();
+    let war = zip_of(
+        &[
+            ("WEB-INF/lib/bomb.jar", overlapping_bomb(500, &big_nested_jar())),
+            ("WEB-INF/lib/log4j-core-2.14.1.jar", log4j_core_jar("2.14.1", true)),
+        ],
+        CompressionMethod::Stored,
+    );
+    t.write("/srv/app.war", war);
+    let (report, problems) = t.scan_within(20, &config(&[], &["/srv"], &[]));
+    let p = problems.iter().find(|p| p.code == "overlapping_entries").expect("nested bomb reported");
+    assert_eq!(p.path.as_deref(), Some("/srv/app.war!/WEB-INF/lib/bomb.jar"));
+    assert!(report.packages.iter().any(|p| p.name == "log4j-core"), "{:?}", report.packages);
+    assert!(report.stats.inflated_bytes < 64 * 1024, "{:?}", report.stats);
+}
+
+#[test]
+fn local_header_reaching_into_the_next_entry_is_refused_when_read() {
+    // The central directory looks fine; the local header's own extra-field length moves the
+    // data start so the entry's data runs into the next entry.
+    let pom = "META-INF/maven/g/a/pom.properties";
+    let mut jar = zip_of(
+        &[(pom, b"groupId=g\nartifactId=a\nversion=1\n".to_vec()), ("x.class", vec![0xca, 0xfe])],
+        CompressionMethod::Stored,
+    );
+    assert_eq!(&jar[0..4], b"PK\x03\x04");
+    assert_eq!(&jar[30..30 + pom.len()], pom.as_bytes());
+    jar[28..30].copy_from_slice(&8u16.to_le_bytes());
+    let t = Tree::new();
+    t.write("/opt/a-1.0.jar", jar);
+    let (report, problems) = t.scan_within(20, &config(&[], &["/opt"], &[]));
+    let p = problems.iter().find(|p| p.code == "overlapping_entries").expect("reported");
+    assert!(p.message.contains(pom), "{}", p.message);
+    // Identified by its file name instead; nothing was read from the overlapping bytes.
+    assert_eq!(report.packages.len(), 1);
+    assert_eq!(report.packages[0].evidence, Evidence::FileName);
+}
+
+#[test]
+fn scan_wide_inflate_budget_leaves_further_archives_unexamined() {
+    let t = Tree::new();
+    // Each war holds one deflated nested jar inflating to about 200 KiB.
+    let padded = zip_of(
+        &[
+            ("META-INF/maven/g/x/pom.properties", b"groupId=g\nartifactId=x\nversion=1.0\n".to_vec()),
+            ("pad.bin", vec![7u8; 200 * 1024]),
+        ],
+        CompressionMethod::Stored,
+    );
+    for i in 0..4 {
+        t.write(
+            &format!("/opt/app{i}-1.0.war"),
+            zip_of(&[("WEB-INF/lib/x-1.0.jar", padded.clone())], CompressionMethod::Deflated),
+        );
+    }
+    let mut cfg = config(&[], &["/opt"], &[]);
+    cfg.max_inflated_bytes_per_scan = 300 * 1024;
+    let (report, problems) = t.scan_within(20, &cfg);
+    assert!(report.stats.truncated);
+    assert!(report.stats.archives_unexamined >= 2, "{:?}", report.stats);
+    assert!(report.stats.inflated_bytes <= 300 * 1024 + 1, "{:?}", report.stats);
+    let nested: Vec<_> = report.packages.iter().filter(|p| p.name == "x").collect();
+    assert_eq!(nested.len(), 1, "{:?}", report.packages);
+    let p = problems
+        .iter()
+        .find(|p| p.message.contains("max_inflated_bytes_per_scan"))
+        .unwrap_or_else(|| panic!("{problems:?}"));
+    assert_eq!(p.code, "limit_reached");
+    assert!(p.path.as_deref().is_some_and(|path| path.starts_with("/opt/app")), "{p:?}");
+}
+
+#[test]
+fn fifo_or_device_in_place_of_a_jar_is_refused_not_read() {
+    let t = Tree::new();
+    t.fifo("/opt/lib/evil-1.0.jar");
+    t.write("/opt/lib/log4j-core-2.14.1.jar", log4j_core_jar("2.14.1", true));
+    let root_user = nix::unistd::geteuid().is_root();
+    if root_user {
+        // /dev/zero's numbers: read for ever if opened and read.
+        let dev = t.dir.path().join("opt/lib/zero-1.0.jar");
+        nix::sys::stat::mknod(
+            &dev,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            nix::sys::stat::makedev(1, 5),
+        )
+        .unwrap();
+    } else {
+        eprintln!("SKIPPED device-node part: not root, cannot mknod; the FIFO part ran");
+    }
+    let (report, problems) = t.scan_within(20, &config(&[], &["/opt"], &[]));
+    let refused: Vec<(&str, Option<&str>)> = problems
+        .iter()
+        .filter(|p| p.code == "not_regular_file")
+        .map(|p| (p.message.as_str(), p.path.as_deref()))
+        .collect();
+    assert!(
+        refused.iter().any(|(m, p)| m.contains("fifo") && *p == Some("/opt/lib/evil-1.0.jar")),
+        "{problems:?}"
+    );
+    if root_user {
+        assert!(
+            refused
+                .iter()
+                .any(|(m, p)| m.contains("character device") && *p == Some("/opt/lib/zero-1.0.jar")),
+            "{problems:?}"
+        );
+    }
+    assert_eq!(report.stats.archives, 1);
+    assert!(report.packages.iter().any(|p| p.name == "log4j-core"));
+}

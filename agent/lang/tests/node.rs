@@ -67,3 +67,42 @@ fn bad_and_oversized_package_json_are_problems_not_failures() {
     );
     assert_eq!(problems.iter().find(|p| p.code == "malformed").unwrap().line, Some(2));
 }
+
+#[test]
+fn package_json_with_a_byte_order_mark_or_a_duplicate_name_is_listed_as_node_reads_it() {
+    // Issue 9, item 19: both were dropped as malformed, though Node loads them; a package
+    // could hide from the inventory that way.
+    let t = Tree::new();
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(br#"{"name":"with-bom","version":"1.2.3"}"#);
+    t.write("/opt/p/node_modules/with-bom/package.json", bom);
+    t.write(
+        "/opt/p/node_modules/hidden/package.json",
+        r#"{"name":"decoy","version":"0.0.1","name":"event-stream","version":"3.3.6"}"#,
+    );
+    let (report, problems) = t.scan_within(20, &config(&[], &[], &["/opt"]));
+    assert!(problems.is_empty(), "{problems:?}");
+    let got: Vec<(&str, &str, &str)> =
+        report.packages.iter().map(|p| (p.name.as_str(), p.version.as_str(), p.location.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("event-stream", "3.3.6", "/opt/p/node_modules/hidden"),
+            ("with-bom", "1.2.3", "/opt/p/node_modules/with-bom"),
+        ]
+    );
+}
+
+#[test]
+fn fifo_in_place_of_package_json_is_refused_not_read() {
+    let t = Tree::new();
+    t.fifo("/opt/p/node_modules/evil/package.json");
+    t.write("/opt/p/node_modules/good/package.json", r#"{"name":"good","version":"1.0.0"}"#);
+    let (report, problems) = t.scan_within(20, &config(&[], &[], &["/opt"]));
+    assert_eq!(report.packages.len(), 1);
+    assert_eq!(report.packages[0].name, "good");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].code, "not_regular_file");
+    assert_eq!(problems[0].path.as_deref(), Some("/opt/p/node_modules/evil/package.json"));
+    assert!(problems[0].message.contains("fifo"), "{}", problems[0].message);
+}

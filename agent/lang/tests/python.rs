@@ -91,3 +91,41 @@ fn known_malicious_packages_are_critical_findings() {
     assert_eq!(torch.evidence["path"], format!("{sp}/torchtriton-2.0.0+0d7e753227.dist-info"));
     assert!(torch.evidence["reference"].as_str().unwrap().contains("2022"));
 }
+
+#[test]
+fn fifo_in_place_of_dist_info_metadata_is_refused_not_read() {
+    // Issue 9, item 2: a FIFO planted as METADATA in a user's ~/.local hung the scan forever.
+    let t = Tree::new();
+    let sp = "/home/mallory/.local/lib/python3.12/site-packages";
+    t.fifo(&format!("{sp}/evil-1.0.dist-info/METADATA"));
+    t.fifo(&format!("{sp}/evil-1.0.dist-info/INSTALLER"));
+    t.fifo(&format!("{sp}/old_style-2.0.egg-info"));
+    t.fifo(&format!("{sp}/eggdir-3.0.egg-info/PKG-INFO"));
+    t.write(&format!("{sp}/fine-1.0.dist-info/METADATA"), metadata("fine", "1.0"));
+    let (report, problems) = t.scan_within(20, &config(&["/home/*/.local"], &[], &[]));
+    // The dist-info directories are still listed, from their names.
+    let got: Vec<(&str, &str, Evidence)> =
+        report.packages.iter().map(|p| (p.name.as_str(), p.version.as_str(), p.evidence)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("eggdir", "3.0", Evidence::DirectoryName),
+            ("evil", "1.0", Evidence::DirectoryName),
+            ("fine", "1.0", Evidence::DistInfoMetadata),
+        ]
+    );
+    let mut refused: Vec<&str> =
+        problems.iter().filter(|p| p.code == "not_regular_file").filter_map(|p| p.path.as_deref()).collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        vec![
+            format!("{sp}/eggdir-3.0.egg-info/PKG-INFO"),
+            format!("{sp}/evil-1.0.dist-info/INSTALLER"),
+            format!("{sp}/evil-1.0.dist-info/METADATA"),
+            format!("{sp}/old_style-2.0.egg-info"),
+        ],
+        "{problems:?}"
+    );
+    assert!(problems.iter().all(|p| p.message.contains("fifo")), "{problems:?}");
+}

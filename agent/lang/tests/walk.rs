@@ -13,17 +13,28 @@ fn names(report: &guestward_lang::LangReport) -> Vec<&str> {
 }
 
 #[test]
-fn max_depth_stops_descent() {
+fn max_depth_stops_descent_and_says_where() {
+    // Issue 9, item 7: the walk used to stop at max_depth without a word.
     let t = Tree::new();
     dist_info(&t, "/opt/a", "shallow");
     dist_info(&t, "/opt/a/b/c/d/e", "deep");
+    t.mkdir("/opt/a/b/c/other");
     let mut cfg = config(&["/opt"], &[], &[]);
     cfg.max_depth = 3;
-    let (report, _) = t.scan(&cfg);
+    let (report, problems) = t.scan(&cfg);
     assert_eq!(names(&report), vec!["shallow"]);
+    assert!(report.stats.truncated);
+    assert_eq!(report.stats.depth_limited, 2, "{:?}", report.stats);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].code, "limit_reached");
+    let first = problems[0].path.as_deref().unwrap();
+    assert!(first == "/opt/a/b/c/d" || first == "/opt/a/b/c/other", "{first}");
+    assert!(problems[0].message.contains("max_depth (3)"), "{}", problems[0].message);
+    assert!(problems[0].message.contains("and 1 other directories"), "{}", problems[0].message);
     cfg.max_depth = 6;
-    let (report, _) = t.scan(&cfg);
+    let (report, problems) = t.scan(&cfg);
     assert_eq!(names(&report), vec!["deep", "shallow"]);
+    assert!(problems.is_empty() && !report.stats.truncated, "{problems:?}");
 }
 
 #[test]
@@ -151,4 +162,154 @@ fn unreadable_directory_is_a_problem_when_not_root() {
     } else {
         assert_eq!(problems[0].code, "permission_denied", "{problems:?}");
     }
+}
+
+#[test]
+fn packages_per_root_cap_truncates_that_root_only_and_says_so() {
+    let t = Tree::new();
+    for i in 0..30 {
+        t.mkdir(&format!("/home/mallory/.local/lib/python3.12/site-packages/flood{i}-1.0.egg-info"));
+    }
+    dist_info(&t, "/opt/app", "legit");
+    let mut cfg = config(&["/home/*/.local", "/opt"], &[], &[]);
+    cfg.max_packages_per_root = 10;
+    let (report, problems) = t.scan_within(20, &cfg);
+    assert_eq!(report.packages.iter().filter(|p| p.name.starts_with("flood")).count(), 10);
+    assert!(names(&report).contains(&"legit"), "{:?}", names(&report));
+    assert!(report.stats.truncated);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].code, "limit_reached");
+    assert_eq!(problems[0].path.as_deref(), Some("/home/mallory/.local"));
+    assert!(problems[0].message.contains("max_packages_per_root"), "{}", problems[0].message);
+}
+
+#[test]
+fn user_owned_roots_are_walked_after_system_roots_so_a_flood_cannot_starve_them() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to give the flooded tree to another user");
+        return;
+    }
+    let t = Tree::new();
+    for i in 0..30 {
+        t.mkdir(&format!("/home/mallory/.local/lib/python3.12/site-packages/flood{i}-1.0.egg-info"));
+    }
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&t.dir.path().join("home/mallory/.local"), Some(nobody), None).unwrap();
+    dist_info(&t, "/opt/app", "legit");
+    // The user's tree comes first in the config, and the scan-wide cap is small.
+    let mut cfg = config(&["/home/*/.local", "/opt"], &[], &[]);
+    cfg.max_packages_per_scan = 5;
+    let (report, problems) = t.scan_within(20, &cfg);
+    assert!(names(&report).contains(&"legit"), "{:?}", names(&report));
+    assert_eq!(report.packages.len(), 5);
+    assert!(report.stats.truncated);
+    assert!(problems.iter().any(|p| p.message.contains("max_packages_per_scan")), "{problems:?}");
+}
+
+#[test]
+fn symlinked_directories_are_not_followed_but_their_targets_are_walked_once() {
+    let t = Tree::new();
+    dist_info(&t, "/opt/releases/v2/site-packages", "app");
+    t.symlink("releases/v2", "/opt/current");
+    t.symlink("/opt/releases/v2/site-packages/app-1.0.dist-info", "/opt/app.dist-info");
+    let (report, problems) = t.scan(&config(&["/opt"], &[], &[]));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(names(&report), vec!["app"]);
+    assert_eq!(report.stats.directories_already_seen, 2, "{:?}", report.stats);
+}
+
+/// Set in the child process of [`egg_info_flood_is_capped_and_memory_stays_bounded`].
+const PROBE_ROOT_ENV: &str = "GUESTWARD_LANG_MEMORY_PROBE_ROOT";
+
+/// The scan's peak memory is measured in a child process (this test binary run again, for
+/// [`memory_probe_child`] only), so other tests running in parallel do not count.
+#[test]
+fn egg_info_flood_is_capped_and_memory_stays_bounded() {
+    // Issue 9, item 5: a million empty *.egg-info directories in one ~/.local took the daemon
+    // to 829 MB. Here 200,000 of them, plus 100,000 empty directories the walk must stream
+    // through (the old walk queued every subdirectory's path and remembered every directory).
+    // A tmpfs makes the 300,000 mkdirs take seconds, not minutes.
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        eprintln!("no /dev/shm: building the tree on the default temporary filesystem (slower)");
+        tempfile::tempdir().unwrap()
+    };
+    let started = std::time::Instant::now();
+    let sp = base.path().join("home/mallory/.local/lib/python3.12/site-packages");
+    std::fs::create_dir_all(&sp).unwrap();
+    for i in 0..200_000 {
+        std::fs::create_dir(sp.join(format!("flood{i}-1.0.egg-info"))).unwrap();
+    }
+    let flood = base.path().join("srv/flood");
+    std::fs::create_dir_all(&flood).unwrap();
+    for i in 0..100_000 {
+        std::fs::create_dir(flood.join(format!("d{i}"))).unwrap();
+    }
+    let legit = base.path().join("opt/app/legit-1.0.dist-info");
+    std::fs::create_dir_all(&legit).unwrap();
+    std::fs::write(legit.join("METADATA"), "Name: legit\nVersion: 1.0\n\n").unwrap();
+    eprintln!("tree built in {:?}", started.elapsed());
+
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "walk::memory_probe_child", "--nocapture", "--test-threads=1"])
+        .env(PROBE_ROOT_ENV, base.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the scan of the flooded tree did not finish within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("PROBE ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let probe: serde_json::Value = serde_json::from_str(line).unwrap();
+    eprintln!("child: {probe}");
+    assert_eq!(probe["flood_packages"], 1_000);
+    assert_eq!(probe["legit"], true);
+    assert_eq!(probe["truncated"], true);
+    assert_eq!(probe["root_problem"], "/home/mallory/.local");
+    assert!(probe["entries"].as_u64().unwrap() >= 100_000, "{probe}");
+    // The old walk peaked far above this (200,000 packages held, 100,000 queued paths).
+    let hwm = probe["vmhwm_kib"].as_u64().unwrap();
+    assert!(hwm < 32 * 1024, "peak RSS {hwm} KiB");
+}
+
+#[test]
+fn memory_probe_child() {
+    let Some(dir) = std::env::var_os(PROBE_ROOT_ENV) else {
+        return; // Only meaningful as the child of the test above.
+    };
+    let root = HostRoot::new(dir).unwrap();
+    let mut cfg = config(&["/home/*/.local", "/srv", "/opt"], &[], &[]);
+    cfg.max_packages_per_root = 1_000;
+    let (report, problems) = guestward_lang::scan(&root, &cfg);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let probe = serde_json::json!({
+        "vmhwm_kib": hwm,
+        "flood_packages": report.packages.iter().filter(|p| p.name.starts_with("flood")).count(),
+        "legit": report.packages.iter().any(|p| p.name == "legit"),
+        "truncated": report.stats.truncated,
+        "entries": report.stats.entries,
+        "root_problem": problems.iter().find(|p| p.message.contains("max_packages_per_root")).and_then(|p| p.path.clone()),
+        "problems": problems.len(),
+    });
+    println!("\nPROBE {probe}");
 }

@@ -403,10 +403,12 @@ impl Tracker {
     }
 
     fn load(&self) -> Result<Option<StoredState>, Problem> {
-        let file = match std::fs::File::open(&self.path) {
+        // Through the regular-file check: a FIFO or device planted in place of the state file
+        // (a state_dir in a shared directory) must not block or feed the daemon forever.
+        let file = match guestward_core::open_regular_file(&self.path, false) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.problem("io", e.to_string())),
+            Err(guestward_core::HostFsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.problem(e.code(), e.to_string())),
         };
         let mut bytes = Vec::new();
         file.take(MAX_STATE_FILE_BYTES + 1)
@@ -771,5 +773,25 @@ mod tests {
         assert_eq!(s.items[0].name, "org.apache.logging.log4j:log4j-core");
         assert_eq!(s.items[0].location.as_deref(), Some("/opt/app.jar!/BOOT-INF/lib"));
         assert_eq!(s.items[0].source, PackageSource::Maven);
+    }
+
+    #[test]
+    fn fifo_in_place_of_the_stored_inventory_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join(STATE_FILE), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap();
+        let tracker = Tracker::new(dir.path(), 3600);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(tracker.observe(&snap(10, vec![]), Timestamp::from_unix_secs(10).unwrap()));
+        });
+        let observation =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("reading a FIFO state file blocked");
+        let Observation::Full { reason, problem: Some(problem), .. } = observation else {
+            panic!("expected a full snapshot with a problem, got {observation:?}");
+        };
+        assert_eq!(reason, FullReason::StateUnreadable);
+        assert_eq!(problem.code, "not_regular_file");
+        assert!(problem.message.contains("fifo"), "{}", problem.message);
     }
 }

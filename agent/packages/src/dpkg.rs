@@ -5,6 +5,7 @@
 //! a syntax error, or bytes that are not UTF-8 (seen in descriptions written by old tools), must
 //! cost only that stanza (or nothing), never the rest of the inventory.
 
+use guestward_core::text::{MAX_QUOTED_CHARS, quote_truncated, truncate_chars};
 use guestward_core::{HostFsError, HostRoot, Problem};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,9 +26,7 @@ impl DpkgError {
     pub fn to_problem(&self) -> Problem {
         match self {
             Self::Read(e) => {
-                let mut p = e.to_problem();
-                p.message = self.to_string();
-                p
+                Problem::new(e.code(), self.to_string()).with_path(e.path().display().to_string())
             }
         }
     }
@@ -189,15 +188,23 @@ fn parse_stanza(text: &str) -> Result<DebPackage, String> {
     let field = |name: &str| para.get_single(name).map(str::trim).filter(|v| !v.is_empty());
 
     let name = field("Package").ok_or("missing Package field")?;
+    // Values are quoted into problem messages bounded: a status file may hold a line of any
+    // length (up to the file cap), and a message must stay a sentence.
     if !is_valid_package_name(name) {
-        return Err(format!("invalid package name {name:?}"));
+        return Err(format!("invalid package name {}", quote_truncated(name, MAX_QUOTED_CHARS)));
     }
-    let status_text = field("Status").ok_or_else(|| format!("package {name}: missing Status field"))?;
+    let shown = truncate_chars(name, MAX_QUOTED_CHARS);
+    let name_for_errors = shown.as_ref();
+    let status_text =
+        field("Status").ok_or_else(|| format!("package {name_for_errors}: missing Status field"))?;
     let mut words = status_text.split_ascii_whitespace();
     let (Some(want), Some(flag), Some(state), None) =
         (words.next(), words.next(), words.next(), words.next())
     else {
-        return Err(format!("package {name}: Status {status_text:?} is not `want flag state`"));
+        return Err(format!(
+            "package {name_for_errors}: Status {} is not `want flag state`",
+            quote_truncated(status_text, MAX_QUOTED_CHARS)
+        ));
     };
     let status = DpkgStatus { want: want.to_string(), flag: flag.to_string(), state: state.to_string() };
 
@@ -205,13 +212,17 @@ fn parse_stanza(text: &str) -> Result<DebPackage, String> {
     let version_text = match field("Version") {
         Some(v) => v,
         None if status.is_absent() || status.state == "config-files" => "",
-        None => return Err(format!("package {name}: missing Version field")),
+        None => return Err(format!("package {name_for_errors}: missing Version field")),
     };
     let version = if version_text.is_empty() {
         DebVersion { full: String::new(), epoch: None, upstream: String::new(), revision: None }
     } else {
-        DebVersion::parse(version_text)
-            .ok_or_else(|| format!("package {name}: invalid Version {version_text:?}"))?
+        DebVersion::parse(version_text).ok_or_else(|| {
+            format!(
+                "package {name_for_errors}: invalid Version {}",
+                quote_truncated(version_text, MAX_QUOTED_CHARS)
+            )
+        })?
     };
 
     let (source_name, source_version) = match field("Source") {
@@ -222,9 +233,12 @@ fn parse_stanza(text: &str) -> Result<DebPackage, String> {
         None => (name.to_string(), version.full.clone()),
     };
     let installed_size_kib = match field("Installed-Size") {
-        Some(s) => Some(
-            s.parse::<u64>().map_err(|_| format!("package {name}: Installed-Size {s:?} is not a number"))?,
-        ),
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            format!(
+                "package {name_for_errors}: Installed-Size {} is not a number",
+                quote_truncated(s, MAX_QUOTED_CHARS)
+            )
+        })?),
         None => None,
     };
 

@@ -163,6 +163,9 @@ pub fn findings(report: &PackagesReport) -> Vec<Finding> {
 
 /// Writes a short human summary.
 pub fn render_summary(report: &PackagesReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    // Paths name files in the scanned tree: never let them reach the terminal as controls.
+    use std::io::Write as _;
+    let out = &mut guestward_core::text::TerminalSafe::new(out);
     if let Some(d) = &report.dpkg {
         write!(out, "dpkg      {} installed", d.installed.len())?;
         if !d.not_fully_installed.is_empty() {

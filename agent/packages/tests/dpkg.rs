@@ -179,3 +179,100 @@ fn oversized_status_file_is_refused_not_read() {
     let err = read_status(&root, Path::new("/var/lib/dpkg"), 1024).unwrap_err();
     assert!(err.to_string().contains("1024-byte limit"), "{err}");
 }
+
+/// Runs `f` on a thread and fails if it takes longer than `secs`: a regression (a FIFO opened
+/// for reading) fails the test instead of hanging CI.
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: did not finish within {secs} s"),
+    }
+}
+
+/// A root with a dpkg admin directory (its `status` left to the test) and one Python package,
+/// so the test can see that the rest of the section is still collected.
+fn root_with_dpkg_dir_and_a_python_package() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("var/lib/dpkg")).unwrap();
+    let dist = dir.path().join("usr/lib/python3.11/site-packages/requests-2.31.0.dist-info");
+    std::fs::create_dir_all(&dist).unwrap();
+    std::fs::write(dist.join("METADATA"), "Metadata-Version: 2.1\nName: requests\nVersion: 2.31.0\n")
+        .unwrap();
+    dir
+}
+
+fn assert_status_refused(section: &guestward_core::Section<guestward_packages::PackagesReport>, kind: &str) {
+    let report = section.data.as_ref().unwrap();
+    assert!(report.dpkg.is_none());
+    let lang = report.language.as_ref().unwrap();
+    assert!(lang.packages.iter().any(|p| p.name == "requests"), "the language packages are still collected");
+    let p =
+        section.problems.iter().find(|p| p.code == "not_regular_file").expect("a not_regular_file problem");
+    assert!(p.message.contains("var/lib/dpkg/status") && p.message.contains(kind), "{p}");
+    assert_eq!(section.status, SectionStatus::Degraded);
+}
+
+#[test]
+fn fifo_in_place_of_dpkg_status_is_refused_not_read() {
+    let dir = root_with_dpkg_dir_and_a_python_package();
+    nix::unistd::mkfifo(
+        &dir.path().join("var/lib/dpkg/status"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let root = HostRoot::new(dir.path()).unwrap();
+    let section = within(20, "collecting packages with a FIFO as dpkg status", move || {
+        guestward_packages::collect(&root, &guestward_packages::Config::default())
+    });
+    assert_status_refused(&section, "fifo");
+}
+
+#[test]
+fn char_device_in_place_of_dpkg_status_is_refused_not_read() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: creating a device node needs root (CI runs this test as root)");
+        return;
+    }
+    let dir = root_with_dpkg_dir_and_a_python_package();
+    // /dev/zero's numbers: read, it would produce 256 MiB of NULs up to the status cap.
+    nix::sys::stat::mknod(
+        &dir.path().join("var/lib/dpkg/status"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .unwrap();
+    let root = HostRoot::new(dir.path()).unwrap();
+    let section = within(20, "collecting packages with a device node as dpkg status", move || {
+        guestward_packages::collect(&root, &guestward_packages::Config::default())
+    });
+    assert_status_refused(&section, "character device");
+}
+
+#[test]
+fn huge_line_in_dpkg_status_gives_bounded_problems() {
+    // A 20 MiB Version and a 20 MiB invalid package name: each stanza is skipped with a problem
+    // that quotes the start of the value, not all of it, and the good stanza is kept.
+    let huge = "!".repeat(20 * 1024 * 1024);
+    let text = format!(
+        "Package: good\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n\n\
+         Package: bad-version\nStatus: install ok installed\nVersion: 1:{huge}\n\n\
+         Package: Bad{huge}\nStatus: install ok installed\nVersion: 1.0\n"
+    );
+    let (inv, problems) = parse_status(text.as_bytes(), "/var/lib/dpkg/status");
+    assert_eq!(names(&inv.installed), ["good:amd64"]);
+    assert_eq!(
+        problems.len(),
+        2,
+        "{:?}",
+        problems.iter().map(|p| &p.message[..80.min(p.message.len())]).collect::<Vec<_>>()
+    );
+    for p in &problems {
+        assert!(p.message.len() < 1024, "a {}-byte message", p.message.len());
+        assert!(p.message.contains("more bytes)"), "{}", p.message);
+    }
+}

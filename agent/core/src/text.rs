@@ -1,0 +1,218 @@
+//! Text taken from scanned files, made safe to quote in messages and to show on a terminal.
+//!
+//! Everything a collector reads (a hostname, `PRETTY_NAME`, a package name, a file name) is
+//! written by whoever controls the scanned tree. Two things follow:
+//! - Quoting it into a [`crate::Problem`] must be bounded: a 200 MiB line in a status file
+//!   once became a 200 MiB message (issue 9, item 14). [`quote_truncated`] quotes at most a
+//!   given number of characters, and [`crate::Problem::new`] bounds every message anyway.
+//! - Showing it to a person must not let it drive their terminal: `ESC ] 0 ; ... BEL` retitles
+//!   the window, `ESC [ 2 J` clears the screen, other sequences have been used to hide or fake
+//!   lines, and bidi overrides reorder what is shown (issue 9, item 15). Human renderers pass
+//!   values through [`escape_control`] and write through [`TerminalSafe`]. JSON output is
+//!   not touched: serde escapes control characters there, and its values must stay exact.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// The most characters of a problem message kept ([`crate::Problem::new`] cuts the rest).
+pub const MAX_MESSAGE_CHARS: usize = 2048;
+
+/// The most characters of a path kept in a problem ([`crate::Problem::with_path`]); longer
+/// than any real path (`PATH_MAX` is 4096 bytes), shorter than a crafted archive entry name.
+pub const MAX_PATH_CHARS: usize = 4096;
+
+/// A sensible bound for one value quoted from a file into a message.
+pub const MAX_QUOTED_CHARS: usize = 200;
+
+/// `s` cut to its first `max_chars` characters, with how many bytes were left out. Only the
+/// kept part is scanned, so this is cheap on a huge string.
+pub fn truncate_chars(s: &str, max_chars: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max_chars) {
+        None => Cow::Borrowed(s),
+        Some((cut, _)) => Cow::Owned(format!("{}… ({} more bytes)", &s[..cut], s.len() - cut)),
+    }
+}
+
+/// `s` quoted as `{:?}` would quote it (control characters escaped), but at most `max_chars`
+/// of it: `"abc"… (12345 more bytes)`. For putting file content into messages.
+pub fn quote_truncated(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} more bytes)", &s[..cut], s.len() - cut),
+    }
+}
+
+/// Cuts an owned string in place (and gives the memory back), as [`truncate_chars`].
+pub(crate) fn truncate_owned(mut s: String, max_chars: usize) -> String {
+    if let Some((cut, _)) = s.char_indices().nth(max_chars) {
+        let dropped = s.len() - cut;
+        s.truncate(cut);
+        s.shrink_to_fit();
+        let _ = write!(s, "… ({dropped} more bytes)");
+    }
+    s
+}
+
+/// Whether `c` is shown escaped: C0 controls (newline and tab included), DEL, C1 controls,
+/// and the Unicode bidi marks, embeddings, overrides and isolates.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    let _ = match c {
+        '\n' => write!(out, "\\n"),
+        '\r' => write!(out, "\\r"),
+        '\t' => write!(out, "\\t"),
+        c if u32::from(c) < 0x80 => write!(out, "\\x{:02x}", u32::from(c)),
+        c => write!(out, "\\u{{{:x}}}", u32::from(c)),
+    };
+}
+
+/// `s` for a person's terminal: control characters (newlines too), DEL, C1 controls and bidi
+/// overrides are written as visible escapes (`\x1b`, `\n`, `\u{9b}`, `\u{202e}`). Borrowed
+/// when there is nothing to escape.
+pub fn escape_control(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if is_unsafe_char(c) {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A writer for human output: text passes through, except that control characters other than
+/// newline and tab, DEL, C1 controls, bidi overrides and bytes that are not UTF-8 are written
+/// as visible escapes. Renderers write their tables through it so that no value from a scanned
+/// file, escaped or not where it was formatted, reaches the terminal as a control sequence.
+/// Not for JSON (which must stay exact).
+pub struct TerminalSafe<W: Write> {
+    inner: W,
+    /// The start of a UTF-8 sequence cut by the end of the previous write.
+    carry: Vec<u8>,
+}
+
+impl<W: Write> TerminalSafe<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self { inner, carry: Vec::new() }
+    }
+
+    fn escape_chunk(&mut self, bytes: &[u8]) -> io::Result<()> {
+        // Fast path: printable ASCII, newlines and tabs only.
+        if bytes.iter().all(|&b| matches!(b, b'\n' | b'\t' | 0x20..=0x7e)) {
+            return self.inner.write_all(bytes);
+        }
+        let mut out = String::with_capacity(bytes.len() + 16);
+        for chunk in bytes.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c != '\n' && c != '\t' && is_unsafe_char(c) {
+                    push_escaped(&mut out, c);
+                } else {
+                    out.push(c);
+                }
+            }
+            for b in chunk.invalid() {
+                // A terminal in an 8-bit mode would take 0x9b for CSI: never pass raw bytes.
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+        self.inner.write_all(out.as_bytes())
+    }
+}
+
+/// How many bytes at the end of `buf` start a UTF-8 sequence that the next write may complete.
+fn incomplete_tail(buf: &[u8]) -> usize {
+    for back in 1..=buf.len().min(3) {
+        let b = buf[buf.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead byte
+        }
+        let needed = match b {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return 0,
+        };
+        return if back < needed { back } else { 0 };
+    }
+    0
+}
+
+impl<W: Write> Write for TerminalSafe<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut bytes = std::mem::take(&mut self.carry);
+        bytes.extend_from_slice(buf);
+        let keep = incomplete_tail(&bytes);
+        let (now, later) = bytes.split_at(bytes.len() - keep);
+        self.escape_chunk(now)?;
+        self.carry = later.to_vec();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for TerminalSafe<W> {
+    fn drop(&mut self) {
+        // A sequence still cut at the end never will be completed: show its bytes escaped.
+        if !self.carry.is_empty() {
+            let carry = std::mem::take(&mut self.carry);
+            let _ = self.escape_chunk(&carry);
+            let _ = self.inner.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J";
+
+    #[test]
+    fn huge_line_is_quoted_truncated() {
+        let line = "x".repeat(50 * 1024 * 1024);
+        let q = quote_truncated(&line, 100);
+        assert!(q.len() < 200, "{}", q.len());
+        assert!(q.starts_with("\"xxx") && q.ends_with(&format!("({} more bytes)", line.len() - 100)), "{q}");
+        assert_eq!(quote_truncated("short", 100), "\"short\"");
+        assert_eq!(truncate_chars("héllo", 2), "hé… (3 more bytes)");
+        assert_eq!(truncate_chars("héllo", 5), "héllo");
+    }
+
+    #[test]
+    fn terminal_escape_sequences_are_made_visible() {
+        assert_eq!(escape_control(HOSTILE), "\\x1b]0;pwned\\x07\\x1b[2J");
+        assert_eq!(escape_control("a\nb\u{9b}c\u{202e}d\u{7f}"), "a\\nb\\u{9b}c\\u{202e}d\\x7f");
+        assert!(matches!(escape_control("plain ü text"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn terminal_safe_writer_keeps_lines_and_escapes_controls_even_split_across_writes() {
+        let mut buf = Vec::new();
+        {
+            let mut w = TerminalSafe::new(&mut buf);
+            writeln!(w, "host {HOSTILE}\tok").unwrap();
+            // U+009B (CSI in C1) is C2 9B in UTF-8: split across two writes.
+            w.write_all(&[b'a', 0xC2]).unwrap();
+            w.write_all(&[0x9B, b'b', b'\n']).unwrap();
+            // "é" split, then a byte that is not UTF-8 at all.
+            w.write_all(&[0xC3]).unwrap();
+            w.write_all(&[0xA9, 0xFF, b'\n']).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text, "host \\x1b]0;pwned\\x07\\x1b[2J\tok\na\\u{9b}b\né\\xff\n");
+        assert!(!text.contains('\x1b'));
+    }
+}
