@@ -383,6 +383,14 @@ struct StoredState {
     snapshot: Snapshot,
 }
 
+/// [`StoredState`] as written: the same fields, the snapshot borrowed.
+#[derive(Serialize)]
+struct StoredStateRef<'a> {
+    format: u32,
+    last_full_at: Timestamp,
+    snapshot: &'a Snapshot,
+}
+
 /// Remembers the last inventory under the state directory and decides full vs delta.
 #[derive(Debug, Clone)]
 pub struct Tracker {
@@ -463,8 +471,9 @@ impl Tracker {
             Observation::Full { at, .. } => *at,
             Observation::Delta { last_full_at, .. } => *last_full_at,
         };
-        let state = StoredState { format: STATE_FORMAT, last_full_at, snapshot: current.clone() };
-        let bytes = serde_json::to_vec(&state)?;
+        // Borrowed and streamed to the file: the inventory can be tens of thousands of packages,
+        // and neither a copy of it nor its whole JSON text needs to sit in memory at once.
+        let state = StoredStateRef { format: STATE_FORMAT, last_full_at, snapshot: current };
         let write_err = |source| DeltaError::Write { path: self.path.clone(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(write_err)?;
@@ -478,7 +487,12 @@ impl Tracker {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(write_err)?;
-            f.write_all(&bytes).map_err(write_err)?;
+            let mut out = std::io::BufWriter::new(&mut f);
+            serde_json::to_writer(&mut out, &state).map_err(|e| {
+                if e.is_io() { write_err(std::io::Error::from(e)) } else { DeltaError::Serialize(e) }
+            })?;
+            out.flush().map_err(write_err)?;
+            drop(out);
             f.sync_all().map_err(write_err)?;
         }
         std::fs::rename(&tmp, &self.path).map_err(write_err)?;

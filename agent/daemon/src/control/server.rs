@@ -607,7 +607,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
 
 async fn report(State(shared): State<Arc<Shared>>) -> Response {
     match shared.latest() {
-        Some(r) => Json(&*r).into_response(),
+        Some(r) => stream_json(r),
         None => error(StatusCode::NOT_FOUND, "no scan has completed yet; try again in a moment"),
     }
 }
@@ -623,7 +623,78 @@ async fn scan_now(State(shared): State<Arc<Shared>>, Json(request): Json<ScanReq
     let only: BTreeSet<Collector> =
         if request.only.is_empty() { Collector::all() } else { request.only.into_iter().collect() };
     let report = shared.scan(only).await;
-    Json(&*report).into_response()
+    stream_json(report)
+}
+
+/// Bytes per chunk of a streamed answer.
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A report as a JSON answer, serialized on a blocking thread while it is sent, a few chunks
+/// ahead at most. A big host's report is tens of MiB of JSON: built whole in memory (and
+/// re-allocated as it grows) it would double the daemon's footprint for every `agentctl
+/// report` running at once, and block an async worker while it is written.
+fn stream_json(report: Arc<Report>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter { tx, buf: Vec::with_capacity(STREAM_CHUNK_BYTES) };
+        // An error means the peer went away (the channel closed): nothing left to do.
+        if serde_json::to_writer(&mut out, &*report).is_ok() {
+            let _ = out.send();
+        }
+    });
+    Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::new(ChannelBody { rx }))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "building the answer failed"))
+}
+
+/// Collects serialized bytes into chunks and hands them to the connection.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<hyper::body::Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK_BYTES));
+        self.tx
+            .blocking_send(hyper::body::Bytes::from(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the peer went away"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= STREAM_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// The receiving end of a [`ChunkWriter`] as an HTTP body.
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<hyper::body::Bytes>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
 }
 
 const FIM_OFF: &str = "file integrity monitoring is not running ([fim] enabled = false, or it failed to start: see the agent's log)";
