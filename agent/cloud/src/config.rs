@@ -256,10 +256,10 @@ impl ClientSettings {
             read_timeout: Duration::from_millis(c.read_timeout_ms.max(1)),
             request_timeout: Duration::from_millis(c.request_timeout_ms.max(1)),
             retries: c.retries.min(5),
-            collection_deadline: Duration::from_millis(c.collection_deadline_ms.clamp(
-                *COLLECTION_DEADLINE_RANGE_MS.start(),
-                *COLLECTION_DEADLINE_RANGE_MS.end(),
-            )),
+            collection_deadline: Duration::from_millis(
+                c.collection_deadline_ms
+                    .clamp(*COLLECTION_DEADLINE_RANGE_MS.start(), *COLLECTION_DEADLINE_RANGE_MS.end()),
+            ),
             max_body_bytes: c.max_body_bytes,
             allow_imdsv1_fallback: c.allow_imdsv1_fallback,
         }

@@ -441,7 +441,11 @@ async fn metadata_service_slower_than_the_deadline_on_the_first_item_is_unreacha
     let (out, took) = collect_bounded(&collector, &not_ec2_root().1, Duration::from_secs(10)).await;
     assert!(took < Duration::from_millis(1_500), "took {took:?}");
     assert_eq!(out.report.state, CloudState::Unreachable);
-    assert!(out.report.reason.as_deref().unwrap().contains("imds.collection_deadline_ms"), "{:?}", out.report);
+    assert!(
+        out.report.reason.as_deref().unwrap().contains("imds.collection_deadline_ms"),
+        "{:?}",
+        out.report
+    );
     assert_eq!(out.problems[0].code, "imds_deadline", "{:?}", out.problems);
     assert_eq!(out.problems[0].path.as_deref(), Some("/latest/meta-data/instance-id"));
 }

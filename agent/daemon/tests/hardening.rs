@@ -37,12 +37,17 @@ fn agentctl_gives_up_on_a_socket_that_accepts_and_never_answers() {
     }
     // Without --timeout the default is documented.
     let (_, help, _) = run(agentctl().arg("--help"));
-    assert!(help.contains("--timeout <SECS>") && help.contains("default: 30") && help.contains("600"), "{help}");
+    assert!(
+        help.contains("--timeout <SECS>") && help.contains("default: 30") && help.contains("600"),
+        "{help}"
+    );
 }
 
 #[test]
 fn agentctl_gives_up_connecting_when_the_accept_queue_is_full() {
-    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket};
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+    };
     use std::os::fd::AsRawFd;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("full.sock");
@@ -66,15 +71,16 @@ fn agentctl_gives_up_connecting_when_the_accept_queue_is_full() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(15), "took {took:?}");
-    assert!(err.contains(&path.display().to_string()) && err.contains("accepted no connection within 5 s"), "{err}");
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("accepted no connection within 5 s"),
+        "{err}"
+    );
 }
 
 #[test]
 fn idle_connections_do_not_lock_out_agentctl_and_are_closed_after_the_read_timeout() {
-    let daemon = Daemon::start_with(
-        &format!("max_connections = 8\nrequest_read_timeout_ms = 1000\n{QUIET}"),
-        &[],
-    );
+    let daemon =
+        Daemon::start_with(&format!("max_connections = 8\nrequest_read_timeout_ms = 1000\n{QUIET}"), &[]);
     let (code, _, err, _) = daemon.ctl_bounded(&["status"], Duration::from_secs(40));
     assert!(matches!(code, Some(0 | 1)), "{err}");
     let baseline = open_fds(daemon.pid());
@@ -138,7 +144,8 @@ fn a_peer_that_stops_reading_its_answer_loses_its_connection() {
     daemon.wait_for(
         || {
             let (code, out, _, _) = daemon.ctl_bounded(&["status", "--json"], Duration::from_secs(40));
-            matches!(code, Some(0 | 1)) && serde_json::from_str::<Value>(&out).unwrap()["last_scan"].is_object()
+            matches!(code, Some(0 | 1))
+                && serde_json::from_str::<Value>(&out).unwrap()["last_scan"].is_object()
         },
         "the first scan",
     );
@@ -164,7 +171,9 @@ fn socket_group_members_can_use_agentctl_and_others_cannot() {
         return;
     };
     if !is_root() {
-        eprintln!("SKIPPED socket_group_members_can_use_agentctl_and_others_cannot: needs root to switch users");
+        eprintln!(
+            "SKIPPED socket_group_members_can_use_agentctl_and_others_cannot: needs root to switch users"
+        );
         return;
     }
     let group = test_group();
@@ -217,7 +226,9 @@ fn test_group() -> TestGroup {
 #[test]
 fn per_user_connection_cap_refuses_the_excess_and_keeps_root_served() {
     let Some(setpriv) = setpriv() else {
-        eprintln!("SKIPPED per_user_connection_cap_refuses_the_excess_and_keeps_root_served: setpriv not installed");
+        eprintln!(
+            "SKIPPED per_user_connection_cap_refuses_the_excess_and_keeps_root_served: setpriv not installed"
+        );
         return;
     };
     if !is_root() {
@@ -238,7 +249,13 @@ fn per_user_connection_cap_refuses_the_excess_and_keeps_root_served() {
     let mut helper = Command::new(setpriv)
         .args(["--reuid=65534", "--regid=65534", &format!("--groups={}", group.gid)])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "hardening::hold_connections_helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "hardening::hold_connections_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("GW_HOLD_SOCKET", &daemon.socket)
         .env("GW_HOLD_COUNT", "20")
         .stdout(Stdio::piped())
@@ -445,8 +462,13 @@ fn closed_stdout_ends_both_binaries_quietly_with_exit_0() {
         },
         "the first scan",
     );
-    for args in [&["status"][..], &["status", "--json"][..], &["report", "--json"][..], &["report"][..], &["findings"][..]]
-    {
+    for args in [
+        &["status"][..],
+        &["status", "--json"][..],
+        &["report", "--json"][..],
+        &["report"][..],
+        &["findings"][..],
+    ] {
         let mut cmd = agentctl();
         cmd.arg("--socket").arg(&daemon.socket).args(args);
         cases.push((format!("agentctl {args:?}"), cmd));
@@ -467,9 +489,17 @@ fn plant_egg_infos_as_nobody(setpriv: &str, dir: &Path, target: u64, budget: Dur
     let mut made = 0;
     while made < target && started.elapsed() < budget {
         let last = (made + batch).min(target);
-        let script = format!("cd '{}' && seq -f 'pkg%.0f.egg-info' {} {last} | xargs mkdir", dir.display(), made + 1);
+        let script =
+            format!("cd '{}' && seq -f 'pkg%.0f.egg-info' {} {last} | xargs mkdir", dir.display(), made + 1);
         let (code, _, err, _) = run_bounded(
-            Command::new(setpriv).args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", &script]),
+            Command::new(setpriv).args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                &script,
+            ]),
             Duration::from_secs(120),
         );
         assert_eq!(code, Some(0), "creating entries {}..={last}: {err}", made + 1);
@@ -501,7 +531,9 @@ fn unprivileged_fifo_and_huge_tree_in_home_do_not_wedge_the_daemon() {
     // on /dev/shm when it is a roomy tmpfs, and creation stops at a 30 s budget either way (the
     // count reached is printed).
     let base: PathBuf = match nix::sys::statvfs::statvfs("/dev/shm") {
-        Ok(st) if st.files_available() > 2_000_000 && st.blocks_available() * st.fragment_size() > (2 << 30) => {
+        Ok(st)
+            if st.files_available() > 2_000_000 && st.blocks_available() * st.fragment_size() > (2 << 30) =>
+        {
             "/dev/shm".into()
         }
         _ => std::env::temp_dir(),
@@ -528,17 +560,19 @@ fn unprivileged_fifo_and_huge_tree_in_home_do_not_wedge_the_daemon() {
     }
     let fifo = sites[0].join("x.dist-info/METADATA");
     let (code, _, err, _) = run_bounded(
-        Command::new(setpriv).args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"]).arg(format!(
-            "mkdir '{}' && mkfifo '{}'",
-            fifo.parent().unwrap().display(),
-            fifo.display()
-        )),
+        Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"])
+            .arg(format!("mkdir '{}' && mkfifo '{}'", fifo.parent().unwrap().display(), fifo.display())),
         Duration::from_secs(20),
     );
     assert_eq!(code, Some(0), "{err}");
     let started = Instant::now();
     let entries = plant_egg_infos_as_nobody(setpriv, &sites[1], 1_000_000, Duration::from_secs(30));
-    eprintln!("{NAME}: {entries} *.egg-info entries created under {} in {:?}", base.display(), started.elapsed());
+    eprintln!(
+        "{NAME}: {entries} *.egg-info entries created under {} in {:?}",
+        base.display(),
+        started.elapsed()
+    );
     assert!(entries >= 100_000, "only {entries} entries could be created in the time budget");
 
     let daemon = Daemon::start_with(
@@ -552,14 +586,18 @@ fn unprivileged_fifo_and_huge_tree_in_home_do_not_wedge_the_daemon() {
     // The daemon answers throughout the scan, each time within the timeout; the scan ends.
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let (code, out, err, took) = daemon.ctl_bounded(&["status", "--json", "--timeout", "5"], Duration::from_secs(15));
+        let (code, out, err, took) =
+            daemon.ctl_bounded(&["status", "--json", "--timeout", "5"], Duration::from_secs(15));
         assert!(matches!(code, Some(0 | 1)), "the daemon stopped answering during the scan: {err}");
         assert!(took < Duration::from_secs(6), "status took {took:?}");
         let status: Value = serde_json::from_str(&out).unwrap();
         if status["last_scan"].is_object() {
             break;
         }
-        assert!(Instant::now() < deadline, "the first scan did not finish within 180 s (wedged on the FIFO?)");
+        assert!(
+            Instant::now() < deadline,
+            "the first scan did not finish within 180 s (wedged on the FIFO?)"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let (code, out, err, _) = daemon.ctl_bounded(&["report", "--json"], Duration::from_secs(40));

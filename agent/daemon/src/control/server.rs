@@ -21,9 +21,9 @@ use super::protocol::{
     Status,
 };
 use crate::config::Config;
+use crate::config::ControlConfig;
 use crate::report::Report;
 use crate::scan::{self, Collector, ScanOptions};
-use crate::config::ControlConfig;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -288,8 +288,10 @@ impl ServerLimits {
     pub fn from_config(c: &ControlConfig) -> Self {
         Self {
             max_connections: usize::try_from(c.max_connections.max(1)).unwrap_or(64),
-            max_connections_per_user: usize::try_from(c.max_connections_per_user.clamp(1, c.max_connections.max(1)))
-                .unwrap_or(8),
+            max_connections_per_user: usize::try_from(
+                c.max_connections_per_user.clamp(1, c.max_connections.max(1)),
+            )
+            .unwrap_or(8),
             request_read_timeout: Duration::from_millis(c.request_read_timeout_ms.max(1)),
             write_timeout: Duration::from_millis(c.write_timeout_ms.max(1)),
         }
@@ -405,7 +407,8 @@ pub async fn serve(
     let _ = stop.send(true);
     // Bounded: a request stuck in a scan must not hold up the daemon's exit.
     let drained =
-        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} })
+            .await;
     if drained.is_err() {
         tracing::warn!(left = connections.len(), "control connections still open at shutdown were dropped");
         connections.abort_all();
@@ -468,7 +471,11 @@ impl PerUser {
     /// Counts a new connection of `peer`. `Ok(None)`: not counted (root and the daemon's own
     /// user are trusted with the whole daemon already). `Err(uid)`: that user is at the cap.
     /// A peer without credentials is counted under one shared id (and denied by `authorize`).
-    fn claim(self: &Arc<Self>, peer: Option<PeerCred>, access: &AccessPolicy) -> Result<Option<UserSlot>, u32> {
+    fn claim(
+        self: &Arc<Self>,
+        peer: Option<PeerCred>,
+        access: &AccessPolicy,
+    ) -> Result<Option<UserSlot>, u32> {
         let uid = peer.map_or(u32::MAX, |p| p.uid);
         if uid == 0 || uid == access.own_uid {
             return Ok(None);
@@ -509,7 +516,11 @@ impl WriteTimeout {
         }
     }
 
-    fn progress<T>(&mut self, result: Poll<std::io::Result<T>>, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+    fn progress<T>(
+        &mut self,
+        result: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
         match result {
             Poll::Pending => self.stall(cx),
             ready => {
@@ -521,13 +532,21 @@ impl WriteTimeout {
 }
 
 impl AsyncRead for WriteTimeout {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for WriteTimeout {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.progress(result, cx)
     }
