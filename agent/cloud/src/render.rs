@@ -12,7 +12,11 @@ fn opt(v: &Option<String>) -> &str {
 }
 
 /// Writes the report as an aligned two-column table.
+///
+/// Values come from the metadata service and from tags anyone allowed to tag the instance
+/// can set: written through [`guestward_core::text::TerminalSafe`], tags escaped.
 pub fn render_table(report: &CloudReport, out: &mut dyn Write) -> io::Result<()> {
+    let out = &mut guestward_core::text::TerminalSafe::new(out);
     writeln!(out, "Cloud (IMDS)")?;
     row(out, "state", report.state.as_str())?;
     if let Some(r) = &report.reason {
@@ -63,7 +67,8 @@ pub fn render_table(report: &CloudReport, out: &mut dyn Write) -> io::Result<()>
         Some(Tags::Enabled { values }) => {
             row(out, "tags", format!("{} tag(s)", values.len()))?;
             for (k, v) in values {
-                row(out, "", format!("{k} = {v}"))?;
+                use guestward_core::text::escape_control;
+                row(out, "", format!("{} = {}", escape_control(k), escape_control(v)))?;
             }
         }
         Some(Tags::NotEnabled) => row(out, "tags", "not enabled in instance metadata")?,

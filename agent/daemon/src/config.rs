@@ -203,6 +203,13 @@ impl Config {
                 message: e.message,
             });
         }
+        if let Err(e) = self.packages.language.validate() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: format!("packages.language.{}", e.field),
+                message: e.message,
+            });
+        }
         Ok(self)
     }
 
@@ -218,7 +225,8 @@ impl Config {
                 line,
                 column,
                 key,
-                message: e.message().trim().to_string(),
+                // toml quotes the offending value, which may be a line of any length.
+                message: guestward_core::text::truncate_chars(e.message().trim(), 512).into_owned(),
             }
         })?;
         config.validate(path)
@@ -326,6 +334,13 @@ mod tests {
     }
 
     #[test]
+    fn huge_value_in_a_config_error_is_quoted_truncated() {
+        let msg = err(&format!("[packages]\nmax_status_file_bytes = \"{}\"\n", "x".repeat(500_000)));
+        assert!(msg.len() < 2048, "a {}-byte error", msg.len());
+        assert!(msg.contains("more bytes)"), "{msg}");
+    }
+
+    #[test]
     fn wrong_type_names_the_key() {
         let msg = err("[packages]\nmax_status_file_bytes = \"lots\"\n");
         assert!(
@@ -339,6 +354,12 @@ mod tests {
     fn imds_out_of_range_names_the_key() {
         let msg = err("[imds]\ntoken_ttl_secs = 0\n");
         assert!(msg.contains("key `imds.token_ttl_secs`") && msg.contains("1..=21600"), "{msg}");
+    }
+
+    #[test]
+    fn language_walk_out_of_range_names_the_key() {
+        let msg = err("[packages.language]\nmax_depth = 1000\n");
+        assert!(msg.contains("key `packages.language.max_depth`") && msg.contains("at most 64"), "{msg}");
     }
 
     #[test]

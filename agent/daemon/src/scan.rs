@@ -173,7 +173,12 @@ fn identify(config: &Config, root: &HostRoot, report: &Report, instance_id: Opti
 }
 
 /// Writes the human summary of a report.
+///
+/// Everything is written through [`guestward_core::text::TerminalSafe`]: values from scanned
+/// files (hostnames, package names, paths in problems) are shown with control characters
+/// escaped, never as terminal sequences (issue 9, item 15). JSON output is not filtered.
 pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let out: &mut dyn std::io::Write = &mut guestward_core::text::TerminalSafe::new(out);
     writeln!(
         out,
         "guestward {} scan at {}{}",
@@ -215,7 +220,13 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
     if !report.findings.is_empty() {
         writeln!(out, "\nfindings ({}):", report.findings.len())?;
         for f in &report.findings {
-            writeln!(out, "  [{:<8}] {} {}", f.severity, f.id, f.title)?;
+            writeln!(
+                out,
+                "  [{:<8}] {} {}",
+                f.severity,
+                f.id,
+                guestward_core::text::escape_control(&f.title)
+            )?;
         }
     }
     Ok(())

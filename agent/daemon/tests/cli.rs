@@ -161,3 +161,86 @@ fn check_config_accepts_the_shipped_example_and_rejects_a_typo() {
     assert_eq!(code, 1);
     assert!(stderr.contains("absent.toml: cannot read config"), "{stderr}");
 }
+
+/// Runs `cmd` and returns (exit code, stdout, stderr); kills it and fails the test if it has
+/// not exited after `secs` (a hang must fail, not stall CI).
+fn run_within(cmd: &mut std::process::Command, secs: u64) -> (i32, String, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not exit within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text = |h: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap()).into_owned();
+    (status.code().expect("killed by a signal"), text(out), text(err))
+}
+
+/// A snapshot whose hostname, PRETTY_NAME and a package directory name carry terminal escape
+/// sequences (retitle the window, clear the screen), with a FIFO in place of that package's
+/// METADATA: the human summary shows them escaped, the JSON keeps them exact, and the FIFO is
+/// reported instead of hanging the scan.
+#[test]
+fn terminal_escapes_from_scanned_files_render_escaped_in_human_output() {
+    const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J";
+    const SHOWN: &str = "\\x1b]0;pwned\\x07\\x1b[2J";
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("hostname"), format!("evil{HOSTILE}host\n")).unwrap();
+    std::fs::write(etc.join("os-release"), format!("ID=debian\nPRETTY_NAME=\"Debian{HOSTILE}\"\n")).unwrap();
+    let dist = dir.path().join(format!("usr/lib/python3.11/site-packages/evil{HOSTILE}-1.0.dist-info"));
+    std::fs::create_dir_all(&dist).unwrap();
+    nix::unistd::mkfifo(&dist.join("METADATA"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let config = empty_config();
+
+    let (code, stdout, stderr) = run_within(
+        agent()
+            .args(["scan", "--only", "host,packages", "--config"])
+            .arg(config.path())
+            .arg("--root")
+            .arg(dir.path()),
+        60,
+    );
+    assert!(code == 0 || code == 1, "exit {code}: {stderr}");
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\x07'),
+        "raw control characters reached the terminal: {stdout:?}"
+    );
+    assert!(stdout.contains(&format!("evil{SHOWN}host")), "{stdout}");
+    assert!(stdout.contains(&format!("Debian{SHOWN}")), "{stdout}");
+    assert!(stdout.contains("fifo") && stdout.contains(&format!("evil{SHOWN}-1.0.dist-info")), "{stdout}");
+
+    let (_, json, stderr) = run_within(
+        agent()
+            .args(["scan", "--json", "--only", "host", "--config"])
+            .arg(config.path())
+            .arg("--root")
+            .arg(dir.path()),
+        60,
+    );
+    let report: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}\n{stderr}"));
+    assert_eq!(
+        report["host"]["data"]["hostname"],
+        format!("evil{HOSTILE}host"),
+        "JSON keeps the exact value"
+    );
+    assert_eq!(report["host"]["data"]["os"]["pretty_name"], format!("Debian{HOSTILE}"));
+}

@@ -206,9 +206,10 @@ impl FimChange {
             ChangeKind::Modified => "modified",
             ChangeKind::Renamed => "renamed",
         };
-        let mut s = format!("{what:8} {}", self.path);
+        // File names are anyone's choice: escaped so they cannot drive the terminal.
+        let mut s = format!("{what:8} {}", guestward_core::text::escape_control(&self.path));
         if let Some(old) = &self.old_path {
-            s.push_str(&format!(" (from {old})"));
+            s.push_str(&format!(" (from {})", guestward_core::text::escape_control(old)));
         }
         if !self.changed.is_empty() {
             let names: Vec<&str> = self.changed.iter().map(|a| a.as_str()).collect();

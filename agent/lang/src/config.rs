@@ -41,7 +41,10 @@ pub struct Config {
     /// Largest top-level archive opened, in bytes (only its central directory and the entries
     /// we need are read, never the whole file).
     pub max_archive_bytes: u64,
-    /// Most entries in one archive's central directory; bounds memory for hostile zips.
+    /// Most entries in one archive's central directory, counted together with the archives it
+    /// is nested in (all of them are in memory while it is examined, a few hundred bytes per
+    /// entry); bounds memory for hostile zips. Checked from the end-of-central-directory
+    /// records before the directory is loaded.
     pub max_archive_entries: u64,
     /// Archives inside archives entered (a war's `WEB-INF/lib/*.jar` is depth 1).
     pub max_nesting_depth: u32,
@@ -135,5 +138,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_out_of_range_values_name_their_key() {
+        Config::default().validate().unwrap();
+        let deep = Config { max_depth: MAX_DEPTH_LIMIT + 1, ..Config::default() };
+        assert_eq!(deep.validate().unwrap_err().field, "max_depth");
+        let none = Config { max_packages_per_root: 0, ..Config::default() };
+        assert_eq!(none.validate().unwrap_err().field, "max_packages_per_root");
     }
 }

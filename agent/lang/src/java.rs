@@ -46,6 +46,96 @@ impl Window {
         let len = len.min(self.len - offset);
         Self { file: Arc::clone(&self.file), start: self.start + offset, len, pos: 0 }
     }
+
+    /// `len` bytes at `offset` of this window (an error if they are not all inside it).
+    fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let end = offset.checked_add(len as u64);
+        if end.is_none_or(|e| e > self.len) {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "outside the archive"));
+        }
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, self.start + offset)?;
+        Ok(buf)
+    }
+}
+
+fn le_u16(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 2).map_or(0, |s| u64::from(u16::from_le_bytes([s[0], s[1]])))
+}
+
+fn le_u32(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 4).map_or(0, |s| u64::from(u32::from_le_bytes([s[0], s[1], s[2], s[3]])))
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map_or(0, |s| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        u64::from_le_bytes(a)
+    })
+}
+
+/// Smallest central-directory header (APPNOTE 4.3.12): signature and fixed fields.
+const CENTRAL_HEADER_MIN_BYTES: u64 = 46;
+
+/// The most central-directory entries the zip reader could be made to load from `window`,
+/// judged from every end-of-central-directory record in the archive's tail.
+///
+/// Security: the zip reader loads the whole central directory into memory (a few hundred bytes
+/// per entry) before anything can count the entries, so `max_archive_entries` checked after
+/// opening bounded nothing: a 20 MB zip64 jar of 400,000 tiny entries costs well over 100 MB
+/// (the daemon's memory cap is 200 MB). A zip32 record claims at most 65,535 entries. A zip64
+/// record is found through the locator just before the zip32 one; when it sits where the
+/// locator says and is consistent (the same checks the reader makes), its count is what the
+/// reader would load; otherwise the reader may search the archive for another record, and the
+/// only safe bound is the one the reader itself enforces (each claimed entry needs 46 bytes
+/// before the record).
+fn claimed_entries(window: &Window) -> io::Result<u64> {
+    // EOCD (22 bytes) plus the longest comment; the reader looks no further back.
+    let tail_len = window.len.min(22 + 65_535 + 64);
+    let tail_start = window.len - tail_len;
+    let tail = window.bytes_at(tail_start, usize::try_from(tail_len).unwrap_or(0))?;
+    let mut claimed = 0u64;
+    for p in 0..tail.len().saturating_sub(21) {
+        if tail[p..p + 4] != *b"PK\x05\x06" {
+            continue;
+        }
+        // A record with a field at its maximum and a zip64 locator right before it sends the
+        // reader to the zip64 record for the count; any other, this record's count.
+        let may_be_zip64 = le_u16(&tail, p + 10) == 0xffff
+            || le_u32(&tail, p + 12) == 0xffff_ffff
+            || le_u32(&tail, p + 16) == 0xffff_ffff;
+        let eocd_at = tail_start + p as u64;
+        let locator_at = eocd_at.checked_sub(20).filter(|_| may_be_zip64);
+        let locator = match locator_at {
+            Some(at) => Some(window.bytes_at(at, 20)?).filter(|l| l[0..4] == *b"PK\x06\x07"),
+            None => None,
+        };
+        let (Some(locator_at), Some(locator)) = (locator_at, locator) else {
+            claimed = claimed.max(le_u16(&tail, p + 10));
+            continue;
+        };
+        let mut bound = locator_at / CENTRAL_HEADER_MIN_BYTES;
+        let record_at = le_u64(&locator, 8);
+        if record_at.checked_add(56).is_some_and(|end| end <= locator_at) {
+            let record = window.bytes_at(record_at, 56)?;
+            let files = le_u64(&record, 32);
+            let consistent = record[0..4] == *b"PK\x06\x06"
+                && le_u64(&record, 4).checked_add(12) == Some(locator_at - record_at)
+                && le_u32(&record, 16) == 0
+                && le_u32(&record, 20) == le_u32(&locator, 4)
+                && le_u64(&record, 24) == files
+                && files
+                    .checked_mul(CENTRAL_HEADER_MIN_BYTES)
+                    .and_then(|v| v.checked_add(le_u64(&record, 48)))
+                    .is_some_and(|end| end <= record_at);
+            if consistent {
+                bound = files;
+            }
+        }
+        claimed = claimed.max(bound);
+    }
+    Ok(claimed)
 }
 
 impl Read for Window {
@@ -83,6 +173,8 @@ pub(crate) struct ArchiveScan<'w, 'a> {
     walker: &'w mut Walker<'a>,
     location: String,
     nested_entered: u32,
+    /// Central-directory entries of the archives open right now (this one and its parents).
+    entries_open: u64,
 }
 
 /// Size of a local file header before its name (APPNOTE 4.3.7).
@@ -195,7 +287,7 @@ pub(crate) fn scan_file(walker: &mut Walker<'_>, real: &Path) {
         Err(e) => return walker.problem("io", format!("{location}: {e}"), real),
     };
     let file_name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut scan = ArchiveScan { walker, location, nested_entered: 0 };
+    let mut scan = ArchiveScan { walker, location, nested_entered: 0, entries_open: 0 };
     let mut chain = Vec::new();
     scan.archive(window, &file_name, &mut chain, 0);
 }
@@ -221,20 +313,48 @@ impl ArchiveScan<'_, '_> {
         self.walker.stats.archives += 1;
         // A second view of the same bytes: stored nested archives are windows onto it.
         let base = window.sub(0, u64::MAX);
-        let mut zip = match ZipArchive::new(window) {
+        // The central directories of this archive and of the ones it is nested in are all in
+        // memory while it is examined, so they share one bound.
+        let max_entries = self.walker.config.max_archive_entries;
+        let room = max_entries.saturating_sub(self.entries_open);
+        let nested_note = if self.entries_open > 0 { " (with the archives it is nested in)" } else { "" };
+        match claimed_entries(&window) {
+            Ok(claimed) if claimed > room => {
+                let msg = format!(
+                    "its central directory may hold up to {claimed} entries, over packages.language.max_archive_entries ({max_entries}){nested_note}; not opened"
+                );
+                return self.problem("too_large", chain, msg);
+            }
+            Ok(_) => {}
+            Err(e) => return self.problem("malformed", chain, format!("not a readable zip archive ({e})")),
+        }
+        let zip = match ZipArchive::new(window) {
             Ok(z) => z,
             Err(e) => {
                 return self.problem("malformed", chain, format!("not a readable zip archive ({e})"));
             }
         };
-        if zip.len() as u64 > self.walker.config.max_archive_entries {
+        let count = zip.len() as u64;
+        if count > room {
             let msg = format!(
-                "{} entries is over packages.language.max_archive_entries ({}); not examined",
-                zip.len(),
-                self.walker.config.max_archive_entries
+                "{count} entries is over packages.language.max_archive_entries ({max_entries}){nested_note}; not examined"
             );
             return self.problem("too_large", chain, msg);
         }
+        self.entries_open += count;
+        self.examine(zip, &base, file_name, chain, depth);
+        self.entries_open -= count;
+    }
+
+    /// Identifies an opened archive, records what it holds and enters its nested archives.
+    fn examine(
+        &mut self,
+        mut zip: ZipArchive<Window>,
+        base: &Window,
+        file_name: &str,
+        chain: &mut Vec<String>,
+        depth: u32,
+    ) {
         let limits = match entry_limits(&zip) {
             Ok(l) => l,
             Err(msg) => return self.problem("overlapping_entries", chain, msg),
@@ -338,7 +458,7 @@ impl ArchiveScan<'_, '_> {
                 return self.problem("limit_reached", chain, msg);
             }
             self.nested_entered += 1;
-            self.nested(&mut zip, &base, &limits, i, chain, depth);
+            self.nested(&mut zip, base, &limits, i, chain, depth);
         }
     }
 

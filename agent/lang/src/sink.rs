@@ -35,6 +35,7 @@ pub(crate) struct Sink {
     inflated: u64,
     archives_unexamined: u64,
     first_unexamined: Option<String>,
+    last_unexamined: Option<String>,
 }
 
 impl Sink {
@@ -56,6 +57,7 @@ impl Sink {
             inflated: 0,
             archives_unexamined: 0,
             first_unexamined: None,
+            last_unexamined: None,
         }
     }
 
@@ -68,11 +70,12 @@ impl Sink {
         }
     }
 
-    /// Records a problem that explains why the inventory is incomplete: always listed (there
-    /// are at most a few per root), and it marks the report truncated.
+    /// Records a problem that explains why the inventory is incomplete (at most a few per
+    /// root, but roots come from globs, so they are bounded like any other problem), and marks
+    /// the report truncated.
     pub fn truncation(&mut self, problem: Problem) {
         self.truncated = true;
-        self.problems.push(problem);
+        self.problem(problem);
     }
 
     /// Whether the walk should stop: the scan or the current root is full.
@@ -85,10 +88,12 @@ impl Sink {
         self.scan_full
     }
 
-    /// Stops the whole scan, with the problem that says why.
+    /// Stops the whole scan, with the problem that says why (listed even past
+    /// [`MAX_PROBLEMS`]: it happens once).
     pub fn stop_scan(&mut self, problem: Problem) {
         self.scan_full = true;
-        self.truncation(problem);
+        self.truncated = true;
+        self.problems.push(problem);
     }
 
     /// A walk root begins (`shown` is its path as reported).
@@ -170,16 +175,22 @@ impl Sink {
     /// one summary problem at the end (a scan can meet any number of them).
     pub fn archive_unexamined(&mut self, shown: &str) {
         self.truncated = true;
+        // One archive can run into the spent budget at several entries; it is counted once.
+        if self.last_unexamined.as_deref() == Some(shown) {
+            return;
+        }
         self.archives_unexamined += 1;
         if self.first_unexamined.is_none() {
             self.first_unexamined = Some(shown.to_string());
         }
+        self.last_unexamined = Some(shown.to_string());
     }
 
     /// The results, with the summary problems appended, and the counters written to `stats`.
     pub fn finish(mut self, stats: &mut WalkStats) -> (Vec<LangPackage>, Vec<JndiLookupHit>, Vec<Problem>) {
         if let Some(first) = self.first_unexamined.take() {
-            self.truncation(
+            self.truncated = true;
+            self.problems.push(
                 Problem::new(
                     "limit_reached",
                     format!(

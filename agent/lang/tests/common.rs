@@ -162,3 +162,43 @@ pub fn overlapping_bomb(count: usize, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&[0, 0]);
     out
 }
+
+/// A zip64 archive of `count` empty central-directory entries (distinct 4-character names, no
+/// data, every local header offset 0): about 50 bytes per entry on disk, a few hundred in a
+/// zip reader's memory.
+pub fn zip64_entries(count: u32) -> Vec<u8> {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    for i in 0..count {
+        let mut n = i;
+        let mut name = [0u8; 4];
+        for c in &mut name {
+            *c = DIGITS[usize::try_from(n % 36).unwrap()];
+            n /= 36;
+        }
+        out.extend_from_slice(b"PK\x01\x02");
+        out.extend_from_slice(&[20, 0, 20, 0]); // versions
+        out.extend_from_slice(&[0; 20]); // flags, method, time, date, crc, sizes
+        out.extend_from_slice(&4u16.to_le_bytes()); // name length
+        out.extend_from_slice(&[0; 16]); // extra, comment, disk, attributes, local offset
+        out.extend_from_slice(&name);
+    }
+    let cd_size = out.len() as u64;
+    let record_at = out.len() as u64;
+    out.extend_from_slice(b"PK\x06\x06");
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // versions, disk numbers
+    out.extend_from_slice(&u64::from(count).to_le_bytes());
+    out.extend_from_slice(&u64::from(count).to_le_bytes());
+    out.extend_from_slice(&cd_size.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(b"PK\x06\x07");
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&record_at.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    out.extend_from_slice(&[0xff; 8]);
+    out.extend_from_slice(&[0, 0]);
+    out
+}

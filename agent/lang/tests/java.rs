@@ -447,3 +447,51 @@ fn fifo_or_device_in_place_of_a_jar_is_refused_not_read() {
     assert_eq!(report.stats.archives, 1);
     assert!(report.packages.iter().any(|p| p.name == "log4j-core"));
 }
+
+#[test]
+fn zip64_directory_claiming_too_many_entries_is_refused_before_it_is_loaded() {
+    // The zip reader loads the whole central directory (a few hundred bytes per entry) before
+    // its entries can be counted; the claim is checked from the end records first. The memory
+    // side is measured in walk::egg_info_flood_is_capped_and_memory_stays_bounded.
+    let t = Tree::new();
+    t.write("/opt/many.jar", zip64_entries(3000));
+    t.write("/opt/few.jar", zip64_entries(10));
+    let mut cfg = config(&[], &["/opt"], &[]);
+    cfg.max_archive_entries = 1000;
+    let (_, problems) = t.scan_within(20, &cfg);
+    let many = problems.iter().find(|p| p.path.as_deref() == Some("/opt/many.jar")).unwrap();
+    assert_eq!(many.code, "too_large");
+    assert!(
+        many.message.contains("may hold up to 3000 entries") && many.message.contains("not opened"),
+        "{many:?}"
+    );
+    // A consistent zip64 archive under the bound is opened (and these entries all claim
+    // offset 0, which the overlap check then refuses).
+    let few = problems.iter().find(|p| p.path.as_deref() == Some("/opt/few.jar")).unwrap();
+    assert_eq!(few.code, "overlapping_entries", "{few:?}");
+}
+
+#[test]
+fn nested_archives_share_the_entry_bound_with_their_parents() {
+    let t = Tree::new();
+    let inner = zip_of(
+        &(0..60)
+            .map(|i| (format!("c{i}.class"), vec![1u8]))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect::<Vec<_>>(),
+        CompressionMethod::Stored,
+    );
+    let mut outer: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("o{i}.class"), vec![1u8])).collect();
+    outer.push(("lib/inner-1.0.jar".into(), inner));
+    let outer: Vec<(&str, Vec<u8>)> = outer.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    t.write("/opt/outer-1.0.jar", zip_of(&outer, CompressionMethod::Stored));
+    let mut cfg = config(&[], &["/opt"], &[]);
+    cfg.max_archive_entries = 100;
+    let (report, problems) = t.scan_within(20, &cfg);
+    assert_eq!(report.packages.len(), 1, "{:?}", report.packages);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path.as_deref(), Some("/opt/outer-1.0.jar!/lib/inner-1.0.jar"));
+    assert!(problems[0].message.contains("with the archives it is nested in"), "{}", problems[0].message);
+}

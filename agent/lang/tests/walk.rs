@@ -226,9 +226,10 @@ const PROBE_ROOT_ENV: &str = "GUESTWARD_LANG_MEMORY_PROBE_ROOT";
 #[test]
 fn egg_info_flood_is_capped_and_memory_stays_bounded() {
     // Issue 9, item 5: a million empty *.egg-info directories in one ~/.local took the daemon
-    // to 829 MB. Here 200,000 of them, plus 100,000 empty directories the walk must stream
+    // to 829 MB. Here 150,000 of them, plus 60,000 empty directories the walk must stream
     // through (the old walk queued every subdirectory's path and remembered every directory).
-    // A tmpfs makes the 300,000 mkdirs take seconds, not minutes.
+    // Measured with 200,000 + 100,000: the old walk peaked at 84 MB, this one at 5 MB. A tmpfs
+    // makes the mkdirs take seconds, not minutes.
     let base = if std::path::Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm").unwrap()
     } else {
@@ -238,17 +239,20 @@ fn egg_info_flood_is_capped_and_memory_stays_bounded() {
     let started = std::time::Instant::now();
     let sp = base.path().join("home/mallory/.local/lib/python3.12/site-packages");
     std::fs::create_dir_all(&sp).unwrap();
-    for i in 0..200_000 {
+    for i in 0..150_000 {
         std::fs::create_dir(sp.join(format!("flood{i}-1.0.egg-info"))).unwrap();
     }
     let flood = base.path().join("srv/flood");
     std::fs::create_dir_all(&flood).unwrap();
-    for i in 0..100_000 {
+    for i in 0..60_000 {
         std::fs::create_dir(flood.join(format!("d{i}"))).unwrap();
     }
     let legit = base.path().join("opt/app/legit-1.0.dist-info");
     std::fs::create_dir_all(&legit).unwrap();
     std::fs::write(legit.join("METADATA"), "Name: legit\nVersion: 1.0\n\n").unwrap();
+    // A 15 MB zip64 jar of 300,000 tiny entries: loading its central directory cost the old
+    // code 66 MB before max_archive_entries was even checked.
+    std::fs::write(base.path().join("opt/many.jar"), zip64_entries(300_000)).unwrap();
     eprintln!("tree built in {:?}", started.elapsed());
 
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -281,8 +285,10 @@ fn egg_info_flood_is_capped_and_memory_stays_bounded() {
     assert_eq!(probe["legit"], true);
     assert_eq!(probe["truncated"], true);
     assert_eq!(probe["root_problem"], "/home/mallory/.local");
-    assert!(probe["entries"].as_u64().unwrap() >= 100_000, "{probe}");
-    // The old walk peaked far above this (200,000 packages held, 100,000 queued paths).
+    assert!(probe["entries"].as_u64().unwrap() >= 60_000, "{probe}");
+    assert_eq!(probe["many_jar"], "too_large");
+    // The old code peaked far above this (the packages held, the queued paths, the zip64
+    // central directory loaded).
     let hwm = probe["vmhwm_kib"].as_u64().unwrap();
     assert!(hwm < 32 * 1024, "peak RSS {hwm} KiB");
 }
@@ -293,8 +299,9 @@ fn memory_probe_child() {
         return; // Only meaningful as the child of the test above.
     };
     let root = HostRoot::new(dir).unwrap();
-    let mut cfg = config(&["/home/*/.local", "/srv", "/opt"], &[], &[]);
+    let mut cfg = config(&["/home/*/.local", "/srv", "/opt"], &["/opt"], &[]);
     cfg.max_packages_per_root = 1_000;
+    cfg.max_archive_entries = 100_000;
     let (report, problems) = guestward_lang::scan(&root, &cfg);
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let hwm: u64 = status
@@ -310,6 +317,7 @@ fn memory_probe_child() {
         "entries": report.stats.entries,
         "root_problem": problems.iter().find(|p| p.message.contains("max_packages_per_root")).and_then(|p| p.path.clone()),
         "problems": problems.len(),
+        "many_jar": problems.iter().find(|p| p.path.as_deref() == Some("/opt/many.jar")).map(|p| p.code.clone()),
     });
     println!("\nPROBE {probe}");
 }

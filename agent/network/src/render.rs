@@ -2,6 +2,7 @@
 //! user and systemd unit.
 
 use crate::model::{ExposureScope, NetworkReport, Socket};
+use guestward_core::text::escape_control;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -41,19 +42,24 @@ fn process_cells(report: &NetworkReport, s: &Socket) -> (String, String, String)
         });
         return (why, "-".into(), "-".into());
     }
-    let procs: Vec<String> = s.owners.iter().map(|o| format!("{}/{}", o.name, o.pid)).collect();
+    // Process names, users and unit names are chosen by whoever runs the process: escaped so
+    // that they cannot carry terminal control sequences (and widths count what is shown).
+    let procs: Vec<String> =
+        s.owners.iter().map(|o| format!("{}/{}", escape_control(&o.name), o.pid)).collect();
     let mut users: Vec<String> = Vec::new();
     let mut units: Vec<String> = Vec::new();
     for o in &s.owners {
         if let Some(p) = report.process(o.pid) {
             let user = p.user.clone().or(p.uid.map(|u| u.to_string())).unwrap_or_else(|| "-".into());
+            let user = escape_control(&user).into_owned();
             if !users.contains(&user) {
                 users.push(user);
             }
-            if let Some(u) = &p.systemd_unit
-                && !units.contains(u)
-            {
-                units.push(u.clone());
+            if let Some(u) = &p.systemd_unit {
+                let u = escape_control(u).into_owned();
+                if !units.contains(&u) {
+                    units.push(u);
+                }
             }
         }
     }
@@ -65,6 +71,7 @@ fn process_cells(report: &NetworkReport, s: &Socket) -> (String, String, String)
 
 /// Writes the listener table (and Unix listeners, when collected) for people.
 pub fn render_table(report: &NetworkReport, out: &mut dyn Write) -> std::io::Result<()> {
+    let out = &mut guestward_core::text::TerminalSafe::new(out);
     let header = ["Proto", "State", "Local Address:Port", "Exposure", "Process", "User", "Unit"];
     let mut rows: Vec<[String; 7]> = Vec::with_capacity(report.listeners.len());
     for s in &report.listeners {
@@ -119,9 +126,10 @@ pub fn render_table(report: &NetworkReport, out: &mut dyn Write) -> std::io::Res
         writeln!(out)?;
         writeln!(out, "Unix stream listeners:")?;
         for u in &report.unix_listeners {
-            let owners: Vec<String> = u.owners.iter().map(|o| format!("{}/{}", o.name, o.pid)).collect();
+            let owners: Vec<String> =
+                u.owners.iter().map(|o| format!("{}/{}", escape_control(&o.name), o.pid)).collect();
             let owners = if owners.is_empty() { "?".to_string() } else { owners.join(",") };
-            writeln!(out, "  {:<50}  {owners}", u.path.as_deref().unwrap_or("(unnamed)"))?;
+            writeln!(out, "  {:<50}  {owners}", escape_control(u.path.as_deref().unwrap_or("(unnamed)")))?;
         }
     }
     let s = &report.owner_scan;

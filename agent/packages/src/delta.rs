@@ -26,6 +26,13 @@
 //! The state is one JSON file, `packages-inventory.json` in the agent's state directory,
 //! written atomically (temporary file, fsync, rename) with mode 0600: it lists the host's
 //! software and is nobody else's business.
+//!
+//! The file is bounded ([`MAX_STATE_FILE_BYTES`]) both ways, because its size follows what
+//! users can put on the host (issue 9, item 5: a million empty `*.egg-info` directories made a
+//! 123 MB state file). An inventory that would serialize larger is not written (it is streamed
+//! through a counting writer, never built whole in memory) and the stale state is removed, so
+//! the next scan sends a full snapshot rather than a delta against an old inventory; a state
+//! file larger than the cap is not read, and the problem says so.
 
 use crate::dpkg::DpkgInventory;
 use guestward_core::{Event, Problem, Timestamp};
@@ -43,8 +50,9 @@ use std::str::FromStr;
 pub const STATE_FILE: &str = "packages-inventory.json";
 /// Default interval between full snapshots.
 pub const DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS: u64 = 24 * 60 * 60;
-/// Largest state file read back (a host with 100k packages needs about 20 MiB).
-pub const MAX_STATE_FILE_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest state file written or read back. A host at the language collector's default caps
+/// (100,000 language packages) plus a few thousand system packages needs about 20 MiB.
+pub const MAX_STATE_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// Version of the state file layout.
 const STATE_FORMAT: u32 = 1;
 
@@ -318,7 +326,8 @@ pub fn diff(previous: &Snapshot, current: &Snapshot) -> Vec<Change> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FullReason {
-    /// No stored inventory: first run (or the state directory was wiped).
+    /// No stored inventory: first run (or the state directory was wiped, or the last
+    /// inventory was over [`MAX_STATE_FILE_BYTES`] and not stored).
     FirstRun,
     /// `full_snapshot_interval_secs` passed since the last full snapshot.
     IntervalElapsed,
@@ -374,16 +383,53 @@ pub enum DeltaError {
     /// Serializing the state failed.
     #[error("cannot serialize the package inventory: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The inventory would make a state file larger than the cap: not stored, and the previous
+    /// state removed (the next scan sends a full snapshot).
+    #[error(
+        "{}: package inventory not saved: it is larger than the {limit}-byte cap for this file; the next scan sends a full snapshot",
+        path.display()
+    )]
+    TooLarge {
+        /// The state file.
+        path: PathBuf,
+        /// The cap.
+        limit: u64,
+    },
 }
 
-#[derive(Serialize, Deserialize)]
+/// A writer that refuses to take more than `cap` bytes in all.
+struct CappedWriter<W> {
+    inner: W,
+    written: u64,
+    cap: u64,
+    over: bool,
+}
+
+impl<W: Write> Write for CappedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        if self.written.saturating_add(len) > self.cap {
+            self.over = true;
+            return Err(std::io::Error::other("state file cap reached"));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[derive(Deserialize)]
 struct StoredState {
     format: u32,
     last_full_at: Timestamp,
     snapshot: Snapshot,
 }
 
-/// [`StoredState`] as written: the same fields, the snapshot borrowed.
+/// [`StoredState`] as written: borrows the snapshot instead of copying it.
 #[derive(Serialize)]
 struct StoredStateRef<'a> {
     format: u32,
@@ -396,13 +442,24 @@ struct StoredStateRef<'a> {
 pub struct Tracker {
     path: PathBuf,
     full_interval_secs: u64,
+    max_state_bytes: u64,
 }
 
 impl Tracker {
     /// A tracker keeping its state in `<state_dir>/packages-inventory.json`, sending a full
     /// snapshot every `full_snapshot_interval_secs` (0: always full).
     pub fn new(state_dir: &Path, full_snapshot_interval_secs: u64) -> Self {
-        Self { path: state_dir.join(STATE_FILE), full_interval_secs: full_snapshot_interval_secs }
+        Self {
+            path: state_dir.join(STATE_FILE),
+            full_interval_secs: full_snapshot_interval_secs,
+            max_state_bytes: MAX_STATE_FILE_BYTES,
+        }
+    }
+
+    /// The same tracker with another cap on the state file (default [`MAX_STATE_FILE_BYTES`]).
+    pub fn with_max_state_bytes(mut self, max_state_bytes: u64) -> Self {
+        self.max_state_bytes = max_state_bytes;
+        self
     }
 
     /// The state file.
@@ -418,12 +475,23 @@ impl Tracker {
             Err(guestward_core::HostFsError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.problem(e.code(), e.to_string())),
         };
+        let cap = self.max_state_bytes;
+        let too_large = |size: &dyn std::fmt::Display| {
+            self.problem(
+                "too_large",
+                format!("{size} bytes, over the {cap}-byte cap for this file; not read"),
+            )
+        };
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > cap {
+            return Err(too_large(&size));
+        }
         let mut bytes = Vec::new();
-        file.take(MAX_STATE_FILE_BYTES + 1)
+        file.take(cap.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|e| self.problem("io", e.to_string()))?;
-        if bytes.len() as u64 > MAX_STATE_FILE_BYTES {
-            return Err(self.problem("too_large", format!("larger than {MAX_STATE_FILE_BYTES} bytes")));
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > cap {
+            return Err(too_large(&format!("more than {cap}")));
         }
         let state: StoredState = serde_json::from_slice(&bytes)
             .map_err(|e| self.problem("malformed", format!("line {}: {e}", e.line())))?;
@@ -471,8 +539,6 @@ impl Tracker {
             Observation::Full { at, .. } => *at,
             Observation::Delta { last_full_at, .. } => *last_full_at,
         };
-        // Borrowed and streamed to the file: the inventory can be tens of thousands of packages,
-        // and neither a copy of it nor its whole JSON text needs to sit in memory at once.
         let state = StoredStateRef { format: STATE_FORMAT, last_full_at, snapshot: current };
         let write_err = |source| DeltaError::Write { path: self.path.clone(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -480,19 +546,41 @@ impl Tracker {
         let tmp = self.path.with_extension("json.tmp");
         {
             use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(write_err)?;
-            let mut out = std::io::BufWriter::new(&mut f);
-            serde_json::to_writer(&mut out, &state).map_err(|e| {
-                if e.is_io() { write_err(std::io::Error::from(e)) } else { DeltaError::Serialize(e) }
-            })?;
-            out.flush().map_err(write_err)?;
-            drop(out);
+            // Streamed to the file through the cap: the serialized inventory is never held in
+            // memory whole, and writing stops at the cap.
+            let mut out = std::io::BufWriter::new(CappedWriter {
+                inner: f,
+                written: 0,
+                cap: self.max_state_bytes,
+                over: false,
+            });
+            let written = serde_json::to_writer(&mut out, &state)
+                .map_err(|e| e.to_string())
+                .and_then(|()| out.flush().map_err(|e| e.to_string()));
+            let over = out.get_ref().over;
+            if over || written.is_err() {
+                drop(out);
+                let _ = std::fs::remove_file(&tmp);
+                if over {
+                    // A delta against the stale inventory would be wrong from now on; without
+                    // a state the next scan sends a full snapshot.
+                    let _ = std::fs::remove_file(&self.path);
+                    return Err(DeltaError::TooLarge {
+                        path: self.path.clone(),
+                        limit: self.max_state_bytes,
+                    });
+                }
+                let detail = written.err().unwrap_or_default();
+                return Err(write_err(std::io::Error::other(detail)));
+            }
+            let f = out.into_inner().map_err(|e| write_err(e.into_error()))?.inner;
             f.sync_all().map_err(write_err)?;
         }
         std::fs::rename(&tmp, &self.path).map_err(write_err)?;
@@ -714,6 +802,59 @@ mod tests {
         let problem = problem.unwrap();
         assert_eq!(problem.code, "malformed");
         assert!(problem.message.contains("packages-inventory.json"), "{}", problem.message);
+    }
+
+    fn many_items(count: usize) -> Snapshot {
+        let items = (0..count)
+            .map(|i| item(PackageSource::Dpkg, &format!("package-{i:06}"), Some("amd64"), "1.0-1"))
+            .collect();
+        snap(0, items)
+    }
+
+    #[test]
+    fn inventory_over_the_state_cap_is_not_written_and_the_stale_state_is_removed() {
+        // Issue 9, item 5: the state file grew with whatever users put on the host (123 MB).
+        let dir = tempfile::tempdir().unwrap();
+        let tracker =
+            Tracker::new(dir.path(), DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS).with_max_state_bytes(4096);
+        let t = |s| Timestamp::from_unix_secs(s).unwrap();
+        let small = many_items(3);
+        tracker.commit(&small, &tracker.observe(&small, t(0))).unwrap();
+        assert!(tracker.path().exists());
+
+        let big = many_items(1000);
+        let observation = tracker.observe(&big, t(10));
+        let err = tracker.commit(&big, &observation).unwrap_err();
+        assert!(matches!(err, DeltaError::TooLarge { limit: 4096, .. }), "{err}");
+        assert!(err.to_string().contains("packages-inventory.json"), "{err}");
+        // Neither a partial file nor the stale inventory is left behind: the next scan is a
+        // full snapshot, not a delta against an old inventory.
+        assert!(!tracker.path().exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(matches!(
+            tracker.observe(&big, t(20)),
+            Observation::Full { reason: FullReason::FirstRun, .. }
+        ));
+    }
+
+    #[test]
+    fn state_file_over_the_cap_is_refused_with_a_clear_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker =
+            Tracker::new(dir.path(), DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS).with_max_state_bytes(1024);
+        std::fs::write(tracker.path(), vec![b' '; 1025]).unwrap();
+        let Observation::Full { reason, problem, .. } =
+            tracker.observe(&many_items(1), Timestamp::from_unix_secs(0).unwrap())
+        else {
+            panic!("expected a full snapshot")
+        };
+        assert_eq!(reason, FullReason::StateUnreadable);
+        let problem = problem.unwrap();
+        assert_eq!(problem.code, "too_large");
+        assert!(problem.message.contains("1025 bytes, over the 1024-byte cap"), "{}", problem.message);
+        assert!(problem.message.contains("packages-inventory.json"), "{}", problem.message);
+        // The real cap: a state file of the size the issue reported is refused.
+        const { assert!(MAX_STATE_FILE_BYTES < 123 * 1000 * 1000) };
     }
 
     #[test]

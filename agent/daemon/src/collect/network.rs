@@ -43,10 +43,11 @@ pub fn track_changes(config: &Config, report: &mut Report) {
 }
 
 fn load_state(path: &Path) -> std::io::Result<Option<ListenerState>> {
-    let file = match std::fs::File::open(path) {
+    // Regular files only: a FIFO in place of the state file must not block the scan.
+    let file = match guestward_core::open_regular_file(path, false) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+        Err(guestward_core::HostFsError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(std::io::Error::other(e)),
     };
     let mut text = Vec::new();
     file.take(MAX_LISTENER_STATE_BYTES).read_to_end(&mut text)?;
@@ -152,5 +153,19 @@ mod tests {
                 PublicAddress { public: "2600:1f18::10".parse().unwrap(), local: None },
             ]
         );
+    }
+
+    #[test]
+    fn fifo_in_place_of_the_listener_state_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("listeners.json");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_state(&path).map(|s| s.is_some()));
+        });
+        let err =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("reading a FIFO blocked").unwrap_err();
+        assert!(err.to_string().contains("fifo"), "{err}");
     }
 }
