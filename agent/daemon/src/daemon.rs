@@ -62,12 +62,13 @@ fn start_fim(shared: &Arc<Shared>) -> anyhow::Result<guestward_fim::Monitor> {
         guestward_core::HostRoot::live(),
         config.agent.state_dir.as_path(),
     )?;
-    let events = Arc::clone(shared);
+    // The queue, not `Shared`: see `EventQueue` for why the monitor's thread must not own it.
+    let events = Arc::clone(&shared.events);
     let sink = Box::new(move |event: &guestward_core::Event| {
         // Kept in fim.db (`agentctl fim events`), carried by the next full report, and logged
         // so journald forwards file changes even before a collector exists to ship them.
         tracing::warn!(kind = %event.kind, data = %event.data, "file integrity event");
-        events.push_event(event.clone());
+        events.push(event.clone());
     });
     Ok(guestward_fim::Monitor::start(fim, sink)?)
 }

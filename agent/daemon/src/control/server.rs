@@ -97,6 +97,49 @@ impl PeerInfo {
     }
 }
 
+/// Events observed between scans (file changes, lifecycle notices), carried by the next full
+/// report, and the instance's lifecycle as instance metadata last announced it.
+///
+/// Apart from [`Shared`] because the file integrity monitor's thread feeds it: that thread
+/// must not own `Shared`, which owns the monitor. With that cycle the thread could drop the
+/// last reference at shutdown, and the monitor's drop would then join its own thread.
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    /// Bounded: see [`MAX_PENDING_EVENTS`].
+    pending: std::sync::Mutex<std::collections::VecDeque<guestward_core::Event>>,
+    lifecycle_state: RwLock<Option<String>>,
+    dropped: AtomicU64,
+}
+
+impl EventQueue {
+    /// Queues an event for the next full report. When the queue is full the oldest event is
+    /// dropped and counted (`events_dropped_total` in `agentctl status`): memory stays bounded
+    /// however noisy the host, and the loss is visible rather than silent. FIM changes are also
+    /// kept in `fim.db`, so `agentctl fim events` still lists them.
+    pub fn push(&self, event: guestward_core::Event) {
+        if event.kind == guestward_cloud::TERMINATING
+            && let Ok(mut state) = self.lifecycle_state.write()
+        {
+            *state = Some("terminating".to_string());
+        }
+        let Ok(mut queue) = self.pending.lock() else { return };
+        if queue.len() >= MAX_PENDING_EVENTS {
+            queue.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queue.push_back(event);
+    }
+
+    fn take(&self) -> Vec<guestward_core::Event> {
+        self.pending.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+    }
+
+    /// The instance's announced lifecycle state, if any.
+    pub fn lifecycle_state(&self) -> Option<String> {
+        self.lifecycle_state.read().ok().and_then(|s| s.clone())
+    }
+}
+
 /// State shared by the scheduler and the request handlers.
 #[derive(Debug)]
 pub struct Shared {
@@ -118,12 +161,8 @@ pub struct Shared {
     pub access: AccessPolicy,
     /// The file integrity monitor, once started (absent when `[fim] enabled = false`).
     pub fim: std::sync::OnceLock<guestward_fim::Monitor>,
-    /// Events observed between scans (file changes, lifecycle notices), carried by the next
-    /// full report. Bounded: see [`MAX_PENDING_EVENTS`].
-    pending_events: std::sync::Mutex<std::collections::VecDeque<guestward_core::Event>>,
-    /// The instance's lifecycle as instance metadata last announced it (`terminating`...).
-    lifecycle_state: RwLock<Option<String>>,
-    events_dropped: AtomicU64,
+    /// Events observed between scans, carried by the next full report.
+    pub events: Arc<EventQueue>,
     scan_runs: AtomicU64,
     scan_degraded_runs: AtomicU64,
     control_requests: AtomicU64,
@@ -144,9 +183,7 @@ impl Shared {
             scan_gate: tokio::sync::Mutex::new(()),
             access,
             fim: std::sync::OnceLock::new(),
-            pending_events: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            lifecycle_state: RwLock::new(None),
-            events_dropped: AtomicU64::new(0),
+            events: Arc::new(EventQueue::default()),
             scan_runs: AtomicU64::new(0),
             scan_degraded_runs: AtomicU64::new(0),
             control_requests: AtomicU64::new(0),
@@ -164,7 +201,7 @@ impl Shared {
         let options = ScanOptions { root: HostRoot::live(), only };
         // Events observed since the last full report (file changes, lifecycle notices) travel
         // with the next full one; partial scans (`agentctl ports`) leave them queued.
-        let pending = if full { self.take_pending_events() } else { Vec::new() };
+        let pending = if full { self.events.take() } else { Vec::new() };
         let report = match tokio::task::spawn_blocking(move || {
             let mut report = scan::run(&config, &options);
             report.events.extend(pending);
@@ -197,31 +234,14 @@ impl Shared {
         report
     }
 
-    /// Queues an event for the next full report. When the queue is full the oldest event is
-    /// dropped and counted (`events_dropped_total` in `agentctl status`): memory stays bounded
-    /// however noisy the host, and the loss is visible rather than silent. FIM changes are also
-    /// kept in `fim.db`, so `agentctl fim events` still lists them.
+    /// Queues an event for the next full report (see [`EventQueue::push`]).
     pub fn push_event(&self, event: guestward_core::Event) {
-        if event.kind == guestward_cloud::TERMINATING
-            && let Ok(mut state) = self.lifecycle_state.write()
-        {
-            *state = Some("terminating".to_string());
-        }
-        let Ok(mut queue) = self.pending_events.lock() else { return };
-        if queue.len() >= MAX_PENDING_EVENTS {
-            queue.pop_front();
-            self.events_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        queue.push_back(event);
-    }
-
-    fn take_pending_events(&self) -> Vec<guestward_core::Event> {
-        self.pending_events.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+        self.events.push(event);
     }
 
     /// The instance's announced lifecycle state, if any.
     pub fn lifecycle_state(&self) -> Option<String> {
-        self.lifecycle_state.read().ok().and_then(|s| s.clone())
+        self.events.lifecycle_state()
     }
 
     /// The latest full report.
@@ -247,7 +267,7 @@ impl Shared {
                 control_requests_total: self.control_requests.load(Ordering::Relaxed),
                 control_denied_connections_total: self.control_denied.load(Ordering::Relaxed),
                 control_refused_connections_total: self.control_refused.load(Ordering::Relaxed),
-                events_dropped_total: self.events_dropped.load(Ordering::Relaxed),
+                events_dropped_total: self.events.dropped.load(Ordering::Relaxed),
             },
         }
     }
