@@ -342,3 +342,50 @@ fn prepare_socket_dir(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn control_with_group(group: &str) -> ControlConfig {
+        ControlConfig { socket_group: group.to_string(), ..ControlConfig::default() }
+    }
+
+    /// systemd's `RuntimeDirectory=` creates the socket directory `root:root 0750` before the
+    /// agent starts: the agent must still hand it to `socket_group`, or the group cannot work.
+    #[test]
+    fn existing_empty_socket_dir_like_systemds_is_given_to_the_group() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED existing_empty_socket_dir_like_systemds_is_given_to_the_group: needs root to chown"
+            );
+            return;
+        }
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(65534)).unwrap().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("guestward");
+        std::fs::DirBuilder::new().mode(0o750).create(&dir).unwrap();
+        // A stale socket from a crash is not a foreign file.
+        std::fs::write(dir.join("agent.sock"), "").unwrap();
+        prepare_socket_dir(&dir, &dir.join("agent.sock"), &control_with_group(&group.name), Some(65534))
+            .unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o7777), (65534, 0o750));
+    }
+
+    /// A socket placed directly in a shared directory must not hand that directory over.
+    #[test]
+    fn shared_socket_dir_is_left_alone() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("run");
+        std::fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
+        std::fs::write(dir.join("someone-elses.pid"), "1").unwrap();
+        let before = std::fs::metadata(&dir).unwrap();
+        prepare_socket_dir(&dir, &dir.join("agent.sock"), &control_with_group("nogroup"), Some(65534))
+            .unwrap();
+        let after = std::fs::metadata(&dir).unwrap();
+        assert_eq!((after.gid(), after.mode()), (before.gid(), before.mode()));
+    }
+}
