@@ -54,6 +54,17 @@ pub enum ImdsError {
         /// The path asked.
         path: String,
     },
+    /// A 5xx answer, still failing after the retries: the service answered, but with an error
+    /// (not the same as no answer at all, which is [`Self::Unreachable`]).
+    #[error("HTTP {status} from {path} (the metadata service failed; retried {retries} time(s))")]
+    ServerError {
+        /// The path asked.
+        path: String,
+        /// The last status received (500..=599).
+        status: u16,
+        /// Extra attempts made.
+        retries: u32,
+    },
     /// Another unexpected status.
     #[error("{path}: unexpected HTTP status {status}")]
     Status {
@@ -111,6 +122,7 @@ impl ImdsError {
             Self::Forbidden { .. } => "imds_forbidden",
             Self::Unauthorized { .. } => "imds_unauthorized",
             Self::Throttled { .. } => "imds_throttled",
+            Self::ServerError { .. } => "imds_server_error",
             Self::Status { .. } => "imds_status",
             Self::TokenRefused { .. } => "imds_token_refused",
             Self::BadToken(_) => "imds_bad_token",
@@ -208,7 +220,8 @@ pub struct ImdsClient {
 
 enum Attempt {
     Done(reqwest::Response),
-    Retry(String),
+    /// Worth another try: the HTTP status when there was an answer (429, 5xx), and what failed.
+    Retry(Option<u16>, String),
 }
 
 impl ImdsClient {
@@ -238,6 +251,11 @@ impl ImdsClient {
     /// The endpoint's base URL.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Time allowed for one whole collection (`imds.collection_deadline_ms`).
+    pub fn collection_deadline(&self) -> Duration {
+        self.settings.collection_deadline
     }
 
     /// Request counters.
@@ -276,7 +294,7 @@ impl ImdsClient {
         build: impl Fn() -> reqwest::RequestBuilder,
         url: &str,
     ) -> Result<reqwest::Response, ImdsError> {
-        let mut last = String::new();
+        let mut last = (None, String::new());
         for attempt in 0..=self.settings.retries {
             if attempt > 0 {
                 // A short pause: IMDS throttles per instance; hammering it makes it worse.
@@ -284,25 +302,31 @@ impl ImdsClient {
             }
             match self.attempt(&build).await {
                 Attempt::Done(r) => return Ok(r),
-                Attempt::Retry(detail) => {
+                Attempt::Retry(status, detail) => {
                     tracing::debug!(url, attempt, detail = %detail, "IMDS request failed; retrying if allowed");
-                    last = detail;
+                    last = (status, detail);
                 }
             }
         }
-        if last.starts_with("HTTP 429") {
-            return Err(ImdsError::Throttled { path: path_of(url) });
+        // The last attempt decides how the failure is reported: an answer with an error status
+        // is not silence, and saying "no answer" for a 500 sends the reader the wrong way.
+        match last {
+            (Some(429), _) => Err(ImdsError::Throttled { path: path_of(url) }),
+            (Some(status), _) => {
+                Err(ImdsError::ServerError { path: path_of(url), status, retries: self.settings.retries })
+            }
+            (None, detail) => Err(ImdsError::Unreachable { url: url.to_string(), detail }),
         }
-        Err(ImdsError::Unreachable { url: url.to_string(), detail: last })
     }
 
     async fn attempt(&self, build: &impl Fn() -> reqwest::RequestBuilder) -> Attempt {
         match build().send().await {
             Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
-                Attempt::Retry(format!("HTTP {}", r.status().as_u16()))
+                let status = r.status().as_u16();
+                Attempt::Retry(Some(status), format!("HTTP {status}"))
             }
             Ok(r) => Attempt::Done(r),
-            Err(e) => Attempt::Retry(describe(&e)),
+            Err(e) => Attempt::Retry(None, describe(&e)),
         }
     }
 

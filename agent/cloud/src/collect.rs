@@ -219,14 +219,56 @@ struct Fetcher<'a> {
     client: &'a ImdsClient,
     problems: Vec<Problem>,
     silences: u32,
+    /// When the whole collection must be over (`imds.collection_deadline_ms`).
+    deadline: tokio::time::Instant,
+    /// The deadline passed: nothing more is asked; the problem was reported once.
+    expired: bool,
 }
 
-impl Fetcher<'_> {
+impl<'a> Fetcher<'a> {
+    fn new(client: &'a ImdsClient) -> Self {
+        Self {
+            client,
+            problems: Vec::new(),
+            silences: 0,
+            deadline: tokio::time::Instant::now() + client.collection_deadline(),
+            expired: false,
+        }
+    }
+
+    /// Runs one request against the collection deadline. `None` when the deadline passed (now,
+    /// or before the request could finish): the problem is reported once, naming the item
+    /// that was cut off and the key that sets the deadline.
+    async fn within_deadline<T>(&mut self, path: &str, request: impl Future<Output = T>) -> Option<T> {
+        if !self.expired {
+            if let Ok(answer) = tokio::time::timeout_at(self.deadline, request).await {
+                return Some(answer);
+            }
+            self.expired = true;
+            let ms = self.client.collection_deadline().as_millis();
+            self.problems.push(
+                Problem::new(
+                    "imds_deadline",
+                    format!(
+                        "the IMDS collection ran out of time after {ms} ms (imds.collection_deadline_ms) \
+                         while asking for {path}; that item and the remaining ones were not read"
+                    ),
+                )
+                .with_path(path.to_string()),
+            );
+        }
+        None
+    }
+
     async fn item(&mut self, path: &str) -> Item {
-        if self.silences >= MAX_CONSECUTIVE_SILENCES {
+        if self.silences >= MAX_CONSECUTIVE_SILENCES || self.expired {
             return Item::Failed;
         }
-        match self.client.get(path).await {
+        let client = self.client;
+        let Some(answer) = self.within_deadline(path, client.get(path)).await else {
+            return Item::Failed;
+        };
+        match answer {
             Ok(Some(body)) => {
                 self.silences = 0;
                 Item::Found(body)
@@ -349,9 +391,21 @@ async fn collect_from(
         declared_hop_limit: config.http_put_response_hop_limit,
         container_runtime_present: container_runtime_present(root),
     };
+    let mut f = Fetcher::new(client);
     // The first request decides whether there is an IMDS at all.
     let first = format!("{META}instance-id");
-    let instance_id = match client.get(&first).await {
+    let Some(first_answer) = f.within_deadline(&first, client.get(&first)).await else {
+        let reason = format!(
+            "IMDS at {} did not answer within imds.collection_deadline_ms ({} ms)",
+            endpoint.base_url,
+            client.collection_deadline().as_millis()
+        );
+        access.access_mode = client.access_mode().await;
+        let mut report = CloudReport::without_facts(CloudState::Unreachable, reason);
+        report.imds = Some(access);
+        return CloudOutcome { report, problems: f.problems };
+    };
+    let instance_id = match first_answer {
         Ok(body) => body.map(|b| b.trim().to_string()).filter(|b| !b.is_empty()),
         Err(e) => {
             access.access_mode = client.access_mode().await;
@@ -383,7 +437,6 @@ async fn collect_from(
             return CloudOutcome { report, problems };
         }
     };
-    let mut f = Fetcher { client, problems: Vec::new(), silences: 0 };
     if instance_id.as_deref().is_some_and(|id| !looks_like_instance_id(id)) {
         f.problems.push(
             Problem::new("malformed", "instance-id does not look like an EC2 instance id").with_path(first),
@@ -444,9 +497,17 @@ async fn collect_from(
     access.access_mode = client.access_mode().await;
     access.token_refused_status = client.token_refusal_status().await;
     access.token_ttl_secs = client.token_ttl_secs().await;
-    access.imdsv1_answers = match access.access_mode {
-        Some(AccessMode::V1Fallback) => Some(true),
-        _ if config.probe_imdsv1 => match client.probe_without_token(&format!("{META}instance-id")).await {
+    let probe_path = format!("{META}instance-id");
+    let probe = match access.access_mode {
+        Some(AccessMode::V1Fallback) => None,
+        _ if config.probe_imdsv1 && !f.expired => {
+            f.within_deadline(&probe_path, client.probe_without_token(&probe_path)).await
+        }
+        _ => None,
+    };
+    access.imdsv1_answers = match (access.access_mode, probe) {
+        (Some(AccessMode::V1Fallback), _) => Some(true),
+        (_, Some(probe)) => match probe {
             Ok(200) => Some(true),
             Ok(401 | 403) => Some(false),
             Ok(other) => {
@@ -459,7 +520,7 @@ async fn collect_from(
                 None
             }
         },
-        _ => None,
+        (_, None) => None,
     };
 
     let report = CloudReport {
@@ -559,14 +620,14 @@ async fn collect_tags(f: &mut Fetcher<'_>) -> Option<Tags> {
 
 /// Reads the lifecycle signals with an existing client (the watcher calls this).
 pub async fn fetch_lifecycle(client: &ImdsClient) -> (LifecycleSnapshot, Vec<Problem>) {
-    let mut f = Fetcher { client, problems: Vec::new(), silences: 0 };
+    let mut f = Fetcher::new(client);
     let snapshot = lifecycle_with(&mut f).await;
     (snapshot, f.problems)
 }
 
 /// Reads only the spot interruption notice (the frequent poll).
 pub async fn fetch_spot_action(client: &ImdsClient) -> (Option<SpotInstanceAction>, Vec<Problem>) {
-    let mut f = Fetcher { client, problems: Vec::new(), silences: 0 };
+    let mut f = Fetcher::new(client);
     let spot = spot_with(&mut f).await;
     (spot, f.problems)
 }

@@ -10,6 +10,11 @@ pub const IPV4_ENDPOINT: &str = "http://169.254.169.254";
 pub const IPV6_ENDPOINT: &str = "http://[fd00:ec2::254]";
 /// The longest token lifetime IMDS grants (6 hours).
 pub const MAX_TOKEN_TTL_SECS: u32 = 21_600;
+/// Default `imds.collection_deadline_ms`: real IMDS answers in about a millisecond, so a full
+/// collection (a few dozen items) takes well under a second.
+pub const DEFAULT_COLLECTION_DEADLINE_MS: u64 = 5_000;
+/// Accepted `imds.collection_deadline_ms`.
+pub const COLLECTION_DEADLINE_RANGE_MS: std::ops::RangeInclusive<u64> = 500..=120_000;
 
 /// Which IMDS address to use when no endpoint is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -58,6 +63,11 @@ pub struct ImdsConfig {
     pub request_timeout_ms: u64,
     /// Extra attempts after a timeout, connection error, 429 or 5xx (the SDKs use 1).
     pub retries: u32,
+    /// Time allowed for one whole collection (every item, retries included),
+    /// 500..=120000 ms. When it runs out the items read so far are reported, with a problem
+    /// naming the ones not asked for: a metadata service answering slowly, each request just
+    /// inside its own timeouts, cannot keep a scan busy for minutes.
+    pub collection_deadline_ms: u64,
     /// Largest response body accepted; bigger bodies are cut off and reported.
     pub max_body_bytes: u64,
     /// When the token PUT is refused with 403/404/405 (IMDSv2 unavailable), continue with
@@ -92,6 +102,7 @@ impl Default for ImdsConfig {
             read_timeout_ms: 1_000,
             request_timeout_ms: 3_000,
             retries: 1,
+            collection_deadline_ms: DEFAULT_COLLECTION_DEADLINE_MS,
             max_body_bytes: 64 * 1024,
             allow_imdsv1_fallback: true,
             probe_imdsv1: true,
@@ -138,6 +149,17 @@ impl ImdsConfig {
             if v == 0 {
                 return Err(bad(field, "must be greater than 0"));
             }
+        }
+        if !COLLECTION_DEADLINE_RANGE_MS.contains(&self.collection_deadline_ms) {
+            return Err(bad(
+                "collection_deadline_ms",
+                format!(
+                    "must be {}..={}, got {}",
+                    COLLECTION_DEADLINE_RANGE_MS.start(),
+                    COLLECTION_DEADLINE_RANGE_MS.end(),
+                    self.collection_deadline_ms
+                ),
+            ));
         }
         if self.retries > 5 {
             return Err(bad("retries", format!("must be 0..=5, got {}", self.retries)));
@@ -217,6 +239,8 @@ pub struct ClientSettings {
     pub request_timeout: Duration,
     /// Extra attempts.
     pub retries: u32,
+    /// Time allowed for one whole collection.
+    pub collection_deadline: Duration,
     /// Body size cap.
     pub max_body_bytes: u64,
     /// Allow IMDSv1 when IMDSv2 is unavailable.
@@ -232,6 +256,10 @@ impl ClientSettings {
             read_timeout: Duration::from_millis(c.read_timeout_ms.max(1)),
             request_timeout: Duration::from_millis(c.request_timeout_ms.max(1)),
             retries: c.retries.min(5),
+            collection_deadline: Duration::from_millis(
+                c.collection_deadline_ms
+                    .clamp(*COLLECTION_DEADLINE_RANGE_MS.start(), *COLLECTION_DEADLINE_RANGE_MS.end()),
+            ),
             max_body_bytes: c.max_body_bytes,
             allow_imdsv1_fallback: c.allow_imdsv1_fallback,
         }
@@ -322,6 +350,12 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "token_ttl_secs");
         let c = ImdsConfig { token_ttl_secs: 0, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().field, "token_ttl_secs");
+        for bad in [0, 499, 120_001] {
+            let c = ImdsConfig { collection_deadline_ms: bad, ..Default::default() };
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.field, "collection_deadline_ms");
+            assert!(e.to_string().contains("500..=120000"), "{e}");
+        }
         let c = ImdsConfig { endpoint: Some("ftp://x".into()), ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().starts_with("imds.endpoint:"));
     }

@@ -389,3 +389,98 @@ async fn blocking_scan_from_async_code_does_not_panic() {
     .unwrap();
     assert_eq!(scan.instance_id.as_deref(), Some(INSTANCE_ID));
 }
+
+/// Runs a collection, failing the test (instead of hanging it) after `limit`.
+async fn collect_bounded(
+    collector: &CloudCollector,
+    root: &guestward_core::HostRoot,
+    limit: Duration,
+) -> (guestward_cloud::CloudOutcome, Duration) {
+    let started = Instant::now();
+    let out = tokio::time::timeout(limit, collector.collect(root))
+        .await
+        .unwrap_or_else(|_| panic!("the collection did not finish within {limit:?}"));
+    (out, started.elapsed())
+}
+
+#[tokio::test]
+async fn slow_metadata_service_is_cut_off_at_the_collection_deadline_with_partial_results() {
+    // Each answer takes 300 ms, inside every per-request timeout: without an overall deadline
+    // the ~40 items of a collection take 12 s or more (0.9 s each: minutes).
+    let emu = Emulator::start(EmulatorConfig {
+        delay_every_answer: Some(Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .await;
+    let config = ImdsConfig { collection_deadline_ms: 1_500, ..config_for(&emu) };
+    let collector = CloudCollector::with_env(&config, &no_env).unwrap();
+    let (_d, root) = not_ec2_root();
+    let (out, took) = collect_bounded(&collector, &root, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_millis(2_500), "the deadline was not kept: {took:?}");
+    // What was read before the deadline is kept: the token and the instance id came first.
+    assert_eq!(out.report.state, CloudState::Ec2, "{:?}", out.report);
+    assert_eq!(out.report.instance_id(), Some(INSTANCE_ID));
+    let p = out.problems.iter().find(|p| p.code == "imds_deadline").unwrap();
+    assert!(p.message.contains("imds.collection_deadline_ms") && p.message.contains("1500 ms"), "{p}");
+    assert!(p.path.as_deref().is_some_and(|path| path.starts_with("/latest/")), "{p:?}");
+    assert_eq!(out.problems.iter().filter(|p| p.code == "imds_deadline").count(), 1, "{:?}", out.problems);
+    // Nothing more was asked after the deadline (at most the request in flight when it hit).
+    let asked = emu.records().len();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(emu.records().len() <= asked + 1, "requests kept coming after the deadline");
+}
+
+#[tokio::test]
+async fn metadata_service_slower_than_the_deadline_on_the_first_item_is_unreachable_with_a_problem() {
+    let emu = Emulator::start(EmulatorConfig::default()).await;
+    emu.update(|c| {
+        c.delays.insert("/latest/meta-data/instance-id".into(), Duration::from_millis(900));
+    });
+    let config = ImdsConfig { collection_deadline_ms: 500, ..config_for(&emu) };
+    let collector = CloudCollector::with_env(&config, &no_env).unwrap();
+    let (out, took) = collect_bounded(&collector, &not_ec2_root().1, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_millis(1_500), "took {took:?}");
+    assert_eq!(out.report.state, CloudState::Unreachable);
+    assert!(
+        out.report.reason.as_deref().unwrap().contains("imds.collection_deadline_ms"),
+        "{:?}",
+        out.report
+    );
+    assert_eq!(out.problems[0].code, "imds_deadline", "{:?}", out.problems);
+    assert_eq!(out.problems[0].path.as_deref(), Some("/latest/meta-data/instance-id"));
+}
+
+#[tokio::test]
+async fn http_500_is_reported_as_a_server_error_not_as_no_answer() {
+    let emu = Emulator::start(EmulatorConfig::default()).await;
+    emu.update(|c| {
+        c.status_for.insert("/latest/meta-data/instance-type".into(), 500);
+    });
+    let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
+    let (out, _) = collect_bounded(&collector, &not_ec2_root().1, Duration::from_secs(10)).await;
+    let p = out
+        .problems
+        .iter()
+        .find(|p| p.path.as_deref() == Some("/latest/meta-data/instance-type"))
+        .unwrap_or_else(|| panic!("no problem for instance-type: {:?}", out.problems));
+    assert_eq!(p.code, "imds_server_error", "{p:?}");
+    assert!(p.message.contains("HTTP 500 from /latest/meta-data/instance-type"), "{}", p.message);
+    assert!(!p.message.contains("no answer"), "{}", p.message);
+    // Retried once (the SDKs' rule for 5xx), then the rest of the collection went on.
+    let asked = emu.records().iter().filter(|r| r.path == "/latest/meta-data/instance-type").count();
+    assert_eq!(asked, 2);
+    assert!(out.problems.iter().all(|p| p.code != "imds_stopped_answering"), "{:?}", out.problems);
+    assert_eq!(out.report.instance.unwrap().ami_id.as_deref(), Some("ami-0abcdef1234567890"));
+
+    // On the first item, the section says the service failed, with the status.
+    let emu = Emulator::start(EmulatorConfig::default()).await;
+    emu.update(|c| {
+        c.status_for.insert("/latest/meta-data/instance-id".into(), 503);
+    });
+    let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
+    let (out, _) = collect_bounded(&collector, &not_ec2_root().1, Duration::from_secs(10)).await;
+    assert_eq!(out.report.state, CloudState::Unreachable);
+    let reason = out.report.reason.unwrap();
+    assert!(reason.contains("HTTP 503 from /latest/meta-data/instance-id"), "{reason}");
+    assert_eq!(out.problems[0].code, "imds_server_error");
+}

@@ -15,7 +15,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success: every selected collector succeeded (skipped ones count as success)
   1  some collector degraded or failed; the report says which and why
-  2  usage or configuration error; nothing was collected";
+  2  usage or configuration error; nothing was collected
+A closed standard output (`scan --json | head`) stops the output quietly, exit 0.";
 
 /// guestward: a security agent for the EC2 guest OS.
 ///
@@ -104,7 +105,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(crate::daemon::run(config, source))?;
+            let served = runtime.block_on(crate::daemon::run(config, source));
+            // Dropping a runtime waits for every blocking task, so a scan stuck in a read
+            // (a hostile file, a hung mount) would turn SIGTERM into a hang until systemd's
+            // SIGKILL. The daemon has already stopped serving; give running work a moment.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            served?;
             Ok(exit::OK)
         }
         Command::Scan(args) => {

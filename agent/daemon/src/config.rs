@@ -43,6 +43,18 @@ pub struct ControlConfig {
     /// Members of this group may use `agentctl` without being root. Ignored when the group
     /// does not exist.
     pub socket_group: String,
+    /// Connections served at once; further ones wait in the kernel's listen queue (no file
+    /// descriptor of the agent is spent on them). 1..=1024.
+    pub max_connections: u32,
+    /// Connections one user may hold at once, for users other than root and the agent's own
+    /// user (members of `socket_group`): one of them cannot take every slot. Further ones are
+    /// closed at once. 1..=1024 (no more than `max_connections` take effect).
+    pub max_connections_per_user: u32,
+    /// A connection must deliver its whole request (headers and body) within this time after
+    /// it is accepted, or it is closed. 100..=60000.
+    pub request_read_timeout_ms: u64,
+    /// A peer that reads nothing of its answer for this long is disconnected. 100..=600000.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for ControlConfig {
@@ -50,6 +62,10 @@ impl Default for ControlConfig {
         Self {
             socket_path: AbsolutePath::from_static("/run/guestward/agent.sock"),
             socket_group: "guestward".into(),
+            max_connections: 64,
+            max_connections_per_user: 8,
+            request_read_timeout_ms: 5_000,
+            write_timeout_ms: 30_000,
         }
     }
 }
@@ -164,6 +180,21 @@ impl Config {
                 key: "agent.scan_interval_secs".into(),
                 message: format!("{} is too short; use at least 10 seconds", self.agent.scan_interval_secs),
             });
+        }
+        let c = &self.control;
+        for (key, value, range) in [
+            ("control.max_connections", u64::from(c.max_connections), 1..=1024),
+            ("control.max_connections_per_user", u64::from(c.max_connections_per_user), 1..=1024),
+            ("control.request_read_timeout_ms", c.request_read_timeout_ms, 100..=60_000),
+            ("control.write_timeout_ms", c.write_timeout_ms, 100..=600_000),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: key.into(),
+                    message: format!("must be {}..={}, got {value}", range.start(), range.end()),
+                });
+            }
         }
         if let Err(e) = self.imds.validate() {
             return Err(ConfigError::Invalid {
@@ -358,6 +389,16 @@ mod tests {
     fn out_of_range_value_names_the_key() {
         let msg = err("[agent]\nscan_interval_secs = 1\n");
         assert!(msg.contains("key `agent.scan_interval_secs`: 1 is too short"), "{msg}");
+    }
+
+    #[test]
+    fn control_limits_are_range_checked() {
+        let msg = err("[control]\nmax_connections = 0\n");
+        assert!(msg.contains("key `control.max_connections`: must be 1..=1024, got 0"), "{msg}");
+        let msg = err("[control]\nmax_connections_per_user = 0\n");
+        assert!(msg.contains("key `control.max_connections_per_user`: must be 1..=1024, got 0"), "{msg}");
+        let msg = err("[control]\nrequest_read_timeout_ms = 10\n");
+        assert!(msg.contains("key `control.request_read_timeout_ms`"), "{msg}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! [`crate::control::client::Client`]; `check-config` works without a daemon.
 
 use crate::config::{Config, ConfigSource, DEFAULT_CONFIG_PATH};
-use crate::control::client::Client;
+use crate::control::client::{
+    Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SCAN_REQUEST_TIMEOUT,
+};
 use crate::control::protocol::{ScanRequest, Status};
 use crate::exit;
 use crate::report::Report;
@@ -11,13 +13,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 use guestward_core::Finding;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success (check-config: the file is valid)
   1  the check failed (check-config: invalid file; status: the agent is not running or the
      last scan degraded)
-  2  usage error, or the agent could not be reached";
+  2  usage error, or the agent could not be reached or did not answer in time (--timeout)
+A closed standard output (`agentctl report --json | head`) stops the output quietly, exit 0.";
 
 /// Local control of the guestward agent. Start with `agentctl status`.
 #[derive(Debug, Parser)]
@@ -30,6 +34,11 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Give up waiting for the agent's answer after SECS seconds [default: 30; `scan` and
+    /// `ports`, which run a scan (after any scan in progress), 600]. Connecting has its own
+    /// 5 s limit.
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: Option<u64>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -118,6 +127,9 @@ pub enum InventoryFormat {
 pub fn run(cli: Cli) -> u8 {
     match execute(cli) {
         Ok(code) => code,
+        // `agentctl report --json | head`: the reader has what it wanted; as other Unix tools
+        // do, stop without a message (exit 0, as ripgrep does).
+        Err(e) if exit::is_broken_pipe(&e) => exit::OK,
         Err(e) => {
             eprintln!("agentctl: {e:#}");
             exit::USAGE
@@ -127,7 +139,7 @@ pub fn run(cli: Cli) -> u8 {
 
 fn execute(cli: Cli) -> anyhow::Result<u8> {
     if let Command::CheckConfig { path } = &cli.command {
-        return Ok(check_config(path.clone(), cli.json));
+        return check_config(path.clone(), cli.json);
     }
     if let Command::Imds { config } = &cli.command {
         return imds(config.as_deref(), cli.json);
@@ -140,10 +152,15 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             Config::load(None).map(|(c, _)| c).unwrap_or_default().control.socket_path.as_path().to_path_buf()
         }
     };
-    let client = Client::new(socket);
+    let request_timeout = match (cli.timeout, &cli.command) {
+        (Some(secs), _) => Duration::from_secs(secs),
+        (None, Command::Scan { .. } | Command::Ports) => SCAN_REQUEST_TIMEOUT,
+        (None, _) => DEFAULT_REQUEST_TIMEOUT,
+    };
+    let client = Client::new(socket).with_timeouts(DEFAULT_CONNECT_TIMEOUT, request_timeout);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut out = std::io::stdout().lock();
-    match cli.command {
+    let code: anyhow::Result<u8> = match cli.command {
         Command::Status => {
             let status: Status = match runtime.block_on(client.get("/v1/status")) {
                 Ok(s) => s,
@@ -319,7 +336,12 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::CheckConfig { .. } | Command::Imds { .. } => Ok(exit::USAGE),
-    }
+    };
+    let code = code?;
+    // A write error (a closed pipe) must surface here, not be lost when stdout is flushed at
+    // exit.
+    out.flush()?;
+    Ok(code)
 }
 
 fn print_report(report: &Report, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -366,39 +388,38 @@ fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     let c = &status.counters;
     writeln!(
         out,
-        "counters    scans {} (degraded {}), control requests {}, denied {}, events dropped {}",
+        "counters    scans {} (degraded {}), control requests {}, denied {}, refused {}, events dropped {}",
         c.scan_runs_total,
         c.scan_degraded_runs_total,
         c.control_requests_total,
         c.control_denied_connections_total,
+        c.control_refused_connections_total,
         c.events_dropped_total
     )
 }
 
-fn check_config(path: Option<PathBuf>, json: bool) -> u8 {
+fn check_config(path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
     let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     match Config::load(Some(&path)) {
         Ok((config, source)) => {
+            // Not `println!`: it panics on a closed stdout (`| head`).
+            let mut out = std::io::stdout().lock();
             if json {
-                match serde_json::to_string_pretty(&config) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("agentctl: {e}");
-                        return exit::USAGE;
-                    }
-                }
+                serde_json::to_writer_pretty(&mut out, &config)?;
+                writeln!(out)?;
             } else {
                 let shown = match source {
                     ConfigSource::File(p) => p.display().to_string(),
                     ConfigSource::Defaults => "defaults".to_string(),
                 };
-                println!("{shown}: ok");
+                writeln!(out, "{shown}: ok")?;
             }
-            exit::OK
+            out.flush()?;
+            Ok(exit::OK)
         }
         Err(e) => {
             eprintln!("{e}");
-            exit::DEGRADED
+            Ok(exit::DEGRADED)
         }
     }
 }

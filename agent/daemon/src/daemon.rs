@@ -6,7 +6,7 @@ use crate::scan::Collector;
 use anyhow::{Context, bail};
 use guestward_core::Timestamp;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
@@ -14,6 +14,7 @@ use tokio::net::UnixListener;
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     prepare_state_dir(config.agent.state_dir.as_path())?;
+    let limits = server::ServerLimits::from_config(&config.control);
     let socket_path = config.control.socket_path.as_path().to_path_buf();
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
@@ -36,7 +37,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
     tracing::info!(socket = %socket_path.display(), "guestward-agent running");
 
-    let served = server::serve(listener, Arc::clone(&shared), shutdown_signal()).await;
+    let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal()).await;
     scheduler.abort();
     let _ = stop_lifecycle.send(true);
     if let Some(task) = lifecycle {
@@ -61,12 +62,13 @@ fn start_fim(shared: &Arc<Shared>) -> anyhow::Result<guestward_fim::Monitor> {
         guestward_core::HostRoot::live(),
         config.agent.state_dir.as_path(),
     )?;
-    let events = Arc::clone(shared);
+    // The queue, not `Shared`: see `EventQueue` for why the monitor's thread must not own it.
+    let events = Arc::clone(&shared.events);
     let sink = Box::new(move |event: &guestward_core::Event| {
         // Kept in fim.db (`agentctl fim events`), carried by the next full report, and logged
         // so journald forwards file changes even before a collector exists to ship them.
         tracing::warn!(kind = %event.kind, data = %event.data, "file integrity event");
-        events.push_event(event.clone());
+        events.push(event.clone());
     });
     Ok(guestward_fim::Monitor::start(fim, sink)?)
 }
@@ -146,36 +148,100 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// The state directory holds baselines and inventories: readable by the agent only (0700).
-fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating state directory {}", dir.display()))?;
-    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
-    if !meta.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {} to 0700", dir.display()))?;
-    }
-    Ok(())
+/// Why the state directory cannot be used. Names the key and the path.
+#[derive(Debug, thiserror::Error)]
+#[error("agent.state_dir = {}: {reason}", path.display())]
+pub struct StateDirError {
+    /// The configured directory.
+    pub path: PathBuf,
+    /// What is wrong, and what to do.
+    pub reason: String,
 }
 
-/// Binds the control socket: directory 0750, socket 0660, group `socket_group` when it exists.
-/// A stale socket left by a crash is replaced; a live one (another daemon) is an error.
-fn bind_control_socket(control: &ControlConfig) -> anyhow::Result<(UnixListener, Option<u32>)> {
-    let path = control.socket_path.as_path();
-    if let Some(parent) = path.parent()
+/// Makes sure the state directory exists and is private (0700, owned by the agent's user).
+///
+/// Security: the directory holds the FIM baseline (which files are watched, their hashes) and
+/// the inventories. A missing directory is created 0700. An existing one is never taken over:
+/// pointing `state_dir` at `/var/lib` or `/tmp` once chmod'ed the shared directory 0700,
+/// breaking the host, and a directory others can write to would let them plant or swap our
+/// files. So an existing directory must belong to the agent's user and be writable by nobody
+/// else; its mode is tightened only when it is empty (so nothing of anyone else's is in it),
+/// and otherwise it is refused with the reason, unchanged.
+pub fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    let fail = |reason: String| StateDirError { path: dir.to_path_buf(), reason };
+    if let Some(parent) = dir.parent()
         && !parent.exists()
     {
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o750)
+            .mode(0o700)
             .create(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+            .map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    // Not recursive: only when *this* call creates the directory is it known to be ours.
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return check_private(dir, &fail, true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail(format!("cannot create it: {e}"))),
+    }
+    check_private(dir, &fail, false)
+}
+
+/// Checks (and for an empty directory of ours, fixes) the state directory's owner and mode.
+fn check_private(
+    dir: &Path,
+    fail: &dyn Fn(String) -> StateDirError,
+    created: bool,
+) -> Result<(), StateDirError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(fail("exists and is not a directory".into()));
+    }
+    let own = nix::unistd::geteuid().as_raw();
+    if meta.uid() != own {
+        return Err(fail(format!(
+            "is owned by uid {}, not by the agent's user (uid {own}); use a directory of the agent's own",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o1022 != 0 {
+        return Err(fail(format!(
+            "other users can write to it (mode {mode:04o}): a shared directory such as /tmp cannot hold \
+             the agent's state; use a dedicated directory (created 0700 when missing)"
+        )));
+    }
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))?.next().is_none();
+    if !created && !empty {
+        return Err(fail(format!(
+            "other users can read it (mode {mode:04o}) and it is not empty: it may be a shared \
+             directory (such as /var/lib), so its mode is left alone; use a dedicated directory \
+             (created 0700 when missing), or make this one 0700 yourself"
+        )));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| fail(format!("cannot restrict it to 0700: {e}")))
+}
+
+/// Binds the control socket: socket 0660 and directory 0750, both given to `socket_group`
+/// when it exists, so that the group's members can reach the socket and nobody else can.
+/// A stale socket left by a crash is replaced; a live one (another daemon) is an error.
+fn bind_control_socket(control: &ControlConfig) -> anyhow::Result<(UnixListener, Option<u32>)> {
+    let path = control.socket_path.as_path();
+    let group = match nix::unistd::Group::from_name(&control.socket_group) {
+        Ok(group) => group,
+        Err(e) => {
+            tracing::warn!(group = %control.socket_group, error = %e, "cannot look up the control socket's group");
+            None
+        }
+    };
+    let gid = group.as_ref().map(|g| g.gid.as_raw());
+    if let Some(dir) = path.parent() {
+        prepare_socket_dir(dir, path, control, gid)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -193,14 +259,133 @@ fn bind_control_socket(control: &ControlConfig) -> anyhow::Result<(UnixListener,
         UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", path.display()))?;
-    let gid = match nix::unistd::Group::from_name(&control.socket_group) {
-        Ok(Some(group)) => {
-            if let Err(e) = nix::unistd::chown(path, None, Some(group.gid)) {
-                tracing::warn!(group = %control.socket_group, error = %e, "cannot give the control socket to its group");
-            }
-            Some(group.gid.as_raw())
-        }
-        _ => None,
-    };
+    if let Some(gid) = gid
+        && let Err(e) = std::os::unix::fs::lchown(path, None, Some(gid))
+    {
+        tracing::warn!(group = %control.socket_group, error = %e, "cannot give the control socket to its group");
+    }
     Ok((listener, gid))
+}
+
+/// The socket's directory: 0750, group `gid` (when the group exists), so that group members
+/// can traverse it to the 0660 socket. Connecting needs search permission on the directory:
+/// with the directory `root:root 0750` (systemd's `RuntimeDirectory=` creates it so),
+/// `socket_group` could never work.
+///
+/// Security: only a directory dedicated to the socket is changed: one this call creates, or an
+/// existing one owned by us that nobody else can write to and that holds nothing but (a stale
+/// copy of) the socket. A socket placed directly in a shared directory (`/run/agent.sock`)
+/// must not hand `/run` to the group; that directory is left alone, with a warning.
+fn prepare_socket_dir(
+    dir: &Path,
+    socket: &Path,
+    control: &ControlConfig,
+    gid: Option<u32>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let created = if dir.exists() {
+        false
+    } else {
+        if let Some(parent) = dir.parent() {
+            // Parents stay traversable (0755): the socket directory itself is the gate.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o750).create(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    };
+    // Opened without following a symlink; owner and mode are then changed on this descriptor,
+    // so a directory swapped after the checks is not the one changed.
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NOFOLLOW).bits())
+        .open(dir)
+        .with_context(|| format!("opening the control socket's directory {}", dir.display()))?;
+    let meta = handle.metadata().with_context(|| format!("{}", dir.display()))?;
+    let own = nix::unistd::geteuid().as_raw();
+    let dedicated = created || {
+        let foreign = std::fs::read_dir(dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(Result::ok)
+            .any(|entry| Some(entry.file_name().as_os_str()) != socket.file_name());
+        meta.uid() == own && meta.mode() & 0o1022 == 0 && !foreign
+    };
+    if !dedicated {
+        tracing::warn!(
+            dir = %dir.display(),
+            group = %control.socket_group,
+            "the control socket's directory is not dedicated to the agent (it holds other files, or \
+             others can write to it), so its owner and mode are left alone and socket_group members \
+             may not reach the socket; put control.socket_path in a directory of its own, such as \
+             /run/guestward/agent.sock"
+        );
+        return Ok(());
+    }
+    if let Some(gid) = gid
+        && meta.gid() != gid
+        && let Err(e) = std::os::unix::fs::fchown(&handle, None, Some(gid))
+    {
+        // Not fatal: root and the agent's own user still get in.
+        tracing::warn!(dir = %dir.display(), group = %control.socket_group, error = %e,
+            "cannot give the control socket's directory to its group; its members cannot reach the socket");
+    }
+    if meta.mode() & 0o7777 != 0o750 {
+        handle
+            .set_permissions(std::fs::Permissions::from_mode(0o750))
+            .with_context(|| format!("chmod 0750 {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn control_with_group(group: &str) -> ControlConfig {
+        ControlConfig { socket_group: group.to_string(), ..ControlConfig::default() }
+    }
+
+    /// systemd's `RuntimeDirectory=` creates the socket directory `root:root 0750` before the
+    /// agent starts: the agent must still hand it to `socket_group`, or the group cannot work.
+    #[test]
+    fn existing_empty_socket_dir_like_systemds_is_given_to_the_group() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED existing_empty_socket_dir_like_systemds_is_given_to_the_group: needs root to chown"
+            );
+            return;
+        }
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(65534)).unwrap().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("guestward");
+        std::fs::DirBuilder::new().mode(0o750).create(&dir).unwrap();
+        // A stale socket from a crash is not a foreign file.
+        std::fs::write(dir.join("agent.sock"), "").unwrap();
+        prepare_socket_dir(&dir, &dir.join("agent.sock"), &control_with_group(&group.name), Some(65534))
+            .unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o7777), (65534, 0o750));
+    }
+
+    /// A socket placed directly in a shared directory must not hand that directory over.
+    #[test]
+    fn shared_socket_dir_is_left_alone() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("run");
+        std::fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
+        std::fs::write(dir.join("someone-elses.pid"), "1").unwrap();
+        let before = std::fs::metadata(&dir).unwrap();
+        prepare_socket_dir(&dir, &dir.join("agent.sock"), &control_with_group("nogroup"), Some(65534))
+            .unwrap();
+        let after = std::fs::metadata(&dir).unwrap();
+        assert_eq!((after.gid(), after.mode()), (before.gid(), before.mode()));
+    }
 }

@@ -21,4 +21,17 @@ pub mod exit {
     pub const DEGRADED: u8 = 1;
     /// Bad usage or configuration: nothing was collected.
     pub const USAGE: u8 = 2;
+
+    /// Whether an error is, anywhere in its chain, a write to a closed pipe
+    /// (`guestward-agent scan --json | head`). Both binaries then stop quietly with [`OK`], as
+    /// ripgrep does: the reader took what it wanted, which is not an error worth a message.
+    /// serde_json wraps the I/O error without exposing it as a `source`, hence its own check.
+    pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| {
+            cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                || cause
+                    .downcast_ref::<serde_json::Error>()
+                    .is_some_and(|e| e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+        })
+    }
 }

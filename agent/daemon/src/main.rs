@@ -9,10 +9,8 @@ fn main() -> ExitCode {
     match guestward_agent::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // A broken pipe (`scan | head`) is not an error worth a message.
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            {
+            // A closed stdout (`scan --json | head`) is not an error worth a message.
+            if guestward_agent::exit::is_broken_pipe(&e) {
                 return ExitCode::from(guestward_agent::exit::OK);
             }
             eprintln!("guestward-agent: error: {e:#}");

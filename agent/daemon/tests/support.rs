@@ -62,7 +62,8 @@ impl Daemon {
         self.dir_path.join("state")
     }
 
-    /// A daemon with extra config text appended and extra environment variables.
+    /// A daemon with extra config text appended and extra environment variables. The text
+    /// follows the `[control]` table: keys before any table header are `[control]` keys.
     pub fn start_with(extra_config: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/agent.sock");
@@ -88,6 +89,16 @@ impl Daemon {
         let daemon = Self { dir_path: dir.path().to_path_buf(), child, socket, _dir: dir };
         daemon.wait_for(|| daemon.socket.exists(), "the control socket to appear");
         daemon
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `agentctl` against this daemon, bounded in time (`--timeout` and a kill after `limit`).
+    pub fn ctl_bounded(&self, args: &[&str], limit: Duration) -> (Option<i32>, String, String, Duration) {
+        run_bounded(agentctl().arg("--socket").arg(&self.socket).args(args), limit)
     }
 
     pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
@@ -130,4 +141,63 @@ pub fn is_root() -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|rest| rest.split_whitespace().nth(1))
         == Some("0")
+}
+
+/// Runs `cmd` to completion, failing the test (and killing the process) if it takes longer
+/// than `limit`: a regression then fails instead of hanging CI. Returns the exit code (`None`
+/// when killed by a signal), stdout, stderr and the time taken.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String, Duration) {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+            panic!("{cmd:?} did not finish within {limit:?}; stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    (status.code(), stdout, stderr, took)
+}
+
+/// `setpriv`, when installed.
+pub fn setpriv() -> Option<&'static str> {
+    ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| Path::new(p).exists())
+}
+
+/// A line of `/proc/<pid>/status` (e.g. `VmHWM`), its first number.
+pub fn proc_status_value(pid: u32, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::to_string))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Open file descriptors of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }

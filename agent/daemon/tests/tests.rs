@@ -6,5 +6,6 @@ mod cli;
 mod cloud;
 mod daemon;
 mod fim;
+mod hardening;
 mod sbom;
 mod support;

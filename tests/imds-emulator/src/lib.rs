@@ -13,8 +13,9 @@
 //!   generated at start), `rsa2048` (a CMS SignedData with the document embedded, signed by the
 //!   same key) and `pkcs7` (the same structure: real IMDS uses DSA/SHA-1 there, which nothing
 //!   should rely on).
-//! - Faults for tests: slow answers, answers that never come, oversized bodies, a token PUT
-//!   answering 403/404/405 (IMDS without IMDSv2).
+//! - Faults for tests: slow answers (one path, or every answer), answers that never come,
+//!   oversized bodies, error statuses (500) for chosen paths, a token PUT answering 403/404/405
+//!   (IMDS without IMDSv2).
 //!
 //! Every request is recorded so tests can assert what the client asked for (and never asked
 //! for: `iam/security-credentials`).
@@ -78,6 +79,12 @@ pub struct EmulatorConfig {
     pub delays: BTreeMap<String, Duration>,
     /// Paths (exact) that never answer (the connection stays open).
     pub hang: BTreeSet<String>,
+    /// Every request (any path, the token PUT included) is answered only after this delay: a
+    /// slow metadata service, each answer inside the client's timeouts.
+    pub delay_every_answer: Option<Duration>,
+    /// Paths (exact, e.g. `/latest/meta-data/instance-type`) answered with this status and a
+    /// short body instead (500, 503: a failing service).
+    pub status_for: BTreeMap<String, u16>,
     /// Paths (exact) answered with a body of this many bytes.
     pub oversized: BTreeMap<String, usize>,
     /// Extra metadata leaves, `meta-data/...` to value (override defaults).
@@ -102,6 +109,8 @@ impl Default for EmulatorConfig {
             throttle_next: 0,
             delays: BTreeMap::new(),
             hang: BTreeSet::new(),
+            delay_every_answer: None,
+            status_for: BTreeMap::new(),
             oversized: BTreeMap::new(),
             extra: BTreeMap::new(),
         }
@@ -499,10 +508,13 @@ async fn handle(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path().to_string();
-    let (delay, hang) = {
+    let (delay, hang, delay_all) = {
         let s = shared.lock().unwrap();
-        (s.config.delays.get(&path).copied(), s.config.hang.contains(&path))
+        (s.config.delays.get(&path).copied(), s.config.hang.contains(&path), s.config.delay_every_answer)
     };
+    if let Some(d) = delay_all {
+        tokio::time::sleep(d).await;
+    }
     if hang {
         record(&shared, &method, &path, TokenUse::None, 0);
         // Long enough for any client timeout; the task is aborted when the emulator drops.
@@ -550,6 +562,9 @@ fn answer(
     }
     if !s.config.enabled {
         return (403, b"Forbidden".to_vec(), None);
+    }
+    if let Some(status) = s.config.status_for.get(path) {
+        return (*status, b"Internal Server Error".to_vec(), None);
     }
     if path == "/latest/api/token" {
         if method != Method::PUT {

@@ -8,6 +8,16 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long `agentctl` waits for the daemon to accept its connection. Accepting is instant for
+/// a healthy daemon; it only takes long when the daemon's connection queue is full.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `agentctl` waits for an answer (status, report, findings, fim...).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `agentctl scan` and `agentctl ports` wait: they run a scan, which can take
+/// minutes on a big host, after any scan already in progress.
+pub const SCAN_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a control request failed, phrased for the person at the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +36,27 @@ pub enum ClientError {
     PermissionDenied {
         /// The socket path.
         socket: PathBuf,
+    },
+    /// The daemon did not accept the connection, or did not answer, in time.
+    #[error(
+        "the agent on {} {}: it may be busy or hung; see `systemctl status guestward-agent` and `journalctl -u guestward-agent`{}",
+        socket.display(),
+        match phase {
+            TimeoutPhase::Connect => format!("accepted no connection within {} s", waited.as_secs_f64()),
+            TimeoutPhase::Answer => format!("did not answer within {} s", waited.as_secs_f64()),
+        },
+        match phase {
+            TimeoutPhase::Connect => "",
+            TimeoutPhase::Answer => ", or give it longer with --timeout SECS",
+        }
+    )]
+    Timeout {
+        /// The socket path.
+        socket: PathBuf,
+        /// What was awaited.
+        phase: TimeoutPhase,
+        /// How long we waited.
+        waited: Duration,
     },
     /// Connecting or talking failed otherwise.
     #[error("talking to the agent on {}: {message}", socket.display())]
@@ -48,16 +79,41 @@ pub enum ClientError {
     Decode(String),
 }
 
+/// What a [`ClientError::Timeout`] waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// The daemon accepting the connection.
+    Connect,
+    /// The daemon's answer (sending the request, and reading the whole answer).
+    Answer,
+}
+
 /// A client bound to one socket path.
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
+    connect_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl Client {
-    /// A client for the daemon listening on `socket`.
+    /// A client for the daemon listening on `socket`, with the default timeouts
+    /// ([`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_REQUEST_TIMEOUT`]).
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Self { socket: socket.into() }
+        Self {
+            socket: socket.into(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The same client with other timeouts. Every request is bounded: a daemon (or anything
+    /// else listening on the path) that accepts and never answers makes the request fail
+    /// after `request`, naming the socket, instead of hanging the terminal.
+    pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.request_timeout = request;
+        self
     }
 
     /// The socket path.
@@ -86,22 +142,73 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError> {
+        let stream = self.connect().await?;
+        let timeout = |phase, waited| ClientError::Timeout { socket: self.socket.clone(), phase, waited };
+        tokio::time::timeout(self.request_timeout, self.exchange(stream, method, path, body))
+            .await
+            .map_err(|_| timeout(TimeoutPhase::Answer, self.request_timeout))?
+    }
+
+    /// Connects within the connect timeout. A daemon whose accept queue is full makes a
+    /// non-blocking connect fail with `EAGAIN` at once; that is retried (briefly spaced) until
+    /// the timeout, since the queue drains as the daemon closes idle connections.
+    async fn connect(&self) -> Result<tokio::net::UnixStream, ClientError> {
+        let started = Instant::now();
+        loop {
+            let attempt = tokio::time::timeout(
+                self.connect_timeout.saturating_sub(started.elapsed()),
+                tokio::net::UnixStream::connect(&self.socket),
+            )
+            .await;
+            let error = match attempt {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => e,
+                Err(_) => std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            };
+            match error.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    return Err(ClientError::NotRunning { socket: self.socket.clone() });
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    return Err(ClientError::PermissionDenied { socket: self.socket.clone() });
+                }
+                std::io::ErrorKind::WouldBlock if started.elapsed() < self.connect_timeout => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                std::io::ErrorKind::WouldBlock => {
+                    return Err(ClientError::Timeout {
+                        socket: self.socket.clone(),
+                        phase: TimeoutPhase::Connect,
+                        waited: self.connect_timeout,
+                    });
+                }
+                _ => {
+                    return Err(ClientError::Transport {
+                        socket: self.socket.clone(),
+                        message: error.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One HTTP exchange on a connected stream.
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        stream: tokio::net::UnixStream,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
         let transport = |e: &dyn std::fmt::Display| ClientError::Transport {
             socket: self.socket.clone(),
             message: e.to_string(),
         };
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ClientError::NotRunning { socket: self.socket.clone() }
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                ClientError::PermissionDenied { socket: self.socket.clone() }
-            }
-            _ => transport(&e),
-        })?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| transport(&e))?;
-        let driver = tokio::spawn(connection);
+        // Aborted however this function ends (a timeout drops it mid-way): the connection task
+        // must not outlive the request.
+        let _driver = AbortOnDrop(tokio::spawn(connection));
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -117,7 +224,6 @@ impl Client {
             .await
             .map_err(|e| transport(&e))?
             .to_bytes();
-        driver.abort();
         if status != StatusCode::OK {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.error)
@@ -128,5 +234,13 @@ impl Client {
             return Err(ClientError::Api { status: status.as_u16(), message });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -62,6 +62,10 @@ pub struct Counters {
     pub control_requests_total: u64,
     /// Control connections refused by the peer-credential check.
     pub control_denied_connections_total: u64,
+    /// Connections closed at once because their user already held
+    /// `control.max_connections_per_user` connections.
+    #[serde(default)]
+    pub control_refused_connections_total: u64,
     /// Events dropped because more than `MAX_PENDING_EVENTS` piled up between two reports.
     #[serde(default)]
     pub events_dropped_total: u64,

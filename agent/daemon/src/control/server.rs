@@ -6,28 +6,39 @@
 //! forge: root, the daemon's own user, or members of the configured group (`guestward`). The
 //! socket file is also created 0660 inside a 0750 directory, so the check is defence in depth,
 //! not the only barrier.
+//!
+//! Availability: whoever can connect must not be able to wedge the socket for everyone else
+//! (`agentctl status` is how an operator finds out what is wrong). So the accept loop here, not
+//! `axum::serve`, bounds every connection: at most `max_connections` are served at once (the
+//! rest wait in the kernel's listen queue, costing us no file descriptor), one user other than
+//! root and our own user holds at most `max_connections_per_user`, a request must arrive
+//! within `request_read_timeout_ms` of the accept, a peer that stops reading its answer is
+//! dropped after `write_timeout_ms`, one request per connection (no idle keep-alive), headers
+//! and bodies are size-capped.
 
 use super::protocol::{
     Counters, ErrorBody, FimEventsRequest, MAX_FIM_EVENTS, MAX_REQUEST_BYTES, ScanRequest, ScanSummary,
     Status,
 };
 use crate::config::Config;
+use crate::config::ControlConfig;
 use crate::report::Report;
 use crate::scan::{self, Collector, ScanOptions};
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use guestward_core::{HostRoot, Timestamp};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
-use tokio::net::UnixListener;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
 
 /// Events kept between two full reports before the oldest are dropped (and counted).
 pub const MAX_PENDING_EVENTS: usize = 10_000;
@@ -80,9 +91,52 @@ pub struct PeerCred {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerInfo(pub Option<PeerCred>);
 
-impl Connected<IncomingStream<'_, UnixListener>> for PeerInfo {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        Self(stream.io().peer_cred().ok().map(|c| PeerCred { uid: c.uid(), gid: c.gid(), pid: c.pid() }))
+impl PeerInfo {
+    fn of(stream: &UnixStream) -> Self {
+        Self(stream.peer_cred().ok().map(|c| PeerCred { uid: c.uid(), gid: c.gid(), pid: c.pid() }))
+    }
+}
+
+/// Events observed between scans (file changes, lifecycle notices), carried by the next full
+/// report, and the instance's lifecycle as instance metadata last announced it.
+///
+/// Apart from [`Shared`] because the file integrity monitor's thread feeds it: that thread
+/// must not own `Shared`, which owns the monitor. With that cycle the thread could drop the
+/// last reference at shutdown, and the monitor's drop would then join its own thread.
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    /// Bounded: see [`MAX_PENDING_EVENTS`].
+    pending: std::sync::Mutex<std::collections::VecDeque<guestward_core::Event>>,
+    lifecycle_state: RwLock<Option<String>>,
+    dropped: AtomicU64,
+}
+
+impl EventQueue {
+    /// Queues an event for the next full report. When the queue is full the oldest event is
+    /// dropped and counted (`events_dropped_total` in `agentctl status`): memory stays bounded
+    /// however noisy the host, and the loss is visible rather than silent. FIM changes are also
+    /// kept in `fim.db`, so `agentctl fim events` still lists them.
+    pub fn push(&self, event: guestward_core::Event) {
+        if event.kind == guestward_cloud::TERMINATING
+            && let Ok(mut state) = self.lifecycle_state.write()
+        {
+            *state = Some("terminating".to_string());
+        }
+        let Ok(mut queue) = self.pending.lock() else { return };
+        if queue.len() >= MAX_PENDING_EVENTS {
+            queue.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queue.push_back(event);
+    }
+
+    fn take(&self) -> Vec<guestward_core::Event> {
+        self.pending.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+    }
+
+    /// The instance's announced lifecycle state, if any.
+    pub fn lifecycle_state(&self) -> Option<String> {
+        self.lifecycle_state.read().ok().and_then(|s| s.clone())
     }
 }
 
@@ -107,16 +161,13 @@ pub struct Shared {
     pub access: AccessPolicy,
     /// The file integrity monitor, once started (absent when `[fim] enabled = false`).
     pub fim: std::sync::OnceLock<guestward_fim::Monitor>,
-    /// Events observed between scans (file changes, lifecycle notices), carried by the next
-    /// full report. Bounded: see [`MAX_PENDING_EVENTS`].
-    pending_events: std::sync::Mutex<std::collections::VecDeque<guestward_core::Event>>,
-    /// The instance's lifecycle as instance metadata last announced it (`terminating`...).
-    lifecycle_state: RwLock<Option<String>>,
-    events_dropped: AtomicU64,
+    /// Events observed between scans, carried by the next full report.
+    pub events: Arc<EventQueue>,
     scan_runs: AtomicU64,
     scan_degraded_runs: AtomicU64,
     control_requests: AtomicU64,
     control_denied: AtomicU64,
+    control_refused: AtomicU64,
 }
 
 impl Shared {
@@ -132,13 +183,12 @@ impl Shared {
             scan_gate: tokio::sync::Mutex::new(()),
             access,
             fim: std::sync::OnceLock::new(),
-            pending_events: std::sync::Mutex::new(std::collections::VecDeque::new()),
-            lifecycle_state: RwLock::new(None),
-            events_dropped: AtomicU64::new(0),
+            events: Arc::new(EventQueue::default()),
             scan_runs: AtomicU64::new(0),
             scan_degraded_runs: AtomicU64::new(0),
             control_requests: AtomicU64::new(0),
             control_denied: AtomicU64::new(0),
+            control_refused: AtomicU64::new(0),
         }
     }
 
@@ -151,7 +201,7 @@ impl Shared {
         let options = ScanOptions { root: HostRoot::live(), only };
         // Events observed since the last full report (file changes, lifecycle notices) travel
         // with the next full one; partial scans (`agentctl ports`) leave them queued.
-        let pending = if full { self.take_pending_events() } else { Vec::new() };
+        let pending = if full { self.events.take() } else { Vec::new() };
         let report = match tokio::task::spawn_blocking(move || {
             let mut report = scan::run(&config, &options);
             report.events.extend(pending);
@@ -184,31 +234,14 @@ impl Shared {
         report
     }
 
-    /// Queues an event for the next full report. When the queue is full the oldest event is
-    /// dropped and counted (`events_dropped_total` in `agentctl status`): memory stays bounded
-    /// however noisy the host, and the loss is visible rather than silent. FIM changes are also
-    /// kept in `fim.db`, so `agentctl fim events` still lists them.
+    /// Queues an event for the next full report (see [`EventQueue::push`]).
     pub fn push_event(&self, event: guestward_core::Event) {
-        if event.kind == guestward_cloud::TERMINATING
-            && let Ok(mut state) = self.lifecycle_state.write()
-        {
-            *state = Some("terminating".to_string());
-        }
-        let Ok(mut queue) = self.pending_events.lock() else { return };
-        if queue.len() >= MAX_PENDING_EVENTS {
-            queue.pop_front();
-            self.events_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        queue.push_back(event);
-    }
-
-    fn take_pending_events(&self) -> Vec<guestward_core::Event> {
-        self.pending_events.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
+        self.events.push(event);
     }
 
     /// The instance's announced lifecycle state, if any.
     pub fn lifecycle_state(&self) -> Option<String> {
-        self.lifecycle_state.read().ok().and_then(|s| s.clone())
+        self.events.lifecycle_state()
     }
 
     /// The latest full report.
@@ -233,13 +266,15 @@ impl Shared {
                 scan_degraded_runs_total: self.scan_degraded_runs.load(Ordering::Relaxed),
                 control_requests_total: self.control_requests.load(Ordering::Relaxed),
                 control_denied_connections_total: self.control_denied.load(Ordering::Relaxed),
-                events_dropped_total: self.events_dropped.load(Ordering::Relaxed),
+                control_refused_connections_total: self.control_refused.load(Ordering::Relaxed),
+                events_dropped_total: self.events.dropped.load(Ordering::Relaxed),
             },
         }
     }
 }
 
-/// The control API.
+/// The control API. A request's body must arrive by the connection's [`ReadDeadline`] (set
+/// per connection by [`serve`]).
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
@@ -250,19 +285,333 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/fim/events", post(fim_events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see agentctl --help") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn(read_body_in_time))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), authorize))
         .with_state(shared)
 }
 
-/// Serves the control API on `listener` until `shutdown` resolves.
+/// Limits of the control socket server (`[control]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections one user (other than root and the daemon's own user) may hold at once.
+    pub max_connections_per_user: usize,
+    /// Time from accept to the whole request (headers and body) having arrived.
+    pub request_read_timeout: Duration,
+    /// Time a write of the answer may make no progress.
+    pub write_timeout: Duration,
+}
+
+impl ServerLimits {
+    /// From a validated `[control]` section.
+    pub fn from_config(c: &ControlConfig) -> Self {
+        Self {
+            max_connections: usize::try_from(c.max_connections.max(1)).unwrap_or(64),
+            max_connections_per_user: usize::try_from(
+                c.max_connections_per_user.clamp(1, c.max_connections.max(1)),
+            )
+            .unwrap_or(8),
+            request_read_timeout: Duration::from_millis(c.request_read_timeout_ms.max(1)),
+            write_timeout: Duration::from_millis(c.write_timeout_ms.max(1)),
+        }
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self::from_config(&ControlConfig::default())
+    }
+}
+
+/// Largest request head (request line and headers) read: `agentctl` sends a few hundred bytes.
+/// hyper's minimum is 8 KiB.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// How long shutdown waits for requests in progress before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// When the request of this connection must have fully arrived (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadDeadline(pub tokio::time::Instant);
+
+/// Serves the control API on `listener` until `shutdown` resolves, within `limits`.
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
+    limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared).into_make_service_with_connect_info::<PeerInfo>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(Arc::clone(&shared));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_user = Arc::new(PerUser::new(limits.max_connections_per_user));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut refusals = RateLimitedLog::default();
+    let mut accept_errors = RateLimitedLog::default();
+    tokio::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        // At the cap, stop accepting: further connections wait in the kernel's listen queue
+        // (bounded by the backlog, no descriptor of ours) until a slot frees up.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the slot is released.
+                    if accept_errors.should_log().is_some() {
+                        tracing::warn!(error = %e, "control socket: accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let peer = PeerInfo::of(&stream);
+        let user_slot = match per_user.claim(peer.0, &shared.access) {
+            Ok(user_slot) => user_slot,
+            Err(uid) => {
+                shared.control_refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(skipped) = refusals.should_log() {
+                    tracing::warn!(
+                        uid,
+                        limit = limits.max_connections_per_user,
+                        similar_since_last_message = skipped,
+                        "control connection refused: this user already holds the most connections allowed \
+                         (control.max_connections_per_user)"
+                    );
+                }
+                continue;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + limits.request_read_timeout;
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(Extension(ConnectInfo(peer))).layer(Extension(ReadDeadline(deadline))),
+        );
+        let io = hyper_util::rt::TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let _held = (slot, user_slot);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                // From the first read of the connection to the end of the request head.
+                .header_read_timeout(limits.request_read_timeout)
+                // One request per connection (`agentctl` opens one per request): no idle
+                // keep-alive connection can sit on a slot.
+                .keep_alive(false)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_headers(64)
+                .serve_connection(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "control connection ended with an error");
+                    }
+                }
+                _ = stopped.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+                }
+            }
+        });
+    }
+    let _ = stop.send(true);
+    // Bounded: a request stuck in a scan must not hold up the daemon's exit.
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} })
+            .await;
+    if drained.is_err() {
+        tracing::warn!(left = connections.len(), "control connections still open at shutdown were dropped");
+        connections.abort_all();
+    }
+    Ok(())
+}
+
+/// At most one message per interval for events a peer can repeat at will.
+#[derive(Debug, Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl RateLimitedLog {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    /// `Some(number of events not logged since the last message)` when this one should be.
+    fn should_log(&mut self) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < Self::INTERVAL) {
+            self.skipped += 1;
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.skipped))
+    }
+}
+
+/// Connections held per user, for the per-user cap.
+#[derive(Debug)]
+struct PerUser {
+    limit: usize,
+    held: std::sync::Mutex<HashMap<u32, usize>>,
+}
+
+/// One counted connection; released when dropped (when the connection task ends).
+#[derive(Debug)]
+struct UserSlot {
+    owner: Arc<PerUser>,
+    uid: u32,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.uid);
+            }
+        }
+    }
+}
+
+impl PerUser {
+    fn new(limit: usize) -> Self {
+        Self { limit, held: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts a new connection of `peer`. `Ok(None)`: not counted (root and the daemon's own
+    /// user are trusted with the whole daemon already). `Err(uid)`: that user is at the cap.
+    /// A peer without credentials is counted under one shared id (and denied by `authorize`).
+    fn claim(
+        self: &Arc<Self>,
+        peer: Option<PeerCred>,
+        access: &AccessPolicy,
+    ) -> Result<Option<UserSlot>, u32> {
+        let uid = peer.map_or(u32::MAX, |p| p.uid);
+        if uid == 0 || uid == access.own_uid {
+            return Ok(None);
+        }
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = held.entry(uid).or_insert(0);
+        if *n >= self.limit {
+            return Err(uid);
+        }
+        *n += 1;
+        Ok(Some(UserSlot { owner: Arc::clone(self), uid }))
+    }
+}
+
+/// The connection's stream, failing a write that makes no progress for `timeout`: a peer that
+/// stops reading its answer cannot hold the connection (and its slot) forever.
+struct WriteTimeout {
+    inner: UnixStream,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteTimeout {
+    fn new(inner: UnixStream, timeout: Duration) -> Self {
+        Self { inner, timeout, stalled: None }
+    }
+
+    /// After the inner write returned `Pending`: `Pending` until the stall lasts `timeout`.
+    fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let timeout = self.timeout;
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer stopped reading its answer",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<T>(
+        &mut self,
+        result: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match result {
+            Poll::Pending => self.stall(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for WriteTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(result, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progress(result, cx)
+    }
+}
+
+/// Reads the request body before the handler runs, by the connection's [`ReadDeadline`]: the
+/// head is bounded by hyper's header-read timeout, the body by this (a peer that sends a
+/// `Content-Length` and then nothing would otherwise hold the connection).
+async fn read_body_in_time(request: Request, next: Next) -> Response {
+    let deadline = request
+        .extensions()
+        .get::<ReadDeadline>()
+        .map_or_else(|| tokio::time::Instant::now() + ServerLimits::default().request_read_timeout, |d| d.0);
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, MAX_REQUEST_BYTES)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(_)) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {MAX_REQUEST_BYTES} bytes, or broken"),
+        ),
+        Err(_) => error(StatusCode::REQUEST_TIMEOUT, "the request did not arrive in time"),
+    }
 }
 
 async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
@@ -297,7 +646,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
 
 async fn report(State(shared): State<Arc<Shared>>) -> Response {
     match shared.latest() {
-        Some(r) => Json(&*r).into_response(),
+        Some(r) => stream_json(r),
         None => error(StatusCode::NOT_FOUND, "no scan has completed yet; try again in a moment"),
     }
 }
@@ -313,7 +662,78 @@ async fn scan_now(State(shared): State<Arc<Shared>>, Json(request): Json<ScanReq
     let only: BTreeSet<Collector> =
         if request.only.is_empty() { Collector::all() } else { request.only.into_iter().collect() };
     let report = shared.scan(only).await;
-    Json(&*report).into_response()
+    stream_json(report)
+}
+
+/// Bytes per chunk of a streamed answer.
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A report as a JSON answer, serialized on a blocking thread while it is sent, a few chunks
+/// ahead at most. A big host's report is tens of MiB of JSON: built whole in memory (and
+/// re-allocated as it grows) it would double the daemon's footprint for every `agentctl
+/// report` running at once, and block an async worker while it is written.
+fn stream_json(report: Arc<Report>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter { tx, buf: Vec::with_capacity(STREAM_CHUNK_BYTES) };
+        // An error means the peer went away (the channel closed): nothing left to do.
+        if serde_json::to_writer(&mut out, &*report).is_ok() {
+            let _ = out.send();
+        }
+    });
+    Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::new(ChannelBody { rx }))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "building the answer failed"))
+}
+
+/// Collects serialized bytes into chunks and hands them to the connection.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<hyper::body::Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK_BYTES));
+        self.tx
+            .blocking_send(hyper::body::Bytes::from(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the peer went away"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= STREAM_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// The receiving end of a [`ChunkWriter`] as an HTTP body.
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<hyper::body::Bytes>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.rx.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
 }
 
 const FIM_OFF: &str = "file integrity monitoring is not running ([fim] enabled = false, or it failed to start: see the agent's log)";
