@@ -248,11 +248,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             } else if findings.is_empty() {
                 writeln!(out, "no findings")?;
             } else {
-                writeln!(out, "{:<9} {:<14} TITLE", "SEVERITY", "ID")?;
-                for f in &findings {
-                    writeln!(out, "{:<9} {:<14} {}", f.severity.to_string(), f.id, f.title)?;
-                    writeln!(out, "{:<24} fix: {}", "", f.remediation)?;
-                }
+                render_findings(&findings, &mut out)?;
             }
             Ok(exit::OK)
         }
@@ -354,7 +350,22 @@ fn print_report(report: &Report, json: bool, out: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
+/// The findings table. Titles and remediations quote scanned data (paths, package names,
+/// process names), so the whole table goes through the terminal-escaping writer.
+fn render_findings(findings: &[Finding], out: &mut dyn Write) -> std::io::Result<()> {
+    let mut out = guestward_core::text::TerminalSafe::new(out);
+    writeln!(out, "{:<9} {:<14} TITLE", "SEVERITY", "ID")?;
+    for f in findings {
+        writeln!(out, "{:<9} {:<14} {}", f.severity.to_string(), f.id, f.title)?;
+        writeln!(out, "{:<24} fix: {}", "", f.remediation)?;
+    }
+    out.flush()
+}
+
 fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    // The host id and section names can come from scanned files (machine-id, hostname).
+    let mut out = guestward_core::text::TerminalSafe::new(out);
+    let out = &mut out;
     writeln!(
         out,
         "guestward-agent {} running (pid {}), up {}s",
@@ -444,11 +455,8 @@ fn imds(path: Option<&std::path::Path>, json: bool) -> anyhow::Result<u8> {
             writeln!(out, "  problem: {p}")?;
         }
         if !scan.findings.is_empty() {
-            writeln!(out, "\n{:<9} {:<14} TITLE", "SEVERITY", "ID")?;
-            for f in &scan.findings {
-                writeln!(out, "{:<9} {:<14} {}", f.severity.to_string(), f.id, f.title)?;
-                writeln!(out, "{:<24} fix: {}", "", f.remediation)?;
-            }
+            writeln!(out)?;
+            render_findings(&scan.findings, &mut out)?;
         }
     }
     out.flush()?;
