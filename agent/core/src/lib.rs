@@ -14,6 +14,8 @@ mod finding;
 mod paths;
 mod root;
 mod section;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod text;
 mod time;
 

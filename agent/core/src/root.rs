@@ -623,10 +623,10 @@ fn components_of(p: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::within;
     use std::os::unix::fs::symlink;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Arc, mpsc};
-    use std::time::Duration;
 
     fn tree() -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();
@@ -641,19 +641,6 @@ mod tests {
     /// component walk used on older kernels.
     fn both(root: &HostRoot) -> [HostRoot; 2] {
         [root.clone(), root.clone().with_component_walk()]
-    }
-
-    /// Runs `f` on a thread and fails the test if it has not finished after `secs` seconds, so
-    /// that a regression (a FIFO opened for reading) fails instead of hanging CI.
-    fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(f());
-        });
-        match rx.recv_timeout(Duration::from_secs(secs)) {
-            Ok(v) => v,
-            Err(_) => panic!("{what}: did not finish within {secs} s"),
-        }
     }
 
     #[test]
@@ -791,9 +778,10 @@ mod tests {
             cases.push((r, live_path.clone()));
         }
         for (root, path) in cases {
-            let err = within(10, "reading a FIFO through the root", move || {
-                root.read_capped(&path, 1 << 20).unwrap_err()
-            });
+            let err =
+                within(std::time::Duration::from_secs(10), "reading a FIFO through the root", move || {
+                    root.read_capped(&path, 1 << 20).unwrap_err()
+                });
             assert!(matches!(err, HostFsError::NotRegularFile { kind: "fifo", .. }), "{err}");
             assert_eq!(err.code(), "not_regular_file");
             let msg = err.to_problem().message;
@@ -818,9 +806,11 @@ mod tests {
         )
         .unwrap();
         for root in both(&root) {
-            let err = within(10, "reading a device node through the root", move || {
-                root.read_capped("/etc/machine-id", u64::MAX).unwrap_err()
-            });
+            let err = within(
+                std::time::Duration::from_secs(10),
+                "reading a device node through the root",
+                move || root.read_capped("/etc/machine-id", u64::MAX).unwrap_err(),
+            );
             assert!(matches!(err, HostFsError::NotRegularFile { kind: "character device", .. }), "{err}");
             assert!(err.to_string().contains("machine-id"), "{err}");
         }
@@ -861,7 +851,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("state.json");
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
-        let err = within(10, "opening a FIFO as a state file", move || {
+        let err = within(std::time::Duration::from_secs(10), "opening a FIFO as a state file", move || {
             read_regular_file_capped(&fifo, 1024, true).unwrap_err()
         });
         assert!(matches!(err, HostFsError::NotRegularFile { kind: "fifo", .. }), "{err}");
@@ -904,23 +894,24 @@ mod tests {
                 }
             })
         };
-        let (inside, outside_reads, naive_escapes) = within(120, "racing reads", move || {
-            let (mut inside, mut outside_reads, mut naive_escapes) = (0usize, 0usize, 0usize);
-            for _ in 0..reads {
-                match root.read_string_capped("/etc/os-release", 1024) {
-                    Ok(s) if s.contains("outside") => outside_reads += 1,
-                    Ok(_) => inside += 1,
-                    Err(_) => {}
+        let (inside, outside_reads, naive_escapes) =
+            within(std::time::Duration::from_secs(120), "racing reads", move || {
+                let (mut inside, mut outside_reads, mut naive_escapes) = (0usize, 0usize, 0usize);
+                for _ in 0..reads {
+                    match root.read_string_capped("/etc/os-release", 1024) {
+                        Ok(s) if s.contains("outside") => outside_reads += 1,
+                        Ok(_) => inside += 1,
+                        Err(_) => {}
+                    }
+                    // What the old door did, for comparison: resolve by name, then open the path.
+                    if let Ok(p) = root.resolve("/etc/os-release")
+                        && std::fs::read_to_string(&p).is_ok_and(|s| s.contains("outside"))
+                    {
+                        naive_escapes += 1;
+                    }
                 }
-                // What the old door did, for comparison: resolve by name, then open the path.
-                if let Ok(p) = root.resolve("/etc/os-release")
-                    && std::fs::read_to_string(&p).is_ok_and(|s| s.contains("outside"))
-                {
-                    naive_escapes += 1;
-                }
-            }
-            (inside, outside_reads, naive_escapes)
-        });
+                (inside, outside_reads, naive_escapes)
+            });
         stop.store(true, Ordering::Relaxed);
         swapper.join().unwrap();
         eprintln!(

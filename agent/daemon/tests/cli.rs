@@ -1,5 +1,6 @@
 use crate::support::*;
 use serde_json::Value;
+use std::time::Duration;
 
 #[test]
 fn live_scan_json_validates_against_the_published_schema() {
@@ -162,37 +163,6 @@ fn check_config_accepts_the_shipped_example_and_rejects_a_typo() {
     assert!(stderr.contains("absent.toml: cannot read config"), "{stderr}");
 }
 
-/// Runs `cmd` and returns (exit code, stdout, stderr); kills it and fails the test if it has
-/// not exited after `secs` (a hang must fail, not stall CI).
-fn run_within(cmd: &mut std::process::Command, secs: u64) -> (i32, String, String) {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not exit within {secs} s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let text = |h: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap()).into_owned();
-    (status.code().expect("killed by a signal"), text(out), text(err))
-}
-
 /// A snapshot whose hostname, PRETTY_NAME and a package directory name carry terminal escape
 /// sequences (retitle the window, clear the screen), with a FIFO in place of that package's
 /// METADATA: the human summary shows them escaped, the JSON keeps them exact, and the FIFO is
@@ -211,15 +181,15 @@ fn terminal_escapes_from_scanned_files_render_escaped_in_human_output() {
     nix::unistd::mkfifo(&dist.join("METADATA"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     let config = empty_config();
 
-    let (code, stdout, stderr) = run_within(
+    let (code, stdout, stderr, _) = run_bounded(
         agent()
             .args(["scan", "--only", "host,packages", "--config"])
             .arg(config.path())
             .arg("--root")
             .arg(dir.path()),
-        60,
+        Duration::from_secs(60),
     );
-    assert!(code == 0 || code == 1, "exit {code}: {stderr}");
+    assert!(code == Some(0) || code == Some(1), "exit {code:?}: {stderr}");
     assert!(
         !stdout.contains('\x1b') && !stdout.contains('\x07'),
         "raw control characters reached the terminal: {stdout:?}"
@@ -228,13 +198,13 @@ fn terminal_escapes_from_scanned_files_render_escaped_in_human_output() {
     assert!(stdout.contains(&format!("Debian{SHOWN}")), "{stdout}");
     assert!(stdout.contains("fifo") && stdout.contains(&format!("evil{SHOWN}-1.0.dist-info")), "{stdout}");
 
-    let (_, json, stderr) = run_within(
+    let (_, json, stderr, _) = run_bounded(
         agent()
             .args(["scan", "--json", "--only", "host", "--config"])
             .arg(config.path())
             .arg("--root")
             .arg(dir.path()),
-        60,
+        Duration::from_secs(60),
     );
     let report: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}\n{stderr}"));
     assert_eq!(

@@ -2,6 +2,7 @@
 //! timer. Every scan runs on a thread with a deadline, so a regression fails instead of
 //! hanging CI.
 
+use guestward_core::testing::within;
 use guestward_core::{AbsolutePath, HostRoot};
 use guestward_fim::config::RateLimit;
 use guestward_fim::integrity::Integrity;
@@ -13,18 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Runs `f` on its own thread; fails the test if it has not returned within `limit`.
-fn bounded<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(e) => panic!("{what} did not finish within {limit:?} ({e})"),
-    }
-}
-
 fn oneshot_for(tree: &Path, state: &Path, key: Option<&Path>) -> OneShot {
     let mut config = crate::common::config_for(tree, vec![]);
     config.baseline_key_file = key.map(|k| AbsolutePath::new(k).unwrap());
@@ -33,7 +22,7 @@ fn oneshot_for(tree: &Path, state: &Path, key: Option<&Path>) -> OneShot {
 
 fn run(what: &'static str, o: &OneShot) -> CheckReport {
     let o = o.clone();
-    bounded(Duration::from_secs(60), what, move || match what {
+    within(Duration::from_secs(60), what, move || match what {
         "init" => oneshot::init(&o),
         "update" => oneshot::update(&o),
         _ => oneshot::check(&o),
@@ -74,7 +63,7 @@ fn a_resumed_check_reports_files_deleted_since_the_interrupted_run() {
     // bounded job queue holds only part of the 3031 entries).
     let config = o.config.clone();
     let state2 = state.clone();
-    let stats = bounded(Duration::from_secs(60), "the interrupted check", move || {
+    let stats = within(Duration::from_secs(60), "the interrupted check", move || {
         let fim = Fim::new(config, HostRoot::live(), &state2).unwrap();
         let cancel = AtomicBool::new(false);
         let progress = |p: &ScanProgress| {

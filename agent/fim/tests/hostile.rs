@@ -4,6 +4,7 @@
 
 use crate::common::{config_for, scratch, sha256_hex, start};
 use guestward_core::HostRoot;
+use guestward_core::testing::within;
 use guestward_fim::record::FileKind;
 use guestward_fim::scan::ScanOptions;
 use guestward_fim::store::Store;
@@ -14,21 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "TOP SECRET: must never be hashed through the tree";
-
-/// Runs `f` on a thread and fails the test if it has not returned within `limit`.
-fn bounded<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what} did not finish within {limit:?} (hung on a hostile file?)")
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} failed (see its panic above)"),
-    }
-}
 
 fn opts() -> ScanOptions<'static> {
     ScanOptions { rate: Default::default(), threads: 2, progress: None, cancel: None }
@@ -116,7 +102,7 @@ fn fim_walks_never_follow_a_directory_swapped_for_a_symlink_to_outside() {
     fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts(), &mut |_| {}).unwrap();
 
     let swapper = Swapper::start(&tree, None);
-    let (walks, leaked, changed_during_scan) = bounded(Duration::from_secs(180), "200 walks", move || {
+    let (walks, leaked, changed_during_scan) = within(Duration::from_secs(180), "200 walks", move || {
         let mut leaked: Vec<FimChange> = Vec::new();
         let mut changed_during_scan = 0u64;
         let start = Instant::now();
@@ -167,7 +153,7 @@ fn realtime_rescans_never_follow_a_directory_swapped_for_a_symlink() {
     let swaps = swapper.stop();
     // Let the monitor drain its queue (it is watching again once every rescan is done).
     std::thread::sleep(Duration::from_millis(500));
-    let monitor = bounded(Duration::from_secs(120), "the monitor settling", move || {
+    let monitor = within(Duration::from_secs(120), "the monitor settling", move || {
         assert!(monitor.wait_watching(Duration::from_secs(100)));
         monitor
     });
@@ -176,7 +162,7 @@ fn realtime_rescans_never_follow_a_directory_swapped_for_a_symlink() {
     let leaked: Vec<&FimChange> = all.iter().filter(|c| leaks(c, &secret_hash)).collect();
     assert!(leaked.is_empty(), "the outside directory leaked into realtime events: {leaked:#?}");
     assert!(!all.is_empty(), "the swaps themselves are reported");
-    bounded(Duration::from_secs(60), "stopping the monitor", move || monitor.stop());
+    within(Duration::from_secs(60), "stopping the monitor", move || monitor.stop());
 }
 
 #[test]
@@ -224,7 +210,7 @@ fn fifo_and_device_nodes_in_the_tree_are_recorded_by_type_and_never_read() {
 
     let state = dir.path().join("state");
     let fim = Fim::new(config_for(&tree, vec![]), HostRoot::live(), &state).unwrap();
-    let (init, check) = bounded(Duration::from_secs(60), "init and check", move || {
+    let (init, check) = within(Duration::from_secs(60), "init and check", move || {
         let init = fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts(), &mut |_| {}).unwrap();
         let mut changes = Vec::new();
         let check = fim
@@ -266,7 +252,7 @@ fn configured_paths_through_a_symlink_are_still_followed_above_the_tree() {
     ));
     let state = dir.path().join("state");
     let fim = Fim::new(cfg, HostRoot::live(), &state).unwrap();
-    let summary = bounded(Duration::from_secs(60), "init", move || {
+    let summary = within(Duration::from_secs(60), "init", move || {
         fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts(), &mut |_| {}).unwrap()
     });
     assert_eq!(summary.stats.problem_count, 0, "{:#?}", summary.stats.problems);

@@ -233,6 +233,7 @@ pub fn render_summary(facts: &HostFacts, out: &mut dyn std::io::Write) -> std::i
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use guestward_core::testing::within;
 
     fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();
@@ -281,19 +282,6 @@ mod tests {
         assert_eq!(section.problems[0].code, "not_found");
     }
 
-    /// Runs `f` on a thread and fails if it takes longer than `secs`: a regression (a FIFO
-    /// opened for reading) fails the test instead of hanging CI.
-    fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(f());
-        });
-        match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
-            Ok(v) => v,
-            Err(_) => panic!("{what}: did not finish within {secs} s"),
-        }
-    }
-
     #[test]
     fn fifo_in_place_of_os_release_machine_id_and_hostname_is_refused_and_the_rest_collected() {
         let (dir, root) = root_with(&[("/usr/lib/os-release", "ID=debian\nPRETTY_NAME=\"Debian 12\"\n")]);
@@ -305,7 +293,10 @@ mod tests {
             )
             .unwrap();
         }
-        let section = within(10, "collecting host facts with FIFOs", move || collect(&root));
+        let section =
+            within(std::time::Duration::from_secs(10), "collecting host facts with FIFOs", move || {
+                collect(&root)
+            });
         let facts = section.data.as_ref().unwrap();
         assert_eq!(facts.os.as_ref().unwrap().id, "debian", "the fallback os-release is still read");
         assert_eq!(facts.machine_id, None);
@@ -338,7 +329,11 @@ mod tests {
             nix::sys::stat::makedev(1, 5),
         )
         .unwrap();
-        let section = within(10, "collecting host facts with a device node", move || collect(&root));
+        let section = within(
+            std::time::Duration::from_secs(10),
+            "collecting host facts with a device node",
+            move || collect(&root),
+        );
         let facts = section.data.as_ref().unwrap();
         assert_eq!(facts.hostname.as_deref(), Some("snap"));
         assert_eq!(facts.os.as_ref().unwrap().id, "debian");

@@ -1,6 +1,7 @@
 //! Builders for test trees and archives.
 
 use guestward_core::HostRoot;
+pub use guestward_core::testing::within;
 use guestward_core::{AbsolutePath, Problem};
 use guestward_lang::{Config, LangReport};
 use std::io::Write;
@@ -93,26 +94,14 @@ pub fn maven_jar(group: &str, artifact: &str, version: &str) -> Vec<u8> {
     zip_of(&[(name.as_str(), props.into_bytes())], CompressionMethod::Deflated)
 }
 
-/// Runs `f` on its own thread and fails the test if it has not finished within `secs`: a
-/// regression that blocks (a FIFO opened for reading, a zip bomb inflating) must fail, not
-/// hang the test run.
-pub fn bounded<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not finish within {secs} s"),
-    }
-}
-
 impl Tree {
     /// [`Tree::scan`] on its own thread, failing after `secs`.
     pub fn scan_within(&self, secs: u64, config: &Config) -> (LangReport, Vec<Problem>) {
         let root = self.root.clone();
         let config = config.clone();
-        bounded(secs, "the language scan", move || guestward_lang::scan(&root, &config))
+        within(std::time::Duration::from_secs(secs), "the language scan", move || {
+            guestward_lang::scan(&root, &config)
+        })
     }
 
     /// Makes a FIFO at host path `rel`.

@@ -1,3 +1,4 @@
+use guestward_core::testing::within;
 use guestward_core::{HostRoot, SectionStatus};
 use guestward_packages::dpkg::{DebPackage, parse_status, read_status};
 use std::collections::BTreeSet;
@@ -180,19 +181,6 @@ fn oversized_status_file_is_refused_not_read() {
     assert!(err.to_string().contains("1024-byte limit"), "{err}");
 }
 
-/// Runs `f` on a thread and fails if it takes longer than `secs`: a regression (a FIFO opened
-/// for reading) fails the test instead of hanging CI.
-fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: did not finish within {secs} s"),
-    }
-}
-
 /// A root with a dpkg admin directory (its `status` left to the test) and one Python package,
 /// so the test can see that the rest of the section is still collected.
 fn root_with_dpkg_dir_and_a_python_package() -> tempfile::TempDir {
@@ -225,9 +213,11 @@ fn fifo_in_place_of_dpkg_status_is_refused_not_read() {
     )
     .unwrap();
     let root = HostRoot::new(dir.path()).unwrap();
-    let section = within(20, "collecting packages with a FIFO as dpkg status", move || {
-        guestward_packages::collect(&root, &guestward_packages::Config::default())
-    });
+    let section = within(
+        std::time::Duration::from_secs(20),
+        "collecting packages with a FIFO as dpkg status",
+        move || guestward_packages::collect(&root, &guestward_packages::Config::default()),
+    );
     assert_status_refused(&section, "fifo");
 }
 
@@ -247,9 +237,11 @@ fn char_device_in_place_of_dpkg_status_is_refused_not_read() {
     )
     .unwrap();
     let root = HostRoot::new(dir.path()).unwrap();
-    let section = within(20, "collecting packages with a device node as dpkg status", move || {
-        guestward_packages::collect(&root, &guestward_packages::Config::default())
-    });
+    let section = within(
+        std::time::Duration::from_secs(20),
+        "collecting packages with a device node as dpkg status",
+        move || guestward_packages::collect(&root, &guestward_packages::Config::default()),
+    );
     assert_status_refused(&section, "character device");
 }
 
