@@ -91,6 +91,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Fim { command } => {
             let (config, _source) = Config::load(cli.config.as_deref())?;
+            // The daemon's rule for its state directory holds for the one-shot baseline too:
+            // `fim.db` is never written into a shared directory such as /tmp or /var/lib.
+            let state_dir = match &command.args().state_dir {
+                Some(dir) => dir.clone(),
+                None => config.agent.state_dir.as_path().to_path_buf(),
+            };
+            crate::daemon::prepare_state_dir(&state_dir)?;
             Ok(guestward_fim::cli::run(&command, &config.fim, config.agent.state_dir.as_path()))
         }
         Command::Schema => {

@@ -343,6 +343,32 @@ fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().mode() & 0o7777
 }
 
+/// `guestward-agent fim init --state-dir /tmp`-style: the one-shot baseline follows the
+/// daemon's state-directory rule, so `fim.db` is never written into a shared directory.
+#[test]
+fn fim_one_shot_refuses_a_shared_state_dir_and_writes_nothing_there() {
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("watched"), "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, format!("[fim]\npaths = [\"{}\"]\n", tree.path().display())).unwrap();
+    let tmp_like = tempfile::tempdir().unwrap();
+    std::fs::write(tmp_like.path().join("someone-elses-file"), "x").unwrap();
+    std::fs::set_permissions(tmp_like.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (code, _, err, _) = run_bounded(
+        agent()
+            .arg("--config")
+            .arg(&config)
+            .args(["fim", "init", "--no-progress", "--state-dir"])
+            .arg(tmp_like.path()),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&tmp_like.path().display().to_string()) && err.contains("mode 1777"), "{err}");
+    assert_eq!(mode_of(tmp_like.path()), 0o1777, "mode changed");
+    assert!(!tmp_like.path().join("fim.db").exists(), "a baseline was written into the shared directory");
+}
+
 #[test]
 fn shared_state_dir_is_refused_and_its_mode_left_unchanged() {
     // Like /tmp: world-writable, sticky, other people's files in it.
