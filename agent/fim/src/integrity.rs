@@ -122,37 +122,24 @@ impl BaselineKey {
     /// Loads `path`: a regular file, owned by root or us, mode 0600 or stricter, holding 64
     /// hex characters. Opened without following symlinks and without blocking on a FIFO.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
+        use guestward_core::HostFsError;
         use std::io::Read;
-        use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+        use std::os::unix::fs::MetadataExt;
         let io = |source: std::io::Error| KeyError::Io { path: path.to_path_buf(), source };
-        let flags =
-            nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC;
-        let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(path) {
+        // The shared door for files outside a root: no final symlink, no blocking on a FIFO,
+        // a regular file checked on the open descriptor.
+        let file = match guestward_core::open_regular_file(path, false) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(KeyError::Missing { path: path.to_path_buf() });
+            Err(HostFsError::NotFound { .. }) => return Err(KeyError::Missing { path: path.to_path_buf() }),
+            Err(HostFsError::NotRegularFile { kind, .. }) => {
+                return Err(KeyError::NotRegular { path: path.to_path_buf(), kind });
             }
-            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                return Err(KeyError::NotRegular { path: path.to_path_buf(), kind: "symbolic link" });
+            Err(HostFsError::SymlinkLoop { .. }) => {
+                return Err(KeyError::NotRegular { path: path.to_path_buf(), kind: "symlink" });
             }
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(io(std::io::Error::other(e.to_string()))),
         };
         let meta = file.metadata().map_err(io)?;
-        let t = meta.file_type();
-        if !t.is_file() {
-            let kind = if t.is_dir() {
-                "directory"
-            } else if t.is_fifo() {
-                "fifo"
-            } else if t.is_char_device() {
-                "character device"
-            } else if t.is_block_device() {
-                "block device"
-            } else {
-                "socket"
-            };
-            return Err(KeyError::NotRegular { path: path.to_path_buf(), kind });
-        }
         let me = nix::unistd::geteuid().as_raw();
         if meta.mode() & 0o077 != 0 || (meta.uid() != 0 && meta.uid() != me) {
             return Err(KeyError::Permissions {
