@@ -6,6 +6,7 @@
 //! - [`Section`]: one collector's result, carrying data *and* the problems met on the way, so a
 //!   failing collector never hides the others.
 //! - [`Finding`] and [`Event`]: what the report tells the owner beyond raw inventory.
+//! - [`state_file`]: the one atomic, durable way to replace a file in the state directory.
 //! - [`text`]: bounding and escaping text read from scanned files before it is quoted or shown.
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
@@ -14,6 +15,7 @@ mod finding;
 mod paths;
 mod root;
 mod section;
+pub mod state_file;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod text;

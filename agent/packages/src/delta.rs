@@ -42,7 +42,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -397,31 +397,6 @@ pub enum DeltaError {
     },
 }
 
-/// A writer that refuses to take more than `cap` bytes in all.
-struct CappedWriter<W> {
-    inner: W,
-    written: u64,
-    cap: u64,
-    over: bool,
-}
-
-impl<W: Write> Write for CappedWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        if self.written.saturating_add(len) > self.cap {
-            self.over = true;
-            return Err(std::io::Error::other("state file cap reached"));
-        }
-        let n = self.inner.write(buf)?;
-        self.written += u64::try_from(n).unwrap_or(u64::MAX);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[derive(Deserialize)]
 struct StoredState {
     format: u32,
@@ -540,53 +515,21 @@ impl Tracker {
             Observation::Delta { last_full_at, .. } => *last_full_at,
         };
         let state = StoredStateRef { format: STATE_FORMAT, last_full_at, snapshot: current };
-        let write_err = |source| DeltaError::Write { path: self.path.clone(), source };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(write_err)?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(write_err)?;
-            // Streamed to the file through the cap: the serialized inventory is never held in
-            // memory whole, and writing stops at the cap.
-            let mut out = std::io::BufWriter::new(CappedWriter {
-                inner: f,
-                written: 0,
-                cap: self.max_state_bytes,
-                over: false,
-            });
-            let written = serde_json::to_writer(&mut out, &state)
-                .map_err(|e| e.to_string())
-                .and_then(|()| out.flush().map_err(|e| e.to_string()));
-            let over = out.get_ref().over;
-            if over || written.is_err() {
-                drop(out);
-                let _ = std::fs::remove_file(&tmp);
-                if over {
-                    // A delta against the stale inventory would be wrong from now on; without
-                    // a state the next scan sends a full snapshot.
-                    let _ = std::fs::remove_file(&self.path);
-                    return Err(DeltaError::TooLarge {
-                        path: self.path.clone(),
-                        limit: self.max_state_bytes,
-                    });
-                }
-                let detail = written.err().unwrap_or_default();
-                return Err(write_err(std::io::Error::other(detail)));
+        // One atomic, durable replacement, streamed through the cap: the serialized inventory
+        // is never held in memory whole, and writing stops at the cap.
+        match guestward_core::state_file::write_atomic(&self.path, self.max_state_bytes, |out| {
+            serde_json::to_writer(out, &state).map_err(std::io::Error::other)
+        }) {
+            Ok(()) => {}
+            Err(guestward_core::state_file::StateFileError::TooLarge { limit, .. }) => {
+                // A delta against the stale inventory would be wrong from now on; without a
+                // state the next scan sends a full snapshot.
+                let _ = std::fs::remove_file(&self.path);
+                return Err(DeltaError::TooLarge { path: self.path.clone(), limit });
             }
-            let f = out.into_inner().map_err(|e| write_err(e.into_error()))?.inner;
-            f.sync_all().map_err(write_err)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(write_err)?;
-        // The rename is durable only once the directory entry is.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+            Err(guestward_core::state_file::StateFileError::Io { source, .. }) => {
+                return Err(DeltaError::Write { path: self.path.clone(), source });
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@ use crate::report::Report;
 use guestward_cloud::CloudReport;
 use guestward_core::{HostRoot, Section};
 use guestward_network::{ListenerState, ListenerTracker, NetworkReport, PublicAddress};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -54,16 +54,12 @@ fn load_state(path: &Path) -> std::io::Result<Option<ListenerState>> {
     serde_json::from_slice(&text).map(Some).map_err(std::io::Error::other)
 }
 
-/// Written to a temporary file and renamed, so a crash leaves the old state or the new one.
-/// Mode 0600: it names processes and their command lines.
-fn save_state(path: &Path, state: &ListenerState) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+/// Replaced atomically (a crash leaves the old state or the new one), mode 0600: it names
+/// processes and their command lines.
+fn save_state(path: &Path, state: &ListenerState) -> Result<(), guestward_core::state_file::StateFileError> {
+    guestward_core::state_file::write_atomic(path, MAX_LISTENER_STATE_BYTES, |out| {
+        serde_json::to_writer(out, state).map_err(std::io::Error::other)
+    })
 }
 
 /// The instance's public addresses as instance metadata describes them. EC2 public IPv4 is
