@@ -11,6 +11,7 @@
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
 
+pub mod exit;
 mod finding;
 mod paths;
 mod root;

@@ -3,10 +3,12 @@
 
 use crate::config::Config;
 use crate::exit;
-use crate::scan::{self, Collector, ScanOptions};
+use crate::scan::{self, ScanOptions};
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use guestward_core::HostRoot;
+use guestward_report::protocol::Collector;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +47,15 @@ pub enum Command {
     Run,
     /// Print the JSON Schema of the report (`--json` output).
     Schema,
+    /// Validate a configuration file the way the daemon does at start (exit 0 valid, 1 invalid,
+    /// 2 unreadable). `agentctl check-config` runs this.
+    CheckConfig {
+        /// The file to check [default: /etc/guestward/agent.toml].
+        path: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// File integrity: build the baseline (`init`), compare with it (`check`: exit 0 no
     /// changes, 1 changes, 2 error), or accept the current state (`update`).
     #[command(after_help = guestward_fim::cli::EXIT_CODES)]
@@ -76,8 +87,8 @@ pub struct ScanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
-    /// Run only these collectors (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "COLLECTORS")]
+    /// Run only these collectors (comma-separated): host, packages, cloud, network.
+    #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
     pub only: Vec<Collector>,
     /// Scan a mounted filesystem (EBS snapshot, AMI volume, container rootfs) instead of `/`.
     /// Symlinks are resolved inside DIR; live-only collectors are skipped.
@@ -100,8 +111,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::daemon::prepare_state_dir(&state_dir)?;
             Ok(guestward_fim::cli::run(&command, &config.fim, config.agent.state_dir.as_path()))
         }
+        Command::CheckConfig { path, json } => check_config(path, json),
         Command::Schema => {
-            print_stdout(&crate::report::json_schema())?;
+            print_stdout(&guestward_report::json_schema())?;
             Ok(exit::OK)
         }
         Command::Run => {
@@ -136,9 +148,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     serde_json::to_writer_pretty(&mut out, &report)?;
                     writeln!(out)?;
                 }
-                Format::Human => scan::render_human(&report, &mut out)?,
+                Format::Human => guestward_report::render::render_human(&report, &mut out)?,
                 Format::Cyclonedx => {
-                    out.write_all(crate::collect::packages::cyclonedx(&report)?.as_bytes())?;
+                    let (bom, left_out) = guestward_report::cyclonedx::report_to_json(&report)?;
+                    for p in left_out {
+                        tracing::warn!(problem = %p, "package left out of the SBOM");
+                    }
+                    out.write_all(bom.as_bytes())?;
                     writeln!(out)?;
                 }
             }
@@ -146,6 +162,41 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
         }
     }
+}
+
+/// The `--only` parser: the collector names of the wire protocol.
+fn collector_parser() -> impl TypedValueParser<Value = Collector> {
+    clap::builder::PossibleValuesParser::new(
+        Collector::ALL.map(|c| clap::builder::PossibleValue::new(c.name()).help(c.about())),
+    )
+    .try_map(|name| name.parse::<Collector>())
+}
+
+/// `check-config`: the daemon's own loading and validation of the file.
+fn check_config(path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
+    let path = path.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
+    let result = Config::load(Some(&path));
+    let mut out = std::io::stdout().lock();
+    let code = match &result {
+        Ok(_) => exit::OK,
+        Err(crate::config::ConfigError::Read { .. } | crate::config::ConfigError::TooLarge { .. }) => {
+            exit::USAGE
+        }
+        Err(_) => exit::DEGRADED,
+    };
+    if json {
+        let errors: Vec<String> = result.as_ref().err().map(|e| vec![e.to_string()]).unwrap_or_default();
+        let value = serde_json::json!({ "path": path, "valid": result.is_ok(), "errors": errors });
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
+    } else {
+        match &result {
+            Ok(_) => writeln!(out, "{}: ok", path.display())?,
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+    out.flush()?;
+    Ok(code)
 }
 
 fn print_stdout(text: &str) -> std::io::Result<()> {

@@ -2,9 +2,9 @@
 
 use crate::config::{Config, ConfigSource, ControlConfig};
 use crate::control::server::{self, AccessPolicy, Shared};
-use crate::scan::Collector;
 use anyhow::{Context, bail};
 use guestward_core::Timestamp;
+use guestward_report::protocol::Collector;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

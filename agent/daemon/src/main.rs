@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed stdout (`scan --json | head`) is not an error worth a message.
-            if guestward_agent::exit::is_broken_pipe(&e) {
+            if e.chain().any(guestward_agent::exit::is_broken_pipe) {
                 return ExitCode::from(guestward_agent::exit::OK);
             }
             eprintln!("guestward-agent: error: {e:#}");

@@ -2,42 +2,10 @@
 
 use crate::collect;
 use crate::config::Config;
-use crate::report::{AgentInfo, HostIdSource, Report, SCHEMA_VERSION};
 use guestward_core::{HostRoot, Timestamp};
+use guestward_report::protocol::Collector;
+use guestward_report::{AgentInfo, HostIdSource, Report};
 use std::collections::BTreeSet;
-
-/// The collectors `--only` can name.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Collector {
-    /// OS, kernel, CPU, memory, machine-id.
-    Host,
-    /// dpkg (and later rpm, language) packages.
-    Packages,
-    /// EC2 instance identity and metadata-service posture (live only; skipped with --root).
-    Cloud,
-    /// Listening sockets, owners, exposure (live system only).
-    Network,
-}
-
-impl Collector {
-    /// Every collector.
-    pub fn all() -> BTreeSet<Self> {
-        [Self::Host, Self::Packages, Self::Network, Self::Cloud].into_iter().collect()
-    }
-}
 
 /// What to scan.
 #[derive(Debug, Clone)]
@@ -85,22 +53,13 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
         .map(|data| guestward_network::findings(data, &config.network))
         .unwrap_or_default();
 
-    let mut report = Report {
-        schema_version: SCHEMA_VERSION,
-        agent: AgentInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            host_id: None,
-            host_id_source: HostIdSource::None,
-        },
-        collected_at,
-        scanned_root: (!root.is_live()).then(|| root.dir().display().to_string()),
-        host,
-        packages,
-        cloud: cloud.as_ref().map(|c| c.section.clone()),
-        network,
-        findings: network_findings,
-        events: Vec::new(),
-    };
+    let mut report = Report::new(AgentInfo::unidentified(), collected_at);
+    report.scanned_root = (!root.is_live()).then(|| root.dir().display().to_string());
+    report.host = host;
+    report.packages = packages;
+    report.cloud = cloud.as_ref().map(|c| c.section.clone());
+    report.network = network;
+    report.findings = network_findings;
     let instance_id = cloud
         .as_ref()
         .and_then(|c| c.instance_id.clone())
@@ -118,22 +77,7 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
 
 /// A report with no sections (used only when a scan could not run at all).
 pub fn empty_report() -> Report {
-    Report {
-        schema_version: SCHEMA_VERSION,
-        agent: AgentInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            host_id: None,
-            host_id_source: HostIdSource::None,
-        },
-        collected_at: Timestamp::now(),
-        scanned_root: None,
-        host: None,
-        packages: None,
-        cloud: None,
-        network: None,
-        findings: Vec::new(),
-        events: Vec::new(),
-    }
+    Report::new(AgentInfo::unidentified(), Timestamp::now())
 }
 
 /// Joins a collector thread; one that panicked becomes `on_panic()` (an error section) instead
@@ -170,90 +114,4 @@ fn identify(config: &Config, root: &HostRoot, report: &Report, instance_id: Opti
         Some(id) => AgentInfo { version, host_id: Some(id), host_id_source: HostIdSource::MachineId },
         None => AgentInfo { version, host_id: None, host_id_source: HostIdSource::None },
     }
-}
-
-/// Writes the human summary of a report.
-///
-/// Everything is written through [`guestward_core::text::TerminalSafe`]: values from scanned
-/// files (hostnames, package names, paths in problems) are shown with control characters
-/// escaped, never as terminal sequences (issue 9, item 15). JSON output is not filtered.
-pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let out: &mut dyn std::io::Write = &mut guestward_core::text::TerminalSafe::new(out);
-    writeln!(
-        out,
-        "guestward {} scan at {}{}",
-        report.agent.version,
-        report.collected_at,
-        report.scanned_root.as_ref().map(|r| format!(" of {r}")).unwrap_or_default()
-    )?;
-    writeln!(
-        out,
-        "host id   {} (from {})",
-        report.agent.host_id.as_deref().unwrap_or("unknown"),
-        report.agent.host_id_source.as_str()
-    )?;
-    writeln!(out)?;
-    if let Some(section) = &report.host {
-        section_header(out, "host", section)?;
-        if let Some(facts) = &section.data {
-            guestward_host::render_summary(facts, out)?;
-        }
-    }
-    if let Some(section) = &report.packages {
-        section_header(out, "packages", section)?;
-        if let Some(data) = &section.data {
-            guestward_packages::render_summary(data, out)?;
-        }
-    }
-    if let Some(section) = &report.cloud {
-        section_header(out, "cloud", section)?;
-        if let Some(data) = &section.data {
-            guestward_cloud::render_table(data, out)?;
-        }
-    }
-    if let Some(section) = &report.network {
-        section_header(out, "network", section)?;
-        if let Some(data) = &section.data {
-            guestward_network::render_summary(data, out)?;
-        }
-    }
-    if !report.findings.is_empty() {
-        writeln!(out, "\nfindings ({}):", report.findings.len())?;
-        for f in &report.findings {
-            writeln!(
-                out,
-                "  [{:<8}] {} {}",
-                f.severity,
-                f.id,
-                guestward_core::text::escape_control(&f.title)
-            )?;
-        }
-    }
-    Ok(())
-}
-
-fn section_header<T>(
-    out: &mut dyn std::io::Write,
-    name: &str,
-    section: &guestward_core::Section<T>,
-) -> std::io::Result<()> {
-    use guestward_core::SectionStatus as S;
-    let status = match section.status {
-        S::Ok => "ok",
-        S::Degraded => "DEGRADED",
-        S::Error => "ERROR",
-        S::Skipped => "skipped",
-    };
-    writeln!(out, "== {name}: {status} ({} ms)", section.duration_ms)?;
-    if let Some(note) = &section.note {
-        writeln!(out, "   note: {note}")?;
-    }
-    const SHOWN: usize = 10;
-    for p in section.problems.iter().take(SHOWN) {
-        writeln!(out, "   problem: {p}")?;
-    }
-    if section.problems.len() > SHOWN {
-        writeln!(out, "   ... and {} more problems (see --json)", section.problems.len() - SHOWN)?;
-    }
-    Ok(())
 }

@@ -9,7 +9,10 @@ fn live_scan_json_validates_against_the_published_schema() {
     assert!(code == 0 || code == 1, "exit {code}: {stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     validate_against_schema(&report);
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
+    // A one-shot report has its own time-ordered id and no sequence (it is never shipped).
+    assert_eq!(report["batch_id"].as_str().unwrap().as_bytes()[14], b'7', "UUIDv7: {}", report["batch_id"]);
+    assert!(report.get("sequence").is_none());
     assert!(report.get("scanned_root").is_none());
     // On this Debian machine the live dpkg inventory is real and non-trivial.
     if std::path::Path::new("/var/lib/dpkg/status").exists() {
@@ -159,7 +162,7 @@ fn check_config_accepts_the_shipped_example_and_rejects_a_typo() {
     assert!(stderr.contains(":5:1: key `packages.dpkg_admdir`: unknown field `dpkg_admdir`"), "{stderr}");
 
     let (code, _, stderr) = run(agentctl().arg("check-config").arg(dir.path().join("absent.toml")));
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "an unreadable file is a usage error");
     assert!(stderr.contains("absent.toml: cannot read config"), "{stderr}");
 }
 

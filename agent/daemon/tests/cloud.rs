@@ -53,18 +53,13 @@ fn cloud_is_skipped_under_root_without_any_request() {
 #[test]
 fn agentctl_imds_prints_a_table_and_json() {
     let (_rt, emu) = emulator(EmulatorConfig::default());
-    let config = empty_config();
-    let (code, stdout, stderr) = run(agentctl()
-        .args(["imds", "--config"])
-        .arg(config.path())
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url()));
+    // agentctl asks the daemon, which owns the one IMDS client; the CLI queries nothing itself.
+    let daemon = Daemon::start_with("", &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url())]);
+    let (code, stdout, stderr) = daemon.ctl(&["imds"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(INSTANCE_ID) && stdout.contains("eu-west-1a (euw1-az2)"), "{stdout}");
     assert!(stdout.contains("GW-IMDS-004"), "{stdout}");
-    let (code, stdout, stderr) = run(agentctl()
-        .args(["imds", "--json", "--config"])
-        .arg(config.path())
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url()));
+    let (code, stdout, stderr) = daemon.ctl(&["imds", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["cloud"]["data"]["imds"]["access_mode"], "v2");

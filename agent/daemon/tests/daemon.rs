@@ -83,7 +83,7 @@ fn other_users_are_refused_by_peer_credentials() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            env!("CARGO_BIN_EXE_agentctl"),
+            &crate::support::agentctl_path().display().to_string(),
             "--socket",
         ])
         .arg(&daemon.socket)

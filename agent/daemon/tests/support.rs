@@ -15,8 +15,22 @@ pub fn agent() -> Command {
     cmd
 }
 
+/// `agentctl`, from the guestward-ctl package: cargo names only this package's binaries to its
+/// tests, so it is found beside `guestward-agent` in the same target directory, where
+/// `./scripts/test` (`cargo build --workspace --bins` first) puts it.
+pub fn agentctl_path() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_guestward-agent")).parent().unwrap().to_path_buf();
+    let path = dir.join("agentctl");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (`cargo build -p guestward-ctl`, or run ./scripts/test)",
+        path.display()
+    );
+    path
+}
+
 pub fn agentctl() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_agentctl"))
+    Command::new(agentctl_path())
 }
 
 /// An empty config file, so tests do not depend on /etc/guestward/agent.toml.

@@ -8,7 +8,6 @@
 
 pub mod delta;
 pub mod dpkg;
-pub mod sbom;
 
 use guestward_core::{AbsolutePath, Finding, HostRoot, Problem, Section};
 use schemars::JsonSchema;

@@ -1,8 +1,8 @@
 use crate::config::Config;
-use crate::report::Report;
 use guestward_cloud::CloudReport;
 use guestward_core::{HostRoot, Section};
 use guestward_network::{ListenerState, ListenerTracker, NetworkReport, PublicAddress};
+use guestward_report::Report;
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;

@@ -1,38 +1,12 @@
 use crate::config::Config;
-use crate::report::Report;
 use guestward_core::{HostRoot, Section};
 use guestward_packages::PackagesReport;
 use guestward_packages::delta::{Observation, Snapshot, Tracker};
-use guestward_packages::sbom::{self, Distro, SbomContext, SbomSources};
+use guestward_report::Report;
 
 /// Software inventory from every package database present under the root.
 pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
     guestward_packages::collect(root, &config.packages)
-}
-
-/// The report's software inventory as a CycloneDX 1.6 JSON SBOM. The distribution (purl
-/// namespace and `distro` qualifier) and host name come from the host section when it ran.
-pub fn cyclonedx(report: &Report) -> Result<String, sbom::SbomError> {
-    let facts = report.host.as_ref().and_then(|s| s.data.as_ref());
-    let context = SbomContext {
-        host_name: facts.and_then(|f| f.hostname.clone()).or_else(|| report.agent.host_id.clone()),
-        distro: facts
-            .and_then(|f| f.os.as_ref())
-            .map(|os| Distro { id: os.id.clone(), version_id: os.version_id.clone() }),
-        tool_version: report.agent.version.clone(),
-        timestamp: report.collected_at,
-    };
-    let data = report.packages.as_ref().and_then(|s| s.data.as_ref());
-    let sources = SbomSources {
-        dpkg: data.and_then(|d| d.dpkg.as_ref()),
-        rpm: data.and_then(|d| d.rpm.as_ref()).map(std::slice::from_ref).unwrap_or_default(),
-        language: data.and_then(|d| d.language.as_ref()),
-    };
-    let (bom, problems) = sbom::build(&context, sources)?;
-    for p in problems {
-        tracing::warn!(problem = %p, "package left out of the SBOM");
-    }
-    sbom::to_json(&bom)
 }
 
 /// Change tracking in daemon mode: compares the report's inventory with the one stored under

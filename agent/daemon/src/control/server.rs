@@ -16,14 +16,9 @@
 //! dropped after `write_timeout_ms`, one request per connection (no idle keep-alive), headers
 //! and bodies are size-capped.
 
-use super::protocol::{
-    Counters, ErrorBody, FimEventsRequest, MAX_FIM_EVENTS, MAX_REQUEST_BYTES, ScanRequest, ScanSummary,
-    Status,
-};
 use crate::config::Config;
 use crate::config::ControlConfig;
-use crate::report::Report;
-use crate::scan::{self, Collector, ScanOptions};
+use crate::scan::{self, ScanOptions};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -31,6 +26,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use guestward_core::{HostRoot, Timestamp};
+use guestward_report::Report;
+use guestward_report::protocol::Collector;
+use guestward_report::protocol::{
+    Counters, ErrorBody, FimEventsRequest, MAX_FIM_EVENTS, MAX_REQUEST_BYTES, ScanRequest, ScanSummary,
+    Status,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -280,6 +281,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/report", get(report))
         .route("/v1/findings", get(findings))
+        .route("/v1/sbom", get(sbom))
         .route("/v1/scan", post(scan_now))
         .route("/v1/fim/status", get(fim_status))
         .route("/v1/fim/events", post(fim_events))
@@ -655,6 +657,29 @@ async fn findings(State(shared): State<Arc<Shared>>) -> Response {
     match shared.latest() {
         Some(r) => Json(&r.findings).into_response(),
         None => error(StatusCode::NOT_FOUND, "no scan has completed yet; try again in a moment"),
+    }
+}
+
+/// The latest full report's software inventory as a CycloneDX 1.6 SBOM, built here so that
+/// `agentctl` links no SBOM builder.
+async fn sbom(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(report) = shared.latest() else {
+        return error(StatusCode::NOT_FOUND, "no scan has completed yet; try again in a moment");
+    };
+    let built =
+        tokio::task::spawn_blocking(move || guestward_report::cyclonedx::report_to_json(&report)).await;
+    match built {
+        Ok(Ok((bom, left_out))) => {
+            for p in left_out {
+                tracing::warn!(problem = %p, "package left out of the SBOM");
+            }
+            Response::builder()
+                .header(axum::http::header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(bom))
+                .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "building the answer failed"))
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("building the SBOM failed: {e}")),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "building the SBOM failed: the task crashed"),
     }
 }
 

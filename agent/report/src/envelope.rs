@@ -10,8 +10,8 @@ use guestward_core::{Event, Finding, Section, Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change to the report's shape.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped on any incompatible change to the report's shape. 2: `batch_id` and `sequence`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -20,6 +20,14 @@ pub struct Report {
     pub schema_version: u32,
     /// Who wrote it.
     pub agent: AgentInfo,
+    /// This report's own id: a UUIDv7 (time-ordered), so a collector that receives the same
+    /// report twice (a retry after a lost acknowledgement) keeps one copy.
+    pub batch_id: String,
+    /// Per-host position of this report among the reports the daemon produced: 1, 2, 3...
+    /// across restarts (kept in the state directory), so a receiver can tell a gap from a
+    /// duplicate. Absent in one-shot `guestward-agent scan` output, which is never shipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     /// When the collection started.
     pub collected_at: Timestamp,
     /// The filesystem scanned when it was not the running system (`--root`).
@@ -68,6 +76,17 @@ pub enum HostIdSource {
     None,
 }
 
+impl AgentInfo {
+    /// This build of the agent, before the host is identified.
+    pub fn unidentified() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host_id: None,
+            host_id_source: HostIdSource::None,
+        }
+    }
+}
+
 impl HostIdSource {
     /// The name used in JSON.
     pub fn as_str(&self) -> &'static str {
@@ -80,7 +99,30 @@ impl HostIdSource {
     }
 }
 
+/// A new report id: a UUIDv7 (milliseconds since the epoch, then random bits), hyphenated.
+pub fn new_batch_id() -> String {
+    uuid::Uuid::now_v7().hyphenated().to_string()
+}
+
 impl Report {
+    /// A report with no sections yet, stamped now with a fresh [`Report::batch_id`].
+    pub fn new(agent: AgentInfo, collected_at: Timestamp) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            agent,
+            batch_id: new_batch_id(),
+            sequence: None,
+            collected_at,
+            scanned_root: None,
+            host: None,
+            packages: None,
+            cloud: None,
+            network: None,
+            findings: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
     /// Name, status and problem count of every section that ran, for exit codes and summaries.
     pub fn section_summaries(&self) -> Vec<(&'static str, guestward_core::SectionStatus, usize)> {
         fn add<T>(

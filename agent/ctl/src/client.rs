@@ -1,6 +1,6 @@
 //! The `agentctl` side of the control socket: a small typed HTTP client over a Unix socket.
 
-use super::protocol::{ErrorBody, MAX_RESPONSE_BYTES};
+use guestward_report::protocol::{ErrorBody, MAX_RESPONSE_BYTES};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};

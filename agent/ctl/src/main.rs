@@ -4,5 +4,5 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::from(guestward_agent::ctl::run(guestward_agent::ctl::Cli::parse()))
+    ExitCode::from(guestward_ctl::run(guestward_ctl::Cli::parse()))
 }

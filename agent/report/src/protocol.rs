@@ -3,15 +3,77 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | GET | `/v1/status` | | [`Status`] |
-//! | GET | `/v1/report` | | the latest full [`Report`] (404 before the first scan) |
+//! | GET | `/v1/report` | | the latest full [`Report`](crate::Report) (404 before the first scan) |
 //! | GET | `/v1/findings` | | the latest findings |
-//! | POST | `/v1/scan` | [`ScanRequest`] | a fresh [`Report`] of the requested collectors |
-//! | GET | `/v1/fim/status` | | [`guestward_fim::FimStatus`] (404 when FIM is off) |
+//! | GET | `/v1/sbom` | | the latest full report's inventory as a CycloneDX 1.6 SBOM (404 before the first scan) |
+//! | POST | `/v1/scan` | [`ScanRequest`] | a fresh [`Report`](crate::Report) of the requested collectors |
+//! | GET | `/v1/fim/status` | | `guestward_fim::FimStatus` (404 when FIM is off) |
 //! | POST | `/v1/fim/events` | [`FimEventsRequest`] | `fim.change` / `coverage.gap` events, oldest first |
 
-use crate::scan::Collector;
 use guestward_core::{SectionStatus, Timestamp};
 use serde::{Deserialize, Serialize};
+
+/// The collectors a scan can run (`--only`, `POST /v1/scan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Collector {
+    /// OS, kernel, CPU, memory, machine-id.
+    Host,
+    /// dpkg, rpm and language packages.
+    Packages,
+    /// EC2 instance identity and metadata-service posture (live only; skipped with --root).
+    Cloud,
+    /// Listening sockets, owners, exposure (live system only).
+    Network,
+}
+
+impl Collector {
+    /// Every collector, in report order.
+    pub const ALL: [Self; 4] = [Self::Host, Self::Packages, Self::Network, Self::Cloud];
+
+    /// Every collector.
+    pub fn all() -> std::collections::BTreeSet<Self> {
+        Self::ALL.into_iter().collect()
+    }
+
+    /// The name used on command lines and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Packages => "packages",
+            Self::Cloud => "cloud",
+            Self::Network => "network",
+        }
+    }
+
+    /// What it collects, for `--help`.
+    pub fn about(self) -> &'static str {
+        match self {
+            Self::Host => "OS, kernel, CPU, memory, machine-id",
+            Self::Packages => "dpkg, rpm and language packages",
+            Self::Cloud => "EC2 instance identity and metadata-service posture (live only)",
+            Self::Network => "listening sockets, owners, exposure (live only)",
+        }
+    }
+}
+
+impl std::fmt::Display for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A collector name that is not one of [`Collector::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network")]
+pub struct UnknownCollector(pub String);
+
+impl std::str::FromStr for Collector {
+    type Err = UnknownCollector;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| UnknownCollector(s.to_string()))
+    }
+}
 
 /// Prefix of every path; bumped on incompatible changes.
 pub const API_V1: &str = "/v1";
@@ -128,7 +190,7 @@ pub struct ErrorBody {
 
 impl ScanSummary {
     /// Summarizes a report.
-    pub fn of(report: &crate::report::Report) -> Self {
+    pub fn of(report: &crate::Report) -> Self {
         Self {
             collected_at: report.collected_at,
             host_id: report.agent.host_id.clone(),

@@ -1,19 +1,25 @@
-//! `agentctl`: the local CLI. Talks to the daemon over the control socket with the typed
-//! [`crate::control::client::Client`]; `check-config` works without a daemon.
+//! `agentctl`: the local CLI of the guestward agent. It talks to the daemon over the control
+//! socket with the typed [`client::Client`] and renders what the daemon answers; it collects
+//! nothing itself. One-shot work (`check-config`) is done by `guestward-agent`, which it runs,
+//! so the two can never disagree.
 
-use crate::config::{Config, ConfigSource, DEFAULT_CONFIG_PATH};
-use crate::control::client::{
-    Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SCAN_REQUEST_TIMEOUT,
-};
-use crate::control::protocol::{ScanRequest, Status};
-use crate::exit;
-use crate::report::Report;
-use crate::scan::Collector;
+pub mod client;
+
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
+use client::{Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SCAN_REQUEST_TIMEOUT};
 use guestward_core::Finding;
+use guestward_core::exit;
+use guestward_report::Report;
+use guestward_report::protocol::{Collector, ScanRequest, Status};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Where the daemon reads its configuration (and so where its socket path is written).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/guestward/agent.toml";
+/// The control socket when the configuration does not name one.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/guestward/agent.sock";
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -66,8 +72,8 @@ pub enum Command {
     Ports,
     /// Ask the agent to scan now and print the result.
     Scan {
-        /// Run only these collectors (comma-separated).
-        #[arg(long, value_enum, value_delimiter = ',', value_name = "COLLECTORS")]
+        /// Run only these collectors (comma-separated): host, packages, cloud, network.
+        #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
         only: Vec<Collector>,
     },
     /// File integrity monitoring: coverage status, or the change and coverage-gap events.
@@ -76,19 +82,18 @@ pub enum Command {
         #[command(subcommand)]
         command: FimCtl,
     },
-    /// Validate a configuration file (default: /etc/guestward/agent.toml). Needs no daemon.
+    /// Validate a configuration file (default: /etc/guestward/agent.toml), listing every
+    /// error with file:line:column and key. Needs no daemon: runs `guestward-agent
+    /// check-config`, the daemon's own validation.
     CheckConfig {
         /// The file to check.
         path: Option<PathBuf>,
     },
-    /// Ask the EC2 Instance Metadata Service about this instance now (needs no daemon). Off EC2
-    /// it answers `not_ec2` from local firmware data without sending any request.
-    Imds {
-        /// Configuration file whose `[imds]` section is used [default: /etc/guestward/agent.toml
-        /// if present, else built-in defaults].
-        #[arg(long, value_name = "PATH")]
-        config: Option<PathBuf>,
-    },
+    /// Ask the agent to query the EC2 Instance Metadata Service now and show this instance's
+    /// identity and metadata-service posture. Off EC2 it answers `not_ec2` from local firmware
+    /// data without sending any request. Without a running agent, use
+    /// `guestward-agent scan --only cloud`.
+    Imds,
 }
 
 /// `agentctl fim ...`
@@ -129,7 +134,7 @@ pub fn run(cli: Cli) -> u8 {
         Ok(code) => code,
         // `agentctl report --json | head`: the reader has what it wanted; as other Unix tools
         // do, stop without a message (exit 0, as ripgrep does).
-        Err(e) if exit::is_broken_pipe(&e) => exit::OK,
+        Err(e) if e.chain().any(exit::is_broken_pipe) => exit::OK,
         Err(e) => {
             eprintln!("agentctl: {e:#}");
             exit::USAGE
@@ -141,20 +146,13 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
     if let Command::CheckConfig { path } = &cli.command {
         return check_config(path.clone(), cli.json);
     }
-    if let Command::Imds { config } = &cli.command {
-        return imds(config.as_deref(), cli.json);
-    }
     let socket = match cli.socket.clone() {
         Some(s) => s,
-        None => {
-            // The daemon's own config says where its socket is; a broken config is not our
-            // problem here (check-config reports it), so fall back to the default path.
-            Config::load(None).map(|(c, _)| c).unwrap_or_default().control.socket_path.as_path().to_path_buf()
-        }
+        None => configured_socket(Path::new(DEFAULT_CONFIG_PATH)),
     };
     let request_timeout = match (cli.timeout, &cli.command) {
         (Some(secs), _) => Duration::from_secs(secs),
-        (None, Command::Scan { .. } | Command::Ports) => SCAN_REQUEST_TIMEOUT,
+        (None, Command::Scan { .. } | Command::Ports | Command::Imds) => SCAN_REQUEST_TIMEOUT,
         (None, _) => DEFAULT_REQUEST_TIMEOUT,
     };
     let client = Client::new(socket).with_timeouts(DEFAULT_CONNECT_TIMEOUT, request_timeout);
@@ -164,7 +162,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Status => {
             let status: Status = match runtime.block_on(client.get("/v1/status")) {
                 Ok(s) => s,
-                Err(e @ crate::control::client::ClientError::NotRunning { .. }) => {
+                Err(e @ client::ClientError::NotRunning { .. }) => {
                     eprintln!("agentctl: {e}");
                     return Ok(exit::DEGRADED);
                 }
@@ -222,21 +220,23 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(if degraded { exit::DEGRADED } else { exit::OK })
         }
-        Command::Inventory { format } => {
+        Command::Inventory { format: InventoryFormat::Cyclonedx } => {
+            // Built by the daemon from its latest report: the CLI links no SBOM builder.
+            let bom: serde_json::Value = runtime.block_on(client.get("/v1/sbom"))?;
+            serde_json::to_writer_pretty(&mut out, &bom)?;
+            writeln!(out)?;
+            Ok(exit::OK)
+        }
+        Command::Inventory { format: InventoryFormat::Human } => {
             let report: Report = runtime.block_on(client.get("/v1/report"))?;
-            match format {
-                InventoryFormat::Cyclonedx => {
-                    out.write_all(crate::collect::packages::cyclonedx(&report)?.as_bytes())?;
-                    writeln!(out)?;
-                }
-                InventoryFormat::Human if cli.json => {
-                    serde_json::to_writer_pretty(&mut out, &report.packages)?;
-                    writeln!(out)?;
-                }
-                InventoryFormat::Human => match report.packages.as_ref().and_then(|s| s.data.as_ref()) {
+            if cli.json {
+                serde_json::to_writer_pretty(&mut out, &report.packages)?;
+                writeln!(out)?;
+            } else {
+                match report.packages.as_ref().and_then(|s| s.data.as_ref()) {
                     Some(data) => guestward_packages::render_summary(data, &mut out)?,
                     None => writeln!(out, "the latest report has no package inventory")?,
-                },
+                }
             }
             Ok(exit::OK)
         }
@@ -316,7 +316,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 ),
                 None => None,
             };
-            let request = crate::control::protocol::FimEventsRequest { since, limit: Some(limit) };
+            let request = guestward_report::protocol::FimEventsRequest { since, limit: Some(limit) };
             let events: Vec<guestward_core::Event> =
                 runtime.block_on(client.post("/v1/fim/events", &request))?;
             if cli.json {
@@ -331,7 +331,16 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::CheckConfig { .. } | Command::Imds { .. } => Ok(exit::USAGE),
+        Command::Imds => {
+            let request = ScanRequest { only: vec![Collector::Cloud] };
+            let report: Report = runtime.block_on(client.post("/v1/scan", &request))?;
+            let Some(section) = report.cloud else {
+                anyhow::bail!("the agent returned no cloud section");
+            };
+            let findings: Vec<&Finding> = report.findings.iter().filter(|f| f.source == "cloud").collect();
+            render_imds(&section, &findings, cli.json, &mut out)
+        }
+        Command::CheckConfig { .. } => Ok(exit::USAGE),
     };
     let code = code?;
     // A write error (a closed pipe) must surface here, not be lost when stdout is flushed at
@@ -345,7 +354,7 @@ fn print_report(report: &Report, json: bool, out: &mut dyn Write) -> anyhow::Res
         serde_json::to_writer_pretty(&mut *out, report)?;
         writeln!(out)?;
     } else {
-        crate::scan::render_human(report, out)?;
+        guestward_report::render::render_human(report, out)?;
     }
     Ok(())
 }
@@ -409,59 +418,97 @@ fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     )
 }
 
+/// `check-config` is the daemon's own validation, run as `guestward-agent check-config`: the
+/// file the daemon would refuse is exactly the file reported here. The agent binary installed
+/// beside `agentctl` is used, else the one on `PATH`. Its exit code is passed through.
 fn check_config(path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
     let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    match Config::load(Some(&path)) {
-        Ok((config, source)) => {
-            // Not `println!`: it panics on a closed stdout (`| head`).
-            let mut out = std::io::stdout().lock();
-            if json {
-                serde_json::to_writer_pretty(&mut out, &config)?;
-                writeln!(out)?;
-            } else {
-                let shown = match source {
-                    ConfigSource::File(p) => p.display().to_string(),
-                    ConfigSource::Defaults => "defaults".to_string(),
-                };
-                writeln!(out, "{shown}: ok")?;
-            }
-            out.flush()?;
-            Ok(exit::OK)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(exit::DEGRADED)
-        }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("guestward-agent")))
+        .filter(|p| p.is_file());
+    let agent = beside.unwrap_or_else(|| PathBuf::from("guestward-agent"));
+    let mut command = std::process::Command::new(&agent);
+    command.arg("check-config").arg(&path);
+    if json {
+        command.arg("--json");
     }
+    let status = command.status().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot run {} to check the configuration ({e}); is guestward-agent installed?",
+            agent.display()
+        )
+    })?;
+    Ok(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::USAGE))
 }
 
-/// `agentctl imds`: one live IMDS query with the `[imds]` config. Exit 0 when the section is ok
-/// or skipped, 1 when it degraded or failed; a bad config is an error (exit 2).
-fn imds(path: Option<&std::path::Path>, json: bool) -> anyhow::Result<u8> {
-    let (config, _) = Config::load(path)?;
-    let scan = guestward_cloud::scan_blocking(&config.imds, &guestward_core::HostRoot::live());
-    let mut out = std::io::stdout().lock();
+/// The socket named by `[control] socket_path` in the daemon's config file, else the default.
+/// Only that key is read: a config with errors elsewhere must not stop `agentctl status`,
+/// which is how an operator finds out what is wrong (check-config reports the errors).
+pub fn configured_socket(config_path: &Path) -> PathBuf {
+    #[derive(serde::Deserialize, Default)]
+    struct Partial {
+        #[serde(default)]
+        control: PartialControl,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct PartialControl {
+        socket_path: Option<PathBuf>,
+    }
+    // Config files are small; anything larger is not the daemon's (it refuses over 1 MiB).
+    const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+    let text = guestward_core::open_regular_file(config_path, true).ok().and_then(|f| {
+        use std::io::Read;
+        let mut text = String::new();
+        f.take(MAX_CONFIG_BYTES).read_to_string(&mut text).ok().map(|_| text)
+    });
+    text.and_then(|t| toml::from_str::<Partial>(&t).ok())
+        .and_then(|p| p.control.socket_path)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH))
+}
+
+/// The `--only` parser: the collector names of the wire protocol.
+fn collector_parser() -> impl TypedValueParser<Value = Collector> {
+    clap::builder::PossibleValuesParser::new(
+        Collector::ALL.map(|c| clap::builder::PossibleValue::new(c.name()).help(c.about())),
+    )
+    .try_map(|name| name.parse::<Collector>())
+}
+
+/// `agentctl imds`: the cloud section of a fresh scan by the daemon. Exit 0 when the section is
+/// ok or skipped, 1 when it degraded or failed.
+fn render_imds(
+    section: &guestward_core::Section<guestward_cloud::CloudReport>,
+    findings: &[&Finding],
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
     if json {
-        let value = serde_json::json!({ "cloud": scan.section, "findings": scan.findings });
-        serde_json::to_writer_pretty(&mut out, &value)?;
+        let value = serde_json::json!({ "cloud": section, "findings": findings });
+        serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
     } else {
-        if let Some(data) = &scan.section.data {
-            guestward_cloud::render_table(data, &mut out)?;
-        } else if let Some(note) = &scan.section.note {
-            writeln!(out, "Cloud (IMDS): {note}")?;
+        {
+            let mut safe = guestward_core::text::TerminalSafe::new(&mut *out);
+            if let Some(data) = &section.data {
+                guestward_cloud::render_table(data, &mut safe)?;
+            } else if let Some(note) = &section.note {
+                writeln!(safe, "Cloud (IMDS): {note}")?;
+            }
+            for p in &section.problems {
+                writeln!(safe, "  problem: {p}")?;
+            }
+            safe.flush()?;
         }
-        for p in &scan.section.problems {
-            writeln!(out, "  problem: {p}")?;
-        }
-        if !scan.findings.is_empty() {
+        if !findings.is_empty() {
             writeln!(out)?;
-            render_findings(&scan.findings, &mut out)?;
+            let owned: Vec<Finding> = findings.iter().map(|f| (*f).clone()).collect();
+            render_findings(&owned, out)?;
         }
     }
-    out.flush()?;
     use guestward_core::SectionStatus as S;
-    Ok(match scan.section.status {
+    Ok(match section.status {
         S::Ok | S::Skipped => exit::OK,
         S::Degraded | S::Error => exit::DEGRADED,
     })

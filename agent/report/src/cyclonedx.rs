@@ -17,9 +17,9 @@
 //! The operating system is a component of type `operating-system`, which is where scanners
 //! look for the distribution.
 
-use crate::dpkg::{DebPackage, DpkgInventory};
 use guestward_core::{Problem, Timestamp};
 use guestward_lang::{Ecosystem, LangPackage, LangReport};
+use guestward_packages::dpkg::{DebPackage, DpkgInventory};
 use guestward_rpmdb::{RpmInventory, RpmPackage};
 use packageurl::PackageUrl;
 use serde_cyclonedx::cyclonedx::v_1_6 as cdx;
@@ -335,12 +335,35 @@ pub fn to_json(bom: &cdx::CycloneDx) -> Result<String, SbomError> {
     Ok(serde_json::to_string_pretty(bom)?)
 }
 
+/// The report's software inventory as a CycloneDX 1.6 JSON SBOM, with the packages left out
+/// of it (and why). The distribution (purl
+/// namespace and `distro` qualifier) and host name come from the host section when it ran.
+pub fn report_to_json(report: &crate::Report) -> Result<(String, Vec<Problem>), SbomError> {
+    let facts = report.host.as_ref().and_then(|s| s.data.as_ref());
+    let context = SbomContext {
+        host_name: facts.and_then(|f| f.hostname.clone()).or_else(|| report.agent.host_id.clone()),
+        distro: facts
+            .and_then(|f| f.os.as_ref())
+            .map(|os| Distro { id: os.id.clone(), version_id: os.version_id.clone() }),
+        tool_version: report.agent.version.clone(),
+        timestamp: report.collected_at,
+    };
+    let data = report.packages.as_ref().and_then(|s| s.data.as_ref());
+    let sources = SbomSources {
+        dpkg: data.and_then(|d| d.dpkg.as_ref()),
+        rpm: data.and_then(|d| d.rpm.as_ref()).map(std::slice::from_ref).unwrap_or_default(),
+        language: data.and_then(|d| d.language.as_ref()),
+    };
+    let (bom, problems) = build(&context, sources)?;
+    Ok((to_json(&bom)?, problems))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::dpkg::{DebVersion, DpkgStatus};
     use guestward_lang::Evidence;
+    use guestward_packages::dpkg::{DebVersion, DpkgStatus};
     use guestward_rpmdb::{Backend, HeaderDigests};
 
     fn deb(name: &str, version: &str, arch: &str, source: Option<(&str, &str)>) -> DebPackage {

@@ -1,0 +1,19 @@
+//! What the agent reports, and what everything that reads a report shares.
+//!
+//! - [`Report`]: the envelope of one scan or daemon cycle, one optional [`guestward_core::Section`]
+//!   per collector, findings and events, identified by a [`Report::batch_id`] and a per-host
+//!   [`Report::sequence`]. Its JSON Schema is `docs/report.schema.json` ([`json_schema`]).
+//! - [`protocol`]: the control socket's requests and answers (daemon and `agentctl`).
+//! - [`cyclonedx`]: the report's software inventory as a CycloneDX 1.6 SBOM.
+//! - [`render`]: the human summary of a report.
+//!
+//! This crate links the collectors' model types only (their `collect` features are off), so
+//! `agentctl` and a collector server can read reports without netlink, inotify, SQLite or an
+//! IMDS client.
+
+pub mod cyclonedx;
+mod envelope;
+pub mod protocol;
+pub mod render;
+
+pub use envelope::{AgentInfo, HostIdSource, Report, SCHEMA_VERSION, json_schema, new_batch_id};
