@@ -187,6 +187,32 @@ pub enum GapCause {
     WatcherError,
     /// The agent was not running (from the last baseline or stop until this start).
     AgentNotRunning,
+    /// A write to the baseline failed (disk full, read-only filesystem, I/O error): the
+    /// baseline may not match what was reported until a verification rescan of the trees
+    /// succeeds. Retried on its own.
+    StoreWriteFailed,
+    /// The baseline could not be read to compare a change with it. Retried on its own.
+    StoreReadFailed,
+    /// A scan (of a directory that appeared, or a verification) failed as a whole. Retried
+    /// on its own.
+    ScanFailed,
+}
+
+impl GapCause {
+    /// The name used in reports (`queue_overflow`, `store_write_failed`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueOverflow => "queue_overflow",
+            Self::EventBacklog => "event_backlog",
+            Self::WatchLimit => "watch_limit",
+            Self::WatchBudget => "watch_budget",
+            Self::WatcherError => "watcher_error",
+            Self::AgentNotRunning => "agent_not_running",
+            Self::StoreWriteFailed => "store_write_failed",
+            Self::StoreReadFailed => "store_read_failed",
+            Self::ScanFailed => "scan_failed",
+        }
+    }
 }
 
 /// Payload of a `coverage.gap` event: emitted when the gap opens (`end` absent) and again when
@@ -263,12 +289,11 @@ pub fn render_event_line(event: &Event) -> String {
         },
         KIND_GAP => match serde_json::from_value::<CoverageGap>(event.data.clone()) {
             Ok(g) => {
-                let cause = serde_json::to_value(g.cause).ok().and_then(|v| v.as_str().map(str::to_string));
                 match g.end {
                     None => format!(
                         "coverage gap #{} OPEN ({}) on {}: {}",
                         g.id,
-                        cause.unwrap_or_default(),
+                        g.cause.as_str(),
                         g.trees.join(", "),
                         g.detail
                     ),

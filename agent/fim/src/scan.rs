@@ -216,6 +216,10 @@ pub enum ScanError {
     /// A thread could not be started.
     #[error("cannot start a scan thread: {0}")]
     Thread(std::io::Error),
+    /// A scan thread died: what it held was never staged, so the scan cannot be compared
+    /// (it would report those files removed).
+    #[error("the scan thread {0} stopped unexpectedly; the scan is incomplete and was not compared")]
+    ThreadDied(&'static str),
 }
 
 /// One entry to record: where it is (its directory's descriptor and its name there, never a
@@ -357,13 +361,18 @@ pub fn stage(
         counters.walk_done.store(true, Ordering::Relaxed);
         drop(job_tx);
         drop(walk_tx);
+        // A worker that died lost the file it was hashing: never compare such a scan.
+        let mut died = None;
         for w in workers {
-            let _ = w.join();
+            if w.join().is_err() {
+                died = Some("fim-hash");
+            }
         }
         match writer.join() {
-            Ok(r) => r.map_err(ScanError::Store),
-            Err(_) => Ok(()),
+            Ok(r) => r.map_err(ScanError::Store)?,
+            Err(_) => return Err(ScanError::ThreadDied("fim-writer")),
         }
+        died.map_or(Ok(()), |t| Err(ScanError::ThreadDied(t)))
     });
     result?;
     let (problem_count, problems) = counters.problems.lock().map(|g| g.clone()).unwrap_or_default();
