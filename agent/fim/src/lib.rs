@@ -12,6 +12,13 @@
 //! - [`monitor`]: realtime inotify, debouncing, watch budget, overflow rescans, coverage gaps.
 //! - [`oneshot`]: `fim init | check | update` for the CLI; [`cli`]: their clap definitions.
 //! - [`events`]: typed payloads of `fim.change` and `coverage.gap` events.
+//! - [`model`]: the status, scan and report types (no I/O); [`report`]: the FIM report
+//!   section ([`FimReport`]) and its findings ([`fim_findings`], [`FINDING_IDS`]).
+//!
+//! # Features
+//! - `collect` (default): the collector (every module that reads files, SQLite or inotify).
+//!   Without it only [`config`] (the `[fim]` struct, not its compiled policy), [`events`],
+//!   [`model`] and [`report`] are built: what the report crate and `agentctl` need.
 //!
 //! The honesty rule: a change is either reported (with the mechanism that saw it) or covered
 //! by an explicit `coverage.gap` event naming the trees and the cause.
@@ -32,20 +39,34 @@
 //!   lost: a full queue becomes an overflow and another rescan) while a periodic or overflow
 //!   rescan is running.
 
+#[cfg(feature = "collect")]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "collect")]
 pub mod dirfd;
+#[cfg(feature = "collect")]
 pub mod engine;
 pub mod events;
+#[cfg(feature = "collect")]
 pub mod integrity;
+pub mod model;
+#[cfg(feature = "collect")]
 pub mod monitor;
-
+#[cfg(feature = "collect")]
 pub mod oneshot;
+#[cfg(feature = "collect")]
 pub mod record;
+pub mod report;
+#[cfg(feature = "collect")]
 pub mod scan;
+#[cfg(feature = "collect")]
 pub mod store;
 
 pub use config::Config;
-pub use engine::{Fim, FimError, Purpose, ScanSummary, Scope};
+#[cfg(feature = "collect")]
+pub use engine::{Fim, FimError, Scope};
 pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient};
-pub use monitor::{FimStatus, Monitor};
+pub use model::{FimStatus, MonitorState, Purpose, ScanOutcome, ScanSummary, Verification};
+#[cfg(feature = "collect")]
+pub use monitor::Monitor;
+pub use report::{BaselineState, FINDING_IDS, FimReport, fim_findings};

@@ -27,16 +27,14 @@ use crate::engine::{Fim, FimError, Purpose, ScanSummary, Scope};
 use crate::events::{
     Attributes, ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient, escape_path,
 };
+pub use crate::model::{FimStatus, MonitorState, ScanOutcome, TreeMode, TreeStatus, Verification};
 use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
-use crate::integrity::Integrity;
 use crate::scan::{ScanError, ScanOptions, ScanProgress, Target, real_path};
 use crate::store::{Store, StoreError};
 use guestward_core::{Event, Timestamp};
 use nix::sys::stat::FileStat;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -69,269 +67,6 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(600);
 const MAX_PATH_GAPS: usize = 16;
 /// A repeated error (store, watcher) is logged at most this often; every one is counted.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// How a tree is covered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TreeMode {
-    /// inotify watches on every directory.
-    Realtime,
-    /// Not watched (budget, limit or watcher failure): periodic rescans only.
-    RescanOnly,
-    /// The tree's parent directory does not exist: nothing to watch; rescans look for it.
-    Absent,
-}
-
-/// One watched tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TreeStatus {
-    /// The tree root (escaped).
-    pub path: String,
-    /// The configured rule path it comes from.
-    pub rule: String,
-    /// Realtime or rescan-only.
-    pub mode: TreeMode,
-    /// Watches the tree holds (or would need, when rescan-only).
-    pub watches: u64,
-    /// Why it is rescan-only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// What the monitor is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MonitorState {
-    /// Placing watches.
-    Starting,
-    /// Building the first baseline (no changes are reported).
-    Baselining,
-    /// Running a verification rescan.
-    Verifying,
-    /// Waiting for events.
-    Watching,
-    /// Stopped (or failed: see `degraded_reasons`).
-    Stopped,
-}
-
-/// For `agentctl fim status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct FimStatus {
-    /// What the monitor is doing.
-    pub state: MonitorState,
-    /// Trees and how each is covered.
-    pub trees: Vec<TreeStatus>,
-    /// Watches placed.
-    pub watches_used: u64,
-    /// Watches this agent allows itself.
-    pub watch_budget: u64,
-    /// The kernel's `fs.inotify.max_user_watches`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel_max_user_watches: Option<u64>,
-    /// Records in the baseline.
-    pub files_in_baseline: u64,
-    /// When the baseline was last accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline_completed_at: Option<Timestamp>,
-    /// The last finished scan.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_scan: Option<ScanSummary>,
-    /// The scan running now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scan_progress: Option<ScanProgress>,
-    /// Some tree is not covered in realtime, or a gap is open.
-    pub degraded: bool,
-    /// Why, in sentences.
-    pub degraded_reasons: Vec<String>,
-    /// Gaps not yet closed by a verification rescan.
-    pub open_gaps: Vec<CoverageGap>,
-    /// Change events emitted since start.
-    pub changes_reported: u64,
-    /// Overflows (kernel or internal queue) since start.
-    pub overflows: u64,
-    /// The last verification rescan (or baseline scan) and how it ended, failures included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_verification: Option<Verification>,
-    /// Writes to the baseline that failed since start (a realtime update, a rename, a
-    /// subtree removal, or a scan's staging/apply): each opened or widened a
-    /// `store_write_failed` coverage gap that the next successful rescan of its trees closes.
-    #[serde(default)]
-    pub store_write_failures_total: u64,
-    /// Reads of the baseline that failed since start (a change could not be compared): each
-    /// opened a `store_read_failed` gap.
-    #[serde(default)]
-    pub store_read_failures_total: u64,
-    /// Events that could not be kept in the event log (`agentctl fim events`); they still
-    /// reached the report.
-    #[serde(default)]
-    pub event_store_failures_total: u64,
-    /// Errors of the inotify watcher since start: it could not be created, a watch could not
-    /// be placed, or reading events failed.
-    #[serde(default)]
-    pub watcher_errors_total: u64,
-    /// The last store error, for a person (path and SQLite/IO error).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_store_error: Option<String>,
-    /// The last watcher error, for a person.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_watcher_error: Option<String>,
-}
-
-/// How a scan ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ScanOutcome {
-    /// Every file in scope was compared (and the baseline updated).
-    Completed,
-    /// Stopped early (shutdown); resumed at the next start.
-    Cancelled,
-    /// Failed as a whole (see `error`); its trees are covered by a gap until a retry succeeds.
-    Failed,
-}
-
-/// The last verification rescan (or baseline scan) the monitor ran.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Verification {
-    /// What the scan was for.
-    pub purpose: Purpose,
-    /// The trees covered (escaped).
-    pub trees: Vec<String>,
-    /// When it ended.
-    pub finished: Timestamp,
-    /// Wall time, milliseconds.
-    pub duration_ms: u64,
-    /// How it ended.
-    pub outcome: ScanOutcome,
-    /// Changes it reported.
-    pub changes: u64,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// What it found about the baseline itself (absent when it did not get that far).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline_integrity: Option<Integrity>,
-}
-
-impl FimStatus {
-    /// The human form of `agentctl fim status`.
-    pub fn render_human(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        // Paths and problem details come from the watched tree: escape them for the terminal.
-        use std::io::Write as _;
-        let mut out = guestward_core::text::TerminalSafe::new(out);
-        let out = &mut out;
-        let state = serde_json::to_value(self.state).ok().and_then(|v| v.as_str().map(str::to_string));
-        writeln!(out, "state:      {}", state.unwrap_or_default())?;
-        writeln!(
-            out,
-            "baseline:   {} entries, completed {}",
-            self.files_in_baseline,
-            self.baseline_completed_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
-        )?;
-        if let Some(s) = &self.last_scan {
-            writeln!(out, "last scan:  {} ({} changes)", s.finished, s.changes)?;
-        }
-        if let Some(p) = &self.scan_progress {
-            writeln!(
-                out,
-                "scanning:   {}/{} entries, {} MiB hashed",
-                p.entries_done,
-                p.entries_seen.max(p.baseline_entries),
-                p.bytes_hashed >> 20
-            )?;
-        }
-        if let Some(v) = &self.last_verification {
-            let outcome = match v.outcome {
-                ScanOutcome::Completed => "completed",
-                ScanOutcome::Cancelled => "cancelled",
-                ScanOutcome::Failed => "FAILED",
-            };
-            writeln!(
-                out,
-                "verified:   {} {outcome} in {:.1} s{}",
-                v.finished,
-                v.duration_ms as f64 / 1000.0,
-                v.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-            )?;
-        }
-        writeln!(out, "watches:    {} of a budget of {}", self.watches_used, self.watch_budget)?;
-        // Always shown, zero included: "no write failed" is worth seeing on a host whose disk
-        // filled up once.
-        writeln!(
-            out,
-            "errors:     {} baseline write(s), {} baseline read(s), {} event log write(s), {} watcher error(s) failed",
-            self.store_write_failures_total,
-            self.store_read_failures_total,
-            self.event_store_failures_total,
-            self.watcher_errors_total
-        )?;
-        if let Some(e) = &self.last_store_error {
-            writeln!(out, "  last store error:   {e}")?;
-        }
-        if let Some(e) = &self.last_watcher_error {
-            writeln!(out, "  last watcher error: {e}")?;
-        }
-        for t in &self.trees {
-            let mode = match t.mode {
-                TreeMode::Realtime => "realtime",
-                TreeMode::RescanOnly => "rescan-only",
-                TreeMode::Absent => "absent",
-            };
-            writeln!(
-                out,
-                "  {:11} {}{}",
-                mode,
-                t.path,
-                t.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
-            )?;
-        }
-        if self.degraded {
-            writeln!(out, "coverage:   DEGRADED")?;
-            for r in &self.degraded_reasons {
-                writeln!(out, "  - {r}")?;
-            }
-            for g in &self.open_gaps {
-                writeln!(
-                    out,
-                    "  - open gap #{} since {}: {} on {}: {}",
-                    g.id,
-                    g.start,
-                    g.cause.as_str(),
-                    g.trees.join(", "),
-                    g.detail
-                )?;
-            }
-        } else {
-            writeln!(out, "coverage:   complete")?;
-        }
-        Ok(())
-    }
-
-    fn new() -> Self {
-        Self {
-            state: MonitorState::Starting,
-            trees: Vec::new(),
-            watches_used: 0,
-            watch_budget: 0,
-            kernel_max_user_watches: None,
-            files_in_baseline: 0,
-            baseline_completed_at: None,
-            last_scan: None,
-            scan_progress: None,
-            degraded: false,
-            degraded_reasons: Vec::new(),
-            open_gaps: Vec::new(),
-            changes_reported: 0,
-            overflows: 0,
-            last_verification: None,
-            store_write_failures_total: 0,
-            store_read_failures_total: 0,
-            event_store_failures_total: 0,
-            watcher_errors_total: 0,
-            last_store_error: None,
-            last_watcher_error: None,
-        }
-    }
-}
 
 /// Receives every event the monitor emits (already stored in the event log).
 pub type EventSink = Box<dyn FnMut(&Event) + Send>;
@@ -368,7 +103,7 @@ impl Monitor {
     pub fn start(fim: Fim, sink: EventSink) -> Result<Self, FimError> {
         let (tx, rx) = sync_channel(fim.config.event_queue_capacity.max(16));
         let shared = Arc::new(Shared {
-            status: Mutex::new(FimStatus::new()),
+            status: Mutex::new(FimStatus::starting()),
             cancel: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
         });
@@ -405,7 +140,15 @@ impl Monitor {
 
     /// A snapshot of the monitor's status.
     pub fn status(&self) -> FimStatus {
-        self.shared.status.lock().map(|s| s.clone()).unwrap_or_else(|_| FimStatus::new())
+        self.shared.status.lock().map(|s| s.clone()).unwrap_or_else(|_| FimStatus::starting())
+    }
+
+    /// The FIM section of the report ([`crate::FimReport`]): `degraded` while a coverage gap
+    /// is open or fewer inotify watches were granted than the trees need, with one problem
+    /// each. Findings: [`crate::fim_findings`] over its data.
+    pub fn section(&self) -> guestward_core::Section<crate::FimReport> {
+        let started = Instant::now();
+        crate::FimReport::from_status(&self.status()).into_section(started)
     }
 
     /// Stored events at or after `since` (for `agentctl fim events --since`); read through
@@ -932,7 +675,9 @@ impl Engine {
     fn baseline(&mut self) -> bool {
         self.publish(MonitorState::Baselining);
         let rate = self.cfg().initial_scan_rate;
-        let ok = self.run_scan(Purpose::Init, &Scope::All, Mechanism::Rescan, rate).is_some_and(|s| !s.stats.cancelled);
+        let ok = self
+            .run_scan(Purpose::Init, &Scope::All, Mechanism::Rescan, rate)
+            .is_some_and(|s| !s.stats.cancelled);
         if ok {
             self.close_covered_gaps(&Scope::All);
         }
@@ -996,7 +741,11 @@ impl Engine {
                 trees,
                 finished: summary.finished,
                 duration_ms,
-                outcome: if summary.stats.cancelled { ScanOutcome::Cancelled } else { ScanOutcome::Completed },
+                outcome: if summary.stats.cancelled {
+                    ScanOutcome::Cancelled
+                } else {
+                    ScanOutcome::Completed
+                },
                 changes,
                 error: None,
                 baseline_integrity: Some(summary.baseline.integrity),
@@ -1028,7 +777,11 @@ impl Engine {
                     None => {
                         tracing::warn!(error = %e, "FIM scan failed; retried");
                         let shown: Vec<String> = hosts.iter().map(|h| escape_path(h)).collect();
-                        self.open_retry_gap(GapCause::ScanFailed, hosts, format!("scan of {} failed: {e}", shown.join(", ")));
+                        self.open_retry_gap(
+                            GapCause::ScanFailed,
+                            hosts,
+                            format!("scan of {} failed: {e}", shown.join(", ")),
+                        );
                     }
                 }
                 None
@@ -1058,12 +811,8 @@ impl Engine {
     /// them; failure waits twice as long before the next try.
     fn retry_failed(&mut self) {
         self.retry_at = None;
-        let trees: Vec<PathBuf> = self
-            .gaps
-            .values()
-            .filter(|g| retryable(g.cause))
-            .flat_map(|g| g.trees.iter().cloned())
-            .collect();
+        let trees: Vec<PathBuf> =
+            self.gaps.values().filter(|g| retryable(g.cause)).flat_map(|g| g.trees.iter().cloned()).collect();
         if trees.is_empty() {
             self.retry_wait = STORE_RETRY;
             return;
@@ -1144,7 +893,9 @@ impl Engine {
         if self.gaps.values().filter(|g| retryable(g.cause)).count() >= MAX_PATH_GAPS {
             paths = paths
                 .iter()
-                .map(|p| self.tree_of(p).map(|i| self.trees[i].target.host.clone()).unwrap_or_else(|| p.clone()))
+                .map(|p| {
+                    self.tree_of(p).map(|i| self.trees[i].target.host.clone()).unwrap_or_else(|| p.clone())
+                })
                 .collect();
             paths = crate::scan::minimal_roots(paths);
             paths.retain(|p| !covered(&self.gaps, p));
@@ -1209,9 +960,7 @@ impl Engine {
                 !g.persistent
                     && match scope {
                         Scope::All => true,
-                        Scope::Trees(roots) => {
-                            g.trees.iter().all(|t| roots.iter().any(|r| t.starts_with(r)))
-                        }
+                        Scope::Trees(roots) => g.trees.iter().all(|t| roots.iter().any(|r| t.starts_with(r))),
                     }
             })
             .map(|(id, _)| *id)
@@ -1302,7 +1051,12 @@ impl Engine {
                 ));
             }
             for g in &s.open_gaps {
-                reasons.push(format!("coverage gap #{} ({}) is open on {}", g.id, g.cause.as_str(), g.trees.join(", ")));
+                reasons.push(format!(
+                    "coverage gap #{} ({}) is open on {}",
+                    g.id,
+                    g.cause.as_str(),
+                    g.trees.join(", ")
+                ));
             }
             s.degraded = !reasons.is_empty() || !s.open_gaps.is_empty();
             s.degraded_reasons = reasons;
