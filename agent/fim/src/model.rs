@@ -250,6 +250,40 @@ impl FimStatus {
         Ok(())
     }
 
+    /// Recomputes `degraded` and `degraded_reasons` from the trees, the open gaps and the
+    /// last verification (called whenever one of them changes).
+    pub fn refresh_degraded(&mut self) {
+        let mut reasons: Vec<String> = self
+            .trees
+            .iter()
+            .filter(|t| t.mode == TreeMode::RescanOnly)
+            .map(|t| {
+                format!(
+                    "{} is checked by periodic rescans only: {}",
+                    t.path,
+                    t.reason.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        if let Some(v) = self.last_verification.as_ref().filter(|v| v.outcome == ScanOutcome::Failed) {
+            reasons.push(format!(
+                "the last scan ({}) failed: {}; it is retried",
+                v.trees.join(", "),
+                v.error.clone().unwrap_or_default()
+            ));
+        }
+        for g in &self.open_gaps {
+            reasons.push(format!(
+                "coverage gap #{} ({}) is open on {}",
+                g.id,
+                g.cause.as_str(),
+                g.trees.join(", ")
+            ));
+        }
+        self.degraded = !reasons.is_empty();
+        self.degraded_reasons = reasons;
+    }
+
     /// The status of a monitor that has just started.
     pub fn starting() -> Self {
         Self {

@@ -764,6 +764,7 @@ impl Engine {
         self.with_status(|s| {
             s.scan_progress = None;
             s.last_verification = Some(verification);
+            s.refresh_degraded();
         });
         match result {
             Ok(summary) => Some(summary),
@@ -947,7 +948,10 @@ impl Engine {
         let gap = CoverageGap { id: self.gap_seq, cause, trees, start, end: None, detail };
         self.gaps.insert(self.gap_seq, GapScope { trees: hosts, cause, persistent });
         self.emit(gap.to_event(Timestamp::now()));
-        self.with_status(|s| s.open_gaps.push(gap));
+        self.with_status(|s| {
+            s.open_gaps.push(gap);
+            s.refresh_degraded();
+        });
         self.gap_seq
     }
 
@@ -978,6 +982,7 @@ impl Engine {
             if let Some(i) = s.open_gaps.iter().position(|g| g.id == id) {
                 closed = Some(s.open_gaps.remove(i));
             }
+            s.refresh_degraded();
         });
         if let Some(mut gap) = closed {
             gap.end = Some(Timestamp::now());
@@ -1032,35 +1037,8 @@ impl Engine {
             s.last_scan = last;
             s.watches_used = watches;
             s.watch_budget = budget;
-            let mut reasons: Vec<String> = trees
-                .iter()
-                .filter(|t| t.mode == TreeMode::RescanOnly)
-                .map(|t| {
-                    format!(
-                        "{} is checked by periodic rescans only: {}",
-                        t.path,
-                        t.reason.clone().unwrap_or_default()
-                    )
-                })
-                .collect();
-            if let Some(v) = s.last_verification.as_ref().filter(|v| v.outcome == ScanOutcome::Failed) {
-                reasons.push(format!(
-                    "the last scan ({}) failed: {}; it is retried",
-                    v.trees.join(", "),
-                    v.error.clone().unwrap_or_default()
-                ));
-            }
-            for g in &s.open_gaps {
-                reasons.push(format!(
-                    "coverage gap #{} ({}) is open on {}",
-                    g.id,
-                    g.cause.as_str(),
-                    g.trees.join(", ")
-                ));
-            }
-            s.degraded = !reasons.is_empty() || !s.open_gaps.is_empty();
-            s.degraded_reasons = reasons;
             s.trees = trees;
+            s.refresh_degraded();
         });
     }
 
