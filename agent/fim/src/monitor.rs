@@ -420,7 +420,7 @@ impl Engine {
             let Some(real) = real_path(&self.fim.root, &target.host) else {
                 continue;
             };
-            let dirs = self.tree_dirs(&target, &real);
+            let (dirs, list_error) = self.tree_dirs(&target, &real);
             // The parent of a tree root is watched too (non-recursively) so that the root
             // appearing, vanishing or being replaced is seen.
             let need = dirs.len() as u64 + 1;
@@ -441,6 +441,13 @@ impl Engine {
                 tree.watches = 0;
                 tree.reason = Some(format!(
                     "its directory does not exist; its creation is checked by rescans every {} s",
+                    self.cfg().unwatched_rescan_interval_secs
+                ));
+            } else if let Some(reason) = list_error {
+                self.watcher_failed(reason.clone());
+                tree.mode = TreeMode::RescanOnly;
+                tree.reason = Some(format!(
+                    "{reason}; checked by rescans every {} s",
                     self.cfg().unwatched_rescan_interval_secs
                 ));
             } else if used + need > budget {
@@ -499,22 +506,40 @@ impl Engine {
     /// swapped for a symlink in between gets a watch on the symlink's target, whose events
     /// only make us examine paths inside the tree, again through descriptors, and the swap's
     /// own event (a type change) removes the watches below it.
-    fn tree_dirs(&self, target: &Target, real: &Path) -> Vec<WatchDir> {
+    ///
+    /// A directory that cannot be opened or listed for a reason other than being gone (or
+    /// not a directory) is returned as an error beside what was found: the caller puts the
+    /// tree on rescans, since the subdirectories below it would get no watch.
+    fn tree_dirs(&self, target: &Target, real: &Path) -> (Vec<WatchDir>, Option<String>) {
         let mut out = Vec::new();
+        let mut error = None;
+        let fail = |error: &mut Option<String>, what: &str, dir: &Path, e: &std::io::Error| {
+            if !not_there(e) && error.is_none() {
+                *error = Some(format!("cannot watch {}: {what}: {e}", escape_path(dir)));
+            }
+        };
         let Some(rule) = self.fim.policy.rules.get(target.rule) else {
-            return out;
+            return (out, error);
         };
         if self.fim.policy.governing(&target.host).map(|r| r.index) != Some(rule.index) {
-            return out;
+            return (out, error);
         }
-        let Ok(at) = dirfd::locate(&self.fim.root, rule, &target.host) else {
-            return out;
+        let at = match dirfd::locate(&self.fim.root, rule, &target.host) {
+            Ok(at) => at,
+            Err(e) => {
+                fail(&mut error, "cannot reach it", &target.host, &e);
+                return (out, error);
+            }
         };
         let mut stack = vec![(target.host.clone(), real.to_path_buf(), Arc::new(at.dir), at.name, 0usize)];
         while let Some((host, dir_real, parent, name, depth)) = stack.pop() {
             // O_NOFOLLOW|O_DIRECTORY: a symlink or a non-directory is simply not descended.
-            let Ok(dir) = dirfd::open_dir_at(&parent, &name) else {
-                continue;
+            let dir = match dirfd::open_dir_at(&parent, &name) {
+                Ok(d) => d,
+                Err(e) => {
+                    fail(&mut error, "cannot open it", &host, &e);
+                    continue;
+                }
             };
             drop(parent);
             let id = dirfd::stat_fd(&dir).ok().map(|st| (st.st_dev, st.st_ino));
@@ -523,11 +548,21 @@ impl Engine {
                 continue;
             }
             let dir = Arc::new(dir);
-            let Ok(mut listing) = dirfd::list(&dir) else {
-                continue;
+            let mut listing = match dirfd::list(&dir) {
+                Ok(l) => l,
+                Err(e) => {
+                    fail(&mut error, "cannot list it", &host, &e);
+                    continue;
+                }
             };
             for e in listing.iter() {
-                let Ok(e) = e else { break };
+                let e = match e {
+                    Ok(e) => e,
+                    Err(errno) => {
+                        fail(&mut error, "listing it failed part-way", &host, &std::io::Error::from(errno));
+                        break;
+                    }
+                };
                 let bytes = e.file_name().to_bytes();
                 if bytes == b"." || bytes == b".." {
                     continue;
@@ -547,7 +582,7 @@ impl Engine {
                 }
             }
         }
-        out
+        (out, error)
     }
 
     fn add_watches(&mut self, dirs: &[WatchDir]) -> Result<(), String> {
@@ -622,8 +657,9 @@ impl Engine {
             return;
         }
         let target = Target { host: host.to_path_buf(), rule: rule.index };
-        let dirs = self.tree_dirs(&target, real);
-        if let Err(reason) = self.add_watches(&dirs) {
+        let (dirs, list_error) = self.tree_dirs(&target, real);
+        let placed = self.add_watches(&dirs);
+        if let Err(reason) = list_error.map_or(placed, Err) {
             let tree = &mut self.trees[ti];
             tree.mode = TreeMode::RescanOnly;
             tree.reason = Some(reason.clone());
@@ -1467,6 +1503,12 @@ fn store_error(e: &FimError) -> Option<&StoreError> {
 /// or last while their cause does).
 fn retryable(cause: GapCause) -> bool {
     matches!(cause, GapCause::StoreWriteFailed | GapCause::StoreReadFailed | GapCause::ScanFailed)
+}
+
+/// A directory is gone, or is no directory (a symlink or file swapped in): nothing to watch.
+fn not_there(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(nix::libc::ENOTDIR) | Some(nix::libc::ELOOP))
 }
 
 /// A watch failed because the directory is gone or is no directory any more.
