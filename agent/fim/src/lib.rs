@@ -32,12 +32,18 @@
 //! - Daemon: `Monitor::start(Fim::new(config.fim, HostRoot::live(), state_dir)?, sink)` where
 //!   `sink` forwards each [`guestward_core::Event`] to the report/spool; then
 //!   [`Monitor::status`] serves `/v1/fim/status` (`agentctl fim status`, rendered by
-//!   [`FimStatus::render_human`]), [`Monitor::events_since`] serves `/v1/fim/events?since=`,
+//!   [`FimStatus::render_human`]), [`Monitor::section`] is the report's FIM section
+//!   ([`FimReport`]; findings: [`fim_findings`]), [`Monitor::events_since`] serves `/v1/fim/events?since=`,
 //!   [`Monitor::request_rescan`] an on-demand verification, and [`Monitor::stop`] shutdown
 //!   (an interrupted scan resumes at the next start).
+//! - One-shot report without a running monitor: `FimReport::from_state_dir(state_dir)` reads
+//!   `fim.db` read-only (`skipped`, saying how to create one, when there is no baseline).
 //! - Known limit: scans run on the monitor's thread, so realtime events wait (queued, not
 //!   lost: a full queue becomes an overflow and another rescan) while a periodic or overflow
 //!   rescan is running.
+
+// The module docs link the collector's modules, absent without `collect`.
+#![cfg_attr(not(feature = "collect"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "collect")]
 pub mod cli;

@@ -16,7 +16,7 @@
 //! Files that live shorter than the debounce (dropped, run and deleted within milliseconds)
 //! are still reported: events are coalesced per path, and a path that appeared and is gone
 //! again when its window ends is reported as `added` then `removed`, marked
-//! [`Transient`](crate::events::Transient), with the attributes captured while it existed (its
+//! [`Transient`], with the attributes captured while it existed (its
 //! stat at creation, and for small files the hash at its first close after writing). A
 //! directory created and removed within the window is reported the same way; files created
 //! inside it before its watch could be placed are not seen by inotify at all.
@@ -140,7 +140,9 @@ impl Monitor {
 
     /// A snapshot of the monitor's status.
     pub fn status(&self) -> FimStatus {
-        self.shared.status.lock().map(|s| s.clone()).unwrap_or_else(|_| FimStatus::starting())
+        // A poisoned lock still holds the last status (counters included): show it rather
+        // than a blank one.
+        self.shared.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The FIM section of the report ([`crate::FimReport`]): `degraded` while a coverage gap
@@ -338,9 +340,9 @@ impl Engine {
     }
 
     fn with_status(&self, f: impl FnOnce(&mut FimStatus)) {
-        if let Ok(mut s) = self.shared.status.lock() {
-            f(&mut s);
-        }
+        // Poisoned or not, the counters keep counting: a failure is never dropped.
+        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
     }
 
     fn run(&mut self, rx: Receiver<Msg>) {

@@ -3,9 +3,9 @@
 //! from it ([`fim_findings`]).
 //!
 //! Built two ways:
-//! - from the running monitor ([`crate::Monitor::section`], through [`FimReport::from_status`]);
+//! - from the running monitor (`Monitor::section`, through [`FimReport::from_status`]);
 //! - read-only from the stored baseline, for a one-shot caller with no monitor running
-//!   ([`FimReport::from_state_dir`], feature `collect`): it opens `fim.db` read-only and never
+//!   (`FimReport::from_state_dir`, feature `collect`): it opens `fim.db` read-only and never
 //!   creates it. What only a running monitor knows (watches, open gaps, error counters) is
 //!   then zero or empty, and the section's note says so.
 //!

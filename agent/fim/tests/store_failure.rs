@@ -165,6 +165,15 @@ fn store_failure_scenario(tree: &Path, state: &Path) {
     });
     assert!(s.open_gaps.iter().any(|g| g.id == gap.id), "the gap stays open: {s:?}");
     assert!(s.last_verification.as_ref().unwrap().error.as_deref().unwrap_or("").contains("full"), "{s:?}");
+    // `agentctl fim status` shows the counter, the open gap and the failed verification.
+    let mut human = Vec::new();
+    s.render_human(&mut human).unwrap();
+    let human = String::from_utf8(human).unwrap();
+    let line = format!("errors:     {} baseline write(s)", s.store_write_failures_total);
+    assert!(
+        human.contains(&line) && human.contains("store_write_failed") && human.contains("FAILED"),
+        "{human}"
+    );
 
     // Space is back: the next rescan of the tree succeeds and closes every store gap.
     std::fs::remove_file(&filler).unwrap();
