@@ -21,10 +21,12 @@
 //! Nested rules are allowed: the most specific root governs its subtree (so `/etc/sudoers.d`
 //! keeps its own rule even when `/etc` excludes something above it).
 
+#[cfg(feature = "collect")]
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use guestward_core::AbsolutePath;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "collect")]
 use std::path::{Path, PathBuf};
 
 /// One attribute of a file the policy can check.
@@ -285,6 +287,7 @@ fn default_paths() -> Vec<PathEntry> {
 }
 
 /// Why a `[fim]` section cannot be used.
+#[cfg(feature = "collect")]
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// An exclude pattern does not parse.
@@ -336,6 +339,7 @@ pub enum ConfigError {
 /// Upper bound of `fim.threads`.
 pub const MAX_THREADS: usize = 64;
 
+#[cfg(feature = "collect")]
 impl ConfigError {
     /// The dotted config key concerned (for the daemon's `file: key `...`: message` errors).
     pub fn key(&self) -> &'static str {
@@ -349,6 +353,7 @@ impl ConfigError {
 }
 
 /// One validated rule.
+#[cfg(feature = "collect")]
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Position in the config list (stable id for reports).
@@ -364,6 +369,7 @@ pub struct Rule {
     excludes: GlobSet,
 }
 
+#[cfg(feature = "collect")]
 impl Rule {
     /// Whether `host_path` is excluded by this rule.
     pub fn excludes(&self, host_path: &Path) -> bool {
@@ -377,6 +383,7 @@ impl Rule {
 }
 
 /// The validated policy: rules sorted by specificity for lookups.
+#[cfg(feature = "collect")]
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Rules in config order (the watch budget is granted in this order).
@@ -388,6 +395,7 @@ pub struct Policy {
     pub baseline_key: Option<std::sync::Arc<crate::integrity::BaselineKey>>,
 }
 
+#[cfg(feature = "collect")]
 impl Config {
     /// Everything [`Self::policy`] checks, plus what needs the state directory: the baseline
     /// key must not be inside it.
@@ -487,12 +495,13 @@ impl Config {
     }
 }
 
+#[cfg(feature = "collect")]
 // `*` must not cross `/`: `/etc/*.swp` should not exclude `/etc/ssh/x.swp` (use `**` for that).
 fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
     GlobBuilder::new(pattern).literal_separator(true).backslash_escape(true).build()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "collect"))]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;

@@ -4,12 +4,11 @@
 use crate::config::{Attribute, AttributeSet, Config, ConfigError, Policy};
 use crate::events::{Attributes, ChangeKind, FimChange, Mechanism, escape_path};
 use crate::integrity::{BaselineCheck, BaselineKey, Integrity, KeyState};
+pub use crate::model::{Purpose, ScanSummary};
 use crate::record::FileRecord;
-use crate::scan::{ScanError, ScanOptions, ScanStats, Target, minimal_roots, stage};
+use crate::scan::{ScanError, ScanOptions, Target, minimal_roots, stage};
 use crate::store::{RowFault, SealVerdict, Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,20 +51,6 @@ fn row_problem(b: &mut BaselineCheck, table: &str, path: &Path, fault: &RowFault
     b.problem(Problem::new(code, message).with_path(shown));
 }
 
-/// What a scan is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Purpose {
-    /// Build the baseline from scratch; reports nothing.
-    Init,
-    /// Compare with the baseline; changes nothing.
-    Check,
-    /// Compare, report, and accept the current state as the baseline.
-    Update,
-    /// Daemon verification rescan of some trees: compare, report, accept.
-    Rescan,
-}
-
 /// Which trees a scan covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -75,27 +60,57 @@ pub enum Scope {
     Trees(Vec<PathBuf>),
 }
 
-/// The outcome of one scan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ScanSummary {
-    /// What the scan was for.
-    pub purpose: Purpose,
-    /// The trees covered (escaped).
-    pub trees: Vec<String>,
-    /// Walk/hash counters.
-    pub stats: ScanStats,
-    /// Changes found (not counted for `init`).
-    pub changes: u64,
-    /// What was found about the baseline itself: integrity (seal) and damaged rows.
-    #[serde(default)]
-    pub baseline: BaselineCheck,
-    /// When it finished.
-    pub finished: Timestamp,
-}
-
 const META_IN_PROGRESS: &str = "scan.in_progress";
 const META_LAST_SCAN: &str = "scan.last";
 const META_BASELINE: &str = "baseline.completed_at";
+
+/// The FIM report of a stored baseline (see [`crate::FimReport::from_state_dir`]); `None`
+/// when there is no baseline and none is being built. Reads only.
+pub fn summarize_store(store: &Store) -> Result<Option<crate::report::FimReport>, StoreError> {
+    use crate::model::{ScanOutcome, Verification};
+    use crate::report::{BaselineState, FimReport};
+    let completed = store.meta(META_BASELINE)?.and_then(|s| s.parse::<jiff::Timestamp>().ok()).map(Timestamp);
+    let baseline = match completed {
+        Some(completed_at) => BaselineState::Complete { completed_at },
+        None => {
+            // An interrupted `init` (or the daemon's first baseline, in progress or killed).
+            let building = store
+                .meta(META_IN_PROGRESS)?
+                .and_then(|k| serde_json::from_str::<serde_json::Value>(&k).ok())
+                .is_some_and(|k| k["purpose"] == "init");
+            if !building {
+                return Ok(None);
+            }
+            BaselineState::Building { progress: None, entries_staged: Some(store.staged_count()?) }
+        }
+    };
+    let last: Option<ScanSummary> = store.meta(META_LAST_SCAN)?.and_then(|s| serde_json::from_str(&s).ok());
+    let last_verification = last.map(|s| Verification {
+        purpose: s.purpose,
+        trees: s.trees,
+        finished: s.finished,
+        duration_ms: s.stats.duration_ms,
+        outcome: if s.stats.cancelled { ScanOutcome::Cancelled } else { ScanOutcome::Completed },
+        changes: s.changes,
+        error: None,
+        baseline_integrity: Some(s.baseline.integrity),
+    });
+    Ok(Some(FimReport {
+        baseline,
+        entries: store.file_count()?,
+        monitor: None,
+        watches_granted: 0,
+        watches_wanted: 0,
+        watch_budget: 0,
+        rescan_only_trees: Vec::new(),
+        last_verification,
+        open_gaps: Vec::new(),
+        store_write_failures_total: 0,
+        store_read_failures_total: 0,
+        event_store_failures_total: 0,
+        watcher_errors_total: 0,
+    }))
+}
 
 /// The engine over one policy, host root and state directory.
 #[derive(Debug, Clone)]

@@ -2,11 +2,10 @@
 //! `coverage.gap` events, status, and how paths are printed.
 
 use crate::config::Attribute;
-use crate::record::{FLAG_HASH_SKIPPED, FLAG_UNREADABLE, FLAG_UNSTABLE, FileKind, FileRecord, hex};
+use crate::model::FileKind;
 use guestward_core::{Event, Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Event kind of a file change.
@@ -101,34 +100,6 @@ pub struct Attributes {
     pub unreadable: bool,
 }
 
-impl From<&FileRecord> for Attributes {
-    fn from(r: &FileRecord) -> Self {
-        Self {
-            kind: r.kind,
-            mode: format!("{:04o}", r.mode),
-            uid: r.uid,
-            gid: r.gid,
-            size: r.size,
-            mtime_ns: r.mtime_ns,
-            ctime_ns: r.ctime_ns,
-            inode: r.inode,
-            link_target: r
-                .link_target
-                .as_ref()
-                .map(|t| escape_path(Path::new(std::ffi::OsStr::from_bytes(t)))),
-            sha256: r.sha256.map(|h| hex(&h)),
-            blake3: r.blake3.map(|h| hex(&h)),
-            xattrs: r
-                .xattrs
-                .as_ref()
-                .map(|x| x.iter().map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), hex(v))).collect()),
-            hash_skipped: r.flags & FLAG_HASH_SKIPPED != 0,
-            unstable: r.flags & FLAG_UNSTABLE != 0,
-            unreadable: r.flags & FLAG_UNREADABLE != 0,
-        }
-    }
-}
-
 /// Payload of a `fim.change` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FimChange {
@@ -187,6 +158,32 @@ pub enum GapCause {
     WatcherError,
     /// The agent was not running (from the last baseline or stop until this start).
     AgentNotRunning,
+    /// A write to the baseline failed (disk full, read-only filesystem, I/O error): the
+    /// baseline may not match what was reported until a verification rescan of the trees
+    /// succeeds. Retried on its own.
+    StoreWriteFailed,
+    /// The baseline could not be read to compare a change with it. Retried on its own.
+    StoreReadFailed,
+    /// A scan (of a directory that appeared, or a verification) failed as a whole. Retried
+    /// on its own.
+    ScanFailed,
+}
+
+impl GapCause {
+    /// The name used in reports (`queue_overflow`, `store_write_failed`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueOverflow => "queue_overflow",
+            Self::EventBacklog => "event_backlog",
+            Self::WatchLimit => "watch_limit",
+            Self::WatchBudget => "watch_budget",
+            Self::WatcherError => "watcher_error",
+            Self::AgentNotRunning => "agent_not_running",
+            Self::StoreWriteFailed => "store_write_failed",
+            Self::StoreReadFailed => "store_read_failed",
+            Self::ScanFailed => "scan_failed",
+        }
+    }
 }
 
 /// Payload of a `coverage.gap` event: emitted when the gap opens (`end` absent) and again when
@@ -262,21 +259,18 @@ pub fn render_event_line(event: &Event) -> String {
             Err(_) => event.data.to_string(),
         },
         KIND_GAP => match serde_json::from_value::<CoverageGap>(event.data.clone()) {
-            Ok(g) => {
-                let cause = serde_json::to_value(g.cause).ok().and_then(|v| v.as_str().map(str::to_string));
-                match g.end {
-                    None => format!(
-                        "coverage gap #{} OPEN ({}) on {}: {}",
-                        g.id,
-                        cause.unwrap_or_default(),
-                        g.trees.join(", "),
-                        g.detail
-                    ),
-                    Some(end) => {
-                        format!("coverage gap #{} closed: {} .. {} verified by rescan", g.id, g.start, end)
-                    }
+            Ok(g) => match g.end {
+                None => format!(
+                    "coverage gap #{} OPEN ({}) on {}: {}",
+                    g.id,
+                    g.cause.as_str(),
+                    g.trees.join(", "),
+                    g.detail
+                ),
+                Some(end) => {
+                    format!("coverage gap #{} closed: {} .. {} verified by rescan", g.id, g.start, end)
                 }
-            }
+            },
             Err(_) => event.data.to_string(),
         },
         _ => event.data.to_string(),
@@ -289,6 +283,7 @@ pub fn render_event_line(event: &Event) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn payload_schemas_generate() {
@@ -296,8 +291,8 @@ mod tests {
             serde_json::to_value(schemars::schema_for!(FimChange)).unwrap(),
             serde_json::to_value(schemars::schema_for!(Transient)).unwrap(),
             serde_json::to_value(schemars::schema_for!(CoverageGap)).unwrap(),
-            serde_json::to_value(schemars::schema_for!(crate::monitor::FimStatus)).unwrap(),
-            serde_json::to_value(schemars::schema_for!(crate::oneshot::CheckReport)).unwrap(),
+            serde_json::to_value(schemars::schema_for!(crate::model::FimStatus)).unwrap(),
+            serde_json::to_value(schemars::schema_for!(crate::model::CheckReport)).unwrap(),
             serde_json::to_value(schemars::schema_for!(crate::Config)).unwrap(),
         ] {
             assert!(schema["properties"].is_object() || schema["anyOf"].is_array(), "{schema}");

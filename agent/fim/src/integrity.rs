@@ -32,11 +32,9 @@
 //! detects a rollback. [`KeyState`] is the one place a check learns what it can verify with,
 //! and [`BaselineCheck`] is what it reports either way.
 
+pub use crate::model::{BaselineCheck, Integrity, MAX_BASELINE_PROBLEMS};
 use crate::record::FileRecord;
-use guestward_core::{Problem, Severity};
 use hmac::{KeyInit, Mac};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,8 +42,6 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Bytes of key material (256 bits), stored as 64 hexadecimal characters.
 pub const KEY_BYTES: usize = 32;
-/// Baseline problems kept in a report (all are counted).
-pub const MAX_BASELINE_PROBLEMS: usize = 200;
 
 const ROW_DOMAIN: &[u8] = b"guestward-fim-row-v1\0";
 const SEAL_DOMAIN: &[u8] = b"guestward-fim-seal-v1\0";
@@ -328,114 +324,6 @@ impl KeyState {
             Self::Loaded(k) => Some(k),
             _ => None,
         }
-    }
-}
-
-/// How far the baseline itself can be trusted, as found by a scan.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Integrity {
-    /// Not examined (a cancelled scan, or a summary written by an older agent).
-    #[default]
-    NotChecked,
-    /// Every row compared carries a valid seal, and the row set matches its seal.
-    Verified,
-    /// The baseline was (re)built and sealed with the key by this scan (`init`, `update`).
-    Sealed,
-    /// No usable key: a row rewritten outside the agent would not be noticed.
-    Unverified,
-    /// A key is configured but the baseline carries no seal made with it (built before the
-    /// key existed or without it, with another key, or the seal was removed).
-    Unsealed,
-    /// Rows were rewritten, added or removed outside the agent.
-    Tampered,
-}
-
-impl Integrity {
-    /// The name used in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotChecked => "not checked",
-            Self::Verified => "verified",
-            Self::Sealed => "sealed",
-            Self::Unverified => "unverified",
-            Self::Unsealed => "unsealed",
-            Self::Tampered => "TAMPERED",
-        }
-    }
-}
-
-/// What a scan found about the baseline database itself: its integrity and its damaged rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct BaselineCheck {
-    /// Integrity verdict.
-    pub integrity: Integrity,
-    /// How urgent it is: `high` for tampering; `medium` for damage or a missing seal; `low`
-    /// when unverified; `info` otherwise.
-    pub severity: Severity,
-    /// One sentence explaining the verdict.
-    pub detail: String,
-    /// The id of the key used, when one was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
-    /// Rows whose values no agent writes (named in `problems` with the column).
-    pub damaged_rows: u64,
-    /// Rows whose seal does not match.
-    pub tampered_rows: u64,
-    /// Problems found (`baseline_damaged`, `baseline_tampered`, `baseline_unsealed`,
-    /// `baseline_unverified`); at most [`MAX_BASELINE_PROBLEMS`], all counted in
-    /// `problem_count`.
-    pub problems: Vec<Problem>,
-    /// All problems found.
-    pub problem_count: u64,
-}
-
-impl Default for BaselineCheck {
-    fn default() -> Self {
-        Self {
-            integrity: Integrity::NotChecked,
-            severity: Severity::Info,
-            detail: String::new(),
-            key_id: None,
-            damaged_rows: 0,
-            tampered_rows: 0,
-            problems: Vec::new(),
-            problem_count: 0,
-        }
-    }
-}
-
-impl BaselineCheck {
-    /// Records a problem (kept up to the cap, always counted).
-    pub fn problem(&mut self, p: Problem) {
-        self.problem_count += 1;
-        if self.problems.len() < MAX_BASELINE_PROBLEMS {
-            self.problems.push(p);
-        }
-    }
-
-    /// Whether the baseline cannot be relied on: tampered, damaged, or a configured key that
-    /// sealed nothing. `fim check` then exits 2 even though it prints what it could compare.
-    pub fn untrusted(&self) -> bool {
-        matches!(self.integrity, Integrity::Tampered | Integrity::Unsealed) || self.damaged_rows > 0
-    }
-
-    /// Sets the severity from the findings.
-    pub fn grade(&mut self) {
-        self.severity = if self.integrity == Integrity::Tampered || self.tampered_rows > 0 {
-            Severity::High
-        } else if self.damaged_rows > 0 || self.integrity == Integrity::Unsealed {
-            Severity::Medium
-        } else if self.integrity == Integrity::Unverified {
-            Severity::Low
-        } else {
-            Severity::Info
-        };
-    }
-
-    /// One line for people: `baseline integrity: verified (all 12 rows match ...)`.
-    pub fn human_line(&self) -> String {
-        format!("baseline integrity: {} ({})", self.integrity.as_str(), self.detail)
     }
 }
 

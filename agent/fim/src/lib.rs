@@ -12,6 +12,13 @@
 //! - [`monitor`]: realtime inotify, debouncing, watch budget, overflow rescans, coverage gaps.
 //! - [`oneshot`]: `fim init | check | update` for the CLI; [`cli`]: their clap definitions.
 //! - [`events`]: typed payloads of `fim.change` and `coverage.gap` events.
+//! - [`model`]: the status, scan and report types (no I/O); [`report`]: the FIM report
+//!   section ([`FimReport`]) and its findings ([`fim_findings`], [`FINDING_IDS`]).
+//!
+//! # Features
+//! - `collect` (default): the collector (every module that reads files, SQLite or inotify).
+//!   Without it only [`config`] (the `[fim]` struct, not its compiled policy), [`events`],
+//!   [`model`] and [`report`] are built: what the report crate and `agentctl` need.
 //!
 //! The honesty rule: a change is either reported (with the mechanism that saw it) or covered
 //! by an explicit `coverage.gap` event naming the trees and the cause.
@@ -25,27 +32,47 @@
 //! - Daemon: `Monitor::start(Fim::new(config.fim, HostRoot::live(), state_dir)?, sink)` where
 //!   `sink` forwards each [`guestward_core::Event`] to the report/spool; then
 //!   [`Monitor::status`] serves `/v1/fim/status` (`agentctl fim status`, rendered by
-//!   [`FimStatus::render_human`]), [`Monitor::events_since`] serves `/v1/fim/events?since=`,
+//!   [`FimStatus::render_human`]), [`Monitor::section`] is the report's FIM section
+//!   ([`FimReport`]; findings: [`fim_findings`]), [`Monitor::events_since`] serves `/v1/fim/events?since=`,
 //!   [`Monitor::request_rescan`] an on-demand verification, and [`Monitor::stop`] shutdown
 //!   (an interrupted scan resumes at the next start).
+//! - One-shot report without a running monitor: `FimReport::from_state_dir(state_dir)` reads
+//!   `fim.db` read-only (`skipped`, saying how to create one, when there is no baseline).
 //! - Known limit: scans run on the monitor's thread, so realtime events wait (queued, not
 //!   lost: a full queue becomes an overflow and another rescan) while a periodic or overflow
 //!   rescan is running.
 
+// The module docs link the collector's modules, absent without `collect`.
+#![cfg_attr(not(feature = "collect"), allow(rustdoc::broken_intra_doc_links))]
+
+#[cfg(feature = "collect")]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "collect")]
 pub mod dirfd;
+#[cfg(feature = "collect")]
 pub mod engine;
 pub mod events;
+#[cfg(feature = "collect")]
 pub mod integrity;
+pub mod model;
+#[cfg(feature = "collect")]
 pub mod monitor;
-
+#[cfg(feature = "collect")]
 pub mod oneshot;
+#[cfg(feature = "collect")]
 pub mod record;
+pub mod report;
+#[cfg(feature = "collect")]
 pub mod scan;
+#[cfg(feature = "collect")]
 pub mod store;
 
 pub use config::Config;
-pub use engine::{Fim, FimError, Purpose, ScanSummary, Scope};
+#[cfg(feature = "collect")]
+pub use engine::{Fim, FimError, Scope};
 pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient};
-pub use monitor::{FimStatus, Monitor};
+pub use model::{FimStatus, MonitorState, Purpose, ScanOutcome, ScanSummary, Verification};
+#[cfg(feature = "collect")]
+pub use monitor::Monitor;
+pub use report::{BaselineState, FINDING_IDS, FimReport, fim_findings};

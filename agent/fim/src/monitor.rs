@@ -16,7 +16,7 @@
 //! Files that live shorter than the debounce (dropped, run and deleted within milliseconds)
 //! are still reported: events are coalesced per path, and a path that appeared and is gone
 //! again when its window ends is reported as `added` then `removed`, marked
-//! [`Transient`](crate::events::Transient), with the attributes captured while it existed (its
+//! [`Transient`], with the attributes captured while it existed (its
 //! stat at creation, and for small files the hash at its first close after writing). A
 //! directory created and removed within the window is reported the same way; files created
 //! inside it before its watch could be placed are not seen by inotify at all.
@@ -27,15 +27,14 @@ use crate::engine::{Fim, FimError, Purpose, ScanSummary, Scope};
 use crate::events::{
     Attributes, ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient, escape_path,
 };
+pub use crate::model::{FimStatus, MonitorState, ScanOutcome, TreeMode, TreeStatus, Verification};
 use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
-use crate::scan::{ScanOptions, ScanProgress, Target, real_path};
-use crate::store::Store;
+use crate::scan::{ScanError, ScanOptions, ScanProgress, Target, real_path};
+use crate::store::{Store, StoreError};
 use guestward_core::{Event, Timestamp};
 use nix::sys::stat::FileStat;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -58,170 +57,16 @@ const MAX_SNAPSHOTS: usize = 4_096;
 /// debounce), so that a file deleted soon after is reported with its hash. Larger ones are
 /// captured by their attributes only: hashing them twice would cost too much.
 const SNAPSHOT_HASH_MAX_BYTES: u64 = 1 << 20;
-
-/// How a tree is covered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TreeMode {
-    /// inotify watches on every directory.
-    Realtime,
-    /// Not watched (budget, limit or watcher failure): periodic rescans only.
-    RescanOnly,
-    /// The tree's parent directory does not exist: nothing to watch; rescans look for it.
-    Absent,
-}
-
-/// One watched tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TreeStatus {
-    /// The tree root (escaped).
-    pub path: String,
-    /// The configured rule path it comes from.
-    pub rule: String,
-    /// Realtime or rescan-only.
-    pub mode: TreeMode,
-    /// Watches the tree holds (or would need, when rescan-only).
-    pub watches: u64,
-    /// Why it is rescan-only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// What the monitor is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MonitorState {
-    /// Placing watches.
-    Starting,
-    /// Building the first baseline (no changes are reported).
-    Baselining,
-    /// Running a verification rescan.
-    Verifying,
-    /// Waiting for events.
-    Watching,
-    /// Stopped (or failed: see `degraded_reasons`).
-    Stopped,
-}
-
-/// For `agentctl fim status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct FimStatus {
-    /// What the monitor is doing.
-    pub state: MonitorState,
-    /// Trees and how each is covered.
-    pub trees: Vec<TreeStatus>,
-    /// Watches placed.
-    pub watches_used: u64,
-    /// Watches this agent allows itself.
-    pub watch_budget: u64,
-    /// The kernel's `fs.inotify.max_user_watches`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel_max_user_watches: Option<u64>,
-    /// Records in the baseline.
-    pub files_in_baseline: u64,
-    /// When the baseline was last accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline_completed_at: Option<Timestamp>,
-    /// The last finished scan.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_scan: Option<ScanSummary>,
-    /// The scan running now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scan_progress: Option<ScanProgress>,
-    /// Some tree is not covered in realtime, or a gap is open.
-    pub degraded: bool,
-    /// Why, in sentences.
-    pub degraded_reasons: Vec<String>,
-    /// Gaps not yet closed by a verification rescan.
-    pub open_gaps: Vec<CoverageGap>,
-    /// Change events emitted since start.
-    pub changes_reported: u64,
-    /// Overflows (kernel or internal queue) since start.
-    pub overflows: u64,
-}
-
-impl FimStatus {
-    /// The human form of `agentctl fim status`.
-    pub fn render_human(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        // Paths and problem details come from the watched tree: escape them for the terminal.
-        use std::io::Write as _;
-        let mut out = guestward_core::text::TerminalSafe::new(out);
-        let out = &mut out;
-        let state = serde_json::to_value(self.state).ok().and_then(|v| v.as_str().map(str::to_string));
-        writeln!(out, "state:      {}", state.unwrap_or_default())?;
-        writeln!(
-            out,
-            "baseline:   {} entries, completed {}",
-            self.files_in_baseline,
-            self.baseline_completed_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
-        )?;
-        if let Some(s) = &self.last_scan {
-            writeln!(out, "last scan:  {} ({} changes)", s.finished, s.changes)?;
-        }
-        if let Some(p) = &self.scan_progress {
-            writeln!(
-                out,
-                "scanning:   {}/{} entries, {} MiB hashed",
-                p.entries_done,
-                p.entries_seen.max(p.baseline_entries),
-                p.bytes_hashed >> 20
-            )?;
-        }
-        writeln!(out, "watches:    {} of a budget of {}", self.watches_used, self.watch_budget)?;
-        for t in &self.trees {
-            let mode = match t.mode {
-                TreeMode::Realtime => "realtime",
-                TreeMode::RescanOnly => "rescan-only",
-                TreeMode::Absent => "absent",
-            };
-            writeln!(
-                out,
-                "  {:11} {}{}",
-                mode,
-                t.path,
-                t.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
-            )?;
-        }
-        if self.degraded {
-            writeln!(out, "coverage:   DEGRADED")?;
-            for r in &self.degraded_reasons {
-                writeln!(out, "  - {r}")?;
-            }
-            for g in &self.open_gaps {
-                writeln!(
-                    out,
-                    "  - open gap #{} since {}: {:?} on {}",
-                    g.id,
-                    g.start,
-                    g.cause,
-                    g.trees.join(", ")
-                )?;
-            }
-        } else {
-            writeln!(out, "coverage:   complete")?;
-        }
-        Ok(())
-    }
-
-    fn new() -> Self {
-        Self {
-            state: MonitorState::Starting,
-            trees: Vec::new(),
-            watches_used: 0,
-            watch_budget: 0,
-            kernel_max_user_watches: None,
-            files_in_baseline: 0,
-            baseline_completed_at: None,
-            last_scan: None,
-            scan_progress: None,
-            degraded: false,
-            degraded_reasons: Vec::new(),
-            open_gaps: Vec::new(),
-            changes_reported: 0,
-            overflows: 0,
-        }
-    }
-}
+/// First retry of a failed baseline write/read or scan (a verification rescan of the trees
+/// concerned); doubled after each failed retry up to [`STORE_RETRY_MAX`].
+const STORE_RETRY: Duration = Duration::from_secs(30);
+/// Longest wait between retries of a failed store write or scan.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(600);
+/// Open store/scan gaps on single paths beyond which a new failure opens one gap on its
+/// whole tree instead (a full disk during a storm fails thousands of writes).
+const MAX_PATH_GAPS: usize = 16;
+/// A repeated error (store, watcher) is logged at most this often; every one is counted.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Receives every event the monitor emits (already stored in the event log).
 pub type EventSink = Box<dyn FnMut(&Event) + Send>;
@@ -258,7 +103,7 @@ impl Monitor {
     pub fn start(fim: Fim, sink: EventSink) -> Result<Self, FimError> {
         let (tx, rx) = sync_channel(fim.config.event_queue_capacity.max(16));
         let shared = Arc::new(Shared {
-            status: Mutex::new(FimStatus::new()),
+            status: Mutex::new(FimStatus::starting()),
             cancel: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
         });
@@ -286,7 +131,7 @@ impl Monitor {
         let thread = std::thread::Builder::new()
             .name("fim-monitor".into())
             .spawn(move || {
-                let mut engine = Engine::new(fim, store, watcher.ok(), engine_shared, sink);
+                let mut engine = Engine::new(fim, store, watcher, engine_shared, sink);
                 engine.run(rx);
             })
             .map_err(|e| FimError::Watcher(e.to_string()))?;
@@ -295,7 +140,17 @@ impl Monitor {
 
     /// A snapshot of the monitor's status.
     pub fn status(&self) -> FimStatus {
-        self.shared.status.lock().map(|s| s.clone()).unwrap_or_else(|_| FimStatus::new())
+        // A poisoned lock still holds the last status (counters included): show it rather
+        // than a blank one.
+        self.shared.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The FIM section of the report ([`crate::FimReport`]): `degraded` while a coverage gap
+    /// is open or fewer inotify watches were granted than the trees need, with one problem
+    /// each. Findings: [`crate::fim_findings`] over its data.
+    pub fn section(&self) -> guestward_core::Section<crate::FimReport> {
+        let started = Instant::now();
+        crate::FimReport::from_status(&self.status()).into_section(started)
     }
 
     /// Stored events at or after `since` (for `agentctl fim events --since`); read through
@@ -401,10 +256,30 @@ struct Tree {
     reason: Option<String>,
 }
 
+/// What the engine keeps about an open gap to know which rescan closes it.
+struct GapScope {
+    /// The host paths it covers (a rescan of these, or of something above them, closes it).
+    trees: Vec<PathBuf>,
+    cause: GapCause,
+    /// Stays open while the condition lasts (a tree on periodic rescans only): no rescan
+    /// closes it.
+    persistent: bool,
+}
+
 struct Engine {
     fim: Fim,
     store: Store,
     watcher: Option<notify::INotifyWatcher>,
+    /// Why the watcher could not be created.
+    watcher_error: Option<String>,
+    /// Open gaps by id.
+    gaps: HashMap<u64, GapScope>,
+    /// When gaps left by failed store writes or scans are retried.
+    retry_at: Option<Instant>,
+    retry_wait: Duration,
+    /// When a store or watcher error was last logged (rate limit; all are counted).
+    last_store_log: Option<Instant>,
+    last_watcher_log: Option<Instant>,
     shared: Arc<Shared>,
     sink: EventSink,
     watched: BTreeSet<PathBuf>,
@@ -424,10 +299,14 @@ impl Engine {
     fn new(
         fim: Fim,
         store: Store,
-        watcher: Option<notify::INotifyWatcher>,
+        watcher: notify::Result<notify::INotifyWatcher>,
         shared: Arc<Shared>,
         sink: EventSink,
     ) -> Self {
+        let (watcher, watcher_error) = match watcher {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         let now = Instant::now();
         let full = Duration::from_secs(fim.config.rescan_interval_secs.max(1));
         let unwatched = Duration::from_secs(fim.config.unwatched_rescan_interval_secs.max(1));
@@ -435,6 +314,12 @@ impl Engine {
             fim,
             store,
             watcher,
+            watcher_error,
+            gaps: HashMap::new(),
+            retry_at: None,
+            retry_wait: STORE_RETRY,
+            last_store_log: None,
+            last_watcher_log: None,
             shared,
             sink,
             watched: BTreeSet::new(),
@@ -455,9 +340,9 @@ impl Engine {
     }
 
     fn with_status(&self, f: impl FnOnce(&mut FimStatus)) {
-        if let Ok(mut s) = self.shared.status.lock() {
-            f(&mut s);
-        }
+        // Poisoned or not, the counters keep counting: a failure is never dropped.
+        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s);
     }
 
     fn run(&mut self, rx: Receiver<Msg>) {
@@ -469,6 +354,9 @@ impl Engine {
             let mut wake = self.next_full.min(self.next_unwatched);
             if let Some(d) = self.next_due {
                 wake = wake.min(d);
+            }
+            if let Some(r) = self.retry_at {
+                wake = wake.min(r);
             }
             let msg = rx.recv_timeout(wake.saturating_duration_since(now));
             match msg {
@@ -507,6 +395,9 @@ impl Engine {
                     self.verify(Scope::Trees(trees), None, true);
                 }
             }
+            if self.retry_at.is_some_and(|r| r <= Instant::now()) {
+                self.retry_failed();
+            }
         }
         self.publish(MonitorState::Stopped);
     }
@@ -514,6 +405,9 @@ impl Engine {
     // ---------- watches ----------
 
     fn place_watches(&mut self) {
+        if let Some(e) = self.watcher_error.clone() {
+            self.watcher_failed(format!("cannot create the inotify watcher: {e}"));
+        }
         let kernel =
             std::fs::read_to_string(MAX_USER_WATCHES).ok().and_then(|s| s.trim().parse::<u64>().ok());
         let reserve = u64::from(self.cfg().watch_reserve_percent.min(100));
@@ -528,7 +422,7 @@ impl Engine {
             let Some(real) = real_path(&self.fim.root, &target.host) else {
                 continue;
             };
-            let dirs = self.tree_dirs(&target, &real);
+            let (dirs, list_error) = self.tree_dirs(&target, &real);
             // The parent of a tree root is watched too (non-recursively) so that the root
             // appearing, vanishing or being replaced is seen.
             let need = dirs.len() as u64 + 1;
@@ -537,7 +431,11 @@ impl Engine {
                 real.parent().is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
             if self.watcher.is_none() {
                 tree.mode = TreeMode::RescanOnly;
-                tree.reason = Some("the inotify watcher could not be created".into());
+                tree.reason = Some(format!(
+                    "the inotify watcher could not be created ({}); checked by rescans every {} s",
+                    self.watcher_error.as_deref().unwrap_or("unknown error"),
+                    self.cfg().unwatched_rescan_interval_secs
+                ));
             } else if !parent_exists {
                 // Nothing to watch yet (e.g. /home/bob/.ssh does not exist): not a loss of
                 // coverage of anything that exists, but creation is only seen by rescans.
@@ -545,6 +443,13 @@ impl Engine {
                 tree.watches = 0;
                 tree.reason = Some(format!(
                     "its directory does not exist; its creation is checked by rescans every {} s",
+                    self.cfg().unwatched_rescan_interval_secs
+                ));
+            } else if let Some(reason) = list_error {
+                self.watcher_failed(reason.clone());
+                tree.mode = TreeMode::RescanOnly;
+                tree.reason = Some(format!(
+                    "{reason}; checked by rescans every {} s",
                     self.cfg().unwatched_rescan_interval_secs
                 ));
             } else if used + need > budget {
@@ -563,6 +468,9 @@ impl Engine {
                 }
                 all.extend(dirs);
                 if let Err(reason) = self.add_watches(&all) {
+                    if reason.starts_with("cannot watch") {
+                        self.watcher_failed(reason.clone());
+                    }
                     tree.mode = TreeMode::RescanOnly;
                     tree.reason = Some(reason);
                 }
@@ -580,7 +488,13 @@ impl Engine {
             let detail = open.iter().map(|(p, r)| format!("{p}: {r}")).collect::<Vec<_>>().join("; ");
             let trees = open.into_iter().map(|(p, _)| p).collect();
             // Stays open: these trees are covered by periodic rescans, not in realtime.
-            self.open_gap(cause, trees, detail);
+            let hosts = self
+                .trees
+                .iter()
+                .filter(|t| t.mode == TreeMode::RescanOnly)
+                .map(|t| t.target.host.clone())
+                .collect();
+            self.open_gap_scoped(cause, trees, detail, Timestamp::now(), hosts, true);
         }
         self.with_status(|s| s.kernel_max_user_watches = kernel);
         self.publish(MonitorState::Starting);
@@ -594,22 +508,40 @@ impl Engine {
     /// swapped for a symlink in between gets a watch on the symlink's target, whose events
     /// only make us examine paths inside the tree, again through descriptors, and the swap's
     /// own event (a type change) removes the watches below it.
-    fn tree_dirs(&self, target: &Target, real: &Path) -> Vec<WatchDir> {
+    ///
+    /// A directory that cannot be opened or listed for a reason other than being gone (or
+    /// not a directory) is returned as an error beside what was found: the caller puts the
+    /// tree on rescans, since the subdirectories below it would get no watch.
+    fn tree_dirs(&self, target: &Target, real: &Path) -> (Vec<WatchDir>, Option<String>) {
         let mut out = Vec::new();
+        let mut error = None;
+        let fail = |error: &mut Option<String>, what: &str, dir: &Path, e: &std::io::Error| {
+            if !not_there(e) && error.is_none() {
+                *error = Some(format!("cannot watch {}: {what}: {e}", escape_path(dir)));
+            }
+        };
         let Some(rule) = self.fim.policy.rules.get(target.rule) else {
-            return out;
+            return (out, error);
         };
         if self.fim.policy.governing(&target.host).map(|r| r.index) != Some(rule.index) {
-            return out;
+            return (out, error);
         }
-        let Ok(at) = dirfd::locate(&self.fim.root, rule, &target.host) else {
-            return out;
+        let at = match dirfd::locate(&self.fim.root, rule, &target.host) {
+            Ok(at) => at,
+            Err(e) => {
+                fail(&mut error, "cannot reach it", &target.host, &e);
+                return (out, error);
+            }
         };
         let mut stack = vec![(target.host.clone(), real.to_path_buf(), Arc::new(at.dir), at.name, 0usize)];
         while let Some((host, dir_real, parent, name, depth)) = stack.pop() {
             // O_NOFOLLOW|O_DIRECTORY: a symlink or a non-directory is simply not descended.
-            let Ok(dir) = dirfd::open_dir_at(&parent, &name) else {
-                continue;
+            let dir = match dirfd::open_dir_at(&parent, &name) {
+                Ok(d) => d,
+                Err(e) => {
+                    fail(&mut error, "cannot open it", &host, &e);
+                    continue;
+                }
             };
             drop(parent);
             let id = dirfd::stat_fd(&dir).ok().map(|st| (st.st_dev, st.st_ino));
@@ -618,11 +550,21 @@ impl Engine {
                 continue;
             }
             let dir = Arc::new(dir);
-            let Ok(mut listing) = dirfd::list(&dir) else {
-                continue;
+            let mut listing = match dirfd::list(&dir) {
+                Ok(l) => l,
+                Err(e) => {
+                    fail(&mut error, "cannot list it", &host, &e);
+                    continue;
+                }
             };
             for e in listing.iter() {
-                let Ok(e) = e else { break };
+                let e = match e {
+                    Ok(e) => e,
+                    Err(errno) => {
+                        fail(&mut error, "listing it failed part-way", &host, &std::io::Error::from(errno));
+                        break;
+                    }
+                };
                 let bytes = e.file_name().to_bytes();
                 if bytes == b"." || bytes == b".." {
                     continue;
@@ -642,7 +584,7 @@ impl Engine {
                 }
             }
         }
-        out
+        (out, error)
     }
 
     fn add_watches(&mut self, dirs: &[WatchDir]) -> Result<(), String> {
@@ -674,8 +616,12 @@ impl Engine {
                 Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
                     return Err("the kernel's fs.inotify.max_user_watches limit was hit".into());
                 }
-                // Vanished since we listed it: nothing to watch.
-                Err(_) => {}
+                // Vanished (or replaced by a non-directory) since we listed it: nothing to
+                // watch; its own event says what happened.
+                Err(e) if vanished(&e) => {}
+                // Anything else (permission, memory) leaves a directory unwatched: the caller
+                // puts the tree on rescans and opens a gap, never a silent hole.
+                Err(e) => return Err(format!("cannot watch {}: {e}", escape_path(d))),
             }
         }
         Ok(())
@@ -713,26 +659,44 @@ impl Engine {
             return;
         }
         let target = Target { host: host.to_path_buf(), rule: rule.index };
-        let dirs = self.tree_dirs(&target, real);
-        if let Err(reason) = self.add_watches(&dirs) {
+        let (dirs, list_error) = self.tree_dirs(&target, real);
+        let placed = self.add_watches(&dirs);
+        if let Err(reason) = list_error.map_or(placed, Err) {
             let tree = &mut self.trees[ti];
             tree.mode = TreeMode::RescanOnly;
             tree.reason = Some(reason.clone());
-            let path = escape_path(&tree.target.host);
-            let cause = if reason.contains("kernel") { GapCause::WatchLimit } else { GapCause::WatchBudget };
-            self.open_gap(cause, vec![path], reason);
+            let host = tree.target.host.clone();
+            let cause = if reason.contains("kernel") {
+                GapCause::WatchLimit
+            } else if reason.starts_with("cannot watch") {
+                GapCause::WatcherError
+            } else {
+                GapCause::WatchBudget
+            };
+            if cause == GapCause::WatcherError {
+                self.watcher_failed(reason.clone());
+            }
+            self.open_gap_scoped(cause, vec![escape_path(&host)], reason, Timestamp::now(), vec![host], true);
         }
     }
 
     // ---------- scans ----------
 
     fn startup_scan(&mut self) {
-        let baseline = self.fim.baseline_time().ok().flatten();
+        let baseline = match self.fim.baseline_time() {
+            Ok(b) => b,
+            Err(e) => {
+                // Never taken as "no baseline": that would build a new one from whatever is on
+                // disk now and accept an attacker's changes silently. Retried until readable.
+                let trees = self.trees.iter().map(|t| t.target.host.clone()).collect();
+                self.store_failed(false, "read when the baseline was completed", trees, &e);
+                return;
+            }
+        };
         match baseline {
             None => {
-                self.publish(MonitorState::Baselining);
-                let rate = self.cfg().initial_scan_rate;
-                let _ = self.run_scan(Purpose::Init, &Scope::All, Mechanism::Rescan, rate);
+                // A failure leaves a retried gap (see `baseline`).
+                self.baseline();
             }
             Some(since) => {
                 let trees = self.trees.iter().map(|t| escape_path(&t.target.host)).collect();
@@ -744,6 +708,22 @@ impl Engine {
         }
     }
 
+    /// Builds the first baseline; a failure leaves a gap over every tree that the retry
+    /// closes by building it again.
+    fn baseline(&mut self) -> bool {
+        self.publish(MonitorState::Baselining);
+        let rate = self.cfg().initial_scan_rate;
+        let ok = self
+            .run_scan(Purpose::Init, &Scope::All, Mechanism::Rescan, rate)
+            .is_some_and(|s| !s.stats.cancelled);
+        if ok {
+            self.close_covered_gaps(&Scope::All);
+        }
+        ok
+    }
+
+    /// Runs one scan. A scan that fails as a whole is counted and leaves a gap over its
+    /// scope (retried by [`Self::retry_failed`]); `None` then.
     fn run_scan(
         &mut self,
         purpose: Purpose,
@@ -765,40 +745,132 @@ impl Engine {
         };
         let fim = self.fim.clone();
         let keep = self.fim.config.max_stored_events;
+        let started = Instant::now();
+        let mut changes = 0u64;
+        let mut logged = false;
         // Changes are emitted as the diff streams out of SQLite, never collected: a rescan
         // after a package upgrade may report many thousands.
         let (store, sink, shared) = (&self.store, &mut self.sink, &self.shared);
         let result = fim.scan(purpose, scope, mechanism, &opts, &mut |c| {
+            changes += 1;
+            let e = c.to_event(Timestamp::now());
+            let stored = store.append_event(&e, keep);
             if let Ok(mut s) = shared.status.lock() {
                 s.changes_reported += 1;
+                if stored.is_err() {
+                    s.event_store_failures_total += 1;
+                }
             }
-            let e = c.to_event(Timestamp::now());
-            if let Err(err) = store.append_event(&e, keep) {
-                tracing::warn!(error = %err, "cannot store FIM event");
+            if let Err(err) = stored
+                && !std::mem::replace(&mut logged, true)
+            {
+                tracing::warn!(error = %err, "cannot store FIM events of this scan in the event log; they are still reported");
             }
             sink(&e);
         });
-        self.with_status(|s| s.scan_progress = None);
+        let trees = match scope {
+            Scope::All => self.trees.iter().map(|t| escape_path(&t.target.host)).collect(),
+            Scope::Trees(t) => t.iter().map(|p| escape_path(p)).collect(),
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let verification = match &result {
+            Ok(summary) => Verification {
+                purpose,
+                trees,
+                finished: summary.finished,
+                duration_ms,
+                outcome: if summary.stats.cancelled {
+                    ScanOutcome::Cancelled
+                } else {
+                    ScanOutcome::Completed
+                },
+                changes,
+                error: None,
+                baseline_integrity: Some(summary.baseline.integrity),
+            },
+            Err(e) => Verification {
+                purpose,
+                trees,
+                finished: Timestamp::now(),
+                duration_ms,
+                outcome: ScanOutcome::Failed,
+                changes,
+                error: Some(e.to_string()),
+                baseline_integrity: None,
+            },
+        };
+        self.with_status(|s| {
+            s.scan_progress = None;
+            s.last_verification = Some(verification);
+            s.refresh_degraded();
+        });
         match result {
             Ok(summary) => Some(summary),
             Err(e) => {
-                tracing::warn!(error = %e, "FIM scan failed");
-                self.with_status(|s| s.degraded_reasons.push(format!("scan failed: {e}")));
+                let hosts = match scope {
+                    Scope::All => self.trees.iter().map(|t| t.target.host.clone()).collect(),
+                    Scope::Trees(t) => t.clone(),
+                };
+                match store_error(&e) {
+                    Some(se) => self.store_failed(true, "scan into", hosts, se),
+                    None => {
+                        tracing::warn!(error = %e, "FIM scan failed; retried");
+                        let shown: Vec<String> = hosts.iter().map(|h| escape_path(h)).collect();
+                        self.open_retry_gap(
+                            GapCause::ScanFailed,
+                            hosts,
+                            format!("scan of {} failed: {e}", shown.join(", ")),
+                        );
+                    }
+                }
                 None
             }
         }
     }
 
-    /// A verification rescan; closes gap `gap` (and every other open gap whose trees it
-    /// covered) when it completes.
-    fn verify(&mut self, scope: Scope, gap: Option<u64>, gentle: bool) {
+    /// A verification rescan; when it completes, closes gap `gap` and every other open gap
+    /// (but those that last while a tree is on rescans only) whose trees it covered.
+    fn verify(&mut self, scope: Scope, gap: Option<u64>, gentle: bool) -> bool {
         self.publish(MonitorState::Verifying);
         let rate = if gentle { self.cfg().rescan_rate } else { self.cfg().initial_scan_rate };
         let done = self.run_scan(Purpose::Rescan, &scope, Mechanism::Rescan, rate);
-        if let (Some(summary), Some(id)) = (done, gap)
-            && !summary.stats.cancelled
-        {
-            self.close_gap(id);
+        let ok = done.is_some_and(|summary| !summary.stats.cancelled);
+        if ok {
+            if let Some(id) = gap {
+                self.close_gap(id);
+            }
+            self.close_covered_gaps(&scope);
+        }
+        self.publish(MonitorState::Watching);
+        ok
+    }
+
+    /// Retries what failed: a rescan of the trees of every gap left by a failed store
+    /// access or scan (or the first baseline, when there is still none). Success closes
+    /// them; failure waits twice as long before the next try.
+    fn retry_failed(&mut self) {
+        self.retry_at = None;
+        let trees: Vec<PathBuf> =
+            self.gaps.values().filter(|g| retryable(g.cause)).flat_map(|g| g.trees.iter().cloned()).collect();
+        if trees.is_empty() {
+            self.retry_wait = STORE_RETRY;
+            return;
+        }
+        let ok = match self.fim.baseline_time() {
+            Ok(None) => self.baseline(),
+            Ok(Some(_)) => self.verify(Scope::Trees(crate::scan::minimal_roots(trees)), None, false),
+            Err(e) => {
+                self.store_failed(false, "read when the baseline was completed", trees, &e);
+                false
+            }
+        };
+        if ok {
+            self.retry_wait = STORE_RETRY;
+        } else {
+            self.retry_wait = (self.retry_wait * 2).min(STORE_RETRY_MAX);
+        }
+        if self.gaps.values().any(|g| retryable(g.cause)) && self.retry_at.is_none() {
+            self.retry_at = Some(Instant::now() + self.retry_wait);
         }
         self.publish(MonitorState::Watching);
     }
@@ -811,32 +883,144 @@ impl Engine {
             .map(|t| t.target.host.clone())
             .collect();
         self.with_status(|s| s.overflows += 1);
-        let id = self.open_gap(cause, trees.iter().map(|t| escape_path(t)).collect(), detail.to_string());
+        let id = self.open_gap(cause, trees.clone(), detail.to_string());
         // Started at once and scoped to the watched trees; unlimited speed, since every
         // second of delay is a second an attacker's change goes unreported.
         self.verify(Scope::Trees(trees), Some(id), false);
     }
 
+    // ---------- failures ----------
+
+    /// A baseline write (`write`) or read failed for `paths`: counted, logged (rate-limited),
+    /// and covered by a gap that stays open until a verification rescan of `paths` succeeds
+    /// (retried on its own): a full disk never lets the baseline drift from what was reported
+    /// without saying so.
+    fn store_failed(&mut self, write: bool, op: &str, paths: Vec<PathBuf>, err: &StoreError) {
+        let shown: Vec<String> = paths.iter().map(|p| escape_path(p)).collect();
+        let detail = format!(
+            "baseline {} failed ({op} {}): {err}; the baseline may not match the files until a rescan of {} succeeds",
+            if write { "write" } else { "read" },
+            shown.join(", "),
+            if shown.len() == 1 { "it" } else { "them" }
+        );
+        self.with_status(|s| {
+            if write {
+                s.store_write_failures_total += 1;
+            } else {
+                s.store_read_failures_total += 1;
+            }
+            s.last_store_error = Some(detail.clone());
+        });
+        if self.last_store_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            self.last_store_log = Some(Instant::now());
+            tracing::error!(error = %err, paths = %shown.join(", "), "{detail}");
+        }
+        let cause = if write { GapCause::StoreWriteFailed } else { GapCause::StoreReadFailed };
+        self.open_retry_gap(cause, paths, detail);
+    }
+
+    /// Opens a gap over `paths` that the retry closes, unless an open one already covers
+    /// them. Past [`MAX_PATH_GAPS`] gaps, the gap covers the whole tree of each path.
+    fn open_retry_gap(&mut self, cause: GapCause, mut paths: Vec<PathBuf>, detail: String) {
+        let covered = |gaps: &HashMap<u64, GapScope>, p: &Path| {
+            gaps.values().any(|g| !g.persistent && g.trees.iter().any(|t| p.starts_with(t)))
+        };
+        paths.retain(|p| !covered(&self.gaps, p));
+        if paths.is_empty() {
+            return;
+        }
+        if self.gaps.values().filter(|g| retryable(g.cause)).count() >= MAX_PATH_GAPS {
+            paths = paths
+                .iter()
+                .map(|p| {
+                    self.tree_of(p).map(|i| self.trees[i].target.host.clone()).unwrap_or_else(|| p.clone())
+                })
+                .collect();
+            paths = crate::scan::minimal_roots(paths);
+            paths.retain(|p| !covered(&self.gaps, p));
+            if paths.is_empty() {
+                return;
+            }
+        }
+        self.open_gap(cause, paths, detail);
+        if self.retry_at.is_none() {
+            self.retry_at = Some(Instant::now() + self.retry_wait);
+        }
+    }
+
+    /// The watcher failed (creation, a watch, reading events): counted, logged
+    /// (rate-limited), shown in the status. The caller opens the gap.
+    fn watcher_failed(&mut self, detail: String) {
+        if self.last_watcher_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            self.last_watcher_log = Some(Instant::now());
+            tracing::error!(error = %detail, "FIM inotify watcher error; the trees concerned are verified by rescans");
+        }
+        self.with_status(|s| {
+            s.watcher_errors_total += 1;
+            s.last_watcher_error = Some(detail);
+        });
+    }
+
     // ---------- gaps and events ----------
 
-    fn open_gap(&mut self, cause: GapCause, trees: Vec<String>, detail: String) -> u64 {
-        self.open_gap_at(cause, trees, detail, Timestamp::now())
+    fn open_gap(&mut self, cause: GapCause, trees: Vec<PathBuf>, detail: String) -> u64 {
+        let shown = trees.iter().map(|t| escape_path(t)).collect();
+        self.open_gap_scoped(cause, shown, detail, Timestamp::now(), trees, false)
     }
 
     fn open_gap_at(&mut self, cause: GapCause, trees: Vec<String>, detail: String, start: Timestamp) -> u64 {
+        let hosts = self.trees.iter().map(|t| t.target.host.clone()).collect();
+        self.open_gap_scoped(cause, trees, detail, start, hosts, false)
+    }
+
+    fn open_gap_scoped(
+        &mut self,
+        cause: GapCause,
+        trees: Vec<String>,
+        detail: String,
+        start: Timestamp,
+        hosts: Vec<PathBuf>,
+        persistent: bool,
+    ) -> u64 {
         self.gap_seq += 1;
         let gap = CoverageGap { id: self.gap_seq, cause, trees, start, end: None, detail };
+        self.gaps.insert(self.gap_seq, GapScope { trees: hosts, cause, persistent });
         self.emit(gap.to_event(Timestamp::now()));
-        self.with_status(|s| s.open_gaps.push(gap));
+        self.with_status(|s| {
+            s.open_gaps.push(gap);
+            s.refresh_degraded();
+        });
         self.gap_seq
     }
 
+    /// Closes every open gap a completed scan of `scope` verified.
+    fn close_covered_gaps(&mut self, scope: &Scope) {
+        let mut ids: Vec<u64> = self
+            .gaps
+            .iter()
+            .filter(|(_, g)| {
+                !g.persistent
+                    && match scope {
+                        Scope::All => true,
+                        Scope::Trees(roots) => g.trees.iter().all(|t| roots.iter().any(|r| t.starts_with(r))),
+                    }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.close_gap(id);
+        }
+    }
+
     fn close_gap(&mut self, id: u64) {
+        self.gaps.remove(&id);
         let mut closed = None;
         self.with_status(|s| {
             if let Some(i) = s.open_gaps.iter().position(|g| g.id == id) {
                 closed = Some(s.open_gaps.remove(i));
             }
+            s.refresh_degraded();
         });
         if let Some(mut gap) = closed {
             gap.end = Some(Timestamp::now());
@@ -851,7 +1035,12 @@ impl Engine {
 
     fn emit(&mut self, e: Event) {
         if let Err(err) = self.store.append_event(&e, self.fim.config.max_stored_events) {
-            tracing::warn!(error = %err, "cannot store FIM event");
+            // Counted; logged at most once a minute (a full disk fails every event).
+            self.with_status(|s| s.event_store_failures_total += 1);
+            if self.last_store_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                self.last_store_log = Some(Instant::now());
+                tracing::warn!(error = %err, "cannot store FIM event in the event log; it is still reported");
+            }
         }
         (self.sink)(&e);
     }
@@ -886,21 +1075,8 @@ impl Engine {
             s.last_scan = last;
             s.watches_used = watches;
             s.watch_budget = budget;
-            let mut reasons: Vec<String> = trees
-                .iter()
-                .filter(|t| t.mode == TreeMode::RescanOnly)
-                .map(|t| {
-                    format!(
-                        "{} is checked by periodic rescans only: {}",
-                        t.path,
-                        t.reason.clone().unwrap_or_default()
-                    )
-                })
-                .collect();
-            reasons.extend(s.degraded_reasons.iter().filter(|r| r.starts_with("scan failed")).cloned());
-            s.degraded = !reasons.is_empty() || !s.open_gaps.is_empty();
-            s.degraded_reasons = reasons;
             s.trees = trees;
+            s.refresh_degraded();
         });
     }
 
@@ -927,9 +1103,10 @@ impl Engine {
                     GapCause::WatcherError
                 };
                 let detail = format!("inotify reported: {e}");
+                self.watcher_failed(detail.clone());
                 let trees: Vec<PathBuf> = self.trees.iter().map(|t| t.target.host.clone()).collect();
                 self.with_status(|s| s.overflows += 1);
-                let id = self.open_gap(cause, trees.iter().map(|t| escape_path(t)).collect(), detail);
+                let id = self.open_gap(cause, trees.clone(), detail);
                 self.verify(Scope::Trees(trees), Some(id), false);
                 return;
             }
@@ -1116,7 +1293,15 @@ impl Engine {
                 // Not monitored: only whether a name is there, nothing is read.
                 None => renamed_from.is_some_and(|f| std::fs::symlink_metadata(f).is_err()),
             };
-            let old = self.store.get(from).ok().flatten();
+            let old = match self.store.get(from) {
+                Ok(old) => old,
+                Err(e) => {
+                    // The source's record cannot be read: whether it was removed is not known
+                    // here; the gap's rescan of it decides.
+                    self.store_failed(false, "read", vec![from.clone()], &e);
+                    None
+                }
+            };
             match (&governed, old, source_gone) {
                 (Some(_), Some(old), true) => {
                     self.renamed(from, renamed_from.unwrap_or(from), &host, real, old);
@@ -1136,7 +1321,8 @@ impl Engine {
         let old = match self.store.get(&host) {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(error = %e, "FIM baseline read failed");
+                // Not compared, so not reported: the gap says so until a rescan compares it.
+                self.store_failed(false, "read", vec![host], &e);
                 return;
             }
         };
@@ -1170,7 +1356,11 @@ impl Engine {
         if let Some(c) = self.fim.change_of(&host, old.as_ref(), Some(&new), Mechanism::Realtime) {
             self.emit_change(c);
         }
-        let _ = self.store.put(&host, &new);
+        if let Err(e) = self.store.put(&host, &new) {
+            // Reported but not recorded: the next event or scan would report it again, or
+            // worse, a later revert to the recorded state would go unreported.
+            self.store_failed(true, "record the new state of", vec![host.clone()], &e);
+        }
         let was_dir = old.as_ref().is_some_and(|o| o.kind == FileKind::Dir);
         if was_dir && new.kind != FileKind::Dir {
             self.drop_subtree(&host, real);
@@ -1210,6 +1400,7 @@ impl Engine {
     fn new_dir(&mut self, host: &Path, real: &Path) {
         self.watch_new_dir(host, real);
         let rate = self.cfg().initial_scan_rate;
+        // A failure is counted and leaves a gap over the directory (see `run_scan`).
         let _ = self.run_scan(
             Purpose::Rescan,
             &Scope::Trees(vec![host.to_path_buf()]),
@@ -1222,7 +1413,9 @@ impl Engine {
         if let Some(c) = self.fim.change_of(host, Some(&old), None, Mechanism::Realtime) {
             self.emit_change(c);
         }
-        let _ = self.store.delete(host);
+        if let Err(e) = self.store.delete(host) {
+            self.store_failed(true, "remove the record of", vec![host.to_path_buf()], &e);
+        }
         if old.kind == FileKind::Dir {
             self.drop_subtree(host, real);
         }
@@ -1230,13 +1423,18 @@ impl Engine {
 
     fn drop_subtree(&mut self, host: &Path, real: &Path) {
         let mut gone = Vec::new();
-        let _ = self.store.for_each_below(host, |p, r| gone.push((p, r)));
+        if let Err(e) = self.store.for_each_below(host, |p, r| gone.push((p, r))) {
+            // Some removals below may not be reported: the gap's rescan reports them.
+            self.store_failed(false, "list the records below", vec![host.to_path_buf()], &e);
+        }
         for (p, r) in gone {
             if let Some(c) = self.fim.change_of(&p, Some(&r), None, Mechanism::Realtime) {
                 self.emit_change(c);
             }
         }
-        let _ = self.store.delete_below(host);
+        if let Err(e) = self.store.delete_below(host) {
+            self.store_failed(true, "remove the records below", vec![host.to_path_buf()], &e);
+        }
         self.remove_watches_below(real);
     }
 
@@ -1270,17 +1468,59 @@ impl Engine {
             transient: None,
         };
         self.emit_change(change);
-        let _ = self.store.delete(from);
-        let _ = self.store.put(host, &new);
+        if let Err(e) = self.store.delete(from) {
+            self.store_failed(true, "remove the record of", vec![from.to_path_buf()], &e);
+        }
+        if let Err(e) = self.store.put(host, &new) {
+            self.store_failed(true, "record the new state of", vec![host.to_path_buf()], &e);
+        }
         if old.kind == FileKind::Dir {
             // Children keep their records under the new name; the scan below reports any
             // real difference.
-            let _ = self.store.move_below(from, host);
+            if let Err(e) = self.store.move_below(from, host) {
+                self.store_failed(
+                    true,
+                    "move the records below",
+                    vec![from.to_path_buf(), host.to_path_buf()],
+                    &e,
+                );
+            }
             self.remove_watches_below(from_real);
         }
         if new.kind == FileKind::Dir {
             self.new_dir(host, real);
         }
+    }
+}
+
+/// The store error behind a failed scan, if that is what failed.
+fn store_error(e: &FimError) -> Option<&StoreError> {
+    match e {
+        FimError::Store(se) | FimError::Scan(ScanError::Store(se)) => Some(se),
+        _ => None,
+    }
+}
+
+/// Gaps the engine retries on its own (the others close with the rescan that follows them,
+/// or last while their cause does).
+fn retryable(cause: GapCause) -> bool {
+    matches!(cause, GapCause::StoreWriteFailed | GapCause::StoreReadFailed | GapCause::ScanFailed)
+}
+
+/// A directory is gone, or is no directory (a symlink or file swapped in): nothing to watch.
+fn not_there(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(nix::libc::ENOTDIR) | Some(nix::libc::ELOOP))
+}
+
+/// A watch failed because the directory is gone or is no directory any more.
+fn vanished(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::PathNotFound | notify::ErrorKind::WatchNotFound => true,
+        notify::ErrorKind::Io(io) => {
+            io.kind() == std::io::ErrorKind::NotFound || io.raw_os_error() == Some(nix::libc::ENOTDIR)
+        }
+        _ => false,
     }
 }
 

@@ -7,26 +7,13 @@
 //! sealed nothing: the report is still printed); any [`FimError`] maps to 2 as well.
 
 use crate::config::Config;
-use crate::engine::{Fim, FimError, Purpose, ScanSummary, Scope};
-use crate::events::{FimChange, Mechanism};
-use crate::integrity::Integrity;
+use crate::engine::{Fim, FimError, Purpose, Scope};
+use crate::events::Mechanism;
+pub use crate::model::{CheckReport, EXIT_CHANGES, EXIT_CLEAN, EXIT_ERROR, MAX_REPORTED_CHANGES};
 use crate::scan::{ScanOptions, ScanProgress};
 use guestward_core::HostRoot;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-
-/// Changes kept in a one-shot report; beyond this only the count grows (a tree replaced
-/// wholesale must not exhaust memory).
-pub const MAX_REPORTED_CHANGES: usize = 100_000;
-
-/// Exit code for "no changes".
-pub const EXIT_CLEAN: i32 = 0;
-/// Exit code for "changes found".
-pub const EXIT_CHANGES: i32 = 1;
-/// Exit code for "could not check".
-pub const EXIT_ERROR: i32 = 2;
 
 /// Inputs shared by the one-shot commands (`--config`, `--state-dir`, `--root`).
 #[derive(Debug, Clone)]
@@ -39,80 +26,6 @@ pub struct OneShot {
     pub root: HostRoot,
     /// Draw a progress bar on stderr when it is a terminal.
     pub progress_bar: bool,
-}
-
-/// Result of `fim check` / `fim update` (and `fim init`, with no changes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct CheckReport {
-    /// The scan.
-    pub summary: ScanSummary,
-    /// Changes (at most [`MAX_REPORTED_CHANGES`]; `summary.changes` has the full count).
-    pub changes: Vec<FimChange>,
-}
-
-impl CheckReport {
-    /// 0 when nothing changed, 1 otherwise; 2 when the baseline itself cannot be relied on
-    /// (a clean comparison against a tampered baseline proves nothing).
-    pub fn exit_code(&self) -> i32 {
-        if self.summary.baseline.untrusted() {
-            EXIT_ERROR
-        } else if self.summary.changes == 0 {
-            EXIT_CLEAN
-        } else {
-            EXIT_CHANGES
-        }
-    }
-
-    /// The human list: one line per change, the baseline's own problems, a summary line and
-    /// the baseline's integrity.
-    pub fn render_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        // Paths and problem details come from the watched tree: escape them for the terminal.
-        let mut out = guestward_core::text::TerminalSafe::new(out);
-        let out = &mut out;
-        for c in &self.changes {
-            writeln!(out, "{}", c.human())?;
-        }
-        let b = &self.summary.baseline;
-        // Tampered and damaged rows one per line (unsealed/unverified: the integrity line says it).
-        for p in &b.problems {
-            let label = match p.code.as_str() {
-                "baseline_tampered" => "TAMPERING",
-                "baseline_damaged" => "DAMAGE",
-                _ => continue,
-            };
-            writeln!(out, "{label}: {}", p.message)?;
-        }
-        if b.problem_count > b.problems.len() as u64 {
-            writeln!(
-                out,
-                "... and {} more baseline problem(s) (see --json)",
-                b.problem_count - b.problems.len() as u64
-            )?;
-        }
-        let s = &self.summary.stats;
-        writeln!(
-            out,
-            "{} change(s); {} entries, {} MiB hashed in {:.2} s{}{}",
-            self.summary.changes,
-            s.entries,
-            s.bytes_hashed >> 20,
-            s.duration_ms as f64 / 1000.0,
-            if s.resumed > 0 {
-                format!(", {} resumed from an interrupted run", s.resumed)
-            } else {
-                String::new()
-            },
-            if s.problem_count > 0 {
-                format!(", {} unreadable (see --json)", s.problem_count)
-            } else {
-                String::new()
-            },
-        )?;
-        if b.integrity != Integrity::NotChecked {
-            writeln!(out, "{}", b.human_line())?;
-        }
-        Ok(())
-    }
 }
 
 fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {

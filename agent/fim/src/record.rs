@@ -10,59 +10,19 @@
 //! it instead of recording a hash that matches no version of it.
 
 use crate::config::{Attribute, AttributeSet};
+pub use crate::model::{FLAG_HASH_SKIPPED, FLAG_UNREADABLE, FLAG_UNSTABLE, FileKind, hex};
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// File type as recorded. Devices, FIFOs and sockets are recorded by type only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FileKind {
-    /// Regular file.
-    File,
-    /// Directory.
-    Dir,
-    /// Symbolic link (never followed).
-    Symlink,
-    /// Character device.
-    CharDevice,
-    /// Block device.
-    BlockDevice,
-    /// Named pipe.
-    Fifo,
-    /// Unix socket.
-    Socket,
-}
-
 impl FileKind {
-    /// From a `lstat` result.
-    pub fn of(meta: &Metadata) -> Self {
-        let t = meta.file_type();
-        if t.is_symlink() {
-            Self::Symlink
-        } else if t.is_dir() {
-            Self::Dir
-        } else if t.is_file() {
-            Self::File
-        } else if t.is_char_device() {
-            Self::CharDevice
-        } else if t.is_block_device() {
-            Self::BlockDevice
-        } else if t.is_fifo() {
-            Self::Fifo
-        } else {
-            Self::Socket
-        }
-    }
-
     /// From the `st_mode` of a `stat`.
     pub fn from_mode(mode: u32) -> Self {
         use nix::libc::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG};
@@ -76,33 +36,35 @@ impl FileKind {
             _ => Self::Socket,
         }
     }
-
-    /// Stable small integer for the store.
-    pub fn code(self) -> i64 {
-        self as i64
-    }
-
-    /// Inverse of [`Self::code`].
-    pub fn from_code(code: i64) -> Option<Self> {
-        Some(match code {
-            0 => Self::File,
-            1 => Self::Dir,
-            2 => Self::Symlink,
-            3 => Self::CharDevice,
-            4 => Self::BlockDevice,
-            5 => Self::Fifo,
-            6 => Self::Socket,
-            _ => return None,
-        })
-    }
 }
 
-/// The content was larger than the rule's `max_file_size_bytes`: attributes only.
-pub const FLAG_HASH_SKIPPED: u8 = 1;
-/// The file kept changing while hashed; the hash is of the last read.
-pub const FLAG_UNSTABLE: u8 = 2;
-/// The content could not be read (permission, I/O error); attributes only.
-pub const FLAG_UNREADABLE: u8 = 4;
+impl From<&FileRecord> for crate::events::Attributes {
+    fn from(r: &FileRecord) -> Self {
+        Self {
+            kind: r.kind,
+            mode: format!("{:04o}", r.mode),
+            uid: r.uid,
+            gid: r.gid,
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            ctime_ns: r.ctime_ns,
+            inode: r.inode,
+            link_target: r
+                .link_target
+                .as_ref()
+                .map(|t| crate::events::escape_path(Path::new(std::ffi::OsStr::from_bytes(t)))),
+            sha256: r.sha256.map(|h| hex(&h)),
+            blake3: r.blake3.map(|h| hex(&h)),
+            xattrs: r
+                .xattrs
+                .as_ref()
+                .map(|x| x.iter().map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), hex(v))).collect()),
+            hash_skipped: r.flags & FLAG_HASH_SKIPPED != 0,
+            unstable: r.flags & FLAG_UNSTABLE != 0,
+            unreadable: r.flags & FLAG_UNREADABLE != 0,
+        }
+    }
+}
 
 /// Re-reads of a file that changes while being hashed before it is flagged unstable.
 pub const MAX_HASH_ATTEMPTS: u32 = 3;
@@ -425,16 +387,6 @@ fn read_xattrs(real: &Path) -> io::Result<Xattrs> {
     }
     out.sort();
     Ok(out)
-}
-
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]

@@ -12,12 +12,11 @@
 
 use crate::config::{Policy, RateLimit, Rule};
 use crate::dirfd;
+pub use crate::model::{ScanProgress, ScanStats};
 use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
 use crate::store::{Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
 use nix::sys::stat::FileStat;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -39,25 +38,6 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// Files waiting for a hashing thread. Each holds its directory's descriptor open, so this
 /// also bounds the descriptors in flight (with [`dirfd::MAX_DEPTH`] for the walk itself).
 const JOB_QUEUE: usize = 256;
-
-/// Progress of a scan, for a progress bar or `agentctl fim baseline`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ScanProgress {
-    /// Entries found by the walk so far.
-    pub entries_seen: u64,
-    /// Entries recorded.
-    pub entries_done: u64,
-    /// Entries whose record was kept from an interrupted run of the same scan.
-    pub entries_resumed: u64,
-    /// Bytes hashed.
-    pub bytes_hashed: u64,
-    /// Entries in the baseline before this scan (an estimate of the total; 0 on a first scan).
-    pub baseline_entries: u64,
-    /// Milliseconds since the scan started.
-    pub elapsed_ms: u64,
-    /// The walk is finished (`entries_seen` is final).
-    pub walk_done: bool,
-}
 
 /// A concrete tree to walk: a rule's path with wildcards expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,27 +166,6 @@ impl std::fmt::Debug for ScanOptions<'_> {
     }
 }
 
-/// Counters of a finished scan.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ScanStats {
-    /// Entries recorded.
-    pub entries: u64,
-    /// Entries kept from an interrupted run.
-    pub resumed: u64,
-    /// Bytes hashed.
-    pub bytes_hashed: u64,
-    /// Problems met (the first ones are in `problems`).
-    pub problem_count: u64,
-    /// The first problems.
-    pub problems: Vec<Problem>,
-    /// When the scan started.
-    pub started: Option<Timestamp>,
-    /// Wall time.
-    pub duration_ms: u64,
-    /// The scan was cancelled before the end.
-    pub cancelled: bool,
-}
-
 /// Why a scan failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -216,6 +175,10 @@ pub enum ScanError {
     /// A thread could not be started.
     #[error("cannot start a scan thread: {0}")]
     Thread(std::io::Error),
+    /// A scan thread died: what it held was never staged, so the scan cannot be compared
+    /// (it would report those files removed).
+    #[error("the scan thread {0} stopped unexpectedly; the scan is incomplete and was not compared")]
+    ThreadDied(&'static str),
 }
 
 /// One entry to record: where it is (its directory's descriptor and its name there, never a
@@ -357,13 +320,18 @@ pub fn stage(
         counters.walk_done.store(true, Ordering::Relaxed);
         drop(job_tx);
         drop(walk_tx);
+        // A worker that died lost the file it was hashing: never compare such a scan.
+        let mut died = None;
         for w in workers {
-            let _ = w.join();
+            if w.join().is_err() {
+                died = Some("fim-hash");
+            }
         }
         match writer.join() {
-            Ok(r) => r.map_err(ScanError::Store),
-            Err(_) => Ok(()),
+            Ok(r) => r.map_err(ScanError::Store)?,
+            Err(_) => return Err(ScanError::ThreadDied("fim-writer")),
         }
+        died.map_or(Ok(()), |t| Err(ScanError::ThreadDied(t)))
     });
     result?;
     let (problem_count, problems) = counters.problems.lock().map(|g| g.clone()).unwrap_or_default();

@@ -271,6 +271,27 @@ impl Store {
         Ok(Self { conn, path, key })
     }
 
+    /// Opens `state_dir/fim.db` read-only, for a reader with no monitor running (the report's
+    /// FIM section): never creates the directory or the database, and writes nothing. `None`
+    /// when there is no database.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Self>, StoreError> {
+        use rusqlite::OpenFlags;
+        let path = state_dir.join(DB_FILE);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        }
+        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        Ok(Some(Self { conn, path, key: None }))
+    }
+
     /// The baseline key this store seals and verifies with.
     pub fn key(&self) -> Option<&Arc<BaselineKey>> {
         self.key.as_ref()

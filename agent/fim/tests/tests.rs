@@ -9,3 +9,4 @@ mod oracle;
 mod overflow;
 mod realtime;
 mod restart;
+mod store_failure;

@@ -1,0 +1,659 @@
+//! The types that appear in reports and status (serde + schemars), with the pure functions
+//! over them: no file, SQLite, inotify or hashing code. Available without the `collect`
+//! feature, so the report crate and `agentctl` use them without linking the collector.
+//!
+//! Each type is also re-exported from the module that produces it (with `collect`):
+//! [`FimStatus`] from `monitor`, [`ScanSummary`] from `engine`, [`ScanProgress`] from `scan`,
+//! [`BaselineCheck`] from `integrity`, [`FileKind`] from `record`, [`CheckReport`] from
+//! `oneshot`.
+
+use crate::events::{CoverageGap, FimChange};
+use guestward_core::{Problem, Severity, Timestamp};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+
+/// How a tree is covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeMode {
+    /// inotify watches on every directory.
+    Realtime,
+    /// Not watched (budget, limit or watcher failure): periodic rescans only.
+    RescanOnly,
+    /// The tree's parent directory does not exist: nothing to watch; rescans look for it.
+    Absent,
+}
+
+/// One watched tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TreeStatus {
+    /// The tree root (escaped).
+    pub path: String,
+    /// The configured rule path it comes from.
+    pub rule: String,
+    /// Realtime or rescan-only.
+    pub mode: TreeMode,
+    /// Watches the tree holds (or would need, when rescan-only).
+    pub watches: u64,
+    /// Why it is rescan-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the monitor is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorState {
+    /// Placing watches.
+    Starting,
+    /// Building the first baseline (no changes are reported).
+    Baselining,
+    /// Running a verification rescan.
+    Verifying,
+    /// Waiting for events.
+    Watching,
+    /// Stopped (or failed: see `degraded_reasons`).
+    Stopped,
+}
+
+/// For `agentctl fim status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FimStatus {
+    /// What the monitor is doing.
+    pub state: MonitorState,
+    /// Trees and how each is covered.
+    pub trees: Vec<TreeStatus>,
+    /// Watches placed.
+    pub watches_used: u64,
+    /// Watches this agent allows itself.
+    pub watch_budget: u64,
+    /// The kernel's `fs.inotify.max_user_watches`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_max_user_watches: Option<u64>,
+    /// Records in the baseline.
+    pub files_in_baseline: u64,
+    /// When the baseline was last accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_completed_at: Option<Timestamp>,
+    /// The last finished scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan: Option<ScanSummary>,
+    /// The scan running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_progress: Option<ScanProgress>,
+    /// Some tree is not covered in realtime, or a gap is open.
+    pub degraded: bool,
+    /// Why, in sentences.
+    pub degraded_reasons: Vec<String>,
+    /// Gaps not yet closed by a verification rescan.
+    pub open_gaps: Vec<CoverageGap>,
+    /// Change events emitted since start.
+    pub changes_reported: u64,
+    /// Overflows (kernel or internal queue) since start.
+    pub overflows: u64,
+    /// The last verification rescan (or baseline scan) and how it ended, failures included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verification: Option<Verification>,
+    /// Writes to the baseline that failed since start (a realtime update, a rename, a
+    /// subtree removal, or a scan's staging/apply): each opened or widened a
+    /// `store_write_failed` coverage gap that the next successful rescan of its trees closes.
+    #[serde(default)]
+    pub store_write_failures_total: u64,
+    /// Reads of the baseline that failed since start (a change could not be compared): each
+    /// opened a `store_read_failed` gap.
+    #[serde(default)]
+    pub store_read_failures_total: u64,
+    /// Events that could not be kept in the event log (`agentctl fim events`); they still
+    /// reached the report.
+    #[serde(default)]
+    pub event_store_failures_total: u64,
+    /// Errors of the inotify watcher since start: it could not be created, a watch could not
+    /// be placed, or reading events failed.
+    #[serde(default)]
+    pub watcher_errors_total: u64,
+    /// The last store error, for a person (path and SQLite/IO error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_store_error: Option<String>,
+    /// The last watcher error, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_watcher_error: Option<String>,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanOutcome {
+    /// Every file in scope was compared (and the baseline updated).
+    Completed,
+    /// Stopped early (shutdown); resumed at the next start.
+    Cancelled,
+    /// Failed as a whole (see `error`); its trees are covered by a gap until a retry succeeds.
+    Failed,
+}
+
+/// The last verification rescan (or baseline scan) the monitor ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Verification {
+    /// What the scan was for.
+    pub purpose: Purpose,
+    /// The trees covered (escaped).
+    pub trees: Vec<String>,
+    /// When it ended.
+    pub finished: Timestamp,
+    /// Wall time, milliseconds.
+    pub duration_ms: u64,
+    /// How it ended.
+    pub outcome: ScanOutcome,
+    /// Changes it reported.
+    pub changes: u64,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What it found about the baseline itself (absent when it did not get that far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_integrity: Option<Integrity>,
+}
+
+impl FimStatus {
+    /// The human form of `agentctl fim status`.
+    pub fn render_human(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        // Paths and problem details come from the watched tree: escape them for the terminal.
+        use std::io::Write as _;
+        let mut out = guestward_core::text::TerminalSafe::new(out);
+        let out = &mut out;
+        let state = serde_json::to_value(self.state).ok().and_then(|v| v.as_str().map(str::to_string));
+        writeln!(out, "state:      {}", state.unwrap_or_default())?;
+        writeln!(
+            out,
+            "baseline:   {} entries, completed {}",
+            self.files_in_baseline,
+            self.baseline_completed_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
+        )?;
+        if let Some(s) = &self.last_scan {
+            writeln!(out, "last scan:  {} ({} changes)", s.finished, s.changes)?;
+        }
+        if let Some(p) = &self.scan_progress {
+            writeln!(
+                out,
+                "scanning:   {}/{} entries, {} MiB hashed",
+                p.entries_done,
+                p.entries_seen.max(p.baseline_entries),
+                p.bytes_hashed >> 20
+            )?;
+        }
+        if let Some(v) = &self.last_verification {
+            let outcome = match v.outcome {
+                ScanOutcome::Completed => "completed",
+                ScanOutcome::Cancelled => "cancelled",
+                ScanOutcome::Failed => "FAILED",
+            };
+            writeln!(
+                out,
+                "verified:   {} {outcome} in {:.1} s{}",
+                v.finished,
+                v.duration_ms as f64 / 1000.0,
+                v.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            )?;
+        }
+        writeln!(out, "watches:    {} of a budget of {}", self.watches_used, self.watch_budget)?;
+        // Always shown, zero included: "no write failed" is worth seeing on a host whose disk
+        // filled up once.
+        writeln!(
+            out,
+            "errors:     {} baseline write(s), {} baseline read(s), {} event log write(s), {} watcher error(s) failed",
+            self.store_write_failures_total,
+            self.store_read_failures_total,
+            self.event_store_failures_total,
+            self.watcher_errors_total
+        )?;
+        if let Some(e) = &self.last_store_error {
+            writeln!(out, "  last store error:   {e}")?;
+        }
+        if let Some(e) = &self.last_watcher_error {
+            writeln!(out, "  last watcher error: {e}")?;
+        }
+        for t in &self.trees {
+            let mode = match t.mode {
+                TreeMode::Realtime => "realtime",
+                TreeMode::RescanOnly => "rescan-only",
+                TreeMode::Absent => "absent",
+            };
+            writeln!(
+                out,
+                "  {:11} {}{}",
+                mode,
+                t.path,
+                t.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+            )?;
+        }
+        if self.degraded {
+            writeln!(out, "coverage:   DEGRADED")?;
+            for r in &self.degraded_reasons {
+                writeln!(out, "  - {r}")?;
+            }
+            for g in &self.open_gaps {
+                writeln!(
+                    out,
+                    "  - open gap #{} since {}: {} on {}: {}",
+                    g.id,
+                    g.start,
+                    g.cause.as_str(),
+                    g.trees.join(", "),
+                    g.detail
+                )?;
+            }
+        } else {
+            writeln!(out, "coverage:   complete")?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes `degraded` and `degraded_reasons` from the trees, the open gaps and the
+    /// last verification (called whenever one of them changes).
+    pub fn refresh_degraded(&mut self) {
+        let mut reasons: Vec<String> = self
+            .trees
+            .iter()
+            .filter(|t| t.mode == TreeMode::RescanOnly)
+            .map(|t| {
+                format!(
+                    "{} is checked by periodic rescans only: {}",
+                    t.path,
+                    t.reason.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        if let Some(v) = self.last_verification.as_ref().filter(|v| v.outcome == ScanOutcome::Failed) {
+            reasons.push(format!(
+                "the last scan ({}) failed: {}; it is retried",
+                v.trees.join(", "),
+                v.error.clone().unwrap_or_default()
+            ));
+        }
+        for g in &self.open_gaps {
+            reasons.push(format!(
+                "coverage gap #{} ({}) is open on {}",
+                g.id,
+                g.cause.as_str(),
+                g.trees.join(", ")
+            ));
+        }
+        self.degraded = !reasons.is_empty();
+        self.degraded_reasons = reasons;
+    }
+
+    /// The status of a monitor that has just started.
+    pub fn starting() -> Self {
+        Self {
+            state: MonitorState::Starting,
+            trees: Vec::new(),
+            watches_used: 0,
+            watch_budget: 0,
+            kernel_max_user_watches: None,
+            files_in_baseline: 0,
+            baseline_completed_at: None,
+            last_scan: None,
+            scan_progress: None,
+            degraded: false,
+            degraded_reasons: Vec::new(),
+            open_gaps: Vec::new(),
+            changes_reported: 0,
+            overflows: 0,
+            last_verification: None,
+            store_write_failures_total: 0,
+            store_read_failures_total: 0,
+            event_store_failures_total: 0,
+            watcher_errors_total: 0,
+            last_store_error: None,
+            last_watcher_error: None,
+        }
+    }
+}
+
+/// What a scan is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Build the baseline from scratch; reports nothing.
+    Init,
+    /// Compare with the baseline; changes nothing.
+    Check,
+    /// Compare, report, and accept the current state as the baseline.
+    Update,
+    /// Daemon verification rescan of some trees: compare, report, accept.
+    Rescan,
+}
+
+/// The outcome of one scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScanSummary {
+    /// What the scan was for.
+    pub purpose: Purpose,
+    /// The trees covered (escaped).
+    pub trees: Vec<String>,
+    /// Walk/hash counters.
+    pub stats: ScanStats,
+    /// Changes found (not counted for `init`).
+    pub changes: u64,
+    /// What was found about the baseline itself: integrity (seal) and damaged rows.
+    #[serde(default)]
+    pub baseline: BaselineCheck,
+    /// When it finished.
+    pub finished: Timestamp,
+}
+
+/// Progress of a scan, for a progress bar or `agentctl fim baseline`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScanProgress {
+    /// Entries found by the walk so far.
+    pub entries_seen: u64,
+    /// Entries recorded.
+    pub entries_done: u64,
+    /// Entries whose record was kept from an interrupted run of the same scan.
+    pub entries_resumed: u64,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Entries in the baseline before this scan (an estimate of the total; 0 on a first scan).
+    pub baseline_entries: u64,
+    /// Milliseconds since the scan started.
+    pub elapsed_ms: u64,
+    /// The walk is finished (`entries_seen` is final).
+    pub walk_done: bool,
+}
+
+/// Counters of a finished scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScanStats {
+    /// Entries recorded.
+    pub entries: u64,
+    /// Entries kept from an interrupted run.
+    pub resumed: u64,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Problems met (the first ones are in `problems`).
+    pub problem_count: u64,
+    /// The first problems.
+    pub problems: Vec<Problem>,
+    /// When the scan started.
+    pub started: Option<Timestamp>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// The scan was cancelled before the end.
+    pub cancelled: bool,
+}
+
+/// Baseline problems kept in a report (all are counted).
+pub const MAX_BASELINE_PROBLEMS: usize = 200;
+
+/// How far the baseline itself can be trusted, as found by a scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Integrity {
+    /// Not examined (a cancelled scan, or a summary written by an older agent).
+    #[default]
+    NotChecked,
+    /// Every row compared carries a valid seal, and the row set matches its seal.
+    Verified,
+    /// The baseline was (re)built and sealed with the key by this scan (`init`, `update`).
+    Sealed,
+    /// No usable key: a row rewritten outside the agent would not be noticed.
+    Unverified,
+    /// A key is configured but the baseline carries no seal made with it (built before the
+    /// key existed or without it, with another key, or the seal was removed).
+    Unsealed,
+    /// Rows were rewritten, added or removed outside the agent.
+    Tampered,
+}
+
+impl Integrity {
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotChecked => "not checked",
+            Self::Verified => "verified",
+            Self::Sealed => "sealed",
+            Self::Unverified => "unverified",
+            Self::Unsealed => "unsealed",
+            Self::Tampered => "TAMPERED",
+        }
+    }
+}
+
+/// What a scan found about the baseline database itself: its integrity and its damaged rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BaselineCheck {
+    /// Integrity verdict.
+    pub integrity: Integrity,
+    /// How urgent it is: `high` for tampering; `medium` for damage or a missing seal; `low`
+    /// when unverified; `info` otherwise.
+    pub severity: Severity,
+    /// One sentence explaining the verdict.
+    pub detail: String,
+    /// The id of the key used, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Rows whose values no agent writes (named in `problems` with the column).
+    pub damaged_rows: u64,
+    /// Rows whose seal does not match.
+    pub tampered_rows: u64,
+    /// Problems found (`baseline_damaged`, `baseline_tampered`, `baseline_unsealed`,
+    /// `baseline_unverified`); at most [`MAX_BASELINE_PROBLEMS`], all counted in
+    /// `problem_count`.
+    pub problems: Vec<Problem>,
+    /// All problems found.
+    pub problem_count: u64,
+}
+
+impl Default for BaselineCheck {
+    fn default() -> Self {
+        Self {
+            integrity: Integrity::NotChecked,
+            severity: Severity::Info,
+            detail: String::new(),
+            key_id: None,
+            damaged_rows: 0,
+            tampered_rows: 0,
+            problems: Vec::new(),
+            problem_count: 0,
+        }
+    }
+}
+
+impl BaselineCheck {
+    /// Records a problem (kept up to the cap, always counted).
+    pub fn problem(&mut self, p: Problem) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_BASELINE_PROBLEMS {
+            self.problems.push(p);
+        }
+    }
+
+    /// Whether the baseline cannot be relied on: tampered, damaged, or a configured key that
+    /// sealed nothing. `fim check` then exits 2 even though it prints what it could compare.
+    pub fn untrusted(&self) -> bool {
+        matches!(self.integrity, Integrity::Tampered | Integrity::Unsealed) || self.damaged_rows > 0
+    }
+
+    /// Sets the severity from the findings.
+    pub fn grade(&mut self) {
+        self.severity = if self.integrity == Integrity::Tampered || self.tampered_rows > 0 {
+            Severity::High
+        } else if self.damaged_rows > 0 || self.integrity == Integrity::Unsealed {
+            Severity::Medium
+        } else if self.integrity == Integrity::Unverified {
+            Severity::Low
+        } else {
+            Severity::Info
+        };
+    }
+
+    /// One line for people: `baseline integrity: verified (all 12 rows match ...)`.
+    pub fn human_line(&self) -> String {
+        format!("baseline integrity: {} ({})", self.integrity.as_str(), self.detail)
+    }
+}
+
+/// File type as recorded. Devices, FIFOs and sockets are recorded by type only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (never followed).
+    Symlink,
+    /// Character device.
+    CharDevice,
+    /// Block device.
+    BlockDevice,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+}
+
+impl FileKind {
+    /// From a `lstat` result.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        let t = meta.file_type();
+        if t.is_symlink() {
+            Self::Symlink
+        } else if t.is_dir() {
+            Self::Dir
+        } else if t.is_file() {
+            Self::File
+        } else if t.is_char_device() {
+            Self::CharDevice
+        } else if t.is_block_device() {
+            Self::BlockDevice
+        } else if t.is_fifo() {
+            Self::Fifo
+        } else {
+            Self::Socket
+        }
+    }
+
+    /// Stable small integer for the store.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Inverse of [`Self::code`].
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => Self::File,
+            1 => Self::Dir,
+            2 => Self::Symlink,
+            3 => Self::CharDevice,
+            4 => Self::BlockDevice,
+            5 => Self::Fifo,
+            6 => Self::Socket,
+            _ => return None,
+        })
+    }
+}
+
+/// The content was larger than the rule's `max_file_size_bytes`: attributes only.
+pub const FLAG_HASH_SKIPPED: u8 = 1;
+/// The file kept changing while hashed; the hash is of the last read.
+pub const FLAG_UNSTABLE: u8 = 2;
+/// The content could not be read (permission, I/O error); attributes only.
+pub const FLAG_UNREADABLE: u8 = 4;
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Changes kept in a one-shot report; beyond this only the count grows (a tree replaced
+/// wholesale must not exhaust memory).
+pub const MAX_REPORTED_CHANGES: usize = 100_000;
+
+/// Exit code for "no changes".
+pub const EXIT_CLEAN: i32 = 0;
+/// Exit code for "changes found".
+pub const EXIT_CHANGES: i32 = 1;
+/// Exit code for "could not check".
+pub const EXIT_ERROR: i32 = 2;
+
+/// Result of `fim check` / `fim update` (and `fim init`, with no changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CheckReport {
+    /// The scan.
+    pub summary: ScanSummary,
+    /// Changes (at most [`MAX_REPORTED_CHANGES`]; `summary.changes` has the full count).
+    pub changes: Vec<FimChange>,
+}
+
+impl CheckReport {
+    /// 0 when nothing changed, 1 otherwise; 2 when the baseline itself cannot be relied on
+    /// (a clean comparison against a tampered baseline proves nothing).
+    pub fn exit_code(&self) -> i32 {
+        if self.summary.baseline.untrusted() {
+            EXIT_ERROR
+        } else if self.summary.changes == 0 {
+            EXIT_CLEAN
+        } else {
+            EXIT_CHANGES
+        }
+    }
+
+    /// The human list: one line per change, the baseline's own problems, a summary line and
+    /// the baseline's integrity.
+    pub fn render_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        // Paths and problem details come from the watched tree: escape them for the terminal.
+        let mut out = guestward_core::text::TerminalSafe::new(out);
+        let out = &mut out;
+        for c in &self.changes {
+            writeln!(out, "{}", c.human())?;
+        }
+        let b = &self.summary.baseline;
+        // Tampered and damaged rows one per line (unsealed/unverified: the integrity line says it).
+        for p in &b.problems {
+            let label = match p.code.as_str() {
+                "baseline_tampered" => "TAMPERING",
+                "baseline_damaged" => "DAMAGE",
+                _ => continue,
+            };
+            writeln!(out, "{label}: {}", p.message)?;
+        }
+        if b.problem_count > b.problems.len() as u64 {
+            writeln!(
+                out,
+                "... and {} more baseline problem(s) (see --json)",
+                b.problem_count - b.problems.len() as u64
+            )?;
+        }
+        let s = &self.summary.stats;
+        writeln!(
+            out,
+            "{} change(s); {} entries, {} MiB hashed in {:.2} s{}{}",
+            self.summary.changes,
+            s.entries,
+            s.bytes_hashed >> 20,
+            s.duration_ms as f64 / 1000.0,
+            if s.resumed > 0 {
+                format!(", {} resumed from an interrupted run", s.resumed)
+            } else {
+                String::new()
+            },
+            if s.problem_count > 0 {
+                format!(", {} unreadable (see --json)", s.problem_count)
+            } else {
+                String::new()
+            },
+        )?;
+        if b.integrity != Integrity::NotChecked {
+            writeln!(out, "{}", b.human_line())?;
+        }
+        Ok(())
+    }
+}
