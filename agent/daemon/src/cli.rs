@@ -1,9 +1,11 @@
 //! Command-line interface of `guestward-agent` (clap derive). `main.rs` only parses and maps
 //! the result of [`run`] to an exit code.
 
+use crate::collect::Collectors;
+use crate::collect::fim::FimCollector;
 use crate::config::Config;
 use crate::exit;
-use crate::scan::{self, ScanOptions};
+use crate::scan;
 use anyhow::Context;
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -140,7 +142,24 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let only: BTreeSet<Collector> =
                 if args.only.is_empty() { Collector::all() } else { args.only.iter().copied().collect() };
-            let report = scan::run(&config, &ScanOptions { root, only });
+            // The IMDS client needs a runtime to run on; one worker is plenty for one scan.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("guestward-imds")
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let fim = if !root.is_live() {
+                FimCollector::Off("FIM's baseline describes the running system, not a mounted root (--root)")
+            } else if !config.fim.enabled {
+                FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
+            } else {
+                FimCollector::Stored(config.agent.state_dir.as_path().to_path_buf())
+            };
+            let collectors = Collectors::new(&config, root, runtime.handle().clone(), fim);
+            let report = scan::run(&config, &collectors, &only);
+            drop(collectors);
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             let format = if args.json { Format::Json } else { args.format };
             let mut out = std::io::stdout().lock();
             match format {

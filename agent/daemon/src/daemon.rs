@@ -1,7 +1,10 @@
 //! Daemon mode (`guestward-agent run`): scheduled scans, the control socket, systemd readiness.
 
+use crate::collect::Collectors;
+use crate::collect::fim::FimCollector;
 use crate::config::{Config, ConfigSource, ControlConfig};
 use crate::control::server::{self, AccessPolicy, Shared};
+use crate::pipeline::{EventQueue, Pipeline};
 use anyhow::{Context, bail};
 use guestward_core::Timestamp;
 use guestward_report::protocol::Collector;
@@ -11,26 +14,33 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
 
-/// Runs until SIGTERM or SIGINT.
+/// Runs until SIGTERM or SIGINT. A configuration the daemon cannot fully apply (FIM enabled
+/// but unable to start, a state directory it may not use) stops it here, with the reason:
+/// it never runs with part of its job silently off.
 pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     prepare_state_dir(config.agent.state_dir.as_path())?;
     let limits = server::ServerLimits::from_config(&config.control);
     let socket_path = config.control.socket_path.as_path().to_path_buf();
+    let config = Arc::new(config);
+    let events = Arc::new(EventQueue::default());
+    let fim = if config.fim.enabled {
+        let monitor = start_fim(&config, &events).context(
+            "file integrity monitoring could not start ([fim] enabled = true); fix the cause or set \
+             [fim] enabled = false",
+        )?;
+        FimCollector::Monitor(Arc::new(monitor))
+    } else {
+        FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
+    };
+    let collectors =
+        Collectors::new(&config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
+    let pipeline = Arc::new(Pipeline::new(Arc::clone(&config), collectors, events));
+
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
-    let shared = Arc::new(Shared::new(Arc::new(config), source.to_string(), access));
-    if shared.config.fim.enabled {
-        match start_fim(&shared) {
-            Ok(monitor) => {
-                let _ = shared.fim.set(monitor);
-            }
-            // The rest of the agent keeps working; `agentctl fim status` says FIM is not running.
-            Err(e) => tracing::error!(error = %e, "file integrity monitoring could not start"),
-        }
-    }
-
+    let shared = Arc::new(Shared::new(Arc::clone(&pipeline), source.to_string(), access));
     let scheduler = tokio::spawn(schedule_scans(Arc::clone(&shared)));
-    let (stop_lifecycle, lifecycle) = start_lifecycle_watch(&shared);
+    let (stop_lifecycle, lifecycle) = start_lifecycle_watch(&pipeline);
     // Readiness: the socket accepts connections from here on. Outside systemd this is a no-op.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify failed");
@@ -43,7 +53,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     if let Some(task) = lifecycle {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
-    if let Some(monitor) = shared.fim.get() {
+    if let Some(monitor) = pipeline.collectors.fim.monitor() {
         monitor.request_stop();
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -55,15 +65,14 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 
 /// Starts realtime file integrity monitoring. Its first run builds the baseline (progress in
 /// `agentctl fim status`); later starts rescan what changed while the agent was stopped.
-fn start_fim(shared: &Arc<Shared>) -> anyhow::Result<guestward_fim::Monitor> {
-    let config = &shared.config;
+fn start_fim(config: &Config, events: &Arc<EventQueue>) -> anyhow::Result<guestward_fim::Monitor> {
     let fim = guestward_fim::Fim::new(
         config.fim.clone(),
         guestward_core::HostRoot::live(),
         config.agent.state_dir.as_path(),
     )?;
-    // The queue, not `Shared`: see `EventQueue` for why the monitor's thread must not own it.
-    let events = Arc::clone(&shared.events);
+    // The queue, not the pipeline: see `EventQueue` for why the monitor's thread must not own it.
+    let events = Arc::clone(events);
     let sink = Box::new(move |event: &guestward_core::Event| {
         // Kept in fim.db (`agentctl fim events`), carried by the next full report, and logged
         // so journald forwards file changes even before a collector exists to ship them.
@@ -74,20 +83,18 @@ fn start_fim(shared: &Arc<Shared>) -> anyhow::Result<guestward_fim::Monitor> {
 }
 
 /// Polls instance metadata for spot interruptions, scheduled maintenance and rebalance
-/// recommendations. A termination notice sets the lifecycle state to `terminating` and triggers
-/// an immediate full report, so the last word about this host is out before it disappears.
-/// Off EC2 (or with IMDS disabled) nothing runs.
+/// recommendations, with the cloud collector's own IMDS client (one client, one token). A
+/// termination notice sets the lifecycle state to `terminating` and triggers an immediate full
+/// report, so the last word about this host is out before it disappears. Off EC2 (or with
+/// IMDS disabled) nothing runs.
 fn start_lifecycle_watch(
-    shared: &Arc<Shared>,
+    pipeline: &Arc<Pipeline>,
 ) -> (tokio::sync::watch::Sender<bool>, Option<tokio::task::JoinHandle<()>>) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let imds = &shared.config.imds;
-    let collector = match guestward_cloud::CloudCollector::new(imds) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "instance metadata lifecycle watch not started");
-            return (stop_tx, None);
-        }
+    let imds = &pipeline.config.imds;
+    let Some(collector) = pipeline.collectors.cloud.shared() else {
+        tracing::warn!("instance metadata lifecycle watch not started: the [imds] configuration is unusable");
+        return (stop_tx, None);
     };
     if !collector.should_watch(&guestward_core::HostRoot::live()) {
         return (stop_tx, None);
@@ -99,16 +106,16 @@ fn start_lifecycle_watch(
         Duration::from_secs(imds.events_poll_interval_secs),
     );
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let shared = Arc::clone(shared);
+    let pipeline = Arc::clone(pipeline);
     let task = tokio::spawn(async move {
         let poller = tokio::spawn(watcher.run(tx, stop_rx));
         while let Some(event) = rx.recv().await {
             let terminating = event.kind == guestward_cloud::TERMINATING;
             tracing::warn!(kind = %event.kind, data = %event.data, "instance lifecycle event");
-            shared.push_event(event);
-            if terminating {
+            pipeline.events.push(event);
+            if terminating && let Err(e) = pipeline.cycle(Collector::all()).await {
                 // Flush: a full report now carries the notice and the final state.
-                shared.scan(Collector::all()).await;
+                tracing::error!(error = %e, "the final report after a termination notice failed");
             }
         }
         let _ = poller.await;
@@ -117,10 +124,17 @@ fn start_lifecycle_watch(
 }
 
 async fn schedule_scans(shared: Arc<Shared>) {
-    let interval = Duration::from_secs(shared.config.agent.scan_interval_secs);
+    let interval = Duration::from_secs(shared.config().agent.scan_interval_secs);
     loop {
-        let report = shared.scan(Collector::all()).await;
-        tracing::info!(degraded = report.any_degraded(), findings = report.findings.len(), "scan complete");
+        match shared.pipeline.cycle(Collector::all()).await {
+            Ok(report) => tracing::info!(
+                degraded = report.any_degraded(),
+                findings = report.findings.len(),
+                sequence = report.sequence,
+                "scan complete"
+            ),
+            Err(e) => tracing::error!(error = %e, "scheduled scan failed"),
+        }
         let next = Timestamp::now()
             .unix_secs()
             .saturating_add(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));

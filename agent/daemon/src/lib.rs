@@ -1,14 +1,17 @@
-//! The guestward agent as a library; `guestward-agent` and `agentctl` are thin binaries over it.
+//! The guestward agent as a library; `guestward-agent` is a thin binary over it.
 //!
-//! Data flows one way: [`collect`] runs each collector crate into a typed [`guestward_core::Section`],
-//! [`scan`] assembles them into a [`report::Report`] envelope, and the binaries print it (later:
-//! spool and ship it). [`config`] is the single TOML file that configures all of it.
+//! Data flows one way: [`collect`] holds one long-lived object per collector, each yielding
+//! its typed [`guestward_core::Section`] with findings and events; [`scan`] assembles them into
+//! a [`guestward_report::Report`] envelope; in the daemon, [`pipeline`] owns the cycle (scan,
+//! change tracking, events, sequence) and [`control`] serves what it produced. [`config`] is
+//! the single TOML file that configures all of it.
 
 pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod pipeline;
 pub mod scan;
 
 pub use guestward_core::exit;

@@ -78,14 +78,26 @@ impl Daemon {
 
     /// A daemon with extra config text appended and extra environment variables. The text
     /// follows the `[control]` table: keys before any table header are `[control]` keys.
+    /// Unless the text has a `[fim]` table, FIM watches `<dir>/watched` (see [`Self::watched`]).
     pub fn start_with(extra_config: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/agent.sock");
         let config = dir.path().join("agent.toml");
+        // FIM watches a small tree of the test's own, never the host's /usr or /etc: a baseline
+        // of those would take minutes on a busy machine, and the test would depend on them.
+        let fim = if extra_config.contains("[fim]") {
+            String::new()
+        } else {
+            let watched = dir.path().join("watched");
+            std::fs::create_dir_all(watched.join("etc")).unwrap();
+            std::fs::write(watched.join("etc/app.conf"), "port = 8080\n").unwrap();
+            std::fs::write(watched.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+            format!("\n[fim]\npaths = [\"{}\"]\n", watched.display())
+        };
         std::fs::write(
             &config,
             format!(
-                "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n{extra_config}",
+                "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n{extra_config}{fim}",
                 dir.path().join("state").display(),
                 socket.display()
             ),
@@ -103,6 +115,11 @@ impl Daemon {
         let daemon = Self { dir_path: dir.path().to_path_buf(), child, socket, _dir: dir };
         daemon.wait_for(|| daemon.socket.exists(), "the control socket to appear");
         daemon
+    }
+
+    /// The tree FIM watches by default.
+    pub fn watched(&self) -> PathBuf {
+        self.dir_path.join("watched")
     }
 
     /// The daemon's process id.

@@ -75,4 +75,4 @@ pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transi
 pub use model::{FimStatus, MonitorState, Purpose, ScanOutcome, ScanSummary, Verification};
 #[cfg(feature = "collect")]
 pub use monitor::Monitor;
-pub use report::{BaselineState, FINDING_IDS, FimReport, fim_findings};
+pub use report::{BaselineState, FINDING_IDS, FimReport, fim_findings, render_summary};

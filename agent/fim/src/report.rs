@@ -102,6 +102,35 @@ pub struct FimReport {
     pub watcher_errors_total: u64,
 }
 
+/// The human summary of a FIM section (`guestward-agent scan`, `agentctl report`). Paths come
+/// from the watched host: callers write through [`guestward_core::text::TerminalSafe`].
+pub fn render_summary(report: &FimReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let baseline = match &report.baseline {
+        BaselineState::None => "none (run `guestward-agent fim init`, or start the daemon)".to_string(),
+        BaselineState::Building { .. } => "being built".to_string(),
+        BaselineState::Complete { completed_at } => format!("complete since {completed_at}"),
+    };
+    writeln!(out, "   baseline  {baseline}, {} entries", report.entries)?;
+    if report.monitor.is_some() {
+        writeln!(
+            out,
+            "   realtime  {} of {} watches granted (budget {})",
+            report.watches_granted, report.watches_wanted, report.watch_budget
+        )?;
+    }
+    if let Some(v) = &report.last_verification {
+        writeln!(
+            out,
+            "   verified  {} ({:?}, {} changes, {} ms)",
+            v.finished, v.outcome, v.changes, v.duration_ms
+        )?;
+    }
+    for gap in &report.open_gaps {
+        writeln!(out, "   gap       {} since {}: {}", gap.cause.as_str(), gap.start, gap.trees.join(", "))?;
+    }
+    Ok(())
+}
+
 impl FimReport {
     /// The report of a running monitor, from its status.
     pub fn from_status(s: &FimStatus) -> Self {

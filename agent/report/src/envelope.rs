@@ -45,6 +45,10 @@ pub struct Report {
     /// Listening sockets, their owning processes and exposure (live system only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Section<guestward_network::NetworkReport>>,
+    /// File integrity: the baseline's state, realtime coverage (watches granted / wanted), the
+    /// last verification and the open coverage gaps. The changes themselves are `events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fim: Option<Section<guestward_fim::FimReport>>,
     /// Conclusions drawn from the sections, most severe first.
     pub findings: Vec<Finding>,
     /// Changes observed since the previous report.
@@ -118,6 +122,7 @@ impl Report {
             packages: None,
             cloud: None,
             network: None,
+            fim: None,
             findings: Vec::new(),
             events: Vec::new(),
         }
@@ -139,6 +144,7 @@ impl Report {
         add(&mut out, "packages", &self.packages);
         add(&mut out, "cloud", &self.cloud);
         add(&mut out, "network", &self.network);
+        add(&mut out, "fim", &self.fim);
         out
     }
 

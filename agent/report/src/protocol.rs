@@ -25,11 +25,14 @@ pub enum Collector {
     Cloud,
     /// Listening sockets, owners, exposure (live system only).
     Network,
+    /// File integrity: baseline state, realtime coverage, open gaps (the daemon's monitor; a
+    /// one-shot scan reads the stored baseline without changing it).
+    Fim,
 }
 
 impl Collector {
     /// Every collector, in report order.
-    pub const ALL: [Self; 4] = [Self::Host, Self::Packages, Self::Network, Self::Cloud];
+    pub const ALL: [Self; 5] = [Self::Host, Self::Packages, Self::Network, Self::Cloud, Self::Fim];
 
     /// Every collector.
     pub fn all() -> std::collections::BTreeSet<Self> {
@@ -43,6 +46,7 @@ impl Collector {
             Self::Packages => "packages",
             Self::Cloud => "cloud",
             Self::Network => "network",
+            Self::Fim => "fim",
         }
     }
 
@@ -53,6 +57,7 @@ impl Collector {
             Self::Packages => "dpkg, rpm and language packages",
             Self::Cloud => "EC2 instance identity and metadata-service posture (live only)",
             Self::Network => "listening sockets, owners, exposure (live only)",
+            Self::Fim => "file integrity: baseline state, realtime coverage, open gaps",
         }
     }
 }
@@ -65,7 +70,7 @@ impl std::fmt::Display for Collector {
 
 /// A collector name that is not one of [`Collector::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network")]
+#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network, fim")]
 pub struct UnknownCollector(pub String);
 
 impl std::str::FromStr for Collector {
@@ -120,6 +125,10 @@ pub struct Counters {
     pub scan_runs_total: u64,
     /// Scans in which some section degraded or failed.
     pub scan_degraded_runs_total: u64,
+    /// Scans that produced no report at all (the previous report was kept, and the events it
+    /// would have carried wait for the next).
+    #[serde(default)]
+    pub scan_failures_total: u64,
     /// Control requests served.
     pub control_requests_total: u64,
     /// Control connections refused by the peer-credential check.

@@ -47,6 +47,12 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
             guestward_network::render_summary(data, out)?;
         }
     }
+    if let Some(section) = &report.fim {
+        section_header(out, "fim", section)?;
+        if let Some(data) = &section.data {
+            guestward_fim::render_summary(data, out)?;
+        }
+    }
     if !report.findings.is_empty() {
         writeln!(out, "\nfindings ({}):", report.findings.len())?;
         for f in &report.findings {

@@ -2,29 +2,77 @@
 //!
 //! IMDS describes the machine the agent runs on, so under `--root` the section is skipped and
 //! no request is made; off EC2 a local DMI pre-check answers `not_ec2` without any request.
+//!
+//! One [`guestward_cloud::CloudCollector`] per process: scans and the daemon's lifecycle
+//! watcher share its IMDS client, so the process holds one session token per TTL.
 
-use crate::config::Config;
+use super::Collected;
+use guestward_cloud::CloudReport;
 use guestward_core::{HostRoot, Problem, Section};
+use std::sync::Arc;
 
-/// Runs the IMDS collector once.
-pub fn collect(root: &HostRoot, config: &Config) -> guestward_cloud::CloudScan {
-    guestward_cloud::scan_blocking(&config.imds, root)
+/// The cloud collector: the IMDS client (or why there is none) and the runtime that drives it.
+#[derive(Debug)]
+pub struct CloudCollector {
+    root: HostRoot,
+    runtime: tokio::runtime::Handle,
+    /// `Err` when the `[imds]` section or an `AWS_EC2_METADATA_*` variable is unusable: every
+    /// collection then reports it as an error section.
+    inner: Result<Arc<guestward_cloud::CloudCollector>, String>,
+}
+
+/// One collection, with the instance id learned (or read from the firmware).
+#[derive(Debug, Clone)]
+pub struct CloudCollected {
+    /// Section, findings, events.
+    pub collected: Collected<CloudReport>,
+    /// The EC2 instance id, when IMDS or the firmware told it.
+    pub instance_id: Option<String>,
+}
+
+impl CloudCollector {
+    /// Builds the IMDS client once. `runtime` must belong to a multi-thread runtime: the
+    /// collector blocks its calling (non-async) thread on it.
+    pub fn new(
+        config: &guestward_cloud::ImdsConfig,
+        root: HostRoot,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        let inner = guestward_cloud::CloudCollector::new(config).map(Arc::new).map_err(|e| e.to_string());
+        Self { root, runtime, inner }
+    }
+
+    /// The shared collector (for the lifecycle watcher), when IMDS is usable.
+    pub fn shared(&self) -> Option<Arc<guestward_cloud::CloudCollector>> {
+        self.inner.as_ref().ok().cloned()
+    }
+
+    /// One collection. Called from a blocking thread, never from async code.
+    pub fn collect(&self) -> CloudCollected {
+        let started = std::time::Instant::now();
+        let firmware_id = firmware_instance_id(&self.root);
+        let collector = match &self.inner {
+            Ok(c) => c,
+            Err(e) => {
+                return CloudCollected {
+                    collected: Collected::section(Section::failed(
+                        Problem::new("config", e.clone()),
+                        started,
+                    )),
+                    instance_id: firmware_id,
+                };
+            }
+        };
+        let section = self.runtime.block_on(collector.section(&self.root));
+        let findings = section.data.as_ref().map(guestward_cloud::findings).unwrap_or_default();
+        let instance_id =
+            section.data.as_ref().and_then(|r| r.instance_id().map(str::to_string)).or(firmware_id);
+        CloudCollected { collected: Collected { section, findings, events: Vec::new() }, instance_id }
+    }
 }
 
 /// The EC2 instance id written in the firmware (Nitro), without any network request: the host
 /// identity when the cloud collector did not run. `None` under `--root`.
 pub fn firmware_instance_id(root: &HostRoot) -> Option<String> {
     root.is_live().then(|| guestward_cloud::instance_id_from_firmware(root)).flatten()
-}
-
-/// What a crashed cloud collector thread leaves behind.
-pub fn crashed() -> guestward_cloud::CloudScan {
-    guestward_cloud::CloudScan {
-        section: Section::failed(
-            Problem::new("internal", "the cloud collector crashed; this is a bug, please report it"),
-            std::time::Instant::now(),
-        ),
-        findings: Vec::new(),
-        instance_id: None,
-    }
 }

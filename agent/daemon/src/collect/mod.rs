@@ -1,12 +1,109 @@
-//! Glue from configuration to each collector crate: one file per collector, each turning
-//! `(HostRoot, its config)` into its report section. The collector crates know nothing of the
-//! envelope; this is the only place that does.
+//! The collector contract: each collector is a long-lived object, built once from the
+//! validated configuration and owned by whoever runs scans (the daemon's pipeline, or a
+//! one-shot `scan`), with one call, `collect`, that yields its [`Collected`] result: the
+//! section, the findings drawn from it, and the events it observed.
+//!
+//! The collector crates know nothing of the envelope; this module is the only glue between
+//! them and [`crate::pipeline`], which assembles the report. Cross-collector rules (a listener
+//! is internet-facing only if instance metadata says the address is public) are the
+//! pipeline's, applied after every collector returned.
 
 /// Cloud identity (EC2 instance metadata).
 pub mod cloud;
-/// Host facts.
-pub mod host;
+/// File integrity monitoring.
+pub mod fim;
 /// Network exposure.
 pub mod network;
 /// Software inventory.
 pub mod packages;
+
+use crate::config::Config;
+use guestward_core::{Event, Finding, HostRoot, Section};
+
+/// What one collector yields for one scan.
+#[derive(Debug, Clone)]
+pub struct Collected<T> {
+    /// The section: data and the problems met, with a status.
+    pub section: Section<T>,
+    /// Findings drawn from this section alone.
+    pub findings: Vec<Finding>,
+    /// Events this collector observed (change tracking adds its own in the pipeline).
+    pub events: Vec<Event>,
+}
+
+impl<T> Collected<T> {
+    /// A section with no findings or events.
+    pub fn section(section: Section<T>) -> Self {
+        Self { section, findings: Vec::new(), events: Vec::new() }
+    }
+
+    /// What a collector that panicked leaves behind: an error section, so the others still
+    /// report.
+    pub fn crashed(name: &str) -> Self {
+        Self::section(Section::failed(
+            guestward_core::Problem::new(
+                "internal",
+                format!("the {name} collector crashed; this is a bug, please report it"),
+            ),
+            std::time::Instant::now(),
+        ))
+    }
+}
+
+/// Host facts: OS, kernel, CPU, memory, machine-id. Never skipped: file facts work under any
+/// root.
+#[derive(Debug)]
+pub struct HostCollector {
+    root: HostRoot,
+}
+
+impl HostCollector {
+    /// A collector reading `root`.
+    pub fn new(root: HostRoot) -> Self {
+        Self { root }
+    }
+
+    /// One collection.
+    pub fn collect(&self) -> Collected<guestward_host::HostFacts> {
+        Collected::section(guestward_host::collect(&self.root))
+    }
+}
+
+/// Every collector, built once. The daemon keeps one set for its lifetime; a one-shot scan
+/// builds one set and drops it.
+#[derive(Debug)]
+pub struct Collectors {
+    /// The filesystem read (`/`, or `--root DIR`).
+    pub root: HostRoot,
+    /// Host facts.
+    pub host: HostCollector,
+    /// Software inventory.
+    pub packages: packages::PackagesCollector,
+    /// Listening sockets.
+    pub network: network::NetworkCollector,
+    /// Cloud identity.
+    pub cloud: cloud::CloudCollector,
+    /// File integrity.
+    pub fim: fim::FimCollector,
+}
+
+impl Collectors {
+    /// The collectors for `root`, configured by `config`. `runtime` drives the IMDS client
+    /// (the daemon's runtime; a one-shot scan's own). `fim` is the file integrity collector:
+    /// the daemon's running monitor, or the stored baseline read-only.
+    pub fn new(
+        config: &Config,
+        root: HostRoot,
+        runtime: tokio::runtime::Handle,
+        fim: fim::FimCollector,
+    ) -> Self {
+        Self {
+            host: HostCollector::new(root.clone()),
+            packages: packages::PackagesCollector::new(root.clone(), config.packages.clone()),
+            network: network::NetworkCollector::new(root.clone(), config.network.clone()),
+            cloud: cloud::CloudCollector::new(&config.imds, root.clone(), runtime),
+            fim,
+            root,
+        }
+    }
+}

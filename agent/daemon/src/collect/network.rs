@@ -1,6 +1,6 @@
-use crate::config::Config;
+use super::Collected;
 use guestward_cloud::CloudReport;
-use guestward_core::{HostRoot, Section};
+use guestward_core::HostRoot;
 use guestward_network::{ListenerState, ListenerTracker, NetworkReport, PublicAddress};
 use guestward_report::Report;
 use std::io::Read;
@@ -14,17 +14,46 @@ const LISTENER_STATE_FILE: &str = "network-listeners.json";
 const MAX_LISTENER_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Listening sockets with owners and exposure. Live-only: on an offline root the section is
-/// skipped with a note. Findings are drawn in `scan.rs`, after cloud facts are known.
-pub fn collect(root: &HostRoot, config: &Config) -> Section<NetworkReport> {
-    guestward_network::collect(&config.network, root)
+/// skipped with a note.
+#[derive(Debug)]
+pub struct NetworkCollector {
+    root: HostRoot,
+    config: guestward_network::Config,
+}
+
+impl NetworkCollector {
+    /// A collector of the host behind `root` with `[network]`.
+    pub fn new(root: HostRoot, config: guestward_network::Config) -> Self {
+        Self { root, config }
+    }
+
+    /// One collection. Findings are drawn by [`Self::findings`] once the pipeline has marked
+    /// which listeners the instance's public addresses reach (known only from the cloud
+    /// section).
+    pub fn collect(&self) -> Collected<NetworkReport> {
+        Collected::section(guestward_network::collect(&self.config, &self.root))
+    }
+
+    /// Marks the listeners reachable on `public` addresses, then draws the findings: a risky
+    /// service exposed to the internet is reported as such.
+    pub fn findings(
+        &self,
+        data: &mut NetworkReport,
+        public: &[PublicAddress],
+    ) -> Vec<guestward_core::Finding> {
+        if !public.is_empty() {
+            guestward_network::mark_public_reachability(data, public);
+        }
+        guestward_network::findings(data, &self.config)
+    }
 }
 
 /// Adds `network.listener_opened` / `listener_closed` / `listener_owner_changed` events for the
 /// listeners that changed since the previous full scan, and stores this scan's listeners for
 /// the next one. The first scan (no stored state, or an unreadable one) is a baseline: no events.
-pub fn track_changes(config: &Config, report: &mut Report) {
+pub fn track_changes(state_dir: &Path, report: &mut Report) {
     let Some(data) = report.network.as_ref().and_then(|s| s.data.as_ref()) else { return };
-    let path = config.agent.state_dir.as_path().join(LISTENER_STATE_FILE);
+    let path = state_dir.join(LISTENER_STATE_FILE);
     let previous = match load_state(&path) {
         Ok(state) => state,
         Err(e) => {
@@ -99,8 +128,6 @@ mod tests {
     fn listener_changes_become_events_and_survive_a_restart() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.agent.state_dir = guestward_core::AbsolutePath::new(dir.path()).unwrap();
         let proc_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/network/proc-basic");
         let scanned = guestward_network::scan(
             &guestward_network::Config::default(),
@@ -109,8 +136,12 @@ mod tests {
         .unwrap()
         .report;
         let mut report = crate::scan::empty_report();
-        report.network = Some(Section::from_parts(Some(scanned.clone()), vec![], std::time::Instant::now()));
-        track_changes(&config, &mut report);
+        report.network = Some(guestward_core::Section::from_parts(
+            Some(scanned.clone()),
+            vec![],
+            std::time::Instant::now(),
+        ));
+        track_changes(dir.path(), &mut report);
         assert!(report.events.is_empty(), "the first scan is a baseline");
         let file = dir.path().join(LISTENER_STATE_FILE);
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
@@ -119,8 +150,9 @@ mod tests {
         let mut closed = scanned;
         closed.listeners.retain(|l| l.local_port != 6379);
         let mut report = crate::scan::empty_report();
-        report.network = Some(Section::from_parts(Some(closed), vec![], std::time::Instant::now()));
-        track_changes(&config, &mut report);
+        report.network =
+            Some(guestward_core::Section::from_parts(Some(closed), vec![], std::time::Instant::now()));
+        track_changes(dir.path(), &mut report);
         let kinds: Vec<(&str, &serde_json::Value)> =
             report.events.iter().map(|e| (e.kind.as_str(), &e.data["local_port"])).collect();
         assert_eq!(kinds, vec![(guestward_network::LISTENER_CLOSED, &serde_json::json!(6379))]);

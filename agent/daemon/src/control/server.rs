@@ -18,14 +18,14 @@
 
 use crate::config::Config;
 use crate::config::ControlConfig;
-use crate::scan::{self, ScanOptions};
+use crate::pipeline::Pipeline;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use guestward_core::{HostRoot, Timestamp};
+use guestward_core::Timestamp;
 use guestward_report::Report;
 use guestward_report::protocol::Collector;
 use guestward_report::protocol::{
@@ -40,9 +40,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-
-/// Events kept between two full reports before the oldest are dropped (and counted).
-pub const MAX_PENDING_EVENTS: usize = 10_000;
 
 /// Who may use the socket besides root and the daemon's own user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,74 +95,22 @@ impl PeerInfo {
     }
 }
 
-/// Events observed between scans (file changes, lifecycle notices), carried by the next full
-/// report, and the instance's lifecycle as instance metadata last announced it.
-///
-/// Apart from [`Shared`] because the file integrity monitor's thread feeds it: that thread
-/// must not own `Shared`, which owns the monitor. With that cycle the thread could drop the
-/// last reference at shutdown, and the monitor's drop would then join its own thread.
-#[derive(Debug, Default)]
-pub struct EventQueue {
-    /// Bounded: see [`MAX_PENDING_EVENTS`].
-    pending: std::sync::Mutex<std::collections::VecDeque<guestward_core::Event>>,
-    lifecycle_state: RwLock<Option<String>>,
-    dropped: AtomicU64,
-}
-
-impl EventQueue {
-    /// Queues an event for the next full report. When the queue is full the oldest event is
-    /// dropped and counted (`events_dropped_total` in `agentctl status`): memory stays bounded
-    /// however noisy the host, and the loss is visible rather than silent. FIM changes are also
-    /// kept in `fim.db`, so `agentctl fim events` still lists them.
-    pub fn push(&self, event: guestward_core::Event) {
-        if event.kind == guestward_cloud::TERMINATING
-            && let Ok(mut state) = self.lifecycle_state.write()
-        {
-            *state = Some("terminating".to_string());
-        }
-        let Ok(mut queue) = self.pending.lock() else { return };
-        if queue.len() >= MAX_PENDING_EVENTS {
-            queue.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        queue.push_back(event);
-    }
-
-    fn take(&self) -> Vec<guestward_core::Event> {
-        self.pending.lock().map(|mut q| q.drain(..).collect()).unwrap_or_default()
-    }
-
-    /// The instance's announced lifecycle state, if any.
-    pub fn lifecycle_state(&self) -> Option<String> {
-        self.lifecycle_state.read().ok().and_then(|s| s.clone())
-    }
-}
-
-/// State shared by the scheduler and the request handlers.
+/// State shared by the request handlers: the pipeline (whose products the handlers serve) and
+/// the control socket's own counters.
 #[derive(Debug)]
 pub struct Shared {
-    /// The configuration the daemon runs with.
-    pub config: Arc<Config>,
-    /// Where it came from, for `status`.
+    /// The cycle's owner: collectors, events, the latest report.
+    pub pipeline: Arc<Pipeline>,
+    /// Where the configuration came from, for `status`.
     pub config_source: String,
     /// Wall-clock start.
     pub started_at: Timestamp,
     /// Monotonic start.
     pub started: Instant,
-    /// The latest full report.
-    pub latest: RwLock<Option<Arc<Report>>>,
     /// When the scheduler will scan next.
     pub next_scan_at: RwLock<Option<Timestamp>>,
-    /// Scans run one at a time, whether scheduled or requested.
-    pub scan_gate: tokio::sync::Mutex<()>,
     /// Who may connect.
     pub access: AccessPolicy,
-    /// The file integrity monitor, once started (absent when `[fim] enabled = false`).
-    pub fim: std::sync::OnceLock<guestward_fim::Monitor>,
-    /// Events observed between scans, carried by the next full report.
-    pub events: Arc<EventQueue>,
-    scan_runs: AtomicU64,
-    scan_degraded_runs: AtomicU64,
     control_requests: AtomicU64,
     control_denied: AtomicU64,
     control_refused: AtomicU64,
@@ -173,102 +118,57 @@ pub struct Shared {
 
 impl Shared {
     /// New state before the first scan.
-    pub fn new(config: Arc<Config>, config_source: String, access: AccessPolicy) -> Self {
+    pub fn new(pipeline: Arc<Pipeline>, config_source: String, access: AccessPolicy) -> Self {
         Self {
-            config,
+            pipeline,
             config_source,
             started_at: Timestamp::now(),
             started: Instant::now(),
-            latest: RwLock::new(None),
             next_scan_at: RwLock::new(None),
-            scan_gate: tokio::sync::Mutex::new(()),
             access,
-            fim: std::sync::OnceLock::new(),
-            events: Arc::new(EventQueue::default()),
-            scan_runs: AtomicU64::new(0),
-            scan_degraded_runs: AtomicU64::new(0),
             control_requests: AtomicU64::new(0),
             control_denied: AtomicU64::new(0),
             control_refused: AtomicU64::new(0),
         }
     }
 
-    /// Runs the given collectors on the live system (one scan at a time) and, when all of them
-    /// ran, keeps the result as the latest report.
-    pub async fn scan(self: &Arc<Self>, only: BTreeSet<Collector>) -> Arc<Report> {
-        let _gate = self.scan_gate.lock().await;
-        let full = only == Collector::all();
-        let config = Arc::clone(&self.config);
-        let options = ScanOptions { root: HostRoot::live(), only };
-        // Events observed since the last full report (file changes, lifecycle notices) travel
-        // with the next full one; partial scans (`agentctl ports`) leave them queued.
-        let pending = if full { self.events.take() } else { Vec::new() };
-        let report = match tokio::task::spawn_blocking(move || {
-            let mut report = scan::run(&config, &options);
-            report.events.extend(pending);
-            // Only full scans move the stored inventory forward: a partial one has no packages
-            // section to compare, and must not make the next delta skip changes.
-            if full {
-                crate::collect::packages::track_changes(&config, &mut report);
-                crate::collect::network::track_changes(&config, &mut report);
-            }
-            report.events.sort_by_key(|e| e.time);
-            report
-        })
-        .await
-        {
-            Ok(r) => Arc::new(r),
-            Err(e) => {
-                // scan::run already turns collector panics into error sections; reaching this
-                // means the scan thread itself died. Keep serving the previous report.
-                tracing::error!(error = %e, "scan task failed");
-                return self.latest().unwrap_or_else(|| Arc::new(scan::empty_report()));
-            }
-        };
-        self.scan_runs.fetch_add(1, Ordering::Relaxed);
-        if report.any_degraded() {
-            self.scan_degraded_runs.fetch_add(1, Ordering::Relaxed);
-        }
-        if full && let Ok(mut latest) = self.latest.write() {
-            *latest = Some(Arc::clone(&report));
-        }
-        report
-    }
-
-    /// Queues an event for the next full report (see [`EventQueue::push`]).
-    pub fn push_event(&self, event: guestward_core::Event) {
-        self.events.push(event);
-    }
-
-    /// The instance's announced lifecycle state, if any.
-    pub fn lifecycle_state(&self) -> Option<String> {
-        self.events.lifecycle_state()
+    /// The configuration the daemon runs with.
+    pub fn config(&self) -> &Config {
+        &self.pipeline.config
     }
 
     /// The latest full report.
     pub fn latest(&self) -> Option<Arc<Report>> {
-        self.latest.read().ok().and_then(|l| l.clone())
+        self.pipeline.latest()
+    }
+
+    /// The running file integrity monitor, if any.
+    fn fim(&self) -> Option<&Arc<guestward_fim::Monitor>> {
+        self.pipeline.collectors.fim.monitor()
     }
 
     fn status(&self) -> Status {
+        let config = self.config();
+        let pipeline = self.pipeline.counters();
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             started_at: self.started_at,
             uptime_secs: self.started.elapsed().as_secs(),
             config_source: self.config_source.clone(),
-            state_dir: self.config.agent.state_dir.as_path().display().to_string(),
-            scan_interval_secs: self.config.agent.scan_interval_secs,
+            state_dir: config.agent.state_dir.as_path().display().to_string(),
+            scan_interval_secs: config.agent.scan_interval_secs,
             last_scan: self.latest().map(|r| ScanSummary::of(&r)),
             next_scan_at: self.next_scan_at.read().ok().and_then(|n| *n),
-            lifecycle_state: self.lifecycle_state(),
+            lifecycle_state: self.pipeline.events.lifecycle_state(),
             counters: Counters {
-                scan_runs_total: self.scan_runs.load(Ordering::Relaxed),
-                scan_degraded_runs_total: self.scan_degraded_runs.load(Ordering::Relaxed),
+                scan_runs_total: pipeline.scan_runs_total,
+                scan_degraded_runs_total: pipeline.scan_degraded_runs_total,
+                scan_failures_total: pipeline.scan_failures_total,
                 control_requests_total: self.control_requests.load(Ordering::Relaxed),
                 control_denied_connections_total: self.control_denied.load(Ordering::Relaxed),
                 control_refused_connections_total: self.control_refused.load(Ordering::Relaxed),
-                events_dropped_total: self.events.dropped.load(Ordering::Relaxed),
+                events_dropped_total: pipeline.events_dropped_total,
             },
         }
     }
@@ -686,8 +586,10 @@ async fn sbom(State(shared): State<Arc<Shared>>) -> Response {
 async fn scan_now(State(shared): State<Arc<Shared>>, Json(request): Json<ScanRequest>) -> Response {
     let only: BTreeSet<Collector> =
         if request.only.is_empty() { Collector::all() } else { request.only.into_iter().collect() };
-    let report = shared.scan(only).await;
-    stream_json(report)
+    match shared.pipeline.cycle(only).await {
+        Ok(report) => stream_json(report),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 /// Bytes per chunk of a streamed answer.
@@ -764,21 +666,20 @@ impl hyper::body::Body for ChannelBody {
 const FIM_OFF: &str = "file integrity monitoring is not running ([fim] enabled = false, or it failed to start: see the agent's log)";
 
 async fn fim_status(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.fim.get() {
+    match shared.fim() {
         Some(monitor) => Json(monitor.status()).into_response(),
         None => error(StatusCode::NOT_FOUND, FIM_OFF),
     }
 }
 
 async fn fim_events(State(shared): State<Arc<Shared>>, Json(request): Json<FimEventsRequest>) -> Response {
-    if shared.fim.get().is_none() {
+    if shared.fim().is_none() {
         return error(StatusCode::NOT_FOUND, FIM_OFF);
     }
     let since = request.since.or_else(|| Timestamp::from_unix_secs(0)).unwrap_or_else(Timestamp::now);
     let limit = request.limit.unwrap_or(MAX_FIM_EVENTS).min(MAX_FIM_EVENTS);
     // The event log is read from SQLite: keep it off the async workers.
-    let read =
-        tokio::task::spawn_blocking(move || shared.fim.get().map(|m| m.events_since(since, limit))).await;
+    let read = tokio::task::spawn_blocking(move || shared.fim().map(|m| m.events_since(since, limit))).await;
     match read {
         Ok(Some(Ok(events))) => Json(events).into_response(),
         Ok(Some(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
