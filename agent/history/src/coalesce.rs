@@ -512,6 +512,8 @@ mod tests {
         assert_eq!(d["coalesced"]["changes"], json!(["added", "modified"]));
         assert_eq!(d["coalesced"]["first_time"], json!(Timestamp::from_unix_secs(100).unwrap()));
         assert_eq!(batch.events[0].time, Timestamp::from_unix_secs(102).unwrap());
+        assert!(c.memory_bytes() > 0, "the key's rate bookkeeping lasts a window");
+        assert!(c.drain(t0 + limits.window).is_empty());
         assert_eq!(c.memory_bytes(), 0, "everything released");
     }
 
