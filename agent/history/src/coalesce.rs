@@ -362,12 +362,17 @@ impl Coalescer {
         }
         let low = cap - cap / 10;
         let before = self.keys.len();
-        self.keys.retain(|k, s| s.summary.is_some() || {
-            self.bytes = self.bytes.saturating_sub(KEY_OVERHEAD + k.len());
-            false
+        self.keys.retain(|k, s| {
+            s.summary.is_some() || {
+                self.bytes = self.bytes.saturating_sub(KEY_OVERHEAD + k.len());
+                false
+            }
         });
         if before != self.keys.len() {
-            tracing::debug!(forgotten = before - self.keys.len(), "coalescer at its memory cap: rate bookkeeping dropped");
+            tracing::debug!(
+                forgotten = before - self.keys.len(),
+                "coalescer at its memory cap: rate bookkeeping dropped"
+            );
         }
         while self.bytes > low {
             let oldest_pending = self.pending.front().map(|p| p.seq);

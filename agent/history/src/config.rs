@@ -92,8 +92,22 @@ impl HistoryConfig {
         range(&mut issues, "max_events", self.max_events, 100, 10_000_000, "events");
         range(&mut issues, "coalesce_window_secs", self.coalesce_window_secs, 1, 3600, "seconds");
         range(&mut issues, "coalesce_per_path_events", self.coalesce_per_path_events, 0, 10_000, "events");
-        range(&mut issues, "coalesce_max_pending_events", self.coalesce_max_pending_events, 1, 1_000_000, "events");
-        range(&mut issues, "coalesce_max_memory_bytes", self.coalesce_max_memory_bytes, 1 << 20, 1 << 30, "bytes");
+        range(
+            &mut issues,
+            "coalesce_max_pending_events",
+            self.coalesce_max_pending_events,
+            1,
+            1_000_000,
+            "events",
+        );
+        range(
+            &mut issues,
+            "coalesce_max_memory_bytes",
+            self.coalesce_max_memory_bytes,
+            1 << 20,
+            1 << 30,
+            "bytes",
+        );
         range(&mut issues, "coalesce_max_hold_secs", self.coalesce_max_hold_secs, 1, 3600, "seconds");
         if self.coalesce_max_hold_secs < self.coalesce_window_secs {
             issues.push(ConfigIssue {
@@ -160,6 +174,19 @@ mod tests {
             "{:?}",
             c.validate()
         );
+    }
+
+    #[test]
+    fn a_history_table_parses_and_unknown_keys_are_refused_by_name() {
+        #[derive(Deserialize)]
+        struct File {
+            history: HistoryConfig,
+        }
+        let ok: File = toml::from_str("[history]\nmax_events = 5000\n").unwrap();
+        assert_eq!(ok.history.max_events, 5000);
+        assert_eq!(ok.history.max_age_secs, HistoryConfig::default().max_age_secs, "the rest defaults");
+        let err = toml::from_str::<File>("[history]\nmax_event = 5000\n").err().unwrap();
+        assert!(err.to_string().contains("max_event"), "{err}");
     }
 
     #[test]

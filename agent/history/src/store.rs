@@ -19,7 +19,9 @@
 
 use crate::{GAP_CAUSE_OVERFLOW, KIND_GAP, overflow_gap_data};
 use guestward_core::{Event, HostFsError, Timestamp};
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -385,7 +387,9 @@ impl EventStore {
             if objects > 0 {
                 return Err(HistoryError::Foreign {
                     path: path.to_path_buf(),
-                    detail: format!("an SQLite database with {objects} tables or indexes and no guestward mark"),
+                    detail: format!(
+                        "an SQLite database with {objects} tables or indexes and no guestward mark"
+                    ),
                 });
             }
         } else if app_id != APPLICATION_ID {
@@ -453,7 +457,12 @@ impl EventStore {
         self.write(&[], 0, 0)
     }
 
-    fn write(&mut self, events: &[Event], coalesced: u64, overflow: u64) -> Result<AppendOutcome, HistoryError> {
+    fn write(
+        &mut self,
+        events: &[Event],
+        coalesced: u64,
+        overflow: u64,
+    ) -> Result<AppendOutcome, HistoryError> {
         let path = self.path.clone();
         let err = |e| sql_err(&path, e);
         let bounds = self.bounds;
@@ -501,12 +510,16 @@ impl EventStore {
         while let Some(row) = rows.next().map_err(self.err())? {
             let id: i64 = row.get(0).map_err(self.err())?;
             let time_ns: i64 = row.get(1).map_err(self.err())?;
-            let kind: String = row
-                .get(2)
-                .map_err(|e| HistoryError::Row { path: self.path.clone(), id, detail: format!("kind: {e}") })?;
-            let text: String = row
-                .get(3)
-                .map_err(|e| HistoryError::Row { path: self.path.clone(), id, detail: format!("data: {e}") })?;
+            let kind: String = row.get(2).map_err(|e| HistoryError::Row {
+                path: self.path.clone(),
+                id,
+                detail: format!("kind: {e}"),
+            })?;
+            let text: String = row.get(3).map_err(|e| HistoryError::Row {
+                path: self.path.clone(),
+                id,
+                detail: format!("data: {e}"),
+            })?;
             let data = serde_json::from_str(&text).map_err(|e| HistoryError::Row {
                 path: self.path.clone(),
                 id,
@@ -548,7 +561,9 @@ impl EventStore {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         let open: Vec<(i64, Option<String>)> = {
             let mut stmt = tx
-                .prepare("SELECT g.id, e.data FROM open_gaps g LEFT JOIN events e ON e.id = g.id ORDER BY g.id")
+                .prepare(
+                    "SELECT g.id, e.data FROM open_gaps g LEFT JOIN events e ON e.id = g.id ORDER BY g.id",
+                )
                 .map_err(err)?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
             rows.collect::<Result<_, _>>().map_err(err)?
@@ -563,7 +578,9 @@ impl EventStore {
                 obj.insert("end".into(), serde_json::json!(at));
                 obj.insert(
                     "detail".into(),
-                    serde_json::json!("closed: a verification rescan re-read what the dropped events covered"),
+                    serde_json::json!(
+                        "closed: a verification rescan re-read what the dropped events covered"
+                    ),
                 );
             }
             closing.push(Event { kind: KIND_GAP.into(), time: at, data });
@@ -653,7 +670,8 @@ fn insert(tx: &Transaction<'_>, events: &[Event]) -> rusqlite::Result<Vec<i64>> 
         return Ok(Vec::new());
     }
     let mut next = last_id(tx)?.saturating_add(1);
-    let mut stmt = tx.prepare_cached("INSERT INTO events (id, time_ns, kind, data) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO events (id, time_ns, kind, data) VALUES (?1, ?2, ?3, ?4)")?;
     let mut gap_stmt = tx.prepare_cached("INSERT OR IGNORE INTO open_gaps (id) VALUES (?1)")?;
     let mut ids = Vec::with_capacity(events.len());
     for e in events {
@@ -740,7 +758,10 @@ impl Dropped {
             };
             self.widen(time("first_time"), time("last_time"));
         }
-        tx.execute(&format!("DELETE FROM open_gaps WHERE id IN (SELECT id FROM events WHERE {cond})"), [param])?;
+        tx.execute(
+            &format!("DELETE FROM open_gaps WHERE id IN (SELECT id FROM events WHERE {cond})"),
+            [param],
+        )?;
         tx.execute(&format!("DELETE FROM events WHERE {cond}"), [param])?;
         Ok(())
     }

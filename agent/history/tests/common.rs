@@ -21,7 +21,13 @@ pub fn ago(secs_ago: i64) -> Timestamp {
 }
 
 /// A `fim.change` event shaped like the FIM's (path, change, old/new attributes, mechanism).
-pub fn fim_change(path: &str, change: &str, old_size: Option<u64>, new_size: Option<u64>, time: Timestamp) -> Event {
+pub fn fim_change(
+    path: &str,
+    change: &str,
+    old_size: Option<u64>,
+    new_size: Option<u64>,
+    time: Timestamp,
+) -> Event {
     let attrs = |size: u64| {
         json!({
             "type": "file", "mode": "0644", "uid": 0, "gid": 0, "size": size,

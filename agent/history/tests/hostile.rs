@@ -70,7 +70,8 @@ fn a_damaged_history_yields_errors_naming_it_and_never_a_panic() {
     let db = dir.path().join(DB_FILE);
     {
         let mut store = open(dir.path(), roomy());
-        let events: Vec<_> = (0..2000).map(|i| simple("fim.change", i, guestward_core::Timestamp::now())).collect();
+        let events: Vec<_> =
+            (0..2000).map(|i| simple("fim.change", i, guestward_core::Timestamp::now())).collect();
         store.append(&events).unwrap();
     }
     // Keep the header, overwrite every page after the first two (schema and root pages survive

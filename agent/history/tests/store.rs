@@ -25,7 +25,11 @@ fn events_survive_close_and_reopen_with_ids_that_keep_increasing() {
     let mut store = open(dir.path(), roomy());
     let got = all(&store);
     assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(got.iter().map(|e| e.event.clone()).collect::<Vec<_>>(), first, "times, kinds and data round-trip");
+    assert_eq!(
+        got.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        first,
+        "times, kinds and data round-trip"
+    );
     let out = store.append(&[simple("package.added", 3, ago(1))]).unwrap();
     assert_eq!(out.first_id, Some(3));
 }
@@ -68,9 +72,18 @@ fn since_kind_and_after_id_filter_and_results_come_oldest_first() {
     }
     let ns = |q: Query| ns_of(&store, q);
     assert_eq!(ns(Query { since: Some(ago(3600)), ..Query::default() }), [2, 3, 4, 5]);
-    assert_eq!(ns(Query { kind: Some(KindPattern::parse("network.*").unwrap()), ..Query::default() }), [1, 3]);
-    assert_eq!(ns(Query { kind: Some(KindPattern::parse("fim.change").unwrap()), ..Query::default() }), [2, 5]);
-    assert_eq!(ns(Query { kind: Some(KindPattern::parse("*").unwrap()), ..Query::default() }), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        ns(Query { kind: Some(KindPattern::parse("network.*").unwrap()), ..Query::default() }),
+        [1, 3]
+    );
+    assert_eq!(
+        ns(Query { kind: Some(KindPattern::parse("fim.change").unwrap()), ..Query::default() }),
+        [2, 5]
+    );
+    assert_eq!(
+        ns(Query { kind: Some(KindPattern::parse("*").unwrap()), ..Query::default() }),
+        [1, 2, 3, 4, 5]
+    );
     assert_eq!(ns(Query { after_id: Some(3), ..Query::default() }), [4, 5]);
     assert_eq!(ns(Query { limit: 2, ..Query::default() }), [1, 2], "the limit keeps the oldest");
     assert_eq!(
@@ -138,7 +151,9 @@ fn the_age_bound_drops_the_oldest_counts_them_and_the_count_survives_reopen() {
 fn the_count_bound_drops_the_oldest_and_seen_events_leave_no_gap() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path(), Bounds { max_age: Duration::from_secs(86400), max_events: 100 });
-    let batch = |from: u64, n: u64| (from..from + n).map(|i| simple("fim.change", i, ago(100))).collect::<Vec<Event>>();
+    let batch = |from: u64, n: u64| {
+        (from..from + n).map(|i| simple("fim.change", i, ago(100))).collect::<Vec<Event>>()
+    };
     store.append(&batch(1, 100)).unwrap();
     store.mark_seen(100).unwrap();
     let out = store.append(&batch(101, 50)).unwrap();
@@ -197,7 +212,9 @@ fn a_rescan_closes_the_open_overflow_gaps() {
     let at = Timestamp::now();
     assert_eq!(store.close_overflow_gaps(at).unwrap(), [gap_id]);
     assert_eq!(store.stats().unwrap().open_gaps, 0);
-    let gaps = store.query(&Query { kind: Some(KindPattern::parse("coverage.gap").unwrap()), ..Query::default() }).unwrap();
+    let gaps = store
+        .query(&Query { kind: Some(KindPattern::parse("coverage.gap").unwrap()), ..Query::default() })
+        .unwrap();
     assert_eq!(gaps.len(), 2, "the opening and the closing event");
     assert_eq!(gaps[1].event.data["id"], gap_id);
     assert_eq!(gaps[1].event.data["end"], serde_json::json!(at));
@@ -213,12 +230,22 @@ fn appending_ten_thousand_events_takes_well_under_a_second() {
         let events: Vec<Event> = (0..10_000)
             .map(|i| fim_change(&format!("/srv/data/file-{i}"), "modified", Some(i), Some(i + 1), now))
             .collect();
-        let started = Instant::now();
+        // CPU time of this thread (SQLite runs on it too), so that other builds and tests
+        // sharing the 2 cores do not make the figure; wall time gets a loose bound for the
+        // commit's fsync.
+        let cpu = || {
+            let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+            Duration::from(t)
+        };
+        let (started, cpu_started) = (Instant::now(), cpu());
         let out = store.append(&events).unwrap();
-        let took = started.elapsed();
-        eprintln!("appended 10,000 events in {took:?}");
+        let (took, cpu_took) = (started.elapsed(), cpu() - cpu_started);
+        eprintln!("appended 10,000 events in {took:?} ({cpu_took:?} CPU)");
         assert_eq!(out.last_id, Some(10_000));
-        assert!(took < Duration::from_secs(1), "append of 10,000 events took {took:?}");
+        // A debug build serializes JSON about ten times slower than a release build.
+        let limit = if cfg!(debug_assertions) { Duration::from_secs(1) } else { Duration::from_millis(250) };
+        assert!(cpu_took < limit, "append of 10,000 events took {cpu_took:?} of CPU");
+        assert!(took < Duration::from_secs(10), "append of 10,000 events took {took:?}");
         let started = Instant::now();
         let got = store.query(&Query { limit: usize::MAX, ..Query::default() }).unwrap();
         eprintln!("read 10,000 events in {:?}", started.elapsed());

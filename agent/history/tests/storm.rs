@@ -23,7 +23,10 @@ fn storm(rewritten: usize, rewrites: usize, created: usize, span: Duration) -> V
         }
         for _ in 0..per_round {
             if made < created {
-                out.push((at, fim_change(&format!("/srv/upload/new-{made}.bin"), "added", None, Some(7), time)));
+                out.push((
+                    at,
+                    fim_change(&format!("/srv/upload/new-{made}.bin"), "added", None, Some(7), time),
+                ));
                 made += 1;
             }
         }
@@ -170,5 +173,9 @@ fn a_path_busy_forever_is_still_reported_every_max_hold() {
         released.iter().map(|e| e.data.get("coalesced").and_then(|c| c["count"].as_u64()).unwrap_or(1)).sum();
     assert_eq!(represented, 180);
     // Summaries came out during the storm, not only at its end.
-    assert!(released.len() >= 3 && released.len() <= 3 * (limits.per_key_events as usize + 1) + 1, "{}", released.len());
+    assert!(
+        released.len() >= 3 && released.len() <= 3 * (limits.per_key_events as usize + 1) + 1,
+        "{}",
+        released.len()
+    );
 }
