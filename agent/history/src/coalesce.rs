@@ -12,9 +12,11 @@
 //!   waiting overall), further events of a key fold into ONE summary per key: the kind is kept,
 //!   the data is the latest event's with the earliest old state put back (`old`, `old_path`,
 //!   `old_version`, `previous_processes`), and `data.coalesced` says `count`, `first_time`,
-//!   `last_time` and the distinct `changes` seen. A summary is released once its key has been
-//!   quiet for a window, or after [`CoalesceLimits::max_hold`] at most.
-//! - Memory is counted (approximately, in bytes of the JSON held). Past
+//!   `last_time` and the distinct `changes` seen. A storming key's summary is released once
+//!   the key has been quiet for a window, or after [`CoalesceLimits::max_hold`] at most; a
+//!   summary made only because the backlog was full goes out with the next drain.
+//! - Memory is counted (events are held as compact JSON text, and its length is what counts,
+//!   plus a fixed overhead per event and per key). Past
 //!   [`CoalesceLimits::max_memory_bytes`] the coalescer first forgets rate bookkeeping (no event
 //!   is lost by that); only if the events and summaries themselves exceed the cap are the
 //!   oldest dropped, counted, and reported as one `coverage.gap` (cause `history_overflow`) in
@@ -24,7 +26,6 @@
 //! drop, and then a gap says so. Time is passed in (`now: Instant`) so the daemon uses the
 //! monotonic clock and tests can play a storm faster than real time.
 
-use crate::size::approx_bytes;
 use crate::{KIND_GAP, overflow_gap_data};
 use guestward_core::{Event, Timestamp};
 use serde_json::{Map, Value};
@@ -124,6 +125,10 @@ pub fn identity_of(event: &Event) -> String {
 
 #[derive(Debug)]
 struct Summary {
+    /// Its key passed the per-key rate: held until quiet (or `max_hold`). A summary made only
+    /// because the backlog was full goes out with the next drain: holding it would save
+    /// nothing and fill memory with paths changed once.
+    storm: bool,
     first_arrival: Instant,
     last_arrival: Instant,
     first_time: Timestamp,
@@ -131,9 +136,9 @@ struct Summary {
     count: u64,
     kind: String,
     /// The first event's old-state fields (`None`: it had none, so the summary has none).
-    earliest: Vec<(&'static str, Option<Value>)>,
-    latest: Value,
-    latest_bytes: usize,
+    earliest: Vec<(&'static str, Option<Box<str>>)>,
+    /// The latest event's data, as compact JSON (see [`Compact`]).
+    latest: Compact,
     changes: Vec<String>,
     changed: Vec<Value>,
     bytes: usize,
@@ -141,25 +146,28 @@ struct Summary {
 
 impl Summary {
     fn new(now: Instant, event: Event) -> Self {
-        let earliest = OLD_FIELDS.iter().map(|f| (*f, event.data.get(*f).cloned())).collect::<Vec<_>>();
-        let earliest_bytes: usize = earliest.iter().filter_map(|(_, v)| v.as_ref()).map(approx_bytes).sum();
-        let latest_bytes = approx_bytes(&event.data);
+        let earliest = OLD_FIELDS
+            .iter()
+            .map(|f| (*f, event.data.get(*f).map(|v| v.to_string().into_boxed_str())))
+            .collect::<Vec<_>>();
+        let earliest_bytes: usize = earliest.iter().filter_map(|(_, v)| v.as_ref()).map(|v| v.len()).sum();
         let mut s = Self {
+            storm: false,
             first_arrival: now,
             last_arrival: now,
             first_time: event.time,
             last_time: event.time,
             count: 1,
-            bytes: ITEM_OVERHEAD + event.kind.len() + earliest_bytes + latest_bytes,
+            bytes: ITEM_OVERHEAD + event.kind.len() + earliest_bytes,
             kind: event.kind,
             earliest,
-            latest: Value::Null,
-            latest_bytes,
+            latest: Compact::default(),
             changes: Vec::new(),
             changed: Vec::new(),
         };
         s.note(&event.data);
-        s.latest = event.data;
+        s.latest = Compact::new(&event.data);
+        s.bytes += s.latest.len();
         s
     }
 
@@ -175,7 +183,7 @@ impl Summary {
         if let Some(list) = data.get("changed").and_then(Value::as_array) {
             for v in list {
                 if self.changed.len() < MAX_CHANGED && !self.changed.contains(v) {
-                    self.bytes += approx_bytes(v);
+                    self.bytes += 32 + v.to_string().len();
                     self.changed.push(v.clone());
                 }
             }
@@ -190,18 +198,17 @@ impl Summary {
         self.first_time = self.first_time.min(event.time);
         self.last_time = self.last_time.max(event.time);
         self.note(&event.data);
-        let new_bytes = approx_bytes(&event.data);
-        self.bytes = self.bytes - self.latest_bytes + new_bytes;
-        self.latest_bytes = new_bytes;
-        self.latest = event.data;
+        let latest = Compact::new(&event.data);
+        self.bytes = self.bytes - self.latest.len() + latest.len();
+        self.latest = latest;
         signed(self.bytes) - signed(before)
     }
 
     fn into_event(self) -> Event {
         if self.count == 1 {
-            return Event { kind: self.kind, time: self.last_time, data: self.latest };
+            return Event { kind: self.kind, time: self.last_time, data: self.latest.value() };
         }
-        let mut data = match self.latest {
+        let mut data = match self.latest.value() {
             Value::Object(m) => m,
             other => {
                 let mut m = Map::new();
@@ -211,7 +218,7 @@ impl Summary {
         };
         for (field, value) in self.earliest {
             match value {
-                Some(v) => data.insert(field.to_string(), v),
+                Some(v) => data.insert(field.to_string(), Compact(v).value()),
                 None => data.remove(field),
             };
         }
@@ -259,8 +266,41 @@ struct KeyState {
 #[derive(Debug)]
 struct Pending {
     seq: u64,
-    event: Event,
-    bytes: usize,
+    kind: String,
+    time: Timestamp,
+    data: Compact,
+}
+
+impl Pending {
+    fn bytes(&self) -> usize {
+        ITEM_OVERHEAD + self.kind.len() + self.data.len()
+    }
+
+    fn into_event(self) -> Event {
+        Event { kind: self.kind, time: self.time, data: self.data.value() }
+    }
+}
+
+/// Event data held as compact JSON text. A `serde_json::Value` of a `fim.change` takes about
+/// five times its JSON size in memory (a B-tree node per object, 32 bytes per value), so text
+/// lets the same cap hold five times as many events; the length is also an honest measure of
+/// what is held.
+#[derive(Debug, Default)]
+struct Compact(Box<str>);
+
+impl Compact {
+    fn new(v: &Value) -> Self {
+        Self(v.to_string().into_boxed_str())
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn value(&self) -> Value {
+        // Text this process serialized from a Value parses back; Null is unreachable.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
 }
 
 /// The in-memory storm stage. Not thread-safe by itself: the daemon keeps it behind its lock.
@@ -326,31 +366,32 @@ impl Coalescer {
             self.keys.insert(key.clone(), KeyState { window_start: now, in_window: 0, summary: None });
         }
         let Some(state) = self.keys.get_mut(&key) else { return };
+        if now.saturating_duration_since(state.window_start) >= self.limits.window {
+            state.window_start = now;
+            state.in_window = 0;
+        }
+        state.in_window = state.in_window.saturating_add(1);
+        let storming = state.in_window > self.limits.per_key_events;
         if let Some(summary) = &mut state.summary {
+            summary.storm |= storming;
             let delta = summary.merge(now, event);
             self.bytes = self.bytes.saturating_add_signed(delta);
+        } else if storming || backlog {
+            let mut summary = Summary::new(now, event);
+            summary.storm = storming;
+            self.bytes += summary.bytes;
+            state.summary = Some(summary);
+            self.summaries.insert(seq, key);
         } else {
-            if now.saturating_duration_since(state.window_start) >= self.limits.window {
-                state.window_start = now;
-                state.in_window = 0;
-            }
-            state.in_window = state.in_window.saturating_add(1);
-            if state.in_window > self.limits.per_key_events || backlog {
-                let summary = Summary::new(now, event);
-                self.bytes += summary.bytes;
-                state.summary = Some(summary);
-                self.summaries.insert(seq, key);
-            } else {
-                self.push_individual(seq, event);
-            }
+            self.push_individual(seq, event);
         }
         self.enforce_cap();
     }
 
     fn push_individual(&mut self, seq: u64, event: Event) {
-        let bytes = ITEM_OVERHEAD + event.kind.len() + approx_bytes(&event.data);
-        self.bytes += bytes;
-        self.pending.push_back(Pending { seq, event, bytes });
+        let p = Pending { seq, data: Compact::new(&event.data), kind: event.kind, time: event.time };
+        self.bytes += p.bytes();
+        self.pending.push_back(p);
     }
 
     /// Keeps memory under the cap: first forgets rate bookkeeping, then drops the oldest
@@ -381,8 +422,8 @@ impl Coalescer {
                 (None, None) => break,
                 (Some(p), s) if s.is_none_or(|s| p < s) => {
                     if let Some(p) = self.pending.pop_front() {
-                        self.bytes = self.bytes.saturating_sub(p.bytes);
-                        self.note_drop(1, p.event.time, p.event.time);
+                        self.bytes = self.bytes.saturating_sub(p.bytes());
+                        self.note_drop(1, p.time, p.time);
                     }
                 }
                 _ => {
@@ -410,13 +451,15 @@ impl Coalescer {
         self.dropped_last = Some(self.dropped_last.map_or(last, |l| l.max(last)));
     }
 
-    /// What is ready now: every individual event, the summaries whose key has been quiet for
-    /// a window (or held for `max_hold`), and a coverage gap if the cap dropped events.
+    /// What is ready now: every individual event, the backlog summaries, the storm summaries
+    /// whose key has been quiet for a window (or held for `max_hold`), and a coverage gap if
+    /// the cap dropped events. The daemon calls it about once a second.
     pub fn drain(&mut self, now: Instant) -> Batch {
         let window = self.limits.window;
         let hold = self.limits.max_hold;
         self.take(now, |s| {
-            now.saturating_duration_since(s.last_arrival) >= window
+            !s.storm
+                || now.saturating_duration_since(s.last_arrival) >= window
                 || now.saturating_duration_since(s.first_arrival) >= hold
         })
     }
@@ -428,9 +471,9 @@ impl Coalescer {
 
     fn take(&mut self, now: Instant, ready: impl Fn(&Summary) -> bool) -> Batch {
         let mut batch = Batch::default();
-        for p in self.pending.drain(..) {
-            self.bytes = self.bytes.saturating_sub(p.bytes);
-            batch.events.push(p.event);
+        for p in std::mem::take(&mut self.pending) {
+            self.bytes = self.bytes.saturating_sub(p.bytes());
+            batch.events.push(p.into_event());
         }
         let ready_seqs: Vec<u64> = self
             .summaries

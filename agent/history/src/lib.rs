@@ -23,7 +23,6 @@
 
 mod coalesce;
 mod config;
-mod size;
 mod store;
 
 pub use coalesce::{Batch, CoalesceLimits, Coalescer, identity_of};

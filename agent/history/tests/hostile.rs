@@ -61,6 +61,7 @@ fn a_file_that_is_not_sqlite_yields_a_clear_error_naming_it() {
     let err = EventStore::open(&db, roomy()).unwrap_err();
     assert!(matches!(err, HistoryError::Corrupt { .. }), "{err:?}");
     let msg = err.to_string();
+    eprintln!("not SQLite: {msg}");
     assert!(msg.contains(&db.display().to_string()) && msg.contains("damaged"), "{msg}");
 }
 
@@ -90,6 +91,7 @@ fn a_damaged_history_yields_errors_naming_it_and_never_a_panic() {
         s.stats()
     });
     let err = result.unwrap_err();
+    eprintln!("damaged history: {err}");
     assert!(err.to_string().contains(&db.display().to_string()), "{err}");
 }
 

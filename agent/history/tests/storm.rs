@@ -73,6 +73,7 @@ fn a_storm_of_rewrites_and_new_files_keeps_every_path_and_the_counts_add_up() {
         // The storm is over: after a quiet window every summary is released.
         feed(&mut store, c.drain(t0 + Duration::from_secs(18) + limits.window + Duration::from_secs(1)));
         assert_eq!(c.pending(), 0);
+        assert_eq!(c.memory_bytes(), 0, "the memory accounting returns to zero once all is released");
         assert!(peak <= limits.max_memory_bytes, "peak {peak} bytes");
         eprintln!("storm of {total} events: {appended} rows, peak {peak} bytes held");
 
@@ -148,6 +149,8 @@ fn a_storm_beyond_the_memory_cap_drops_the_oldest_and_records_one_gap() {
         assert!(batch.events.iter().any(|e| e.data["path"] == format!("/srv/spray/f{}", total - 1)));
         assert!(!batch.events.iter().any(|e| e.data["path"] == "/srv/spray/f0"));
 
+        assert!(c.drain(t0 + limits.window).is_empty());
+        assert_eq!(c.memory_bytes(), 0, "the memory accounting returns to zero once all is released");
         store.append_batch(&batch).unwrap();
         let stats = store.stats().unwrap();
         assert_eq!(stats.overflow_dropped_total, batch.dropped);
@@ -178,4 +181,34 @@ fn a_path_busy_forever_is_still_reported_every_max_hold() {
         "{}",
         released.len()
     );
+}
+
+#[test]
+fn a_burst_of_distinct_paths_beyond_the_backlog_goes_to_the_store_instead_of_filling_memory() {
+    within(Duration::from_secs(120), "burst of distinct paths", || {
+        // A `chown -R` over a big tree: every file changes once, 5,000 a second for 6 s. Held
+        // until quiet, 30,000 summaries would be far beyond the cap; drained each second,
+        // none is dropped.
+        let limits = CoalesceLimits::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), roomy());
+        let mut c = Coalescer::new(limits);
+        let t0 = Instant::now();
+        let now = Timestamp::now();
+        let total = 30_000u64;
+        for i in 0..total {
+            let at = t0 + Duration::from_micros(i * 200);
+            c.push(fim_change(&format!("/usr/lib/f{i}"), "modified", Some(1), Some(2), now), at);
+            if i % 5_000 == 4_999 {
+                let batch = c.drain(at);
+                assert_eq!(batch.dropped, 0, "nothing dropped at {i}");
+                store.append_batch(&batch).unwrap();
+            }
+        }
+        store.append_batch(&c.drain(t0 + Duration::from_secs(7))).unwrap();
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.stored, total, "every path stored once");
+        assert_eq!(stats.overflow_dropped_total, 0);
+        assert_eq!(stats.coalesced_total, 0);
+    });
 }
