@@ -141,9 +141,11 @@ impl Default for Bounds {
     }
 }
 
-/// Which kinds a query returns: one kind, or every kind under a prefix.
+/// Which kinds a query returns: one kind, or every kind under a prefix. In JSON and on the
+/// command line it is the pattern text (`fim.change`, `network.*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
 pub enum KindPattern {
     /// Exactly this kind (`fim.change`).
     Exact(String),
@@ -185,6 +187,28 @@ impl KindPattern {
     }
 }
 
+impl std::fmt::Display for KindPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(k) => f.write_str(k),
+            Self::Prefix(p) => write!(f, "{p}*"),
+        }
+    }
+}
+
+impl From<KindPattern> for String {
+    fn from(p: KindPattern) -> Self {
+        p.to_string()
+    }
+}
+
+impl TryFrom<String> for KindPattern {
+    type Error = HistoryError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
 impl std::str::FromStr for KindPattern {
     type Err = HistoryError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -192,8 +216,10 @@ impl std::str::FromStr for KindPattern {
     }
 }
 
-/// What to read. All filters combine (AND); results come oldest first (by id).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to read. All filters combine (AND); results come oldest first (by id). Absent fields
+/// in JSON take the [`Default`] values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct Query {
     /// Only events whose time is at or after this.
     pub since: Option<Timestamp>,

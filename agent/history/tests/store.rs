@@ -109,6 +109,13 @@ fn kind_patterns_other_than_a_kind_or_a_trailing_glob_are_refused() {
         assert!(e.to_string().contains("kind pattern"), "{bad:?}: {e}");
     }
     assert_eq!(KindPattern::parse("network.*").unwrap(), KindPattern::Prefix("network.".into()));
+    // On the wire a query names its kinds as the pattern text.
+    let q: Query = serde_json::from_str(r#"{"kind": "network.*", "after_id": 7}"#).unwrap();
+    assert_eq!(q.kind, Some(KindPattern::Prefix("network.".into())));
+    assert_eq!((q.after_id, q.limit), (Some(7), Query::default().limit));
+    assert_eq!(serde_json::to_value(&q).unwrap()["kind"], "network.*");
+    let err = serde_json::from_str::<Query>(r#"{"kind": "*.x"}"#).unwrap_err();
+    assert!(err.to_string().contains("only at the end"), "{err}");
 }
 
 #[test]
@@ -251,4 +258,20 @@ fn appending_ten_thousand_events_takes_well_under_a_second() {
         eprintln!("read 10,000 events in {:?}", started.elapsed());
         assert_eq!(got.len(), 10_000);
     });
+}
+
+#[test]
+fn wire_types_have_json_schemas() {
+    for schema in [
+        serde_json::to_value(schemars::schema_for!(StoredEvent)).unwrap(),
+        serde_json::to_value(schemars::schema_for!(Query)).unwrap(),
+        serde_json::to_value(schemars::schema_for!(guestward_history::HistoryStats)).unwrap(),
+        serde_json::to_value(schemars::schema_for!(guestward_history::AppendOutcome)).unwrap(),
+    ] {
+        assert!(schema["properties"].is_object(), "{schema}");
+    }
+    let stored = serde_json::to_value(schemars::schema_for!(StoredEvent)).unwrap();
+    for field in ["id", "kind", "time", "data"] {
+        assert!(stored["properties"][field].is_object(), "{field} missing: {stored}");
+    }
 }
