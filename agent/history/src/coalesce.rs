@@ -86,10 +86,15 @@ const OLD_FIELDS: [&str; 4] = ["old", "old_path", "old_version", "previous_proce
 const MAX_CHANGES: usize = 8;
 /// Distinct `changed` attribute names remembered per summary.
 const MAX_CHANGED: usize = 32;
-/// Bookkeeping per key besides the key text (map entry, state struct).
-const KEY_OVERHEAD: usize = 160;
-/// Per event or summary besides its JSON (struct, queue slot, kind).
-const ITEM_OVERHEAD: usize = 128;
+/// Bookkeeping per key besides the key text: its slot in the hash map (at the map's 7/8 load)
+/// and the key's allocation header.
+const KEY_OVERHEAD: usize = std::mem::size_of::<(String, KeyState)>() * 8 / 7 + 16;
+/// Per waiting event besides its kind and JSON text: its queue slot and two allocation headers.
+const PENDING_OVERHEAD: usize = std::mem::size_of::<Pending>() + 32;
+/// Per summary besides its texts: the boxed struct, its old-state slots, its entry in the
+/// order index (which holds a second copy of the key, counted separately) and headers.
+const SUMMARY_OVERHEAD: usize =
+    std::mem::size_of::<Summary>() + OLD_FIELDS.len() * std::mem::size_of::<(&str, Option<Box<str>>)>() + 96;
 
 /// Identifies what an event is about, for coalescing: the events of one identity fold
 /// together (within one kind).
@@ -158,7 +163,7 @@ impl Summary {
             first_time: event.time,
             last_time: event.time,
             count: 1,
-            bytes: ITEM_OVERHEAD + event.kind.len() + earliest_bytes,
+            bytes: SUMMARY_OVERHEAD + event.kind.len() + earliest_bytes,
             kind: event.kind,
             earliest,
             latest: Compact::default(),
@@ -260,7 +265,7 @@ fn signed(v: usize) -> isize {
 struct KeyState {
     window_start: Instant,
     in_window: u32,
-    summary: Option<Summary>,
+    summary: Option<Box<Summary>>,
 }
 
 #[derive(Debug)]
@@ -273,7 +278,7 @@ struct Pending {
 
 impl Pending {
     fn bytes(&self) -> usize {
-        ITEM_OVERHEAD + self.kind.len() + self.data.len()
+        PENDING_OVERHEAD + self.kind.len() + self.data.len()
     }
 
     fn into_event(self) -> Event {
@@ -377,8 +382,9 @@ impl Coalescer {
             let delta = summary.merge(now, event);
             self.bytes = self.bytes.saturating_add_signed(delta);
         } else if storming || backlog {
-            let mut summary = Summary::new(now, event);
+            let mut summary = Box::new(Summary::new(now, event));
             summary.storm = storming;
+            summary.bytes += key.len();
             self.bytes += summary.bytes;
             state.summary = Some(summary);
             self.summaries.insert(seq, key);
@@ -478,7 +484,7 @@ impl Coalescer {
         let ready_seqs: Vec<u64> = self
             .summaries
             .iter()
-            .filter(|(_, key)| self.keys.get(*key).and_then(|s| s.summary.as_ref()).is_some_and(&ready))
+            .filter(|(_, key)| self.keys.get(*key).and_then(|s| s.summary.as_deref()).is_some_and(&ready))
             .map(|(seq, _)| *seq)
             .collect();
         for seq in ready_seqs {

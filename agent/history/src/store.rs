@@ -339,14 +339,14 @@ fn to_i64(v: u64) -> i64 {
 /// Refuses anything but a regular file at `path` (when something is there). Goes through
 /// core's door: `lstat` first, so a device node is never opened, then an `O_NONBLOCK |
 /// O_NOFOLLOW` open (a FIFO swapped in cannot block us) and `fstat` on the descriptor.
-fn check_regular(path: &Path) -> Result<bool, HistoryError> {
+fn check_regular(path: &Path) -> Result<Option<std::fs::File>, HistoryError> {
     match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(HistoryError::Io { path: path.to_path_buf(), source }),
         Ok(_) => {}
     }
     match guestward_core::open_regular_file(path, false) {
-        Ok(_) => Ok(true),
+        Ok(file) => Ok(Some(file)),
         Err(HostFsError::NotRegularFile { path, kind }) => Err(HistoryError::NotRegular { path, kind }),
         Err(e) => Err(HistoryError::File(e)),
     }
@@ -381,20 +381,23 @@ impl EventStore {
         for side in [sidecar(path, "-wal"), sidecar(path, "-shm")] {
             check_regular(&side)?;
         }
-        if !check_regular(path)? {
+        let file = match check_regular(path)? {
+            Some(file) => file,
             // O_CREAT|O_EXCL never follows a symlink: a link planted after the check makes
             // this fail rather than create a file elsewhere. 0600 from the start: events name
             // every watched file that changed. SQLite gives -wal and -shm the same mode.
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    check_regular(path)?;
-                }
+            None => match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_regular(path)?
+                    .ok_or_else(|| HistoryError::Io { path: path.to_path_buf(), source: e })?,
                 Err(source) => return Err(HistoryError::Io { path: path.to_path_buf(), source }),
-            }
-        }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            },
+        };
+        // On the descriptor, so a path swapped since the check cannot redirect the chmod. A
+        // history left 0644 by hand is closed again.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|source| HistoryError::Io { path: path.to_path_buf(), source })?;
+        drop(file);
 
         let err = |e| sql_err(path, e);
         // No CREATE (the file exists by now), no URI parsing of the path, no final symlink.

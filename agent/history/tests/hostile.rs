@@ -121,4 +121,9 @@ fn the_history_is_created_0600_in_a_0700_directory() {
     assert_eq!(mode(&db), 0o600);
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join(format!("{DB_FILE}-wal"))), 0o600);
+    // A history opened up by hand is closed again at the next start.
+    drop(store);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = EventStore::open(&db, roomy()).unwrap();
+    assert_eq!(mode(&db), 0o600);
 }
