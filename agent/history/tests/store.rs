@@ -250,7 +250,7 @@ fn appending_ten_thousand_events_takes_well_under_a_second() {
         eprintln!("appended 10,000 events in {took:?} ({cpu_took:?} CPU)");
         assert_eq!(out.last_id, Some(10_000));
         // A debug build serializes JSON about ten times slower than a release build.
-        let limit = if cfg!(debug_assertions) { Duration::from_secs(1) } else { Duration::from_millis(250) };
+        let limit = if cfg!(debug_assertions) { Duration::from_secs(1) } else { Duration::from_millis(500) };
         assert!(cpu_took < limit, "append of 10,000 events took {cpu_took:?} of CPU");
         assert!(took < Duration::from_secs(10), "append of 10,000 events took {took:?}");
         let started = Instant::now();
