@@ -61,7 +61,7 @@ impl Default for CoalesceLimits {
     }
 }
 
-/// What one drain hands to the store ([`crate::EventStore::append_batch`]).
+/// What one drain hands to the store (`EventStore::append_batch`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     /// Individual events, summaries and (if the cap dropped any) one coverage gap, in event

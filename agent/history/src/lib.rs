@@ -4,7 +4,7 @@
 //! latest report and in an in-memory queue of 10,000 that dropped the rest during a storm. This
 //! crate keeps them instead:
 //!
-//! - [`EventStore`]: `events.db` (SQLite, WAL) in the state directory. Every stored event gets a
+//! - `EventStore` (feature `store`): `events.db` (SQLite, WAL) in the state directory. Every stored event gets a
 //!   monotonically increasing id (what `agentctl events --follow` and the spool read by), and
 //!   the store is bounded by age and by count ([`Bounds`]). What the bounds drop is the oldest,
 //!   and it is counted in persisted counters ([`HistoryStats`]); a drop of events no reader has
@@ -16,20 +16,26 @@
 //!   exceed the memory cap are the oldest dropped, counted, and turned into a coverage gap.
 //! - [`HistoryConfig`]: the `[history]` table of `agent.toml`, with its validation.
 //!
+//! Feature `store` (default) brings the SQLite store. Without it the crate is the types a
+//! reader needs ([`StoredEvent`], [`Query`], [`KindPattern`], [`HistoryStats`]), the config
+//! and the coalescer (pure, in memory), so `agentctl` and the report build without SQLite.
+//!
 //! The daemon owns one `Coalescer` and one `EventStore`: collectors' events go to
-//! [`Coalescer::push`], and a periodic [`Coalescer::drain`] feeds [`EventStore::append_batch`].
+//! [`Coalescer::push`], and a periodic [`Coalescer::drain`] feeds `EventStore::append_batch`.
 
 #![warn(missing_docs)]
 
 mod coalesce;
 mod config;
+mod model;
+#[cfg(feature = "store")]
 mod store;
 
 pub use coalesce::{Batch, CoalesceLimits, Coalescer, identity_of};
 pub use config::{ConfigIssue, HistoryConfig};
-pub use store::{
-    AppendOutcome, Bounds, DB_FILE, EventStore, HistoryError, HistoryStats, KindPattern, Query, StoredEvent,
-};
+pub use model::{AppendOutcome, Bounds, HistoryError, HistoryStats, KindPattern, Query, StoredEvent};
+#[cfg(feature = "store")]
+pub use store::{DB_FILE, EventStore};
 
 /// Event kind of a coverage gap (the same kind the FIM uses for its own gaps).
 pub const KIND_GAP: &str = "coverage.gap";
