@@ -76,6 +76,29 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
         only: Vec<Collector>,
     },
+    /// The event history, oldest first: file changes, listener and package changes,
+    /// lifecycle notices, coverage gaps. Storms appear as one summary per path
+    /// (`data.coalesced`: count, first and last time).
+    Events {
+        /// Only events at or after this time: an RFC 3339 time (2026-11-29T17:00:00Z) or an
+        /// age (30m, 1h, 2d).
+        #[arg(long, value_name = "TIME|AGE")]
+        since: Option<String>,
+        /// Only events of this kind (`fim.change`), or of a family (`network.*`).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// At most this many events (the oldest that match; narrow with --since).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+        /// Only events stored after the event with this id (each event's `id`): resume where
+        /// an earlier run stopped.
+        #[arg(long, value_name = "ID")]
+        after: Option<i64>,
+        /// Keep printing new events as they are stored (like `tail -f`; without --since or
+        /// --after it starts now); stop with Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+    },
     /// File integrity monitoring: coverage status, or the change and coverage-gap events.
     Fim {
         /// What to show.
@@ -249,6 +272,67 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 writeln!(out, "no findings")?;
             } else {
                 render_findings(&findings, &mut out)?;
+            }
+            Ok(exit::OK)
+        }
+        Command::Events { since, kind, limit, after, follow } => {
+            let since = match since {
+                Some(text) => Some(parse_since(&text)?),
+                None if follow && after.is_none() => Some(guestward_core::Timestamp::now()),
+                None => None,
+            };
+            let mut query = guestward_history::Query {
+                since,
+                kind: kind
+                    .as_deref()
+                    .map(guestward_history::KindPattern::parse)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--kind: {e}"))?,
+                after_id: after,
+                limit: usize::try_from(limit).unwrap_or(1000),
+            };
+            // The daemon answers at most MAX_EVENTS_PER_ANSWER events at a time (its memory);
+            // larger requests are paged by id.
+            let wanted = query.limit;
+            let page = wanted.min(guestward_report::protocol::MAX_EVENTS_PER_ANSWER);
+            query.limit = page;
+            let mut printed = 0usize;
+            loop {
+                let events: Vec<guestward_history::StoredEvent> =
+                    runtime.block_on(client.post("/v1/events", &query))?;
+                if let Some(last) = events.last() {
+                    query.after_id = Some(last.id);
+                }
+                for e in &events {
+                    if cli.json {
+                        // One JSON object per line when following, so a reader can stream it.
+                        if follow {
+                            serde_json::to_writer(&mut out, e)?;
+                        } else {
+                            serde_json::to_writer_pretty(&mut out, e)?;
+                        }
+                        writeln!(out)?;
+                    } else {
+                        let line = guestward_report::render::event_line(&e.event);
+                        writeln!(out, "{:>8} {}", e.id, guestward_core::text::escape_control(&line))?;
+                    }
+                }
+                printed += events.len();
+                out.flush()?;
+                let short = events.len() < page;
+                if !follow {
+                    if short || printed >= wanted {
+                        break;
+                    }
+                    query.limit = page.min(wanted - printed);
+                    continue;
+                }
+                if short {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            if printed == 0 && !cli.json {
+                writeln!(out, "no events")?;
             }
             Ok(exit::OK)
         }
@@ -466,6 +550,27 @@ pub fn configured_socket(config_path: &Path) -> PathBuf {
         .and_then(|p| p.control.socket_path)
         .filter(|p| p.is_absolute())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH))
+}
+
+/// `--since`: an RFC 3339 time, or an age back from now in jiff's friendly format (`30m`,
+/// `1h`, `2 days`).
+fn parse_since(text: &str) -> anyhow::Result<guestward_core::Timestamp> {
+    if let Ok(time) =
+        serde_json::from_value::<guestward_core::Timestamp>(serde_json::Value::String(text.to_string()))
+    {
+        return Ok(time);
+    }
+    let age: jiff::SignedDuration = text.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--since {text}: neither an RFC 3339 time (2026-11-29T17:00:00Z) nor an age (30m, 1h, 2d)"
+        )
+    })?;
+    if age.is_negative() {
+        anyhow::bail!("--since {text}: an age must not be negative");
+    }
+    let secs = guestward_core::Timestamp::now().unix_secs().saturating_sub(age.as_secs());
+    guestward_core::Timestamp::from_unix_secs(secs)
+        .ok_or_else(|| anyhow::anyhow!("--since {text}: too far back"))
 }
 
 /// The `--only` parser: the collector names of the wire protocol.

@@ -32,6 +32,8 @@ pub struct Config {
     pub fim: guestward_fim::Config,
     /// `[network]`: listening sockets, their owners and exposure.
     pub network: guestward_network::Config,
+    /// `[history]`: the event history in the state directory (bounds, storm coalescing).
+    pub history: guestward_history::HistoryConfig,
 }
 
 /// `[control]`.
@@ -195,6 +197,13 @@ impl Config {
                     message: format!("must be {}..={}, got {value}", range.start(), range.end()),
                 });
             }
+        }
+        if let Some(issue) = self.history.validate().into_iter().next() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: format!("history.{}", issue.key),
+                message: issue.message,
+            });
         }
         if let Err(e) = self.imds.validate() {
             return Err(ConfigError::Invalid {

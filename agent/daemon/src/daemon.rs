@@ -4,7 +4,7 @@ use crate::collect::Collectors;
 use crate::collect::fim::FimCollector;
 use crate::config::{Config, ConfigSource, ControlConfig};
 use crate::control::server::{self, AccessPolicy, Shared};
-use crate::pipeline::{EventQueue, Pipeline};
+use crate::pipeline::{EventLog, Pipeline};
 use anyhow::{Context, bail};
 use guestward_core::Timestamp;
 use guestward_report::protocol::Collector;
@@ -22,7 +22,10 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let limits = server::ServerLimits::from_config(&config.control);
     let socket_path = config.control.socket_path.as_path().to_path_buf();
     let config = Arc::new(config);
-    let events = Arc::new(EventQueue::default());
+    let events = Arc::new(
+        EventLog::open(config.agent.state_dir.as_path(), &config.history)
+            .context("the event history (events.db in agent.state_dir) cannot be used")?,
+    );
     let fim = if config.fim.enabled {
         let monitor = start_fim(&config, &events).context(
             "file integrity monitoring could not start ([fim] enabled = true); fix the cause or set \
@@ -40,6 +43,7 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
     let shared = Arc::new(Shared::new(Arc::clone(&pipeline), source.to_string(), access));
     let scheduler = tokio::spawn(schedule_scans(Arc::clone(&shared)));
+    let drainer = tokio::spawn(Arc::clone(&pipeline).drain_events());
     let (stop_lifecycle, lifecycle) = start_lifecycle_watch(&pipeline);
     // Readiness: the socket accepts connections from here on. Outside systemd this is a no-op.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
@@ -49,12 +53,18 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 
     let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal()).await;
     scheduler.abort();
+    drainer.abort();
     let _ = stop_lifecycle.send(true);
     if let Some(task) = lifecycle {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     if let Some(monitor) = pipeline.collectors.fim.monitor() {
         monitor.request_stop();
+    }
+    // What the coalescer still holds goes to the history before the process ends.
+    let events = Arc::clone(&pipeline.events);
+    if let Err(e) = tokio::task::spawn_blocking(move || events.flush()).await {
+        tracing::error!(error = %e, "events still held at shutdown could not be stored");
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Err(e) = std::fs::remove_file(&socket_path) {
@@ -65,18 +75,19 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 
 /// Starts realtime file integrity monitoring. Its first run builds the baseline (progress in
 /// `agentctl fim status`); later starts rescan what changed while the agent was stopped.
-fn start_fim(config: &Config, events: &Arc<EventQueue>) -> anyhow::Result<guestward_fim::Monitor> {
+fn start_fim(config: &Config, events: &Arc<EventLog>) -> anyhow::Result<guestward_fim::Monitor> {
     let fim = guestward_fim::Fim::new(
         config.fim.clone(),
         guestward_core::HostRoot::live(),
         config.agent.state_dir.as_path(),
     )?;
-    // The queue, not the pipeline: see `EventQueue` for why the monitor's thread must not own it.
+    // The log, not the pipeline: see `EventLog` for why the monitor's thread must not own it.
     let events = Arc::clone(events);
     let sink = Box::new(move |event: &guestward_core::Event| {
-        // Kept in fim.db (`agentctl fim events`), carried by the next full report, and logged
-        // so journald forwards file changes even before a collector exists to ship them.
-        tracing::warn!(kind = %event.kind, data = %event.data, "file integrity event");
+        // Kept in the history (`agentctl events`) and in fim.db (`agentctl fim events`), and
+        // carried by the next full report. Logged at debug only: a line per change turned an
+        // event storm into a logging storm (62,600 lines, 105 MB RSS).
+        tracing::debug!(kind = %event.kind, data = %event.data, "file integrity event");
         events.push(event.clone());
     });
     Ok(guestward_fim::Monitor::start(fim, sink)?)

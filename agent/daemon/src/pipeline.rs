@@ -7,22 +7,26 @@
 
 use crate::collect::Collectors;
 use crate::config::Config;
-use guestward_core::Event;
+use guestward_core::{Event, Timestamp};
+use guestward_history::{Coalescer, EventStore, HistoryError, HistoryStats, Query, StoredEvent};
 use guestward_report::Report;
 use guestward_report::protocol::Collector;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
-/// Events kept between two full reports before the oldest are dropped (and counted).
-pub const MAX_PENDING_EVENTS: usize = 10_000;
+/// Most events one report carries; the rest wait for the next report (in order, by id). The
+/// latest report stays in memory (`agentctl report`), so this bounds what it holds: storms
+/// reach the history as one summary per path, so a report rarely needs more.
+pub const MAX_REPORT_EVENTS: usize = 2_000;
 
 /// The file in the state directory that holds the last report sequence number.
 const SEQUENCE_FILE: &str = "report-sequence";
 
-/// Why a cycle produced no report. The events it had taken are back in the queue, so the next
-/// cycle carries them.
+/// Why a cycle produced no report. The events it would have carried stay unreported in the
+/// history, so the next cycle carries them.
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
     /// The scan thread died (a collector panic is contained in its section; this is worse).
@@ -30,63 +34,141 @@ pub enum CycleError {
     ScanFailed(String),
 }
 
-/// Events observed between reports (file changes, lifecycle notices), carried by the next
-/// full report, and the instance's lifecycle as instance metadata last announced it.
+/// The event history: every event the agent observed (file changes, listener and package
+/// changes, lifecycle notices, coverage gaps), kept in `events.db` in the state directory,
+/// bounded by age and count (`[history]`), behind a coalescing stage that folds storms into
+/// one summary per path so a storm never hides a path and memory stays bounded.
 ///
 /// Apart from the [`Pipeline`] because the file integrity monitor's thread feeds it: that
 /// thread must not own the pipeline, which owns the monitor. With that cycle the thread could
 /// drop the last reference at shutdown, and the monitor's drop would then join its own thread.
-#[derive(Debug, Default)]
-pub struct EventQueue {
-    /// Bounded: see [`MAX_PENDING_EVENTS`].
-    pending: Mutex<VecDeque<Event>>,
+#[derive(Debug)]
+pub struct EventLog {
+    coalescer: Mutex<Coalescer>,
+    store: Mutex<EventStore>,
     lifecycle_state: RwLock<Option<String>>,
-    dropped: AtomicU64,
+    /// Appends that failed (disk full, a damaged file): counted and logged, never silent.
+    store_failures: AtomicU64,
+    /// Set when the coalescer dropped events at its memory cap: a FIM rescan is asked for, and
+    /// the overflow gap is closed once a verification finished after this time.
+    overflow_since: Mutex<Option<Timestamp>>,
 }
 
-impl EventQueue {
-    /// Queues an event for the next full report. When the queue is full the oldest event is
-    /// dropped and counted (`events_dropped_total` in `agentctl status`): memory stays bounded
-    /// however noisy the host, and the loss is visible rather than silent. A poisoned lock
-    /// (a panic elsewhere while holding it) still takes the event: the queue holds plain data.
+impl EventLog {
+    /// Opens (or creates, 0600) `events.db` in `state_dir`. A file that is not ours, or
+    /// damaged, is an error naming it: the daemon does not start without its history.
+    pub fn open(state_dir: &Path, config: &guestward_history::HistoryConfig) -> Result<Self, HistoryError> {
+        let store = EventStore::open(&state_dir.join(guestward_history::DB_FILE), config.bounds())?;
+        Ok(Self {
+            coalescer: Mutex::new(Coalescer::new(config.coalesce_limits())),
+            store: Mutex::new(store),
+            lifecycle_state: RwLock::new(None),
+            store_failures: AtomicU64::new(0),
+            overflow_since: Mutex::new(None),
+        })
+    }
+
+    /// Takes an event. Cheap (the FIM thread calls it for every change): it only enters the
+    /// coalescer; [`Self::drain`] moves what is ready to the store. A poisoned lock (a panic
+    /// elsewhere while holding it) still takes the event: the coalescer holds plain data.
     pub fn push(&self, event: Event) {
         if event.kind == guestward_cloud::TERMINATING {
-            let mut state = self.lifecycle_state.write().unwrap_or_else(|e| e.into_inner());
-            *state = Some("terminating".to_string());
+            *self.lifecycle_state.write().unwrap_or_else(|e| e.into_inner()) =
+                Some("terminating".to_string());
         }
-        let mut queue = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.len() >= MAX_PENDING_EVENTS {
-            queue.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        queue.push_back(event);
+        self.coalescer.lock().unwrap_or_else(|e| e.into_inner()).push(event, Instant::now());
     }
 
-    /// Takes every pending event, oldest first.
-    fn take(&self) -> Vec<Event> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+    /// Moves the events the coalescer has ready into the store. Returns how many events the
+    /// coalescer dropped at its memory cap since the last drain (a coverage gap is stored for
+    /// them).
+    pub fn drain(&self) -> u64 {
+        let batch = self.coalescer.lock().unwrap_or_else(|e| e.into_inner()).drain(Instant::now());
+        self.store_batch(&batch);
+        if batch.dropped > 0 {
+            let mut since = self.overflow_since.lock().unwrap_or_else(|e| e.into_inner());
+            since.get_or_insert_with(Timestamp::now);
+        }
+        batch.dropped
     }
 
-    /// Puts events taken by a cycle that failed back in front of the queue (within the bound).
-    fn put_back(&self, events: Vec<Event>) {
-        let mut queue = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for event in events.into_iter().rev() {
-            if queue.len() >= MAX_PENDING_EVENTS {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            queue.push_front(event);
+    /// Everything the coalescer holds, to the store (at shutdown).
+    pub fn flush(&self) {
+        let batch = self.coalescer.lock().unwrap_or_else(|e| e.into_inner()).flush(Instant::now());
+        self.store_batch(&batch);
+    }
+
+    fn store_batch(&self, batch: &guestward_history::Batch) {
+        if batch.is_empty() {
+            return;
         }
+        let outcome = self.store.lock().unwrap_or_else(|e| e.into_inner()).append_batch(batch);
+        self.count_failure(outcome.map(|_| ()), batch.events.len());
+    }
+
+    /// Stores events directly (change tracking's, which arrive once per cycle, not in storms).
+    pub fn append(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let outcome = self.store.lock().unwrap_or_else(|e| e.into_inner()).append(events);
+        self.count_failure(outcome.map(|_| ()), events.len());
+    }
+
+    fn count_failure(&self, outcome: Result<(), HistoryError>, events: usize) {
+        if let Err(e) = outcome {
+            self.store_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, events, "events could not be stored in the history");
+        }
+    }
+
+    /// Events matching `query`, oldest first.
+    pub fn query(&self, query: &Query) -> Result<Vec<StoredEvent>, HistoryError> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).query(query)
+    }
+
+    /// Events no report has carried yet, oldest first, at most `limit`.
+    fn unreported(&self, limit: usize) -> Result<Vec<StoredEvent>, HistoryError> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let after = store.stats()?.seen_through_id;
+        store.query(&Query { after_id: Some(after), limit, ..Query::default() })
+    }
+
+    /// Marks events up to `id` as carried by a report (persisted: a restart does not repeat
+    /// them, and the bounds no longer count them as lost when they are pruned).
+    fn mark_reported(&self, id: i64) {
+        let outcome = self.store.lock().unwrap_or_else(|e| e.into_inner()).mark_seen(id);
+        self.count_failure(outcome, 0);
+    }
+
+    /// Closes open overflow gaps once a verification rescan finished after the overflow.
+    fn close_overflow_after(&self, verified_at: Option<Timestamp>) {
+        let mut since = self.overflow_since.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(overflow), Some(verified)) = (*since, verified_at) else { return };
+        if verified < overflow {
+            return;
+        }
+        let closed =
+            self.store.lock().unwrap_or_else(|e| e.into_inner()).close_overflow_gaps(Timestamp::now());
+        match closed {
+            Ok(_) => *since = None,
+            Err(e) => self.count_failure(Err(e), 0),
+        }
+    }
+
+    /// The history's counters.
+    pub fn stats(&self) -> Result<HistoryStats, HistoryError> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).stats()
+    }
+
+    /// Appends that failed since start.
+    pub fn store_failures_total(&self) -> u64 {
+        self.store_failures.load(Ordering::Relaxed)
     }
 
     /// The instance's announced lifecycle state, if any.
     pub fn lifecycle_state(&self) -> Option<String> {
         self.lifecycle_state.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Events dropped since start.
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -139,8 +221,8 @@ pub struct Pipeline {
     pub config: Arc<Config>,
     /// Every collector, built once.
     pub collectors: Collectors,
-    /// Events observed between reports.
-    pub events: Arc<EventQueue>,
+    /// The event history.
+    pub events: Arc<EventLog>,
     latest: RwLock<Option<Arc<Report>>>,
     sequence: Sequence,
     /// Cycles run one at a time, whether scheduled or requested.
@@ -159,13 +241,13 @@ pub struct PipelineCounters {
     pub scan_degraded_runs_total: u64,
     /// Scans that produced no report at all.
     pub scan_failures_total: u64,
-    /// Events dropped from the pending queue.
-    pub events_dropped_total: u64,
+    /// Event history appends that failed.
+    pub events_store_failures_total: u64,
 }
 
 impl Pipeline {
     /// A pipeline over `collectors`, feeding on `events`.
-    pub fn new(config: Arc<Config>, collectors: Collectors, events: Arc<EventQueue>) -> Self {
+    pub fn new(config: Arc<Config>, collectors: Collectors, events: Arc<EventLog>) -> Self {
         let sequence = Sequence::load(config.agent.state_dir.as_path());
         Self {
             config,
@@ -183,22 +265,20 @@ impl Pipeline {
     /// One cycle of the given collectors.
     ///
     /// A full cycle (every collector) also tracks changes against the stored inventories,
-    /// carries the events observed since the previous full report, takes the next sequence
-    /// number, and becomes the latest report. A partial one (`agentctl ports`) only scans:
-    /// it must not move the stored inventories forward (the next delta would skip changes),
-    /// and leaves the pending events for the next full report.
+    /// stores the changes in the history, carries the events no report has carried yet, takes
+    /// the next sequence number, and becomes the latest report. A partial one (`agentctl
+    /// ports`) only scans: it must not move the stored inventories forward (the next delta
+    /// would skip changes), and leaves the events for the next full report. A cycle that fails
+    /// marks nothing as reported, so its events go with the next one.
     pub async fn cycle(self: &Arc<Self>, only: BTreeSet<Collector>) -> Result<Arc<Report>, CycleError> {
         let _gate = self.gate.lock().await;
         let full = only == Collector::all();
-        let pending = if full { self.events.take() } else { Vec::new() };
-        let kept = pending.clone();
         let this = Arc::clone(self);
-        let built = tokio::task::spawn_blocking(move || this.assemble(&only, full, pending)).await;
-        let report = match built {
-            Ok(report) => Arc::new(report),
+        let built = tokio::task::spawn_blocking(move || this.assemble(&only, full)).await;
+        let (report, reported_through) = match built {
+            Ok((report, through)) => (Arc::new(report), through),
             Err(e) => {
                 self.scan_failures.fetch_add(1, Ordering::Relaxed);
-                self.events.put_back(kept);
                 tracing::error!(error = %e, "scan failed");
                 return Err(CycleError::ScanFailed(e.to_string()));
             }
@@ -209,26 +289,86 @@ impl Pipeline {
         }
         if full {
             *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&report));
+            if let Some(id) = reported_through {
+                self.events.mark_reported(id);
+            }
         }
         Ok(report)
     }
 
-    /// Scan, then (full cycles) change tracking, events and the sequence number.
-    fn assemble(&self, only: &BTreeSet<Collector>, full: bool, pending: Vec<Event>) -> Report {
+    /// Scan, then (full cycles) change tracking, events and the sequence number. Returns the
+    /// report and the id of the last history event it carries.
+    fn assemble(&self, only: &BTreeSet<Collector>, full: bool) -> (Report, Option<i64>) {
         let mut report = crate::scan::run(&self.config, &self.collectors, only);
-        report.events.extend(pending);
-        if full {
-            let state_dir = self.config.agent.state_dir.as_path();
-            crate::collect::packages::track_changes(
-                state_dir,
-                self.config.packages.full_snapshot_interval_secs,
-                &mut report,
-            );
-            crate::collect::network::track_changes(state_dir, &mut report);
-            report.sequence = Some(self.sequence.next());
+        if !full {
+            return (report, None);
         }
+        let state_dir = self.config.agent.state_dir.as_path();
+        let collected = std::mem::take(&mut report.events);
+        crate::collect::packages::track_changes(
+            state_dir,
+            self.config.packages.full_snapshot_interval_secs,
+            &mut report,
+        );
+        crate::collect::network::track_changes(state_dir, &mut report);
+        // Everything observed goes through the history: the report carries what it holds.
+        let mut observed = collected;
+        observed.append(&mut report.events);
+        self.events.drain();
+        self.events.append(&observed);
+        self.events.close_overflow_after(self.fim_verified_at());
+        let mut through = None;
+        match self.events.unreported(MAX_REPORT_EVENTS) {
+            Ok(stored) => {
+                through = stored.last().map(|e| e.id);
+                report.events = stored.into_iter().map(|e| e.event).collect();
+            }
+            Err(e) => {
+                // The history is unreadable: carry this cycle's own observations at least.
+                tracing::error!(error = %e, "unreported events could not be read from the history");
+                report.events = observed;
+            }
+        }
+        report.sequence = Some(self.sequence.next());
         report.events.sort_by_key(|e| e.time);
-        report
+        (report, through)
+    }
+
+    /// When the FIM monitor last finished a verification (or baseline) scan.
+    fn fim_verified_at(&self) -> Option<Timestamp> {
+        let status = self.collectors.fim.monitor()?.status();
+        status
+            .last_verification
+            .filter(|v| v.outcome == guestward_fim::ScanOutcome::Completed)
+            .map(|v| v.finished)
+    }
+
+    /// Runs until the process stops: moves ready events into the history every second, and
+    /// when the coalescer had to drop events (its memory cap), asks the FIM monitor for a
+    /// verification rescan, which closes the gap once it finishes.
+    pub async fn drain_events(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let this = Arc::clone(&self);
+            let dropped = tokio::task::spawn_blocking(move || {
+                let dropped = this.events.drain();
+                this.events.close_overflow_after(this.fim_verified_at());
+                dropped
+            })
+            .await
+            .unwrap_or(0);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "event storm beyond the coalescing memory cap: a coverage gap was recorded and a verification rescan requested"
+                );
+                if let Some(monitor) = self.collectors.fim.monitor() {
+                    monitor.request_rescan(None);
+                }
+            }
+        }
     }
 
     /// The latest full report.
@@ -242,7 +382,7 @@ impl Pipeline {
             scan_runs_total: self.scan_runs.load(Ordering::Relaxed),
             scan_degraded_runs_total: self.scan_degraded_runs.load(Ordering::Relaxed),
             scan_failures_total: self.scan_failures.load(Ordering::Relaxed),
-            events_dropped_total: self.events.dropped_total(),
+            events_store_failures_total: self.events.store_failures_total(),
         }
     }
 }

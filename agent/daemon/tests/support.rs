@@ -103,18 +103,42 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let child = agent()
+        let child = Self::spawn(&config, env);
+        let daemon = Self { dir_path: dir.path().to_path_buf(), child, socket, _dir: dir };
+        daemon.wait_for(|| daemon.socket.exists(), "the control socket to appear");
+        daemon
+    }
+
+    fn spawn(config: &Path, env: &[(&str, String)]) -> Child {
+        agent()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("run")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap();
-        let daemon = Self { dir_path: dir.path().to_path_buf(), child, socket, _dir: dir };
-        daemon.wait_for(|| daemon.socket.exists(), "the control socket to appear");
-        daemon
+            .unwrap()
+    }
+
+    /// Stops the daemon with SIGTERM (asserting a clean exit) and starts it again on the same
+    /// configuration and state directory.
+    pub fn restart(&mut self) {
+        self.stop_gracefully();
+        self.child = Self::spawn(&self.dir_path.join("agent.toml"), &[]);
+        self.wait_for(|| self.socket.exists(), "the control socket to appear again");
+    }
+
+    fn stop_gracefully(&mut self) -> i32 {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().expect("exited by signal, not gracefully");
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The tree FIM watches by default.
@@ -145,15 +169,7 @@ impl Daemon {
     }
 
     pub fn terminate(mut self) -> i32 {
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().expect("exited by signal, not gracefully");
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.stop_gracefully()
     }
 }
 

@@ -5,6 +5,7 @@
 mod cli;
 mod cloud;
 mod daemon;
+mod events;
 mod fim;
 mod hardening;
 mod sbom;

@@ -7,6 +7,7 @@
 //! | GET | `/v1/findings` | | the latest findings |
 //! | GET | `/v1/sbom` | | the latest full report's inventory as a CycloneDX 1.6 SBOM (404 before the first scan) |
 //! | POST | `/v1/scan` | [`ScanRequest`] | a fresh [`Report`](crate::Report) of the requested collectors |
+//! | POST | `/v1/events` | `guestward_history::Query` | stored events (`guestward_history::StoredEvent`), oldest first |
 //! | GET | `/v1/fim/status` | | `guestward_fim::FimStatus` (404 when FIM is off) |
 //! | POST | `/v1/fim/events` | [`FimEventsRequest`] | `fim.change` / `coverage.gap` events, oldest first |
 
@@ -137,9 +138,20 @@ pub struct Counters {
     /// `control.max_connections_per_user` connections.
     #[serde(default)]
     pub control_refused_connections_total: u64,
-    /// Events dropped because more than `MAX_PENDING_EVENTS` piled up between two reports.
+    /// Events dropped: pruned by the history's age and count bounds, or at the coalescing
+    /// stage's memory cap during a storm (a coverage gap records each loss).
     #[serde(default)]
     pub events_dropped_total: u64,
+    /// Events kept in the history now.
+    #[serde(default)]
+    pub events_stored: u64,
+    /// Events folded into per-path summaries during storms (none lost: each summary carries
+    /// the count, first and last time).
+    #[serde(default)]
+    pub events_coalesced_total: u64,
+    /// Writes to the history that failed (full disk, damaged file).
+    #[serde(default)]
+    pub events_store_failures_total: u64,
 }
 
 /// One scan, summarized.
@@ -174,6 +186,11 @@ pub struct ScanRequest {
     #[serde(default)]
     pub only: Vec<Collector>,
 }
+
+/// Most events one `/v1/events` answer carries: each is parsed from the history into memory
+/// before it is sent, so an answer costs the daemon about 3 KiB per event; `agentctl events`
+/// pages through larger requests.
+pub const MAX_EVENTS_PER_ANSWER: usize = 1_000;
 
 /// Most events one `/v1/fim/events` answer carries.
 pub const MAX_FIM_EVENTS: usize = 10_000;

@@ -53,6 +53,17 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
             guestward_fim::render_summary(data, out)?;
         }
     }
+    if !report.events.is_empty() {
+        const SHOWN: usize = 20;
+        writeln!(out, "\nevents ({}, newest last):", report.events.len())?;
+        let skip = report.events.len().saturating_sub(SHOWN);
+        if skip > 0 {
+            writeln!(out, "  ... {skip} earlier events (see --json or `agentctl events`)")?;
+        }
+        for e in report.events.iter().skip(skip) {
+            writeln!(out, "  {}", event_line(e))?;
+        }
+    }
     if !report.findings.is_empty() {
         writeln!(out, "\nfindings ({}):", report.findings.len())?;
         for f in &report.findings {
@@ -92,4 +103,38 @@ fn section_header<T>(
         writeln!(out, "   ... and {} more problems (see --json)", section.problems.len() - SHOWN)?;
     }
     Ok(())
+}
+
+/// One line for an event: time, kind, and what it is about (the path, listener or package),
+/// with the storm summary when events were coalesced. Quotes scanned data: callers write it
+/// through [`guestward_core::text::TerminalSafe`] or escape it.
+pub fn event_line(event: &guestward_core::Event) -> String {
+    let data = &event.data;
+    let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let subject = text("path")
+        .or_else(|| {
+            let port = data.get("local_port").and_then(serde_json::Value::as_u64)?;
+            let addr = text("local_address").unwrap_or_default();
+            Some(format!("{} {addr}:{port}", text("protocol").unwrap_or_default()))
+        })
+        .or_else(|| {
+            let name = text("name")?;
+            let versions = match (text("old_version"), text("new_version")) {
+                (Some(old), Some(new)) => format!(" {old} -> {new}"),
+                (None, Some(v)) | (Some(v), None) => format!(" {v}"),
+                (None, None) => String::new(),
+            };
+            Some(format!("{name}{versions}"))
+        })
+        .or_else(|| text("cause").map(|c| format!("cause {c}")))
+        .or_else(|| text("action"))
+        .unwrap_or_default();
+    let change = text("change").map(|c| format!(" ({c})")).unwrap_or_default();
+    let storm = data
+        .get("coalesced")
+        .and_then(|c| c.get("count"))
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| format!(" [{n} events coalesced]"))
+        .unwrap_or_default();
+    format!("{} {} {subject}{change}{storm}", event.time, event.kind)
 }

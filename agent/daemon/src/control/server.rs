@@ -29,8 +29,8 @@ use guestward_core::Timestamp;
 use guestward_report::Report;
 use guestward_report::protocol::Collector;
 use guestward_report::protocol::{
-    Counters, ErrorBody, FimEventsRequest, MAX_FIM_EVENTS, MAX_REQUEST_BYTES, ScanRequest, ScanSummary,
-    Status,
+    Counters, ErrorBody, FimEventsRequest, MAX_EVENTS_PER_ANSWER, MAX_FIM_EVENTS, MAX_REQUEST_BYTES,
+    ScanRequest, ScanSummary, Status,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
@@ -150,6 +150,7 @@ impl Shared {
     fn status(&self) -> Status {
         let config = self.config();
         let pipeline = self.pipeline.counters();
+        let history = self.pipeline.events.stats().ok();
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -165,10 +166,15 @@ impl Shared {
                 scan_runs_total: pipeline.scan_runs_total,
                 scan_degraded_runs_total: pipeline.scan_degraded_runs_total,
                 scan_failures_total: pipeline.scan_failures_total,
+                events_stored: history.as_ref().map_or(0, |h| h.stored),
+                events_coalesced_total: history.as_ref().map_or(0, |h| h.coalesced_total),
+                events_store_failures_total: pipeline.events_store_failures_total,
                 control_requests_total: self.control_requests.load(Ordering::Relaxed),
                 control_denied_connections_total: self.control_denied.load(Ordering::Relaxed),
                 control_refused_connections_total: self.control_refused.load(Ordering::Relaxed),
-                events_dropped_total: pipeline.events_dropped_total,
+                events_dropped_total: history
+                    .as_ref()
+                    .map_or(0, |h| h.dropped_total + h.overflow_dropped_total),
             },
         }
     }
@@ -183,6 +189,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/findings", get(findings))
         .route("/v1/sbom", get(sbom))
         .route("/v1/scan", post(scan_now))
+        .route("/v1/events", post(events))
         .route("/v1/fim/status", get(fim_status))
         .route("/v1/fim/events", post(fim_events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see agentctl --help") })
@@ -557,6 +564,24 @@ async fn findings(State(shared): State<Arc<Shared>>) -> Response {
     match shared.latest() {
         Some(r) => Json(&r.findings).into_response(),
         None => error(StatusCode::NOT_FOUND, "no scan has completed yet; try again in a moment"),
+    }
+}
+
+/// The event history, oldest first (`agentctl events`).
+async fn events(
+    State(shared): State<Arc<Shared>>,
+    Json(mut query): Json<guestward_history::Query>,
+) -> Response {
+    query.limit = query.limit.min(MAX_EVENTS_PER_ANSWER);
+    let log = Arc::clone(&shared.pipeline.events);
+    match tokio::task::spawn_blocking(move || log.query(&query)).await {
+        Ok(Ok(events)) => Json(events).into_response(),
+        Ok(Err(e)) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, &format!("reading the event history failed: {e}"))
+        }
+        Err(_) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "reading the event history failed: the task crashed")
+        }
     }
 }
 

@@ -1,0 +1,189 @@
+//! The event history end to end: the real daemon, real inotify on a temp tree, `agentctl events`.
+
+use crate::support::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Every stored event of `kind`, oldest first (paging with `--after` past the per-answer cap).
+fn all_events(daemon: &Daemon, kind: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    loop {
+        let mut args = vec!["events".to_string(), "--json".into(), "--kind".into(), kind.into()];
+        args.extend(["--limit".into(), "10000".into()]);
+        if let Some(id) = out.last().and_then(|e| e["id"].as_i64()) {
+            args.extend(["--after".into(), id.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = daemon.ctl(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let page: Vec<Value> =
+            serde_json::Deserializer::from_str(&stdout).into_iter::<Value>().map(|v| v.unwrap()).collect();
+        let full = page.len() == 10_000;
+        out.extend(page);
+        if !full {
+            return out;
+        }
+    }
+}
+
+fn paths_of(events: &[Value]) -> BTreeSet<String> {
+    events.iter().filter_map(|e| e["data"]["path"].as_str().map(str::to_string)).collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_for_baseline(daemon: &Daemon) {
+    wait_until("the FIM baseline", Duration::from_secs(120), || {
+        let (_, out, _) = daemon.ctl(&["fim", "status", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .is_ok_and(|s| s["baseline_completed_at"].is_string() && s["state"] == "watching")
+    });
+}
+
+#[test]
+fn events_survive_the_next_scan_and_a_restart_and_since_and_follow_work() {
+    let mut daemon = Daemon::start();
+    wait_for_baseline(&daemon);
+    // The first scheduled report is out before the change, so the change is the next one's.
+    daemon.wait_for(
+        || {
+            let (_, out, _) = daemon.ctl(&["status", "--json"]);
+            serde_json::from_str::<Value>(&out).is_ok_and(|s| s["last_scan"].is_object())
+        },
+        "the first scan",
+    );
+    let changed = daemon.watched().join("etc/app.conf");
+    std::fs::write(&changed, "port = 9090\n").unwrap();
+    let changed = changed.display().to_string();
+    wait_until("the change in the history", Duration::from_secs(30), || {
+        paths_of(&all_events(&daemon, "fim.*")).contains(&changed)
+    });
+
+    // A full scan carries it in its report, and it stays in the history afterwards.
+    let (code, stdout, stderr) = daemon.ctl(&["scan", "--json"]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let sequence = report["sequence"].as_u64().expect("a daemon report has a sequence");
+    assert!(paths_of(report["events"].as_array().unwrap()).contains(&changed), "{}", report["events"]);
+
+    // The next report does not carry it again (it was reported), but the history keeps it.
+    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
+    let next: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(next["sequence"].as_u64(), Some(sequence + 1));
+    assert!(!paths_of(next["events"].as_array().unwrap()).contains(&changed));
+    assert!(paths_of(&all_events(&daemon, "fim.*")).contains(&changed));
+
+    // After a restart: still there, --since filters by time, and the sequence goes on.
+    daemon.restart();
+    let (code, stdout, stderr) = daemon.ctl(&["events", "--since", "1h", "--kind", "fim.change"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&changed), "{stdout}");
+    let (_, stdout, _) = daemon.ctl(&["events", "--since", "2999-01-01T00:00:00Z"]);
+    assert_eq!(stdout.trim(), "no events");
+    let (code, _, stderr) = daemon.ctl(&["events", "--since", "yesterday-ish"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--since yesterday-ish"), "{stderr}");
+    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
+    let after_restart: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(after_restart["sequence"].as_u64().unwrap() > sequence + 1, "the sequence survives a restart");
+
+    // --follow starts now and prints each event stored later, one JSON object per line.
+    let mut follower = agentctl()
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["events", "--follow", "--json", "--kind", "fim.*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let fresh = daemon.watched().join("etc/created-while-following.conf");
+    std::fs::write(&fresh, "x\n").unwrap();
+    let fresh = fresh.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut followed = Vec::new();
+    while !paths_of(&followed).contains(&fresh) {
+        assert!(Instant::now() < deadline, "--follow never printed {fresh}: {followed:?}");
+        if let Ok(event) = rx.recv_timeout(Duration::from_millis(200)) {
+            followed.push(event);
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(!paths_of(&followed).contains(&changed), "--follow starts now, not with the backlog");
+}
+
+/// The storm of the issue: thousands of files rewritten many times and hundreds created within
+/// seconds. Every path must be in the history (storms coalesce per path, never drop one), and
+/// the daemon's peak RSS stays under 64 MB.
+#[test]
+fn storm_every_path_is_in_the_history_and_the_daemon_stays_under_64_mb() {
+    const FILES: usize = 2_000;
+    const REWRITES: usize = 30;
+    const CREATED: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("storm");
+    std::fs::create_dir_all(&tree).unwrap();
+    for i in 0..FILES {
+        std::fs::write(tree.join(format!("f{i:05}")), format!("v0 {i}\n")).unwrap();
+    }
+    let daemon = Daemon::start_with(
+        &format!("\n[fim]\npaths = [\"{}\"]\n[imds]\nenabled = false\n", tree.display()),
+        &[],
+    );
+    wait_for_baseline(&daemon);
+
+    let started = Instant::now();
+    for round in 1..=REWRITES {
+        for i in 0..FILES {
+            std::fs::write(tree.join(format!("f{i:05}")), format!("v{round} {i}\n")).unwrap();
+        }
+        if round % 5 == 0 {
+            for i in (round / 5 - 1) * (CREATED / 6)..(round / 5) * (CREATED / 6) {
+                std::fs::write(tree.join(format!("new{i:04}")), "new\n").unwrap();
+            }
+        }
+    }
+    eprintln!("storm written in {:?}", started.elapsed());
+
+    let mut expected: BTreeSet<String> =
+        (0..FILES).map(|i| tree.join(format!("f{i:05}")).display().to_string()).collect();
+    expected.extend((0..CREATED).map(|i| tree.join(format!("new{i:04}")).display().to_string()));
+    let mut missing = expected.clone();
+    wait_until("every stormed path in the history", Duration::from_secs(240), || {
+        let seen = paths_of(&all_events(&daemon, "fim.change"));
+        missing.retain(|p| !seen.contains(p));
+        missing.is_empty()
+    });
+
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!("daemon peak RSS {} MB", peak_kb / 1024);
+    assert!(peak_kb < 64 * 1024, "the daemon peaked at {} MB RSS during the storm", peak_kb / 1024);
+    let (_, out, _) = daemon.ctl(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["counters"]["events_store_failures_total"], 0, "{status}");
+}
