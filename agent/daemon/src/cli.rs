@@ -128,7 +128,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let only: BTreeSet<Collector> =
                 if args.only.is_empty() { Collector::all() } else { args.only.iter().copied().collect() };
-            let report = scan::run(&config, &ScanOptions { root, only });
+            // The IMDS client's I/O runs on a runtime of this command's own (the collector starts
+            // none): multi-thread, so its worker drives the I/O while the scan thread blocks.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("starting the async runtime for instance metadata")?;
+            let cloud = guestward_cloud::CloudCollector::new(&config.imds).context("instance metadata ([imds])")?;
+            let report = scan::run(&config, &ScanOptions { root, only }, &cloud, runtime.handle());
             let format = if args.json { Format::Json } else { args.format };
             let mut out = std::io::stdout().lock();
             match format {

@@ -439,7 +439,14 @@ fn check_config(path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
 /// or skipped, 1 when it degraded or failed; a bad config is an error (exit 2).
 fn imds(path: Option<&std::path::Path>, json: bool) -> anyhow::Result<u8> {
     let (config, _) = Config::load(path)?;
-    let scan = guestward_cloud::scan_blocking(&config.imds, &guestward_core::HostRoot::live());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime for instance metadata: {e}"))?;
+    let cloud = guestward_cloud::CloudCollector::new(&config.imds)
+        .map_err(|e| anyhow::anyhow!("instance metadata ([imds]): {e}"))?;
+    let scan = cloud.scan_blocking(runtime.handle(), &guestward_core::HostRoot::live());
     let mut out = std::io::stdout().lock();
     if json {
         let value = serde_json::json!({ "cloud": scan.section, "findings": scan.findings });

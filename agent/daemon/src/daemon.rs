@@ -18,7 +18,13 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let socket_path = config.control.socket_path.as_path().to_path_buf();
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
-    let shared = Arc::new(Shared::new(Arc::new(config), source.to_string(), access));
+    // One IMDS collector for the process: scheduled scans, requested scans and the lifecycle
+    // watcher share its client, so the daemon holds one IMDSv2 token at a time. An
+    // `AWS_EC2_METADATA_*` variable it cannot apply stops the start, naming the variable.
+    let cloud = Arc::new(
+        guestward_cloud::CloudCollector::new(&config.imds).context("instance metadata ([imds])")?,
+    );
+    let shared = Arc::new(Shared::new(Arc::new(config), source.to_string(), access, cloud));
     if shared.config.fim.enabled {
         match start_fim(&shared) {
             Ok(monitor) => {
@@ -81,23 +87,10 @@ fn start_lifecycle_watch(
     shared: &Arc<Shared>,
 ) -> (tokio::sync::watch::Sender<bool>, Option<tokio::task::JoinHandle<()>>) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let imds = &shared.config.imds;
-    let collector = match guestward_cloud::CloudCollector::new(imds) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "instance metadata lifecycle watch not started");
-            return (stop_tx, None);
-        }
-    };
-    if !collector.should_watch(&guestward_core::HostRoot::live()) {
+    // On the scans' collector's client: one IMDS client and one token per process.
+    let Some(watcher) = shared.cloud.lifecycle_watcher(&guestward_core::HostRoot::live()) else {
         return (stop_tx, None);
-    }
-    let Some(client) = collector.client() else { return (stop_tx, None) };
-    let watcher = guestward_cloud::LifecycleWatcher::new(
-        client,
-        Duration::from_secs(imds.spot_poll_interval_secs),
-        Duration::from_secs(imds.events_poll_interval_secs),
-    );
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let shared = Arc::clone(shared);
     let task = tokio::spawn(async move {

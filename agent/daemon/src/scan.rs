@@ -49,8 +49,14 @@ pub struct ScanOptions {
 }
 
 /// Runs the selected collectors, each on its own thread so a slow one does not delay the others,
-/// and assembles the report.
-pub fn run(config: &Config, options: &ScanOptions) -> Report {
+/// and assembles the report. `cloud` is the process's one IMDS collector (one client, one
+/// token); its requests run on `runtime`, which must be driven while this blocks.
+pub fn run(
+    config: &Config,
+    options: &ScanOptions,
+    cloud: &guestward_cloud::CloudCollector,
+    runtime: &tokio::runtime::Handle,
+) -> Report {
     let collected_at = Timestamp::now();
     let root = &options.root;
     let wants = |c: Collector| options.only.contains(&c);
@@ -61,7 +67,7 @@ pub fn run(config: &Config, options: &ScanOptions) -> Report {
         let packages =
             wants(Collector::Packages).then(|| s.spawn(|| collect::packages::collect(root, config)));
         let network = wants(Collector::Network).then(|| s.spawn(|| collect::network::collect(root, config)));
-        let cloud = wants(Collector::Cloud).then(|| s.spawn(|| collect::cloud::collect(root, config)));
+        let cloud = wants(Collector::Cloud).then(|| s.spawn(|| collect::cloud::collect(root, cloud, runtime)));
         (
             join(host, || crashed_section("host")),
             join(packages, || crashed_section("packages")),

@@ -3,12 +3,16 @@
 //! IMDS describes the machine the agent runs on, so under `--root` the section is skipped and
 //! no request is made; off EC2 a local DMI pre-check answers `not_ec2` without any request.
 
-use crate::config::Config;
 use guestward_core::{HostRoot, Problem, Section};
 
-/// Runs the IMDS collector once.
-pub fn collect(root: &HostRoot, config: &Config) -> guestward_cloud::CloudScan {
-    guestward_cloud::scan_blocking(&config.imds, root)
+/// Runs the process's one IMDS collector once, on the caller's runtime (a blocking call: scan
+/// threads only).
+pub fn collect(
+    root: &HostRoot,
+    cloud: &guestward_cloud::CloudCollector,
+    runtime: &tokio::runtime::Handle,
+) -> guestward_cloud::CloudScan {
+    cloud.scan_blocking(runtime, root)
 }
 
 /// The EC2 instance id written in the firmware (Nitro), without any network request: the host

@@ -163,6 +163,9 @@ pub struct Shared {
     pub fim: std::sync::OnceLock<guestward_fim::Monitor>,
     /// Events observed between scans, carried by the next full report.
     pub events: Arc<EventQueue>,
+    /// The process's one IMDS collector: scans and the lifecycle watcher share its client and
+    /// its token.
+    pub cloud: Arc<guestward_cloud::CloudCollector>,
     scan_runs: AtomicU64,
     scan_degraded_runs: AtomicU64,
     control_requests: AtomicU64,
@@ -172,7 +175,12 @@ pub struct Shared {
 
 impl Shared {
     /// New state before the first scan.
-    pub fn new(config: Arc<Config>, config_source: String, access: AccessPolicy) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        config_source: String,
+        access: AccessPolicy,
+        cloud: Arc<guestward_cloud::CloudCollector>,
+    ) -> Self {
         Self {
             config,
             config_source,
@@ -184,6 +192,7 @@ impl Shared {
             access,
             fim: std::sync::OnceLock::new(),
             events: Arc::new(EventQueue::default()),
+            cloud,
             scan_runs: AtomicU64::new(0),
             scan_degraded_runs: AtomicU64::new(0),
             control_requests: AtomicU64::new(0),
@@ -202,8 +211,10 @@ impl Shared {
         // Events observed since the last full report (file changes, lifecycle notices) travel
         // with the next full one; partial scans (`agentctl ports`) leave them queued.
         let pending = if full { self.events.take() } else { Vec::new() };
+        let cloud = Arc::clone(&self.cloud);
+        let runtime = tokio::runtime::Handle::current();
         let report = match tokio::task::spawn_blocking(move || {
-            let mut report = scan::run(&config, &options);
+            let mut report = scan::run(&config, &options, &cloud, &runtime);
             report.events.extend(pending);
             // Only full scans move the stored inventory forward: a partial one has no packages
             // section to compare, and must not make the next delta skip changes.
