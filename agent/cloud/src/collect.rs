@@ -3,7 +3,9 @@
 use crate::client::{ImdsClient, ImdsError};
 use crate::config::{ConfigError, ImdsConfig, Resolved, ResolvedEndpoint, resolve};
 use crate::lifecycle::LifecycleWatcher;
-use crate::precheck::{container_runtime_present, ec2_hint, instance_id_from_firmware, looks_like_instance_id};
+use crate::precheck::{
+    container_runtime_present, ec2_hint, instance_id_from_firmware, looks_like_instance_id,
+};
 use crate::report::{
     AccessMode, CloudReport, CloudScan, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts,
     LifecycleSnapshot, MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
@@ -146,11 +148,8 @@ impl CloudCollector {
         let started = Instant::now();
         let outcome = self.collect(root).await;
         let findings = crate::findings::findings(&outcome.report);
-        let instance_id = outcome
-            .report
-            .instance_id()
-            .map(str::to_string)
-            .or_else(|| instance_id_from_firmware(root));
+        let instance_id =
+            outcome.report.instance_id().map(str::to_string).or_else(|| instance_id_from_firmware(root));
         let note = match outcome.report.state {
             CloudState::Ec2 => None,
             _ => outcome.report.reason.clone(),

@@ -13,7 +13,8 @@ pub const HOP_LIMIT_ABOVE_ONE: &str = "GW-IMDS-003";
 /// An instance profile is attached: its role's permissions deserve a review.
 pub const INSTANCE_PROFILE_ATTACHED: &str = "GW-IMDS-004";
 /// Every finding id [`findings`] can raise (for the finding catalogue).
-pub const FINDING_IDS: &[&str] = &[IMDSV1_ENABLED, IMDSV2_UNAVAILABLE, HOP_LIMIT_ABOVE_ONE, INSTANCE_PROFILE_ATTACHED];
+pub const FINDING_IDS: &[&str] =
+    &[IMDSV1_ENABLED, IMDSV2_UNAVAILABLE, HOP_LIMIT_ABOVE_ONE, INSTANCE_PROFILE_ATTACHED];
 
 const SOURCE: &str = "cloud";
 

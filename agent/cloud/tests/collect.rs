@@ -297,16 +297,19 @@ async fn hop_limit_above_one_without_containers_is_informational() {
 }
 
 #[tokio::test]
-async fn section_is_skipped_under_a_mounted_root_and_ok_live() {
+async fn scan_is_skipped_under_a_mounted_root_and_ok_live() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
     let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
     let (_d, root) = not_ec2_root();
-    let s = collector.section(&root).await;
-    assert_eq!(s.status, SectionStatus::Skipped);
-    assert!(s.note.unwrap().contains("--root"));
+    let s = collector.scan(&root).await;
+    assert_eq!(s.section.status, SectionStatus::Skipped);
+    assert!(s.section.note.unwrap().contains("--root"));
+    assert!(s.findings.is_empty() && s.instance_id.is_none());
     assert!(emu.records().is_empty());
-    let live = collector.section(&guestward_core::HostRoot::live()).await;
-    assert_eq!(live.status, SectionStatus::Ok, "{:?}", live.problems);
+    let live = collector.scan(&guestward_core::HostRoot::live()).await;
+    assert_eq!(live.section.status, SectionStatus::Ok, "{:?}", live.section.problems);
+    assert_eq!(live.instance_id.as_deref(), Some(INSTANCE_ID));
+    assert!(live.findings.iter().any(|f| f.id == INSTANCE_PROFILE_ATTACHED), "{:?}", live.findings);
     assert_eq!(collector.known_instance_id(&root).as_deref(), Some(INSTANCE_ID));
 }
 

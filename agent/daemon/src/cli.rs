@@ -135,7 +135,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime for instance metadata")?;
-            let cloud = guestward_cloud::CloudCollector::new(&config.imds).context("instance metadata ([imds])")?;
+            let cloud =
+                guestward_cloud::CloudCollector::new(&config.imds).context("instance metadata ([imds])")?;
             let report = scan::run(&config, &ScanOptions { root, only }, &cloud, runtime.handle());
             let format = if args.json { Format::Json } else { args.format };
             let mut out = std::io::stdout().lock();

@@ -21,9 +21,8 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     // One IMDS collector for the process: scheduled scans, requested scans and the lifecycle
     // watcher share its client, so the daemon holds one IMDSv2 token at a time. An
     // `AWS_EC2_METADATA_*` variable it cannot apply stops the start, naming the variable.
-    let cloud = Arc::new(
-        guestward_cloud::CloudCollector::new(&config.imds).context("instance metadata ([imds])")?,
-    );
+    let cloud =
+        Arc::new(guestward_cloud::CloudCollector::new(&config.imds).context("instance metadata ([imds])")?);
     let shared = Arc::new(Shared::new(Arc::new(config), source.to_string(), access, cloud));
     if shared.config.fim.enabled {
         match start_fim(&shared) {

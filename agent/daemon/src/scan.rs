@@ -67,7 +67,8 @@ pub fn run(
         let packages =
             wants(Collector::Packages).then(|| s.spawn(|| collect::packages::collect(root, config)));
         let network = wants(Collector::Network).then(|| s.spawn(|| collect::network::collect(root, config)));
-        let cloud = wants(Collector::Cloud).then(|| s.spawn(|| collect::cloud::collect(root, cloud, runtime)));
+        let cloud =
+            wants(Collector::Cloud).then(|| s.spawn(|| collect::cloud::collect(root, cloud, runtime)));
         (
             join(host, || crashed_section("host")),
             join(packages, || crashed_section("packages")),
