@@ -70,7 +70,7 @@ pub struct CloudScan {
     pub instance_id: Option<String>,
 }
 
-/// How requests to IMDS are authenticated.
+/// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessMode {
