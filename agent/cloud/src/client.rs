@@ -10,6 +10,7 @@
 //!   client itself: the agent has no business holding the instance's AWS credentials.
 
 use crate::config::ClientSettings;
+use crate::report::AccessMode;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderName, HeaderValue};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,16 +176,6 @@ impl ImdsToken {
         let margin = (self.ttl / 4).min(Duration::from_secs(60));
         now + margin >= self.expires_at
     }
-}
-
-/// How requests are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessMode {
-    /// IMDSv2 session tokens.
-    V2,
-    /// Token-less IMDSv1 GETs because the token PUT was refused (403/404/405).
-    V1Fallback,
 }
 
 #[derive(Debug)]

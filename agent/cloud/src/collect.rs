@@ -1,11 +1,14 @@
-//! From config + host root to the `cloud` section.
+//! The long-lived collector: from config + host root to the `cloud` section.
 
-use crate::client::{AccessMode, ImdsClient, ImdsError};
+use crate::client::{ImdsClient, ImdsError};
 use crate::config::{ConfigError, ImdsConfig, Resolved, ResolvedEndpoint, resolve};
-use crate::precheck::{ec2_hint, looks_like_instance_id};
+use crate::lifecycle::LifecycleWatcher;
+use crate::precheck::{
+    container_runtime_present, ec2_hint, instance_id_from_firmware, looks_like_instance_id,
+};
 use crate::report::{
-    CloudReport, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts, LifecycleSnapshot,
-    MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
+    AccessMode, CloudReport, CloudScan, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts,
+    LifecycleSnapshot, MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
 };
 use guestward_core::{HostRoot, Problem, Section, Timestamp};
 use serde::Deserialize;
@@ -25,21 +28,6 @@ const MAX_LIST_ITEMS: usize = 256;
 /// the service is gone (or hanging) and each further item would cost a full timeout.
 const MAX_CONSECUTIVE_SILENCES: u32 = 2;
 
-/// Container runtime sockets: their presence means containers may need IMDS through an extra
-/// hop, which makes a hop limit above 1 legitimate.
-const CONTAINER_RUNTIME_SOCKETS: &[&str] = &[
-    "/run/containerd/containerd.sock",
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-    "/run/crio/crio.sock",
-    "/run/podman/podman.sock",
-];
-
-/// Whether a container runtime's socket exists under `root`.
-pub fn container_runtime_present(root: &HostRoot) -> bool {
-    CONTAINER_RUNTIME_SOCKETS.iter().any(|p| root.exists(p))
-}
-
 /// Building a collector failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
@@ -51,9 +39,14 @@ pub enum CollectorError {
     Client(#[from] ImdsError),
 }
 
-/// Collects the `cloud` section; keeps the IMDS client (and its token) between runs and
-/// remembers a negative answer so an instance without IMDS is asked only every
-/// `reprobe_interval_secs`.
+/// Collects the `cloud` section. Built once from the validated `[imds]` config and owned by
+/// the caller for the life of the process: it keeps the one IMDS client (and so the one
+/// session token) between scans, shares it with the lifecycle watcher
+/// ([`Self::lifecycle_watcher`]), and remembers a negative answer so an instance without IMDS
+/// is asked only every `reprobe_interval_secs`.
+///
+/// It runs no runtime of its own: [`Self::scan`] is async, and synchronous callers lend their
+/// runtime to [`Self::scan_blocking`].
 #[derive(Debug)]
 pub struct CloudCollector {
     config: ImdsConfig,
@@ -120,27 +113,76 @@ impl CloudCollector {
     /// (`board_asset_tag` on Nitro). No network request: cheap enough for every report.
     pub fn known_instance_id(&self, root: &HostRoot) -> Option<String> {
         let cached = self.last_instance_id.lock().ok().and_then(|g| g.clone());
-        cached.or_else(|| crate::precheck::instance_id_from_firmware(root))
+        cached.or_else(|| instance_id_from_firmware(root))
     }
 
-    /// Collects the section. Live-only: with a non-live root it is skipped.
-    pub async fn section(&self, root: &HostRoot) -> Section<CloudReport> {
+    /// The lifecycle watcher for this host, on this collector's own client (so the process
+    /// holds one IMDS client and one token), polling every `imds.spot_poll_interval_secs` and
+    /// `imds.events_poll_interval_secs`. `None` when [`Self::should_watch`] says no.
+    pub fn lifecycle_watcher(&self, root: &HostRoot) -> Option<LifecycleWatcher> {
+        if !self.should_watch(root) {
+            return None;
+        }
+        let client = self.client.clone()?;
+        Some(LifecycleWatcher::new(
+            client,
+            Duration::from_secs(self.config.spot_poll_interval_secs),
+            Duration::from_secs(self.config.events_poll_interval_secs),
+        ))
+    }
+
+    /// One run of the collector: the `cloud` section, its findings and the instance id. Never
+    /// fails: every problem is in the section. Live-only: under a mounted root the section is
+    /// skipped, nothing is asked and no identity is claimed (that root's firmware files describe
+    /// some other machine, if any).
+    pub async fn scan(&self, root: &HostRoot) -> CloudScan {
         if !root.is_live() {
-            return Section::skipped(
-                "IMDS describes the machine the agent runs on, not a mounted root (--root)",
-            );
+            return CloudScan {
+                section: Section::skipped(
+                    "IMDS describes the machine the agent runs on, not a mounted root (--root)",
+                ),
+                findings: Vec::new(),
+                instance_id: None,
+            };
         }
         let started = Instant::now();
         let outcome = self.collect(root).await;
+        let findings = crate::findings::findings(&outcome.report);
+        let instance_id =
+            outcome.report.instance_id().map(str::to_string).or_else(|| instance_id_from_firmware(root));
         let note = match outcome.report.state {
             CloudState::Ec2 => None,
             _ => outcome.report.reason.clone(),
         };
         let section = Section::from_parts(Some(outcome.report), outcome.problems, started);
-        match note {
+        let section = match note {
             Some(n) => section.with_note(n),
             None => section,
+        };
+        CloudScan { section, findings, instance_id }
+    }
+
+    /// [`Self::scan`] for a synchronous caller (the daemon's blocking scan threads, a one-shot
+    /// command), on the caller's runtime: the crate starts none of its own.
+    ///
+    /// The runtime must be driven while this blocks: a multi-thread runtime, or a
+    /// current-thread one whose `Runtime::block_on` runs on another thread (`Handle::block_on`
+    /// alone does not drive a current-thread runtime's I/O and timers). Called from a thread
+    /// inside a runtime, where a nested `block_on` may panic, it blocks a plain thread instead.
+    pub fn scan_blocking(&self, runtime: &tokio::runtime::Handle, root: &HostRoot) -> CloudScan {
+        let started = Instant::now();
+        let run = || runtime.block_on(self.scan(root));
+        if tokio::runtime::Handle::try_current().is_err() {
+            return run();
         }
+        std::thread::scope(|s| s.spawn(run).join()).unwrap_or_else(|_| CloudScan {
+            section: Section::failed(
+                Problem::new("internal", "the cloud collector crashed; this is a bug, please report it"),
+                started,
+            ),
+            findings: Vec::new(),
+            instance_id: None,
+        })
     }
 
     /// Collects the report. Never fails: every problem is in the outcome.
@@ -698,110 +740,4 @@ mod tests {
         assert_eq!(encode_segment("cost center"), "cost%20center");
         assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
     }
-}
-
-/// The `cloud` section and its findings, for one-shot callers without a tokio runtime
-/// (`guestward-agent scan`, `agentctl imds`). Runs a current-thread runtime for the duration.
-#[derive(Debug, Clone)]
-pub struct CloudScan {
-    /// The section (skipped under a mounted root, error on a bad config).
-    pub section: Section<CloudReport>,
-    /// Posture findings (`GW-IMDS-*`).
-    pub findings: Vec<guestward_core::Finding>,
-    /// The instance id, when IMDS or the firmware told it.
-    pub instance_id: Option<String>,
-}
-
-/// What synchronous callers share for the life of the process: one runtime (so IMDS
-/// connections outlive a scan) and the last collector (so the cached token is reused and a
-/// negative answer is remembered for `reprobe_interval_secs` across daemon scans).
-struct BlockingState {
-    runtime: tokio::runtime::Runtime,
-    /// Most recent first; a few entries so callers with different configs (tests, `agentctl
-    /// imds --config`) do not evict each other.
-    collectors: std::sync::Mutex<Vec<(ImdsConfig, Arc<CloudCollector>)>>,
-}
-
-const MAX_CACHED_COLLECTORS: usize = 4;
-
-static BLOCKING: std::sync::OnceLock<Result<BlockingState, String>> = std::sync::OnceLock::new();
-
-fn blocking_state() -> Result<&'static BlockingState, String> {
-    BLOCKING
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("guestward-imds")
-                .enable_all()
-                .build()
-                .map(|runtime| BlockingState { runtime, collectors: std::sync::Mutex::new(Vec::new()) })
-                .map_err(|e| format!("starting the IMDS client runtime: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-/// Runs one collection from a synchronous caller (`guestward-agent scan`, the daemon's scan
-/// threads, `agentctl imds`). The collector is kept between calls with the same config, so
-/// repeated scans reuse the IMDSv2 token and honour the re-probe interval. Async callers should
-/// prefer [`CloudCollector::section`]; calling this from inside a runtime works but blocks a
-/// thread for the duration.
-pub fn scan_blocking(config: &ImdsConfig, root: &HostRoot) -> CloudScan {
-    let started = Instant::now();
-    // A mounted snapshot's firmware files describe some other machine, if anything.
-    let firmware_id = root.is_live().then(|| crate::precheck::instance_id_from_firmware(root)).flatten();
-    let failed = |code: &str, message: String| CloudScan {
-        section: Section::failed(Problem::new(code, message), started),
-        findings: Vec::new(),
-        instance_id: firmware_id.clone(),
-    };
-    let state = match blocking_state() {
-        Ok(s) => s,
-        Err(e) => return failed("runtime", e),
-    };
-    let collector = {
-        let mut cached = match state.collectors.lock() {
-            Ok(g) => g,
-            // A panic while holding the lock leaves only a cache behind: start afresh.
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match cached.iter().position(|(c, _)| c == config) {
-            Some(i) => {
-                let entry = cached.remove(i);
-                let collector = Arc::clone(&entry.1);
-                cached.insert(0, entry);
-                collector
-            }
-            None => match CloudCollector::new(config) {
-                Ok(c) => {
-                    let c = Arc::new(c);
-                    cached.insert(0, (config.clone(), Arc::clone(&c)));
-                    cached.truncate(MAX_CACHED_COLLECTORS);
-                    c
-                }
-                Err(e) => {
-                    let code = match e {
-                        CollectorError::Config(_) => "config",
-                        CollectorError::Client(_) => "client_build",
-                    };
-                    return failed(code, e.to_string());
-                }
-            },
-        }
-    };
-    let run = || state.runtime.block_on(collector.section(root));
-    let section = if tokio::runtime::Handle::try_current().is_ok() {
-        // Called from async code, where `block_on` would panic: block a plain thread instead.
-        std::thread::scope(|s| s.spawn(run).join()).unwrap_or_else(|_| {
-            Section::failed(
-                Problem::new("internal", "the cloud collector crashed; this is a bug, please report it"),
-                started,
-            )
-        })
-    } else {
-        run()
-    };
-    let findings = section.data.as_ref().map(crate::findings::findings).unwrap_or_default();
-    let instance_id = section.data.as_ref().and_then(|r| r.instance_id().map(str::to_string)).or(firmware_id);
-    CloudScan { section, findings, instance_id }
 }

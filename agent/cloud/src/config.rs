@@ -176,7 +176,7 @@ impl ImdsConfig {
 
 fn check_endpoint(url: &str) -> Result<String, String> {
     let url = url.trim();
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("`{url}` must start with http:// or https://"));
     }

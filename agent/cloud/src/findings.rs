@@ -1,7 +1,6 @@
 //! Posture findings about the metadata service itself.
 
-use crate::client::AccessMode;
-use crate::report::{CloudReport, CloudState};
+use crate::report::{AccessMode, CloudReport, CloudState};
 use guestward_core::{Finding, Severity};
 use serde_json::json;
 
@@ -13,6 +12,9 @@ pub const IMDSV2_UNAVAILABLE: &str = "GW-IMDS-002";
 pub const HOP_LIMIT_ABOVE_ONE: &str = "GW-IMDS-003";
 /// An instance profile is attached: its role's permissions deserve a review.
 pub const INSTANCE_PROFILE_ATTACHED: &str = "GW-IMDS-004";
+/// Every finding id [`findings`] can raise (for the finding catalogue).
+pub const FINDING_IDS: &[&str] =
+    &[IMDSV1_ENABLED, IMDSV2_UNAVAILABLE, HOP_LIMIT_ABOVE_ONE, INSTANCE_PROFILE_ATTACHED];
 
 const SOURCE: &str = "cloud";
 
@@ -99,4 +101,38 @@ pub fn findings(report: &CloudReport) -> Vec<Finding> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EndpointSource;
+    use crate::report::{IamInfo, ImdsAccess};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn finding_ids_lists_every_id_the_findings_raise() {
+        // A report with every risk at once: each finding fires.
+        let mut report = CloudReport::without_facts(CloudState::Ec2, "fixture");
+        report.imds = Some(ImdsAccess {
+            endpoint: "http://169.254.169.254".to_string(),
+            endpoint_source: EndpointSource::Default,
+            access_mode: Some(AccessMode::V1Fallback),
+            token_refused_status: Some(403),
+            imdsv1_answers: Some(true),
+            token_ttl_secs: None,
+            declared_hop_limit: Some(2),
+            container_runtime_present: false,
+        });
+        report.iam = Some(IamInfo {
+            instance_profile_arn: "arn:aws:iam::123456789012:instance-profile/web".to_string(),
+            instance_profile_name: "web".to_string(),
+            instance_profile_id: None,
+            last_updated: None,
+        });
+        let raised: BTreeSet<String> = findings(&report).into_iter().map(|f| f.id).collect();
+        let listed: BTreeSet<String> = FINDING_IDS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(raised, listed);
+        assert_eq!(listed.len(), FINDING_IDS.len(), "no id listed twice");
+    }
 }

@@ -5,13 +5,36 @@
 //! DMI data is local, instant and good enough: Nitro instances put the instance id in
 //! `board_asset_tag` and `Amazon EC2` in `sys_vendor`; Xen instances have a UUID starting with
 //! `ec2` in `/sys/hypervisor/uuid` and `product_uuid` (sometimes byte-swapped).
+//!
+//! The file reads are part of the `collect` feature; the verdict's type and the instance-id
+//! shape check are pure.
 
+#[cfg(feature = "collect")]
 use guestward_core::HostRoot;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "collect")]
 const DMI_DIR: &str = "/sys/class/dmi/id";
+#[cfg(feature = "collect")]
 const SMALL_FILE: u64 = 4096;
+
+/// Container runtime sockets: their presence means containers may need IMDS through an extra
+/// hop, which makes a hop limit above 1 legitimate.
+#[cfg(feature = "collect")]
+const CONTAINER_RUNTIME_SOCKETS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/crio/crio.sock",
+    "/run/podman/podman.sock",
+];
+
+/// Whether a container runtime's socket exists under `root`.
+#[cfg(feature = "collect")]
+pub fn container_runtime_present(root: &HostRoot) -> bool {
+    CONTAINER_RUNTIME_SOCKETS.iter().any(|p| root.exists(p))
+}
 
 /// The verdict of the local pre-check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -25,6 +48,7 @@ pub struct Ec2Hint {
     pub instance_id: Option<String>,
 }
 
+#[cfg(feature = "collect")]
 fn read_trimmed(root: &HostRoot, name: &str) -> Option<String> {
     root.read_string_capped(format!("{DMI_DIR}/{name}"), SMALL_FILE).ok().map(|s| s.trim().to_string())
 }
@@ -37,6 +61,7 @@ pub fn looks_like_instance_id(s: &str) -> bool {
     })
 }
 
+#[cfg(feature = "collect")]
 fn uuid_says_ec2(uuid: &str) -> bool {
     let u = uuid.trim().to_ascii_lowercase();
     if u.starts_with("ec2") {
@@ -54,12 +79,14 @@ fn uuid_says_ec2(uuid: &str) -> bool {
 
 /// The instance id written by the firmware (Nitro `board_asset_tag`), without any network
 /// request: the cheap host identity the daemon can prefer over `/etc/machine-id`.
+#[cfg(feature = "collect")]
 pub fn instance_id_from_firmware(root: &HostRoot) -> Option<String> {
     read_trimmed(root, "board_asset_tag").filter(|t| looks_like_instance_id(t))
 }
 
 /// Decides from local files only whether this looks like EC2. Never touches the network and
 /// reads at most five small files.
+#[cfg(feature = "collect")]
 pub fn ec2_hint(root: &HostRoot) -> Ec2Hint {
     if let Some(id) = instance_id_from_firmware(root) {
         return Ec2Hint {
@@ -120,6 +147,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    #[cfg(feature = "collect")]
     fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();
         for (p, c) in files {
@@ -132,6 +160,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "collect")]
     fn nitro_asset_tag_gives_the_instance_id() {
         let (_d, root) = root_with(&[("/sys/class/dmi/id/board_asset_tag", "i-0123456789abcdef0\n")]);
         let h = ec2_hint(&root);
@@ -141,6 +170,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "collect")]
     fn xen_uuid_in_either_byte_order() {
         let (_d, root) = root_with(&[("/sys/hypervisor/uuid", "ec2e1916-9099-7caf-fd21-012345abcdef\n")]);
         assert!(ec2_hint(&root).is_ec2);
@@ -150,6 +180,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "collect")]
     fn other_clouds_and_laptops_are_not_ec2() {
         let (_d, root) = root_with(&[
             ("/sys/class/dmi/id/sys_vendor", "QEMU\n"),

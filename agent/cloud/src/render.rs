@@ -25,8 +25,8 @@ pub fn render_table(report: &CloudReport, out: &mut dyn Write) -> io::Result<()>
     if let Some(imds) = &report.imds {
         row(out, "endpoint", &imds.endpoint)?;
         let mode = match imds.access_mode {
-            Some(crate::AccessMode::V2) => "IMDSv2 (session tokens)",
-            Some(crate::AccessMode::V1Fallback) => "IMDSv1 fallback (token refused)",
+            Some(crate::report::AccessMode::V2) => "IMDSv2 (session tokens)",
+            Some(crate::report::AccessMode::V1Fallback) => "IMDSv1 fallback (token refused)",
             None => "-",
         };
         row(out, "access", mode)?;

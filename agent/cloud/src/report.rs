@@ -1,8 +1,7 @@
 //! The `cloud` section of the report.
 
-use crate::client::AccessMode;
 use crate::config::EndpointSource;
-use guestward_core::Timestamp;
+use guestward_core::{Finding, Section, Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,6 +57,27 @@ impl CloudReport {
     pub fn instance_id(&self) -> Option<&str> {
         self.instance.as_ref().and_then(|i| i.instance_id.as_deref())
     }
+}
+
+/// One run of the cloud collector: what goes into a report.
+#[derive(Debug, Clone)]
+pub struct CloudScan {
+    /// The section (skipped under a mounted root).
+    pub section: Section<CloudReport>,
+    /// Posture findings (`GW-IMDS-*`) drawn from the section's data.
+    pub findings: Vec<Finding>,
+    /// The instance id, when IMDS or the firmware told it (never under a mounted root).
+    pub instance_id: Option<String>,
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessMode {
+    /// IMDSv2 session tokens.
+    V2,
+    /// Token-less IMDSv1 GETs because the token PUT was refused (403/404/405).
+    V1Fallback,
 }
 
 /// Where the agent stands with IMDS.

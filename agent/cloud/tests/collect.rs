@@ -297,16 +297,19 @@ async fn hop_limit_above_one_without_containers_is_informational() {
 }
 
 #[tokio::test]
-async fn section_is_skipped_under_a_mounted_root_and_ok_live() {
+async fn scan_is_skipped_under_a_mounted_root_and_ok_live() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
     let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
     let (_d, root) = not_ec2_root();
-    let s = collector.section(&root).await;
-    assert_eq!(s.status, SectionStatus::Skipped);
-    assert!(s.note.unwrap().contains("--root"));
+    let s = collector.scan(&root).await;
+    assert_eq!(s.section.status, SectionStatus::Skipped);
+    assert!(s.section.note.unwrap().contains("--root"));
+    assert!(s.findings.is_empty() && s.instance_id.is_none());
     assert!(emu.records().is_empty());
-    let live = collector.section(&guestward_core::HostRoot::live()).await;
-    assert_eq!(live.status, SectionStatus::Ok, "{:?}", live.problems);
+    let live = collector.scan(&guestward_core::HostRoot::live()).await;
+    assert_eq!(live.section.status, SectionStatus::Ok, "{:?}", live.section.problems);
+    assert_eq!(live.instance_id.as_deref(), Some(INSTANCE_ID));
+    assert!(live.findings.iter().any(|f| f.id == INSTANCE_PROFILE_ATTACHED), "{:?}", live.findings);
     assert_eq!(collector.known_instance_id(&root).as_deref(), Some(INSTANCE_ID));
 }
 
@@ -376,16 +379,22 @@ async fn proxy_variables_are_ignored_for_imds() {
 }
 
 #[tokio::test]
-async fn blocking_scan_from_async_code_does_not_panic() {
+async fn blocking_scan_from_a_blocking_task_does_not_panic() {
     let emu = Emulator::start(EmulatorConfig::default()).await;
-    let config = config_for(&emu);
-    // Blocking-pool threads carry the runtime's context, where a nested `block_on` would panic;
-    // the scan must notice and block a plain thread instead. (Calling it directly on this
-    // current-thread runtime would starve the emulator it talks to.)
-    let scan = tokio::task::spawn_blocking(move || {
-        guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live())
-    })
+    let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
+    // As the daemon does: a scan thread of the blocking pool lends the runtime's handle.
+    // Blocking-pool threads carry the runtime's context, where a nested `block_on` may panic;
+    // the scan notices and blocks a plain thread instead. This current-thread runtime stays
+    // driven because the test's own `block_on` awaits the task.
+    let runtime = tokio::runtime::Handle::current();
+    let scan = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            collector.scan_blocking(&runtime, &guestward_core::HostRoot::live())
+        }),
+    )
     .await
+    .expect("the blocking scan hung")
     .unwrap();
     assert_eq!(scan.instance_id.as_deref(), Some(INSTANCE_ID));
 }

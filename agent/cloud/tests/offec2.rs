@@ -82,31 +82,27 @@ fn this_machine_is_judged_without_error() {
     eprintln!("live pre-check: is_ec2={} ({})", hint.is_ec2, hint.reason);
 }
 
-#[test]
-fn blocking_scan_under_a_mounted_root_is_skipped_and_claims_no_identity() {
+#[tokio::test]
+async fn scan_under_a_mounted_root_is_skipped_and_claims_no_identity() {
     let (_d, root) = root_with(&[("/sys/class/dmi/id/board_asset_tag", "i-0fedcba9876543210\n")]);
-    let scan = guestward_cloud::scan_blocking(&ImdsConfig::default(), &root);
+    let collector = CloudCollector::with_env(&ImdsConfig::default(), &no_env).unwrap();
+    let scan = collector.scan(&root).await;
     assert_eq!(scan.section.status, guestward_core::SectionStatus::Skipped);
     assert!(scan.findings.is_empty());
     assert_eq!(scan.instance_id, None, "a mounted root's firmware files do not identify this host");
 }
 
 #[test]
-fn blocking_scan_with_a_bad_config_is_an_error_section_naming_the_key() {
-    let config = ImdsConfig { token_ttl_secs: 0, ..Default::default() };
-    let scan = guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live());
-    assert_eq!(scan.section.status, guestward_core::SectionStatus::Error);
-    assert!(scan.section.problems[0].message.contains("imds.token_ttl_secs"));
-}
-
-#[test]
-fn blocking_scan_live_against_the_emulator() {
-    // The emulator needs a runtime of its own on another thread: scan_blocking builds one
-    // for the client and must not run inside a runtime.
-    let rt = tokio::runtime::Runtime::new().unwrap();
+fn scan_blocking_runs_on_the_callers_runtime() {
+    // The caller owns the runtime (the crate starts none); a multi-thread one drives the
+    // client's I/O on its worker while this thread blocks. The emulator runs on it too.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let emu = rt.block_on(guestward_imds_emulator::Emulator::start(Default::default()));
     let config = ImdsConfig { endpoint: Some(emu.url()), ..Default::default() };
-    let scan = guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live());
+    let collector = CloudCollector::with_env(&config, &no_env).unwrap();
+    let scan = guestward_core::testing::within(Duration::from_secs(30), "scan_blocking", move || {
+        collector.scan_blocking(rt.handle(), &guestward_core::HostRoot::live())
+    });
     assert_eq!(scan.section.status, guestward_core::SectionStatus::Ok, "{:?}", scan.section.problems);
     assert_eq!(scan.instance_id.as_deref(), Some(guestward_imds_emulator::INSTANCE_ID));
     assert!(scan.findings.iter().any(|f| f.id == guestward_cloud::INSTANCE_PROFILE_ATTACHED));
@@ -135,13 +131,17 @@ fn fixture_platforms_are_told_apart() {
 }
 
 #[test]
-fn blocking_scans_reuse_the_token_across_calls() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+fn blocking_scans_on_one_collector_reuse_its_token() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let emu = rt.block_on(guestward_imds_emulator::Emulator::start(Default::default()));
     let config = ImdsConfig { endpoint: Some(emu.url()), collect_tags: false, ..Default::default() };
-    for _ in 0..3 {
-        let scan = guestward_cloud::scan_blocking(&config, &guestward_core::HostRoot::live());
-        assert_eq!(scan.section.status, guestward_core::SectionStatus::Ok, "{:?}", scan.section.problems);
-    }
-    assert_eq!(emu.token_puts(), 1, "one token for three scans with the same config");
+    let collector = CloudCollector::with_env(&config, &no_env).unwrap();
+    let handle = rt.handle().clone();
+    guestward_core::testing::within(Duration::from_secs(30), "three blocking scans", move || {
+        for _ in 0..3 {
+            let scan = collector.scan_blocking(&handle, &guestward_core::HostRoot::live());
+            assert_eq!(scan.section.status, guestward_core::SectionStatus::Ok, "{:?}", scan.section.problems);
+        }
+    });
+    assert_eq!(emu.token_puts(), 1, "one token for three scans by one collector");
 }

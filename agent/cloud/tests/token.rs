@@ -2,9 +2,10 @@
 
 use crate::{config_for, no_env, not_ec2_root};
 use guestward_cloud::{ClientSettings, CloudCollector, ImdsClient, ImdsConfig};
+use guestward_core::{HostRoot, SectionStatus};
 use guestward_imds_emulator::{Emulator, EmulatorConfig, TokenUse};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn one_token_serves_a_whole_collection_and_the_next_one() {
@@ -113,4 +114,71 @@ async fn ttl_outside_the_documented_range_is_a_config_error() {
         let err = CloudCollector::with_env(&c, &no_env).unwrap_err();
         assert!(err.to_string().contains("imds.token_ttl_secs"), "{err}");
     }
+}
+
+/// Scans and lifecycle polls, interleaved and concurrent, on one collector and the watcher it
+/// hands out: the daemon's whole IMDS traffic.
+async fn scans_and_polls(collector: &CloudCollector, watcher: &mut guestward_cloud::LifecycleWatcher) {
+    let live = HostRoot::live();
+    for _ in 0..3 {
+        let (scan, (_, spot_problems)) = tokio::join!(collector.scan(&live), watcher.poll_spot());
+        assert_eq!(scan.section.status, SectionStatus::Ok, "{:?}", scan.section.problems);
+        assert!(spot_problems.is_empty(), "{spot_problems:?}");
+        let (_, problems) = watcher.poll_all().await;
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_process_makes_exactly_one_imds_token_per_ttl() {
+    // A 4 s token is replaced once past three quarters of its life (3 s): each phase below
+    // must end before that point for "one token per TTL" to be what is counted.
+    const TTL: Duration = Duration::from_secs(4);
+    const PHASE_LIMIT: Duration = Duration::from_millis(2_500);
+    let emu = Emulator::start(EmulatorConfig::default()).await;
+    let config = ImdsConfig { token_ttl_secs: 4, ..config_for(&emu) };
+    let collector = CloudCollector::with_env(&config, &no_env).unwrap();
+    // The daemon's way to get a watcher: on the collector's own client.
+    let mut watcher =
+        collector.lifecycle_watcher(&HostRoot::live()).expect("an explicit endpoint is watched");
+    let body = async {
+        let started = Instant::now();
+        scans_and_polls(&collector, &mut watcher).await;
+        let took = started.elapsed();
+        assert!(took < PHASE_LIMIT, "the first phase took {took:?}, past the token's refresh point");
+        let first = emu.counters();
+        assert_eq!(first.token_put_requests, 1, "three scans and six polls within one TTL: {first:?}");
+        assert_eq!(first.tokens_issued, 1);
+        // Every scan and poll was asked: 3 collections of a few dozen items, 6 polls.
+        assert!(first.get_requests > 60, "{first:?}");
+
+        // Past the TTL: the same traffic takes exactly one new token.
+        tokio::time::sleep(
+            (started + TTL + Duration::from_millis(200)).saturating_duration_since(Instant::now()),
+        )
+        .await;
+        let second_started = Instant::now();
+        scans_and_polls(&collector, &mut watcher).await;
+        let took = second_started.elapsed();
+        assert!(took < PHASE_LIMIT, "the second phase took {took:?}, past the new token's refresh point");
+        let second = emu.counters();
+        assert_eq!(second.token_put_requests, 2, "one more token after the TTL passed: {second:?}");
+        assert_eq!(second.tokens_issued, 2);
+        assert!(second.get_requests > 2 * 60, "{second:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(30), body).await.expect("scans and polls hung");
+    // The old token was replaced before use, never presented expired, and every GET but the
+    // deliberate token-less IMDSv1 probe (one per scan) carried the current token.
+    let records = emu.records();
+    assert!(records.iter().all(|r| r.token != TokenUse::Invalid), "a request carried an expired token");
+    let tokenless = records.iter().filter(|r| r.method == "GET" && r.token == TokenUse::None).count();
+    assert_eq!(tokenless, 6, "one token-less probe per scan");
+    assert_eq!(records.iter().filter(|r| r.method == "GET").count() as u64, emu.counters().get_requests);
+}
+
+#[tokio::test]
+async fn no_lifecycle_watcher_when_imds_is_turned_off() {
+    let c = ImdsConfig { enabled: false, endpoint: Some("http://127.0.0.1:9".into()), ..Default::default() };
+    let collector = CloudCollector::with_env(&c, &no_env).unwrap();
+    assert!(collector.lifecycle_watcher(&HostRoot::live()).is_none());
 }

@@ -37,6 +37,11 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     };
     let collectors =
         Collectors::new(&config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
+    // The daemon applies all of its configuration or none: an unusable IMDS setting stops it
+    // here rather than leaving every report with an error section.
+    if let Err(e) = collectors.cloud.shared() {
+        anyhow::bail!("instance metadata ([imds] or AWS_EC2_METADATA_*): {e}");
+    }
     let pipeline = Arc::new(Pipeline::new(Arc::clone(&config), collectors, events));
 
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
@@ -102,20 +107,10 @@ fn start_lifecycle_watch(
     pipeline: &Arc<Pipeline>,
 ) -> (tokio::sync::watch::Sender<bool>, Option<tokio::task::JoinHandle<()>>) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let imds = &pipeline.config.imds;
-    let Some(collector) = pipeline.collectors.cloud.shared() else {
-        tracing::warn!("instance metadata lifecycle watch not started: the [imds] configuration is unusable");
+    let Ok(collector) = pipeline.collectors.cloud.shared() else { return (stop_tx, None) };
+    let Some(watcher) = collector.lifecycle_watcher(&guestward_core::HostRoot::live()) else {
         return (stop_tx, None);
     };
-    if !collector.should_watch(&guestward_core::HostRoot::live()) {
-        return (stop_tx, None);
-    }
-    let Some(client) = collector.client() else { return (stop_tx, None) };
-    let watcher = guestward_cloud::LifecycleWatcher::new(
-        client,
-        Duration::from_secs(imds.spot_poll_interval_secs),
-        Duration::from_secs(imds.events_poll_interval_secs),
-    );
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let pipeline = Arc::clone(pipeline);
     let task = tokio::spawn(async move {

@@ -151,4 +151,7 @@ fn spot_interruption_notice_marks_terminating_and_flushes_a_report() {
     assert!(status(&daemon)["counters"]["scan_runs_total"].as_u64().unwrap() > scans_before);
     let (_, out, _) = daemon.ctl(&["status"]);
     assert!(out.contains("lifecycle   terminating"), "{out}");
+    // One IMDS collector per process: scans and the lifecycle watcher share its client, so
+    // within one token lifetime (6 h by default) the daemon asked for exactly one token.
+    assert_eq!(emu.counters().token_put_requests, 1, "{:?}", emu.counters());
 }

@@ -18,7 +18,8 @@
 //!   (IMDS without IMDSv2).
 //!
 //! Every request is recorded so tests can assert what the client asked for (and never asked
-//! for: `iam/security-credentials`).
+//! for: `iam/security-credentials`), and counted ([`Emulator::counters`]) so a test can say
+//! how many tokens a process asked for.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -141,11 +142,24 @@ pub struct Record {
     pub status: u16,
 }
 
+/// How many requests of each kind arrived, counted as they arrive (before any injected delay
+/// or hang), whatever the answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `PUT /latest/api/token` requests received, refused ones included.
+    pub token_put_requests: u64,
+    /// Tokens issued: token PUTs answered 200 (the same figure as [`Emulator::token_puts`]).
+    pub tokens_issued: u64,
+    /// GET requests received, any path, with or without a token.
+    pub get_requests: u64,
+}
+
 struct Shared {
     config: EmulatorConfig,
     tokens: HashMap<String, Instant>,
     records: Vec<Record>,
     token_puts: u64,
+    counters: Counters,
     next_token: u64,
 }
 
@@ -185,6 +199,7 @@ impl Emulator {
             tokens: HashMap::new(),
             records: Vec::new(),
             token_puts: 0,
+            counters: Counters::default(),
             next_token: 0,
         }));
         let signer = Arc::new(Signer::new());
@@ -218,6 +233,12 @@ impl Emulator {
     /// Token PUTs answered 200.
     pub fn token_puts(&self) -> u64 {
         self.shared.lock().unwrap().token_puts
+    }
+
+    /// Request counters so far.
+    pub fn counters(&self) -> Counters {
+        let s = self.shared.lock().unwrap();
+        Counters { tokens_issued: s.token_puts, ..s.counters }
     }
 
     /// Every request so far.
@@ -509,7 +530,12 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let (delay, hang, delay_all) = {
-        let s = shared.lock().unwrap();
+        let mut s = shared.lock().unwrap();
+        if method == Method::PUT && path == "/latest/api/token" {
+            s.counters.token_put_requests += 1;
+        } else if method == Method::GET {
+            s.counters.get_requests += 1;
+        }
         (s.config.delays.get(&path).copied(), s.config.hang.contains(&path), s.config.delay_every_answer)
     };
     if let Some(d) = delay_all {

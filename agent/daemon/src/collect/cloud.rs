@@ -42,9 +42,10 @@ impl CloudCollector {
         Self { root, runtime, inner }
     }
 
-    /// The shared collector (for the lifecycle watcher), when IMDS is usable.
-    pub fn shared(&self) -> Option<Arc<guestward_cloud::CloudCollector>> {
-        self.inner.as_ref().ok().cloned()
+    /// The shared collector (for the lifecycle watcher), or why the `[imds]` configuration
+    /// (or an `AWS_EC2_METADATA_*` variable) is unusable.
+    pub fn shared(&self) -> Result<Arc<guestward_cloud::CloudCollector>, String> {
+        self.inner.clone()
     }
 
     /// One collection. Called from a blocking thread, never from async code.
@@ -63,11 +64,11 @@ impl CloudCollector {
                 };
             }
         };
-        let section = self.runtime.block_on(collector.section(&self.root));
-        let findings = section.data.as_ref().map(guestward_cloud::findings).unwrap_or_default();
-        let instance_id =
-            section.data.as_ref().and_then(|r| r.instance_id().map(str::to_string)).or(firmware_id);
-        CloudCollected { collected: Collected { section, findings, events: Vec::new() }, instance_id }
+        let scan = collector.scan_blocking(&self.runtime, &self.root);
+        CloudCollected {
+            collected: Collected { section: scan.section, findings: scan.findings, events: Vec::new() },
+            instance_id: scan.instance_id.or(firmware_id),
+        }
     }
 }
 
