@@ -492,13 +492,18 @@ fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     let c = &status.counters;
     writeln!(
         out,
-        "counters    scans {} (degraded {}), control requests {}, denied {}, refused {}, events dropped {}",
+        "counters    scans {} (degraded {}, failed {}), control requests {}, denied {}, refused {}",
         c.scan_runs_total,
         c.scan_degraded_runs_total,
+        c.scan_failures_total,
         c.control_requests_total,
         c.control_denied_connections_total,
         c.control_refused_connections_total,
-        c.events_dropped_total
+    )?;
+    writeln!(
+        out,
+        "events      {} stored, {} coalesced in storms, {} dropped, {} store failures (agentctl events)",
+        c.events_stored, c.events_coalesced_total, c.events_dropped_total, c.events_store_failures_total
     )
 }
 
