@@ -238,20 +238,33 @@ mod tests {
     /// [`FINDING_IDS`]: a rule added without its id would leave the finding catalogue short.
     #[test]
     fn every_rule_raises_an_id_listed_in_finding_ids() {
-        let package = |ecosystem, namespace: Option<&str>, name: &str, version: &str, location: &str| LangPackage {
-            ecosystem,
-            namespace: namespace.map(str::to_string),
-            name: name.to_string(),
-            version: version.to_string(),
-            location: location.to_string(),
-            path_in_archive: None,
-            installer: None,
-            evidence: crate::Evidence::FileName,
-        };
+        let package =
+            |ecosystem, namespace: Option<&str>, name: &str, version: &str, location: &str| LangPackage {
+                ecosystem,
+                namespace: namespace.map(str::to_string),
+                name: name.to_string(),
+                version: version.to_string(),
+                location: location.to_string(),
+                path_in_archive: None,
+                installer: None,
+                evidence: crate::Evidence::FileName,
+            };
         let report = LangReport {
             packages: vec![
-                package(Ecosystem::Maven, Some("org.apache.logging.log4j"), "log4j-core", "2.14.1", "/opt/a.jar"),
-                package(Ecosystem::Pypi, None, "torchtriton", "2.0.0", "/usr/lib/python3/torchtriton.dist-info"),
+                package(
+                    Ecosystem::Maven,
+                    Some("org.apache.logging.log4j"),
+                    "log4j-core",
+                    "2.14.1",
+                    "/opt/a.jar",
+                ),
+                package(
+                    Ecosystem::Pypi,
+                    None,
+                    "torchtriton",
+                    "2.0.0",
+                    "/usr/lib/python3/torchtriton.dist-info",
+                ),
             ],
             jndi_lookup: vec![crate::JndiLookupHit {
                 location: "/opt/shaded.jar".to_string(),

@@ -47,7 +47,9 @@ pub use config::{BackendChoice, Config, RiskyPort};
 pub use error::NetworkError;
 #[cfg(feature = "collect")]
 pub use exposure::host_interfaces;
-pub use exposure::{PublicAddress, canonical, classify, mark_public_reachability, reachable_public_addresses};
+pub use exposure::{
+    PublicAddress, canonical, classify, mark_public_reachability, reachable_public_addresses,
+};
 pub use findings::{FINDING_IDS, RISKY_SERVICE_ALL_INTERFACES, builtin_risky_ports, risky_listener_findings};
 pub use model::{
     Backend, Exposure, ExposureScope, Family, Interface, NetworkReport, OwnerScanStats, OwnerUnknown,

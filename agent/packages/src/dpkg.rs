@@ -5,9 +5,9 @@
 //! a syntax error, or bytes that are not UTF-8 (seen in descriptions written by old tools), must
 //! cost only that stanza (or nothing), never the rest of the inventory.
 
-use guestward_core::text::{MAX_QUOTED_CHARS, quote_truncated, truncate_chars};
 #[cfg(feature = "collect")]
 use guestward_core::HostRoot;
+use guestward_core::text::{MAX_QUOTED_CHARS, quote_truncated, truncate_chars};
 use guestward_core::{HostFsError, Problem};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -26,7 +26,6 @@
 //! that does not fit is reported, never truncated.
 
 #![warn(missing_docs)]
-
 #![warn(clippy::cast_possible_truncation)]
 
 #[cfg(feature = "collect")]

@@ -177,7 +177,9 @@ fn read_blob<R: ReadAt + ?Sized>(
     let data = usize::try_from(bloblen)
         .ok()
         .and_then(|len| all.get(HEAD..HEAD.checked_add(len)?))
-        .ok_or_else(|| FormatError::new(start + 12, format!("package {pkgidx}: blob length {bloblen} out of range")))?
+        .ok_or_else(|| {
+            FormatError::new(start + 12, format!("package {pkgidx}: blob length {bloblen} out of range"))
+        })?
         .to_vec();
     Ok(Some(RawBlob { record: pkgidx, offset: Some(start), data: Ok(data) }))
 }
