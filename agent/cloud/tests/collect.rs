@@ -316,7 +316,10 @@ async fn scan_is_skipped_under_a_mounted_root_and_ok_live() {
 #[tokio::test]
 async fn ipv6_loopback_endpoint_works() {
     let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
-        eprintln!("SKIPPED: ipv6_loopback_endpoint_works: no IPv6 loopback on this machine");
+        guestward_core::testing::skip_or_fail(
+            "ipv6_loopback_endpoint_works",
+            "no IPv6 loopback on this machine",
+        );
         return;
     };
     drop(probe);
@@ -350,8 +353,9 @@ async fn proxy_variables_are_ignored_for_imds() {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("examples/imds_collect"));
     let Some(bin) = bin.filter(|b| b.exists()) else {
-        eprintln!(
-            "SKIPPED: proxy_variables_are_ignored_for_imds: examples/imds_collect not built next to {exe:?}"
+        guestward_core::testing::skip_or_fail(
+            "proxy_variables_are_ignored_for_imds",
+            &format!("examples/imds_collect not built next to {exe:?}"),
         );
         return;
     };

@@ -1,4 +1,9 @@
 //! Test support shared by every crate's tests (feature `testing`, never in a release build).
+//!
+//! Tests run against real peers and oracles (dpkg-query, ss, rpm, aide, setpriv, root). A
+//! developer machine may lack one: the test then calls [`skip_or_fail`] and returns. CI sets
+//! [`REQUIRE_ORACLES_ENV`]`=1` (`.ci/run`), and there the same call fails the test, so a
+//! missing oracle can never turn a CI run green without the test having run.
 
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::Duration;
@@ -15,5 +20,64 @@ pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -
         Ok(v) => v,
         Err(RecvTimeoutError::Timeout) => panic!("{what}: still running after {limit:?} (a hang)"),
         Err(RecvTimeoutError::Disconnected) => panic!("{what}: panicked (see its message above)"),
+    }
+}
+
+/// The environment variable that turns a skipped test into a failed one (`1`: required).
+pub const REQUIRE_ORACLES_ENV: &str = "GUESTWARD_REQUIRE_ORACLES";
+
+/// Whether [`REQUIRE_ORACLES_ENV`] asks for every oracle to be present.
+pub fn oracles_required() -> bool {
+    std::env::var_os(REQUIRE_ORACLES_ENV).is_some_and(|v| v == "1")
+}
+
+/// Reports that `test` (or a part of it) cannot run here because `reason` (a tool missing, not
+/// root, no IPv6...). With `GUESTWARD_REQUIRE_ORACLES=1` it panics with
+/// `"{test}: required oracle missing: {reason}"`; otherwise it prints `SKIPPED {test}: {reason}`
+/// to stderr and the caller returns (or leaves out the part that needs it).
+#[track_caller]
+pub fn skip_or_fail(test: &str, reason: &str) {
+    if oracles_required() {
+        panic!("{test}: required oracle missing: {reason} ({REQUIRE_ORACLES_ENV}=1)");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::process::Command;
+
+    /// Spawned by the test below (it does nothing in a normal run).
+    #[test]
+    fn skip_probe() {
+        if std::env::var_os("GUESTWARD_SKIP_PROBE").is_none() {
+            return;
+        }
+        skip_or_fail("skip_probe", "a probe reason");
+    }
+
+    /// Runs [`skip_probe`] in a child test process under each setting of the variable.
+    #[test]
+    fn skip_or_fail_fails_only_when_oracles_are_required() {
+        for (required, should_pass, expected) in [
+            (Some("1"), false, "skip_probe: required oracle missing: a probe reason"),
+            (Some("0"), true, "SKIPPED skip_probe: a probe reason"),
+            (None, true, "SKIPPED skip_probe: a probe reason"),
+        ] {
+            let mut cmd = Command::new(std::env::current_exe().unwrap());
+            cmd.args(["--exact", "testing::tests::skip_probe", "--nocapture", "--test-threads=1"])
+                .env("GUESTWARD_SKIP_PROBE", "1");
+            match required {
+                Some(v) => cmd.env(REQUIRE_ORACLES_ENV, v),
+                None => cmd.env_remove(REQUIRE_ORACLES_ENV),
+            };
+            let out = within(Duration::from_secs(60), "the probe test", move || cmd.output().unwrap());
+            let all =
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.status.success(), should_pass, "{required:?}: {all}");
+            assert!(all.contains(expected), "{required:?}: {all}");
+        }
     }
 }

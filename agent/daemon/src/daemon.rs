@@ -378,8 +378,9 @@ mod tests {
     #[test]
     fn existing_empty_socket_dir_like_systemds_is_given_to_the_group() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "SKIPPED existing_empty_socket_dir_like_systemds_is_given_to_the_group: needs root to chown"
+            guestward_core::testing::skip_or_fail(
+                "existing_empty_socket_dir_like_systemds_is_given_to_the_group",
+                "needs root to chown",
             );
             return;
         }

@@ -110,26 +110,38 @@ fn unreadable_database_as_non_root_says_what_and_why() {
     let config = empty_config();
     std::fs::set_permissions(config.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let bin = env!("CARGO_BIN_EXE_guestward-agent");
+    // As root the scan runs as `nobody` from a copy of the binary in a directory `nobody` can
+    // enter: the target directory may sit under a home only root can read (CI clones anywhere).
+    let bin_dir = tempfile::Builder::new().prefix("gw-as-nobody").tempdir_in("/tmp").unwrap();
+    let bin_copy = bin_dir.path().join("guestward-agent");
+    std::fs::copy(bin, &bin_copy).unwrap();
+    for p in [bin_dir.path(), &bin_copy] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let mut cmd = if is_root() {
         let setpriv =
             ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| std::path::Path::new(p).exists());
         let Some(setpriv) = setpriv else {
-            eprintln!(
-                "SKIPPED unreadable_database_as_non_root: running as root without setpriv to drop privileges"
+            guestward_core::testing::skip_or_fail(
+                "unreadable_database_as_non_root_says_what_and_why",
+                "running as root without setpriv to drop privileges",
             );
             return;
         };
         let mut c = std::process::Command::new(setpriv);
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin_copy);
         c
     } else {
         std::process::Command::new(bin)
     };
-    // The test binary's own directories must be reachable by `nobody`.
+    // 126: the copy could not be executed (a /tmp mounted noexec).
     let (code, stdout, stderr) =
         run(cmd.args(["scan", "--config"]).arg(config.path()).arg("--root").arg(dir.path()));
     if stderr.contains("Permission denied") && code == 126 {
-        eprintln!("SKIPPED unreadable_database_as_non_root: `nobody` cannot execute the test binary here");
+        guestward_core::testing::skip_or_fail(
+            "unreadable_database_as_non_root_says_what_and_why",
+            "`nobody` cannot execute the test binary here",
+        );
         return;
     }
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");

@@ -59,11 +59,17 @@ fn agentctl_without_a_daemon_says_so() {
 fn other_users_are_refused_by_peer_credentials() {
     let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| Path::new(p).exists())
     else {
-        eprintln!("SKIPPED other_users_are_refused_by_peer_credentials: setpriv not installed");
+        guestward_core::testing::skip_or_fail(
+            "other_users_are_refused_by_peer_credentials",
+            "setpriv not installed",
+        );
         return;
     };
     if !is_root() {
-        eprintln!("SKIPPED other_users_are_refused_by_peer_credentials: needs root to switch users");
+        guestward_core::testing::skip_or_fail(
+            "other_users_are_refused_by_peer_credentials",
+            "needs root to switch users",
+        );
         return;
     }
     let daemon = Daemon::start();

@@ -174,12 +174,16 @@ fn a_peer_that_stops_reading_its_answer_loses_its_connection() {
 #[test]
 fn socket_group_members_can_use_agentctl_and_others_cannot() {
     let Some(setpriv) = setpriv() else {
-        eprintln!("SKIPPED socket_group_members_can_use_agentctl_and_others_cannot: setpriv not installed");
+        guestward_core::testing::skip_or_fail(
+            "socket_group_members_can_use_agentctl_and_others_cannot",
+            "setpriv not installed",
+        );
         return;
     };
     if !is_root() {
-        eprintln!(
-            "SKIPPED socket_group_members_can_use_agentctl_and_others_cannot: needs root to switch users"
+        guestward_core::testing::skip_or_fail(
+            "socket_group_members_can_use_agentctl_and_others_cannot",
+            "needs root to switch users",
         );
         return;
     }
@@ -233,13 +237,17 @@ fn test_group() -> TestGroup {
 #[test]
 fn per_user_connection_cap_refuses_the_excess_and_keeps_root_served() {
     let Some(setpriv) = setpriv() else {
-        eprintln!(
-            "SKIPPED per_user_connection_cap_refuses_the_excess_and_keeps_root_served: setpriv not installed"
+        guestward_core::testing::skip_or_fail(
+            "per_user_connection_cap_refuses_the_excess_and_keeps_root_served",
+            "setpriv not installed",
         );
         return;
     };
     if !is_root() {
-        eprintln!("SKIPPED per_user_connection_cap_refuses_the_excess_and_keeps_root_served: needs root");
+        guestward_core::testing::skip_or_fail(
+            "per_user_connection_cap_refuses_the_excess_and_keeps_root_served",
+            "needs root",
+        );
         return;
     }
     let group = test_group();
@@ -550,11 +558,11 @@ fn plant_egg_infos_as_nobody(setpriv: &str, dir: &Path, target: u64, budget: Dur
 fn unprivileged_fifo_and_huge_tree_in_home_do_not_wedge_the_daemon() {
     const NAME: &str = "unprivileged_fifo_and_huge_tree_in_home_do_not_wedge_the_daemon";
     let Some(setpriv) = setpriv() else {
-        eprintln!("SKIPPED {NAME}: setpriv not installed");
+        guestward_core::testing::skip_or_fail(NAME, "setpriv not installed");
         return;
     };
     if !is_root() {
-        eprintln!("SKIPPED {NAME}: needs root to act as an unprivileged user");
+        guestward_core::testing::skip_or_fail(NAME, "needs root to act as an unprivileged user");
         return;
     }
     // A million directories: on tmpfs they take about 10 s to create (and delete); on this

@@ -31,7 +31,10 @@ fn aide_changed_paths(output: &str) -> BTreeSet<String> {
 #[test]
 fn changed_paths_match_aide_check() {
     if Command::new("aide").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: aide is not installed (apt-get install aide); the oracle test did not run");
+        guestward_core::testing::skip_or_fail(
+            "changed_paths_match_aide_check",
+            "aide is not installed (apt-get install aide)",
+        );
         return;
     }
     let dir = crate::common::scratch();

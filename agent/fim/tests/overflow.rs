@@ -49,8 +49,12 @@ fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
         let limit = QueueLimit::lower(16);
         let lowered = limit.is_some();
         if limit.is_none() {
-            // Not root: fall back to overflowing the agent's own queue, handled the same way.
-            eprintln!("NOTE: cannot lower {QUEUE} (not root?); overflowing the agent's own queue instead");
+            // Not root: fall back to overflowing the agent's own queue, handled the same way
+            // (CI runs as root and requires the kernel queue's overflow).
+            guestward_core::testing::skip_or_fail(
+                "queue_overflow_triggers_scoped_rescan_reporting_every_final_hash (kernel queue)",
+                &format!("cannot lower {QUEUE} (not root?); overflowing the agent's own queue instead"),
+            );
             cfg.event_queue_capacity = 16;
         }
         let fim = if limit.is_none() {

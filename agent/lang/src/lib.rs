@@ -2,34 +2,54 @@
 //! jars) and Node.js packages found by a bounded walk of configurable roots, plus the rule set
 //! over them (Log4Shell, JndiLookup, known-malicious PyPI packages).
 //!
-//! Every host file is read through [`HostRoot`], so `--root` scans of a mounted snapshot work
+//! Every host file is read through [`HostRoot`](guestward_core::HostRoot), so `--root` scans of a mounted snapshot work
 //! and symlinks in the scanned tree cannot lead outside it. Entry points:
 //! - [`collect`]: walk and return the inventory plus the problems met, as a [`Section`].
 //! - [`findings`]: the rules over a collected inventory.
 //! - [`render_table`]: a human summary.
+//!
+//! The walk and the readers are the default feature `collect`. Without it the crate is the
+//! model ([`LangReport`]...), its [`Config`], the rules ([`findings`], [`FINDING_IDS`]) and
+//! [`render_table`], for crates that carry or show reports. Integer conversions in the
+//! parsers are checked (`clippy::cast_possible_truncation` is on).
+
+#![warn(clippy::cast_possible_truncation)]
 
 pub mod config;
+#[cfg(feature = "collect")]
 pub mod java;
 pub mod model;
+#[cfg(feature = "collect")]
 pub mod node;
 pub mod python;
 pub mod rules;
+#[cfg(feature = "collect")]
 mod sink;
+#[cfg(feature = "collect")]
 mod walk;
 
 pub use config::{Config, ConfigError};
 pub use model::{Ecosystem, Evidence, JndiLookupHit, LangPackage, LangReport, WalkStats};
+pub use rules::FINDING_IDS;
 
-use guestward_core::{Finding, HostRoot, Problem, Section};
+use guestward_core::Finding;
+#[cfg(feature = "collect")]
+use guestward_core::{HostRoot, Problem, Section};
+#[cfg(feature = "collect")]
 use std::ffi::OsStr;
+#[cfg(feature = "collect")]
 use std::path::Path;
+#[cfg(feature = "collect")]
 use std::time::Instant;
+#[cfg(feature = "collect")]
 use walk::{FileKind, JAVA, Mask, NODE, PY, Visitor, Walker};
 
+#[cfg(feature = "collect")]
 /// Routes what the walk meets to the ecosystem readers. Stateless: results and their bounds
 /// live in the walker's sink.
 struct Collector;
 
+#[cfg(feature = "collect")]
 impl Visitor for Collector {
     fn dir(&mut self, walker: &mut Walker<'_>, real: &Path, name: &OsStr, mask: Mask) -> bool {
         if mask & PY != 0 {
@@ -67,6 +87,7 @@ impl Visitor for Collector {
     }
 }
 
+#[cfg(feature = "collect")]
 /// Walks the configured roots under `root` and returns the inventory and the problems met.
 /// Never fails as a whole: unreadable files, malformed archives and reached bounds become
 /// [`Problem`]s next to everything that could be read.
@@ -94,6 +115,7 @@ pub fn scan(root: &HostRoot, config: &Config) -> (LangReport, Vec<Problem>) {
     (report, problems)
 }
 
+#[cfg(feature = "collect")]
 /// [`scan`] as a report section (skipped when turned off in config).
 pub fn collect(root: &HostRoot, config: &Config) -> Section<LangReport> {
     if !config.enabled {

@@ -6,11 +6,16 @@
 //! (the README). Only a bounded prefix is read and only the header block is parsed, with
 //! `mailparse` (which handles folded lines and encoded words).
 
+#[cfg(feature = "collect")]
 use crate::model::{Ecosystem, Evidence, LangPackage};
+#[cfg(feature = "collect")]
 use crate::walk::Walker;
+#[cfg(feature = "collect")]
 use std::io::Read;
+#[cfg(feature = "collect")]
 use std::path::Path;
 
+#[cfg(feature = "collect")]
 /// Header bytes read from a METADATA/PKG-INFO file. Name and Version come first in every
 /// metadata version; some packages put a whole licence text in `License:` before the body,
 /// which this leaves room for.
@@ -34,6 +39,7 @@ pub fn normalize_name(name: &str) -> String {
     out
 }
 
+#[cfg(feature = "collect")]
 /// Name and version from the `Name:` and `Version:` headers of METADATA / PKG-INFO.
 pub fn parse_metadata_headers(bytes: &[u8]) -> Option<(String, String)> {
     // Cut at the last complete line so a prefix ending mid-header does not yield a partial value.
@@ -48,6 +54,7 @@ pub fn parse_metadata_headers(bytes: &[u8]) -> Option<(String, String)> {
     Some((name, version))
 }
 
+#[cfg(feature = "collect")]
 /// Name and version from a directory name (`requests-2.31.0.dist-info`), the fallback when the
 /// metadata file is missing.
 fn from_dir_name(stem: &str) -> (String, String) {
@@ -58,6 +65,7 @@ fn from_dir_name(stem: &str) -> (String, String) {
     }
 }
 
+#[cfg(feature = "collect")]
 /// Reads up to `limit` bytes of a host file (never more, whatever its size). The file is
 /// opened through the [`guestward_core::HostRoot`] door, which refuses anything but a regular
 /// file before reading (a FIFO as `METADATA` would otherwise block the scan forever).
@@ -83,6 +91,7 @@ fn read_prefix(walker: &mut Walker<'_>, real: &Path, limit: u64) -> Option<Vec<u
 }
 
 /// A `*.dist-info` or `*.egg-info` directory.
+#[cfg(feature = "collect")]
 pub(crate) fn read_info_dir(walker: &mut Walker<'_>, dir: &Path, dir_name: &str) {
     let (stem, is_dist) = match dir_name.strip_suffix(".dist-info") {
         Some(s) => (s, true),
@@ -119,6 +128,7 @@ pub(crate) fn read_info_dir(walker: &mut Walker<'_>, dir: &Path, dir_name: &str)
 }
 
 /// An old-style `*.egg-info` *file* (distutils), which is the PKG-INFO itself.
+#[cfg(feature = "collect")]
 pub(crate) fn read_info_file(walker: &mut Walker<'_>, file: &Path, file_name: &str) {
     let stem = file_name.strip_suffix(".egg-info").unwrap_or(file_name);
     let limit = HEADER_PREFIX_BYTES.min(walker.config.max_metadata_bytes);
@@ -157,24 +167,28 @@ mod tests {
         assert_eq!(normalize_name("zope.interface"), "zope-interface");
     }
 
+    #[cfg(feature = "collect")]
     #[test]
     fn headers_stop_at_the_body_and_unfold() {
         let text = b"Metadata-Version: 2.1\nName: Foo_Bar\nVersion: 1.0.post1\nSummary: a\n  folded line\n\nName: NotThis\n";
         assert_eq!(parse_metadata_headers(text), Some(("Foo_Bar".into(), "1.0.post1".into())));
     }
 
+    #[cfg(feature = "collect")]
     #[test]
     fn truncated_prefix_drops_the_partial_line() {
         let text = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.2";
         assert_eq!(parse_metadata_headers(text), Some(("foo".into(), String::new())));
     }
 
+    #[cfg(feature = "collect")]
     #[test]
     fn garbage_is_not_a_package() {
         assert_eq!(parse_metadata_headers(b"\x00\x01\x02"), None);
         assert_eq!(parse_metadata_headers(b""), None);
     }
 
+    #[cfg(feature = "collect")]
     #[test]
     fn directory_name_fallback() {
         assert_eq!(from_dir_name("requests-2.31.0"), ("requests".into(), "2.31.0".into()));

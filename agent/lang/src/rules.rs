@@ -14,6 +14,16 @@ use crate::model::{Ecosystem, LangPackage, LangReport};
 use guestward_core::{Finding, Severity};
 use serde_json::json;
 
+/// Log4Shell by version (`log4j-core` in the affected ranges).
+pub const LOG4SHELL_VERSION: &str = "GW-LANG-001";
+/// `JndiLookup.class` in an archive whose log4j-core version is unknown.
+pub const JNDI_LOOKUP_UNKNOWN_VERSION: &str = "GW-LANG-002";
+/// A PyPI package on the known-malicious list.
+pub const MALICIOUS_PYPI_PACKAGE: &str = "GW-LANG-003";
+
+/// Every finding id these rules can raise (the finding catalogue checks it is complete).
+pub const FINDING_IDS: &[&str] = &[LOG4SHELL_VERSION, JNDI_LOOKUP_UNKNOWN_VERSION, MALICIOUS_PYPI_PACKAGE];
+
 /// The malicious-package list compiled into the agent (reviewable in the repository).
 pub const PYPI_MALICIOUS_LIST: &str = include_str!("../data/pypi-malicious.txt");
 
@@ -147,7 +157,7 @@ pub fn evaluate(report: &LangReport) -> Vec<Finding> {
             "jndi_lookup_class": hit.map(|h| h.class_entry.clone()),
             "cves": ["CVE-2021-44228", "CVE-2021-45046"],
         });
-        out.push(finding("GW-LANG-001", severity, title, evidence, LOG4J_REMEDIATION));
+        out.push(finding(LOG4SHELL_VERSION, severity, title, evidence, LOG4J_REMEDIATION));
     }
     for hit in &report.jndi_lookup {
         let known_version = report.packages.iter().any(|p| {
@@ -165,7 +175,7 @@ pub fn evaluate(report: &LangReport) -> Vec<Finding> {
             "class_entry": hit.class_entry,
         });
         out.push(finding(
-            "GW-LANG-002",
+            JNDI_LOOKUP_UNKNOWN_VERSION,
             Severity::High,
             "archive contains Log4j's JndiLookup class and no recognizable log4j-core version".to_string(),
             evidence,
@@ -186,7 +196,7 @@ pub fn evaluate(report: &LangReport) -> Vec<Finding> {
             "reference": m.reference,
         });
         out.push(finding(
-            "GW-LANG-003",
+            MALICIOUS_PYPI_PACKAGE,
             Severity::Critical,
             format!("known malicious PyPI package `{}` is installed (impersonates {})", p.name, m.impersonates),
             evidence,
@@ -222,6 +232,52 @@ mod tests {
         }
         assert_eq!(log4j_core_affected("garbage"), None);
         assert_eq!(log4j_core_affected(""), None);
+    }
+
+    /// Each rule fires once on a report built for it, and the ids raised are exactly
+    /// [`FINDING_IDS`]: a rule added without its id would leave the finding catalogue short.
+    #[test]
+    fn every_rule_raises_an_id_listed_in_finding_ids() {
+        let package =
+            |ecosystem, namespace: Option<&str>, name: &str, version: &str, location: &str| LangPackage {
+                ecosystem,
+                namespace: namespace.map(str::to_string),
+                name: name.to_string(),
+                version: version.to_string(),
+                location: location.to_string(),
+                path_in_archive: None,
+                installer: None,
+                evidence: crate::Evidence::FileName,
+            };
+        let report = LangReport {
+            packages: vec![
+                package(
+                    Ecosystem::Maven,
+                    Some("org.apache.logging.log4j"),
+                    "log4j-core",
+                    "2.14.1",
+                    "/opt/a.jar",
+                ),
+                package(
+                    Ecosystem::Pypi,
+                    None,
+                    "torchtriton",
+                    "2.0.0",
+                    "/usr/lib/python3/torchtriton.dist-info",
+                ),
+            ],
+            jndi_lookup: vec![crate::JndiLookupHit {
+                location: "/opt/shaded.jar".to_string(),
+                path_in_archive: None,
+                class_entry: "shaded/org/apache/logging/log4j/core/lookup/JndiLookup.class".to_string(),
+            }],
+            stats: crate::WalkStats::default(),
+        };
+        let mut raised: Vec<String> = evaluate(&report).into_iter().map(|f| f.id).collect();
+        raised.sort();
+        let mut listed: Vec<&str> = FINDING_IDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(raised, listed);
     }
 
     #[test]

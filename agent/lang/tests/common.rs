@@ -191,3 +191,39 @@ pub fn zip64_entries(count: u32) -> Vec<u8> {
     out.extend_from_slice(&[0, 0]);
     out
 }
+
+/// Runs the test `name` (its full path in this binary, e.g. `walk::some_test`) again as
+/// `nobody` through `setpriv`, for a check root cannot make (root reads a mode-000 directory
+/// anyway). Fails unless the child ran exactly that test and it passed.
+pub fn rerun_as_nobody(name: &str) {
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        guestward_core::testing::skip_or_fail(name, "running as root without setpriv to drop privileges");
+        return;
+    };
+    // A copy of this binary in a directory `nobody` can enter: the target directory may sit
+    // under a home only root can read (CI clones anywhere).
+    let bin_dir = tempfile::Builder::new().prefix("gw-as-nobody").tempdir_in("/tmp").unwrap();
+    let bin = bin_dir.path().join("tests");
+    std::fs::copy(std::env::current_exe().unwrap(), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [bin_dir.path(), &bin] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = std::process::Command::new(setpriv);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["--exact", name, "--test-threads=1"])
+        // `nobody` makes its own scratch tree; /tmp is writable by everyone.
+        .env("TMPDIR", "/tmp");
+    let what = format!("{name} as nobody");
+    let out = within(std::time::Duration::from_secs(60), &what, move || cmd.output().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(126) || stderr.contains("Permission denied") && !out.status.success() {
+        guestward_core::testing::skip_or_fail(name, "`nobody` cannot execute the test binary here");
+        return;
+    }
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{what} did not run the test:\n{stdout}\n{stderr}");
+}

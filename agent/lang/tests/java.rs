@@ -424,7 +424,11 @@ fn fifo_or_device_in_place_of_a_jar_is_refused_not_read() {
         )
         .unwrap();
     } else {
-        eprintln!("SKIPPED device-node part: not root, cannot mknod; the FIFO part ran");
+        // The FIFO part still runs.
+        guestward_core::testing::skip_or_fail(
+            "device-node part of the special-files test",
+            "not root, cannot mknod",
+        );
     }
     let (report, problems) = t.scan_within(20, &config(&[], &["/opt"], &[]));
     let refused: Vec<(&str, Option<&str>)> = problems

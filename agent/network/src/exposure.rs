@@ -2,6 +2,7 @@
 //! cloud metadata) which of the instance's public addresses.
 
 use crate::model::{Exposure, ExposureScope, Family, Interface, NetworkReport, Socket};
+#[cfg(feature = "collect")]
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -50,6 +51,7 @@ fn is_loopback_device(dev: &str, interfaces: &[Interface]) -> bool {
         .is_some_and(|i| !i.addresses.is_empty() && i.addresses.iter().all(|a| a.is_loopback()))
 }
 
+#[cfg(feature = "collect")]
 /// The host's interfaces and their addresses (`getifaddrs`), sorted by name.
 pub fn host_interfaces() -> std::io::Result<Vec<Interface>> {
     let mut by_name: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
@@ -65,6 +67,7 @@ pub fn host_interfaces() -> std::io::Result<Vec<Interface>> {
     Ok(by_name.into_iter().map(|(name, addresses)| Interface { name, addresses }).collect())
 }
 
+#[cfg(feature = "collect")]
 /// Interface index -> name, for sockets bound with `SO_BINDTODEVICE`.
 pub(crate) fn interface_names() -> BTreeMap<u32, String> {
     let mut map = BTreeMap::new();

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 /// Rule id: a well-known risky service listens on all interfaces.
 pub const RISKY_SERVICE_ALL_INTERFACES: &str = "GW-NET-001";
 
+/// Every finding id this crate can raise (the finding catalogue checks it is complete).
+pub const FINDING_IDS: &[&str] = &[RISKY_SERVICE_ALL_INTERFACES];
+
 /// The built-in risky services: data stores and control planes that are routinely found open to
 /// the internet and give an attacker data or code execution.
 pub fn builtin_risky_ports() -> Vec<RiskyPort> {

@@ -1,20 +1,25 @@
 //! Network exposure for guestward: what `ss -tulpn` shows, plus who owns each socket, how far it
 //! can be reached from, which listeners are risky, and what changed since the last scan.
 //!
-//! Flow of one scan ([`scan`], or [`collect`] for the daemon):
+//! Flow of one scan (`scan`, or `collect` for the daemon):
 //! 1. List TCP/UDP sockets (and listening Unix stream sockets) through netlink `sock_diag`
-//!    ([`netlink`]), or the `/proc/net` text tables ([`procnet`]) when netlink is unavailable or
+//!    (`netlink`), or the `/proc/net` text tables (`procnet`) when netlink is unavailable or
 //!    `backend = "procfs"`.
-//! 2. Map socket inodes to processes in one pass over `/proc/*/fd` ([`owners`]).
+//! 2. Map socket inodes to processes in one pass over `/proc/*/fd` (`owners`).
 //! 3. Classify each listener's exposure against the host's interfaces ([`exposure`]).
 //!
 //! Then, on the finished [`NetworkReport`]: [`mark_public_reachability`] (once cloud metadata
 //! is known), [`risky_listener_findings`], [`ListenerState::from_report`] + [`diff`] for change
 //! events, and [`render_table`] for people.
 //!
-//! Sockets and processes only mean something on the running system: [`collect`] skips the
-//! section (with a note) when the [`HostRoot`] is not live. Library users and tests can still
-//! point [`ScanContext::proc_root`] at a fixture `/proc` tree (procfs backend).
+//! Sockets and processes only mean something on the running system: `collect` skips the
+//! section (with a note) when the `HostRoot` is not live. Library users and tests can still
+//! point `ScanContext::proc_root` at a fixture `/proc` tree (procfs backend).
+//!
+//! Listing is the default feature `collect` (netlink, procfs, nix). Without it the crate is
+//! the model ([`NetworkReport`]...), [`Config`], [`classify`], [`mark_public_reachability`],
+//! the findings ([`FINDING_IDS`]), change tracking ([`diff`], [`LISTENER_OPENED`]...) and the
+//! renderers, for crates that carry or show reports.
 
 #![warn(missing_docs)]
 
@@ -24,9 +29,13 @@ mod error;
 mod exposure;
 mod findings;
 mod model;
+#[cfg(feature = "collect")]
 mod netlink;
+#[cfg(feature = "collect")]
 mod owners;
+#[cfg(feature = "collect")]
 mod procnet;
+#[cfg(feature = "collect")]
 mod raw;
 mod render;
 
@@ -36,29 +45,42 @@ pub use changes::{
 };
 pub use config::{BackendChoice, Config, RiskyPort};
 pub use error::NetworkError;
+#[cfg(feature = "collect")]
+pub use exposure::host_interfaces;
 pub use exposure::{
-    PublicAddress, canonical, classify, host_interfaces, mark_public_reachability, reachable_public_addresses,
+    PublicAddress, canonical, classify, mark_public_reachability, reachable_public_addresses,
 };
-pub use findings::{RISKY_SERVICE_ALL_INTERFACES, builtin_risky_ports, risky_listener_findings};
+pub use findings::{FINDING_IDS, RISKY_SERVICE_ALL_INTERFACES, builtin_risky_ports, risky_listener_findings};
 pub use model::{
     Backend, Exposure, ExposureScope, Family, Interface, NetworkReport, OwnerScanStats, OwnerUnknown,
     OwnerUnknownReason, ProcessInfo, Protocol, Socket, SocketOwner, SocketState, UnixListener,
 };
+#[cfg(feature = "collect")]
 pub use owners::MAX_CMDLINE_BYTES;
 pub use render::{endpoint, render_summary, render_table, table_string};
 
-use guestward_core::{Finding, HostRoot, Problem, Section};
+use guestward_core::Finding;
+#[cfg(feature = "collect")]
+use guestward_core::{HostRoot, Problem, Section};
+#[cfg(feature = "collect")]
 use owners::OwnerIndex;
+#[cfg(feature = "collect")]
 use raw::{RawInet, RawUnix};
+#[cfg(feature = "collect")]
 use std::collections::{BTreeMap, HashMap, HashSet};
+#[cfg(feature = "collect")]
 use std::path::PathBuf;
+#[cfg(feature = "collect")]
 use std::time::Instant;
 
+#[cfg(feature = "collect")]
 /// `/etc/passwd` larger than this is not read (user names are then omitted).
 const MAX_PASSWD_BYTES: u64 = 8 * 1024 * 1024;
+#[cfg(feature = "collect")]
 /// Unix listeners kept (a host has tens; a bound keeps a hostile one from exhausting memory).
 const MAX_UNIX_LISTENERS: usize = 65_536;
 
+#[cfg(feature = "collect")]
 /// Where a scan reads from.
 #[derive(Debug, Clone)]
 pub struct ScanContext {
@@ -72,6 +94,7 @@ pub struct ScanContext {
     pub users: HashMap<u32, String>,
 }
 
+#[cfg(feature = "collect")]
 impl ScanContext {
     /// The running system, with user names from `root`'s `/etc/passwd`.
     pub fn live(root: &HostRoot) -> Self {
@@ -88,6 +111,7 @@ impl ScanContext {
     }
 }
 
+#[cfg(feature = "collect")]
 /// A finished scan: the report plus what could not be read.
 #[derive(Debug, Clone)]
 pub struct ScanOutput {
@@ -97,6 +121,7 @@ pub struct ScanOutput {
     pub problems: Vec<Problem>,
 }
 
+#[cfg(feature = "collect")]
 struct RawScan {
     backend: Backend,
     fallback_reason: Option<String>,
@@ -106,6 +131,7 @@ struct RawScan {
     problems: Vec<Problem>,
 }
 
+#[cfg(feature = "collect")]
 fn list_netlink(config: &Config, cap: usize) -> Result<RawScan, NetworkError> {
     let mut inet = Vec::new();
     let truncated = netlink::inet_sockets(cap, &mut inet)?;
@@ -120,6 +146,7 @@ fn list_netlink(config: &Config, cap: usize) -> Result<RawScan, NetworkError> {
     Ok(RawScan { backend: Backend::Netlink, fallback_reason: None, inet, unix, truncated, problems })
 }
 
+#[cfg(feature = "collect")]
 fn list_procfs(config: &Config, ctx: &ScanContext, cap: usize) -> Result<RawScan, NetworkError> {
     let net = ctx.proc_root.join("net");
     let mut inet = Vec::new();
@@ -169,6 +196,7 @@ fn list_procfs(config: &Config, ctx: &ScanContext, cap: usize) -> Result<RawScan
     })
 }
 
+#[cfg(feature = "collect")]
 fn list(config: &Config, ctx: &ScanContext) -> Result<RawScan, NetworkError> {
     let cap = usize::try_from(config.max_sockets).unwrap_or(usize::MAX);
     match config.backend {
@@ -186,6 +214,7 @@ fn list(config: &Config, ctx: &ScanContext) -> Result<RawScan, NetworkError> {
     }
 }
 
+#[cfg(feature = "collect")]
 fn is_listening(r: &RawInet) -> bool {
     match r.protocol {
         Protocol::Tcp => r.state == 10,
@@ -194,6 +223,7 @@ fn is_listening(r: &RawInet) -> bool {
     }
 }
 
+#[cfg(feature = "collect")]
 fn unknown(inode: u64, index: Result<&OwnerIndex, &str>, resolve: bool) -> OwnerUnknown {
     let (reason, detail) = if !resolve {
         (OwnerUnknownReason::NotResolved, "owner lookup is off (resolve_owners = false)".to_string())
@@ -228,6 +258,7 @@ fn unknown(inode: u64, index: Result<&OwnerIndex, &str>, resolve: bool) -> Owner
     OwnerUnknown { reason, detail }
 }
 
+#[cfg(feature = "collect")]
 /// Lists sockets, resolves owners and classifies exposure. Fails only when no socket source at
 /// all could be read; everything else ends up in [`ScanOutput::problems`].
 pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkError> {
@@ -391,6 +422,7 @@ pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkErr
     Ok(ScanOutput { report, problems })
 }
 
+#[cfg(feature = "collect")]
 /// The daemon's entry point: the `network` section for `root`. Live-only: skipped with a note
 /// when `root` is not the running system, or when disabled in config.
 pub fn collect(config: &Config, root: &HostRoot) -> Section<NetworkReport> {

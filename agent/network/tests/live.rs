@@ -66,7 +66,10 @@ fn open_all() -> (Vec<Held>, Vec<Expect>, Option<Sharer>) {
         tcp("tcp6 wildcard", "[::]:0", Family::Ipv6, ExposureScope::AllInterfaces, None);
         tcp("tcp6 loopback", "[::1]:0", Family::Ipv6, ExposureScope::Loopback, None);
     } else {
-        eprintln!("SKIPPED: IPv6 TCP listeners: IPv6 is not available on this machine");
+        guestward_core::testing::skip_or_fail(
+            "live listeners: IPv6 TCP listeners",
+            "IPv6 is not available on this machine",
+        );
     }
     // A specific non-loopback address, named with its interface.
     let specific = host_interfaces().unwrap().into_iter().find_map(|i| {
@@ -76,7 +79,10 @@ fn open_all() -> (Vec<Held>, Vec<Expect>, Option<Sharer>) {
         Some((name, addr)) => {
             tcp("tcp4 interface", &format!("{addr}:0"), Family::Ipv4, ExposureScope::Interface, Some(name))
         }
-        None => eprintln!("SKIPPED: interface-bound listener: no non-loopback IPv4 address on this machine"),
+        None => guestward_core::testing::skip_or_fail(
+            "live listeners: interface-bound listener",
+            "no non-loopback IPv4 address on this machine",
+        ),
     }
     let mut udp = |what, addr: &str, family, scope| {
         let s = UdpSocket::bind(addr).unwrap();
@@ -259,8 +265,9 @@ fn netlink_and_procfs_backends_return_the_same_set() {
         Some((difference, _)) => {
             panic!("netlink and procfs disagree on a stable host: {difference:#?}")
         }
-        None => eprintln!(
-            "SKIPPED: whole-host comparison: the host's listeners never held still for 10 attempts (own sockets matched)"
+        None => guestward_core::testing::skip_or_fail(
+            "netlink_and_procfs_backends_return_the_same_set (whole host)",
+            "the host's listeners never held still for 10 attempts (own sockets matched)",
         ),
     }
 }

@@ -26,7 +26,10 @@ fn ss_listeners() -> Option<BTreeSet<Key>> {
         Ok(out) if out.status.success() => out,
         Ok(out) => panic!("ss -H -tulpn failed: {}", String::from_utf8_lossy(&out.stderr)),
         Err(e) => {
-            eprintln!("SKIPPED: oracle test: `ss` (iproute2) cannot be run: {e}");
+            guestward_core::testing::skip_or_fail(
+                "ss oracle",
+                &format!("`ss` (iproute2) cannot be run: {e}"),
+            );
             return None;
         }
     };
@@ -109,8 +112,9 @@ fn compare(backend: BackendChoice) {
     }
     match mismatch {
         Some(m) => panic!("{backend:?} disagrees with `ss -H -tulpn` on a stable host:\n{m}"),
-        None => eprintln!(
-            "SKIPPED: whole-host oracle comparison: listeners never held still for 10 attempts (own sockets matched)"
+        None => guestward_core::testing::skip_or_fail(
+            &format!("ss oracle, {backend:?} backend (whole host)"),
+            "listeners never held still for 10 attempts (own sockets matched)",
         ),
     }
 }

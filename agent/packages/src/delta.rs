@@ -42,8 +42,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
+#[cfg(feature = "collect")]
 use std::io::Read;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "collect")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// File name of the persisted inventory inside the state directory.
@@ -54,6 +57,7 @@ pub const DEFAULT_FULL_SNAPSHOT_INTERVAL_SECS: u64 = 24 * 60 * 60;
 /// (100,000 language packages) plus a few thousand system packages needs about 20 MiB.
 pub const MAX_STATE_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// Version of the state file layout.
+#[cfg(feature = "collect")]
 const STATE_FORMAT: u32 = 1;
 
 /// Where a package came from; also decides how its versions are ordered.
@@ -397,6 +401,7 @@ pub enum DeltaError {
     },
 }
 
+#[cfg(feature = "collect")]
 #[derive(Deserialize)]
 struct StoredState {
     format: u32,
@@ -404,6 +409,7 @@ struct StoredState {
     snapshot: Snapshot,
 }
 
+#[cfg(feature = "collect")]
 /// [`StoredState`] as written: borrows the snapshot instead of copying it.
 #[derive(Serialize)]
 struct StoredStateRef<'a> {
@@ -412,6 +418,7 @@ struct StoredStateRef<'a> {
     snapshot: &'a Snapshot,
 }
 
+#[cfg(feature = "collect")]
 /// Remembers the last inventory under the state directory and decides full vs delta.
 #[derive(Debug, Clone)]
 pub struct Tracker {
@@ -420,6 +427,7 @@ pub struct Tracker {
     max_state_bytes: u64,
 }
 
+#[cfg(feature = "collect")]
 impl Tracker {
     /// A tracker keeping its state in `<state_dir>/packages-inventory.json`, sending a full
     /// snapshot every `full_snapshot_interval_secs` (0: always full).
@@ -683,6 +691,8 @@ mod tests {
         assert_eq!(event.data["new_version"], "2.32.3");
     }
 
+    // Reads and writes the stored inventory.
+    #[cfg(feature = "collect")]
     #[test]
     fn full_then_deltas_then_full_after_the_interval() {
         let dir = tempfile::tempdir().unwrap();
@@ -725,6 +735,8 @@ mod tests {
         ));
     }
 
+    // Reads and writes the stored inventory.
+    #[cfg(feature = "collect")]
     #[test]
     fn uncommitted_observations_repeat_and_corrupt_state_means_full() {
         let dir = tempfile::tempdir().unwrap();
@@ -747,6 +759,7 @@ mod tests {
         assert!(problem.message.contains("packages-inventory.json"), "{}", problem.message);
     }
 
+    #[cfg(feature = "collect")]
     fn many_items(count: usize) -> Snapshot {
         let items = (0..count)
             .map(|i| item(PackageSource::Dpkg, &format!("package-{i:06}"), Some("amd64"), "1.0-1"))
@@ -754,6 +767,8 @@ mod tests {
         snap(0, items)
     }
 
+    // Reads and writes the stored inventory.
+    #[cfg(feature = "collect")]
     #[test]
     fn inventory_over_the_state_cap_is_not_written_and_the_stale_state_is_removed() {
         // Issue 9, item 5: the state file grew with whatever users put on the host (123 MB).
@@ -780,6 +795,8 @@ mod tests {
         ));
     }
 
+    // Reads and writes the stored inventory.
+    #[cfg(feature = "collect")]
     #[test]
     fn state_file_over_the_cap_is_refused_with_a_clear_problem() {
         let dir = tempfile::tempdir().unwrap();
@@ -873,6 +890,8 @@ mod tests {
         assert_eq!(s.items[0].source, PackageSource::Maven);
     }
 
+    // Reads and writes the stored inventory.
+    #[cfg(feature = "collect")]
     #[test]
     fn fifo_in_place_of_the_stored_inventory_is_refused_not_read() {
         let dir = tempfile::tempdir().unwrap();

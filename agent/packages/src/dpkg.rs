@@ -5,11 +5,14 @@
 //! a syntax error, or bytes that are not UTF-8 (seen in descriptions written by old tools), must
 //! cost only that stanza (or nothing), never the rest of the inventory.
 
+#[cfg(feature = "collect")]
+use guestward_core::HostRoot;
 use guestward_core::text::{MAX_QUOTED_CHARS, quote_truncated, truncate_chars};
-use guestward_core::{HostFsError, HostRoot, Problem};
+use guestward_core::{HostFsError, Problem};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+#[cfg(feature = "collect")]
 use std::path::Path;
 use std::str::FromStr;
 
@@ -132,6 +135,7 @@ impl DpkgStatus {
     }
 }
 
+#[cfg(feature = "collect")]
 /// Reads `<admin_dir>/status`. Malformed stanzas become problems (file and line) and are
 /// skipped; everything else is returned.
 pub fn read_status(

@@ -1,18 +1,29 @@
 //! Software inventory: which packages are installed, read from the package managers' own
-//! databases through [`HostRoot`] (so `--root` scans of snapshots work), never by running
+//! databases through [`HostRoot`](guestward_core::HostRoot) (so `--root` scans of snapshots work), never by running
 //! `dpkg-query` or `rpm`.
 //!
 //! Each source is its own module with its own typed output; [`collect`] assembles them into one
-//! [`PackagesReport`] section, where a failing source becomes a [`Problem`] and the others still
+//! [`PackagesReport`] section, where a failing source becomes a [`Problem`](guestward_core::Problem) and the others still
 //! report.
+//!
+//! The reading is the default feature `collect` (it turns on the readers of `guestward-rpmdb`
+//! and `guestward-lang` too). Without it the crate is the model, [`Config`], the parsers of
+//! bytes ([`dpkg::parse_status`]), [`delta`]'s comparison, [`findings`] and
+//! [`render_summary`].
 
 pub mod delta;
 pub mod dpkg;
 
-use guestward_core::{AbsolutePath, Finding, HostRoot, Problem, Section};
+use guestward_core::{AbsolutePath, Finding};
+#[cfg(feature = "collect")]
+use guestward_core::{HostRoot, Problem, Section};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "collect")]
 use std::time::Instant;
+
+/// Every finding id [`findings`] can raise (the language rules'; see `guestward_lang::rules`).
+pub const FINDING_IDS: &[&str] = guestward_lang::FINDING_IDS;
 
 /// `[packages]` in agent.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -79,6 +90,7 @@ impl PackagesReport {
     }
 }
 
+#[cfg(feature = "collect")]
 /// Reads every package source present under `root`.
 pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
     let started = Instant::now();
@@ -116,10 +128,12 @@ pub fn collect(root: &HostRoot, config: &Config) -> Section<PackagesReport> {
     }
 }
 
+#[cfg(feature = "collect")]
 /// Most corrupt rpm headers named one by one in the section's problems (all are in the
 /// inventory's `corrupt` list).
 const MAX_CORRUPT_PROBLEMS: usize = 20;
 
+#[cfg(feature = "collect")]
 /// The rpm part: the first rpm database in `config.rpm_dirs`, with its damage lifted into the
 /// section's problems (so the section shows as degraded) while the packages stay listed.
 fn collect_rpm(root: &HostRoot, config: &Config, report: &mut PackagesReport, problems: &mut Vec<Problem>) {

@@ -22,7 +22,10 @@ fn names(pkgs: &[DebPackage]) -> Vec<String> {
 #[test]
 fn live_dpkg_database_matches_dpkg_query() {
     if !Path::new("/var/lib/dpkg/status").exists() {
-        eprintln!("SKIPPED live_dpkg_database_matches_dpkg_query: no /var/lib/dpkg/status on this machine");
+        guestward_core::testing::skip_or_fail(
+            "live_dpkg_database_matches_dpkg_query",
+            "no /var/lib/dpkg/status on this machine",
+        );
         return;
     }
     let out = Command::new("dpkg-query")
@@ -224,7 +227,10 @@ fn fifo_in_place_of_dpkg_status_is_refused_not_read() {
 #[test]
 fn char_device_in_place_of_dpkg_status_is_refused_not_read() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: creating a device node needs root (CI runs this test as root)");
+        guestward_core::testing::skip_or_fail(
+            "char_device_in_place_of_dpkg_status_is_refused_not_read",
+            "creating a device node needs root",
+        );
         return;
     }
     let dir = root_with_dpkg_dir_and_a_python_package();

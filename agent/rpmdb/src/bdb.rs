@@ -315,7 +315,8 @@ fn read_overflow<R: ReadAt + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    // The fixtures built here are a few hundred bytes: their lengths and offsets fit every type.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
     use super::*;
 
     /// A minimal little-endian hash file: meta page, one hash page with one in-page item and

@@ -370,8 +370,15 @@ impl<'a> Header<'a> {
         let mut out = VerifiedDigests::default();
         let region_index = &self.index[..self.ril * ENTRY_SIZE];
         let region_data = &self.data[..self.rdl];
-        // ril <= MAX_INDEX_ENTRIES and rdl <= MAX_DATA_BYTES, so both fit in u32.
-        let ildl = [(self.ril as u32).to_be_bytes(), (self.rdl as u32).to_be_bytes()].concat();
+        // ril <= il <= MAX_INDEX_ENTRIES and rdl <= dl <= MAX_DATA_BYTES (checked by `parse`),
+        // so both fit in u32; checked anyway, so a count this parser should have refused is
+        // reported rather than hashed truncated.
+        let be32 = |v: usize| {
+            u32::try_from(v)
+                .map(u32::to_be_bytes)
+                .map_err(|_| HeaderError::BadRegion { reason: "region counts do not fit in 32 bits" })
+        };
+        let ildl = [be32(self.ril)?, be32(self.rdl)?].concat();
         if let Some(expected) = self.string(tags::SHA256HEADER) {
             let mut h = Sha256::new();
             for part in [&HEADER_MAGIC[..], &ildl, region_index, region_data] {
@@ -474,7 +481,8 @@ fn parse_entry(index: usize, raw: &[u8], data: &[u8]) -> Result<Entry, HeaderErr
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    // The fixtures built here are a few hundred bytes: their lengths and offsets fit every type.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
     use super::*;
 
     /// Builds a blob from (tag, type, data) entries with a correct immutable region, the way

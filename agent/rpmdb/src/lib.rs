@@ -18,32 +18,53 @@
 //! here panics or loops on bad input (the readers are fuzzed: see `fuzz/`).
 //!
 //! [`vercmp`] orders rpm versions exactly as rpm does (`~`, `^`, epochs).
+//!
+//! The readers are the default feature `collect` (SQLite, the digests, the page formats).
+//! Without it the crate is the model ([`RpmInventory`] and its parts), [`vercmp`], [`Limits`]
+//! and [`render_table`], for crates that carry or show reports. Integer conversions in the
+//! parsers are checked (`clippy::cast_possible_truncation` is on): a length read from a file
+//! that does not fit is reported, never truncated.
 
 #![warn(missing_docs)]
+#![warn(clippy::cast_possible_truncation)]
 
+#[cfg(feature = "collect")]
 pub mod bdb;
+#[cfg(feature = "collect")]
 mod error;
+#[cfg(feature = "collect")]
 pub mod header;
 mod model;
+#[cfg(feature = "collect")]
 pub mod ndb;
 mod render;
+#[cfg(feature = "collect")]
 pub mod source;
+#[cfg(feature = "collect")]
 mod sqlite;
 pub mod vercmp;
 
+#[cfg(feature = "collect")]
 pub use error::{FormatError, RpmdbError};
+#[cfg(feature = "collect")]
 pub use header::HeaderError;
-pub use model::{Backend, CorruptHeader, HeaderDigests, RpmInventory, RpmPackage, package_from_blob};
+#[cfg(feature = "collect")]
+pub use model::package_from_blob;
+pub use model::{Backend, CorruptHeader, HeaderDigests, RpmInventory, RpmPackage};
 pub use render::render_table;
 
+#[cfg(feature = "collect")]
 use guestward_core::HostRoot;
+#[cfg(feature = "collect")]
 use source::{FileSource, ReadAt};
+#[cfg(feature = "collect")]
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where rpm keeps its database, newest convention last; both are looked at by default.
 pub const DEFAULT_RPM_DIRS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
 
+#[cfg(feature = "collect")]
 /// One header blob as stored in the database, before parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawBlob {
@@ -96,6 +117,7 @@ impl Default for Limits {
     }
 }
 
+#[cfg(feature = "collect")]
 /// Decides the backend of a file from its first bytes.
 pub fn detect_format(start: &[u8]) -> Option<Backend> {
     if start.starts_with(b"SQLite format 3\0") {
@@ -109,6 +131,7 @@ pub fn detect_format(start: &[u8]) -> Option<Backend> {
     }
 }
 
+#[cfg(feature = "collect")]
 /// A database file found in an rpm directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -118,6 +141,7 @@ pub struct Found {
     pub backend: Backend,
 }
 
+#[cfg(feature = "collect")]
 /// Looks in one rpm directory (a host path, read through `root`) for database files, in the
 /// order rpm prefers them when several exist (sqlite, ndb, bdb). A file whose magic does not
 /// match its name is reported as [`RpmdbError::UnknownFormat`]; a missing file is not an
@@ -155,6 +179,7 @@ pub fn detect_in_dir(root: &HostRoot, dir: &Path) -> (Vec<Found>, Vec<RpmdbError
     (found, errors)
 }
 
+#[cfg(feature = "collect")]
 /// Parses every raw blob into packages or corrupt entries of `inv`.
 fn absorb(inv: &mut RpmInventory, path: &Path, blob: RawBlob) {
     let result = blob.data.map_err(|e| (e, None)).and_then(|bytes| package_from_blob(blob.record, &bytes));
@@ -178,10 +203,12 @@ fn absorb(inv: &mut RpmInventory, path: &Path, blob: RawBlob) {
     }
 }
 
+#[cfg(feature = "collect")]
 fn format_problem(path: &Path, backend: Backend, e: FormatError) -> guestward_core::Problem {
     RpmdbError::Format { path: path.to_owned(), backend: backend.as_str(), source: e }.to_problem()
 }
 
+#[cfg(feature = "collect")]
 /// Reads blobs from a Berkeley DB or NDB byte source. Shared by files and the fuzz targets.
 pub fn read_page_format<R: ReadAt + ?Sized>(
     src: &R,
@@ -231,6 +258,7 @@ pub fn read_page_format<R: ReadAt + ?Sized>(
     Ok(inv)
 }
 
+#[cfg(feature = "collect")]
 /// Reads one database file. `host_path` is the path on the host, read through `root`
 /// (symlinks cannot escape it). The error is for a file that cannot be read at all;
 /// damage inside it is reported in the inventory.
@@ -262,6 +290,7 @@ pub fn read_database(
     }
 }
 
+#[cfg(feature = "collect")]
 /// The result of looking through the configured rpm directories.
 #[derive(Debug)]
 pub struct DirScan {
@@ -273,6 +302,7 @@ pub struct DirScan {
     pub ignored: Vec<Found>,
 }
 
+#[cfg(feature = "collect")]
 /// Finds and reads the rpm database: the directories are tried in order (a directory that
 /// resolves to one already seen, e.g. the `/var/lib/rpm -> /usr/lib/sysimage/rpm` symlink,
 /// is skipped) and the first database found that opens is read. When no directory holds one, `errors`

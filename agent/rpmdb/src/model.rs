@@ -1,5 +1,6 @@
 //! The typed inventory this crate produces.
 
+#[cfg(feature = "collect")]
 use crate::header::{Header, HeaderError, hex, tags};
 use guestward_core::{Problem, Timestamp};
 use schemars::JsonSchema;
@@ -157,6 +158,7 @@ pub struct CorruptHeader {
     pub reason: String,
 }
 
+#[cfg(feature = "collect")]
 /// Parses and verifies one header blob into a package.
 pub fn package_from_blob(record: u32, blob: &[u8]) -> Result<RpmPackage, (HeaderError, Option<String>)> {
     let header = Header::parse(blob).map_err(|e| (e, None))?;
@@ -171,6 +173,7 @@ pub fn package_from_blob(record: u32, blob: &[u8]) -> Result<RpmPackage, (Header
     Ok(package)
 }
 
+#[cfg(feature = "collect")]
 fn package_fields(record: u32, h: &Header<'_>) -> Result<RpmPackage, HeaderError> {
     let req = |tag, name| h.string(tag).map(|s| s.into_owned()).ok_or(HeaderError::MissingTag { tag, name });
     let opt = |tag| h.string(tag).map(|s| s.into_owned());

@@ -110,7 +110,7 @@ fn read_blob<R: ReadAt + ?Sized>(
 ) -> Result<Option<RawBlob>, FormatError> {
     let start = blkoff * BLOCK;
     let total = blkcnt * BLOCK;
-    if blkoff == 0 || (total as usize) < HEAD + TAIL {
+    if blkoff == 0 || total < (HEAD + TAIL) as u64 {
         return Err(FormatError::new(
             start,
             format!("package {pkgidx}: slot points to {blkcnt} blocks at block {blkoff}"),
@@ -148,8 +148,12 @@ fn read_blob<R: ReadAt + ?Sized>(
             format!("package {pkgidx}: {blkcnt} blocks for a {bloblen}-byte blob"),
         ));
     }
+    // `total` is at most the blob plus 257 blocks; on a 32-bit target it may still not fit.
+    let total_len = usize::try_from(total).map_err(|_| {
+        FormatError::new(start, format!("package {pkgidx}: {total}-byte blob does not fit in memory"))
+    })?;
     let all = src
-        .read_vec_at(start, total as usize)
+        .read_vec_at(start, total_len)
         .map_err(|_| FormatError::new(start, format!("package {pkgidx}: blob unreadable")))?;
     let tail_at = all.len() - TAIL;
     let tail = &all[tail_at..];
@@ -168,13 +172,22 @@ fn read_blob<R: ReadAt + ?Sized>(
             format!("package {pkgidx}: blob checksum mismatch (Adler-32)"),
         ));
     }
-    let data = all[HEAD..HEAD + bloblen as usize].to_vec();
+    // bloblen + HEAD + TAIL <= total (checked above) and `all` holds `total` bytes, so the
+    // conversion cannot fail and the range lies inside `all`.
+    let data = usize::try_from(bloblen)
+        .ok()
+        .and_then(|len| all.get(HEAD..HEAD.checked_add(len)?))
+        .ok_or_else(|| {
+            FormatError::new(start + 12, format!("package {pkgidx}: blob length {bloblen} out of range"))
+        })?
+        .to_vec();
     Ok(Some(RawBlob { record: pkgidx, offset: Some(start), data: Ok(data) }))
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    // The fixtures built here are a few hundred bytes: their lengths and offsets fit every type.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
     use super::*;
 
     fn file(blobs: &[(u32, &[u8])]) -> Vec<u8> {
