@@ -6,10 +6,13 @@
 //! - [`Section`]: one collector's result, carrying data *and* the problems met on the way, so a
 //!   failing collector never hides the others.
 //! - [`Finding`] and [`Event`]: what the report tells the owner beyond raw inventory.
+//! - [`config`]: [`ConfigIssue`], one problem in a config section by dotted key; sections
+//!   report every issue, not only the first.
 //! - [`text`]: bounding and escaping text read from scanned files before it is quoted or shown.
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
 
+pub mod config;
 mod finding;
 mod paths;
 mod root;
@@ -19,6 +22,7 @@ pub mod testing;
 pub mod text;
 mod time;
 
+pub use config::ConfigIssue;
 pub use finding::{Event, Finding, Severity};
 pub use paths::AbsolutePath;
 pub use root::{
