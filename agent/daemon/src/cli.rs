@@ -1,7 +1,7 @@
 //! Command-line interface of `guestward-agent` (clap derive). `main.rs` only parses and maps
 //! the result of [`run`] to an exit code.
 
-use crate::config::Config;
+use crate::config::{CheckOutcome, Config};
 use crate::exit;
 use crate::scan::{self, Collector, ScanOptions};
 use anyhow::Context;
@@ -45,6 +45,15 @@ pub enum Command {
     Run,
     /// Print the JSON Schema of the report (`--json` output).
     Schema,
+    /// Validate a configuration file exactly as `run` loads it, listing every problem, one per
+    /// line (`FILE:LINE:COLUMN: key `KEY`: MESSAGE`). Exit 0 valid, 1 invalid, 2 unreadable.
+    CheckConfig {
+        /// The file to check [default: `--config`, else /etc/guestward/agent.toml].
+        path: Option<PathBuf>,
+        /// Print `{"path", "valid", "errors": [{line, column, key, message}]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// File integrity: build the baseline (`init`), compare with it (`check`: exit 0 no
     /// changes, 1 changes, 2 error), or accept the current state (`update`).
     #[command(after_help = guestward_fim::cli::EXIT_CODES)]
@@ -104,8 +113,25 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             print_stdout(&crate::report::json_schema())?;
             Ok(exit::OK)
         }
+        Command::CheckConfig { path, json } => {
+            let path = path
+                .or(cli.config)
+                .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
+            let outcome = CheckOutcome::of(&path);
+            outcome.print(json, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())?;
+            Ok(outcome.exit_code())
+        }
         Command::Run => {
-            let (config, source) = Config::load(cli.config.as_deref())?;
+            // A config the daemon cannot fully apply stops it here, with every problem listed
+            // exactly as `check-config` lists them: it never runs on part of its settings.
+            let (config, source) = match Config::load(cli.config.as_deref()) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("guestward-agent: not started: the configuration is invalid");
+                    return Ok(exit::USAGE);
+                }
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 // Two workers: the agent must stay small; scans run on blocking threads anyway.
                 .worker_threads(2)

@@ -1,7 +1,7 @@
 //! `agentctl`: the local CLI. Talks to the daemon over the control socket with the typed
 //! [`crate::control::client::Client`]; `check-config` works without a daemon.
 
-use crate::config::{Config, ConfigSource, DEFAULT_CONFIG_PATH};
+use crate::config::{CheckOutcome, Config, ControlConfig, DEFAULT_CONFIG_PATH};
 use crate::control::client::{
     Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SCAN_REQUEST_TIMEOUT,
 };
@@ -149,7 +149,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         None => {
             // The daemon's own config says where its socket is; a broken config is not our
             // problem here (check-config reports it), so fall back to the default path.
-            Config::load(None).map(|(c, _)| c).unwrap_or_default().control.socket_path.as_path().to_path_buf()
+            Config::load(None).map_or_else(|_| ControlConfig::default().socket_path, |(c, _)| c.control.socket_path).as_path().to_path_buf()
         }
     };
     let request_timeout = match (cli.timeout, &cli.command) {
@@ -409,30 +409,12 @@ fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     )
 }
 
+/// The same check as `guestward-agent check-config` (one function, so the two cannot disagree).
 fn check_config(path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
     let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    match Config::load(Some(&path)) {
-        Ok((config, source)) => {
-            // Not `println!`: it panics on a closed stdout (`| head`).
-            let mut out = std::io::stdout().lock();
-            if json {
-                serde_json::to_writer_pretty(&mut out, &config)?;
-                writeln!(out)?;
-            } else {
-                let shown = match source {
-                    ConfigSource::File(p) => p.display().to_string(),
-                    ConfigSource::Defaults => "defaults".to_string(),
-                };
-                writeln!(out, "{shown}: ok")?;
-            }
-            out.flush()?;
-            Ok(exit::OK)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(exit::DEGRADED)
-        }
-    }
+    let outcome = CheckOutcome::of(&path);
+    outcome.print(json, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())?;
+    Ok(outcome.exit_code())
 }
 
 /// `agentctl imds`: one live IMDS query with the `[imds]` config. Exit 0 when the section is ok

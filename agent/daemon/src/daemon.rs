@@ -24,8 +24,16 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             Ok(monitor) => {
                 let _ = shared.fim.set(monitor);
             }
-            // The rest of the agent keeps working; `agentctl fim status` says FIM is not running.
-            Err(e) => tracing::error!(error = %e, "file integrity monitoring could not start"),
+            // Security: a daemon that runs with FIM silently off looks, from outside, like one
+            // that watches files and sees no change. `[fim] enabled = true` is a promise the
+            // agent must keep or refuse loudly: stop here, with the reason, so systemd and the
+            // owner see the failure (set `enabled = false` to run without FIM on purpose).
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(e.context(
+                    "file integrity monitoring could not start ([fim] enabled = true); not starting without it",
+                ));
+            }
         }
     }
 
@@ -57,11 +65,13 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 /// `agentctl fim status`); later starts rescan what changed while the agent was stopped.
 fn start_fim(shared: &Arc<Shared>) -> anyhow::Result<guestward_fim::Monitor> {
     let config = &shared.config;
-    let fim = guestward_fim::Fim::new(
+    // The policy compiled when the config was loaded (and accepted by `check-config`), not a
+    // second compilation that could disagree with it.
+    let fim = guestward_fim::Fim::from_validated(
         config.fim.clone(),
         guestward_core::HostRoot::live(),
         config.agent.state_dir.as_path(),
-    )?;
+    );
     // The queue, not `Shared`: see `EventQueue` for why the monitor's thread must not own it.
     let events = Arc::clone(&shared.events);
     let sink = Box::new(move |event: &guestward_core::Event| {

@@ -103,7 +103,7 @@ mod tests {
     fn listener_changes_become_events_and_survive_a_restart() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
+        let mut config = Config::parse("", std::path::Path::new("agent.toml")).unwrap();
         config.agent.state_dir = guestward_core::AbsolutePath::new(dir.path()).unwrap();
         let proc_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/network/proc-basic");
         let scanned = guestward_network::scan(
