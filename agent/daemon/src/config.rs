@@ -569,10 +569,15 @@ mod tests {
         Config::parse(text, Path::new("/etc/guestward/agent.toml")).unwrap_err().to_string()
     }
 
+    fn problems(text: &str) -> Vec<ConfigProblem> {
+        Config::parse(text, Path::new("/etc/guestward/agent.toml")).unwrap_err().problems().to_vec()
+    }
+
     #[test]
     fn annotated_example_equals_the_built_in_defaults() {
-        let parsed = Config::parse(EXAMPLE, Path::new("packaging/agent.toml")).unwrap();
-        assert_eq!(parsed, Config::default());
+        let file: ConfigFile = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!(file, ConfigFile::default());
+        Config::parse(EXAMPLE, Path::new("packaging/agent.toml")).unwrap();
     }
 
     #[test]
@@ -590,7 +595,7 @@ mod tests {
                 }
             }
         }
-        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let defaults = toml::Table::try_from(ConfigFile::default()).unwrap();
         let mut missing = Vec::new();
         for (table, value) in &defaults {
             let toml::Value::Table(inner) = value else { continue };
@@ -601,7 +606,11 @@ mod tests {
 
     #[test]
     fn empty_file_is_the_defaults() {
-        assert_eq!(Config::parse("", Path::new("x")).unwrap(), Config::default());
+        let c = Config::parse("", Path::new("x")).unwrap();
+        let d = ConfigFile::default();
+        assert_eq!((&c.agent, &c.control, &c.packages, &c.imds, &c.network), (&d.agent, &d.control, &d.packages, &d.imds, &d.network));
+        assert_eq!(c.fim.config(), &d.fim);
+        assert_eq!(c.fim.policy().rules.len(), d.fim.paths.len());
     }
 
     #[test]
@@ -614,14 +623,14 @@ mod tests {
     #[test]
     fn fim_threads_without_bound_is_refused_at_load_naming_the_key() {
         let msg = err("[fim]\nthreads = 3000\n");
-        assert!(msg.starts_with("/etc/guestward/agent.toml: key `fim.threads`"), "{msg}");
+        assert!(msg.starts_with("/etc/guestward/agent.toml:2:11: key `fim.threads`"), "{msg}");
         assert!(msg.contains("3000") && msg.contains("64"), "{msg}");
     }
 
     #[test]
     fn unknown_table_is_rejected() {
         let msg = err("[agnet]\nstate_dir = \"/x\"\n");
-        assert!(msg.contains(":1:") && msg.contains("unknown field `agnet`"), "{msg}");
+        assert!(msg.starts_with("/etc/guestward/agent.toml:1:2: key `agnet`: unknown field `agnet`"), "{msg}");
     }
 
     #[test]
@@ -644,7 +653,8 @@ mod tests {
     #[test]
     fn imds_out_of_range_names_the_key() {
         let msg = err("[imds]\ntoken_ttl_secs = 0\n");
-        assert!(msg.contains("key `imds.token_ttl_secs`") && msg.contains("1..=21600"), "{msg}");
+        assert!(msg.starts_with("/etc/guestward/agent.toml:2:18: key `imds.token_ttl_secs`"), "{msg}");
+        assert!(msg.contains("1..=21600"), "{msg}");
     }
 
     #[test]
@@ -663,7 +673,7 @@ mod tests {
     #[test]
     fn out_of_range_value_names_the_key() {
         let msg = err("[agent]\nscan_interval_secs = 1\n");
-        assert!(msg.contains("key `agent.scan_interval_secs`: 1 is too short"), "{msg}");
+        assert_eq!(msg, "/etc/guestward/agent.toml:2:22: key `agent.scan_interval_secs`: must be 10..=604800, got 1");
     }
 
     #[test]
@@ -686,5 +696,100 @@ mod tests {
     fn missing_explicit_file_is_an_error_naming_it() {
         let e = Config::load(Some(Path::new("/nonexistent/agent.toml"))).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/agent.toml: cannot read config"), "{e}");
+        let outcome = CheckOutcome::of(Path::new("/nonexistent/agent.toml"));
+        assert_eq!(outcome.exit_code(), crate::exit::USAGE);
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_value_in_nested_arrays() {
+        let text = "[fim]\npaths = [\n  \"/usr/bin\",\n  { path = \"/etc\", exclude = [\"/etc/ok\", \"/etc/[\"] },\n]\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].line, p[0].column), (4, 42), "{p:?}");
+        assert_eq!(p[0].key.as_deref(), Some("fim.paths[1].exclude[1]"));
+        assert!(p[0].message.contains("`/etc/[` is not a valid glob"), "{p:?}");
+    }
+
+    #[test]
+    fn attribute_typo_names_the_attribute_the_valid_ones_and_its_place() {
+        let text = "[fim]\npaths = [{ path = \"/etc\", attributes = [\"mode\", \"sha265\"] }]\n";
+        let msg = err(text);
+        assert!(
+            msg.starts_with("/etc/guestward/agent.toml:2:49: key `fim.paths[0].attributes[1]`: unknown attribute `sha265`; valid attributes: sha256, blake3, mode"),
+            "{msg}"
+        );
+        assert!(!msg.contains("untagged"), "{msg}");
+    }
+
+    #[test]
+    fn every_problem_in_every_section_is_listed_in_file_order() {
+        let text = r#"[agent]
+scan_interval_secs = 0
+state_dri = "/x"
+
+[imds]
+endpoint = "ftp://169.254.169.254"
+token_ttl_secs = "long"
+retries = 9
+
+[fim]
+debounce_ms = 0
+paths = ["/etc", "/etc", { path = "/usr", exclude = ["/usr/["] }]
+
+[network]
+max_sockets = 0
+"#;
+        let p = problems(text);
+        let found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_deref().unwrap_or("?"))).collect();
+        // `[agent]` and `[imds]` have keys that do not deserialize: each bad key is listed
+        // (the section's range checks wait until it deserializes); the other sections are
+        // checked in full.
+        assert_eq!(
+            found,
+            [
+                (3, "agent.state_dri"),
+                (7, "imds.token_ttl_secs"),
+                (11, "fim.debounce_ms"),
+                (12, "fim.paths[1]"),
+                (12, "fim.paths[2].exclude[0]"),
+                (15, "network.max_sockets"),
+            ],
+            "{p:?}"
+        );
+        let rendered = Config::parse(text, Path::new("agent.toml")).unwrap_err().to_string();
+        assert_eq!(rendered.lines().count(), 6, "{rendered}");
+        assert!(rendered.lines().all(|l| l.starts_with("agent.toml:")), "{rendered}");
+    }
+
+    #[test]
+    fn range_errors_of_a_deserialized_section_are_all_listed() {
+        let p = problems("[imds]\nendpoint = \"ftp://x\"\nretries = 9\n[control]\nmax_connections = 0\nwrite_timeout_ms = 1\n");
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_deref().unwrap_or("?")).collect();
+        assert_eq!(keys, ["imds.endpoint", "imds.retries", "control.max_connections", "control.write_timeout_ms"]);
+    }
+
+    #[test]
+    fn every_syntax_error_is_listed() {
+        let p = problems("[agent\nscan_interval_secs = = 5\n");
+        assert!(!p.is_empty());
+        assert_eq!(p[0].line, 1, "{p:?}");
+    }
+
+    #[test]
+    fn json_outcome_lists_line_column_key_and_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "[fim]\ndebounce_ms = 0\n").unwrap();
+        let outcome = CheckOutcome::of(&path);
+        assert_eq!(outcome.exit_code(), crate::exit::DEGRADED);
+        let json = outcome.to_json();
+        assert_eq!(json["valid"], false);
+        assert_eq!(json["path"], path.display().to_string());
+        assert_eq!(json["errors"][0]["line"], 2);
+        assert_eq!(json["errors"][0]["column"], 15);
+        assert_eq!(json["errors"][0]["key"], "fim.debounce_ms");
+        std::fs::write(&path, "").unwrap();
+        let ok = CheckOutcome::of(&path);
+        assert_eq!((ok.exit_code(), ok.to_json()["valid"].clone()), (crate::exit::OK, serde_json::json!(true)));
     }
 }
