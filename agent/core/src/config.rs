@@ -53,10 +53,8 @@ pub fn check_range<T: PartialOrd + Display>(
     range: RangeInclusive<T>,
 ) {
     if !range.contains(&value) {
-        issues.push(ConfigIssue::new(
-            key,
-            format!("must be {}..={}, got {value}", range.start(), range.end()),
-        ));
+        issues
+            .push(ConfigIssue::new(key, format!("must be {}..={}, got {value}", range.start(), range.end())));
     }
 }
 

@@ -114,9 +114,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::CheckConfig { path, json } => {
-            let path = path
-                .or(cli.config)
-                .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
+            let path =
+                path.or(cli.config).unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
             let outcome = CheckOutcome::of(&path);
             outcome.print(json, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())?;
             Ok(outcome.exit_code())

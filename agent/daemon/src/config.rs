@@ -277,7 +277,12 @@ impl Config {
                 .iter()
                 .map(|e| {
                     let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
-                    ConfigProblem { line, column, key: key_on_line(text, e.span().map_or(0, |s| s.start)), message: clean(e.message()) }
+                    ConfigProblem {
+                        line,
+                        column,
+                        key: key_on_line(text, e.span().map_or(0, |s| s.start)),
+                        message: clean(e.message()),
+                    }
                 })
                 .collect();
             return Err(invalid(problems));
@@ -321,7 +326,8 @@ impl Config {
         section_issues("network", network.as_ref().map(guestward_network::Config::issues));
         // The baseline key is checked against the state directory configured (or its default
         // when `[agent]` itself is broken: that error is already listed).
-        let state_dir = agent.as_ref().map(|a| a.state_dir.clone()).unwrap_or_else(|| AgentConfig::default().state_dir);
+        let state_dir =
+            agent.as_ref().map(|a| a.state_dir.clone()).unwrap_or_else(|| AgentConfig::default().state_dir);
         let fim = match fim.map(|f| f.check(state_dir.as_path())) {
             Some(Ok(validated)) => Some(validated),
             Some(Err(e)) => {
@@ -333,7 +339,12 @@ impl Config {
         for issue in issues {
             let offset = value_offset(&doc, &issue.key);
             let (line, column) = line_column(text, offset);
-            problems.push(ConfigProblem { line, column, key: Some(issue.key), message: clean(&issue.message) });
+            problems.push(ConfigProblem {
+                line,
+                column,
+                key: Some(issue.key),
+                message: clean(&issue.message),
+            });
         }
         match (agent, control, packages, imds, fim, network) {
             (Some(agent), Some(control), Some(packages), Some(imds), Some(fim), Some(network))
@@ -404,7 +415,8 @@ fn clean(message: &str) -> String {
 /// The dotted key whose key or value holds byte `offset` (the deepest one).
 fn key_at(table: &DeTable<'_>, offset: usize, prefix: &str) -> Option<String> {
     for (key, value) in table.iter() {
-        let name = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+        let name =
+            if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         if let Some(deeper) = key_in_value(value, offset, &name) {
             return Some(deeper);
         }
@@ -531,7 +543,9 @@ impl CheckOutcome {
         let errors = match &self.result {
             Ok(()) => serde_json::json!([]),
             Err(ConfigError::Invalid { problems, .. }) => serde_json::json!(problems),
-            Err(e) => serde_json::json!([{ "line": null, "column": null, "key": null, "message": e.to_string() }]),
+            Err(e) => {
+                serde_json::json!([{ "line": null, "column": null, "key": null, "message": e.to_string() }])
+            }
         };
         serde_json::json!({
             "path": self.path.display().to_string(),
@@ -543,7 +557,12 @@ impl CheckOutcome {
     /// Prints the result: `PATH: ok` on `out`, or every problem on `err`, one per line
     /// (`PATH:LINE:COLUMN: key `KEY`: MESSAGE`), the same lines `guestward-agent run` prints
     /// when it refuses the file. With `json`, the JSON document on `out` instead.
-    pub fn print(&self, json: bool, out: &mut dyn std::io::Write, err: &mut dyn std::io::Write) -> std::io::Result<()> {
+    pub fn print(
+        &self,
+        json: bool,
+        out: &mut dyn std::io::Write,
+        err: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
         if json {
             serde_json::to_writer_pretty(&mut *out, &self.to_json())?;
             writeln!(out)?;
@@ -608,7 +627,10 @@ mod tests {
     fn empty_file_is_the_defaults() {
         let c = Config::parse("", Path::new("x")).unwrap();
         let d = ConfigFile::default();
-        assert_eq!((&c.agent, &c.control, &c.packages, &c.imds, &c.network), (&d.agent, &d.control, &d.packages, &d.imds, &d.network));
+        assert_eq!(
+            (&c.agent, &c.control, &c.packages, &c.imds, &c.network),
+            (&d.agent, &d.control, &d.packages, &d.imds, &d.network)
+        );
         assert_eq!(c.fim.config(), &d.fim);
         assert_eq!(c.fim.policy().rules.len(), d.fim.paths.len());
     }
@@ -630,7 +652,10 @@ mod tests {
     #[test]
     fn unknown_table_is_rejected() {
         let msg = err("[agnet]\nstate_dir = \"/x\"\n");
-        assert!(msg.starts_with("/etc/guestward/agent.toml:1:2: key `agnet`: unknown field `agnet`"), "{msg}");
+        assert!(
+            msg.starts_with("/etc/guestward/agent.toml:1:2: key `agnet`: unknown field `agnet`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -673,7 +698,10 @@ mod tests {
     #[test]
     fn out_of_range_value_names_the_key() {
         let msg = err("[agent]\nscan_interval_secs = 1\n");
-        assert_eq!(msg, "/etc/guestward/agent.toml:2:22: key `agent.scan_interval_secs`: must be 10..=604800, got 1");
+        assert_eq!(
+            msg,
+            "/etc/guestward/agent.toml:2:22: key `agent.scan_interval_secs`: must be 10..=604800, got 1"
+        );
     }
 
     #[test]
@@ -763,9 +791,14 @@ max_sockets = 0
 
     #[test]
     fn range_errors_of_a_deserialized_section_are_all_listed() {
-        let p = problems("[imds]\nendpoint = \"ftp://x\"\nretries = 9\n[control]\nmax_connections = 0\nwrite_timeout_ms = 1\n");
+        let p = problems(
+            "[imds]\nendpoint = \"ftp://x\"\nretries = 9\n[control]\nmax_connections = 0\nwrite_timeout_ms = 1\n",
+        );
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_deref().unwrap_or("?")).collect();
-        assert_eq!(keys, ["imds.endpoint", "imds.retries", "control.max_connections", "control.write_timeout_ms"]);
+        assert_eq!(
+            keys,
+            ["imds.endpoint", "imds.retries", "control.max_connections", "control.write_timeout_ms"]
+        );
     }
 
     #[test]
@@ -790,6 +823,9 @@ max_sockets = 0
         assert_eq!(json["errors"][0]["key"], "fim.debounce_ms");
         std::fs::write(&path, "").unwrap();
         let ok = CheckOutcome::of(&path);
-        assert_eq!((ok.exit_code(), ok.to_json()["valid"].clone()), (crate::exit::OK, serde_json::json!(true)));
+        assert_eq!(
+            (ok.exit_code(), ok.to_json()["valid"].clone()),
+            (crate::exit::OK, serde_json::json!(true))
+        );
     }
 }

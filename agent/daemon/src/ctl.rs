@@ -149,7 +149,10 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         None => {
             // The daemon's own config says where its socket is; a broken config is not our
             // problem here (check-config reports it), so fall back to the default path.
-            Config::load(None).map_or_else(|_| ControlConfig::default().socket_path, |(c, _)| c.control.socket_path).as_path().to_path_buf()
+            Config::load(None)
+                .map_or_else(|_| ControlConfig::default().socket_path, |(c, _)| c.control.socket_path)
+                .as_path()
+                .to_path_buf()
         }
     };
     let request_timeout = match (cli.timeout, &cli.command) {

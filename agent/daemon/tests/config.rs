@@ -48,7 +48,13 @@ fn check_config_and_the_daemon_refuse_each_bad_config_with_the_same_located_mess
             "fim.paths[0].exclude[0]",
             "`/etc/[` is not a valid glob",
         ),
-        ("duplicate FIM path", "[fim]\npaths = [\"/etc\", \"/etc/\"]\n", "6:18", "fim.paths[1]", "listed twice"),
+        (
+            "duplicate FIM path",
+            "[fim]\npaths = [\"/etc\", \"/etc/\"]\n",
+            "6:18",
+            "fim.paths[1]",
+            "listed twice",
+        ),
         (
             "bad attribute name",
             "[fim]\npaths = [{ path = \"/etc\", attributes = [\"sha265\"] }]\n",
@@ -57,7 +63,13 @@ fn check_config_and_the_daemon_refuse_each_bad_config_with_the_same_located_mess
             "unknown attribute `sha265`; valid attributes: sha256, blake3, mode, uid, gid",
         ),
         ("zero debounce", "[fim]\ndebounce_ms = 0\n", "6:15", "fim.debounce_ms", "must be 1..=60000, got 0"),
-        ("relative FIM path", "[fim]\npaths = [\"etc\"]\n", "6:10", "fim.paths[0]", "must be an absolute path"),
+        (
+            "relative FIM path",
+            "[fim]\npaths = [\"etc\"]\n",
+            "6:10",
+            "fim.paths[0]",
+            "must be an absolute path",
+        ),
         (
             "out-of-range interval",
             "scan_interval_secs = 1\n",
@@ -117,8 +129,7 @@ fn several_problems_in_one_file_are_all_listed_by_both() {
     let path = write_config(dir.path(), body);
     let (check, run) = both_refuse(dir.path(), &path);
     assert_eq!(check, run);
-    let keys: Vec<&str> =
-        check.iter().map(|l| l.split('`').nth(1).unwrap_or_default()).collect();
+    let keys: Vec<&str> = check.iter().map(|l| l.split('`').nth(1).unwrap_or_default()).collect();
     // The attribute typo makes `fim.paths` undeserializable, so the rest of `[fim]` is
     // reported key by key (`debounce_ms` still is); every other section is checked in full.
     assert_eq!(
@@ -168,7 +179,10 @@ fn check_config_exit_codes_valid_invalid_unreadable() {
     let (code, json, _, _) = run_bounded(agent().args(["check-config", "--json"]).arg(&path), LIMIT);
     assert_eq!(code, Some(0));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!((json["valid"].clone(), json["errors"].clone()), (serde_json::json!(true), serde_json::json!([])));
+    assert_eq!(
+        (json["valid"].clone(), json["errors"].clone()),
+        (serde_json::json!(true), serde_json::json!([]))
+    );
     // `--config` is the default file to check.
     let (code, _, _, _) = run_bounded(agent().arg("--config").arg(&path).arg("check-config"), LIMIT);
     assert_eq!(code, Some(0));

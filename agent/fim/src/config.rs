@@ -187,7 +187,9 @@ impl<'de> Deserialize<'de> for PathEntry {
         impl<'de> serde::de::Visitor<'de> for Entry {
             type Value = PathEntry;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an absolute path, or a table such as { path = \"/etc\", exclude = [\"/etc/mtab\"] }")
+                f.write_str(
+                    "an absolute path, or a table such as { path = \"/etc\", exclude = [\"/etc/mtab\"] }",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, path: &str) -> Result<PathEntry, E> {
                 AbsolutePath::new(path).map(PathEntry::Simple).map_err(E::custom)
@@ -730,7 +732,8 @@ paths = [
     #[test]
     fn bad_globs_and_duplicates_are_named() {
         let f: File =
-            toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/ok\", \"/etc/[\"] }]\n").unwrap();
+            toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/ok\", \"/etc/[\"] }]\n")
+                .unwrap();
         let err = f.fim.policy().unwrap_err();
         assert_eq!(err.issues.len(), 1, "{err:?}");
         assert_eq!(err.issues[0].key, "paths[0].exclude[1]");
@@ -780,7 +783,8 @@ paths = [
 
     #[test]
     fn a_rule_with_an_unknown_key_or_a_relative_path_says_so() {
-        let err = toml::from_str::<File>("[fim]\npaths = [{ path = \"/etc\", recursiv = false }]\n").err().unwrap();
+        let err =
+            toml::from_str::<File>("[fim]\npaths = [{ path = \"/etc\", recursiv = false }]\n").err().unwrap();
         assert!(err.message().contains("unknown field `recursiv`"), "{}", err.message());
         let err = toml::from_str::<File>("[fim]\npaths = [\"etc\"]\n").err().unwrap();
         assert!(err.message().contains("`etc` must be an absolute path"), "{}", err.message());
@@ -791,7 +795,8 @@ paths = [
     #[test]
     fn the_engine_runs_on_the_policy_check_compiled() {
         let dir = tempfile::tempdir().unwrap();
-        let f: File = toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/mtab\"] }]\n").unwrap();
+        let f: File =
+            toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/mtab\"] }]\n").unwrap();
         let validated = f.fim.check(dir.path()).unwrap();
         let fim = crate::Fim::from_validated(validated, guestward_core::HostRoot::live(), dir.path());
         assert_eq!(fim.policy.rules.len(), 1);

@@ -132,7 +132,10 @@ impl Config {
 
     /// Every problem of the section, each under its key relative to `[packages.language]`.
     pub fn issues(&self) -> Vec<guestward_core::ConfigIssue> {
-        self.problems().into_iter().map(|(field, message)| guestward_core::ConfigIssue::new(field, message)).collect()
+        self.problems()
+            .into_iter()
+            .map(|(field, message)| guestward_core::ConfigIssue::new(field, message))
+            .collect()
     }
 
     fn problems(&self) -> Vec<(&'static str, String)> {

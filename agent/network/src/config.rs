@@ -85,7 +85,12 @@ impl Config {
     /// Every problem of the section, each under its key relative to `[network]`.
     pub fn issues(&self) -> Vec<guestward_core::ConfigIssue> {
         let mut issues = Vec::new();
-        guestward_core::config::check_range(&mut issues, "max_sockets", self.max_sockets, 1..=MAX_SOCKETS_LIMIT);
+        guestward_core::config::check_range(
+            &mut issues,
+            "max_sockets",
+            self.max_sockets,
+            1..=MAX_SOCKETS_LIMIT,
+        );
         for (i, r) in self.risky_ports.iter().enumerate() {
             if r.port == 0 {
                 issues.push(guestward_core::ConfigIssue::new(

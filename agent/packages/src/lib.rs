@@ -65,7 +65,12 @@ impl Config {
         const GIB: u64 = 1024 * 1024 * 1024;
         let mut issues = Vec::new();
         check_range(&mut issues, "max_status_file_bytes", self.max_status_file_bytes, 1..=4 * GIB);
-        check_range(&mut issues, "full_snapshot_interval_secs", self.full_snapshot_interval_secs, 0..=30 * 86_400);
+        check_range(
+            &mut issues,
+            "full_snapshot_interval_secs",
+            self.full_snapshot_interval_secs,
+            0..=30 * 86_400,
+        );
         check_range(&mut issues, "max_rpm_header_bytes", self.max_rpm_header_bytes, 1..=GIB);
         issues.extend(guestward_core::config::within("language", self.language.issues()));
         issues
