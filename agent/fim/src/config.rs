@@ -509,8 +509,10 @@ impl Config {
         const DAY_SECS: u64 = 86_400;
         let mut issues = Vec::new();
         check_range(&mut issues, "debounce_ms", self.debounce_ms, DEBOUNCE_RANGE_MS);
-        // A path written continuously must still be looked at, and never before its debounce.
-        check_range(&mut issues, "max_delay_ms", self.max_delay_ms, self.debounce_ms.max(1)..=600_000);
+        // A path written continuously must still be looked at. Below `debounce_ms` it is not an
+        // error: the monitor waits at least the debounce (a long debounce with the default
+        // delay is a real setting).
+        check_range(&mut issues, "max_delay_ms", self.max_delay_ms, 1..=600_000);
         check_range(&mut issues, "rescan_interval_secs", self.rescan_interval_secs, 1..=30 * DAY_SECS);
         check_range(
             &mut issues,
