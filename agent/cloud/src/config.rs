@@ -1,5 +1,6 @@
 //! The `[imds]` config section and how it combines with the AWS SDK environment variables.
 
+use guestward_core::ConfigIssue;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -130,47 +131,49 @@ fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 impl ImdsConfig {
-    /// Checks ranges; the daemon calls this when it loads the file.
+    /// Checks ranges; the first problem, for callers that need one error (see [`Self::issues`]
+    /// for all of them).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=MAX_TOKEN_TTL_SECS).contains(&self.token_ttl_secs) {
-            return Err(bad(
-                "token_ttl_secs",
-                format!("must be 1..={MAX_TOKEN_TTL_SECS}, got {}", self.token_ttl_secs),
-            ));
+        match self.problems().into_iter().next() {
+            Some((field, message)) => Err(bad(field, message)),
+            None => Ok(()),
         }
-        for (field, v) in [
-            ("connect_timeout_ms", self.connect_timeout_ms),
-            ("read_timeout_ms", self.read_timeout_ms),
-            ("request_timeout_ms", self.request_timeout_ms),
-            ("spot_poll_interval_secs", self.spot_poll_interval_secs),
-            ("events_poll_interval_secs", self.events_poll_interval_secs),
-            ("reprobe_interval_secs", self.reprobe_interval_secs),
-        ] {
-            if v == 0 {
-                return Err(bad(field, "must be greater than 0"));
+    }
+
+    /// Every problem of the section, each under its key relative to `[imds]` (the daemon's
+    /// config load and `check-config` list them all, with the line of each key).
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        self.problems().into_iter().map(|(field, message)| ConfigIssue::new(field, message)).collect()
+    }
+
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        const DAY_SECS: u64 = 86_400;
+        let mut out = Vec::new();
+        let mut range = |field: &'static str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if !range.contains(&value) {
+                out.push((field, format!("must be {}..={}, got {value}", range.start(), range.end())));
             }
+        };
+        range("token_ttl_secs", u64::from(self.token_ttl_secs), 1..=u64::from(MAX_TOKEN_TTL_SECS));
+        range("connect_timeout_ms", self.connect_timeout_ms, 1..=60_000);
+        range("read_timeout_ms", self.read_timeout_ms, 1..=60_000);
+        range("request_timeout_ms", self.request_timeout_ms, 1..=120_000);
+        range("retries", u64::from(self.retries), 0..=5);
+        range("collection_deadline_ms", self.collection_deadline_ms, COLLECTION_DEADLINE_RANGE_MS);
+        range("max_body_bytes", self.max_body_bytes, 1024..=16 * 1024 * 1024);
+        range("spot_poll_interval_secs", self.spot_poll_interval_secs, 1..=3_600);
+        range("events_poll_interval_secs", self.events_poll_interval_secs, 1..=DAY_SECS);
+        range("reprobe_interval_secs", self.reprobe_interval_secs, 1..=7 * DAY_SECS);
+        if let Some(hops) = self.http_put_response_hop_limit {
+            // What EC2 itself accepts for the instance's metadata options.
+            range("http_put_response_hop_limit", u64::from(hops), 1..=64);
         }
-        if !COLLECTION_DEADLINE_RANGE_MS.contains(&self.collection_deadline_ms) {
-            return Err(bad(
-                "collection_deadline_ms",
-                format!(
-                    "must be {}..={}, got {}",
-                    COLLECTION_DEADLINE_RANGE_MS.start(),
-                    COLLECTION_DEADLINE_RANGE_MS.end(),
-                    self.collection_deadline_ms
-                ),
-            ));
+        if let Some(e) = &self.endpoint
+            && let Err(m) = check_endpoint(e)
+        {
+            out.push(("endpoint", m));
         }
-        if self.retries > 5 {
-            return Err(bad("retries", format!("must be 0..=5, got {}", self.retries)));
-        }
-        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
-            return Err(bad("max_body_bytes", "must be between 1024 and 16777216"));
-        }
-        if let Some(e) = &self.endpoint {
-            check_endpoint(e).map_err(|m| bad("endpoint", m))?;
-        }
-        Ok(())
+        out
     }
 }
 
@@ -358,6 +361,20 @@ mod tests {
         }
         let c = ImdsConfig { endpoint: Some("ftp://x".into()), ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().starts_with("imds.endpoint:"));
+    }
+
+    #[test]
+    fn every_problem_is_listed_not_only_the_first() {
+        let c = ImdsConfig {
+            token_ttl_secs: 0,
+            read_timeout_ms: 0,
+            endpoint: Some("not a url".into()),
+            http_put_response_hop_limit: Some(0),
+            ..Default::default()
+        };
+        let keys: Vec<String> = c.issues().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["token_ttl_secs", "read_timeout_ms", "http_put_response_hop_limit", "endpoint"]);
+        assert!(ImdsConfig::default().issues().is_empty());
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //!   failing collector never hides the others.
 //! - [`Finding`] and [`Event`]: what the report tells the owner beyond raw inventory.
 //! - [`state_file`]: the one atomic, durable way to replace a file in the state directory.
+//! - [`config`]: [`ConfigIssue`], one problem in a config section by dotted key; sections
+//!   report every issue, not only the first.
 //! - [`text`]: bounding and escaping text read from scanned files before it is quoted or shown.
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
 
+pub mod config;
 pub mod exit;
 mod finding;
 mod paths;
@@ -22,6 +25,7 @@ pub mod testing;
 pub mod text;
 mod time;
 
+pub use config::ConfigIssue;
 pub use finding::{Event, Finding, Severity};
 pub use paths::AbsolutePath;
 pub use root::{

@@ -3,7 +3,7 @@
 
 use crate::collect::Collectors;
 use crate::collect::fim::FimCollector;
-use crate::config::Config;
+use crate::config::{CheckOutcome, Config};
 use crate::exit;
 use crate::scan;
 use anyhow::Context;
@@ -49,12 +49,12 @@ pub enum Command {
     Run,
     /// Print the JSON Schema of the report (`--json` output).
     Schema,
-    /// Validate a configuration file the way the daemon does at start (exit 0 valid, 1 invalid,
-    /// 2 unreadable). `agentctl check-config` runs this.
+    /// Validate a configuration file exactly as `run` loads it, listing every problem, one per
+    /// line (`FILE:LINE:COLUMN: key `KEY`: MESSAGE`). Exit 0 valid, 1 invalid, 2 unreadable.
     CheckConfig {
-        /// The file to check [default: /etc/guestward/agent.toml].
+        /// The file to check [default: `--config`, else /etc/guestward/agent.toml].
         path: Option<PathBuf>,
-        /// Print the result as JSON.
+        /// Print `{"path", "valid", "errors": [{line, column, key, message}]}`.
         #[arg(long)]
         json: bool,
     },
@@ -113,13 +113,28 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::daemon::prepare_state_dir(&state_dir)?;
             Ok(guestward_fim::cli::run(&command, &config.fim, config.agent.state_dir.as_path()))
         }
-        Command::CheckConfig { path, json } => check_config(path, json),
         Command::Schema => {
             print_stdout(&guestward_report::json_schema())?;
             Ok(exit::OK)
         }
+        Command::CheckConfig { path, json } => {
+            let path =
+                path.or(cli.config).unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
+            let outcome = CheckOutcome::of(&path);
+            outcome.print(json, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())?;
+            Ok(outcome.exit_code())
+        }
         Command::Run => {
-            let (config, source) = Config::load(cli.config.as_deref())?;
+            // A config the daemon cannot fully apply stops it here, with every problem listed
+            // exactly as `check-config` lists them: it never runs on part of its settings.
+            let (config, source) = match Config::load(cli.config.as_deref()) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("guestward-agent: not started: the configuration is invalid");
+                    return Ok(exit::USAGE);
+                }
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 // Two workers: the agent must stay small; scans run on blocking threads anyway.
                 .worker_threads(2)
@@ -189,33 +204,6 @@ fn collector_parser() -> impl TypedValueParser<Value = Collector> {
         Collector::ALL.map(|c| clap::builder::PossibleValue::new(c.name()).help(c.about())),
     )
     .try_map(|name| name.parse::<Collector>())
-}
-
-/// `check-config`: the daemon's own loading and validation of the file.
-fn check_config(path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
-    let path = path.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
-    let result = Config::load(Some(&path));
-    let mut out = std::io::stdout().lock();
-    let code = match &result {
-        Ok(_) => exit::OK,
-        Err(crate::config::ConfigError::Read { .. } | crate::config::ConfigError::TooLarge { .. }) => {
-            exit::USAGE
-        }
-        Err(_) => exit::DEGRADED,
-    };
-    if json {
-        let errors: Vec<String> = result.as_ref().err().map(|e| vec![e.to_string()]).unwrap_or_default();
-        let value = serde_json::json!({ "path": path, "valid": result.is_ok(), "errors": errors });
-        serde_json::to_writer_pretty(&mut out, &value)?;
-        writeln!(out)?;
-    } else {
-        match &result {
-            Ok(_) => writeln!(out, "{}: ok", path.display())?,
-            Err(e) => eprintln!("{e}"),
-        }
-    }
-    out.flush()?;
-    Ok(code)
 }
 
 fn print_stdout(text: &str) -> std::io::Result<()> {

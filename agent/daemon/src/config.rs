@@ -1,14 +1,27 @@
 //! `agent.toml`: one file configures every part of the agent.
 //!
 //! Each collector crate owns its own section type (`guestward_packages::Config` is
-//! `[packages]`...), so a collector's options live next to the code that uses them; this module
-//! only assembles them and turns parse errors into messages that name the file, line, column
-//! and key. Every key has a default, so the agent runs with no file at all.
+//! `[packages]`...) and checks it itself, returning every problem as a
+//! [`guestward_core::ConfigIssue`] (a key relative to its section and a message); this module
+//! parses the file, deserializes and checks each section, and points every problem at the file,
+//! line and column of its key. Every key has a default, so the agent runs with no file at all.
+//!
+//! Loading yields a validated [`Config`]: there is no later step that could still refuse a
+//! setting, so `check-config`, `scan`, `fim` and the daemon accept exactly the same files.
+//! In particular `[fim]` is compiled here (globs, paths, attributes) and the monitor runs on that
+//! compiled policy ([`guestward_fim::Fim::from_validated`]).
+//!
+//! Problems are collected, not returned one at a time: a syntax error stops at parsing (the
+//! document is not trustworthy past it; every syntax error found is listed), otherwise each key
+//! of each section is deserialized on its own, so a wrong type in `[fim]` does not hide a bad
+//! endpoint in `[imds]`, and every section that deserialized is then checked in full.
 
-use guestward_core::AbsolutePath;
+use guestward_core::{AbsolutePath, ConfigIssue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// Where the daemon and `scan` look when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/guestward/agent.toml";
@@ -16,10 +29,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/guestward/agent.toml";
 /// Config files are small; anything larger is a mistake (or an attack on the parser).
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// The whole configuration.
+/// `agent.toml` as written: every section with its defaults. Only its shape is checked by
+/// serde; [`Config::parse`] checks the values and yields a [`Config`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
+pub struct ConfigFile {
     /// `[agent]`: identity and state.
     pub agent: AgentConfig,
     /// `[control]`: the local control socket used by `agentctl`.
@@ -95,6 +109,69 @@ impl Default for AgentConfig {
     }
 }
 
+/// The validated configuration: every section checked, `[fim]` compiled. Made by
+/// [`Config::load`] or [`Config::parse`]; what they accept is what every command runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[agent]`: identity and state.
+    pub agent: AgentConfig,
+    /// `[control]`: the local control socket used by `agentctl`.
+    pub control: ControlConfig,
+    /// `[packages]`: software inventory sources.
+    pub packages: guestward_packages::Config,
+    /// `[imds]`: the EC2 Instance Metadata Service (cloud identity, posture, lifecycle signals).
+    pub imds: guestward_cloud::ImdsConfig,
+    /// `[fim]`: file integrity monitoring, with its policy compiled (derefs to the section as
+    /// written, [`guestward_fim::Config`]).
+    pub fim: guestward_fim::config::Validated,
+    /// `[network]`: listening sockets, their owners and exposure.
+    pub network: guestward_network::Config,
+    /// `[history]`: the event history in the state directory (bounds, storm coalescing).
+    pub history: guestward_history::HistoryConfig,
+}
+
+/// The top-level tables, in the order problems about a missing one are reported.
+const SECTIONS: &[&str] = &["agent", "control", "packages", "imds", "fim", "network", "history"];
+
+/// Accepted `agent.scan_interval_secs`: at least 10 s (a full scan reads every package
+/// database), at most a week (a report older than that says little about the host).
+pub const SCAN_INTERVAL_RANGE_SECS: std::ops::RangeInclusive<u64> = 10..=7 * 86_400;
+
+impl AgentConfig {
+    /// Every problem of `[agent]`, keys relative to it.
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        guestward_core::config::check_range(
+            &mut issues,
+            "scan_interval_secs",
+            self.scan_interval_secs,
+            SCAN_INTERVAL_RANGE_SECS,
+        );
+        if let Some(id) = &self.host_id
+            && (id.trim().is_empty() || id.len() > 255 || id.chars().any(char::is_control))
+        {
+            issues.push(ConfigIssue::new(
+                "host_id",
+                "must be 1 to 255 characters without control characters (or left unset)",
+            ));
+        }
+        issues
+    }
+}
+
+impl ControlConfig {
+    /// Every problem of `[control]`, keys relative to it.
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        use guestward_core::config::check_range;
+        let mut issues = Vec::new();
+        check_range(&mut issues, "max_connections", self.max_connections, 1..=1024);
+        check_range(&mut issues, "max_connections_per_user", self.max_connections_per_user, 1..=1024);
+        check_range(&mut issues, "request_read_timeout_ms", self.request_read_timeout_ms, 100..=60_000);
+        check_range(&mut issues, "write_timeout_ms", self.write_timeout_ms, 100..=600_000);
+        issues
+    }
+}
+
 /// Where the configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -110,6 +187,28 @@ impl std::fmt::Display for ConfigSource {
             Self::Defaults => write!(f, "built-in defaults ({DEFAULT_CONFIG_PATH} not present)"),
             Self::File(p) => write!(f, "{}", p.display()),
         }
+    }
+}
+
+/// One problem in a config file, located at the key or value concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigProblem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// The dotted key (`fim.paths[1].exclude[0]`), when the problem concerns one (a syntax
+    /// error may not).
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    /// `PATH:LINE:COLUMN: key `KEY`: MESSAGE`, the form every command prints.
+    pub fn render(&self, path: &Path) -> String {
+        let key = self.key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default();
+        format!("{}:{}:{}: {key}{}", path.display(), self.line, self.column, self.message)
     }
 }
 
@@ -130,30 +229,25 @@ pub enum ConfigError {
         /// The config file.
         path: PathBuf,
     },
-    /// The TOML is invalid, or a key is unknown, has the wrong type or a bad value.
-    #[error("{}:{line}:{column}: {}{message}", path.display(), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// 1-based line of the offending text.
-        line: usize,
-        /// 1-based column of the offending text.
-        column: usize,
-        /// The dotted key concerned, when it can be told.
-        key: Option<String>,
-        /// What is wrong.
-        message: String,
-    },
-    /// A value parsed but is not acceptable.
-    #[error("{}: key `{key}`: {message}", path.display())]
+    /// The TOML is invalid, or keys are unknown, have the wrong type or a bad value: every
+    /// problem found, in file order, one per line.
+    #[error("{}", problems.iter().map(|p| p.render(path)).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// The config file.
         path: PathBuf,
-        /// The dotted key.
-        key: String,
-        /// What is wrong.
-        message: String,
+        /// Every problem, in file order.
+        problems: Vec<ConfigProblem>,
     },
+}
+
+impl ConfigError {
+    /// The located problems, when the file was read (none for an unreadable file).
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            Self::Invalid { problems, .. } => problems,
+            Self::Read { .. } | Self::TooLarge { .. } => &[],
+        }
+    }
 }
 
 impl Config {
@@ -164,7 +258,8 @@ impl Config {
             None => {
                 let default = PathBuf::from(DEFAULT_CONFIG_PATH);
                 if !default.exists() {
-                    return Ok((Self::default(), ConfigSource::Defaults));
+                    // The defaults go through the same checks (and the FIM compilation).
+                    return Ok((Self::parse("", Path::new("<built-in defaults>"))?, ConfigSource::Defaults));
                 }
                 default
             }
@@ -174,81 +269,217 @@ impl Config {
         Ok((config, ConfigSource::File(path)))
     }
 
-    /// Checks that cannot be expressed in types. Runs after parsing; the key is named.
-    fn validate(self, path: &Path) -> Result<Self, ConfigError> {
-        if self.agent.scan_interval_secs < 10 {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: "agent.scan_interval_secs".into(),
-                message: format!("{} is too short; use at least 10 seconds", self.agent.scan_interval_secs),
-            });
+    /// Parses and checks TOML text; `path` names it in errors. Every problem is reported.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |mut problems: Vec<ConfigProblem>| {
+            problems.sort_by_key(|p| (p.line, p.column));
+            ConfigError::Invalid { path: path.to_path_buf(), problems }
+        };
+        let (doc, syntax) = DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            let problems = syntax
+                .iter()
+                .map(|e| {
+                    let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
+                    ConfigProblem {
+                        line,
+                        column,
+                        key: key_on_line(text, e.span().map_or(0, |s| s.start)),
+                        message: clean(e.message()),
+                    }
+                })
+                .collect();
+            return Err(invalid(problems));
         }
-        let c = &self.control;
-        for (key, value, range) in [
-            ("control.max_connections", u64::from(c.max_connections), 1..=1024),
-            ("control.max_connections_per_user", u64::from(c.max_connections_per_user), 1..=1024),
-            ("control.request_read_timeout_ms", c.request_read_timeout_ms, 100..=60_000),
-            ("control.write_timeout_ms", c.write_timeout_ms, 100..=600_000),
-        ] {
-            if !range.contains(&value) {
-                return Err(ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    key: key.into(),
-                    message: format!("must be {}..={}, got {value}", range.start(), range.end()),
+        let doc = doc.into_inner();
+        let mut problems = Vec::new();
+        for (key, _) in doc.iter() {
+            if !SECTIONS.contains(&key.get_ref().as_ref()) {
+                let (line, column) = line_column(text, key.span().start);
+                let expected: Vec<String> = SECTIONS.iter().map(|s| format!("`{s}`")).collect();
+                problems.push(ConfigProblem {
+                    line,
+                    column,
+                    key: Some(key.get_ref().to_string()),
+                    message: format!(
+                        "unknown field `{}`, expected one of {}",
+                        guestward_core::text::truncate_chars(key.get_ref(), 64),
+                        expected.join(", ")
+                    ),
                 });
             }
         }
-        if let Some(issue) = self.history.validate().into_iter().next() {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: format!("history.{}", issue.key),
-                message: issue.message,
-            });
-        }
-        if let Err(e) = self.imds.validate() {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: format!("imds.{}", e.field),
-                message: e.message,
-            });
-        }
-        // `[fim]` is compiled here too, so `agentctl check-config` and every command reject
-        // `fim.threads = 3000` or a key inside the state dir with the file and key named.
-        if let Err(e) = self.fim.validate(self.agent.state_dir.as_path()) {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: e.key().into(),
-                message: e.to_string(),
-            });
-        }
-        if let Err(e) = self.packages.language.validate() {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: format!("packages.language.{}", e.field),
-                message: e.message,
-            });
-        }
-        Ok(self)
-    }
+        let mut sections = Sections { doc: &doc, text, problems: &mut problems };
+        let agent: Option<AgentConfig> = sections.deserialize("agent");
+        let control: Option<ControlConfig> = sections.deserialize("control");
+        let packages: Option<guestward_packages::Config> = sections.deserialize("packages");
+        let imds: Option<guestward_cloud::ImdsConfig> = sections.deserialize("imds");
+        let fim: Option<guestward_fim::Config> = sections.deserialize("fim");
+        let network: Option<guestward_network::Config> = sections.deserialize("network");
+        let history: Option<guestward_history::HistoryConfig> = sections.deserialize("history");
 
-    /// Parses TOML text; `path` names it in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| {
-            let (line, column, key) = match e.span() {
-                Some(span) => locate(text, span.start),
-                None => (1, 1, None),
-            };
-            ConfigError::Parse {
-                path: path.to_path_buf(),
+        // Each section that deserialized is checked by its own crate; keys come back relative
+        // to the section and are located in the document here.
+        let mut issues = Vec::new();
+        let mut section_issues = |name: &str, found: Option<Vec<ConfigIssue>>| {
+            issues.extend(guestward_core::config::within(name, found.unwrap_or_default()));
+        };
+        section_issues("agent", agent.as_ref().map(AgentConfig::issues));
+        section_issues("control", control.as_ref().map(ControlConfig::issues));
+        section_issues("packages", packages.as_ref().map(guestward_packages::Config::issues));
+        section_issues("imds", imds.as_ref().map(guestward_cloud::ImdsConfig::issues));
+        section_issues("network", network.as_ref().map(guestward_network::Config::issues));
+        section_issues(
+            "history",
+            history
+                .as_ref()
+                .map(|h| h.validate().into_iter().map(|i| ConfigIssue::new(i.key, i.message)).collect()),
+        );
+        // The baseline key is checked against the state directory configured (or its default
+        // when `[agent]` itself is broken: that error is already listed).
+        let state_dir =
+            agent.as_ref().map(|a| a.state_dir.clone()).unwrap_or_else(|| AgentConfig::default().state_dir);
+        let fim = match fim.map(|f| f.check(state_dir.as_path())) {
+            Some(Ok(validated)) => Some(validated),
+            Some(Err(e)) => {
+                issues.extend(guestward_core::config::within("fim", e.issues));
+                None
+            }
+            None => None,
+        };
+        for issue in issues {
+            let offset = value_offset(&doc, &issue.key);
+            let (line, column) = line_column(text, offset);
+            problems.push(ConfigProblem {
                 line,
                 column,
-                key,
-                // toml quotes the offending value, which may be a line of any length.
-                message: guestward_core::text::truncate_chars(e.message().trim(), 512).into_owned(),
-            }
-        })?;
-        config.validate(path)
+                key: Some(issue.key),
+                message: clean(&issue.message),
+            });
+        }
+        match (agent, control, packages, imds, fim, network, history) {
+            (
+                Some(agent),
+                Some(control),
+                Some(packages),
+                Some(imds),
+                Some(fim),
+                Some(network),
+                Some(history),
+            ) if problems.is_empty() => Ok(Self { agent, control, packages, imds, fim, network, history }),
+            _ => Err(invalid(problems)),
+        }
     }
+}
+
+/// Deserializes sections of one parsed document, recording problems.
+struct Sections<'a, 'i> {
+    doc: &'a DeTable<'i>,
+    text: &'a str,
+    problems: &'a mut Vec<ConfigProblem>,
+}
+
+impl<'i> Sections<'_, 'i> {
+    /// The section `name`, or its defaults when absent; `None` when it has problems (each
+    /// recorded). Each key is first deserialized alone (the sections are `#[serde(default)]`,
+    /// so one key is a whole section), so every bad key is reported, not only the first.
+    fn deserialize<T: serde::de::DeserializeOwned + Default>(&mut self, name: &str) -> Option<T> {
+        let Some((_, value)) = self.doc.iter().find(|(k, _)| k.get_ref() == name) else {
+            return Some(T::default());
+        };
+        let before = self.problems.len();
+        if let DeValue::Table(table) = value.get_ref()
+            && table.len() > 1
+        {
+            for (key, item) in table.iter() {
+                let mut one = DeTable::new();
+                one.insert(key.clone(), item.clone());
+                let alone = Spanned::new(value.span(), DeValue::Table(one));
+                if let Err(e) = T::deserialize(toml::de::ValueDeserializer::from(alone)) {
+                    self.record(&e);
+                }
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+            Ok(section) => Some(section),
+            Err(e) => {
+                self.record(&e);
+                None
+            }
+        }
+    }
+
+    fn record(&mut self, e: &toml::de::Error) {
+        let offset = e.span().map_or(0, |s| s.start);
+        let (line, column) = line_column(self.text, offset);
+        let key = key_at(self.doc, offset, "").or_else(|| key_on_line(self.text, offset));
+        self.problems.push(ConfigProblem { line, column, key, message: clean(e.message()) });
+    }
+}
+
+/// A message fit for one line: trimmed, newlines folded, bounded (toml quotes the offending
+/// value, which may be a line of any length).
+fn clean(message: &str) -> String {
+    let one_line = message.trim().replace('\n', " ");
+    guestward_core::text::truncate_chars(&one_line, 512).into_owned()
+}
+
+/// The dotted key whose key or value holds byte `offset` (the deepest one).
+fn key_at(table: &DeTable<'_>, offset: usize, prefix: &str) -> Option<String> {
+    for (key, value) in table.iter() {
+        let name =
+            if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+        if let Some(deeper) = key_in_value(value, offset, &name) {
+            return Some(deeper);
+        }
+        if key.span().contains(&offset) || value.span().contains(&offset) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+fn key_in_value(value: &Spanned<DeValue<'_>>, offset: usize, name: &str) -> Option<String> {
+    match value.get_ref() {
+        DeValue::Table(t) => key_at(t, offset, name),
+        DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let indexed = format!("{name}[{i}]");
+            key_in_value(item, offset, &indexed).or_else(|| item.span().contains(&offset).then_some(indexed))
+        }),
+        _ => None,
+    }
+}
+
+/// Byte offset of the value of dotted `key` (`fim.paths[1].exclude[0]`) in the document. When
+/// the key is not written (a problem with a default value), the nearest enclosing key that is,
+/// else the start of the file.
+fn value_offset(doc: &DeTable<'_>, key: &str) -> usize {
+    let mut offset = 0;
+    let mut current: Option<&Spanned<DeValue<'_>>> = None;
+    for part in key.split('.') {
+        let (name, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        let table = match current.map(Spanned::get_ref) {
+            None => doc,
+            Some(DeValue::Table(t)) => t,
+            Some(_) => return offset,
+        };
+        let Some((_, value)) = table.iter().find(|(k, _)| k.get_ref() == name) else { return offset };
+        offset = value.span().start;
+        current = Some(value);
+        for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let Some(DeValue::Array(items)) = current.map(Spanned::get_ref) else { return offset };
+            let Some(item) = index.parse::<usize>().ok().and_then(|i| items.get(i)) else { return offset };
+            offset = item.span().start;
+            current = Some(item);
+        }
+    }
+    offset
 }
 
 fn read_config_file(path: &Path) -> Result<String, ConfigError> {
@@ -265,15 +496,21 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-/// Line, column and the dotted key at byte `offset`. The key is read off the source line
-/// (`key = value` under the nearest `[table]` header) only to make the message clearer; the
-/// TOML itself was parsed by the `toml` crate.
-fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..text.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// For a syntax error, where no parsed document can say: the dotted key read off the source line
+/// (`key = value` under the nearest `[table]` header), only to make the message clearer.
+fn key_on_line(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line_text = text[line_start..].lines().next().unwrap_or("");
     let table = before[..line_start]
         .lines()
@@ -281,15 +518,78 @@ fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
         .map(str::trim)
         .find(|l| l.starts_with('[') && l.ends_with(']'))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    let key = line_text
+    line_text
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_string())
         .filter(|k| !k.is_empty() && !k.starts_with('['))
         .map(|k| match &table {
             Some(t) => format!("{t}.{k}"),
             None => k,
-        });
-    (line, column, key)
+        })
+}
+
+/// The outcome of `check-config` for one file.
+#[derive(Debug)]
+pub struct CheckOutcome {
+    /// The file checked.
+    pub path: PathBuf,
+    /// `Ok` when valid; the error otherwise (located problems, or why the file was unreadable).
+    pub result: Result<(), ConfigError>,
+}
+
+impl CheckOutcome {
+    /// Checks `path` exactly as the daemon loads it.
+    pub fn of(path: &Path) -> Self {
+        Self { path: path.to_path_buf(), result: Config::load(Some(path)).map(|_| ()) }
+    }
+
+    /// The documented exit code: 0 valid, 1 invalid, 2 unreadable.
+    pub fn exit_code(&self) -> u8 {
+        match &self.result {
+            Ok(()) => crate::exit::OK,
+            Err(ConfigError::Invalid { .. }) => crate::exit::DEGRADED,
+            Err(ConfigError::Read { .. } | ConfigError::TooLarge { .. }) => crate::exit::USAGE,
+        }
+    }
+
+    /// `{"path", "valid", "errors": [{line, column, key, message}]}`; an unreadable file has
+    /// one error without line or column.
+    pub fn to_json(&self) -> serde_json::Value {
+        let errors = match &self.result {
+            Ok(()) => serde_json::json!([]),
+            Err(ConfigError::Invalid { problems, .. }) => serde_json::json!(problems),
+            Err(e) => {
+                serde_json::json!([{ "line": null, "column": null, "key": null, "message": e.to_string() }])
+            }
+        };
+        serde_json::json!({
+            "path": self.path.display().to_string(),
+            "valid": self.result.is_ok(),
+            "errors": errors,
+        })
+    }
+
+    /// Prints the result: `PATH: ok` on `out`, or every problem on `err`, one per line
+    /// (`PATH:LINE:COLUMN: key `KEY`: MESSAGE`), the same lines `guestward-agent run` prints
+    /// when it refuses the file. With `json`, the JSON document on `out` instead.
+    pub fn print(
+        &self,
+        json: bool,
+        out: &mut dyn std::io::Write,
+        err: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        if json {
+            serde_json::to_writer_pretty(&mut *out, &self.to_json())?;
+            writeln!(out)?;
+        } else {
+            match &self.result {
+                Ok(()) => writeln!(out, "{}: ok", self.path.display())?,
+                Err(e) => writeln!(err, "{e}")?,
+            }
+        }
+        out.flush()?;
+        err.flush()
+    }
 }
 
 #[cfg(test)]
@@ -303,10 +603,15 @@ mod tests {
         Config::parse(text, Path::new("/etc/guestward/agent.toml")).unwrap_err().to_string()
     }
 
+    fn problems(text: &str) -> Vec<ConfigProblem> {
+        Config::parse(text, Path::new("/etc/guestward/agent.toml")).unwrap_err().problems().to_vec()
+    }
+
     #[test]
     fn annotated_example_equals_the_built_in_defaults() {
-        let parsed = Config::parse(EXAMPLE, Path::new("packaging/agent.toml")).unwrap();
-        assert_eq!(parsed, Config::default());
+        let file: ConfigFile = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!(file, ConfigFile::default());
+        Config::parse(EXAMPLE, Path::new("packaging/agent.toml")).unwrap();
     }
 
     #[test]
@@ -324,7 +629,7 @@ mod tests {
                 }
             }
         }
-        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let defaults = toml::Table::try_from(ConfigFile::default()).unwrap();
         let mut missing = Vec::new();
         for (table, value) in &defaults {
             let toml::Value::Table(inner) = value else { continue };
@@ -335,7 +640,14 @@ mod tests {
 
     #[test]
     fn empty_file_is_the_defaults() {
-        assert_eq!(Config::parse("", Path::new("x")).unwrap(), Config::default());
+        let c = Config::parse("", Path::new("x")).unwrap();
+        let d = ConfigFile::default();
+        assert_eq!(
+            (&c.agent, &c.control, &c.packages, &c.imds, &c.network),
+            (&d.agent, &d.control, &d.packages, &d.imds, &d.network)
+        );
+        assert_eq!(c.fim.config(), &d.fim);
+        assert_eq!(c.fim.policy().rules.len(), d.fim.paths.len());
     }
 
     #[test]
@@ -348,14 +660,17 @@ mod tests {
     #[test]
     fn fim_threads_without_bound_is_refused_at_load_naming_the_key() {
         let msg = err("[fim]\nthreads = 3000\n");
-        assert!(msg.starts_with("/etc/guestward/agent.toml: key `fim.threads`"), "{msg}");
+        assert!(msg.starts_with("/etc/guestward/agent.toml:2:11: key `fim.threads`"), "{msg}");
         assert!(msg.contains("3000") && msg.contains("64"), "{msg}");
     }
 
     #[test]
     fn unknown_table_is_rejected() {
         let msg = err("[agnet]\nstate_dir = \"/x\"\n");
-        assert!(msg.contains(":1:") && msg.contains("unknown field `agnet`"), "{msg}");
+        assert!(
+            msg.starts_with("/etc/guestward/agent.toml:1:2: key `agnet`: unknown field `agnet`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -378,7 +693,8 @@ mod tests {
     #[test]
     fn imds_out_of_range_names_the_key() {
         let msg = err("[imds]\ntoken_ttl_secs = 0\n");
-        assert!(msg.contains("key `imds.token_ttl_secs`") && msg.contains("1..=21600"), "{msg}");
+        assert!(msg.starts_with("/etc/guestward/agent.toml:2:18: key `imds.token_ttl_secs`"), "{msg}");
+        assert!(msg.contains("1..=21600"), "{msg}");
     }
 
     #[test]
@@ -397,7 +713,10 @@ mod tests {
     #[test]
     fn out_of_range_value_names_the_key() {
         let msg = err("[agent]\nscan_interval_secs = 1\n");
-        assert!(msg.contains("key `agent.scan_interval_secs`: 1 is too short"), "{msg}");
+        assert_eq!(
+            msg,
+            "/etc/guestward/agent.toml:2:22: key `agent.scan_interval_secs`: must be 10..=604800, got 1"
+        );
     }
 
     #[test]
@@ -420,5 +739,108 @@ mod tests {
     fn missing_explicit_file_is_an_error_naming_it() {
         let e = Config::load(Some(Path::new("/nonexistent/agent.toml"))).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/agent.toml: cannot read config"), "{e}");
+        let outcome = CheckOutcome::of(Path::new("/nonexistent/agent.toml"));
+        assert_eq!(outcome.exit_code(), crate::exit::USAGE);
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_value_in_nested_arrays() {
+        let text = "[fim]\npaths = [\n  \"/usr/bin\",\n  { path = \"/etc\", exclude = [\"/etc/ok\", \"/etc/[\"] },\n]\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].line, p[0].column), (4, 42), "{p:?}");
+        assert_eq!(p[0].key.as_deref(), Some("fim.paths[1].exclude[1]"));
+        assert!(p[0].message.contains("`/etc/[` is not a valid glob"), "{p:?}");
+    }
+
+    #[test]
+    fn attribute_typo_names_the_attribute_the_valid_ones_and_its_place() {
+        let text = "[fim]\npaths = [{ path = \"/etc\", attributes = [\"mode\", \"sha265\"] }]\n";
+        let msg = err(text);
+        assert!(
+            msg.starts_with("/etc/guestward/agent.toml:2:49: key `fim.paths[0].attributes[1]`: unknown attribute `sha265`; valid attributes: sha256, blake3, mode"),
+            "{msg}"
+        );
+        assert!(!msg.contains("untagged"), "{msg}");
+    }
+
+    #[test]
+    fn every_problem_in_every_section_is_listed_in_file_order() {
+        let text = r#"[agent]
+scan_interval_secs = 0
+state_dri = "/x"
+
+[imds]
+endpoint = "ftp://169.254.169.254"
+token_ttl_secs = "long"
+retries = 9
+
+[fim]
+debounce_ms = 0
+paths = ["/etc", "/etc", { path = "/usr", exclude = ["/usr/["] }]
+
+[network]
+max_sockets = 0
+"#;
+        let p = problems(text);
+        let found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_deref().unwrap_or("?"))).collect();
+        // `[agent]` and `[imds]` have keys that do not deserialize: each bad key is listed
+        // (the section's range checks wait until it deserializes); the other sections are
+        // checked in full.
+        assert_eq!(
+            found,
+            [
+                (3, "agent.state_dri"),
+                (7, "imds.token_ttl_secs"),
+                (11, "fim.debounce_ms"),
+                (12, "fim.paths[1]"),
+                (12, "fim.paths[2].exclude[0]"),
+                (15, "network.max_sockets"),
+            ],
+            "{p:?}"
+        );
+        let rendered = Config::parse(text, Path::new("agent.toml")).unwrap_err().to_string();
+        assert_eq!(rendered.lines().count(), 6, "{rendered}");
+        assert!(rendered.lines().all(|l| l.starts_with("agent.toml:")), "{rendered}");
+    }
+
+    #[test]
+    fn range_errors_of_a_deserialized_section_are_all_listed() {
+        let p = problems(
+            "[imds]\nendpoint = \"ftp://x\"\nretries = 9\n[control]\nmax_connections = 0\nwrite_timeout_ms = 1\n",
+        );
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_deref().unwrap_or("?")).collect();
+        assert_eq!(
+            keys,
+            ["imds.endpoint", "imds.retries", "control.max_connections", "control.write_timeout_ms"]
+        );
+    }
+
+    #[test]
+    fn every_syntax_error_is_listed() {
+        let p = problems("[agent\nscan_interval_secs = = 5\n");
+        assert!(!p.is_empty());
+        assert_eq!(p[0].line, 1, "{p:?}");
+    }
+
+    #[test]
+    fn json_outcome_lists_line_column_key_and_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "[fim]\ndebounce_ms = 0\n").unwrap();
+        let outcome = CheckOutcome::of(&path);
+        assert_eq!(outcome.exit_code(), crate::exit::DEGRADED);
+        let json = outcome.to_json();
+        assert_eq!(json["valid"], false);
+        assert_eq!(json["path"], path.display().to_string());
+        assert_eq!(json["errors"][0]["line"], 2);
+        assert_eq!(json["errors"][0]["column"], 15);
+        assert_eq!(json["errors"][0]["key"], "fim.debounce_ms");
+        std::fs::write(&path, "").unwrap();
+        let ok = CheckOutcome::of(&path);
+        assert_eq!(
+            (ok.exit_code(), ok.to_json()["valid"].clone()),
+            (crate::exit::OK, serde_json::json!(true))
+        );
     }
 }

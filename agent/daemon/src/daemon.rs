@@ -27,9 +27,12 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
             .context("the event history (events.db in agent.state_dir) cannot be used")?,
     );
     let fim = if config.fim.enabled {
+        // Security: a daemon that runs with FIM silently off looks, from outside, like one that
+        // watches files and sees no change. `[fim] enabled = true` is a promise the agent must
+        // keep or refuse loudly: stop here, with the reason, so systemd and the owner see the
+        // failure (set `enabled = false` to run without FIM on purpose).
         let monitor = start_fim(&config, &events).context(
-            "file integrity monitoring could not start ([fim] enabled = true); fix the cause or set \
-             [fim] enabled = false",
+            "file integrity monitoring could not start ([fim] enabled = true); not starting without it",
         )?;
         FimCollector::Monitor(Arc::new(monitor))
     } else {
@@ -81,11 +84,13 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 /// Starts realtime file integrity monitoring. Its first run builds the baseline (progress in
 /// `agentctl fim status`); later starts rescan what changed while the agent was stopped.
 fn start_fim(config: &Config, events: &Arc<EventLog>) -> anyhow::Result<guestward_fim::Monitor> {
-    let fim = guestward_fim::Fim::new(
+    // The policy compiled when the config was loaded (and accepted by `check-config`), not a
+    // second compilation that could disagree with it.
+    let fim = guestward_fim::Fim::from_validated(
         config.fim.clone(),
         guestward_core::HostRoot::live(),
         config.agent.state_dir.as_path(),
-    )?;
+    );
     // The log, not the pipeline: see `EventLog` for why the monitor's thread must not own it.
     let events = Arc::clone(events);
     let sink = Box::new(move |event: &guestward_core::Event| {

@@ -173,6 +173,7 @@ fn check_config_accepts_the_shipped_example_and_rejects_a_typo() {
     assert_eq!(code, 1);
     assert!(stderr.contains(":5:1: key `packages.dpkg_admdir`: unknown field `dpkg_admdir`"), "{stderr}");
 
+    // Unreadable is not "invalid": exit 2, as `guestward-agent check-config`.
     let (code, _, stderr) = run(agentctl().arg("check-config").arg(dir.path().join("absent.toml")));
     assert_eq!(code, 2, "an unreadable file is a usage error");
     assert!(stderr.contains("absent.toml: cannot read config"), "{stderr}");

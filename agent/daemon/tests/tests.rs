@@ -4,6 +4,7 @@
 
 mod cli;
 mod cloud;
+mod config;
 mod daemon;
 mod events;
 mod fim;

@@ -21,16 +21,18 @@
 //! Nested rules are allowed: the most specific root governs its subtree (so `/etc/sudoers.d`
 //! keeps its own rule even when `/etc` excludes something above it).
 
-#[cfg(feature = "collect")]
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
-use guestward_core::AbsolutePath;
+use guestward_core::config::check_range;
+use guestward_core::{AbsolutePath, ConfigIssue};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-#[cfg(feature = "collect")]
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 
 /// One attribute of a file the policy can check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+///
+/// Deserialized by hand (not derived) so that a typo names itself and every valid name:
+/// ``unknown attribute `sha265`; valid attributes: sha256, blake3, ...``.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Attribute {
     /// SHA-256 of the content (regular files up to the size cap).
@@ -78,6 +80,27 @@ impl Attribute {
         }
     }
 
+    /// Every attribute, in the order the config documents them.
+    pub const ALL: &'static [Attribute] = &[
+        Self::Sha256,
+        Self::Blake3,
+        Self::Mode,
+        Self::Uid,
+        Self::Gid,
+        Self::Size,
+        Self::Mtime,
+        Self::Ctime,
+        Self::Inode,
+        Self::LinkTarget,
+        Self::Xattrs,
+        Self::Type,
+    ];
+
+    /// The attribute called `name` in config, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|a| a.as_str() == name)
+    }
+
     /// What AIDE and most policies call "everything but access time".
     pub const DEFAULT: &'static [Attribute] = &[
         Self::Sha256,
@@ -91,6 +114,31 @@ impl Attribute {
         Self::LinkTarget,
         Self::Xattrs,
     ];
+}
+
+impl<'de> Deserialize<'de> for Attribute {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Attribute;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an attribute name such as \"sha256\"")
+            }
+            // The error is raised inside the deserializer's visit of the string itself, so the
+            // TOML parser points at this element, not at the whole list.
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Attribute, E> {
+                Attribute::from_name(name).ok_or_else(|| {
+                    let valid: Vec<&str> = Attribute::ALL.iter().map(|a| a.as_str()).collect();
+                    E::custom(format!(
+                        "unknown attribute `{}`; valid attributes: {}",
+                        guestward_core::text::truncate_chars(name, 64),
+                        valid.join(", ")
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 /// A set of [`Attribute`]s as a bit mask (cheap to copy into every scan job).
@@ -119,13 +167,39 @@ impl AttributeSet {
 }
 
 /// One watched path, as written in config: a bare string or a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+///
+/// Deserialized by hand: serde's `untagged` would try both forms and, when neither fits, say
+/// only ``data did not match any variant of untagged enum PathEntry``, hiding which key or
+/// attribute was wrong. Here a string is a path and a table is a [`PathRule`], whose own error
+/// (an unknown key, a bad attribute, a relative path) is reported as is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum PathEntry {
     /// A path with the section's default rule (recursive, default attributes, no excludes).
     Simple(AbsolutePath),
     /// A path with its own rule.
     Rule(PathRule),
+}
+
+impl<'de> Deserialize<'de> for PathEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = PathEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an absolute path, or a table such as { path = \"/etc\", exclude = [\"/etc/mtab\"] }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, path: &str) -> Result<PathEntry, E> {
+                AbsolutePath::new(path).map(PathEntry::Simple).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PathEntry, A::Error> {
+                PathRule::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(PathEntry::Rule)
+            }
+        }
+        deserializer.deserialize_any(Entry)
+    }
 }
 
 /// A watched path with its own rule.
@@ -286,74 +360,32 @@ fn default_paths() -> Vec<PathEntry> {
     .collect()
 }
 
-/// Why a `[fim]` section cannot be used.
-#[cfg(feature = "collect")]
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// An exclude pattern does not parse.
-    #[error("fim.paths[{index}] ({path}): exclude pattern `{pattern}`: {source}")]
-    BadGlob {
-        /// Position in `paths`.
-        index: usize,
-        /// The rule's path.
-        path: String,
-        /// The pattern.
-        pattern: String,
-        /// The parser's complaint.
-        source: globset::Error,
-    },
-    /// A path uses a wildcard the expander does not support.
-    #[error("fim.paths[{index}] ({path}): only `*` as a whole path component is supported")]
-    BadWildcard {
-        /// Position in `paths`.
-        index: usize,
-        /// The rule's path.
-        path: String,
-    },
-    /// The same path twice.
-    #[error("fim.paths: `{path}` is listed twice")]
-    Duplicate {
-        /// The repeated path.
-        path: String,
-    },
-    /// A zero debounce would examine every single write.
-    #[error("fim.debounce_ms must be between 1 and 60000 (got {0})")]
-    Debounce(u64),
-    /// The baseline key is kept where the baseline is.
-    #[error(
-        "fim.baseline_key_file ({}) must be outside the state directory ({}): a key kept next to the baseline protects nothing",
-        key_file.display(),
-        state_dir.display()
-    )]
-    KeyInStateDir {
-        /// The configured key file.
-        key_file: PathBuf,
-        /// The state directory.
-        state_dir: PathBuf,
-    },
-    /// More hashing threads than any machine can use.
-    #[error("fim.threads must be between 0 (one per CPU) and {MAX_THREADS} (got {0})")]
-    Threads(usize),
+/// Why a `[fim]` section cannot be used: every issue found (not only the first), each under its
+/// key relative to `[fim]` (`debounce_ms`, `paths[2].exclude[0]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.issues.iter().map(|i| format!("fim.{}: {}", i.key, i.message)).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError {
+    /// Every problem found, in the order of the section's keys.
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl ConfigError {
+    /// Whether some issue concerns `key` (relative to `[fim]`, e.g. `threads`).
+    pub fn concerns(&self, key: &str) -> bool {
+        self.issues.iter().any(|i| i.key == key)
+    }
 }
 
 /// Upper bound of `fim.threads`.
 pub const MAX_THREADS: usize = 64;
 
-#[cfg(feature = "collect")]
-impl ConfigError {
-    /// The dotted config key concerned (for the daemon's `file: key `...`: message` errors).
-    pub fn key(&self) -> &'static str {
-        match self {
-            Self::BadGlob { .. } | Self::BadWildcard { .. } | Self::Duplicate { .. } => "fim.paths",
-            Self::Debounce(_) => "fim.debounce_ms",
-            Self::Threads(_) => "fim.threads",
-            Self::KeyInStateDir { .. } => "fim.baseline_key_file",
-        }
-    }
-}
+/// Accepted `fim.debounce_ms`: 0 would examine every single write of a burst.
+pub const DEBOUNCE_RANGE_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
+
+/// Accepted `fim.event_queue_capacity`: each queued event holds a path, so the cap bounds memory.
+pub const EVENT_QUEUE_RANGE: std::ops::RangeInclusive<usize> = 16..=1 << 20;
 
 /// One validated rule.
-#[cfg(feature = "collect")]
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Position in the config list (stable id for reports).
@@ -369,7 +401,6 @@ pub struct Rule {
     excludes: GlobSet,
 }
 
-#[cfg(feature = "collect")]
 impl Rule {
     /// Whether `host_path` is excluded by this rule.
     pub fn excludes(&self, host_path: &Path) -> bool {
@@ -383,7 +414,6 @@ impl Rule {
 }
 
 /// The validated policy: rules sorted by specificity for lookups.
-#[cfg(feature = "collect")]
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Rules in config order (the watch budget is granted in this order).
@@ -392,91 +422,181 @@ pub struct Policy {
     pub blake3: bool,
     /// The loaded baseline key ([`crate::Fim::new`] sets it): every store a scan opens seals
     /// and verifies with it, the scan's writer and resume reader included.
+    /// Only with `collect`: reading the key is I/O.
+    #[cfg(feature = "collect")]
     pub baseline_key: Option<std::sync::Arc<crate::integrity::BaselineKey>>,
 }
 
-#[cfg(feature = "collect")]
-impl Config {
-    /// Everything [`Self::policy`] checks, plus what needs the state directory: the baseline
-    /// key must not be inside it.
-    pub fn validate(&self, state_dir: &Path) -> Result<Policy, ConfigError> {
-        let policy = self.policy()?;
-        if let Some(key) = &self.baseline_key_file {
-            // Compared resolved where the paths exist (a symlinked state dir), lexically else.
-            let resolve = |p: &Path| {
-                let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-                let mut existing = abs.clone();
-                let mut rest = Vec::new();
-                while !existing.exists() {
-                    match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
-                        (Some(name), Some(parent)) => {
-                            rest.push(name);
-                            existing = parent.to_path_buf();
-                        }
-                        _ => return abs,
-                    }
-                }
-                let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
-                out.extend(rest.iter().rev());
-                out
-            };
-            if resolve(key.as_path()).starts_with(resolve(state_dir)) {
-                return Err(ConfigError::KeyInStateDir {
-                    key_file: key.as_path().to_path_buf(),
-                    state_dir: state_dir.to_path_buf(),
-                });
-            }
-        }
-        Ok(policy)
+/// A `[fim]` section that passed every check, with its policy compiled (globs built, paths
+/// normalised, attributes resolved).
+///
+/// Only [`Config::check`] makes one, and the engine runs on exactly this policy
+/// ([`crate::Fim::from_validated`]): what `check-config` accepted is what the monitor uses, and
+/// a section that would not compile can never reach a running monitor.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    config: Config,
+    policy: Policy,
+}
+
+impl Validated {
+    /// The section as written.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
-    /// Validates and compiles the section.
+    /// The compiled policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Both parts, for the engine.
+    pub fn into_parts(self) -> (Config, Policy) {
+        (self.config, self.policy)
+    }
+}
+
+impl std::ops::Deref for Validated {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl Config {
+    /// Checks the whole section and compiles its policy: the one function through which every
+    /// `[fim]` section passes (daemon config load, `check-config`, one-shot `fim` commands).
+    /// Every problem is reported, not only the first. `state_dir` is where the baseline lives:
+    /// the baseline key must not be inside it.
+    pub fn check(&self, state_dir: &Path) -> Result<Validated, ConfigError> {
+        let mut issues = self.setting_issues();
+        let rules = self.compile_rules(&mut issues);
+        if let Some(key) = &self.baseline_key_file
+            && resolve_for_comparison(key.as_path()).starts_with(resolve_for_comparison(state_dir))
+        {
+            issues.push(ConfigIssue::new(
+                "baseline_key_file",
+                format!(
+                    "{} must be outside the state directory ({}): a key kept next to the baseline protects nothing",
+                    key.as_path().display(),
+                    state_dir.display()
+                ),
+            ));
+        }
+        if !issues.is_empty() {
+            return Err(ConfigError { issues });
+        }
+        let policy = Policy {
+            rules,
+            blake3: self.blake3,
+            #[cfg(feature = "collect")]
+            baseline_key: None,
+        };
+        Ok(Validated { config: self.clone(), policy })
+    }
+
+    /// [`Self::check`], keeping only the policy.
+    pub fn validate(&self, state_dir: &Path) -> Result<Policy, ConfigError> {
+        self.check(state_dir).map(|v| v.policy)
+    }
+
+    /// Everything [`Self::check`] checks but the state directory rule; the compiled policy.
     pub fn policy(&self) -> Result<Policy, ConfigError> {
-        if self.debounce_ms == 0 || self.debounce_ms > 60_000 {
-            return Err(ConfigError::Debounce(self.debounce_ms));
+        let mut issues = self.setting_issues();
+        let rules = self.compile_rules(&mut issues);
+        if !issues.is_empty() {
+            return Err(ConfigError { issues });
         }
-        if self.threads > MAX_THREADS {
-            return Err(ConfigError::Threads(self.threads));
-        }
+        Ok(Policy {
+            rules,
+            blake3: self.blake3,
+            #[cfg(feature = "collect")]
+            baseline_key: None,
+        })
+    }
+
+    /// Ranges of the scalar settings.
+    fn setting_issues(&self) -> Vec<ConfigIssue> {
+        const DAY_SECS: u64 = 86_400;
+        let mut issues = Vec::new();
+        check_range(&mut issues, "debounce_ms", self.debounce_ms, DEBOUNCE_RANGE_MS);
+        // A path written continuously must still be looked at. Below `debounce_ms` it is not an
+        // error: the monitor waits at least the debounce (a long debounce with the default
+        // delay is a real setting).
+        check_range(&mut issues, "max_delay_ms", self.max_delay_ms, 1..=600_000);
+        check_range(&mut issues, "rescan_interval_secs", self.rescan_interval_secs, 1..=30 * DAY_SECS);
+        check_range(
+            &mut issues,
+            "unwatched_rescan_interval_secs",
+            self.unwatched_rescan_interval_secs,
+            1..=30 * DAY_SECS,
+        );
+        check_range(&mut issues, "watch_reserve_percent", self.watch_reserve_percent, 0..=90);
+        check_range(&mut issues, "event_queue_capacity", self.event_queue_capacity, EVENT_QUEUE_RANGE);
+        check_range(&mut issues, "threads", self.threads, 0..=MAX_THREADS);
+        check_range(&mut issues, "max_stored_events", self.max_stored_events, 1..=100_000_000);
+        issues
+    }
+
+    /// Compiles every entry of `paths`, recording each problem (a bad entry does not hide the
+    /// next one). Rules with problems are left out of the result, which is then not used.
+    fn compile_rules(&self, issues: &mut Vec<ConfigIssue>) -> Vec<Rule> {
         let mut rules = Vec::with_capacity(self.paths.len());
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashMap::new();
         for (index, entry) in self.paths.iter().enumerate() {
-            let (path, recursive, exclude, attrs, max) = match entry {
-                PathEntry::Simple(p) => (p.as_path(), true, &[][..], None, None),
+            let (path, recursive, exclude, attrs, max, path_key) = match entry {
+                PathEntry::Simple(p) => (p.as_path(), true, &[][..], None, None, format!("paths[{index}]")),
                 PathEntry::Rule(r) => (
                     r.path.as_path(),
                     r.recursive,
                     &r.exclude[..],
                     r.attributes.as_deref(),
                     r.max_file_size_bytes,
+                    format!("paths[{index}].path"),
                 ),
             };
+            let before = issues.len();
             let shown = path.display().to_string();
             let normal: PathBuf = path.components().collect();
-            if !seen.insert(normal.clone()) {
-                return Err(ConfigError::Duplicate { path: shown });
+            if let Some(first) = seen.insert(normal.clone(), index) {
+                issues.push(ConfigIssue::new(
+                    &path_key,
+                    format!("`{shown}` is listed twice (also paths[{first}]); give each path one entry"),
+                ));
             }
             for c in normal.components() {
                 let b = c.as_os_str().as_encoded_bytes();
                 if b != b"*" && b.iter().any(|&x| matches!(x, b'*' | b'?' | b'[' | b'{')) {
-                    return Err(ConfigError::BadWildcard { index, path: shown });
+                    issues.push(ConfigIssue::new(
+                        &path_key,
+                        format!("`{shown}`: only `*` as a whole path component is supported"),
+                    ));
+                    break;
                 }
             }
             let mut set = GlobSetBuilder::new();
-            for pattern in exclude {
-                set.add(compile_glob(pattern).map_err(|source| ConfigError::BadGlob {
-                    index,
-                    path: shown.clone(),
-                    pattern: pattern.clone(),
-                    source,
-                })?);
+            for (n, pattern) in exclude.iter().enumerate() {
+                match compile_glob(pattern) {
+                    Ok(glob) => {
+                        set.add(glob);
+                    }
+                    Err(e) => issues.push(ConfigIssue::new(
+                        format!("paths[{index}].exclude[{n}]"),
+                        format!("`{pattern}` is not a valid glob: {}", e.kind()),
+                    )),
+                }
             }
-            let excludes = set.build().map_err(|source| ConfigError::BadGlob {
-                index,
-                path: shown.clone(),
-                pattern: exclude.join(", "),
-                source,
-            })?;
+            let excludes = match set.build() {
+                Ok(set) => set,
+                Err(e) => {
+                    issues.push(ConfigIssue::new(format!("paths[{index}].exclude"), e.to_string()));
+                    GlobSet::empty()
+                }
+            };
+            if issues.len() > before {
+                continue;
+            }
             let mut attributes =
                 attrs.map(AttributeSet::of).unwrap_or_else(|| AttributeSet::of(Attribute::DEFAULT));
             if self.blake3 && attributes.hashes() {
@@ -491,17 +611,37 @@ impl Config {
                 excludes,
             });
         }
-        Ok(Policy { rules, blake3: self.blake3, baseline_key: None })
+        rules
     }
 }
 
-#[cfg(feature = "collect")]
+/// `p` made absolute and resolved through the part of it that exists (a symlinked state dir),
+/// lexically beyond, so that a key file and a state directory can be compared before either
+/// is created.
+fn resolve_for_comparison(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return abs,
+        }
+    }
+    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+    out.extend(rest.iter().rev());
+    out
+}
+
 // `*` must not cross `/`: `/etc/*.swp` should not exclude `/etc/ssh/x.swp` (use `**` for that).
 fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
     GlobBuilder::new(pattern).literal_separator(true).backslash_escape(true).build()
 }
 
-#[cfg(all(test, feature = "collect"))]
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
@@ -578,7 +718,7 @@ paths = [
     fn thousands_of_hashing_threads_are_refused_naming_the_key() {
         let f: File = toml::from_str("[fim]\nthreads = 3000\n").unwrap();
         let err = f.fim.policy().unwrap_err();
-        assert!(matches!(err, ConfigError::Threads(3000)), "{err:?}");
+        assert!(err.concerns("threads"), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("fim.threads") && msg.contains("3000") && msg.contains("64"), "{msg}");
         for ok in [0, 1, MAX_THREADS] {
@@ -586,7 +726,7 @@ paths = [
             f.fim.policy().unwrap();
         }
         let f: File = toml::from_str(&format!("[fim]\nthreads = {}\n", MAX_THREADS + 1)).unwrap();
-        assert!(matches!(f.fim.policy().unwrap_err(), ConfigError::Threads(_)));
+        assert!(f.fim.policy().unwrap_err().concerns("threads"));
     }
 
     #[test]
@@ -596,7 +736,7 @@ paths = [
         let inside = format!("[fim]\nbaseline_key_file = \"{}/fim.key\"\n", state.display());
         let f: File = toml::from_str(&inside).unwrap();
         let err = f.fim.validate(&state).unwrap_err();
-        assert_eq!(err.key(), "fim.baseline_key_file");
+        assert!(err.concerns("baseline_key_file"), "{err:?}");
         assert!(err.to_string().contains("outside the state directory"), "{err}");
         let outside = format!("[fim]\nbaseline_key_file = \"{}/keys/fim.key\"\n", dir.path().display());
         let f: File = toml::from_str(&outside).unwrap();
@@ -606,10 +746,75 @@ paths = [
     #[test]
     fn bad_globs_and_duplicates_are_named() {
         let f: File =
-            toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/[\"] }]\n").unwrap();
-        let err = f.fim.policy().unwrap_err().to_string();
-        assert!(err.contains("/etc/["), "{err}");
+            toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/ok\", \"/etc/[\"] }]\n")
+                .unwrap();
+        let err = f.fim.policy().unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err:?}");
+        assert_eq!(err.issues[0].key, "paths[0].exclude[1]");
+        assert!(err.issues[0].message.contains("`/etc/[` is not a valid glob"), "{err}");
         let f: File = toml::from_str("[fim]\npaths = [\"/etc\", \"/etc/\"]\n").unwrap();
-        assert!(matches!(f.fim.policy().unwrap_err(), ConfigError::Duplicate { .. }));
+        let err = f.fim.policy().unwrap_err();
+        assert_eq!(err.issues[0].key, "paths[1]");
+        assert!(err.issues[0].message.contains("listed twice (also paths[0])"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_of_the_section_is_reported_not_only_the_first() {
+        let text = r#"
+[fim]
+debounce_ms = 0
+threads = 100
+paths = [
+  { path = "/etc", exclude = ["/etc/[", "/etc/{a"] },
+  "/usr/b?n",
+  "/etc",
+]
+"#;
+        let f: File = toml::from_str(text).unwrap();
+        let err = f.fim.check(Path::new("/var/lib/guestward")).unwrap_err();
+        let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["debounce_ms", "threads", "paths[0].exclude[0]", "paths[0].exclude[1]", "paths[1]", "paths[2]"],
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn attribute_typo_names_the_attribute_and_the_valid_ones() {
+        let text = "[fim]\npaths = [{ path = \"/etc\", attributes = [\"sha256\", \"sha265\"] }]\n";
+        let err = toml::from_str::<File>(text).err().unwrap();
+        let msg = err.message();
+        assert!(msg.contains("unknown attribute `sha265`"), "{msg}");
+        assert!(!msg.contains("untagged"), "{msg}");
+        for a in Attribute::ALL {
+            assert!(msg.contains(a.as_str()), "{msg} lacks {}", a.as_str());
+        }
+        // The error points at the misspelt element itself.
+        let span = err.span().unwrap();
+        assert_eq!(&text[span], "\"sha265\"");
+    }
+
+    #[test]
+    fn a_rule_with_an_unknown_key_or_a_relative_path_says_so() {
+        let err =
+            toml::from_str::<File>("[fim]\npaths = [{ path = \"/etc\", recursiv = false }]\n").err().unwrap();
+        assert!(err.message().contains("unknown field `recursiv`"), "{}", err.message());
+        let err = toml::from_str::<File>("[fim]\npaths = [\"etc\"]\n").err().unwrap();
+        assert!(err.message().contains("`etc` must be an absolute path"), "{}", err.message());
+        let err = toml::from_str::<File>("[fim]\npaths = [{ path = \"etc\" }]\n").err().unwrap();
+        assert!(err.message().contains("`etc` must be an absolute path"), "{}", err.message());
+    }
+
+    #[test]
+    #[cfg(feature = "collect")]
+    fn the_engine_runs_on_the_policy_check_compiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let f: File =
+            toml::from_str("[fim]\npaths = [{ path = \"/etc\", exclude = [\"/etc/mtab\"] }]\n").unwrap();
+        let validated = f.fim.check(dir.path()).unwrap();
+        let fim = crate::Fim::from_validated(validated, guestward_core::HostRoot::live(), dir.path());
+        assert_eq!(fim.policy.rules.len(), 1);
+        assert!(fim.policy.rules[0].excludes(Path::new("/etc/mtab")));
     }
 }

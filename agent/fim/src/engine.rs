@@ -1,7 +1,7 @@
 //! The engine both the daemon and the one-shot commands drive: scans with a purpose, diffs
 //! against the baseline, and turns differences into [`FimChange`]s.
 
-use crate::config::{Attribute, AttributeSet, Config, ConfigError, Policy};
+use crate::config::{Attribute, AttributeSet, Config, ConfigError, Policy, Validated};
 use crate::events::{Attributes, ChangeKind, FimChange, Mechanism, escape_path};
 use crate::integrity::{BaselineCheck, BaselineKey, Integrity, KeyState};
 pub use crate::model::{Purpose, ScanSummary};
@@ -133,10 +133,18 @@ impl Fim {
     /// the baseline as unverified, with the reason).
     pub fn new(config: Config, root: HostRoot, state_dir: impl Into<PathBuf>) -> Result<Self, FimError> {
         let state_dir = state_dir.into();
-        let mut policy = config.validate(&state_dir)?;
+        let validated = config.check(&state_dir)?;
+        Ok(Self::from_validated(validated, root, state_dir))
+    }
+
+    /// Binds a section already checked by [`Config::check`] (the daemon's config load) to a root
+    /// and state directory, running on the policy compiled there: validation and use are one
+    /// compilation, so they cannot disagree. `state_dir` must be the one it was checked against.
+    pub fn from_validated(validated: Validated, root: HostRoot, state_dir: impl Into<PathBuf>) -> Self {
+        let (config, mut policy) = validated.into_parts();
         let key = KeyState::load(config.baseline_key_file.as_ref().map(|p| p.as_path()));
         policy.baseline_key = key.key().cloned();
-        Ok(Self { config, policy, root, state_dir, key })
+        Self { config, policy, root, state_dir: state_dir.into(), key }
     }
 
     /// Creates the configured baseline key when it is absent (`fim init`), returning its path

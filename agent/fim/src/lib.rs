@@ -24,12 +24,15 @@
 //! by an explicit `coverage.gap` event naming the trees and the cause.
 //!
 //! # Wiring into the daemon
-//! - Config: one field `fim: guestward_fim::Config` in the agent's `Config` (`[fim]`).
+//! - Config: `[fim]` deserializes into [`Config`]; [`Config::check`] (the one function that
+//!   validates and compiles it, listing every problem by key) yields a
+//!   [`config::Validated`], which the agent's loaded config holds.
 //! - One-shot: a variant `Fim { #[command(subcommand)] cmd: guestward_fim::cli::FimCommand }`
 //!   in `guestward-agent`'s CLI, run with
 //!   `guestward_fim::cli::run(&cmd, &config.fim, config.agent.state_dir.as_path())`, whose
 //!   return value is the exit code (0 no changes, 1 changes, 2 error).
-//! - Daemon: `Monitor::start(Fim::new(config.fim, HostRoot::live(), state_dir)?, sink)` where
+//! - Daemon: `Monitor::start(Fim::from_validated(validated, HostRoot::live(), state_dir), sink)`
+//!   (the policy compiled at config load, not a second compilation) where
 //!   `sink` forwards each [`guestward_core::Event`] to the report/spool; then
 //!   [`Monitor::status`] serves `/v1/fim/status` (`agentctl fim status`, rendered by
 //!   [`FimStatus::render_human`]), [`Monitor::section`] is the report's FIM section

@@ -121,25 +121,51 @@ impl Config {
         Self { python_roots: Vec::new(), java_roots: Vec::new(), node_roots: Vec::new(), ..Self::default() }
     }
 
-    /// Checks that cannot be expressed in types (the daemon runs it after parsing).
+    /// Checks that cannot be expressed in types; the first problem (see [`Self::issues`] for
+    /// all of them).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some((field, message)) => Err(ConfigError { field, message }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of the section, each under its key relative to `[packages.language]`.
+    pub fn issues(&self) -> Vec<guestward_core::ConfigIssue> {
+        self.problems()
+            .into_iter()
+            .map(|(field, message)| guestward_core::ConfigIssue::new(field, message))
+            .collect()
+    }
+
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
         if self.max_depth > MAX_DEPTH_LIMIT {
-            return Err(ConfigError {
-                field: "max_depth",
-                message: format!("must be at most {MAX_DEPTH_LIMIT}, got {}", self.max_depth),
-            });
+            out.push(("max_depth", format!("must be at most {MAX_DEPTH_LIMIT}, got {}", self.max_depth)));
         }
         for (field, v) in [
+            ("max_entries", self.max_entries),
             ("max_packages_per_root", self.max_packages_per_root),
             ("max_packages_per_scan", self.max_packages_per_scan),
+            ("max_metadata_bytes", self.max_metadata_bytes),
         ] {
             if v == 0 {
-                return Err(ConfigError { field, message: "must be greater than 0".into() });
+                out.push((field, "must be greater than 0".into()));
             }
         }
-        Ok(())
+        // Metadata files are read whole into memory.
+        if self.max_metadata_bytes > MAX_METADATA_BYTES_LIMIT {
+            out.push((
+                "max_metadata_bytes",
+                format!("must be at most {MAX_METADATA_BYTES_LIMIT}, got {}", self.max_metadata_bytes),
+            ));
+        }
+        out
     }
 }
+
+/// Largest accepted `max_metadata_bytes` (64 MiB): each metadata file is read whole.
+pub const MAX_METADATA_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -153,5 +179,8 @@ mod tests {
         assert_eq!(deep.validate().unwrap_err().field, "max_depth");
         let none = Config { max_packages_per_root: 0, ..Config::default() };
         assert_eq!(none.validate().unwrap_err().field, "max_packages_per_root");
+        let both = Config { max_depth: 1000, max_entries: 0, ..Config::default() };
+        let keys: Vec<String> = both.issues().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["max_depth", "max_entries"]);
     }
 }

@@ -78,6 +78,37 @@ impl Default for Config {
     }
 }
 
+/// Largest accepted `max_sockets`; each kept socket costs a few hundred bytes.
+pub const MAX_SOCKETS_LIMIT: u32 = 10_000_000;
+
+impl Config {
+    /// Every problem of the section, each under its key relative to `[network]`.
+    pub fn issues(&self) -> Vec<guestward_core::ConfigIssue> {
+        let mut issues = Vec::new();
+        guestward_core::config::check_range(
+            &mut issues,
+            "max_sockets",
+            self.max_sockets,
+            1..=MAX_SOCKETS_LIMIT,
+        );
+        for (i, r) in self.risky_ports.iter().enumerate() {
+            if r.port == 0 {
+                issues.push(guestward_core::ConfigIssue::new(
+                    format!("risky_ports[{i}].port"),
+                    "must be 1..=65535, got 0",
+                ));
+            }
+            if r.service.trim().is_empty() {
+                issues.push(guestward_core::ConfigIssue::new(
+                    format!("risky_ports[{i}].service"),
+                    "must name the service (it is shown in the finding)",
+                ));
+            }
+        }
+        issues
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -94,5 +125,17 @@ mod tests {
         assert!(c.enabled);
         let err = serde_json::from_value::<Config>(serde_json::json!({"bogus": 1})).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_all_named() {
+        assert!(Config::default().issues().is_empty());
+        let c: Config = serde_json::from_value(serde_json::json!({
+            "max_sockets": 0,
+            "risky_ports": [{"port": 0, "service": " "}]
+        }))
+        .unwrap();
+        let keys: Vec<String> = c.issues().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["max_sockets", "risky_ports[0].port", "risky_ports[0].service"]);
     }
 }

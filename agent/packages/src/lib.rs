@@ -67,6 +67,26 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Every problem of `[packages]` (and `[packages.language]`), each under its key relative
+    /// to `[packages]`. The caps bound memory, so each has a ceiling as well as a floor.
+    pub fn issues(&self) -> Vec<guestward_core::ConfigIssue> {
+        use guestward_core::config::check_range;
+        const GIB: u64 = 1024 * 1024 * 1024;
+        let mut issues = Vec::new();
+        check_range(&mut issues, "max_status_file_bytes", self.max_status_file_bytes, 1..=4 * GIB);
+        check_range(
+            &mut issues,
+            "full_snapshot_interval_secs",
+            self.full_snapshot_interval_secs,
+            0..=30 * 86_400,
+        );
+        check_range(&mut issues, "max_rpm_header_bytes", self.max_rpm_header_bytes, 1..=GIB);
+        issues.extend(guestward_core::config::within("language", self.language.issues()));
+        issues
+    }
+}
+
 /// The `packages` section of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PackagesReport {

@@ -1,0 +1,85 @@
+//! What a config section reports when it is checked: every problem, each under its dotted key.
+//!
+//! Each crate validates its own section of `agent.toml` and returns a list of
+//! [`ConfigIssue`]s whose keys are relative to that section (`paths[2].exclude[0]`,
+//! `debounce_ms`); the daemon prefixes the section name and turns each key into the file, line
+//! and column where it is written. Collecting instead of returning the first problem means a
+//! user fixing a config sees every mistake at once, not one per restart.
+
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+
+/// One problem with a config value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The dotted key, relative to the section that reported it: `debounce_ms`,
+    /// `paths[1].exclude[0]`. Array elements are written `[index]`, 0-based.
+    pub key: String,
+    /// What is wrong, as a sentence fragment naming the value and what is accepted.
+    pub message: String,
+}
+
+impl ConfigIssue {
+    /// An issue with `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: key.into(), message: message.into() }
+    }
+
+    /// The same issue seen from the enclosing table: `prefix` is prepended to the key
+    /// (`imds` + `endpoint` = `imds.endpoint`).
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.key = if self.key.is_empty() {
+            prefix.to_string()
+        } else if self.key.starts_with('[') {
+            format!("{prefix}{}", self.key)
+        } else {
+            format!("{prefix}.{}", self.key)
+        };
+        self
+    }
+}
+
+impl Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key `{}`: {}", self.key, self.message)
+    }
+}
+
+/// Records an issue when `value` is outside `range` (`must be 1..=60000, got 0`).
+pub fn check_range<T: PartialOrd + Display>(
+    issues: &mut Vec<ConfigIssue>,
+    key: &str,
+    value: T,
+    range: RangeInclusive<T>,
+) {
+    if !range.contains(&value) {
+        issues
+            .push(ConfigIssue::new(key, format!("must be {}..={}, got {value}", range.start(), range.end())));
+    }
+}
+
+/// Prefixes every issue's key with `prefix` (see [`ConfigIssue::within`]).
+pub fn within(prefix: &str, issues: Vec<ConfigIssue>) -> Vec<ConfigIssue> {
+    issues.into_iter().map(|i| i.within(prefix)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_issue_names_the_bounds_and_the_value() {
+        let mut issues = Vec::new();
+        check_range(&mut issues, "debounce_ms", 0u64, 1..=60_000);
+        check_range(&mut issues, "threads", 4u64, 0..=64);
+        assert_eq!(issues, vec![ConfigIssue::new("debounce_ms", "must be 1..=60000, got 0")]);
+    }
+
+    #[test]
+    fn keys_nest_under_their_table() {
+        let issue = ConfigIssue::new("paths[1].exclude[0]", "bad").within("fim");
+        assert_eq!(issue.key, "fim.paths[1].exclude[0]");
+        assert_eq!(ConfigIssue::new("[2]", "x").within("fim.paths").key, "fim.paths[2]");
+        assert_eq!(issue.to_string(), "key `fim.paths[1].exclude[0]`: bad");
+    }
+}
