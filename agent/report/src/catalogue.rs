@@ -79,6 +79,7 @@ pub static CATALOGUE: &[FindingRule] = &[
         references: &[
             "PCI DSS v4.0 requirement 11.5.2: a change-detection mechanism alerts on unauthorized modification of critical files",
             "NIST SP 800-53 SI-7: Software, Firmware, and Information Integrity",
+            "CIS Linux distribution benchmarks: Ensure filesystem integrity is regularly checked",
         ],
     },
     FindingRule {
@@ -176,8 +177,8 @@ pub static CATALOGUE: &[FindingRule] = &[
             custom header first, which such bugs almost never allow.",
         remediation: "Require IMDSv2 session tokens on the instance, in the launch templates that start instances \
             like it, and as the account's default for new instances. Before enforcing on a fleet, check that \
-            nothing still uses IMDSv1 (the instance's `MetadataNoToken` CloudWatch metric stays at 0; SDKs and the \
-            AWS CLI released since 2020 use IMDSv2).",
+            nothing still uses IMDSv1 (the instance's `MetadataNoToken` CloudWatch metric stays at 0; current versions of \
+            the AWS SDKs and the AWS CLI use IMDSv2).",
         commands: &[
             "aws ec2 modify-instance-metadata-options --instance-id <instance-id> --http-tokens required --http-endpoint enabled",
             "aws ec2 modify-instance-metadata-defaults --region <region> --http-tokens required",
@@ -222,10 +223,10 @@ pub static CATALOGUE: &[FindingRule] = &[
         severity_from_config: None,
         source: "cloud",
         rationale: "The hop limit (IP TTL) of the token response decides how far a token can travel. Above 1 it \
-            reaches one network hop beyond the instance: containers on a bridge network, but also any host this \
-            instance forwards or routes for. With no container runtime on the host nothing needs that, so the \
-            extra reach only helps a process behind the instance (a misused forwarding setup, a rogue VM or \
-            namespace) obtain tokens and credentials.",
+            survives being forwarded beyond the instance's own network stack: to containers on a bridge network, \
+            but also to any host or namespace this instance forwards or routes for. With no container runtime on \
+            the host nothing needs that, so the extra reach only helps a process behind the instance (a misused \
+            forwarding setup, a rogue VM or namespace) obtain tokens and credentials.",
         remediation: "Set the hop limit to 1 on instances that run no containers; keep 2 where containers need \
             IMDS (and prefer giving them their own credentials, e.g. ECS task roles or EKS Pod Identity).",
         commands: &[
@@ -360,7 +361,7 @@ pub static CATALOGUE: &[FindingRule] = &[
         references: &[
             "AWS VPC User Guide: Security group rules",
             "AWS Security Hub control EC2.19: Security groups should not allow unrestricted access to ports with high risk",
-            "CIS Distribution Independent Linux Benchmark: Ensure nonessential services are removed or masked",
+            "CIS Linux distribution benchmarks (e.g. Ubuntu Linux, Amazon Linux 2): Ensure nonessential services are removed or masked",
             "Docker documentation: Protect the Docker daemon socket",
         ],
     },
