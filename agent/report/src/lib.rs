@@ -6,11 +6,13 @@
 //! - [`protocol`]: the control socket's requests and answers (daemon and `agentctl`).
 //! - [`cyclonedx`]: the report's software inventory as a CycloneDX 1.6 SBOM.
 //! - [`render`]: the human summary of a report.
+//! - [`catalogue`]: every finding id with its severity, rationale and remediation (`docs/findings.md`).
 //!
 //! This crate links the collectors' model types only (their `collect` features are off), so
 //! `agentctl` and a collector server can read reports without netlink, inotify, SQLite or an
 //! IMDS client.
 
+pub mod catalogue;
 pub mod cyclonedx;
 mod envelope;
 pub mod protocol;

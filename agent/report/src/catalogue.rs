@@ -1,0 +1,689 @@
+//! The finding catalogue: every finding id the agent can raise, with its title, severity, the
+//! collector that raises it, why it matters and what to do about it.
+//!
+//! A [`guestward_core::Finding`] in a report carries its own title, evidence and a remediation
+//! filled in with the host's details (instance id, port, path). This catalogue is the reference
+//! a security engineer reads before deciding how to route an id (page, ticket, ignore): it is
+//! rendered to `docs/findings.md` by `scripts/gen-findings` ([`render_markdown`]), and tests
+//! check that it names exactly the ids the collectors declare and the severities they raise.
+
+use guestward_core::Severity;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// A severity a rule is raised at other than its usual one, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SeverityCase {
+    /// The severity.
+    pub severity: Severity,
+    /// The condition, e.g. "when the listener is reachable on a public address".
+    pub when: &'static str,
+}
+
+/// One finding id and everything a reader needs to act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FindingRule {
+    /// Stable id, `GW-<AREA>-NNN`, e.g. `GW-IMDS-001`.
+    pub id: &'static str,
+    /// What the finding says, without the host's details (the finding's own title has them).
+    pub title: &'static str,
+    /// The severity the rule is usually raised at.
+    pub severity: Severity,
+    /// Other severities the built-in rule raises, each with its condition.
+    pub other_severities: &'static [SeverityCase],
+    /// How configuration can change the severity, when it can (e.g. `network.risky_ports`).
+    pub severity_from_config: Option<&'static str>,
+    /// The collector that raises it: the finding's `source` (`cloud`, `network`, `packages`,
+    /// `fim`).
+    pub source: &'static str,
+    /// Why it matters to whoever runs the fleet: the attack or failure it points at.
+    pub rationale: &'static str,
+    /// What to do, in words.
+    pub remediation: &'static str,
+    /// Commands that carry out or check the remediation (placeholders in `<...>`).
+    pub commands: &'static [&'static str],
+    /// Further reading: AWS documentation, CIS benchmark items, advisories (plain text).
+    pub references: &'static [&'static str],
+}
+
+impl FindingRule {
+    /// Whether the built-in rule raises this id at `severity` (its usual severity or one of
+    /// [`FindingRule::other_severities`]). Configuration may set others, see
+    /// [`FindingRule::severity_from_config`].
+    pub fn raises_at(&self, severity: Severity) -> bool {
+        self.severity == severity || self.other_severities.iter().any(|c| c.severity == severity)
+    }
+}
+
+/// Every finding the agent can raise, sorted by id.
+pub static CATALOGUE: &[FindingRule] = &[
+    FindingRule {
+        id: "GW-FIM-001",
+        title: "File integrity coverage has open gaps",
+        severity: Severity::Medium,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "fim",
+        rationale: "A coverage gap is a time span in which changes to the named trees may have happened without \
+            being reported: the kernel or the agent dropped events (a storm of writes, a full queue), the agent was \
+            not running, or the baseline could not be read or written. An intruder who knows the monitor can try to \
+            produce exactly this (flood a watched tree, fill the disk, stop the agent) to hide a change among the \
+            ones that went unseen. Until a verification rescan closes the gap, \"no change reported\" does not mean \
+            \"no change happened\" for those trees.",
+        remediation: "Read the gap's cause and trees in the finding's evidence or in `agentctl fim status`. For \
+            store causes (`store_write_failed`, `store_read_failed`, `scan_failed`) fix the state directory (free space, \
+            writable filesystem); the agent retries on its own. For the other causes the verification rescan closes \
+            the gap; a gap that stays open names trees that only periodic rescans check (see GW-FIM-002). When the \
+            gap spans a period of suspected compromise, review the changes the closing rescan reports with care.",
+        commands: &["agentctl fim status", "agentctl fim events --since 24h"],
+        references: &[
+            "PCI DSS v4.0 requirement 11.5.2: a change-detection mechanism alerts on unauthorized modification of critical files",
+            "NIST SP 800-53 SI-7: Software, Firmware, and Information Integrity",
+            "CIS Linux distribution benchmarks: Ensure filesystem integrity is regularly checked",
+        ],
+    },
+    FindingRule {
+        id: "GW-FIM-002",
+        title: "Some monitored trees are not watched in realtime",
+        severity: Severity::Low,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "fim",
+        rationale: "The policy needs more inotify watches than the agent may place (its budget, or the kernel's \
+            `fs.inotify.max_user_watches`), so some trees are checked by periodic rescans only \
+            (`fim.unwatched_rescan_interval_secs`). A change there is still found, but up to one rescan interval late, \
+            and a file changed and restored between two rescans is never seen: an attacker's window grows from \
+            seconds to the rescan interval.",
+        remediation: "Raise the kernel's watch limit (persistently, in `/etc/sysctl.d`) or the agent's cap \
+            (`fim.max_watches`, `fim.watch_reserve_percent`), or narrow `fim.paths` with excludes so the policy fits. \
+            The finding's evidence lists the rescan-only trees and the watches granted and wanted.",
+        commands: &[
+            "sysctl fs.inotify.max_user_watches",
+            "echo 'fs.inotify.max_user_watches = 524288' > /etc/sysctl.d/60-guestward.conf && sysctl --system",
+        ],
+        references: &["Linux inotify(7): /proc/sys/fs/inotify/max_user_watches"],
+    },
+    FindingRule {
+        id: "GW-FIM-003",
+        title: "Writes to the FIM baseline failed",
+        severity: Severity::Medium,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "fim",
+        rationale: "The baseline is what every change is compared with. When a write to it fails (disk full, \
+            filesystem remounted read-only, I/O errors), the stored state drifts from what was reported: later \
+            changes may be reported against stale entries or missed. Each failure opens a coverage gap \
+            (GW-FIM-001). Filling the disk that holds the state directory is a cheap way to blind a file \
+            integrity monitor.",
+        remediation: "Check the filesystem that holds the state directory (default `/var/lib/guestward`): free space, \
+            read-only remount, I/O errors in the kernel log. Keep the state directory on a filesystem that \
+            application logs cannot fill. The agent retries on its own; the next successful rescan closes the gap.",
+        commands: &["df -h /var/lib/guestward", "findmnt -T /var/lib/guestward", "journalctl -k --since -1h"],
+        references: &["NIST SP 800-53 SI-7: Software, Firmware, and Information Integrity"],
+    },
+    FindingRule {
+        id: "GW-FIM-004",
+        title: "The FIM baseline was rewritten outside the agent",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "fim",
+        rationale: "With `fim.baseline_key_file` set, the baseline's rows and row set are sealed (HMAC-SHA256). A \
+            verification found rows rewritten, added or removed without the key: someone with write access to the \
+            state directory edited the baseline, which is what an intruder does to make a planted or modified file \
+            look like it was always there. Accidental corruption is possible but rare; treat it as tampering until \
+            shown otherwise.",
+        remediation: "Treat the host as compromised until explained: preserve the state directory for analysis, \
+            compare the monitored files with a trusted source (package manager verification, a known-good image), \
+            and find who could write the state directory. Accept the current state only once verified, then \
+            re-seal it. Keep the key file outside the state directory, root-owned and 0600.",
+        commands: &[
+            "guestward-agent fim check --json",
+            "dpkg --verify  # or: rpm -Va",
+            "guestward-agent fim update  # only after the files were verified",
+        ],
+        references: &[
+            "NIST SP 800-53 SI-7: Software, Firmware, and Information Integrity",
+            "PCI DSS v4.0 requirement 11.5.2: a change-detection mechanism alerts on unauthorized modification of critical files",
+        ],
+    },
+    FindingRule {
+        id: "GW-FIM-005",
+        title: "The last FIM verification scan failed",
+        severity: Severity::Medium,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "fim",
+        rationale: "Verification rescans are what close coverage gaps and check trees that are not watched in \
+            realtime. A rescan that failed as a whole (state directory unreadable, baseline unusable) leaves its \
+            trees unverified: changes since the last good scan are unknown until a retry succeeds.",
+        remediation: "Read the error in the finding's evidence (or `agentctl fim status`) and fix its cause; the \
+            agent retries on its own and the finding clears when a rescan succeeds. If it keeps failing, check \
+            the agent's log.",
+        commands: &["agentctl fim status", "journalctl -u guestward-agent --since -1h"],
+        references: &["NIST SP 800-53 SI-7: Software, Firmware, and Information Integrity"],
+    },
+    FindingRule {
+        id: "GW-IMDS-001",
+        title: "IMDSv1 is enabled",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "cloud",
+        rationale: "The instance metadata service answers token-less GET requests. Then any server-side request \
+            forgery (SSRF) bug, open proxy or misconfigured reverse proxy on the instance lets an attacker read \
+            `http://169.254.169.254/latest/meta-data/iam/security-credentials/<role>` and leave with the instance \
+            role's temporary credentials: the path of the 2019 Capital One breach. IMDSv2 needs a PUT with a \
+            custom header first, which such bugs almost never allow.",
+        remediation: "Require IMDSv2 session tokens on the instance, in the launch templates that start instances \
+            like it, and as the account's default for new instances. Before enforcing on a fleet, check that \
+            nothing still uses IMDSv1 (the instance's `MetadataNoToken` CloudWatch metric stays at 0; current versions of \
+            the AWS SDKs and the AWS CLI use IMDSv2).",
+        commands: &[
+            "aws ec2 modify-instance-metadata-options --instance-id <instance-id> --http-tokens required --http-endpoint enabled",
+            "aws ec2 modify-instance-metadata-defaults --region <region> --http-tokens required",
+        ],
+        references: &[
+            "AWS EC2 User Guide: Use the Instance Metadata Service to access instance metadata (Configure the instance metadata options)",
+            "AWS EC2 User Guide: Transition to using Instance Metadata Service Version 2",
+            "CIS Amazon Web Services Foundations Benchmark: Ensure that EC2 Metadata Service only allows IMDSv2",
+            "AWS Security Hub control EC2.8: EC2 instances should use Instance Metadata Service Version 2 (IMDSv2)",
+        ],
+    },
+    FindingRule {
+        id: "GW-IMDS-002",
+        title: "IMDSv2 is unavailable: the agent fell back to IMDSv1",
+        severity: Severity::Medium,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "cloud",
+        rationale: "The token request (`PUT /latest/api/token`) was refused, so the agent read metadata with \
+            token-less IMDSv1 requests. Either something between the instance and the metadata service (a proxy, \
+            a firewall or iptables rule) blocks PUT, or the endpoint is not a genuine IMDS. IMDSv1 in use means \
+            IMDSv1 cannot be turned off without breaking this host's software, and it stays open to SSRF \
+            (see GW-IMDS-001).",
+        remediation: "Find what refuses the PUT: proxy settings (`HTTP_PROXY` without `NO_PROXY=169.254.169.254`), \
+            local firewall rules, a metadata proxy. Once the token request succeeds, require tokens on the \
+            instance.",
+        commands: &[
+            "curl -s -o /dev/null -w '%{http_code}\\n' -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token",
+            "iptables -S | grep 169.254.169.254",
+            "aws ec2 modify-instance-metadata-options --instance-id <instance-id> --http-tokens required",
+        ],
+        references: &[
+            "AWS EC2 User Guide: Use the Instance Metadata Service to access instance metadata (Configure the instance metadata options)",
+            "AWS EC2 User Guide: Transition to using Instance Metadata Service Version 2",
+        ],
+    },
+    FindingRule {
+        id: "GW-IMDS-003",
+        title: "IMDS PUT response hop limit above 1 with no container runtime on the host",
+        severity: Severity::Info,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "cloud",
+        rationale: "The hop limit (IP TTL) of the token response decides how far a token can travel. Above 1 it \
+            survives being forwarded beyond the instance's own network stack: to containers on a bridge network, \
+            but also to any host or namespace this instance forwards or routes for. With no container runtime on \
+            the host nothing needs that, so the extra reach only helps a process behind the instance (a misused \
+            forwarding setup, a rogue VM or namespace) obtain tokens and credentials.",
+        remediation: "Set the hop limit to 1 on instances that run no containers; keep 2 where containers need \
+            IMDS (and prefer giving them their own credentials, e.g. ECS task roles or EKS Pod Identity).",
+        commands: &[
+            "aws ec2 modify-instance-metadata-options --instance-id <instance-id> --http-put-response-hop-limit 1",
+        ],
+        references: &[
+            "AWS EC2 User Guide: Instance metadata access considerations (response hop limit)",
+            "AWS EC2 User Guide: Configure the instance metadata options",
+        ],
+    },
+    FindingRule {
+        id: "GW-IMDS-004",
+        title: "An instance profile is attached; review its role's permissions",
+        severity: Severity::Info,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "cloud",
+        rationale: "Every process on the instance that can reach IMDS can obtain the role's credentials and act \
+            with its permissions, so a compromise of any service on the host is a compromise of the role. Broad \
+            roles (wildcards, s3:* on every bucket, iam:PassRole) turn one exploited web process into an \
+            account-wide incident. The agent never reads the credentials; it reports the profile so its \
+            permissions get reviewed.",
+        remediation: "Review the role's policies and keep them to what the workload needs; use last-accessed \
+            data to remove unused permissions. Where only some processes need AWS access, restrict IMDS to them \
+            (a local firewall rule on `169.254.169.254` by owner uid).",
+        commands: &[
+            "aws iam get-instance-profile --instance-profile-name <instance-profile-name>",
+            "aws iam list-attached-role-policies --role-name <role-name>",
+            "aws iam generate-service-last-accessed-details --arn <role-arn>",
+        ],
+        references: &[
+            "AWS EC2 User Guide: IAM roles for Amazon EC2",
+            "AWS IAM User Guide: Security best practices in IAM (apply least-privilege permissions)",
+            "AWS IAM User Guide: Refining permissions in AWS using last accessed information",
+        ],
+    },
+    FindingRule {
+        id: "GW-LANG-001",
+        title: "log4j-core is a Log4Shell-affected version (CVE-2021-44228, CVE-2021-45046)",
+        severity: Severity::Critical,
+        other_severities: &[SeverityCase {
+            severity: Severity::Medium,
+            when: "`JndiLookup.class` was removed from the archive: the remote code execution path is mitigated, the \
+                version is not fixed",
+        }],
+        severity_from_config: None,
+        source: "packages",
+        rationale: "log4j-core 2.0-beta9 to 2.15.0 (except the backported 2.12.2+ and 2.3.1+) performs JNDI \
+            lookups in logged strings: any attacker-controlled text that reaches a log line (a User-Agent header, \
+            a form field, a username) makes the JVM load and run remote code. It is exploited at scale since \
+            December 2021 and is on CISA's Known Exploited Vulnerabilities list. Jars bundle their own copy, so \
+            the OS package manager does not see or fix it; the agent finds it in jars, wars, ears and nested \
+            archives.",
+        remediation: "Upgrade log4j-core to 2.17.1 or later (2.12.4 on Java 7, 2.3.2 on Java 6) in the \
+            application that ships the archive named in the evidence, and redeploy it. Until then remove the \
+            `JndiLookup` class from the archive and restart the JVM; the finding then drops to medium.",
+        commands: &["zip -q -d <jar> org/apache/logging/log4j/core/lookup/JndiLookup.class"],
+        references: &[
+            "CVE-2021-44228, CVE-2021-45046",
+            "Apache Logging Services: Apache Log4j Security Vulnerabilities",
+            "CISA: Apache Log4j Vulnerability Guidance",
+        ],
+    },
+    FindingRule {
+        id: "GW-LANG-002",
+        title: "An archive contains Log4j's JndiLookup class and no recognizable log4j-core version",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "packages",
+        rationale: "The class that makes Log4Shell possible is present, but no log4j-core version could be read \
+            for it: Log4j was shaded (relocated under another package), renamed, or repackaged without \
+            `pom.properties`. Such hidden copies are the ones version-based scanners and SBOMs miss, and they were \
+            exploited just like the visible ones.",
+        remediation: "Identify the Log4j copy bundled in the archive (the evidence names the class entry); if it \
+            is older than 2.17.1 (2.12.4 on Java 7, 2.3.2 on Java 6), upgrade the application, or remove the \
+            `JndiLookup` class from the archive and restart the JVM.",
+        commands: &["unzip -l <jar> | grep -i jndilookup", "zip -q -d <jar> <class-entry>"],
+        references: &[
+            "CVE-2021-44228, CVE-2021-45046",
+            "Apache Logging Services: Apache Log4j Security Vulnerabilities",
+        ],
+    },
+    FindingRule {
+        id: "GW-LANG-003",
+        title: "A known malicious PyPI package is installed",
+        severity: Severity::Critical,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "packages",
+        rationale: "The package name is on the agent's list of malicious PyPI packages (typosquats of popular \
+            packages and dependency-confusion packages such as `torchtriton`), each with a public advisory. These \
+            packages run their payload at install or import time, typically stealing SSH keys, cloud credentials \
+            and tokens, or installing a backdoor: the code has already run with the installing user's rights.",
+        remediation: "Uninstall the package, then treat the host as compromised: rotate every credential the \
+            installing user could read (SSH keys, AWS keys and the instance role's sessions, API tokens), look for \
+            persistence, and rebuild the instance from a known-good image. Fix the requirement or index \
+            configuration that pulled it in.",
+        commands: &[
+            "pip uninstall <package>",
+            "pip show -f <package>  # before uninstalling: what it installed",
+        ],
+        references: &[
+            "The list with a source for every entry: agent/lang/data/pypi-malicious.txt",
+            "PyTorch: Compromised PyTorch-nightly dependency chain between December 25th and December 30th, 2022",
+        ],
+    },
+    FindingRule {
+        id: "GW-NET-001",
+        title: "A risky service listens on all interfaces",
+        severity: Severity::High,
+        other_severities: &[SeverityCase {
+            severity: Severity::Critical,
+            when: "the listener is reachable on a public address of the instance, or the service is the plain-text \
+                Docker API (2375/tcp)",
+        }],
+        severity_from_config: Some(
+            "a `network.risky_ports` entry sets the severity of its port (default high) and overrides the built-in \
+             entry for the same protocol and port; a public address still raises it to critical",
+        ),
+        source: "network",
+        rationale: "A data store or control plane (MySQL, PostgreSQL, Redis, MongoDB, Elasticsearch, memcached, \
+            etcd, the kubelet or Docker API) is bound to every interface instead of loopback or a private address. \
+            The instance's security group is then the only thing between it and the network, and one permissive \
+            rule or a peered VPC exposes it. These services are scanned for continuously on the internet: \
+            unauthenticated Redis, Docker and kubelet APIs give code execution, open databases are copied and \
+            ransomed, and UDP memcached is a DDoS amplifier.",
+        remediation: "Bind the service to 127.0.0.1 or a private interface address in its configuration (the \
+            finding names the process and its systemd unit), require authentication, and restrict the port in the \
+            host firewall and the instance's security group to the clients that need it.",
+        commands: &["ss -tulpn", "aws ec2 describe-security-groups --group-ids <security-group-id>"],
+        references: &[
+            "AWS VPC User Guide: Security group rules",
+            "AWS Security Hub control EC2.19: Security groups should not allow unrestricted access to ports with high risk",
+            "CIS Linux distribution benchmarks (e.g. Ubuntu Linux, Amazon Linux 2): Ensure nonessential services are removed or masked",
+            "Docker documentation: Protect the Docker daemon socket",
+        ],
+    },
+];
+
+/// The catalogue entry of a finding id.
+pub fn rule(id: &str) -> Option<&'static FindingRule> {
+    CATALOGUE.iter().find(|r| r.id == id)
+}
+
+/// `docs/findings.md`: a table of every finding, then one section per finding.
+pub fn render_markdown() -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail: the results of write! are ignored below for that reason.
+    out.push_str(
+        "<!-- Generated from agent/report/src/catalogue.rs by scripts/gen-findings: do not edit by hand. -->\n\
+         # Findings\n\n\
+         Every finding the agent can raise. A finding in a report (`agentctl findings`, the `findings` of the\n\
+         report JSON) carries its id, a severity, a title and remediation filled in with the host's details,\n\
+         the evidence that triggered it, and the collector that raised it (`source`). This page says why each\n\
+         one matters and what to do about it.\n\n\
+         | id | severity | source | title |\n|---|---|---|---|\n",
+    );
+    for r in CATALOGUE {
+        // The usual severity first; the others (see the finding's section for when) after it.
+        let mut severity = r.severity.to_string();
+        for c in r.other_severities {
+            let _ = write!(severity, " or {}", c.severity);
+        }
+        let anchor = r.id.to_ascii_lowercase();
+        let _ = writeln!(out, "| [{}](#{anchor}) | {severity} | {} | {} |", r.id, r.source, r.title);
+    }
+    for r in CATALOGUE {
+        let _ = write!(out, "\n## {}\n\n**{}**\n\n", r.id, r.title);
+        let _ = writeln!(out, "- Severity: {}", r.severity);
+        for c in r.other_severities {
+            let _ = writeln!(out, "  - {} when {}", c.severity, c.when);
+        }
+        if let Some(config) = r.severity_from_config {
+            let _ = writeln!(out, "  - configurable: {config}");
+        }
+        let _ = writeln!(out, "- Source: `{}`", r.source);
+        let _ = write!(out, "\n**Why it matters.** {}\n\n**What to do.** {}\n", r.rationale, r.remediation);
+        if !r.commands.is_empty() {
+            out.push_str("\n```sh\n");
+            for c in r.commands {
+                let _ = writeln!(out, "{c}");
+            }
+            out.push_str("```\n");
+        }
+        if !r.references.is_empty() {
+            out.push_str("\nReferences:\n\n");
+            for reference in r.references {
+                let _ = writeln!(out, "- {reference}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use guestward_core::{Finding, Timestamp};
+    use std::collections::BTreeSet;
+
+    /// Every finding id the collectors declare.
+    ///
+    /// MERGE (lead): once the `FINDING_IDS` consts from the h10 branches are merged, replace the
+    /// explicit lists below with `guestward_cloud::FINDING_IDS`, `guestward_network::FINDING_IDS`
+    /// and `guestward_lang::FINDING_IDS` (also re-exported as `guestward_packages::FINDING_IDS`).
+    fn declared_ids() -> Vec<&'static str> {
+        let mut ids: Vec<&'static str> = guestward_fim::FINDING_IDS.to_vec();
+        // MERGE: guestward_cloud::FINDING_IDS
+        ids.extend([
+            guestward_cloud::IMDSV1_ENABLED,
+            guestward_cloud::IMDSV2_UNAVAILABLE,
+            guestward_cloud::HOP_LIMIT_ABOVE_ONE,
+            guestward_cloud::INSTANCE_PROFILE_ATTACHED,
+        ]);
+        // MERGE: guestward_network::FINDING_IDS
+        ids.push(guestward_network::RISKY_SERVICE_ALL_INTERFACES);
+        // MERGE: guestward_lang::FINDING_IDS (no id consts in rules.rs yet: literals there)
+        ids.extend(["GW-LANG-001", "GW-LANG-002", "GW-LANG-003"]);
+        ids
+    }
+
+    #[test]
+    fn catalogue_names_exactly_the_ids_the_collectors_declare() {
+        let declared: BTreeSet<&str> = declared_ids().into_iter().collect();
+        let catalogued: BTreeSet<&str> = CATALOGUE.iter().map(|r| r.id).collect();
+        let missing: Vec<_> = declared.difference(&catalogued).collect();
+        let unknown: Vec<_> = catalogued.difference(&declared).collect();
+        assert!(missing.is_empty(), "declared by a collector, missing from the catalogue: {missing:?}");
+        assert!(unknown.is_empty(), "in the catalogue, declared by no collector: {unknown:?}");
+    }
+
+    #[test]
+    fn ids_are_unique_sorted_and_well_formed() {
+        let ids: Vec<&str> = CATALOGUE.iter().map(|r| r.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(ids, sorted, "ids must be unique and sorted");
+        for id in ids {
+            let parts: Vec<&str> = id.split('-').collect();
+            let well_formed = parts.len() == 3
+                && parts[0] == "GW"
+                && !parts[1].is_empty()
+                && parts[1].bytes().all(|b| b.is_ascii_uppercase())
+                && parts[2].len() == 3
+                && parts[2].bytes().all(|b| b.is_ascii_digit());
+            assert!(well_formed, "{id} is not GW-<AREA>-NNN");
+        }
+    }
+
+    #[test]
+    fn every_entry_is_filled_in_and_lookup_finds_it() {
+        let sources = ["cloud", "network", "packages", "fim"];
+        for r in CATALOGUE {
+            assert!(sources.contains(&r.source), "{}: unknown source {}", r.id, r.source);
+            for (what, text) in
+                [("title", r.title), ("rationale", r.rationale), ("remediation", r.remediation)]
+            {
+                assert!(!text.trim().is_empty(), "{}: empty {what}", r.id);
+            }
+            assert!(
+                r.other_severities.iter().all(|c| c.severity != r.severity && !c.when.is_empty()),
+                "{}: other severities repeat the usual one or lack a condition",
+                r.id
+            );
+            assert_eq!(rule(r.id), Some(r));
+            // Markdown would take `<placeholder>` in prose for an HTML tag and drop it.
+            let prose = [r.title, r.rationale, r.remediation]
+                .into_iter()
+                .chain(r.other_severities.iter().map(|c| c.when));
+            for text in prose.chain(r.severity_from_config).chain(r.references.iter().copied()) {
+                let outside_code = text.split('`').step_by(2).collect::<String>();
+                assert!(!outside_code.contains('<'), "{}: `<` outside backticks in {text:?}", r.id);
+            }
+        }
+        assert_eq!(rule("GW-NOPE-001"), None);
+    }
+
+    /// Each finding has a catalogue entry with its source, and a severity the entry names.
+    fn check(findings: &[Finding]) -> BTreeSet<String> {
+        for f in findings {
+            let r = rule(&f.id).unwrap_or_else(|| panic!("{} raised but not in the catalogue", f.id));
+            assert_eq!(f.source, r.source, "{}: source", f.id);
+            assert!(
+                r.raises_at(f.severity),
+                "{} raised at {}, the catalogue says {} (other: {:?})",
+                f.id,
+                f.severity,
+                r.severity,
+                r.other_severities
+            );
+        }
+        findings.iter().map(|f| f.id.clone()).collect()
+    }
+
+    fn ids_of(prefix: &str) -> BTreeSet<String> {
+        CATALOGUE.iter().filter(|r| r.id.starts_with(prefix)).map(|r| r.id.to_string()).collect()
+    }
+
+    #[test]
+    fn cloud_findings_match_the_catalogue() {
+        let mut report =
+            guestward_cloud::CloudReport::without_facts(guestward_cloud::CloudState::Ec2, "fixture");
+        // Every risk at once: IMDSv1 answers, the token PUT was refused, hop limit 2 without
+        // containers, an instance profile attached.
+        report.imds = Some(guestward_cloud::ImdsAccess {
+            endpoint: "http://169.254.169.254".to_string(),
+            endpoint_source: guestward_cloud::EndpointSource::Default,
+            access_mode: Some(guestward_cloud::AccessMode::V1Fallback),
+            token_refused_status: Some(403),
+            imdsv1_answers: Some(true),
+            token_ttl_secs: None,
+            declared_hop_limit: Some(2),
+            container_runtime_present: false,
+        });
+        report.iam = Some(guestward_cloud::IamInfo {
+            instance_profile_arn: "arn:aws:iam::123456789012:instance-profile/web".to_string(),
+            instance_profile_name: "web".to_string(),
+            instance_profile_id: None,
+            last_updated: None,
+        });
+        assert_eq!(check(&guestward_cloud::findings(&report)), ids_of("GW-IMDS-"));
+    }
+
+    fn listener(port: u16, protocol: &str, public: &[&str], pid: u32) -> serde_json::Value {
+        serde_json::json!({
+            "protocol": protocol, "family": "ipv4", "local_address": "0.0.0.0", "local_port": port,
+            "remote_address": "0.0.0.0", "remote_port": 0, "state": "listen", "inode": 1000 + u64::from(port),
+            "uid": 0, "listening": true,
+            "exposure": { "scope": "all-interfaces", "public_addresses": public },
+            "owners": [{ "pid": pid, "name": "svc" }],
+        })
+    }
+
+    #[test]
+    fn network_findings_match_the_catalogue_at_every_builtin_severity() {
+        let report: guestward_network::NetworkReport = serde_json::from_value(serde_json::json!({
+            "backend": "procfs",
+            "listeners": [
+                listener(6379, "tcp", &[], 10),                // high
+                listener(2375, "tcp", &[], 11),                // critical: plain-text Docker API
+                listener(5432, "tcp", &["203.0.113.7"], 12),   // critical: public address
+                listener(11211, "udp", &[], 13),               // high
+            ],
+            "processes": [{ "pid": 10, "name": "redis-server" }],
+            "owner_scan": { "processes_scanned": 4, "processes_denied": 0, "processes_vanished": 0, "socket_fds_seen": 4 },
+        }))
+        .unwrap();
+        let findings = guestward_network::risky_listener_findings(&report, &[]);
+        assert_eq!(findings.len(), 4, "{findings:#?}");
+        let severities: BTreeSet<Severity> = findings.iter().map(|f| f.severity).collect();
+        assert_eq!(severities, BTreeSet::from([Severity::High, Severity::Critical]));
+        assert_eq!(check(&findings), ids_of("GW-NET-"));
+    }
+
+    fn fim_report() -> guestward_fim::FimReport {
+        guestward_fim::FimReport {
+            baseline: guestward_fim::BaselineState::Complete { completed_at: Timestamp::now() },
+            entries: 10,
+            monitor: Some(guestward_fim::MonitorState::Watching),
+            watches_granted: 5,
+            watches_wanted: 5,
+            watch_budget: 100,
+            rescan_only_trees: vec![],
+            last_verification: None,
+            open_gaps: vec![],
+            store_write_failures_total: 0,
+            store_read_failures_total: 0,
+            event_store_failures_total: 0,
+            watcher_errors_total: 0,
+        }
+    }
+
+    #[test]
+    fn fim_findings_match_the_catalogue() {
+        let mut r = fim_report();
+        // Every failure at once: an open gap, short watches, failed writes, and a failed
+        // verification that also found the baseline tampered with.
+        r.open_gaps.push(guestward_fim::CoverageGap {
+            id: 1,
+            cause: guestward_fim::GapCause::StoreWriteFailed,
+            trees: vec!["/etc".into()],
+            start: Timestamp::now(),
+            end: None,
+            detail: "database or disk is full".into(),
+        });
+        r.watches_wanted = 9;
+        r.rescan_only_trees = vec!["/usr (watch budget)".into()];
+        r.store_write_failures_total = 3;
+        r.last_verification = Some(guestward_fim::Verification {
+            purpose: guestward_fim::Purpose::Rescan,
+            trees: vec!["/etc".into()],
+            finished: Timestamp::now(),
+            duration_ms: 12,
+            outcome: guestward_fim::ScanOutcome::Failed,
+            changes: 0,
+            error: Some("baseline unreadable".into()),
+            baseline_integrity: Some(guestward_fim::model::Integrity::Tampered),
+        });
+        assert_eq!(check(&guestward_fim::fim_findings(&r)), ids_of("GW-FIM-"));
+        // Gaps with a non-store cause take the other remediation branch: same id, same severity.
+        r.open_gaps[0].cause = guestward_fim::GapCause::QueueOverflow;
+        check(&guestward_fim::fim_findings(&r));
+    }
+
+    #[test]
+    fn lang_findings_match_the_catalogue_at_every_severity() {
+        let report: guestward_lang::LangReport = serde_json::from_value(serde_json::json!({
+            "packages": [
+                // JndiLookup present: critical.
+                { "ecosystem": "maven", "namespace": "org.apache.logging.log4j", "name": "log4j-core",
+                  "version": "2.14.1", "location": "/opt/a.jar", "evidence": "file_name" },
+                // JndiLookup removed: medium.
+                { "ecosystem": "maven", "namespace": "org.apache.logging.log4j", "name": "log4j-core",
+                  "version": "2.14.1", "location": "/opt/b.jar", "evidence": "file_name" },
+                { "ecosystem": "pypi", "name": "torchtriton", "version": "2.0.0",
+                  "location": "/usr/lib/python3/dist-packages/torchtriton-2.0.0.dist-info", "evidence": "dist_info_metadata" },
+            ],
+            "jndi_lookup": [
+                { "location": "/opt/a.jar", "class_entry": "org/apache/logging/log4j/core/lookup/JndiLookup.class" },
+                { "location": "/opt/shaded.jar", "class_entry": "shaded/log4j/core/lookup/JndiLookup.class" },
+            ],
+            "stats": { "roots_walked": 1, "entries": 3, "directories": 1, "archives": 3, "nested_archives": 0,
+                       "symlinks_not_followed": 0, "directories_already_seen": 0, "mounts_skipped": 0, "truncated": false },
+        }))
+        .unwrap();
+        let findings = guestward_lang::findings(&report);
+        let log4shell: BTreeSet<Severity> =
+            findings.iter().filter(|f| f.id == "GW-LANG-001").map(|f| f.severity).collect();
+        assert_eq!(log4shell, BTreeSet::from([Severity::Medium, Severity::Critical]), "{findings:#?}");
+        assert_eq!(check(&findings), ids_of("GW-LANG-"));
+    }
+
+    /// The checked-in `docs/findings.md` must match the catalogue. Regenerate with
+    /// `scripts/gen-findings`.
+    #[test]
+    fn checked_in_findings_doc_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/findings.md");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == render_markdown(),
+            "docs/findings.md is stale: run scripts/gen-findings and commit the result"
+        );
+    }
+
+    #[test]
+    fn markdown_lists_every_finding_with_an_anchor_and_a_section() {
+        let doc = render_markdown();
+        for r in CATALOGUE {
+            assert!(
+                doc.contains(&format!("| [{}](#{}) | {}", r.id, r.id.to_ascii_lowercase(), r.severity)),
+                "{}",
+                r.id
+            );
+            assert!(doc.contains(&format!("\n## {}\n", r.id)), "{}", r.id);
+        }
+    }
+}
