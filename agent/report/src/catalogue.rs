@@ -431,22 +431,12 @@ mod tests {
 
     /// Every finding id the collectors declare.
     ///
-    /// MERGE (lead): once the `FINDING_IDS` consts from the h10 branches are merged, replace the
-    /// explicit lists below with `guestward_cloud::FINDING_IDS`, `guestward_network::FINDING_IDS`
-    /// and `guestward_lang::FINDING_IDS` (also re-exported as `guestward_packages::FINDING_IDS`).
+    /// Every id the collector crates declare they can raise.
     fn declared_ids() -> Vec<&'static str> {
         let mut ids: Vec<&'static str> = guestward_fim::FINDING_IDS.to_vec();
-        // MERGE: guestward_cloud::FINDING_IDS
-        ids.extend([
-            guestward_cloud::IMDSV1_ENABLED,
-            guestward_cloud::IMDSV2_UNAVAILABLE,
-            guestward_cloud::HOP_LIMIT_ABOVE_ONE,
-            guestward_cloud::INSTANCE_PROFILE_ATTACHED,
-        ]);
-        // MERGE: guestward_network::FINDING_IDS
-        ids.push(guestward_network::RISKY_SERVICE_ALL_INTERFACES);
-        // MERGE: guestward_lang::FINDING_IDS (no id consts in rules.rs yet: literals there)
-        ids.extend(["GW-LANG-001", "GW-LANG-002", "GW-LANG-003"]);
+        ids.extend(guestward_cloud::FINDING_IDS);
+        ids.extend(guestward_network::FINDING_IDS);
+        ids.extend(guestward_packages::FINDING_IDS);
         ids
     }
 
