@@ -22,30 +22,17 @@ use guestward_lang::{Ecosystem, LangPackage, LangReport};
 use guestward_packages::dpkg::{DebPackage, DpkgInventory};
 use guestward_rpmdb::{RpmInventory, RpmPackage};
 use packageurl::PackageUrl;
-use serde_cyclonedx::cyclonedx::v_1_6 as cdx;
 use std::collections::BTreeMap;
 
 /// The CycloneDX version written.
 pub const SPEC_VERSION: &str = "1.6";
 
-/// Why an SBOM could not be produced at all (single bad packages are [`Problem`]s instead).
+/// Why an SBOM could not be written (single bad packages are [`Problem`]s instead).
 #[derive(Debug, thiserror::Error)]
 pub enum SbomError {
-    /// A CycloneDX structure was missing a required field (a bug in this module).
-    #[error("building the CycloneDX {what}: {message}")]
-    Build {
-        /// Which structure.
-        what: &'static str,
-        /// The builder's message.
-        message: String,
-    },
     /// Serializing to JSON failed.
     #[error("writing the SBOM as JSON: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-fn build_err(what: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> SbomError {
-    move |e| SbomError::Build { what, message: e.to_string() }
 }
 
 /// The distribution the OS packages came from, from os-release (`ID`, `VERSION_ID`).
@@ -156,6 +143,140 @@ pub fn lang_purl(p: &LangPackage) -> Result<String, Problem> {
     Ok(purl.to_string())
 }
 
+/// The subset of the CycloneDX 1.6 JSON format this module writes, typed with serde: field
+/// names, `type` values and nesting follow `tests/fixtures/sbom/bom-1.6.schema.json`, and the
+/// tests validate every document shape written here against that official schema. (Typed here
+/// instead of a generated crate: serde-cyclonedx's generated types and builders for the whole
+/// specification cost binary size for the few objects we write; see docs/benchmarks.md.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bom {
+    /// Always `CycloneDX`.
+    pub bom_format: &'static str,
+    /// [`SPEC_VERSION`].
+    pub spec_version: &'static str,
+    /// `urn:uuid:<random UUID>`, new for every document.
+    pub serial_number: String,
+    /// The document's version (1: each SBOM is written once).
+    pub version: u32,
+    /// When, by what tool, about which host.
+    pub metadata: Metadata,
+    /// The operating system first (when known), then one component per package URL.
+    pub components: Vec<Component>,
+    /// The host depends on its operating system (when known).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<Dependency>,
+}
+
+/// `metadata`: when the inventory was taken, the tool that wrote it, the host it describes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Metadata {
+    /// RFC 3339 time of the inventory.
+    pub timestamp: String,
+    /// The tool that wrote the SBOM (the 1.5+ form: tools as components).
+    pub tools: Tools,
+    /// The host (type `device`, `bom-ref` `host`).
+    pub component: Component,
+}
+
+/// `metadata.tools` in its object form (`components`), not the deprecated array of tools.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tools {
+    /// The agent, as an `application` component.
+    pub components: Vec<Component>,
+}
+
+/// The `type` of a component (the values of the schema's `component.type` enum we write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentType {
+    /// The agent itself (in `metadata.tools`).
+    Application,
+    /// The host (`metadata.component`).
+    Device,
+    /// A package (dpkg, rpm, PyPI, Maven, npm).
+    Library,
+    /// The distribution, where scanners look for the purl namespace's release.
+    OperatingSystem,
+}
+
+/// A CycloneDX `component`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Component {
+    /// What it is.
+    #[serde(rename = "type")]
+    pub kind: ComponentType,
+    /// The identifier other objects refer to it by (the purl for packages).
+    #[serde(rename = "bom-ref", skip_serializing_if = "Option::is_none")]
+    pub bom_ref: Option<String>,
+    /// Maven group id or npm scope (`@scope`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Package, distribution, host or tool name (required by the schema).
+    pub name: String,
+    /// Version; absent when the package declared none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Package URL, what vulnerability scanners match on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purl: Option<String>,
+    /// `guestward:*` name/value pairs (source of the package, installer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<Property>,
+    /// Where the package was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+impl Component {
+    fn new(kind: ComponentType, name: impl Into<String>) -> Self {
+        Component {
+            kind,
+            bom_ref: None,
+            group: None,
+            name: name.into(),
+            version: None,
+            purl: None,
+            properties: Vec::new(),
+            evidence: None,
+        }
+    }
+}
+
+/// A CycloneDX `property` (a name/value pair).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Property {
+    /// `guestward:...`.
+    pub name: String,
+    /// The value.
+    pub value: String,
+}
+
+/// `component.evidence`, of which we write the `occurrences`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Evidence {
+    /// Every place the component was found (one entry per place).
+    pub occurrences: Vec<Occurrence>,
+}
+
+/// One `evidence.occurrences` entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Occurrence {
+    /// A file path, or `path!/path/inside/archive`.
+    pub location: String,
+}
+
+/// A CycloneDX `dependency`: `ref` depends on each of `dependsOn`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    /// The `bom-ref` of the dependent.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The `bom-ref`s it depends on.
+    pub depends_on: Vec<String>,
+}
+
 /// One component being assembled (merged by purl).
 struct Pending {
     name: String,
@@ -168,10 +289,7 @@ struct Pending {
 
 /// Builds the SBOM. Packages whose purl cannot be formed are left out and returned as
 /// problems; everything else is in the document.
-pub fn build(
-    ctx: &SbomContext,
-    sources: SbomSources<'_>,
-) -> Result<(cdx::CycloneDx, Vec<Problem>), SbomError> {
+pub fn build(ctx: &SbomContext, sources: SbomSources<'_>) -> (Bom, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
     let mut add = |purl: Result<String, Problem>, entry: Pending, problems: &mut Vec<Problem>| match purl {
@@ -247,91 +365,57 @@ pub fn build(
     }
 
     let mut components = Vec::with_capacity(pending.len() + 1);
-    let mut os_ref = None;
+    let mut dependencies = Vec::new();
     if let Some(d) = distro {
         let bom_ref = format!("os:{}", d.qualifier());
-        let mut os = cdx::ComponentBuilder::default();
-        os.type_("operating-system").name(d.id.as_str()).bom_ref(bom_ref.as_str());
-        if let Some(v) = &d.version_id {
-            os.version(v.as_str());
-        }
-        components.push(os.build().map_err(|e| build_err("operating-system component")(&e))?);
-        os_ref = Some(bom_ref);
+        let mut os = Component::new(ComponentType::OperatingSystem, d.id.as_str());
+        os.bom_ref = Some(bom_ref.clone());
+        os.version = d.version_id.clone();
+        components.push(os);
+        dependencies.push(Dependency { reference: "host".to_string(), depends_on: vec![bom_ref] });
     }
     for (purl, p) in pending {
-        let occurrences = p
-            .occurrences
-            .into_iter()
-            .map(|location| {
-                cdx::ComponentEvidenceItemOccurrencesBuilder::default()
-                    .location(location)
-                    .build()
-                    .map_err(|e| build_err("occurrence")(&e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut properties = vec![cdx::Property {
-            name: "guestward:package:source".to_string(),
-            value: Some(p.source.to_string()),
-        }];
-        properties
-            .extend(p.properties.into_iter().map(|(name, value)| cdx::Property { name, value: Some(value) }));
-        let mut c = cdx::ComponentBuilder::default();
-        c.type_("library")
-            .name(p.name)
-            .bom_ref(purl.as_str())
-            .purl(purl.as_str())
-            .properties(properties)
-            .evidence(cdx::ComponentEvidence { occurrences: Some(occurrences), ..Default::default() });
-        if !p.version.is_empty() {
-            c.version(p.version);
-        }
-        if let Some(g) = p.group {
-            c.group(g);
-        }
-        components.push(c.build().map_err(|e| build_err("component")(&e))?);
+        let mut properties =
+            vec![Property { name: "guestward:package:source".to_string(), value: p.source.to_string() }];
+        properties.extend(p.properties.into_iter().map(|(name, value)| Property { name, value }));
+        let mut c = Component::new(ComponentType::Library, p.name);
+        c.bom_ref = Some(purl.clone());
+        c.purl = Some(purl);
+        c.group = p.group;
+        // The schema allows a component without a version; an empty one says nothing.
+        c.version = Some(p.version).filter(|v| !v.is_empty());
+        c.properties = properties;
+        c.evidence = Some(Evidence {
+            occurrences: p.occurrences.into_iter().map(|location| Occurrence { location }).collect(),
+        });
+        components.push(c);
     }
 
-    let tool = cdx::ComponentBuilder::default()
-        .type_("application")
-        .name("guestward-agent")
-        .version(ctx.tool_version.as_str())
-        .build()
-        .map_err(|e| build_err("tool component")(&e))?;
-    let host = cdx::ComponentBuilder::default()
-        .type_("device")
-        .name(ctx.host_name.clone().unwrap_or_else(|| "unknown-host".to_string()))
-        .bom_ref("host")
-        .build()
-        .map_err(|e| build_err("host component")(&e))?;
-    let metadata = cdx::MetadataBuilder::default()
-        .timestamp(ctx.timestamp.to_string())
-        .tools(cdx::MetadataTools::Variant0(cdx::MetadataToolsVariant0 {
-            components: Some(vec![tool]),
-            services: None,
-        }))
-        .component(host)
-        .build()
-        .map_err(|e| build_err("metadata")(&e))?;
-    let mut bom = cdx::CycloneDxBuilder::default();
-    bom.bom_format("CycloneDX")
-        .spec_version(SPEC_VERSION)
-        .serial_number(format!("urn:uuid:{}", uuid::Uuid::new_v4()))
-        .version(1)
-        .metadata(metadata)
-        .components(components);
-    if let Some(os) = os_ref {
-        bom.dependencies(vec![cdx::Dependency {
-            ref_: "host".to_string(),
-            depends_on: Some(vec![os]),
-            provides: None,
-        }]);
-    }
-    let bom = bom.build().map_err(|e| build_err("document")(&e))?;
-    Ok((bom, problems))
+    let mut tool = Component::new(ComponentType::Application, "guestward-agent");
+    tool.version = Some(ctx.tool_version.clone());
+    let mut host = Component::new(
+        ComponentType::Device,
+        ctx.host_name.clone().unwrap_or_else(|| "unknown-host".to_string()),
+    );
+    host.bom_ref = Some("host".to_string());
+    let bom = Bom {
+        bom_format: "CycloneDX",
+        spec_version: SPEC_VERSION,
+        serial_number: format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+        version: 1,
+        metadata: Metadata {
+            timestamp: ctx.timestamp.to_string(),
+            tools: Tools { components: vec![tool] },
+            component: host,
+        },
+        components,
+        dependencies,
+    };
+    (bom, problems)
 }
 
 /// The SBOM as pretty-printed JSON.
-pub fn to_json(bom: &cdx::CycloneDx) -> Result<String, SbomError> {
+pub fn to_json(bom: &Bom) -> Result<String, SbomError> {
     Ok(serde_json::to_string_pretty(bom)?)
 }
 
@@ -354,7 +438,7 @@ pub fn report_to_json(report: &crate::Report) -> Result<(String, Vec<Problem>), 
         rpm: data.and_then(|d| d.rpm.as_ref()).map(std::slice::from_ref).unwrap_or_default(),
         language: data.and_then(|d| d.language.as_ref()),
     };
-    let (bom, problems) = build(&context, sources)?;
+    let (bom, problems) = build(&context, sources);
     Ok((to_json(&bom)?, problems))
 }
 
@@ -567,7 +651,7 @@ mod tests {
     fn sbom_validates_against_the_cyclonedx_1_6_schema() {
         let (ctx, dpkg, rpm_dbs, lang) = sample();
         let sources = SbomSources { dpkg: Some(&dpkg), rpm: &rpm_dbs, language: Some(&lang) };
-        let (bom, problems) = build(&ctx, sources).unwrap();
+        let (bom, problems) = build(&ctx, sources);
         assert!(problems.is_empty(), "{problems:?}");
         let json: serde_json::Value = serde_json::from_str(&to_json(&bom).unwrap()).unwrap();
         let validator = validator();
@@ -629,7 +713,7 @@ mod tests {
     fn without_a_distro_purls_fall_back_and_no_os_component_is_written() {
         let (mut ctx, dpkg, _, _) = sample();
         ctx.distro = None;
-        let (bom, _) = build(&ctx, SbomSources { dpkg: Some(&dpkg), ..Default::default() }).unwrap();
+        let (bom, _) = build(&ctx, SbomSources { dpkg: Some(&dpkg), ..Default::default() });
         let json = serde_json::to_value(&bom).unwrap();
         assert!(validator().is_valid(&json));
         assert_eq!(json["components"][0]["purl"], "pkg:deb/debian/curl@7.88.1-10%2Bdeb12u5?arch=amd64");
