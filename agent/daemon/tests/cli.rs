@@ -230,3 +230,47 @@ fn terminal_escapes_from_scanned_files_render_escaped_in_human_output() {
     );
     assert_eq!(report["host"]["data"]["os"]["pretty_name"], format!("Debian{HOSTILE}"));
 }
+
+/// A user other than the agent's runs `scan` on a host where the agent is installed: the state
+/// directory is private (0700), so the FIM section cannot be read. That is not a failure of the
+/// scan (exit 0): the section is skipped and says why and where to look instead.
+#[test]
+fn one_shot_fim_section_of_a_private_state_dir_is_skipped_for_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        guestward_core::testing::skip_or_fail(
+            "one_shot_fim_section_of_a_private_state_dir_is_skipped_for_other_users",
+            "needs root to own a private state directory and switch to nobody",
+        );
+        return;
+    }
+    let Some(setpriv) = setpriv() else {
+        guestward_core::testing::skip_or_fail(
+            "one_shot_fim_section_of_a_private_state_dir_is_skipped_for_other_users",
+            "setpriv is not installed",
+        );
+        return;
+    };
+    let dir = tempfile::Builder::new().prefix("gw-private-state").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("fim.db"), "").unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, format!("[agent]\nstate_dir = \"{}\"\n", state.display())).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A copy of the binary `nobody` can execute (the target dir may be under a private home).
+    let bin = dir.path().join("guestward-agent");
+    std::fs::copy(env!("CARGO_BIN_EXE_guestward-agent"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["scan", "--only", "fim"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("== fim: skipped"), "{stdout}");
+    assert!(stdout.contains("readable only by the agent's user"), "{stdout}");
+}

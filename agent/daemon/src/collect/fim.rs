@@ -25,6 +25,11 @@ impl FimCollector {
     pub fn collect(&self) -> Collected<FimReport> {
         let section = match self {
             Self::Monitor(monitor) => monitor.section(),
+            Self::Stored(state_dir) if !readable_dir(state_dir) => Section::skipped(format!(
+                "the stored baseline in {} is readable only by the agent's user: run as root, or ask the \
+                 running agent (`agentctl fim status`)",
+                state_dir.display()
+            )),
             Self::Stored(state_dir) => FimReport::from_state_dir(state_dir),
             Self::Off(why) => Section::skipped(*why),
         };
@@ -38,5 +43,17 @@ impl FimCollector {
             Self::Monitor(m) => Some(m),
             _ => None,
         }
+    }
+}
+
+/// Whether this process may list and read `dir` (a missing directory counts as readable: the
+/// baseline is then simply absent). The state directory is private to the agent's user, so a
+/// one-shot `scan` by anyone else cannot read the baseline, which is not a failure of FIM.
+fn readable_dir(dir: &std::path::Path) -> bool {
+    use nix::unistd::{AccessFlags, access};
+    match access(dir, AccessFlags::R_OK | AccessFlags::X_OK) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::ENOENT) => true,
+        Err(_) => false,
     }
 }
