@@ -523,6 +523,10 @@ impl Tracker {
             Observation::Delta { last_full_at, .. } => *last_full_at,
         };
         let state = StoredStateRef { format: STATE_FORMAT, last_full_at, snapshot: current };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| DeltaError::Write { path: self.path.clone(), source })?;
+        }
         // One atomic, durable replacement, streamed through the cap: the serialized inventory
         // is never held in memory whole, and writing stops at the cap.
         match guestward_core::state_file::write_atomic(&self.path, self.max_state_bytes, |out| {
