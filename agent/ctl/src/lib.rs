@@ -421,7 +421,8 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let Some(section) = report.cloud else {
                 anyhow::bail!("the agent returned no cloud section");
             };
-            let findings: Vec<&Finding> = report.findings.iter().filter(|f| f.source == "cloud").collect();
+            let findings: Vec<Finding> =
+                report.findings.into_iter().filter(|f| f.source == "cloud").collect();
             render_imds(&section, &findings, cli.json, &mut out)
         }
         Command::CheckConfig { .. } => Ok(exit::USAGE),
@@ -590,7 +591,7 @@ fn collector_parser() -> impl TypedValueParser<Value = Collector> {
 /// ok or skipped, 1 when it degraded or failed.
 fn render_imds(
     section: &guestward_core::Section<guestward_cloud::CloudReport>,
-    findings: &[&Finding],
+    findings: &[Finding],
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<u8> {
@@ -613,8 +614,7 @@ fn render_imds(
         }
         if !findings.is_empty() {
             writeln!(out)?;
-            let owned: Vec<Finding> = findings.iter().map(|f| (*f).clone()).collect();
-            render_findings(&owned, out)?;
+            render_findings(findings, out)?;
         }
     }
     use guestward_core::SectionStatus as S;

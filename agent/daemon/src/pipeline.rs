@@ -142,9 +142,12 @@ impl EventLog {
     }
 
     /// Closes open overflow gaps once a verification rescan finished after the overflow.
-    fn close_overflow_after(&self, verified_at: Option<Timestamp>) {
+    /// `verified_at` (a copy of the monitor's status) is asked only while an overflow is open:
+    /// the drain loop calls this every second.
+    fn close_overflow_after(&self, verified_at: impl FnOnce() -> Option<Timestamp>) {
         let mut since = self.overflow_since.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some(overflow), Some(verified)) = (*since, verified_at) else { return };
+        let Some(overflow) = *since else { return };
+        let Some(verified) = verified_at() else { return };
         if verified < overflow {
             return;
         }
@@ -316,7 +319,7 @@ impl Pipeline {
         observed.append(&mut report.events);
         self.events.drain();
         self.events.append(&observed);
-        self.events.close_overflow_after(self.fim_verified_at());
+        self.events.close_overflow_after(|| self.fim_verified_at());
         let mut through = None;
         match self.events.unreported(MAX_REPORT_EVENTS) {
             Ok(stored) => {
@@ -354,7 +357,7 @@ impl Pipeline {
             let this = Arc::clone(&self);
             let dropped = tokio::task::spawn_blocking(move || {
                 let dropped = this.events.drain();
-                this.events.close_overflow_after(this.fim_verified_at());
+                this.events.close_overflow_after(|| this.fim_verified_at());
                 dropped
             })
             .await
