@@ -4,6 +4,7 @@
 //!   per collector, findings and events, identified by a [`Report::batch_id`] and a per-host
 //!   [`Report::sequence`]. Its JSON Schema is `docs/report.schema.json` ([`json_schema`]).
 //! - [`protocol`]: the control socket's requests and answers (daemon and `agentctl`).
+//! - [`ingest`]: the reporting protocol between an agent's shipper and a collector.
 //! - [`cyclonedx`]: the report's software inventory as a CycloneDX 1.6 SBOM.
 //! - [`render`]: the human summary of a report.
 //! - [`catalogue`]: every finding id with its severity, rationale and remediation (`docs/findings.md`).
@@ -14,6 +15,7 @@
 
 pub mod catalogue;
 pub mod cyclonedx;
+pub mod ingest;
 mod envelope;
 pub mod protocol;
 pub mod render;
