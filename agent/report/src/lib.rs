@@ -15,8 +15,8 @@
 
 pub mod catalogue;
 pub mod cyclonedx;
-pub mod ingest;
 mod envelope;
+pub mod ingest;
 pub mod protocol;
 pub mod render;
 

@@ -117,6 +117,68 @@ pub struct Status {
     pub lifecycle_state: Option<String>,
     /// Internal counters (`<area>_<noun>_<unit>_total`).
     pub counters: Counters,
+    /// Delivery to the collector; absent when `[transport] enabled = false`.
+    #[serde(default)]
+    pub transport: Option<TransportStatus>,
+}
+
+/// Delivery to the collector, for `agentctl status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportStatus {
+    /// The collector's URL.
+    pub url: String,
+    /// Whether the last request reached the collector and was answered 2xx.
+    pub connected: bool,
+    /// When the last request was sent.
+    pub last_attempt_at: Option<Timestamp>,
+    /// When the collector last acknowledged a batch.
+    pub last_success_at: Option<Timestamp>,
+    /// Why the last request failed, when it did.
+    pub last_error: Option<String>,
+    /// Failed requests since the last success.
+    pub consecutive_failures: u64,
+    /// When the next attempt is due (backoff).
+    pub next_attempt_at: Option<Timestamp>,
+    /// Reports the collector acknowledged since the daemon started (duplicates included).
+    pub delivered_reports_total: u64,
+    /// Requests that failed since the daemon started.
+    pub failed_requests_total: u64,
+    /// The spool.
+    pub spool: SpoolStatus,
+    /// The client certificate in use.
+    pub certificate: Option<CertificateStatus>,
+}
+
+/// The spool's depth and losses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolStatus {
+    /// Reports waiting for an acknowledgement.
+    pub reports: u64,
+    /// Their size on disk (compressed).
+    pub bytes: u64,
+    /// `spool_max_bytes`.
+    pub max_bytes: u64,
+    /// `collected_at` of the oldest waiting report.
+    pub oldest_collected_at: Option<Timestamp>,
+    /// Snapshots thinned because a newer report superseded them (first drop class).
+    pub superseded_snapshots_dropped_total: u64,
+    /// Non-FIM events dropped (second drop class).
+    pub events_dropped_total: u64,
+    /// Whole reports dropped: their FIM events and findings (last drop class).
+    pub reports_dropped_total: u64,
+}
+
+/// The client certificate the shipper presents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// Its file.
+    pub path: String,
+    /// Subject common name (the host id it was issued for).
+    pub subject: String,
+    /// End of validity.
+    pub not_after: Option<Timestamp>,
+    /// Whole days until `not_after` (negative once expired).
+    pub days_left: Option<i64>,
 }
 
 /// Internal counters.

@@ -176,6 +176,7 @@ impl Shared {
                     .as_ref()
                     .map_or(0, |h| h.dropped_total + h.overflow_dropped_total),
             },
+            transport: None,
         }
     }
 }
