@@ -324,14 +324,15 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
             match key.as_str() {
                 "batch_id" => self.0.batch_id = Some(map.next_value()?),
                 "sequence" => self.0.sequence = map.next_value()?,
-                "collected_at" => {
-                    self.0.collected_at = Some(map.next_value()?);
-                    // Everything needed is read: stop here rather than parse the sections.
-                    return Err(A::Error::custom(HEAD_DONE));
-                }
+                "collected_at" => self.0.collected_at = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
+            }
+            // `sequence` is written before `collected_at` (absent when none): once the id and
+            // the time are read, stop rather than parse the sections.
+            if self.0.batch_id.is_some() && self.0.collected_at.is_some() {
+                return Err(A::Error::custom(HEAD_DONE));
             }
         }
         Ok(())
@@ -399,7 +400,7 @@ impl Spool {
             match head {
                 Ok((head, len)) if head.batch_id.as_deref() == Some(key.1.as_str()) => {
                     let entry = Entry {
-                        sequence: head.sequence,
+                        sequence: head.sequence.or((key.0 > 0).then_some(key.0)),
                         collected_at: head.collected_at.unwrap_or_else(Timestamp::now),
                         bytes: u64::try_from(len).unwrap_or(u64::MAX),
                         sections: None,
@@ -623,7 +624,9 @@ impl Spool {
     }
 
     /// The spooled reports, oldest (lowest sequence) first, up to `max_bytes` compressed (at
-    /// least one, however large).
+    /// least one, however large). An entry that became unreadable (removed or replaced behind
+    /// the spool's back) leaves the queue, logged and counted as a dropped report, instead of
+    /// stalling it.
     pub fn pending(&self, max_bytes: u64) -> Result<Vec<SpooledBatch>, SpoolError> {
         // Listed under the lock, read outside it: a push (fsync) is not held up by reading.
         let listed: Vec<(Key, Option<u64>, Timestamp, u64)> = {
@@ -646,9 +649,16 @@ impl Spool {
                 Ok(compressed) => {
                     batches.push(SpooledBatch { batch_id: key.1, sequence, collected_at, compressed })
                 }
-                // Acknowledged or dropped since it was listed.
-                Err(_) if !self.lock().entries.contains_key(&key) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Acknowledged or dropped since it was listed: nothing to say. Otherwise the
+                    // file was removed or replaced behind the spool's back (a FIFO, a symlink):
+                    // it can never be sent, so it leaves the index rather than stall the queue.
+                    let mut inner = self.lock();
+                    if inner.entries.remove(&key).is_some() {
+                        inner.counters.reports_dropped_total += 1;
+                        tracing::warn!(error = %e, "spool: an entry became unreadable; dropped from the queue");
+                    }
+                }
             }
         }
         Ok(batches)

@@ -115,6 +115,25 @@ fn a_planted_symlink_or_fifo_is_neither_followed_nor_blocking() {
 }
 
 #[test]
+fn an_entry_replaced_by_a_fifo_while_open_leaves_the_queue_without_blocking_it() {
+    within(Duration::from_secs(20), "a FIFO in place of a spooled entry", || {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 64 << 20).unwrap();
+        let (a, b) = (small(1), small(2));
+        spool.push(&a).unwrap();
+        spool.push(&b).unwrap();
+        let name = format!("00000000000000000001-{}.zst", a.batch_id);
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        nix::unistd::mkfifo(&dir.path().join(&name), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap();
+        let ids: Vec<_> = spool.pending(u64::MAX).unwrap().into_iter().map(|x| x.batch_id).collect();
+        assert_eq!(ids, [b.batch_id]);
+        assert_eq!(spool.stats().reports, 1);
+        assert_eq!(spool.stats().reports_dropped_total, 1);
+    });
+}
+
+#[test]
 fn a_symlink_in_place_of_the_spool_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = dir.path().join("elsewhere");
