@@ -306,3 +306,54 @@ fn run_sends_when_woken() {
         });
     });
 }
+
+#[test]
+fn requests_stay_under_batch_max_bytes_and_a_larger_report_goes_alone() {
+    within(Duration::from_secs(60), "batch size", || {
+        let mut s = setup();
+        s.config.batch_max_bytes = 64 << 10;
+        // ~20 KB compressed each: three fit in 64 KiB, not four; the last one is larger than
+        // the bound on its own.
+        let mut ids = Vec::new();
+        for seq in 1..=7 {
+            let r = crate::support::report(seq, 27_000, 0, 0);
+            s.spool.push(&r).unwrap();
+            ids.push(r.batch_id);
+        }
+        let big = crate::support::report(8, 120_000, 0, 0);
+        s.spool.push(&big).unwrap();
+        ids.push(big.batch_id);
+        let shipper = shipper(&s, fast());
+        rt().block_on(shipper.deliver_all(Duration::from_secs(20))).unwrap();
+        let seen = s.server.seen();
+        let sizes: Vec<(usize, usize)> = seen.iter().map(|r| (r.batch_ids.len(), r.body_len)).collect();
+        eprintln!("(reports, body bytes) per request: {sizes:?}");
+        assert_eq!(s.server.stored(), ids);
+        let (last, rest) = sizes.split_last().unwrap();
+        assert!(rest.iter().all(|(_, len)| *len <= 64 << 10), "{sizes:?}");
+        assert!(rest.iter().any(|(n, _)| *n >= 3), "batched by size: {sizes:?}");
+        assert_eq!(last.0, 1, "the oversized report went alone: {sizes:?}");
+        assert!(last.1 > 64 << 10);
+    });
+}
+
+#[test]
+fn system_roots_alone_do_not_trust_a_private_collector_ca_and_add_to_a_pinned_one() {
+    within(Duration::from_secs(30), "use_system_roots", || {
+        let s = setup();
+        push(&s.spool, [1]);
+        let config = TransportConfig { ca_file: None, use_system_roots: true, ..s.config.clone() };
+        match Shipper::with_tuning(&config, s.spool.clone(), fast()) {
+            Ok(shipper) => {
+                let err = rt().block_on(shipper.deliver_all(Duration::from_secs(1))).unwrap_err().to_string();
+                assert!(err.contains("UnknownIssuer"), "{err}");
+            }
+            // A machine without a system trust store.
+            Err(e) => assert!(e.to_string().contains("trust store"), "{e}"),
+        }
+        let config = TransportConfig { use_system_roots: true, ..s.config.clone() };
+        let shipper = Shipper::with_tuning(&config, s.spool.clone(), fast()).unwrap();
+        rt().block_on(shipper.deliver_all(Duration::from_secs(10))).unwrap();
+        assert!(s.spool.is_empty());
+    });
+}

@@ -37,6 +37,8 @@ pub struct Seen {
     pub batch_ids: Vec<String>,
     /// When it arrived.
     pub at: Instant,
+    /// Size of the (compressed) request body.
+    pub body_len: usize,
 }
 
 #[derive(Default)]
@@ -155,7 +157,12 @@ async fn serve(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, 
             .unwrap_or_default();
         let reply = {
             let mut s = shared.lock().unwrap();
-            s.seen.push(Seen { serial, batch_ids: batch_ids.clone(), at: Instant::now() });
+            s.seen.push(Seen {
+                serial,
+                batch_ids: batch_ids.clone(),
+                at: Instant::now(),
+                body_len: body.len(),
+            });
             let next = s.script.pop_front();
             next.or_else(|| s.default.clone()).unwrap_or(Reply::Store)
         };
