@@ -718,6 +718,9 @@ impl ClientSpec {
         let mut builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)
+            // A redirect would carry the reports (and present the client certificate) to
+            // another address: a 3xx is a failure like any other.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout)
             .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")));

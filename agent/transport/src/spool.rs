@@ -52,6 +52,8 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// The largest report JSON the spool will decompress back (thinning, reading heads). Reports
 /// are a few MB; this bounds memory against a hostile entry (a zstd bomb planted in the spool).
 const MAX_DECOMPRESSED_BYTES: u64 = 512 << 20;
+/// Entries up to this size are read at open whatever `max_bytes` is now.
+const ENTRY_MIN_CAP: u64 = 64 << 20;
 /// The counters file's cap.
 const COUNTERS_MAX_BYTES: u64 = 64 << 10;
 /// The longest `batch_id` accepted (a UUID is 36).
@@ -395,8 +397,11 @@ impl Spool {
                 tracing::warn!(path = %path.display(), "spool: ignoring a file whose name is not ours");
                 continue;
             };
-            let head =
-                read_entry(&path, max_bytes).and_then(|bytes| Ok((read_head(&bytes, &path)?, bytes.len())));
+            // Capped (a planted huge file is not read into memory), but not below 64 MiB: the
+            // bound may have been lowered since the entry was written, and the next push then
+            // drops what no longer fits rather than the entry being forgotten.
+            let head = read_entry(&path, max_bytes.max(ENTRY_MIN_CAP))
+                .and_then(|bytes| Ok((read_head(&bytes, &path)?, bytes.len())));
             match head {
                 Ok((head, len)) if head.batch_id.as_deref() == Some(key.1.as_str()) => {
                     let entry = Entry {
