@@ -472,9 +472,17 @@ impl Spool {
             fim_only: report.events.iter().all(is_fim_or_coverage),
         };
         inner.entries.insert(key, entry);
-        let dropped = self.make_room(&mut inner)?;
+        // The report is durable from here on: a failure while making room is logged, not
+        // returned (the caller would take the report for lost, and the bound is enforced
+        // again at the next push).
+        let mut dropped = Vec::new();
+        if let Err(e) = self.make_room(&mut inner, &mut dropped) {
+            tracing::warn!(error = %e, "spool: cannot make room under spool_max_bytes; over the bound until the next push");
+        }
         if !dropped.is_empty() {
-            self.save_counters(&inner.counters)?;
+            if let Err(e) = self.save_counters(&inner.counters) {
+                tracing::warn!(error = %e, "spool: drop counters not saved");
+            }
             for d in &dropped {
                 tracing::warn!(batch_id = %d.batch_id, what = ?d.what, events = d.events, findings = d.findings, "spool full (spool_max_bytes): dropped");
             }
@@ -487,17 +495,16 @@ impl Spool {
     }
 
     /// Drops by class until the entries fit in `max_bytes`. The newest entry is never touched.
-    fn make_room(&self, inner: &mut Inner) -> Result<Vec<DropRecord>, SpoolError> {
-        let mut dropped = Vec::new();
+    fn make_room(&self, inner: &mut Inner, dropped: &mut Vec<DropRecord>) -> Result<(), SpoolError> {
         if Self::total_bytes(inner) <= self.max_bytes {
-            return Ok(dropped);
+            return Ok(());
         }
         let keys: Vec<Key> = inner.entries.keys().cloned().collect();
-        let Some((_newest, older)) = keys.split_last() else { return Ok(dropped) };
+        let Some((_newest, older)) = keys.split_last() else { return Ok(()) };
         // 1. Superseded snapshots, oldest first.
         for (i, key) in older.iter().enumerate() {
             if Self::total_bytes(inner) <= self.max_bytes {
-                return Ok(dropped);
+                return Ok(());
             }
             let mine = self.sections_of_entry(inner, key);
             if mine == 0 {
@@ -522,7 +529,7 @@ impl Spool {
         // 2. Events other than FIM changes and coverage gaps, oldest report first.
         for key in older {
             if Self::total_bytes(inner) <= self.max_bytes {
-                return Ok(dropped);
+                return Ok(());
             }
             if inner.entries.get(key).is_none_or(|e| e.fim_only) {
                 continue;
@@ -540,7 +547,7 @@ impl Spool {
         // 3. Whole reports, oldest first.
         for key in older {
             if Self::total_bytes(inner) <= self.max_bytes {
-                return Ok(dropped);
+                return Ok(());
             }
             let Some(entry) = inner.entries.get(key) else { continue };
             let path = self.dir.join(entry_name(key));
@@ -561,7 +568,7 @@ impl Spool {
                 findings: u64::try_from(findings).unwrap_or(u64::MAX),
             });
         }
-        Ok(dropped)
+        Ok(())
     }
 
     /// The sections an entry holds, reading it when not yet known (0 when unreadable).
