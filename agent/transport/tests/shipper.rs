@@ -357,3 +357,47 @@ fn system_roots_alone_do_not_trust_a_private_collector_ca_and_add_to_a_pinned_on
         assert!(s.spool.is_empty());
     });
 }
+
+/// `proxy`: the request goes through an HTTP CONNECT proxy; TLS (and the pinned CA) stays end
+/// to end between the agent and the collector.
+#[test]
+fn a_configured_proxy_carries_the_tls_connection() {
+    within(Duration::from_secs(30), "proxy", || {
+        let s = setup();
+        let ids = push(&s.spool, [1]);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_port = listener.local_addr().unwrap().port();
+        let connects = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = connects.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let mut client = client.unwrap();
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+                    seen.lock().unwrap().push(line.clone());
+                    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let Ok(upstream) = std::net::TcpStream::connect(&target) else { return };
+                    client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").unwrap();
+                    let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                    let (mut c, mut u) = (client, upstream);
+                    std::thread::spawn(move || std::io::copy(&mut u2, &mut c2));
+                    let _ = std::io::copy(&mut c, &mut u);
+                });
+            }
+        });
+        let config =
+            TransportConfig { proxy: Some(format!("http://127.0.0.1:{proxy_port}")), ..s.config.clone() };
+        let shipper = Shipper::with_tuning(&config, s.spool.clone(), fast()).unwrap();
+        rt().block_on(shipper.deliver_all(Duration::from_secs(10))).unwrap();
+        assert_eq!(s.server.stored(), ids);
+        let connects = connects.lock().unwrap().clone();
+        assert_eq!(connects, [format!("CONNECT 127.0.0.1:{} HTTP/1.1", s.server.port)]);
+    });
+}
