@@ -1,1 +1,2 @@
+//! Collector ingest benchmark (written next).
 fn main() {}
