@@ -11,6 +11,14 @@ use tokio_rustls::TlsConnector;
 const LIMIT: Duration = Duration::from_secs(60);
 
 async fn connect(h: &Harness, host: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_connect(h, host).await.unwrap()
+}
+
+/// A raw TLS connection presenting `host`'s agent certificate.
+pub async fn try_connect(
+    h: &Harness,
+    host: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(h.pki().join("ca.pem")).unwrap()).unwrap();
     let dir = h.pki().join("agents").join(host);
@@ -23,15 +31,12 @@ async fn connect(h: &Harness, host: &str) -> tokio_rustls::client::TlsStream<tok
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .unwrap();
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
+    let tcp = tokio::net::TcpStream::connect(h.addr).await?;
+    TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").unwrap(), tcp).await
 }
 
 /// Reads until the server closes; returns what it sent.
-async fn read_until_closed(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+pub async fn read_until_closed(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod binary;
 mod common;
 mod handshake;
 mod ingest;
+mod limits;
 mod pki;
 mod proxy;
 mod slow;
