@@ -1,0 +1,2 @@
+//! Collector ingest benchmark (written next).
+fn main() {}
