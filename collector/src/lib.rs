@@ -18,6 +18,8 @@ pub mod tls;
 
 mod api;
 mod body;
+mod loglimit;
+mod memory;
 
 use std::sync::Arc;
 

@@ -11,6 +11,7 @@
 use crate::api;
 use crate::config::{Limits, ProxyConfig, ServeConfig};
 use crate::identity::{ClientIdentity, IdentityError, identity_from_cert};
+use crate::memory::MemoryBudget;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::tls::{TlsError, TlsSetup};
@@ -67,6 +68,10 @@ pub struct AppState {
     pub proxy: ProxyConfig,
     /// Per-client rate limit.
     pub limiter: RateLimiter,
+    /// Request bodies held in memory, all requests together.
+    pub(crate) memory: MemoryBudget,
+    /// Requests being decompressed and parsed at once.
+    pub(crate) parse_slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -106,8 +111,16 @@ impl Server {
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
         let limiter = RateLimiter::new(config.limits.requests_per_sec_per_client, config.limits.burst);
-        let state =
-            AppState { store, tls, limits: config.limits.clone(), proxy: config.proxy.clone(), limiter };
+        let parse_slots = std::thread::available_parallelism().map(usize::from).unwrap_or(2).max(2);
+        let state = AppState {
+            store,
+            tls,
+            limits: config.limits.clone(),
+            proxy: config.proxy.clone(),
+            limiter,
+            memory: MemoryBudget::new(config.limits.max_buffered_bytes),
+            parse_slots: Arc::new(Semaphore::new(parse_slots)),
+        };
         Ok(Self { listener, state: Arc::new(state) })
     }
 
