@@ -241,29 +241,8 @@ async fn ingest(
             )));
         }
     };
+    let zstd = is_zstd_json(req.headers())?;
     let headers = req.headers();
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-            format!("Content-Type must be application/json, got {content_type:?}"),
-        ));
-    }
-    let zstd =
-        match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
-            None => false,
-            Some(e) if e.is_empty() || e == "identity" => false,
-            Some(e) if e == "zstd" => true,
-            Some(e) => {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_encoding",
-                    format!("Content-Encoding {e:?} is not supported; send zstd or no encoding"),
-                ));
-            }
-        };
     let limits = &state.limits;
     let declared =
         headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -275,21 +254,9 @@ async fn ingest(
     // connection, where a long wait would only hold it.
     let mut reserved =
         state.memory.reserve(expected, deadline.min(Instant::now() + BODY_MEMORY_WAIT)).await?;
-    let body =
-        read_body(req.into_body(), limits.max_body_bytes, declared, deadline).await.map_err(|e| match e {
-            BodyError::TooLarge => ApiError::too_large(format!(
-                "the body is larger than {} bytes (limits.max_body_bytes); send fewer reports per request",
-                limits.max_body_bytes
-            )),
-            BodyError::Timeout => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "bad_request",
-                format!("the body was not received within {} s", limits.request_timeout.as_secs()),
-            ),
-            BodyError::Read(e) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the body: {e}"))
-            }
-        })?;
+    let body = read_body(req.into_body(), limits.max_body_bytes, declared, deadline)
+        .await
+        .map_err(|e| body_error(e, limits))?;
 
     // Decompressing and parsing are CPU work with transient memory (up to the decompressed cap
     // plus the JSON tree): a few at a time, as many as there are cores.
@@ -355,6 +322,46 @@ async fn ingest(
         Ok(json_response(StatusCode::OK, &IngestResponse { results }))
     })
     .await?
+}
+
+fn body_error(e: BodyError, limits: &crate::config::Limits) -> ApiError {
+    match e {
+        BodyError::TooLarge => ApiError::too_large(format!(
+            "the body is larger than {} bytes (limits.max_body_bytes); send fewer reports per request",
+            limits.max_body_bytes
+        )),
+        BodyError::Timeout => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "bad_request",
+            format!("the body was not received within {} s", limits.request_timeout.as_secs()),
+        ),
+        BodyError::Read(e) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the body: {e}"))
+        }
+    }
+}
+
+/// Checks `Content-Type` (JSON) and `Content-Encoding` (none or zstd); true for zstd.
+fn is_zstd_json(headers: &hyper::HeaderMap) -> Result<bool, ApiError> {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Type must be application/json, got {content_type:?}"),
+        ));
+    }
+    match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(e) if e.is_empty() || e == "identity" => Ok(false),
+        Some(e) if e == "zstd" => Ok(true),
+        Some(e) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {e:?} is not supported; send zstd or no encoding"),
+        )),
+    }
 }
 
 /// Every report must be of the client's own host: one that is not refuses the request.

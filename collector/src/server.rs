@@ -158,14 +158,21 @@ impl Server {
                 debug!(peer = %peer, "connection refused: limits.max_connections reached");
                 continue;
             };
-            let Some(ip_guard) = IpGuard::acquire(&per_ip, ip, limits.max_connections_per_ip) else {
-                debug!(peer = %peer, "connection refused: limits.max_connections_per_ip reached");
-                continue;
+            // A trusted proxy carries many clients on one address: only the global cap applies.
+            let trusted_proxy = self.state.proxy.trusted.iter().any(|net| net.contains(&ip));
+            let ip_guard = if trusted_proxy {
+                None
+            } else {
+                let Some(guard) = IpGuard::acquire(&per_ip, ip, limits.max_connections_per_ip) else {
+                    debug!(peer = %peer, "connection refused: limits.max_connections_per_ip reached");
+                    continue;
+                };
+                Some(guard)
             };
             let state = self.state.clone();
             let stop = stop_rx.clone();
             tokio::spawn(async move {
-                serve_connection(state, tcp, peer, stop).await;
+                serve_connection(state, tcp, peer, trusted_proxy, stop).await;
                 drop(ip_guard);
                 drop(permit);
             });
@@ -348,11 +355,11 @@ async fn serve_connection(
     state: Arc<AppState>,
     tcp: TcpStream,
     peer: SocketAddr,
+    trusted_proxy: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = &state.limits;
     let _ = tcp.set_nodelay(true);
-    let trusted_proxy = state.proxy.trusted.iter().any(|net| net.contains(&peer.ip().to_canonical()));
     // The configuration is chosen before the handshake, by address: only a trusted proxy may
     // connect without a client certificate. Everyone else fails the handshake without one.
     let config = if trusted_proxy { state.tls.proxy.clone() } else { state.tls.strict.clone() };
