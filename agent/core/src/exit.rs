@@ -6,6 +6,11 @@ pub const OK: u8 = 0;
 pub const DEGRADED: u8 = 1;
 /// Bad usage or configuration: nothing was collected.
 pub const USAGE: u8 = 2;
+/// `guestward-agent run --once`: a report was collected, but not everything the spool holds
+/// reached the collector before the deadline (collector down or refusing, TLS failure), or the
+/// report could not be written to the spool. What was not delivered stays spooled (a report the
+/// spool refused leaves its events in the history) and goes with the next run or the daemon.
+pub const NOT_DELIVERED: u8 = 3;
 
 /// Whether one cause of an error is a write to a closed pipe (`guestward-agent scan --json |
 /// head`). The binaries then stop quietly with [`OK`], as ripgrep does: the reader took what it

@@ -20,6 +20,7 @@ Exit codes:
   0  success: every selected collector succeeded (skipped ones count as success)
   1  some collector degraded or failed; the report says which and why
   2  usage or configuration error; nothing was collected
+  3  run --once: not everything was delivered to the collector (it stays spooled)
 A closed standard output (`scan --json | head`) stops the output quietly, exit 0.";
 
 /// guestward: a security agent for the EC2 guest OS.
@@ -45,8 +46,10 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Scan(ScanArgs),
     /// Run as a daemon: scheduled scans and the control socket for `agentctl` (systemd:
-    /// guestward-agent.service, Type=notify). Stops on SIGTERM or SIGINT.
-    Run,
+    /// guestward-agent.service, Type=notify). Stops on SIGTERM or SIGINT. With `--once`: one
+    /// report, delivered to the collector (`[transport]`), then exit.
+    #[command(after_help = RUN_EXIT_CODES)]
+    Run(RunArgs),
     /// Print the JSON Schema of the report (`--json` output).
     Schema,
     /// Validate a configuration file exactly as `run` loads it, listing every problem, one per
@@ -66,6 +69,32 @@ pub enum Command {
         #[command(subcommand)]
         command: guestward_fim::cli::FimCommand,
     },
+}
+
+const RUN_EXIT_CODES: &str = "\
+Exit codes of `run --once`:
+  0  the report and everything the spool held were delivered (acknowledged by the collector)
+  2  usage or configuration error (`[transport] enabled` is not true, credentials unusable)
+  3  not everything was delivered before --timeout-secs, or the report could not be spooled;
+     what was not delivered stays spooled for the next run (or the daemon)";
+
+/// `run` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Collect once (every collector; FIM compares with the stored baseline, as `scan` does),
+    /// write the report to the spool, deliver everything the spool holds (reports left by
+    /// earlier runs included), wait for the collector's acknowledgements and exit. Needs
+    /// `[transport] enabled = true`. For hosts without a daemon: cron, CI, first tests.
+    #[arg(long)]
+    pub once: bool,
+    /// With `--once`: how long delivery may take, retries included; what is not delivered by
+    /// then stays spooled (exit 3).
+    #[arg(long, value_name = "SECS", default_value_t = 120, requires = "once",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout_secs: u64,
+    /// With `--once`: print the outcome as one JSON object instead of a line of text.
+    #[arg(long, requires = "once")]
+    pub json: bool,
 }
 
 /// Output formats of `scan`.
@@ -124,7 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             outcome.print(json, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())?;
             Ok(outcome.exit_code())
         }
-        Command::Run => {
+        Command::Run(args) => {
             // A config the daemon cannot fully apply stops it here, with every problem listed
             // exactly as `check-config` lists them: it never runs on part of its settings.
             let (config, source) = match Config::load(cli.config.as_deref()) {
@@ -135,6 +164,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     return Ok(exit::USAGE);
                 }
             };
+            if args.once {
+                return crate::once::run(config, &source, &args);
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 // Two workers: the agent must stay small; scans run on blocking threads anyway.
                 .worker_threads(2)

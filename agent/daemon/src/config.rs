@@ -48,6 +48,9 @@ pub struct ConfigFile {
     pub network: guestward_network::Config,
     /// `[history]`: the event history in the state directory (bounds, storm coalescing).
     pub history: guestward_history::HistoryConfig,
+    /// `[transport]`: delivery of reports to a collector over mutual TLS (the spool, the
+    /// shipper). Off by default.
+    pub transport: guestward_transport::TransportConfig,
 }
 
 /// `[control]`.
@@ -128,10 +131,13 @@ pub struct Config {
     pub network: guestward_network::Config,
     /// `[history]`: the event history in the state directory (bounds, storm coalescing).
     pub history: guestward_history::HistoryConfig,
+    /// `[transport]`: delivery of reports to a collector over mutual TLS. Checked, not yet
+    /// opened: the daemon and `run --once` read its files at start (`Shipper::new`).
+    pub transport: guestward_transport::TransportConfig,
 }
 
 /// The top-level tables, in the order problems about a missing one are reported.
-const SECTIONS: &[&str] = &["agent", "control", "packages", "imds", "fim", "network", "history"];
+const SECTIONS: &[&str] = &["agent", "control", "packages", "imds", "fim", "network", "history", "transport"];
 
 /// Accepted `agent.scan_interval_secs`: at least 10 s (a full scan reads every package
 /// database), at most a week (a report older than that says little about the host).
@@ -170,6 +176,32 @@ impl ControlConfig {
         check_range(&mut issues, "write_timeout_ms", self.write_timeout_ms, 100..=600_000);
         issues
     }
+}
+
+/// Every problem of `[transport]`, keys relative to it: the crate's own checks, and (as every
+/// path in `agent.toml`) its files must be absolute: the daemon's working directory is `/`
+/// under systemd, so a relative path would name a different file there than in a shell.
+fn transport_issues(transport: &guestward_transport::TransportConfig) -> Vec<ConfigIssue> {
+    let mut issues = transport.validate();
+    let files = [
+        ("ca_file", &transport.ca_file),
+        ("cert_file", &transport.cert_file),
+        ("key_file", &transport.key_file),
+    ];
+    for (key, path) in files {
+        if let Some(path) = path
+            && !path.is_absolute()
+        {
+            issues.push(ConfigIssue::new(
+                key,
+                format!(
+                    "must be an absolute path, got `{}`",
+                    guestward_core::text::truncate_chars(&path.display().to_string(), 256)
+                ),
+            ));
+        }
+    }
+    issues
 }
 
 /// Where the configuration came from.
@@ -317,6 +349,7 @@ impl Config {
         let fim: Option<guestward_fim::Config> = sections.deserialize("fim");
         let network: Option<guestward_network::Config> = sections.deserialize("network");
         let history: Option<guestward_history::HistoryConfig> = sections.deserialize("history");
+        let transport: Option<guestward_transport::TransportConfig> = sections.deserialize("transport");
 
         // Each section that deserialized is checked by its own crate; keys come back relative
         // to the section and are located in the document here.
@@ -335,6 +368,7 @@ impl Config {
                 .as_ref()
                 .map(|h| h.validate().into_iter().map(|i| ConfigIssue::new(i.key, i.message)).collect()),
         );
+        section_issues("transport", transport.as_ref().map(transport_issues));
         // The baseline key is checked against the state directory configured (or its default
         // when `[agent]` itself is broken: that error is already listed).
         let state_dir =
@@ -357,7 +391,7 @@ impl Config {
                 message: clean(&issue.message),
             });
         }
-        match (agent, control, packages, imds, fim, network, history) {
+        match (agent, control, packages, imds, fim, network, history, transport) {
             (
                 Some(agent),
                 Some(control),
@@ -366,7 +400,10 @@ impl Config {
                 Some(fim),
                 Some(network),
                 Some(history),
-            ) if problems.is_empty() => Ok(Self { agent, control, packages, imds, fim, network, history }),
+                Some(transport),
+            ) if problems.is_empty() => {
+                Ok(Self { agent, control, packages, imds, fim, network, history, transport })
+            }
             _ => Err(invalid(problems)),
         }
     }

@@ -5,6 +5,7 @@ use crate::collect::fim::FimCollector;
 use crate::config::{Config, ConfigSource, ControlConfig};
 use crate::control::server::{self, AccessPolicy, Shared};
 use crate::pipeline::{EventLog, Pipeline};
+use crate::transport::Transport;
 use anyhow::{Context, bail};
 use guestward_core::Timestamp;
 use guestward_report::protocol::Collector;
@@ -26,6 +27,10 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         EventLog::open(config.agent.state_dir.as_path(), &config.history)
             .context("the event history (events.db in agent.state_dir) cannot be used")?,
     );
+    // Before FIM (whose first start builds a baseline): a daemon told to deliver reports
+    // (`[transport] enabled = true`) that cannot load its credentials stops here, with the
+    // file and what is wrong, rather than spooling reports nobody will receive.
+    let transport = Transport::open(&config).context("not starting: reports could not be delivered")?;
     let fim = if config.fim.enabled {
         // Security: a daemon that runs with FIM silently off looks, from outside, like one that
         // watches files and sees no change. `[fim] enabled = true` is a promise the agent must
@@ -45,13 +50,17 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     if let Err(e) = collectors.cloud.shared() {
         anyhow::bail!("instance metadata ([imds] or AWS_EC2_METADATA_*): {e}");
     }
-    let pipeline = Arc::new(Pipeline::new(Arc::clone(&config), collectors, events));
+    let pipeline =
+        Arc::new(Pipeline::new(Arc::clone(&config), collectors, events).with_transport(transport.clone()));
 
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
     let shared = Arc::new(Shared::new(Arc::clone(&pipeline), source.to_string(), access));
     let scheduler = tokio::spawn(schedule_scans(Arc::clone(&shared)));
     let drainer = tokio::spawn(Arc::clone(&pipeline).drain_events());
+    // The shipper sends what the spool holds (reports left by an earlier run included) on its
+    // own schedule, and at once when the pipeline rings `wake` after a push.
+    let shipper = transport.as_ref().map(|t| tokio::spawn(Arc::clone(&t.shipper).run(Arc::clone(&t.wake))));
     let (stop_lifecycle, lifecycle) = start_lifecycle_watch(&pipeline);
     // Readiness: the socket accepts connections from here on. Outside systemd this is a no-op.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
@@ -62,6 +71,10 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal()).await;
     scheduler.abort();
     drainer.abort();
+    if let Some(shipper) = shipper {
+        // Anything not yet acknowledged stays in the spool for the next start.
+        shipper.abort();
+    }
     let _ = stop_lifecycle.send(true);
     if let Some(task) = lifecycle {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;

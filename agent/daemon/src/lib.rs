@@ -3,15 +3,19 @@
 //! Data flows one way: [`collect`] holds one long-lived object per collector, each yielding
 //! its typed [`guestward_core::Section`] with findings and events; [`scan`] assembles them into
 //! a [`guestward_report::Report`] envelope; in the daemon, [`pipeline`] owns the cycle (scan,
-//! change tracking, events, sequence) and [`control`] serves what it produced. [`config`] is
-//! the single TOML file that configures all of it.
+//! change tracking, events, sequence) and [`control`] serves what it produced; with
+//! `[transport]` enabled, [`transport`] holds the spool every full report is written to and the
+//! shipper that delivers it ([`once`]: `run --once`, one report delivered and exit). [`config`]
+//! is the single TOML file that configures all of it.
 
 pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod once;
 pub mod pipeline;
 pub mod scan;
+pub mod transport;
 
 pub use guestward_core::exit;

@@ -1,12 +1,14 @@
-//! The daemon's cycle: scan → change tracking → events → report (→ spool, next).
+//! The daemon's cycle: scan → change tracking → events → report → spool (→ shipper).
 //!
 //! The pipeline owns the collectors (long-lived, built once from the validated config), the
 //! events observed between reports, the latest full report and the report sequence. The
 //! control server only serves what the pipeline produced, and asks it for a cycle when a
-//! client wants a fresh scan.
+//! client wants a fresh scan. With `[transport]` enabled, every full report is written to the
+//! spool before its events are marked reported, and the shipper is woken to send it.
 
 use crate::collect::Collectors;
 use crate::config::Config;
+use crate::transport::Transport;
 use guestward_core::{Event, Timestamp};
 use guestward_history::{Coalescer, EventStore, HistoryError, HistoryStats, Query, StoredEvent};
 use guestward_report::Report;
@@ -233,6 +235,29 @@ pub struct Pipeline {
     scan_runs: AtomicU64,
     scan_degraded_runs: AtomicU64,
     scan_failures: AtomicU64,
+    /// The spool and shipper, when `[transport]` is enabled.
+    transport: Option<Arc<Transport>>,
+}
+
+/// What a cycle produced.
+#[derive(Debug)]
+pub struct Cycle {
+    /// The report.
+    pub report: Arc<Report>,
+    /// What became of it on its way to the collector.
+    pub spooled: Spooled,
+}
+
+/// Whether a cycle's report reached the spool.
+#[derive(Debug)]
+pub enum Spooled {
+    /// Not a full report, or `[transport]` is not enabled: nothing was spooled.
+    No,
+    /// On disk; the spool dropped these to make room (each also became a
+    /// `transport.spool_dropped` event in the history).
+    Yes(Vec<guestward_transport::DropRecord>),
+    /// The spool refused it (the reason); its events stay unreported for the next report.
+    Failed(String),
 }
 
 /// The pipeline's counters, for `agentctl status`.
@@ -246,6 +271,8 @@ pub struct PipelineCounters {
     pub scan_failures_total: u64,
     /// Event history appends that failed.
     pub events_store_failures_total: u64,
+    /// Full reports the spool refused.
+    pub spool_push_failures_total: u64,
 }
 
 impl Pipeline {
@@ -262,7 +289,20 @@ impl Pipeline {
             scan_runs: AtomicU64::new(0),
             scan_degraded_runs: AtomicU64::new(0),
             scan_failures: AtomicU64::new(0),
+            transport: None,
         }
+    }
+
+    /// The same pipeline, delivering its full reports through `transport` (the spool and the
+    /// shipper; `None`: reports stay on the host).
+    pub fn with_transport(mut self, transport: Option<Arc<Transport>>) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The spool and shipper, when `[transport]` is enabled.
+    pub fn transport(&self) -> Option<&Arc<Transport>> {
+        self.transport.as_ref()
     }
 
     /// One cycle of the given collectors.
@@ -274,6 +314,17 @@ impl Pipeline {
     /// would skip changes), and leaves the events for the next full report. A cycle that fails
     /// marks nothing as reported, so its events go with the next one.
     pub async fn cycle(self: &Arc<Self>, only: BTreeSet<Collector>) -> Result<Arc<Report>, CycleError> {
+        self.cycle_spooled(only).await.map(|c| c.report)
+    }
+
+    /// [`Self::cycle`], also saying whether the report reached the spool (`run --once` stops
+    /// on a report it could not spool).
+    ///
+    /// With `[transport]` enabled, a full report is written to the spool (fsync'd) *before*
+    /// its events are marked reported: a crash between the two repeats events (the collector
+    /// keeps both reports, each with its own batch id), never loses them; a spool that refuses
+    /// the report leaves them unreported, so the next report carries them.
+    pub async fn cycle_spooled(self: &Arc<Self>, only: BTreeSet<Collector>) -> Result<Cycle, CycleError> {
         let _gate = self.gate.lock().await;
         let full = only == Collector::all();
         let this = Arc::clone(self);
@@ -290,13 +341,44 @@ impl Pipeline {
         if report.any_degraded() {
             self.scan_degraded_runs.fetch_add(1, Ordering::Relaxed);
         }
+        let mut spooled = Spooled::No;
         if full {
             *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&report));
-            if let Some(id) = reported_through {
+            spooled = self.spool(&report).await;
+            if let Some(id) = reported_through
+                && !matches!(spooled, Spooled::Failed(_))
+            {
                 self.events.mark_reported(id);
             }
+            if let Spooled::Yes(dropped) = &spooled {
+                // After the mark: these events are newer than any the report carries, so the
+                // next report carries them, and the collector learns what the bound cost.
+                let now = Timestamp::now();
+                let events: Vec<Event> = dropped.iter().map(|d| d.to_event(now)).collect();
+                self.events.append(&events);
+            }
         }
-        Ok(report)
+        Ok(Cycle { report, spooled })
+    }
+
+    /// Writes a full report to the spool (on a blocking thread: it fsyncs) and wakes the
+    /// shipper. Failures are counted and logged by [`Transport::push`].
+    async fn spool(&self, report: &Arc<Report>) -> Spooled {
+        let Some(transport) = &self.transport else { return Spooled::No };
+        let transport = Arc::clone(transport);
+        let report = Arc::clone(report);
+        match tokio::task::spawn_blocking(move || transport.push(&report)).await {
+            Ok(Ok(outcome)) => Spooled::Yes(outcome.dropped),
+            Ok(Err(e)) => Spooled::Failed(e.to_string()),
+            Err(e) => {
+                // The push panicked: nothing says the report is on disk.
+                if let Some(t) = &self.transport {
+                    t.count_push_failure();
+                }
+                tracing::error!(error = %e, "spooling the report failed");
+                Spooled::Failed(format!("spooling the report failed: {e}"))
+            }
+        }
     }
 
     /// Scan, then (full cycles) change tracking, events and the sequence number. Returns the
@@ -331,6 +413,11 @@ impl Pipeline {
                 tracing::error!(error = %e, "unreported events could not be read from the history");
                 report.events = observed;
             }
+        }
+        if let Some(transport) = &self.transport {
+            // GW-TLS-001: a client certificate about to expire (or expired) stops delivery;
+            // the report says so while it still gets through.
+            report.findings.extend(transport.shipper.certificate_findings());
         }
         report.sequence = Some(self.sequence.next());
         report.events.sort_by_key(|e| e.time);
@@ -386,6 +473,7 @@ impl Pipeline {
             scan_degraded_runs_total: self.scan_degraded_runs.load(Ordering::Relaxed),
             scan_failures_total: self.scan_failures.load(Ordering::Relaxed),
             events_store_failures_total: self.events.store_failures_total(),
+            spool_push_failures_total: self.transport.as_ref().map_or(0, |t| t.push_failures_total()),
         }
     }
 }

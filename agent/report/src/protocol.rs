@@ -214,6 +214,10 @@ pub struct Counters {
     /// Writes to the history that failed (full disk, damaged file).
     #[serde(default)]
     pub events_store_failures_total: u64,
+    /// Full reports that could not be written to the transport spool (full disk, a damaged
+    /// spool); their events stay unreported in the history and go with the next report.
+    #[serde(default)]
+    pub spool_push_failures_total: u64,
 }
 
 /// One scan, summarized.

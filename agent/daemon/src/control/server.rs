@@ -169,6 +169,7 @@ impl Shared {
                 events_stored: history.as_ref().map_or(0, |h| h.stored),
                 events_coalesced_total: history.as_ref().map_or(0, |h| h.coalesced_total),
                 events_store_failures_total: pipeline.events_store_failures_total,
+                spool_push_failures_total: pipeline.spool_push_failures_total,
                 control_requests_total: self.control_requests.load(Ordering::Relaxed),
                 control_denied_connections_total: self.control_denied.load(Ordering::Relaxed),
                 control_refused_connections_total: self.control_refused.load(Ordering::Relaxed),
@@ -176,7 +177,9 @@ impl Shared {
                     .as_ref()
                     .map_or(0, |h| h.dropped_total + h.overflow_dropped_total),
             },
-            transport: None,
+            // Delivery to the collector (`[transport]`): the shipper's own view, with the
+            // spool's depth and the client certificate's expiry.
+            transport: self.pipeline.transport().map(|t| t.shipper.status()),
         }
     }
 }

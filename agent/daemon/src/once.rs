@@ -1,0 +1,205 @@
+//! `guestward-agent run --once`: one full report, spooled and delivered, then exit.
+//!
+//! The daemon's pipeline without the daemon: the same cycle (change tracking, the event
+//! history, the report sequence, the spool before anything is marked reported), with FIM read
+//! from the stored baseline as `scan` does (no realtime monitor). Then everything the spool
+//! holds is delivered, reports left by earlier runs (or a stopped daemon) included, until the
+//! collector acknowledged all of them or the deadline passed. What was not delivered stays
+//! spooled for the next run: exit 3 says so, with the reason.
+//!
+//! Not to be run beside a daemon on the same `state_dir`: both would take report sequence
+//! numbers and drain the same spool.
+
+use crate::cli::RunArgs;
+use crate::collect::Collectors;
+use crate::collect::fim::FimCollector;
+use crate::config::{Config, ConfigSource};
+use crate::exit;
+use crate::pipeline::{Cycle, EventLog, Pipeline, Spooled};
+use crate::transport::Transport;
+use anyhow::Context;
+use guestward_report::protocol::{Collector, SpoolStatus};
+use guestward_transport::{DeliverySummary, ShipperError};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs `run --once` and returns the exit code. Errors are usage/setup errors (exit 2).
+pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Result<u8> {
+    if !config.transport.enabled {
+        eprintln!(
+            "guestward-agent: run --once delivers a report to a collector, but `[transport] enabled` is \
+             not true in {source}: set `[transport] enabled = true` with url, ca_file, cert_file and \
+             key_file (see packaging/agent.toml), or use `guestward-agent scan` to print a report here"
+        );
+        return Ok(exit::USAGE);
+    }
+    crate::daemon::prepare_state_dir(config.agent.state_dir.as_path())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        // As the daemon: two workers; the scan runs on blocking threads.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let deadline = Duration::from_secs(args.timeout_secs);
+    let outcome = runtime.block_on(once(config, deadline));
+    // A collector stuck in a read (a hung mount) must not hold the exit past the deadline.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let outcome = outcome?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &outcome.to_json())?;
+        writeln!(out)?;
+    } else if outcome.delivered() {
+        writeln!(out, "{}", outcome.summary())?;
+    } else {
+        eprintln!("guestward-agent: {}", outcome.summary());
+    }
+    out.flush()?;
+    Ok(if outcome.delivered() { exit::OK } else { exit::NOT_DELIVERED })
+}
+
+/// What one `run --once` did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The collector's URL.
+    pub url: String,
+    /// The spool's directory.
+    pub spool_dir: String,
+    /// This run's report and whether it reached the spool.
+    pub cycle: Cycle,
+    /// Delivery of what the spool held.
+    pub delivery: Result<DeliverySummary, String>,
+    /// The spool after delivery.
+    pub spool: SpoolStatus,
+}
+
+impl Outcome {
+    /// Whether this run's report was spooled and the spool was emptied.
+    pub fn delivered(&self) -> bool {
+        !matches!(self.cycle.spooled, Spooled::Failed(_)) && self.delivery.is_ok()
+    }
+
+    /// One line for a person.
+    pub fn summary(&self) -> String {
+        let report = &self.cycle.report;
+        let this_run = format!(
+            "this run's report: sequence {}, {} findings, {} events{}",
+            report.sequence.map_or_else(|| "-".to_string(), |s| s.to_string()),
+            report.findings.len(),
+            report.events.len(),
+            if report.any_degraded() { ", some collector degraded (see the report)" } else { "" },
+        );
+        let spool_failure = match &self.cycle.spooled {
+            Spooled::Failed(e) => {
+                format!("this run's report could not be spooled ({e}); its events wait in the history; ")
+            }
+            Spooled::Yes(dropped) if !dropped.is_empty() => {
+                format!("the spool was full and dropped data of {} undelivered report(s); ", dropped.len())
+            }
+            _ => String::new(),
+        };
+        match &self.delivery {
+            Ok(d) if self.delivered() => format!(
+                "delivered to {}: {} report(s) stored, {} already stored, {} request(s); {spool_failure}{this_run}",
+                self.url, d.stored, d.duplicates, d.requests
+            ),
+            Ok(_) => format!("not delivered: {spool_failure}{this_run}"),
+            Err(e) => format!(
+                "not delivered to {}: {e}; {} report(s) ({} bytes) stay spooled in {} for the next run; \
+                 {spool_failure}{this_run}",
+                self.url, self.spool.reports, self.spool.bytes, self.spool_dir
+            ),
+        }
+    }
+
+    /// The outcome for scripts.
+    pub fn to_json(&self) -> serde_json::Value {
+        let report = &self.cycle.report;
+        let (spooled, spool_error, dropped) = match &self.cycle.spooled {
+            Spooled::Yes(d) => (true, None, d.len()),
+            Spooled::Failed(e) => (false, Some(e.clone()), 0),
+            Spooled::No => (false, None, 0),
+        };
+        let (summary, error) = match &self.delivery {
+            Ok(d) => (d.clone(), None),
+            Err(e) => (DeliverySummary::default(), Some(e.clone())),
+        };
+        serde_json::json!({
+            "delivered": self.delivered(),
+            "url": self.url,
+            "report": {
+                "batch_id": report.batch_id,
+                "sequence": report.sequence,
+                "collected_at": report.collected_at,
+                "findings": report.findings.len(),
+                "events": report.events.len(),
+                "degraded": report.any_degraded(),
+                "spooled": spooled,
+                "spool_error": spool_error,
+                "spool_drops": dropped,
+            },
+            "stored": summary.stored,
+            "duplicates": summary.duplicates,
+            "requests": summary.requests,
+            "error": error,
+            "spool": {
+                "dir": self.spool_dir,
+                "reports": self.spool.reports,
+                "bytes": self.spool.bytes,
+                "max_bytes": self.spool.max_bytes,
+                "oldest_collected_at": self.spool.oldest_collected_at,
+            },
+        })
+    }
+}
+
+async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
+    let config = Arc::new(config);
+    let state_dir = config.agent.state_dir.as_path().to_path_buf();
+    let url = config.transport.url.clone().unwrap_or_default();
+    let transport = Transport::open(&config)?
+        .context("[transport] enabled = true was checked above; the transport must exist")?;
+    let events = Arc::new(
+        EventLog::open(&state_dir, &config.history)
+            .context("the event history (events.db in agent.state_dir) cannot be used")?,
+    );
+    let fim = if config.fim.enabled {
+        FimCollector::Stored(state_dir.clone())
+    } else {
+        FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
+    };
+    let collectors =
+        Collectors::new(&config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
+    let pipeline = Arc::new(
+        Pipeline::new(Arc::clone(&config), collectors, Arc::clone(&events))
+            .with_transport(Some(Arc::clone(&transport))),
+    );
+    let cycle = pipeline.cycle_spooled(Collector::all()).await?;
+    // Whatever the coalescer still holds (drop events included) goes to the history now: this
+    // process ends after delivery.
+    let flushed = Arc::clone(&events);
+    if let Err(e) = tokio::task::spawn_blocking(move || flushed.flush()).await {
+        tracing::error!(error = %e, "events still held could not be stored");
+    }
+    // The shipper's own deadline, and ours around it in case it overran: past either, what is
+    // left stays spooled.
+    let delivery = match tokio::time::timeout(
+        deadline.saturating_add(Duration::from_secs(5)),
+        transport.shipper.deliver_all(deadline),
+    )
+    .await
+    {
+        Ok(Ok(summary)) => Ok(summary),
+        Ok(Err(ShipperError::Undelivered { undelivered, last_error })) => Err(format!(
+            "{undelivered} report(s) not acknowledged within {}s: {last_error}",
+            deadline.as_secs()
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("delivery did not finish within {}s", deadline.as_secs())),
+    };
+    let spool_dir = Transport::spool_dir(&state_dir).display().to_string();
+    let stats_of = Arc::clone(&transport);
+    let spool = tokio::task::spawn_blocking(move || stats_of.spool.stats()).await.unwrap_or_default();
+    Ok(Outcome { url, spool_dir, cycle, delivery, spool })
+}

@@ -1,0 +1,111 @@
+//! The daemon's end of delivery: the spool and the shipper (`guestward-transport`), built once
+//! from `[transport]`, shared by the pipeline (which pushes every full report into the spool),
+//! the shipper's task (which drains it) and the control server (`agentctl status`).
+
+use crate::config::Config;
+use guestward_report::Report;
+use guestward_transport::{PushOutcome, Shipper, ShipperError, Spool, SpoolError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The spool's directory inside `agent.state_dir`.
+pub const SPOOL_DIR: &str = "spool";
+
+/// Why delivery cannot be set up. The daemon does not start, and `run --once` stops, with it:
+/// `[transport] enabled = true` is a promise that reports leave the host.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportSetupError {
+    /// The spool directory cannot be opened or created.
+    #[error("[transport]: the spool cannot be used: {0}")]
+    Spool(#[from] SpoolError),
+    /// The CA, certificate or key cannot be loaded (missing, unreadable, not PEM, a key
+    /// readable by others).
+    #[error(
+        "[transport]: the TLS credentials cannot be loaded: {0} (check transport.ca_file, \
+         transport.cert_file and transport.key_file; the key must be mode 0600 or 0400)"
+    )]
+    Credentials(#[from] ShipperError),
+}
+
+/// The spool, the shipper and the bell that wakes the shipper when a report arrives.
+#[derive(Debug)]
+pub struct Transport {
+    /// Reports on disk until the collector acknowledged them.
+    pub spool: Arc<Spool>,
+    /// Delivers what the spool holds.
+    pub shipper: Arc<Shipper>,
+    /// Notified after every push, so a new report goes out at once, not at the next flush.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Reports that could not be written to the spool (disk full, a damaged spool): counted
+    /// and logged; their events stay unreported in the history, so the next report carries
+    /// them.
+    push_failures: AtomicU64,
+}
+
+impl Transport {
+    /// The spool and shipper for `config`'s `[transport]`; `None` when it is not enabled.
+    /// Opens the spool (`<state_dir>/spool`, created 0700) and loads the CA, certificate and
+    /// key now, so a daemon that cannot deliver refuses to start instead of spooling forever.
+    pub fn open(config: &Config) -> Result<Option<Arc<Self>>, TransportSetupError> {
+        if !config.transport.enabled {
+            return Ok(None);
+        }
+        let spool = Arc::new(Spool::open(
+            &Self::spool_dir(config.agent.state_dir.as_path()),
+            config.transport.spool_max_bytes,
+        )?);
+        let shipper = Arc::new(Shipper::new(&config.transport, Arc::clone(&spool))?);
+        Ok(Some(Arc::new(Self {
+            spool,
+            shipper,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            push_failures: AtomicU64::new(0),
+        })))
+    }
+
+    /// `<state_dir>/spool`.
+    pub fn spool_dir(state_dir: &Path) -> PathBuf {
+        state_dir.join(SPOOL_DIR)
+    }
+
+    /// Writes `report` to the spool (blocking: fsync), then wakes the shipper. A failure is
+    /// counted and logged here; the caller leaves the report's events unreported.
+    pub fn push(&self, report: &Report) -> Result<PushOutcome, SpoolError> {
+        match self.spool.push(report) {
+            Ok(outcome) => {
+                for drop in &outcome.dropped {
+                    tracing::warn!(
+                        batch_id = %drop.batch_id,
+                        sequence = drop.sequence,
+                        what = ?drop.what,
+                        events = drop.events,
+                        findings = drop.findings,
+                        "the spool is full (transport.spool_max_bytes): data of an undelivered report was dropped"
+                    );
+                }
+                self.wake.notify_one();
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.count_push_failure();
+                tracing::error!(
+                    batch_id = %report.batch_id,
+                    error = %e,
+                    "the report could not be spooled; its events stay in the history for the next report"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts a push that did not complete.
+    pub(crate) fn count_push_failure(&self) {
+        self.push_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pushes that failed since start.
+    pub fn push_failures_total(&self) -> u64 {
+        self.push_failures.load(Ordering::Relaxed)
+    }
+}
