@@ -25,7 +25,7 @@ fn agent_killed_before_the_acknowledgement_loses_nothing_and_the_duplicate_is_st
         let agent = Agent::new(&tmp.path().join("agent"), "host-crash", &via_relay);
 
         let mut child = agent
-            .run_once_command()
+            .run_once_command(DELIVERY_SECS)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -50,7 +50,10 @@ fn agent_killed_before_the_acknowledgement_loses_nothing_and_the_duplicate_is_st
         child.wait().unwrap();
 
         agent.configure(&direct);
-        agent.run_once().assert_success("run --once after the crash");
+        let (out, json) = agent.run_once_json();
+        out.assert_success("run --once after the crash");
+        // The killed run's batch was sent again (still spooled) and recognised.
+        assert_eq!((json["stored"].as_u64(), json["duplicates"].as_u64()), (Some(1), Some(1)), "{json:#}");
         let s = collector.host("host-crash").unwrap().summary;
         assert_eq!(s.reports_stored, 2, "the batch of the killed run once, plus the new one: {s:?}");
         assert_eq!(s.last_sequence, Some(2), "{s:?}");

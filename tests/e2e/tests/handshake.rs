@@ -82,7 +82,7 @@ fn agent_certificate_from_another_ca_is_refused() {
             Transport { url: collector.url(), ca_file: s.pki.ca(), identity: foreign, extra: String::new() },
         );
         assert_refused(
-            &agent.run_once(),
+            &agent.run_once_failing(),
             "an agent certificate from another CA",
             &[
                 "unknownca",
@@ -107,7 +107,7 @@ fn expired_agent_certificate_is_refused() {
             "host-x",
             Transport { url: collector.url(), ca_file: s.pki.ca(), identity: expired, extra: String::new() },
         );
-        assert_refused(&agent.run_once(), "an expired agent certificate", &["expired"]);
+        assert_refused(&agent.run_once_failing(), "an expired agent certificate", &["expired"]);
         assert_nothing_stored(&collector);
     });
 }
@@ -133,7 +133,7 @@ fn collector_certificate_for_another_name_is_refused() {
             },
         );
         assert_refused(
-            &agent.run_once(),
+            &agent.run_once_failing(),
             "a collector certificate for another name",
             &["not valid for name", "notvalidforname", "not valid for", "name mismatch", "other.example"],
         );
@@ -157,7 +157,7 @@ fn collector_certificate_from_an_unpinned_ca_is_refused() {
             },
         );
         assert_refused(
-            &agent.run_once(),
+            &agent.run_once_failing(),
             "a collector certificate from an unpinned CA",
             &["unknownissuer", "unknown issuer", "unknown_issuer"],
         );
@@ -182,10 +182,14 @@ fn tls12_only_server_is_refused_when_13_is_required() {
             extra: extra.into(),
         };
         let agent = s.agent("host-x", transport(""));
-        assert_refused(&agent.run_once(), "a TLS 1.2-only server when 1.3 is required", &version_words);
+        assert_refused(
+            &agent.run_once_failing(),
+            "a TLS 1.2-only server when 1.3 is required",
+            &version_words,
+        );
 
         agent.configure(&transport("tls_min_version = \"1.2\"\n"));
-        let out = agent.run_once();
+        let out = agent.run_once_failing();
         out.assert_failure("run --once against a TLS server that is not a collector");
         assert!(
             !version_words.iter().any(|k| out.text().contains(k)),

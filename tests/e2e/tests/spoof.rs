@@ -18,7 +18,7 @@ fn agent_with_another_hosts_certificate_is_refused_and_nothing_is_stored() {
             &Transport { url: collector.url(), ca_file: pki.ca(), identity: cert_of_a, extra: String::new() },
         );
 
-        let out = agent.run_once();
+        let out = agent.run_once_failing();
         out.assert_failure("run --once with host A's certificate and host_id B");
         assert!(out.text().contains("403"), "the refusal (403) is not in the agent's error:\n{out}");
 

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 /// The repository root.
 pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-/// How long one `run --once` may take before the test fails (a hang is a failure, not a wait).
-pub const RUN_ONCE_LIMIT: Duration = Duration::from_secs(40);
+/// `run --once --timeout-secs` when delivery should succeed.
+pub const DELIVERY_SECS: u64 = 30;
+/// `run --once --timeout-secs` when delivery should fail: long enough for a few retries.
+pub const FAILING_DELIVERY_SECS: u64 = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Binaries and processes
@@ -685,15 +687,42 @@ impl Agent {
         .unwrap();
     }
 
-    /// `guestward-agent run --once --config <config>`, bounded in time.
+    /// `guestward-agent run --once --config <config> --timeout-secs 30` (delivery that
+    /// should succeed), bounded in time.
     pub fn run_once(&self) -> Outcome {
-        run_bounded(&mut self.run_once_command(), RUN_ONCE_LIMIT)
+        self.run_once_with(DELIVERY_SECS, &[])
+    }
+
+    /// `run --once` that should fail: delivery retries for only [`FAILING_DELIVERY_SECS`], so
+    /// a failure the shipper retries (a refused connection, a handshake error) ends quickly,
+    /// its last error in the message.
+    pub fn run_once_failing(&self) -> Outcome {
+        self.run_once_with(FAILING_DELIVERY_SECS, &[])
+    }
+
+    /// `run --once --json`: the outcome and its JSON (stored, duplicates, spool).
+    pub fn run_once_json(&self) -> (Outcome, serde_json::Value) {
+        let out = self.run_once_with(DELIVERY_SECS, &["--json"]);
+        let json = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("run --once --json printed no JSON ({e}):\n{out}"));
+        (out, json)
+    }
+
+    fn run_once_with(&self, timeout_secs: u64, args: &[&str]) -> Outcome {
+        let mut cmd = self.run_once_command(timeout_secs);
+        cmd.args(args);
+        run_bounded(&mut cmd, Duration::from_secs(timeout_secs + 25))
     }
 
     /// The `run --once` command, to spawn and kill.
-    pub fn run_once_command(&self) -> Command {
+    pub fn run_once_command(&self, timeout_secs: u64) -> Command {
         let mut cmd = command("guestward-agent");
-        cmd.arg("run").arg("--once").arg("--config").arg(self.config());
+        cmd.arg("run")
+            .arg("--once")
+            .arg("--timeout-secs")
+            .arg(timeout_secs.to_string())
+            .arg("--config")
+            .arg(self.config());
         cmd
     }
 
