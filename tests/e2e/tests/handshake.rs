@@ -116,7 +116,7 @@ fn expired_agent_certificate_is_refused() {
 fn collector_certificate_for_another_name_is_refused() {
     guestward_core::testing::within(LIMIT, "wrong server name", || {
         let s = setup();
-        let other_name = s.pki.issue_server(&["other.example"]);
+        let other_name = s.pki.reissue_server(&["other.example"]);
         let collector = s.collector(CollectorOptions {
             server: Some(other_name),
             server_name: Some("other.example".into()),

@@ -294,22 +294,17 @@ impl Pki {
         Identity { cert: d.join("cert.pem"), key: d.join("key.pem") }
     }
 
-    /// `pki issue-server --name <dns>...`: a server certificate for other names.
-    pub fn issue_server(&self, names: &[&str]) -> Identity {
+    /// `pki issue-server --name <dns>... --force`: the server certificate (`server.pem`),
+    /// replaced by one for other names.
+    pub fn reissue_server(&self, names: &[&str]) -> Identity {
         let dir = self.dir.display().to_string();
-        let mut args = vec!["issue-server", "--dir", &dir];
+        let mut args = vec!["issue-server", "--dir", &dir, "--force"];
         for n in names {
             args.extend(["--name", n]);
         }
         pki(&args);
-        server_identity_for(&self.dir, names[0])
+        self.server()
     }
-}
-
-/// Where `pki issue-server` writes the certificate for `first_name`.
-fn server_identity_for(dir: &Path, first_name: &str) -> Identity {
-    let d = dir.join("servers").join(first_name);
-    Identity { cert: d.join("cert.pem"), key: d.join("key.pem") }
 }
 
 fn pki(args: &[&str]) {
@@ -415,8 +410,8 @@ impl Collector {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\npki_dir = \"{}\"\ndb = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n{}\n",
-                pki.dir.display(),
+                "listen = \"127.0.0.1:{port}\"\nca_file = \"{}\"\ndb = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n{}\n",
+                pki.ca().display(),
                 dir.join("collector.db").display(),
                 server.cert.display(),
                 server.key.display(),
