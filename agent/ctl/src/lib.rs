@@ -8,10 +8,10 @@ pub mod client;
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SCAN_REQUEST_TIMEOUT};
-use guestward_core::Finding;
 use guestward_core::exit;
+use guestward_core::{Finding, Timestamp};
 use guestward_report::Report;
-use guestward_report::protocol::{Collector, ScanRequest, Status};
+use guestward_report::protocol::{Collector, ScanRequest, Status, TransportStatus};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -505,7 +505,105 @@ fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         out,
         "events      {} stored, {} coalesced in storms, {} dropped, {} store failures (agentctl events)",
         c.events_stored, c.events_coalesced_total, c.events_dropped_total, c.events_store_failures_total
-    )
+    )?;
+    match &status.transport {
+        Some(t) => render_transport(t, c.spool_push_failures_total, Timestamp::now(), out),
+        None => writeln!(out, "transport   off: reports stay on this host ([transport] enabled = false)"),
+    }
+}
+
+/// The `transport` block of `agentctl status`: where reports go, whether they get there, what
+/// waits in the spool, what the spool had to drop and when the client certificate expires.
+/// `now` is a parameter so the ages can be tested.
+fn render_transport(
+    t: &TransportStatus,
+    spool_push_failures: u64,
+    now: Timestamp,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let ago = |at: Timestamp| human_duration(now.unix_secs().saturating_sub(at.unix_secs()));
+    let state = if t.connected {
+        "connected".to_string()
+    } else if t.consecutive_failures > 0 {
+        format!("NOT CONNECTED ({} failed attempt(s) in a row)", t.consecutive_failures)
+    } else {
+        "not connected yet".to_string()
+    };
+    writeln!(out, "transport   {} {state}", t.url)?;
+    let last = match t.last_success_at {
+        Some(at) => format!("last {at} ({} ago)", ago(at)),
+        None => "none yet".to_string(),
+    };
+    writeln!(
+        out,
+        "  delivery  {last}; {} report(s) delivered, {} failed request(s) since start",
+        t.delivered_reports_total, t.failed_requests_total
+    )?;
+    if let Some(next) = t.next_attempt_at
+        && !t.connected
+    {
+        writeln!(out, "  retry     {next}")?;
+    }
+    let s = &t.spool;
+    let oldest = match s.oldest_collected_at {
+        Some(at) => format!(", oldest {at} ({} old)", ago(at)),
+        None => String::new(),
+    };
+    writeln!(
+        out,
+        "  spool     {} report(s), {} of {}{oldest}",
+        s.reports,
+        human_bytes(s.bytes),
+        human_bytes(s.max_bytes)
+    )?;
+    writeln!(
+        out,
+        "  drops     superseded snapshots {}, events {}, whole reports {}; reports not spooled {}",
+        s.superseded_snapshots_dropped_total,
+        s.events_dropped_total,
+        s.reports_dropped_total,
+        spool_push_failures
+    )?;
+    match &t.certificate {
+        Some(cert) => {
+            let expiry = match (cert.not_after, cert.days_left) {
+                (Some(at), Some(days)) if days < 0 => format!("EXPIRED {at} ({} days ago)", -days),
+                (Some(at), Some(days)) if days <= 7 => format!("expires {at} (ONLY {days} days left)"),
+                (Some(at), Some(days)) => format!("expires {at} ({days} days left)"),
+                (Some(at), None) => format!("expires {at}"),
+                (None, _) => "expiry unknown".to_string(),
+            };
+            writeln!(out, "  cert      CN={} ({}), {expiry}", cert.subject, cert.path)?;
+        }
+        None => writeln!(out, "  cert      not loaded")?,
+    }
+    if let Some(e) = &t.last_error {
+        writeln!(out, "  error     {e}")?;
+    }
+    Ok(())
+}
+
+/// `90s`, `5m`, `3h 20m`, `2d 4h`: an age at a glance.
+fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3_600 => format!("{}m", secs / 60),
+        3_600..86_400 => format!("{}h {}m", secs / 3_600, secs % 3_600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3_600),
+    }
+}
+
+/// Bytes in binary units, one decimal.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// `check-config` is the daemon's own validation, run as `guestward-agent check-config`: the
@@ -622,4 +720,108 @@ fn render_imds(
         S::Ok | S::Skipped => exit::OK,
         S::Degraded | S::Error => exit::DEGRADED,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use guestward_report::protocol::{CertificateStatus, SpoolStatus};
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_secs(secs).unwrap()
+    }
+
+    fn rendered(t: &TransportStatus, push_failures: u64, now: Timestamp) -> String {
+        let mut out = Vec::new();
+        render_transport(t, push_failures, now, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn transport_block_shows_url_state_delivery_age_spool_drops_certificate_and_error() {
+        let now = at(1_800_000_000);
+        let t = TransportStatus {
+            url: "https://collector.internal:8443".into(),
+            connected: false,
+            last_success_at: Some(at(1_800_000_000 - 300)),
+            last_error: Some("connection refused".into()),
+            consecutive_failures: 4,
+            delivered_reports_total: 12,
+            failed_requests_total: 4,
+            spool: SpoolStatus {
+                reports: 3,
+                bytes: 3 * 1024 * 1024 / 2,
+                max_bytes: 256 * 1024 * 1024,
+                oldest_collected_at: Some(at(1_800_000_000 - 7_260)),
+                superseded_snapshots_dropped_total: 2,
+                events_dropped_total: 5,
+                reports_dropped_total: 1,
+            },
+            certificate: Some(CertificateStatus {
+                path: "/etc/guestward/tls/agent.pem".into(),
+                subject: "i-0123456789abcdef0".into(),
+                not_after: Some(at(1_800_000_000 + 3 * 86_400)),
+                days_left: Some(3),
+            }),
+            ..TransportStatus::default()
+        };
+        let out = rendered(&t, 1, now);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "transport   https://collector.internal:8443 NOT CONNECTED (4 failed attempt(s) in a row)"
+        );
+        assert!(lines[1].contains("(5m ago); 12 report(s) delivered, 4 failed request(s)"), "{out}");
+        assert!(
+            out.contains("spool     3 report(s), 1.5 MiB of 256.0 MiB, oldest")
+                && out.contains("(2h 1m old)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("superseded snapshots 2, events 5, whole reports 1; reports not spooled 1"),
+            "{out}"
+        );
+        assert!(out.contains("CN=i-0123456789abcdef0") && out.contains("(ONLY 3 days left)"), "{out}");
+        assert!(out.contains("error     connection refused"), "{out}");
+    }
+
+    #[test]
+    fn transport_block_says_connected_and_flags_an_expired_certificate() {
+        let now = at(1_800_000_000);
+        let t = TransportStatus {
+            url: "https://c:1".into(),
+            connected: true,
+            certificate: Some(CertificateStatus {
+                path: "a.pem".into(),
+                subject: "h".into(),
+                not_after: Some(at(1_800_000_000 - 2 * 86_400)),
+                days_left: Some(-2),
+            }),
+            ..TransportStatus::default()
+        };
+        let out = rendered(&t, 0, now);
+        assert!(out.starts_with("transport   https://c:1 connected\n"), "{out}");
+        assert!(out.contains("last none yet") || out.contains("none yet"), "{out}");
+        assert!(out.contains("EXPIRED") && out.contains("(2 days ago)"), "{out}");
+        assert!(!out.contains("error "), "{out}");
+    }
+
+    #[test]
+    fn ages_and_sizes_read_at_a_glance() {
+        assert_eq!(
+            [
+                human_duration(-5),
+                human_duration(59),
+                human_duration(61),
+                human_duration(3_660),
+                human_duration(90_000)
+            ],
+            ["0s", "59s", "1m", "1h 1m", "1d 1h"]
+        );
+        assert_eq!(
+            [human_bytes(512), human_bytes(1536), human_bytes(1 << 30)],
+            ["512 B", "1.5 KiB", "1.0 GiB"]
+        );
+    }
 }

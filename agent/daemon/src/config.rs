@@ -854,6 +854,23 @@ max_sockets = 0
     }
 
     #[test]
+    fn transport_problems_are_located_at_their_keys() {
+        let p = problems(
+            "[transport]\nenabled = true\nurl = \"http://c:1\"\nca_file = \"ca.pem\"\ncert_file = \"/a.pem\"\nkey_file = \"/k.pem\"\n",
+        );
+        let found: Vec<(usize, usize, &str)> =
+            p.iter().map(|p| (p.line, p.column, p.key.as_deref().unwrap_or("?"))).collect();
+        assert_eq!(found, [(3, 7, "transport.url"), (4, 11, "transport.ca_file")], "{p:?}");
+        assert!(p[0].message.contains("https://") && p[1].message.contains("absolute"), "{p:?}");
+        let ok = Config::parse(
+            "[transport]\nenabled = true\nurl = \"https://c:1\"\nca_file = \"/ca.pem\"\ncert_file = \"/a.pem\"\nkey_file = \"/k.pem\"\n",
+            Path::new("agent.toml"),
+        )
+        .unwrap();
+        assert!(ok.transport.enabled);
+    }
+
+    #[test]
     fn every_syntax_error_is_listed() {
         let p = problems("[agent\nscan_interval_secs = = 5\n");
         assert!(!p.is_empty());

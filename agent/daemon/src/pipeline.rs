@@ -477,3 +477,83 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use guestward_transport::{Shipper, Spool};
+
+    /// A pipeline over an empty host root (scans take milliseconds), FIM and IMDS off, with
+    /// `[transport]` on the test PKI of `tests/fixtures/tls` and a spool bounded at `max_bytes`.
+    fn pipeline(dir: &Path, max_bytes: u64) -> Arc<Pipeline> {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tls");
+        let key = dir.join("agent-key.pem");
+        if !key.exists() {
+            std::fs::copy(fixtures.join("agent-key.pem"), &key).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let state = dir.join("state");
+        crate::daemon::prepare_state_dir(&state).unwrap();
+        let text = format!(
+            "[agent]\nstate_dir = \"{}\"\nhost_id = \"test-host\"\n[fim]\nenabled = false\n[imds]\nenabled = false\n\
+             [transport]\nenabled = true\nurl = \"https://127.0.0.1:1\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            state.display(),
+            fixtures.join("ca.pem").display(),
+            fixtures.join("agent.pem").display(),
+            key.display()
+        );
+        let config = Arc::new(Config::parse(&text, Path::new("agent.toml")).unwrap());
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let collectors = Collectors::new(
+            &config,
+            guestward_core::HostRoot::new(&root).unwrap(),
+            tokio::runtime::Handle::current(),
+            crate::collect::fim::FimCollector::Off("off in this test"),
+        );
+        let events = Arc::new(EventLog::open(&state, &config.history).unwrap());
+        let spool =
+            Arc::new(Spool::open(&crate::transport::Transport::spool_dir(&state), max_bytes).unwrap());
+        let shipper = Arc::new(Shipper::new(&config.transport, Arc::clone(&spool)).unwrap());
+        let transport = Arc::new(Transport::from_parts(spool, shipper));
+        Arc::new(Pipeline::new(config, collectors, events).with_transport(Some(transport)))
+    }
+
+    /// A full report is on disk before its events count as reported, and what the spool's bound
+    /// drops becomes a `transport.spool_dropped` event that the next report carries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spool_drops_become_events_carried_by_the_next_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = pipeline(dir.path(), 1 << 30);
+        let cycle = first.cycle_spooled(Collector::all()).await.unwrap();
+        assert!(matches!(&cycle.spooled, Spooled::Yes(d) if d.is_empty()), "{:?}", cycle.spooled);
+        let one_report = first.transport().unwrap().spool.stats();
+        assert_eq!(one_report.reports, 1, "{one_report:?}");
+        drop(first);
+
+        // The same state dir with room for about one and a half reports: the next push must
+        // make room by dropping from the first (undelivered) report.
+        let bound = one_report.bytes + one_report.bytes / 2;
+        let second = pipeline(dir.path(), bound);
+        let cycle = second.cycle_spooled(Collector::all()).await.unwrap();
+        let Spooled::Yes(dropped) = &cycle.spooled else { panic!("not spooled: {:?}", cycle.spooled) };
+        assert!(!dropped.is_empty(), "a spool over its bound dropped nothing");
+        let stored = second
+            .events
+            .query(&Query {
+                kind: Some(guestward_history::KindPattern::parse("transport.spool_dropped").unwrap()),
+                limit: 100,
+                ..Query::default()
+            })
+            .unwrap();
+        assert_eq!(stored.len(), dropped.len(), "{stored:?}");
+        assert_eq!(stored[0].event.data["batch_id"], dropped[0].batch_id);
+
+        let next = second.cycle_spooled(Collector::all()).await.unwrap();
+        let carried: Vec<_> =
+            next.report.events.iter().filter(|e| e.kind == "transport.spool_dropped").collect();
+        assert!(!carried.is_empty(), "the next report does not carry the drop: {:?}", next.report.events);
+    }
+}

@@ -56,12 +56,12 @@ impl Transport {
             config.transport.spool_max_bytes,
         )?);
         let shipper = Arc::new(Shipper::new(&config.transport, Arc::clone(&spool))?);
-        Ok(Some(Arc::new(Self {
-            spool,
-            shipper,
-            wake: Arc::new(tokio::sync::Notify::new()),
-            push_failures: AtomicU64::new(0),
-        })))
+        Ok(Some(Arc::new(Self::from_parts(spool, shipper))))
+    }
+
+    /// A transport over an opened spool and shipper (tests pick their own spool bound).
+    pub fn from_parts(spool: Arc<Spool>, shipper: Arc<Shipper>) -> Self {
+        Self { spool, shipper, wake: Arc::new(tokio::sync::Notify::new()), push_failures: AtomicU64::new(0) }
     }
 
     /// `<state_dir>/spool`.

@@ -11,3 +11,4 @@ mod fim;
 mod hardening;
 mod sbom;
 mod support;
+mod transport;

@@ -365,6 +365,32 @@ pub static CATALOGUE: &[FindingRule] = &[
             "Docker documentation: Protect the Docker daemon socket",
         ],
     },
+    FindingRule {
+        id: "GW-TLS-001",
+        title: "The agent's client certificate expires within 7 days",
+        severity: Severity::Medium,
+        other_severities: &[SeverityCase {
+            severity: Severity::High,
+            when: "the certificate has already expired: the collector refuses every report",
+        }],
+        severity_from_config: None,
+        source: "transport",
+        rationale: "The agent proves who it is to the collector with a client certificate (`[transport] cert_file`), \
+            and the collector refuses a report whose certificate has expired. Once it expires this host goes silent: \
+            its reports pile up in the spool until `transport.spool_max_bytes` forces drops, and a fleet view that \
+            only shows hosts that report hides exactly the one that stopped. An attacker on the host gains the same \
+            silence by waiting. The warning comes a week ahead so rotation can happen before any report is held back.",
+        remediation: "Issue a new certificate for this host id from the collector's CA and replace the files named by \
+            `transport.cert_file` and `transport.key_file` (key mode 0600): the agent reloads them when they change, \
+            no restart needed, and the spooled reports then go out. Automate the rotation (a timer or your PKI's \
+            agent) so it never depends on this finding.",
+        commands: &[
+            "agentctl status  # the transport block: certificate subject and days left",
+            "openssl x509 -in /etc/guestward/tls/agent.pem -noout -subject -enddate",
+            "guestward-collector pki issue-agent --dir <pki-dir> --host-id <host-id> --force  # development PKI",
+        ],
+        references: &["RFC 5280 section 4.1.2.5: certificate validity", "docs/ARCHITECTURE.md: transport"],
+    },
 ];
 
 /// The catalogue entry of a finding id.
@@ -437,6 +463,9 @@ mod tests {
         ids.extend(guestward_cloud::FINDING_IDS);
         ids.extend(guestward_network::FINDING_IDS);
         ids.extend(guestward_packages::FINDING_IDS);
+        // guestward-transport depends on this crate, so it cannot be named here: its one id
+        // (raised by `Shipper::certificate_findings`) is listed by hand.
+        ids.push("GW-TLS-001");
         ids
     }
 
@@ -471,7 +500,7 @@ mod tests {
 
     #[test]
     fn every_entry_is_filled_in_and_lookup_finds_it() {
-        let sources = ["cloud", "network", "packages", "fim"];
+        let sources = ["cloud", "network", "packages", "fim", "transport"];
         for r in CATALOGUE {
             assert!(sources.contains(&r.source), "{}: unknown source {}", r.id, r.source);
             for (what, text) in

@@ -1,13 +1,57 @@
 //! The shipper: delivers spooled reports to the collector over mutual TLS.
 //!
-//! SKELETON (issue 11): the public API below is fixed; the bodies are being written.
+//! One request carries the oldest spooled reports up to `batch_max_bytes` as `POST
+//! {url}/v1/reports` with `Content-Encoding: zstd`. The body is never recompressed: each spooled
+//! entry already is one zstd frame of a report's JSON, and concatenated zstd frames decode as
+//! the concatenation of their contents, so the body is frame(`{"reports":[`) + entry +
+//! frame(`,`) + entry ... + frame(`]}`).
+//!
+//! What the answer does to the spool:
+//!
+//! | answer | spool | next attempt |
+//! |---|---|---|
+//! | 2xx with an `IngestResponse` | the `batch_id`s answered are deleted | at once while reports wait |
+//! | 429, 503 | kept | after `Retry-After` (seconds or HTTP date, at most 1 h), else backoff |
+//! | 413, or 400/415/422 for several reports | kept | at once, one report per request |
+//! | 400, 413, 415, 422 for one report (poison) | moved to `spool/rejected/` | at once |
+//! | 401, 403 (credentials refused) | kept | backoff; `status()` says so |
+//! | other status, connection error, timeout, unreadable answer | kept | backoff |
+//!
+//! Backoff is exponential with full jitter: a uniform delay in `[0, min(5 min, 1 s × 2^n))`
+//! after the n-th consecutive failure, so a fleet that lost its collector does not come back in
+//! lock step.
+//!
+//! TLS (rustls, built here and handed to reqwest): the roots are the certificates of `ca_file`
+//! only (the collector's CA is pinned; the system store is added only with `use_system_roots`),
+//! the server name is always verified, TLS 1.3 only unless `tls_min_version = "1.2"`. The
+//! client certificate chain and key come from PEM files; the key file is refused when its mode
+//! lets group or others read it. Before each request the three files are stat'ed (device,
+//! inode, mtime, size); on a change they are read again and the client rebuilt, which also drops
+//! pooled connections, so the next request presents the new certificate. A reload that fails
+//! (a half-written pair) keeps the old client and shows the error in `status()`.
 
+use crate::config::TlsVersion;
+use crate::spool::SpooledBatch;
 use crate::{Spool, TransportConfig};
-use guestward_core::Finding;
-use guestward_report::protocol::TransportStatus;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use guestward_core::{Finding, Severity, Timestamp};
+use guestward_report::ingest::{ErrorBody, IngestResponse, REPORTS_PATH};
+use guestward_report::protocol::{CertificateStatus, TransportStatus};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Largest CA or certificate PEM file read.
+const PEM_MAX_BYTES: u64 = 1 << 20;
+/// Largest key PEM file read.
+const KEY_MAX_BYTES: u64 = 64 << 10;
+/// A client certificate this close to its end is a finding (and a daily warning).
+const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
+/// The finding raised for an expiring client certificate.
+pub const CERT_EXPIRY_FINDING: &str = "GW-TLS-001";
 
 /// Why the shipper could not start or deliver.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +72,18 @@ pub enum ShipperError {
         /// The last failure.
         last_error: String,
     },
+    /// A `[transport]` setting the shipper cannot use (`url`, `proxy`).
+    #[error("[transport] {key}: {message}")]
+    Config {
+        /// The key under `[transport]`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn credentials(path: &Path, message: impl Into<String>) -> ShipperError {
+    ShipperError::Credentials { path: path.to_path_buf(), message: message.into() }
 }
 
 /// What [`Shipper::deliver_all`] delivered.
@@ -41,41 +97,814 @@ pub struct DeliverySummary {
     pub requests: u64,
 }
 
+/// Timing knobs. The defaults are the documented behaviour; tests shorten them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipperTuning {
+    /// First backoff ceiling (doubles per consecutive failure). Default 1 s.
+    pub backoff_base: Duration,
+    /// Largest backoff ceiling. Default 5 minutes.
+    pub backoff_cap: Duration,
+    /// TCP + TLS connection timeout. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (answer body included). Default 60 s.
+    pub request_timeout: Duration,
+    /// Longest `Retry-After` honoured. Default 1 hour.
+    pub retry_after_cap: Duration,
+    /// Largest answer body read. Default 1 MiB.
+    pub response_max_bytes: u64,
+}
+
+impl Default for ShipperTuning {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            retry_after_cap: Duration::from_secs(3600),
+            response_max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The files the client identity comes from.
+#[derive(Debug, Clone)]
+struct Files {
+    ca: Option<PathBuf>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// (device, inode, mtime seconds, mtime nanoseconds, size) of each file; `None` when missing.
+type Stamps = Vec<Option<(u64, u64, i64, i64, u64)>>;
+
+impl Files {
+    fn stamps(&self) -> Stamps {
+        let stamp = |p: &Path, follow: bool| {
+            let m = if follow { std::fs::metadata(p) } else { std::fs::symlink_metadata(p) };
+            m.ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+        };
+        vec![self.ca.as_deref().and_then(|p| stamp(p, true)), stamp(&self.cert, true), stamp(&self.key, false)]
+    }
+}
+
+/// The client certificate's facts, for status and findings.
+#[derive(Debug, Clone)]
+struct CertInfo {
+    path: PathBuf,
+    subject: String,
+    not_after: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct Tls {
+    client: reqwest::Client,
+    stamps: Stamps,
+    /// Stamps of the last reload that failed: not retried until the files change again.
+    failed: Option<Stamps>,
+    cert: CertInfo,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    connected: bool,
+    last_attempt_at: Option<Timestamp>,
+    last_success_at: Option<Timestamp>,
+    last_error: Option<String>,
+    reload_error: Option<String>,
+    consecutive_failures: u64,
+    next_attempt_at: Option<Timestamp>,
+    delivered_total: u64,
+    failed_total: u64,
+    rejected_total: u64,
+    /// Unix day of the last expiry warning logged.
+    expiry_warned_day: Option<i64>,
+}
+
 /// The shipper. See the module documentation.
 #[derive(Debug)]
 pub struct Shipper {
     spool: Arc<Spool>,
+    url: String,
+    endpoint: reqwest::Url,
+    files: Files,
+    tls_min_version: TlsVersion,
+    use_system_roots: bool,
+    proxy: Option<String>,
+    batch_max_bytes: u64,
+    flush_interval: Duration,
+    tuning: ShipperTuning,
+    tls: Mutex<Tls>,
+    state: Mutex<State>,
+    /// One shipping pass at a time (`run` and `deliver_all` may overlap).
+    sending: tokio::sync::Mutex<()>,
+}
+
+/// What one pass did.
+enum Step {
+    /// Nothing to send.
+    Empty,
+    /// Reports were acknowledged or quarantined.
+    Progress { stored: u64, duplicates: u64, requests: u64 },
+    /// The pass failed; wait this long.
+    Failed { requests: u64, wait: Duration },
+}
+
+/// How the collector answered one request.
+enum Answer {
+    Acked { stored: u64, duplicates: u64 },
+    /// Refused as too large or malformed: split, or quarantine when alone.
+    Refused { status: u16, message: String },
+    Retry { error: String, retry_after: Option<Duration> },
 }
 
 impl Shipper {
     /// A shipper for `config` (must be enabled and valid) draining `spool`. Reads the CA,
     /// certificate and key now: a missing file or a key readable by others is an error here.
     pub fn new(config: &TransportConfig, spool: Arc<Spool>) -> Result<Self, ShipperError> {
-        let _ = config;
-        Ok(Self { spool })
+        Self::with_tuning(config, spool, ShipperTuning::default())
+    }
+
+    /// [`Shipper::new`] with other timings (tests).
+    pub fn with_tuning(
+        config: &TransportConfig,
+        spool: Arc<Spool>,
+        tuning: ShipperTuning,
+    ) -> Result<Self, ShipperError> {
+        let missing = |key: &str| ShipperError::Config { key: key.into(), message: "is required".into() };
+        let url = config.url.clone().ok_or_else(|| missing("url"))?;
+        let base = reqwest::Url::parse(&url)
+            .map_err(|e| ShipperError::Config { key: "url".into(), message: format!("is not a URL ({e}): `{url}`") })?;
+        if base.scheme() != "https" {
+            return Err(ShipperError::Config {
+                key: "url".into(),
+                message: format!("must be an https:// URL (reports travel over mutual TLS), got `{url}`"),
+            });
+        }
+        let endpoint = reqwest::Url::parse(&format!("{}{REPORTS_PATH}", url.trim_end_matches('/')))
+            .map_err(|e| ShipperError::Config { key: "url".into(), message: format!("{e}: `{url}`") })?;
+        if config.ca_file.is_none() && !config.use_system_roots {
+            return Err(ShipperError::Config {
+                key: "ca_file".into(),
+                message: "is required unless `use_system_roots = true`".into(),
+            });
+        }
+        let files = Files {
+            ca: config.ca_file.clone(),
+            cert: config.cert_file.clone().ok_or_else(|| missing("cert_file"))?,
+            key: config.key_file.clone().ok_or_else(|| missing("key_file"))?,
+        };
+        let mut shipper = Self {
+            spool,
+            url,
+            endpoint,
+            files,
+            tls_min_version: config.tls_min_version,
+            use_system_roots: config.use_system_roots,
+            proxy: config.proxy.clone(),
+            batch_max_bytes: config.batch_max_bytes,
+            flush_interval: Duration::from_secs(config.flush_interval_secs.max(1)),
+            tuning,
+            // Replaced just below; a client without our TLS is never used.
+            tls: Mutex::new(Tls {
+                client: reqwest::Client::new(),
+                stamps: Vec::new(),
+                failed: None,
+                cert: CertInfo { path: PathBuf::new(), subject: String::new(), not_after: None },
+            }),
+            state: Mutex::new(State::default()),
+            sending: tokio::sync::Mutex::new(()),
+        };
+        let stamps = shipper.files.stamps();
+        let (client, cert) = shipper.build_client()?;
+        shipper.tls = Mutex::new(Tls { client, stamps, failed: None, cert });
+        Ok(shipper)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn tls(&self) -> MutexGuard<'_, Tls> {
+        self.tls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads the three files and builds a client that presents the certificate and trusts only
+    /// the pinned roots.
+    fn build_client(&self) -> Result<(reqwest::Client, CertInfo), ShipperError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &self.files.ca {
+            let pem = read_pem(ca, PEM_MAX_BYTES)?;
+            let mut found = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| credentials(ca, format!("is not a PEM certificate file: {e}")))?;
+                roots.add(cert).map_err(|e| credentials(ca, format!("holds a certificate rustls refuses as a root: {e}")))?;
+                found += 1;
+            }
+            if found == 0 {
+                return Err(credentials(ca, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+            }
+        }
+        if self.use_system_roots {
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::warn!(error = %e, "transport: part of the system trust store is unreadable");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(native.certs);
+            tracing::debug!(added, ignored, "transport: system roots added (use_system_roots)");
+        }
+
+        let cert_pem = read_pem(&self.files.cert, PEM_MAX_BYTES)?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| credentials(&self.files.cert, format!("is not a PEM certificate file: {e}")))?;
+        let Some(leaf) = chain.first() else {
+            return Err(credentials(&self.files.cert, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+        };
+        let cert = cert_info(&self.files.cert, leaf)?;
+        let key = read_private_key(&self.files.key)?;
+
+        // aws-lc-rs named here rather than the process default: the shipper works whether or
+        // not the binary installed a default provider.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match self.tls_min_version {
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        };
+        // Server certificate and name verification is rustls' WebPki verifier over `roots`:
+        // nothing here can turn it off.
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|e| ShipperError::Config { key: "tls_min_version".into(), message: e.to_string() })?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| {
+                credentials(
+                    &self.files.key,
+                    format!("cannot be used with {} ({e}): is it the key of that certificate?", self.files.cert.display()),
+                )
+            })?;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .connect_timeout(self.tuning.connect_timeout)
+            .timeout(self.tuning.request_timeout)
+            .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")));
+        // Without `proxy`, reqwest reads HTTPS_PROXY / NO_PROXY itself.
+        if let Some(proxy) = &self.proxy {
+            let p = reqwest::Proxy::https(proxy)
+                .map_err(|e| ShipperError::Config { key: "proxy".into(), message: format!("{e}: `{proxy}`") })?;
+            builder = builder.proxy(p);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| ShipperError::Config { key: "url".into(), message: format!("cannot build the HTTPS client: {}", chain_text(&e)) })?;
+        Ok((client, cert))
+    }
+
+    /// Rebuilds the client when a credential file changed since it was built.
+    fn reload_if_changed(&self) -> reqwest::Client {
+        let now = self.files.stamps();
+        {
+            let tls = self.tls();
+            if tls.stamps == now || tls.failed.as_ref() == Some(&now) {
+                return tls.client.clone();
+            }
+        }
+        match self.build_client() {
+            Ok((client, cert)) => {
+                tracing::info!(cert = %cert.path.display(), subject = %cert.subject, "transport: client certificate reloaded (files changed)");
+                self.state().reload_error = None;
+                let mut tls = self.tls();
+                *tls = Tls { client: client.clone(), stamps: now, failed: None, cert };
+                client
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "transport: certificate files changed but cannot be loaded; keeping the previous certificate");
+                self.state().reload_error = Some(format!("certificate reload failed (previous certificate kept): {e}"));
+                let mut tls = self.tls();
+                tls.failed = Some(now);
+                tls.client.clone()
+            }
+        }
     }
 
     /// Delivers everything the spool holds (reports left by earlier runs included), retrying
     /// with backoff until `deadline`; `Ok` only when the spool is empty.
     pub async fn deliver_all(&self, deadline: Duration) -> Result<DeliverySummary, ShipperError> {
-        let _ = (deadline, &self.spool);
-        Ok(DeliverySummary::default())
+        let end = Instant::now() + deadline;
+        let mut summary = DeliverySummary::default();
+        loop {
+            let remaining = end.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(self.undelivered("the deadline passed"));
+            }
+            match tokio::time::timeout(remaining, self.step()).await {
+                Err(_) => return Err(self.undelivered("the deadline passed during a request")),
+                Ok(Step::Empty) => return Ok(summary),
+                Ok(Step::Progress { stored, duplicates, requests }) => {
+                    summary.stored += stored;
+                    summary.duplicates += duplicates;
+                    summary.requests += requests;
+                }
+                Ok(Step::Failed { requests, wait }) => {
+                    summary.requests += requests;
+                    let remaining = end.saturating_duration_since(Instant::now());
+                    if wait >= remaining {
+                        tokio::time::sleep(remaining).await;
+                        return Err(self.undelivered("the deadline passed"));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn undelivered(&self, fallback: &str) -> ShipperError {
+        let state = self.state();
+        let last_error = match (&state.reload_error, &state.last_error) {
+            (Some(r), Some(e)) => format!("{e}; {r}"),
+            (None, Some(e)) => e.clone(),
+            (Some(r), None) => r.clone(),
+            (None, None) => fallback.to_string(),
+        };
+        ShipperError::Undelivered { undelivered: u64::try_from(self.spool.len()).unwrap_or(u64::MAX), last_error }
     }
 
     /// Runs until the process stops: sends every `flush_interval_secs`, or at once when `wake`
     /// is notified (a new report); on failure backs off (full jitter, cap 5 minutes, honouring
     /// `Retry-After`).
     pub async fn run(self: Arc<Self>, wake: Arc<tokio::sync::Notify>) {
-        wake.notified().await;
+        loop {
+            let _ = self.certificate_findings(); // logs the daily expiry warning
+            match self.step().await {
+                Step::Progress { .. } => continue,
+                Step::Empty => {
+                    tokio::select! {
+                        () = tokio::time::sleep(self.flush_interval) => {}
+                        () = wake.notified() => {}
+                    }
+                }
+                // A report pushed during the backoff does not cut it short (the collector is
+                // struggling); `Notify` keeps the wake-up for after it.
+                Step::Failed { wait, .. } => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// One pass: reload the credentials if changed, send one batch, act on the answer.
+    async fn step(&self) -> Step {
+        let _one = self.sending.lock().await;
+        let client = self.reload_if_changed();
+        let batch = match self.next_batch() {
+            Ok(b) => b,
+            Err(e) => {
+                let error = format!("spool: {e}");
+                return Step::Failed { requests: 0, wait: self.record_failure(error, None) };
+            }
+        };
+        if batch.is_empty() {
+            return Step::Empty;
+        }
+        let mut requests = 1;
+        match self.send(&client, &batch).await {
+            Answer::Acked { stored, duplicates } => Step::Progress { stored, duplicates, requests },
+            Answer::Retry { error, retry_after } => {
+                Step::Failed { requests, wait: self.record_failure(error, retry_after) }
+            }
+            Answer::Refused { status, message } if batch.len() == 1 => {
+                self.quarantine(&batch[0], status, &message);
+                Step::Progress { stored: 0, duplicates: 0, requests }
+            }
+            Answer::Refused { status, message } => {
+                // Which report the collector minds is unknown: send them one per request.
+                tracing::info!(status, reports = batch.len(), message = %message, "transport: batch refused; sending its reports one per request");
+                let (mut stored, mut duplicates) = (0, 0);
+                for one in batch.chunks(1) {
+                    requests += 1;
+                    match self.send(&client, one).await {
+                        Answer::Acked { stored: s, duplicates: d } => {
+                            stored += s;
+                            duplicates += d;
+                        }
+                        Answer::Refused { status, message } => self.quarantine(&one[0], status, &message),
+                        Answer::Retry { error, retry_after } => {
+                            return Step::Failed { requests, wait: self.record_failure(error, retry_after) };
+                        }
+                    }
+                }
+                Step::Progress { stored, duplicates, requests }
+            }
+        }
+    }
+
+    /// The oldest reports whose body fits in `batch_max_bytes` (at least one).
+    fn next_batch(&self) -> Result<Vec<SpooledBatch>, crate::SpoolError> {
+        let f = frames();
+        let fixed = u64::try_from(f.open.len() + f.close.len()).unwrap_or(u64::MAX);
+        let comma = u64::try_from(f.comma.len()).unwrap_or(u64::MAX);
+        let mut batch = self.spool.pending(self.batch_max_bytes.saturating_sub(fixed))?;
+        while batch.len() > 1 {
+            let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+            let body: u64 = batch.iter().map(|b| u64::try_from(b.compressed.len()).unwrap_or(u64::MAX)).sum();
+            if body + fixed + comma * (n - 1) <= self.batch_max_bytes {
+                break;
+            }
+            batch.pop();
+        }
+        Ok(batch)
+    }
+
+    /// Sends one request and classifies the answer; acknowledges what the collector stored.
+    async fn send(&self, client: &reqwest::Client, batch: &[SpooledBatch]) -> Answer {
+        let body = request_body(batch);
+        self.state().last_attempt_at = Some(Timestamp::now());
+        let response = client
+            .post(self.endpoint.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_ENCODING, "zstd")
+            .body(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return Answer::Retry { error: format!("POST {}: {}", self.endpoint, chain_text(&e)), retry_after: None },
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()))
+            .map(|d| d.min(self.tuning.retry_after_cap));
+        let body = match read_capped(response, self.tuning.response_max_bytes).await {
+            Ok(b) => b,
+            Err(e) => return Answer::Retry { error: format!("POST {}: answer {status}: {e}", self.endpoint), retry_after: None },
+        };
+        let code = status.as_u16();
+        if status.is_success() {
+            return match serde_json::from_slice::<IngestResponse>(&body) {
+                Ok(answer) => self.acknowledge(batch, &answer),
+                Err(e) => Answer::Retry {
+                    error: format!("POST {}: answer {status} is not an IngestResponse ({e}): {}", self.endpoint, snippet(&body)),
+                    retry_after: None,
+                },
+            };
+        }
+        let message = error_message(&body);
+        let error = format!("POST {}: collector answered {status}: {message}", self.endpoint);
+        match code {
+            400 | 413 | 415 | 422 => Answer::Refused { status: code, message: error },
+            429 | 503 => Answer::Retry { error, retry_after },
+            401 | 403 => Answer::Retry {
+                error: format!("{error} (the collector refused this host's credentials: check cert_file, key_file and the host id)"),
+                retry_after: None,
+            },
+            _ => Answer::Retry { error, retry_after: None },
+        }
+    }
+
+    /// Deletes exactly the batches the collector answered for.
+    fn acknowledge(&self, batch: &[SpooledBatch], answer: &IngestResponse) -> Answer {
+        use guestward_report::ingest::BatchStatus;
+        let sent: Vec<&str> = batch.iter().map(|b| b.batch_id.as_str()).collect();
+        let answered: Vec<_> = answer.results.iter().filter(|r| sent.contains(&r.batch_id.as_str())).collect();
+        if answered.is_empty() {
+            return Answer::Retry {
+                error: format!("POST {}: the collector's answer acknowledged none of the {} report(s) sent", self.endpoint, batch.len()),
+                retry_after: None,
+            };
+        }
+        let ids: Vec<String> = answered.iter().map(|r| r.batch_id.clone()).collect();
+        if let Err(e) = self.spool.acknowledge(&ids) {
+            // Delivered but still spooled: sent again later, stored once by the collector.
+            return Answer::Retry { error: format!("acknowledged but not removed from the spool: {e}"), retry_after: None };
+        }
+        let stored = answered.iter().filter(|r| r.status == BatchStatus::Stored).count();
+        let stored = u64::try_from(stored).unwrap_or(u64::MAX);
+        let total = u64::try_from(ids.len()).unwrap_or(u64::MAX);
+        let mut state = self.state();
+        state.connected = true;
+        state.last_success_at = Some(Timestamp::now());
+        state.last_error = None;
+        state.consecutive_failures = 0;
+        state.next_attempt_at = None;
+        state.delivered_total += total;
+        Answer::Acked { stored, duplicates: total - stored }
+    }
+
+    fn quarantine(&self, batch: &SpooledBatch, status: u16, message: &str) {
+        tracing::warn!(batch_id = %batch.batch_id, status, collector = %message, "transport: the collector refused a report as malformed; moved to spool/rejected/");
+        if let Err(e) = self.spool.reject(&batch.batch_id, message) {
+            tracing::warn!(batch_id = %batch.batch_id, error = %e, "transport: cannot move a refused report aside");
+        }
+        let mut state = self.state();
+        state.connected = true;
+        state.rejected_total += 1;
+        state.last_error = Some(format!("report {} moved to spool/rejected/: {message}", batch.batch_id));
+    }
+
+    /// Records a failed request; returns how long to wait.
+    fn record_failure(&self, error: String, retry_after: Option<Duration>) -> Duration {
+        let mut state = self.state();
+        state.connected = false;
+        state.consecutive_failures += 1;
+        state.failed_total += 1;
+        let wait = retry_after.unwrap_or_else(|| full_jitter(&self.tuning, state.consecutive_failures));
+        tracing::warn!(error = %error, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "transport: delivery failed; reports stay spooled");
+        state.last_error = Some(error);
+        state.next_attempt_at = jiff::SignedDuration::try_from(wait)
+            .ok()
+            .and_then(|d| jiff::Timestamp::now().checked_add(d).ok())
+            .map(Timestamp);
+        wait
     }
 
     /// Transport state for `agentctl status`.
     pub fn status(&self) -> TransportStatus {
-        TransportStatus { spool: self.spool.stats(), ..Default::default() }
+        let cert = self.tls().cert.clone();
+        let state = self.state();
+        let last_error = match (&state.reload_error, &state.last_error) {
+            (Some(r), Some(e)) => Some(format!("{r}; {e}")),
+            (r, e) => r.clone().or_else(|| e.clone()),
+        };
+        TransportStatus {
+            url: self.url.clone(),
+            connected: state.connected,
+            last_attempt_at: state.last_attempt_at,
+            last_success_at: state.last_success_at,
+            last_error,
+            consecutive_failures: state.consecutive_failures,
+            next_attempt_at: state.next_attempt_at,
+            delivered_reports_total: state.delivered_total,
+            failed_requests_total: state.failed_total,
+            spool: self.spool.stats(),
+            certificate: Some(CertificateStatus {
+                path: cert.path.display().to_string(),
+                subject: cert.subject.clone(),
+                not_after: cert.not_after,
+                days_left: cert.not_after.map(|t| days_left(t, jiff::Timestamp::now())),
+            }),
+        }
+    }
+
+    /// Reports the collector refused as malformed and that were moved to `spool/rejected/`
+    /// since the shipper started.
+    pub fn rejected_total(&self) -> u64 {
+        self.state().rejected_total
     }
 
     /// `GW-TLS-001` when the client certificate expires within 7 days (or has expired).
     pub fn certificate_findings(&self) -> Vec<Finding> {
-        Vec::new()
+        let cert = self.tls().cert.clone();
+        let now = jiff::Timestamp::now();
+        let Some(finding) = expiry_finding(&cert, now) else { return Vec::new() };
+        let today = now.as_second().div_euclid(86_400);
+        let mut state = self.state();
+        if state.expiry_warned_day != Some(today) {
+            state.expiry_warned_day = Some(today);
+            tracing::warn!(cert = %cert.path.display(), subject = %cert.subject, not_after = ?cert.not_after, "transport: {}", finding.title);
+        }
+        vec![finding]
+    }
+}
+
+/// Whole days from `now` to `not_after`, rounded down (negative once expired).
+fn days_left(not_after: Timestamp, now: jiff::Timestamp) -> i64 {
+    (not_after.0.as_second() - now.as_second()).div_euclid(86_400)
+}
+
+fn expiry_finding(cert: &CertInfo, now: jiff::Timestamp) -> Option<Finding> {
+    let not_after = cert.not_after?;
+    let left = not_after.0.as_second() - now.as_second();
+    let warn = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+    if left >= warn {
+        return None;
+    }
+    let days = days_left(not_after, now);
+    let (severity, title) = if left <= 0 {
+        (Severity::Critical, "The agent's client certificate has expired: the collector refuses its reports".to_string())
+    } else {
+        (Severity::High, format!("The agent's client certificate expires in {days} day(s)"))
+    };
+    Some(Finding {
+        id: CERT_EXPIRY_FINDING.to_string(),
+        severity,
+        title,
+        evidence: serde_json::json!({
+            "path": cert.path.display().to_string(),
+            "subject": cert.subject,
+            "not_after": not_after,
+            "days_left": days,
+        }),
+        remediation: "Issue a new certificate and key for this host (dev PKI: `guestward-collector pki issue-agent --dir D --host-id ID --force`) and replace cert_file and key_file; the shipper picks them up without a restart.".to_string(),
+        source: "transport".to_string(),
+    })
+}
+
+/// Full jitter: uniform in `[0, min(cap, base × 2^(failures-1))]`.
+fn full_jitter(tuning: &ShipperTuning, failures: u64) -> Duration {
+    let exp = u32::try_from(failures.saturating_sub(1).min(30)).unwrap_or(30);
+    let ceiling = tuning.backoff_base.saturating_mul(2u32.saturating_pow(exp)).min(tuning.backoff_cap);
+    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(fastrand::u64(0..=ms))
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date; a date in the past is 0.
+pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(value).ok()?;
+    let secs = at.as_second().saturating_sub(now.as_second()).max(0);
+    Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+}
+
+/// The fixed zstd frames of a request body.
+struct Frames {
+    open: Vec<u8>,
+    comma: Vec<u8>,
+    close: Vec<u8>,
+}
+
+fn frames() -> Frames {
+    let frame = |s: &[u8]| zstd::bulk::compress(s, crate::spool::ZSTD_LEVEL).unwrap_or_default();
+    Frames { open: frame(b"{\"reports\":["), comma: frame(b","), close: frame(b"]}") }
+}
+
+/// The request body: concatenated zstd frames decoding to `{"reports":[r1,r2,...]}`.
+pub fn request_body(batch: &[SpooledBatch]) -> Vec<u8> {
+    let f = frames();
+    let size: usize = batch.iter().map(|b| b.compressed.len() + f.comma.len()).sum::<usize>() + f.open.len() + f.close.len();
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(&f.open);
+    for (i, b) in batch.iter().enumerate() {
+        if i > 0 {
+            body.extend_from_slice(&f.comma);
+        }
+        body.extend_from_slice(&b.compressed);
+    }
+    body.extend_from_slice(&f.close);
+    body
+}
+
+/// Reads an answer body, at most `cap` bytes.
+async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX) > cap {
+                    return Err(format!("answer body larger than {cap} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("reading the answer: {}", chain_text(&e))),
+        }
+    }
+}
+
+/// The collector's `ErrorBody.message`, else the start of the body.
+fn error_message(body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => format!("{} ({})", e.message, e.error),
+        Err(_) if body.is_empty() => "no message".to_string(),
+        Err(_) => snippet(body),
+    }
+}
+
+/// At most 300 characters of `body`, control characters escaped (it goes into logs).
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.chars().flat_map(char::escape_default).take(600).collect()
+}
+
+/// An error and its causes, joined: reqwest's own message hides the TLS reason in its sources.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let message = s.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// A CA or certificate file: a regular file (a FIFO never blocks), at most `cap` bytes.
+fn read_pem(path: &Path, cap: u64) -> Result<Vec<u8>, ShipperError> {
+    guestward_core::read_regular_file_capped(path, cap, true).map_err(|e| credentials(path, e.to_string()))
+}
+
+/// The client key. Refused when group or others may access it (a key others can read is no
+/// longer this host's secret), when it is a symlink (`O_NOFOLLOW`: the mode checked must be
+/// the key's own), not a regular file, or larger than 64 KiB.
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ShipperError> {
+    let file = guestward_core::open_regular_file(path, false).map_err(|e| credentials(path, e.to_string()))?;
+    let meta = file.metadata().map_err(|e| credentials(path, e.to_string()))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(credentials(
+            path,
+            format!(
+                "private key file has mode {mode:04o}: group or others may read it; refused. Run `chmod 600 {}` (and consider the key compromised if others could read it)",
+                path.display()
+            ),
+        ));
+    }
+    let mut pem = Vec::new();
+    file.take(KEY_MAX_BYTES + 1).read_to_end(&mut pem).map_err(|e| credentials(path, e.to_string()))?;
+    if u64::try_from(pem.len()).unwrap_or(u64::MAX) > KEY_MAX_BYTES {
+        return Err(credentials(path, format!("larger than {KEY_MAX_BYTES} bytes: not a key file")));
+    }
+    // The error names the PEM problem only, never key material.
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| credentials(path, format!("holds no usable PEM private key (PKCS#8, SEC1 or PKCS#1): {e}")))
+}
+
+/// Subject CN and end of validity of the leaf certificate.
+fn cert_info(path: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, ShipperError> {
+    use x509_cert::der::Decode;
+    const CN: x509_cert::der::asn1::ObjectIdentifier = x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+    let cert = x509_cert::Certificate::from_der(der.as_ref())
+        .map_err(|e| credentials(path, format!("the first certificate is not valid X.509: {e}")))?;
+    let tbs = &cert.tbs_certificate;
+    let subject = tbs
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == CN)
+        .map(|atv| String::from_utf8_lossy(atv.value.value()).into_owned())
+        .unwrap_or_default();
+    let secs = tbs.validity.not_after.to_unix_duration().as_secs();
+    let not_after = i64::try_from(secs).ok().and_then(Timestamp::from_unix_secs);
+    Ok(CertInfo { path: path.to_path_buf(), subject, not_after })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = jiff::Timestamp::from_second(1_700_000_120).unwrap();
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&later).unwrap();
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Thu, 01 Jan 1970 00:00:01 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn full_jitter_stays_under_the_doubling_ceiling_and_the_cap() {
+        let t = ShipperTuning::default();
+        for failures in 1..40 {
+            let ceiling = Duration::from_secs(1 << (failures - 1).min(20)).min(Duration::from_secs(300));
+            for _ in 0..50 {
+                assert!(full_jitter(&t, failures) <= ceiling);
+            }
+        }
+        // Full jitter: spread over the whole range, not bunched at the ceiling.
+        let samples: Vec<_> = (0..200).map(|_| full_jitter(&t, 10)).collect();
+        assert!(samples.iter().any(|d| *d < Duration::from_secs(100)));
+        assert!(samples.iter().any(|d| *d > Duration::from_secs(200)));
+    }
+
+    #[test]
+    fn concatenated_frames_decode_to_one_request() {
+        let a = SpooledBatch {
+            batch_id: "a".into(),
+            sequence: Some(1),
+            collected_at: Timestamp::now(),
+            compressed: zstd::bulk::compress(br#"{"x":1}"#, 3).unwrap(),
+        };
+        let b = SpooledBatch { compressed: zstd::bulk::compress(br#"{"y":2}"#, 3).unwrap(), ..a.clone() };
+        let body = request_body(&[a, b]);
+        let json = zstd::stream::decode_all(&body[..]).unwrap();
+        assert_eq!(String::from_utf8(json).unwrap(), r#"{"reports":[{"x":1},{"y":2}]}"#);
+    }
+
+    #[test]
+    fn expiry_is_high_within_a_week_and_critical_once_past() {
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let cert = |secs: i64| CertInfo {
+            path: "/c.pem".into(),
+            subject: "h".into(),
+            not_after: Timestamp::from_unix_secs(1_700_000_000 + secs),
+        };
+        assert!(expiry_finding(&cert(8 * 86_400), now).is_none());
+        let f = expiry_finding(&cert(3 * 86_400), now).unwrap();
+        assert_eq!((f.id.as_str(), f.severity), ("GW-TLS-001", Severity::High));
+        assert_eq!(f.evidence["days_left"], 3);
+        assert_eq!(expiry_finding(&cert(-5), now).unwrap().severity, Severity::Critical);
+        assert_eq!(days_left(Timestamp::from_unix_secs(1_700_000_000 - 5).unwrap(), now), -1);
     }
 }

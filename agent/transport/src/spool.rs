@@ -1,10 +1,67 @@
 //! The durable spool: reports on disk until the collector acknowledged them.
 //!
-//! SKELETON (issue 11): the public API below is fixed; the bodies are being written.
+//! Layout of the spool directory (mode 0700, `<state_dir>/spool`):
+//!
+//! - `<sequence:020>-<batch_id>.zst`: one report each, its JSON as ONE zstd frame (level 3).
+//!   The zero-padded sequence makes the name order the delivery order (reports without a
+//!   sequence sort first, by `batch_id`, a time-ordered UUIDv7). One zstd frame per entry lets
+//!   the shipper concatenate entries into a request body without recompressing them.
+//! - `counters.json`: the drop counters, so `stats()` survives restarts.
+//! - `rejected/`: reports the collector refused as malformed (poison), kept for a human, bounded.
+//! - `.<name>.tmp`: a write in progress ([`guestward_core::state_file::write_atomic`]); a
+//!   leftover from a crash is removed at open.
+//!
+//! Durability: an entry is written to a fresh temporary file (`O_EXCL`, `O_NOFOLLOW`, 0600),
+//! fsync'd, renamed over its name and the directory fsync'd BEFORE [`Spool::push`] returns;
+//! [`Spool::acknowledge`] deletes and fsyncs the directory. A kill -9 at any instant leaves
+//! every pushed report whole and no partial entry under an entry's name.
+//!
+//! Bound: the entries' compressed sizes add up to at most `max_bytes`. When a push would pass
+//! it, the spool drops, in this order, until it fits (the newest report is never thinned):
+//!
+//! 1. [`DropClass::SupersededSnapshot`]: the inventory sections (host, packages, network,
+//!    cloud, fim) of a spooled report when a newer spooled report carries the same section
+//!    (the entry is rewritten without them; `batch_id`, sequence, findings and events stay),
+//!    oldest first;
+//! 2. [`DropClass::NonFimEvents`]: events whose kind starts neither with `fim.` nor with
+//!    `coverage.`, oldest report first;
+//! 3. [`DropClass::Report`]: whole reports (their FIM events and findings), oldest first.
+//!
+//! Every drop is returned as a [`DropRecord`] (the daemon reports it as an event) and counted
+//! in persistent counters. A report larger than `max_bytes` on its own is refused
+//! ([`SpoolError::TooLarge`]) and counted as a dropped report.
+//!
+//! Security: the directory may be tampered with by whoever can write it (root only, in
+//! production). Entries are opened with `O_NOFOLLOW | O_NONBLOCK` and must be regular files
+//! (a planted symlink is never followed, a FIFO never blocks), reads are capped, names that
+//! are not ours are ignored (logged), and a `batch_id` that could not be a file name component
+//! is refused at push.
 
+use guestward_core::state_file::{StateFileError, write_atomic};
 use guestward_core::{Event, Timestamp};
 use guestward_report::Report;
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// zstd level of spool entries: ~7x on report JSON at hundreds of MB/s.
+pub const ZSTD_LEVEL: i32 = 3;
+/// The largest report JSON the spool will decompress back (thinning, reading heads). Reports
+/// are a few MB; this bounds memory against a hostile entry (a zstd bomb planted in the spool).
+const MAX_DECOMPRESSED_BYTES: u64 = 512 << 20;
+/// The counters file's cap.
+const COUNTERS_MAX_BYTES: u64 = 64 << 10;
+/// The longest `batch_id` accepted (a UUID is 36).
+const MAX_BATCH_ID_LEN: usize = 128;
+/// Name of the drop counters file.
+const COUNTERS_FILE: &str = "counters.json";
+/// Name of the quarantine directory.
+pub const REJECTED_DIR: &str = "rejected";
+/// At most this many reports are kept in `rejected/` (oldest removed first).
+pub const MAX_REJECTED: usize = 32;
 
 /// Why the spool could not do what was asked. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +86,37 @@ pub enum SpoolError {
     },
 }
 
+impl SpoolError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+
+    fn invalid(path: &Path, message: String) -> Self {
+        Self::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, message))
+    }
+}
+
+impl From<StateFileError> for SpoolError {
+    fn from(e: StateFileError) -> Self {
+        match e {
+            StateFileError::Io { path, source } => Self::Io { path, source },
+            StateFileError::TooLarge { path, limit } => Self::Io {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!("larger than {limit} bytes"),
+                ),
+            },
+        }
+    }
+}
+
 /// The durable spool. See the module documentation.
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
+    inner: Mutex<Inner>,
 }
 
 /// One spooled report, ready to send.
@@ -101,33 +184,634 @@ impl DropRecord {
     }
 }
 
+/// The persistent counters (`counters.json`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct Counters {
+    superseded_snapshots_dropped_total: u64,
+    events_dropped_total: u64,
+    reports_dropped_total: u64,
+    /// Reports refused at push because they alone exceed the bound (also in
+    /// `reports_dropped_total`).
+    too_large_total: u64,
+    /// Reports moved to `rejected/`.
+    rejected_total: u64,
+}
+
+/// Order of entries: sequence (0 when absent), then `batch_id`.
+type Key = (u64, String);
+
+#[derive(Debug)]
+struct Entry {
+    sequence: Option<u64>,
+    collected_at: Timestamp,
+    bytes: u64,
+    /// Bit set of the inventory sections present (bit 0 host, 1 packages, 2 network, 3 cloud,
+    /// 4 fim); `None` until read (entries
+    /// found at open are read lazily, only when the bound needs thinning).
+    sections: Option<u8>,
+    /// Already holds only FIM and coverage events (nothing for class 2 to take).
+    fim_only: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: BTreeMap<Key, Entry>,
+    counters: Counters,
+}
+
+fn sections_of(r: &Report) -> u8 {
+    let present = [r.host.is_some(), r.packages.is_some(), r.network.is_some(), r.cloud.is_some(), r.fim.is_some()];
+    present.iter().enumerate().fold(0, |acc, (i, p)| if *p { acc | (1 << i) } else { acc })
+}
+
+fn drop_sections(r: &mut Report, mask: u8) {
+    if mask & 1 != 0 {
+        r.host = None;
+    }
+    if mask & 2 != 0 {
+        r.packages = None;
+    }
+    if mask & 4 != 0 {
+        r.network = None;
+    }
+    if mask & 8 != 0 {
+        r.cloud = None;
+    }
+    if mask & 16 != 0 {
+        r.fim = None;
+    }
+}
+
+/// Events that survive class 2: file changes and coverage gaps.
+pub fn is_fim_or_coverage(e: &Event) -> bool {
+    e.kind.starts_with("fim.") || e.kind.starts_with("coverage.")
+}
+
+/// Whether `id` can be part of a file name: `[A-Za-z0-9_-]`, 1 to 128 characters.
+fn valid_batch_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_BATCH_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn entry_name(key: &Key) -> String {
+    format!("{:020}-{}.zst", key.0, key.1)
+}
+
+/// `<20 digits>-<batch_id>.zst` → the key; anything else is not an entry.
+fn parse_entry_name(name: &str) -> Option<Key> {
+    let stem = name.strip_suffix(".zst")?;
+    let (seq, id) = stem.split_at_checked(20)?;
+    let id = id.strip_prefix('-')?;
+    if !seq.bytes().all(|b| b.is_ascii_digit()) || !valid_batch_id(id) {
+        return None;
+    }
+    Some((seq.parse().ok()?, id.to_string()))
+}
+
+/// The report's JSON as one zstd frame.
+pub fn compress_report(report: &Report) -> Result<Vec<u8>, std::io::Error> {
+    let json = serde_json::to_vec(report).map_err(std::io::Error::other)?;
+    zstd::bulk::compress(&json, ZSTD_LEVEL)
+}
+
+/// Decompresses a spooled entry, refusing more than `MAX_DECOMPRESSED_BYTES` of JSON.
+fn decompress(compressed: &[u8], path: &Path) -> Result<Vec<u8>, SpoolError> {
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| SpoolError::io(path, e))?;
+    let mut out = Vec::new();
+    decoder
+        .take(MAX_DECOMPRESSED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| SpoolError::io(path, e))?;
+    if u64::try_from(out.len()).unwrap_or(u64::MAX) > MAX_DECOMPRESSED_BYTES {
+        return Err(SpoolError::invalid(path, format!("decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes")));
+    }
+    Ok(out)
+}
+
+/// Reads an entry: a regular file (no symlink followed, a FIFO refused without blocking), at
+/// most `limit` bytes.
+fn read_entry(path: &Path, limit: u64) -> Result<Vec<u8>, SpoolError> {
+    guestward_core::read_regular_file_capped(path, limit, false)
+        .map_err(|e| SpoolError::io(path, std::io::Error::other(e.to_string())))
+}
+
+/// The head of a report: the fields written before the sections.
+#[derive(Debug, Default)]
+struct Head {
+    batch_id: Option<String>,
+    sequence: Option<u64>,
+    collected_at: Option<Timestamp>,
+}
+
+/// Reads the report's JSON only as far as `collected_at` (serialized before the sections), so
+/// opening a full spool does not decompress and parse every report.
+struct HeadVisitor<'a>(&'a mut Head);
+
+const HEAD_DONE: &str = "guestward spool: head read";
+
+impl<'de> Visitor<'de> for HeadVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a report object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "batch_id" => self.0.batch_id = Some(map.next_value()?),
+                "sequence" => self.0.sequence = map.next_value()?,
+                "collected_at" => {
+                    self.0.collected_at = Some(map.next_value()?);
+                    // Everything needed is read: stop here rather than parse the sections.
+                    return Err(A::Error::custom(HEAD_DONE));
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_head(compressed: &[u8], path: &Path) -> Result<Head, SpoolError> {
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| SpoolError::io(path, e))?;
+    let mut head = Head::default();
+    let mut de = serde_json::Deserializer::from_reader(decoder.take(MAX_DECOMPRESSED_BYTES));
+    let parsed = serde::Deserializer::deserialize_map(&mut de, HeadVisitor(&mut head));
+    if head.collected_at.is_none() {
+        let why = match parsed {
+            Err(e) => e.to_string(),
+            Ok(()) => "no collected_at".to_string(),
+        };
+        return Err(SpoolError::invalid(path, format!("not a spooled report: {why}")));
+    }
+    Ok(head)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SpoolError::io(dir, e))
+}
+
+fn is_leftover_temp(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
 impl Spool {
     /// Opens (creating, mode 0700) the spool in `dir`.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
-        Ok(Self { dir: dir.to_path_buf(), max_bytes })
+        create_private_dir(dir)?;
+        let counters = read_counters(&dir.join(COUNTERS_FILE));
+        let mut entries = BTreeMap::new();
+        let listing = std::fs::read_dir(dir).map_err(|e| SpoolError::io(dir, e))?;
+        let mut removed_temp = false;
+        for item in listing {
+            let item = item.map_err(|e| SpoolError::io(dir, e))?;
+            let path = item.path();
+            let Some(name) = item.file_name().to_str().map(str::to_string) else {
+                tracing::warn!(path = %path.display(), "spool: ignoring a file whose name is not ours");
+                continue;
+            };
+            if name == COUNTERS_FILE || name == REJECTED_DIR {
+                continue;
+            }
+            if is_leftover_temp(&name) {
+                // A write cut short by a crash: its report was never acknowledged to the
+                // pipeline (push had not returned), so removing it loses nothing.
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed_temp = true,
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "spool: cannot remove a leftover temporary file"),
+                }
+                continue;
+            }
+            let Some(key) = parse_entry_name(&name) else {
+                tracing::warn!(path = %path.display(), "spool: ignoring a file whose name is not ours");
+                continue;
+            };
+            let head = read_entry(&path, max_bytes).and_then(|bytes| Ok((read_head(&bytes, &path)?, bytes.len())));
+            match head {
+                Ok((head, len)) if head.batch_id.as_deref() == Some(key.1.as_str()) => {
+                    let entry = Entry {
+                        sequence: head.sequence,
+                        collected_at: head.collected_at.unwrap_or_else(Timestamp::now),
+                        bytes: u64::try_from(len).unwrap_or(u64::MAX),
+                        sections: None,
+                        fim_only: false,
+                    };
+                    entries.insert(key, entry);
+                }
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(), "spool: ignoring an entry whose batch_id does not match its name")
+                }
+                Err(e) => tracing::warn!(error = %e, "spool: ignoring an unreadable entry"),
+            }
+        }
+        if removed_temp {
+            fsync_dir(dir)?;
+        }
+        Ok(Self { dir: dir.to_path_buf(), max_bytes, inner: Mutex::new(Inner { entries, counters }) })
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the index as consistent as the files (every
+        // change is written before the index is updated): keep going.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stores `report` durably; returns once it is on disk (fsync'd).
     pub fn push(&self, report: &Report) -> Result<PushOutcome, SpoolError> {
-        let _ = (report, &self.dir, self.max_bytes);
-        Ok(PushOutcome::default())
+        if !valid_batch_id(&report.batch_id) {
+            return Err(SpoolError::invalid(
+                &self.dir,
+                format!("batch_id `{}` is not 1 to 128 of [A-Za-z0-9_-]; not spooled", report.batch_id.escape_debug()),
+            ));
+        }
+        let key: Key = (report.sequence.unwrap_or(0), report.batch_id.clone());
+        let path = self.dir.join(entry_name(&key));
+        let compressed = compress_report(report).map_err(|e| SpoolError::io(&path, e))?;
+        let bytes = u64::try_from(compressed.len()).unwrap_or(u64::MAX);
+        let mut inner = self.lock();
+        if bytes > self.max_bytes {
+            inner.counters.too_large_total += 1;
+            inner.counters.reports_dropped_total += 1;
+            self.save_counters(&inner.counters)?;
+            tracing::warn!(batch_id = %report.batch_id, bytes, max_bytes = self.max_bytes, "spool: a report larger than spool_max_bytes was dropped");
+            return Err(SpoolError::TooLarge { batch_id: report.batch_id.clone(), bytes, max_bytes: self.max_bytes });
+        }
+        write_atomic(&path, bytes, |w| w.write_all(&compressed))?;
+        let entry = Entry {
+            sequence: report.sequence,
+            collected_at: report.collected_at,
+            bytes,
+            sections: Some(sections_of(report)),
+            fim_only: report.events.iter().all(is_fim_or_coverage),
+        };
+        inner.entries.insert(key, entry);
+        let dropped = self.make_room(&mut inner)?;
+        if !dropped.is_empty() {
+            self.save_counters(&inner.counters)?;
+            for d in &dropped {
+                tracing::warn!(batch_id = %d.batch_id, what = ?d.what, events = d.events, findings = d.findings, "spool full (spool_max_bytes): dropped");
+            }
+        }
+        Ok(PushOutcome { dropped })
+    }
+
+    fn total_bytes(inner: &Inner) -> u64 {
+        inner.entries.values().map(|e| e.bytes).sum()
+    }
+
+    /// Drops by class until the entries fit in `max_bytes`. The newest entry is never touched.
+    fn make_room(&self, inner: &mut Inner) -> Result<Vec<DropRecord>, SpoolError> {
+        let mut dropped = Vec::new();
+        if Self::total_bytes(inner) <= self.max_bytes {
+            return Ok(dropped);
+        }
+        let keys: Vec<Key> = inner.entries.keys().cloned().collect();
+        let Some((_newest, older)) = keys.split_last() else { return Ok(dropped) };
+        // 1. Superseded snapshots, oldest first.
+        for (i, key) in older.iter().enumerate() {
+            if Self::total_bytes(inner) <= self.max_bytes {
+                return Ok(dropped);
+            }
+            let mine = self.sections_of_entry(inner, key);
+            if mine == 0 {
+                continue;
+            }
+            let mut newer = 0u8;
+            for k in &keys[i + 1..] {
+                newer |= self.sections_of_entry(inner, k);
+            }
+            let superseded = mine & newer;
+            if superseded == 0 {
+                continue;
+            }
+            if let Some(record) = self.rewrite(inner, key, |r| {
+                drop_sections(r, superseded);
+                Some((DropClass::SupersededSnapshot, 0, 0))
+            })? {
+                inner.counters.superseded_snapshots_dropped_total += 1;
+                dropped.push(record);
+            }
+        }
+        // 2. Events other than FIM changes and coverage gaps, oldest report first.
+        for key in older {
+            if Self::total_bytes(inner) <= self.max_bytes {
+                return Ok(dropped);
+            }
+            if inner.entries.get(key).is_none_or(|e| e.fim_only) {
+                continue;
+            }
+            if let Some(record) = self.rewrite(inner, key, |r| {
+                let before = r.events.len();
+                r.events.retain(is_fim_or_coverage);
+                let n = u64::try_from(before - r.events.len()).unwrap_or(u64::MAX);
+                (n > 0).then_some((DropClass::NonFimEvents, n, 0))
+            })? {
+                inner.counters.events_dropped_total += record.events;
+                dropped.push(record);
+            }
+        }
+        // 3. Whole reports, oldest first.
+        for key in older {
+            if Self::total_bytes(inner) <= self.max_bytes {
+                return Ok(dropped);
+            }
+            let Some(entry) = inner.entries.get(key) else { continue };
+            let path = self.dir.join(entry_name(key));
+            let (events, findings) = match self.load(&path, entry.bytes) {
+                Ok(r) => (r.events.len(), r.findings.len()),
+                Err(_) => (0, 0),
+            };
+            let sequence = entry.sequence;
+            remove_file(&path)?;
+            fsync_dir(&self.dir)?;
+            inner.entries.remove(key);
+            inner.counters.reports_dropped_total += 1;
+            dropped.push(DropRecord {
+                batch_id: key.1.clone(),
+                sequence,
+                what: DropClass::Report,
+                events: u64::try_from(events).unwrap_or(u64::MAX),
+                findings: u64::try_from(findings).unwrap_or(u64::MAX),
+            });
+        }
+        Ok(dropped)
+    }
+
+    /// The sections an entry holds, reading it when not yet known (0 when unreadable).
+    fn sections_of_entry(&self, inner: &mut Inner, key: &Key) -> u8 {
+        let Some(entry) = inner.entries.get(key) else { return 0 };
+        if let Some(s) = entry.sections {
+            return s;
+        }
+        let path = self.dir.join(entry_name(key));
+        let sections = match self.load(&path, entry.bytes) {
+            Ok(r) => sections_of(&r),
+            Err(e) => {
+                tracing::warn!(error = %e, "spool: cannot read an entry to thin it");
+                0
+            }
+        };
+        if let Some(entry) = inner.entries.get_mut(key) {
+            entry.sections = Some(sections);
+        }
+        sections
+    }
+
+    fn load(&self, path: &Path, bytes: u64) -> Result<Report, SpoolError> {
+        let compressed = read_entry(path, bytes.max(self.max_bytes))?;
+        let json = decompress(&compressed, path)?;
+        serde_json::from_slice(&json).map_err(|e| SpoolError::invalid(path, format!("not a report: {e}")))
+    }
+
+    /// Rewrites an entry with `change` applied (durably, same name); `change` says what was
+    /// dropped, or `None` when nothing was (the entry is then left alone).
+    fn rewrite(
+        &self,
+        inner: &mut Inner,
+        key: &Key,
+        change: impl FnOnce(&mut Report) -> Option<(DropClass, u64, u64)>,
+    ) -> Result<Option<DropRecord>, SpoolError> {
+        let Some(entry) = inner.entries.get(key) else { return Ok(None) };
+        let path = self.dir.join(entry_name(key));
+        let mut report = match self.load(&path, entry.bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "spool: cannot read an entry to thin it");
+                return Ok(None);
+            }
+        };
+        let outcome = change(&mut report);
+        let sections = sections_of(&report);
+        let fim_only = report.events.iter().all(is_fim_or_coverage);
+        let Some((what, events, findings)) = outcome else {
+            if let Some(e) = inner.entries.get_mut(key) {
+                e.sections = Some(sections);
+                e.fim_only = fim_only;
+            }
+            return Ok(None);
+        };
+        let compressed = compress_report(&report).map_err(|e| SpoolError::io(&path, e))?;
+        let bytes = u64::try_from(compressed.len()).unwrap_or(u64::MAX);
+        write_atomic(&path, bytes, |w| w.write_all(&compressed))?;
+        if let Some(e) = inner.entries.get_mut(key) {
+            e.bytes = bytes;
+            e.sections = Some(sections);
+            e.fim_only = fim_only;
+        }
+        Ok(Some(DropRecord { batch_id: key.1.clone(), sequence: report.sequence, what, events, findings }))
     }
 
     /// The spooled reports, oldest (lowest sequence) first, up to `max_bytes` compressed (at
     /// least one, however large).
     pub fn pending(&self, max_bytes: u64) -> Result<Vec<SpooledBatch>, SpoolError> {
-        let _ = max_bytes;
-        Ok(Vec::new())
+        // Listed under the lock, read outside it: a push (fsync) is not held up by reading.
+        let listed: Vec<(Key, Option<u64>, Timestamp, u64)> = {
+            let inner = self.lock();
+            let mut total = 0u64;
+            let mut out = Vec::new();
+            for (key, e) in &inner.entries {
+                if !out.is_empty() && total.saturating_add(e.bytes) > max_bytes {
+                    break;
+                }
+                total = total.saturating_add(e.bytes);
+                out.push((key.clone(), e.sequence, e.collected_at, e.bytes));
+            }
+            out
+        };
+        let mut batches = Vec::with_capacity(listed.len());
+        for (key, sequence, collected_at, bytes) in listed {
+            let path = self.dir.join(entry_name(&key));
+            match read_entry(&path, bytes.max(self.max_bytes)) {
+                Ok(compressed) => batches.push(SpooledBatch { batch_id: key.1, sequence, collected_at, compressed }),
+                // Acknowledged or dropped since it was listed.
+                Err(_) if !self.lock().entries.contains_key(&key) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(batches)
     }
 
     /// Deletes acknowledged reports (durably). Unknown ids are ignored.
     pub fn acknowledge(&self, batch_ids: &[String]) -> Result<(), SpoolError> {
-        let _ = batch_ids;
+        let mut inner = self.lock();
+        let keys: Vec<Key> = inner.entries.keys().filter(|k| batch_ids.contains(&k.1)).cloned().collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for key in &keys {
+            remove_file(&self.dir.join(entry_name(key)))?;
+            inner.entries.remove(key);
+        }
+        fsync_dir(&self.dir)
+    }
+
+    /// Moves a report the collector refused as malformed to `rejected/` so the queue moves on
+    /// (kept for a human, at most [`MAX_REJECTED`], oldest removed first), with `reason` (the
+    /// collector's message) beside it. Counted. Unknown ids are ignored.
+    pub fn reject(&self, batch_id: &str, reason: &str) -> Result<(), SpoolError> {
+        let mut inner = self.lock();
+        let Some(key) = inner.entries.keys().find(|k| k.1 == batch_id).cloned() else { return Ok(()) };
+        let rejected = self.dir.join(REJECTED_DIR);
+        create_private_dir(&rejected)?;
+        let name = entry_name(&key);
+        let reason_path = rejected.join(format!("{name}.reason"));
+        let mut text = reason.as_bytes().to_vec();
+        text.truncate(64 << 10);
+        write_atomic(&reason_path, 64 << 10, |w| w.write_all(&text))?;
+        let target = rejected.join(&name);
+        std::fs::rename(self.dir.join(&name), &target).map_err(|e| SpoolError::io(&target, e))?;
+        fsync_dir(&rejected)?;
+        fsync_dir(&self.dir)?;
+        inner.entries.remove(&key);
+        inner.counters.rejected_total += 1;
+        self.save_counters(&inner.counters)?;
+        prune_rejected(&rejected);
         Ok(())
     }
 
     /// Depth, size, oldest report and drop counters.
     pub fn stats(&self) -> guestward_report::protocol::SpoolStatus {
-        guestward_report::protocol::SpoolStatus { max_bytes: self.max_bytes, ..Default::default() }
+        let inner = self.lock();
+        guestward_report::protocol::SpoolStatus {
+            reports: u64::try_from(inner.entries.len()).unwrap_or(u64::MAX),
+            bytes: Self::total_bytes(&inner),
+            max_bytes: self.max_bytes,
+            oldest_collected_at: inner.entries.values().next().map(|e| e.collected_at),
+            superseded_snapshots_dropped_total: inner.counters.superseded_snapshots_dropped_total,
+            events_dropped_total: inner.counters.events_dropped_total,
+            reports_dropped_total: inner.counters.reports_dropped_total,
+        }
+    }
+
+    /// Reports moved to `rejected/` (poison: refused by the collector as malformed), since the
+    /// spool was created.
+    pub fn rejected_total(&self) -> u64 {
+        self.lock().counters.rejected_total
+    }
+
+    /// Reports refused at push because they alone exceed `max_bytes`, since the spool was
+    /// created (also counted in `reports_dropped_total`).
+    pub fn too_large_total(&self) -> u64 {
+        self.lock().counters.too_large_total
+    }
+
+    /// Reports waiting.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no report is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.lock().entries.is_empty()
+    }
+
+    fn save_counters(&self, counters: &Counters) -> Result<(), SpoolError> {
+        let json = serde_json::to_vec(counters).map_err(|e| SpoolError::io(&self.dir, std::io::Error::other(e)))?;
+        write_atomic(&self.dir.join(COUNTERS_FILE), COUNTERS_MAX_BYTES, |w| w.write_all(&json))?;
+        Ok(())
+    }
+}
+
+fn remove_file(path: &Path) -> Result<(), SpoolError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SpoolError::io(path, e)),
+    }
+}
+
+/// Creates `dir` mode 0700 (parents too); an existing directory is tightened to 0700. A
+/// symlink in its place is refused: the spool would otherwise be written wherever it points.
+fn create_private_dir(dir: &Path) -> Result<(), SpoolError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_dir() => {
+            if m.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| SpoolError::io(dir, e))?;
+            }
+            Ok(())
+        }
+        Ok(m) => Err(SpoolError::invalid(
+            dir,
+            format!("is a {:?}, not a directory; remove it or choose another state_dir", m.file_type()),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| SpoolError::io(dir, e)),
+        Err(e) => Err(SpoolError::io(dir, e)),
+    }
+}
+
+/// Counters from disk; missing or unreadable counters start at zero (logged when unreadable).
+fn read_counters(path: &Path) -> Counters {
+    match guestward_core::read_regular_file_capped(path, COUNTERS_MAX_BYTES, false) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "spool: drop counters unreadable; starting from zero");
+            Counters::default()
+        }),
+        Err(guestward_core::HostFsError::NotFound { .. }) => Counters::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "spool: drop counters unreadable; starting from zero");
+            Counters::default()
+        }
+    }
+}
+
+/// Keeps the newest [`MAX_REJECTED`] reports in `rejected/` (names sort by sequence).
+fn prune_rejected(dir: &Path) {
+    let Ok(listing) = std::fs::read_dir(dir) else { return };
+    let mut names: Vec<String> = listing
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| parse_entry_name(n).is_some())
+        .collect();
+    names.sort();
+    let excess = names.len().saturating_sub(MAX_REJECTED);
+    for name in names.iter().take(excess) {
+        let _ = std::fs::remove_file(dir.join(name));
+        let _ = std::fs::remove_file(dir.join(format!("{name}.reason")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn entry_names_round_trip_and_foreign_names_are_refused() {
+        let key = (42, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".to_string());
+        assert_eq!(parse_entry_name(&entry_name(&key)), Some(key));
+        for bad in ["x.zst", "00000000000000000042-.zst", "00000000000000000042-a/b.zst", "0000000000000000004x-a.zst", "00000000000000000042-a.zst.tmp"] {
+            assert_eq!(parse_entry_name(bad), None, "{bad}");
+        }
+        assert!(!valid_batch_id("../../etc"));
+        assert!(valid_batch_id("abc-DEF_1"));
+    }
+
+    #[test]
+    fn the_head_is_read_without_the_sections() {
+        let mut r = Report::new(
+            guestward_report::AgentInfo { version: "t".into(), host_id: Some("h".into()), host_id_source: guestward_report::HostIdSource::Config },
+            Timestamp::from_unix_secs(1_700_000_000).unwrap(),
+        );
+        r.sequence = Some(7);
+        let compressed = compress_report(&r).unwrap();
+        let head = read_head(&compressed, Path::new("x")).unwrap();
+        assert_eq!(head.batch_id.as_deref(), Some(r.batch_id.as_str()));
+        assert_eq!(head.sequence, Some(7));
+        assert_eq!(head.collected_at, Some(r.collected_at));
+        assert!(read_head(b"not zstd", Path::new("x")).is_err());
     }
 }
