@@ -3,19 +3,21 @@
 use crate::support::*;
 use std::time::Duration;
 
-/// `bash scripts/demo` from the repository root exits 0 and prints the demo host in the
-/// collector's host list.
+/// `bash scripts/demo` from the repository root exits 0 and prints the demo host (`demo-host`)
+/// in the collector's host list.
 #[test]
 fn scripts_demo_runs_and_lists_the_demo_host() {
     guestward_core::testing::within(Duration::from_secs(90), "scripts/demo", || {
         let mut cmd = std::process::Command::new("bash");
-        cmd.arg("scripts/demo").current_dir(REPO);
+        // The binaries under test, not whichever of target/debug and target/release is newer.
+        let bin_dir = bin("guestward-agent").parent().unwrap().to_path_buf();
+        cmd.arg("scripts/demo").current_dir(REPO).env("GUESTWARD_BIN_DIR", bin_dir);
         for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
             cmd.env_remove(var);
         }
         let out = run_bounded(&mut cmd, Duration::from_secs(80));
         out.assert_success("scripts/demo");
         assert!(out.stdout.contains("\"hosts\""), "scripts/demo printed no host list:\n{out}");
-        assert!(out.stdout.contains("demo"), "scripts/demo's host list lacks the demo host:\n{out}");
+        assert!(out.stdout.contains("\"demo-host\""), "scripts/demo's host list lacks the demo host:\n{out}");
     });
 }

@@ -1,0 +1,403 @@
+//! The HTTP endpoints (see `guestward_report::ingest` for the contract): who the client is,
+//! what it may do, and the ingest path from body bytes to one store transaction.
+
+use crate::body::{BodyError, read_body};
+use crate::identity::{ClientIdentity, IdentityError, Role, decode_proxy_header, verify_forwarded};
+use crate::server::{AppState, ConnInfo};
+use crate::store::{Delivery, NewReport, StoreError};
+use guestward_core::Timestamp;
+use guestward_report::Report;
+use guestward_report::ingest::{
+    ACCEPTED_SCHEMA_VERSIONS, BatchResult, ErrorBody, Health, HostList, IngestResponse, REPORTS_PATH,
+};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, warn};
+
+/// A response body.
+pub(crate) type Body = Full<Bytes>;
+
+/// A refusal: status, stable code, and a message for a human.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after_secs: None }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_report", message)
+    }
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+    fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+    fn unavailable(e: &StoreError) -> Self {
+        warn!(error = %e, "store failed; the request stored nothing");
+        let mut err =
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("storage failed: {e}"));
+        err.retry_after_secs = Some(5);
+        err
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let mut resp =
+            json_response(self.status, &ErrorBody { error: self.code.to_string(), message: self.message });
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Answers one request.
+pub(crate) async fn handle(
+    state: Arc<AppState>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    match route(&state, &conn, req, started).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            debug!(peer = %conn.peer, status = %e.status, message = %e.message, "request refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Result<Response<Body>, ApiError> {
+    let client = identify(state, conn, &req)?;
+    let key = client.role.to_string();
+    if let Err(wait) = state.limiter.check(&key, started) {
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "{key}: more than {} requests per second; retry later",
+                state.limits.requests_per_sec_per_client
+            ),
+        );
+        err.retry_after_secs = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return Err(err);
+    }
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::POST, REPORTS_PATH) => ingest(state, &client, conn, req, started).await,
+        (Method::GET, "/healthz") => {
+            let store = state.store.clone();
+            blocking(move || store.health()).await?.map_err(|e| ApiError::unavailable(&e))?;
+            Ok(json_response(StatusCode::OK, &Health { status: "ok".into() }))
+        }
+        (Method::GET, "/v1/hosts") => {
+            let Role::Operator(_) = client.role else {
+                return Err(ApiError::forbidden(format!(
+                    "{}: only operator certificates may list hosts (an agent may read /v1/hosts/<its own id>)",
+                    client.role
+                )));
+            };
+            let store = state.store.clone();
+            let hosts = blocking(move || store.hosts()).await?.map_err(|e| ApiError::unavailable(&e))?;
+            Ok(json_response(StatusCode::OK, &HostList { hosts }))
+        }
+        (Method::GET, p) if p.starts_with("/v1/hosts/") => {
+            let id = p.trim_start_matches("/v1/hosts/").to_string();
+            let allowed = match &client.role {
+                Role::Operator(_) => true,
+                Role::Host(own) => *own == id,
+            };
+            if !allowed {
+                return Err(ApiError::forbidden(format!("{}: may read only its own host", client.role)));
+            }
+            let store = state.store.clone();
+            let lookup = id.clone();
+            match blocking(move || store.host(&lookup)).await?.map_err(|e| ApiError::unavailable(&e))? {
+                Some(detail) => Ok(json_response(StatusCode::OK, &detail)),
+                None => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("host {id:?} has never reported"),
+                )),
+            }
+        }
+        (_, REPORTS_PATH | "/healthz" | "/v1/hosts") => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "bad_request",
+            format!("method not allowed on {path}"),
+        )),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}"))),
+    }
+}
+
+/// The client's identity. A proxy header is honoured only from a trusted proxy, and then only
+/// after the forwarded certificate verifies against the CA; from anyone else it is refused
+/// outright (never ignored: a client sending it is either misconfigured or trying to pose as
+/// another host, and either deserves a clear answer).
+fn identify(state: &AppState, conn: &ConnInfo, req: &Request<Incoming>) -> Result<ClientIdentity, ApiError> {
+    let header = &state.proxy.header;
+    let mut values = req.headers().get_all(header).iter();
+    if let Some(value) = values.next() {
+        if !conn.trusted_proxy {
+            warn!(peer = %conn.peer, header = %header, "client-certificate header from a peer that is not a trusted proxy; refused");
+            return Err(ApiError::forbidden(format!(
+                "header {header} is accepted only from trusted proxies ([proxy] trusted); {} is not one",
+                conn.peer.ip()
+            )));
+        }
+        if values.next().is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("header {header} appears more than once"),
+            ));
+        }
+        let chain =
+            decode_proxy_header(value.as_bytes()).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        let now = rustls::pki_types::UnixTime::now();
+        return verify_forwarded(state.tls.verifier.as_ref(), &chain, now).map_err(|e: IdentityError| {
+            warn!(peer = %conn.peer, error = %e, "trusted proxy forwarded a certificate that does not verify");
+            ApiError::unauthenticated(e.to_string())
+        });
+    }
+    match &conn.tls_identity {
+        Some(Ok(id)) => Ok(id.clone()),
+        Some(Err(e)) => Err(ApiError::unauthenticated(e.to_string())),
+        None => Err(ApiError::unauthenticated(format!(
+            "no client certificate: connect with one issued by the collector's CA (a trusted proxy forwards it in header {header})"
+        ))),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        warn!(error = %e, "a request's worker task failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; nothing was stored")
+    })
+}
+
+async fn ingest(
+    state: &Arc<AppState>,
+    client: &ClientIdentity,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Result<Response<Body>, ApiError> {
+    let host = match &client.role {
+        Role::Host(h) => h.clone(),
+        Role::Operator(_) => {
+            return Err(ApiError::forbidden(format!(
+                "{}: operator certificates may not post reports",
+                client.role
+            )));
+        }
+    };
+    let headers = req.headers();
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Type must be application/json, got {content_type:?}"),
+        ));
+    }
+    let zstd =
+        match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+            None => false,
+            Some(e) if e.is_empty() || e == "identity" => false,
+            Some(e) if e == "zstd" => true,
+            Some(e) => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("Content-Encoding {e:?} is not supported; send zstd or no encoding"),
+                ));
+            }
+        };
+    let limits = &state.limits;
+    let declared =
+        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let deadline = started + limits.request_timeout;
+    let body =
+        read_body(req.into_body(), limits.max_body_bytes, declared, deadline).await.map_err(|e| match e {
+            BodyError::TooLarge => ApiError::too_large(format!(
+                "the body is larger than {} bytes (limits.max_body_bytes); send fewer reports per request",
+                limits.max_body_bytes
+            )),
+            BodyError::Timeout => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "bad_request",
+                format!("the body was not received within {} s", limits.request_timeout.as_secs()),
+            ),
+            BodyError::Read(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the body: {e}"))
+            }
+        })?;
+
+    let state2 = state.clone();
+    let client2 = client.clone();
+    let peer = conn.peer;
+    blocking(move || {
+        let json = if zstd { crate::body::decompress_zstd(&body, state2.limits.max_decompressed_bytes)? } else { body };
+        let reports = parse_reports(&json, state2.limits.max_reports_per_request)?;
+        drop(json);
+        for (report, _) in &reports {
+            if report.agent.host_id.as_deref() != Some(host.as_str()) {
+                warn!(
+                    peer = %peer,
+                    certificate_host = %host,
+                    report_host = ?report.agent.host_id,
+                    batch_id = %report.batch_id,
+                    "report for another host refused; the request stored nothing"
+                );
+                return Err(ApiError::forbidden(format!(
+                    "report {}: agent.host_id {:?} is not the host of the client certificate ({host}); nothing was stored",
+                    report.batch_id, report.agent.host_id
+                )));
+            }
+        }
+        let new: Vec<NewReport> = reports
+            .into_iter()
+            .map(|(r, json)| NewReport {
+                host_id: host.clone(),
+                sequence: r.sequence.unwrap_or_default(),
+                collected_at: r.collected_at,
+                agent_version: r.agent.version,
+                batch_id: r.batch_id,
+                json,
+                findings: r.findings,
+                events: r.events,
+            })
+            .collect();
+        let delivery =
+            Delivery { host_id: host.clone(), certificate: client2.certificate.clone(), received_at: Timestamp::now() };
+        let statuses = state2.store.ingest(&delivery, &new).map_err(|e| match e {
+            StoreError::ForeignBatch { .. } => ApiError::invalid(e.to_string()),
+            other => ApiError::unavailable(&other),
+        })?;
+        let results = new
+            .iter()
+            .zip(statuses)
+            .map(|(r, status)| BatchResult { batch_id: r.batch_id.clone(), sequence: Some(r.sequence), status })
+            .collect();
+        Ok(json_response(StatusCode::OK, &IngestResponse { results }))
+    })
+    .await?
+}
+
+/// Checks the body's shape report by report, so the refusal names the report (`batch_id`) and
+/// the field. Returns each report typed and as JSON (what is stored).
+fn parse_reports(json: &[u8], max_reports: usize) -> Result<Vec<(Report, Vec<u8>)>, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
+    let serde_json::Value::Object(mut top) = value else {
+        return Err(ApiError::invalid("the body must be a JSON object {\"reports\": [...]}"));
+    };
+    let Some(serde_json::Value::Array(items)) = top.remove("reports") else {
+        return Err(ApiError::invalid("field `reports` is missing or not an array"));
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid("field `reports` is empty"));
+    }
+    if items.len() > max_reports {
+        return Err(ApiError::too_large(format!(
+            "{} reports in one request; the limit is {max_reports} (limits.max_reports_per_request)",
+            items.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let batch_id = match item.get("batch_id") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "report #{i}: field `batch_id` is missing or not a string"
+                )));
+            }
+        };
+        if batch_id.is_empty()
+            || batch_id.len() > 128
+            || !batch_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return Err(ApiError::invalid(format!(
+                "report #{i}: field `batch_id` {:?} is not valid (1 to 128 letters, digits, `-`, `_`, `.`, `:`; the agent sends a UUID)",
+                batch_id.chars().take(140).collect::<String>()
+            )));
+        }
+        match item.get("schema_version").and_then(serde_json::Value::as_u64) {
+            Some(v) if ACCEPTED_SCHEMA_VERSIONS.iter().any(|a| u64::from(*a) == v) => {}
+            Some(v) => {
+                return Err(ApiError::invalid(format!(
+                    "report {batch_id}: unknown schema_version {v}; this collector accepts {ACCEPTED_SCHEMA_VERSIONS:?} (upgrade the collector)"
+                )));
+            }
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "report {batch_id}: field `schema_version` is missing or not a number"
+                )));
+            }
+        }
+        if item.get("sequence").and_then(serde_json::Value::as_u64).is_none() {
+            return Err(ApiError::invalid(format!(
+                "report {batch_id}: field `sequence` is missing or not a number (only the daemon's reports are shipped)"
+            )));
+        }
+        let bytes =
+            serde_json::to_vec(&item).map_err(|e| ApiError::invalid(format!("report {batch_id}: {e}")))?;
+        let report: Report = serde_json::from_value(item).map_err(|e| {
+            ApiError::invalid(format!("report {batch_id}: does not match the report schema: {e}"))
+        })?;
+        out.push((report, bytes));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_batch_and_the_field() {
+        let e = parse_reports(br#"{"reports":[{"batch_id":"b-1","schema_version":2}]}"#, 10).unwrap_err();
+        assert!(e.message.contains("b-1") && e.message.contains("`sequence`"), "{}", e.message);
+        let e = parse_reports(br#"{"reports":[{"batch_id":"b-2","schema_version":99,"sequence":1}]}"#, 10)
+            .unwrap_err();
+        assert!(e.message.contains("b-2") && e.message.contains("schema_version 99"), "{}", e.message);
+        let e = parse_reports(br#"{"reports":[{"batch_id":"b-3","schema_version":2,"sequence":1}]}"#, 10)
+            .unwrap_err();
+        assert!(e.message.contains("b-3") && e.message.contains("missing field"), "{}", e.message);
+        let e = parse_reports(br#"{"reports":[{"#, 10).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let e = parse_reports(br#"{"reports":[1,2,3]}"#, 2).unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

@@ -1,0 +1,177 @@
+//! Who a client is: read from its verified client certificate, or from the certificate a trusted
+//! proxy forwarded in a header (verified again here).
+//!
+//! An agent certificate names its host in a SAN URI `urn:guestward:host:<id>` (the CN is only a
+//! fallback, for certificates from a fleet CA that cannot write URIs); an operator certificate
+//! has `urn:guestward:operator:<name>`. A certificate with several guestward URIs is refused:
+//! an identity must never be ambiguous.
+
+use guestward_core::Timestamp;
+use guestward_report::ingest::CertificateInfo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use sha2::Digest;
+use std::fmt;
+use x509_cert::der::Decode;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
+
+/// SAN URI prefix of an agent certificate.
+pub const HOST_URN_PREFIX: &str = "urn:guestward:host:";
+/// SAN URI prefix of an operator certificate.
+pub const OPERATOR_URN_PREFIX: &str = "urn:guestward:operator:";
+/// A proxy header larger than this is refused (a leaf and two intermediates fit in 16 KiB).
+pub const MAX_PROXY_HEADER_BYTES: usize = 32 * 1024;
+
+/// What a client may do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// An agent: may post its own host's reports and read its own host.
+    Host(String),
+    /// An operator: may read every host, may not post.
+    Operator(String),
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Host(id) => write!(f, "host {id}"),
+            Self::Operator(n) => write!(f, "operator {n}"),
+        }
+    }
+}
+
+/// A client's identity and the certificate it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Host or operator.
+    pub role: Role,
+    /// The certificate that proved it.
+    pub certificate: CertificateInfo,
+    /// Taken from a trusted proxy's header rather than this connection's TLS handshake.
+    pub via_proxy: bool,
+}
+
+/// Why no identity could be taken from a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Not a parseable X.509 certificate.
+    #[error("the client certificate cannot be parsed: {0}")]
+    Parse(String),
+    /// Neither a guestward SAN URI nor a CN.
+    #[error(
+        "the client certificate names no identity (no SAN URI urn:guestward:host:<id> or urn:guestward:operator:<name>, no CN)"
+    )]
+    NoIdentity,
+    /// Several guestward URIs.
+    #[error("the client certificate names several guestward identities; refused as ambiguous")]
+    Ambiguous,
+    /// The identity has characters a host id may not have.
+    #[error("the client certificate's identity {0:?} is not a valid host id or operator name")]
+    InvalidName(String),
+    /// The proxy header could not be decoded.
+    #[error("the certificate header from the proxy is unusable: {0}")]
+    Header(String),
+    /// The forwarded certificate did not verify against the CA.
+    #[error("the certificate forwarded by the proxy does not verify against the collector's CA: {0}")]
+    Untrusted(String),
+}
+
+/// The identity in a DER certificate (already verified by the caller).
+pub fn identity_from_cert(der: &[u8], via_proxy: bool) -> Result<ClientIdentity, IdentityError> {
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
+    let tbs = &cert.tbs_certificate;
+    let mut found: Option<Role> = None;
+    if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
+        for name in san.0 {
+            let GeneralName::UniformResourceIdentifier(uri) = name else { continue };
+            let uri = uri.as_str();
+            let role = if let Some(id) = uri.strip_prefix(HOST_URN_PREFIX) {
+                Role::Host(id.to_string())
+            } else if let Some(n) = uri.strip_prefix(OPERATOR_URN_PREFIX) {
+                Role::Operator(n.to_string())
+            } else {
+                continue;
+            };
+            if found.replace(role).is_some() {
+                return Err(IdentityError::Ambiguous);
+            }
+        }
+    }
+    let role = match found {
+        Some(role) => role,
+        None => Role::Host(common_name(&cert).ok_or(IdentityError::NoIdentity)?),
+    };
+    let name = match &role {
+        Role::Host(n) | Role::Operator(n) => n,
+    };
+    if crate::pki::validate_name("identity", name).is_err() {
+        return Err(IdentityError::InvalidName(name.clone()));
+    }
+    let not_after = Timestamp::from_unix_secs(
+        i64::try_from(tbs.validity.not_after.to_unix_duration().as_secs()).unwrap_or(i64::MAX),
+    )
+    .unwrap_or_else(Timestamp::now);
+    let certificate = CertificateInfo {
+        serial: hex(tbs.serial_number.as_bytes()),
+        sha256: hex(&sha2::Sha256::digest(der)),
+        not_after,
+    };
+    Ok(ClientIdentity { role, certificate, via_proxy })
+}
+
+fn common_name(cert: &x509_cert::Certificate) -> Option<String> {
+    const CN: &str = "2.5.4.3";
+    cert.tbs_certificate.subject.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
+        if atv.oid.to_string() != CN {
+            return None;
+        }
+        std::str::from_utf8(atv.value.value()).ok().map(str::to_string)
+    })
+}
+
+/// Decodes a proxy's certificate header: a URL-encoded PEM certificate, optionally followed by
+/// its intermediates (AWS ALB `X-Amzn-Mtls-Clientcert` in passthrough mode sends the chain,
+/// `X-Amzn-Mtls-Clientcert-Leaf` in verify mode the leaf; nginx `$ssl_client_escaped_cert` the
+/// leaf). Returns the leaf first.
+pub fn decode_proxy_header(value: &[u8]) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    if value.len() > MAX_PROXY_HEADER_BYTES {
+        return Err(IdentityError::Header(format!("larger than {MAX_PROXY_HEADER_BYTES} bytes")));
+    }
+    // Percent-decoding only: `+` stays `+` (it is base64, not a space, in these headers).
+    let pem: Vec<u8> = percent_encoding::percent_decode(value).collect();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| IdentityError::Header(format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(IdentityError::Header("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// Verifies a forwarded chain against the CA exactly as a TLS handshake would (signature chain,
+/// validity at `now`, EKU clientAuth), then reads its identity. A proxy is trusted to forward,
+/// not to vouch: a bug or misconfiguration in it must not let an unverified certificate in.
+pub fn verify_forwarded(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'static>],
+    now: UnixTime,
+) -> Result<ClientIdentity, IdentityError> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err(IdentityError::Header("no certificate".into()));
+    };
+    verifier
+        .verify_client_cert(leaf, intermediates, now)
+        .map_err(|e| IdentityError::Untrusted(e.to_string()))?;
+    identity_from_cert(leaf, true)
+}
+
+/// Lower-case hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,40 @@
+//! The reference collector: receives agents' reports over mutual TLS, binds each report to the
+//! host identity of the client certificate that delivered it, stores it (SQLite behind the
+//! [`store::Store`] trait) and serves the fleet's state to operators. Also the dev PKI that
+//! issues the certificates ([`pki`]).
+//!
+//! The wire protocol is `guestward_report::ingest`; `docs/collector.md` is the operator's guide.
+//! A report flows: [`server`] (connection caps, TLS, timeouts) → `api` (identity, rate limit,
+//! body caps, zstd, validation) → [`store`] (one transaction per request, idempotent on
+//! `batch_id`).
+
+pub mod config;
+pub mod identity;
+pub mod pki;
+pub mod ratelimit;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+mod api;
+mod body;
+
+use std::sync::Arc;
+
+/// Opens the store named by `config.db` and binds the server: what `guestward-collector serve`
+/// runs (then [`server::Server::run`]).
+pub async fn bind(config: &config::ServeConfig) -> Result<server::Server, StartError> {
+    let store = store::SqliteStore::open(&config.db)?;
+    Ok(server::Server::bind(config, Arc::new(store)).await?)
+}
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// TLS or the listen address.
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}

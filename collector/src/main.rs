@@ -1,0 +1,190 @@
+//! `guestward-collector`: the reference collector and its dev PKI. Argument parsing and the error
+//! edge only; everything else is in the `guestward_collector` library.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use guestward_collector::{config, pki};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Receives guestward agents' reports over mutual TLS and serves the fleet's state.
+///
+/// Quick start (development):
+///
+///   guestward-collector pki init --dir pki
+///   guestward-collector pki issue-agent --dir pki --host-id i-0123456789abcdef0
+///   guestward-collector pki issue-operator --dir pki --name alice
+///   guestward-collector serve --pki-dir pki --db collector.db --listen 127.0.0.1:8443
+///
+/// See docs/collector.md for the config file, the endpoints and deployment behind a load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "guestward-collector", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the collector API (POST /v1/reports, GET /v1/hosts, GET /v1/hosts/{id}, GET /healthz) over mutual TLS.
+    ///
+    /// Every setting comes from the config file (all keys have defaults; relative paths are taken
+    /// from the file's directory); the flags below override it. Stops on SIGINT or SIGTERM after
+    /// open requests finish (at most 10 s).
+    Serve(ServeArgs),
+    /// Development PKI: a CA, the collector's server certificate, agent and operator certificates.
+    ///
+    /// Keys are ECDSA P-256, written 0600 and atomically; existing files are never replaced
+    /// without --force.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The config file (TOML). Without it, the defaults apply (see docs/collector.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address:port to listen on, e.g. 0.0.0.0:8443 (overrides `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// A PKI directory made by `pki init`: uses DIR/ca.pem, DIR/server.pem, DIR/server-key.pem
+    /// (overrides `ca_file`, `cert_file`, `key_file`).
+    #[arg(long, value_name = "DIR")]
+    pki_dir: Option<PathBuf>,
+    /// The SQLite database, created 0600 if missing (overrides `db`).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a CA (DIR/ca.pem, DIR/ca-key.pem, 10 years) and a server certificate for
+    /// localhost and 127.0.0.1 (DIR/server.pem, DIR/server-key.pem).
+    Init {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Issue an agent certificate: DIR/agents/ID/{cert.pem,key.pem}, CN = ID,
+    /// SAN URI urn:guestward:host:ID, EKU clientAuth.
+    ///
+    /// The collector accepts from this certificate only reports whose agent.host_id is ID.
+    IssueAgent {
+        #[command(flatten)]
+        common: Common,
+        /// The host id, as the agent reports it (agent.host_id: the EC2 instance id, the
+        /// machine id, or the configured id). Letters, digits, `.`, `_`, `-`.
+        #[arg(long, value_name = "ID")]
+        host_id: String,
+    },
+    /// Issue (replace) the collector's server certificate DIR/server.pem for these names.
+    IssueServer {
+        #[command(flatten)]
+        common: Common,
+        /// A DNS name the agents connect to; repeat for several.
+        #[arg(long = "name", value_name = "DNS")]
+        names: Vec<String>,
+        /// An IP address the agents connect to; repeat for several.
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<IpAddr>,
+    },
+    /// Issue an operator certificate: DIR/operators/NAME/{cert.pem,key.pem},
+    /// SAN URI urn:guestward:operator:NAME. Operators may read GET /v1/hosts*; they may not post.
+    IssueOperator {
+        #[command(flatten)]
+        common: Common,
+        /// The operator's name. Letters, digits, `.`, `_`, `-`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The PKI directory (created 0700 if missing).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Lifetime of the issued server, agent or operator certificate, in days (the CA always gets 10 years).
+    #[arg(long, value_name = "DAYS", default_value_t = pki::DEFAULT_LEAF_DAYS)]
+    days: u32,
+    /// Replace existing files. Replacing the CA invalidates every certificate it issued.
+    #[arg(long)]
+    force: bool,
+}
+
+impl Common {
+    fn options(&self) -> pki::IssueOptions {
+        pki::IssueOptions { days: self.days, force: self.force }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GUESTWARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestward-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Pki(cmd) => {
+            let written = match &cmd {
+                PkiCommand::Init { common } => pki::init(&common.dir, common.options()),
+                PkiCommand::IssueAgent { common, host_id } => {
+                    pki::issue_agent(&common.dir, host_id, common.options())
+                }
+                PkiCommand::IssueServer { common, names, ips } => {
+                    pki::issue_server(&common.dir, names, ips, common.options())
+                }
+                PkiCommand::IssueOperator { common, name } => {
+                    pki::issue_operator(&common.dir, name, common.options())
+                }
+            }?;
+            for f in written.files {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = config::Overrides { listen: args.listen, pki_dir: args.pki_dir, db: args.db };
+    let config = config::load(args.config.as_deref(), &overrides)?;
+    // One process-wide crypto provider (rustls needs it for anything not given one explicitly).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = guestward_collector::bind(&config).await?;
+        let addr = server.local_addr().context("cannot read the bound address")?;
+        tracing::info!(listen = %addr, db = %config.db.display(), "collector listening");
+        println!("listening on {addr}");
+        server.run(shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,99 @@
+//! Where accepted reports go: the [`Store`] trait and its SQLite implementation.
+//!
+//! The trait is shaped for a PostgreSQL backend to follow, where several collector replicas
+//! share one database:
+//! - one [`Store::ingest`] call is one transaction: a request is stored whole or not at all;
+//! - idempotency is the database's, by a unique key on `batch_id` (insert-or-ignore), never an
+//!   in-process cache that other replicas could not see;
+//! - every host statistic (`reports_stored`, `last_sequence`, `missing_sequences`) is an
+//!   aggregate over the reports table, so it is derivable in SQL from any replica.
+//!
+//! The methods are synchronous: the server calls them on tokio's blocking pool. A pooled
+//! PostgreSQL client can implement them the same way.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use guestward_core::{Event, Finding, Timestamp};
+use guestward_report::ingest::{BatchStatus, CertificateInfo, HostDetail, HostSummary};
+use std::path::PathBuf;
+
+/// Most events returned in [`HostDetail::recent_events`].
+pub const RECENT_EVENTS: usize = 100;
+
+/// One accepted report, checked and ready to store.
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    /// Its unique id.
+    pub batch_id: String,
+    /// The host (equal to the delivering client's identity).
+    pub host_id: String,
+    /// Per-host position.
+    pub sequence: u64,
+    /// When the agent collected it.
+    pub collected_at: Timestamp,
+    /// The agent's version.
+    pub agent_version: String,
+    /// The report as JSON (the store may compress it).
+    pub json: Vec<u8>,
+    /// Its findings, kept for [`HostDetail::findings`].
+    pub findings: Vec<Finding>,
+    /// Its events, kept for [`HostDetail::recent_events`].
+    pub events: Vec<Event>,
+}
+
+/// Who delivered a request and when.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The client's host id.
+    pub host_id: String,
+    /// The client certificate it presented (or its proxy forwarded).
+    pub certificate: CertificateInfo,
+    /// When the request was accepted.
+    pub received_at: Timestamp,
+}
+
+/// Why the store failed. The request stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Opening the database.
+    #[error("{}: cannot open the database: {reason}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A query failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A batch id was already stored for another host: an agent reused another host's id.
+    #[error("report {batch_id}: batch_id is already stored for another host")]
+    ForeignBatch {
+        /// The batch id.
+        batch_id: String,
+    },
+    /// Stored data could not be read back.
+    #[error("stored data for {what} is unreadable: {reason}")]
+    Corrupt {
+        /// What.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A report store shared by every connection (and, for a networked backend, every replica).
+pub trait Store: Send + Sync {
+    /// Stores `reports` of one delivery in one transaction, all or nothing. Returns, per report
+    /// in order, whether it was new or a duplicate (same `batch_id`, possibly earlier in the
+    /// same request). Records `delivery`'s certificate as the host's latest.
+    fn ingest(&self, delivery: &Delivery, reports: &[NewReport]) -> Result<Vec<BatchStatus>, StoreError>;
+    /// Every host, ordered by host id.
+    fn hosts(&self) -> Result<Vec<HostSummary>, StoreError>;
+    /// One host; `None` when it never reported.
+    fn host(&self, host_id: &str) -> Result<Option<HostDetail>, StoreError>;
+    /// Whether the store answers.
+    fn health(&self) -> Result<(), StoreError>;
+}

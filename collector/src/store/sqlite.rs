@@ -1,0 +1,372 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Reports are kept whole (zstd-compressed JSON) with their findings and events extracted into
+//! their own tables. `synchronous = FULL`: a batch acknowledged to an agent is on disk, since
+//! the agent deletes it from its spool on that acknowledgement.
+
+use super::{Delivery, NewReport, RECENT_EVENTS, Store, StoreError};
+use guestward_core::{Event, Finding, Timestamp};
+use guestward_report::Report;
+use guestward_report::ingest::{BatchStatus, CertificateInfo, HostDetail, HostSummary};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A stored report read back is decompressed up to this size (it was at most the ingest limit).
+const MAX_STORED_REPORT_BYTES: u64 = 1 << 30;
+/// zstd level for stored reports: fast, and scan JSON still compresses about 7x.
+const ZSTD_LEVEL: i32 = 3;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS reports (
+    batch_id      TEXT PRIMARY KEY,   -- the idempotency key
+    host_id       TEXT NOT NULL,
+    sequence      INTEGER NOT NULL,
+    collected_at  TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    report_zstd   BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_by_host ON reports (host_id, sequence);
+CREATE TABLE IF NOT EXISTS findings (
+    batch_id  TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    finding   TEXT NOT NULL,
+    PRIMARY KEY (batch_id, position)
+);
+CREATE TABLE IF NOT EXISTS events (
+    host_id   TEXT NOT NULL,
+    sequence  INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    batch_id  TEXT NOT NULL,
+    event     TEXT NOT NULL,
+    PRIMARY KEY (host_id, sequence, position)
+);
+-- The latest report (highest sequence) and the latest delivery of each host.
+CREATE TABLE IF NOT EXISTS hosts (
+    host_id          TEXT PRIMARY KEY,
+    latest_batch_id  TEXT NOT NULL,
+    latest_sequence  INTEGER NOT NULL,
+    last_seen        TEXT NOT NULL,
+    cert_serial      TEXT,
+    cert_sha256      TEXT,
+    cert_not_after   TEXT
+);
+";
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating, mode 0600) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
+        // Create the file ourselves, 0600, before SQLite does with the umask's mode: the
+        // reports name packages, ports and file changes of every host. SQLite gives its -wal
+        // and -shm files the database file's mode.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(path)
+            .map_err(|e| open_err(format!("{e} (a symlink is refused)")))?;
+        let meta = file.metadata().map_err(|e| open_err(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(open_err("not a regular file".into()));
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| open_err(e.to_string()))?;
+        }
+        drop(file);
+        let writer = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
+        writer.execute_batch(SCHEMA).map_err(|e| open_err(format!("cannot create the schema: {e}")))?;
+        let reader = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
+        Ok(Self { path: path.to_path_buf(), writer: Mutex::new(writer), reader: Mutex::new(reader) })
+    }
+
+    fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+
+    fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done transaction behind (rusqlite
+        // rolls back on drop), so the connection is still usable.
+        m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn ts_text(t: &Timestamp) -> String {
+    t.to_string()
+}
+
+fn ts_parse(s: &str, what: &str) -> Result<Timestamp, StoreError> {
+    s.parse::<jiff::Timestamp>()
+        .map(Timestamp)
+        .map_err(|e| StoreError::Corrupt { what: what.to_string(), reason: e.to_string() })
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Store for SqliteStore {
+    fn ingest(&self, delivery: &Delivery, reports: &[NewReport]) -> Result<Vec<BatchStatus>, StoreError> {
+        // Compress outside the lock: it is the expensive part.
+        let compressed: Vec<Vec<u8>> = reports
+            .iter()
+            .map(|r| zstd::bulk::compress(&r.json, ZSTD_LEVEL))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Database(format!("cannot compress a report: {e}")))?;
+        let received = ts_text(&delivery.received_at);
+        let mut conn = Self::lock(&self.writer);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_err)?;
+        let mut statuses = Vec::with_capacity(reports.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO reports (batch_id, host_id, sequence, collected_at, received_at, agent_version, report_zstd)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (batch_id) DO NOTHING",
+                )
+                .map_err(db_err)?;
+            let mut owner =
+                tx.prepare_cached("SELECT host_id FROM reports WHERE batch_id = ?1").map_err(db_err)?;
+            let mut finding = tx
+                .prepare_cached("INSERT INTO findings (batch_id, position, finding) VALUES (?1, ?2, ?3)")
+                .map_err(db_err)?;
+            let mut event = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events (host_id, sequence, position, batch_id, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db_err)?;
+            let mut latest = tx
+                .prepare_cached(
+                    "INSERT INTO hosts (host_id, latest_batch_id, latest_sequence, last_seen) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (host_id) DO UPDATE SET latest_batch_id = excluded.latest_batch_id,
+                         latest_sequence = excluded.latest_sequence
+                     WHERE excluded.latest_sequence > hosts.latest_sequence",
+                )
+                .map_err(db_err)?;
+            for (r, blob) in reports.iter().zip(&compressed) {
+                let inserted = insert
+                    .execute(params![
+                        r.batch_id,
+                        r.host_id,
+                        to_i64(r.sequence),
+                        ts_text(&r.collected_at),
+                        received,
+                        r.agent_version,
+                        blob
+                    ])
+                    .map_err(db_err)?;
+                if inserted == 0 {
+                    let stored_for: String =
+                        owner.query_row([&r.batch_id], |row| row.get(0)).map_err(db_err)?;
+                    if stored_for != r.host_id {
+                        return Err(StoreError::ForeignBatch { batch_id: r.batch_id.clone() });
+                    }
+                    statuses.push(BatchStatus::Duplicate);
+                    continue;
+                }
+                for (i, f) in r.findings.iter().enumerate() {
+                    let text = serde_json::to_string(f).map_err(|e| StoreError::Database(e.to_string()))?;
+                    finding.execute(params![r.batch_id, to_i64(i as u64), text]).map_err(db_err)?;
+                }
+                for (i, e) in r.events.iter().enumerate() {
+                    let text = serde_json::to_string(e).map_err(|e| StoreError::Database(e.to_string()))?;
+                    event
+                        .execute(params![r.host_id, to_i64(r.sequence), to_i64(i as u64), r.batch_id, text])
+                        .map_err(db_err)?;
+                }
+                latest
+                    .execute(params![r.host_id, r.batch_id, to_i64(r.sequence), received])
+                    .map_err(db_err)?;
+                statuses.push(BatchStatus::Stored);
+            }
+        }
+        if !reports.is_empty() {
+            tx.execute(
+                "UPDATE hosts SET last_seen = ?2, cert_serial = ?3, cert_sha256 = ?4, cert_not_after = ?5 WHERE host_id = ?1",
+                params![
+                    delivery.host_id,
+                    received,
+                    delivery.certificate.serial,
+                    delivery.certificate.sha256,
+                    ts_text(&delivery.certificate.not_after)
+                ],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(statuses)
+    }
+
+    fn hosts(&self) -> Result<Vec<HostSummary>, StoreError> {
+        let conn = Self::lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&summary_query("")).map_err(db_err)?;
+        let rows = stmt.query_map([], SummaryRow::from_row).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(db_err)?.into_summary()?);
+        }
+        Ok(out)
+    }
+
+    fn host(&self, host_id: &str) -> Result<Option<HostDetail>, StoreError> {
+        let conn = Self::lock(&self.reader);
+        let tx = conn.unchecked_transaction().map_err(db_err)?;
+        let row = tx
+            .prepare_cached(&summary_query("WHERE h.host_id = ?1"))
+            .map_err(db_err)?
+            .query_row([host_id], SummaryRow::from_row)
+            .optional()
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let latest_batch = row.latest_batch_id.clone();
+        let summary = row.into_summary()?;
+        let blob: Option<Vec<u8>> = tx
+            .query_row("SELECT report_zstd FROM reports WHERE batch_id = ?1", [&latest_batch], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        let latest_report = match blob {
+            Some(blob) => Some(decode_report(&blob, &latest_batch)?),
+            None => None,
+        };
+        let mut findings = Vec::new();
+        let mut stmt = tx
+            .prepare_cached("SELECT finding FROM findings WHERE batch_id = ?1 ORDER BY position")
+            .map_err(db_err)?;
+        for text in stmt.query_map([&latest_batch], |r| r.get::<_, String>(0)).map_err(db_err)? {
+            let text = text.map_err(db_err)?;
+            findings.push(parse_json::<Finding>(&text, "a finding")?);
+        }
+        let mut events = Vec::new();
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT event FROM events WHERE host_id = ?1 ORDER BY sequence DESC, position DESC LIMIT ?2",
+            )
+            .map_err(db_err)?;
+        for text in stmt
+            .query_map(params![host_id, to_i64(RECENT_EVENTS as u64)], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+        {
+            let text = text.map_err(db_err)?;
+            events.push(parse_json::<Event>(&text, "an event")?);
+        }
+        events.reverse();
+        Ok(Some(HostDetail { summary, latest_report, findings, recent_events: events }))
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        let conn = Self::lock(&self.reader);
+        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
+        Ok(())
+    }
+}
+
+/// Host statistics as SQL aggregates over `reports` (what a PostgreSQL backend would run too).
+/// `missing_sequences` = the span of sequences stored minus the distinct sequences stored.
+fn summary_query(filter: &str) -> String {
+    format!(
+        "SELECT h.host_id, h.latest_batch_id, h.last_seen, h.cert_serial, h.cert_sha256, h.cert_not_after,
+                s.stored, s.max_seq, s.min_seq, s.distinct_seq, r.collected_at, r.agent_version
+         FROM hosts h
+         JOIN (SELECT host_id, COUNT(*) AS stored, MAX(sequence) AS max_seq, MIN(sequence) AS min_seq,
+                      COUNT(DISTINCT sequence) AS distinct_seq
+               FROM reports GROUP BY host_id) s ON s.host_id = h.host_id
+         JOIN reports r ON r.batch_id = h.latest_batch_id
+         {filter}
+         ORDER BY h.host_id"
+    )
+}
+
+struct SummaryRow {
+    host_id: String,
+    latest_batch_id: String,
+    last_seen: String,
+    cert: (Option<String>, Option<String>, Option<String>),
+    stored: i64,
+    max_seq: i64,
+    min_seq: i64,
+    distinct_seq: i64,
+    collected_at: String,
+    agent_version: String,
+}
+
+impl SummaryRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            host_id: r.get(0)?,
+            latest_batch_id: r.get(1)?,
+            last_seen: r.get(2)?,
+            cert: (r.get(3)?, r.get(4)?, r.get(5)?),
+            stored: r.get(6)?,
+            max_seq: r.get(7)?,
+            min_seq: r.get(8)?,
+            distinct_seq: r.get(9)?,
+            collected_at: r.get(10)?,
+            agent_version: r.get(11)?,
+        })
+    }
+
+    fn into_summary(self) -> Result<HostSummary, StoreError> {
+        let client_certificate = match self.cert {
+            (Some(serial), Some(sha256), Some(not_after)) => {
+                Some(CertificateInfo { serial, sha256, not_after: ts_parse(&not_after, "a certificate")? })
+            }
+            _ => None,
+        };
+        let span = self.max_seq.saturating_sub(self.min_seq).saturating_add(1);
+        Ok(HostSummary {
+            last_seen: ts_parse(&self.last_seen, &self.host_id)?,
+            last_collected_at: ts_parse(&self.collected_at, &self.host_id)?,
+            host_id: self.host_id,
+            reports_stored: to_u64(self.stored),
+            last_sequence: Some(to_u64(self.max_seq)),
+            missing_sequences: to_u64(span.saturating_sub(self.distinct_seq)),
+            agent_version: self.agent_version,
+            client_certificate,
+        })
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt { what: what.to_string(), reason: e.to_string() })
+}
+
+fn decode_report(blob: &[u8], batch_id: &str) -> Result<Report, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt { what: format!("report {batch_id}"), reason };
+    let decoder = zstd::stream::read::Decoder::new(blob).map_err(|e| corrupt(e.to_string()))?;
+    let mut json = Vec::new();
+    decoder.take(MAX_STORED_REPORT_BYTES).read_to_end(&mut json).map_err(|e| corrupt(e.to_string()))?;
+    serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
+}

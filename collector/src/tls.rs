@@ -1,0 +1,104 @@
+//! The collector's TLS configurations: one that requires a client certificate (everyone), one
+//! that allows a connection without one (trusted proxies only, which forward the client's
+//! certificate in a header instead).
+
+use crate::config::{ServeConfig, TlsMinVersion};
+use rustls::RootCertStore;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why TLS cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file is missing, unreadable or holds no usable item.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration refused: {0}")]
+    Config(String),
+}
+
+/// The configurations and the verifier used for forwarded certificates.
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    /// Client certificate required and verified against the CA.
+    pub strict: Arc<ServerConfig>,
+    /// Client certificate verified when presented, not required (trusted proxies).
+    pub proxy: Arc<ServerConfig>,
+    /// The CA verifier, also applied to certificates forwarded by a trusted proxy.
+    pub verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl TlsSetup {
+    /// Reads the CA, certificate and key files of `config`.
+    pub fn load(config: &ServeConfig) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        for ca in read_certs(&config.ca_file)? {
+            roots.add(ca).map_err(|e| TlsError::File {
+                path: config.ca_file.clone(),
+                reason: format!("unusable CA: {e}"),
+            })?;
+        }
+        let roots = Arc::new(roots);
+        let chain = read_certs(&config.cert_file)?;
+        let key_bytes = read(&config.key_file, false)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsError::File {
+            path: config.key_file.clone(),
+            reason: format!("no PEM private key: {e}"),
+        })?;
+
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let optional = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match config.tls_min_version {
+            TlsMinVersion::Tls13 => &[&rustls::version::TLS13],
+            TlsMinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        };
+        let build = |v: Arc<dyn ClientCertVerifier>| -> Result<Arc<ServerConfig>, TlsError> {
+            let mut cfg = ServerConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(versions)
+                .map_err(|e| TlsError::Config(e.to_string()))?
+                .with_client_cert_verifier(v)
+                .with_single_cert(chain.clone(), key.clone_key())
+                .map_err(|e| TlsError::File {
+                    path: config.cert_file.clone(),
+                    reason: format!("certificate and key do not go together: {e}"),
+                })?;
+            // HTTP/1.1 only: its header-read timeout is what cuts slow clients off.
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(cfg))
+        };
+        Ok(Self { strict: build(verifier.clone())?, proxy: build(optional)?, verifier })
+    }
+}
+
+fn read(path: &Path, follow_symlinks: bool) -> Result<Vec<u8>, TlsError> {
+    crate::pki::read_capped(path, follow_symlinks)
+        .map_err(|reason| TlsError::File { path: path.to_path_buf(), reason })
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path, true)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::File { path: path.to_path_buf(), reason: format!("bad PEM: {e}") })?;
+    if certs.is_empty() {
+        return Err(TlsError::File { path: path.to_path_buf(), reason: "no PEM certificate in it".into() });
+    }
+    Ok(certs)
+}
