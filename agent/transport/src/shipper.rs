@@ -144,7 +144,11 @@ impl Files {
             let m = if follow { std::fs::metadata(p) } else { std::fs::symlink_metadata(p) };
             m.ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
         };
-        vec![self.ca.as_deref().and_then(|p| stamp(p, true)), stamp(&self.cert, true), stamp(&self.key, false)]
+        vec![
+            self.ca.as_deref().and_then(|p| stamp(p, true)),
+            stamp(&self.cert, true),
+            stamp(&self.key, false),
+        ]
     }
 }
 
@@ -212,10 +216,19 @@ enum Step {
 
 /// How the collector answered one request.
 enum Answer {
-    Acked { stored: u64, duplicates: u64 },
+    Acked {
+        stored: u64,
+        duplicates: u64,
+    },
     /// Refused as too large or malformed: split, or quarantine when alone.
-    Refused { status: u16, message: String },
-    Retry { error: String, retry_after: Option<Duration> },
+    Refused {
+        status: u16,
+        message: String,
+    },
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 impl Shipper {
@@ -233,8 +246,10 @@ impl Shipper {
     ) -> Result<Self, ShipperError> {
         let missing = |key: &str| ShipperError::Config { key: key.into(), message: "is required".into() };
         let url = config.url.clone().ok_or_else(|| missing("url"))?;
-        let base = reqwest::Url::parse(&url)
-            .map_err(|e| ShipperError::Config { key: "url".into(), message: format!("is not a URL ({e}): `{url}`") })?;
+        let base = reqwest::Url::parse(&url).map_err(|e| ShipperError::Config {
+            key: "url".into(),
+            message: format!("is not a URL ({e}): `{url}`"),
+        })?;
         if base.scheme() != "https" {
             return Err(ShipperError::Config {
                 key: "url".into(),
@@ -297,8 +312,11 @@ impl Shipper {
             let pem = read_pem(ca, PEM_MAX_BYTES)?;
             let mut found = 0;
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| credentials(ca, format!("is not a PEM certificate file: {e}")))?;
-                roots.add(cert).map_err(|e| credentials(ca, format!("holds a certificate rustls refuses as a root: {e}")))?;
+                let cert =
+                    cert.map_err(|e| credentials(ca, format!("is not a PEM certificate file: {e}")))?;
+                roots.add(cert).map_err(|e| {
+                    credentials(ca, format!("holds a certificate rustls refuses as a root: {e}"))
+                })?;
                 found += 1;
             }
             if found == 0 {
@@ -319,7 +337,10 @@ impl Shipper {
             .collect::<Result<_, _>>()
             .map_err(|e| credentials(&self.files.cert, format!("is not a PEM certificate file: {e}")))?;
         let Some(leaf) = chain.first() else {
-            return Err(credentials(&self.files.cert, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+            return Err(credentials(
+                &self.files.cert,
+                "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            ));
         };
         let cert = cert_info(&self.files.cert, leaf)?;
         let key = read_private_key(&self.files.key)?;
@@ -341,7 +362,10 @@ impl Shipper {
             .map_err(|e| {
                 credentials(
                     &self.files.key,
-                    format!("cannot be used with {} ({e}): is it the key of that certificate?", self.files.cert.display()),
+                    format!(
+                        "cannot be used with {} ({e}): is it the key of that certificate?",
+                        self.files.cert.display()
+                    ),
                 )
             })?;
         let mut builder = reqwest::Client::builder()
@@ -352,13 +376,16 @@ impl Shipper {
             .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")));
         // Without `proxy`, reqwest reads HTTPS_PROXY / NO_PROXY itself.
         if let Some(proxy) = &self.proxy {
-            let p = reqwest::Proxy::https(proxy)
-                .map_err(|e| ShipperError::Config { key: "proxy".into(), message: format!("{e}: `{proxy}`") })?;
+            let p = reqwest::Proxy::https(proxy).map_err(|e| ShipperError::Config {
+                key: "proxy".into(),
+                message: format!("{e}: `{proxy}`"),
+            })?;
             builder = builder.proxy(p);
         }
-        let client = builder
-            .build()
-            .map_err(|e| ShipperError::Config { key: "url".into(), message: format!("cannot build the HTTPS client: {}", chain_text(&e)) })?;
+        let client = builder.build().map_err(|e| ShipperError::Config {
+            key: "url".into(),
+            message: format!("cannot build the HTTPS client: {}", chain_text(&e)),
+        })?;
         Ok((client, cert))
     }
 
@@ -381,7 +408,8 @@ impl Shipper {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "transport: certificate files changed but cannot be loaded; keeping the previous certificate");
-                self.state().reload_error = Some(format!("certificate reload failed (previous certificate kept): {e}"));
+                self.state().reload_error =
+                    Some(format!("certificate reload failed (previous certificate kept): {e}"));
                 let mut tls = self.tls();
                 tls.failed = Some(now);
                 tls.client.clone()
@@ -428,7 +456,10 @@ impl Shipper {
             (Some(r), None) => r.clone(),
             (None, None) => fallback.to_string(),
         };
-        ShipperError::Undelivered { undelivered: u64::try_from(self.spool.len()).unwrap_or(u64::MAX), last_error }
+        ShipperError::Undelivered {
+            undelivered: u64::try_from(self.spool.len()).unwrap_or(u64::MAX),
+            last_error,
+        }
     }
 
     /// Runs until the process stops: sends every `flush_interval_secs`, or at once when `wake`
@@ -528,7 +559,12 @@ impl Shipper {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(e) => return Answer::Retry { error: format!("POST {}: {}", self.endpoint, chain_text(&e)), retry_after: None },
+            Err(e) => {
+                return Answer::Retry {
+                    error: format!("POST {}: {}", self.endpoint, chain_text(&e)),
+                    retry_after: None,
+                };
+            }
         };
         let status = response.status();
         let retry_after = response
@@ -539,14 +575,23 @@ impl Shipper {
             .map(|d| d.min(self.tuning.retry_after_cap));
         let body = match read_capped(response, self.tuning.response_max_bytes).await {
             Ok(b) => b,
-            Err(e) => return Answer::Retry { error: format!("POST {}: answer {status}: {e}", self.endpoint), retry_after: None },
+            Err(e) => {
+                return Answer::Retry {
+                    error: format!("POST {}: answer {status}: {e}", self.endpoint),
+                    retry_after: None,
+                };
+            }
         };
         let code = status.as_u16();
         if status.is_success() {
             return match serde_json::from_slice::<IngestResponse>(&body) {
                 Ok(answer) => self.acknowledge(batch, &answer),
                 Err(e) => Answer::Retry {
-                    error: format!("POST {}: answer {status} is not an IngestResponse ({e}): {}", self.endpoint, snippet(&body)),
+                    error: format!(
+                        "POST {}: answer {status} is not an IngestResponse ({e}): {}",
+                        self.endpoint,
+                        snippet(&body)
+                    ),
                     retry_after: None,
                 },
             };
@@ -557,7 +602,9 @@ impl Shipper {
             400 | 413 | 415 | 422 => Answer::Refused { status: code, message: error },
             429 | 503 => Answer::Retry { error, retry_after },
             401 | 403 => Answer::Retry {
-                error: format!("{error} (the collector refused this host's credentials: check cert_file, key_file and the host id)"),
+                error: format!(
+                    "{error} (the collector refused this host's credentials: check cert_file, key_file and the host id)"
+                ),
                 retry_after: None,
             },
             _ => Answer::Retry { error, retry_after: None },
@@ -568,17 +615,25 @@ impl Shipper {
     fn acknowledge(&self, batch: &[SpooledBatch], answer: &IngestResponse) -> Answer {
         use guestward_report::ingest::BatchStatus;
         let sent: Vec<&str> = batch.iter().map(|b| b.batch_id.as_str()).collect();
-        let answered: Vec<_> = answer.results.iter().filter(|r| sent.contains(&r.batch_id.as_str())).collect();
+        let answered: Vec<_> =
+            answer.results.iter().filter(|r| sent.contains(&r.batch_id.as_str())).collect();
         if answered.is_empty() {
             return Answer::Retry {
-                error: format!("POST {}: the collector's answer acknowledged none of the {} report(s) sent", self.endpoint, batch.len()),
+                error: format!(
+                    "POST {}: the collector's answer acknowledged none of the {} report(s) sent",
+                    self.endpoint,
+                    batch.len()
+                ),
                 retry_after: None,
             };
         }
         let ids: Vec<String> = answered.iter().map(|r| r.batch_id.clone()).collect();
         if let Err(e) = self.spool.acknowledge(&ids) {
             // Delivered but still spooled: sent again later, stored once by the collector.
-            return Answer::Retry { error: format!("acknowledged but not removed from the spool: {e}"), retry_after: None };
+            return Answer::Retry {
+                error: format!("acknowledged but not removed from the spool: {e}"),
+                retry_after: None,
+            };
         }
         let stored = answered.iter().filter(|r| r.status == BatchStatus::Stored).count();
         let stored = u64::try_from(stored).unwrap_or(u64::MAX);
@@ -683,7 +738,10 @@ fn expiry_finding(cert: &CertInfo, now: jiff::Timestamp) -> Option<Finding> {
     }
     let days = days_left(not_after, now);
     let (severity, title) = if left <= 0 {
-        (Severity::Critical, "The agent's client certificate has expired: the collector refuses its reports".to_string())
+        (
+            Severity::Critical,
+            "The agent's client certificate has expired: the collector refuses its reports".to_string(),
+        )
     } else {
         (Severity::High, format!("The agent's client certificate expires in {days} day(s)"))
     };
@@ -736,7 +794,9 @@ fn frames() -> Frames {
 /// The request body: concatenated zstd frames decoding to `{"reports":[r1,r2,...]}`.
 pub fn request_body(batch: &[SpooledBatch]) -> Vec<u8> {
     let f = frames();
-    let size: usize = batch.iter().map(|b| b.compressed.len() + f.comma.len()).sum::<usize>() + f.open.len() + f.close.len();
+    let size: usize = batch.iter().map(|b| b.compressed.len() + f.comma.len()).sum::<usize>()
+        + f.open.len()
+        + f.close.len();
     let mut body = Vec::with_capacity(size);
     body.extend_from_slice(&f.open);
     for (i, b) in batch.iter().enumerate() {
@@ -805,7 +865,8 @@ fn read_pem(path: &Path, cap: u64) -> Result<Vec<u8>, ShipperError> {
 /// longer this host's secret), when it is a symlink (`O_NOFOLLOW`: the mode checked must be
 /// the key's own), not a regular file, or larger than 64 KiB.
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ShipperError> {
-    let file = guestward_core::open_regular_file(path, false).map_err(|e| credentials(path, e.to_string()))?;
+    let file =
+        guestward_core::open_regular_file(path, false).map_err(|e| credentials(path, e.to_string()))?;
     let meta = file.metadata().map_err(|e| credentials(path, e.to_string()))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
@@ -823,14 +884,16 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ShipperError>
         return Err(credentials(path, format!("larger than {KEY_MAX_BYTES} bytes: not a key file")));
     }
     // The error names the PEM problem only, never key material.
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| credentials(path, format!("holds no usable PEM private key (PKCS#8, SEC1 or PKCS#1): {e}")))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        credentials(path, format!("holds no usable PEM private key (PKCS#8, SEC1 or PKCS#1): {e}"))
+    })
 }
 
 /// Subject CN and end of validity of the leaf certificate.
 fn cert_info(path: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, ShipperError> {
     use x509_cert::der::Decode;
-    const CN: x509_cert::der::asn1::ObjectIdentifier = x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+    const CN: x509_cert::der::asn1::ObjectIdentifier =
+        x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
     let cert = x509_cert::Certificate::from_der(der.as_ref())
         .map_err(|e| credentials(path, format!("the first certificate is not valid X.509: {e}")))?;
     let tbs = &cert.tbs_certificate;

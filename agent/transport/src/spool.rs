@@ -221,7 +221,8 @@ struct Inner {
 }
 
 fn sections_of(r: &Report) -> u8 {
-    let present = [r.host.is_some(), r.packages.is_some(), r.network.is_some(), r.cloud.is_some(), r.fim.is_some()];
+    let present =
+        [r.host.is_some(), r.packages.is_some(), r.network.is_some(), r.cloud.is_some(), r.fim.is_some()];
     present.iter().enumerate().fold(0, |acc, (i, p)| if *p { acc | (1 << i) } else { acc })
 }
 
@@ -280,12 +281,12 @@ pub fn compress_report(report: &Report) -> Result<Vec<u8>, std::io::Error> {
 fn decompress(compressed: &[u8], path: &Path) -> Result<Vec<u8>, SpoolError> {
     let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| SpoolError::io(path, e))?;
     let mut out = Vec::new();
-    decoder
-        .take(MAX_DECOMPRESSED_BYTES + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| SpoolError::io(path, e))?;
+    decoder.take(MAX_DECOMPRESSED_BYTES + 1).read_to_end(&mut out).map_err(|e| SpoolError::io(path, e))?;
     if u64::try_from(out.len()).unwrap_or(u64::MAX) > MAX_DECOMPRESSED_BYTES {
-        return Err(SpoolError::invalid(path, format!("decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes")));
+        return Err(SpoolError::invalid(
+            path,
+            format!("decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes"),
+        ));
     }
     Ok(out)
 }
@@ -383,7 +384,9 @@ impl Spool {
                 // pipeline (push had not returned), so removing it loses nothing.
                 match std::fs::remove_file(&path) {
                     Ok(()) => removed_temp = true,
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "spool: cannot remove a leftover temporary file"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "spool: cannot remove a leftover temporary file")
+                    }
                 }
                 continue;
             }
@@ -391,7 +394,8 @@ impl Spool {
                 tracing::warn!(path = %path.display(), "spool: ignoring a file whose name is not ours");
                 continue;
             };
-            let head = read_entry(&path, max_bytes).and_then(|bytes| Ok((read_head(&bytes, &path)?, bytes.len())));
+            let head =
+                read_entry(&path, max_bytes).and_then(|bytes| Ok((read_head(&bytes, &path)?, bytes.len())));
             match head {
                 Ok((head, len)) if head.batch_id.as_deref() == Some(key.1.as_str()) => {
                     let entry = Entry {
@@ -431,7 +435,10 @@ impl Spool {
         if !valid_batch_id(&report.batch_id) {
             return Err(SpoolError::invalid(
                 &self.dir,
-                format!("batch_id `{}` is not 1 to 128 of [A-Za-z0-9_-]; not spooled", report.batch_id.escape_debug()),
+                format!(
+                    "batch_id `{}` is not 1 to 128 of [A-Za-z0-9_-]; not spooled",
+                    report.batch_id.escape_debug()
+                ),
             ));
         }
         let key: Key = (report.sequence.unwrap_or(0), report.batch_id.clone());
@@ -444,7 +451,11 @@ impl Spool {
             inner.counters.reports_dropped_total += 1;
             self.save_counters(&inner.counters)?;
             tracing::warn!(batch_id = %report.batch_id, bytes, max_bytes = self.max_bytes, "spool: a report larger than spool_max_bytes was dropped");
-            return Err(SpoolError::TooLarge { batch_id: report.batch_id.clone(), bytes, max_bytes: self.max_bytes });
+            return Err(SpoolError::TooLarge {
+                batch_id: report.batch_id.clone(),
+                bytes,
+                max_bytes: self.max_bytes,
+            });
         }
         write_atomic(&path, bytes, |w| w.write_all(&compressed))?;
         let entry = Entry {
@@ -632,7 +643,9 @@ impl Spool {
         for (key, sequence, collected_at, bytes) in listed {
             let path = self.dir.join(entry_name(&key));
             match read_entry(&path, bytes.max(self.max_bytes)) {
-                Ok(compressed) => batches.push(SpooledBatch { batch_id: key.1, sequence, collected_at, compressed }),
+                Ok(compressed) => {
+                    batches.push(SpooledBatch { batch_id: key.1, sequence, collected_at, compressed })
+                }
                 // Acknowledged or dropped since it was listed.
                 Err(_) if !self.lock().entries.contains_key(&key) => {}
                 Err(e) => return Err(e),
@@ -716,7 +729,8 @@ impl Spool {
     }
 
     fn save_counters(&self, counters: &Counters) -> Result<(), SpoolError> {
-        let json = serde_json::to_vec(counters).map_err(|e| SpoolError::io(&self.dir, std::io::Error::other(e)))?;
+        let json =
+            serde_json::to_vec(counters).map_err(|e| SpoolError::io(&self.dir, std::io::Error::other(e)))?;
         write_atomic(&self.dir.join(COUNTERS_FILE), COUNTERS_MAX_BYTES, |w| w.write_all(&json))?;
         Ok(())
     }
@@ -793,7 +807,13 @@ mod tests {
     fn entry_names_round_trip_and_foreign_names_are_refused() {
         let key = (42, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".to_string());
         assert_eq!(parse_entry_name(&entry_name(&key)), Some(key));
-        for bad in ["x.zst", "00000000000000000042-.zst", "00000000000000000042-a/b.zst", "0000000000000000004x-a.zst", "00000000000000000042-a.zst.tmp"] {
+        for bad in [
+            "x.zst",
+            "00000000000000000042-.zst",
+            "00000000000000000042-a/b.zst",
+            "0000000000000000004x-a.zst",
+            "00000000000000000042-a.zst.tmp",
+        ] {
             assert_eq!(parse_entry_name(bad), None, "{bad}");
         }
         assert!(!valid_batch_id("../../etc"));
@@ -803,7 +823,11 @@ mod tests {
     #[test]
     fn the_head_is_read_without_the_sections() {
         let mut r = Report::new(
-            guestward_report::AgentInfo { version: "t".into(), host_id: Some("h".into()), host_id_source: guestward_report::HostIdSource::Config },
+            guestward_report::AgentInfo {
+                version: "t".into(),
+                host_id: Some("h".into()),
+                host_id_source: guestward_report::HostIdSource::Config,
+            },
             Timestamp::from_unix_secs(1_700_000_000).unwrap(),
         );
         r.sequence = Some(7);

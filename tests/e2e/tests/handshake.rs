@@ -42,6 +42,7 @@ fn assert_refused(out: &Outcome, what: &str, any_of: &[&str]) {
         any_of.iter().any(|k| text.contains(k)),
         "{what}: the agent failed, but its message names none of {any_of:?}:\n{out}"
     );
+    eprintln!("{what}: refused as expected:\n{}", out.stderr.trim());
 }
 
 #[track_caller]
@@ -175,10 +176,11 @@ fn tls12_only_server_is_refused_when_13_is_required() {
         let s = setup();
         let server = tls12_only_server(&s.pki.server());
         let version_words = ["protocolversion", "protocol version", "protocol_version", "incompatible"];
+        let identity = s.pki.agent("host-x");
         let transport = |extra: &str| Transport {
             url: format!("https://127.0.0.1:{}", server.port),
             ca_file: s.pki.ca(),
-            identity: s.pki.agent("host-x"),
+            identity: identity.clone(),
             extra: extra.into(),
         };
         let agent = s.agent("host-x", transport(""));
