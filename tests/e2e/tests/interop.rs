@@ -114,18 +114,23 @@ impl Drop for Nginx {
 
 /// A client on 127.0.0.1 (not a trusted proxy) with a valid certificate of its own (host
 /// `mallory`) sends host A's certificate in the proxy header and a report of host A: refused
-/// (403), nothing stored.
+/// (403, naming the header), nothing stored. Without a certificate of its own the same request
+/// does not get past the handshake.
 fn assert_header_refused_from_untrusted_client(
     collector: &Collector,
     pki: &Pki,
     mallory: &Identity,
     cert_of_a: &Identity,
 ) {
-    let client = Client::new(&collector.url(), &pki.ca(), Some(mallory.clone()));
     let header = url_encode(&std::fs::read_to_string(&cert_of_a.cert).unwrap());
-    let (status, body) =
-        client.post_json("/v1/reports", &sample_report("host-a", 99), &[(HEADER, header.as_str())]).unwrap();
+    let report = sample_report("host-a", 99);
+    let client = Client::new(&collector.url(), &pki.ca(), Some(mallory.clone()));
+    let (status, body) = client.post_json("/v1/reports", &report, &[(HEADER, header.as_str())]).unwrap();
     assert_eq!(status, 403, "the proxy header from an untrusted address was not refused: {body}");
+    assert!(body.contains(HEADER), "the refusal does not name the header: {body}");
+    let anonymous = Client::new(&collector.url(), &pki.ca(), None);
+    let answer = anonymous.post_json("/v1/reports", &report, &[(HEADER, header.as_str())]);
+    assert!(answer.is_err(), "a client without a certificate was answered: {answer:?}");
     assert!(collector.host("mallory").is_none(), "mallory's request stored something");
 }
 

@@ -24,5 +24,8 @@ fn agent_with_another_hosts_certificate_is_refused_and_nothing_is_stored() {
 
         let hosts = collector.hosts();
         assert!(hosts.hosts.is_empty(), "the collector stored something: {hosts:?}");
+        // And the collector logged the attempt, naming the host the report claimed.
+        let log = collector.log();
+        assert!(log.contains("host-b"), "the refused report is not in the collector's log:\n{log}");
     });
 }
