@@ -1,1 +1,202 @@
-fn main() {}
+//! Collector ingest benchmark (issue 11): an in-process collector on 127.0.0.1 and, in the same
+//! process, 500 simulated agents, each with its own client certificate and its own reused
+//! connection, each posting 20 batches (one report per batch, zstd-compressed as the shipper
+//! sends them), all agents at once. Prints batches/s and latency percentiles.
+//!
+//!     cargo bench -p guestward-collector --bench ingest
+//!
+//! `GW_BENCH_AGENTS` and `GW_BENCH_BATCHES` change the 500 x 20. The database is a real SQLite
+//! file (synchronous = FULL, group commit) in a temporary directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use guestward_collector::config::{self, Overrides, RawConfig};
+use guestward_collector::pki::{self, IssueOptions};
+use guestward_core::{Event, Finding, Severity, Timestamp};
+use guestward_report::ingest::{BatchStatus, HostList, IngestRequest, IngestResponse};
+use guestward_report::{AgentInfo, HostIdSource, Report};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A report of the size a daemon cycle sends between full inventories: a few findings and
+/// events (about 3 KiB of JSON).
+fn report(host: &str, sequence: u64) -> Report {
+    let agent = AgentInfo {
+        version: "0.1.0".into(),
+        host_id: Some(host.into()),
+        host_id_source: HostIdSource::Config,
+    };
+    let mut r = Report::new(agent, Timestamp::now());
+    r.sequence = Some(sequence);
+    for i in 0..5 {
+        r.findings.push(Finding {
+            id: format!("GW-NET-00{i}"),
+            severity: Severity::Medium,
+            title: format!("port {} listens on 0.0.0.0", 8000 + i),
+            evidence: serde_json::json!({"port": 8000 + i, "process": "python3", "pid": 4242 + i}),
+            remediation: "bind to 127.0.0.1 or close the port".into(),
+            source: "network".into(),
+        });
+        r.events.push(Event {
+            kind: "fim.change".into(),
+            time: Timestamp::now(),
+            data: serde_json::json!({"path": format!("/etc/app/conf.d/{i}.conf"), "change": "modified",
+                "sha256": "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"}),
+        });
+    }
+    r
+}
+
+fn agent_identity(issuer: &rcgen::Issuer<'_, KeyPair>, host: &str) -> reqwest::Identity {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, host);
+    p.subject_alt_names =
+        vec![SanType::URI(format!("urn:guestward:host:{host}").as_str().try_into().unwrap())];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, issuer).unwrap();
+    reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes()).unwrap()
+}
+
+fn client(ca: &[u8], identity: reqwest::Identity, addr: std::net::SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca).unwrap()])
+        .identity(identity)
+        .resolve("localhost", addr)
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(120))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let agents = env_num("GW_BENCH_AGENTS", 500);
+    let batches = env_num("GW_BENCH_BATCHES", 20);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    pki::init(&pki_dir, IssueOptions::default()).unwrap();
+    pki::issue_operator(&pki_dir, "bench", IssueOptions::default()).unwrap();
+    let ca = std::fs::read(pki_dir.join("ca.pem")).unwrap();
+
+    let setup = Instant::now();
+    let issuer = pki::load_issuer(&pki_dir).unwrap();
+    let hosts: Vec<String> = (0..agents).map(|i| format!("bench-{i:04}")).collect();
+    let identities: Vec<reqwest::Identity> = hosts.iter().map(|h| agent_identity(&issuer, h)).collect();
+    // Bodies as the shipper sends them: zstd, compressed before the clock starts (compression
+    // is the agents' cost, not the collector's).
+    let bodies: Vec<Vec<Vec<u8>>> = hosts
+        .iter()
+        .map(|h| {
+            (1..=batches as u64)
+                .map(|seq| {
+                    let json = serde_json::to_vec(&IngestRequest { reports: vec![report(h, seq)] }).unwrap();
+                    zstd::bulk::compress(&json, 3).unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    let raw_len = serde_json::to_vec(&report("bench-0000", 1)).unwrap().len();
+    eprintln!(
+        "setup: {agents} certificates and {} bodies ({} B JSON, {} B zstd each) in {:.1?}",
+        agents * batches,
+        raw_len,
+        bodies[0][0].len(),
+        setup.elapsed()
+    );
+
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        pki_dir: Some(pki_dir.clone()),
+        db: Some(dir.path().join("bench.db")),
+    };
+    let mut cfg = config::validate(RawConfig::default(), Path::new(""), &overrides).unwrap();
+    cfg.limits.requests_per_sec_per_client = 1_000_000.0;
+    cfg.limits.burst = 1_000_000;
+    cfg.limits.max_connections_per_ip = 100_000;
+    cfg.limits.max_connections = 100_000;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let server = guestward_collector::bind(&cfg).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move { server.run(std::future::pending()).await.unwrap() });
+
+        let clients: Vec<reqwest::Client> = identities.into_iter().map(|id| client(&ca, id, addr)).collect();
+        let url = Arc::new(format!("https://localhost:{}/v1/reports", addr.port()));
+        let start = Arc::new(tokio::sync::Barrier::new(agents + 1));
+        let mut tasks = Vec::new();
+        for (client, bodies) in clients.into_iter().zip(bodies) {
+            let (url, start) = (url.clone(), start.clone());
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut latencies = Vec::with_capacity(bodies.len());
+                for body in bodies {
+                    let t = Instant::now();
+                    let resp = client
+                        .post(url.as_str())
+                        .header("content-type", "application/json")
+                        .header("content-encoding", "zstd")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 200);
+                    let ack: IngestResponse = resp.json().await.unwrap();
+                    assert_eq!(ack.results[0].status, BatchStatus::Stored);
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            }));
+        }
+        start.wait().await;
+        let t0 = Instant::now();
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await.unwrap());
+        }
+        let elapsed = t0.elapsed();
+        latencies.sort();
+        let n = latencies.len();
+
+        // Check what was stored: every batch exactly once.
+        let op = pki_dir.join("operators/bench");
+        let mut pem = std::fs::read(op.join("cert.pem")).unwrap();
+        pem.extend(std::fs::read(op.join("key.pem")).unwrap());
+        let operator = client(&ca, reqwest::Identity::from_pem(&pem).unwrap(), addr);
+        let list: HostList = operator
+            .get(format!("https://localhost:{}/v1/hosts", addr.port()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let stored: u64 = list.hosts.iter().map(|h| h.reports_stored).sum();
+        assert_eq!(list.hosts.len(), agents);
+        assert_eq!(stored, n as u64);
+
+        println!("collector ingest: {agents} agents x {batches} batches = {n} batches in {elapsed:.2?}");
+        println!("  throughput: {:.0} batches/s", n as f64 / elapsed.as_secs_f64());
+        println!(
+            "  latency: p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?}",
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.90),
+            percentile(&latencies, 0.99),
+            latencies[n - 1]
+        );
+        println!("  stored: {stored} reports for {} hosts (each exactly once)", list.hosts.len());
+    });
+}

@@ -73,13 +73,13 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> 
     resp
 }
 
-/// Answers one request.
+/// Answers one request whose first byte arrived at `started` (its deadline's origin).
 pub(crate) async fn handle(
     state: Arc<AppState>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    started: Instant,
 ) -> Response<Body> {
-    let started = Instant::now();
     match route(&state, &conn, req, started).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -97,7 +97,7 @@ async fn route(
 ) -> Result<Response<Body>, ApiError> {
     let client = identify(state, conn, &req)?;
     let key = client.role.to_string();
-    if let Err(wait) = state.limiter.check(&key, started) {
+    if let Err(wait) = state.limiter.check(&key, Instant::now()) {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

@@ -100,7 +100,7 @@ pub struct RawLimits {
     pub max_connections_per_ip: u32,
     /// Time for a TLS handshake. Default 10 s.
     pub handshake_timeout_secs: u64,
-    /// Time to send one whole request, headers and body. Default 60 s.
+    /// Time to send one whole request, from its first byte to the end of its body. Default 60 s.
     pub request_timeout_secs: u64,
     /// A connection with no request for this long is closed. Default 120 s.
     pub idle_timeout_secs: u64,

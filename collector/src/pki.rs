@@ -318,9 +318,10 @@ fn issue_leaf(
     Ok(vec![cert_path.to_path_buf(), key_path.to_path_buf()])
 }
 
-/// Loads the CA of `dir` as an issuer: its key from `ca-key.pem` and its subject name from
-/// `ca.pem` (rebuilt attribute by attribute, so issued certificates name it exactly).
-fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
+/// Loads the CA of `dir` as an rcgen issuer: its key from `ca-key.pem` and its subject name
+/// from `ca.pem` (rebuilt attribute by attribute, so issued certificates name it exactly). For
+/// tools and tests that issue certificates `pki` does not (e.g. already expired ones).
+pub fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, PkiError> {
     use x509_cert::der::Decode;
     let paths = PkiPaths::new(dir);
     let ca_err = |path: PathBuf, reason: String| PkiError::Ca { dir: dir.to_path_buf(), path, reason };

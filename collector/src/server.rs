@@ -5,7 +5,8 @@
 //! - the TLS configuration chosen by peer address: a client certificate is mandatory for
 //!   everyone except configured trusted proxies, which may connect without one and forward the
 //!   client's certificate in a header (verified again by the API layer);
-//! - a header-read timeout and a body deadline per request, and an idle timeout between requests.
+//! - one deadline per request, from its first byte to the end of its body (headers trickled
+//!   byte by byte or a stalled body are cut off), and an idle timeout between requests.
 
 use crate::api;
 use crate::config::{Limits, ProxyConfig, ServeConfig};
@@ -19,9 +20,12 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -197,12 +201,28 @@ impl Drop for IpGuard {
     }
 }
 
-/// Requests in flight on a connection and when the last one ended, for the idle timeout.
+/// A connection's clock: when the current request's first byte arrived, requests in flight,
+/// when the last one ended. Fed by [`Tracked`] (reads) and the service (request start and end);
+/// read by the connection's watchdog, which enforces the request and idle timeouts.
+///
+/// Times are milliseconds since the connection was accepted; 0 in `first_byte_ms` means "no
+/// request started" (stored values are offset by one).
 struct Activity {
     origin: Instant,
     in_flight: AtomicUsize,
-    last_ms: AtomicU64,
+    first_byte_ms: AtomicU64,
+    last_end_ms: AtomicU64,
     busy_since_ms: AtomicU64,
+}
+
+/// What the watchdog should do with a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Fine,
+    /// No request for `idle_timeout`: close politely.
+    Idle,
+    /// Request headers not complete within `request_timeout`, or a request stuck: drop.
+    Slow,
 }
 
 impl Activity {
@@ -210,30 +230,104 @@ impl Activity {
         Self {
             origin: Instant::now(),
             in_flight: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
+            first_byte_ms: AtomicU64::new(0),
+            last_end_ms: AtomicU64::new(0),
             busy_since_ms: AtomicU64::new(0),
         }
     }
     fn now_ms(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
-    fn begin(&self) {
-        self.busy_since_ms.store(self.now_ms(), Ordering::Relaxed);
+    /// Bytes arrived: the first ones after an idle period start a request's clock.
+    fn on_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 && self.first_byte_ms.load(Ordering::Relaxed) == 0 {
+            self.first_byte_ms.store(self.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+    /// The service got a request; returns when its first byte arrived (its deadline's origin).
+    fn begin(&self) -> Instant {
+        let now = self.now_ms();
+        self.busy_since_ms.store(now, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let first = self.first_byte_ms.swap(0, Ordering::Relaxed);
+        let started_ms = if first == 0 { now } else { first - 1 };
+        self.origin + Duration::from_millis(started_ms)
     }
     fn end(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.last_end_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.first_byte_ms.store(0, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-    /// Idle for longer than `idle`, or stuck in one request (a client that does not read its
-    /// response) for longer than `stuck`.
-    fn expired(&self, idle: Duration, stuck: Duration) -> bool {
+    fn verdict(&self, limits: &Limits) -> Verdict {
         let now = self.now_ms();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            now.saturating_sub(self.busy_since_ms.load(Ordering::Relaxed)) > stuck.as_millis() as u64
-        } else {
-            now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) > idle.as_millis() as u64
+            // The handler bounds the body by the request deadline; this catches a client
+            // that never reads its response (or anything else that hangs a request).
+            let stuck = limits.request_timeout * 2 + Duration::from_secs(30);
+            if now.saturating_sub(self.busy_since_ms.load(Ordering::Relaxed)) > ms(stuck) {
+                return Verdict::Slow;
+            }
+            return Verdict::Fine;
         }
+        let first = self.first_byte_ms.load(Ordering::Relaxed);
+        if first != 0 {
+            if now.saturating_sub(first - 1) > ms(limits.request_timeout) {
+                return Verdict::Slow;
+            }
+            return Verdict::Fine;
+        }
+        if now.saturating_sub(self.last_end_ms.load(Ordering::Relaxed)) > ms(limits.idle_timeout) {
+            return Verdict::Idle;
+        }
+        Verdict::Fine
+    }
+}
+
+/// The TLS stream, reporting reads to the connection's [`Activity`].
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.on_read();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -274,8 +368,8 @@ async fn serve_connection(
         hyper::service::service_fn(move |req| {
             let (state, conn, activity) = (state.clone(), conn.clone(), activity.clone());
             async move {
-                activity.begin();
-                let resp = api::handle(state, conn, req).await;
+                let started = activity.begin();
+                let resp = api::handle(state, conn, req, started).await;
                 activity.end();
                 Ok::<_, Infallible>(resp)
             }
@@ -284,13 +378,17 @@ async fn serve_connection(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_timeout)
+        // hyper's header timer also runs while a kept-alive connection waits for its next
+        // request, so it cannot be the request timeout; the watchdog below is. This is only a
+        // backstop.
+        .header_read_timeout(limits.request_timeout + limits.idle_timeout)
         .keep_alive(true)
         .max_buf_size(MAX_HEAD_BYTES);
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    let io = Tracked { inner: tls, activity: activity.clone() };
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    let stuck = limits.request_timeout * 2 + Duration::from_secs(30);
+    let tick = (limits.request_timeout.min(limits.idle_timeout) / 8)
+        .clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut closing = false;
     loop {
         tokio::select! {
@@ -300,16 +398,18 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = tokio::time::sleep(tick) => {
-                if activity.expired(limits.idle_timeout, stuck) {
-                    if closing || activity.in_flight.load(Ordering::Relaxed) > 0 {
-                        debug!(peer = %peer, "connection dropped: a request stuck for too long");
-                        return;
-                    }
+            _ = tokio::time::sleep(tick) => match activity.verdict(limits) {
+                Verdict::Fine => {}
+                Verdict::Slow => {
+                    debug!(peer = %peer, "connection dropped: request not received within limits.request_timeout_secs");
+                    return;
+                }
+                Verdict::Idle if closing => return,
+                Verdict::Idle => {
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 }
-            }
+            },
             _ = stop.changed(), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;

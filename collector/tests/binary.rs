@@ -1,0 +1,96 @@
+//! The real binary: `pki` commands, `serve --config`, a config error, shutdown on SIGTERM.
+
+use crate::common::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_guestward-collector");
+
+fn ok(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn binary_issues_a_pki_and_serves_it_from_a_config_file_until_sigterm() {
+    guestward_core::testing::within(Duration::from_secs(90), "binary serve", || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = ok(&["pki", "init", "--dir", "pki"], d);
+        assert!(out.contains("pki/ca.pem"), "{out}");
+        ok(&["pki", "issue-agent", "--dir", "pki", "--host-id", HOST_A], d);
+        ok(&["pki", "issue-agent", "--dir", "pki", "--host-id", HOST_B], d);
+        ok(&["pki", "issue-operator", "--dir", "pki", "--name", OPERATOR], d);
+        let again = Command::new(BIN).args(["pki", "init", "--dir", "pki"]).current_dir(d).output().unwrap();
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+        // Paths in the file are relative to it (pki/ca.pem... are the defaults).
+        std::fs::write(
+            d.join("collector.toml"),
+            "listen = \"127.0.0.1:0\"\ndb = \"c.db\"\n[limits]\nburst = 100\n",
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(d.join("collector.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr: std::net::SocketAddr = line.trim().trim_start_matches("listening on ").parse().unwrap();
+
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let ca = std::fs::read(d.join("pki/ca.pem")).unwrap();
+            let agent = d.join("pki/agents").join(HOST_A);
+            let client = reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+                .identity(identity(&agent.join("cert.pem"), &agent.join("key.pem")))
+                .resolve("localhost", addr)
+                .no_proxy()
+                .build()
+                .unwrap();
+            let url = format!("https://localhost:{}/v1/reports", addr.port());
+            let resp = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body(&[report(HOST_A, 1)]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        });
+        let meta = std::fs::metadata(d.join("c.db")).unwrap();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "exit after SIGTERM: {status}");
+    });
+}
+
+#[test]
+fn binary_refuses_a_config_with_an_unknown_key_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collector.toml");
+    std::fs::write(&file, "[limits]\nmax_body = 1\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("collector.toml") && err.contains("max_body"), "{err}");
+    std::fs::write(&file, "[limits]\nmax_body_bytes = 0\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("limits.max_body_bytes"), "{err}");
+}

@@ -1,0 +1,286 @@
+//! POST /v1/reports and the read endpoints: identity binding, idempotency, validation, limits.
+
+use crate::common::*;
+use guestward_report::ingest::{BatchStatus, ErrorBody, HostDetail, IngestResponse};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+async fn error_of(resp: reqwest::Response) -> (u16, ErrorBody) {
+    let status = resp.status().as_u16();
+    (status, resp.json::<ErrorBody>().await.unwrap())
+}
+
+#[test]
+fn reports_are_stored_and_the_host_reads_its_own_state() {
+    run(LIMIT, "store and read", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let reports = [report(HOST_A, 1), report(HOST_A, 2), report(HOST_A, 4)];
+        let resp = post(&h, &agent, body(&reports)).await;
+        assert_eq!(resp.status(), 200);
+        let ack: IngestResponse = resp.json().await.unwrap();
+        assert_eq!(ack.results.len(), 3);
+        assert!(ack.results.iter().all(|r| r.status == BatchStatus::Stored));
+        assert_eq!(ack.results[2].batch_id, reports[2].batch_id);
+        let detail: HostDetail =
+            agent.get(h.url("/v1/hosts/host-a")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(detail.summary.reports_stored, 3);
+        assert_eq!(detail.summary.last_sequence, Some(4));
+        assert_eq!(detail.summary.missing_sequences, 1);
+        assert_eq!(detail.latest_report.as_ref().unwrap().batch_id, reports[2].batch_id);
+        assert_eq!(detail.findings, reports[2].findings);
+        assert_eq!(detail.recent_events.len(), 3);
+        assert_eq!(detail.recent_events[2], reports[2].events[0]);
+        // Another host's state is not for this agent; GET /v1/hosts is for operators only.
+        let (status, err) = error_of(agent.get(h.url("/v1/hosts/host-b")).send().await.unwrap()).await;
+        assert_eq!((status, err.error.as_str()), (403, "forbidden"));
+        let (status, err) = error_of(agent.get(h.url("/v1/hosts")).send().await.unwrap()).await;
+        assert_eq!(status, 403, "{}", err.message);
+        assert!(err.message.contains("operator"), "{}", err.message);
+        let hosts = h.stored_hosts().await;
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].host_id, HOST_A);
+        assert_eq!(hosts[0].agent_version, "9.9.9");
+        // Operators read but may not post.
+        let op = h.client(Who::Operator(OPERATOR));
+        let (status, _) = error_of(post(&h, &op, body(&[report(HOST_A, 9)])).await).await;
+        assert_eq!(status, 403);
+        let missing = op.get(h.url("/v1/hosts/nobody")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+    });
+}
+
+#[test]
+fn report_for_another_host_is_refused_and_nothing_is_stored() {
+    run(LIMIT, "spoof", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        // One honest report and one posing as host B: the whole request is refused.
+        let (status, err) =
+            error_of(post(&h, &agent, body(&[report(HOST_A, 1), report(HOST_B, 1)])).await).await;
+        assert_eq!(status, 403);
+        assert!(err.message.contains(HOST_B) && err.message.contains(HOST_A), "{}", err.message);
+        assert!(h.stored_hosts().await.is_empty());
+    });
+}
+
+#[test]
+fn a_batch_sent_twice_is_stored_once() {
+    run(LIMIT, "duplicate", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let r = report(HOST_A, 1);
+        let first: IngestResponse =
+            post(&h, &agent, body(std::slice::from_ref(&r))).await.json().await.unwrap();
+        assert_eq!(first.results[0].status, BatchStatus::Stored);
+        let again: IngestResponse =
+            post(&h, &agent, body(&[r.clone(), report(HOST_A, 2)])).await.json().await.unwrap();
+        assert_eq!(again.results[0].status, BatchStatus::Duplicate);
+        assert_eq!(again.results[1].status, BatchStatus::Stored);
+        // The same batch twice in one request.
+        let r3 = report(HOST_A, 3);
+        let twice: IngestResponse = post(&h, &agent, body(&[r3.clone(), r3])).await.json().await.unwrap();
+        assert_eq!(
+            twice.results.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [BatchStatus::Stored, BatchStatus::Duplicate]
+        );
+        let hosts = h.stored_hosts().await;
+        assert_eq!(hosts[0].reports_stored, 3);
+        assert_eq!(hosts[0].missing_sequences, 0);
+    });
+}
+
+#[test]
+fn malformed_json_schema_mismatch_and_unknown_schema_version_get_422() {
+    run(LIMIT, "422", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let (status, err) = error_of(post(&h, &agent, b"{\"reports\": [".to_vec()).await).await;
+        assert_eq!((status, err.error.as_str()), (422, "invalid_report"));
+        assert!(err.message.contains("malformed JSON"), "{}", err.message);
+
+        let good = report(HOST_A, 1);
+        let mut v = serde_json::to_value(&good).unwrap();
+        v["collected_at"] = serde_json::json!(12);
+        let wrong = serde_json::to_vec(&serde_json::json!({ "reports": [v] })).unwrap();
+        let (status, err) = error_of(post(&h, &agent, wrong).await).await;
+        assert_eq!(status, 422);
+        assert!(err.message.contains(&good.batch_id), "{}", err.message);
+
+        let mut future = report(HOST_A, 2);
+        future.schema_version = 99;
+        let (status, err) = error_of(post(&h, &agent, body(&[good.clone(), future])).await).await;
+        assert_eq!(status, 422);
+        assert!(err.message.contains("schema_version 99"), "{}", err.message);
+
+        let mut unsequenced = report(HOST_A, 3);
+        unsequenced.sequence = None;
+        let (status, err) = error_of(post(&h, &agent, body(std::slice::from_ref(&unsequenced))).await).await;
+        assert_eq!(status, 422);
+        assert!(
+            err.message.contains("`sequence`") && err.message.contains(&unsequenced.batch_id),
+            "{}",
+            err.message
+        );
+
+        let mut bad_id = report(HOST_A, 4);
+        bad_id.batch_id = "../../etc".into();
+        let (status, err) = error_of(post(&h, &agent, body(&[bad_id])).await).await;
+        assert_eq!(status, 422);
+        assert!(err.message.contains("batch_id"), "{}", err.message);
+        // Nothing of the refused requests was stored (the good report went with a bad one).
+        assert!(h.stored_hosts().await.is_empty());
+    });
+}
+
+#[test]
+fn wrong_content_encoding_or_type_gets_415() {
+    run(LIMIT, "415", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let resp = agent
+            .post(h.url("/v1/reports"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body(&[report(HOST_A, 1)]))
+            .send()
+            .await
+            .unwrap();
+        let (status, err) = error_of(resp).await;
+        assert_eq!((status, err.error.as_str()), (415, "unsupported_encoding"));
+        let resp = agent
+            .post(h.url("/v1/reports"))
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 415);
+    });
+}
+
+#[test]
+fn oversized_body_gets_413_and_nothing_is_stored() {
+    run(LIMIT, "413", || async {
+        let h = Harness::start(|c| c.limits.max_body_bytes = 64 * 1024).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let mut big = report(HOST_A, 1);
+        big.events[0].data = serde_json::json!({ "pad": "x".repeat(100 * 1024) });
+        let (status, err) = error_of(post(&h, &agent, body(&[big])).await).await;
+        assert_eq!((status, err.error.as_str()), (413, "too_large"));
+        assert!(err.message.contains("max_body_bytes"), "{}", err.message);
+        // Too many reports in one request.
+        let h2 = Harness::start(|c| c.limits.max_reports_per_request = 2).await;
+        let agent2 = h2.client(Who::Agent(HOST_A));
+        let three = [report(HOST_A, 1), report(HOST_A, 2), report(HOST_A, 3)];
+        assert_eq!(post(&h2, &agent2, body(&three)).await.status(), 413);
+        assert!(h.stored_hosts().await.is_empty());
+        assert!(h2.stored_hosts().await.is_empty());
+    });
+}
+
+fn zstd_frame(bytes: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(bytes, 3).unwrap()
+}
+
+async fn post_zstd(h: &Harness, client: &reqwest::Client, body: Vec<u8>) -> reqwest::Response {
+    client
+        .post(h.url("/v1/reports"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "zstd")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn zstd_body_of_several_concatenated_frames_is_accepted() {
+    run(LIMIT, "multi-frame zstd", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        // What the shipper streams: `{"reports":[` + report + `,` + report + `]}`, a frame each.
+        let (r1, r2) = (report(HOST_A, 1), report(HOST_A, 2));
+        let mut body = zstd_frame(b"{\"reports\":[");
+        body.extend(zstd_frame(&serde_json::to_vec(&r1).unwrap()));
+        body.extend(zstd_frame(b","));
+        body.extend(zstd_frame(&serde_json::to_vec(&r2).unwrap()));
+        body.extend(zstd_frame(b"]}"));
+        let resp = post_zstd(&h, &agent, body).await;
+        assert_eq!(resp.status(), 200);
+        let ack: IngestResponse = resp.json().await.unwrap();
+        assert_eq!(ack.results.len(), 2);
+        assert_eq!(h.stored_hosts().await[0].reports_stored, 2);
+        // Not zstd at all: 400, not a crash or a hang.
+        assert_eq!(post_zstd(&h, &agent, b"definitely not zstd".to_vec()).await.status(), 400);
+    });
+}
+
+#[test]
+fn zstd_bomb_gets_413_quickly_without_inflating() {
+    run(LIMIT, "zstd bomb", || async {
+        let h = Harness::start(|c| c.limits.max_decompressed_bytes = 4 * 1024 * 1024).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        // 1 GiB of zeros, compressed to a few tens of KiB.
+        let bomb = tokio::task::spawn_blocking(|| {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+            let chunk = vec![0u8; 1 << 20];
+            for _ in 0..1024 {
+                enc.write_all(&chunk).unwrap();
+            }
+            enc.finish().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(bomb.len() < 1 << 20, "bomb is {} bytes", bomb.len());
+        let started = Instant::now();
+        let (status, err) = error_of(post_zstd(&h, &agent, bomb).await).await;
+        let took = started.elapsed();
+        assert_eq!(status, 413, "{}", err.message);
+        assert!(err.message.contains("max_decompressed_bytes"), "{}", err.message);
+        // Decompressing 1 GiB would take seconds; stopping at the 4 MiB cap takes milliseconds.
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    });
+}
+
+#[test]
+fn client_over_its_rate_gets_429_with_retry_after() {
+    run(LIMIT, "429", || async {
+        let h = Harness::start(|c| {
+            c.limits.requests_per_sec_per_client = 0.5;
+            c.limits.burst = 2;
+        })
+        .await;
+        let agent = h.client(Who::Agent(HOST_A));
+        for _ in 0..2 {
+            assert_eq!(agent.get(h.url("/healthz")).send().await.unwrap().status(), 200);
+        }
+        let resp = agent.get(h.url("/healthz")).send().await.unwrap();
+        assert_eq!(resp.status(), 429);
+        let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry), "Retry-After {retry}");
+        // The limit is per client: host B is not affected.
+        assert_eq!(h.client(Who::Agent(HOST_B)).get(h.url("/healthz")).send().await.unwrap().status(), 200);
+    });
+}
+
+#[test]
+fn latest_client_certificate_is_recorded_per_host_across_rotation() {
+    run(LIMIT, "rotation", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        assert_eq!(post(&h, &agent, body(&[report(HOST_A, 1)])).await.status(), 200);
+        let first = h.stored_hosts().await[0].client_certificate.clone().unwrap();
+        // A new certificate for the same host (rotation).
+        let (c, k) =
+            crate::handshake::issue_with_validity(&h.pki(), HOST_A, -1, 90, &h.dir.path().join("rotated"));
+        let rotated = h.builder(Who::Nobody).identity(identity(&c, &k)).build().unwrap();
+        assert_eq!(post(&h, &rotated, body(&[report(HOST_A, 2)])).await.status(), 200);
+        let second = h.stored_hosts().await[0].client_certificate.clone().unwrap();
+        assert_ne!(first.sha256, second.sha256);
+        assert_ne!(first.serial, second.serial);
+        assert!(second.not_after < first.not_after, "the rotated cert expires in 90 days");
+    });
+}
