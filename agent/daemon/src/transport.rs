@@ -109,3 +109,14 @@ impl Transport {
         self.push_failures.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The shipper's finding id is in the catalogue (which cannot name the transport crate:
+    /// it depends on the report crate), under the source the shipper gives it.
+    #[test]
+    fn the_certificate_expiry_finding_is_catalogued() {
+        let rule = guestward_report::catalogue::rule(guestward_transport::shipper::CERT_EXPIRY_FINDING);
+        assert_eq!(rule.map(|r| r.source), Some("transport"));
+    }
+}

@@ -368,9 +368,9 @@ pub static CATALOGUE: &[FindingRule] = &[
     FindingRule {
         id: "GW-TLS-001",
         title: "The agent's client certificate expires within 7 days",
-        severity: Severity::Medium,
+        severity: Severity::High,
         other_severities: &[SeverityCase {
-            severity: Severity::High,
+            severity: Severity::Critical,
             when: "the certificate has already expired: the collector refuses every report",
         }],
         severity_from_config: None,
@@ -464,7 +464,8 @@ mod tests {
         ids.extend(guestward_network::FINDING_IDS);
         ids.extend(guestward_packages::FINDING_IDS);
         // guestward-transport depends on this crate, so it cannot be named here: its one id
-        // (raised by `Shipper::certificate_findings`) is listed by hand.
+        // (`guestward_transport::shipper::CERT_EXPIRY_FINDING`, raised by
+        // `Shipper::certificate_findings`) is listed by hand.
         ids.push("GW-TLS-001");
         ids
     }
