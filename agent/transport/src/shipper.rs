@@ -191,10 +191,7 @@ pub struct Shipper {
     spool: Arc<Spool>,
     url: String,
     endpoint: reqwest::Url,
-    files: Files,
-    tls_min_version: TlsVersion,
-    use_system_roots: bool,
-    proxy: Option<String>,
+    spec: ClientSpec,
     batch_max_bytes: u64,
     flush_interval: Duration,
     tuning: ShipperTuning,
@@ -269,31 +266,28 @@ impl Shipper {
             cert: config.cert_file.clone().ok_or_else(|| missing("cert_file"))?,
             key: config.key_file.clone().ok_or_else(|| missing("key_file"))?,
         };
-        let mut shipper = Self {
-            spool,
-            url,
-            endpoint,
+        let spec = ClientSpec {
             files,
             tls_min_version: config.tls_min_version,
             use_system_roots: config.use_system_roots,
             proxy: config.proxy.clone(),
+            connect_timeout: tuning.connect_timeout,
+            request_timeout: tuning.request_timeout,
+        };
+        let stamps = spec.files.stamps();
+        let (client, cert) = spec.build_client()?;
+        Ok(Self {
+            spool,
+            url,
+            endpoint,
+            spec,
             batch_max_bytes: config.batch_max_bytes,
             flush_interval: Duration::from_secs(config.flush_interval_secs.max(1)),
             tuning,
-            // Replaced just below; a client without our TLS is never used.
-            tls: Mutex::new(Tls {
-                client: reqwest::Client::new(),
-                stamps: Vec::new(),
-                failed: None,
-                cert: CertInfo { path: PathBuf::new(), subject: String::new(), not_after: None },
-            }),
+            tls: Mutex::new(Tls { client, stamps, failed: None, cert }),
             state: Mutex::new(State::default()),
             sending: tokio::sync::Mutex::new(()),
-        };
-        let stamps = shipper.files.stamps();
-        let (client, cert) = shipper.build_client()?;
-        shipper.tls = Mutex::new(Tls { client, stamps, failed: None, cert });
-        Ok(shipper)
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -304,101 +298,16 @@ impl Shipper {
         self.tls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Reads the three files and builds a client that presents the certificate and trusts only
-    /// the pinned roots.
-    fn build_client(&self) -> Result<(reqwest::Client, CertInfo), ShipperError> {
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &self.files.ca {
-            let pem = read_pem(ca, PEM_MAX_BYTES)?;
-            let mut found = 0;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert =
-                    cert.map_err(|e| credentials(ca, format!("is not a PEM certificate file: {e}")))?;
-                roots.add(cert).map_err(|e| {
-                    credentials(ca, format!("holds a certificate rustls refuses as a root: {e}"))
-                })?;
-                found += 1;
-            }
-            if found == 0 {
-                return Err(credentials(ca, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
-            }
-        }
-        if self.use_system_roots {
-            let native = rustls_native_certs::load_native_certs();
-            for e in &native.errors {
-                tracing::warn!(error = %e, "transport: part of the system trust store is unreadable");
-            }
-            let (added, ignored) = roots.add_parsable_certificates(native.certs);
-            tracing::debug!(added, ignored, "transport: system roots added (use_system_roots)");
-        }
-
-        let cert_pem = read_pem(&self.files.cert, PEM_MAX_BYTES)?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| credentials(&self.files.cert, format!("is not a PEM certificate file: {e}")))?;
-        let Some(leaf) = chain.first() else {
-            return Err(credentials(
-                &self.files.cert,
-                "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            ));
-        };
-        let cert = cert_info(&self.files.cert, leaf)?;
-        let key = read_private_key(&self.files.key)?;
-
-        // aws-lc-rs named here rather than the process default: the shipper works whether or
-        // not the binary installed a default provider.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match self.tls_min_version {
-            TlsVersion::Tls13 => &[&rustls::version::TLS13],
-            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        };
-        // Server certificate and name verification is rustls' WebPki verifier over `roots`:
-        // nothing here can turn it off.
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .map_err(|e| ShipperError::Config { key: "tls_min_version".into(), message: e.to_string() })?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| {
-                credentials(
-                    &self.files.key,
-                    format!(
-                        "cannot be used with {} ({e}): is it the key of that certificate?",
-                        self.files.cert.display()
-                    ),
-                )
-            })?;
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .https_only(true)
-            .connect_timeout(self.tuning.connect_timeout)
-            .timeout(self.tuning.request_timeout)
-            .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")));
-        // Without `proxy`, reqwest reads HTTPS_PROXY / NO_PROXY itself.
-        if let Some(proxy) = &self.proxy {
-            let p = reqwest::Proxy::https(proxy).map_err(|e| ShipperError::Config {
-                key: "proxy".into(),
-                message: format!("{e}: `{proxy}`"),
-            })?;
-            builder = builder.proxy(p);
-        }
-        let client = builder.build().map_err(|e| ShipperError::Config {
-            key: "url".into(),
-            message: format!("cannot build the HTTPS client: {}", chain_text(&e)),
-        })?;
-        Ok((client, cert))
-    }
-
     /// Rebuilds the client when a credential file changed since it was built.
     fn reload_if_changed(&self) -> reqwest::Client {
-        let now = self.files.stamps();
+        let now = self.spec.files.stamps();
         {
             let tls = self.tls();
             if tls.stamps == now || tls.failed.as_ref() == Some(&now) {
                 return tls.client.clone();
             }
         }
-        match self.build_client() {
+        match self.spec.build_client() {
             Ok((client, cert)) => {
                 tracing::info!(cert = %cert.path.display(), subject = %cert.subject, "transport: client certificate reloaded (files changed)");
                 self.state().reload_error = None;
@@ -721,6 +630,113 @@ impl Shipper {
             tracing::warn!(cert = %cert.path.display(), subject = %cert.subject, not_after = ?cert.not_after, "transport: {}", finding.title);
         }
         vec![finding]
+    }
+}
+
+/// What the HTTPS client is built from (again on every credential change).
+#[derive(Debug)]
+struct ClientSpec {
+    files: Files,
+    tls_min_version: TlsVersion,
+    use_system_roots: bool,
+    proxy: Option<String>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl ClientSpec {
+    /// Reads the three files and builds a client that presents the certificate and trusts only
+    /// the pinned roots.
+    fn build_client(&self) -> Result<(reqwest::Client, CertInfo), ShipperError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &self.files.ca {
+            let pem = read_pem(ca, PEM_MAX_BYTES)?;
+            let mut found = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert =
+                    cert.map_err(|e| credentials(ca, format!("is not a PEM certificate file: {e}")))?;
+                roots.add(cert).map_err(|e| {
+                    credentials(ca, format!("holds a certificate rustls refuses as a root: {e}"))
+                })?;
+                found += 1;
+            }
+            if found == 0 {
+                return Err(credentials(ca, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+            }
+        }
+        if self.use_system_roots {
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::warn!(error = %e, "transport: part of the system trust store is unreadable");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(native.certs);
+            tracing::debug!(added, ignored, "transport: system roots added (use_system_roots)");
+        }
+        if roots.is_empty() {
+            return Err(ShipperError::Config {
+                key: "use_system_roots".into(),
+                message: "the system trust store holds no usable certificate and no ca_file is set: nothing to verify the collector with".into(),
+            });
+        }
+
+        let cert_pem = read_pem(&self.files.cert, PEM_MAX_BYTES)?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| credentials(&self.files.cert, format!("is not a PEM certificate file: {e}")))?;
+        let Some(leaf) = chain.first() else {
+            return Err(credentials(
+                &self.files.cert,
+                "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            ));
+        };
+        let cert = cert_info(&self.files.cert, leaf)?;
+        let key = read_private_key(&self.files.key)?;
+
+        // aws-lc-rs named here rather than the process default: the shipper works whether or
+        // not the binary installed a default provider.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match self.tls_min_version {
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        };
+        // Server certificate and name verification is rustls' WebPki verifier over `roots`:
+        // nothing here can turn it off.
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|e| ShipperError::Config { key: "tls_min_version".into(), message: e.to_string() })?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| {
+                credentials(
+                    &self.files.key,
+                    format!(
+                        "cannot be used with {} ({e}): is it the key of that certificate?",
+                        self.files.cert.display()
+                    ),
+                )
+            })?;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            // A redirect would carry the reports (and present the client certificate) to
+            // another address: a 3xx is a failure like any other.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout)
+            .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")));
+        // Without `proxy`, reqwest reads HTTPS_PROXY / NO_PROXY itself.
+        if let Some(proxy) = &self.proxy {
+            let p = reqwest::Proxy::https(proxy).map_err(|e| ShipperError::Config {
+                key: "proxy".into(),
+                message: format!("{e}: `{proxy}`"),
+            })?;
+            builder = builder.proxy(p);
+        }
+        let client = builder.build().map_err(|e| ShipperError::Config {
+            key: "url".into(),
+            message: format!("cannot build the HTTPS client: {}", chain_text(&e)),
+        })?;
+        Ok((client, cert))
     }
 }
 

@@ -52,6 +52,8 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// The largest report JSON the spool will decompress back (thinning, reading heads). Reports
 /// are a few MB; this bounds memory against a hostile entry (a zstd bomb planted in the spool).
 const MAX_DECOMPRESSED_BYTES: u64 = 512 << 20;
+/// Entries up to this size are read at open whatever `max_bytes` is now.
+const ENTRY_MIN_CAP: u64 = 64 << 20;
 /// The counters file's cap.
 const COUNTERS_MAX_BYTES: u64 = 64 << 10;
 /// The longest `batch_id` accepted (a UUID is 36).
@@ -324,14 +326,15 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
             match key.as_str() {
                 "batch_id" => self.0.batch_id = Some(map.next_value()?),
                 "sequence" => self.0.sequence = map.next_value()?,
-                "collected_at" => {
-                    self.0.collected_at = Some(map.next_value()?);
-                    // Everything needed is read: stop here rather than parse the sections.
-                    return Err(A::Error::custom(HEAD_DONE));
-                }
+                "collected_at" => self.0.collected_at = Some(map.next_value()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
+            }
+            // `sequence` is written before `collected_at` (absent when none): once the id and
+            // the time are read, stop rather than parse the sections.
+            if self.0.batch_id.is_some() && self.0.collected_at.is_some() {
+                return Err(A::Error::custom(HEAD_DONE));
             }
         }
         Ok(())
@@ -394,12 +397,15 @@ impl Spool {
                 tracing::warn!(path = %path.display(), "spool: ignoring a file whose name is not ours");
                 continue;
             };
-            let head =
-                read_entry(&path, max_bytes).and_then(|bytes| Ok((read_head(&bytes, &path)?, bytes.len())));
+            // Capped (a planted huge file is not read into memory), but not below 64 MiB: the
+            // bound may have been lowered since the entry was written, and the next push then
+            // drops what no longer fits rather than the entry being forgotten.
+            let head = read_entry(&path, max_bytes.max(ENTRY_MIN_CAP))
+                .and_then(|bytes| Ok((read_head(&bytes, &path)?, bytes.len())));
             match head {
                 Ok((head, len)) if head.batch_id.as_deref() == Some(key.1.as_str()) => {
                     let entry = Entry {
-                        sequence: head.sequence,
+                        sequence: head.sequence.or((key.0 > 0).then_some(key.0)),
                         collected_at: head.collected_at.unwrap_or_else(Timestamp::now),
                         bytes: u64::try_from(len).unwrap_or(u64::MAX),
                         sections: None,
@@ -466,9 +472,17 @@ impl Spool {
             fim_only: report.events.iter().all(is_fim_or_coverage),
         };
         inner.entries.insert(key, entry);
-        let dropped = self.make_room(&mut inner)?;
+        // The report is durable from here on: a failure while making room is logged, not
+        // returned (the caller would take the report for lost, and the bound is enforced
+        // again at the next push).
+        let mut dropped = Vec::new();
+        if let Err(e) = self.make_room(&mut inner, &mut dropped) {
+            tracing::warn!(error = %e, "spool: cannot make room under spool_max_bytes; over the bound until the next push");
+        }
         if !dropped.is_empty() {
-            self.save_counters(&inner.counters)?;
+            if let Err(e) = self.save_counters(&inner.counters) {
+                tracing::warn!(error = %e, "spool: drop counters not saved");
+            }
             for d in &dropped {
                 tracing::warn!(batch_id = %d.batch_id, what = ?d.what, events = d.events, findings = d.findings, "spool full (spool_max_bytes): dropped");
             }
@@ -481,17 +495,16 @@ impl Spool {
     }
 
     /// Drops by class until the entries fit in `max_bytes`. The newest entry is never touched.
-    fn make_room(&self, inner: &mut Inner) -> Result<Vec<DropRecord>, SpoolError> {
-        let mut dropped = Vec::new();
+    fn make_room(&self, inner: &mut Inner, dropped: &mut Vec<DropRecord>) -> Result<(), SpoolError> {
         if Self::total_bytes(inner) <= self.max_bytes {
-            return Ok(dropped);
+            return Ok(());
         }
         let keys: Vec<Key> = inner.entries.keys().cloned().collect();
-        let Some((_newest, older)) = keys.split_last() else { return Ok(dropped) };
+        let Some((_newest, older)) = keys.split_last() else { return Ok(()) };
         // 1. Superseded snapshots, oldest first.
         for (i, key) in older.iter().enumerate() {
             if Self::total_bytes(inner) <= self.max_bytes {
-                return Ok(dropped);
+                return Ok(());
             }
             let mine = self.sections_of_entry(inner, key);
             if mine == 0 {
@@ -516,7 +529,7 @@ impl Spool {
         // 2. Events other than FIM changes and coverage gaps, oldest report first.
         for key in older {
             if Self::total_bytes(inner) <= self.max_bytes {
-                return Ok(dropped);
+                return Ok(());
             }
             if inner.entries.get(key).is_none_or(|e| e.fim_only) {
                 continue;
@@ -534,7 +547,7 @@ impl Spool {
         // 3. Whole reports, oldest first.
         for key in older {
             if Self::total_bytes(inner) <= self.max_bytes {
-                return Ok(dropped);
+                return Ok(());
             }
             let Some(entry) = inner.entries.get(key) else { continue };
             let path = self.dir.join(entry_name(key));
@@ -555,7 +568,7 @@ impl Spool {
                 findings: u64::try_from(findings).unwrap_or(u64::MAX),
             });
         }
-        Ok(dropped)
+        Ok(())
     }
 
     /// The sections an entry holds, reading it when not yet known (0 when unreadable).
@@ -623,7 +636,9 @@ impl Spool {
     }
 
     /// The spooled reports, oldest (lowest sequence) first, up to `max_bytes` compressed (at
-    /// least one, however large).
+    /// least one, however large). An entry that became unreadable (removed or replaced behind
+    /// the spool's back) leaves the queue, logged and counted as a dropped report, instead of
+    /// stalling it.
     pub fn pending(&self, max_bytes: u64) -> Result<Vec<SpooledBatch>, SpoolError> {
         // Listed under the lock, read outside it: a push (fsync) is not held up by reading.
         let listed: Vec<(Key, Option<u64>, Timestamp, u64)> = {
@@ -646,9 +661,16 @@ impl Spool {
                 Ok(compressed) => {
                     batches.push(SpooledBatch { batch_id: key.1, sequence, collected_at, compressed })
                 }
-                // Acknowledged or dropped since it was listed.
-                Err(_) if !self.lock().entries.contains_key(&key) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Acknowledged or dropped since it was listed: nothing to say. Otherwise the
+                    // file was removed or replaced behind the spool's back (a FIFO, a symlink):
+                    // it can never be sent, so it leaves the index rather than stall the queue.
+                    let mut inner = self.lock();
+                    if inner.entries.remove(&key).is_some() {
+                        inner.counters.reports_dropped_total += 1;
+                        tracing::warn!(error = %e, "spool: an entry became unreadable; dropped from the queue");
+                    }
+                }
             }
         }
         Ok(batches)

@@ -1,0 +1,275 @@
+//! The spool: order, durability, hostile directory contents, the size bound's drop order.
+
+use crate::support::{report, small};
+use guestward_core::testing::within;
+use guestward_report::Report;
+use guestward_transport::spool::{DropClass, compress_report};
+use guestward_transport::{Spool, SpoolError};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+fn decode(compressed: &[u8]) -> Report {
+    serde_json::from_slice(&zstd::stream::decode_all(compressed).unwrap()).unwrap()
+}
+
+#[test]
+fn push_pending_acknowledge_and_reopen_keep_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool");
+    let spool = Spool::open(&path, 64 << 20).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
+    // Pushed out of order: the spool hands them back by sequence.
+    let reports: Vec<Report> = [3, 1, 2, 10].into_iter().map(small).collect();
+    for r in &reports {
+        assert!(spool.push(r).unwrap().dropped.is_empty());
+    }
+    let pending = spool.pending(u64::MAX).unwrap();
+    let seqs: Vec<_> = pending.iter().map(|b| b.sequence.unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 10]);
+    for b in &pending {
+        let r = decode(&b.compressed);
+        assert_eq!(r.batch_id, b.batch_id);
+        assert_eq!(r.collected_at, b.collected_at);
+        assert_eq!(&r, reports.iter().find(|x| x.batch_id == b.batch_id).unwrap());
+    }
+    // Each entry is private and holds one zstd frame.
+    for e in std::fs::read_dir(&path).unwrap() {
+        let e = e.unwrap();
+        assert_eq!(e.metadata().unwrap().permissions().mode() & 0o777, 0o600, "{:?}", e.file_name());
+    }
+    // A byte budget: at least one, then as many as fit.
+    let one = spool.pending(1).unwrap();
+    assert_eq!(one.len(), 1);
+    let first_two = pending[0].compressed.len() + pending[1].compressed.len();
+    assert_eq!(spool.pending(u64::try_from(first_two).unwrap()).unwrap().len(), 2);
+
+    spool.acknowledge(&[pending[0].batch_id.clone(), "unknown".into()]).unwrap();
+    let stats = spool.stats();
+    assert_eq!(stats.reports, 3);
+    assert_eq!(stats.oldest_collected_at, Some(pending[1].collected_at));
+    drop(spool);
+
+    let reopened = Spool::open(&path, 64 << 20).unwrap();
+    let again: Vec<_> = reopened.pending(u64::MAX).unwrap().iter().map(|b| b.sequence.unwrap()).collect();
+    assert_eq!(again, [2, 3, 10]);
+    assert_eq!(reopened.stats().bytes, stats.bytes);
+    assert_eq!(reopened.stats().oldest_collected_at, stats.oldest_collected_at);
+}
+
+#[test]
+fn leftover_temporary_files_are_removed_and_foreign_files_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool");
+    let spool = Spool::open(&path, 64 << 20).unwrap();
+    let r = small(1);
+    spool.push(&r).unwrap();
+    drop(spool);
+    // A write cut short by a crash, and files that are not ours.
+    std::fs::write(
+        path.join(format!(".00000000000000000002-{}.zst.tmp", guestward_report::new_batch_id())),
+        b"\x28\xb5partial",
+    )
+    .unwrap();
+    std::fs::write(path.join("notes.txt"), "hello").unwrap();
+    std::fs::write(path.join("00000000000000000009-bad id.zst"), "x").unwrap();
+    // Our name, but not a spooled report.
+    std::fs::write(path.join("00000000000000000005-abc.zst"), "not zstd").unwrap();
+    let spool = Spool::open(&path, 64 << 20).unwrap();
+    let ids: Vec<_> = spool.pending(u64::MAX).unwrap().into_iter().map(|b| b.batch_id).collect();
+    assert_eq!(ids, [r.batch_id]);
+    let names: Vec<String> =
+        std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    assert!(names.contains(&"notes.txt".to_string()), "foreign files are left alone: {names:?}");
+}
+
+#[test]
+fn a_planted_symlink_or_fifo_is_neither_followed_nor_blocking() {
+    within(Duration::from_secs(20), "opening a spool with a FIFO and a symlink in it", || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        let spool = Spool::open(&path, 64 << 20).unwrap();
+        let good = small(1);
+        spool.push(&good).unwrap();
+        drop(spool);
+        // A symlink under an entry's name pointing at a real report elsewhere (it would be
+        // read and shipped if followed), and a FIFO under another (it would block a read).
+        let outside = dir.path().join("outside.zst");
+        let planted = small(2);
+        std::fs::write(&outside, compress_report(&planted).unwrap()).unwrap();
+        std::os::unix::fs::symlink(
+            &outside,
+            path.join(format!("00000000000000000002-{}.zst", planted.batch_id)),
+        )
+        .unwrap();
+        nix::unistd::mkfifo(
+            &path.join("00000000000000000003-fifo.zst"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let spool = Spool::open(&path, 64 << 20).unwrap();
+        let ids: Vec<_> = spool.pending(u64::MAX).unwrap().into_iter().map(|b| b.batch_id).collect();
+        assert_eq!(ids, [good.batch_id]);
+        assert_eq!(spool.stats().reports, 1);
+    });
+}
+
+#[test]
+fn an_entry_replaced_by_a_fifo_while_open_leaves_the_queue_without_blocking_it() {
+    within(Duration::from_secs(20), "a FIFO in place of a spooled entry", || {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 64 << 20).unwrap();
+        let (a, b) = (small(1), small(2));
+        spool.push(&a).unwrap();
+        spool.push(&b).unwrap();
+        let name = format!("00000000000000000001-{}.zst", a.batch_id);
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        nix::unistd::mkfifo(&dir.path().join(&name), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap();
+        let ids: Vec<_> = spool.pending(u64::MAX).unwrap().into_iter().map(|x| x.batch_id).collect();
+        assert_eq!(ids, [b.batch_id]);
+        assert_eq!(spool.stats().reports, 1);
+        assert_eq!(spool.stats().reports_dropped_total, 1);
+    });
+}
+
+#[test]
+fn a_symlink_in_place_of_the_spool_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join("spool")).unwrap();
+    let err = Spool::open(&dir.path().join("spool"), 64 << 20).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+}
+
+#[test]
+fn a_batch_id_that_is_not_a_file_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 64 << 20).unwrap();
+    let mut r = small(1);
+    r.batch_id = "../../escape".into();
+    let err = spool.push(&r).unwrap_err();
+    assert!(err.to_string().contains("batch_id"), "{err}");
+    assert!(spool.is_empty());
+}
+
+/// Five reports fill the spool; a sixth almost as large as the bound must make room, which
+/// takes every class in turn: the superseded snapshots of all five, then their non-FIM events,
+/// then whole reports, oldest first. The newest is untouched; counters persist.
+#[test]
+fn the_size_bound_drops_snapshots_then_other_events_then_whole_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool");
+    let older: Vec<Report> = (1..=5).map(|s| report(s, 6000, 20, 3)).collect();
+    let filled = {
+        let spool = Spool::open(&path, 1 << 30).unwrap();
+        for r in &older {
+            spool.push(r).unwrap();
+        }
+        spool.stats().bytes
+    };
+    let max = filled + 2000;
+    // The sixth: compressed just under the bound.
+    let target = max as f64 - 1500.0;
+    let (mut chars, mut newest) = (10_000.0, report(6, 10_000, 0, 1));
+    for _ in 0..4 {
+        let size = compress_report(&newest).unwrap().len() as f64;
+        chars += (target - size) / 0.75;
+        newest = report(6, chars as usize, 0, 1);
+    }
+    let per_char = compress_report(&newest).unwrap().len() as f64 / chars;
+    let newest_size = compress_report(&newest).unwrap().len() as u64;
+    assert!(newest_size < max && newest_size > max - 2500, "{newest_size} vs {max}");
+
+    let spool = Spool::open(&path, max).unwrap();
+    let outcome = spool.push(&newest).unwrap();
+    let classes: Vec<(DropClass, u64)> =
+        outcome.dropped.iter().map(|d| (d.what, d.sequence.unwrap())).collect();
+    eprintln!("drops: {classes:?}");
+    // Every class, in order, oldest report first within each.
+    let rank = |c: DropClass| match c {
+        DropClass::SupersededSnapshot => 0,
+        DropClass::NonFimEvents => 1,
+        DropClass::Report => 2,
+    };
+    assert!(classes.windows(2).all(|w| (rank(w[0].0), w[0].1) < (rank(w[1].0), w[1].1)), "{classes:?}");
+    let of = |c: DropClass| classes.iter().filter(|(x, _)| *x == c).map(|(_, s)| *s).collect::<Vec<_>>();
+    assert_eq!(of(DropClass::SupersededSnapshot), [1, 2, 3, 4, 5]);
+    assert_eq!(of(DropClass::NonFimEvents), [1, 2, 3, 4, 5]);
+    assert!(!of(DropClass::Report).is_empty());
+    assert!(!classes.iter().any(|(_, s)| *s == 6), "the newest report is never thinned");
+    for d in &outcome.dropped {
+        match d.what {
+            DropClass::SupersededSnapshot => assert_eq!((d.events, d.findings), (0, 0)),
+            DropClass::NonFimEvents => assert_eq!((d.events, d.findings), (20, 0)),
+            // What a whole report still held: 3 FIM changes, 1 coverage gap, 1 finding.
+            DropClass::Report => assert_eq!((d.events, d.findings), (4, 1)),
+        }
+        let event = d.to_event(guestward_core::Timestamp::now());
+        assert_eq!(event.kind, "transport.spool_dropped");
+        assert_eq!(event.data["batch_id"], d.batch_id.as_str());
+    }
+    let stats = spool.stats();
+    assert!(stats.bytes <= max, "{} > {max}", stats.bytes);
+    assert_eq!(stats.superseded_snapshots_dropped_total, 5);
+    assert_eq!(stats.events_dropped_total, 100);
+    assert_eq!(stats.reports_dropped_total, of(DropClass::Report).len() as u64);
+
+    // What is left: thinned older reports keep batch_id, sequence, FIM events and findings;
+    // the newest is whole.
+    let left: Vec<Report> = spool.pending(u64::MAX).unwrap().iter().map(|b| decode(&b.compressed)).collect();
+    let (last, thinned) = left.split_last().unwrap();
+    assert_eq!(last, &newest);
+    for r in thinned {
+        let original = older.iter().find(|o| o.batch_id == r.batch_id).unwrap();
+        assert_eq!(r.sequence, original.sequence);
+        assert!(r.host.is_none());
+        assert_eq!(r.findings, original.findings);
+        assert!(r.events.iter().all(|e| e.kind.starts_with("fim.") || e.kind.starts_with("coverage.")));
+        assert_eq!(r.events.len(), 4);
+    }
+
+    // Counters survive a restart; a report larger than the whole spool is refused and counted.
+    drop(spool);
+    let spool = Spool::open(&path, max).unwrap();
+    assert_eq!(spool.stats(), stats);
+    let huge = report(7, (max as f64 * 1.5 / per_char) as usize, 0, 0);
+    let err = spool.push(&huge).unwrap_err();
+    assert!(matches!(err, SpoolError::TooLarge { .. }), "{err}");
+    assert_eq!(spool.stats().reports_dropped_total, stats.reports_dropped_total + 1);
+    assert_eq!(spool.too_large_total(), 1);
+    assert_eq!(spool.stats().reports, stats.reports);
+}
+
+#[test]
+fn a_push_and_the_shipper_reading_concurrently_lose_nothing() {
+    within(Duration::from_secs(60), "concurrent push and acknowledge", || {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = std::sync::Arc::new(Spool::open(dir.path(), 64 << 20).unwrap());
+        let writer = {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                (1..=100)
+                    .map(|s| {
+                        let r = small(s);
+                        spool.push(&r).unwrap();
+                        r.batch_id
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let mut acked = Vec::new();
+        while !writer.is_finished() || !spool.is_empty() {
+            let batch = spool.pending(10_000).unwrap();
+            let ids: Vec<String> = batch.iter().map(|b| b.batch_id.clone()).collect();
+            spool.acknowledge(&ids).unwrap();
+            acked.extend(ids);
+        }
+        let pushed = writer.join().unwrap();
+        acked.sort();
+        let mut expected = pushed.clone();
+        expected.sort();
+        assert_eq!(acked, expected);
+    });
+}
