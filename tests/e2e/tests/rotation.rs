@@ -27,7 +27,12 @@ fn daemon_uses_replaced_certificate_files_for_the_next_delivery() {
         );
         let daemon = agent.start_daemon();
 
-        let first = collector.wait_for_reports("host-rot", 1, Duration::from_secs(30));
+        let first = wait_until_or_explain(
+            Duration::from_secs(30),
+            "the daemon's first delivery",
+            || collector.host("host-rot").filter(|h| h.summary.reports_stored >= 1),
+            || format!("daemon log:\n{}\ncollector log:\n{}", daemon.log(), collector.log()),
+        );
         let seen = first.summary.client_certificate.as_ref().expect("no client certificate recorded");
         assert_eq!(normalize_serial(&seen.serial), old_serial, "the first delivery's certificate");
 

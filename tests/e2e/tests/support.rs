@@ -134,13 +134,26 @@ fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> 
 
 /// Polls `ready` every 50 ms until it returns `Some`, failing the test after `limit`.
 #[track_caller]
-pub fn wait_until<T>(limit: Duration, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(limit: Duration, what: &str, ready: impl FnMut() -> Option<T>) -> T {
+    wait_until_or_explain(limit, what, ready, String::new)
+}
+
+/// [`wait_until`], with `explain()` (logs) in the failure message.
+#[track_caller]
+pub fn wait_until_or_explain<T>(
+    limit: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> Option<T>,
+    explain: impl Fn() -> String,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = ready() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -497,13 +510,6 @@ impl Collector {
             404 => None,
             _ => panic!("GET /v1/hosts/{id}: {status} {body}\ncollector log:\n{}", self.log()),
         }
-    }
-
-    /// Waits until host `id` has stored at least `n` reports.
-    pub fn wait_for_reports(&self, id: &str, n: u64, limit: Duration) -> HostDetail {
-        wait_until(limit, &format!("{n} report(s) of host {id} at the collector"), || {
-            self.host(id).filter(|h| h.summary.reports_stored >= n)
-        })
     }
 }
 
