@@ -28,13 +28,19 @@ fn reports_spooled_during_an_outage_all_arrive_once_in_order() {
                 extra: String::new(),
             },
         );
-        for attempt in 1..=3 {
-            let out = agent.run_once_failing();
+        for attempt in 1..=3u64 {
+            let (out, json) = agent.run_once_json_within(FAILING_DELIVERY_SECS);
             out.assert_failure(&format!("run --once #{attempt} with the collector down"));
-            let text = out.text();
+            assert_eq!(json["delivered"], false, "{json:#}");
+            assert_eq!(
+                json["spool"]["reports"].as_u64(),
+                Some(attempt),
+                "every report stays spooled: {json:#}"
+            );
+            let error = json["error"].as_str().unwrap_or_default().to_lowercase();
             assert!(
-                ["connect", "refused", "unreachable"].iter().any(|k| text.contains(k)),
-                "run --once #{attempt} failed without saying the collector was unreachable:\n{out}"
+                ["connect", "refused", "unreachable"].iter().any(|k| error.contains(k)),
+                "run --once #{attempt} failed without saying the collector was unreachable: {json:#}"
             );
         }
 

@@ -703,7 +703,12 @@ impl Agent {
 
     /// `run --once --json`: the outcome and its JSON (stored, duplicates, spool).
     pub fn run_once_json(&self) -> (Outcome, serde_json::Value) {
-        let out = self.run_once_with(DELIVERY_SECS, &["--json"]);
+        self.run_once_json_within(DELIVERY_SECS)
+    }
+
+    /// `run --once --json --timeout-secs <secs>`.
+    pub fn run_once_json_within(&self, timeout_secs: u64) -> (Outcome, serde_json::Value) {
+        let out = self.run_once_with(timeout_secs, &["--json"]);
         let json = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("run --once --json printed no JSON ({e}):\n{out}"));
         (out, json)
