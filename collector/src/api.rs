@@ -3,6 +3,7 @@
 
 use crate::body::{BodyError, read_body};
 use crate::identity::{ClientIdentity, IdentityError, Role, decode_proxy_header, verify_forwarded};
+use crate::loglimit::LogLimit;
 use crate::server::{AppState, ConnInfo};
 use crate::store::{Delivery, NewReport, StoreError};
 use guestward_core::Timestamp;
@@ -18,6 +19,11 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
+
+/// How long a request waits for memory for its body before it is answered 503.
+const BODY_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a parsed request waits for memory before it is answered 503.
+const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A response body.
 pub(crate) type Body = Full<Bytes>;
@@ -46,6 +52,15 @@ impl ApiError {
     }
     fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+    pub(crate) fn busy() -> Self {
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the collector is busy receiving other reports (limits.max_buffered_bytes); nothing was stored",
+        );
+        err.retry_after_secs = Some(5);
+        err
     }
     fn unavailable(e: &StoreError) -> Self {
         warn!(error = %e, "store failed; the request stored nothing");
@@ -167,7 +182,10 @@ fn identify(state: &AppState, conn: &ConnInfo, req: &Request<Incoming>) -> Resul
     let mut values = req.headers().get_all(header).iter();
     if let Some(value) = values.next() {
         if !conn.trusted_proxy {
-            warn!(peer = %conn.peer, header = %header, "client-certificate header from a peer that is not a trusted proxy; refused");
+            static SITE: LogLimit = LogLimit::new();
+            if let Some(suppressed) = SITE.allow() {
+                warn!(peer = %conn.peer, header = %header, suppressed, "client-certificate header from a peer that is not a trusted proxy; refused");
+            }
             return Err(ApiError::forbidden(format!(
                 "header {header} is accepted only from trusted proxies ([proxy] trusted); {} is not one",
                 conn.peer.ip()
@@ -184,7 +202,10 @@ fn identify(state: &AppState, conn: &ConnInfo, req: &Request<Incoming>) -> Resul
             decode_proxy_header(value.as_bytes()).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
         let now = rustls::pki_types::UnixTime::now();
         return verify_forwarded(state.tls.verifier.as_ref(), &chain, now).map_err(|e: IdentityError| {
-            warn!(peer = %conn.peer, error = %e, "trusted proxy forwarded a certificate that does not verify");
+            static SITE: LogLimit = LogLimit::new();
+            if let Some(suppressed) = SITE.allow() {
+                warn!(peer = %conn.peer, error = %e, suppressed, "trusted proxy forwarded a certificate that does not verify");
+            }
             ApiError::unauthenticated(e.to_string())
         });
     }
@@ -220,7 +241,108 @@ async fn ingest(
             )));
         }
     };
+    let zstd = is_zstd_json(req.headers())?;
     let headers = req.headers();
+    let limits = &state.limits;
+    let declared =
+        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let deadline = started + limits.request_timeout;
+    // Memory: the body is reserved against the global budget before it is read (its declared
+    // length, else the cap), so many clients at once cannot hold more than the budget.
+    let expected = declared.unwrap_or(limits.max_body_bytes).min(limits.max_body_bytes);
+    // A short wait: under memory pressure a quick 503 makes the agent back off and frees this
+    // connection, where a long wait would only hold it.
+    let mut reserved =
+        state.memory.reserve(expected, deadline.min(Instant::now() + BODY_MEMORY_WAIT)).await?;
+    let body = read_body(req.into_body(), limits.max_body_bytes, declared, deadline)
+        .await
+        .map_err(|e| body_error(e, limits))?;
+
+    // Decompressing and parsing are CPU work with transient memory (up to the decompressed cap
+    // plus the JSON tree): a few at a time, as many as there are cores.
+    let slot = state.parse_slots.clone().acquire_owned().await.map_err(|_| ApiError::busy())?;
+    let state2 = state.clone();
+    let host2 = host.clone();
+    let peer = conn.peer;
+    let new = blocking(move || {
+        let json = if zstd {
+            crate::body::decompress_zstd(&body, state2.limits.max_decompressed_bytes)?
+        } else {
+            body
+        };
+        let reports = parse_reports(&json, state2.limits.max_reports_per_request)?;
+        drop(json);
+        check_hosts(&reports, &host2, peer)?;
+        Ok::<_, ApiError>(
+            reports
+                .into_iter()
+                .map(|(r, json)| NewReport {
+                    host_id: host2.clone(),
+                    sequence: r.sequence.unwrap_or_default(),
+                    collected_at: r.collected_at,
+                    agent_version: r.agent.version,
+                    batch_id: r.batch_id,
+                    json,
+                    findings: r.findings,
+                    events: r.events,
+                })
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await??;
+    drop(slot);
+    // What waits for the store (the reports as JSON) is held against the budget too.
+    let kept: u64 = new.iter().map(|r| r.json.len() as u64).sum();
+    if kept > expected {
+        let more = state.memory.reserve(kept - expected, Instant::now() + MEMORY_WAIT).await?;
+        reserved.merge(more);
+    }
+
+    let state2 = state.clone();
+    let delivery = Delivery {
+        host_id: host.clone(),
+        certificate: client.certificate.clone(),
+        received_at: Timestamp::now(),
+    };
+    blocking(move || {
+        let statuses = state2.store.ingest(&delivery, &new).map_err(|e| match e {
+            StoreError::ForeignBatch { .. } => ApiError::invalid(e.to_string()),
+            other => ApiError::unavailable(&other),
+        })?;
+        drop(reserved);
+        let results = new
+            .iter()
+            .zip(statuses)
+            .map(|(r, status)| BatchResult {
+                batch_id: r.batch_id.clone(),
+                sequence: Some(r.sequence),
+                status,
+            })
+            .collect();
+        Ok(json_response(StatusCode::OK, &IngestResponse { results }))
+    })
+    .await?
+}
+
+fn body_error(e: BodyError, limits: &crate::config::Limits) -> ApiError {
+    match e {
+        BodyError::TooLarge => ApiError::too_large(format!(
+            "the body is larger than {} bytes (limits.max_body_bytes); send fewer reports per request",
+            limits.max_body_bytes
+        )),
+        BodyError::Timeout => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "bad_request",
+            format!("the body was not received within {} s", limits.request_timeout.as_secs()),
+        ),
+        BodyError::Read(e) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the body: {e}"))
+        }
+    }
+}
+
+/// Checks `Content-Type` (JSON) and `Content-Encoding` (none or zstd); true for zstd.
+fn is_zstd_json(headers: &hyper::HeaderMap) -> Result<bool, ApiError> {
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
@@ -230,88 +352,44 @@ async fn ingest(
             format!("Content-Type must be application/json, got {content_type:?}"),
         ));
     }
-    let zstd =
-        match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
-            None => false,
-            Some(e) if e.is_empty() || e == "identity" => false,
-            Some(e) if e == "zstd" => true,
-            Some(e) => {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_encoding",
-                    format!("Content-Encoding {e:?} is not supported; send zstd or no encoding"),
-                ));
-            }
-        };
-    let limits = &state.limits;
-    let declared =
-        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let deadline = started + limits.request_timeout;
-    let body =
-        read_body(req.into_body(), limits.max_body_bytes, declared, deadline).await.map_err(|e| match e {
-            BodyError::TooLarge => ApiError::too_large(format!(
-                "the body is larger than {} bytes (limits.max_body_bytes); send fewer reports per request",
-                limits.max_body_bytes
-            )),
-            BodyError::Timeout => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "bad_request",
-                format!("the body was not received within {} s", limits.request_timeout.as_secs()),
-            ),
-            BodyError::Read(e) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the body: {e}"))
-            }
-        })?;
+    match headers.get(CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(e) if e.is_empty() || e == "identity" => Ok(false),
+        Some(e) if e == "zstd" => Ok(true),
+        Some(e) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {e:?} is not supported; send zstd or no encoding"),
+        )),
+    }
+}
 
-    let state2 = state.clone();
-    let client2 = client.clone();
-    let peer = conn.peer;
-    blocking(move || {
-        let json = if zstd { crate::body::decompress_zstd(&body, state2.limits.max_decompressed_bytes)? } else { body };
-        let reports = parse_reports(&json, state2.limits.max_reports_per_request)?;
-        drop(json);
-        for (report, _) in &reports {
-            if report.agent.host_id.as_deref() != Some(host.as_str()) {
+/// Every report must be of the client's own host: one that is not refuses the request.
+fn check_hosts(
+    reports: &[(Report, Vec<u8>)],
+    host: &str,
+    peer: std::net::SocketAddr,
+) -> Result<(), ApiError> {
+    for (report, _) in reports {
+        if report.agent.host_id.as_deref() != Some(host) {
+            static SITE: LogLimit = LogLimit::new();
+            if let Some(suppressed) = SITE.allow() {
                 warn!(
+                    suppressed,
                     peer = %peer,
                     certificate_host = %host,
                     report_host = ?report.agent.host_id,
                     batch_id = %report.batch_id,
                     "report for another host refused; the request stored nothing"
                 );
-                return Err(ApiError::forbidden(format!(
-                    "report {}: agent.host_id {:?} is not the host of the client certificate ({host}); nothing was stored",
-                    report.batch_id, report.agent.host_id
-                )));
             }
+            return Err(ApiError::forbidden(format!(
+                "report {}: agent.host_id {:?} is not the host of the client certificate ({host}); nothing was stored",
+                report.batch_id, report.agent.host_id
+            )));
         }
-        let new: Vec<NewReport> = reports
-            .into_iter()
-            .map(|(r, json)| NewReport {
-                host_id: host.clone(),
-                sequence: r.sequence.unwrap_or_default(),
-                collected_at: r.collected_at,
-                agent_version: r.agent.version,
-                batch_id: r.batch_id,
-                json,
-                findings: r.findings,
-                events: r.events,
-            })
-            .collect();
-        let delivery =
-            Delivery { host_id: host.clone(), certificate: client2.certificate.clone(), received_at: Timestamp::now() };
-        let statuses = state2.store.ingest(&delivery, &new).map_err(|e| match e {
-            StoreError::ForeignBatch { .. } => ApiError::invalid(e.to_string()),
-            other => ApiError::unavailable(&other),
-        })?;
-        let results = new
-            .iter()
-            .zip(statuses)
-            .map(|(r, status)| BatchResult { batch_id: r.batch_id.clone(), sequence: Some(r.sequence), status })
-            .collect();
-        Ok(json_response(StatusCode::OK, &IngestResponse { results }))
-    })
-    .await?
+    }
+    Ok(())
 }
 
 /// Checks the body's shape report by report, so the refusal names the report (`batch_id`) and

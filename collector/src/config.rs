@@ -90,6 +90,10 @@ pub struct RawLimits {
     pub max_decompressed_bytes: u64,
     /// Most reports in one request. Default 256.
     pub max_reports_per_request: u32,
+    /// Request bodies held in memory at once, all clients together (compressed as received,
+    /// then the reports as JSON while they wait for the database); beyond it requests wait,
+    /// then get 503. Default 512 MiB; at least `max_decompressed_bytes`.
+    pub max_buffered_bytes: u64,
     /// Sustained requests per second per client identity. Default 20.
     pub requests_per_sec_per_client: f64,
     /// Requests a client may send at once above the sustained rate. Default 40.
@@ -112,6 +116,7 @@ impl Default for RawLimits {
             max_body_bytes: 8 * 1024 * 1024,
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_reports_per_request: 256,
+            max_buffered_bytes: 512 * 1024 * 1024,
             requests_per_sec_per_client: 20.0,
             burst: 40,
             max_connections: 10_000,
@@ -157,6 +162,8 @@ pub struct Limits {
     pub max_decompressed_bytes: u64,
     /// See [`RawLimits::max_reports_per_request`].
     pub max_reports_per_request: usize,
+    /// See [`RawLimits::max_buffered_bytes`].
+    pub max_buffered_bytes: u64,
     /// See [`RawLimits::requests_per_sec_per_client`].
     pub requests_per_sec_per_client: f64,
     /// See [`RawLimits::burst`].
@@ -325,6 +332,17 @@ fn validate_limits(raw: &RawLimits, issues: &mut Vec<ConfigIssue>) -> Limits {
     check_range(&mut local, "max_body_bytes", raw.max_body_bytes, 1024..=(1 << 30));
     check_range(&mut local, "max_decompressed_bytes", raw.max_decompressed_bytes, 1024..=(4 << 30));
     check_range(&mut local, "max_reports_per_request", raw.max_reports_per_request, 1..=10_000);
+    check_range(&mut local, "max_buffered_bytes", raw.max_buffered_bytes, (1 << 20)..=(1 << 40));
+    if raw.max_buffered_bytes < raw.max_decompressed_bytes || raw.max_buffered_bytes < raw.max_body_bytes {
+        local.push(ConfigIssue::new(
+            "max_buffered_bytes",
+            format!(
+                "must be at least max_decompressed_bytes and max_body_bytes ({}), got {}",
+                raw.max_decompressed_bytes.max(raw.max_body_bytes),
+                raw.max_buffered_bytes
+            ),
+        ));
+    }
     if !(raw.requests_per_sec_per_client.is_finite()
         && raw.requests_per_sec_per_client > 0.0
         && raw.requests_per_sec_per_client <= 1_000_000.0)
@@ -346,6 +364,7 @@ fn validate_limits(raw: &RawLimits, issues: &mut Vec<ConfigIssue>) -> Limits {
         max_body_bytes: raw.max_body_bytes,
         max_decompressed_bytes: raw.max_decompressed_bytes,
         max_reports_per_request: as_usize(raw.max_reports_per_request),
+        max_buffered_bytes: raw.max_buffered_bytes,
         requests_per_sec_per_client: raw.requests_per_sec_per_client,
         burst: raw.burst,
         max_connections: as_usize(raw.max_connections),

@@ -175,3 +175,59 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         s
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    fn cert(cn: Option<&str>, uris: &[&str]) -> Vec<u8> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            p.distinguished_name.push(DnType::CommonName, cn);
+        }
+        p.subject_alt_names = uris.iter().map(|u| SanType::URI((*u).try_into().unwrap())).collect();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_san_uri_names_the_identity_and_the_cn_is_only_a_fallback() {
+        let id = identity_from_cert(&cert(Some("ignored"), &["urn:guestward:host:h-1"]), false).unwrap();
+        assert_eq!(id.role, Role::Host("h-1".into()));
+        let id = identity_from_cert(&cert(Some("h-2"), &["https://example.invalid"]), false).unwrap();
+        assert_eq!(id.role, Role::Host("h-2".into()));
+        let id = identity_from_cert(&cert(None, &["urn:guestward:operator:alice"]), false).unwrap();
+        assert_eq!(id.role, Role::Operator("alice".into()));
+    }
+
+    #[test]
+    fn ambiguous_missing_or_path_like_identities_are_refused() {
+        let two = cert(None, &["urn:guestward:host:a", "urn:guestward:operator:a"]);
+        assert_eq!(identity_from_cert(&two, false).unwrap_err(), IdentityError::Ambiguous);
+        assert_eq!(identity_from_cert(&cert(None, &[]), false).unwrap_err(), IdentityError::NoIdentity);
+        let bad = cert(None, &["urn:guestward:host:../x"]);
+        assert!(matches!(identity_from_cert(&bad, false).unwrap_err(), IdentityError::InvalidName(_)));
+    }
+
+    #[test]
+    fn proxy_headers_decode_in_nginx_and_alb_forms() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let issued = CertificateParams::default().self_signed(&key).unwrap();
+        let text = issued.pem();
+        let nginx =
+            percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC).to_string();
+        const ALB: &percent_encoding::AsciiSet =
+            &percent_encoding::NON_ALPHANUMERIC.remove(b'+').remove(b'=').remove(b'/');
+        let alb = percent_encoding::utf8_percent_encode(&text, ALB).to_string();
+        assert!(alb.contains('/') || alb.contains('+') || alb.contains('='), "{alb}");
+        for header in [nginx, alb, text.clone()] {
+            let chain = decode_proxy_header(header.as_bytes()).unwrap();
+            assert_eq!(chain.len(), 1);
+            assert_eq!(chain[0].as_ref(), issued.der().as_ref());
+        }
+        assert!(decode_proxy_header(b"garbage").is_err());
+        assert!(decode_proxy_header(&vec![b'a'; MAX_PROXY_HEADER_BYTES + 1]).is_err());
+    }
+}

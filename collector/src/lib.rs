@@ -18,12 +18,16 @@ pub mod tls;
 
 mod api;
 mod body;
+mod loglimit;
+mod memory;
 
 use std::sync::Arc;
 
 /// Opens the store named by `config.db` and binds the server: what `guestward-collector serve`
 /// runs (then [`server::Server::run`]).
 pub async fn bind(config: &config::ServeConfig) -> Result<server::Server, StartError> {
+    // TLS files first: a mistake there should not leave a new database file behind.
+    tls::TlsSetup::load(config).map_err(server::ServeError::from)?;
     let store = store::SqliteStore::open(&config.db)?;
     Ok(server::Server::bind(config, Arc::new(store)).await?)
 }

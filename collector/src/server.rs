@@ -11,6 +11,7 @@
 use crate::api;
 use crate::config::{Limits, ProxyConfig, ServeConfig};
 use crate::identity::{ClientIdentity, IdentityError, identity_from_cert};
+use crate::memory::MemoryBudget;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::tls::{TlsError, TlsSetup};
@@ -67,6 +68,10 @@ pub struct AppState {
     pub proxy: ProxyConfig,
     /// Per-client rate limit.
     pub limiter: RateLimiter,
+    /// Request bodies held in memory, all requests together.
+    pub(crate) memory: MemoryBudget,
+    /// Requests being decompressed and parsed at once.
+    pub(crate) parse_slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -106,8 +111,16 @@ impl Server {
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
         let limiter = RateLimiter::new(config.limits.requests_per_sec_per_client, config.limits.burst);
-        let state =
-            AppState { store, tls, limits: config.limits.clone(), proxy: config.proxy.clone(), limiter };
+        let parse_slots = std::thread::available_parallelism().map(usize::from).unwrap_or(2).max(2);
+        let state = AppState {
+            store,
+            tls,
+            limits: config.limits.clone(),
+            proxy: config.proxy.clone(),
+            limiter,
+            memory: MemoryBudget::new(config.limits.max_buffered_bytes),
+            parse_slots: Arc::new(Semaphore::new(parse_slots)),
+        };
         Ok(Self { listener, state: Arc::new(state) })
     }
 
@@ -145,14 +158,21 @@ impl Server {
                 debug!(peer = %peer, "connection refused: limits.max_connections reached");
                 continue;
             };
-            let Some(ip_guard) = IpGuard::acquire(&per_ip, ip, limits.max_connections_per_ip) else {
-                debug!(peer = %peer, "connection refused: limits.max_connections_per_ip reached");
-                continue;
+            // A trusted proxy carries many clients on one address: only the global cap applies.
+            let trusted_proxy = self.state.proxy.trusted.iter().any(|net| net.contains(&ip));
+            let ip_guard = if trusted_proxy {
+                None
+            } else {
+                let Some(guard) = IpGuard::acquire(&per_ip, ip, limits.max_connections_per_ip) else {
+                    debug!(peer = %peer, "connection refused: limits.max_connections_per_ip reached");
+                    continue;
+                };
+                Some(guard)
             };
             let state = self.state.clone();
             let stop = stop_rx.clone();
             tokio::spawn(async move {
-                serve_connection(state, tcp, peer, stop).await;
+                serve_connection(state, tcp, peer, trusted_proxy, stop).await;
                 drop(ip_guard);
                 drop(permit);
             });
@@ -335,11 +355,11 @@ async fn serve_connection(
     state: Arc<AppState>,
     tcp: TcpStream,
     peer: SocketAddr,
+    trusted_proxy: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = &state.limits;
     let _ = tcp.set_nodelay(true);
-    let trusted_proxy = state.proxy.trusted.iter().any(|net| net.contains(&peer.ip().to_canonical()));
     // The configuration is chosen before the handshake, by address: only a trusted proxy may
     // connect without a client certificate. Everyone else fails the handshake without one.
     let config = if trusted_proxy { state.tls.proxy.clone() } else { state.tls.strict.clone() };

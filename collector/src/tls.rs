@@ -52,6 +52,7 @@ impl TlsSetup {
         }
         let roots = Arc::new(roots);
         let chain = read_certs(&config.cert_file)?;
+        refuse_exposed_key(&config.key_file)?;
         let key_bytes = read(&config.key_file, false)?;
         let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsError::File {
             path: config.key_file.clone(),
@@ -85,6 +86,24 @@ impl TlsSetup {
         };
         Ok(Self { strict: build(verifier.clone())?, proxy: build(optional)?, verifier })
     }
+}
+
+/// The collector's private key must not be readable by group or others: a key that leaked to
+/// another local user lets that user impersonate the collector to every agent.
+fn refuse_exposed_key(path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| TlsError::File { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError::File {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the private key is readable by group or others (mode {mode:04o}); run chmod 600 on it"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn read(path: &Path, follow_symlinks: bool) -> Result<Vec<u8>, TlsError> {

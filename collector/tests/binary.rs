@@ -89,6 +89,21 @@ fn binary_refuses_a_config_with_an_unknown_key_naming_file_and_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("collector.toml") && err.contains("max_body"), "{err}");
+    // A server key readable by others is refused.
+    let pki_dir = new_pki(dir.path());
+    std::fs::set_permissions(
+        pki_dir.join("server-key.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--pki-dir"])
+        .arg(&pki_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("server-key.pem") && err.contains("chmod 600"), "{err}");
     std::fs::write(&file, "[limits]\nmax_body_bytes = 0\n").unwrap();
     let out = Command::new(BIN).args(["serve", "--config"]).arg(&file).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

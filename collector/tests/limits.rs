@@ -60,3 +60,31 @@ fn a_peer_that_never_completes_the_handshake_is_dropped_after_the_timeout() {
         assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "closed after {took:?}");
     });
 }
+
+#[test]
+fn requests_beyond_the_memory_budget_wait_then_get_503_and_succeed_once_it_frees() {
+    run(LIMIT, "memory budget", || async {
+        let h = Harness::start(|c| {
+            c.limits.max_body_bytes = 1 << 20;
+            c.limits.max_decompressed_bytes = 1 << 20;
+            c.limits.max_buffered_bytes = 1 << 20;
+            c.limits.request_timeout = Duration::from_secs(2);
+        })
+        .await;
+        // A client announces a 1 MiB body (the whole budget) and stalls.
+        let mut hog = try_connect(&h, HOST_B).await.unwrap();
+        hog.write_all(b"POST /v1/reports HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\n\r\n{")
+            .await
+            .unwrap();
+        hog.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let resp = post(&h, &agent, body(&[report(HOST_A, 1)])).await;
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        // The hog is cut off at its deadline and its reservation returns to the budget.
+        let _ = read_until_closed(&mut hog).await;
+        let resp = post(&h, &agent, body(&[report(HOST_A, 1)])).await;
+        assert_eq!(resp.status(), 200);
+    });
+}
