@@ -7,8 +7,8 @@
 //! collector acknowledged all of them or the deadline passed. What was not delivered stays
 //! spooled for the next run: exit 3 says so, with the reason.
 //!
-//! Not to be run beside a daemon on the same `state_dir`: both would take report sequence
-//! numbers and drain the same spool.
+//! Refused while a daemon answers on the configured control socket: both would take report
+//! sequence numbers and drain the same spool (the daemon ships on its own anyway).
 
 use crate::cli::RunArgs;
 use crate::collect::Collectors;
@@ -31,6 +31,18 @@ pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Res
             "guestward-agent: run --once delivers a report to a collector, but `[transport] enabled` is \
              not true in {source}: set `[transport] enabled = true` with url, ca_file, cert_file and \
              key_file (see packaging/agent.toml), or use `guestward-agent scan` to print a report here"
+        );
+        return Ok(exit::USAGE);
+    }
+    let socket = config.control.socket_path.as_path();
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        // A daemon on this configuration already ships every report; a second writer would take
+        // the same report sequence numbers and drain the same spool.
+        eprintln!(
+            "guestward-agent: a daemon is running on this configuration (its control socket {} \
+             answers) and delivers reports itself: `agentctl scan` asks it for a report now, \
+             `agentctl status` shows its transport",
+            socket.display()
         );
         return Ok(exit::USAGE);
     }

@@ -182,3 +182,15 @@ fn status_shows_the_transport_when_enabled() {
     let (_, out, _) = plain.ctl(&["status"]);
     assert!(out.contains("transport   off"), "{out}");
 }
+
+#[test]
+fn run_once_is_refused_while_a_daemon_ships_on_the_same_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(&transport_section(dir.path(), "https://127.0.0.1:1"), &[]);
+    let (code, stdout, stderr, _) = run_bounded(
+        agent().args(["run", "--once", "--config"]).arg(daemon.dir_path.join("agent.toml")),
+        LIMIT,
+    );
+    assert_eq!(code, Some(2), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("a daemon is running") && stderr.contains("agentctl scan"), "{stderr}");
+}
