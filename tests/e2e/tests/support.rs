@@ -462,7 +462,9 @@ impl Collector {
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .env("GUESTWARD_LOG", "info")
+            // Debug for the accept loop: its handshake failures name the reason (an unknown CA,
+            // an expired certificate), which the tests read when a client saw only a reset.
+            .env("GUESTWARD_LOG", "info,guestward_collector::server=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -936,6 +938,39 @@ pub fn holding_relay(collector_port: u16, server: &Identity, agent: &Identity, c
             // `_down_w` is kept (never written, never closed) until both directions end, so
             // the agent waits for an answer that never comes.
             tokio::join!(forward, hold);
+        }
+    })
+}
+
+/// Completes a TLS handshake with the collector on 127.0.0.1:`port` trusting `ca` and
+/// presenting `identity` (none: no certificate), sends nothing, and reads: returns the error that
+/// ended the connection (`received fatal alert: ...`), or `Ok(())` when the collector closed it
+/// cleanly, sent data, or kept it open for 2 s (accepted: it waits for a request). Sending nothing matters: a client that sent its request while the
+/// server refused its certificate may see a TCP reset instead of the server's alert.
+pub fn raw_tls_read_error(port: u16, ca: &Path, identity: Option<&Identity>) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(ca) {
+        roots.add(c).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(id) => builder.with_client_auth_cert(load_certs(&id.cert), load_key(&id.key)).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.map_err(|e| error_chain(&e))?;
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(e)) => Err(error_chain(&e)),
         }
     })
 }
