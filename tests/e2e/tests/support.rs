@@ -285,16 +285,15 @@ impl Pki {
 
     /// `pki issue-agent --host-id <id>`.
     pub fn agent(&self, host_id: &str) -> Identity {
-        self.issue_agent(host_id, false)
+        self.issue_agent(host_id, &[])
     }
 
-    /// `pki issue-agent --host-id <id> [--force]`: `--force` replaces an earlier one (rotation).
-    pub fn issue_agent(&self, host_id: &str, force: bool) -> Identity {
+    /// `pki issue-agent --host-id <id> <extra>...` (e.g. `--force`, to replace an earlier one:
+    /// rotation; `--days N`).
+    pub fn issue_agent(&self, host_id: &str, extra: &[&str]) -> Identity {
         let dir = self.dir.display().to_string();
         let mut args = vec!["issue-agent", "--dir", &dir, "--host-id", host_id];
-        if force {
-            args.push("--force");
-        }
+        args.extend(extra);
         pki(&args);
         let d = self.dir.join("agents").join(host_id);
         Identity { cert: d.join("cert.pem"), key: d.join("key.pem") }
