@@ -733,14 +733,19 @@ impl Agent {
         cmd
     }
 
+    /// The daemon's command (`guestward-agent run --config <config>`), to spawn and kill.
+    pub fn daemon_command(&self) -> Command {
+        let mut cmd = command("guestward-agent");
+        cmd.arg("run").arg("--config").arg(self.config());
+        cmd
+    }
+
     /// The daemon (`guestward-agent run`), killed when dropped; returns once its control socket
     /// exists.
     pub fn start_daemon(&self) -> Daemon {
         let log = std::fs::File::create(self.dir.join("daemon.log")).unwrap();
-        let child = command("guestward-agent")
-            .arg("run")
-            .arg("--config")
-            .arg(self.config())
+        let child = self
+            .daemon_command()
             .env("GUESTWARD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
