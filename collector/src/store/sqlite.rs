@@ -118,7 +118,12 @@ impl SqliteStore {
             .mode(0o600)
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(path)
-            .map_err(|e| open_err(format!("{e} (a symlink is refused)")))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(code) if code == nix::errno::Errno::ELOOP as i32 => {
+                    open_err("it is a symlink; give the real path".into())
+                }
+                _ => open_err(format!("{e} (does its directory exist?)")),
+            })?;
         let meta = file.metadata().map_err(|e| open_err(e.to_string()))?;
         if !meta.is_file() {
             return Err(open_err("not a regular file".into()));
