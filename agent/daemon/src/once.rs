@@ -7,6 +7,10 @@
 //! collector acknowledged all of them or the deadline passed. What was not delivered stays
 //! spooled for the next run: exit 3 says so, with the reason.
 //!
+//! A run that cannot make its own report (a full disk under the event history, a damaged
+//! state file) still delivers what earlier runs spooled, which is also what frees the disk,
+//! and then exits 3 naming why this run's report is missing.
+//!
 //! Refused while a daemon answers on the configured control socket: both would take report
 //! sequence numbers and drain the same spool (the daemon ships on its own anyway).
 
@@ -78,8 +82,8 @@ pub struct Outcome {
     pub url: String,
     /// The spool's directory.
     pub spool_dir: String,
-    /// This run's report and whether it reached the spool.
-    pub cycle: Cycle,
+    /// This run's report and whether it reached the spool, or why there is no report.
+    pub cycle: Result<Cycle, String>,
     /// Delivery of what the spool held.
     pub delivery: Result<DeliverySummary, String>,
     /// The spool after delivery.
@@ -89,12 +93,31 @@ pub struct Outcome {
 impl Outcome {
     /// Whether this run's report was spooled and the spool was emptied.
     pub fn delivered(&self) -> bool {
-        !matches!(self.cycle.spooled, Spooled::Failed(_)) && self.delivery.is_ok()
+        matches!(&self.cycle, Ok(c) if !matches!(c.spooled, Spooled::Failed(_))) && self.delivery.is_ok()
     }
 
     /// One line for a person.
     pub fn summary(&self) -> String {
-        let report = &self.cycle.report;
+        let cycle = match &self.cycle {
+            Ok(cycle) => cycle,
+            Err(e) => {
+                let delivery = match &self.delivery {
+                    Ok(d) => format!(
+                        "the {} report(s) spooled by earlier runs were delivered to {} ({} stored, {} already stored)",
+                        d.stored + d.duplicates,
+                        self.url,
+                        d.stored,
+                        d.duplicates
+                    ),
+                    Err(e) => format!(
+                        "not delivered to {}: {e}; {} report(s) stay spooled in {}",
+                        self.url, self.spool.reports, self.spool_dir
+                    ),
+                };
+                return format!("this run made no report: {e}; {delivery}");
+            }
+        };
+        let report = &cycle.report;
         let this_run = format!(
             "this run's report: sequence {}, {} findings, {} events{}",
             report.sequence.map_or_else(|| "-".to_string(), |s| s.to_string()),
@@ -102,7 +125,7 @@ impl Outcome {
             report.events.len(),
             if report.any_degraded() { ", some collector degraded (see the report)" } else { "" },
         );
-        let spool_failure = match &self.cycle.spooled {
+        let spool_failure = match &cycle.spooled {
             Spooled::Failed(e) => {
                 format!("this run's report could not be spooled ({e}); its events wait in the history; ")
             }
@@ -127,11 +150,27 @@ impl Outcome {
 
     /// The outcome for scripts.
     pub fn to_json(&self) -> serde_json::Value {
-        let report = &self.cycle.report;
-        let (spooled, spool_error, dropped) = match &self.cycle.spooled {
-            Spooled::Yes(d) => (true, None, d.len()),
-            Spooled::Failed(e) => (false, Some(e.clone()), 0),
-            Spooled::No => (false, None, 0),
+        let this_run = match &self.cycle {
+            Ok(cycle) => {
+                let report = &cycle.report;
+                let (spooled, spool_error, dropped) = match &cycle.spooled {
+                    Spooled::Yes(d) => (true, None, d.len()),
+                    Spooled::Failed(e) => (false, Some(e.clone()), 0),
+                    Spooled::No => (false, None, 0),
+                };
+                serde_json::json!({
+                    "batch_id": report.batch_id,
+                    "sequence": report.sequence,
+                    "collected_at": report.collected_at,
+                    "findings": report.findings.len(),
+                    "events": report.events.len(),
+                    "degraded": report.any_degraded(),
+                    "spooled": spooled,
+                    "spool_error": spool_error,
+                    "spool_drops": dropped,
+                })
+            }
+            Err(e) => serde_json::json!({ "spooled": false, "error": e }),
         };
         let (summary, error) = match &self.delivery {
             Ok(d) => (d.clone(), None),
@@ -140,17 +179,7 @@ impl Outcome {
         serde_json::json!({
             "delivered": self.delivered(),
             "url": self.url,
-            "report": {
-                "batch_id": report.batch_id,
-                "sequence": report.sequence,
-                "collected_at": report.collected_at,
-                "findings": report.findings.len(),
-                "events": report.events.len(),
-                "degraded": report.any_degraded(),
-                "spooled": spooled,
-                "spool_error": spool_error,
-                "spool_drops": dropped,
-            },
+            "report": this_run,
             "stored": summary.stored,
             "duplicates": summary.duplicates,
             "requests": summary.requests,
@@ -172,27 +201,9 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
     let url = config.transport.url.clone().unwrap_or_default();
     let transport = Transport::open(&config)?
         .context("[transport] enabled = true was checked above; the transport must exist")?;
-    let events = Arc::new(
-        EventLog::open(&state_dir, &config.history)
-            .context("the event history (events.db in agent.state_dir) cannot be used")?,
-    );
-    let fim = if config.fim.enabled {
-        FimCollector::Stored(state_dir.clone())
-    } else {
-        FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
-    };
-    let collectors =
-        Collectors::new(&config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
-    let pipeline = Arc::new(
-        Pipeline::new(Arc::clone(&config), collectors, Arc::clone(&events))
-            .with_transport(Some(Arc::clone(&transport))),
-    );
-    let cycle = pipeline.cycle_spooled(Collector::all()).await?;
-    // Whatever the coalescer still holds (drop events included) goes to the history now: this
-    // process ends after delivery.
-    let flushed = Arc::clone(&events);
-    if let Err(e) = tokio::task::spawn_blocking(move || flushed.flush()).await {
-        tracing::error!(error = %e, "events still held could not be stored");
+    let cycle = collect_and_spool(&config, &transport).await.map_err(|e| format!("{e:#}"));
+    if let Err(e) = &cycle {
+        tracing::error!(error = %e, "this run made no report; delivering what earlier runs spooled");
     }
     // The shipper's own deadline, and ours around it in case it overran: past either, what is
     // left stays spooled.
@@ -214,4 +225,32 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
     let stats_of = Arc::clone(&transport);
     let spool = tokio::task::spawn_blocking(move || stats_of.spool.stats()).await.unwrap_or_default();
     Ok(Outcome { url, spool_dir, cycle, delivery, spool })
+}
+
+/// This run's cycle: the report, through the history and into the spool.
+async fn collect_and_spool(config: &Arc<Config>, transport: &Arc<Transport>) -> anyhow::Result<Cycle> {
+    let state_dir = config.agent.state_dir.as_path().to_path_buf();
+    let events = Arc::new(
+        EventLog::open(&state_dir, &config.history)
+            .context("the event history (events.db in agent.state_dir) cannot be used")?,
+    );
+    let fim = if config.fim.enabled {
+        FimCollector::Stored(state_dir.clone())
+    } else {
+        FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
+    };
+    let collectors =
+        Collectors::new(config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
+    let pipeline = Arc::new(
+        Pipeline::new(Arc::clone(config), collectors, Arc::clone(&events))
+            .with_transport(Some(Arc::clone(transport))),
+    );
+    let cycle = pipeline.cycle_spooled(Collector::all()).await?;
+    // Whatever the coalescer still holds (drop events included) goes to the history now: this
+    // process ends after delivery.
+    let flushed = Arc::clone(&events);
+    if let Err(e) = tokio::task::spawn_blocking(move || flushed.flush()).await {
+        tracing::error!(error = %e, "events still held could not be stored");
+    }
+    Ok(cycle)
 }

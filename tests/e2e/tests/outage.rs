@@ -63,3 +63,52 @@ fn reports_spooled_during_an_outage_all_arrive_once_in_order() {
         assert_eq!((s.reports_stored, s.last_sequence, s.missing_sequences), (5, Some(5), 0), "{s:?}");
     });
 }
+
+/// A run that cannot make its own report (here the event history is unusable: `events.db` is a
+/// directory, as a damaged or full state disk leaves it) still delivers what earlier runs
+/// spooled, and exits non-zero naming why its own report is missing.
+#[test]
+fn a_run_that_cannot_make_its_report_still_delivers_what_earlier_runs_spooled() {
+    guestward_core::testing::within(Duration::from_secs(120), "no report, spool delivered", || {
+        let tmp = temp_dir();
+        let pki = Pki::init(&tmp.path().join("pki"));
+        let mut collector = Collector::configure(
+            &tmp.path().join("collector"),
+            &pki,
+            free_port(),
+            CollectorOptions::default(),
+        );
+        let agent = Agent::new(
+            &tmp.path().join("agent"),
+            "host-nohistory",
+            &Transport {
+                url: collector.url(),
+                ca_file: pki.ca(),
+                identity: pki.agent("host-nohistory"),
+                extra: String::new(),
+            },
+        );
+        let (out, json) = agent.run_once_json_within(FAILING_DELIVERY_SECS);
+        out.assert_failure("run --once with the collector down");
+        assert_eq!(json["spool"]["reports"].as_u64(), Some(1), "{json:#}");
+
+        let history = agent.dir.join("state").join("events.db");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", history.display()));
+        }
+        std::fs::create_dir(&history).unwrap();
+        collector.start_again();
+        let (out, json) = agent.run_once_json();
+        out.assert_failure("run --once without a usable event history");
+        assert_eq!(json["report"]["spooled"], false, "{json:#}");
+        let why = json["report"]["error"].as_str().unwrap_or_default();
+        assert!(why.contains("event history"), "the missing report's reason is not named: {json:#}");
+        assert_eq!(
+            (json["stored"].as_u64(), json["spool"]["reports"].as_u64()),
+            (Some(1), Some(0)),
+            "{json:#}"
+        );
+        let s = collector.host("host-nohistory").expect("the spooled report was not delivered").summary;
+        assert_eq!((s.reports_stored, s.last_sequence), (1, Some(1)), "{s:?}");
+    });
+}
