@@ -149,7 +149,13 @@ fn a_collector_that_stays_down_leaves_everything_spooled_with_its_error() {
         let status = shipper.status();
         assert!(!status.connected);
         assert!(status.next_attempt_at.is_some());
-        assert_eq!(status.consecutive_failures, requests as u64);
+        // The server may have seen one more request than the shipper counted: the deadline can
+        // cut off the last one while its answer is on the way.
+        let failures = status.consecutive_failures;
+        assert!(
+            failures == requests as u64 || failures + 1 == requests as u64,
+            "{failures} failures counted for {requests} requests seen"
+        );
         let left: Vec<_> = s.spool.pending(u64::MAX).unwrap().into_iter().map(|b| b.batch_id).collect();
         assert_eq!(left, ids);
         // The collector comes back.
