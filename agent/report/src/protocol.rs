@@ -10,6 +10,7 @@
 //! | POST | `/v1/events` | `guestward_history::Query` | stored events (`guestward_history::StoredEvent`), oldest first |
 //! | GET | `/v1/fim/status` | | `guestward_fim::FimStatus` (404 when FIM is off) |
 //! | POST | `/v1/fim/events` | [`FimEventsRequest`] | `fim.change` / `coverage.gap` events, oldest first |
+//! | POST | `/v1/flush` | [`FlushRequest`] | [`FlushOutcome`]: the shipper sent what the spool holds (409 when `[transport]` is off) |
 
 use guestward_core::{SectionStatus, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,205 @@ pub struct Status {
     /// Delivery to the collector; absent when `[transport] enabled = false`.
     #[serde(default)]
     pub transport: Option<TransportStatus>,
+    /// The verdict `agentctl status` leads with (and its exit code: 0 `ok`, 1 `degraded`).
+    #[serde(default)]
+    pub health: HealthStatus,
+    /// The configuration file as an absolute path (`None`: built-in defaults, no file).
+    #[serde(default)]
+    pub config_path: Option<String>,
+    /// Who this host is, and whether it is an EC2 instance.
+    #[serde(default)]
+    pub identity: IdentityStatus,
+    /// Each collector's last run, result and next run, in [`Collector::ALL`] order.
+    #[serde(default)]
+    pub collectors: Vec<CollectorStatus>,
+    /// File integrity at a glance (`agentctl fim status` has the detail); absent when FIM is
+    /// off.
+    #[serde(default)]
+    pub fim: Option<FimSummary>,
+    /// The agent's own CPU and memory against its budgets, and whether it throttles itself.
+    #[serde(default)]
+    pub self_limits: SelfLimitStatus,
+    /// The last configuration reload (SIGHUP); absent until the first.
+    #[serde(default)]
+    pub reload: Option<ReloadStatus>,
+}
+
+/// The words every status section prints, the same everywhere (`ok`, never `Ok`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Everything the agent is configured to do, it does.
+    #[default]
+    Ok,
+    /// It runs, but some part does not do its whole job (the reasons say which).
+    Degraded,
+}
+
+impl Health {
+    /// The word printed in tables and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Degraded => "degraded",
+        }
+    }
+}
+
+/// The health verdict and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// `ok` or `degraded`.
+    pub verdict: Health,
+    /// One sentence per reason it is not `ok`, most important first (empty when `ok`).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+/// Who this host is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityStatus {
+    /// The host id reports carry (`None` before the first scan when nothing identifies it).
+    pub host_id: Option<String>,
+    /// Where the host id came from: `config`, `ec2_instance_id`, `machine_id`, `none`.
+    pub host_id_source: Option<crate::HostIdSource>,
+    /// The EC2 instance id, when this is an EC2 instance.
+    pub instance_id: Option<String>,
+    /// Why this host is not treated as an EC2 instance (`None` on EC2, or before the cloud
+    /// collector ran).
+    pub not_ec2_reason: Option<String>,
+}
+
+/// How a collector fared, as `agentctl status` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectorState {
+    /// Not run yet since start.
+    Pending,
+    /// Its last run read everything it meant to.
+    Ok,
+    /// Its last run produced data, with problems.
+    Degraded,
+    /// Its last run produced nothing (an error, or it panicked); retried with backoff.
+    Failed,
+    /// Not applicable or turned off in the configuration.
+    Skipped,
+}
+
+impl CollectorState {
+    /// The word printed in tables and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ok => "ok",
+            Self::Degraded => "degraded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One collector in `agentctl status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectorStatus {
+    /// Which collector.
+    pub name: Collector,
+    /// Its last result.
+    pub state: CollectorState,
+    /// When its last run started.
+    pub last_run_at: Option<Timestamp>,
+    /// How long its last run took, in milliseconds.
+    pub last_duration_ms: Option<u64>,
+    /// The first problem (or the crash) of its last run, for a person.
+    pub last_error: Option<String>,
+    /// Runs in a row that failed (reset by a run that did not).
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// When it runs next (the next scheduled scan, or its backoff after failures).
+    pub next_run_at: Option<Timestamp>,
+}
+
+/// File integrity at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FimSummary {
+    /// What the monitor is doing (`baselining`, `watching`, `rescanning`, `stopped`...).
+    pub state: String,
+    /// Whether a complete baseline exists (the first one may still be running).
+    pub baseline_complete: bool,
+    /// Entries in the baseline.
+    pub entries: u64,
+    /// Inotify watches placed.
+    pub watches_granted: u64,
+    /// Inotify watches realtime coverage of every configured tree needs.
+    pub watches_wanted: u64,
+    /// When the last verification rescan (or baseline scan) completed.
+    pub last_verification_at: Option<Timestamp>,
+    /// Coverage gaps not yet closed by a verification rescan.
+    pub open_gaps: u64,
+    /// Change events since the daemon started.
+    pub changes_since_start: u64,
+}
+
+/// The agent's own resource use against its budgets (`[limits]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelfLimitStatus {
+    /// CPU budget, percent of one core, averaged over a minute.
+    pub cpu_budget_percent: f64,
+    /// Resident memory budget, bytes.
+    pub rss_budget_bytes: u64,
+    /// CPU used, percent of one core, averaged over the last minute (`None` until measured).
+    pub cpu_percent: Option<f64>,
+    /// Resident memory now, bytes (`None` until measured).
+    pub rss_bytes: Option<u64>,
+    /// Whether FIM hashing and full scans are slowed down now.
+    pub throttled: bool,
+    /// Why, for a person (which budget is exceeded, by how much).
+    pub throttle_reason: Option<String>,
+    /// Since when (while throttled).
+    pub throttled_since: Option<Timestamp>,
+    /// Times the agent started throttling itself since start.
+    #[serde(default)]
+    pub throttle_episodes_total: u64,
+    /// Seconds spent throttled since start.
+    #[serde(default)]
+    pub throttled_secs_total: u64,
+}
+
+/// The last configuration reload (SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// When it was asked for.
+    pub at: Timestamp,
+    /// Whether the new configuration was applied (`false`: the old one keeps running).
+    pub applied: bool,
+    /// Why it was not applied: every problem, as `check-config` lists them.
+    pub error: Option<String>,
+    /// Reloads applied since start.
+    #[serde(default)]
+    pub applied_total: u64,
+    /// Reloads refused since start.
+    #[serde(default)]
+    pub rejected_total: u64,
+}
+
+/// `POST /v1/flush`: send what the spool holds now, and wait for the collector's answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlushRequest {
+    /// How long to wait for delivery, in seconds (default 30, at most 600).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The answer to `POST /v1/flush`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushOutcome {
+    /// Reports the collector acknowledged during the flush.
+    pub delivered_reports: u64,
+    /// Reports still spooled when it ended.
+    pub remaining_reports: u64,
+    /// Why not everything was delivered (the collector's or the TLS error).
+    pub error: Option<String>,
 }
 
 /// Delivery to the collector, for `agentctl status`.

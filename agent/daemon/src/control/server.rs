@@ -180,6 +180,14 @@ impl Shared {
             // Delivery to the collector (`[transport]`): the shipper's own view, with the
             // spool's depth and the client certificate's expiry.
             transport: self.pipeline.transport().map(|t| t.shipper.status()),
+            // Issue 12: each line below is filled by the part of the daemon that knows it.
+            health: guestward_report::protocol::HealthStatus::default(),
+            config_path: None,
+            identity: guestward_report::protocol::IdentityStatus::default(),
+            collectors: Vec::new(),
+            fim: None,
+            self_limits: guestward_report::protocol::SelfLimitStatus::default(),
+            reload: None,
         }
     }
 }
