@@ -46,8 +46,10 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Scan(ScanArgs),
     /// Run as a daemon: scheduled scans and the control socket for `agentctl` (systemd:
-    /// guestward-agent.service, Type=notify). Stops on SIGTERM or SIGINT. With `--once`: one
-    /// report, delivered to the collector (`[transport]`), then exit.
+    /// guestward-agent.service, Type=notify). Stops on SIGTERM or SIGINT; SIGHUP reloads the
+    /// configuration file (an invalid one is refused and the running configuration kept; see
+    /// `agentctl status`). With `--once`: one report, delivered to the collector
+    /// (`[transport]`), then exit.
     #[command(after_help = RUN_EXIT_CODES)]
     Run(RunArgs),
     /// Print the JSON Schema of the report (`--json` output).
@@ -95,6 +97,31 @@ pub struct RunArgs {
     /// With `--once`: print the outcome as one JSON object instead of a line of text.
     #[arg(long, requires = "once")]
     pub json: bool,
+    /// Keep the agent's state (FIM baseline, history, spool) in DIR instead of `[agent]
+    /// state_dir` of the configuration file (this flag wins, at start and at every reload).
+    /// Created 0700 when missing. With `--once` too.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Listen for `agentctl` on the Unix socket PATH instead of `[control] socket_path` of the
+    /// configuration file (this flag wins, at start and at every reload; `agentctl --socket
+    /// PATH` reaches it). Not with `--once`, which serves no socket.
+    #[arg(long, value_name = "PATH", conflicts_with = "once")]
+    pub socket: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// `--state-dir` and `--socket` as absolute paths (a relative one is taken from the
+    /// current directory, as a shell user means it).
+    pub fn overrides(&self) -> anyhow::Result<crate::daemon::Overrides> {
+        let absolute = |flag: &str, p: &PathBuf| -> anyhow::Result<guestward_core::AbsolutePath> {
+            let abs = std::path::absolute(p).with_context(|| format!("{flag} {}", p.display()))?;
+            guestward_core::AbsolutePath::new(abs).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))
+        };
+        Ok(crate::daemon::Overrides {
+            state_dir: self.state_dir.as_ref().map(|p| absolute("--state-dir", p)).transpose()?,
+            socket_path: self.socket.as_ref().map(|p| absolute("--socket", p)).transpose()?,
+        })
+    }
 }
 
 /// Output formats of `scan`.
@@ -156,7 +183,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => {
             // A config the daemon cannot fully apply stops it here, with every problem listed
             // exactly as `check-config` lists them: it never runs on part of its settings.
-            let (config, source) = match Config::load(cli.config.as_deref()) {
+            let overrides = args.overrides()?;
+            let (mut config, source) = match Config::load(cli.config.as_deref()) {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("{e}");
@@ -164,6 +192,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     return Ok(exit::USAGE);
                 }
             };
+            overrides.apply(&mut config);
             if args.once {
                 return crate::once::run(config, &source, &args);
             }
@@ -173,7 +202,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            let served = runtime.block_on(crate::daemon::run(config, source));
+            let served = runtime.block_on(crate::daemon::run(config, source, overrides));
             // Dropping a runtime waits for every blocking task, so a scan stuck in a read
             // (a hostile file, a hung mount) would turn SIGTERM into a hang until systemd's
             // SIGKILL. The daemon has already stopped serving; give running work a moment.

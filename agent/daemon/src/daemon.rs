@@ -1,24 +1,68 @@
-//! Daemon mode (`guestward-agent run`): scheduled scans, the control socket, systemd readiness.
+//! Daemon mode (`guestward-agent run`): scheduled scans, the control socket, systemd readiness,
+//! configuration reloads on SIGHUP.
+//!
+//! Schedule: the first full scan runs at start; each next one `scan_interval_secs` after the
+//! previous one ended, spread by ±10 % (uniform) so hosts started together (an Auto Scaling
+//! group, a fleet rebooted at once) do not all scan and report at the same moment. A collector
+//! whose run failed or degraded is run again on its own after a backoff
+//! ([`crate::collect::book`]); when such a retry comes back healthy, a full scan follows at
+//! once so the latest report (and the collector) see the recovery.
+//!
+//! Reload (SIGHUP): the same file is read again and checked exactly as at start
+//! ([`Config::load`], then the `run --state-dir` / `--socket` flags on top). An invalid file
+//! changes nothing: the old configuration keeps running, every problem is logged (as
+//! `check-config` lists them) and `agentctl status` shows the rejected reload. A valid one is
+//! put in force at once for `[agent] scan_interval_secs` and `host_id`, `[packages]`,
+//! `[network]`, `[imds]` (the lifecycle watcher restarts on it) and `[history]`. Settings
+//! bound to what the process set up at start, `[agent] state_dir`, `[control]` (the socket,
+//! its group and limits), `[fim]` (the running monitor and its baseline) and `[transport]`
+//! (the spool and the TLS client), keep their running values until a restart: the log and
+//! `status.reload.needs_restart` name each one that changed.
 
 use crate::collect::Collectors;
+use crate::collect::book;
 use crate::collect::fim::FimCollector;
 use crate::config::{Config, ConfigSource, ControlConfig};
 use crate::control::server::{self, AccessPolicy, Shared};
 use crate::pipeline::{EventLog, Pipeline};
 use crate::transport::Transport;
 use anyhow::{Context, bail};
-use guestward_core::Timestamp;
-use guestward_report::protocol::Collector;
+use guestward_core::AbsolutePath;
+use guestward_report::protocol::{Collector, CollectorState};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
+
+/// Settings given on the command line (`run --state-dir`, `run --socket`): they win over the
+/// configuration file, at start and at every reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--state-dir`: replaces `[agent] state_dir`.
+    pub state_dir: Option<AbsolutePath>,
+    /// `--socket`: replaces `[control] socket_path`.
+    pub socket_path: Option<AbsolutePath>,
+}
+
+impl Overrides {
+    /// Puts the command-line settings into `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.state_dir {
+            config.agent.state_dir = dir.clone();
+        }
+        if let Some(socket) = &self.socket_path {
+            config.control.socket_path = socket.clone();
+        }
+    }
+}
 
 /// Runs until SIGTERM or SIGINT. A configuration the daemon cannot fully apply (FIM enabled
 /// but unable to start, a state directory it may not use) stops it here, with the reason:
 /// it never runs with part of its job silently off.
-pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+///
+/// `config` already carries `overrides` (the same ones are applied again to every reload).
+pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> anyhow::Result<()> {
     prepare_state_dir(config.agent.state_dir.as_path())?;
     let limits = server::ServerLimits::from_config(&config.control);
     let socket_path = config.control.socket_path.as_path().to_path_buf();
@@ -55,13 +99,37 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
-    let shared = Arc::new(Shared::new(Arc::clone(&pipeline), source.to_string(), access));
+    let config_path = match &source {
+        ConfigSource::File(p) => Some(std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        ConfigSource::Defaults => None,
+    };
+    let shared = Arc::new(
+        Shared::new(Arc::clone(&pipeline), source.to_string(), access).with_config_path(config_path.clone()),
+    );
+    // Before readiness: SIGHUP's default action ends the process, so a reload asked for right
+    // after start must find the handler in place.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let scheduler = tokio::spawn(schedule_scans(Arc::clone(&shared)));
     let drainer = tokio::spawn(Arc::clone(&pipeline).drain_events());
     // The shipper sends what the spool holds (reports left by an earlier run included) on its
     // own schedule, and at once when the pipeline rings `wake` after a push.
     let shipper = transport.as_ref().map(|t| tokio::spawn(Arc::clone(&t.shipper).run(Arc::clone(&t.wake))));
-    let (stop_lifecycle, lifecycle) = start_lifecycle_watch(&pipeline);
+    let lifecycle = Arc::new(tokio::sync::Mutex::new(LifecycleWatch::start(&pipeline)));
+    let reloader = match hangup {
+        Ok(hangup) => {
+            let reload = Reload {
+                shared: Arc::clone(&shared),
+                path: config_path,
+                overrides,
+                lifecycle: Arc::clone(&lifecycle),
+            };
+            Some(tokio::spawn(reload.run(hangup)))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be handled: a configuration change needs a restart");
+            None
+        }
+    };
     // Readiness: the socket accepts connections from here on. Outside systemd this is a no-op.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify failed");
@@ -71,15 +139,17 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal()).await;
     scheduler.abort();
     drainer.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     if let Some(shipper) = shipper {
         // Anything not yet acknowledged stays in the spool for the next start.
         shipper.abort();
     }
-    let _ = stop_lifecycle.send(true);
-    if let Some(task) = lifecycle {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    if let Some(watch) = lifecycle.lock().await.take() {
+        watch.stop().await;
     }
-    if let Some(monitor) = pipeline.collectors.fim.monitor() {
+    if let Some(monitor) = pipeline.collectors().fim.monitor() {
         monitor.request_stop();
     }
     // What the coalescer still holds goes to the history before the process ends.
@@ -121,52 +191,248 @@ fn start_fim(config: &Config, events: &Arc<EventLog>) -> anyhow::Result<guestwar
 /// termination notice sets the lifecycle state to `terminating` and triggers an immediate full
 /// report, so the last word about this host is out before it disappears. Off EC2 (or with
 /// IMDS disabled) nothing runs.
-fn start_lifecycle_watch(
-    pipeline: &Arc<Pipeline>,
-) -> (tokio::sync::watch::Sender<bool>, Option<tokio::task::JoinHandle<()>>) {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let Ok(collector) = pipeline.collectors.cloud.shared() else { return (stop_tx, None) };
-    let Some(watcher) = collector.lifecycle_watcher(&guestward_core::HostRoot::live()) else {
-        return (stop_tx, None);
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let pipeline = Arc::clone(pipeline);
-    let task = tokio::spawn(async move {
-        let poller = tokio::spawn(watcher.run(tx, stop_rx));
-        while let Some(event) = rx.recv().await {
-            let terminating = event.kind == guestward_cloud::TERMINATING;
-            tracing::warn!(kind = %event.kind, data = %event.data, "instance lifecycle event");
-            pipeline.events.push(event);
-            if terminating && let Err(e) = pipeline.cycle(Collector::all()).await {
-                // Flush: a full report now carries the notice and the final state.
-                tracing::error!(error = %e, "the final report after a termination notice failed");
-            }
-        }
-        let _ = poller.await;
-    });
-    (stop_tx, Some(task))
+struct LifecycleWatch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-async fn schedule_scans(shared: Arc<Shared>) {
-    let interval = Duration::from_secs(shared.config().agent.scan_interval_secs);
-    loop {
-        match shared.pipeline.cycle(Collector::all()).await {
-            Ok(report) => tracing::info!(
-                degraded = report.any_degraded(),
-                findings = report.findings.len(),
-                sequence = report.sequence,
-                "scan complete"
-            ),
-            Err(e) => tracing::error!(error = %e, "scheduled scan failed"),
-        }
-        let next = Timestamp::now()
-            .unix_secs()
-            .saturating_add(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
-        if let Ok(mut n) = shared.next_scan_at.write() {
-            *n = Timestamp::from_unix_secs(next);
-        }
-        tokio::time::sleep(interval).await;
+impl LifecycleWatch {
+    /// Starts the watcher with the pipeline's cloud collector; `None` when there is nothing to
+    /// watch.
+    fn start(pipeline: &Arc<Pipeline>) -> Option<Self> {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let collector = pipeline.collectors().cloud.shared().ok()?;
+        let watcher = collector.lifecycle_watcher(&guestward_core::HostRoot::live())?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let pipeline = Arc::clone(pipeline);
+        let task = tokio::spawn(async move {
+            let poller = tokio::spawn(watcher.run(tx, stop_rx));
+            while let Some(event) = rx.recv().await {
+                let terminating = event.kind == guestward_cloud::TERMINATING;
+                tracing::warn!(kind = %event.kind, data = %event.data, "instance lifecycle event");
+                pipeline.events.push(event);
+                if terminating && let Err(e) = pipeline.cycle(Collector::all()).await {
+                    // Flush: a full report now carries the notice and the final state.
+                    tracing::error!(error = %e, "the final report after a termination notice failed");
+                }
+            }
+            let _ = poller.await;
+        });
+        Some(Self { stop, task })
     }
+
+    /// Stops the watcher (bounded: a poll in flight is not waited for long).
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(2), self.task).await.is_err() {
+            tracing::debug!("the lifecycle watcher did not stop within 2 s");
+        }
+    }
+}
+
+/// Runs the scheduled full scans and the collectors' retries until the process stops. See the
+/// module documentation for the schedule.
+async fn schedule_scans(shared: Arc<Shared>) {
+    let pipeline = Arc::clone(&shared.pipeline);
+    let interval = || Duration::from_secs(pipeline.config().agent.scan_interval_secs);
+    // The first full scan at once; `last_full_end` is when the previous one ended.
+    let mut next_full = Instant::now();
+    let mut last_full_end: Option<Instant> = None;
+    loop {
+        if Instant::now() >= next_full {
+            full_scan(&pipeline).await;
+            let end = Instant::now();
+            last_full_end = Some(end);
+            next_full = end + book::jittered(interval());
+            shared.set_next_scan_at(next_full);
+        } else {
+            let due = pipeline.book().due(Instant::now());
+            if !due.is_empty() {
+                retry(&pipeline, due).await;
+            }
+        }
+        let wake = pipeline.book().next_retry().map_or(next_full, |r| r.min(next_full));
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => {}
+            () = shared.reschedule.notified() => {
+                // A reload may have changed the interval: the next scan is due that long after
+                // the last one ended (at once when that is past).
+                if let Some(end) = last_full_end {
+                    next_full = end + book::jittered(interval());
+                    shared.set_next_scan_at(next_full);
+                }
+            }
+        }
+    }
+}
+
+async fn full_scan(pipeline: &Arc<Pipeline>) {
+    match pipeline.cycle(Collector::all()).await {
+        Ok(report) => tracing::info!(
+            degraded = report.any_degraded(),
+            findings = report.findings.len(),
+            sequence = report.sequence,
+            "scan complete"
+        ),
+        Err(e) => tracing::error!(error = %e, "scheduled scan failed"),
+    }
+}
+
+/// Runs the collectors in `due` again on their own (a partial cycle: nothing is spooled, the
+/// stored inventories do not move). Those that come back healthy are followed by a full scan
+/// at once, so the latest report carries their recovery; the full-scan schedule is unchanged.
+async fn retry(pipeline: &Arc<Pipeline>, due: std::collections::BTreeSet<Collector>) {
+    let names: Vec<&str> = due.iter().map(|c| c.name()).collect();
+    tracing::info!(collectors = ?names, "retrying collectors whose last run failed or degraded");
+    if let Err(e) = pipeline.cycle(due.clone()).await {
+        tracing::error!(error = %e, collectors = ?names, "collector retry failed");
+        return;
+    }
+    let statuses = pipeline.book().statuses(None);
+    let mut recovered = Vec::new();
+    for s in statuses.iter().filter(|s| due.contains(&s.name)) {
+        if matches!(s.state, CollectorState::Ok | CollectorState::Skipped) {
+            recovered.push(s.name.name());
+        } else {
+            tracing::warn!(
+                collector = s.name.name(),
+                state = s.state.as_str(),
+                failures = s.consecutive_failures,
+                error = s.last_error.as_deref().unwrap_or(""),
+                next_retry_at = ?s.next_run_at.map(|t| t.to_string()),
+                "collector still not healthy after a retry"
+            );
+        }
+    }
+    if !recovered.is_empty() {
+        tracing::info!(collectors = ?recovered, "collectors recovered; running a full scan for a complete report");
+        full_scan(pipeline).await;
+    }
+}
+
+/// What a SIGHUP reloads, and with which command-line settings on top.
+struct Reload {
+    shared: Arc<Shared>,
+    /// The configuration file (absolute); `None`: built-in defaults (the default path is
+    /// looked at again, as at start).
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    lifecycle: Arc<tokio::sync::Mutex<Option<LifecycleWatch>>>,
+}
+
+impl Reload {
+    async fn run(self, mut hangup: tokio::signal::unix::Signal) {
+        while hangup.recv().await.is_some() {
+            let outcome = self.once().await;
+            self.shared.record_reload(outcome);
+        }
+    }
+
+    /// One reload: `Ok(settings that changed but need a restart)` when applied, else why not.
+    async fn once(&self) -> Result<Vec<String>, String> {
+        let shown = self.path.as_ref().map_or_else(
+            || format!("built-in defaults ({} if present)", crate::config::DEFAULT_CONFIG_PATH),
+            |p| p.display().to_string(),
+        );
+        tracing::info!(config = %shown, "SIGHUP: reloading the configuration");
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(path.as_deref()))
+            .await
+            .map_err(|e| format!("reading the configuration failed: {e}"));
+        let mut new = match loaded {
+            Ok(Ok((config, _))) => config,
+            Ok(Err(e)) => return Err(self.rejected(&shown, &e.to_string())),
+            Err(e) => return Err(self.rejected(&shown, &e)),
+        };
+        self.overrides.apply(&mut new);
+        let pipeline = &self.shared.pipeline;
+        let old = pipeline.config();
+        let needs_restart = restart_only_changes(&old, &new);
+        // What cannot change without a restart keeps its running value, so status and every
+        // part of the daemon agree on what is in force.
+        new.agent.state_dir = old.agent.state_dir.clone();
+        new.control = old.control.clone();
+        new.fim = old.fim.clone();
+        new.transport = old.transport.clone();
+        let collectors = pipeline.collectors().reconfigured(&old, &new);
+        if old.imds != new.imds
+            && let Err(e) = collectors.cloud.shared()
+        {
+            return Err(
+                self.rejected(&shown, &format!("instance metadata ([imds] or AWS_EC2_METADATA_*): {e}"))
+            );
+        }
+        if old.history != new.history {
+            let events = Arc::clone(&pipeline.events);
+            let history = new.history.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || events.reconfigure(&history)).await {
+                return Err(self.rejected(&shown, &format!("[history] could not be applied: {e}")));
+            }
+        }
+        let imds_changed = old.imds != new.imds;
+        let interval = new.agent.scan_interval_secs;
+        pipeline.reconfigure(Arc::new(new), collectors);
+        self.shared.reschedule.notify_one();
+        if imds_changed {
+            let mut watch = self.lifecycle.lock().await;
+            if let Some(old) = watch.take() {
+                old.stop().await;
+            }
+            *watch = LifecycleWatch::start(pipeline);
+        }
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                config = %shown,
+                settings = %needs_restart.join(", "),
+                "configuration reloaded, but these settings changed and take effect only after a \
+                 restart (systemctl restart guestward-agent); they keep their running values until then"
+            );
+        }
+        tracing::info!(config = %shown, scan_interval_secs = interval, "configuration reloaded");
+        Ok(needs_restart)
+    }
+
+    /// Logs a rejected reload (every problem, one line each, as `check-config` prints them)
+    /// and returns the text for `status`.
+    fn rejected(&self, shown: &str, problems: &str) -> String {
+        tracing::error!(
+            config = %shown,
+            "configuration reload rejected: the previous configuration keeps running; fix the file \
+             (guestward-agent check-config) and send SIGHUP again"
+        );
+        for line in problems.lines() {
+            tracing::warn!("{line}");
+        }
+        problems.to_string()
+    }
+}
+
+/// The settings that differ between `old` and `new` and only take effect at a restart.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.agent.state_dir != new.agent.state_dir {
+        out.push("agent.state_dir".to_string());
+    }
+    let (a, b) = (&old.control, &new.control);
+    for (key, changed) in [
+        ("control.socket_path", a.socket_path != b.socket_path),
+        ("control.socket_group", a.socket_group != b.socket_group),
+        ("control.max_connections", a.max_connections != b.max_connections),
+        ("control.max_connections_per_user", a.max_connections_per_user != b.max_connections_per_user),
+        ("control.request_read_timeout_ms", a.request_read_timeout_ms != b.request_read_timeout_ms),
+        ("control.write_timeout_ms", a.write_timeout_ms != b.write_timeout_ms),
+    ] {
+        if changed {
+            out.push(key.to_string());
+        }
+    }
+    if *old.fim != *new.fim {
+        out.push("[fim]".to_string());
+    }
+    if old.transport != new.transport {
+        out.push("[transport]".to_string());
+    }
+    out
 }
 
 async fn shutdown_signal() {

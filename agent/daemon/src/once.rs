@@ -23,7 +23,7 @@ use crate::pipeline::{Cycle, EventLog, Pipeline, Spooled};
 use crate::transport::Transport;
 use anyhow::Context;
 use guestward_report::protocol::{Collector, SpoolStatus};
-use guestward_transport::{DeliverySummary, ShipperError};
+use guestward_transport::DeliverySummary;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,22 +205,7 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
     if let Err(e) = &cycle {
         tracing::error!(error = %e, "this run made no report; delivering what earlier runs spooled");
     }
-    // The shipper's own deadline, and ours around it in case it overran: past either, what is
-    // left stays spooled.
-    let delivery = match tokio::time::timeout(
-        deadline.saturating_add(Duration::from_secs(5)),
-        transport.shipper.deliver_all(deadline),
-    )
-    .await
-    {
-        Ok(Ok(summary)) => Ok(summary),
-        Ok(Err(ShipperError::Undelivered { undelivered, last_error })) => Err(format!(
-            "{undelivered} report(s) not acknowledged within {}s: {last_error}",
-            deadline.as_secs()
-        )),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("delivery did not finish within {}s", deadline.as_secs())),
-    };
+    let delivery = transport.deliver_within(deadline).await;
     let spool_dir = Transport::spool_dir(&state_dir).display().to_string();
     let stats_of = Arc::clone(&transport);
     let spool = tokio::task::spawn_blocking(move || stats_of.spool.stats()).await.unwrap_or_default();

@@ -7,6 +7,7 @@
 //! spool before its events are marked reported, and the shipper is woken to send it.
 
 use crate::collect::Collectors;
+use crate::collect::book::CollectorBook;
 use crate::config::Config;
 use crate::transport::Transport;
 use guestward_core::{Event, Timestamp};
@@ -161,6 +162,22 @@ impl EventLog {
         }
     }
 
+    /// Puts a reloaded `[history]` in force: what the coalescer holds is stored first (under
+    /// the old limits), then a coalescer with the new limits takes over and the store prunes
+    /// to its new bounds.
+    pub fn reconfigure(&self, config: &guestward_history::HistoryConfig) {
+        let mut coalescer = self.coalescer.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = coalescer.flush(Instant::now());
+        self.store_batch(&batch);
+        *coalescer = Coalescer::new(config.coalesce_limits());
+        drop(coalescer);
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.set_bounds(config.bounds());
+        let pruned = store.prune().map(|_| ());
+        drop(store);
+        self.count_failure(pruned, 0);
+    }
+
     /// The history's counters.
     pub fn stats(&self) -> Result<HistoryStats, HistoryError> {
         self.store.lock().unwrap_or_else(|e| e.into_inner()).stats()
@@ -222,10 +239,14 @@ impl Sequence {
 /// The cycle's owner. See the module documentation.
 #[derive(Debug)]
 pub struct Pipeline {
-    /// The configuration it runs with.
-    pub config: Arc<Config>,
-    /// Every collector, built once.
-    pub collectors: Collectors,
+    /// The configuration it runs with; replaced as a whole by a reload ([`Self::reconfigure`]).
+    /// A cycle takes its own reference at its start and keeps it to its end, so no lock is
+    /// held across a scan and a reload never changes a scan halfway.
+    config: RwLock<Arc<Config>>,
+    /// Every collector, built once (again, per changed section, on a reload).
+    collectors: RwLock<Arc<Collectors>>,
+    /// Each collector's last run and retry backoff.
+    book: CollectorBook,
     /// The event history.
     pub events: Arc<EventLog>,
     latest: RwLock<Option<Arc<Report>>>,
@@ -280,8 +301,9 @@ impl Pipeline {
     pub fn new(config: Arc<Config>, collectors: Collectors, events: Arc<EventLog>) -> Self {
         let sequence = Sequence::load(config.agent.state_dir.as_path());
         Self {
-            config,
-            collectors,
+            config: RwLock::new(config),
+            collectors: RwLock::new(Arc::new(collectors)),
+            book: CollectorBook::new(),
             events,
             latest: RwLock::new(None),
             sequence,
@@ -303,6 +325,28 @@ impl Pipeline {
     /// The spool and shipper, when `[transport]` is enabled.
     pub fn transport(&self) -> Option<&Arc<Transport>> {
         self.transport.as_ref()
+    }
+
+    /// The configuration in force (a reload may replace it; the reference stays valid).
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The collectors in force (a reload may replace them; the reference stays valid).
+    pub fn collectors(&self) -> Arc<Collectors> {
+        Arc::clone(&self.collectors.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Puts a reloaded configuration and its collectors in force. A cycle running now
+    /// finishes with the ones it started with; the next one uses these.
+    pub fn reconfigure(&self, config: Arc<Config>, collectors: Collectors) {
+        *self.collectors.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(collectors);
+        *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+
+    /// Each collector's last run, result and retry.
+    pub fn book(&self) -> &CollectorBook {
+        &self.book
     }
 
     /// One cycle of the given collectors.
@@ -328,15 +372,21 @@ impl Pipeline {
         let _gate = self.gate.lock().await;
         let full = only == Collector::all();
         let this = Arc::clone(self);
-        let built = tokio::task::spawn_blocking(move || this.assemble(&only, full)).await;
+        let (config, collectors) = (self.config(), self.collectors());
+        let interval = std::time::Duration::from_secs(config.agent.scan_interval_secs);
+        let ran = only.clone();
+        let built =
+            tokio::task::spawn_blocking(move || this.assemble(&config, &collectors, &only, full)).await;
         let (report, reported_through) = match built {
             Ok((report, through)) => (Arc::new(report), through),
             Err(e) => {
                 self.scan_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "scan failed");
+                self.book.record_crash(&ran, &format!("the scan failed: {e}"), interval);
                 return Err(CycleError::ScanFailed(e.to_string()));
             }
         };
+        self.book.record(&report, &ran, interval);
         self.scan_runs.fetch_add(1, Ordering::Relaxed);
         if report.any_degraded() {
             self.scan_degraded_runs.fetch_add(1, Ordering::Relaxed);
@@ -383,16 +433,22 @@ impl Pipeline {
 
     /// Scan, then (full cycles) change tracking, events and the sequence number. Returns the
     /// report and the id of the last history event it carries.
-    fn assemble(&self, only: &BTreeSet<Collector>, full: bool) -> (Report, Option<i64>) {
-        let mut report = crate::scan::run(&self.config, &self.collectors, only);
+    fn assemble(
+        &self,
+        config: &Config,
+        collectors: &Collectors,
+        only: &BTreeSet<Collector>,
+        full: bool,
+    ) -> (Report, Option<i64>) {
+        let mut report = crate::scan::run(config, collectors, only);
         if !full {
             return (report, None);
         }
-        let state_dir = self.config.agent.state_dir.as_path();
+        let state_dir = config.agent.state_dir.as_path();
         let collected = std::mem::take(&mut report.events);
         crate::collect::packages::track_changes(
             state_dir,
-            self.config.packages.full_snapshot_interval_secs,
+            config.packages.full_snapshot_interval_secs,
             &mut report,
         );
         crate::collect::network::track_changes(state_dir, &mut report);
@@ -426,7 +482,7 @@ impl Pipeline {
 
     /// When the FIM monitor last finished a verification (or baseline) scan.
     fn fim_verified_at(&self) -> Option<Timestamp> {
-        let status = self.collectors.fim.monitor()?.status();
+        let status = self.collectors().fim.monitor()?.status();
         status
             .last_verification
             .filter(|v| v.outcome == guestward_fim::ScanOutcome::Completed)
@@ -454,7 +510,7 @@ impl Pipeline {
                     dropped,
                     "event storm beyond the coalescing memory cap: a coverage gap was recorded and a verification rescan requested"
                 );
-                if let Some(monitor) = self.collectors.fim.monitor() {
+                if let Some(monitor) = self.collectors().fim.monitor() {
                     monitor.request_rescan(None);
                 }
             }

@@ -4,10 +4,11 @@
 
 use crate::config::Config;
 use guestward_report::Report;
-use guestward_transport::{PushOutcome, Shipper, ShipperError, Spool, SpoolError};
+use guestward_transport::{DeliverySummary, PushOutcome, Shipper, ShipperError, Spool, SpoolError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The spool's directory inside `agent.state_dir`.
 pub const SPOOL_DIR: &str = "spool";
@@ -96,6 +97,30 @@ impl Transport {
                 );
                 Err(e)
             }
+        }
+    }
+
+    /// Delivers everything the spool holds (reports of earlier runs included), retrying until
+    /// `deadline`: `Ok` once the spool is empty, else why not (what was not delivered stays
+    /// spooled). `run --once` and `POST /v1/flush` (`agentctl flush`) both wait this way. A
+    /// pass of the daemon's own shipper task running at the same time takes turns with this
+    /// one (the shipper sends one batch at a time), never sends a report twice at once.
+    pub async fn deliver_within(&self, deadline: Duration) -> Result<DeliverySummary, String> {
+        // The shipper's own deadline, and ours around it in case it overran: past either, what
+        // is left stays spooled.
+        match tokio::time::timeout(
+            deadline.saturating_add(Duration::from_secs(5)),
+            self.shipper.deliver_all(deadline),
+        )
+        .await
+        {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(ShipperError::Undelivered { undelivered, last_error })) => Err(format!(
+                "{undelivered} report(s) not acknowledged within {}s: {last_error}",
+                deadline.as_secs()
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("delivery did not finish within {}s", deadline.as_secs())),
         }
     }
 

@@ -214,6 +214,12 @@ impl EventStore {
         self.bounds
     }
 
+    /// Puts new bounds in force (a configuration reload); they apply from the next write or
+    /// [`Self::prune`].
+    pub fn set_bounds(&mut self, bounds: Bounds) {
+        self.bounds = Bounds { max_age: bounds.max_age, max_events: bounds.max_events.max(2) };
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> HistoryError + '_ {
         |e| sql_err(&self.path, e)
     }

@@ -300,6 +300,10 @@ pub struct ReloadStatus {
     /// Reloads refused since start.
     #[serde(default)]
     pub rejected_total: u64,
+    /// Settings the applied reload changed that take effect only after a restart (they keep
+    /// their running values): `agent.state_dir`, `control.*` keys, `[fim]`, `[transport]`.
+    #[serde(default)]
+    pub needs_restart: Vec<String>,
 }
 
 /// `POST /v1/flush`: send what the spool holds now, and wait for the collector's answers.

@@ -12,7 +12,8 @@ use guestward_core::{HostRoot, Problem, Section};
 use std::sync::Arc;
 
 /// The cloud collector: the IMDS client (or why there is none) and the runtime that drives it.
-#[derive(Debug)]
+/// A clone shares the IMDS client (and its session token).
+#[derive(Debug, Clone)]
 pub struct CloudCollector {
     root: HostRoot,
     runtime: tokio::runtime::Handle,
@@ -46,6 +47,11 @@ impl CloudCollector {
     /// (or an `AWS_EC2_METADATA_*` variable) is unusable.
     pub fn shared(&self) -> Result<Arc<guestward_cloud::CloudCollector>, String> {
         self.inner.clone()
+    }
+
+    /// The runtime that drives the IMDS client.
+    pub fn runtime(&self) -> tokio::runtime::Handle {
+        self.runtime.clone()
     }
 
     /// One collection. Called from a blocking thread, never from async code.

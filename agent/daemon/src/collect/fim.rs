@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where the FIM section comes from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum FimCollector {
     /// The daemon's running monitor.
     Monitor(Arc<guestward_fim::Monitor>),

@@ -8,6 +8,8 @@
 //! is internet-facing only if instance metadata says the address is public) are the
 //! pipeline's, applied after every collector returned.
 
+/// Each collector's last run and retry backoff, for `agentctl status`.
+pub mod book;
 /// Cloud identity (EC2 instance metadata).
 pub mod cloud;
 /// File integrity monitoring.
@@ -52,7 +54,7 @@ impl<T> Collected<T> {
 
 /// Host facts: OS, kernel, CPU, memory, machine-id. Never skipped: file facts work under any
 /// root.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HostCollector {
     root: HostRoot,
 }
@@ -69,9 +71,9 @@ impl HostCollector {
     }
 }
 
-/// Every collector, built once. The daemon keeps one set for its lifetime; a one-shot scan
-/// builds one set and drops it.
-#[derive(Debug)]
+/// Every collector, built once. The daemon keeps one set until a reload (SIGHUP) changes a
+/// collector's section ([`Self::reconfigured`]); a one-shot scan builds one set and drops it.
+#[derive(Debug, Clone)]
 pub struct Collectors {
     /// The filesystem read (`/`, or `--root DIR`).
     pub root: HostRoot,
@@ -105,5 +107,24 @@ impl Collectors {
             fim,
             root,
         }
+    }
+
+    /// The collectors for a reloaded `new` configuration: a collector whose section changed
+    /// from `old` is built again from `new`, the others are kept as they are. Keeping the
+    /// cloud collector when `[imds]` did not change keeps its IMDS session token (one client
+    /// per process), and the file integrity collector is always kept: `[fim]` changes need a
+    /// restart (the running monitor is not swapped).
+    pub fn reconfigured(&self, old: &Config, new: &Config) -> Self {
+        let mut next = self.clone();
+        if old.packages != new.packages {
+            next.packages = packages::PackagesCollector::new(self.root.clone(), new.packages.clone());
+        }
+        if old.network != new.network {
+            next.network = network::NetworkCollector::new(self.root.clone(), new.network.clone());
+        }
+        if old.imds != new.imds {
+            next.cloud = cloud::CloudCollector::new(&new.imds, self.root.clone(), self.cloud.runtime());
+        }
+        next
     }
 }

@@ -15,7 +15,7 @@ const MAX_LISTENER_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Listening sockets with owners and exposure. Live-only: on an offline root the section is
 /// skipped with a note.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NetworkCollector {
     root: HostRoot,
     config: guestward_network::Config,

@@ -6,7 +6,7 @@ use guestward_report::Report;
 use std::path::Path;
 
 /// Software inventory from every package database present under the root.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PackagesCollector {
     root: HostRoot,
     config: guestward_packages::Config,

@@ -29,7 +29,8 @@ use guestward_core::Timestamp;
 use guestward_report::Report;
 use guestward_report::protocol::Collector;
 use guestward_report::protocol::{
-    Counters, ErrorBody, FimEventsRequest, MAX_EVENTS_PER_ANSWER, MAX_FIM_EVENTS, MAX_REQUEST_BYTES,
+    CollectorState, Counters, ErrorBody, FimEventsRequest, FimSummary, FlushOutcome, FlushRequest, Health,
+    HealthStatus, IdentityStatus, MAX_EVENTS_PER_ANSWER, MAX_FIM_EVENTS, MAX_REQUEST_BYTES, ReloadStatus,
     ScanRequest, ScanSummary, Status,
 };
 use std::collections::{BTreeSet, HashMap};
@@ -111,6 +112,12 @@ pub struct Shared {
     pub next_scan_at: RwLock<Option<Timestamp>>,
     /// Who may connect.
     pub access: AccessPolicy,
+    /// The configuration file as an absolute path (`None`: built-in defaults).
+    pub config_path: Option<std::path::PathBuf>,
+    /// The last configuration reload (SIGHUP).
+    reload: RwLock<Option<ReloadStatus>>,
+    /// Rung after a reload, so the scheduler picks up a changed scan interval.
+    pub reschedule: tokio::sync::Notify,
     control_requests: AtomicU64,
     control_denied: AtomicU64,
     control_refused: AtomicU64,
@@ -126,15 +133,62 @@ impl Shared {
             started: Instant::now(),
             next_scan_at: RwLock::new(None),
             access,
+            config_path: None,
+            reload: RwLock::new(None),
+            reschedule: tokio::sync::Notify::new(),
             control_requests: AtomicU64::new(0),
             control_denied: AtomicU64::new(0),
             control_refused: AtomicU64::new(0),
         }
     }
 
-    /// The configuration the daemon runs with.
-    pub fn config(&self) -> &Config {
-        &self.pipeline.config
+    /// The same state, naming the configuration file (absolute) in `status`.
+    pub fn with_config_path(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.config_path = path;
+        self
+    }
+
+    /// The configuration the daemon runs with (a reload may replace it).
+    pub fn config(&self) -> Arc<Config> {
+        self.pipeline.config()
+    }
+
+    /// Sets when the next full scan starts, from the scheduler's monotonic deadline.
+    pub fn set_next_scan_at(&self, at: Instant) {
+        let wait = at.saturating_duration_since(Instant::now());
+        let next = crate::collect::book::add(Timestamp::now(), wait);
+        *self.next_scan_at.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(next);
+    }
+
+    /// Records a reload: `Ok(settings that need a restart)` when applied, `Err(every problem)`
+    /// when refused (the old configuration keeps running).
+    pub fn record_reload(&self, outcome: Result<Vec<String>, String>) {
+        let mut reload = self.reload.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (applied_total, rejected_total) =
+            reload.as_ref().map_or((0, 0), |r| (r.applied_total, r.rejected_total));
+        *reload = Some(match outcome {
+            Ok(needs_restart) => ReloadStatus {
+                at: Timestamp::now(),
+                applied: true,
+                error: None,
+                applied_total: applied_total + 1,
+                rejected_total,
+                needs_restart,
+            },
+            Err(error) => ReloadStatus {
+                at: Timestamp::now(),
+                applied: false,
+                error: Some(error),
+                applied_total,
+                rejected_total: rejected_total + 1,
+                needs_restart: Vec::new(),
+            },
+        });
+    }
+
+    /// The last reload, if any.
+    pub fn reload(&self) -> Option<ReloadStatus> {
+        self.reload.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The latest full report.
@@ -143,15 +197,19 @@ impl Shared {
     }
 
     /// The running file integrity monitor, if any.
-    fn fim(&self) -> Option<&Arc<guestward_fim::Monitor>> {
-        self.pipeline.collectors.fim.monitor()
+    fn fim(&self) -> Option<Arc<guestward_fim::Monitor>> {
+        self.pipeline.collectors().fim.monitor().cloned()
     }
 
-    fn status(&self) -> Status {
+    /// `GET /v1/status`. Cheap: counters, copies of small state, and the history's counters
+    /// (one indexed query); nothing here scans the host or reads the history's events.
+    pub fn status(&self) -> Status {
         let config = self.config();
         let pipeline = self.pipeline.counters();
         let history = self.pipeline.events.stats().ok();
-        Status {
+        let latest = self.latest();
+        let next_scan_at = self.next_scan_at.read().ok().and_then(|n| *n);
+        let mut status = Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             started_at: self.started_at,
@@ -159,8 +217,8 @@ impl Shared {
             config_source: self.config_source.clone(),
             state_dir: config.agent.state_dir.as_path().display().to_string(),
             scan_interval_secs: config.agent.scan_interval_secs,
-            last_scan: self.latest().map(|r| ScanSummary::of(&r)),
-            next_scan_at: self.next_scan_at.read().ok().and_then(|n| *n),
+            last_scan: latest.as_deref().map(ScanSummary::of),
+            next_scan_at,
             lifecycle_state: self.pipeline.events.lifecycle_state(),
             counters: Counters {
                 scan_runs_total: pipeline.scan_runs_total,
@@ -181,15 +239,168 @@ impl Shared {
             // spool's depth and the client certificate's expiry.
             transport: self.pipeline.transport().map(|t| t.shipper.status()),
             // Issue 12: each line below is filled by the part of the daemon that knows it.
-            health: guestward_report::protocol::HealthStatus::default(),
-            config_path: None,
-            identity: guestward_report::protocol::IdentityStatus::default(),
-            collectors: Vec::new(),
-            fim: None,
+            health: HealthStatus::default(),
+            config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
+            identity: identity(latest.as_deref()),
+            collectors: self.pipeline.book().statuses(next_scan_at),
+            fim: self.fim().map(|m| fim_summary(&m.status())),
             self_limits: guestward_report::protocol::SelfLimitStatus::default(),
-            reload: None,
+            reload: self.reload(),
+        };
+        // Last: the verdict reads every part above (the self-limits included).
+        status.health = health(&status, self.fim().map(|m| m.status()).as_ref());
+        status
+    }
+}
+
+/// Who this host is, from the latest full report: the host id and where it came from, and the
+/// cloud section's instance id, or why this is not treated as an EC2 instance.
+fn identity(latest: Option<&Report>) -> IdentityStatus {
+    let Some(report) = latest else { return IdentityStatus::default() };
+    let cloud = report.cloud.as_ref().and_then(|s| s.data.as_ref());
+    let instance_id = cloud.and_then(|c| c.instance_id()).map(str::to_string);
+    let not_ec2_reason = cloud.filter(|c| c.state != guestward_cloud::CloudState::Ec2).map(|c| {
+        let state = serde_json::to_value(c.state).ok().and_then(|v| v.as_str().map(str::to_string));
+        match (&c.reason, state) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(state)) => state,
+            (None, None) => "not an EC2 instance".to_string(),
+        }
+    });
+    IdentityStatus {
+        host_id: report.agent.host_id.clone(),
+        host_id_source: Some(report.agent.host_id_source),
+        instance_id,
+        not_ec2_reason,
+    }
+}
+
+/// File integrity at a glance, from the monitor's status.
+fn fim_summary(s: &guestward_fim::FimStatus) -> FimSummary {
+    use guestward_fim::MonitorState;
+    let state = match s.state {
+        MonitorState::Starting => "starting",
+        MonitorState::Baselining => "baselining",
+        MonitorState::Verifying => "verifying",
+        MonitorState::Watching => "watching",
+        MonitorState::Stopped => "stopped",
+    };
+    FimSummary {
+        state: state.to_string(),
+        baseline_complete: s.baseline_completed_at.is_some(),
+        entries: s.files_in_baseline,
+        watches_granted: s.watches_used,
+        // What realtime coverage of every configured tree needs: each tree's watches, placed
+        // or (rescan-only trees) wanted.
+        watches_wanted: s.trees.iter().map(|t| t.watches).sum(),
+        last_verification_at: s
+            .last_verification
+            .as_ref()
+            .filter(|v| v.outcome == guestward_fim::ScanOutcome::Completed)
+            .map(|v| v.finished),
+        open_gaps: u64::try_from(s.open_gaps.len()).unwrap_or(u64::MAX),
+        changes_since_start: s.changes_reported,
+    }
+}
+
+/// A client certificate this close to its end makes the agent `degraded`: time to renew it
+/// before delivery stops.
+const CERT_EXPIRY_DEGRADED_DAYS: i64 = 14;
+
+/// The verdict and one reason per part that does not do its whole job, most important first:
+/// collectors, file integrity, delivery, the event history, the last reload, self-limits.
+fn health(status: &Status, fim: Option<&guestward_fim::FimStatus>) -> HealthStatus {
+    let mut reasons = Vec::new();
+    for c in &status.collectors {
+        // FIM's section mirrors the monitor, which has its own line below.
+        if c.name == Collector::Fim && fim.is_some() {
+            continue;
+        }
+        let word = match c.state {
+            CollectorState::Failed => "failed",
+            CollectorState::Degraded => "degraded",
+            _ => continue,
+        };
+        let error = c.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        let runs = if c.consecutive_failures > 1 {
+            format!(" ({} runs in a row)", c.consecutive_failures)
+        } else {
+            String::new()
+        };
+        reasons.push(format!("collector {} {word}{runs}{error}", c.name));
+    }
+    if let Some(fim) = fim {
+        let mut parts = Vec::new();
+        if fim.baseline_completed_at.is_none() {
+            parts.push("the baseline is not complete yet (changes are not reported until it is)".to_string());
+        }
+        parts.extend(fim.degraded_reasons.iter().cloned());
+        if !fim.open_gaps.is_empty() && !fim.degraded {
+            parts.push(format!("{} coverage gap(s) open", fim.open_gaps.len()));
+        }
+        if fim.state == guestward_fim::MonitorState::Stopped {
+            parts.push("the monitor stopped".to_string());
+        }
+        if !parts.is_empty() {
+            reasons.push(format!("file integrity: {}", parts.join("; ")));
         }
     }
+    if let Some(t) = &status.transport {
+        if !t.connected && t.consecutive_failures > 0 {
+            reasons.push(format!(
+                "transport: not connected to {} ({} failed attempt(s) in a row){}",
+                t.url,
+                t.consecutive_failures,
+                t.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            ));
+        }
+        let dropped = t.spool.superseded_snapshots_dropped_total
+            + t.spool.events_dropped_total
+            + t.spool.reports_dropped_total;
+        if dropped > 0 {
+            reasons.push(format!(
+                "transport: the spool is full (transport.spool_max_bytes) and dropped data since start:                  {} superseded snapshot(s), {} event(s), {} whole report(s)",
+                t.spool.superseded_snapshots_dropped_total, t.spool.events_dropped_total, t.spool.reports_dropped_total
+            ));
+        }
+        if let Some(cert) = &t.certificate
+            && let Some(days) = cert.days_left
+            && days <= CERT_EXPIRY_DEGRADED_DAYS
+        {
+            reasons.push(if days < 0 {
+                format!("transport: the client certificate {} has expired", cert.path)
+            } else {
+                format!("transport: the client certificate {} expires in {days} day(s)", cert.path)
+            });
+        }
+    }
+    if status.counters.spool_push_failures_total > 0 {
+        reasons.push(format!(
+            "transport: {} report(s) could not be written to the spool since start (see the log)",
+            status.counters.spool_push_failures_total
+        ));
+    }
+    if status.counters.events_store_failures_total > 0 {
+        reasons.push(format!(
+            "event history: {} write(s) to events.db failed since start (see the log)",
+            status.counters.events_store_failures_total
+        ));
+    }
+    if let Some(reload) = status.reload.as_ref().filter(|r| !r.applied) {
+        let first = reload.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("see the log");
+        reasons.push(format!(
+            "the configuration reload at {} was rejected, the previous configuration keeps running: {first}",
+            reload.at
+        ));
+    }
+    if status.self_limits.throttled {
+        reasons.push(format!(
+            "self-limits: throttling{}",
+            status.self_limits.throttle_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        ));
+    }
+    let verdict = if reasons.is_empty() { Health::Ok } else { Health::Degraded };
+    HealthStatus { verdict, reasons }
 }
 
 /// The control API. A request's body must arrive by the connection's [`ReadDeadline`] (set
@@ -204,6 +415,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/events", post(events))
         .route("/v1/fim/status", get(fim_status))
         .route("/v1/fim/events", post(fim_events))
+        .route("/v1/flush", post(flush))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see agentctl --help") })
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(axum::middleware::from_fn(read_body_in_time))
@@ -618,6 +830,36 @@ async fn sbom(State(shared): State<Arc<Shared>>) -> Response {
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("building the SBOM failed: {e}")),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "building the SBOM failed: the task crashed"),
     }
+}
+
+/// Longest `POST /v1/flush` wait, and the default.
+const FLUSH_TIMEOUT_SECS: (u64, u64) = (600, 30);
+
+/// `POST /v1/flush`: delivers everything the spool holds now and waits for the collector's
+/// acknowledgements, up to `timeout_secs`. 409 when `[transport]` is off (nothing to deliver
+/// to). The answer is 200 whether or not everything went: `error` and `remaining_reports` say.
+async fn flush(State(shared): State<Arc<Shared>>, Json(request): Json<FlushRequest>) -> Response {
+    let Some(transport) = shared.pipeline.transport().cloned() else {
+        return error(
+            StatusCode::CONFLICT,
+            "reports are not delivered anywhere: [transport] enabled = false in the agent's \
+             configuration, so there is nothing to flush",
+        );
+    };
+    let secs = request.timeout_secs.unwrap_or(FLUSH_TIMEOUT_SECS.1);
+    if !(1..=FLUSH_TIMEOUT_SECS.0).contains(&secs) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("timeout_secs must be 1..={}, got {secs}", FLUSH_TIMEOUT_SECS.0),
+        );
+    }
+    let before = transport.shipper.status().delivered_reports_total;
+    let delivery = transport.deliver_within(Duration::from_secs(secs)).await;
+    // What the shipper's own task delivered meanwhile counts too: the spool was emptied either way.
+    let delivered = transport.shipper.status().delivered_reports_total.saturating_sub(before);
+    let remaining = u64::try_from(transport.spool.len()).unwrap_or(u64::MAX);
+    Json(FlushOutcome { delivered_reports: delivered, remaining_reports: remaining, error: delivery.err() })
+        .into_response()
 }
 
 async fn scan_now(State(shared): State<Arc<Shared>>, Json(request): Json<ScanRequest>) -> Response {
