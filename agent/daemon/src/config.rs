@@ -98,7 +98,9 @@ pub struct AgentConfig {
     /// Overrides the host id in reports. Leave unset: the EC2 instance id, else
     /// `/etc/machine-id`, is used and the source recorded.
     pub host_id: Option<String>,
-    /// Seconds between full scans in daemon mode (the first runs at start).
+    /// Seconds between full scans in daemon mode (the first runs at start). Each wait is spread
+    /// by ±10 % so a fleet does not scan in step; a collector that failed or degraded is retried
+    /// on its own sooner (see `guestward_agent::collect::book`).
     pub scan_interval_secs: u64,
 }
 

@@ -9,6 +9,7 @@ mod daemon;
 mod events;
 mod fim;
 mod hardening;
+mod lifecycle;
 mod sbom;
 mod support;
 mod transport;

@@ -371,7 +371,7 @@ impl Shipper {
         }
     }
 
-    /// Runs until the process stops: sends every `flush_interval_secs`, or at once when `wake`
+    /// Runs until the process stops: sends every `flush_interval_secs` (±10 %), or at once when `wake`
     /// is notified (a new report); on failure backs off (full jitter, cap 5 minutes, honouring
     /// `Retry-After`).
     pub async fn run(self: Arc<Self>, wake: Arc<tokio::sync::Notify>) {
@@ -381,7 +381,9 @@ impl Shipper {
                 Step::Progress { .. } => continue,
                 Step::Empty => {
                     tokio::select! {
-                        () = tokio::time::sleep(self.flush_interval) => {}
+                        // ±10 % (uniform): hosts started together drift apart instead of
+                        // calling the collector in step.
+                        () = tokio::time::sleep(self.flush_interval.mul_f64(0.9 + 0.2 * fastrand::f64())) => {}
                         () = wake.notified() => {}
                     }
                 }
