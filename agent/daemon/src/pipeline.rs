@@ -577,6 +577,29 @@ mod tests {
         Arc::new(Pipeline::new(config, collectors, events).with_transport(Some(transport)))
     }
 
+    /// A reloaded `[history]` keeps what the coalescer held and prunes to the new bounds.
+    #[test]
+    fn history_reconfigure_keeps_held_events_and_applies_the_new_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path(), &guestward_history::HistoryConfig::default()).unwrap();
+        let event = |i: u32| Event {
+            time: Timestamp::now(),
+            kind: "test.event".into(),
+            data: serde_json::json!({ "path": format!("/f{i}") }),
+        };
+        let batch: Vec<Event> = (0..300).map(event).collect();
+        log.append(&batch);
+        log.push(event(1000));
+        assert_eq!(log.stats().unwrap().stored, 300);
+        let smaller = guestward_history::HistoryConfig { max_events: 100, ..Default::default() };
+        log.reconfigure(&smaller);
+        let stats = log.stats().unwrap();
+        assert!(stats.stored <= 100, "{stats:?}");
+        let newest = log.query(&Query { limit: 1000, ..Query::default() }).unwrap();
+        assert!(newest.iter().any(|e| e.event.data["path"] == "/f1000"), "the held event was lost");
+        assert_eq!(log.store_failures_total(), 0);
+    }
+
     /// A full report is on disk before its events count as reported, and what the spool's bound
     /// drops becomes a `transport.spool_dropped` event that the next report carries.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,6 +209,7 @@ impl Shared {
         let history = self.pipeline.events.stats().ok();
         let latest = self.latest();
         let next_scan_at = self.next_scan_at.read().ok().and_then(|n| *n);
+        let fim = self.fim().map(|m| m.status());
         let mut status = Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -243,12 +244,12 @@ impl Shared {
             config_path: self.config_path.as_ref().map(|p| p.display().to_string()),
             identity: identity(latest.as_deref()),
             collectors: self.pipeline.book().statuses(next_scan_at),
-            fim: self.fim().map(|m| fim_summary(&m.status())),
+            fim: fim.as_ref().map(fim_summary),
             self_limits: guestward_report::protocol::SelfLimitStatus::default(),
             reload: self.reload(),
         };
         // Last: the verdict reads every part above (the self-limits included).
-        status.health = health(&status, self.fim().map(|m| m.status()).as_ref());
+        status.health = health(&status, fim.as_ref());
         status
     }
 }
