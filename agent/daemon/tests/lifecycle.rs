@@ -342,3 +342,43 @@ fn flush_against_an_unreachable_collector_says_what_stays_spooled() {
     let (code, body) = request(&daemon.socket, "POST", "/v1/flush", r#"{"timeout_secs": 0}"#);
     assert_eq!(code, 400, "{body}");
 }
+
+/// `--state-dir` applies to `run --once` too: its history, sequence and spool go there, and the
+/// file's state directory is never created.
+#[test]
+fn run_once_keeps_its_state_in_the_state_dir_given_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let key = dir.path().join("agent-key.pem");
+    std::fs::copy(fixture("tls/agent-key.pem"), &key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\nhost_id = \"test-host\"\n[fim]\nenabled = false\n{QUIET}\
+             [transport]\nenabled = true\nurl = \"https://127.0.0.1:{port}\"\nca_file = \"{}\"\n\
+             cert_file = \"{}\"\nkey_file = \"{}\"\n",
+            dir.path().join("file-state").display(),
+            fixture("tls/ca.pem").display(),
+            fixture("tls/agent.pem").display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("flag-state");
+    let (code, stdout, stderr, _) = run_bounded(
+        agent()
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--once", "--timeout-secs", "1", "--json", "--state-dir"])
+            .arg(&state),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(3), "stdout: {stdout}\nstderr: {stderr}");
+    let outcome: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(outcome["spool"]["dir"], state.join("spool").display().to_string().as_str(), "{outcome}");
+    assert!(state.join("report-sequence").is_file() && state.join("events.db").is_file());
+    assert!(!dir.path().join("file-state").exists(), "the file's state_dir was used");
+}

@@ -111,8 +111,13 @@ impl CollectorBook {
         let now = Instant::now();
         let mut entries = self.entries();
         for &c in ran {
-            let Some((status, first_problem, duration_ms)) = outcome(report, c) else { continue };
             let entry = &mut entries[index(c)];
+            let Some((status, first_problem, duration_ms)) = outcome(report, c) else {
+                // No section for a collector that was asked for (not expected): no retry either,
+                // so a missing section can never make the scheduler spin.
+                entry.retry_at = None;
+                continue;
+            };
             entry.last_run_at = Some(report.collected_at);
             entry.last_duration_ms = Some(duration_ms);
             entry.state = match status {
