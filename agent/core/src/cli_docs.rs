@@ -21,9 +21,14 @@ pub use clap_complete::Shell;
 pub const MAN_SECTION: &str = "8";
 
 /// Writes the completion script of `cmd` for `shell` to `out`.
-pub fn write_completions(cmd: &mut clap::Command, shell: Shell, out: &mut dyn Write) {
+pub fn write_completions(cmd: &mut clap::Command, shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
+    // Generated into memory first: clap_complete panics on a write error (a closed pipe,
+    // `agentctl completions bash | head`), which must be an ordinary error instead.
     let name = cmd.get_name().to_string();
-    clap_complete::generate(shell, cmd, name, out);
+    let mut buffer = Vec::new();
+    clap_complete::generate(shell, cmd, name, &mut buffer);
+    out.write_all(&buffer)?;
+    out.flush()
 }
 
 /// Writes every man page (the command, and one per visible subcommand, recursively, named
@@ -46,9 +51,8 @@ pub fn generate_to(cmd: clap::Command, dir: &Path) -> std::io::Result<Vec<PathBu
         let target = dir.join(sub);
         std::fs::create_dir_all(&target)?;
         let path = target.join(file);
-        let mut buffer = Vec::new();
-        write_completions(&mut cmd, shell, &mut buffer);
-        std::fs::write(&path, buffer)?;
+        let mut file = std::fs::File::create(&path)?;
+        write_completions(&mut cmd, shell, &mut file)?;
         written.push(path);
     }
     Ok(written)

@@ -583,7 +583,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::CheckConfig { path, .. } => return check_config(path.clone(), options.json),
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();
-            guestward_core::cli_docs::write_completions(&mut Cli::command(), *shell, &mut out);
+            guestward_core::cli_docs::write_completions(&mut Cli::command(), *shell, &mut out)?;
             out.flush()?;
             return Ok(exit::OK);
         }
