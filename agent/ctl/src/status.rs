@@ -83,7 +83,9 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
     )?;
     match &status.config_path {
         Some(path) => writeln!(out, "config      {path}")?,
-        None => writeln!(out, "config      built-in defaults ({})", cut(&status.config_source, WIDTH - 32))?,
+        // No absolute path: the daemon's own words, "built-in defaults (... not present)"
+        // (a daemon that does not fill `config_path` names its file there too).
+        None => writeln!(out, "config      {}", cut(&status.config_source, WIDTH - 12))?,
     }
     writeln!(out, "state dir   {}", status.state_dir)?;
 
@@ -266,13 +268,21 @@ fn render_fim(fim: &FimSummary, now: Timestamp, out: &mut dyn Write) -> std::io:
 }
 
 fn render_self_limits(l: &SelfLimitStatus, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+    // A budget of 0 is one the daemon did not report (an agent without self-limits).
+    let cpu_budget =
+        if l.cpu_budget_percent > 0.0 { format!(" of {:.1}%", l.cpu_budget_percent) } else { String::new() };
+    let rss_budget = if l.rss_budget_bytes > 0 {
+        format!(" of {}", human_bytes(l.rss_budget_bytes))
+    } else {
+        String::new()
+    };
     let cpu = match l.cpu_percent {
-        Some(p) => format!("cpu {p:.1}% of {:.1}%", l.cpu_budget_percent),
-        None => format!("cpu not measured yet (budget {:.1}%)", l.cpu_budget_percent),
+        Some(p) => format!("cpu {p:.1}%{cpu_budget}"),
+        None => "cpu not measured yet".to_string(),
     };
     let rss = match l.rss_bytes {
-        Some(b) => format!("memory {} of {}", human_bytes(b), human_bytes(l.rss_budget_bytes)),
-        None => format!("memory not measured yet (budget {})", human_bytes(l.rss_budget_bytes)),
+        Some(b) => format!("memory {}{rss_budget}", human_bytes(b)),
+        None => "memory not measured yet".to_string(),
     };
     let state = if l.throttled {
         let since = l
@@ -446,7 +456,7 @@ mod tests {
             pid: 4242,
             started_at: at(NOW - 7_380),
             uptime_secs: 7_380,
-            config_source: "built-in defaults".into(),
+            config_source: "built-in defaults (/etc/guestward/agent.toml not present)".into(),
             state_dir: "/var/lib/guestward".into(),
             scan_interval_secs: 900,
             last_scan: None,
@@ -635,7 +645,10 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "health      degraded");
         assert_eq!(lines[1], "  - the last scan's packages section is degraded (2 problem(s))");
-        assert!(out.contains("config      built-in defaults (built-in defaults)\n"), "{out}");
+        assert!(
+            out.contains("config      built-in defaults (/etc/guestward/agent.toml not present)\n"),
+            "{out}"
+        );
         assert!(
             out.contains("identity    host 4f3c0a; EC2 unknown yet (the cloud collector has not run)\n"),
             "{out}"
@@ -643,7 +656,10 @@ mod tests {
         assert!(out.contains("  host      ok        0\n  packages  degraded  2\n"), "{out}");
         assert!(out.contains("fim         off ([fim] enabled = false)\n"), "{out}");
         assert!(out.contains("transport   off: reports stay on this host"), "{out}");
-        assert!(out.contains("self-limits not throttled: cpu not measured yet (budget 0.0%)"), "{out}");
+        assert!(
+            out.contains("self-limits not throttled: cpu not measured yet, memory not measured yet\n"),
+            "{out}"
+        );
         assert_eq!(effective_health(&status).verdict, Health::Degraded);
     }
 
