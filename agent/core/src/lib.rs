@@ -13,6 +13,8 @@
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
 
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 pub mod config;
 pub mod exit;
 mod finding;

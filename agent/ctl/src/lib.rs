@@ -4,14 +4,16 @@
 //! so the two can never disagree.
 
 pub mod client;
+pub mod inventory;
+pub mod status;
 
 use clap::builder::TypedValueParser;
-use clap::{Parser, Subcommand, ValueEnum};
-use client::{Client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SCAN_REQUEST_TIMEOUT};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use client::{Client, ClientError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SCAN_REQUEST_TIMEOUT};
 use guestward_core::exit;
 use guestward_core::{Finding, Timestamp};
 use guestward_report::Report;
-use guestward_report::protocol::{Collector, ScanRequest, Status, TransportStatus};
+use guestward_report::protocol::{Collector, FlushOutcome, FlushRequest, Health, ScanRequest, Status};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,60 +23,171 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/guestward/agent.toml";
 /// The control socket when the configuration does not name one.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/guestward/agent.sock";
 
+/// `agentctl status`: the agent is not running, or could not be reached (no socket, connection
+/// refused, no answer in time).
+pub const EXIT_NOT_RUNNING: u8 = 2;
+/// `agentctl status`: the control socket refused us (file permissions, or the daemon's
+/// peer-credential check).
+pub const EXIT_PERMISSION_DENIED: u8 = 3;
+
+/// How long `agentctl flush` lets the agent deliver when `--timeout` is not given (the
+/// daemon's own default), and at most.
+pub const FLUSH_DEFAULT_SECS: u64 = 30;
+/// The longest `--timeout` of `agentctl flush` (the daemon's cap).
+pub const FLUSH_MAX_SECS: u64 = 600;
+
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (check-config: the file is valid)
-  1  the check failed (check-config: invalid file; status: the agent is not running or the
-     last scan degraded)
-  2  usage error, or the agent could not be reached or did not answer in time (--timeout)
-A closed standard output (`agentctl report --json | head`) stops the output quietly, exit 0.";
+  0  success
+  1  status: degraded; scan, ports, imds: a section degraded or failed; fim status: coverage
+     degraded; fim baseline: no complete baseline yet; flush: not everything was delivered, or
+     reporting is off; check-config: the file is invalid
+  2  usage error, or the agent is not running, unreachable, or did not answer in time
+  3  status only: permission denied on the control socket
+With --json, every failure prints one JSON object on stdout (`agentctl status --help` shows
+it) and one line on stderr. A closed standard output (`agentctl report --json | head`) stops
+the output quietly, exit 0.";
+
+const STATUS_EXIT_CODES: &str = "\
+Exit codes (for scripts and health checks):
+  0  ok: the agent runs and does everything it is configured to do
+  1  degraded: it runs, but some part does not do its whole job (the reasons say which)
+  2  not running or unreachable: no socket, connection refused, or no answer in time
+  3  permission denied: run as root or as a member of the socket's group (guestward)
+With --json every outcome prints one JSON object on stdout: the status when the agent
+answered (its `health.verdict` is `ok` or `degraded`), else
+  {\"health\": {\"verdict\": \"not_running\", \"reasons\": [\"...\"]}, \"error\": \"...\",
+   \"kind\": \"not_running\", \"reachable\": false, \"socket\": \"/run/guestward/agent.sock\",
+   \"exit_code\": 2}
+where verdict and kind are `not_running`, `unreachable` or `permission_denied`.";
+
+const FLUSH_EXIT_CODES: &str = "\
+Exit codes:
+  0  everything the spool held was delivered (acknowledged by the collector)
+  1  not everything was delivered before --timeout (it stays spooled; the error says why), or
+     reporting is off ([transport] enabled = false: the agent answers 409)
+  2  usage error, or the agent is not running, unreachable, or did not answer in time";
+
+/// The control socket and how long to wait for the agent. Accepted before the command
+/// (`agentctl --socket S status`) or after it (`agentctl status --socket S`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Connection {
+    /// The agent's control socket [default: control.socket_path from
+    /// /etc/guestward/agent.toml, else /run/guestward/agent.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Give up waiting for the agent's answer after SECS seconds [default: 30; `scan`,
+    /// `ports` and `imds`, which run a scan (after any scan in progress), 600]. Connecting has
+    /// its own 5 s limit.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: Option<u64>,
+}
 
 /// Local control of the guestward agent. Start with `agentctl status`.
 #[derive(Debug, Parser)]
 #[command(name = "agentctl", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// The agent's control socket [default: control.socket_path from the config, else
-    /// /run/guestward/agent.sock]
-    #[arg(long, global = true, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    /// The socket and timeout, given before the command.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Print JSON instead of tables (also accepted after the command).
+    #[arg(long)]
     pub json: bool,
-    /// Give up waiting for the agent's answer after SECS seconds [default: 30; `scan` and
-    /// `ports`, which run a scan (after any scan in progress), 600]. Connecting has its own
-    /// 5 s limit.
-    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub timeout: Option<u64>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Subcommands.
+/// Subcommands. Each offers only the options it uses.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Is the agent running, when did it last scan, did anything degrade?
-    Status,
+    /// Start here: the health verdict and why, the agent, its configuration and identity, each
+    /// collector's last and next run, file integrity, reporting and self-limits.
+    #[command(after_help = STATUS_EXIT_CODES)]
+    Status {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print the status as JSON (every outcome prints JSON; see below).
+        #[arg(long)]
+        json: bool,
+    },
     /// The latest full report (same shape as `guestward-agent scan --json`).
-    Report,
+    Report {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print JSON instead of the human summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// The findings of the latest scan, most severe first.
-    Findings,
-    /// The software inventory of the latest full report: a summary, the packages section as
-    /// JSON (`--json`), or a CycloneDX 1.6 SBOM (`--format cyclonedx`) for grype, trivy or
-    /// Dependency-Track.
+    Findings {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The software inventory of the latest full report. With NAME: every package whose name
+    /// contains NAME (any case), as a table (name, version, source, arch, location);
+    /// `--all`: every package; neither: a count per package source. `--format cyclonedx`: a
+    /// CycloneDX 1.6 SBOM of everything, for grype, trivy or Dependency-Track.
     Inventory {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = InventoryFormat::Human)]
+        /// Only packages whose name contains this (case-insensitive), e.g. `openssl`.
+        #[arg(value_name = "NAME", conflicts_with = "all")]
+        name: Option<String>,
+        /// List every package.
+        #[arg(long)]
+        all: bool,
+        /// Output format (`cyclonedx` is JSON already: no --json, no NAME).
+        #[arg(long, value_enum, default_value_t = InventoryFormat::Human, conflicts_with_all = ["json", "name", "all"])]
         format: InventoryFormat,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print JSON: the packages section, or with NAME or --all the matching rows.
+        #[arg(long)]
+        json: bool,
     },
     /// Listening sockets right now (the agent runs a fresh network scan): like `ss -tulpn`, plus
     /// exposure, user and systemd unit. `--json` prints the network section.
-    Ports,
+    Ports {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print the network section as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the agent to scan now and print the result.
     Scan {
-        /// Run only these collectors (comma-separated): host, packages, cloud, network.
+        /// Run only these collectors (comma-separated): host, packages, cloud, network, fim.
         #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
         only: Vec<Collector>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the agent to send what its spool holds to the collector now, and wait for the
+    /// collector's acknowledgements (`[transport]` must be enabled).
+    #[command(after_help = FLUSH_EXIT_CODES)]
+    Flush {
+        /// The agent's control socket [default: control.socket_path from
+        /// /etc/guestward/agent.toml, else /run/guestward/agent.sock]
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// How long the agent may try to deliver, in seconds [default: 30, at most 600];
+        /// agentctl waits that long plus 15 s for its answer.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=FLUSH_MAX_SECS))]
+        timeout: Option<u64>,
+        /// Print the outcome as JSON: {"delivered_reports", "remaining_reports", "error"}.
+        #[arg(long)]
+        json: bool,
     },
     /// The event history, oldest first: file changes, listener and package changes,
     /// lifecycle notices, coverage gaps. Storms appear as one summary per path
@@ -98,6 +211,12 @@ pub enum Command {
         /// --after it starts now); stop with Ctrl-C.
         #[arg(long)]
         follow: bool,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print JSON (one object per line with --follow).
+        #[arg(long)]
+        json: bool,
     },
     /// File integrity monitoring: coverage status, or the change and coverage-gap events.
     Fim {
@@ -107,29 +226,66 @@ pub enum Command {
     },
     /// Validate a configuration file (default: /etc/guestward/agent.toml), listing every
     /// error with file:line:column and key. Needs no daemon: runs `guestward-agent
-    /// check-config`, the daemon's own validation.
+    /// check-config`, the daemon's own validation (exit 0 valid, 1 invalid, 2 unreadable).
     CheckConfig {
         /// The file to check.
         path: Option<PathBuf>,
+        /// Print `{"path", "valid", "errors": [...]}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask the agent to query the EC2 Instance Metadata Service now and show this instance's
     /// identity and metadata-service posture. Off EC2 it answers `not_ec2` from local firmware
     /// data without sending any request. Without a running agent, use
     /// `guestward-agent scan --only cloud`.
-    Imds,
+    Imds {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print the cloud section and its findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the shell completion script of agentctl (`agentctl completions bash >
+    /// /usr/share/bash-completion/completions/agentctl`; the packages install them).
+    Completions {
+        /// The shell.
+        shell: guestward_core::cli_docs::Shell,
+    },
+    /// Write agentctl's man pages and bash, zsh and fish completions under DIR, laid out as
+    /// they are installed under /usr/share (for packaging: scripts/gen-cli-docs).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// The directory to write into (created when missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `agentctl fim ...`
 #[derive(Debug, Subcommand)]
 pub enum FimCtl {
     /// Watched trees, baseline size, last scan, degraded coverage (exit 1 when degraded).
-    Status,
+    Status {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Baseline progress: entries recorded and bytes hashed while the daemon builds or verifies
     /// its baseline (exit 0 once a baseline is complete, 1 while none is).
     Baseline {
         /// Keep printing progress until the running scan finishes.
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Change and coverage-gap events, oldest first.
     Events {
@@ -139,85 +295,378 @@ pub enum FimCtl {
         /// At most this many events.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Output formats of `agentctl inventory`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InventoryFormat {
-    /// A summary per package source (`--json`: the packages section).
+    /// A summary per package source, or a table with NAME or --all (`--json`: JSON).
     Human,
     /// A CycloneDX 1.6 JSON SBOM.
     Cyclonedx,
 }
 
+/// The options that apply to the command being run, whether given before or after it.
+#[derive(Debug, Clone, Default)]
+struct Options {
+    socket: Option<PathBuf>,
+    timeout: Option<u64>,
+    json: bool,
+}
+
+impl Cli {
+    /// Whether JSON output was asked for, before or after the command.
+    pub fn json_requested(&self) -> bool {
+        self.json || self.command.own_json()
+    }
+
+    /// The command and its options, the command's own taking precedence over those given
+    /// before it. Options given before a command that does not use them are refused, as they
+    /// would be after it: a silently ignored `--timeout` misleads.
+    fn resolve(self) -> anyhow::Result<(Command, Options)> {
+        let before = self.connection;
+        let own = match &self.command {
+            Command::Status { connection, json }
+            | Command::Report { connection, json }
+            | Command::Findings { connection, json }
+            | Command::Inventory { connection, json, .. }
+            | Command::Ports { connection, json }
+            | Command::Scan { connection, json, .. }
+            | Command::Events { connection, json, .. }
+            | Command::Imds { connection, json }
+            | Command::Fim { command: FimCtl::Status { connection, json } }
+            | Command::Fim { command: FimCtl::Baseline { connection, json, .. } }
+            | Command::Fim { command: FimCtl::Events { connection, json, .. } } => {
+                Some((connection.socket.clone(), connection.timeout, *json))
+            }
+            Command::Flush { socket, timeout, json } => Some((socket.clone(), *timeout, *json)),
+            Command::CheckConfig { .. } | Command::Completions { .. } | Command::GenerateDocs { .. } => None,
+        };
+        let options = match own {
+            Some((socket, timeout, json)) => Options {
+                socket: socket.or(before.socket),
+                timeout: timeout.or(before.timeout),
+                json: json || self.json,
+            },
+            None => {
+                let name = self.command.name();
+                if before.socket.is_some() || before.timeout.is_some() {
+                    anyhow::bail!("`{name}` does not talk to the agent: --socket and --timeout do not apply");
+                }
+                if self.json && !matches!(self.command, Command::CheckConfig { .. }) {
+                    anyhow::bail!("`{name}` has no JSON output: --json does not apply");
+                }
+                Options { json: self.json || self.command.own_json(), ..Options::default() }
+            }
+        };
+        Ok((self.command, options))
+    }
+}
+
+impl Command {
+    /// `--json` given after the command.
+    fn own_json(&self) -> bool {
+        match self {
+            Command::Status { json, .. }
+            | Command::Report { json, .. }
+            | Command::Findings { json, .. }
+            | Command::Inventory { json, .. }
+            | Command::Ports { json, .. }
+            | Command::Scan { json, .. }
+            | Command::Flush { json, .. }
+            | Command::Events { json, .. }
+            | Command::CheckConfig { json, .. }
+            | Command::Imds { json, .. }
+            | Command::Fim { command: FimCtl::Status { json, .. } }
+            | Command::Fim { command: FimCtl::Baseline { json, .. } }
+            | Command::Fim { command: FimCtl::Events { json, .. } } => *json,
+            Command::Completions { .. } | Command::GenerateDocs { .. } => false,
+        }
+    }
+
+    /// The command's name as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Status { .. } => "status",
+            Command::Report { .. } => "report",
+            Command::Findings { .. } => "findings",
+            Command::Inventory { .. } => "inventory",
+            Command::Ports { .. } => "ports",
+            Command::Scan { .. } => "scan",
+            Command::Flush { .. } => "flush",
+            Command::Events { .. } => "events",
+            Command::Fim { .. } => "fim",
+            Command::CheckConfig { .. } => "check-config",
+            Command::Imds { .. } => "imds",
+            Command::Completions { .. } => "completions",
+            Command::GenerateDocs { .. } => "generate-docs",
+        }
+    }
+}
+
+/// Parses the process's arguments and runs them; returns the exit code. A usage error with
+/// `--json` among the arguments prints the JSON failure object too.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => run(cli),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let informational = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if informational || !args.iter().any(|a| a == "--json") {
+                // clap prints help to stdout (exit 0) and usage errors to stderr (exit 2).
+                let _ = e.print();
+                return u8::try_from(e.exit_code()).unwrap_or(exit::USAGE);
+            }
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("usage error").trim_start_matches("error: ");
+            let failure = Failure {
+                message: first.to_string(),
+                kind: FailureKind::Usage,
+                socket: None,
+                http_status: None,
+            };
+            emit_failure(&failure, true, false, exit::USAGE);
+            exit::USAGE
+        }
+    }
+}
+
 /// Runs a parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> u8 {
+    let json = cli.json_requested();
+    let is_status = matches!(cli.command, Command::Status { .. });
+    let is_flush = matches!(cli.command, Command::Flush { .. });
     match execute(cli) {
         Ok(code) => code,
         // `agentctl report --json | head`: the reader has what it wanted; as other Unix tools
         // do, stop without a message (exit 0, as ripgrep does).
         Err(e) if e.chain().any(exit::is_broken_pipe) => exit::OK,
         Err(e) => {
-            eprintln!("agentctl: {e:#}");
-            exit::USAGE
+            let failure = Failure::of(&e);
+            let code = failure.exit_code(is_status, is_flush);
+            emit_failure(&failure, json, is_status, code);
+            code
         }
     }
 }
 
-fn execute(cli: Cli) -> anyhow::Result<u8> {
-    if let Command::CheckConfig { path } = &cli.command {
-        return check_config(path.clone(), cli.json);
+/// Why a command failed, classified for the exit code and the JSON failure object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    message: String,
+    kind: FailureKind,
+    socket: Option<PathBuf>,
+    http_status: Option<u16>,
+}
+
+/// The `kind` of a JSON failure object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    /// Nothing listens on the socket (missing, or connection refused).
+    NotRunning,
+    /// The socket's permissions, or the daemon's peer-credential check, refused us.
+    PermissionDenied,
+    /// The agent did not accept or did not answer in time, or the connection broke.
+    Unreachable,
+    /// The agent answered with an error (`http_status` says which).
+    Api,
+    /// The agent's answer was not understood (a different version?).
+    Decode,
+    /// Bad arguments, or a local error (writing the output, running check-config).
+    Usage,
+}
+
+impl FailureKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::NotRunning => "not_running",
+            Self::PermissionDenied => "permission_denied",
+            Self::Unreachable => "unreachable",
+            Self::Api => "api",
+            Self::Decode => "decode",
+            Self::Usage => "usage",
+        }
     }
-    let socket = match cli.socket.clone() {
+}
+
+impl Failure {
+    fn of(e: &anyhow::Error) -> Self {
+        let client = e.chain().find_map(|c| c.downcast_ref::<ClientError>());
+        let (kind, socket, http_status) = match client {
+            Some(ClientError::NotRunning { socket }) => (FailureKind::NotRunning, Some(socket.clone()), None),
+            Some(ClientError::PermissionDenied { socket }) => {
+                (FailureKind::PermissionDenied, Some(socket.clone()), None)
+            }
+            Some(ClientError::Timeout { socket, .. } | ClientError::Transport { socket, .. }) => {
+                (FailureKind::Unreachable, Some(socket.clone()), None)
+            }
+            Some(ClientError::Api { status, .. }) => (FailureKind::Api, None, Some(*status)),
+            Some(ClientError::Decode(_)) => (FailureKind::Decode, None, None),
+            None => (FailureKind::Usage, None, None),
+        };
+        Self { message: format!("{e:#}"), kind, socket, http_status }
+    }
+
+    /// `status`: 2 unreachable, 3 permission denied; `flush`: 1 when the agent refused
+    /// (409: reporting is off); everything else 2, as before.
+    fn exit_code(&self, is_status: bool, is_flush: bool) -> u8 {
+        match self.kind {
+            FailureKind::PermissionDenied if is_status => EXIT_PERMISSION_DENIED,
+            FailureKind::Api if is_flush && self.http_status == Some(409) => exit::DEGRADED,
+            FailureKind::NotRunning | FailureKind::Unreachable if is_status => EXIT_NOT_RUNNING,
+            _ => exit::USAGE,
+        }
+    }
+
+    /// Whether an agent answered on the socket (`None`: nothing was asked of it).
+    fn reachable(&self) -> Option<bool> {
+        match self.kind {
+            FailureKind::NotRunning | FailureKind::Unreachable => Some(false),
+            FailureKind::PermissionDenied => Some(false),
+            FailureKind::Api | FailureKind::Decode => Some(true),
+            FailureKind::Usage => None,
+        }
+    }
+
+    /// The JSON failure object (documented in `agentctl status --help` and the README).
+    fn to_json(&self, is_status: bool, exit_code: u8) -> serde_json::Value {
+        let mut value = serde_json::json!({
+            "error": self.message,
+            "kind": self.kind.as_str(),
+            "reachable": self.reachable(),
+            "socket": self.socket.as_ref().map(|s| s.display().to_string()),
+            "exit_code": exit_code,
+        });
+        if let Some(status) = self.http_status {
+            value["http_status"] = status.into();
+        }
+        if is_status {
+            let verdict = match self.kind {
+                FailureKind::NotRunning => "not_running",
+                FailureKind::PermissionDenied => "permission_denied",
+                _ => "unreachable",
+            };
+            value["health"] = serde_json::json!({ "verdict": verdict, "reasons": [self.message] });
+        }
+        value
+    }
+}
+
+/// Reports a failure once: one line on stderr, and with `json` the failure object on stdout.
+fn emit_failure(failure: &Failure, json: bool, is_status: bool, exit_code: u8) {
+    eprintln!("agentctl: {}", failure.message);
+    if json {
+        let mut out = std::io::stdout().lock();
+        // Compact, one line: a script reads it with one `read` or `jq`.
+        let _ = serde_json::to_writer(&mut out, &failure.to_json(is_status, exit_code));
+        let _ = writeln!(out);
+        let _ = out.flush();
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<u8> {
+    let (command, options) = cli.resolve()?;
+    match &command {
+        Command::CheckConfig { path, .. } => return check_config(path.clone(), options.json),
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            guestward_core::cli_docs::write_completions(&mut Cli::command(), *shell, &mut out)?;
+            out.flush()?;
+            return Ok(exit::OK);
+        }
+        Command::GenerateDocs { dir } => {
+            let written = guestward_core::cli_docs::generate_to(Cli::command(), dir).map_err(|e| {
+                anyhow::anyhow!("writing the man pages and completions into {}: {e}", dir.display())
+            })?;
+            let mut out = std::io::stdout().lock();
+            for path in written {
+                writeln!(out, "{}", path.display())?;
+            }
+            return Ok(exit::OK);
+        }
+        _ => {}
+    }
+    let socket = match options.socket.clone() {
         Some(s) => s,
         None => configured_socket(Path::new(DEFAULT_CONFIG_PATH)),
     };
-    let request_timeout = match (cli.timeout, &cli.command) {
+    let request_timeout = match (options.timeout, &command) {
+        // The agent delivers for up to the flush timeout; its answer comes after.
+        (secs, Command::Flush { .. }) => {
+            Duration::from_secs(secs.unwrap_or(FLUSH_DEFAULT_SECS).min(FLUSH_MAX_SECS) + 15)
+        }
         (Some(secs), _) => Duration::from_secs(secs),
-        (None, Command::Scan { .. } | Command::Ports | Command::Imds) => SCAN_REQUEST_TIMEOUT,
+        (None, Command::Scan { .. } | Command::Ports { .. } | Command::Imds { .. }) => SCAN_REQUEST_TIMEOUT,
         (None, _) => DEFAULT_REQUEST_TIMEOUT,
     };
     let client = Client::new(socket).with_timeouts(DEFAULT_CONNECT_TIMEOUT, request_timeout);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut out = std::io::stdout().lock();
-    let code: anyhow::Result<u8> = match cli.command {
-        Command::Status => {
-            let status: Status = match runtime.block_on(client.get("/v1/status")) {
-                Ok(s) => s,
-                Err(e @ client::ClientError::NotRunning { .. }) => {
-                    eprintln!("agentctl: {e}");
-                    return Ok(exit::DEGRADED);
-                }
-                Err(e) => return Err(e.into()),
-            };
+    let cli = options;
+    let code: anyhow::Result<u8> = match command {
+        Command::Status { .. } => {
+            let mut status: Status = runtime.block_on(client.get("/v1/status"))?;
+            // The verdict printed, put in the JSON and exited with are one and the same.
+            status.health = status::effective_health(&status);
             if cli.json {
                 serde_json::to_writer_pretty(&mut out, &status)?;
                 writeln!(out)?;
             } else {
-                render_status(&status, &mut out)?;
+                status::render(&status, Timestamp::now(), &mut out)?;
             }
-            let degraded = status.last_scan.as_ref().is_some_and(|s| {
-                s.sections.iter().any(|x| {
-                    matches!(
-                        x.status,
-                        guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
-                    )
-                })
-            });
-            Ok(if degraded { exit::DEGRADED } else { exit::OK })
+            Ok(match status.health.verdict {
+                Health::Ok => exit::OK,
+                Health::Degraded => exit::DEGRADED,
+            })
         }
-        Command::Report => {
+        Command::Flush { timeout, .. } => {
+            let request = FlushRequest { timeout_secs: Some(timeout.unwrap_or(FLUSH_DEFAULT_SECS)) };
+            let outcome: FlushOutcome = runtime.block_on(client.post("/v1/flush", &request))?;
+            if cli.json {
+                serde_json::to_writer_pretty(&mut out, &outcome)?;
+                writeln!(out)?;
+            } else {
+                let mut safe = guestward_core::text::TerminalSafe::new(&mut out);
+                writeln!(
+                    safe,
+                    "delivered {} report(s); {} still spooled",
+                    outcome.delivered_reports, outcome.remaining_reports
+                )?;
+                if let Some(e) = &outcome.error {
+                    writeln!(safe, "error: {e}")?;
+                }
+                safe.flush()?;
+            }
+            Ok(if outcome.remaining_reports == 0 && outcome.error.is_none() {
+                exit::OK
+            } else {
+                exit::DEGRADED
+            })
+        }
+        Command::Report { .. } => {
             let report: Report = runtime.block_on(client.get("/v1/report"))?;
             print_report(&report, cli.json, &mut out)?;
             Ok(exit::OK)
         }
-        Command::Scan { only } => {
+        Command::Scan { only, .. } => {
             let report: Report = runtime.block_on(client.post("/v1/scan", &ScanRequest { only }))?;
             print_report(&report, cli.json, &mut out)?;
             Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
         }
-        Command::Ports => {
+        Command::Ports { .. } => {
             let request = ScanRequest { only: vec![Collector::Network] };
             let report: Report = runtime.block_on(client.post("/v1/scan", &request))?;
             let Some(section) = report.network else {
@@ -243,27 +692,55 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(if degraded { exit::DEGRADED } else { exit::OK })
         }
-        Command::Inventory { format: InventoryFormat::Cyclonedx } => {
+        Command::Inventory { format: InventoryFormat::Cyclonedx, .. } => {
             // Built by the daemon from its latest report: the CLI links no SBOM builder.
             let bom: serde_json::Value = runtime.block_on(client.get("/v1/sbom"))?;
             serde_json::to_writer_pretty(&mut out, &bom)?;
             writeln!(out)?;
             Ok(exit::OK)
         }
-        Command::Inventory { format: InventoryFormat::Human } => {
+        Command::Inventory { format: InventoryFormat::Human, name, all, .. } => {
             let report: Report = runtime.block_on(client.get("/v1/report"))?;
+            let data = report.packages.as_ref().and_then(|s| s.data.as_ref());
+            if name.is_none() && !all {
+                if cli.json {
+                    serde_json::to_writer_pretty(&mut out, &report.packages)?;
+                    writeln!(out)?;
+                } else {
+                    match data {
+                        Some(data) => {
+                            guestward_packages::render_summary(data, &mut out)?;
+                            writeln!(
+                                out,
+                                "(agentctl inventory NAME lists matching packages; --all lists every one)"
+                            )?;
+                        }
+                        None => writeln!(out, "the latest report has no package inventory")?,
+                    }
+                }
+                return finish(out, Ok(exit::OK));
+            }
+            let rows = data.map(|d| inventory::rows(d, name.as_deref())).unwrap_or_default();
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, &report.packages)?;
+                serde_json::to_writer_pretty(&mut out, &rows)?;
                 writeln!(out)?;
-            } else {
-                match report.packages.as_ref().and_then(|s| s.data.as_ref()) {
-                    Some(data) => guestward_packages::render_summary(data, &mut out)?,
+            } else if rows.is_empty() {
+                match &name {
+                    Some(n) => writeln!(
+                        out,
+                        "no installed package name contains `{}`",
+                        guestward_core::text::escape_control(n)
+                    )?,
                     None => writeln!(out, "the latest report has no package inventory")?,
                 }
+            } else {
+                inventory::render(&rows, &mut out)?;
             }
+            // A filter that matches nothing is an answer, not an error (grep would exit 1,
+            // but "openssl is not installed" is what the operator asked to know).
             Ok(exit::OK)
         }
-        Command::Findings => {
+        Command::Findings { .. } => {
             let findings: Vec<Finding> = runtime.block_on(client.get("/v1/findings"))?;
             if cli.json {
                 serde_json::to_writer_pretty(&mut out, &findings)?;
@@ -275,7 +752,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Events { since, kind, limit, after, follow } => {
+        Command::Events { since, kind, limit, after, follow, .. } => {
             let since = match since {
                 Some(text) => Some(parse_since(&text)?),
                 None if follow && after.is_none() => Some(guestward_core::Timestamp::now()),
@@ -336,7 +813,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Fim { command: FimCtl::Status } => {
+        Command::Fim { command: FimCtl::Status { .. } } => {
             let status: guestward_fim::FimStatus = runtime.block_on(client.get("/v1/fim/status"))?;
             if cli.json {
                 serde_json::to_writer_pretty(&mut out, &status)?;
@@ -346,7 +823,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if status.degraded { exit::DEGRADED } else { exit::OK })
         }
-        Command::Fim { command: FimCtl::Baseline { wait } } => {
+        Command::Fim { command: FimCtl::Baseline { wait, .. } } => {
             let fetch = || -> anyhow::Result<guestward_fim::FimStatus> {
                 Ok(runtime.block_on(client.get("/v1/fim/status"))?)
             };
@@ -392,7 +869,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if complete { exit::OK } else { exit::DEGRADED })
         }
-        Command::Fim { command: FimCtl::Events { since, limit } } => {
+        Command::Fim { command: FimCtl::Events { since, limit, .. } } => {
             let since = match since {
                 Some(s) => Some(
                     serde_json::from_value::<guestward_core::Timestamp>(serde_json::Value::String(s.clone()))
@@ -415,7 +892,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
-        Command::Imds => {
+        Command::Imds { .. } => {
             let request = ScanRequest { only: vec![Collector::Cloud] };
             let report: Report = runtime.block_on(client.post("/v1/scan", &request))?;
             let Some(section) = report.cloud else {
@@ -425,11 +902,18 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 report.findings.into_iter().filter(|f| f.source == "cloud").collect();
             render_imds(&section, &findings, cli.json, &mut out)
         }
-        Command::CheckConfig { .. } => Ok(exit::USAGE),
+        // Handled above, before any connection.
+        Command::CheckConfig { .. } | Command::Completions { .. } | Command::GenerateDocs { .. } => {
+            Ok(exit::USAGE)
+        }
     };
+    finish(out, code)
+}
+
+/// The end of every command that printed: a write error (a closed pipe) must surface here,
+/// not be lost when stdout is flushed at exit.
+fn finish(mut out: std::io::StdoutLock<'_>, code: anyhow::Result<u8>) -> anyhow::Result<u8> {
     let code = code?;
-    // A write error (a closed pipe) must surface here, not be lost when stdout is flushed at
-    // exit.
     out.flush()?;
     Ok(code)
 }
@@ -454,156 +938,6 @@ fn render_findings(findings: &[Finding], out: &mut dyn Write) -> std::io::Result
         writeln!(out, "{:<24} fix: {}", "", f.remediation)?;
     }
     out.flush()
-}
-
-fn render_status(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
-    // The host id and section names can come from scanned files (machine-id, hostname).
-    let mut out = guestward_core::text::TerminalSafe::new(out);
-    let out = &mut out;
-    writeln!(
-        out,
-        "guestward-agent {} running (pid {}), up {}s",
-        status.version, status.pid, status.uptime_secs
-    )?;
-    writeln!(out, "config      {}", status.config_source)?;
-    writeln!(out, "state dir   {}", status.state_dir)?;
-    match &status.last_scan {
-        Some(scan) => {
-            writeln!(
-                out,
-                "last scan   {} (host id {}), {} findings",
-                scan.collected_at,
-                scan.host_id.as_deref().unwrap_or("unknown"),
-                scan.findings
-            )?;
-            for s in &scan.sections {
-                let problems =
-                    if s.problems > 0 { format!(", {} problems", s.problems) } else { String::new() };
-                writeln!(out, "  {:<10} {:?}{problems}", s.name, s.status)?;
-            }
-        }
-        None => writeln!(out, "last scan   none yet (the first scan is running)")?,
-    }
-    if let Some(next) = status.next_scan_at {
-        writeln!(out, "next scan   {next} (every {}s)", status.scan_interval_secs)?;
-    }
-    if let Some(state) = &status.lifecycle_state {
-        writeln!(out, "lifecycle   {state} (announced by instance metadata)")?;
-    }
-    let c = &status.counters;
-    writeln!(
-        out,
-        "counters    scans {} (degraded {}, failed {}), control requests {}, denied {}, refused {}",
-        c.scan_runs_total,
-        c.scan_degraded_runs_total,
-        c.scan_failures_total,
-        c.control_requests_total,
-        c.control_denied_connections_total,
-        c.control_refused_connections_total,
-    )?;
-    writeln!(
-        out,
-        "events      {} stored, {} coalesced in storms, {} dropped, {} store failures (agentctl events)",
-        c.events_stored, c.events_coalesced_total, c.events_dropped_total, c.events_store_failures_total
-    )?;
-    match &status.transport {
-        Some(t) => render_transport(t, c.spool_push_failures_total, Timestamp::now(), out),
-        None => writeln!(out, "transport   off: reports stay on this host ([transport] enabled = false)"),
-    }
-}
-
-/// The `transport` block of `agentctl status`: where reports go, whether they get there, what
-/// waits in the spool, what the spool had to drop and when the client certificate expires.
-/// `now` is a parameter so the ages can be tested.
-fn render_transport(
-    t: &TransportStatus,
-    spool_push_failures: u64,
-    now: Timestamp,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    let ago = |at: Timestamp| human_duration(now.unix_secs().saturating_sub(at.unix_secs()));
-    let state = if t.connected {
-        "connected".to_string()
-    } else if t.consecutive_failures > 0 {
-        format!("NOT CONNECTED ({} failed attempt(s) in a row)", t.consecutive_failures)
-    } else {
-        "not connected yet".to_string()
-    };
-    writeln!(out, "transport   {} {state}", t.url)?;
-    let last = match t.last_success_at {
-        Some(at) => format!("last {at} ({} ago)", ago(at)),
-        None => "none yet".to_string(),
-    };
-    writeln!(
-        out,
-        "  delivery  {last}; {} report(s) delivered, {} failed request(s) since start",
-        t.delivered_reports_total, t.failed_requests_total
-    )?;
-    if let Some(next) = t.next_attempt_at
-        && !t.connected
-    {
-        writeln!(out, "  retry     {next}")?;
-    }
-    let s = &t.spool;
-    let oldest = match s.oldest_collected_at {
-        Some(at) => format!(", oldest {at} ({} old)", ago(at)),
-        None => String::new(),
-    };
-    writeln!(
-        out,
-        "  spool     {} report(s), {} of {}{oldest}",
-        s.reports,
-        human_bytes(s.bytes),
-        human_bytes(s.max_bytes)
-    )?;
-    writeln!(
-        out,
-        "  drops     superseded snapshots {}, events {}, whole reports {}; reports not spooled {}",
-        s.superseded_snapshots_dropped_total,
-        s.events_dropped_total,
-        s.reports_dropped_total,
-        spool_push_failures
-    )?;
-    match &t.certificate {
-        Some(cert) => {
-            let expiry = match (cert.not_after, cert.days_left) {
-                (Some(at), Some(days)) if days < 0 => format!("EXPIRED {at} ({} days ago)", -days),
-                (Some(at), Some(days)) if days <= 7 => format!("expires {at} (ONLY {days} days left)"),
-                (Some(at), Some(days)) => format!("expires {at} ({days} days left)"),
-                (Some(at), None) => format!("expires {at}"),
-                (None, _) => "expiry unknown".to_string(),
-            };
-            writeln!(out, "  cert      CN={} ({}), {expiry}", cert.subject, cert.path)?;
-        }
-        None => writeln!(out, "  cert      not loaded")?,
-    }
-    if let Some(e) = &t.last_error {
-        writeln!(out, "  error     {e}")?;
-    }
-    Ok(())
-}
-
-/// `90s`, `5m`, `3h 20m`, `2d 4h`: an age at a glance.
-fn human_duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3_600 => format!("{}m", secs / 60),
-        3_600..86_400 => format!("{}h {}m", secs / 3_600, secs % 3_600 / 60),
-        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3_600),
-    }
-}
-
-/// Bytes in binary units, one decimal.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// `check-config` is the daemon's own validation, run as `guestward-agent check-config`: the
@@ -726,102 +1060,107 @@ fn render_imds(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use guestward_report::protocol::{CertificateStatus, SpoolStatus};
 
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_unix_secs(secs).unwrap()
-    }
-
-    fn rendered(t: &TransportStatus, push_failures: u64, now: Timestamp) -> String {
-        let mut out = Vec::new();
-        render_transport(t, push_failures, now, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("agentctl").chain(args.iter().copied()))
     }
 
     #[test]
-    fn transport_block_shows_url_state_delivery_age_spool_drops_certificate_and_error() {
-        let now = at(1_800_000_000);
-        let t = TransportStatus {
-            url: "https://collector.internal:8443".into(),
-            connected: false,
-            last_success_at: Some(at(1_800_000_000 - 300)),
-            last_error: Some("connection refused".into()),
-            consecutive_failures: 4,
-            delivered_reports_total: 12,
-            failed_requests_total: 4,
-            spool: SpoolStatus {
-                reports: 3,
-                bytes: 3 * 1024 * 1024 / 2,
-                max_bytes: 256 * 1024 * 1024,
-                oldest_collected_at: Some(at(1_800_000_000 - 7_260)),
-                superseded_snapshots_dropped_total: 2,
-                events_dropped_total: 5,
-                reports_dropped_total: 1,
-            },
-            certificate: Some(CertificateStatus {
-                path: "/etc/guestward/tls/agent.pem".into(),
-                subject: "i-0123456789abcdef0".into(),
-                not_after: Some(at(1_800_000_000 + 3 * 86_400)),
-                days_left: Some(3),
-            }),
-            ..TransportStatus::default()
-        };
-        let out = rendered(&t, 1, now);
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(
-            lines[0],
-            "transport   https://collector.internal:8443 NOT CONNECTED (4 failed attempt(s) in a row)"
-        );
-        assert!(lines[1].contains("(5m ago); 12 report(s) delivered, 4 failed request(s)"), "{out}");
-        assert!(
-            out.contains("spool     3 report(s), 1.5 MiB of 256.0 MiB, oldest")
-                && out.contains("(2h 1m old)"),
-            "{out}"
-        );
-        assert!(
-            out.contains("superseded snapshots 2, events 5, whole reports 1; reports not spooled 1"),
-            "{out}"
-        );
-        assert!(out.contains("CN=i-0123456789abcdef0") && out.contains("(ONLY 3 days left)"), "{out}");
-        assert!(out.contains("error     connection refused"), "{out}");
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
-    fn transport_block_says_connected_and_flags_an_expired_certificate() {
-        let now = at(1_800_000_000);
-        let t = TransportStatus {
-            url: "https://c:1".into(),
-            connected: true,
-            certificate: Some(CertificateStatus {
-                path: "a.pem".into(),
-                subject: "h".into(),
-                not_after: Some(at(1_800_000_000 - 2 * 86_400)),
-                days_left: Some(-2),
-            }),
-            ..TransportStatus::default()
-        };
-        let out = rendered(&t, 0, now);
-        assert!(out.starts_with("transport   https://c:1 connected\n"), "{out}");
-        assert!(out.contains("last none yet") || out.contains("none yet"), "{out}");
-        assert!(out.contains("EXPIRED") && out.contains("(2 days ago)"), "{out}");
-        assert!(!out.contains("error "), "{out}");
+    fn options_are_accepted_before_or_after_the_command_and_the_command_wins() {
+        let (_, o) =
+            parse(&["--socket", "/a", "--timeout", "5", "--json", "status"]).unwrap().resolve().unwrap();
+        assert_eq!((o.socket.as_deref(), o.timeout, o.json), (Some(Path::new("/a")), Some(5), true));
+        let (_, o) =
+            parse(&["--socket", "/a", "status", "--socket", "/b", "--json"]).unwrap().resolve().unwrap();
+        assert_eq!((o.socket.as_deref(), o.json), (Some(Path::new("/b")), true));
+        let (_, o) = parse(&["fim", "events", "--json", "--timeout", "9"]).unwrap().resolve().unwrap();
+        assert_eq!((o.timeout, o.json), (Some(9), true));
     }
 
     #[test]
-    fn ages_and_sizes_read_at_a_glance() {
+    fn flags_a_command_ignores_are_not_offered_and_conflicts_are_refused() {
+        use clap::error::ErrorKind;
+        // Not offered after the command...
+        assert_eq!(parse(&["completions", "bash", "--json"]).unwrap_err().kind(), ErrorKind::UnknownArgument);
         assert_eq!(
-            [
-                human_duration(-5),
-                human_duration(59),
-                human_duration(61),
-                human_duration(3_660),
-                human_duration(90_000)
-            ],
-            ["0s", "59s", "1m", "1h 1m", "1d 1h"]
+            parse(&["check-config", "--timeout", "3"]).unwrap_err().kind(),
+            ErrorKind::UnknownArgument
         );
-        assert_eq!(
-            [human_bytes(512), human_bytes(1536), human_bytes(1 << 30)],
-            ["512 B", "1.5 KiB", "1.0 GiB"]
-        );
+        // ...and refused before it.
+        let e = parse(&["--json", "completions", "bash"]).unwrap().resolve().unwrap_err();
+        assert!(e.to_string().contains("`completions` has no JSON output"), "{e}");
+        let e = parse(&["--timeout", "3", "check-config"]).unwrap().resolve().unwrap_err();
+        assert!(e.to_string().contains("--socket and --timeout do not apply"), "{e}");
+        parse(&["--json", "check-config"]).unwrap().resolve().unwrap();
+        // An SBOM is JSON already, and of everything.
+        for args in [
+            &["inventory", "--format", "cyclonedx", "--json"][..],
+            &["inventory", "openssl", "--format", "cyclonedx"],
+            &["inventory", "openssl", "--all"],
+        ] {
+            assert_eq!(parse(args).unwrap_err().kind(), ErrorKind::ArgumentConflict, "{args:?}");
+        }
+        // The flush timeout is the agent's delivery time, capped as the daemon caps it.
+        assert!(parse(&["flush", "--timeout", "601"]).is_err());
+        assert!(parse(&["flush", "--timeout", "600"]).is_ok());
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes_and_says_nothing_stale() {
+        let mut cmd = Cli::command();
+        let top = cmd.render_long_help().to_string();
+        assert!(top.contains("3  status only: permission denied"), "{top}");
+        let status = cmd.find_subcommand_mut("status").unwrap().render_long_help().to_string();
+        for code in ["0  ok", "1  degraded", "2  not running or unreachable", "3  permission denied"] {
+            assert!(status.contains(code), "{code}: {status}");
+        }
+        assert!(status.contains("\"verdict\": \"not_running\""), "{status}");
+        let mut all = String::new();
+        for sub in Cli::command().get_subcommands_mut() {
+            all.push_str(&sub.render_long_help().to_string());
+        }
+        assert!(!all.contains("later"), "stale help: {all}");
+    }
+
+    #[test]
+    fn a_down_agent_gives_a_stable_json_object_and_exit_2_for_status() {
+        let e: anyhow::Error = ClientError::NotRunning { socket: "/run/guestward/agent.sock".into() }.into();
+        let f = Failure::of(&e);
+        assert_eq!(f.exit_code(true, false), EXIT_NOT_RUNNING);
+        assert_eq!(f.exit_code(false, false), exit::USAGE);
+        let json = f.to_json(true, 2);
+        assert_eq!(json["health"]["verdict"], "not_running");
+        assert_eq!(json["kind"], "not_running");
+        assert_eq!(json["reachable"], false);
+        assert_eq!(json["socket"], "/run/guestward/agent.sock");
+        assert_eq!(json["exit_code"], 2);
+        assert!(json["error"].as_str().unwrap().contains("not running"), "{json}");
+        assert_eq!(json["health"]["reasons"][0], json["error"]);
+        // Other commands: the same object without `health`.
+        assert!(f.to_json(false, 2).get("health").is_none());
+    }
+
+    #[test]
+    fn permission_denied_exits_3_for_status_and_a_refused_flush_exits_1() {
+        let e: anyhow::Error = ClientError::PermissionDenied { socket: "/s".into() }.into();
+        let f = Failure::of(&e);
+        assert_eq!(f.exit_code(true, false), EXIT_PERMISSION_DENIED);
+        assert_eq!(f.to_json(true, 3)["health"]["verdict"], "permission_denied");
+        let e: anyhow::Error = ClientError::Api { status: 409, message: "reporting is off".into() }.into();
+        let f = Failure::of(&e);
+        assert_eq!((f.exit_code(false, true), f.exit_code(false, false)), (exit::DEGRADED, exit::USAGE));
+        assert_eq!((f.to_json(false, 1)["http_status"].as_u64(), f.reachable()), (Some(409), Some(true)));
+        let e: anyhow::Error = ClientError::Timeout {
+            socket: "/s".into(),
+            phase: client::TimeoutPhase::Answer,
+            waited: Duration::from_secs(2),
+        }
+        .into();
+        assert_eq!(Failure::of(&e).to_json(true, 2)["health"]["verdict"], "unreachable");
     }
 }

@@ -1,8 +1,7 @@
 //! `agentctl`: the local command-line client of the guestward agent. See `agentctl --help`.
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::from(guestward_ctl::run(guestward_ctl::Cli::parse()))
+    ExitCode::from(guestward_ctl::main_with_args(std::env::args_os()))
 }

@@ -71,6 +71,21 @@ pub enum Command {
         #[command(subcommand)]
         command: guestward_fim::cli::FimCommand,
     },
+    /// Print the shell completion script of guestward-agent (`guestward-agent completions
+    /// bash > /usr/share/bash-completion/completions/guestward-agent`; the packages install
+    /// them).
+    Completions {
+        /// The shell.
+        shell: guestward_core::cli_docs::Shell,
+    },
+    /// Write guestward-agent's man pages and bash, zsh and fish completions under DIR, laid
+    /// out as they are installed under /usr/share (for packaging: scripts/gen-cli-docs).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// The directory to write into (created when missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 const RUN_EXIT_CODES: &str = "\
@@ -145,7 +160,7 @@ pub struct ScanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
-    /// Run only these collectors (comma-separated): host, packages, cloud, network.
+    /// Run only these collectors (comma-separated): host, packages, cloud, network, fim.
     #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
     pub only: Vec<Collector>,
     /// Scan a mounted filesystem (EBS snapshot, AMI volume, container rootfs) instead of `/`.
@@ -168,6 +183,28 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             crate::daemon::prepare_state_dir(&state_dir)?;
             Ok(guestward_fim::cli::run(&command, &config.fim, config.agent.state_dir.as_path()))
+        }
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            guestward_core::cli_docs::write_completions(
+                &mut <Cli as clap::CommandFactory>::command(),
+                shell,
+                &mut out,
+            )?;
+            out.flush()?;
+            Ok(exit::OK)
+        }
+        Command::GenerateDocs { dir } => {
+            let written =
+                guestward_core::cli_docs::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                    .with_context(|| {
+                        format!("writing the man pages and completions into {}", dir.display())
+                    })?;
+            let mut out = std::io::stdout().lock();
+            for path in written {
+                writeln!(out, "{}", path.display())?;
+            }
+            Ok(exit::OK)
         }
         Command::Schema => {
             print_stdout(&guestward_report::json_schema())?;

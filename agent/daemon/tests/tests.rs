@@ -11,5 +11,6 @@ mod fim;
 mod hardening;
 mod lifecycle;
 mod sbom;
+mod status;
 mod support;
 mod transport;

@@ -1,0 +1,778 @@
+//! `agentctl status`: the verdict (and exit code) and the one-screen human rendering.
+//!
+//! Sections, in this order: health; agent (version, pid, uptime); config; identity;
+//! collectors; fim; transport; self-limits; then reload, lifecycle and counters when there is
+//! something to say. Every state word is lowercase (`ok`, `degraded`, `failed`).
+
+use guestward_core::{SectionStatus, Timestamp};
+use guestward_report::protocol::{
+    CollectorState, CollectorStatus, FimSummary, Health, HealthStatus, IdentityStatus, SelfLimitStatus,
+    Status, TransportStatus,
+};
+use std::io::Write;
+
+/// Widest line the renderer aims for: longer values (errors, reasons, host ids) are cut with
+/// `…` so `status` stays one screen of an 100-column terminal. Paths are never cut.
+pub const WIDTH: usize = 100;
+
+/// The verdict `agentctl status` prints first and exits with: the daemon's own, and degraded
+/// also when the daemon's last scan has a degraded or failed section that the daemon's verdict
+/// does not account for (a daemon older than its `health` field answers `ok` by default).
+pub fn effective_health(status: &Status) -> HealthStatus {
+    let mut health = status.health.clone();
+    if health.verdict == Health::Ok {
+        let failing: Vec<String> = status
+            .last_scan
+            .iter()
+            .flat_map(|s| &s.sections)
+            .filter(|s| matches!(s.status, SectionStatus::Degraded | SectionStatus::Error))
+            .map(|s| {
+                format!(
+                    "the last scan's {} section is {} ({} problem(s))",
+                    s.name,
+                    section_word(s.status),
+                    s.problems
+                )
+            })
+            .collect();
+        if !failing.is_empty() {
+            health.verdict = Health::Degraded;
+            health.reasons.extend(failing);
+        }
+    }
+    health
+}
+
+/// The lowercase word of a report section's status.
+pub fn section_word(status: SectionStatus) -> &'static str {
+    match status {
+        SectionStatus::Ok => "ok",
+        SectionStatus::Degraded => "degraded",
+        SectionStatus::Error => "error",
+        SectionStatus::Skipped => "skipped",
+    }
+}
+
+/// The whole human `status`. `now` is a parameter so ages can be tested.
+pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+    // Host ids, errors and section names can come from scanned files (machine-id, hostname):
+    // everything goes through the terminal-escaping writer.
+    let mut safe = guestward_core::text::TerminalSafe::new(out);
+    let out = &mut safe;
+    let ago = |at: Timestamp| human_duration(now.unix_secs().saturating_sub(at.unix_secs()));
+    let until = |at: Timestamp| {
+        let secs = at.unix_secs().saturating_sub(now.unix_secs());
+        if secs <= 0 { "due now".to_string() } else { format!("in {}", human_duration(secs)) }
+    };
+
+    // 1. Health.
+    let health = effective_health(status);
+    writeln!(out, "health      {}", health.verdict.as_str())?;
+    for reason in &health.reasons {
+        writeln!(out, "  - {}", cut(reason, WIDTH - 4))?;
+    }
+
+    // 2. Agent, config.
+    writeln!(
+        out,
+        "agent       guestward-agent {} running (pid {}), up {} (since {})",
+        status.version,
+        status.pid,
+        human_duration(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX)),
+        status.started_at
+    )?;
+    match &status.config_path {
+        Some(path) => writeln!(out, "config      {path}")?,
+        // No absolute path: the daemon's own words, "built-in defaults (... not present)"
+        // (a daemon that does not fill `config_path` names its file there too).
+        None => writeln!(out, "config      {}", cut(&status.config_source, WIDTH - 12))?,
+    }
+    writeln!(out, "state dir   {}", status.state_dir)?;
+
+    // 3. Identity.
+    render_identity(&status.identity, status.last_scan.as_ref().and_then(|s| s.host_id.as_deref()), out)?;
+
+    // 4. Collectors.
+    let mut header = String::from("collectors  ");
+    match &status.last_scan {
+        Some(scan) => header.push_str(&format!(
+            "last full scan {} ago, {} finding(s) (agentctl findings)",
+            ago(scan.collected_at),
+            scan.findings
+        )),
+        None => header.push_str("no full scan completed yet"),
+    }
+    if let Some(next) = status.next_scan_at {
+        header.push_str(&format!("; next {}", until(next)));
+    }
+    header.push_str(&format!(
+        ", every {}",
+        human_duration(i64::try_from(status.scan_interval_secs).unwrap_or(0))
+    ));
+    writeln!(out, "{}", cut(&header, WIDTH))?;
+    if !status.collectors.is_empty() {
+        render_collectors(&status.collectors, now, out)?;
+    } else if let Some(scan) = &status.last_scan {
+        // A daemon that does not report per-collector state: the last scan's sections.
+        writeln!(out, "  {:<9} {:<9} PROBLEMS", "NAME", "RESULT")?;
+        for s in &scan.sections {
+            writeln!(out, "  {:<9} {:<9} {}", cut(&s.name, 9), section_word(s.status), s.problems)?;
+        }
+    }
+
+    // 5. FIM.
+    match &status.fim {
+        Some(fim) => render_fim(fim, now, out)?,
+        None => writeln!(out, "fim         off ([fim] enabled = false)")?,
+    }
+
+    // 6. Transport.
+    match &status.transport {
+        Some(t) => render_transport(t, status.counters.spool_push_failures_total, now, out)?,
+        None => writeln!(out, "transport   off: reports stay on this host ([transport] enabled = false)")?,
+    }
+
+    // 7. Self-limits.
+    render_self_limits(&status.self_limits, now, out)?;
+
+    // Then what matters only when it happened.
+    if let Some(r) = &status.reload {
+        let outcome = if r.applied {
+            "applied".to_string()
+        } else {
+            format!(
+                "refused, the previous configuration keeps running: {}",
+                r.error.as_deref().unwrap_or("see the log")
+            )
+        };
+        writeln!(
+            out,
+            "{}",
+            cut(
+                &format!(
+                    "reload      {} ago {outcome} ({} applied, {} refused since start)",
+                    ago(r.at),
+                    r.applied_total,
+                    r.rejected_total
+                ),
+                WIDTH
+            )
+        )?;
+    }
+    if let Some(state) = &status.lifecycle_state {
+        writeln!(out, "lifecycle   {} (announced by instance metadata)", cut(state, 40))?;
+    }
+    let c = &status.counters;
+    writeln!(
+        out,
+        "counters    scans {} (degraded {}, failed {}); control requests {}, denied {}, refused {}",
+        c.scan_runs_total,
+        c.scan_degraded_runs_total,
+        c.scan_failures_total,
+        c.control_requests_total,
+        c.control_denied_connections_total,
+        c.control_refused_connections_total,
+    )?;
+    writeln!(
+        out,
+        "events      {} stored, {} coalesced, {} dropped, {} store failures (agentctl events)",
+        c.events_stored, c.events_coalesced_total, c.events_dropped_total, c.events_store_failures_total
+    )?;
+    out.flush()
+}
+
+fn render_identity(
+    id: &IdentityStatus,
+    scanned_host_id: Option<&str>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let host = match (id.host_id.as_deref().or(scanned_host_id), id.host_id_source) {
+        (Some(h), Some(source)) => format!("host {} (from {})", cut(h, 40), host_id_source_word(source)),
+        (Some(h), None) => format!("host {}", cut(h, 40)),
+        (None, _) => "host not identified yet".to_string(),
+    };
+    let ec2 = match (&id.instance_id, &id.not_ec2_reason) {
+        (Some(instance), _) => format!("EC2 instance {}", cut(instance, 30)),
+        (None, Some(why)) => format!("not EC2: {why}"),
+        (None, None) => "EC2 unknown yet (the cloud collector has not run)".to_string(),
+    };
+    writeln!(out, "{}", cut(&format!("identity    {host}; {ec2}"), WIDTH))
+}
+
+fn host_id_source_word(source: guestward_report::HostIdSource) -> &'static str {
+    use guestward_report::HostIdSource as S;
+    match source {
+        S::Config => "config",
+        S::Ec2InstanceId => "ec2_instance_id",
+        S::MachineId => "machine_id",
+        S::None => "none",
+    }
+}
+
+fn render_collectors(
+    collectors: &[CollectorStatus],
+    now: Timestamp,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(out, "  {:<9} {:<9} {:<10} {:<8} NEXT RUN", "NAME", "RESULT", "LAST RUN", "TOOK")?;
+    for c in collectors {
+        let last = c.last_run_at.map_or_else(
+            || "never".to_string(),
+            |at| format!("{} ago", human_duration(now.unix_secs() - at.unix_secs())),
+        );
+        let took = c.last_duration_ms.map_or_else(|| "-".to_string(), human_millis);
+        let next = match c.next_run_at {
+            Some(at) if at.unix_secs() <= now.unix_secs() => "due now".to_string(),
+            Some(at) => format!("in {}", human_duration(at.unix_secs() - now.unix_secs())),
+            None if c.state == CollectorState::Skipped => "-".to_string(),
+            None => "not scheduled".to_string(),
+        };
+        writeln!(out, "  {:<9} {:<9} {last:<10} {took:<8} {next}", c.name.name(), c.state.as_str())?;
+        if let Some(e) = &c.last_error {
+            let streak = if c.consecutive_failures > 1 {
+                format!(" ({} failures in a row)", c.consecutive_failures)
+            } else {
+                String::new()
+            };
+            let room = WIDTH.saturating_sub(13 + streak.len());
+            writeln!(out, "    error: {}{streak}", cut(e, room))?;
+        }
+    }
+    Ok(())
+}
+
+fn render_fim(fim: &FimSummary, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+    let baseline = if fim.baseline_complete { "baseline complete" } else { "baseline NOT complete yet" };
+    let verified = match fim.last_verification_at {
+        Some(at) => format!("verified {} ago", human_duration(now.unix_secs() - at.unix_secs())),
+        None => "never verified yet".to_string(),
+    };
+    let state = if fim.state.is_empty() { "unknown" } else { fim.state.as_str() };
+    writeln!(
+        out,
+        "{}",
+        cut(
+            &format!("fim         {state}: {baseline}, {} entries, {verified}", group_thousands(fim.entries)),
+            WIDTH
+        )
+    )?;
+    let short = if fim.watches_granted < fim.watches_wanted { " (realtime coverage incomplete)" } else { "" };
+    let line = format!(
+        "  watches {} of {}{short}; open coverage gaps {}; changes since start {}",
+        group_thousands(fim.watches_granted),
+        group_thousands(fim.watches_wanted),
+        fim.open_gaps,
+        fim.changes_since_start
+    );
+    writeln!(out, "{}", cut(&line, WIDTH))
+}
+
+fn render_self_limits(l: &SelfLimitStatus, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+    // A budget of 0 is one the daemon did not report (an agent without self-limits).
+    let cpu_budget =
+        if l.cpu_budget_percent > 0.0 { format!(" of {:.1}%", l.cpu_budget_percent) } else { String::new() };
+    let rss_budget = if l.rss_budget_bytes > 0 {
+        format!(" of {}", human_bytes(l.rss_budget_bytes))
+    } else {
+        String::new()
+    };
+    let cpu = match l.cpu_percent {
+        Some(p) => format!("cpu {p:.1}%{cpu_budget}"),
+        None => "cpu not measured yet".to_string(),
+    };
+    let rss = match l.rss_bytes {
+        Some(b) => format!("memory {}{rss_budget}", human_bytes(b)),
+        None => "memory not measured yet".to_string(),
+    };
+    let state = if l.throttled {
+        let since = l
+            .throttled_since
+            .map(|at| format!(" for {}", human_duration(now.unix_secs() - at.unix_secs())))
+            .unwrap_or_default();
+        format!("throttled{since}")
+    } else {
+        "not throttled".to_string()
+    };
+    writeln!(out, "self-limits {state}: {cpu}, {rss}")?;
+    if let Some(reason) = l.throttle_reason.as_deref().filter(|_| l.throttled) {
+        writeln!(out, "  why       {}", cut(reason, WIDTH - 12))?;
+    }
+    if l.throttle_episodes_total > 0 {
+        writeln!(
+            out,
+            "  history   throttled {} time(s), {} in all since start (FIM hashing and full scans slowed)",
+            l.throttle_episodes_total,
+            human_duration(i64::try_from(l.throttled_secs_total).unwrap_or(i64::MAX))
+        )?;
+    }
+    Ok(())
+}
+
+/// The `transport` block: where reports go, whether they get there, what waits in the spool,
+/// what the spool had to drop and when the client certificate expires.
+pub fn render_transport(
+    t: &TransportStatus,
+    spool_push_failures: u64,
+    now: Timestamp,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let ago = |at: Timestamp| human_duration(now.unix_secs().saturating_sub(at.unix_secs()));
+    let state = if t.connected {
+        "connected".to_string()
+    } else if t.consecutive_failures > 0 {
+        format!("not connected ({} failed attempt(s) in a row)", t.consecutive_failures)
+    } else {
+        "not connected yet".to_string()
+    };
+    writeln!(out, "transport   {} {state}", cut(&t.url, 60))?;
+    let last = match t.last_success_at {
+        Some(at) => format!("last {at} ({} ago)", ago(at)),
+        None => "none yet".to_string(),
+    };
+    writeln!(
+        out,
+        "  delivery  {last}; {} report(s) delivered, {} failed request(s) since start",
+        t.delivered_reports_total, t.failed_requests_total
+    )?;
+    if let Some(next) = t.next_attempt_at
+        && !t.connected
+    {
+        writeln!(out, "  retry     {next}")?;
+    }
+    let s = &t.spool;
+    let oldest = match s.oldest_collected_at {
+        Some(at) => format!(", oldest {at} ({} old)", ago(at)),
+        None => String::new(),
+    };
+    writeln!(
+        out,
+        "  spool     {} report(s), {} of {}{oldest}",
+        s.reports,
+        human_bytes(s.bytes),
+        human_bytes(s.max_bytes)
+    )?;
+    writeln!(
+        out,
+        "  drops     superseded snapshots {}, events {}, whole reports {}; reports not spooled {}",
+        s.superseded_snapshots_dropped_total,
+        s.events_dropped_total,
+        s.reports_dropped_total,
+        spool_push_failures
+    )?;
+    match &t.certificate {
+        Some(cert) => {
+            let expiry = match (cert.not_after, cert.days_left) {
+                (Some(at), Some(days)) if days < 0 => format!("expired {at} ({} days ago)", -days),
+                (Some(at), Some(days)) if days <= 7 => format!("expires {at} (only {days} days left)"),
+                (Some(at), Some(days)) => format!("expires {at} ({days} days left)"),
+                (Some(at), None) => format!("expires {at}"),
+                (None, _) => "expiry unknown".to_string(),
+            };
+            writeln!(out, "  cert      CN={} ({}), {expiry}", cut(&cert.subject, 40), cert.path)?;
+        }
+        None => writeln!(out, "  cert      not loaded")?,
+    }
+    if let Some(e) = &t.last_error {
+        writeln!(out, "  error     {}", cut(e, WIDTH - 12))?;
+    }
+    Ok(())
+}
+
+/// `s` cut to at most `max` characters, the last being `…` when cut; newlines become spaces
+/// so a multi-line error keeps the table's shape.
+pub fn cut(s: &str, max: usize) -> String {
+    let flat: String = s.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let mut kept: String = flat.chars().take(max.saturating_sub(1)).collect();
+    kept.push('…');
+    kept
+}
+
+/// `90s`, `5m`, `3h 20m`, `2d 4h`: an age at a glance.
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3_600 => format!("{}m", secs / 60),
+        3_600..86_400 => format!("{}h {}m", secs / 3_600, secs % 3_600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3_600),
+    }
+}
+
+/// `850 ms`, `1.2 s`, `3m`: a run's duration.
+fn human_millis(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => human_duration(i64::try_from(ms / 1000).unwrap_or(i64::MAX)),
+    }
+}
+
+/// `12,345`.
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in binary units, one decimal.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use guestward_report::protocol::{
+        CertificateStatus, Collector, Counters, ReloadStatus, ScanSummary, SectionSummary, SpoolStatus,
+    };
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_secs(secs).unwrap()
+    }
+
+    /// A status as a daemon of today answers it before issue 12's fields are filled.
+    fn bare() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            pid: 4242,
+            started_at: at(NOW - 7_380),
+            uptime_secs: 7_380,
+            config_source: "built-in defaults (/etc/guestward/agent.toml not present)".into(),
+            state_dir: "/var/lib/guestward".into(),
+            scan_interval_secs: 900,
+            last_scan: None,
+            next_scan_at: None,
+            lifecycle_state: None,
+            counters: Counters::default(),
+            transport: None,
+            health: HealthStatus::default(),
+            config_path: None,
+            identity: IdentityStatus::default(),
+            collectors: Vec::new(),
+            fim: None,
+            self_limits: SelfLimitStatus::default(),
+            reload: None,
+        }
+    }
+
+    /// Everything filled, on an EC2 host with a degraded packages collector.
+    fn full() -> Status {
+        let collector = |name, state, error: Option<&str>, failures| CollectorStatus {
+            name,
+            state,
+            last_run_at: Some(at(NOW - 300)),
+            last_duration_ms: Some(1_234),
+            last_error: error.map(str::to_string),
+            consecutive_failures: failures,
+            next_run_at: Some(at(NOW + 600)),
+        };
+        Status {
+            health: HealthStatus {
+                verdict: Health::Degraded,
+                reasons: vec!["packages: cannot read /var/lib/dpkg/status: it is a directory".into()],
+            },
+            config_path: Some("/etc/guestward/agent.toml".into()),
+            identity: IdentityStatus {
+                host_id: Some("i-0123456789abcdef0".into()),
+                host_id_source: Some(guestward_report::HostIdSource::Ec2InstanceId),
+                instance_id: Some("i-0123456789abcdef0".into()),
+                not_ec2_reason: None,
+            },
+            last_scan: Some(ScanSummary {
+                collected_at: at(NOW - 300),
+                host_id: Some("i-0123456789abcdef0".into()),
+                sections: vec![SectionSummary {
+                    name: "packages".into(),
+                    status: SectionStatus::Degraded,
+                    problems: 1,
+                }],
+                findings: 3,
+            }),
+            next_scan_at: Some(at(NOW + 600)),
+            collectors: vec![
+                collector(Collector::Host, CollectorState::Ok, None, 0),
+                collector(
+                    Collector::Packages,
+                    CollectorState::Degraded,
+                    Some(&format!("cannot read /var/lib/dpkg/status: {}", "x".repeat(200))),
+                    3,
+                ),
+                CollectorStatus {
+                    name: Collector::Cloud,
+                    state: CollectorState::Skipped,
+                    last_run_at: None,
+                    last_duration_ms: None,
+                    last_error: None,
+                    consecutive_failures: 0,
+                    next_run_at: None,
+                },
+            ],
+            fim: Some(FimSummary {
+                state: "watching".into(),
+                baseline_complete: true,
+                entries: 12_345,
+                watches_granted: 230,
+                watches_wanted: 240,
+                last_verification_at: Some(at(NOW - 120)),
+                open_gaps: 1,
+                changes_since_start: 7,
+            }),
+            transport: Some(TransportStatus {
+                url: "https://collector.internal:8443".into(),
+                connected: true,
+                ..TransportStatus::default()
+            }),
+            self_limits: SelfLimitStatus {
+                cpu_budget_percent: 5.0,
+                rss_budget_bytes: 64 << 20,
+                cpu_percent: Some(7.5),
+                rss_bytes: Some(12 << 20),
+                throttled: true,
+                throttle_reason: Some("cpu 7.5% over the 5.0% budget".into()),
+                throttled_since: Some(at(NOW - 90)),
+                throttle_episodes_total: 2,
+                throttled_secs_total: 400,
+            },
+            reload: Some(ReloadStatus {
+                at: at(NOW - 60),
+                applied: false,
+                error: Some("agent.toml:3:1: key `agent.bogus`: unknown key".into()),
+                applied_total: 1,
+                rejected_total: 1,
+            }),
+            ..bare()
+        }
+    }
+
+    fn rendered(status: &Status) -> String {
+        let mut out = Vec::new();
+        render(status, at(NOW), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The index of the first line starting with `prefix`.
+    fn line_of(out: &str, prefix: &str) -> usize {
+        out.lines()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
+    }
+
+    #[test]
+    fn full_status_shows_every_section_in_order_on_one_screen() {
+        let out = rendered(&full());
+        let order =
+            ["health", "agent", "config", "identity", "collectors", "fim", "transport", "self-limits"];
+        let positions: Vec<usize> = order.iter().map(|p| line_of(&out, p)).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "sections out of order {positions:?}:\n{out}");
+        assert!(out.lines().count() <= 30, "more than one screen:\n{out}");
+        assert!(out.lines().all(|l| l.chars().count() <= WIDTH), "a line is wider than {WIDTH}:\n{out}");
+
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "health      degraded");
+        assert_eq!(lines[1], "  - packages: cannot read /var/lib/dpkg/status: it is a directory");
+        assert_eq!(
+            lines[2],
+            "agent       guestward-agent 0.1.0 running (pid 4242), up 2h 3m (since 2027-01-15T05:57:00Z)"
+        );
+        assert_eq!(lines[3], "config      /etc/guestward/agent.toml");
+        assert!(out.contains("identity    host i-0123456789abcdef0 (from ec2_instance_id); EC2 instance i-0123456789abcdef0\n"), "{out}");
+        assert!(out.contains("collectors  last full scan 5m ago, 3 finding(s) (agentctl findings); next in 10m, every 15m\n"), "{out}");
+        assert!(out.contains("  NAME      RESULT    LAST RUN   TOOK     NEXT RUN\n"), "{out}");
+        assert!(out.contains("  host      ok        5m ago     1.2 s    in 10m\n"), "{out}");
+        assert!(out.contains("  packages  degraded  5m ago     1.2 s    in 10m\n"), "{out}");
+        assert!(
+            out.contains("    error: cannot read /var/lib/dpkg/status: xxx")
+                && out.contains("… (3 failures in a row)\n"),
+            "{out}"
+        );
+        assert!(out.contains("  cloud     skipped   never      -        -\n"), "{out}");
+        assert!(
+            out.contains("fim         watching: baseline complete, 12,345 entries, verified 2m ago\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  watches 230 of 240 (realtime coverage incomplete); open coverage gaps 1; changes since start 7\n"),
+            "{out}"
+        );
+        assert!(out.contains("transport   https://collector.internal:8443 connected\n"), "{out}");
+        assert!(
+            out.contains("self-limits throttled for 1m: cpu 7.5% of 5.0%, memory 12.0 MiB of 64.0 MiB\n"),
+            "{out}"
+        );
+        assert!(out.contains("  why       cpu 7.5% over the 5.0% budget\n"), "{out}");
+        assert!(out.contains("  history   throttled 2 time(s), 6m in all since start"), "{out}");
+        assert!(
+            out.contains(
+                "reload      1m ago refused, the previous configuration keeps running: agent.toml:3:1"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("Ok") && !out.contains("Degraded"), "state words are lowercase:\n{out}");
+    }
+
+    #[test]
+    fn bare_status_of_a_daemon_without_the_new_fields_still_reads_well() {
+        let mut status = bare();
+        status.last_scan = Some(ScanSummary {
+            collected_at: at(NOW - 30),
+            host_id: Some("4f3c0a".into()),
+            sections: vec![
+                SectionSummary { name: "host".into(), status: SectionStatus::Ok, problems: 0 },
+                SectionSummary { name: "packages".into(), status: SectionStatus::Degraded, problems: 2 },
+            ],
+            findings: 0,
+        });
+        let out = rendered(&status);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "health      degraded");
+        assert_eq!(lines[1], "  - the last scan's packages section is degraded (2 problem(s))");
+        assert!(
+            out.contains("config      built-in defaults (/etc/guestward/agent.toml not present)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("identity    host 4f3c0a; EC2 unknown yet (the cloud collector has not run)\n"),
+            "{out}"
+        );
+        assert!(out.contains("  host      ok        0\n  packages  degraded  2\n"), "{out}");
+        assert!(out.contains("fim         off ([fim] enabled = false)\n"), "{out}");
+        assert!(out.contains("transport   off: reports stay on this host"), "{out}");
+        assert!(
+            out.contains("self-limits not throttled: cpu not measured yet, memory not measured yet\n"),
+            "{out}"
+        );
+        assert_eq!(effective_health(&status).verdict, Health::Degraded);
+    }
+
+    #[test]
+    fn healthy_status_says_ok_with_no_reasons_and_not_ec2_says_why() {
+        let mut status = bare();
+        status.identity = IdentityStatus {
+            host_id: Some("web-42".into()),
+            host_id_source: Some(guestward_report::HostIdSource::Config),
+            instance_id: None,
+            not_ec2_reason: Some("no EC2 signature in the DMI data (/sys/class/dmi/id)".into()),
+        };
+        let out = rendered(&status);
+        assert!(out.starts_with("health      ok\nagent "), "{out}");
+        assert!(
+            out.contains("identity    host web-42 (from config); not EC2: no EC2 signature in the DMI data"),
+            "{out}"
+        );
+        assert_eq!(effective_health(&status), HealthStatus::default());
+    }
+
+    #[test]
+    fn transport_block_shows_url_state_delivery_age_spool_drops_certificate_and_error() {
+        let t = TransportStatus {
+            url: "https://collector.internal:8443".into(),
+            connected: false,
+            last_success_at: Some(at(NOW - 300)),
+            last_error: Some("connection refused".into()),
+            consecutive_failures: 4,
+            delivered_reports_total: 12,
+            failed_requests_total: 4,
+            spool: SpoolStatus {
+                reports: 3,
+                bytes: 3 * 1024 * 1024 / 2,
+                max_bytes: 256 * 1024 * 1024,
+                oldest_collected_at: Some(at(NOW - 7_260)),
+                superseded_snapshots_dropped_total: 2,
+                events_dropped_total: 5,
+                reports_dropped_total: 1,
+            },
+            certificate: Some(CertificateStatus {
+                path: "/etc/guestward/tls/agent.pem".into(),
+                subject: "i-0123456789abcdef0".into(),
+                not_after: Some(at(NOW + 3 * 86_400)),
+                days_left: Some(3),
+            }),
+            ..TransportStatus::default()
+        };
+        let mut out = Vec::new();
+        render_transport(&t, 1, at(NOW), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "transport   https://collector.internal:8443 not connected (4 failed attempt(s) in a row)"
+        );
+        assert!(lines[1].contains("(5m ago); 12 report(s) delivered, 4 failed request(s)"), "{out}");
+        assert!(
+            out.contains("spool     3 report(s), 1.5 MiB of 256.0 MiB, oldest")
+                && out.contains("(2h 1m old)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("superseded snapshots 2, events 5, whole reports 1; reports not spooled 1"),
+            "{out}"
+        );
+        assert!(out.contains("CN=i-0123456789abcdef0") && out.contains("(only 3 days left)"), "{out}");
+        assert!(out.contains("error     connection refused"), "{out}");
+    }
+
+    #[test]
+    fn transport_block_flags_an_expired_certificate() {
+        let t = TransportStatus {
+            url: "https://c:1".into(),
+            connected: true,
+            certificate: Some(CertificateStatus {
+                path: "a.pem".into(),
+                subject: "h".into(),
+                not_after: Some(at(NOW - 2 * 86_400)),
+                days_left: Some(-2),
+            }),
+            ..TransportStatus::default()
+        };
+        let mut out = Vec::new();
+        render_transport(&t, 0, at(NOW), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("transport   https://c:1 connected\n"), "{out}");
+        assert!(out.contains("none yet"), "{out}");
+        assert!(out.contains("expired") && out.contains("(2 days ago)"), "{out}");
+        assert!(!out.contains("error "), "{out}");
+    }
+
+    #[test]
+    fn ages_sizes_and_cuts_read_at_a_glance() {
+        assert_eq!(
+            [
+                human_duration(-5),
+                human_duration(59),
+                human_duration(61),
+                human_duration(3_660),
+                human_duration(90_000)
+            ],
+            ["0s", "59s", "1m", "1h 1m", "1d 1h"]
+        );
+        assert_eq!(
+            [human_bytes(512), human_bytes(1536), human_bytes(1 << 30)],
+            ["512 B", "1.5 KiB", "1.0 GiB"]
+        );
+        assert_eq!(
+            [human_millis(850), human_millis(1_234), human_millis(125_000)],
+            ["850 ms", "1.2 s", "2m"]
+        );
+        assert_eq!([group_thousands(7), group_thousands(1_234_567)], ["7", "1,234,567"]);
+        assert_eq!([cut("abcdef", 4), cut("ab\ncd", 10)], ["abc…", "ab cd"]);
+    }
+}
