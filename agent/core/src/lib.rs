@@ -16,6 +16,9 @@
 pub mod config;
 pub mod exit;
 mod finding;
+pub mod json;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod paths;
 mod root;
 mod section;

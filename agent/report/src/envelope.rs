@@ -148,6 +148,22 @@ impl Report {
         out
     }
 
+    /// For a run without root (`uid`: the effective uid): in every section, paths that could
+    /// not be read for lack of permission become a note instead of a problem
+    /// ([`Section::excuse_permission_denied`]). Never for a run as root.
+    pub fn excuse_permission_denied(&mut self, uid: u32) {
+        fn excuse<T>(section: &mut Option<Section<T>>, uid: u32) {
+            if let Some(s) = section {
+                s.excuse_permission_denied(uid);
+            }
+        }
+        excuse(&mut self.host, uid);
+        excuse(&mut self.packages, uid);
+        excuse(&mut self.cloud, uid);
+        excuse(&mut self.network, uid);
+        excuse(&mut self.fim, uid);
+    }
+
     /// Whether any section degraded or failed.
     pub fn any_degraded(&self) -> bool {
         use guestward_core::SectionStatus::{Degraded, Error};
