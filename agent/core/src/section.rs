@@ -137,32 +137,41 @@ impl<T> Section<T> {
         self
     }
 
-    /// For a run without root (`uid` is the effective uid): moves every `permission_denied`
-    /// problem that names a path to [`Section::expected_problems`], says how many in the note,
+    /// For a run without root (`uid` is the effective uid; `scanned_root`: the `--root`
+    /// directory paths may start with, if any): moves each `permission_denied` problem whose
+    /// path `expected` accepts to [`Section::expected_problems`], says how many in the note,
     /// and makes a section degraded by nothing else `ok`. Returns how many were moved.
     ///
-    /// Such paths (other users' homes, `/root`, root-only directories) cannot be read by any
-    /// user but root; reporting them as a fault would make every non-root scan degraded and
-    /// hide the problems that matter. Never call it for a run as root: there a path root
-    /// cannot read is a real problem.
-    pub fn excuse_permission_denied(&mut self, uid: u32) -> usize {
+    /// Meant for directories only root may enter (other users' homes, `/root`, root-only
+    /// trees a walk meets): no user but root can read them, so reporting them as a fault would
+    /// make every non-root scan degraded and hide the problems that matter. A file the
+    /// collector exists to read (a package database) is not excused: the caller's `expected`
+    /// says which. Never call it for a run as root: there a path root cannot read is a real
+    /// problem.
+    pub fn excuse_permission_denied(
+        &mut self,
+        uid: u32,
+        scanned_root: Option<&str>,
+        expected: &dyn Fn(&str) -> bool,
+    ) -> usize {
         let (excused, kept): (Vec<Problem>, Vec<Problem>) = std::mem::take(&mut self.problems)
             .into_iter()
-            .partition(|p| p.code == "permission_denied" && p.path.is_some());
+            .partition(|p| p.code == "permission_denied" && p.path.as_deref().is_some_and(expected));
         self.problems = kept;
         if excused.is_empty() {
             return 0;
         }
-        let homes = excused
-            .iter()
-            .filter(|p| p.path.as_deref().is_some_and(|path| path == "/root" || path.starts_with("/root/") || path.starts_with("/home/")))
-            .count();
+        let in_home = |path: &str| {
+            let path = scanned_root.and_then(|r| path.strip_prefix(r.trim_end_matches('/'))).unwrap_or(path);
+            path == "/root" || path.starts_with("/root/") || path.starts_with("/home/")
+        };
+        let homes = excused.iter().filter(|p| p.path.as_deref().is_some_and(in_home)).count();
         let which = if homes == excused.len() {
             "other users' homes".to_string()
         } else if homes > 0 {
-            format!("{homes} in other users' homes, the rest root-only directories")
+            format!("{homes} in other users' homes, {} other private directories", excused.len() - homes)
         } else {
-            "root-only directories".to_string()
+            "private directories".to_string()
         };
         let n = excused.len();
         let paths = if n == 1 { "path" } else { "paths" };
@@ -203,7 +212,7 @@ mod tests {
         let denied = |p: &str| Problem::new("permission_denied", format!("{p}: permission denied")).with_path(p);
         let mut s = Section::from_parts(Some(1), vec![denied("/root/.local"), denied("/home/bob/.local")], t);
         assert_eq!(s.status, SectionStatus::Degraded);
-        assert_eq!(s.excuse_permission_denied(1000), 2);
+        assert_eq!(s.excuse_permission_denied(1000, None, &|_| true), 2);
         assert_eq!(s.status, SectionStatus::Ok);
         assert!(s.problems.is_empty());
         assert_eq!(s.expected_problems.len(), 2);
@@ -212,10 +221,13 @@ mod tests {
             Some("2 paths not readable as uid 1000 (other users' homes); run as root to include them")
         );
 
-        let mut s = Section::from_parts(Some(1), vec![denied("/var/lib/private"), Problem::new("malformed", "x")], t);
-        assert_eq!(s.excuse_permission_denied(1000), 1);
-        assert_eq!(s.status, SectionStatus::Degraded, "another problem still degrades it");
-        assert!(s.note.as_deref().unwrap().contains("root-only directories"));
+        let problems = vec![denied("/mnt/snap/var/lib/private"), denied("/mnt/snap/var/lib/dpkg/status")];
+        let mut s = Section::from_parts(Some(1), problems, t);
+        let only_dirs = |p: &str| !p.ends_with("/status");
+        assert_eq!(s.excuse_permission_denied(1000, Some("/mnt/snap"), &only_dirs), 1);
+        assert_eq!(s.status, SectionStatus::Degraded, "the package database still degrades it");
+        assert_eq!(s.problems[0].path.as_deref(), Some("/mnt/snap/var/lib/dpkg/status"));
+        assert!(s.note.as_deref().unwrap().contains("(private directories)"), "{:?}", s.note);
     }
 
     #[test]

@@ -260,10 +260,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let euid = nix::unistd::geteuid();
             if !euid.is_root() {
                 // Not root: other users' homes (and root-only system directories) cannot be
-                // read, and cannot be by any user but root. That is expected, not a fault of
-                // this host: counted in a note, the section stays ok. As root nothing is
-                // excused: a path root cannot read is a problem.
-                report.excuse_permission_denied(euid.as_raw());
+                // entered by any user but root. That is expected, not a fault of this host:
+                // counted in a note, the section stays ok. A file a collector exists to read (a
+                // package database) stays a problem, and as root nothing is excused: a path
+                // root cannot read is a problem.
+                let scanned = report.scanned_root.clone().map(PathBuf::from);
+                report.excuse_permission_denied(euid.as_raw(), &|path| {
+                    private_directory(std::path::Path::new(path), scanned.as_deref())
+                });
             }
             drop(collectors);
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -292,6 +296,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
         }
+    }
+}
+
+/// Whether `path` (as a problem names it: a host path, or a real path under `root`) is a
+/// directory this user may not enter, or lies inside one (its own metadata cannot be read).
+/// Files are never: an unreadable package database is a problem whoever runs the scan.
+fn private_directory(path: &std::path::Path, root: Option<&std::path::Path>) -> bool {
+    let real = match root {
+        Some(root) if !path.starts_with(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        _ => path.to_path_buf(),
+    };
+    match std::fs::symlink_metadata(&real) {
+        Ok(meta) => meta.is_dir(),
+        Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
     }
 }
 

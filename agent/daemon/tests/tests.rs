@@ -9,6 +9,8 @@ mod daemon;
 mod events;
 mod fim;
 mod hardening;
+mod logs;
 mod sbom;
+mod scan_gate;
 mod support;
 mod transport;
