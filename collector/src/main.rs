@@ -121,15 +121,9 @@ impl Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GUESTWARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: the journal (and a log file) would keep the escape codes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Info by default; `RUST_LOG` (or `GUESTWARD_LOG`) overrides. Colour only on a terminal,
+    // `<N>` priority prefixes under the journal (see `guestward_core::logging`).
+    guestward_core::logging::init("info");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

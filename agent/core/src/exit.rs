@@ -11,6 +11,9 @@ pub const USAGE: u8 = 2;
 /// report could not be written to the spool. What was not delivered stays spooled (a report the
 /// spool refused leaves its events in the history) and goes with the next run or the daemon.
 pub const NOT_DELIVERED: u8 = 3;
+/// `guestward-agent scan --fail-on SEVERITY`: the report holds a finding at or above SEVERITY
+/// (an AMI bake or CI job stops on it). Takes precedence over [`DEGRADED`].
+pub const FINDINGS: u8 = 4;
 
 /// Whether one cause of an error is a write to a closed pipe (`guestward-agent scan --json |
 /// head`). The binaries then stop quietly with [`OK`], as ripgrep does: the reader took what it

@@ -18,6 +18,9 @@ pub mod cli_docs;
 pub mod config;
 pub mod exit;
 mod finding;
+pub mod json;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod paths;
 mod root;
 mod section;

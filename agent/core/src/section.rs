@@ -93,6 +93,12 @@ pub struct Section<T> {
     /// Why it was skipped, or other context a reader needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Inputs not read for a reason this run expects, listed for completeness: a scan without
+    /// root cannot read other users' homes or root-only directories. They do not make the
+    /// section degraded; `note` counts them. Always empty for a run as root, where a path that
+    /// cannot be read is a problem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_problems: Vec<Problem>,
     /// Wall time the collector took.
     pub duration_ms: u64,
 }
@@ -105,7 +111,7 @@ impl<T> Section<T> {
             (Some(_), false) => SectionStatus::Degraded,
             (None, _) => SectionStatus::Error,
         };
-        Self { status, data, problems, note: None, duration_ms: elapsed_ms(started) }
+        Self { status, data, problems, note: None, expected_problems: Vec::new(), duration_ms: elapsed_ms(started) }
     }
 
     /// A collector that did not run, with the reason.
@@ -115,6 +121,7 @@ impl<T> Section<T> {
             data: None,
             problems: Vec::new(),
             note: Some(note.into()),
+            expected_problems: Vec::new(),
             duration_ms: 0,
         }
     }
@@ -128,6 +135,56 @@ impl<T> Section<T> {
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
         self.note = Some(note.into());
         self
+    }
+
+    /// For a run without root (`uid` is the effective uid; `scanned_root`: the `--root`
+    /// directory paths may start with, if any): moves each `permission_denied` problem whose
+    /// path `expected` accepts to [`Section::expected_problems`], says how many in the note,
+    /// and makes a section degraded by nothing else `ok`. Returns how many were moved.
+    ///
+    /// Meant for directories only root may enter (other users' homes, `/root`, root-only
+    /// trees a walk meets): no user but root can read them, so reporting them as a fault would
+    /// make every non-root scan degraded and hide the problems that matter. A file the
+    /// collector exists to read (a package database) is not excused: the caller's `expected`
+    /// says which. Never call it for a run as root: there a path root cannot read is a real
+    /// problem.
+    pub fn excuse_permission_denied(
+        &mut self,
+        uid: u32,
+        scanned_root: Option<&str>,
+        expected: &dyn Fn(&str) -> bool,
+    ) -> usize {
+        let (excused, kept): (Vec<Problem>, Vec<Problem>) = std::mem::take(&mut self.problems)
+            .into_iter()
+            .partition(|p| p.code == "permission_denied" && p.path.as_deref().is_some_and(expected));
+        self.problems = kept;
+        if excused.is_empty() {
+            return 0;
+        }
+        let in_home = |path: &str| {
+            let path = scanned_root.and_then(|r| path.strip_prefix(r.trim_end_matches('/'))).unwrap_or(path);
+            path == "/root" || path.starts_with("/root/") || path.starts_with("/home/")
+        };
+        let homes = excused.iter().filter(|p| p.path.as_deref().is_some_and(in_home)).count();
+        let which = if homes == excused.len() {
+            "other users' homes".to_string()
+        } else if homes > 0 {
+            format!("{homes} in other users' homes, {} other private directories", excused.len() - homes)
+        } else {
+            "private directories".to_string()
+        };
+        let n = excused.len();
+        let paths = if n == 1 { "path" } else { "paths" };
+        let line = format!("{n} {paths} not readable as uid {uid} ({which}); run as root to include them");
+        self.note = Some(match self.note.take() {
+            Some(note) => format!("{note}; {line}"),
+            None => line,
+        });
+        self.expected_problems.extend(excused);
+        if self.status == SectionStatus::Degraded && self.problems.is_empty() {
+            self.status = SectionStatus::Ok;
+        }
+        n
     }
 }
 
@@ -147,6 +204,30 @@ mod tests {
         assert_eq!(Section::from_parts(Some(1), vec![p.clone()], t).status, SectionStatus::Degraded);
         assert_eq!(Section::<u8>::from_parts(None, vec![p], t).status, SectionStatus::Error);
         assert_eq!(Section::<u8>::skipped("not selected").status, SectionStatus::Skipped);
+    }
+
+    #[test]
+    fn permission_denied_paths_become_a_note_and_other_problems_stay() {
+        let t = Instant::now();
+        let denied = |p: &str| Problem::new("permission_denied", format!("{p}: permission denied")).with_path(p);
+        let mut s = Section::from_parts(Some(1), vec![denied("/root/.local"), denied("/home/bob/.local")], t);
+        assert_eq!(s.status, SectionStatus::Degraded);
+        assert_eq!(s.excuse_permission_denied(1000, None, &|_| true), 2);
+        assert_eq!(s.status, SectionStatus::Ok);
+        assert!(s.problems.is_empty());
+        assert_eq!(s.expected_problems.len(), 2);
+        assert_eq!(
+            s.note.as_deref(),
+            Some("2 paths not readable as uid 1000 (other users' homes); run as root to include them")
+        );
+
+        let problems = vec![denied("/mnt/snap/var/lib/private"), denied("/mnt/snap/var/lib/dpkg/status")];
+        let mut s = Section::from_parts(Some(1), problems, t);
+        let only_dirs = |p: &str| !p.ends_with("/status");
+        assert_eq!(s.excuse_permission_denied(1000, Some("/mnt/snap"), &only_dirs), 1);
+        assert_eq!(s.status, SectionStatus::Degraded, "the package database still degrades it");
+        assert_eq!(s.problems[0].path.as_deref(), Some("/mnt/snap/var/lib/dpkg/status"));
+        assert!(s.note.as_deref().unwrap().contains("(private directories)"), "{:?}", s.note);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::scan;
 use anyhow::Context;
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
-use guestward_core::HostRoot;
+use guestward_core::{HostRoot, Severity};
 use guestward_report::protocol::Collector;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -21,6 +21,7 @@ Exit codes:
   1  some collector degraded or failed; the report says which and why
   2  usage or configuration error; nothing was collected
   3  run --once: not everything was delivered to the collector (it stays spooled)
+  4  scan --fail-on SEVERITY: a finding at or above SEVERITY (takes precedence over 1)
 A closed standard output (`scan --json | head`) stops the output quietly, exit 0.";
 
 /// guestward: a security agent for the EC2 guest OS.
@@ -167,7 +168,50 @@ pub struct ScanArgs {
     /// Symlinks are resolved inside DIR; live-only collectors are skipped.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Exit 4 when a finding of this severity or higher is found, to stop an AMI bake or a CI
+    /// job on it (`--fail-on high`: high and critical). Without it findings do not change the
+    /// exit code.
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub fail_on: Option<FailOn>,
 }
+
+/// The severity threshold of `scan --fail-on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Critical findings only.
+    Critical,
+    /// High and critical.
+    High,
+    /// Medium, high and critical.
+    Medium,
+    /// Every finding except `info`.
+    Low,
+}
+
+impl FailOn {
+    /// The lowest severity that fails the scan.
+    pub fn severity(self) -> Severity {
+        match self {
+            Self::Critical => Severity::Critical,
+            Self::High => Severity::High,
+            Self::Medium => Severity::Medium,
+            Self::Low => Severity::Low,
+        }
+    }
+}
+
+/// The log level a command runs with when neither `RUST_LOG` nor the configuration sets one:
+/// `info` for the daemon (`run`), whose log is its record of start, stop, reload and file
+/// changes; `warn` for the one-shot commands, whose output is their result.
+pub fn default_log_level(cli: &Cli) -> &'static str {
+    match &cli.command {
+        Command::Run(args) if !args.once => DAEMON_LOG_LEVEL,
+        _ => "warn",
+    }
+}
+
+/// The daemon's default log level (`[agent] log_level` unset, no `RUST_LOG`).
+pub const DAEMON_LOG_LEVEL: &str = "info";
 
 /// Runs a parsed command line, returning the exit code. Errors are usage/config errors
 /// (exit 2); collector failures are reported inside the report (exit 1).
@@ -233,6 +277,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if args.once {
                 return crate::once::run(config, &source, &args);
             }
+            // The configured level replaces the default unless RUST_LOG was set; the file was
+            // validated, so it parses.
+            match guestward_core::logging::apply_config_level(config.agent.log_level.as_deref(), DAEMON_LOG_LEVEL)
+            {
+                Ok(level) => tracing::info!(config = %source, log_level = %level, "configuration loaded"),
+                Err(e) => tracing::warn!(config = %source, error = %e, "agent.log_level not applied"),
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 // Two workers: the agent must stay small; scans run on blocking threads anyway.
                 .worker_threads(2)
@@ -245,6 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             // SIGKILL. The daemon has already stopped serving; give running work a moment.
             runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             served?;
+            tracing::info!("guestward-agent stopped");
             Ok(exit::OK)
         }
         Command::Scan(args) => {
@@ -270,16 +322,28 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 FimCollector::Stored(config.agent.state_dir.as_path().to_path_buf())
             };
             let collectors = Collectors::new(&config, root, runtime.handle().clone(), fim);
-            let report = scan::run(&config, &collectors, &only);
+            let mut report = scan::run(&config, &collectors, &only);
+            let euid = nix::unistd::geteuid();
+            if !euid.is_root() {
+                // Not root: other users' homes (and root-only system directories) cannot be
+                // entered by any user but root. That is expected, not a fault of this host:
+                // counted in a note, the section stays ok. A file a collector exists to read (a
+                // package database) stays a problem, and as root nothing is excused: a path
+                // root cannot read is a problem.
+                let scanned = report.scanned_root.clone().map(PathBuf::from);
+                report.excuse_permission_denied(euid.as_raw(), &|path| {
+                    private_directory(std::path::Path::new(path), scanned.as_deref())
+                });
+            }
             drop(collectors);
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             let format = if args.json { Format::Json } else { args.format };
+            let pretty = guestward_core::json::stdout_wants_pretty();
             let mut out = std::io::stdout().lock();
             match format {
-                Format::Json => {
-                    serde_json::to_writer_pretty(&mut out, &report)?;
-                    writeln!(out)?;
-                }
+                // Indented on a terminal, compact otherwise (a pipe or a file: 14 MB of
+                // indentation for 20,000 connections cost more than collecting them).
+                Format::Json => guestward_core::json::write_json(&mut out, &report, pretty)?,
                 Format::Human => guestward_report::render::render_human(&report, &mut out)?,
                 Format::Cyclonedx => {
                     let (bom, left_out) = guestward_report::cyclonedx::report_to_json(&report)?;
@@ -291,8 +355,27 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             out.flush()?;
+            if let Some(threshold) = args.fail_on
+                && report.findings.iter().any(|f| f.severity >= threshold.severity())
+            {
+                return Ok(exit::FINDINGS);
+            }
             Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
         }
+    }
+}
+
+/// Whether `path` (as a problem names it: a host path, or a real path under `root`) is a
+/// directory this user may not enter, or lies inside one (its own metadata cannot be read).
+/// Files are never: an unreadable package database is a problem whoever runs the scan.
+fn private_directory(path: &std::path::Path, root: Option<&std::path::Path>) -> bool {
+    let real = match root {
+        Some(root) if !path.starts_with(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+        _ => path.to_path_buf(),
+    };
+    match std::fs::symlink_metadata(&real) {
+        Ok(meta) => meta.is_dir(),
+        Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
     }
 }
 

@@ -102,6 +102,10 @@ pub struct AgentConfig {
     /// by ±10 % so a fleet does not scan in step; a collector that failed or degraded is retried
     /// on its own sooner (see `guestward_agent::collect::book`).
     pub scan_interval_secs: u64,
+    /// The daemon's log level: `error`, `warn`, `info` (the default: start, stop, reload,
+    /// configuration and one line per file change), `debug`, `trace`, or a filter such as
+    /// `info,guestward_fim=debug`. `RUST_LOG` set in the environment wins.
+    pub log_level: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -110,6 +114,7 @@ impl Default for AgentConfig {
             state_dir: AbsolutePath::from_static("/var/lib/guestward"),
             host_id: None,
             scan_interval_secs: 900,
+            log_level: None,
         }
     }
 }
@@ -162,6 +167,11 @@ impl AgentConfig {
                 "host_id",
                 "must be 1 to 255 characters without control characters (or left unset)",
             ));
+        }
+        if let Some(level) = &self.log_level
+            && let Err(e) = guestward_core::logging::parse_level(level)
+        {
+            issues.push(ConfigIssue::new("log_level", e.to_string()));
         }
         issues
     }
@@ -618,8 +628,7 @@ impl CheckOutcome {
         err: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
         if json {
-            serde_json::to_writer_pretty(&mut *out, &self.to_json())?;
-            writeln!(out)?;
+            guestward_core::json::write_json(&mut *out, &self.to_json(), guestward_core::json::stdout_wants_pretty())?;
         } else {
             match &self.result {
                 Ok(()) => writeln!(out, "{}: ok", self.path.display())?,
@@ -675,6 +684,16 @@ mod tests {
             check(table, inner, &mut missing);
         }
         assert!(missing.is_empty(), "packaging/agent.toml does not document {missing:?}");
+    }
+
+    #[test]
+    fn log_level_takes_a_level_or_a_filter_and_refuses_a_misspelt_one() {
+        for ok in ["info", "debug", "warn,guestward_fim=debug"] {
+            let c = Config::parse(&format!("[agent]\nlog_level = {ok:?}\n"), Path::new("x")).unwrap();
+            assert_eq!(c.agent.log_level.as_deref(), Some(ok));
+        }
+        let msg = err("[agent]\nlog_level = \"inof\"\n");
+        assert!(msg.contains("log_level") && msg.contains("`inof`"), "{msg}");
     }
 
     #[test]

@@ -134,7 +134,13 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify failed");
     }
-    tracing::info!(socket = %socket_path.display(), "guestward-agent running");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %source,
+        state_dir = %config.agent.state_dir.as_path().display(),
+        socket = %socket_path.display(),
+        "guestward-agent running"
+    );
 
     let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal()).await;
     scheduler.abort();
@@ -178,9 +184,9 @@ fn start_fim(config: &Config, events: &Arc<EventLog>) -> anyhow::Result<guestwar
     let events = Arc::clone(events);
     let sink = Box::new(move |event: &guestward_core::Event| {
         // Kept in the history (`agentctl events`) and in fim.db (`agentctl fim events`), and
-        // carried by the next full report. Logged at debug only: a line per change turned an
-        // event storm into a logging storm (62,600 lines, 105 MB RSS).
-        tracing::debug!(kind = %event.kind, data = %event.data, "file integrity event");
+        // carried by the next full report. Logged as one rate-limited info line per change
+        // (see `crate::logs`: a line per change once turned a storm into 62,600 lines).
+        crate::logs::fim_event(event);
         events.push(event.clone());
     });
     Ok(guestward_fim::Monitor::start(fim, sink)?)

@@ -13,6 +13,7 @@ pub mod collect;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod logs;
 pub mod once;
 pub mod pipeline;
 pub mod scan;

@@ -4,8 +4,11 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = guestward_agent::cli::Cli::parse();
+    // The daemon logs at info by default (start, stop, reload, configuration, file changes);
+    // the one-shot commands print their result and log only warnings unless asked
+    // (`RUST_LOG=info`). See `guestward_core::logging` for the journal and colour rules.
+    guestward_core::logging::init(guestward_agent::cli::default_log_level(&cli));
     match guestward_agent::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -17,13 +20,4 @@ fn main() -> ExitCode {
             ExitCode::from(guestward_agent::exit::USAGE)
         }
     }
-}
-
-/// Logs go to stderr (the journal under systemd); `GUESTWARD_LOG=debug` raises the level.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GUESTWARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only on a terminal: the journal (and a log file) would keep the escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }

@@ -112,9 +112,8 @@ pub fn run_with(
         }
     };
     let written = if args.json {
-        serde_json::to_writer_pretty(&mut *out, &report)
-            .map_err(std::io::Error::other)
-            .and_then(|()| writeln!(out))
+        // Indented on a terminal, compact in a pipe or a file.
+        guestward_core::json::write_json(&mut *out, &report, guestward_core::json::stdout_wants_pretty())
     } else if matches!(cmd, FimCommand::Init(_)) {
         let s = &report.summary.stats;
         writeln!(

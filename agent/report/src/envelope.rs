@@ -148,6 +148,23 @@ impl Report {
         out
     }
 
+    /// For a run without root (`uid`: the effective uid): in every section, the paths that
+    /// could not be read for lack of permission and that `expected` accepts become a note
+    /// instead of a problem ([`Section::excuse_permission_denied`]). Never for a run as root.
+    pub fn excuse_permission_denied(&mut self, uid: u32, expected: &dyn Fn(&str) -> bool) {
+        fn excuse<T>(section: &mut Option<Section<T>>, uid: u32, root: Option<&str>, expected: &dyn Fn(&str) -> bool) {
+            if let Some(s) = section {
+                s.excuse_permission_denied(uid, root, expected);
+            }
+        }
+        let root = self.scanned_root.as_deref();
+        excuse(&mut self.host, uid, root, expected);
+        excuse(&mut self.packages, uid, root, expected);
+        excuse(&mut self.cloud, uid, root, expected);
+        excuse(&mut self.network, uid, root, expected);
+        excuse(&mut self.fim, uid, root, expected);
+    }
+
     /// Whether any section degraded or failed.
     pub fn any_degraded(&self) -> bool {
         use guestward_core::SectionStatus::{Degraded, Error};

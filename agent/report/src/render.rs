@@ -23,6 +23,10 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
         report.agent.host_id_source.as_str()
     )?;
     writeln!(out)?;
+    // Findings first: they are what a reader (or a gate: `scan --fail-on`) acts on; the
+    // sections below are the evidence.
+    render_findings(&report.findings, out)?;
+    writeln!(out)?;
     if let Some(section) = &report.host {
         section_header(out, "host", section)?;
         if let Some(facts) = &section.data {
@@ -64,19 +68,98 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
             writeln!(out, "  {}", event_line(e))?;
         }
     }
-    if !report.findings.is_empty() {
-        writeln!(out, "\nfindings ({}):", report.findings.len())?;
-        for f in &report.findings {
-            writeln!(
-                out,
-                "  [{:<8}] {} {}",
-                f.severity,
-                f.id,
-                guestward_core::text::escape_control(&f.title)
-            )?;
+    Ok(())
+}
+
+/// The findings block: the count by severity, then each finding, most severe first, with
+/// where it is (path, port and process, or package) on the line below its title.
+pub fn render_findings(findings: &[guestward_core::Finding], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use guestward_core::Severity;
+    if findings.is_empty() {
+        return writeln!(out, "findings: none");
+    }
+    let counts: Vec<String> =
+        [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info]
+            .iter()
+            .filter_map(|sev| {
+                let n = findings.iter().filter(|f| f.severity == *sev).count();
+                (n > 0).then(|| format!("{n} {sev}"))
+            })
+            .collect();
+    writeln!(out, "findings: {} ({})", findings.len(), counts.join(", "))?;
+    let mut sorted: Vec<&guestward_core::Finding> = findings.iter().collect();
+    sorted.sort_by(|a, b| b.severity.cmp(&a.severity));
+    for f in sorted {
+        writeln!(out, "  {:<8}  {}  {}", f.severity, f.id, guestward_core::text::escape_control(&f.title))?;
+        if let Some(at) = finding_location(f) {
+            writeln!(out, "  {:<8}  at {}", "", guestward_core::text::escape_control(&at))?;
         }
     }
     Ok(())
+}
+
+/// Where a finding is, from its evidence: a path (inside an archive: the entry too), a port
+/// with its processes, or a package; `None` for host-wide findings (instance metadata
+/// settings).
+pub fn finding_location(finding: &guestward_core::Finding) -> Option<String> {
+    let e = &finding.evidence;
+    let text = |key: &str| e.get(key).and_then(serde_json::Value::as_str);
+    if let Some(path) = text("path") {
+        let mut at = path.to_string();
+        if let Some(inner) = text("path_in_archive") {
+            at.push_str(&format!(" (inside: {inner})"));
+        }
+        if let (Some(name), Some(version)) = (text("name"), text("version")) {
+            at.push_str(&format!(" (package {name} {version})"));
+        }
+        return Some(at);
+    }
+    if let Some(port) = e.get("port").and_then(serde_json::Value::as_u64) {
+        let mut at = format!("{} port {port}", text("protocol").unwrap_or("tcp"));
+        let addresses: Vec<&str> = e
+            .get("addresses")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        if !addresses.is_empty() {
+            at.push_str(&format!(" on {}", addresses.join(", ")));
+        }
+        let processes: Vec<String> = e
+            .get("processes")
+            .and_then(serde_json::Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .map(|p| {
+                        let pid = p.get("pid").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                        let name = p.get("name").and_then(serde_json::Value::as_str).unwrap_or("?");
+                        let unit = p
+                            .get("systemd_unit")
+                            .and_then(serde_json::Value::as_str)
+                            .map(|u| format!(", {u}"))
+                            .unwrap_or_default();
+                        format!("{name} (pid {pid}{unit})")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        at.push_str(&match processes.is_empty() {
+            true => ", process unknown".to_string(),
+            false => format!(", process {}", processes.join(", ")),
+        });
+        return Some(at);
+    }
+    if let (Some(name), Some(version)) = (text("name"), text("version")) {
+        return Some(format!("package {name} {version}"));
+    }
+    let trees: Vec<&str> = ["rescan_only_trees", "trees"]
+        .iter()
+        .filter_map(|k| e.get(*k).and_then(serde_json::Value::as_array))
+        .flat_map(|a| a.iter().filter_map(serde_json::Value::as_str))
+        .collect();
+    if !trees.is_empty() {
+        return Some(format!("trees {}", trees.join(", ")));
+    }
+    None
 }
 
 fn section_header<T>(

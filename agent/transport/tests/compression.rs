@@ -25,6 +25,7 @@ fn a_realistic_one_megabyte_report_compresses_at_least_five_times() {
         data: Some(guestward_packages::PackagesReport { dpkg: Some(inventory), rpm: None, language: None }),
         problems: Vec::new(),
         note: None,
+        expected_problems: Vec::new(),
         duration_ms: 41,
     });
     // The rest: file-integrity changes, as after a package upgrade, for real paths of this

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `guestward-agent scan --only network --json > file` against `ss -tanp > file` with N loopback
+# TCP sockets held open (issue 12: the scan must take at most 1/3 of ss's wall time at 20,000).
+# Same helpers as scripts/bench-network.sh (N/2 accepted + N/2 connected, two processes).
+#
+# usage: scripts/bench-scan-json.sh [N ...]     (default: 20000)
+# needs: hyperfine, iproute2 (ss); a release build of guestward-agent
+#   (cargo build --release -p guestward-agent) and the bench helper
+#   (cargo build -p guestward-network --examples; a debug build is enough: it only holds sockets).
+# Run as root so both tools see every process's descriptors.
+set -euo pipefail
+
+counts=("$@")
+[ ${#counts[@]} -eq 0 ] && counts=(20000)
+cd "$(dirname "$0")/.."
+target=${CARGO_TARGET_DIR:-target}
+agent="$target/release/guestward-agent"
+helper=${BENCH_HELPER:-$target/debug/examples/bench_helper}
+[ -x "$agent" ] || { echo "build it first: cargo build --release -p guestward-agent" >&2; exit 2; }
+[ -x "$helper" ] || { echo "build it first: cargo build -p guestward-network --examples" >&2; exit 2; }
+work=$(mktemp -d)
+helper_pids=()
+config="$work/agent.toml"
+: >"$config"
+
+stop_helpers() {
+    exec 3>&- 2>/dev/null || true
+    for p in "${helper_pids[@]}"; do
+        for _ in $(seq 100); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    helper_pids=()
+}
+cleanup() {
+    stop_helpers
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+wait_for() {
+    for _ in $(seq 600); do
+        [ -s "$1" ] && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for $1" >&2
+    return 1
+}
+
+for n in "${counts[@]}"; do
+    half=$((n / 2))
+    rm -f "$work/port" "$work/ready"
+    mkfifo "$work/hold-$n"
+    exec 3<>"$work/hold-$n"
+    "$helper" listen "$half" "$work/port" <"$work/hold-$n" 3>&- &
+    helper_pids+=($!)
+    wait_for "$work/port"
+    "$helper" connect "$(cat "$work/port")" "$half" "$work/ready" <"$work/hold-$n" 3>&- &
+    helper_pids+=($!)
+    wait_for "$work/ready"
+    sleep 1
+    echo "== $n sockets: $(ss -Htan | wc -l) TCP sockets on the host; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$agent" --config "$config" scan --only network --json >"$work/scan.json" || true
+    ss -tanp >"$work/ss.txt"
+    echo "output: scan --json $(stat -c %s "$work/scan.json") bytes ($(($(stat -c %s "$work/scan.json") / n)) a socket), ss -tanp $(stat -c %s "$work/ss.txt") bytes"
+    # The scan exits 1 when a process could not be inspected (not as root): -i keeps going.
+    hyperfine -N -i --style basic --warmup 3 --runs 20 --export-json "$work/$n.json" \
+        -n "ss -tanp > file" --output "$work/ss.out" "ss -tanp" \
+        -n "scan --only network --json > file" --output "$work/scan.out" \
+        "$agent --config $config scan --only network --json"
+    python3 - "$work/$n.json" <<'EOF'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+ss, scan = r["ss -tanp > file"], r["scan --only network --json > file"]
+cpu = lambda x: (x["user"] + x["system"]) * 1000
+print(f"| ss -tanp > file | {ss['mean']*1000:.1f} ± {ss['stddev']*1000:.1f} ms | CPU {cpu(ss):.1f} ms |")
+print(f"| scan --only network --json > file | {scan['mean']*1000:.1f} ± {scan['stddev']*1000:.1f} ms | CPU {cpu(scan):.1f} ms |")
+print(f"ratio wall {scan['mean']/ss['mean']:.2f}x, CPU {cpu(scan)/cpu(ss):.2f}x (target: wall <= 0.33x)")
+EOF
+    stop_helpers
+    rm -f "$work/hold-$n"
+done
