@@ -119,10 +119,18 @@ pub fn render_summary(report: &FimReport, out: &mut dyn std::io::Write) -> std::
         )?;
     }
     if let Some(v) = &report.last_verification {
+        let outcome = match v.outcome {
+            ScanOutcome::Completed => "completed",
+            ScanOutcome::Cancelled => "cancelled",
+            ScanOutcome::Failed => "failed",
+        };
         writeln!(
             out,
-            "   verified  {} ({:?}, {} changes, {} ms)",
-            v.finished, v.outcome, v.changes, v.duration_ms
+            "   verified  {} ({outcome}, {} change(s){}, {} ms)",
+            v.finished,
+            v.changes,
+            v.counts.map(|c| format!(": {}", c.human())).unwrap_or_default(),
+            v.duration_ms
         )?;
     }
     for gap in &report.open_gaps {
