@@ -406,6 +406,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 for e in &events {
                     writeln!(out, "{}", guestward_fim::events::render_event_line(e))?;
                 }
+                writeln!(out, "{}", guestward_fim::events::render_events_summary(&events))?;
             }
             Ok(exit::OK)
         }

@@ -446,6 +446,31 @@ pub fn render_event_line(event: &Event) -> String {
     format!("{} {}", event.time, guestward_core::text::escape_control(&what))
 }
 
+/// The last line of `agentctl fim events`: `3 change(s): 1 added, 0 removed, 2 modified; 1
+/// coverage gap event(s)`.
+pub fn render_events_summary(events: &[Event]) -> String {
+    let mut counts = crate::model::ChangeCounts::default();
+    let mut changes = 0u64;
+    let mut gaps = 0u64;
+    for e in events {
+        match e.kind.as_str() {
+            KIND_CHANGE => {
+                changes += 1;
+                if let Some(kind) = e.data.get("change").and_then(|k| ChangeKind::deserialize(k).ok()) {
+                    counts.count(kind);
+                }
+            }
+            KIND_GAP => gaps += 1,
+            _ => {}
+        }
+    }
+    let mut s = format!("{changes} change(s): {}", counts.human());
+    if gaps > 0 {
+        s.push_str(&format!("; {gaps} coverage gap event(s)"));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -479,6 +504,68 @@ mod tests {
         let line = render_event_line(&gap.to_event(Timestamp::now()));
         assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
         assert!(line.contains("coverage gap #7 OPEN"), "{line}");
+    }
+
+    fn attrs(mode: &str, size: u64, sha: char) -> Attributes {
+        Attributes {
+            kind: FileKind::File,
+            mode: mode.into(),
+            uid: 0,
+            gid: 0,
+            size,
+            mtime_ns: 1_764_633_600_123_456_789,
+            ctime_ns: 1_764_633_600_123_456_789,
+            inode: 7,
+            link_target: None,
+            sha256: Some(sha.to_string().repeat(64)),
+            blake3: None,
+            xattrs: Some(vec![("user.\x1b[2Jx".into(), "01".into())]),
+            hash_skipped: false,
+            unstable: false,
+            unreadable: false,
+        }
+    }
+
+    #[test]
+    fn values_are_derived_for_events_of_older_agents_and_abbreviated_for_people() {
+        let mut new = attrs("0600", 24, 'b');
+        new.xattrs = Some(vec![]);
+        new.mtime_ns += 1_000_000_000;
+        let c = FimChange {
+            path: "/etc/f".into(),
+            old_path: None,
+            change: ChangeKind::Modified,
+            changed: vec![Attribute::Sha256, Attribute::Mode, Attribute::Size, Attribute::Mtime, Attribute::Xattrs],
+            old: Some(attrs("0644", 10, 'a')),
+            new: Some(new),
+            mechanism: Mechanism::Rescan,
+            rule: "/etc".into(),
+            transient: None,
+            attributes: Vec::new(),
+            folded_parent: None,
+        };
+        // Stored by an older agent (no `attributes`): derived from old and new.
+        let derived = c.value_changes();
+        assert_eq!(derived[1], AttributeChange { name: Attribute::Mode, old: Some("0644".into()), new: Some("0600".into()) });
+        assert_eq!(derived[0].new.as_deref(), Some("b".repeat(64).as_str()), "full in JSON");
+        assert_eq!(derived[3].old.as_deref(), Some("2025-12-02T00:00:00.123456789Z"));
+        assert_eq!(c.clone().with_values().attributes, derived);
+        let json = serde_json::to_value(c.clone().with_values()).unwrap();
+        assert_eq!(json["attributes"][2], serde_json::json!({"name": "size", "old": "10", "new": "24"}));
+
+        let lines = c.human_details();
+        assert_eq!(lines[0], format!("    sha256: {}\u{2026} -> {}\u{2026}", "a".repeat(12), "b".repeat(12)));
+        assert_eq!(lines[1], "    mode:   0644 -> 0600");
+        assert_eq!(lines[2], "    size:   10 -> 24");
+        assert!(lines[4].starts_with("    xattrs: user.") && lines[4].ends_with(" -> none"), "{lines:?}");
+        // Attribute names and values come from the file: nothing reaches the terminal raw.
+        let text = render_event_line(&c.to_event(Timestamp::now()));
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert!(text.lines().next().unwrap().ends_with("[rescan]"), "{text}");
+        let removed = FimChange { change: ChangeKind::Removed, ..c.clone() };
+        let events = [c.to_event(Timestamp::now()), c.to_event(Timestamp::now()), removed.to_event(Timestamp::now())];
+        assert_eq!(render_events_summary(&events), "3 change(s): 0 added, 1 removed, 2 modified");
     }
 
     #[test]

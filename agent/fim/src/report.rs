@@ -413,6 +413,26 @@ mod tests {
     }
 
     #[test]
+    fn the_scan_summary_says_what_the_last_verification_found_in_lowercase() {
+        let mut r = report();
+        r.last_verification = Some(Verification {
+            purpose: crate::model::Purpose::Rescan,
+            trees: vec!["/etc".into()],
+            finished: Timestamp::now(),
+            duration_ms: 12,
+            outcome: ScanOutcome::Completed,
+            changes: 3,
+            counts: Some(crate::model::ChangeCounts { added: 1, removed: 0, modified: 2, ..Default::default() }),
+            error: None,
+            baseline_integrity: None,
+        });
+        let mut out = Vec::new();
+        render_summary(&r, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("(completed, 3 change(s): 1 added, 0 removed, 2 modified, 12 ms)"), "{out}");
+    }
+
+    #[test]
     fn report_schema_generates() {
         let schema = serde_json::to_value(schemars::schema_for!(FimReport)).unwrap();
         assert!(schema["properties"]["baseline"].is_object(), "{schema}");
