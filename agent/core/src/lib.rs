@@ -28,7 +28,7 @@ pub mod state_file;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod text;
-mod time;
+pub mod time;
 
 pub use config::ConfigIssue;
 pub use finding::{Event, Finding, Severity};
@@ -38,4 +38,4 @@ pub use root::{
     read_regular_file_capped,
 };
 pub use section::{Problem, Section, SectionStatus};
-pub use time::Timestamp;
+pub use time::{Timestamp, parse_time_arg};

@@ -194,9 +194,9 @@ pub enum Command {
     /// (`data.coalesced`: count, first and last time).
     Events {
         /// Only events at or after this time: an RFC 3339 time (2026-11-29T17:00:00Z) or an
-        /// age (30m, 1h, 2d).
-        #[arg(long, value_name = "TIME|AGE")]
-        since: Option<String>,
+        /// age (30s, 15m, 1h, 2d, 1w; combined: 1h30m).
+        #[arg(long, value_name = "TIME|AGE", value_parser = guestward_core::parse_time_arg)]
+        since: Option<guestward_core::Timestamp>,
         /// Only events of this kind (`fim.change`), or of a family (`network.*`).
         #[arg(long, value_name = "KIND")]
         kind: Option<String>,
@@ -289,9 +289,10 @@ pub enum FimCtl {
     },
     /// Change and coverage-gap events, oldest first.
     Events {
-        /// Only events at or after this time (RFC 3339, e.g. 2026-11-29T17:00:00Z).
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
+        /// Only events at or after this time: an RFC 3339 time (2026-11-29T17:00:00Z) or an
+        /// age (30s, 15m, 1h, 2d, 1w; combined: 1h30m).
+        #[arg(long, value_name = "TIME|AGE", value_parser = guestward_core::parse_time_arg)]
+        since: Option<guestward_core::Timestamp>,
         /// At most this many events.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
@@ -754,7 +755,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Events { since, kind, limit, after, follow, .. } => {
             let since = match since {
-                Some(text) => Some(parse_since(&text)?),
+                Some(time) => Some(time),
                 None if follow && after.is_none() => Some(guestward_core::Timestamp::now()),
                 None => None,
             };
@@ -870,13 +871,6 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             Ok(if complete { exit::OK } else { exit::DEGRADED })
         }
         Command::Fim { command: FimCtl::Events { since, limit, .. } } => {
-            let since = match since {
-                Some(s) => Some(
-                    serde_json::from_value::<guestward_core::Timestamp>(serde_json::Value::String(s.clone()))
-                        .map_err(|e| anyhow::anyhow!("--since {s}: not an RFC 3339 time ({e})"))?,
-                ),
-                None => None,
-            };
             let request = guestward_report::protocol::FimEventsRequest { since, limit: Some(limit) };
             let events: Vec<guestward_core::Event> =
                 runtime.block_on(client.post("/v1/fim/events", &request))?;
@@ -889,6 +883,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 for e in &events {
                     writeln!(out, "{}", guestward_fim::events::render_event_line(e))?;
                 }
+                writeln!(out, "{}", guestward_fim::events::render_events_summary(&events))?;
             }
             Ok(exit::OK)
         }
@@ -988,27 +983,6 @@ pub fn configured_socket(config_path: &Path) -> PathBuf {
         .and_then(|p| p.control.socket_path)
         .filter(|p| p.is_absolute())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH))
-}
-
-/// `--since`: an RFC 3339 time, or an age back from now in jiff's friendly format (`30m`,
-/// `1h`, `2 days`).
-fn parse_since(text: &str) -> anyhow::Result<guestward_core::Timestamp> {
-    if let Ok(time) =
-        serde_json::from_value::<guestward_core::Timestamp>(serde_json::Value::String(text.to_string()))
-    {
-        return Ok(time);
-    }
-    let age: jiff::SignedDuration = text.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "--since {text}: neither an RFC 3339 time (2026-11-29T17:00:00Z) nor an age (30m, 1h, 2d)"
-        )
-    })?;
-    if age.is_negative() {
-        anyhow::bail!("--since {text}: an age must not be negative");
-    }
-    let secs = guestward_core::Timestamp::now().unix_secs().saturating_sub(age.as_secs());
-    guestward_core::Timestamp::from_unix_secs(secs)
-        .ok_or_else(|| anyhow::anyhow!("--since {text}: too far back"))
 }
 
 /// The `--only` parser: the collector names of the wire protocol.

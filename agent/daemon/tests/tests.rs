@@ -8,6 +8,7 @@ mod config;
 mod daemon;
 mod events;
 mod fim;
+mod fim_report;
 mod hardening;
 mod lifecycle;
 mod logs;

@@ -2,7 +2,8 @@
 //! CLI as one variant: `Fim { #[command(subcommand)] cmd: guestward_fim::cli::FimCommand }`,
 //! then `guestward_fim::cli::run(cmd, &config.fim, config.agent.state_dir.as_path())`.
 //!
-//! Exit codes: 0 no changes, 1 changes found, 2 error (printed on stderr).
+//! Exit codes differ per subcommand: [`INIT_EXIT_CODES`], [`CHECK_EXIT_CODES`],
+//! [`UPDATE_EXIT_CODES`] (each subcommand's `--help` shows its own), [`EXIT_CODES`] for all.
 
 use crate::config::Config;
 use crate::oneshot::{self, CheckReport, EXIT_ERROR, OneShot};
@@ -10,8 +11,16 @@ use guestward_core::HostRoot;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Exit codes of `fim check` and `fim update`.
-pub const EXIT_CODES: &str = "\
+/// Exit codes of `fim init`.
+pub const INIT_EXIT_CODES: &str = "\
+Exit codes:
+  0  the baseline was built (or an interrupted init was completed); its integrity line says
+     whether it is sealed with fim.baseline_key_file
+  2  error (printed on stderr): bad configuration, state directory not writable, baseline
+     store unreadable; no baseline was accepted (running init again resumes what it staged)";
+
+/// Exit codes of `fim check`.
+pub const CHECK_EXIT_CODES: &str = "\
 Exit codes:
   0  no changes
   1  changes found (listed on stdout)
@@ -19,17 +28,34 @@ Exit codes:
      cannot be relied on: tampered (rows rewritten outside the agent), damaged rows, or
      fim.baseline_key_file set but the baseline not sealed with it (the report is printed)";
 
+/// Exit codes of `fim update`.
+pub const UPDATE_EXIT_CODES: &str = "\
+Exit codes:
+  0  no changes
+  1  changes found (listed on stdout) and accepted as the new baseline
+  2  error: no baseline, unreadable state, bad configuration (nothing accepted); or the old
+     baseline could not be relied on (tampered, damaged rows, not sealed with the configured
+     key): the current state was still accepted and the report says what was wrong";
+
+/// Exit codes of every `fim` subcommand, for `guestward-agent fim --help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  init            0 baseline built; 2 error (no baseline accepted)
+  check, update   0 no changes; 1 changes found (update: and accepted);
+                  2 error, or a baseline that cannot be relied on (tampered, damaged, unsealed)
+See `guestward-agent fim <SUBCOMMAND> --help` for each in full.";
+
 /// `guestward-agent fim ...`
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum FimCommand {
     /// Build the baseline of every configured path (resumes an interrupted init).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = INIT_EXIT_CODES)]
     Init(FimArgs),
     /// Compare the files with the baseline; changes nothing.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = CHECK_EXIT_CODES)]
     Check(FimArgs),
     /// Report changes and accept the current state as the new baseline.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = UPDATE_EXIT_CODES)]
     Update(FimArgs),
 }
 

@@ -2,9 +2,9 @@
 //! against the baseline, and turns differences into [`FimChange`]s.
 
 use crate::config::{Attribute, AttributeSet, Config, ConfigError, Policy, Validated};
-use crate::events::{Attributes, ChangeKind, FimChange, Mechanism, escape_path};
+use crate::events::{Attributes, ChangeKind, FimChange, FoldedParent, Mechanism, escape_path};
 use crate::integrity::{BaselineCheck, BaselineKey, Integrity, KeyState};
-pub use crate::model::{Purpose, ScanSummary};
+pub use crate::model::{ChangeCounts, Purpose, ScanSummary};
 use crate::record::FileRecord;
 use crate::scan::{ScanError, ScanOptions, Target, minimal_roots, stage};
 use crate::store::{RowFault, SealVerdict, Store, StoreError};
@@ -51,6 +51,55 @@ fn row_problem(b: &mut BaselineCheck, table: &str, path: &Path, fault: &RowFault
     b.problem(Problem::new(code, message).with_path(shown));
 }
 
+/// Directories held back at most while a diff streams, waiting to see whether entries were
+/// added or removed in them (a few hundred bytes each). Beyond this, a directory whose only
+/// change is its timestamps is reported on its own, as before folding existed: memory stays
+/// bounded when every directory of a huge tree was touched.
+const MAX_HELD_DIRECTORIES: usize = 4096;
+
+/// Folds a directory's mtime/ctime change into the entries added or removed in it, so that
+/// `fim check` lists `added /etc/cron.d/job` and not also `modified /etc/cron.d [mtime,
+/// ctime]` (AIDE lists both). The diff streams each tree in path order, present rows before
+/// removed ones, so a directory always comes before its entries: it is held back when its
+/// only differences are its timestamps, and released at the end unless an entry in it turned
+/// out to be added, removed or replaced. Nothing is lost: every such entry carries the
+/// directory's old and new timestamps in `folded_parent`.
+#[derive(Default)]
+struct DirFolder {
+    held: std::collections::HashMap<String, (FimChange, bool)>,
+    folded: u64,
+}
+
+impl DirFolder {
+    /// Takes a change; returns it when it is to be reported now (`None`: held back).
+    fn offer(&mut self, mut c: FimChange) -> Option<FimChange> {
+        if c.is_directory_timestamps_only() && self.held.len() < MAX_HELD_DIRECTORIES {
+            self.held.insert(c.path.clone(), (c, false));
+            return None;
+        }
+        if c.changes_directory_entries() {
+            // Escaped paths keep their `/` (only `\`, control and non-UTF-8 bytes are escaped).
+            let parent = c.path.rfind('/').map(|i| if i == 0 { "/" } else { &c.path[..i] });
+            if let Some((dir, folded)) = parent.and_then(|p| self.held.get_mut(p)) {
+                if !*folded {
+                    *folded = true;
+                    self.folded += 1;
+                }
+                c.folded_parent = Some(FoldedParent { path: dir.path.clone(), attributes: dir.value_changes() });
+            }
+        }
+        Some(c)
+    }
+
+    /// The held directories no entry explained, in path order.
+    fn finish(&mut self) -> Vec<FimChange> {
+        let mut out: Vec<FimChange> =
+            self.held.drain().filter(|(_, (_, folded))| !folded).map(|(_, (c, _))| c).collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+}
+
 /// Which trees a scan covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -92,6 +141,7 @@ pub fn summarize_store(store: &Store) -> Result<Option<crate::report::FimReport>
         duration_ms: s.stats.duration_ms,
         outcome: if s.stats.cancelled { ScanOutcome::Cancelled } else { ScanOutcome::Completed },
         changes: s.changes,
+        counts: Some(s.counts),
         error: None,
         baseline_integrity: Some(s.baseline.integrity),
     });
@@ -252,11 +302,19 @@ impl Fim {
                 trees,
                 stats,
                 changes: 0,
+                counts: ChangeCounts::default(),
                 baseline: BaselineCheck::default(),
                 finished: Timestamp::now(),
             });
         }
         let mut changes = 0u64;
+        let mut counts = ChangeCounts::default();
+        let mut folder = DirFolder::default();
+        let mut emit = |c: FimChange| {
+            changes += 1;
+            counts.count(c.change);
+            on_change(c);
+        };
         let mut baseline = BaselineCheck::default();
         if purpose != Purpose::Init {
             store.diff(&roots, |item| {
@@ -271,11 +329,16 @@ impl Fim {
                 if faulty {
                     return;
                 }
-                if let Some(c) = self.change_of(&item.path, item.old.as_ref(), item.new.as_ref(), mechanism) {
-                    changes += 1;
-                    on_change(c);
+                if let Some(c) = self.change_of(&item.path, item.old.as_ref(), item.new.as_ref(), mechanism)
+                    && let Some(c) = folder.offer(c)
+                {
+                    emit(c);
                 }
             })?;
+            // Directories held back and not folded were changed on their own: reported now.
+            for c in folder.finish() {
+                emit(c);
+            }
             // The row set is verified on full scans only: it costs a pass over every row's
             // MAC, too much for the scoped rescans a new directory triggers.
             self.judge(&store, *scope == Scope::All, &mut baseline)?;
@@ -306,7 +369,8 @@ impl Fim {
             store.set_meta(META_BASELINE, &now.to_string())?;
         }
         store.clear_meta(META_IN_PROGRESS)?;
-        let summary = ScanSummary { purpose, trees, stats, changes, baseline, finished: now };
+        counts.folded_directories = folder.folded;
+        let summary = ScanSummary { purpose, trees, stats, changes, counts, baseline, finished: now };
         store.set_meta(META_LAST_SCAN, &serde_json::to_string(&summary).unwrap_or_default())?;
         Ok(summary)
     }
@@ -453,7 +517,10 @@ impl Fim {
             mechanism,
             rule: escape_path(&rule.pattern),
             transient: None,
-        })
+            attributes: Vec::new(),
+            folded_parent: None,
+        }
+        .with_values())
     }
 
     /// Stored events (`fim.change`, `coverage.gap`) at or after `since`, oldest first, at most

@@ -131,6 +131,108 @@ pub struct FimChange {
     /// say, `/etc/sudoers.d` fires for a file dropped there and deleted 5 ms later too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transient: Option<Transient>,
+    /// Each attribute in `changed` with its baseline and current value, as text (the values
+    /// of `old` and `new`, formatted: `mode` `0644`, `sha256` hex, `mtime` RFC 3339 with
+    /// nanoseconds). Filled by the agent that saw the change; events stored by an older agent
+    /// lack it ([`FimChange::value_changes`] derives it from `old` and `new`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttributeChange>,
+    /// The parent directory's own change, folded into this entry: its only changed attributes
+    /// were `mtime`/`ctime`, moved because this entry was added, removed, renamed or replaced
+    /// in it, so the directory is not reported on its own (AIDE lists it separately). Every
+    /// entry that changed in that directory carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_parent: Option<FoldedParent>,
+}
+
+/// One changed attribute with its old (baseline) and new (current) value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AttributeChange {
+    /// The attribute (`mode`, `sha256`, `size`, `uid`...).
+    pub name: Attribute,
+    /// Its baseline value (absent when the baseline did not record it).
+    pub old: Option<String>,
+    /// Its current value (absent when not recorded now).
+    pub new: Option<String>,
+}
+
+/// A directory change folded into the entries added or removed in it (see
+/// [`FimChange::folded_parent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FoldedParent {
+    /// The directory (escaped like paths).
+    pub path: String,
+    /// Its changed attributes (only `mtime` and `ctime`), old and new.
+    pub attributes: Vec<AttributeChange>,
+}
+
+/// Attributes that a directory changes on its own whenever an entry is created, removed or
+/// renamed in it: a directory whose only differences are these is folded into those entries.
+pub const DIRECTORY_TIMESTAMPS: &[Attribute] = &[Attribute::Mtime, Attribute::Ctime];
+
+/// The value of one attribute as text, or `None` when it was not recorded.
+pub fn attribute_value(a: Attribute, v: &Attributes) -> Option<String> {
+    let time = |ns: i64| match Timestamp::from_unix_nanos(ns) {
+        Some(t) => t.to_string(),
+        None => format!("{ns} ns"),
+    };
+    match a {
+        Attribute::Sha256 => v.sha256.clone(),
+        Attribute::Blake3 => v.blake3.clone(),
+        Attribute::Mode => Some(v.mode.clone()),
+        Attribute::Uid => Some(v.uid.to_string()),
+        Attribute::Gid => Some(v.gid.to_string()),
+        Attribute::Size => Some(v.size.to_string()),
+        Attribute::Mtime => Some(time(v.mtime_ns)),
+        Attribute::Ctime => Some(time(v.ctime_ns)),
+        Attribute::Inode => Some(v.inode.to_string()),
+        Attribute::LinkTarget => v.link_target.clone(),
+        Attribute::Xattrs => v.xattrs.as_ref().map(|x| {
+            if x.is_empty() {
+                "none".to_string()
+            } else {
+                x.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(",")
+            }
+        }),
+        Attribute::Type => Some(v.kind.as_str().to_string()),
+    }
+}
+
+/// Longest value shown on a terminal before it is cut (`xattrs`, link targets); `--json` has
+/// every value in full.
+const MAX_SHOWN_VALUE_CHARS: usize = 64;
+/// Hex digits of a hash shown on a terminal (`sha256: 5891b5b522d5… -> 6052eef1a76d…`).
+const SHOWN_HASH_DIGITS: usize = 12;
+
+/// A value for a terminal: hashes abbreviated, long values cut, `-` for none.
+fn shown_value(a: Attribute, v: Option<&str>) -> String {
+    let Some(v) = v else { return "-".to_string() };
+    let keep = match a {
+        Attribute::Sha256 | Attribute::Blake3 => SHOWN_HASH_DIGITS,
+        _ => MAX_SHOWN_VALUE_CHARS,
+    };
+    if v.chars().count() > keep {
+        let cut: String = v.chars().take(keep).collect();
+        format!("{cut}\u{2026}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// `name: old -> new` lines, names aligned, values as [`shown_value`].
+fn value_lines(changes: &[AttributeChange], indent: &str) -> Vec<String> {
+    let width = changes.iter().map(|c| c.name.as_str().len()).max().unwrap_or(0) + 1;
+    changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{indent}{:width$} {} -> {}",
+                format!("{}:", c.name.as_str()),
+                shown_value(c.name, c.old.as_deref()),
+                shown_value(c.name, c.new.as_deref()),
+            )
+        })
+        .collect()
 }
 
 /// When a short-lived path existed, as far as inotify saw it.
@@ -212,6 +314,59 @@ impl FimChange {
         Event { kind: KIND_CHANGE.into(), time, data: serde_json::to_value(self).unwrap_or_default() }
     }
 
+    /// The changed attributes with their old and new values: [`Self::attributes`] when the
+    /// agent filled it, else derived from `old` and `new`.
+    pub fn value_changes(&self) -> Vec<AttributeChange> {
+        if !self.attributes.is_empty() {
+            return self.attributes.clone();
+        }
+        let (Some(old), Some(new)) = (&self.old, &self.new) else { return Vec::new() };
+        self.changed
+            .iter()
+            .map(|&name| AttributeChange {
+                name,
+                old: attribute_value(name, old),
+                new: attribute_value(name, new),
+            })
+            .collect()
+    }
+
+    /// Fills [`Self::attributes`] from `changed`, `old` and `new` (done once, where the change
+    /// is made, so every consumer of the JSON gets the values without deriving them).
+    pub fn with_values(mut self) -> Self {
+        self.attributes = Vec::new();
+        self.attributes = self.value_changes();
+        self
+    }
+
+    /// Whether this is a directory whose only changed attributes are its timestamps
+    /// ([`DIRECTORY_TIMESTAMPS`]): what adding or removing an entry in it does.
+    pub fn is_directory_timestamps_only(&self) -> bool {
+        self.change == ChangeKind::Modified
+            && self.old.as_ref().is_some_and(|o| o.kind == FileKind::Dir)
+            && self.new.as_ref().is_some_and(|n| n.kind == FileKind::Dir)
+            && !self.changed.is_empty()
+            && self.changed.iter().all(|a| DIRECTORY_TIMESTAMPS.contains(a))
+    }
+
+    /// Whether this entry's name was created or removed in its directory (added, removed,
+    /// renamed, or replaced by a new inode): what moves the directory's mtime and ctime.
+    pub fn changes_directory_entries(&self) -> bool {
+        match self.change {
+            ChangeKind::Added | ChangeKind::Removed | ChangeKind::Renamed => true,
+            ChangeKind::Modified => self.changed.contains(&Attribute::Inode),
+        }
+    }
+
+    /// The lines under [`Self::human`] for a person: each changed attribute, old -> new
+    /// (`    mode:   0644 -> 0600`, hashes abbreviated), escaped for a terminal.
+    pub fn human_details(&self) -> Vec<String> {
+        value_lines(&self.value_changes(), "    ")
+            .into_iter()
+            .map(|l| guestward_core::text::escape_control(&l).into_owned())
+            .collect()
+    }
+
     /// The human one-liner: `modified /etc/passwd (sha256, mtime) [realtime]`.
     pub fn human(&self) -> String {
         let what = match self.change {
@@ -247,15 +402,27 @@ impl CoverageGap {
     }
 }
 
-/// One line for a stored event, for `agentctl fim events`: time, then the change or gap.
+/// The text of a stored event, for `agentctl fim events`: a line with the time, then the
+/// change or gap; for a change, one more line per changed attribute (`    mode: 0644 -> 0600`).
 pub fn render_event_line(event: &Event) -> String {
     let what = match event.kind.as_str() {
         KIND_CHANGE => match serde_json::from_value::<FimChange>(event.data.clone()) {
-            Ok(c) => format!(
-                "{} [{}]",
-                c.human(),
-                if c.mechanism == Mechanism::Realtime { "realtime" } else { "rescan" }
-            ),
+            Ok(c) => {
+                // The first line as before (scripts grep it), then one line per changed
+                // attribute with its old and new values, each escaped on its own.
+                let mut lines = vec![format!(
+                    "{} {} [{}]",
+                    event.time,
+                    c.human(),
+                    if c.mechanism == Mechanism::Realtime { "realtime" } else { "rescan" }
+                )];
+                lines.extend(c.human_details());
+                return lines
+                    .iter()
+                    .map(|l| guestward_core::text::escape_control(l).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
             Err(_) => event.data.to_string(),
         },
         KIND_GAP => match serde_json::from_value::<CoverageGap>(event.data.clone()) {
@@ -277,6 +444,31 @@ pub fn render_event_line(event: &Event) -> String {
     };
     // Gap details and tree names come from the watched tree: escape them for the terminal.
     format!("{} {}", event.time, guestward_core::text::escape_control(&what))
+}
+
+/// The last line of `agentctl fim events`: `3 change(s): 1 added, 0 removed, 2 modified; 1
+/// coverage gap event(s)`.
+pub fn render_events_summary(events: &[Event]) -> String {
+    let mut counts = crate::model::ChangeCounts::default();
+    let mut changes = 0u64;
+    let mut gaps = 0u64;
+    for e in events {
+        match e.kind.as_str() {
+            KIND_CHANGE => {
+                changes += 1;
+                if let Some(kind) = e.data.get("change").and_then(|k| ChangeKind::deserialize(k).ok()) {
+                    counts.count(kind);
+                }
+            }
+            KIND_GAP => gaps += 1,
+            _ => {}
+        }
+    }
+    let mut s = format!("{changes} change(s): {}", counts.human());
+    if gaps > 0 {
+        s.push_str(&format!("; {gaps} coverage gap event(s)"));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -312,6 +504,68 @@ mod tests {
         let line = render_event_line(&gap.to_event(Timestamp::now()));
         assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
         assert!(line.contains("coverage gap #7 OPEN"), "{line}");
+    }
+
+    fn attrs(mode: &str, size: u64, sha: char) -> Attributes {
+        Attributes {
+            kind: FileKind::File,
+            mode: mode.into(),
+            uid: 0,
+            gid: 0,
+            size,
+            mtime_ns: 1_764_633_600_123_456_789,
+            ctime_ns: 1_764_633_600_123_456_789,
+            inode: 7,
+            link_target: None,
+            sha256: Some(sha.to_string().repeat(64)),
+            blake3: None,
+            xattrs: Some(vec![("user.\x1b[2Jx".into(), "01".into())]),
+            hash_skipped: false,
+            unstable: false,
+            unreadable: false,
+        }
+    }
+
+    #[test]
+    fn values_are_derived_for_events_of_older_agents_and_abbreviated_for_people() {
+        let mut new = attrs("0600", 24, 'b');
+        new.xattrs = Some(vec![]);
+        new.mtime_ns += 1_000_000_000;
+        let c = FimChange {
+            path: "/etc/f".into(),
+            old_path: None,
+            change: ChangeKind::Modified,
+            changed: vec![Attribute::Sha256, Attribute::Mode, Attribute::Size, Attribute::Mtime, Attribute::Xattrs],
+            old: Some(attrs("0644", 10, 'a')),
+            new: Some(new),
+            mechanism: Mechanism::Rescan,
+            rule: "/etc".into(),
+            transient: None,
+            attributes: Vec::new(),
+            folded_parent: None,
+        };
+        // Stored by an older agent (no `attributes`): derived from old and new.
+        let derived = c.value_changes();
+        assert_eq!(derived[1], AttributeChange { name: Attribute::Mode, old: Some("0644".into()), new: Some("0600".into()) });
+        assert_eq!(derived[0].new.as_deref(), Some("b".repeat(64).as_str()), "full in JSON");
+        assert_eq!(derived[3].old.as_deref(), Some("2025-12-02T00:00:00.123456789Z"));
+        assert_eq!(c.clone().with_values().attributes, derived);
+        let json = serde_json::to_value(c.clone().with_values()).unwrap();
+        assert_eq!(json["attributes"][2], serde_json::json!({"name": "size", "old": "10", "new": "24"}));
+
+        let lines = c.human_details();
+        assert_eq!(lines[0], format!("    sha256: {}\u{2026} -> {}\u{2026}", "a".repeat(12), "b".repeat(12)));
+        assert_eq!(lines[1], "    mode:   0644 -> 0600");
+        assert_eq!(lines[2], "    size:   10 -> 24");
+        assert!(lines[4].starts_with("    xattrs: user.") && lines[4].ends_with(" -> none"), "{lines:?}");
+        // Attribute names and values come from the file: nothing reaches the terminal raw.
+        let text = render_event_line(&c.to_event(Timestamp::now()));
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert_eq!(text.lines().count(), 6, "{text}");
+        assert!(text.lines().next().unwrap().ends_with("[rescan]"), "{text}");
+        let removed = FimChange { change: ChangeKind::Removed, ..c.clone() };
+        let events = [c.to_event(Timestamp::now()), c.to_event(Timestamp::now()), removed.to_event(Timestamp::now())];
+        assert_eq!(render_events_summary(&events), "3 change(s): 0 added, 1 removed, 2 modified");
     }
 
     #[test]

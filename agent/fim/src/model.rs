@@ -89,8 +89,12 @@ pub struct FimStatus {
     pub degraded_reasons: Vec<String>,
     /// Gaps not yet closed by a verification rescan.
     pub open_gaps: Vec<CoverageGap>,
-    /// Change events emitted since start.
+    /// Change events emitted since start (realtime and rescans).
     pub changes_reported: u64,
+    /// Of `changes_reported`, those seen in realtime (inotify, and the scan of a directory
+    /// that appeared); the rest were found by verification rescans.
+    #[serde(default)]
+    pub changes_realtime: u64,
     /// Overflows (kernel or internal queue) since start.
     pub overflows: u64,
     /// The last verification rescan (or baseline scan) and how it ended, failures included.
@@ -148,6 +152,9 @@ pub struct Verification {
     pub outcome: ScanOutcome,
     /// Changes it reported.
     pub changes: u64,
+    /// Those changes by kind (absent when the scan failed, or in a summary of an older agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<ChangeCounts>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -197,6 +204,24 @@ impl FimStatus {
                 v.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
             )?;
         }
+        // Live changes next to what the last verification found: an operator asking "did
+        // anything change?" needs both (realtime events between verifications, and what a
+        // rescan found that realtime did not see).
+        writeln!(
+            out,
+            "changes:    {} since start ({} realtime, {} by rescans){}",
+            self.changes_reported,
+            self.changes_realtime,
+            self.changes_reported.saturating_sub(self.changes_realtime),
+            match &self.last_verification {
+                Some(v) => format!(
+                    "; {} at the last verification{}",
+                    v.changes,
+                    v.counts.map(|c| format!(" ({})", c.human())).unwrap_or_default()
+                ),
+                None => String::new(),
+            }
+        )?;
         writeln!(out, "watches:    {} of a budget of {}", self.watches_used, self.watch_budget)?;
         // Always shown, zero included: "no write failed" is worth seeing on a host whose disk
         // filled up once.
@@ -300,6 +325,7 @@ impl FimStatus {
             degraded_reasons: Vec::new(),
             open_gaps: Vec::new(),
             changes_reported: 0,
+            changes_realtime: 0,
             overflows: 0,
             last_verification: None,
             store_write_failures_total: 0,
@@ -337,11 +363,55 @@ pub struct ScanSummary {
     pub stats: ScanStats,
     /// Changes found (not counted for `init`).
     pub changes: u64,
+    /// The changes by kind, and the directories folded into them (zero in summaries written
+    /// by an older agent).
+    #[serde(default)]
+    pub counts: ChangeCounts,
     /// What was found about the baseline itself: integrity (seal) and damaged rows.
     #[serde(default)]
     pub baseline: BaselineCheck,
     /// When it finished.
     pub finished: Timestamp,
+}
+
+/// Changes of a scan by kind: AIDE's summary (added, removed, changed entries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChangeCounts {
+    /// Entries not in the baseline, present now.
+    pub added: u64,
+    /// Entries in the baseline, gone now.
+    pub removed: u64,
+    /// Entries present in both with different checked attributes.
+    pub modified: u64,
+    /// Entries moved (seen as one inotify rename; a scan sees removed + added instead).
+    pub renamed: u64,
+    /// Directories whose only change was their mtime/ctime, caused by the entries added or
+    /// removed in them: not counted above nor reported on their own (see
+    /// `FimChange::folded_parent`).
+    pub folded_directories: u64,
+}
+
+impl ChangeCounts {
+    /// Counts one reported change.
+    pub fn count(&mut self, kind: crate::events::ChangeKind) {
+        use crate::events::ChangeKind;
+        let n = match kind {
+            ChangeKind::Added => &mut self.added,
+            ChangeKind::Removed => &mut self.removed,
+            ChangeKind::Modified => &mut self.modified,
+            ChangeKind::Renamed => &mut self.renamed,
+        };
+        *n += 1;
+    }
+
+    /// `1 added, 0 removed, 2 modified` (`, 1 renamed` when there were renames).
+    pub fn human(&self) -> String {
+        let mut s = format!("{} added, {} removed, {} modified", self.added, self.removed, self.modified);
+        if self.renamed > 0 {
+            s.push_str(&format!(", {} renamed", self.renamed));
+        }
+        s
+    }
 }
 
 /// Progress of a scan, for a progress bar or `agentctl fim baseline`.
@@ -516,6 +586,19 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// The name used in reports (`file`, `dir`, `symlink`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Dir => "dir",
+            Self::Symlink => "symlink",
+            Self::CharDevice => "char_device",
+            Self::BlockDevice => "block_device",
+            Self::Fifo => "fifo",
+            Self::Socket => "socket",
+        }
+    }
+
     /// From a `lstat` result.
     pub fn of(meta: &std::fs::Metadata) -> Self {
         let t = meta.file_type();
@@ -612,8 +695,12 @@ impl CheckReport {
         // Paths and problem details come from the watched tree: escape them for the terminal.
         let mut out = guestward_core::text::TerminalSafe::new(out);
         let out = &mut out;
+        // AIDE's layout: each entry, then under a changed one each attribute old -> new.
         for c in &self.changes {
             writeln!(out, "{}", c.human())?;
+            for line in c.human_details() {
+                writeln!(out, "{line}")?;
+            }
         }
         let b = &self.summary.baseline;
         // Tampered and damaged rows one per line (unsealed/unverified: the integrity line says it).
@@ -633,10 +720,12 @@ impl CheckReport {
             )?;
         }
         let s = &self.summary.stats;
+        let counts = &self.summary.counts;
         writeln!(
             out,
-            "{} change(s); {} entries, {} MiB hashed in {:.2} s{}{}",
+            "{} change(s): {}; {} entries checked, {} MiB hashed in {:.2} s{}{}{}",
             self.summary.changes,
+            counts.human(),
             s.entries,
             s.bytes_hashed >> 20,
             s.duration_ms as f64 / 1000.0,
@@ -649,6 +738,10 @@ impl CheckReport {
                 format!(", {} unreadable (see --json)", s.problem_count)
             } else {
                 String::new()
+            },
+            match counts.folded_directories {
+                0 => String::new(),
+                n => format!("; {n} directory mtime/ctime change(s) folded into the entries added or removed in them"),
             },
         )?;
         if b.integrity != Integrity::NotChecked {

@@ -25,7 +25,8 @@ use crate::config::{Attribute, AttributeSet, Config, Rule};
 use crate::dirfd;
 use crate::engine::{Fim, FimError, Purpose, ScanSummary, Scope};
 use crate::events::{
-    Attributes, ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient, escape_path,
+    Attributes, ChangeKind, CoverageGap, DIRECTORY_TIMESTAMPS, FimChange, FoldedParent, GapCause, Mechanism,
+    Transient, escape_path,
 };
 pub use crate::model::{FimStatus, MonitorState, ScanOutcome, TreeMode, TreeStatus, Verification};
 use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
@@ -757,6 +758,9 @@ impl Engine {
             let stored = store.append_event(&e, keep);
             if let Ok(mut s) = shared.status.lock() {
                 s.changes_reported += 1;
+                if mechanism == Mechanism::Realtime {
+                    s.changes_realtime += 1;
+                }
                 if stored.is_err() {
                     s.event_store_failures_total += 1;
                 }
@@ -785,6 +789,7 @@ impl Engine {
                     ScanOutcome::Completed
                 },
                 changes,
+                counts: Some(summary.counts),
                 error: None,
                 baseline_integrity: Some(summary.baseline.integrity),
             },
@@ -795,6 +800,7 @@ impl Engine {
                 duration_ms,
                 outcome: ScanOutcome::Failed,
                 changes,
+                counts: None,
                 error: Some(e.to_string()),
                 baseline_integrity: None,
             },
@@ -1029,7 +1035,11 @@ impl Engine {
     }
 
     fn emit_change(&mut self, c: FimChange) {
-        self.with_status(|s| s.changes_reported += 1);
+        // Every caller is a realtime path (inotify); scans count in `run_scan`.
+        self.with_status(|s| {
+            s.changes_reported += 1;
+            s.changes_realtime += 1;
+        });
         self.emit(c.to_event(Timestamp::now()));
     }
 
@@ -1353,7 +1363,8 @@ impl Engine {
             self.touch(real.to_path_buf(), Seen::Other);
             return;
         }
-        if let Some(c) = self.fim.change_of(&host, old.as_ref(), Some(&new), Mechanism::Realtime) {
+        if let Some(mut c) = self.fim.change_of(&host, old.as_ref(), Some(&new), Mechanism::Realtime) {
+            c.folded_parent = self.fold_parent(&host, &c);
             self.emit_change(c);
         }
         if let Err(e) = self.store.put(&host, &new) {
@@ -1389,7 +1400,11 @@ impl Engine {
             mechanism: Mechanism::Realtime,
             rule: escape_path(&rule.pattern),
             transient: Some(transient.clone()),
+            attributes: Vec::new(),
+            folded_parent: None,
         };
+        let mut added = added;
+        added.folded_parent = self.fold_parent(host, &added);
         let removed = FimChange { change: ChangeKind::Removed, old: attrs, new: None, ..added.clone() };
         self.emit_change(added);
         self.emit_change(removed);
@@ -1410,7 +1425,8 @@ impl Engine {
     }
 
     fn removed(&mut self, host: &Path, real: &Path, old: crate::record::FileRecord) {
-        if let Some(c) = self.fim.change_of(host, Some(&old), None, Mechanism::Realtime) {
+        if let Some(mut c) = self.fim.change_of(host, Some(&old), None, Mechanism::Realtime) {
+            c.folded_parent = self.fold_parent(host, &c);
             self.emit_change(c);
         }
         if let Err(e) = self.store.delete(host) {
@@ -1419,6 +1435,38 @@ impl Engine {
         if old.kind == FileKind::Dir {
             self.drop_subtree(host, real);
         }
+    }
+
+    /// An entry was added, removed, renamed or replaced (`c`) at `host`: its directory's mtime
+    /// and ctime moved with it, and inotify says nothing about the directory itself. When those
+    /// timestamps are all that differ from the directory's record, the record is refreshed now
+    /// and the directory's old and new values returned for the entry's event (`folded_parent`):
+    /// otherwise the next verification rescan would report the directory on its own, long
+    /// after the entry. Any other difference (mode, owner) is left to the directory's own
+    /// event or the rescan.
+    fn fold_parent(&mut self, host: &Path, c: &FimChange) -> Option<FoldedParent> {
+        if !c.changes_directory_entries() {
+            return None;
+        }
+        let dir = host.parent()?;
+        let rule = self.fim.policy.governing(dir).cloned()?;
+        let old = self.store.get(dir).ok().flatten().filter(|o| o.kind == FileKind::Dir)?;
+        let (at, st) = lookup(&self.fim.root, &rule, dir).ok().flatten()?;
+        let opts = ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
+        let (new, err) = read_record_at(&at.dir, &at.name, &st, opts, None, &mut self.buf, &mut |_| {});
+        if err.is_some() || new.kind != FileKind::Dir {
+            return None;
+        }
+        let changed = old.diff(&new, rule.attributes);
+        if changed.is_empty() || !changed.iter().all(|a| DIRECTORY_TIMESTAMPS.contains(a)) {
+            return None;
+        }
+        let dc = self.fim.change_of(dir, Some(&old), Some(&new), Mechanism::Realtime)?;
+        if let Err(e) = self.store.put(dir, &new) {
+            self.store_failed(true, "record the new state of", vec![dir.to_path_buf()], &e);
+            return None;
+        }
+        Some(FoldedParent { attributes: dc.value_changes(), path: dc.path })
     }
 
     fn drop_subtree(&mut self, host: &Path, real: &Path) {
@@ -1466,7 +1514,17 @@ impl Engine {
             mechanism: Mechanism::Realtime,
             rule: escape_path(&rule.pattern),
             transient: None,
-        };
+            attributes: Vec::new(),
+            folded_parent: None,
+        }
+        .with_values();
+        // Both directories' timestamps moved; the destination's are carried by the event,
+        // the source's are named by `old_path`.
+        let mut change = change;
+        if from.parent() != host.parent() {
+            let _ = self.fold_parent(from, &change);
+        }
+        change.folded_parent = self.fold_parent(host, &change);
         self.emit_change(change);
         if let Err(e) = self.store.delete(from) {
             self.store_failed(true, "remove the record of", vec![from.to_path_buf()], &e);

@@ -119,10 +119,18 @@ pub fn render_summary(report: &FimReport, out: &mut dyn std::io::Write) -> std::
         )?;
     }
     if let Some(v) = &report.last_verification {
+        let outcome = match v.outcome {
+            ScanOutcome::Completed => "completed",
+            ScanOutcome::Cancelled => "cancelled",
+            ScanOutcome::Failed => "failed",
+        };
         writeln!(
             out,
-            "   verified  {} ({:?}, {} changes, {} ms)",
-            v.finished, v.outcome, v.changes, v.duration_ms
+            "   verified  {} ({outcome}, {} change(s){}, {} ms)",
+            v.finished,
+            v.changes,
+            v.counts.map(|c| format!(": {}", c.human())).unwrap_or_default(),
+            v.duration_ms
         )?;
     }
     for gap in &report.open_gaps {
@@ -402,6 +410,26 @@ mod tests {
         assert_eq!(s.problems[0].code, "coverage_gap_store_write_failed");
         assert_eq!(s.problems[0].path.as_deref(), Some("/etc/passwd"));
         assert_eq!(s.problems[1].code, "watches_short");
+    }
+
+    #[test]
+    fn the_scan_summary_says_what_the_last_verification_found_in_lowercase() {
+        let mut r = report();
+        r.last_verification = Some(Verification {
+            purpose: crate::model::Purpose::Rescan,
+            trees: vec!["/etc".into()],
+            finished: Timestamp::now(),
+            duration_ms: 12,
+            outcome: ScanOutcome::Completed,
+            changes: 3,
+            counts: Some(crate::model::ChangeCounts { added: 1, removed: 0, modified: 2, ..Default::default() }),
+            error: None,
+            baseline_integrity: None,
+        });
+        let mut out = Vec::new();
+        render_summary(&r, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("(completed, 3 change(s): 1 added, 0 removed, 2 modified, 12 ms)"), "{out}");
     }
 
     #[test]

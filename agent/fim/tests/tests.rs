@@ -8,5 +8,6 @@ mod oneshot;
 mod oracle;
 mod overflow;
 mod realtime;
+mod report;
 mod restart;
 mod store_failure;

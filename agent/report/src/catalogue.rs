@@ -645,6 +645,7 @@ mod tests {
             duration_ms: 12,
             outcome: guestward_fim::ScanOutcome::Failed,
             changes: 0,
+            counts: None,
             error: Some("baseline unreadable".into()),
             baseline_integrity: Some(guestward_fim::model::Integrity::Tampered),
         });
