@@ -137,7 +137,9 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
 
     // Then what matters only when it happened.
     if let Some(r) = &status.reload {
-        let outcome = if r.applied {
+        let outcome = if r.applied && !r.needs_restart.is_empty() {
+            format!("applied; needs a restart to take effect: {}", r.needs_restart.join(", "))
+        } else if r.applied {
             "applied".to_string()
         } else {
             format!(
@@ -558,6 +560,7 @@ mod tests {
                 error: Some("agent.toml:3:1: key `agent.bogus`: unknown key".into()),
                 applied_total: 1,
                 rejected_total: 1,
+                needs_restart: Vec::new(),
             }),
             ..bare()
         }
