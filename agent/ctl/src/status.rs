@@ -79,7 +79,8 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
         status.version,
         status.pid,
         human_duration(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX)),
-        status.started_at
+        // Whole seconds: the nanoseconds would only widen the line.
+        Timestamp::from_unix_secs(status.started_at.unix_secs()).unwrap_or(status.started_at)
     )?;
     match &status.config_path {
         Some(path) => writeln!(out, "config      {path}")?,
