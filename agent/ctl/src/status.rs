@@ -79,7 +79,8 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
         status.version,
         status.pid,
         human_duration(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX)),
-        status.started_at
+        // Whole seconds: the nanoseconds would only widen the line.
+        Timestamp::from_unix_secs(status.started_at.unix_secs()).unwrap_or(status.started_at)
     )?;
     match &status.config_path {
         Some(path) => writeln!(out, "config      {path}")?,
@@ -417,7 +418,7 @@ fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
