@@ -53,7 +53,7 @@ mod tests {
         write_json(&mut pretty, &value, true).unwrap();
         assert_eq!(compact, b"{\"a\":[1,2],\"b\":{\"c\":\"d\"}}\n");
         assert!(pretty.starts_with(b"{\n  \"a\""), "{}", String::from_utf8_lossy(&pretty));
-        assert_eq!(pretty.iter().filter(|b| **b == b'\n').count() > 1, true);
+        assert!(pretty.iter().filter(|b| **b == b'\n').count() > 1);
         let back: serde_json::Value = serde_json::from_slice(&pretty).unwrap();
         assert_eq!(back, value);
     }

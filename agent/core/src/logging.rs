@@ -151,7 +151,9 @@ pub fn parse_level(directive: &str) -> Result<EnvFilter, InvalidLevel> {
     for part in directive.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let level = part.rsplit_once('=').map_or(part, |(_, level)| level);
         if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-            return Err(invalid(format!("`{part}` names no level (use e.g. `info` or `guestward_fim=debug`)")));
+            return Err(invalid(format!(
+                "`{part}` names no level (use e.g. `info` or `guestward_fim=debug`)"
+            )));
         }
     }
     EnvFilter::builder().parse(directive).map_err(|e| invalid(e.to_string()))

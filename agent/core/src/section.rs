@@ -111,7 +111,14 @@ impl<T> Section<T> {
             (Some(_), false) => SectionStatus::Degraded,
             (None, _) => SectionStatus::Error,
         };
-        Self { status, data, problems, note: None, expected_problems: Vec::new(), duration_ms: elapsed_ms(started) }
+        Self {
+            status,
+            data,
+            problems,
+            note: None,
+            expected_problems: Vec::new(),
+            duration_ms: elapsed_ms(started),
+        }
     }
 
     /// A collector that did not run, with the reason.
@@ -209,7 +216,8 @@ mod tests {
     #[test]
     fn permission_denied_paths_become_a_note_and_other_problems_stay() {
         let t = Instant::now();
-        let denied = |p: &str| Problem::new("permission_denied", format!("{p}: permission denied")).with_path(p);
+        let denied =
+            |p: &str| Problem::new("permission_denied", format!("{p}: permission denied")).with_path(p);
         let mut s = Section::from_parts(Some(1), vec![denied("/root/.local"), denied("/home/bob/.local")], t);
         assert_eq!(s.status, SectionStatus::Degraded);
         assert_eq!(s.excuse_permission_denied(1000, None, &|_| true), 2);

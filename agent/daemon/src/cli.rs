@@ -279,8 +279,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             // The configured level replaces the default unless RUST_LOG was set; the file was
             // validated, so it parses.
-            match guestward_core::logging::apply_config_level(config.agent.log_level.as_deref(), DAEMON_LOG_LEVEL)
-            {
+            match guestward_core::logging::apply_config_level(
+                config.agent.log_level.as_deref(),
+                DAEMON_LOG_LEVEL,
+            ) {
                 Ok(level) => tracing::info!(config = %source, log_level = %level, "configuration loaded"),
                 Err(e) => tracing::warn!(config = %source, error = %e, "agent.log_level not applied"),
             }

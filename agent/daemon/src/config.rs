@@ -628,7 +628,11 @@ impl CheckOutcome {
         err: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
         if json {
-            guestward_core::json::write_json(&mut *out, &self.to_json(), guestward_core::json::stdout_wants_pretty())?;
+            guestward_core::json::write_json(
+                &mut *out,
+                &self.to_json(),
+                guestward_core::json::stdout_wants_pretty(),
+            )?;
         } else {
             match &self.result {
                 Ok(()) => writeln!(out, "{}: ok", self.path.display())?,

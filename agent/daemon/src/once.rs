@@ -64,7 +64,11 @@ pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Res
     let outcome = outcome?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        guestward_core::json::write_json(&mut out, &outcome.to_json(), guestward_core::json::stdout_wants_pretty())?;
+        guestward_core::json::write_json(
+            &mut out,
+            &outcome.to_json(),
+            guestward_core::json::stdout_wants_pretty(),
+        )?;
     } else if outcome.delivered() {
         writeln!(out, "{}", outcome.summary())?;
     } else {

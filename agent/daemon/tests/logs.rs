@@ -129,7 +129,8 @@ fn logs_have_no_escape_codes_when_stderr_is_not_a_terminal() {
     assert_eq!(code, 0, "{log}");
     assert!(!log.contains('\x1b'), "escape codes in a log file:\n{log:?}");
     // Info by default: start (version, config, state dir, socket), configuration, stop.
-    let start = log.lines().find(|l| l.contains("guestward-agent running")).unwrap_or_else(|| panic!("{log}"));
+    let start =
+        log.lines().find(|l| l.contains("guestward-agent running")).unwrap_or_else(|| panic!("{log}"));
     assert!(start.contains(" INFO "), "{start}");
     for part in [env!("CARGO_PKG_VERSION"), "agent.toml", &state.display().to_string(), &socket] {
         assert!(start.contains(part), "start line lacks {part}: {start}");
@@ -157,7 +158,10 @@ fn a_fim_change_is_one_info_line() {
     let changed = line.split("changed=").nth(1).unwrap_or_default();
     assert!(changed.split([',', ' ']).any(|a| a == "mode"), "names the changed attribute: {line}");
     assert!(!line.contains('{') && !line.contains("sha256\""), "no JSON records: {line}");
-    assert!(!log.contains(" WARN ") || !log.lines().any(|l| l.contains(" WARN ") && l.contains("tree/f")), "{log}");
+    assert!(
+        !log.contains(" WARN ") || !log.lines().any(|l| l.contains(" WARN ") && l.contains("tree/f")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -165,7 +169,8 @@ fn under_the_journal_lines_carry_sd_daemon_priorities_and_no_timestamp() {
     let daemon = LoggedDaemon::start("", &[], true);
     let (code, log) = daemon.terminate();
     assert_eq!(code, 0, "{log}");
-    let start = log.lines().find(|l| l.contains("guestward-agent running")).unwrap_or_else(|| panic!("{log}"));
+    let start =
+        log.lines().find(|l| l.contains("guestward-agent running")).unwrap_or_else(|| panic!("{log}"));
     assert!(start.starts_with("<6>"), "info is priority 6: {start}");
     assert!(!start.starts_with("<6>20"), "the journal stamps entries itself: {start}");
     assert!(log.lines().all(|l| l.len() > 3 && l.starts_with('<') && l.as_bytes()[2] == b'>'), "{log}");

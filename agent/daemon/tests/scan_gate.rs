@@ -83,7 +83,9 @@ fn a_non_root_scan_notes_other_users_unreadable_homes_and_stays_ok() {
     assert_eq!(code, 0, "not degraded:\n{out}{err}");
     assert!(out.contains("== packages: ok"), "{out}");
     assert!(
-        out.contains("note: 2 paths not readable as uid 65534 (other users' homes); run as root to include them"),
+        out.contains(
+            "note: 2 paths not readable as uid 65534 (other users' homes); run as root to include them"
+        ),
         "{out}"
     );
     assert!(!out.contains("problem:"), "{out}");
@@ -103,7 +105,10 @@ fn a_non_root_scan_notes_other_users_unreadable_homes_and_stays_ok() {
         .iter()
         .map(|p| p["path"].as_str().unwrap())
         .collect();
-    assert!(excused.iter().any(|p| p.contains("home/alice")) && excused.iter().any(|p| p.contains("/root/")), "{excused:?}");
+    assert!(
+        excused.iter().any(|p| p.contains("home/alice")) && excused.iter().any(|p| p.contains("/root/")),
+        "{excused:?}"
+    );
     crate::support::validate_against_schema(&report);
 
     // As root the same tree is read in full: nothing to excuse, nothing noted.
@@ -115,8 +120,11 @@ fn a_non_root_scan_notes_other_users_unreadable_homes_and_stays_ok() {
 #[test]
 fn scan_json_is_compact_in_a_pipe_and_indented_on_a_terminal() {
     let config = empty_config();
-    let (code, out, err) =
-        run(agent().arg("--config").arg(config.path()).args(["scan", "--json", "--root"]).arg(fixture("roots/debian-min")));
+    let (code, out, err) = run(agent()
+        .arg("--config")
+        .arg(config.path())
+        .args(["scan", "--json", "--root"])
+        .arg(fixture("roots/debian-min")));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 1, "one line of compact JSON in a pipe");
     serde_json::from_str::<serde_json::Value>(&out).unwrap();
@@ -136,7 +144,10 @@ fn scan_json_is_compact_in_a_pipe_and_indented_on_a_terminal() {
     );
     let (limit, what) = (std::time::Duration::from_secs(60), "a scan on a terminal");
     let (code, out, _, _) = guestward_core::testing::within(limit, what, move || {
-        crate::support::run_bounded(std::process::Command::new(script).args(["-qec", &command, "/dev/null"]), limit)
+        crate::support::run_bounded(
+            std::process::Command::new(script).args(["-qec", &command, "/dev/null"]),
+            limit,
+        )
     });
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("{\r\n  \"schema_version\"") || out.contains("{\n  \"schema_version\""), "{out}");

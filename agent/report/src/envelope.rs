@@ -152,7 +152,12 @@ impl Report {
     /// could not be read for lack of permission and that `expected` accepts become a note
     /// instead of a problem ([`Section::excuse_permission_denied`]). Never for a run as root.
     pub fn excuse_permission_denied(&mut self, uid: u32, expected: &dyn Fn(&str) -> bool) {
-        fn excuse<T>(section: &mut Option<Section<T>>, uid: u32, root: Option<&str>, expected: &dyn Fn(&str) -> bool) {
+        fn excuse<T>(
+            section: &mut Option<Section<T>>,
+            uid: u32,
+            root: Option<&str>,
+            expected: &dyn Fn(&str) -> bool,
+        ) {
             if let Some(s) = section {
                 s.excuse_permission_denied(uid, root, expected);
             }

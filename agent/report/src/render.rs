@@ -73,7 +73,10 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
 
 /// The findings block: the count by severity, then each finding, most severe first, with
 /// where it is (path, port and process, or package) on the line below its title.
-pub fn render_findings(findings: &[guestward_core::Finding], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+pub fn render_findings(
+    findings: &[guestward_core::Finding],
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     use guestward_core::Severity;
     if findings.is_empty() {
         return writeln!(out, "findings: none");
@@ -88,7 +91,7 @@ pub fn render_findings(findings: &[guestward_core::Finding], out: &mut dyn std::
             .collect();
     writeln!(out, "findings: {} ({})", findings.len(), counts.join(", "))?;
     let mut sorted: Vec<&guestward_core::Finding> = findings.iter().collect();
-    sorted.sort_by(|a, b| b.severity.cmp(&a.severity));
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
     for f in sorted {
         writeln!(out, "  {:<8}  {}  {}", f.severity, f.id, guestward_core::text::escape_control(&f.title))?;
         if let Some(at) = finding_location(f) {
