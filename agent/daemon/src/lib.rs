@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod once;
 pub mod pipeline;
 pub mod scan;
+pub mod selflimit;
 pub mod transport;
 
 pub use guestward_core::exit;

@@ -10,5 +10,6 @@ mod events;
 mod fim;
 mod hardening;
 mod sbom;
+mod selflimit;
 mod support;
 mod transport;

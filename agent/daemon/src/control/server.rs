@@ -186,7 +186,7 @@ impl Shared {
             identity: guestward_report::protocol::IdentityStatus::default(),
             collectors: Vec::new(),
             fim: None,
-            self_limits: guestward_report::protocol::SelfLimitStatus::default(),
+            self_limits: self.pipeline.self_limits().map(|l| l.status()).unwrap_or_default(),
             reload: None,
         }
     }
