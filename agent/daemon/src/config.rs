@@ -244,7 +244,12 @@ impl LimitsConfig {
         let mut issues = Vec::new();
         // NaN is outside every range (`contains` is false), so it is refused here too.
         guestward_core::config::check_range(&mut issues, "cpu_percent", self.cpu_percent, CPU_PERCENT_RANGE);
-        guestward_core::config::check_range(&mut issues, "rss_max_bytes", self.rss_max_bytes, RSS_MAX_BYTES_RANGE);
+        guestward_core::config::check_range(
+            &mut issues,
+            "rss_max_bytes",
+            self.rss_max_bytes,
+            RSS_MAX_BYTES_RANGE,
+        );
         issues
     }
 }
@@ -809,7 +814,9 @@ mod tests {
     fn self_limits_are_range_checked_and_located() {
         let msg = err("[limits]\ncpu_percent = 0.01\nrss_max_bytes = 1024\n");
         assert!(
-            msg.contains("/etc/guestward/agent.toml:2:15: key `limits.cpu_percent`: must be 0.1..=400, got 0.01"),
+            msg.contains(
+                "/etc/guestward/agent.toml:2:15: key `limits.cpu_percent`: must be 0.1..=400, got 0.01"
+            ),
             "{msg}"
         );
         assert!(msg.contains("/etc/guestward/agent.toml:3:17: key `limits.rss_max_bytes`: must be"), "{msg}");

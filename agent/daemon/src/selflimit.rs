@@ -4,7 +4,11 @@
 //! Measuring: every [`SAMPLE_EVERY`] the sampler reads the process's CPU time (`utime +
 //! stime` of `/proc/self/stat`) and resident memory (`/proc/self/statm`), and keeps the
 //! samples of the last [`WINDOW`] ([`Window`]). The CPU figure is the share of one core used
-//! over that minute: CPU seconds spent divided by wall seconds elapsed, times 100.
+//! over that minute: CPU seconds spent divided by 60 wall seconds, times 100. In the first
+//! minute the time before the agent started counts as idle (the CPU is divided by the whole
+//! minute, not by the few seconds measured), so the short burst of the first scan at start
+//! does not read as a process pinning a core, while hashing a big tree still crosses a small
+//! budget within seconds.
 //!
 //! Throttling ([`Controller`]), only with `[limits] enabled = true`:
 //! - It starts when the minute's average is above `cpu_percent`, or resident memory is above
@@ -95,9 +99,17 @@ impl Window {
         }
     }
 
-    /// CPU used over the window, percent of one core (`None` until two samples exist).
+    /// CPU used over the last minute, percent of one core (`None` until two samples exist).
+    /// Divided by at least [`WINDOW`]: before the window fills, the time not yet measured
+    /// counts as idle.
     pub fn cpu_percent(&self) -> Option<f64> {
-        percent(self.samples.front()?, self.samples.back()?)
+        let (first, last) = (self.samples.front()?, self.samples.back()?);
+        let wall = last.at.checked_duration_since(first.at)?;
+        if wall.is_zero() {
+            return None;
+        }
+        let cpu = last.cpu.checked_sub(first.cpu)?;
+        Some(cpu.as_secs_f64() / wall.max(WINDOW).as_secs_f64() * 100.0)
     }
 
     /// CPU used between the last two samples, percent of one core.
@@ -455,8 +467,19 @@ mod tests {
         let base = Instant::now();
         let mut w = Window::default();
         w.push(at(base, 0, 0, 1));
-        w.push(at(base, 10, 40_000, 1));
+        w.push(at(base, 60, 240_000, 1));
         assert!((w.cpu_percent().unwrap() - 400.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn in_the_first_minute_the_time_not_yet_measured_counts_as_idle() {
+        let base = Instant::now();
+        let mut w = Window::default();
+        w.push(at(base, 0, 0, 1));
+        // A 1.5 s burst (the first scan) in the first 5 s: 2.5% of the minute, not 30%.
+        w.push(at(base, 5, 1_500, 1));
+        assert!((w.cpu_percent().unwrap() - 2.5).abs() < 1e-9, "{:?}", w.cpu_percent());
+        assert!((w.recent_cpu_percent().unwrap() - 30.0).abs() < 1e-9);
     }
 
     #[test]
