@@ -51,6 +51,8 @@ pub struct ConfigFile {
     /// `[transport]`: delivery of reports to a collector over mutual TLS (the spool, the
     /// shipper). Off by default.
     pub transport: guestward_transport::TransportConfig,
+    /// `[limits]`: the agent's own CPU and memory budgets (self-limits).
+    pub limits: LimitsConfig,
 }
 
 /// `[control]`.
@@ -141,10 +143,13 @@ pub struct Config {
     /// `[transport]`: delivery of reports to a collector over mutual TLS. Checked, not yet
     /// opened: the daemon and `run --once` read its files at start (`Shipper::new`).
     pub transport: guestward_transport::TransportConfig,
+    /// `[limits]`: the agent's own CPU and memory budgets (self-limits).
+    pub limits: LimitsConfig,
 }
 
 /// The top-level tables, in the order problems about a missing one are reported.
-const SECTIONS: &[&str] = &["agent", "control", "packages", "imds", "fim", "network", "history", "transport"];
+const SECTIONS: &[&str] =
+    &["agent", "control", "packages", "imds", "fim", "network", "history", "transport", "limits"];
 
 /// Accepted `agent.scan_interval_secs`: at least 10 s (a full scan reads every package
 /// database), at most a week (a report older than that says little about the host).
@@ -214,6 +219,51 @@ fn transport_issues(transport: &guestward_transport::TransportConfig) -> Vec<Con
         }
     }
     issues
+}
+
+/// `[limits]`: budgets for the agent's own resource use. Above them the daemon slows itself
+/// down gently (FIM scan hashing is paced, a scheduled full scan waits a bounded time); it
+/// never slows the control socket or the delivery of events. See `selflimit.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Whether the agent measures itself and throttles above the budgets. With `false` it
+    /// still measures (for `agentctl status`) but never slows down.
+    pub enabled: bool,
+    /// CPU budget: percent of one core, averaged over the last minute. 0.1..=400.
+    pub cpu_percent: f64,
+    /// Resident memory budget, bytes. 16 MiB..=16 GiB.
+    pub rss_max_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { enabled: true, cpu_percent: 5.0, rss_max_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// Accepted `limits.cpu_percent`: a tenth of a percent of one core (the agent's idle use
+/// is below that) to four whole cores.
+pub const CPU_PERCENT_RANGE: std::ops::RangeInclusive<f64> = 0.1..=400.0;
+
+/// Accepted `limits.rss_max_bytes`: 16 MiB (below the agent's own floor, which would keep it
+/// throttled forever) to 16 GiB.
+pub const RSS_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 16 * 1024 * 1024..=16 * 1024 * 1024 * 1024;
+
+impl LimitsConfig {
+    /// Every problem of `[limits]`, keys relative to it.
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        // NaN is outside every range (`contains` is false), so it is refused here too.
+        guestward_core::config::check_range(&mut issues, "cpu_percent", self.cpu_percent, CPU_PERCENT_RANGE);
+        guestward_core::config::check_range(
+            &mut issues,
+            "rss_max_bytes",
+            self.rss_max_bytes,
+            RSS_MAX_BYTES_RANGE,
+        );
+        issues
+    }
 }
 
 /// Where the configuration came from.
@@ -362,6 +412,7 @@ impl Config {
         let network: Option<guestward_network::Config> = sections.deserialize("network");
         let history: Option<guestward_history::HistoryConfig> = sections.deserialize("history");
         let transport: Option<guestward_transport::TransportConfig> = sections.deserialize("transport");
+        let limits: Option<LimitsConfig> = sections.deserialize("limits");
 
         // Each section that deserialized is checked by its own crate; keys come back relative
         // to the section and are located in the document here.
@@ -381,6 +432,7 @@ impl Config {
                 .map(|h| h.validate().into_iter().map(|i| ConfigIssue::new(i.key, i.message)).collect()),
         );
         section_issues("transport", transport.as_ref().map(transport_issues));
+        section_issues("limits", limits.as_ref().map(LimitsConfig::issues));
         // The baseline key is checked against the state directory configured (or its default
         // when `[agent]` itself is broken: that error is already listed).
         let state_dir =
@@ -403,6 +455,8 @@ impl Config {
                 message: clean(&issue.message),
             });
         }
+        // `[limits]` apart from the tuple below, so that its line stays its own.
+        let Some(limits) = limits else { return Err(invalid(problems)) };
         match (agent, control, packages, imds, fim, network, history, transport) {
             (
                 Some(agent),
@@ -414,7 +468,7 @@ impl Config {
                 Some(history),
                 Some(transport),
             ) if problems.is_empty() => {
-                Ok(Self { agent, control, packages, imds, fim, network, history, transport })
+                Ok(Self { agent, control, packages, imds, fim, network, history, transport, limits })
             }
             _ => Err(invalid(problems)),
         }
@@ -779,6 +833,24 @@ mod tests {
             msg,
             "/etc/guestward/agent.toml:2:22: key `agent.scan_interval_secs`: must be 10..=604800, got 1"
         );
+    }
+
+    #[test]
+    fn self_limits_are_range_checked_and_located() {
+        let msg = err("[limits]\ncpu_percent = 0.01\nrss_max_bytes = 1024\n");
+        assert!(
+            msg.contains(
+                "/etc/guestward/agent.toml:2:15: key `limits.cpu_percent`: must be 0.1..=400, got 0.01"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("/etc/guestward/agent.toml:3:17: key `limits.rss_max_bytes`: must be"), "{msg}");
+        let msg = err("[limits]\ncpu_percent = nan\n");
+        assert!(msg.contains("key `limits.cpu_percent`: must be 0.1..=400, got NaN"), "{msg}");
+        let msg = err("[limits]\ncpu_percnt = 1.0\n");
+        assert!(msg.contains("key `limits.cpu_percnt`") && msg.contains("unknown field"), "{msg}");
+        let c = Config::parse("[limits]\ncpu_percent = 0.1\nenabled = false\n", Path::new("x")).unwrap();
+        assert_eq!((c.limits.cpu_percent, c.limits.enabled), (0.1, false));
     }
 
     #[test]

@@ -75,12 +75,17 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     // (`[transport] enabled = true`) that cannot load its credentials stops here, with the
     // file and what is wrong, rather than spooling reports nobody will receive.
     let transport = Transport::open(&config).context("not starting: reports could not be delivered")?;
+    // Self-limits (`[limits]`): measured from the start; FIM's scans obey its pace.
+    let limiter = Arc::new(crate::selflimit::SelfLimiter::new(
+        &config.limits,
+        Duration::from_secs(config.agent.scan_interval_secs),
+    ));
     let fim = if config.fim.enabled {
         // Security: a daemon that runs with FIM silently off looks, from outside, like one that
         // watches files and sees no change. `[fim] enabled = true` is a promise the agent must
         // keep or refuse loudly: stop here, with the reason, so systemd and the owner see the
         // failure (set `enabled = false` to run without FIM on purpose).
-        let monitor = start_fim(&config, &events).context(
+        let monitor = start_fim(&config, &events, limiter.pace()).context(
             "file integrity monitoring could not start ([fim] enabled = true); not starting without it",
         )?;
         FimCollector::Monitor(Arc::new(monitor))
@@ -94,8 +99,12 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     if let Err(e) = collectors.cloud.shared() {
         anyhow::bail!("instance metadata ([imds] or AWS_EC2_METADATA_*): {e}");
     }
-    let pipeline =
-        Arc::new(Pipeline::new(Arc::clone(&config), collectors, events).with_transport(transport.clone()));
+    let pipeline = Arc::new(
+        Pipeline::new(Arc::clone(&config), collectors, events)
+            .with_transport(transport.clone())
+            .with_self_limits(Arc::clone(&limiter)),
+    );
+    let sampler = tokio::spawn(Arc::clone(&limiter).run());
 
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
@@ -148,6 +157,7 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     if let Some(reloader) = reloader {
         reloader.abort();
     }
+    sampler.abort();
     if let Some(shipper) = shipper {
         // Anything not yet acknowledged stays in the spool for the next start.
         shipper.abort();
@@ -172,7 +182,11 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
 
 /// Starts realtime file integrity monitoring. Its first run builds the baseline (progress in
 /// `agentctl fim status`); later starts rescan what changed while the agent was stopped.
-fn start_fim(config: &Config, events: &Arc<EventLog>) -> anyhow::Result<guestward_fim::Monitor> {
+fn start_fim(
+    config: &Config,
+    events: &Arc<EventLog>,
+    pace: Arc<guestward_fim::Pace>,
+) -> anyhow::Result<guestward_fim::Monitor> {
     // The policy compiled when the config was loaded (and accepted by `check-config`), not a
     // second compilation that could disagree with it.
     let fim = guestward_fim::Fim::from_validated(
@@ -189,7 +203,7 @@ fn start_fim(config: &Config, events: &Arc<EventLog>) -> anyhow::Result<guestwar
         crate::logs::fim_event(event);
         events.push(event.clone());
     });
-    Ok(guestward_fim::Monitor::start(fim, sink)?)
+    Ok(guestward_fim::Monitor::start_paced(fim, sink, Some(pace))?)
 }
 
 /// Polls instance metadata for spot interruptions, scheduled maintenance and rebalance
@@ -246,6 +260,13 @@ async fn schedule_scans(shared: Arc<Shared>) {
     let mut last_full_end: Option<Instant> = None;
     loop {
         if Instant::now() >= next_full {
+            // Self-limits: a scheduled scan (not the first) waits while the agent is over its
+            // budget (bounded: see `selflimit`); `agentctl scan` does not come through here.
+            if last_full_end.is_some()
+                && let Some(limiter) = pipeline.self_limits()
+            {
+                limiter.wait_for_budget().await;
+            }
             full_scan(&pipeline).await;
             let end = Instant::now();
             last_full_end = Some(end);
@@ -437,6 +458,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.transport != new.transport {
         out.push("[transport]".to_string());
+    }
+    // The self-limiter keeps the budgets it was started with.
+    if old.limits != new.limits {
+        out.push("[limits]".to_string());
     }
     out
 }

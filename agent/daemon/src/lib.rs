@@ -17,6 +17,7 @@ pub mod logs;
 pub mod once;
 pub mod pipeline;
 pub mod scan;
+pub mod selflimit;
 pub mod transport;
 
 pub use guestward_core::exit;

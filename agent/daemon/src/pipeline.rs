@@ -258,6 +258,8 @@ pub struct Pipeline {
     scan_failures: AtomicU64,
     /// The spool and shipper, when `[transport]` is enabled.
     transport: Option<Arc<Transport>>,
+    /// The daemon's self-limits (`[limits]`); `None` outside the daemon.
+    self_limits: Option<Arc<crate::selflimit::SelfLimiter>>,
 }
 
 /// What a cycle produced.
@@ -312,7 +314,20 @@ impl Pipeline {
             scan_degraded_runs: AtomicU64::new(0),
             scan_failures: AtomicU64::new(0),
             transport: None,
+            self_limits: None,
         }
+    }
+
+    /// The same pipeline, its full reports saying how the agent stands against its own budgets
+    /// (`Report::self_limits`), and its scheduled scans postponed while it throttles itself.
+    pub fn with_self_limits(mut self, limiter: Arc<crate::selflimit::SelfLimiter>) -> Self {
+        self.self_limits = Some(limiter);
+        self
+    }
+
+    /// The daemon's self-limits, when it measures itself.
+    pub fn self_limits(&self) -> Option<&Arc<crate::selflimit::SelfLimiter>> {
+        self.self_limits.as_ref()
     }
 
     /// The same pipeline, delivering its full reports through `transport` (the spool and the
@@ -475,6 +490,7 @@ impl Pipeline {
             // the report says so while it still gets through.
             report.findings.extend(transport.shipper.certificate_findings());
         }
+        report.self_limits = self.self_limits.as_ref().map(|l| l.status());
         report.sequence = Some(self.sequence.next());
         report.events.sort_by_key(|e| e.time);
         (report, through)

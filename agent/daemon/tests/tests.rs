@@ -14,6 +14,7 @@ mod lifecycle;
 mod logs;
 mod sbom;
 mod scan_gate;
+mod selflimit;
 mod status;
 mod support;
 mod transport;

@@ -41,6 +41,8 @@
 //!   (an interrupted scan resumes at the next start).
 //! - One-shot report without a running monitor: `FimReport::from_state_dir(state_dir)` reads
 //!   `fim.db` read-only (`skipped`, saying how to create one, when there is no baseline).
+//! - Self-limits: `Monitor::start_paced(fim, sink, Some(pace))` with a shared [`Pace`] the
+//!   daemon turns up while it is over its CPU budget: scans then hash more slowly.
 //! - Known limit: scans run on the monitor's thread, so realtime events wait (queued, not
 //!   lost: a full queue becomes an overflow and another rescan) while a periodic or overflow
 //!   rescan is running.
@@ -64,6 +66,8 @@ pub mod monitor;
 #[cfg(feature = "collect")]
 pub mod oneshot;
 #[cfg(feature = "collect")]
+pub mod pace;
+#[cfg(feature = "collect")]
 pub mod record;
 pub mod report;
 #[cfg(feature = "collect")]
@@ -78,4 +82,6 @@ pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transi
 pub use model::{FimStatus, MonitorState, Purpose, ScanOutcome, ScanSummary, Verification};
 #[cfg(feature = "collect")]
 pub use monitor::Monitor;
+#[cfg(feature = "collect")]
+pub use pace::Pace;
 pub use report::{BaselineState, FINDING_IDS, FimReport, fim_findings, render_summary};

@@ -82,6 +82,8 @@ struct Shared {
     status: Mutex<FimStatus>,
     cancel: AtomicBool,
     dropped: AtomicBool,
+    /// The host's pace for scan hashing (see [`crate::pace`]); `None`: never paced.
+    pace: Option<Arc<crate::pace::Pace>>,
 }
 
 /// The running realtime monitor.
@@ -102,11 +104,23 @@ impl Monitor {
     /// Starts watching. Returns at once; watches, the first baseline (when there is none) or
     /// the startup verification rescan run on the monitor's thread (see [`Self::status`]).
     pub fn start(fim: Fim, sink: EventSink) -> Result<Self, FimError> {
+        Self::start_paced(fim, sink, None)
+    }
+
+    /// [`Self::start`], with its scans' hashing paced by `pace` (the daemon's self-limits
+    /// turn it up while the agent is over its CPU budget; see [`crate::pace`]). `None`: the
+    /// same as [`Self::start`].
+    pub fn start_paced(
+        fim: Fim,
+        sink: EventSink,
+        pace: Option<Arc<crate::pace::Pace>>,
+    ) -> Result<Self, FimError> {
         let (tx, rx) = sync_channel(fim.config.event_queue_capacity.max(16));
         let shared = Arc::new(Shared {
             status: Mutex::new(FimStatus::starting()),
             cancel: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
+            pace,
         });
         let query_fim = fim.clone();
         let fwd_tx = tx.clone();
@@ -743,6 +757,7 @@ impl Engine {
             threads: self.fim.config.threads,
             progress: Some(&progress),
             cancel: Some(&self.shared.cancel),
+            pace: self.shared.pace.as_deref(),
         };
         let fim = self.fim.clone();
         let keep = self.fim.config.max_stored_events;

@@ -55,6 +55,7 @@ fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
         threads: o.config.threads,
         progress: Some(&draw),
         cancel: None,
+        pace: None,
     };
     let mut changes = Vec::new();
     let summary = fim.scan(purpose, &Scope::All, Mechanism::Rescan, &opts, &mut |c| {

@@ -158,6 +158,9 @@ pub struct ScanOptions<'a> {
     pub progress: Option<&'a (dyn Fn(&ScanProgress) + Sync)>,
     /// Set to stop the scan early (daemon shutdown); the staged rows stay for a resume.
     pub cancel: Option<&'a AtomicBool>,
+    /// Rests the hashing threads take per MiB, set by the host process while it is over its
+    /// CPU budget (see [`crate::pace`]); `None`: never paced.
+    pub pace: Option<&'a crate::pace::Pace>,
 }
 
 impl std::fmt::Debug for ScanOptions<'_> {
@@ -293,9 +296,10 @@ pub fn stage(
             let tx = write_tx.clone();
             let counters = &counters;
             let limiter = &limiter;
+            let pacing = Pacing { pace: opts.pace, cancel: opts.cancel };
             let spawned = std::thread::Builder::new()
                 .name(format!("fim-hash-{i}"))
-                .spawn_scoped(s, move || worker_loop(&rx, &tx, counters, limiter, root));
+                .spawn_scoped(s, move || worker_loop(&rx, &tx, counters, limiter, pacing, root));
             match spawned {
                 Ok(h) => workers.push(h),
                 Err(e) => {
@@ -534,11 +538,20 @@ fn submit(
     }
 }
 
+/// What a hashing thread obeys besides the rate limit: the host's pace (self-limits) and the
+/// scan's cancel flag, which cuts a rest short.
+#[derive(Clone, Copy)]
+struct Pacing<'a> {
+    pace: Option<&'a crate::pace::Pace>,
+    cancel: Option<&'a AtomicBool>,
+}
+
 fn worker_loop(
     rx: &Mutex<Receiver<Job>>,
     tx: &SyncSender<Write>,
     counters: &Counters,
     limiter: &Limiter,
+    pacing: Pacing<'_>,
     _root: &HostRoot,
 ) {
     let mut buf = Vec::with_capacity(256 * 1024);
@@ -551,6 +564,9 @@ fn worker_loop(
         let Ok(job) = job else { return };
         let (rec, err) = read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |n| {
             limiter.take(n);
+            if let Some(pace) = pacing.pace {
+                pace.pause(n, pacing.cancel);
+            }
             counters.bytes.fetch_add(n, Ordering::Relaxed);
         });
         let msg = match err {
@@ -728,6 +744,7 @@ mod tests {
             threads: 2,
             progress: Some(&report),
             cancel: None,
+            pace: None,
         };
         let stats = stage(&p, &root, &dir.path().join("state"), &targets, false, &opts).unwrap();
         assert_eq!(stats.entries, 31);

@@ -76,6 +76,7 @@ fn a_resumed_check_reports_files_deleted_since_the_interrupted_run() {
             threads: 2,
             progress: Some(&progress),
             cancel: Some(&cancel),
+            pace: None,
         };
         fim.scan(Purpose::Check, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap().stats
     });
@@ -139,6 +140,7 @@ fn writer_flushes_staged_rows_every_500_ms_under_continuous_traffic() {
             threads: 1,
             progress: None,
             cancel: None,
+            pace: None,
         };
         let r = guestward_fim::scan::stage(&policy, &HostRoot::live(), &state2, &targets, false, &opts);
         let _ = done_tx.send(r.map(|s| s.entries));

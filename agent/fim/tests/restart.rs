@@ -38,6 +38,7 @@ fn child_baseline() {
         threads: 2,
         progress: Some(&progress),
         cancel: None,
+        pace: None,
     };
     fim.scan(
         guestward_fim::Purpose::Init,

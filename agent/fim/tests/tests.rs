@@ -7,6 +7,7 @@ mod hostile;
 mod oneshot;
 mod oracle;
 mod overflow;
+mod pace;
 mod realtime;
 mod report;
 mod restart;

@@ -49,6 +49,11 @@ pub struct Report {
     /// last verification and the open coverage gaps. The changes themselves are `events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fim: Option<Section<guestward_fim::FimReport>>,
+    /// The agent's own CPU and memory against its budgets (`[limits]`), and whether it was
+    /// slowing its FIM hashing and full scans down when the report was made. Daemon reports
+    /// only; absent in one-shot `scan` output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_limits: Option<crate::protocol::SelfLimitStatus>,
     /// Conclusions drawn from the sections, most severe first.
     pub findings: Vec<Finding>,
     /// Changes observed since the previous report.
@@ -123,6 +128,7 @@ impl Report {
             cloud: None,
             network: None,
             fim: None,
+            self_limits: None,
             findings: Vec::new(),
             events: Vec::new(),
         }

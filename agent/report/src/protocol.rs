@@ -260,8 +260,9 @@ pub struct FimSummary {
     pub changes_since_start: u64,
 }
 
-/// The agent's own resource use against its budgets (`[limits]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The agent's own resource use against its budgets (`[limits]`). Also carried by daemon
+/// reports (`Report::self_limits`), hence its JSON Schema.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SelfLimitStatus {
     /// CPU budget, percent of one core, averaged over a minute.
     pub cpu_budget_percent: f64,
@@ -283,6 +284,9 @@ pub struct SelfLimitStatus {
     /// Seconds spent throttled since start.
     #[serde(default)]
     pub throttled_secs_total: u64,
+    /// The rest FIM's scan hashing takes now, microseconds per MiB hashed (0: not paced).
+    #[serde(default)]
+    pub fim_pace_micros_per_mib: u64,
 }
 
 /// The last configuration reload (SIGHUP).

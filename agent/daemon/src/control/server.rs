@@ -245,7 +245,7 @@ impl Shared {
             identity: identity(latest.as_deref()),
             collectors: self.pipeline.book().statuses(next_scan_at),
             fim: fim.as_ref().map(fim_summary),
-            self_limits: guestward_report::protocol::SelfLimitStatus::default(),
+            self_limits: self.pipeline.self_limits().map(|l| l.status()).unwrap_or_default(),
             reload: self.reload(),
         };
         // Last: the verdict reads every part above (the self-limits included).
