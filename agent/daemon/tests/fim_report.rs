@@ -16,12 +16,21 @@ fn fim_init_help_shows_init_exit_codes_not_checks() {
     let init = help(&["init"]);
     assert!(init.contains("0  the baseline was built"), "{init}");
     assert!(init.contains("no baseline was accepted"), "{init}");
-    assert!(!init.contains("changes found") && !init.contains("no changes"), "check's codes in init's help:\n{init}");
+    assert!(
+        !init.contains("changes found") && !init.contains("no changes"),
+        "check's codes in init's help:\n{init}"
+    );
     let check = help(&["check"]);
-    assert!(check.contains("0  no changes") && check.contains("1  changes found (listed on stdout)\n"), "{check}");
+    assert!(
+        check.contains("0  no changes") && check.contains("1  changes found (listed on stdout)\n"),
+        "{check}"
+    );
     assert!(!check.contains("baseline was built"), "{check}");
     let update = help(&["update"]);
-    assert!(update.contains("1  changes found (listed on stdout) and accepted as the new baseline"), "{update}");
+    assert!(
+        update.contains("1  changes found (listed on stdout) and accepted as the new baseline"),
+        "{update}"
+    );
     let all = help(&[]);
     assert!(all.contains("init ") && all.contains("check, update"), "{all}");
 }
@@ -35,8 +44,11 @@ fn fim_check_prints_counts_and_old_new_values_through_the_agent_cli() {
     std::fs::set_permissions(root.join("etc/ssh_config"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let state = dir.path().join("state");
     let config = dir.path().join("agent.toml");
-    std::fs::write(&config, format!("[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n", state.display()))
-        .unwrap();
+    std::fs::write(
+        &config,
+        format!("[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n", state.display()),
+    )
+    .unwrap();
     let fim = |args: &[&str]| {
         run(agent().arg("--config").arg(&config).arg("fim").args(args).arg("--root").arg(&root))
     };
@@ -50,20 +62,30 @@ fn fim_check_prints_counts_and_old_new_values_through_the_agent_cli() {
     let (code, out, err) = fim(&["check"]);
     assert_eq!(code, 1, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
-    let at = lines.iter().position(|l| l.starts_with("modified /etc/ssh_config")).unwrap_or_else(|| panic!("{out}"));
-    let details: Vec<String> =
-        lines[at + 1..].iter().take_while(|l| l.starts_with("    ")).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("modified /etc/ssh_config"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let details: Vec<String> = lines[at + 1..]
+        .iter()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     assert!(details.contains(&"mode: 0644 -> 0600".to_string()), "{out}");
     assert!(details.contains(&"size: 8 -> 10".to_string()), "{out}");
     assert!(details.iter().any(|d| d.starts_with("sha256: ") && d.matches('\u{2026}').count() == 2), "{out}");
     assert!(lines.iter().any(|l| l.starts_with("added") && l.ends_with("/etc/cron.d/job")), "{out}");
-    assert!(!lines.iter().any(|l| l.ends_with("/etc/cron.d") || l.contains("/etc/cron.d [")), "folded: {out}");
+    assert!(
+        !lines.iter().any(|l| l.ends_with("/etc/cron.d") || l.contains("/etc/cron.d [")),
+        "folded: {out}"
+    );
     assert!(out.contains("2 change(s): 1 added, 0 removed, 1 modified; 4 entries checked"), "{out}");
 
     let (code, out, err) = fim(&["check", "--json"]);
     assert_eq!(code, 1, "{out}{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
-    let change = report["changes"].as_array().unwrap().iter().find(|c| c["path"] == "/etc/ssh_config").unwrap();
+    let change =
+        report["changes"].as_array().unwrap().iter().find(|c| c["path"] == "/etc/ssh_config").unwrap();
     let mode = change["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "mode").unwrap();
     assert_eq!((&mode["old"], &mode["new"]), (&Value::from("0644"), &Value::from("0600")), "{out}");
     let sha = change["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "sha256").unwrap();
@@ -105,12 +127,24 @@ fn agentctl_fim_shows_live_changes_with_values_and_takes_since_1h() {
     let (code, out, err) = ctl(&["fim", "events", "--since", "1h"]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    let at = lines.iter().position(|l| l.contains(&format!("modified {path}"))).unwrap_or_else(|| panic!("{out}"));
-    assert!(lines[at + 1..].iter().take_while(|l| l.starts_with("    ")).any(|l| l.split_whitespace().collect::<Vec<_>>() == ["mode:", "0644", "->", "0600"]), "{out}");
+    let at =
+        lines.iter().position(|l| l.contains(&format!("modified {path}"))).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("    "))
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["mode:", "0644", "->", "0600"]),
+        "{out}"
+    );
 
-    let (code, out, err) = ctl(&["events", "--since", "1h", "--kind", "fim.change", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&path), "`agentctl events --since 1h`: {out}");
+    // The event history is written by its own coalescer: the event reaches it a moment later.
+    daemon.wait_for(
+        || {
+            let (code, out, _) = ctl(&["events", "--since", "1h", "--kind", "fim.change", "--json"]);
+            code == 0 && out.contains(&path)
+        },
+        "the chmod event through `agentctl events --since 1h`",
+    );
     // An age that is not one, for both commands: a usage error naming the flag and the forms.
     for args in [&["events", "--since", "1x"][..], &["fim", "events", "--since", "yesterday"][..]] {
         let (code, _, err) = ctl(args);
@@ -124,6 +158,10 @@ fn agentctl_fim_shows_live_changes_with_values_and_takes_since_1h() {
     assert!(out.contains("changes:    1 since start (1 realtime, 0 by rescans)"), "{out}");
     let (_, out, _) = ctl(&["--json", "fim", "status"]);
     let status: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((&status["changes_reported"], &status["changes_realtime"]), (&Value::from(1), &Value::from(1)), "{out}");
+    assert_eq!(
+        (&status["changes_reported"], &status["changes_realtime"]),
+        (&Value::from(1), &Value::from(1)),
+        "{out}"
+    );
     assert_eq!(daemon.terminate(), 0);
 }

@@ -85,7 +85,8 @@ impl DirFolder {
                     *folded = true;
                     self.folded += 1;
                 }
-                c.folded_parent = Some(FoldedParent { path: dir.path.clone(), attributes: dir.value_changes() });
+                c.folded_parent =
+                    Some(FoldedParent { path: dir.path.clone(), attributes: dir.value_changes() });
             }
         }
         Some(c)
@@ -507,20 +508,22 @@ impl Fim {
                 (ChangeKind::Modified, d)
             }
         };
-        Some(FimChange {
-            path: escape_path(path),
-            old_path: None,
-            change,
-            changed,
-            old: old.map(Attributes::from),
-            new: new.map(Attributes::from),
-            mechanism,
-            rule: escape_path(&rule.pattern),
-            transient: None,
-            attributes: Vec::new(),
-            folded_parent: None,
-        }
-        .with_values())
+        Some(
+            FimChange {
+                path: escape_path(path),
+                old_path: None,
+                change,
+                changed,
+                old: old.map(Attributes::from),
+                new: new.map(Attributes::from),
+                mechanism,
+                rule: escape_path(&rule.pattern),
+                transient: None,
+                attributes: Vec::new(),
+                folded_parent: None,
+            }
+            .with_values(),
+        )
     }
 
     /// Stored events (`fim.change`, `coverage.gap`) at or after `since`, oldest first, at most

@@ -535,7 +535,13 @@ mod tests {
             path: "/etc/f".into(),
             old_path: None,
             change: ChangeKind::Modified,
-            changed: vec![Attribute::Sha256, Attribute::Mode, Attribute::Size, Attribute::Mtime, Attribute::Xattrs],
+            changed: vec![
+                Attribute::Sha256,
+                Attribute::Mode,
+                Attribute::Size,
+                Attribute::Mtime,
+                Attribute::Xattrs,
+            ],
             old: Some(attrs("0644", 10, 'a')),
             new: Some(new),
             mechanism: Mechanism::Rescan,
@@ -546,7 +552,10 @@ mod tests {
         };
         // Stored by an older agent (no `attributes`): derived from old and new.
         let derived = c.value_changes();
-        assert_eq!(derived[1], AttributeChange { name: Attribute::Mode, old: Some("0644".into()), new: Some("0600".into()) });
+        assert_eq!(
+            derived[1],
+            AttributeChange { name: Attribute::Mode, old: Some("0644".into()), new: Some("0600".into()) }
+        );
         assert_eq!(derived[0].new.as_deref(), Some("b".repeat(64).as_str()), "full in JSON");
         assert_eq!(derived[3].old.as_deref(), Some("2025-12-02T00:00:00.123456789Z"));
         assert_eq!(c.clone().with_values().attributes, derived);
@@ -564,7 +573,8 @@ mod tests {
         assert_eq!(text.lines().count(), 6, "{text}");
         assert!(text.lines().next().unwrap().ends_with("[rescan]"), "{text}");
         let removed = FimChange { change: ChangeKind::Removed, ..c.clone() };
-        let events = [c.to_event(Timestamp::now()), c.to_event(Timestamp::now()), removed.to_event(Timestamp::now())];
+        let events =
+            [c.to_event(Timestamp::now()), c.to_event(Timestamp::now()), removed.to_event(Timestamp::now())];
         assert_eq!(render_events_summary(&events), "3 change(s): 0 added, 1 removed, 2 modified");
     }
 

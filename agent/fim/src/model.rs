@@ -723,7 +723,7 @@ impl CheckReport {
         let counts = &self.summary.counts;
         writeln!(
             out,
-            "{} change(s): {}; {} entries checked, {} MiB hashed in {:.2} s{}{}{}",
+            "{} change(s): {}; {} entries checked, {} MiB hashed in {:.2} s{}{}",
             self.summary.changes,
             counts.human(),
             s.entries,
@@ -739,11 +739,21 @@ impl CheckReport {
             } else {
                 String::new()
             },
-            match counts.folded_directories {
-                0 => String::new(),
-                n => format!("; {n} directory mtime/ctime change(s) folded into the entries added or removed in them"),
-            },
         )?;
+        if counts.folded_directories > 0 {
+            let n = counts.folded_directories;
+            writeln!(
+                out,
+                "{}",
+                if n == 1 {
+                    "1 directory not listed on its own: its mtime/ctime moved only with the entries added or removed in it (folded_parent in --json)".to_string()
+                } else {
+                    format!(
+                        "{n} directories not listed on their own: their mtime/ctime moved only with the entries added or removed in them (folded_parent in --json)"
+                    )
+                }
+            )?;
+        }
         if b.integrity != Integrity::NotChecked {
             writeln!(out, "{}", b.human_line())?;
         }

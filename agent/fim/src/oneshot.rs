@@ -66,6 +66,9 @@ fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    // The diff streams present paths before vanished ones: in path order, a directory's
+    // added, removed and modified entries read together.
+    changes.sort_by(|a: &crate::events::FimChange, b| a.path.cmp(&b.path));
     let mut summary = summary;
     if let Some(path) = created {
         summary.baseline.detail.push_str(&format!("; the key was created at {} (mode 0600)", path.display()));

@@ -422,7 +422,12 @@ mod tests {
             duration_ms: 12,
             outcome: ScanOutcome::Completed,
             changes: 3,
-            counts: Some(crate::model::ChangeCounts { added: 1, removed: 0, modified: 2, ..Default::default() }),
+            counts: Some(crate::model::ChangeCounts {
+                added: 1,
+                removed: 0,
+                modified: 2,
+                ..Default::default()
+            }),
             error: None,
             baseline_integrity: None,
         });
