@@ -66,11 +66,12 @@ for n in "${counts[@]}"; do
     "$agent" --config "$config" scan --only network --json >"$work/scan.json" || true
     ss -tanp >"$work/ss.txt"
     echo "output: scan --json $(stat -c %s "$work/scan.json") bytes ($(($(stat -c %s "$work/scan.json") / n)) a socket), ss -tanp $(stat -c %s "$work/ss.txt") bytes"
+    # Through a shell for the redirection (hyperfine subtracts the shell's own start-up time).
     # The scan exits 1 when a process could not be inspected (not as root): -i keeps going.
-    hyperfine -N -i --style basic --warmup 3 --runs 20 --export-json "$work/$n.json" \
-        -n "ss -tanp > file" --output "$work/ss.out" "ss -tanp" \
-        -n "scan --only network --json > file" --output "$work/scan.out" \
-        "$agent --config $config scan --only network --json"
+    hyperfine -i --style basic --warmup 3 --runs 20 --export-json "$work/$n.json" \
+        -n "ss -tanp > file" "ss -tanp > $work/ss.out" \
+        -n "scan --only network --json > file" \
+        "$agent --config $config scan --only network --json > $work/scan.out"
     python3 - "$work/$n.json" <<'EOF'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
