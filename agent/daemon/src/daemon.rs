@@ -396,6 +396,15 @@ impl Reload {
                 return Err(self.rejected(&shown, &format!("[history] could not be applied: {e}")));
             }
         }
+        if old.agent.log_level != new.agent.log_level {
+            // Validated by `Config::load`; `RUST_LOG` in the environment still wins.
+            if let Err(e) = guestward_core::logging::apply_config_level(
+                new.agent.log_level.as_deref(),
+                crate::cli::DAEMON_LOG_LEVEL,
+            ) {
+                return Err(self.rejected(&shown, &format!("agent.log_level: {e}")));
+            }
+        }
         let imds_changed = old.imds != new.imds;
         let interval = new.agent.scan_interval_secs;
         pipeline.reconfigure(Arc::new(new), collectors);

@@ -11,7 +11,7 @@ pub fn fixture(rel: &str) -> PathBuf {
 pub fn agent() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_guestward-agent"));
     // Never pick up the machine's /etc/guestward/agent.toml in tests.
-    cmd.env_remove("GUESTWARD_LOG");
+    cmd.env_remove("GUESTWARD_LOG").env_remove("RUST_LOG");
     cmd
 }
 

@@ -58,7 +58,7 @@ pub fn command(name: &str) -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd.env_remove("GUESTWARD_LOG");
+    cmd.env_remove("GUESTWARD_LOG").env_remove("RUST_LOG");
     cmd
 }
 
