@@ -24,7 +24,7 @@ TOML
 # shellcheck disable=SC2086
 env ${DAEMON_ENV:-} "$BIN" --config "$W/agent.toml" run 2> "$W/daemon.log" &
 PID=$!
-CTL="$(dirname "$BIN")/agentctl"
+CTL="${CTL:-$(dirname "$BIN")/agentctl}"
 status() { "$CTL" --socket "$W/run/agent.sock" "$@" 2>/dev/null || true; }
 echo "== waiting for the first scan and the FIM baseline (pid $PID)"
 start=$(date +%s)
