@@ -345,7 +345,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             match format {
                 // Indented on a terminal, compact otherwise (a pipe or a file: 14 MB of
                 // indentation for 20,000 connections cost more than collecting them).
-                Format::Json => guestward_core::json::write_json(&mut out, &report, pretty)?,
+                Format::Json => guestward_report::write_report_json(&report, &mut out, pretty)?,
                 Format::Human => guestward_report::render::render_human(&report, &mut out)?,
                 Format::Cyclonedx => {
                     let (bom, left_out) = guestward_report::cyclonedx::report_to_json(&report)?;

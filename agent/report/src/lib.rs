@@ -20,4 +20,6 @@ pub mod ingest;
 pub mod protocol;
 pub mod render;
 
-pub use envelope::{AgentInfo, HostIdSource, Report, SCHEMA_VERSION, json_schema, new_batch_id};
+pub use envelope::{
+    AgentInfo, HostIdSource, Report, SCHEMA_VERSION, json_schema, new_batch_id, write_report_json,
+};
