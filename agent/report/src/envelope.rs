@@ -191,6 +191,17 @@ pub fn json_schema() -> String {
     text
 }
 
+/// Writes `report` as JSON (indented when `pretty`, then a newline) to `out`.
+///
+/// Not generic on purpose: every `Serialize` impl a report reaches (each collector's section,
+/// 20,000 sockets on a busy host) is compiled here, in a crate the release profile builds for
+/// speed (`[profile.release.package.guestward-report]`), rather than in the size-optimised
+/// binary that calls it. At `opt-level = "z"` writing the JSON of a 20,000-socket scan took
+/// longer than a third of the scan.
+pub fn write_report_json(report: &Report, out: &mut dyn std::io::Write, pretty: bool) -> std::io::Result<()> {
+    guestward_core::json::write_json(out, report, pretty)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -205,15 +216,4 @@ mod tests {
             "docs/report.schema.json is stale: run scripts/gen-schema and commit the result"
         );
     }
-}
-
-/// Writes `report` as JSON (indented when `pretty`, then a newline) to `out`.
-///
-/// Not generic on purpose: every `Serialize` impl a report reaches (each collector's section,
-/// 20,000 sockets on a busy host) is compiled here, in a crate the release profile builds for
-/// speed (`[profile.release.package.guestward-report]`), rather than in the size-optimised
-/// binary that calls it. At `opt-level = "z"` writing the JSON of a 20,000-socket scan took
-/// longer than a third of the scan.
-pub fn write_report_json(report: &Report, out: &mut dyn std::io::Write, pretty: bool) -> std::io::Result<()> {
-    guestward_core::json::write_json(out, report, pretty)
 }
