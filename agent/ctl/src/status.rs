@@ -554,6 +554,7 @@ mod tests {
                 throttled_since: Some(at(NOW - 90)),
                 throttle_episodes_total: 2,
                 throttled_secs_total: 400,
+                fim_pace_micros_per_mib: 20_000,
             },
             reload: Some(ReloadStatus {
                 at: at(NOW - 60),
