@@ -161,7 +161,8 @@ fn status_shows_the_transport_when_enabled() {
         || {
             let (code, out, _) = daemon.ctl(&["status", "--json"]);
             status = serde_json::from_str(&out).unwrap_or(Value::Null);
-            code == 0 && status["transport"]["spool"]["reports"].as_u64().unwrap_or(0) >= 1
+            // Exit 1 (degraded) once the shipper has failed to reach the closed port.
+            code <= 1 && status["transport"]["spool"]["reports"].as_u64().unwrap_or(0) >= 1
         },
         "the first report in the spool",
     );
@@ -171,7 +172,8 @@ fn status_shows_the_transport_when_enabled() {
     assert_eq!(t["certificate"]["subject"], "test-host", "{status}");
     assert_eq!(status["counters"]["spool_push_failures_total"], 0, "{status}");
     let (code, out, err) = daemon.ctl(&["status"]);
-    assert_eq!(code, 0, "{err}");
+    // Ok before the shipper's first attempt; degraded, naming the transport, after it failed.
+    assert!(code == 0 || (code == 1 && out.contains("transport: not connected to")), "{code}: {out}{err}");
     assert!(out.contains(&format!("transport   {url}")) && out.contains("spool     "), "{out}");
     assert!(out.contains("CN=test-host"), "{out}");
 
