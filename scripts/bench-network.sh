@@ -15,55 +15,14 @@ cd "$(dirname "$0")/.."
 cargo build --quiet --release -p guestward-network --examples
 bin="$CARGO_TARGET_DIR/release/examples"
 work=$(mktemp -d)
-helper_pids=()
-
-# The helpers read a FIFO this script holds open (fd 3, closed in the helpers themselves). Closing it is their signal to reset
-# their connections (no TIME_WAIT left for the next step) and exit; it also reaches them if
-# this script dies without running its trap. Stragglers are killed after 10 s.
-stop_helpers() {
-    exec 3>&- 2>/dev/null || true
-    for p in "${helper_pids[@]}"; do
-        for _ in $(seq 100); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    helper_pids=()
-}
-cleanup() {
-    stop_helpers
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-# Waits (bounded: 60 s) for a file to appear.
-wait_for() {
-    for _ in $(seq 600); do
-        [ -s "$1" ] && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for $1" >&2
-    return 1
-}
+. scripts/lib/socket-helpers.sh
 
 summary="$work/summary.md"
 echo "| TCP sockets (helpers / host) | ss -tan | ss -tanp | ports netlink | ports procfs | ratio netlink / ss -tanp | peak RSS (KB) |" >"$summary"
 echo "|---|---|---|---|---|---|---|" >>"$summary"
 
 for n in "${counts[@]}"; do
-    half=$((n / 2))
-    rm -f "$work/port" "$work/ready"
-    mkfifo "$work/hold-$n"
-    exec 3<>"$work/hold-$n"
-    "$bin/bench_helper" listen "$half" "$work/port" <"$work/hold-$n" 3>&- &
-    helper_pids+=($!)
-    wait_for "$work/port"
-    "$bin/bench_helper" connect "$(cat "$work/port")" "$half" "$work/ready" <"$work/hold-$n" 3>&- &
-    helper_pids+=($!)
-    wait_for "$work/ready"
-    sleep 1
+    hold_sockets "$bin/bench_helper" "$n"
     host_sockets=$(ss -Htan | wc -l)
     echo "== $n sockets: $host_sockets TCP sockets on the host; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -38,10 +38,7 @@ pub fn rows(report: &PackagesReport, filter: Option<&str>) -> Vec<Row> {
     if let Some(r) = &report.rpm {
         rows.extend(r.packages.iter().map(|p| Row {
             name: p.name.clone(),
-            version: match p.epoch {
-                Some(e) => format!("{e}:{}-{}", p.version, p.release),
-                None => format!("{}-{}", p.version, p.release),
-            },
+            version: p.evr(),
             source: "rpm".into(),
             arch: p.arch.clone(),
             location: None,

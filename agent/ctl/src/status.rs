@@ -43,6 +43,17 @@ pub fn effective_health(status: &Status) -> HealthStatus {
     health
 }
 
+/// How long before `now` `at` was, for a person (`5m`).
+fn ago(now: Timestamp, at: Timestamp) -> String {
+    human_duration(now.unix_secs().saturating_sub(at.unix_secs()))
+}
+
+/// When `at` comes after `now`: `in 5m`, or `due now` once it has passed.
+fn until(now: Timestamp, at: Timestamp) -> String {
+    let secs = at.unix_secs().saturating_sub(now.unix_secs());
+    if secs <= 0 { "due now".to_string() } else { format!("in {}", human_duration(secs)) }
+}
+
 /// The lowercase word of a report section's status.
 pub fn section_word(status: SectionStatus) -> &'static str {
     match status {
@@ -53,20 +64,19 @@ pub fn section_word(status: SectionStatus) -> &'static str {
     }
 }
 
-/// The whole human `status`. `now` is a parameter so ages can be tested.
+/// The whole human `status`, leading with `status.health` (the caller has put
+/// [`effective_health`] there, so what is printed, put in the JSON and exited with agree).
+/// `now` is a parameter so ages can be tested.
 pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
     // Host ids, errors and section names can come from scanned files (machine-id, hostname):
     // everything goes through the terminal-escaping writer.
     let mut safe = guestward_core::text::TerminalSafe::new(out);
     let out = &mut safe;
-    let ago = |at: Timestamp| human_duration(now.unix_secs().saturating_sub(at.unix_secs()));
-    let until = |at: Timestamp| {
-        let secs = at.unix_secs().saturating_sub(now.unix_secs());
-        if secs <= 0 { "due now".to_string() } else { format!("in {}", human_duration(secs)) }
-    };
+    let ago = |at: Timestamp| ago(now, at);
+    let until = |at: Timestamp| until(now, at);
 
     // 1. Health.
-    let health = effective_health(status);
+    let health = &status.health;
     writeln!(out, "health      {}", health.verdict.as_str())?;
     for reason in &health.reasons {
         writeln!(out, "  - {}", cut(reason, WIDTH - 4))?;
@@ -221,12 +231,11 @@ fn render_collectors(
     for c in collectors {
         let last = c.last_run_at.map_or_else(
             || "never".to_string(),
-            |at| format!("{} ago", human_duration(now.unix_secs() - at.unix_secs())),
+            |at| format!("{} ago", ago(now, at)),
         );
         let took = c.last_duration_ms.map_or_else(|| "-".to_string(), human_millis);
         let next = match c.next_run_at {
-            Some(at) if at.unix_secs() <= now.unix_secs() => "due now".to_string(),
-            Some(at) => format!("in {}", human_duration(at.unix_secs() - now.unix_secs())),
+            Some(at) => until(now, at),
             None if c.state == CollectorState::Skipped => "-".to_string(),
             None => "not scheduled".to_string(),
         };
@@ -247,7 +256,7 @@ fn render_collectors(
 fn render_fim(fim: &FimSummary, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
     let baseline = if fim.baseline_complete { "baseline complete" } else { "baseline NOT complete yet" };
     let verified = match fim.last_verification_at {
-        Some(at) => format!("verified {} ago", human_duration(now.unix_secs() - at.unix_secs())),
+        Some(at) => format!("verified {} ago", ago(now, at)),
         None => "never verified yet".to_string(),
     };
     let state = if fim.state.is_empty() { "unknown" } else { fim.state.as_str() };
@@ -290,7 +299,7 @@ fn render_self_limits(l: &SelfLimitStatus, now: Timestamp, out: &mut dyn Write) 
     let state = if l.throttled {
         let since = l
             .throttled_since
-            .map(|at| format!(" for {}", human_duration(now.unix_secs() - at.unix_secs())))
+            .map(|at| format!(" for {}", ago(now, at)))
             .unwrap_or_default();
         format!("throttled{since}")
     } else {
@@ -319,7 +328,7 @@ pub fn render_transport(
     now: Timestamp,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let ago = |at: Timestamp| human_duration(now.unix_secs().saturating_sub(at.unix_secs()));
+    let ago = |at: Timestamp| ago(now, at);
     let state = if t.connected {
         "connected".to_string()
     } else if t.consecutive_failures > 0 {
@@ -569,8 +578,10 @@ mod tests {
     }
 
     fn rendered(status: &Status) -> String {
+        let mut status = status.clone();
+        status.health = effective_health(&status);
         let mut out = Vec::new();
-        render(status, at(NOW), &mut out).unwrap();
+        render(&status, at(NOW), &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 

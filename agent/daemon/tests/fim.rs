@@ -6,19 +6,10 @@ use serde_json::Value;
 #[test]
 fn fim_init_check_update_exit_codes_through_the_agent_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
+    let (root, config, state) = fim_root_setup(dir.path());
     std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
     std::fs::write(root.join("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
-    let state = dir.path().join("state");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!("[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n", state.display()),
-    )
-    .unwrap();
-    let fim = |args: &[&str]| {
-        run(agent().arg("--config").arg(&config).arg("fim").args(args).arg("--root").arg(&root))
-    };
+    let fim = |args: &[&str]| run_fim(&config, &root, args);
 
     let (code, out, err) = fim(&["check"]);
     assert_eq!(code, 2, "no baseline yet: {out}{err}");

@@ -38,20 +38,11 @@ fn fim_init_help_shows_init_exit_codes_not_checks() {
 #[test]
 fn fim_check_prints_counts_and_old_new_values_through_the_agent_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
+    let (root, config, _state) = fim_root_setup(dir.path());
     std::fs::create_dir_all(root.join("etc/cron.d")).unwrap();
     std::fs::write(root.join("etc/ssh_config"), "Port 22\n").unwrap();
     std::fs::set_permissions(root.join("etc/ssh_config"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let state = dir.path().join("state");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!("[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n", state.display()),
-    )
-    .unwrap();
-    let fim = |args: &[&str]| {
-        run(agent().arg("--config").arg(&config).arg("fim").args(args).arg("--root").arg(&root))
-    };
+    let fim = |args: &[&str]| run_fim(&config, &root, args);
     let (code, out, err) = fim(&["init"]);
     assert_eq!(code, 0, "{out}{err}");
 

@@ -183,32 +183,26 @@ fn under_the_journal_lines_carry_sd_daemon_priorities_and_no_timestamp() {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().unwrap();
     let config = crate::support::empty_config();
-    let status = agent()
-        .env("RUST_LOG", "debug")
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .arg("--config")
-        .arg(config.path())
-        .args(["scan", "--only", "host,packages"])
-        .stdout(Stdio::null())
-        .stderr(file)
-        .status()
-        .unwrap();
+    // A debug-level scan with stderr to `stderr` and JOURNAL_STREAM set to `stream`.
+    let scan = |stream: String, stderr: std::fs::File| {
+        agent()
+            .env("RUST_LOG", "debug")
+            .env("JOURNAL_STREAM", stream)
+            .arg("--config")
+            .arg(config.path())
+            .args(["scan", "--only", "host,packages"])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .status()
+            .unwrap()
+    };
+    let status = scan(format!("{}:{}", meta.dev(), meta.ino()), file);
     assert!(status.code().is_some(), "{status:?}");
     let text = std::fs::read_to_string(&err).unwrap();
     assert!(text.lines().any(|l| l.starts_with("<7>")), "{text}");
 
     // A JOURNAL_STREAM naming another stream (inherited, stderr redirected) is ignored.
-    let file = std::fs::File::create(&err).unwrap();
-    agent()
-        .env("RUST_LOG", "debug")
-        .env("JOURNAL_STREAM", "1:1")
-        .arg("--config")
-        .arg(config.path())
-        .args(["scan", "--only", "host,packages"])
-        .stdout(Stdio::null())
-        .stderr(file)
-        .status()
-        .unwrap();
+    scan("1:1".to_string(), std::fs::File::create(&err).unwrap());
     let text = std::fs::read_to_string(&err).unwrap();
     assert!(!text.is_empty() && text.lines().all(|l| !l.starts_with('<')), "{text}");
 }

@@ -34,6 +34,26 @@ pub fn agentctl() -> Command {
 }
 
 /// An empty config file, so tests do not depend on /etc/guestward/agent.toml.
+/// A one-shot FIM setup under `dir`: `root/` for the tree to scan with `--root`, `state/` for
+/// the baseline, and `agent.toml` watching the tree's `/etc`. Returns (root, config, state).
+pub fn fim_root_setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let state = dir.join("state");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n", state.display()),
+    )
+    .unwrap();
+    (root, config, state)
+}
+
+/// `guestward-agent --config CONFIG fim ARGS --root ROOT`.
+pub fn run_fim(config: &Path, root: &Path, args: &[&str]) -> (i32, String, String) {
+    run(agent().arg("--config").arg(config).arg("fim").args(args).arg("--root").arg(root))
+}
+
 pub fn empty_config() -> tempfile::NamedTempFile {
     tempfile::NamedTempFile::new().unwrap()
 }
