@@ -13,8 +13,12 @@ cd "$(dirname "$0")/.."
 BIN="${BIN:-target/release/guestward-agent}"
 MEASURE_SECS="${MEASURE_SECS:-300}"
 SETTLE_SECS="${SETTLE_SECS:-30}"
+CTL="${CTL:-$(dirname "$BIN")/agentctl}"
+[ -x "$BIN" ] || { echo "build it first: cargo build --release -p guestward-agent ($BIN)" >&2; exit 2; }
+[ -x "$CTL" ] || { echo "build it first: cargo build --release -p guestward-ctl ($CTL)" >&2; exit 2; }
 W="$(mktemp -d /tmp/gw-idle.XXXXXX)"
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$W"' EXIT
+PID=
+trap '[ -n "$PID" ] && { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }; rm -rf "$W"' EXIT
 cat > "$W/agent.toml" <<TOML
 [agent]
 state_dir = "$W/state"
@@ -24,13 +28,13 @@ TOML
 # shellcheck disable=SC2086
 env ${DAEMON_ENV:-} "$BIN" --config "$W/agent.toml" run 2> "$W/daemon.log" &
 PID=$!
-CTL="${CTL:-$(dirname "$BIN")/agentctl}"
 status() { "$CTL" --socket "$W/run/agent.sock" "$@" 2>/dev/null || true; }
 echo "== waiting for the first scan and the FIM baseline (pid $PID)"
 start=$(date +%s)
 until status status --json | grep -Eq '"last_scan": *\{' \
    && status fim status --json | grep -Eq '"state": *"watching"'; do
   sleep 2
+  kill -0 "$PID" 2>/dev/null || { echo "the daemon exited:" >&2; cat "$W/daemon.log" >&2; exit 1; }
   if (( $(date +%s) - start > 1800 )); then echo "not ready after 30 min"; exit 1; fi
 done
 echo "ready after $(( $(date +%s) - start )) s; settling ${SETTLE_SECS} s"

@@ -19,49 +19,14 @@ helper=${BENCH_HELPER:-$target/debug/examples/bench_helper}
 [ -x "$agent" ] || { echo "build it first: cargo build --release -p guestward-agent" >&2; exit 2; }
 [ -x "$helper" ] || { echo "build it first: cargo build -p guestward-network --examples" >&2; exit 2; }
 work=$(mktemp -d)
-helper_pids=()
+. scripts/lib/socket-helpers.sh
 config="$work/agent.toml"
 : >"$config"
-
-stop_helpers() {
-    exec 3>&- 2>/dev/null || true
-    for p in "${helper_pids[@]}"; do
-        for _ in $(seq 100); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    helper_pids=()
-}
-cleanup() {
-    stop_helpers
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-wait_for() {
-    for _ in $(seq 600); do
-        [ -s "$1" ] && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for $1" >&2
-    return 1
-}
+# The collection alone (no owners, for its share): the same scan without the `/proc/*/fd` walk.
+printf '[network]\nresolve_owners = false\n' >"$work/no-owners.toml"
 
 for n in "${counts[@]}"; do
-    half=$((n / 2))
-    rm -f "$work/port" "$work/ready"
-    mkfifo "$work/hold-$n"
-    exec 3<>"$work/hold-$n"
-    "$helper" listen "$half" "$work/port" <"$work/hold-$n" 3>&- &
-    helper_pids+=($!)
-    wait_for "$work/port"
-    "$helper" connect "$(cat "$work/port")" "$half" "$work/ready" <"$work/hold-$n" 3>&- &
-    helper_pids+=($!)
-    wait_for "$work/ready"
-    sleep 1
+    hold_sockets "$helper" "$n"
     echo "== $n sockets: $(ss -Htan | wc -l) TCP sockets on the host; load: $(cut -d' ' -f1-3 /proc/loadavg)"
     "$agent" --config "$config" scan --only network --json >"$work/scan.json" || true
     ss -tanp >"$work/ss.txt"
@@ -71,7 +36,11 @@ for n in "${counts[@]}"; do
     hyperfine -i --style basic --warmup 3 --runs 20 --export-json "$work/$n.json" \
         -n "ss -tanp > file" "ss -tanp > $work/ss.out" \
         -n "scan --only network --json > file" \
-        "$agent --config $config scan --only network --json > $work/scan.out"
+        "$agent --config $config scan --only network --json > $work/scan.out" \
+        -n "scan --only network > file (human: the collection alone)" \
+        "$agent --config $config scan --only network > $work/human.out" \
+        -n "scan --only network --json > file, resolve_owners = false" \
+        "$agent --config $work/no-owners.toml scan --only network --json > $work/no-owners.out"
     python3 - "$work/$n.json" <<'EOF'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
@@ -82,5 +51,4 @@ print(f"| scan --only network --json > file | {scan['mean']*1000:.1f} ± {scan['
 print(f"ratio wall {scan['mean']/ss['mean']:.2f}x, CPU {cpu(scan)/cpu(ss):.2f}x (target: wall <= 0.33x)")
 EOF
     stop_helpers
-    rm -f "$work/hold-$n"
 done

@@ -606,9 +606,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
     };
     let request_timeout = match (options.timeout, &command) {
         // The agent delivers for up to the flush timeout; its answer comes after.
-        (secs, Command::Flush { .. }) => {
-            Duration::from_secs(secs.unwrap_or(FLUSH_DEFAULT_SECS).min(FLUSH_MAX_SECS) + 15)
-        }
+        (secs, Command::Flush { .. }) => Duration::from_secs(flush_secs(secs) + 15),
         (Some(secs), _) => Duration::from_secs(secs),
         (None, Command::Scan { .. } | Command::Ports { .. } | Command::Imds { .. }) => SCAN_REQUEST_TIMEOUT,
         (None, _) => DEFAULT_REQUEST_TIMEOUT,
@@ -623,8 +621,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             // The verdict printed, put in the JSON and exited with are one and the same.
             status.health = status::effective_health(&status);
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, &status)?;
-                writeln!(out)?;
+                guestward_core::json::write_json(
+                    &mut out,
+                    &status,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
             } else {
                 status::render(&status, Timestamp::now(), &mut out)?;
             }
@@ -633,12 +634,17 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 Health::Degraded => exit::DEGRADED,
             })
         }
-        Command::Flush { timeout, .. } => {
-            let request = FlushRequest { timeout_secs: Some(timeout.unwrap_or(FLUSH_DEFAULT_SECS)) };
+        Command::Flush { .. } => {
+            // The resolved `--timeout` (given before or after `flush`): the same value bounds
+            // the agent's delivery and agentctl's wait for its answer.
+            let request = FlushRequest { timeout_secs: Some(flush_secs(cli.timeout)) };
             let outcome: FlushOutcome = runtime.block_on(client.post("/v1/flush", &request))?;
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, &outcome)?;
-                writeln!(out)?;
+                guestward_core::json::write_json(
+                    &mut out,
+                    &outcome,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
             } else {
                 let mut safe = guestward_core::text::TerminalSafe::new(&mut out);
                 writeln!(
@@ -674,8 +680,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 anyhow::bail!("the agent returned no network section");
             };
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, &section)?;
-                writeln!(out)?;
+                guestward_core::json::write_json(
+                    &mut out,
+                    &section,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
             } else {
                 if let Some(note) = &section.note {
                     writeln!(out, "note: {note}")?;
@@ -696,8 +705,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Inventory { format: InventoryFormat::Cyclonedx, .. } => {
             // Built by the daemon from its latest report: the CLI links no SBOM builder.
             let bom: serde_json::Value = runtime.block_on(client.get("/v1/sbom"))?;
-            serde_json::to_writer_pretty(&mut out, &bom)?;
-            writeln!(out)?;
+            guestward_core::json::write_json(&mut out, &bom, guestward_core::json::stdout_wants_pretty())?;
             Ok(exit::OK)
         }
         Command::Inventory { format: InventoryFormat::Human, name, all, .. } => {
@@ -705,8 +713,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let data = report.packages.as_ref().and_then(|s| s.data.as_ref());
             if name.is_none() && !all {
                 if cli.json {
-                    serde_json::to_writer_pretty(&mut out, &report.packages)?;
-                    writeln!(out)?;
+                    guestward_core::json::write_json(
+                        &mut out,
+                        &report.packages,
+                        guestward_core::json::stdout_wants_pretty(),
+                    )?;
                 } else {
                     match data {
                         Some(data) => {
@@ -723,8 +734,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             let rows = data.map(|d| inventory::rows(d, name.as_deref())).unwrap_or_default();
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, &rows)?;
-                writeln!(out)?;
+                guestward_core::json::write_json(
+                    &mut out,
+                    &rows,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
             } else if rows.is_empty() {
                 match &name {
                     Some(n) => writeln!(
@@ -744,8 +758,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Findings { .. } => {
             let findings: Vec<Finding> = runtime.block_on(client.get("/v1/findings"))?;
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, &findings)?;
-                writeln!(out)?;
+                guestward_core::json::write_json(
+                    &mut out,
+                    &findings,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
             } else if findings.is_empty() {
                 writeln!(out, "no findings")?;
             } else {
@@ -817,8 +834,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Fim { command: FimCtl::Status { .. } } => {
             let status: guestward_fim::FimStatus = runtime.block_on(client.get("/v1/fim/status"))?;
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, &status)?;
-                writeln!(out)?;
+                guestward_core::json::write_json(
+                    &mut out,
+                    &status,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
             } else {
                 status.render_human(&mut out)?;
             }
@@ -857,8 +877,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                     "baseline_completed_at": status.baseline_completed_at,
                     "scan_progress": status.scan_progress,
                 });
-                serde_json::to_writer_pretty(&mut out, &view)?;
-                writeln!(out)?;
+                guestward_core::json::write_json(
+                    &mut out,
+                    &view,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
             } else if let Some(at) = status.baseline_completed_at {
                 writeln!(out, "baseline complete: {} entries, completed {at}", status.files_in_baseline)?;
             } else {
@@ -875,8 +898,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let events: Vec<guestward_core::Event> =
                 runtime.block_on(client.post("/v1/fim/events", &request))?;
             if cli.json {
-                serde_json::to_writer_pretty(&mut out, &events)?;
-                writeln!(out)?;
+                guestward_core::json::write_json(
+                    &mut out,
+                    &events,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
             } else if events.is_empty() {
                 writeln!(out, "no events")?;
             } else {
@@ -913,10 +939,14 @@ fn finish(mut out: std::io::StdoutLock<'_>, code: anyhow::Result<u8>) -> anyhow:
     Ok(code)
 }
 
+/// How long `flush` lets the agent deliver: `--timeout`, else the default, at most the cap.
+fn flush_secs(timeout: Option<u64>) -> u64 {
+    timeout.unwrap_or(FLUSH_DEFAULT_SECS).min(FLUSH_MAX_SECS)
+}
+
 fn print_report(report: &Report, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     if json {
-        serde_json::to_writer_pretty(&mut *out, report)?;
-        writeln!(out)?;
+        guestward_report::write_report_json(report, out, guestward_core::json::stdout_wants_pretty())?;
     } else {
         guestward_report::render::render_human(report, out)?;
     }
@@ -1003,8 +1033,7 @@ fn render_imds(
 ) -> anyhow::Result<u8> {
     if json {
         let value = serde_json::json!({ "cloud": section, "findings": findings });
-        serde_json::to_writer_pretty(&mut *out, &value)?;
-        writeln!(out)?;
+        guestward_core::json::write_json(&mut *out, &value, guestward_core::json::stdout_wants_pretty())?;
     } else {
         {
             let mut safe = guestward_core::text::TerminalSafe::new(&mut *out);
@@ -1054,6 +1083,18 @@ mod tests {
         assert_eq!((o.socket.as_deref(), o.json), (Some(Path::new("/b")), true));
         let (_, o) = parse(&["fim", "events", "--json", "--timeout", "9"]).unwrap().resolve().unwrap();
         assert_eq!((o.timeout, o.json), (Some(9), true));
+    }
+
+    #[test]
+    fn a_timeout_given_before_or_after_flush_bounds_the_delivery_and_the_wait_alike() {
+        for args in [&["--timeout", "5", "flush"][..], &["flush", "--timeout", "5"]] {
+            let (_, o) = parse(args).unwrap().resolve().unwrap();
+            assert_eq!(flush_secs(o.timeout), 5, "{args:?}");
+        }
+        let (_, o) = parse(&["flush"]).unwrap().resolve().unwrap();
+        assert_eq!(flush_secs(o.timeout), FLUSH_DEFAULT_SECS);
+        let (_, o) = parse(&["--timeout", "5000", "flush"]).unwrap().resolve().unwrap();
+        assert_eq!(flush_secs(o.timeout), FLUSH_MAX_SECS);
     }
 
     #[test]

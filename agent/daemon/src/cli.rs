@@ -332,9 +332,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 // counted in a note, the section stays ok. A file a collector exists to read (a
                 // package database) stays a problem, and as root nothing is excused: a path
                 // root cannot read is a problem.
-                let scanned = report.scanned_root.clone().map(PathBuf::from);
                 report.excuse_permission_denied(euid.as_raw(), &|path| {
-                    private_directory(std::path::Path::new(path), scanned.as_deref())
+                    private_directory(std::path::Path::new(path), &collectors.root)
                 });
             }
             drop(collectors);
@@ -370,14 +369,17 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 /// Whether `path` (as a problem names it: a host path, or a real path under `root`) is a
 /// directory this user may not enter, or lies inside one (its own metadata cannot be read).
 /// Files are never: an unreadable package database is a problem whoever runs the scan.
-fn private_directory(path: &std::path::Path, root: Option<&std::path::Path>) -> bool {
-    let real = match root {
-        Some(root) if !path.starts_with(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+///
+/// Looked up through `root` (symlinks resolved inside it, as the collectors read), so a link
+/// in a mounted snapshot never sends the check to the scanning host's own files.
+fn private_directory(path: &std::path::Path, root: &HostRoot) -> bool {
+    let host_path = match path.strip_prefix(root.dir()) {
+        Ok(inside) if !root.is_live() => std::path::Path::new("/").join(inside),
         _ => path.to_path_buf(),
     };
-    match std::fs::symlink_metadata(&real) {
+    match root.symlink_metadata(&host_path) {
         Ok(meta) => meta.is_dir(),
-        Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
+        Err(e) => matches!(e, guestward_core::HostFsError::PermissionDenied { .. }),
     }
 }
 

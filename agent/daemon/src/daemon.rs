@@ -76,10 +76,7 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     // file and what is wrong, rather than spooling reports nobody will receive.
     let transport = Transport::open(&config).context("not starting: reports could not be delivered")?;
     // Self-limits (`[limits]`): measured from the start; FIM's scans obey its pace.
-    let limiter = Arc::new(crate::selflimit::SelfLimiter::new(
-        &config.limits,
-        Duration::from_secs(config.agent.scan_interval_secs),
-    ));
+    let limiter = Arc::new(crate::selflimit::SelfLimiter::new(&config.limits));
     let fim = if config.fim.enabled {
         // Security: a daemon that runs with FIM silently off looks, from outside, like one that
         // watches files and sees no change. `[fim] enabled = true` is a promise the agent must
@@ -244,8 +241,12 @@ impl LifecycleWatch {
     /// Stops the watcher (bounded: a poll in flight is not waited for long).
     async fn stop(self) {
         let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(2), self.task).await.is_err() {
-            tracing::debug!("the lifecycle watcher did not stop within 2 s");
+            // Not left running beside its replacement (it holds the pipeline and could still
+            // start a termination report).
+            abort.abort();
+            tracing::debug!("the lifecycle watcher did not stop within 2 s; aborted");
         }
     }
 }
@@ -265,7 +266,7 @@ async fn schedule_scans(shared: Arc<Shared>) {
             if last_full_end.is_some()
                 && let Some(limiter) = pipeline.self_limits()
             {
-                limiter.wait_for_budget().await;
+                limiter.wait_for_budget(interval()).await;
             }
             full_scan(&pipeline).await;
             let end = Instant::now();
@@ -381,6 +382,7 @@ impl Reload {
         new.control = old.control.clone();
         new.fim = old.fim.clone();
         new.transport = old.transport.clone();
+        new.limits = old.limits.clone();
         let collectors = pipeline.collectors().reconfigured(&old, &new);
         if old.imds != new.imds
             && let Err(e) = collectors.cloud.shared()
@@ -389,13 +391,7 @@ impl Reload {
                 self.rejected(&shown, &format!("instance metadata ([imds] or AWS_EC2_METADATA_*): {e}"))
             );
         }
-        if old.history != new.history {
-            let events = Arc::clone(&pipeline.events);
-            let history = new.history.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || events.reconfigure(&history)).await {
-                return Err(self.rejected(&shown, &format!("[history] could not be applied: {e}")));
-            }
-        }
+        // The last check that can refuse, before the first change to the running daemon.
         if old.agent.log_level != new.agent.log_level {
             // Validated by `Config::load`; `RUST_LOG` in the environment still wins.
             if let Err(e) = guestward_core::logging::apply_config_level(
@@ -403,6 +399,13 @@ impl Reload {
                 crate::cli::DAEMON_LOG_LEVEL,
             ) {
                 return Err(self.rejected(&shown, &format!("agent.log_level: {e}")));
+            }
+        }
+        if old.history != new.history {
+            let events = Arc::clone(&pipeline.events);
+            let history = new.history.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || events.reconfigure(&history)).await {
+                return Err(self.rejected(&shown, &format!("[history] could not be applied: {e}")));
             }
         }
         let imds_changed = old.imds != new.imds;

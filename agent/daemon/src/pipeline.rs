@@ -166,11 +166,18 @@ impl EventLog {
     /// the old limits), then a coalescer with the new limits takes over and the store prunes
     /// to its new bounds.
     pub fn reconfigure(&self, config: &guestward_history::HistoryConfig) {
-        let mut coalescer = self.coalescer.lock().unwrap_or_else(|e| e.into_inner());
-        let batch = coalescer.flush(Instant::now());
+        // Swapped first, so the FIM thread's pushes go on into the new coalescer while the old
+        // one's events are written (no SQLite write under the coalescer's lock).
+        let mut old = std::mem::replace(
+            &mut *self.coalescer.lock().unwrap_or_else(|e| e.into_inner()),
+            Coalescer::new(config.coalesce_limits()),
+        );
+        let batch = old.flush(Instant::now());
         self.store_batch(&batch);
-        *coalescer = Coalescer::new(config.coalesce_limits());
-        drop(coalescer);
+        if batch.dropped > 0 {
+            // As in `drain`: the loss opens an overflow the next verification closes.
+            self.overflow_since.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Timestamp::now);
+        }
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         store.set_bounds(config.bounds());
         let pruned = store.prune().map(|_| ());
@@ -239,12 +246,12 @@ impl Sequence {
 /// The cycle's owner. See the module documentation.
 #[derive(Debug)]
 pub struct Pipeline {
-    /// The configuration it runs with; replaced as a whole by a reload ([`Self::reconfigure`]).
-    /// A cycle takes its own reference at its start and keeps it to its end, so no lock is
-    /// held across a scan and a reload never changes a scan halfway.
-    config: RwLock<Arc<Config>>,
-    /// Every collector, built once (again, per changed section, on a reload).
-    collectors: RwLock<Arc<Collectors>>,
+    /// The configuration it runs with and every collector built from it (again, per changed
+    /// section, on a reload), replaced together by [`Self::reconfigure`]: one lock, so a cycle
+    /// never sees the new collectors with the old configuration. A cycle takes its own
+    /// references at its start and keeps them to its end, so no lock is held across a scan and
+    /// a reload never changes a scan halfway.
+    in_force: RwLock<(Arc<Config>, Arc<Collectors>)>,
     /// Each collector's last run and retry backoff.
     book: CollectorBook,
     /// The event history.
@@ -303,8 +310,7 @@ impl Pipeline {
     pub fn new(config: Arc<Config>, collectors: Collectors, events: Arc<EventLog>) -> Self {
         let sequence = Sequence::load(config.agent.state_dir.as_path());
         Self {
-            config: RwLock::new(config),
-            collectors: RwLock::new(Arc::new(collectors)),
+            in_force: RwLock::new((config, Arc::new(collectors))),
             book: CollectorBook::new(),
             events,
             latest: RwLock::new(None),
@@ -344,19 +350,24 @@ impl Pipeline {
 
     /// The configuration in force (a reload may replace it; the reference stays valid).
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        self.in_force().0
     }
 
     /// The collectors in force (a reload may replace them; the reference stays valid).
     pub fn collectors(&self) -> Arc<Collectors> {
-        Arc::clone(&self.collectors.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        self.in_force().1
+    }
+
+    /// The configuration and collectors in force, as one consistent pair.
+    fn in_force(&self) -> (Arc<Config>, Arc<Collectors>) {
+        self.in_force.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Puts a reloaded configuration and its collectors in force. A cycle running now
     /// finishes with the ones it started with; the next one uses these.
     pub fn reconfigure(&self, config: Arc<Config>, collectors: Collectors) {
-        *self.collectors.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(collectors);
-        *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+        *self.in_force.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (config, Arc::new(collectors));
     }
 
     /// Each collector's last run, result and retry.
@@ -387,7 +398,7 @@ impl Pipeline {
         let _gate = self.gate.lock().await;
         let full = only == Collector::all();
         let this = Arc::clone(self);
-        let (config, collectors) = (self.config(), self.collectors());
+        let (config, collectors) = self.in_force();
         let interval = std::time::Duration::from_secs(config.agent.scan_interval_secs);
         let ran = only.clone();
         let built =

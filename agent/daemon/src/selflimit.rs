@@ -18,7 +18,7 @@
 //!   above the budget it grows in proportion (CPU share falls roughly as 1/pace once the
 //!   rests dominate), below half the budget it halves, so hashing settles near the budget.
 //! - A scheduled full scan due while throttled waits until the throttle lifts, at most
-//!   [`SelfLimiter::max_scan_delay`] (one more `scan_interval_secs`); then it runs anyway, so
+//!   one more `scan_interval_secs` (the interval in force: a reload may change it); then it runs anyway, so
 //!   a host that keeps the agent over budget still gets a report every two intervals at
 //!   least. A scan asked for over the control socket (`agentctl scan`) never waits.
 //! - It stops (logged at info) only when the pace has decayed below its starting value, the
@@ -284,7 +284,6 @@ fn mib(bytes: u64) -> String {
 #[derive(Debug)]
 pub struct SelfLimiter {
     config: LimitsConfig,
-    scan_interval: Duration,
     pace: Arc<Pace>,
     state: Mutex<State>,
 }
@@ -296,12 +295,10 @@ struct State {
 }
 
 impl SelfLimiter {
-    /// A limiter for `[limits]`; `scan_interval` (`[agent] scan_interval_secs`) bounds how long
-    /// a scheduled full scan may be postponed.
-    pub fn new(config: &LimitsConfig, scan_interval: Duration) -> Self {
+    /// A limiter for `[limits]`.
+    pub fn new(config: &LimitsConfig) -> Self {
         Self {
             config: config.clone(),
-            scan_interval,
             pace: Arc::new(Pace::new()),
             state: Mutex::new(State { window: Window::default(), controller: Controller::new(config) }),
         }
@@ -315,11 +312,6 @@ impl SelfLimiter {
     /// Whether the agent throttles itself now.
     pub fn throttled(&self) -> bool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).controller.throttled()
-    }
-
-    /// The longest a scheduled full scan waits for a throttle to lift: one scan interval.
-    pub fn max_scan_delay(&self) -> Duration {
-        self.scan_interval
     }
 
     /// Takes a sample, decides, sets the pace and logs a start or stop.
@@ -399,14 +391,13 @@ impl SelfLimiter {
         }
     }
 
-    /// Waits while throttled, at most [`Self::max_scan_delay`]; returns how long it waited.
-    /// Called by the scheduler before a scheduled full scan.
-    pub async fn wait_for_budget(&self) -> Duration {
+    /// Waits while throttled, at most `max` (the scheduler passes the scan interval in force);
+    /// returns how long it waited. Called by the scheduler before a scheduled full scan.
+    pub async fn wait_for_budget(&self, max: Duration) -> Duration {
         let start = Instant::now();
         if !self.throttled() {
             return Duration::ZERO;
         }
-        let max = self.max_scan_delay();
         tracing::info!(
             max_delay_secs = max.as_secs(),
             "self-limits: scheduled full scan postponed while the agent is over its budget"

@@ -137,6 +137,17 @@ pub enum ScanOutcome {
     Failed,
 }
 
+impl ScanOutcome {
+    /// The word printed for it (lowercase, as every state word).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// The last verification rescan (or baseline scan) the monitor ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Verification {
@@ -191,11 +202,7 @@ impl FimStatus {
             )?;
         }
         if let Some(v) = &self.last_verification {
-            let outcome = match v.outcome {
-                ScanOutcome::Completed => "completed",
-                ScanOutcome::Cancelled => "cancelled",
-                ScanOutcome::Failed => "FAILED",
-            };
+            let outcome = v.outcome.as_str();
             writeln!(
                 out,
                 "verified:   {} {outcome} in {:.1} s{}",

@@ -1547,12 +1547,10 @@ impl Engine {
             folded_parent: None,
         }
         .with_values();
-        // Both directories' timestamps moved; the destination's are carried by the event,
-        // the source's are named by `old_path`.
+        // Both directories' timestamps moved. The destination's values are carried by the
+        // event. A source directory elsewhere is not refreshed here: the event has no room for
+        // its values, so its record stays and the next verification reports its change.
         let mut change = change;
-        if from.parent() != host.parent() {
-            let _ = self.fold_parent(from, &change);
-        }
         change.folded_parent = self.fold_parent(host, &change);
         self.emit_change(change);
         if let Err(e) = self.store.delete(from) {

@@ -63,17 +63,19 @@ impl Pace {
         rest(self.micros_per_mib(), bytes)
     }
 
-    /// Rests before hashing `bytes` as the pace says, in slices of [`SLICE`]: stops early when
-    /// the pace is lifted (set to 0) or `cancel` is set. Returns at once when not paced.
+    /// Rests before hashing `bytes` as the pace says, in slices of [`SLICE`]. The rest owed is
+    /// worked out again before each slice, so a pace lowered (or lifted: 0) meanwhile shortens
+    /// a rest in progress; `cancel` ends it. Returns at once when not paced.
     pub fn pause(&self, bytes: u64, cancel: Option<&AtomicBool>) {
-        let mut owed = self.rest_for(bytes);
-        while !owed.is_zero() {
-            if self.micros_per_mib() == 0 || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        let mut slept = Duration::ZERO;
+        loop {
+            let owed = self.rest_for(bytes).saturating_sub(slept);
+            if owed.is_zero() || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return;
             }
             let slice = owed.min(SLICE);
             std::thread::sleep(slice);
-            owed = owed.saturating_sub(slice);
+            slept = slept.saturating_add(slice);
         }
     }
 }

@@ -119,11 +119,7 @@ pub fn render_summary(report: &FimReport, out: &mut dyn std::io::Write) -> std::
         )?;
     }
     if let Some(v) = &report.last_verification {
-        let outcome = match v.outcome {
-            ScanOutcome::Completed => "completed",
-            ScanOutcome::Cancelled => "cancelled",
-            ScanOutcome::Failed => "failed",
-        };
+        let outcome = v.outcome.as_str();
         writeln!(
             out,
             "   verified  {} ({outcome}, {} change(s){}, {} ms)",

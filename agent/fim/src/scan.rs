@@ -562,9 +562,13 @@ fn worker_loop(
             Err(_) => return,
         };
         let Ok(job) = job else { return };
+        // Paced once per file: a file written during the rest is hashed again (its stat
+        // changed), and that attempt must not owe the rest a second time.
+        let mut paced = false;
         let (rec, err) = read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |n| {
             limiter.take(n);
-            if let Some(pace) = pacing.pace {
+            if let Some(pace) = pacing.pace.filter(|_| !paced) {
+                paced = true;
                 pace.pause(n, pacing.cancel);
             }
             counters.bytes.fetch_add(n, Ordering::Relaxed);

@@ -171,7 +171,7 @@ fn store_failure_scenario(tree: &Path, state: &Path) {
     let human = String::from_utf8(human).unwrap();
     let line = format!("errors:     {} baseline write(s)", s.store_write_failures_total);
     assert!(
-        human.contains(&line) && human.contains("store_write_failed") && human.contains("FAILED"),
+        human.contains(&line) && human.contains("store_write_failed") && human.contains(" failed in "),
         "{human}"
     );
 

@@ -11,7 +11,7 @@
 //! Backoff: the first retry comes `scan_interval_secs / 10` after the failed run (at least
 //! 1 s, at most 30 s), each further one after twice the previous wait, never more than the
 //! scan interval; every wait is spread by ±10 % so a fleet does not retry in step. A retry
-//! that would come at or after the next full scan is left to that scan, so a collector that
+//! that would wait the whole scan interval is left to the next full scan, so a collector that
 //! keeps failing costs about log2(10) extra runs at most, then runs with the full scans only.
 
 use guestward_core::{SectionStatus, Timestamp};
@@ -51,6 +51,20 @@ struct Entry {
     retry_at: Option<(Instant, Timestamp)>,
 }
 
+impl Entry {
+    /// One more run in a row that failed or degraded: the retry after its backoff, or none once
+    /// the backoff has grown to the scan interval (the next full scan runs it anyway; two
+    /// independently jittered schedules would otherwise add a run about every other interval).
+    fn failed_again(&mut self, interval: Duration, now: Instant) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let backoff = retry_backoff(interval, self.consecutive_failures);
+        self.retry_at = (backoff < interval).then(|| {
+            let wait = jittered(backoff);
+            (now + wait, add(Timestamp::now(), wait))
+        });
+    }
+}
+
 impl Default for Entry {
     fn default() -> Self {
         Self {
@@ -71,8 +85,15 @@ pub struct CollectorBook {
     entries: Mutex<[Entry; Collector::ALL.len()]>,
 }
 
+/// `c`'s place in [`Collector::ALL`] (checked by a test), the order of the book's entries.
 fn index(c: Collector) -> usize {
-    Collector::ALL.iter().position(|x| *x == c).unwrap_or(0)
+    match c {
+        Collector::Host => 0,
+        Collector::Packages => 1,
+        Collector::Network => 2,
+        Collector::Cloud => 3,
+        Collector::Fim => 4,
+    }
 }
 
 /// One section's outcome: its status, its first problem (or why it was skipped) and its
@@ -128,9 +149,7 @@ impl CollectorBook {
             };
             if matches!(entry.state, CollectorState::Failed | CollectorState::Degraded) {
                 entry.last_error = first_problem;
-                entry.consecutive_failures = entry.consecutive_failures.saturating_add(1);
-                let wait = jittered(retry_backoff(interval, entry.consecutive_failures));
-                entry.retry_at = Some((now + wait, add(Timestamp::now(), wait)));
+                entry.failed_again(interval, now);
             } else {
                 entry.last_error = None;
                 entry.consecutive_failures = 0;
@@ -150,9 +169,7 @@ impl CollectorBook {
             entry.last_run_at = Some(Timestamp::now());
             entry.last_duration_ms = None;
             entry.last_error = Some(error.to_string());
-            entry.consecutive_failures = entry.consecutive_failures.saturating_add(1);
-            let wait = jittered(retry_backoff(interval, entry.consecutive_failures));
-            entry.retry_at = Some((now + wait, add(Timestamp::now(), wait)));
+            entry.failed_again(interval, now);
         }
     }
 
@@ -244,5 +261,27 @@ mod tests {
         assert!(book.next_retry().is_some());
         assert!(book.due(Instant::now() + Duration::from_secs(3)).contains(&Collector::Packages));
         assert_eq!(book.statuses(None)[index(Collector::Host)].state, CollectorState::Pending);
+    }
+
+    #[test]
+    fn a_collector_that_keeps_failing_is_left_to_the_full_scans_once_its_backoff_reaches_the_interval() {
+        let book = CollectorBook::new();
+        let ran: BTreeSet<Collector> = [Collector::Packages].into();
+        let interval = Duration::from_secs(900);
+        // Backoffs 30, 60, 120, 240, 480 s are retried; the sixth would wait the interval.
+        for failures in 1..=5 {
+            book.record_crash(&ran, "scan thread died", interval);
+            assert!(book.next_retry().is_some(), "no retry after {failures} failure(s)");
+        }
+        book.record_crash(&ran, "scan thread died", interval);
+        assert_eq!(book.next_retry(), None);
+        assert_eq!(book.statuses(None)[index(Collector::Packages)].consecutive_failures, 6);
+    }
+
+    #[test]
+    fn entries_are_in_the_order_of_collector_all() {
+        for (i, c) in Collector::ALL.into_iter().enumerate() {
+            assert_eq!(index(c), i, "{c}");
+        }
     }
 }

@@ -118,6 +118,9 @@ pub struct Shared {
     reload: RwLock<Option<ReloadStatus>>,
     /// Rung after a reload, so the scheduler picks up a changed scan interval.
     pub reschedule: tokio::sync::Notify,
+    /// The spool's drop counters when the daemon started: they are kept on disk across
+    /// restarts, and health counts only the drops of this run.
+    spool_drops_at_start: SpoolDrops,
     control_requests: AtomicU64,
     control_denied: AtomicU64,
     control_refused: AtomicU64,
@@ -126,7 +129,10 @@ pub struct Shared {
 impl Shared {
     /// New state before the first scan.
     pub fn new(pipeline: Arc<Pipeline>, config_source: String, access: AccessPolicy) -> Self {
+        let spool_drops_at_start =
+            pipeline.transport().map(|t| SpoolDrops::of(&t.shipper.status().spool)).unwrap_or_default();
         Self {
+            spool_drops_at_start,
             pipeline,
             config_source,
             started_at: Timestamp::now(),
@@ -249,7 +255,7 @@ impl Shared {
             reload: self.reload(),
         };
         // Last: the verdict reads every part above (the self-limits included).
-        status.health = health(&status, fim.as_ref());
+        status.health = health(&status, fim.as_ref(), self.spool_drops_at_start);
         status
     }
 }
@@ -260,14 +266,9 @@ fn identity(latest: Option<&Report>) -> IdentityStatus {
     let Some(report) = latest else { return IdentityStatus::default() };
     let cloud = report.cloud.as_ref().and_then(|s| s.data.as_ref());
     let instance_id = cloud.and_then(|c| c.instance_id()).map(str::to_string);
-    let not_ec2_reason = cloud.filter(|c| c.state != guestward_cloud::CloudState::Ec2).map(|c| {
-        let state = serde_json::to_value(c.state).ok().and_then(|v| v.as_str().map(str::to_string));
-        match (&c.reason, state) {
-            (Some(reason), _) => reason.clone(),
-            (None, Some(state)) => state,
-            (None, None) => "not an EC2 instance".to_string(),
-        }
-    });
+    let not_ec2_reason = cloud
+        .filter(|c| c.state != guestward_cloud::CloudState::Ec2)
+        .map(|c| c.reason.clone().unwrap_or_else(|| c.state.as_str().to_string()));
     IdentityStatus {
         host_id: report.agent.host_id.clone(),
         host_id_source: Some(report.agent.host_id_source),
@@ -310,7 +311,38 @@ const CERT_EXPIRY_DEGRADED_DAYS: i64 = 14;
 
 /// The verdict and one reason per part that does not do its whole job, most important first:
 /// collectors, file integrity, delivery, the event history, the last reload, self-limits.
-fn health(status: &Status, fim: Option<&guestward_fim::FimStatus>) -> HealthStatus {
+/// What the spool dropped to stay within `transport.spool_max_bytes` (counters kept on disk).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SpoolDrops {
+    superseded_snapshots: u64,
+    events: u64,
+    reports: u64,
+}
+
+impl SpoolDrops {
+    fn of(spool: &guestward_report::protocol::SpoolStatus) -> Self {
+        Self {
+            superseded_snapshots: spool.superseded_snapshots_dropped_total,
+            events: spool.events_dropped_total,
+            reports: spool.reports_dropped_total,
+        }
+    }
+
+    /// The drops since `start`.
+    fn since(self, start: Self) -> Self {
+        Self {
+            superseded_snapshots: self.superseded_snapshots.saturating_sub(start.superseded_snapshots),
+            events: self.events.saturating_sub(start.events),
+            reports: self.reports.saturating_sub(start.reports),
+        }
+    }
+}
+
+fn health(
+    status: &Status,
+    fim: Option<&guestward_fim::FimStatus>,
+    spool_drops_at_start: SpoolDrops,
+) -> HealthStatus {
     let mut reasons = Vec::new();
     for c in &status.collectors {
         // FIM's section mirrors the monitor, which has its own line below.
@@ -355,13 +387,12 @@ fn health(status: &Status, fim: Option<&guestward_fim::FimStatus>) -> HealthStat
                 t.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
             ));
         }
-        let dropped = t.spool.superseded_snapshots_dropped_total
-            + t.spool.events_dropped_total
-            + t.spool.reports_dropped_total;
-        if dropped > 0 {
+        let dropped = SpoolDrops::of(&t.spool).since(spool_drops_at_start);
+        if dropped != SpoolDrops::default() {
             reasons.push(format!(
-                "transport: the spool is full (transport.spool_max_bytes) and dropped data since start:                  {} superseded snapshot(s), {} event(s), {} whole report(s)",
-                t.spool.superseded_snapshots_dropped_total, t.spool.events_dropped_total, t.spool.reports_dropped_total
+                "transport: the spool is full (transport.spool_max_bytes) and dropped data since start: \
+                 {} superseded snapshot(s), {} event(s), {} whole report(s)",
+                dropped.superseded_snapshots, dropped.events, dropped.reports
             ));
         }
         if let Some(cert) = &t.certificate
@@ -774,8 +805,13 @@ fn error(code: StatusCode, message: &str) -> Response {
     (code, Json(ErrorBody { error: message.to_string() })).into_response()
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
-    Json(shared.status())
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    // Off the async workers (two): the history's counters are SQLite queries behind the store's
+    // lock, and the spool's stats wait for a push in progress (which fsyncs).
+    match tokio::task::spawn_blocking(move || shared.status()).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("status failed: {e}")),
+    }
 }
 
 async fn report(State(shared): State<Arc<Shared>>) -> Response {
