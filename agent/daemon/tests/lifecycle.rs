@@ -131,11 +131,11 @@ fn sighup_with_a_good_config_applies_it() {
 }
 
 /// A broken file sent with SIGHUP changes nothing: the old configuration keeps running, status
-/// says the reload was refused with every problem (file, line, key), the health verdict names
-/// it, and the log lists the problems. Fixing the file and sending SIGHUP again applies it.
+/// says the reload was refused with every problem (file, line, key) and the health verdict
+/// names it. Fixing the file and sending SIGHUP again applies it.
 #[test]
 fn sighup_with_a_broken_config_keeps_the_old_config_running_and_says_so() {
-    let daemon = Daemon::start_with(QUIET, &[("GUESTWARD_LOG", "info".to_string())]);
+    let daemon = Daemon::start_with(QUIET, &[]);
     let path = daemon.dir_path.join("agent.toml");
     wait_until("the first scan", Duration::from_secs(60), || status(&daemon.socket)["last_scan"].is_object());
     let good = std::fs::read_to_string(&path).unwrap();
@@ -254,7 +254,6 @@ fn a_failed_collector_is_retried_with_backoff_before_the_next_full_scan_and_reco
         packages["next_run_at"].as_str().unwrap() < next_full.as_str().unwrap(),
         "the retry must come before the next full scan: {first}"
     );
-    let started = Instant::now();
     let mut retried = Value::Null;
     wait_until("a retry of the packages collector", Duration::from_secs(20), || {
         retried = status(&socket);
@@ -263,7 +262,6 @@ fn a_failed_collector_is_retried_with_backoff_before_the_next_full_scan_and_reco
     let packages = collector(&retried, "packages");
     assert_ne!(packages["last_run_at"], first_run, "{retried}");
     assert_eq!(retried["next_scan_at"], next_full, "a retry must not move the full-scan schedule: {retried}");
-    assert!(started.elapsed() < Duration::from_secs(20));
     // The others were not run again by the retry.
     assert_eq!(collector(&retried, "host")["last_run_at"], collector(&first, "host")["last_run_at"]);
 

@@ -161,8 +161,10 @@ fn status_shows_the_transport_when_enabled() {
         || {
             let (code, out, _) = daemon.ctl(&["status", "--json"]);
             status = serde_json::from_str(&out).unwrap_or(Value::Null);
-            // Exit 1 (degraded) once the shipper has failed to reach the closed port.
-            code <= 1 && status["transport"]["spool"]["reports"].as_u64().unwrap_or(0) >= 1
+            // Degraded (exit 1) once the shipper has failed to reach the closed port.
+            code == 1
+                && status["transport"]["spool"]["reports"].as_u64().unwrap_or(0) >= 1
+                && status["transport"]["last_error"].is_string()
         },
         "the first report in the spool",
     );
@@ -172,8 +174,8 @@ fn status_shows_the_transport_when_enabled() {
     assert_eq!(t["certificate"]["subject"], "test-host", "{status}");
     assert_eq!(status["counters"]["spool_push_failures_total"], 0, "{status}");
     let (code, out, err) = daemon.ctl(&["status"]);
-    // Ok before the shipper's first attempt; degraded, naming the transport, after it failed.
-    assert!(code == 0 || (code == 1 && out.contains("transport: not connected to")), "{code}: {out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("transport: not connected to"), "{out}");
     assert!(out.contains(&format!("transport   {url}")) && out.contains("spool     "), "{out}");
     assert!(out.contains("CN=test-host"), "{out}");
 
