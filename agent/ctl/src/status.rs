@@ -229,10 +229,7 @@ fn render_collectors(
 ) -> std::io::Result<()> {
     writeln!(out, "  {:<9} {:<9} {:<10} {:<8} NEXT RUN", "NAME", "RESULT", "LAST RUN", "TOOK")?;
     for c in collectors {
-        let last = c.last_run_at.map_or_else(
-            || "never".to_string(),
-            |at| format!("{} ago", ago(now, at)),
-        );
+        let last = c.last_run_at.map_or_else(|| "never".to_string(), |at| format!("{} ago", ago(now, at)));
         let took = c.last_duration_ms.map_or_else(|| "-".to_string(), human_millis);
         let next = match c.next_run_at {
             Some(at) => until(now, at),
@@ -297,10 +294,7 @@ fn render_self_limits(l: &SelfLimitStatus, now: Timestamp, out: &mut dyn Write) 
         None => "memory not measured yet".to_string(),
     };
     let state = if l.throttled {
-        let since = l
-            .throttled_since
-            .map(|at| format!(" for {}", ago(now, at)))
-            .unwrap_or_default();
+        let since = l.throttled_since.map(|at| format!(" for {}", ago(now, at))).unwrap_or_default();
         format!("throttled{since}")
     } else {
         "not throttled".to_string()
