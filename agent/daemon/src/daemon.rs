@@ -578,6 +578,7 @@ fn check_private(
 /// when it exists, so that the group's members can reach the socket and nobody else can.
 /// A stale socket left by a crash is replaced; a live one (another daemon) is an error.
 fn bind_control_socket(control: &ControlConfig) -> anyhow::Result<(UnixListener, Option<u32>)> {
+    use std::os::unix::fs::MetadataExt;
     let path = control.socket_path.as_path();
     let group = match nix::unistd::Group::from_name(&control.socket_group) {
         Ok(group) => group,
@@ -606,7 +607,12 @@ fn bind_control_socket(control: &ControlConfig) -> anyhow::Result<(UnixListener,
         UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    // Under the unit (User=guestward, Group=guestward) the socket is born in its group: no
+    // chown is made, so the agent needs neither CAP_CHOWN nor chown in its syscall filter
+    // (docs/hardening.md). Another `socket_group` needs the agent's user to be a member.
+    let born_in_group = |gid: u32| std::fs::symlink_metadata(path).is_ok_and(|m| m.gid() == gid);
     if let Some(gid) = gid
+        && !born_in_group(gid)
         && let Err(e) = std::os::unix::fs::lchown(path, None, Some(gid))
     {
         tracing::warn!(group = %control.socket_group, error = %e, "cannot give the control socket to its group");
