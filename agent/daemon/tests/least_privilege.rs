@@ -334,6 +334,116 @@ fn syscalls_of_a_full_scan_and_a_fim_run_stay_inside_the_units_filter() {
     );
 }
 
+#[test]
+fn syscalls_of_the_daemon_stay_inside_the_units_filter() {
+    const NAME: &str = "syscalls_of_the_daemon_stay_inside_the_units_filter";
+    let Some(tools) = needs(NAME, &["systemd-analyze", "strace", "setpriv"], true) else { return };
+    let (analyze, strace, setpriv) = (&tools[0], &tools[1], &tools[2]);
+    let allowed = unit_syscall_allow_list(analyze);
+    let (dir, config) = scratch("gw-daemon-syscalls", "");
+    let secret = root_only_file(dir.path(), "watched by the daemon\n");
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    nix::unistd::chown(&run_dir, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
+    let socket = run_dir.join("agent.sock");
+    let body = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            // Self-limits off: strace slows the daemon enough to trip its CPU budget, and the
+            // paced FIM baseline would then take minutes (they are not this test's subject).
+            "{body}scan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n[imds]\nenabled = false\n\
+             [limits]\nenabled = false\n[fim]\npaths = [\"{}\"]\n",
+            socket.display(),
+            secret.parent().unwrap().display()
+        ),
+    )
+    .unwrap();
+    // Type=notify as systemd does it: READY=1 arrives on $NOTIFY_SOCKET (sd_notify included).
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    // Outside `dir`: FIM watches the parent of its tree too, and a trace written there would
+    // feed the daemon an inotify event per line it causes, for ever.
+    let out_dir = tempfile::tempdir().unwrap();
+    let trace = out_dir.path().join("trace-daemon");
+    let log = out_dir.path().join("daemon.log");
+    let agent = agent_as_nobody(setpriv, &unit_caps("AmbientCapabilities"));
+    let mut child = Command::new(strace)
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(agent.get_program())
+        .args(agent.get_args())
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("GUESTWARD_LOG")
+        .env_remove("RUST_LOG")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("no READY=1 within 120 s ({e}):\n{}", std::fs::read_to_string(&log).unwrap())
+    });
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A request, a full scan, and a change FIM sees through inotify.
+    let status = || {
+        let (code, out, err, _) = run_bounded(
+            agentctl().arg("--socket").arg(&socket).args(["status", "--json"]),
+            Duration::from_secs(60),
+        );
+        assert!(matches!(code, Some(0 | 1)), "agentctl status: {err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    // The first full scan and FIM's baseline; then a change FIM must see through inotify.
+    let wait = |what: &str, done: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let report = status();
+            if done(&report) {
+                return report;
+            }
+            assert!(Instant::now() < deadline, "no {what} within 120 s: {report}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait("scan and baseline", &|r| r["last_scan"].is_object() && r["fim"]["baseline_complete"] == true);
+    std::fs::write(secret.parent().unwrap().join("new"), "added\n").unwrap();
+    let report = wait("FIM change", &|r| r["fim"]["changes_since_start"].as_u64() >= Some(1));
+    let pid = i32::try_from(report["pid"].as_u64().unwrap()).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    let calls = traced_calls(&trace);
+    for call in ["inotify_add_watch", "accept4", "epoll_wait"] {
+        assert!(calls.contains(call), "{call} never traced: {calls:?}");
+    }
+    let outside: Vec<&String> = calls.iter().filter(|c| !allowed.contains(*c)).collect();
+    assert!(
+        outside.is_empty(),
+        "the daemon made system calls outside the unit's SystemCallFilter= (EPERM under systemd): {outside:?}"
+    );
+}
+
 /// The sha256 that coreutils computes for `path` (an oracle independent of the agent).
 fn sha256sum(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
