@@ -47,8 +47,11 @@ pub enum HostFsError {
         /// The file, as seen on the scanning machine.
         path: PathBuf,
     },
-    /// The agent lacks permission; run as root or grant read access.
-    #[error("{}: permission denied (run as root, or grant the guestward user read access)", path.display())]
+    /// The agent lacks permission: it reads root-only files through `CAP_DAC_READ_SEARCH`.
+    #[error(
+        "{}: permission denied (the agent needs CAP_DAC_READ_SEARCH, which guestward-agent.service grants, or root)",
+        path.display()
+    )]
     PermissionDenied {
         /// The file, as seen on the scanning machine.
         path: PathBuf,

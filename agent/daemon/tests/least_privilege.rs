@@ -574,19 +574,52 @@ fn daemon_as_an_unprivileged_user_with_the_two_capabilities_starts_and_answers_a
     nix::unistd::chown(&run_dir, Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
     let socket = run_dir.join("agent.sock");
     let secret = root_only_file(dir.path(), "watched by the daemon\n");
+    // The TLS files as the packages lay out /etc/guestward/tls: the directory root:guestward
+    // 0750, certificates root 0644, the private key root 0600 (read through the capability).
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o750)).unwrap();
+    nix::unistd::chown(&tls, Some(0.into()), Some(NOBODY.into())).unwrap();
+    for (file, mode) in [("ca.pem", 0o644), ("agent.pem", 0o644), ("agent-key.pem", 0o600)] {
+        std::fs::copy(fixture("tls").join(file), tls.join(file)).unwrap();
+        std::fs::set_permissions(tls.join(file), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let key = tls.join("agent-key.pem");
+    // Delivery to a port nobody listens on: the reports stay spooled, which is not the point.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let body = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
         format!(
-            "{body}scan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\nsocket_group = \"{}\"\n\
-             [imds]\nenabled = false\n[fim]\npaths = [\"{}\"]\n",
+            "{body}host_id = \"test-host\"\nscan_interval_secs = 3600\n\
+             [control]\nsocket_path = \"{}\"\nsocket_group = \"{}\"\n\
+             [imds]\nenabled = false\n[fim]\npaths = [\"{}\"]\n\
+             [transport]\nenabled = true\nurl = \"https://127.0.0.1:{port}\"\n\
+             ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
             socket.display(),
             group.name,
-            secret.parent().unwrap().display()
+            secret.parent().unwrap().display(),
+            tls.join("ca.pem").display(),
+            tls.join("agent.pem").display(),
+            key.display()
         ),
     )
     .unwrap();
     let caps = unit_caps("AmbientCapabilities");
+    // Without CAP_DAC_READ_SEARCH the root-owned key cannot be read, and a daemon that could not
+    // deliver its reports refuses to start, naming the key.
+    let ptrace_only: Vec<String> = caps.iter().filter(|c| *c != "CAP_DAC_READ_SEARCH").cloned().collect();
+    let (code, _, err, _) = run_bounded(
+        agent_as_nobody(setpriv, &ptrace_only).arg("--config").arg(&config).arg("run"),
+        Duration::from_secs(60),
+    );
+    assert_ne!(code, Some(0), "started without reading its key: {err}");
+    assert!(
+        err.contains(&key.display().to_string())
+            && err.contains("permission denied (the agent needs CAP_DAC_READ_SEARCH"),
+        "the refusal names the key and why: {err}"
+    );
+    assert!(!socket.exists(), "a refused daemon left its socket");
     let mut child = agent_as_nobody(setpriv, &caps)
         .arg("--config")
         .arg(&config)
@@ -636,6 +669,7 @@ fn daemon_as_an_unprivileged_user_with_the_two_capabilities_starts_and_answers_a
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(report["pid"], pid, "{report}");
+    assert!(report["transport"].is_object(), "the transport (key loaded) is not running: {report}");
     let text = report.to_string();
     assert!(!text.contains("permission_denied"), "the daemon was denied something: {report:#}");
     let mut member = Command::new(setpriv);
