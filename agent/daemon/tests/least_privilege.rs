@@ -694,3 +694,76 @@ fn daemon_as_an_unprivileged_user_with_the_two_capabilities_starts_and_answers_a
     assert_eq!(status.code(), Some(0), "stopped on SIGTERM");
     assert!(!socket.exists(), "the daemon removed its socket");
 }
+
+#[test]
+fn protect_proc_invisible_hides_no_process_from_the_agent_with_cap_sys_ptrace() {
+    const NAME: &str = "protect_proc_invisible_hides_no_process_from_the_agent_with_cap_sys_ptrace";
+    let Some(tools) = needs(NAME, &["setpriv", "unshare", "mount"], true) else { return };
+    let (setpriv, unshare) = (&tools[0], &tools[1]);
+    // ProtectProc=invisible as systemd applies it: a private mount namespace whose /proc is
+    // mounted hidepid=invisible. The agent then sees a process only if it passes the ptrace
+    // check on it, which CAP_SYS_PTRACE does for all of them.
+    let probe = Command::new(unshare)
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg("mount -t proc -o hidepid=invisible proc /proc && grep -q hidepid=invisible /proc/self/mounts")
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        guestward_core::testing::skip_or_fail(
+            NAME,
+            &format!(
+                "cannot mount /proc with hidepid=invisible here: {}",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            ),
+        );
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let me = std::process::id();
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    std::fs::set_permissions(empty.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let both = unit_caps("AmbientCapabilities");
+    for (caps, named) in [(&both, true), (&Vec::new(), false)] {
+        let agent = agent_as_nobody(setpriv, caps);
+        let mut cmd = Command::new(unshare);
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount -t proc -o hidepid=invisible proc /proc && exec \"$@\"")
+            .arg("sh")
+            .arg(agent.get_program())
+            .args(agent.get_args())
+            .arg("--config")
+            .arg(empty.path())
+            .args(["scan", "--only", "network", "--json"])
+            .env_remove("GUESTWARD_LOG")
+            .env_remove("RUST_LOG");
+        let (code, out, err, _) = run_bounded(&mut cmd, Duration::from_secs(120));
+        assert!(matches!(code, Some(0 | 1)), "{caps:?}: {err}");
+        let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{caps:?}: {e}: {err}"));
+        let ours = report["network"]["data"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["local_port"] == port && l["local_address"] == "127.0.0.1")
+            .unwrap_or_else(|| panic!("{caps:?}: the listener on port {port} is missing: {out:.2000}"))
+            .clone();
+        if named {
+            let owners = ours["owners"].as_array().unwrap_or_else(|| panic!("{caps:?}: no owner: {ours}"));
+            assert!(owners.iter().any(|o| o["pid"] == me), "{caps:?}: this process ({me}) not named: {ours}");
+            assert_eq!(report["network"]["status"], "ok", "{caps:?}: {}", report["network"]);
+            let scanned = report["network"]["data"]["owner_scan"]["processes_scanned"].as_u64().unwrap();
+            assert!(scanned > 1, "{caps:?}: only {scanned} process seen");
+        } else {
+            // The control: without the capability, hidepid=invisible hides every other process
+            // (the agent sees itself only), so the mount really was in effect for the agent.
+            assert!(ours["owners"].is_null(), "{caps:?}: a hidden process was named: {ours}");
+            let scanned = &report["network"]["data"]["owner_scan"]["processes_scanned"];
+            assert_eq!(
+                scanned, 1,
+                "{caps:?}: hidepid=invisible showed other processes: {}",
+                report["network"]["data"]["owner_scan"]
+            );
+        }
+    }
+    drop(listener);
+}
