@@ -1,7 +1,10 @@
 //! Least privilege (issue 13): the shipped unit (systemd/guestward-agent.service) scores and
-//! verifies with systemd's own tools; the system calls of a full scan and of a FIM run stay
-//! inside the unit's SystemCallFilter=; and the agent run as an unprivileged user holding only
-//! the unit's ambient capabilities sees what root sees, each capability for its own job.
+//! verifies with systemd's own tools (its example drop-ins too); the system calls of a full
+//! scan, a FIM run and the daemon stay inside the unit's SystemCallFilter=; and the agent run
+//! as an unprivileged user holding only the unit's ambient capabilities (setpriv, as systemd
+//! sets them up) sees what root sees, each capability for its own job, also under the unit's
+//! ProtectProc=invisible. Tools: systemd-analyze (systemd), man (man-db), strace, setpriv,
+//! unshare and mount (util-linux).
 //!
 //! Everything about the unit (the capabilities, the syscall filter) is read from the unit file
 //! itself, so a test cannot pass against a copy that drifted from what is shipped.
