@@ -19,14 +19,28 @@ pub const SPOOL_DIR: &str = "spool";
 pub enum TransportSetupError {
     /// The spool directory cannot be opened or created.
     #[error("[transport]: the spool cannot be used: {0}")]
-    Spool(#[from] SpoolError),
+    Spool(SpoolError),
     /// The CA, certificate or key cannot be loaded (missing, unreadable, not PEM, a key
     /// readable by others).
     #[error(
         "[transport]: the TLS credentials cannot be loaded: {0} (check transport.ca_file, \
          transport.cert_file and transport.key_file; the key must be mode 0600 or 0400)"
     )]
-    Credentials(#[from] ShipperError),
+    Credentials(ShipperError),
+}
+
+// Not `#[from]`: that would also make the inner error the `source()`, and a chain printed with
+// `{:#}` would then name the file and its problem twice (the message already includes it).
+impl From<SpoolError> for TransportSetupError {
+    fn from(e: SpoolError) -> Self {
+        Self::Spool(e)
+    }
+}
+
+impl From<ShipperError> for TransportSetupError {
+    fn from(e: ShipperError) -> Self {
+        Self::Credentials(e)
+    }
 }
 
 /// The spool, the shipper and the bell that wakes the shipper when a report arrives.

@@ -86,6 +86,15 @@ fn credentials(path: &Path, message: impl Into<String>) -> ShipperError {
     ShipperError::Credentials { path: path.to_path_buf(), message: message.into() }
 }
 
+/// A credential file that could not be opened or read: the error already names the file, so the
+/// message keeps only the reason (the path is printed once, by `Credentials`).
+fn credentials_fs(e: guestward_core::HostFsError) -> ShipperError {
+    let path = e.path().to_path_buf();
+    let full = e.to_string();
+    let reason = full.strip_prefix(&format!("{}: ", path.display())).unwrap_or(&full).to_string();
+    ShipperError::Credentials { path, message: reason }
+}
+
 /// What [`Shipper::deliver_all`] delivered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliverySummary {
@@ -876,15 +885,14 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// A CA or certificate file: a regular file (a FIFO never blocks), at most `cap` bytes.
 fn read_pem(path: &Path, cap: u64) -> Result<Vec<u8>, ShipperError> {
-    guestward_core::read_regular_file_capped(path, cap, true).map_err(|e| credentials(path, e.to_string()))
+    guestward_core::read_regular_file_capped(path, cap, true).map_err(credentials_fs)
 }
 
 /// The client key. Refused when group or others may access it (a key others can read is no
 /// longer this host's secret), when it is a symlink (`O_NOFOLLOW`: the mode checked must be
 /// the key's own), not a regular file, or larger than 64 KiB.
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ShipperError> {
-    let file =
-        guestward_core::open_regular_file(path, false).map_err(|e| credentials(path, e.to_string()))?;
+    let file = guestward_core::open_regular_file(path, false).map_err(credentials_fs)?;
     let meta = file.metadata().map_err(|e| credentials(path, e.to_string()))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
