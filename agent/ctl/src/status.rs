@@ -502,6 +502,7 @@ mod tests {
                 host_id_source: Some(guestward_report::HostIdSource::Ec2InstanceId),
                 instance_id: Some("i-0123456789abcdef0".into()),
                 not_ec2_reason: None,
+                ..IdentityStatus::default()
             },
             last_scan: Some(ScanSummary {
                 collected_at: at(NOW - 300),
@@ -681,6 +682,7 @@ mod tests {
             host_id_source: Some(guestward_report::HostIdSource::Config),
             instance_id: None,
             not_ec2_reason: Some("no EC2 signature in the DMI data (/sys/class/dmi/id)".into()),
+            ..IdentityStatus::default()
         };
         let out = rendered(&status);
         assert!(out.starts_with("health      ok\nagent "), "{out}");
@@ -715,6 +717,7 @@ mod tests {
                 subject: "i-0123456789abcdef0".into(),
                 not_after: Some(at(NOW + 3 * 86_400)),
                 days_left: Some(3),
+                sha256: None,
             }),
             ..TransportStatus::default()
         };
@@ -750,6 +753,7 @@ mod tests {
                 subject: "h".into(),
                 not_after: Some(at(NOW - 2 * 86_400)),
                 days_left: Some(-2),
+                sha256: None,
             }),
             ..TransportStatus::default()
         };
