@@ -209,7 +209,15 @@ fn render_identity(
         (None, Some(why)) => format!("not EC2: {why}"),
         (None, None) => "EC2 unknown yet (the cloud collector has not run)".to_string(),
     };
-    writeln!(out, "{}", cut(&format!("identity    {host}; {ec2}"), WIDTH))
+    writeln!(out, "{}", cut(&format!("identity    {host}; {ec2}"), WIDTH))?;
+    if let (Some(at), Some(why)) = (id.reinitialised_at, &id.reinitialised_reason) {
+        writeln!(out, "{}", cut(&format!("  re-initialised {at}: {why}"), WIDTH))?;
+    }
+    if id.credentials.as_deref() == Some("waiting") {
+        let action = id.credentials_action.as_deref().unwrap_or("install this instance's certificate and key");
+        writeln!(out, "{}", cut(&format!("  credentials waiting: {action}"), WIDTH * 2))?;
+    }
+    Ok(())
 }
 
 fn host_id_source_word(source: guestward_report::HostIdSource) -> &'static str {
@@ -377,6 +385,9 @@ pub fn render_transport(
             writeln!(out, "  cert      CN={} ({}), {expiry}", cut(&cert.subject, 40), cert.path)?;
         }
         None => writeln!(out, "  cert      not loaded")?,
+    }
+    if let Some(held) = &t.held {
+        writeln!(out, "  held      {}", cut(held, WIDTH * 2))?;
     }
     if let Some(e) = &t.last_error {
         writeln!(out, "  error     {}", cut(e, WIDTH - 12))?;
