@@ -383,7 +383,9 @@ impl Cli {
                 if before.socket.is_some() || before.timeout.is_some() {
                     anyhow::bail!("`{name}` does not talk to the agent: --socket and --timeout do not apply");
                 }
-                if self.json && !matches!(self.command, Command::CheckConfig { .. } | Command::PrepareImage { .. }) {
+                if self.json
+                    && !matches!(self.command, Command::CheckConfig { .. } | Command::PrepareImage { .. })
+                {
                     anyhow::bail!("`{name}` has no JSON output: --json does not apply");
                 }
                 Options { json: self.json || self.command.own_json(), ..Options::default() }
@@ -613,7 +615,9 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 args.push(path.clone().into_os_string());
             }
             args.push("prepare-image".into());
-            for (on, flag) in [(*keep_baseline, "--keep-baseline"), (*dry_run, "--dry-run"), (options.json, "--json")] {
+            for (on, flag) in
+                [(*keep_baseline, "--keep-baseline"), (*dry_run, "--dry-run"), (options.json, "--json")]
+            {
                 if on {
                     args.push(flag.into());
                 }

@@ -214,7 +214,8 @@ fn render_identity(
         writeln!(out, "{}", cut(&format!("  re-initialised {at}: {why}"), WIDTH))?;
     }
     if id.credentials.as_deref() == Some("waiting") {
-        let action = id.credentials_action.as_deref().unwrap_or("install this instance's certificate and key");
+        let action =
+            id.credentials_action.as_deref().unwrap_or("install this instance's certificate and key");
         writeln!(out, "{}", cut(&format!("  credentials waiting: {action}"), WIDTH * 2))?;
     }
     Ok(())

@@ -82,10 +82,8 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
         // Carried by the next report (the first under the new identity).
         events.append(&[event]);
     }
-    let identity = Arc::new(crate::identity::IdentityState::new(
-        config.agent.state_dir.as_path(),
-        established.identity,
-    ));
+    let identity =
+        Arc::new(crate::identity::IdentityState::new(config.agent.state_dir.as_path(), established.identity));
     if let Some(t) = &transport {
         // Never two instances under one identity: the certificate of the instance this disk
         // was cloned from is never presented again (the shipper holds until it is replaced).

@@ -223,7 +223,11 @@ pub struct Outcome {
 /// Checks the recorded identity against `now` and the certificate in use (`certificate`:
 /// its SHA-256, when `[transport]` has one), discards it on a mismatch, and writes the
 /// identity in force. Logs what it did.
-pub fn establish(state_dir: &Path, now: &Observed, certificate: Option<&str>) -> Result<Outcome, IdentityError> {
+pub fn establish(
+    state_dir: &Path,
+    now: &Observed,
+    certificate: Option<&str>,
+) -> Result<Outcome, IdentityError> {
     let path = state_dir.join(IDENTITY_FILE);
     let (identity, reinit, removed, dropped) = match load(state_dir) {
         Ok(None) => {
@@ -289,14 +293,21 @@ pub async fn establish_for(config: &crate::config::Config) -> Result<Outcome, Id
     let now = observe(&config.imds).await;
     let certificate = if config.transport.enabled {
         // Unreadable: no fingerprint here; the shipper then refuses to start with the reason.
-        config.transport.cert_file.as_deref().and_then(|p| guestward_transport::shipper::certificate_sha256(p).ok())
+        config
+            .transport
+            .cert_file
+            .as_deref()
+            .and_then(|p| guestward_transport::shipper::certificate_sha256(p).ok())
     } else {
         None
     };
     let state_dir = config.agent.state_dir.as_path().to_path_buf();
-    tokio::task::spawn_blocking(move || establish(&state_dir, &now, certificate.as_deref()))
-        .await
-        .map_err(|e| IdentityError::Write { path: PathBuf::from(IDENTITY_FILE), message: format!("the identity check failed: {e}") })?
+    tokio::task::spawn_blocking(move || establish(&state_dir, &now, certificate.as_deref())).await.map_err(
+        |e| IdentityError::Write {
+            path: PathBuf::from(IDENTITY_FILE),
+            message: format!("the identity check failed: {e}"),
+        },
+    )?
 }
 
 /// The most the identity check waits for instance metadata at start.
@@ -320,8 +331,12 @@ pub async fn observe(imds: &guestward_cloud::ImdsConfig) -> Observed {
         match tokio::time::timeout(IMDS_DEADLINE, client.get(path)).await {
             Ok(Ok(Some(body))) => (instance_id, pending_time) = parse_document(&body),
             Ok(Ok(None)) => tracing::warn!("instance metadata has no identity document (404)"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "the instance identity document could not be read: the agent identity is checked without it"),
-            Err(_) => tracing::warn!("instance metadata did not answer within 15 s: the agent identity is checked without it"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the instance identity document could not be read: the agent identity is checked without it")
+            }
+            Err(_) => tracing::warn!(
+                "instance metadata did not answer within 15 s: the agent identity is checked without it"
+            ),
         }
     }
     if instance_id.is_none() && root.is_live() {
@@ -339,7 +354,9 @@ fn parse_document(body: &str) -> (Option<String>, Option<String>) {
         pending_time: Option<String>,
     }
     let Ok(doc) = serde_json::from_str::<Doc>(body) else {
-        tracing::warn!("the instance identity document is not JSON: the agent identity is checked without it");
+        tracing::warn!(
+            "the instance identity document is not JSON: the agent identity is checked without it"
+        );
         return (None, None);
     };
     let instance = doc.instance_id.filter(|i| guestward_cloud::looks_like_instance_id(i));
@@ -358,8 +375,7 @@ fn fresh(
     retired.dedup();
     let excess = retired.len().saturating_sub(MAX_RETIRED);
     retired.drain(..excess);
-    let certificate_sha256 =
-        certificate.filter(|fp| !retired.iter().any(|r| r == fp)).map(str::to_string);
+    let certificate_sha256 = certificate.filter(|fp| !retired.iter().any(|r| r == fp)).map(str::to_string);
     Identity {
         format: FORMAT,
         installation_id: uuid::Uuid::new_v4().to_string(),
@@ -442,7 +458,8 @@ pub fn load(state_dir: &Path) -> Result<Option<Identity>, IdentityError> {
         Err(guestward_core::HostFsError::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(unusable(e.to_string())),
     };
-    let id: Identity = serde_json::from_slice(&bytes).map_err(|e| unusable(format!("not an identity: {e}")))?;
+    let id: Identity =
+        serde_json::from_slice(&bytes).map_err(|e| unusable(format!("not an identity: {e}")))?;
     validate(&id).map_err(unusable)?;
     Ok(Some(id))
 }
@@ -455,15 +472,15 @@ fn validate(id: &Identity) -> Result<(), String> {
     if uuid::Uuid::parse_str(&id.installation_id).is_err() {
         return Err("installation_id is not a UUID".into());
     }
-    for (key, value) in [
-        ("instance_id", &id.instance_id),
-        ("pending_time", &id.pending_time),
-        ("machine_id", &id.machine_id),
-    ] {
+    for (key, value) in
+        [("instance_id", &id.instance_id), ("pending_time", &id.pending_time), ("machine_id", &id.machine_id)]
+    {
         if let Some(v) = value
             && (v.is_empty() || v.chars().count() > MAX_FIELD_CHARS || v.chars().any(char::is_control))
         {
-            return Err(format!("{key} is empty, longer than {MAX_FIELD_CHARS} characters or has control characters"));
+            return Err(format!(
+                "{key} is empty, longer than {MAX_FIELD_CHARS} characters or has control characters"
+            ));
         }
     }
     let fingerprint = |f: &String| f.len() == 64 && f.bytes().all(|b| b.is_ascii_hexdigit());
@@ -486,7 +503,8 @@ fn validate(id: &Identity) -> Result<(), String> {
 /// Writes `identity.json` atomically, 0600.
 pub fn save(state_dir: &Path, id: &Identity) -> Result<(), IdentityError> {
     let path = state_dir.join(IDENTITY_FILE);
-    let json = serde_json::to_vec_pretty(id).map_err(|e| IdentityError::Write { path: path.clone(), message: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(id)
+        .map_err(|e| IdentityError::Write { path: path.clone(), message: e.to_string() })?;
     guestward_core::state_file::write_atomic(&path, MAX_FILE_BYTES, |out| {
         out.write_all(&json)?;
         out.write_all(b"\n")
@@ -530,7 +548,10 @@ pub fn spooled_reports(spool: &Path) -> u64 {
 /// Removes a file, or a directory with everything in it (symlinks are removed, never
 /// followed). `false` when there was nothing.
 pub fn remove_path(path: &Path) -> Result<bool, IdentityError> {
-    let fail = |e: std::io::Error| IdentityError::Write { path: path.to_path_buf(), message: format!("cannot remove it: {e}") };
+    let fail = |e: std::io::Error| IdentityError::Write {
+        path: path.to_path_buf(),
+        message: format!("cannot remove it: {e}"),
+    };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(fail(e)),
@@ -589,7 +610,12 @@ impl IdentityState {
 
     /// Fills the identity block of `agentctl status`. `held`: the shipper's hold, if any;
     /// `certificate`: the certificate loaded (`None`: no `[transport]`).
-    pub fn fill(&self, status: &mut guestward_report::protocol::IdentityStatus, held: Option<&str>, certificate: Option<&str>) {
+    pub fn fill(
+        &self,
+        status: &mut guestward_report::protocol::IdentityStatus,
+        held: Option<&str>,
+        certificate: Option<&str>,
+    ) {
         let id = self.lock();
         status.installation_id = Some(id.installation_id.clone());
         status.created_at = Some(id.created_at);
@@ -650,13 +676,19 @@ mod tests {
     fn off_ec2_the_machine_id_decides() {
         let a = observed(None, None, Some("m1"));
         assert_eq!(decide(&stored(&a), &a), Decision::Keep(Vec::new()));
-        assert!(matches!(decide(&stored(&a), &observed(None, None, Some("m2"))), Decision::Discard(r) if r.contains("machine-id")));
+        assert!(
+            matches!(decide(&stored(&a), &observed(None, None, Some("m2"))), Decision::Discard(r) if r.contains("machine-id"))
+        );
         // An unreadable instance id falls back to the machine id.
         let ec2 = observed(Some("i-0aaaaaaaaaaaaaaaa"), None, Some("m1"));
         assert!(matches!(decide(&stored(&ec2), &observed(None, None, Some("m2"))), Decision::Discard(_)));
-        assert!(matches!(decide(&stored(&ec2), &observed(None, None, Some("m1"))), Decision::Keep(n) if !n.is_empty()));
+        assert!(
+            matches!(decide(&stored(&ec2), &observed(None, None, Some("m1"))), Decision::Keep(n) if !n.is_empty())
+        );
         // Nothing to compare: kept, and said so.
-        assert!(matches!(decide(&stored(&observed(None, None, None)), &a), Decision::Keep(n) if n.iter().any(|n| n.contains("unverified"))));
+        assert!(
+            matches!(decide(&stored(&observed(None, None, None)), &a), Decision::Keep(n) if n.iter().any(|n| n.contains("unverified")))
+        );
     }
 
     #[test]
@@ -726,7 +758,8 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", state.join(IDENTITY_FILE)).unwrap();
         assert!(load(state).is_err());
         std::fs::remove_file(state.join(IDENTITY_FILE)).unwrap();
-        nix::unistd::mkfifo(&state.join(IDENTITY_FILE), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        nix::unistd::mkfifo(&state.join(IDENTITY_FILE), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap();
         assert!(load(state).is_err());
         std::fs::remove_file(state.join(IDENTITY_FILE)).unwrap();
         // Too large.

@@ -208,8 +208,7 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
     let transport = Transport::open(&config)?
         .context("[transport] enabled = true was checked above; the transport must exist")?;
     transport.shipper.retire_certificates(established.identity.retired_certificates.clone());
-    let cycle =
-        collect_and_spool(&config, &transport, established.event).await.map_err(|e| format!("{e:#}"));
+    let cycle = collect_and_spool(&config, &transport, established.event).await.map_err(|e| format!("{e:#}"));
     if let Err(e) = &cycle {
         tracing::error!(error = %e, "this run made no report; delivering what earlier runs spooled");
     }

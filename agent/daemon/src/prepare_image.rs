@@ -91,14 +91,19 @@ pub fn run(config: &Config, args: &PrepareImageArgs) -> anyhow::Result<u8> {
     };
     let state_dir = config.agent.state_dir.as_path();
     if let Err(message) = check_state_dir(state_dir) {
-        eprintln!("guestward-agent: prepare-image refused: agent.state_dir = {}: {message}", state_dir.display());
+        eprintln!(
+            "guestward-agent: prepare-image refused: agent.state_dir = {}: {message}",
+            state_dir.display()
+        );
         return Ok(crate::exit::USAGE);
     }
     let mut items = plan(config, args.keep_baseline);
     if !args.dry_run {
         for item in &mut items {
             let done = match item.action {
-                "mark_golden" => identity::mark_golden(state_dir, "kept by prepare-image --keep-baseline").map(|()| true),
+                "mark_golden" => {
+                    identity::mark_golden(state_dir, "kept by prepare-image --keep-baseline").map(|()| true)
+                }
                 _ => identity::remove_path(Path::new(&item.path)),
             };
             match done {
@@ -107,10 +112,15 @@ pub fn run(config: &Config, args: &PrepareImageArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    let outcome = Outcome { dry_run: args.dry_run, service, state_dir: state_dir.display().to_string(), items };
+    let outcome =
+        Outcome { dry_run: args.dry_run, service, state_dir: state_dir.display().to_string(), items };
     let mut out = std::io::stdout().lock();
     if args.json {
-        guestward_core::json::write_json(&mut out, &serde_json::to_value(&outcome)?, guestward_core::json::stdout_wants_pretty())?;
+        guestward_core::json::write_json(
+            &mut out,
+            &serde_json::to_value(&outcome)?,
+            guestward_core::json::stdout_wants_pretty(),
+        )?;
     } else {
         render(&outcome, &mut out)?;
     }
@@ -175,7 +185,11 @@ fn plan(config: &Config, keep_baseline: bool) -> Vec<Item> {
     }
     let has_baseline = dir.join(guestward_fim::store::DB_FILE).exists();
     if keep_baseline && has_baseline {
-        add(dir.join(identity::GOLDEN_FILE), "FIM baseline kept, marked golden: re-verified at first boot".into(), "mark_golden");
+        add(
+            dir.join(identity::GOLDEN_FILE),
+            "FIM baseline kept, marked golden: re-verified at first boot".into(),
+            "mark_golden",
+        );
     } else {
         for name in identity::fim_files() {
             add(dir.join(name), "FIM baseline".into(), "remove");
@@ -210,8 +224,14 @@ fn stop_agent(config: &Config, dry_run: bool) -> Result<&'static str, String> {
         let stopped = std::process::Command::new("systemctl").args(["stop", UNIT]).status();
         match stopped {
             Ok(s) if s.success() => {}
-            Ok(s) => return Err(format!("`systemctl stop {UNIT}` failed ({s}); stop the agent and run prepare-image again")),
-            Err(e) => return Err(format!("cannot run systemctl ({e}); stop the agent and run prepare-image again")),
+            Ok(s) => {
+                return Err(format!(
+                    "`systemctl stop {UNIT}` failed ({s}); stop the agent and run prepare-image again"
+                ));
+            }
+            Err(e) => {
+                return Err(format!("cannot run systemctl ({e}); stop the agent and run prepare-image again"));
+            }
         }
     }
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {

@@ -95,7 +95,8 @@ impl Setup {
         if let Some(port) = transport_port {
             std::fs::copy(fixture("tls/agent.pem"), d.join("agent.pem")).unwrap();
             std::fs::copy(fixture("tls/agent-key.pem"), d.join("agent-key.pem")).unwrap();
-            std::fs::set_permissions(d.join("agent-key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::set_permissions(d.join("agent-key.pem"), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
             text.push_str(&format!(
                 "[transport]\nenabled = true\nurl = \"https://127.0.0.1:{port}\"\nca_file = \"{}\"\n\
                  cert_file = \"{}\"\nkey_file = \"{}\"\n",
@@ -131,7 +132,9 @@ impl Setup {
         let mut cmd = agent();
         cmd.arg("--config").arg(self.path("agent.toml")).arg("run");
         match emu {
-            Some(emu) => cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url()).env_remove("AWS_EC2_METADATA_DISABLED"),
+            Some(emu) => cmd
+                .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url())
+                .env_remove("AWS_EC2_METADATA_DISABLED"),
             None => cmd.env("AWS_EC2_METADATA_DISABLED", "true"),
         };
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
@@ -189,7 +192,11 @@ fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
 /// SHA-256 (hex) of a PEM certificate's DER, computed by openssl (an oracle independent of
 /// the agent's own code).
 fn openssl_fingerprint(cert: &Path) -> Option<String> {
-    let out = Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(cert).output().ok()?;
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .output()
+        .ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     Some(text.trim().rsplit('=').next()?.replace(':', "").to_ascii_lowercase())
 }
@@ -208,7 +215,10 @@ fn a_daemon_on_a_disk_cloned_into_another_instance_discards_the_identity_and_hol
         // Instance A: identity recorded, a report spooled (the collector never answers).
         let (_rt_a, emu_a) = emulator(INSTANCE_A, "2026-11-29T08:00:00Z");
         let a = setup.start(Some(&emu_a));
-        wait_for(|| !setup.spooled().is_empty() && collector.accepted() > 0, "instance A's report spooled and sent");
+        wait_for(
+            || !setup.spooled().is_empty() && collector.accepted() > 0,
+            "instance A's report spooled and sent",
+        );
         let id_a = setup.identity();
         assert_eq!(id_a["instance_id"], INSTANCE_A, "{id_a}");
         assert_eq!(id_a["certificate_sha256"], fingerprint.as_str(), "{id_a}");
@@ -227,7 +237,8 @@ fn a_daemon_on_a_disk_cloned_into_another_instance_discards_the_identity_and_hol
         wait_for(
             || {
                 status = b.status();
-                status["last_scan"].is_object() && status["transport"]["spool"]["reports"].as_u64().unwrap_or(0) >= 1
+                status["last_scan"].is_object()
+                    && status["transport"]["spool"]["reports"].as_u64().unwrap_or(0) >= 1
             },
             "instance B's first report spooled",
         );
@@ -245,7 +256,10 @@ fn a_daemon_on_a_disk_cloned_into_another_instance_discards_the_identity_and_hol
 
         // The old instance's reports are gone, not sent under the new identity.
         let spooled_b = setup.spooled();
-        assert!(spooled_a.iter().all(|n| !spooled_b.contains(n)), "A's reports {spooled_a:?} still in {spooled_b:?}");
+        assert!(
+            spooled_a.iter().all(|n| !spooled_b.contains(n)),
+            "A's reports {spooled_a:?} still in {spooled_b:?}"
+        );
         // The old certificate is never presented again: a flush is refused with the reason,
         // and the collector saw no connection.
         let (code, out, err) = b.ctl(&["flush", "--timeout", "3"]);
@@ -286,7 +300,17 @@ fn a_daemon_on_a_disk_cloned_into_another_instance_discards_the_identity_and_hol
 
         // New certificate files (a certificate of B's own): delivery resumes, no restart.
         let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "30",
+            ])
             .args(["-subj", "/CN=instance-b", "-keyout"])
             .arg(setup.path("new-key.pem"))
             .arg("-out")
@@ -337,7 +361,10 @@ fn a_damaged_identity_file_is_replaced_with_a_log_line_naming_it() {
         std::fs::write(setup.path("state/identity.json"), "{\"format\": 1, \"installation_id\": ").unwrap();
         let daemon = setup.start(None);
         let status = daemon.status();
-        assert!(status["identity"]["reinitialised_reason"].as_str().unwrap().contains("unusable"), "{status}");
+        assert!(
+            status["identity"]["reinitialised_reason"].as_str().unwrap().contains("unusable"),
+            "{status}"
+        );
         let log = setup.log();
         assert!(log.contains("identity.json") && log.contains("unusable"), "{log}");
         assert!(setup.identity()["installation_id"].is_string());
@@ -352,7 +379,10 @@ fn prepare_image_lists_with_dry_run_removes_what_it_lists_and_refuses_a_running_
         let daemon = setup.start(None);
         wait_for(|| setup.path("state/identity.json").exists(), "the identity");
         let prepare = |args: &[&str]| {
-            run_bounded(agent().arg("--config").arg(setup.path("agent.toml")).arg("prepare-image").args(args), LIMIT)
+            run_bounded(
+                agent().arg("--config").arg(setup.path("agent.toml")).arg("prepare-image").args(args),
+                LIMIT,
+            )
         };
         let (code, _, err, _) = prepare(&[]);
         assert_eq!(code, Some(3), "{err}");
@@ -364,7 +394,9 @@ fn prepare_image_lists_with_dry_run_removes_what_it_lists_and_refuses_a_running_
         // --dry-run: listed, nothing removed.
         let (code, out, err, _) = prepare(&["--dry-run"]);
         assert_eq!(code, Some(0), "{err}");
-        for listed in ["identity.json", "spool", "events.db", "fim.db", "agent.pem", "agent-key.pem", "would remove"] {
+        for listed in
+            ["identity.json", "spool", "events.db", "fim.db", "agent.pem", "agent-key.pem", "would remove"]
+        {
             assert!(out.contains(listed), "{listed} not in:\n{out}");
         }
         assert!(!out.contains("ca.pem"), "the CA is never removed:\n{out}");
@@ -372,7 +404,9 @@ fn prepare_image_lists_with_dry_run_removes_what_it_lists_and_refuses_a_running_
 
         // Through agentctl, as JSON, keeping the baseline (golden).
         let (code, out, err, _) = run_bounded(
-            agentctl().args(["prepare-image", "--keep-baseline", "--json", "--config"]).arg(setup.path("agent.toml")),
+            agentctl()
+                .args(["prepare-image", "--keep-baseline", "--json", "--config"])
+                .arg(setup.path("agent.toml")),
             LIMIT,
         );
         assert_eq!(code, Some(0), "{out}{err}");
@@ -395,9 +429,19 @@ fn prepare_image_lists_with_dry_run_removes_what_it_lists_and_refuses_a_running_
         let shared = setup.path("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(setup.path("shared.toml"), format!("[agent]\nstate_dir = \"{}\"\n[control]\nsocket_path = \"{}\"\n", shared.display(), setup.path("run/agent.sock").display())).unwrap();
-        let (code, _, err, _) =
-            run_bounded(agent().arg("--config").arg(setup.path("shared.toml")).args(["prepare-image"]), LIMIT);
+        std::fs::write(
+            setup.path("shared.toml"),
+            format!(
+                "[agent]\nstate_dir = \"{}\"\n[control]\nsocket_path = \"{}\"\n",
+                shared.display(),
+                setup.path("run/agent.sock").display()
+            ),
+        )
+        .unwrap();
+        let (code, _, err, _) = run_bounded(
+            agent().arg("--config").arg(setup.path("shared.toml")).args(["prepare-image"]),
+            LIMIT,
+        );
         assert_eq!(code, Some(2), "{err}");
         assert!(err.contains("0755"), "{err}");
     });

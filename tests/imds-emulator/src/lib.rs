@@ -652,7 +652,7 @@ mod tests {
 
     #[test]
     fn listings_show_children_and_subdirectories() {
-        let t = tree(&EmulatorConfig::default(), &Signer::new());
+        let t = tree(&EmulatorConfig::default(), &Signer::new(INSTANCE_ID, "2026-11-29T08:00:00Z"));
         let macs = lookup(&t, "meta-data/network/interfaces/macs/").unwrap();
         assert_eq!(macs, "0e:49:61:0f:c3:11/\n0e:49:61:0f:c3:22/");
         assert_eq!(lookup(&t, "meta-data/tags/instance").unwrap(), "Name\ncost center");
