@@ -230,7 +230,9 @@ fn stop_agent(config: &Config, dry_run: bool) -> Result<&'static str, String> {
                 ));
             }
             Err(e) => {
-                return Err(format!("cannot run systemctl ({e}); stop the agent and run prepare-image again"));
+                return Err(format!(
+                    "cannot run systemctl ({e}); stop the agent and run prepare-image again"
+                ));
             }
         }
     }
