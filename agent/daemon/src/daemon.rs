@@ -66,7 +66,10 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     prepare_state_dir(config.agent.state_dir.as_path())?;
     // Before anything reads the state (history, spool, FIM baseline): state that belongs to
     // another instance (a cloned disk) is discarded here, and its certificate retired.
-    let established = crate::identity::establish_for(&config).await?;
+    // One IMDS client per process: the identity check asks through the one the cloud collector
+    // and the lifecycle watcher use afterwards (one session token).
+    let imds = guestward_cloud::CloudCollector::new(&config.imds).map(Arc::new).map_err(|e| e.to_string());
+    let established = crate::identity::establish_for(&config, imds.as_deref().ok()).await?;
     let limits = server::ServerLimits::from_config(&config.control);
     let socket_path = config.control.socket_path.as_path().to_path_buf();
     let config = Arc::new(config);
@@ -106,8 +109,13 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     } else {
         FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
     };
-    let collectors =
+    let mut collectors =
         Collectors::new(&config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
+    collectors.cloud = crate::collect::cloud::CloudCollector::with_shared(
+        imds,
+        guestward_core::HostRoot::live(),
+        tokio::runtime::Handle::current(),
+    );
     // The daemon applies all of its configuration or none: an unusable IMDS setting stops it
     // here rather than leaving every report with an error section.
     if let Err(e) = collectors.cloud.shared() {

@@ -289,8 +289,21 @@ pub fn establish(
 /// [`establish`] for a configuration: observes the machine (IMDS when this is EC2 or an
 /// endpoint is configured, else the firmware's instance id; `/etc/machine-id`) and the
 /// client certificate `[transport]` names, then checks and writes the identity.
-pub async fn establish_for(config: &crate::config::Config) -> Result<Outcome, IdentityError> {
-    let now = observe(&config.imds).await;
+///
+/// `imds`: the process's IMDS collector, when it has one already (the daemon shares it with
+/// its cloud collector, so the process holds one IMDS token); `None` builds one for this check.
+pub async fn establish_for(
+    config: &crate::config::Config,
+    imds: Option<&guestward_cloud::CloudCollector>,
+) -> Result<Outcome, IdentityError> {
+    let now = match imds {
+        Some(collector) => observe(collector).await,
+        None => match guestward_cloud::CloudCollector::new(&config.imds) {
+            Ok(collector) => observe(&collector).await,
+            // An unusable `[imds]`: the daemon refuses it later with the reason.
+            Err(_) => observe_offline(),
+        },
+    };
     let certificate = if config.transport.enabled {
         // Unreadable: no fingerprint here; the shipper then refuses to start with the reason.
         config
@@ -313,18 +326,31 @@ pub async fn establish_for(config: &crate::config::Config) -> Result<Outcome, Id
 /// The most the identity check waits for instance metadata at start.
 const IMDS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// What this machine says it is now. IMDS is asked only where the cloud collector would ask
-/// (EC2 by the local pre-check, or an explicit endpoint), with a client of its own that lives
-/// for this one request (the collectors are built later, from what this check leaves).
-pub async fn observe(imds: &guestward_cloud::ImdsConfig) -> Observed {
+/// What this machine says it is now, without instance metadata: the firmware's instance id
+/// and `/etc/machine-id`.
+fn observe_offline() -> Observed {
     let root = guestward_core::HostRoot::live();
-    let machine_id = guestward_host::read_machine_id(&root).unwrap_or_else(|p| {
+    Observed {
+        instance_id: guestward_cloud::instance_id_from_firmware(&root),
+        pending_time: None,
+        machine_id: machine_id(&root),
+    }
+}
+
+fn machine_id(root: &guestward_core::HostRoot) -> Option<String> {
+    guestward_host::read_machine_id(root).unwrap_or_else(|p| {
         tracing::warn!(problem = %p.message, "/etc/machine-id unreadable: not used to check the agent identity");
         None
-    });
+    })
+}
+
+/// What this machine says it is now. IMDS is asked only where the cloud collector would ask
+/// (EC2 by the local pre-check, or an explicit endpoint), through `collector`'s client.
+pub async fn observe(collector: &guestward_cloud::CloudCollector) -> Observed {
+    let root = guestward_core::HostRoot::live();
+    let machine_id = machine_id(&root);
     let (mut instance_id, mut pending_time) = (None, None);
-    if let Ok(collector) = guestward_cloud::CloudCollector::new(imds)
-        && collector.should_watch(&root)
+    if collector.should_watch(&root)
         && let Some(client) = collector.client()
     {
         let path = "/latest/dynamic/instance-identity/document";

@@ -204,7 +204,7 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
     let url = config.transport.url.clone().unwrap_or_default();
     // As the daemon: state of another instance (a cloned disk) is discarded before anything
     // is spooled or sent, and its certificate is never presented.
-    let established = crate::identity::establish_for(&config).await?;
+    let established = crate::identity::establish_for(&config, None).await?;
     let transport = Transport::open(&config)?
         .context("[transport] enabled = true was checked above; the transport must exist")?;
     transport.shipper.retire_certificates(established.identity.retired_certificates.clone());
