@@ -128,6 +128,9 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     );
     let sampler = tokio::spawn(Arc::clone(&limiter).run());
 
+    // Before the socket exists: a client (or a test, or `systemctl stop`) that sees the socket
+    // may send SIGTERM at once, and the default action would kill the process uncleanly.
+    let stop_signals = stop_signals();
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
     let config_path = match &source {
@@ -178,7 +181,7 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
         "guestward-agent running"
     );
 
-    let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal()).await;
+    let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal(stop_signals)).await;
     scheduler.abort();
     drainer.abort();
     if let Some(reloader) = reloader {
@@ -559,10 +562,18 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT handlers, installed now (see [`shutdown_signal`]).
+fn stop_signals() -> std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
+    Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+}
+
+/// Resolves on SIGTERM or SIGINT (handlers from [`stop_signals`]).
+async fn shutdown_signal(
+    signals: std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+) {
+    match signals {
+        Ok((mut term, mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
