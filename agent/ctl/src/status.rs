@@ -211,7 +211,7 @@ fn render_identity(
     };
     writeln!(out, "{}", cut(&format!("identity    {host}; {ec2}"), WIDTH))?;
     if let (Some(at), Some(why)) = (id.reinitialised_at, &id.reinitialised_reason) {
-        writeln!(out, "{}", cut(&format!("  re-initialised {at}: {why}"), WIDTH))?;
+        writeln!(out, "{}", cut(&format!("  re-initialised {at}: {why}"), WIDTH * 2))?;
     }
     if id.credentials.as_deref() == Some("waiting") {
         let action =
@@ -684,6 +684,40 @@ mod tests {
             "{out}"
         );
         assert_eq!(effective_health(&status).verdict, Health::Degraded);
+    }
+
+    #[test]
+    fn a_reinitialised_identity_waiting_for_credentials_says_why_and_what_to_do() {
+        let mut status = bare();
+        status.identity = IdentityStatus {
+            host_id: Some("i-0bbbbbbbbbbbbbbbb".into()),
+            host_id_source: Some(guestward_report::HostIdSource::Ec2InstanceId),
+            instance_id: Some("i-0bbbbbbbbbbbbbbbb".into()),
+            reinitialised_at: Some(at(NOW - 60)),
+            reinitialised_reason: Some(
+                "the instance id changed from i-0aaaaaaaaaaaaaaaa to i-0bbbbbbbbbbbbbbbb".into(),
+            ),
+            credentials: Some("waiting".into()),
+            credentials_action: Some("replace transport.cert_file and key_file".into()),
+            ..IdentityStatus::default()
+        };
+        status.transport = Some(TransportStatus {
+            held: Some("holding reports: retired".into()),
+            ..TransportStatus::default()
+        });
+        let out = rendered(&status);
+        assert!(
+            out.contains("  re-initialised 2027-")
+                && out.contains(": the instance id changed from i-0aaaaaaaaaaaaaaaa"),
+            "{out}"
+        );
+        assert!(out.contains("  credentials waiting: replace transport.cert_file and key_file\n"), "{out}");
+        assert!(out.contains("  held      holding reports: retired\n"), "{out}");
+        // A kept identity prints neither line.
+        status.identity.reinitialised_at = None;
+        status.identity.credentials = Some("in_use".into());
+        let out = rendered(&status);
+        assert!(!out.contains("re-initialised") && !out.contains("credentials"), "{out}");
     }
 
     #[test]

@@ -654,9 +654,9 @@ impl IdentityState {
         let word = if held.is_some() { "waiting" } else { credentials_word(&id, certificate) };
         status.credentials = Some(word.to_string());
         status.credentials_action = (word == "waiting").then(|| {
-            "install a certificate and key issued to this instance as transport.cert_file and \
-             transport.key_file (the ones there belong to the instance this disk was cloned from); \
-             reports are held in the spool until then and delivery resumes without a restart"
+            "replace transport.cert_file and key_file with this instance's own certificate and key \
+             (those there belong to the instance this disk was cloned from); reports wait in the \
+             spool and go out without a restart"
                 .to_string()
         });
     }
