@@ -234,6 +234,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Before an AMI is created from this instance (as root): stop the agent and remove what
+    /// belongs to this instance (identity, spool, history, client certificate and key, the FIM
+    /// baseline unless --keep-baseline). Runs `guestward-agent prepare-image`; see
+    /// docs/ami.md. Exit 0 done, 1 an item could not be removed, 2 usage or configuration
+    /// error or a state_dir that is not the agent's, 3 a running daemon could not be stopped.
+    PrepareImage {
+        /// The agent's configuration [default: /etc/guestward/agent.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Keep the FIM baseline, marked golden (re-verified at each instance's first boot).
+        #[arg(long)]
+        keep_baseline: bool,
+        /// List what would be stopped and removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the agent to query the EC2 Instance Metadata Service now and show this instance's
     /// identity and metadata-service posture. Off EC2 it answers `not_ec2` from local firmware
     /// data without sending any request. Without a running agent, use
@@ -348,7 +367,10 @@ impl Cli {
                 Some((connection.socket.clone(), connection.timeout, *json))
             }
             Command::Flush { socket, timeout, json } => Some((socket.clone(), *timeout, *json)),
-            Command::CheckConfig { .. } | Command::Completions { .. } | Command::GenerateDocs { .. } => None,
+            Command::CheckConfig { .. }
+            | Command::PrepareImage { .. }
+            | Command::Completions { .. }
+            | Command::GenerateDocs { .. } => None,
         };
         let options = match own {
             Some((socket, timeout, json)) => Options {
@@ -361,7 +383,9 @@ impl Cli {
                 if before.socket.is_some() || before.timeout.is_some() {
                     anyhow::bail!("`{name}` does not talk to the agent: --socket and --timeout do not apply");
                 }
-                if self.json && !matches!(self.command, Command::CheckConfig { .. }) {
+                if self.json
+                    && !matches!(self.command, Command::CheckConfig { .. } | Command::PrepareImage { .. })
+                {
                     anyhow::bail!("`{name}` has no JSON output: --json does not apply");
                 }
                 Options { json: self.json || self.command.own_json(), ..Options::default() }
@@ -384,6 +408,7 @@ impl Command {
             | Command::Flush { json, .. }
             | Command::Events { json, .. }
             | Command::CheckConfig { json, .. }
+            | Command::PrepareImage { json, .. }
             | Command::Imds { json, .. }
             | Command::Fim { command: FimCtl::Status { json, .. } }
             | Command::Fim { command: FimCtl::Baseline { json, .. } }
@@ -405,6 +430,7 @@ impl Command {
             Command::Events { .. } => "events",
             Command::Fim { .. } => "fim",
             Command::CheckConfig { .. } => "check-config",
+            Command::PrepareImage { .. } => "prepare-image",
             Command::Imds { .. } => "imds",
             Command::Completions { .. } => "completions",
             Command::GenerateDocs { .. } => "generate-docs",
@@ -582,6 +608,22 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
     let (command, options) = cli.resolve()?;
     match &command {
         Command::CheckConfig { path, .. } => return check_config(path.clone(), options.json),
+        Command::PrepareImage { config, keep_baseline, dry_run, .. } => {
+            let mut args = Vec::new();
+            if let Some(path) = config {
+                args.push(std::ffi::OsString::from("--config"));
+                args.push(path.clone().into_os_string());
+            }
+            args.push("prepare-image".into());
+            for (on, flag) in
+                [(*keep_baseline, "--keep-baseline"), (*dry_run, "--dry-run"), (options.json, "--json")]
+            {
+                if on {
+                    args.push(flag.into());
+                }
+            }
+            return run_agent(&args, "prepare the image");
+        }
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();
             guestward_core::cli_docs::write_completions(&mut Cli::command(), *shell, &mut out)?;
@@ -924,9 +966,10 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             render_imds(&section, &findings, cli.json, &mut out)
         }
         // Handled above, before any connection.
-        Command::CheckConfig { .. } | Command::Completions { .. } | Command::GenerateDocs { .. } => {
-            Ok(exit::USAGE)
-        }
+        Command::CheckConfig { .. }
+        | Command::PrepareImage { .. }
+        | Command::Completions { .. }
+        | Command::GenerateDocs { .. } => Ok(exit::USAGE),
     };
     finish(out, code)
 }
@@ -970,21 +1013,23 @@ fn render_findings(findings: &[Finding], out: &mut dyn Write) -> std::io::Result
 /// beside `agentctl` is used, else the one on `PATH`. Its exit code is passed through.
 fn check_config(path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
     let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let mut args = vec![std::ffi::OsString::from("check-config"), path.into_os_string()];
+    if json {
+        args.push("--json".into());
+    }
+    run_agent(&args, "check the configuration")
+}
+
+/// Runs `guestward-agent ARGS` (the binary installed beside `agentctl`, else the one on
+/// `PATH`) and passes its exit code through.
+fn run_agent(args: &[std::ffi::OsString], what: &str) -> anyhow::Result<u8> {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("guestward-agent")))
         .filter(|p| p.is_file());
     let agent = beside.unwrap_or_else(|| PathBuf::from("guestward-agent"));
-    let mut command = std::process::Command::new(&agent);
-    command.arg("check-config").arg(&path);
-    if json {
-        command.arg("--json");
-    }
-    let status = command.status().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot run {} to check the configuration ({e}); is guestward-agent installed?",
-            agent.display()
-        )
+    let status = std::process::Command::new(&agent).args(args).status().map_err(|e| {
+        anyhow::anyhow!("cannot run {} to {what} ({e}); is guestward-agent installed?", agent.display())
     })?;
     Ok(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::USAGE))
 }

@@ -209,7 +209,16 @@ fn render_identity(
         (None, Some(why)) => format!("not EC2: {why}"),
         (None, None) => "EC2 unknown yet (the cloud collector has not run)".to_string(),
     };
-    writeln!(out, "{}", cut(&format!("identity    {host}; {ec2}"), WIDTH))
+    writeln!(out, "{}", cut(&format!("identity    {host}; {ec2}"), WIDTH))?;
+    if let (Some(at), Some(why)) = (id.reinitialised_at, &id.reinitialised_reason) {
+        writeln!(out, "{}", cut(&format!("  re-initialised {at}: {why}"), WIDTH * 2))?;
+    }
+    if id.credentials.as_deref() == Some("waiting") {
+        let action =
+            id.credentials_action.as_deref().unwrap_or("install this instance's certificate and key");
+        writeln!(out, "{}", cut(&format!("  credentials waiting: {action}"), WIDTH * 2))?;
+    }
+    Ok(())
 }
 
 fn host_id_source_word(source: guestward_report::HostIdSource) -> &'static str {
@@ -378,6 +387,9 @@ pub fn render_transport(
         }
         None => writeln!(out, "  cert      not loaded")?,
     }
+    if let Some(held) = &t.held {
+        writeln!(out, "  held      {}", cut(held, WIDTH * 2))?;
+    }
     if let Some(e) = &t.last_error {
         writeln!(out, "  error     {}", cut(e, WIDTH - 12))?;
     }
@@ -502,6 +514,7 @@ mod tests {
                 host_id_source: Some(guestward_report::HostIdSource::Ec2InstanceId),
                 instance_id: Some("i-0123456789abcdef0".into()),
                 not_ec2_reason: None,
+                ..IdentityStatus::default()
             },
             last_scan: Some(ScanSummary {
                 collected_at: at(NOW - 300),
@@ -674,6 +687,40 @@ mod tests {
     }
 
     #[test]
+    fn a_reinitialised_identity_waiting_for_credentials_says_why_and_what_to_do() {
+        let mut status = bare();
+        status.identity = IdentityStatus {
+            host_id: Some("i-0bbbbbbbbbbbbbbbb".into()),
+            host_id_source: Some(guestward_report::HostIdSource::Ec2InstanceId),
+            instance_id: Some("i-0bbbbbbbbbbbbbbbb".into()),
+            reinitialised_at: Some(at(NOW - 60)),
+            reinitialised_reason: Some(
+                "the instance id changed from i-0aaaaaaaaaaaaaaaa to i-0bbbbbbbbbbbbbbbb".into(),
+            ),
+            credentials: Some("waiting".into()),
+            credentials_action: Some("replace transport.cert_file and key_file".into()),
+            ..IdentityStatus::default()
+        };
+        status.transport = Some(TransportStatus {
+            held: Some("holding reports: retired".into()),
+            ..TransportStatus::default()
+        });
+        let out = rendered(&status);
+        assert!(
+            out.contains("  re-initialised 2027-")
+                && out.contains(": the instance id changed from i-0aaaaaaaaaaaaaaaa"),
+            "{out}"
+        );
+        assert!(out.contains("  credentials waiting: replace transport.cert_file and key_file\n"), "{out}");
+        assert!(out.contains("  held      holding reports: retired\n"), "{out}");
+        // A kept identity prints neither line.
+        status.identity.reinitialised_at = None;
+        status.identity.credentials = Some("in_use".into());
+        let out = rendered(&status);
+        assert!(!out.contains("re-initialised") && !out.contains("credentials"), "{out}");
+    }
+
+    #[test]
     fn healthy_status_says_ok_with_no_reasons_and_not_ec2_says_why() {
         let mut status = bare();
         status.identity = IdentityStatus {
@@ -681,6 +728,7 @@ mod tests {
             host_id_source: Some(guestward_report::HostIdSource::Config),
             instance_id: None,
             not_ec2_reason: Some("no EC2 signature in the DMI data (/sys/class/dmi/id)".into()),
+            ..IdentityStatus::default()
         };
         let out = rendered(&status);
         assert!(out.starts_with("health      ok\nagent "), "{out}");
@@ -715,6 +763,7 @@ mod tests {
                 subject: "i-0123456789abcdef0".into(),
                 not_after: Some(at(NOW + 3 * 86_400)),
                 days_left: Some(3),
+                sha256: None,
             }),
             ..TransportStatus::default()
         };
@@ -750,6 +799,7 @@ mod tests {
                 subject: "h".into(),
                 not_after: Some(at(NOW - 2 * 86_400)),
                 days_left: Some(-2),
+                sha256: None,
             }),
             ..TransportStatus::default()
         };

@@ -64,6 +64,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Before an AMI is created from this instance (as root): stop the agent and remove what
+    /// belongs to this instance (identity, spool, history, client certificate and key, the FIM
+    /// baseline unless --keep-baseline), so each instance launched from the image gets an
+    /// identity of its own. See docs/ami.md.
+    #[command(after_help = crate::prepare_image::EXIT_CODES)]
+    PrepareImage(crate::prepare_image::PrepareImageArgs),
     /// File integrity: build the baseline (`init`), compare with it (`check`: exit 0 no
     /// changes, 1 changes, 2 error), or accept the current state (`update`).
     #[command(after_help = guestward_fim::cli::EXIT_CODES)]
@@ -249,6 +255,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 writeln!(out, "{}", path.display())?;
             }
             Ok(exit::OK)
+        }
+        Command::PrepareImage(args) => {
+            let (config, _source) = Config::load(cli.config.as_deref())?;
+            crate::prepare_image::run(&config, &args)
         }
         Command::Schema => {
             print_stdout(&guestward_report::json_schema())?;

@@ -27,7 +27,7 @@ use crate::control::server::{self, AccessPolicy, Shared};
 use crate::pipeline::{EventLog, Pipeline};
 use crate::transport::Transport;
 use anyhow::{Context, bail};
-use guestward_core::AbsolutePath;
+use guestward_core::{AbsolutePath, Timestamp};
 use guestward_report::protocol::{Collector, CollectorState};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -64,6 +64,12 @@ impl Overrides {
 /// `config` already carries `overrides` (the same ones are applied again to every reload).
 pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> anyhow::Result<()> {
     prepare_state_dir(config.agent.state_dir.as_path())?;
+    // Before anything reads the state (history, spool, FIM baseline): state that belongs to
+    // another instance (a cloned disk) is discarded here, and its certificate retired.
+    // One IMDS client per process: the identity check asks through the one the cloud collector
+    // and the lifecycle watcher use afterwards (one session token).
+    let imds = guestward_cloud::CloudCollector::new(&config.imds).map(Arc::new).map_err(|e| e.to_string());
+    let established = crate::identity::establish_for(&config, imds.as_deref().ok()).await?;
     let limits = server::ServerLimits::from_config(&config.control);
     let socket_path = config.control.socket_path.as_path().to_path_buf();
     let config = Arc::new(config);
@@ -75,6 +81,20 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     // (`[transport] enabled = true`) that cannot load its credentials stops here, with the
     // file and what is wrong, rather than spooling reports nobody will receive.
     let transport = Transport::open(&config).context("not starting: reports could not be delivered")?;
+    if let Some(event) = established.event {
+        // Carried by the next report (the first under the new identity).
+        events.append(&[event]);
+    }
+    let identity =
+        Arc::new(crate::identity::IdentityState::new(config.agent.state_dir.as_path(), established.identity));
+    if let Some(t) = &transport {
+        // Never two instances under one identity: the certificate of the instance this disk
+        // was cloned from is never presented again (the shipper holds until it is replaced).
+        t.shipper.retire_certificates(identity.retired_certificates());
+    }
+    let golden = Arc::new(std::sync::atomic::AtomicBool::new(
+        config.fim.enabled && crate::identity::is_golden(config.agent.state_dir.as_path()),
+    ));
     // Self-limits (`[limits]`): measured from the start; FIM's scans obey its pace.
     let limiter = Arc::new(crate::selflimit::SelfLimiter::new(&config.limits));
     let fim = if config.fim.enabled {
@@ -82,15 +102,20 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
         // watches files and sees no change. `[fim] enabled = true` is a promise the agent must
         // keep or refuse loudly: stop here, with the reason, so systemd and the owner see the
         // failure (set `enabled = false` to run without FIM on purpose).
-        let monitor = start_fim(&config, &events, limiter.pace()).context(
+        let monitor = start_fim(&config, &events, limiter.pace(), Arc::clone(&golden)).context(
             "file integrity monitoring could not start ([fim] enabled = true); not starting without it",
         )?;
         FimCollector::Monitor(Arc::new(monitor))
     } else {
         FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
     };
-    let collectors =
+    let mut collectors =
         Collectors::new(&config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
+    collectors.cloud = crate::collect::cloud::CloudCollector::with_shared(
+        imds,
+        guestward_core::HostRoot::live(),
+        tokio::runtime::Handle::current(),
+    );
     // The daemon applies all of its configuration or none: an unusable IMDS setting stops it
     // here rather than leaving every report with an error section.
     if let Err(e) = collectors.cloud.shared() {
@@ -103,6 +128,9 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     );
     let sampler = tokio::spawn(Arc::clone(&limiter).run());
 
+    // Before the socket exists: a client (or a test, or `systemctl stop`) that sees the socket
+    // may send SIGTERM at once, and the default action would kill the process uncleanly.
+    let stop_signals = stop_signals();
     let (listener, allowed_gid) = bind_control_socket(&config.control)?;
     let access = AccessPolicy { own_uid: nix::unistd::geteuid().as_raw(), allowed_gid };
     let config_path = match &source {
@@ -110,8 +138,13 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
         ConfigSource::Defaults => None,
     };
     let shared = Arc::new(
-        Shared::new(Arc::clone(&pipeline), source.to_string(), access).with_config_path(config_path.clone()),
+        Shared::new(Arc::clone(&pipeline), source.to_string(), access)
+            .with_config_path(config_path.clone())
+            .with_identity(Arc::clone(&identity)),
     );
+    let golden_watch = golden
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then(|| tokio::spawn(watch_golden(Arc::clone(&pipeline), golden, Timestamp::now())));
     // Before readiness: SIGHUP's default action ends the process, so a reload asked for right
     // after start must find the handler in place.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
@@ -148,13 +181,16 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
         "guestward-agent running"
     );
 
-    let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal()).await;
+    let served = server::serve(listener, Arc::clone(&shared), limits, shutdown_signal(stop_signals)).await;
     scheduler.abort();
     drainer.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
     }
     sampler.abort();
+    if let Some(watch) = golden_watch {
+        watch.abort();
+    }
     if let Some(shipper) = shipper {
         // Anything not yet acknowledged stays in the spool for the next start.
         shipper.abort();
@@ -183,6 +219,7 @@ fn start_fim(
     config: &Config,
     events: &Arc<EventLog>,
     pace: Arc<guestward_fim::Pace>,
+    golden: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<guestward_fim::Monitor> {
     // The policy compiled when the config was loaded (and accepted by `check-config`), not a
     // second compilation that could disagree with it.
@@ -198,9 +235,50 @@ fn start_fim(
         // carried by the next full report. Logged as one rate-limited info line per change
         // (see `crate::logs`: a line per change once turned a storm into 62,600 lines).
         crate::logs::fim_event(event);
-        events.push(event.clone());
+        let mut event = event.clone();
+        if golden.load(std::sync::atomic::Ordering::Relaxed)
+            && let Some(data) = event.data.as_object_mut()
+        {
+            // The baseline came from an image (or a disk cloned from another instance): until
+            // the first verification here has finished, differences are the image's drift
+            // from its bake, not changes made on this instance. Marked, not hidden.
+            data.insert("golden_baseline".to_string(), serde_json::Value::Bool(true));
+        }
+        events.push(event);
     });
     Ok(guestward_fim::Monitor::start_paced(fim, sink, Some(pace))?)
+}
+
+/// Waits for the first verification of a golden FIM baseline on this instance (the startup
+/// rescan), then ends the marking of its events and removes the marker: from then on every
+/// difference is a change on this instance.
+async fn watch_golden(pipeline: Arc<Pipeline>, golden: Arc<std::sync::atomic::AtomicBool>, since: Timestamp) {
+    let state_dir = pipeline.config().agent.state_dir.as_path().to_path_buf();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Some(monitor) = pipeline.collectors().fim.monitor().cloned() else { return };
+        let verified = tokio::task::spawn_blocking(move || monitor.status().last_verification)
+            .await
+            .ok()
+            .flatten()
+            .filter(|v| {
+                v.purpose == guestward_fim::Purpose::Rescan
+                    && v.finished >= since
+                    && v.outcome != guestward_fim::ScanOutcome::Failed
+            });
+        if let Some(v) = verified {
+            golden.store(false, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = crate::identity::remove_path(&state_dir.join(crate::identity::GOLDEN_FILE)) {
+                tracing::warn!(error = %e, "the golden baseline marker could not be removed");
+            }
+            tracing::info!(
+                changes = v.changes,
+                "file integrity: the golden baseline was verified on this instance; its differences \
+                 were reported with golden_baseline = true (the image's drift, not changes here)"
+            );
+            return;
+        }
+    }
 }
 
 /// Polls instance metadata for spot interruptions, scheduled maintenance and rebalance
@@ -269,6 +347,12 @@ async fn schedule_scans(shared: Arc<Shared>) {
                 limiter.wait_for_budget(interval()).await;
             }
             full_scan(&pipeline).await;
+            if let (Some(identity), Some(t)) = (&shared.identity, pipeline.transport())
+                && t.shipper.held().is_none()
+            {
+                // New certificate files (after a clone, a rotation) belong to this identity.
+                identity.observe_certificate(&t.shipper.certificate_sha256());
+            }
             let end = Instant::now();
             last_full_end = Some(end);
             next_full = end + book::jittered(interval());
@@ -478,10 +562,18 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT handlers, installed now (see [`shutdown_signal`]).
+fn stop_signals() -> std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
+    Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+}
+
+/// Resolves on SIGTERM or SIGINT (handlers from [`stop_signals`]).
+async fn shutdown_signal(
+    signals: std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+) {
+    match signals {
+        Ok((mut term, mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}

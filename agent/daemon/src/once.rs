@@ -202,9 +202,13 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
     let config = Arc::new(config);
     let state_dir = config.agent.state_dir.as_path().to_path_buf();
     let url = config.transport.url.clone().unwrap_or_default();
+    // As the daemon: state of another instance (a cloned disk) is discarded before anything
+    // is spooled or sent, and its certificate is never presented.
+    let established = crate::identity::establish_for(&config, None).await?;
     let transport = Transport::open(&config)?
         .context("[transport] enabled = true was checked above; the transport must exist")?;
-    let cycle = collect_and_spool(&config, &transport).await.map_err(|e| format!("{e:#}"));
+    transport.shipper.retire_certificates(established.identity.retired_certificates.clone());
+    let cycle = collect_and_spool(&config, &transport, established.event).await.map_err(|e| format!("{e:#}"));
     if let Err(e) = &cycle {
         tracing::error!(error = %e, "this run made no report; delivering what earlier runs spooled");
     }
@@ -216,12 +220,19 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
 }
 
 /// This run's cycle: the report, through the history and into the spool.
-async fn collect_and_spool(config: &Arc<Config>, transport: &Arc<Transport>) -> anyhow::Result<Cycle> {
+async fn collect_and_spool(
+    config: &Arc<Config>,
+    transport: &Arc<Transport>,
+    identity_event: Option<guestward_core::Event>,
+) -> anyhow::Result<Cycle> {
     let state_dir = config.agent.state_dir.as_path().to_path_buf();
     let events = Arc::new(
         EventLog::open(&state_dir, &config.history)
             .context("the event history (events.db in agent.state_dir) cannot be used")?,
     );
+    if let Some(event) = identity_event {
+        events.append(&[event]);
+    }
     let fim = if config.fim.enabled {
         FimCollector::Stored(state_dir.clone())
     } else {

@@ -26,7 +26,7 @@ use std::time::Instant;
 pub const MAX_REPORT_EVENTS: usize = 2_000;
 
 /// The file in the state directory that holds the last report sequence number.
-const SEQUENCE_FILE: &str = "report-sequence";
+pub(crate) const SEQUENCE_FILE: &str = "report-sequence";
 
 /// Why a cycle produced no report. The events it would have carried stay unreported in the
 /// history, so the next cycle carries them.

@@ -10,6 +10,7 @@ mod events;
 mod fim;
 mod fim_report;
 mod hardening;
+mod image;
 mod least_privilege;
 mod lifecycle;
 mod logs;

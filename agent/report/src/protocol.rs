@@ -188,6 +188,32 @@ pub struct IdentityStatus {
     /// Why this host is not treated as an EC2 instance (`None` on EC2, or before the cloud
     /// collector ran).
     pub not_ec2_reason: Option<String>,
+    /// This agent installation's id (`identity.json`): random, new for every identity, so a
+    /// cloned disk is told apart from its source.
+    #[serde(default)]
+    pub installation_id: Option<String>,
+    /// When this identity was created.
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
+    /// `pendingTime` of the instance when the identity was last checked (changes at every
+    /// stop and start).
+    #[serde(default)]
+    pub pending_time: Option<String>,
+    /// When the agent last discarded the identity it found (a disk cloned into a new instance,
+    /// or an unreadable `identity.json`); `None` when it never did.
+    #[serde(default)]
+    pub reinitialised_at: Option<Timestamp>,
+    /// Why it did, in one sentence (old and new instance or machine id).
+    #[serde(default)]
+    pub reinitialised_reason: Option<String>,
+    /// The client certificate: `in_use`, `waiting` (the certificate files still hold the
+    /// certificate of the instance this disk was cloned from: nothing is sent until they are
+    /// replaced) or `none` (no `[transport]`).
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// What to do, when `credentials` is `waiting`.
+    #[serde(default)]
+    pub credentials_action: Option<String>,
 }
 
 /// How a collector fared, as `agentctl status` prints it.
@@ -355,6 +381,10 @@ pub struct TransportStatus {
     pub spool: SpoolStatus,
     /// The client certificate in use.
     pub certificate: Option<CertificateStatus>,
+    /// Set while the shipper holds every report (sends nothing): the certificate loaded was
+    /// issued to the instance this disk was cloned from. Says what to do.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 /// The spool's depth and losses.
@@ -387,6 +417,9 @@ pub struct CertificateStatus {
     pub not_after: Option<Timestamp>,
     /// Whole days until `not_after` (negative once expired).
     pub days_left: Option<i64>,
+    /// SHA-256 of the certificate's DER (lowercase hex): what `identity.json` records.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// Internal counters.

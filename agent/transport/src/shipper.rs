@@ -29,6 +29,13 @@
 //! inode, mtime, size); on a change they are read again and the client rebuilt, which also drops
 //! pooled connections, so the next request presents the new certificate. A reload that fails
 //! (a half-written pair) keeps the old client and shows the error in `status()`.
+//!
+//! Retired certificates ([`Shipper::retire_certificates`]): after the agent's identity was
+//! re-initialised (a disk cloned into a new instance), the certificate issued to the instance
+//! the disk came from must never be presented again, or two instances would report under one
+//! identity. While the certificate loaded is one of those (by the SHA-256 of its DER), the
+//! shipper holds: nothing is sent, reports stay spooled, `status().held` says why and what to
+//! do. New certificate files (a different certificate) end the hold at the next pass.
 
 use crate::config::TlsVersion;
 use crate::spool::SpooledBatch;
@@ -167,6 +174,8 @@ struct CertInfo {
     path: PathBuf,
     subject: String,
     not_after: Option<Timestamp>,
+    /// SHA-256 of the leaf certificate's DER, lowercase hex.
+    sha256: String,
 }
 
 #[derive(Debug)]
@@ -208,6 +217,9 @@ pub struct Shipper {
     state: Mutex<State>,
     /// One shipping pass at a time (`run` and `deliver_all` may overlap).
     sending: tokio::sync::Mutex<()>,
+    /// SHA-256 fingerprints of certificates that must not be presented (see the module
+    /// documentation).
+    retired: Mutex<Vec<String>>,
 }
 
 /// What one pass did.
@@ -218,6 +230,8 @@ enum Step {
     Progress { stored: u64, duplicates: u64, requests: u64 },
     /// The pass failed; wait this long.
     Failed { requests: u64, wait: Duration },
+    /// Nothing may be sent with the certificate loaded (it is retired): why.
+    Held(String),
 }
 
 /// How the collector answered one request.
@@ -296,6 +310,35 @@ impl Shipper {
             tls: Mutex::new(Tls { client, stamps, failed: None, cert }),
             state: Mutex::new(State::default()),
             sending: tokio::sync::Mutex::new(()),
+            retired: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Never presents these certificates (SHA-256 of the DER, hex; case ignored): while the
+    /// certificate files hold one of them, the shipper holds. Replaces the previous list.
+    pub fn retire_certificates(&self, fingerprints: Vec<String>) {
+        let list = fingerprints.into_iter().map(|f| f.to_ascii_lowercase()).collect();
+        *self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = list;
+    }
+
+    /// SHA-256 (hex) of the client certificate loaded now.
+    pub fn certificate_sha256(&self) -> String {
+        self.tls().cert.sha256.clone()
+    }
+
+    /// Why nothing may be sent now, when the certificate loaded is retired.
+    pub fn held(&self) -> Option<String> {
+        let cert = self.tls().cert.clone();
+        let retired = self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        retired.contains(&cert.sha256).then(|| {
+            format!(
+                "holding reports: the client certificate {} (sha256 {}) was issued to the instance \
+                 this disk was cloned from and is never presented again; install a certificate and \
+                 key issued to this instance in its place (cert_file, key_file): delivery resumes \
+                 at once, without a restart",
+                cert.path.display(),
+                cert.sha256
+            )
         })
     }
 
@@ -353,6 +396,12 @@ impl Shipper {
                     summary.duplicates += duplicates;
                     summary.requests += requests;
                 }
+                Ok(Step::Held(why)) => {
+                    return Err(ShipperError::Undelivered {
+                        undelivered: u64::try_from(self.spool.len()).unwrap_or(u64::MAX),
+                        last_error: why,
+                    });
+                }
                 Ok(Step::Failed { requests, wait }) => {
                     summary.requests += requests;
                     let remaining = end.saturating_duration_since(Instant::now());
@@ -388,7 +437,9 @@ impl Shipper {
             let _ = self.certificate_findings(); // logs the daily expiry warning
             match self.step().await {
                 Step::Progress { .. } => continue,
-                Step::Empty => {
+                // Held: checked again at every flush interval and at every new report, so new
+                // certificate files end the hold within one interval.
+                Step::Empty | Step::Held(_) => {
                     tokio::select! {
                         // ±10 % (uniform): hosts started together drift apart instead of
                         // calling the collector in step.
@@ -407,6 +458,9 @@ impl Shipper {
     async fn step(&self) -> Step {
         let _one = self.sending.lock().await;
         let client = self.reload_if_changed();
+        if let Some(why) = self.held() {
+            return Step::Held(why);
+        }
         let batch = match self.next_batch() {
             Ok(b) => b,
             Err(e) => {
@@ -597,6 +651,7 @@ impl Shipper {
 
     /// Transport state for `agentctl status`.
     pub fn status(&self) -> TransportStatus {
+        let held = self.held();
         let cert = self.tls().cert.clone();
         let state = self.state();
         let last_error = match (&state.reload_error, &state.last_error) {
@@ -619,7 +674,9 @@ impl Shipper {
                 subject: cert.subject.clone(),
                 not_after: cert.not_after,
                 days_left: cert.not_after.map(|t| days_left(t, jiff::Timestamp::now())),
+                sha256: Some(cert.sha256.clone()),
             }),
+            held,
         }
     }
 
@@ -933,7 +990,25 @@ fn cert_info(path: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, ShipperE
         .unwrap_or_default();
     let secs = tbs.validity.not_after.to_unix_duration().as_secs();
     let not_after = i64::try_from(secs).ok().and_then(Timestamp::from_unix_secs);
-    Ok(CertInfo { path: path.to_path_buf(), subject, not_after })
+    Ok(CertInfo { path: path.to_path_buf(), subject, not_after, sha256: sha256_hex(der.as_ref()) })
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 (lowercase hex) of the first certificate in the PEM file `path` (the leaf the
+/// shipper presents): what the agent's identity records (`identity.json`). The file is read
+/// as the shipper reads it (a regular file, at most 1 MiB).
+pub fn certificate_sha256(path: &Path) -> Result<String, ShipperError> {
+    let pem = read_pem(path, PEM_MAX_BYTES)?;
+    let leaf = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .ok_or_else(|| credentials(path, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"))?
+        .map_err(|e| credentials(path, format!("is not a PEM certificate file: {e}")))?;
+    Ok(sha256_hex(leaf.as_ref()))
 }
 
 #[cfg(test)]
@@ -988,6 +1063,7 @@ mod tests {
             path: "/c.pem".into(),
             subject: "h".into(),
             not_after: Timestamp::from_unix_secs(1_700_000_000 + secs),
+            sha256: String::new(),
         };
         assert!(expiry_finding(&cert(8 * 86_400), now).is_none());
         let f = expiry_finding(&cert(3 * 86_400), now).unwrap();

@@ -263,6 +263,39 @@ fn replaced_certificate_files_are_used_for_the_next_batch() {
     });
 }
 
+/// After a clone the certificate of the instance the disk came from is retired: the shipper
+/// never presents it (the collector sees no request at all), says why, and resumes as soon as
+/// the files hold another certificate.
+#[test]
+fn a_retired_certificate_is_never_presented_until_new_certificate_files_replace_it() {
+    within(Duration::from_secs(60), "retired certificate", || {
+        let s = setup();
+        let shipper = shipper(&s, fast());
+        let runtime = rt();
+        let cert_file = s.config.cert_file.clone().unwrap();
+        let old = guestward_transport::shipper::certificate_sha256(&cert_file).unwrap();
+        assert_eq!(shipper.certificate_sha256(), old);
+        assert_eq!(shipper.status().certificate.unwrap().sha256.as_deref(), Some(old.as_str()));
+        shipper.retire_certificates(vec![old.to_ascii_uppercase()]);
+        let ids = push(&s.spool, [1]);
+        let e = runtime.block_on(shipper.deliver_all(Duration::from_secs(5))).unwrap_err();
+        assert!(
+            matches!(&e, ShipperError::Undelivered { undelivered: 1, last_error } if last_error.contains("holding reports")),
+            "{e}"
+        );
+        assert!(s.server.seen().is_empty(), "the retired certificate was presented");
+        assert!(shipper.status().held.unwrap().contains(&old));
+        // A certificate of this instance's own: delivered at the next pass, no restart.
+        s.ca.agent(HOST, 2002).install(s.dir.path());
+        runtime.block_on(shipper.deliver_all(Duration::from_secs(10))).unwrap();
+        assert_eq!(s.server.stored(), ids);
+        let serials: Vec<u64> = s.server.seen().iter().map(|r| r.serial).collect();
+        assert_eq!(serials, [2002]);
+        assert!(shipper.status().held.is_none());
+        assert_ne!(shipper.certificate_sha256(), old);
+    });
+}
+
 #[test]
 fn a_certificate_expiring_in_three_days_is_a_high_finding() {
     let s = setup();

@@ -90,6 +90,12 @@ pub struct EmulatorConfig {
     pub oversized: BTreeMap<String, usize>,
     /// Extra metadata leaves, `meta-data/...` to value (override defaults).
     pub extra: BTreeMap<String, String>,
+    /// The instance id served (`meta-data/instance-id` and the identity document; the
+    /// document is signed at start, so set it before [`Emulator::start`]). Default
+    /// [`INSTANCE_ID`].
+    pub instance_id: String,
+    /// The identity document's `pendingTime` (fixed at start, like `instance_id`).
+    pub pending_time: String,
 }
 
 impl Default for EmulatorConfig {
@@ -114,6 +120,8 @@ impl Default for EmulatorConfig {
             status_for: BTreeMap::new(),
             oversized: BTreeMap::new(),
             extra: BTreeMap::new(),
+            instance_id: INSTANCE_ID.to_string(),
+            pending_time: "2026-11-29T08:00:00Z".to_string(),
         }
     }
 }
@@ -194,6 +202,7 @@ impl Emulator {
     pub async fn start_on(addr: SocketAddr, config: EmulatorConfig) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let signer = Arc::new(Signer::new(&config.instance_id, &config.pending_time));
         let shared = Arc::new(Mutex::new(Shared {
             config,
             tokens: HashMap::new(),
@@ -202,7 +211,6 @@ impl Emulator {
             counters: Counters::default(),
             next_token: 0,
         }));
-        let signer = Arc::new(Signer::new());
         let app = Router::new().fallback(handle).with_state((shared.clone(), signer.clone()));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -259,7 +267,7 @@ impl Emulator {
 }
 
 impl Signer {
-    fn new() -> Self {
+    fn new(instance_id: &str, pending_time: &str) -> Self {
         let document = serde_json::to_string_pretty(&serde_json::json!({
             "accountId": ACCOUNT_ID,
             "architecture": "x86_64",
@@ -268,10 +276,10 @@ impl Signer {
             "devpayProductCodes": null,
             "marketplaceProductCodes": null,
             "imageId": "ami-0abcdef1234567890",
-            "instanceId": INSTANCE_ID,
+            "instanceId": instance_id,
             "instanceType": "m7i.large",
             "kernelId": null,
-            "pendingTime": "2026-11-29T08:00:00Z",
+            "pendingTime": pending_time,
             "privateIp": "10.0.1.23",
             "ramdiskId": null,
             "region": "eu-west-1",
@@ -381,7 +389,7 @@ fn tree(c: &EmulatorConfig, s: &Signer) -> BTreeMap<String, String> {
         t.insert(k.to_string(), v.to_string());
     };
     let m = "meta-data/";
-    put(&format!("{m}instance-id"), INSTANCE_ID);
+    put(&format!("{m}instance-id"), &c.instance_id);
     put(&format!("{m}instance-type"), "m7i.large");
     put(&format!("{m}ami-id"), "ami-0abcdef1234567890");
     put(&format!("{m}instance-life-cycle"), "on-demand");
@@ -644,7 +652,7 @@ mod tests {
 
     #[test]
     fn listings_show_children_and_subdirectories() {
-        let t = tree(&EmulatorConfig::default(), &Signer::new());
+        let t = tree(&EmulatorConfig::default(), &Signer::new(INSTANCE_ID, "2026-11-29T08:00:00Z"));
         let macs = lookup(&t, "meta-data/network/interfaces/macs/").unwrap();
         assert_eq!(macs, "0e:49:61:0f:c3:11/\n0e:49:61:0f:c3:22/");
         assert_eq!(lookup(&t, "meta-data/tags/instance").unwrap(), "Name\ncost center");

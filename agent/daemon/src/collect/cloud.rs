@@ -43,6 +43,16 @@ impl CloudCollector {
         Self { root, runtime, inner }
     }
 
+    /// A collector over an IMDS collector built already (or why it could not be), so the
+    /// process keeps one IMDS client: the daemon's identity check at start used it first.
+    pub fn with_shared(
+        inner: Result<Arc<guestward_cloud::CloudCollector>, String>,
+        root: HostRoot,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self { root, runtime, inner }
+    }
+
     /// The shared collector (for the lifecycle watcher), or why the `[imds]` configuration
     /// (or an `AWS_EC2_METADATA_*` variable) is unusable.
     pub fn shared(&self) -> Result<Arc<guestward_cloud::CloudCollector>, String> {

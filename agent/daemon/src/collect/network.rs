@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// The listeners of the last full scan, kept in the state directory so a restart does not turn
 /// every listener into a "new" one (or lose a listener closed while the agent was down).
-const LISTENER_STATE_FILE: &str = "network-listeners.json";
+pub(crate) const LISTENER_STATE_FILE: &str = "network-listeners.json";
 /// The state file holds one small record per listener; anything larger is not ours.
 const MAX_LISTENER_STATE_BYTES: u64 = 64 * 1024 * 1024;
 

@@ -114,6 +114,8 @@ pub struct Shared {
     pub access: AccessPolicy,
     /// The configuration file as an absolute path (`None`: built-in defaults).
     pub config_path: Option<std::path::PathBuf>,
+    /// The agent's identity (`identity.json`), for `status`.
+    pub identity: Option<Arc<crate::identity::IdentityState>>,
     /// The last configuration reload (SIGHUP).
     reload: RwLock<Option<ReloadStatus>>,
     /// Rung after a reload, so the scheduler picks up a changed scan interval.
@@ -140,6 +142,7 @@ impl Shared {
             next_scan_at: RwLock::new(None),
             access,
             config_path: None,
+            identity: None,
             reload: RwLock::new(None),
             reschedule: tokio::sync::Notify::new(),
             control_requests: AtomicU64::new(0),
@@ -151,6 +154,12 @@ impl Shared {
     /// The same state, naming the configuration file (absolute) in `status`.
     pub fn with_config_path(mut self, path: Option<std::path::PathBuf>) -> Self {
         self.config_path = path;
+        self
+    }
+
+    /// The same state, `status` showing the agent's identity.
+    pub fn with_identity(mut self, identity: Arc<crate::identity::IdentityState>) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -254,6 +263,12 @@ impl Shared {
             self_limits: self.pipeline.self_limits().map(|l| l.status()).unwrap_or_default(),
             reload: self.reload(),
         };
+        if let Some(id) = &self.identity {
+            let shipper = self.pipeline.transport().map(|t| &t.shipper);
+            let held = status.transport.as_ref().and_then(|t| t.held.clone());
+            let certificate = shipper.map(|s| s.certificate_sha256());
+            id.fill(&mut status.identity, held.as_deref(), certificate.as_deref());
+        }
         // Last: the verdict reads every part above (the self-limits included).
         status.health = health(&status, fim.as_ref(), self.spool_drops_at_start);
         status
@@ -274,6 +289,7 @@ fn identity(latest: Option<&Report>) -> IdentityStatus {
         host_id_source: Some(report.agent.host_id_source),
         instance_id,
         not_ec2_reason,
+        ..IdentityStatus::default()
     }
 }
 
@@ -379,6 +395,9 @@ fn health(
         }
     }
     if let Some(t) = &status.transport {
+        if let Some(held) = &t.held {
+            reasons.push(format!("transport: {held}"));
+        }
         if !t.connected && t.consecutive_failures > 0 {
             reasons.push(format!(
                 "transport: not connected to {} ({} failed attempt(s) in a row){}",
