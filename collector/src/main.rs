@@ -39,6 +39,14 @@ enum Command {
     /// without --force.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Write the collector's man pages and bash, zsh and fish completions under DIR, laid out
+    /// as they are installed under /usr/share (for packaging: scripts/package).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// The directory to write into (created when missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +144,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::GenerateDocs { dir } => {
+            use clap::CommandFactory;
+            let written = guestward_core::cli_docs::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing the man pages and completions into {}", dir.display()))?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::Pki(cmd) => {
             let written = match &cmd {
                 PkiCommand::Init { common } => pki::init(&common.dir, common.options()),
