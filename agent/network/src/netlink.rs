@@ -187,11 +187,7 @@ fn dump(
                         });
                     }
                 }
-                SOCK_DIAG_BY_FAMILY => {
-                    if !each(message, payload)? {
-                        return Ok(());
-                    }
-                }
+                SOCK_DIAG_BY_FAMILY if !each(message, payload)? => return Ok(()),
                 // NLMSG_NOOP and anything we did not ask for.
                 _ => {}
             }

@@ -91,3 +91,28 @@ fn owners_stay_exact_while_processes_holding_the_socket_exit_mid_walk() {
         eprintln!("processes counted as vanished over 20 scans: {vanished}");
     });
 }
+
+#[test]
+fn a_socket_on_a_far_descriptor_number_is_found_when_the_table_is_sparse() {
+    within(Duration::from_secs(120), "a sparse descriptor table", || {
+        let _guard = live_lock();
+        // Several hundred descriptors (so the walk probes numbers first), then one socket moved
+        // far above them: probing gives up on the gap and the directory is listed instead.
+        let limit = open_files_limit();
+        assert!(limit > 1200, "open-files limit {limit} too low for this test");
+        let dense: Vec<UdpSocket> = (0..400).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let far_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let far_number = i32::try_from(limit.min(1 << 20) - 2).unwrap();
+        let far: OwnedFd = rustix::io::fcntl_dupfd_cloexec(&far_socket, far_number).unwrap();
+        assert!(std::os::fd::AsRawFd::as_raw_fd(&far) >= far_number);
+        let inode = inode_of(&far);
+        drop(far_socket); // only the far descriptor holds it now
+        let report = live_scan(BackendChoice::Netlink);
+        let s = find(&report, inode).expect("the far socket is listed");
+        assert_eq!(s.owners.iter().map(|o| o.pid).collect::<Vec<_>>(), vec![std::process::id()], "{s:?}");
+        for d in &dense {
+            let found = find(&report, inode_of(d)).expect("dense socket listed");
+            assert_eq!(found.owners.len(), 1, "{found:?}");
+        }
+    });
+}
