@@ -10,8 +10,10 @@
 //! Speed: this pass dominates a scan on a busy host (20,000 descriptors). `procfs`'s
 //! `Process::fd()` costs four system calls per descriptor (open, readlink, stat, close) because it
 //! also reports the descriptor's mode; we only need the link target, so the walk is one
-//! `readlinkat` per descriptor through `nix`, and `procfs` parses `stat`/`status` for the few
-//! processes that own a reported socket.
+//! `readlinkat` per descriptor into a stack buffer (rustix, no allocation), directories are
+//! listed into a reused buffer, large descriptor tables are read by number without listing
+//! them at all ([`probe_fds`]), and `procfs` parses `stat`/`status` for the few processes that
+//! own a reported socket. Measurements: docs/bench/network.md, docs/bench/issue12-netwalk.md.
 //!
 //! Races and permissions are expected on a live host and are counted, not reported one by one
 //! (a busy host would otherwise produce thousands of problems per scan).
