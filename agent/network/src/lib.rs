@@ -264,7 +264,8 @@ fn unknown(inode: u64, index: Result<&OwnerIndex, &str>, resolve: bool) -> Owner
 pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkError> {
     // The descriptor walk does not depend on the socket list, so both run at once.
     let (raw, walk) = std::thread::scope(|scope| {
-        let walk = config.resolve_owners.then(|| scope.spawn(|| owners::walk(&ctx.proc_root)));
+        let walk =
+            config.resolve_owners.then(|| scope.spawn(|| owners::walk(&ctx.proc_root, ctx.live_kernel)));
         let raw = list(config, ctx);
         let walk = walk.map(|w| {
             w.join().unwrap_or_else(|_| Err(std::io::Error::other("the process walk crashed; this is a bug")))

@@ -10,24 +10,24 @@
 //! Speed: this pass dominates a scan on a busy host (20,000 descriptors). `procfs`'s
 //! `Process::fd()` costs four system calls per descriptor (open, readlink, stat, close) because it
 //! also reports the descriptor's mode; we only need the link target, so the walk is one
-//! `readlinkat` per descriptor through `nix`, and `procfs` parses `stat`/`status` for the few
-//! processes that own a reported socket.
+//! `readlinkat` per descriptor into a stack buffer (rustix, no allocation), directories are
+//! listed into a reused buffer, large descriptor tables are read by number without listing
+//! them at all ([`probe_fds`]), and `procfs` parses `stat`/`status` for the few processes that
+//! own a reported socket. Measurements: docs/bench/network.md, docs/bench/issue12-netwalk.md.
 //!
 //! Races and permissions are expected on a live host and are counted, not reported one by one
 //! (a busy host would otherwise produce thousands of problems per scan).
 
 use crate::model::{OwnerScanStats, ProcessInfo};
-use nix::dir::Dir;
-use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat, readlinkat};
-use nix::sys::stat::Mode;
 use procfs::FromRead;
 use procfs::process::{Stat, Status};
+use rustix::fs::{CWD, Mode, OFlags, RawDir, fstat, openat, readlinkat, readlinkat_raw};
+use rustix::io::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// `cmdline` bytes kept per process (arguments can hold megabytes).
@@ -56,7 +56,7 @@ pub(crate) struct OwnerIndex {
 
 fn count(stats: &mut OwnerScanStats, e: Errno) {
     match e {
-        Errno::EACCES | Errno::EPERM => stats.processes_denied += 1,
+        Errno::ACCESS | Errno::PERM => stats.processes_denied += 1,
         // ENOENT, ESRCH and anything else: the process is gone or cannot be read for a reason
         // we cannot act on.
         _ => stats.processes_vanished += 1,
@@ -69,30 +69,123 @@ fn socket_inode(link: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// Socket inodes held by the process whose `/proc/<pid>` directory is `pid_dir`.
-fn socket_fds(pid_dir: &OwnedFd, stats: &mut OwnerScanStats) -> Result<Vec<u64>, Errno> {
-    let mut dir =
-        Dir::openat(pid_dir, "fd", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-    let mut names: Vec<std::ffi::CString> = Vec::new();
-    for entry in dir.iter().take(MAX_FDS_PER_PROCESS.saturating_add(2)) {
+/// Bytes of directory entries fetched per `getdents64` call: one call lists about 1,300
+/// descriptors, so a 10,000-descriptor process costs 8 calls, not one per entry.
+const DIRENT_BUFFER_BYTES: usize = 32 * 1024;
+/// A descriptor link is read into this many bytes. `socket:[` + at most 20 digits + `]` is 29;
+/// a longer target (a file path) is cut short, and a cut-short target is never taken for a
+/// socket (see [`socket_fds`]).
+const LINK_BUFFER_BYTES: usize = 64;
+
+/// One walking thread's reusable buffers, so reading a descriptor allocates nothing: the walk
+/// costs exactly one `readlinkat` per descriptor plus one `getdents64` per ~1,300 of them.
+struct Scratch {
+    dirents: Vec<MaybeUninit<u8>>,
+    inodes: Vec<u64>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Self { dirents: vec![MaybeUninit::uninit(); DIRENT_BUFFER_BYTES], inodes: Vec::new() }
+    }
+}
+
+/// Processes with at least this many open descriptors are read by probing descriptor numbers
+/// (see [`probe_fds`]); below it one `getdents64` call lists them all anyway.
+const PROBE_MIN_FDS: u64 = 256;
+
+/// `Some(inode)` when a descriptor link read into `link` (`len` bytes) names a socket.
+fn socket_link(link: &[u8; LINK_BUFFER_BYTES], len: usize) -> Option<u64> {
+    // `len == LINK_BUFFER_BYTES` means the target may have been cut short: not a socket.
+    link.get(..len).filter(|_| len < LINK_BUFFER_BYTES).and_then(socket_inode)
+}
+
+/// Reads the descriptors of a process with `open` descriptors by number, 0, 1, 2... until
+/// `open` links were read, without listing the directory. Descriptor tables are dense (the
+/// kernel hands out the lowest free number), so this skips the `getdents64` pass, a third of
+/// the walk's kernel time on a host with 20,000 connections (it instantiates a dentry per
+/// descriptor). Returns the sockets seen, or `None` when the table is sparse or changed under
+/// us (more than `64 + open / 4` numbers missed): the caller then lists the directory, so
+/// nothing is ever skipped; the probe only costs bounded extra lookups.
+fn probe_fds(fd_dir: &OwnedFd, open: u64, inodes: &mut Vec<u64>) -> Option<u64> {
+    let budget = open / 4 + 64;
+    let (mut found, mut missed, mut sockets) = (0u64, 0u64, 0u64);
+    let mut link = [0u8; LINK_BUFFER_BYTES];
+    let mut fd = 0u64;
+    while found < open {
+        if missed > budget {
+            return None;
+        }
+        let mut name = [0u8; 24];
+        let mut cursor = std::io::Cursor::new(&mut name[..]);
+        std::io::Write::write_fmt(&mut cursor, format_args!("{fd}\0")).ok()?;
+        let end = usize::try_from(cursor.position()).ok()?;
+        let name = std::ffi::CStr::from_bytes_with_nul(name.get(..end)?).ok()?;
+        match readlinkat_raw(fd_dir, name, &mut link[..]) {
+            Ok(len) => {
+                found += 1;
+                if let Some(inode) = socket_link(&link, len) {
+                    sockets += 1;
+                    inodes.push(inode);
+                }
+            }
+            Err(_) => missed += 1,
+        }
+        fd += 1;
+    }
+    Some(sockets)
+}
+
+/// Socket inodes held by the process whose `/proc/<pid>` directory is `pid_dir`, into
+/// `scratch.inodes` (cleared first). `probe`: `pid_dir` is the running kernel's, whose `fd`
+/// directory reports its number of open descriptors as its size (Linux 6.2 and later; 0
+/// before, which falls back to listing).
+fn socket_fds(
+    pid_dir: &OwnedFd,
+    probe: bool,
+    scratch: &mut Scratch,
+    stats: &mut OwnerScanStats,
+) -> Result<(), Errno> {
+    scratch.inodes.clear();
+    let fd_dir = openat(pid_dir, c"fd", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    if probe {
+        let open = fstat(&fd_dir).map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
+        if (PROBE_MIN_FDS..=MAX_FDS_PER_PROCESS as u64).contains(&open) {
+            match probe_fds(&fd_dir, open, &mut scratch.inodes) {
+                Some(sockets) => {
+                    stats.socket_fds_seen += sockets;
+                    return Ok(());
+                }
+                None => scratch.inodes.clear(),
+            }
+        }
+    }
+    let mut entries = RawDir::new(&fd_dir, &mut scratch.dirents);
+    let mut link = [0u8; LINK_BUFFER_BYTES];
+    // `.` and `..` plus at most MAX_FDS_PER_PROCESS descriptors.
+    let mut left = MAX_FDS_PER_PROCESS.saturating_add(2);
+    while left > 0
+        && let Some(entry) = entries.next()
+    {
+        left -= 1;
+        // A failed getdents64 (the process exited mid-listing) fails the whole process: its
+        // partial list would pass for a complete one.
         let entry = entry?;
         let name = entry.file_name();
-        if name.to_bytes().first().is_some_and(u8::is_ascii_digit) {
-            names.push(name.to_owned());
+        if !name.to_bytes().first().is_some_and(u8::is_ascii_digit) {
+            continue;
         }
-    }
-    let mut inodes = Vec::new();
-    for name in names.iter().take(MAX_FDS_PER_PROCESS) {
-        // A descriptor closed since readdir is simply skipped.
-        let Ok(link) = readlinkat(dir.as_fd(), name.as_c_str()) else {
+        // Read straight away, by the name the kernel just gave (no copy). A descriptor closed
+        // since the listing fails here and is simply skipped.
+        let Ok(len) = readlinkat_raw(&fd_dir, name, &mut link[..]) else {
             continue;
         };
-        if let Some(inode) = socket_inode(link.as_bytes()) {
+        if let Some(inode) = socket_link(&link, len) {
             stats.socket_fds_seen += 1;
-            inodes.push(inode);
+            scratch.inodes.push(inode);
         }
     }
-    Ok(inodes)
+    Ok(())
 }
 
 /// Every socket descriptor on the host: the raw result of the `/proc/*/fd` pass, before it is
@@ -112,18 +205,32 @@ pub(crate) struct Walk {
 /// independent, so it scales with cores; a small cap keeps the agent's footprint modest.
 const MAX_WALK_THREADS: usize = 4;
 
+/// The pids under `proc_root`, ascending as the kernel lists them.
+fn list_pids(proc_root: &Path, scratch: &mut Scratch) -> std::io::Result<(OwnedFd, Vec<u32>)> {
+    let proc_dir =
+        openat(CWD, proc_root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut pids = Vec::new();
+    let mut entries = RawDir::new(&proc_dir, &mut scratch.dirents);
+    while pids.len() < MAX_PROCESSES
+        && let Some(entry) = entries.next()
+    {
+        let entry = entry?;
+        if let Some(pid) = std::str::from_utf8(entry.file_name().to_bytes()).ok().and_then(|s| s.parse().ok())
+        {
+            pids.push(pid);
+        }
+    }
+    Ok((proc_dir, pids))
+}
+
 /// Reads every process's socket descriptors. Runs on a few threads (processes are handed out one
 /// at a time, so two processes with 10,000 descriptors each land on different threads), and can
 /// run while the socket list is being dumped, since it does not need that list.
 /// Errors only when `proc_root` itself cannot be listed.
-pub(crate) fn walk(proc_root: &Path) -> std::io::Result<Walk> {
-    let mut pids: Vec<(u32, std::path::PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(proc_root)?.take(MAX_PROCESSES) {
-        let Ok(entry) = entry else { continue };
-        if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-            pids.push((pid, entry.path()));
-        }
-    }
+/// `live`: `proc_root` is the running kernel's `/proc` (descriptors may then be probed by
+/// number, see [`probe_fds`]).
+pub(crate) fn walk(proc_root: &Path, live: bool) -> std::io::Result<Walk> {
+    let (proc_dir, pids) = list_pids(proc_root, &mut Scratch::new())?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_WALK_THREADS);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let parts: Vec<Walk> = std::thread::scope(|scope| {
@@ -131,10 +238,11 @@ pub(crate) fn walk(proc_root: &Path) -> std::io::Result<Walk> {
             .map(|_| {
                 scope.spawn(|| {
                     let mut part = Walk::default();
+                    let mut scratch = Scratch::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((pid, path)) = pids.get(i) else { break };
-                        walk_one(*pid, path, &mut part);
+                        let Some(pid) = pids.get(i) else { break };
+                        walk_one(&proc_dir, *pid, live, &mut scratch, &mut part);
                     }
                     part
                 })
@@ -159,17 +267,22 @@ pub(crate) fn walk(proc_root: &Path) -> std::io::Result<Walk> {
     Ok(all)
 }
 
-fn walk_one(pid: u32, path: &Path, part: &mut Walk) {
-    let pid_dir = match open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+fn walk_one(proc_dir: &OwnedFd, pid: u32, live: bool, scratch: &mut Scratch, part: &mut Walk) {
+    // Relative to the open `/proc`: one path component to resolve, not two.
+    let pid_dir = match openat(
+        proc_dir,
+        pid.to_string(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => fd,
         Err(e) => return count(&mut part.stats, e),
     };
-    let held = match socket_fds(&pid_dir, &mut part.stats) {
-        Ok(held) => held,
-        Err(e) => return count(&mut part.stats, e),
-    };
+    if let Err(e) = socket_fds(&pid_dir, live, scratch, &mut part.stats) {
+        return count(&mut part.stats, e);
+    }
     part.stats.processes_scanned += 1;
-    if held.is_empty() {
+    if scratch.inodes.is_empty() {
         return;
     }
     // Read through the same directory descriptor as the links, so this is the start time of
@@ -178,11 +291,11 @@ fn walk_one(pid: u32, path: &Path, part: &mut Walk) {
         read_capped(&pid_dir, "stat", MAX_STAT_BYTES).and_then(|b| Stat::from_read(b.as_slice()).ok())
     else {
         part.stats.processes_vanished += 1;
-        part.vanished.extend(held);
+        part.vanished.extend_from_slice(&scratch.inodes);
         return;
     };
     part.start_times.insert(pid, stat.starttime);
-    part.held.extend(held.into_iter().map(|inode| (inode, pid)));
+    part.held.extend(scratch.inodes.iter().map(|inode| (*inode, pid)));
 }
 
 /// Narrows a [`Walk`] to the sockets in `wanted` and reads the details of their processes.
@@ -203,9 +316,10 @@ pub(crate) fn resolve(
         }
     }
     for (pid, inodes) in wanted_by_pid {
-        let info = open(
-            &proc_root.join(pid.to_string()),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        let info = openat(
+            CWD,
+            proc_root.join(pid.to_string()),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .ok()
@@ -231,7 +345,7 @@ pub(crate) fn resolve(
 }
 
 fn read_capped(pid_dir: &OwnedFd, file: &str, limit: u64) -> Option<Vec<u8>> {
-    let fd = openat(pid_dir, file, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+    let fd = openat(pid_dir, file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let mut buf = Vec::new();
     File::from(fd).take(limit).read_to_end(&mut buf).ok()?;
     Some(buf)
@@ -243,7 +357,9 @@ fn describe(pid_dir: &OwnedFd, pid: u32, users: &HashMap<u32, String>) -> Option
     let uid = read_capped(pid_dir, "status", MAX_STAT_BYTES)
         .and_then(|b| Status::from_read(b.as_slice()).ok())
         .map(|s| s.euid);
-    let exe = readlinkat(pid_dir, "exe").ok().map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
+    let exe = readlinkat(pid_dir, "exe", Vec::new())
+        .ok()
+        .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
     let cmdline = read_capped(pid_dir, "cmdline", MAX_CMDLINE_BYTES)
         .map(|bytes| {
             bytes
@@ -321,7 +437,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/fixtures/network/proc-basic"
         ));
-        let mut walked = walk(&root).unwrap();
+        let mut walked = walk(&root, false).unwrap();
         assert_eq!(walked.start_times.get(&100), Some(&1100));
         // The pid-100 process whose descriptors were read had another start time: by the time
         // its details are read, pid 100 is a different process.
@@ -331,6 +447,48 @@ mod tests {
         assert_eq!(index.by_inode.get(&1001), Some(&vec![200]));
         assert!(index.vanished.contains(&1003) && !index.vanished.contains(&1001));
         assert!(!index.processes.contains_key(&100));
+    }
+
+    /// A `/proc/<pid>/stat` line with this start time (the fixture's format).
+    fn stat_line(pid: u32, start: u64) -> String {
+        format!(
+            "{pid} (x) S 1 {pid} {pid} 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 {start} 10000000 500 \
+                 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
+        )
+    }
+
+    #[test]
+    fn a_cut_short_link_is_never_taken_for_a_socket() {
+        let root = tempfile::tempdir().unwrap();
+        let fd = root.path().join("100/fd");
+        std::fs::create_dir_all(&fd).unwrap();
+        // 64 bytes (the link buffer) end in "]" and parse as socket 12345; the rest is cut off.
+        let long = format!("socket:[{}12345]/and/more", "0".repeat(50));
+        assert!(long.len() > LINK_BUFFER_BYTES && long.as_bytes()[LINK_BUFFER_BYTES - 1] == b']');
+        std::os::unix::fs::symlink(&long, fd.join("3")).unwrap();
+        std::os::unix::fs::symlink("socket:[777]", fd.join("4")).unwrap();
+        std::fs::write(root.path().join("100/stat"), stat_line(100, 4242)).unwrap();
+        let walked = walk(root.path(), false).unwrap();
+        assert_eq!(walked.held, vec![(777, 100)]);
+        assert_eq!(walked.stats.socket_fds_seen, 1);
+    }
+
+    #[test]
+    fn a_process_with_more_descriptors_than_one_listing_batch_is_read_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let fd = root.path().join("7/fd");
+        std::fs::create_dir_all(&fd).unwrap();
+        // About 1,300 entries fit one getdents64 batch: 5,000 take several.
+        for n in 0..5000u64 {
+            std::os::unix::fs::symlink(format!("socket:[{}]", 10_000 + n), fd.join(n.to_string())).unwrap();
+        }
+        std::os::unix::fs::symlink("/dev/null", fd.join("5000")).unwrap();
+        std::fs::write(root.path().join("7/stat"), stat_line(7, 99)).unwrap();
+        let walked = walk(root.path(), false).unwrap();
+        let expected: Vec<(u64, u32)> = (0..5000u64).map(|n| (10_000 + n, 7)).collect();
+        assert_eq!(walked.held, expected);
+        assert_eq!(walked.start_times.get(&7), Some(&99));
+        assert_eq!(walked.stats.processes_scanned, 1);
     }
 
     #[test]

@@ -6,3 +6,4 @@ mod fixtures;
 mod live;
 mod oracle;
 mod util;
+mod walk;
