@@ -424,18 +424,7 @@ fn syscalls_of_the_daemon_stay_inside_the_units_filter() {
     std::fs::write(secret.parent().unwrap().join("new"), "added\n").unwrap();
     let report = wait("FIM change", &|r| r["fim"]["changes_since_start"].as_u64() >= Some(1));
     let pid = i32::try_from(report["pid"].as_u64().unwrap()).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the daemon did not stop within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = sigterm_and_wait(pid, &mut child, Duration::from_secs(60));
     assert_eq!(exit.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
     let calls = traced_calls(&trace);
     for call in ["inotify_add_watch", "accept4", "epoll_wait"] {
@@ -681,19 +670,7 @@ fn daemon_as_an_unprivileged_user_with_the_two_capabilities_starts_and_answers_a
     assert!(matches!(code, Some(0 | 1)), "a member of {} was refused: {err}", group.name);
     assert!(out.contains(&format!("\"pid\":{pid}")), "{out}");
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the daemon did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = sigterm_and_wait(pid as i32, &mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "stopped on SIGTERM");
     assert!(!socket.exists(), "the daemon removed its socket");
 }

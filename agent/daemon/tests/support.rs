@@ -150,15 +150,9 @@ impl Daemon {
     }
 
     fn stop_gracefully(&mut self) -> i32 {
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().expect("exited by signal, not gracefully");
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let pid = i32::try_from(self.child.id()).unwrap();
+        let status = sigterm_and_wait(pid, &mut self.child, Duration::from_secs(10));
+        status.code().expect("exited by signal, not gracefully")
     }
 
     /// The tree FIM watches by default.
@@ -197,6 +191,27 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM to `pid` (the daemon: `child` itself, or a process under it such as one run by
+/// strace or setpriv) and waits for `child` to exit, killing it and failing the test after `limit`.
+pub fn sigterm_and_wait(
+    pid: i32,
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon did not stop within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
