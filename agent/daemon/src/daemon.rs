@@ -97,6 +97,9 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     ));
     // Self-limits (`[limits]`): measured from the start; FIM's scans obey its pace.
     let limiter = Arc::new(crate::selflimit::SelfLimiter::new(&config.limits));
+    // Taken before FIM starts: its startup rescan of a small tree can finish before the golden
+    // watch below is spawned, and that rescan is the verification the watch waits for.
+    let fim_started_at = Timestamp::now();
     let fim = if config.fim.enabled {
         // Security: a daemon that runs with FIM silently off looks, from outside, like one that
         // watches files and sees no change. `[fim] enabled = true` is a promise the agent must
@@ -144,7 +147,7 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     );
     let golden_watch = golden
         .load(std::sync::atomic::Ordering::Relaxed)
-        .then(|| tokio::spawn(watch_golden(Arc::clone(&pipeline), golden, Timestamp::now())));
+        .then(|| tokio::spawn(watch_golden(Arc::clone(&pipeline), golden, fim_started_at)));
     // Before readiness: SIGHUP's default action ends the process, so a reload asked for right
     // after start must find the handler in place.
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  done (with --dry-run: listed, nothing changed)
-  1  some item could not be removed (each is listed with the reason); run it again
+  1  some item could not be removed or, without root, even checked (each is listed with the
+     reason); run it again as root
   2  usage or configuration error, or agent.state_dir is not the agent's (nothing changed)
   3  refused: a guestward-agent daemon is running and could not be stopped (nothing changed)";
 
@@ -99,7 +100,7 @@ pub fn run(config: &Config, args: &PrepareImageArgs) -> anyhow::Result<u8> {
     }
     let mut items = plan(config, args.keep_baseline);
     if !args.dry_run {
-        for item in &mut items {
+        for item in items.iter_mut().filter(|i| i.error.is_none()) {
             let done = match item.action {
                 "mark_golden" => {
                     identity::mark_golden(state_dir, "kept by prepare-image --keep-baseline").map(|()| true)
@@ -144,11 +145,12 @@ fn render(o: &Outcome, out: &mut dyn Write) -> std::io::Result<()> {
     }
     for i in &o.items {
         let verb = match (i.action, o.dry_run, i.done) {
+            (_, true, _) if i.error.is_some() => "cannot check",
             ("mark_golden", true, _) => "would keep (golden)",
             ("mark_golden", false, true) => "kept (golden)",
             (_, true, _) => "would remove",
             (_, false, true) => "removed",
-            (_, false, false) => "FAILED",
+            (_, false, false) => "failed",
         };
         writeln!(out, "{verb:<20} {}  ({})", i.path, i.what)?;
         if let Some(e) = &i.error {
@@ -172,9 +174,16 @@ fn plan(config: &Config, keep_baseline: bool) -> Vec<Item> {
     let dir = config.agent.state_dir.as_path();
     let mut items = Vec::new();
     let mut add = |path: PathBuf, what: String, action: &'static str| {
-        if action == "mark_golden" || std::fs::symlink_metadata(&path).is_ok() {
-            items.push(Item { path: path.display().to_string(), what, action, done: false, error: None });
-        }
+        // Only "not found" means there is nothing to remove: a path that cannot be looked at
+        // (prepare-image run without root on the agent's 0700 state) must not pass for a clean
+        // image, so it is listed with its error and the run exits 1.
+        let error = match std::fs::symlink_metadata(&path) {
+            _ if action == "mark_golden" => None,
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => Some(format!("cannot be checked: {e}; run prepare-image as root")),
+        };
+        items.push(Item { path: path.display().to_string(), what, action, done: false, error });
     };
     add(dir.join(identity::IDENTITY_FILE), "agent identity".into(), "remove");
     let spool = crate::transport::Transport::spool_dir(dir);

@@ -404,6 +404,27 @@ fn prepare_image_lists_with_dry_run_removes_what_it_lists_and_refuses_a_running_
         assert!(!out.contains("ca.pem"), "the CA is never removed:\n{out}");
         assert!(setup.path("state/identity.json").exists() && setup.path("agent.pem").exists());
 
+        // Without root the private state dir cannot even be looked into: that is not a clean
+        // image (exit 1, each path named), not "nothing to remove".
+        if let Some(setpriv) = setpriv() {
+            std::fs::set_permissions(setup.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(setup.path("agent.toml"), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+            let (code, out, err, _) = run_bounded(
+                Command::new(setpriv)
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                    .arg(env!("CARGO_BIN_EXE_guestward-agent"))
+                    .arg("--config")
+                    .arg(setup.path("agent.toml"))
+                    .args(["prepare-image", "--dry-run"]),
+                LIMIT,
+            );
+            assert_eq!(code, Some(1), "{out}{err}");
+            assert!(out.contains("cannot check") && out.contains("identity.json"), "{out}");
+            assert!(out.contains("run prepare-image as root"), "{out}");
+            assert!(!out.contains("nothing to remove"), "{out}");
+        }
+
         // Through agentctl, as JSON, keeping the baseline (golden).
         let (code, out, err, _) = run_bounded(
             agentctl()
