@@ -520,14 +520,7 @@ fn unprivileged_agent_names_a_root_sockets_owner_with_cap_sys_ptrace_and_not_wit
             Duration::from_secs(120),
         );
         assert!(matches!(code, Some(0 | 1)), "{caps:?}: {err}");
-        let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{caps:?}: {e}: {err}"));
-        let ours = report["network"]["data"]["listeners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["local_port"] == port && l["local_address"] == "127.0.0.1")
-            .unwrap_or_else(|| panic!("{caps:?}: the listener on port {port} is missing: {out:.2000}"))
-            .clone();
+        let (report, ours) = listener_in_scan(&out, &err, &caps, port);
         assert_eq!(ours["uid"], 0, "{ours}");
         if named {
             let owners = ours["owners"].as_array().unwrap_or_else(|| panic!("{caps:?}: no owner: {ours}"));
@@ -719,14 +712,7 @@ fn protect_proc_invisible_hides_no_process_from_the_agent_with_cap_sys_ptrace() 
             .env_remove("RUST_LOG");
         let (code, out, err, _) = run_bounded(&mut cmd, Duration::from_secs(120));
         assert!(matches!(code, Some(0 | 1)), "{caps:?}: {err}");
-        let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{caps:?}: {e}: {err}"));
-        let ours = report["network"]["data"]["listeners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["local_port"] == port && l["local_address"] == "127.0.0.1")
-            .unwrap_or_else(|| panic!("{caps:?}: the listener on port {port} is missing: {out:.2000}"))
-            .clone();
+        let (report, ours) = listener_in_scan(&out, &err, &caps, port);
         if named {
             let owners = ours["owners"].as_array().unwrap_or_else(|| panic!("{caps:?}: no owner: {ours}"));
             assert!(owners.iter().any(|o| o["pid"] == me), "{caps:?}: this process ({me}) not named: {ours}");
@@ -746,4 +732,18 @@ fn protect_proc_invisible_hides_no_process_from_the_agent_with_cap_sys_ptrace() 
         }
     }
     drop(listener);
+}
+
+/// The report of a `scan --only network --json` (`out`) and its 127.0.0.1 listener on `port`,
+/// failing the test with the run's stderr and the capabilities it ran with when it is missing.
+fn listener_in_scan(out: &str, err: &str, caps: &dyn std::fmt::Debug, port: u16) -> (Value, Value) {
+    let report: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{caps:?}: {e}: {err}"));
+    let listener = report["network"]["data"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["local_port"] == port && l["local_address"] == "127.0.0.1")
+        .unwrap_or_else(|| panic!("{caps:?}: the listener on port {port} is missing: {out:.2000}"))
+        .clone();
+    (report, listener)
 }
