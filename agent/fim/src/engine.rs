@@ -521,6 +521,7 @@ impl Fim {
                 transient: None,
                 attributes: Vec::new(),
                 folded_parent: None,
+                package: None,
             }
             .with_values(),
         )

@@ -143,6 +143,10 @@ pub struct FimChange {
     /// entry that changed in that directory carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folded_parent: Option<FoldedParent>,
+    /// The package that owns the path and where the change came from (package-aware FIM);
+    /// absent for files no package owns, or when no package oracle was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<crate::package::PackageAttribution>,
 }
 
 /// One changed attribute with its old (baseline) and new (current) value.
@@ -549,6 +553,7 @@ mod tests {
             transient: None,
             attributes: Vec::new(),
             folded_parent: None,
+            package: None,
         };
         // Stored by an older agent (no `attributes`): derived from old and new.
         let derived = c.value_changes();

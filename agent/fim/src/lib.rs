@@ -61,6 +61,8 @@ pub mod events;
 #[cfg(feature = "collect")]
 pub mod integrity;
 pub mod model;
+/// Package ownership and attribution (see [`package::PackageOracle`]).
+pub mod package;
 #[cfg(feature = "collect")]
 pub mod monitor;
 #[cfg(feature = "collect")]
@@ -79,6 +81,7 @@ pub use config::Config;
 #[cfg(feature = "collect")]
 pub use engine::{Fim, FimError, Scope};
 pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient};
+pub use package::{ChangeOrigin, ExpectedFile, PackageAttribution, PackageOwner};
 pub use model::{FimStatus, MonitorState, Purpose, ScanOutcome, ScanSummary, Verification};
 #[cfg(feature = "collect")]
 pub use monitor::Monitor;

@@ -1431,6 +1431,7 @@ impl Engine {
             transient: Some(transient.clone()),
             attributes: Vec::new(),
             folded_parent: None,
+            package: None,
         };
         let mut added = added;
         added.folded_parent = self.fold_parent(host, &added);
@@ -1545,6 +1546,7 @@ impl Engine {
             transient: None,
             attributes: Vec::new(),
             folded_parent: None,
+            package: None,
         }
         .with_values();
         // Both directories' timestamps moved. The destination's values are carried by the

@@ -1,0 +1,1 @@
+// Integration tests of guestward-pkgfiles: one binary, one module per concern.
