@@ -61,14 +61,14 @@ pub mod events;
 #[cfg(feature = "collect")]
 pub mod integrity;
 pub mod model;
-/// Package ownership and attribution (see [`package::PackageOracle`]).
-pub mod package;
 #[cfg(feature = "collect")]
 pub mod monitor;
 #[cfg(feature = "collect")]
 pub mod oneshot;
 #[cfg(feature = "collect")]
 pub mod pace;
+/// Package ownership and attribution (see [`package::PackageOracle`]).
+pub mod package;
 #[cfg(feature = "collect")]
 pub mod record;
 pub mod report;
@@ -81,10 +81,10 @@ pub use config::Config;
 #[cfg(feature = "collect")]
 pub use engine::{Fim, FimError, Scope};
 pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient};
-pub use package::{ChangeOrigin, ExpectedFile, PackageAttribution, PackageOwner};
 pub use model::{FimStatus, MonitorState, Purpose, ScanOutcome, ScanSummary, Verification};
 #[cfg(feature = "collect")]
 pub use monitor::Monitor;
 #[cfg(feature = "collect")]
 pub use pace::Pace;
+pub use package::{ChangeOrigin, ExpectedFile, PackageAttribution, PackageOwner};
 pub use report::{BaselineState, FINDING_IDS, FimReport, fim_findings, render_summary};

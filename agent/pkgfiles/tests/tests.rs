@@ -1,1 +1,1 @@
-// Integration tests of guestward-pkgfiles: one binary, one module per concern.
+//! Integration tests of guestward-pkgfiles: one binary, one module per concern.
