@@ -123,6 +123,10 @@ pub struct FimStatus {
     /// The last watcher error, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_watcher_error: Option<String>,
+    /// Package attribution of changes (counts by origin, the latest changes made outside the
+    /// package manager); absent without a package oracle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<crate::package::AttributionReport>,
 }
 
 /// How a scan ended.
@@ -341,6 +345,7 @@ impl FimStatus {
             watcher_errors_total: 0,
             last_store_error: None,
             last_watcher_error: None,
+            attribution: None,
         }
     }
 }

@@ -619,6 +619,7 @@ mod tests {
             store_read_failures_total: 0,
             event_store_failures_total: 0,
             watcher_errors_total: 0,
+            attribution: None,
         }
     }
 
