@@ -602,3 +602,120 @@ fn sample(paths: &mut VecDeque<String>, p: &str) {
         paths.push_back(p.to_string());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::package::PackageManager;
+
+    fn md5_of(bytes: &[u8]) -> PackageDigest {
+        use md5::Digest as _;
+        PackageDigest { algo: DigestAlgo::Md5, hex: crate::model::hex(&md5::Md5::digest(bytes)) }
+    }
+
+    fn owner(name: &str, version: &str) -> PackageOwner {
+        PackageOwner { manager: PackageManager::Dpkg, name: name.into(), version: version.into(), arch: None }
+    }
+
+    fn expected(digest: Option<PackageDigest>, conffile: bool) -> ExpectedFile {
+        ExpectedFile {
+            owner: owner("openssh-server", "1:9.2p1-2"),
+            digest,
+            conffile,
+            mode: None,
+            size: None,
+            user: None,
+            group: None,
+        }
+    }
+
+    /// The content of a real file, read the way the engine reads it.
+    fn content_of(bytes: &[u8]) -> Content {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), bytes).unwrap();
+        let root = HostRoot::new(dir.path()).unwrap();
+        read_content(&root, Path::new("/f"), &[DigestAlgo::Md5, DigestAlgo::Sha256])
+    }
+
+    #[test]
+    fn digests_are_those_of_the_content_read_through_the_root() {
+        let c = content_of(b"hello\n");
+        assert!(c.present);
+        // `md5sum`/`sha256sum` of "hello\n".
+        assert_eq!(c.digests[0].hex, "b1946ac92492d2347c6235b4d2611184");
+        assert_eq!(c.digests[1].hex, "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("l")).unwrap();
+        let root = HostRoot::new(dir.path()).unwrap();
+        let link = read_content(&root, Path::new("/l"), &[DigestAlgo::Md5]);
+        assert!(link.present && link.digests.is_empty(), "a symlink is never followed nor hashed");
+        assert!(!read_content(&root, Path::new("/missing"), &[DigestAlgo::Md5]).present);
+    }
+
+    #[test]
+    fn a_change_matching_the_package_is_the_package_managers_and_anything_else_is_not() {
+        let good = expected(Some(md5_of(b"sshd v2\n")), false);
+        let now = content_of(b"sshd v2\n");
+        let a = classify(std::slice::from_ref(&good), &now, true, true, Some("dpkg-1")).unwrap();
+        assert_eq!(a.origin, ChangeOrigin::PackageTransaction);
+        assert_eq!(a.transaction.as_deref(), Some("dpkg-1"));
+        // Same content outside a transaction: a reinstall whose lock was not seen.
+        let a = classify(std::slice::from_ref(&good), &now, true, false, None).unwrap();
+        assert_eq!(a.origin, ChangeOrigin::PackageTransaction);
+
+        let evil = content_of(b"backdoor\n");
+        for in_tx in [true, false] {
+            let a = classify(std::slice::from_ref(&good), &evil, true, in_tx, None).unwrap();
+            assert_eq!(a.origin, ChangeOrigin::OutsidePackageManager, "in transaction: {in_tx}");
+            assert_eq!(a.expected, Some(md5_of(b"sshd v2\n")));
+            assert_eq!(a.actual, Some(md5_of(b"backdoor\n")));
+            assert_eq!(a.owner.name, "openssh-server");
+        }
+    }
+
+    #[test]
+    fn conffiles_removals_metadata_and_undigested_entries() {
+        let conf = expected(Some(md5_of(b"Port 22\n")), true);
+        let edited = content_of(b"Port 2222\n");
+        let a = classify(std::slice::from_ref(&conf), &edited, true, false, None).unwrap();
+        assert_eq!((a.origin, a.conffile), (ChangeOrigin::ConffileEdit, true));
+
+        let bin = expected(Some(md5_of(b"x")), false);
+        let gone = Content::default();
+        let a = classify(std::slice::from_ref(&bin), &gone, false, false, None).unwrap();
+        assert_eq!((a.origin, a.actual.is_none()), (ChangeOrigin::OutsidePackageManager, true));
+
+        // A chmod outside any transaction, content intact: not the package manager's doing,
+        // flagged where the package records the mode (rpm), unverified where it does not (dpkg).
+        let mut rpm = expected(Some(md5_of(b"x")), false);
+        rpm.mode = Some(0o100755);
+        let mut same = content_of(b"x");
+        same.mode = Some(0o104755);
+        let a = classify(std::slice::from_ref(&rpm), &same, false, false, None).unwrap();
+        assert_eq!(a.origin, ChangeOrigin::OutsidePackageManager);
+        let a = classify(std::slice::from_ref(&bin), &same, false, false, None).unwrap();
+        assert_eq!(a.origin, ChangeOrigin::Unverified);
+
+        // A directory (dpkg lists it, with no digest).
+        let dir = expected(None, false);
+        let a = classify(&[dir], &same, true, false, None).unwrap();
+        assert_eq!(a.origin, ChangeOrigin::Unverified);
+        assert!(classify(&[], &same, true, false, None).is_none(), "no owner: no attribution");
+
+        // Shared between two packages (multi-arch): matching either is enough.
+        let other = ExpectedFile { owner: owner("libfoo", "2"), ..expected(Some(md5_of(b"y")), false) };
+        let a = classify(&[bin, other], &content_of(b"y"), true, true, None).unwrap();
+        assert_eq!((a.origin, a.owner.name.as_str()), (ChangeOrigin::PackageTransaction, "libfoo"));
+    }
+
+    #[test]
+    fn package_manager_temporaries_are_recognised() {
+        for t in ["/usr/bin/x.dpkg-new", "/etc/x.dpkg-tmp", "/usr/bin/x;5f3a2b1c", "/etc/x.rpmnew"] {
+            assert!(is_temporary(Path::new(t)), "{t}");
+        }
+        for t in ["/usr/bin/x", "/etc/x;5f3a2b1", "/etc/x;notahexx"] {
+            assert!(!is_temporary(Path::new(t)), "{t}");
+        }
+    }
+}

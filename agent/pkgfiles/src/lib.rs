@@ -13,3 +13,5 @@
 //! - `transaction`: is dpkg/rpm/dnf/yum/unattended-upgrades running (locks, logs, processes).
 //! - `oracle`: [`guestward_fim::package::PackageOracle`] over the index and transactions,
 //!   which the FIM engine asks about each changed file.
+
+pub mod transaction;

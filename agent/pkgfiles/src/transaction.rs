@@ -124,7 +124,8 @@ pub fn observe_at(root: &HostRoot, now: SystemTime) -> Option<Observed> {
     };
     let mut wrote = |path: &str, manager: PackageManager, evidence: &mut Vec<String>| {
         if let Some(age) = written(path).filter(|a| *a <= RECENT) {
-            evidence.push(format!("{path} written {} s ago", age.as_secs()));
+            evidence.push(format!("{path} written within the last {} s", RECENT.as_secs()));
+            let _ = age;
             recent.get_or_insert(manager);
         }
     };
@@ -203,7 +204,14 @@ pub fn parse_log_line(line: &str) -> Option<LogEntry> {
             let (package, arch) = split(w.next()?);
             let old = version(w.next());
             let new = version(w.next());
-            Some(LogEntry { time, action: action.to_string(), package, arch, old_version: old, new_version: new })
+            Some(LogEntry {
+                time,
+                action: action.to_string(),
+                package,
+                arch,
+                old_version: old,
+                new_version: new,
+            })
         }
         "status" => {
             let state = w.next()?;
@@ -223,8 +231,9 @@ pub fn parse_log_line(line: &str) -> Option<LogEntry> {
 }
 
 fn read_proc_locks() -> Option<String> {
-    let bytes = guestward_core::read_regular_file_capped(Path::new("/proc/locks"), MAX_PROC_LOCKS_BYTES, false)
-        .ok()?;
+    let bytes =
+        guestward_core::read_regular_file_capped(Path::new("/proc/locks"), MAX_PROC_LOCKS_BYTES, false)
+            .ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -271,7 +280,13 @@ pub fn holder_in_proc_locks(text: &str, dev: u64, ino: u64) -> Option<u32> {
 fn getlk(file: &std::fs::File) -> Option<i32> {
     use nix::libc;
     // SAFETY-free: nix wraps fcntl; a zeroed flock is a valid request once its fields are set.
-    let mut fl = libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
+    let mut fl = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
     nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_GETLK(&mut fl)).ok()?;
     if fl.l_type == libc::F_UNLCK as i16 { None } else { Some(fl.l_pid.max(0)) }
 }
