@@ -237,6 +237,12 @@ fn read_proc_locks() -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Who holds a lock on the file `lock` (a host path under `root`) now: `pid 123 (apt-get)`;
+/// `None` when nobody does. Never takes the lock.
+pub fn holder(root: &HostRoot, lock: &str) -> Option<String> {
+    lock_holder(root, lock, read_proc_locks().as_deref())
+}
+
 /// Who holds a lock on `lock` now: `pid 123 (apt-get)`, or `another process` when only the
 /// kernel's answer says so. Never takes the lock.
 fn lock_holder(root: &HostRoot, lock: &str, proc_locks: Option<&str>) -> Option<String> {
