@@ -264,11 +264,7 @@ pub type Md5Sums = (Vec<(PathBuf, [u8; 16])>, Vec<Problem>);
 
 /// Reads `<admin>/info/<info_name>.md5sums`: (absolute host path, MD5). A missing file is an
 /// empty list (some packages ship none, like debsums says with `-l`); bad lines are problems.
-pub fn read_md5sums(
-    root: &HostRoot,
-    admin: &Path,
-    info_name: &str,
-) -> Result<Md5Sums, ReadError> {
+pub fn read_md5sums(root: &HostRoot, admin: &Path, info_name: &str) -> Result<Md5Sums, ReadError> {
     let path = admin.join("info").join(format!("{info_name}.md5sums"));
     let bytes = match root.read_capped(&path, MAX_INFO_FILE_BYTES) {
         Ok(b) => b,
