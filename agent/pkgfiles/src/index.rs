@@ -505,6 +505,14 @@ impl Index {
         Ok((files, problems))
     }
 
+    /// The rpm database record of package `id`.
+    pub fn rpm_record(&self, id: u32) -> Option<u32> {
+        match &self.packages.get(id as usize)?.source {
+            Source::Rpm { record } => Some(*record),
+            Source::Dpkg { .. } => None,
+        }
+    }
+
     /// The dpkg sources of package `id` (info name and conffiles), for verification.
     pub fn dpkg_source(&self, id: u32) -> Option<(&str, &[Conffile])> {
         match &self.packages.get(id as usize)?.source {

@@ -14,11 +14,13 @@
 //! - `oracle`: [`guestward_fim::package::PackageOracle`] over the index and transactions,
 //!   which the FIM engine asks about each changed file.
 
+pub mod cli;
 pub mod dpkg;
 pub mod index;
 pub mod oracle;
 pub mod rpm;
 pub mod transaction;
+pub mod verify;
 
 pub use index::{Index, Manifest};
 pub use oracle::Oracle;
