@@ -252,7 +252,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => config.agent.state_dir.as_path().to_path_buf(),
             };
             crate::daemon::prepare_state_dir(&state_dir)?;
-            Ok(guestward_fim::cli::run(&command, &config.fim, config.agent.state_dir.as_path()))
+            // Changes to package files are attributed, and package files in scope verified
+            // against their packages (the baseline's trust anchor), through the command's root.
+            let packages = |root: &guestward_core::HostRoot| {
+                let (oracle, _) = guestward_pkgfiles::Oracle::load(root.clone());
+                Some(std::sync::Arc::new(oracle) as std::sync::Arc<dyn guestward_fim::package::PackageOracle>)
+            };
+            Ok(guestward_fim::cli::run_packaged(
+                &command,
+                &config.fim,
+                config.agent.state_dir.as_path(),
+                &packages,
+            ))
         }
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();

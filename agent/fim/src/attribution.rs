@@ -381,6 +381,27 @@ impl Attributor {
         });
     }
 
+    /// What the last baseline or full verification found (see
+    /// [`crate::model::BaselineCheck::package_mismatches`]): a state, replaced each time.
+    /// Conffiles differing from their package are normal (administrators edit them) and are
+    /// not counted.
+    pub fn set_baseline_mismatches(&mut self, b: &crate::model::BaselineCheck) {
+        if b.package_verification.is_none() || b.package_verification_failed() {
+            return;
+        }
+        self.report.outside.retain(|o| !o.at_baseline);
+        let listed: Vec<&OutsideChange> =
+            b.package_mismatches.iter().filter(|o| o.package.origin != ChangeOrigin::ConffileEdit).collect();
+        let conffiles = b.package_mismatches.len() - listed.len();
+        self.report.counts.baseline_mismatches = b.package_mismatch_count.saturating_sub(conffiles as u64);
+        for o in listed {
+            if self.report.outside.len() >= MAX_REPORTED_OUTSIDE {
+                self.report.outside.remove(0);
+            }
+            self.report.outside.push(o.clone());
+        }
+    }
+
     /// Takes a change to `host`: returns it to be reported now (attributed when a package owns
     /// the path), or holds it in the transaction's group (`None`).
     pub fn offer(&mut self, host: &Path, mut c: FimChange, now: Instant) -> Option<FimChange> {

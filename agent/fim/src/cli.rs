@@ -97,6 +97,17 @@ pub fn run(cmd: &FimCommand, config: &Config, default_state_dir: &Path) -> u8 {
     run_with(cmd, config, default_state_dir, &mut std::io::stdout(), &mut std::io::stderr())
 }
 
+/// [`run`], with changes to package files attributed and package files in scope verified
+/// against their packages, by the oracle `packages` builds for the command's root.
+pub fn run_packaged(
+    cmd: &FimCommand,
+    config: &Config,
+    default_state_dir: &Path,
+    packages: crate::oneshot::OracleFactory<'_>,
+) -> u8 {
+    run_inner(cmd, config, default_state_dir, &mut std::io::stdout(), &mut std::io::stderr(), packages)
+}
+
 /// [`run`] with explicit output streams (for tests).
 ///
 /// Never pass a *locked* stdio handle (`stderr().lock()`): the progress bar draws on stderr
@@ -107,6 +118,17 @@ pub fn run_with(
     default_state_dir: &Path,
     out: &mut dyn Write,
     err: &mut dyn Write,
+) -> u8 {
+    run_inner(cmd, config, default_state_dir, out, err, &|_| None)
+}
+
+fn run_inner(
+    cmd: &FimCommand,
+    config: &Config,
+    default_state_dir: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    packages: crate::oneshot::OracleFactory<'_>,
 ) -> u8 {
     let args = cmd.args();
     let root = match &args.root {
@@ -125,11 +147,12 @@ pub fn run_with(
         root,
         progress_bar: !args.no_progress && !args.json,
     };
-    let result = match cmd {
-        FimCommand::Init(_) => oneshot::init(&o),
-        FimCommand::Check(_) => oneshot::check(&o),
-        FimCommand::Update(_) => oneshot::update(&o),
+    let purpose = match cmd {
+        FimCommand::Init(_) => crate::engine::Purpose::Init,
+        FimCommand::Check(_) => crate::engine::Purpose::Check,
+        FimCommand::Update(_) => crate::engine::Purpose::Update,
     };
+    let result = oneshot::run_packaged(&o, purpose, packages);
     let report: CheckReport = match result {
         Ok(r) => r,
         Err(e) => {
@@ -155,6 +178,17 @@ pub fn run_with(
             }
         )
         .and_then(|()| writeln!(out, "{}", report.summary.baseline.human_line()))
+        .and_then(|()| {
+            // The trust anchor: package files that already differ from their package.
+            let b = &report.summary.baseline;
+            for m in &b.package_mismatches {
+                writeln!(out, "PACKAGE MISMATCH: {} ({})", m.path, m.package.human())?;
+            }
+            match &b.package_verification {
+                Some(v) => writeln!(out, "{v}"),
+                None => Ok(()),
+            }
+        })
     } else {
         report.render_human(out)
     };

@@ -357,6 +357,9 @@ impl Fim {
             // MAC, too much for the scoped rescans a new directory triggers.
             self.judge(&store, *scope == Scope::All, &mut baseline)?;
         }
+        if *scope == Scope::All {
+            self.verify_packages(&roots, &mut baseline);
+        }
         match purpose {
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
             Purpose::Check => store.clear_staging()?,
@@ -387,6 +390,39 @@ impl Fim {
         let summary = ScanSummary { purpose, trees, stats, changes, counts, baseline, finished: now };
         store.set_meta(META_LAST_SCAN, &serde_json::to_string(&summary).unwrap_or_default())?;
         Ok(summary)
+    }
+
+    /// The baseline's trust anchor: package files in scope that do not match their package
+    /// (a baseline taken on a compromised machine would otherwise accept a replaced binary).
+    fn verify_packages(&self, roots: &[PathBuf], b: &mut BaselineCheck) {
+        let Some(p) = &self.packages else { return };
+        let started = std::time::Instant::now();
+        match p.0.verify_under(roots) {
+            Ok(found) => {
+                let mut n = 0u64;
+                for (path, a) in found {
+                    // Excluded from FIM's policy: not in scope.
+                    if self.policy.governing(&path).is_none() {
+                        continue;
+                    }
+                    n += 1;
+                    if b.package_mismatches.len() < crate::package::MAX_REPORTED_OUTSIDE {
+                        b.package_mismatches.push(crate::package::OutsideChange {
+                            path: escape_path(&path),
+                            package: a,
+                            seen: Timestamp::now(),
+                            at_baseline: true,
+                        });
+                    }
+                }
+                b.package_mismatch_count = n;
+                b.package_verification = Some(format!(
+                    "package files in scope verified against their packages in {:.1} s: {n} do not match",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            Err(e) => b.package_verification = Some(format!("{}: {e}", crate::model::PACKAGES_NOT_VERIFIED)),
+        }
     }
 
     /// `c` with its package attribution, when a package owns `host` (see

@@ -526,6 +526,23 @@ pub struct BaselineCheck {
     pub problems: Vec<Problem>,
     /// All problems found.
     pub problem_count: u64,
+    /// Package files in scope that do not match their package (`init` and full checks, with
+    /// a package oracle): at most [`crate::package::MAX_REPORTED_OUTSIDE`] listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_mismatches: Vec<crate::package::OutsideChange>,
+    /// All of them (conffile edits included).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub package_mismatch_count: u64,
+    /// How the package files were verified, or why not (absent: not attempted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_verification: Option<String>,
+}
+
+/// How [`BaselineCheck::package_verification`] starts when the package files were not verified.
+pub const PACKAGES_NOT_VERIFIED: &str = "package files not verified";
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for BaselineCheck {
@@ -539,6 +556,9 @@ impl Default for BaselineCheck {
             tampered_rows: 0,
             problems: Vec::new(),
             problem_count: 0,
+            package_mismatches: Vec::new(),
+            package_mismatch_count: 0,
+            package_verification: None,
         }
     }
 }
@@ -550,6 +570,20 @@ impl BaselineCheck {
         if self.problems.len() < MAX_BASELINE_PROBLEMS {
             self.problems.push(p);
         }
+    }
+
+    /// Package files in scope differ from their package (conffiles aside).
+    pub fn package_files_differ(&self) -> bool {
+        self.package_mismatch_count > self.package_mismatches.len() as u64
+            || self
+                .package_mismatches
+                .iter()
+                .any(|m| m.package.origin != crate::package::ChangeOrigin::ConffileEdit)
+    }
+
+    /// The package files could not be verified (`package_verification` says why).
+    pub fn package_verification_failed(&self) -> bool {
+        self.package_verification.as_deref().is_some_and(|v| v.starts_with(PACKAGES_NOT_VERIFIED))
     }
 
     /// Whether the baseline cannot be relied on: tampered, damaged, or a configured key that
@@ -689,12 +723,13 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// 0 when nothing changed, 1 otherwise; 2 when the baseline itself cannot be relied on
+    /// 0 when nothing changed (and no package file in scope differs from its package), 1
+    /// otherwise; 2 when the baseline itself cannot be relied on
     /// (a clean comparison against a tampered baseline proves nothing).
     pub fn exit_code(&self) -> i32 {
         if self.summary.baseline.untrusted() {
             EXIT_ERROR
-        } else if self.summary.changes == 0 {
+        } else if self.summary.changes == 0 && !self.summary.baseline.package_files_differ() {
             EXIT_CLEAN
         } else {
             EXIT_CHANGES
@@ -723,6 +758,21 @@ impl CheckReport {
                 _ => continue,
             };
             writeln!(out, "{label}: {}", p.message)?;
+        }
+        for m in &b.package_mismatches {
+            let label = if m.package.origin == crate::package::ChangeOrigin::ConffileEdit {
+                "CONFFILE EDITED"
+            } else {
+                "PACKAGE MISMATCH"
+            };
+            writeln!(out, "{label}: {} ({})", m.path, m.package.human())?;
+        }
+        if b.package_mismatch_count > b.package_mismatches.len() as u64 {
+            writeln!(
+                out,
+                "... and {} more package file(s) not matching their package (guestward-agent fim verify-packages)",
+                b.package_mismatch_count - b.package_mismatches.len() as u64
+            )?;
         }
         if b.problem_count > b.problems.len() as u64 {
             writeln!(
@@ -768,6 +818,9 @@ impl CheckReport {
         }
         if b.integrity != Integrity::NotChecked {
             writeln!(out, "{}", b.human_line())?;
+        }
+        if let Some(v) = &b.package_verification {
+            writeln!(out, "{v}")?;
         }
         Ok(())
     }

@@ -828,6 +828,9 @@ impl Engine {
             Scope::Trees(t) => t.iter().map(|p| escape_path(p)).collect(),
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let (Some(a), Ok(summary)) = (self.attributor.as_mut(), &result) {
+            a.set_baseline_mismatches(&summary.baseline);
+        }
         self.publish_attribution();
         let verification = match &result {
             Ok(summary) => Verification {

@@ -151,6 +151,16 @@ pub trait PackageOracle: Send + Sync {
     fn refresh(&self) -> Result<(), String>;
     /// The package transaction running now, if any.
     fn running_transaction(&self) -> Option<PackageTransaction>;
+    /// Package files under `roots` (host paths) that do not match their package (content
+    /// differs, or missing), like `debsums -c` / `rpm -V`: the baseline's trust anchor. `Err`:
+    /// not verified, and why.
+    fn verify_under(
+        &self,
+        roots: &[std::path::PathBuf],
+    ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
+        let _ = roots;
+        Err("this package oracle cannot verify files".to_string())
+    }
 }
 
 /// One package a transaction changed, as seen through the files it touched.

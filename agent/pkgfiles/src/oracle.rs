@@ -9,9 +9,11 @@
 use crate::index::Index;
 use crate::transaction;
 use guestward_core::{HostRoot, Problem, Timestamp};
-use guestward_fim::package::{ExpectedFile, PackageOracle, PackageTransaction};
+use guestward_fim::package::{
+    ChangeOrigin, ExpectedFile, PackageAttribution, PackageOracle, PackageTransaction,
+};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -121,6 +123,54 @@ impl PackageOracle for Oracle {
             Some(p) => Err(p.message.clone()),
             None => Ok(()),
         }
+    }
+
+    fn verify_under(&self, roots: &[PathBuf]) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
+        use crate::verify::{MismatchKind, Options, Progress, verify};
+        let index = self.index();
+        let under = |p: &Path| roots.iter().any(|r| p.starts_with(r));
+        // Only packages with a file in scope: a FIM policy of /etc does not hash all of /usr.
+        let mut names = Vec::new();
+        for (id, pkg) in index.packages().iter().enumerate() {
+            let Ok(id) = u32::try_from(id) else { break };
+            let Ok(m) = index.manifest(id) else { continue };
+            let inside = match m.as_ref() {
+                crate::Manifest::Dpkg(files) => files.iter().any(|f| under(&index.canon(&f.on_disk))),
+                crate::Manifest::Rpm(p) => p.files.iter().any(|f| under(&index.canon(&f.path))),
+            };
+            if inside && pkg.is_verified() {
+                names.push(match &pkg.owner.arch {
+                    Some(a) => format!("{}:{a}", pkg.owner.name),
+                    None => pkg.owner.name.clone(),
+                });
+            }
+        }
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let opts = Options { packages: names, ..Options::default() };
+        let report = verify(&index, &opts, &Progress::default()).map_err(|e| e.to_string())?;
+        Ok(report
+            .mismatches
+            .into_iter()
+            .map(|m| (PathBuf::from(&m.path), m))
+            .filter(|(p, _)| under(&index.canon(p)) || under(p))
+            .map(|(p, m)| {
+                let origin = match m.kind {
+                    MismatchKind::ConffileChanged => ChangeOrigin::ConffileEdit,
+                    MismatchKind::Changed | MismatchKind::Missing => ChangeOrigin::OutsidePackageManager,
+                };
+                let a = PackageAttribution {
+                    owner: m.package,
+                    origin,
+                    conffile: m.kind == MismatchKind::ConffileChanged,
+                    expected: m.expected,
+                    actual: m.actual,
+                    transaction: None,
+                };
+                (p, a)
+            })
+            .collect())
     }
 
     fn running_transaction(&self) -> Option<PackageTransaction> {

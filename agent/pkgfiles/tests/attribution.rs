@@ -33,6 +33,23 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// One package installation at a time: dpkg takes its lock without waiting.
+static DPKG: Mutex<()> = Mutex::new(());
+
+/// `dpkg ARGS`, retried while another dpkg (another test, apt on this machine) holds the lock.
+fn dpkg(args: &[&std::ffi::OsStr]) {
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new("dpkg").args(args).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("lock") && Instant::now() < end, "dpkg {args:?}: {err}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Purges the test package and removes its directory, also when the test fails.
 struct Installed {
     name: String,
@@ -122,8 +139,9 @@ fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_fl
     let monitor = Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
     assert!(monitor.wait_watching(Duration::from_secs(60)), "{:?}", monitor.status());
 
+    let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
     let installed = Installed { name: name.clone(), dir: dir.clone() };
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    dpkg(&["-i".as_ref(), deb.as_os_str()]);
     let tool_path = dir.join("bin/tool");
     let shown = tool_path.display().to_string();
 
@@ -205,7 +223,7 @@ fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_fl
 
     // Cleanup through dpkg, itself a transaction: no flagged change for it.
     let before = events_of(&events, "fim.package_transaction").len();
-    run(Command::new("dpkg").args(["--purge", &name]));
+    dpkg(&["--purge".as_ref(), name.as_ref()]);
     wait_for("the purge's grouped event", Duration::from_secs(60), || {
         (events_of(&events, "fim.package_transaction").len() > before).then_some(())
     });
@@ -275,4 +293,75 @@ fn the_oracle_names_the_owner_dpkg_names_with_its_digest() {
     let d = expected.iter().find_map(|e| e.digest.clone()).unwrap();
     assert_eq!(d.hex, md5_hex(&std::fs::read("/usr/bin/dpkg").unwrap()));
     assert!(oracle.expected(Path::new("/nonexistent/guestward")).is_empty());
+}
+
+#[test]
+fn a_baseline_taken_over_a_modified_package_file_flags_it() {
+    const TEST: &str = "a_baseline_taken_over_a_modified_package_file_flags_it";
+    if !is_root() {
+        skip_or_fail(TEST, "installing a package needs root");
+        return;
+    }
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        skip_or_fail(TEST, "dpkg-deb is not installed");
+        return;
+    }
+    let name = format!("guestward-test-{}-{}", std::process::id(), fastrand_suffix());
+    let dir = PathBuf::from("/opt").join(&name);
+    let work = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let tool: &[u8] = b"#!/bin/sh\necho tool 1.0\n";
+    let deb = build_deb(work.path(), &name, tool);
+    let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+    let _installed = Installed { name: name.clone(), dir: dir.clone() };
+    dpkg(&["-i".as_ref(), deb.as_os_str()]);
+    // Replaced before any baseline exists: the compromised machine the trust anchor is for.
+    let tool_path = dir.join("bin/tool");
+    std::fs::write(&tool_path, b"#!/bin/sh\nbackdoor\n").unwrap();
+
+    let config = Config {
+        paths: vec![PathEntry::Rule(PathRule {
+            path: AbsolutePath::new(&dir).unwrap(),
+            recursive: true,
+            exclude: vec![],
+            attributes: None,
+            max_file_size_bytes: None,
+        })],
+        ..Config::default()
+    };
+    let o = guestward_fim::oneshot::OneShot {
+        config,
+        state_dir: state.path().to_path_buf(),
+        root: HostRoot::live(),
+        progress_bar: false,
+    };
+    let packages = |root: &HostRoot| {
+        Some(Arc::new(Oracle::load(root.clone()).0) as Arc<dyn guestward_fim::package::PackageOracle>)
+    };
+    let init = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &packages).unwrap();
+    let b = &init.summary.baseline;
+    assert_eq!(b.package_mismatch_count, 1, "{b:#?}");
+    let m = &b.package_mismatches[0];
+    assert_eq!(m.path, tool_path.display().to_string());
+    assert_eq!(m.package.owner.name, name);
+    assert_eq!(m.package.origin, ChangeOrigin::OutsidePackageManager);
+    assert_eq!(m.package.expected.as_ref().unwrap().hex, md5_hex(tool));
+    // debsums agrees, when installed.
+    if let Ok(out) = Command::new("debsums").args(["-c", &name]).output() {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), tool_path.display().to_string());
+    }
+    // `fim check` over the same state: nothing changed since, but the mismatch stays visible,
+    // and exits 1.
+    let check = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Check, &packages).unwrap();
+    assert_eq!(check.summary.changes, 0);
+    assert_eq!(check.summary.baseline.package_mismatch_count, 1);
+    assert_eq!(check.exit_code(), 1);
+    let mut text = Vec::new();
+    check.render_human(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains(&format!("PACKAGE MISMATCH: {}", tool_path.display())), "{text}");
+    // Without an oracle nothing is verified (the plain one-shot, as before).
+    let plain = guestward_fim::oneshot::check(&o).unwrap();
+    assert!(plain.summary.baseline.package_verification.is_none());
+    assert_eq!(plain.exit_code(), 0);
 }
