@@ -233,6 +233,21 @@ impl FimStatus {
                 None => String::new(),
             }
         )?;
+        if let Some(a) = &self.attribution {
+            let c = &a.counts;
+            writeln!(
+                out,
+                "packages:   {} transaction(s) ({} change(s) verified against the new packages), {} change(s) OUTSIDE the package manager, {} conffile edit(s), {} package file(s) not matching at the last full check",
+                c.transactions,
+                c.package_transaction,
+                c.outside_package_manager,
+                c.conffile_edit,
+                c.baseline_mismatches
+            )?;
+            for o in &a.outside {
+                writeln!(out, "  OUTSIDE {}: {}", o.path, o.package.human())?;
+            }
+        }
         writeln!(out, "watches:    {} of a budget of {}", self.watches_used, self.watch_budget)?;
         // Always shown, zero included: "no write failed" is worth seeing on a host whose disk
         // filled up once.
