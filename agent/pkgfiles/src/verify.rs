@@ -141,6 +141,9 @@ pub struct Mismatch {
     pub package: PackageOwner,
     /// Changed, conffile changed, or missing.
     pub kind: MismatchKind,
+    /// A conffile (dpkg) or `%config` file (rpm), also when missing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conffile: bool,
     /// `kind`'s severity.
     pub severity: Severity,
     /// What differs (empty for a missing file).
@@ -547,6 +550,7 @@ impl<'a> Worker<'a> {
                     path: path.display().to_string(),
                     package: owner.clone(),
                     kind,
+                    conffile,
                     severity: MismatchKind::severity(kind),
                     attributes,
                     expected: Some(expected.clone()),
@@ -605,6 +609,7 @@ impl<'a> Worker<'a> {
             path: f.path.display().to_string(),
             package: owner,
             kind: if conffile { MismatchKind::ConffileChanged } else { MismatchKind::Changed },
+            conffile,
             severity: Severity::Info,
             attributes: Vec::new(),
             expected: f.digest.clone(),

@@ -1,6 +1,7 @@
 //! Integration tests of guestward-pkgfiles: one binary, one module per concern.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod dpkg;
 mod index;
 mod rpm;
 mod support;
