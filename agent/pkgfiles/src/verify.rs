@@ -512,7 +512,10 @@ impl<'a> Worker<'a> {
 
     fn lstat(&mut self, host: &Path) -> io::Result<Found> {
         let (Some(parent), Some(name)) = (host.parent(), host.file_name()) else {
-            return Err(io::Error::other("not a file path"));
+            // `/` itself (rpm's filesystem package owns it): examined as `.` of itself.
+            let dir = open_dir_in_root(self.root(), Path::new("/"))?;
+            let st = dirfd::stat_fd(&dir)?;
+            return Ok(Found::Present { dir, name: ".".into(), st });
         };
         let Some(dir) = self.dir(parent)? else { return Ok(Found::Missing) };
         match dirfd::stat_at(&dir, name) {
