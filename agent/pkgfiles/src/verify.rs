@@ -172,7 +172,7 @@ pub struct Report {
     pub files_checked: u64,
     /// Bytes hashed.
     pub bytes_hashed: u64,
-    /// Files that do not match, sorted by path.
+    /// Files that do not match, most severe first, then by path.
     pub mismatches: Vec<Mismatch>,
     /// What could not be read or checked (unreadable files, damaged databases).
     pub problems: Vec<Problem>,
@@ -302,7 +302,14 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
             Outcome::Problem(p) => problems.push(p),
         }
     }
-    mismatches.sort_by(|a, b| (&a.path, &a.package.name).cmp(&(&b.path, &b.package.name)));
+    // Most severe first (changed, missing, conffiles), then by path.
+    mismatches.sort_by(|a, b| {
+        (std::cmp::Reverse(a.severity), &a.path, &a.package.name).cmp(&(
+            std::cmp::Reverse(b.severity),
+            &b.path,
+            &b.package.name,
+        ))
+    });
     problems.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
     Ok(Report {
         root: root.dir().display().to_string(),
