@@ -532,6 +532,24 @@ impl<'a> Worker<'a> {
         }
     }
 
+    fn unreadable(&self, host: &Path, e: &io::Error) -> Outcome {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            return self.problem(
+                host,
+                "permission_denied",
+                "permission denied (verify-packages reads every package file: run it as root, or with CAP_DAC_READ_SEARCH)",
+            );
+        }
+        if dirfd::is_changed_during_scan(e) {
+            return self.problem(
+                host,
+                "changed_during_check",
+                "it was replaced while being checked; not verified",
+            );
+        }
+        self.problem(host, "unreadable", e)
+    }
+
     fn problem(&self, host: &Path, code: &str, what: impl std::fmt::Display) -> Outcome {
         let shown = self.root().display(host);
         Outcome::Problem(Problem::new(code, format!("{shown}: {what}")).with_path(shown))
@@ -572,7 +590,7 @@ impl<'a> Worker<'a> {
         let (dir, name, st) = match self.lstat(path) {
             Ok(Found::Missing) => return mismatch(MismatchKind::Missing, Vec::new(), None, Vec::new()),
             Ok(Found::Present { dir, name, st }) => (dir, name, st),
-            Err(e) => return vec![self.problem(path, "unreadable", e)],
+            Err(e) => return vec![self.unreadable(path, &e)],
         };
         if !is_type(&st, nix::libc::S_IFREG) {
             let kind = guestward_fim::record::FileKind::from_mode(st.st_mode);
@@ -592,7 +610,7 @@ impl<'a> Worker<'a> {
                     format!("over the {}-byte limit; not hashed", self.max_file_bytes),
                 )];
             }
-            Err(e) => return vec![self.problem(path, "unreadable", e)],
+            Err(e) => return vec![self.unreadable(path, &e)],
         };
         if actual.hex == expected.hex {
             return Vec::new();
@@ -640,7 +658,7 @@ impl<'a> Worker<'a> {
                 return finish(m);
             }
             Ok(Found::Present { dir, name, st }) => (dir, name, st),
-            Err(e) => return vec![self.problem(&f.path, "unreadable", e)],
+            Err(e) => return vec![self.unreadable(&f.path, &e)],
         };
         let fmode = f.mode & 0xffff;
         // rpm follows a symlink where it expected a directory, when the link is root's or
@@ -682,7 +700,7 @@ impl<'a> Worker<'a> {
                             format!("over the {}-byte limit; not hashed", self.max_file_bytes),
                         )];
                     }
-                    Err(e) => return vec![self.problem(&f.path, "unreadable", e)],
+                    Err(e) => return vec![self.unreadable(&f.path, &e)],
                 },
                 None => {
                     m.attributes.push(Attribute::Digest);
