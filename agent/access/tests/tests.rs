@@ -1,0 +1,1 @@
+//! Integration tests of guestward-access (one binary: see Cargo.toml).
