@@ -30,10 +30,11 @@ fn state_of(field: &str) -> PasswordState {
     }
 }
 
-/// Whether a shell lets the account log in interactively.
+/// Whether a shell lets the account log in interactively. `sync`, `shutdown` and `halt` are
+/// the traditional one-command accounts: logging in runs that command and ends.
 pub(crate) fn shell_can_login(shell: &str) -> bool {
     let name = shell.rsplit('/').next().unwrap_or(shell);
-    !matches!(name, "nologin" | "false")
+    !matches!(name, "nologin" | "false" | "sync" | "shutdown" | "halt")
 }
 
 /// Parses passwd; returns the entries and the 1-based numbers of malformed lines. At most
