@@ -243,12 +243,9 @@ fn authorized_keys(
                     }
                     Ok(None) => {}
                     Err(()) => problems.push(
-                        Problem::new(
-                            "malformed",
-                            format!("{file}:{}: not a public key sshd would accept; skipped", i + 1),
-                        )
-                        .with_path(root.display(&file))
-                        .with_line(u64::try_from(i + 1).unwrap_or(u64::MAX)),
+                        Problem::new("malformed", "not a public key sshd would accept; skipped")
+                            .with_path(root.display(&file))
+                            .with_line(u64::try_from(i + 1).unwrap_or(u64::MAX)),
                     ),
                 }
             }
