@@ -111,6 +111,9 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
             }
             entries
         }
+        // A tree without /etc/passwd (a partial snapshot, a minimal container image) has no
+        // local accounts: said in the section's note (see `collect`), not a fault.
+        Err(HostFsError::NotFound { .. }) => Vec::new(),
         Err(e) => {
             problems.push(e.to_problem());
             Vec::new()
@@ -261,5 +264,10 @@ pub fn collect(config: &Config, root: &HostRoot) -> Section<AccessReport> {
     }
     let started = std::time::Instant::now();
     let (report, problems) = scan(config, root);
-    Section::from_parts(Some(report), problems, started)
+    let section = Section::from_parts(Some(report), problems, started);
+    if root.exists(PASSWD) {
+        section
+    } else {
+        section.with_note("no /etc/passwd in this tree: no local accounts")
+    }
 }
