@@ -90,13 +90,15 @@ pub fn findings(report: &AccessReport) -> Vec<Finding> {
         ));
     }
     if let Some(sshd) = &report.sshd {
-        let at = |v: &crate::model::SshdValue| v.set_at.as_ref().map(ToString::to_string);
+        let at = |v: &crate::model::SshdValue| v.set_at.as_ref().map(|l| l.file.clone());
+        let line = |v: &crate::model::SshdValue| v.set_at.as_ref().map(|l| l.line);
         if sshd.permit_root_login.value == "yes" {
             out.push(finding(
                 SSH_ROOT_PASSWORD_LOGIN,
                 Severity::High,
                 "sshd lets root log in with a password (PermitRootLogin yes)".to_string(),
-                json!({ "setting": "PermitRootLogin", "value": "yes", "path": at(&sshd.permit_root_login) }),
+                json!({ "setting": "PermitRootLogin", "value": "yes", "path": at(&sshd.permit_root_login),
+                        "line": line(&sshd.permit_root_login) }),
                 "Set PermitRootLogin prohibit-password (or no) in /etc/ssh/sshd_config, check with sshd -T, \
                  then reload sshd.",
             ));
@@ -107,7 +109,7 @@ pub fn findings(report: &AccessReport) -> Vec<Finding> {
             ("KbdInteractiveAuthentication", &sshd.kbd_interactive_authentication),
         ] {
             if is_yes(v) {
-                password.push(json!({ "setting": name, "value": "yes", "path": at(v) }));
+                password.push(json!({ "setting": name, "value": "yes", "path": at(v), "line": line(v) }));
             }
         }
         if !password.is_empty() {
@@ -117,7 +119,17 @@ pub fn findings(report: &AccessReport) -> Vec<Finding> {
                 SSH_PASSWORD_AUTH,
                 Severity::Medium,
                 format!("sshd accepts passwords ({} yes)", names.join(", ")),
-                json!({ "settings": password, "path": sshd.files.first() }),
+                {
+                    // Where the first of them is set (or the main file, for built-in defaults).
+                    let set = [&sshd.password_authentication, &sshd.kbd_interactive_authentication]
+                        .into_iter()
+                        .filter(|v| is_yes(v))
+                        .find_map(|v| v.set_at.as_ref());
+                    match set {
+                        Some(l) => json!({ "settings": password, "path": l.file, "line": l.line }),
+                        None => json!({ "settings": password, "path": sshd.files.first() }),
+                    }
+                },
                 "Set PasswordAuthentication no and KbdInteractiveAuthentication no (after every user who needs \
                  it has a key), check with sshd -T, then reload sshd.",
             ));
@@ -127,7 +139,8 @@ pub fn findings(report: &AccessReport) -> Vec<Finding> {
                 SSH_EMPTY_PASSWORDS,
                 Severity::High,
                 "sshd permits empty passwords (PermitEmptyPasswords yes)".to_string(),
-                json!({ "setting": "PermitEmptyPasswords", "value": "yes", "path": at(&sshd.permit_empty_passwords) }),
+                json!({ "setting": "PermitEmptyPasswords", "value": "yes", "path": at(&sshd.permit_empty_passwords),
+                        "line": line(&sshd.permit_empty_passwords) }),
                 "Set PermitEmptyPasswords no in /etc/ssh/sshd_config, check with sshd -T, then reload sshd.",
             ));
         }

@@ -115,6 +115,10 @@ pub fn finding_location(finding: &guestward_core::Finding) -> Option<String> {
     let text = |key: &str| e.get(key).and_then(serde_json::Value::as_str);
     if let Some(path) = text("path") {
         let mut at = path.to_string();
+        // A place in a configuration file (sudoers, authorized_keys, sshd_config).
+        if let Some(line) = e.get("line").and_then(serde_json::Value::as_u64) {
+            at.push_str(&format!(":{line}"));
+        }
         if let Some(inner) = text("path_in_archive") {
             at.push_str(&format!(" (inside: {inner})"));
         }
