@@ -6,5 +6,6 @@
 
 mod fingerprints;
 mod fixture_root;
+mod garbage;
 mod sshd_oracle;
 mod util;
