@@ -39,7 +39,7 @@ pub const FLUSH_MAX_SECS: u64 = 600;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  status: degraded; scan, ports, imds: a section degraded or failed; fim status: coverage
+  1  status: degraded; scan, ports, access, imds: a section degraded or failed; fim status: coverage
      degraded; fim baseline: no complete baseline yet; flush: not everything was delivered, or
      reporting is off; check-config: the file is invalid
   2  usage error, or the agent is not running, unreachable, or did not answer in time
@@ -161,9 +161,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Who can log in and how, right now (the agent runs a fresh access scan): accounts that
+    /// can log in and their password state (never a hash), the effective sshd settings, every
+    /// authorized SSH key with its fingerprint, sudo grants of ALL or without a password, and
+    /// static AWS keys on disk (masked). `--json` prints the access section and its findings.
+    Access {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print `{"section": ..., "findings": [...]}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the agent to scan now and print the result.
     Scan {
-        /// Run only these collectors (comma-separated): host, packages, cloud, network, fim.
+        /// Run only these collectors (comma-separated): host, packages, cloud, network, fim, access.
         #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
         only: Vec<Collector>,
         #[command(flatten)]
@@ -358,6 +370,7 @@ impl Cli {
             | Command::Findings { connection, json }
             | Command::Inventory { connection, json, .. }
             | Command::Ports { connection, json }
+            | Command::Access { connection, json }
             | Command::Scan { connection, json, .. }
             | Command::Events { connection, json, .. }
             | Command::Imds { connection, json }
@@ -404,6 +417,7 @@ impl Command {
             | Command::Findings { json, .. }
             | Command::Inventory { json, .. }
             | Command::Ports { json, .. }
+            | Command::Access { json, .. }
             | Command::Scan { json, .. }
             | Command::Flush { json, .. }
             | Command::Events { json, .. }
@@ -425,6 +439,7 @@ impl Command {
             Command::Findings { .. } => "findings",
             Command::Inventory { .. } => "inventory",
             Command::Ports { .. } => "ports",
+            Command::Access { .. } => "access",
             Command::Scan { .. } => "scan",
             Command::Flush { .. } => "flush",
             Command::Events { .. } => "events",
@@ -650,7 +665,10 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         // The agent delivers for up to the flush timeout; its answer comes after.
         (secs, Command::Flush { .. }) => Duration::from_secs(flush_secs(secs) + 15),
         (Some(secs), _) => Duration::from_secs(secs),
-        (None, Command::Scan { .. } | Command::Ports { .. } | Command::Imds { .. }) => SCAN_REQUEST_TIMEOUT,
+        (
+            None,
+            Command::Scan { .. } | Command::Ports { .. } | Command::Access { .. } | Command::Imds { .. },
+        ) => SCAN_REQUEST_TIMEOUT,
         (None, _) => DEFAULT_REQUEST_TIMEOUT,
     };
     let client = Client::new(socket).with_timeouts(DEFAULT_CONNECT_TIMEOUT, request_timeout);
@@ -955,6 +973,16 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
+        Command::Access { .. } => {
+            let request = ScanRequest { only: vec![Collector::Access] };
+            let report: Report = runtime.block_on(client.post("/v1/scan", &request))?;
+            let Some(section) = report.access else {
+                anyhow::bail!("the agent returned no access section");
+            };
+            let findings: Vec<Finding> =
+                report.findings.into_iter().filter(|f| f.source == "access").collect();
+            render_access(&section, &findings, cli.json, &mut out)
+        }
         Command::Imds { .. } => {
             let request = ScanRequest { only: vec![Collector::Cloud] };
             let report: Report = runtime.block_on(client.post("/v1/scan", &request))?;
@@ -985,6 +1013,47 @@ fn finish(mut out: std::io::StdoutLock<'_>, code: anyhow::Result<u8>) -> anyhow:
 /// How long `flush` lets the agent deliver: `--timeout`, else the default, at most the cap.
 fn flush_secs(timeout: Option<u64>) -> u64 {
     timeout.unwrap_or(FLUSH_DEFAULT_SECS).min(FLUSH_MAX_SECS)
+}
+
+/// `agentctl access`: problems and notes first (what could not be read), then the tables, then
+/// the findings. Exit 1 when the section degraded or failed.
+fn render_access(
+    section: &guestward_core::Section<guestward_access::AccessReport>,
+    findings: &[Finding],
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    if json {
+        let value = serde_json::json!({ "section": section, "findings": findings });
+        guestward_core::json::write_json(out, &value, guestward_core::json::stdout_wants_pretty())?;
+    } else {
+        let mut safe = guestward_core::text::TerminalSafe::new(out);
+        let status = match section.status {
+            guestward_core::SectionStatus::Ok => "ok",
+            guestward_core::SectionStatus::Degraded => "DEGRADED",
+            guestward_core::SectionStatus::Error => "ERROR",
+            guestward_core::SectionStatus::Skipped => "skipped",
+        };
+        writeln!(safe, "access: {status} ({} ms)", section.duration_ms)?;
+        if let Some(note) = &section.note {
+            writeln!(safe, "note: {note}")?;
+        }
+        for p in &section.problems {
+            writeln!(safe, "problem: {p}")?;
+        }
+        if let Some(data) = &section.data {
+            writeln!(safe)?;
+            guestward_access::render_table(data, &mut safe)?;
+        }
+        writeln!(safe)?;
+        guestward_report::render::render_findings(findings, &mut safe)?;
+        safe.flush()?;
+    }
+    let degraded = matches!(
+        section.status,
+        guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
+    );
+    Ok(if degraded { exit::DEGRADED } else { exit::OK })
 }
 
 fn print_report(report: &Report, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -202,7 +202,7 @@ fn a_collector_forced_to_fail_shows_as_degraded_with_its_error_while_the_others_
     assert!(packages["consecutive_failures"].as_u64().unwrap() >= 1, "{s}");
     assert!(packages["last_run_at"].is_string() && packages["last_duration_ms"].is_u64(), "{s}");
     // The others ran and are fine.
-    for name in ["host", "network", "cloud", "fim"] {
+    for name in ["host", "network", "cloud", "fim", "access"] {
         let c = collector(&s, name);
         assert!(c["state"] == "ok" || c["state"] == "skipped", "{name}: {s}");
         assert!(c["last_error"].is_null() && c["consecutive_failures"] == 0, "{name}: {s}");
@@ -210,7 +210,7 @@ fn a_collector_forced_to_fail_shows_as_degraded_with_its_error_while_the_others_
     }
     let names: Vec<&str> =
         s["collectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["host", "packages", "network", "cloud", "fim"]);
+    assert_eq!(names, ["host", "packages", "network", "cloud", "fim", "access"]);
     assert_eq!(s["health"]["verdict"], "degraded", "{s}");
     let reasons: Vec<&str> =
         s["health"]["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();

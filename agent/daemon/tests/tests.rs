@@ -2,6 +2,7 @@
 //! crate; modules below).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod access;
 mod cli;
 mod cloud;
 mod config;

@@ -58,6 +58,162 @@ impl FindingRule {
 /// Every finding the agent can raise, sorted by id.
 pub static CATALOGUE: &[FindingRule] = &[
     FindingRule {
+        id: "GW-ACCESS-001",
+        title: "An account other than root has UID 0",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "access",
+        rationale: "The kernel grants every privilege to UID 0, whatever the account's name. A second UID 0 \
+            account is a classic backdoor: it survives a reset of root's password and keys, and it hides among \
+            ordinary-looking names in `/etc/passwd`. Legitimate uses (a `toor` rescue account) are rare and better \
+            served by sudo.",
+        remediation: "Find out who created the account and why. If nobody needs it, remove it (`userdel`); \
+            otherwise give it its own UID and grant what it needs through sudo. Treat an unexplained one as a \
+            sign of compromise.",
+        commands: &["awk -F: '$3 == 0' /etc/passwd", "userdel <user>", "usermod -u <new-uid> <user>"],
+        references: &["CIS Linux benchmarks: Ensure root is the only UID 0 account"],
+    },
+    FindingRule {
+        id: "GW-ACCESS-002",
+        title: "An account that can log in has an empty password",
+        severity: Severity::High,
+        other_severities: &[SeverityCase {
+            severity: Severity::Critical,
+            when: "sshd also permits empty passwords with password or keyboard-interactive authentication: \
+                anyone who can reach port 22 logs in",
+        }],
+        severity_from_config: None,
+        source: "access",
+        rationale: "An empty password field in `/etc/shadow` means no password at all: the console, `su` and \
+            any service that accepts passwords let anyone in as this account. The hash is never reported, only \
+            the state.",
+        remediation: "Lock the password (`passwd -l`) for accounts that log in with keys, or set a strong one.",
+        commands: &["passwd -l <user>", "passwd -S <user>"],
+        references: &["CIS Linux benchmarks: Ensure password fields are not empty"],
+    },
+    FindingRule {
+        id: "GW-ACCESS-003",
+        title: "sshd lets root log in with a password",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "access",
+        rationale: "`PermitRootLogin yes` lets anyone who guesses or reuses root's password take the host over \
+            from the network in one step, with no trace of which person logged in. Internet-facing sshd sees \
+            password guessing against root around the clock.",
+        remediation: "Set `PermitRootLogin prohibit-password` (keys only) or `no` in `/etc/ssh/sshd_config` \
+            (before any `Include` that could set it first, or in the first included file), check the effective \
+            value with `sshd -T`, and reload sshd.",
+        commands: &["sshd -T | grep -i permitrootlogin", "systemctl reload ssh"],
+        references: &[
+            "sshd_config(5): PermitRootLogin",
+            "CIS Linux benchmarks: Ensure SSH root login is disabled",
+        ],
+    },
+    FindingRule {
+        id: "GW-ACCESS-004",
+        title: "sshd accepts passwords",
+        severity: Severity::Medium,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "access",
+        rationale: "With `PasswordAuthentication yes` or `KbdInteractiveAuthentication yes` (which asks for the \
+            password through PAM), anyone who can reach port 22 can guess or replay passwords. EC2 images log in \
+            with keys; password login on an instance is usually a leftover from debugging.",
+        remediation: "Make sure every user who needs access has a key, then set `PasswordAuthentication no` and \
+            `KbdInteractiveAuthentication no`, check with `sshd -T`, and reload sshd. A `Match` block can keep \
+            passwords for one address range if that is truly needed.",
+        commands: &[
+            "sshd -T | grep -Ei 'passwordauthentication|kbdinteractiveauthentication'",
+            "systemctl reload ssh",
+        ],
+        references: &["sshd_config(5): PasswordAuthentication, KbdInteractiveAuthentication"],
+    },
+    FindingRule {
+        id: "GW-ACCESS-005",
+        title: "sshd permits empty passwords",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "access",
+        rationale: "`PermitEmptyPasswords yes` lets an account whose password is empty log in over the network \
+            with no credential at all. One such account (see GW-ACCESS-002) is then an open door.",
+        remediation: "Set `PermitEmptyPasswords no` (the default), check with `sshd -T`, and reload sshd.",
+        commands: &["sshd -T | grep -i permitemptypasswords"],
+        references: &[
+            "sshd_config(5): PermitEmptyPasswords",
+            "CIS Linux benchmarks: Ensure SSH PermitEmptyPasswords is disabled",
+        ],
+    },
+    FindingRule {
+        id: "GW-ACCESS-006",
+        title: "A weak SSH key is authorized",
+        severity: Severity::Medium,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "access",
+        rationale: "DSA keys are limited to 1024 bits and were disabled by default in OpenSSH 7.0; RSA keys below \
+            2048 bits are within reach of well-funded factoring. A weak key in `authorized_keys` is a credential \
+            that may be forged, and is often an old key nobody tracks any more.",
+        remediation: "Ask the key's owner (the comment and fingerprint identify it) for an Ed25519 key, add it, \
+            and delete the weak key's line from the file.",
+        commands: &["ssh-keygen -lf <authorized_keys file>", "ssh-keygen -t ed25519"],
+        references: &[
+            "NIST SP 800-57 Part 1: key sizes",
+            "OpenSSH 7.0 release notes: ssh-dss disabled by default",
+        ],
+    },
+    FindingRule {
+        id: "GW-ACCESS-007",
+        title: "sudo without a password",
+        severity: Severity::High,
+        other_severities: &[SeverityCase {
+            severity: Severity::Low,
+            when: "the NOPASSWD rule lists specific commands rather than ALL",
+        }],
+        severity_from_config: None,
+        source: "access",
+        rationale: "A `NOPASSWD: ALL` rule (or `Defaults !authenticate`) makes whoever controls the account root \
+            with no further step: a stolen SSH key or a compromised process of that user is a root compromise. \
+            Cloud images grant it to the default user for convenience; it stays unless someone removes it. Rules \
+            for specific commands are reported at low severity: check that none of them can run a shell.",
+        remediation: "Remove NOPASSWD (edit the named file with `visudo -f`), or narrow it to the commands that \
+            must run unattended, none of which should let the caller run arbitrary commands.",
+        commands: &["sudo -l -U <user>", "visudo -f <file>"],
+        references: &[
+            "sudoers(5): NOPASSWD, authenticate",
+            "CIS Linux benchmarks: Ensure re-authentication for privilege escalation is not disabled globally",
+        ],
+    },
+    FindingRule {
+        id: "GW-ACCESS-008",
+        title: "A static AWS access key is stored on the instance",
+        severity: Severity::High,
+        other_severities: &[SeverityCase {
+            severity: Severity::Medium,
+            when: "the key id is a temporary one (`ASIA`: STS credentials that expire) or of an unknown kind",
+        }],
+        severity_from_config: None,
+        source: "access",
+        rationale: "On EC2 the instance's IAM role gives software credentials that rotate by themselves. A long-lived \
+            access key (`AKIA`) in `~/.aws/credentials`, a `.env` file or a systemd unit works from anywhere until \
+            someone deactivates it: anyone who reads the file, a backup or an AMI made from the instance can use \
+            it. Only the key id's first and last four characters are reported, never the secret.",
+        remediation: "Give the instance a role with the permissions the software needs (the SDKs and the CLI use it \
+            without configuration), then deactivate and delete the key in IAM and remove it from the file. Check \
+            CloudTrail for the key's use first if the instance may have been exposed.",
+        commands: &[
+            "aws iam list-access-keys --user-name <user>",
+            "aws iam update-access-key --access-key-id <key-id> --status Inactive --user-name <user>",
+            "aws ec2 associate-iam-instance-profile --instance-id <instance-id> --iam-instance-profile Name=<profile>",
+        ],
+        references: &[
+            "AWS IAM User Guide: Use IAM roles for applications on EC2 instances",
+            "AWS Security Hub control IAM.3: IAM users' access keys should be rotated every 90 days or less",
+        ],
+    },
+    FindingRule {
         id: "GW-FIM-001",
         title: "File integrity coverage has open gaps",
         severity: Severity::Medium,
@@ -530,6 +686,7 @@ mod tests {
         ids.extend(guestward_cloud::FINDING_IDS);
         ids.extend(guestward_network::FINDING_IDS);
         ids.extend(guestward_packages::FINDING_IDS);
+        ids.extend(guestward_access::FINDING_IDS);
         // guestward-transport depends on this crate, so it cannot be named here: its one id
         // (`guestward_transport::shipper::CERT_EXPIRY_FINDING`, raised by
         // `Shipper::certificate_findings`) is listed by hand.
@@ -568,7 +725,7 @@ mod tests {
 
     #[test]
     fn every_entry_is_filled_in_and_lookup_finds_it() {
-        let sources = ["cloud", "network", "packages", "fim", "transport"];
+        let sources = ["cloud", "network", "packages", "fim", "transport", "access"];
         for r in CATALOGUE {
             assert!(sources.contains(&r.source), "{}: unknown source {}", r.id, r.source);
             for (what, text) in
@@ -648,6 +805,89 @@ mod tests {
             "exposure": { "scope": "all-interfaces", "public_addresses": public },
             "owners": [{ "pid": pid, "name": "svc" }],
         })
+    }
+
+    #[test]
+    fn access_findings_match_the_catalogue_at_every_builtin_severity() {
+        use guestward_access::{
+            AccessReport, Account, AuthorizedKey, CloudCredential, CredentialSource, KeyKind, Location,
+            PasswordState, SshdSettings, SshdValue, SudoGrant,
+        };
+        let at = |file: &str| Location { file: file.into(), line: 1 };
+        let yes = || SshdValue { value: "yes".into(), set_at: Some(at("/etc/ssh/sshd_config")) };
+        let account = |name: &str, uid, password| Account {
+            name: name.into(),
+            uid,
+            gid: uid,
+            home: format!("/home/{name}"),
+            shell: "/bin/bash".into(),
+            can_login: true,
+            password,
+        };
+        let grant = |all: bool| SudoGrant {
+            at: at("/etc/sudoers"),
+            who: "deploy".into(),
+            hosts: "ALL".into(),
+            runas: None,
+            commands: vec![if all { "ALL".into() } else { "/bin/ls".into() }],
+            nopasswd: true,
+            all_commands: all,
+            defaults_no_authenticate: false,
+        };
+        let key = |kind| CloudCredential {
+            source: CredentialSource::EnvFile,
+            at: at("/srv/app/.env"),
+            name: "AWS_ACCESS_KEY_ID".into(),
+            key_id: "AKIA…MPLE".into(),
+            kind,
+            secret_present: true,
+            unit: None,
+        };
+        let mut report = AccessReport {
+            accounts: vec![
+                account("toor", 0, PasswordState::Set),
+                account("guest", 1001, PasswordState::Empty),
+            ],
+            sshd: Some(SshdSettings {
+                files: vec!["/etc/ssh/sshd_config".into()],
+                password_authentication: yes(),
+                permit_root_login: yes(),
+                permit_empty_passwords: yes(),
+                kbd_interactive_authentication: yes(),
+                pubkey_authentication: yes(),
+                authorized_keys_file: vec![".ssh/authorized_keys".into()],
+                match_blocks: vec![],
+            }),
+            authorized_keys: vec![AuthorizedKey {
+                user: "guest".into(),
+                at: at("/home/guest/.ssh/authorized_keys"),
+                key_type: "DSA".into(),
+                algorithm: "ssh-dss".into(),
+                bits: 1024,
+                fingerprint: "SHA256:x".into(),
+                comment: "old".into(),
+                options: vec![],
+                weak: Some("DSA".into()),
+            }],
+            sudo_grants: vec![grant(true), grant(false)],
+            cloud_credentials: vec![key(KeyKind::LongTerm), key(KeyKind::Temporary)],
+            ..Default::default()
+        };
+        let findings = guestward_access::findings(&report);
+        let severities: BTreeSet<Severity> = findings.iter().map(|f| f.severity).collect();
+        assert_eq!(
+            severities,
+            BTreeSet::from([Severity::Low, Severity::Medium, Severity::High, Severity::Critical])
+        );
+        assert_eq!(check(&findings), ids_of("GW-ACCESS-"));
+        // Without sshd's empty passwords, the empty password is high.
+        report.sshd = None;
+        let empty: Vec<_> = guestward_access::findings(&report)
+            .into_iter()
+            .filter(|f| f.id == guestward_access::EMPTY_PASSWORD)
+            .collect();
+        assert_eq!(empty[0].severity, Severity::High);
+        check(&empty);
     }
 
     #[test]

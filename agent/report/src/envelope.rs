@@ -49,6 +49,10 @@ pub struct Report {
     /// last verification and the open coverage gaps. The changes themselves are `events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fim: Option<Section<guestward_fim::FimReport>>,
+    /// Credentials and access: accounts that can log in, SSH keys and the effective sshd
+    /// settings, sudo grants, static cloud keys on disk (masked; never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Section<guestward_access::AccessReport>>,
     /// The agent's own CPU and memory against its budgets (`[limits]`), and whether it was
     /// slowing its FIM hashing and full scans down when the report was made. Daemon reports
     /// only; absent in one-shot `scan` output.
@@ -128,6 +132,7 @@ impl Report {
             cloud: None,
             network: None,
             fim: None,
+            access: None,
             self_limits: None,
             findings: Vec::new(),
             events: Vec::new(),
@@ -151,6 +156,7 @@ impl Report {
         add(&mut out, "cloud", &self.cloud);
         add(&mut out, "network", &self.network);
         add(&mut out, "fim", &self.fim);
+        add(&mut out, "access", &self.access);
         out
     }
 
@@ -174,6 +180,7 @@ impl Report {
         excuse(&mut self.cloud, uid, root, expected);
         excuse(&mut self.network, uid, root, expected);
         excuse(&mut self.fim, uid, root, expected);
+        excuse(&mut self.access, uid, root, expected);
     }
 
     /// Whether any section degraded or failed.

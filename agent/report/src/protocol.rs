@@ -30,11 +30,14 @@ pub enum Collector {
     /// File integrity: baseline state, realtime coverage, open gaps (the daemon's monitor; a
     /// one-shot scan reads the stored baseline without changing it).
     Fim,
+    /// Accounts that can log in, SSH keys and sshd settings, sudo grants, static cloud keys.
+    Access,
 }
 
 impl Collector {
     /// Every collector, in report order.
-    pub const ALL: [Self; 5] = [Self::Host, Self::Packages, Self::Network, Self::Cloud, Self::Fim];
+    pub const ALL: [Self; 6] =
+        [Self::Host, Self::Packages, Self::Network, Self::Cloud, Self::Fim, Self::Access];
 
     /// Every collector.
     pub fn all() -> std::collections::BTreeSet<Self> {
@@ -49,6 +52,7 @@ impl Collector {
             Self::Cloud => "cloud",
             Self::Network => "network",
             Self::Fim => "fim",
+            Self::Access => "access",
         }
     }
 
@@ -60,6 +64,7 @@ impl Collector {
             Self::Cloud => "EC2 instance identity and metadata-service posture (live only)",
             Self::Network => "listening sockets, owners, exposure (live only)",
             Self::Fim => "file integrity: baseline state, realtime coverage, open gaps",
+            Self::Access => "accounts, SSH keys and sshd settings, sudo grants, static cloud keys",
         }
     }
 }
@@ -72,7 +77,7 @@ impl std::fmt::Display for Collector {
 
 /// A collector name that is not one of [`Collector::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network, fim")]
+#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network, fim, access")]
 pub struct UnknownCollector(pub String);
 
 impl std::str::FromStr for Collector {

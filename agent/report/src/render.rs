@@ -57,6 +57,12 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
             guestward_fim::render_summary(data, out)?;
         }
     }
+    if let Some(section) = &report.access {
+        section_header(out, "access", section)?;
+        if let Some(data) = &section.data {
+            guestward_access::render_summary(data, out)?;
+        }
+    }
     if !report.events.is_empty() {
         const SHOWN: usize = 20;
         writeln!(out, "\nevents ({}, newest last):", report.events.len())?;
@@ -109,6 +115,10 @@ pub fn finding_location(finding: &guestward_core::Finding) -> Option<String> {
     let text = |key: &str| e.get(key).and_then(serde_json::Value::as_str);
     if let Some(path) = text("path") {
         let mut at = path.to_string();
+        // A place in a configuration file (sudoers, authorized_keys, sshd_config).
+        if let Some(line) = e.get("line").and_then(serde_json::Value::as_u64) {
+            at.push_str(&format!(":{line}"));
+        }
         if let Some(inner) = text("path_in_archive") {
             at.push_str(&format!(" (inside: {inner})"));
         }

@@ -8,6 +8,8 @@
 //! is internet-facing only if instance metadata says the address is public) are the
 //! pipeline's, applied after every collector returned.
 
+/// Credentials and access.
+pub mod access;
 /// Each collector's last run and retry backoff, for `agentctl status`.
 pub mod book;
 /// Cloud identity (EC2 instance metadata).
@@ -87,6 +89,8 @@ pub struct Collectors {
     pub cloud: cloud::CloudCollector,
     /// File integrity.
     pub fim: fim::FimCollector,
+    /// Credentials and access.
+    pub access: access::AccessCollector,
 }
 
 impl Collectors {
@@ -104,6 +108,7 @@ impl Collectors {
             packages: packages::PackagesCollector::new(root.clone(), config.packages.clone()),
             network: network::NetworkCollector::new(root.clone(), config.network.clone()),
             cloud: cloud::CloudCollector::new(&config.imds, root.clone(), runtime),
+            access: access::AccessCollector::new(root.clone(), config.access.clone()),
             fim,
             root,
         }
@@ -121,6 +126,9 @@ impl Collectors {
         }
         if old.network != new.network {
             next.network = network::NetworkCollector::new(self.root.clone(), new.network.clone());
+        }
+        if old.access != new.access {
+            next.access = access::AccessCollector::new(self.root.clone(), new.access.clone());
         }
         if old.imds != new.imds {
             next.cloud = cloud::CloudCollector::new(&new.imds, self.root.clone(), self.cloud.runtime());

@@ -1,0 +1,132 @@
+//! Reading the scanned tree: every file through [`HostRoot::open`] (regular files only, capped,
+//! symlinks resolved inside the root), directory listings of resolved paths.
+//!
+//! Listings: a directory is resolved inside the root ([`HostRoot::resolve`]) and then listed by
+//! that path. A directory swapped for a symlink between the two could only make us see names
+//! from elsewhere: every file is then opened by its host path through the door, which resolves
+//! it inside the root again, so nothing outside the root is ever read. Subdirectories are
+//! entered only when their directory entry says "directory" (never through a symlink).
+
+use guestward_core::{HostFsError, HostRoot, Problem};
+use std::path::{Path, PathBuf};
+
+/// Configuration files (sshd_config, sudoers, unit files, passwd...) larger than this are not
+/// read: real ones are a few KiB.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+/// Entries read from one directory listing.
+pub(crate) const MAX_DIR_ENTRIES: usize = 100_000;
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+}
+
+/// Reads a text file through the door. Invalid UTF-8 is replaced.
+pub(crate) fn read_text(root: &HostRoot, host_path: &Path, cap: u64) -> Result<String, HostFsError> {
+    root.read_string_capped(host_path, cap)
+}
+
+/// The entries of `host_dir`, sorted by name, at most [`MAX_DIR_ENTRIES`] (the flag says when
+/// more were left out).
+pub(crate) fn list_dir(root: &HostRoot, host_dir: &Path) -> Result<(Vec<DirEntry>, bool), HostFsError> {
+    let real = root.resolve(host_dir)?;
+    let shown = root.display(host_dir);
+    let entries = std::fs::read_dir(&real).map_err(|e| HostFsError::from_io(&shown, e))?;
+    let mut out = Vec::new();
+    let mut truncated = false;
+    for entry in entries {
+        if out.len() >= MAX_DIR_ENTRIES {
+            truncated = true;
+            break;
+        }
+        let Ok(entry) = entry else { continue };
+        // The entry's own type (d_type, else lstat): a symlink is never taken for a directory.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        out.push(DirEntry { name: entry.file_name().to_string_lossy().into_owned(), is_dir });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((out, truncated))
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Expands a glob(3) pattern (absolute host path; wildcards in any component) against the
+/// root, sorted as glob sorts, at most `cap` results. Names starting with `.` only match a
+/// pattern component that starts with `.`, as in glob(3). Directories that cannot be listed
+/// add a problem; a pattern matching nothing yields nothing.
+pub(crate) fn glob(root: &HostRoot, pattern: &str, cap: usize, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+    if !has_wildcard(pattern) {
+        return vec![PathBuf::from(pattern)];
+    }
+    let mut current: Vec<PathBuf> = vec![PathBuf::from("/")];
+    for part in pattern.split('/').filter(|p| !p.is_empty()) {
+        let mut next = Vec::new();
+        if !has_wildcard(part) {
+            next.extend(current.iter().map(|base| base.join(part)));
+        } else {
+            let matcher = match globset::GlobBuilder::new(part).literal_separator(true).build() {
+                Ok(g) => g.compile_matcher(),
+                Err(e) => {
+                    problems.push(Problem::new("malformed", format!("bad pattern `{pattern}`: {e}")));
+                    return Vec::new();
+                }
+            };
+            for base in &current {
+                let entries = match list_dir(root, base) {
+                    Ok((entries, _)) => entries,
+                    Err(HostFsError::NotFound { .. }) => continue,
+                    Err(e) => {
+                        problems.push(e.to_problem());
+                        continue;
+                    }
+                };
+                for e in entries {
+                    if e.name.starts_with('.') && !part.starts_with('.') {
+                        continue;
+                    }
+                    if matcher.is_match(&e.name) {
+                        next.push(base.join(&e.name));
+                    }
+                }
+            }
+        }
+        if next.len() > cap {
+            next.truncate(cap);
+        }
+        current = next;
+    }
+    current.sort();
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn glob_expands_inside_the_root_sorted_and_skips_dot_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("etc/ssh/sshd_config.d");
+        std::fs::create_dir_all(&d).unwrap();
+        for name in ["20-b.conf", "10-a.conf", ".hidden.conf", "x.txt"] {
+            std::fs::write(d.join(name), "").unwrap();
+        }
+        let root = HostRoot::new(dir.path()).unwrap();
+        let mut problems = Vec::new();
+        let got = glob(&root, "/etc/ssh/sshd_config.d/*.conf", 100, &mut problems);
+        assert_eq!(
+            got,
+            vec![
+                PathBuf::from("/etc/ssh/sshd_config.d/10-a.conf"),
+                PathBuf::from("/etc/ssh/sshd_config.d/20-b.conf")
+            ]
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(glob(&root, "/nope/*.conf", 100, &mut problems).is_empty());
+    }
+}
