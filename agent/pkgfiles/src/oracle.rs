@@ -198,7 +198,7 @@ impl PackageOracle for Oracle {
                                 &guestward_fim::attribution::algos_of(expected),
                             );
                             let a =
-                                guestward_fim::attribution::classify(&expected, &content, true, false, None);
+                                guestward_fim::attribution::classify(expected, &content, true, false, None);
                             if let Some(a) = a.filter(|a| {
                                 matches!(
                                     a.origin,
