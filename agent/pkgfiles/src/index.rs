@@ -549,6 +549,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_index_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Index>();
+    }
+
+    #[test]
     fn keys_keep_the_package_number_apart_from_the_hash() {
         let base = key_base(Path::new("/usr/bin/ls"));
         assert_eq!(base & ((1 << PKG_BITS) - 1), 0);
