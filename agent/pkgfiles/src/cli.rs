@@ -68,23 +68,39 @@ pub fn run_with(args: &VerifyPackagesArgs, out: &mut dyn Write, err: &mut dyn Wr
         max_file_bytes: args.max_file_size,
     };
     let progress = Progress::default();
+    // A spinner while the package databases are read (the number of packages is not known
+    // yet), then a bar over the packages.
     let bar = (!args.no_progress && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
+        let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} packages {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
+        bar.set_message("reading the package databases");
         bar
     });
     let result = std::thread::scope(|s| {
         let worker = s.spawn(|| verify::verify_root(&root, &opts, &progress));
         if let Some(bar) = &bar {
+            let mut counting = false;
             while !worker.is_finished() {
-                bar.set_length(progress.packages_total.load(Ordering::Relaxed));
-                bar.set_position(progress.packages_done.load(Ordering::Relaxed));
-                bar.set_message(format!("{} files", progress.files_done.load(Ordering::Relaxed)));
+                let total = progress.packages_total.load(Ordering::Relaxed);
+                if total > 0 && !counting {
+                    counting = true;
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} packages {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    bar.set_length(total);
+                }
+                if counting {
+                    bar.set_position(progress.packages_done.load(Ordering::Relaxed));
+                    bar.set_message(format!("{} files", progress.files_done.load(Ordering::Relaxed)));
+                } else {
+                    bar.tick();
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();

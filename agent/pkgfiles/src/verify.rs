@@ -141,6 +141,9 @@ pub struct Mismatch {
     pub package: PackageOwner,
     /// Changed, conffile changed, or missing.
     pub kind: MismatchKind,
+    /// A conffile (dpkg) or `%config` file (rpm), also when missing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conffile: bool,
     /// `kind`'s severity.
     pub severity: Severity,
     /// What differs (empty for a missing file).
@@ -169,7 +172,7 @@ pub struct Report {
     pub files_checked: u64,
     /// Bytes hashed.
     pub bytes_hashed: u64,
-    /// Files that do not match, sorted by path.
+    /// Files that do not match, most severe first, then by path.
     pub mismatches: Vec<Mismatch>,
     /// What could not be read or checked (unreadable files, damaged databases).
     pub problems: Vec<Problem>,
@@ -299,7 +302,14 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
             Outcome::Problem(p) => problems.push(p),
         }
     }
-    mismatches.sort_by(|a, b| (&a.path, &a.package.name).cmp(&(&b.path, &b.package.name)));
+    // Most severe first (changed, missing, conffiles), then by path.
+    mismatches.sort_by(|a, b| {
+        (std::cmp::Reverse(a.severity), &a.path, &a.package.name).cmp(&(
+            std::cmp::Reverse(b.severity),
+            &b.path,
+            &b.package.name,
+        ))
+    });
     problems.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
     Ok(Report {
         root: root.dir().display().to_string(),
@@ -509,7 +519,10 @@ impl<'a> Worker<'a> {
 
     fn lstat(&mut self, host: &Path) -> io::Result<Found> {
         let (Some(parent), Some(name)) = (host.parent(), host.file_name()) else {
-            return Err(io::Error::other("not a file path"));
+            // `/` itself (rpm's filesystem package owns it): examined as `.` of itself.
+            let dir = open_dir_in_root(self.root(), Path::new("/"))?;
+            let st = dirfd::stat_fd(&dir)?;
+            return Ok(Found::Present { dir, name: ".".into(), st });
         };
         let Some(dir) = self.dir(parent)? else { return Ok(Found::Missing) };
         match dirfd::stat_at(&dir, name) {
@@ -517,6 +530,24 @@ impl<'a> Worker<'a> {
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => Ok(Found::Missing),
             Err(e) => Err(e),
         }
+    }
+
+    fn unreadable(&self, host: &Path, e: &io::Error) -> Outcome {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            return self.problem(
+                host,
+                "permission_denied",
+                "permission denied (verify-packages reads every package file: run it as root, or with CAP_DAC_READ_SEARCH)",
+            );
+        }
+        if dirfd::is_changed_during_scan(e) {
+            return self.problem(
+                host,
+                "changed_during_check",
+                "it was replaced while being checked; not verified",
+            );
+        }
+        self.problem(host, "unreadable", e)
     }
 
     fn problem(&self, host: &Path, code: &str, what: impl std::fmt::Display) -> Outcome {
@@ -547,6 +578,7 @@ impl<'a> Worker<'a> {
                     path: path.display().to_string(),
                     package: owner.clone(),
                     kind,
+                    conffile,
                     severity: MismatchKind::severity(kind),
                     attributes,
                     expected: Some(expected.clone()),
@@ -556,9 +588,11 @@ impl<'a> Worker<'a> {
             };
         let changed = if conffile { MismatchKind::ConffileChanged } else { MismatchKind::Changed };
         let (dir, name, st) = match self.lstat(path) {
+            // dpkg was told not to unpack it (path-exclude): absent on purpose, as debsums says.
+            Ok(Found::Missing) if self.index.dpkg_path_excluded(path) => return Vec::new(),
             Ok(Found::Missing) => return mismatch(MismatchKind::Missing, Vec::new(), None, Vec::new()),
             Ok(Found::Present { dir, name, st }) => (dir, name, st),
-            Err(e) => return vec![self.problem(path, "unreadable", e)],
+            Err(e) => return vec![self.unreadable(path, &e)],
         };
         if !is_type(&st, nix::libc::S_IFREG) {
             let kind = guestward_fim::record::FileKind::from_mode(st.st_mode);
@@ -578,7 +612,7 @@ impl<'a> Worker<'a> {
                     format!("over the {}-byte limit; not hashed", self.max_file_bytes),
                 )];
             }
-            Err(e) => return vec![self.problem(path, "unreadable", e)],
+            Err(e) => return vec![self.unreadable(path, &e)],
         };
         if actual.hex == expected.hex {
             return Vec::new();
@@ -605,6 +639,7 @@ impl<'a> Worker<'a> {
             path: f.path.display().to_string(),
             package: owner,
             kind: if conffile { MismatchKind::ConffileChanged } else { MismatchKind::Changed },
+            conffile,
             severity: Severity::Info,
             attributes: Vec::new(),
             expected: f.digest.clone(),
@@ -625,7 +660,7 @@ impl<'a> Worker<'a> {
                 return finish(m);
             }
             Ok(Found::Present { dir, name, st }) => (dir, name, st),
-            Err(e) => return vec![self.problem(&f.path, "unreadable", e)],
+            Err(e) => return vec![self.unreadable(&f.path, &e)],
         };
         let fmode = f.mode & 0xffff;
         // rpm follows a symlink where it expected a directory, when the link is root's or
@@ -667,7 +702,7 @@ impl<'a> Worker<'a> {
                             format!("over the {}-byte limit; not hashed", self.max_file_bytes),
                         )];
                     }
-                    Err(e) => return vec![self.problem(&f.path, "unreadable", e)],
+                    Err(e) => return vec![self.unreadable(&f.path, &e)],
                 },
                 None => {
                     m.attributes.push(Attribute::Digest);

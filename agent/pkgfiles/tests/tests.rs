@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod attribution;
+mod dpkg;
 mod index;
 mod rpm;
 mod support;
