@@ -182,7 +182,12 @@ fn run_inner(
             // The trust anchor: package files that already differ from their package.
             let b = &report.summary.baseline;
             for m in &b.package_mismatches {
-                writeln!(out, "PACKAGE MISMATCH: {} ({})", m.path, m.package.human())?;
+                let label = if m.package.origin == crate::package::ChangeOrigin::ConffileEdit {
+                    "CONFFILE EDITED"
+                } else {
+                    "PACKAGE MISMATCH"
+                };
+                writeln!(out, "{label}: {} ({})", m.path, m.package.human())?;
             }
             match &b.package_verification {
                 Some(v) => writeln!(out, "{v}"),

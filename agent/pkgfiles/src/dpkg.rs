@@ -21,6 +21,10 @@ pub const MAX_STATUS_BYTES: u64 = 64 << 20;
 pub const MAX_INFO_FILE_BYTES: u64 = 64 << 20;
 /// Largest `diversions` file read.
 pub const MAX_DIVERSIONS_BYTES: u64 = 4 << 20;
+/// Largest dpkg configuration file read (`/etc/dpkg/dpkg.cfg`, `dpkg.cfg.d/*`).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Most files read from `/etc/dpkg/dpkg.cfg.d`.
+const MAX_CONFIG_FILES: usize = 256;
 
 /// One conffile of a package, from its `Conffiles:` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +372,80 @@ pub fn parse_diversions(bytes: &[u8], shown: &Path) -> (Diversions, Vec<Problem>
     (d, problems)
 }
 
+/// dpkg's `path-exclude`/`path-include` filters (dpkg.cfg(5)): files dpkg did not unpack
+/// although their package lists them (minimal images drop /usr/share/doc this way). The last
+/// matching rule wins; patterns are fnmatch(3) globs in which `*` also matches `/`.
+#[derive(Debug, Clone, Default)]
+pub struct PathFilters {
+    rules: Vec<(bool, globset::GlobMatcher)>,
+}
+
+impl PathFilters {
+    /// Whether dpkg was told not to unpack `path`.
+    pub fn excluded(&self, path: &Path) -> bool {
+        self.rules.iter().rev().find(|(_, m)| m.is_match(path)).is_some_and(|(exclude, _)| *exclude)
+    }
+
+    /// No rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// Reads the filters of `/etc/dpkg/dpkg.cfg.d/*` (names of letters, digits, `_` and `-`, in
+/// order) and `/etc/dpkg/dpkg.cfg`, as debsums does.
+pub fn read_path_filters(root: &HostRoot) -> (PathFilters, Vec<Problem>) {
+    let mut files = Vec::new();
+    if let Ok(dir) = root.resolve("/etc/dpkg/dpkg.cfg.d")
+        && let Ok(entries) = std::fs::read_dir(&dir)
+    {
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+            .take(MAX_CONFIG_FILES)
+            .collect();
+        names.sort();
+        files.extend(names.into_iter().map(|n| PathBuf::from("/etc/dpkg/dpkg.cfg.d").join(n)));
+    }
+    files.push(PathBuf::from("/etc/dpkg/dpkg.cfg"));
+    let mut filters = PathFilters::default();
+    let mut problems = Vec::new();
+    for f in files {
+        let text = match root.read_string_capped(&f, MAX_CONFIG_BYTES) {
+            Ok(t) => t,
+            Err(guestward_core::HostFsError::NotFound { .. }) => continue,
+            Err(e) => {
+                problems.push(e.to_problem());
+                continue;
+            }
+        };
+        for line in text.lines() {
+            let line = line.trim().trim_start_matches("--");
+            let (name, value) = match line.split_once(['=', ' ', '\t']) {
+                Some((n, v)) => (n.trim(), v.trim()),
+                None => continue,
+            };
+            let exclude = match name {
+                "path-exclude" => true,
+                "path-include" => false,
+                _ => continue,
+            };
+            match globset::GlobBuilder::new(value).literal_separator(false).backslash_escape(true).build() {
+                Ok(g) => filters.rules.push((exclude, g.compile_matcher())),
+                Err(e) => problems.push(
+                    Problem::new(
+                        "malformed",
+                        format!("dpkg {name} pattern {}: {e}", quote_truncated(value, MAX_QUOTED_CHARS)),
+                    )
+                    .with_path(f.display().to_string()),
+                ),
+            }
+        }
+    }
+    (filters, problems)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -386,6 +464,23 @@ mod tests {
         assert!(c[1].obsolete && !c[1].remove_on_upgrade);
         assert!(c[2].remove_on_upgrade);
         assert_eq!(c[3].md5, None);
+    }
+
+    #[test]
+    fn path_filters_last_match_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/dpkg/dpkg.cfg.d")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/dpkg/dpkg.cfg.d/excludes"),
+            "# minimal image\npath-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\n",
+        )
+        .unwrap();
+        let (f, problems) = read_path_filters(&HostRoot::new(dir.path()).unwrap());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(f.excluded(Path::new("/usr/share/doc/bash/README")));
+        assert!(f.excluded(Path::new("/usr/share/doc/bash/examples/x")));
+        assert!(!f.excluded(Path::new("/usr/share/doc/bash/copyright")));
+        assert!(!f.excluded(Path::new("/usr/bin/bash")));
     }
 
     #[test]

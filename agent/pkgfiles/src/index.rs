@@ -92,6 +92,7 @@ pub struct Index {
     dpkg_admin: PathBuf,
     rpm_db: Option<Found>,
     diversions: Diversions,
+    path_filters: dpkg::PathFilters,
     aliases: Vec<(PathBuf, PathBuf)>,
     packages: Vec<IndexedPackage>,
     /// `hash44(path) << 20 | package`, sorted.
@@ -155,6 +156,7 @@ impl Index {
             dpkg_admin: PathBuf::from(dpkg::DEFAULT_ADMIN_DIR),
             rpm_db: None,
             diversions: Diversions::default(),
+            path_filters: dpkg::PathFilters::default(),
             aliases: Vec::new(),
             packages: Vec::new(),
             keys: Vec::new(),
@@ -221,6 +223,9 @@ impl Index {
         let (diversions, more) = dpkg::read_diversions(&self.root, &admin);
         problems.extend(more);
         self.diversions = diversions;
+        let (filters, more) = dpkg::read_path_filters(&self.root);
+        problems.extend(more);
+        self.path_filters = filters;
         for p in packages {
             let owner = PackageOwner {
                 manager: PackageManager::Dpkg,
@@ -505,6 +510,11 @@ impl Index {
         Ok((files, problems))
     }
 
+    /// Whether dpkg's `path-exclude` rules kept `path` from being unpacked.
+    pub fn dpkg_path_excluded(&self, path: &Path) -> bool {
+        !self.path_filters.is_empty() && self.path_filters.excluded(path)
+    }
+
     /// The rpm database record of package `id`.
     pub fn rpm_record(&self, id: u32) -> Option<u32> {
         match &self.packages.get(id as usize)?.source {
@@ -537,6 +547,12 @@ fn bare_expected(owner: &PackageOwner) -> ExpectedFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Index>();
+    }
 
     #[test]
     fn keys_keep_the_package_number_apart_from_the_hash() {

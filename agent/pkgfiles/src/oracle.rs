@@ -10,7 +10,8 @@ use crate::index::Index;
 use crate::transaction;
 use guestward_core::{HostRoot, Problem, Timestamp};
 use guestward_fim::package::{
-    ChangeOrigin, ExpectedFile, PackageAttribution, PackageOracle, PackageTransaction,
+    ChangeOrigin, DigestAlgo, ExpectedFile, PackageAttribution, PackageDigest, PackageOracle,
+    PackageTransaction,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -126,51 +127,94 @@ impl PackageOracle for Oracle {
     }
 
     fn verify_under(&self, roots: &[PathBuf]) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
-        use crate::verify::{MismatchKind, Options, Progress, verify};
         let index = self.index();
+        if index.packages().is_empty() {
+            return Err("no dpkg or rpm database under the root".to_string());
+        }
         let under = |p: &Path| roots.iter().any(|r| p.starts_with(r));
-        // Only packages with a file in scope: a FIM policy of /etc does not hash all of /usr.
-        let mut names = Vec::new();
+        // Only the files in scope, not whole packages: a policy of /usr/bin and /etc must not
+        // hash every package's /usr/share. What each package says, gathered per path in one
+        // pass over the manifests (asking the index per path would re-read them).
+        let mut by_path: std::collections::BTreeMap<PathBuf, Vec<ExpectedFile>> =
+            std::collections::BTreeMap::new();
         for (id, pkg) in index.packages().iter().enumerate() {
             let Ok(id) = u32::try_from(id) else { break };
+            if !pkg.is_verified() {
+                continue;
+            }
             let Ok(m) = index.manifest(id) else { continue };
-            let inside = match m.as_ref() {
-                crate::Manifest::Dpkg(files) => files.iter().any(|f| under(&index.canon(&f.on_disk))),
-                crate::Manifest::Rpm(p) => p.files.iter().any(|f| under(&index.canon(&f.path))),
-            };
-            if inside && pkg.is_verified() {
-                names.push(match &pkg.owner.arch {
-                    Some(a) => format!("{}:{a}", pkg.owner.name),
-                    None => pkg.owner.name.clone(),
-                });
+            match m.as_ref() {
+                crate::Manifest::Dpkg(files) => {
+                    for f in files.iter().filter(|f| !f.obsolete && !f.remove_on_upgrade) {
+                        let Some(md5) = f.md5 else { continue };
+                        let path = index.canon(&f.on_disk);
+                        if !under(&path) {
+                            continue;
+                        }
+                        by_path.entry(path).or_default().push(ExpectedFile {
+                            owner: pkg.owner.clone(),
+                            digest: Some(PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&md5) }),
+                            conffile: f.conffile,
+                            mode: None,
+                            size: None,
+                            user: None,
+                            group: None,
+                        });
+                    }
+                }
+                crate::Manifest::Rpm(p) => {
+                    for f in p.files.iter().filter(|f| f.installed() && f.digest.is_some()) {
+                        let path = index.canon(&f.path);
+                        if !under(&path) {
+                            continue;
+                        }
+                        by_path.entry(path).or_default().push(ExpectedFile {
+                            owner: pkg.owner.clone(),
+                            digest: f.digest.clone(),
+                            conffile: f.flags & crate::rpm::flags::CONFIG != 0,
+                            mode: Some(f.mode),
+                            size: Some(f.size),
+                            user: Some(f.user.clone()),
+                            group: Some(f.group.clone()),
+                        });
+                    }
+                }
             }
         }
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let opts = Options { packages: names, ..Options::default() };
-        let report = verify(&index, &opts, &Progress::default()).map_err(|e| e.to_string())?;
-        Ok(report
-            .mismatches
-            .into_iter()
-            .map(|m| (PathBuf::from(&m.path), m))
-            .filter(|(p, _)| under(&index.canon(p)) || under(p))
-            .map(|(p, m)| {
-                let origin = match m.kind {
-                    MismatchKind::ConffileChanged => ChangeOrigin::ConffileEdit,
-                    MismatchKind::Changed | MismatchKind::Missing => ChangeOrigin::OutsidePackageManager,
-                };
-                let a = PackageAttribution {
-                    owner: m.package,
-                    origin,
-                    conffile: m.kind == MismatchKind::ConffileChanged,
-                    expected: m.expected,
-                    actual: m.actual,
-                    transaction: None,
-                };
-                (p, a)
-            })
-            .collect())
+        let paths: Vec<(PathBuf, Vec<ExpectedFile>)> = by_path.into_iter().collect();
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 8);
+        let chunk = paths.len().div_ceil(threads).max(1);
+        let root = &self.root;
+        let found: Vec<(PathBuf, PackageAttribution)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = paths
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        for (path, expected) in part {
+                            let content = guestward_fim::attribution::read_content(
+                                root,
+                                path,
+                                &guestward_fim::attribution::algos_of(expected),
+                            );
+                            let a =
+                                guestward_fim::attribution::classify(expected, &content, true, false, None);
+                            if let Some(a) = a.filter(|a| {
+                                matches!(
+                                    a.origin,
+                                    ChangeOrigin::OutsidePackageManager | ChangeOrigin::ConffileEdit
+                                )
+                            }) {
+                                out.push((path.clone(), a));
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+        });
+        Ok(found)
     }
 
     fn running_transaction(&self) -> Option<PackageTransaction> {

@@ -588,6 +588,8 @@ impl<'a> Worker<'a> {
             };
         let changed = if conffile { MismatchKind::ConffileChanged } else { MismatchKind::Changed };
         let (dir, name, st) = match self.lstat(path) {
+            // dpkg was told not to unpack it (path-exclude): absent on purpose, as debsums says.
+            Ok(Found::Missing) if self.index.dpkg_path_excluded(path) => return Vec::new(),
             Ok(Found::Missing) => return mismatch(MismatchKind::Missing, Vec::new(), None, Vec::new()),
             Ok(Found::Present { dir, name, st }) => (dir, name, st),
             Err(e) => return vec![self.unreadable(path, &e)],

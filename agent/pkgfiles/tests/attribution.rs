@@ -33,8 +33,10 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// One package installation at a time: dpkg takes its lock without waiting.
-static DPKG: Mutex<()> = Mutex::new(());
+/// Held while a test installs, edits and purges its package under /opt: one installation at a
+/// time (dpkg takes its lock without waiting), and a test comparing the whole live machine
+/// with `debsums` should hold it too, or it may see the test package half-installed or edited.
+pub static DPKG: Mutex<()> = Mutex::new(());
 
 /// `dpkg ARGS`, retried while another dpkg (another test, apt on this machine) holds the lock.
 fn dpkg(args: &[&std::ffi::OsStr]) {

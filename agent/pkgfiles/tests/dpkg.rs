@@ -63,6 +63,13 @@ fn prepared_tree() -> tempfile::TempDir {
 
     // md5sums as the packages shipped them: gw-alpha's gw-tool is recorded under its own path.
     let mut alpha_sums = md5sums(root, &alpha_files).replace("usr/bin/gw-alpha", "bin/gw-alpha");
+    // A file a minimal image's dpkg.cfg told dpkg not to unpack: absent on purpose.
+    alpha_sums.push_str("0123456789abcdef0123456789abcdef  usr/share/doc/gw-alpha/README\n");
+    put(
+        root,
+        "/etc/dpkg/dpkg.cfg.d/excludes",
+        "path-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\n",
+    );
     alpha_sums.push_str(&format!("{}  usr/bin/gw-tool\n", md5_of(root, "/usr/bin/gw-tool.alpha")));
     let beta_sums = md5sums(root, &["/usr/bin/gw-tool"]);
     let info = root.join("var/lib/dpkg/info");
