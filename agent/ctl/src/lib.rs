@@ -161,9 +161,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pending updates right now (the agent reads the host's cached apt lists or dnf/yum
+    /// metadata afresh; nothing is downloaded): every installed package with a newer candidate,
+    /// security ones first with their advisories and CVEs, the metadata's age, and whether a
+    /// reboot or service restarts are needed. `--json` prints the updates section.
+    Updates {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print the updates section as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the agent to scan now and print the result.
     Scan {
-        /// Run only these collectors (comma-separated): host, packages, cloud, network, fim.
+        /// Run only these collectors (comma-separated): host, packages, cloud, network, fim, updates.
         #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
         only: Vec<Collector>,
         #[command(flatten)]
@@ -358,6 +370,7 @@ impl Cli {
             | Command::Findings { connection, json }
             | Command::Inventory { connection, json, .. }
             | Command::Ports { connection, json }
+            | Command::Updates { connection, json }
             | Command::Scan { connection, json, .. }
             | Command::Events { connection, json, .. }
             | Command::Imds { connection, json }
@@ -404,6 +417,7 @@ impl Command {
             | Command::Findings { json, .. }
             | Command::Inventory { json, .. }
             | Command::Ports { json, .. }
+            | Command::Updates { json, .. }
             | Command::Scan { json, .. }
             | Command::Flush { json, .. }
             | Command::Events { json, .. }
@@ -425,6 +439,7 @@ impl Command {
             Command::Findings { .. } => "findings",
             Command::Inventory { .. } => "inventory",
             Command::Ports { .. } => "ports",
+            Command::Updates { .. } => "updates",
             Command::Scan { .. } => "scan",
             Command::Flush { .. } => "flush",
             Command::Events { .. } => "events",
@@ -650,7 +665,10 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         // The agent delivers for up to the flush timeout; its answer comes after.
         (secs, Command::Flush { .. }) => Duration::from_secs(flush_secs(secs) + 15),
         (Some(secs), _) => Duration::from_secs(secs),
-        (None, Command::Scan { .. } | Command::Ports { .. } | Command::Imds { .. }) => SCAN_REQUEST_TIMEOUT,
+        (
+            None,
+            Command::Scan { .. } | Command::Ports { .. } | Command::Updates { .. } | Command::Imds { .. },
+        ) => SCAN_REQUEST_TIMEOUT,
         (None, _) => DEFAULT_REQUEST_TIMEOUT,
     };
     let client = Client::new(socket).with_timeouts(DEFAULT_CONNECT_TIMEOUT, request_timeout);
@@ -737,6 +755,37 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 if let Some(data) = &section.data {
                     guestward_network::render_table(data, &mut out)?;
                 }
+            }
+            let degraded = matches!(
+                section.status,
+                guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
+            );
+            Ok(if degraded { exit::DEGRADED } else { exit::OK })
+        }
+        Command::Updates { .. } => {
+            let request = ScanRequest { only: vec![Collector::Updates] };
+            let report: Report = runtime.block_on(client.post("/v1/scan", &request))?;
+            let Some(section) = report.updates else {
+                anyhow::bail!("the agent returned no updates section");
+            };
+            if cli.json {
+                guestward_core::json::write_json(
+                    &mut out,
+                    &section,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
+            } else {
+                let mut safe = guestward_core::text::TerminalSafe::new(&mut out);
+                if let Some(note) = &section.note {
+                    writeln!(safe, "note: {note}")?;
+                }
+                for p in &section.problems {
+                    writeln!(safe, "problem: {p}")?;
+                }
+                if let Some(data) = &section.data {
+                    guestward_updates::render_table(data, &mut safe)?;
+                }
+                safe.flush()?;
             }
             let degraded = matches!(
                 section.status,

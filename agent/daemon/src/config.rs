@@ -46,6 +46,8 @@ pub struct ConfigFile {
     pub fim: guestward_fim::Config,
     /// `[network]`: listening sockets, their owners and exposure.
     pub network: guestward_network::Config,
+    /// `[updates]`: pending security updates from the cached apt/dnf metadata, reboot required.
+    pub updates: guestward_updates::Config,
     /// `[history]`: the event history in the state directory (bounds, storm coalescing).
     pub history: guestward_history::HistoryConfig,
     /// `[transport]`: delivery of reports to a collector over mutual TLS (the spool, the
@@ -138,6 +140,8 @@ pub struct Config {
     pub fim: guestward_fim::config::Validated,
     /// `[network]`: listening sockets, their owners and exposure.
     pub network: guestward_network::Config,
+    /// `[updates]`: pending security updates from the cached apt/dnf metadata, reboot required.
+    pub updates: guestward_updates::Config,
     /// `[history]`: the event history in the state directory (bounds, storm coalescing).
     pub history: guestward_history::HistoryConfig,
     /// `[transport]`: delivery of reports to a collector over mutual TLS. Checked, not yet
@@ -149,7 +153,7 @@ pub struct Config {
 
 /// The top-level tables, in the order problems about a missing one are reported.
 const SECTIONS: &[&str] =
-    &["agent", "control", "packages", "imds", "fim", "network", "history", "transport", "limits"];
+    &["agent", "control", "packages", "imds", "fim", "network", "updates", "history", "transport", "limits"];
 
 /// Accepted `agent.scan_interval_secs`: at least 10 s (a full scan reads every package
 /// database), at most a week (a report older than that says little about the host).
@@ -410,6 +414,7 @@ impl Config {
         let imds: Option<guestward_cloud::ImdsConfig> = sections.deserialize("imds");
         let fim: Option<guestward_fim::Config> = sections.deserialize("fim");
         let network: Option<guestward_network::Config> = sections.deserialize("network");
+        let updates: Option<guestward_updates::Config> = sections.deserialize("updates");
         let history: Option<guestward_history::HistoryConfig> = sections.deserialize("history");
         let transport: Option<guestward_transport::TransportConfig> = sections.deserialize("transport");
         let limits: Option<LimitsConfig> = sections.deserialize("limits");
@@ -425,6 +430,7 @@ impl Config {
         section_issues("packages", packages.as_ref().map(guestward_packages::Config::issues));
         section_issues("imds", imds.as_ref().map(guestward_cloud::ImdsConfig::issues));
         section_issues("network", network.as_ref().map(guestward_network::Config::issues));
+        section_issues("updates", updates.as_ref().map(guestward_updates::Config::issues));
         section_issues(
             "history",
             history
@@ -457,6 +463,7 @@ impl Config {
         }
         // `[limits]` apart from the tuple below, so that its line stays its own.
         let Some(limits) = limits else { return Err(invalid(problems)) };
+        let Some(updates) = updates else { return Err(invalid(problems)) };
         match (agent, control, packages, imds, fim, network, history, transport) {
             (
                 Some(agent),
@@ -468,7 +475,7 @@ impl Config {
                 Some(history),
                 Some(transport),
             ) if problems.is_empty() => {
-                Ok(Self { agent, control, packages, imds, fim, network, history, transport, limits })
+                Ok(Self { agent, control, packages, imds, fim, network, updates, history, transport, limits })
             }
             _ => Err(invalid(problems)),
         }

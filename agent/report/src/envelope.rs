@@ -49,6 +49,10 @@ pub struct Report {
     /// last verification and the open coverage gaps. The changes themselves are `events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fim: Option<Section<guestward_fim::FimReport>>,
+    /// Patch posture: pending updates (security ones marked, with advisories on rpm hosts)
+    /// from the package metadata cached on the host, its age, and whether a reboot is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<Section<guestward_updates::UpdatesReport>>,
     /// The agent's own CPU and memory against its budgets (`[limits]`), and whether it was
     /// slowing its FIM hashing and full scans down when the report was made. Daemon reports
     /// only; absent in one-shot `scan` output.
@@ -128,6 +132,7 @@ impl Report {
             cloud: None,
             network: None,
             fim: None,
+            updates: None,
             self_limits: None,
             findings: Vec::new(),
             events: Vec::new(),
@@ -151,6 +156,7 @@ impl Report {
         add(&mut out, "cloud", &self.cloud);
         add(&mut out, "network", &self.network);
         add(&mut out, "fim", &self.fim);
+        add(&mut out, "updates", &self.updates);
         out
     }
 
@@ -174,6 +180,7 @@ impl Report {
         excuse(&mut self.cloud, uid, root, expected);
         excuse(&mut self.network, uid, root, expected);
         excuse(&mut self.fim, uid, root, expected);
+        excuse(&mut self.updates, uid, root, expected);
     }
 
     /// Whether any section degraded or failed.

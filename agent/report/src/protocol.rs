@@ -30,11 +30,14 @@ pub enum Collector {
     /// File integrity: baseline state, realtime coverage, open gaps (the daemon's monitor; a
     /// one-shot scan reads the stored baseline without changing it).
     Fim,
+    /// Pending (security) updates from the cached apt/dnf metadata, reboot required.
+    Updates,
 }
 
 impl Collector {
     /// Every collector, in report order.
-    pub const ALL: [Self; 5] = [Self::Host, Self::Packages, Self::Network, Self::Cloud, Self::Fim];
+    pub const ALL: [Self; 6] =
+        [Self::Host, Self::Packages, Self::Network, Self::Cloud, Self::Fim, Self::Updates];
 
     /// Every collector.
     pub fn all() -> std::collections::BTreeSet<Self> {
@@ -49,6 +52,7 @@ impl Collector {
             Self::Cloud => "cloud",
             Self::Network => "network",
             Self::Fim => "fim",
+            Self::Updates => "updates",
         }
     }
 
@@ -60,6 +64,7 @@ impl Collector {
             Self::Cloud => "EC2 instance identity and metadata-service posture (live only)",
             Self::Network => "listening sockets, owners, exposure (live only)",
             Self::Fim => "file integrity: baseline state, realtime coverage, open gaps",
+            Self::Updates => "pending security updates (apt lists, dnf/yum caches), reboot required",
         }
     }
 }
@@ -72,7 +77,7 @@ impl std::fmt::Display for Collector {
 
 /// A collector name that is not one of [`Collector::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network, fim")]
+#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network, fim, updates")]
 pub struct UnknownCollector(pub String);
 
 impl std::str::FromStr for Collector {

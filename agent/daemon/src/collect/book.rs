@@ -93,6 +93,7 @@ fn index(c: Collector) -> usize {
         Collector::Network => 2,
         Collector::Cloud => 3,
         Collector::Fim => 4,
+        Collector::Updates => 5,
     }
 }
 
@@ -113,6 +114,7 @@ fn outcome(report: &Report, c: Collector) -> Option<(SectionStatus, Option<Strin
         Collector::Network => of(&report.network),
         Collector::Cloud => of(&report.cloud),
         Collector::Fim => of(&report.fim),
+        Collector::Updates => of(&report.updates),
     }
 }
 

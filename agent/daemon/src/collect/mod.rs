@@ -18,6 +18,8 @@ pub mod fim;
 pub mod network;
 /// Software inventory.
 pub mod packages;
+/// Patch posture.
+pub mod updates;
 
 use crate::config::Config;
 use guestward_core::{Event, Finding, HostRoot, Section};
@@ -87,6 +89,8 @@ pub struct Collectors {
     pub cloud: cloud::CloudCollector,
     /// File integrity.
     pub fim: fim::FimCollector,
+    /// Pending updates, reboot required.
+    pub updates: updates::UpdatesCollector,
 }
 
 impl Collectors {
@@ -105,6 +109,7 @@ impl Collectors {
             network: network::NetworkCollector::new(root.clone(), config.network.clone()),
             cloud: cloud::CloudCollector::new(&config.imds, root.clone(), runtime),
             fim,
+            updates: updates::UpdatesCollector::new(root.clone(), config.updates.clone()),
             root,
         }
     }
@@ -121,6 +126,9 @@ impl Collectors {
         }
         if old.network != new.network {
             next.network = network::NetworkCollector::new(self.root.clone(), new.network.clone());
+        }
+        if old.updates != new.updates {
+            next.updates = updates::UpdatesCollector::new(self.root.clone(), new.updates.clone());
         }
         if old.imds != new.imds {
             next.cloud = cloud::CloudCollector::new(&new.imds, self.root.clone(), self.cloud.runtime());
