@@ -382,6 +382,7 @@ fn read_list(
             stanza.clear();
             *overlong = false;
         };
+    let blank_line = memchr::memmem::Finder::new(b"\n\n");
     loop {
         match read_line(&mut index.reader, &mut line, cap) {
             Ok(Line::Eof) => {
@@ -391,6 +392,24 @@ fn read_list(
             Ok(Line::TooLong) => overlong = true,
             Ok(Line::Full) if line.is_empty() || line == b"\r" => {
                 finish(&mut stanza, &mut overlong, &mut entries, &mut errors)
+            }
+            // `Package` opens every stanza apt writes: a name not installed is skipped unread.
+            Ok(Line::Full)
+                if stanza.is_empty()
+                    && !overlong
+                    && line.strip_prefix(b"Package:").is_some_and(|n| {
+                        std::str::from_utf8(n).is_ok_and(|n| !wanted.contains(n.trim()))
+                    }) =>
+            {
+                entries += 1;
+                match crate::read::skip_stanza(&mut index.reader, &blank_line) {
+                    Ok(false) => {}
+                    Ok(true) => break,
+                    Err(e) => {
+                        errors.push(UpdatesError::Decode { path: index.shown.clone(), source: e });
+                        break;
+                    }
+                }
             }
             Ok(Line::Full) => {
                 if !overlong {

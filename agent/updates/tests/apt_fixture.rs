@@ -210,10 +210,13 @@ fn old_lists_are_stale() {
 fn hostile_lists_cost_only_themselves() {
     let dir = tree();
     let root = dir.path();
-    // A stanza with a line far over the entry cap, before the stanza that matters.
+    // A stanza of an installed package with a line far over the entry cap, before the stanza
+    // that matters: skipped whole (its version is never seen) and named. (A stanza of a
+    // package not installed is skipped unread, long lines and all.)
     let huge = format!(
-        "Package: junk\nDescription: {}\n\n{}",
+        "Package: openssl\nVersion: 9.9-1\nArchitecture: amd64\nDescription: {}\n\nPackage: junk\nDescription: {}\n\n{}",
         "x".repeat(200_000),
+        "y".repeat(200_000),
         list_stanza("openssl", "3.0.1-3", "amd64")
     );
     let security_list = format!("{LISTS}/{SECURITY}main_binary-amd64_Packages.gz");
