@@ -161,6 +161,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pending updates right now (the agent reads the host's cached apt lists or dnf/yum
+    /// metadata afresh; nothing is downloaded): every installed package with a newer candidate,
+    /// security ones first with their advisories and CVEs, the metadata's age, and whether a
+    /// reboot or service restarts are needed. `--json` prints the updates section.
+    Updates {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        connection: Connection,
+        /// Print the updates section as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Who can log in and how, right now (the agent runs a fresh access scan): accounts that
     /// can log in and their password state (never a hash), the effective sshd settings, every
     /// authorized SSH key with its fingerprint, sudo grants of ALL or without a password, and
@@ -175,7 +187,7 @@ pub enum Command {
     },
     /// Ask the agent to scan now and print the result.
     Scan {
-        /// Run only these collectors (comma-separated): host, packages, cloud, network, fim, access.
+        /// Run only these collectors (comma-separated): host, packages, cloud, network, fim, updates, access.
         #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
         only: Vec<Collector>,
         #[command(flatten)]
@@ -370,6 +382,7 @@ impl Cli {
             | Command::Findings { connection, json }
             | Command::Inventory { connection, json, .. }
             | Command::Ports { connection, json }
+            | Command::Updates { connection, json }
             | Command::Access { connection, json }
             | Command::Scan { connection, json, .. }
             | Command::Events { connection, json, .. }
@@ -417,6 +430,7 @@ impl Command {
             | Command::Findings { json, .. }
             | Command::Inventory { json, .. }
             | Command::Ports { json, .. }
+            | Command::Updates { json, .. }
             | Command::Access { json, .. }
             | Command::Scan { json, .. }
             | Command::Flush { json, .. }
@@ -439,6 +453,7 @@ impl Command {
             Command::Findings { .. } => "findings",
             Command::Inventory { .. } => "inventory",
             Command::Ports { .. } => "ports",
+            Command::Updates { .. } => "updates",
             Command::Access { .. } => "access",
             Command::Scan { .. } => "scan",
             Command::Flush { .. } => "flush",
@@ -667,7 +682,11 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         (Some(secs), _) => Duration::from_secs(secs),
         (
             None,
-            Command::Scan { .. } | Command::Ports { .. } | Command::Access { .. } | Command::Imds { .. },
+            Command::Scan { .. }
+            | Command::Ports { .. }
+            | Command::Updates { .. }
+            | Command::Access { .. }
+            | Command::Imds { .. },
         ) => SCAN_REQUEST_TIMEOUT,
         (None, _) => DEFAULT_REQUEST_TIMEOUT,
     };
@@ -755,6 +774,37 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 if let Some(data) = &section.data {
                     guestward_network::render_table(data, &mut out)?;
                 }
+            }
+            let degraded = matches!(
+                section.status,
+                guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
+            );
+            Ok(if degraded { exit::DEGRADED } else { exit::OK })
+        }
+        Command::Updates { .. } => {
+            let request = ScanRequest { only: vec![Collector::Updates] };
+            let report: Report = runtime.block_on(client.post("/v1/scan", &request))?;
+            let Some(section) = report.updates else {
+                anyhow::bail!("the agent returned no updates section");
+            };
+            if cli.json {
+                guestward_core::json::write_json(
+                    &mut out,
+                    &section,
+                    guestward_core::json::stdout_wants_pretty(),
+                )?;
+            } else {
+                let mut safe = guestward_core::text::TerminalSafe::new(&mut out);
+                if let Some(note) = &section.note {
+                    writeln!(safe, "note: {note}")?;
+                }
+                for p in &section.problems {
+                    writeln!(safe, "problem: {p}")?;
+                }
+                if let Some(data) = &section.data {
+                    guestward_updates::render_table(data, &mut safe)?;
+                }
+                safe.flush()?;
             }
             let degraded = matches!(
                 section.status,

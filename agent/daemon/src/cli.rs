@@ -186,7 +186,7 @@ pub struct ScanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
-    /// Run only these collectors (comma-separated): host, packages, cloud, network, fim, access.
+    /// Run only these collectors (comma-separated): host, packages, cloud, network, fim, updates, access.
     #[arg(long, value_delimiter = ',', value_name = "COLLECTORS", value_parser = collector_parser())]
     pub only: Vec<Collector>,
     /// Scan a mounted filesystem (EBS snapshot, AMI volume, container rootfs) instead of `/`.

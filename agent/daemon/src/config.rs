@@ -46,6 +46,8 @@ pub struct ConfigFile {
     pub fim: guestward_fim::Config,
     /// `[network]`: listening sockets, their owners and exposure.
     pub network: guestward_network::Config,
+    /// `[updates]`: pending security updates from the cached apt/dnf metadata, reboot required.
+    pub updates: guestward_updates::Config,
     /// `[access]`: accounts, SSH keys and sshd settings, sudo grants, static cloud keys.
     pub access: guestward_access::Config,
     /// `[history]`: the event history in the state directory (bounds, storm coalescing).
@@ -140,6 +142,8 @@ pub struct Config {
     pub fim: guestward_fim::config::Validated,
     /// `[network]`: listening sockets, their owners and exposure.
     pub network: guestward_network::Config,
+    /// `[updates]`: pending security updates from the cached apt/dnf metadata, reboot required.
+    pub updates: guestward_updates::Config,
     /// `[access]`: accounts, SSH keys and sshd settings, sudo grants, static cloud keys.
     pub access: guestward_access::Config,
     /// `[history]`: the event history in the state directory (bounds, storm coalescing).
@@ -153,7 +157,7 @@ pub struct Config {
 
 /// The top-level tables, in the order problems about a missing one are reported.
 const SECTIONS: &[&str] =
-    &["agent", "control", "packages", "imds", "fim", "network", "access", "history", "transport", "limits"];
+    &["agent", "control", "packages", "imds", "fim", "network", "updates", "access", "history", "transport", "limits"];
 
 /// Accepted `agent.scan_interval_secs`: at least 10 s (a full scan reads every package
 /// database), at most a week (a report older than that says little about the host).
@@ -414,6 +418,7 @@ impl Config {
         let imds: Option<guestward_cloud::ImdsConfig> = sections.deserialize("imds");
         let fim: Option<guestward_fim::Config> = sections.deserialize("fim");
         let network: Option<guestward_network::Config> = sections.deserialize("network");
+        let updates: Option<guestward_updates::Config> = sections.deserialize("updates");
         let access: Option<guestward_access::Config> = sections.deserialize("access");
         let history: Option<guestward_history::HistoryConfig> = sections.deserialize("history");
         let transport: Option<guestward_transport::TransportConfig> = sections.deserialize("transport");
@@ -430,6 +435,7 @@ impl Config {
         section_issues("packages", packages.as_ref().map(guestward_packages::Config::issues));
         section_issues("imds", imds.as_ref().map(guestward_cloud::ImdsConfig::issues));
         section_issues("network", network.as_ref().map(guestward_network::Config::issues));
+        section_issues("updates", updates.as_ref().map(guestward_updates::Config::issues));
         section_issues("access", access.as_ref().map(guestward_access::Config::issues));
         section_issues(
             "history",
@@ -463,6 +469,7 @@ impl Config {
         }
         // `[limits]` apart from the tuple below, so that its line stays its own.
         let Some(limits) = limits else { return Err(invalid(problems)) };
+        let Some(updates) = updates else { return Err(invalid(problems)) };
         let Some(access) = access else { return Err(invalid(problems)) };
         match (agent, control, packages, imds, fim, network, history, transport) {
             (
@@ -475,7 +482,7 @@ impl Config {
                 Some(history),
                 Some(transport),
             ) if problems.is_empty() => {
-                Ok(Self { agent, control, packages, imds, fim, network, access, history, transport, limits })
+                Ok(Self { agent, control, packages, imds, fim, network, updates, access, history, transport, limits })
             }
             _ => Err(invalid(problems)),
         }

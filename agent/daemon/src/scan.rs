@@ -16,12 +16,13 @@ pub fn run(config: &Config, collectors: &Collectors, only: &BTreeSet<Collector>)
     let wants = |c: Collector| only.contains(&c);
 
     // All collectors start before any is joined, so the scan takes as long as the slowest one.
-    let (host, packages, network, cloud, fim, access) = std::thread::scope(|s| {
+    let (host, packages, network, cloud, fim, updates, access) = std::thread::scope(|s| {
         let host = wants(Collector::Host).then(|| s.spawn(|| collectors.host.collect()));
         let packages = wants(Collector::Packages).then(|| s.spawn(|| collectors.packages.collect()));
         let network = wants(Collector::Network).then(|| s.spawn(|| collectors.network.collect()));
         let cloud = wants(Collector::Cloud).then(|| s.spawn(|| collectors.cloud.collect()));
         let fim = wants(Collector::Fim).then(|| s.spawn(|| collectors.fim.collect()));
+        let updates = wants(Collector::Updates).then(|| s.spawn(|| collectors.updates.collect()));
         let access = wants(Collector::Access).then(|| s.spawn(|| collectors.access.collect()));
         (
             join(host, || Collected::crashed("host")),
@@ -29,6 +30,7 @@ pub fn run(config: &Config, collectors: &Collectors, only: &BTreeSet<Collector>)
             join(network, || Collected::crashed("network")),
             join(cloud, || CloudCollected { collected: Collected::crashed("cloud"), instance_id: None }),
             join(fim, || Collected::crashed("fim")),
+            join(updates, || Collected::crashed("updates")),
             join(access, || Collected::crashed("access")),
         )
     });
@@ -54,6 +56,7 @@ pub fn run(config: &Config, collectors: &Collectors, only: &BTreeSet<Collector>)
     report.packages = packages.map(|c| absorb(&mut report, c));
     report.cloud = cloud.map(|c| absorb(&mut report, c.collected));
     report.fim = fim.map(|c| absorb(&mut report, c));
+    report.updates = updates.map(|c| absorb(&mut report, c));
     report.access = access.map(|c| absorb(&mut report, c));
     let instance_id = instance_id.or_else(|| collect::cloud::firmware_instance_id(root));
     report.agent = identify(config, root, &report, instance_id);

@@ -210,7 +210,7 @@ fn a_collector_forced_to_fail_shows_as_degraded_with_its_error_while_the_others_
     }
     let names: Vec<&str> =
         s["collectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["host", "packages", "network", "cloud", "fim", "access"]);
+    assert_eq!(names, ["host", "packages", "network", "cloud", "fim", "updates", "access"]);
     assert_eq!(s["health"]["verdict"], "degraded", "{s}");
     let reasons: Vec<&str> =
         s["health"]["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();

@@ -614,6 +614,87 @@ pub static CATALOGUE: &[FindingRule] = &[
         ],
         references: &["RFC 5280 section 4.1.2.5: certificate validity", "docs/ARCHITECTURE.md: transport"],
     },
+    FindingRule {
+        id: "GW-UPD-001",
+        title: "Security updates are pending",
+        severity: Severity::High,
+        other_severities: &[
+            SeverityCase {
+                severity: Severity::Critical,
+                when: "an advisory covering a pending update is rated critical",
+            },
+            SeverityCase {
+                severity: Severity::Medium,
+                when: "every advisory covering the pending updates is rated moderate (medium)",
+            },
+            SeverityCase {
+                severity: Severity::Low,
+                when: "every advisory covering the pending updates is rated low",
+            },
+        ],
+        severity_from_config: None,
+        source: "updates",
+        rationale: "Patching the guest OS is the customer's side of the shared responsibility line. A security update \
+            that is published but not installed is a known, documented vulnerability on this instance, usually with a \
+            public fix diff that tells an attacker where to look. The finding lists every package whose candidate \
+            comes from a security suite (apt: `Label: Debian-Security` or a `*-security` suite) or is covered by a \
+            security advisory (dnf/yum `updateinfo`: ALAS, RHSA, with severity and CVE ids), computed offline from the \
+            package metadata cached on the host, so it is only as fresh as that metadata (see GW-UPD-003). Debian \
+            and Ubuntu lists carry no severity: such updates are raised at high.",
+        remediation: "Install the security updates, then reboot if a kernel or core library was among them (GW-UPD-002). \
+            Keep instances patched automatically (unattended-upgrades, dnf-automatic, SSM Patch Manager) or replace \
+            them from a patched image.",
+        commands: &[
+            "apt-get update && apt-get upgrade  # Debian, Ubuntu",
+            "dnf upgrade --security  # Amazon Linux 2023, RHEL 8+",
+            "yum update --security  # Amazon Linux 2",
+            "agentctl updates  # every pending update with its advisories",
+        ],
+        references: &[
+            "AWS Shared Responsibility Model: the customer patches the guest operating system",
+            "CIS Distribution Independent Linux Benchmark 1.9: ensure updates, patches and additional security software are installed",
+            "Amazon Linux Security Center (ALAS)",
+        ],
+    },
+    FindingRule {
+        id: "GW-UPD-002",
+        title: "A reboot or service restarts are needed to run the installed updates",
+        severity: Severity::Medium,
+        other_severities: &[SeverityCase {
+            severity: Severity::High,
+            when: "the running kernel is older than the newest installed kernel package",
+        }],
+        severity_from_config: None,
+        source: "updates",
+        rationale: "Installing an update does not replace the code already running: the old kernel runs until a reboot, \
+            and a process keeps the old copy of a shared library it mapped before the upgrade (shown by `/proc/<pid>/maps` \
+            as ` (deleted)`) until it restarts. Until then the host is as vulnerable as before the update while the \
+            package inventory says it is fixed. The finding names each reason: Debian's `/var/run/reboot-required` \
+            (and the packages in `reboot-required.pkgs`), a running kernel older than the newest installed kernel \
+            package, and every process mapping deleted libraries (what needrestart and needs-restarting report).",
+        remediation: "Reboot the instance in a maintenance window (or replace it from an updated image); when only \
+            processes are named, restart their services.",
+        commands: &["systemctl restart <unit>", "needs-restarting -r  # RHEL family", "reboot"],
+        references: &["needrestart(1)", "dnf needs-restarting(8)"],
+    },
+    FindingRule {
+        id: "GW-UPD-003",
+        title: "The package lists are stale or missing",
+        severity: Severity::Medium,
+        other_severities: &[],
+        severity_from_config: Some(
+            "`updates.stale_after_days` (default 7) sets the age at which the lists are stale",
+        ),
+        source: "updates",
+        rationale: "Pending updates are computed from the package metadata the host has cached (apt lists, dnf/yum \
+            repository caches): nothing is downloaded. Lists that were not refreshed for weeks miss every update \
+            published since, so an absent GW-UPD-001 means nothing; a host that never refreshes its lists is also a \
+            host whose patching is not automated.",
+        remediation: "Refresh the metadata regularly (apt-get update, dnf makecache), e.g. through unattended-upgrades, \
+            dnf-automatic or a scheduled job.",
+        commands: &["apt-get update", "dnf makecache", "yum makecache"],
+        references: &["apt-get(8)", "dnf(8): makecache"],
+    },
 ];
 
 /// The catalogue entry of a finding id.
@@ -686,6 +767,7 @@ mod tests {
         ids.extend(guestward_cloud::FINDING_IDS);
         ids.extend(guestward_network::FINDING_IDS);
         ids.extend(guestward_packages::FINDING_IDS);
+        ids.extend(guestward_updates::FINDING_IDS);
         ids.extend(guestward_access::FINDING_IDS);
         // guestward-transport depends on this crate, so it cannot be named here: its one id
         // (`guestward_transport::shipper::CERT_EXPIRY_FINDING`, raised by
@@ -725,7 +807,7 @@ mod tests {
 
     #[test]
     fn every_entry_is_filled_in_and_lookup_finds_it() {
-        let sources = ["cloud", "network", "packages", "fim", "transport", "access"];
+        let sources = ["cloud", "network", "packages", "fim", "transport", "updates", "access"];
         for r in CATALOGUE {
             assert!(sources.contains(&r.source), "{}: unknown source {}", r.id, r.source);
             for (what, text) in

@@ -49,6 +49,10 @@ pub struct Report {
     /// last verification and the open coverage gaps. The changes themselves are `events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fim: Option<Section<guestward_fim::FimReport>>,
+    /// Patch posture: pending updates (security ones marked, with advisories on rpm hosts)
+    /// from the package metadata cached on the host, its age, and whether a reboot is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<Section<guestward_updates::UpdatesReport>>,
     /// Credentials and access: accounts that can log in, SSH keys and the effective sshd
     /// settings, sudo grants, static cloud keys on disk (masked; never a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +136,7 @@ impl Report {
             cloud: None,
             network: None,
             fim: None,
+            updates: None,
             access: None,
             self_limits: None,
             findings: Vec::new(),
@@ -156,6 +161,7 @@ impl Report {
         add(&mut out, "cloud", &self.cloud);
         add(&mut out, "network", &self.network);
         add(&mut out, "fim", &self.fim);
+        add(&mut out, "updates", &self.updates);
         add(&mut out, "access", &self.access);
         out
     }
@@ -180,6 +186,7 @@ impl Report {
         excuse(&mut self.cloud, uid, root, expected);
         excuse(&mut self.network, uid, root, expected);
         excuse(&mut self.fim, uid, root, expected);
+        excuse(&mut self.updates, uid, root, expected);
         excuse(&mut self.access, uid, root, expected);
     }
 

@@ -30,6 +30,8 @@ pub enum Collector {
     /// File integrity: baseline state, realtime coverage, open gaps (the daemon's monitor; a
     /// one-shot scan reads the stored baseline without changing it).
     Fim,
+    /// Pending (security) updates from the cached apt/dnf metadata, reboot required.
+    Updates,
     /// Accounts that can log in, SSH keys and sshd settings, sudo grants, static cloud keys.
     Access,
 }
@@ -37,7 +39,7 @@ pub enum Collector {
 impl Collector {
     /// Every collector, in report order.
     pub const ALL: [Self; 6] =
-        [Self::Host, Self::Packages, Self::Network, Self::Cloud, Self::Fim, Self::Access];
+        [Self::Host, Self::Packages, Self::Network, Self::Cloud, Self::Fim, Self::Updates, Self::Access];
 
     /// Every collector.
     pub fn all() -> std::collections::BTreeSet<Self> {
@@ -52,6 +54,7 @@ impl Collector {
             Self::Cloud => "cloud",
             Self::Network => "network",
             Self::Fim => "fim",
+            Self::Updates => "updates",
             Self::Access => "access",
         }
     }
@@ -64,6 +67,7 @@ impl Collector {
             Self::Cloud => "EC2 instance identity and metadata-service posture (live only)",
             Self::Network => "listening sockets, owners, exposure (live only)",
             Self::Fim => "file integrity: baseline state, realtime coverage, open gaps",
+            Self::Updates => "pending security updates (apt lists, dnf/yum caches), reboot required",
             Self::Access => "accounts, SSH keys and sshd settings, sudo grants, static cloud keys",
         }
     }
@@ -77,7 +81,7 @@ impl std::fmt::Display for Collector {
 
 /// A collector name that is not one of [`Collector::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network, fim, access")]
+#[error("unknown collector `{0}`; expected one of: host, packages, cloud, network, fim, updates, access")]
 pub struct UnknownCollector(pub String);
 
 impl std::str::FromStr for Collector {

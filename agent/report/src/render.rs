@@ -57,6 +57,12 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
             guestward_fim::render_summary(data, out)?;
         }
     }
+    if let Some(section) = &report.updates {
+        section_header(out, "updates", section)?;
+        if let Some(data) = &section.data {
+            guestward_updates::render_summary(data, out)?;
+        }
+    }
     if let Some(section) = &report.access {
         section_header(out, "access", section)?;
         if let Some(data) = &section.data {

@@ -93,7 +93,8 @@ fn index(c: Collector) -> usize {
         Collector::Network => 2,
         Collector::Cloud => 3,
         Collector::Fim => 4,
-        Collector::Access => 5,
+        Collector::Updates => 5,
+        Collector::Access => 6,
     }
 }
 
@@ -114,6 +115,7 @@ fn outcome(report: &Report, c: Collector) -> Option<(SectionStatus, Option<Strin
         Collector::Network => of(&report.network),
         Collector::Cloud => of(&report.cloud),
         Collector::Fim => of(&report.fim),
+        Collector::Updates => of(&report.updates),
         Collector::Access => of(&report.access),
     }
 }

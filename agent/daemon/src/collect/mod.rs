@@ -20,6 +20,8 @@ pub mod fim;
 pub mod network;
 /// Software inventory.
 pub mod packages;
+/// Patch posture.
+pub mod updates;
 
 use crate::config::Config;
 use guestward_core::{Event, Finding, HostRoot, Section};
@@ -89,6 +91,8 @@ pub struct Collectors {
     pub cloud: cloud::CloudCollector,
     /// File integrity.
     pub fim: fim::FimCollector,
+    /// Pending updates, reboot required.
+    pub updates: updates::UpdatesCollector,
     /// Credentials and access.
     pub access: access::AccessCollector,
 }
@@ -110,6 +114,7 @@ impl Collectors {
             cloud: cloud::CloudCollector::new(&config.imds, root.clone(), runtime),
             access: access::AccessCollector::new(root.clone(), config.access.clone()),
             fim,
+            updates: updates::UpdatesCollector::new(root.clone(), config.updates.clone()),
             root,
         }
     }
@@ -126,6 +131,9 @@ impl Collectors {
         }
         if old.network != new.network {
             next.network = network::NetworkCollector::new(self.root.clone(), new.network.clone());
+        }
+        if old.updates != new.updates {
+            next.updates = updates::UpdatesCollector::new(self.root.clone(), new.updates.clone());
         }
         if old.access != new.access {
             next.access = access::AccessCollector::new(self.root.clone(), new.access.clone());
