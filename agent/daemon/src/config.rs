@@ -156,8 +156,19 @@ pub struct Config {
 }
 
 /// The top-level tables, in the order problems about a missing one are reported.
-const SECTIONS: &[&str] =
-    &["agent", "control", "packages", "imds", "fim", "network", "updates", "access", "history", "transport", "limits"];
+const SECTIONS: &[&str] = &[
+    "agent",
+    "control",
+    "packages",
+    "imds",
+    "fim",
+    "network",
+    "updates",
+    "access",
+    "history",
+    "transport",
+    "limits",
+];
 
 /// Accepted `agent.scan_interval_secs`: at least 10 s (a full scan reads every package
 /// database), at most a week (a report older than that says little about the host).
@@ -481,9 +492,19 @@ impl Config {
                 Some(network),
                 Some(history),
                 Some(transport),
-            ) if problems.is_empty() => {
-                Ok(Self { agent, control, packages, imds, fim, network, updates, access, history, transport, limits })
-            }
+            ) if problems.is_empty() => Ok(Self {
+                agent,
+                control,
+                packages,
+                imds,
+                fim,
+                network,
+                updates,
+                access,
+                history,
+                transport,
+                limits,
+            }),
             _ => Err(invalid(problems)),
         }
     }

@@ -38,7 +38,7 @@ pub enum Collector {
 
 impl Collector {
     /// Every collector, in report order.
-    pub const ALL: [Self; 6] =
+    pub const ALL: [Self; 7] =
         [Self::Host, Self::Packages, Self::Network, Self::Cloud, Self::Fim, Self::Updates, Self::Access];
 
     /// Every collector.
