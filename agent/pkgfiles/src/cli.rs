@@ -168,7 +168,8 @@ fn attrs(m: &Mismatch) -> String {
 /// The human table: one line per mismatch, then a summary; problems on stderr.
 pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<()> {
     if !r.mismatches.is_empty() {
-        let pkg = |m: &Mismatch| format!("{} {}", m.package.name, m.package.version);
+        // Names and versions come from the (possibly hostile) status file or rpm header.
+        let pkg = |m: &Mismatch| verify::shown_path(&format!("{} {}", m.package.name, m.package.version));
         let wk = 8;
         let wp = r.mismatches.iter().map(|m| pkg(m).chars().count()).max().unwrap_or(7).clamp(7, 40);
         let wa = r.mismatches.iter().map(|m| attrs(m).len()).max().unwrap_or(10).clamp(10, 40);
