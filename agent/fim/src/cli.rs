@@ -53,10 +53,25 @@ pub enum FimCommand {
     Init(FimArgs),
     /// Compare the files with the baseline; changes nothing.
     #[command(after_help = CHECK_EXIT_CODES)]
-    Check(FimArgs),
+    Check(CompareArgs),
     /// Report changes and accept the current state as the new baseline.
     #[command(after_help = UPDATE_EXIT_CODES)]
-    Update(FimArgs),
+    Update(CompareArgs),
+}
+
+/// Options of the subcommands that compare with the baseline (`check`, `update`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// The shared options.
+    #[command(flatten)]
+    pub common: FimArgs,
+    /// Metadata first: hash again only the files whose size, mtime, ctime, inode, mode or
+    /// owner changed since the baseline, like git's index; the others keep their recorded
+    /// hashes. ctime cannot be set from user space, so a write through the filesystem is
+    /// still caught; writes to the raw block device and a clock set back are not (run a full
+    /// check for those; the daemon does so on `fim.full_rehash_interval_secs`).
+    #[arg(long)]
+    pub fast: bool,
 }
 
 /// Options shared by the `fim` subcommands.
@@ -80,7 +95,8 @@ impl FimCommand {
     /// The shared options.
     pub fn args(&self) -> &FimArgs {
         match self {
-            Self::Init(a) | Self::Check(a) | Self::Update(a) => a,
+            Self::Init(a) => a,
+            Self::Check(a) | Self::Update(a) => &a.common,
         }
     }
 }
@@ -127,7 +143,9 @@ pub fn run_with(
     };
     let result = match cmd {
         FimCommand::Init(_) => oneshot::init(&o),
+        FimCommand::Check(a) if a.fast => oneshot::check_fast(&o),
         FimCommand::Check(_) => oneshot::check(&o),
+        FimCommand::Update(a) if a.fast => oneshot::update_fast(&o),
         FimCommand::Update(_) => oneshot::update(&o),
     };
     let report: CheckReport = match result {

@@ -6,7 +6,7 @@ use crate::events::{Attributes, ChangeKind, FimChange, FoldedParent, Mechanism, 
 use crate::integrity::{BaselineCheck, BaselineKey, Integrity, KeyState};
 pub use crate::model::{ChangeCounts, Purpose, ScanSummary};
 use crate::record::FileRecord;
-use crate::scan::{ScanError, ScanOptions, Target, minimal_roots, stage};
+use crate::scan::{Rehash, ScanError, ScanOptions, ScanStats, Target, minimal_roots, stage_with};
 use crate::store::{RowFault, SealVerdict, Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
 use std::path::{Path, PathBuf};
@@ -280,22 +280,42 @@ impl Fim {
             return Err(FimError::NoBaseline { state_dir: self.state_dir.clone() });
         }
         let (targets, roots) = self.resolve_scope(scope);
+        // Metadata first (a first baseline has nothing to reuse): see `scan::stage_with`.
+        let fast = opts.rehash == Rehash::Changed && purpose != Purpose::Init;
+        let opts = &ScanOptions { rehash: if fast { Rehash::Changed } else { Rehash::All }, ..*opts };
         // The policy is part of the key: rows staged under other rules (other attributes,
         // excludes, size cap) are not what this scan would record.
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "purpose": purpose,
             "roots": roots.iter().map(|r| escape_path(r)).collect::<Vec<_>>(),
             "policy": self.policy_fingerprint(),
-        })
-        .to_string();
-        let resume = store.meta(META_IN_PROGRESS)?.as_deref() == Some(key.as_str());
+        });
+        if fast {
+            key["rehash"] = "changed".into();
+        }
+        let key = key.to_string();
+        // A metadata-first scan is cheap to run again and stages only what changed: never
+        // resumed.
+        let resume = !fast && store.meta(META_IN_PROGRESS)?.as_deref() == Some(key.as_str());
         if resume {
             store.begin_resume()?;
         } else {
             store.clear_staging()?;
             store.set_meta(META_IN_PROGRESS, &key)?;
         }
-        let stats = stage(&self.policy, &self.root, &self.state_dir, &targets, resume, opts)?;
+        let (mut stats, found) =
+            stage_with(&self.policy, &self.root, &self.state_dir, &targets, resume, opts, fast)?;
+        // Staged: only what changed. Complete when every baseline row of the trees was met by
+        // the walk; otherwise something was removed (or not reached, or is governed no more)
+        // and the diff needs every entry staged to see it: walked again, reusing hashes.
+        let mut pruned = fast;
+        if fast && !stats.cancelled && found != Some(store.count_within(&roots)?) {
+            store.clear_staging()?;
+            let (again, _) =
+                stage_with(&self.policy, &self.root, &self.state_dir, &targets, false, opts, false)?;
+            stats = ScanStats { duration_ms: stats.duration_ms.saturating_add(again.duration_ms), ..again };
+            pruned = false;
+        }
         let trees = roots.iter().map(|r| escape_path(r)).collect();
         if stats.cancelled {
             return Ok(ScanSummary {
@@ -318,7 +338,7 @@ impl Fim {
         };
         let mut baseline = BaselineCheck::default();
         if purpose != Purpose::Init {
-            store.diff(&roots, |item| {
+            store.diff_with(&roots, !pruned, |item| {
                 let mut faulty = false;
                 for (table, fault) in [("baseline", &item.old_fault), ("staged", &item.new_fault)] {
                     if let Some(fault) = fault {
@@ -347,7 +367,7 @@ impl Fim {
         match purpose {
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
             Purpose::Check => store.clear_staging()?,
-            _ => store.apply(&roots)?,
+            _ => store.apply_with(&roots, !pruned)?,
         }
         store.clear_resume()?;
         match purpose {

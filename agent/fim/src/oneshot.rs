@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::engine::{Fim, FimError, Purpose, Scope};
 use crate::events::Mechanism;
 pub use crate::model::{CheckReport, EXIT_CHANGES, EXIT_CLEAN, EXIT_ERROR, MAX_REPORTED_CHANGES};
-use crate::scan::{ScanOptions, ScanProgress};
+use crate::scan::{Rehash, ScanOptions, ScanProgress};
 use guestward_core::HostRoot;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ pub struct OneShot {
     pub progress_bar: bool,
 }
 
-fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
+fn run(o: &OneShot, purpose: Purpose, rehash: Rehash) -> Result<CheckReport, FimError> {
     let mut fim = Fim::new(o.config.clone(), o.root.clone(), &o.state_dir)?;
     let created = if purpose == Purpose::Init { fim.create_key_if_missing() } else { None };
     let bar = (o.progress_bar && std::io::stderr().is_terminal()).then(|| {
@@ -56,6 +56,7 @@ fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
         progress: Some(&draw),
         cancel: None,
         pace: None,
+        rehash,
     };
     let mut changes = Vec::new();
     let summary = fim.scan(purpose, &Scope::All, Mechanism::Rescan, &opts, &mut |c| {
@@ -78,15 +79,26 @@ fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
 
 /// `fim init`: builds the baseline (resuming an interrupted init).
 pub fn init(o: &OneShot) -> Result<CheckReport, FimError> {
-    run(o, Purpose::Init)
+    run(o, Purpose::Init, Rehash::All)
 }
 
 /// `fim check`: compares with the baseline, changes nothing.
 pub fn check(o: &OneShot) -> Result<CheckReport, FimError> {
-    run(o, Purpose::Check)
+    run(o, Purpose::Check, Rehash::All)
+}
+
+/// `fim check --fast`: [`check`] reading only the entries whose size, mtime, ctime or inode
+/// (or mode, owner, type) moved since the baseline ([`Rehash::Changed`]).
+pub fn check_fast(o: &OneShot) -> Result<CheckReport, FimError> {
+    run(o, Purpose::Check, Rehash::Changed)
 }
 
 /// `fim update`: reports changes and accepts the current state as the new baseline.
 pub fn update(o: &OneShot) -> Result<CheckReport, FimError> {
-    run(o, Purpose::Update)
+    run(o, Purpose::Update, Rehash::All)
+}
+
+/// `fim update --fast`: [`update`], metadata first as [`check_fast`].
+pub fn update_fast(o: &OneShot) -> Result<CheckReport, FimError> {
+    run(o, Purpose::Update, Rehash::Changed)
 }

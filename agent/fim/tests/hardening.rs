@@ -77,6 +77,7 @@ fn a_resumed_check_reports_files_deleted_since_the_interrupted_run() {
             progress: Some(&progress),
             cancel: Some(&cancel),
             pace: None,
+            rehash: Default::default(),
         };
         fim.scan(Purpose::Check, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap().stats
     });
@@ -141,6 +142,7 @@ fn writer_flushes_staged_rows_every_500_ms_under_continuous_traffic() {
             progress: None,
             cancel: None,
             pace: None,
+            rehash: Default::default(),
         };
         let r = guestward_fim::scan::stage(&policy, &HostRoot::live(), &state2, &targets, false, &opts);
         let _ = done_tx.send(r.map(|s| s.entries));
