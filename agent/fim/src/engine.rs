@@ -6,7 +6,7 @@ use crate::events::{Attributes, ChangeKind, FimChange, FoldedParent, Mechanism, 
 use crate::integrity::{BaselineCheck, BaselineKey, Integrity, KeyState};
 pub use crate::model::{ChangeCounts, Purpose, ScanSummary};
 use crate::record::FileRecord;
-use crate::scan::{Rehash, ScanError, ScanOptions, ScanStats, Target, minimal_roots, stage_with};
+use crate::scan::{Rehash, ScanError, ScanOptions, Staging, Target, minimal_roots, stage_with};
 use crate::store::{RowFault, SealVerdict, Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
 use std::path::{Path, PathBuf};
@@ -303,17 +303,36 @@ impl Fim {
             store.clear_staging()?;
             store.set_meta(META_IN_PROGRESS, &key)?;
         }
-        let (mut stats, found) =
-            stage_with(&self.policy, &self.root, &self.state_dir, &targets, resume, opts, fast)?;
-        // Staged: only what changed. Complete when every baseline row of the trees was met by
-        // the walk; otherwise something was removed (or not reached, or is governed no more)
-        // and the diff needs every entry staged to see it: walked again, reusing hashes.
-        let mut pruned = fast;
-        if fast && !stats.cancelled && found != Some(store.count_within(&roots)?) {
-            store.clear_staging()?;
-            let (again, _) =
-                stage_with(&self.policy, &self.root, &self.state_dir, &targets, false, opts, false)?;
-            stats = ScanStats { duration_ms: stats.duration_ms.saturating_add(again.duration_ms), ..again };
+        // Only what differs from the baseline is staged (a first baseline stages everything, a
+        // resumed scan continues as it began): see `scan::Staging`.
+        let staging = if purpose == Purpose::Init || resume { Staging::All } else { Staging::Changes };
+        let first = stage_with(&self.policy, &self.root, &self.state_dir, &targets, resume, opts, staging)?;
+        let mut stats = first.stats;
+        // Complete when every baseline row of the trees was met by the walk. Otherwise
+        // something was removed (or not reached, or is governed no more) and the diff needs
+        // every entry staged to see it: the unchanged ones are staged too, metadata first
+        // (what the first pass staged stays: it was read then).
+        let mut pruned = staging == Staging::Changes;
+        if pruned && !stats.cancelled && first.found != Some(store.count_within(&roots)?) {
+            if first.pruned > 0 {
+                let fill_opts = ScanOptions { rehash: Rehash::Changed, ..*opts };
+                let again = stage_with(
+                    &self.policy,
+                    &self.root,
+                    &self.state_dir,
+                    &targets,
+                    false,
+                    &fill_opts,
+                    Staging::FillIn,
+                )?;
+                let a = again.stats;
+                stats.entries = a.entries;
+                stats.files_hashed = stats.files_hashed.saturating_add(a.files_hashed);
+                stats.bytes_hashed = stats.bytes_hashed.saturating_add(a.bytes_hashed);
+                stats.duration_ms = stats.duration_ms.saturating_add(a.duration_ms);
+                stats.cancelled = a.cancelled;
+                stats.problem_count = stats.problem_count.saturating_add(a.problem_count);
+            }
             pruned = false;
         }
         let trees = roots.iter().map(|r| escape_path(r)).collect();

@@ -293,15 +293,36 @@ pub fn stage(
     resume: bool,
     opts: &ScanOptions<'_>,
 ) -> Result<ScanStats, ScanError> {
-    stage_with(policy, root, state_dir, targets, resume, opts, false).map(|(stats, _)| stats)
+    stage_with(policy, root, state_dir, targets, resume, opts, Staging::All).map(|s| s.stats)
 }
 
-/// [`stage`]; with `prune` (metadata-first scans only), an entry whose baseline record is
-/// reused unchanged is not staged at all (it would be staged identical to its baseline row,
-/// and compared equal): only what changed reaches SQLite. Also returns how many of the
-/// entries walked were found in the baseline, when every entry was looked up: equal to the
-/// baseline's row count in the scanned trees, nothing was removed, and the staged rows alone
-/// are the whole difference (see `Fim::scan`).
+/// What a scan stages of what it walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Staging {
+    /// Every entry (a baseline, a resumed scan).
+    All,
+    /// Only the entries that differ from their baseline record: an entry recorded (or, metadata
+    /// first, reused) identical to its baseline row is not staged, since it would be compared
+    /// equal and accepted unchanged. SQLite then sees only what changed.
+    Changes,
+    /// Every entry, metadata first, keeping the rows already staged: after a `Changes` pass
+    /// that did not meet every baseline row, so that the diff can tell what was removed.
+    FillIn,
+}
+
+/// What [`stage_with`] did.
+pub(crate) struct Staged {
+    /// The counters.
+    pub stats: ScanStats,
+    /// Entries left out of staging as identical to their baseline row ([`Staging::Changes`]).
+    pub pruned: u64,
+    /// Entries walked that have a baseline row, when every entry was looked up. Equal to the
+    /// baseline's rows in the scanned trees: every row was met, nothing was removed, and the
+    /// staged rows are the whole difference.
+    pub found: Option<u64>,
+}
+
+/// [`stage`], staging as `staging` says.
 pub(crate) fn stage_with(
     policy: &Policy,
     root: &HostRoot,
@@ -309,9 +330,12 @@ pub(crate) fn stage_with(
     targets: &[Target],
     resume: bool,
     opts: &ScanOptions<'_>,
-    prune: bool,
-) -> Result<(ScanStats, Option<u64>), ScanError> {
-    let prune = prune && opts.rehash == Rehash::Changed;
+    staging: Staging,
+) -> Result<Staged, ScanError> {
+    // Rows left unstaged stay in the baseline as they are: with a key they must carry its
+    // valid MACs, which holds only for a baseline sealed with it (its rows verified on read);
+    // an unsealed one is rewritten whole, so that `fim update` seals every row.
+    let lookups = opts.rehash == Rehash::Changed || staging != Staging::All;
     let started = Timestamp::now();
     let t0 = Instant::now();
     // Keyed like the engine's store: staged rows are sealed, resumed rows verified.
@@ -334,7 +358,8 @@ pub(crate) fn stage_with(
         let writer = std::thread::Builder::new()
             .name("fim-writer".into())
             .spawn_scoped(s, || {
-                writer_loop(&mut writer_store, write_rx, &counters, opts, t0, baseline_entries)
+                let keep = staging == Staging::FillIn;
+                writer_loop(&mut writer_store, write_rx, &counters, opts, t0, baseline_entries, keep)
             })
             .map_err(ScanError::Thread)?;
         let mut workers = Vec::new();
@@ -347,20 +372,27 @@ pub(crate) fn stage_with(
             // Each thread looks up the baseline records of its own entries (metadata-first
             // scans): one read connection each, so the lookups run in parallel too. A store
             // that cannot be opened here only costs the reuse: every file is then hashed.
-            let baseline = match opts.rehash {
-                Rehash::All => None,
-                Rehash::Changed => Store::open_keyed(state_dir, policy.baseline_key.clone())
+            let baseline = match lookups {
+                false => None,
+                true => Store::open_keyed(state_dir, policy.baseline_key.clone())
                     .and_then(|st| st.set_cache_kib(LOOKUP_CACHE_KIB).map(|()| st))
                     .and_then(|st| st.baseline_verified().map(|v| (st, v)))
                     .map_err(|e| tracing::warn!(error = %e, "FIM baseline not readable for a metadata-first scan; every file is hashed"))
                     .ok(),
             };
-            if opts.rehash == Rehash::Changed && baseline.is_none() {
+            if lookups && baseline.is_none() {
                 counters.lookups_incomplete.store(true, Ordering::Relaxed);
             }
-            let spawned = std::thread::Builder::new()
-                .name(format!("fim-hash-{i}"))
-                .spawn_scoped(s, move || worker_loop(&rx, &tx, counters, limiter, pacing, baseline, prune));
+            let prune = staging == Staging::Changes
+                && baseline.as_ref().is_some_and(|(_, verified)| *verified || policy.baseline_key.is_none());
+            if staging == Staging::Changes && !prune {
+                counters.lookups_incomplete.store(true, Ordering::Relaxed);
+            }
+            let rehash = opts.rehash;
+            let spawned =
+                std::thread::Builder::new().name(format!("fim-hash-{i}")).spawn_scoped(s, move || {
+                    worker_loop(&rx, &tx, counters, limiter, pacing, Lookups { baseline, rehash, prune })
+                });
             match spawned {
                 Ok(h) => workers.push(h),
                 Err(e) => {
@@ -372,7 +404,7 @@ pub(crate) fn stage_with(
         }
         let walk_tx = write_tx.clone();
         drop(write_tx);
-        let mut out = Out::new(&job_tx, &walk_tx, opts.rehash);
+        let mut out = Out::new(&job_tx, &walk_tx, lookups);
         for t in targets {
             if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 cancelled = true;
@@ -404,7 +436,7 @@ pub(crate) fn stage_with(
     result?;
     let (problem_count, problems) = counters.problems.lock().map(|g| g.clone()).unwrap_or_default();
     let found =
-        (opts.rehash == Rehash::Changed && !resume && !counters.lookups_incomplete.load(Ordering::Relaxed))
+        (staging == Staging::Changes && !resume && !counters.lookups_incomplete.load(Ordering::Relaxed))
             .then(|| counters.found.load(Ordering::Relaxed));
     let stats = ScanStats {
         entries: counters.done.load(Ordering::Relaxed) + counters.pruned.load(Ordering::Relaxed),
@@ -419,7 +451,7 @@ pub(crate) fn stage_with(
         files_hashed: counters.hashed.load(Ordering::Relaxed),
         reused: counters.reused.load(Ordering::Relaxed),
     };
-    Ok((stats, found))
+    Ok(Staged { stats, pruned: counters.pruned.load(Ordering::Relaxed), found })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -568,18 +600,19 @@ fn is_below(child: &Path, parent: &Path) -> bool {
 struct Out<'a> {
     jobs: &'a SyncSender<Vec<Job>>,
     writes: &'a SyncSender<Write>,
-    rehash: Rehash,
+    /// Every entry goes to the hashing threads, which look its baseline record up.
+    lookups: bool,
     pending_jobs: Vec<Job>,
     pending_bytes: u64,
     pending_records: Vec<(PathBuf, FileRecord)>,
 }
 
 impl<'a> Out<'a> {
-    fn new(jobs: &'a SyncSender<Vec<Job>>, writes: &'a SyncSender<Write>, rehash: Rehash) -> Self {
+    fn new(jobs: &'a SyncSender<Vec<Job>>, writes: &'a SyncSender<Write>, lookups: bool) -> Self {
         Self {
             jobs,
             writes,
-            rehash,
+            lookups,
             pending_jobs: Vec::with_capacity(JOB_BATCH),
             pending_bytes: 0,
             pending_records: Vec::new(),
@@ -647,9 +680,9 @@ fn submit(job: Job, reader: &Store, resume: bool, out: &mut Out<'_>, counters: &
             }
         }
     }
-    // Metadata-first: every entry goes to the hashing threads, which look its baseline record
-    // up (in parallel) and read only what changed.
-    if out.rehash == Rehash::Changed
+    // With lookups every entry goes to the hashing threads, which look its baseline record
+    // up (in parallel), read only what changed (metadata first) and stage only what differs.
+    if out.lookups
         || (FileKind::from_mode(job.stat.st_mode) == FileKind::File && job.opts.attributes.hashes())
     {
         out.job(job);
@@ -674,15 +707,24 @@ struct Pacing<'a> {
     cancel: Option<&'a AtomicBool>,
 }
 
+/// What a hashing thread does with the baseline: its own connection to look records up (and
+/// whether they are verified), whether unchanged entries reuse them, whether entries equal to
+/// them are left unstaged.
+struct Lookups {
+    baseline: Option<(Store, bool)>,
+    rehash: Rehash,
+    prune: bool,
+}
+
 fn worker_loop(
     rx: &Mutex<Receiver<Vec<Job>>>,
     tx: &SyncSender<Write>,
     counters: &Counters,
     limiter: &Limiter,
     pacing: Pacing<'_>,
-    baseline: Option<(Store, bool)>,
-    prune: bool,
+    lookups: Lookups,
 ) {
+    let Lookups { baseline, rehash, prune } = lookups;
     let mut buf = Vec::with_capacity(256 * 1024);
     loop {
         // The lock is held only while taking one batch; hashing happens outside it.
@@ -694,7 +736,11 @@ fn worker_loop(
         let mut records = Vec::with_capacity(jobs.len());
         let prevs = lookup_batch(baseline.as_ref(), &jobs, counters);
         for (job, prev) in jobs.into_iter().zip(prevs) {
-            if let Some(rec) = prev.and_then(|prev| FileRecord::reused(&prev, &job.stat, job.opts)) {
+            let reused = prev
+                .as_ref()
+                .filter(|_| rehash == Rehash::Changed)
+                .and_then(|prev| FileRecord::reused(prev, &job.stat, job.opts));
+            if let Some(rec) = reused {
                 counters.reused.fetch_add(1, Ordering::Relaxed);
                 if prune {
                     counters.pruned.fetch_add(1, Ordering::Relaxed);
@@ -737,6 +783,10 @@ fn worker_loop(
                 Some(e) => {
                     counters.problem(problem(&job.host, &e));
                     records.push((job.host, rec));
+                }
+                // Read again and found as recorded: nothing to stage (see `Staging::Changes`).
+                None if prune && prev.as_ref() == Some(&rec) => {
+                    counters.pruned.fetch_add(1, Ordering::Relaxed);
                 }
                 None => records.push((job.host, rec)),
             }
@@ -787,6 +837,7 @@ fn writer_loop(
     opts: &ScanOptions<'_>,
     t0: Instant,
     baseline_entries: u64,
+    keep_staged: bool,
 ) -> Result<(), StoreError> {
     let mut batch = Vec::with_capacity(BATCH);
     let mut last_report = Instant::now();
@@ -816,17 +867,17 @@ fn writer_loop(
                 batch.extend(records);
             }
             Ok(Write::CarryOver(dir)) => {
-                store.stage_batch(&batch)?;
+                store.stage_batch_with(&batch, keep_staged)?;
                 counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
                 batch_since = None;
-                carry_over(store, &dir)?;
+                carry_over(store, &dir, keep_staged)?;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if batch.len() >= BATCH || batch_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
-            store.stage_batch(&batch)?;
+            store.stage_batch_with(&batch, keep_staged)?;
             counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
             batch.clear();
             batch_since = None;
@@ -836,13 +887,13 @@ fn writer_loop(
             last_report = Instant::now();
         }
     }
-    store.stage_batch(&batch)?;
+    store.stage_batch_with(&batch, keep_staged)?;
     counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
     report(counters);
     Ok(())
 }
 
-fn carry_over(store: &mut Store, dir: &Path) -> Result<(), StoreError> {
+fn carry_over(store: &mut Store, dir: &Path, keep_staged: bool) -> Result<(), StoreError> {
     let mut rows = Vec::new();
     match store.get(dir) {
         Ok(Some(r)) => rows.push((dir.to_path_buf(), r)),
@@ -853,7 +904,7 @@ fn carry_over(store: &mut Store, dir: &Path) -> Result<(), StoreError> {
     }
     store.for_each_below(dir, |p, r| rows.push((p, r)))?;
     for chunk in rows.chunks(BATCH) {
-        store.stage_batch(chunk)?;
+        store.stage_batch_with(chunk, keep_staged)?;
     }
     Ok(())
 }

@@ -435,11 +435,15 @@ impl Store {
     }
 
     fn put_in(&self, table: &str, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
+        self.put_with("OR REPLACE", table, path, rec)
+    }
+
+    fn put_with(&self, conflict: &str, table: &str, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
         let mac = self.mac_of(path, rec);
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {table} (path, {COLS}, mac) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
+                "INSERT {conflict} INTO {table} (path, {COLS}, mac) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
             ))
             .map_err(self.err())?;
         stmt.execute(params![
@@ -467,9 +471,18 @@ impl Store {
 
     /// Adds a batch of scanned records to the staging table in one transaction.
     pub fn stage_batch(&mut self, batch: &[(PathBuf, FileRecord)]) -> Result<(), StoreError> {
+        self.stage_batch_with(batch, false)
+    }
+
+    /// [`Self::stage_batch`]; with `keep_staged`, a path already staged keeps its row.
+    pub fn stage_batch_with(
+        &mut self,
+        batch: &[(PathBuf, FileRecord)],
+        keep_staged: bool,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
         for (p, r) in batch {
-            self.put_in("staging", p, r)?;
+            self.put_with(if keep_staged { "OR IGNORE" } else { "OR REPLACE" }, "staging", p, r)?;
         }
         tx.commit().map_err(self.err())
     }

@@ -169,3 +169,27 @@ fn fast_rescans_off_rehash_every_time() {
     }
     monitor.stop();
 }
+
+#[test]
+fn content_changed_behind_the_metadata_is_left_to_the_full_rehash() {
+    // What a write to the raw block device looks like to the agent: the content differs from
+    // the baseline while size, mtime, ctime and inode do not. Made here by editing the baseline
+    // row's hash instead of the disk.
+    let (dir, o) = tree();
+    oneshot::init(&o).unwrap();
+    let victim = dir.path().join("tree/bin/tool5");
+    let fim = guestward_fim::Fim::new(o.config.clone(), HostRoot::live(), &o.state_dir).unwrap();
+    let store = fim.store().unwrap();
+    let mut rec = store.get(&victim).unwrap().unwrap();
+    rec.sha256 = Some([0x5a; 32]);
+    store.put(&victim, &rec).unwrap();
+    drop(store);
+    // Metadata first trusts the metadata: nothing to see (the documented limit).
+    let fast = oneshot::check_fast(&o).unwrap();
+    assert_eq!(fast.exit_code(), 0, "{:#?}", fast.changes);
+    // The full check (the daemon's scheduled rehash) reads the file and finds the difference.
+    let full = oneshot::check(&o).unwrap();
+    let shown = victim.display().to_string();
+    assert_eq!(full.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), vec![shown.as_str()]);
+    assert_eq!(full.changes[0].changed, vec![Attribute::Sha256]);
+}
