@@ -71,12 +71,13 @@ pub enum Command {
     #[command(after_help = crate::prepare_image::EXIT_CODES)]
     PrepareImage(crate::prepare_image::PrepareImageArgs),
     /// File integrity: build the baseline (`init`), compare with it (`check`: exit 0 no
-    /// changes, 1 changes, 2 error), or accept the current state (`update`).
-    #[command(after_help = guestward_fim::cli::EXIT_CODES)]
+    /// changes, 1 changes, 2 error), accept the current state (`update`), or check installed
+    /// package files against dpkg/rpm (`verify-packages`, like debsums / rpm -V).
+    #[command(after_help = fim_exit_codes())]
     Fim {
         /// What to do.
         #[command(subcommand)]
-        command: guestward_fim::cli::FimCommand,
+        command: FimCli,
     },
     /// Print the shell completion script of guestward-agent (`guestward-agent completions
     /// bash > /usr/share/bash-completion/completions/guestward-agent`; the packages install
@@ -93,6 +94,24 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+/// The `fim` subcommands: the baseline ones of `guestward-fim` and `verify-packages` of
+/// `guestward-pkgfiles` (which depends on guestward-fim, so it is mounted here).
+#[derive(Debug, Subcommand)]
+pub enum FimCli {
+    /// `init`, `check`, `update`.
+    #[command(flatten)]
+    Baseline(guestward_fim::cli::FimCommand),
+    /// Check installed package files against what dpkg (`.md5sums`, conffiles) and rpm (the
+    /// header's digests, sizes, modes, owners) say they are, like `debsums -c` and `rpm -V`:
+    /// changed files, changed conffiles (lower severity) and missing files. Needs no baseline.
+    #[command(after_help = guestward_pkgfiles::cli::EXIT_CODES)]
+    VerifyPackages(guestward_pkgfiles::cli::VerifyPackagesArgs),
+}
+
+fn fim_exit_codes() -> String {
+    format!("{}\n{}", guestward_fim::cli::EXIT_CODES, guestward_pkgfiles::cli::EXIT_CODES_LINE)
 }
 
 const RUN_EXIT_CODES: &str = "\
@@ -223,7 +242,8 @@ pub const DAEMON_LOG_LEVEL: &str = "info";
 /// (exit 2); collector failures are reported inside the report (exit 1).
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Fim { command } => {
+        Command::Fim { command: FimCli::VerifyPackages(args) } => Ok(guestward_pkgfiles::cli::run(&args)),
+        Command::Fim { command: FimCli::Baseline(command) } => {
             let (config, _source) = Config::load(cli.config.as_deref())?;
             // The daemon's rule for its state directory holds for the one-shot baseline too:
             // `fim.db` is never written into a shared directory such as /tmp or /var/lib.
@@ -232,7 +252,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => config.agent.state_dir.as_path().to_path_buf(),
             };
             crate::daemon::prepare_state_dir(&state_dir)?;
-            Ok(guestward_fim::cli::run(&command, &config.fim, config.agent.state_dir.as_path()))
+            // Changes to package files are attributed, and package files in scope verified
+            // against their packages (the baseline's trust anchor), through the command's root.
+            let packages = |root: &guestward_core::HostRoot| {
+                let (oracle, _) = guestward_pkgfiles::Oracle::load(root.clone());
+                Some(std::sync::Arc::new(oracle) as std::sync::Arc<dyn guestward_fim::package::PackageOracle>)
+            };
+            Ok(guestward_fim::cli::run_packaged(
+                &command,
+                &config.fim,
+                config.agent.state_dir.as_path(),
+                &packages,
+            ))
         }
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();

@@ -226,11 +226,15 @@ fn start_fim(
 ) -> anyhow::Result<guestward_fim::Monitor> {
     // The policy compiled when the config was loaded (and accepted by `check-config`), not a
     // second compilation that could disagree with it.
-    let fim = guestward_fim::Fim::from_validated(
-        config.fim.clone(),
-        guestward_core::HostRoot::live(),
-        config.agent.state_dir.as_path(),
-    );
+    let root = guestward_core::HostRoot::live();
+    // Changes to package files are attributed to package transactions (or flagged as made
+    // outside the package manager): the oracle reads dpkg/rpm through the same root.
+    let (oracle, problems) = guestward_pkgfiles::Oracle::load(root.clone());
+    for p in problems.iter().take(5) {
+        tracing::warn!(problem = %p.message, "package database: part of it could not be read; those files are not attributed");
+    }
+    let fim = guestward_fim::Fim::from_validated(config.fim.clone(), root, config.agent.state_dir.as_path())
+        .with_packages(std::sync::Arc::new(oracle));
     // The log, not the pipeline: see `EventLog` for why the monitor's thread must not own it.
     let events = Arc::clone(events);
     let sink = Box::new(move |event: &guestward_core::Event| {

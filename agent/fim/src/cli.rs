@@ -113,6 +113,17 @@ pub fn run(cmd: &FimCommand, config: &Config, default_state_dir: &Path) -> u8 {
     run_with(cmd, config, default_state_dir, &mut std::io::stdout(), &mut std::io::stderr())
 }
 
+/// [`run`], with changes to package files attributed and package files in scope verified
+/// against their packages, by the oracle `packages` builds for the command's root.
+pub fn run_packaged(
+    cmd: &FimCommand,
+    config: &Config,
+    default_state_dir: &Path,
+    packages: crate::oneshot::OracleFactory<'_>,
+) -> u8 {
+    run_inner(cmd, config, default_state_dir, &mut std::io::stdout(), &mut std::io::stderr(), packages)
+}
+
 /// [`run`] with explicit output streams (for tests).
 ///
 /// Never pass a *locked* stdio handle (`stderr().lock()`): the progress bar draws on stderr
@@ -123,6 +134,17 @@ pub fn run_with(
     default_state_dir: &Path,
     out: &mut dyn Write,
     err: &mut dyn Write,
+) -> u8 {
+    run_inner(cmd, config, default_state_dir, out, err, &|_| None)
+}
+
+fn run_inner(
+    cmd: &FimCommand,
+    config: &Config,
+    default_state_dir: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    packages: crate::oneshot::OracleFactory<'_>,
 ) -> u8 {
     let args = cmd.args();
     let root = match &args.root {
@@ -141,13 +163,13 @@ pub fn run_with(
         root,
         progress_bar: !args.no_progress && !args.json,
     };
-    let result = match cmd {
-        FimCommand::Init(_) => oneshot::init(&o),
-        FimCommand::Check(a) if a.fast => oneshot::check_fast(&o),
-        FimCommand::Check(_) => oneshot::check(&o),
-        FimCommand::Update(a) if a.fast => oneshot::update_fast(&o),
-        FimCommand::Update(_) => oneshot::update(&o),
+    let rehash = |fast: bool| if fast { crate::scan::Rehash::Changed } else { crate::scan::Rehash::All };
+    let (purpose, rehash) = match cmd {
+        FimCommand::Init(_) => (crate::engine::Purpose::Init, crate::scan::Rehash::All),
+        FimCommand::Check(a) => (crate::engine::Purpose::Check, rehash(a.fast)),
+        FimCommand::Update(a) => (crate::engine::Purpose::Update, rehash(a.fast)),
     };
+    let result = oneshot::run_packaged_with(&o, purpose, rehash, packages);
     let report: CheckReport = match result {
         Ok(r) => r,
         Err(e) => {
@@ -173,6 +195,17 @@ pub fn run_with(
             }
         )
         .and_then(|()| writeln!(out, "{}", report.summary.baseline.human_line()))
+        .and_then(|()| {
+            // The trust anchor: package files that already differ from their package.
+            let b = &report.summary.baseline;
+            for m in &b.package_mismatches {
+                writeln!(out, "PACKAGE MISMATCH: {} ({})", m.path, m.package.human())?;
+            }
+            match &b.package_verification {
+                Some(v) => writeln!(out, "{v}"),
+                None => Ok(()),
+            }
+        })
     } else {
         report.render_human(out)
     };

@@ -160,6 +160,7 @@ pub fn summarize_store(store: &Store) -> Result<Option<crate::report::FimReport>
         store_read_failures_total: 0,
         event_store_failures_total: 0,
         watcher_errors_total: 0,
+        attribution: None,
     }))
 }
 
@@ -176,6 +177,9 @@ pub struct Fim {
     pub state_dir: PathBuf,
     /// The baseline key (`fim.baseline_key_file`), or why there is none.
     pub key: KeyState,
+    /// The package manager, when the agent gave one ([`Self::with_packages`]): changes to
+    /// package files are attributed (see [`crate::attribution`]).
+    pub packages: Option<crate::attribution::Packages>,
 }
 
 impl Fim {
@@ -195,7 +199,14 @@ impl Fim {
         let (config, mut policy) = validated.into_parts();
         let key = KeyState::load(config.baseline_key_file.as_ref().map(|p| p.as_path()));
         policy.baseline_key = key.key().cloned();
-        Self { config, policy, root, state_dir: state_dir.into(), key }
+        Self { config, policy, root, state_dir: state_dir.into(), key, packages: None }
+    }
+
+    /// Attributes changes to package files with `oracle` (the agent builds it over the same
+    /// root): the crate knows only the trait.
+    pub fn with_packages(mut self, oracle: Arc<dyn crate::package::PackageOracle>) -> Self {
+        self.packages = Some(crate::attribution::Packages(oracle));
+        self
     }
 
     /// Creates the configured baseline key when it is absent (`fim init`), returning its path
@@ -356,6 +367,8 @@ impl Fim {
             on_change(c);
         };
         let mut baseline = BaselineCheck::default();
+        // Asked once per scan: a scan is short next to a transaction's quiet time.
+        let transaction = self.packages.as_ref().and_then(|p| p.0.running_transaction());
         if purpose != Purpose::Init {
             store.diff_with(&roots, !pruned, |item| {
                 let mut faulty = false;
@@ -370,7 +383,7 @@ impl Fim {
                     return;
                 }
                 if let Some(c) = self.change_of(&item.path, item.old.as_ref(), item.new.as_ref(), mechanism)
-                    && let Some(c) = folder.offer(c)
+                    && let Some(c) = folder.offer(self.attributed(&item.path, c, transaction.as_ref()))
                 {
                     emit(c);
                 }
@@ -382,6 +395,9 @@ impl Fim {
             // The row set is verified on full scans only: it costs a pass over every row's
             // MAC, too much for the scoped rescans a new directory triggers.
             self.judge(&store, *scope == Scope::All, &mut baseline)?;
+        }
+        if *scope == Scope::All {
+            self.verify_packages(&roots, &mut baseline);
         }
         match purpose {
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
@@ -413,6 +429,55 @@ impl Fim {
         let summary = ScanSummary { purpose, trees, stats, changes, counts, baseline, finished: now };
         store.set_meta(META_LAST_SCAN, &serde_json::to_string(&summary).unwrap_or_default())?;
         Ok(summary)
+    }
+
+    /// The baseline's trust anchor: package files in scope that do not match their package
+    /// (a baseline taken on a compromised machine would otherwise accept a replaced binary).
+    fn verify_packages(&self, roots: &[PathBuf], b: &mut BaselineCheck) {
+        let Some(p) = &self.packages else { return };
+        let started = std::time::Instant::now();
+        match p.0.verify_under(roots) {
+            Ok(found) => {
+                let mut n = 0u64;
+                for (path, a) in found {
+                    // Excluded from FIM's policy: not in scope.
+                    if self.policy.governing(&path).is_none() {
+                        continue;
+                    }
+                    n += 1;
+                    if b.package_mismatches.len() < crate::package::MAX_REPORTED_OUTSIDE {
+                        b.package_mismatches.push(crate::package::OutsideChange {
+                            path: escape_path(&path),
+                            package: a,
+                            seen: Timestamp::now(),
+                            at_baseline: true,
+                        });
+                    }
+                }
+                b.package_mismatch_count = n;
+                b.package_verification = Some(format!(
+                    "package files in scope verified against their packages in {:.1} s: {n} do not match",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            Err(e) => b.package_verification = Some(format!("{}: {e}", crate::model::PACKAGES_NOT_VERIFIED)),
+        }
+    }
+
+    /// `c` with its package attribution, when a package owns `host` (see
+    /// [`crate::attribution`]); unchanged without an oracle.
+    pub fn attributed(
+        &self,
+        host: &Path,
+        mut c: FimChange,
+        transaction: Option<&crate::package::PackageTransaction>,
+    ) -> FimChange {
+        if let Some(p) = &self.packages
+            && !c.is_directory_timestamps_only()
+        {
+            c.package = crate::attribution::attribute_now(p.0.as_ref(), &self.root, host, &c, transaction);
+        }
+        c
     }
 
     /// Short digest of what decides the records a scan writes (paths, rules, size cap, hashes).

@@ -12,6 +12,9 @@ use std::path::Path;
 pub const KIND_CHANGE: &str = "fim.change";
 /// Event kind of a coverage gap.
 pub const KIND_GAP: &str = "coverage.gap";
+/// Event kind of a package transaction's changes, folded into one event
+/// ([`crate::package::TransactionEvent`]).
+pub const KIND_PACKAGE_TRANSACTION: &str = "fim.package_transaction";
 
 /// A path as text: valid UTF-8 is kept, `\` is doubled, control characters and bytes that are
 /// not UTF-8 become `\xNN`. Reversible, so non-UTF-8 names are never merged or lost.
@@ -31,6 +34,39 @@ pub fn escape_path(path: &Path) -> String {
         }
     }
     out
+}
+
+/// The inverse of [`escape_path`].
+pub fn unescape_path(text: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'\\')) => {
+                out.push(b'\\');
+                i += 2;
+            }
+            (b'\\', Some(b'x')) => {
+                match text.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 4;
+                    }
+                    None => {
+                        out.push(b'\\');
+                        i += 1;
+                    }
+                }
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::path::PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// How a change was detected.
@@ -365,10 +401,11 @@ impl FimChange {
     /// The lines under [`Self::human`] for a person: each changed attribute, old -> new
     /// (`    mode:   0644 -> 0600`, hashes abbreviated), escaped for a terminal.
     pub fn human_details(&self) -> Vec<String> {
-        value_lines(&self.value_changes(), "    ")
-            .into_iter()
-            .map(|l| guestward_core::text::escape_control(&l).into_owned())
-            .collect()
+        let mut lines = value_lines(&self.value_changes(), "    ");
+        if let Some(p) = &self.package {
+            lines.push(format!("    {}", p.human()));
+        }
+        lines.into_iter().map(|l| guestward_core::text::escape_control(&l).into_owned()).collect()
     }
 
     /// The human one-liner: `modified /etc/passwd (sha256, mtime) [realtime]`.
@@ -394,6 +431,14 @@ impl FimChange {
         if let Some(t) = &self.transient {
             let ms = t.last_seen.0.duration_since(t.first_seen.0).as_millis();
             s.push_str(&format!(" (transient: existed about {ms} ms, gone before it could be examined)"));
+        }
+        if let Some(p) = &self.package {
+            use crate::package::ChangeOrigin;
+            let tag = match p.origin {
+                ChangeOrigin::OutsidePackageManager => "OUTSIDE-PACKAGE-MANAGER",
+                other => other.as_str(),
+            };
+            s.push_str(&format!(" ({tag}: {})", p.owner.name));
         }
         s
     }
@@ -444,6 +489,20 @@ pub fn render_event_line(event: &Event) -> String {
             },
             Err(_) => event.data.to_string(),
         },
+        KIND_PACKAGE_TRANSACTION => {
+            match serde_json::from_value::<crate::package::TransactionEvent>(event.data.clone()) {
+                Ok(t) => {
+                    let mut lines = vec![format!("{} {}", event.time, t.human())];
+                    lines.extend(t.human_details());
+                    return lines
+                        .iter()
+                        .map(|l| guestward_core::text::escape_control(l).into_owned())
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                }
+                Err(_) => event.data.to_string(),
+            }
+        }
         _ => event.data.to_string(),
     };
     // Gap details and tree names come from the watched tree: escape them for the terminal.
@@ -456,8 +515,16 @@ pub fn render_events_summary(events: &[Event]) -> String {
     let mut counts = crate::model::ChangeCounts::default();
     let mut changes = 0u64;
     let mut gaps = 0u64;
+    let mut transactions = 0u64;
+    let mut outside = 0u64;
     for e in events {
+        if e.kind == KIND_CHANGE
+            && e.data.pointer("/package/origin").and_then(|o| o.as_str()) == Some("outside-package-manager")
+        {
+            outside += 1;
+        }
         match e.kind.as_str() {
+            KIND_PACKAGE_TRANSACTION => transactions += 1,
             KIND_CHANGE => {
                 changes += 1;
                 if let Some(kind) = e.data.get("change").and_then(|k| ChangeKind::deserialize(k).ok()) {
@@ -469,6 +536,12 @@ pub fn render_events_summary(events: &[Event]) -> String {
         }
     }
     let mut s = format!("{changes} change(s): {}", counts.human());
+    if outside > 0 {
+        s.push_str(&format!(" ({outside} to package files OUTSIDE the package manager)"));
+    }
+    if transactions > 0 {
+        s.push_str(&format!("; {transactions} package transaction(s)"));
+    }
     if gaps > 0 {
         s.push_str(&format!("; {gaps} coverage gap event(s)"));
     }

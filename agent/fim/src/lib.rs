@@ -51,6 +51,8 @@
 #![cfg_attr(not(feature = "collect"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "collect")]
+pub mod attribution;
+#[cfg(feature = "collect")]
 pub mod cli;
 pub mod config;
 #[cfg(feature = "collect")]

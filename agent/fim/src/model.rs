@@ -123,6 +123,10 @@ pub struct FimStatus {
     /// The last watcher error, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_watcher_error: Option<String>,
+    /// Package attribution of changes (counts by origin, the latest changes made outside the
+    /// package manager); absent without a package oracle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<crate::package::AttributionReport>,
 }
 
 /// How a scan ended.
@@ -237,6 +241,21 @@ impl FimStatus {
                 None => String::new(),
             }
         )?;
+        if let Some(a) = &self.attribution {
+            let c = &a.counts;
+            writeln!(
+                out,
+                "packages:   {} transaction(s) ({} change(s) verified against the new packages), {} change(s) OUTSIDE the package manager, {} conffile edit(s), {} package file(s) not matching at the last full check",
+                c.transactions,
+                c.package_transaction,
+                c.outside_package_manager,
+                c.conffile_edit,
+                c.baseline_mismatches
+            )?;
+            for o in &a.outside {
+                writeln!(out, "  OUTSIDE {}: {}", o.path, o.package.human())?;
+            }
+        }
         writeln!(out, "watches:    {} of a budget of {}", self.watches_used, self.watch_budget)?;
         // Always shown, zero included: "no write failed" is worth seeing on a host whose disk
         // filled up once.
@@ -349,6 +368,7 @@ impl FimStatus {
             watcher_errors_total: 0,
             last_store_error: None,
             last_watcher_error: None,
+            attribution: None,
         }
     }
 }
@@ -567,6 +587,23 @@ pub struct BaselineCheck {
     pub problems: Vec<Problem>,
     /// All problems found.
     pub problem_count: u64,
+    /// Package files in scope that do not match their package (`init` and full checks, with
+    /// a package oracle): at most [`crate::package::MAX_REPORTED_OUTSIDE`] listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_mismatches: Vec<crate::package::OutsideChange>,
+    /// All of them (conffile edits included).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub package_mismatch_count: u64,
+    /// How the package files were verified, or why not (absent: not attempted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_verification: Option<String>,
+}
+
+/// How [`BaselineCheck::package_verification`] starts when the package files were not verified.
+pub const PACKAGES_NOT_VERIFIED: &str = "package files not verified";
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for BaselineCheck {
@@ -580,6 +617,9 @@ impl Default for BaselineCheck {
             tampered_rows: 0,
             problems: Vec::new(),
             problem_count: 0,
+            package_mismatches: Vec::new(),
+            package_mismatch_count: 0,
+            package_verification: None,
         }
     }
 }
@@ -591,6 +631,20 @@ impl BaselineCheck {
         if self.problems.len() < MAX_BASELINE_PROBLEMS {
             self.problems.push(p);
         }
+    }
+
+    /// Package files in scope differ from their package (conffiles aside).
+    pub fn package_files_differ(&self) -> bool {
+        self.package_mismatch_count > self.package_mismatches.len() as u64
+            || self
+                .package_mismatches
+                .iter()
+                .any(|m| m.package.origin != crate::package::ChangeOrigin::ConffileEdit)
+    }
+
+    /// The package files could not be verified (`package_verification` says why).
+    pub fn package_verification_failed(&self) -> bool {
+        self.package_verification.as_deref().is_some_and(|v| v.starts_with(PACKAGES_NOT_VERIFIED))
     }
 
     /// Whether the baseline cannot be relied on: tampered, damaged, or a configured key that
@@ -730,12 +784,13 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// 0 when nothing changed, 1 otherwise; 2 when the baseline itself cannot be relied on
+    /// 0 when nothing changed (and no package file in scope differs from its package), 1
+    /// otherwise; 2 when the baseline itself cannot be relied on
     /// (a clean comparison against a tampered baseline proves nothing).
     pub fn exit_code(&self) -> i32 {
         if self.summary.baseline.untrusted() {
             EXIT_ERROR
-        } else if self.summary.changes == 0 {
+        } else if self.summary.changes == 0 && !self.summary.baseline.package_files_differ() {
             EXIT_CLEAN
         } else {
             EXIT_CHANGES
@@ -764,6 +819,21 @@ impl CheckReport {
                 _ => continue,
             };
             writeln!(out, "{label}: {}", p.message)?;
+        }
+        for m in &b.package_mismatches {
+            let label = if m.package.origin == crate::package::ChangeOrigin::ConffileEdit {
+                "CONFFILE EDITED"
+            } else {
+                "PACKAGE MISMATCH"
+            };
+            writeln!(out, "{label}: {} ({})", m.path, m.package.human())?;
+        }
+        if b.package_mismatch_count > b.package_mismatches.len() as u64 {
+            writeln!(
+                out,
+                "... and {} more package file(s) not matching their package (guestward-agent fim verify-packages)",
+                b.package_mismatch_count - b.package_mismatches.len() as u64
+            )?;
         }
         if b.problem_count > b.problems.len() as u64 {
             writeln!(
@@ -816,6 +886,9 @@ impl CheckReport {
         }
         if b.integrity != Integrity::NotChecked {
             writeln!(out, "{}", b.human_line())?;
+        }
+        if let Some(v) = &b.package_verification {
+            writeln!(out, "{v}")?;
         }
         Ok(())
     }

@@ -323,6 +323,8 @@ struct Engine {
     next_rehash: Instant,
     gap_seq: u64,
     buf: Vec<u8>,
+    /// Package attribution and per-transaction grouping (with a package oracle).
+    attributor: Option<crate::attribution::Attributor>,
 }
 
 impl Engine {
@@ -340,7 +342,12 @@ impl Engine {
         let now = Instant::now();
         let full = Duration::from_secs(fim.config.rescan_interval_secs.max(1));
         let unwatched = Duration::from_secs(fim.config.unwatched_rescan_interval_secs.max(1));
+        let attributor = fim
+            .packages
+            .as_ref()
+            .map(|p| crate::attribution::Attributor::new(Arc::clone(&p.0), fim.root.clone()));
         Self {
+            attributor,
             fim,
             store,
             watcher,
@@ -392,6 +399,9 @@ impl Engine {
             if let Some(r) = self.retry_at {
                 wake = wake.min(r);
             }
+            if let Some(a) = self.attributor.as_ref().and_then(|a| a.next_wake(now)) {
+                wake = wake.min(a);
+            }
             let msg = rx.recv_timeout(wake.saturating_duration_since(now));
             match msg {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
@@ -440,7 +450,10 @@ impl Engine {
             if self.retry_at.is_some_and(|r| r <= Instant::now()) {
                 self.retry_failed();
             }
+            self.poll_attribution(false);
         }
+        // What a transaction still holds is reported rather than lost.
+        self.poll_attribution(true);
         self.publish(MonitorState::Stopped);
     }
 
@@ -798,8 +811,17 @@ impl Engine {
         // Changes are emitted as the diff streams out of SQLite, never collected: a rescan
         // after a package upgrade may report many thousands.
         let (store, sink, shared) = (&self.store, &mut self.sink, &self.shared);
+        let attributor = &mut self.attributor;
         let result = fim.scan(purpose, scope, mechanism, &opts, &mut |c| {
             changes += 1;
+            // Changes a package transaction is making wait for its end (see `attribution`).
+            let c = match attributor.as_mut() {
+                Some(a) => match a.offer(&crate::events::unescape_path(&c.path), c, Instant::now()) {
+                    Some(c) => c,
+                    None => return,
+                },
+                None => c,
+            };
             let e = c.to_event(Timestamp::now());
             let stored = store.append_event(&e, keep);
             if let Ok(mut s) = shared.status.lock() {
@@ -823,6 +845,10 @@ impl Engine {
             Scope::Trees(t) => t.iter().map(|p| escape_path(p)).collect(),
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let (Some(a), Ok(summary)) = (self.attributor.as_mut(), &result) {
+            a.set_baseline_mismatches(&summary.baseline);
+        }
+        self.publish_attribution();
         let verification = match &result {
             Ok(summary) => Verification {
                 purpose,
@@ -1091,6 +1117,49 @@ impl Engine {
     }
 
     fn emit_change(&mut self, c: FimChange) {
+        let c = match self.attributor.as_mut() {
+            Some(a) => {
+                let before = a.report().counts.clone();
+                let held = a.offer(&crate::events::unescape_path(&c.path), c, Instant::now());
+                // Published when something was attributed, not for every change of a storm.
+                if a.report().counts != before {
+                    self.publish_attribution();
+                }
+                match held {
+                    Some(c) => c,
+                    None => return,
+                }
+            }
+            None => c,
+        };
+        self.report_change(c);
+    }
+
+    /// Ends a package transaction's group once it is over (`now`: at once, at shutdown),
+    /// reporting its grouped event and the changes that did not match their package.
+    fn poll_attribution(&mut self, now: bool) {
+        let Some(a) = self.attributor.as_mut() else { return };
+        let out = if now { a.flush() } else { a.poll(Instant::now()) };
+        if out.changes.is_empty() && out.transaction.is_none() {
+            return;
+        }
+        if let Some(t) = &out.transaction {
+            self.emit(t.to_event(Timestamp::now()));
+        }
+        for c in out.changes {
+            self.report_change(c);
+        }
+        self.publish_attribution();
+    }
+
+    fn publish_attribution(&self) {
+        if let Some(a) = &self.attributor {
+            let report = a.report().clone();
+            self.with_status(|s| s.attribution = Some(report));
+        }
+    }
+
+    fn report_change(&mut self, c: FimChange) {
         // Every caller is a realtime path (inotify); scans count in `run_scan`.
         self.with_status(|s| {
             s.changes_reported += 1;

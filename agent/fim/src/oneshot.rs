@@ -10,10 +10,12 @@ use crate::config::Config;
 use crate::engine::{Fim, FimError, Purpose, Scope};
 use crate::events::Mechanism;
 pub use crate::model::{CheckReport, EXIT_CHANGES, EXIT_CLEAN, EXIT_ERROR, MAX_REPORTED_CHANGES};
+use crate::package::PackageOracle;
 use crate::scan::{Rehash, ScanOptions, ScanProgress};
 use guestward_core::HostRoot;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Inputs shared by the one-shot commands (`--config`, `--state-dir`, `--root`).
 #[derive(Debug, Clone)]
@@ -28,8 +30,36 @@ pub struct OneShot {
     pub progress_bar: bool,
 }
 
+/// Builds the package oracle of a root for the one-shot commands (the agent passes one; see
+/// [`crate::attribution`]).
+pub type OracleFactory<'a> = &'a dyn Fn(&HostRoot) -> Option<Arc<dyn PackageOracle>>;
+
 fn run(o: &OneShot, purpose: Purpose, rehash: Rehash) -> Result<CheckReport, FimError> {
+    run_packaged_with(o, purpose, rehash, &|_| None)
+}
+
+/// `init`, `check` or `update` with changes attributed to packages, and package files in
+/// scope verified against their packages (the baseline's trust anchor), by the oracle
+/// `packages` builds for the root.
+pub fn run_packaged(
+    o: &OneShot,
+    purpose: Purpose,
+    packages: OracleFactory<'_>,
+) -> Result<CheckReport, FimError> {
+    run_packaged_with(o, purpose, Rehash::All, packages)
+}
+
+/// [`run_packaged`], metadata first with [`Rehash::Changed`] (`--fast`).
+pub fn run_packaged_with(
+    o: &OneShot,
+    purpose: Purpose,
+    rehash: Rehash,
+    packages: OracleFactory<'_>,
+) -> Result<CheckReport, FimError> {
     let mut fim = Fim::new(o.config.clone(), o.root.clone(), &o.state_dir)?;
+    if let Some(oracle) = packages(&o.root) {
+        fim = fim.with_packages(oracle);
+    }
     let created = if purpose == Purpose::Init { fim.create_key_if_missing() } else { None };
     let bar = (o.progress_bar && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);

@@ -151,4 +151,244 @@ pub trait PackageOracle: Send + Sync {
     fn refresh(&self) -> Result<(), String>;
     /// The package transaction running now, if any.
     fn running_transaction(&self) -> Option<PackageTransaction>;
+    /// Package files under `roots` (host paths) that do not match their package (content
+    /// differs, or missing), like `debsums -c` / `rpm -V`: the baseline's trust anchor. `Err`:
+    /// not verified, and why.
+    fn verify_under(
+        &self,
+        roots: &[std::path::PathBuf],
+    ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
+        let _ = roots;
+        Err("this package oracle cannot verify files".to_string())
+    }
+}
+
+/// One package a transaction changed, as seen through the files it touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PackageChange {
+    /// dpkg or rpm.
+    pub manager: PackageManager,
+    /// Package name.
+    pub name: String,
+    /// Architecture, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Version before the transaction (absent: newly installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_version: Option<String>,
+    /// Version after (absent: removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_version: Option<String>,
+    /// Monitored files of this package the transaction changed, verified against it.
+    pub files: u64,
+}
+
+/// Payload of a `fim.package_transaction` event: every change a package transaction made to
+/// monitored files, folded into one event (a dist-upgrade touching thousands of files is one
+/// event, not thousands). Changes that do not match the new package version are not in it:
+/// each is its own `fim.change` with `package.origin` `outside-package-manager`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TransactionEvent {
+    /// The transaction (id, manager, when it was first seen, evidence).
+    pub transaction: PackageTransaction,
+    /// When it was seen to end (lock released, and quiet since).
+    pub ended: Timestamp,
+    /// The packages whose files changed, by name.
+    pub packages: Vec<PackageChange>,
+    /// Changes whose new content matches the package (or files the package dropped).
+    pub verified: u64,
+    /// Changes that did not match: reported one by one as `outside-package-manager`.
+    pub outside_package_manager: u64,
+    /// Configuration files whose content differs from the package's (kept local edits).
+    pub conffile_edits: u64,
+    /// Package files the package records no digest for (directories, symlinks), or that could
+    /// not be read: attributed by ownership only.
+    pub unverified: u64,
+    /// Changes to files no package owns, made while it ran: reported one by one.
+    pub not_package_files: u64,
+    /// The package manager's temporary names (`*.dpkg-new`, `*.dpkg-tmp`, `*;5f3a2b1c`...).
+    pub temporaries: u64,
+    /// Changes beyond what the agent holds per transaction: counted, not examined (the next
+    /// full verification compares every package file with its package).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overflow: u64,
+    /// Some of the paths changed (at most a few dozen), escaped.
+    pub sample_paths: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Counts of attributed changes by origin, for the report and `agentctl fim status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AttributionCounts {
+    /// Package transactions seen end (grouped events emitted).
+    pub transactions: u64,
+    /// Changes attributed to a package transaction.
+    pub package_transaction: u64,
+    /// Changes to package files not explained by any transaction (high severity).
+    pub outside_package_manager: u64,
+    /// Configuration file edits outside transactions.
+    pub conffile_edit: u64,
+    /// Package files with nothing to compare with.
+    pub unverified: u64,
+    /// Package files found not matching their package by a baseline or full verification.
+    #[serde(default)]
+    pub baseline_mismatches: u64,
+}
+
+/// The attribution part of the FIM report: counts since start, and the latest changes made
+/// outside the package manager (each a finding).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AttributionReport {
+    /// Counts by origin since the monitor started.
+    pub counts: AttributionCounts,
+    /// The latest package files changed outside the package manager, or not matching their
+    /// package at a baseline or full verification (at most [`MAX_REPORTED_OUTSIDE`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside: Vec<OutsideChange>,
+    /// The latest conffile edits (at most [`MAX_REPORTED_OUTSIDE`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conffile_edits: Vec<OutsideChange>,
+}
+
+/// Entries kept in [`AttributionReport::outside`] (all are counted).
+pub const MAX_REPORTED_OUTSIDE: usize = 50;
+
+/// A package file that does not match its package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OutsideChange {
+    /// The path (escaped).
+    pub path: String,
+    /// Owner, origin, expected and actual digests.
+    pub package: PackageAttribution,
+    /// When it was seen.
+    pub seen: Timestamp,
+    /// Found by a baseline or full verification (not by a change).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub at_baseline: bool,
+}
+
+impl PackageManager {
+    /// `dpkg` or `rpm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dpkg => "dpkg",
+            Self::Rpm => "rpm",
+        }
+    }
+}
+
+impl DigestAlgo {
+    /// `md5`, `sha256`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Md5 => "md5",
+            Self::Sha1 => "sha1",
+            Self::Sha224 => "sha224",
+            Self::Sha256 => "sha256",
+            Self::Sha384 => "sha384",
+            Self::Sha512 => "sha512",
+        }
+    }
+}
+
+impl ChangeOrigin {
+    /// The name used in reports (`package-transaction`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PackageTransaction => "package-transaction",
+            Self::OutsidePackageManager => "outside-package-manager",
+            Self::ConffileEdit => "conffile-edit",
+            Self::Unverified => "unverified",
+        }
+    }
+}
+
+impl PackageAttribution {
+    /// For a person: `package openssh-server 1:9.2p1-2 (dpkg), outside-package-manager:
+    /// expected md5 0123… actual md5 4567…`.
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "package {} {} ({}){}: {}",
+            self.owner.name,
+            self.owner.version,
+            self.owner.manager.as_str(),
+            if self.conffile { ", conffile" } else { "" },
+            self.origin.as_str()
+        );
+        if let Some(e) = &self.expected {
+            s.push_str(&format!("; expected {} {}", e.algo.as_str(), e.hex));
+        }
+        match &self.actual {
+            Some(a) => s.push_str(&format!(", actual {} {}", a.algo.as_str(), a.hex)),
+            None if self.expected.is_some() && self.origin != ChangeOrigin::PackageTransaction => {
+                s.push_str(", actual: missing")
+            }
+            None => {}
+        }
+        if let Some(t) = &self.transaction {
+            s.push_str(&format!(" (transaction {t})"));
+        }
+        s
+    }
+}
+
+impl TransactionEvent {
+    /// As a report event (`fim.package_transaction`).
+    pub fn to_event(&self, time: Timestamp) -> guestward_core::Event {
+        guestward_core::Event {
+            kind: crate::events::KIND_PACKAGE_TRANSACTION.into(),
+            time,
+            data: serde_json::to_value(self).unwrap_or_default(),
+        }
+    }
+
+    /// The one-liner: `package transaction dpkg-2026-...: 2 package(s), 14 file(s) verified`.
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "package transaction {} ({}): {} package(s), {} file change(s) match the new packages",
+            self.transaction.id,
+            self.transaction.manager.as_str(),
+            self.packages.len(),
+            self.verified
+        );
+        for (n, what) in [
+            (self.outside_package_manager, "OUTSIDE the package manager (reported one by one)"),
+            (self.conffile_edits, "conffile(s) differing from the package"),
+            (self.unverified, "unverified (no digest)"),
+            (self.not_package_files, "to files no package owns (reported one by one)"),
+            (self.temporaries, "package manager temporaries"),
+            (self.overflow, "over the agent's limit, not examined"),
+        ] {
+            if n > 0 {
+                s.push_str(&format!(", {n} {what}"));
+            }
+        }
+        s
+    }
+
+    /// One line per package (`    openssh-server 1:9.2p1-2 -> 1:9.2p1-2+deb12u3 (3 files)`),
+    /// then the sample of paths and the evidence.
+    pub fn human_details(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.packages {
+            let versions = match (&p.old_version, &p.new_version) {
+                (Some(o), Some(n)) => format!("{o} -> {n}"),
+                (None, Some(n)) => format!("installed {n}"),
+                (Some(o), None) => format!("removed {o}"),
+                (None, None) => String::new(),
+            };
+            let arch = p.arch.as_deref().map(|a| format!(":{a}")).unwrap_or_default();
+            out.push(format!("    {}{arch} {versions} ({} file(s))", p.name, p.files));
+        }
+        if !self.sample_paths.is_empty() {
+            out.push(format!("    paths: {}", self.sample_paths.join(", ")));
+        }
+        if !self.transaction.evidence.is_empty() {
+            out.push(format!("    evidence: {}", self.transaction.evidence.join("; ")));
+        }
+        out
+    }
 }

@@ -321,7 +321,8 @@ pub fn read_record_at(
 /// Opens a regular file for hashing. `O_NONBLOCK`: if a FIFO was swapped in after the
 /// `fstatat`, the open returns at once instead of waiting for a writer (the `fstat` below
 /// then refuses it before any read); `O_NOCTTY`: a terminal swapped in never becomes ours.
-fn open_for_hash(dir: &File, name: &OsStr) -> io::Result<File> {
+/// Public for `guestward-pkgfiles` (verify-packages opens package files the same way).
+pub fn open_for_hash(dir: &File, name: &OsStr) -> io::Result<File> {
     let base = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
     // O_NOATIME keeps our reads from touching atime (and from looking like user activity);
     // the kernel allows it only to the owner or CAP_FOWNER, so fall back without it on EPERM.

@@ -30,6 +30,13 @@ pub const BASELINE_WRITES_FAILED: &str = "GW-FIM-003";
 pub const BASELINE_TAMPERED: &str = "GW-FIM-004";
 /// The last verification (or baseline) scan failed as a whole.
 pub const VERIFICATION_FAILED: &str = "GW-FIM-005";
+/// A package-owned file changed outside any package transaction, or its new content does not
+/// match its package.
+pub const PACKAGE_FILE_CHANGED_OUTSIDE: &str = "GW-FIM-006";
+/// A package-owned file does not match its package at a baseline or full verification.
+pub const PACKAGE_FILE_MISMATCH: &str = "GW-FIM-007";
+/// A package's configuration file was edited outside a package transaction.
+pub const CONFFILE_EDITED: &str = "GW-FIM-008";
 
 /// Every finding id this crate can raise (for the finding catalogue).
 pub const FINDING_IDS: &[&str] = &[
@@ -38,6 +45,9 @@ pub const FINDING_IDS: &[&str] = &[
     BASELINE_WRITES_FAILED,
     BASELINE_TAMPERED,
     VERIFICATION_FAILED,
+    PACKAGE_FILE_CHANGED_OUTSIDE,
+    PACKAGE_FILE_MISMATCH,
+    CONFFILE_EDITED,
 ];
 
 /// The `source` of FIM findings.
@@ -100,6 +110,10 @@ pub struct FimReport {
     pub event_store_failures_total: u64,
     /// inotify watcher errors since the monitor started.
     pub watcher_errors_total: u64,
+    /// Package attribution since the monitor started: changes by origin, and the latest
+    /// package files changed outside the package manager (absent without a package oracle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<crate::package::AttributionReport>,
 }
 
 /// The human summary of a FIM section (`guestward-agent scan`, `agentctl report`). Paths come
@@ -131,6 +145,22 @@ pub fn render_summary(report: &FimReport, out: &mut dyn std::io::Write) -> std::
     }
     for gap in &report.open_gaps {
         writeln!(out, "   gap       {} since {}: {}", gap.cause.as_str(), gap.start, gap.trees.join(", "))?;
+    }
+    if let Some(a) = &report.attribution {
+        let c = &a.counts;
+        writeln!(
+            out,
+            "   packages  {} transaction(s), {} change(s) by the package manager, {} OUTSIDE it, {} conffile edit(s), {} unverified, {} mismatch(es) at baseline",
+            c.transactions,
+            c.package_transaction,
+            c.outside_package_manager,
+            c.conffile_edit,
+            c.unverified,
+            c.baseline_mismatches
+        )?;
+        for o in &a.outside {
+            writeln!(out, "   OUTSIDE   {}: {}", o.path, o.package.human())?;
+        }
     }
     Ok(())
 }
@@ -167,6 +197,7 @@ impl FimReport {
             store_read_failures_total: s.store_read_failures_total,
             event_store_failures_total: s.event_store_failures_total,
             watcher_errors_total: s.watcher_errors_total,
+            attribution: s.attribution.clone(),
         }
     }
 
@@ -321,6 +352,9 @@ pub fn fim_findings(r: &FimReport) -> Vec<Finding> {
             source: SOURCE.to_string(),
         });
     }
+    if let Some(a) = &r.attribution {
+        out.extend(attribution_findings(a));
+    }
     if let Some(v) = &r.last_verification {
         if v.baseline_integrity == Some(crate::model::Integrity::Tampered) {
             out.push(Finding {
@@ -352,6 +386,88 @@ pub fn fim_findings(r: &FimReport) -> Vec<Finding> {
     out
 }
 
+/// The findings of package attribution: package files changed outside the package manager
+/// (high), not matching their package at a baseline (high), conffile edits (low).
+pub fn attribution_findings(a: &crate::package::AttributionReport) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let listed = |baseline: bool| -> Vec<serde_json::Value> {
+        a.outside
+            .iter()
+            .filter(|o| o.at_baseline == baseline)
+            .map(|o| {
+                json!({
+                    "path": o.path,
+                    "package": o.package.owner.name,
+                    "version": o.package.owner.version,
+                    "manager": o.package.owner.manager,
+                    "expected": o.package.expected,
+                    "actual": o.package.actual,
+                    "seen": o.seen,
+                })
+            })
+            .collect()
+    };
+    let c = &a.counts;
+    if c.outside_package_manager > 0 {
+        let files = listed(false);
+        let first = a.outside.iter().rev().find(|o| !o.at_baseline);
+        out.push(Finding {
+            id: PACKAGE_FILE_CHANGED_OUTSIDE.to_string(),
+            severity: Severity::High,
+            title: match first {
+                Some(o) => format!(
+                    "{} package file(s) changed outside the package manager (latest: {} of package {})",
+                    c.outside_package_manager, o.path, o.package.owner.name
+                ),
+                None => format!("{} package file(s) changed outside the package manager", c.outside_package_manager),
+            },
+            evidence: json!({ "count": c.outside_package_manager, "files": files }),
+            remediation: "Find out who changed the file (no package transaction explains it, and its content is \
+                          not the package's): compare with the package (`debsums -c`, `rpm -V`), reinstall the \
+                          package to restore it, and treat the host as compromised until explained"
+                .to_string(),
+            source: SOURCE.to_string(),
+        });
+    }
+    if c.baseline_mismatches > 0 {
+        out.push(Finding {
+            id: PACKAGE_FILE_MISMATCH.to_string(),
+            severity: Severity::High,
+            title: format!(
+                "{} package file(s) in the FIM baseline do not match their package",
+                c.baseline_mismatches
+            ),
+            evidence: json!({ "count": c.baseline_mismatches, "files": listed(true) }),
+            remediation: "The baseline was taken over files that differ from what their package installed: \
+                          verify them (`guestward-agent fim verify-packages`), reinstall the packages concerned, \
+                          and accept the restored state with `guestward-agent fim update`"
+                .to_string(),
+            source: SOURCE.to_string(),
+        });
+    }
+    if c.conffile_edit > 0 {
+        out.push(Finding {
+            id: CONFFILE_EDITED.to_string(),
+            severity: Severity::Low,
+            title: format!(
+                "{} package configuration file(s) edited outside the package manager",
+                c.conffile_edit
+            ),
+            evidence: json!({
+                "count": c.conffile_edit,
+                "files": a.conffile_edits.iter().map(|o| json!({
+                    "path": o.path, "package": o.package.owner.name, "seen": o.seen,
+                })).collect::<Vec<_>>(),
+            }),
+            remediation: "Configuration files are meant to be edited: confirm the edit was intended \
+                          (configuration management, an administrator)"
+                .to_string(),
+            source: SOURCE.to_string(),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -372,6 +488,7 @@ mod tests {
             store_read_failures_total: 0,
             event_store_failures_total: 0,
             watcher_errors_total: 0,
+            attribution: None,
         }
     }
 

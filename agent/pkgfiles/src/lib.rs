@@ -13,3 +13,46 @@
 //! - `transaction`: is dpkg/rpm/dnf/yum/unattended-upgrades running (locks, logs, processes).
 //! - `oracle`: [`guestward_fim::package::PackageOracle`] over the index and transactions,
 //!   which the FIM engine asks about each changed file.
+
+pub mod cli;
+pub mod dpkg;
+pub mod index;
+pub mod oracle;
+pub mod rpm;
+pub mod transaction;
+pub mod verify;
+
+pub use index::{Index, Manifest};
+pub use oracle::Oracle;
+
+use guestward_core::{HostFsError, Problem};
+
+/// Why a package database file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A host file (status, `.list`, `.md5sums`, an rpm database) could not be read.
+    #[error("{0}")]
+    Host(#[from] HostFsError),
+    /// The rpm database or header could not be read.
+    #[error("rpm database: {0}")]
+    Rpm(String),
+    /// No package with this number in the index.
+    #[error("no package number {0} in the index")]
+    NoSuchPackage(u32),
+}
+
+impl ReadError {
+    /// This error as a report problem.
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            Self::Host(e) => e.to_problem(),
+            Self::Rpm(_) => Problem::new("rpm_database", self.to_string()),
+            Self::NoSuchPackage(_) => Problem::new("internal", self.to_string()),
+        }
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    guestward_rpmdb::header::hex(bytes)
+}

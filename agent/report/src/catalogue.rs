@@ -164,6 +164,73 @@ pub static CATALOGUE: &[FindingRule] = &[
         references: &["NIST SP 800-53 SI-7: Software, Firmware, and Information Integrity"],
     },
     FindingRule {
+        id: "GW-FIM-006",
+        title: "A package file changed outside the package manager",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "fim",
+        rationale: "A file that a dpkg or rpm package installed changed, and no package transaction explains it: \
+            either no transaction was running (no dpkg/rpm lock holder, no apt/dnf/yum process, nothing new in \
+            dpkg.log or the rpm database), or one was, but the new content does not match the digest the new \
+            package version records for that file. Package upgrades are folded into one \
+            `fim.package_transaction` event and raise nothing; a binary such as `/usr/sbin/sshd` replaced by \
+            anything else is the signal that matters most. The evidence names the package, the digest the \
+            package expects and the digest found.",
+        remediation: "Find who changed the file (the change's time in `agentctl fim events`, logins and processes \
+            at that time); compare it with the package (`debsums -c PACKAGE`, `rpm -V PACKAGE`); restore it by \
+            reinstalling the package (`apt-get install --reinstall PACKAGE`, `dnf reinstall PACKAGE`), and treat \
+            the host as compromised until the change is explained.",
+        commands: &[
+            "agentctl fim events --since 1d",
+            "debsums -c",
+            "rpm -Va",
+            "guestward-agent fim verify-packages",
+        ],
+        references: &[
+            "NIST SP 800-53 SI-7: Software, Firmware, and Information Integrity",
+            "MITRE ATT&CK T1554: Compromise Host Software Binary",
+        ],
+    },
+    FindingRule {
+        id: "GW-FIM-007",
+        title: "Package files in the FIM baseline do not match their package",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "fim",
+        rationale: "A baseline records what is on disk when it is taken: on a machine that was already \
+            compromised it would accept a replaced binary as normal. So when the baseline is taken and at each \
+            full verification, package-owned files in the FIM scope are compared with what their package says \
+            (dpkg's md5sums and conffile digests, rpm's file digests), like `debsums` and `rpm -V`. A mismatch \
+            is a file that differed from its package before any change was seen.",
+        remediation: "Verify the files listed (`guestward-agent fim verify-packages`, `debsums -c`, `rpm -V`), \
+            reinstall the packages concerned to restore them, then accept the restored state with \
+            `guestward-agent fim update`.",
+        commands: &["guestward-agent fim verify-packages", "debsums -c", "rpm -Va"],
+        references: &[
+            "NIST SP 800-53 SI-7: Software, Firmware, and Information Integrity",
+            "CIS Controls v8 2.5: Allowlist Authorized Software",
+        ],
+    },
+    FindingRule {
+        id: "GW-FIM-008",
+        title: "A package configuration file was edited outside the package manager",
+        severity: Severity::Low,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "fim",
+        rationale: "dpkg conffiles and rpm `%config` files are meant to be edited by administrators, so an edit \
+            is not an intrusion by itself; but on a host managed by configuration management, a hand edit is \
+            drift, and an unexpected edit of a security-relevant file (`/etc/ssh/sshd_config`, PAM, sudoers) \
+            deserves a look. Reported with lower severity than other package files.",
+        remediation: "Confirm the edit was intended (change ticket, configuration management run); otherwise \
+            restore the file from the package (`apt-get install --reinstall -o Dpkg::Options::=--force-confask \
+            PACKAGE`, `rpm -V PACKAGE`).",
+        commands: &["agentctl fim events --since 1d", "debsums -ce"],
+        references: &["NIST SP 800-53 CM-3: Configuration Change Control"],
+    },
+    FindingRule {
         id: "GW-IMDS-001",
         title: "IMDSv1 is enabled",
         severity: Severity::High,
@@ -619,6 +686,7 @@ mod tests {
             store_read_failures_total: 0,
             event_store_failures_total: 0,
             watcher_errors_total: 0,
+            attribution: None,
         }
     }
 
@@ -649,6 +717,29 @@ mod tests {
             error: Some("baseline unreadable".into()),
             baseline_integrity: Some(guestward_fim::model::Integrity::Tampered),
         });
+        // Package attribution: a file changed outside the package manager, one that did not
+        // match its package at the baseline, and a conffile edit.
+        let a: guestward_fim::package::AttributionReport = serde_json::from_value(serde_json::json!({
+            "counts": { "transactions": 1, "package_transaction": 12, "outside_package_manager": 1,
+                        "conffile_edit": 1, "unverified": 0, "baseline_mismatches": 1 },
+            "outside": [
+                { "path": "/usr/sbin/sshd", "seen": "2026-12-02T10:00:00Z",
+                  "package": { "owner": { "manager": "dpkg", "name": "openssh-server", "version": "1:9.2p1-2" },
+                               "origin": "outside-package-manager",
+                               "expected": { "algo": "md5", "hex": "00112233445566778899aabbccddeeff" },
+                               "actual": { "algo": "md5", "hex": "ffeeddccbbaa99887766554433221100" } } },
+                { "path": "/usr/bin/ls", "seen": "2026-12-02T10:00:00Z", "at_baseline": true,
+                  "package": { "owner": { "manager": "dpkg", "name": "coreutils", "version": "9.1-1" },
+                               "origin": "outside-package-manager" } }
+            ],
+            "conffile_edits": [
+                { "path": "/etc/ssh/sshd_config", "seen": "2026-12-02T10:00:00Z",
+                  "package": { "owner": { "manager": "dpkg", "name": "openssh-server", "version": "1:9.2p1-2" },
+                               "origin": "conffile-edit", "conffile": true } }
+            ]
+        }))
+        .unwrap();
+        r.attribution = Some(a);
         assert_eq!(check(&guestward_fim::fim_findings(&r)), ids_of("GW-FIM-"));
         // Gaps with a non-store cause take the other remediation branch: same id, same severity.
         r.open_gaps[0].cause = guestward_fim::GapCause::QueueOverflow;

@@ -69,6 +69,40 @@ pub mod tags {
     pub const SOURCERPM: u32 = 1044;
     /// Installed size (64-bit).
     pub const LONGSIZE: u32 = 5009;
+    /// File names of old packages (full paths; newer ones use BASENAMES/DIRNAMES).
+    pub const OLDFILENAMES: u32 = 1027;
+    /// File sizes (32-bit).
+    pub const FILESIZES: u32 = 1028;
+    /// File states (CHAR: normal, replaced, not installed, net shared, wrong colour).
+    pub const FILESTATES: u32 = 1029;
+    /// File modes (`st_mode`, 16-bit).
+    pub const FILEMODES: u32 = 1030;
+    /// Device numbers of device files.
+    pub const FILERDEVS: u32 = 1033;
+    /// File modification times (seconds).
+    pub const FILEMTIMES: u32 = 1034;
+    /// File content digests, hex, in FILEDIGESTALGO (empty for non-regular files).
+    pub const FILEDIGESTS: u32 = 1035;
+    /// Symlink targets (empty for non-symlinks).
+    pub const FILELINKTOS: u32 = 1036;
+    /// File flags (`%config`, `%doc`, `%ghost`, `%missingok`...).
+    pub const FILEFLAGS: u32 = 1037;
+    /// Owner names.
+    pub const FILEUSERNAME: u32 = 1039;
+    /// Group names.
+    pub const FILEGROUPNAME: u32 = 1040;
+    /// What `rpm -V` checks per file (`%verify(...)`).
+    pub const FILEVERIFYFLAGS: u32 = 1045;
+    /// Index into DIRNAMES of each file.
+    pub const DIRINDEXES: u32 = 1116;
+    /// File base names.
+    pub const BASENAMES: u32 = 1117;
+    /// Directory names (with a trailing `/`).
+    pub const DIRNAMES: u32 = 1118;
+    /// File sizes (64-bit; packages with a file of 4 GiB or more).
+    pub const LONGFILESIZES: u32 = 5008;
+    /// The digest algorithm of FILEDIGESTS (PGP hash algorithm number; absent: MD5).
+    pub const FILEDIGESTALGO: u32 = 5011;
     /// Payload digest(s), hex.
     pub const PAYLOADDIGEST: u32 = 5092;
     /// Payload digest algorithm (PGP hash algorithm number).
@@ -362,6 +396,76 @@ impl<'a> Header<'a> {
         (e.ty == TagType::Bin).then(|| self.bytes(e))
     }
 
+    /// Every string of a STRING, STRING_ARRAY or I18NSTRING entry, as raw bytes without the
+    /// NUL (file names need not be UTF-8). `parse` checked that `count` strings lie inside the
+    /// store, so the loop is bounded by the entry's own bytes.
+    pub fn string_array_bytes(&self, tag: u32) -> Option<Vec<&'a [u8]>> {
+        let e = self.entry(tag)?;
+        if !matches!(e.ty, TagType::String | TagType::StringArray | TagType::I18nString) {
+            return None;
+        }
+        let mut rest = self.bytes(e);
+        let mut out = Vec::with_capacity(e.count.min(rest.len()));
+        for _ in 0..e.count {
+            let nul = rest.iter().position(|c| *c == 0)?;
+            out.push(&rest[..nul]);
+            rest = &rest[nul + 1..];
+        }
+        Some(out)
+    }
+
+    /// [`Self::string_array_bytes`] as text (invalid UTF-8 converted lossily).
+    pub fn string_array(&self, tag: u32) -> Option<Vec<Cow<'a, str>>> {
+        Some(self.string_array_bytes(tag)?.into_iter().map(String::from_utf8_lossy).collect())
+    }
+
+    /// Every value of an INT16 entry.
+    pub fn int16_array(&self, tag: u32) -> Option<Vec<u16>> {
+        let e = self.entry(tag)?;
+        (e.ty == TagType::Int16)
+            .then(|| self.bytes(e).chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect())
+    }
+
+    /// Every value of an INT32 entry.
+    pub fn int32_array(&self, tag: u32) -> Option<Vec<u32>> {
+        let e = self.entry(tag)?;
+        (e.ty == TagType::Int32).then(|| {
+            self.bytes(e).chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect()
+        })
+    }
+
+    /// Every value of an INT64 entry.
+    pub fn int64_array(&self, tag: u32) -> Option<Vec<u64>> {
+        let e = self.entry(tag)?;
+        (e.ty == TagType::Int64).then(|| {
+            self.bytes(e)
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect()
+        })
+    }
+
+    /// Every value of a CHAR or INT8 entry (rpm's FILESTATES are CHAR).
+    pub fn int8_array(&self, tag: u32) -> Option<&'a [u8]> {
+        let e = self.entry(tag)?;
+        matches!(e.ty, TagType::Char | TagType::Int8).then(|| self.bytes(e))
+    }
+
+    /// Every value of any integer entry (INT8/16/32/64, CHAR) widened to `u64`: rpm stores
+    /// FILESIZES as INT32 and LONGFILESIZES as INT64, and old packages use narrower types.
+    pub fn int_array(&self, tag: u32) -> Option<Vec<u64>> {
+        let e = self.entry(tag)?;
+        match e.ty {
+            TagType::Char | TagType::Int8 => {
+                self.int8_array(tag).map(|b| b.iter().map(|v| u64::from(*v)).collect())
+            }
+            TagType::Int16 => self.int16_array(tag).map(|v| v.into_iter().map(u64::from).collect()),
+            TagType::Int32 => self.int32_array(tag).map(|v| v.into_iter().map(u64::from).collect()),
+            TagType::Int64 => self.int64_array(tag),
+            _ => None,
+        }
+    }
+
     /// Checks the header's own digests (SHA256HEADER and SHA1HEADER) over its immutable
     /// region the way rpm does: `magic || be32(ril) || be32(rdl) || ril index entries ||
     /// rdl data bytes`. Returns which were verified; a mismatch is an error, so such a
@@ -557,6 +661,38 @@ mod tests {
         assert_eq!(h.string(tags::ARCH), None);
         assert_eq!(h.ril, 6);
         assert_eq!(h.verify_digests().unwrap(), VerifiedDigests::default());
+    }
+
+    #[test]
+    fn reads_arrays_of_every_type() {
+        let mut names = s("a");
+        names.extend(s("b\u{e9}"));
+        names.extend(b"\xff\0");
+        let entries = vec![
+            (tags::NAME, 6, s("foo"), 1),
+            (tags::FILEMODES, 3, [0o100644u16, 0o40755].iter().flat_map(|v| v.to_be_bytes()).collect(), 2),
+            (tags::FILESIZES, 4, [7u32, 0].iter().flat_map(|v| v.to_be_bytes()).collect(), 2),
+            (tags::LONGFILESIZES, 5, [1u64 << 33, 3].iter().flat_map(|v| v.to_be_bytes()).collect(), 2),
+            (tags::FILESTATES, 1, vec![0, 2], 2),
+            (tags::BASENAMES, 8, names, 3),
+        ];
+        let blob = build(&entries, &[]);
+        let h = Header::parse(&blob).unwrap();
+        assert_eq!(h.int16_array(tags::FILEMODES), Some(vec![0o100644, 0o40755]));
+        assert_eq!(h.int32_array(tags::FILESIZES), Some(vec![7, 0]));
+        assert_eq!(h.int64_array(tags::LONGFILESIZES), Some(vec![1 << 33, 3]));
+        assert_eq!(h.int_array(tags::FILEMODES), Some(vec![0o100644, 0o40755]));
+        assert_eq!(h.int_array(tags::LONGFILESIZES), Some(vec![1 << 33, 3]));
+        assert_eq!(h.int8_array(tags::FILESTATES), Some(&[0u8, 2][..]));
+        let raw = h.string_array_bytes(tags::BASENAMES).unwrap();
+        assert_eq!(raw, vec![&b"a"[..], "b\u{e9}".as_bytes(), &b"\xff"[..]]);
+        assert_eq!(h.string_array(tags::BASENAMES).unwrap()[2], "\u{fffd}");
+        // The wrong type for the accessor is None, not a reinterpretation.
+        assert_eq!(h.int32_array(tags::FILEMODES), None);
+        assert_eq!(h.int16_array(tags::BASENAMES), None);
+        assert_eq!(h.string_array(tags::FILESIZES), None);
+        assert_eq!(h.string_array(tags::DIRNAMES), None);
+        assert_eq!(h.string_array(tags::NAME).unwrap(), vec!["foo"]);
     }
 
     #[test]

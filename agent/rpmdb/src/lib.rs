@@ -344,3 +344,80 @@ pub fn read_rpm_dirs(root: &HostRoot, dirs: &[PathBuf], limits: &Limits) -> DirS
     }
     DirScan { inventory, errors, ignored }
 }
+
+#[cfg(feature = "collect")]
+/// Streams the raw header blobs of one database file to `sink`, unparsed, with the same bounds
+/// as [`read_database`] (at most [`Limits::max_headers`] blobs, each at most
+/// [`Limits::max_header_bytes`]). For readers that need more of each header than
+/// [`RpmPackage`] keeps (the file lists of `guestward-pkgfiles`); parse each blob with
+/// [`package_from_blob`] first, which verifies its digests. The error is for a file that
+/// cannot be read at all; damage inside it is returned as problems.
+pub fn for_each_blob(
+    root: &HostRoot,
+    found: &Found,
+    limits: &Limits,
+    sink: &mut dyn FnMut(RawBlob),
+) -> Result<Vec<guestward_core::Problem>, RpmdbError> {
+    let path = found.host_path.as_path();
+    let mut count = 0usize;
+    let mut over = false;
+    let mut bounded = |b: RawBlob| {
+        if count >= limits.max_headers {
+            over = true;
+            return;
+        }
+        count += 1;
+        sink(b);
+    };
+    let mut problems = match found.backend {
+        Backend::Sqlite => {
+            sqlite::read_blobs(root, path, limits, &mut bounded)?.iter().map(RpmdbError::to_problem).collect()
+        }
+        Backend::Bdb | Backend::Ndb => {
+            let (file, real) = root.open(path)?;
+            let src = FileSource::new(file).map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
+            let read = match found.backend {
+                Backend::Bdb => bdb::read_blobs(&src, limits.max_header_bytes, &mut bounded),
+                _ => ndb::read_blobs(&src, limits.max_header_bytes, &mut bounded),
+            };
+            let problems = read.map_err(|source| RpmdbError::Format {
+                path: path.to_owned(),
+                backend: found.backend.as_str(),
+                source,
+            })?;
+            problems.into_iter().map(|e| format_problem(path, found.backend, e)).collect::<Vec<_>>()
+        }
+    };
+    if over {
+        problems.push(
+            RpmdbError::TooManyHeaders { path: path.to_owned(), limit: limits.max_headers }.to_problem(),
+        );
+    }
+    Ok(problems)
+}
+
+#[cfg(feature = "collect")]
+/// The database [`read_rpm_dirs`] would read: the first file found in `dirs` (in rpm's order
+/// of preference) whose magic matches its name, without reading it. `None` with the errors
+/// met (including [`RpmdbError::NotFound`]) when there is none.
+pub fn find_database(root: &HostRoot, dirs: &[PathBuf]) -> (Option<Found>, Vec<RpmdbError>) {
+    let mut seen = Vec::new();
+    let mut errors = Vec::new();
+    for dir in dirs {
+        let Ok(real) = root.resolve(dir) else {
+            continue;
+        };
+        if seen.contains(&real) {
+            continue;
+        }
+        seen.push(real);
+        let (found, errs) = detect_in_dir(root, dir);
+        errors.extend(errs);
+        if let Some(first) = found.into_iter().next() {
+            return (Some(first), errors);
+        }
+    }
+    let dirs = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    errors.push(RpmdbError::NotFound { dirs });
+    (None, errors)
+}

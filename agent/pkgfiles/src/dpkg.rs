@@ -1,0 +1,409 @@
+//! dpkg's view of its files: the `status` file (installed packages and their `Conffiles:`),
+//! `info/<pkg>[:<arch>].md5sums` and `.list`, and `diversions`.
+//!
+//! Every file is read through [`HostRoot`] with a size cap; a damaged stanza or line costs
+//! that stanza or line (reported as a [`Problem`] naming file and line), never the rest.
+
+use crate::ReadError;
+use guestward_core::text::{MAX_QUOTED_CHARS, quote_truncated};
+use guestward_core::{HostRoot, Problem};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// dpkg's administrative directory, as seen on the host.
+pub const DEFAULT_ADMIN_DIR: &str = "/var/lib/dpkg";
+
+/// Largest `status` file read (a desktop with 5,000 packages has about 10 MiB).
+pub const MAX_STATUS_BYTES: u64 = 64 << 20;
+/// Largest `.md5sums` or `.list` file read (the largest real ones are a few MiB: texlive).
+pub const MAX_INFO_FILE_BYTES: u64 = 64 << 20;
+/// Largest `diversions` file read.
+pub const MAX_DIVERSIONS_BYTES: u64 = 4 << 20;
+
+/// One conffile of a package, from its `Conffiles:` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conffile {
+    /// Absolute host path.
+    pub path: PathBuf,
+    /// The MD5 dpkg recorded when it installed it; `None` for `newconffile` (unpacked, never
+    /// configured) or anything else that is not 32 hex digits.
+    pub md5: Option<[u8; 16]>,
+    /// No longer shipped by the package (dpkg keeps it on disk).
+    pub obsolete: bool,
+    /// Removed by dpkg at the next upgrade (`remove-on-upgrade`): not checked, like debsums.
+    pub remove_on_upgrade: bool,
+}
+
+/// One package of the status file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpkgPackage {
+    /// `Package`.
+    pub name: String,
+    /// `Version`.
+    pub version: String,
+    /// `Architecture`.
+    pub arch: Option<String>,
+    /// The third word of `Status` (`installed`, `half-configured`, `unpacked`...).
+    pub state: String,
+    /// `Conffiles:`.
+    pub conffiles: Vec<Conffile>,
+    /// The name of its files under `info/`: `name` or `name:arch` (Multi-Arch: same), as found
+    /// on disk; `None` when neither `.list` exists.
+    pub info_name: Option<String>,
+}
+
+impl DpkgPackage {
+    /// dpkg has put (some of) its files on disk.
+    pub fn has_files(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "installed"
+                | "half-configured"
+                | "unpacked"
+                | "half-installed"
+                | "triggers-awaited"
+                | "triggers-pending"
+        )
+    }
+
+    /// The states `debsums` checks (`installed`, `half-configured`); verification follows it.
+    pub fn is_verified(&self) -> bool {
+        matches!(self.state.as_str(), "installed" | "half-configured")
+    }
+}
+
+/// `diversions`: a path diverted by a package (or the administrator) to another path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diversions {
+    by_from: HashMap<PathBuf, (PathBuf, String)>,
+}
+
+impl Diversions {
+    /// Where `package`'s file `path` really is: the diverted-to path when another package
+    /// (or the administrator, `:`) diverted it, else `path` itself.
+    pub fn on_disk<'a>(&'a self, package: &str, path: &'a Path) -> &'a Path {
+        match self.by_from.get(path) {
+            Some((to, by)) if by != package => to,
+            _ => path,
+        }
+    }
+
+    /// Number of diversions.
+    pub fn len(&self) -> usize {
+        self.by_from.len()
+    }
+
+    /// No diversions.
+    pub fn is_empty(&self) -> bool {
+        self.by_from.is_empty()
+    }
+}
+
+fn admin_file(admin: &Path, name: &str) -> PathBuf {
+    admin.join(name)
+}
+
+fn bytes_path(b: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(b))
+}
+
+/// Reads `<admin>/status`: every package with files on disk (see [`DpkgPackage::has_files`]),
+/// with `info_name` looked up under `<admin>/info`.
+pub fn read_status(root: &HostRoot, admin: &Path) -> Result<(Vec<DpkgPackage>, Vec<Problem>), ReadError> {
+    let path = admin_file(admin, "status");
+    let bytes = root.read_capped(&path, MAX_STATUS_BYTES)?;
+    let (mut packages, problems) = parse_status(&bytes, &path);
+    for p in &mut packages {
+        p.info_name = find_info_name(root, admin, p);
+    }
+    Ok((packages, problems))
+}
+
+fn find_info_name(root: &HostRoot, admin: &Path, p: &DpkgPackage) -> Option<String> {
+    let plain = p.name.clone();
+    if root.exists(admin.join("info").join(format!("{plain}.list"))) {
+        return Some(plain);
+    }
+    let arch = p.arch.as_deref()?;
+    let qualified = format!("{}:{arch}", p.name);
+    root.exists(admin.join("info").join(format!("{qualified}.list"))).then_some(qualified)
+}
+
+/// Parses a status file's bytes (`shown` names it in problems).
+pub fn parse_status(bytes: &[u8], shown: &Path) -> (Vec<DpkgPackage>, Vec<Problem>) {
+    let mut packages = Vec::new();
+    let mut problems = Vec::new();
+    let mut stanza: Vec<(usize, &[u8])> = Vec::new();
+    let mut flush = |stanza: &mut Vec<(usize, &[u8])>| {
+        if let Some(&(first_line, _)) = stanza.first() {
+            match parse_stanza(stanza) {
+                Ok(Some(p)) => packages.push(p),
+                Ok(None) => {}
+                Err(msg) => problems.push(
+                    Problem::new("malformed", format!("dpkg status stanza skipped: {msg}"))
+                        .with_path(shown.display().to_string())
+                        .with_line(first_line as u64),
+                ),
+            }
+        }
+        stanza.clear();
+    };
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            flush(&mut stanza);
+        } else {
+            stanza.push((i + 1, line));
+        }
+    }
+    flush(&mut stanza);
+    (packages, problems)
+}
+
+fn parse_stanza(lines: &[(usize, &[u8])]) -> Result<Option<DpkgPackage>, String> {
+    let mut name = None;
+    let mut version = None;
+    let mut arch = None;
+    let mut status = None;
+    let mut conffiles = Vec::new();
+    let mut in_conffiles = false;
+    for (_, line) in lines {
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            if in_conffiles {
+                conffiles.push(parse_conffile(line)?);
+            }
+            continue;
+        }
+        in_conffiles = false;
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return Err(format!(
+                "line without a field name: {}",
+                quote_truncated(&String::from_utf8_lossy(line), MAX_QUOTED_CHARS)
+            ));
+        };
+        let field = &line[..colon];
+        let value = String::from_utf8_lossy(&line[colon + 1..]).trim().to_owned();
+        match field.to_ascii_lowercase().as_slice() {
+            b"package" => name = Some(value),
+            b"version" => version = Some(value),
+            b"architecture" => arch = Some(value),
+            b"status" => status = Some(value),
+            b"conffiles" => in_conffiles = true,
+            _ => {}
+        }
+    }
+    let name = name.ok_or("no Package field")?;
+    let status = status
+        .ok_or_else(|| format!("package {}: no Status field", quote_truncated(&name, MAX_QUOTED_CHARS)))?;
+    let words: Vec<&str> = status.split_whitespace().collect();
+    let [_want, _flag, state] = words.as_slice() else {
+        return Err(format!(
+            "package {}: Status is not three words: {}",
+            quote_truncated(&name, MAX_QUOTED_CHARS),
+            quote_truncated(&status, MAX_QUOTED_CHARS)
+        ));
+    };
+    let p = DpkgPackage {
+        name,
+        version: version.unwrap_or_default(),
+        arch,
+        state: (*state).to_owned(),
+        conffiles,
+        info_name: None,
+    };
+    Ok(p.has_files().then_some(p))
+}
+
+/// ` /etc/foo 0123...abcdef [obsolete] [remove-on-upgrade]`: the path may contain spaces, so
+/// the digest and flags are taken from the end.
+fn parse_conffile(line: &[u8]) -> Result<Conffile, String> {
+    let bad =
+        |what: &str| format!("{what}: {}", quote_truncated(&String::from_utf8_lossy(line), MAX_QUOTED_CHARS));
+    let mut text = line.trim_ascii();
+    let mut obsolete = false;
+    let mut remove_on_upgrade = false;
+    loop {
+        if let Some(rest) = text.strip_suffix(b" obsolete") {
+            obsolete = true;
+            text = rest.trim_ascii_end();
+        } else if let Some(rest) = text.strip_suffix(b" remove-on-upgrade") {
+            remove_on_upgrade = true;
+            text = rest.trim_ascii_end();
+        } else {
+            break;
+        }
+    }
+    let Some(space) = text.iter().rposition(|b| *b == b' ') else {
+        return Err(bad("conffile line without a digest"));
+    };
+    let (path, digest) = (text[..space].trim_ascii_end(), &text[space + 1..]);
+    if !path.starts_with(b"/") {
+        return Err(bad("conffile path is not absolute"));
+    }
+    Ok(Conffile { path: bytes_path(path), md5: parse_md5(digest), obsolete, remove_on_upgrade })
+}
+
+/// 32 lowercase or uppercase hex digits.
+pub fn parse_md5(hex: &[u8]) -> Option<[u8; 16]> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
+}
+
+/// `.md5sums` entries (absolute host path, MD5) and the problems met reading them.
+pub type Md5Sums = (Vec<(PathBuf, [u8; 16])>, Vec<Problem>);
+
+/// Reads `<admin>/info/<info_name>.md5sums`: (absolute host path, MD5). A missing file is an
+/// empty list (some packages ship none, like debsums says with `-l`); bad lines are problems.
+pub fn read_md5sums(root: &HostRoot, admin: &Path, info_name: &str) -> Result<Md5Sums, ReadError> {
+    let path = admin.join("info").join(format!("{info_name}.md5sums"));
+    let bytes = match root.read_capped(&path, MAX_INFO_FILE_BYTES) {
+        Ok(b) => b,
+        Err(guestward_core::HostFsError::NotFound { .. }) => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(parse_md5sums(&bytes, &path))
+}
+
+/// Parses an `.md5sums` file: `<32 hex>  <path relative to />` per line.
+pub fn parse_md5sums(bytes: &[u8], shown: &Path) -> Md5Sums {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.trim_ascii_start();
+        let split = line.iter().position(u8::is_ascii_whitespace);
+        let parsed = split.and_then(|at| {
+            let md5 = parse_md5(&line[..at])?;
+            let rel = line[at..].trim_ascii_start();
+            let rel = rel.strip_prefix(b"./").unwrap_or(rel);
+            let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+            (!rel.is_empty()).then(|| {
+                let mut abs = Vec::with_capacity(rel.len() + 1);
+                abs.push(b'/');
+                abs.extend_from_slice(rel);
+                (bytes_path(&abs), md5)
+            })
+        });
+        match parsed {
+            Some(entry) => out.push(entry),
+            None if problems.len() < 10 => problems.push(
+                Problem::new(
+                    "malformed",
+                    format!(
+                        "md5sums line is not `<md5>  <path>`: {}",
+                        quote_truncated(&String::from_utf8_lossy(line), MAX_QUOTED_CHARS)
+                    ),
+                )
+                .with_path(shown.display().to_string())
+                .with_line(i as u64 + 1),
+            ),
+            None => {}
+        }
+    }
+    (out, problems)
+}
+
+/// Reads `<admin>/info/<info_name>.list`: every path the package owns (directories,
+/// symlinks and files without an MD5 included), `/.` left out. A missing file is an error:
+/// dpkg writes one for every package it unpacked.
+pub fn read_list(root: &HostRoot, admin: &Path, info_name: &str) -> Result<Vec<PathBuf>, ReadError> {
+    let path = admin.join("info").join(format!("{info_name}.list"));
+    let bytes = root.read_capped(&path, MAX_INFO_FILE_BYTES)?;
+    Ok(parse_list(&bytes))
+}
+
+/// Parses a `.list` file.
+pub fn parse_list(bytes: &[u8]) -> Vec<PathBuf> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"/") && *l != b"/." && *l != b"/")
+        .map(bytes_path)
+        .collect()
+}
+
+/// Reads `<admin>/diversions` (three lines per diversion: from, to, diverting package or `:`
+/// for a local diversion). Missing: none.
+pub fn read_diversions(root: &HostRoot, admin: &Path) -> (Diversions, Vec<Problem>) {
+    let path = admin.join("diversions");
+    match root.read_capped(&path, MAX_DIVERSIONS_BYTES) {
+        Ok(bytes) => parse_diversions(&bytes, &path),
+        Err(guestward_core::HostFsError::NotFound { .. }) => (Diversions::default(), Vec::new()),
+        Err(e) => (Diversions::default(), vec![e.to_problem()]),
+    }
+}
+
+/// Parses a `diversions` file.
+pub fn parse_diversions(bytes: &[u8], shown: &Path) -> (Diversions, Vec<Problem>) {
+    let mut d = Diversions::default();
+    let mut problems = Vec::new();
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let chunks = lines.chunks_exact(3);
+    if !chunks.remainder().is_empty() {
+        problems.push(
+            Problem::new(
+                "malformed",
+                "the diversions file does not hold whole three-line entries; the last is ignored",
+            )
+            .with_path(shown.display().to_string()),
+        );
+    }
+    for c in chunks {
+        if c[0].starts_with(b"/") && c[1].starts_with(b"/") {
+            d.by_from
+                .insert(bytes_path(c[0]), (bytes_path(c[1]), String::from_utf8_lossy(c[2]).into_owned()));
+        }
+    }
+    (d, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_conffiles_with_flags_and_spaces() {
+        let status = b"Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\nConffiles:\n /etc/a b.conf 0123456789abcdef0123456789abcdef\n /etc/old 0123456789abcdef0123456789abcdef obsolete\n /etc/gone 0123456789abcdef0123456789abcdef remove-on-upgrade\n /etc/new newconffile\n\nPackage: b\nStatus: deinstall ok config-files\n\nPackage: c\nBroken\n";
+        let (p, problems) = parse_status(status, Path::new("status"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, Some(14));
+        let c = &p[0].conffiles;
+        assert_eq!(c[0].path, Path::new("/etc/a b.conf"));
+        assert!(c[0].md5.is_some() && !c[0].obsolete);
+        assert!(c[1].obsolete && !c[1].remove_on_upgrade);
+        assert!(c[2].remove_on_upgrade);
+        assert_eq!(c[3].md5, None);
+    }
+
+    #[test]
+    fn parses_md5sums_and_diversions() {
+        let (m, problems) = parse_md5sums(
+            b"0123456789abcdef0123456789abcdef  usr/bin/a b\nzz  bad\n0123456789abcdef0123456789abcdef  ./usr/c\n",
+            Path::new("x"),
+        );
+        assert_eq!(
+            m.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+            vec![PathBuf::from("/usr/bin/a b"), PathBuf::from("/usr/c")]
+        );
+        assert_eq!(problems.len(), 1);
+        let (d, problems) =
+            parse_diversions(b"/bin/sh\n/bin/sh.distrib\ndash\n/usr/x\n/usr/x.orig\n:\n", Path::new("d"));
+        assert!(problems.is_empty());
+        assert_eq!(d.on_disk("bash", Path::new("/bin/sh")), Path::new("/bin/sh.distrib"));
+        assert_eq!(d.on_disk("dash", Path::new("/bin/sh")), Path::new("/bin/sh"));
+        assert_eq!(d.on_disk("foo", Path::new("/usr/x")), Path::new("/usr/x.orig"));
+    }
+}

