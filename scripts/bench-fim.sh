@@ -3,12 +3,16 @@
 #   1. baseline of /usr with SHA-256 + attributes, warm page cache: guestward vs
 #      `aide --init --workers=2` with the equivalent rule (hyperfine, then peak RSS with
 #      /usr/bin/time -v);
-#   2. `check` of the same tree against the baseline (guestward vs `aide --check`);
+#   2. `check` of the same tree against the baseline (guestward's full check and its
+#      metadata-first `check --fast` vs `aide --check --workers=2`);
 #   3. realtime latency from a write's close to the emitted event at 1,000 changes/s;
 #   4. idle CPU of the watcher with the default policy.
 # Needs: hyperfine, aide, /usr/bin/time (apt-get install -y hyperfine aide time).
-# The engine is driven by the crate's example binary: its init/check are the same
-# `guestward_fim::cli::run` as `guestward-agent fim`, and it adds the latency/idle drivers.
+# Sections 1-2 run the release `guestward-agent fim init|check`; sections 3-5 drive the engine
+# through the crate's example binary (the same `guestward_fim::cli::run`, plus the
+# latency/idle drivers). Every timed command also gets one run under /usr/bin/time: wall,
+# CPU (user + sys), cores used ((user + sys) / wall) and peak RSS; the load average before each
+# section is printed, since other work on the machine inflates wall times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/targets/fim}"
@@ -16,8 +20,21 @@ RUNS="${RUNS:-3}"
 TREE="${TREE:-/usr}"
 W="${W:-/tmp/fim-bench}"
 cargo build --release -q -p guestward-fim --example fim
+cargo build --release -q -p guestward-agent
 FIM="$CARGO_TARGET_DIR/release/examples/fim"
+AGENT="$CARGO_TARGET_DIR/release/guestward-agent"
 rm -rf "$W" && mkdir -p "$W"
+
+# One run of "$@" under /usr/bin/time: wall, user + sys, cores used, peak RSS.
+cpu() {
+  local name="$1"; shift
+  /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" > /dev/null 2>&1 || true
+  read -r wall user sys rss < "$W/time.txt"
+  awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" 'BEGIN {
+    printf "%-28s wall %6.2f s  cpu %6.2f s (user %.2f + sys %.2f)  cores %.2f  peak RSS %.1f MiB\n",
+      n, w, u + s, u, s, (w > 0 ? (u + s) / w : 0), r / 1024 }'
+}
+load() { echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"; }
 
 cat > "$W/fim.toml" <<TOML
 [fim]
@@ -38,22 +55,26 @@ echo "== warming the page cache"
 find "$TREE" -xdev -type f -print0 | xargs -0 cat > /dev/null 2>&1 || true
 
 echo "== 1. baseline (init)"
+load
 hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/init.md" \
   --prepare "rm -rf $W/state $W/aide.db.new" \
-  -n guestward "$FIM --config $W/fim.toml init --state-dir $W/state --no-progress" \
+  -n guestward "$AGENT fim init --config $W/fim.toml --state-dir $W/state --no-progress" \
   -n aide "aide --init --workers=2 -c $W/aide.conf"
 rm -rf "$W/state" "$W/aide.db.new"
-/usr/bin/time -v "$FIM" --config "$W/fim.toml" init --state-dir "$W/state" --no-progress 2> "$W/rss-fim.txt" >/dev/null
-/usr/bin/time -v aide --init --workers=2 -c "$W/aide.conf" 2> "$W/rss-aide.txt" >/dev/null || true
-echo "peak RSS guestward: $(grep 'Maximum resident' "$W/rss-fim.txt" | awk '{print $NF}') KiB"
-echo "peak RSS aide:      $(grep 'Maximum resident' "$W/rss-aide.txt" | awk '{print $NF}') KiB"
+cpu "guestward fim init" "$AGENT" fim init --config "$W/fim.toml" --state-dir "$W/state" --no-progress
+cpu "aide --init --workers=2" aide --init --workers=2 -c "$W/aide.conf"
 ls -l "$W/state/fim.db" "$W/aide.db.new"
 
 echo "== 2. check against the baseline"
 mv "$W/aide.db.new" "$W/aide.db"
+load
 hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/check.md" -i \
-  -n guestward "$FIM --config $W/fim.toml check --state-dir $W/state --no-progress" \
+  -n guestward "$AGENT fim check --config $W/fim.toml --state-dir $W/state --no-progress" \
+  -n "guestward --fast" "$AGENT fim check --fast --config $W/fim.toml --state-dir $W/state --no-progress" \
   -n aide "aide --check --workers=2 -c $W/aide.conf"
+cpu "guestward fim check" "$AGENT" fim check --config "$W/fim.toml" --state-dir "$W/state" --no-progress
+cpu "guestward fim check --fast" "$AGENT" fim check --fast --config "$W/fim.toml" --state-dir "$W/state" --no-progress
+cpu "aide --check --workers=2" aide --check --workers=2 -c "$W/aide.conf"
 
 echo "== 3. realtime latency at 1,000 changes/s (10,000 distinct files, tree on tmpfs)"
 LAT=$(mktemp -d /dev/shm/fim-lat-XXXXXX)

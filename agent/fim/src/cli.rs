@@ -53,10 +53,25 @@ pub enum FimCommand {
     Init(FimArgs),
     /// Compare the files with the baseline; changes nothing.
     #[command(after_help = CHECK_EXIT_CODES)]
-    Check(FimArgs),
+    Check(CompareArgs),
     /// Report changes and accept the current state as the new baseline.
     #[command(after_help = UPDATE_EXIT_CODES)]
-    Update(FimArgs),
+    Update(CompareArgs),
+}
+
+/// Options of the subcommands that compare with the baseline (`check`, `update`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// The shared options.
+    #[command(flatten)]
+    pub common: FimArgs,
+    /// Metadata first: hash again only the files whose size, mtime, ctime, inode, mode or
+    /// owner changed since the baseline, like git's index; the others keep their recorded
+    /// hashes. ctime cannot be set from user space, so a write through the filesystem is
+    /// still caught; writes to the raw block device and a clock set back are not (run a full
+    /// check for those; the daemon does so on `fim.full_rehash_interval_secs`).
+    #[arg(long)]
+    pub fast: bool,
 }
 
 /// Options shared by the `fim` subcommands.
@@ -80,7 +95,8 @@ impl FimCommand {
     /// The shared options.
     pub fn args(&self) -> &FimArgs {
         match self {
-            Self::Init(a) | Self::Check(a) | Self::Update(a) => a,
+            Self::Init(a) => a,
+            Self::Check(a) | Self::Update(a) => &a.common,
         }
     }
 }
@@ -147,12 +163,13 @@ fn run_inner(
         root,
         progress_bar: !args.no_progress && !args.json,
     };
-    let purpose = match cmd {
-        FimCommand::Init(_) => crate::engine::Purpose::Init,
-        FimCommand::Check(_) => crate::engine::Purpose::Check,
-        FimCommand::Update(_) => crate::engine::Purpose::Update,
+    let rehash = |fast: bool| if fast { crate::scan::Rehash::Changed } else { crate::scan::Rehash::All };
+    let (purpose, rehash) = match cmd {
+        FimCommand::Init(_) => (crate::engine::Purpose::Init, crate::scan::Rehash::All),
+        FimCommand::Check(a) => (crate::engine::Purpose::Check, rehash(a.fast)),
+        FimCommand::Update(a) => (crate::engine::Purpose::Update, rehash(a.fast)),
     };
-    let result = oneshot::run_packaged(&o, purpose, packages);
+    let result = oneshot::run_packaged_with(&o, purpose, rehash, packages);
     let report: CheckReport = match result {
         Ok(r) => r,
         Err(e) => {

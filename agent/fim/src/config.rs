@@ -263,6 +263,16 @@ pub struct Config {
     pub rescan_interval_secs: u64,
     /// Rescan interval for trees that did not fit in the inotify watch budget.
     pub unwatched_rescan_interval_secs: u64,
+    /// Metadata-first rescans: the daemon's scheduled and event-driven rescans hash again only
+    /// the files whose size, mtime, ctime, inode, mode or owner changed since the baseline
+    /// (like git's index), and every file on `full_rehash_interval_secs`. ctime cannot be set
+    /// from user space, so a write through the filesystem is caught either way; writes to the
+    /// raw block device and a clock set back are caught by the full rehash. false: every
+    /// rescan hashes every file.
+    pub fast_rescans: bool,
+    /// How often the daemon hashes every file again when `fast_rescans` is on (and at every
+    /// start); default daily.
+    pub full_rehash_interval_secs: u64,
     /// Share of `fs.inotify.max_user_watches` left for other programs.
     pub watch_reserve_percent: u8,
     /// Hard cap on watches this agent places, below the kernel limit (0 = kernel limit minus
@@ -302,6 +312,8 @@ impl Default for Config {
             max_delay_ms: 2_000,
             rescan_interval_secs: 12 * 3600,
             unwatched_rescan_interval_secs: 3600,
+            fast_rescans: true,
+            full_rehash_interval_secs: 86_400,
             watch_reserve_percent: 20,
             max_watches: 0,
             event_queue_capacity: 65_536,
@@ -530,6 +542,12 @@ impl Config {
             &mut issues,
             "unwatched_rescan_interval_secs",
             self.unwatched_rescan_interval_secs,
+            1..=30 * DAY_SECS,
+        );
+        check_range(
+            &mut issues,
+            "full_rehash_interval_secs",
+            self.full_rehash_interval_secs,
             1..=30 * DAY_SECS,
         );
         check_range(&mut issues, "watch_reserve_percent", self.watch_reserve_percent, 0..=90);

@@ -6,7 +6,7 @@ use crate::events::{Attributes, ChangeKind, FimChange, FoldedParent, Mechanism, 
 use crate::integrity::{BaselineCheck, BaselineKey, Integrity, KeyState};
 pub use crate::model::{ChangeCounts, Purpose, ScanSummary};
 use crate::record::FileRecord;
-use crate::scan::{ScanError, ScanOptions, Target, minimal_roots, stage};
+use crate::scan::{Rehash, ScanError, ScanOptions, Staging, Target, minimal_roots, stage_with};
 use crate::store::{RowFault, SealVerdict, Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
 use std::path::{Path, PathBuf};
@@ -291,22 +291,61 @@ impl Fim {
             return Err(FimError::NoBaseline { state_dir: self.state_dir.clone() });
         }
         let (targets, roots) = self.resolve_scope(scope);
+        // Metadata first (a first baseline has nothing to reuse): see `scan::stage_with`.
+        let fast = opts.rehash == Rehash::Changed && purpose != Purpose::Init;
+        let opts = &ScanOptions { rehash: if fast { Rehash::Changed } else { Rehash::All }, ..*opts };
         // The policy is part of the key: rows staged under other rules (other attributes,
         // excludes, size cap) are not what this scan would record.
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "purpose": purpose,
             "roots": roots.iter().map(|r| escape_path(r)).collect::<Vec<_>>(),
             "policy": self.policy_fingerprint(),
-        })
-        .to_string();
-        let resume = store.meta(META_IN_PROGRESS)?.as_deref() == Some(key.as_str());
+        });
+        if fast {
+            key["rehash"] = "changed".into();
+        }
+        let key = key.to_string();
+        // A metadata-first scan is cheap to run again and stages only what changed: never
+        // resumed.
+        let resume = !fast && store.meta(META_IN_PROGRESS)?.as_deref() == Some(key.as_str());
         if resume {
             store.begin_resume()?;
         } else {
             store.clear_staging()?;
             store.set_meta(META_IN_PROGRESS, &key)?;
         }
-        let stats = stage(&self.policy, &self.root, &self.state_dir, &targets, resume, opts)?;
+        // Only what differs from the baseline is staged (a first baseline stages everything, a
+        // resumed scan continues as it began): see `scan::Staging`.
+        let staging = if purpose == Purpose::Init || resume { Staging::All } else { Staging::Changes };
+        let first = stage_with(&self.policy, &self.root, &self.state_dir, &targets, resume, opts, staging)?;
+        let mut stats = first.stats;
+        // Complete when every baseline row of the trees was met by the walk. Otherwise
+        // something was removed (or not reached, or is governed no more) and the diff needs
+        // every entry staged to see it: the unchanged ones are staged too, metadata first
+        // (what the first pass staged stays: it was read then).
+        let mut pruned = staging == Staging::Changes;
+        if pruned && !stats.cancelled && first.found != Some(store.count_within(&roots)?) {
+            if first.pruned > 0 {
+                let fill_opts = ScanOptions { rehash: Rehash::Changed, ..*opts };
+                let again = stage_with(
+                    &self.policy,
+                    &self.root,
+                    &self.state_dir,
+                    &targets,
+                    false,
+                    &fill_opts,
+                    Staging::FillIn,
+                )?;
+                let a = again.stats;
+                stats.entries = a.entries;
+                stats.files_hashed = stats.files_hashed.saturating_add(a.files_hashed);
+                stats.bytes_hashed = stats.bytes_hashed.saturating_add(a.bytes_hashed);
+                stats.duration_ms = stats.duration_ms.saturating_add(a.duration_ms);
+                stats.cancelled = a.cancelled;
+                stats.problem_count = stats.problem_count.saturating_add(a.problem_count);
+            }
+            pruned = false;
+        }
         let trees = roots.iter().map(|r| escape_path(r)).collect();
         if stats.cancelled {
             return Ok(ScanSummary {
@@ -331,7 +370,7 @@ impl Fim {
         // Asked once per scan: a scan is short next to a transaction's quiet time.
         let transaction = self.packages.as_ref().and_then(|p| p.0.running_transaction());
         if purpose != Purpose::Init {
-            store.diff(&roots, |item| {
+            store.diff_with(&roots, !pruned, |item| {
                 let mut faulty = false;
                 for (table, fault) in [("baseline", &item.old_fault), ("staged", &item.new_fault)] {
                     if let Some(fault) = fault {
@@ -363,7 +402,7 @@ impl Fim {
         match purpose {
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
             Purpose::Check => store.clear_staging()?,
-            _ => store.apply(&roots)?,
+            _ => store.apply_with(&roots, !pruned)?,
         }
         store.clear_resume()?;
         match purpose {

@@ -83,7 +83,7 @@ pub use config::Config;
 #[cfg(feature = "collect")]
 pub use engine::{Fim, FimError, Scope};
 pub use events::{ChangeKind, CoverageGap, FimChange, GapCause, Mechanism, Transient};
-pub use model::{FimStatus, MonitorState, Purpose, ScanOutcome, ScanSummary, Verification};
+pub use model::{FimStatus, MonitorState, Purpose, Rehash, ScanOutcome, ScanSummary, Verification};
 #[cfg(feature = "collect")]
 pub use monitor::Monitor;
 #[cfg(feature = "collect")]

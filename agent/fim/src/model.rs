@@ -194,7 +194,15 @@ impl FimStatus {
             self.baseline_completed_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
         )?;
         if let Some(s) = &self.last_scan {
-            writeln!(out, "last scan:  {} ({} changes)", s.finished, s.changes)?;
+            writeln!(
+                out,
+                "last scan:  {} ({} changes; {}: {} file(s) hashed, {} reused)",
+                s.finished,
+                s.changes,
+                s.stats.rehash.as_str(),
+                s.stats.files_hashed,
+                s.stats.reused
+            )?;
         }
         if let Some(p) = &self.scan_progress {
             writeln!(
@@ -479,6 +487,44 @@ pub struct ScanStats {
     pub duration_ms: u64,
     /// The scan was cancelled before the end.
     pub cancelled: bool,
+    /// Which files the scan read again (absent in summaries of an older agent: all).
+    #[serde(default)]
+    pub rehash: Rehash,
+    /// Regular files whose content was read and hashed.
+    #[serde(default)]
+    pub files_hashed: u64,
+    /// Entries whose recorded hashes, extended attributes and link target were kept from the
+    /// baseline because their size, mtime, ctime and inode had not changed (metadata-first
+    /// scans only; see [`Rehash::Changed`]).
+    #[serde(default)]
+    pub reused: u64,
+}
+
+/// Which entries a scan reads again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rehash {
+    /// Every regular file is read and hashed, every attribute read (`fim init`, `fim check`,
+    /// the daemon's full rehash).
+    #[default]
+    All,
+    /// Metadata first, like git's index: an entry whose type, size, mtime, ctime, inode,
+    /// mode and owner equal its baseline record keeps the baseline's hashes, extended
+    /// attributes and link target; only the others are read (`fim check --fast`, the
+    /// daemon's scheduled rescans). ctime cannot be set from user space, so content written
+    /// through the filesystem always moves it; what it misses (writes to the raw device, a
+    /// clock set back) is caught by the periodic full rehash.
+    Changed,
+}
+
+impl Rehash {
+    /// The name shown in summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "full",
+            Self::Changed => "metadata-first",
+        }
+    }
 }
 
 /// Baseline problems kept in a report (all are counted).
@@ -800,7 +846,7 @@ impl CheckReport {
         let counts = &self.summary.counts;
         writeln!(
             out,
-            "{} change(s): {}; {} entries checked, {} MiB hashed in {:.2} s{}{}",
+            "{} change(s): {}; {} entries checked, {} MiB hashed in {:.2} s{}{}{}",
             self.summary.changes,
             counts.human(),
             s.entries,
@@ -810,6 +856,13 @@ impl CheckReport {
                 format!(", {} resumed from an interrupted run", s.resumed)
             } else {
                 String::new()
+            },
+            match s.rehash {
+                Rehash::All => String::new(),
+                Rehash::Changed => format!(
+                    " (metadata first: {} file(s) hashed, {} entries unchanged since the baseline reused)",
+                    s.files_hashed, s.reused
+                ),
             },
             if s.problem_count > 0 {
                 format!(", {} unreadable (see --json)", s.problem_count)

@@ -30,7 +30,7 @@ use crate::events::{
 };
 pub use crate::model::{FimStatus, MonitorState, ScanOutcome, TreeMode, TreeStatus, Verification};
 use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
-use crate::scan::{ScanError, ScanOptions, ScanProgress, Target, real_path};
+use crate::scan::{Rehash, ScanError, ScanOptions, ScanProgress, Target, real_path};
 use crate::store::{Store, StoreError};
 use guestward_core::{Event, Timestamp};
 use nix::sys::stat::FileStat;
@@ -317,6 +317,10 @@ struct Engine {
     next_due: Option<Instant>,
     next_full: Instant,
     next_unwatched: Instant,
+    /// When every file is to be hashed again (`fim.full_rehash_interval_secs`); until then
+    /// rescans are metadata first. Now at start: the startup rescan after a downtime reads
+    /// everything (offline changes are where ctime is least to be trusted).
+    next_rehash: Instant,
     gap_seq: u64,
     buf: Vec<u8>,
     /// Package attribution and per-transaction grouping (with a package oracle).
@@ -363,6 +367,7 @@ impl Engine {
             next_due: None,
             next_full: now + full,
             next_unwatched: now + unwatched,
+            next_rehash: now,
             gap_seq: 0,
             buf: Vec::new(),
         }
@@ -385,6 +390,9 @@ impl Engine {
         loop {
             let now = Instant::now();
             let mut wake = self.next_full.min(self.next_unwatched);
+            if self.cfg().fast_rescans {
+                wake = wake.min(self.next_rehash);
+            }
             if let Some(d) = self.next_due {
                 wake = wake.min(d);
             }
@@ -417,9 +425,14 @@ impl Engine {
             if self.next_due.is_some_and(|d| d <= now) {
                 self.process_due(now);
             }
-            if now >= self.next_full {
+            let rehash_due = self.cfg().fast_rescans && now >= self.next_rehash;
+            if now >= self.next_full || rehash_due {
                 self.next_full = now + Duration::from_secs(self.cfg().rescan_interval_secs.max(1));
                 self.verify(Scope::All, None, true);
+                // A full rehash that did not complete is tried again with the next rescan.
+                if rehash_due && self.next_rehash <= now {
+                    self.next_rehash = self.next_full;
+                }
             }
             if now >= self.next_unwatched {
                 self.next_unwatched =
@@ -756,10 +769,12 @@ impl Engine {
         self.publish(MonitorState::Baselining);
         let rate = self.cfg().initial_scan_rate;
         let ok = self
-            .run_scan(Purpose::Init, &Scope::All, Mechanism::Rescan, rate)
+            .run_scan(Purpose::Init, &Scope::All, Mechanism::Rescan, rate, Rehash::All)
             .is_some_and(|s| !s.stats.cancelled);
         if ok {
             self.close_covered_gaps(&Scope::All);
+            self.next_rehash =
+                Instant::now() + Duration::from_secs(self.cfg().full_rehash_interval_secs.max(1));
         }
         ok
     }
@@ -772,6 +787,7 @@ impl Engine {
         scope: &Scope,
         mechanism: Mechanism,
         rate: crate::config::RateLimit,
+        rehash: Rehash,
     ) -> Option<ScanSummary> {
         let shared = Arc::clone(&self.shared);
         let progress = move |p: &ScanProgress| {
@@ -785,6 +801,7 @@ impl Engine {
             progress: Some(&progress),
             cancel: Some(&self.shared.cancel),
             pace: self.shared.pace.as_deref(),
+            rehash,
         };
         let fim = self.fim.clone();
         let keep = self.fim.config.max_stored_events;
@@ -894,8 +911,18 @@ impl Engine {
     fn verify(&mut self, scope: Scope, gap: Option<u64>, gentle: bool) -> bool {
         self.publish(MonitorState::Verifying);
         let rate = if gentle { self.cfg().rescan_rate } else { self.cfg().initial_scan_rate };
-        let done = self.run_scan(Purpose::Rescan, &scope, Mechanism::Rescan, rate);
+        // Metadata first unless a full rehash is due (see `next_rehash`).
+        let rehash = if self.cfg().fast_rescans && Instant::now() < self.next_rehash {
+            Rehash::Changed
+        } else {
+            Rehash::All
+        };
+        let done = self.run_scan(Purpose::Rescan, &scope, Mechanism::Rescan, rate, rehash);
         let ok = done.is_some_and(|summary| !summary.stats.cancelled);
+        if ok && rehash == Rehash::All && scope == Scope::All {
+            self.next_rehash =
+                Instant::now() + Duration::from_secs(self.cfg().full_rehash_interval_secs.max(1));
+        }
         if ok {
             if let Some(id) = gap {
                 self.close_gap(id);
@@ -1520,6 +1547,7 @@ impl Engine {
             &Scope::Trees(vec![host.to_path_buf()]),
             Mechanism::Realtime,
             rate,
+            Rehash::All,
         );
     }
 

@@ -11,7 +11,7 @@ use crate::engine::{Fim, FimError, Purpose, Scope};
 use crate::events::Mechanism;
 pub use crate::model::{CheckReport, EXIT_CHANGES, EXIT_CLEAN, EXIT_ERROR, MAX_REPORTED_CHANGES};
 use crate::package::PackageOracle;
-use crate::scan::{ScanOptions, ScanProgress};
+use crate::scan::{Rehash, ScanOptions, ScanProgress};
 use guestward_core::HostRoot;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -34,8 +34,8 @@ pub struct OneShot {
 /// [`crate::attribution`]).
 pub type OracleFactory<'a> = &'a dyn Fn(&HostRoot) -> Option<Arc<dyn PackageOracle>>;
 
-fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
-    run_packaged(o, purpose, &|_| None)
+fn run(o: &OneShot, purpose: Purpose, rehash: Rehash) -> Result<CheckReport, FimError> {
+    run_packaged_with(o, purpose, rehash, &|_| None)
 }
 
 /// `init`, `check` or `update` with changes attributed to packages, and package files in
@@ -44,6 +44,16 @@ fn run(o: &OneShot, purpose: Purpose) -> Result<CheckReport, FimError> {
 pub fn run_packaged(
     o: &OneShot,
     purpose: Purpose,
+    packages: OracleFactory<'_>,
+) -> Result<CheckReport, FimError> {
+    run_packaged_with(o, purpose, Rehash::All, packages)
+}
+
+/// [`run_packaged`], metadata first with [`Rehash::Changed`] (`--fast`).
+pub fn run_packaged_with(
+    o: &OneShot,
+    purpose: Purpose,
+    rehash: Rehash,
     packages: OracleFactory<'_>,
 ) -> Result<CheckReport, FimError> {
     let mut fim = Fim::new(o.config.clone(), o.root.clone(), &o.state_dir)?;
@@ -76,6 +86,7 @@ pub fn run_packaged(
         progress: Some(&draw),
         cancel: None,
         pace: None,
+        rehash,
     };
     let mut changes = Vec::new();
     let summary = fim.scan(purpose, &Scope::All, Mechanism::Rescan, &opts, &mut |c| {
@@ -98,15 +109,26 @@ pub fn run_packaged(
 
 /// `fim init`: builds the baseline (resuming an interrupted init).
 pub fn init(o: &OneShot) -> Result<CheckReport, FimError> {
-    run(o, Purpose::Init)
+    run(o, Purpose::Init, Rehash::All)
 }
 
 /// `fim check`: compares with the baseline, changes nothing.
 pub fn check(o: &OneShot) -> Result<CheckReport, FimError> {
-    run(o, Purpose::Check)
+    run(o, Purpose::Check, Rehash::All)
+}
+
+/// `fim check --fast`: [`check`] reading only the entries whose size, mtime, ctime or inode
+/// (or mode, owner, type) moved since the baseline ([`Rehash::Changed`]).
+pub fn check_fast(o: &OneShot) -> Result<CheckReport, FimError> {
+    run(o, Purpose::Check, Rehash::Changed)
 }
 
 /// `fim update`: reports changes and accepts the current state as the new baseline.
 pub fn update(o: &OneShot) -> Result<CheckReport, FimError> {
-    run(o, Purpose::Update)
+    run(o, Purpose::Update, Rehash::All)
+}
+
+/// `fim update --fast`: [`update`], metadata first as [`check_fast`].
+pub fn update_fast(o: &OneShot) -> Result<CheckReport, FimError> {
+    run(o, Purpose::Update, Rehash::Changed)
 }

@@ -154,6 +154,47 @@ impl FileRecord {
             && self.inode == other.inode
     }
 
+    /// The record of an entry whose `fstatat` gave `st`, taken from `prev` (its baseline
+    /// record) without reading anything, when the entry cannot have changed since: same type,
+    /// size, mtime, ctime and inode, same mode and owner. The kernel moves ctime on every write,
+    /// truncate, chmod, chown, rename, link count and extended attribute change, and user
+    /// space cannot set it back (`utimensat` sets it to now), so content, attributes and link
+    /// target are those `prev` recorded. `None` when anything differs, when `prev` lacks
+    /// something `opts` asks for (recorded under another policy), or when `prev` was
+    /// unreadable or not fully hashed: such an entry is read again.
+    pub fn reused(prev: &Self, st: &FileStat, opts: ReadOptions) -> Option<Self> {
+        let now = Self::from_stat(st);
+        if !(prev.same_stat(&now) && prev.mode == now.mode && prev.uid == now.uid && prev.gid == now.gid) {
+            return None;
+        }
+        if prev.flags & (FLAG_UNREADABLE | FLAG_UNSTABLE) != 0 {
+            return None;
+        }
+        let a = opts.attributes;
+        let mut rec = now;
+        if rec.kind == FileKind::File && a.hashes() {
+            if rec.size > opts.max_file_size_bytes {
+                rec.flags |= FLAG_HASH_SKIPPED;
+            } else {
+                if prev.flags & FLAG_HASH_SKIPPED != 0
+                    || (a.has(Attribute::Sha256) && prev.sha256.is_none())
+                    || (a.has(Attribute::Blake3) && prev.blake3.is_none())
+                {
+                    return None;
+                }
+                rec.sha256 = prev.sha256.filter(|_| a.has(Attribute::Sha256));
+                rec.blake3 = prev.blake3.filter(|_| a.has(Attribute::Blake3));
+            }
+        }
+        if rec.kind == FileKind::Symlink && a.has(Attribute::LinkTarget) {
+            rec.link_target = Some(prev.link_target.clone()?);
+        }
+        if a.has(Attribute::Xattrs) {
+            rec.xattrs = Some(prev.xattrs.clone()?);
+        }
+        Some(rec)
+    }
+
     /// The attributes in `attrs` that differ between `self` (old) and `new`.
     pub fn diff(&self, new: &Self, attrs: AttributeSet) -> Vec<Attribute> {
         let mut out = Vec::new();
@@ -308,7 +349,7 @@ fn hash_file(
 ) -> io::Result<(FileRecord, File)> {
     let file = open_for_hash(dir, name)?;
     let mut last = None;
-    for _ in 0..MAX_HASH_ATTEMPTS {
+    for attempt in 0..MAX_HASH_ATTEMPTS {
         let now = crate::dirfd::stat_fd(&file)?;
         let before = FileRecord::from_stat(&now);
         // The descriptor must be the regular file we examined: a rename between fstatat and
@@ -320,7 +361,8 @@ fn hash_file(
         on_bytes(before.size);
         // Read exactly the size seen before: a file appended to faster than we read would
         // otherwise keep the hasher chasing its tail forever. Growth shows in the second fstat.
-        let (sha, b3) = digest(&file, before.size, opts.attributes, buf)?;
+        // A new descriptor reads from offset 0; a retry starts over.
+        let (sha, b3) = digest(&file, attempt > 0, before.size, opts.attributes, buf)?;
         let after = FileRecord::from_stat(&crate::dirfd::stat_fd(&file)?);
         let mut rec = after.clone();
         rec.sha256 = sha;
@@ -337,9 +379,17 @@ fn hash_file(
 
 type Digests = (Option<[u8; 32]>, Option<[u8; 32]>);
 
-fn digest(mut file: &File, size: u64, attrs: AttributeSet, buf: &mut Vec<u8>) -> io::Result<Digests> {
+fn digest(
+    mut file: &File,
+    rewind: bool,
+    size: u64,
+    attrs: AttributeSet,
+    buf: &mut Vec<u8>,
+) -> io::Result<Digests> {
     use std::io::Seek;
-    file.seek(io::SeekFrom::Start(0))?;
+    if rewind {
+        file.seek(io::SeekFrom::Start(0))?;
+    }
     let mut file = file.take(size);
     buf.resize(256 * 1024, 0);
     let mut sha = attrs.has(Attribute::Sha256).then(sha2::Sha256::new);
@@ -503,6 +553,35 @@ mod tests {
         assert_eq!(reads, MAX_HASH_ATTEMPTS, "re-hashed on every change");
         assert_eq!(rec.flags & FLAG_UNSTABLE, FLAG_UNSTABLE);
         assert!(rec.sha256.is_some());
+    }
+
+    #[test]
+    fn a_record_is_reused_only_while_its_metadata_and_policy_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        let (prev, _) = read(&f, opts(), &mut |_| {});
+        let d = crate::dirfd::open_dir_path(dir.path()).unwrap();
+        let st = crate::dirfd::stat_at(&d, OsStr::new("f")).unwrap();
+        let reused = FileRecord::reused(&prev, &st, opts()).unwrap();
+        assert_eq!(reused, prev, "hashes and xattrs carried over, nothing read");
+        // Recorded without BLAKE3: a policy asking for it reads the file.
+        let with_b3 = ReadOptions {
+            attributes: AttributeSet::of(&[Attribute::Sha256, Attribute::Blake3, Attribute::Xattrs]),
+            ..opts()
+        };
+        assert!(FileRecord::reused(&prev, &st, with_b3).is_none());
+        // Any metadata moved (a chmod moves ctime and mode): read again.
+        let mut moved = prev.clone();
+        moved.ctime_ns += 1;
+        assert!(FileRecord::reused(&moved, &st, opts()).is_none());
+        let mut unreadable = prev.clone();
+        unreadable.flags |= FLAG_UNREADABLE;
+        assert!(FileRecord::reused(&unreadable, &st, opts()).is_none());
+        // Over the size cap now: flagged, not hashed, whatever was recorded.
+        let capped = ReadOptions { max_file_size_bytes: 1, ..opts() };
+        let rec = FileRecord::reused(&prev, &st, capped).unwrap();
+        assert_eq!((rec.sha256, rec.flags & FLAG_HASH_SKIPPED), (None, FLAG_HASH_SKIPPED));
     }
 
     #[test]

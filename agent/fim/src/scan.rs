@@ -12,7 +12,7 @@
 
 use crate::config::{Policy, RateLimit, Rule};
 use crate::dirfd;
-pub use crate::model::{ScanProgress, ScanStats};
+pub use crate::model::{Rehash, ScanProgress, ScanStats};
 use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
 use crate::store::{Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
@@ -35,9 +35,21 @@ const BATCH: usize = 2_000;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// Progress is reported about this often.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
-/// Files waiting for a hashing thread. Each holds its directory's descriptor open, so this
-/// also bounds the descriptors in flight (with [`dirfd::MAX_DEPTH`] for the walk itself).
-const JOB_QUEUE: usize = 256;
+/// Batches of files waiting for a hashing thread. Each file holds its directory's descriptor
+/// open, so this (times [`JOB_BATCH`], plus the batch each thread holds) also bounds the
+/// descriptors in flight (with [`dirfd::MAX_DEPTH`] for the walk itself).
+const JOB_QUEUE: usize = 8;
+/// Entries handed to a hashing thread in one message, and records handed to the writer in one
+/// message: a wake-up per batch instead of two per file. Per-file messages cost /usr (133k
+/// entries) about a second of CPU in futex wake-ups and context switches on 2 cores.
+const JOB_BATCH: usize = 32;
+/// A batch is handed over early once it holds this many bytes to hash, so that large files
+/// are spread over the threads rather than queued behind each other.
+const JOB_BATCH_BYTES: u64 = 8 << 20;
+/// SQLite page cache of each hashing thread's baseline connection (metadata-first scans), in
+/// KiB: the lookups walk the path index in directory order, so a small cache hits, and the
+/// scan stays within its memory budget with one connection per thread.
+const LOOKUP_CACHE_KIB: u32 = 512;
 
 /// A concrete tree to walk: a rule's path with wildcards expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,11 +173,18 @@ pub struct ScanOptions<'a> {
     /// Rests the hashing threads take per MiB, set by the host process while it is over its
     /// CPU budget (see [`crate::pace`]); `None`: never paced.
     pub pace: Option<&'a crate::pace::Pace>,
+    /// Which entries are read again: all, or only those whose metadata moved since the
+    /// baseline ([`Rehash::Changed`], the `--fast` check and the daemon's scheduled rescans).
+    pub rehash: Rehash,
 }
 
 impl std::fmt::Debug for ScanOptions<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScanOptions").field("rate", &self.rate).field("threads", &self.threads).finish()
+        f.debug_struct("ScanOptions")
+            .field("rate", &self.rate)
+            .field("threads", &self.threads)
+            .field("rehash", &self.rehash)
+            .finish()
     }
 }
 
@@ -195,7 +214,7 @@ struct Job {
 }
 
 enum Write {
-    Record(PathBuf, FileRecord),
+    Records(Vec<(PathBuf, FileRecord)>),
     /// A directory could not be read: keep its baseline records rather than call them removed.
     CarryOver(PathBuf),
 }
@@ -239,6 +258,15 @@ struct Counters {
     done: AtomicU64,
     resumed: AtomicU64,
     bytes: AtomicU64,
+    hashed: AtomicU64,
+    reused: AtomicU64,
+    /// Entries reused and not staged (`stage_with`'s `prune`): done, as far as progress goes.
+    pruned: AtomicU64,
+    /// Entries found in the baseline by the hashing threads' lookups (metadata-first).
+    found: AtomicU64,
+    /// Some entry was not looked up (a thread without a baseline connection, a row that could
+    /// not be read): `found` does not cover every entry.
+    lookups_incomplete: AtomicBool,
     walk_done: AtomicBool,
     problems: Mutex<(u64, Vec<Problem>)>,
 }
@@ -265,6 +293,49 @@ pub fn stage(
     resume: bool,
     opts: &ScanOptions<'_>,
 ) -> Result<ScanStats, ScanError> {
+    stage_with(policy, root, state_dir, targets, resume, opts, Staging::All).map(|s| s.stats)
+}
+
+/// What a scan stages of what it walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Staging {
+    /// Every entry (a baseline, a resumed scan).
+    All,
+    /// Only the entries that differ from their baseline record: an entry recorded (or, metadata
+    /// first, reused) identical to its baseline row is not staged, since it would be compared
+    /// equal and accepted unchanged. SQLite then sees only what changed.
+    Changes,
+    /// Every entry, metadata first, keeping the rows already staged: after a `Changes` pass
+    /// that did not meet every baseline row, so that the diff can tell what was removed.
+    FillIn,
+}
+
+/// What [`stage_with`] did.
+pub(crate) struct Staged {
+    /// The counters.
+    pub stats: ScanStats,
+    /// Entries left out of staging as identical to their baseline row ([`Staging::Changes`]).
+    pub pruned: u64,
+    /// Entries walked that have a baseline row, when every entry was looked up. Equal to the
+    /// baseline's rows in the scanned trees: every row was met, nothing was removed, and the
+    /// staged rows are the whole difference.
+    pub found: Option<u64>,
+}
+
+/// [`stage`], staging as `staging` says.
+pub(crate) fn stage_with(
+    policy: &Policy,
+    root: &HostRoot,
+    state_dir: &Path,
+    targets: &[Target],
+    resume: bool,
+    opts: &ScanOptions<'_>,
+    staging: Staging,
+) -> Result<Staged, ScanError> {
+    // Rows left unstaged stay in the baseline as they are: with a key they must carry its
+    // valid MACs, which holds only for a baseline sealed with it (its rows verified on read);
+    // an unsealed one is rewritten whole, so that `fim update` seals every row.
+    let lookups = opts.rehash == Rehash::Changed || staging != Staging::All;
     let started = Timestamp::now();
     let t0 = Instant::now();
     // Keyed like the engine's store: staged rows are sealed, resumed rows verified.
@@ -278,16 +349,17 @@ pub fn stage(
     };
     let counters = Counters::default();
     let limiter = Limiter { rate: opts.rate, start: Instant::now(), used: Mutex::new((0, 0)) };
-    let (job_tx, job_rx) = sync_channel::<Job>(JOB_QUEUE);
+    let (job_tx, job_rx) = sync_channel::<Vec<Job>>(JOB_QUEUE);
     let job_rx = Arc::new(Mutex::new(job_rx));
-    let (write_tx, write_rx) = sync_channel::<Write>(4096);
+    let (write_tx, write_rx) = sync_channel::<Write>(4096 / JOB_BATCH);
     let mut cancelled = false;
 
     let result: Result<(), ScanError> = std::thread::scope(|s| {
         let writer = std::thread::Builder::new()
             .name("fim-writer".into())
             .spawn_scoped(s, || {
-                writer_loop(&mut writer_store, write_rx, &counters, opts, t0, baseline_entries)
+                let keep = staging == Staging::FillIn;
+                writer_loop(&mut writer_store, write_rx, &counters, opts, t0, baseline_entries, keep)
             })
             .map_err(ScanError::Thread)?;
         let mut workers = Vec::new();
@@ -297,9 +369,30 @@ pub fn stage(
             let counters = &counters;
             let limiter = &limiter;
             let pacing = Pacing { pace: opts.pace, cancel: opts.cancel };
-            let spawned = std::thread::Builder::new()
-                .name(format!("fim-hash-{i}"))
-                .spawn_scoped(s, move || worker_loop(&rx, &tx, counters, limiter, pacing, root));
+            // Each thread looks up the baseline records of its own entries (metadata-first
+            // scans): one read connection each, so the lookups run in parallel too. A store
+            // that cannot be opened here only costs the reuse: every file is then hashed.
+            let baseline = match lookups {
+                false => None,
+                true => Store::open_keyed(state_dir, policy.baseline_key.clone())
+                    .and_then(|st| st.set_cache_kib(LOOKUP_CACHE_KIB).map(|()| st))
+                    .and_then(|st| st.baseline_verified().map(|v| (st, v)))
+                    .map_err(|e| tracing::warn!(error = %e, "FIM baseline not readable for a metadata-first scan; every file is hashed"))
+                    .ok(),
+            };
+            if lookups && baseline.is_none() {
+                counters.lookups_incomplete.store(true, Ordering::Relaxed);
+            }
+            let prune = staging == Staging::Changes
+                && baseline.as_ref().is_some_and(|(_, verified)| *verified || policy.baseline_key.is_none());
+            if staging == Staging::Changes && !prune {
+                counters.lookups_incomplete.store(true, Ordering::Relaxed);
+            }
+            let rehash = opts.rehash;
+            let spawned =
+                std::thread::Builder::new().name(format!("fim-hash-{i}")).spawn_scoped(s, move || {
+                    worker_loop(&rx, &tx, counters, limiter, pacing, Lookups { baseline, rehash, prune })
+                });
             match spawned {
                 Ok(h) => workers.push(h),
                 Err(e) => {
@@ -311,13 +404,16 @@ pub fn stage(
         }
         let walk_tx = write_tx.clone();
         drop(write_tx);
+        let mut out = Out::new(&job_tx, &walk_tx, lookups);
         for t in targets {
             if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 cancelled = true;
                 break;
             }
-            walk_target(policy, root, t, &reader, resume, &job_tx, &walk_tx, &counters, opts.cancel);
+            walk_target(policy, root, t, &reader, resume, &mut out, &counters, opts.cancel);
         }
+        out.flush();
+        drop(out);
         if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             cancelled = true;
         }
@@ -339,8 +435,11 @@ pub fn stage(
     });
     result?;
     let (problem_count, problems) = counters.problems.lock().map(|g| g.clone()).unwrap_or_default();
-    Ok(ScanStats {
-        entries: counters.done.load(Ordering::Relaxed),
+    let found =
+        (staging == Staging::Changes && !resume && !counters.lookups_incomplete.load(Ordering::Relaxed))
+            .then(|| counters.found.load(Ordering::Relaxed));
+    let stats = ScanStats {
+        entries: counters.done.load(Ordering::Relaxed) + counters.pruned.load(Ordering::Relaxed),
         resumed: counters.resumed.load(Ordering::Relaxed),
         bytes_hashed: counters.bytes.load(Ordering::Relaxed),
         problem_count,
@@ -348,7 +447,11 @@ pub fn stage(
         started: Some(started),
         duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
         cancelled,
-    })
+        rehash: opts.rehash,
+        files_hashed: counters.hashed.load(Ordering::Relaxed),
+        reused: counters.reused.load(Ordering::Relaxed),
+    };
+    Ok(Staged { stats, pruned: counters.pruned.load(Ordering::Relaxed), found })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -358,8 +461,7 @@ fn walk_target(
     target: &Target,
     reader: &Store,
     resume: bool,
-    jobs: &SyncSender<Job>,
-    writes: &SyncSender<Write>,
+    out: &mut Out<'_>,
     counters: &Counters,
     cancel: Option<&AtomicBool>,
 ) {
@@ -382,7 +484,7 @@ fn walk_target(
         Err(e) => {
             if e.kind() != std::io::ErrorKind::NotFound {
                 counters.problem(problem(&target.host, &e));
-                let _ = writes.send(Write::CarryOver(target.host.clone()));
+                out.carry_over(target.host.clone());
             }
             return;
         }
@@ -399,8 +501,7 @@ fn walk_target(
         },
         reader,
         resume,
-        jobs,
-        writes,
+        out,
         counters,
     );
     if !is_dir {
@@ -422,7 +523,7 @@ fn walk_target(
             Ok(d) => Arc::new(d),
             Err(e) => {
                 counters.problem(problem(&host_dir, &e));
-                let _ = writes.send(Write::CarryOver(host_dir));
+                out.carry_over(host_dir);
                 continue;
             }
         };
@@ -431,7 +532,7 @@ fn walk_target(
             Ok(l) => l,
             Err(e) => {
                 counters.problem(problem(&host_dir, &e));
-                let _ = writes.send(Write::CarryOver(host_dir));
+                out.carry_over(host_dir);
                 continue;
             }
         };
@@ -480,13 +581,13 @@ fn walk_target(
                         )
                         .with_path(crate::events::escape_path(&host)),
                     );
-                    let _ = writes.send(Write::CarryOver(host.clone()));
+                    out.carry_over(host.clone());
                 } else {
                     stack.push((host.clone(), Arc::clone(&dir), name.to_os_string(), stat, depth + 1));
                 }
             }
             let job = Job { host, dir: Arc::clone(&dir), name: name.to_os_string(), stat, opts: read_opts };
-            submit(job, reader, resume, jobs, writes, counters);
+            submit(job, reader, resume, out, counters);
         }
     }
 }
@@ -495,14 +596,70 @@ fn is_below(child: &Path, parent: &Path) -> bool {
     child != parent && child.starts_with(parent)
 }
 
-fn submit(
-    job: Job,
-    reader: &Store,
-    resume: bool,
-    jobs: &SyncSender<Job>,
-    writes: &SyncSender<Write>,
-    counters: &Counters,
-) {
+/// What the walk hands on, batched: files to the hashing threads, records to the writer.
+struct Out<'a> {
+    jobs: &'a SyncSender<Vec<Job>>,
+    writes: &'a SyncSender<Write>,
+    /// Every entry goes to the hashing threads, which look its baseline record up.
+    lookups: bool,
+    pending_jobs: Vec<Job>,
+    pending_bytes: u64,
+    pending_records: Vec<(PathBuf, FileRecord)>,
+}
+
+impl<'a> Out<'a> {
+    fn new(jobs: &'a SyncSender<Vec<Job>>, writes: &'a SyncSender<Write>, lookups: bool) -> Self {
+        Self {
+            jobs,
+            writes,
+            lookups,
+            pending_jobs: Vec::with_capacity(JOB_BATCH),
+            pending_bytes: 0,
+            pending_records: Vec::new(),
+        }
+    }
+
+    fn job(&mut self, job: Job) {
+        self.pending_bytes = self.pending_bytes.saturating_add(u64::try_from(job.stat.st_size).unwrap_or(0));
+        self.pending_jobs.push(job);
+        if self.pending_jobs.len() >= JOB_BATCH || self.pending_bytes >= JOB_BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn record(&mut self, host: PathBuf, rec: FileRecord) {
+        self.pending_records.push((host, rec));
+        if self.pending_records.len() >= JOB_BATCH {
+            self.flush_records();
+        }
+    }
+
+    fn carry_over(&mut self, dir: PathBuf) {
+        self.flush_records();
+        let _ = self.writes.send(Write::CarryOver(dir));
+    }
+
+    fn flush_records(&mut self) {
+        if !self.pending_records.is_empty() {
+            let batch = std::mem::replace(&mut self.pending_records, Vec::with_capacity(JOB_BATCH));
+            let _ = self.writes.send(Write::Records(batch));
+        }
+    }
+
+    /// Hands on everything pending. Records first: the job send may block for long (a
+    /// rate-limited or paced scan), and what the walk recorded must not wait for it to be
+    /// staged (and kept by a resume).
+    fn flush(&mut self) {
+        self.flush_records();
+        if !self.pending_jobs.is_empty() {
+            let batch = std::mem::replace(&mut self.pending_jobs, Vec::with_capacity(JOB_BATCH));
+            self.pending_bytes = 0;
+            let _ = self.jobs.send(batch);
+        }
+    }
+}
+
+fn submit(job: Job, reader: &Store, resume: bool, out: &mut Out<'_>, counters: &Counters) {
     counters.seen.fetch_add(1, Ordering::Relaxed);
     if resume {
         // Same inode, size, mtime and ctime as when this interrupted scan recorded it: ctime
@@ -518,13 +675,17 @@ fn submit(
                 // Staged again (counted done when flushed): only what this run's walk found
                 // is staged, so a file deleted since the interrupted run is reported removed
                 // (issue 9, item 8) instead of kept by its stale row.
-                let _ = writes.send(Write::Record(job.host, staged));
+                out.record(job.host, staged);
                 return;
             }
         }
     }
-    if FileKind::from_mode(job.stat.st_mode) == FileKind::File && job.opts.attributes.hashes() {
-        let _ = jobs.send(job);
+    // With lookups every entry goes to the hashing threads, which look its baseline record
+    // up (in parallel), read only what changed (metadata first) and stage only what differs.
+    if out.lookups
+        || (FileKind::from_mode(job.stat.st_mode) == FileKind::File && job.opts.attributes.hashes())
+    {
+        out.job(job);
     } else {
         // No content to read: record here, sparing the workers a round trip. FIFOs, devices
         // and sockets are recorded from their fstatat alone and never opened.
@@ -534,7 +695,7 @@ fn submit(
         if let Some(e) = err {
             counters.problem(problem(&job.host, &e));
         }
-        let _ = writes.send(Write::Record(job.host, rec));
+        out.record(job.host, rec);
     }
 }
 
@@ -546,51 +707,127 @@ struct Pacing<'a> {
     cancel: Option<&'a AtomicBool>,
 }
 
+/// What a hashing thread does with the baseline: its own connection to look records up (and
+/// whether they are verified), whether unchanged entries reuse them, whether entries equal to
+/// them are left unstaged.
+struct Lookups {
+    baseline: Option<(Store, bool)>,
+    rehash: Rehash,
+    prune: bool,
+}
+
 fn worker_loop(
-    rx: &Mutex<Receiver<Job>>,
+    rx: &Mutex<Receiver<Vec<Job>>>,
     tx: &SyncSender<Write>,
     counters: &Counters,
     limiter: &Limiter,
     pacing: Pacing<'_>,
-    _root: &HostRoot,
+    lookups: Lookups,
 ) {
+    let Lookups { baseline, rehash, prune } = lookups;
     let mut buf = Vec::with_capacity(256 * 1024);
     loop {
-        // The lock is held only while taking one job; hashing happens outside it.
-        let job = match rx.lock() {
+        // The lock is held only while taking one batch; hashing happens outside it.
+        let jobs = match rx.lock() {
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
-        // Paced once per file: a file written during the rest is hashed again (its stat
-        // changed), and that attempt must not owe the rest a second time.
-        let mut paced = false;
-        let (rec, err) = read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |n| {
-            limiter.take(n);
-            if let Some(pace) = pacing.pace.filter(|_| !paced) {
-                paced = true;
-                pace.pause(n, pacing.cancel);
+        let Ok(jobs) = jobs else { return };
+        let mut records = Vec::with_capacity(jobs.len());
+        let prevs = lookup_batch(baseline.as_ref(), &jobs, counters);
+        for (job, prev) in jobs.into_iter().zip(prevs) {
+            let reused = prev
+                .as_ref()
+                .filter(|_| rehash == Rehash::Changed)
+                .and_then(|prev| FileRecord::reused(prev, &job.stat, job.opts));
+            if let Some(rec) = reused {
+                counters.reused.fetch_add(1, Ordering::Relaxed);
+                if prune {
+                    counters.pruned.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    records.push((job.host, rec));
+                }
+                continue;
             }
-            counters.bytes.fetch_add(n, Ordering::Relaxed);
-        });
-        let msg = match err {
-            // Replaced between the walk's fstatat and our open: nothing of what is there now
-            // was examined, so keep the baseline record (as for an unreadable directory) and
-            // say so; the change itself is seen by the next scan or inotify event.
-            Some(e) if dirfd::is_changed_during_scan(&e) => {
-                counters.problem(problem(&job.host, &e));
-                Write::CarryOver(job.host)
+            let hashes =
+                FileKind::from_mode(job.stat.st_mode) == FileKind::File && job.opts.attributes.hashes();
+            // Paced once per file: a file written during the rest is hashed again (its stat
+            // changed), and that attempt must not owe the rest a second time.
+            let mut paced = false;
+            let (rec, err) =
+                read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |n| {
+                    limiter.take(n);
+                    if let Some(pace) = pacing.pace.filter(|_| !paced) {
+                        paced = true;
+                        pace.pause(n, pacing.cancel);
+                    }
+                    counters.bytes.fetch_add(n, Ordering::Relaxed);
+                });
+            if hashes && rec.flags & crate::record::FLAG_HASH_SKIPPED == 0 {
+                counters.hashed.fetch_add(1, Ordering::Relaxed);
             }
-            Some(e) => {
-                counters.problem(problem(&job.host, &e));
-                Write::Record(job.host, rec)
+            match err {
+                // Replaced between the walk's fstatat and our open: nothing of what is there
+                // now was examined, so keep the baseline record (as for an unreadable
+                // directory) and say so; the change itself is seen by the next scan or
+                // inotify event.
+                Some(e) if dirfd::is_changed_during_scan(&e) => {
+                    counters.problem(problem(&job.host, &e));
+                    if !records.is_empty() && tx.send(Write::Records(std::mem::take(&mut records))).is_err() {
+                        return;
+                    }
+                    if tx.send(Write::CarryOver(job.host)).is_err() {
+                        return;
+                    }
+                }
+                Some(e) => {
+                    counters.problem(problem(&job.host, &e));
+                    records.push((job.host, rec));
+                }
+                // Read again and found as recorded: nothing to stage (see `Staging::Changes`).
+                None if prune && prev.as_ref() == Some(&rec) => {
+                    counters.pruned.fetch_add(1, Ordering::Relaxed);
+                }
+                None => records.push((job.host, rec)),
             }
-            None => Write::Record(job.host, rec),
-        };
-        if tx.send(msg).is_err() {
+        }
+        if !records.is_empty() && tx.send(Write::Records(records)).is_err() {
             return;
         }
     }
+}
+
+/// The baseline records of a batch of entries (metadata-first scans; all `None` otherwise),
+/// looked up in one read transaction.
+fn lookup_batch(
+    baseline: Option<&(Store, bool)>,
+    jobs: &[Job],
+    counters: &Counters,
+) -> Vec<Option<FileRecord>> {
+    let Some((store, verify)) = baseline else {
+        return jobs.iter().map(|_| None).collect();
+    };
+    let looked = store.in_read_transaction(|store| {
+        jobs.iter()
+            .map(|job| match store.baseline_record(&job.host, *verify) {
+                Ok(Some(prev)) => {
+                    counters.found.fetch_add(1, Ordering::Relaxed);
+                    Some(prev)
+                }
+                Ok(None) => None,
+                // A row that cannot be read or verified is not reused: the entry is read, and
+                // the diff reports the row itself.
+                Err(_) => {
+                    counters.lookups_incomplete.store(true, Ordering::Relaxed);
+                    None
+                }
+            })
+            .collect()
+    });
+    looked.unwrap_or_else(|_| {
+        counters.lookups_incomplete.store(true, Ordering::Relaxed);
+        jobs.iter().map(|_| None).collect()
+    })
 }
 
 fn writer_loop(
@@ -600,6 +837,7 @@ fn writer_loop(
     opts: &ScanOptions<'_>,
     t0: Instant,
     baseline_entries: u64,
+    keep_staged: bool,
 ) -> Result<(), StoreError> {
     let mut batch = Vec::with_capacity(BATCH);
     let mut last_report = Instant::now();
@@ -612,7 +850,7 @@ fn writer_loop(
         if let Some(p) = opts.progress {
             p(&ScanProgress {
                 entries_seen: counters.seen.load(Ordering::Relaxed),
-                entries_done: counters.done.load(Ordering::Relaxed),
+                entries_done: counters.done.load(Ordering::Relaxed) + counters.pruned.load(Ordering::Relaxed),
                 entries_resumed: counters.resumed.load(Ordering::Relaxed),
                 bytes_hashed: counters.bytes.load(Ordering::Relaxed),
                 baseline_entries,
@@ -624,22 +862,22 @@ fn writer_loop(
     loop {
         let msg = rx.recv_timeout(REPORT_EVERY);
         match msg {
-            Ok(Write::Record(p, r)) => {
+            Ok(Write::Records(records)) => {
                 batch_since.get_or_insert_with(Instant::now);
-                batch.push((p, r));
+                batch.extend(records);
             }
             Ok(Write::CarryOver(dir)) => {
-                store.stage_batch(&batch)?;
+                store.stage_batch_with(&batch, keep_staged)?;
                 counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
                 batch_since = None;
-                carry_over(store, &dir)?;
+                carry_over(store, &dir, keep_staged)?;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if batch.len() >= BATCH || batch_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
-            store.stage_batch(&batch)?;
+            store.stage_batch_with(&batch, keep_staged)?;
             counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
             batch.clear();
             batch_since = None;
@@ -649,13 +887,13 @@ fn writer_loop(
             last_report = Instant::now();
         }
     }
-    store.stage_batch(&batch)?;
+    store.stage_batch_with(&batch, keep_staged)?;
     counters.done.fetch_add(batch.len() as u64, Ordering::Relaxed);
     report(counters);
     Ok(())
 }
 
-fn carry_over(store: &mut Store, dir: &Path) -> Result<(), StoreError> {
+fn carry_over(store: &mut Store, dir: &Path, keep_staged: bool) -> Result<(), StoreError> {
     let mut rows = Vec::new();
     match store.get(dir) {
         Ok(Some(r)) => rows.push((dir.to_path_buf(), r)),
@@ -666,7 +904,7 @@ fn carry_over(store: &mut Store, dir: &Path) -> Result<(), StoreError> {
     }
     store.for_each_below(dir, |p, r| rows.push((p, r)))?;
     for chunk in rows.chunks(BATCH) {
-        store.stage_batch(chunk)?;
+        store.stage_batch_with(chunk, keep_staged)?;
     }
     Ok(())
 }
@@ -749,6 +987,7 @@ mod tests {
             progress: Some(&report),
             cancel: None,
             pace: None,
+            rehash: Rehash::All,
         };
         let stats = stage(&p, &root, &dir.path().join("state"), &targets, false, &opts).unwrap();
         assert_eq!(stats.entries, 31);

@@ -358,6 +358,61 @@ impl Store {
         self.get_in("resume", path)
     }
 
+    /// Runs `f` in one read transaction: many lookups then share one snapshot and one set of
+    /// locks instead of taking them per statement.
+    pub fn in_read_transaction<T>(&self, f: impl FnOnce(&Self) -> T) -> Result<T, StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let out = f(self);
+        tx.commit().map_err(self.err())?;
+        Ok(out)
+    }
+
+    /// Sets this connection's SQLite page cache, in KiB.
+    pub fn set_cache_kib(&self, kib: u32) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "cache_size", -i64::from(kib)).map_err(self.err())
+    }
+
+    /// Baseline rows within `roots` (disjoint trees): each root and everything below it.
+    pub fn count_within(&self, roots: &[PathBuf]) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        for root in roots {
+            let (exact, lo, hi) = prefix_bounds(root);
+            let c: i64 = self
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM files WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+                    params![exact, lo, hi],
+                    |r| r.get(0),
+                )
+                .map_err(self.err())?;
+            n += u64::try_from(c).unwrap_or(0);
+        }
+        Ok(n)
+    }
+
+    /// Whether baseline rows read now must match their seal (see [`Self::get`]): asked once
+    /// by a reader about to look up many rows with [`Self::baseline_record`].
+    pub fn baseline_verified(&self) -> Result<bool, StoreError> {
+        self.must_verify("files")
+    }
+
+    /// [`Self::get`] without reading the seal record again for every row: `verify` is what
+    /// [`Self::baseline_verified`] said. The lookup of metadata-first scans.
+    pub fn baseline_record(&self, path: &Path, verify: bool) -> Result<Option<FileRecord>, StoreError> {
+        let bytes = path.as_os_str().as_bytes();
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLS}, mac FROM files WHERE path = ?1"))
+            .map_err(self.err())?;
+        let mut rows = stmt.query([bytes]).map_err(self.err())?;
+        match rows.next().map_err(self.err())? {
+            None => Ok(None),
+            Some(row) => {
+                self.record(row, 0, bytes, verify).map(Some).map_err(|f| self.row_err("files", bytes, f))
+            }
+        }
+    }
+
     fn get_in(&self, table: &'static str, path: &Path) -> Result<Option<FileRecord>, StoreError> {
         let verify = self.must_verify(table)?;
         let bytes = path.as_os_str().as_bytes();
@@ -380,11 +435,15 @@ impl Store {
     }
 
     fn put_in(&self, table: &str, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
+        self.put_with("OR REPLACE", table, path, rec)
+    }
+
+    fn put_with(&self, conflict: &str, table: &str, path: &Path, rec: &FileRecord) -> Result<(), StoreError> {
         let mac = self.mac_of(path, rec);
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "INSERT OR REPLACE INTO {table} (path, {COLS}, mac) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
+                "INSERT {conflict} INTO {table} (path, {COLS}, mac) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
             ))
             .map_err(self.err())?;
         stmt.execute(params![
@@ -412,9 +471,18 @@ impl Store {
 
     /// Adds a batch of scanned records to the staging table in one transaction.
     pub fn stage_batch(&mut self, batch: &[(PathBuf, FileRecord)]) -> Result<(), StoreError> {
+        self.stage_batch_with(batch, false)
+    }
+
+    /// [`Self::stage_batch`]; with `keep_staged`, a path already staged keeps its row.
+    pub fn stage_batch_with(
+        &mut self,
+        batch: &[(PathBuf, FileRecord)],
+        keep_staged: bool,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
         for (p, r) in batch {
-            self.put_in("staging", p, r)?;
+            self.put_with(if keep_staged { "OR IGNORE" } else { "OR REPLACE" }, "staging", p, r)?;
         }
         tx.commit().map_err(self.err())
     }
@@ -574,7 +642,19 @@ impl Store {
     /// Streams the differences between the staging table and the baseline within `roots`
     /// (disjoint trees). Unchanged pairs are passed too when both exist; the caller decides
     /// with the rule's attribute set. Rows that cannot be used come with their fault.
-    pub fn diff(&self, roots: &[PathBuf], mut f: impl FnMut(DiffItem)) -> Result<(), StoreError> {
+    pub fn diff(&self, roots: &[PathBuf], f: impl FnMut(DiffItem)) -> Result<(), StoreError> {
+        self.diff_with(roots, true, f)
+    }
+
+    /// [`Self::diff`]; without `removed`, only the staged rows are compared (the pass over
+    /// baseline rows that were not staged is skipped: the caller knows there are none to
+    /// report, see `scan::stage_with`).
+    pub fn diff_with(
+        &self,
+        roots: &[PathBuf],
+        removed: bool,
+        mut f: impl FnMut(DiffItem),
+    ) -> Result<(), StoreError> {
         let verify_old = self.must_verify("files")?;
         let verify_new = self.must_verify("staging")?;
         let s_cols = COLS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
@@ -603,6 +683,9 @@ impl Store {
                 };
                 f(DiffItem { path: path_of(path), old, new, old_fault, new_fault });
             }
+            if !removed {
+                continue;
+            }
             let scope = scope.replace("s.path", "f.path");
             let mut stmt = self
                 .conn
@@ -624,18 +707,26 @@ impl Store {
     /// Makes the staged records within `roots` the baseline (records of vanished paths are
     /// dropped) and clears them from staging, atomically, keeping the row-set seal.
     pub fn apply(&mut self, roots: &[PathBuf]) -> Result<(), StoreError> {
+        self.apply_with(roots, true)
+    }
+
+    /// [`Self::apply`]; without `prune`, baseline rows that were not staged are kept (a
+    /// metadata-first scan stages only what changed, see `scan::stage_with`).
+    pub fn apply_with(&mut self, roots: &[PathBuf], prune: bool) -> Result<(), StoreError> {
         let spans: Vec<Span<'_>> = roots.iter().map(|r| Span::Tree(r)).collect();
         self.mutate(&spans, || {
             for root in roots {
                 let (exact, lo, hi) = prefix_bounds(root);
                 let p = params![exact, lo, hi];
-                self.conn
-                    .execute(
-                        "DELETE FROM files WHERE (path = ?1 OR (path >= ?2 AND path < ?3))
-                         AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.path = files.path)",
-                        p,
-                    )
-                    .map_err(self.err())?;
+                if prune {
+                    self.conn
+                        .execute(
+                            "DELETE FROM files WHERE (path = ?1 OR (path >= ?2 AND path < ?3))
+                             AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.path = files.path)",
+                            p,
+                        )
+                        .map_err(self.err())?;
+                }
                 self.conn
                     .execute(
                         &format!(
@@ -656,9 +747,13 @@ impl Store {
     /// Replaces the whole baseline with the staging table (`fim init`) and seals it anew.
     pub fn replace_all(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        // The staging table becomes the baseline by name (same columns, same key), instead of
+        // its rows being copied one by one: a baseline of /usr is 133k rows, and the copy was a
+        // second single-threaded pass over all of them after the scan.
         self.conn
             .execute_batch(&format!(
-                "DELETE FROM files; INSERT INTO files (path, {COLS}, mac) SELECT path, {COLS}, mac FROM staging; DELETE FROM staging;"
+                "DROP TABLE files; ALTER TABLE staging RENAME TO files;
+                 CREATE TABLE staging (path BLOB PRIMARY KEY, {COLS}, mac BLOB) WITHOUT ROWID;"
             ))
             .map_err(self.err())?;
         self.reseal_in_tx()?;

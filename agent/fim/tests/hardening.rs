@@ -57,6 +57,14 @@ fn a_resumed_check_reports_files_deleted_since_the_interrupted_run() {
     let state = dir.path().join("state");
     let o = oneshot_for(&tree, &state, None);
     run("init", &o);
+    // Every file changed (its mode): a check stages only entries that differ from the
+    // baseline, and this one must have something to resume from.
+    for d in 0..30 {
+        for f in 0..100 {
+            let path = tree.join(format!("d{d:02}/f{f}"));
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        }
+    }
 
     // A check interrupted the way the daemon interrupts a scan on shutdown: slowed down, and
     // cancelled once the writer has committed some rows (the walk is still running then: the
@@ -77,6 +85,7 @@ fn a_resumed_check_reports_files_deleted_since_the_interrupted_run() {
             progress: Some(&progress),
             cancel: Some(&cancel),
             pace: None,
+            rehash: Default::default(),
         };
         fim.scan(Purpose::Check, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap().stats
     });
@@ -141,6 +150,7 @@ fn writer_flushes_staged_rows_every_500_ms_under_continuous_traffic() {
             progress: None,
             cancel: None,
             pace: None,
+            rehash: Default::default(),
         };
         let r = guestward_fim::scan::stage(&policy, &HostRoot::live(), &state2, &targets, false, &opts);
         let _ = done_tx.send(r.map(|s| s.entries));

@@ -17,7 +17,14 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "TOP SECRET: must never be hashed through the tree";
 
 fn opts() -> ScanOptions<'static> {
-    ScanOptions { rate: Default::default(), threads: 2, progress: None, cancel: None, pace: None }
+    ScanOptions {
+        rate: Default::default(),
+        threads: 2,
+        progress: None,
+        cancel: None,
+        pace: None,
+        rehash: Default::default(),
+    }
 }
 
 /// `tree/sub` (a real directory) and `tree/sub.link` (a symlink to `outside`, which holds the

@@ -148,6 +148,7 @@ fn nested_rules_govern_their_subtree_and_scoped_rescans_keep_them() {
         progress: None,
         cancel: None,
         pace: None,
+        rehash: Default::default(),
     };
     let mut changes = Vec::new();
     fim.scan(Purpose::Rescan, &Scope::Trees(vec![tree.clone()]), Mechanism::Rescan, &opts, &mut |c| {

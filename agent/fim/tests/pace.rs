@@ -39,6 +39,7 @@ fn a_paced_scan_waits_until_the_pace_is_lifted_then_completes() {
             progress: None,
             cancel: None,
             pace: Some(&pace),
+            rehash: Default::default(),
         };
         let summary = fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap();
         (summary, lifted.load(Ordering::SeqCst))

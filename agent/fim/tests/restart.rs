@@ -39,6 +39,7 @@ fn child_baseline() {
         progress: Some(&progress),
         cancel: None,
         pace: None,
+        rehash: Default::default(),
     };
     fim.scan(
         guestward_fim::Purpose::Init,

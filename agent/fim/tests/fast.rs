@@ -1,0 +1,195 @@
+//! Metadata-first checks (`fim check --fast`, the daemon's scheduled rescans): entries whose
+//! size, mtime, ctime and inode did not move keep their baseline hashes; a content change is
+//! still caught through ctime when the writer restores the mtime; the daemon rehashes every
+//! file on its schedule.
+
+use guestward_core::HostRoot;
+use guestward_fim::config::Attribute;
+use guestward_fim::oneshot::{self, OneShot};
+use guestward_fim::{ChangeKind, Config, Rehash};
+use std::fs::FileTimes;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A tree on the disk filesystem of the temporary directory (not /dev/shm): ctime is the
+/// filesystem's, as on a real host.
+fn tree() -> (tempfile::TempDir, OneShot) {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    for i in 0..20 {
+        std::fs::write(tree.join(format!("bin/tool{i}")), format!("#!/bin/sh\necho tool {i:04}\n")).unwrap();
+    }
+    std::os::unix::fs::symlink("tool0", tree.join("bin/alias")).unwrap();
+    let config: Config = crate::common::config_for(&tree, vec![]);
+    let o =
+        OneShot { config, state_dir: dir.path().join("state"), root: HostRoot::live(), progress_bar: false };
+    (dir, o)
+}
+
+#[test]
+fn an_unchanged_tree_is_checked_without_reading_a_file() {
+    let (_dir, o) = tree();
+    let init = oneshot::init(&o).unwrap();
+    assert_eq!(init.summary.stats.files_hashed, 20, "{:?}", init.summary.stats);
+    let fast = oneshot::check_fast(&o).unwrap();
+    assert_eq!(fast.exit_code(), 0, "{:#?}", fast.changes);
+    let s = &fast.summary.stats;
+    assert_eq!(s.rehash, Rehash::Changed);
+    // tree, bin, 20 files, 1 symlink: every one reused, no byte read.
+    assert_eq!((s.entries, s.reused, s.files_hashed, s.bytes_hashed), (23, 23, 0, 0), "{s:?}");
+    // The full check reads everything and agrees.
+    let full = oneshot::check(&o).unwrap();
+    assert_eq!(full.exit_code(), 0);
+    assert_eq!((full.summary.stats.rehash, full.summary.stats.files_hashed), (Rehash::All, 20));
+}
+
+#[test]
+fn a_content_change_with_the_mtime_restored_is_caught_through_ctime() {
+    let (dir, o) = tree();
+    let victim = dir.path().join("tree/bin/tool7");
+    oneshot::init(&o).unwrap();
+    let before = std::fs::symlink_metadata(&victim).unwrap();
+    // ctime has the filesystem's granularity: make sure the write lands on another tick.
+    std::thread::sleep(Duration::from_millis(20));
+    // Same size, other content, then the old mtime put back with utimensat (what `touch -r`
+    // or a careful attacker does).
+    std::fs::write(&victim, "#!/bin/sh\necho EVIL 0007\n").unwrap();
+    let old_mtime = before.modified().unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&victim).unwrap();
+    f.set_times(FileTimes::new().set_modified(old_mtime).set_accessed(SystemTime::now())).unwrap();
+    drop(f);
+    let after = std::fs::symlink_metadata(&victim).unwrap();
+    assert_eq!(
+        (after.len(), after.mtime(), after.mtime_nsec(), after.ino()),
+        (before.len(), before.mtime(), before.mtime_nsec(), before.ino()),
+        "size, mtime and inode restored"
+    );
+    assert_ne!((after.ctime(), after.ctime_nsec()), (before.ctime(), before.ctime_nsec()));
+
+    let fast = oneshot::check_fast(&o).unwrap();
+    assert_eq!(fast.exit_code(), 1);
+    let paths: Vec<(&str, ChangeKind)> = fast.changes.iter().map(|c| (c.path.as_str(), c.change)).collect();
+    let shown = victim.display().to_string();
+    assert_eq!(paths, vec![(shown.as_str(), ChangeKind::Modified)]);
+    let changed = &fast.changes[0].changed;
+    assert!(changed.contains(&Attribute::Sha256) && changed.contains(&Attribute::Ctime), "{changed:?}");
+    assert!(!changed.contains(&Attribute::Mtime), "{changed:?}");
+    // Only the file whose ctime moved was read.
+    assert_eq!(
+        (fast.summary.stats.files_hashed, fast.summary.stats.reused),
+        (1, 22),
+        "{:?}",
+        fast.summary.stats
+    );
+    // The full check reports the same change.
+    let full = oneshot::check(&o).unwrap();
+    assert_eq!(full.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), vec![shown.as_str()]);
+    assert_eq!(full.changes[0].changed, fast.changes[0].changed);
+}
+
+#[test]
+fn fast_update_accepts_the_change_and_reuses_the_rest() {
+    let (dir, o) = tree();
+    oneshot::init(&o).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.path().join("tree/bin/tool3"), "changed").unwrap();
+    std::fs::remove_file(dir.path().join("tree/bin/tool4")).unwrap();
+    let update = oneshot::update_fast(&o).unwrap();
+    assert_eq!(update.exit_code(), 1);
+    assert_eq!(update.summary.counts.modified + update.summary.counts.removed, 2, "{:#?}", update.changes);
+    // Accepted: nothing left, fast or full.
+    assert_eq!(oneshot::check_fast(&o).unwrap().exit_code(), 0);
+    assert_eq!(oneshot::check(&o).unwrap().exit_code(), 0);
+}
+
+/// Waits until the monitor's last scan satisfies `pred`.
+fn wait_scan(
+    monitor: &guestward_fim::Monitor,
+    timeout: Duration,
+    pred: impl Fn(&guestward_fim::ScanSummary) -> bool,
+) -> guestward_fim::ScanSummary {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(s) = monitor.status().last_scan.filter(|s| pred(s)) {
+            return s;
+        }
+        assert!(
+            Instant::now() < end,
+            "no such scan within {timeout:?}; last: {:#?}",
+            monitor.status().last_scan
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_daemon_rescans_metadata_first_and_rehashes_everything_on_schedule() {
+    let dir = crate::common::scratch();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    for i in 0..10 {
+        std::fs::write(tree.join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    let mut config = crate::common::config_for(&tree, vec![]);
+    config.rescan_interval_secs = 1;
+    config.full_rehash_interval_secs = 4;
+    config.rescan_rate = Default::default();
+    let (monitor, _events) = crate::common::start(config, &dir.path().join("state"));
+    // Scheduled rescans in between: metadata first, nothing read.
+    let fast = wait_scan(&monitor, Duration::from_secs(30), |s| s.stats.rehash == Rehash::Changed);
+    assert_eq!((fast.stats.files_hashed, fast.stats.reused), (0, 11), "{:?}", fast.stats);
+    // Then the full rehash: every file read again.
+    let full = wait_scan(&monitor, Duration::from_secs(30), |s| {
+        s.stats.rehash == Rehash::All && s.finished > fast.finished
+    });
+    assert_eq!((full.stats.files_hashed, full.stats.reused), (10, 0), "{:?}", full.stats);
+    // And metadata first again after it.
+    let again = wait_scan(&monitor, Duration::from_secs(30), |s| {
+        s.stats.rehash == Rehash::Changed && s.finished > full.finished
+    });
+    assert_eq!(again.stats.files_hashed, 0, "{:?}", again.stats);
+    monitor.stop();
+}
+
+#[test]
+fn fast_rescans_off_rehash_every_time() {
+    let dir = crate::common::scratch();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), "x").unwrap();
+    let mut config = crate::common::config_for(&tree, vec![]);
+    config.rescan_interval_secs = 1;
+    config.fast_rescans = false;
+    let (monitor, _events) = crate::common::start(config, &dir.path().join("state"));
+    let first = wait_scan(&monitor, Duration::from_secs(30), |s| s.purpose == guestward_fim::Purpose::Rescan);
+    let second = wait_scan(&monitor, Duration::from_secs(30), |s| s.finished > first.finished);
+    for s in [&first, &second] {
+        assert_eq!((s.stats.rehash, s.stats.files_hashed), (Rehash::All, 1), "{:?}", s.stats);
+    }
+    monitor.stop();
+}
+
+#[test]
+fn content_changed_behind_the_metadata_is_left_to_the_full_rehash() {
+    // What a write to the raw block device looks like to the agent: the content differs from
+    // the baseline while size, mtime, ctime and inode do not. Made here by editing the baseline
+    // row's hash instead of the disk.
+    let (dir, o) = tree();
+    oneshot::init(&o).unwrap();
+    let victim = dir.path().join("tree/bin/tool5");
+    let fim = guestward_fim::Fim::new(o.config.clone(), HostRoot::live(), &o.state_dir).unwrap();
+    let store = fim.store().unwrap();
+    let mut rec = store.get(&victim).unwrap().unwrap();
+    rec.sha256 = Some([0x5a; 32]);
+    store.put(&victim, &rec).unwrap();
+    drop(store);
+    // Metadata first trusts the metadata: nothing to see (the documented limit).
+    let fast = oneshot::check_fast(&o).unwrap();
+    assert_eq!(fast.exit_code(), 0, "{:#?}", fast.changes);
+    // The full check (the daemon's scheduled rehash) reads the file and finds the difference.
+    let full = oneshot::check(&o).unwrap();
+    let shown = victim.display().to_string();
+    assert_eq!(full.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), vec![shown.as_str()]);
+    assert_eq!(full.changes[0].changed, vec![Attribute::Sha256]);
+}
