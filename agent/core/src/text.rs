@@ -174,6 +174,37 @@ impl<W: Write> Drop for TerminalSafe<W> {
     }
 }
 
+/// Writes `header` and `rows` as left-aligned columns two spaces apart, each as wide as its
+/// widest cell (in characters); the last column is not padded, no line ends in spaces.
+pub fn write_columns<const N: usize>(
+    out: &mut dyn std::io::Write,
+    header: [&str; N],
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        text.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(header))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.each_ref().map(String::as_str)))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +245,16 @@ mod tests {
         let text = String::from_utf8(buf).unwrap();
         assert_eq!(text, "host \\x1b]0;pwned\\x07\\x1b[2J\tok\na\\u{9b}b\né\\xff\n");
         assert!(!text.contains('\x1b'));
+    }
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell_and_lines_do_not_end_in_spaces() {
+        let mut out = Vec::new();
+        let rows = [
+            ["tcp".to_string(), "sshd".to_string(), String::new()],
+            ["udp6".into(), "x".into(), "unit".into()],
+        ];
+        super::write_columns(&mut out, ["P", "Process", "Unit"], &rows).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "P     Process  Unit\ntcp   sshd\nudp6  x        unit\n");
     }
 }

@@ -758,28 +758,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let Some(section) = report.network else {
                 anyhow::bail!("the agent returned no network section");
             };
-            if cli.json {
-                guestward_core::json::write_json(
-                    &mut out,
-                    &section,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
-            } else {
-                if let Some(note) = &section.note {
-                    writeln!(out, "note: {note}")?;
-                }
-                for p in &section.problems {
-                    writeln!(out, "problem: {p}")?;
-                }
-                if let Some(data) = &section.data {
-                    guestward_network::render_table(data, &mut out)?;
-                }
-            }
-            let degraded = matches!(
-                section.status,
-                guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
-            );
-            Ok(if degraded { exit::DEGRADED } else { exit::OK })
+            print_section_view(&section, cli.json, &mut out, guestward_network::render_table)
         }
         Command::Updates { .. } => {
             let request = ScanRequest { only: vec![Collector::Updates] };
@@ -787,30 +766,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let Some(section) = report.updates else {
                 anyhow::bail!("the agent returned no updates section");
             };
-            if cli.json {
-                guestward_core::json::write_json(
-                    &mut out,
-                    &section,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
-            } else {
-                let mut safe = guestward_core::text::TerminalSafe::new(&mut out);
-                if let Some(note) = &section.note {
-                    writeln!(safe, "note: {note}")?;
-                }
-                for p in &section.problems {
-                    writeln!(safe, "problem: {p}")?;
-                }
-                if let Some(data) = &section.data {
-                    guestward_updates::render_table(data, &mut safe)?;
-                }
-                safe.flush()?;
-            }
-            let degraded = matches!(
-                section.status,
-                guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
-            );
-            Ok(if degraded { exit::DEGRADED } else { exit::OK })
+            print_section_view(&section, cli.json, &mut out, guestward_updates::render_table)
         }
         Command::Inventory { format: InventoryFormat::Cyclonedx, .. } => {
             // Built by the daemon from its latest report: the CLI links no SBOM builder.
@@ -1063,6 +1019,37 @@ fn finish(mut out: std::io::StdoutLock<'_>, code: anyhow::Result<u8>) -> anyhow:
 /// How long `flush` lets the agent deliver: `--timeout`, else the default, at most the cap.
 fn flush_secs(timeout: Option<u64>) -> u64 {
     timeout.unwrap_or(FLUSH_DEFAULT_SECS).min(FLUSH_MAX_SECS)
+}
+
+/// A one-section view (`agentctl ports`, `agentctl updates`): the section as JSON, or its note,
+/// problems and table, made safe for a terminal (names come from the host: a process or package
+/// name may carry escape sequences). Exit 1 when the section degraded or failed.
+fn print_section_view<T: serde::Serialize>(
+    section: &guestward_core::Section<T>,
+    json: bool,
+    out: &mut dyn Write,
+    table: fn(&T, &mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<u8> {
+    if json {
+        guestward_core::json::write_json(&mut *out, section, guestward_core::json::stdout_wants_pretty())?;
+    } else {
+        let mut safe = guestward_core::text::TerminalSafe::new(&mut *out);
+        if let Some(note) = &section.note {
+            writeln!(safe, "note: {note}")?;
+        }
+        for p in &section.problems {
+            writeln!(safe, "problem: {p}")?;
+        }
+        if let Some(data) = &section.data {
+            table(data, &mut safe)?;
+        }
+        safe.flush()?;
+    }
+    let degraded = matches!(
+        section.status,
+        guestward_core::SectionStatus::Degraded | guestward_core::SectionStatus::Error
+    );
+    Ok(if degraded { exit::DEGRADED } else { exit::OK })
 }
 
 /// `agentctl access`: problems and notes first (what could not be read), then the tables, then

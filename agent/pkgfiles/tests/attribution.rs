@@ -52,6 +52,38 @@ fn dpkg(args: &[&std::ffi::OsStr]) {
     }
 }
 
+/// A package of the test's own, built with `dpkg-deb` and not installed yet: installs into
+/// `/opt/<name>`, with a state directory for the FIM baseline. `None` (after `skip_or_fail`)
+/// without root or `dpkg-deb`.
+struct TestPackage {
+    name: String,
+    dir: PathBuf,
+    work: tempfile::TempDir,
+    state: tempfile::TempDir,
+    tool: &'static [u8],
+    deb: PathBuf,
+}
+
+impl TestPackage {
+    fn build(test: &str) -> Option<Self> {
+        if !is_root() {
+            skip_or_fail(test, "installing a package needs root");
+            return None;
+        }
+        if Command::new("dpkg-deb").arg("--version").output().is_err() {
+            skip_or_fail(test, "dpkg-deb is not installed");
+            return None;
+        }
+        let name = format!("guestward-test-{}-{}", std::process::id(), fastrand_suffix());
+        let dir = PathBuf::from("/opt").join(&name);
+        let work = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let tool: &'static [u8] = b"#!/bin/sh\necho tool 1.0\n";
+        let deb = build_deb(work.path(), &name, tool);
+        Some(Self { name, dir, work, state, tool, deb })
+    }
+}
+
 /// Purges the test package and removes its directory, also when the test fails.
 struct Installed {
     name: String,
@@ -107,20 +139,9 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 #[test]
 fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_flagged() {
     const TEST: &str = "a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_flagged";
-    if !is_root() {
-        skip_or_fail(TEST, "installing a package needs root");
+    let Some(TestPackage { name, dir, work: _work, state, tool, deb }) = TestPackage::build(TEST) else {
         return;
-    }
-    if Command::new("dpkg-deb").arg("--version").output().is_err() {
-        skip_or_fail(TEST, "dpkg-deb is not installed");
-        return;
-    }
-    let name = format!("guestward-test-{}-{}", std::process::id(), fastrand_suffix());
-    let dir = PathBuf::from("/opt").join(&name);
-    let work = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let tool: &[u8] = b"#!/bin/sh\necho tool 1.0\n";
-    let deb = build_deb(work.path(), &name, tool);
+    };
 
     let config = Config {
         paths: vec![PathEntry::Rule(PathRule {
@@ -300,20 +321,9 @@ fn the_oracle_names_the_owner_dpkg_names_with_its_digest() {
 #[test]
 fn a_baseline_taken_over_a_modified_package_file_flags_it() {
     const TEST: &str = "a_baseline_taken_over_a_modified_package_file_flags_it";
-    if !is_root() {
-        skip_or_fail(TEST, "installing a package needs root");
+    let Some(TestPackage { name, dir, work: _work, state, tool, deb }) = TestPackage::build(TEST) else {
         return;
-    }
-    if Command::new("dpkg-deb").arg("--version").output().is_err() {
-        skip_or_fail(TEST, "dpkg-deb is not installed");
-        return;
-    }
-    let name = format!("guestward-test-{}-{}", std::process::id(), fastrand_suffix());
-    let dir = PathBuf::from("/opt").join(&name);
-    let work = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let tool: &[u8] = b"#!/bin/sh\necho tool 1.0\n";
-    let deb = build_deb(work.path(), &name, tool);
+    };
     let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
     let _installed = Installed { name: name.clone(), dir: dir.clone() };
     dpkg(&["-i".as_ref(), deb.as_os_str()]);

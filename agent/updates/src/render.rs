@@ -114,28 +114,7 @@ pub fn render_table(report: &UpdatesReport, out: &mut dyn Write) -> std::io::Res
         }
     }
     if !rows.is_empty() {
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: &[&str]| {
-            let mut text = String::new();
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                if i + 1 == cells.len() {
-                    text.push_str(cell);
-                } else {
-                    text.push_str(&format!("{cell:<w$}  "));
-                }
-            }
-            text.trim_end().to_string()
-        };
-        writeln!(out, "{}", line(&header))?;
-        for row in &rows {
-            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
-            writeln!(out, "{}", line(&cells))?;
-        }
+        guestward_core::text::write_columns(out, header, &rows)?;
         writeln!(out)?;
     }
     for m in report.apt.iter().chain(&report.rpm) {
