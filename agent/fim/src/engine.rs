@@ -396,7 +396,10 @@ impl Fim {
             // MAC, too much for the scoped rescans a new directory triggers.
             self.judge(&store, *scope == Scope::All, &mut baseline)?;
         }
-        if *scope == Scope::All {
+        // A metadata-first check trusts unchanged metadata, so it hashes no package file
+        // either: the trust anchor runs with every full rehash (init, `check` without
+        // `--fast`, the daemon's start and its full-rehash schedule).
+        if *scope == Scope::All && !fast {
             self.verify_packages(&roots, &mut baseline);
         }
         match purpose {

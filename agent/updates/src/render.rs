@@ -45,7 +45,7 @@ fn reboot_lines(report: &UpdatesReport, out: &mut dyn Write) -> std::io::Result<
     if r.processes_denied > 0 {
         writeln!(
             out,
-            "          note: {} processes could not be inspected (run as root)",
+            "          note: the maps of {} processes could not be read (permission denied: another user's need root, a process outside this namespace stays unreadable)",
             r.processes_denied
         )?;
     }
