@@ -13,8 +13,8 @@
 //! ships a newer version of that name and architecture (`dnf updateinfo list`'s rule); it is
 //! attached to the pending update when the candidate includes it.
 //!
-//! Not read: yum's SQLite `primary_db` (Amazon Linux 2 keeps XML `updateinfo` beside it, so
-//! advisories are still listed; only packages without an advisory are missed there).
+//! When no XML `primary` is cached (Amazon Linux 2's yum keeps only the SQLite `primary_db`),
+//! the `packages` table of `primary_db` is read instead (see `primary_db`).
 
 use crate::error::UpdatesError;
 use crate::model::{Advisory, KernelPackage, Manager, PackageUpdates, PendingUpdate, UpdateSource};
@@ -127,8 +127,14 @@ pub(crate) fn collect(
         };
         let dated = repomd.revision.and_then(Timestamp::from_unix_secs);
         let has_updateinfo = repomd.updateinfo.is_some();
-        match repomd.primary.as_deref().and_then(|h| locate(root, repo_dir, h)) {
-            Some(path) => {
+        let primary = match repomd.primary.as_deref().and_then(|h| locate(root, repo_dir, h)) {
+            Some(path) => Some((path, false)),
+            None => {
+                repomd.primary_db.as_deref().and_then(|h| locate_db(root, repo_dir, h)).map(|p| (p, true))
+            }
+        };
+        match primary {
+            Some((path, is_db)) => {
                 let mut source = UpdateSource {
                     path: root.display(&path),
                     origin: Some(id.clone()),
@@ -141,9 +147,14 @@ pub(crate) fn collect(
                     modified: None,
                     entries: 0,
                 };
-                let result = read_primary(root, &path, config, &wanted, |name, arch, evr| {
+                let keep = |name: String, arch, evr| {
                     available.entry(name).or_default().push(RepoPackage { arch, evr, repo: repo_index });
-                });
+                };
+                let result = if is_db {
+                    crate::primary_db::read_primary_db(root, &path, config, &wanted, keep)
+                } else {
+                    read_primary(root, &path, config, &wanted, keep)
+                };
                 match result {
                     Ok((entries, modified, error)) => {
                         source.entries = entries;
@@ -158,7 +169,7 @@ pub(crate) fn collect(
                 Problem::new(
                     "not_found",
                     format!(
-                        "repository {id}: no cached primary metadata (XML) next to {}",
+                        "repository {id}: no cached primary metadata (XML or primary_db) next to {}",
                         root.display(repomd_path)
                     ),
                 )
@@ -370,11 +381,21 @@ fn locate(root: &HostRoot, repo_dir: &Path, href: &str) -> Option<PathBuf> {
         .find(|p| root.exists(p))
 }
 
+/// Where the `primary_db` named by `href` is cached: already decompressed
+/// (`<hash>-primary.sqlite`, preferred: nothing to inflate) or as fetched (`.sqlite.bz2`...).
+fn locate_db(root: &HostRoot, repo_dir: &Path, href: &str) -> Option<PathBuf> {
+    let (compression, stem) = crate::read::Compression::of(href);
+    let plain =
+        (compression != crate::read::Compression::None).then(|| locate(root, repo_dir, stem)).flatten();
+    plain.or_else(|| locate(root, repo_dir, href))
+}
+
 /// What `repomd.xml` names.
 #[derive(Debug, Default)]
 pub(crate) struct Repomd {
     pub revision: Option<i64>,
     pub primary: Option<String>,
+    pub primary_db: Option<String>,
     pub updateinfo: Option<String>,
 }
 
@@ -397,6 +418,7 @@ pub(crate) fn parse_repomd(bytes: &[u8]) -> Repomd {
                 let href = attr(&e, "href");
                 match current.as_deref() {
                     Some("primary") => out.primary = href,
+                    Some("primary_db") => out.primary_db = href,
                     Some("updateinfo") => out.updateinfo = href,
                     _ => {}
                 }
@@ -627,6 +649,7 @@ mod tests {
         let r = parse_repomd(xml);
         assert_eq!(r.revision, Some(1_733_000_000));
         assert_eq!(r.primary.as_deref(), Some("repodata/abc-primary.xml.gz"));
+        assert_eq!(r.primary_db.as_deref(), Some("repodata/abc-primary.sqlite.bz2"));
         assert_eq!(r.updateinfo.as_deref(), Some("repodata/def-updateinfo.xml.gz"));
     }
 

@@ -39,6 +39,15 @@ pub enum UpdatesError {
         /// The parser's message.
         message: String,
     },
+    /// A SQLite database (yum's `primary_db`) could not be opened or queried: damaged, not a
+    /// database, or not yum's schema. Rows read before the failure are kept.
+    #[error("{}: {message}", path.display())]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's message.
+        message: String,
+    },
 }
 
 impl UpdatesError {
@@ -49,7 +58,7 @@ impl UpdatesError {
             Self::Decode { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => "too_large",
             Self::Decode { .. } => "corrupt",
             Self::EntryTooLong { .. } => "too_large",
-            Self::Xml { .. } => "malformed",
+            Self::Xml { .. } | Self::Sqlite { .. } => "malformed",
         }
     }
 
@@ -57,9 +66,10 @@ impl UpdatesError {
     pub fn path(&self) -> PathBuf {
         match self {
             Self::Host(e) => e.path().to_path_buf(),
-            Self::Decode { path, .. } | Self::EntryTooLong { path, .. } | Self::Xml { path, .. } => {
-                path.clone()
-            }
+            Self::Decode { path, .. }
+            | Self::EntryTooLong { path, .. }
+            | Self::Xml { path, .. }
+            | Self::Sqlite { path, .. } => path.clone(),
         }
     }
 

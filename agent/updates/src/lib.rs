@@ -27,6 +27,8 @@ mod error;
 mod findings;
 mod model;
 #[cfg(feature = "collect")]
+mod primary_db;
+#[cfg(feature = "collect")]
 mod read;
 #[cfg(feature = "collect")]
 mod reboot;

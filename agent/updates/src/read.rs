@@ -14,13 +14,19 @@ pub(crate) enum Compression {
     Lz4,
     Xz,
     Zstd,
+    Bzip2,
 }
 
 impl Compression {
     /// The compression of `name` and the name without its suffix.
     pub(crate) fn of(name: &str) -> (Self, &str) {
-        for (suffix, c) in [(".gz", Self::Gzip), (".lz4", Self::Lz4), (".xz", Self::Xz), (".zst", Self::Zstd)]
-        {
+        for (suffix, c) in [
+            (".gz", Self::Gzip),
+            (".lz4", Self::Lz4),
+            (".xz", Self::Xz),
+            (".zst", Self::Zstd),
+            (".bz2", Self::Bzip2),
+        ] {
             if let Some(stem) = name.strip_suffix(suffix) {
                 return (c, stem);
             }
@@ -61,6 +67,8 @@ pub(crate) fn open_index(root: &HostRoot, host_path: &Path, max_bytes: u64) -> R
             zstd::stream::read::Decoder::with_buffer(raw)
                 .map_err(|e| UpdatesError::Decode { path: shown.clone(), source: e })?,
         ),
+        // yum's `primary_db` is `.sqlite.bz2` by default.
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(raw)),
     };
     let capped = Capped { inner: decoded, left: max_bytes, cap: max_bytes };
     Ok(Index { reader: Box::new(BufReader::with_capacity(64 * 1024, capped)), shown, modified })

@@ -6,7 +6,7 @@
 use guestward_core::HostRoot;
 use guestward_core::testing::skip_or_fail;
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TEST: &str = "rpm_updates_and_advisories_equal_dnf_updateinfo_list";
@@ -73,17 +73,13 @@ const UPDATEINFO: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </updates>
 "#;
 
-#[test]
-fn rpm_updates_and_advisories_equal_dnf_updateinfo_list() {
-    for tool in ["rpmbuild", "rpm", "createrepo_c", "modifyrepo_c"] {
-        if !have(tool) {
-            return skip_or_fail(TEST, &format!("{tool} is not installed"));
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let top = dir.path().join("build");
-    let root = dir.path().join("root");
-    let repo = dir.path().join("repo");
+/// Builds the fixture under `dir`: a root with gwtest-a 1.0, gwtest-b 2.0 and gwtest-c 1.0
+/// installed, and a repository (`createrepo_c` with `createrepo_args`, plus [`UPDATEINFO`])
+/// publishing a 1.1 (security), b 2.1 (bugfix) and d 3.0. Returns (root, repo).
+fn fixture(dir: &Path, createrepo_args: &[&str]) -> (PathBuf, PathBuf) {
+    let top = dir.join("build");
+    let root = dir.join("root");
+    let repo = dir.join("repo");
     std::fs::create_dir_all(root.join("root")).unwrap();
     std::fs::create_dir_all(root.join("var/lib")).unwrap();
     std::fs::create_dir_all(&repo).unwrap();
@@ -102,10 +98,22 @@ fn rpm_updates_and_advisories_equal_dnf_updateinfo_list() {
         let rpm = build_rpm(&top, name, version);
         std::fs::copy(&rpm, repo.join(rpm.file_name().unwrap())).unwrap();
     }
-    run(Command::new("createrepo_c").arg("-q").arg(&repo));
-    let updateinfo = dir.path().join("updateinfo.xml");
+    run(Command::new("createrepo_c").arg("-q").args(createrepo_args).arg(&repo));
+    let updateinfo = dir.join("updateinfo.xml");
     std::fs::write(&updateinfo, UPDATEINFO).unwrap();
     run(Command::new("modifyrepo_c").arg("--mdtype=updateinfo").arg(&updateinfo).arg(repo.join("repodata")));
+    (root, repo)
+}
+
+#[test]
+fn rpm_updates_and_advisories_equal_dnf_updateinfo_list() {
+    for tool in ["rpmbuild", "rpm", "createrepo_c", "modifyrepo_c"] {
+        if !have(tool) {
+            return skip_or_fail(TEST, &format!("{tool} is not installed"));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root, repo) = fixture(dir.path(), &[]);
 
     let dnf_says: Option<BTreeSet<(String, String)>> = if have("dnf") {
         std::fs::create_dir_all(root.join("etc/yum.repos.d")).unwrap();
@@ -184,5 +192,122 @@ fn rpm_updates_and_advisories_equal_dnf_updateinfo_list() {
     match dnf_says {
         Some(dnf) => assert_eq!(ours, dnf, "ours (left) and dnf updateinfo list (right) differ"),
         None => skip_or_fail(TEST, "dnf is not installed: advisories not compared with dnf"),
+    }
+}
+
+const DB_TEST: &str = "rpm_primary_db_gives_the_same_updates_as_primary_xml";
+
+/// `(name, installed, candidate, security, severity, advisory ids)` of the rpm side of `root`,
+/// with the problems met.
+type Pending = Vec<(String, String, String, bool, Option<String>, Vec<String>)>;
+
+fn collect_rpm(root: &Path) -> (Pending, Vec<String>, Vec<guestward_core::Problem>) {
+    let section =
+        guestward_updates::collect(&guestward_updates::Config::default(), &HostRoot::new(root).unwrap());
+    let report = section.data.unwrap();
+    let rpm = report.rpm.unwrap();
+    assert_eq!(rpm.installed, 3);
+    let pending = rpm
+        .pending
+        .into_iter()
+        .map(|p| {
+            let ids = p.advisories.iter().map(|a| a.id.clone()).collect();
+            (p.name, p.installed, p.candidate, p.security, p.severity, ids)
+        })
+        .collect();
+    (pending, rpm.sources.into_iter().map(|s| s.path).collect(), section.problems)
+}
+
+/// A yum-style cache (`/var/cache/yum/<arch>/<releasever>/<repoid>/`, flat) of `repo` in
+/// `root`, without the files whose names contain any of `drop`.
+fn yum_cache(root: &Path, repo: &Path, drop: &[&str]) -> PathBuf {
+    let cache = root.join("var/cache/yum/x86_64/2/fixture");
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    for e in std::fs::read_dir(repo.join("repodata")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if !drop.iter().any(|d| name.contains(d)) {
+            std::fs::copy(e.path(), cache.join(&name)).unwrap();
+        }
+    }
+    cache
+}
+
+/// Amazon Linux 2's yum caches `primary_db` (SQLite, `.sqlite.bz2`) and no XML `primary`: the
+/// same repository read through either gives the same pending updates and advisories (and the
+/// XML path equals `dnf updateinfo list`, see the test above). Also: the other compressions
+/// createrepo_c writes, a database yum left decompressed, and a damaged one.
+#[test]
+fn rpm_primary_db_gives_the_same_updates_as_primary_xml() {
+    for tool in ["rpmbuild", "rpm", "createrepo_c", "modifyrepo_c"] {
+        if !have(tool) {
+            return skip_or_fail(DB_TEST, &format!("{tool} is not installed"));
+        }
+    }
+    let expected: Pending = vec![
+        (
+            "gwtest-a".into(),
+            "1.0-1".into(),
+            "1.1-1".into(),
+            true,
+            Some("important".into()),
+            vec!["ALAS-2026-0001".into()],
+        ),
+        ("gwtest-b".into(), "2.0-1".into(), "2.1-1".into(), false, None, vec!["ALAS-2026-0002".into()]),
+    ];
+    // Debian's createrepo_c is built without zstd ("Unknown/Unsupported compression type").
+    for compression in ["bz2", "xz", "gz"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, repo) = fixture(dir.path(), &["--database", &format!("--compress-type={compression}")]);
+        let repomd = std::fs::read_to_string(repo.join("repodata/repomd.xml")).unwrap();
+        assert!(repomd.contains(r#"type="primary_db""#), "{repomd}");
+
+        let cache = yum_cache(&root, &repo, &[]);
+        let (xml, xml_sources, problems) = collect_rpm(&root);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(xml, expected, "XML primary ({compression})");
+        assert!(xml_sources[0].contains("-primary.xml"), "{xml_sources:?}");
+
+        yum_cache(&root, &repo, &["primary.xml"]);
+        let (db, db_sources, problems) = collect_rpm(&root);
+        assert!(problems.is_empty(), "{compression}: {problems:?}");
+        assert_eq!(db, xml, "primary_db ({compression}, left) and XML primary (right) differ");
+        assert_eq!(db_sources.len(), 1);
+        assert!(db_sources[0].contains("-primary.sqlite."), "{db_sources:?}");
+
+        if compression == "gz" {
+            // A cache holding the database already decompressed (`<hash>-primary.sqlite`).
+            let archive = std::fs::read_dir(&cache)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.to_string_lossy().ends_with("-primary.sqlite.gz"))
+                .unwrap();
+            let plain = archive.with_extension("");
+            let mut out = std::fs::File::create(&plain).unwrap();
+            std::io::copy(
+                &mut flate2::read::GzDecoder::new(std::fs::File::open(&archive).unwrap()),
+                &mut out,
+            )
+            .unwrap();
+            std::fs::remove_file(&archive).unwrap();
+            let (db, sources, problems) = collect_rpm(&root);
+            assert!(problems.is_empty(), "{problems:?}");
+            assert_eq!(db, xml, "decompressed primary_db");
+            assert!(sources[0].ends_with("-primary.sqlite"), "{sources:?}");
+
+            // Damaged: the header survives, the pages do not. A problem naming the file; the
+            // advisories and the rest of the report are still read.
+            let mut bytes = std::fs::read(&plain).unwrap();
+            for b in bytes.iter_mut().skip(100) {
+                *b = 0xA5;
+            }
+            std::fs::write(&plain, &bytes).unwrap();
+            let (db, _, problems) = collect_rpm(&root);
+            assert!(db.is_empty(), "{db:?}");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].code, "malformed", "{problems:?}");
+            assert!(problems[0].message.contains("-primary.sqlite"), "{problems:?}");
+        }
     }
 }
