@@ -272,7 +272,10 @@ pub(crate) fn collect(
 
     let refreshed_at = sources.iter().flat_map(|s| [s.modified, s.dated]).flatten().max();
     let age_secs = refreshed_at.map(|t| u64::try_from(now.unix_secs() - t.unix_secs()).unwrap_or(0));
-    let stale = sources.is_empty() || age_secs.is_some_and(|a| a > config.stale_after_days * 86_400);
+    // No lists at all is stale only where apt has sources to fetch them from: a tree without any
+    // sources configuration (a minimal image, a container rootfs) has nothing to refresh.
+    let no_lists = sources.is_empty() && configured.is_some();
+    let stale = no_lists || age_secs.is_some_and(|a| a > config.stale_after_days * 86_400);
     Some(AptOutcome {
         updates: PackageUpdates {
             manager: Manager::Apt,
