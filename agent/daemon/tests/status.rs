@@ -42,6 +42,12 @@ fn status_shows_every_part_in_order_and_exits_0_on_a_healthy_agent() {
     let daemon =
         Daemon::start_with(&format!("{NO_IMDS}[packages]\ndpkg_admin_dir = \"{}\"\n", admin.display()), &[]);
     wait_for_first_scan(&daemon);
+    // Healthy means the FIM baseline is complete too: it is taken after the package files in
+    // its scope were verified against their packages, which can end after the first scan.
+    daemon.wait_for(
+        || daemon.ctl(&["status", "--json"]).1.contains("\"baseline_complete\":true"),
+        "the FIM baseline",
+    );
 
     let (code, out, err, _) = daemon.ctl_bounded(&["status"], Duration::from_secs(30));
     assert_eq!(code, Some(0), "{out}{err}");
@@ -72,7 +78,7 @@ fn status_shows_every_part_in_order_and_exits_0_on_a_healthy_agent() {
     // One per `Collector::ALL`.
     let names: Vec<&str> =
         status["collectors"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(names, ["host", "packages", "network", "cloud", "fim", "access"], "{status}");
+    assert_eq!(names, ["host", "packages", "network", "cloud", "fim", "updates", "access"], "{status}");
     assert!(status["transport"].is_null(), "[transport] is off: {status}");
 
     // `inventory NAME`: a table of the matching packages, any case; JSON rows with --json.
