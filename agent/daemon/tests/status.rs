@@ -42,8 +42,7 @@ fn status_shows_every_part_in_order_and_exits_0_on_a_healthy_agent() {
     let daemon =
         Daemon::start_with(&format!("{NO_IMDS}[packages]\ndpkg_admin_dir = \"{}\"\n", admin.display()), &[]);
     wait_for_first_scan(&daemon);
-    // Healthy means the FIM baseline is complete too: it is taken after the package files in
-    // its scope were verified against their packages, which can end after the first scan.
+    // Healthy means the FIM baseline is complete too, which can end after the first scan.
     daemon.wait_for(
         || daemon.ctl(&["status", "--json"]).1.contains("\"baseline_complete\":true"),
         "the FIM baseline",
