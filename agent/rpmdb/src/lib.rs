@@ -303,22 +303,28 @@ pub struct DirScan {
 }
 
 #[cfg(feature = "collect")]
+/// `dirs` that resolve inside `root`, each real directory once (the
+/// `/var/lib/rpm -> /usr/lib/sysimage/rpm` symlink names the same database twice).
+fn distinct_dirs<'a>(root: &'a HostRoot, dirs: &'a [PathBuf]) -> impl Iterator<Item = &'a PathBuf> + 'a {
+    let mut seen = Vec::new();
+    dirs.iter().filter(move |dir| match root.resolve(dir) {
+        Ok(real) if !seen.contains(&real) => {
+            seen.push(real);
+            true
+        }
+        _ => false,
+    })
+}
+
+#[cfg(feature = "collect")]
 /// Finds and reads the rpm database: the directories are tried in order (a directory that
 /// resolves to one already seen, e.g. the `/var/lib/rpm -> /usr/lib/sysimage/rpm` symlink,
 /// is skipped) and the first database found that opens is read. When no directory holds one, `errors`
 /// contains [`RpmdbError::NotFound`].
 pub fn read_rpm_dirs(root: &HostRoot, dirs: &[PathBuf], limits: &Limits) -> DirScan {
-    let mut seen = Vec::new();
     let mut candidates = Vec::new();
     let mut errors = Vec::new();
-    for dir in dirs {
-        let Ok(real) = root.resolve(dir) else {
-            continue;
-        };
-        if seen.contains(&real) {
-            continue;
-        }
-        seen.push(real);
+    for dir in distinct_dirs(root, dirs) {
         let (found, errs) = detect_in_dir(root, dir);
         candidates.extend(found);
         errors.extend(errs);
@@ -401,16 +407,8 @@ pub fn for_each_blob(
 /// of preference) whose magic matches its name, without reading it. `None` with the errors
 /// met (including [`RpmdbError::NotFound`]) when there is none.
 pub fn find_database(root: &HostRoot, dirs: &[PathBuf]) -> (Option<Found>, Vec<RpmdbError>) {
-    let mut seen = Vec::new();
     let mut errors = Vec::new();
-    for dir in dirs {
-        let Ok(real) = root.resolve(dir) else {
-            continue;
-        };
-        if seen.contains(&real) {
-            continue;
-        }
-        seen.push(real);
+    for dir in distinct_dirs(root, dirs) {
         let (found, errs) = detect_in_dir(root, dir);
         errors.extend(errs);
         if let Some(first) = found.into_iter().next() {
