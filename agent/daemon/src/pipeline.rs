@@ -25,6 +25,11 @@ use std::time::Instant;
 /// reach the history as one summary per path, so a report rarely needs more.
 pub const MAX_REPORT_EVENTS: usize = 2_000;
 
+/// Events expanded and stored per history transaction when the coalescer releases a storm
+/// (2,600 summaries at once in the storm test): bounds the memory of one drain to about
+/// 1 MB of `serde_json::Value`s, at a cost of one more commit per 256 events.
+const STORE_BATCH_EVENTS: usize = 256;
+
 /// The file in the state directory that holds the last report sequence number.
 pub(crate) const SEQUENCE_FILE: &str = "report-sequence";
 
@@ -86,27 +91,31 @@ impl EventLog {
     /// coalescer dropped at its memory cap since the last drain (a coverage gap is stored for
     /// them).
     pub fn drain(&self) -> u64 {
-        let batch = self.coalescer.lock().unwrap_or_else(|e| e.into_inner()).drain(Instant::now());
-        self.store_batch(&batch);
-        if batch.dropped > 0 {
+        let ready = self.coalescer.lock().unwrap_or_else(|e| e.into_inner()).drain_ready(Instant::now());
+        let dropped = self.store_ready(ready);
+        if dropped > 0 {
             let mut since = self.overflow_since.lock().unwrap_or_else(|e| e.into_inner());
             since.get_or_insert_with(Timestamp::now);
         }
-        batch.dropped
+        dropped
     }
 
     /// Everything the coalescer holds, to the store (at shutdown).
     pub fn flush(&self) {
-        let batch = self.coalescer.lock().unwrap_or_else(|e| e.into_inner()).flush(Instant::now());
-        self.store_batch(&batch);
+        let ready = self.coalescer.lock().unwrap_or_else(|e| e.into_inner()).flush_ready(Instant::now());
+        self.store_ready(ready);
     }
 
-    fn store_batch(&self, batch: &guestward_history::Batch) {
-        if batch.is_empty() {
-            return;
+    /// Stores what the coalescer released, [`STORE_BATCH_EVENTS`] events per transaction so
+    /// only that many are ever expanded at once; returns the events the coalescer dropped.
+    fn store_ready(&self, ready: guestward_history::Ready) -> u64 {
+        let mut dropped = 0;
+        for batch in ready.into_batches(STORE_BATCH_EVENTS) {
+            dropped += batch.dropped;
+            let outcome = self.store.lock().unwrap_or_else(|e| e.into_inner()).append_batch(&batch);
+            self.count_failure(outcome.map(|_| ()), batch.events.len());
         }
-        let outcome = self.store.lock().unwrap_or_else(|e| e.into_inner()).append_batch(batch);
-        self.count_failure(outcome.map(|_| ()), batch.events.len());
+        dropped
     }
 
     /// Stores events directly (change tracking's, which arrive once per cycle, not in storms).
@@ -128,6 +137,11 @@ impl EventLog {
     /// Events matching `query`, oldest first.
     pub fn query(&self, query: &Query) -> Result<Vec<StoredEvent>, HistoryError> {
         self.store.lock().unwrap_or_else(|e| e.into_inner()).query(query)
+    }
+
+    /// [`Self::query`] as JSON text (see `EventStore::query_json`), for the control socket.
+    pub fn query_json(&self, query: &Query) -> Result<String, HistoryError> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).query_json(query)
     }
 
     /// Events no report has carried yet, oldest first, at most `limit`.
@@ -172,9 +186,7 @@ impl EventLog {
             &mut *self.coalescer.lock().unwrap_or_else(|e| e.into_inner()),
             Coalescer::new(config.coalesce_limits()),
         );
-        let batch = old.flush(Instant::now());
-        self.store_batch(&batch);
-        if batch.dropped > 0 {
+        if self.store_ready(old.flush_ready(Instant::now())) > 0 {
             // As in `drain`: the loss opens an overflow the next verification closes.
             self.overflow_since.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Timestamp::now);
         }

@@ -21,7 +21,8 @@
 //! and the coalescer (pure, in memory), so `agentctl` and the report build without SQLite.
 //!
 //! The daemon owns one `Coalescer` and one `EventStore`: collectors' events go to
-//! [`Coalescer::push`], and a periodic [`Coalescer::drain`] feeds `EventStore::append_batch`.
+//! [`Coalescer::push`], and a periodic [`Coalescer::drain_ready`] feeds `EventStore::append_batch`
+//! in bounded batches ([`Ready::into_batches`]).
 
 #![warn(missing_docs)]
 
@@ -31,7 +32,7 @@ mod model;
 #[cfg(feature = "store")]
 mod store;
 
-pub use coalesce::{Batch, CoalesceLimits, Coalescer, identity_of};
+pub use coalesce::{Batch, CoalesceLimits, Coalescer, Ready, identity_of};
 pub use config::{ConfigIssue, HistoryConfig};
 pub use model::{AppendOutcome, Bounds, HistoryError, HistoryStats, KindPattern, Query, StoredEvent};
 #[cfg(feature = "store")]

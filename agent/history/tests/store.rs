@@ -275,3 +275,53 @@ fn wire_types_have_json_schemas() {
         assert!(stored["properties"][field].is_object(), "{field} missing: {stored}");
     }
 }
+
+/// The control socket answers with `query_json`: it must read back as exactly what `query`
+/// returns, for every filter, including data with characters JSON escapes.
+#[test]
+fn query_json_reads_back_as_query_for_every_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path(), roomy());
+    let mut odd = simple("package.added", 7, ago(5));
+    odd.data = serde_json::json!({"name": "quote\" back\\slash \u{1} ünïcode", "n": [1, 2.5, null]});
+    store
+        .append(&[
+            fim_change("/etc/passwd", "modified", Some(1), Some(2), ago(30)),
+            simple("network.listener_opened", 1, ago(20)),
+            odd,
+            fim_change("/etc/shadow", "added", None, Some(3), ago(1)),
+        ])
+        .unwrap();
+    let queries = [
+        Query { limit: usize::MAX, ..Query::default() },
+        Query { limit: 2, ..Query::default() },
+        Query { after_id: Some(2), limit: 10, ..Query::default() },
+        Query { kind: Some(KindPattern::parse("fim.*").unwrap()), limit: 10, ..Query::default() },
+        Query { since: Some(ago(10)), limit: 10, ..Query::default() },
+        Query { after_id: Some(99), limit: 10, ..Query::default() },
+    ];
+    for q in queries {
+        let parsed: Vec<StoredEvent> = serde_json::from_str(&store.query_json(&q).unwrap()).unwrap();
+        assert_eq!(parsed, store.query(&q).unwrap(), "{q:?}");
+    }
+    assert_eq!(store.query_json(&Query { after_id: Some(99), limit: 10, ..Query::default() }).unwrap(), "[]");
+}
+
+/// A row whose data was replaced by something that is not JSON (the file is the agent's, but
+/// a damaged disk or a hand edit happens) is an error naming the row, never JSON text that
+/// breaks the answer around it.
+#[test]
+fn query_json_refuses_a_row_that_is_not_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path(), roomy());
+    store.append(&[simple("a.b", 1, ago(3)), simple("a.b", 2, ago(2))]).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(guestward_history::DB_FILE)).unwrap();
+    conn.execute("UPDATE events SET data = '{\"x\": 1}], \"injected\": [' WHERE id = 2", []).unwrap();
+    for err in [
+        store.query_json(&Query { limit: 10, ..Query::default() }).unwrap_err(),
+        store.query(&Query { limit: 10, ..Query::default() }).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(text.contains("not JSON") && text.contains('2'), "{text}");
+    }
+}

@@ -854,8 +854,11 @@ async fn events(
 ) -> Response {
     query.limit = query.limit.min(MAX_EVENTS_PER_ANSWER);
     let log = Arc::clone(&shared.pipeline.events);
-    match tokio::task::spawn_blocking(move || log.query(&query)).await {
-        Ok(Ok(events)) => Json(events).into_response(),
+    match tokio::task::spawn_blocking(move || log.query_json(&query)).await {
+        Ok(Ok(events)) => Response::builder()
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(events))
+            .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "building the answer failed")),
         Ok(Err(e)) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, &format!("reading the event history failed: {e}"))
         }
