@@ -76,6 +76,14 @@ pub struct DpkgFile {
     pub has_md5sums_entry: bool,
 }
 
+impl DpkgFile {
+    /// The digest the file is verified against, as debsums does: `.md5sums` entries and
+    /// conffiles (obsolete ones too), not those dpkg removes at the next upgrade.
+    pub fn checked_md5(&self) -> Option<[u8; 16]> {
+        self.md5.filter(|_| self.has_md5sums_entry && !self.remove_on_upgrade)
+    }
+}
+
 /// What one package says about its files.
 #[derive(Debug, Clone)]
 pub enum Manifest {
@@ -274,24 +282,27 @@ impl Index {
         let Some(found) = found else {
             return;
         };
-        let mut decoded = Vec::new();
         let root = self.root.clone();
-        problems.extend(rpm::read_packages(&root, &found, None, &mut |p| {
-            // Only what the index keeps: the file list is dropped once its keys are taken.
-            let paths: Vec<PathBuf> =
-                p.files.iter().filter(|f| f.installed()).map(|f| f.path.clone()).collect();
-            decoded.push((p.owner, p.record, paths));
-        }));
-        for (owner, record, paths) in decoded {
-            let Some(id) =
-                self.add_package(IndexedPackage { owner, source: Source::Rpm { record } }, problems)
-            else {
-                break;
-            };
-            for path in &paths {
-                self.push_key(keys, path, id);
+        let mut read_problems = Vec::new();
+        let mut full = false;
+        read_problems.extend(rpm::read_packages(&root, &found, None, &mut |p| {
+            // Only what the index keeps: each file list is dropped once its keys are taken
+            // (gathering every package's paths first cost 20 MB on a host with 200k files).
+            if full {
+                return;
             }
-        }
+            let Some(id) = self.add_package(
+                IndexedPackage { owner: p.owner, source: Source::Rpm { record: p.record } },
+                problems,
+            ) else {
+                full = true;
+                return;
+            };
+            for f in p.files.iter().filter(|f| f.installed()) {
+                self.push_key(keys, &f.path, id);
+            }
+        }));
+        problems.extend(read_problems);
         self.rpm_db = Some(found);
     }
 

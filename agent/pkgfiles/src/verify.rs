@@ -363,7 +363,7 @@ fn produce(
                         let _ = out.send(Outcome::Problem(p));
                     }
                     for f in files {
-                        let Some(md5) = f.md5.filter(|_| f.has_md5sums_entry && !f.remove_on_upgrade) else {
+                        let Some(md5) = f.checked_md5() else {
                             continue;
                         };
                         let check = Check::Dpkg { path: f.on_disk, md5, conffile: f.conffile };

@@ -184,6 +184,58 @@ fn fixture_tree_matches_debsums() {
     same("conffiles", &of(MismatchKind::ConffileChanged), &conf_changed);
 }
 
+/// The trust anchor (the FIM baseline's pass over the package files in its scope) flags what
+/// verify-packages flags on the same tree, streaming package by package; and a path two
+/// packages list is judged against both: it matches if it matches either.
+#[test]
+fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_every_owner() {
+    use guestward_fim::package::{ChangeOrigin, PackageOracle};
+    let tree = prepared_tree();
+    // gw-gamma also ships two of gw-alpha's files: `untouched` with other content (the file on
+    // disk is alpha's, so it matches one owner: not flagged) and `data` (altered: flagged once).
+    let root_dir = tree.path();
+    let info = root_dir.join("var/lib/dpkg/info");
+    std::fs::write(info.join("gw-gamma.list"), "/usr/share/gw-alpha/untouched\n/usr/share/gw-alpha/data\n")
+        .unwrap();
+    std::fs::write(
+        info.join("gw-gamma.md5sums"),
+        "00000000000000000000000000000000  usr/share/gw-alpha/untouched\n11111111111111111111111111111111  usr/share/gw-alpha/data\n",
+    )
+    .unwrap();
+    let mut status = std::fs::read_to_string(root_dir.join("var/lib/dpkg/status")).unwrap();
+    status.push_str("Package: gw-gamma\nStatus: install ok installed\nArchitecture: all\nVersion: 3.0\nDescription: test package\n\n");
+    std::fs::write(root_dir.join("var/lib/dpkg/status"), status).unwrap();
+
+    let root = HostRoot::new(root_dir).unwrap();
+    let (oracle, problems) = guestward_pkgfiles::Oracle::load(root.clone());
+    assert!(problems.is_empty(), "{problems:?}");
+    let found = oracle.verify_under(&["/".into()]).unwrap();
+    let flagged = set(found.iter().map(|(p, _)| p.display().to_string()));
+    assert_eq!(found.len(), flagged.len(), "each path once: {found:#?}");
+    assert_eq!(
+        flagged,
+        set([
+            "/usr/bin/gw-tool.alpha".into(),
+            "/usr/share/gw-alpha/data".into(),
+            "/usr/share/gw-alpha/gone".into(),
+            "/etc/gw-alpha.conf".into(),
+            "/etc/gw-beta.conf".into(),
+        ])
+    );
+    let origin = |path: &str| &found.iter().find(|(p, _)| p == Path::new(path)).unwrap().1.origin;
+    assert_eq!(origin("/usr/share/gw-alpha/data"), &ChangeOrigin::OutsidePackageManager);
+    assert_eq!(origin("/etc/gw-alpha.conf"), &ChangeOrigin::ConffileEdit);
+    // verify-packages on the same tree: the same paths.
+    let report = verify::verify_root(&root, &Options::default(), &Progress::default()).unwrap();
+    same("trust anchor", &set(report.mismatches.iter().map(|m| m.path.clone())), &flagged);
+    // A scope is a scope: under /etc only the conffiles.
+    let etc = oracle.verify_under(&["/etc".into()]).unwrap();
+    assert_eq!(
+        set(etc.iter().map(|(p, _)| p.display().to_string())),
+        set(["/etc/gw-alpha.conf".into(), "/etc/gw-beta.conf".into()])
+    );
+}
+
 #[test]
 fn cli_output_and_exit_codes_on_the_fixture_tree() {
     let tree = prepared_tree();
