@@ -227,12 +227,14 @@ fn start_fim(
     // The policy compiled when the config was loaded (and accepted by `check-config`), not a
     // second compilation that could disagree with it.
     let root = guestward_core::HostRoot::live();
-    // Package attribution (`guestward_pkgfiles::Oracle` via `Fim::with_packages`) is not wired
-    // into the daemon yet: loading the package index and the trust-anchor pass over every
-    // package's manifest cost the daemon 14 MB resident and 24 MB at peak (measured: 30 MB
-    // peak without, 54 MB with, on a tree of one file), over the idle budget. `fim init`,
-    // `fim check` and `fim verify-packages` use it; the daemon will once the index is bounded.
-    let fim = guestward_fim::Fim::from_validated(config.fim.clone(), root, config.agent.state_dir.as_path());
+    // Changes to package files are attributed to package transactions (or flagged as made
+    // outside the package manager): the oracle reads dpkg/rpm through the same root.
+    let (oracle, problems) = guestward_pkgfiles::Oracle::load(root.clone());
+    for p in problems.iter().take(5) {
+        tracing::warn!(problem = %p.message, "package database: part of it could not be read; those files are not attributed");
+    }
+    let fim = guestward_fim::Fim::from_validated(config.fim.clone(), root, config.agent.state_dir.as_path())
+        .with_packages(std::sync::Arc::new(oracle));
     // The log, not the pipeline: see `EventLog` for why the monitor's thread must not own it.
     let events = Arc::clone(events);
     let sink = Box::new(move |event: &guestward_core::Event| {

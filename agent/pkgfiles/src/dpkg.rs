@@ -266,16 +266,136 @@ pub fn parse_md5(hex: &[u8]) -> Option<[u8; 16]> {
 /// `.md5sums` entries (absolute host path, MD5) and the problems met reading them.
 pub type Md5Sums = (Vec<(PathBuf, [u8; 16])>, Vec<Problem>);
 
-/// Reads `<admin>/info/<info_name>.md5sums`: (absolute host path, MD5). A missing file is an
-/// empty list (some packages ship none, like debsums says with `-l`); bad lines are problems.
-pub fn read_md5sums(root: &HostRoot, admin: &Path, info_name: &str) -> Result<Md5Sums, ReadError> {
+/// Longest line of an `.md5sums` or `.list` file taken (`PATH_MAX` and the digest, with room);
+/// a longer one is a problem on its line and the rest of the file is still read.
+const MAX_INFO_LINE_BYTES: usize = 8 << 10;
+
+/// Calls `line(number, bytes)` for each line of `host_path` (without its newline), read in
+/// 64 KiB pieces: the largest `.md5sums` (google-cloud-cli's: 5 MB, 50k files) never sits in
+/// memory whole, and nothing grows with it. At most `limit` bytes in all (more is
+/// [`HostFsError::TooLarge`](guestward_core::HostFsError::TooLarge), after the lines before
+/// it were passed); a line over [`MAX_INFO_LINE_BYTES`] is passed as `None`. `line` returns
+/// `false` to stop early.
+fn for_each_line(
+    root: &HostRoot,
+    host_path: &Path,
+    limit: u64,
+    mut line: impl FnMut(u64, Option<&[u8]>) -> bool,
+) -> Result<(), ReadError> {
+    use std::io::{BufRead, Read};
+    let (file, real) = root.open(host_path)?;
+    let too_large = || guestward_core::HostFsError::TooLarge { path: real.clone(), limit };
+    if file.metadata().map(|m| m.len()).unwrap_or(0) > limit {
+        return Err(too_large().into());
+    }
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, file.take(limit.saturating_add(1)));
+    let mut buf = Vec::with_capacity(512);
+    let mut total = 0u64;
+    for number in 1u64.. {
+        buf.clear();
+        let mut over = false;
+        // Read one line in bounded steps: a file without newlines cannot grow `buf` past the cap.
+        loop {
+            let n = (&mut reader)
+                .take(MAX_INFO_LINE_BYTES as u64 + 1 - buf.len().min(MAX_INFO_LINE_BYTES) as u64)
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| guestward_core::HostFsError::from_io(&real, e))?;
+            total += n as u64;
+            if buf.last() == Some(&b'\n') || n == 0 {
+                break;
+            }
+            if buf.len() > MAX_INFO_LINE_BYTES {
+                over = true;
+                buf.clear();
+            }
+        }
+        if total > limit {
+            return Err(too_large().into());
+        }
+        if buf.is_empty() && !over {
+            return Ok(());
+        }
+        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if !line(number, (!over).then_some(text)) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// One `.md5sums` line: the digest and the path relative to `/` (`None`: not `<md5>  <path>`).
+fn md5sums_line(line: &[u8]) -> Option<([u8; 16], &[u8])> {
+    let line = line.trim_ascii_start();
+    let at = line.iter().position(u8::is_ascii_whitespace)?;
+    let md5 = parse_md5(&line[..at])?;
+    let rel = line[at..].trim_ascii_start();
+    let rel = rel.strip_prefix(b"./").unwrap_or(rel);
+    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+    (!rel.is_empty()).then_some((md5, rel))
+}
+
+fn malformed_md5sums_line(line: &[u8], shown: &Path, number: u64) -> Problem {
+    Problem::new(
+        "malformed",
+        format!(
+            "md5sums line is not `<md5>  <path>`: {}",
+            quote_truncated(&String::from_utf8_lossy(line), MAX_QUOTED_CHARS)
+        ),
+    )
+    .with_path(shown.display().to_string())
+    .with_line(number)
+}
+
+/// At most this many bad lines of one file are reported (the rest are skipped all the same).
+const MAX_LINE_PROBLEMS: usize = 10;
+
+/// Calls `entry(absolute host path, md5)` for each line of `<admin>/info/<info_name>.md5sums`,
+/// streamed (see [`for_each_line`]); `entry` returns `false` to stop. A missing file has no
+/// entries (some packages ship none, like debsums says with `-l`); bad lines are problems.
+pub fn for_each_md5sum(
+    root: &HostRoot,
+    admin: &Path,
+    info_name: &str,
+    mut entry: impl FnMut(&Path, [u8; 16]) -> bool,
+) -> Result<Vec<Problem>, ReadError> {
     let path = admin.join("info").join(format!("{info_name}.md5sums"));
-    let bytes = match root.read_capped(&path, MAX_INFO_FILE_BYTES) {
-        Ok(b) => b,
-        Err(guestward_core::HostFsError::NotFound { .. }) => return Ok((Vec::new(), Vec::new())),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(parse_md5sums(&bytes, &path))
+    let mut problems = Vec::new();
+    let mut abs = Vec::with_capacity(256);
+    let read = for_each_line(root, &path, MAX_INFO_FILE_BYTES, |number, line| {
+        match line.map(|l| (l, md5sums_line(l))) {
+            Some((_, Some((md5, rel)))) => {
+                abs.clear();
+                abs.push(b'/');
+                abs.extend_from_slice(rel);
+                return entry(Path::new(OsStr::from_bytes(&abs)), md5);
+            }
+            Some((l, None)) if !l.is_empty() && problems.len() < MAX_LINE_PROBLEMS => {
+                problems.push(malformed_md5sums_line(l, &path, number));
+            }
+            None if problems.len() < MAX_LINE_PROBLEMS => problems.push(
+                Problem::new("malformed", format!("md5sums line longer than {MAX_INFO_LINE_BYTES} bytes"))
+                    .with_path(path.display().to_string())
+                    .with_line(number),
+            ),
+            _ => {}
+        }
+        true
+    });
+    match read {
+        Ok(()) | Err(ReadError::Host(guestward_core::HostFsError::NotFound { .. })) => Ok(problems),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads `<admin>/info/<info_name>.md5sums` whole: (absolute host path, MD5). See
+/// [`for_each_md5sum`], which the index and verification use instead.
+pub fn read_md5sums(root: &HostRoot, admin: &Path, info_name: &str) -> Result<Md5Sums, ReadError> {
+    let mut out = Vec::new();
+    let problems = for_each_md5sum(root, admin, info_name, |path, md5| {
+        out.push((path.to_path_buf(), md5));
+        true
+    })?;
+    Ok((out, problems))
 }
 
 /// Parses an `.md5sums` file: `<32 hex>  <path relative to />` per line.
@@ -286,55 +406,56 @@ pub fn parse_md5sums(bytes: &[u8], shown: &Path) -> Md5Sums {
         if line.is_empty() {
             continue;
         }
-        let line = line.trim_ascii_start();
-        let split = line.iter().position(u8::is_ascii_whitespace);
-        let parsed = split.and_then(|at| {
-            let md5 = parse_md5(&line[..at])?;
-            let rel = line[at..].trim_ascii_start();
-            let rel = rel.strip_prefix(b"./").unwrap_or(rel);
-            let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-            (!rel.is_empty()).then(|| {
+        match md5sums_line(line) {
+            Some((md5, rel)) => {
                 let mut abs = Vec::with_capacity(rel.len() + 1);
                 abs.push(b'/');
                 abs.extend_from_slice(rel);
-                (bytes_path(&abs), md5)
-            })
-        });
-        match parsed {
-            Some(entry) => out.push(entry),
-            None if problems.len() < 10 => problems.push(
-                Problem::new(
-                    "malformed",
-                    format!(
-                        "md5sums line is not `<md5>  <path>`: {}",
-                        quote_truncated(&String::from_utf8_lossy(line), MAX_QUOTED_CHARS)
-                    ),
-                )
-                .with_path(shown.display().to_string())
-                .with_line(i as u64 + 1),
-            ),
+                out.push((bytes_path(&abs), md5));
+            }
+            None if problems.len() < MAX_LINE_PROBLEMS => {
+                problems.push(malformed_md5sums_line(line, shown, i as u64 + 1));
+            }
             None => {}
         }
     }
     (out, problems)
 }
 
-/// Reads `<admin>/info/<info_name>.list`: every path the package owns (directories,
-/// symlinks and files without an MD5 included), `/.` left out. A missing file is an error:
-/// dpkg writes one for every package it unpacked.
-pub fn read_list(root: &HostRoot, admin: &Path, info_name: &str) -> Result<Vec<PathBuf>, ReadError> {
+/// Whether a `.list` line names a path (not the root, which every package lists as `/.`).
+fn list_entry(line: &[u8]) -> bool {
+    line.starts_with(b"/") && line != b"/." && line != b"/"
+}
+
+/// Calls `entry(path)` for each path of `<admin>/info/<info_name>.list`, streamed (see
+/// [`for_each_line`]); `entry` returns `false` to stop. Lines over the line cap are skipped
+/// (no real path is that long).
+pub fn for_each_list_path(
+    root: &HostRoot,
+    admin: &Path,
+    info_name: &str,
+    mut entry: impl FnMut(&Path) -> bool,
+) -> Result<(), ReadError> {
     let path = admin.join("info").join(format!("{info_name}.list"));
-    let bytes = root.read_capped(&path, MAX_INFO_FILE_BYTES)?;
-    Ok(parse_list(&bytes))
+    for_each_line(root, &path, MAX_INFO_FILE_BYTES, |_, line| match line {
+        Some(l) if list_entry(l) => entry(Path::new(OsStr::from_bytes(l))),
+        _ => true,
+    })
+}
+
+/// Reads `<admin>/info/<info_name>.list` whole (see [`for_each_list_path`]).
+pub fn read_list(root: &HostRoot, admin: &Path, info_name: &str) -> Result<Vec<PathBuf>, ReadError> {
+    let mut out = Vec::new();
+    for_each_list_path(root, admin, info_name, |p| {
+        out.push(p.to_path_buf());
+        true
+    })?;
+    Ok(out)
 }
 
 /// Parses a `.list` file.
 pub fn parse_list(bytes: &[u8]) -> Vec<PathBuf> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| l.starts_with(b"/") && *l != b"/." && *l != b"/")
-        .map(bytes_path)
-        .collect()
+    bytes.split(|b| *b == b'\n').filter(|l| list_entry(l)).map(bytes_path).collect()
 }
 
 /// Reads `<admin>/diversions` (three lines per diversion: from, to, diverting package or `:`
@@ -450,6 +571,47 @@ pub fn read_path_filters(root: &HostRoot) -> (PathFilters, Vec<Problem>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn info_file(dir: &Path, name: &str, bytes: &[u8]) -> (HostRoot, PathBuf) {
+        std::fs::create_dir_all(dir.join("var/lib/dpkg/info")).unwrap();
+        std::fs::write(dir.join("var/lib/dpkg/info").join(name), bytes).unwrap();
+        (HostRoot::new(dir).unwrap(), PathBuf::from(DEFAULT_ADMIN_DIR))
+    }
+
+    /// Streaming reads give what whole-file parsing gives, and planted files cost bounded
+    /// memory: a line with no end is one problem and the lines after it are still read.
+    #[test]
+    fn streamed_md5sums_and_lists_match_whole_parsing_and_survive_endless_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let mut sums = format!("{md5}  usr/bin/a\nnot a line\n{md5}  ./usr/bin/b\n\n").into_bytes();
+        sums.extend(std::iter::repeat_n(b'x', 3 * MAX_INFO_LINE_BYTES));
+        sums.extend(format!("\n{md5}  /usr/bin/c").bytes());
+        let (root, admin) = info_file(dir.path(), "p.md5sums", &sums);
+        let (streamed, problems) = read_md5sums(&root, &admin, "p").unwrap();
+        let paths: Vec<_> = streamed.iter().map(|(p, _)| p.display().to_string()).collect();
+        assert_eq!(paths, ["/usr/bin/a", "/usr/bin/b", "/usr/bin/c"]);
+        assert_eq!(problems.iter().map(|p| p.line).collect::<Vec<_>>(), [Some(2), Some(5)], "{problems:?}");
+        let (whole, _) = parse_md5sums(&sums, Path::new("p.md5sums"));
+        assert_eq!(streamed, whole);
+
+        let list = b"/.\n/usr\n/usr/bin/a\n/usr/bin/with space\n/usr/bin/no-newline";
+        let (root, admin) = info_file(dir.path(), "p.list", list);
+        assert_eq!(read_list(&root, &admin, "p").unwrap(), parse_list(list));
+        assert_eq!(read_list(&root, &admin, "p").unwrap().len(), 4);
+        // Stopping early reads no further.
+        let mut seen = 0;
+        for_each_list_path(&root, &admin, "p", |_| {
+            seen += 1;
+            seen < 2
+        })
+        .unwrap();
+        assert_eq!(seen, 2);
+        // A missing .md5sums is no entries; a missing .list is an error naming it.
+        assert_eq!(read_md5sums(&root, &admin, "absent").unwrap(), (Vec::new(), Vec::new()));
+        let err = read_list(&root, &admin, "absent").unwrap_err();
+        assert!(err.to_string().contains("absent.list"), "{err}");
+    }
 
     #[test]
     fn parses_conffiles_with_flags_and_spaces() {

@@ -5,9 +5,11 @@
 //! package paths. Keeping them as `String`s (plus digests) would cost 10-30 MB, so the index
 //! keeps one `u64` per (path, package): the top 44 bits of a 64-bit FNV-1a hash of the path
 //! and a 20-bit package number, sorted. A lookup finds the candidate packages by binary
-//! search, then reads that package's manifest (dpkg `.list`/`.md5sums`, or the rpm header)
-//! and compares the full paths, so a hash collision costs a read, never a wrong answer. The
-//! last few manifests read are cached (an upgrade touches many files of one package).
+//! search, then reads what that package says (dpkg `.md5sums`/`.list`, streamed line by line
+//! and kept only for the path asked about; or the rpm header) and compares the full paths, so
+//! a hash collision costs a read, never a wrong answer. The last few rpm headers read are
+//! cached (an upgrade touches many files of one package). dpkg's files are never held whole:
+//! google-cloud-cli's `.md5sums` alone is 5 MB and 50k paths, 15 MB once parsed.
 //!
 //! Paths are compared after the top-level directory symlinks of the root are applied
 //! (`/bin -> usr/bin` on merged-/usr systems), so `/usr/bin/bash` finds the package that lists
@@ -20,7 +22,6 @@ use crate::rpm::{self, RpmPackageFiles};
 use guestward_core::{HostRoot, Problem};
 use guestward_fim::package::{DigestAlgo, ExpectedFile, PackageDigest, PackageManager, PackageOwner};
 use guestward_rpmdb::Found;
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -29,7 +30,7 @@ use std::sync::{Arc, Mutex};
 const PKG_BITS: u32 = 20;
 /// Most packages indexed (2^20: far above any real host).
 pub const MAX_PACKAGES: usize = 1 << PKG_BITS;
-/// Manifests kept after a lookup.
+/// rpm packages' file lists kept after a lookup.
 const CACHED_MANIFESTS: usize = 8;
 
 /// Where a package's manifest is read from.
@@ -84,15 +85,6 @@ impl DpkgFile {
     }
 }
 
-/// What one package says about its files.
-#[derive(Debug, Clone)]
-pub enum Manifest {
-    /// dpkg: `.list` (ownership), `.md5sums` and `Conffiles:` (digests).
-    Dpkg(Vec<DpkgFile>),
-    /// rpm: the header's file arrays.
-    Rpm(RpmPackageFiles),
-}
-
 /// The package index of one root.
 #[derive(Debug)]
 pub struct Index {
@@ -105,7 +97,7 @@ pub struct Index {
     packages: Vec<IndexedPackage>,
     /// `hash44(path) << 20 | package`, sorted.
     keys: Vec<u64>,
-    cache: Mutex<Vec<(u32, Arc<Manifest>)>>,
+    cache: Mutex<Vec<(u32, Arc<RpmPackageFiles>)>>,
 }
 
 /// FNV-1a, 64 bits: fixed (unlike `std`'s hasher, whose output may change between Rust
@@ -251,27 +243,35 @@ impl Index {
                 );
                 continue;
             };
-            let list = match dpkg::read_list(&self.root, &admin, &info_name) {
-                Ok(l) => l,
-                Err(e) => {
-                    problems.push(e.to_problem());
-                    continue;
-                }
-            };
             let verified = p.is_verified();
-            let conffiles = p.conffiles.clone();
+            let keys_before = keys.len();
             let Some(id) = self.add_package(
                 IndexedPackage {
                     owner,
-                    source: Source::Dpkg { info_name, conffiles: p.conffiles, verified },
+                    source: Source::Dpkg { info_name: info_name.clone(), conffiles: p.conffiles, verified },
                 },
                 problems,
             ) else {
                 break;
             };
-            for path in list.iter().chain(conffiles.iter().map(|c| &c.path)) {
-                let on_disk = self.diversions.on_disk(&p.name, path).to_path_buf();
-                self.push_key(keys, &on_disk, id);
+            // Streamed: each path becomes its key and is gone.
+            let listed = dpkg::for_each_list_path(&self.root, &admin, &info_name, |path| {
+                self.push_key(keys, self.diversions.on_disk(&p.name, path), id);
+                true
+            });
+            if let Err(e) = listed {
+                // As if never indexed: a package whose file list cannot be read owns nothing.
+                problems.push(e.to_problem());
+                keys.truncate(keys_before);
+                self.packages.pop();
+                continue;
+            }
+            if let Some(Source::Dpkg { conffiles, .. }) = self.packages.last().map(|p| &p.source) {
+                for c in conffiles {
+                    keys.push(
+                        key_base(&self.canon(self.diversions.on_disk(&p.name, &c.path))) | u64::from(id),
+                    );
+                }
             }
         }
     }
@@ -386,7 +386,7 @@ impl Index {
     }
 
     /// Every package entry for the host path `path`: empty when no package owns it, several
-    /// when it is shared (multi-arch, or a file two packages ship). An entry whose manifest
+    /// when it is shared (multi-arch, or a file two packages ship). An entry whose files
     /// cannot be read names its owner without a digest.
     pub fn expected(&self, host_path: &Path) -> Vec<ExpectedFile> {
         let canon = self.canon(host_path);
@@ -395,47 +395,73 @@ impl Index {
             let Some(pkg) = self.packages.get(id as usize) else {
                 continue;
             };
-            match self.manifest(id) {
-                Ok(m) => out.extend(self.entries_for(pkg, &m, &canon)),
-                Err(e) => {
-                    tracing::warn!(package = %pkg.owner.name, error = %e, "cannot read the package's file list");
-                    out.push(bare_expected(&pkg.owner));
+            let found = match &pkg.source {
+                Source::Dpkg { info_name, conffiles, .. } => {
+                    self.dpkg_entries_for(pkg, info_name, conffiles, &canon, &mut out)
                 }
+                Source::Rpm { .. } => self.rpm_files(id).map(|m| {
+                    out.extend(m.files.iter().filter(|f| f.installed() && self.canon(&f.path) == canon).map(
+                        |f| ExpectedFile {
+                            owner: pkg.owner.clone(),
+                            digest: f.digest.clone(),
+                            conffile: f.flags & rpm::flags::CONFIG != 0,
+                            mode: Some(f.mode),
+                            size: Some(f.size),
+                            user: Some(f.user.clone()),
+                            group: Some(f.group.clone()),
+                        },
+                    ));
+                }),
+            };
+            if let Err(e) = found {
+                tracing::warn!(package = %pkg.owner.name, error = %e, "cannot read the package's file list");
+                out.push(bare_expected(&pkg.owner));
             }
         }
         out
     }
 
-    fn entries_for(&self, pkg: &IndexedPackage, m: &Manifest, canon: &Path) -> Vec<ExpectedFile> {
-        match m {
-            Manifest::Dpkg(files) => files
-                .iter()
-                .filter(|f| self.canon(&f.on_disk) == canon)
-                .map(|f| ExpectedFile {
+    /// What dpkg package `pkg` says about `canon`, into `out`: its digest when it has one
+    /// (`.md5sums` or a conffile), else a bare entry if `.list` names it (a symlink, or a file
+    /// without a recorded digest), else nothing (the index's hash matched another path).
+    fn dpkg_entries_for(
+        &self,
+        pkg: &IndexedPackage,
+        info_name: &str,
+        conffiles: &[Conffile],
+        canon: &Path,
+        out: &mut Vec<ExpectedFile>,
+    ) -> Result<(), ReadError> {
+        let before = out.len();
+        self.dpkg_checked_files(
+            &pkg.owner.name,
+            info_name,
+            conffiles,
+            |on_disk| self.canon(on_disk) == canon,
+            |f| {
+                out.push(ExpectedFile {
                     digest: f.md5.map(|d| PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&d) }),
                     conffile: f.conffile,
                     ..bare_expected(&pkg.owner)
-                })
-                .collect(),
-            Manifest::Rpm(p) => p
-                .files
-                .iter()
-                .filter(|f| f.installed() && self.canon(&f.path) == canon)
-                .map(|f| ExpectedFile {
-                    owner: pkg.owner.clone(),
-                    digest: f.digest.clone(),
-                    conffile: f.flags & rpm::flags::CONFIG != 0,
-                    mode: Some(f.mode),
-                    size: Some(f.size),
-                    user: Some(f.user.clone()),
-                    group: Some(f.group.clone()),
-                })
-                .collect(),
+                });
+                true
+            },
+        )?;
+        if out.len() == before {
+            let mut listed = false;
+            dpkg::for_each_list_path(&self.root, &self.dpkg_admin, info_name, |path| {
+                listed = self.canon(self.diversions.on_disk(&pkg.owner.name, path)) == canon;
+                !listed
+            })?;
+            if listed {
+                out.push(bare_expected(&pkg.owner));
+            }
         }
+        Ok(())
     }
 
-    /// The manifest of package `id` (see [`Self::packages`]), from the cache or read now.
-    pub fn manifest(&self, id: u32) -> Result<Arc<Manifest>, ReadError> {
+    /// rpm package `id`'s files (its header's arrays), from the cache or read now.
+    pub fn rpm_files(&self, id: u32) -> Result<Arc<RpmPackageFiles>, ReadError> {
         if let Ok(mut cache) = self.cache.lock()
             && let Some(pos) = cache.iter().position(|(i, _)| *i == id)
         {
@@ -444,7 +470,7 @@ impl Index {
             cache.insert(0, hit);
             return Ok(m);
         }
-        let m = Arc::new(self.read_manifest(id)?);
+        let m = Arc::new(self.read_rpm_files(id)?);
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(0, (id, Arc::clone(&m)));
             cache.truncate(CACHED_MANIFESTS);
@@ -452,73 +478,68 @@ impl Index {
         Ok(m)
     }
 
-    /// Reads package `id`'s manifest without caching it (verification reads each once).
-    pub fn read_manifest(&self, id: u32) -> Result<Manifest, ReadError> {
+    /// Reads rpm package `id`'s files without caching them (verification reads each once).
+    pub fn read_rpm_files(&self, id: u32) -> Result<RpmPackageFiles, ReadError> {
         let pkg = self.packages.get(id as usize).ok_or(ReadError::NoSuchPackage(id))?;
-        match &pkg.source {
-            Source::Dpkg { info_name, conffiles, .. } => {
-                self.dpkg_manifest(&pkg.owner.name, info_name, conffiles).map(|(m, _)| Manifest::Dpkg(m))
-            }
-            Source::Rpm { record } => {
-                let found = self.rpm_db.as_ref().ok_or(ReadError::NoSuchPackage(id))?;
-                let mut hit = None;
-                let problems =
-                    rpm::read_packages(&self.root, found, Some(&[*record]), &mut |p| hit = Some(p));
-                hit.map(Manifest::Rpm).ok_or_else(|| {
-                    ReadError::Rpm(problems.first().map_or_else(
-                        || format!("record {record} is no longer in the database"),
-                        |p| p.message.clone(),
-                    ))
-                })
-            }
-        }
+        let Source::Rpm { record } = &pkg.source else {
+            return Err(ReadError::NoSuchPackage(id));
+        };
+        let found = self.rpm_db.as_ref().ok_or(ReadError::NoSuchPackage(id))?;
+        let mut hit = None;
+        let problems = rpm::read_packages(&self.root, found, Some(&[*record]), &mut |p| hit = Some(p));
+        hit.ok_or_else(|| {
+            ReadError::Rpm(problems.first().map_or_else(
+                || format!("record {record} is no longer in the database"),
+                |p| p.message.clone(),
+            ))
+        })
     }
 
-    /// A dpkg package's files: its `.list` with digests from `.md5sums` and `Conffiles:`.
-    /// Also returns the problems met in `.md5sums` (bad lines).
-    pub fn dpkg_manifest(
+    /// The files of a dpkg package that have a recorded digest, as debsums checks them: its
+    /// `.md5sums` entries and its conffiles (a conffile's digest is the one in `Conffiles:`).
+    /// Streamed: `keep(on-disk path)` chooses before anything is allocated, and `emit` takes
+    /// each kept file (returning `false` stops), so memory does not grow with the package.
+    /// Returns the problems met in `.md5sums` (bad lines).
+    pub fn dpkg_checked_files(
         &self,
         name: &str,
         info_name: &str,
         conffiles: &[Conffile],
-    ) -> Result<(Vec<DpkgFile>, Vec<Problem>), ReadError> {
-        let list = dpkg::read_list(&self.root, &self.dpkg_admin, info_name)?;
-        let (sums, problems) = dpkg::read_md5sums(&self.root, &self.dpkg_admin, info_name)?;
-        let mut md5: HashMap<PathBuf, [u8; 16]> = sums.into_iter().collect();
-        let conf: HashMap<&Path, &Conffile> = conffiles.iter().map(|c| (c.path.as_path(), c)).collect();
-        let mut files = Vec::with_capacity(list.len());
-        let file = |path: PathBuf, md5: Option<[u8; 16]>, has: bool| DpkgFile {
-            on_disk: self.diversions.on_disk(name, &path).to_path_buf(),
-            conffile: conf.contains_key(path.as_path()),
-            obsolete: conf.get(path.as_path()).is_some_and(|c| c.obsolete),
-            remove_on_upgrade: conf.get(path.as_path()).is_some_and(|c| c.remove_on_upgrade),
-            path,
-            md5,
-            has_md5sums_entry: has,
-        };
-        for path in list {
-            let (digest, has) = match conf.get(path.as_path()) {
-                Some(c) => (c.md5, true),
-                None => match md5.remove(&path) {
-                    Some(d) => (Some(d), true),
-                    None => (None, false),
-                },
-            };
-            files.push(file(path, digest, has));
-        }
-        // Entries of .md5sums missing from .list (dpkg never writes those, but the files are
-        // what debsums checks) and obsolete conffiles dpkg dropped from .list.
-        for (path, d) in md5 {
-            if !conf.contains_key(path.as_path()) {
-                files.push(file(path, Some(d), true));
+        mut keep: impl FnMut(&Path) -> bool,
+        mut emit: impl FnMut(DpkgFile) -> bool,
+    ) -> Result<Vec<Problem>, ReadError> {
+        let is_conffile = |path: &Path| conffiles.iter().any(|c| c.path == path);
+        let mut going = true;
+        let problems = dpkg::for_each_md5sum(&self.root, &self.dpkg_admin, info_name, |path, md5| {
+            let on_disk = self.diversions.on_disk(name, path);
+            if !is_conffile(path) && keep(on_disk) {
+                going = emit(DpkgFile {
+                    path: path.to_path_buf(),
+                    on_disk: on_disk.to_path_buf(),
+                    md5: Some(md5),
+                    conffile: false,
+                    obsolete: false,
+                    remove_on_upgrade: false,
+                    has_md5sums_entry: true,
+                });
             }
-        }
+            going
+        })?;
         for c in conffiles {
-            if !files.iter().any(|f| f.path == c.path) {
-                files.push(file(c.path.clone(), c.md5, true));
+            let on_disk = self.diversions.on_disk(name, &c.path);
+            if going && keep(on_disk) {
+                going = emit(DpkgFile {
+                    path: c.path.clone(),
+                    on_disk: on_disk.to_path_buf(),
+                    md5: c.md5,
+                    conffile: true,
+                    obsolete: c.obsolete,
+                    remove_on_upgrade: c.remove_on_upgrade,
+                    has_md5sums_entry: true,
+                });
             }
         }
-        Ok((files, problems))
+        Ok(problems)
     }
 
     /// Whether dpkg's `path-exclude` rules kept `path` from being unpacked.

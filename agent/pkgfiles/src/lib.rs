@@ -22,7 +22,7 @@ pub mod rpm;
 pub mod transaction;
 pub mod verify;
 
-pub use index::{Index, Manifest};
+pub use index::Index;
 pub use oracle::Oracle;
 
 use guestward_core::{HostFsError, Problem};

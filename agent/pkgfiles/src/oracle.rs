@@ -220,35 +220,42 @@ fn produce_in_scope(
         if !pkg.is_verified() {
             continue;
         }
-        // Read, not cached: each manifest is needed once here, and the monitor's cache of
-        // recently changed packages is worth keeping.
-        let Ok(m) = index.read_manifest(id) else { continue };
-        let more = match m {
-            crate::Manifest::Dpkg(files) => files
-                .into_iter()
-                .filter_map(|f| {
-                    let md5 = f.checked_md5()?;
-                    let path = index.canon(&f.on_disk);
+        let more = if let Some((info_name, conffiles)) = index.dpkg_source(id) {
+            let mut more = true;
+            let read = index.dpkg_checked_files(
+                &pkg.owner.name,
+                info_name,
+                conffiles,
+                |on_disk| {
                     // dpkg was told not to unpack it (path-exclude): absent on purpose.
-                    let excluded = || {
-                        index.dpkg_path_excluded(&f.on_disk) && index.root().symlink_metadata(&path).is_err()
+                    let path = index.canon(on_disk);
+                    under(&path)
+                        && !(index.dpkg_path_excluded(on_disk)
+                            && index.root().symlink_metadata(&path).is_err())
+                },
+                |f| {
+                    let Some(md5) = f.checked_md5() else { return true };
+                    let expected = ExpectedFile {
+                        owner: pkg.owner.clone(),
+                        digest: Some(PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&md5) }),
+                        conffile: f.conffile,
+                        mode: None,
+                        size: None,
+                        user: None,
+                        group: None,
                     };
-                    (under(&path) && !excluded()).then(|| {
-                        let expected = ExpectedFile {
-                            owner: pkg.owner.clone(),
-                            digest: Some(PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&md5) }),
-                            conffile: f.conffile,
-                            mode: None,
-                            size: None,
-                            user: None,
-                            group: None,
-                        };
-                        (path, expected)
-                    })
-                })
-                .all(|(path, expected)| queue(path, expected)),
-            crate::Manifest::Rpm(p) => p
-                .files
+                    more = queue(index.canon(&f.on_disk), expected);
+                    more
+                },
+            );
+            // An unreadable package is left out here; `fim verify-packages` names it.
+            drop(read);
+            more
+        } else {
+            // Read, not cached: each package is needed once here, and the monitor's cache of
+            // recently changed packages is worth keeping.
+            let Ok(p) = index.read_rpm_files(id) else { continue };
+            p.files
                 .into_iter()
                 .filter(|f| f.installed() && f.digest.is_some())
                 .filter_map(|f| {
@@ -266,7 +273,7 @@ fn produce_in_scope(
                         (path, expected)
                     })
                 })
-                .all(|(path, expected)| queue(path, expected)),
+                .all(|(path, expected)| queue(path, expected))
         };
         if !more {
             return;

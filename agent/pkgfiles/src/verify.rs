@@ -357,24 +357,31 @@ fn produce(
     for &id in selected {
         let Some(pkg) = index.packages().get(id as usize) else { continue };
         if let Some((info_name, conffiles)) = index.dpkg_source(id) {
-            match index.dpkg_manifest(&pkg.owner.name, info_name, conffiles) {
-                Ok((files, problems)) => {
+            let mut queued = true;
+            let read = index.dpkg_checked_files(
+                &pkg.owner.name,
+                info_name,
+                conffiles,
+                |_| true,
+                |f| {
+                    let Some(md5) = f.checked_md5() else { return true };
+                    let check = Check::Dpkg { path: f.on_disk, md5, conffile: f.conffile };
+                    queued = jobs.send(Job { pkg: id, check }).is_ok();
+                    queued
+                },
+            );
+            match read {
+                Ok(problems) => {
                     for p in problems {
                         let _ = out.send(Outcome::Problem(p));
-                    }
-                    for f in files {
-                        let Some(md5) = f.checked_md5() else {
-                            continue;
-                        };
-                        let check = Check::Dpkg { path: f.on_disk, md5, conffile: f.conffile };
-                        if jobs.send(Job { pkg: id, check }).is_err() {
-                            return;
-                        }
                     }
                 }
                 Err(e) => {
                     let _ = out.send(Outcome::Problem(e.to_problem()));
                 }
+            }
+            if !queued {
+                return;
             }
             progress.packages_done.fetch_add(1, Ordering::Relaxed);
         } else if let Some(record) = index.rpm_record(id) {
