@@ -46,6 +46,25 @@ fn stamp(root: &HostRoot) -> Stamp {
 
 struct Tracked {
     transaction: Option<PackageTransaction>,
+    /// The last `INSTALLTIME` read: the databases' stamp then, when, and what it found.
+    rpm_installs: Option<(Stamp, Instant, Vec<String>)>,
+}
+
+impl Tracked {
+    /// The rpm packages installed since `since` (see [`transaction::rpm_recent_installs`]),
+    /// re-read only when the rpm database changed since the last read and at most every
+    /// [`STALE_CHECK`]: the look runs every 250 ms during a transaction, while rpm writes.
+    fn rpm_installs(&mut self, root: &HostRoot, since: Timestamp) -> Vec<String> {
+        let now = stamp(root);
+        let fresh = match &self.rpm_installs {
+            Some((s, at, _)) => *s == now || at.elapsed() < STALE_CHECK,
+            None => false,
+        };
+        if !fresh {
+            self.rpm_installs = Some((now, Instant::now(), transaction::rpm_recent_installs(root, since)));
+        }
+        self.rpm_installs.as_ref().map(|(_, _, found)| found.clone()).unwrap_or_default()
+    }
 }
 
 /// The package manager of one root, as FIM sees it.
@@ -72,7 +91,7 @@ impl Oracle {
             root,
             index: RwLock::new(Arc::new(index)),
             stamp: Mutex::new((s, Instant::now())),
-            tracked: Mutex::new(Tracked { transaction: None }),
+            tracked: Mutex::new(Tracked { transaction: None, rpm_installs: None }),
         };
         (oracle, problems)
     }
@@ -184,6 +203,20 @@ impl PackageOracle for Oracle {
                     }
                     _ => o.to_transaction(Timestamp::now()),
                 };
+                let mut t = t;
+                if t.manager == guestward_fim::package::PackageManager::Rpm {
+                    // From a little before it was first seen: rpm stamps a package when it is
+                    // installed, which may be just before the lock or process was noticed.
+                    let since = Timestamp::from_unix_secs(
+                        t.started.unix_secs() - i64::try_from(transaction::RECENT.as_secs()).unwrap_or(0),
+                    )
+                    .unwrap_or(t.started);
+                    for e in tracked.rpm_installs(&self.root, since) {
+                        if t.evidence.len() < 16 && !t.evidence.contains(&e) {
+                            t.evidence.push(e);
+                        }
+                    }
+                }
                 tracked.transaction = Some(t.clone());
                 Some(t)
             }

@@ -10,7 +10,10 @@
 //! - `/var/log/dpkg.log`'s tail (the last [`LOG_TAIL_BYTES`]): its last entries say which
 //!   packages moved, and its modification time whether dpkg wrote just now;
 //! - the rpm database's modification time (`rpmdb.sqlite`, `Packages`), and
-//!   `/var/log/unattended-upgrades/unattended-upgrades.log` when present.
+//!   `/var/log/unattended-upgrades/unattended-upgrades.log` when present;
+//! - for rpm, the packages whose `INSTALLTIME` falls in the transaction
+//!   ([`rpm_recent_installs`]): rpm's counterpart of dpkg.log's last entries, read by the
+//!   [`Oracle`](crate::Oracle) once per change of the database, not on every look.
 //!
 //! Locks and processes are looked at only on the live root: another root's processes are not
 //! this machine's.
@@ -163,6 +166,31 @@ impl Observed {
             evidence: self.evidence.clone(),
         }
     }
+}
+
+/// Most rpm packages [`rpm_recent_installs`] names (an upgrade of hundreds names the latest).
+pub const MAX_RPM_INSTALLS: usize = 8;
+
+/// rpm packages whose `INSTALLTIME` is at or after `since`, newest first, at most
+/// [`MAX_RPM_INSTALLS`], as evidence lines (`rpm INSTALLTIME 2026-12-02T10:00:00Z
+/// bash-5.2.15-1.amzn2023`). Reads the database's headers (not their file lists) with the
+/// inventory's bounds; empty when there is no rpm database or it cannot be read.
+pub fn rpm_recent_installs(root: &HostRoot, since: Timestamp) -> Vec<String> {
+    let scan = guestward_rpmdb::read_rpm_dirs(
+        root,
+        &crate::rpm::default_dirs(),
+        &guestward_rpmdb::Limits::default(),
+    );
+    let Some(inventory) = scan.inventory else { return Vec::new() };
+    let mut recent: Vec<(Timestamp, String)> = inventory
+        .packages
+        .iter()
+        .filter_map(|p| p.install_time.filter(|t| *t >= since).map(|t| (t, p.nevra())))
+        .collect();
+    // Newest first; the same second by name, so the list does not depend on record order.
+    recent.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    recent.truncate(MAX_RPM_INSTALLS);
+    recent.into_iter().map(|(t, nevra)| format!("rpm INSTALLTIME {t} {nevra}")).collect()
 }
 
 /// The package-moving entries of dpkg.log's last [`LOG_TAIL_BYTES`], oldest first (empty when

@@ -302,3 +302,45 @@ fn decode_survives_damaged_headers() {
         }
     }
 }
+
+/// The rpm side of "which packages just moved": the packages whose INSTALLTIME is at or after
+/// a moment, newest first, as `rpm -qa --qf '%{INSTALLTIME} ...'` lists them. Also what the
+/// oracle adds to an rpm transaction's evidence.
+#[test]
+fn recent_installs_agree_with_rpm_installtime() {
+    use guestward_pkgfiles::transaction::{MAX_RPM_INSTALLS, rpm_recent_installs};
+    if !have("rpm") {
+        skip_or_fail("recent_installs_agree_with_rpm_installtime", "rpm is not installed");
+        return;
+    }
+    let root = rpm_root();
+    let qf = "%{INSTALLTIME} %{NAME}-%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}%|ARCH?{.%{ARCH}}|\\n";
+    let out = rpm(root.path()).args(["-qa", "--qf", qf]).output().unwrap();
+    let mut theirs: Vec<(i64, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (t, nevra) = l.split_once(' ').unwrap();
+            (t.parse().unwrap(), nevra.to_string())
+        })
+        .collect();
+    assert_eq!(theirs.len(), 103);
+    theirs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let host = HostRoot::new(root.path()).unwrap();
+    // From the 5th newest install on, and from the oldest (capped at the newest 8).
+    for since in [theirs[4].0, theirs.last().unwrap().0] {
+        let ours = rpm_recent_installs(&host, guestward_core::Timestamp::from_unix_secs(since).unwrap());
+        let expected: Vec<String> = theirs
+            .iter()
+            .filter(|(t, _)| *t >= since)
+            .take(MAX_RPM_INSTALLS)
+            .map(|(t, nevra)| {
+                format!("rpm INSTALLTIME {} {nevra}", guestward_core::Timestamp::from_unix_secs(*t).unwrap())
+            })
+            .collect();
+        assert!(expected.len() >= 5, "{expected:?}");
+        assert_eq!(ours, expected, "since {since}");
+    }
+    // After the newest install: nothing moved.
+    let after = guestward_core::Timestamp::from_unix_secs(theirs[0].0 + 1).unwrap();
+    assert!(rpm_recent_installs(&host, after).is_empty());
+}
