@@ -43,6 +43,58 @@ pub fn skip_or_fail(test: &str, reason: &str) {
     eprintln!("SKIPPED {test}: {reason}");
 }
 
+/// A `.deb` built in `work` with `dpkg-deb --build --root-owner-group`: package `name`,
+/// version `version`, installing `files` (path relative to `/`, content). For the tests that
+/// install a real package while the agent watches (package attribution).
+#[allow(clippy::unwrap_used)]
+pub fn build_deb(
+    work: &std::path::Path,
+    name: &str,
+    version: &str,
+    files: &[(&str, &[u8])],
+) -> std::path::PathBuf {
+    let pkg = work.join(format!("{name}-{version}-tree"));
+    for (rel, content) in files {
+        let path = pkg.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+    }
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: guestward tests <tests@invalid>\n\
+             Description: guestward FIM attribution test package\n"
+        ),
+    )
+    .unwrap();
+    let deb = work.join(format!("{name}_{version}.deb"));
+    let out = std::process::Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(&pkg)
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dpkg-deb --build: {}", String::from_utf8_lossy(&out.stderr));
+    deb
+}
+
+/// `dpkg ARGS`, retried for up to two minutes while another dpkg (another test, apt on this
+/// machine) holds its lock; any other failure panics with dpkg's message.
+#[allow(clippy::unwrap_used)]
+pub fn dpkg_retrying(args: &[&std::ffi::OsStr]) {
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = std::process::Command::new("dpkg").args(args).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("lock") && std::time::Instant::now() < end, "dpkg {args:?}: {err}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

