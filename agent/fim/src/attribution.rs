@@ -40,6 +40,10 @@ use std::time::{Duration, Instant};
 pub const QUIET: Duration = Duration::from_secs(2);
 /// The oracle is asked whether a transaction runs at most this often (it reads /proc).
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// Before a change to a package file is reported as made outside the package manager, the
+/// transaction look is repeated unless it is at most this old (a burst of such changes,
+/// handled at once, costs one look).
+const RECHECK_BEFORE_ALERT: Duration = Duration::from_millis(20);
 /// Held changes that keep their attributes; beyond, only path and kind are kept.
 pub const MAX_HELD_FULL: usize = 2048;
 /// Held changes in all; beyond, counted only.
@@ -348,7 +352,12 @@ impl Attributor {
 
     /// The running transaction (asked at most every [`CHECK_EVERY`]).
     fn transaction(&mut self, now: Instant) -> Option<PackageTransaction> {
-        if self.checked_at.is_none_or(|t| now.duration_since(t) >= CHECK_EVERY) {
+        self.transaction_within(now, CHECK_EVERY)
+    }
+
+    /// The running transaction, asked again unless the last look is younger than `max_age`.
+    fn transaction_within(&mut self, now: Instant, max_age: Duration) -> Option<PackageTransaction> {
+        if self.checked_at.is_none_or(|t| now.saturating_duration_since(t) >= max_age) {
             self.checked_at = Some(now);
             self.current = self.oracle.running_transaction();
         }
@@ -423,6 +432,15 @@ impl Attributor {
             None => attribute_now(self.oracle.as_ref(), &self.root, host, &c, None),
         };
         let Some(a) = attribution else { return Some(c) };
+        if matches!(a.origin, ChangeOrigin::OutsidePackageManager | ChangeOrigin::ConffileEdit)
+            && let Some(tx) = self.transaction_within(now, RECHECK_BEFORE_ALERT)
+        {
+            // The cached "no transaction" was up to CHECK_EVERY old: a purge or upgrade that
+            // began since (its first removals arrive within milliseconds) must not alert.
+            // Held, it is judged against the packages as they are once it ends.
+            self.hold(host, c, tx, true, now);
+            return None;
+        }
         if a.origin == ChangeOrigin::PackageTransaction {
             // A package's own content, with no transaction seen (a reinstall whose lock we
             // missed): folded like one, never an alert.
@@ -738,5 +756,76 @@ mod tests {
         for t in ["/usr/bin/x", "/etc/x;5f3a2b1", "/etc/x;notahexx"] {
             assert!(!is_temporary(Path::new(t)), "{t}");
         }
+    }
+
+    /// A package manager whose transaction starts when the test says, owning `/f`.
+    struct StartsLater {
+        running: std::sync::atomic::AtomicBool,
+        looks: std::sync::atomic::AtomicUsize,
+        digest: PackageDigest,
+    }
+
+    impl PackageOracle for StartsLater {
+        fn expected(&self, path: &Path) -> Vec<ExpectedFile> {
+            if path == Path::new("/f") {
+                vec![expected(Some(self.digest.clone()), false)]
+            } else {
+                Vec::new()
+            }
+        }
+        fn refresh(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn running_transaction(&self) -> Option<PackageTransaction> {
+            self.looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.running.load(std::sync::atomic::Ordering::SeqCst).then(|| PackageTransaction {
+                id: "dpkg-purge".into(),
+                manager: PackageManager::Dpkg,
+                started: Timestamp::now(),
+                evidence: vec!["lock held".into()],
+            })
+        }
+        fn verify_under(
+            &self,
+            _: &[std::path::PathBuf],
+        ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A purge that starts right after an unrelated look at the host found no transaction:
+    /// its first removal arrives while that answer is still cached, and must be held with the
+    /// purge, not reported as made outside the package manager.
+    #[test]
+    fn a_transaction_that_began_since_the_last_look_is_seen_before_any_alert() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path()).unwrap();
+        let oracle =
+            Arc::new(StartsLater { running: false.into(), looks: 0.into(), digest: md5_of(b"v1\n") });
+        let mut a = Attributor::new(Arc::clone(&oracle) as Arc<dyn PackageOracle>, root);
+        let removed = |path: &str| FimChange {
+            path: path.into(),
+            old_path: None,
+            change: ChangeKind::Removed,
+            changed: Vec::new(),
+            old: None,
+            new: None,
+            mechanism: crate::Mechanism::Realtime,
+            rule: "/".into(),
+            transient: None,
+            attributes: Vec::new(),
+            folded_parent: None,
+            package: None,
+        };
+        let t0 = Instant::now();
+        // No transaction: a file no package owns passes, and the look is cached.
+        assert!(a.offer(Path::new("/other"), removed("/other"), t0).is_some());
+        let looks = oracle.looks.load(std::sync::atomic::Ordering::SeqCst);
+        oracle.running.store(true, std::sync::atomic::Ordering::SeqCst);
+        // 50 ms later, inside CHECK_EVERY: the package file's removal is held, not alerted.
+        let t1 = t0 + Duration::from_millis(50);
+        assert!(a.offer(Path::new("/f"), removed("/f"), t1).is_none(), "held with the purge");
+        assert_eq!(oracle.looks.load(std::sync::atomic::Ordering::SeqCst), looks + 1, "one fresh look");
+        assert_eq!(a.report().counts.outside_package_manager, 0);
     }
 }

@@ -215,9 +215,17 @@ fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_fl
     // Cleanup through dpkg, itself a transaction: no flagged change for it.
     let before = events_of(&events, "fim.package_transaction").len();
     dpkg(&["--purge".as_ref(), name.as_ref()]);
-    wait_for("the purge's grouped event", Duration::from_secs(60), || {
-        (events_of(&events, "fim.package_transaction").len() > before).then_some(())
-    });
+    let end = Instant::now() + Duration::from_secs(60);
+    while events_of(&events, "fim.package_transaction").len() <= before {
+        if Instant::now() > end {
+            for e in events.lock().unwrap().iter() {
+                eprintln!("EVENT {} {}", e.kind, e.data);
+            }
+            eprintln!("STATUS {:?}", monitor.status());
+            panic!("timed out waiting for the purge's grouped event");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let flagged_after: Vec<FimChange> = events_of(&events, "fim.change")
         .into_iter()
         .filter_map(|d| serde_json::from_value::<FimChange>(d).ok())
