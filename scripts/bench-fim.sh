@@ -29,7 +29,8 @@ rm -rf "$W" && mkdir -p "$W"
 cpu() {
   local name="$1"; shift
   /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" > /dev/null 2>&1 || true
-  read -r wall user sys rss < "$W/time.txt"
+  # GNU time puts "Command exited with non-zero status N" first when the command fails.
+  read -r wall user sys rss < <(tail -n 1 "$W/time.txt")
   awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" 'BEGIN {
     printf "%-28s wall %6.2f s  cpu %6.2f s (user %.2f + sys %.2f)  cores %.2f  peak RSS %.1f MiB\n",
       n, w, u + s, u, s, (w > 0 ? (u + s) / w : 0), r / 1024 }'
