@@ -240,6 +240,7 @@ fn produce_in_scope(
 ) {
     let under = |p: &Path| roots.iter().any(|r| p.starts_with(r));
     let mut shared = std::collections::BTreeSet::new();
+    let mut rpm_records = std::collections::HashMap::new();
     let mut queue = |path: PathBuf, expected: ExpectedFile| {
         if index.owner_count(&path) > 1 {
             shared.insert(path);
@@ -285,29 +286,43 @@ fn produce_in_scope(
             drop(read);
             more
         } else {
-            // Read, not cached: each package is needed once here, and the monitor's cache of
-            // recently changed packages is worth keeping.
-            let Ok(p) = index.read_rpm_files(id) else { continue };
-            p.files
-                .into_iter()
-                .filter(|f| f.installed() && f.digest.is_some())
-                .filter_map(|f| {
-                    let path = index.canon(&f.path);
-                    under(&path).then(|| {
-                        let expected = ExpectedFile {
-                            owner: pkg.owner.clone(),
-                            conffile: f.flags & crate::rpm::flags::CONFIG != 0,
-                            mode: Some(f.mode),
-                            size: Some(f.size),
-                            digest: f.digest,
-                            user: Some(f.user),
-                            group: Some(f.group),
-                        };
-                        (path, expected)
-                    })
-                })
-                .all(|(path, expected)| queue(path, expected))
+            if let Some(record) = index.rpm_record(id) {
+                rpm_records.insert(record, id);
+            }
+            true
         };
+        if !more {
+            return;
+        }
+    }
+    // rpm: every wanted header in one pass over the database (reading it once per package
+    // would read a 100 MB `Packages` file hundreds of times).
+    if let (false, Some(found)) = (rpm_records.is_empty(), index.rpm_database()) {
+        let want: Vec<u32> = rpm_records.keys().copied().collect();
+        let mut more = true;
+        // An unreadable header is left out here; `fim verify-packages` names it.
+        let _problems = crate::rpm::read_packages(index.root(), found, Some(&want), &mut |p| {
+            let Some(pkg) = rpm_records.get(&p.record).and_then(|id| index.packages().get(*id as usize))
+            else {
+                return;
+            };
+            for f in p.files.into_iter().filter(|f| f.installed() && f.digest.is_some()) {
+                let path = index.canon(&f.path);
+                if !more || !under(&path) {
+                    continue;
+                }
+                let expected = ExpectedFile {
+                    owner: pkg.owner.clone(),
+                    conffile: f.flags & crate::rpm::flags::CONFIG != 0,
+                    mode: Some(f.mode),
+                    size: Some(f.size),
+                    digest: f.digest,
+                    user: Some(f.user),
+                    group: Some(f.group),
+                };
+                more = queue(path, expected);
+            }
+        });
         if !more {
             return;
         }

@@ -253,6 +253,27 @@ fn verify_matches_rpm_v_on_a_built_tree() {
     );
     assert_eq!(ours_missing, theirs_missing);
     assert!(theirs.len() > 100, "{}", theirs.len());
+
+    // The FIM baseline's trust anchor over a scope of this tree (ncurses-base's terminfo, one
+    // pass over the database for every package): the files whose content differs from their
+    // package (rpm -V's `5`) and the missing ones, nothing else.
+    use guestward_fim::package::PackageOracle;
+    let scope = "/usr/share/terminfo";
+    let (oracle, _) = guestward_pkgfiles::Oracle::load(host);
+    let flagged: BTreeSet<String> = oracle
+        .verify_under(&[scope.into()])
+        .unwrap()
+        .into_iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    let mut expected: BTreeSet<String> = theirs
+        .iter()
+        .filter(|(p, l)| l.contains('5') && p.starts_with(scope))
+        .map(|(p, _)| p.clone())
+        .collect();
+    expected.extend(theirs_missing.iter().filter(|p| p.starts_with(scope)).cloned());
+    assert!(expected.len() > 10, "{expected:?}");
+    assert_eq!(flagged, expected);
 }
 
 /// Every header of the fixture decodes; damaged copies of them (bytes flipped, truncated)
