@@ -6,7 +6,9 @@
 #
 #   BIN=target/release/guestward-agent MEASURE_SECS=300 scripts/bench-idle.sh
 #
-# Extra environment for the daemon (e.g. MALLOC_ARENA_MAX=2) is passed through `DAEMON_ENV`.
+# Extra environment for the daemon (e.g. MALLOC_ARENA_MAX=2) is passed through `DAEMON_ENV`,
+# extra configuration (appended to agent.toml, e.g. `[updates]\nenabled = false` to see one
+# collector's share) through `EXTRA_CONFIG`.
 # Run as root: the default trees include root-only files, as under systemd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,7 @@ state_dir = "$W/state"
 [control]
 socket_path = "$W/run/agent.sock"
 TOML
+printf '%b\n' "${EXTRA_CONFIG:-}" >> "$W/agent.toml"
 # shellcheck disable=SC2086
 env ${DAEMON_ENV:-} "$BIN" --config "$W/agent.toml" run 2> "$W/daemon.log" &
 PID=$!
@@ -55,4 +58,5 @@ awk -v t0="$t0" -v t1="$t1" -v hz="$hz" -v s0="$s0" -v s1="$s1" -v r0="$r0" -v r
   printf "wall %.0f s, cpu %.2f s = %.3f%% of one core\n", wall, cpu, 100 * cpu / wall;
   printf "VmRSS start %.1f MB, end %.1f MB, max %.1f MB (MB = 10^6 bytes; %.1f MiB at the end)\n",
          r0 * 1024 / 1e6, r1 * 1024 / 1e6, max * 1024 / 1e6, r1 / 1024 }'
+echo "RssAnon $(awk '/^RssAnon:/ {print $2}' "/proc/$PID/status") kB, RssFile $(awk '/^RssFile:/ {print $2}' "/proc/$PID/status") kB"
 status status --json | grep -E '"(cpu_percent|rss_bytes|throttled|throttle_episodes_total)"' || true
