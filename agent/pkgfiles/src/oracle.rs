@@ -225,7 +225,8 @@ impl PackageOracle for Oracle {
 }
 
 /// Files queued for the trust anchor's hashing threads: the pass holds at most this many
-/// (plus one package's manifest and the shared paths) however many files are in scope. It
+/// (plus one rpm header's file list and the shared paths; dpkg's files are streamed) however
+/// many files are in scope. It
 /// once gathered every in-scope file with its expected entries first: 14 MB resident and
 /// 24 MB at peak in the daemon for the default scope.
 const VERIFY_QUEUE: usize = 256;
