@@ -796,6 +796,47 @@ mod tests {
         }
     }
 
+    /// A realtime change to `path` of a regular file whose size goes from `old` to `new`.
+    fn realtime_change(
+        path: &str,
+        kind: ChangeKind,
+        old: Option<u64>,
+        new: Option<u64>,
+        changed: Vec<crate::config::Attribute>,
+    ) -> FimChange {
+        let attrs = |size: u64| crate::events::Attributes {
+            kind: crate::model::FileKind::File,
+            mode: "0644".into(),
+            uid: 0,
+            gid: 0,
+            size,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 1,
+            link_target: None,
+            sha256: None,
+            blake3: None,
+            xattrs: None,
+            hash_skipped: false,
+            unstable: false,
+            unreadable: false,
+        };
+        FimChange {
+            path: path.into(),
+            old_path: None,
+            change: kind,
+            changed,
+            old: old.map(attrs),
+            new: new.map(attrs),
+            mechanism: crate::Mechanism::Realtime,
+            rule: "/".into(),
+            transient: None,
+            attributes: Vec::new(),
+            folded_parent: None,
+            package: None,
+        }
+    }
+
     /// A package manager whose transaction starts when the test says, owning `/f`.
     struct StartsLater {
         running: std::sync::atomic::AtomicBool,
@@ -841,28 +882,25 @@ mod tests {
         let oracle =
             Arc::new(StartsLater { running: false.into(), looks: 0.into(), digest: md5_of(b"v1\n") });
         let mut a = Attributor::new(Arc::clone(&oracle) as Arc<dyn PackageOracle>, root);
-        let removed = |path: &str| FimChange {
-            path: path.into(),
-            old_path: None,
-            change: ChangeKind::Removed,
-            changed: Vec::new(),
-            old: None,
-            new: None,
-            mechanism: crate::Mechanism::Realtime,
-            rule: "/".into(),
-            transient: None,
-            attributes: Vec::new(),
-            folded_parent: None,
-            package: None,
-        };
         let t0 = Instant::now();
         // No transaction: a file no package owns passes, and the look is cached.
-        assert!(a.offer(Path::new("/other"), removed("/other"), t0).is_some());
+        assert!(
+            a.offer(
+                Path::new("/other"),
+                realtime_change("/other", ChangeKind::Removed, None, None, vec![]),
+                t0
+            )
+            .is_some()
+        );
         let looks = oracle.looks.load(std::sync::atomic::Ordering::SeqCst);
         oracle.running.store(true, std::sync::atomic::Ordering::SeqCst);
         // 50 ms later, inside CHECK_EVERY: the package file's removal is held, not alerted.
         let t1 = t0 + Duration::from_millis(50);
-        assert!(a.offer(Path::new("/f"), removed("/f"), t1).is_none(), "held with the purge");
+        assert!(
+            a.offer(Path::new("/f"), realtime_change("/f", ChangeKind::Removed, None, None, vec![]), t1)
+                .is_none(),
+            "held with the purge"
+        );
         assert_eq!(oracle.looks.load(std::sync::atomic::Ordering::SeqCst), looks + 1, "one fresh look");
         assert_eq!(a.report().counts.outside_package_manager, 0);
     }
@@ -875,51 +913,25 @@ mod tests {
         let root = HostRoot::new(dir.path()).unwrap();
         let oracle = Arc::new(StartsLater { running: true.into(), looks: 0.into(), digest: md5_of(b"v1\n") });
         let mut a = Attributor::new(Arc::clone(&oracle) as Arc<dyn PackageOracle>, root);
-        let attrs = |size: u64| crate::events::Attributes {
-            kind: crate::model::FileKind::File,
-            mode: "0644".into(),
-            uid: 0,
-            gid: 0,
-            size,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 1,
-            link_target: None,
-            sha256: None,
-            blake3: None,
-            xattrs: None,
-            hash_skipped: false,
-            unstable: false,
-            unreadable: false,
-        };
-        let change =
-            |kind: ChangeKind, old: Option<u64>, new: Option<u64>, changed: Vec<crate::config::Attribute>| {
-                FimChange {
-                    path: "/g".into(),
-                    old_path: None,
-                    change: kind,
-                    changed,
-                    old: old.map(attrs),
-                    new: new.map(attrs),
-                    mechanism: crate::Mechanism::Realtime,
-                    rule: "/".into(),
-                    transient: None,
-                    attributes: Vec::new(),
-                    folded_parent: None,
-                    package: None,
-                }
-            };
         let t0 = Instant::now();
         use crate::config::Attribute as A;
         assert!(
-            a.offer(Path::new("/g"), change(ChangeKind::Modified, Some(1), Some(2), vec![A::Size]), t0)
-                .is_none()
+            a.offer(
+                Path::new("/g"),
+                realtime_change("/g", ChangeKind::Modified, Some(1), Some(2), vec![A::Size]),
+                t0
+            )
+            .is_none()
         );
         for i in 2..100 {
-            let c = change(ChangeKind::Modified, Some(i), Some(i + 1), vec![A::Size, A::Mtime]);
+            let c =
+                realtime_change("/g", ChangeKind::Modified, Some(i), Some(i + 1), vec![A::Size, A::Mtime]);
             assert!(a.offer(Path::new("/g"), c, t0).is_none());
         }
-        assert!(a.offer(Path::new("/g"), change(ChangeKind::Removed, Some(100), None, vec![]), t0).is_none());
+        assert!(
+            a.offer(Path::new("/g"), realtime_change("/g", ChangeKind::Removed, Some(100), None, vec![]), t0)
+                .is_none()
+        );
         assert_eq!(a.group.as_ref().unwrap().held.len(), 2, "the rewrites merged, the removal apart");
         oracle.running.store(false, std::sync::atomic::Ordering::SeqCst);
         let out = a.poll(t0 + QUIET + Duration::from_secs(1));
