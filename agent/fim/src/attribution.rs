@@ -867,6 +867,7 @@ mod tests {
         fn verify_under(
             &self,
             _: &[std::path::PathBuf],
+            _: &dyn crate::package::KnownContent,
         ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
             Ok(Vec::new())
         }

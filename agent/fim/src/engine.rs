@@ -317,7 +317,14 @@ impl Fim {
         // Only what differs from the baseline is staged (a first baseline stages everything, a
         // resumed scan continues as it began): see `scan::Staging`.
         let staging = if purpose == Purpose::Init || resume { Staging::All } else { Staging::Changes };
-        let first = stage_with(&self.policy, &self.root, &self.state_dir, &targets, resume, opts, staging)?;
+        // The trust anchor runs after a full rehash of every tree (see below): that scan takes
+        // the MD5 of the dpkg files in its own read, so the anchor reads none of them again.
+        let anchored = *scope == Scope::All && !fast;
+        let oracle = self.packages.as_ref().filter(|_| anchored).map(|p| Arc::clone(&p.0));
+        let wants_md5 = |path: &Path| oracle.as_ref().is_some_and(|o| o.wants_md5(path));
+        let md5: Option<crate::scan::WantsMd5<'_>> = oracle.is_some().then_some(&wants_md5);
+        let first =
+            stage_with(&self.policy, &self.root, &self.state_dir, &targets, resume, opts, staging, md5)?;
         let mut stats = first.stats;
         // Complete when every baseline row of the trees was met by the walk. Otherwise
         // something was removed (or not reached, or is governed no more) and the diff needs
@@ -335,6 +342,7 @@ impl Fim {
                     false,
                     &fill_opts,
                     Staging::FillIn,
+                    None,
                 )?;
                 let a = again.stats;
                 stats.entries = a.entries;
@@ -399,8 +407,8 @@ impl Fim {
         // A metadata-first check trusts unchanged metadata, so it hashes no package file
         // either: the trust anchor runs with every full rehash (init, `check` without
         // `--fast`, the daemon's start and its full-rehash schedule).
-        if *scope == Scope::All && !fast {
-            self.verify_packages(&roots, &mut baseline);
+        if anchored {
+            self.verify_packages(&roots, pruned, &mut baseline);
         }
         match purpose {
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
@@ -436,10 +444,17 @@ impl Fim {
 
     /// The baseline's trust anchor: package files in scope that do not match their package
     /// (a baseline taken on a compromised machine would otherwise accept a replaced binary).
-    fn verify_packages(&self, roots: &[PathBuf], b: &mut BaselineCheck) {
+    /// `unstaged_in_baseline`: the scan left entries identical to their baseline row unstaged.
+    fn verify_packages(&self, roots: &[PathBuf], unstaged_in_baseline: bool, b: &mut BaselineCheck) {
         let Some(p) = &self.packages else { return };
         let started = std::time::Instant::now();
-        match p.0.verify_under(roots) {
+        let known = crate::scanned::ScannedContent::new(
+            &self.root,
+            &self.state_dir,
+            self.policy.baseline_key.clone(),
+            unstaged_in_baseline,
+        );
+        match p.0.verify_under(roots, &known) {
             Ok(found) => {
                 let mut n = 0u64;
                 for (path, a) in found {

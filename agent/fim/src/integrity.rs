@@ -284,6 +284,12 @@ pub fn canonical_row(path: &[u8], rec: &FileRecord, out: &mut Vec<u8>) {
     opt(out, rec.sha256.as_ref().map(|h| &h[..]));
     opt(out, rec.blake3.as_ref().map(|h| &h[..]));
     out.push(rec.flags);
+    // Last and only when present, so rows sealed before records kept an MD5 still verify; the
+    // tag and fixed length keep the encoding unambiguous.
+    if let Some(md5) = &rec.md5 {
+        out.push(b'M');
+        out.extend_from_slice(md5);
+    }
 }
 
 /// What the engine can verify the baseline with.
@@ -348,6 +354,7 @@ mod tests {
             sha256: Some([1; 32]),
             blake3: None,
             flags: 0,
+            md5: None,
         }
     }
 
@@ -360,6 +367,19 @@ mod tests {
         let mut other = rec();
         other.sha256 = Some([2; 32]);
         assert!(!k.verify_row(b"/etc/passwd", &other, &mac), "bound to the hash");
+        let mut with_md5 = rec();
+        with_md5.md5 = Some([3; 16]);
+        assert!(!k.verify_row(b"/etc/passwd", &with_md5, &mac), "bound to the MD5");
+        let md5_mac = k.row_mac(b"/etc/passwd", &with_md5);
+        with_md5.md5 = Some([4; 16]);
+        assert!(!k.verify_row(b"/etc/passwd", &with_md5, &md5_mac), "bound to the MD5's value");
+        // A row without one encodes as rows did before records kept an MD5: their MACs hold.
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        canonical_row(b"/etc/passwd", &rec(), &mut old);
+        with_md5.md5 = Some([3; 16]);
+        canonical_row(b"/etc/passwd", &with_md5, &mut new);
+        assert_eq!(&new[..old.len()], &old[..]);
+        assert_eq!(new.len(), old.len() + 17);
         let other_key = BaselineKey::from_bytes(&[8; 32], Path::new("/k")).unwrap();
         assert!(!other_key.verify_row(b"/etc/passwd", &rec(), &mac));
         assert_ne!(k.id(), other_key.id());

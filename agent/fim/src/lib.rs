@@ -77,6 +77,8 @@ pub mod report;
 #[cfg(feature = "collect")]
 pub mod scan;
 #[cfg(feature = "collect")]
+mod scanned;
+#[cfg(feature = "collect")]
 pub mod store;
 
 pub use config::Config;

@@ -1352,6 +1352,7 @@ impl Engine {
             let opts = ReadOptions {
                 attributes: AttributeSet::of(&attrs),
                 max_file_size_bytes: rule.max_file_size_bytes,
+                md5: false,
             };
             let (hashed, err) =
                 read_record_at(&at.dir, &at.name, &st, opts, None, &mut self.buf, &mut |_| {});
@@ -1479,7 +1480,7 @@ impl Engine {
             }
             return;
         };
-        let opts = ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
+        let opts = ReadOptions::of_rule(&rule);
         let reuse = seen.snapshot.as_deref();
         let (new, err) = read_record_at(&at.dir, &at.name, &st, opts, reuse, &mut self.buf, &mut |_| {});
         if err.as_ref().is_some_and(dirfd::is_changed_during_scan) {
@@ -1579,7 +1580,7 @@ impl Engine {
         let rule = self.fim.policy.governing(dir).cloned()?;
         let old = self.store.get(dir).ok().flatten().filter(|o| o.kind == FileKind::Dir)?;
         let (at, st) = lookup(&self.fim.root, &rule, dir).ok().flatten()?;
-        let opts = ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
+        let opts = ReadOptions::of_rule(&rule);
         let (new, err) = read_record_at(&at.dir, &at.name, &st, opts, None, &mut self.buf, &mut |_| {});
         if err.is_some() || new.kind != FileKind::Dir {
             return None;
@@ -1629,7 +1630,7 @@ impl Engine {
             self.removed(from, from_real, old);
             return;
         };
-        let opts = ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
+        let opts = ReadOptions::of_rule(&rule);
         let (new, _) = read_record_at(&at.dir, &at.name, &st, opts, None, &mut self.buf, &mut |_| {});
         let change = FimChange {
             path: escape_path(host),

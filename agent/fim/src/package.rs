@@ -153,13 +153,51 @@ pub trait PackageOracle: Send + Sync {
     fn running_transaction(&self) -> Option<PackageTransaction>;
     /// Package files under `roots` (host paths) that do not match their package (content
     /// differs, or missing), like `debsums -c` / `rpm -V`: the baseline's trust anchor. `Err`:
-    /// not verified, and why.
+    /// not verified, and why. `known` gives the digests the scan just took, so a file it read
+    /// is not read again.
     fn verify_under(
         &self,
         roots: &[std::path::PathBuf],
+        known: &dyn KnownContent,
     ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
-        let _ = roots;
+        let _ = (roots, known);
         Err("this package oracle cannot verify files".to_string())
+    }
+    /// Whether a scan should take the MD5 of the host path `path` in its read: a package
+    /// lists it with an MD5 (dpkg's `.md5sums`), which [`Self::verify_under`] compares. A false
+    /// `true` costs an MD5; a false `false`, a second read.
+    fn wants_md5(&self, path: &std::path::Path) -> bool {
+        let _ = path;
+        false
+    }
+}
+
+/// The content of files as a scan just read them (implemented by the FIM engine over its
+/// store), for [`PackageOracle::verify_under`]. Called from several threads.
+#[cfg(feature = "collect")]
+pub trait KnownContent: Sync {
+    /// For each (host path, algorithms) of `files`, in order: the file now, with its digests
+    /// in every one of the algorithms, when the scan read it as it still is (same type, size,
+    /// mtime, ctime and inode: see `FileRecord::reused` for why that is the content) and took
+    /// them all. `None`: not known, read it.
+    fn contents(
+        &self,
+        files: &[(&std::path::Path, Vec<DigestAlgo>)],
+    ) -> Vec<Option<crate::attribution::Content>>;
+}
+
+/// Knows nothing: every file is read.
+#[cfg(feature = "collect")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NothingKnown;
+
+#[cfg(feature = "collect")]
+impl KnownContent for NothingKnown {
+    fn contents(
+        &self,
+        files: &[(&std::path::Path, Vec<DigestAlgo>)],
+    ) -> Vec<Option<crate::attribution::Content>> {
+        files.iter().map(|_| None).collect()
     }
 }
 

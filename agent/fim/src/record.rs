@@ -103,6 +103,12 @@ pub struct FileRecord {
     pub blake3: Option<[u8; 32]>,
     /// `FLAG_*` bits.
     pub flags: u8,
+    /// MD5 of the content, kept for package files dpkg lists with an MD5 (`.md5sums`) only:
+    /// the baseline's trust anchor compares it with the package's instead of reading the file
+    /// a second time. Not a FIM attribute (SHA-256 covers the content), never reported, and
+    /// always taken from the same read as `sha256` (or carried over with it, see
+    /// [`ReadOptions::md5`]), so it describes the content the SHA-256 does.
+    pub md5: Option<[u8; 16]>,
 }
 
 impl FileRecord {
@@ -122,6 +128,7 @@ impl FileRecord {
             sha256: None,
             blake3: None,
             flags: 0,
+            md5: None,
         }
     }
 
@@ -141,6 +148,7 @@ impl FileRecord {
             sha256: None,
             blake3: None,
             flags: 0,
+            md5: None,
         }
     }
 
@@ -184,6 +192,7 @@ impl FileRecord {
                 }
                 rec.sha256 = prev.sha256.filter(|_| a.has(Attribute::Sha256));
                 rec.blake3 = prev.blake3.filter(|_| a.has(Attribute::Blake3));
+                rec.md5 = prev.md5;
             }
         }
         if rec.kind == FileKind::Symlink && a.has(Attribute::LinkTarget) {
@@ -193,6 +202,20 @@ impl FileRecord {
             rec.xattrs = Some(prev.xattrs.clone()?);
         }
         Some(rec)
+    }
+
+    /// Takes `prev`'s MD5 when this record has none and its SHA-256 is `prev`'s: the same
+    /// content, so the same MD5 (see [`FileRecord::md5`]).
+    pub fn carry_md5(&mut self, prev: Option<&Self>) {
+        if let Some(prev) = prev
+            && self.md5.is_none()
+            && self.kind == FileKind::File
+            && self.sha256.is_some()
+            && self.sha256 == prev.sha256
+            && self.flags & FLAG_UNSTABLE == 0
+        {
+            self.md5 = prev.md5;
+        }
     }
 
     /// The attributes in `attrs` that differ between `self` (old) and `new`.
@@ -238,6 +261,16 @@ pub struct ReadOptions {
     pub attributes: AttributeSet,
     /// Files larger than this are not hashed.
     pub max_file_size_bytes: u64,
+    /// Also take the MD5 of a hashed file, in the same read (a dpkg package file whose MD5 is
+    /// not known yet: see [`FileRecord::md5`]).
+    pub md5: bool,
+}
+
+impl ReadOptions {
+    /// What `rule` asks for, without an MD5.
+    pub fn of_rule(rule: &crate::config::Rule) -> Self {
+        Self { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes, md5: false }
+    }
 }
 
 /// Reads the record of the entry `name` of the open directory `dir`, whose
@@ -279,6 +312,7 @@ pub fn read_record_at(
             {
                 rec.sha256 = prev.sha256.filter(|_| opts.attributes.has(Attribute::Sha256));
                 rec.blake3 = prev.blake3.filter(|_| opts.attributes.has(Attribute::Blake3));
+                rec.md5 = prev.md5;
                 rec.flags |= prev.flags & FLAG_UNSTABLE;
             } else {
                 match hash_file(dir, name, st, opts, buf, on_bytes) {
@@ -362,11 +396,12 @@ fn hash_file(
         // Read exactly the size seen before: a file appended to faster than we read would
         // otherwise keep the hasher chasing its tail forever. Growth shows in the second fstat.
         // A new descriptor reads from offset 0; a retry starts over.
-        let (sha, b3) = digest(&file, attempt > 0, before.size, opts.attributes, buf)?;
+        let digests = digest(&file, attempt > 0, before.size, opts, buf)?;
         let after = FileRecord::from_stat(&crate::dirfd::stat_fd(&file)?);
         let mut rec = after.clone();
-        rec.sha256 = sha;
-        rec.blake3 = b3;
+        rec.sha256 = digests.sha256;
+        rec.blake3 = digests.blake3;
+        rec.md5 = digests.md5;
         if before.same_stat(&after) {
             return Ok((rec, file));
         }
@@ -377,15 +412,21 @@ fn hash_file(
     Ok((rec, file))
 }
 
-type Digests = (Option<[u8; 32]>, Option<[u8; 32]>);
+/// The digests of one read of a file.
+struct Digests {
+    sha256: Option<[u8; 32]>,
+    blake3: Option<[u8; 32]>,
+    md5: Option<[u8; 16]>,
+}
 
 fn digest(
     mut file: &File,
     rewind: bool,
     size: u64,
-    attrs: AttributeSet,
+    opts: ReadOptions,
     buf: &mut Vec<u8>,
 ) -> io::Result<Digests> {
+    let attrs = opts.attributes;
     use std::io::Seek;
     if rewind {
         file.seek(io::SeekFrom::Start(0))?;
@@ -394,6 +435,7 @@ fn digest(
     buf.resize(256 * 1024, 0);
     let mut sha = attrs.has(Attribute::Sha256).then(sha2::Sha256::new);
     let mut b3 = attrs.has(Attribute::Blake3).then(blake3::Hasher::new);
+    let mut md5 = opts.md5.then(md5::Md5::new);
     loop {
         let n = match file.read(buf) {
             Ok(0) => break,
@@ -408,8 +450,15 @@ fn digest(
         if let Some(h) = b3.as_mut() {
             h.update(chunk);
         }
+        if let Some(h) = md5.as_mut() {
+            h.update(chunk);
+        }
     }
-    Ok((sha.map(|h| h.finalize().into()), b3.map(|h| *h.finalize().as_bytes())))
+    Ok(Digests {
+        sha256: sha.map(|h| h.finalize().into()),
+        blake3: b3.map(|h| *h.finalize().as_bytes()),
+        md5: md5.map(|h| h.finalize().into()),
+    })
 }
 
 /// Extended attributes as recorded: (name, value), sorted by name.
@@ -454,7 +503,11 @@ mod tests {
     }
 
     fn opts() -> ReadOptions {
-        ReadOptions { attributes: AttributeSet::of(Attribute::DEFAULT), max_file_size_bytes: 1 << 20 }
+        ReadOptions {
+            attributes: AttributeSet::of(Attribute::DEFAULT),
+            max_file_size_bytes: 1 << 20,
+            md5: false,
+        }
     }
 
     #[test]
@@ -474,6 +527,37 @@ mod tests {
         assert_eq!(rec.kind, FileKind::Symlink);
         assert_eq!(rec.link_target.as_deref(), Some(&b"/etc/shadow"[..]));
         assert!(rec.sha256.is_none());
+    }
+
+    #[test]
+    fn an_md5_is_taken_in_the_same_read_and_carried_only_to_the_same_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        let mut read_bytes = 0;
+        let (with, err) = read(&f, ReadOptions { md5: true, ..opts() }, &mut |n| read_bytes += n);
+        assert!(err.is_none());
+        assert_eq!(read_bytes, 3, "one read for both digests");
+        // RFC 1321's test vector for "abc".
+        assert_eq!(hex(&with.md5.unwrap()), "900150983cd24fb0d6963f7d28e17f72");
+        let (mut without, _) = read(&f, opts(), &mut |_| {});
+        assert_eq!(without.md5, None, "only when asked");
+        without.carry_md5(Some(&with));
+        assert_eq!(without, with, "same SHA-256: the same content, so the same MD5");
+        std::fs::write(&f, b"abd").unwrap();
+        let (mut other, _) = read(&f, opts(), &mut |_| {});
+        other.carry_md5(Some(&with));
+        assert_eq!(other.md5, None, "another content never gets the old MD5");
+        let mut unstable = with.clone();
+        unstable.md5 = None;
+        unstable.flags |= FLAG_UNSTABLE;
+        unstable.carry_md5(Some(&with));
+        assert_eq!(unstable.md5, None, "nor one that changed while read");
+        // A record reused from its metadata keeps it (the content is the one it was taken of).
+        let st = crate::dirfd::stat_at(&crate::dirfd::open_dir_path(dir.path()).unwrap(), OsStr::new("f"))
+            .unwrap();
+        let (now, _) = read(&f, ReadOptions { md5: true, ..opts() }, &mut |_| {});
+        assert_eq!(FileRecord::reused(&now, &st, opts()).unwrap().md5, now.md5);
     }
 
     #[test]

@@ -293,8 +293,12 @@ pub fn stage(
     resume: bool,
     opts: &ScanOptions<'_>,
 ) -> Result<ScanStats, ScanError> {
-    stage_with(policy, root, state_dir, targets, resume, opts, Staging::All).map(|s| s.stats)
+    stage_with(policy, root, state_dir, targets, resume, opts, Staging::All, None).map(|s| s.stats)
 }
+
+/// Which files also get an MD5 in the scan's read (dpkg package files, for the baseline's
+/// trust anchor: see [`FileRecord::md5`]), by host path. Called from the hashing threads.
+pub(crate) type WantsMd5<'a> = &'a (dyn Fn(&Path) -> bool + Sync);
 
 /// What a scan stages of what it walked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,7 +326,8 @@ pub(crate) struct Staged {
     pub found: Option<u64>,
 }
 
-/// [`stage`], staging as `staging` says.
+/// [`stage`], staging as `staging` says, with the MD5 of the files `md5` names.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn stage_with(
     policy: &Policy,
     root: &HostRoot,
@@ -331,11 +336,14 @@ pub(crate) fn stage_with(
     resume: bool,
     opts: &ScanOptions<'_>,
     staging: Staging,
+    md5: Option<WantsMd5<'_>>,
 ) -> Result<Staged, ScanError> {
     // Rows left unstaged stay in the baseline as they are: with a key they must carry its
     // valid MACs, which holds only for a baseline sealed with it (its rows verified on read);
-    // an unsealed one is rewritten whole, so that `fim update` seals every row.
-    let lookups = opts.rehash == Rehash::Changed || staging != Staging::All;
+    // an unsealed one is rewritten whole, so that `fim update` seals every row. A scan that
+    // takes MD5s looks the baseline up too: an MD5 recorded with the SHA-256 the file still
+    // has is carried over instead of computed again.
+    let lookups = opts.rehash == Rehash::Changed || staging != Staging::All || md5.is_some();
     let started = Timestamp::now();
     let t0 = Instant::now();
     // Keyed like the engine's store: staged rows are sealed, resumed rows verified.
@@ -391,7 +399,7 @@ pub(crate) fn stage_with(
             let rehash = opts.rehash;
             let spawned =
                 std::thread::Builder::new().name(format!("fim-hash-{i}")).spawn_scoped(s, move || {
-                    worker_loop(&rx, &tx, counters, limiter, pacing, Lookups { baseline, rehash, prune })
+                    worker_loop(&rx, &tx, counters, limiter, pacing, Lookups { baseline, rehash, prune, md5 })
                 });
             match spawned {
                 Ok(h) => workers.push(h),
@@ -473,8 +481,7 @@ fn walk_target(
     if policy.governing(&target.host).map(|r| r.index) != Some(rule.index) {
         return;
     }
-    let read_opts =
-        ReadOptions { attributes: rule.attributes, max_file_size_bytes: rule.max_file_size_bytes };
+    let read_opts = ReadOptions::of_rule(rule);
     // The target is reached from the rule's trusted prefix through directory descriptors, so
     // a scoped rescan deep inside a tree cannot be steered outside it either.
     let (parent, name, stat) = match dirfd::locate(root, rule, &target.host)
@@ -710,10 +717,11 @@ struct Pacing<'a> {
 /// What a hashing thread does with the baseline: its own connection to look records up (and
 /// whether they are verified), whether unchanged entries reuse them, whether entries equal to
 /// them are left unstaged.
-struct Lookups {
+struct Lookups<'a> {
     baseline: Option<(Store, bool)>,
     rehash: Rehash,
     prune: bool,
+    md5: Option<WantsMd5<'a>>,
 }
 
 fn worker_loop(
@@ -722,9 +730,9 @@ fn worker_loop(
     counters: &Counters,
     limiter: &Limiter,
     pacing: Pacing<'_>,
-    lookups: Lookups,
+    lookups: Lookups<'_>,
 ) {
-    let Lookups { baseline, rehash, prune } = lookups;
+    let Lookups { baseline, rehash, prune, md5 } = lookups;
     let mut buf = Vec::with_capacity(256 * 1024);
     loop {
         // The lock is held only while taking one batch; hashing happens outside it.
@@ -751,11 +759,19 @@ fn worker_loop(
             }
             let hashes =
                 FileKind::from_mode(job.stat.st_mode) == FileKind::File && job.opts.attributes.hashes();
+            // An MD5 known for this content is carried over below (same SHA-256); one is taken
+            // in this read only when none is, for the files asked for.
+            let known_md5 =
+                prev.as_ref().filter(|p| p.md5.is_some() && p.same_stat(&FileRecord::from_stat(&job.stat)));
+            let read_opts = ReadOptions {
+                md5: hashes && known_md5.is_none() && md5.is_some_and(|wants| wants(&job.host)),
+                ..job.opts
+            };
             // Paced once per file: a file written during the rest is hashed again (its stat
             // changed), and that attempt must not owe the rest a second time.
             let mut paced = false;
-            let (rec, err) =
-                read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |n| {
+            let (mut rec, err) =
+                read_record_at(&job.dir, &job.name, &job.stat, read_opts, None, &mut buf, &mut |n| {
                     limiter.take(n);
                     if let Some(pace) = pacing.pace.filter(|_| !paced) {
                         paced = true;
@@ -766,6 +782,7 @@ fn worker_loop(
             if hashes && rec.flags & crate::record::FLAG_HASH_SKIPPED == 0 {
                 counters.hashed.fetch_add(1, Ordering::Relaxed);
             }
+            rec.carry_md5(prev.as_ref());
             match err {
                 // Replaced between the walk's fstatat and our open: nothing of what is there
                 // now was examined, so keep the baseline record (as for an unreadable

@@ -100,9 +100,9 @@ impl RowFault {
 pub const DB_FILE: &str = "fim.db";
 
 const COLS: &str =
-    "kind, mode, uid, gid, size, mtime_ns, ctime_ns, inode, link_target, xattrs, sha256, blake3, flags";
+    "kind, mode, uid, gid, size, mtime_ns, ctime_ns, inode, link_target, xattrs, sha256, blake3, flags, md5";
 /// Number of columns in [`COLS`]; the row MAC follows them in every `SELECT`.
-const NCOLS: usize = 13;
+const NCOLS: usize = 14;
 /// Meta key of the row-set seal.
 const META_SEAL: &str = "baseline.seal";
 
@@ -257,15 +257,20 @@ impl Store {
              CREATE INDEX IF NOT EXISTS events_time ON events(time_ns);"
         ))
         .map_err(err)?;
-        // Databases written before rows were sealed lack the `mac` column.
-        for table in ["files", "staging"] {
-            let has_mac: i64 = conn
-                .query_row("SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'mac'", [table], |r| {
-                    r.get(0)
-                })
+        // Databases written before rows were sealed lack the `mac` column, and those written
+        // before package files kept their MD5 the `md5` column (NULL: not known, read again).
+        for (table, column) in
+            [("files", "mac"), ("staging", "mac"), ("files", "md5"), ("staging", "md5"), ("resume", "md5")]
+        {
+            let present: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
+                    |r| r.get(0),
+                )
                 .map_err(err)?;
-            if has_mac == 0 {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN mac BLOB")).map_err(err)?;
+            if present == 0 {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} BLOB")).map_err(err)?;
             }
         }
         Ok(Self { conn, path, key })
@@ -399,16 +404,43 @@ impl Store {
     /// [`Self::get`] without reading the seal record again for every row: `verify` is what
     /// [`Self::baseline_verified`] said. The lookup of metadata-first scans.
     pub fn baseline_record(&self, path: &Path, verify: bool) -> Result<Option<FileRecord>, StoreError> {
+        self.record_in("files", path, verify)
+    }
+
+    /// The record the scan in progress staged for `path`, else (with `baseline`: what
+    /// [`Self::baseline_verified`] said, or `true` without a key) its baseline record: what the
+    /// scan found, for a scan that leaves entries identical to their baseline row unstaged
+    /// (see `scan::Staging::Changes`). Staged rows are verified whenever there is a key.
+    pub fn scanned_record(
+        &self,
+        path: &Path,
+        baseline: Option<bool>,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        match self.record_in("staging", path, self.key.is_some())? {
+            Some(r) => Ok(Some(r)),
+            None => match baseline {
+                Some(verify) => self.record_in("files", path, verify),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn record_in(
+        &self,
+        table: &'static str,
+        path: &Path,
+        verify: bool,
+    ) -> Result<Option<FileRecord>, StoreError> {
         let bytes = path.as_os_str().as_bytes();
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("SELECT {COLS}, mac FROM files WHERE path = ?1"))
+            .prepare_cached(&format!("SELECT {COLS}, mac FROM {table} WHERE path = ?1"))
             .map_err(self.err())?;
         let mut rows = stmt.query([bytes]).map_err(self.err())?;
         match rows.next().map_err(self.err())? {
             None => Ok(None),
             Some(row) => {
-                self.record(row, 0, bytes, verify).map(Some).map_err(|f| self.row_err("files", bytes, f))
+                self.record(row, 0, bytes, verify).map(Some).map_err(|f| self.row_err(table, bytes, f))
             }
         }
     }
@@ -443,7 +475,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "INSERT {conflict} INTO {table} (path, {COLS}, mac) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
+                "INSERT {conflict} INTO {table} (path, {COLS}, mac) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
             ))
             .map_err(self.err())?;
         stmt.execute(params![
@@ -463,6 +495,7 @@ impl Store {
             rec.sha256.as_ref().map(|h| &h[..]),
             rec.blake3.as_ref().map(|h| &h[..]),
             rec.flags,
+            rec.md5.as_ref().map(|h| &h[..]),
             mac.as_ref().map(|m| &m[..]),
         ])
         .map_err(self.err())?;
@@ -1121,20 +1154,26 @@ fn decode_row(row: &Row<'_>, at: usize) -> Result<FileRecord, RowFault> {
         None => None,
         Some(b) => Some(decode_xattrs(b).map_err(|d| RowFault::damaged("xattrs", d))?),
     };
-    let hash = |i: usize, column: &'static str, algorithm: &str| -> Result<Option<[u8; 32]>, RowFault> {
-        match blob(i, column)? {
+    fn digest<const N: usize>(
+        b: Option<&[u8]>,
+        column: &'static str,
+        algorithm: &str,
+    ) -> Result<Option<[u8; N]>, RowFault> {
+        match b {
             None => Ok(None),
-            Some(b) => <[u8; 32]>::try_from(b).map(Some).map_err(|_| {
+            Some(b) => <[u8; N]>::try_from(b).map(Some).map_err(|_| {
                 RowFault::damaged(
                     column,
                     format!(
-                        "{} bytes where a {algorithm} digest has 32, so the content cannot be compared",
+                        "{} bytes where {algorithm} digests have {N}, so the content cannot be compared",
                         b.len()
                     ),
                 )
             }),
         }
-    };
+    }
+    let hash =
+        |i: usize, column: &'static str, algorithm: &str| digest::<32>(blob(i, column)?, column, algorithm);
     let sha256 = hash(10, "sha256", "SHA-256")?;
     let blake3 = hash(11, "blake3", "BLAKE3")?;
     if kind != FileKind::File && (sha256.is_some() || blake3.is_some()) {
@@ -1144,6 +1183,11 @@ fn decode_row(row: &Row<'_>, at: usize) -> Result<FileRecord, RowFault> {
     let flags = int(12, "flags", "flags", 0, 255)?;
     if flags & !KNOWN_FLAGS != 0 {
         return Err(RowFault::damaged("flags", format!("unknown flag bits {:#x}", flags & !KNOWN_FLAGS)));
+    }
+    let md5 = digest::<16>(blob(13, "md5")?, "md5", "MD5")?;
+    if md5.is_some() && sha256.is_none() && blake3.is_none() {
+        // Taken only with a content hash, from the same read (see `FileRecord::md5`).
+        return Err(RowFault::damaged("md5", "an MD5 without the content hash it was read with"));
     }
     // Every conversion below is within the range checked above.
     Ok(FileRecord {
@@ -1160,6 +1204,7 @@ fn decode_row(row: &Row<'_>, at: usize) -> Result<FileRecord, RowFault> {
         sha256,
         blake3,
         flags: u8::try_from(flags).unwrap_or(0),
+        md5,
     })
 }
 
@@ -1239,6 +1284,7 @@ mod tests {
             sha256: Some([7; 32]),
             blake3: None,
             flags: 0,
+            md5: None,
         }
     }
 
@@ -1276,5 +1322,52 @@ mod tests {
         assert!(s.get(Path::new("/t/a")).unwrap().is_none());
         let moved = PathBuf::from(std::ffi::OsStr::from_bytes(b"/u/\xff"));
         assert!(s.get(&moved).unwrap().is_some());
+    }
+
+    #[test]
+    fn an_md5_round_trips_and_a_damaged_one_names_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let mut r = rec(1);
+        r.md5 = Some([9; 16]);
+        s.put(Path::new("/a"), &r).unwrap();
+        assert_eq!(s.get(Path::new("/a")).unwrap().unwrap(), r);
+        for (bytes, sha, what) in [
+            (vec![9u8; 15], Some(vec![7u8; 32]), "15 bytes where MD5 digests have 16"),
+            (vec![9u8; 16], None, "an MD5 without the content hash"),
+        ] {
+            s.conn
+                .execute(
+                    "UPDATE files SET md5 = ?1, sha256 = ?2 WHERE path = ?3",
+                    params![bytes, sha, b"/a".as_slice()],
+                )
+                .unwrap();
+            let e = s.get(Path::new("/a")).unwrap_err().to_string();
+            assert!(e.contains("md5") && e.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_database_from_before_md5s_opens_and_reads_none() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The schema as it was: no `md5` column.
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            let old = COLS.trim_end_matches(", md5");
+            conn.execute_batch(&format!(
+                "CREATE TABLE files (path BLOB PRIMARY KEY, {old}, mac BLOB) WITHOUT ROWID;
+                 CREATE TABLE staging (path BLOB PRIMARY KEY, {old}, mac BLOB) WITHOUT ROWID;
+                 CREATE TABLE resume (path BLOB PRIMARY KEY, {old}, mac BLOB) WITHOUT ROWID;
+                 INSERT INTO files (path, {old}) VALUES (X'2F61', 0, 420, 0, 0, 1, 1, 2, 3, NULL, NULL, NULL, NULL, 0);"
+            ))
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let got = s.get(Path::new("/a")).unwrap().unwrap();
+        assert_eq!((got.size, got.md5), (1, None));
+        let mut r = rec(2);
+        r.md5 = Some([1; 16]);
+        s.put(Path::new("/b"), &r).unwrap();
+        assert_eq!(s.get(Path::new("/b")).unwrap().unwrap(), r);
     }
 }

@@ -385,6 +385,16 @@ impl Index {
         self.candidates(&self.canon(path)).len()
     }
 
+    /// Whether a dpkg package that `debsums` would check lists `path` (by the index alone: a
+    /// hash collision may say yes wrongly, never no).
+    pub fn dpkg_owns(&self, path: &Path) -> bool {
+        self.candidates(&self.canon(path)).into_iter().any(|id| {
+            self.packages
+                .get(id as usize)
+                .is_some_and(|p| p.is_verified() && matches!(p.source, Source::Dpkg { .. }))
+        })
+    }
+
     /// Every package entry for the host path `path`: empty when no package owns it, several
     /// when it is shared (multi-arch, or a file two packages ship). An entry whose files
     /// cannot be read names its owner without a digest.

@@ -10,7 +10,7 @@ use crate::index::Index;
 use crate::transaction;
 use guestward_core::{HostRoot, Problem, Timestamp};
 use guestward_fim::package::{
-    ChangeOrigin, DigestAlgo, ExpectedFile, PackageAttribution, PackageDigest, PackageOracle,
+    ChangeOrigin, DigestAlgo, ExpectedFile, KnownContent, PackageAttribution, PackageDigest, PackageOracle,
     PackageTransaction,
 };
 use std::os::unix::fs::MetadataExt;
@@ -145,13 +145,21 @@ impl PackageOracle for Oracle {
         }
     }
 
-    fn verify_under(&self, roots: &[PathBuf]) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
+    fn wants_md5(&self, path: &Path) -> bool {
+        self.index().dpkg_owns(path)
+    }
+
+    fn verify_under(
+        &self,
+        roots: &[PathBuf],
+        known: &dyn KnownContent,
+    ) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
         let index = self.index();
         if index.packages().is_empty() {
             return Err("no dpkg or rpm database under the root".to_string());
         }
         let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 8);
-        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<(PathBuf, Vec<ExpectedFile>)>(VERIFY_QUEUE);
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Vec<VerifyJob>>(VERIFY_QUEUE / VERIFY_BATCH);
         let job_rx = Mutex::new(job_rx);
         let root = &self.root;
         let index = &index;
@@ -162,21 +170,21 @@ impl PackageOracle for Oracle {
                     scope.spawn(move || {
                         let mut found = Vec::new();
                         loop {
-                            // The lock is held only to take one job.
-                            let job = match job_rx.lock() {
+                            // The lock is held only to take one batch.
+                            let batch = match job_rx.lock() {
                                 Ok(rx) => rx.recv(),
                                 Err(_) => break,
                             };
-                            let Ok((path, expected)) = job else { break };
-                            if let Some(a) = verify_one(root, &path, &expected) {
-                                found.push((path, a));
-                            }
+                            let Ok(batch) = batch else { break };
+                            found.extend(verify_batch(root, known, batch));
                         }
                         found
                     })
                 })
                 .collect();
-            produce_in_scope(index, roots, &jobs);
+            let mut batcher = Batcher { jobs: &jobs, pending: Vec::with_capacity(VERIFY_BATCH) };
+            produce_in_scope(index, roots, &mut batcher);
+            batcher.flush();
             drop(jobs);
             Ok(workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect())
         })
@@ -230,15 +238,39 @@ impl PackageOracle for Oracle {
 /// once gathered every in-scope file with its expected entries first: 14 MB resident and
 /// 24 MB at peak in the daemon for the default scope.
 const VERIFY_QUEUE: usize = 256;
+/// Files handed to a thread at once: most are judged from what the scan read, a lookup of a
+/// few microseconds, which a wake-up per file would cost more than.
+const VERIFY_BATCH: usize = 64;
+
+/// A package file and what its package(s) say about it.
+type VerifyJob = (PathBuf, Vec<ExpectedFile>);
+
+/// Queues jobs for the trust anchor's threads in batches.
+struct Batcher<'a> {
+    jobs: &'a std::sync::mpsc::SyncSender<Vec<VerifyJob>>,
+    pending: Vec<VerifyJob>,
+}
+
+impl Batcher<'_> {
+    /// Queues one; false when the threads are gone.
+    fn send(&mut self, job: VerifyJob) -> bool {
+        self.pending.push(job);
+        self.pending.len() < VERIFY_BATCH || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(VERIFY_BATCH));
+        self.jobs.send(batch).is_ok()
+    }
+}
 
 /// Queues each package file under `roots` that has a recorded digest, package by package;
 /// a path that more than one package lists is queued once, at the end, with every owner's
 /// entry (it matches if it matches any of them).
-fn produce_in_scope(
-    index: &Index,
-    roots: &[PathBuf],
-    jobs: &std::sync::mpsc::SyncSender<(PathBuf, Vec<ExpectedFile>)>,
-) {
+fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
     let under = |p: &Path| roots.iter().any(|r| p.starts_with(r));
     let mut shared = std::collections::BTreeSet::new();
     let mut rpm_records = std::collections::HashMap::new();
@@ -247,7 +279,7 @@ fn produce_in_scope(
             shared.insert(path);
             true
         } else {
-            jobs.send((path, vec![expected])).is_ok()
+            jobs.send((path, vec![expected]))
         }
     };
     for (id, pkg) in index.packages().iter().enumerate() {
@@ -331,17 +363,37 @@ fn produce_in_scope(
     for path in shared {
         let expected: Vec<ExpectedFile> =
             index.expected(&path).into_iter().filter(|e| e.digest.is_some()).collect();
-        if !expected.is_empty() && jobs.send((path, expected)).is_err() {
+        if !expected.is_empty() && !jobs.send((path, expected)) {
             return;
         }
     }
 }
 
-/// `path` against what its package(s) say: an attribution when it does not match (changed
-/// outside the package manager, or an edited conffile), `None` when it does.
-fn verify_one(root: &HostRoot, path: &Path, expected: &[ExpectedFile]) -> Option<PackageAttribution> {
-    let content =
-        guestward_fim::attribution::read_content(root, path, &guestward_fim::attribution::algos_of(expected));
-    guestward_fim::attribution::classify(expected, &content, true, false, None)
-        .filter(|a| matches!(a.origin, ChangeOrigin::OutsidePackageManager | ChangeOrigin::ConffileEdit))
+/// Each file of `batch` against what its package(s) say: an attribution for each that does
+/// not match (changed outside the package manager, or an edited conffile). What the scan that
+/// just ran read of a file is used when it still describes it (see `KnownContent`); otherwise
+/// the file is read here.
+fn verify_batch(
+    root: &HostRoot,
+    known: &dyn KnownContent,
+    batch: Vec<VerifyJob>,
+) -> Vec<(PathBuf, PackageAttribution)> {
+    let asked: Vec<(&Path, Vec<DigestAlgo>)> = batch
+        .iter()
+        .map(|(path, expected)| (path.as_path(), guestward_fim::attribution::algos_of(expected)))
+        .collect();
+    let mut contents = known.contents(&asked).into_iter();
+    let mut found = Vec::new();
+    for ((path, algos), (_, expected)) in asked.iter().zip(&batch) {
+        let content = contents
+            .next()
+            .flatten()
+            .unwrap_or_else(|| guestward_fim::attribution::read_content(root, path, algos));
+        let judged = guestward_fim::attribution::classify(expected, &content, true, false, None)
+            .filter(|a| matches!(a.origin, ChangeOrigin::OutsidePackageManager | ChangeOrigin::ConffileEdit));
+        if let Some(a) = judged {
+            found.push((path.to_path_buf(), a));
+        }
+    }
+    found
 }

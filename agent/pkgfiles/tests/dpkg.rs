@@ -5,6 +5,7 @@
 use crate::support::have;
 use guestward_core::HostRoot;
 use guestward_core::testing::skip_or_fail;
+use guestward_fim::package::NothingKnown;
 use guestward_pkgfiles::cli::{VerifyPackagesArgs, run_with};
 use guestward_pkgfiles::verify::{self, Attribute, MismatchKind, Options, Progress};
 use std::collections::BTreeSet;
@@ -209,7 +210,7 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     let root = HostRoot::new(root_dir).unwrap();
     let (oracle, problems) = guestward_pkgfiles::Oracle::load(root.clone());
     assert!(problems.is_empty(), "{problems:?}");
-    let found = oracle.verify_under(&["/".into()]).unwrap();
+    let found = oracle.verify_under(&["/".into()], &NothingKnown).unwrap();
     let flagged = set(found.iter().map(|(p, _)| p.display().to_string()));
     assert_eq!(found.len(), flagged.len(), "each path once: {found:#?}");
     assert_eq!(
@@ -229,11 +230,70 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     let report = verify::verify_root(&root, &Options::default(), &Progress::default()).unwrap();
     same("trust anchor", &set(report.mismatches.iter().map(|m| m.path.clone())), &flagged);
     // A scope is a scope: under /etc only the conffiles.
-    let etc = oracle.verify_under(&["/etc".into()]).unwrap();
+    let etc = oracle.verify_under(&["/etc".into()], &NothingKnown).unwrap();
     assert_eq!(
         set(etc.iter().map(|(p, _)| p.display().to_string())),
         set(["/etc/gw-alpha.conf".into(), "/etc/gw-beta.conf".into()])
     );
+
+    // The FIM baseline's own anchor: `fim init` and `fim check` take the MD5 of the dpkg files
+    // in their scan's read and judge them from it, without reading them again. The same paths.
+    let state = tempfile::tempdir().unwrap();
+    let rule = |path: &str| {
+        guestward_fim::config::PathEntry::Rule(guestward_fim::config::PathRule {
+            path: guestward_core::AbsolutePath::new(path).unwrap(),
+            recursive: true,
+            exclude: vec![],
+            attributes: None,
+            max_file_size_bytes: None,
+        })
+    };
+    let o = guestward_fim::oneshot::OneShot {
+        config: guestward_fim::Config { paths: vec![rule("/usr"), rule("/etc")], ..Default::default() },
+        state_dir: state.path().to_path_buf(),
+        root: root.clone(),
+        progress_bar: false,
+    };
+    let packages = |root: &HostRoot| {
+        Some(std::sync::Arc::new(guestward_pkgfiles::Oracle::load(root.clone()).0)
+            as std::sync::Arc<dyn PackageOracle>)
+    };
+    let anchored = |purpose| {
+        let run = guestward_fim::oneshot::run_packaged(&o, purpose, &packages).unwrap();
+        let b = run.summary.baseline;
+        assert!(b.package_verification.is_some(), "{b:#?}");
+        set(b.package_mismatches.iter().map(|m| m.path.clone()))
+    };
+    std::fs::write(root_dir.join("usr/share/stray"), "no package lists this\n").unwrap();
+    same("fim init's anchor", &anchored(guestward_fim::Purpose::Init), &flagged);
+    // The baseline keeps the MD5 of every dpkg file it hashed, as `md5sum` computes it, and of
+    // nothing else.
+    let store = guestward_fim::store::Store::open(state.path()).unwrap();
+    for (path, owned) in [
+        ("/usr/share/gw-alpha/untouched", true),
+        ("/usr/share/gw-alpha/data", true),
+        ("/etc/gw-alpha.conf", true),
+        ("/usr/share/stray", false),
+    ] {
+        let rec = store.get(Path::new(path)).unwrap().unwrap();
+        let md5 = rec.md5.map(|m| guestward_fim::record::hex(&m));
+        assert_eq!(md5.as_deref(), owned.then(|| md5_of(root_dir, path)).as_deref(), "{path}");
+    }
+    // `fim check` of the unchanged tree prunes every row (they equal the baseline) and judges
+    // from the baseline's MD5s; then a trojaned file is put back as its package has it (new
+    // ctime, so read again and its MD5 taken anew): no longer flagged.
+    same("fim check's anchor", &anchored(guestward_fim::Purpose::Check), &flagged);
+    std::fs::write(root_dir.join("usr/share/gw-alpha/data"), "content of /usr/share/gw-alpha/data\n")
+        .unwrap();
+    let restored = md5_of(root_dir, "/usr/share/gw-alpha/data");
+    let listed = std::fs::read_to_string(info.join("gw-alpha.md5sums")).unwrap();
+    assert!(
+        listed.contains(&format!("{restored}  usr/share/gw-alpha/data")),
+        "the fixture's original: {listed}"
+    );
+    let mut fewer = flagged.clone();
+    fewer.remove("/usr/share/gw-alpha/data");
+    same("fim check's anchor after a repair", &anchored(guestward_fim::Purpose::Check), &fewer);
 }
 
 #[test]
