@@ -89,7 +89,13 @@ impl KnownContent for ScannedContent<'_> {
 
 impl ScannedContent<'_> {
     fn one(&self, st: &Store, path: &Path, algos: &[DigestAlgo]) -> Option<Content> {
-        let meta = self.root.symlink_metadata(path).ok()?;
+        // On the running system the root is `/` and the kernel's own lookup is the root's: one
+        // `lstat` instead of three calls through the root's descriptor, for every package file.
+        let meta = if self.root.is_live() {
+            std::fs::symlink_metadata(path).ok()?
+        } else {
+            self.root.symlink_metadata(path).ok()?
+        };
         let now = FileRecord::from_metadata(&meta);
         if now.kind != FileKind::File || now.size > MAX_DIGEST_BYTES {
             return None;
