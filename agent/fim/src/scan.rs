@@ -50,6 +50,10 @@ const JOB_BATCH_BYTES: u64 = 8 << 20;
 /// KiB: the lookups walk the path index in directory order, so a small cache hits, and the
 /// scan stays within its memory budget with one connection per thread.
 const LOOKUP_CACHE_KIB: u32 = 512;
+/// Page cache of the walk's reader connection, KiB.
+const READER_CACHE_KIB: u32 = 256;
+/// Page cache of the writer's connection, KiB.
+const WRITER_CACHE_KIB: u32 = 1024;
 
 /// A concrete tree to walk: a rule's path with wildcards expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,8 +351,14 @@ pub(crate) fn stage_with(
     let started = Timestamp::now();
     let t0 = Instant::now();
     // Keyed like the engine's store: staged rows are sealed, resumed rows verified.
+    // Page caches sized for what each connection does (SQLite's default is 2 MiB each): the
+    // reader counts the baseline once and looks up a resumed scan's rows, the writer appends
+    // in walk order. Measured with heaptrack: 4 MiB of a `fim init`'s 9 MiB heap peak was
+    // these two caches at their default size.
     let reader = Store::open_keyed(state_dir, policy.baseline_key.clone())?;
+    reader.set_cache_kib(READER_CACHE_KIB)?;
     let mut writer_store = Store::open_keyed(state_dir, policy.baseline_key.clone())?;
+    writer_store.set_cache_kib(WRITER_CACHE_KIB)?;
     let baseline_entries = reader.file_count().unwrap_or(0);
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)

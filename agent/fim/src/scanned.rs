@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 /// Read connections kept for reuse: one per trust-anchor thread is enough.
 const MAX_IDLE_CONNECTIONS: usize = 8;
 /// Page cache of each connection, KiB.
-const CACHE_KIB: u32 = 512;
+const CACHE_KIB: u32 = 256;
 
 /// The records of the scan that just ran, in the state directory's store.
 pub(crate) struct ScannedContent<'a> {
