@@ -254,8 +254,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::daemon::prepare_state_dir(&state_dir)?;
             // Changes to package files are attributed, and package files in scope verified
             // against their packages (the baseline's trust anchor), through the command's root.
+            // Read when first needed: a metadata-first check of an unchanged tree never asks.
             let packages = |root: &guestward_core::HostRoot| {
-                let (oracle, _) = guestward_pkgfiles::Oracle::load(root.clone());
+                let oracle = guestward_pkgfiles::Oracle::lazy(root.clone());
                 Some(std::sync::Arc::new(oracle) as std::sync::Arc<dyn guestward_fim::package::PackageOracle>)
             };
             Ok(guestward_fim::cli::run_packaged(
