@@ -1069,6 +1069,18 @@ mod tests {
         Config { paths: entries, ..Config::default() }.policy().unwrap()
     }
 
+    /// A full rehash on `threads` threads, unpaced and without progress.
+    fn unlimited(threads: usize) -> ScanOptions<'static> {
+        ScanOptions {
+            rate: RateLimit::default(),
+            threads,
+            progress: None,
+            cancel: None,
+            pace: None,
+            rehash: Rehash::All,
+        }
+    }
+
     #[test]
     fn most_specific_rule_governs_and_excluded_dirs_hide_subtrees() {
         let p = policy(vec![
@@ -1136,14 +1148,7 @@ mod tests {
         let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
         let root = HostRoot::live();
         let state = dir.path().join("state");
-        let opts = ScanOptions {
-            rate: RateLimit::default(),
-            threads: 1,
-            progress: None,
-            cancel: None,
-            pace: None,
-            rehash: Rehash::All,
-        };
+        let opts = unlimited(1);
         let wants = |_: &Path| true;
         let staged =
             stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::All, Some(&wants))
@@ -1180,14 +1185,7 @@ mod tests {
         let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
         let root = HostRoot::live();
         let state = dir.path().join("state");
-        let opts = ScanOptions {
-            rate: RateLimit::default(),
-            threads: 2,
-            progress: None,
-            cancel: None,
-            pace: None,
-            rehash: Rehash::All,
-        };
+        let opts = unlimited(2);
         let stats = stage(&p, &root, &state, &p.targets(&root), false, &opts).unwrap();
         // The tree, its files, `sub` and `sub/inner`.
         assert_eq!(stats.entries, n as u64 + 3, "{stats:?}");
