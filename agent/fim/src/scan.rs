@@ -217,7 +217,8 @@ struct Job {
     host: PathBuf,
     dir: Arc<File>,
     name: OsString,
-    stat: FileStat,
+    /// The walk's `fstatat`; `None`: left to the hashing thread (see `walk_target`).
+    stat: Option<FileStat>,
     opts: ReadOptions,
 }
 
@@ -435,12 +436,16 @@ pub(crate) fn stage_with(
         let walk_tx = write_tx.clone();
         drop(write_tx);
         let mut out = Out::new(&job_tx, &walk_tx, lookups);
+        // Metadata first, every entry goes to the hashing threads anyway (`lookups`): they
+        // stat what is not a directory (see `walk_target`). A resumed scan compares each
+        // entry's stat with its staged row here, so it keeps the walk's own.
+        let defer_stat = opts.rehash == Rehash::Changed && lookups && !resume;
         for t in targets {
             if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 cancelled = true;
                 break;
             }
-            walk_target(policy, root, t, &reader, resume, &mut out, &counters, opts.cancel);
+            walk_target(policy, root, t, &reader, resume, defer_stat, &mut out, &counters, opts.cancel);
         }
         out.flush();
         drop(out);
@@ -491,6 +496,7 @@ fn walk_target(
     target: &Target,
     reader: &Store,
     resume: bool,
+    defer_stat: bool,
     out: &mut Out<'_>,
     counters: &Counters,
     cancel: Option<&AtomicBool>,
@@ -525,7 +531,7 @@ fn walk_target(
             host: target.host.clone(),
             dir: Arc::clone(&parent),
             name: name.clone(),
-            stat,
+            stat: Some(stat),
             opts: read_opts,
         },
         reader,
@@ -565,7 +571,7 @@ fn walk_target(
         // a planted directory of millions of entries can cost.
         // Read from a freshly opened descriptor (at offset 0), into the walk's one buffer.
         let mut entries = rustix::fs::RawDir::new(&*dir, &mut dirents);
-        let mut names: Vec<OsString> = Vec::new();
+        let mut names: Vec<(OsString, rustix::fs::FileType)> = Vec::new();
         let mut subdirs = Vec::new();
         let mut listed_any = false;
         loop {
@@ -577,7 +583,7 @@ fn walk_target(
                         listed_any = true;
                         let bytes = e.file_name().to_bytes();
                         if bytes != b"." && bytes != b".." {
-                            names.push(OsStr::from_bytes(bytes).to_os_string());
+                            names.push((OsStr::from_bytes(bytes).to_os_string(), e.file_type()));
                         }
                     }
                     Err(e) => {
@@ -599,13 +605,24 @@ fn walk_target(
             // readdir failed part-way: what was listed is recorded, the rest of this directory
             // is reported (above).
             let last = failed || names.len() < SORTED_CHUNK;
-            names.sort_unstable();
-            for name in names.drain(..) {
+            names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (name, listed_as) in names.drain(..) {
                 let host = host_dir.join(&name);
                 if rule.excludes(&host) {
                     continue;
                 }
                 if nested && policy.governing(&host).map(|r| r.index) != Some(rule.index) {
+                    continue;
+                }
+                // A metadata-first scan is bound by this one thread's `fstatat` of every entry:
+                // what getdents says is not a directory is examined by the hashing thread that
+                // takes it instead (which stats it there, as the walk would). Directories, and
+                // entries of unknown type, are examined here: the walk descends from that.
+                if defer_stat
+                    && !matches!(listed_as, rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown)
+                {
+                    let job = Job { host, dir: Arc::clone(&dir), name, stat: None, opts: read_opts };
+                    submit(job, reader, resume, out, counters);
                     continue;
                 }
                 let stat = match dirfd::stat_at(&dir, &name) {
@@ -636,7 +653,7 @@ fn walk_target(
                         subdirs.push((host.clone(), Arc::clone(&dir), name.clone(), stat, depth + 1));
                     }
                 }
-                let job = Job { host, dir: Arc::clone(&dir), name, stat, opts: read_opts };
+                let job = Job { host, dir: Arc::clone(&dir), name, stat: Some(stat), opts: read_opts };
                 submit(job, reader, resume, out, counters);
             }
             if last {
@@ -676,7 +693,8 @@ impl<'a> Out<'a> {
     }
 
     fn job(&mut self, job: Job) {
-        self.pending_bytes = self.pending_bytes.saturating_add(u64::try_from(job.stat.st_size).unwrap_or(0));
+        let size = job.stat.map_or(0, |st| st.st_size);
+        self.pending_bytes = self.pending_bytes.saturating_add(u64::try_from(size).unwrap_or(0));
         self.pending_jobs.push(job);
         if self.pending_jobs.len() >= JOB_BATCH || self.pending_bytes >= JOB_BATCH_BYTES {
             self.flush();
@@ -717,11 +735,16 @@ impl<'a> Out<'a> {
 
 fn submit(job: Job, reader: &Store, resume: bool, out: &mut Out<'_>, counters: &Counters) {
     counters.seen.fetch_add(1, Ordering::Relaxed);
+    let Some(stat) = job.stat else {
+        // Examined by the hashing thread that takes it.
+        out.job(job);
+        return;
+    };
     if resume {
         // Same inode, size, mtime and ctime as when this interrupted scan recorded it: ctime
         // cannot be set from user space, so the content is what was hashed then.
         if let Ok(Some(staged)) = reader.resumable(&job.host) {
-            let now = FileRecord::from_stat(&job.stat);
+            let now = FileRecord::from_stat(&stat);
             if staged.same_stat(&now)
                 && staged.mode == now.mode
                 && staged.uid == now.uid
@@ -738,16 +761,13 @@ fn submit(job: Job, reader: &Store, resume: bool, out: &mut Out<'_>, counters: &
     }
     // With lookups every entry goes to the hashing threads, which look its baseline record
     // up (in parallel), read only what changed (metadata first) and stage only what differs.
-    if out.lookups
-        || (FileKind::from_mode(job.stat.st_mode) == FileKind::File && job.opts.attributes.hashes())
-    {
+    if out.lookups || (FileKind::from_mode(stat.st_mode) == FileKind::File && job.opts.attributes.hashes()) {
         out.job(job);
     } else {
         // No content to read: record here, sparing the workers a round trip. FIFOs, devices
         // and sockets are recorded from their fstatat alone and never opened.
         let mut buf = Vec::new();
-        let (rec, err) =
-            read_record_at(&job.dir, &job.name, &job.stat, job.opts, None, &mut buf, &mut |_| {});
+        let (rec, err) = read_record_at(&job.dir, &job.name, &stat, job.opts, None, &mut buf, &mut |_| {});
         if let Some(e) = err {
             counters.problem(problem(&job.host, &e));
         }
@@ -842,10 +862,27 @@ fn worker_loop(
         let mut records = Vec::with_capacity(jobs.len());
         let prevs = lookup_batch(baseline.as_ref(), &jobs, counters);
         for (job, prev) in jobs.into_iter().zip(prevs) {
+            let stat = match job.stat {
+                Some(st) => st,
+                None => match dirfd::stat_at(&job.dir, &job.name) {
+                    Ok(st) => st,
+                    Err(e) => {
+                        // Gone since the listing (or unreadable): as if the walk had not met
+                        // it, so the diff looks for its baseline row (see `Staged::found`).
+                        if prev.is_some() {
+                            counters.found.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            counters.problem(problem(&job.host, &e));
+                        }
+                        continue;
+                    }
+                },
+            };
             let reused = prev
                 .as_ref()
                 .filter(|_| rehash == Rehash::Changed)
-                .and_then(|prev| FileRecord::reused(prev, &job.stat, job.opts));
+                .and_then(|prev| FileRecord::reused(prev, &stat, job.opts));
             if let Some(rec) = reused {
                 counters.reused.fetch_add(1, Ordering::Relaxed);
                 if prune {
@@ -855,23 +892,22 @@ fn worker_loop(
                 }
                 continue;
             }
-            let hashes =
-                FileKind::from_mode(job.stat.st_mode) == FileKind::File && job.opts.attributes.hashes();
+            let hashes = FileKind::from_mode(stat.st_mode) == FileKind::File && job.opts.attributes.hashes();
             // An MD5 known for this content is carried over below (same SHA-256); one is taken
             // in this read only when none is, for the files asked for.
             let known_md5 =
-                prev.as_ref().filter(|p| p.md5.is_some() && p.same_stat(&FileRecord::from_stat(&job.stat)));
+                prev.as_ref().filter(|p| p.md5.is_some() && p.same_stat(&FileRecord::from_stat(&stat)));
             let read_opts = ReadOptions {
                 md5: hashes && known_md5.is_none() && md5.is_some_and(|wants| wants(&job.host)),
                 ..job.opts
             };
-            let linked = if hashes { links.find(&job.stat, read_opts.md5) } else { None };
+            let linked = if hashes { links.find(&stat, read_opts.md5) } else { None };
             // Paced once per file: a file written during the rest is hashed again (its stat
             // changed), and that attempt must not owe the rest a second time.
             let mut paced = false;
             let (mut rec, err) = match linked {
                 Some(rec) => (rec, None),
-                None => read_record_at(&job.dir, &job.name, &job.stat, read_opts, None, &mut buf, &mut |n| {
+                None => read_record_at(&job.dir, &job.name, &stat, read_opts, None, &mut buf, &mut |n| {
                     limiter.take(n);
                     if let Some(pace) = pacing.pace.filter(|_| !paced) {
                         paced = true;
@@ -885,7 +921,7 @@ fn worker_loop(
             }
             rec.carry_md5(prev.as_ref());
             if hashes && err.is_none() {
-                links.remember(&job.stat, &rec);
+                links.remember(&stat, &rec);
             }
             match err {
                 // Replaced between the walk's fstatat and our open: nothing of what is there

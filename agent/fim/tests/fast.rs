@@ -193,3 +193,44 @@ fn content_changed_behind_the_metadata_is_left_to_the_full_rehash() {
     assert_eq!(full.changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), vec![shown.as_str()]);
     assert_eq!(full.changes[0].changed, vec![Attribute::Sha256]);
 }
+
+/// Metadata first, the hashing threads examine what the walk listed as not a directory: a
+/// removed file, a file replaced by a FIFO (never opened) or by a directory, a retargeted
+/// symlink and a new file are reported as the full check reports them.
+#[test]
+fn a_fast_check_reports_removals_and_type_changes_as_the_full_check_does() {
+    let (dir, o) = tree();
+    oneshot::init(&o).unwrap();
+    let bin = dir.path().join("tree/bin");
+    std::fs::remove_file(bin.join("tool3")).unwrap();
+    std::fs::remove_file(bin.join("tool4")).unwrap();
+    nix::unistd::mkfifo(&bin.join("tool4"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    std::fs::remove_file(bin.join("tool5")).unwrap();
+    std::fs::create_dir(bin.join("tool5")).unwrap();
+    std::fs::write(bin.join("tool5/inside"), "new\n").unwrap();
+    std::fs::remove_file(bin.join("alias")).unwrap();
+    std::os::unix::fs::symlink("tool1", bin.join("alias")).unwrap();
+    std::fs::write(bin.join("added"), "added\n").unwrap();
+
+    let changes = |r: &guestward_fim::model::CheckReport| {
+        let mut v: Vec<(String, ChangeKind)> = r.changes.iter().map(|c| (c.path.clone(), c.change)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| format!("{:?}", a.1).cmp(&format!("{:?}", b.1))));
+        v
+    };
+    let fast = oneshot::check_fast(&o).unwrap();
+    let full = oneshot::check(&o).unwrap();
+    assert_eq!(changes(&fast), changes(&full));
+    let shown = |name: &str| bin.join(name).display().to_string();
+    let fast_changes = changes(&fast);
+    for (path, kind) in [
+        (shown("tool3"), ChangeKind::Removed),
+        (shown("tool5/inside"), ChangeKind::Added),
+        (shown("added"), ChangeKind::Added),
+    ] {
+        assert!(fast_changes.contains(&(path.clone(), kind)), "{path} {kind:?}: {fast_changes:#?}");
+    }
+    for name in ["tool4", "tool5", "alias"] {
+        assert!(fast_changes.iter().any(|(p, _)| *p == shown(name)), "{name}: {fast_changes:#?}");
+    }
+    assert_eq!(fast.exit_code(), 1);
+}
