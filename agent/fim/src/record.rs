@@ -162,6 +162,13 @@ impl FileRecord {
             && self.inode == other.inode
     }
 
+    /// Whether `now` (an entry's `fstatat`) is the entry this record was taken of, unchanged:
+    /// [`Self::same_stat`] and the same mode and owner (see [`Self::reused`] for why ctime
+    /// makes that the content too).
+    pub fn unchanged_in(&self, now: &Self) -> bool {
+        self.same_stat(now) && self.mode == now.mode && self.uid == now.uid && self.gid == now.gid
+    }
+
     /// The record of an entry whose `fstatat` gave `st`, taken from `prev` (its baseline
     /// record) without reading anything, when the entry cannot have changed since: same type,
     /// size, mtime, ctime and inode, same mode and owner. The kernel moves ctime on every write,
@@ -172,7 +179,7 @@ impl FileRecord {
     /// unreadable or not fully hashed: such an entry is read again.
     pub fn reused(prev: &Self, st: &FileStat, opts: ReadOptions) -> Option<Self> {
         let now = Self::from_stat(st);
-        if !(prev.same_stat(&now) && prev.mode == now.mode && prev.uid == now.uid && prev.gid == now.gid) {
+        if !prev.unchanged_in(&now) {
             return None;
         }
         if prev.flags & (FLAG_UNREADABLE | FLAG_UNSTABLE) != 0 {

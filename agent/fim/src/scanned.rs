@@ -44,12 +44,16 @@ impl<'a> ScannedContent<'a> {
     ) -> Self {
         let mut s = Self { root, state_dir, key, baseline: None, idle: Mutex::new(Vec::new()) };
         if unstaged_in_baseline {
-            // Unsealed with a key configured: its rows are not verified, so not used.
-            s.baseline = s.connection().and_then(|st| {
-                let verified = st.baseline_verified().ok()?;
-                s.put_back(st);
-                (verified || s.key.is_none()).then_some(s.key.is_some())
-            });
+            s.baseline = match s.key {
+                // Nothing to verify its rows with.
+                None => Some(false),
+                // Rows of a baseline not sealed with the key are not verified, so not used.
+                Some(_) => s.connection().and_then(|st| {
+                    let verified = st.baseline_verified().ok();
+                    s.put_back(st);
+                    verified.filter(|v| *v)
+                }),
+            };
         }
         s
     }

@@ -407,10 +407,10 @@ impl Store {
         self.record_in("files", path, verify)
     }
 
-    /// The record the scan in progress staged for `path`, else (with `baseline`: what
-    /// [`Self::baseline_verified`] said, or `true` without a key) its baseline record: what the
-    /// scan found, for a scan that leaves entries identical to their baseline row unstaged
-    /// (see `scan::Staging::Changes`). Staged rows are verified whenever there is a key.
+    /// The record the scan in progress staged for `path`, else, with `baseline` `Some(verify)`,
+    /// its baseline record (its MAC checked when `verify`): what the scan found, for a scan
+    /// that leaves entries identical to their baseline row unstaged (see
+    /// `scan::Staging::Changes`). Staged rows are verified whenever there is a key.
     pub fn scanned_record(
         &self,
         path: &Path,
