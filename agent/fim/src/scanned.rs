@@ -123,3 +123,72 @@ impl ScannedContent<'_> {
         Some(Content { present: true, digests, mode })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::{Config, PathEntry};
+    use crate::scan::{ScanOptions, Staging, stage_with};
+    use guestward_core::AbsolutePath;
+    use md5::Digest as _;
+
+    /// The trust anchor is given what the scan read, only while the file is as it was read,
+    /// only in the algorithms the scan took, and baseline rows only when asked for.
+    #[test]
+    fn the_scan_s_digests_are_given_while_the_file_is_unchanged_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        let f = tree.join("f");
+        std::fs::write(&f, b"package content\n").unwrap();
+        let policy =
+            Config { paths: vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())], ..Config::default() }
+                .policy()
+                .unwrap();
+        let root = HostRoot::live();
+        let state = dir.path().join("state");
+        let opts = ScanOptions {
+            rate: Default::default(),
+            threads: 1,
+            progress: None,
+            cancel: None,
+            pace: None,
+            rehash: crate::Rehash::All,
+        };
+        let wants = |_: &Path| true;
+        let targets = policy.targets(&root);
+        stage_with(&policy, &root, &state, &targets, false, &opts, Staging::All, Some(&wants)).unwrap();
+
+        let missing = tree.join("missing");
+        let asked = [
+            (f.as_path(), vec![DigestAlgo::Md5]),
+            (f.as_path(), vec![DigestAlgo::Sha256, DigestAlgo::Md5]),
+            (f.as_path(), vec![DigestAlgo::Sha1]),
+            (missing.as_path(), vec![DigestAlgo::Md5]),
+        ];
+        let known = ScannedContent::new(&root, &state, None, false);
+        let got = known.contents(&asked);
+        let md5 = hex(&md5::Md5::digest(b"package content\n"));
+        let sha = hex(&sha2::Sha256::digest(b"package content\n"));
+        let first = got[0].as_ref().expect("the scan read it");
+        assert_eq!(
+            (first.present, first.digests.len(), first.digests[0].hex.as_str()),
+            (true, 1, md5.as_str())
+        );
+        let both: Vec<&str> = got[1].as_ref().unwrap().digests.iter().map(|d| d.hex.as_str()).collect();
+        assert_eq!(both, vec![sha.as_str(), md5.as_str()]);
+        assert!(got[2].is_none(), "SHA-1 was not taken: read it");
+        assert!(got[3].is_none(), "not there: read it (and find it missing)");
+
+        // Staged rows moved into the baseline: used only when asked for.
+        let mut store = Store::open(&state).unwrap();
+        store.replace_all().unwrap();
+        assert!(ScannedContent::new(&root, &state, None, false).contents(&asked[..1])[0].is_none());
+        assert!(ScannedContent::new(&root, &state, None, true).contents(&asked[..1])[0].is_some());
+
+        // Written since (a new ctime even with the same size): not the content the scan read.
+        std::fs::write(&f, b"PACKAGE CONTENT\n").unwrap();
+        assert!(ScannedContent::new(&root, &state, None, true).contents(&asked[..1])[0].is_none());
+    }
+}
