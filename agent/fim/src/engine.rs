@@ -449,7 +449,6 @@ impl Fim {
         let Some(p) = &self.packages else { return };
         let started = std::time::Instant::now();
         let known = crate::scanned::ScannedContent::new(
-            &self.root,
             &self.state_dir,
             self.policy.baseline_key.clone(),
             unstaged_in_baseline,

@@ -176,10 +176,10 @@ pub trait PackageOracle: Send + Sync {
 /// store), for [`PackageOracle::verify_under`]. Called from several threads.
 #[cfg(feature = "collect")]
 pub trait KnownContent: Sync {
-    /// For each (host path, algorithms) of `files`, in order: the file now, with its digests
-    /// in every one of the algorithms, when the scan read it as it still is (same type, size,
-    /// mtime, ctime and inode: see `FileRecord::reused` for why that is the content) and took
-    /// them all. `None`: not known, read it.
+    /// For each (host path, algorithms) of `files`, in order: the file as the scan recorded
+    /// it (the content the baseline holds), with its digests in every one of the algorithms,
+    /// when the scan read it whole without seeing it change and took them all. `None`: not
+    /// known, read it.
     fn contents(
         &self,
         files: &[(&std::path::Path, Vec<DigestAlgo>)],

@@ -1,18 +1,22 @@
 //! What a scan just read, offered to the package trust anchor so that a package file is not
 //! read a second time for it (see [`crate::package::KnownContent`]).
 //!
-//! Trust: a record is used only while the file is still as the scan read it (same type, size,
-//! mtime, ctime and inode, the metadata-first rule of `FileRecord::reused`), and only from rows
-//! this scan staged or, for a scan that leaves rows identical to the baseline unstaged, from a
-//! baseline verified with the key (any baseline without one). Its MD5 was taken in the same
-//! read as its SHA-256, or carried over with an identical SHA-256 (`FileRecord::carry_md5`).
+//! Trust: the anchor judges the content this scan recorded, which is what the baseline holds
+//! (or, for `check`, what the report compares), not the file as it is a moment later. A write
+//! after the read is a change to that baseline, reported by the realtime watch and the next
+//! scan like any other, so judging the recorded content leaves no gap, and it spares an
+//! `lstat` of every package file (100k on a Debian host). A record is not used when its own
+//! read saw the file change or fail (`FLAG_UNSTABLE`, `FLAG_UNREADABLE`): the anchor then reads
+//! the file itself. Records come only from rows this scan staged or, for a scan that leaves
+//! rows identical to the baseline unstaged, from a baseline verified with the key (any
+//! baseline without one). Its MD5 was taken in the same read as its SHA-256, or carried over
+//! with an identical SHA-256 (`FileRecord::carry_md5`).
 
 use crate::attribution::{Content, MAX_DIGEST_BYTES};
 use crate::integrity::BaselineKey;
 use crate::package::{DigestAlgo, KnownContent, PackageDigest};
-use crate::record::{FileKind, FileRecord, hex};
+use crate::record::{FileKind, hex};
 use crate::store::Store;
-use guestward_core::HostRoot;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +27,6 @@ const CACHE_KIB: u32 = 256;
 
 /// The records of the scan that just ran, in the state directory's store.
 pub(crate) struct ScannedContent<'a> {
-    root: &'a HostRoot,
     state_dir: &'a Path,
     key: Option<Arc<BaselineKey>>,
     /// Whether baseline rows stand for entries the scan left unstaged, and if so whether they
@@ -37,12 +40,11 @@ impl<'a> ScannedContent<'a> {
     /// Over `state_dir`'s store; `unstaged_in_baseline`: the scan left entries identical to
     /// their baseline row unstaged.
     pub(crate) fn new(
-        root: &'a HostRoot,
         state_dir: &'a Path,
         key: Option<Arc<BaselineKey>>,
         unstaged_in_baseline: bool,
     ) -> Self {
-        let mut s = Self { root, state_dir, key, baseline: None, idle: Mutex::new(Vec::new()) };
+        let mut s = Self { state_dir, key, baseline: None, idle: Mutex::new(Vec::new()) };
         if unstaged_in_baseline {
             s.baseline = match s.key {
                 // Nothing to verify its rows with.
@@ -93,19 +95,9 @@ impl KnownContent for ScannedContent<'_> {
 
 impl ScannedContent<'_> {
     fn one(&self, st: &Store, path: &Path, algos: &[DigestAlgo]) -> Option<Content> {
-        // On the running system the root is `/` and the kernel's own lookup is the root's: one
-        // `lstat` instead of three calls through the root's descriptor, for every package file.
-        let meta = if self.root.is_live() {
-            std::fs::symlink_metadata(path).ok()?
-        } else {
-            self.root.symlink_metadata(path).ok()?
-        };
-        let now = FileRecord::from_metadata(&meta);
-        if now.kind != FileKind::File || now.size > MAX_DIGEST_BYTES {
-            return None;
-        }
         let rec = st.scanned_record(path, self.baseline).ok()??;
-        if !rec.same_stat(&now)
+        if rec.kind != FileKind::File
+            || rec.size > MAX_DIGEST_BYTES
             || rec.flags & (crate::record::FLAG_UNSTABLE | crate::record::FLAG_UNREADABLE) != 0
         {
             return None;
@@ -119,7 +111,8 @@ impl ScannedContent<'_> {
             };
             digests.push(PackageDigest { algo: *algo, hex });
         }
-        let mode = Some(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()));
+        // `st_mode` as the file's own stat gives it: a regular file's type bits and the mode.
+        let mode = Some(u32::from(nix::libc::S_IFREG) | rec.mode);
         Some(Content { present: true, digests, mode })
     }
 }
@@ -133,8 +126,8 @@ mod tests {
     use guestward_core::AbsolutePath;
     use md5::Digest as _;
 
-    /// The trust anchor is given what the scan read, only while the file is as it was read,
-    /// only in the algorithms the scan took, and baseline rows only when asked for.
+    /// The trust anchor is given what the scan recorded, in the algorithms the scan took, not
+    /// for a read that saw the file change, and baseline rows only when asked for.
     #[test]
     fn the_scan_s_digests_are_given_while_the_file_is_unchanged_and_only_those() {
         let dir = tempfile::tempdir().unwrap();
@@ -146,7 +139,7 @@ mod tests {
             Config { paths: vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())], ..Config::default() }
                 .policy()
                 .unwrap();
-        let root = HostRoot::live();
+        let root = guestward_core::HostRoot::live();
         let state = dir.path().join("state");
         let opts = ScanOptions {
             rate: Default::default(),
@@ -167,7 +160,7 @@ mod tests {
             (f.as_path(), vec![DigestAlgo::Sha1]),
             (missing.as_path(), vec![DigestAlgo::Md5]),
         ];
-        let known = ScannedContent::new(&root, &state, None, false);
+        let known = ScannedContent::new(&state, None, false);
         let got = known.contents(&asked);
         let md5 = hex(&md5::Md5::digest(b"package content\n"));
         let sha = hex(&sha2::Sha256::digest(b"package content\n"));
@@ -184,11 +177,21 @@ mod tests {
         // Staged rows moved into the baseline: used only when asked for.
         let mut store = Store::open(&state).unwrap();
         store.replace_all().unwrap();
-        assert!(ScannedContent::new(&root, &state, None, false).contents(&asked[..1])[0].is_none());
-        assert!(ScannedContent::new(&root, &state, None, true).contents(&asked[..1])[0].is_some());
+        assert!(ScannedContent::new(&state, None, false).contents(&asked[..1])[0].is_none());
+        assert!(ScannedContent::new(&state, None, true).contents(&asked[..1])[0].is_some());
 
-        // Written since (a new ctime even with the same size): not the content the scan read.
+        // Written since: the content the scan recorded (what the baseline holds) is judged;
+        // the write is a change to the baseline, for the watch and the next scan to report.
         std::fs::write(&f, b"PACKAGE CONTENT\n").unwrap();
-        assert!(ScannedContent::new(&root, &state, None, true).contents(&asked[..1])[0].is_none());
+        let judged = ScannedContent::new(&state, None, true).contents(&asked[..1]);
+        assert_eq!(judged[0].as_ref().unwrap().digests[0].hex, md5);
+        let recorded = store.get(&f).unwrap().unwrap();
+        assert_eq!(judged[0].as_ref().unwrap().mode, Some(0o100000 | recorded.mode));
+
+        // A record whose read saw the file change is not used: the anchor reads the file.
+        let mut unstable = recorded;
+        unstable.flags |= crate::record::FLAG_UNSTABLE;
+        store.put(&f, &unstable).unwrap();
+        assert!(ScannedContent::new(&state, None, true).contents(&asked[..1])[0].is_none());
     }
 }

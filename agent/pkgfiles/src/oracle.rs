@@ -300,7 +300,7 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
     let mut shared = std::collections::BTreeSet::new();
     let mut rpm_records = std::collections::HashMap::new();
     let mut queue = |path: PathBuf, expected: ExpectedFile| {
-        if index.owner_count(&path) > 1 {
+        if index.is_shared_canon(&path) {
             shared.insert(path);
             true
         } else {
@@ -314,6 +314,9 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
         }
         let more = if let Some((info_name, conffiles)) = index.dpkg_source(id) {
             let mut more = true;
+            // `keep` is asked about each file just before `emit` gets it: the canonical path
+            // it computed is handed over rather than computed again.
+            let kept = std::cell::Cell::new(None::<PathBuf>);
             let read = index.dpkg_checked_files(
                 &pkg.owner.name,
                 info_name,
@@ -321,12 +324,15 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
                 |on_disk| {
                     // dpkg was told not to unpack it (path-exclude): absent on purpose.
                     let path = index.canon(on_disk);
-                    under(&path)
+                    let keep = under(&path)
                         && !(index.dpkg_path_excluded(on_disk)
-                            && index.root().symlink_metadata(&path).is_err())
+                            && index.root().symlink_metadata(&path).is_err());
+                    kept.set(keep.then_some(path));
+                    keep
                 },
                 |f| {
                     let Some(md5) = f.checked_md5() else { return true };
+                    let path = kept.take().unwrap_or_else(|| index.canon(&f.on_disk));
                     let expected = ExpectedFile {
                         owner: pkg.owner.clone(),
                         digest: Some(PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&md5) }),
@@ -336,7 +342,7 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
                         user: None,
                         group: None,
                     };
-                    more = queue(index.canon(&f.on_disk), expected);
+                    more = queue(path, expected);
                     more
                 },
             );
