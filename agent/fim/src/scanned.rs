@@ -112,7 +112,7 @@ impl ScannedContent<'_> {
             digests.push(PackageDigest { algo: *algo, hex });
         }
         // `st_mode` as the file's own stat gives it: a regular file's type bits and the mode.
-        let mode = Some(u32::from(nix::libc::S_IFREG) | rec.mode);
+        let mode = Some(nix::libc::S_IFREG | rec.mode);
         Some(Content { present: true, digests, mode })
     }
 }
