@@ -301,6 +301,32 @@ pub fn read_record_at(
     buf: &mut Vec<u8>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> (FileRecord, Option<io::Error>) {
+    read_record_opened(dir, name, None, st, opts, reuse, buf, on_bytes)
+}
+
+/// Opens `name` in `dir` for hashing and `fstat`s the descriptor, when it is a regular file:
+/// the examination of an entry that getdents listed as one, in a scan that reads every
+/// regular file (one path lookup instead of an `fstatat` and then an `openat`). `None`: not
+/// opened (gone, a symlink or something else now, unreadable); examine it with `fstatat`.
+pub(crate) fn open_regular(dir: &File, name: &OsStr) -> Option<(File, FileStat)> {
+    let file = open_for_hash(dir, name).ok()?;
+    let st = crate::dirfd::stat_fd(&file).ok()?;
+    (FileKind::from_mode(st.st_mode) == FileKind::File).then_some((file, st))
+}
+
+/// [`read_record_at`] with the file already open when `open` is given: `st` is then the
+/// `fstat` of that descriptor ([`open_regular`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn read_record_opened(
+    dir: &File,
+    name: &OsStr,
+    open: Option<File>,
+    st: &FileStat,
+    opts: ReadOptions,
+    reuse: Option<&FileRecord>,
+    buf: &mut Vec<u8>,
+    on_bytes: &mut dyn FnMut(u64),
+) -> (FileRecord, Option<io::Error>) {
     let mut rec = FileRecord::from_stat(st);
     let mut problem = None;
     let mut opened: Option<File> = None;
@@ -322,7 +348,7 @@ pub fn read_record_at(
                 rec.md5 = prev.md5;
                 rec.flags |= prev.flags & FLAG_UNSTABLE;
             } else {
-                match hash_file(dir, name, st, opts, buf, on_bytes) {
+                match hash_file(dir, name, open, st, opts, buf, on_bytes) {
                     Ok((hashed, file)) => {
                         rec = hashed;
                         opened = Some(file);
@@ -383,15 +409,23 @@ pub fn open_for_hash(dir: &File, name: &OsStr) -> io::Result<File> {
 fn hash_file(
     dir: &File,
     name: &OsStr,
+    open: Option<File>,
     st: &FileStat,
     opts: ReadOptions,
     buf: &mut Vec<u8>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> io::Result<(FileRecord, File)> {
-    let file = open_for_hash(dir, name)?;
+    // Opened by the caller: `st` is this descriptor's own fstat, taken just now.
+    let (file, mut fresh) = match open {
+        Some(f) => (f, Some(*st)),
+        None => (open_for_hash(dir, name)?, None),
+    };
     let mut last = None;
     for attempt in 0..MAX_HASH_ATTEMPTS {
-        let now = crate::dirfd::stat_fd(&file)?;
+        let now = match fresh.take() {
+            Some(st) => st,
+            None => crate::dirfd::stat_fd(&file)?,
+        };
         let before = FileRecord::from_stat(&now);
         // The descriptor must be the regular file we examined: a rename between fstatat and
         // openat could have put a FIFO, a device or another file (from anywhere on the same
@@ -500,6 +534,45 @@ fn read_xattrs(real: &Path) -> io::Result<Xattrs> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// A full scan opens what getdents calls a regular file before examining it: only a
+    /// regular file comes back open (with its descriptor's own stat), and hashing through
+    /// that descriptor gives the record an `fstatat` and a fresh open give. A FIFO swapped in
+    /// is opened without blocking and refused; a symlink, a directory or nothing at all is
+    /// left to `fstatat`.
+    #[test]
+    fn open_regular_opens_regular_files_only_and_reads_as_the_walk_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("file"), b"contents\n").unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink("file", root.join("link")).unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        let d = crate::dirfd::open_dir_path(root).unwrap();
+        for name in ["fifo", "link", "sub", "missing"] {
+            assert!(open_regular(&d, OsStr::new(name)).is_none(), "{name}");
+        }
+        let (file, st) = open_regular(&d, OsStr::new("file")).expect("a regular file");
+        let o = ReadOptions {
+            attributes: AttributeSet::of(Attribute::DEFAULT),
+            max_file_size_bytes: u64::MAX,
+            md5: true,
+        };
+        let (opened, err) = read_record_opened(
+            &d,
+            OsStr::new("file"),
+            Some(file),
+            &st,
+            o,
+            None,
+            &mut Vec::new(),
+            &mut |_| {},
+        );
+        assert!(err.is_none());
+        let (walked, _) = read(&root.join("file"), o, &mut |_| {});
+        assert_eq!(opened, walked);
+        assert!(opened.sha256.is_some() && opened.md5.is_some());
+    }
 
     /// Reads `path` the way the walk does: through its directory's descriptor.
     fn read(path: &Path, o: ReadOptions, on_bytes: &mut dyn FnMut(u64)) -> (FileRecord, Option<io::Error>) {

@@ -13,7 +13,7 @@
 use crate::config::{Policy, RateLimit, Rule};
 use crate::dirfd;
 pub use crate::model::{Rehash, ScanProgress, ScanStats};
-use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at};
+use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at, read_record_opened};
 use crate::store::{Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
 use nix::sys::stat::FileStat;
@@ -219,6 +219,10 @@ struct Job {
     name: OsString,
     /// The walk's `fstatat`; `None`: left to the hashing thread (see `walk_target`).
     stat: Option<FileStat>,
+    /// With `stat` left to the hashing thread: getdents listed a regular file and the scan
+    /// reads every one, so the thread opens it and `fstat`s the descriptor (`open_regular`)
+    /// instead of an `fstatat` followed by the open.
+    open_first: bool,
     opts: ReadOptions,
 }
 
@@ -440,12 +444,26 @@ pub(crate) fn stage_with(
         // stat what is not a directory (see `walk_target`). A resumed scan compares each
         // entry's stat with its staged row here, so it keeps the walk's own.
         let defer_stat = opts.rehash == Rehash::Changed && lookups && !resume;
+        // A full scan (not resumed: that compares each stat with its staged row in the walk)
+        // opens the regular files getdents lists before examining them.
+        let open_regular_first = opts.rehash == Rehash::All && !resume;
         for t in targets {
             if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 cancelled = true;
                 break;
             }
-            walk_target(policy, root, t, &reader, resume, defer_stat, &mut out, &counters, opts.cancel);
+            walk_target(
+                policy,
+                root,
+                t,
+                &reader,
+                resume,
+                defer_stat,
+                open_regular_first,
+                &mut out,
+                &counters,
+                opts.cancel,
+            );
         }
         out.flush();
         drop(out);
@@ -497,6 +515,7 @@ fn walk_target(
     reader: &Store,
     resume: bool,
     defer_stat: bool,
+    open_regular_first: bool,
     out: &mut Out<'_>,
     counters: &Counters,
     cancel: Option<&AtomicBool>,
@@ -532,6 +551,7 @@ fn walk_target(
             dir: Arc::clone(&parent),
             name: name.clone(),
             stat: Some(stat),
+            open_first: false,
             opts: read_opts,
         },
         reader,
@@ -618,10 +638,22 @@ fn walk_target(
                 // what getdents says is not a directory is examined by the hashing thread that
                 // takes it instead (which stats it there, as the walk would). Directories, and
                 // entries of unknown type, are examined here: the walk descends from that.
-                if defer_stat
-                    && !matches!(listed_as, rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown)
+                // A full scan reads every regular file: one that getdents lists as such is
+                // opened first by its hashing thread, which then `fstat`s the descriptor (the
+                // same examination, one path lookup instead of two). The descriptor is checked
+                // to be a regular file before anything is read, as after an `fstatat`.
+                let open_first = open_regular_first
+                    && listed_as == rustix::fs::FileType::RegularFile
+                    && read_opts.attributes.hashes();
+                if open_first
+                    || (defer_stat
+                        && !matches!(
+                            listed_as,
+                            rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown
+                        ))
                 {
-                    let job = Job { host, dir: Arc::clone(&dir), name, stat: None, opts: read_opts };
+                    let job =
+                        Job { host, dir: Arc::clone(&dir), name, stat: None, open_first, opts: read_opts };
                     submit(job, reader, resume, out, counters);
                     continue;
                 }
@@ -653,7 +685,14 @@ fn walk_target(
                         subdirs.push((host.clone(), Arc::clone(&dir), name.clone(), stat, depth + 1));
                     }
                 }
-                let job = Job { host, dir: Arc::clone(&dir), name, stat: Some(stat), opts: read_opts };
+                let job = Job {
+                    host,
+                    dir: Arc::clone(&dir),
+                    name,
+                    stat: Some(stat),
+                    open_first: false,
+                    opts: read_opts,
+                };
                 submit(job, reader, resume, out, counters);
             }
             if last {
@@ -858,22 +897,33 @@ fn worker_loop(
         let mut records = Vec::with_capacity(jobs.len());
         let prevs = lookup_batch(baseline.as_ref(), &jobs, counters);
         for (job, prev) in jobs.into_iter().zip(prevs) {
-            let stat = match job.stat {
-                Some(st) => st,
-                None => match dirfd::stat_at(&job.dir, &job.name) {
-                    Ok(st) => st,
-                    Err(e) => {
-                        // Gone since the listing (or unreadable): as if the walk had not met
-                        // it, so the diff looks for its baseline row (see `Staged::found`).
-                        if prev.is_some() {
-                            counters.found.fetch_sub(1, Ordering::Relaxed);
+            let mut opened = None;
+            let examined = match job.stat {
+                Some(st) => Ok(st),
+                None => {
+                    match job.open_first.then(|| crate::record::open_regular(&job.dir, &job.name)).flatten() {
+                        Some((file, st)) => {
+                            opened = Some(file);
+                            Ok(st)
                         }
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            counters.problem(problem(&job.host, &e));
-                        }
-                        continue;
+                        // Not a readable regular file now: examined as any other entry.
+                        None => dirfd::stat_at(&job.dir, &job.name),
                     }
-                },
+                }
+            };
+            let stat = match examined {
+                Ok(st) => st,
+                Err(e) => {
+                    // Gone since the listing (or unreadable): as if the walk had not met
+                    // it, so the diff looks for its baseline row (see `Staged::found`).
+                    if prev.is_some() {
+                        counters.found.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        counters.problem(problem(&job.host, &e));
+                    }
+                    continue;
+                }
             };
             let reused = prev
                 .as_ref()
@@ -903,14 +953,23 @@ fn worker_loop(
             let mut paced = false;
             let (mut rec, err) = match linked {
                 Some(rec) => (rec, None),
-                None => read_record_at(&job.dir, &job.name, &stat, read_opts, None, &mut buf, &mut |n| {
-                    limiter.take(n);
-                    if let Some(pace) = pacing.pace.filter(|_| !paced) {
-                        paced = true;
-                        pace.pause(n, pacing.cancel);
-                    }
-                    counters.bytes.fetch_add(n, Ordering::Relaxed);
-                }),
+                None => read_record_opened(
+                    &job.dir,
+                    &job.name,
+                    opened,
+                    &stat,
+                    read_opts,
+                    None,
+                    &mut buf,
+                    &mut |n| {
+                        limiter.take(n);
+                        if let Some(pace) = pacing.pace.filter(|_| !paced) {
+                            paced = true;
+                            pace.pause(n, pacing.cancel);
+                        }
+                        counters.bytes.fetch_add(n, Ordering::Relaxed);
+                    },
+                ),
             };
             if hashes && rec.flags & crate::record::FLAG_HASH_SKIPPED == 0 {
                 counters.hashed.fetch_add(1, Ordering::Relaxed);
