@@ -11,7 +11,10 @@
 //! `openat(dir_fd, name, O_NOFOLLOW|O_NONBLOCK)`. A component swapped for a symlink then fails
 //! the open (`ELOOP`/`ENOTDIR`) instead of being followed, and a directory or file swapped for
 //! another one is caught by comparing the device and inode of the open descriptor with what
-//! the examination saw.
+//! the examination saw. A full scan opens an entry that getdents lists as a regular file
+//! first (`record::open_regular`) and examines the descriptor itself with `fstat`: nothing is
+//! read unless that says regular file, so a FIFO or device swapped in after the listing is
+//! refused exactly as one swapped in between an `fstatat` and the open would be.
 //!
 //! The configured part of a rule's path above its tree (`/` for `/etc`, `/home` for
 //! `/home/*/.ssh`) is trusted and opened by path: whoever can swap `/home` already owns the
