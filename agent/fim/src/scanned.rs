@@ -129,7 +129,7 @@ mod tests {
     /// The trust anchor is given what the scan recorded, in the algorithms the scan took, not
     /// for a read that saw the file change, and baseline rows only when asked for.
     #[test]
-    fn the_scan_s_digests_are_given_while_the_file_is_unchanged_and_only_those() {
+    fn the_scan_s_recorded_digests_are_given_unless_its_read_saw_a_change() {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("t");
         std::fs::create_dir(&tree).unwrap();
