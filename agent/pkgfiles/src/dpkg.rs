@@ -7,7 +7,7 @@
 use crate::ReadError;
 use guestward_core::text::{MAX_QUOTED_CHARS, quote_truncated};
 use guestward_core::{HostRoot, Problem};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -81,14 +81,17 @@ impl DpkgPackage {
 /// `diversions`: a path diverted by a package (or the administrator) to another path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diversions {
-    by_from: HashMap<PathBuf, (PathBuf, String)>,
+    /// Keyed by the diverted path's bytes: asked about every package file the trust anchor
+    /// checks (100k on a Debian host), where hashing a `Path` (component by component, with
+    /// SipHash) cost more than the handful of byte comparisons this takes.
+    by_from: BTreeMap<Vec<u8>, (PathBuf, String)>,
 }
 
 impl Diversions {
     /// Where `package`'s file `path` really is: the diverted-to path when another package
     /// (or the administrator, `:`) diverted it, else `path` itself.
     pub fn on_disk<'a>(&'a self, package: &str, path: &'a Path) -> &'a Path {
-        match self.by_from.get(path) {
+        match self.by_from.get(path.as_os_str().as_bytes()) {
             Some((to, by)) if by != package => to,
             _ => path,
         }
@@ -486,8 +489,7 @@ pub fn parse_diversions(bytes: &[u8], shown: &Path) -> (Diversions, Vec<Problem>
     }
     for c in chunks {
         if c[0].starts_with(b"/") && c[1].starts_with(b"/") {
-            d.by_from
-                .insert(bytes_path(c[0]), (bytes_path(c[1]), String::from_utf8_lossy(c[2]).into_owned()));
+            d.by_from.insert(c[0].to_vec(), (bytes_path(c[1]), String::from_utf8_lossy(c[2]).into_owned()));
         }
     }
     (d, problems)

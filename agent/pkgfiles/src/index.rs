@@ -559,7 +559,7 @@ impl Index {
         mut keep: impl FnMut(&Path) -> bool,
         mut emit: impl FnMut(DpkgFile) -> bool,
     ) -> Result<Vec<Problem>, ReadError> {
-        let is_conffile = |path: &Path| conffiles.iter().any(|c| c.path == path);
+        let is_conffile = |path: &Path| conffiles.iter().any(|c| c.path.as_os_str() == path.as_os_str());
         let mut going = true;
         let problems = dpkg::for_each_md5sum(&self.root, &self.dpkg_admin, info_name, |path, md5| {
             let on_disk = self.diversions.on_disk(name, path);
