@@ -17,6 +17,8 @@ use crate::integrity::BaselineKey;
 use crate::package::{DigestAlgo, KnownContent, PackageDigest};
 use crate::record::{FileKind, hex};
 use crate::store::Store;
+use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +26,9 @@ use std::sync::{Arc, Mutex};
 const MAX_IDLE_CONNECTIONS: usize = 8;
 /// Page cache of each connection, KiB.
 const CACHE_KIB: u32 = 256;
+/// Staged paths held in memory (see `ScannedContent::staged`): a check stages only what
+/// changed, usually nothing; more than this and each path's staging row is looked up instead.
+const MAX_STAGED_IN_MEMORY: usize = 4096;
 
 /// The records of the scan that just ran, in the state directory's store.
 pub(crate) struct ScannedContent<'a> {
@@ -32,6 +37,10 @@ pub(crate) struct ScannedContent<'a> {
     /// Whether baseline rows stand for entries the scan left unstaged, and if so whether they
     /// are verified (see [`Store::scanned_record`]); `None`: staged rows only.
     baseline: Option<bool>,
+    /// The staged paths, when baseline rows stand for unstaged entries and there are few: a
+    /// path not among them has no staged row, so its lookup goes straight to the baseline
+    /// (100k package files after a check, against a handful staged). `None`: look each up.
+    staged: Option<BTreeSet<Vec<u8>>>,
     /// SQLite connections are not shared between threads: each call takes one of these.
     idle: Mutex<Vec<Store>>,
 }
@@ -44,7 +53,7 @@ impl<'a> ScannedContent<'a> {
         key: Option<Arc<BaselineKey>>,
         unstaged_in_baseline: bool,
     ) -> Self {
-        let mut s = Self { state_dir, key, baseline: None, idle: Mutex::new(Vec::new()) };
+        let mut s = Self { state_dir, key, baseline: None, staged: None, idle: Mutex::new(Vec::new()) };
         if unstaged_in_baseline {
             s.baseline = match s.key {
                 // Nothing to verify its rows with.
@@ -56,6 +65,13 @@ impl<'a> ScannedContent<'a> {
                     verified.filter(|v| *v)
                 }),
             };
+            if s.baseline.is_some() {
+                s.staged = s.connection().and_then(|st| {
+                    let staged = st.staged_paths(MAX_STAGED_IN_MEMORY).ok().flatten();
+                    s.put_back(st);
+                    staged
+                });
+            }
         }
         s
     }
@@ -95,7 +111,13 @@ impl KnownContent for ScannedContent<'_> {
 
 impl ScannedContent<'_> {
     fn one(&self, st: &Store, path: &Path, algos: &[DigestAlgo]) -> Option<Content> {
-        let rec = st.scanned_record(path, self.baseline).ok()??;
+        let rec = match (&self.staged, self.baseline) {
+            (Some(staged), Some(verify)) if !staged.contains(path.as_os_str().as_bytes()) => {
+                st.baseline_record(path, verify)
+            }
+            _ => st.scanned_record(path, self.baseline),
+        }
+        .ok()??;
         if rec.kind != FileKind::File
             || rec.size > MAX_DIGEST_BYTES
             || rec.flags & (crate::record::FLAG_UNSTABLE | crate::record::FLAG_UNREADABLE) != 0
@@ -187,6 +209,19 @@ mod tests {
         assert_eq!(judged[0].as_ref().unwrap().digests[0].hex, md5);
         let recorded = store.get(&f).unwrap().unwrap();
         assert_eq!(judged[0].as_ref().unwrap().mode, Some(0o100000 | recorded.mode));
+
+        // A row this check staged (the content changed) is judged, not the baseline's; the
+        // other paths go straight to the baseline (the staged paths are known up front).
+        let mut changed = recorded.clone();
+        changed.md5 = Some(md5::Md5::digest(b"PACKAGE CONTENT\n").into());
+        store.stage_batch(&[(f.clone(), changed)]).unwrap();
+        let known = ScannedContent::new(&state, None, true);
+        assert_eq!(known.staged.as_ref().map(|s| s.len()), Some(1));
+        assert_eq!(
+            known.contents(&asked[..1])[0].as_ref().unwrap().digests[0].hex,
+            hex(&md5::Md5::digest(b"PACKAGE CONTENT\n"))
+        );
+        store.clear_staging().unwrap();
 
         // A record whose read saw the file change is not used: the anchor reads the file.
         let mut unstable = recorded;

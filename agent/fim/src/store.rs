@@ -36,6 +36,7 @@ use guestward_core::{Event, Timestamp};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -675,6 +676,24 @@ impl Store {
             .query_row("SELECT count(*) FROM staging", [], |r| r.get::<_, i64>(0))
             .map(|n| u64::try_from(n).unwrap_or(0))
             .map_err(self.err())
+    }
+
+    /// The paths of the staged rows (their bytes), when there are at most `limit`; `None`
+    /// when there are more. Lets a reader that asks about many paths skip the staging lookup
+    /// of each path it knows is not there (the trust anchor after a check, where only what
+    /// changed is staged: usually nothing).
+    pub fn staged_paths(&self, limit: usize) -> Result<Option<BTreeSet<Vec<u8>>>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT path FROM staging LIMIT ?1").map_err(self.err())?;
+        let over = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let mut rows = stmt.query([over]).map_err(self.err())?;
+        let mut paths = BTreeSet::new();
+        while let Some(row) = rows.next().map_err(self.err())? {
+            if paths.len() == limit {
+                return Ok(None);
+            }
+            paths.insert(row.get::<_, Vec<u8>>(0).map_err(self.err())?);
+        }
+        Ok(Some(paths))
     }
 
     /// Forgets everything staged, including what a resumed scan could have reused.
@@ -1353,6 +1372,10 @@ mod tests {
         let mode = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         s.stage_batch(&[(PathBuf::from("/t/a"), rec(2)), (weird.clone(), rec(3))]).unwrap();
+        // The staged paths, as the bytes they are keyed by, only up to the limit asked for.
+        let staged = s.staged_paths(2).unwrap().expect("two staged, two allowed");
+        assert_eq!(staged.into_iter().collect::<Vec<_>>(), vec![b"/t/a".to_vec(), b"/t/\xff".to_vec()]);
+        assert_eq!(s.staged_paths(1).unwrap(), None, "more than one staged");
         let mut items = Vec::new();
         s.diff(&[PathBuf::from("/t")], |d| items.push(d)).unwrap();
         let paths: Vec<_> =
