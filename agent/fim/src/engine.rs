@@ -110,6 +110,9 @@ pub enum Scope {
     Trees(Vec<PathBuf>),
 }
 
+/// Page cache of the connection that counts the baseline's rows during a check, KiB: it reads
+/// each page once, so a cache would only hold pages it will not read again.
+const COUNT_CACHE_KIB: u32 = 64;
 const META_IN_PROGRESS: &str = "scan.in_progress";
 const META_LAST_SCAN: &str = "scan.last";
 const META_BASELINE: &str = "baseline.completed_at";
@@ -323,15 +326,38 @@ impl Fim {
         let oracle = self.packages.as_ref().filter(|_| anchored).map(|p| Arc::clone(&p.0));
         let wants_md5 = |path: &Path| oracle.as_ref().is_some_and(|o| o.wants_md5(path));
         let md5: Option<crate::scan::WantsMd5<'_>> = oracle.is_some().then_some(&wants_md5);
-        let first =
-            stage_with(&self.policy, &self.root, &self.state_dir, &targets, resume, opts, staging, md5)?;
+        // Whether the pass met every baseline row of the trees is told by their count (below),
+        // a pass over those rows: taken alongside the scan, on a connection of its own, instead
+        // of after it. No thread: counted after the scan, as the fallback below does.
+        let (first, counted) = std::thread::scope(|s| {
+            let counting = (staging == Staging::Changes)
+                .then(|| {
+                    std::thread::Builder::new()
+                        .name("fim-count".into())
+                        .spawn_scoped(s, || self.count_within(&roots))
+                        .ok()
+                })
+                .flatten();
+            let first =
+                stage_with(&self.policy, &self.root, &self.state_dir, &targets, resume, opts, staging, md5);
+            (first, counting.and_then(|h| h.join().ok()))
+        });
+        let first = first?;
         let mut stats = first.stats;
         // Complete when every baseline row of the trees was met by the walk. Otherwise
         // something was removed (or not reached, or is governed no more) and the diff needs
         // every entry staged to see it: the unchanged ones are staged too, metadata first
         // (what the first pass staged stays: it was read then).
         let mut pruned = staging == Staging::Changes;
-        if pruned && !stats.cancelled && first.found != Some(store.count_within(&roots)?) {
+        let met_every_row = |found: Option<u64>| -> Result<bool, FimError> {
+            let within = match counted {
+                Some(Ok(n)) => n,
+                // Its own connection failed (or the thread did not run): count here.
+                Some(Err(_)) | None => store.count_within(&roots)?,
+            };
+            Ok(found == Some(within))
+        };
+        if pruned && !stats.cancelled && !met_every_row(first.found)? {
             if first.pruned > 0 {
                 let fill_opts = ScanOptions { rehash: Rehash::Changed, ..*opts };
                 let again = stage_with(
@@ -440,6 +466,14 @@ impl Fim {
         let summary = ScanSummary { purpose, trees, stats, changes, counts, baseline, finished: now };
         store.set_meta(META_LAST_SCAN, &serde_json::to_string(&summary).unwrap_or_default())?;
         Ok(summary)
+    }
+
+    /// Baseline rows within `roots`, on a connection of its own with a small page cache (it
+    /// runs beside a scan's lookups: see [`Self::scan`]).
+    fn count_within(&self, roots: &[PathBuf]) -> Result<u64, StoreError> {
+        let store = self.store()?;
+        store.set_cache_kib(COUNT_CACHE_KIB)?;
+        store.count_within(roots)
     }
 
     /// The baseline's trust anchor: package files in scope that do not match their package

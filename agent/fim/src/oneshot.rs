@@ -83,7 +83,9 @@ pub fn run_packaged_with(
     let opts = ScanOptions {
         rate: o.config.initial_scan_rate,
         threads: o.config.threads,
-        progress: Some(&draw),
+        // Without a bar nothing is drawn, and the scan then spares the count of the baseline's
+        // rows that the bar's total starts from (a pass over the whole baseline).
+        progress: bar.as_ref().map(|_| &draw as &(dyn Fn(&ScanProgress) + Sync)),
         cancel: None,
         pace: None,
         rehash,

@@ -368,7 +368,12 @@ pub(crate) fn stage_with(
     reader.set_cache_kib(READER_CACHE_KIB)?;
     let mut writer_store = Store::open_keyed(state_dir, policy.baseline_key.clone())?;
     writer_store.set_cache_kib(WRITER_CACHE_KIB)?;
-    let baseline_entries = reader.file_count().unwrap_or(0);
+    // For the progress shown (its total, until the walk is over): a count of every row, which
+    // a scan nobody watches does not pay for.
+    let baseline_entries = match opts.progress {
+        Some(_) => reader.file_count().unwrap_or(0),
+        None => 0,
+    };
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
     } else {
