@@ -328,7 +328,8 @@ impl Fim {
         let md5: Option<crate::scan::WantsMd5<'_>> = oracle.is_some().then_some(&wants_md5);
         // Whether the pass met every baseline row of the trees is told by their count (below),
         // a pass over those rows: taken alongside the scan, on a connection of its own, instead
-        // of after it. No thread: counted after the scan, as the fallback below does.
+        // of after it. If that thread cannot start or its count fails, they are counted after
+        // the scan as before.
         let (first, counted) = std::thread::scope(|s| {
             let counting = (staging == Staging::Changes)
                 .then(|| {

@@ -9,7 +9,7 @@ use guestward_core::text::{MAX_QUOTED_CHARS, quote_truncated};
 use guestward_core::{HostRoot, Problem};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// dpkg's administrative directory, as seen on the host.
@@ -489,7 +489,13 @@ pub fn parse_diversions(bytes: &[u8], shown: &Path) -> (Diversions, Vec<Problem>
     }
     for c in chunks {
         if c[0].starts_with(b"/") && c[1].starts_with(b"/") {
-            d.by_from.insert(c[0].to_vec(), (bytes_path(c[1]), String::from_utf8_lossy(c[2]).into_owned()));
+            // Keyed as the md5sums paths it is asked about are spelled (`/` + relative path):
+            // a `//` or `/./` in the file would otherwise keep the diversion from being found.
+            let from: PathBuf = bytes_path(c[0]).components().collect();
+            d.by_from.insert(
+                from.into_os_string().into_vec(),
+                (bytes_path(c[1]), String::from_utf8_lossy(c[2]).into_owned()),
+            );
         }
     }
     (d, problems)
@@ -664,5 +670,8 @@ mod tests {
         assert_eq!(d.on_disk("bash", Path::new("/bin/sh")), Path::new("/bin/sh.distrib"));
         assert_eq!(d.on_disk("dash", Path::new("/bin/sh")), Path::new("/bin/sh"));
         assert_eq!(d.on_disk("foo", Path::new("/usr/x")), Path::new("/usr/x.orig"));
+        // Found however the diversions file spells the path.
+        let (d, _) = parse_diversions(b"/usr//lib/./y\n/usr/lib/y.real\n:\n", Path::new("d"));
+        assert_eq!(d.on_disk("foo", Path::new("/usr/lib/y")), Path::new("/usr/lib/y.real"));
     }
 }
