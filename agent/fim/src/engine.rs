@@ -329,9 +329,10 @@ impl Fim {
         // Whether the pass met every baseline row of the trees is told by their count (below),
         // a pass over those rows: taken alongside the scan, on a connection of its own, instead
         // of after it. If that thread cannot start or its count fails, they are counted after
-        // the scan as before.
+        // the scan as before. Only for a scan of every tree: a scoped rescan (a new directory)
+        // counts a handful of rows, less than a thread and a connection cost.
         let (first, counted) = std::thread::scope(|s| {
-            let counting = (staging == Staging::Changes)
+            let counting = (staging == Staging::Changes && *scope == Scope::All)
                 .then(|| {
                     std::thread::Builder::new()
                         .name("fim-count".into())

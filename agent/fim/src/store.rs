@@ -487,15 +487,7 @@ impl Store {
 
     fn get_in(&self, table: &'static str, path: &Path) -> Result<Option<FileRecord>, StoreError> {
         let verify = self.must_verify(table)?;
-        let bytes = path.as_os_str().as_bytes();
-        let mut stmt = self.conn.prepare_cached(&select_by_path(table)).map_err(self.err())?;
-        let mut rows = stmt.query([bytes]).map_err(self.err())?;
-        match rows.next().map_err(self.err())? {
-            None => Ok(None),
-            Some(row) => {
-                self.record(row, 0, bytes, verify).map(Some).map_err(|f| self.row_err(table, bytes, f))
-            }
-        }
+        self.record_in(table, path, verify)
     }
 
     /// Sets the baseline record of `path` (sealed with the key; the row-set seal follows).
