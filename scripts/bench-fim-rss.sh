@@ -21,7 +21,7 @@ W="$(mktemp -d /tmp/gw-fimrss.XXXXXX)"
 trap 'rm -rf "$W"' EXIT
 printf '[fim]\npaths = ["%s"]\n' "$TREE" > "$W/fim.toml"
 fim() { "$BIN" fim --config "$W/fim.toml" "$@" --state-dir "$W/state" --no-progress; }
-fim init >/dev/null 2>&1 || true
+fim init >/dev/null 2>"$W/init.err" || { echo "fim init of $TREE failed:" >&2; cat "$W/init.err" >&2; exit 1; }
 
 # One run: peak RSS and its split at the highest sample, in KiB.
 measure() {
@@ -38,8 +38,12 @@ measure() {
     sleep 0.02
   done
   wait "$tpid" || true
-  # The last line: GNU time puts "Command exited with non-zero status 1" (a check that found
-  # changes) before it.
+  # The last line: GNU time puts "Command exited with non-zero status N" before it. 1 is a
+  # check that found changes; anything else is a failed run, whose figures mean nothing.
+  if grep -q 'non-zero status' "$W/time" && ! grep -q 'non-zero status 1$' "$W/time"; then
+    echo "guestward-agent fim $* failed: $(head -n 1 "$W/time")" >&2
+    return 1
+  fi
   echo "$(tail -n 1 "$W/time") $file $anon"
 }
 
@@ -48,7 +52,8 @@ for args in "init" "check" "check --fast"; do
   for ((i = 0; i < RUNS; i++)); do
     cat "$BIN" > /dev/null
     # shellcheck disable=SC2086
-    read -r peak file anon < <(measure $args)
+    measure $args > "$W/measured"
+    read -r peak file anon < "$W/measured"
     printf '%-14s %10s %12s %12s\n' "$args" "$peak" "$file" "$anon"
   done
 done
