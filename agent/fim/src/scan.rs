@@ -1024,9 +1024,12 @@ fn lookup_batch(
     let Some((store, verify)) = baseline else {
         return jobs.iter().map(|_| None).collect();
     };
+    let paths: Vec<&[u8]> = jobs.iter().map(|job| job.host.as_os_str().as_bytes()).collect();
     let looked = store.in_read_transaction(|store| {
-        jobs.iter()
-            .map(|job| match store.baseline_record(&job.host, *verify) {
+        store
+            .baseline_records(&paths, *verify)
+            .into_iter()
+            .map(|looked| match looked {
                 Ok(Some(prev)) => {
                     counters.found.fetch_add(1, Ordering::Relaxed);
                     Some(prev)

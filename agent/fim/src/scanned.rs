@@ -15,7 +15,7 @@
 use crate::attribution::{Content, MAX_DIGEST_BYTES};
 use crate::integrity::BaselineKey;
 use crate::package::{DigestAlgo, KnownContent, PackageDigest};
-use crate::record::{FileKind, hex};
+use crate::record::{FileKind, FileRecord, hex};
 use crate::store::Store;
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
@@ -102,7 +102,34 @@ impl KnownContent for ScannedContent<'_> {
         let Some(st) = self.connection() else { return files.iter().map(|_| None).collect() };
         // One read transaction for the batch: a transaction per lookup costs more than it.
         let out = st
-            .in_read_transaction(|st| files.iter().map(|(path, algos)| self.one(st, path, algos)).collect())
+            .in_read_transaction(|st| match (&self.staged, self.baseline) {
+                // A path known not to be staged is read from the baseline, the batch's such
+                // paths in one merged read (a package's files come sorted: see
+                // `Store::baseline_records`).
+                (Some(staged), Some(verify)) => {
+                    let unstaged = |path: &Path| !staged.contains(path.as_os_str().as_bytes());
+                    let direct: Vec<&[u8]> = files
+                        .iter()
+                        .filter(|(path, _)| unstaged(path))
+                        .map(|(path, _)| path.as_os_str().as_bytes())
+                        .collect();
+                    let mut from_baseline = st.baseline_records(&direct, verify).into_iter();
+                    files
+                        .iter()
+                        .map(|(path, algos)| {
+                            let rec = match unstaged(path) {
+                                true => from_baseline.next().unwrap_or(Ok(None)),
+                                false => st.scanned_record(path, self.baseline),
+                            };
+                            Self::content(rec.ok().flatten(), algos)
+                        })
+                        .collect()
+                }
+                _ => files
+                    .iter()
+                    .map(|(path, algos)| Self::content(st.scanned_record(path, self.baseline).ok().flatten(), algos))
+                    .collect(),
+            })
             .unwrap_or_else(|_| files.iter().map(|_| None).collect());
         self.put_back(st);
         out
@@ -110,14 +137,10 @@ impl KnownContent for ScannedContent<'_> {
 }
 
 impl ScannedContent<'_> {
-    fn one(&self, st: &Store, path: &Path, algos: &[DigestAlgo]) -> Option<Content> {
-        let rec = match (&self.staged, self.baseline) {
-            (Some(staged), Some(verify)) if !staged.contains(path.as_os_str().as_bytes()) => {
-                st.baseline_record(path, verify)
-            }
-            _ => st.scanned_record(path, self.baseline),
-        }
-        .ok()??;
+    /// What the anchor is given of a scanned record: its digests in `algos`, if it has them all
+    /// and its read was sound.
+    fn content(rec: Option<FileRecord>, algos: &[DigestAlgo]) -> Option<Content> {
+        let rec = rec?;
         if rec.kind != FileKind::File
             || rec.size > MAX_DIGEST_BYTES
             || rec.flags & (crate::record::FLAG_UNSTABLE | crate::record::FLAG_UNREADABLE) != 0

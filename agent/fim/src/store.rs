@@ -37,6 +37,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,6 +147,10 @@ fn insert(conflict: &str, table: &str) -> std::borrow::Cow<'static, str> {
 
 /// Number of columns in [`COLS`]; the row MAC follows them in every `SELECT`.
 const NCOLS: usize = 14;
+/// Rows not wanted that a merged lookup steps over before it seeks again (see
+/// [`Store::baseline_records`]): a seek costs about what a few steps do, and a subdirectory met
+/// in a run may hold thousands of rows.
+const MAX_ROWS_STEPPED_OVER: usize = 4;
 /// Meta key of the row-set seal.
 const META_SEAL: &str = "baseline.seal";
 
@@ -448,6 +453,97 @@ impl Store {
     /// [`Self::baseline_verified`] said. The lookup of metadata-first scans.
     pub fn baseline_record(&self, path: &Path, verify: bool) -> Result<Option<FileRecord>, StoreError> {
         self.record_in("files", path, verify)
+    }
+
+    /// [`Self::baseline_record`] of each of `paths` (their bytes), in their order. Each run of
+    /// ascending paths is read as one range of the path index, merged with the run, instead of
+    /// one lookup per path: a scan's batches are a directory's entries in name order, and a
+    /// package's file list is sorted, so most of 100k lookups become steps to the next row.
+    /// The range is sought again at the next wanted path once [`MAX_ROWS_STEPPED_OVER`] rows
+    /// in a row were not wanted (a subdirectory's contents, which sort between its siblings).
+    pub fn baseline_records(&self, paths: &[&[u8]], verify: bool) -> Vec<Result<Option<FileRecord>, StoreError>> {
+        let mut out = Vec::with_capacity(paths.len());
+        let mut start = 0;
+        while start < paths.len() {
+            let mut end = start + 1;
+            while end < paths.len() && paths[end - 1] < paths[end] {
+                end += 1;
+            }
+            match &paths[start..end] {
+                [one] => out.push(self.record_in("files", Path::new(OsStr::from_bytes(one)), verify)),
+                run => self.merge_run(run, verify, &mut out),
+            }
+            start = end;
+        }
+        out
+    }
+
+    /// Appends the baseline record of each path of `run` (strictly ascending) to `out`.
+    fn merge_run(&self, run: &[&[u8]], verify: bool, out: &mut Vec<Result<Option<FileRecord>, StoreError>>) {
+        let Some(last) = run.last() else { return };
+        let mut next = 0;
+        // Each pass of this loop seeks once: at the first path not yet answered.
+        'seek: while next < run.len() {
+            let mut stmt = match self.conn.prepare_cached(concat!(
+                "SELECT path, ",
+                cols!(),
+                ", mac FROM files WHERE path >= ?1 AND path <= ?2 ORDER BY path"
+            )) {
+                Ok(stmt) => stmt,
+                Err(e) => {
+                    out.push(Err(self.err()(e)));
+                    next += 1;
+                    continue;
+                }
+            };
+            let mut rows = match stmt.query(params![run[next], last]) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    out.push(Err(self.err()(e)));
+                    next += 1;
+                    continue;
+                }
+            };
+            let mut stepped_over = 0;
+            loop {
+                let row = match rows.next() {
+                    Ok(Some(row)) => row,
+                    // Past the last row of the range: the paths left have none.
+                    Ok(None) => break 'seek,
+                    // Answered for the path at hand; the rest are sought afresh.
+                    Err(e) => {
+                        out.push(Err(self.err()(e)));
+                        next += 1;
+                        continue 'seek;
+                    }
+                };
+                let Ok(ValueRef::Blob(at)) = row.get_ref(0) else {
+                    // Not a path this store writes (a path is a blob): no wanted path is equal to it.
+                    continue;
+                };
+                while next < run.len() && run[next] < at {
+                    out.push(Ok(None));
+                    next += 1;
+                }
+                match run.get(next) {
+                    None => return,
+                    Some(&want) if want == at => {
+                        out.push(
+                            self.record(row, 1, want, verify).map(Some).map_err(|f| self.row_err("files", want, f)),
+                        );
+                        next += 1;
+                        stepped_over = 0;
+                    }
+                    Some(_) => {
+                        stepped_over += 1;
+                        if stepped_over > MAX_ROWS_STEPPED_OVER {
+                            continue 'seek;
+                        }
+                    }
+                }
+            }
+        }
+        out.extend((next..run.len()).map(|_| Ok(None)));
     }
 
     /// The record the scan in progress staged for `path`, else, with `baseline` `Some(verify)`,
@@ -1389,6 +1485,48 @@ mod tests {
         assert!(s.get(Path::new("/t/a")).unwrap().is_none());
         let moved = PathBuf::from(std::ffi::OsStr::from_bytes(b"/u/\xff"));
         assert!(s.get(&moved).unwrap().is_some());
+    }
+
+    /// A merged read answers exactly what one lookup per path does, in the order asked: across
+    /// runs, past a subdirectory's rows (more than are stepped over before seeking again),
+    /// names that sort around `/` (`a-b`, `a.c`, `a0` against `a/...`), absent paths, a path
+    /// asked twice, a damaged row (an error for its own path only), and a path that is not
+    /// UTF-8.
+    #[test]
+    fn merged_baseline_reads_answer_as_one_lookup_per_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let weird: &[u8] = b"/t/\xff";
+        let mut stored: Vec<Vec<u8>> = ["/t", "/t/a", "/t/a-b", "/t/a.c", "/t/a0", "/t/b", "/t/d", "/t/damaged", "/u"]
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        stored.extend((0..3 * MAX_ROWS_STEPPED_OVER).map(|i| format!("/t/a/{i:02}").into_bytes()));
+        stored.push(weird.to_vec());
+        for (i, p) in stored.iter().enumerate() {
+            s.put(Path::new(OsStr::from_bytes(p)), &rec(i as u64)).unwrap();
+        }
+        s.conn.execute("UPDATE files SET kind = 99 WHERE path = ?1", [b"/t/damaged".as_slice()]).unwrap();
+        let asked: Vec<&[u8]> = vec![
+            b"/t", b"/t/a", b"/t/a-b", b"/t/a.c", b"/t/a0", b"/t/b", b"/t/c", b"/t/d", b"/t/damaged", b"/t/e",
+            weird, // one ascending run so far
+            b"/t/a/03", b"/t/a/07", b"/t/a/07", b"/t/a/08", b"/t/zz", b"/u", b"/v",
+            b"/a", // a run of one
+        ];
+        let one_by_one = |p: &[u8]| s.baseline_record(Path::new(OsStr::from_bytes(p)), false);
+        let merged = s.baseline_records(&asked, false);
+        assert_eq!(merged.len(), asked.len());
+        for (p, got) in asked.iter().zip(merged) {
+            let want = one_by_one(p);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{}", String::from_utf8_lossy(p)),
+                (Err(got), Err(want)) => assert_eq!(got.to_string(), want.to_string()),
+                (got, want) => panic!("{}: merged {got:?}, looked up {want:?}", String::from_utf8_lossy(p)),
+            }
+        }
+        assert!(s.baseline_records(&[b"/t/damaged"], false)[0].is_err());
+        assert_eq!(s.baseline_records(&[b"/t/a", b"/t/a/00"], false)[1].as_ref().unwrap().as_ref().unwrap().size, 9);
+        assert!(s.baseline_records(&[], false).is_empty());
     }
 
     #[test]
