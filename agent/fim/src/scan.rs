@@ -47,9 +47,9 @@ const JOB_BATCH: usize = 32;
 /// are spread over the threads rather than queued behind each other.
 const JOB_BATCH_BYTES: u64 = 8 << 20;
 /// SQLite page cache of each hashing thread's baseline connection (metadata-first scans), in
-/// KiB: the lookups walk the path index in directory order, so a small cache hits, and the
-/// scan stays within its memory budget with one connection per thread.
-const LOOKUP_CACHE_KIB: u32 = 512;
+/// KiB: a batch's lookups are one read along the path index (`Store::baseline_records`), which
+/// needs little more than the pages on its way down, and each thread has its own connection.
+const LOOKUP_CACHE_KIB: u32 = 128;
 /// getdents64 buffer of the walk: /usr's largest directories take a few reads.
 const DIRENT_BUFFER_BYTES: usize = 64 * 1024;
 /// Directory entries sorted at a time (see `walk_target`).
@@ -57,7 +57,7 @@ const SORTED_CHUNK: usize = 16_384;
 /// Page cache of the walk's reader connection, KiB.
 const READER_CACHE_KIB: u32 = 256;
 /// Page cache of the writer's connection, KiB.
-const WRITER_CACHE_KIB: u32 = 1024;
+const WRITER_CACHE_KIB: u32 = 512;
 
 /// A concrete tree to walk: a rule's path with wildcards expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -891,7 +891,7 @@ fn worker_loop(
     lookups: Lookups<'_>,
 ) {
     let Lookups { baseline, rehash, prune, md5, links } = lookups;
-    let mut buf = Vec::with_capacity(256 * 1024);
+    let mut buf = Vec::with_capacity(crate::record::READ_BUFFER_BYTES);
     loop {
         // The lock is held only while taking one batch; hashing happens outside it.
         let jobs = match rx.lock() {

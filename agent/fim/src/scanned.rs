@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 /// Read connections kept for reuse: one per trust-anchor thread is enough.
 const MAX_IDLE_CONNECTIONS: usize = 8;
 /// Page cache of each connection, KiB.
-const CACHE_KIB: u32 = 256;
+const CACHE_KIB: u32 = 128;
 /// Staged paths held in memory (see `ScannedContent::staged`): a check stages only what
 /// changed, usually nothing; more than this and each path's staging row is looked up instead.
 const MAX_STAGED_IN_MEMORY: usize = 4096;
