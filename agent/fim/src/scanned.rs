@@ -127,7 +127,9 @@ impl KnownContent for ScannedContent<'_> {
                 }
                 _ => files
                     .iter()
-                    .map(|(path, algos)| Self::content(st.scanned_record(path, self.baseline).ok().flatten(), algos))
+                    .map(|(path, algos)| {
+                        Self::content(st.scanned_record(path, self.baseline).ok().flatten(), algos)
+                    })
                     .collect(),
             })
             .unwrap_or_else(|_| files.iter().map(|_| None).collect());

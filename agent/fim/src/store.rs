@@ -461,7 +461,11 @@ impl Store {
     /// package's file list is sorted, so most of 100k lookups become steps to the next row.
     /// The range is sought again at the next wanted path once [`MAX_ROWS_STEPPED_OVER`] rows
     /// in a row were not wanted (a subdirectory's contents, which sort between its siblings).
-    pub fn baseline_records(&self, paths: &[&[u8]], verify: bool) -> Vec<Result<Option<FileRecord>, StoreError>> {
+    pub fn baseline_records(
+        &self,
+        paths: &[&[u8]],
+        verify: bool,
+    ) -> Vec<Result<Option<FileRecord>, StoreError>> {
         let mut out = Vec::with_capacity(paths.len());
         let mut start = 0;
         while start < paths.len() {
@@ -529,7 +533,9 @@ impl Store {
                     None => return,
                     Some(&want) if want == at => {
                         out.push(
-                            self.record(row, 1, want, verify).map(Some).map_err(|f| self.row_err("files", want, f)),
+                            self.record(row, 1, want, verify)
+                                .map(Some)
+                                .map_err(|f| self.row_err("files", want, f)),
                         );
                         next += 1;
                         stepped_over = 0;
@@ -1497,10 +1503,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let weird: &[u8] = b"/t/\xff";
-        let mut stored: Vec<Vec<u8>> = ["/t", "/t/a", "/t/a-b", "/t/a.c", "/t/a0", "/t/b", "/t/d", "/t/damaged", "/u"]
-            .iter()
-            .map(|p| p.as_bytes().to_vec())
-            .collect();
+        let mut stored: Vec<Vec<u8>> =
+            ["/t", "/t/a", "/t/a-b", "/t/a.c", "/t/a0", "/t/b", "/t/d", "/t/damaged", "/u"]
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect();
         stored.extend((0..3 * MAX_ROWS_STEPPED_OVER).map(|i| format!("/t/a/{i:02}").into_bytes()));
         stored.push(weird.to_vec());
         for (i, p) in stored.iter().enumerate() {
@@ -1508,9 +1515,24 @@ mod tests {
         }
         s.conn.execute("UPDATE files SET kind = 99 WHERE path = ?1", [b"/t/damaged".as_slice()]).unwrap();
         let asked: Vec<&[u8]> = vec![
-            b"/t", b"/t/a", b"/t/a-b", b"/t/a.c", b"/t/a0", b"/t/b", b"/t/c", b"/t/d", b"/t/damaged", b"/t/e",
+            b"/t",
+            b"/t/a",
+            b"/t/a-b",
+            b"/t/a.c",
+            b"/t/a0",
+            b"/t/b",
+            b"/t/c",
+            b"/t/d",
+            b"/t/damaged",
+            b"/t/e",
             weird, // one ascending run so far
-            b"/t/a/03", b"/t/a/07", b"/t/a/07", b"/t/a/08", b"/t/zz", b"/u", b"/v",
+            b"/t/a/03",
+            b"/t/a/07",
+            b"/t/a/07",
+            b"/t/a/08",
+            b"/t/zz",
+            b"/u",
+            b"/v",
             b"/a", // a run of one
         ];
         let one_by_one = |p: &[u8]| s.baseline_record(Path::new(OsStr::from_bytes(p)), false);
@@ -1525,7 +1547,10 @@ mod tests {
             }
         }
         assert!(s.baseline_records(&[b"/t/damaged"], false)[0].is_err());
-        assert_eq!(s.baseline_records(&[b"/t/a", b"/t/a/00"], false)[1].as_ref().unwrap().as_ref().unwrap().size, 9);
+        assert_eq!(
+            s.baseline_records(&[b"/t/a", b"/t/a/00"], false)[1].as_ref().unwrap().as_ref().unwrap().size,
+            9
+        );
         assert!(s.baseline_records(&[], false).is_empty());
     }
 

