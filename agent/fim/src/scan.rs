@@ -52,8 +52,10 @@ const JOB_BATCH_BYTES: u64 = 8 << 20;
 const LOOKUP_CACHE_KIB: u32 = 128;
 /// getdents64 buffer of the walk: /usr's largest directories take a few reads.
 const DIRENT_BUFFER_BYTES: usize = 64 * 1024;
-/// Directory entries sorted at a time (see `walk_target`).
-const SORTED_CHUNK: usize = 16_384;
+/// Directory entries sorted at a time (see `walk_target`). Each is held with its name until it
+/// is handed on: /usr/share/man/man1 here (17,911 entries) took 2.4 MB of a check's 4.6 MB heap
+/// peak in chunks of 16,384 (heaptrack). Chunks of 4,096 keep nearly all of the path order.
+const SORTED_CHUNK: usize = 4_096;
 /// Page cache of the walk's reader connection, KiB.
 const READER_CACHE_KIB: u32 = 256;
 /// Page cache of the writer's connection, KiB.
@@ -596,7 +598,7 @@ fn walk_target(
         // a planted directory of millions of entries can cost.
         // Read from a freshly opened descriptor (at offset 0), into the walk's one buffer.
         let mut entries = rustix::fs::RawDir::new(&*dir, &mut dirents);
-        let mut names: Vec<(OsString, rustix::fs::FileType)> = Vec::new();
+        let mut names: Vec<(OsString, rustix::fs::FileType)> = Vec::with_capacity(64);
         let mut subdirs = Vec::new();
         let mut listed_any = false;
         loop {
