@@ -490,7 +490,10 @@ impl Fim {
             unstaged_in_baseline,
         );
         match p.0.verify_under(roots, &known) {
-            Ok(found) => {
+            Ok(mut found) => {
+                // The threads find them in no set order: the ones listed are the first in path
+                // order, the same ones in every report of the same state.
+                found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 let mut n = 0u64;
                 for (path, a) in found {
                     // Excluded from FIM's policy: not in scope.
@@ -700,5 +703,91 @@ impl Fim {
             .governing(path)
             .map(|r| r.attributes)
             .unwrap_or_else(|| AttributeSet::of(Attribute::DEFAULT))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::package::{
+        ChangeOrigin, ExpectedFile, KnownContent, PackageAttribution, PackageManager, PackageOracle,
+        PackageOwner, PackageTransaction,
+    };
+
+    /// Package files that all mismatch, found in reverse path order.
+    struct AllMismatch(Vec<PathBuf>);
+
+    impl PackageOracle for AllMismatch {
+        fn expected(&self, _: &Path) -> Vec<ExpectedFile> {
+            Vec::new()
+        }
+        fn refresh(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn running_transaction(&self) -> Option<PackageTransaction> {
+            None
+        }
+        fn verify_under(
+            &self,
+            _: &[PathBuf],
+            _: &dyn KnownContent,
+        ) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
+            let owner = PackageOwner {
+                manager: PackageManager::Dpkg,
+                name: "p".into(),
+                version: "1".into(),
+                arch: None,
+            };
+            Ok(self
+                .0
+                .iter()
+                .rev()
+                .map(|p| {
+                    let a = PackageAttribution {
+                        owner: owner.clone(),
+                        origin: ChangeOrigin::OutsidePackageManager,
+                        conffile: false,
+                        expected: None,
+                        actual: None,
+                        transaction: None,
+                    };
+                    (p.clone(), a)
+                })
+                .collect())
+        }
+    }
+
+    /// More mismatches than a report lists: all are counted, and the ones listed are the
+    /// first in path order, whatever order the anchor's threads found them in.
+    #[test]
+    fn the_package_mismatches_listed_are_the_first_in_path_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        let paths: Vec<PathBuf> =
+            (0..crate::package::MAX_REPORTED_OUTSIDE + 10).map(|i| tree.join(format!("f{i:03}"))).collect();
+        let config = Config {
+            paths: vec![crate::config::PathEntry::Simple(guestward_core::AbsolutePath::new(&tree).unwrap())],
+            ..Config::default()
+        };
+        let fim = Fim::new(config, HostRoot::live(), dir.path().join("state"))
+            .unwrap()
+            .with_packages(Arc::new(AllMismatch(paths.clone())));
+        let opts = ScanOptions {
+            rate: Default::default(),
+            threads: 1,
+            progress: None,
+            cancel: None,
+            pace: None,
+            rehash: Rehash::All,
+        };
+        let summary = fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap();
+        let b = &summary.baseline;
+        assert_eq!(b.package_mismatch_count, paths.len() as u64);
+        let listed: Vec<String> = b.package_mismatches.iter().map(|m| m.path.clone()).collect();
+        let first: Vec<String> =
+            paths[..crate::package::MAX_REPORTED_OUTSIDE].iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(listed, first);
     }
 }
