@@ -6,7 +6,12 @@
 //!   `F_GETLK` on a descriptor opened read-only, which asks the kernel who holds a lock
 //!   without taking it (taking dpkg's lock, even briefly, would make a real `apt-get` fail);
 //! - a running `dpkg`, `apt`, `apt-get`, `aptitude`, `unattended-upgr`, `rpm`, `dnf`, `yum`,
-//!   `microdnf` process (`/proc/<pid>/comm`, at most [`MAX_PROCESSES`] looked at);
+//!   `microdnf` process (`/proc/<pid>/comm`, at most [`MAX_PROCESSES`] looked at) whose real
+//!   and effective user are root (`/proc/<pid>/status`). Any user can name a process `dpkg`
+//!   (a copy of `sleep` will do), and while a transaction is seen running the changes to
+//!   package files are held, not alerted: counted from anyone, a process that never ends
+//!   would hold every alert. Installing packages takes root, and the other evidence (locks,
+//!   logs, databases) can only be written by root too.
 //! - `/var/log/dpkg.log`'s tail (the last [`LOG_TAIL_BYTES`]): its last entries say which
 //!   packages moved, and its modification time whether dpkg wrote just now;
 //! - the rpm database's modification time (`rpmdb.sqlite`, `Packages`), and
@@ -341,14 +346,31 @@ fn read_comm(pid: u32) -> Option<String> {
     Some(guestward_core::text::escape_control(String::from_utf8_lossy(&bytes).trim_end()).into_owned())
 }
 
-/// Running package manager processes (pid, comm, manager), at most [`MAX_PROCESSES`] looked at.
+/// Whether the process's real and effective user ids are both 0, from the `Uid:` line of
+/// `/proc/<pid>/status` (not the owner of `/proc/<pid>`, which is root for any process that
+/// made itself non-dumpable). Unreadable or gone: no.
+fn runs_as_root(pid: u32) -> bool {
+    let path = format!("/proc/{pid}/status");
+    let Ok(bytes) = guestward_core::read_regular_file_capped(Path::new(&path), 16 * 1024, false) else {
+        return false;
+    };
+    String::from_utf8_lossy(&bytes).lines().find_map(|l| l.strip_prefix("Uid:")).is_some_and(|ids| {
+        let mut ids = ids.split_whitespace();
+        ids.next() == Some("0") && ids.next() == Some("0")
+    })
+}
+
+/// Running package manager processes (pid, comm, manager) run by root, at most
+/// [`MAX_PROCESSES`] looked at.
 fn package_processes() -> Vec<(u32, String, PackageManager)> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut out = Vec::new();
     for entry in dir.flatten().take(MAX_PROCESSES) {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
         let Some(comm) = read_comm(pid) else { continue };
-        if let Some((_, m)) = PROCESSES.iter().find(|(name, _)| *name == comm) {
+        if let Some((_, m)) = PROCESSES.iter().find(|(name, _)| *name == comm)
+            && runs_as_root(pid)
+        {
             out.push((pid, comm, *m));
         }
     }

@@ -487,3 +487,40 @@ fn a_real_rpm_install_is_one_grouped_transaction_and_an_edit_outside_rpm_is_flag
     assert_eq!(flagged_after, 1, "only the edit");
     monitor.stop();
 }
+
+/// A process any user names `dpkg` (here a copy of `sleep`) is no transaction: while one is
+/// seen running, changes to package files are held, so one that never ends would hold every
+/// alert. The same process run by root is one (a real package manager runs as root).
+#[test]
+fn a_process_named_dpkg_counts_only_when_root_runs_it() {
+    const TEST: &str = "a_process_named_dpkg_counts_only_when_root_runs_it";
+    if !is_root() {
+        return skip_or_fail(TEST, "running a process as another user needs root");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = dir.path().join("dpkg");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    // No real package manager may run meanwhile (see `DPKG`).
+    let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = |uid: u32| {
+        let mut child = Command::new(&fake).arg("30").uid(uid).gid(uid).spawn().unwrap();
+        let pid = child.id();
+        let shown = format!("process dpkg (pid {pid})");
+        // Until its comm is the copy's name (the exec is done), then what the detector says.
+        let found = wait_for("the fake dpkg to run", Duration::from_secs(10), || {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "dpkg").then(|| {
+                guestward_pkgfiles::transaction::observe(&HostRoot::live())
+                    .is_some_and(|o| o.evidence.contains(&shown))
+            })
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        found
+    };
+    assert!(!seen(65534), "run by nobody: not a transaction");
+    assert!(seen(0), "run by root: a transaction");
+}
