@@ -774,14 +774,7 @@ mod tests {
         let fim = Fim::new(config, HostRoot::live(), dir.path().join("state"))
             .unwrap()
             .with_packages(Arc::new(AllMismatch(paths.clone())));
-        let opts = ScanOptions {
-            rate: Default::default(),
-            threads: 1,
-            progress: None,
-            cancel: None,
-            pace: None,
-            rehash: Rehash::All,
-        };
+        let opts = ScanOptions::unlimited(1);
         let summary = fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap();
         let b = &summary.baseline;
         assert_eq!(b.package_mismatch_count, paths.len() as u64);

@@ -202,6 +202,21 @@ impl std::fmt::Debug for ScanOptions<'_> {
     }
 }
 
+#[cfg(test)]
+impl ScanOptions<'static> {
+    /// A full rehash on `threads` threads, with no rate limit, progress, cancel or pace.
+    pub(crate) fn unlimited(threads: usize) -> Self {
+        Self {
+            rate: RateLimit::default(),
+            threads,
+            progress: None,
+            cancel: None,
+            pace: None,
+            rehash: Rehash::All,
+        }
+    }
+}
+
 /// Why a scan failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -1177,17 +1192,6 @@ mod tests {
     }
 
     /// A full rehash on `threads` threads, unpaced and without progress.
-    fn unlimited(threads: usize) -> ScanOptions<'static> {
-        ScanOptions {
-            rate: RateLimit::default(),
-            threads,
-            progress: None,
-            cancel: None,
-            pace: None,
-            rehash: Rehash::All,
-        }
-    }
-
     #[test]
     fn most_specific_rule_governs_and_excluded_dirs_hide_subtrees() {
         let p = policy(vec![
@@ -1255,7 +1259,7 @@ mod tests {
         let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
         let root = HostRoot::live();
         let state = dir.path().join("state");
-        let opts = unlimited(1);
+        let opts = ScanOptions::unlimited(1);
         let wants = |_: &Path| true;
         let staged =
             stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::All, Some(&wants))
@@ -1292,7 +1296,7 @@ mod tests {
         let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
         let root = HostRoot::live();
         let state = dir.path().join("state");
-        let opts = unlimited(2);
+        let opts = ScanOptions::unlimited(2);
         let stats = stage(&p, &root, &state, &p.targets(&root), false, &opts).unwrap();
         // The tree, its files, `sub` and `sub/inner`.
         assert_eq!(stats.entries, n as u64 + 3, "{stats:?}");

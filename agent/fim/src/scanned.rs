@@ -188,14 +188,7 @@ mod tests {
                 .unwrap();
         let root = guestward_core::HostRoot::live();
         let state = dir.path().join("state");
-        let opts = ScanOptions {
-            rate: Default::default(),
-            threads: 1,
-            progress: None,
-            cancel: None,
-            pace: None,
-            rehash: crate::Rehash::All,
-        };
+        let opts = ScanOptions::unlimited(1);
         let wants = |_: &Path| true;
         let targets = policy.targets(&root);
         stage_with(&policy, &root, &state, &targets, false, &opts, Staging::All, Some(&wants)).unwrap();
