@@ -1191,7 +1191,6 @@ mod tests {
         Config { paths: entries, ..Config::default() }.policy().unwrap()
     }
 
-    /// A full rehash on `threads` threads, unpaced and without progress.
     #[test]
     fn most_specific_rule_governs_and_excluded_dirs_hide_subtrees() {
         let p = policy(vec![
