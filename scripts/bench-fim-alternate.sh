@@ -20,19 +20,18 @@ ARGS="$1"
 shift
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 2; }
 OUT="$(mktemp /tmp/gw-fimalt.XXXXXX)"
-trap 'rm -f "$OUT"' EXIT
-run() {
-  # shellcheck disable=SC2086
-  "$1" fim --config "$CONFIG" $ARGS --state-dir "$STATE" --no-progress >/dev/null
-}
+trap 'rm -f "$OUT" "$OUT.err"' EXIT
 for bin in "$@"; do
   python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$bin"
   cat "$bin" >/dev/null
-  run "$bin" 2>/dev/null || [ $? -eq 1 ]
+  # Exit 1 is a check that found changes; anything else is a failure, shown as it is.
+  rc=0
+  # shellcheck disable=SC2086
+  "$bin" fim --config "$CONFIG" $ARGS --state-dir "$STATE" --no-progress >/dev/null 2>"$OUT.err" || rc=$?
+  [ "$rc" -le 1 ] || { echo "$bin fim $ARGS failed (exit $rc):" >&2; cat "$OUT.err" >&2; exit 1; }
 done
 for ((i = 0; i < ROUNDS; i++)); do
   for bin in "$@"; do
-    # Exit 1 is a check that found changes; anything else is a failure, whose figures mean nothing.
     rc=0
     # shellcheck disable=SC2086
     /usr/bin/time -f "$bin %e %U %S %M" -a -o "$OUT" "$bin" fim --config "$CONFIG" $ARGS \
