@@ -205,11 +205,30 @@ pub fn write_columns<const N: usize>(
     Ok(())
 }
 
+/// Lowercase hex of `bytes` (digests in reports, keys and fingerprints).
+pub fn hex(bytes: &[u8]) -> String {
+    // A table, not `write!("{b:02x}")` per byte: the FIM trust anchor writes the digests of
+    // 100k package files, and the formatter cost more than the comparisons they serve.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J";
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn huge_line_is_quoted_truncated() {

@@ -753,15 +753,7 @@ pub const FLAG_UNSTABLE: u8 = 2;
 /// The content could not be read (permission, I/O error); attributes only.
 pub const FLAG_UNREADABLE: u8 = 4;
 
-/// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+pub use guestward_core::text::hex;
 
 /// Changes kept in a one-shot report; beyond this only the count grows (a tree replaced
 /// wholesale must not exhaust memory).

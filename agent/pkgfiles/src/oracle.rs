@@ -201,7 +201,7 @@ impl PackageOracle for Oracle {
                                 Err(_) => break,
                             };
                             let Ok(batch) = batch else { break };
-                            found.extend(verify_batch(root, known, batch));
+                            found.extend(verify_batch(root, index, known, batch));
                         }
                         found
                     })
@@ -268,7 +268,62 @@ const VERIFY_QUEUE: usize = 256;
 const VERIFY_BATCH: usize = 64;
 
 /// A package file and what its package(s) say about it.
-type VerifyJob = (PathBuf, Vec<ExpectedFile>);
+type VerifyJob = (PathBuf, Expected);
+
+/// What the trust anchor checks a file against.
+enum Expected {
+    /// One dpkg package's MD5 (nearly every file on a Debian host): its [`ExpectedFile`], with
+    /// an owner copied out of the index, is built only for a file that does not match it.
+    DpkgMd5 { package: u32, md5: [u8; 16], conffile: bool },
+    /// Every owner's entry (rpm, and paths more than one package lists).
+    Listed(Vec<ExpectedFile>),
+}
+
+impl Expected {
+    fn algos(&self) -> Vec<DigestAlgo> {
+        match self {
+            Expected::DpkgMd5 { .. } => vec![DigestAlgo::Md5],
+            Expected::Listed(expected) => guestward_fim::attribution::algos_of(expected),
+        }
+    }
+
+    /// Whether `content` has exactly the digest expected, for the common case that needs no
+    /// [`classify`](guestward_fim::attribution::classify): such a file is judged a match by it.
+    fn matches_outright(&self, content: &guestward_fim::attribution::Content) -> bool {
+        match self {
+            Expected::DpkgMd5 { md5, .. } => {
+                content.present
+                    && content
+                        .digests
+                        .iter()
+                        .any(|d| d.algo == DigestAlgo::Md5 && d.hex.as_bytes() == crate::hex(md5).as_bytes())
+            }
+            Expected::Listed(_) => false,
+        }
+    }
+
+    fn listed(&self, index: &Index) -> std::borrow::Cow<'_, [ExpectedFile]> {
+        match *self {
+            Expected::DpkgMd5 { package, md5, conffile } => std::borrow::Cow::Owned(
+                index
+                    .packages()
+                    .get(package as usize)
+                    .map(|p| ExpectedFile {
+                        owner: p.owner.clone(),
+                        digest: Some(PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&md5) }),
+                        conffile,
+                        mode: None,
+                        size: None,
+                        user: None,
+                        group: None,
+                    })
+                    .into_iter()
+                    .collect(),
+            ),
+            Expected::Listed(ref expected) => std::borrow::Cow::Borrowed(expected),
+        }
+    }
+}
 
 /// Queues jobs for the trust anchor's threads in batches.
 struct Batcher<'a> {
@@ -299,12 +354,12 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
     let under = |p: &Path| roots.iter().any(|r| p.starts_with(r));
     let mut shared = std::collections::BTreeSet::new();
     let mut rpm_records = std::collections::HashMap::new();
-    let mut queue = |path: PathBuf, expected: ExpectedFile| {
+    let mut queue = |path: PathBuf, expected: Expected| {
         if index.is_shared_canon(&path) {
             shared.insert(path);
             true
         } else {
-            jobs.send((path, vec![expected]))
+            jobs.send((path, expected))
         }
     };
     for (id, pkg) in index.packages().iter().enumerate() {
@@ -333,16 +388,7 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
                 |f| {
                     let Some(md5) = f.checked_md5() else { return true };
                     let path = kept.take().unwrap_or_else(|| index.canon(&f.on_disk));
-                    let expected = ExpectedFile {
-                        owner: pkg.owner.clone(),
-                        digest: Some(PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&md5) }),
-                        conffile: f.conffile,
-                        mode: None,
-                        size: None,
-                        user: None,
-                        group: None,
-                    };
-                    more = queue(path, expected);
+                    more = queue(path, Expected::DpkgMd5 { package: id, md5, conffile: f.conffile });
                     more
                 },
             );
@@ -384,7 +430,7 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
                     user: Some(f.user),
                     group: Some(f.group),
                 };
-                more = queue(path, expected);
+                more = queue(path, Expected::Listed(vec![expected]));
             }
         });
         if !more {
@@ -394,7 +440,7 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
     for path in shared {
         let expected: Vec<ExpectedFile> =
             index.expected(&path).into_iter().filter(|e| e.digest.is_some()).collect();
-        if !expected.is_empty() && !jobs.send((path, expected)) {
+        if !expected.is_empty() && !jobs.send((path, Expected::Listed(expected))) {
             return;
         }
     }
@@ -406,24 +452,29 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
 /// the file is read here.
 fn verify_batch(
     root: &HostRoot,
+    index: &Index,
     known: &dyn KnownContent,
     batch: Vec<VerifyJob>,
 ) -> Vec<(PathBuf, PackageAttribution)> {
-    let asked: Vec<(&Path, Vec<DigestAlgo>)> = batch
-        .iter()
-        .map(|(path, expected)| (path.as_path(), guestward_fim::attribution::algos_of(expected)))
-        .collect();
+    let asked: Vec<(&Path, Vec<DigestAlgo>)> =
+        batch.iter().map(|(path, expected)| (path.as_path(), expected.algos())).collect();
     let mut contents = known.contents(&asked).into_iter();
     let mut found = Vec::new();
-    for ((path, algos), (_, expected)) in asked.iter().zip(&batch) {
+    for ((_, algos), (path, expected)) in asked.iter().zip(batch.iter()) {
         let content = contents
             .next()
             .flatten()
             .unwrap_or_else(|| guestward_fim::attribution::read_content(root, path, algos));
-        let judged = guestward_fim::attribution::classify(expected, &content, true, false, None)
-            .filter(|a| matches!(a.origin, ChangeOrigin::OutsidePackageManager | ChangeOrigin::ConffileEdit));
+        if expected.matches_outright(&content) {
+            continue;
+        }
+        let judged =
+            guestward_fim::attribution::classify(&expected.listed(index), &content, true, false, None)
+                .filter(|a| {
+                    matches!(a.origin, ChangeOrigin::OutsidePackageManager | ChangeOrigin::ConffileEdit)
+                });
         if let Some(a) = judged {
-            found.push((path.to_path_buf(), a));
+            found.push((path.clone(), a));
         }
     }
     found

@@ -527,15 +527,7 @@ pub struct VerifiedDigests {
 }
 
 /// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
-}
+pub use guestward_core::text::hex;
 
 /// Validates one index entry against the data store, as rpm's `hdrblobVerifyInfo` does:
 /// known type, offset inside the store, aligned, count non-zero, data inside the store.

@@ -996,7 +996,7 @@ fn cert_info(path: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, ShipperE
 /// Lowercase hex SHA-256 of `bytes`.
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    guestward_core::text::hex(&sha2::Sha256::digest(bytes))
 }
 
 /// SHA-256 (lowercase hex) of the first certificate in the PEM file `path` (the leaf the
