@@ -592,14 +592,14 @@ impl Fim {
             SealVerdict::Absent => (
                 Integrity::Unsealed,
                 format!(
-                    "the baseline carries no seal although key {} is configured (built before the key existed, or the seal was removed):                      rows cannot be verified; `guestward-agent fim update` seals the current state",
+                    "the baseline carries no seal although key {} is configured (built before the key existed, or the seal was removed): rows cannot be verified; `guestward-agent fim update` seals the current state",
                     key.id()
                 ),
             ),
             SealVerdict::Foreign { key_id } => (
                 Integrity::Unsealed,
                 format!(
-                    "the baseline was sealed with key {key_id}, but {} holds key {}: rows cannot be verified                      (restore that key, or accept the current state with `guestward-agent fim update`)",
+                    "the baseline was sealed with key {key_id}, but {} holds key {}: rows cannot be verified (restore that key, or accept the current state with `guestward-agent fim update`)",
                     key.path().display(),
                     key.id()
                 ),
@@ -612,7 +612,7 @@ impl Fim {
             SealVerdict::Mismatch { rows_now, rows_sealed } => (
                 Integrity::Tampered,
                 format!(
-                    "the baseline's rows do not match its seal ({rows_now} rows, {rows_sealed} sealed): rows were added,                      removed or replaced outside the agent"
+                    "the baseline's rows do not match its seal ({rows_now} rows, {rows_sealed} sealed): rows were added, removed or replaced outside the agent"
                 ),
             ),
             SealVerdict::Valid { .. } if b.tampered_rows > 0 => (

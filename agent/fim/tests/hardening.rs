@@ -300,7 +300,11 @@ fn baseline_row_rewritten_with_sqlite_is_detected_by_the_seal() {
     let r = run("check", &o);
     assert!(r.changes.iter().all(|c| !c.path.ends_with("/gone")), "{:#?}", r.changes);
     assert_eq!(r.summary.baseline.integrity, Integrity::Tampered, "{:#?}", r.summary.baseline);
-    assert!(r.summary.baseline.detail.contains("do not match its seal"), "{}", r.summary.baseline.detail);
+    assert!(
+        r.summary.baseline.detail.contains("rows were added, removed or replaced outside the agent"),
+        "{}",
+        r.summary.baseline.detail
+    );
     assert_eq!(r.exit_code(), oneshot::EXIT_ERROR);
 
     // `fim update` accepts the current state and seals it anew.
