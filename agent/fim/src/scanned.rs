@@ -125,6 +125,17 @@ impl KnownContent for ScannedContent<'_> {
                         })
                         .collect()
                 }
+                // Staged rows only (`init` stages every entry): the batch in merged reads, as
+                // above.
+                (_, None) => {
+                    let paths: Vec<&[u8]> =
+                        files.iter().map(|(path, _)| path.as_os_str().as_bytes()).collect();
+                    st.staged_records(&paths)
+                        .into_iter()
+                        .zip(files)
+                        .map(|(rec, (_, algos))| Self::content(rec.ok().flatten(), algos))
+                        .collect()
+                }
                 _ => files
                     .iter()
                     .map(|(path, algos)| {

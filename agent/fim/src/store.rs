@@ -120,6 +120,28 @@ fn select_by_path(table: &'static str) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// The rows of `table` from `?1` to `?2`, with their paths ([`Store::baseline_records`]).
+fn select_range(table: &'static str) -> std::borrow::Cow<'static, str> {
+    match table {
+        "files" => concat!(
+            "SELECT path, ",
+            cols!(),
+            ", mac FROM files WHERE path >= ?1 AND path <= ?2 ORDER BY path"
+        )
+        .into(),
+        "staging" => concat!(
+            "SELECT path, ",
+            cols!(),
+            ", mac FROM staging WHERE path >= ?1 AND path <= ?2 ORDER BY path"
+        )
+        .into(),
+        other => {
+            format!("SELECT path, {COLS}, mac FROM {other} WHERE path >= ?1 AND path <= ?2 ORDER BY path")
+                .into()
+        }
+    }
+}
+
 /// The statement that writes one row (the scan's writer runs it once per entry).
 fn insert(conflict: &str, table: &str) -> std::borrow::Cow<'static, str> {
     macro_rules! insert {
@@ -466,6 +488,22 @@ impl Store {
         paths: &[&[u8]],
         verify: bool,
     ) -> Vec<Result<Option<FileRecord>, StoreError>> {
+        self.records_in("files", paths, verify)
+    }
+
+    /// [`Self::baseline_records`] of the staging table: the records a scan that stages every
+    /// entry (`init`) wrote, each verified whenever there is a key (as in
+    /// [`Self::scanned_record`]).
+    pub fn staged_records(&self, paths: &[&[u8]]) -> Vec<Result<Option<FileRecord>, StoreError>> {
+        self.records_in("staging", paths, self.key.is_some())
+    }
+
+    fn records_in(
+        &self,
+        table: &'static str,
+        paths: &[&[u8]],
+        verify: bool,
+    ) -> Vec<Result<Option<FileRecord>, StoreError>> {
         let mut out = Vec::with_capacity(paths.len());
         let mut start = 0;
         while start < paths.len() {
@@ -474,25 +512,28 @@ impl Store {
                 end += 1;
             }
             match &paths[start..end] {
-                [one] => out.push(self.record_in("files", Path::new(OsStr::from_bytes(one)), verify)),
-                run => self.merge_run(run, verify, &mut out),
+                [one] => out.push(self.record_in(table, Path::new(OsStr::from_bytes(one)), verify)),
+                run => self.merge_run(table, run, verify, &mut out),
             }
             start = end;
         }
         out
     }
 
-    /// Appends the baseline record of each path of `run` (strictly ascending) to `out`.
-    fn merge_run(&self, run: &[&[u8]], verify: bool, out: &mut Vec<Result<Option<FileRecord>, StoreError>>) {
+    /// Appends the record in `table` of each path of `run` (strictly ascending) to `out`.
+    fn merge_run(
+        &self,
+        table: &'static str,
+        run: &[&[u8]],
+        verify: bool,
+        out: &mut Vec<Result<Option<FileRecord>, StoreError>>,
+    ) {
         let Some(last) = run.last() else { return };
         let mut next = 0;
+        let sql = select_range(table);
         // Each pass of this loop seeks once: at the first path not yet answered.
         'seek: while next < run.len() {
-            let mut stmt = match self.conn.prepare_cached(concat!(
-                "SELECT path, ",
-                cols!(),
-                ", mac FROM files WHERE path >= ?1 AND path <= ?2 ORDER BY path"
-            )) {
+            let mut stmt = match self.conn.prepare_cached(&sql) {
                 Ok(stmt) => stmt,
                 Err(e) => {
                     out.push(Err(self.err()(e)));
@@ -535,7 +576,7 @@ impl Store {
                         out.push(
                             self.record(row, 1, want, verify)
                                 .map(Some)
-                                .map_err(|f| self.row_err("files", want, f)),
+                                .map_err(|f| self.row_err(table, want, f)),
                         );
                         next += 1;
                         stepped_over = 0;
@@ -1552,6 +1593,19 @@ mod tests {
             9
         );
         assert!(s.baseline_records(&[], false).is_empty());
+
+        // The staging table (what `init` staged) is read the same way.
+        s.conn.execute_batch("DELETE FROM staging; INSERT INTO staging SELECT * FROM files").unwrap();
+        let staged = s.staged_records(&asked);
+        assert_eq!(staged.len(), asked.len());
+        for (p, got) in asked.iter().zip(staged) {
+            match (got, s.scanned_record(Path::new(OsStr::from_bytes(p)), None)) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{}", String::from_utf8_lossy(p)),
+                (Err(got), Err(want)) => assert_eq!(got.to_string(), want.to_string()),
+                (got, want) => panic!("{}: merged {got:?}, looked up {want:?}", String::from_utf8_lossy(p)),
+            }
+        }
+        assert!(s.staged_records(&[b"/t/damaged"])[0].as_ref().unwrap_err().to_string().contains("staging"));
     }
 
     #[test]
