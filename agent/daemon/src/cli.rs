@@ -293,7 +293,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::prepare_image::run(&config, &args)
         }
         Command::Schema => {
-            print_stdout(&guestward_report::json_schema())?;
+            print_stdout(guestward_report::JSON_SCHEMA)?;
             Ok(exit::OK)
         }
         Command::CheckConfig { path, json } => {
