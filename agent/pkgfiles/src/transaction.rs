@@ -11,7 +11,9 @@
 //!   (a copy of `sleep` will do), and while a transaction is seen running the changes to
 //!   package files are held, not alerted: counted from anyone, a process that never ends
 //!   would hold every alert. Installing packages takes root, and the other evidence (locks,
-//!   logs, databases) can only be written by root too.
+//!   logs, databases) can only be written by root too. A process installing into another
+//!   root (`rpm --root /mnt/image`, `dnf --installroot`, `dpkg --root`: see
+//!   [`installs_elsewhere`]) is not this host's transaction and is not counted;
 //! - `/var/log/dpkg.log`'s tail (the last [`LOG_TAIL_BYTES`]): its last entries say which
 //!   packages moved, and its modification time whether dpkg wrote just now;
 //! - the rpm database's modification time (`rpmdb.sqlite`, `Packages`), and
@@ -360,7 +362,7 @@ fn runs_as_root(pid: u32) -> bool {
     })
 }
 
-/// Running package manager processes (pid, comm, manager) run by root, at most
+/// Running package manager processes (pid, comm, manager) run by root on this root, at most
 /// [`MAX_PROCESSES`] looked at.
 fn package_processes() -> Vec<(u32, String, PackageManager)> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -370,6 +372,7 @@ fn package_processes() -> Vec<(u32, String, PackageManager)> {
         let Some(comm) = read_comm(pid) else { continue };
         if let Some((_, m)) = PROCESSES.iter().find(|(name, _)| *name == comm)
             && runs_as_root(pid)
+            && !read_cmdline(pid).is_some_and(|args| installs_elsewhere(&comm, &args))
         {
             out.push((pid, comm, *m));
         }
@@ -377,10 +380,88 @@ fn package_processes() -> Vec<(u32, String, PackageManager)> {
     out
 }
 
+/// The most of `/proc/<pid>/cmdline` read: the options come first.
+const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
+
+fn read_cmdline(pid: u32) -> Option<Vec<String>> {
+    let path = format!("/proc/{pid}/cmdline");
+    let bytes = guestward_core::read_regular_file_capped(Path::new(&path), MAX_CMDLINE_BYTES, false).ok()?;
+    Some(bytes.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+}
+
+/// Whether the package manager named `comm`, run with `args` (`argv`, the program first),
+/// installs into another root than `/`: `dpkg --root`/`--instdir`, `rpm --root`/`-r`,
+/// `dnf`/`yum`/`microdnf --installroot`. An image being built or a chroot being filled on this
+/// host is not a transaction of this host: counted, it would hold the live watch's changes
+/// for as long as it runs. apt passes such options on to dpkg, whose own process carries them.
+/// A database elsewhere (`dpkg --admindir`, `rpm --dbpath`) still installs here, so it counts.
+pub fn installs_elsewhere(comm: &str, args: &[String]) -> bool {
+    let options: &[&str] = match comm {
+        "dpkg" => &["--root", "--instdir"],
+        "rpm" => &["--root", "-r"],
+        "dnf" | "dnf-3" | "yum" | "microdnf" => &["--installroot"],
+        _ => return false,
+    };
+    let mut args = args.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        let value = options.iter().find_map(|o| match arg.strip_prefix(o) {
+            // `--root DIR`
+            Some("") => Some(args.next().map_or("", String::as_str)),
+            // `--root=DIR`
+            Some(v) => v.strip_prefix('='),
+            None => None,
+        });
+        // `/` (or `//`) is this root; anything else, relative paths included, is not.
+        if let Some(dir) = value
+            && !dir.is_empty()
+            && !dir.trim_end_matches('/').is_empty()
+        {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn a_package_manager_installing_into_another_root_is_told_apart() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (comm, argv) in [
+            ("rpm", &["rpm", "--root", "/mnt/image", "-i", "x.rpm"][..]),
+            ("rpm", &["rpm", "--root=/mnt/image", "-i", "x.rpm"]),
+            ("rpm", &["rpm", "-i", "-r", "image", "x.rpm"]),
+            ("dpkg", &["dpkg", "--root=/srv/chroot", "-i", "x.deb"]),
+            ("dpkg", &["dpkg", "--instdir", "/srv/chroot", "--unpack", "x.deb"]),
+            ("dnf", &["dnf", "--installroot=/mnt/sysimage", "install", "bash"]),
+            ("yum", &["yum", "--installroot", "/mnt/sysimage", "install", "bash"]),
+        ] {
+            assert!(installs_elsewhere(comm, &args(argv)), "{argv:?}");
+        }
+        for (comm, argv) in [
+            ("rpm", &["rpm", "-Uvh", "x.rpm"][..]),
+            ("rpm", &["rpm", "--root", "/", "-i", "x.rpm"]),
+            ("rpm", &["rpm", "--dbpath", "/tmp/db", "-i", "x.rpm"]),
+            ("dpkg", &["dpkg", "--root=//", "-i", "x.deb"]),
+            ("dpkg", &["dpkg", "--admindir=/tmp/admin", "-i", "x.deb"]),
+            ("dpkg", &["dpkg", "-i", "--", "--root=/x"]),
+            ("dpkg", &["dpkg", "--rootless", "-i", "x.deb"]),
+            ("dnf", &["dnf", "install", "bash"]),
+            // apt hands a root to dpkg, whose own process carries it.
+            ("apt-get", &["apt-get", "-o", "DPkg::Options::=--root=/x", "install", "bash"]),
+            // An option with its value missing at the end.
+            ("rpm", &["rpm", "-i", "--root"]),
+            ("rpm", &[]),
+        ] {
+            assert!(!installs_elsewhere(comm, &args(argv)), "{argv:?}");
+        }
+    }
 
     #[test]
     fn log_lines_give_package_and_versions() {

@@ -502,11 +502,18 @@ fn a_process_named_dpkg_counts_only_when_root_runs_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let fake = dir.path().join("dpkg");
-    std::fs::copy("/bin/sleep", &fake).unwrap();
+    // A shell named dpkg, waiting on its stdin: it takes any arguments (`--root=...`) and
+    // stays the one process.
+    std::fs::copy("/bin/sh", &fake).unwrap();
     // No real package manager may run meanwhile (see `DPKG`).
     let _one = DPKG.lock().unwrap_or_else(|e| e.into_inner());
-    let seen = |uid: u32| {
-        let mut child = Command::new(&fake).arg("30").uid(uid).gid(uid).spawn().unwrap();
+    let seen = |uid: u32, root: Option<&str>| {
+        let mut cmd = Command::new(&fake);
+        cmd.args(["-c", "read line", "dpkg"]).stdin(std::process::Stdio::piped());
+        if let Some(root) = root {
+            cmd.arg(format!("--root={root}"));
+        }
+        let mut child = cmd.uid(uid).gid(uid).spawn().unwrap();
         let pid = child.id();
         let shown = format!("process dpkg (pid {pid})");
         // Until its comm is the copy's name (the exec is done), then what the detector says.
@@ -521,6 +528,9 @@ fn a_process_named_dpkg_counts_only_when_root_runs_it() {
         let _ = child.wait();
         found
     };
-    assert!(!seen(65534), "run by nobody: not a transaction");
-    assert!(seen(0), "run by root: a transaction");
+    assert!(!seen(65534, None), "run by nobody: not a transaction");
+    assert!(seen(0, None), "run by root: a transaction");
+    // Installing into another root (an image, a chroot) is not this host's transaction.
+    assert!(!seen(0, Some("/srv/chroot")), "dpkg --root=/srv/chroot: not this host's");
+    assert!(seen(0, Some("/")), "dpkg --root=/: this host's");
 }
