@@ -24,9 +24,9 @@
 
 use crate::events::{ChangeKind, FimChange};
 use crate::package::{
-    AttributionReport, ChangeOrigin, DigestAlgo, ExpectedFile, MAX_REPORTED_OUTSIDE, OutsideChange,
-    PackageAttribution, PackageChange, PackageDigest, PackageOracle, PackageOwner, PackageTransaction,
-    TransactionEvent,
+    AttributionReport, ChangeOrigin, DigestAlgo, ExpectedFile, HeldTransaction, MAX_REPORTED_OUTSIDE,
+    OutsideChange, PackageAttribution, PackageChange, PackageDigest, PackageOracle, PackageOwner,
+    PackageTransaction, TransactionEvent,
 };
 use guestward_core::{HostRoot, Timestamp};
 use std::collections::{BTreeMap, VecDeque};
@@ -376,6 +376,22 @@ impl Attributor {
     /// Counts and the latest outside-package-manager changes, for the report.
     pub fn report(&self) -> &AttributionReport {
         &self.report
+    }
+
+    /// The running transaction whose changes are held now, and how many (see
+    /// [`AttributionReport::holding`]); `None` when nothing is held for a transaction seen
+    /// running.
+    pub fn holding(&self) -> Option<HeldTransaction> {
+        let (_, held) = self.holding_count()?;
+        let g = self.group.as_ref()?;
+        Some(HeldTransaction { transaction: g.transaction.clone(), held_changes: held })
+    }
+
+    /// [`Self::holding`]'s transaction id and count, without copying the transaction.
+    pub fn holding_count(&self) -> Option<(&str, u64)> {
+        let g = self.group.as_ref().filter(|g| g.seen)?;
+        let held = u64::try_from(g.held.len()).unwrap_or(u64::MAX).saturating_add(g.overflow);
+        Some((g.transaction.id.as_str(), held))
     }
 
     /// The running transaction (asked at most every [`CHECK_EVERY`]).
@@ -934,8 +950,18 @@ mod tests {
                 .is_none()
         );
         assert_eq!(a.group.as_ref().unwrap().held.len(), 2, "the rewrites merged, the removal apart");
+        // The status tells what the running transaction holds.
+        let h = a.holding().expect("held for a transaction seen running");
+        assert_eq!((h.transaction.id.as_str(), h.held_changes), ("dpkg-purge", 2));
+        let mut status = crate::model::FimStatus::starting();
+        status.attribution = Some(AttributionReport { holding: Some(h), ..AttributionReport::default() });
+        let mut shown = Vec::new();
+        status.render_human(&mut shown).unwrap();
+        let shown = String::from_utf8(shown).unwrap();
+        assert!(shown.contains("HOLDING 2 change(s) while dpkg transaction dpkg-purge runs"), "{shown}");
         oracle.running.store(false, std::sync::atomic::Ordering::SeqCst);
         let out = a.poll(t0 + QUIET + Duration::from_secs(1));
+        assert!(a.holding().is_none(), "judged once the transaction ended");
         let g: Vec<&FimChange> = out.changes.iter().filter(|c| c.path == "/g").collect();
         assert_eq!(g.len(), 2, "{:#?}", out.changes);
         assert_eq!(g[0].change, ChangeKind::Modified);

@@ -252,6 +252,16 @@ impl FimStatus {
                 c.conffile_edit,
                 c.baseline_mismatches
             )?;
+            if let Some(h) = &a.holding {
+                writeln!(
+                    out,
+                    "  HOLDING {} change(s) while {} transaction {} runs (seen since {}): judged against the new packages when it ends",
+                    h.held_changes,
+                    h.transaction.manager.as_str(),
+                    h.transaction.id,
+                    h.transaction.started
+                )?;
+            }
             for o in &a.outside {
                 writeln!(out, "  OUTSIDE {}: {}", o.path, o.package.human())?;
             }

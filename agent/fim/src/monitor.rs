@@ -325,7 +325,15 @@ struct Engine {
     buf: Vec<u8>,
     /// Package attribution and per-transaction grouping (with a package oracle).
     attributor: Option<crate::attribution::Attributor>,
+    /// What the status last said a running transaction holds (id, changes), and when: it is
+    /// published again when that moves, at most every [`HOLDING_PUBLISH_EVERY`] while the
+    /// same transaction runs (an upgrade holds thousands of changes one by one).
+    published_holding: Option<(String, u64)>,
+    published_holding_at: Option<Instant>,
 }
+
+/// How often the status's count of changes held for a running transaction is brought up to date.
+const HOLDING_PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 impl Engine {
     fn new(
@@ -348,6 +356,8 @@ impl Engine {
             .map(|p| crate::attribution::Attributor::new(Arc::clone(&p.0), fim.root.clone()));
         Self {
             attributor,
+            published_holding: None,
+            published_holding_at: None,
             fim,
             store,
             watcher,
@@ -1141,6 +1151,18 @@ impl Engine {
         let Some(a) = self.attributor.as_mut() else { return };
         let out = if now { a.flush() } else { a.poll(Instant::now()) };
         if out.changes.is_empty() && out.transaction.is_none() {
+            let published = self.published_holding.as_ref().map(|(id, n)| (id.as_str(), *n));
+            let stale = match (a.holding_count(), published) {
+                (now, before) if now == before => false,
+                // Another transaction, or none any more: at once.
+                (Some((id, _)), Some((was, _))) if id == was => {
+                    self.published_holding_at.is_none_or(|t| t.elapsed() >= HOLDING_PUBLISH_EVERY)
+                }
+                _ => true,
+            };
+            if stale {
+                self.publish_attribution();
+            }
             return;
         }
         if let Some(t) = &out.transaction {
@@ -1152,9 +1174,13 @@ impl Engine {
         self.publish_attribution();
     }
 
-    fn publish_attribution(&self) {
+    fn publish_attribution(&mut self) {
         if let Some(a) = &self.attributor {
-            let report = a.report().clone();
+            let mut report = a.report().clone();
+            report.holding = a.holding();
+            self.published_holding =
+                report.holding.as_ref().map(|h| (h.transaction.id.clone(), h.held_changes));
+            self.published_holding_at = Some(Instant::now());
             self.with_status(|s| s.attribution = Some(report));
         }
     }

