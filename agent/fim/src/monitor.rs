@@ -1153,7 +1153,7 @@ impl Engine {
         if out.changes.is_empty() && out.transaction.is_none() {
             let published = self.published_holding.as_ref().map(|(id, n)| (id.as_str(), *n));
             let stale = match (a.holding_count(), published) {
-                (now, before) if now == before => false,
+                (current, before) if current == before => false,
                 // Another transaction, or none any more: at once.
                 (Some((id, _)), Some((was, _))) if id == was => {
                     self.published_holding_at.is_none_or(|t| t.elapsed() >= HOLDING_PUBLISH_EVERY)
