@@ -53,6 +53,4 @@ impl ReadError {
 }
 
 /// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    guestward_rpmdb::header::hex(bytes)
-}
+pub use guestward_core::text::hex;
