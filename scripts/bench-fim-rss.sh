@@ -4,9 +4,12 @@
 # read-only data, the C library) and the anonymous part (`RssAnon`: heap, thread stacks,
 # SQLite's page caches) of /proc/PID/status at the highest sample, with GNU time's `%M` as the
 # peak itself. The binary is read into the page cache first (`cat`), as in
-# `scripts/bench-fim.sh`.
+# `scripts/bench-fim.sh`; with `LOAD=exec` it is evicted from the page cache before each run
+# instead (`posix_fadvise(POSIX_FADV_DONTNEED)`), so that the run's own page faults load it.
+# The file-backed part depends on which: the kernel keeps what `cat` read in large folios, and
+# a fault maps the whole folio (see docs/benchmarks.md).
 #
-#   BIN=target/release/guestward-agent TREE=/usr RUNS=3 scripts/bench-fim-rss.sh
+#   BIN=target/release/guestward-agent TREE=/usr RUNS=3 [LOAD=exec] scripts/bench-fim-rss.sh
 #
 # The baseline is built once first (state in a scratch directory), so `init` runs with a
 # baseline there, as in `scripts/bench-fim.sh`.
@@ -15,6 +18,11 @@ cd "$(dirname "$0")/.."
 BIN="${BIN:-target/release/guestward-agent}"
 TREE="${TREE:-/usr}"
 RUNS="${RUNS:-3}"
+LOAD="${LOAD:-cat}"
+case "$LOAD" in
+  cat | exec) ;;
+  *) echo "LOAD is cat (the default) or exec, not $LOAD" >&2; exit 2 ;;
+esac
 [ -x "$BIN" ] || { echo "build it first: cargo build --release -p guestward-agent ($BIN)" >&2; exit 2; }
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 2; }
 W="$(mktemp -d /tmp/gw-fimrss.XXXXXX)"
@@ -50,7 +58,11 @@ measure() {
 printf '%-14s %10s %12s %12s\n' command 'peak KiB' 'RssFile KiB' 'RssAnon KiB'
 for args in "init" "check" "check --fast"; do
   for ((i = 0; i < RUNS; i++)); do
-    cat "$BIN" > /dev/null
+    if [ "$LOAD" = exec ]; then
+      python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$BIN"
+    else
+      cat "$BIN" > /dev/null
+    fi
     # shellcheck disable=SC2086
     measure $args > "$W/measured"
     read -r peak file anon < "$W/measured"
