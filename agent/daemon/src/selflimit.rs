@@ -67,6 +67,22 @@ pub struct Sample {
     pub rss_bytes: u64,
 }
 
+/// Hands the binary's code pages and the heap's free pages back to the kernel once the agent is
+/// quiet after work (see `guestward_reclaim`): after a scan the whole binary stays mapped,
+/// most of the daemon's idle footprint. A read of `/proc/self/smaps` and a few `madvise`
+/// calls: fine on the runtime's thread.
+fn release_idle_memory() {
+    match guestward_reclaim::release_idle_memory() {
+        Ok(r) => tracing::debug!(
+            code_kib = r.code_bytes / 1024,
+            mappings = r.mappings,
+            heap_trimmed = r.heap_trimmed,
+            "quiet after work: idle code pages handed back to the kernel"
+        ),
+        Err(e) => tracing::debug!(error = %e, "quiet after work: could not hand idle memory back"),
+    }
+}
+
 /// The samples of the last [`WINDOW`] (plus the one just before it, so the average spans the
 /// whole minute once the agent has run that long). Bounded: at most a few dozen samples.
 #[derive(Debug, Clone, Default)]
@@ -377,11 +393,20 @@ impl SelfLimiter {
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut warned = false;
+        let mut quiet = guestward_reclaim::QuietAfterWork::new();
+        let mut last_cpu: Option<Duration> = None;
         loop {
             tick.tick().await;
             // Two small reads of procfs (no disk): cheap enough for the runtime's thread.
             match Self::sample_self() {
-                Ok(sample) => self.record(sample, Timestamp::now()),
+                Ok(sample) => {
+                    self.record(sample, Timestamp::now());
+                    let used = last_cpu.map(|c| sample.cpu.saturating_sub(c));
+                    last_cpu = Some(sample.cpu);
+                    if used.is_some_and(|used| quiet.observe(used, sample.at)) {
+                        release_idle_memory();
+                    }
+                }
                 Err(e) if !warned => {
                     warned = true;
                     tracing::warn!(error = %e, "self-limits: cannot read /proc/self; the agent cannot measure itself");

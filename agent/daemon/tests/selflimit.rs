@@ -57,3 +57,40 @@ fn with_a_tiny_cpu_budget_fim_hashing_throttles_and_status_says_so() {
     validate_against_schema(&report);
     drop(daemon);
 }
+
+/// Once quiet after its first scan, the daemon hands its executable's code pages back to the
+/// kernel (`guestward_reclaim`): its file-backed resident memory falls well below what the
+/// scan left mapped, and the daemon keeps answering (the pages it needs fault back in).
+#[test]
+fn quiet_after_the_first_scan_the_daemon_unmaps_its_idle_code() {
+    let env = unit_environment();
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let daemon = Daemon::start_with("[imds]\nenabled = false\n", &env);
+    let rss_file = || proc_status_value(daemon.pid(), "RssFile").unwrap();
+    let mut most = 0;
+    daemon.wait_for(
+        || {
+            most = most.max(rss_file());
+            let (code, out, _) = daemon.ctl(&["status", "--json"]);
+            code == 0 && serde_json::from_str::<Value>(&out).unwrap()["last_scan"].is_object()
+        },
+        "the first scan",
+    );
+    // The release comes after a 5 s sample with the scan's work, then a quiet one: within
+    // 15 s on an idle machine; the margin is for a loaded one.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut least = u64::MAX;
+    while Instant::now() < deadline {
+        let now = rss_file();
+        most = most.max(now);
+        least = least.min(now);
+        if least * 2 < most {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(least * 2 < most, "file-backed RSS never fell to half of {most} KiB (lowest {least} KiB)");
+    let (code, out, err) = daemon.ctl(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("running (pid"), "{out}");
+}
