@@ -29,6 +29,10 @@
 //! once: its latency is the detection latency), the event history and report delivery.
 //! Memory above budget cannot be handed back by sleeping: it throttles the same way (fewer
 //! scans in flight allocate less), and the status says which budget is exceeded.
+//!
+//! Idle memory: the same samples tell when the agent goes quiet after work (a scan, a FIM
+//! rescan); it then hands its idle code pages and the heap's free pages back to the kernel
+//! (`guestward_reclaim`), whatever `[limits] enabled` says: that is most of its idle footprint.
 
 use crate::config::LimitsConfig;
 use guestward_core::Timestamp;
