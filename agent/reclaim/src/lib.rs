@@ -80,8 +80,13 @@ impl FileId {
 ///
 /// Security and correctness: `MADV_DONTNEED` on a private file mapping throws away its pages;
 /// the next access reads the file again. For a page that is still the file's (never written:
-/// `Anonymous` is 0, so no copy-on-write copy exists, as for code and read-only data) that is
-/// what the kernel itself does when it reclaims the page, so nothing changes. A page that was
+/// `Anonymous` is 0, so no copy-on-write copy exists, as for code and read-only data) nothing
+/// changes: until it is written, a private mapping's page *is* the page cache's page, so the
+/// fault maps that same page again (or, once the kernel has reclaimed it, reads the same file,
+/// which is what happens to any process's code under memory pressure). A binary replaced by
+/// an upgrade is a new inode; the mapping keeps the old one. The one new exposure: a disk that
+/// can no longer read the binary makes the next fault fail (SIGBUS) where a page kept mapped
+/// would not have needed the disk; by then the kernel's own reclaim would do the same. A page that was
 /// written (the dynamic loader's relocations in the RELRO segment, then made read-only; the
 /// writable data; a debugger's breakpoint) is an anonymous copy: dropping it would bring back
 /// the file's bytes, so any mapping holding one is left alone, whatever its permissions. A
