@@ -107,7 +107,16 @@ fn hostile_packages_schemas_are_refused_without_running_them() {
              CREATE VIEW Decoy AS SELECT 1;",
             "a view",
         ),
-        ("a virtual table", "CREATE VIRTUAL TABLE Packages USING fts5(hnum, blob);", "a virtual table"),
+        (
+            // Planted as a SQLite with FTS5 would write it: ours has no FTS5 to create it with
+            // (see the next test), and loads the schema entry without running the module.
+            "a virtual table",
+            "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB); \
+             PRAGMA writable_schema = ON; \
+             UPDATE sqlite_master SET sql = 'CREATE VIRTUAL TABLE Packages USING fts5(hnum, blob)', \
+               rootpage = 0 WHERE name = 'Packages';",
+            "a virtual table",
+        ),
         (
             "a generated blob column",
             "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, seed INTEGER, \
@@ -135,6 +144,27 @@ fn hostile_packages_schemas_are_refused_without_running_them() {
         assert!(e.to_string().contains(why), "{what}: {e}");
         assert!(e.to_string().contains("/var/lib/rpm/rpmdb.sqlite"), "{what}: {e}");
     }
+}
+
+/// The bundled SQLite is built without the full-text and R-Tree modules, JSON and extension
+/// loading (`.cargo/config.toml`, `LIBSQLITE3_FLAGS`): a planted database cannot reach that
+/// code, even past the schema check above.
+#[test]
+fn the_bundled_sqlite_has_no_fts_rtree_json_or_extension_loading() {
+    let conn = Connection::open_in_memory().unwrap();
+    for module in ["fts3", "fts4", "fts5", "rtree"] {
+        let e = conn.execute_batch(&format!("CREATE VIRTUAL TABLE t USING {module}(a, b, c);")).unwrap_err();
+        assert!(e.to_string().contains(&format!("no such module: {module}")), "{module}: {e}");
+    }
+    for (call, function) in [("load_extension('/nonexistent')", "load_extension"), ("json('{}')", "json")] {
+        let e = conn.query_row(&format!("SELECT {call}"), [], |r| r.get::<_, String>(0)).unwrap_err();
+        assert!(e.to_string().contains(&format!("no such function: {function}")), "{call}: {e}");
+    }
+    // Kept: dbstat, which the page-layout tests below read.
+    conn.execute_batch("CREATE TABLE kept (x); INSERT INTO kept VALUES (1);").unwrap();
+    let pages: i64 =
+        conn.query_row("SELECT count(*) FROM dbstat WHERE name = 'kept'", [], |r| r.get(0)).unwrap();
+    assert_eq!(pages, 1);
 }
 
 #[test]
