@@ -4,9 +4,8 @@
 //! TLS), so once it ends almost the whole binary stays mapped in the daemon: about 12 MB of
 //! the 18 MB it then holds while it waits 15 minutes for the next scan, against an idle budget
 //! of 15 MB. Those pages are clean copies of the executable, which the kernel could drop and
-//! read back at any time, but it keeps pages that a process maps, and executable ones most of
-//! all (the page reclaim spares referenced `VM_EXEC` pages), so they stay until memory runs
-//! short. [`release_idle_memory`] unmaps them when the agent goes quiet ([`QuietAfterWork`]
+//! read back at any time, but it keeps pages that a process maps (the classic page reclaim
+//! even keeps referenced executable pages active), so they stay until memory runs short. [`release_idle_memory`] unmaps them when the agent goes quiet ([`QuietAfterWork`]
 //! says when): they become ordinary page cache, the first thing reclaimed under pressure,
 //! and the next scan maps them again from the cache (or reads them from disk, a few MB).
 //! It also asks glibc to return the free pages inside its heap (`malloc_trim`).
@@ -32,7 +31,7 @@ pub struct Released {
     pub heap_trimmed: bool,
 }
 
-/// Why memory could not be released. Nothing is lost either way: the pages stay mapped.
+/// Why memory could not be released. Nothing is lost: what was not released stays mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReclaimError {
     /// `/proc/self/smaps` could not be read or parsed.
