@@ -115,6 +115,7 @@ pub fn release_idle_memory() -> Result<Released, ReclaimError> {
         else {
             continue;
         };
+        #[allow(unsafe_code)]
         // SAFETY: `addr..addr+length` is one whole mapping of this process, as the kernel just
         // listed it. `may_release` checked that it is a private, non-writable mapping of our
         // own executable with no anonymous (written) page, so MADV_DONTNEED only drops clean
@@ -122,7 +123,6 @@ pub fn release_idle_memory() -> Result<Released, ReclaimError> {
         // `may_release`). No Rust reference can be invalidated: the contents never change.
         // The mapping cannot be written or replaced meanwhile: nothing in the agent calls
         // mprotect or mmap over its executable.
-        #[allow(unsafe_code)]
         let result = unsafe { madvise(addr, length, MmapAdvise::MADV_DONTNEED) };
         result.map_err(|source| ReclaimError::Madvise { address: start, len, source })?;
         released.code_bytes += map.extension.map.get("Rss").copied().unwrap_or(0);
@@ -136,9 +136,9 @@ pub fn release_idle_memory() -> Result<Released, ReclaimError> {
 /// only at the top (which `MALLOC_TRIM_THRESHOLD_` covers).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim_heap() -> bool {
+    #[allow(unsafe_code)]
     // SAFETY: malloc_trim has no preconditions; glibc takes each arena's lock while it walks
     // the free lists, so it is safe beside other threads that allocate.
-    #[allow(unsafe_code)]
     let trimmed = unsafe { nix::libc::malloc_trim(0) };
     trimmed != 0
 }
