@@ -9,6 +9,8 @@
 //! - [`state_file`]: the one atomic, durable way to replace a file in the state directory.
 //! - [`config`]: [`ConfigIssue`], one problem in a config section by dotted key; sections
 //!   report every issue, not only the first.
+//! - [`ReadBuffer`]: the page-aligned buffer files are read into to be hashed (why: its
+//!   documentation).
 //! - [`text`]: bounding and escaping text read from scanned files before it is quoted or shown.
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
@@ -22,6 +24,7 @@ pub mod json;
 #[cfg(feature = "logging")]
 pub mod logging;
 mod paths;
+mod read_buffer;
 mod root;
 mod section;
 pub mod state_file;
@@ -33,6 +36,7 @@ pub mod time;
 pub use config::ConfigIssue;
 pub use finding::{Event, Finding, Severity};
 pub use paths::AbsolutePath;
+pub use read_buffer::{READ_BUFFER_ALIGN, ReadBuffer};
 pub use root::{
     HostFsError, HostRoot, MAX_SYMLINK_HOPS, ensure_regular, file_kind, open_regular_file,
     read_regular_file_capped,

@@ -119,9 +119,10 @@ pub fn read_content(root: &HostRoot, host: &Path, algos: &[DigestAlgo]) -> Conte
     let mut sha384 = algos.contains(&DigestAlgo::Sha384).then(sha2::Sha384::new);
     let mut sha512 = algos.contains(&DigestAlgo::Sha512).then(sha2::Sha512::new);
     let mut reader = file.take(MAX_DIGEST_BYTES + 1);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = guestward_core::ReadBuffer::new(64 * 1024);
+    let buf = buf.as_mut_slice();
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

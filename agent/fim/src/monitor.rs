@@ -322,7 +322,7 @@ struct Engine {
     /// everything (offline changes are where ctime is least to be trusted).
     next_rehash: Instant,
     gap_seq: u64,
-    buf: Vec<u8>,
+    buf: guestward_core::ReadBuffer,
     /// Package attribution and per-transaction grouping (with a package oracle).
     attributor: Option<crate::attribution::Attributor>,
     /// What the status last said a running transaction holds (id, changes), and when: it is
@@ -379,7 +379,7 @@ impl Engine {
             next_unwatched: now + unwatched,
             next_rehash: now,
             gap_seq: 0,
-            buf: Vec::new(),
+            buf: guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES),
         }
     }
 

@@ -11,6 +11,7 @@
 
 use crate::config::{Attribute, AttributeSet};
 pub use crate::model::{FLAG_HASH_SKIPPED, FLAG_UNREADABLE, FLAG_UNSTABLE, FileKind, hex};
+use guestward_core::ReadBuffer;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
 use sha2::Digest;
@@ -302,7 +303,7 @@ pub fn read_record_at(
     st: &FileStat,
     opts: ReadOptions,
     reuse: Option<&FileRecord>,
-    buf: &mut Vec<u8>,
+    buf: &mut ReadBuffer,
     on_bytes: &mut dyn FnMut(u64),
 ) -> (FileRecord, Option<io::Error>) {
     read_record_opened(dir, name, None, st, opts, reuse, buf, on_bytes)
@@ -328,7 +329,7 @@ pub(crate) fn read_record_opened(
     st: &FileStat,
     opts: ReadOptions,
     reuse: Option<&FileRecord>,
-    buf: &mut Vec<u8>,
+    buf: &mut ReadBuffer,
     on_bytes: &mut dyn FnMut(u64),
 ) -> (FileRecord, Option<io::Error>) {
     let mut rec = FileRecord::from_stat(st);
@@ -416,7 +417,7 @@ fn hash_file(
     open: Option<File>,
     st: &FileStat,
     opts: ReadOptions,
-    buf: &mut Vec<u8>,
+    buf: &mut ReadBuffer,
     on_bytes: &mut dyn FnMut(u64),
 ) -> io::Result<(FileRecord, File)> {
     // Opened by the caller: `st` is this descriptor's own fstat, taken just now.
@@ -469,7 +470,7 @@ fn digest(
     rewind: bool,
     size: u64,
     opts: ReadOptions,
-    buf: &mut Vec<u8>,
+    buf: &mut ReadBuffer,
 ) -> io::Result<Digests> {
     let attrs = opts.attributes;
     use std::io::Seek;
@@ -477,18 +478,17 @@ fn digest(
         file.seek(io::SeekFrom::Start(0))?;
     }
     let mut file = file.take(size);
-    buf.resize(READ_BUFFER_BYTES, 0);
     let mut sha = attrs.has(Attribute::Sha256).then(sha2::Sha256::new);
     let mut b3 = attrs.has(Attribute::Blake3).then(blake3::Hasher::new);
     let mut md5 = opts.md5.then(md5::Md5::new);
     loop {
-        let n = match file.read(buf) {
+        let n = match file.read(buf.as_mut_slice()) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let chunk = &buf[..n];
+        let chunk = &buf.as_mut_slice()[..n];
         if let Some(h) = sha.as_mut() {
             h.update(chunk);
         }
@@ -569,7 +569,7 @@ mod tests {
             &st,
             o,
             None,
-            &mut Vec::new(),
+            &mut ReadBuffer::new(READ_BUFFER_BYTES),
             &mut |_| {},
         );
         assert!(err.is_none());
@@ -583,7 +583,7 @@ mod tests {
         let dir = crate::dirfd::open_dir_path(path.parent().unwrap()).unwrap();
         let name = path.file_name().unwrap();
         let st = crate::dirfd::stat_at(&dir, name).unwrap();
-        read_record_at(&dir, name, &st, o, None, &mut Vec::new(), on_bytes)
+        read_record_at(&dir, name, &st, o, None, &mut ReadBuffer::new(READ_BUFFER_BYTES), on_bytes)
     }
 
     fn opts() -> ReadOptions {
@@ -666,15 +666,30 @@ mod tests {
         // FIFO must not block the open.
         std::fs::write(dir.path().join("other"), b"secret from elsewhere").unwrap();
         std::fs::rename(dir.path().join("other"), &f).unwrap();
-        let (rec, err) = read_record_at(&d, OsStr::new("f"), &st, opts(), None, &mut Vec::new(), &mut |_| {});
+        let (rec, err) = read_record_at(
+            &d,
+            OsStr::new("f"),
+            &st,
+            opts(),
+            None,
+            &mut ReadBuffer::new(READ_BUFFER_BYTES),
+            &mut |_| {},
+        );
         assert!(crate::dirfd::is_changed_during_scan(err.as_ref().unwrap()), "{err:?}");
         assert!(rec.sha256.is_none());
         std::fs::remove_file(&f).unwrap();
         nix::unistd::mkfifo(&f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let (rec, err) =
-                read_record_at(&d, OsStr::new("f"), &st, opts(), None, &mut Vec::new(), &mut |_| {});
+            let (rec, err) = read_record_at(
+                &d,
+                OsStr::new("f"),
+                &st,
+                opts(),
+                None,
+                &mut ReadBuffer::new(READ_BUFFER_BYTES),
+                &mut |_| {},
+            );
             let _ = tx.send((rec, err.map(|e| crate::dirfd::is_changed_during_scan(&e))));
         });
         let (rec, changed) =

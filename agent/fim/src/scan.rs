@@ -829,7 +829,7 @@ fn submit(job: Job, reader: &Store, resume: bool, out: &mut Out<'_>, counters: &
     } else {
         // No content to read: record here, sparing the workers a round trip. FIFOs, devices
         // and sockets are recorded from their fstatat alone and never opened.
-        let mut buf = Vec::new();
+        let mut buf = guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES);
         let (rec, err) = read_record_at(&job.dir, &job.name, &stat, job.opts, None, &mut buf, &mut |_| {});
         if let Some(e) = err {
             counters.problem(problem(&job.host, &e));
@@ -914,7 +914,7 @@ fn worker_loop(
     lookups: Lookups<'_>,
 ) {
     let Lookups { baseline, rehash, prune, md5, links } = lookups;
-    let mut buf = Vec::with_capacity(crate::record::READ_BUFFER_BYTES);
+    let mut buf = guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES);
     loop {
         // The lock is held only while taking one batch; hashing happens outside it.
         let jobs = match rx.lock() {

@@ -474,7 +474,7 @@ struct Worker<'a> {
     index: &'a Index,
     max_file_bytes: u64,
     accounts: &'a Accounts,
-    buf: Vec<u8>,
+    buf: guestward_core::ReadBuffer,
     dirs: Vec<(PathBuf, Option<File>)>,
     bytes: u64,
 }
@@ -491,7 +491,14 @@ fn is_type(st: &FileStat, t: u32) -> bool {
 
 impl<'a> Worker<'a> {
     fn new(index: &'a Index, max_file_bytes: u64, accounts: &'a Accounts) -> Self {
-        Self { index, max_file_bytes, accounts, buf: vec![0; 256 * 1024], dirs: Vec::new(), bytes: 0 }
+        Self {
+            index,
+            max_file_bytes,
+            accounts,
+            buf: guestward_core::ReadBuffer::new(256 * 1024),
+            dirs: Vec::new(),
+            bytes: 0,
+        }
     }
 
     fn root(&self) -> &'a HostRoot {
@@ -793,7 +800,7 @@ impl<'a> Worker<'a> {
             if len > self.max_file_bytes {
                 return Ok(None);
             }
-            let hex = digest_file(&file, len, algo, &mut self.buf)?;
+            let hex = digest_file(&file, len, algo, self.buf.as_mut_slice())?;
             self.bytes += len;
             let after = dirfd::stat_fd(&file)?;
             if after.st_size == before.st_size
