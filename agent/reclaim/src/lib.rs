@@ -10,10 +10,17 @@
 //! and the next scan maps them again from the cache (or reads them from disk, a few MB).
 //! It also asks glibc to return the free pages inside its heap (`malloc_trim`).
 //!
+//! It also sets glibc's malloc up for the agent in every process ([`tune_allocator`]).
+//!
 //! This is the only crate of the workspace that uses `unsafe` (the workspace forbids it
-//! elsewhere): `madvise(2)` and `malloc_trim(3)` have no safe wrapper, and each call carries
-//! its reasoning.
+//! elsewhere): `madvise(2)`, `malloc_trim(3)` and `mallopt(3)` have no safe wrapper, and each
+//! call carries its reasoning.
 
+mod allocator;
+
+pub use allocator::{
+    ARENA_MAX, MMAP_THRESHOLD_BYTES, SETTINGS, Setting, TRIM_THRESHOLD_BYTES, Tuning, tune_allocator,
+};
 use nix::sys::mman::{MmapAdvise, madvise};
 use procfs::process::{MMPermissions, MMapPath, MemoryMap};
 use std::ffi::c_void;
