@@ -586,6 +586,19 @@ mod tests {
         read_record_at(&dir, name, &st, o, None, &mut ReadBuffer::new(READ_BUFFER_BYTES), on_bytes)
     }
 
+    /// The entry `f` of `d` read as a scan reads it, `st` being what its `fstatat` said.
+    fn read_f(d: &File, st: &FileStat) -> (FileRecord, Option<io::Error>) {
+        read_record_at(
+            d,
+            OsStr::new("f"),
+            st,
+            opts(),
+            None,
+            &mut ReadBuffer::new(READ_BUFFER_BYTES),
+            &mut |_| {},
+        )
+    }
+
     fn opts() -> ReadOptions {
         ReadOptions {
             attributes: AttributeSet::of(Attribute::DEFAULT),
@@ -666,30 +679,14 @@ mod tests {
         // FIFO must not block the open.
         std::fs::write(dir.path().join("other"), b"secret from elsewhere").unwrap();
         std::fs::rename(dir.path().join("other"), &f).unwrap();
-        let (rec, err) = read_record_at(
-            &d,
-            OsStr::new("f"),
-            &st,
-            opts(),
-            None,
-            &mut ReadBuffer::new(READ_BUFFER_BYTES),
-            &mut |_| {},
-        );
+        let (rec, err) = read_f(&d, &st);
         assert!(crate::dirfd::is_changed_during_scan(err.as_ref().unwrap()), "{err:?}");
         assert!(rec.sha256.is_none());
         std::fs::remove_file(&f).unwrap();
         nix::unistd::mkfifo(&f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let (rec, err) = read_record_at(
-                &d,
-                OsStr::new("f"),
-                &st,
-                opts(),
-                None,
-                &mut ReadBuffer::new(READ_BUFFER_BYTES),
-                &mut |_| {},
-            );
+            let (rec, err) = read_f(&d, &st);
             let _ = tx.send((rec, err.map(|e| crate::dirfd::is_changed_during_scan(&e))));
         });
         let (rec, changed) =
