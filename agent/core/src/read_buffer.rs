@@ -4,18 +4,18 @@
 /// kernels EC2's Linux AMIs ship), which is also a multiple of any cache line.
 pub const READ_BUFFER_ALIGN: usize = 4096;
 
-/// A zeroed byte buffer of a fixed length whose first byte is on a
-/// [`READ_BUFFER_ALIGN`] boundary. Allocated once and reused for every file a thread reads.
+/// A zeroed byte buffer of a fixed length whose first byte is on a [`READ_BUFFER_ALIGN`]
+/// boundary. Allocated on first use and reused for every file a thread reads.
 ///
 /// Why the alignment matters: a `read` of a cached file is the kernel copying from its
-/// page-cache pages (which start on a page boundary) into this buffer. On the AMD EPYC it was
-/// measured on (the CPU of EC2's AMD instance types), that copy runs at about 2.3 GB/s instead of 10 when the buffer starts
-/// just past a page boundary (4K aliasing: the CPU takes each load for one that depends on a
-/// store just before it, as their addresses agree in the low 12 bits). glibc's `malloc` returns
-/// exactly such a pointer for a block it maps by itself, 16 bytes past the page start; a
-/// 128 KiB block is mapped or not depending on what was freed before it, and always is under
-/// the systemd unit's `MALLOC_MMAP_THRESHOLD_=65536`. A full FIM check of /usr then spent
-/// 28% of its CPU copying instead of 6% (docs/benchmarks.md, "Read buffers on a page
+/// page-cache pages (which start on a page boundary) into this buffer. On the AMD EPYC this
+/// was measured on (the CPU of EC2's AMD instance types), that copy ran at 1.5-2.3 GB/s
+/// instead of 9-11 when the buffer started 16 bytes past a page boundary (4K aliasing: the CPU
+/// takes each load for one that depends on a store just before it, as their addresses agree
+/// in the low 12 bits). glibc's `malloc` returns exactly such a pointer for a block it maps by
+/// itself; a 128 KiB block is mapped or not depending on what was freed before it, and always
+/// is under the systemd unit's `MALLOC_MMAP_THRESHOLD_=65536`. A full FIM scan of /usr then
+/// spent 28% of its CPU copying instead of 6% (docs/benchmarks.md, "Read buffers on a page
 /// boundary"). Starting the buffer on a page boundary makes the fast case the only one.
 pub struct ReadBuffer {
     /// Empty until the first read: a buffer made for a path that turns out to need no read

@@ -5,8 +5,9 @@
 //! the 18 MB it then holds while it waits 15 minutes for the next scan, against an idle budget
 //! of 15 MB. Those pages are clean copies of the executable, which the kernel could drop and
 //! read back at any time, but it keeps pages that a process maps (the classic page reclaim
-//! even keeps referenced executable pages active), so they stay until memory runs short. [`release_idle_memory`] unmaps them when the agent goes quiet ([`QuietAfterWork`]
-//! says when): they become ordinary page cache, the first thing reclaimed under pressure,
+//! even keeps referenced executable pages active), so they stay until memory runs short.
+//! [`release_idle_memory`] unmaps them when the agent goes quiet ([`QuietAfterWork`] says
+//! when): they become ordinary page cache, the first thing reclaimed under pressure,
 //! and the next scan maps them again from the cache (or reads them from disk, a few MB).
 //! It also asks glibc to return the free pages inside its heap (`malloc_trim`).
 //!
@@ -92,11 +93,12 @@ impl FileId {
 /// which is what happens to any process's code under memory pressure). A binary replaced by
 /// an upgrade is a new inode; the mapping keeps the old one. The one new exposure: a disk that
 /// can no longer read the binary makes the next fault fail (SIGBUS) where a page kept mapped
-/// would not have needed the disk; by then the kernel's own reclaim would do the same. A page that was
-/// written (the dynamic loader's relocations in the RELRO segment, then made read-only; the
-/// writable data; a debugger's breakpoint) is an anonymous copy: dropping it would bring back
-/// the file's bytes, so any mapping holding one is left alone, whatever its permissions. A
-/// mapping without the `Anonymous` figure (a kernel that does not report it) is left alone too.
+/// would not have needed the disk; by then the kernel's own reclaim would do the same. A page
+/// that was written (the dynamic loader's relocations in the RELRO segment, then made
+/// read-only; the writable data; a debugger's breakpoint) is an anonymous copy: dropping it
+/// would bring back the file's bytes, so any mapping holding one is left alone, whatever its
+/// permissions. A mapping without the `Anonymous` figure (a kernel that does not report it) is
+/// left alone too.
 pub fn may_release(map: &MemoryMap, exe: FileId) -> bool {
     let is_exe = matches!(map.pathname, MMapPath::Path(_)) && map.dev == exe.dev && map.inode == exe.inode;
     let never_written = map.extension.map.get("Anonymous") == Some(&0);
