@@ -478,17 +478,18 @@ fn digest(
         file.seek(io::SeekFrom::Start(0))?;
     }
     let mut file = file.take(size);
+    let buf = buf.as_mut_slice();
     let mut sha = attrs.has(Attribute::Sha256).then(sha2::Sha256::new);
     let mut b3 = attrs.has(Attribute::Blake3).then(blake3::Hasher::new);
     let mut md5 = opts.md5.then(md5::Md5::new);
     loop {
-        let n = match file.read(buf.as_mut_slice()) {
+        let n = match file.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let chunk = &buf.as_mut_slice()[..n];
+        let chunk = &buf[..n];
         if let Some(h) = sha.as_mut() {
             h.update(chunk);
         }

@@ -88,10 +88,11 @@ pub fn tune_allocator(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Tunin
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn mallopt(param: i32, value: i32) -> bool {
+    // glibc takes the main arena's lock while it changes a parameter, so the call is safe
+    // beside other threads that allocate; an unknown parameter or a value out of range is
+    // refused (it returns 0), not undefined behaviour.
     #[allow(unsafe_code)]
-    // SAFETY: mallopt takes two integers and has no other precondition; glibc takes the main
-    // arena's lock while it changes a parameter, so it is safe beside other threads that
-    // allocate. An unknown parameter or a value out of range is refused (returns 0), not UB.
+    // SAFETY: mallopt takes two integers by value and has no other precondition (see above).
     let accepted = unsafe { nix::libc::mallopt(param, value) };
     accepted != 0
 }
@@ -110,9 +111,10 @@ mod tests {
     /// Bytes glibc holds in blocks it mapped by themselves (`mallinfo2().hblkhd`). Each test
     /// runs in a process of its own (cargo-nextest), so no other test's blocks move it.
     fn bytes_in_mapped_blocks() -> usize {
+        // mallinfo2 needs glibc 2.33, which only this test binary links to; the shipped
+        // binary stays within 2.17.
         #[allow(unsafe_code)]
-        // SAFETY: mallinfo2 takes no arguments and returns a struct by value. It needs glibc
-        // 2.33, which only this test binary links to; the shipped binary stays within 2.17.
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
         let info = unsafe { nix::libc::mallinfo2() };
         info.hblkhd
     }

@@ -124,14 +124,15 @@ pub fn release_idle_memory() -> Result<Released, ReclaimError> {
         else {
             continue;
         };
+        // `addr..addr+length` is one whole mapping of this process, as the kernel just listed
+        // it. `may_release` checked that it is a private, non-writable mapping of our own
+        // executable with no anonymous (written) page, so MADV_DONTNEED only drops clean
+        // copies of the file, which the next access faults in again with the same bytes. No
+        // Rust reference can be invalidated: the contents never change. The mapping cannot be
+        // written or replaced meanwhile: nothing in the agent calls mprotect or mmap over its
+        // executable.
         #[allow(unsafe_code)]
-        // SAFETY: `addr..addr+length` is one whole mapping of this process, as the kernel just
-        // listed it. `may_release` checked that it is a private, non-writable mapping of our
-        // own executable with no anonymous (written) page, so MADV_DONTNEED only drops clean
-        // copies of the file, which the next access faults in again with the same bytes (see
-        // `may_release`). No Rust reference can be invalidated: the contents never change.
-        // The mapping cannot be written or replaced meanwhile: nothing in the agent calls
-        // mprotect or mmap over its executable.
+        // SAFETY: a whole clean, never-written mapping of our executable (reasoning above).
         let result = unsafe { madvise(addr, length, MmapAdvise::MADV_DONTNEED) };
         result.map_err(|source| ReclaimError::Madvise { address: start, len, source })?;
         released.code_bytes += map.extension.map.get("Rss").copied().unwrap_or(0);
@@ -145,9 +146,10 @@ pub fn release_idle_memory() -> Result<Released, ReclaimError> {
 /// only at the top (which `MALLOC_TRIM_THRESHOLD_` covers).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim_heap() -> bool {
+    // glibc takes each arena's lock while it walks the free lists, so the call is safe
+    // beside other threads that allocate.
     #[allow(unsafe_code)]
-    // SAFETY: malloc_trim has no preconditions; glibc takes each arena's lock while it walks
-    // the free lists, so it is safe beside other threads that allocate.
+    // SAFETY: malloc_trim takes one integer by value and has no precondition (see above).
     let trimmed = unsafe { nix::libc::malloc_trim(0) };
     trimmed != 0
 }
