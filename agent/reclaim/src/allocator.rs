@@ -92,8 +92,7 @@ fn mallopt(param: i32, value: i32) -> bool {
     // beside other threads that allocate; an unknown parameter or a value out of range is
     // refused (it returns 0), not undefined behaviour.
     #[allow(unsafe_code)]
-    // SAFETY: mallopt takes two integers by value and has no other precondition (see above).
-    let accepted = unsafe { nix::libc::mallopt(param, value) };
+    let accepted = unsafe { nix::libc::mallopt(param, value) }; // SAFETY: integers by value; see above
     accepted != 0
 }
 
@@ -114,8 +113,7 @@ mod tests {
         // mallinfo2 needs glibc 2.33, which only this test binary links to; the shipped
         // binary stays within 2.17.
         #[allow(unsafe_code)]
-        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
-        let info = unsafe { nix::libc::mallinfo2() };
+        let info = unsafe { nix::libc::mallinfo2() }; // SAFETY: no arguments, returns a plain struct
         info.hblkhd
     }
 

@@ -132,8 +132,7 @@ pub fn release_idle_memory() -> Result<Released, ReclaimError> {
         // written or replaced meanwhile: nothing in the agent calls mprotect or mmap over its
         // executable.
         #[allow(unsafe_code)]
-        // SAFETY: a whole clean, never-written mapping of our executable (reasoning above).
-        let result = unsafe { madvise(addr, length, MmapAdvise::MADV_DONTNEED) };
+        let result = unsafe { madvise(addr, length, MmapAdvise::MADV_DONTNEED) }; // SAFETY: see above
         result.map_err(|source| ReclaimError::Madvise { address: start, len, source })?;
         released.code_bytes += map.extension.map.get("Rss").copied().unwrap_or(0);
         released.mappings += 1;
@@ -149,8 +148,7 @@ fn trim_heap() -> bool {
     // glibc takes each arena's lock while it walks the free lists, so the call is safe
     // beside other threads that allocate.
     #[allow(unsafe_code)]
-    // SAFETY: malloc_trim takes one integer by value and has no precondition (see above).
-    let trimmed = unsafe { nix::libc::malloc_trim(0) };
+    let trimmed = unsafe { nix::libc::malloc_trim(0) }; // SAFETY: one integer by value; see above
     trimmed != 0
 }
 
