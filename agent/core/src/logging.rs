@@ -14,13 +14,16 @@
 //!   redirected (`guestward-agent scan 2>file` from a service's shell) from prefixing a file.
 //! - The level: `RUST_LOG` (or its older name `GUESTWARD_LOG`) when set, else the configuration
 //!   ([`apply_config_level`], `[agent] log_level`), else the binary's default. A directive is
-//!   a level (`error`, `warn`, `info`, `debug`, `trace`) or an `EnvFilter` list
-//!   (`info,guestward_fim=debug`).
+//!   a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or a comma-separated list of
+//!   levels for targets (`info,guestward_fim=debug`): tracing-subscriber's `Targets`, not its
+//!   `EnvFilter`. Span and field filters (`[span{field=x}]`) are not offered: `EnvFilter` compiles
+//!   them with a regex engine (`matchers`, a dense DFA builder) that cost the agent binary its size
+//!   budget (docs/benchmarks.md, "Binary size"), and an agent's logs are read by target and level.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -33,7 +36,7 @@ const ENV_VARS: [&str; 2] = ["RUST_LOG", "GUESTWARD_LOG"];
 
 /// The filter of the installed subscriber, replaceable at run time (the configuration is read
 /// after logging starts, and again on reload).
-static FILTER: OnceLock<reload::Handle<EnvFilter, tracing_subscriber::Registry>> = OnceLock::new();
+static FILTER: OnceLock<reload::Handle<Targets, tracing_subscriber::Registry>> = OnceLock::new();
 /// Whether the level came from the environment (then the configuration does not override it).
 static FROM_ENV: OnceLock<bool> = OnceLock::new();
 
@@ -73,13 +76,13 @@ fn journal_stream_is_stderr(value: Option<&str>) -> bool {
 
 /// The level set in the environment, if any: `RUST_LOG`, else `GUESTWARD_LOG`. An invalid
 /// value is reported on standard error and ignored (the binary still starts and logs).
-fn env_filter() -> Option<EnvFilter> {
+fn env_filter() -> Option<Targets> {
     for var in ENV_VARS {
         let Ok(value) = std::env::var(var) else { continue };
         if value.trim().is_empty() {
             continue;
         }
-        match EnvFilter::builder().parse(&value) {
+        match value.parse::<Targets>() {
             Ok(filter) => return Some(filter),
             Err(e) => eprintln!("{var}={value:?} is not a log level or filter ({e}); ignored"),
         }
@@ -93,7 +96,12 @@ fn env_filter() -> Option<EnvFilter> {
 pub fn init(default: &str) {
     let from_env = env_filter();
     let _ = FROM_ENV.set(from_env.is_some());
-    let filter = from_env.unwrap_or_else(|| EnvFilter::new(default));
+    // `default` is the binary's own constant; were it not a directive, `info` rather than
+    // nothing.
+    let filter = from_env.unwrap_or_else(|| {
+        parse_level(default)
+            .unwrap_or_else(|_| Targets::new().with_default(tracing_subscriber::filter::LevelFilter::INFO))
+    });
     let (filter, handle) = reload::Layer::new(filter);
     let destination = stderr_destination();
     let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -127,7 +135,7 @@ pub fn apply_config_level(configured: Option<&str>, default: &str) -> Result<Str
     Ok(directive.to_string())
 }
 
-/// A `log_level` that is neither a level nor an `EnvFilter` directive.
+/// A `log_level` that is neither a level nor a list of levels for targets.
 #[derive(Debug, thiserror::Error)]
 #[error("`{value}` is not a log level (error, warn, info, debug, trace) or filter directive: {reason}")]
 pub struct InvalidLevel {
@@ -137,14 +145,14 @@ pub struct InvalidLevel {
     pub reason: String,
 }
 
-/// Parses a level or `EnvFilter` directive list (`info`, `warn,guestward_fim=debug`), as
+/// Parses a level or a list of levels for targets (`info`, `warn,guestward_fim=debug`), as
 /// `[agent] log_level` accepts it.
-pub fn parse_level(directive: &str) -> Result<EnvFilter, InvalidLevel> {
+pub fn parse_level(directive: &str) -> Result<Targets, InvalidLevel> {
     let invalid = |reason: String| InvalidLevel { value: directive.to_string(), reason };
     if directive.trim().is_empty() {
         return Err(invalid("empty".to_string()));
     }
-    // EnvFilter reads a bare word as a target enabled at every level, so a misspelt level
+    // `Targets` reads a bare word as a target enabled at every level, so a misspelt level
     // (`inof`) would silence everything else: each directive must name a level, alone or
     // after `target=`.
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -156,7 +164,7 @@ pub fn parse_level(directive: &str) -> Result<EnvFilter, InvalidLevel> {
             )));
         }
     }
-    EnvFilter::builder().parse(directive).map_err(|e| invalid(e.to_string()))
+    directive.parse::<Targets>().map_err(|e| invalid(e.to_string()))
 }
 
 /// The event format under the journal: the sd-daemon priority prefix, then the usual line.
@@ -210,6 +218,17 @@ mod tests {
             let e = parse_level(bad).unwrap_err();
             assert!(e.to_string().contains(&format!("`{bad}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn a_target_s_own_level_overrides_the_default_for_it_and_its_modules_only() {
+        use tracing::Level;
+        let f = parse_level("warn,guestward_fim=debug").unwrap();
+        assert!(f.would_enable("guestward_fim::scan", &Level::DEBUG));
+        assert!(!f.would_enable("guestward_fim::scan", &Level::TRACE));
+        assert!(f.would_enable("guestward_transport", &Level::WARN));
+        assert!(!f.would_enable("guestward_transport", &Level::INFO));
+        assert!(!parse_level("off").unwrap().would_enable("guestward_agent", &Level::ERROR));
     }
 
     #[test]
