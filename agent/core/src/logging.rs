@@ -82,9 +82,11 @@ fn env_filter() -> Option<Targets> {
         if value.trim().is_empty() {
             continue;
         }
-        match value.parse::<Targets>() {
+        // The same rules as `[agent] log_level`: a misspelt level is refused, not read as a
+        // target that silences the rest.
+        match parse_level(&value) {
             Ok(filter) => return Some(filter),
-            Err(e) => eprintln!("{var}={value:?} is not a log level or filter ({e}); ignored"),
+            Err(e) => eprintln!("{var}: {e}; ignored"),
         }
     }
     None
