@@ -59,14 +59,18 @@ pub fn parse_metadata_headers(bytes: &[u8]) -> Option<(String, String)> {
 
 #[cfg(feature = "collect")]
 /// The header lines of a metadata file, with LF line ends: up to the empty line before the body,
-/// or up to the first line that is neither a `Field: value` header nor the continuation of one
-/// (an indented line), where Python's own `email` parser ends the headers as well.
+/// or up to the first line that is neither a `Field: value` header (a name of printable ASCII
+/// without spaces, then a colon) nor the continuation of one (an indented line), where Python's
+/// own `email` parser ends the headers as well.
 fn header_block(text: &str) -> String {
     let mut block = String::with_capacity(text.len());
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let continuation = line.starts_with([' ', '\t']);
-        if line.is_empty() || (continuation && block.is_empty()) || (!continuation && !line.contains(':')) {
+        let header = line.find(':').is_some_and(|colon| {
+            colon > 0 && line.as_bytes()[..colon].iter().all(|b| (0x21..=0x7e).contains(b))
+        });
+        if line.is_empty() || (continuation && block.is_empty()) || !(continuation || header) {
             break;
         }
         block.push_str(line);

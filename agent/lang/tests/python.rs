@@ -129,3 +129,64 @@ fn fifo_in_place_of_dist_info_metadata_is_refused_not_read() {
     );
     assert!(problems.iter().all(|p| p.message.contains("fifo")), "{problems:?}");
 }
+
+/// The oracle: Python's own `email` parser (`BytesParser(policy=compat32)`, headers only), as
+/// pip and `importlib.metadata` read METADATA, on every distribution of this machine's Python
+/// directories and on crafted files (CRLF, folding, a stray line, a spaced field name).
+#[test]
+fn metadata_headers_read_as_python_s_email_parser_reads_them() {
+    const TEST: &str = "metadata_headers_read_as_python_s_email_parser_reads_them";
+    let crafted = tempfile::tempdir().unwrap();
+    let cases: &[&[u8]] = &[
+        b"Metadata-Version: 1.0\r\nName: crlf\r\nVersion: 0.9\r\nSummary: one\r\n        two\r\n\r\nName: body\r\n",
+        b"Metadata-Version: 2.1\nName: folded\nDescription: first\n        |second\n        |\nVersion: 3\n\nbody\n",
+        b"Name: stray\nthis is not a header\nVersion: 2\n",
+        b"Metadata-Version: 2.1\nName : spaced\nName: after\nVersion: 1\n",
+        b"Classifier: a\nName: late\nClassifier: b\nVersion: 7.0rc1\nName: second\n",
+        b"\n\nName: after-blank\nVersion: 1\n",
+        b"Version: 1\n",
+    ];
+    let mut files = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let f = crafted.path().join(format!("case{i}.METADATA"));
+        std::fs::write(&f, case).unwrap();
+        files.push(f);
+    }
+    // Python lists the machine's METADATA / PKG-INFO files and reads each the way pip does,
+    // from the same 256 KiB prefix cut at its last line end.
+    let script = r#"
+import glob, sys
+from email.parser import BytesParser
+from email.policy import compat32
+paths = sys.argv[1:]
+for d in glob.glob('/usr/lib/python3*/*-packages') + glob.glob('/usr/local/lib/python3*/*-packages'):
+    paths += sorted(glob.glob(d + '/*.dist-info/METADATA') + glob.glob(d + '/*.egg-info/PKG-INFO'))
+for p in paths[:5000]:
+    data = open(p, 'rb').read(256 * 1024)
+    data = data[:data.rfind(b'\n') + 1] if b'\n' in data else data
+    msg = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
+    name, version = msg.get('Name'), msg.get('Version')
+    values = [v for v in (name, version) if v is not None]
+    if not all(v.isascii() and '\t' not in v and '\n' not in v for v in values):
+        continue
+    print('\t'.join([p, (name or '').strip(), (version or '').strip()]))
+"#;
+    let out = match std::process::Command::new("python3").arg("-c").arg(script).args(&files).output() {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => panic!("python3 failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => return guestward_core::testing::skip_or_fail(TEST, &format!("no python3: {e}")),
+    };
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let mut compared = 0;
+    for line in listed.lines() {
+        let mut cols = line.split('\t');
+        let (path, name, version) = (cols.next().unwrap(), cols.next().unwrap(), cols.next().unwrap());
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.truncate(256 * 1024);
+        let python = (!name.is_empty()).then(|| (name.to_string(), version.to_string()));
+        assert_eq!(guestward_lang::python::parse_metadata_headers(&bytes), python, "{path}");
+        compared += 1;
+    }
+    assert!(compared >= cases.len(), "python listed {compared} files");
+    eprintln!("{TEST}: {compared} metadata files read as Python reads them");
+}
