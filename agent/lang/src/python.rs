@@ -4,7 +4,7 @@
 //!
 //! The metadata is RFC 822 style headers followed by a free-text body that can be megabytes
 //! (the README). Only a bounded prefix is read and only the header block is parsed: its lines
-//! are found here (see `header_block`), their `Field: value` syntax with folded lines is read by
+//! are found here (see `header_block_len`), their `Field: value` syntax with folded lines is read by
 //! deb822-fast, the parser of Debian's control files, which are the same RFC 822 style. (It
 //! replaced `mailparse`, whose MIME charset decoding, 0.17 MB of the agent binary, no `Name` or
 //! `Version` needs: both are ASCII by the core metadata specification.)
@@ -47,8 +47,9 @@ pub fn normalize_name(name: &str) -> String {
 pub fn parse_metadata_headers(bytes: &[u8]) -> Option<(String, String)> {
     // Cut at the last complete line so a prefix ending mid-header does not yield a partial value.
     let end = bytes.iter().rposition(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1);
-    let block = header_block(&String::from_utf8_lossy(&bytes[..end]));
-    let headers = deb822_fast::borrowed::iter_paragraphs_borrowed(&block).next()?.ok()?;
+    let text = String::from_utf8_lossy(&bytes[..end]);
+    let block = text.get(..header_block_len(&text))?;
+    let headers = deb822_fast::borrowed::iter_paragraphs_borrowed(block).next()?.ok()?;
     let name = headers.get_single("Name")?.trim().to_string();
     let version = headers.get_single("Version").map(|v| v.trim().to_string()).unwrap_or_default();
     if name.is_empty() {
@@ -58,25 +59,25 @@ pub fn parse_metadata_headers(bytes: &[u8]) -> Option<(String, String)> {
 }
 
 #[cfg(feature = "collect")]
-/// The header lines of a metadata file, with LF line ends: up to the empty line before the body,
-/// or up to the first line that is neither a `Field: value` header (a name of printable ASCII
+/// The length of the header lines of a metadata file: up to the empty line before the body, or
+/// up to the first line that is neither a `Field: value` header (a name of printable ASCII
 /// without spaces, then a colon) nor the continuation of one (an indented line), where Python's
-/// own `email` parser ends the headers as well.
-fn header_block(text: &str) -> String {
-    let mut block = String::with_capacity(text.len());
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let continuation = line.starts_with([' ', '\t']);
-        let header = line.find(':').is_some_and(|colon| {
-            colon > 0 && line.as_bytes()[..colon].iter().all(|b| (0x21..=0x7e).contains(b))
+/// own `email` parser ends the headers as well. A CRLF line's `\r` stays in its value, which
+/// the caller trims.
+fn header_block_len(text: &str) -> usize {
+    let mut len = 0;
+    for line in text.split_inclusive('\n') {
+        let content = line.trim_end_matches(['\n', '\r']);
+        let continuation = content.starts_with([' ', '\t']);
+        let header = content.find(':').is_some_and(|colon| {
+            colon > 0 && content.as_bytes()[..colon].iter().all(|b| (0x21..=0x7e).contains(b))
         });
-        if line.is_empty() || (continuation && block.is_empty()) || !(continuation || header) {
+        if content.is_empty() || (continuation && len == 0) || !(continuation || header) {
             break;
         }
-        block.push_str(line);
-        block.push('\n');
+        len += line.len();
     }
-    block
+    len
 }
 
 #[cfg(feature = "collect")]
