@@ -12,9 +12,9 @@
 use crate::config::{Attribute, AttributeSet};
 pub use crate::model::{FLAG_HASH_SKIPPED, FLAG_UNREADABLE, FLAG_UNSTABLE, FileKind, hex};
 use guestward_core::ReadBuffer;
+use guestward_digest::{Digests, Hashers, Wanted};
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
-use sha2::Digest;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -73,6 +73,11 @@ pub const MAX_HASH_ATTEMPTS: u32 = 3;
 /// few system calls (a 128 KiB read of a cached file costs far more in its copy and hash than
 /// in the call), and every thread's buffer is resident for the whole scan.
 pub const READ_BUFFER_BYTES: usize = 128 * 1024;
+/// Bytes read from a file in a [`Lane`] at a time: a quarter of a read buffer, since a hashing
+/// thread holds up to two lanes beside its buffer, all resident for the whole scan (the peak
+/// RSS of a first `fim init` of /usr is close to its 16 MB budget). Smaller reads cost more
+/// calls, which measured no slower than 64 KiB ones (docs/benchmarks.md).
+pub const LANE_BUFFER_BYTES: usize = 32 * 1024;
 
 /// Largest extended attribute value kept (the kernel's own limit is 64 KiB).
 const MAX_XATTR_VALUE: usize = 64 * 1024;
@@ -306,7 +311,7 @@ pub fn read_record_at(
     buf: &mut ReadBuffer,
     on_bytes: &mut dyn FnMut(u64),
 ) -> (FileRecord, Option<io::Error>) {
-    read_record_opened(dir, name, None, st, opts, reuse, buf, on_bytes)
+    read_record_opened(dir, name, None, st, opts, reuse, buf, on_bytes, Hashing::Read(None))
 }
 
 /// Opens `name` in `dir` for hashing and `fstat`s the descriptor, when it is a regular file:
@@ -320,7 +325,7 @@ pub(crate) fn open_regular(dir: &File, name: &OsStr) -> Option<(File, FileStat)>
 }
 
 /// [`read_record_at`] with the file already open when `open` is given: `st` is then the
-/// `fstat` of that descriptor ([`open_regular`]).
+/// `fstat` of that descriptor ([`open_regular`]); `hashing`: how its content is hashed.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_record_opened(
     dir: &File,
@@ -331,6 +336,7 @@ pub(crate) fn read_record_opened(
     reuse: Option<&FileRecord>,
     buf: &mut ReadBuffer,
     on_bytes: &mut dyn FnMut(u64),
+    hashing: Hashing<'_>,
 ) -> (FileRecord, Option<io::Error>) {
     let mut rec = FileRecord::from_stat(st);
     let mut problem = None;
@@ -353,7 +359,7 @@ pub(crate) fn read_record_opened(
                 rec.md5 = prev.md5;
                 rec.flags |= prev.flags & FLAG_UNSTABLE;
             } else {
-                match hash_file(dir, name, open, st, opts, buf, on_bytes) {
+                match hash_file(dir, name, open, st, opts, buf, on_bytes, hashing) {
                     Ok((hashed, file)) => {
                         rec = hashed;
                         opened = Some(file);
@@ -411,6 +417,7 @@ pub fn open_for_hash(dir: &File, name: &OsStr) -> io::Result<File> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn hash_file(
     dir: &File,
     name: &OsStr,
@@ -419,11 +426,16 @@ fn hash_file(
     opts: ReadOptions,
     buf: &mut ReadBuffer,
     on_bytes: &mut dyn FnMut(u64),
+    hashing: Hashing<'_>,
 ) -> io::Result<(FileRecord, File)> {
     // Opened by the caller: `st` is this descriptor's own fstat, taken just now.
     let (file, mut fresh) = match open {
         Some(f) => (f, Some(*st)),
         None => (open_for_hash(dir, name)?, None),
+    };
+    let (mut lane, mut first) = match hashing {
+        Hashing::Read(lane) => (lane, None),
+        Hashing::Done(digests) => (None, Some(digests)),
     };
     let mut last = None;
     for attempt in 0..MAX_HASH_ATTEMPTS {
@@ -438,11 +450,17 @@ fn hash_file(
         if before.kind != FileKind::File || !crate::dirfd::same_inode(&now, st) {
             return Err(crate::dirfd::changed_during_scan());
         }
-        on_bytes(before.size);
         // Read exactly the size seen before: a file appended to faster than we read would
         // otherwise keep the hasher chasing its tail forever. Growth shows in the second fstat.
-        // A new descriptor reads from offset 0; a retry starts over.
-        let digests = digest(&file, attempt > 0, before.size, opts, buf)?;
+        // A new descriptor reads from offset 0; a retry starts over. A first read done in a
+        // lane (`Hashing::Done`) was counted when the lane began.
+        let digests = match first.take() {
+            Some(done) => done?,
+            None => {
+                on_bytes(before.size);
+                digest(&file, attempt > 0, before.size, opts, buf, lane.as_deref_mut())?
+            }
+        };
         let after = FileRecord::from_stat(&crate::dirfd::stat_fd(&file)?);
         let mut rec = after.clone();
         rec.sha256 = digests.sha256;
@@ -458,11 +476,123 @@ fn hash_file(
     Ok((rec, file))
 }
 
-/// The digests of one read of a file.
-struct Digests {
-    sha256: Option<[u8; 32]>,
-    blake3: Option<[u8; 32]>,
-    md5: Option<[u8; 16]>,
+/// How a file's content is hashed by [`read_record_opened`].
+pub(crate) enum Hashing<'a> {
+    /// Read now; with a [`Lane`], that file is hashed along with it.
+    Read(Option<&'a mut Lane>),
+    /// The first read was done in a [`Lane`]: these are its digests (or what failed). The
+    /// file is read again only if it changed meanwhile.
+    Done(io::Result<Digests>),
+}
+
+/// The digests one read takes: those `opts` asks for.
+fn hashers(opts: ReadOptions) -> Hashers {
+    let attrs = opts.attributes;
+    Hashers::new(Wanted {
+        sha256: attrs.has(Attribute::Sha256),
+        blake3: attrs.has(Attribute::Blake3),
+        md5: opts.md5,
+    })
+}
+
+/// A regular file hashed alongside the files its hashing thread reads next: each read of
+/// theirs feeds as many of this file's bytes, in turns (see [`guestward_digest`]), so that one
+/// thread runs two SHA-256 chains at once. A scan keeps one large file in a lane while it
+/// hashes the next files; when the lane has read the whole file, the scan completes its record
+/// with [`Hashing::Done`] (which checks, as every read does, that the file did not change).
+///
+/// The file is read exactly as [`hash_file`] reads one: from offset 0 of its own descriptor,
+/// exactly the size seen when it was opened, in reads of a whole buffer.
+pub(crate) struct Lane {
+    file: File,
+    hashers: Hashers,
+    /// Bytes still to read.
+    left: u64,
+    buf: ReadBuffer,
+    /// What of `buf` was read and not yet hashed: `buf[at..filled]`.
+    at: usize,
+    filled: usize,
+    failed: Option<io::Error>,
+}
+
+impl Lane {
+    /// A lane over `file` (just opened: at offset 0), `size` bytes long, read into `buf` (a
+    /// thread's lanes hand their buffers on: [`Self::into_digests`]).
+    pub(crate) fn new(file: File, size: u64, opts: ReadOptions, buf: ReadBuffer) -> Self {
+        Self { file, hashers: hashers(opts), left: size, buf, at: 0, filled: 0, failed: None }
+    }
+
+    /// Everything read and hashed, or a read failed.
+    pub(crate) fn done(&self) -> bool {
+        self.failed.is_some() || (self.left == 0 && self.at == self.filled)
+    }
+
+    /// Bytes read and not yet hashed, after a read if there were none; 0 when done.
+    fn fill(&mut self) -> usize {
+        if self.at == self.filled && self.left > 0 && self.failed.is_none() {
+            let buf = self.buf.as_mut_slice();
+            let len = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            loop {
+                match (&self.file).read(&mut buf[..len]) {
+                    // Shorter than it was: the second fstat tells, and the file is read again.
+                    Ok(0) => self.left = 0,
+                    Ok(n) => {
+                        self.left -= n as u64;
+                        (self.at, self.filled) = (0, n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => self.failed = Some(e),
+                }
+                break;
+            }
+        }
+        match self.failed {
+            Some(_) => 0,
+            None => self.filled - self.at,
+        }
+    }
+
+    /// Up to `want` bytes read and not yet hashed (read first if there are none), with the
+    /// digests they are for. Empty when done.
+    fn next(&mut self, want: usize) -> (&mut Hashers, &[u8]) {
+        // `fill` may read, which starts the buffer over: the position is taken after it.
+        let n = self.fill().min(want);
+        let from = self.at;
+        self.at += n;
+        // In bounds: `fill` keeps `at <= filled <= buf.len()` and gave `n <= filled - at`.
+        (&mut self.hashers, &self.buf.as_mut_slice()[from..from + n])
+    }
+
+    /// Reads and hashes what is left, on its own.
+    pub(crate) fn finish_alone(&mut self) {
+        while !self.done() {
+            let (hashers, bytes) = self.next(usize::MAX);
+            Hashers::feed(&mut [(hashers, bytes)]);
+        }
+    }
+
+    /// Reads and hashes `a` and `b` together until one of them is done.
+    pub(crate) fn read_together(a: &mut Lane, b: &mut Lane) {
+        loop {
+            let n = a.fill().min(b.fill());
+            if n == 0 {
+                return;
+            }
+            let (ha, da) = a.next(n);
+            let (hb, db) = b.next(n);
+            Hashers::feed(&mut [(ha, da), (hb, db)]);
+        }
+    }
+
+    /// The descriptor, the digests of the read (what failed, if it did) and the buffer. Call
+    /// when [`Self::done`].
+    pub(crate) fn into_digests(self) -> (File, io::Result<Digests>, ReadBuffer) {
+        let digests = match self.failed {
+            Some(e) => Err(e),
+            None => Ok(self.hashers.finish()),
+        };
+        (self.file, digests, self.buf)
+    }
 }
 
 fn digest(
@@ -471,17 +601,15 @@ fn digest(
     size: u64,
     opts: ReadOptions,
     buf: &mut ReadBuffer,
+    mut lane: Option<&mut Lane>,
 ) -> io::Result<Digests> {
-    let attrs = opts.attributes;
     use std::io::Seek;
     if rewind {
         file.seek(io::SeekFrom::Start(0))?;
     }
     let mut file = file.take(size);
     let buf = buf.as_mut_slice();
-    let mut sha = attrs.has(Attribute::Sha256).then(sha2::Sha256::new);
-    let mut b3 = attrs.has(Attribute::Blake3).then(blake3::Hasher::new);
-    let mut md5 = opts.md5.then(md5::Md5::new);
+    let mut hashers = hashers(opts);
     loop {
         let n = match file.read(buf) {
             Ok(0) => break,
@@ -490,21 +618,15 @@ fn digest(
             Err(e) => return Err(e),
         };
         let chunk = &buf[..n];
-        if let Some(h) = sha.as_mut() {
-            h.update(chunk);
-        }
-        if let Some(h) = b3.as_mut() {
-            h.update(chunk);
-        }
-        if let Some(h) = md5.as_mut() {
-            h.update(chunk);
+        match lane.as_deref_mut().filter(|l| !l.done()) {
+            Some(lane) => {
+                let (theirs, bytes) = lane.next(n);
+                Hashers::feed(&mut [(&mut hashers, chunk), (theirs, bytes)]);
+            }
+            None => Hashers::feed(&mut [(&mut hashers, chunk)]),
         }
     }
-    Ok(Digests {
-        sha256: sha.map(|h| h.finalize().into()),
-        blake3: b3.map(|h| *h.finalize().as_bytes()),
-        md5: md5.map(|h| h.finalize().into()),
-    })
+    Ok(hashers.finish())
 }
 
 /// Extended attributes as recorded: (name, value), sorted by name.
@@ -540,6 +662,149 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// The record of `name` in `d`, completed from a lane's read of `file` with `digests`.
+    fn completed(
+        d: &File,
+        name: &str,
+        file: File,
+        st: &FileStat,
+        o: ReadOptions,
+        digests: io::Result<Digests>,
+        on_bytes: &mut dyn FnMut(u64),
+    ) -> (FileRecord, Option<io::Error>) {
+        let mut buf = ReadBuffer::new(READ_BUFFER_BYTES);
+        read_record_opened(
+            d,
+            OsStr::new(name),
+            Some(file),
+            st,
+            o,
+            None,
+            &mut buf,
+            on_bytes,
+            Hashing::Done(digests),
+        )
+    }
+
+    /// A scratch directory, its descriptor, and the default attributes without a size cap.
+    fn lane_test_dir(md5: bool) -> (tempfile::TempDir, File, ReadOptions) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = crate::dirfd::open_dir_path(dir.path()).unwrap();
+        (
+            dir,
+            d,
+            ReadOptions {
+                attributes: AttributeSet::of(Attribute::DEFAULT),
+                max_file_size_bytes: u64::MAX,
+                md5,
+            },
+        )
+    }
+
+    /// A file read in a lane (alongside another lane, alongside a file read in the ordinary
+    /// way, or alone) gets exactly the record an ordinary read gives: its completion with
+    /// `Hashing::Done` checks the file as every read does. The file beside it is unaffected.
+    #[test]
+    fn a_file_read_in_a_lane_is_recorded_as_an_ordinary_read_records_it() {
+        let (dir, d, o) = lane_test_dir(true);
+        let root = dir.path();
+        let sizes = [
+            0,
+            1,
+            64,
+            LANE_BUFFER_BYTES - 1,
+            LANE_BUFFER_BYTES,
+            LANE_BUFFER_BYTES + 1,
+            3 * READ_BUFFER_BYTES + 5,
+        ];
+        for (i, size) in sizes.iter().enumerate() {
+            std::fs::write(
+                root.join(format!("f{i}")),
+                (0..*size).map(|k| (k % 253) as u8 ^ i as u8).collect::<Vec<u8>>(),
+            )
+            .unwrap();
+        }
+        let in_lane = |name: &str| {
+            let (file, st) = open_regular(&d, OsStr::new(name)).unwrap();
+            (Lane::new(file, st.st_size as u64, o, ReadBuffer::new(LANE_BUFFER_BYTES)), st)
+        };
+        let complete = |name: &str, lane: Lane, st: &FileStat| {
+            assert!(lane.done());
+            let (file, digests, _) = lane.into_digests();
+            completed(&d, name, file, st, o, digests, &mut |_| {})
+        };
+        let ordinary = |name: &str| read(&root.join(name), o, &mut |_| {}).0;
+        for i in 0..sizes.len() {
+            for j in 0..sizes.len() {
+                let (a, b) = (format!("f{i}"), format!("f{j}"));
+                // Two lanes together, then each alone to its end.
+                let (mut la, sa) = in_lane(&a);
+                let (mut lb, sb) = in_lane(&b);
+                Lane::read_together(&mut la, &mut lb);
+                assert!(la.done() || lb.done(), "{a} {b}: read together until one is done");
+                la.finish_alone();
+                lb.finish_alone();
+                let (ra, ea) = complete(&a, la, &sa);
+                let (rb, eb) = complete(&b, lb, &sb);
+                assert!(ea.is_none() && eb.is_none());
+                assert_eq!((ra, rb), (ordinary(&a), ordinary(&b)), "{a} with {b}");
+                // A lane fed by an ordinary read of another file.
+                let (mut la, sa) = in_lane(&a);
+                let (file, st) = open_regular(&d, OsStr::new(&b)).unwrap();
+                let mut buf = ReadBuffer::new(READ_BUFFER_BYTES);
+                let (rb, eb) = read_record_opened(
+                    &d,
+                    OsStr::new(&b),
+                    Some(file),
+                    &st,
+                    o,
+                    None,
+                    &mut buf,
+                    &mut |_| {},
+                    Hashing::Read(Some(&mut la)),
+                );
+                assert!(eb.is_none());
+                assert_eq!(rb, ordinary(&b), "{b} read with {a} in a lane");
+                la.finish_alone();
+                assert_eq!(complete(&a, la, &sa).0, ordinary(&a), "{a} in a lane beside {b}");
+            }
+        }
+    }
+
+    /// A file written after its lane read it is read again when its record is completed (its
+    /// stat moved): the record holds what is there, not what the lane saw. A lane whose read
+    /// fails leaves the file unreadable, with the error, not a digest of what it did read.
+    #[test]
+    fn a_lane_s_file_changed_since_is_read_again_and_a_failed_read_is_no_digest() {
+        let (dir, d, o) = lane_test_dir(false);
+        let root = dir.path();
+        std::fs::write(root.join("f"), vec![1u8; 200_000]).unwrap();
+        let (file, st) = open_regular(&d, OsStr::new("f")).unwrap();
+        let mut lane = Lane::new(file, st.st_size as u64, o, ReadBuffer::new(LANE_BUFFER_BYTES));
+        lane.finish_alone();
+        std::fs::write(root.join("f"), vec![2u8; 150_000]).unwrap();
+        let (file, digests, _) = lane.into_digests();
+        let mut counted = 0;
+        let (rec, err) = completed(&d, "f", file, &st, o, digests, &mut |n| counted += n);
+        assert!(err.is_none());
+        assert_eq!(rec, read(&root.join("f"), o, &mut |_| {}).0);
+        assert_eq!(rec.size, 150_000);
+        assert_eq!(counted, 150_000, "the second read is counted, the lane's was counted when it began");
+
+        // A directory's descriptor: its read fails (EISDIR).
+        let lane_dir = File::open(root).unwrap();
+        let mut lane = Lane::new(lane_dir, 4096, o, ReadBuffer::new(LANE_BUFFER_BYTES));
+        lane.finish_alone();
+        assert!(lane.done());
+        let (_, digests, _) = lane.into_digests();
+        assert!(digests.is_err());
+        let (file, st) = open_regular(&d, OsStr::new("f")).unwrap();
+        let failed = Err(io::Error::from_raw_os_error(nix::libc::EIO));
+        let (rec, err) = completed(&d, "f", file, &st, o, failed, &mut |_| {});
+        assert_eq!((rec.sha256, rec.flags & FLAG_UNREADABLE), (None, FLAG_UNREADABLE));
+        assert_eq!(err.map(|e| e.raw_os_error()), Some(Some(nix::libc::EIO)));
+    }
+
     /// A full scan opens what getdents calls a regular file before examining it: only a
     /// regular file comes back open (with its descriptor's own stat), and hashing through
     /// that descriptor gives the record an `fstatat` and a fresh open give. A FIFO swapped in
@@ -572,6 +837,7 @@ mod tests {
             None,
             &mut ReadBuffer::new(READ_BUFFER_BYTES),
             &mut |_| {},
+            Hashing::Read(None),
         );
         assert!(err.is_none());
         let (walked, _) = read(&root.join("file"), o, &mut |_| {});

@@ -13,7 +13,7 @@
 use crate::config::{Policy, RateLimit, Rule};
 use crate::dirfd;
 pub use crate::model::{Rehash, ScanProgress, ScanStats};
-use crate::record::{FileKind, FileRecord, ReadOptions, read_record_at, read_record_opened};
+use crate::record::{FileKind, FileRecord, Hashing, Lane, ReadOptions, read_record_at, read_record_opened};
 use crate::store::{Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
 use nix::sys::stat::FileStat;
@@ -905,6 +905,75 @@ impl HardLinks {
     }
 }
 
+/// Smallest file a hashing thread reads in a [`Lane`]: one read buffer or more, so that it
+/// spans several reads of the files it is read with.
+const LANE_MIN_BYTES: u64 = crate::record::READ_BUFFER_BYTES as u64;
+
+/// A job whose file is being read in a [`Lane`], and what its record needs when it is done.
+struct InLane {
+    job: Job,
+    stat: FileStat,
+    prev: Option<FileRecord>,
+    read_opts: ReadOptions,
+    lane: Lane,
+}
+
+/// What a hashing thread does with a record once read.
+struct Finish<'a> {
+    tx: &'a SyncSender<Write>,
+    counters: &'a Counters,
+    links: &'a HardLinks,
+    prune: bool,
+}
+
+impl Finish<'_> {
+    /// Stages (or prunes) the record `rec` of `host`, read with the error `err`; false when the
+    /// writer is gone.
+    fn record(
+        &self,
+        records: &mut Vec<(PathBuf, FileRecord)>,
+        host: PathBuf,
+        prev: Option<&FileRecord>,
+        stat: &FileStat,
+        hashes: bool,
+        (mut rec, err): (FileRecord, Option<std::io::Error>),
+    ) -> bool {
+        let counters = self.counters;
+        if hashes && rec.flags & crate::record::FLAG_HASH_SKIPPED == 0 {
+            counters.hashed.fetch_add(1, Ordering::Relaxed);
+        }
+        rec.carry_md5(prev);
+        if hashes && err.is_none() {
+            self.links.remember(stat, &rec);
+        }
+        match err {
+            // Replaced between the walk's fstatat and our open: nothing of what is there
+            // now was examined, so keep the baseline record (as for an unreadable
+            // directory) and say so; the change itself is seen by the next scan or
+            // inotify event.
+            Some(e) if dirfd::is_changed_during_scan(&e) => {
+                counters.problem(problem(&host, &e));
+                if !records.is_empty() && self.tx.send(Write::Records(std::mem::take(records))).is_err() {
+                    return false;
+                }
+                if self.tx.send(Write::CarryOver(host)).is_err() {
+                    return false;
+                }
+            }
+            Some(e) => {
+                counters.problem(problem(&host, &e));
+                records.push((host, rec));
+            }
+            // Read again and found as recorded: nothing to stage (see `Staging::Changes`).
+            None if self.prune && prev == Some(&rec) => {
+                counters.pruned.fetch_add(1, Ordering::Relaxed);
+            }
+            None => records.push((host, rec)),
+        }
+        true
+    }
+}
+
 fn worker_loop(
     rx: &Mutex<Receiver<Vec<Job>>>,
     tx: &SyncSender<Write>,
@@ -914,14 +983,68 @@ fn worker_loop(
     lookups: Lookups<'_>,
 ) {
     let Lookups { baseline, rehash, prune, md5, links } = lookups;
+    let finish = Finish { tx, counters, links, prune };
     let mut buf = guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES);
+    // Bytes about to be read, for the rate limit, the host's pace and the progress. Paced
+    // once per file: a file written during the rest is hashed again (its stat changed), and
+    // that attempt must not owe the rest a second time.
+    let account = |n: u64, paced: &mut bool| {
+        limiter.take(n);
+        if let Some(pace) = pacing.pace.filter(|_| !*paced) {
+            *paced = true;
+            pace.pause(n, pacing.cancel);
+        }
+        counters.bytes.fetch_add(n, Ordering::Relaxed);
+    };
+    // One large file read in a lane while the next files are read (see `Lane`).
+    let mut in_lane: Option<InLane> = None;
+    // Buffers of finished lanes, for the next: one allocation per thread and lane, not per file.
+    let mut spare: Vec<guestward_core::ReadBuffer> = Vec::new();
+    // A lane's record, once it has read its file: checked and completed like any other read.
+    let complete = |done: InLane,
+                    buf: &mut guestward_core::ReadBuffer,
+                    spare: &mut Vec<guestward_core::ReadBuffer>,
+                    records: &mut Vec<_>|
+     -> bool {
+        let InLane { job, stat, prev, read_opts, lane } = done;
+        let (file, digests, lane_buf) = lane.into_digests();
+        spare.push(lane_buf);
+        let mut paced = true;
+        let read = read_record_opened(
+            &job.dir,
+            &job.name,
+            Some(file),
+            &stat,
+            read_opts,
+            None,
+            buf,
+            &mut |n| account(n, &mut paced),
+            Hashing::Done(digests),
+        );
+        finish.record(records, job.host, prev.as_ref(), &stat, true, read)
+    };
     loop {
         // The lock is held only while taking one batch; hashing happens outside it.
         let jobs = match rx.lock() {
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
-        let Ok(jobs) = jobs else { return };
+        let Ok(jobs) = jobs else {
+            // No more jobs: the file in the lane is read to its end alone, unless the scan
+            // was cancelled (a cancelled scan is compared with nothing; a resumed one reads
+            // what it did not stage).
+            if let Some(mut last) = in_lane.take()
+                && !pacing.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                last.lane.finish_alone();
+                let mut records = Vec::with_capacity(1);
+                // A writer gone has failed the scan already.
+                if complete(last, &mut buf, &mut spare, &mut records) && !records.is_empty() {
+                    let _ = tx.send(Write::Records(records));
+                }
+            }
+            return;
+        };
         let mut records = Vec::with_capacity(jobs.len());
         let prevs = lookup_batch(baseline.as_ref(), &jobs, counters);
         for (job, prev) in jobs.into_iter().zip(prevs) {
@@ -976,10 +1099,39 @@ fn worker_loop(
                 ..job.opts
             };
             let linked = if hashes { links.find(&stat, read_opts.md5) } else { None };
-            // Paced once per file: a file written during the rest is hashed again (its stat
-            // changed), and that attempt must not owe the rest a second time.
+            let size = u64::try_from(stat.st_size).unwrap_or(0);
+            // A large file opened here is read in a lane: alongside the next files when the
+            // lane is free, else together with the file in it until one of the two is read
+            // (and its record completed). Not one with other hard links: those are met next,
+            // and find its record (`HardLinks`) only once it is read.
+            if linked.is_none()
+                && hashes
+                && stat.st_nlink == 1
+                && (LANE_MIN_BYTES..=read_opts.max_file_size_bytes).contains(&size)
+                && let Some(file) = opened.take()
+            {
+                account(size, &mut false);
+                let lane_buf = spare
+                    .pop()
+                    .unwrap_or_else(|| guestward_core::ReadBuffer::new(crate::record::LANE_BUFFER_BYTES));
+                let mut new =
+                    InLane { lane: Lane::new(file, size, read_opts, lane_buf), job, stat, prev, read_opts };
+                let Some(mut old) = in_lane.take() else {
+                    in_lane = Some(new);
+                    continue;
+                };
+                Lane::read_together(&mut old.lane, &mut new.lane);
+                for l in [old, new] {
+                    if !l.lane.done() {
+                        in_lane = Some(l);
+                    } else if !complete(l, &mut buf, &mut spare, &mut records) {
+                        return;
+                    }
+                }
+                continue;
+            }
             let mut paced = false;
-            let (mut rec, err) = match linked {
+            let read = match linked {
                 Some(rec) => (rec, None),
                 None => read_record_opened(
                     &job.dir,
@@ -989,46 +1141,17 @@ fn worker_loop(
                     read_opts,
                     None,
                     &mut buf,
-                    &mut |n| {
-                        limiter.take(n);
-                        if let Some(pace) = pacing.pace.filter(|_| !paced) {
-                            paced = true;
-                            pace.pause(n, pacing.cancel);
-                        }
-                        counters.bytes.fetch_add(n, Ordering::Relaxed);
-                    },
+                    &mut |n| account(n, &mut paced),
+                    Hashing::Read(in_lane.as_mut().map(|l| &mut l.lane)),
                 ),
             };
-            if hashes && rec.flags & crate::record::FLAG_HASH_SKIPPED == 0 {
-                counters.hashed.fetch_add(1, Ordering::Relaxed);
+            if !finish.record(&mut records, job.host, prev.as_ref(), &stat, hashes, read) {
+                return;
             }
-            rec.carry_md5(prev.as_ref());
-            if hashes && err.is_none() {
-                links.remember(&stat, &rec);
-            }
-            match err {
-                // Replaced between the walk's fstatat and our open: nothing of what is there
-                // now was examined, so keep the baseline record (as for an unreadable
-                // directory) and say so; the change itself is seen by the next scan or
-                // inotify event.
-                Some(e) if dirfd::is_changed_during_scan(&e) => {
-                    counters.problem(problem(&job.host, &e));
-                    if !records.is_empty() && tx.send(Write::Records(std::mem::take(&mut records))).is_err() {
-                        return;
-                    }
-                    if tx.send(Write::CarryOver(job.host)).is_err() {
-                        return;
-                    }
-                }
-                Some(e) => {
-                    counters.problem(problem(&job.host, &e));
-                    records.push((job.host, rec));
-                }
-                // Read again and found as recorded: nothing to stage (see `Staging::Changes`).
-                None if prune && prev.as_ref() == Some(&rec) => {
-                    counters.pruned.fetch_add(1, Ordering::Relaxed);
-                }
-                None => records.push((job.host, rec)),
+            if let Some(done) = in_lane.take_if(|l| l.lane.done())
+                && !complete(done, &mut buf, &mut spare, &mut records)
+            {
+                return;
             }
         }
         if !records.is_empty() && tx.send(Write::Records(records)).is_err() {
@@ -1277,6 +1400,70 @@ mod tests {
         assert_eq!(again.bytes_hashed, 7 + 8);
         let b = store.staged(&tree.join("b")).unwrap().unwrap();
         assert_eq!((b.size, b.md5), (7, None), "no MD5 asked for");
+    }
+
+    /// Large files are read in lanes, two at a time and alongside the small ones: every file
+    /// still gets the digests of its own content (SHA-256 and MD5), large ones of every size
+    /// around the lane's buffer, with hard links read once, on one thread and on two.
+    #[test]
+    fn files_read_in_lanes_get_the_digests_of_their_own_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        let lane = crate::record::LANE_BUFFER_BYTES;
+        let sizes = [
+            LANE_MIN_BYTES as usize,
+            LANE_MIN_BYTES as usize + 1,
+            2 * lane - 1,
+            3 * lane + 17,
+            1_000_003,
+            300_000,
+            LANE_MIN_BYTES as usize - 1,
+            5,
+            0,
+            4096,
+        ];
+        let mut expected = Vec::new();
+        for (i, size) in sizes.iter().enumerate() {
+            // Interleaved with small files, so that large ones are read alongside them too.
+            for j in 0..3 {
+                let name = format!("{i:02}-small-{j}");
+                let content = format!("small {i} {j}").into_bytes();
+                std::fs::write(tree.join(&name), &content).unwrap();
+                expected.push((name, content));
+            }
+            let name = format!("{i:02}-big");
+            let content: Vec<u8> =
+                (0..*size).map(|k| (k as u8).wrapping_mul(7).wrapping_add(i as u8)).collect();
+            std::fs::write(tree.join(&name), &content).unwrap();
+            expected.push((name, content));
+        }
+        let linked: Vec<u8> = (0..400_000u32).map(|k| (k % 251) as u8).collect();
+        std::fs::write(tree.join("linked-a"), &linked).unwrap();
+        std::fs::hard_link(tree.join("linked-a"), tree.join("linked-b")).unwrap();
+        expected.push(("linked-a".into(), linked.clone()));
+        expected.push(("linked-b".into(), linked));
+        let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
+        let root = HostRoot::live();
+        for threads in [1, 2] {
+            let state = dir.path().join(format!("state-{threads}"));
+            let opts = ScanOptions::unlimited(threads);
+            let wants = |_: &Path| true;
+            stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::All, Some(&wants))
+                .unwrap();
+            let store = Store::open(&state).unwrap();
+            for (name, content) in &expected {
+                let rec = store.staged(&tree.join(name)).unwrap().unwrap();
+                assert_eq!(rec.size, content.len() as u64, "{name}");
+                assert_eq!(
+                    rec.sha256,
+                    Some(sha2::Sha256::digest(content).into()),
+                    "{name}, {threads} thread(s)"
+                );
+                assert_eq!(rec.md5, Some(md5::Md5::digest(content).into()), "{name}, {threads} thread(s)");
+                assert_eq!(rec.flags, 0, "{name}");
+            }
+        }
     }
 
     /// A directory longer than one sorted chunk of its listing is walked whole, each entry
