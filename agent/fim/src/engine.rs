@@ -308,6 +308,8 @@ impl Fim {
             key["rehash"] = "changed".into();
         }
         let key = key.to_string();
+        // The rows a check compares are the baseline at this generation (see `crate::verdict`).
+        let generation_at_start = store.generation()?;
         // A metadata-first scan is cheap to run again and stages only what changed: never
         // resumed.
         let resume = !fast && store.meta(META_IN_PROGRESS)?.as_deref() == Some(key.as_str());
@@ -435,8 +437,25 @@ impl Fim {
         // A metadata-first check trusts unchanged metadata, so it hashes no package file
         // either: the trust anchor runs with every full rehash (init, `check` without
         // `--fast`, the daemon's start and its full-rehash schedule).
+        //
+        // A check that staged nothing and met every baseline row found every file as the
+        // baseline records it: when the package databases are as they were too, the verdict
+        // kept with the baseline is this check's (see `crate::verdict`).
+        let unchanged = purpose == Purpose::Check
+            && pruned
+            && changes == 0
+            && baseline.damaged_rows == 0
+            && baseline.tampered_rows == 0
+            && matches!(baseline.integrity, Integrity::Verified | Integrity::Unverified)
+            && store.staged_count()? == 0;
+        let anchor_scope = serde_json::json!({
+            "roots": roots.iter().map(|r| escape_path(r)).collect::<Vec<_>>(),
+            "policy": self.policy_fingerprint(),
+        })
+        .to_string();
+        let mut judged = None;
         if anchored {
-            self.verify_packages(&roots, pruned, &mut baseline);
+            judged = self.anchor(&store, &roots, &anchor_scope, pruned, unchanged, &mut baseline)?;
         }
         match purpose {
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
@@ -457,6 +476,21 @@ impl Fim {
                 }
             }
             _ => {}
+        }
+        // The verdict is kept when the baseline now holds what it judged: a new baseline of
+        // every tree, every tree's state accepted, or a check that found it unchanged.
+        if let Some((databases, verdict)) = judged {
+            let generation = match purpose {
+                Purpose::Init | Purpose::Update if *scope == Scope::All => store.generation_written(),
+                Purpose::Check if unchanged => Some(generation_at_start),
+                _ => None,
+            };
+            if let Some(generation) = generation {
+                let inputs =
+                    crate::verdict::Inputs { generation, scope: &anchor_scope, databases: &databases };
+                // Only a cache: a verdict not kept costs the next check the anchor's time.
+                let _ = crate::verdict::keep(&store, self.key.key().map(AsRef::as_ref), inputs, &verdict);
+            }
         }
         baseline.grade();
         let now = Timestamp::now();
@@ -481,9 +515,18 @@ impl Fim {
     /// The baseline's trust anchor: package files in scope that do not match their package
     /// (a baseline taken on a compromised machine would otherwise accept a replaced binary).
     /// `unstaged_in_baseline`: the scan left entries identical to their baseline row unstaged.
-    fn verify_packages(&self, roots: &[PathBuf], unstaged_in_baseline: bool, b: &mut BaselineCheck) {
-        let Some(p) = &self.packages else { return };
+    ///
+    /// Returns the verdict with the package databases' stamp it holds for, when the stamp was
+    /// the same before and after (see [`crate::verdict`]), for keeping with the baseline.
+    fn verify_packages(
+        &self,
+        roots: &[PathBuf],
+        unstaged_in_baseline: bool,
+        b: &mut BaselineCheck,
+    ) -> Option<([u8; 32], crate::verdict::Verdict)> {
+        let p = self.packages.as_ref()?;
         let started = std::time::Instant::now();
+        let stamp_before = p.0.databases_stamp();
         let known = crate::scanned::ScannedContent::new(
             &self.state_dir,
             self.policy.baseline_key.clone(),
@@ -515,9 +558,47 @@ impl Fim {
                     "package files in scope verified against their packages in {:.1} s: {n} do not match",
                     started.elapsed().as_secs_f64()
                 ));
+                let stamp = stamp_before.filter(|s| p.0.databases_stamp().as_ref() == Some(s))?;
+                let verdict = crate::verdict::Verdict {
+                    count: n,
+                    listed: b.package_mismatches.clone(),
+                    judged: Timestamp::now(),
+                };
+                Some((stamp, verdict))
             }
-            Err(e) => b.package_verification = Some(format!("{}: {e}", crate::model::PACKAGES_NOT_VERIFIED)),
+            Err(e) => {
+                b.package_verification = Some(format!("{}: {e}", crate::model::PACKAGES_NOT_VERIFIED));
+                None
+            }
         }
+    }
+
+    /// The trust anchor of a full scan: the verdict kept with the baseline when this check
+    /// found it `unchanged` and the package databases are as they were when it was judged,
+    /// else [`Self::verify_packages`] (whose verdict is returned, for keeping).
+    fn anchor(
+        &self,
+        store: &Store,
+        roots: &[PathBuf],
+        scope: &str,
+        unstaged_in_baseline: bool,
+        unchanged: bool,
+        b: &mut BaselineCheck,
+    ) -> Result<Option<([u8; 32], crate::verdict::Verdict)>, StoreError> {
+        let Some(p) = &self.packages else { return Ok(None) };
+        if unchanged && let Some(stamp) = p.0.databases_stamp() {
+            let key = self.key.key().map(AsRef::as_ref);
+            if let Some(v) = crate::verdict::kept(store, key, scope, &stamp)? {
+                b.package_mismatch_count = v.count;
+                b.package_verification = Some(format!(
+                    "package files in scope: {} do not match their packages (the verdict of {}, kept with the baseline: every file and the package databases are as they were then)",
+                    v.count, v.judged
+                ));
+                b.package_mismatches = v.listed;
+                return Ok(None);
+            }
+        }
+        Ok(self.verify_packages(roots, unstaged_in_baseline, b))
     }
 
     /// `c` with its package attribution, when a package owns `host` (see
@@ -782,5 +863,139 @@ mod tests {
         let first: Vec<String> =
             paths[..crate::package::MAX_REPORTED_OUTSIDE].iter().map(|p| p.display().to_string()).collect();
         assert_eq!(listed, first);
+    }
+
+    /// Every file under its trees mismatches; the databases' stamp is what the test sets, and
+    /// the anchor's runs are counted.
+    struct Stamped {
+        files: Vec<PathBuf>,
+        stamp: std::sync::Mutex<Option<[u8; 32]>>,
+        runs: std::sync::atomic::AtomicUsize,
+    }
+
+    impl PackageOracle for Stamped {
+        fn expected(&self, _: &Path) -> Vec<ExpectedFile> {
+            Vec::new()
+        }
+        fn refresh(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn running_transaction(&self) -> Option<PackageTransaction> {
+            None
+        }
+        fn verify_under(
+            &self,
+            roots: &[PathBuf],
+            known: &dyn KnownContent,
+        ) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let found = AllMismatch(self.files.iter().filter(|f| f.exists()).cloned().collect());
+            found.verify_under(roots, known)
+        }
+        fn databases_stamp(&self) -> Option<[u8; 32]> {
+            *self.stamp.lock().unwrap()
+        }
+    }
+
+    /// A full check that found every file as the baseline records it reuses the verdict the
+    /// baseline's anchor gave, while the package databases are as they were; a change to
+    /// either (files, databases, rows written by another writer, the scope), a verdict
+    /// tampered with outside the agent or a stamp that cannot be taken, and the anchor runs.
+    #[test]
+    fn the_anchor_s_verdict_is_reused_only_for_the_same_rows_and_databases() {
+        use std::sync::atomic::Ordering::SeqCst;
+        for keyed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let tree = dir.path().join("t");
+            std::fs::create_dir(&tree).unwrap();
+            let files: Vec<PathBuf> = (0..3).map(|i| tree.join(format!("f{i}"))).collect();
+            for f in &files {
+                std::fs::write(f, f.display().to_string()).unwrap();
+            }
+            let config = Config {
+                paths: vec![crate::config::PathEntry::Simple(
+                    guestward_core::AbsolutePath::new(&tree).unwrap(),
+                )],
+                baseline_key_file: keyed
+                    .then(|| guestward_core::AbsolutePath::new(dir.path().join("fim.key")).unwrap()),
+                ..Config::default()
+            };
+            let oracle = Arc::new(Stamped {
+                files: files.clone(),
+                stamp: std::sync::Mutex::new(Some([1; 32])),
+                runs: Default::default(),
+            });
+            let state = dir.path().join("state");
+            let mut fim =
+                Fim::new(config.clone(), HostRoot::live(), &state).unwrap().with_packages(oracle.clone());
+            assert_eq!(fim.create_key_if_missing().is_some(), keyed);
+            let opts = ScanOptions::unlimited(1);
+            let scan = |fim: &Fim, purpose| {
+                fim.scan(purpose, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap()
+            };
+            let runs = || oracle.runs.load(SeqCst);
+            let at_init = scan(&fim, Purpose::Init).baseline;
+            assert_eq!((runs(), at_init.package_mismatch_count), (1, 3), "keyed {keyed}");
+
+            // Nothing changed: the kept verdict, said to be one.
+            let b = scan(&fim, Purpose::Check).baseline;
+            assert_eq!(runs(), 1, "keyed {keyed}: the anchor ran again");
+            assert_eq!((b.package_mismatch_count, &b.package_mismatches), (3, &at_init.package_mismatches));
+            assert!(b.package_verification.as_deref().unwrap().contains("kept with the baseline"), "{b:?}");
+
+            // Other package databases: judged again, and that verdict kept in turn.
+            *oracle.stamp.lock().unwrap() = Some([2; 32]);
+            scan(&fim, Purpose::Check);
+            assert_eq!(runs(), 2, "keyed {keyed}");
+            scan(&fim, Purpose::Check);
+            assert_eq!(runs(), 2, "keyed {keyed}: the new verdict was not kept");
+
+            // A file changed: judged on what the check read (the verdict is about the rows).
+            std::fs::remove_file(&files[0]).unwrap();
+            let b = scan(&fim, Purpose::Check).baseline;
+            assert_eq!((runs(), b.package_mismatch_count), (3, 2), "keyed {keyed}");
+            scan(&fim, Purpose::Check);
+            assert_eq!(runs(), 4, "keyed {keyed}: a check that found changes kept its verdict");
+            // Accepted: the baseline's new verdict, kept.
+            scan(&fim, Purpose::Update);
+            assert_eq!(runs(), 5, "keyed {keyed}");
+            let b = scan(&fim, Purpose::Check).baseline;
+            assert_eq!((runs(), b.package_mismatch_count), (5, 2), "keyed {keyed}");
+
+            // A row written by another writer (the daemon accepting a change) moves the
+            // baseline's generation past the verdict's.
+            let store = fim.store().unwrap();
+            let row = store.get(&files[1]).unwrap().unwrap();
+            store.put(&files[1], &row).unwrap();
+            scan(&fim, Purpose::Check);
+            assert_eq!(runs(), 6, "keyed {keyed}");
+
+            // The verdict rewritten outside the agent: with a key it is not used; without one,
+            // nothing in the baseline is verified (and the report says so).
+            let text = store.kept_verdict().unwrap().unwrap();
+            let forged = text.replace("\\\"count\\\":2", "\\\"count\\\":0");
+            assert_ne!(forged, text);
+            store.set_meta("anchor.verdict", &forged).unwrap();
+            let b = scan(&fim, Purpose::Check).baseline;
+            if keyed {
+                assert_eq!((runs(), b.package_mismatch_count), (7, 2), "a forged verdict was used");
+            } else {
+                assert_eq!((runs(), b.package_mismatch_count), (6, 0));
+            }
+            let before = runs();
+
+            // Another scope: judged again.
+            let mut wider = config.clone();
+            wider.max_file_size_bytes /= 2;
+            let other = Fim::new(wider, HostRoot::live(), &state).unwrap().with_packages(oracle.clone());
+            scan(&other, Purpose::Check);
+            assert_eq!(runs(), before + 1, "keyed {keyed}");
+
+            // No stamp: the anchor runs every time.
+            *oracle.stamp.lock().unwrap() = None;
+            scan(&fim, Purpose::Check);
+            scan(&fim, Purpose::Check);
+            assert_eq!(runs(), before + 3, "keyed {keyed}");
+        }
     }
 }

@@ -45,6 +45,8 @@ pub const KEY_BYTES: usize = 32;
 
 const ROW_DOMAIN: &[u8] = b"guestward-fim-row-v1\0";
 const SEAL_DOMAIN: &[u8] = b"guestward-fim-seal-v1\0";
+/// Domain of the tag over the trust anchor's kept verdict (see [`crate::verdict`]).
+const VERDICT_DOMAIN: &[u8] = b"guestward-fim-anchor-verdict-v1\0";
 const KEY_ID_DOMAIN: &[u8] = b"guestward-fim-key-id-v1\0";
 
 /// Why the key file cannot be used.
@@ -229,6 +231,22 @@ impl BaselineKey {
         m.update(&rows.to_be_bytes());
         m.update(xor);
         m.finalize().into_bytes().into()
+    }
+
+    /// Tag of the trust anchor's kept verdict, `body` as stored (see [`crate::verdict`]).
+    pub fn verdict_tag(&self, body: &[u8]) -> [u8; 32] {
+        let mut m = self.mac.clone();
+        m.update(VERDICT_DOMAIN);
+        m.update(body);
+        m.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the tag of the verdict `body` (constant time).
+    pub fn verify_verdict(&self, body: &[u8], tag: &[u8]) -> bool {
+        let mut m = self.mac.clone();
+        m.update(VERDICT_DOMAIN);
+        m.update(body);
+        m.verify_slice(tag).is_ok()
     }
 
     /// Whether `tag` seals `rows` and `xor` (constant time).

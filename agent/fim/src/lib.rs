@@ -80,6 +80,8 @@ pub mod scan;
 mod scanned;
 #[cfg(feature = "collect")]
 pub mod store;
+#[cfg(feature = "collect")]
+mod verdict;
 
 pub use config::Config;
 #[cfg(feature = "collect")]

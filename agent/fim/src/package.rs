@@ -170,6 +170,15 @@ pub trait PackageOracle: Send + Sync {
         let _ = path;
         false
     }
+    /// A digest of the package databases as they are on disk now: the identity (inode, size,
+    /// mtime, ctime) of every file what packages expect of their files is read from. Equal
+    /// digests mean [`Self::verify_under`] would judge the same files the same way, which
+    /// lets a full check reuse the baseline's verdict (see the FIM's `verdict` module). `None`:
+    /// cannot tell (the index in use was read from other databases than those on disk now,
+    /// or they cannot be examined); no verdict is then kept or reused.
+    fn databases_stamp(&self) -> Option<[u8; 32]> {
+        None
+    }
 }
 
 /// The content of files as a scan just read them (implemented by the FIM engine over its

@@ -175,12 +175,19 @@ const NCOLS: usize = 14;
 const MAX_ROWS_STEPPED_OVER: usize = 4;
 /// Meta key of the row-set seal.
 const META_SEAL: &str = "baseline.seal";
+/// Meta key of the baseline's generation: a number every write of baseline rows raises (see
+/// [`Store::generation`]).
+const META_GENERATION: &str = "baseline.generation";
+/// Meta key of the trust anchor's verdict kept with the baseline (see [`crate::verdict`]).
+const META_VERDICT: &str = "anchor.verdict";
 
 /// One open connection to `fim.db`.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
     key: Option<Arc<BaselineKey>>,
+    /// The generation this connection's last write of baseline rows set.
+    written: std::cell::Cell<Option<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -343,7 +350,7 @@ impl Store {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} BLOB")).map_err(err)?;
             }
         }
-        Ok(Self { conn, path, key })
+        Ok(Self { conn, path, key, written: std::cell::Cell::new(None) })
     }
 
     /// Opens `state_dir/fim.db` read-only, for a reader with no monitor running (the report's
@@ -364,7 +371,7 @@ impl Store {
         )
         .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        Ok(Some(Self { conn, path, key: None }))
+        Ok(Some(Self { conn, path, key: None, written: std::cell::Cell::new(None) }))
     }
 
     /// The baseline key this store seals and verifies with.
@@ -975,6 +982,7 @@ impl Store {
             ))
             .map_err(self.err())?;
         self.reseal_in_tx()?;
+        self.next_generation()?;
         tx.commit().map_err(self.err())
     }
 
@@ -1113,6 +1121,7 @@ impl Store {
             },
         };
         let out = f()?;
+        self.next_generation()?;
         if let Some((key, sealed, before)) = carried {
             let after = self.aggregate(spans)?;
             let mut xor = sealed.xor;
@@ -1167,6 +1176,50 @@ impl Store {
             }
         }
         Ok(agg)
+    }
+
+    /// The baseline's generation: raised, in the same transaction, by every write of baseline
+    /// rows through this module (`init`'s replacement, `update`, the daemon's accepted changes).
+    /// What was derived from the rows at one generation holds while it is the same. `0`: never
+    /// written since generations were kept.
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self.meta(META_GENERATION)?.and_then(|g| g.parse().ok()).unwrap_or(0))
+    }
+
+    /// The generation this connection's last write of baseline rows set (`None`: it wrote none).
+    pub fn generation_written(&self) -> Option<u64> {
+        self.written.get()
+    }
+
+    fn next_generation(&self) -> Result<(), StoreError> {
+        let next = self.generation()?.wrapping_add(1);
+        self.set_meta(META_GENERATION, &next.to_string())?;
+        self.written.set(Some(next));
+        Ok(())
+    }
+
+    /// The trust anchor's kept verdict, as stored (see [`crate::verdict`]).
+    pub fn kept_verdict(&self) -> Result<Option<String>, StoreError> {
+        self.meta(META_VERDICT)
+    }
+
+    /// Keeps the trust anchor's verdict `text`, if the baseline is still at `generation`
+    /// (checked in the same transaction: a verdict about rows another writer has changed
+    /// since is not kept). Returns whether it was kept.
+    pub fn keep_verdict(&self, generation: u64, text: &str) -> Result<bool, StoreError> {
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(self.err())?;
+        let current = self.generation()?;
+        if current == generation {
+            self.set_meta(META_VERDICT, text)?;
+        }
+        tx.commit().map_err(self.err())?;
+        Ok(current == generation)
+    }
+
+    /// The row-set seal as stored (`None`: none), for binding what is derived from the rows.
+    pub fn seal_text(&self) -> Result<Option<String>, StoreError> {
+        self.meta(META_SEAL)
     }
 
     /// A metadata value.
@@ -1261,7 +1314,7 @@ fn parse_seal(s: &SealRecord) -> Option<([u8; 32], Vec<u8>)> {
     Some((xor, unhex(&s.tag)?))
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -44,6 +44,90 @@ fn stamp(root: &HostRoot) -> Stamp {
         .collect()
 }
 
+/// Entries of one database directory examined for [`databases_stamp`]; beyond, it is not
+/// stamped (a FIM verdict is then never reused: see `PackageOracle::databases_stamp`).
+const MAX_STAMPED_ENTRIES: usize = 100_000;
+
+/// A digest of the identity (device, inode, mode, size, mtime, ctime) of every file the
+/// package expectations are read from: dpkg's `status`, `diversions` and every entry of
+/// `info/` (`.md5sums`, `.list`, `.conffiles`...), its `path-exclude` settings
+/// (`/etc/dpkg/dpkg.cfg` and `dpkg.cfg.d/`), every entry of the rpm database directories, the
+/// owner names rpm's are resolved through (`/etc/passwd`, `/etc/group`), and `/` itself (its
+/// top-level symlinks, `/bin` to `usr/bin`, decide the paths a package's files are found at).
+/// A file absent counts as such.
+///
+/// Why ctime: it is set by the kernel on every change to a file's content or inode and
+/// cannot be set from user space (only by changing the clock), so a `.md5sums` rewritten with
+/// its mtime restored still changes the digest. Left out: rpm's `*-shm` (SQLite's shared
+/// memory index, written by every reader) and lock files, which hold no package data.
+/// `None`: a directory that cannot be listed, or holds more than [`MAX_STAMPED_ENTRIES`].
+pub fn databases_stamp(root: &HostRoot) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"guestward-package-databases-v1\0");
+    let admin = Path::new(crate::dpkg::DEFAULT_ADMIN_DIR);
+    let mut files = vec![PathBuf::from("/"), admin.join("status"), admin.join("diversions")];
+    files.extend(["/etc/dpkg/dpkg.cfg", "/etc/passwd", "/etc/group"].map(PathBuf::from));
+    for f in &files {
+        stamp_entry(&mut h, f.as_os_str().as_encoded_bytes(), root.symlink_metadata(f).ok().as_ref());
+    }
+    let mut dirs = vec![admin.join("info"), PathBuf::from("/etc/dpkg/dpkg.cfg.d")];
+    dirs.extend(crate::rpm::default_dirs());
+    for dir in dirs {
+        // A directory is its entries: its own times move with every lock file and every `-shm`
+        // created in it, which the listing leaves out.
+        h.update((dir.as_os_str().len() as u64).to_be_bytes());
+        h.update(dir.as_os_str().as_encoded_bytes());
+        let Some(meta) = root.symlink_metadata(&dir).ok().filter(std::fs::Metadata::is_dir) else {
+            h.update([0u8]);
+            continue;
+        };
+        h.update([1u8]);
+        h.update(meta.dev().to_be_bytes());
+        h.update(meta.ino().to_be_bytes());
+        let real = root.resolve(&dir).ok()?;
+        let mut listed = Vec::new();
+        for e in std::fs::read_dir(&real).ok()? {
+            let e = e.ok()?;
+            if listed.len() >= MAX_STAMPED_ENTRIES {
+                return None;
+            }
+            let name = e.file_name();
+            let bytes = name.as_encoded_bytes();
+            if bytes.ends_with(b"-shm") || bytes.ends_with(b".lock") {
+                continue;
+            }
+            // `DirEntry::metadata` does not follow a symlink: a link is stamped as a link.
+            let meta = e.metadata().ok();
+            listed.push((name, meta));
+        }
+        listed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        h.update((listed.len() as u64).to_be_bytes());
+        for (name, meta) in &listed {
+            stamp_entry(&mut h, name.as_encoded_bytes(), meta.as_ref());
+        }
+    }
+    Some(h.finalize().into())
+}
+
+/// One file's part of [`databases_stamp`]: its name, then its identity or that it is absent.
+fn stamp_entry(h: &mut sha2::Sha256, name: &[u8], meta: Option<&std::fs::Metadata>) {
+    use sha2::Digest;
+    h.update((name.len() as u64).to_be_bytes());
+    h.update(name);
+    let Some(m) = meta else {
+        h.update([0u8]);
+        return;
+    };
+    h.update([1u8]);
+    for n in [m.dev(), m.ino(), u64::from(m.mode()), m.size()] {
+        h.update(n.to_be_bytes());
+    }
+    for n in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
+        h.update(n.to_be_bytes());
+    }
+}
+
 struct Tracked {
     transaction: Option<PackageTransaction>,
     /// The last `INSTALLTIME` read: the databases' stamp then, when, and what it found.
@@ -73,6 +157,8 @@ pub struct Oracle {
     /// `None` until first needed (see [`Oracle::lazy`]).
     index: RwLock<Option<Arc<Index>>>,
     stamp: Mutex<(Stamp, Instant)>,
+    /// [`databases_stamp`] when the index in use was read (taken just before).
+    loaded_from: Mutex<Option<[u8; 32]>>,
     tracked: Mutex<Tracked>,
 }
 
@@ -87,11 +173,13 @@ impl Oracle {
     /// indexed: a damaged `.md5sums` leaves that package's files unverified, not the others).
     pub fn load(root: HostRoot) -> (Self, Vec<Problem>) {
         let s = stamp(&root);
+        let from = databases_stamp(&root);
         let (index, problems) = Index::load(&root);
         let oracle = Self {
             root,
             index: RwLock::new(Some(Arc::new(index))),
             stamp: Mutex::new((s, Instant::now())),
+            loaded_from: Mutex::new(from),
             tracked: Mutex::new(Tracked { transaction: None, rpm_installs: None }),
         };
         (oracle, problems)
@@ -106,6 +194,7 @@ impl Oracle {
             root,
             index: RwLock::new(None),
             stamp: Mutex::new((Stamp::default(), Instant::now())),
+            loaded_from: Mutex::new(None),
             tracked: Mutex::new(Tracked { transaction: None, rpm_installs: None }),
         }
     }
@@ -120,16 +209,22 @@ impl Oracle {
             return Arc::clone(index);
         }
         let s = stamp(&self.root);
+        let from = databases_stamp(&self.root);
         let index = Arc::new(Index::load(&self.root).0);
         *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = (s, Instant::now());
+        *self.loaded_from.lock().unwrap_or_else(|e| e.into_inner()) = from;
         *slot = Some(Arc::clone(&index));
         index
     }
 
     fn reload(&self) -> Vec<Problem> {
         let s = stamp(&self.root);
+        let from = databases_stamp(&self.root);
         let (index, problems) = Index::load(&self.root);
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(index));
+        let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
+        *self.loaded_from.lock().unwrap_or_else(|e| e.into_inner()) = from;
+        *slot = Some(Arc::new(index));
+        drop(slot);
         *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = (s, Instant::now());
         problems
     }
@@ -172,6 +267,19 @@ impl PackageOracle for Oracle {
 
     fn wants_md5(&self, path: &Path) -> bool {
         self.index().dpkg_owns(path)
+    }
+
+    /// [`databases_stamp`] now, unless the index in use was read from databases that differ
+    /// from those now on disk (its verdicts are then not theirs). An index not read yet
+    /// ([`Oracle::lazy`]) would be read from those on disk now.
+    fn databases_stamp(&self) -> Option<[u8; 32]> {
+        let now = databases_stamp(&self.root)?;
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let loaded_from = *self.loaded_from.lock().unwrap_or_else(|e| e.into_inner());
+        match index.as_ref() {
+            Some(_) if loaded_from != Some(now) => None,
+            _ => Some(now),
+        }
     }
 
     fn verify_under(

@@ -258,11 +258,19 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
         Some(std::sync::Arc::new(guestward_pkgfiles::Oracle::load(root.clone()).0)
             as std::sync::Arc<dyn PackageOracle>)
     };
-    let anchored = |purpose| {
+    // What the anchor found, and whether it judged the files (not the verdict kept with the
+    // baseline: see `guestward_fim::verdict`).
+    let judged = |purpose| {
         let run = guestward_fim::oneshot::run_packaged(&o, purpose, &packages).unwrap();
         let b = run.summary.baseline;
-        assert!(b.package_verification.is_some(), "{b:#?}");
-        set(b.package_mismatches.iter().map(|m| m.path.clone()))
+        let how = b.package_verification.clone().unwrap_or_else(|| panic!("not verified: {b:#?}"));
+        assert_eq!(b.package_mismatch_count as usize, b.package_mismatches.len(), "{b:#?}");
+        (set(b.package_mismatches.iter().map(|m| m.path.clone())), !how.contains("kept with the baseline"))
+    };
+    let anchored = |purpose| {
+        let (found, judged_now) = judged(purpose);
+        assert!(judged_now, "{purpose:?} reused a kept verdict");
+        found
     };
     std::fs::write(root_dir.join("usr/share/stray"), "no package lists this\n").unwrap();
     same("fim init's anchor", &anchored(guestward_fim::Purpose::Init), &flagged);
@@ -279,10 +287,30 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
         let md5 = rec.md5.map(|m| guestward_fim::record::hex(&m));
         assert_eq!(md5.as_deref(), owned.then(|| md5_of(root_dir, path)).as_deref(), "{path}");
     }
-    // `fim check` of the unchanged tree prunes every row (they equal the baseline) and judges
-    // from the baseline's MD5s; then a trojaned file is put back as its package has it (new
-    // ctime, so read again and its MD5 taken anew): no longer flagged.
+    // `fim check` of the unchanged tree, with the package databases as they were: the
+    // verdict kept with the baseline.
+    let (kept, judged_now) = judged(guestward_fim::Purpose::Check);
+    assert!(!judged_now, "the kept verdict was not used");
+    same("fim check's kept verdict", &kept, &flagged);
+    // A package database file rewritten (same content, so a new ctime): judged again, from the
+    // baseline's MD5s (every row pruned: they equal the baseline).
+    let gamma = std::fs::read(info.join("gw-gamma.list")).unwrap();
+    std::fs::write(info.join("gw-gamma.list"), &gamma).unwrap();
     same("fim check's anchor", &anchored(guestward_fim::Purpose::Check), &flagged);
+    // An `.md5sums` edited to disown an untouched file, its mtime put back: the files are as
+    // the baseline has them, but the verdict is not the kept one (ctime moved).
+    let sums_path = info.join("gw-alpha.md5sums");
+    let sums = std::fs::read_to_string(&sums_path).unwrap();
+    let untouched = md5_of(root_dir, "/usr/share/gw-alpha/untouched");
+    let mtime = std::fs::metadata(&sums_path).unwrap().modified().unwrap();
+    std::fs::write(&sums_path, sums.replace(&untouched, &"f".repeat(32))).unwrap();
+    std::fs::File::options().write(true).open(&sums_path).unwrap().set_modified(mtime).unwrap();
+    let mut more = flagged.clone();
+    more.insert("/usr/share/gw-alpha/untouched".into());
+    same("fim check's anchor after an md5sums edit", &anchored(guestward_fim::Purpose::Check), &more);
+    std::fs::write(&sums_path, &sums).unwrap();
+    // Then a trojaned file is put back as its package has it (new ctime, so read again and
+    // its MD5 taken anew): no longer flagged.
     std::fs::write(root_dir.join("usr/share/gw-alpha/data"), "content of /usr/share/gw-alpha/data\n")
         .unwrap();
     let restored = md5_of(root_dir, "/usr/share/gw-alpha/data");
@@ -294,6 +322,64 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     let mut fewer = flagged.clone();
     fewer.remove("/usr/share/gw-alpha/data");
     same("fim check's anchor after a repair", &anchored(guestward_fim::Purpose::Check), &fewer);
+}
+
+/// The package databases' stamp (what a FIM verdict kept with the baseline is bound to)
+/// moves with every file the expectations are read from, an edit with its mtime put back
+/// included, and with nothing else; an oracle whose index was read before a change gives none
+/// until it reads the index again.
+#[test]
+fn the_databases_stamp_moves_with_every_file_the_expectations_come_from() {
+    use guestward_fim::package::PackageOracle;
+    use guestward_pkgfiles::oracle::databases_stamp;
+    let tree = prepared_tree();
+    let dir = tree.path();
+    let root = HostRoot::new(dir).unwrap();
+    let (oracle, _) = guestward_pkgfiles::Oracle::load(root.clone());
+    let mut last = databases_stamp(&root).expect("stamped");
+    assert_eq!(oracle.databases_stamp(), Some(last));
+    let mut moved = |what: &str, expect_moved: bool| {
+        let now = databases_stamp(&root).expect("stamped");
+        assert_eq!(now != last, expect_moved, "{what}");
+        last = now;
+    };
+    moved("nothing changed", false);
+    put(dir, "/var/lib/rpm/rpmdb.sqlite", "");
+    moved("an rpm database appeared", true);
+    // Not package data: a lock, SQLite's shared-memory index, a file elsewhere.
+    put(dir, "/var/lib/dpkg/lock-frontend", "");
+    put(dir, "/var/lib/rpm/rpmdb.sqlite-shm", "index");
+    put(dir, "/usr/share/gw-alpha/untouched", "edited: the files are FIM's to judge\n");
+    moved("files that hold no package data", false);
+    // An `.md5sums` rewritten, same length, its mtime put back: the ctime tells.
+    let sums = dir.join("var/lib/dpkg/info/gw-beta.md5sums");
+    let mtime = std::fs::metadata(&sums).unwrap().modified().unwrap();
+    let text = std::fs::read_to_string(&sums).unwrap();
+    std::fs::write(&sums, format!("0{}", &text[1..])).unwrap();
+    std::fs::File::options().write(true).open(&sums).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(std::fs::metadata(&sums).unwrap().modified().unwrap(), mtime);
+    moved("an md5sums edited, mtime restored", true);
+    assert_eq!(oracle.databases_stamp(), None, "the index was read before the edit");
+    // Read again (the empty rpm database above is a problem of the reload, not a failure).
+    let _ = oracle.refresh();
+    assert_eq!(oracle.databases_stamp(), databases_stamp(&root), "read again");
+    for (what, path) in [
+        ("a new info file", "/var/lib/dpkg/info/gw-new.md5sums"),
+        ("the status file", "/var/lib/dpkg/status"),
+        ("the diversions", "/var/lib/dpkg/diversions"),
+        ("a dpkg path-exclude setting", "/etc/dpkg/dpkg.cfg.d/more"),
+        ("rpm's write-ahead log", "/var/lib/rpm/rpmdb.sqlite-wal"),
+        ("rpm's owner names", "/etc/passwd"),
+    ] {
+        put(dir, path, "changed\n");
+        moved(what, true);
+    }
+    std::fs::remove_file(dir.join("var/lib/dpkg/info/gw-new.md5sums")).unwrap();
+    moved("an info file removed", true);
+    // The merged-/usr symlinks decide where a package's files are found.
+    std::fs::remove_file(dir.join("bin")).unwrap();
+    symlink("usr/sbin", dir.join("bin")).unwrap();
+    moved("/bin pointed elsewhere", true);
 }
 
 #[test]
