@@ -590,9 +590,11 @@ impl Fim {
             let key = self.key.key().map(AsRef::as_ref);
             if let Some(v) = crate::verdict::kept(store, key, scope, &stamp)? {
                 b.package_mismatch_count = v.count;
+                // To the second: the verdict's own time says when it was judged, not how exactly.
+                let judged = Timestamp::from_unix_secs(v.judged.unix_secs()).unwrap_or(v.judged);
                 b.package_verification = Some(format!(
-                    "package files in scope: {} do not match their packages (the verdict of {}, kept with the baseline: every file and the package databases are as they were then)",
-                    v.count, v.judged
+                    "package files in scope: {} do not match their packages (verdict of {judged} kept with the baseline: files and package databases unchanged since)",
+                    v.count
                 ));
                 b.package_mismatches = v.listed;
                 return Ok(None);
