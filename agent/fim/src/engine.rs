@@ -185,6 +185,14 @@ pub struct Fim {
     pub packages: Option<crate::attribution::Packages>,
 }
 
+/// The trust anchor's verdict on a scan, with the package databases' stamp it holds for.
+struct Judged {
+    databases: [u8; 32],
+    verdict: crate::verdict::Verdict,
+    /// Taken from the baseline (see [`crate::verdict`]), not judged now.
+    reused: bool,
+}
+
 impl Fim {
     /// Validates `config` and binds it to a root and state directory. The baseline key is
     /// loaded when configured; a key that cannot be used is not an error here (checks report
@@ -347,6 +355,7 @@ impl Fim {
             (first, counting.and_then(|h| h.join().ok()))
         });
         let first = first?;
+        let (first_found, first_same) = (first.found, first.same);
         let mut stats = first.stats;
         // Complete when every baseline row of the trees was met by the walk. Otherwise
         // something was removed (or not reached, or is governed no more) and the diff needs
@@ -441,13 +450,25 @@ impl Fim {
         // A check that staged nothing and met every baseline row found every file as the
         // baseline records it: when the package databases are as they were too, the verdict
         // kept with the baseline is this check's (see `crate::verdict`).
-        let unchanged = purpose == Purpose::Check
-            && pruned
-            && changes == 0
-            && baseline.damaged_rows == 0
-            && baseline.tampered_rows == 0
-            && matches!(baseline.integrity, Integrity::Verified | Integrity::Unverified)
-            && store.staged_count()? == 0;
+        // So did an `init` of every tree that found every entry, and only those, as the
+        // baseline records them (its lookups verified each row with the key, if there is one).
+        let unchanged = match purpose {
+            Purpose::Check => {
+                pruned
+                    && changes == 0
+                    && baseline.damaged_rows == 0
+                    && baseline.tampered_rows == 0
+                    && matches!(baseline.integrity, Integrity::Verified | Integrity::Unverified)
+                    && store.staged_count()? == 0
+            }
+            Purpose::Init if *scope == Scope::All => {
+                stats.problem_count == 0
+                    && first_same.is_some_and(|same| same == stats.entries)
+                    && first_found == Some(stats.entries)
+                    && store.count_within(&roots)? == stats.entries
+            }
+            _ => false,
+        };
         let anchor_scope = serde_json::json!({
             "roots": roots.iter().map(|r| escape_path(r)).collect::<Vec<_>>(),
             "policy": self.policy_fingerprint(),
@@ -479,10 +500,11 @@ impl Fim {
         }
         // The verdict is kept when the baseline now holds what it judged: a new baseline of
         // every tree, every tree's state accepted, or a check that found it unchanged.
-        if let Some((databases, verdict)) = judged {
+        if let Some(Judged { databases, verdict, reused }) = judged {
             let generation = match purpose {
                 Purpose::Init | Purpose::Update if *scope == Scope::All => store.generation_written(),
-                Purpose::Check if unchanged => Some(generation_at_start),
+                // Kept already, for this very generation.
+                Purpose::Check if unchanged && !reused => Some(generation_at_start),
                 _ => None,
             };
             if let Some(generation) = generation {
@@ -523,7 +545,7 @@ impl Fim {
         roots: &[PathBuf],
         unstaged_in_baseline: bool,
         b: &mut BaselineCheck,
-    ) -> Option<([u8; 32], crate::verdict::Verdict)> {
+    ) -> Option<Judged> {
         let p = self.packages.as_ref()?;
         let started = std::time::Instant::now();
         let stamp_before = p.0.databases_stamp();
@@ -564,7 +586,7 @@ impl Fim {
                     listed: b.package_mismatches.clone(),
                     judged: Timestamp::now(),
                 };
-                Some((stamp, verdict))
+                Some(Judged { databases: stamp, verdict, reused: false })
             }
             Err(e) => {
                 b.package_verification = Some(format!("{}: {e}", crate::model::PACKAGES_NOT_VERIFIED));
@@ -573,9 +595,9 @@ impl Fim {
         }
     }
 
-    /// The trust anchor of a full scan: the verdict kept with the baseline when this check
+    /// The trust anchor of a full scan: the verdict kept with the baseline when this scan
     /// found it `unchanged` and the package databases are as they were when it was judged,
-    /// else [`Self::verify_packages`] (whose verdict is returned, for keeping).
+    /// else [`Self::verify_packages`]. Either is returned, for keeping with the baseline.
     fn anchor(
         &self,
         store: &Store,
@@ -584,7 +606,7 @@ impl Fim {
         unstaged_in_baseline: bool,
         unchanged: bool,
         b: &mut BaselineCheck,
-    ) -> Result<Option<([u8; 32], crate::verdict::Verdict)>, StoreError> {
+    ) -> Result<Option<Judged>, StoreError> {
         let Some(p) = &self.packages else { return Ok(None) };
         if unchanged && let Some(stamp) = p.0.databases_stamp() {
             let key = self.key.key().map(AsRef::as_ref);
@@ -596,8 +618,8 @@ impl Fim {
                     "package files in scope: {} do not match their packages (verdict of {judged} kept with the baseline: files and package databases unchanged since)",
                     v.count
                 ));
-                b.package_mismatches = v.listed;
-                return Ok(None);
+                b.package_mismatches = v.listed.clone();
+                return Ok(Some(Judged { databases: stamp, verdict: v, reused: true }));
             }
         }
         Ok(self.verify_packages(roots, unstaged_in_baseline, b))
@@ -945,6 +967,14 @@ mod tests {
             assert_eq!((b.package_mismatch_count, &b.package_mismatches), (3, &at_init.package_mismatches));
             assert!(b.package_verification.as_deref().unwrap().contains("kept with the baseline"), "{b:?}");
 
+            // `init` again over the unchanged tree: the same verdict, kept with the new baseline.
+            let b = scan(&fim, Purpose::Init).baseline;
+            assert_eq!(runs(), 1, "keyed {keyed}: init judged an unchanged tree again");
+            assert_eq!(b.package_mismatches, at_init.package_mismatches);
+            assert!(b.package_verification.as_deref().unwrap().contains("kept with the baseline"), "{b:?}");
+            scan(&fim, Purpose::Check);
+            assert_eq!(runs(), 1, "keyed {keyed}: the verdict was not kept for the new baseline");
+
             // Other package databases: judged again, and that verdict kept in turn.
             *oracle.stamp.lock().unwrap() = Some([2; 32]);
             scan(&fim, Purpose::Check);
@@ -993,11 +1023,66 @@ mod tests {
             scan(&other, Purpose::Check);
             assert_eq!(runs(), before + 1, "keyed {keyed}");
 
+            // `init` over a changed tree judges it (the verdict kept for this scope first), and
+            // keeps that verdict.
+            scan(&fim, Purpose::Check);
+            scan(&fim, Purpose::Check);
+            assert_eq!(runs(), before + 2, "keyed {keyed}");
+            std::fs::write(&files[2], "changed").unwrap();
+            scan(&fim, Purpose::Init);
+            assert_eq!(runs(), before + 3, "keyed {keyed}: init reused a verdict on other files");
+            scan(&fim, Purpose::Check);
+            assert_eq!(runs(), before + 3, "keyed {keyed}");
+            // So does one with a file gone since the baseline.
+            std::fs::remove_file(&files[1]).unwrap();
+            scan(&fim, Purpose::Init);
+            assert_eq!(runs(), before + 4, "keyed {keyed}: init reused a verdict on a removed file");
+
             // No stamp: the anchor runs every time.
             *oracle.stamp.lock().unwrap() = None;
             scan(&fim, Purpose::Check);
             scan(&fim, Purpose::Check);
-            assert_eq!(runs(), before + 3, "keyed {keyed}");
+            assert_eq!(runs(), before + 6, "keyed {keyed}");
         }
+    }
+
+    /// An `init` that met fewer entries than the baseline holds judges again, even when every
+    /// entry it met is as recorded (a watched file removed: no directory in scope to show it).
+    #[test]
+    fn an_init_that_missed_a_baseline_row_judges_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("f{i}"))).collect();
+        for f in &files {
+            std::fs::write(f, "content").unwrap();
+        }
+        let paths = files
+            .iter()
+            .map(|f| crate::config::PathEntry::Simple(guestward_core::AbsolutePath::new(f).unwrap()))
+            .collect();
+        let oracle = Arc::new(Stamped {
+            files: files.clone(),
+            stamp: std::sync::Mutex::new(Some([1; 32])),
+            runs: Default::default(),
+        });
+        let fim = Fim::new(Config { paths, ..Config::default() }, HostRoot::live(), dir.path().join("state"))
+            .unwrap()
+            .with_packages(oracle.clone());
+        let opts = ScanOptions::unlimited(1);
+        let init = || fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap();
+        init();
+        init();
+        assert_eq!(
+            oracle.runs.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the unchanged files judged again"
+        );
+        std::fs::remove_file(&files[1]).unwrap();
+        let b = init().baseline;
+        assert_eq!(
+            oracle.runs.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "a verdict on a removed file reused"
+        );
+        assert_eq!(b.package_mismatch_count, 1);
     }
 }
