@@ -820,8 +820,26 @@ mod tests {
         PackageOwner, PackageTransaction,
     };
 
-    /// Package files that all mismatch, found in reverse path order.
-    struct AllMismatch(Vec<PathBuf>);
+    /// Every one of its files mismatches (with `present_only`, those that exist), found in
+    /// reverse path order; the databases' stamp is what the test sets, and the anchor's runs
+    /// are counted.
+    struct AllMismatch {
+        files: Vec<PathBuf>,
+        present_only: bool,
+        stamp: std::sync::Mutex<Option<[u8; 32]>>,
+        runs: std::sync::atomic::AtomicUsize,
+    }
+
+    impl AllMismatch {
+        fn new(files: Vec<PathBuf>, present_only: bool, stamp: Option<[u8; 32]>) -> Arc<Self> {
+            Arc::new(Self {
+                files,
+                present_only,
+                stamp: std::sync::Mutex::new(stamp),
+                runs: Default::default(),
+            })
+        }
+    }
 
     impl PackageOracle for AllMismatch {
         fn expected(&self, _: &Path) -> Vec<ExpectedFile> {
@@ -838,6 +856,7 @@ mod tests {
             _: &[PathBuf],
             _: &dyn KnownContent,
         ) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let owner = PackageOwner {
                 manager: PackageManager::Dpkg,
                 name: "p".into(),
@@ -845,9 +864,10 @@ mod tests {
                 arch: None,
             };
             Ok(self
-                .0
+                .files
                 .iter()
                 .rev()
+                .filter(|p| !self.present_only || p.exists())
                 .map(|p| {
                     let a = PackageAttribution {
                         owner: owner.clone(),
@@ -860,6 +880,9 @@ mod tests {
                     (p.clone(), a)
                 })
                 .collect())
+        }
+        fn databases_stamp(&self) -> Option<[u8; 32]> {
+            *self.stamp.lock().unwrap()
         }
     }
 
@@ -878,7 +901,7 @@ mod tests {
         };
         let fim = Fim::new(config, HostRoot::live(), dir.path().join("state"))
             .unwrap()
-            .with_packages(Arc::new(AllMismatch(paths.clone())));
+            .with_packages(AllMismatch::new(paths.clone(), false, None));
         let opts = ScanOptions::unlimited(1);
         let summary = fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap();
         let b = &summary.baseline;
@@ -887,38 +910,6 @@ mod tests {
         let first: Vec<String> =
             paths[..crate::package::MAX_REPORTED_OUTSIDE].iter().map(|p| p.display().to_string()).collect();
         assert_eq!(listed, first);
-    }
-
-    /// Every file under its trees mismatches; the databases' stamp is what the test sets, and
-    /// the anchor's runs are counted.
-    struct Stamped {
-        files: Vec<PathBuf>,
-        stamp: std::sync::Mutex<Option<[u8; 32]>>,
-        runs: std::sync::atomic::AtomicUsize,
-    }
-
-    impl PackageOracle for Stamped {
-        fn expected(&self, _: &Path) -> Vec<ExpectedFile> {
-            Vec::new()
-        }
-        fn refresh(&self) -> Result<(), String> {
-            Ok(())
-        }
-        fn running_transaction(&self) -> Option<PackageTransaction> {
-            None
-        }
-        fn verify_under(
-            &self,
-            roots: &[PathBuf],
-            known: &dyn KnownContent,
-        ) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
-            self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let found = AllMismatch(self.files.iter().filter(|f| f.exists()).cloned().collect());
-            found.verify_under(roots, known)
-        }
-        fn databases_stamp(&self) -> Option<[u8; 32]> {
-            *self.stamp.lock().unwrap()
-        }
     }
 
     /// A full check that found every file as the baseline records it reuses the verdict the
@@ -944,11 +935,7 @@ mod tests {
                     .then(|| guestward_core::AbsolutePath::new(dir.path().join("fim.key")).unwrap()),
                 ..Config::default()
             };
-            let oracle = Arc::new(Stamped {
-                files: files.clone(),
-                stamp: std::sync::Mutex::new(Some([1; 32])),
-                runs: Default::default(),
-            });
+            let oracle = AllMismatch::new(files.clone(), true, Some([1; 32]));
             let state = dir.path().join("state");
             let mut fim =
                 Fim::new(config.clone(), HostRoot::live(), &state).unwrap().with_packages(oracle.clone());
@@ -1059,11 +1046,7 @@ mod tests {
             .iter()
             .map(|f| crate::config::PathEntry::Simple(guestward_core::AbsolutePath::new(f).unwrap()))
             .collect();
-        let oracle = Arc::new(Stamped {
-            files: files.clone(),
-            stamp: std::sync::Mutex::new(Some([1; 32])),
-            runs: Default::default(),
-        });
+        let oracle = AllMismatch::new(files.clone(), true, Some([1; 32]));
         let fim = Fim::new(Config { paths, ..Config::default() }, HostRoot::live(), dir.path().join("state"))
             .unwrap()
             .with_packages(oracle.clone());
