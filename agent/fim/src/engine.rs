@@ -306,18 +306,18 @@ impl Fim {
         let fast = opts.rehash == Rehash::Changed && purpose != Purpose::Init;
         let opts = &ScanOptions { rehash: if fast { Rehash::Changed } else { Rehash::All }, ..*opts };
         // The policy is part of the key: rows staged under other rules (other attributes,
-        // excludes, size cap) are not what this scan would record.
+        // excludes, size cap) are not what this scan would record. The trees and the policy
+        // are also what the trust anchor's verdict is about (see `crate::verdict`).
         let mut key = serde_json::json!({
-            "purpose": purpose,
             "roots": roots.iter().map(|r| escape_path(r)).collect::<Vec<_>>(),
             "policy": self.policy_fingerprint(),
         });
+        let anchor_scope = key.to_string();
+        key["purpose"] = serde_json::to_value(purpose).unwrap_or_default();
         if fast {
             key["rehash"] = "changed".into();
         }
         let key = key.to_string();
-        // The rows a check compares are the baseline at this generation (see `crate::verdict`).
-        let generation_at_start = store.generation()?;
         // A metadata-first scan is cheap to run again and stages only what changed: never
         // resumed.
         let resume = !fast && store.meta(META_IN_PROGRESS)?.as_deref() == Some(key.as_str());
@@ -334,6 +334,9 @@ impl Fim {
         // the MD5 of the dpkg files in its own read, so the anchor reads none of them again.
         let anchored = *scope == Scope::All && !fast;
         let oracle = self.packages.as_ref().filter(|_| anchored).map(|p| Arc::clone(&p.0));
+        // The rows a check compares are the baseline at this generation (see `crate::verdict`;
+        // unknown: no verdict is kept).
+        let generation_at_start = oracle.as_ref().and_then(|_| store.generation().ok());
         let wants_md5 = |path: &Path| oracle.as_ref().is_some_and(|o| o.wants_md5(path));
         let md5: Option<crate::scan::WantsMd5<'_>> = oracle.is_some().then_some(&wants_md5);
         // Whether the pass met every baseline row of the trees is told by their count (below),
@@ -452,31 +455,29 @@ impl Fim {
         // kept with the baseline is this check's (see `crate::verdict`).
         // So did an `init` of every tree that found every entry, and only those, as the
         // baseline records them (its lookups verified each row with the key, if there is one).
-        let unchanged = match purpose {
-            Purpose::Check => {
-                pruned
-                    && changes == 0
-                    && baseline.damaged_rows == 0
-                    && baseline.tampered_rows == 0
-                    && matches!(baseline.integrity, Integrity::Verified | Integrity::Unverified)
-                    && store.staged_count()? == 0
-            }
-            Purpose::Init if *scope == Scope::All => {
-                stats.problem_count == 0
-                    && first_same.is_some_and(|same| same == stats.entries)
-                    && first_found == Some(stats.entries)
-                    && store.count_within(&roots)? == stats.entries
-            }
-            _ => false,
-        };
-        let anchor_scope = serde_json::json!({
-            "roots": roots.iter().map(|r| escape_path(r)).collect::<Vec<_>>(),
-            "policy": self.policy_fingerprint(),
-        })
-        .to_string();
+        // Asked only of a scan the anchor runs for; a count that fails is no proof (the anchor
+        // then judges).
+        let unchanged = oracle.is_some()
+            && match purpose {
+                Purpose::Check => {
+                    pruned
+                        && changes == 0
+                        && baseline.damaged_rows == 0
+                        && baseline.tampered_rows == 0
+                        && matches!(baseline.integrity, Integrity::Verified | Integrity::Unverified)
+                        && matches!(store.staged_count(), Ok(0))
+                }
+                Purpose::Init if *scope == Scope::All => {
+                    stats.problem_count == 0
+                        && first_same.is_some_and(|same| same == stats.entries)
+                        && first_found == Some(stats.entries)
+                        && store.count_within(&roots).is_ok_and(|rows| rows == stats.entries)
+                }
+                _ => false,
+            };
         let mut judged = None;
         if anchored {
-            judged = self.anchor(&store, &roots, &anchor_scope, pruned, unchanged, &mut baseline)?;
+            judged = self.anchor(&store, &roots, &anchor_scope, pruned, unchanged, &mut baseline);
         }
         match purpose {
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
@@ -504,7 +505,7 @@ impl Fim {
             let generation = match purpose {
                 Purpose::Init | Purpose::Update if *scope == Scope::All => store.generation_written(),
                 // Kept already, for this very generation.
-                Purpose::Check if unchanged && !reused => Some(generation_at_start),
+                Purpose::Check if unchanged && !reused => generation_at_start,
                 _ => None,
             };
             if let Some(generation) = generation {
@@ -606,11 +607,12 @@ impl Fim {
         unstaged_in_baseline: bool,
         unchanged: bool,
         b: &mut BaselineCheck,
-    ) -> Result<Option<Judged>, StoreError> {
-        let Some(p) = &self.packages else { return Ok(None) };
+    ) -> Option<Judged> {
+        let p = self.packages.as_ref()?;
         if unchanged && let Some(stamp) = p.0.databases_stamp() {
             let key = self.key.key().map(AsRef::as_ref);
-            if let Some(v) = crate::verdict::kept(store, key, scope, &stamp)? {
+            // A kept verdict that cannot be read is none: the anchor judges.
+            if let Ok(Some(v)) = crate::verdict::kept(store, key, scope, &stamp) {
                 b.package_mismatch_count = v.count;
                 // To the second: the verdict's own time says when it was judged, not how exactly.
                 let judged = Timestamp::from_unix_secs(v.judged.unix_secs()).unwrap_or(v.judged);
@@ -619,10 +621,10 @@ impl Fim {
                     v.count
                 ));
                 b.package_mismatches = v.listed.clone();
-                return Ok(Some(Judged { databases: stamp, verdict: v, reused: true }));
+                return Some(Judged { databases: stamp, verdict: v, reused: true });
             }
         }
-        Ok(self.verify_packages(roots, unstaged_in_baseline, b))
+        self.verify_packages(roots, unstaged_in_baseline, b)
     }
 
     /// `c` with its package attribution, when a package owns `host` (see

@@ -76,15 +76,11 @@ pub(crate) fn keep(
     inputs: Inputs<'_>,
     verdict: &Verdict,
 ) -> Result<bool, StoreError> {
-    let seal = match key {
-        Some(_) => store.seal_text()?,
-        None => None,
-    };
     let body = Body {
         generation: inputs.generation,
         scope: inputs.scope.to_string(),
         databases: crate::record::hex(inputs.databases),
-        seal,
+        seal: seal_of(store, key)?,
         verdict: verdict.clone(),
     };
     let Ok(body) = serde_json::to_string(&body) else { return Ok(false) };
@@ -114,13 +110,18 @@ pub(crate) fn kept(
         }
     }
     let Ok(body) = serde_json::from_str::<Body>(&stored.body) else { return Ok(None) };
-    let seal = match key {
-        Some(_) => store.seal_text()?,
-        None => None,
-    };
+    let seal = seal_of(store, key)?;
     let same = body.generation == store.generation()?
         && body.scope == scope
         && body.databases == crate::record::hex(databases)
         && (key.is_none() || (seal.is_some() && body.seal == seal));
     Ok(same.then_some(body.verdict))
+}
+
+/// The row-set seal a verdict is bound to: with a key, the one stored; without, none.
+fn seal_of(store: &Store, key: Option<&BaselineKey>) -> Result<Option<String>, StoreError> {
+    match key {
+        Some(_) => store.seal_text(),
+        None => Ok(None),
+    }
 }
