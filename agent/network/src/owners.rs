@@ -11,9 +11,9 @@
 //! `Process::fd()` costs four system calls per descriptor (open, readlink, stat, close) because it
 //! also reports the descriptor's mode; we only need the link target, so the walk is one
 //! `readlinkat` per descriptor into a stack buffer (rustix, no allocation), directories are
-//! listed into a reused buffer, large descriptor tables are read by number without listing
-//! them at all ([`probe_fds`]), and `procfs` parses `stat`/`status` for the few processes that
-//! own a reported socket. Measurements: docs/bench/network.md, docs/bench/issue12-netwalk.md.
+//! listed into a reused buffer, the dense part of a large descriptor table is read by number
+//! and only the rest of it listed ([`probe_fds`]), and `procfs` parses `stat`/`status` for the
+//! few processes that own a reported socket. Measurements: docs/bench/network.md, docs/bench/issue12-netwalk.md.
 //!
 //! Races and permissions are expected on a live host and are counted, not reported one by one
 //! (a busy host would otherwise produce thousands of problems per scan).
@@ -21,7 +21,7 @@
 use crate::model::{OwnerScanStats, ProcessInfo};
 use procfs::FromRead;
 use procfs::process::{Stat, Status};
-use rustix::fs::{CWD, Mode, OFlags, RawDir, fstat, openat, readlinkat, readlinkat_raw};
+use rustix::fs::{CWD, Mode, OFlags, RawDir, SeekFrom, fstat, openat, readlinkat, readlinkat_raw, seek};
 use rustix::io::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -100,14 +100,25 @@ fn socket_link(link: &[u8; LINK_BUFFER_BYTES], len: usize) -> Option<u64> {
     link.get(..len).filter(|_| len < LINK_BUFFER_BYTES).and_then(socket_inode)
 }
 
+/// What [`probe_fds`] read: the sockets among descriptors `0..next`.
+struct Probed {
+    sockets: u64,
+    /// The first descriptor number not read.
+    next: u64,
+}
+
 /// Reads the descriptors of a process with `open` descriptors by number, 0, 1, 2... until
 /// `open` links were read, without listing the directory. Descriptor tables are dense (the
-/// kernel hands out the lowest free number), so this skips the `getdents64` pass, a third of
-/// the walk's kernel time on a host with 20,000 connections (it instantiates a dentry per
-/// descriptor). Returns the sockets seen, or `None` when the table is sparse or changed under
-/// us (more than `64 + open / 4` numbers missed): the caller then lists the directory, so
-/// nothing is ever skipped; the probe only costs bounded extra lookups.
-fn probe_fds(fd_dir: &OwnedFd, open: u64, inodes: &mut Vec<u64>) -> Option<u64> {
+/// kernel hands out the lowest free number), so this skips listing the dense part, a third of
+/// the walk's kernel time on a host with 20,000 connections (listing instantiates a dentry per
+/// descriptor). Returns what it read, or `None` when the table is sparse or changed under us
+/// (more than `64 + open / 4` numbers missed): the caller then lists the whole directory.
+///
+/// Reading `open` descriptors does not prove there are no more: the process may open one
+/// (filling a gap below) and close another while we probe, so the count is met before a
+/// descriptor far above is reached. The caller therefore always lists the directory from
+/// `next` on as well; the probe only decides where listing starts, never what is skipped.
+fn probe_fds(fd_dir: &OwnedFd, open: u64, inodes: &mut Vec<u64>) -> Option<Probed> {
     let budget = open / 4 + 64;
     let (mut found, mut missed, mut sockets) = (0u64, 0u64, 0u64);
     let mut link = [0u8; LINK_BUFFER_BYTES];
@@ -133,7 +144,7 @@ fn probe_fds(fd_dir: &OwnedFd, open: u64, inodes: &mut Vec<u64>) -> Option<u64> 
         }
         fd += 1;
     }
-    Some(sockets)
+    Some(Probed { sockets, next: fd })
 }
 
 /// Socket inodes held by the process whose `/proc/<pid>` directory is `pid_dir`, into
@@ -151,11 +162,14 @@ fn socket_fds(
     if probe {
         let open = fstat(&fd_dir).map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
         if (PROBE_MIN_FDS..=MAX_FDS_PER_PROCESS as u64).contains(&open) {
-            match probe_fds(&fd_dir, open, &mut scratch.inodes) {
-                Some(sockets) => {
-                    stats.socket_fds_seen += sockets;
-                    return Ok(());
-                }
+            // The listing below then starts after the probed numbers: positions in a `/proc`
+            // fd directory are descriptor numbers plus 2 (`.` and `..` come first), so it
+            // yields exactly the descriptors from `next` on, however the table changed.
+            let probed = probe_fds(&fd_dir, open, &mut scratch.inodes)
+                .filter(|probed| seek(&fd_dir, SeekFrom::Start(probed.next.saturating_add(2))).is_ok());
+            match probed {
+                Some(probed) => stats.socket_fds_seen += probed.sockets,
+                // Sparse, or the seek failed (the position is then still 0): list it all.
                 None => scratch.inodes.clear(),
             }
         }

@@ -116,3 +116,54 @@ fn a_socket_on_a_far_descriptor_number_is_found_when_the_table_is_sparse() {
         }
     });
 }
+
+#[test]
+fn a_far_socket_is_found_while_the_process_opens_and_closes_descriptors_below_it() {
+    within(Duration::from_secs(120), "a far socket and descriptor churn", || {
+        let _guard = live_lock();
+        // Enough descriptors for the walk to probe numbers, one socket far above them, and a
+        // thread opening and closing a descriptor in the gap while we scan: a probe that stops
+        // once it has read as many descriptors as the directory counted then meets the count
+        // below the far socket, which must still be found.
+        let limit = open_files_limit();
+        assert!(limit > 1200, "open-files limit {limit} too low for this test");
+        let dense: Vec<UdpSocket> = (0..400).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let far_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+        let far_number = i32::try_from(limit.min(1 << 20) - 2).unwrap();
+        let far: OwnedFd = rustix::io::fcntl_dupfd_cloexec(&far_socket, far_number).unwrap();
+        let inode = inode_of(&far);
+        drop(far_socket);
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                // Bursts held for about as long as a probe of this process takes, then closed
+                // for as long: the count is often read in one phase and the gap in the other.
+                let mut opened = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let burst: Vec<std::fs::File> =
+                        (0..16).map(|_| std::fs::File::open("/dev/null").unwrap()).collect();
+                    opened += burst.len() as u64;
+                    std::thread::sleep(Duration::from_micros(200));
+                    drop(burst);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                opened
+            })
+        };
+        let me = std::process::id();
+        let mut misses = 0;
+        for _ in 0..40 {
+            let report = live_scan(BackendChoice::Netlink);
+            let s = find(&report, inode).expect("the far socket is listed");
+            if s.owners.iter().map(|o| o.pid).collect::<Vec<_>>() != vec![me] {
+                misses += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let opened = churn.join().unwrap();
+        assert!(opened > 40, "the churn did not run ({opened} opens)");
+        assert_eq!(misses, 0, "the far socket's owner was missed in {misses} of 40 scans");
+        drop((dense, far));
+    });
+}
