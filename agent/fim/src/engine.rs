@@ -328,8 +328,17 @@ impl Fim {
             store.set_meta(META_IN_PROGRESS, &key)?;
         }
         // Only what differs from the baseline is staged (a first baseline stages everything, a
-        // resumed scan continues as it began): see `scan::Staging`.
-        let staging = if purpose == Purpose::Init || resume { Staging::All } else { Staging::Changes };
+        // resumed scan continues as it began): see `scan::Staging`. An init of every tree over
+        // a baseline already there is an update that also drops the rows of trees no longer
+        // configured and seals anew (`Store::replace_changed`): the baseline it leaves is the
+        // one a full replacement would, but only what changed is written.
+        let over_baseline =
+            purpose == Purpose::Init && *scope == Scope::All && store.meta(META_BASELINE)?.is_some();
+        let staging = if resume || (purpose == Purpose::Init && !over_baseline) {
+            Staging::All
+        } else {
+            Staging::Changes
+        };
         // The trust anchor runs after a full rehash of every tree (see below): that scan takes
         // the MD5 of the dpkg files in its own read, so the anchor reads none of them again.
         let anchored = *scope == Scope::All && !fast;
@@ -358,7 +367,6 @@ impl Fim {
             (first, counting.and_then(|h| h.join().ok()))
         });
         let first = first?;
-        let (first_found, first_same) = (first.found, first.same);
         let mut stats = first.stats;
         // Complete when every baseline row of the trees was met by the walk. Otherwise
         // something was removed (or not reached, or is governed no more) and the diff needs
@@ -453,26 +461,21 @@ impl Fim {
         // A check that staged nothing and met every baseline row found every file as the
         // baseline records it: when the package databases are as they were too, the verdict
         // kept with the baseline is this check's (see `crate::verdict`).
-        // So did an `init` of every tree that found every entry, and only those, as the
-        // baseline records them (its lookups verified each row with the key, if there is one).
+        // So did an `init` over a baseline that staged nothing and met every row (its lookups
+        // verified each row with the key, if there is one; a row that fails is staged).
         // Asked only of a scan the anchor runs for; a count that fails is no proof (the anchor
         // then judges).
         let unchanged = oracle.is_some()
+            && pruned
+            && matches!(store.staged_count(), Ok(0))
             && match purpose {
                 Purpose::Check => {
-                    pruned
-                        && changes == 0
+                    changes == 0
                         && baseline.damaged_rows == 0
                         && baseline.tampered_rows == 0
                         && matches!(baseline.integrity, Integrity::Verified | Integrity::Unverified)
-                        && matches!(store.staged_count(), Ok(0))
                 }
-                Purpose::Init if *scope == Scope::All => {
-                    stats.problem_count == 0
-                        && first_same.is_some_and(|same| same == stats.entries)
-                        && first_found == Some(stats.entries)
-                        && store.count_within(&roots).is_ok_and(|rows| rows == stats.entries)
-                }
+                Purpose::Init => over_baseline && stats.problem_count == 0,
                 _ => false,
             };
         let mut judged = None;
@@ -480,6 +483,9 @@ impl Fim {
             judged = self.anchor(&store, &roots, &anchor_scope, pruned, unchanged, &mut baseline);
         }
         match purpose {
+            Purpose::Init if over_baseline && staging == Staging::Changes => {
+                store.replace_changed(&roots, !pruned)?
+            }
             Purpose::Init if *scope == Scope::All => store.replace_all()?,
             Purpose::Check => store.clear_staging()?,
             _ => store.apply_with(&roots, !pruned)?,
@@ -1069,5 +1075,86 @@ mod tests {
             "a verdict on a removed file reused"
         );
         assert_eq!(b.package_mismatch_count, 1);
+    }
+
+    /// An `init` over a baseline already there writes only what changed, and leaves exactly the
+    /// baseline a first `init` of the same files gives: rows changed, added and removed, a tree
+    /// no longer configured dropped, rows of another policy rewritten, sealed anew.
+    #[test]
+    fn an_init_over_a_baseline_leaves_the_rows_a_first_init_would() {
+        for keyed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (kept, dropped) = (dir.path().join("kept"), dir.path().join("dropped"));
+            for tree in [&kept, &dropped] {
+                std::fs::create_dir_all(tree.join("sub")).unwrap();
+                for name in ["a", "b", "sub/c"] {
+                    std::fs::write(tree.join(name), name).unwrap();
+                }
+            }
+            let entry =
+                |p: &Path| crate::config::PathEntry::Simple(guestward_core::AbsolutePath::new(p).unwrap());
+            let key_file =
+                keyed.then(|| guestward_core::AbsolutePath::new(dir.path().join("fim.key")).unwrap());
+            let before = Config {
+                paths: vec![entry(&kept), entry(&dropped)],
+                baseline_key_file: key_file.clone(),
+                ..Config::default()
+            };
+            let opts = ScanOptions::unlimited(1);
+            let init = |config: &Config, state: &Path| {
+                let mut fim = Fim::new(config.clone(), HostRoot::live(), state).unwrap();
+                fim.create_key_if_missing();
+                fim.scan(Purpose::Init, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap();
+                fim.store().unwrap()
+            };
+            let rows = |store: &Store| {
+                let mut all = Vec::new();
+                assert_eq!(store.for_each_below(Path::new("/"), |p, r| all.push((p, r))).unwrap(), 0);
+                all
+            };
+            let (over, first) = (dir.path().join("over"), dir.path().join("first"));
+            let old = init(&before, &over);
+            assert_eq!(old.count_within(&[dropped.clone()]).unwrap(), 5);
+            let generation = old.generation().unwrap();
+
+            // The same files: nothing written but the new generation.
+            let again = init(&before, &over);
+            assert_eq!(rows(&again), rows(&old));
+            assert_eq!(again.generation().unwrap(), generation + 1);
+
+            // Changed, removed and added files; one tree no longer configured; a size cap that
+            // leaves one file's content unrecorded.
+            std::fs::write(kept.join("a"), "changed").unwrap();
+            std::fs::remove_file(kept.join("b")).unwrap();
+            std::fs::write(kept.join("sub/d"), "added").unwrap();
+            std::fs::write(kept.join("big"), vec![b'x'; 4096]).unwrap();
+            let after = Config { paths: vec![entry(&kept)], max_file_size_bytes: 1024, ..before.clone() };
+            let over_store = init(&after, &over);
+            let first_store = init(&after, &first);
+            let (got, want) = (rows(&over_store), rows(&first_store));
+            assert!(
+                want.iter().any(|(p, _)| p.ends_with("sub/d"))
+                    && !want.iter().any(|(p, _)| p.starts_with(&dropped))
+            );
+            assert_eq!(got, want, "keyed {keyed}");
+            assert_eq!(over_store.root_digest().unwrap(), first_store.root_digest().unwrap());
+            assert_eq!(over_store.staged_count().unwrap(), 0);
+            if keyed {
+                assert_eq!(over_store.verify_seal().unwrap(), SealVerdict::Valid { rows: want.len() as u64 });
+            } else {
+                // A key given since: every row rewritten with its MAC (a row without one would
+                // be skipped as tampered), and the baseline sealed.
+                let keyed_config = Config {
+                    baseline_key_file: Some(
+                        guestward_core::AbsolutePath::new(dir.path().join("new.key")).unwrap(),
+                    ),
+                    ..after.clone()
+                };
+                let (sealed, first_sealed) =
+                    (init(&keyed_config, &over), init(&keyed_config, &dir.path().join("first-keyed")));
+                assert_eq!(rows(&sealed), rows(&first_sealed));
+                assert_eq!(sealed.verify_seal().unwrap(), SealVerdict::Valid { rows: want.len() as u64 });
+            }
+        }
     }
 }

@@ -298,8 +298,6 @@ struct Counters {
     pruned: AtomicU64,
     /// Entries found in the baseline by the hashing threads' lookups (metadata-first).
     found: AtomicU64,
-    /// Entries staged with a record equal to their baseline row.
-    same: AtomicU64,
     /// Some entry was not looked up (a thread without a baseline connection, a row that could
     /// not be read): `found` does not cover every entry.
     lookups_incomplete: AtomicBool,
@@ -360,11 +358,6 @@ pub(crate) struct Staged {
     /// baseline's rows in the scanned trees: every row was met, nothing was removed, and the
     /// staged rows are the whole difference.
     pub found: Option<u64>,
-    /// Entries staged with a record equal to their baseline row, when every entry was looked
-    /// up ([`Staging::All`] with lookups, not resumed). With `found`, equal to the entries
-    /// and to the baseline's rows in the trees: the scan found every entry as the baseline
-    /// records it (an `init` that leaves the baseline as it was).
-    pub same: Option<u64>,
 }
 
 /// [`stage`], staging as `staging` says, with the MD5 of the files `md5` names.
@@ -523,11 +516,9 @@ pub(crate) fn stage_with(
     });
     result?;
     let (problem_count, problems) = counters.problems.lock().map(|g| g.clone()).unwrap_or_default();
-    let complete = !resume && !counters.lookups_incomplete.load(Ordering::Relaxed);
-    let found = (complete && (staging == Staging::Changes || (staging == Staging::All && lookups)))
-        .then(|| counters.found.load(Ordering::Relaxed));
-    let same =
-        (complete && staging == Staging::All && lookups).then(|| counters.same.load(Ordering::Relaxed));
+    let found =
+        (staging == Staging::Changes && !resume && !counters.lookups_incomplete.load(Ordering::Relaxed))
+            .then(|| counters.found.load(Ordering::Relaxed));
     let stats = ScanStats {
         entries: counters.done.load(Ordering::Relaxed) + counters.pruned.load(Ordering::Relaxed),
         resumed: counters.resumed.load(Ordering::Relaxed),
@@ -541,7 +532,7 @@ pub(crate) fn stage_with(
         files_hashed: counters.hashed.load(Ordering::Relaxed),
         reused: counters.reused.load(Ordering::Relaxed),
     };
-    Ok(Staged { stats, pruned: counters.pruned.load(Ordering::Relaxed), found, same })
+    Ok(Staged { stats, pruned: counters.pruned.load(Ordering::Relaxed), found })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -977,12 +968,7 @@ impl Finish<'_> {
             None if self.prune && prev == Some(&rec) => {
                 counters.pruned.fetch_add(1, Ordering::Relaxed);
             }
-            None => {
-                if prev == Some(&rec) {
-                    counters.same.fetch_add(1, Ordering::Relaxed);
-                }
-                records.push((host, rec));
-            }
+            None => records.push((host, rec)),
         }
         true
     }

@@ -939,34 +939,69 @@ impl Store {
     /// metadata-first scan stages only what changed, see `scan::stage_with`).
     pub fn apply_with(&mut self, roots: &[PathBuf], prune: bool) -> Result<(), StoreError> {
         let spans: Vec<Span<'_>> = roots.iter().map(|r| Span::Tree(r)).collect();
-        self.mutate(&spans, || {
-            for root in roots {
-                let (exact, lo, hi) = prefix_bounds(root);
-                let p = params![exact, lo, hi];
-                if prune {
-                    self.conn
-                        .execute(
-                            "DELETE FROM files WHERE (path = ?1 OR (path >= ?2 AND path < ?3))
-                             AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.path = files.path)",
-                            p,
-                        )
-                        .map_err(self.err())?;
-                }
+        self.mutate(&spans, || self.apply_rows(roots, prune))
+    }
+
+    /// The row writes of [`Self::apply_with`], within the caller's transaction.
+    fn apply_rows(&self, roots: &[PathBuf], prune: bool) -> Result<(), StoreError> {
+        for root in roots {
+            let (exact, lo, hi) = prefix_bounds(root);
+            let p = params![exact, lo, hi];
+            if prune {
                 self.conn
                     .execute(
-                        &format!(
-                            "INSERT OR REPLACE INTO files (path, {COLS}, mac) SELECT path, {COLS}, mac FROM staging
-                             WHERE (path = ?1 OR (path >= ?2 AND path < ?3))"
-                        ),
+                        "DELETE FROM files WHERE (path = ?1 OR (path >= ?2 AND path < ?3))
+                         AND NOT EXISTS (SELECT 1 FROM staging s WHERE s.path = files.path)",
                         p,
                     )
                     .map_err(self.err())?;
-                self.conn
-                    .execute("DELETE FROM staging WHERE (path = ?1 OR (path >= ?2 AND path < ?3))", p)
-                    .map_err(self.err())?;
             }
-            Ok(())
-        })
+            self.conn
+                .execute(
+                    &format!(
+                        "INSERT OR REPLACE INTO files (path, {COLS}, mac) SELECT path, {COLS}, mac FROM staging
+                         WHERE (path = ?1 OR (path >= ?2 AND path < ?3))"
+                    ),
+                    p,
+                )
+                .map_err(self.err())?;
+            self.conn
+                .execute("DELETE FROM staging WHERE (path = ?1 OR (path >= ?2 AND path < ?3))", p)
+                .map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::replace_all`] for a scan of `roots` that staged only what differs from the
+    /// baseline (`fim init` over a baseline already there): the staged rows are applied as
+    /// [`Self::apply_with`] does (with `prune`, rows of the trees that were not staged are
+    /// dropped), rows outside every root are dropped, and the baseline is sealed anew, in one
+    /// transaction. The result is the baseline a full replacement would give, row for row;
+    /// only the rows that changed are written.
+    pub fn replace_changed(&mut self, roots: &[PathBuf], prune: bool) -> Result<(), StoreError> {
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(self.err())?;
+        self.apply_rows(roots, prune)?;
+        // Rows of trees no longer configured: a new baseline holds only what this scan covers.
+        let mut within = String::from("0");
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(roots.len() * 3);
+        for root in roots {
+            let (exact, lo, hi) = prefix_bounds(root);
+            let n = args.len();
+            within.push_str(&format!(" OR path = ?{} OR (path >= ?{} AND path < ?{})", n + 1, n + 2, n + 3));
+            args.extend([exact, lo, hi]);
+        }
+        for table in ["files", "staging"] {
+            self.conn
+                .execute(
+                    &format!("DELETE FROM {table} WHERE NOT ({within})"),
+                    rusqlite::params_from_iter(&args),
+                )
+                .map_err(self.err())?;
+        }
+        self.reseal_in_tx()?;
+        self.next_generation()?;
+        tx.commit().map_err(self.err())
     }
 
     /// Replaces the whole baseline with the staging table (`fim init`) and seals it anew.
