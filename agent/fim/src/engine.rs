@@ -1114,7 +1114,7 @@ mod tests {
             };
             let (over, first) = (dir.path().join("over"), dir.path().join("first"));
             let old = init(&before, &over);
-            assert_eq!(old.count_within(&[dropped.clone()]).unwrap(), 5);
+            assert_eq!(old.count_within(std::slice::from_ref(&dropped)).unwrap(), 5);
             let generation = old.generation().unwrap();
 
             // The same files: nothing written but the new generation.
