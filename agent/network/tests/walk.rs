@@ -92,21 +92,27 @@ fn owners_stay_exact_while_processes_holding_the_socket_exit_mid_walk() {
     });
 }
 
+/// Several hundred socket descriptors (so the walk probes numbers first), then one listening
+/// socket held only on a descriptor far above them: the sockets, the far descriptor and its
+/// inode.
+fn dense_and_far() -> (Vec<UdpSocket>, OwnedFd, u64) {
+    let limit = open_files_limit();
+    assert!(limit > 1200, "open-files limit {limit} too low for this test");
+    let dense: Vec<UdpSocket> = (0..400).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let far_socket = TcpListener::bind("127.0.0.1:0").unwrap();
+    let far_number = i32::try_from(limit.min(1 << 20) - 2).unwrap();
+    let far: OwnedFd = rustix::io::fcntl_dupfd_cloexec(&far_socket, far_number).unwrap();
+    assert!(std::os::fd::AsRawFd::as_raw_fd(&far) >= far_number);
+    let inode = inode_of(&far);
+    (dense, far, inode) // `far_socket` dropped: only the far descriptor holds it now
+}
+
 #[test]
 fn a_socket_on_a_far_descriptor_number_is_found_when_the_table_is_sparse() {
     within(Duration::from_secs(120), "a sparse descriptor table", || {
         let _guard = live_lock();
-        // Several hundred descriptors (so the walk probes numbers first), then one socket moved
-        // far above them: probing gives up on the gap and the directory is listed instead.
-        let limit = open_files_limit();
-        assert!(limit > 1200, "open-files limit {limit} too low for this test");
-        let dense: Vec<UdpSocket> = (0..400).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-        let far_socket = TcpListener::bind("127.0.0.1:0").unwrap();
-        let far_number = i32::try_from(limit.min(1 << 20) - 2).unwrap();
-        let far: OwnedFd = rustix::io::fcntl_dupfd_cloexec(&far_socket, far_number).unwrap();
-        assert!(std::os::fd::AsRawFd::as_raw_fd(&far) >= far_number);
-        let inode = inode_of(&far);
-        drop(far_socket); // only the far descriptor holds it now
+        // Probing gives up on the gap and the directory is listed instead.
+        let (dense, _far, inode) = dense_and_far();
         let report = live_scan(BackendChoice::Netlink);
         let s = find(&report, inode).expect("the far socket is listed");
         assert_eq!(s.owners.iter().map(|o| o.pid).collect::<Vec<_>>(), vec![std::process::id()], "{s:?}");
@@ -121,18 +127,10 @@ fn a_socket_on_a_far_descriptor_number_is_found_when_the_table_is_sparse() {
 fn a_far_socket_is_found_while_the_process_opens_and_closes_descriptors_below_it() {
     within(Duration::from_secs(120), "a far socket and descriptor churn", || {
         let _guard = live_lock();
-        // Enough descriptors for the walk to probe numbers, one socket far above them, and a
-        // thread opening and closing a descriptor in the gap while we scan: a probe that stops
-        // once it has read as many descriptors as the directory counted then meets the count
-        // below the far socket, which must still be found.
-        let limit = open_files_limit();
-        assert!(limit > 1200, "open-files limit {limit} too low for this test");
-        let dense: Vec<UdpSocket> = (0..400).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-        let far_socket = TcpListener::bind("127.0.0.1:0").unwrap();
-        let far_number = i32::try_from(limit.min(1 << 20) - 2).unwrap();
-        let far: OwnedFd = rustix::io::fcntl_dupfd_cloexec(&far_socket, far_number).unwrap();
-        let inode = inode_of(&far);
-        drop(far_socket);
+        // And a thread opening and closing descriptors in the gap while we scan: a probe that
+        // stops once it has read as many descriptors as the directory counted then meets the
+        // count below the far socket, which must still be found.
+        let (dense, far, inode) = dense_and_far();
         let stop = Arc::new(AtomicBool::new(false));
         let churn = {
             let stop = Arc::clone(&stop);
