@@ -159,6 +159,8 @@ fn socket_fds(
 ) -> Result<(), Errno> {
     scratch.inodes.clear();
     let fd_dir = openat(pid_dir, c"fd", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    // `.` and `..` plus at most MAX_FDS_PER_PROCESS descriptors, probed and listed together.
+    let mut left = MAX_FDS_PER_PROCESS.saturating_add(2);
     if probe {
         let open = fstat(&fd_dir).map_or(0, |st| u64::try_from(st.st_size).unwrap_or(0));
         if (PROBE_MIN_FDS..=MAX_FDS_PER_PROCESS as u64).contains(&open) {
@@ -168,7 +170,10 @@ fn socket_fds(
             let probed = probe_fds(&fd_dir, open, &mut scratch.inodes)
                 .filter(|probed| seek(&fd_dir, SeekFrom::Start(probed.next.saturating_add(2))).is_ok());
             match probed {
-                Some(probed) => stats.socket_fds_seen += probed.sockets,
+                Some(probed) => {
+                    stats.socket_fds_seen += probed.sockets;
+                    left = left.saturating_sub(usize::try_from(open).unwrap_or(usize::MAX));
+                }
                 // Sparse, or the seek failed (the position is then still 0): list it all.
                 None => scratch.inodes.clear(),
             }
@@ -176,8 +181,6 @@ fn socket_fds(
     }
     let mut entries = RawDir::new(&fd_dir, &mut scratch.dirents);
     let mut link = [0u8; LINK_BUFFER_BYTES];
-    // `.` and `..` plus at most MAX_FDS_PER_PROCESS descriptors.
-    let mut left = MAX_FDS_PER_PROCESS.saturating_add(2);
     while left > 0
         && let Some(entry) = entries.next()
     {
