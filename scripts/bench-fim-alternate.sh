@@ -10,7 +10,9 @@
 #   CONFIG=fim.toml STATE=state ROUNDS=8 scripts/bench-fim-alternate.sh "check --fast" OLD NEW
 #
 # All builds share the state directory STATE (a baseline made beforehand with `fim init`), so
-# they compare the same rows; `init` replaces that baseline on each run.
+# they compare the same rows; `init` replaces that baseline on each run. With SEPARATE=1 each
+# build runs on its own copy of STATE instead: for `init`, whose writes (and the WAL they leave
+# for the next run to checkpoint) would otherwise fall on the build that runs after it.
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 \"init|check|check --fast\" BIN BIN..." >&2; exit 2; }
 CONFIG="${CONFIG:?CONFIG: a fim config file ([fim] paths = [...])}"
@@ -20,22 +22,39 @@ ARGS="$1"
 shift
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 2; }
 OUT="$(mktemp /tmp/gw-fimalt.XXXXXX)"
-trap 'rm -f "$OUT" "$OUT.err"' EXIT
+trap 'rm -rf "$OUT" "$OUT.err" "$OUT.states"' EXIT
+# The state directory each build runs on (by its position among the builds).
+states=()
+for ((b = 1; b <= $#; b++)); do
+  if [ "${SEPARATE:-0}" = 1 ]; then
+    mkdir -p "$OUT.states"
+    cp -a "$STATE" "$OUT.states/$b"
+    states+=("$OUT.states/$b")
+  else
+    states+=("$STATE")
+  fi
+done
+b=0
 for bin in "$@"; do
+  state="${states[$b]}"
+  b=$((b + 1))
   python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$bin"
   cat "$bin" >/dev/null
   # Exit 1 is a check that found changes; anything else is a failure, shown as it is.
   rc=0
   # shellcheck disable=SC2086
-  "$bin" fim --config "$CONFIG" $ARGS --state-dir "$STATE" --no-progress >/dev/null 2>"$OUT.err" || rc=$?
+  "$bin" fim --config "$CONFIG" $ARGS --state-dir "$state" --no-progress >/dev/null 2>"$OUT.err" || rc=$?
   [ "$rc" -le 1 ] || { echo "$bin fim $ARGS failed (exit $rc):" >&2; cat "$OUT.err" >&2; exit 1; }
 done
 for ((i = 0; i < ROUNDS; i++)); do
+  b=0
   for bin in "$@"; do
+    state="${states[$b]}"
+    b=$((b + 1))
     rc=0
     # shellcheck disable=SC2086
     /usr/bin/time -f "$bin %e %U %S %M" -a -o "$OUT" "$bin" fim --config "$CONFIG" $ARGS \
-      --state-dir "$STATE" --no-progress >/dev/null 2>&1 || rc=$?
+      --state-dir "$state" --no-progress >/dev/null 2>&1 || rc=$?
     [ "$rc" -le 1 ] || { echo "$bin fim $ARGS failed (exit $rc)" >&2; exit 1; }
   done
 done
