@@ -101,7 +101,7 @@ pub fn is_temporary(path: &Path) -> bool {
 
 /// Reads `host` through `root` and computes each of `algos` over it in one pass.
 pub fn read_content(root: &HostRoot, host: &Path, algos: &[DigestAlgo]) -> Content {
-    use md5::Digest as _;
+    use sha2::Digest as _;
     let meta = match root.symlink_metadata(host) {
         Ok(m) => m,
         Err(_) => return Content::default(),
@@ -112,7 +112,7 @@ pub fn read_content(root: &HostRoot, host: &Path, algos: &[DigestAlgo]) -> Conte
         return content;
     }
     let Ok((file, _)) = root.open(host) else { return content };
-    let mut md5 = algos.contains(&DigestAlgo::Md5).then(md5::Md5::new);
+    let mut md5 = algos.contains(&DigestAlgo::Md5).then(md5_many::Md5State::new);
     let mut sha1 = algos.contains(&DigestAlgo::Sha1).then(sha1::Sha1::new);
     let mut sha224 = algos.contains(&DigestAlgo::Sha224).then(sha2::Sha224::new);
     let mut sha256 = algos.contains(&DigestAlgo::Sha256).then(sha2::Sha256::new);

@@ -1482,6 +1482,8 @@ mod tests {
             5,
             0,
             4096,
+            4095,
+            2 * lane + 65,
         ];
         let mut expected = Vec::new();
         // Each size three times: more files than the MD5 lanes hold, when MD5s are taken.

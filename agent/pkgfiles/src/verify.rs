@@ -847,7 +847,7 @@ fn open_dir_follow(path: &Path) -> io::Result<File> {
 }
 
 enum Hasher {
-    Md5(md5::Md5),
+    Md5(md5_many::Md5State),
     Sha1(sha1::Sha1),
     Sha224(sha2::Sha224),
     Sha256(sha2::Sha256),
@@ -859,7 +859,7 @@ impl Hasher {
     fn new(algo: DigestAlgo) -> Self {
         use sha2::Digest;
         match algo {
-            DigestAlgo::Md5 => Self::Md5(md5::Md5::new()),
+            DigestAlgo::Md5 => Self::Md5(md5_many::Md5State::new()),
             DigestAlgo::Sha1 => Self::Sha1(sha1::Sha1::new()),
             DigestAlgo::Sha224 => Self::Sha224(sha2::Sha224::new()),
             DigestAlgo::Sha256 => Self::Sha256(sha2::Sha256::new()),
