@@ -1008,7 +1008,8 @@ fn worker_loop(
     // own once there are as many as the MD5 engine has SIMD lanes: MD5 is a single chain per
     // file at about 0.8 GB/s, 16 chains side by side run at about 6 (`guestward_digest`).
     let mut md5_lanes: Vec<InLane> = Vec::with_capacity(guestward_digest::MD5_LANES);
-    // Buffers of finished lanes, for the next: one allocation per thread and lane, not per file.
+    // Buffers of finished lanes, for the next: one allocation per thread and lane, not per file
+    // (of two sizes: the large-file lane's and the MD5 lanes').
     let mut spare: Vec<guestward_core::ReadBuffer> = Vec::new();
     // A lane's record, once it has read its file: checked and completed like any other read.
     let complete = |done: InLane,
@@ -1132,9 +1133,7 @@ fn worker_loop(
                 && let Some(file) = opened.take()
             {
                 account(size, &mut false);
-                let lane_buf = spare
-                    .pop()
-                    .unwrap_or_else(|| guestward_core::ReadBuffer::new(crate::record::LANE_BUFFER_BYTES));
+                let lane_buf = spare_buffer(&mut spare, crate::record::MD5_LANE_BUFFER_BYTES);
                 md5_lanes.push(InLane {
                     lane: Lane::new(file, size, read_opts, lane_buf),
                     job,
@@ -1162,9 +1161,7 @@ fn worker_loop(
                 && let Some(file) = opened.take()
             {
                 account(size, &mut false);
-                let lane_buf = spare
-                    .pop()
-                    .unwrap_or_else(|| guestward_core::ReadBuffer::new(crate::record::LANE_BUFFER_BYTES));
+                let lane_buf = spare_buffer(&mut spare, crate::record::LANE_BUFFER_BYTES);
                 let mut new =
                     InLane { lane: Lane::new(file, size, read_opts, lane_buf), job, stat, prev, read_opts };
                 let Some(mut old) = in_lane.take() else {
@@ -1208,6 +1205,14 @@ fn worker_loop(
         if !records.is_empty() && tx.send(Write::Records(records)).is_err() {
             return;
         }
+    }
+}
+
+/// A buffer of `len` bytes for a new lane: a finished lane's if one of that size is spare.
+fn spare_buffer(spare: &mut Vec<guestward_core::ReadBuffer>, len: usize) -> guestward_core::ReadBuffer {
+    match spare.iter().position(|b| b.len() == len) {
+        Some(i) => spare.swap_remove(i),
+        None => guestward_core::ReadBuffer::new(len),
     }
 }
 
@@ -1484,6 +1489,8 @@ mod tests {
             4096,
             4095,
             2 * lane + 65,
+            crate::record::MD5_LANE_BUFFER_BYTES - 1,
+            crate::record::MD5_LANE_BUFFER_BYTES + 65,
         ];
         let mut expected = Vec::new();
         // Each size three times: more files than the MD5 lanes hold, when MD5s are taken.
