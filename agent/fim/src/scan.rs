@@ -400,6 +400,7 @@ pub(crate) fn stage_with(
     } else {
         opts.threads
     };
+    let md5_lanes = md5_lanes_per_thread(threads);
     let counters = Counters::default();
     let links = &HardLinks::default();
     let limiter = Limiter { rate: opts.rate, start: Instant::now(), used: Mutex::new((0, 0)) };
@@ -453,7 +454,7 @@ pub(crate) fn stage_with(
                         counters,
                         limiter,
                         pacing,
-                        Lookups { baseline, rehash, prune, md5, links },
+                        Lookups { baseline, rehash, prune, md5, md5_lanes, links },
                     )
                 });
             match spawned {
@@ -854,7 +855,29 @@ struct Lookups<'a> {
     rehash: Rehash,
     prune: bool,
     md5: Option<WantsMd5<'a>>,
+    /// MD5 lanes the thread may hold (see [`md5_lanes_per_thread`]).
+    md5_lanes: usize,
     links: &'a HardLinks,
+}
+
+/// MD5 lanes each of `threads` hashing threads may hold, each an open file: all of
+/// [`guestward_digest::MD5_LANES`] unless that would take more than a quarter of the process's
+/// descriptor limit (`RLIMIT_NOFILE`, 1,024 for a service unless raised): with one thread per
+/// CPU, a 96-vCPU instance would otherwise hold 1,700 files open and fail to open the next.
+/// Fewer than three is none: MD5 chains go to SIMD lanes three at a time or more.
+fn md5_lanes_per_thread(threads: usize) -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    md5_lanes_within(soft, threads)
+}
+
+/// [`md5_lanes_per_thread`] under a descriptor limit of `soft`.
+fn md5_lanes_within(soft: u64, threads: usize) -> usize {
+    let budget = usize::try_from(soft / 4).unwrap_or(usize::MAX);
+    // The lane of a large file and the file read beside the lanes are open too.
+    let lanes = (budget / threads.max(1)).saturating_sub(2).min(guestward_digest::MD5_LANES);
+    if lanes < 3 { 0 } else { lanes }
 }
 
 /// Most inodes with several links remembered per scan: the links of one inode are nearly
@@ -988,7 +1011,7 @@ fn worker_loop(
     pacing: Pacing<'_>,
     lookups: Lookups<'_>,
 ) {
-    let Lookups { baseline, rehash, prune, md5, links } = lookups;
+    let Lookups { baseline, rehash, prune, md5, md5_lanes: max_md5_lanes, links } = lookups;
     let finish = Finish { tx, counters, links, prune };
     let mut buf = guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES);
     // Bytes about to be read, for the rate limit, the host's pace and the progress. Paced
@@ -1007,7 +1030,7 @@ fn worker_loop(
     // Files whose MD5 is taken (dpkg's, in a first baseline), read together in lanes of their
     // own once there are as many as the MD5 engine has SIMD lanes: MD5 is a single chain per
     // file at about 0.8 GB/s, 16 chains side by side run at about 6 (`guestward_digest`).
-    let mut md5_lanes: Vec<InLane> = Vec::with_capacity(guestward_digest::MD5_LANES);
+    let mut md5_lanes: Vec<InLane> = Vec::with_capacity(max_md5_lanes);
     // Buffers of finished lanes, for the next: one allocation per thread and lane, not per file
     // (of two sizes: the large-file lane's and the MD5 lanes').
     let mut spare: Vec<guestward_core::ReadBuffer> = Vec::new();
@@ -1128,6 +1151,7 @@ fn worker_loop(
             if linked.is_none()
                 && hashes
                 && read_opts.md5
+                && max_md5_lanes > 0
                 && stat.st_nlink == 1
                 && (MD5_LANE_MIN_BYTES..=read_opts.max_file_size_bytes).contains(&size)
                 && let Some(file) = opened.take()
@@ -1141,7 +1165,7 @@ fn worker_loop(
                     prev,
                     read_opts,
                 });
-                if md5_lanes.len() == guestward_digest::MD5_LANES
+                if md5_lanes.len() >= max_md5_lanes
                     && !read_md5_lanes(&mut md5_lanes, &mut |done| {
                         complete(done, &mut buf, &mut spare, &mut records)
                     })
@@ -1533,6 +1557,22 @@ mod tests {
                 assert_eq!(rec.md5, md5.then(|| md5::Md5::digest(content).into()), "{at}");
                 assert_eq!(rec.flags, 0, "{at}");
             }
+        }
+    }
+
+    /// The MD5 lanes of all hashing threads together stay within a quarter of the descriptor
+    /// limit: all 16 on the usual 1,024 and two threads, fewer on many threads, none when
+    /// fewer than three would be left, all 16 without a limit.
+    #[test]
+    fn md5_lanes_keep_to_a_quarter_of_the_descriptor_limit() {
+        for (soft, threads, lanes) in
+            [(1024, 2, 16), (1024, 1, 16), (1024, 16, 14), (1024, 48, 3), (1024, 64, 0), (1024, 96, 0)]
+                .into_iter()
+                .chain([(4096, 64, 14), (u64::MAX, 96, 16), (0, 2, 0), (1024, 0, 16)])
+        {
+            let got = md5_lanes_within(soft, threads);
+            assert_eq!(got, lanes, "limit {soft}, {threads} threads");
+            assert!(got == 0 || threads * (got + 2) <= usize::try_from(soft / 4).unwrap_or(usize::MAX));
         }
     }
 
