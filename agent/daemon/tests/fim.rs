@@ -258,3 +258,43 @@ fn the_daemon_groups_a_real_dpkg_install_and_flags_an_edit_outside_dpkg() {
     assert!(out.contains(&format!("package {name} 1.0-1 (dpkg): outside-package-manager")), "{out}");
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// A state directory that fills up during `fim init` ends the init with exit 2 and the store's
+/// error, promptly. It hung: the writer failed, the hashing threads stopped, and the walk waited
+/// forever for room in their queue. The full disk is a file-size limit here (`prlimit
+/// --fsize`, with SIGXFSZ ignored, so a write past it fails with EFBIG as one to a full disk
+/// fails with ENOSPC): no mount, no root.
+#[test]
+fn fim_init_fails_instead_of_hanging_when_the_state_directory_fills_up() {
+    let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("prlimit (util-linux) is needed");
+    let dir = tempfile::tempdir().unwrap();
+    let (root, config, state) = fim_root_setup(dir.path());
+    // Rows enough to outgrow the limit, in job batches enough to fill the walk's queue.
+    for d in 0..20 {
+        let sub = root.join(format!("etc/d{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..300 {
+            std::fs::write(sub.join(format!("file-with-a-longish-name-{f}")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("trap '' XFSZ; exec \"$@\"")
+        .arg("sh")
+        .arg(prlimit)
+        .arg("--fsize=262144")
+        .arg(env!("CARGO_BIN_EXE_guestward-agent"))
+        .arg("--config")
+        .arg(&config)
+        .args(["fim", "init", "--no-progress", "--root"])
+        .arg(&root)
+        .env_remove("GUESTWARD_LOG")
+        .env_remove("RUST_LOG");
+    let (code, out, err, _) = run_bounded(&mut cmd, std::time::Duration::from_secs(120));
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("fim.db") || err.contains(&state.display().to_string()), "names the store: {err}");
+    assert!(!out.contains("baseline: "), "no baseline claimed: {out}");
+}

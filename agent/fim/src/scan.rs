@@ -476,9 +476,16 @@ pub(crate) fn stage_with(
         // A full scan (not resumed: that compares each stat with its staged row in the walk)
         // opens the regular files getdents lists before examining them.
         let open_regular_first = opts.rehash == Rehash::All && !resume;
+        // The hashing threads hold the only receivers of the jobs: when they are all gone (the
+        // writer failed, and they stop on their next send to it), the walk's next send fails
+        // and the walk stops, instead of waiting forever for room in the queue.
+        drop(job_rx);
         for t in targets {
             if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 cancelled = true;
+                break;
+            }
+            if out.gone {
                 break;
             }
             walk_target(
@@ -598,7 +605,7 @@ fn walk_target(
     let mut stack = vec![(target.host.clone(), parent, name, stat, 0usize)];
     let mut dirents = vec![std::mem::MaybeUninit::<u8>::uninit(); DIRENT_BUFFER_BYTES];
     while let Some((host_dir, parent, name, seen, depth)) = stack.pop() {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        if out.gone || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return;
         }
         // Opened relative to its parent without following a symlink, and checked to be the
@@ -746,6 +753,9 @@ struct Out<'a> {
     pending_jobs: Vec<Job>,
     pending_bytes: u64,
     pending_records: Vec<(PathBuf, FileRecord)>,
+    /// The hashing threads or the writer are gone (the writer failed: a full disk, say): the
+    /// scan has failed, and the walk stops.
+    gone: bool,
 }
 
 impl<'a> Out<'a> {
@@ -757,6 +767,7 @@ impl<'a> Out<'a> {
             pending_jobs: Vec::with_capacity(JOB_BATCH),
             pending_bytes: 0,
             pending_records: Vec::new(),
+            gone: false,
         }
     }
 
@@ -784,7 +795,7 @@ impl<'a> Out<'a> {
     fn flush_records(&mut self) {
         if !self.pending_records.is_empty() {
             let batch = std::mem::replace(&mut self.pending_records, Vec::with_capacity(JOB_BATCH));
-            let _ = self.writes.send(Write::Records(batch));
+            self.gone |= self.writes.send(Write::Records(batch)).is_err();
         }
     }
 
@@ -796,7 +807,7 @@ impl<'a> Out<'a> {
         if !self.pending_jobs.is_empty() {
             let batch = std::mem::replace(&mut self.pending_jobs, Vec::with_capacity(JOB_BATCH));
             self.pending_bytes = 0;
-            let _ = self.jobs.send(batch);
+            self.gone |= self.jobs.send(batch).is_err();
         }
     }
 }
