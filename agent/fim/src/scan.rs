@@ -789,7 +789,7 @@ impl<'a> Out<'a> {
 
     fn carry_over(&mut self, dir: PathBuf) {
         self.flush_records();
-        let _ = self.writes.send(Write::CarryOver(dir));
+        self.gone |= self.writes.send(Write::CarryOver(dir)).is_err();
     }
 
     fn flush_records(&mut self) {
@@ -1039,8 +1039,9 @@ fn worker_loop(
     // One large file read in a lane while the next files are read (see `Lane`).
     let mut in_lane: Option<InLane> = None;
     // Files whose MD5 is taken (dpkg's, in a first baseline), read together in lanes of their
-    // own once there are as many as the MD5 engine has SIMD lanes: MD5 is a single chain per
-    // file at about 0.8 GB/s, 16 chains side by side run at about 6 (`guestward_digest`).
+    // own once there are `max_md5_lanes` of them (the engine's 16 SIMD lanes, unless the
+    // descriptor budget allows fewer): MD5 is a single chain per file at about 0.8 GB/s, 16
+    // chains side by side run at about 6 (`guestward_digest`).
     let mut md5_lanes: Vec<InLane> = Vec::with_capacity(max_md5_lanes);
     // Buffers of finished lanes, for the next: one allocation per thread and lane, not per file
     // (of two sizes: the large-file lane's and the MD5 lanes').
@@ -1075,9 +1076,10 @@ fn worker_loop(
             Err(_) => return,
         };
         let Ok(jobs) = jobs else {
-            // No more jobs: the file in the lane is read to its end alone, unless the scan
-            // was cancelled (a cancelled scan is compared with nothing; a resumed one reads
-            // what it did not stage).
+            // No more jobs: the file in the large-file lane is read to its end alone, and the
+            // MD5 lanes left are read together to their ends, unless the scan was cancelled (a
+            // cancelled scan is compared with nothing; a resumed one reads what it did not
+            // stage).
             if pacing.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return;
             }
@@ -1156,49 +1158,39 @@ fn worker_loop(
             };
             let linked = if hashes { links.find(&stat, read_opts.md5) } else { None };
             let size = u64::try_from(stat.st_size).unwrap_or(0);
-            // A file opened here whose MD5 is taken joins the MD5 lanes; once they are full,
-            // they are read together until one is done (and its record completed). Not one
-            // with other hard links, as below.
-            if linked.is_none()
-                && hashes
-                && read_opts.md5
-                && max_md5_lanes > 0
-                && stat.st_nlink == 1
-                && (MD5_LANE_MIN_BYTES..=read_opts.max_file_size_bytes).contains(&size)
+            // A file opened here is read in a lane, not by itself, when it is of one of two
+            // kinds. Never one with other hard links: those are met next, and find its record
+            // (`HardLinks`) only once it is read.
+            // - Its MD5 is taken: it joins the MD5 lanes; once they are full, they are read
+            //   together until one is done (and its record completed).
+            // - It is large: it is read alongside the next files when the large-file lane is
+            //   free, else together with the file in it until one of the two is read.
+            let laneable =
+                linked.is_none() && hashes && stat.st_nlink == 1 && size <= read_opts.max_file_size_bytes;
+            let md5_lane = read_opts.md5 && max_md5_lanes > 0 && size >= MD5_LANE_MIN_BYTES;
+            if laneable
+                && (md5_lane || size >= LANE_MIN_BYTES)
                 && let Some(file) = opened.take()
             {
                 account(size, &mut false);
-                let lane_buf = spare_buffer(&mut spare, crate::record::MD5_LANE_BUFFER_BYTES);
-                md5_lanes.push(InLane {
-                    lane: Lane::new(file, size, read_opts, lane_buf),
-                    job,
-                    stat,
-                    prev,
-                    read_opts,
-                });
-                if md5_lanes.len() >= max_md5_lanes
-                    && !read_md5_lanes(&mut md5_lanes, &mut |done| {
-                        complete(done, &mut buf, &mut spare, &mut records)
-                    })
-                {
-                    return;
+                let buf_len = if md5_lane {
+                    crate::record::MD5_LANE_BUFFER_BYTES
+                } else {
+                    crate::record::LANE_BUFFER_BYTES
+                };
+                let lane = Lane::new(file, size, read_opts, spare_buffer(&mut spare, buf_len));
+                let mut new = InLane { lane, job, stat, prev, read_opts };
+                if md5_lane {
+                    md5_lanes.push(new);
+                    if md5_lanes.len() >= max_md5_lanes
+                        && !read_md5_lanes(&mut md5_lanes, &mut |done| {
+                            complete(done, &mut buf, &mut spare, &mut records)
+                        })
+                    {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            // A large file opened here is read in a lane: alongside the next files when the
-            // lane is free, else together with the file in it until one of the two is read
-            // (and its record completed). Not one with other hard links: those are met next,
-            // and find its record (`HardLinks`) only once it is read.
-            if linked.is_none()
-                && hashes
-                && stat.st_nlink == 1
-                && (LANE_MIN_BYTES..=read_opts.max_file_size_bytes).contains(&size)
-                && let Some(file) = opened.take()
-            {
-                account(size, &mut false);
-                let lane_buf = spare_buffer(&mut spare, crate::record::LANE_BUFFER_BYTES);
-                let mut new =
-                    InLane { lane: Lane::new(file, size, read_opts, lane_buf), job, stat, prev, read_opts };
                 let Some(mut old) = in_lane.take() else {
                     in_lane = Some(new);
                     continue;
