@@ -298,3 +298,97 @@ fn fim_init_fails_instead_of_hanging_when_the_state_directory_fills_up() {
     assert!(err.contains("fim.db") || err.contains(&state.display().to_string()), "names the store: {err}");
     assert!(!out.contains("baseline: "), "no baseline claimed: {out}");
 }
+
+/// The trust anchor of an init run without root: a package file under a directory the agent may
+/// not search is not judged (whether it is there is not known), never reported as removed
+/// outside the package manager, while a package file really gone still is. Both used to be
+/// "missing": every package file under a 0700 directory (polkit's rules.d on Debian) came out
+/// as a high-severity finding. As root the binary runs as `nobody` (setpriv); as another user
+/// the directory is closed to its owner too (mode 000).
+#[test]
+fn fim_init_without_root_never_calls_an_unreachable_package_file_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    const NAME: &str = "fim_init_without_root_never_calls_an_unreachable_package_file_missing";
+    let setpriv_bin = setpriv();
+    if is_root() && setpriv_bin.is_none() {
+        guestward_core::testing::skip_or_fail(NAME, "setpriv (util-linux) is needed to drop root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (root, config, state) = fim_root_setup(dir.path());
+    // The agent keeps its state only in a directory of its own user.
+    std::fs::create_dir_all(&state).unwrap();
+    if is_root() {
+        let nobody = (nix::unistd::Uid::from_raw(65534), nix::unistd::Gid::from_raw(65534));
+        nix::unistd::chown(&state, Some(nobody.0), Some(nobody.1)).unwrap();
+    }
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let files = ["etc/gw/open/a", "etc/gw/closed/b", "etc/gw/gone"];
+    for f in files {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("content of /{f}\n")).unwrap();
+    }
+    let sums = std::process::Command::new("md5sum").current_dir(&root).args(files).output().unwrap();
+    assert!(sums.status.success(), "md5sum: {sums:?}");
+    let info = root.join("var/lib/dpkg/info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(info.join("gw-anchor.md5sums"), &sums.stdout).unwrap();
+    std::fs::write(
+        info.join("gw-anchor.list"),
+        "/.\n/etc\n/etc/gw\n/etc/gw/open\n/etc/gw/open/a\n/etc/gw/closed\n/etc/gw/closed/b\n/etc/gw/gone\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("var/lib/dpkg/status"),
+        "Package: gw-anchor\nStatus: install ok installed\nArchitecture: all\nVersion: 1.0\nDescription: test\n\n",
+    )
+    .unwrap();
+    std::fs::remove_file(root.join("etc/gw/gone")).unwrap();
+    let closed = root.join("etc/gw/closed");
+    // Reopened however the test ends, so that the temporary directory can be removed.
+    struct Reopen(std::path::PathBuf);
+    impl Drop for Reopen {
+        fn drop(&mut self) {
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+    let _reopen = Reopen(closed.clone());
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(if is_root() { 0o700 } else { 0o000 }))
+        .unwrap();
+
+    let agent_bin = env!("CARGO_BIN_EXE_guestward-agent");
+    let mut cmd = match setpriv_bin.filter(|_| is_root()) {
+        Some(setpriv) => {
+            let mut c = std::process::Command::new(setpriv);
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", agent_bin]);
+            c
+        }
+        None => std::process::Command::new(agent_bin),
+    };
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["fim", "init", "--json", "--no-progress", "--root"])
+        .arg(&root)
+        .env_remove("GUESTWARD_LOG")
+        .env_remove("RUST_LOG");
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let baseline = &report["summary"]["baseline"];
+    let flagged: Vec<&str> = baseline["package_mismatches"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{baseline}"))
+        .iter()
+        .filter_map(|m| m["path"].as_str())
+        .collect();
+    assert_eq!(flagged, vec!["/etc/gw/gone"], "{baseline}");
+    assert_eq!(baseline["package_mismatch_count"], 1, "{baseline}");
+    // The directory the agent could not read is named among the scan's problems.
+    let problems = report["summary"]["stats"]["problems"].as_array().cloned().unwrap_or_default();
+    assert!(
+        problems.iter().any(|p| p["path"] == "/etc/gw/closed" && p["code"] == "permission_denied"),
+        "{problems:?}"
+    );
+}

@@ -72,6 +72,11 @@ pub struct Content {
     pub digests: Vec<PackageDigest>,
     /// `st_mode` now.
     pub mode: Option<u32>,
+    /// It could not be looked at for a reason of the agent's own (a directory on its path it
+    /// may not search, no descriptor left, an I/O error): whether it is there is not known, so
+    /// it is judged unverified, never missing. A run without root would otherwise report every
+    /// package file under a 0700 directory as removed outside the package manager.
+    pub unexamined: bool,
 }
 
 /// Package manager temporaries (`*.dpkg-new`, rpm's `*;5f3a2b1c`, `*.rpmnew`): made and
@@ -99,15 +104,30 @@ pub fn is_temporary(path: &Path) -> bool {
     }
 }
 
+/// Whether a failed `lstat` says the path leads to nothing: it is not there, a component of it
+/// is no directory, or its symlinks loop. Those are the tree's shape (what a removal or a
+/// replacement leaves), not the agent's limits.
+fn is_absent(e: &guestward_core::HostFsError) -> bool {
+    use guestward_core::HostFsError;
+    match e {
+        HostFsError::NotFound { .. } | HostFsError::SymlinkLoop { .. } => true,
+        HostFsError::Io { source, .. } => {
+            matches!(source.raw_os_error(), Some(nix::libc::ENOTDIR | nix::libc::ENAMETOOLONG))
+        }
+        _ => false,
+    }
+}
+
 /// Reads `host` through `root` and computes each of `algos` over it in one pass.
 pub fn read_content(root: &HostRoot, host: &Path, algos: &[DigestAlgo]) -> Content {
     use sha2::Digest as _;
     let meta = match root.symlink_metadata(host) {
         Ok(m) => m,
-        Err(_) => return Content::default(),
+        Err(e) if is_absent(&e) => return Content::default(),
+        Err(_) => return Content { unexamined: true, ..Content::default() },
     };
     let mode = Some(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()));
-    let mut content = Content { present: true, digests: Vec::new(), mode };
+    let mut content = Content { present: true, digests: Vec::new(), mode, unexamined: false };
     if !meta.file_type().is_file() || meta.len() > MAX_DIGEST_BYTES || algos.is_empty() {
         return content;
     }
@@ -207,6 +227,10 @@ pub fn classify(
         }
     };
     let with_digest: Vec<&ExpectedFile> = expected.iter().filter(|e| e.digest.is_some()).collect();
+    if content.unexamined {
+        let e = with_digest.first().copied().unwrap_or(first);
+        return Some(attribution(e, ChangeOrigin::Unverified, e.digest.clone()));
+    }
     if !content.present {
         // The package still lists it, but it is gone.
         let e = with_digest.first().copied().unwrap_or(first);
@@ -745,6 +769,33 @@ mod tests {
         let link = read_content(&root, Path::new("/l"), &[DigestAlgo::Md5]);
         assert!(link.present && link.digests.is_empty(), "a symlink is never followed nor hashed");
         assert!(!read_content(&root, Path::new("/missing"), &[DigestAlgo::Md5]).present);
+    }
+
+    /// A path that leads to nothing is missing: not there, through a file where a directory
+    /// was, through symlinks that loop. What the agent could not look at is unexamined, and
+    /// judged unverified, never missing (a directory it may not search: the agent's end-to-end
+    /// test `fim_init_without_root_never_calls_an_unreachable_package_file_missing`).
+    #[test]
+    fn only_a_path_that_leads_to_nothing_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink("loop-b", dir.path().join("loop-a")).unwrap();
+        std::os::unix::fs::symlink("loop-a", dir.path().join("loop-b")).unwrap();
+        let root = HostRoot::new(dir.path()).unwrap();
+        for path in ["/missing", "/file/below-a-file", "/loop-a/x", "/missing-dir/x"] {
+            let c = read_content(&root, Path::new(path), &[DigestAlgo::Md5]);
+            assert_eq!(c, Content::default(), "{path}");
+        }
+        let e = expected(Some(PackageDigest { algo: DigestAlgo::Md5, hex: "0".repeat(32) }), false);
+        let gone = classify(std::slice::from_ref(&e), &Content::default(), true, false, None).unwrap();
+        assert_eq!(gone.origin, ChangeOrigin::OutsidePackageManager);
+        let unexamined = Content { unexamined: true, ..Content::default() };
+        for conffile in [false, true] {
+            let e = expected(e.digest.clone(), conffile);
+            let judged = classify(std::slice::from_ref(&e), &unexamined, true, false, None).unwrap();
+            assert_eq!(judged.origin, ChangeOrigin::Unverified, "conffile: {conffile}");
+            assert_eq!(judged.actual, None);
+        }
     }
 
     #[test]

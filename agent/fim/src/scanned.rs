@@ -171,7 +171,7 @@ impl ScannedContent<'_> {
         }
         // `st_mode` as the file's own stat gives it: a regular file's type bits and the mode.
         let mode = Some(nix::libc::S_IFREG | rec.mode);
-        Some(Content { present: true, digests, mode })
+        Some(Content { present: true, digests, mode, unexamined: false })
     }
 }
 
