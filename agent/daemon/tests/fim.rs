@@ -359,21 +359,25 @@ fn fim_init_without_root_never_calls_an_unreachable_package_file_missing() {
         .unwrap();
 
     let agent_bin = env!("CARGO_BIN_EXE_guestward-agent");
-    let mut cmd = match setpriv_bin.filter(|_| is_root()) {
-        Some(setpriv) => {
-            let mut c = std::process::Command::new(setpriv);
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", agent_bin]);
-            c
-        }
-        None => std::process::Command::new(agent_bin),
+    let init = |json: bool| {
+        let mut cmd = match setpriv_bin.filter(|_| is_root()) {
+            Some(setpriv) => {
+                let mut c = std::process::Command::new(setpriv);
+                c.args(["--reuid=65534", "--regid=65534", "--clear-groups", agent_bin]);
+                c
+            }
+            None => std::process::Command::new(agent_bin),
+        };
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["fim", "init", "--no-progress", "--root"])
+            .arg(&root)
+            .args(json.then_some("--json"))
+            .env_remove("GUESTWARD_LOG")
+            .env_remove("RUST_LOG");
+        run(&mut cmd)
     };
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["fim", "init", "--json", "--no-progress", "--root"])
-        .arg(&root)
-        .env_remove("GUESTWARD_LOG")
-        .env_remove("RUST_LOG");
-    let (code, out, err) = run(&mut cmd);
+    let (code, out, err) = init(true);
     assert_eq!(code, 0, "{out}{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     let baseline = &report["summary"]["baseline"];
@@ -391,4 +395,11 @@ fn fim_init_without_root_never_calls_an_unreachable_package_file_missing() {
         problems.iter().any(|p| p["path"] == "/etc/gw/closed" && p["code"] == "permission_denied"),
         "{problems:?}"
     );
+    // The same in words (an init over that baseline): the gap named where the baseline's size
+    // is, and on stderr.
+    let (code, out, err) = init(false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(", 1 unreadable (see --json)"), "{out}");
+    assert!(out.contains("PACKAGE MISMATCH: /etc/gw/gone (") && !out.contains("/etc/gw/closed/b"), "{out}");
+    assert!(err.contains("/etc/gw/closed: Permission denied"), "{err}");
 }

@@ -184,12 +184,18 @@ fn run_inner(
         let s = &report.summary.stats;
         writeln!(
             out,
-            "baseline: {} entries, {} MiB hashed in {:.2} s{}",
+            "baseline: {} entries, {} MiB hashed in {:.2} s{}{}",
             s.entries,
             s.bytes_hashed >> 20,
             s.duration_ms as f64 / 1000.0,
             if s.resumed > 0 {
                 format!(" ({} resumed from the interrupted run)", s.resumed)
+            } else {
+                String::new()
+            },
+            // What the baseline lacks is said where its size is: each is also on stderr.
+            if s.problem_count > 0 {
+                format!(", {} unreadable (see --json)", s.problem_count)
             } else {
                 String::new()
             }
