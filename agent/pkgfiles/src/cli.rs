@@ -13,9 +13,10 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  every package file checked matches its package
   1  mismatches: changed files, changed conffiles or missing files (listed on stdout)
-  2  error: no dpkg or rpm database under the root, --root is not a directory, a --package
-     that is not installed; or (without mismatches) files that could not be checked
-     (unreadable, over the size cap), listed on stderr";
+  2  error: no dpkg or rpm database under the root, or none of its packages could be read
+     (why is printed), --root is not a directory, a --package that is not installed; or
+     (without mismatches) files that could not be checked (unreadable, over the size cap),
+     listed on stderr";
 
 /// One line for `guestward-agent fim --help`.
 pub const EXIT_CODES_LINE: &str =

@@ -102,6 +102,9 @@ pub struct Index {
     /// file shared?" for each of 100k package files is a search of a short, cached list.
     shared: Vec<u64>,
     cache: Mutex<Vec<(u32, Arc<RpmPackageFiles>)>>,
+    /// Problems the load met (what they are is [`Self::load`]'s to return): with no package
+    /// indexed, they tell a database that could not be read from none at all.
+    load_problems: usize,
 }
 
 /// FNV-1a, 64 bits: fixed (unlike `std`'s hasher, whose output may change between Rust
@@ -179,6 +182,7 @@ impl Index {
             keys: Vec::new(),
             shared: Vec::new(),
             cache: Mutex::new(Vec::new()),
+            load_problems: 0,
         }
     }
 
@@ -204,7 +208,13 @@ impl Index {
         index.shared = shared_bases(&keys);
         index.keys = keys;
         index.packages.shrink_to_fit();
+        index.load_problems = problems.len();
         (index, problems)
+    }
+
+    /// How many problems the load met (see [`Self::load`]).
+    pub fn load_problems(&self) -> usize {
+        self.load_problems
     }
 
     fn add_package(&mut self, p: IndexedPackage, problems: &mut Vec<Problem>) -> Option<u32> {

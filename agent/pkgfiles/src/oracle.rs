@@ -298,7 +298,12 @@ impl PackageOracle for Oracle {
     ) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
         let index = self.index();
         if index.packages().is_empty() {
-            return Err("no dpkg or rpm database under the root".to_string());
+            return Err(match index.load_problems() {
+                0 => "no dpkg or rpm database under the root".to_string(),
+                n => format!(
+                    "no package of the dpkg or rpm database under the root could be read ({n} problem(s): `guestward-agent fim verify-packages` names them)"
+                ),
+            });
         }
         let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 8);
         let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Vec<VerifyJob>>(VERIFY_QUEUE / VERIFY_BATCH);

@@ -211,6 +211,14 @@ pub enum VerifyError {
         /// The root.
         root: String,
     },
+    /// A package database is there, but none of its packages could be read.
+    #[error("no package of the database under {root} could be read: {}", problems.join("; "))]
+    Unreadable {
+        /// The root.
+        root: String,
+        /// What the load met, the first few.
+        problems: Vec<String>,
+    },
     /// `--package` named packages that are not installed.
     #[error("not installed: {0}")]
     UnknownPackages(String),
@@ -236,7 +244,20 @@ enum Outcome {
 pub fn verify_root(root: &HostRoot, opts: &Options, progress: &Progress) -> Result<Report, VerifyError> {
     let started = Instant::now();
     let (index, problems) = Index::load(root);
-    let mut report = verify(&index, opts, progress)?;
+    let mut report = match verify(&index, opts, progress) {
+        Ok(r) => r,
+        // Say why, not only that there is nothing: a database whose every file list was refused
+        // (over its size cap, unreadable) is not an absent one.
+        Err(VerifyError::NoDatabase { root }) if !problems.is_empty() => {
+            const SHOWN: usize = 3;
+            let mut shown: Vec<String> = problems.iter().take(SHOWN).map(|p| p.message.clone()).collect();
+            if problems.len() > SHOWN {
+                shown.push(format!("and {} more", problems.len() - SHOWN));
+            }
+            return Err(VerifyError::Unreadable { root, problems: shown });
+        }
+        Err(e) => return Err(e),
+    };
     let mut all = problems;
     all.append(&mut report.problems);
     report.problems = all;

@@ -442,6 +442,24 @@ fn cli_output_and_exit_codes_on_the_fixture_tree() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(run_with(&a, &mut out, &mut err), 2);
     assert!(String::from_utf8_lossy(&err).contains("no package database"));
+    // A database none of whose packages can be read (every file list refused: here a
+    // directory where `.list` should be): exit 2, saying why, not that there is none.
+    for name in ["gw-alpha.list", "gw-beta.list"] {
+        let list = tree.path().join("var/lib/dpkg/info").join(name);
+        std::fs::remove_file(&list).unwrap();
+        std::fs::create_dir(&list).unwrap();
+    }
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_with(&args(false, &[]), &mut out, &mut err), 2);
+    let err = String::from_utf8_lossy(&err);
+    assert!(err.contains("no package of the database under") && err.contains("gw-alpha.list"), "{err}");
+    assert!(!err.contains("no package database under"), "{err}");
+    // The FIM trust anchor says the same in its own words.
+    let root = HostRoot::new(tree.path()).unwrap();
+    let (oracle, _) = guestward_pkgfiles::Oracle::load(root);
+    use guestward_fim::package::PackageOracle;
+    let why = oracle.verify_under(&["/".into()], &NothingKnown).unwrap_err();
+    assert!(why.contains("could be read (2 problem(s)"), "{why}");
 }
 
 #[test]
