@@ -46,7 +46,7 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite error on the database file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}{}", path.display(), space_hint(path, source))]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -73,6 +73,40 @@ pub enum StoreError {
         /// What is wrong with it.
         fault: RowFault,
     },
+}
+
+/// Below this much room on the state directory's filesystem, a failed write says so.
+const LOW_SPACE_BYTES: u64 = 16 << 20;
+
+/// When SQLite failed to write (full, or an I/O error, which is how some writes to a full
+/// filesystem come back: `fim check` on a full disk said only "disk I/O error"), how little
+/// room the filesystem holding `db` has left, read now. Empty for any other error, or when
+/// there is room.
+fn space_hint(db: &Path, e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
+    let rusqlite::Error::SqliteFailure(f, _) = e else { return String::new() };
+    if !matches!(f.code, DiskFull | SystemIoFailure) {
+        return String::new();
+    }
+    let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // What the agent's own user may still use (`f_bavail`: root's reserve is not ours).
+    let free = nix::sys::statvfs::statvfs(dir)
+        .ok()
+        .map(|st| u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())));
+    low_space_words(free)
+}
+
+/// [`space_hint`]'s words for `free` bytes left (`None`: not known).
+fn low_space_words(free: Option<u64>) -> String {
+    match free {
+        Some(free) if free < LOW_SPACE_BYTES => {
+            format!(
+                " (the filesystem holding it has {} KiB left: free some space, then run it again)",
+                free >> 10
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 /// Why one stored row cannot be used.
@@ -1541,6 +1575,35 @@ fn decode_xattrs(mut b: &[u8]) -> Result<Xattrs, String> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// A write that failed for want of room says how little is left; other errors, and a
+    /// filesystem with room, add nothing to SQLite's words.
+    #[test]
+    fn a_failed_write_on_a_full_filesystem_says_how_little_room_is_left() {
+        assert_eq!(
+            low_space_words(Some(4096)),
+            " (the filesystem holding it has 4 KiB left: free some space, then run it again)"
+        );
+        assert_eq!(low_space_words(Some(LOW_SPACE_BYTES)), "");
+        assert_eq!(low_space_words(None), "");
+        let failure =
+            |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error { code, extended_code: 0 }, None);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("fim.db");
+        // Whatever this machine's free space, a constraint failure is no matter of room.
+        assert_eq!(space_hint(&db, &failure(rusqlite::ErrorCode::ConstraintViolation)), "");
+        assert_eq!(space_hint(&db, &rusqlite::Error::InvalidQuery), "");
+        // The words come with the error itself.
+        let free = nix::sys::statvfs::statvfs(dir.path()).unwrap();
+        let left = u64::from(free.blocks_available()) * u64::from(free.fragment_size());
+        let e = StoreError::Sqlite { path: db.clone(), source: failure(rusqlite::ErrorCode::DiskFull) };
+        assert_eq!(
+            e.to_string().contains("KiB left: free some space"),
+            left < LOW_SPACE_BYTES,
+            "{e} ({left} bytes free)"
+        );
+        assert!(e.to_string().starts_with(&format!("{}: ", db.display())), "{e}");
+    }
 
     fn rec(size: u64) -> FileRecord {
         FileRecord {
