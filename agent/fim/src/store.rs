@@ -82,6 +82,8 @@ const LOW_SPACE_BYTES: u64 = 16 << 20;
 /// filesystem come back: `fim check` on a full disk said only "disk I/O error"), how little
 /// room the filesystem holding `db` has left, read now. Empty for any other error, or when
 /// there is room.
+// `fsblkcnt_t` and `c_ulong` are `u64` here, 32 bits on other targets.
+#[allow(clippy::useless_conversion)]
 fn space_hint(db: &Path, e: &rusqlite::Error) -> String {
     use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
     let rusqlite::Error::SqliteFailure(f, _) = e else { return String::new() };
@@ -1595,6 +1597,7 @@ mod tests {
         assert_eq!(space_hint(&db, &rusqlite::Error::InvalidQuery), "");
         // The words come with the error itself.
         let free = nix::sys::statvfs::statvfs(dir.path()).unwrap();
+        #[allow(clippy::useless_conversion)]
         let left = u64::from(free.blocks_available()) * u64::from(free.fragment_size());
         let e = StoreError::Sqlite { path: db.clone(), source: failure(rusqlite::ErrorCode::DiskFull) };
         assert_eq!(
