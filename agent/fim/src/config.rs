@@ -55,7 +55,9 @@ pub enum Attribute {
     Inode,
     /// Symlink target.
     LinkTarget,
-    /// Extended attributes, including `security.selinux` and `security.capability`.
+    /// Extended attributes, including `security.selinux` and `security.capability`: the first
+    /// 64 by name with their values, and any others as one entry, `guestward.beyond`, that
+    /// counts them and gives the SHA-256 of their names and values.
     Xattrs,
     /// File type (file, directory, symlink...). Always checked; listing it is allowed.
     Type,

@@ -85,9 +85,24 @@ pub const LANE_BUFFER_BYTES: usize = 32 * 1024;
 pub const MD5_LANE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Largest extended attribute value kept (the kernel's own limit is 64 KiB).
-const MAX_XATTR_VALUE: usize = 64 * 1024;
-/// Most extended attributes kept per file.
+pub(crate) const MAX_XATTR_VALUE: usize = 64 * 1024;
+/// Most extended attributes kept per file, name and value: the first by name. The others are
+/// folded into one entry, [`XATTRS_BEYOND`].
 const MAX_XATTRS: usize = 64;
+/// The name of the entry that stands for the attributes after the first [`MAX_XATTRS`]: its
+/// value says how many there are and gives the SHA-256 of their names and values. No real
+/// attribute can have this name: the kernel accepts only the `user.`, `trusted.`, `security.`
+/// and `system.` namespaces.
+pub const XATTRS_BEYOND: &[u8] = b"guestward.beyond";
+/// Entries a record's attributes may hold: [`MAX_XATTRS`] and [`XATTRS_BEYOND`] (the store
+/// takes a row with more for damage).
+pub(crate) const MAX_XATTR_ENTRIES: usize = MAX_XATTRS + 1;
+/// Bytes of values read for the attributes beyond the first [`MAX_XATTRS`]: past them only
+/// their names are hashed. A file planted with thousands of large attributes costs a scan
+/// this much more, no more.
+const MAX_XATTR_BYTES_BEYOND: usize = 1 << 20;
+/// Names listed at most (the kernel's list of one file is at most 64 KiB of names).
+const MAX_XATTR_NAMES: usize = 8192;
 
 /// Everything recorded about one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -655,26 +670,63 @@ type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn read_xattrs_fd(file: &File) -> io::Result<Option<Xattrs>> {
     use xattr::FileExt;
-    let mut out = Vec::new();
-    for name in file.list_xattr()?.take(MAX_XATTRS) {
-        let mut value = file.get_xattr(&name)?.unwrap_or_default();
-        value.truncate(MAX_XATTR_VALUE);
-        out.push((name.into_encoded_bytes(), value));
-    }
-    out.sort();
-    Ok(Some(out))
+    collect_xattrs(file.list_xattr()?, |name| file.get_xattr(name)).map(Some)
 }
 
 fn read_xattrs(real: &Path) -> io::Result<Xattrs> {
     // `xattr::list`/`get` use llistxattr/lgetxattr: a symlink's own attributes, never its
     // target's.
-    let mut out = Vec::new();
-    for name in xattr::list(real)?.take(MAX_XATTRS) {
-        let mut value = xattr::get(real, &name)?.unwrap_or_default();
+    collect_xattrs(xattr::list(real)?, |name| xattr::get(real, name))
+}
+
+/// The attributes named by `names`, their values read with `get`: the first [`MAX_XATTRS`] by
+/// name as they are, the rest folded into one [`XATTRS_BEYOND`] entry. Keeping only the first
+/// 64 the kernel listed left a change to any other seen through the ctime alone, and which 64
+/// were kept depended on the kernel's order.
+fn collect_xattrs(
+    names: impl Iterator<Item = std::ffi::OsString>,
+    get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
+) -> io::Result<Xattrs> {
+    let mut names: Vec<std::ffi::OsString> = names.take(MAX_XATTR_NAMES).collect();
+    names.sort();
+    let beyond = names.split_off(names.len().min(MAX_XATTRS));
+    let mut out = Vec::with_capacity(names.len() + 1);
+    for name in names {
+        let mut value = get(&name)?.unwrap_or_default();
         value.truncate(MAX_XATTR_VALUE);
         out.push((name.into_encoded_bytes(), value));
     }
-    out.sort();
+    if !beyond.is_empty() {
+        use sha2::Digest as _;
+        let mut digest = sha2::Sha256::new();
+        let (mut budget, mut unread) = (MAX_XATTR_BYTES_BEYOND, 0usize);
+        for name in &beyond {
+            // Each name and value with its length, so that no two lists hash alike.
+            let name = name.as_encoded_bytes();
+            digest.update((name.len() as u64).to_le_bytes());
+            digest.update(name);
+            let value = match budget {
+                0 => None,
+                _ => get(OsStr::from_bytes(name))?,
+            };
+            match value {
+                Some(mut v) => {
+                    v.truncate(MAX_XATTR_VALUE.min(budget));
+                    budget -= v.len();
+                    digest.update((v.len() as u64).to_le_bytes());
+                    digest.update(&v);
+                }
+                None if budget == 0 => unread += 1,
+                None => digest.update(u64::MAX.to_le_bytes()),
+            }
+        }
+        let mut summary = format!("{} more, sha256 {}", beyond.len(), hex(&digest.finalize()));
+        if unread > 0 {
+            summary.push_str(&format!(" (the values of {unread} not read: names only)"));
+        }
+        out.push((XATTRS_BEYOND.to_vec(), summary.into_bytes()));
+        out.sort();
+    }
     Ok(out)
 }
 
@@ -682,6 +734,99 @@ fn read_xattrs(real: &Path) -> io::Result<Xattrs> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// More attributes than are kept one by one: the first 64 by name whatever order they are
+    /// listed in, the rest folded into one entry that changes with any of their values, and
+    /// reading their values stops at the byte budget.
+    #[test]
+    fn attributes_beyond_the_first_64_are_folded_into_one_entry_that_any_change_moves() {
+        use std::collections::BTreeMap;
+        use std::ffi::OsString;
+        let attrs: BTreeMap<OsString, Vec<u8>> = (0..70)
+            .map(|i| (OsString::from(format!("user.a{i:03}")), format!("v{i}").into_bytes()))
+            .collect();
+        let collect = |attrs: &BTreeMap<OsString, Vec<u8>>, reversed: bool| {
+            let mut names: Vec<OsString> = attrs.keys().cloned().collect();
+            if reversed {
+                names.reverse();
+            }
+            collect_xattrs(names.into_iter(), |n| Ok(attrs.get(n).cloned())).unwrap()
+        };
+        let got = collect(&attrs, false);
+        assert_eq!(got.len(), 65);
+        assert_eq!(got, collect(&attrs, true), "the kernel's order does not matter");
+        let beyond = &got.iter().find(|(n, _)| n == XATTRS_BEYOND).unwrap().1;
+        assert!(String::from_utf8_lossy(beyond).starts_with("6 more, sha256 "), "{beyond:?}");
+        let kept: Vec<&[u8]> =
+            got.iter().map(|(n, _)| n.as_slice()).filter(|n| *n != XATTRS_BEYOND).collect();
+        assert_eq!(kept.first(), Some(&&b"user.a000"[..]));
+        assert_eq!(kept.last(), Some(&&b"user.a063"[..]));
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(got, sorted, "sorted by name, the folded entry among them");
+        // A value beyond the first 64 changed, one added, one removed: each moves the entry.
+        let mut changed = attrs.clone();
+        changed.insert("user.a067".into(), b"changed".to_vec());
+        let mut added = attrs.clone();
+        added.insert("user.a070".into(), Vec::new());
+        let mut removed = attrs.clone();
+        removed.remove(OsStr::new("user.a069"));
+        for other in [&changed, &added, &removed] {
+            assert_ne!(collect(other, false), got);
+        }
+        // Within 64: nothing folded.
+        let few: BTreeMap<OsString, Vec<u8>> =
+            attrs.iter().take(64).map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert!(collect(&few, false).iter().all(|(n, _)| n != XATTRS_BEYOND));
+
+        // Large values beyond the first 64: read up to the budget, then names only.
+        let big: BTreeMap<OsString, Vec<u8>> = (0..100)
+            .map(|i| (OsString::from(format!("user.b{i:03}")), vec![i as u8; MAX_XATTR_VALUE]))
+            .collect();
+        let read = std::cell::Cell::new(0usize);
+        let got = collect_xattrs(big.keys().cloned(), |n| {
+            let v = big.get(n).cloned();
+            read.set(read.get() + v.as_ref().map_or(0, Vec::len));
+            Ok(v)
+        })
+        .unwrap();
+        let beyond =
+            String::from_utf8_lossy(&got.iter().find(|(n, _)| n == XATTRS_BEYOND).unwrap().1).into_owned();
+        assert!(
+            beyond.starts_with("36 more, sha256 ")
+                && beyond.ends_with("(the values of 20 not read: names only)"),
+            "{beyond}"
+        );
+        assert!(read.get() <= 64 * MAX_XATTR_VALUE + MAX_XATTR_BYTES_BEYOND, "{} bytes read", read.get());
+    }
+
+    /// The same through a real file's attributes, read from its descriptor.
+    #[test]
+    fn a_real_file_with_more_than_64_attributes_records_the_rest_folded() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        for i in 0..80 {
+            if let Err(e) = xattr::set(&path, format!("user.x{i:02}"), b"1") {
+                guestward_core::testing::skip_or_fail(
+                    "a_real_file_with_more_than_64_attributes_records_the_rest_folded",
+                    &format!("user attributes on {}: {e}", dir.path().display()),
+                );
+                return;
+            }
+        }
+        let before = read_xattrs_fd(&File::open(&path).unwrap()).unwrap().unwrap();
+        assert_eq!(before.len(), 65);
+        xattr::set(&path, "user.x75", b"2").unwrap();
+        let after = read_xattrs_fd(&File::open(&path).unwrap()).unwrap().unwrap();
+        let beyond = |x: &Xattrs| x.iter().find(|(n, _)| n.as_slice() == XATTRS_BEYOND).cloned().unwrap();
+        assert_ne!(beyond(&before), beyond(&after), "the 76th attribute's change is seen");
+        assert_eq!(
+            before.iter().filter(|(n, _)| OsStr::from_bytes(n) != OsStr::from_bytes(XATTRS_BEYOND)).count(),
+            64
+        );
+    }
 
     /// The record of `name` in `d`, completed from a lane's read of `file` with `digests`.
     fn completed(

@@ -1395,11 +1395,11 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Limits the record reader applies (`record.rs`): a stored row beyond them was not written
-/// by the agent.
-const MAX_XATTRS: usize = 64;
+// Limits the record reader applies (`record.rs`): a stored row beyond them was not written by
+// the agent.
+use crate::record::{MAX_XATTR_ENTRIES, MAX_XATTR_VALUE};
+/// Longest attribute name: the kernel's `XATTR_NAME_MAX`.
 const MAX_XATTR_NAME: usize = 255;
-const MAX_XATTR_VALUE: usize = 64 * 1024;
 /// `PATH_MAX`: the longest symlink target the kernel returns.
 const MAX_LINK_TARGET: usize = 4096;
 const KNOWN_FLAGS: i64 = (FLAG_HASH_SKIPPED | FLAG_UNSTABLE | FLAG_UNREADABLE) as i64;
@@ -1563,8 +1563,8 @@ fn decode_xattrs(mut b: &[u8]) -> Result<Xattrs, String> {
         Ok(v)
     };
     while !b.is_empty() {
-        if out.len() >= MAX_XATTRS {
-            return Err(format!("more than {MAX_XATTRS} attributes"));
+        if out.len() >= MAX_XATTR_ENTRIES {
+            return Err(format!("more than {MAX_XATTR_ENTRIES} attribute entries"));
         }
         let n = take(&mut b, "name", MAX_XATTR_NAME)?;
         let v = take(&mut b, "value", MAX_XATTR_VALUE)?;
@@ -1625,6 +1625,26 @@ mod tests {
             flags: 0,
             md5: None,
         }
+    }
+
+    /// A record with as many attribute entries as the reader makes (64 and the folded rest)
+    /// is stored and read back as it was; one with more was not written by the agent.
+    #[test]
+    fn a_record_with_the_folded_attribute_entry_round_trips_and_one_more_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut full = rec(1);
+        let mut xattrs: Xattrs =
+            (0..64).map(|i| (format!("user.a{i:02}").into_bytes(), b"v".to_vec())).collect();
+        xattrs.push((crate::record::XATTRS_BEYOND.to_vec(), b"9 more, sha256 00".to_vec()));
+        full.xattrs = Some(xattrs.clone());
+        store.put(Path::new("/full"), &full).unwrap();
+        assert_eq!(store.get(Path::new("/full")).unwrap(), Some(full.clone()));
+        xattrs.push((b"user.zz".to_vec(), Vec::new()));
+        full.xattrs = Some(xattrs);
+        store.put(Path::new("/over"), &full).unwrap();
+        let e = store.get(Path::new("/over")).unwrap_err().to_string();
+        assert!(e.contains("more than 65 attribute entries"), "{e}");
     }
 
     /// The statements spelled out at compile time are the ones the general form would build.
