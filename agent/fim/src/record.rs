@@ -101,8 +101,9 @@ pub(crate) const MAX_XATTR_ENTRIES: usize = MAX_XATTRS + 1;
 /// their names are hashed. A file planted with thousands of large attributes costs a scan
 /// this much more, no more.
 const MAX_XATTR_BYTES_BEYOND: usize = 1 << 20;
-/// Names listed at most (the kernel's list of one file is at most 64 KiB of names).
-const MAX_XATTR_NAMES: usize = 8192;
+/// Names listed at most: all a kernel list can hold (64 KiB, 9,362 names of the shortest
+/// form, `user.x`), so that none escapes the sort and the hash.
+const MAX_XATTR_NAMES: usize = 10_000;
 
 /// Everything recorded about one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
