@@ -193,12 +193,8 @@ fn run_inner(
             } else {
                 String::new()
             },
-            // What the baseline lacks is said where its size is: each is also on stderr.
-            if s.problem_count > 0 {
-                format!(", {} unreadable (see --json)", s.problem_count)
-            } else {
-                String::new()
-            }
+            // Each unreadable entry is also on stderr.
+            s.unreadable_note()
         )
         .and_then(|()| writeln!(out, "{}", report.summary.baseline.human_line()))
         .and_then(|()| {

@@ -510,6 +510,17 @@ pub struct ScanStats {
     pub reused: u64,
 }
 
+impl ScanStats {
+    /// `, N unreadable (see --json)` when entries could not be read, for the summary lines of
+    /// `check` and `init`: what a baseline lacks is said where its size is.
+    pub fn unreadable_note(&self) -> String {
+        match self.problem_count {
+            0 => String::new(),
+            n => format!(", {n} unreadable (see --json)"),
+        }
+    }
+}
+
 /// Which entries a scan reads again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -866,11 +877,7 @@ impl CheckReport {
                     s.files_hashed, s.reused
                 ),
             },
-            if s.problem_count > 0 {
-                format!(", {} unreadable (see --json)", s.problem_count)
-            } else {
-                String::new()
-            },
+            s.unreadable_note(),
         )?;
         if counts.folded_directories > 0 {
             let n = counts.folded_directories;

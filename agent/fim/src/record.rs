@@ -691,7 +691,8 @@ fn collect_xattrs(
     let mut names: Vec<std::ffi::OsString> = names.take(MAX_XATTR_NAMES).collect();
     names.sort();
     let beyond = names.split_off(names.len().min(MAX_XATTRS));
-    let mut out = Vec::with_capacity(names.len() + 1);
+    // Most files have no attributes: no allocation for them.
+    let mut out = Vec::with_capacity(names.len() + usize::from(!beyond.is_empty()));
     for name in names {
         let mut value = get(&name)?.unwrap_or_default();
         value.truncate(MAX_XATTR_VALUE);
