@@ -101,6 +101,19 @@ impl HostFsError {
         }
     }
 
+    /// This error as an [`io::Error`] that keeps its errno (`ENOENT`, `EACCES`, `ELOOP`, or the
+    /// underlying error), for callers that decide by it. The message is then the kernel's:
+    /// the caller names the file.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            Self::NotFound { .. } => io::Error::from_raw_os_error(Errno::ENOENT as i32),
+            Self::PermissionDenied { .. } => io::Error::from_raw_os_error(Errno::EACCES as i32),
+            Self::SymlinkLoop { .. } => io::Error::from_raw_os_error(Errno::ELOOP as i32),
+            Self::Io { source, .. } => source,
+            e @ (Self::TooLarge { .. } | Self::NotRegularFile { .. }) => io::Error::other(e.to_string()),
+        }
+    }
+
     /// A stable machine-readable code for reports.
     pub fn code(&self) -> &'static str {
         match self {

@@ -167,7 +167,7 @@ pub fn locate(root: &HostRoot, rule: &Rule, host: &Path) -> io::Result<Located> 
     let trusted = anchor_len(rule).min(dirs.len());
     let mut anchor = PathBuf::from("/");
     anchor.extend(&dirs[..trusted]);
-    let mut dir_real = root.resolve(&anchor).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut dir_real = root.resolve(&anchor).map_err(guestward_core::HostFsError::into_io)?;
     let mut dir = open_anchor(root, &dir_real)?;
     for part in &dirs[trusted..] {
         dir = match open_dir_at(&dir, part) {

@@ -31,7 +31,7 @@
 
 use crate::index::Index;
 use crate::rpm::{self, RpmFile, flags, states, verify_flags as vf};
-use guestward_core::{HostRoot, Problem, Severity};
+use guestward_core::{HostFsError, HostRoot, Problem, Severity};
 use guestward_fim::dirfd;
 use guestward_fim::package::{DigestAlgo, PackageDigest, PackageManager, PackageOwner};
 use nix::sys::stat::FileStat;
@@ -540,7 +540,9 @@ impl<'a> Worker<'a> {
         }
         let opened = match open_dir_in_root(self.root(), parent) {
             Ok(f) => Some(f),
-            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::ENOTDIR)) => None,
+            // The path leads to nothing: a component is gone, is no directory, or its symlinks
+            // loop. Its files are missing, as `debsums` and `rpm -V` say, not unreadable.
+            Err(e) if leads_to_nothing(&e) => None,
             Err(e) => return Err(e),
         };
         let keep = match &opened {
@@ -846,17 +848,25 @@ pub fn open_dir_in_root(root: &HostRoot, host: &Path) -> io::Result<File> {
     if root.is_live() {
         return open_dir_follow(host);
     }
-    let real = root.resolve(host).map_err(|e| io::Error::other(e.to_string()))?;
+    let real = root.resolve(host).map_err(HostFsError::into_io)?;
     let dir = dirfd::open_dir_path(&real)?;
     let rel = real.strip_prefix(root.dir()).map_err(|_| io::Error::other("resolved outside the root"))?;
-    let seen =
-        root.symlink_metadata(Path::new("/").join(rel)).map_err(|e| io::Error::other(e.to_string()))?;
+    let seen = root.symlink_metadata(Path::new("/").join(rel)).map_err(HostFsError::into_io)?;
     let st = dirfd::stat_fd(&dir)?;
     use std::os::unix::fs::MetadataExt;
     if seen.dev() != st.st_dev || seen.ino() != st.st_ino {
         return Err(dirfd::changed_during_scan());
     }
     Ok(dir)
+}
+
+/// Whether a failed open or `lstat` says the path leads to nothing (see `Worker::dir`): the
+/// tree's shape, which a removal or a replacement leaves, not a limit of the agent's.
+fn leads_to_nothing(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ELOOP | nix::libc::ENAMETOOLONG)
+    )
 }
 
 fn open_dir_follow(path: &Path) -> io::Result<File> {

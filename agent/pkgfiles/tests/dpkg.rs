@@ -528,3 +528,35 @@ fn live_root_matches_debsums() {
     same("missing", &ours_missing, &fix(theirs_missing));
     assert!(report.files_checked > 1000, "{}", report.files_checked);
 }
+
+/// A package file whose path leads to nothing is missing, whatever stops the path: a directory
+/// replaced by a regular file (ENOTDIR) or by a symlink that loops (ELOOP) leaves its files as
+/// gone as a deleted one (`rpm -V` says "missing" for any failed `lstat`). Neither is a problem
+/// of the agent's own, an "unreadable" file that asks for root. `debsums` differs on purpose
+/// here: it prints an error for the first ("can't open ... Not a directory") and stops at the
+/// second ("symlink loop detected"), reporting neither.
+#[test]
+fn a_path_cut_by_a_file_or_a_symlink_loop_leaves_its_package_files_missing() {
+    let tree = prepared_tree();
+    let root = tree.path();
+    std::fs::remove_dir_all(root.join("usr/share/gw-alpha")).unwrap();
+    std::fs::write(root.join("usr/share/gw-alpha"), "a file where a directory was\n").unwrap();
+    std::fs::remove_dir_all(root.join("etc/gw-alpha.d")).unwrap();
+    symlink("gw-alpha.d", root.join("etc/gw-alpha.d")).unwrap();
+    let host = HostRoot::new(root).unwrap();
+    let report = verify::verify_root(&host, &Options::default(), &Progress::default()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let missing =
+        set(report.mismatches.iter().filter(|m| m.kind == MismatchKind::Missing).map(|m| m.path.clone()));
+    let expected = set([
+        "/usr/share/gw-alpha/data".into(),
+        "/usr/share/gw-alpha/gone".into(),
+        "/usr/share/gw-alpha/untouched".into(),
+        "/etc/gw-alpha.d/keep.conf".into(),
+    ]);
+    assert_eq!(missing, expected);
+    let keep = report.mismatches.iter().find(|m| m.path == "/etc/gw-alpha.d/keep.conf").unwrap();
+    assert!(keep.conffile, "{keep:?}");
+    // The rest of the tree is judged as before.
+    assert!(report.mismatches.iter().any(|m| m.path == "/etc/gw-alpha.conf"), "{report:?}");
+}
