@@ -133,3 +133,62 @@ mod tests {
         }
     }
 }
+
+/// A tmpfs mounted for a test (a filesystem it can fill), unmounted when dropped: lazily if
+/// something still holds it open, such as a daemon a failed test left running.
+#[derive(Debug)]
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount`'s syntax, `8m`) at `dir`, mode 0700. `Err` says why
+    /// this process may not (it needs root); the caller passes it to [`skip_or_fail`].
+    pub fn mount(dir: &std::path::Path, size: &str) -> Result<Self, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "guestward-test"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot mount a tmpfs at {} (needs root): {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut cmd = std::process::Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(&self.0).status().is_ok_and(|s| s.success())
+        };
+        if !umount(false) {
+            umount(true);
+        }
+    }
+}
+
+/// Writes `path` until its filesystem is full (ENOSPC), to the last byte.
+///
+/// # Panics
+/// On any other write error.
+pub fn fill_filesystem(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    let chunk = vec![0u8; 64 * 1024];
+    for size in [chunk.len(), 1] {
+        loop {
+            match f.write_all(&chunk[..size]) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+    }
+}

@@ -30,6 +30,12 @@ pub const MAX_REPORT_EVENTS: usize = 2_000;
 /// 1 MB of `serde_json::Value`s, at a cost of one more commit per 256 events.
 const STORE_BATCH_EVENTS: usize = 256;
 
+/// Most events held in memory while the history cannot store them (a full disk, a failing
+/// file): as many as one report carries from the history. Past it the oldest go, counted; the
+/// failed baseline writes that come with a full disk open FIM coverage gaps, closed only by a
+/// rescan that re-reads the trees, which reports again what was lost.
+const MAX_HELD_EVENTS: usize = MAX_REPORT_EVENTS;
+
 /// The file in the state directory that holds the last report sequence number.
 pub(crate) const SEQUENCE_FILE: &str = "report-sequence";
 
@@ -57,6 +63,10 @@ pub struct EventLog {
     lifecycle_state: RwLock<Option<String>>,
     /// Appends that failed (disk full, a damaged file): counted and logged, never silent.
     store_failures: AtomicU64,
+    /// Events whose append failed, kept for the reports until the history takes them: a
+    /// change observed while the disk is full must still be reported (filling the disk that
+    /// holds the state directory is a cheap way to try to blind the agent).
+    held: Mutex<Held>,
     /// Set when the coalescer dropped events at its memory cap: a FIM rescan is asked for, and
     /// the overflow gap is closed once a verification finished after this time.
     overflow_since: Mutex<Option<Timestamp>>,
@@ -72,6 +82,7 @@ impl EventLog {
             store: Mutex::new(store),
             lifecycle_state: RwLock::new(None),
             store_failures: AtomicU64::new(0),
+            held: Mutex::new(Held::default()),
             overflow_since: Mutex::new(None),
         })
     }
@@ -112,19 +123,110 @@ impl EventLog {
         let mut dropped = 0;
         for batch in ready.into_batches(STORE_BATCH_EVENTS) {
             dropped += batch.dropped;
-            let outcome = self.store.lock().unwrap_or_else(|e| e.into_inner()).append_batch(&batch);
-            self.count_failure(outcome.map(|_| ()), batch.events.len());
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            // Held events first, so the history keeps the order they were observed in.
+            let outcome = self.store_held(&mut store).and_then(|()| store.append_batch(&batch).map(|_| ()));
+            drop(store);
+            if outcome.is_err() {
+                self.hold(batch.events.iter().cloned());
+            }
+            self.count_failure(outcome, batch.events.len());
         }
         dropped
     }
 
     /// Stores events directly (change tracking's, which arrive once per cycle, not in storms).
-    pub fn append(&self, events: &[Event]) {
-        if events.is_empty() {
-            return;
+    /// Returns whether they were stored; if not, they are held for the reports (see
+    /// [`Self::held_for_report`]).
+    /// Held events are retried here even with nothing new to store (every full cycle calls it).
+    pub fn append(&self, events: &[Event]) -> bool {
+        if events.is_empty() && self.held.lock().unwrap_or_else(|e| e.into_inner()).events.is_empty() {
+            return true;
         }
-        let outcome = self.store.lock().unwrap_or_else(|e| e.into_inner()).append(events);
-        self.count_failure(outcome.map(|_| ()), events.len());
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = self.store_held(&mut store).and_then(|()| match events {
+            [] => Ok(()),
+            _ => store.append(events).map(|_| ()),
+        });
+        drop(store);
+        let stored = outcome.is_ok();
+        if !stored {
+            self.hold(events.iter().cloned());
+        }
+        self.count_failure(outcome, events.len());
+        stored
+    }
+
+    /// Keeps events the history refused, oldest dropped past [`MAX_HELD_EVENTS`].
+    fn hold(&self, events: impl Iterator<Item = Event>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            held.next = held.next.saturating_add(1);
+            let number = held.next;
+            held.events.push_back(HeldEvent { number, event, reported: false });
+        }
+        let over = held.events.len().saturating_sub(MAX_HELD_EVENTS);
+        if over > 0 {
+            held.events.drain(..over);
+            held.dropped = held.dropped.saturating_add(u64::try_from(over).unwrap_or(u64::MAX));
+            tracing::error!(
+                dropped = over,
+                held = MAX_HELD_EVENTS,
+                "the history still cannot store events and holds as many as it may in memory: the oldest were dropped; the next FIM rescan that succeeds reports file changes again"
+            );
+        }
+    }
+
+    /// Moves the held events into the history (the caller holds the store's lock). Those a
+    /// report already carried are stored as carried when no other event awaits a report, so
+    /// no report carries them twice; otherwise they are stored as new (a repeat, never a
+    /// loss). On failure what is left stays held.
+    fn store_held(&self, store: &mut EventStore) -> Result<(), HistoryError> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.events.is_empty() {
+            return Ok(());
+        }
+        let carried = held.events.iter().take_while(|e| e.reported).count();
+        if carried > 0 {
+            let stats = store.stats()?;
+            let none_waiting = stats.seen_through_id >= store.last_id()?;
+            let events: Vec<Event> = held.events.iter().take(carried).map(|e| e.event.clone()).collect();
+            let outcome = store.append(&events)?;
+            held.events.drain(..carried);
+            if none_waiting && let Some(last) = outcome.last_id {
+                store.mark_seen(last)?;
+            }
+        }
+        if !held.events.is_empty() {
+            let events: Vec<Event> = held.events.iter().map(|e| e.event.clone()).collect();
+            store.append(&events)?;
+            held.events.clear();
+        }
+        tracing::info!("events held in memory while the history could not store them are stored now");
+        Ok(())
+    }
+
+    /// The held events no report has carried yet, with the number of the last of them (for
+    /// [`Self::mark_held_reported`]).
+    fn held_for_report(&self) -> (Vec<Event>, Option<u64>) {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting: Vec<&HeldEvent> = held.events.iter().filter(|e| !e.reported).collect();
+        (waiting.iter().map(|e| e.event.clone()).collect(), waiting.last().map(|e| e.number))
+    }
+
+    /// Marks the held events up to `number` as carried by a report that reached the spool (or
+    /// the latest report, without transport): they are not carried again.
+    fn mark_held_reported(&self, number: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for e in held.events.iter_mut().take_while(|e| e.number <= number) {
+            e.reported = true;
+        }
+    }
+
+    /// Events held in memory now, and dropped at the bound since start.
+    pub fn held_counts(&self) -> (usize, u64) {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        (held.events.len(), held.dropped)
     }
 
     fn count_failure(&self, outcome: Result<(), HistoryError>, events: usize) {
@@ -213,6 +315,24 @@ impl EventLog {
     }
 }
 
+/// Events the history refused, oldest first (see [`EventLog::hold`]).
+#[derive(Debug, Default)]
+struct Held {
+    events: std::collections::VecDeque<HeldEvent>,
+    /// The number of the last event held.
+    next: u64,
+    /// Dropped at [`MAX_HELD_EVENTS`] since start.
+    dropped: u64,
+}
+
+#[derive(Debug)]
+struct HeldEvent {
+    number: u64,
+    event: Event,
+    /// Carried by a report already.
+    reported: bool,
+}
+
 /// The per-host report sequence, kept in the state directory so it keeps rising across
 /// restarts: a receiver tells a lost report (a gap) from a repeated one (a duplicate).
 #[derive(Debug)]
@@ -279,6 +399,15 @@ pub struct Pipeline {
     transport: Option<Arc<Transport>>,
     /// The daemon's self-limits (`[limits]`); `None` outside the daemon.
     self_limits: Option<Arc<crate::selflimit::SelfLimiter>>,
+}
+
+/// The events a full report carries, to mark once it reached the spool.
+#[derive(Debug, Default, Clone, Copy)]
+struct Carried {
+    /// The id of the last history event it carries.
+    history_through: Option<i64>,
+    /// The number of the last held event it carries (see [`EventLog::held_for_report`]).
+    held_through: Option<u64>,
 }
 
 /// What a cycle produced.
@@ -415,8 +544,8 @@ impl Pipeline {
         let ran = only.clone();
         let built =
             tokio::task::spawn_blocking(move || this.assemble(&config, &collectors, &only, full)).await;
-        let (report, reported_through) = match built {
-            Ok((report, through)) => (Arc::new(report), through),
+        let (report, carried) = match built {
+            Ok((report, carried)) => (Arc::new(report), carried),
             Err(e) => {
                 self.scan_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "scan failed");
@@ -433,10 +562,13 @@ impl Pipeline {
         if full {
             *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&report));
             spooled = self.spool(&report).await;
-            if let Some(id) = reported_through
-                && !matches!(spooled, Spooled::Failed(_))
-            {
-                self.events.mark_reported(id);
+            if !matches!(spooled, Spooled::Failed(_)) {
+                if let Some(id) = carried.history_through {
+                    self.events.mark_reported(id);
+                }
+                if let Some(number) = carried.held_through {
+                    self.events.mark_held_reported(number);
+                }
             }
             if let Spooled::Yes(dropped) = &spooled {
                 // After the mark: these events are newer than any the report carries, so the
@@ -477,10 +609,10 @@ impl Pipeline {
         collectors: &Collectors,
         only: &BTreeSet<Collector>,
         full: bool,
-    ) -> (Report, Option<i64>) {
+    ) -> (Report, Carried) {
         let mut report = crate::scan::run(config, collectors, only);
         if !full {
-            return (report, None);
+            return (report, Carried::default());
         }
         let state_dir = config.agent.state_dir.as_path();
         let collected = std::mem::take(&mut report.events);
@@ -494,20 +626,27 @@ impl Pipeline {
         let mut observed = collected;
         observed.append(&mut report.events);
         self.events.drain();
-        self.events.append(&observed);
+        let observed_stored = self.events.append(&observed);
         self.events.close_overflow_after(|| self.fim_verified_at());
-        let mut through = None;
+        let mut carried = Carried::default();
         match self.events.unreported(MAX_REPORT_EVENTS) {
             Ok(stored) => {
-                through = stored.last().map(|e| e.id);
+                carried.history_through = stored.last().map(|e| e.id);
                 report.events = stored.into_iter().map(|e| e.event).collect();
             }
             Err(e) => {
-                // The history is unreadable: carry this cycle's own observations at least.
+                // The history is unreadable: carry this cycle's own observations at least
+                // (when they were not stored they are among the held events, below).
                 tracing::error!(error = %e, "unreported events could not be read from the history");
-                report.events = observed;
+                if observed_stored {
+                    report.events = observed;
+                }
             }
         }
+        // And what the history could not take: held in memory until it can.
+        let (held, held_through) = self.events.held_for_report();
+        report.events.extend(held);
+        carried.held_through = held_through;
         if let Some(transport) = &self.transport {
             // GW-TLS-001: a client certificate about to expire (or expired) stops delivery;
             // the report says so while it still gets through.
@@ -516,7 +655,7 @@ impl Pipeline {
         report.self_limits = self.self_limits.as_ref().map(|l| l.status());
         report.sequence = Some(self.sequence.next());
         report.events.sort_by_key(|e| e.time);
-        (report, through)
+        (report, carried)
     }
 
     /// When the FIM monitor last finished a verification (or baseline) scan.

@@ -192,3 +192,100 @@ fn storm_every_path_is_in_the_history_and_the_daemon_stays_under_64_mb() {
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["counters"]["events_store_failures_total"], 0, "{status}");
 }
+
+/// Empties a WAL-mode SQLite file's write-ahead log, so that its next write must allocate
+/// space (an existing WAL is rewritten in place, which a full disk does not refuse).
+fn truncate_wal(db: &std::path::Path) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).unwrap();
+    assert_eq!(busy, 0, "the WAL checkpoint of {} was blocked", db.display());
+}
+
+/// The realtime `fim.change` events of `path` among `events`.
+fn realtime_changes_of<'a>(events: &'a [Value], path: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["kind"] == "fim.change" && e["data"]["path"] == path && e["data"]["mechanism"] == "realtime"
+        })
+        .collect()
+}
+
+/// Filling the disk that holds the state directory, then changing a file, must not make the
+/// change disappear (a cheap way to try to blind the agent). The history cannot store the
+/// event, so the daemon holds it in memory: the next report carries it, the one after does
+/// not, and once there is room again the history takes it as already reported.
+#[test]
+fn a_change_seen_while_the_state_disk_is_full_is_reported_once_and_stored_when_there_is_room() {
+    const NAME: &str =
+        "a_change_seen_while_the_state_disk_is_full_is_reported_once_and_stored_when_there_is_room";
+    let (daemon, _tmpfs) =
+        match Daemon::start_prepared("", &[], |state| guestward_core::testing::Tmpfs::mount(state, "32m")) {
+            Ok(started) => started,
+            Err(reason) => return guestward_core::testing::skip_or_fail(NAME, &reason),
+        };
+    wait_for_baseline(&daemon);
+    daemon.wait_for(
+        || {
+            let (_, out, _) = daemon.ctl(&["status", "--json"]);
+            serde_json::from_str::<Value>(&out).is_ok_and(|s| s["last_scan"].is_object())
+        },
+        "the first scan",
+    );
+    let state = daemon.state_dir();
+    truncate_wal(&state.join("events.db"));
+    let filler = state.join("filler");
+    guestward_core::testing::fill_filesystem(&filler);
+
+    let changed = daemon.watched().join("etc/app.conf");
+    std::fs::write(&changed, "port = 6666\n").unwrap();
+    let changed = changed.display().to_string();
+    wait_until("the realtime change", Duration::from_secs(30), || {
+        let (_, out, _) = daemon.ctl(&["fim", "status", "--json"]);
+        serde_json::from_str::<Value>(&out).is_ok_and(|s| s["changes_realtime"].as_u64() >= Some(1))
+    });
+    let (code, stdout, stderr) = daemon.ctl(&["scan", "--json"]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    let full: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        realtime_changes_of(full["events"].as_array().unwrap(), &changed).len(),
+        1,
+        "the report made while the disk is full carries the change: {}",
+        full["events"]
+    );
+    // It really was not stored: the history could not take it.
+    assert!(realtime_changes_of(&all_events(&daemon, "fim.*"), &changed).is_empty());
+    let (_, stdout, _) = daemon.ctl(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(status["counters"]["events_store_failures_total"].as_u64() > Some(0), "{status}");
+
+    // Reported once: the next report does not carry it again.
+    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
+    let next: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        realtime_changes_of(next["events"].as_array().unwrap(), &changed).is_empty(),
+        "{}",
+        next["events"]
+    );
+
+    // Room again: the history takes it (as reported: no later report carries it).
+    std::fs::remove_file(&filler).unwrap();
+    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
+    let after: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        realtime_changes_of(after["events"].as_array().unwrap(), &changed).is_empty(),
+        "{}",
+        after["events"]
+    );
+    assert_eq!(realtime_changes_of(&all_events(&daemon, "fim.*"), &changed).len(), 1);
+    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
+    let last: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        realtime_changes_of(last["events"].as_array().unwrap(), &changed).is_empty(),
+        "{}",
+        last["events"]
+    );
+    // Stopped before its filesystem is unmounted.
+    drop(daemon);
+}

@@ -100,7 +100,23 @@ impl Daemon {
     /// follows the `[control]` table: keys before any table header are `[control]` keys.
     /// Unless the text has a `[fim]` table, FIM watches `<dir>/watched` (see [`Self::watched`]).
     pub fn start_with(extra_config: &str, env: &[(&str, String)]) -> Self {
+        match Self::start_prepared(extra_config, env, |_| Ok(())) {
+            Ok((daemon, ())) => daemon,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Self::start_with`], with `prepare` run on the state directory (created empty) before
+    /// the daemon starts: a filesystem mounted there, say. Its error is returned, nothing started.
+    pub fn start_prepared<T>(
+        extra_config: &str,
+        env: &[(&str, String)],
+        prepare: impl FnOnce(&Path) -> Result<T, String>,
+    ) -> Result<(Self, T), String> {
         let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let prepared = prepare(&state)?;
         let socket = dir.path().join("run/agent.sock");
         let config = dir.path().join("agent.toml");
         // FIM watches a small tree of the test's own, never the host's /usr or /etc: a baseline
@@ -118,7 +134,7 @@ impl Daemon {
             &config,
             format!(
                 "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n{extra_config}{fim}",
-                dir.path().join("state").display(),
+                state.display(),
                 socket.display()
             ),
         )
@@ -126,7 +142,7 @@ impl Daemon {
         let child = Self::spawn(&config, env);
         let daemon = Self { dir_path: dir.path().to_path_buf(), child, socket, _dir: dir };
         daemon.wait_for(|| daemon.socket.exists(), "the control socket to appear");
-        daemon
+        Ok((daemon, prepared))
     }
 
     fn spawn(config: &Path, env: &[(&str, String)]) -> Child {

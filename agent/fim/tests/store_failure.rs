@@ -5,69 +5,15 @@
 //! Also: the report section read from the state directory without a monitor.
 
 use crate::common::{self, p};
+use guestward_core::testing::{Tmpfs, fill_filesystem, skip_or_fail};
 use guestward_core::{HostRoot, SectionStatus};
 use guestward_fim::oneshot::{self, OneShot};
 use guestward_fim::report::{BASELINE_WRITES_FAILED, COVERAGE_GAPS_OPEN};
 use guestward_fim::{
     BaselineState, CoverageGap, FimReport, FimStatus, GapCause, Mechanism, Monitor, ScanOutcome, fim_findings,
 };
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A test that needs something this machine lacks: skipped with the reason on a developer
-/// machine, a failure where `GUESTWARD_REQUIRE_ORACLES=1` (CI).
-fn skip_or_fail(reason: &str) {
-    if std::env::var("GUESTWARD_REQUIRE_ORACLES").is_ok_and(|v| v == "1") {
-        panic!("GUESTWARD_REQUIRE_ORACLES=1 but: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
-
-/// Unmounts the tmpfs however the test ends (lazily if something still holds it open, e.g.
-/// a monitor left running by a timed-out test).
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-/// Mounts a tmpfs of `size` at `dir`; `None` (with the reason) when this process may not.
-fn mount_tmpfs(dir: &Path, size: &str) -> Result<Unmount, String> {
-    let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "guestward-fim-test"])
-        .arg(dir)
-        .output()
-        .map_err(|e| format!("cannot run mount: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cannot mount a tmpfs for the state directory (needs root): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(Unmount(dir.to_path_buf()))
-}
-
-/// Writes `path` until the filesystem is full (ENOSPC), to the last byte.
-fn fill(path: &Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    for size in [chunk.len(), 1] {
-        loop {
-            match f.write_all(&chunk[..size]) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break,
-                Err(e) => panic!("filling {}: {e}", path.display()),
-            }
-        }
-    }
-}
 
 fn wait_status(
     monitor: &Monitor,
@@ -104,9 +50,14 @@ fn a_full_state_dir_counts_the_failed_write_opens_a_gap_and_the_next_rescan_clos
     let mnt = tempfile::tempdir().unwrap();
     let state = mnt.path().join("state");
     std::fs::create_dir(&state).unwrap();
-    let _unmount = match mount_tmpfs(&state, "8m") {
+    let _unmount = match Tmpfs::mount(&state, "8m") {
         Ok(g) => g,
-        Err(reason) => return skip_or_fail(&reason),
+        Err(reason) => {
+            return skip_or_fail(
+                "a_full_state_dir_counts_the_failed_write_opens_a_gap_and_the_next_rescan_closes_it",
+                &reason,
+            );
+        }
     };
     let state_in = state.clone();
     guestward_core::testing::within(Duration::from_secs(180), "store failure test", move || {
@@ -127,7 +78,7 @@ fn store_failure_scenario(tree: &Path, state: &Path) {
         assert_eq!(busy, 0, "the WAL checkpoint was blocked");
     }
     let filler = state.join("filler");
-    fill(&filler);
+    fill_filesystem(&filler);
 
     // A realtime change now cannot be recorded in the baseline.
     std::fs::write(&a, "changed while the state directory is full").unwrap();
