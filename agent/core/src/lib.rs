@@ -25,6 +25,7 @@ pub mod json;
 pub mod logging;
 mod paths;
 mod read_buffer;
+pub mod reserve;
 mod root;
 mod section;
 pub mod state_file;

@@ -134,32 +134,48 @@ mod tests {
     }
 }
 
-/// A tmpfs mounted for a test (a filesystem it can fill), unmounted when dropped: lazily if
-/// something still holds it open, such as a daemon a failed test left running.
+/// A filesystem mounted for a test, unmounted when dropped: lazily if something still holds
+/// it open, such as a daemon a failed test left running.
 #[derive(Debug)]
-pub struct Tmpfs(std::path::PathBuf);
+pub struct Mount(std::path::PathBuf);
 
-impl Tmpfs {
+/// Runs `mount ARGS` for a test; `Err` says why this process may not.
+fn mount(args: &[&str], dir: &std::path::Path) -> Result<(), String> {
+    let out = std::process::Command::new("mount")
+        .args(args)
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cannot mount at {} (needs root): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+impl Mount {
+    /// Binds `dir` read-only over itself: writes under it fail with `EROFS`, even as root.
+    /// `Err` says why this process may not (it needs root).
+    pub fn read_only_bind(dir: &std::path::Path) -> Result<Self, String> {
+        let path = dir.to_string_lossy().into_owned();
+        mount(&["--bind", &path], dir)?;
+        let bound = Self(dir.to_path_buf());
+        mount(&["-o", "remount,ro,bind"], dir)?;
+        Ok(bound)
+    }
+
     /// Mounts a tmpfs of `size` (`mount`'s syntax, `8m`) at `dir`, mode 0700. `Err` says why
     /// this process may not (it needs root); the caller passes it to [`skip_or_fail`].
-    pub fn mount(dir: &std::path::Path, size: &str) -> Result<Self, String> {
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "guestward-test"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cannot mount a tmpfs at {} (needs root): {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+    pub fn tmpfs(dir: &std::path::Path, size: &str) -> Result<Self, String> {
+        mount(&["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "guestward-test"], dir)?;
         Ok(Self(dir.to_path_buf()))
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mount {
     fn drop(&mut self) {
         let umount = |lazy: bool| {
             let mut cmd = std::process::Command::new("umount");

@@ -613,7 +613,28 @@ pub struct StateDirError {
 /// files. So an existing directory must belong to the agent's user and be writable by nobody
 /// else; its mode is tightened only when it is empty (so nothing of anyone else's is in it),
 /// and otherwise it is refused with the reason, unchanged.
+///
+/// Then it keeps the reserve of room for the agent's databases (see
+/// [`guestward_core::reserve`]) when there is room for it.
 pub fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    make_private_dir(dir)?;
+    keep_reserve(dir);
+    Ok(())
+}
+
+/// Makes the state directory's reserve again when it is missing (freed on a full disk) and
+/// there is room now. A failure is logged: the agent runs without it.
+pub fn keep_reserve(dir: &Path) {
+    match guestward_core::reserve::ensure(dir) {
+        Ok(true) => tracing::debug!(dir = %dir.display(), "reserve of room for the databases made"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot keep the reserve of room for the databases in the state directory")
+        }
+    }
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), StateDirError> {
     let fail = |reason: String| StateDirError { path: dir.to_path_buf(), reason };
     if let Some(parent) = dir.parent()
         && !parent.exists()

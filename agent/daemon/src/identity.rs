@@ -229,6 +229,8 @@ pub fn establish(
     certificate: Option<&str>,
 ) -> Result<Outcome, IdentityError> {
     let path = state_dir.join(IDENTITY_FILE);
+    // `Some`: the identity on disk, kept; only a change is written.
+    let mut on_disk = None;
     let (identity, reinit, removed, dropped) = match load(state_dir) {
         Ok(None) => {
             tracing::info!(path = %path.display(), "agent identity created (first start on this machine)");
@@ -251,6 +253,7 @@ pub fn establish(
                 for note in &notes {
                     tracing::info!(path = %path.display(), "agent identity: {note}");
                 }
+                on_disk = Some(old.clone());
                 (kept(old, now, certificate), false, Vec::new(), 0)
             }
             Decision::Discard(reason) => {
@@ -270,7 +273,19 @@ pub fn establish(
             }
         },
     };
-    save(state_dir, &identity)?;
+    if on_disk.as_ref() != Some(&identity) {
+        match save(state_dir, &identity) {
+            Ok(()) => {}
+            // The state of another identity was discarded: what is written must say whose the
+            // state directory is now, or the next start would judge it again by the old file.
+            Err(e) if !removed.is_empty() || dropped > 0 => return Err(e),
+            // Kept or new: the identity holds in memory for this process, and the next start
+            // writes it. A full state disk (a user can fill it) must not stop the agent.
+            Err(e) => {
+                tracing::warn!(error = %e, "agent identity not written; this process uses it, the next start writes it")
+            }
+        }
+    }
     let event = reinit.then(|| reinitialised_event(&identity, &removed, dropped, certificate));
     if let (Some(event), Some(why)) = (&event, &identity.reinitialised) {
         tracing::warn!(
@@ -535,7 +550,15 @@ pub fn save(state_dir: &Path, id: &Identity) -> Result<(), IdentityError> {
         out.write_all(&json)?;
         out.write_all(b"\n")
     })
-    .map_err(|e| IdentityError::Write { path: path.clone(), message: e.to_string() })
+    .map_err(|e| {
+        let message = match e {
+            guestward_core::state_file::StateFileError::Io { source, .. } => {
+                format!("cannot write state file: {source}")
+            }
+            other @ guestward_core::state_file::StateFileError::TooLarge { .. } => other.to_string(),
+        };
+        IdentityError::Write { path: path.clone(), message }
+    })
 }
 
 /// Removes what belonged to the old identity: the spool (its reports counted), the history,

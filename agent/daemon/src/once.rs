@@ -132,6 +132,14 @@ impl Outcome {
             Spooled::Failed(e) => {
                 format!("this run's report could not be spooled ({e}); its events wait in the history; ")
             }
+            Spooled::Held { why, .. } if self.delivery.is_err() => format!(
+                "this run's report could not be written to the spool ({why}) and is lost as this run ends; its events wait in the history; "
+            ),
+            Spooled::Held { why, .. } => {
+                format!(
+                    "this run's report could not be written to the spool ({why}) and was sent from memory; "
+                )
+            }
             Spooled::Yes(dropped) if !dropped.is_empty() => {
                 format!("the spool was full and dropped data of {} undelivered report(s); ", dropped.len())
             }
@@ -158,6 +166,8 @@ impl Outcome {
                 let report = &cycle.report;
                 let (spooled, spool_error, dropped) = match &cycle.spooled {
                     Spooled::Yes(d) => (true, None, d.len()),
+                    // Not on disk: sent from memory, or lost as the run ends.
+                    Spooled::Held { why, dropped } => (false, Some(why.clone()), dropped.len()),
                     Spooled::Failed(e) => (false, Some(e.clone()), 0),
                     Spooled::No => (false, None, 0),
                 };
@@ -242,7 +252,8 @@ async fn collect_and_spool(
         Collectors::new(config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
     let pipeline = Arc::new(
         Pipeline::new(Arc::clone(config), collectors, Arc::clone(&events))
-            .with_transport(Some(Arc::clone(transport))),
+            .with_transport(Some(Arc::clone(transport)))
+            .ending_after_delivery(),
     );
     let cycle = pipeline.cycle_spooled(Collector::all()).await?;
     // Whatever the coalescer still holds (drop events included) goes to the history now: this

@@ -399,6 +399,9 @@ pub struct Pipeline {
     transport: Option<Arc<Transport>>,
     /// The daemon's self-limits (`[limits]`); `None` outside the daemon.
     self_limits: Option<Arc<crate::selflimit::SelfLimiter>>,
+    /// Whether a report held in memory by the spool marks its events reported (see
+    /// [`Self::cycle_spooled`]).
+    held_reports_count_as_spooled: bool,
 }
 
 /// The events a full report carries, to mark once it reached the spool.
@@ -429,6 +432,14 @@ pub enum Spooled {
     Yes(Vec<guestward_transport::DropRecord>),
     /// The spool refused it (the reason); its events stay unreported for the next report.
     Failed(String),
+    /// The disk refused its entry (`why`): the spool holds it in memory until it is delivered
+    /// or written, and a crash before either loses it. `dropped` as for [`Self::Yes`].
+    Held {
+        /// The disk's refusal.
+        why: String,
+        /// What the bounds made the spool drop.
+        dropped: Vec<guestward_transport::DropRecord>,
+    },
 }
 
 /// The pipeline's counters, for `agentctl status`.
@@ -462,7 +473,16 @@ impl Pipeline {
             scan_failures: AtomicU64::new(0),
             transport: None,
             self_limits: None,
+            held_reports_count_as_spooled: true,
         }
+    }
+
+    /// The same pipeline, for a process that ends after one delivery attempt (`run --once`):
+    /// a report the spool could only hold in memory leaves its events unreported, for the
+    /// next run to carry, since its memory goes with the process.
+    pub fn ending_after_delivery(mut self) -> Self {
+        self.held_reports_count_as_spooled = false;
+        self
     }
 
     /// The same pipeline, its full reports saying how the agent stands against its own budgets
@@ -562,7 +582,14 @@ impl Pipeline {
         if full {
             *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&report));
             spooled = self.spool(&report).await;
-            if !matches!(spooled, Spooled::Failed(_)) {
+            // A report the spool holds in memory (the disk refused it) counts as spooled for a
+            // process that stays to deliver it; `run --once` ends after one delivery attempt.
+            let taken = match &spooled {
+                Spooled::Failed(_) => false,
+                Spooled::Held { .. } => self.held_reports_count_as_spooled,
+                Spooled::No | Spooled::Yes(_) => true,
+            };
+            if taken {
                 if let Some(id) = carried.history_through {
                     self.events.mark_reported(id);
                 }
@@ -570,7 +597,9 @@ impl Pipeline {
                     self.events.mark_held_reported(number);
                 }
             }
-            if let Spooled::Yes(dropped) = &spooled {
+            if let Spooled::Yes(dropped) | Spooled::Held { dropped, .. } = &spooled
+                && !dropped.is_empty()
+            {
                 // After the mark: these events are newer than any the report carries, so the
                 // next report carries them, and the collector learns what the bound cost.
                 let now = Timestamp::now();
@@ -588,7 +617,10 @@ impl Pipeline {
         let transport = Arc::clone(transport);
         let report = Arc::clone(report);
         match tokio::task::spawn_blocking(move || transport.push(&report)).await {
-            Ok(Ok(outcome)) => Spooled::Yes(outcome.dropped),
+            Ok(Ok(outcome)) => match outcome.held_in_memory {
+                Some(why) => Spooled::Held { why, dropped: outcome.dropped },
+                None => Spooled::Yes(outcome.dropped),
+            },
             Ok(Err(e)) => Spooled::Failed(e.to_string()),
             Err(e) => {
                 // The push panicked: nothing says the report is on disk.
@@ -655,6 +687,9 @@ impl Pipeline {
         report.self_limits = self.self_limits.as_ref().map(|l| l.status());
         report.sequence = Some(self.sequence.next());
         report.events.sort_by_key(|e| e.time);
+        // The room the databases need to open again (after a restart) is taken back once the
+        // disk has it: it was freed when the disk was full.
+        crate::daemon::keep_reserve(state_dir);
         (report, carried)
     }
 

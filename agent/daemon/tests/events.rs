@@ -221,7 +221,7 @@ fn a_change_seen_while_the_state_disk_is_full_is_reported_once_and_stored_when_t
     const NAME: &str =
         "a_change_seen_while_the_state_disk_is_full_is_reported_once_and_stored_when_there_is_room";
     let (daemon, _tmpfs) =
-        match Daemon::start_prepared("", &[], |state| guestward_core::testing::Tmpfs::mount(state, "32m")) {
+        match Daemon::start_prepared("", &[], |state| guestward_core::testing::Mount::tmpfs(state, "32m")) {
             Ok(started) => started,
             Err(reason) => return guestward_core::testing::skip_or_fail(NAME, &reason),
         };
@@ -287,5 +287,49 @@ fn a_change_seen_while_the_state_disk_is_full_is_reported_once_and_stored_when_t
         last["events"]
     );
     // Stopped before its filesystem is unmounted.
+    drop(daemon);
+}
+
+/// After a restart on a full state disk (a reboot, a crash, an upgrade: what an intruder who
+/// filled the disk waits for) the daemon starts and watches again: opening its databases
+/// needs a little room (SQLite's `-shm` files), which the reserve it keeps in the state
+/// directory gives back. It makes the reserve again once there is room.
+#[test]
+fn the_daemon_starts_again_on_a_full_state_disk_with_the_room_it_kept() {
+    const NAME: &str = "the_daemon_starts_again_on_a_full_state_disk_with_the_room_it_kept";
+    let (mut daemon, _tmpfs) =
+        match Daemon::start_prepared("", &[], |state| guestward_core::testing::Mount::tmpfs(state, "32m")) {
+            Ok(started) => started,
+            Err(reason) => return guestward_core::testing::skip_or_fail(NAME, &reason),
+        };
+    wait_for_baseline(&daemon);
+    let state = daemon.state_dir();
+    let reserve = state.join(guestward_core::reserve::RESERVE_FILE);
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), guestward_core::reserve::RESERVE_BYTES);
+
+    let filler = state.join("filler");
+    guestward_core::testing::fill_filesystem(&filler);
+    daemon.restart();
+    wait_for_baseline(&daemon);
+    assert!(!reserve.exists(), "the reserve was not used");
+    let changed = daemon.watched().join("etc/app.conf");
+    std::fs::write(&changed, "port = 7777\n").unwrap();
+    wait_until("the realtime change after the restart", Duration::from_secs(30), || {
+        let (_, out, _) = daemon.ctl(&["fim", "status", "--json"]);
+        serde_json::from_str::<Value>(&out).is_ok_and(|s| s["changes_realtime"].as_u64() >= Some(1))
+    });
+    let (code, stdout, stderr) = daemon.ctl(&["scan", "--json"]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        realtime_changes_of(report["events"].as_array().unwrap(), &changed.display().to_string()).len(),
+        1
+    );
+
+    // Room again: the next full scan makes the reserve again.
+    std::fs::remove_file(&filler).unwrap();
+    let (code, _, stderr) = daemon.ctl(&["scan"]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), guestward_core::reserve::RESERVE_BYTES);
     drop(daemon);
 }

@@ -82,8 +82,6 @@ const LOW_SPACE_BYTES: u64 = 16 << 20;
 /// filesystem come back: `fim check` on a full disk said only "disk I/O error"), how little
 /// room the filesystem holding `db` has left, read now. Empty for any other error, or when
 /// there is room.
-// `fsblkcnt_t` and `c_ulong` are `u64` here, 32 bits on other targets.
-#[allow(clippy::useless_conversion)]
 fn space_hint(db: &Path, e: &rusqlite::Error) -> String {
     use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
     let rusqlite::Error::SqliteFailure(f, _) = e else { return String::new() };
@@ -91,11 +89,7 @@ fn space_hint(db: &Path, e: &rusqlite::Error) -> String {
         return String::new();
     }
     let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    // What the agent's own user may still use (`f_bavail`: root's reserve is not ours).
-    let free = nix::sys::statvfs::statvfs(dir)
-        .ok()
-        .map(|st| u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())));
-    low_space_words(free)
+    low_space_words(guestward_core::reserve::free_bytes(dir).ok())
 }
 
 /// [`space_hint`]'s words for `free` bytes left (`None`: not known).
@@ -335,7 +329,28 @@ impl Store {
     /// Opens (creating if needed) `state_dir/fim.db`. The directory is created with mode 0700:
     /// the baseline tells an attacker which files are watched and how. With `key`, every row
     /// written is sealed and every row read from a sealed baseline is verified.
+    ///
+    /// On a full filesystem, the state directory's reserve is freed so that it still opens
+    /// (see [`guestward_core::reserve`]).
     pub fn open_keyed(state_dir: &Path, key: Option<Arc<BaselineKey>>) -> Result<Self, StoreError> {
+        let (opened, released) = guestward_core::reserve::open_with_room(
+            state_dir,
+            || Self::open_keyed_once(state_dir, key.clone()),
+            |e| match e {
+                StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), .. } => {
+                    matches!(f.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+                }
+                StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+                _ => false,
+            },
+        );
+        if released {
+            tracing::warn!(state_dir = %state_dir.display(), "the filesystem of the state directory is full: its reserve was freed to open the FIM baseline");
+        }
+        opened
+    }
+
+    fn open_keyed_once(state_dir: &Path, key: Option<Arc<BaselineKey>>) -> Result<Self, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         if !state_dir.exists() {
             std::fs::DirBuilder::new()

@@ -5,7 +5,7 @@
 //! Also: the report section read from the state directory without a monitor.
 
 use crate::common::{self, p};
-use guestward_core::testing::{Tmpfs, fill_filesystem, skip_or_fail};
+use guestward_core::testing::{Mount, fill_filesystem, skip_or_fail};
 use guestward_core::{HostRoot, SectionStatus};
 use guestward_fim::oneshot::{self, OneShot};
 use guestward_fim::report::{BASELINE_WRITES_FAILED, COVERAGE_GAPS_OPEN};
@@ -50,7 +50,7 @@ fn a_full_state_dir_counts_the_failed_write_opens_a_gap_and_the_next_rescan_clos
     let mnt = tempfile::tempdir().unwrap();
     let state = mnt.path().join("state");
     std::fs::create_dir(&state).unwrap();
-    let _unmount = match Tmpfs::mount(&state, "8m") {
+    let _unmount = match Mount::tmpfs(&state, "8m") {
         Ok(g) => g,
         Err(reason) => {
             return skip_or_fail(

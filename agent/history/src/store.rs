@@ -114,7 +114,32 @@ impl EventStore {
     /// Fails, naming the file, when it is not a regular file (FIFO, symlink, device...), when
     /// it is damaged or not SQLite, when it is another program's database, or when a newer
     /// agent wrote it.
+    ///
+    /// On a full filesystem, the state directory's reserve is freed so that it still opens
+    /// (see [`guestward_core::reserve`]).
     pub fn open(path: &Path, bounds: Bounds) -> Result<Self, HistoryError> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let (opened, released) = guestward_core::reserve::open_with_room(
+            dir,
+            || Self::open_once(path, bounds),
+            |e| match e {
+                HistoryError::Sqlite { source, .. } => {
+                    matches!(
+                        source.sqlite_error_code(),
+                        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure)
+                    )
+                }
+                HistoryError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+                _ => false,
+            },
+        );
+        if released {
+            tracing::warn!(path = %path.display(), "the filesystem of the state directory is full: its reserve was freed to open the event history");
+        }
+        opened
+    }
+
+    fn open_once(path: &Path, bounds: Bounds) -> Result<Self, HistoryError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()

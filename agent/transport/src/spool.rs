@@ -31,6 +31,15 @@
 //! in persistent counters. A report larger than `max_bytes` on its own is refused
 //! ([`SpoolError::TooLarge`]) and counted as a dropped report.
 //!
+//! Disk refusal: when the entry of a new report cannot be written (`ENOSPC`, `EDQUOT`, a
+//! read-only or failing filesystem), the spool holds its compressed bytes in memory instead,
+//! at most [`MAX_HELD_BYTES`] (oldest dropped first, counted as dropped reports), delivered in
+//! order with the entries on disk. Filling the disk that holds the state directory is a cheap
+//! way to try to silence an agent; this way the reports still leave. Held reports are written
+//! to disk, oldest first, at the next push that finds room, and are lost by a crash before
+//! that (the FIM's failed baseline writes leave coverage gaps, so its next start rescans and
+//! reports file changes again).
+//!
 //! Security: the directory may be tampered with by whoever can write it (root only, in
 //! production). Entries are opened with `O_NOFOLLOW | O_NONBLOCK` and must be regular files
 //! (a planted symlink is never followed, a FIFO never blocks), reads are capped, names that
@@ -58,6 +67,9 @@ const ENTRY_MIN_CAP: u64 = 64 << 20;
 const COUNTERS_MAX_BYTES: u64 = 64 << 10;
 /// The longest `batch_id` accepted (a UUID is 36).
 const MAX_BATCH_ID_LEN: usize = 128;
+/// Most compressed bytes of reports held in memory while the disk refuses entries (see the
+/// module documentation): some dozens of reports, a few MB of the daemon's budget.
+pub const MAX_HELD_BYTES: u64 = 4 << 20;
 /// Name of the drop counters file.
 const COUNTERS_FILE: &str = "counters.json";
 /// Name of the quarantine directory.
@@ -139,6 +151,9 @@ pub struct SpooledBatch {
 pub struct PushOutcome {
     /// What the size bound made the spool drop to make room, in drop order.
     pub dropped: Vec<DropRecord>,
+    /// Why the report is held in memory rather than on disk (the disk refused its entry), if
+    /// it is.
+    pub held_in_memory: Option<String>,
 }
 
 /// One drop forced by `spool_max_bytes`.
@@ -203,6 +218,10 @@ struct Counters {
 /// Order of entries: sequence (0 when absent), then `batch_id`.
 type Key = (u64, String);
 
+/// An entry listed to send: key, sequence, `collected_at`, compressed size, and the bytes of
+/// a report held in memory.
+type Listed = (Key, Option<u64>, Timestamp, u64, Option<Vec<u8>>);
+
 #[derive(Debug)]
 struct Entry {
     sequence: Option<u64>,
@@ -219,7 +238,22 @@ struct Entry {
 #[derive(Debug)]
 struct Inner {
     entries: BTreeMap<Key, Entry>,
+    /// Reports whose entry the disk refused, with their compressed bytes.
+    held: BTreeMap<Key, HeldReport>,
     counters: Counters,
+}
+
+/// A report held in memory (see the module documentation).
+#[derive(Debug)]
+struct HeldReport {
+    entry: Entry,
+    compressed: Vec<u8>,
+}
+
+impl Inner {
+    fn held_bytes(&self) -> u64 {
+        self.held.values().map(|h| h.entry.bytes).sum()
+    }
 }
 
 fn sections_of(r: &Report) -> u8 {
@@ -422,7 +456,11 @@ impl Spool {
         if removed_temp {
             fsync_dir(dir)?;
         }
-        Ok(Self { dir: dir.to_path_buf(), max_bytes, inner: Mutex::new(Inner { entries, counters }) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            inner: Mutex::new(Inner { entries, held: BTreeMap::new(), counters }),
+        })
     }
 
     /// The spool directory.
@@ -463,7 +501,6 @@ impl Spool {
                 max_bytes: self.max_bytes,
             });
         }
-        write_atomic(&path, bytes, |w| w.write_all(&compressed))?;
         let entry = Entry {
             sequence: report.sequence,
             collected_at: report.collected_at,
@@ -471,6 +508,18 @@ impl Spool {
             sections: Some(sections_of(report)),
             fim_only: report.events.iter().all(is_fim_or_coverage),
         };
+        // Reports held since the disk refused them go first: the disk may have room again.
+        if !inner.held.is_empty() {
+            self.persist_held(&mut inner);
+        }
+        let written = if inner.held.is_empty() {
+            write_atomic(&path, bytes, |w| w.write_all(&compressed)).map_err(SpoolError::from)
+        } else {
+            Err(SpoolError::io(&path, std::io::Error::other("older reports are still held in memory")))
+        };
+        if let Err(e) = written {
+            return Ok(self.hold(&mut inner, key, entry, compressed, &e));
+        }
         inner.entries.insert(key, entry);
         // The report is durable from here on: a failure while making room is logged, not
         // returned (the caller would take the report for lost, and the bound is enforced
@@ -487,9 +536,67 @@ impl Spool {
                 tracing::warn!(batch_id = %d.batch_id, what = ?d.what, events = d.events, findings = d.findings, "spool full (spool_max_bytes): dropped");
             }
         }
-        Ok(PushOutcome { dropped })
+        Ok(PushOutcome { dropped, held_in_memory: None })
     }
 
+    /// Keeps a report whose entry the disk refused (`why`) in memory, dropping the oldest held
+    /// reports past [`MAX_HELD_BYTES`] (the newest is always kept: it carries what is pending).
+    fn hold(
+        &self,
+        inner: &mut Inner,
+        key: Key,
+        entry: Entry,
+        compressed: Vec<u8>,
+        why: &SpoolError,
+    ) -> PushOutcome {
+        let mut dropped = Vec::new();
+        inner.held.insert(key.clone(), HeldReport { entry, compressed });
+        while inner.held_bytes() > MAX_HELD_BYTES && inner.held.len() > 1 {
+            let Some((old_key, old)) = inner.held.pop_first() else { break };
+            let (events, findings) = match decompress(&old.compressed, &self.dir)
+                .ok()
+                .and_then(|json| serde_json::from_slice::<Report>(&json).ok())
+            {
+                Some(r) => (r.events.len(), r.findings.len()),
+                None => (0, 0),
+            };
+            inner.counters.reports_dropped_total += 1;
+            dropped.push(DropRecord {
+                batch_id: old_key.1,
+                sequence: old.entry.sequence,
+                what: DropClass::Report,
+                events: u64::try_from(events).unwrap_or(u64::MAX),
+                findings: u64::try_from(findings).unwrap_or(u64::MAX),
+            });
+        }
+        let why = why.to_string();
+        tracing::warn!(
+            batch_id = %key.1,
+            held = inner.held.len(),
+            error = %why,
+            "spool: the disk refused the report; it is held in memory until delivered or written (a crash before either loses it)"
+        );
+        PushOutcome { dropped, held_in_memory: Some(why) }
+    }
+
+    /// Writes held reports to disk, oldest first, until one is refused.
+    fn persist_held(&self, inner: &mut Inner) {
+        while let Some((key, held)) = inner.held.pop_first() {
+            let path = self.dir.join(entry_name(&key));
+            match write_atomic(&path, held.entry.bytes, |w| w.write_all(&held.compressed)) {
+                Ok(()) => {
+                    tracing::info!(batch_id = %key.1, "spool: a report held in memory is on disk now");
+                    inner.entries.insert(key, held.entry);
+                }
+                Err(_) => {
+                    inner.held.insert(key, held);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The bytes of the entries on disk (what `max_bytes` bounds).
     fn total_bytes(inner: &Inner) -> u64 {
         inner.entries.values().map(|e| e.bytes).sum()
     }
@@ -641,21 +748,33 @@ impl Spool {
     /// stalling it.
     pub fn pending(&self, max_bytes: u64) -> Result<Vec<SpooledBatch>, SpoolError> {
         // Listed under the lock, read outside it: a push (fsync) is not held up by reading.
-        let listed: Vec<(Key, Option<u64>, Timestamp, u64)> = {
+        // Held reports are copied under it (they are in memory), in order with the entries.
+        let listed: Vec<Listed> = {
             let inner = self.lock();
+            let mut all: Vec<(&Key, &Entry, Option<&Vec<u8>>)> = inner
+                .entries
+                .iter()
+                .map(|(k, e)| (k, e, None))
+                .chain(inner.held.iter().map(|(k, h)| (k, &h.entry, Some(&h.compressed))))
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(b.0));
             let mut total = 0u64;
             let mut out = Vec::new();
-            for (key, e) in &inner.entries {
+            for (key, e, held) in all {
                 if !out.is_empty() && total.saturating_add(e.bytes) > max_bytes {
                     break;
                 }
                 total = total.saturating_add(e.bytes);
-                out.push((key.clone(), e.sequence, e.collected_at, e.bytes));
+                out.push((key.clone(), e.sequence, e.collected_at, e.bytes, held.cloned()));
             }
             out
         };
         let mut batches = Vec::with_capacity(listed.len());
-        for (key, sequence, collected_at, bytes) in listed {
+        for (key, sequence, collected_at, bytes, held) in listed {
+            if let Some(compressed) = held {
+                batches.push(SpooledBatch { batch_id: key.1, sequence, collected_at, compressed });
+                continue;
+            }
             let path = self.dir.join(entry_name(&key));
             match read_entry(&path, bytes.max(self.max_bytes)) {
                 Ok(compressed) => {
@@ -679,6 +798,7 @@ impl Spool {
     /// Deletes acknowledged reports (durably). Unknown ids are ignored.
     pub fn acknowledge(&self, batch_ids: &[String]) -> Result<(), SpoolError> {
         let mut inner = self.lock();
+        inner.held.retain(|k, _| !batch_ids.contains(&k.1));
         let keys: Vec<Key> = inner.entries.keys().filter(|k| batch_ids.contains(&k.1)).cloned().collect();
         if keys.is_empty() {
             return Ok(());
@@ -695,6 +815,13 @@ impl Spool {
     /// collector's message) beside it. Counted. Unknown ids are ignored.
     pub fn reject(&self, batch_id: &str, reason: &str) -> Result<(), SpoolError> {
         let mut inner = self.lock();
+        if let Some(key) = inner.held.keys().find(|k| k.1 == batch_id).cloned() {
+            // Held because the disk refused it: there is no room for `rejected/` either.
+            inner.held.remove(&key);
+            inner.counters.rejected_total += 1;
+            tracing::warn!(batch_id, reason, "spool: the collector refused a report held in memory; dropped");
+            return Ok(());
+        }
         let Some(key) = inner.entries.keys().find(|k| k.1 == batch_id).cloned() else { return Ok(()) };
         let rejected = self.dir.join(REJECTED_DIR);
         create_private_dir(&rejected)?;
@@ -717,11 +844,16 @@ impl Spool {
     /// Depth, size, oldest report and drop counters.
     pub fn stats(&self) -> guestward_report::protocol::SpoolStatus {
         let inner = self.lock();
+        let oldest_on_disk = inner.entries.values().next().map(|e| e.collected_at);
+        let oldest_held = inner.held.values().next().map(|h| h.entry.collected_at);
         guestward_report::protocol::SpoolStatus {
-            reports: u64::try_from(inner.entries.len()).unwrap_or(u64::MAX),
-            bytes: Self::total_bytes(&inner),
+            reports: u64::try_from(inner.entries.len() + inner.held.len()).unwrap_or(u64::MAX),
+            bytes: Self::total_bytes(&inner) + inner.held_bytes(),
             max_bytes: self.max_bytes,
-            oldest_collected_at: inner.entries.values().next().map(|e| e.collected_at),
+            oldest_collected_at: match (oldest_on_disk, oldest_held) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             superseded_snapshots_dropped_total: inner.counters.superseded_snapshots_dropped_total,
             events_dropped_total: inner.counters.events_dropped_total,
             reports_dropped_total: inner.counters.reports_dropped_total,
@@ -742,12 +874,19 @@ impl Spool {
 
     /// Reports waiting.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        let inner = self.lock();
+        inner.entries.len() + inner.held.len()
     }
 
     /// Whether no report is waiting.
     pub fn is_empty(&self) -> bool {
-        self.lock().entries.is_empty()
+        let inner = self.lock();
+        inner.entries.is_empty() && inner.held.is_empty()
+    }
+
+    /// Reports held in memory because the disk refused their entries.
+    pub fn held_in_memory(&self) -> usize {
+        self.lock().held.len()
     }
 
     fn save_counters(&self, counters: &Counters) -> Result<(), SpoolError> {

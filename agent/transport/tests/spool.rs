@@ -273,3 +273,71 @@ fn a_push_and_the_shipper_reading_concurrently_lose_nothing() {
         assert_eq!(acked, expected);
     });
 }
+
+/// A disk that refuses entries (full) does not stop the reports: the spool holds them in
+/// memory, hands them out in order with the entries on disk, forgets them once acknowledged,
+/// keeps at most `MAX_HELD_BYTES` of them (the oldest dropped, counted), and writes what it
+/// holds to disk at the first push that finds room (a reopened spool has them).
+#[test]
+fn a_full_disk_holds_reports_in_memory_in_order_and_writes_them_once_there_is_room() {
+    use guestward_core::testing::{Mount, fill_filesystem, skip_or_fail};
+    use guestward_transport::spool::MAX_HELD_BYTES;
+    let mnt = tempfile::tempdir().unwrap();
+    let _tmpfs = match Mount::tmpfs(mnt.path(), "8m") {
+        Ok(t) => t,
+        Err(reason) => {
+            return skip_or_fail(
+                "a_full_disk_holds_reports_in_memory_in_order_and_writes_them_once_there_is_room",
+                &reason,
+            );
+        }
+    };
+    let path = mnt.path().join("spool");
+    let spool = Spool::open(&path, 64 << 20).unwrap();
+    assert!(spool.push(&small(1)).unwrap().held_in_memory.is_none());
+    let filler = mnt.path().join("filler");
+    fill_filesystem(&filler);
+
+    let second = small(2);
+    let held = spool.push(&second).unwrap().held_in_memory.expect("held in memory");
+    assert!(held.contains("No space left on device"), "{held}");
+    assert!(spool.push(&small(3)).unwrap().held_in_memory.is_some());
+    assert_eq!((spool.len(), spool.held_in_memory()), (3, 2));
+    let pending = spool.pending(u64::MAX).unwrap();
+    let seqs: Vec<_> = pending.iter().map(|b| b.sequence.unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(decode(&pending[1].compressed), second);
+    assert_eq!(spool.stats().reports, 3);
+    spool.acknowledge(std::slice::from_ref(&second.batch_id)).unwrap();
+    assert_eq!((spool.len(), spool.held_in_memory()), (2, 1));
+
+    // Bounded: reports of about 1.1 MB compressed each, more than MAX_HELD_BYTES of them. The
+    // oldest held go, each a dropped report; the newest stays.
+    let big: Vec<Report> = (10..16).map(|seq| report(seq, 1_500_000, 1, 1)).collect();
+    let mut dropped = Vec::new();
+    for r in &big {
+        let out = spool.push(r).unwrap();
+        assert!(out.held_in_memory.is_some());
+        dropped.extend(out.dropped);
+    }
+    assert!(!dropped.is_empty() && dropped.iter().all(|d| d.what == DropClass::Report), "{dropped:?}");
+    assert_eq!(dropped[0].sequence, Some(3), "the oldest held report goes first");
+    let stats = spool.stats();
+    // What is held, and the one small entry on disk.
+    assert!(stats.bytes <= MAX_HELD_BYTES + (64 << 10), "{stats:?}");
+    assert_eq!(stats.reports_dropped_total, u64::try_from(dropped.len()).unwrap());
+    let last = spool.pending(u64::MAX).unwrap().last().map(|b| b.batch_id.clone());
+    assert_eq!(last.as_deref(), Some(big[5].batch_id.as_str()));
+
+    // Room again: the next push writes what is held first, then itself.
+    std::fs::remove_file(&filler).unwrap();
+    let kept: Vec<u64> = spool.pending(u64::MAX).unwrap().iter().map(|b| b.sequence.unwrap()).collect();
+    assert!(spool.push(&small(20)).unwrap().held_in_memory.is_none());
+    assert_eq!(spool.held_in_memory(), 0);
+    drop(spool);
+    let reopened = Spool::open(&path, 64 << 20).unwrap();
+    let on_disk: Vec<u64> = reopened.pending(u64::MAX).unwrap().iter().map(|b| b.sequence.unwrap()).collect();
+    let mut expected = kept;
+    expected.push(20);
+    assert_eq!(on_disk, expected);
+}

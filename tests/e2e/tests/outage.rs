@@ -112,3 +112,162 @@ fn a_run_that_cannot_make_its_report_still_delivers_what_earlier_runs_spooled() 
         assert_eq!((s.reports_stored, s.last_sequence), (1, Some(1)), "{s:?}");
     });
 }
+
+/// An outage of the agent's own disk: the filesystem holding its state directory is filled
+/// (as a local user can, to try to silence it), then a watched file is changed. The daemon
+/// cannot spool the report nor store the event, yet the collector receives the change: the
+/// history holds the event in memory, the spool the report. Once the disk has room, the next
+/// report goes through the disk again, and the change is not sent twice.
+#[test]
+fn a_file_changed_after_the_state_disk_filled_up_still_reaches_the_collector() {
+    const NAME: &str = "a_file_changed_after_the_state_disk_filled_up_still_reaches_the_collector";
+    guestward_core::testing::within(Duration::from_secs(150), "disk outage", || {
+        let tmp = temp_dir();
+        let state = tmp.path().join("agent/state");
+        std::fs::create_dir_all(&state).unwrap();
+        let _tmpfs = match guestward_core::testing::Mount::tmpfs(&state, "32m") {
+            Ok(t) => t,
+            Err(reason) => return guestward_core::testing::skip_or_fail(NAME, &reason),
+        };
+        let pki = Pki::init(&tmp.path().join("pki"));
+        let collector = Collector::start(&tmp.path().join("collector"), &pki, CollectorOptions::default());
+        let agent = Agent::new(
+            &tmp.path().join("agent"),
+            "host-fulldisk",
+            &Transport {
+                url: collector.url(),
+                ca_file: pki.ca(),
+                identity: pki.agent("host-fulldisk"),
+                extra: String::new(),
+            },
+        );
+        // FIM on, over a small tree of the test's own.
+        let watched = tmp.path().join("watched");
+        std::fs::create_dir_all(&watched).unwrap();
+        std::fs::write(watched.join("sshd_config"), "PermitRootLogin no\n").unwrap();
+        let config = std::fs::read_to_string(agent.config()).unwrap();
+        let with_fim = config
+            .replace("[fim]\nenabled = false\n", &format!("[fim]\npaths = [\"{}\"]\n", watched.display()));
+        assert_ne!(config, with_fim, "the agent's config has no `[fim] enabled = false` to replace");
+        std::fs::write(agent.config(), with_fim).unwrap();
+        let daemon = agent.start_daemon();
+        wait_until_or_explain(
+            Duration::from_secs(60),
+            "the first delivery and the FIM baseline",
+            || {
+                let delivered =
+                    collector.host("host-fulldisk").is_some_and(|h| h.summary.reports_stored >= 1);
+                let fim = daemon.ctl(&["fim", "status", "--json"]);
+                let watching = serde_json::from_str::<serde_json::Value>(&fim.stdout)
+                    .is_ok_and(|s| s["state"] == "watching");
+                (delivered && watching).then_some(())
+            },
+            || format!("daemon log:\n{}", daemon.log()),
+        );
+
+        guestward_core::testing::fill_filesystem(&state.join("filler"));
+        let changed = watched.join("sshd_config");
+        std::fs::write(&changed, "PermitRootLogin yes\n").unwrap();
+        let changed = changed.display().to_string();
+        let is_the_change = |e: &guestward_core::Event| e.kind == "fim.change" && e.data["path"] == changed;
+        wait_until(Duration::from_secs(30), "the realtime change", || {
+            let fim = daemon.ctl(&["fim", "status", "--json"]);
+            serde_json::from_str::<serde_json::Value>(&fim.stdout)
+                .ok()
+                .filter(|s| s["changes_realtime"].as_u64() >= Some(1))
+        });
+        let stored_before = collector.host("host-fulldisk").unwrap().summary.reports_stored;
+        let scan = daemon.ctl(&["scan"]);
+        // 1: a collector degraded (the disk is full, or was a moment ago).
+        assert!(matches!(scan.code, Some(0 | 1)), "agentctl scan with the disk full:\n{scan}");
+        let host = wait_until_or_explain(
+            Duration::from_secs(30),
+            "the change at the collector",
+            || {
+                collector.host("host-fulldisk").filter(|h| {
+                    h.summary.reports_stored > stored_before && h.recent_events.iter().any(is_the_change)
+                })
+            },
+            || format!("daemon log:\n{}", daemon.log()),
+        );
+        assert_eq!(host.recent_events.iter().filter(|e| is_the_change(e)).count(), 1);
+        let log = daemon.log();
+        assert!(
+            log.contains("held in memory"),
+            "the daemon did not say the report is held in memory:\n{log}"
+        );
+
+        // Room again: the next report goes through the disk, and the change is not sent again.
+        std::fs::remove_file(state.join("filler")).unwrap();
+        let stored_before = collector.host("host-fulldisk").unwrap().summary.reports_stored;
+        let scan = daemon.ctl(&["scan"]);
+        // 1: a collector degraded (the disk is full, or was a moment ago).
+        assert!(matches!(scan.code, Some(0 | 1)), "agentctl scan after space was freed:\n{scan}");
+        let host = wait_until(Duration::from_secs(30), "the next delivery", || {
+            collector.host("host-fulldisk").filter(|h| h.summary.reports_stored > stored_before)
+        });
+        assert_eq!(host.recent_events.iter().filter(|e| is_the_change(e)).count(), 1, "sent twice");
+        assert_eq!(host.summary.missing_sequences, 0, "{:?}", host.summary);
+        drop(daemon);
+    });
+}
+
+/// `run --once` when the disk refuses the spool's entries (here the spool directory is bound
+/// read-only: `EROFS`, as a filesystem remounted read-only after errors gives): its report is
+/// sent from memory (delivered, exit 0, the JSON naming the refusal); with the collector down
+/// as well it says the report is lost as the run ends, and exits non-zero. And on a full disk,
+/// the room the agent keeps lets the run open its databases and deliver.
+#[test]
+fn run_once_sends_from_memory_what_the_disk_refuses_and_runs_on_a_full_disk() {
+    const NAME: &str = "run_once_sends_from_memory_what_the_disk_refuses_and_runs_on_a_full_disk";
+    guestward_core::testing::within(Duration::from_secs(150), "run --once, disk refusing", || {
+        let tmp = temp_dir();
+        let state = tmp.path().join("agent/state");
+        std::fs::create_dir_all(&state).unwrap();
+        let _tmpfs = match guestward_core::testing::Mount::tmpfs(&state, "32m") {
+            Ok(t) => t,
+            Err(reason) => return guestward_core::testing::skip_or_fail(NAME, &reason),
+        };
+        let pki = Pki::init(&tmp.path().join("pki"));
+        let mut collector =
+            Collector::start(&tmp.path().join("collector"), &pki, CollectorOptions::default());
+        let agent = Agent::new(
+            &tmp.path().join("agent"),
+            "host-once-refused",
+            &Transport {
+                url: collector.url(),
+                ca_file: pki.ca(),
+                identity: pki.agent("host-once-refused"),
+                extra: String::new(),
+            },
+        );
+        agent.run_once().assert_success("run --once with a writable disk");
+
+        let read_only = guestward_core::testing::Mount::read_only_bind(&state.join("spool"))
+            .unwrap_or_else(|e| panic!("the tmpfs mounted, so this can: {e}"));
+        let (out, json) = agent.run_once_json();
+        out.assert_success("run --once with the spool read-only");
+        assert_eq!(json["delivered"], true, "{json:#}");
+        assert_eq!(json["report"]["spooled"], false, "{json:#}");
+        let refusal = json["report"]["spool_error"].as_str().unwrap_or_default();
+        assert!(refusal.contains("Read-only file system"), "{json:#}");
+        let s = collector.host("host-once-refused").unwrap().summary;
+        assert_eq!((s.reports_stored, s.missing_sequences), (2, 0), "{s:?}");
+
+        collector.stop();
+        let out = agent.run_once_failing();
+        out.assert_failure("run --once with the spool read-only and the collector down");
+        assert!(out.stderr.contains("is lost as this run ends"), "{out}");
+        drop(read_only);
+
+        // A full disk: the databases open in the room the agent kept, and the report goes out.
+        collector.start_again();
+        guestward_core::testing::fill_filesystem(&state.join("filler"));
+        let (out, json) = agent.run_once_json();
+        out.assert_success("run --once on a full disk");
+        assert_eq!(json["delivered"], true, "{json:#}");
+        assert!(!state.join(guestward_core::reserve::RESERVE_FILE).exists(), "the reserve was not used");
+        let s = collector.host("host-once-refused").unwrap().summary;
+        assert!(s.reports_stored >= 3, "{s:?}");
+    });
+}
