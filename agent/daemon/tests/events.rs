@@ -49,11 +49,10 @@ fn wait_for_baseline(daemon: &Daemon) {
     });
 }
 
-#[test]
-fn events_survive_the_next_scan_and_a_restart_and_since_and_follow_work() {
-    let mut daemon = Daemon::start();
-    wait_for_baseline(&daemon);
-    // The first scheduled report is out before the change, so the change is the next one's.
+/// The baseline, and the first scheduled report out, so that a change made now is the next
+/// report's.
+fn wait_for_baseline_and_first_scan(daemon: &Daemon) {
+    wait_for_baseline(daemon);
     daemon.wait_for(
         || {
             let (_, out, _) = daemon.ctl(&["status", "--json"]);
@@ -61,6 +60,12 @@ fn events_survive_the_next_scan_and_a_restart_and_since_and_follow_work() {
         },
         "the first scan",
     );
+}
+
+#[test]
+fn events_survive_the_next_scan_and_a_restart_and_since_and_follow_work() {
+    let mut daemon = Daemon::start();
+    wait_for_baseline_and_first_scan(&daemon);
     let changed = daemon.watched().join("etc/app.conf");
     std::fs::write(&changed, "port = 9090\n").unwrap();
     let changed = changed.display().to_string();
@@ -212,6 +217,20 @@ fn realtime_changes_of<'a>(events: &'a [Value], path: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Writes `content` to `file` (watched), waits until the realtime watch saw a change, and
+/// returns the report of a full scan asked for then.
+fn change_then_scan(daemon: &Daemon, file: &std::path::Path, content: &str) -> Value {
+    std::fs::write(file, content).unwrap();
+    wait_until("the realtime change", Duration::from_secs(30), || {
+        let (_, out, _) = daemon.ctl(&["fim", "status", "--json"]);
+        serde_json::from_str::<Value>(&out).is_ok_and(|s| s["changes_realtime"].as_u64() >= Some(1))
+    });
+    let (code, stdout, stderr) = daemon.ctl(&["scan", "--json"]);
+    // 1: a collector degraded (the state disk is full).
+    assert!(code == 0 || code == 1, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
 /// Filling the disk that holds the state directory, then changing a file, must not make the
 /// change disappear (a cheap way to try to blind the agent). The history cannot store the
 /// event, so the daemon holds it in memory: the next report carries it, the one after does
@@ -225,29 +244,15 @@ fn a_change_seen_while_the_state_disk_is_full_is_reported_once_and_stored_when_t
             Ok(started) => started,
             Err(reason) => return guestward_core::testing::skip_or_fail(NAME, &reason),
         };
-    wait_for_baseline(&daemon);
-    daemon.wait_for(
-        || {
-            let (_, out, _) = daemon.ctl(&["status", "--json"]);
-            serde_json::from_str::<Value>(&out).is_ok_and(|s| s["last_scan"].is_object())
-        },
-        "the first scan",
-    );
+    wait_for_baseline_and_first_scan(&daemon);
     let state = daemon.state_dir();
     truncate_wal(&state.join("events.db"));
     let filler = state.join("filler");
     guestward_core::testing::fill_filesystem(&filler);
 
-    let changed = daemon.watched().join("etc/app.conf");
-    std::fs::write(&changed, "port = 6666\n").unwrap();
-    let changed = changed.display().to_string();
-    wait_until("the realtime change", Duration::from_secs(30), || {
-        let (_, out, _) = daemon.ctl(&["fim", "status", "--json"]);
-        serde_json::from_str::<Value>(&out).is_ok_and(|s| s["changes_realtime"].as_u64() >= Some(1))
-    });
-    let (code, stdout, stderr) = daemon.ctl(&["scan", "--json"]);
-    assert!(code == 0 || code == 1, "{stderr}");
-    let full: Value = serde_json::from_str(&stdout).unwrap();
+    let file = daemon.watched().join("etc/app.conf");
+    let full = change_then_scan(&daemon, &file, "port = 6666\n");
+    let changed = file.display().to_string();
     assert_eq!(
         realtime_changes_of(full["events"].as_array().unwrap(), &changed).len(),
         1,
@@ -313,14 +318,7 @@ fn the_daemon_starts_again_on_a_full_state_disk_with_the_room_it_kept() {
     wait_for_baseline(&daemon);
     assert!(!reserve.exists(), "the reserve was not used");
     let changed = daemon.watched().join("etc/app.conf");
-    std::fs::write(&changed, "port = 7777\n").unwrap();
-    wait_until("the realtime change after the restart", Duration::from_secs(30), || {
-        let (_, out, _) = daemon.ctl(&["fim", "status", "--json"]);
-        serde_json::from_str::<Value>(&out).is_ok_and(|s| s["changes_realtime"].as_u64() >= Some(1))
-    });
-    let (code, stdout, stderr) = daemon.ctl(&["scan", "--json"]);
-    assert!(code == 0 || code == 1, "{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = change_then_scan(&daemon, &changed, "port = 7777\n");
     assert_eq!(
         realtime_changes_of(report["events"].as_array().unwrap(), &changed.display().to_string()).len(),
         1

@@ -113,6 +113,44 @@ fn a_run_that_cannot_make_its_report_still_delivers_what_earlier_runs_spooled() 
     });
 }
 
+/// An agent whose state directory is a tmpfs of its own (32 MiB, to fill), and its collector.
+/// The tmpfs must be unmounted before `tmp`, which holds it, is removed.
+struct OnTmpfs {
+    tmp: tempfile::TempDir,
+    mount: guestward_core::testing::Mount,
+    state: std::path::PathBuf,
+    collector: Collector,
+    agent: Agent,
+}
+
+/// [`OnTmpfs`] for `host`; `None` when this process may not mount (the test `test` is then
+/// skipped, or failed where every oracle is required).
+fn on_tmpfs(test: &str, host: &str) -> Option<OnTmpfs> {
+    let tmp = temp_dir();
+    let state = tmp.path().join("agent/state");
+    std::fs::create_dir_all(&state).unwrap();
+    let tmpfs = match guestward_core::testing::Mount::tmpfs(&state, "32m") {
+        Ok(t) => t,
+        Err(reason) => {
+            guestward_core::testing::skip_or_fail(test, &reason);
+            return None;
+        }
+    };
+    let pki = Pki::init(&tmp.path().join("pki"));
+    let collector = Collector::start(&tmp.path().join("collector"), &pki, CollectorOptions::default());
+    let agent = Agent::new(
+        &tmp.path().join("agent"),
+        host,
+        &Transport {
+            url: collector.url(),
+            ca_file: pki.ca(),
+            identity: pki.agent(host),
+            extra: String::new(),
+        },
+    );
+    Some(OnTmpfs { tmp, mount: tmpfs, state, collector, agent })
+}
+
 /// An outage of the agent's own disk: the filesystem holding its state directory is filled
 /// (as a local user can, to try to silence it), then a watched file is changed. The daemon
 /// cannot spool the report nor store the event, yet the collector receives the change: the
@@ -122,25 +160,11 @@ fn a_run_that_cannot_make_its_report_still_delivers_what_earlier_runs_spooled() 
 fn a_file_changed_after_the_state_disk_filled_up_still_reaches_the_collector() {
     const NAME: &str = "a_file_changed_after_the_state_disk_filled_up_still_reaches_the_collector";
     guestward_core::testing::within(Duration::from_secs(150), "disk outage", || {
-        let tmp = temp_dir();
-        let state = tmp.path().join("agent/state");
-        std::fs::create_dir_all(&state).unwrap();
-        let _tmpfs = match guestward_core::testing::Mount::tmpfs(&state, "32m") {
-            Ok(t) => t,
-            Err(reason) => return guestward_core::testing::skip_or_fail(NAME, &reason),
+        // Bound in this order so that they drop in the reverse: the tmpfs before its directory.
+        let Some(OnTmpfs { tmp, mount: _mount, state, collector, agent }) = on_tmpfs(NAME, "host-fulldisk")
+        else {
+            return;
         };
-        let pki = Pki::init(&tmp.path().join("pki"));
-        let collector = Collector::start(&tmp.path().join("collector"), &pki, CollectorOptions::default());
-        let agent = Agent::new(
-            &tmp.path().join("agent"),
-            "host-fulldisk",
-            &Transport {
-                url: collector.url(),
-                ca_file: pki.ca(),
-                identity: pki.agent("host-fulldisk"),
-                extra: String::new(),
-            },
-        );
         // FIM on, over a small tree of the test's own.
         let watched = tmp.path().join("watched");
         std::fs::create_dir_all(&watched).unwrap();
@@ -221,26 +245,11 @@ fn a_file_changed_after_the_state_disk_filled_up_still_reaches_the_collector() {
 fn run_once_sends_from_memory_what_the_disk_refuses_and_runs_on_a_full_disk() {
     const NAME: &str = "run_once_sends_from_memory_what_the_disk_refuses_and_runs_on_a_full_disk";
     guestward_core::testing::within(Duration::from_secs(150), "run --once, disk refusing", || {
-        let tmp = temp_dir();
-        let state = tmp.path().join("agent/state");
-        std::fs::create_dir_all(&state).unwrap();
-        let _tmpfs = match guestward_core::testing::Mount::tmpfs(&state, "32m") {
-            Ok(t) => t,
-            Err(reason) => return guestward_core::testing::skip_or_fail(NAME, &reason),
+        let Some(OnTmpfs { tmp: _tmp, mount: _mount, state, mut collector, agent }) =
+            on_tmpfs(NAME, "host-once-refused")
+        else {
+            return;
         };
-        let pki = Pki::init(&tmp.path().join("pki"));
-        let mut collector =
-            Collector::start(&tmp.path().join("collector"), &pki, CollectorOptions::default());
-        let agent = Agent::new(
-            &tmp.path().join("agent"),
-            "host-once-refused",
-            &Transport {
-                url: collector.url(),
-                ca_file: pki.ca(),
-                identity: pki.agent("host-once-refused"),
-                extra: String::new(),
-            },
-        );
         agent.run_once().assert_success("run --once with a writable disk");
 
         let read_only = guestward_core::testing::Mount::read_only_bind(&state.join("spool"))
