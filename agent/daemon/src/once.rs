@@ -91,6 +91,9 @@ pub struct Outcome {
     pub delivery: Result<DeliverySummary, String>,
     /// The spool after delivery.
     pub spool: SpoolStatus,
+    /// Of the spool's reports, those held in memory (the disk refused them): lost as this
+    /// run ends.
+    pub held_in_memory: usize,
 }
 
 impl Outcome {
@@ -152,9 +155,11 @@ impl Outcome {
             ),
             Ok(_) => format!("not delivered: {spool_failure}{this_run}"),
             Err(e) => format!(
-                "not delivered to {}: {e}; {} report(s) ({} bytes) stay spooled in {} for the next run; \
+                "not delivered to {}: {e}; {} report(s) stay spooled in {} for the next run; \
                  {spool_failure}{this_run}",
-                self.url, self.spool.reports, self.spool.bytes, self.spool_dir
+                self.url,
+                self.spool.reports.saturating_sub(u64::try_from(self.held_in_memory).unwrap_or(u64::MAX)),
+                self.spool_dir
             ),
         }
     }
@@ -200,6 +205,7 @@ impl Outcome {
             "spool": {
                 "dir": self.spool_dir,
                 "reports": self.spool.reports,
+                "held_in_memory": self.held_in_memory,
                 "bytes": self.spool.bytes,
                 "max_bytes": self.spool.max_bytes,
                 "oldest_collected_at": self.spool.oldest_collected_at,
@@ -225,8 +231,11 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
     let delivery = transport.deliver_within(deadline).await;
     let spool_dir = Transport::spool_dir(&state_dir).display().to_string();
     let stats_of = Arc::clone(&transport);
-    let spool = tokio::task::spawn_blocking(move || stats_of.spool.stats()).await.unwrap_or_default();
-    Ok(Outcome { url, spool_dir, cycle, delivery, spool })
+    let (spool, held_in_memory) =
+        tokio::task::spawn_blocking(move || (stats_of.spool.stats(), stats_of.spool.held_in_memory()))
+            .await
+            .unwrap_or_default();
+    Ok(Outcome { url, spool_dir, cycle, delivery, spool, held_in_memory })
 }
 
 /// This run's cycle: the report, through the history and into the spool.
