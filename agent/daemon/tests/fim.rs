@@ -402,4 +402,5 @@ fn fim_init_without_root_never_calls_an_unreachable_package_file_missing() {
     assert!(out.contains(", 1 unreadable (see --json)"), "{out}");
     assert!(out.contains("PACKAGE MISMATCH: /etc/gw/gone (") && !out.contains("/etc/gw/closed/b"), "{out}");
     assert!(err.contains("/etc/gw/closed: Permission denied"), "{err}");
+    assert!(err.contains("needs CAP_DAC_READ_SEARCH"), "the warning does not say what to do: {err}");
 }

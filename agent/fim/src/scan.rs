@@ -1367,16 +1367,22 @@ fn carry_over(store: &mut Store, dir: &Path, keep_staged: bool) -> Result<(), St
 }
 
 fn problem(host: &Path, e: &std::io::Error) -> Problem {
-    Problem::new(
-        match e.kind() {
-            _ if dirfd::is_changed_during_scan(e) => "changed_during_scan",
-            std::io::ErrorKind::PermissionDenied => "permission_denied",
-            std::io::ErrorKind::NotFound => "not_found",
-            _ => "io",
-        },
-        format!("{}: {e}", crate::events::escape_path(host)),
-    )
-    .with_path(crate::events::escape_path(host))
+    let shown = crate::events::escape_path(host);
+    let (code, message) = match e.kind() {
+        _ if dirfd::is_changed_during_scan(e) => ("changed_during_scan", format!("{shown}: {e}")),
+        // What to do about it, since nothing under it is in the baseline or checked: a FIM
+        // started without the capability (by hand as a user, or a unit that lost it) reads
+        // little of a system tree, and says so here.
+        std::io::ErrorKind::PermissionDenied => (
+            "permission_denied",
+            format!(
+                "{shown}: {e} (the agent needs CAP_DAC_READ_SEARCH, which guestward-agent.service grants, or root)"
+            ),
+        ),
+        std::io::ErrorKind::NotFound => ("not_found", format!("{shown}: {e}")),
+        _ => ("io", format!("{shown}: {e}")),
+    };
+    Problem::new(code, message).with_path(shown)
 }
 
 /// The smallest set of roots covering `paths` (none below another).
