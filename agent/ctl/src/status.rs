@@ -366,6 +366,13 @@ pub fn render_transport(
         human_bytes(s.bytes),
         human_bytes(s.max_bytes)
     )?;
+    if s.held_in_memory > 0 {
+        writeln!(
+            out,
+            "  IN MEMORY {} report(s) the disk refused (full or read-only): sent like the others, lost if the agent stops first",
+            s.held_in_memory
+        )?;
+    }
     writeln!(
         out,
         "  drops     superseded snapshots {}, events {}, whole reports {}; reports not spooled {}",
@@ -757,6 +764,7 @@ mod tests {
                 superseded_snapshots_dropped_total: 2,
                 events_dropped_total: 5,
                 reports_dropped_total: 1,
+                held_in_memory: 1,
             },
             certificate: Some(CertificateStatus {
                 path: "/etc/guestward/tls/agent.pem".into(),
@@ -787,6 +795,7 @@ mod tests {
         );
         assert!(out.contains("CN=i-0123456789abcdef0") && out.contains("(only 3 days left)"), "{out}");
         assert!(out.contains("error     connection refused"), "{out}");
+        assert!(out.contains("IN MEMORY 1 report(s) the disk refused"), "{out}");
     }
 
     #[test]

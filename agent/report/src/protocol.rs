@@ -413,6 +413,10 @@ pub struct SpoolStatus {
     pub events_dropped_total: u64,
     /// Whole reports dropped: their FIM events and findings (last drop class).
     pub reports_dropped_total: u64,
+    /// Of `reports`, those held in memory because the disk refused them (full, read-only):
+    /// sent like the others, but lost if the agent stops before they are delivered.
+    #[serde(default)]
+    pub held_in_memory: u64,
 }
 
 /// The client certificate the shipper presents.

@@ -857,6 +857,7 @@ impl Spool {
             superseded_snapshots_dropped_total: inner.counters.superseded_snapshots_dropped_total,
             events_dropped_total: inner.counters.events_dropped_total,
             reports_dropped_total: inner.counters.reports_dropped_total,
+            held_in_memory: u64::try_from(inner.held.len()).unwrap_or(u64::MAX),
         }
     }
 
