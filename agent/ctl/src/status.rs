@@ -191,6 +191,13 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
         "events      {} stored, {} coalesced, {} dropped, {} store failures (agentctl events)",
         c.events_stored, c.events_coalesced_total, c.events_dropped_total, c.events_store_failures_total
     )?;
+    if c.events_held_in_memory > 0 || c.events_held_dropped_total > 0 {
+        writeln!(
+            out,
+            "            {} held in memory until the history can store them (carried by the reports), {} of those dropped at the bound",
+            c.events_held_in_memory, c.events_held_dropped_total
+        )?;
+    }
     out.flush()
 }
 

@@ -453,6 +453,10 @@ pub struct PipelineCounters {
     pub scan_failures_total: u64,
     /// Event history appends that failed.
     pub events_store_failures_total: u64,
+    /// Events held in memory because the history could not store them.
+    pub events_held_in_memory: u64,
+    /// Held events dropped at the memory bound since start.
+    pub events_held_dropped_total: u64,
     /// Full reports the spool refused.
     pub spool_push_failures_total: u64,
 }
@@ -737,11 +741,14 @@ impl Pipeline {
 
     /// The counters.
     pub fn counters(&self) -> PipelineCounters {
+        let (held, held_dropped) = self.events.held_counts();
         PipelineCounters {
             scan_runs_total: self.scan_runs.load(Ordering::Relaxed),
             scan_degraded_runs_total: self.scan_degraded_runs.load(Ordering::Relaxed),
             scan_failures_total: self.scan_failures.load(Ordering::Relaxed),
             events_store_failures_total: self.events.store_failures_total(),
+            events_held_in_memory: u64::try_from(held).unwrap_or(u64::MAX),
+            events_held_dropped_total: held_dropped,
             spool_push_failures_total: self.transport.as_ref().map_or(0, |t| t.push_failures_total()),
         }
     }

@@ -264,6 +264,7 @@ fn a_change_seen_while_the_state_disk_is_full_is_reported_once_and_stored_when_t
     let (_, stdout, _) = daemon.ctl(&["status", "--json"]);
     let status: Value = serde_json::from_str(&stdout).unwrap();
     assert!(status["counters"]["events_store_failures_total"].as_u64() > Some(0), "{status}");
+    assert!(status["counters"]["events_held_in_memory"].as_u64() > Some(0), "{status}");
 
     // Reported once: the next report does not carry it again.
     let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);

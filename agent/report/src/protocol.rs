@@ -468,6 +468,13 @@ pub struct Counters {
     /// Writes to the history that failed (full disk, damaged file).
     #[serde(default)]
     pub events_store_failures_total: u64,
+    /// Events the history could not store, held in memory and carried by the reports until
+    /// it can (see `docs/hardening.md`, a full state disk).
+    #[serde(default)]
+    pub events_held_in_memory: u64,
+    /// Held events dropped at the memory bound since start.
+    #[serde(default)]
+    pub events_held_dropped_total: u64,
     /// Full reports that could not be written to the transport spool (full disk, a damaged
     /// spool); their events stay unreported in the history and go with the next report.
     #[serde(default)]

@@ -243,6 +243,8 @@ impl Shared {
                 events_stored: history.as_ref().map_or(0, |h| h.stored),
                 events_coalesced_total: history.as_ref().map_or(0, |h| h.coalesced_total),
                 events_store_failures_total: pipeline.events_store_failures_total,
+                events_held_in_memory: pipeline.events_held_in_memory,
+                events_held_dropped_total: pipeline.events_held_dropped_total,
                 spool_push_failures_total: pipeline.spool_push_failures_total,
                 control_requests_total: self.control_requests.load(Ordering::Relaxed),
                 control_denied_connections_total: self.control_denied.load(Ordering::Relaxed),
