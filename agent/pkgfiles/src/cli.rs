@@ -120,9 +120,9 @@ pub fn run_with(args: &VerifyPackagesArgs, out: &mut dyn Write, err: &mut dyn Wr
         }
     };
     let written = if args.json {
-        serde_json::to_writer_pretty(&mut *out, &report)
-            .map_err(std::io::Error::other)
-            .and_then(|()| writeln!(out))
+        // Indented only for a person at a terminal; a reader that closes the pipe early (`| head`)
+        // is no error: the error keeps its kind (`BrokenPipe`), checked below.
+        guestward_core::json::write_json(&mut *out, &report, guestward_core::json::stdout_wants_pretty())
     } else {
         write_human(&report, out, err)
     };

@@ -422,6 +422,27 @@ fn cli_output_and_exit_codes_on_the_fixture_tree() {
     assert_eq!(m[0]["kind"], "conffile_changed");
     assert_eq!(m[0]["expected"]["algo"], "md5");
     assert_eq!(json["packages_checked"], 1);
+    // A reader that goes away after the first bytes (`--json | head -1`) is no error: the exit
+    // code is the report's, and nothing is said on stderr; in both output forms.
+    struct ClosesAfter(usize);
+    impl std::io::Write for ClosesAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.0);
+            self.0 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    for json in [true, false] {
+        let mut err = Vec::new();
+        assert_eq!(run_with(&args(json, &[]), &mut ClosesAfter(10), &mut err), 1, "json {json}");
+        assert!(err.is_empty(), "json {json}: {}", String::from_utf8_lossy(&err));
+    }
 
     // A package whose files all match: exit 0. One that is not installed: exit 2.
     std::fs::write(tree.path().join("etc/gw-beta.conf"), "beta = 1\n").unwrap();
