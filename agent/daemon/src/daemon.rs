@@ -209,6 +209,25 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     if let Err(e) = tokio::task::spawn_blocking(move || events.flush()).await {
         tracing::error!(error = %e, "events still held at shutdown could not be stored");
     }
+    // What only memory holds (the disk refused it) is written now if the disk takes it, and
+    // otherwise said to be lost: a full state disk at shutdown.
+    let (events_held, _) = pipeline.events.held_counts();
+    if events_held > 0 {
+        tracing::error!(
+            events = events_held,
+            "events the history could not store are lost as the agent stops (the state disk refuses them); the next start rescans the file trees"
+        );
+    }
+    if let Some(transport) = pipeline.transport().map(Arc::clone) {
+        match tokio::task::spawn_blocking(move || transport.spool.write_held()).await {
+            Ok(0) => {}
+            Ok(reports) => tracing::error!(
+                reports,
+                "reports held in memory are lost as the agent stops (the state disk refuses them)"
+            ),
+            Err(e) => tracing::error!(error = %e, "reports held in memory could not be written at shutdown"),
+        }
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Err(e) = std::fs::remove_file(&socket_path) {
         tracing::warn!(socket = %socket_path.display(), error = %e, "could not remove the control socket");

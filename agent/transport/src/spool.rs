@@ -579,6 +579,14 @@ impl Spool {
         PushOutcome { dropped, held_in_memory: Some(why) }
     }
 
+    /// Writes the reports held in memory to disk, oldest first, as far as the disk takes them
+    /// (the daemon calls it as it stops). Returns how many are still held.
+    pub fn write_held(&self) -> usize {
+        let mut inner = self.lock();
+        self.persist_held(&mut inner);
+        inner.held.len()
+    }
+
     /// Writes held reports to disk, oldest first, until one is refused.
     fn persist_held(&self, inner: &mut Inner) {
         while let Some((key, held)) = inner.held.pop_first() {

@@ -329,6 +329,11 @@ fn a_full_disk_holds_reports_in_memory_in_order_and_writes_them_once_there_is_ro
     let last = spool.pending(u64::MAX).unwrap().last().map(|b| b.batch_id.clone());
     assert_eq!(last.as_deref(), Some(big[5].batch_id.as_str()));
 
+    // Still no room: writing what is held (as the daemon does when it stops) keeps it held.
+    let held = spool.held_in_memory();
+    assert!(held > 0);
+    assert_eq!(spool.write_held(), held);
+
     // Room again: the next push writes what is held first, then itself.
     std::fs::remove_file(&filler).unwrap();
     let kept: Vec<u64> = spool.pending(u64::MAX).unwrap().iter().map(|b| b.sequence.unwrap()).collect();
