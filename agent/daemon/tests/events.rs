@@ -231,6 +231,15 @@ fn change_then_scan(daemon: &Daemon, file: &std::path::Path, content: &str) -> V
     serde_json::from_str(&stdout).unwrap()
 }
 
+/// Asks for a full scan and asserts its report does not carry the realtime change of `path`
+/// (`why`: which moment of the test this is).
+fn assert_next_report_does_not_carry(daemon: &Daemon, path: &str, why: &str) {
+    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let events = report["events"].as_array().unwrap();
+    assert!(realtime_changes_of(events, path).is_empty(), "{why}: {}", report["events"]);
+}
+
 /// Filling the disk that holds the state directory, then changing a file, must not make the
 /// change disappear (a cheap way to try to blind the agent). The history cannot store the
 /// event, so the daemon holds it in memory: the next report carries it, the one after does
@@ -267,31 +276,17 @@ fn a_change_seen_while_the_state_disk_is_full_is_reported_once_and_stored_when_t
     assert!(status["counters"]["events_held_in_memory"].as_u64() > Some(0), "{status}");
 
     // Reported once: the next report does not carry it again.
-    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
-    let next: Value = serde_json::from_str(&stdout).unwrap();
-    assert!(
-        realtime_changes_of(next["events"].as_array().unwrap(), &changed).is_empty(),
-        "{}",
-        next["events"]
-    );
+    assert_next_report_does_not_carry(&daemon, &changed, "reported once: the next report carries it again");
 
     // Room again: the history takes it (as reported: no later report carries it).
     std::fs::remove_file(&filler).unwrap();
-    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
-    let after: Value = serde_json::from_str(&stdout).unwrap();
-    assert!(
-        realtime_changes_of(after["events"].as_array().unwrap(), &changed).is_empty(),
-        "{}",
-        after["events"]
+    assert_next_report_does_not_carry(
+        &daemon,
+        &changed,
+        "stored as reported: a report after the room came back carries it",
     );
     assert_eq!(realtime_changes_of(&all_events(&daemon, "fim.*"), &changed).len(), 1);
-    let (_, stdout, _) = daemon.ctl(&["scan", "--json"]);
-    let last: Value = serde_json::from_str(&stdout).unwrap();
-    assert!(
-        realtime_changes_of(last["events"].as_array().unwrap(), &changed).is_empty(),
-        "{}",
-        last["events"]
-    );
+    assert_next_report_does_not_carry(&daemon, &changed, "a later report carries it");
     // Stopped before its filesystem is unmounted.
     drop(daemon);
 }
