@@ -39,8 +39,8 @@ pub use finding::{Event, Finding, Severity};
 pub use paths::AbsolutePath;
 pub use read_buffer::{READ_BUFFER_ALIGN, ReadBuffer};
 pub use root::{
-    HostFsError, HostRoot, MAX_SYMLINK_HOPS, ensure_regular, file_kind, open_regular_file,
-    read_regular_file_capped,
+    HostFsError, HostRoot, MAX_SYMLINK_HOPS, READ_PERMISSION_ADVICE, ensure_regular, file_kind,
+    leads_to_nothing, open_regular_file, read_regular_file_capped,
 };
 pub use section::{Problem, Section, SectionStatus};
 pub use time::{Timestamp, parse_time_arg};

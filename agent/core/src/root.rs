@@ -38,6 +38,21 @@ pub const MAX_SYMLINK_HOPS: usize = 40;
 /// many times before the component walk (which keeps its own chain of directories) takes over.
 const OPENAT2_RETRIES: usize = 8;
 
+/// What to do about a file the agent may not read: said with every permission problem, since
+/// nothing under such a path is inventoried or checked.
+pub const READ_PERMISSION_ADVICE: &str =
+    "the agent needs CAP_DAC_READ_SEARCH, which guestward-agent.service grants, or root";
+
+/// Whether a failed open or `lstat` says the path leads to nothing: a component is gone, is no
+/// directory, or its symlinks loop. That is the tree's shape (what a removal or a replacement
+/// leaves: the file is missing), not a limit of the agent's (the file is unreadable).
+pub fn leads_to_nothing(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ELOOP | nix::libc::ENAMETOOLONG)
+    )
+}
+
 /// Why a host file could not be read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum HostFsError {
@@ -48,10 +63,7 @@ pub enum HostFsError {
         path: PathBuf,
     },
     /// The agent lacks permission: it reads root-only files through `CAP_DAC_READ_SEARCH`.
-    #[error(
-        "{}: permission denied (the agent needs CAP_DAC_READ_SEARCH, which guestward-agent.service grants, or root)",
-        path.display()
-    )]
+    #[error("{}: permission denied ({READ_PERMISSION_ADVICE})", path.display())]
     PermissionDenied {
         /// The file, as seen on the scanning machine.
         path: PathBuf,
@@ -111,6 +123,15 @@ impl HostFsError {
             Self::SymlinkLoop { .. } => io::Error::from_raw_os_error(Errno::ELOOP as i32),
             Self::Io { source, .. } => source,
             e @ (Self::TooLarge { .. } | Self::NotRegularFile { .. }) => io::Error::other(e.to_string()),
+        }
+    }
+
+    /// Whether the path leads to nothing ([`leads_to_nothing`]).
+    pub fn leads_to_nothing(&self) -> bool {
+        match self {
+            Self::NotFound { .. } | Self::SymlinkLoop { .. } => true,
+            Self::Io { source, .. } => leads_to_nothing(source),
+            Self::PermissionDenied { .. } | Self::TooLarge { .. } | Self::NotRegularFile { .. } => false,
         }
     }
 

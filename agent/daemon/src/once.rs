@@ -89,11 +89,8 @@ pub struct Outcome {
     pub cycle: Result<Cycle, String>,
     /// Delivery of what the spool held.
     pub delivery: Result<DeliverySummary, String>,
-    /// The spool after delivery.
+    /// The spool after delivery (`held_in_memory`: reports lost as this run ends).
     pub spool: SpoolStatus,
-    /// Of the spool's reports, those held in memory (the disk refused them): lost as this
-    /// run ends.
-    pub held_in_memory: usize,
 }
 
 impl Outcome {
@@ -158,7 +155,7 @@ impl Outcome {
                 "not delivered to {}: {e}; {} report(s) stay spooled in {} for the next run; \
                  {spool_failure}{this_run}",
                 self.url,
-                self.spool.reports.saturating_sub(u64::try_from(self.held_in_memory).unwrap_or(u64::MAX)),
+                self.spool.reports.saturating_sub(self.spool.held_in_memory),
                 self.spool_dir
             ),
         }
@@ -205,7 +202,7 @@ impl Outcome {
             "spool": {
                 "dir": self.spool_dir,
                 "reports": self.spool.reports,
-                "held_in_memory": self.held_in_memory,
+                "held_in_memory": self.spool.held_in_memory,
                 "bytes": self.spool.bytes,
                 "max_bytes": self.spool.max_bytes,
                 "oldest_collected_at": self.spool.oldest_collected_at,
@@ -231,11 +228,8 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
     let delivery = transport.deliver_within(deadline).await;
     let spool_dir = Transport::spool_dir(&state_dir).display().to_string();
     let stats_of = Arc::clone(&transport);
-    let (spool, held_in_memory) =
-        tokio::task::spawn_blocking(move || (stats_of.spool.stats(), stats_of.spool.held_in_memory()))
-            .await
-            .unwrap_or_default();
-    Ok(Outcome { url, spool_dir, cycle, delivery, spool, held_in_memory })
+    let spool = tokio::task::spawn_blocking(move || stats_of.spool.stats()).await.unwrap_or_default();
+    Ok(Outcome { url, spool_dir, cycle, delivery, spool })
 }
 
 /// This run's cycle: the report, through the history and into the spool.

@@ -104,26 +104,13 @@ pub fn is_temporary(path: &Path) -> bool {
     }
 }
 
-/// Whether a failed `lstat` says the path leads to nothing: it is not there, a component of it
-/// is no directory, or its symlinks loop. Those are the tree's shape (what a removal or a
-/// replacement leaves), not the agent's limits.
-fn is_absent(e: &guestward_core::HostFsError) -> bool {
-    use guestward_core::HostFsError;
-    match e {
-        HostFsError::NotFound { .. } | HostFsError::SymlinkLoop { .. } => true,
-        HostFsError::Io { source, .. } => {
-            matches!(source.raw_os_error(), Some(nix::libc::ENOTDIR | nix::libc::ENAMETOOLONG))
-        }
-        _ => false,
-    }
-}
-
 /// Reads `host` through `root` and computes each of `algos` over it in one pass.
 pub fn read_content(root: &HostRoot, host: &Path, algos: &[DigestAlgo]) -> Content {
     use sha2::Digest as _;
     let meta = match root.symlink_metadata(host) {
         Ok(m) => m,
-        Err(e) if is_absent(&e) => return Content::default(),
+        // A path that leads to nothing is missing; any other failure is the agent's own limit.
+        Err(e) if e.leads_to_nothing() => return Content::default(),
         Err(_) => return Content { unexamined: true, ..Content::default() },
     };
     let mode = Some(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()));

@@ -1373,12 +1373,9 @@ fn problem(host: &Path, e: &std::io::Error) -> Problem {
         // What to do about it, since nothing under it is in the baseline or checked: a FIM
         // started without the capability (by hand as a user, or a unit that lost it) reads
         // little of a system tree, and says so here.
-        std::io::ErrorKind::PermissionDenied => (
-            "permission_denied",
-            format!(
-                "{shown}: {e} (the agent needs CAP_DAC_READ_SEARCH, which guestward-agent.service grants, or root)"
-            ),
-        ),
+        std::io::ErrorKind::PermissionDenied => {
+            ("permission_denied", format!("{shown}: {e} ({})", guestward_core::READ_PERMISSION_ADVICE))
+        }
         std::io::ErrorKind::NotFound => ("not_found", format!("{shown}: {e}")),
         _ => ("io", format!("{shown}: {e}")),
     };

@@ -83,13 +83,21 @@ const LOW_SPACE_BYTES: u64 = 16 << 20;
 /// room the filesystem holding `db` has left, read now. Empty for any other error, or when
 /// there is room.
 fn space_hint(db: &Path, e: &rusqlite::Error) -> String {
-    use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
-    let rusqlite::Error::SqliteFailure(f, _) = e else { return String::new() };
-    if !matches!(f.code, DiskFull | SystemIoFailure) {
+    if !write_refused(e) {
         return String::new();
     }
     let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     low_space_words(guestward_core::reserve::free_bytes(dir).ok())
+}
+
+/// Whether SQLite failed for want of room: `SQLITE_FULL`, or an I/O error, which is how a
+/// full filesystem refuses some writes and the `-shm` file an open needs.
+fn write_refused(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+    )
 }
 
 /// [`space_hint`]'s words for `free` bytes left (`None`: not known).
@@ -337,11 +345,9 @@ impl Store {
             state_dir,
             || Self::open_keyed_once(state_dir, key.clone()),
             |e| match e {
-                StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(f, _), .. } => {
-                    matches!(f.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
-                }
+                StoreError::Sqlite { source, .. } => write_refused(source),
                 StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
-                _ => false,
+                StoreError::Row { .. } => false,
             },
         );
         if released {
@@ -1611,9 +1617,7 @@ mod tests {
         assert_eq!(space_hint(&db, &failure(rusqlite::ErrorCode::ConstraintViolation)), "");
         assert_eq!(space_hint(&db, &rusqlite::Error::InvalidQuery), "");
         // The words come with the error itself.
-        let free = nix::sys::statvfs::statvfs(dir.path()).unwrap();
-        #[allow(clippy::useless_conversion)]
-        let left = u64::from(free.blocks_available()) * u64::from(free.fragment_size());
+        let left = guestward_core::reserve::free_bytes(dir.path()).unwrap();
         let e = StoreError::Sqlite { path: db.clone(), source: failure(rusqlite::ErrorCode::DiskFull) };
         assert_eq!(
             e.to_string().contains("KiB left: free some space"),

@@ -542,7 +542,7 @@ impl<'a> Worker<'a> {
             Ok(f) => Some(f),
             // The path leads to nothing: a component is gone, is no directory, or its symlinks
             // loop. Its files are missing, as `debsums` and `rpm -V` say, not unreadable.
-            Err(e) if leads_to_nothing(&e) => None,
+            Err(e) if guestward_core::leads_to_nothing(&e) => None,
             Err(e) => return Err(e),
         };
         let keep = match &opened {
@@ -858,15 +858,6 @@ pub fn open_dir_in_root(root: &HostRoot, host: &Path) -> io::Result<File> {
         return Err(dirfd::changed_during_scan());
     }
     Ok(dir)
-}
-
-/// Whether a failed open or `lstat` says the path leads to nothing (see `Worker::dir`): the
-/// tree's shape, which a removal or a replacement leaves, not a limit of the agent's.
-fn leads_to_nothing(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ELOOP | nix::libc::ENAMETOOLONG)
-    )
 }
 
 fn open_dir_follow(path: &Path) -> io::Result<File> {
