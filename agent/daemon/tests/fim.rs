@@ -377,8 +377,9 @@ fn fim_init_without_root_never_calls_an_unreachable_package_file_missing() {
             .env_remove("RUST_LOG");
         run(&mut cmd)
     };
+    // Exit 1: a package file differs from its package (the one really gone).
     let (code, out, err) = init(true);
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     let baseline = &report["summary"]["baseline"];
     let flagged: Vec<&str> = baseline["package_mismatches"]
@@ -398,7 +399,7 @@ fn fim_init_without_root_never_calls_an_unreachable_package_file_missing() {
     // The same in words (an init over that baseline): the gap named where the baseline's size
     // is, and on stderr.
     let (code, out, err) = init(false);
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains(", 1 unreadable (see --json)"), "{out}");
     assert!(out.contains("PACKAGE MISMATCH: /etc/gw/gone (") && !out.contains("/etc/gw/closed/b"), "{out}");
     assert!(err.contains("/etc/gw/closed: Permission denied"), "{err}");

@@ -16,6 +16,9 @@ pub const INIT_EXIT_CODES: &str = "\
 Exit codes:
   0  the baseline was built (or an interrupted init was completed); its integrity line says
      whether it is sealed with fim.baseline_key_file
+  1  the baseline was built, but package files in it already differ from their packages
+     (PACKAGE MISMATCH lines on stdout; edited conffiles alone exit 0): the machine may have
+     been changed before its first baseline; `fim verify-packages` lists them in full
   2  error (printed on stderr): bad configuration, state directory not writable, baseline
      store unreadable; no baseline was accepted (running init again resumes what it staged)";
 
@@ -40,7 +43,8 @@ Exit codes:
 /// Exit codes of every `fim` subcommand, for `guestward-agent fim --help`.
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  init            0 baseline built; 2 error (no baseline accepted)
+  init            0 baseline built; 1 built, but package files already differ from their
+                  packages; 2 error (no baseline accepted)
   check, update   0 no changes; 1 changes found (update: and accepted);
                   2 error, or a baseline that cannot be relied on (tampered, damaged, unsealed)
 See `guestward-agent fim <SUBCOMMAND> --help` for each in full.";
@@ -236,7 +240,7 @@ fn run_inner(
         }
     }
     match cmd {
-        FimCommand::Init(_) => 0,
+        FimCommand::Init(_) => report.init_exit_code() as u8,
         _ => report.exit_code() as u8,
     }
 }

@@ -810,6 +810,14 @@ impl CheckReport {
         }
     }
 
+    /// `fim init`'s exit code. The new baseline is accepted whatever it holds; 1 says that the
+    /// trust anchor found package files in it that already differ from their packages (conffile
+    /// edits aside), as `fim check` says every time after: an image baked from a machine that
+    /// was already compromised must not pass a build step that only looks at the exit code.
+    pub fn init_exit_code(&self) -> i32 {
+        if self.summary.baseline.package_files_differ() { EXIT_CHANGES } else { EXIT_CLEAN }
+    }
+
     /// The human list: one line per change, the baseline's own problems, a summary line and
     /// the baseline's integrity.
     pub fn render_human(&self, out: &mut dyn Write) -> std::io::Result<()> {

@@ -274,6 +274,21 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     };
     std::fs::write(root_dir.join("usr/share/stray"), "no package lists this\n").unwrap();
     same("fim init's anchor", &anchored(guestward_fim::Purpose::Init), &flagged);
+    // `fim init` exits 1 for package files that already differ from their packages, and 0
+    // when the only ones are edited conffiles (each in a state directory of its own).
+    let init_exit = |paths: Vec<guestward_fim::config::PathEntry>| {
+        let state = tempfile::tempdir().unwrap();
+        let o = guestward_fim::oneshot::OneShot {
+            config: guestward_fim::Config { paths, ..Default::default() },
+            state_dir: state.path().to_path_buf(),
+            root: root.clone(),
+            progress_bar: false,
+        };
+        let init = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &packages).unwrap();
+        (init.summary.baseline.package_mismatches.len(), init.init_exit_code())
+    };
+    assert_eq!(init_exit(vec![rule("/usr"), rule("/etc")]), (flagged.len(), 1));
+    assert_eq!(init_exit(vec![rule("/etc")]), (2, 0), "only the two edited conffiles");
     // The baseline keeps the MD5 of every dpkg file it hashed, as `md5sum` computes it, and of
     // nothing else.
     let store = guestward_fim::store::Store::open(state.path()).unwrap();
