@@ -57,9 +57,13 @@ find "$TREE" -xdev -type f -print0 | xargs -0 cat > /dev/null 2>&1 || true
 
 echo "== 1. baseline (init)"
 load
+# `fim init` exits 1 when package files in the tree already differ from their packages (a host
+# where `npm install -g npm` rewrote nodejs's files, say): the baseline was built, so that counts
+# as a run; exit 2 still fails hyperfine.
+INIT="$AGENT fim init --config $W/fim.toml --state-dir $W/state --no-progress || [ \$? -eq 1 ]"
 hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/init.md" \
   --prepare "rm -rf $W/state $W/aide.db.new" \
-  -n guestward "$AGENT fim init --config $W/fim.toml --state-dir $W/state --no-progress" \
+  -n guestward "$INIT" \
   -n aide "aide --init --workers=2 -c $W/aide.conf"
 rm -rf "$W/state" "$W/aide.db.new"
 cpu "guestward fim init" "$AGENT" fim init --config "$W/fim.toml" --state-dir "$W/state" --no-progress
@@ -68,7 +72,7 @@ ls -l "$W/state/fim.db" "$W/aide.db.new"
 # Above, each init started from nothing and took every dpkg file's MD5 for the trust anchor;
 # an init over an existing baseline carries those over (same SHA-256), as `check` does.
 hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/reinit.md" \
-  -n "guestward (baseline there)" "$AGENT fim init --config $W/fim.toml --state-dir $W/state --no-progress"
+  -n "guestward (baseline there)" "$INIT"
 cpu "guestward fim init (again)" "$AGENT" fim init --config "$W/fim.toml" --state-dir "$W/state" --no-progress
 
 echo "== 2. check against the baseline"
