@@ -299,6 +299,54 @@ fn fim_init_fails_instead_of_hanging_when_the_state_directory_fills_up() {
     assert!(!out.contains("baseline: "), "no baseline claimed: {out}");
 }
 
+/// `fim init --root` on an image whose dpkg database was written by someone else: a version
+/// and a path with terminal escape sequences (retitle the window, turn the text red) reach the
+/// terminal escaped, as in `fim check`, and more package files flagged than the list holds end
+/// in how many more there are. Exit 1: package files differ from their packages.
+#[test]
+fn fim_init_lists_a_hostile_package_database_escaped_and_says_how_many_more_it_found() {
+    const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[31m";
+    const SHOWN: &str = "\\x1b]0;pwned\\x07\\x1b[31m";
+    const FILES: usize = guestward_fim::package::MAX_REPORTED_OUTSIDE + 10;
+    let dir = tempfile::tempdir().unwrap();
+    let (root, config, _state) = fim_root_setup(dir.path());
+    let names: Vec<String> = (0..FILES).map(|i| format!("etc/gw/file{i:03}{HOSTILE}")).collect();
+    let mut sums = String::new();
+    let mut list = String::from("/.\n/etc\n/etc/gw\n");
+    std::fs::create_dir_all(root.join("etc/gw")).unwrap();
+    for name in &names {
+        // On disk other than the package has it: every one is flagged.
+        std::fs::write(root.join(name), "changed\n").unwrap();
+        sums.push_str(&format!("{}  {name}\n", "0".repeat(32)));
+        list.push_str(&format!("/{name}\n"));
+    }
+    let info = root.join("var/lib/dpkg/info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(info.join("gw-hostile.md5sums"), sums).unwrap();
+    std::fs::write(info.join("gw-hostile.list"), list).unwrap();
+    std::fs::write(
+        root.join("var/lib/dpkg/status"),
+        format!(
+            "Package: gw-hostile\nStatus: install ok installed\nArchitecture: all\nVersion: 1.0{HOSTILE}\nDescription: test\n\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_fim(&config, &root, &["init", "--no-progress"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        !out.contains('\x1b') && !out.contains('\x07'),
+        "raw control characters reached the terminal: {out:?}"
+    );
+    let listed: Vec<&str> = out.lines().filter(|l| l.starts_with("PACKAGE MISMATCH: ")).collect();
+    assert_eq!(listed.len(), guestward_fim::package::MAX_REPORTED_OUTSIDE, "{out}");
+    assert!(
+        listed.iter().all(|l| l.contains(&format!("{SHOWN} (package gw-hostile 1.0{SHOWN} (dpkg)"))),
+        "{out}"
+    );
+    assert!(out.contains("... and 10 more package file(s) not matching their package"), "{out}");
+    assert!(out.contains(&format!("{FILES} do not match")), "{out}");
+}
+
 /// The trust anchor of an init run without root: a package file under a directory the agent may
 /// not search is not judged (whether it is there is not known), never reported as removed
 /// outside the package manager, while a package file really gone still is. Both used to be

@@ -185,38 +185,7 @@ fn run_inner(
         // Indented on a terminal, compact in a pipe or a file.
         guestward_core::json::write_json(&mut *out, &report, guestward_core::json::stdout_wants_pretty())
     } else if matches!(cmd, FimCommand::Init(_)) {
-        let s = &report.summary.stats;
-        writeln!(
-            out,
-            "baseline: {} entries, {} MiB hashed in {:.2} s{}{}",
-            s.entries,
-            s.bytes_hashed >> 20,
-            s.duration_ms as f64 / 1000.0,
-            if s.resumed > 0 {
-                format!(" ({} resumed from the interrupted run)", s.resumed)
-            } else {
-                String::new()
-            },
-            // Each unreadable entry is also on stderr.
-            s.unreadable_note()
-        )
-        .and_then(|()| writeln!(out, "{}", report.summary.baseline.human_line()))
-        .and_then(|()| {
-            // The trust anchor: package files that already differ from their package.
-            let b = &report.summary.baseline;
-            for m in &b.package_mismatches {
-                let label = if m.package.origin == crate::package::ChangeOrigin::ConffileEdit {
-                    "CONFFILE EDITED"
-                } else {
-                    "PACKAGE MISMATCH"
-                };
-                writeln!(out, "{label}: {} ({})", m.path, m.package.human())?;
-            }
-            match &b.package_verification {
-                Some(v) => writeln!(out, "{v}"),
-                None => Ok(()),
-            }
-        })
+        report.render_init_human(out)
     } else {
         report.render_human(out)
     };

@@ -654,6 +654,27 @@ impl BaselineCheck {
         }
     }
 
+    /// The package files the trust anchor flagged, a line each, and how many more it found
+    /// than the report lists. `out` escapes for the terminal (see `CheckReport::render_human`).
+    fn render_package_mismatches(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        for m in &self.package_mismatches {
+            let label = if m.package.origin == crate::package::ChangeOrigin::ConffileEdit {
+                "CONFFILE EDITED"
+            } else {
+                "PACKAGE MISMATCH"
+            };
+            writeln!(out, "{label}: {} ({})", m.path, m.package.human())?;
+        }
+        if self.package_mismatch_count > self.package_mismatches.len() as u64 {
+            writeln!(
+                out,
+                "... and {} more package file(s) not matching their package (guestward-agent fim verify-packages)",
+                self.package_mismatch_count - self.package_mismatches.len() as u64
+            )?;
+        }
+        Ok(())
+    }
+
     /// Package files in scope differ from their package (conffiles aside).
     pub fn package_files_differ(&self) -> bool {
         self.package_mismatch_count > self.package_mismatches.len() as u64
@@ -818,6 +839,37 @@ impl CheckReport {
         if self.summary.baseline.package_files_differ() { EXIT_CHANGES } else { EXIT_CLEAN }
     }
 
+    /// `fim init`'s human output: the new baseline's size, its integrity, the package files
+    /// the trust anchor flagged and its verdict line.
+    pub fn render_init_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        // A package's name, version and paths come from its database, which under `--root` is
+        // an image's, written by whoever made it: escape them for the terminal.
+        let mut out = guestward_core::text::TerminalSafe::new(out);
+        let out = &mut out;
+        let s = &self.summary.stats;
+        writeln!(
+            out,
+            "baseline: {} entries, {} MiB hashed in {:.2} s{}{}",
+            s.entries,
+            s.bytes_hashed >> 20,
+            s.duration_ms as f64 / 1000.0,
+            if s.resumed > 0 {
+                format!(" ({} resumed from the interrupted run)", s.resumed)
+            } else {
+                String::new()
+            },
+            // Each unreadable entry is also on stderr.
+            s.unreadable_note()
+        )?;
+        let b = &self.summary.baseline;
+        writeln!(out, "{}", b.human_line())?;
+        b.render_package_mismatches(out)?;
+        if let Some(v) = &b.package_verification {
+            writeln!(out, "{v}")?;
+        }
+        Ok(())
+    }
+
     /// The human list: one line per change, the baseline's own problems, a summary line and
     /// the baseline's integrity.
     pub fn render_human(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -841,21 +893,7 @@ impl CheckReport {
             };
             writeln!(out, "{label}: {}", p.message)?;
         }
-        for m in &b.package_mismatches {
-            let label = if m.package.origin == crate::package::ChangeOrigin::ConffileEdit {
-                "CONFFILE EDITED"
-            } else {
-                "PACKAGE MISMATCH"
-            };
-            writeln!(out, "{label}: {} ({})", m.path, m.package.human())?;
-        }
-        if b.package_mismatch_count > b.package_mismatches.len() as u64 {
-            writeln!(
-                out,
-                "... and {} more package file(s) not matching their package (guestward-agent fim verify-packages)",
-                b.package_mismatch_count - b.package_mismatches.len() as u64
-            )?;
-        }
+        b.render_package_mismatches(out)?;
         if b.problem_count > b.problems.len() as u64 {
             writeln!(
                 out,
