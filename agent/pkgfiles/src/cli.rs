@@ -168,6 +168,13 @@ fn attrs(m: &Mismatch) -> String {
 
 /// The human table: one line per mismatch, then a summary; problems on stderr.
 pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<()> {
+    // Everything from the databases reaches the terminal escaped: the fields below that set a
+    // column's width are escaped before they are measured, and the rest on the way out (an rpm
+    // header's FILEDIGESTS is any string its maker wrote, shown as the expected digest).
+    let mut out = guestward_core::text::TerminalSafe::new(out);
+    let out = &mut out;
+    let mut err = guestward_core::text::TerminalSafe::new(err);
+    let err = &mut err;
     if !r.mismatches.is_empty() {
         // Names and versions come from the (possibly hostile) status file or rpm header.
         let pkg = |m: &Mismatch| verify::shown_path(&format!("{} {}", m.package.name, m.package.version));
@@ -223,4 +230,51 @@ pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std:
         writeln!(err, "not checked: {p}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use guestward_fim::package::{DigestAlgo, PackageDigest, PackageManager, PackageOwner};
+
+    /// An image's rpm header may carry a file digest that is no digest at all, and a version
+    /// with escape sequences: the table shows them escaped, never as control sequences.
+    #[test]
+    fn a_hostile_digest_and_version_reach_the_terminal_escaped() {
+        const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J";
+        const SHOWN: &str = "\\x1b]0;pwned\\x07\\x1b[2J";
+        let digest = |hex: &str| Some(PackageDigest { algo: DigestAlgo::Sha256, hex: hex.to_owned() });
+        let report = Report {
+            root: "/mnt/image".into(),
+            managers: vec![PackageManager::Rpm],
+            packages_checked: 1,
+            files_checked: 1,
+            bytes_hashed: 4,
+            mismatches: vec![Mismatch {
+                path: "/usr/bin/tool".into(),
+                package: PackageOwner {
+                    manager: PackageManager::Rpm,
+                    name: "tool".into(),
+                    version: format!("1.0-1{HOSTILE}"),
+                    arch: None,
+                },
+                kind: MismatchKind::Changed,
+                conffile: false,
+                severity: MismatchKind::Changed.severity(),
+                attributes: vec![],
+                expected: digest(HOSTILE),
+                actual: digest(&"ab".repeat(32)),
+                details: vec![],
+            }],
+            problems: vec![],
+            duration_ms: 1,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        write_human(&report, &mut out, &mut err).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "raw control characters: {out:?}");
+        assert!(out.contains(&format!("sha256 expected {SHOWN} actual ")), "{out}");
+        assert!(out.contains(&format!("tool 1.0-1{SHOWN}")), "{out}");
+    }
 }
