@@ -519,6 +519,15 @@ impl ScanStats {
             n => format!(", {n} unreadable (see --json)"),
         }
     }
+
+    /// `, N resumed from an interrupted run` when this run finished one that was stopped, for
+    /// the same summary lines.
+    pub fn resumed_note(&self) -> String {
+        match self.resumed {
+            0 => String::new(),
+            n => format!(", {n} resumed from an interrupted run"),
+        }
+    }
 }
 
 /// Which entries a scan reads again.
@@ -853,11 +862,7 @@ impl CheckReport {
             s.entries,
             s.bytes_hashed >> 20,
             s.duration_ms as f64 / 1000.0,
-            if s.resumed > 0 {
-                format!(" ({} resumed from the interrupted run)", s.resumed)
-            } else {
-                String::new()
-            },
+            s.resumed_note(),
             // Each unreadable entry is also on stderr.
             s.unreadable_note()
         )?;
@@ -911,11 +916,7 @@ impl CheckReport {
             s.entries,
             s.bytes_hashed >> 20,
             s.duration_ms as f64 / 1000.0,
-            if s.resumed > 0 {
-                format!(", {} resumed from an interrupted run", s.resumed)
-            } else {
-                String::new()
-            },
+            s.resumed_note(),
             match s.rehash {
                 Rehash::All => String::new(),
                 Rehash::Changed => format!(
