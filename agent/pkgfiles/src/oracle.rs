@@ -533,12 +533,12 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
         let want: Vec<u32> = rpm_records.keys().copied().collect();
         let mut more = true;
         // An unreadable header is left out here; `fim verify-packages` names it.
-        let _problems = crate::rpm::read_packages(index.root(), found, Some(&want), &mut |p| {
+        let _problems = crate::rpm::read_headers(index.root(), found, Some(&want), &mut |p| {
             let Some(pkg) = rpm_records.get(&p.record).and_then(|id| index.packages().get(*id as usize))
             else {
                 return;
             };
-            for f in p.files.into_iter().filter(|f| f.installed() && f.digest.is_some()) {
+            for f in p.files().filter(|f| f.installed() && f.digest.is_some()) {
                 let path = index.canon(&f.path);
                 if !more || !under(&path) {
                     continue;

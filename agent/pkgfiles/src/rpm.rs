@@ -4,7 +4,7 @@
 
 use guestward_core::{HostRoot, Problem};
 use guestward_fim::package::{DigestAlgo, PackageDigest, PackageManager, PackageOwner};
-use guestward_rpmdb::header::{Header, tags};
+use guestward_rpmdb::header::{Header, Ints, Strings, tags};
 use guestward_rpmdb::{Found, HeaderError, Limits, RawBlob};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -86,8 +86,13 @@ pub struct RpmFile {
 impl RpmFile {
     /// Whether rpm installed this file (its state is not `not installed` or `net shared`).
     pub fn installed(&self) -> bool {
-        !matches!(self.state, Some(states::NOT_INSTALLED | states::NET_SHARED))
+        installed(self.state)
     }
+}
+
+/// Whether rpm installed a file in `state` (see [`RpmFile::installed`]).
+fn installed(state: Option<u8>) -> bool {
+    !matches!(state, Some(states::NOT_INSTALLED | states::NET_SHARED))
 }
 
 /// The files of one installed rpm package.
@@ -134,108 +139,229 @@ fn path_of(bytes: &[u8]) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(bytes))
 }
 
-/// Decodes the file list of one header blob as stored in the database. The blob is parsed and
-/// its own SHA-256/SHA-1 checked first ([`guestward_rpmdb::package_from_blob`]): a header rpm
-/// would refuse is refused here too.
+/// Decodes the file list of one header blob as stored in the database, whole (see
+/// [`PackageHeader`] for one file at a time).
 pub fn decode(record: u32, blob: &[u8]) -> Result<RpmPackageFiles, RpmFilesError> {
-    let pkg = guestward_rpmdb::package_from_blob(record, blob).map_err(|(e, _)| e)?;
-    let h = Header::parse(blob)?;
-    let owner = PackageOwner {
-        manager: PackageManager::Rpm,
-        name: pkg.name.clone(),
-        version: pkg.evr(),
-        arch: pkg.arch.clone(),
-    };
-    let paths = file_paths(&h)?;
-    let n = paths.len();
-    // Every per-file array must have one value per file; a shorter one would misattribute
-    // every later file, so the package is refused rather than guessed at.
-    let check = |name: &str, len: Option<usize>| -> Result<(), RpmFilesError> {
-        match len {
-            Some(l) if l != n => {
-                Err(RpmFilesError::Inconsistent(format!("{name} has {l} values for {n} files")))
-            }
-            _ => Ok(()),
-        }
-    };
-    let digests = h.string_array(tags::FILEDIGESTS);
-    let modes = h.int_array(tags::FILEMODES);
-    let sizes = h.int_array(tags::LONGFILESIZES).or_else(|| h.int_array(tags::FILESIZES));
-    let users = h.string_array(tags::FILEUSERNAME);
-    let groups = h.string_array(tags::FILEGROUPNAME);
-    let fflags = h.int_array(tags::FILEFLAGS);
-    let fstates = h.int8_array(tags::FILESTATES);
-    let links = h.string_array_bytes(tags::FILELINKTOS);
-    let mtimes = h.int_array(tags::FILEMTIMES);
-    let vflags = h.int_array(tags::FILEVERIFYFLAGS);
-    check("FILEDIGESTS", digests.as_ref().map(Vec::len))?;
-    check("FILEMODES", modes.as_ref().map(Vec::len))?;
-    check("FILESIZES", sizes.as_ref().map(Vec::len))?;
-    check("FILEUSERNAME", users.as_ref().map(Vec::len))?;
-    check("FILEGROUPNAME", groups.as_ref().map(Vec::len))?;
-    check("FILEFLAGS", fflags.as_ref().map(Vec::len))?;
-    check("FILESTATES", fstates.map(<[u8]>::len))?;
-    check("FILELINKTOS", links.as_ref().map(Vec::len))?;
-    check("FILEMTIMES", mtimes.as_ref().map(Vec::len))?;
-    check("FILEVERIFYFLAGS", vflags.as_ref().map(Vec::len))?;
-    let algo_n = h.integer(tags::FILEDIGESTALGO).unwrap_or(1);
-    let algo = digest_algo(algo_n).ok_or(RpmFilesError::UnknownDigestAlgo(algo_n))?;
-    let mut files = Vec::with_capacity(n);
-    for (i, path) in paths.into_iter().enumerate() {
-        let digest = digests
-            .as_ref()
-            .map(|d| d[i].trim().to_ascii_lowercase())
-            .filter(|d| !d.is_empty())
-            .map(|hex| PackageDigest { algo, hex });
-        files.push(RpmFile {
-            path,
-            digest,
-            mode: modes.as_ref().map_or(0, |v| u32::try_from(v[i]).unwrap_or(0)),
-            size: sizes.as_ref().map_or(0, |v| v[i]),
-            user: users.as_ref().map_or_else(|| "root".to_owned(), |v| v[i].clone().into_owned()),
-            group: groups.as_ref().map_or_else(|| "root".to_owned(), |v| v[i].clone().into_owned()),
-            flags: fflags.as_ref().map_or(0, |v| u32::try_from(v[i]).unwrap_or(0)),
-            state: fstates.map(|v| v[i]),
-            link_to: links.as_ref().map_or_else(Vec::new, |v| v[i].to_vec()),
-            mtime: mtimes.as_ref().map_or(0, |v| u32::try_from(v[i]).unwrap_or(0)),
-            verify_flags: vflags
-                .as_ref()
-                .map_or(verify_flags::ALL, |v| u32::try_from(v[i]).unwrap_or(verify_flags::ALL)),
-        });
-    }
-    Ok(RpmPackageFiles { owner, record, install_time: h.integer(tags::INSTALLTIME), files })
+    let header = PackageHeader::parse(record, blob)?;
+    let files = header.files().collect();
+    let PackageHeader { owner, record, install_time, .. } = header;
+    Ok(RpmPackageFiles { owner, record, install_time, files })
 }
 
-/// The file paths: DIRNAMES[DIRINDEXES[i]] + BASENAMES[i], or OLDFILENAMES (rpm < 4.0
-/// packages); none for a package without files (gpg-pubkey).
-fn file_paths(h: &Header<'_>) -> Result<Vec<PathBuf>, RpmFilesError> {
-    if let Some(bases) = h.string_array_bytes(tags::BASENAMES) {
+/// One installed package's header: its name and file arrays, checked, read one file at a
+/// time. Decoding every file first cost about 600 bytes a file at once, 82 MB for a package
+/// of 139k files (heaptrack), so the largest package set the agent's peak memory; read one at
+/// a time, a file's strings live only while it is looked at, and what stays is the blob.
+#[derive(Debug)]
+pub struct PackageHeader<'a> {
+    /// Name, `[epoch:]version-release`, arch.
+    pub owner: PackageOwner,
+    /// Record number in the database (the key to read it again).
+    pub record: u32,
+    /// INSTALLTIME (seconds since the epoch).
+    pub install_time: Option<u64>,
+    arrays: FileArrays<'a>,
+}
+
+/// The per-file arrays of a header, each checked to hold one value per file.
+#[derive(Debug, Clone)]
+struct FileArrays<'a> {
+    /// BASENAMES with DIRNAMES and DIRINDEXES, or OLDFILENAMES (rpm < 4.0 packages).
+    names: Names<'a>,
+    digests: Option<Strings<'a>>,
+    algo: DigestAlgo,
+    modes: Option<Ints<'a>>,
+    sizes: Option<Ints<'a>>,
+    users: Option<Strings<'a>>,
+    groups: Option<Strings<'a>>,
+    flags: Option<Ints<'a>>,
+    states: Option<&'a [u8]>,
+    links: Option<Strings<'a>>,
+    mtimes: Option<Ints<'a>>,
+    verify_flags: Option<Ints<'a>>,
+}
+
+#[derive(Debug, Clone)]
+enum Names<'a> {
+    /// DIRNAMES (one per directory, few) and each file's BASENAMES and DIRINDEXES value.
+    Split {
+        dirs: Vec<&'a [u8]>,
+        bases: Strings<'a>,
+        dir_indexes: Ints<'a>,
+    },
+    Old(Strings<'a>),
+    /// A package without files (gpg-pubkey).
+    None,
+}
+
+impl<'a> PackageHeader<'a> {
+    /// Parses `blob` and checks its own SHA-256/SHA-1 first
+    /// ([`guestward_rpmdb::package_from_blob`]): a header rpm would refuse is refused here
+    /// too. Every per-file array must have one value per file and every DIRINDEXES value must
+    /// name a directory: a shorter array would misattribute every later file, so the package
+    /// is refused rather than guessed at (before any file is read).
+    pub fn parse(record: u32, blob: &'a [u8]) -> Result<Self, RpmFilesError> {
+        let pkg = guestward_rpmdb::package_from_blob(record, blob).map_err(|(e, _)| e)?;
+        let h = Header::parse(blob)?;
+        let owner = PackageOwner {
+            manager: PackageManager::Rpm,
+            name: pkg.name.clone(),
+            version: pkg.evr(),
+            arch: pkg.arch.clone(),
+        };
+        let (names, n) = names(&h)?;
+        let check = |name: &str, len: Option<usize>| -> Result<(), RpmFilesError> {
+            match len {
+                Some(l) if l != n => {
+                    Err(RpmFilesError::Inconsistent(format!("{name} has {l} values for {n} files")))
+                }
+                _ => Ok(()),
+            }
+        };
+        let strings = |tag: u32, name: &str| -> Result<Option<Strings<'a>>, RpmFilesError> {
+            let s = h.strings(tag);
+            check(name, s.as_ref().map(Strings::len))?;
+            Ok(s)
+        };
+        let ints = |tag: u32, name: &str| -> Result<Option<Ints<'a>>, RpmFilesError> {
+            let v = h.ints(tag);
+            check(name, v.as_ref().map(ExactSizeIterator::len))?;
+            Ok(v)
+        };
+        let states = h.int8_array(tags::FILESTATES);
+        check("FILESTATES", states.map(<[u8]>::len))?;
+        let algo_n = h.integer(tags::FILEDIGESTALGO).unwrap_or(1);
+        let arrays = FileArrays {
+            names,
+            digests: strings(tags::FILEDIGESTS, "FILEDIGESTS")?,
+            algo: digest_algo(algo_n).ok_or(RpmFilesError::UnknownDigestAlgo(algo_n))?,
+            modes: ints(tags::FILEMODES, "FILEMODES")?,
+            sizes: match h.ints(tags::LONGFILESIZES) {
+                Some(long) => {
+                    check("FILESIZES", Some(long.len()))?;
+                    Some(long)
+                }
+                None => ints(tags::FILESIZES, "FILESIZES")?,
+            },
+            users: strings(tags::FILEUSERNAME, "FILEUSERNAME")?,
+            groups: strings(tags::FILEGROUPNAME, "FILEGROUPNAME")?,
+            flags: ints(tags::FILEFLAGS, "FILEFLAGS")?,
+            states,
+            links: strings(tags::FILELINKTOS, "FILELINKTOS")?,
+            mtimes: ints(tags::FILEMTIMES, "FILEMTIMES")?,
+            verify_flags: ints(tags::FILEVERIFYFLAGS, "FILEVERIFYFLAGS")?,
+        };
+        Ok(Self { owner, record, install_time: h.integer(tags::INSTALLTIME), arrays })
+    }
+
+    /// Its files, in header order, each decoded as it is reached.
+    pub fn files(&self) -> impl Iterator<Item = RpmFile> + '_ {
+        let mut a = self.arrays.clone();
+        std::iter::from_fn(move || {
+            let path = a.names.next_path()?;
+            let next_str = |s: &mut Option<Strings<'a>>| s.as_mut().and_then(Iterator::next);
+            let next_int = |v: &mut Option<Ints<'a>>| v.as_mut().and_then(Iterator::next);
+            let digest = next_str(&mut a.digests)
+                .map(|d| String::from_utf8_lossy(d).trim().to_ascii_lowercase())
+                .filter(|d| !d.is_empty())
+                .map(|hex| PackageDigest { algo: a.algo, hex });
+            let owner_name = |s: Option<&[u8]>| {
+                s.map_or_else(|| "root".to_owned(), |s| String::from_utf8_lossy(s).into_owned())
+            };
+            let state = a.states.and_then(|s| {
+                let (first, rest) = s.split_first()?;
+                a.states = Some(rest);
+                Some(*first)
+            });
+            Some(RpmFile {
+                path,
+                digest,
+                mode: next_int(&mut a.modes).map_or(0, |v| u32::try_from(v).unwrap_or(0)),
+                size: next_int(&mut a.sizes).unwrap_or(0),
+                user: owner_name(next_str(&mut a.users)),
+                group: owner_name(next_str(&mut a.groups)),
+                flags: next_int(&mut a.flags).map_or(0, |v| u32::try_from(v).unwrap_or(0)),
+                state,
+                link_to: next_str(&mut a.links).map_or_else(Vec::new, <[u8]>::to_vec),
+                mtime: next_int(&mut a.mtimes).map_or(0, |v| u32::try_from(v).unwrap_or(0)),
+                verify_flags: next_int(&mut a.verify_flags)
+                    .map_or(verify_flags::ALL, |v| u32::try_from(v).unwrap_or(verify_flags::ALL)),
+            })
+        })
+    }
+
+    /// The path of each file rpm installed (see [`RpmFile::installed`]), in header order,
+    /// without the rest of what the header says of it: all the package index keeps.
+    pub fn installed_paths(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        let mut names = self.arrays.names.clone();
+        let mut states = self.arrays.states;
+        std::iter::from_fn(move || {
+            loop {
+                let path = names.next_path()?;
+                let state = states.and_then(|s| {
+                    let (first, rest) = s.split_first()?;
+                    states = Some(rest);
+                    Some(*first)
+                });
+                if installed(state) {
+                    return Some(path);
+                }
+            }
+        })
+    }
+}
+
+impl Names<'_> {
+    /// The next file's path: DIRNAMES[DIRINDEXES[i]] + BASENAMES[i], or OLDFILENAMES[i].
+    fn next_path(&mut self) -> Option<PathBuf> {
+        match self {
+            Names::Split { dirs, bases, dir_indexes } => {
+                let base = bases.next()?;
+                // Every value was checked against DIRNAMES when the header was parsed.
+                let dir = usize::try_from(dir_indexes.next()?).ok().and_then(|d| dirs.get(d))?;
+                let mut full = Vec::with_capacity(dir.len() + base.len());
+                full.extend_from_slice(dir);
+                full.extend_from_slice(base);
+                Some(path_of(&full))
+            }
+            Names::Old(names) => names.next().map(path_of),
+            Names::None => None,
+        }
+    }
+}
+
+/// How the header names its files, and how many there are.
+fn names<'a>(h: &Header<'a>) -> Result<(Names<'a>, usize), RpmFilesError> {
+    if let Some(bases) = h.strings(tags::BASENAMES) {
         let dirs = h
             .string_array_bytes(tags::DIRNAMES)
             .ok_or_else(|| RpmFilesError::Inconsistent("BASENAMES without DIRNAMES".into()))?;
-        let idx = h
-            .int_array(tags::DIRINDEXES)
+        let dir_indexes = h
+            .ints(tags::DIRINDEXES)
             .ok_or_else(|| RpmFilesError::Inconsistent("BASENAMES without DIRINDEXES".into()))?;
-        if idx.len() != bases.len() {
+        if dir_indexes.len() != bases.len() {
             return Err(RpmFilesError::Inconsistent(format!(
                 "DIRINDEXES has {} values for {} files",
-                idx.len(),
+                dir_indexes.len(),
                 bases.len()
             )));
         }
-        let mut out = Vec::with_capacity(bases.len());
-        for (base, d) in bases.iter().zip(idx) {
-            let dir = usize::try_from(d).ok().and_then(|d| dirs.get(d)).ok_or_else(|| {
-                RpmFilesError::Inconsistent(format!("DIRINDEXES value {d} past {} DIRNAMES", dirs.len()))
-            })?;
-            let mut full = Vec::with_capacity(dir.len() + base.len());
-            full.extend_from_slice(dir);
-            full.extend_from_slice(base);
-            out.push(path_of(&full));
+        if let Some(d) = dir_indexes.clone().find(|d| usize::try_from(*d).map_or(true, |d| d >= dirs.len())) {
+            return Err(RpmFilesError::Inconsistent(format!(
+                "DIRINDEXES value {d} past {} DIRNAMES",
+                dirs.len()
+            )));
         }
-        return Ok(out);
+        let n = bases.len();
+        return Ok((Names::Split { dirs, bases, dir_indexes }, n));
     }
-    Ok(h.string_array_bytes(tags::OLDFILENAMES).unwrap_or_default().into_iter().map(path_of).collect())
+    Ok(match h.strings(tags::OLDFILENAMES) {
+        Some(old) => {
+            let n = old.len();
+            (Names::Old(old), n)
+        }
+        None => (Names::None, 0),
+    })
 }
 
 /// The rpm databases looked at, as [`guestward_rpmdb::DEFAULT_RPM_DIRS`].
@@ -255,14 +381,14 @@ pub fn find(root: &HostRoot, dirs: &[PathBuf]) -> (Option<Found>, Vec<Problem>) 
     (found, problems)
 }
 
-/// Reads every header of the database `found` and hands each decoded package to `sink`
-/// (`want`: only these records, `None` for all). A header that cannot be decoded becomes a
-/// problem naming its record.
-pub fn read_packages(
+/// Reads every header of the database `found` and hands each package to `sink`, its files
+/// read one at a time through [`PackageHeader::files`] (`want`: only these records, `None` for
+/// all). A header that cannot be decoded becomes a problem naming its record.
+pub fn read_headers(
     root: &HostRoot,
     found: &Found,
     want: Option<&[u32]>,
-    sink: &mut dyn FnMut(RpmPackageFiles),
+    sink: &mut dyn FnMut(&PackageHeader<'_>),
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
     let shown: &Path = &found.host_path;
@@ -270,16 +396,19 @@ pub fn read_packages(
         if want.is_some_and(|w| !w.contains(&b.record)) {
             return;
         }
-        let decoded = b.data.map_err(RpmFilesError::from).and_then(|bytes| decode(b.record, &bytes));
-        match decoded {
-            Ok(p) => sink(p),
-            Err(e) => problems.push(
+        let record = b.record;
+        let decoded = match b.data {
+            Ok(bytes) => PackageHeader::parse(record, &bytes).map(|h| sink(&h)),
+            Err(e) => Err(RpmFilesError::from(e)),
+        };
+        if let Err(e) = decoded {
+            problems.push(
                 Problem::new(
                     "rpm_header",
-                    format!("rpm header record {}: {e}; its files are not checked", b.record),
+                    format!("rpm header record {record}: {e}; its files are not checked"),
                 )
                 .with_path(shown.display().to_string()),
-            ),
+            );
         }
     };
     let result = guestward_rpmdb::for_each_blob(root, found, &Limits::default(), &mut on_blob);
@@ -288,4 +417,22 @@ pub fn read_packages(
         Err(e) => problems.push(e.to_problem()),
     }
     problems
+}
+
+/// [`read_headers`], each package's files decoded whole: for one package at a time (the
+/// package index's cache of recent lists, a single package's verification).
+pub fn read_packages(
+    root: &HostRoot,
+    found: &Found,
+    want: Option<&[u32]>,
+    sink: &mut dyn FnMut(RpmPackageFiles),
+) -> Vec<Problem> {
+    read_headers(root, found, want, &mut |h| {
+        sink(RpmPackageFiles {
+            owner: h.owner.clone(),
+            record: h.record,
+            install_time: h.install_time,
+            files: h.files().collect(),
+        });
+    })
 }

@@ -414,9 +414,9 @@ fn produce(
     }
     let Some(found) = index.rpm_database() else { return };
     let want: Vec<u32> = rpm_records.keys().copied().collect();
-    let problems = rpm::read_packages(index.root(), found, Some(&want), &mut |p| {
+    let problems = rpm::read_headers(index.root(), found, Some(&want), &mut |p| {
         let Some(&id) = rpm_records.get(&p.record) else { return };
-        for file in p.files {
+        for file in p.files() {
             if !file.installed() {
                 continue;
             }

@@ -296,6 +296,12 @@ fn decode_survives_damaged_headers() {
     for (record, blob) in &blobs {
         let p = guestward_pkgfiles::rpm::decode(*record, blob).unwrap();
         files += p.files.len();
+        // What the package index reads of a header, a path at a time, is the paths of the
+        // files rpm installed, in header order.
+        let h = guestward_pkgfiles::rpm::PackageHeader::parse(*record, blob).unwrap();
+        let installed: Vec<_> = p.files.iter().filter(|f| f.installed()).map(|f| f.path.clone()).collect();
+        assert_eq!(h.installed_paths().collect::<Vec<_>>(), installed);
+        assert_eq!(h.files().collect::<Vec<_>>(), p.files);
     }
     if have("rpm") {
         let all = rpm(root.path()).args(["-qa", "--qf", "[%{FILENAMES}\\n]"]).output().unwrap();

@@ -238,6 +238,79 @@ pub enum HeaderError {
     },
 }
 
+/// The strings of one entry, in order ([`Header::strings`]).
+#[derive(Debug, Clone)]
+pub struct Strings<'a> {
+    rest: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for Strings<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        // `parse` checked that `count` NUL-terminated strings lie inside the entry's bytes; a
+        // missing NUL ends the iteration instead of reading past them.
+        let Some(nul) = self.rest.iter().position(|c| *c == 0) else {
+            self.left = 0;
+            return None;
+        };
+        let s = &self.rest[..nul];
+        self.rest = &self.rest[nul + 1..];
+        self.left -= 1;
+        Some(s)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+impl Strings<'_> {
+    /// Strings left, as the entry counts them.
+    pub fn len(&self) -> usize {
+        self.left
+    }
+
+    /// No strings left.
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+}
+
+/// The values of one integer entry, widened to `u64` ([`Header::ints`]).
+#[derive(Debug, Clone)]
+pub struct Ints<'a> {
+    bytes: &'a [u8],
+    width: usize,
+}
+
+impl Iterator for Ints<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        let (value, rest) = self.bytes.split_at_checked(self.width)?;
+        self.bytes = rest;
+        let mut wide = [0u8; 8];
+        wide[8 - value.len()..].copy_from_slice(value);
+        Some(u64::from_be_bytes(wide))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.len();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Ints<'_> {
+    fn len(&self) -> usize {
+        self.bytes.len() / self.width
+    }
+}
+
 /// One validated index entry.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -400,18 +473,36 @@ impl<'a> Header<'a> {
     /// NUL (file names need not be UTF-8). `parse` checked that `count` strings lie inside the
     /// store, so the loop is bounded by the entry's own bytes.
     pub fn string_array_bytes(&self, tag: u32) -> Option<Vec<&'a [u8]>> {
+        let strings = self.strings(tag)?;
+        let mut out = Vec::with_capacity(strings.len());
+        for s in strings {
+            out.push(s);
+        }
+        // Fewer than `count`: not what `parse` validated; refused as before.
+        (out.len() == self.entry(tag)?.count).then_some(out)
+    }
+
+    /// [`Self::string_array_bytes`] read one string at a time, without a vector of them all:
+    /// a package's file arrays hold one string per file (139k in the largest header measured),
+    /// so the whole-array form costs memory in proportion to the largest package.
+    pub fn strings(&self, tag: u32) -> Option<Strings<'a>> {
         let e = self.entry(tag)?;
-        if !matches!(e.ty, TagType::String | TagType::StringArray | TagType::I18nString) {
-            return None;
-        }
-        let mut rest = self.bytes(e);
-        let mut out = Vec::with_capacity(e.count.min(rest.len()));
-        for _ in 0..e.count {
-            let nul = rest.iter().position(|c| *c == 0)?;
-            out.push(&rest[..nul]);
-            rest = &rest[nul + 1..];
-        }
-        Some(out)
+        matches!(e.ty, TagType::String | TagType::StringArray | TagType::I18nString)
+            .then(|| Strings { rest: self.bytes(e), left: e.count })
+    }
+
+    /// The values of any integer entry (INT8/16/32/64, CHAR) widened to `u64`, read one at a
+    /// time (see [`Self::strings`]).
+    pub fn ints(&self, tag: u32) -> Option<Ints<'a>> {
+        let e = self.entry(tag)?;
+        let width = match e.ty {
+            TagType::Char | TagType::Int8 => 1,
+            TagType::Int16 => 2,
+            TagType::Int32 => 4,
+            TagType::Int64 => 8,
+            _ => return None,
+        };
+        Some(Ints { bytes: self.bytes(e), width })
     }
 
     /// [`Self::string_array_bytes`] as text (invalid UTF-8 converted lossily).
@@ -454,16 +545,7 @@ impl<'a> Header<'a> {
     /// Every value of any integer entry (INT8/16/32/64, CHAR) widened to `u64`: rpm stores
     /// FILESIZES as INT32 and LONGFILESIZES as INT64, and old packages use narrower types.
     pub fn int_array(&self, tag: u32) -> Option<Vec<u64>> {
-        let e = self.entry(tag)?;
-        match e.ty {
-            TagType::Char | TagType::Int8 => {
-                self.int8_array(tag).map(|b| b.iter().map(|v| u64::from(*v)).collect())
-            }
-            TagType::Int16 => self.int16_array(tag).map(|v| v.into_iter().map(u64::from).collect()),
-            TagType::Int32 => self.int32_array(tag).map(|v| v.into_iter().map(u64::from).collect()),
-            TagType::Int64 => self.int64_array(tag),
-            _ => None,
-        }
+        Some(self.ints(tag)?.collect())
     }
 
     /// Checks the header's own digests (SHA256HEADER and SHA1HEADER) over its immutable
@@ -685,6 +767,19 @@ mod tests {
         assert_eq!(h.string_array(tags::FILESIZES), None);
         assert_eq!(h.string_array(tags::DIRNAMES), None);
         assert_eq!(h.string_array(tags::NAME).unwrap(), vec!["foo"]);
+        // Read one value at a time: the same values, every integer width widened, the counts
+        // known before the first is read.
+        let mut strings = h.strings(tags::BASENAMES).unwrap();
+        assert_eq!(strings.len(), 3);
+        assert_eq!(strings.next(), Some(&b"a"[..]));
+        assert_eq!(strings.len(), 2);
+        assert_eq!(strings.collect::<Vec<_>>(), raw[1..]);
+        for tag in [tags::FILEMODES, tags::FILESIZES, tags::LONGFILESIZES, tags::FILESTATES] {
+            let ints = h.ints(tag).unwrap();
+            assert_eq!(ints.len(), 2);
+            assert_eq!(Some(ints.collect::<Vec<_>>()), h.int_array(tag));
+        }
+        assert!(h.ints(tags::BASENAMES).is_none() && h.strings(tags::FILESIZES).is_none());
     }
 
     #[test]
