@@ -576,6 +576,9 @@ impl Attributor {
     /// re-reads the package databases and classifies every held change.
     pub fn poll(&mut self, now: Instant) -> Output {
         if self.group.is_none() {
+            // No transaction's changes are being gathered: the lookups of the changes just
+            // handled (one edit, or a burst handled together) are over.
+            self.oracle.forget_lookups();
             return Output::default();
         }
         if self.transaction(now).is_some() {
@@ -698,6 +701,7 @@ impl Attributor {
             self.report.counts.transactions += 1;
             out.transaction = Some(ev);
         }
+        self.oracle.forget_lookups();
         out
     }
 }

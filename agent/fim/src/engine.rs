@@ -450,6 +450,9 @@ impl Fim {
             for c in folder.finish() {
                 emit(c);
             }
+            if let Some(p) = &self.packages {
+                p.0.forget_lookups();
+            }
             // The row set is verified on full scans only: it costs a pass over every row's
             // MAC, too much for the scoped rescans a new directory triggers.
             self.judge(&store, *scope == Scope::All, &mut baseline)?;

@@ -179,6 +179,10 @@ pub trait PackageOracle: Send + Sync {
     fn databases_stamp(&self) -> Option<[u8; 32]> {
         None
     }
+    /// A run of [`Self::expected`] calls is over (a transaction's changes classified, a scan's
+    /// changes attributed): what the oracle kept to answer it (a package's files by path) can
+    /// go, so that an idle agent does not hold the largest package it was asked about.
+    fn forget_lookups(&self) {}
 }
 
 /// The content of files as a scan just read them (implemented by the FIM engine over its

@@ -278,6 +278,13 @@ impl PackageOracle for Oracle {
         self.index().dpkg_owns(path)
     }
 
+    fn forget_lookups(&self) {
+        // Only an index already read: forgetting must not read one.
+        if let Some(index) = self.index.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            index.forget_lookups();
+        }
+    }
+
     /// [`databases_stamp`] now, unless the index in use was read from databases that differ
     /// from those now on disk (its verdicts are then not theirs). An index not read yet
     /// ([`Oracle::lazy`]) would be read from those on disk now.

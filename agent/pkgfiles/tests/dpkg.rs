@@ -596,3 +596,40 @@ fn a_path_cut_by_a_file_or_a_symlink_loop_leaves_its_package_files_missing() {
     // The rest of the tree is judged as before.
     assert!(report.mismatches.iter().any(|m| m.path == "/etc/gw-alpha.conf"), "{report:?}");
 }
+
+#[test]
+fn lookups_into_the_same_package_answer_as_single_lookups_do() {
+    let dir = prepared_tree();
+    let root = HostRoot::new(dir.path()).unwrap();
+    let (index, _) = guestward_pkgfiles::Index::load(&root);
+    // Every spelling the fixture has: a file recorded under the /bin alias, a diverted path and
+    // its diversion, conffiles (edited, obsolete, remove-on-upgrade), a symlink and
+    // directories only `.list` names, a file dpkg was told not to unpack, and no package's.
+    let paths = [
+        "/usr/bin/gw-alpha",
+        "/bin/gw-alpha",
+        "/usr/share/gw-alpha/data",
+        "/usr/share/gw-alpha/gone",
+        "/usr/bin/gw-tool",
+        "/usr/bin/gw-tool.alpha",
+        "/etc/gw-alpha.conf",
+        "/etc/gw-alpha.d/keep.conf",
+        "/etc/gw-alpha.d",
+        "/usr/bin/gw-alpha-link",
+        "/usr/share/gw-alpha",
+        "/usr/share/doc/gw-alpha/README",
+        "/etc/gw-beta.conf",
+        "/etc/gw-beta.old",
+        "/usr/bin/not-a-package-file",
+    ];
+    let paths: Vec<&Path> = paths.iter().map(Path::new).collect();
+    let answers: Vec<_> = paths.iter().map(|p| index.expected(p)).collect();
+    // The fixture's owners, so the comparison is not between two empty answers.
+    let owners = |i: usize| answers[i].iter().map(|e| e.owner.name.clone()).collect::<Vec<_>>();
+    assert_eq!(owners(0), ["gw-alpha"]);
+    assert_eq!(owners(4), ["gw-beta"]);
+    assert!(answers[6][0].conffile && answers[6][0].digest.is_some());
+    assert!(answers[9][0].digest.is_none(), "a symlink is named by .list only: {:?}", answers[9]);
+    assert!(answers[14].is_empty());
+    crate::support::single_and_repeated_lookups_agree(&index, &paths);
+}

@@ -330,6 +330,26 @@ fn decode_survives_damaged_headers() {
     }
 }
 
+/// An rpm package's files asked about one after another (the changes of an upgrade) get what
+/// single lookups get: every eighth file of the fixture's largest package (2,558; each single
+/// lookup reads the package's header again, which all of them would take a minute to in a
+/// debug build).
+#[test]
+fn rpm_lookups_into_the_same_package_answer_as_single_lookups_do() {
+    let root = rpm_root();
+    let host = HostRoot::new(root.path()).unwrap();
+    let (index, problems) = guestward_pkgfiles::Index::load(&host);
+    assert!(problems.is_empty(), "{problems:?}");
+    let id = index.packages().iter().position(|p| p.owner.name == "python3-libs").unwrap();
+    let files = index.read_rpm_files(u32::try_from(id).unwrap()).unwrap();
+    assert_eq!(files.files.len(), 2558);
+    let paths: Vec<&Path> = files.files.iter().step_by(8).map(|f| f.path.as_path()).collect();
+    let some = index.expected(paths[100]);
+    assert_eq!(some.len(), 1);
+    assert_eq!(some[0].owner.name, "python3-libs");
+    crate::support::single_and_repeated_lookups_agree(&index, &paths);
+}
+
 /// The rpm side of "which packages just moved": the packages whose INSTALLTIME is at or after
 /// a moment, newest first, as `rpm -qa --qf '%{INSTALLTIME} ...'` lists them. Also what the
 /// oracle adds to an rpm transaction's evidence.

@@ -29,3 +29,24 @@ pub fn rpm(root: &Path) -> Command {
     c.arg("--root").arg(root).args(["--dbpath", "/var/lib/rpm", "--define", "_db_backend sqlite"]);
     c
 }
+
+/// Asks `index` about each of `paths` the way a single edit does (nothing asked just before)
+/// and the way the changes of a transaction do (the same package asked about just before):
+/// both must give the same answer. The second way answers from the package's files by path,
+/// built once (`Index::lookup`); forgotten, they are built again.
+pub fn single_and_repeated_lookups_agree(index: &guestward_pkgfiles::Index, paths: &[&Path]) {
+    let mut singles = Vec::new();
+    for path in paths {
+        index.forget_lookups();
+        singles.push(index.expected(path));
+    }
+    for _ in 0..2 {
+        index.forget_lookups();
+        for (path, single) in paths.iter().zip(&singles) {
+            let first = index.expected(path);
+            let again = index.expected(path);
+            assert_eq!(&first, single, "{}", path.display());
+            assert_eq!(&again, single, "{}", path.display());
+        }
+    }
+}
