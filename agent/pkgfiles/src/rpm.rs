@@ -268,11 +268,7 @@ impl<'a> PackageHeader<'a> {
             let owner_name = |s: Option<&[u8]>| {
                 s.map_or_else(|| "root".to_owned(), |s| String::from_utf8_lossy(s).into_owned())
             };
-            let state = a.states.and_then(|s| {
-                let (first, rest) = s.split_first()?;
-                a.states = Some(rest);
-                Some(*first)
-            });
+            let state = next_state(&mut a.states);
             Some(RpmFile {
                 path,
                 digest,
@@ -298,17 +294,20 @@ impl<'a> PackageHeader<'a> {
         std::iter::from_fn(move || {
             loop {
                 let path = names.next_path()?;
-                let state = states.and_then(|s| {
-                    let (first, rest) = s.split_first()?;
-                    states = Some(rest);
-                    Some(*first)
-                });
+                let state = next_state(&mut states);
                 if installed(state) {
                     return Some(path);
                 }
             }
         })
     }
+}
+
+/// The next file's FILESTATES value (`None` for every file when the header has none).
+fn next_state(states: &mut Option<&[u8]>) -> Option<u8> {
+    let (first, rest) = states.as_ref()?.split_first()?;
+    *states = Some(rest);
+    Some(*first)
 }
 
 impl Names<'_> {
