@@ -514,30 +514,29 @@ impl Index {
     fn build_lookup(&self, id: u32) -> Result<PackageLookup, ReadError> {
         let pkg = self.packages.get(id as usize).ok_or(ReadError::NoSuchPackage(id))?;
         let mut lookup = PackageLookup::new(id);
-        let key = |lookup: &PackageLookup, p: &Path| lookup.key(&self.canon(p));
+        let hasher = lookup.hasher.clone();
+        let key = |p: &Path| path_key(&hasher, &self.canon(p));
         match &pkg.source {
             Source::Dpkg { info_name, conffiles, .. } => {
                 // The same two passes as `dpkg_entries_for`, for every path at once: the
                 // digests first, then the paths `.list` names without one.
                 let kept = std::cell::Cell::new(None::<u64>);
-                let lookup_ref = std::cell::RefCell::new(&mut lookup);
                 let _problems = self.dpkg_checked_files(
                     &pkg.owner.name,
                     info_name,
                     conffiles,
                     |on_disk| {
-                        kept.set(Some(key(&lookup_ref.borrow(), on_disk)));
+                        kept.set(Some(key(on_disk)));
                         true
                     },
                     |f| {
-                        let mut l = lookup_ref.borrow_mut();
-                        let k = kept.take().unwrap_or_else(|| key(&l, &f.on_disk));
-                        l.add(k, LookupEntry::Dpkg { md5: f.md5, conffile: f.conffile });
+                        let k = kept.take().unwrap_or_else(|| key(&f.on_disk));
+                        lookup.add(k, LookupEntry::Dpkg { md5: f.md5, conffile: f.conffile });
                         true
                     },
                 )?;
                 dpkg::for_each_list_path(&self.root, &self.dpkg_admin, info_name, |path| {
-                    let k = key(&lookup, self.diversions.on_disk(&pkg.owner.name, path));
+                    let k = key(self.diversions.on_disk(&pkg.owner.name, path));
                     lookup.first.entry(k).or_insert(LookupEntry::Listed);
                     true
                 })?;
@@ -546,7 +545,7 @@ impl Index {
                 let files = self.rpm_files(id)?;
                 for (i, f) in files.files.iter().enumerate() {
                     if f.installed() {
-                        let k = key(&lookup, &f.path);
+                        let k = key(&f.path);
                         lookup.add(k, LookupEntry::Rpm(i));
                     }
                 }
@@ -765,8 +764,7 @@ impl PackageLookup {
     }
 
     fn key(&self, canon: &Path) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(canon.as_os_str().as_bytes())
+        path_key(&self.hasher, canon)
     }
 
     fn add(&mut self, key: u64, e: LookupEntry) {
@@ -800,6 +798,12 @@ impl PackageLookup {
             }
         }
     }
+}
+
+/// A canonical path's key in a [`PackageLookup`] built with `hasher`.
+fn path_key(hasher: &std::collections::hash_map::RandomState, canon: &Path) -> u64 {
+    use std::hash::BuildHasher;
+    hasher.hash_one(canon.as_os_str().as_bytes())
 }
 
 /// What an rpm header says of one of its files.

@@ -474,12 +474,11 @@ impl<'a> Header<'a> {
     /// store, so the loop is bounded by the entry's own bytes.
     pub fn string_array_bytes(&self, tag: u32) -> Option<Vec<&'a [u8]>> {
         let strings = self.strings(tag)?;
-        let mut out = Vec::with_capacity(strings.len());
-        for s in strings {
-            out.push(s);
-        }
+        let count = strings.len();
+        let mut out = Vec::with_capacity(count);
+        out.extend(strings);
         // Fewer than `count`: not what `parse` validated; refused as before.
-        (out.len() == self.entry(tag)?.count).then_some(out)
+        (out.len() == count).then_some(out)
     }
 
     /// [`Self::string_array_bytes`] read one string at a time, without a vector of them all:
