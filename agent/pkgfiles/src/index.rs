@@ -520,17 +520,12 @@ impl Index {
             Source::Dpkg { info_name, conffiles, .. } => {
                 // The same two passes as `dpkg_entries_for`, for every path at once: the
                 // digests first, then the paths `.list` names without one.
-                let kept = std::cell::Cell::new(None::<u64>);
                 let _problems = self.dpkg_checked_files(
                     &pkg.owner.name,
                     info_name,
                     conffiles,
-                    |on_disk| {
-                        kept.set(Some(key(on_disk)));
-                        true
-                    },
-                    |f| {
-                        let k = kept.take().unwrap_or_else(|| key(&f.on_disk));
+                    |on_disk| Some(key(on_disk)),
+                    |f, k| {
                         lookup.add(k, LookupEntry::Dpkg { md5: f.md5, conffile: f.conffile });
                         true
                     },
@@ -581,8 +576,8 @@ impl Index {
             &pkg.owner.name,
             info_name,
             conffiles,
-            |on_disk| self.canon(on_disk) == canon,
-            |f| {
+            |on_disk| (self.canon(on_disk) == canon).then_some(()),
+            |f, ()| {
                 out.push(ExpectedFile {
                     digest: f.md5.map(|d| PackageDigest { algo: DigestAlgo::Md5, hex: crate::hex(&d) }),
                     conffile: f.conffile,
@@ -642,45 +637,51 @@ impl Index {
     /// The files of a dpkg package that have a recorded digest, as debsums checks them: its
     /// `.md5sums` entries and its conffiles (a conffile's digest is the one in `Conffiles:`).
     /// Streamed: `keep(on-disk path)` chooses before anything is allocated, and `emit` takes
-    /// each kept file (returning `false` stops), so memory does not grow with the package.
-    /// Returns the problems met in `.md5sums` (bad lines).
-    pub fn dpkg_checked_files(
+    /// each kept file with what `keep` returned for it (returning `false` stops), so memory
+    /// does not grow with the package. Returns the problems met in `.md5sums` (bad lines).
+    pub fn dpkg_checked_files<K>(
         &self,
         name: &str,
         info_name: &str,
         conffiles: &[Conffile],
-        mut keep: impl FnMut(&Path) -> bool,
-        mut emit: impl FnMut(DpkgFile) -> bool,
+        mut keep: impl FnMut(&Path) -> Option<K>,
+        mut emit: impl FnMut(DpkgFile, K) -> bool,
     ) -> Result<Vec<Problem>, ReadError> {
         let is_conffile = |path: &Path| conffiles.iter().any(|c| c.path.as_os_str() == path.as_os_str());
         let mut going = true;
         let problems = dpkg::for_each_md5sum(&self.root, &self.dpkg_admin, info_name, |path, md5| {
             let on_disk = self.diversions.on_disk(name, path);
-            if !is_conffile(path) && keep(on_disk) {
-                going = emit(DpkgFile {
-                    path: path.to_path_buf(),
-                    on_disk: on_disk.to_path_buf(),
-                    md5: Some(md5),
-                    conffile: false,
-                    obsolete: false,
-                    remove_on_upgrade: false,
-                    has_md5sums_entry: true,
-                });
+            if let Some(kept) = (!is_conffile(path)).then(|| keep(on_disk)).flatten() {
+                going = emit(
+                    DpkgFile {
+                        path: path.to_path_buf(),
+                        on_disk: on_disk.to_path_buf(),
+                        md5: Some(md5),
+                        conffile: false,
+                        obsolete: false,
+                        remove_on_upgrade: false,
+                        has_md5sums_entry: true,
+                    },
+                    kept,
+                );
             }
             going
         })?;
         for c in conffiles {
             let on_disk = self.diversions.on_disk(name, &c.path);
-            if going && keep(on_disk) {
-                going = emit(DpkgFile {
-                    path: c.path.clone(),
-                    on_disk: on_disk.to_path_buf(),
-                    md5: c.md5,
-                    conffile: true,
-                    obsolete: c.obsolete,
-                    remove_on_upgrade: c.remove_on_upgrade,
-                    has_md5sums_entry: true,
-                });
+            if let Some(kept) = going.then(|| keep(on_disk)).flatten() {
+                going = emit(
+                    DpkgFile {
+                        path: c.path.clone(),
+                        on_disk: on_disk.to_path_buf(),
+                        md5: c.md5,
+                        conffile: true,
+                        obsolete: c.obsolete,
+                        remove_on_upgrade: c.remove_on_upgrade,
+                        has_md5sums_entry: true,
+                    },
+                    kept,
+                );
             }
         }
         Ok(problems)

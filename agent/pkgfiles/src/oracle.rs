@@ -498,9 +498,7 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
         }
         let more = if let Some((info_name, conffiles)) = index.dpkg_source(id) {
             let mut more = true;
-            // `keep` is asked about each file just before `emit` gets it: the canonical path
-            // it computed is handed over rather than computed again.
-            let kept = std::cell::Cell::new(None::<PathBuf>);
+            // The canonical path `keep` computed is handed to `emit`, not computed again.
             let read = index.dpkg_checked_files(
                 &pkg.owner.name,
                 info_name,
@@ -511,12 +509,10 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
                     let keep = under(&path)
                         && !(index.dpkg_path_excluded(on_disk)
                             && index.root().symlink_metadata(&path).is_err());
-                    kept.set(keep.then_some(path));
-                    keep
+                    keep.then_some(path)
                 },
-                |f| {
+                |f, path| {
                     let Some(md5) = f.checked_md5() else { return true };
-                    let path = kept.take().unwrap_or_else(|| index.canon(&f.on_disk));
                     more = queue(path, Expected::DpkgMd5 { package: id, md5, conffile: f.conffile });
                     more
                 },

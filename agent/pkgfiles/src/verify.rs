@@ -383,8 +383,8 @@ fn produce(
                 &pkg.owner.name,
                 info_name,
                 conffiles,
-                |_| true,
-                |f| {
+                |_| Some(()),
+                |f, ()| {
                     let Some(md5) = f.checked_md5() else { return true };
                     let check = Check::Dpkg { path: f.on_disk, md5, conffile: f.conffile };
                     queued = jobs.send(Job { pkg: id, check }).is_ok();
