@@ -136,9 +136,9 @@ pub struct FileRecord {
     pub flags: u8,
     /// MD5 of the content, kept for package files dpkg lists with an MD5 (`.md5sums`) only:
     /// the baseline's trust anchor compares it with the package's instead of reading the file
-    /// a second time. Not a FIM attribute (SHA-256 covers the content), never reported, and
-    /// always taken from the same read as `sha256` (or carried over with it, see
-    /// [`ReadOptions::md5`]), so it describes the content the SHA-256 does.
+    /// a second time. Not a FIM attribute (SHA-256 or BLAKE3 covers the content), never
+    /// reported, and always taken from the same read as those (or carried over with them, see
+    /// [`Self::carry_md5`]), so it describes the content they do.
     pub md5: Option<[u8; 16]>,
 }
 
@@ -242,18 +242,27 @@ impl FileRecord {
         Some(rec)
     }
 
-    /// Takes `prev`'s MD5 when this record has none and its SHA-256 is `prev`'s: the same
-    /// content, so the same MD5 (see [`FileRecord::md5`]).
+    /// Takes `prev`'s MD5 when this record has none and its content digests are `prev`'s: the
+    /// same content, so the same MD5 (see [`FileRecord::md5`]).
     pub fn carry_md5(&mut self, prev: Option<&Self>) {
         if let Some(prev) = prev
             && self.md5.is_none()
             && self.kind == FileKind::File
-            && self.sha256.is_some()
-            && self.sha256 == prev.sha256
+            && self.same_content(prev)
             && self.flags & FLAG_UNSTABLE == 0
         {
             self.md5 = prev.md5;
         }
+    }
+
+    /// Whether the content digests both records took (SHA-256, BLAKE3: at least one, as a
+    /// policy may take either or both) are all equal.
+    fn same_content(&self, other: &Self) -> bool {
+        let mut compared = [(self.sha256, other.sha256), (self.blake3, other.blake3)]
+            .into_iter()
+            .filter_map(|(a, b)| Some(a? == b?))
+            .peekable();
+        compared.peek().is_some() && compared.all(|equal| equal)
     }
 
     /// The attributes in `attrs` that differ between `self` (old) and `new`.
@@ -1155,6 +1164,26 @@ mod tests {
         unstable.flags |= FLAG_UNSTABLE;
         unstable.carry_md5(Some(&with));
         assert_eq!(unstable.md5, None, "nor one that changed while read");
+        // Under a policy that takes BLAKE3 instead of SHA-256, the same by BLAKE3. Were it
+        // not, every read of a package file whose MD5 is known (`fim check`, an init over a
+        // baseline) would lose it, and the next scan would take it again.
+        let b3 = ReadOptions {
+            attributes: AttributeSet::of(&[Attribute::Blake3, Attribute::Mode, Attribute::Size]),
+            ..opts()
+        };
+        let (b3_with, _) = read(&f, ReadOptions { md5: true, ..b3 }, &mut |_| {});
+        let (mut b3_without, _) = read(&f, b3, &mut |_| {});
+        assert!(b3_with.sha256.is_none() && b3_with.blake3.is_some() && b3_with.md5.is_some());
+        b3_without.carry_md5(Some(&b3_with));
+        assert_eq!(b3_without.md5, b3_with.md5, "same BLAKE3: the same content");
+        b3_without.md5 = None;
+        b3_without.blake3 = Some([0; 32]);
+        b3_without.carry_md5(Some(&b3_with));
+        assert_eq!(b3_without.md5, None, "another BLAKE3");
+        // Digests of different kinds compare nothing: no MD5 carried between them.
+        let (mut sha_only, _) = read(&f, opts(), &mut |_| {});
+        sha_only.carry_md5(Some(&b3_with));
+        assert_eq!(sha_only.md5, None, "no digest in common");
         // A record reused from its metadata keeps it (the content is the one it was taken of).
         let st = crate::dirfd::stat_at(&crate::dirfd::open_dir_path(dir.path()).unwrap(), OsStr::new("f"))
             .unwrap();

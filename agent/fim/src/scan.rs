@@ -1148,8 +1148,8 @@ fn worker_loop(
                 continue;
             }
             let hashes = FileKind::from_mode(stat.st_mode) == FileKind::File && job.opts.attributes.hashes();
-            // An MD5 known for this content is carried over below (same SHA-256); one is taken
-            // in this read only when none is, for the files asked for.
+            // An MD5 known for this content is carried over below (same content digests); one
+            // is taken in this read only when none is, for the files asked for.
             let known_md5 =
                 prev.as_ref().filter(|p| p.md5.is_some() && p.same_stat(&FileRecord::from_stat(&stat)));
             let read_opts = ReadOptions {

@@ -9,8 +9,8 @@
 //! read saw the file change or fail (`FLAG_UNSTABLE`, `FLAG_UNREADABLE`): the anchor then reads
 //! the file itself. Records come only from rows this scan staged or, for a scan that leaves
 //! rows identical to the baseline unstaged, from a baseline verified with the key (any
-//! baseline without one). Its MD5 was taken in the same read as its SHA-256, or carried over
-//! with an identical SHA-256 (`FileRecord::carry_md5`).
+//! baseline without one). Its MD5 was taken in the same read as its SHA-256 (or BLAKE3), or
+//! carried over with identical content digests (`FileRecord::carry_md5`).
 
 use crate::attribution::{Content, MAX_DIGEST_BYTES};
 use crate::integrity::BaselineKey;
