@@ -549,7 +549,10 @@ impl Lane {
     /// A lane over `file` (just opened: at offset 0), `size` bytes long, read into `buf` (a
     /// thread's lanes hand their buffers on: [`Self::into_digests`]).
     pub(crate) fn new(file: File, size: u64, opts: ReadOptions, buf: ReadBuffer) -> Self {
-        Self { file, hashers: hashers(opts), left: size, buf, at: 0, filled: 0, failed: None }
+        // BLAKE3 takes each buffer whole as it is read; the other chains, the pieces that
+        // `read_many` cuts to keep MD5's SIMD lanes equal.
+        let hashers = hashers(opts).with_blake3_apart();
+        Self { file, hashers, left: size, buf, at: 0, filled: 0, failed: None }
     }
 
     /// Everything read and hashed, or a read failed.
@@ -572,6 +575,7 @@ impl Lane {
                     // Shorter than it was: the second fstat tells, and the file is read again.
                     Ok(0) => self.left = 0,
                     Ok(n) => {
+                        self.hashers.feed_blake3(&buf[..n]);
                         self.left -= n as u64;
                         (self.at, self.filled) = (0, n);
                     }
@@ -876,7 +880,8 @@ mod tests {
         )
     }
 
-    /// A scratch directory, its descriptor, and the default attributes without a size cap.
+    /// A scratch directory, its descriptor, and the default attributes and BLAKE3 (which a
+    /// lane feeds apart) without a size cap.
     fn lane_test_dir(md5: bool) -> (tempfile::TempDir, File, ReadOptions) {
         let dir = tempfile::tempdir().unwrap();
         let d = crate::dirfd::open_dir_path(dir.path()).unwrap();
@@ -884,7 +889,7 @@ mod tests {
             dir,
             d,
             ReadOptions {
-                attributes: AttributeSet::of(Attribute::DEFAULT),
+                attributes: AttributeSet::of(&[Attribute::DEFAULT, &[Attribute::Blake3]].concat()),
                 max_file_size_bytes: u64::MAX,
                 md5,
             },
