@@ -20,6 +20,7 @@ pub mod cli_docs;
 pub mod config;
 pub mod exit;
 mod finding;
+pub mod human;
 pub mod json;
 #[cfg(feature = "logging")]
 pub mod logging;

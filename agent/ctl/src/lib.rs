@@ -935,10 +935,10 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 {
                     writeln!(
                         out,
-                        "scanning: {}/{} entries, {} MiB hashed, {} s",
+                        "scanning: {}/{} entries, {} hashed, {} s",
                         p.entries_done,
                         p.entries_seen.max(p.baseline_entries),
-                        p.bytes_hashed >> 20,
+                        guestward_core::human::bytes(p.bytes_hashed),
                         p.elapsed_ms / 1000
                     )?;
                     out.flush()?;

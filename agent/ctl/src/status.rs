@@ -4,7 +4,7 @@
 //! collectors; fim; transport; self-limits; then reload, lifecycle and counters when there is
 //! something to say. Every state word is lowercase (`ok`, `degraded`, `failed`).
 
-use guestward_core::{SectionStatus, Timestamp};
+use guestward_core::{SectionStatus, Timestamp, human};
 use guestward_report::protocol::{
     CollectorState, CollectorStatus, FimSummary, Health, HealthStatus, IdentityStatus, SelfLimitStatus,
     Status, TransportStatus,
@@ -297,7 +297,7 @@ fn render_self_limits(l: &SelfLimitStatus, now: Timestamp, out: &mut dyn Write) 
     let cpu_budget =
         if l.cpu_budget_percent > 0.0 { format!(" of {:.1}%", l.cpu_budget_percent) } else { String::new() };
     let rss_budget = if l.rss_budget_bytes > 0 {
-        format!(" of {}", human_bytes(l.rss_budget_bytes))
+        format!(" of {}", human::bytes(l.rss_budget_bytes))
     } else {
         String::new()
     };
@@ -306,7 +306,7 @@ fn render_self_limits(l: &SelfLimitStatus, now: Timestamp, out: &mut dyn Write) 
         None => "cpu not measured yet".to_string(),
     };
     let rss = match l.rss_bytes {
-        Some(b) => format!("memory {}{rss_budget}", human_bytes(b)),
+        Some(b) => format!("memory {}{rss_budget}", human::bytes(b)),
         None => "memory not measured yet".to_string(),
     };
     let state = if l.throttled {
@@ -370,8 +370,8 @@ pub fn render_transport(
         out,
         "  spool     {} report(s), {} of {}{oldest}",
         s.reports,
-        human_bytes(s.bytes),
-        human_bytes(s.max_bytes)
+        human::bytes(s.bytes),
+        human::bytes(s.max_bytes)
     )?;
     if s.held_in_memory > 0 {
         writeln!(
@@ -453,18 +453,6 @@ fn group_thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// Bytes in binary units, one decimal.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]
@@ -839,10 +827,6 @@ mod tests {
                 human_duration(90_000)
             ],
             ["0s", "59s", "1m", "1h 1m", "1d 1h"]
-        );
-        assert_eq!(
-            [human_bytes(512), human_bytes(1536), human_bytes(1 << 30)],
-            ["512 B", "1.5 KiB", "1.0 GiB"]
         );
         assert_eq!(
             [human_millis(850), human_millis(1_234), human_millis(125_000)],

@@ -207,10 +207,10 @@ impl FimStatus {
         if let Some(p) = &self.scan_progress {
             writeln!(
                 out,
-                "scanning:   {}/{} entries, {} MiB hashed",
+                "scanning:   {}/{} entries, {} hashed",
                 p.entries_done,
                 p.entries_seen.max(p.baseline_entries),
-                p.bytes_hashed >> 20
+                guestward_core::human::bytes(p.bytes_hashed)
             )?;
         }
         if let Some(v) = &self.last_verification {
@@ -858,9 +858,9 @@ impl CheckReport {
         let s = &self.summary.stats;
         writeln!(
             out,
-            "baseline: {} entries, {} MiB hashed in {:.2} s{}{}",
+            "baseline: {} entries, {} hashed in {:.2} s{}{}",
             s.entries,
-            s.bytes_hashed >> 20,
+            guestward_core::human::bytes(s.bytes_hashed),
             s.duration_ms as f64 / 1000.0,
             s.resumed_note(),
             // Each unreadable entry is also on stderr.
@@ -910,11 +910,11 @@ impl CheckReport {
         let counts = &self.summary.counts;
         writeln!(
             out,
-            "{} change(s): {}; {} entries checked, {} MiB hashed in {:.2} s{}{}{}",
+            "{} change(s): {}; {} entries checked, {} hashed in {:.2} s{}{}{}",
             self.summary.changes,
             counts.human(),
             s.entries,
-            s.bytes_hashed >> 20,
+            guestward_core::human::bytes(s.bytes_hashed),
             s.duration_ms as f64 / 1000.0,
             s.resumed_note(),
             match s.rehash {

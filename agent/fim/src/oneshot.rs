@@ -77,7 +77,7 @@ pub fn run_packaged_with(
             let len = if p.walk_done { p.entries_seen } else { p.entries_seen.max(p.baseline_entries) };
             bar.set_length(len);
             bar.set_position(p.entries_done);
-            bar.set_message(format!("{} MiB hashed", p.bytes_hashed >> 20));
+            bar.set_message(format!("{} hashed", guestward_core::human::bytes(p.bytes_hashed)));
         }
     };
     let opts = ScanOptions {

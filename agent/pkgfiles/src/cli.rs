@@ -214,12 +214,12 @@ pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std:
         .collect();
     writeln!(
         out,
-        "{}: {} packages ({}), {} files, {:.1} MB hashed in {:.1} s: {} changed, {} conffiles changed, {} missing, {} not checked",
+        "{}: {} packages ({}), {} files, {} hashed in {:.1} s: {} changed, {} conffiles changed, {} missing, {} not checked",
         r.root,
         r.packages_checked,
         managers.join(", "),
         r.files_checked,
-        r.bytes_hashed as f64 / 1e6,
+        guestward_core::human::bytes(r.bytes_hashed),
         r.duration_ms as f64 / 1000.0,
         r.count(MismatchKind::Changed),
         r.count(MismatchKind::ConffileChanged),
