@@ -339,6 +339,60 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     same("fim check's anchor after a repair", &anchored(guestward_fim::Purpose::Check), &fewer);
 }
 
+/// Under a policy that takes BLAKE3 instead of SHA-256, the baseline keeps the MD5 of each
+/// dpkg file its first scan took through every `fim init` over it and judges from it, as under
+/// the default policy (the MD5 was carried over by SHA-256 only: dropped by one init, taken
+/// again by the next).
+#[test]
+fn a_blake3_policy_keeps_the_md5s_of_package_files_through_inits_over_the_baseline() {
+    use guestward_fim::config::{Attribute as FimAttribute, PathEntry, PathRule};
+    use guestward_fim::package::PackageOracle;
+    let tree = prepared_tree();
+    let root_dir = tree.path();
+    let root = HostRoot::new(root_dir).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let o = guestward_fim::oneshot::OneShot {
+        config: guestward_fim::Config {
+            paths: vec![PathEntry::Rule(PathRule {
+                path: guestward_core::AbsolutePath::new("/usr").unwrap(),
+                recursive: true,
+                exclude: vec![],
+                attributes: Some(vec![FimAttribute::Blake3, FimAttribute::Mode, FimAttribute::Size]),
+                max_file_size_bytes: None,
+            })],
+            ..Default::default()
+        },
+        state_dir: state.path().to_path_buf(),
+        root: root.clone(),
+        progress_bar: false,
+    };
+    let packages = |root: &HostRoot| {
+        Some(std::sync::Arc::new(guestward_pkgfiles::Oracle::load(root.clone()).0)
+            as std::sync::Arc<dyn PackageOracle>)
+    };
+    let flagged = set([
+        "/usr/bin/gw-tool.alpha".into(),
+        "/usr/share/gw-alpha/data".into(),
+        "/usr/share/gw-alpha/gone".into(),
+    ]);
+    for round in 0..3 {
+        let run = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &packages).unwrap();
+        let b = run.summary.baseline;
+        same(
+            &format!("init {round}'s anchor"),
+            &set(b.package_mismatches.iter().map(|m| m.path.clone())),
+            &flagged,
+        );
+        let store = guestward_fim::store::Store::open(state.path()).unwrap();
+        for path in ["/usr/share/gw-alpha/untouched", "/usr/share/gw-alpha/data", "/usr/bin/gw-tool"] {
+            let rec = store.get(Path::new(path)).unwrap().unwrap();
+            assert!(rec.sha256.is_none() && rec.blake3.is_some(), "{path}: {rec:?}");
+            let md5 = rec.md5.map(|m| guestward_fim::record::hex(&m));
+            assert_eq!(md5, Some(md5_of(root_dir, path)), "init {round}: {path}");
+        }
+    }
+}
+
 /// The package databases' stamp (what a FIM verdict kept with the baseline is bound to)
 /// moves with every file the expectations are read from, an edit with its mtime put back
 /// included, and with nothing else; an oracle whose index was read before a change gives none
