@@ -378,10 +378,9 @@ fn a_baseline_taken_over_a_modified_package_file_flags_it() {
         root: HostRoot::live(),
         progress_bar: false,
     };
-    let packages = |root: &HostRoot| {
-        Some(Arc::new(Oracle::load(root.clone()).0) as Arc<dyn guestward_fim::package::PackageOracle>)
-    };
-    let init = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &packages).unwrap();
+    let init =
+        guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &crate::support::oracle_of)
+            .unwrap();
     let b = &init.summary.baseline;
     assert_eq!(b.package_mismatch_count, 1, "{b:#?}");
     let m = &b.package_mismatches[0];
@@ -395,7 +394,9 @@ fn a_baseline_taken_over_a_modified_package_file_flags_it() {
     }
     // `fim check` over the same state: nothing changed since, but the mismatch stays visible,
     // and exits 1.
-    let check = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Check, &packages).unwrap();
+    let check =
+        guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Check, &crate::support::oracle_of)
+            .unwrap();
     assert_eq!(check.summary.changes, 0);
     assert_eq!(check.summary.baseline.package_mismatch_count, 1);
     assert_eq!(check.exit_code(), 1);

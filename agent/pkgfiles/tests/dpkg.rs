@@ -2,7 +2,7 @@
 //! `diversions` files, checked with verify-packages and with `debsums` (the oracle) under
 //! `--root`; and this machine's own `/` against `debsums -c`.
 
-use crate::support::have;
+use crate::support::{have, oracle_of};
 use guestward_core::HostRoot;
 use guestward_core::testing::skip_or_fail;
 use guestward_fim::package::NothingKnown;
@@ -254,14 +254,10 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
         root: root.clone(),
         progress_bar: false,
     };
-    let packages = |root: &HostRoot| {
-        Some(std::sync::Arc::new(guestward_pkgfiles::Oracle::load(root.clone()).0)
-            as std::sync::Arc<dyn PackageOracle>)
-    };
     // What the anchor found, and whether it judged the files (not the verdict kept with the
     // baseline: see `guestward_fim::verdict`).
     let judged = |purpose| {
-        let run = guestward_fim::oneshot::run_packaged(&o, purpose, &packages).unwrap();
+        let run = guestward_fim::oneshot::run_packaged(&o, purpose, &oracle_of).unwrap();
         let b = run.summary.baseline;
         let how = b.package_verification.clone().unwrap_or_else(|| panic!("not verified: {b:#?}"));
         assert_eq!(b.package_mismatch_count as usize, b.package_mismatches.len(), "{b:#?}");
@@ -284,7 +280,8 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
             root: root.clone(),
             progress_bar: false,
         };
-        let init = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &packages).unwrap();
+        let init =
+            guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &oracle_of).unwrap();
         (init.summary.baseline.package_mismatches.len(), init.init_exit_code())
     };
     assert_eq!(init_exit(vec![rule("/usr"), rule("/etc")]), (flagged.len(), 1));
@@ -346,7 +343,6 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
 #[test]
 fn a_blake3_policy_keeps_the_md5s_of_package_files_through_inits_over_the_baseline() {
     use guestward_fim::config::{Attribute as FimAttribute, PathEntry, PathRule};
-    use guestward_fim::package::PackageOracle;
     let tree = prepared_tree();
     let root_dir = tree.path();
     let root = HostRoot::new(root_dir).unwrap();
@@ -366,17 +362,13 @@ fn a_blake3_policy_keeps_the_md5s_of_package_files_through_inits_over_the_baseli
         root: root.clone(),
         progress_bar: false,
     };
-    let packages = |root: &HostRoot| {
-        Some(std::sync::Arc::new(guestward_pkgfiles::Oracle::load(root.clone()).0)
-            as std::sync::Arc<dyn PackageOracle>)
-    };
     let flagged = set([
         "/usr/bin/gw-tool.alpha".into(),
         "/usr/share/gw-alpha/data".into(),
         "/usr/share/gw-alpha/gone".into(),
     ]);
     for round in 0..3 {
-        let run = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &packages).unwrap();
+        let run = guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &oracle_of).unwrap();
         let b = run.summary.baseline;
         same(
             &format!("init {round}'s anchor"),

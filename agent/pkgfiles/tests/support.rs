@@ -18,6 +18,14 @@ pub fn rpm_root() -> tempfile::TempDir {
     dir
 }
 
+/// The package oracle `fim init/check` are given (`oneshot::run_packaged`): this crate's, over
+/// the databases under `root`.
+pub fn oracle_of(
+    root: &guestward_core::HostRoot,
+) -> Option<std::sync::Arc<dyn guestward_fim::package::PackageOracle>> {
+    Some(std::sync::Arc::new(guestward_pkgfiles::Oracle::load(root.clone()).0))
+}
+
 /// Whether `tool --version` runs.
 pub fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
