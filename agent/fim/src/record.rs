@@ -985,8 +985,8 @@ mod tests {
     }
 
     /// A lane that joins others mid-buffer first reads only what they still hold, so that from
-    /// then on their buffers run out in the same round and every round feeds whole buffers;
-    /// its file still gets the digests of its own bytes.
+    /// then on their buffers run out in the same round; its file still gets the digests of its
+    /// own bytes.
     #[test]
     fn a_lane_joining_mid_buffer_reads_in_step_with_the_others() {
         let (dir, d, o) = lane_test_dir(true);
