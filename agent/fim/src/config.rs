@@ -250,10 +250,14 @@ pub struct Config {
     pub enabled: bool,
     /// Watched paths; giving this list replaces the built-in default list entirely.
     pub paths: Vec<PathEntry>,
-    /// Files larger than this are checked by attributes only (flagged `hash_skipped`).
+    /// Files larger than this are checked by attributes only (flagged `hash_skipped`). Package
+    /// files above it are still verified against their packages: the trust anchor reads them
+    /// itself (at most 1 GiB each).
     pub max_file_size_bytes: u64,
-    /// Also compute BLAKE3 for every hashed file (SHA-256 is always computed when any hash is
-    /// checked, because package manifests and AIDE use it).
+    /// Also compute BLAKE3 for every hashed file, beside SHA-256 where a path's attributes take
+    /// it (the default: rpm's manifests and AIDE use SHA-256). A path whose attributes list
+    /// `blake3` and not `sha256` is hashed with BLAKE3 alone, several times faster; rpm's file
+    /// digests being SHA-256, the trust anchor then reads rpm package files itself.
     pub blake3: bool,
     /// Quiet period per path before a realtime event is examined: a file written 1000 times in
     /// a burst yields one change with the final hash.
