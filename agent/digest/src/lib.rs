@@ -251,8 +251,8 @@ fn feed_md5_lanes(feeds: &mut [(&mut Hashers, &[u8])]) {
 
 /// How many chains to feed the engine for `inputs`, whose native width is `width` chains: 2 or
 /// more chains of the same whole number of blocks are topped up to a multiple of that width
-/// when it is 8 or 16 (AVX2, AVX-512), else as many as there are. Measured on this project's
-/// 2-core AMD EPYC, 16 KiB to each chain (docs/benchmarks.md, "The last MD5 lanes"), GB/s as
+/// when it is 8 or 16 (AVX2, AVX-512), else as many as there are. Measured on a 2-core Intel
+/// Xeon VM with AVX-512, 16 KiB to each chain (docs/benchmarks.md, "The last MD5 lanes"), GB/s as
 /// they are and topped up: AVX-512 16 chains 10.0; 15 3.5 and 9.4; 9 2.3 and 5.7; 8 4.5 and
 /// 5.0; 7 0.34 and 4.4; 5 0.25 and 3.2; 2 0.84 and 1.3; one 0.84 and 0.62 (fed as it is). The
 /// crate's AVX2 kernels gain as much from a multiple of 8; its 4-lane ones lose (SSE: none).
