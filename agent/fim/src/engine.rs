@@ -193,6 +193,32 @@ struct Judged {
     reused: bool,
 }
 
+/// What the trust anchor is told of the scan's reads.
+struct ScanRead {
+    /// The scan left entries identical to their baseline row unstaged.
+    unstaged_in_baseline: bool,
+    /// The MD5s it took.
+    md5s: crate::scanned::SealedMd5s,
+}
+
+/// What a scan the trust anchor runs for does with MD5s: takes them of the files the package
+/// oracle says a package lists with one, and remembers each taken, for the anchor to judge
+/// those files by (see [`crate::scanned::ScannedMd5s`]).
+struct AnchorMd5s<'a> {
+    oracle: Option<&'a dyn crate::package::PackageOracle>,
+    taken: crate::scanned::ScannedMd5s,
+}
+
+impl crate::scan::Md5Wanted for AnchorMd5s<'_> {
+    fn wants(&self, host: &Path) -> bool {
+        self.oracle.is_some_and(|o| o.wants_md5(host))
+    }
+
+    fn taken(&self, host: &Path, md5: &[u8; 16]) {
+        self.taken.remember(host, md5);
+    }
+}
+
 impl Fim {
     /// Validates `config` and binds it to a root and state directory. The baseline key is
     /// loaded when configured; a key that cannot be used is not an error here (checks report
@@ -346,8 +372,8 @@ impl Fim {
         // The rows a check compares are the baseline at this generation (see `crate::verdict`;
         // unknown: no verdict is kept).
         let generation_at_start = oracle.as_ref().and_then(|_| store.generation().ok());
-        let wants_md5 = |path: &Path| oracle.as_ref().is_some_and(|o| o.wants_md5(path));
-        let md5: Option<crate::scan::WantsMd5<'_>> = oracle.is_some().then_some(&wants_md5);
+        let md5s = AnchorMd5s { oracle: oracle.as_deref(), taken: crate::scanned::ScannedMd5s::new() };
+        let md5: Option<crate::scan::WantsMd5<'_>> = oracle.is_some().then_some(&md5s);
         // Whether the pass met every baseline row of the trees is told by their count (below),
         // a pass over those rows: taken alongside the scan, on a connection of its own, instead
         // of after it. If that thread cannot start or its count fails, they are counted after
@@ -483,7 +509,8 @@ impl Fim {
             };
         let mut judged = None;
         if anchored {
-            judged = self.anchor(&store, &roots, &anchor_scope, pruned, unchanged, &mut baseline);
+            let scanned = ScanRead { unstaged_in_baseline: pruned, md5s: md5s.taken.sealed() };
+            judged = self.anchor(&store, &roots, &anchor_scope, unchanged, scanned, &mut baseline);
         }
         match purpose {
             Purpose::Init if over_baseline && staging == Staging::Changes => {
@@ -546,24 +573,20 @@ impl Fim {
 
     /// The baseline's trust anchor: package files in scope that do not match their package
     /// (a baseline taken on a compromised machine would otherwise accept a replaced binary).
-    /// `unstaged_in_baseline`: the scan left entries identical to their baseline row unstaged.
+    /// `scanned`: what the scan that just ran read, for judging package files by it.
     ///
     /// Returns the verdict with the package databases' stamp it holds for, when the stamp was
     /// the same before and after (see [`crate::verdict`]), for keeping with the baseline.
-    fn verify_packages(
-        &self,
-        roots: &[PathBuf],
-        unstaged_in_baseline: bool,
-        b: &mut BaselineCheck,
-    ) -> Option<Judged> {
+    fn verify_packages(&self, roots: &[PathBuf], scanned: ScanRead, b: &mut BaselineCheck) -> Option<Judged> {
         let p = self.packages.as_ref()?;
         let started = std::time::Instant::now();
         let stamp_before = p.0.databases_stamp();
         let known = crate::scanned::ScannedContent::new(
             &self.state_dir,
             self.policy.baseline_key.clone(),
-            unstaged_in_baseline,
-        );
+            scanned.unstaged_in_baseline,
+        )
+        .with_md5s(scanned.md5s);
         match p.0.verify_under(roots, &known) {
             Ok(mut found) => {
                 // The threads find them in no set order: the ones listed are the first in path
@@ -613,8 +636,8 @@ impl Fim {
         store: &Store,
         roots: &[PathBuf],
         scope: &str,
-        unstaged_in_baseline: bool,
         unchanged: bool,
+        scanned: ScanRead,
         b: &mut BaselineCheck,
     ) -> Option<Judged> {
         let p = self.packages.as_ref()?;
@@ -633,7 +656,7 @@ impl Fim {
                 return Some(Judged { databases: stamp, verdict: v, reused: true });
             }
         }
-        self.verify_packages(roots, unstaged_in_baseline, b)
+        self.verify_packages(roots, scanned, b)
     }
 
     /// `c` with its package attribution, when a package owns `host` (see

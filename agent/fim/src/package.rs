@@ -197,6 +197,14 @@ pub trait KnownContent: Sync {
         &self,
         files: &[(&std::path::Path, Vec<DigestAlgo>)],
     ) -> Vec<Option<crate::attribution::Content>>;
+
+    /// Whether the scan took `md5` of the regular file at host path `path` in a read that saw
+    /// it whole and unchanged: a package file expected to have that MD5 then matches, with no
+    /// [`Self::contents`] asked. False when not known (ask [`Self::contents`]).
+    fn took_md5(&self, path: &std::path::Path, md5: &[u8; 16]) -> bool {
+        let _ = (path, md5);
+        false
+    }
 }
 
 /// Knows nothing: every file is read.

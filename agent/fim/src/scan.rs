@@ -331,8 +331,26 @@ pub fn stage(
 }
 
 /// Which files also get an MD5 in the scan's read (dpkg package files, for the baseline's
-/// trust anchor: see [`FileRecord::md5`]), by host path. Called from the hashing threads.
-pub(crate) type WantsMd5<'a> = &'a (dyn Fn(&Path) -> bool + Sync);
+/// trust anchor: see [`FileRecord::md5`]), by host path, and what is told of each MD5 taken.
+/// Called from the hashing threads.
+pub(crate) trait Md5Wanted: Sync {
+    /// Whether the file at `host` gets an MD5.
+    fn wants(&self, host: &Path) -> bool;
+    /// `md5` was taken of the regular file at `host` in a read that saw it whole and
+    /// unchanged (the record staged, or left unstaged as its baseline row, says so too).
+    fn taken(&self, host: &Path, md5: &[u8; 16]) {
+        let _ = (host, md5);
+    }
+}
+
+impl<F: Fn(&Path) -> bool + Sync> Md5Wanted for F {
+    fn wants(&self, host: &Path) -> bool {
+        self(host)
+    }
+}
+
+/// See [`Md5Wanted`].
+pub(crate) type WantsMd5<'a> = &'a dyn Md5Wanted;
 
 /// What a scan stages of what it walked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -964,6 +982,7 @@ struct Finish<'a> {
     counters: &'a Counters,
     links: &'a HardLinks,
     prune: bool,
+    md5: Option<WantsMd5<'a>>,
 }
 
 impl Finish<'_> {
@@ -981,6 +1000,14 @@ impl Finish<'_> {
         let counters = self.counters;
         if hashes && rec.flags & crate::record::FLAG_HASH_SKIPPED == 0 {
             counters.hashed.fetch_add(1, Ordering::Relaxed);
+        }
+        // Taken in this read (one carried over is not: it is the baseline's word, not this
+        // read's), of a file read whole without a change seen.
+        if let (Some(md5), Some(m), None) = (rec.md5, self.md5, &err)
+            && rec.kind == FileKind::File
+            && rec.flags & (crate::record::FLAG_UNSTABLE | crate::record::FLAG_UNREADABLE) == 0
+        {
+            m.taken(&host, &md5);
         }
         rec.carry_md5(prev);
         if hashes && err.is_none() {
@@ -1023,7 +1050,7 @@ fn worker_loop(
     lookups: Lookups<'_>,
 ) {
     let Lookups { baseline, rehash, prune, md5, md5_lanes: max_md5_lanes, links } = lookups;
-    let finish = Finish { tx, counters, links, prune };
+    let finish = Finish { tx, counters, links, prune, md5 };
     let mut buf = guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES);
     // Bytes about to be read, for the rate limit, the host's pace and the progress. Paced
     // once per file: a file written during the rest is hashed again (its stat changed), and
@@ -1153,7 +1180,7 @@ fn worker_loop(
             let known_md5 =
                 prev.as_ref().filter(|p| p.md5.is_some() && p.same_stat(&FileRecord::from_stat(&stat)));
             let read_opts = ReadOptions {
-                md5: hashes && known_md5.is_none() && md5.is_some_and(|wants| wants(&job.host)),
+                md5: hashes && known_md5.is_none() && md5.is_some_and(|m| m.wants(&job.host)),
                 ..job.opts
             };
             let linked = if hashes { links.find(&stat, read_opts.md5) } else { None };
@@ -1551,10 +1578,11 @@ mod tests {
         for (threads, md5) in [(1, false), (2, false), (1, true), (2, true)] {
             let state = dir.path().join(format!("state-{threads}-{md5}"));
             let opts = ScanOptions::unlimited(threads);
-            let wants = |_: &Path| md5;
+            let wants = TakenMd5s { wants: md5, taken: Mutex::default() };
             stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::All, Some(&wants))
                 .unwrap();
             let store = Store::open(&state).unwrap();
+            let taken = wants.taken.into_inner().unwrap();
             for (name, content) in &expected {
                 let at = format!("{name}, {threads} thread(s), MD5 taken: {md5}");
                 let rec = store.staged(&tree.join(name)).unwrap().unwrap();
@@ -1562,8 +1590,66 @@ mod tests {
                 assert_eq!(rec.sha256, Some(sha2::Sha256::digest(content).into()), "{at}");
                 assert_eq!(rec.md5, md5.then(|| md5::Md5::digest(content).into()), "{at}");
                 assert_eq!(rec.flags, 0, "{at}");
+                // Every MD5 taken is told, with the file's own path, once.
+                assert_eq!(taken.get(&tree.join(name)), rec.md5.as_ref(), "{at}");
             }
+            assert_eq!(taken.len(), if md5 { expected.len() } else { 0 });
         }
+    }
+
+    /// An [`Md5Wanted`] that wants every MD5 or none, and keeps what it is told was taken.
+    struct TakenMd5s {
+        wants: bool,
+        taken: Mutex<std::collections::BTreeMap<PathBuf, [u8; 16]>>,
+    }
+
+    impl Md5Wanted for TakenMd5s {
+        fn wants(&self, _: &Path) -> bool {
+            self.wants
+        }
+
+        fn taken(&self, host: &Path, md5: &[u8; 16]) {
+            let earlier = self.taken.lock().unwrap().insert(host.to_path_buf(), *md5);
+            assert!(earlier.is_none(), "{} told twice", host.display());
+        }
+    }
+
+    /// Only an MD5 taken in the scan's own read of a file it saw whole and unchanged is told:
+    /// not one carried over from the baseline, not one of a read that saw the file change.
+    #[test]
+    fn only_md5s_taken_in_a_sound_read_are_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("kept"), b"kept content").unwrap();
+        std::fs::write(tree.join("new"), b"new content").unwrap();
+        let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
+        let root = HostRoot::live();
+        let state = dir.path().join("state");
+        let opts = ScanOptions::unlimited(1);
+        let first = TakenMd5s { wants: true, taken: Mutex::default() };
+        stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::All, Some(&first)).unwrap();
+        assert_eq!(first.taken.lock().unwrap().len(), 2);
+        Store::open(&state).unwrap().replace_all().unwrap();
+
+        // Over that baseline, "kept" is unchanged: its MD5 is carried over, not taken again.
+        std::fs::write(tree.join("new"), b"new content, changed").unwrap();
+        let again = TakenMd5s { wants: true, taken: Mutex::default() };
+        stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::Changes, Some(&again))
+            .unwrap();
+        let taken = again.taken.into_inner().unwrap();
+        assert_eq!(taken.keys().collect::<Vec<_>>(), vec![&tree.join("new")]);
+        assert_eq!(taken[&tree.join("new")], <[u8; 16]>::from(md5::Md5::digest(b"new content, changed")));
+        let store = Store::open(&state).unwrap();
+        assert!(store.get(&tree.join("kept")).unwrap().unwrap().md5.is_some(), "carried, in the baseline");
+
+        // A FIFO where a file was: no content read, nothing told.
+        std::fs::remove_file(tree.join("new")).unwrap();
+        nix::unistd::mkfifo(&tree.join("new"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let fifo = TakenMd5s { wants: true, taken: Mutex::default() };
+        stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::Changes, Some(&fifo))
+            .unwrap();
+        assert!(fifo.taken.lock().unwrap().is_empty());
     }
 
     /// The MD5 lanes of all hashing threads together stay within a quarter of the descriptor

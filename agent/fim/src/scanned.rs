@@ -30,6 +30,71 @@ const CACHE_KIB: u32 = 128;
 /// changed, usually nothing; more than this and each path's staging row is looked up instead.
 const MAX_STAGED_IN_MEMORY: usize = 4096;
 
+/// MD5s remembered by [`ScannedMd5s`] at most (8 bytes each): 2 MiB. A Debian host has about
+/// 100k package files under /usr; past this, the anchor looks the rest up in the store.
+const MAX_REMEMBERED_MD5S: usize = 1 << 18;
+
+/// The MD5s the scan took in its own reads (see [`crate::scan::Md5Wanted::taken`]), so that
+/// the trust anchor judges the files whose MD5 is the one their package lists without reading
+/// their rows back from the store: a keyed 64-bit tag of each (path, MD5), not the paths.
+///
+/// Why a tag is enough: the anchor asks whether (path, expected MD5) was taken, and a file
+/// whose content differs has another MD5, so another tag. A wrong yes needs two tags to
+/// collide: by chance about one in 10^14 for a host's 100k package files, and on purpose not
+/// at all, since the keys are this process's random SipHash keys, never written or shown, so
+/// nobody can compute which content would collide.
+pub(crate) struct ScannedMd5s {
+    keys: std::collections::hash_map::RandomState,
+    tags: Mutex<Vec<u64>>,
+}
+
+impl ScannedMd5s {
+    pub(crate) fn new() -> Self {
+        Self { keys: std::collections::hash_map::RandomState::new(), tags: Mutex::new(Vec::new()) }
+    }
+
+    /// Remembers that `md5` was taken of `path` (up to [`MAX_REMEMBERED_MD5S`]).
+    pub(crate) fn remember(&self, path: &Path, md5: &[u8; 16]) {
+        let tag = tag(&self.keys, path, md5);
+        let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        if tags.len() < MAX_REMEMBERED_MD5S {
+            tags.push(tag);
+        }
+    }
+
+    /// The tags, sorted for lookups: call once the scan is over.
+    pub(crate) fn sealed(self) -> SealedMd5s {
+        let mut tags = self.tags.into_inner().unwrap_or_else(|e| e.into_inner());
+        tags.sort_unstable();
+        tags.dedup();
+        tags.shrink_to_fit();
+        SealedMd5s { keys: self.keys, tags }
+    }
+}
+
+/// [`ScannedMd5s`] once the scan is over.
+pub(crate) struct SealedMd5s {
+    keys: std::collections::hash_map::RandomState,
+    tags: Vec<u64>,
+}
+
+impl SealedMd5s {
+    /// Whether the scan took `md5` of `path`.
+    pub(crate) fn taken(&self, path: &Path, md5: &[u8; 16]) -> bool {
+        self.tags.binary_search(&tag(&self.keys, path, md5)).is_ok()
+    }
+}
+
+/// The tag of (`path`, `md5`) under `keys`.
+fn tag(keys: &std::collections::hash_map::RandomState, path: &Path, md5: &[u8; 16]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = keys.build_hasher();
+    // The MD5 is of fixed length, at the end: no two pairs hash the same input.
+    h.write(path.as_os_str().as_bytes());
+    h.write(md5);
+    h.finish()
+}
+
 /// The records of the scan that just ran, in the state directory's store.
 pub(crate) struct ScannedContent<'a> {
     state_dir: &'a Path,
@@ -43,6 +108,8 @@ pub(crate) struct ScannedContent<'a> {
     staged: Option<BTreeSet<Vec<u8>>>,
     /// SQLite connections are not shared between threads: each call takes one of these.
     idle: Mutex<Vec<Store>>,
+    /// The MD5s the scan took, when it remembered them.
+    md5s: Option<SealedMd5s>,
 }
 
 impl<'a> ScannedContent<'a> {
@@ -53,7 +120,8 @@ impl<'a> ScannedContent<'a> {
         key: Option<Arc<BaselineKey>>,
         unstaged_in_baseline: bool,
     ) -> Self {
-        let mut s = Self { state_dir, key, baseline: None, staged: None, idle: Mutex::new(Vec::new()) };
+        let mut s =
+            Self { state_dir, key, baseline: None, staged: None, idle: Mutex::new(Vec::new()), md5s: None };
         if unstaged_in_baseline {
             s.baseline = match s.key {
                 // Nothing to verify its rows with.
@@ -74,6 +142,12 @@ impl<'a> ScannedContent<'a> {
             }
         }
         s
+    }
+
+    /// With the MD5s the scan took in its reads, judged without a lookup.
+    pub(crate) fn with_md5s(mut self, md5s: SealedMd5s) -> Self {
+        self.md5s = Some(md5s);
+        self
     }
 
     fn connection(&self) -> Option<Store> {
@@ -98,6 +172,10 @@ impl<'a> ScannedContent<'a> {
 }
 
 impl KnownContent for ScannedContent<'_> {
+    fn took_md5(&self, path: &Path, md5: &[u8; 16]) -> bool {
+        self.md5s.as_ref().is_some_and(|m| m.taken(path, md5))
+    }
+
     fn contents(&self, files: &[(&Path, Vec<DigestAlgo>)]) -> Vec<Option<Content>> {
         let Some(st) = self.connection() else { return files.iter().map(|_| None).collect() };
         // One read transaction for the batch: a transaction per lookup costs more than it.
@@ -183,6 +261,34 @@ mod tests {
     use crate::scan::{ScanOptions, Staging, stage_with};
     use guestward_core::AbsolutePath;
     use md5::Digest as _;
+
+    /// An MD5 the scan took is known for its own path and content only, in any order taken
+    /// and by any thread; the anchor is then asked nothing else about it.
+    #[test]
+    fn md5s_taken_are_known_for_their_own_path_and_content_only() {
+        let md5s = ScannedMd5s::new();
+        let (a, b) = (Path::new("/usr/bin/a"), Path::new("/usr/bin/b"));
+        let (x, y) = ([1u8; 16], [2u8; 16]);
+        std::thread::scope(|s| {
+            s.spawn(|| md5s.remember(b, &y));
+            s.spawn(|| md5s.remember(a, &x));
+        });
+        md5s.remember(a, &x);
+        let sealed = md5s.sealed();
+        assert_eq!(sealed.tags.len(), 2, "told twice, kept once");
+        assert!(sealed.taken(a, &x) && sealed.taken(b, &y));
+        assert!(!sealed.taken(a, &y), "another content of a");
+        assert!(!sealed.taken(b, &x), "another content of b");
+        assert!(!sealed.taken(Path::new("/usr/bin/c"), &x), "never read");
+
+        let known = ScannedContent::new(Path::new("/nonexistent"), None, false).with_md5s(sealed);
+        assert!(known.took_md5(a, &x));
+        assert!(!known.took_md5(a, &y));
+        assert!(
+            !ScannedContent::new(Path::new("/nonexistent"), None, false).took_md5(a, &x),
+            "none remembered"
+        );
+    }
 
     /// The trust anchor is given what the scan recorded, in the algorithms the scan took, not
     /// for a read that saw the file change, and baseline rows only when asked for.

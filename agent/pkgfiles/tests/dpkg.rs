@@ -185,6 +185,50 @@ fn fixture_tree_matches_debsums() {
     same("conffiles", &of(MismatchKind::ConffileChanged), &conf_changed);
 }
 
+/// A scan that took the MD5 of every regular file under some directories of a tree, as it
+/// is; it records what the anchor looks up besides, and knows no more (each is then read).
+struct TookEveryMd5 {
+    md5s: std::collections::BTreeMap<std::path::PathBuf, [u8; 16]>,
+    asked: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl TookEveryMd5 {
+    fn of(root: &Path, dirs: &[&str]) -> Self {
+        use md5::Digest as _;
+        let mut md5s = std::collections::BTreeMap::new();
+        let mut todo: Vec<std::path::PathBuf> =
+            dirs.iter().map(|d| root.join(d.trim_start_matches('/'))).collect();
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let e = e.unwrap();
+                let kind = e.file_type().unwrap();
+                if kind.is_dir() {
+                    todo.push(e.path());
+                } else if kind.is_file() {
+                    let host = Path::new("/").join(e.path().strip_prefix(root).unwrap());
+                    md5s.insert(host, md5::Md5::digest(std::fs::read(e.path()).unwrap()).into());
+                }
+            }
+        }
+        Self { md5s, asked: Default::default() }
+    }
+}
+
+impl guestward_fim::package::KnownContent for TookEveryMd5 {
+    fn contents(
+        &self,
+        files: &[(&Path, Vec<guestward_fim::package::DigestAlgo>)],
+    ) -> Vec<Option<guestward_fim::attribution::Content>> {
+        let mut asked = self.asked.lock().unwrap();
+        asked.extend(files.iter().map(|(p, _)| p.display().to_string()));
+        files.iter().map(|_| None).collect()
+    }
+
+    fn took_md5(&self, path: &Path, md5: &[u8; 16]) -> bool {
+        self.md5s.get(path) == Some(md5)
+    }
+}
+
 /// The trust anchor (the FIM baseline's pass over the package files in its scope) flags what
 /// verify-packages flags on the same tree, streaming package by package; and a path two
 /// packages list is judged against both: it matches if it matches either.
@@ -235,6 +279,20 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
         set(etc.iter().map(|(p, _)| p.display().to_string())),
         set(["/etc/gw-alpha.conf".into(), "/etc/gw-beta.conf".into()])
     );
+
+    // Told which MD5s a scan took (every file as it is): a file whose MD5 is the one its one
+    // package lists is judged by that alone, and only the others are looked up or read. The
+    // same paths.
+    let took = TookEveryMd5::of(root_dir, &["/usr", "/etc"]);
+    let judged = oracle.verify_under(&["/".into()], &took).unwrap();
+    same("judged by the MD5s taken", &set(judged.iter().map(|(p, _)| p.display().to_string())), &flagged);
+    let asked = took.asked.into_inner().unwrap();
+    for matching in ["/usr/bin/gw-alpha", "/usr/bin/gw-tool", "/etc/gw-alpha.d/keep.conf"] {
+        assert!(!asked.contains(matching), "{matching} was looked up: {asked:?}");
+    }
+    // Shared with gw-gamma: judged against both owners, so looked up.
+    assert!(asked.contains("/usr/share/gw-alpha/untouched"), "{asked:?}");
+    assert!(asked.contains("/usr/share/gw-alpha/data"), "{asked:?}");
 
     // The FIM baseline's own anchor: `fim init` and `fim check` take the MD5 of the dpkg files
     // in their scan's read and judge them from it, without reading them again. The same paths.
