@@ -555,6 +555,11 @@ impl Lane {
         Self { file, hashers, left: size, buf, at: 0, filled: 0, failed: None }
     }
 
+    /// Bytes not hashed yet: those still to read and those read and not yet hashed.
+    pub(crate) fn left(&self) -> u64 {
+        self.left + (self.filled - self.at) as u64
+    }
+
     /// Everything read and hashed, or a read failed.
     pub(crate) fn done(&self) -> bool {
         self.failed.is_some() || (self.left == 0 && self.at == self.filled)

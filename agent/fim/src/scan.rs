@@ -419,6 +419,7 @@ pub(crate) fn stage_with(
         opts.threads
     };
     let md5_lanes = md5_lanes_per_thread(threads);
+    let balance = &Balance::new(threads);
     let counters = Counters::default();
     let links = &HardLinks::default();
     let limiter = Limiter { rate: opts.rate, start: Instant::now(), used: Mutex::new((0, 0)) };
@@ -472,7 +473,7 @@ pub(crate) fn stage_with(
                         counters,
                         limiter,
                         pacing,
-                        Lookups { baseline, rehash, prune, md5, md5_lanes, links },
+                        Lookups { baseline, rehash, prune, md5, md5_lanes, links, balance: (balance, i) },
                     )
                 });
             match spawned {
@@ -887,6 +888,24 @@ struct Lookups<'a> {
     /// MD5 lanes the thread may hold (see [`md5_lanes_per_thread`]).
     md5_lanes: usize,
     links: &'a HardLinks,
+    /// The MD5 lanes' files handed between the threads, and this thread's number in it.
+    balance: (&'a Balance, usize),
+}
+
+/// A hashing thread's membership of the [`Balance`]: it leaves when it returns, however.
+struct Member<'a> {
+    balance: &'a Balance,
+    me: usize,
+    taking_jobs: bool,
+    left: bool,
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        if !self.left {
+            self.balance.leave(self.me, self.taking_jobs);
+        }
+    }
 }
 
 /// MD5 lanes each of `threads` hashing threads may hold, each an open file: all of
@@ -976,6 +995,147 @@ struct InLane {
     lane: Lane,
 }
 
+/// Smallest file a hashing thread hands to another for its MD5 lanes (see [`Balance`]).
+const HANDOFF_MIN_BYTES: u64 = 1 << 20;
+
+/// A file opened for the MD5 lanes, and what its record needs, on its way to another thread.
+struct Pending {
+    job: Job,
+    stat: FileStat,
+    prev: Option<FileRecord>,
+    read_opts: ReadOptions,
+    file: File,
+    /// The thread that opened it.
+    from: usize,
+}
+
+/// Keeps the bytes the hashing threads' MD5 lanes have left about equal, so that they finish
+/// together. Files join a thread's lanes as the walk meets them, and 16 lanes advance together,
+/// so a large file met late is far from its end when the jobs run out: over a first baseline
+/// of /usr one thread was left alone with 282 MB in five files against the other's 58 MB, for
+/// 0.2-0.4 s at the end (docs/benchmarks.md). A thread about to add a large file to its lanes
+/// while they hold more than another thread's and the file together hands the file over
+/// instead, opened; and a thread out of jobs waits for such files until no thread takes jobs.
+struct Balance {
+    /// Bytes each thread's MD5 lanes have left, as it last said (`u64::MAX`: gone).
+    left: Vec<AtomicU64>,
+    state: Mutex<Handed>,
+    /// A file is handed over, or no thread takes jobs any more.
+    changed: std::sync::Condvar,
+    /// `state.files.len()`, to look without the lock.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct Handed {
+    files: Vec<Pending>,
+    /// Threads that take handed files (from their start until they return).
+    alive: usize,
+    /// Threads still taking jobs.
+    taking_jobs: usize,
+}
+
+impl Balance {
+    fn new(threads: usize) -> Self {
+        Self {
+            left: (0..threads).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            state: Mutex::default(),
+            changed: std::sync::Condvar::new(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Handed> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Thread `me` starts: it takes jobs and handed files until [`Self::leave`].
+    fn join(&self, me: usize) {
+        let mut st = self.state();
+        st.alive += 1;
+        st.taking_jobs += 1;
+        self.say_left(me, 0);
+    }
+
+    /// Thread `me` returns, whatever the reason (it takes nothing more).
+    fn leave(&self, me: usize, taking_jobs: bool) {
+        let mut st = self.state();
+        st.alive -= 1;
+        if taking_jobs {
+            st.taking_jobs -= 1;
+        }
+        self.say_left(me, u64::MAX);
+        self.changed.notify_all();
+    }
+
+    fn say_left(&self, me: usize, bytes: u64) {
+        if let Some(l) = self.left.get(me) {
+            l.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands `p` (of `size` bytes) to another thread when the lanes of `me` hold `mine` bytes,
+    /// more than another's and `size` together; else gives it back, to be kept.
+    fn hand_off(&self, me: usize, mine: u64, size: u64, p: Pending) -> Option<Pending> {
+        let others = self.left.iter().enumerate().filter(|(i, _)| *i != me);
+        let least = others.map(|(_, l)| l.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
+        if size < HANDOFF_MIN_BYTES || mine <= least.saturating_add(size) {
+            return Some(p);
+        }
+        let mut st = self.state();
+        // Only while another thread will take it: one that left takes nothing.
+        if st.alive < 2 {
+            return Some(p);
+        }
+        st.files.push(p);
+        self.waiting.store(st.files.len(), Ordering::Relaxed);
+        self.changed.notify_one();
+        None
+    }
+
+    /// A file handed over by another thread than `me` (by any thread when `any`).
+    fn take(&self, me: usize, any: bool) -> Option<Pending> {
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut st = self.state();
+        let i = st.files.iter().position(|p| any || p.from != me)?;
+        let p = st.files.swap_remove(i);
+        self.waiting.store(st.files.len(), Ordering::Relaxed);
+        Some(p)
+    }
+
+    /// Thread `me` has taken its last job.
+    fn out_of_jobs(&self) {
+        let mut st = self.state();
+        st.taking_jobs -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits, with nothing left to read, for a file handed over: false (and thread `me` has
+    /// left) once no thread takes jobs, so none will hand one over.
+    fn wait_for_more(&self, me: usize) -> bool {
+        self.say_left(me, 0);
+        let mut st = self.state();
+        loop {
+            if !st.files.is_empty() {
+                return true;
+            }
+            if st.taking_jobs == 0 {
+                st.alive -= 1;
+                self.say_left(me, u64::MAX);
+                return false;
+            }
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Bytes `lanes` have left to hash.
+fn left_in(lanes: &[InLane]) -> u64 {
+    lanes.iter().map(|l| l.lane.left()).sum()
+}
+
 /// What a hashing thread does with a record once read.
 struct Finish<'a> {
     tx: &'a SyncSender<Write>,
@@ -1049,7 +1209,10 @@ fn worker_loop(
     pacing: Pacing<'_>,
     lookups: Lookups<'_>,
 ) {
-    let Lookups { baseline, rehash, prune, md5, md5_lanes: max_md5_lanes, links } = lookups;
+    let Lookups { baseline, rehash, prune, md5, md5_lanes: max_md5_lanes, links, balance: (balance, me) } =
+        lookups;
+    balance.join(me);
+    let mut member = Member { balance, me, taking_jobs: true, left: false };
     let finish = Finish { tx, counters, links, prune, md5 };
     let mut buf = guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES);
     // Bytes about to be read, for the rate limit, the host's pace and the progress. Paced
@@ -1096,6 +1259,25 @@ fn worker_loop(
         );
         finish.record(records, job.host, prev.as_ref(), &stat, true, read)
     };
+    // A file for the MD5 lanes joins them; once they are full, they are read together until
+    // one is done (and its record completed). False: the writer is gone.
+    let join_md5_lanes = |p: Pending,
+                          md5_lanes: &mut Vec<InLane>,
+                          buf: &mut guestward_core::ReadBuffer,
+                          spare: &mut Vec<guestward_core::ReadBuffer>,
+                          records: &mut Vec<_>|
+     -> bool {
+        let Pending { job, stat, prev, read_opts, file, .. } = p;
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        account(size, &mut false);
+        let lane =
+            Lane::new(file, size, read_opts, spare_buffer(spare, crate::record::MD5_LANE_BUFFER_BYTES));
+        md5_lanes.push(InLane { lane, job, stat, prev, read_opts });
+        let read = md5_lanes.len() < max_md5_lanes
+            || read_md5_lanes(md5_lanes, &mut |done| complete(done, buf, spare, records));
+        balance.say_left(me, left_in(md5_lanes));
+        read
+    };
     loop {
         // The lock is held only while taking one batch; hashing happens outside it.
         let jobs = match rx.lock() {
@@ -1117,22 +1299,42 @@ fn worker_loop(
                     return;
                 }
             }
-            while !md5_lanes.is_empty() {
-                if !read_md5_lanes(&mut md5_lanes, &mut |done| {
-                    complete(done, &mut buf, &mut spare, &mut records)
-                }) {
+            balance.out_of_jobs();
+            member.taking_jobs = false;
+            loop {
+                // Files the threads still taking jobs hand over join the lanes as they come.
+                while let Some(p) = balance.take(me, true) {
+                    if !join_md5_lanes(p, &mut md5_lanes, &mut buf, &mut spare, &mut records) {
+                        return;
+                    }
+                }
+                if !md5_lanes.is_empty() {
+                    if !read_md5_lanes(&mut md5_lanes, &mut |done| {
+                        complete(done, &mut buf, &mut spare, &mut records)
+                    }) {
+                        return;
+                    }
+                    balance.say_left(me, left_in(&md5_lanes));
+                    continue;
+                }
+                // The writer has what is done while this thread waits.
+                if !records.is_empty() && tx.send(Write::Records(std::mem::take(&mut records))).is_err() {
+                    return;
+                }
+                if !balance.wait_for_more(me) {
+                    member.left = true;
                     return;
                 }
             }
-            // A writer gone has failed the scan already.
-            if !records.is_empty() {
-                let _ = tx.send(Write::Records(records));
-            }
-            return;
         };
         let mut records = Vec::with_capacity(jobs.len());
         let prevs = lookup_batch(baseline.as_ref(), &jobs, counters);
         for (job, prev) in jobs.into_iter().zip(prevs) {
+            if let Some(p) = balance.take(me, false)
+                && !join_md5_lanes(p, &mut md5_lanes, &mut buf, &mut spare, &mut records)
+            {
+                return;
+            }
             let mut opened = None;
             let examined = match job.stat {
                 Some(st) => Ok(st),
@@ -1199,25 +1401,22 @@ fn worker_loop(
                 && (md5_lane || size >= LANE_MIN_BYTES)
                 && let Some(file) = opened.take()
             {
-                account(size, &mut false);
-                let buf_len = if md5_lane {
-                    crate::record::MD5_LANE_BUFFER_BYTES
-                } else {
-                    crate::record::LANE_BUFFER_BYTES
-                };
-                let lane = Lane::new(file, size, read_opts, spare_buffer(&mut spare, buf_len));
-                let mut new = InLane { lane, job, stat, prev, read_opts };
                 if md5_lane {
-                    md5_lanes.push(new);
-                    if md5_lanes.len() >= max_md5_lanes
-                        && !read_md5_lanes(&mut md5_lanes, &mut |done| {
-                            complete(done, &mut buf, &mut spare, &mut records)
-                        })
-                    {
+                    let p = Pending { job, stat, prev, read_opts, file, from: me };
+                    let Some(p) = balance.hand_off(me, left_in(&md5_lanes), size, p) else { continue };
+                    if !join_md5_lanes(p, &mut md5_lanes, &mut buf, &mut spare, &mut records) {
                         return;
                     }
                     continue;
                 }
+                account(size, &mut false);
+                let lane = Lane::new(
+                    file,
+                    size,
+                    read_opts,
+                    spare_buffer(&mut spare, crate::record::LANE_BUFFER_BYTES),
+                );
+                let mut new = InLane { lane, job, stat, prev, read_opts };
                 let Some(mut old) = in_lane.take() else {
                     in_lane = Some(new);
                     continue;
@@ -1524,8 +1723,9 @@ mod tests {
     }
 
     /// Large files are read in lanes, two at a time and alongside the small ones, and files
-    /// whose MD5 is taken in MD5 lanes, up to 16 at a time: every file still gets the digests of
-    /// its own content (SHA-256, and MD5 when asked), large ones of every size around the
+    /// whose MD5 is taken in MD5 lanes, up to 16 at a time (on two threads, the large ones
+    /// maybe handed from one thread's lanes to the other's): every file still gets the digests
+    /// of its own content (SHA-256, and MD5 when asked), large ones of every size around the
     /// lane's buffer, with hard links read once, on one thread and on two.
     #[test]
     fn files_read_in_lanes_get_the_digests_of_their_own_content() {
@@ -1548,6 +1748,9 @@ mod tests {
             2 * lane + 65,
             crate::record::MD5_LANE_BUFFER_BYTES - 1,
             crate::record::MD5_LANE_BUFFER_BYTES + 65,
+            // Large enough to be handed to the other thread's MD5 lanes (see `Balance`).
+            3 * HANDOFF_MIN_BYTES as usize + 1,
+            2 * HANDOFF_MIN_BYTES as usize + 65,
         ];
         let mut expected = Vec::new();
         // Each size three times: more files than the MD5 lanes hold, when MD5s are taken.
@@ -1595,6 +1798,73 @@ mod tests {
             }
             assert_eq!(taken.len(), if md5 { expected.len() } else { 0 });
         }
+    }
+
+    /// A file goes to another thread's MD5 lanes only while they hold less than the giver's
+    /// and the file together, and only a large one; it is taken by another thread (by the
+    /// giver itself only once it is out of jobs); a thread out of jobs waits for more until no
+    /// thread takes jobs; nothing is handed to a thread that has left.
+    #[test]
+    fn md5_lane_files_go_to_the_thread_with_less_left_and_none_is_lost() {
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let dir_file = Arc::new(File::open(dir.path()).unwrap());
+        let pending = |from: usize| {
+            let name = format!("f{from}");
+            std::fs::write(dir.path().join(&name), b"x").unwrap();
+            let file = File::open(dir.path().join(&name)).unwrap();
+            let stat = nix::sys::stat::fstat(&file).unwrap();
+            let opts = ReadOptions {
+                attributes: crate::config::AttributeSet::of(crate::config::Attribute::DEFAULT),
+                max_file_size_bytes: u64::MAX,
+                md5: true,
+            };
+            let job = Job {
+                host: dir.path().join(&name),
+                dir: Arc::clone(&dir_file),
+                name: name.into(),
+                stat: None,
+                open_first: true,
+                opts,
+            };
+            Pending { job, stat, prev: None, read_opts: opts, file, from }
+        };
+        let balance = Balance::new(2);
+        balance.join(0);
+        balance.join(1);
+        balance.say_left(1, 4 * MIB);
+        // Not heavier by the file's size, or a small file: kept.
+        assert!(balance.hand_off(0, 5 * MIB, 2 * MIB, pending(0)).is_some());
+        assert!(balance.hand_off(0, 100 * MIB, MIB / 2, pending(0)).is_some());
+        // Heavier: handed over, for thread 1, not back to thread 0 while it takes jobs.
+        assert!(balance.hand_off(0, 7 * MIB, 2 * MIB, pending(0)).is_none());
+        assert!(balance.take(0, false).is_none());
+        assert_eq!(balance.take(1, false).map(|p| p.from), Some(0));
+        assert!(balance.take(1, true).is_none());
+
+        // Thread 1 out of jobs waits for files until thread 0 is out of jobs too.
+        balance.out_of_jobs();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let mut got = Vec::new();
+                while balance.wait_for_more(1) {
+                    got.extend(balance.take(1, true).map(|p| p.job.host));
+                }
+                got
+            });
+            while balance.left[1].load(Ordering::Relaxed) != 0 {
+                std::thread::yield_now();
+            }
+            assert!(
+                balance.hand_off(0, 9 * MIB, 2 * MIB, pending(0)).is_none(),
+                "it waits with nothing left"
+            );
+            balance.out_of_jobs();
+            assert_eq!(waiter.join().unwrap(), vec![dir.path().join("f0")]);
+        });
+        // Thread 1 has left: thread 0 keeps its files.
+        assert_eq!(balance.left[1].load(Ordering::Relaxed), u64::MAX);
+        assert!(balance.hand_off(0, 100 * MIB, 2 * MIB, pending(0)).is_some());
     }
 
     /// An [`Md5Wanted`] that wants every MD5 or none, and keeps what it is told was taken.
