@@ -313,11 +313,48 @@ impl PackageOracle for Oracle {
             });
         }
         let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 8);
-        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Vec<VerifyJob>>(VERIFY_QUEUE / VERIFY_BATCH);
-        let job_rx = Mutex::new(job_rx);
         let root = &self.root;
         let index = &index;
-        std::thread::scope(|scope| {
+        let listed = Listed::default();
+        // dpkg's packages: each thread lists and judges packages of its own, taken in turn.
+        // Once the scan's MD5s judge most files without a lookup, listing them is most of the
+        // pass, and one thread listing for the others left those waiting (docs/benchmarks.md).
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut found: Vec<(PathBuf, PackageAttribution)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (next, listed) = (&next, &listed);
+                    scope.spawn(move || {
+                        let mut found = Vec::new();
+                        let mut batch = Vec::with_capacity(VERIFY_BATCH);
+                        while let Ok(id) =
+                            u32::try_from(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                            && (id as usize) < index.packages().len()
+                        {
+                            list_package(index, roots, id, listed, &mut |job| {
+                                batch.push(job);
+                                if batch.len() >= VERIFY_BATCH {
+                                    found.extend(verify_batch(
+                                        root,
+                                        index,
+                                        known,
+                                        std::mem::take(&mut batch),
+                                    ));
+                                }
+                            });
+                        }
+                        found.extend(verify_batch(root, index, known, batch));
+                        found
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+        });
+        // rpm's packages and the paths several packages list: one thread lists them (every rpm
+        // header in one pass over the database), the others judge.
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Vec<VerifyJob>>(VERIFY_QUEUE / VERIFY_BATCH);
+        let job_rx = Mutex::new(job_rx);
+        let rest: Vec<(PathBuf, PackageAttribution)> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     let job_rx = &job_rx;
@@ -337,11 +374,13 @@ impl PackageOracle for Oracle {
                 })
                 .collect();
             let mut batcher = Batcher { jobs: &jobs, pending: Vec::with_capacity(VERIFY_BATCH) };
-            produce_in_scope(index, roots, &mut batcher);
+            list_rest(index, roots, listed, &mut batcher);
             batcher.flush();
             drop(jobs);
-            Ok(workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect())
-        })
+            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+        });
+        found.extend(rest);
+        Ok(found)
     }
 
     fn running_transaction(&self) -> Option<PackageTransaction> {
@@ -476,60 +515,70 @@ impl Batcher<'_> {
     }
 }
 
-/// Queues each package file under `roots` that has a recorded digest, package by package;
-/// a path that more than one package lists is queued once, at the end, with every owner's
-/// entry (it matches if it matches any of them).
-fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
+/// What the threads listing dpkg's packages leave for [`list_rest`].
+#[derive(Default)]
+struct Listed {
+    /// Paths more than one package lists: judged once, at the end, with every owner's entry
+    /// (such a file matches if it matches any of them).
+    shared: Mutex<std::collections::BTreeSet<PathBuf>>,
+    /// rpm packages: header record -> package number.
+    rpm_records: Mutex<std::collections::HashMap<u32, u32>>,
+}
+
+/// Hands `queue` each file under `roots` of package `id` that has a recorded digest, when it
+/// is a dpkg package that one package alone lists; a shared path, and an rpm package, is left
+/// in `listed` for [`list_rest`].
+fn list_package(
+    index: &Index,
+    roots: &[PathBuf],
+    id: u32,
+    listed: &Listed,
+    queue: &mut dyn FnMut(VerifyJob),
+) {
+    let Some(pkg) = index.packages().get(id as usize) else { return };
+    if !pkg.is_verified() {
+        return;
+    }
     let under = |p: &Path| roots.iter().any(|r| p.starts_with(r));
-    let mut shared = std::collections::BTreeSet::new();
-    let mut rpm_records = std::collections::HashMap::new();
-    let mut queue = |path: PathBuf, expected: Expected| {
-        if index.is_shared_canon(&path) {
-            shared.insert(path);
-            true
-        } else {
-            jobs.send((path, expected))
+    let Some((info_name, conffiles)) = index.dpkg_source(id) else {
+        if let Some(record) = index.rpm_record(id) {
+            listed.rpm_records.lock().unwrap_or_else(|e| e.into_inner()).insert(record, id);
         }
+        return;
     };
-    for (id, pkg) in index.packages().iter().enumerate() {
-        let Ok(id) = u32::try_from(id) else { break };
-        if !pkg.is_verified() {
-            continue;
-        }
-        let more = if let Some((info_name, conffiles)) = index.dpkg_source(id) {
-            let mut more = true;
-            // The canonical path `keep` computed is handed to `emit`, not computed again.
-            let read = index.dpkg_checked_files(
-                &pkg.owner.name,
-                info_name,
-                conffiles,
-                |on_disk| {
-                    // dpkg was told not to unpack it (path-exclude): absent on purpose.
-                    let path = index.canon(on_disk);
-                    let keep = under(&path)
-                        && !(index.dpkg_path_excluded(on_disk)
-                            && index.root().symlink_metadata(&path).is_err());
-                    keep.then_some(path)
-                },
-                |f, path| {
-                    let Some(md5) = f.checked_md5() else { return true };
-                    more = queue(path, Expected::DpkgMd5 { package: id, md5, conffile: f.conffile });
-                    more
-                },
-            );
-            // An unreadable package is left out here; `fim verify-packages` names it.
-            drop(read);
-            more
-        } else {
-            if let Some(record) = index.rpm_record(id) {
-                rpm_records.insert(record, id);
+    // The canonical path `keep` computed is handed to `emit`, not computed again.
+    let read = index.dpkg_checked_files(
+        &pkg.owner.name,
+        info_name,
+        conffiles,
+        |on_disk| {
+            // dpkg was told not to unpack it (path-exclude): absent on purpose.
+            let path = index.canon(on_disk);
+            let keep = under(&path)
+                && !(index.dpkg_path_excluded(on_disk) && index.root().symlink_metadata(&path).is_err());
+            keep.then_some(path)
+        },
+        |f, path| {
+            let Some(md5) = f.checked_md5() else { return true };
+            if index.is_shared_canon(&path) {
+                listed.shared.lock().unwrap_or_else(|e| e.into_inner()).insert(path);
+            } else {
+                queue((path, Expected::DpkgMd5 { package: id, md5, conffile: f.conffile }));
             }
             true
-        };
-        if !more {
-            return;
-        }
-    }
+        },
+    );
+    // An unreadable package is left out here; `fim verify-packages` names it.
+    drop(read);
+}
+
+/// Queues the files of the rpm packages [`list_package`] left under `roots` that have a
+/// recorded digest, then the shared paths with every owner's entry.
+fn list_rest(index: &Index, roots: &[PathBuf], listed: Listed, jobs: &mut Batcher<'_>) {
+    let under = |p: &Path| roots.iter().any(|r| p.starts_with(r));
+    let Listed { shared, rpm_records } = listed;
+    let mut shared = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+    let rpm_records = rpm_records.into_inner().unwrap_or_else(|e| e.into_inner());
     // rpm: every wanted header in one pass over the database (reading it once per package
     // would read a 100 MB `Packages` file hundreds of times).
     if let (false, Some(found)) = (rpm_records.is_empty(), index.rpm_database()) {
@@ -546,6 +595,10 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
                 if !more || !under(&path) {
                     continue;
                 }
+                if index.is_shared_canon(&path) {
+                    shared.insert(path);
+                    continue;
+                }
                 let expected = ExpectedFile {
                     owner: pkg.owner.clone(),
                     conffile: f.flags & crate::rpm::flags::CONFIG != 0,
@@ -555,7 +608,7 @@ fn produce_in_scope(index: &Index, roots: &[PathBuf], jobs: &mut Batcher<'_>) {
                     user: Some(f.user),
                     group: Some(f.group),
                 };
-                more = queue(path, Expected::Listed(vec![expected]));
+                more = jobs.send((path, Expected::Listed(vec![expected])));
             }
         });
         if !more {
