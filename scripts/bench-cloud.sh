@@ -5,7 +5,7 @@
 # Usage: scripts/bench-cloud.sh   (needs hyperfine and curl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/targets/cloud}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}"
 cargo build --release --quiet -p guestward-cloud --examples
 bin="$CARGO_TARGET_DIR/release/examples"
 

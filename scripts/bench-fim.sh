@@ -15,7 +15,7 @@
 # section is printed, since other work on the machine inflates wall times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/targets/fim}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}"
 RUNS="${RUNS:-3}"
 TREE="${TREE:-/usr}"
 W="${W:-/tmp/fim-bench}"

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FILES="${1:-100000}"
 BENCH_DIR="${BENCH_DIR:-/tmp/gw-bench-lang}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/targets/lang}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}"
 
 cargo build --release -p guestward-lang --example lang_scan
 BIN="$CARGO_TARGET_DIR/release/examples/lang_scan"

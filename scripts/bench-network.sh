@@ -10,7 +10,7 @@ set -euo pipefail
 
 counts=("$@")
 [ ${#counts[@]} -eq 0 ] && counts=(1000 5000 10000 20000)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/network}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
 cd "$(dirname "$0")/.."
 cargo build --quiet --release -p guestward-network --examples
 bin="$CARGO_TARGET_DIR/release/examples"

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 for tool in hyperfine rpm cargo; do
     command -v "$tool" >/dev/null || { echo "bench-rpmdb: $tool is not installed (apt-get install -y hyperfine rpm)" >&2; exit 1; }
 done
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/targets/rpmdb}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}"
 cargo build --release -q -p guestward-rpmdb --example rpmdb-list
 ours="$CARGO_TARGET_DIR/release/examples/rpmdb-list"
 OUT="${OUT:-target/bench-rpmdb}"
