@@ -1161,18 +1161,19 @@ impl Finish<'_> {
         if hashes && rec.flags & crate::record::FLAG_HASH_SKIPPED == 0 {
             counters.hashed.fetch_add(1, Ordering::Relaxed);
         }
-        // Taken in this read (one carried over is not: it is the baseline's word, not this
-        // read's), of a file read whole without a change seen.
+        // An MD5 here, before one is carried over from the baseline, was taken in this scan's
+        // read of the file (or of its inode, under another link: the links are remembered
+        // before the carrying too), of a file read whole without a change seen.
         if let (Some(md5), Some(m), None) = (rec.md5, self.md5, &err)
             && rec.kind == FileKind::File
             && rec.flags & (crate::record::FLAG_UNSTABLE | crate::record::FLAG_UNREADABLE) == 0
         {
             m.taken(&host, &md5);
         }
-        rec.carry_md5(prev);
         if hashes && err.is_none() {
             self.links.remember(stat, &rec);
         }
+        rec.carry_md5(prev);
         match err {
             // Replaced between the walk's fstatat and our open: nothing of what is there
             // now was examined, so keep the baseline record (as for an unreadable
