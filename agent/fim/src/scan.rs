@@ -419,7 +419,7 @@ pub(crate) fn stage_with(
         opts.threads
     };
     let md5_lanes = md5_lanes_per_thread(threads);
-    let balance = &Balance::new(threads);
+    let balance = &Balance::new(threads, md5_lanes);
     let counters = Counters::default();
     let links = &HardLinks::default();
     let limiter = Limiter { rate: opts.rate, start: Instant::now(), used: Mutex::new((0, 0)) };
@@ -1009,6 +1009,13 @@ struct Pending {
     from: usize,
 }
 
+impl Pending {
+    /// Bytes to read: the size when it was opened.
+    fn size(&self) -> u64 {
+        u64::try_from(self.stat.st_size).unwrap_or(0)
+    }
+}
+
 /// Keeps the bytes the hashing threads' MD5 lanes have left about equal, so that they finish
 /// together. Files join a thread's lanes as the walk meets them, and 16 lanes advance together,
 /// so a large file met late is far from its end when the jobs run out: over a first baseline
@@ -1019,6 +1026,9 @@ struct Pending {
 struct Balance {
     /// Bytes each thread's MD5 lanes have left, as it last said (`u64::MAX`: gone).
     left: Vec<AtomicU64>,
+    /// Most files waiting to be taken: each holds a descriptor (the MD5 lanes' budget of them
+    /// is a thread's, see [`md5_lanes_per_thread`]).
+    max_waiting: usize,
     state: Mutex<Handed>,
     /// A file is handed over, or no thread takes jobs any more.
     changed: std::sync::Condvar,
@@ -1029,6 +1039,8 @@ struct Balance {
 #[derive(Default)]
 struct Handed {
     files: Vec<Pending>,
+    /// Their bytes: another thread's lanes will hold them too.
+    bytes: u64,
     /// Threads that take handed files (from their start until they return).
     alive: usize,
     /// Threads still taking jobs.
@@ -1036,9 +1048,11 @@ struct Handed {
 }
 
 impl Balance {
-    fn new(threads: usize) -> Self {
+    /// For `threads` threads of `md5_lanes` MD5 lanes each.
+    fn new(threads: usize, md5_lanes: usize) -> Self {
         Self {
             left: (0..threads).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            max_waiting: md5_lanes,
             state: Mutex::default(),
             changed: std::sync::Condvar::new(),
             waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -1074,19 +1088,26 @@ impl Balance {
         }
     }
 
-    /// Hands `p` (of `size` bytes) to another thread when the lanes of `me` hold `mine` bytes,
-    /// more than another's and `size` together; else gives it back, to be kept.
-    fn hand_off(&self, me: usize, mine: u64, size: u64, p: Pending) -> Option<Pending> {
+    /// Hands `p` to another thread when the lanes of `me` hold `mine` bytes, more than
+    /// another's, the files waiting and `p` together; else gives it back, to be kept. Files
+    /// wait until a thread takes them (one busy reading its lanes takes them once one is done),
+    /// so those waiting count as the other's, and at most `max_waiting` wait.
+    fn hand_off(&self, me: usize, mine: u64, p: Pending) -> Option<Pending> {
+        let size = p.size();
+        if size < HANDOFF_MIN_BYTES {
+            return Some(p);
+        }
         let others = self.left.iter().enumerate().filter(|(i, _)| *i != me);
         let least = others.map(|(_, l)| l.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
-        if size < HANDOFF_MIN_BYTES || mine <= least.saturating_add(size) {
-            return Some(p);
-        }
         let mut st = self.state();
         // Only while another thread will take it: one that left takes nothing.
-        if st.alive < 2 {
+        if st.alive < 2
+            || st.files.len() >= self.max_waiting
+            || mine <= least.saturating_add(st.bytes).saturating_add(size)
+        {
             return Some(p);
         }
+        st.bytes += size;
         st.files.push(p);
         self.waiting.store(st.files.len(), Ordering::Relaxed);
         self.changed.notify_one();
@@ -1101,6 +1122,7 @@ impl Balance {
         let mut st = self.state();
         let i = st.files.iter().position(|p| any || p.from != me)?;
         let p = st.files.swap_remove(i);
+        st.bytes = st.bytes.saturating_sub(p.size());
         self.waiting.store(st.files.len(), Ordering::Relaxed);
         Some(p)
     }
@@ -1268,8 +1290,8 @@ fn worker_loop(
                           spare: &mut Vec<guestward_core::ReadBuffer>,
                           records: &mut Vec<_>|
      -> bool {
+        let size = p.size();
         let Pending { job, stat, prev, read_opts, file, .. } = p;
-        let size = u64::try_from(stat.st_size).unwrap_or(0);
         account(size, &mut false);
         let lane =
             Lane::new(file, size, read_opts, spare_buffer(spare, crate::record::MD5_LANE_BUFFER_BYTES));
@@ -1404,7 +1426,7 @@ fn worker_loop(
             {
                 if md5_lane {
                     let p = Pending { job, stat, prev, read_opts, file, from: me };
-                    let Some(p) = balance.hand_off(me, left_in(&md5_lanes), size, p) else { continue };
+                    let Some(p) = balance.hand_off(me, left_in(&md5_lanes), p) else { continue };
                     if !join_md5_lanes(p, &mut md5_lanes, &mut buf, &mut spare, &mut records) {
                         return;
                     }
@@ -1810,10 +1832,10 @@ mod tests {
         const MIB: u64 = 1 << 20;
         let dir = tempfile::tempdir().unwrap();
         let dir_file = Arc::new(File::open(dir.path()).unwrap());
-        let pending = |from: usize| {
-            let name = format!("f{from}");
-            std::fs::write(dir.path().join(&name), b"x").unwrap();
-            let file = File::open(dir.path().join(&name)).unwrap();
+        let pending = |from: usize, size: u64| {
+            let name = format!("f{from}-{size}");
+            let file = File::create(dir.path().join(&name)).unwrap();
+            file.set_len(size).unwrap();
             let stat = nix::sys::stat::fstat(&file).unwrap();
             let opts = ReadOptions {
                 attributes: crate::config::AttributeSet::of(crate::config::Attribute::DEFAULT),
@@ -1830,18 +1852,26 @@ mod tests {
             };
             Pending { job, stat, prev: None, read_opts: opts, file, from }
         };
-        let balance = Balance::new(2);
+        let balance = Balance::new(2, 2);
         balance.join(0);
         balance.join(1);
         balance.say_left(1, 4 * MIB);
         // Not heavier by the file's size, or a small file: kept.
-        assert!(balance.hand_off(0, 5 * MIB, 2 * MIB, pending(0)).is_some());
-        assert!(balance.hand_off(0, 100 * MIB, MIB / 2, pending(0)).is_some());
+        assert!(balance.hand_off(0, 5 * MIB, pending(0, 2 * MIB)).is_some());
+        assert!(balance.hand_off(0, 100 * MIB, pending(0, MIB / 2)).is_some());
         // Heavier: handed over, for thread 1, not back to thread 0 while it takes jobs.
-        assert!(balance.hand_off(0, 7 * MIB, 2 * MIB, pending(0)).is_none());
+        assert!(balance.hand_off(0, 7 * MIB, pending(0, 2 * MIB)).is_none());
+        // What waits counts as thread 1's: 7 MiB is no longer more than 4 + 2 + 2.
+        assert!(balance.hand_off(0, 7 * MIB, pending(0, 2 * MIB)).is_some());
+        // At most as many wait as a thread has MD5 lanes (each holds a descriptor).
+        assert!(balance.hand_off(0, 100 * MIB, pending(0, 2 * MIB)).is_none());
+        assert!(balance.hand_off(0, 100 * MIB, pending(0, 2 * MIB)).is_some());
         assert!(balance.take(0, false).is_none());
-        assert_eq!(balance.take(1, false).map(|p| p.from), Some(0));
+        for _ in 0..2 {
+            assert_eq!(balance.take(1, false).map(|p| p.from), Some(0));
+        }
         assert!(balance.take(1, true).is_none());
+        assert_eq!(balance.state().bytes, 0, "taken, no longer waiting");
 
         // Thread 1 out of jobs waits for files until thread 0 is out of jobs too.
         balance.out_of_jobs();
@@ -1857,15 +1887,15 @@ mod tests {
                 std::thread::yield_now();
             }
             assert!(
-                balance.hand_off(0, 9 * MIB, 2 * MIB, pending(0)).is_none(),
+                balance.hand_off(0, 9 * MIB, pending(0, 2 * MIB)).is_none(),
                 "it waits with nothing left"
             );
             balance.out_of_jobs();
-            assert_eq!(waiter.join().unwrap(), vec![dir.path().join("f0")]);
+            assert_eq!(waiter.join().unwrap(), vec![dir.path().join(format!("f0-{}", 2 * MIB))]);
         });
         // Thread 1 has left: thread 0 keeps its files.
         assert_eq!(balance.left[1].load(Ordering::Relaxed), u64::MAX);
-        assert!(balance.hand_off(0, 100 * MIB, 2 * MIB, pending(0)).is_some());
+        assert!(balance.hand_off(0, 100 * MIB, pending(0, 2 * MIB)).is_some());
     }
 
     /// An [`Md5Wanted`] that wants every MD5 or none, and keeps what it is told was taken.
