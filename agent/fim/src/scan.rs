@@ -336,8 +336,9 @@ pub fn stage(
 pub(crate) trait Md5Wanted: Sync {
     /// Whether the file at `host` gets an MD5.
     fn wants(&self, host: &Path) -> bool;
-    /// `md5` was taken of the regular file at `host` in a read that saw it whole and
-    /// unchanged (the record staged, or left unstaged as its baseline row, says so too).
+    /// `md5` was taken of the regular file at `host` in this scan's read of it, which saw it
+    /// whole and unchanged; its record carries the same MD5, whether staged or, equal to its
+    /// baseline row, left unstaged.
     fn taken(&self, host: &Path, md5: &[u8; 16]) {
         let _ = (host, md5);
     }
