@@ -344,22 +344,26 @@ impl PackageOracle for Oracle {
                             });
                         }
                         found.extend(verify_batch(root, index, known, batch));
-                        found
+                        Ok(found)
                     })
                 })
                 .collect();
-            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
-        });
+            joined(workers)
+        })?;
         // rpm's packages and the paths several packages list: one thread lists them (every rpm
         // header in one pass over the database), the others judge.
         let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Vec<VerifyJob>>(VERIFY_QUEUE / VERIFY_BATCH);
         let job_rx = Mutex::new(job_rx);
         let rest: Vec<(PathBuf, PackageAttribution)> = std::thread::scope(|scope| {
+            // The sender belongs to this closure: were the listing to panic, the unwinding
+            // drops it, and the threads waiting on it end instead of holding the scope open.
+            let jobs = jobs;
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     let job_rx = &job_rx;
                     scope.spawn(move || {
                         let mut found = Vec::new();
+                        let mut failed = None;
                         loop {
                             // The lock is held only to take one batch.
                             let batch = match job_rx.lock() {
@@ -367,18 +371,33 @@ impl PackageOracle for Oracle {
                                 Err(_) => break,
                             };
                             let Ok(batch) = batch else { break };
-                            found.extend(verify_batch(root, index, known, batch));
+                            // After a failure the thread still takes what is queued: the
+                            // listing would otherwise wait for room that no thread makes.
+                            if failed.is_some() {
+                                continue;
+                            }
+                            let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                verify_batch(root, index, known, batch)
+                            }));
+                            match judged {
+                                Ok(theirs) => found.extend(theirs),
+                                Err(panic) => failed = Some(panic_message(panic.as_ref())),
+                            }
                         }
-                        found
+                        match failed {
+                            Some(why) => Err(why),
+                            None => Ok(found),
+                        }
                     })
                 })
                 .collect();
             let mut batcher = Batcher { jobs: &jobs, pending: Vec::with_capacity(VERIFY_BATCH) };
             list_rest(index, roots, listed, &mut batcher);
             batcher.flush();
+            drop(batcher);
             drop(jobs);
-            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
-        });
+            joined(workers)
+        })?;
         found.extend(rest);
         Ok(found)
     }
@@ -423,6 +442,42 @@ impl PackageOracle for Oracle {
             }
         }
     }
+}
+
+/// Findings judged by one thread of the trust anchor, or why they are not all there.
+type ThreadFound = Result<Vec<(PathBuf, PackageAttribution)>, String>;
+
+/// The findings of every thread of the trust anchor, or why there are none: a thread that
+/// panicked took the files it had judged with it, and a verdict short of them would pass those
+/// files as matching their packages. The caller reports the baseline's packages as not
+/// verified instead.
+fn joined(workers: Vec<std::thread::ScopedJoinHandle<'_, ThreadFound>>) -> ThreadFound {
+    let mut found = Vec::new();
+    let mut failed = None;
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(theirs)) => found.extend(theirs),
+            Ok(Err(why)) => {
+                failed.get_or_insert(why);
+            }
+            Err(panic) => {
+                failed.get_or_insert(panic_message(panic.as_ref()));
+            }
+        }
+    }
+    match failed {
+        Some(why) => Err(format!("a thread of the package verification failed (internal error: {why})")),
+        None => Ok(found),
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }
 
 /// Files queued for the trust anchor's hashing threads: the pass holds at most this many

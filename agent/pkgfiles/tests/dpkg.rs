@@ -394,6 +394,57 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     same("fim check's anchor after a repair", &anchored(guestward_fim::Purpose::Check), &fewer);
 }
 
+/// What a scan took, except that judging one path panics (a bug in the code that judges it).
+struct PanicsOn {
+    took: TookEveryMd5,
+    path: &'static str,
+}
+
+impl guestward_fim::package::KnownContent for PanicsOn {
+    fn contents(
+        &self,
+        files: &[(&Path, Vec<guestward_fim::package::DigestAlgo>)],
+    ) -> Vec<Option<guestward_fim::attribution::Content>> {
+        assert!(files.iter().all(|(p, _)| *p != Path::new(self.path)), "planted panic on {}", self.path);
+        self.took.contents(files)
+    }
+
+    fn took_md5(&self, path: &Path, md5: &[u8; 16]) -> bool {
+        assert!(path != Path::new(self.path), "planted panic on {}", self.path);
+        self.took.took_md5(path, md5)
+    }
+}
+
+/// A thread of the trust anchor that panics does not take the files it judged with it into a
+/// verdict that looks complete: the packages are reported not verified, whichever pass the
+/// file was in (a dpkg package's own files, a path two packages list, a conffile), and the
+/// pass ends rather than waiting for the thread.
+#[test]
+fn a_thread_that_panics_leaves_the_packages_not_verified_rather_than_passed() {
+    use guestward_fim::package::PackageOracle;
+    let tree = prepared_tree();
+    let root_dir = tree.path().to_path_buf();
+    let root = HostRoot::new(&root_dir).unwrap();
+    let (oracle, problems) = guestward_pkgfiles::Oracle::load(root);
+    assert!(problems.is_empty(), "{problems:?}");
+    let oracle = std::sync::Arc::new(oracle);
+    // Unpanicked, every file is judged: the baseline for what follows.
+    let known = PanicsOn { took: TookEveryMd5::of(&root_dir, &["/usr", "/etc"]), path: "/nowhere" };
+    assert_eq!(oracle.verify_under(&["/".into()], &known).unwrap().len(), 5);
+    for path in ["/usr/bin/gw-alpha", "/usr/bin/gw-tool", "/etc/gw-beta.conf", "/usr/share/gw-alpha/data"] {
+        let (oracle, root_dir) = (oracle.clone(), root_dir.clone());
+        let why = guestward_core::testing::within(std::time::Duration::from_secs(60), path, move || {
+            let known = PanicsOn { took: TookEveryMd5::of(&root_dir, &["/usr", "/etc"]), path };
+            oracle.verify_under(&["/".into()], &known)
+        })
+        .expect_err(path);
+        assert!(
+            why.contains("internal error") && why.contains(&format!("planted panic on {path}")),
+            "{path}: {why}"
+        );
+    }
+}
+
 /// Under a policy that takes BLAKE3 instead of SHA-256, the baseline keeps the MD5 of each
 /// dpkg file its first scan took through every `fim init` over it and judges from it, as under
 /// the default policy (the MD5 was carried over by SHA-256 only: dropped by one init, taken
