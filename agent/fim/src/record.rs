@@ -622,8 +622,15 @@ impl Lane {
     /// every chain a partial block). Fewer bytes than a block are only a file's last (reads
     /// fill whole buffers until the end): those go alone, and the others wait.
     pub(crate) fn read_many(lanes: &mut [&mut Lane]) {
+        Self::read_many_at_most(lanes, usize::MAX);
+    }
+
+    /// As [`Self::read_many`], returning after `rounds` rounds at most even if no lane is
+    /// done, so that the caller can look around now and then (a thread out of jobs, whether
+    /// another waits with nothing to read).
+    pub(crate) fn read_many_at_most(lanes: &mut [&mut Lane], rounds: usize) {
         const BLOCK: usize = 64;
-        loop {
+        for _ in 0..rounds {
             // A lane that has hashed all it read reads only as much as the others hold, which
             // keeps the lanes in step: their buffers then run out in the same round, and the
             // rounds after stop only where a file ends. Each refilling a whole buffer instead, as

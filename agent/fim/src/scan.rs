@@ -1017,6 +1017,41 @@ impl Pending {
     }
 }
 
+/// A file on its way to another thread's MD5 lanes.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the common variant, inline in a queue of at most a thread's MD5 lanes"
+)]
+enum Waiting {
+    /// Opened by a thread still taking jobs, not read yet.
+    Opened(Pending),
+    /// Part read, its hashes so far with it: shared by a thread out of jobs with one that has
+    /// nothing left to read (see [`Balance::share`]). Boxed: its hash states are kilobytes.
+    Reading { lane: Box<InLane>, from: usize },
+}
+
+impl Waiting {
+    /// Bytes left to hash.
+    fn size(&self) -> u64 {
+        match self {
+            Waiting::Opened(p) => p.size(),
+            Waiting::Reading { lane, .. } => lane.lane.left(),
+        }
+    }
+
+    /// The thread that handed it over.
+    fn from(&self) -> usize {
+        match self {
+            Waiting::Opened(p) => p.from,
+            Waiting::Reading { from, .. } => *from,
+        }
+    }
+}
+
+/// Rounds a thread out of jobs reads its MD5 lanes before it looks whether another thread
+/// waits with nothing to read: about 1 MiB a lane (16 KiB buffers), some milliseconds.
+const SHARE_CHECK_ROUNDS: usize = 64;
+
 /// Keeps the bytes the hashing threads' MD5 lanes have left about equal, so that they finish
 /// together. Files join a thread's lanes as the walk meets them, and 16 lanes advance together,
 /// so a large file met late is far from its end when the jobs run out: over a first baseline
@@ -1024,6 +1059,9 @@ impl Pending {
 /// 0.2-0.4 s at the end (docs/benchmarks.md). A thread about to add a large file to its lanes
 /// while they hold more than another thread's and the file together hands the file over
 /// instead, opened; and a thread out of jobs waits for such files until no thread takes jobs.
+/// At the very end, the files a thread is reading are shared too: a thread out of jobs whose
+/// lanes hold several files hands the larger ones, part read, to a thread with nothing left
+/// ([`Self::share`]); the threads wait for those until every one of them is waiting.
 struct Balance {
     /// Bytes each thread's MD5 lanes have left, as it last said (`u64::MAX`: gone).
     left: Vec<AtomicU64>,
@@ -1035,17 +1073,21 @@ struct Balance {
     changed: std::sync::Condvar,
     /// `state.files.len()`, to look without the lock.
     waiting: std::sync::atomic::AtomicUsize,
+    /// `state.idle`, to look without the lock.
+    idle: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
 struct Handed {
-    files: Vec<Pending>,
+    files: Vec<Waiting>,
     /// Their bytes: another thread's lanes will hold them too.
     bytes: u64,
     /// Threads that take handed files (from their start until they return).
     alive: usize,
     /// Threads still taking jobs.
     taking_jobs: usize,
+    /// Threads waiting with nothing left to read ([`Balance::wait_for_more`]).
+    idle: usize,
 }
 
 impl Balance {
@@ -1057,6 +1099,7 @@ impl Balance {
             state: Mutex::default(),
             changed: std::sync::Condvar::new(),
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            idle: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -1109,19 +1152,65 @@ impl Balance {
             return Some(p);
         }
         st.bytes += size;
-        st.files.push(p);
+        st.files.push(Waiting::Opened(p));
         self.waiting.store(st.files.len(), Ordering::Relaxed);
         self.changed.notify_one();
         None
     }
 
+    /// Thread `me`, out of jobs, hands some of the files its MD5 lanes are reading to a thread
+    /// that has nothing left, when one waits and nothing waits for it: the one with the most
+    /// left, and the next largest while what it hands stays below what it keeps. Only while
+    /// it keeps at least one, and only files of [`HANDOFF_MIN_BYTES`] or more left. Returns
+    /// the bytes handed over.
+    ///
+    /// Without this, the thread whose lanes held the most when the jobs ran out read them
+    /// alone while the other core idled: 0.09-0.23 s at the end of a first baseline of /usr
+    /// (docs/benchmarks.md).
+    fn share(&self, me: usize, lanes: &mut Vec<InLane>) -> u64 {
+        if self.idle.load(Ordering::Relaxed) == 0
+            || self.waiting.load(Ordering::Relaxed) != 0
+            || lanes.len() < 2
+        {
+            return 0;
+        }
+        let mut st = self.state();
+        if st.idle == 0 || !st.files.is_empty() {
+            return 0;
+        }
+        let mut kept = left_in(lanes);
+        let mut given = 0u64;
+        while lanes.len() > 1 && st.files.len() < self.max_waiting {
+            let Some((i, most)) =
+                lanes.iter().map(|l| l.lane.left()).enumerate().max_by_key(|&(_, left)| left)
+            else {
+                break;
+            };
+            // The largest goes even if it is more than what stays: the giver is then done
+            // sooner, the taker no later than the giver would have been with it.
+            if most < HANDOFF_MIN_BYTES || (given > 0 && given + most > kept - most) {
+                break;
+            }
+            let lane = lanes.swap_remove(i);
+            given += most;
+            kept -= most;
+            st.files.push(Waiting::Reading { lane: Box::new(lane), from: me });
+        }
+        if given > 0 {
+            st.bytes += given;
+            self.waiting.store(st.files.len(), Ordering::Relaxed);
+            self.changed.notify_all();
+        }
+        given
+    }
+
     /// A file handed over by another thread than `me` (by any thread when `any`).
-    fn take(&self, me: usize, any: bool) -> Option<Pending> {
+    fn take(&self, me: usize, any: bool) -> Option<Waiting> {
         if self.waiting.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let mut st = self.state();
-        let i = st.files.iter().position(|p| any || p.from != me)?;
+        let i = st.files.iter().position(|p| any || p.from() != me)?;
         let p = st.files.swap_remove(i);
         st.bytes = st.bytes.saturating_sub(p.size());
         self.waiting.store(st.files.len(), Ordering::Relaxed);
@@ -1136,17 +1225,25 @@ impl Balance {
     }
 
     /// Waits, with nothing left to read, for a file handed over: false (and thread `me` has
-    /// left) once no thread takes jobs, so none will hand one over.
+    /// left) once no thread takes jobs and every thread there is waits too, so none will hand
+    /// one over.
     fn wait_for_more(&self, me: usize) -> bool {
         self.say_left(me, 0);
         let mut st = self.state();
+        st.idle += 1;
+        self.idle.store(st.idle, Ordering::Relaxed);
         loop {
             if !st.files.is_empty() {
+                st.idle -= 1;
+                self.idle.store(st.idle, Ordering::Relaxed);
                 return true;
             }
-            if st.taking_jobs == 0 {
+            if st.taking_jobs == 0 && st.idle >= st.alive {
+                st.idle -= 1;
                 st.alive -= 1;
+                self.idle.store(st.idle, Ordering::Relaxed);
                 self.say_left(me, u64::MAX);
+                self.changed.notify_all();
                 return false;
             }
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -1285,20 +1382,30 @@ fn worker_loop(
     };
     // A file for the MD5 lanes joins them; once they are full, they are read together until
     // one is done (and its record completed). False: the writer is gone.
-    let join_md5_lanes = |p: Pending,
+    let join_md5_lanes = |p: Waiting,
                           md5_lanes: &mut Vec<InLane>,
                           buf: &mut guestward_core::ReadBuffer,
                           spare: &mut Vec<guestward_core::ReadBuffer>,
                           records: &mut Vec<_>|
      -> bool {
-        let size = p.size();
-        let Pending { job, stat, prev, read_opts, file, .. } = p;
-        account(size, &mut false);
-        let lane =
-            Lane::new(file, size, read_opts, spare_buffer(spare, crate::record::MD5_LANE_BUFFER_BYTES));
-        md5_lanes.push(InLane { lane, job, stat, prev, read_opts });
+        match p {
+            Waiting::Opened(p) => {
+                let size = p.size();
+                let Pending { job, stat, prev, read_opts, file, .. } = p;
+                account(size, &mut false);
+                let lane = Lane::new(
+                    file,
+                    size,
+                    read_opts,
+                    spare_buffer(spare, crate::record::MD5_LANE_BUFFER_BYTES),
+                );
+                md5_lanes.push(InLane { lane, job, stat, prev, read_opts });
+            }
+            // Accounted for by the thread that opened it.
+            Waiting::Reading { lane, .. } => md5_lanes.push(*lane),
+        }
         let read = md5_lanes.len() < max_md5_lanes
-            || read_md5_lanes(md5_lanes, &mut |done| complete(done, buf, spare, records));
+            || read_md5_lanes(md5_lanes, usize::MAX, &mut |done| complete(done, buf, spare, records));
         balance.say_left(me, left_in(md5_lanes));
         read
     };
@@ -1326,18 +1433,20 @@ fn worker_loop(
             balance.out_of_jobs();
             member.taking_jobs = false;
             loop {
-                // Files the threads still taking jobs hand over join the lanes as they come.
-                while let Some(p) = balance.take(me, true) {
+                // Files the threads still taking jobs hand over join the lanes as they come;
+                // its own only once it has nothing else to read (it may have just shared them).
+                while let Some(p) = balance.take(me, md5_lanes.is_empty()) {
                     if !join_md5_lanes(p, &mut md5_lanes, &mut buf, &mut spare, &mut records) {
                         return;
                     }
                 }
                 if !md5_lanes.is_empty() {
-                    if !read_md5_lanes(&mut md5_lanes, &mut |done| {
+                    if !read_md5_lanes(&mut md5_lanes, SHARE_CHECK_ROUNDS, &mut |done| {
                         complete(done, &mut buf, &mut spare, &mut records)
                     }) {
                         return;
                     }
+                    balance.share(me, &mut md5_lanes);
                     balance.say_left(me, left_in(&md5_lanes));
                     continue;
                 }
@@ -1428,7 +1537,8 @@ fn worker_loop(
                 if md5_lane {
                     let p = Pending { job, stat, prev, read_opts, file, from: me };
                     let Some(p) = balance.hand_off(me, left_in(&md5_lanes), p) else { continue };
-                    if !join_md5_lanes(p, &mut md5_lanes, &mut buf, &mut spare, &mut records) {
+                    if !join_md5_lanes(Waiting::Opened(p), &mut md5_lanes, &mut buf, &mut spare, &mut records)
+                    {
                         return;
                     }
                     continue;
@@ -1493,11 +1603,11 @@ fn spare_buffer(spare: &mut Vec<guestward_core::ReadBuffer>, len: usize) -> gues
     }
 }
 
-/// Reads the MD5 lanes together until one is done, and hands each done one to `complete`
-/// (false: the writer is gone, and so is the scan).
-fn read_md5_lanes(lanes: &mut Vec<InLane>, complete: &mut dyn FnMut(InLane) -> bool) -> bool {
+/// Reads the MD5 lanes together until one is done (or `rounds` rounds were read), and hands
+/// each done one to `complete` (false: the writer is gone, and so is the scan).
+fn read_md5_lanes(lanes: &mut Vec<InLane>, rounds: usize, complete: &mut dyn FnMut(InLane) -> bool) -> bool {
     let mut reading: Vec<&mut Lane> = lanes.iter_mut().map(|l| &mut l.lane).collect();
-    Lane::read_many(&mut reading);
+    Lane::read_many_at_most(&mut reading, rounds);
     lanes.extract_if(.., |l| l.lane.done()).all(complete)
 }
 
@@ -1827,32 +1937,13 @@ mod tests {
     /// A file goes to another thread's MD5 lanes only while they hold less than the giver's
     /// and the file together, and only a large one; it is taken by another thread (by the
     /// giver itself only once it is out of jobs); a thread out of jobs waits for more until no
-    /// thread takes jobs; nothing is handed to a thread that has left.
+    /// other thread can hand one over; nothing is handed to a thread that has left.
     #[test]
     fn md5_lane_files_go_to_the_thread_with_less_left_and_none_is_lost() {
         const MIB: u64 = 1 << 20;
         let dir = tempfile::tempdir().unwrap();
         let dir_file = Arc::new(File::open(dir.path()).unwrap());
-        let pending = |from: usize, size: u64| {
-            let name = format!("f{from}-{size}");
-            let file = File::create(dir.path().join(&name)).unwrap();
-            file.set_len(size).unwrap();
-            let stat = nix::sys::stat::fstat(&file).unwrap();
-            let opts = ReadOptions {
-                attributes: crate::config::AttributeSet::of(crate::config::Attribute::DEFAULT),
-                max_file_size_bytes: u64::MAX,
-                md5: true,
-            };
-            let job = Job {
-                host: dir.path().join(&name),
-                dir: Arc::clone(&dir_file),
-                name: name.into(),
-                stat: None,
-                open_first: true,
-                opts,
-            };
-            Pending { job, stat, prev: None, read_opts: opts, file, from }
-        };
+        let pending = |from: usize, size: u64| pending_file(dir.path(), &dir_file, from, size);
         let balance = Balance::new(2, 2);
         balance.join(0);
         balance.join(1);
@@ -1869,18 +1960,21 @@ mod tests {
         assert!(balance.hand_off(0, 100 * MIB, pending(0, 2 * MIB)).is_some());
         assert!(balance.take(0, false).is_none());
         for _ in 0..2 {
-            assert_eq!(balance.take(1, false).map(|p| p.from), Some(0));
+            assert_eq!(balance.take(1, false).map(|p| p.from()), Some(0));
         }
         assert!(balance.take(1, true).is_none());
         assert_eq!(balance.state().bytes, 0, "taken, no longer waiting");
 
-        // Thread 1 out of jobs waits for files until thread 0 is out of jobs too.
+        // Thread 1 out of jobs waits for files until thread 0 has nothing to hand over either.
         balance.out_of_jobs();
         std::thread::scope(|s| {
             let waiter = s.spawn(|| {
                 let mut got = Vec::new();
                 while balance.wait_for_more(1) {
-                    got.extend(balance.take(1, true).map(|p| p.job.host));
+                    got.extend(balance.take(1, true).map(|p| match p {
+                        Waiting::Opened(p) => p.job.host,
+                        Waiting::Reading { lane, .. } => lane.job.host,
+                    }));
                 }
                 got
             });
@@ -1891,12 +1985,138 @@ mod tests {
                 balance.hand_off(0, 9 * MIB, pending(0, 2 * MIB)).is_none(),
                 "it waits with nothing left"
             );
+            // Out of jobs, thread 0 reads its lanes to their ends (it could share them: thread
+            // 1 still waits), then returns.
             balance.out_of_jobs();
+            balance.leave(0, false);
             assert_eq!(waiter.join().unwrap(), vec![dir.path().join(format!("f0-{}", 2 * MIB))]);
         });
         // Thread 1 has left: thread 0 keeps its files.
         assert_eq!(balance.left[1].load(Ordering::Relaxed), u64::MAX);
         assert!(balance.hand_off(0, 100 * MIB, pending(0, 2 * MIB)).is_some());
+    }
+
+    /// A file of `size` bytes of a pattern in `dir`, opened for thread `from`'s MD5 lanes.
+    fn pending_file(dir: &Path, dir_file: &Arc<File>, from: usize, size: u64) -> Pending {
+        let name = format!("f{from}-{size}");
+        let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8 ^ (size % 255) as u8).collect();
+        std::fs::write(dir.join(&name), content).unwrap();
+        let file = File::open(dir.join(&name)).unwrap();
+        let stat = nix::sys::stat::fstat(&file).unwrap();
+        let opts = ReadOptions {
+            attributes: crate::config::AttributeSet::of(crate::config::Attribute::DEFAULT),
+            max_file_size_bytes: u64::MAX,
+            md5: true,
+        };
+        let job = Job {
+            host: dir.join(&name),
+            dir: Arc::clone(dir_file),
+            name: name.into(),
+            stat: None,
+            open_first: true,
+            opts,
+        };
+        Pending { job, stat, prev: None, read_opts: opts, file, from }
+    }
+
+    /// At the end, a thread out of jobs shares the files its MD5 lanes are reading with one
+    /// that has nothing left: only while one waits and nothing waits for it, the largest
+    /// first and the next while what it hands stays below what it keeps, never its last
+    /// file nor one under 1 MiB left. The taker finishes a file part read by the giver to the
+    /// digests of its whole content, and a thread waiting with nothing left leaves only once
+    /// every thread waits, not while another still reads files it could share.
+    #[test]
+    fn files_being_read_are_shared_with_a_thread_that_has_none_left() {
+        const MIB: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let dir_file = Arc::new(File::open(dir.path()).unwrap());
+        let in_lane = |size: u64| {
+            let p = pending_file(dir.path(), &dir_file, 0, size);
+            let buf = guestward_core::ReadBuffer::new(crate::record::MD5_LANE_BUFFER_BYTES);
+            let lane = Lane::new(p.file, size, p.read_opts, buf);
+            InLane { job: p.job, stat: p.stat, prev: None, read_opts: p.read_opts, lane }
+        };
+        let mut lanes: Vec<InLane> = [8 * MIB, 3 * MIB, 2 * MIB, MIB / 2].into_iter().map(in_lane).collect();
+        // Thread 0 has read part of each.
+        read_md5_lanes(&mut lanes, 4, &mut |_| panic!("none is done")).then_some(()).unwrap();
+        let before = left_in(&lanes);
+        assert!(before < 8 * MIB + 3 * MIB + 2 * MIB + MIB / 2);
+        let balance = Balance::new(2, 16);
+        balance.join(0);
+        balance.join(1);
+        balance.out_of_jobs();
+        balance.out_of_jobs();
+        // No thread waits: nothing is shared.
+        assert_eq!(balance.share(0, &mut lanes), 0);
+        assert_eq!(lanes.len(), 4);
+        let balance = &balance;
+        std::thread::scope(|s| {
+            let (got_tx, got_rx) = std::sync::mpsc::channel();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let waiter = s.spawn(move || {
+                assert!(balance.wait_for_more(1), "a file comes");
+                let mut taken = Vec::new();
+                while let Some(w) = balance.take(1, taken.is_empty()) {
+                    taken.push(w);
+                }
+                got_tx.send(taken).unwrap();
+                go_rx.recv().unwrap();
+                // Waits for more until thread 0 has nothing left either.
+                let mut later = Vec::new();
+                while balance.wait_for_more(1) {
+                    while let Some(w) = balance.take(1, true) {
+                        later.push(w.size());
+                    }
+                }
+                later
+            });
+            while balance.idle.load(Ordering::Relaxed) == 0 {
+                std::thread::yield_now();
+            }
+            // The 8 MiB file goes, though it is more than the 5.5 MiB kept; not the 3 MiB one
+            // after it (8 + 3 handed against 2.5 kept).
+            let given = balance.share(0, &mut lanes);
+            let taken = got_rx.recv().unwrap();
+            assert_eq!(taken.len(), 1);
+            let Some(Waiting::Reading { lane: mut shared, from: 0 }) = taken.into_iter().next() else {
+                panic!("not the file being read")
+            };
+            assert_eq!(given, shared.lane.left());
+            assert_eq!(shared.job.host, dir.path().join(format!("f0-{}", 8 * MIB)));
+            assert_eq!(left_in(&lanes) + given, before, "nothing lost");
+            // The thread that took it finishes it: the digests of the whole content.
+            Lane::read_many(&mut [&mut shared.lane]);
+            assert!(shared.lane.done());
+            let (_, digests, _) = shared.lane.into_digests();
+            let digests = digests.unwrap();
+            let content = std::fs::read(dir.path().join(format!("f0-{}", 8 * MIB))).unwrap();
+            assert_eq!(digests.sha256, Some(sha2::Sha256::digest(&content).into()));
+            assert_eq!(digests.md5, Some(md5::Md5::digest(&content).into()));
+            // Thread 1 is reading: nothing more is shared.
+            assert_eq!(balance.share(0, &mut lanes), 0);
+            go_tx.send(()).unwrap();
+            while balance.idle.load(Ordering::Relaxed) == 0 {
+                std::thread::yield_now();
+            }
+            // Thread 1 waits again while thread 0 still reads: it stays.
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "left while thread 0 could still share");
+            // Nothing under 1 MiB left is shared, nor a thread's last file.
+            let mut small = vec![in_lane(MIB / 2), in_lane(MIB / 2 + 1)];
+            assert_eq!(balance.share(0, &mut small), 0);
+            let mut last = vec![in_lane(4 * MIB)];
+            assert_eq!(balance.share(0, &mut last), 0);
+            // Next the 3 MiB file goes, and only it: 3 + 2 handed would be more than 0.5 kept.
+            let second = lanes.iter().map(|l| l.lane.left()).max().unwrap();
+            assert_eq!(balance.share(0, &mut lanes), second);
+            assert_eq!(lanes.len(), 2);
+            // Thread 0 is done with its own and waits too: both leave.
+            while balance.waiting.load(Ordering::Relaxed) != 0 {
+                std::thread::yield_now();
+            }
+            assert!(!balance.wait_for_more(0), "nothing is left to come");
+            assert_eq!(waiter.join().unwrap(), vec![second]);
+        });
     }
 
     /// An [`Md5Wanted`] that wants every MD5 or none, and keeps what it is told was taken.
