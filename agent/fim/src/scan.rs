@@ -1058,10 +1058,10 @@ const SHARE_CHECK_ROUNDS: usize = 64;
 /// of /usr one thread was left alone with 282 MB in five files against the other's 58 MB, for
 /// 0.2-0.4 s at the end (docs/benchmarks.md). A thread about to add a large file to its lanes
 /// while they hold more than another thread's and the file together hands the file over
-/// instead, opened; and a thread out of jobs waits for such files until no thread takes jobs.
-/// At the very end, the files a thread is reading are shared too: a thread out of jobs whose
-/// lanes hold several files hands the larger ones, part read, to a thread with nothing left
-/// ([`Self::share`]); the threads wait for those until every one of them is waiting.
+/// instead, opened. At the very end, the files a thread is reading are shared too: a thread
+/// out of jobs whose lanes hold several files hands the larger ones, part read, to a thread
+/// with nothing left ([`Self::share`]). A thread with nothing left waits for either kind until
+/// every thread is waiting, when none can hand it anything more.
 struct Balance {
     /// Bytes each thread's MD5 lanes have left, as it last said (`u64::MAX`: gone).
     left: Vec<AtomicU64>,
