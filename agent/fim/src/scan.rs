@@ -1069,7 +1069,8 @@ struct Balance {
     /// is a thread's, see [`md5_lanes_per_thread`]).
     max_waiting: usize,
     state: Mutex<Handed>,
-    /// A file is handed over, or no thread takes jobs any more.
+    /// A file is handed over, a thread stops taking jobs or leaves, or the last one to wait
+    /// leaves: a waiting thread looks again.
     changed: std::sync::Condvar,
     /// `state.files.len()`, to look without the lock.
     waiting: std::sync::atomic::AtomicUsize,
