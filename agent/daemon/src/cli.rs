@@ -299,7 +299,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::prepare_image::run(&config, &args)
         }
         Command::Schema => {
-            print_stdout(guestward_report::JSON_SCHEMA)?;
+            print_stdout(&guestward_report::checked_in_json_schema()?)?;
             Ok(exit::OK)
         }
         Command::CheckConfig { path, json } => {

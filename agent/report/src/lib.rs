@@ -21,6 +21,6 @@ pub mod protocol;
 pub mod render;
 
 pub use envelope::{
-    AgentInfo, HostIdSource, JSON_SCHEMA, Report, SCHEMA_VERSION, json_schema, new_batch_id,
+    AgentInfo, HostIdSource, Report, SCHEMA_VERSION, checked_in_json_schema, json_schema, new_batch_id,
     write_report_json,
 };
