@@ -274,7 +274,7 @@ pub type Md5Sums = (Vec<(PathBuf, [u8; 16])>, Vec<Problem>);
 const MAX_INFO_LINE_BYTES: usize = 8 << 10;
 
 /// Calls `line(number, bytes)` for each line of `host_path` (without its newline), read in
-/// 64 KiB pieces: the largest `.md5sums` (google-cloud-cli's: 5 MB, 50k files) never sits in
+/// pieces of at most 64 KiB: the largest `.md5sums` (google-cloud-cli's: 5 MB, 50k files) never sits in
 /// memory whole, and nothing grows with it. At most `limit` bytes in all (more is
 /// [`HostFsError::TooLarge`](guestward_core::HostFsError::TooLarge), after the lines before
 /// it were passed); a line over [`MAX_INFO_LINE_BYTES`] is passed as `None`. `line` returns
@@ -288,10 +288,17 @@ fn for_each_line(
     use std::io::{BufRead, Read};
     let (file, real) = root.open(host_path)?;
     let too_large = || guestward_core::HostFsError::TooLarge { path: real.clone(), limit };
-    if file.metadata().map(|m| m.len()).unwrap_or(0) > limit {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > limit {
         return Err(too_large().into());
     }
-    let mut reader = std::io::BufReader::with_capacity(64 << 10, file.take(limit.saturating_add(1)));
+    // A buffer of the file's size, from 4 KiB up to 64 KiB: most `.list` and `.md5sums` files
+    // are a few KiB, and 64 KiB for each (over the agent's glibc mmap threshold) was an
+    // `mmap`, 17 page faults and a `munmap` per package, 900 of them at the start of a first
+    // baseline, which waits for the index. The size is only a hint: a file that grew since is
+    // read all the same.
+    let capacity = usize::try_from(len.saturating_add(1)).unwrap_or(usize::MAX).clamp(4 << 10, 64 << 10);
+    let mut reader = std::io::BufReader::with_capacity(capacity, file.take(limit.saturating_add(1)));
     let mut buf = Vec::with_capacity(512);
     let mut total = 0u64;
     for number in 1u64.. {

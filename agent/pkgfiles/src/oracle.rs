@@ -608,7 +608,7 @@ fn list_package(
         conffiles,
         |on_disk| {
             // dpkg was told not to unpack it (path-exclude): absent on purpose.
-            let path = index.canon(on_disk);
+            let path = index.canon(on_disk).into_owned();
             let keep = under(&path)
                 && !(index.dpkg_path_excluded(on_disk) && index.root().symlink_metadata(&path).is_err());
             keep.then_some(path)
@@ -646,7 +646,7 @@ fn list_rest(index: &Index, roots: &[PathBuf], listed: Listed, jobs: &mut Batche
                 return;
             };
             for f in p.files().filter(|f| f.installed() && f.digest.is_some()) {
-                let path = index.canon(&f.path);
+                let path = index.canon(&f.path).into_owned();
                 if !more || !under(&path) {
                     continue;
                 }
