@@ -218,7 +218,7 @@ enum Attempt {
 impl ImdsClient {
     /// A client for `base_url` (no trailing slash needed).
     pub fn new(base_url: &str, settings: ClientSettings) -> Result<Self, ImdsError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .no_proxy()
             .http1_only()
             .connect_timeout(settings.connect_timeout)
@@ -227,9 +227,18 @@ impl ImdsClient {
             // IMDS never redirects; following one could carry the token elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(2)
-            .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ImdsError::Build)?;
+            .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")));
+        if plain_http(base_url) {
+            // IMDS speaks plain HTTP on its link-local address, and redirects are refused
+            // above, so a client of an http:// endpoint never makes a TLS connection: it gets
+            // an empty set of trust anchors instead of the system's. Loading those (the 147
+            // files of /etc/ssl/certs here) was 2.4 ms of every scan, half of a `scan --only
+            // host` (docs/benchmarks.md). Verification stays on: were TLS ever attempted,
+            // nothing would be trusted. An https:// endpoint (`imds.endpoint`) keeps the
+            // system's roots.
+            http = http.tls_certs_only(std::iter::empty());
+        }
+        let http = http.build().map_err(ImdsError::Build)?;
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -484,10 +493,32 @@ async fn read_capped(mut resp: reqwest::Response, path: &str, limit: u64) -> Res
     }
 }
 
+/// Whether `base_url` is plain HTTP, whose client never needs trust anchors (see
+/// [`ImdsClient::new`]).
+fn plain_http(base_url: &str) -> bool {
+    url::Url::parse(base_url.trim()).is_ok_and(|u| u.scheme() == "http")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn only_a_plain_http_endpoint_goes_without_trust_anchors() {
+        for url in
+            ["http://169.254.169.254", "http://[fd00:ec2::254]/", "HTTP://127.0.0.1:8080", " http://x "]
+        {
+            assert!(plain_http(url), "{url}");
+        }
+        for url in ["https://imds.example", "HTTPS://169.254.169.254", "httpx://a", "169.254.169.254", ""] {
+            assert!(!plain_http(url), "{url}");
+        }
+        // Both kinds build: an https endpoint with the system's roots, an http one without.
+        for url in ["http://127.0.0.1:1", "https://127.0.0.1:1"] {
+            assert!(ImdsClient::new(url, ClientSettings::default()).is_ok(), "{url}");
+        }
+    }
 
     #[test]
     fn token_debug_is_redacted() {
