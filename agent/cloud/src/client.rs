@@ -232,8 +232,8 @@ impl ImdsClient {
             // IMDS speaks plain HTTP on its link-local address, and redirects are refused
             // above, so a client of an http:// endpoint never makes a TLS connection: it gets
             // an empty set of trust anchors instead of the system's. Loading those (the 147
-            // files of /etc/ssl/certs here) was 2.4 ms of every scan, half of a `scan --only
-            // host` (docs/benchmarks.md). Verification stays on: were TLS ever attempted,
+            // files of /etc/ssl/certs here) was about 2 ms of every scan, half of a `scan
+            // --only host` (docs/benchmarks.md). Verification stays on: were TLS ever attempted,
             // nothing would be trusted. An https:// endpoint (`imds.endpoint`) keeps the
             // system's roots.
             http = http.tls_certs_only(std::iter::empty());
