@@ -1,7 +1,7 @@
 //! Embeds the checked-in JSON Schema of the report (`docs/report.schema.json`, what
 //! `guestward-agent schema` prints) deflate-compressed: 139 KB of indented JSON was more than 1%
 //! of the agent binary, which has a 12 MB budget (docs/benchmarks.md, "Binary size"), and is
-//! about 14 KB deflated. The agent already carries the inflater (flate2 with zlib-rs, for jars
+//! 24 KB deflated. The agent already carries the inflater (flate2 with zlib-rs, for jars
 //! and gzip'd package lists), and the schema is printed only on demand.
 
 use std::error::Error;

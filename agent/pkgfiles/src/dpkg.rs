@@ -274,8 +274,8 @@ pub type Md5Sums = (Vec<(PathBuf, [u8; 16])>, Vec<Problem>);
 const MAX_INFO_LINE_BYTES: usize = 8 << 10;
 
 /// Calls `line(number, bytes)` for each line of `host_path` (without its newline), read in
-/// pieces of at most 64 KiB: the largest `.md5sums` (google-cloud-cli's: 5 MB, 50k files) never sits in
-/// memory whole, and nothing grows with it. At most `limit` bytes in all (more is
+/// pieces of at most 64 KiB: the largest `.md5sums` (google-cloud-cli's: 5 MB, 50k files)
+/// never sits in memory whole, and nothing grows with it. At most `limit` bytes in all (more is
 /// [`HostFsError::TooLarge`](guestward_core::HostFsError::TooLarge), after the lines before
 /// it were passed); a line over [`MAX_INFO_LINE_BYTES`] is passed as `None`. `line` returns
 /// `false` to stop early.

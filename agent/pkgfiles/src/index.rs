@@ -4,10 +4,11 @@
 //! Memory: the daemon's idle budget is 15 MB for the whole agent, and a host has 100k-300k
 //! package paths. Keeping them as `String`s (plus digests) would cost 10-30 MB, so the index
 //! keeps one `u64` per (path, package): the top 44 bits of a 64-bit hash of the path
-//! (foldhash, fixed seed) and a 20-bit package number, sorted. A lookup finds the candidate packages by binary
-//! search, then reads what that package says (dpkg `.md5sums`/`.list`, streamed line by line
-//! and kept only for the path asked about; or the rpm header) and compares the full paths, so
-//! a hash collision costs a read, never a wrong answer. The last few rpm headers read are
+//! (foldhash, fixed seed) and a 20-bit package number, sorted. A lookup finds the candidate
+//! packages by a search of the keys, then reads what that package says (dpkg
+//! `.md5sums`/`.list`, streamed line by line and kept only for the path asked about; or the
+//! rpm header) and compares the full paths, so a hash collision costs a read, never a wrong
+//! answer. The last few rpm headers read are
 //! cached (an upgrade touches many files of one package). dpkg's files are never held whole:
 //! google-cloud-cli's `.md5sums` alone is 5 MB and 50k paths, 15 MB once parsed.
 //!

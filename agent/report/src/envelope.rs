@@ -203,7 +203,7 @@ const JSON_SCHEMA_DEFLATED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/re
 /// The JSON Schema of [`Report`] as checked in at `docs/report.schema.json`, which a test keeps
 /// equal to [`json_schema`]: what `guestward-agent schema` prints. Generating it at run time
 /// put schemars' generator and a JSON value of the whole schema into the agent binary, and
-/// embedding the text as it is, 139 KB; it is embedded deflated (about a tenth) and inflated
+/// embedding the text as it is, 139 KB; it is embedded deflated (about a sixth) and inflated
 /// here. An error is a build that embedded something else, never the host's doing.
 pub fn checked_in_json_schema() -> std::io::Result<String> {
     use std::io::Read;
