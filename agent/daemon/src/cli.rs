@@ -404,12 +404,19 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             out.flush()?;
-            if let Some(threshold) = args.fail_on
+            let code = if let Some(threshold) = args.fail_on
                 && report.findings.iter().any(|f| f.severity >= threshold.severity())
             {
-                return Ok(exit::FINDINGS);
-            }
-            Ok(if report.any_degraded() { exit::DEGRADED } else { exit::OK })
+                exit::FINDINGS
+            } else if report.any_degraded() {
+                exit::DEGRADED
+            } else {
+                exit::OK
+            };
+            // The process exits next and the system takes its memory back whole: freeing a
+            // report of 20,000 connections piece by piece took a millisecond of a 60 ms scan.
+            std::mem::forget(report);
+            Ok(code)
         }
     }
 }

@@ -280,13 +280,16 @@ pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkErr
 
     let index: Result<OwnerIndex, String> = match walk {
         Some(Ok(walk)) => {
-            let wanted: HashSet<u64> = listeners
-                .iter()
-                .chain(&connections)
-                .map(|r| r.inode)
-                .chain(raw.unix.iter().map(|u| u.inode))
-                .filter(|i| *i != 0)
-                .collect();
+            let mut wanted: HashSet<u64, owners::InodeHash> = HashSet::default();
+            wanted.reserve(listeners.len() + connections.len() + raw.unix.len());
+            wanted.extend(
+                listeners
+                    .iter()
+                    .chain(&connections)
+                    .map(|r| r.inode)
+                    .chain(raw.unix.iter().map(|u| u.inode))
+                    .filter(|i| *i != 0),
+            );
             Ok(owners::resolve(&ctx.proc_root, walk, &wanted, &ctx.users))
         }
         Some(Err(e)) => {
@@ -328,7 +331,7 @@ pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkErr
 
     let index_ref = index.as_ref().map_err(String::as_str);
     let owners_of = |inode: u64| -> (Vec<SocketOwner>, Option<OwnerUnknown>) {
-        let pids = index_ref.ok().filter(|_| inode != 0).and_then(|i| i.by_inode.get(&inode));
+        let pids = index_ref.ok().filter(|_| inode != 0).and_then(|i| i.holders(inode));
         match pids {
             Some(pids) if !pids.is_empty() => {
                 let owners = pids

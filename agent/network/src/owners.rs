@@ -23,7 +23,7 @@ use procfs::FromRead;
 use procfs::process::{Stat, Status};
 use rustix::fs::{CWD, Mode, OFlags, RawDir, SeekFrom, fstat, openat, readlinkat, readlinkat_raw, seek};
 use rustix::io::Errno;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
@@ -41,17 +41,34 @@ const MAX_FDS_PER_PROCESS: usize = 1 << 20;
 /// Processes examined; `pid_max` cannot exceed 4,194,304.
 const MAX_PROCESSES: usize = 1 << 22;
 
+/// Hash state for sets and maps keyed by socket inode: foldhash, seeded per process. A scan of
+/// 20,000 connections looks up every inode two or three times, and std's SipHash made those
+/// lookups a visible part of the scan's serial end (docs/benchmarks.md). The inodes are the
+/// kernel's, numbered in order, and the seed is not known to anyone who could pick them.
+pub(crate) type InodeHash = foldhash::fast::RandomState;
+
 /// What the `/proc/*/fd` pass found.
 #[derive(Debug, Default)]
 pub(crate) struct OwnerIndex {
-    /// Inode -> pids holding it, ascending.
-    pub by_inode: HashMap<u64, Vec<u32>>,
-    /// Details of every pid in `by_inode`.
+    /// Pids of the sockets in `by_inode`, those of one socket side by side, ascending.
+    held_by: Vec<u32>,
+    /// Inode -> its pids, `held_by[start..end]`: one allocation for all sockets rather than a
+    /// list each.
+    by_inode: HashMap<u64, (u32, u32), InodeHash>,
+    /// Details of every pid in `held_by`.
     pub processes: BTreeMap<u32, ProcessInfo>,
     /// Inodes whose only holders exited before their details could be read.
-    pub vanished: HashSet<u64>,
+    pub vanished: HashSet<u64, InodeHash>,
     /// Counters.
     pub stats: OwnerScanStats,
+}
+
+impl OwnerIndex {
+    /// The pids holding socket `inode`, ascending; `None` if no inspected process holds it.
+    pub(crate) fn holders(&self, inode: u64) -> Option<&[u32]> {
+        let &(start, end) = self.by_inode.get(&inode)?;
+        self.held_by.get(start as usize..end as usize)
+    }
 }
 
 fn count(stats: &mut OwnerScanStats, e: Errno) {
@@ -321,18 +338,15 @@ fn walk_one(proc_dir: &OwnedFd, pid: u32, live: bool, scratch: &mut Scratch, par
 pub(crate) fn resolve(
     proc_root: &Path,
     walk: Walk,
-    wanted: &HashSet<u64>,
+    wanted: &HashSet<u64, InodeHash>,
     users: &HashMap<u32, String>,
 ) -> OwnerIndex {
     let mut index = OwnerIndex { stats: walk.stats, ..OwnerIndex::default() };
     index.vanished.extend(walk.vanished.into_iter().filter(|i| wanted.contains(i)));
-    let mut wanted_by_pid: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for (inode, pid) in walk.held {
-        if wanted.contains(&inode) {
-            wanted_by_pid.entry(pid).or_default().push(inode);
-        }
-    }
-    for (pid, inodes) in wanted_by_pid {
+    // The descriptors of the sockets reported, and the processes holding them.
+    let held: Vec<(u64, u32)> = walk.held.into_iter().filter(|(inode, _)| wanted.contains(inode)).collect();
+    let pids: BTreeSet<u32> = held.iter().map(|(_, pid)| *pid).collect();
+    for pid in pids {
         let info = openat(
             CWD,
             proc_root.join(pid.to_string()),
@@ -345,17 +359,23 @@ pub(crate) fn resolve(
         match info {
             Some(info) => {
                 index.processes.insert(pid, info);
-                for inode in inodes {
-                    index.by_inode.entry(inode).or_default().push(pid);
-                }
             }
-            None => {
-                index.stats.processes_vanished += 1;
-                index.vanished.extend(inodes);
-            }
+            None => index.stats.processes_vanished += 1,
         }
     }
-    // Pids were visited in ascending order, so each list is sorted already.
+    // `held` is sorted by inode, then pid: each socket's pids come out side by side, ascending.
+    index.held_by.reserve(held.len());
+    index.by_inode.reserve(held.len());
+    for (inode, pid) in held {
+        if !index.processes.contains_key(&pid) {
+            index.vanished.insert(inode);
+            continue;
+        }
+        let at = u32::try_from(index.held_by.len()).unwrap_or(u32::MAX);
+        index.held_by.push(pid);
+        let range = index.by_inode.entry(inode).or_insert((at, at));
+        range.1 = at.saturating_add(1);
+    }
     let by_inode = &index.by_inode;
     index.vanished.retain(|i| !by_inode.contains_key(i));
     index
@@ -459,9 +479,9 @@ mod tests {
         // The pid-100 process whose descriptors were read had another start time: by the time
         // its details are read, pid 100 is a different process.
         walked.start_times.insert(100, 1);
-        let wanted: HashSet<u64> = [1001, 1003].into_iter().collect();
+        let wanted: HashSet<u64, InodeHash> = [1001, 1003].into_iter().collect();
         let index = resolve(&root, walked, &wanted, &HashMap::new());
-        assert_eq!(index.by_inode.get(&1001), Some(&vec![200]));
+        assert_eq!(index.holders(1001), Some(&[200][..]));
         assert!(index.vanished.contains(&1003) && !index.vanished.contains(&1001));
         assert!(!index.processes.contains_key(&100));
     }
@@ -472,6 +492,32 @@ mod tests {
             "{pid} (x) S 1 {pid} {pid} 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 {start} 10000000 500 \
                  18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
         )
+    }
+
+    #[test]
+    fn a_socket_shared_by_processes_lists_each_holder_once_in_pid_order() {
+        let root = tempfile::tempdir().unwrap();
+        // 30 holds socket 5 twice (a dup'd descriptor), 10 and 20 once; 20 also holds 6, and 40
+        // holds 7 but its stat is gone by the time its details are read.
+        for (pid, sockets) in [(30u32, &[5u64, 5][..]), (10, &[5]), (20, &[6, 5]), (40, &[7])] {
+            let fd = root.path().join(format!("{pid}/fd"));
+            std::fs::create_dir_all(&fd).unwrap();
+            for (n, inode) in sockets.iter().enumerate() {
+                std::os::unix::fs::symlink(format!("socket:[{inode}]"), fd.join(n.to_string())).unwrap();
+            }
+            std::fs::write(root.path().join(format!("{pid}/stat")), stat_line(pid, 1000 + u64::from(pid)))
+                .unwrap();
+        }
+        let walked = walk(root.path(), false).unwrap();
+        std::fs::remove_file(root.path().join("40/stat")).unwrap();
+        // 6 is not reported: its holder is not looked up for it.
+        let wanted: HashSet<u64, InodeHash> = [5, 7, 8].into_iter().collect();
+        let index = resolve(root.path(), walked, &wanted, &HashMap::new());
+        assert_eq!(index.holders(5), Some(&[10, 20, 30][..]));
+        assert_eq!((index.holders(6), index.holders(7), index.holders(8)), (None, None, None));
+        assert_eq!(index.processes.keys().copied().collect::<Vec<_>>(), vec![10, 20, 30]);
+        assert_eq!(index.vanished.iter().copied().collect::<Vec<_>>(), vec![7]);
+        assert_eq!(index.stats.processes_vanished, 1);
     }
 
     #[test]
