@@ -510,7 +510,7 @@ mod tests {
         }
         let walked = walk(root.path(), false).unwrap();
         std::fs::remove_file(root.path().join("40/stat")).unwrap();
-        // 6 is not reported: its holder is not looked up for it.
+        // 6 is not among the sockets reported, so it gets no entry though its holder has one.
         let wanted: HashSet<u64, InodeHash> = [5, 7, 8].into_iter().collect();
         let index = resolve(root.path(), walked, &wanted, &HashMap::new());
         assert_eq!(index.holders(5), Some(&[10, 20, 30][..]));
