@@ -473,13 +473,9 @@ impl Index {
         (self.keys.capacity() + self.shared.capacity()) * 8 + pkgs
     }
 
-    /// Packages whose index entries match `path`'s hash (candidates; not confirmed).
-    fn candidates(&self, canon: &Path) -> Vec<u32> {
-        self.candidate_ids(canon).collect()
-    }
-
-    /// [`Self::candidates`], without gathering them (a scan asks for each file it hashes).
-    /// Each once: the keys are deduplicated when the index is built.
+    /// Packages whose index entries match `canon`'s hash (candidates; not confirmed), each
+    /// once (the keys are deduplicated when the index is built), without gathering them: a scan
+    /// asks for each file it hashes.
     fn candidate_ids(&self, canon: &Path) -> impl Iterator<Item = u32> + '_ {
         let lo = key_base(canon);
         let hi = lo | ((1u64 << PKG_BITS) - 1);
@@ -492,7 +488,7 @@ impl Index {
 
     /// How many packages own `path` (by the index alone: a hash collision may count one more).
     pub fn owner_count(&self, path: &Path) -> usize {
-        self.candidates(&self.canon(path)).len()
+        self.candidate_ids(&self.canon(path)).count()
     }
 
     /// Whether two or more packages own `canon` (a path already through [`Self::canon`]):
@@ -517,7 +513,7 @@ impl Index {
     pub fn expected(&self, host_path: &Path) -> Vec<ExpectedFile> {
         let canon = self.canon(host_path);
         let mut out = Vec::new();
-        for id in self.candidates(&canon) {
+        for id in self.candidate_ids(&canon) {
             let Some(pkg) = self.packages.get(id as usize) else {
                 continue;
             };
