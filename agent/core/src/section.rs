@@ -36,14 +36,15 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem with a code and a message. The message is cut at
-    /// [`crate::text::MAX_MESSAGE_CHARS`]: messages quote file content, and a file can hold a
-    /// line of any length (quote values with [`crate::text::quote_truncated`] so that the cut
-    /// falls in the value, not in the sentence around it).
+    /// A problem with a code and a message. The message is cut to about
+    /// [`crate::text::MAX_MESSAGE_CHARS`], its beginning and its end kept: messages quote file
+    /// content and paths, and a file can hold a line of any length, a tree a path of any depth
+    /// (quote values with [`crate::text::quote_truncated`] so that the cut falls in the value,
+    /// not in the sentence around it).
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: crate::text::truncate_owned(code.into(), MAX_CODE_CHARS),
-            message: crate::text::truncate_owned(message.into(), crate::text::MAX_MESSAGE_CHARS),
+            message: crate::text::truncate_message(message.into(), crate::text::MAX_MESSAGE_CHARS),
             path: None,
             line: None,
         }
@@ -64,14 +65,25 @@ impl Problem {
 
 /// For people (human output, logs): paths and messages name things in scanned trees, so
 /// control characters in them are shown escaped ([`crate::text::escape_control`]).
+impl Problem {
+    /// Whether the message already names `path`: contains it, or, for a path long enough to
+    /// have been cut (in the message, the path or both), starts as it does.
+    fn names(&self, path: &str) -> bool {
+        const SAME_START_CHARS: usize = 256;
+        self.message.contains(path)
+            || path
+                .char_indices()
+                .nth(SAME_START_CHARS)
+                .is_some_and(|(start_end, _)| self.message.starts_with(&path[..start_end]))
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::text::escape_control;
         match (&self.path, self.line) {
-            (Some(p), Some(l)) if !self.message.contains(p.as_str()) => {
-                write!(f, "{}:{l}: ", escape_control(p))?
-            }
-            (Some(p), None) if !self.message.contains(p.as_str()) => write!(f, "{}: ", escape_control(p))?,
+            (Some(p), Some(l)) if !self.names(p) => write!(f, "{}:{l}: ", escape_control(p))?,
+            (Some(p), None) if !self.names(p) => write!(f, "{}: ", escape_control(p))?,
             _ => {}
         }
         write!(f, "{}", escape_control(&self.message))
@@ -243,10 +255,25 @@ mod tests {
         let line = "y".repeat(200 * 1024 * 1024);
         let p = Problem::new("malformed", format!("bad line {line:?}")).with_path(line.clone());
         assert!(p.message.len() < crate::text::MAX_MESSAGE_CHARS + 64, "{}", p.message.len());
-        assert!(p.message.ends_with("more bytes)"), "{}", &p.message[p.message.len() - 40..]);
+        assert!(p.message.contains("bytes left out) … "), "{}", &p.message[p.message.len() - 300..]);
+        assert!(p.message.ends_with("yyy\""), "the end of the quoted line is kept");
         assert!(p.path.as_ref().unwrap().len() < crate::text::MAX_PATH_CHARS + 64);
         let q = Problem::new("malformed", format!("bad line {}", crate::text::quote_truncated(&line, 80)));
         assert!(q.message.len() < 160, "{}", q.message);
+    }
+
+    #[test]
+    fn a_problem_about_a_very_long_path_shows_it_once_with_the_reason() {
+        let path = format!("/srv/{}", "d/".repeat(3000));
+        let p = Problem::new("too_deep", format!("{path}: nested too deep; not descended")).with_path(path);
+        let shown = p.to_string();
+        assert!(shown.starts_with("/srv/d/d/"), "{shown}");
+        assert!(shown.ends_with(": nested too deep; not descended"), "{shown}");
+        assert_eq!(shown.matches("/srv/").count(), 1, "the path once: {shown}");
+        assert!(shown.len() < crate::text::MAX_MESSAGE_CHARS + 64, "{}", shown.len());
+        // A short path missing from its message is still put in front of it.
+        let q = Problem::new("io", "read error").with_path("/etc/x");
+        assert_eq!(q.to_string(), "/etc/x: read error");
     }
 
     #[test]

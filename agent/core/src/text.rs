@@ -54,6 +54,29 @@ pub(crate) fn truncate_owned(mut s: String, max_chars: usize) -> String {
     s
 }
 
+/// Characters kept from the end of a message cut by [`truncate_message`].
+pub const MESSAGE_TAIL_CHARS: usize = 256;
+
+/// A problem message cut to at most about `max_chars` characters, keeping both of its ends:
+/// the first `max_chars - MESSAGE_TAIL_CHARS` and the last [`MESSAGE_TAIL_CHARS`], with how many
+/// bytes were left out between them. Messages read "SUBJECT: REASON", and the subject can be
+/// the long part (a path nested thousands of bytes deep, a quoted line): cut at the end only,
+/// the reason was lost. Only the kept parts are scanned, so this is cheap on a huge string.
+pub(crate) fn truncate_message(mut s: String, max_chars: usize) -> String {
+    let head_chars = max_chars.saturating_sub(MESSAGE_TAIL_CHARS);
+    let Some((head_end, _)) = s.char_indices().nth(max_chars) else { return s };
+    let head_end = s.char_indices().nth(head_chars).map_or(head_end, |(i, _)| i);
+    // The start of the last MESSAGE_TAIL_CHARS characters: after the head, since the string
+    // has more than max_chars characters.
+    let tail_start = s.char_indices().rev().nth(MESSAGE_TAIL_CHARS - 1).map_or(head_end, |(i, _)| i);
+    let dropped = tail_start - head_end;
+    let tail = s[tail_start..].to_string();
+    s.truncate(head_end);
+    let _ = write!(s, " … ({dropped} bytes left out) … {tail}");
+    s.shrink_to_fit();
+    s
+}
+
 /// Whether `c` is shown escaped: C0 controls (newline and tab included), DEL, C1 controls,
 /// and the Unicode bidi marks, embeddings, overrides and isolates.
 fn is_unsafe_char(c: char) -> bool {
@@ -218,9 +241,46 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// `n` and the noun in the number it takes: "1 process", "3 processes", "0 processes".
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_message_keeps_its_beginning_and_its_end() {
+        let path = format!("/srv/{}", "d/".repeat(3000));
+        let message = format!("{path}: nested too deep; not descended");
+        let cut = truncate_message(message.clone(), MAX_MESSAGE_CHARS);
+        assert!(cut.starts_with("/srv/d/d/"), "{cut}");
+        assert!(cut.ends_with("d/: nested too deep; not descended"), "{cut}");
+        let dropped = message.len() - MAX_MESSAGE_CHARS;
+        assert!(cut.contains(&format!(" … ({dropped} bytes left out) … ")), "{cut}");
+        assert!(cut.chars().count() < MAX_MESSAGE_CHARS + 40, "{}", cut.chars().count());
+
+        // Cut on character boundaries, multi-byte characters included.
+        let wide = "é".repeat(MAX_MESSAGE_CHARS + 1);
+        let cut = truncate_message(wide.clone(), MAX_MESSAGE_CHARS);
+        assert!(cut.starts_with("éé") && cut.ends_with("éé"), "{cut}");
+        assert!(
+            cut.contains(&format!("({} bytes left out)", 2 * (wide.chars().count() - MAX_MESSAGE_CHARS)))
+        );
+
+        // At the limit or under it: as it was.
+        let exact = "x".repeat(MAX_MESSAGE_CHARS);
+        assert_eq!(truncate_message(exact.clone(), MAX_MESSAGE_CHARS), exact);
+        assert_eq!(truncate_message("short".to_string(), MAX_MESSAGE_CHARS), "short");
+    }
+
+    #[test]
+    fn counted_takes_the_singular_for_one_only() {
+        assert_eq!(counted(1, "process", "processes"), "1 process");
+        assert_eq!(counted(0, "process", "processes"), "0 processes");
+        assert_eq!(counted(2, "process", "processes"), "2 processes");
+    }
 
     const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J";
 

@@ -244,8 +244,8 @@ fn unknown(inode: u64, index: Result<&OwnerIndex, &str>, resolve: bool) -> Owner
             Ok(index) if index.stats.processes_denied > 0 => (
                 OwnerUnknownReason::PermissionDenied,
                 format!(
-                    "no inspected process holds it; {} processes could not be inspected (run as root)",
-                    index.stats.processes_denied
+                    "no inspected process holds it; {} could not be inspected (run as root)",
+                    guestward_core::text::counted(index.stats.processes_denied, "process", "processes")
                 ),
             ),
             Ok(_) => (
@@ -310,8 +310,8 @@ pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkErr
         problems.push(Problem::new(
             "permission_denied",
             format!(
-                "{} processes could not be inspected, so some socket owners are unknown; run the agent as root",
-                index.stats.processes_denied
+                "{} could not be inspected, so some socket owners are unknown; run the agent as root",
+                guestward_core::text::counted(index.stats.processes_denied, "process", "processes")
             ),
         ));
     }

@@ -2,7 +2,7 @@
 //! user and systemd unit.
 
 use crate::model::{ExposureScope, NetworkReport, Socket};
-use guestward_core::text::escape_control;
+use guestward_core::text::{counted, escape_control};
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -115,8 +115,8 @@ pub fn render_table(report: &NetworkReport, out: &mut dyn Write) -> std::io::Res
     if s.processes_denied > 0 {
         writeln!(
             out,
-            "note: {} processes could not be inspected (run as root to see every owner)",
-            s.processes_denied
+            "note: {} could not be inspected (run as root to see every owner)",
+            counted(s.processes_denied, "process", "processes")
         )?;
     }
     Ok(())

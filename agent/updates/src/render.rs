@@ -1,7 +1,7 @@
 //! Human output: the scan summary and the `agentctl updates` table.
 
 use crate::model::{PackageUpdates, UpdatesReport};
-use guestward_core::text::TerminalSafe;
+use guestward_core::text::{TerminalSafe, counted};
 use std::io::Write;
 
 fn age(m: &PackageUpdates) -> String {
@@ -45,8 +45,8 @@ fn reboot_lines(report: &UpdatesReport, out: &mut dyn Write) -> std::io::Result<
     if r.processes_denied > 0 {
         writeln!(
             out,
-            "          note: the maps of {} processes could not be read (permission denied: another user's need root, a process outside this namespace stays unreadable)",
-            r.processes_denied
+            "          note: the memory maps of {} could not be read, so a deleted library they still map is not seen (permission denied: other users' processes need root; some stay unreadable even to root)",
+            counted(r.processes_denied, "process", "processes")
         )?;
     }
     Ok(())
