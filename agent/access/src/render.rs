@@ -16,8 +16,12 @@ fn value(v: &SshdValue) -> String {
 fn account_line(r: &AccessReport) -> String {
     let login: Vec<String> =
         r.accounts.iter().filter(|a| a.can_login).map(|a| escape_control(&a.name).into_owned()).collect();
-    let shown = if login.len() > 8 { format!("{}, ...", login[..8].join(", ")) } else { login.join(", ") };
-    let mut line = format!("{} of {} accounts can log in ({shown})", login.len(), r.accounts_total);
+    let shown = match login.len() {
+        0 => String::new(),
+        1..=8 => format!(" ({})", login.join(", ")),
+        _ => format!(" ({}, ...)", login[..8].join(", ")),
+    };
+    let mut line = format!("{} of {} accounts can log in{shown}", login.len(), r.accounts_total);
     let uid0: Vec<&str> = r.accounts.iter().filter(|a| a.uid == 0).map(|a| a.name.as_str()).collect();
     if uid0.len() > 1 {
         line.push_str(&format!("; UID 0: {}", escape_control(&uid0.join(", "))));
@@ -177,4 +181,34 @@ pub fn render_table(r: &AccessReport, out: &mut dyn Write) -> std::io::Result<()
         writeln!(out, "truncated: {} (limit {})", t.what, t.limit)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Account, PasswordState};
+
+    fn account(name: &str, uid: u32, can_login: bool) -> Account {
+        Account {
+            name: name.to_string(),
+            uid,
+            gid: uid,
+            home: format!("/home/{name}"),
+            shell: if can_login { "/bin/bash" } else { "/usr/sbin/nologin" }.to_string(),
+            can_login,
+            password: PasswordState::Locked,
+        }
+    }
+
+    #[test]
+    fn the_account_line_names_who_can_log_in_and_nothing_when_nobody_can() {
+        let mut r = AccessReport { shadow_read: true, ..AccessReport::default() };
+        assert_eq!(account_line(&r), "0 of 0 accounts can log in");
+        r.accounts = vec![account("root", 0, true), account("daemon", 1, false), account("ann", 1000, true)];
+        r.accounts_total = 3;
+        assert_eq!(account_line(&r), "2 of 3 accounts can log in (root, ann)");
+        r.accounts = (0..10).map(|i| account(&format!("u{i}"), 1000 + i, true)).collect();
+        r.accounts_total = 10;
+        assert_eq!(account_line(&r), "10 of 10 accounts can log in (u0, u1, u2, u3, u4, u5, u6, u7, ...)");
+    }
 }
