@@ -44,7 +44,7 @@ impl Problem {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: crate::text::truncate_owned(code.into(), MAX_CODE_CHARS),
-            message: crate::text::truncate_message(message.into(), crate::text::MAX_MESSAGE_CHARS),
+            message: crate::text::truncate_message(message.into()),
             path: None,
             line: None,
         }
@@ -63,8 +63,6 @@ impl Problem {
     }
 }
 
-/// For people (human output, logs): paths and messages name things in scanned trees, so
-/// control characters in them are shown escaped ([`crate::text::escape_control`]).
 impl Problem {
     /// Whether the message already names `path`: contains it, or, for a path long enough to
     /// have been cut (in the message, the path or both), starts as it does.
@@ -78,6 +76,8 @@ impl Problem {
     }
 }
 
+/// For people (human output, logs): paths and messages name things in scanned trees, so
+/// control characters in them are shown escaped ([`crate::text::escape_control`]).
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::text::escape_control;

@@ -54,21 +54,26 @@ pub(crate) fn truncate_owned(mut s: String, max_chars: usize) -> String {
     s
 }
 
-/// Characters kept from the end of a message cut by [`truncate_message`].
+/// Characters kept from the end of a problem message cut to [`MAX_MESSAGE_CHARS`] ([`crate::Problem::new`]).
 pub const MESSAGE_TAIL_CHARS: usize = 256;
 
-/// A problem message cut to at most about `max_chars` characters, keeping both of its ends:
-/// the first `max_chars - MESSAGE_TAIL_CHARS` and the last [`MESSAGE_TAIL_CHARS`], with how many
-/// bytes were left out between them. Messages read "SUBJECT: REASON", and the subject can be
-/// the long part (a path nested thousands of bytes deep, a quoted line): cut at the end only,
-/// the reason was lost. Only the kept parts are scanned, so this is cheap on a huge string.
-pub(crate) fn truncate_message(mut s: String, max_chars: usize) -> String {
-    let head_chars = max_chars.saturating_sub(MESSAGE_TAIL_CHARS);
-    let Some((head_end, _)) = s.char_indices().nth(max_chars) else { return s };
-    let head_end = s.char_indices().nth(head_chars).map_or(head_end, |(i, _)| i);
-    // The start of the last MESSAGE_TAIL_CHARS characters: after the head, since the string
-    // has more than max_chars characters.
-    let tail_start = s.char_indices().rev().nth(MESSAGE_TAIL_CHARS - 1).map_or(head_end, |(i, _)| i);
+/// A problem message longer than [`MAX_MESSAGE_CHARS`] characters cut to about that, keeping
+/// both of its ends: the first `MAX_MESSAGE_CHARS - MESSAGE_TAIL_CHARS` characters and the last
+/// [`MESSAGE_TAIL_CHARS`], with how many bytes were left out between them. Messages read
+/// "SUBJECT: REASON", and the subject can be the long part (a path nested thousands of bytes
+/// deep, a quoted line): cut at the end only, the reason was lost. Only the kept parts are
+/// scanned, so this is cheap on a huge string.
+pub(crate) fn truncate_message(mut s: String) -> String {
+    const HEAD_CHARS: usize = MAX_MESSAGE_CHARS - MESSAGE_TAIL_CHARS;
+    if s.char_indices().nth(MAX_MESSAGE_CHARS).is_none() {
+        return s;
+    }
+    // More than MAX_MESSAGE_CHARS characters: the head ends before the tail starts.
+    let (Some((head_end, _)), Some((tail_start, _))) =
+        (s.char_indices().nth(HEAD_CHARS), s.char_indices().rev().nth(MESSAGE_TAIL_CHARS - 1))
+    else {
+        return s;
+    };
     let dropped = tail_start - head_end;
     let tail = s[tail_start..].to_string();
     s.truncate(head_end);
@@ -254,7 +259,7 @@ mod tests {
     fn a_cut_message_keeps_its_beginning_and_its_end() {
         let path = format!("/srv/{}", "d/".repeat(3000));
         let message = format!("{path}: nested too deep; not descended");
-        let cut = truncate_message(message.clone(), MAX_MESSAGE_CHARS);
+        let cut = truncate_message(message.clone());
         assert!(cut.starts_with("/srv/d/d/"), "{cut}");
         assert!(cut.ends_with("d/: nested too deep; not descended"), "{cut}");
         let dropped = message.len() - MAX_MESSAGE_CHARS;
@@ -263,7 +268,7 @@ mod tests {
 
         // Cut on character boundaries, multi-byte characters included.
         let wide = "é".repeat(MAX_MESSAGE_CHARS + 1);
-        let cut = truncate_message(wide.clone(), MAX_MESSAGE_CHARS);
+        let cut = truncate_message(wide.clone());
         assert!(cut.starts_with("éé") && cut.ends_with("éé"), "{cut}");
         assert!(
             cut.contains(&format!("({} bytes left out)", 2 * (wide.chars().count() - MAX_MESSAGE_CHARS)))
@@ -271,8 +276,8 @@ mod tests {
 
         // At the limit or under it: as it was.
         let exact = "x".repeat(MAX_MESSAGE_CHARS);
-        assert_eq!(truncate_message(exact.clone(), MAX_MESSAGE_CHARS), exact);
-        assert_eq!(truncate_message("short".to_string(), MAX_MESSAGE_CHARS), "short");
+        assert_eq!(truncate_message(exact.clone()), exact);
+        assert_eq!(truncate_message("short".to_string()), "short");
     }
 
     #[test]
