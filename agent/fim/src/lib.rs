@@ -62,6 +62,8 @@ pub mod engine;
 pub mod events;
 #[cfg(feature = "collect")]
 pub mod integrity;
+#[cfg(feature = "collect")]
+pub mod listing;
 pub mod model;
 #[cfg(feature = "collect")]
 pub mod monitor;

@@ -519,6 +519,7 @@ pub(crate) fn stage_with(
                 &mut out,
                 &counters,
                 opts.cancel,
+                state_dir,
             );
         }
         out.flush();
@@ -575,6 +576,7 @@ fn walk_target(
     out: &mut Out<'_>,
     counters: &Counters,
     cancel: Option<&AtomicBool>,
+    state_dir: &Path,
 ) {
     let Some(rule) = policy.rules.get(target.rule) else {
         return;
@@ -640,19 +642,19 @@ fn walk_target(
             }
         };
         drop(parent);
-        // The listing is taken in chunks, each sorted by name: entries then reach the store
-        // in about path order, so each baseline lookup and each staged insert lands next to
-        // the last one. In getdents order (a hash order on ext4) the lookups of one `check
-        // --fast` of /usr jumped across the B-tree: 38,724 page reads. Chunks bound the memory
-        // a planted directory of millions of entries can cost.
-        // Read from a freshly opened descriptor (at offset 0), into the walk's one buffer.
+        // Entries are handed on in name order: they then reach the store in path order, so
+        // each baseline lookup and each staged insert lands next to the last one. In getdents
+        // order (a hash order on ext4) the lookups of one `check --fast` of /usr jumped across
+        // the B-tree: 38,724 page reads. The listing is read a chunk at a time, a bound on the
+        // memory a planted directory of millions of entries can cost; a directory of more
+        // than one chunk is sorted through a temporary file in the state directory
+        // (`listing`). Read from a freshly opened descriptor (at offset 0), into the walk's
+        // one buffer.
         let mut entries = rustix::fs::RawDir::new(&*dir, &mut dirents);
-        let mut names: Vec<(OsString, rustix::fs::FileType)> = Vec::with_capacity(64);
         let mut subdirs = Vec::new();
         let mut listed_any = false;
-        loop {
-            names.clear();
-            let mut failed = false;
+        let mut failed = false;
+        let mut next_chunk = |names: &mut Vec<(OsString, rustix::fs::FileType)>| -> bool {
             while let Some(entry) = entries.next() {
                 match entry {
                     Ok(e) => {
@@ -663,97 +665,101 @@ fn walk_target(
                         }
                     }
                     Err(e) => {
+                        // readdir failed part-way: what was listed is recorded, the rest of
+                        // this directory is reported.
                         counters.problem(problem(&host_dir, &std::io::Error::from(e)));
                         failed = true;
-                        break;
+                        return false;
                     }
                 }
                 if names.len() >= SORTED_CHUNK {
-                    break;
+                    return true;
                 }
             }
-            if failed && !listed_any {
-                // Nothing could be listed: its baseline records are kept, as for a directory
-                // that cannot be opened.
-                out.carry_over(host_dir.clone());
-                break;
+            false
+        };
+        let mut each = |name: OsString, listed_as: rustix::fs::FileType| {
+            let host = host_dir.join(&name);
+            if rule.excludes(&host) {
+                return;
             }
-            // readdir failed part-way: what was listed is recorded, the rest of this directory
-            // is reported (above).
-            let last = failed || names.len() < SORTED_CHUNK;
-            names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (name, listed_as) in names.drain(..) {
-                let host = host_dir.join(&name);
-                if rule.excludes(&host) {
-                    continue;
-                }
-                if nested && policy.governing(&host).map(|r| r.index) != Some(rule.index) {
-                    continue;
-                }
-                // A metadata-first scan is bound by this one thread's `fstatat` of every entry:
-                // what getdents says is not a directory is examined by the hashing thread that
-                // takes it instead (which stats it there, as the walk would). Directories, and
-                // entries of unknown type, are examined here: the walk descends from that.
-                // A full scan reads every regular file: one that getdents lists as such is
-                // opened first by its hashing thread, which then `fstat`s the descriptor (the
-                // same examination, one path lookup instead of two). The descriptor is checked
-                // to be a regular file before anything is read, as after an `fstatat`.
-                let open_first = open_regular_first
-                    && listed_as == rustix::fs::FileType::RegularFile
-                    && read_opts.attributes.hashes();
-                if open_first
-                    || (defer_stat
-                        && !matches!(
-                            listed_as,
-                            rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown
-                        ))
-                {
-                    let job =
-                        Job { host, dir: Arc::clone(&dir), name, stat: None, open_first, opts: read_opts };
-                    submit(job, reader, resume, out, counters);
-                    continue;
-                }
-                let stat = match dirfd::stat_at(&dir, &name) {
-                    Ok(st) => st,
-                    // Deleted between readdir and fstatat: it is simply not there.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        counters.problem(problem(&host, &e));
-                        continue;
-                    }
-                };
-                if dirfd::is_dir(&stat) && rule.recursive {
-                    if depth + 1 > dirfd::MAX_DEPTH {
-                        // Recorded, not descended: its records below are kept and it is reported.
-                        counters.problem(
-                            Problem::new(
-                                "too_deep",
-                                format!(
-                                    "{}: nested more than {} directories below the tree root; not descended",
-                                    crate::events::escape_path(&host),
-                                    dirfd::MAX_DEPTH
-                                ),
-                            )
-                            .with_path(crate::events::escape_path(&host)),
-                        );
-                        out.carry_over(host.clone());
-                    } else {
-                        subdirs.push((host.clone(), Arc::clone(&dir), name.clone(), stat, depth + 1));
-                    }
-                }
-                let job = Job {
-                    host,
-                    dir: Arc::clone(&dir),
-                    name,
-                    stat: Some(stat),
-                    open_first: false,
-                    opts: read_opts,
-                };
+            if nested && policy.governing(&host).map(|r| r.index) != Some(rule.index) {
+                return;
+            }
+            // A metadata-first scan is bound by this one thread's `fstatat` of every entry:
+            // what getdents says is not a directory is examined by the hashing thread that
+            // takes it instead (which stats it there, as the walk would). Directories, and
+            // entries of unknown type, are examined here: the walk descends from that.
+            // A full scan reads every regular file: one that getdents lists as such is
+            // opened first by its hashing thread, which then `fstat`s the descriptor (the
+            // same examination, one path lookup instead of two). The descriptor is checked
+            // to be a regular file before anything is read, as after an `fstatat`.
+            let open_first = open_regular_first
+                && listed_as == rustix::fs::FileType::RegularFile
+                && read_opts.attributes.hashes();
+            if open_first
+                || (defer_stat
+                    && !matches!(listed_as, rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown))
+            {
+                let job = Job { host, dir: Arc::clone(&dir), name, stat: None, open_first, opts: read_opts };
                 submit(job, reader, resume, out, counters);
+                return;
             }
-            if last {
-                break;
+            let stat = match dirfd::stat_at(&dir, &name) {
+                Ok(st) => st,
+                // Deleted between readdir and fstatat: it is simply not there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) => {
+                    counters.problem(problem(&host, &e));
+                    return;
+                }
+            };
+            if dirfd::is_dir(&stat) && rule.recursive {
+                if depth + 1 > dirfd::MAX_DEPTH {
+                    // Recorded, not descended: its records below are kept and it is reported.
+                    counters.problem(
+                        Problem::new(
+                            "too_deep",
+                            format!(
+                                "{}: nested more than {} directories below the tree root; not descended",
+                                crate::events::escape_path(&host),
+                                dirfd::MAX_DEPTH
+                            ),
+                        )
+                        .with_path(crate::events::escape_path(&host)),
+                    );
+                    out.carry_over(host.clone());
+                } else {
+                    subdirs.push((host.clone(), Arc::clone(&dir), name.clone(), stat, depth + 1));
+                }
             }
+            let job = Job {
+                host,
+                dir: Arc::clone(&dir),
+                name,
+                stat: Some(stat),
+                open_first: false,
+                opts: read_opts,
+            };
+            submit(job, reader, resume, out, counters);
+        };
+        let spill = crate::listing::SpillTo { dir: state_dir, max_bytes: crate::listing::MAX_SPILL_BYTES };
+        match crate::listing::each_in_order(Some(spill), &mut next_chunk, &mut each) {
+            crate::listing::Listed::InOrder => {}
+            // Every entry was still handed on, some out of name order: slower to store, not
+            // less checked.
+            crate::listing::Listed::Unsorted(e) => tracing::warn!(
+                directory = %crate::events::escape_path(&host_dir),
+                error = %e,
+                "cannot sort this large directory's entries through a temporary file in the state directory; they are scanned in chunks"
+            ),
+            // Entries not handed on: reported as a listing that failed part-way.
+            crate::listing::Listed::Incomplete(e) => counters.problem(problem(&host_dir, &e)),
+        }
+        if failed && !listed_any {
+            // Nothing could be listed: its baseline records are kept, as for a directory that
+            // cannot be opened.
+            out.carry_over(host_dir.clone());
         }
         // Popped in name order: pushed last to first.
         stack.extend(subdirs.drain(..).rev());
@@ -2215,6 +2221,12 @@ mod tests {
         let store = Store::open(&state).unwrap();
         for name in ["f0", &format!("f{}", n - 1), "sub", "sub/inner"] {
             assert!(store.staged(&tree.join(name)).unwrap().is_some(), "{name}");
+        }
+        // Sorted through a temporary file in the state directory (`listing`), never linked:
+        // nothing but the store is left there.
+        for entry in std::fs::read_dir(&state).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(name.starts_with("fim.db") || name == "reserve", "left in the state directory: {name}");
         }
     }
 
