@@ -111,7 +111,12 @@ pub enum FimCli {
 }
 
 fn fim_exit_codes() -> String {
-    format!("{}\n{}", guestward_fim::cli::EXIT_CODES, guestward_pkgfiles::cli::EXIT_CODES_LINE)
+    format!(
+        "{}\n{}\n{}",
+        guestward_fim::cli::EXIT_CODES,
+        guestward_pkgfiles::cli::EXIT_CODES_LINE,
+        guestward_fim::cli::EXIT_CODES_FOOTER
+    )
 }
 
 const RUN_EXIT_CODES: &str = "\

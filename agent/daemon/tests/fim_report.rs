@@ -33,6 +33,20 @@ fn fim_init_help_shows_init_exit_codes_not_checks() {
     );
     let all = help(&[]);
     assert!(all.contains("init ") && all.contains("check, update"), "{all}");
+    // Every subcommand's line comes before the pointer to their own pages, the mounted
+    // `verify-packages` included, aligned with the others.
+    let codes = &all[all.find("Exit codes:").expect("exit codes in fim --help")..];
+    let lines: Vec<&str> = codes.lines().collect();
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("See `guestward-agent fim <SUBCOMMAND> --help`")),
+        "{codes}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("  verify-packages 0 all match")), "{codes}");
+    let verify = help(&["verify-packages"]);
+    assert!(
+        verify.contains("Hashing threads [default: one per core]\n") && !verify.contains("[default: 0]"),
+        "{verify}"
+    );
 }
 
 #[test]

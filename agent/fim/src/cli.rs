@@ -46,8 +46,11 @@ Exit codes:
   init            0 baseline built; 1 built, but package files already differ from their
                   packages; 2 error (no baseline accepted)
   check, update   0 no changes; 1 changes found (update: and accepted);
-                  2 error, or a baseline that cannot be relied on (tampered, damaged, unsealed)
-See `guestward-agent fim <SUBCOMMAND> --help` for each in full.";
+                  2 error, or a baseline that cannot be relied on (tampered, damaged, unsealed)";
+
+/// The line that closes the exit codes of `guestward-agent fim --help`, after every
+/// subcommand's line (those of crates mounted beside this one included).
+pub const EXIT_CODES_FOOTER: &str = "See `guestward-agent fim <SUBCOMMAND> --help` for each in full.";
 
 /// `guestward-agent fim ...`
 #[derive(Debug, Clone, clap::Subcommand)]

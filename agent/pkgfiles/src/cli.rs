@@ -18,9 +18,11 @@ Exit codes:
      (without mismatches) files that could not be checked (unreadable, over the size cap),
      listed on stderr";
 
-/// One line for `guestward-agent fim --help`.
-pub const EXIT_CODES_LINE: &str =
-    "  verify-packages 0 all match; 1 changed, conffile-changed or missing files; 2 error or unchecked files";
+/// This subcommand's lines for `guestward-agent fim --help`, aligned with guestward-fim's.
+pub const EXIT_CODES_LINE: &str = concat!(
+    "  verify-packages 0 all match; 1 changed, conffile-changed or missing files;\n",
+    "                  2 error or unchecked files"
+);
 
 /// `guestward-agent fim verify-packages`
 #[derive(Debug, Clone, clap::Args)]
@@ -35,7 +37,7 @@ pub struct VerifyPackagesArgs {
     #[arg(long = "package", value_name = "NAME", num_args = 1..)]
     pub packages: Vec<String>,
     /// Hashing threads [default: one per core].
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub threads: usize,
     /// Files larger than this many bytes are not hashed (reported as not checked).
     #[arg(long, value_name = "BYTES", default_value_t = verify::DEFAULT_MAX_FILE_BYTES)]
