@@ -35,7 +35,9 @@ pub struct TreeStatus {
     pub rule: String,
     /// Realtime or rescan-only.
     pub mode: TreeMode,
-    /// Watches the tree holds (or would need, when rescan-only).
+    /// Watches the tree needs: its directories and its root's parent. A directory shared with
+    /// another tree (`/etc` is the parent of `/etc/sudoers` and a tree of its own) is counted in
+    /// each, but watched once.
     pub watches: u64,
     /// Why it is rescan-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,7 +67,7 @@ pub struct FimStatus {
     pub state: MonitorState,
     /// Trees and how each is covered.
     pub trees: Vec<TreeStatus>,
-    /// Watches placed.
+    /// Watches placed (each directory once, however many trees need it).
     pub watches_used: u64,
     /// Watches this agent allows itself.
     pub watch_budget: u64,
@@ -179,6 +181,17 @@ pub struct Verification {
 }
 
 impl FimStatus {
+    /// The watches realtime coverage of every tree needs: those placed, plus those the
+    /// rescan-only trees would need. Not the sum of every tree's own count: trees share
+    /// directories (the default paths watch `/etc` as the parent of `/etc/sudoers`, of
+    /// `/etc/pam.d` and as a tree of its own), and a shared directory takes one watch, so that
+    /// sum would call full coverage short.
+    pub fn watches_wanted(&self) -> u64 {
+        let unplaced: u64 =
+            self.trees.iter().filter(|t| t.mode == TreeMode::RescanOnly).map(|t| t.watches).sum();
+        self.watches_used.saturating_add(unplaced)
+    }
+
     /// The human form of `agentctl fim status`.
     pub fn render_human(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         // Paths and problem details come from the watched tree: escape them for the terminal.
@@ -271,7 +284,7 @@ impl FimStatus {
         // filled up once.
         writeln!(
             out,
-            "errors:     {} baseline write(s), {} baseline read(s), {} event log write(s), {} watcher error(s) failed",
+            "errors:     {} failed baseline write(s), {} failed baseline read(s), {} failed event log write(s), {} watcher error(s)",
             self.store_write_failures_total,
             self.store_read_failures_total,
             self.event_store_failures_total,

@@ -482,7 +482,6 @@ impl Engine {
         }
         self.budget = budget;
         let targets = self.fim.policy.targets(&self.fim.root);
-        let mut used = 0u64;
         for target in targets {
             let Some(real) = real_path(&self.fim.root, &target.host) else {
                 continue;
@@ -517,22 +516,25 @@ impl Engine {
                     "{reason}; checked by rescans every {} s",
                     self.cfg().unwatched_rescan_interval_secs
                 ));
-            } else if used + need > budget {
-                tree.mode = TreeMode::RescanOnly;
-                tree.reason = Some(format!(
-                    "needs {need} watches but only {} of the budget of {budget} are left; checked by rescans every {} s",
-                    budget.saturating_sub(used),
-                    self.cfg().unwatched_rescan_interval_secs
-                ));
             } else {
-                used += need;
                 let mut all = Vec::with_capacity(dirs.len() + 1);
                 if let Some(parent) = real.parent() {
                     // Above the tree: trusted like the rule's path itself.
                     all.push(WatchDir { real: parent.to_path_buf(), id: None });
                 }
                 all.extend(dirs);
-                if let Err(reason) = self.add_watches(&all) {
+                // Directories an earlier tree already watches (`/etc` for `/etc/pam.d`) cost
+                // nothing more.
+                let used = self.watched.len() as u64;
+                let new = all.iter().filter(|d| !self.watched.contains(&d.real)).count() as u64;
+                if used + new > budget {
+                    tree.mode = TreeMode::RescanOnly;
+                    tree.reason = Some(format!(
+                        "needs {new} more watches but only {} of the budget of {budget} are left; checked by rescans every {} s",
+                        budget.saturating_sub(used),
+                        self.cfg().unwatched_rescan_interval_secs
+                    ));
+                } else if let Err(reason) = self.add_watches(&all) {
                     if reason.starts_with("cannot watch") {
                         self.watcher_failed(reason.clone());
                     }

@@ -180,7 +180,7 @@ impl FimReport {
             entries: s.files_in_baseline,
             monitor: Some(s.state),
             watches_granted: s.watches_used,
-            watches_wanted: s.trees.iter().map(|t| t.watches).sum(),
+            watches_wanted: s.watches_wanted(),
             watch_budget: s.watch_budget,
             rescan_only_trees: s
                 .trees

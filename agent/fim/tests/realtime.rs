@@ -159,6 +159,40 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
 }
 
 #[test]
+fn trees_that_share_directories_are_fully_covered_with_each_directory_watched_once() {
+    // The shape of the default paths: a tree (`/etc`), a tree inside it (`/etc/pam.d`) and a
+    // file in it (`/etc/sudoers`). The tree's directory is also the parent watched for the
+    // inner tree and the file, and the inner tree's directories are the outer tree's too.
+    let (dir, root) =
+        tree(&[("pam.d/login", "l"), ("pam.d/deep/x", "x"), ("sudoers", "s"), ("other/y", "y")]);
+    let mut cfg = config_for(&root, vec![]);
+    for inner in ["pam.d", "sudoers"] {
+        cfg.paths.push(guestward_fim::config::PathEntry::Simple(
+            guestward_core::AbsolutePath::new(root.join(inner)).unwrap(),
+        ));
+    }
+    // A budget of exactly the distinct directories is enough: the inner trees' directories
+    // are watched already and cost nothing more.
+    cfg.max_watches = 5;
+    let (monitor, _events) = start(cfg, &dir.path().join("state"));
+    let s = monitor.status();
+    // root, pam.d, pam.d/deep, other + the parent of the root: each once.
+    assert_eq!(s.watches_used, 5, "{s:#?}");
+    assert!(s.trees.iter().all(|t| t.mode == guestward_fim::monitor::TreeMode::Realtime), "{s:#?}");
+    assert_eq!(s.watches_wanted(), s.watches_used, "{s:#?}");
+    assert!(!s.degraded, "{s:#?}");
+    let report = guestward_fim::report::FimReport::from_status(&s);
+    assert_eq!((report.watches_granted, report.watches_wanted), (5, 5));
+    assert!(report.problems().is_empty(), "full coverage reported short: {:?}", report.problems());
+    let mut human = Vec::new();
+    s.render_human(&mut human).unwrap();
+    let human = String::from_utf8(human).unwrap();
+    assert!(human.contains("watches:    5 of a budget of 5\n"), "{human}");
+    assert!(human.contains(", 0 watcher error(s)\n") && human.contains("coverage:   complete"), "{human}");
+    monitor.stop();
+}
+
+#[test]
 fn a_new_directory_beyond_the_budget_degrades_to_rescans_but_is_still_scanned() {
     let (dir, root) = tree(&[("a/1", "1")]);
     let mut cfg = config_for(&root, vec![]);

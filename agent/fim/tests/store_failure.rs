@@ -120,7 +120,7 @@ fn store_failure_scenario(tree: &Path, state: &Path) {
     let mut human = Vec::new();
     s.render_human(&mut human).unwrap();
     let human = String::from_utf8(human).unwrap();
-    let line = format!("errors:     {} baseline write(s)", s.store_write_failures_total);
+    let line = format!("errors:     {} failed baseline write(s)", s.store_write_failures_total);
     assert!(
         human.contains(&line) && human.contains("store_write_failed") && human.contains(" failed in "),
         "{human}"

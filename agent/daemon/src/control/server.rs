@@ -310,9 +310,9 @@ fn fim_summary(s: &guestward_fim::FimStatus) -> FimSummary {
         baseline_complete: s.baseline_completed_at.is_some(),
         entries: s.files_in_baseline,
         watches_granted: s.watches_used,
-        // What realtime coverage of every configured tree needs: each tree's watches, placed
-        // or (rescan-only trees) wanted.
-        watches_wanted: s.trees.iter().map(|t| t.watches).sum(),
+        // What realtime coverage of every configured tree needs: the watches placed and those
+        // the rescan-only trees would need.
+        watches_wanted: s.watches_wanted(),
         last_verification_at: s
             .last_verification
             .as_ref()
