@@ -228,8 +228,11 @@ pub fn event_line(event: &guestward_core::Event) -> String {
             };
             Some(format!("{name}{versions}"))
         })
+        .or_else(|| package_transaction_subject(data))
         .or_else(|| text("cause").map(|c| format!("cause {c}")))
         .or_else(|| text("action"))
+        .or_else(|| spool_drop_subject(data))
+        .or_else(|| text("reason"))
         .unwrap_or_default();
     let change = text("change").map(|c| format!(" ({c})")).unwrap_or_default();
     let storm = data
@@ -239,4 +242,104 @@ pub fn event_line(event: &guestward_core::Event) -> String {
         .map(|n| format!(" [{n} events coalesced]"))
         .unwrap_or_default();
     format!("{} {} {subject}{change}{storm}", event.time, event.kind)
+}
+
+/// A `fim.package_transaction`'s subject: the transaction, its first packages with their
+/// versions, and how many file changes matched the new packages.
+fn package_transaction_subject(data: &serde_json::Value) -> Option<String> {
+    const SHOWN: usize = 3;
+    let id = data.get("transaction")?.get("id")?.as_str()?;
+    let packages = data.get("packages")?.as_array()?;
+    let text = |p: &serde_json::Value, key: &str| p.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let mut names: Vec<String> = packages
+        .iter()
+        .take(SHOWN)
+        .map(|p| {
+            let name = text(p, "name").unwrap_or_default();
+            match (text(p, "old_version"), text(p, "new_version")) {
+                (Some(old), Some(new)) => format!("{name} {old} -> {new}"),
+                (None, Some(new)) => format!("{name} {new} (installed)"),
+                (Some(old), None) => format!("{name} {old} (removed)"),
+                (None, None) => name,
+            }
+        })
+        .collect();
+    if packages.len() > SHOWN {
+        names.push(format!("and {} more", packages.len() - SHOWN));
+    }
+    let verified = data.get("verified").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    Some(format!(
+        "{id}: {}, {} matching the new packages",
+        names.join(", "),
+        guestward_core::text::counted(verified, "file change", "file changes")
+    ))
+}
+
+/// A `transport.spool_dropped`'s subject: what was dropped from the full spool (the
+/// classes of `guestward_transport::spool::DropClass`).
+fn spool_drop_subject(data: &serde_json::Value) -> Option<String> {
+    let what = data.get("what")?.as_str()?;
+    let count = |key: &str| data.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let events = || guestward_core::text::counted(count("events"), "event", "events");
+    let dropped = match what {
+        "superseded_snapshot" => "the inventory of a report a newer one supersedes".to_string(),
+        "non_fim_events" => format!("{} other than file changes", events()),
+        "report" => format!(
+            "a whole report ({}, {})",
+            events(),
+            guestward_core::text::counted(count("findings"), "finding", "findings")
+        ),
+        other => other.to_string(),
+    };
+    Some(format!("{dropped} dropped from the full spool"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guestward_core::{Event, Timestamp};
+
+    fn line(kind: &str, data: serde_json::Value) -> String {
+        let time = Timestamp::from_unix_secs(0).unwrap();
+        let rendered = event_line(&Event { kind: kind.into(), time, data });
+        rendered.split_once(' ').map(|(_, rest)| rest.to_string()).unwrap_or(rendered)
+    }
+
+    #[test]
+    fn a_package_transaction_names_its_packages_and_verified_changes() {
+        let data = serde_json::json!({
+            "transaction": {"id": "dpkg-2026-12-06T03:08:11Z", "manager": "dpkg"},
+            "packages": [
+                {"name": "gwqa", "old_version": "1.0", "new_version": "2.0"},
+                {"name": "newpkg", "new_version": "3"},
+                {"name": "gone", "old_version": "4"},
+                {"name": "fourth", "old_version": "5", "new_version": "6"},
+            ],
+            "verified": 1,
+        });
+        assert_eq!(
+            line("fim.package_transaction", data),
+            "fim.package_transaction dpkg-2026-12-06T03:08:11Z: gwqa 1.0 -> 2.0, newpkg 3 (installed), \
+             gone 4 (removed), and 1 more, 1 file change matching the new packages"
+        );
+    }
+
+    #[test]
+    fn a_spool_drop_and_an_identity_reset_say_what_happened() {
+        let drop = serde_json::json!({"what": "report", "events": 12, "findings": 1, "batch_id": "b"});
+        assert_eq!(
+            line("transport.spool_dropped", drop),
+            "transport.spool_dropped a whole report (12 events, 1 finding) dropped from the full spool"
+        );
+        let drop = serde_json::json!({"what": "superseded_snapshot", "events": 0, "findings": 0});
+        assert_eq!(
+            line("transport.spool_dropped", drop),
+            "transport.spool_dropped the inventory of a report a newer one supersedes dropped from the full spool"
+        );
+        let reset = serde_json::json!({"reason": "the instance id changed: this disk was cloned"});
+        assert_eq!(
+            line("identity.reinitialised", reset),
+            "identity.reinitialised the instance id changed: this disk was cloned"
+        );
+    }
 }
