@@ -238,7 +238,7 @@ pub enum Command {
         #[command(flatten)]
         #[allow(missing_docs)]
         connection: Connection,
-        /// Print JSON (one object per line with --follow).
+        /// Print a JSON array of the events (with --follow: one object per line).
         #[arg(long)]
         json: bool,
     },
@@ -859,20 +859,33 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let page = wanted.min(guestward_report::protocol::MAX_EVENTS_PER_ANSWER);
             query.limit = page;
             let mut printed = 0usize;
+            // Without --follow, `--json` is one JSON array (streamed: pages are not held), as
+            // `agentctl fim events --json`; following, one object per line, so a reader can
+            // act on each as it comes.
+            let array = cli.json && !follow;
+            let pretty = guestward_core::json::stdout_wants_pretty();
+            if array {
+                write!(out, "[")?;
+            }
             loop {
                 let events: Vec<guestward_history::StoredEvent> =
                     runtime.block_on(client.post("/v1/events", &query))?;
                 if let Some(last) = events.last() {
                     query.after_id = Some(last.id);
                 }
-                for e in &events {
-                    if cli.json {
-                        // One JSON object per line when following, so a reader can stream it.
-                        if follow {
-                            serde_json::to_writer(&mut out, e)?;
-                        } else {
-                            serde_json::to_writer_pretty(&mut out, e)?;
+                for (i, e) in events.iter().enumerate() {
+                    if array {
+                        if printed + i > 0 {
+                            write!(out, ",")?;
                         }
+                        if pretty {
+                            writeln!(out)?;
+                            serde_json::to_writer_pretty(&mut out, e)?;
+                        } else {
+                            serde_json::to_writer(&mut out, e)?;
+                        }
+                    } else if cli.json {
+                        serde_json::to_writer(&mut out, e)?;
                         writeln!(out)?;
                     } else {
                         let line = guestward_report::render::event_line(&e.event);
@@ -893,7 +906,9 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
-            if printed == 0 && !cli.json {
+            if array {
+                writeln!(out, "{}]", if pretty && printed > 0 { "\n" } else { "" })?;
+            } else if printed == 0 && !cli.json {
                 writeln!(out, "no events")?;
             }
             Ok(exit::OK)

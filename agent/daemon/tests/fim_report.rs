@@ -150,6 +150,12 @@ fn agentctl_fim_shows_live_changes_with_values_and_takes_since_1h() {
         },
         "the chmod event through `agentctl events --since 1h`",
     );
+    // `--json` is one JSON document, an array (empty when nothing matches), for scripts.
+    let (_, out, _) = ctl(&["events", "--since", "1h", "--kind", "fim.change", "--json"]);
+    let events: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(events.iter().any(|e| e["kind"] == "fim.change" && e["data"]["path"] == path.as_str()), "{out}");
+    let (code, out, _) = ctl(&["events", "--kind", "no.such_kind", "--json"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
     // An age that is not one, for both commands: a usage error naming the flag and the forms.
     for args in [&["events", "--since", "1x"][..], &["fim", "events", "--since", "yesterday"][..]] {
         let (code, _, err) = ctl(args);
