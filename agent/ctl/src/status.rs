@@ -216,7 +216,16 @@ fn render_identity(
         (None, Some(why)) => format!("not EC2: {why}"),
         (None, None) => "EC2 unknown yet (the cloud collector has not run)".to_string(),
     };
-    writeln!(out, "{}", cut(&format!("identity    {host}; {ec2}"), WIDTH))?;
+    let line = format!("identity    {host}; {ec2}");
+    match (&id.instance_id, &id.not_ec2_reason) {
+        // The reason is what tells an operator why an EC2 instance was not recognised (no
+        // DMI data in a container, IMDS unreachable): on a line of its own rather than cut.
+        (None, Some(why)) if line.chars().count() > WIDTH => {
+            writeln!(out, "identity    {host}; not EC2")?;
+            writeln!(out, "{}", cut(&format!("  not EC2: {why}"), WIDTH * 2))?;
+        }
+        _ => writeln!(out, "{}", cut(&line, WIDTH))?,
+    }
     if let (Some(at), Some(why)) = (id.reinitialised_at, &id.reinitialised_reason) {
         writeln!(out, "{}", cut(&format!("  re-initialised {at}: {why}"), WIDTH * 2))?;
     }
@@ -739,6 +748,19 @@ mod tests {
             "{out}"
         );
         assert_eq!(effective_health(&status), HealthStatus::default());
+
+        // A reason too long for the line gets a line of its own, whole.
+        let why = "no DMI data (/sys/class/dmi/id absent) and no /sys/hypervisor/uuid: not an EC2 instance";
+        status.identity.host_id = Some("3d1219c7c4c5404aaa1f6d2a48adfda4".into());
+        status.identity.host_id_source = Some(guestward_report::HostIdSource::MachineId);
+        status.identity.not_ec2_reason = Some(why.into());
+        let out = rendered(&status);
+        assert!(
+            out.contains(&format!(
+                "identity    host 3d1219c7c4c5404aaa1f6d2a48adfda4 (from machine_id); not EC2\n  not EC2: {why}\n"
+            )),
+            "{out}"
+        );
     }
 
     #[test]
