@@ -418,25 +418,44 @@ impl TransactionEvent {
         }
     }
 
-    /// The one-liner: `package transaction dpkg-2026-...: 2 package(s), 14 file(s) verified`.
+    /// The one-liner: `package transaction dpkg-2026-... (dpkg): 2 packages, 14 file changes
+    /// matching the new packages`, then what did not match, when anything did not.
     pub fn human(&self) -> String {
+        use guestward_core::text::counted;
+        let packages = u64::try_from(self.packages.len()).unwrap_or(u64::MAX);
         let mut s = format!(
-            "package transaction {} ({}): {} package(s), {} file change(s) match the new packages",
+            "package transaction {} ({}): {}, {} matching the new packages",
             self.transaction.id,
             self.transaction.manager.as_str(),
-            self.packages.len(),
-            self.verified
+            counted(packages, "package", "packages"),
+            counted(self.verified, "file change", "file changes"),
         );
-        for (n, what) in [
-            (self.outside_package_manager, "OUTSIDE the package manager (reported one by one)"),
-            (self.conffile_edits, "conffile(s) differing from the package"),
-            (self.unverified, "unverified (no digest)"),
-            (self.not_package_files, "to files no package owns (reported one by one)"),
-            (self.temporaries, "package manager temporaries"),
-            (self.overflow, "over the agent's limit, not examined"),
+        for (n, one, many) in [
+            (
+                self.outside_package_manager,
+                "change OUTSIDE the package manager (reported on its own)",
+                "changes OUTSIDE the package manager (reported one by one)",
+            ),
+            (
+                self.conffile_edits,
+                "conffile differing from the package",
+                "conffiles differing from the package",
+            ),
+            (self.unverified, "unverified change (no digest)", "unverified changes (no digest)"),
+            (
+                self.not_package_files,
+                "change to a file no package owns (reported on its own)",
+                "changes to files no package owns (reported one by one)",
+            ),
+            (self.temporaries, "package manager temporary file", "package manager temporary files"),
+            (
+                self.overflow,
+                "change over the agent's limit, not examined",
+                "changes over the agent's limit, not examined",
+            ),
         ] {
             if n > 0 {
-                s.push_str(&format!(", {n} {what}"));
+                s.push_str(&format!(", {}", counted(n, one, many)));
             }
         }
         s
@@ -454,7 +473,8 @@ impl TransactionEvent {
                 (None, None) => String::new(),
             };
             let arch = p.arch.as_deref().map(|a| format!(":{a}")).unwrap_or_default();
-            out.push(format!("    {}{arch} {versions} ({} file(s))", p.name, p.files));
+            let files = guestward_core::text::counted(p.files, "file", "files");
+            out.push(format!("    {}{arch} {versions} ({files})", p.name));
         }
         if !self.sample_paths.is_empty() {
             out.push(format!("    paths: {}", self.sample_paths.join(", ")));
@@ -463,5 +483,55 @@ impl TransactionEvent {
             out.push(format!("    evidence: {}", self.transaction.evidence.join("; ")));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_line_counts_in_words_that_agree_with_the_numbers() {
+        let one = |name: &str| PackageChange {
+            manager: PackageManager::Dpkg,
+            name: name.into(),
+            arch: Some("all".into()),
+            old_version: Some("2.0".into()),
+            new_version: None,
+            files: 1,
+        };
+        let mut event = TransactionEvent {
+            transaction: PackageTransaction {
+                id: "dpkg-2026-12-06T03:15:34Z".into(),
+                manager: PackageManager::Dpkg,
+                started: Timestamp::from_unix_secs(0).unwrap(),
+                evidence: vec![],
+            },
+            ended: Timestamp::from_unix_secs(1).unwrap(),
+            packages: vec![one("gwqa")],
+            verified: 1,
+            outside_package_manager: 0,
+            conffile_edits: 0,
+            unverified: 0,
+            not_package_files: 0,
+            temporaries: 1,
+            overflow: 0,
+            sample_paths: vec![],
+        };
+        assert_eq!(
+            event.human(),
+            "package transaction dpkg-2026-12-06T03:15:34Z (dpkg): 1 package, 1 file change matching \
+             the new packages, 1 package manager temporary file"
+        );
+        assert_eq!(event.human_details(), ["    gwqa:all removed 2.0 (1 file)"]);
+        event.packages.push(one("other"));
+        event.verified = 3;
+        event.temporaries = 0;
+        event.outside_package_manager = 2;
+        assert_eq!(
+            event.human(),
+            "package transaction dpkg-2026-12-06T03:15:34Z (dpkg): 2 packages, 3 file changes matching \
+             the new packages, 2 changes OUTSIDE the package manager (reported one by one)"
+        );
     }
 }
