@@ -651,8 +651,10 @@ impl Attributor {
             let expected = self.oracle.expected(&h.host);
             if expected.is_empty() {
                 if let Some(before) = &h.before {
-                    // Owned before, by no package now: the transaction dropped it.
+                    // Owned before, by no package now: the transaction dropped it. Counted
+                    // with the changes the transaction explains, as the event counts it.
                     ev.verified += 1;
+                    self.report.counts.package_transaction += 1;
                     note(&mut packages, Some(before), None);
                     sample(&mut seen_paths, &h.change.path);
                 } else {
@@ -1012,5 +1014,63 @@ mod tests {
         assert_eq!(g[0].new.as_ref().map(|n| n.size), Some(100), "the latest new state");
         assert_eq!(g[0].changed, vec![A::Size, A::Mtime]);
         assert_eq!(g[1].change, ChangeKind::Removed);
+    }
+
+    /// dpkg purging the package that owns `/f`: owned until the databases are read again.
+    struct Purges {
+        running: std::sync::atomic::AtomicBool,
+        owned: std::sync::atomic::AtomicBool,
+    }
+
+    impl PackageOracle for Purges {
+        fn expected(&self, path: &Path) -> Vec<ExpectedFile> {
+            let owned = self.owned.load(std::sync::atomic::Ordering::SeqCst);
+            if owned && path == Path::new("/f") {
+                vec![expected(Some(md5_of(b"v1\n")), false)]
+            } else {
+                Vec::new()
+            }
+        }
+        fn refresh(&self) -> Result<(), String> {
+            self.owned.store(false, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        fn running_transaction(&self) -> Option<PackageTransaction> {
+            self.running.load(std::sync::atomic::Ordering::SeqCst).then(|| PackageTransaction {
+                id: "dpkg-purge".into(),
+                manager: PackageManager::Dpkg,
+                started: Timestamp::now(),
+                evidence: vec![],
+            })
+        }
+        fn verify_under(
+            &self,
+            _: &[std::path::PathBuf],
+            _: &dyn crate::package::KnownContent,
+        ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A file a purge removed is explained by the transaction: the status counts it with the
+    /// transaction's changes, as the grouped event does.
+    #[test]
+    fn a_file_a_purge_removed_counts_as_explained_by_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path()).unwrap();
+        let oracle = Arc::new(Purges { running: true.into(), owned: true.into() });
+        let mut a = Attributor::new(Arc::clone(&oracle) as Arc<dyn PackageOracle>, root);
+        let t0 = Instant::now();
+        let removed = realtime_change("/f", ChangeKind::Removed, Some(3), None, vec![]);
+        assert!(a.offer(Path::new("/f"), removed, t0).is_none(), "held with the purge");
+        oracle.running.store(false, std::sync::atomic::Ordering::SeqCst);
+        let out = a.poll(t0 + QUIET + Duration::from_secs(1));
+        let ev = out.transaction.expect("one grouped event");
+        assert_eq!((ev.verified, ev.outside_package_manager), (1, 0), "{ev:#?}");
+        assert_eq!(ev.packages[0].old_version.as_deref(), Some("1:9.2p1-2"));
+        assert_eq!(ev.packages[0].new_version, None);
+        assert!(out.changes.is_empty(), "{:#?}", out.changes);
+        let counts = &a.report().counts;
+        assert_eq!((counts.transactions, counts.package_transaction), (1, 1), "{counts:#?}");
     }
 }
