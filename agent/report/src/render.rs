@@ -104,10 +104,24 @@ pub fn render_findings(
     writeln!(out, "findings: {} ({})", findings.len(), counts.join(", "))?;
     let mut sorted: Vec<&guestward_core::Finding> = findings.iter().collect();
     sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    // Columns: severity (`Severity`'s Display ignores width, so it is padded as text), id.
+    let id_width = sorted.iter().map(|f| f.id.chars().count()).max().unwrap_or(0);
     for f in sorted {
-        writeln!(out, "  {:<8}  {}  {}", f.severity, f.id, guestward_core::text::escape_control(&f.title))?;
+        writeln!(
+            out,
+            "  {:<8}  {:<id_width$}  {}",
+            f.severity.to_string(),
+            f.id,
+            guestward_core::text::escape_control(&f.title)
+        )?;
         if let Some(at) = finding_location(f) {
-            writeln!(out, "  {:<8}  at {}", "", guestward_core::text::escape_control(&at))?;
+            writeln!(
+                out,
+                "  {:<8}  {:<id_width$}  at {}",
+                "",
+                "",
+                guestward_core::text::escape_control(&at)
+            )?;
         }
     }
     Ok(())
@@ -303,6 +317,35 @@ mod tests {
         let time = Timestamp::from_unix_secs(0).unwrap();
         let rendered = event_line(&Event { kind: kind.into(), time, data });
         rendered.split_once(' ').map(|(_, rest)| rest.to_string()).unwrap_or(rendered)
+    }
+
+    #[test]
+    fn findings_line_up_in_columns_with_their_place_below() {
+        let finding = |id: &str, severity, evidence| guestward_core::Finding {
+            id: id.into(),
+            severity,
+            title: format!("title of {id}"),
+            evidence,
+            remediation: String::new(),
+            source: "test".into(),
+        };
+        let findings = [
+            finding("GW-UPD-001", guestward_core::Severity::High, serde_json::json!({})),
+            finding(
+                "GW-ACCESS-004",
+                guestward_core::Severity::Medium,
+                serde_json::json!({"path": "/etc/ssh/sshd_config"}),
+            ),
+        ];
+        let mut out = Vec::new();
+        render_findings(&findings, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "findings: 2 (1 high, 1 medium)\n\
+             \x20 high      GW-UPD-001     title of GW-UPD-001\n\
+             \x20 medium    GW-ACCESS-004  title of GW-ACCESS-004\n\
+             \x20                          at /etc/ssh/sshd_config\n"
+        );
     }
 
     #[test]
