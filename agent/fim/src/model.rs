@@ -667,6 +667,16 @@ impl Default for BaselineCheck {
     }
 }
 
+/// How a package file the trust anchor flagged is named in `fim init`/`check` output.
+fn mismatch_label(judged: &crate::package::PackageAttribution) -> &'static str {
+    match (judged.origin, &judged.actual) {
+        // dpkg keeps a conffile the administrator deleted deleted: a choice, like an edit.
+        (crate::package::ChangeOrigin::ConffileEdit, None) => "CONFFILE REMOVED",
+        (crate::package::ChangeOrigin::ConffileEdit, Some(_)) => "CONFFILE EDITED",
+        _ => "PACKAGE MISMATCH",
+    }
+}
+
 impl BaselineCheck {
     /// Records a problem (kept up to the cap, always counted).
     pub fn problem(&mut self, p: Problem) {
@@ -680,12 +690,7 @@ impl BaselineCheck {
     /// than the report lists. `out` escapes for the terminal (see `CheckReport::render_human`).
     fn render_package_mismatches(&self, out: &mut dyn Write) -> std::io::Result<()> {
         for m in &self.package_mismatches {
-            let label = if m.package.origin == crate::package::ChangeOrigin::ConffileEdit {
-                "CONFFILE EDITED"
-            } else {
-                "PACKAGE MISMATCH"
-            };
-            writeln!(out, "{label}: {} ({})", m.path, m.package.human())?;
+            writeln!(out, "{}: {} ({})", mismatch_label(&m.package), m.path, m.package.human())?;
         }
         if self.package_mismatch_count > self.package_mismatches.len() as u64 {
             writeln!(
@@ -960,5 +965,34 @@ impl CheckReport {
             writeln!(out, "{v}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::{
+        ChangeOrigin, DigestAlgo, PackageAttribution, PackageDigest, PackageManager, PackageOwner,
+    };
+
+    #[test]
+    fn a_deleted_conffile_is_named_removed_an_edited_one_edited() {
+        let digest = |hex: &str| Some(PackageDigest { algo: DigestAlgo::Md5, hex: hex.into() });
+        let judged = |origin, actual| PackageAttribution {
+            owner: PackageOwner {
+                manager: PackageManager::Dpkg,
+                name: "p".into(),
+                version: "1".into(),
+                arch: None,
+            },
+            origin,
+            conffile: origin == ChangeOrigin::ConffileEdit,
+            expected: digest("aa"),
+            actual,
+            transaction: None,
+        };
+        assert_eq!(mismatch_label(&judged(ChangeOrigin::ConffileEdit, None)), "CONFFILE REMOVED");
+        assert_eq!(mismatch_label(&judged(ChangeOrigin::ConffileEdit, digest("bb"))), "CONFFILE EDITED");
+        assert_eq!(mismatch_label(&judged(ChangeOrigin::OutsidePackageManager, None)), "PACKAGE MISMATCH");
     }
 }

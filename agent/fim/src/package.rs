@@ -394,12 +394,14 @@ impl PackageAttribution {
         if let Some(e) = &self.expected {
             s.push_str(&format!("; expected {} {}", e.algo.as_str(), e.hex));
         }
-        match &self.actual {
-            Some(a) => s.push_str(&format!(", actual {} {}", a.algo.as_str(), a.hex)),
-            None if self.expected.is_some() && self.origin != ChangeOrigin::PackageTransaction => {
-                s.push_str(", actual: missing")
-            }
-            None => {}
+        match (&self.actual, self.origin) {
+            (Some(a), _) => s.push_str(&format!(", actual {} {}", a.algo.as_str(), a.hex)),
+            (None, ChangeOrigin::PackageTransaction) => {}
+            // Unverified with a digest to compare: the file could not be read (permissions),
+            // which is not the same as gone.
+            (None, ChangeOrigin::Unverified) if self.expected.is_some() => s.push_str(", actual: not read"),
+            (None, _) if self.expected.is_some() => s.push_str(", actual: missing"),
+            (None, _) => {}
         }
         if let Some(t) = &self.transaction {
             s.push_str(&format!(" (transaction {t})"));
@@ -532,6 +534,32 @@ mod tests {
             event.human(),
             "package transaction dpkg-2026-12-06T03:15:34Z (dpkg): 2 packages, 3 file changes matching \
              the new packages, 2 changes OUTSIDE the package manager (reported one by one)"
+        );
+    }
+
+    #[test]
+    fn a_file_not_read_is_not_called_missing() {
+        let judged = |origin, conffile| PackageAttribution {
+            owner: PackageOwner {
+                manager: PackageManager::Dpkg,
+                name: "libdebuginfod-common".into(),
+                version: "0.188-2.1".into(),
+                arch: None,
+            },
+            origin,
+            conffile,
+            expected: Some(PackageDigest { algo: DigestAlgo::Md5, hex: "97bc".into() }),
+            actual: None,
+            transaction: None,
+        };
+        let gone = judged(ChangeOrigin::OutsidePackageManager, false).human();
+        assert!(gone.ends_with("; expected md5 97bc, actual: missing"), "{gone}");
+        let unread = judged(ChangeOrigin::Unverified, false).human();
+        assert!(unread.ends_with("; expected md5 97bc, actual: not read"), "{unread}");
+        let removed = judged(ChangeOrigin::ConffileEdit, true).human();
+        assert!(
+            removed.contains(", conffile: conffile-edit; expected md5 97bc, actual: missing"),
+            "{removed}"
         );
     }
 }
