@@ -17,8 +17,9 @@ Exit codes:
   0  the baseline was built (or an interrupted init was completed); its integrity line says
      whether it is sealed with fim.baseline_key_file
   1  the baseline was built, but package files in it already differ from their packages
-     (PACKAGE MISMATCH lines on stdout; edited conffiles alone exit 0): the machine may have
-     been changed before its first baseline; `fim verify-packages` lists them in full
+     (PACKAGE MISMATCH lines on stdout; edited or removed conffiles alone exit 0): the
+     machine may have been changed before its first baseline; `fim verify-packages` lists
+     them in full
   2  error (printed on stderr): bad configuration, state directory not writable, baseline
      store unreadable; no baseline was accepted (running init again resumes what it staged)";
 
