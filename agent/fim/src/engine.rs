@@ -593,12 +593,16 @@ impl Fim {
                 // order, the same ones in every report of the same state.
                 found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 let mut n = 0u64;
+                let mut conffiles = 0u64;
                 for (path, a) in found {
                     // Excluded from FIM's policy: not in scope.
                     if self.policy.governing(&path).is_none() {
                         continue;
                     }
                     n += 1;
+                    if a.origin == crate::package::ChangeOrigin::ConffileEdit {
+                        conffiles += 1;
+                    }
                     if b.package_mismatches.len() < crate::package::MAX_REPORTED_OUTSIDE {
                         b.package_mismatches.push(crate::package::OutsideChange {
                             path: escape_path(&path),
@@ -609,8 +613,15 @@ impl Fim {
                     }
                 }
                 b.package_mismatch_count = n;
+                // Conffiles are named apart: edited or removed, they are the administrator's
+                // (lower severity, and alone they leave `fim init` at exit 0).
+                let of_which = match conffiles {
+                    0 => String::new(),
+                    c if c == n => " (conffiles edited or removed)".to_string(),
+                    c => format!(" ({c} of them conffiles edited or removed)"),
+                };
                 b.package_verification = Some(format!(
-                    "package files in scope verified against their packages in {:.1} s: {n} do not match",
+                    "package files in scope verified against their packages in {:.1} s: {n} do not match{of_which}",
                     started.elapsed().as_secs_f64()
                 ));
                 let stamp = stamp_before.filter(|s| p.0.databases_stamp().as_ref() == Some(s))?;

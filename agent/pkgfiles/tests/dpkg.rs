@@ -340,10 +340,15 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
         };
         let init =
             guestward_fim::oneshot::run_packaged(&o, guestward_fim::Purpose::Init, &oracle_of).unwrap();
-        (init.summary.baseline.package_mismatches.len(), init.init_exit_code())
+        let line = init.summary.baseline.package_verification.clone().unwrap_or_default();
+        (init.summary.baseline.package_mismatches.len(), init.init_exit_code(), line)
     };
-    assert_eq!(init_exit(vec![rule("/usr"), rule("/etc")]), (flagged.len(), 1));
-    assert_eq!(init_exit(vec![rule("/etc")]), (2, 0), "only the two edited conffiles");
+    let (n, code, line) = init_exit(vec![rule("/usr"), rule("/etc")]);
+    assert_eq!((n, code), (flagged.len(), 1));
+    assert!(line.ends_with(&format!("{n} do not match (2 of them conffiles edited or removed)")), "{line}");
+    let (n, code, line) = init_exit(vec![rule("/etc")]);
+    assert_eq!((n, code), (2, 0), "only the two edited conffiles");
+    assert!(line.ends_with("2 do not match (conffiles edited or removed)"), "{line}");
     // The baseline keeps the MD5 of every dpkg file it hashed, as `md5sum` computes it, and of
     // nothing else.
     let store = guestward_fim::store::Store::open(state.path()).unwrap();
