@@ -89,7 +89,8 @@ pub struct FimReport {
     /// inotify watches placed.
     pub watches_granted: u64,
     /// Watches the configured trees need for full realtime coverage (directories, plus the
-    /// parent of each tree root). Fewer granted than wanted: some trees are on rescans only.
+    /// parent of each tree root; a directory two trees share counts once). Fewer granted than
+    /// wanted: some trees are on rescans only.
     pub watches_wanted: u64,
     /// Watches this agent allows itself.
     pub watch_budget: u64,
