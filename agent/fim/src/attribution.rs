@@ -898,22 +898,40 @@ mod tests {
         }
     }
 
-    /// A package manager whose transaction starts when the test says, owning `/f`.
+    /// A package manager whose transaction starts when the test says, owning `/f` (until
+    /// its databases are read again, when `purges`: the transaction removed the package).
     struct StartsLater {
         running: std::sync::atomic::AtomicBool,
         looks: std::sync::atomic::AtomicUsize,
         digest: PackageDigest,
+        purges: bool,
+        owned: std::sync::atomic::AtomicBool,
+    }
+
+    impl StartsLater {
+        fn new(running: bool, purges: bool) -> Self {
+            Self {
+                running: running.into(),
+                looks: 0.into(),
+                digest: md5_of(b"v1\n"),
+                purges,
+                owned: true.into(),
+            }
+        }
     }
 
     impl PackageOracle for StartsLater {
         fn expected(&self, path: &Path) -> Vec<ExpectedFile> {
-            if path == Path::new("/f") {
+            if path == Path::new("/f") && self.owned.load(std::sync::atomic::Ordering::SeqCst) {
                 vec![expected(Some(self.digest.clone()), false)]
             } else {
                 Vec::new()
             }
         }
         fn refresh(&self) -> Result<(), String> {
+            if self.purges {
+                self.owned.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
             Ok(())
         }
         fn running_transaction(&self) -> Option<PackageTransaction> {
@@ -941,8 +959,7 @@ mod tests {
     fn a_transaction_that_began_since_the_last_look_is_seen_before_any_alert() {
         let dir = tempfile::tempdir().unwrap();
         let root = HostRoot::new(dir.path()).unwrap();
-        let oracle =
-            Arc::new(StartsLater { running: false.into(), looks: 0.into(), digest: md5_of(b"v1\n") });
+        let oracle = Arc::new(StartsLater::new(false, false));
         let mut a = Attributor::new(Arc::clone(&oracle) as Arc<dyn PackageOracle>, root);
         let t0 = Instant::now();
         // No transaction: a file no package owns passes, and the look is cached.
@@ -973,7 +990,7 @@ mod tests {
     fn rewrites_of_one_path_during_a_transaction_are_held_once() {
         let dir = tempfile::tempdir().unwrap();
         let root = HostRoot::new(dir.path()).unwrap();
-        let oracle = Arc::new(StartsLater { running: true.into(), looks: 0.into(), digest: md5_of(b"v1\n") });
+        let oracle = Arc::new(StartsLater::new(true, false));
         let mut a = Attributor::new(Arc::clone(&oracle) as Arc<dyn PackageOracle>, root);
         let t0 = Instant::now();
         use crate::config::Attribute as A;
@@ -1016,49 +1033,13 @@ mod tests {
         assert_eq!(g[1].change, ChangeKind::Removed);
     }
 
-    /// dpkg purging the package that owns `/f`: owned until the databases are read again.
-    struct Purges {
-        running: std::sync::atomic::AtomicBool,
-        owned: std::sync::atomic::AtomicBool,
-    }
-
-    impl PackageOracle for Purges {
-        fn expected(&self, path: &Path) -> Vec<ExpectedFile> {
-            let owned = self.owned.load(std::sync::atomic::Ordering::SeqCst);
-            if owned && path == Path::new("/f") {
-                vec![expected(Some(md5_of(b"v1\n")), false)]
-            } else {
-                Vec::new()
-            }
-        }
-        fn refresh(&self) -> Result<(), String> {
-            self.owned.store(false, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        }
-        fn running_transaction(&self) -> Option<PackageTransaction> {
-            self.running.load(std::sync::atomic::Ordering::SeqCst).then(|| PackageTransaction {
-                id: "dpkg-purge".into(),
-                manager: PackageManager::Dpkg,
-                started: Timestamp::now(),
-                evidence: vec![],
-            })
-        }
-        fn verify_under(
-            &self,
-            _: &[std::path::PathBuf],
-            _: &dyn crate::package::KnownContent,
-        ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
-            Ok(Vec::new())
-        }
-    }
-
     /// A file a purge removed is explained by the transaction: the status counts it with the
     /// transaction's changes, as the grouped event does.
     #[test]
     fn a_file_a_purge_removed_counts_as_explained_by_the_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let root = HostRoot::new(dir.path()).unwrap();
-        let oracle = Arc::new(Purges { running: true.into(), owned: true.into() });
+        let oracle = Arc::new(StartsLater::new(true, true));
         let mut a = Attributor::new(Arc::clone(&oracle) as Arc<dyn PackageOracle>, root);
         let t0 = Instant::now();
         let removed = realtime_change("/f", ChangeKind::Removed, Some(3), None, vec![]);
