@@ -19,8 +19,8 @@ fn all_events(daemon: &Daemon, kind: &str) -> Vec<Value> {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, stdout, stderr) = daemon.ctl(&args);
         assert_eq!(code, 0, "{stderr}");
-        let page: Vec<Value> =
-            serde_json::Deserializer::from_str(&stdout).into_iter::<Value>().map(|v| v.unwrap()).collect();
+        // One JSON array per answer.
+        let page: Vec<Value> = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
         let full = page.len() == 10_000;
         out.extend(page);
         if !full {
