@@ -463,6 +463,33 @@ impl TransactionEvent {
         s
     }
 
+    /// The subject of its line in the event history: `dpkg-2026-...: openssh-server 1:9.2p1-2
+    /// -> 1:9.2p1-2+deb12u3, libfoo 2 (installed), and 4 more, 14 file changes matching the
+    /// new packages`.
+    pub fn subject(&self) -> String {
+        const SHOWN: usize = 3;
+        let mut names: Vec<String> = self
+            .packages
+            .iter()
+            .take(SHOWN)
+            .map(|p| match (&p.old_version, &p.new_version) {
+                (Some(old), Some(new)) => format!("{} {old} -> {new}", p.name),
+                (None, Some(new)) => format!("{} {new} (installed)", p.name),
+                (Some(old), None) => format!("{} {old} (removed)", p.name),
+                (None, None) => p.name.clone(),
+            })
+            .collect();
+        if self.packages.len() > SHOWN {
+            names.push(format!("and {} more", self.packages.len() - SHOWN));
+        }
+        format!(
+            "{}: {}, {} matching the new packages",
+            self.transaction.id,
+            names.join(", "),
+            guestward_core::text::counted(self.verified, "file change", "file changes")
+        )
+    }
+
     /// One line per package (`    openssh-server 1:9.2p1-2 -> 1:9.2p1-2+deb12u3 (3 files)`),
     /// then the sample of paths and the evidence.
     pub fn human_details(&self) -> Vec<String> {

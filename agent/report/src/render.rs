@@ -242,7 +242,15 @@ pub fn event_line(event: &guestward_core::Event) -> String {
             };
             Some(format!("{name}{versions}"))
         })
-        .or_else(|| package_transaction_subject(data))
+        .or_else(|| {
+            // Read as the type it was written from, so the line follows the event's fields.
+            (event.kind == guestward_fim::events::KIND_PACKAGE_TRANSACTION)
+                .then(|| {
+                    serde_json::from_value::<guestward_fim::package::TransactionEvent>(data.clone()).ok()
+                })
+                .flatten()
+                .map(|t| t.subject())
+        })
         .or_else(|| text("cause").map(|c| format!("cause {c}")))
         .or_else(|| text("action"))
         .or_else(|| spool_drop_subject(data))
@@ -256,37 +264,6 @@ pub fn event_line(event: &guestward_core::Event) -> String {
         .map(|n| format!(" [{n} events coalesced]"))
         .unwrap_or_default();
     format!("{} {} {subject}{change}{storm}", event.time, event.kind)
-}
-
-/// A `fim.package_transaction`'s subject: the transaction, its first packages with their
-/// versions, and how many file changes matched the new packages.
-fn package_transaction_subject(data: &serde_json::Value) -> Option<String> {
-    const SHOWN: usize = 3;
-    let id = data.get("transaction")?.get("id")?.as_str()?;
-    let packages = data.get("packages")?.as_array()?;
-    let text = |p: &serde_json::Value, key: &str| p.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    let mut names: Vec<String> = packages
-        .iter()
-        .take(SHOWN)
-        .map(|p| {
-            let name = text(p, "name").unwrap_or_default();
-            match (text(p, "old_version"), text(p, "new_version")) {
-                (Some(old), Some(new)) => format!("{name} {old} -> {new}"),
-                (None, Some(new)) => format!("{name} {new} (installed)"),
-                (Some(old), None) => format!("{name} {old} (removed)"),
-                (None, None) => name,
-            }
-        })
-        .collect();
-    if packages.len() > SHOWN {
-        names.push(format!("and {} more", packages.len() - SHOWN));
-    }
-    let verified = data.get("verified").and_then(serde_json::Value::as_u64).unwrap_or(0);
-    Some(format!(
-        "{id}: {}, {} matching the new packages",
-        names.join(", "),
-        guestward_core::text::counted(verified, "file change", "file changes")
-    ))
 }
 
 /// A `transport.spool_dropped`'s subject: what was dropped from the full spool (the
@@ -350,15 +327,23 @@ mod tests {
 
     #[test]
     fn a_package_transaction_names_its_packages_and_verified_changes() {
+        let package = |name: &str, old: Option<&str>, new: Option<&str>| serde_json::json!({"manager": "dpkg", "name": name, "old_version": old, "new_version": new, "files": 1});
         let data = serde_json::json!({
-            "transaction": {"id": "dpkg-2026-12-06T03:08:11Z", "manager": "dpkg"},
+            "transaction": {"id": "dpkg-2026-12-06T03:08:11Z", "manager": "dpkg", "started": "2026-12-06T03:08:11Z"},
+            "ended": "2026-12-06T03:08:17Z",
             "packages": [
-                {"name": "gwqa", "old_version": "1.0", "new_version": "2.0"},
-                {"name": "newpkg", "new_version": "3"},
-                {"name": "gone", "old_version": "4"},
-                {"name": "fourth", "old_version": "5", "new_version": "6"},
+                package("gwqa", Some("1.0"), Some("2.0")),
+                package("newpkg", None, Some("3")),
+                package("gone", Some("4"), None),
+                package("fourth", Some("5"), Some("6")),
             ],
             "verified": 1,
+            "outside_package_manager": 0,
+            "conffile_edits": 0,
+            "unverified": 0,
+            "not_package_files": 0,
+            "temporaries": 0,
+            "sample_paths": [],
         });
         assert_eq!(
             line("fim.package_transaction", data),
