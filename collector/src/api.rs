@@ -383,9 +383,15 @@ fn check_hosts(
                     "report for another host refused; the request stored nothing"
                 );
             }
+            let reported = match &report.agent.host_id {
+                Some(id) => format!("is for host {id:?}"),
+                None => "names no host (agent.host_id is missing)".to_owned(),
+            };
             return Err(ApiError::forbidden(format!(
-                "report {}: agent.host_id {:?} is not the host of the client certificate ({host}); nothing was stored",
-                report.batch_id, report.agent.host_id
+                "report {} {reported}, but the client certificate is host {host:?}'s; nothing was \
+                 stored (issue the agent a certificate for its own host id, or set [agent] host_id \
+                 in its agent.toml to the certificate's)",
+                report.batch_id
             )));
         }
     }

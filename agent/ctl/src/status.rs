@@ -397,6 +397,13 @@ pub fn render_transport(
         s.reports_dropped_total,
         spool_push_failures
     )?;
+    if s.rejected_total > 0 {
+        writeln!(
+            out,
+            "  rejected  {} report(s) the collector refused for good (malformed, or made as a former host id), moved to spool/rejected/ with the reason",
+            s.rejected_total
+        )?;
+    }
     match &t.certificate {
         Some(cert) => {
             let expiry = match (cert.not_after, cert.days_left) {
@@ -782,6 +789,7 @@ mod tests {
                 events_dropped_total: 5,
                 reports_dropped_total: 1,
                 held_in_memory: 1,
+                rejected_total: 2,
             },
             certificate: Some(CertificateStatus {
                 path: "/etc/guestward/tls/agent.pem".into(),
@@ -813,6 +821,7 @@ mod tests {
         assert!(out.contains("CN=i-0123456789abcdef0") && out.contains("(only 3 days left)"), "{out}");
         assert!(out.contains("error     connection refused"), "{out}");
         assert!(out.contains("IN MEMORY 1 report(s) the disk refused"), "{out}");
+        assert!(out.contains("  rejected  2 report(s) the collector refused for good (malformed, or made as a former host id), moved to spool/rejected/"), "{out}");
     }
 
     #[test]

@@ -413,6 +413,11 @@ pub struct SpoolStatus {
     pub events_dropped_total: u64,
     /// Whole reports dropped: their FIM events and findings (last drop class).
     pub reports_dropped_total: u64,
+    /// Reports moved to `spool/rejected/` (kept for a human, the newest few) because the
+    /// collector refused them for good: malformed, or made as a host this agent no longer
+    /// reports as.
+    #[serde(default)]
+    pub rejected_total: u64,
     /// Of `reports`, those held in memory because the disk refused them (full, read-only):
     /// sent like the others, but lost if the agent stops before they are delivered.
     #[serde(default)]

@@ -1,6 +1,6 @@
 //! The shipper: delivers spooled reports to the collector over mutual TLS.
 //!
-//! One request carries the oldest spooled reports up to `batch_max_bytes` as `POST
+//! One request carries the oldest spooled reports of one host id up to `batch_max_bytes` as `POST
 //! {url}/v1/reports` with `Content-Encoding: zstd`. The body is never recompressed: each spooled
 //! entry already is one zstd frame of a report's JSON, and concatenated zstd frames decode as
 //! the concatenation of their contents, so the body is frame(`{"reports":[`) + entry +
@@ -14,7 +14,8 @@
 //! | 429, 503 | kept | after `Retry-After` (seconds or HTTP date, at most 1 h), else backoff |
 //! | 413, or 400/415/422 for several reports | kept | at once, one report per request |
 //! | 400, 413, 415, 422 for one report (poison) | moved to `spool/rejected/` | at once |
-//! | 401, 403 (credentials refused) | kept | backoff; `status()` says so |
+//! | 401, 403 for reports made as another host than the newest report's | moved to `spool/rejected/` | at once |
+//! | 401, 403 otherwise (credentials refused) | kept | backoff; `status()` says so |
 //! | other status, connection error, timeout, unreadable answer | kept | backoff |
 //!
 //! Backoff is exponential with full jitter: a uniform delay in `[0, min(5 min, 1 s × 2^n))`
@@ -249,6 +250,10 @@ enum Answer {
         error: String,
         retry_after: Option<Duration>,
     },
+    /// 401 or 403: these credentials may not deliver these reports.
+    Forbidden {
+        error: String,
+    },
 }
 
 impl Shipper {
@@ -477,6 +482,15 @@ impl Shipper {
             Answer::Retry { error, retry_after } => {
                 Step::Failed { requests, wait: self.record_failure(error, retry_after) }
             }
+            Answer::Forbidden { error } => match self.made_as_another_host(&batch) {
+                Some(now) => {
+                    self.set_aside(&batch, &now, &error);
+                    Step::Progress { stored: 0, duplicates: 0, requests }
+                }
+                None => {
+                    Step::Failed { requests, wait: self.record_failure(credentials_refused(&error), None) }
+                }
+            },
             Answer::Refused { status, message } if batch.len() == 1 => {
                 self.quarantine(&batch[0], status, &message);
                 Step::Progress { stored: 0, duplicates: 0, requests }
@@ -495,6 +509,10 @@ impl Shipper {
                         Answer::Refused { status, message } => self.quarantine(&one[0], status, &message),
                         Answer::Retry { error, retry_after } => {
                             return Step::Failed { requests, wait: self.record_failure(error, retry_after) };
+                        }
+                        Answer::Forbidden { error } => {
+                            let error = credentials_refused(&error);
+                            return Step::Failed { requests, wait: self.record_failure(error, None) };
                         }
                     }
                 }
@@ -575,12 +593,7 @@ impl Shipper {
         match code {
             400 | 413 | 415 | 422 => Answer::Refused { status: code, message: error },
             429 | 503 => Answer::Retry { error, retry_after },
-            401 | 403 => Answer::Retry {
-                error: format!(
-                    "{error} (the collector refused this host's credentials: check cert_file, key_file and the host id)"
-                ),
-                retry_after: None,
-            },
+            401 | 403 => Answer::Forbidden { error },
             _ => Answer::Retry { error, retry_after: None },
         }
     }
@@ -620,6 +633,50 @@ impl Shipper {
         state.next_attempt_at = None;
         state.delivered_total += total;
         Answer::Acked { stored, duplicates: total - stored }
+    }
+
+    /// The host this agent reports as now, when `batch` (one host's reports, see
+    /// [`Spool::pending`]) was made as another: the host id changed (`[agent] host_id` edited,
+    /// the agent first started before it was set). A certificate delivers only its own host's
+    /// reports, so once the collector refused them these never can be, and keeping them at the
+    /// head of the queue would block every newer report behind them. The newest report says
+    /// which host the agent is now; while the refused reports are the newest, they wait (the
+    /// certificate may be what is wrong).
+    fn made_as_another_host(&self, batch: &[SpooledBatch]) -> Option<Option<String>> {
+        let made_as = &batch.first()?.host_id;
+        self.spool.newest_host_id().filter(|now| now != made_as)
+    }
+
+    /// Moves `batch` (refused as `error`, made as another host than `now`) to `spool/rejected/`.
+    fn set_aside(&self, batch: &[SpooledBatch], now: &Option<String>, error: &str) {
+        let shown = |id: &Option<String>| {
+            id.as_deref().map_or_else(|| "no host id".to_string(), |h| format!("host {h:?}"))
+        };
+        let made_as = shown(&batch.first().and_then(|b| b.host_id.clone()));
+        let now = shown(now);
+        let reason = format!(
+            "made as {made_as}, but this agent reports as {now} now (its host id changed), and the \
+             collector refused it: {error}"
+        );
+        tracing::warn!(
+            reports = batch.len(),
+            made_as = %made_as,
+            now = %now,
+            "transport: reports made as another host than this agent is now were refused by the collector; moved to spool/rejected/ so newer reports go through"
+        );
+        let mut moved = 0u64;
+        for b in batch {
+            match self.spool.reject(&b.batch_id, &reason) {
+                Ok(()) => moved += 1,
+                Err(e) => {
+                    tracing::warn!(batch_id = %b.batch_id, error = %e, "transport: cannot move a refused report aside")
+                }
+            }
+        }
+        let mut state = self.state();
+        state.connected = true;
+        state.rejected_total += moved;
+        state.last_error = Some(format!("{moved} report(s) moved to spool/rejected/: {reason}"));
     }
 
     fn quarantine(&self, batch: &SpooledBatch, status: u16, message: &str) {
@@ -809,6 +866,13 @@ impl ClientSpec {
 }
 
 /// Whole days from `now` to `not_after`, rounded down (negative once expired).
+/// A 401/403 that is not about a changed host id: the credentials are what is wrong.
+fn credentials_refused(error: &str) -> String {
+    format!(
+        "{error} (the collector refused this host's credentials: check cert_file, key_file and the host id)"
+    )
+}
+
 fn days_left(not_after: Timestamp, now: jiff::Timestamp) -> i64 {
     (not_after.0.as_second() - now.as_second()).div_euclid(86_400)
 }
@@ -1046,6 +1110,7 @@ mod tests {
     fn concatenated_frames_decode_to_one_request() {
         let a = SpooledBatch {
             batch_id: "a".into(),
+            host_id: Some("h".into()),
             sequence: Some(1),
             collected_at: Timestamp::now(),
             compressed: zstd::bulk::compress(br#"{"x":1}"#, 3).unwrap(),

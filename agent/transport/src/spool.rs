@@ -7,7 +7,9 @@
 //!   sequence sort first, by `batch_id`, a time-ordered UUIDv7). One zstd frame per entry lets
 //!   the shipper concatenate entries into a request body without recompressing them.
 //! - `counters.json`: the drop counters, so `stats()` survives restarts.
-//! - `rejected/`: reports the collector refused as malformed (poison), kept for a human, bounded.
+//! - `rejected/`: reports the collector refused for good, kept for a human, bounded: malformed
+//!   ones (poison), and those made as a host this agent no longer reports as (a certificate
+//!   delivers only its own host's reports), each with a `.reason` file.
 //! - `.<name>.tmp`: a write in progress ([`guestward_core::state_file::write_atomic`]); a
 //!   leftover from a crash is removed at open.
 //!
@@ -138,6 +140,8 @@ pub struct Spool {
 pub struct SpooledBatch {
     /// The report's `batch_id`.
     pub batch_id: String,
+    /// The host the report was made as (`agent.host_id`).
+    pub host_id: Option<String>,
     /// The report's `sequence`.
     pub sequence: Option<u64>,
     /// The report's `collected_at`.
@@ -218,12 +222,15 @@ struct Counters {
 /// Order of entries: sequence (0 when absent), then `batch_id`.
 type Key = (u64, String);
 
-/// An entry listed to send: key, sequence, `collected_at`, compressed size, and the bytes of
-/// a report held in memory.
-type Listed = (Key, Option<u64>, Timestamp, u64, Option<Vec<u8>>);
+/// An entry listed to send: key, host id, sequence, `collected_at`, compressed size, and the
+/// bytes of a report held in memory.
+type Listed = (Key, Option<String>, Option<u64>, Timestamp, u64, Option<Vec<u8>>);
 
 #[derive(Debug)]
 struct Entry {
+    /// `agent.host_id`: a collector takes a host's reports only over that host's certificate,
+    /// so one request never mixes hosts.
+    host_id: Option<String>,
     sequence: Option<u64>,
     collected_at: Timestamp,
     bytes: u64,
@@ -337,9 +344,17 @@ fn read_entry(path: &Path, limit: u64) -> Result<Vec<u8>, SpoolError> {
 /// The head of a report: the fields written before the sections.
 #[derive(Debug, Default)]
 struct Head {
+    host_id: Option<String>,
     batch_id: Option<String>,
     sequence: Option<u64>,
     collected_at: Option<Timestamp>,
+}
+
+/// The one field of `agent` the spool needs (serialized before `batch_id`).
+#[derive(serde::Deserialize)]
+struct AgentHead {
+    #[serde(default)]
+    host_id: Option<String>,
 }
 
 /// Reads the report's JSON only as far as `collected_at` (serialized before the sections), so
@@ -358,6 +373,7 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
+                "agent" => self.0.host_id = map.next_value::<AgentHead>()?.host_id,
                 "batch_id" => self.0.batch_id = Some(map.next_value()?),
                 "sequence" => self.0.sequence = map.next_value()?,
                 "collected_at" => self.0.collected_at = Some(map.next_value()?),
@@ -439,6 +455,7 @@ impl Spool {
             match head {
                 Ok((head, len)) if head.batch_id.as_deref() == Some(key.1.as_str()) => {
                     let entry = Entry {
+                        host_id: head.host_id,
                         sequence: head.sequence.or((key.0 > 0).then_some(key.0)),
                         collected_at: head.collected_at.unwrap_or_else(Timestamp::now),
                         bytes: u64::try_from(len).unwrap_or(u64::MAX),
@@ -502,6 +519,7 @@ impl Spool {
             });
         }
         let entry = Entry {
+            host_id: report.agent.host_id.clone(),
             sequence: report.sequence,
             collected_at: report.collected_at,
             bytes,
@@ -751,7 +769,9 @@ impl Spool {
     }
 
     /// The spooled reports, oldest (lowest sequence) first, up to `max_bytes` compressed (at
-    /// least one, however large). An entry that became unreadable (removed or replaced behind
+    /// least one, however large), all made as the same host as the oldest (the collector
+    /// refuses a request that holds another host's report, so the refusal of one request is
+    /// always about one host). An entry that became unreadable (removed or replaced behind
     /// the spool's back) leaves the queue, logged and counted as a dropped report, instead of
     /// stalling it.
     pub fn pending(&self, max_bytes: u64) -> Result<Vec<SpooledBatch>, SpoolError> {
@@ -768,26 +788,41 @@ impl Spool {
             all.sort_by(|a, b| a.0.cmp(b.0));
             let mut total = 0u64;
             let mut out = Vec::new();
+            let host = all.first().map(|(_, e, _)| e.host_id.clone());
             for (key, e, held) in all {
                 if !out.is_empty() && total.saturating_add(e.bytes) > max_bytes {
                     break;
                 }
+                if host.as_ref() != Some(&e.host_id) {
+                    break;
+                }
                 total = total.saturating_add(e.bytes);
-                out.push((key.clone(), e.sequence, e.collected_at, e.bytes, held.cloned()));
+                out.push((
+                    key.clone(),
+                    e.host_id.clone(),
+                    e.sequence,
+                    e.collected_at,
+                    e.bytes,
+                    held.cloned(),
+                ));
             }
             out
         };
         let mut batches = Vec::with_capacity(listed.len());
-        for (key, sequence, collected_at, bytes, held) in listed {
+        for (key, host_id, sequence, collected_at, bytes, held) in listed {
             if let Some(compressed) = held {
-                batches.push(SpooledBatch { batch_id: key.1, sequence, collected_at, compressed });
+                batches.push(SpooledBatch { batch_id: key.1, host_id, sequence, collected_at, compressed });
                 continue;
             }
             let path = self.dir.join(entry_name(&key));
             match read_entry(&path, bytes.max(self.max_bytes)) {
-                Ok(compressed) => {
-                    batches.push(SpooledBatch { batch_id: key.1, sequence, collected_at, compressed })
-                }
+                Ok(compressed) => batches.push(SpooledBatch {
+                    batch_id: key.1,
+                    host_id,
+                    sequence,
+                    collected_at,
+                    compressed,
+                }),
                 Err(e) => {
                     // Acknowledged or dropped since it was listed: nothing to say. Otherwise the
                     // file was removed or replaced behind the spool's back (a FIFO, a symlink):
@@ -818,9 +853,22 @@ impl Spool {
         fsync_dir(&self.dir)
     }
 
-    /// Moves a report the collector refused as malformed to `rejected/` so the queue moves on
-    /// (kept for a human, at most [`MAX_REJECTED`], oldest removed first), with `reason` (the
-    /// collector's message) beside it. Counted. Unknown ids are ignored.
+    /// The host the newest spooled report was made as: the host this agent reports as now
+    /// (`None` when the spool is empty; `Some(None)` when that report names no host).
+    pub fn newest_host_id(&self) -> Option<Option<String>> {
+        let inner = self.lock();
+        let newest_entry = inner.entries.last_key_value();
+        let newest_held = inner.held.last_key_value().map(|(k, h)| (k, &h.entry));
+        match (newest_entry, newest_held) {
+            (Some(a), Some(b)) => Some(if a.0 >= b.0 { a.1 } else { b.1 }.host_id.clone()),
+            (a, b) => a.or(b).map(|(_, e)| e.host_id.clone()),
+        }
+    }
+
+    /// Moves a report the collector refused for good (malformed, or made as another host than
+    /// this agent reports as now) to `rejected/` so the queue moves on (kept for a human, at
+    /// most [`MAX_REJECTED`], oldest removed first), with `reason` beside it. Counted. Unknown
+    /// ids are ignored.
     pub fn reject(&self, batch_id: &str, reason: &str) -> Result<(), SpoolError> {
         let mut inner = self.lock();
         if let Some(key) = inner.held.keys().find(|k| k.1 == batch_id).cloned() {
@@ -865,6 +913,7 @@ impl Spool {
             superseded_snapshots_dropped_total: inner.counters.superseded_snapshots_dropped_total,
             events_dropped_total: inner.counters.events_dropped_total,
             reports_dropped_total: inner.counters.reports_dropped_total,
+            rejected_total: inner.counters.rejected_total,
             held_in_memory: u64::try_from(inner.held.len()).unwrap_or(u64::MAX),
         }
     }

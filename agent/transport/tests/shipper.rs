@@ -2,7 +2,7 @@
 
 use crate::support::pki::{Ca, Identity};
 use crate::support::server::{Reply, Server};
-use crate::support::{HOST, agent_config, fast, rt, small};
+use crate::support::{HOST, agent_config, fast, rt, small, small_as};
 use guestward_core::Severity;
 use guestward_core::testing::within;
 use guestward_transport::shipper::ShipperTuning;
@@ -215,6 +215,64 @@ fn credentials_refused_with_403_keep_the_reports_and_say_so() {
         assert!(err.to_string().contains("403") && err.to_string().contains("credentials"), "{err}");
         assert_eq!(s.spool.len(), 1);
         assert_eq!(s.spool.rejected_total(), 0);
+    });
+}
+
+/// The agent first reported under another host id than its certificate's (started before
+/// `[agent] host_id` was set); then the id was fixed. The collector refuses the old reports
+/// for good: they are moved aside with the reason, and the newer ones are delivered instead of
+/// waiting behind them forever.
+#[test]
+fn reports_made_as_a_former_host_id_are_set_aside_once_refused_and_newer_ones_go_through() {
+    within(Duration::from_secs(60), "former host id", || {
+        let s = setup();
+        let old: Vec<String> = [small_as(1, "i-0former000000000"), small_as(2, "i-0former000000000")]
+            .into_iter()
+            .map(|r| {
+                s.spool.push(&r).unwrap();
+                r.batch_id
+            })
+            .collect();
+        let new = push(&s.spool, 3..=4);
+        let shipper = shipper(&s, fast());
+        let summary = rt().block_on(shipper.deliver_all(Duration::from_secs(20))).unwrap();
+        assert_eq!(summary.stored, 2);
+        assert_eq!(s.server.stored(), new);
+        // The first request held only the former host's reports: a refusal names one host.
+        assert_eq!(s.server.seen()[0].batch_ids, old);
+        assert!(s.spool.is_empty());
+        assert_eq!((s.spool.rejected_total(), shipper.rejected_total()), (2, 2));
+        assert_eq!(shipper.status().spool.rejected_total, 2);
+        let rejected = s.spool.dir().join("rejected");
+        for id in &old {
+            let name = std::fs::read_dir(&rejected)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .find(|n| n.contains(id.as_str()) && n.ends_with(".zst"))
+                .unwrap_or_else(|| panic!("{id} is not in rejected/"));
+            let reason = std::fs::read_to_string(rejected.join(format!("{name}.reason"))).unwrap();
+            let expected =
+                format!("made as host \"i-0former000000000\", but this agent reports as host \"{HOST}\" now");
+            assert!(reason.contains(&expected) && reason.contains("403"), "{reason}");
+        }
+    });
+}
+
+/// Reports of the host the agent is now, refused because the certificate is another host's:
+/// the credentials are what is wrong, so the reports stay spooled (nothing is set aside).
+#[test]
+fn reports_of_the_current_host_refused_by_the_host_binding_stay_spooled() {
+    within(Duration::from_secs(60), "current host refused", || {
+        let s = setup();
+        for seq in 1..=2 {
+            s.spool.push(&small_as(seq, "i-0another00000000")).unwrap();
+        }
+        let shipper = shipper(&s, fast());
+        let err = rt().block_on(shipper.deliver_all(Duration::from_secs(1))).unwrap_err();
+        assert!(err.to_string().contains("403") && err.to_string().contains("credentials"), "{err}");
+        assert_eq!(s.spool.len(), 2);
+        assert_eq!(s.spool.rejected_total(), 0);
+        assert!(s.server.stored().is_empty());
     });
 }
 

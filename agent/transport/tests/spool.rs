@@ -1,6 +1,6 @@
 //! The spool: order, durability, hostile directory contents, the size bound's drop order.
 
-use crate::support::{report, small};
+use crate::support::{HOST, report, small, small_as};
 use guestward_core::testing::within;
 use guestward_report::Report;
 use guestward_transport::spool::{DropClass, compress_report};
@@ -54,6 +54,34 @@ fn push_pending_acknowledge_and_reopen_keep_sequence_order() {
     assert_eq!(again, [2, 3, 10]);
     assert_eq!(reopened.stats().bytes, stats.bytes);
     assert_eq!(reopened.stats().oldest_collected_at, stats.oldest_collected_at);
+}
+
+/// The collector refuses a request that holds another host's report: a batch is one host's,
+/// and the host of the newest report (what the agent reports as now) survives a reopen.
+#[test]
+fn a_batch_never_mixes_host_ids_and_the_newest_host_is_known_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool");
+    let spool = Spool::open(&path, 64 << 20).unwrap();
+    assert_eq!(spool.newest_host_id(), None);
+    let reports = [small_as(1, "old-host"), small_as(2, "old-host"), small(3), small(4)];
+    for r in &reports {
+        spool.push(r).unwrap();
+    }
+    let hosts = |batch: &[guestward_transport::spool::SpooledBatch]| {
+        batch.iter().map(|b| (b.sequence.unwrap(), b.host_id.clone().unwrap())).collect::<Vec<_>>()
+    };
+    let old = spool.pending(u64::MAX).unwrap();
+    assert_eq!(hosts(&old), [(1, "old-host".to_string()), (2, "old-host".to_string())]);
+    assert_eq!(spool.newest_host_id(), Some(Some(HOST.to_string())));
+    drop(spool);
+    // The host ids are read back from the entries' heads.
+    let reopened = Spool::open(&path, 64 << 20).unwrap();
+    assert_eq!(hosts(&reopened.pending(u64::MAX).unwrap()), hosts(&old));
+    assert_eq!(reopened.newest_host_id(), Some(Some(HOST.to_string())));
+    reopened.acknowledge(&[reports[0].batch_id.clone(), reports[1].batch_id.clone()]).unwrap();
+    let now = reopened.pending(u64::MAX).unwrap();
+    assert_eq!(hosts(&now), [(3, HOST.to_string()), (4, HOST.to_string())]);
 }
 
 #[test]

@@ -72,6 +72,14 @@ pub fn small(seq: u64) -> Report {
     report(seq, 0, 1, 1)
 }
 
+/// A small report made as `host` (another host id than `HOST`, whose certificate the tests'
+/// agent holds).
+pub fn small_as(seq: u64, host: &str) -> Report {
+    let mut r = small(seq);
+    r.agent.host_id = Some(host.to_string());
+    r
+}
+
 /// Writes `cert_pem`/`key_pem` (0600) and `ca_pem` into `dir` and returns an enabled config.
 pub fn agent_config(dir: &Path, url: &str, ca_pem: &str, id: &pki::Identity) -> TransportConfig {
     std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();

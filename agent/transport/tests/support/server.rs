@@ -147,6 +147,7 @@ async fn serve(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, 
         }
     };
     let serial = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(serial_of).unwrap_or(0);
+    let client_host = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(common_name_of);
     loop {
         let Some(body) = read_request(&mut tls).await else { return };
         let json = zstd::stream::decode_all(&body[..]).unwrap_or_default();
@@ -171,6 +172,22 @@ async fn serve(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, 
             Reply::RefuseBatch(_) => Reply::Store,
             r => r,
         };
+        // As the real collector: a certificate delivers only its own host's reports (subject
+        // CN = agent.host_id), and a request holding another host's report stores nothing.
+        let another_host = request
+            .as_ref()
+            .and_then(|r| r.reports.iter().find(|r| r.agent.host_id.as_deref() != client_host.as_deref()));
+        if let (Reply::Store, Some(other)) = (&reply, another_host) {
+            let body = format!(
+                r#"{{"error":"forbidden","message":"report {} is for host {:?}, not the certificate's"}}"#,
+                other.batch_id,
+                other.agent.host_id.as_deref().unwrap_or("")
+            );
+            if respond(&mut tls, 403, &[], body.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         match reply {
             Reply::Store => {
                 let Some(request) = request else {
@@ -292,6 +309,17 @@ async fn respond<S: tokio::io::AsyncWrite + Unpin>(
 }
 
 /// The certificate's serial number as an integer (test serials fit in a u64).
+/// The subject CN: the host id the certificate was issued for.
+fn common_name_of(der: &CertificateDer<'_>) -> String {
+    use x509_cert::der::Decode;
+    let cn = x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+    let cert = x509_cert::Certificate::from_der(der.as_ref()).unwrap();
+    let rdns = cert.tbs_certificate.subject.0;
+    let value =
+        rdns.iter().flat_map(|rdn| rdn.0.iter()).find(|atv| atv.oid == cn).unwrap().value.value().to_vec();
+    String::from_utf8(value).unwrap()
+}
+
 fn serial_of(der: &CertificateDer<'_>) -> u64 {
     use x509_cert::der::Decode;
     let cert = x509_cert::Certificate::from_der(der.as_ref()).unwrap();
