@@ -285,7 +285,7 @@ pub struct Transient {
 }
 
 /// Why coverage was incomplete for a while.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GapCause {
     /// The kernel dropped events (IN_Q_OVERFLOW).
@@ -332,7 +332,9 @@ impl GapCause {
 /// the verification rescan that closes it finished.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CoverageGap {
-    /// Identifies the gap across its start and end events.
+    /// Identifies the gap across its start and end events; ids go on across restarts of the
+    /// agent (the last one is kept with the baseline), so a history never holds two gaps
+    /// under one id.
     pub id: u64,
     /// Why.
     pub cause: GapCause,

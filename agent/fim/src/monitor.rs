@@ -36,7 +36,7 @@ use guestward_core::{Event, Timestamp};
 use nix::sys::stat::FileStat;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -334,6 +334,20 @@ struct Engine {
 
 /// How often the status's count of changes held for a running transaction is brought up to date.
 const HOLDING_PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// The store's `meta` key of the last coverage gap id given.
+const META_GAP_SEQ: &str = "last_gap_id";
+
+/// Why a tree whose watches could not be placed (`reason`, as `add_watches` or the budget
+/// check said) is on rescans.
+fn unwatched_cause(reason: &str) -> GapCause {
+    if reason.contains("kernel") {
+        GapCause::WatchLimit
+    } else if reason.starts_with("cannot watch") {
+        GapCause::WatcherError
+    } else {
+        GapCause::WatchBudget
+    }
+}
 
 impl Engine {
     fn new(
@@ -354,6 +368,9 @@ impl Engine {
             .packages
             .as_ref()
             .map(|p| crate::attribution::Attributor::new(Arc::clone(&p.0), fim.root.clone()));
+        // Gap ids go on from the last process's: a history holding gaps of several runs never
+        // shows two different gaps under one id.
+        let gap_seq = store.meta(META_GAP_SEQ).ok().flatten().and_then(|v| v.parse().ok()).unwrap_or(0);
         Self {
             attributor,
             published_holding: None,
@@ -378,7 +395,7 @@ impl Engine {
             next_full: now + full,
             next_unwatched: now + unwatched,
             next_rehash: now,
-            gap_seq: 0,
+            gap_seq,
             buf: guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES),
         }
     }
@@ -544,24 +561,21 @@ impl Engine {
             }
             self.trees.push(tree);
         }
-        let open: Vec<(String, String)> = self
-            .trees
-            .iter()
-            .filter(|t| t.mode == TreeMode::RescanOnly)
-            .map(|t| (escape_path(&t.target.host), t.reason.clone().unwrap_or_default()))
-            .collect();
-        if !open.is_empty() {
-            let cause = if self.watcher.is_none() { GapCause::WatcherError } else { GapCause::WatchBudget };
-            let detail = open.iter().map(|(p, r)| format!("{p}: {r}")).collect::<Vec<_>>().join("; ");
-            let trees = open.into_iter().map(|(p, _)| p).collect();
-            // Stays open: these trees are covered by periodic rescans, not in realtime.
-            let hosts = self
-                .trees
-                .iter()
-                .filter(|t| t.mode == TreeMode::RescanOnly)
-                .map(|t| t.target.host.clone())
-                .collect();
-            self.open_gap_scoped(cause, trees, detail, Timestamp::now(), hosts, true);
+        // One gap per cause (stays open: these trees are covered by periodic rescans, not in
+        // realtime), so a directory the watcher cannot open is not reported as a budget matter.
+        let mut open: BTreeMap<GapCause, Vec<(PathBuf, String)>> = BTreeMap::new();
+        for t in self.trees.iter().filter(|t| t.mode == TreeMode::RescanOnly) {
+            let reason = t.reason.clone().unwrap_or_default();
+            let cause =
+                if self.watcher.is_none() { GapCause::WatcherError } else { unwatched_cause(&reason) };
+            open.entry(cause).or_default().push((t.target.host.clone(), reason));
+        }
+        for (cause, trees) in open {
+            let detail =
+                trees.iter().map(|(p, r)| format!("{}: {r}", escape_path(p))).collect::<Vec<_>>().join("; ");
+            let shown = trees.iter().map(|(p, _)| escape_path(p)).collect();
+            let hosts = trees.into_iter().map(|(p, _)| p).collect();
+            self.open_gap_scoped(cause, shown, detail, Timestamp::now(), hosts, true);
         }
         self.with_status(|s| s.kernel_max_user_watches = kernel);
         self.publish(MonitorState::Starting);
@@ -733,13 +747,7 @@ impl Engine {
             tree.mode = TreeMode::RescanOnly;
             tree.reason = Some(reason.clone());
             let host = tree.target.host.clone();
-            let cause = if reason.contains("kernel") {
-                GapCause::WatchLimit
-            } else if reason.starts_with("cannot watch") {
-                GapCause::WatcherError
-            } else {
-                GapCause::WatchBudget
-            };
+            let cause = unwatched_cause(&reason);
             if cause == GapCause::WatcherError {
                 self.watcher_failed(reason.clone());
             }
@@ -1083,6 +1091,10 @@ impl Engine {
         persistent: bool,
     ) -> u64 {
         self.gap_seq += 1;
+        if let Err(e) = self.store.set_meta(META_GAP_SEQ, &self.gap_seq.to_string()) {
+            // Only the ids' uniqueness across a restart is at stake; the gap itself is reported.
+            tracing::debug!(error = %e, "the last coverage gap id could not be stored");
+        }
         let gap = CoverageGap { id: self.gap_seq, cause, trees, start, end: None, detail };
         self.gaps.insert(self.gap_seq, GapScope { trees: hosts, cause, persistent });
         self.emit(gap.to_event(Timestamp::now()));
@@ -1754,5 +1766,31 @@ fn lookup(
         Ok(st) => Ok(Some((at, st))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reasons `add_watches` and the start-up budget check give, each to its cause: a
+    /// directory the watcher cannot open is not a budget matter.
+    #[test]
+    fn each_reason_a_tree_is_not_watched_has_its_own_cause() {
+        let cases = [
+            ("the watch budget of 3 is used up", GapCause::WatchBudget),
+            (
+                "needs 40 more watches but only 2 of the budget of 10 are left; checked by rescans every 3600 s",
+                GapCause::WatchBudget,
+            ),
+            ("the kernel's fs.inotify.max_user_watches limit was hit", GapCause::WatchLimit),
+            (
+                "cannot watch /etc/ssl/private: cannot open it: Permission denied (os error 13)",
+                GapCause::WatcherError,
+            ),
+        ];
+        for (reason, cause) in cases {
+            assert_eq!(unwatched_cause(reason), cause, "{reason}");
+        }
     }
 }

@@ -133,7 +133,7 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     // on their own timer.
     cfg.max_watches = 3;
     cfg.unwatched_rescan_interval_secs = 1;
-    let (monitor, events) = start(cfg, &dir.path().join("state2"));
+    let (monitor, events) = start(cfg.clone(), &dir.path().join("state2"));
     let s = monitor.status();
     assert!(s.degraded, "{s:#?}");
     assert_eq!(s.watches_used, 0);
@@ -155,6 +155,16 @@ fn watch_budget_skips_excluded_subtrees_and_falls_back_to_rescans() {
     monitor.status().render_human(&mut human).unwrap();
     let human = String::from_utf8(human).unwrap();
     assert!(human.contains("DEGRADED") && human.contains("rescan-only"), "{human}");
+    monitor.stop();
+
+    // A restart opens the gap again under a new id: a history holding several runs never
+    // shows two different gaps as #1.
+    let ids_before: Vec<u64> =
+        logged.iter().filter(|e| e.kind == "coverage.gap").filter_map(|e| e.data["id"].as_u64()).collect();
+    let (monitor, events) = start(cfg, &dir.path().join("state2"));
+    let again = events.lock().unwrap().iter().find(|e| e.data["cause"] == "watch_budget").cloned().unwrap();
+    let newest_before = ids_before.iter().max().copied().unwrap();
+    assert!(again.data["id"].as_u64().unwrap() > newest_before, "{again:?} after {ids_before:?}");
     monitor.stop();
 }
 
