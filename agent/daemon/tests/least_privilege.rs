@@ -137,8 +137,13 @@ fn unit_syscall_allow_list(analyze: &Path) -> BTreeSet<String> {
 /// (names like `CAP_SYS_PTRACE`) as inheritable, ambient and bounding capabilities: what
 /// systemd does for `User=` with `AmbientCapabilities=` and `CapabilityBoundingSet=`.
 fn agent_as_nobody(setpriv: &Path, caps: &[String]) -> Command {
+    agent_as(NOBODY, setpriv, caps)
+}
+
+/// [`agent_as_nobody`] under the user `uid` (group `nobody`).
+fn agent_as(uid: u32, setpriv: &Path, caps: &[String]) -> Command {
     let mut cmd = Command::new(setpriv);
-    cmd.arg(format!("--reuid={NOBODY}")).arg(format!("--regid={NOBODY}")).arg("--clear-groups");
+    cmd.arg(format!("--reuid={uid}")).arg(format!("--regid={NOBODY}")).arg("--clear-groups");
     let list: Vec<String> =
         caps.iter().map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase())).collect();
     if !list.is_empty() {
@@ -697,8 +702,11 @@ fn protect_proc_invisible_hides_no_process_from_the_agent_with_cap_sys_ptrace() 
     let empty = tempfile::NamedTempFile::new().unwrap();
     std::fs::set_permissions(empty.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let both = unit_caps("AmbientCapabilities");
+    // A user no other process runs as (`nobody` may have some: dnsmasq, a test's daemon), so
+    // that under hidepid=invisible the control sees exactly one process: the agent.
+    let uid = (4300..4400).find(|uid| !any_process_runs_as(*uid)).unwrap();
     for (caps, named) in [(&both, true), (&Vec::new(), false)] {
-        let agent = agent_as_nobody(setpriv, caps);
+        let agent = agent_as(uid, setpriv, caps);
         let mut cmd = Command::new(unshare);
         cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg("mount -t proc -o hidepid=invisible proc /proc && exec \"$@\"")
@@ -732,6 +740,17 @@ fn protect_proc_invisible_hides_no_process_from_the_agent_with_cap_sys_ptrace() 
         }
     }
     drop(listener);
+}
+
+/// Whether a process runs with real user id `uid` now (read from /proc).
+fn any_process_runs_as(uid: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|e| {
+        std::fs::read_to_string(e.path().join("status")).is_ok_and(|status| {
+            status.lines().any(|l| {
+                l.strip_prefix("Uid:").and_then(|ids| ids.split_whitespace().next()) == Some(&uid.to_string())
+            })
+        })
+    })
 }
 
 /// The report of a `scan --only network --json` (`out`) and its 127.0.0.1 listener on `port`,

@@ -844,6 +844,8 @@ impl Engine {
             };
             let e = c.to_event(Timestamp::now());
             let stored = store.append_event(&e, keep);
+            // Handed on before it is counted (see `report_change`).
+            sink(&e);
             if let Ok(mut s) = shared.status.lock() {
                 s.changes_reported += 1;
                 if mechanism == Mechanism::Realtime {
@@ -858,7 +860,6 @@ impl Engine {
             {
                 tracing::warn!(error = %err, "cannot store FIM events of this scan in the event log; they are still reported");
             }
-            sink(&e);
         });
         let trees = match scope {
             Scope::All => self.trees.iter().map(|t| escape_path(&t.target.host)).collect(),
@@ -1200,12 +1201,14 @@ impl Engine {
     }
 
     fn report_change(&mut self, c: FimChange) {
+        // Handed on before it is counted: a status that counts a change means its event is
+        // already with the daemon, so a report asked for after seeing the count carries it.
+        self.emit(c.to_event(Timestamp::now()));
         // Every caller is a realtime path (inotify); scans count in `run_scan`.
         self.with_status(|s| {
             s.changes_reported += 1;
             s.changes_realtime += 1;
         });
-        self.emit(c.to_event(Timestamp::now()));
     }
 
     fn emit(&mut self, e: Event) {
