@@ -33,6 +33,29 @@ impl std::fmt::Display for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// For people: whole seconds (`2026-11-29T16:32:55Z`), the same width on every line, as
+    /// every human table and line prints a time. `Display` keeps the full precision: it is also
+    /// what is stored and compared (baseline times, file times in change records).
+    pub fn human(&self) -> HumanTime {
+        HumanTime(*self)
+    }
+}
+
+/// A [`Timestamp`] shown to whole seconds (see [`Timestamp::human`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HumanTime(Timestamp);
+
+impl std::fmt::Display for HumanTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Truncated, not rounded: a time shown is never later than the event.
+        match jiff::Timestamp::from_second(self.0.0.as_second()) {
+            Ok(t) => f.pad(&t.to_string()),
+            Err(_) => f.pad(&self.0.0.to_string()),
+        }
+    }
+}
+
 impl JsonSchema for Timestamp {
     fn schema_name() -> Cow<'static, str> {
         "Timestamp".into()
@@ -138,6 +161,14 @@ mod tests {
 
     fn at(text: &str) -> String {
         parse_time_arg_at(text, now()).unwrap().to_string()
+    }
+
+    #[test]
+    fn a_time_for_people_is_whole_seconds_truncated_and_pads_like_a_string() {
+        let t = Timestamp("2026-12-06T05:33:41.999999999Z".parse().unwrap());
+        assert_eq!(t.human().to_string(), "2026-12-06T05:33:41Z");
+        assert_eq!(t.to_string(), "2026-12-06T05:33:41.999999999Z", "Display keeps the precision");
+        assert_eq!(format!("[{:<22}]", t.human()), "[2026-12-06T05:33:41Z  ]");
     }
 
     #[test]

@@ -975,7 +975,12 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                     guestward_core::json::stdout_wants_pretty(),
                 )?;
             } else if let Some(at) = status.baseline_completed_at {
-                writeln!(out, "baseline complete: {} entries, completed {at}", status.files_in_baseline)?;
+                writeln!(
+                    out,
+                    "baseline complete: {} entries, completed {}",
+                    status.files_in_baseline,
+                    at.human()
+                )?;
             } else {
                 writeln!(
                     out,

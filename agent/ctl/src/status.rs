@@ -89,8 +89,7 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
         status.version,
         status.pid,
         human_duration(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX)),
-        // Whole seconds: the nanoseconds would only widen the line.
-        Timestamp::from_unix_secs(status.started_at.unix_secs()).unwrap_or(status.started_at)
+        status.started_at.human()
     )?;
     match &status.config_path {
         Some(path) => writeln!(out, "config      {path}")?,
@@ -227,7 +226,7 @@ fn render_identity(
         _ => writeln!(out, "{}", cut(&line, WIDTH))?,
     }
     if let (Some(at), Some(why)) = (id.reinitialised_at, &id.reinitialised_reason) {
-        writeln!(out, "{}", cut(&format!("  re-initialised {at}: {why}"), WIDTH * 2))?;
+        writeln!(out, "{}", cut(&format!("  re-initialised {}: {why}", at.human()), WIDTH * 2))?;
     }
     if id.credentials.as_deref() == Some("waiting") {
         let action =
@@ -357,7 +356,7 @@ pub fn render_transport(
     };
     writeln!(out, "transport   {} {state}", cut(&t.url, 60))?;
     let last = match t.last_success_at {
-        Some(at) => format!("last {at} ({} ago)", ago(at)),
+        Some(at) => format!("last {} ({} ago)", at.human(), ago(at)),
         None => "none yet".to_string(),
     };
     writeln!(
@@ -368,11 +367,11 @@ pub fn render_transport(
     if let Some(next) = t.next_attempt_at
         && !t.connected
     {
-        writeln!(out, "  retry     {next}")?;
+        writeln!(out, "  retry     {}", next.human())?;
     }
     let s = &t.spool;
     let oldest = match s.oldest_collected_at {
-        Some(at) => format!(", oldest {at} ({} old)", ago(at)),
+        Some(at) => format!(", oldest {} ({} old)", at.human(), ago(at)),
         None => String::new(),
     };
     writeln!(
@@ -407,10 +406,12 @@ pub fn render_transport(
     match &t.certificate {
         Some(cert) => {
             let expiry = match (cert.not_after, cert.days_left) {
-                (Some(at), Some(days)) if days < 0 => format!("expired {at} ({} days ago)", -days),
-                (Some(at), Some(days)) if days <= 7 => format!("expires {at} (only {days} days left)"),
-                (Some(at), Some(days)) => format!("expires {at} ({days} days left)"),
-                (Some(at), None) => format!("expires {at}"),
+                (Some(at), Some(days)) if days < 0 => format!("expired {} ({} days ago)", at.human(), -days),
+                (Some(at), Some(days)) if days <= 7 => {
+                    format!("expires {} (only {days} days left)", at.human())
+                }
+                (Some(at), Some(days)) => format!("expires {} ({days} days left)", at.human()),
+                (Some(at), None) => format!("expires {}", at.human()),
                 (None, _) => "expiry unknown".to_string(),
             };
             writeln!(out, "  cert      CN={} ({}), {expiry}", cut(&cert.subject, 40), cert.path)?;
@@ -778,6 +779,8 @@ mod tests {
             last_success_at: Some(at(NOW - 300)),
             last_error: Some("connection refused".into()),
             consecutive_failures: 4,
+            // Nanoseconds, as the shipper records them: shown to the second.
+            next_attempt_at: Timestamp::from_unix_nanos((NOW + 60) * 1_000_000_000 + 760_715_047),
             delivered_reports_total: 12,
             failed_requests_total: 4,
             spool: SpoolStatus {
@@ -820,6 +823,7 @@ mod tests {
         );
         assert!(out.contains("CN=i-0123456789abcdef0") && out.contains("(only 3 days left)"), "{out}");
         assert!(out.contains("error     connection refused"), "{out}");
+        assert!(out.contains(&format!("  retry     {}\n", at(NOW + 60))), "{out}");
         assert!(out.contains("IN MEMORY 1 report(s) the disk refused"), "{out}");
         assert!(out.contains("  rejected  2 report(s) the collector refused for good (malformed, or made as a former host id), moved to spool/rejected/"), "{out}");
     }

@@ -658,7 +658,7 @@ impl Fim {
             if let Ok(Some(v)) = crate::verdict::kept(store, key, scope, &stamp) {
                 b.package_mismatch_count = v.count;
                 // To the second: the verdict's own time says when it was judged, not how exactly.
-                let judged = Timestamp::from_unix_secs(v.judged.unix_secs()).unwrap_or(v.judged);
+                let judged = v.judged.human();
                 b.package_verification = Some(format!(
                     "package files in scope: {} do not match their packages (verdict of {judged} kept with the baseline: files and package databases unchanged since)",
                     v.count

@@ -213,7 +213,7 @@ pub const DIRECTORY_TIMESTAMPS: &[Attribute] = &[Attribute::Mtime, Attribute::Ct
 /// The value of one attribute as text, or `None` when it was not recorded.
 pub fn attribute_value(a: Attribute, v: &Attributes) -> Option<String> {
     let time = |ns: i64| match Timestamp::from_unix_nanos(ns) {
-        Some(t) => t.to_string(),
+        Some(t) => t.0.to_string(),
         None => format!("{ns} ns"),
     };
     match a {
@@ -463,7 +463,7 @@ pub fn render_event_line(event: &Event) -> String {
                 // attribute with its old and new values, each escaped on its own.
                 let mut lines = vec![format!(
                     "{} {} [{}]",
-                    event.time,
+                    event.time.human(),
                     c.human(),
                     if c.mechanism == Mechanism::Realtime { "realtime" } else { "rescan" }
                 )];
@@ -486,7 +486,12 @@ pub fn render_event_line(event: &Event) -> String {
                     g.detail
                 ),
                 Some(end) => {
-                    format!("coverage gap #{} closed: {} .. {} verified by rescan", g.id, g.start, end)
+                    format!(
+                        "coverage gap #{} closed: {} .. {} verified by rescan",
+                        g.id,
+                        g.start.human(),
+                        end.human()
+                    )
                 }
             },
             Err(_) => event.data.to_string(),
@@ -494,7 +499,7 @@ pub fn render_event_line(event: &Event) -> String {
         KIND_PACKAGE_TRANSACTION => {
             match serde_json::from_value::<crate::package::TransactionEvent>(event.data.clone()) {
                 Ok(t) => {
-                    let mut lines = vec![format!("{} {}", event.time, t.human())];
+                    let mut lines = vec![format!("{} {}", event.time.human(), t.human())];
                     lines.extend(t.human_details());
                     return lines
                         .iter()
@@ -508,7 +513,7 @@ pub fn render_event_line(event: &Event) -> String {
         _ => event.data.to_string(),
     };
     // Gap details and tree names come from the watched tree: escape them for the terminal.
-    format!("{} {}", event.time, guestward_core::text::escape_control(&what))
+    format!("{} {}", event.time.human(), guestward_core::text::escape_control(&what))
 }
 
 /// The last line of `agentctl fim events`: `3 change(s): 1 added, 0 removed, 2 modified; 1

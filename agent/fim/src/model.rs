@@ -204,13 +204,13 @@ impl FimStatus {
             out,
             "baseline:   {} entries, completed {}",
             self.files_in_baseline,
-            self.baseline_completed_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into())
+            self.baseline_completed_at.map(|t| t.human().to_string()).unwrap_or_else(|| "never".into())
         )?;
         if let Some(s) = &self.last_scan {
             writeln!(
                 out,
                 "last scan:  {} ({} changes; {}: {} file(s) hashed, {} reused)",
-                s.finished,
+                s.finished.human(),
                 s.changes,
                 s.stats.rehash.as_str(),
                 s.stats.files_hashed,
@@ -231,7 +231,7 @@ impl FimStatus {
             writeln!(
                 out,
                 "verified:   {} {outcome} in {:.1} s{}",
-                v.finished,
+                v.finished.human(),
                 v.duration_ms as f64 / 1000.0,
                 v.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
             )?;
@@ -272,7 +272,7 @@ impl FimStatus {
                     h.held_changes,
                     h.transaction.manager.as_str(),
                     h.transaction.id,
-                    h.transaction.started
+                    h.transaction.started.human()
                 )?;
             }
             for o in &a.outside {
@@ -320,7 +320,7 @@ impl FimStatus {
                     out,
                     "  - open gap #{} since {}: {} on {}: {}",
                     g.id,
-                    g.start,
+                    g.start.human(),
                     g.cause.as_str(),
                     g.trees.join(", "),
                     g.detail

@@ -123,7 +123,7 @@ pub fn render_summary(report: &FimReport, out: &mut dyn std::io::Write) -> std::
     let baseline = match &report.baseline {
         BaselineState::None => "none (run `guestward-agent fim init`, or start the daemon)".to_string(),
         BaselineState::Building { .. } => "being built".to_string(),
-        BaselineState::Complete { completed_at } => format!("complete since {completed_at}"),
+        BaselineState::Complete { completed_at } => format!("complete since {}", completed_at.human()),
     };
     writeln!(out, "   baseline  {baseline}, {} entries", report.entries)?;
     if report.monitor.is_some() {
@@ -138,14 +138,20 @@ pub fn render_summary(report: &FimReport, out: &mut dyn std::io::Write) -> std::
         writeln!(
             out,
             "   verified  {} ({outcome}, {} change(s){}, {} ms)",
-            v.finished,
+            v.finished.human(),
             v.changes,
             v.counts.map(|c| format!(": {}", c.human())).unwrap_or_default(),
             v.duration_ms
         )?;
     }
     for gap in &report.open_gaps {
-        writeln!(out, "   gap       {} since {}: {}", gap.cause.as_str(), gap.start, gap.trees.join(", "))?;
+        writeln!(
+            out,
+            "   gap       {} since {}: {}",
+            gap.cause.as_str(),
+            gap.start.human(),
+            gap.trees.join(", ")
+        )?;
     }
     if let Some(a) = &report.attribution {
         let c = &a.counts;
@@ -213,7 +219,7 @@ impl FimReport {
                     format!(
                         "coverage gap #{} open since {} on {}: {}",
                         g.id,
-                        g.start,
+                        g.start.human(),
                         g.trees.join(", "),
                         g.detail
                     ),

@@ -13,7 +13,7 @@ pub fn render_human(report: &Report, out: &mut dyn std::io::Write) -> std::io::R
         out,
         "guestward {} scan at {}{}",
         report.agent.version,
-        report.collected_at,
+        report.collected_at.human(),
         report.scanned_root.as_ref().map(|r| format!(" of {r}")).unwrap_or_default()
     )?;
     writeln!(
@@ -263,7 +263,7 @@ pub fn event_line(event: &guestward_core::Event) -> String {
         .and_then(serde_json::Value::as_u64)
         .map(|n| format!(" [{n} events coalesced]"))
         .unwrap_or_default();
-    format!("{} {} {subject}{change}{storm}", event.time, event.kind)
+    format!("{} {} {subject}{change}{storm}", event.time.human(), event.kind)
 }
 
 /// A `transport.spool_dropped`'s subject: what was dropped from the full spool (the

@@ -443,7 +443,7 @@ fn health(
         let first = reload.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("see the log");
         reasons.push(format!(
             "the configuration reload at {} was rejected, the previous configuration keeps running: {first}",
-            reload.at
+            reload.at.human()
         ));
     }
     if status.self_limits.throttled {
