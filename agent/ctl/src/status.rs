@@ -399,7 +399,7 @@ pub fn render_transport(
     if s.rejected_total > 0 {
         writeln!(
             out,
-            "  rejected  {} report(s) the collector refused for good (malformed, or made as a former host id), moved to spool/rejected/ with the reason",
+            "  rejected  {} report(s) the collector refused for good, set aside in spool/rejected/ (see each .reason)",
             s.rejected_total
         )?;
     }
@@ -825,7 +825,14 @@ mod tests {
         assert!(out.contains("error     connection refused"), "{out}");
         assert!(out.contains(&format!("  retry     {}\n", at(NOW + 60))), "{out}");
         assert!(out.contains("IN MEMORY 1 report(s) the disk refused"), "{out}");
-        assert!(out.contains("  rejected  2 report(s) the collector refused for good (malformed, or made as a former host id), moved to spool/rejected/"), "{out}");
+        assert!(
+            out.contains("  rejected  2 report(s) the collector refused for good, set aside in spool/rejected/ (see each .reason)\n"),
+            "{out}"
+        );
+        assert!(
+            out.lines().filter(|l| l.starts_with("  rejected")).all(|l| l.chars().count() <= WIDTH),
+            "{out}"
+        );
     }
 
     #[test]
