@@ -80,7 +80,7 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     // Before FIM (whose first start builds a baseline): a daemon told to deliver reports
     // (`[transport] enabled = true`) that cannot load its credentials stops here, with the
     // file and what is wrong, rather than spooling reports nobody will receive.
-    let transport = Transport::open(&config).context("not starting: reports could not be delivered")?;
+    let transport = Transport::open(&config).context("not starting: reports cannot be sent")?;
     if let Some(event) = established.event {
         // Carried by the next report (the first under the new identity).
         events.append(&[event]);
