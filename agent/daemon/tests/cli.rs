@@ -233,20 +233,21 @@ fn terminal_escapes_from_scanned_files_render_escaped_in_human_output() {
 
 /// A user other than the agent's runs `scan` on a host where the agent is installed: the state
 /// directory is private (0700), so the FIM section cannot be read. That is not a failure of the
-/// scan (exit 0): the section is skipped and says why and where to look instead.
+/// scan (exit 0): the section is skipped and says why and where to look instead. The network
+/// section says once that other users' processes could not be inspected.
 #[test]
-fn one_shot_fim_section_of_a_private_state_dir_is_skipped_for_other_users() {
+fn scan_as_another_user_skips_a_private_fim_state_and_names_uninspected_processes_once() {
     use std::os::unix::fs::PermissionsExt;
     if !is_root() {
         guestward_core::testing::skip_or_fail(
-            "one_shot_fim_section_of_a_private_state_dir_is_skipped_for_other_users",
+            "scan_as_another_user_skips_a_private_fim_state_and_names_uninspected_processes_once",
             "needs root to own a private state directory and switch to nobody",
         );
         return;
     }
     let Some(setpriv) = setpriv() else {
         guestward_core::testing::skip_or_fail(
-            "one_shot_fim_section_of_a_private_state_dir_is_skipped_for_other_users",
+            "scan_as_another_user_skips_a_private_fim_state_and_names_uninspected_processes_once",
             "setpriv is not installed",
         );
         return;
@@ -273,4 +274,16 @@ fn one_shot_fim_section_of_a_private_state_dir_is_skipped_for_other_users() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("== fim: skipped"), "{stdout}");
     assert!(stdout.contains("readable only by the agent's user"), "{stdout}");
+
+    // The network section as such a user: root's processes (pid 1 at least) cannot be
+    // inspected. Said once, as the section's problem, not again under the table.
+    let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["scan", "--only", "network"]));
+    assert_eq!(code, 1, "degraded: {stdout}{stderr}");
+    assert!(stdout.contains("problem: ") && stdout.contains("could not be inspected"), "{stdout}");
+    assert_eq!(stdout.matches("could not be inspected").count(), 1, "{stdout}");
 }

@@ -2,7 +2,7 @@
 //! user and systemd unit.
 
 use crate::model::{ExposureScope, NetworkReport, Socket};
-use guestward_core::text::{counted, escape_control};
+use guestward_core::text::escape_control;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -111,14 +111,8 @@ pub fn render_table(report: &NetworkReport, out: &mut dyn Write) -> std::io::Res
             writeln!(out, "  {:<50}  {owners}", escape_control(u.path.as_deref().unwrap_or("(unnamed)")))?;
         }
     }
-    let s = &report.owner_scan;
-    if s.processes_denied > 0 {
-        writeln!(
-            out,
-            "note: {} could not be inspected (run as root to see every owner)",
-            counted(s.processes_denied, "process", "processes")
-        )?;
-    }
+    // Processes that could not be inspected are the section's problem, printed above the
+    // table by every command that shows it: not repeated here.
     Ok(())
 }
 
