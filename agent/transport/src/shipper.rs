@@ -865,7 +865,6 @@ impl ClientSpec {
     }
 }
 
-/// Whole days from `now` to `not_after`, rounded down (negative once expired).
 /// A 401/403 that is not about a changed host id: the credentials are what is wrong.
 fn credentials_refused(error: &str) -> String {
     format!(
@@ -873,6 +872,7 @@ fn credentials_refused(error: &str) -> String {
     )
 }
 
+/// Whole days from `now` to `not_after`, rounded down (negative once expired).
 fn days_left(not_after: Timestamp, now: jiff::Timestamp) -> i64 {
     (not_after.0.as_second() - now.as_second()).div_euclid(86_400)
 }
