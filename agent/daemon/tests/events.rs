@@ -311,13 +311,17 @@ fn the_daemon_starts_again_on_a_full_state_disk_with_the_room_it_kept() {
     let filler = state.join("filler");
     guestward_core::testing::fill_filesystem(&filler);
     daemon.restart();
-    wait_for_baseline(&daemon);
+    // And its first report out: a change made while that scan runs would be that report's
+    // (reported once), not the one asked for below.
+    wait_for_baseline_and_first_scan(&daemon);
     assert!(!reserve.exists(), "the reserve was not used");
     let changed = daemon.watched().join("etc/app.conf");
     let report = change_then_scan(&daemon, &changed, "port = 7777\n");
     assert_eq!(
         realtime_changes_of(report["events"].as_array().unwrap(), &changed.display().to_string()).len(),
-        1
+        1,
+        "the report after the change does not carry it: {}",
+        report["events"]
     );
 
     // Room again: the next full scan makes the reserve again.
