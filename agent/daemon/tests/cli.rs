@@ -265,24 +265,22 @@ fn scan_as_another_user_skips_a_private_fim_state_and_names_uninspected_processe
     let bin = dir.path().join("guestward-agent");
     std::fs::copy(env!("CARGO_BIN_EXE_guestward-agent"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["scan", "--only", "fim"]));
+    let scan_as_nobody = |only: &str| {
+        run(std::process::Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .arg("--config")
+            .arg(&config)
+            .args(["scan", "--only", only]))
+    };
+    let (code, stdout, stderr) = scan_as_nobody("fim");
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("== fim: skipped"), "{stdout}");
     assert!(stdout.contains("readable only by the agent's user"), "{stdout}");
 
     // The network section as such a user: root's processes (pid 1 at least) cannot be
     // inspected. Said once, as the section's problem, not again under the table.
-    let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["scan", "--only", "network"]));
+    let (code, stdout, stderr) = scan_as_nobody("network");
     assert_eq!(code, 1, "degraded: {stdout}{stderr}");
     assert!(stdout.contains("problem: ") && stdout.contains("could not be inspected"), "{stdout}");
     assert_eq!(stdout.matches("could not be inspected").count(), 1, "{stdout}");
