@@ -1,6 +1,7 @@
 //! The `[imds]` config section and how it combines with the AWS SDK environment variables.
 
 use guestward_core::ConfigIssue;
+use guestward_core::config::url_parse_issue;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -179,7 +180,7 @@ impl ImdsConfig {
 
 fn check_endpoint(url: &str) -> Result<String, String> {
     let url = url.trim();
-    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|e| url_parse_issue(url, e))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("`{url}` must start with http:// or https://"));
     }

@@ -58,6 +58,19 @@ pub fn check_range<T: PartialOrd + Display>(
     }
 }
 
+/// What to say about a URL in a config that did not parse (`error` is the parser's reason).
+/// The workspace's `url` has no Unicode back end for internationalised names (idna_adapter 1.0,
+/// the workspace Cargo.toml says why): a host name with non-ASCII letters is refused, and the
+/// user is told the ASCII (`xn--`) form that is accepted.
+pub fn url_parse_issue(url: &str, error: impl Display) -> String {
+    let message = format!("is not a URL ({error}): `{url}`");
+    if url.is_ascii() {
+        message
+    } else {
+        format!("{message}; host names must be ASCII: write an internationalised name in its `xn--` form")
+    }
+}
+
 /// Prefixes every issue's key with `prefix` (see [`ConfigIssue::within`]).
 pub fn within(prefix: &str, issues: Vec<ConfigIssue>) -> Vec<ConfigIssue> {
     issues.into_iter().map(|i| i.within(prefix)).collect()

@@ -15,7 +15,7 @@
 //! # proxy = "http://proxy.internal:3128"   # default: HTTPS_PROXY / NO_PROXY
 //! ```
 
-use guestward_core::config::{ConfigIssue, check_range};
+use guestward_core::config::{ConfigIssue, check_range, url_parse_issue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -27,7 +27,8 @@ pub struct TransportConfig {
     /// Ship reports to a collector. Default false: reports stay on the host (control socket,
     /// event history).
     pub enabled: bool,
-    /// The collector's base URL; `https://` only. Required when `enabled`.
+    /// The collector's base URL; `https://` only. Required when `enabled`. Host names are ASCII:
+    /// an internationalised name goes in its `xn--` form.
     pub url: Option<String>,
     /// PEM file of the collector's CA: the only roots the collector's certificate may chain to
     /// (pinned). Required when `enabled`, unless `use_system_roots` is true.
@@ -104,13 +105,13 @@ impl TransportConfig {
                     issues.push(ConfigIssue::new("url", format!("has no host: `{url}`")))
                 }
                 Ok(_) => {}
-                Err(e) => issues.push(ConfigIssue::new("url", format!("is not a URL ({e}): `{url}`"))),
+                Err(e) => issues.push(ConfigIssue::new("url", url_parse_issue(url, e))),
             }
         }
         if let Some(proxy) = &self.proxy
             && let Err(e) = url::Url::parse(proxy)
         {
-            issues.push(ConfigIssue::new("proxy", format!("is not a URL ({e}): `{proxy}`")));
+            issues.push(ConfigIssue::new("proxy", url_parse_issue(proxy, e)));
         }
         if self.enabled {
             if self.url.is_none() {
@@ -157,5 +158,28 @@ mod tests {
         let issues = c.validate();
         assert_eq!(issues.len(), 1);
         assert!(issues[0].message.contains("https://"), "{issues:?}");
+    }
+
+    /// `url` has no Unicode back end (idna_adapter 1.0): an internationalised collector name is
+    /// accepted in its ASCII form, and refused with that advice in its Unicode form.
+    #[test]
+    fn an_internationalised_host_is_accepted_in_its_xn_form_only() {
+        let ascii = TransportConfig {
+            url: Some("https://xn--bcher-kva.example:8443".into()),
+            proxy: Some("http://xn--prxy-6qa.example:3128".into()),
+            ..Default::default()
+        };
+        assert_eq!(ascii.validate(), vec![]);
+        let unicode = TransportConfig {
+            url: Some("https://bücher.example:8443".into()),
+            proxy: Some("http://pröxy.example:3128".into()),
+            ..Default::default()
+        };
+        let issues = unicode.validate();
+        assert_eq!(issues.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["url", "proxy"]);
+        for issue in &issues {
+            assert!(issue.message.contains("is not a URL"), "{issue}");
+            assert!(issue.message.contains("write an internationalised name in its `xn--` form"), "{issue}");
+        }
     }
 }
