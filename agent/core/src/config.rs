@@ -61,13 +61,13 @@ pub fn check_range<T: PartialOrd + Display>(
 /// What to say about a URL in a config that did not parse (`error` is the parser's reason).
 /// The workspace's `url` has no Unicode back end for internationalised names (idna_adapter 1.0,
 /// the workspace Cargo.toml says why): a host name with non-ASCII letters is refused, and the
-/// user is told the ASCII (`xn--`) form that is accepted.
-pub fn url_parse_issue(url: &str, error: impl Display) -> String {
+/// user is told the ASCII (`xn--`) form that is accepted. Other faults get no such advice.
+pub fn url_parse_issue(url: &str, error: url::ParseError) -> String {
     let message = format!("is not a URL ({error}): `{url}`");
-    if url.is_ascii() {
-        message
-    } else {
+    if error == url::ParseError::IdnaError && !url.is_ascii() {
         format!("{message}; host names must be ASCII: write an internationalised name in its `xn--` form")
+    } else {
+        message
     }
 }
 
@@ -79,6 +79,20 @@ pub fn within(prefix: &str, issues: Vec<ConfigIssue>) -> Vec<ConfigIssue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_unicode_host_name_gets_the_ascii_advice() {
+        let issue = |u: &str| url::Url::parse(u).err().map(|e| url_parse_issue(u, e));
+        let advice = "write an internationalised name in its `xn--` form";
+        let unicode_host = issue("https://bücher.example:8443").unwrap_or_default();
+        assert!(unicode_host.contains(advice), "{unicode_host}");
+        // Non-ASCII (in the path), but the fault is the port: the advice would mislead.
+        let bad_port = issue("https://collector.example:99999/bücher").unwrap_or_default();
+        assert!(bad_port.starts_with("is not a URL (invalid port number)"), "{bad_port}");
+        assert!(!bad_port.contains(advice), "{bad_port}");
+        // Non-ASCII outside the host is percent-encoded: a URL.
+        assert_eq!(issue("https://collector.example/bücher"), None);
+    }
 
     #[test]
     fn range_issue_names_the_bounds_and_the_value() {
