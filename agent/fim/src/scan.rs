@@ -3,7 +3,9 @@
 //! Shape: the calling thread walks directories (`lstat` only, never following symlinks) and
 //! sends one job per entry into a bounded channel; `threads` workers read and hash; one writer
 //! thread batches records into SQLite. Every channel is bounded, so memory does not grow with
-//! the tree: a million-file baseline holds a few thousand records in flight at most.
+//! the tree: a million-file baseline holds a few thousand records in flight at most. A
+//! metadata-first scan, whose work per entry is as small as the walk's, has `threads` threads
+//! walk together instead, each examining what it lists (see [`walk`]).
 //!
 //! Why plain threads and channels rather than rayon: the work is a pipeline with back-pressure
 //! (walk → hash → write) and one writer that must own its SQLite connection; rayon's
@@ -13,7 +15,7 @@
 use crate::config::{Policy, RateLimit, Rule};
 use crate::dirfd;
 pub use crate::model::{Rehash, ScanProgress, ScanStats};
-use crate::record::{FileKind, FileRecord, Hashing, Lane, ReadOptions, read_record_at, read_record_opened};
+use crate::record::{FileKind, FileRecord, Hashing, Lane, ReadOptions, read_record_opened};
 use crate::store::{Store, StoreError};
 use guestward_core::{HostRoot, Problem, Timestamp};
 use nix::sys::stat::FileStat;
@@ -25,6 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod walk;
+use walk::{JobsTo, Out, SharedStack, Walk};
 
 /// Most problems kept per scan (the count of all of them is kept too).
 const MAX_PROBLEMS: usize = 200;
@@ -430,6 +435,8 @@ pub(crate) fn stage_with(
     // keeps the hashing threads from waiting on a commit without holding a second batch.
     let (write_tx, write_rx) = sync_channel::<Write>(1024 / JOB_BATCH);
     let mut cancelled = false;
+    // The work of the threads that walk together, when they do (see below).
+    let shared = SharedStack::new(targets);
 
     let result: Result<(), ScanError> = std::thread::scope(|s| {
         let writer = std::thread::Builder::new()
@@ -439,16 +446,10 @@ pub(crate) fn stage_with(
                 writer_loop(&mut writer_store, write_rx, &counters, opts, t0, baseline_entries, keep)
             })
             .map_err(ScanError::Thread)?;
-        let mut workers = Vec::new();
-        for i in 0..threads {
-            let rx = Arc::clone(&job_rx);
-            let tx = write_tx.clone();
-            let counters = &counters;
-            let limiter = &limiter;
-            let pacing = Pacing { pace: opts.pace, cancel: opts.cancel };
-            // Each thread looks up the baseline records of its own entries (metadata-first
-            // scans): one read connection each, so the lookups run in parallel too. A store
-            // that cannot be opened here only costs the reuse: every file is then hashed.
+        // Each thread looks up the baseline records of its own entries (metadata-first
+        // scans): one read connection each, so the lookups run in parallel too. A store that
+        // cannot be opened here only costs the reuse: every file is then hashed.
+        let open_lookups = || {
             let baseline = match lookups {
                 false => None,
                 true => Store::open_keyed(state_dir, policy.baseline_key.clone())
@@ -465,6 +466,90 @@ pub(crate) fn stage_with(
             if staging == Staging::Changes && !prune {
                 counters.lookups_incomplete.store(true, Ordering::Relaxed);
             }
+            (baseline, prune)
+        };
+        // Metadata first, every entry goes to the hashing threads anyway (`lookups`): they
+        // stat what is not a directory (see `Walk::list`). A resumed scan compares each
+        // entry's stat with its staged row here, so it keeps the walk's own.
+        let defer_stat = opts.rehash == Rehash::Changed && lookups && !resume;
+        // A full scan (not resumed: that compares each stat with its staged row in the walk)
+        // opens the regular files getdents lists before examining them.
+        let open_regular_first = opts.rehash == Rehash::All && !resume;
+        let walk = Walk {
+            policy,
+            root,
+            defer_stat,
+            open_regular_first,
+            counters: &counters,
+            cancel: opts.cancel,
+            state_dir,
+        };
+        // Metadata first and no MD5 to take (no lanes to share): every thread walks, and
+        // examines what it lists itself (see `walk`).
+        if defer_stat && md5.is_none() {
+            drop(job_rx);
+            drop(job_tx);
+            let stack = &shared;
+            let mut walkers = Vec::new();
+            for i in 0..threads {
+                let tx = write_tx.clone();
+                let (baseline, prune) = open_lookups();
+                let (counters, limiter) = (&counters, &limiter);
+                let pacing = Pacing { pace: opts.pace, cancel: opts.cancel };
+                let rehash = opts.rehash;
+                let spawned =
+                    std::thread::Builder::new().name(format!("fim-walk-{i}")).spawn_scoped(s, move || {
+                        let finish = Finish { tx: &tx, counters, links, prune, md5: None };
+                        let mut buf = guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES);
+                        let mut examine = |jobs: Vec<Job>| {
+                            examine_here(
+                                jobs,
+                                baseline.as_ref(),
+                                rehash,
+                                &finish,
+                                &mut buf,
+                                &mut |n, paced| account(limiter, pacing, counters, n, paced),
+                            )
+                        };
+                        let mut out = Out::new(JobsTo::Here(&mut examine), &tx, true, None);
+                        walk::walk_shared(&walk, stack, &mut out);
+                    });
+                match spawned {
+                    Ok(h) => walkers.push(h),
+                    Err(e) => {
+                        if walkers.is_empty() {
+                            stack.stop();
+                            drop(write_tx);
+                            return Err(ScanError::Thread(e));
+                        }
+                    }
+                }
+            }
+            drop(write_tx);
+            let mut died = None;
+            for w in walkers {
+                if w.join().is_err() {
+                    died = Some("fim-walk");
+                }
+            }
+            if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                cancelled = true;
+            }
+            counters.walk_done.store(true, Ordering::Relaxed);
+            match writer.join() {
+                Ok(r) => r.map_err(ScanError::Store)?,
+                Err(_) => return Err(ScanError::ThreadDied("fim-writer")),
+            }
+            return died.map_or(Ok(()), |t| Err(ScanError::ThreadDied(t)));
+        }
+        let mut workers = Vec::new();
+        for i in 0..threads {
+            let rx = Arc::clone(&job_rx);
+            let tx = write_tx.clone();
+            let counters = &counters;
+            let limiter = &limiter;
+            let pacing = Pacing { pace: opts.pace, cancel: opts.cancel };
+            let (baseline, prune) = open_lookups();
             let rehash = opts.rehash;
             let spawned =
                 std::thread::Builder::new().name(format!("fim-hash-{i}")).spawn_scoped(s, move || {
@@ -488,14 +573,7 @@ pub(crate) fn stage_with(
         }
         let walk_tx = write_tx.clone();
         drop(write_tx);
-        let mut out = Out::new(&job_tx, &walk_tx, lookups);
-        // Metadata first, every entry goes to the hashing threads anyway (`lookups`): they
-        // stat what is not a directory (see `walk_target`). A resumed scan compares each
-        // entry's stat with its staged row here, so it keeps the walk's own.
-        let defer_stat = opts.rehash == Rehash::Changed && lookups && !resume;
-        // A full scan (not resumed: that compares each stat with its staged row in the walk)
-        // opens the regular files getdents lists before examining them.
-        let open_regular_first = opts.rehash == Rehash::All && !resume;
+        let mut out = Out::new(JobsTo::Queue(&job_tx), &walk_tx, lookups, resume.then_some(&reader));
         // The hashing threads hold the only receivers of the jobs: when they are all gone (the
         // writer failed, and they stop on their next send to it), the walk's next send fails
         // and the walk stops, instead of waiting forever for room in the queue.
@@ -508,19 +586,7 @@ pub(crate) fn stage_with(
             if out.gone {
                 break;
             }
-            walk_target(
-                policy,
-                root,
-                t,
-                &reader,
-                resume,
-                defer_stat,
-                open_regular_first,
-                &mut out,
-                &counters,
-                opts.cancel,
-                state_dir,
-            );
+            walk::walk_target(&walk, t, &mut out);
         }
         out.flush();
         drop(out);
@@ -562,318 +628,6 @@ pub(crate) fn stage_with(
         reused: counters.reused.load(Ordering::Relaxed),
     };
     Ok(Staged { stats, pruned: counters.pruned.load(Ordering::Relaxed), found })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn walk_target(
-    policy: &Policy,
-    root: &HostRoot,
-    target: &Target,
-    reader: &Store,
-    resume: bool,
-    defer_stat: bool,
-    open_regular_first: bool,
-    out: &mut Out<'_>,
-    counters: &Counters,
-    cancel: Option<&AtomicBool>,
-    state_dir: &Path,
-) {
-    let Some(rule) = policy.rules.get(target.rule) else {
-        return;
-    };
-    // A target is governed by its own rule unless it is excluded by it (or by a more
-    // specific rule covering the same path, which then walks it itself).
-    if policy.governing(&target.host).map(|r| r.index) != Some(rule.index) {
-        return;
-    }
-    let read_opts = ReadOptions::of_rule(rule);
-    // The target is reached from the rule's trusted prefix through directory descriptors, so
-    // a scoped rescan deep inside a tree cannot be steered outside it either.
-    let (parent, name, stat) = match dirfd::locate(root, rule, &target.host)
-        .and_then(|at| dirfd::stat_at(&at.dir, &at.name).map(|st| (at.dir, at.name, st)))
-    {
-        Ok(found) => found,
-        Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                counters.problem(problem(&target.host, &e));
-                out.carry_over(target.host.clone());
-            }
-            return;
-        }
-    };
-    let parent = Arc::new(parent);
-    let is_dir = dirfd::is_dir(&stat);
-    submit(
-        Job {
-            host: target.host.clone(),
-            dir: Arc::clone(&parent),
-            name: name.clone(),
-            stat: Some(stat),
-            open_first: false,
-            opts: read_opts,
-        },
-        reader,
-        resume,
-        out,
-        counters,
-    );
-    if !is_dir {
-        return;
-    }
-    // Rules nested below this target are walked on their own; only then is the per-entry
-    // governing check needed.
-    let nested = policy.rules.iter().any(|r| r.index != rule.index && is_below(&r.pattern, &rule.pattern));
-    // Each pending directory holds its parent's descriptor (shared), never a path.
-    let mut stack = vec![(target.host.clone(), parent, name, stat, 0usize)];
-    let mut dirents = vec![std::mem::MaybeUninit::<u8>::uninit(); DIRENT_BUFFER_BYTES];
-    while let Some((host_dir, parent, name, seen, depth)) = stack.pop() {
-        if out.gone || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return;
-        }
-        // Opened relative to its parent without following a symlink, and checked to be the
-        // very directory examined: swapped since (for a symlink to `/root`, say), it is
-        // reported and its baseline records are kept, never listed from elsewhere.
-        let dir = match dirfd::descend(&parent, &name, &seen) {
-            Ok(d) => Arc::new(d),
-            Err(e) => {
-                counters.problem(problem(&host_dir, &e));
-                out.carry_over(host_dir);
-                continue;
-            }
-        };
-        drop(parent);
-        // Entries are handed on in name order: they then reach the store in path order, so
-        // each baseline lookup and each staged insert lands next to the last one. In getdents
-        // order (a hash order on ext4) the lookups of one `check --fast` of /usr jumped across
-        // the B-tree: 38,724 page reads. The listing is read a chunk at a time, a bound on the
-        // memory a planted directory of millions of entries can cost; a directory of more
-        // than one chunk is sorted through a temporary file in the state directory
-        // (`listing`). Read from a freshly opened descriptor (at offset 0), into the walk's
-        // one buffer.
-        let mut entries = rustix::fs::RawDir::new(&*dir, &mut dirents);
-        let mut subdirs = Vec::new();
-        let mut listed_any = false;
-        let mut failed = false;
-        let mut next_chunk = |names: &mut Vec<(OsString, rustix::fs::FileType)>| -> bool {
-            while let Some(entry) = entries.next() {
-                match entry {
-                    Ok(e) => {
-                        listed_any = true;
-                        let bytes = e.file_name().to_bytes();
-                        if bytes != b"." && bytes != b".." {
-                            names.push((OsStr::from_bytes(bytes).to_os_string(), e.file_type()));
-                        }
-                    }
-                    Err(e) => {
-                        // readdir failed part-way: what was listed is recorded, the rest of
-                        // this directory is reported.
-                        counters.problem(problem(&host_dir, &std::io::Error::from(e)));
-                        failed = true;
-                        return false;
-                    }
-                }
-                if names.len() >= SORTED_CHUNK {
-                    return true;
-                }
-            }
-            false
-        };
-        let mut each = |name: OsString, listed_as: rustix::fs::FileType| {
-            let host = host_dir.join(&name);
-            if rule.excludes(&host) {
-                return;
-            }
-            if nested && policy.governing(&host).map(|r| r.index) != Some(rule.index) {
-                return;
-            }
-            // A metadata-first scan is bound by this one thread's `fstatat` of every entry:
-            // what getdents says is not a directory is examined by the hashing thread that
-            // takes it instead (which stats it there, as the walk would). Directories, and
-            // entries of unknown type, are examined here: the walk descends from that.
-            // A full scan reads every regular file: one that getdents lists as such is
-            // opened first by its hashing thread, which then `fstat`s the descriptor (the
-            // same examination, one path lookup instead of two). The descriptor is checked
-            // to be a regular file before anything is read, as after an `fstatat`.
-            let open_first = open_regular_first
-                && listed_as == rustix::fs::FileType::RegularFile
-                && read_opts.attributes.hashes();
-            if open_first
-                || (defer_stat
-                    && !matches!(listed_as, rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown))
-            {
-                let job = Job { host, dir: Arc::clone(&dir), name, stat: None, open_first, opts: read_opts };
-                submit(job, reader, resume, out, counters);
-                return;
-            }
-            let stat = match dirfd::stat_at(&dir, &name) {
-                Ok(st) => st,
-                // Deleted between readdir and fstatat: it is simply not there.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(e) => {
-                    counters.problem(problem(&host, &e));
-                    return;
-                }
-            };
-            if dirfd::is_dir(&stat) && rule.recursive {
-                if depth + 1 > dirfd::MAX_DEPTH {
-                    // Recorded, not descended: its records below are kept and it is reported.
-                    counters.problem(
-                        Problem::new(
-                            "too_deep",
-                            format!(
-                                "{}: nested more than {} directories below the tree root; not descended",
-                                crate::events::escape_path(&host),
-                                dirfd::MAX_DEPTH
-                            ),
-                        )
-                        .with_path(crate::events::escape_path(&host)),
-                    );
-                    out.carry_over(host.clone());
-                } else {
-                    subdirs.push((host.clone(), Arc::clone(&dir), name.clone(), stat, depth + 1));
-                }
-            }
-            let job = Job {
-                host,
-                dir: Arc::clone(&dir),
-                name,
-                stat: Some(stat),
-                open_first: false,
-                opts: read_opts,
-            };
-            submit(job, reader, resume, out, counters);
-        };
-        let spill = crate::listing::SpillTo { dir: state_dir, max_bytes: crate::listing::MAX_SPILL_BYTES };
-        match crate::listing::each_in_order(Some(spill), &mut next_chunk, &mut each) {
-            crate::listing::Listed::InOrder => {}
-            // Every entry was still handed on, some out of name order: slower to store, not
-            // less checked.
-            crate::listing::Listed::Unsorted(e) => tracing::warn!(
-                directory = %crate::events::escape_path(&host_dir),
-                error = %e,
-                "cannot sort this large directory's entries through a temporary file in the state directory; they are scanned in chunks"
-            ),
-            // Entries not handed on: reported as a listing that failed part-way.
-            crate::listing::Listed::Incomplete(e) => counters.problem(problem(&host_dir, &e)),
-        }
-        if failed && !listed_any {
-            // Nothing could be listed: its baseline records are kept, as for a directory that
-            // cannot be opened.
-            out.carry_over(host_dir.clone());
-        }
-        // Popped in name order: pushed last to first.
-        stack.extend(subdirs.drain(..).rev());
-    }
-}
-
-fn is_below(child: &Path, parent: &Path) -> bool {
-    child != parent && child.starts_with(parent)
-}
-
-/// What the walk hands on, batched: files to the hashing threads, records to the writer.
-struct Out<'a> {
-    jobs: &'a SyncSender<Vec<Job>>,
-    writes: &'a SyncSender<Write>,
-    /// Every entry goes to the hashing threads, which look its baseline record up.
-    lookups: bool,
-    pending_jobs: Vec<Job>,
-    pending_bytes: u64,
-    pending_records: Vec<(PathBuf, FileRecord)>,
-    /// The hashing threads or the writer are gone (the writer failed: a full disk, say): the
-    /// scan has failed, and the walk stops.
-    gone: bool,
-}
-
-impl<'a> Out<'a> {
-    fn new(jobs: &'a SyncSender<Vec<Job>>, writes: &'a SyncSender<Write>, lookups: bool) -> Self {
-        Self {
-            jobs,
-            writes,
-            lookups,
-            pending_jobs: Vec::with_capacity(JOB_BATCH),
-            pending_bytes: 0,
-            pending_records: Vec::new(),
-            gone: false,
-        }
-    }
-
-    fn job(&mut self, job: Job) {
-        let size = job.stat.map_or(0, |st| st.st_size);
-        self.pending_bytes = self.pending_bytes.saturating_add(u64::try_from(size).unwrap_or(0));
-        self.pending_jobs.push(job);
-        if self.pending_jobs.len() >= JOB_BATCH || self.pending_bytes >= JOB_BATCH_BYTES {
-            self.flush();
-        }
-    }
-
-    fn record(&mut self, host: PathBuf, rec: FileRecord) {
-        self.pending_records.push((host, rec));
-        if self.pending_records.len() >= JOB_BATCH {
-            self.flush_records();
-        }
-    }
-
-    fn carry_over(&mut self, dir: PathBuf) {
-        self.flush_records();
-        self.gone |= self.writes.send(Write::CarryOver(dir)).is_err();
-    }
-
-    fn flush_records(&mut self) {
-        if !self.pending_records.is_empty() {
-            let batch = std::mem::replace(&mut self.pending_records, Vec::with_capacity(JOB_BATCH));
-            self.gone |= self.writes.send(Write::Records(batch)).is_err();
-        }
-    }
-
-    /// Hands on everything pending. Records first: the job send may block for long (a
-    /// rate-limited or paced scan), and what the walk recorded must not wait for it to be
-    /// staged (and kept by a resume).
-    fn flush(&mut self) {
-        self.flush_records();
-        if !self.pending_jobs.is_empty() {
-            let batch = std::mem::replace(&mut self.pending_jobs, Vec::with_capacity(JOB_BATCH));
-            self.pending_bytes = 0;
-            self.gone |= self.jobs.send(batch).is_err();
-        }
-    }
-}
-
-fn submit(job: Job, reader: &Store, resume: bool, out: &mut Out<'_>, counters: &Counters) {
-    counters.seen.fetch_add(1, Ordering::Relaxed);
-    let Some(stat) = job.stat else {
-        // Examined by the hashing thread that takes it.
-        out.job(job);
-        return;
-    };
-    if resume {
-        // Same inode, size, mtime and ctime as when this interrupted scan recorded it: ctime
-        // cannot be set from user space, so the content is what was hashed then.
-        if let Ok(Some(staged)) = reader.resumable(&job.host) {
-            let now = FileRecord::from_stat(&stat);
-            if staged.unchanged_in(&now) {
-                counters.resumed.fetch_add(1, Ordering::Relaxed);
-                // Staged again (counted done when flushed): only what this run's walk found
-                // is staged, so a file deleted since the interrupted run is reported removed
-                // (issue 9, item 8) instead of kept by its stale row.
-                out.record(job.host, staged);
-                return;
-            }
-        }
-    }
-    // With lookups every entry goes to the hashing threads, which look its baseline record
-    // up (in parallel), read only what changed (metadata first) and stage only what differs.
-    if out.lookups || (FileKind::from_mode(stat.st_mode) == FileKind::File && job.opts.attributes.hashes()) {
-        out.job(job);
-    } else {
-        // No content to read: record here, sparing the workers a round trip. FIFOs, devices
-        // and sockets are recorded from their fstatat alone and never opened.
-        let mut buf = guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES);
-        let (rec, err) = read_record_at(&job.dir, &job.name, &stat, job.opts, None, &mut buf, &mut |_| {});
-        if let Some(e) = err {
-            counters.problem(problem(&job.host, &e));
-        }
-        out.record(job.host, rec);
-    }
 }
 
 /// What a hashing thread obeys besides the rate limit: the host's pace (self-limits) and the
@@ -1329,6 +1083,135 @@ impl Finish<'_> {
     }
 }
 
+/// Bytes about to be read, for the rate limit, the host's pace and the progress. Paced once
+/// per file (`paced`): a file written during the rest is hashed again (its stat changed), and
+/// that attempt must not owe the rest a second time.
+fn account(limiter: &Limiter, pacing: Pacing<'_>, counters: &Counters, n: u64, paced: &mut bool) {
+    limiter.take(n);
+    if let Some(pace) = pacing.pace.filter(|_| !*paced) {
+        *paced = true;
+        pace.pause(n, pacing.cancel);
+    }
+    counters.bytes.fetch_add(n, Ordering::Relaxed);
+}
+
+/// An entry examined, whose content is to be read: its baseline record did not stand.
+struct ToRead {
+    job: Job,
+    stat: FileStat,
+    prev: Option<FileRecord>,
+    /// Opened by the examination (see `Job::open_first`).
+    opened: Option<File>,
+    /// A regular file whose digests the rule asks for.
+    hashes: bool,
+    read_opts: ReadOptions,
+    /// The record of another link to the same inode, read in this scan.
+    linked: Option<FileRecord>,
+}
+
+/// Examines `job` (with its baseline record `prev`, if looked up): its metadata, taken here
+/// unless the walk took it. `None` when there is nothing to read: it is gone since the
+/// listing (or cannot be examined: reported), or, metadata first, its metadata is as its
+/// baseline record says and the record stands (pushed to `records` unless pruned).
+fn examine(
+    job: Job,
+    prev: Option<FileRecord>,
+    rehash: Rehash,
+    finish: &Finish<'_>,
+    records: &mut Vec<(PathBuf, FileRecord)>,
+) -> Option<ToRead> {
+    let counters = finish.counters;
+    let mut opened = None;
+    let examined = match job.stat {
+        Some(st) => Ok(st),
+        None => match job.open_first.then(|| crate::record::open_regular(&job.dir, &job.name)).flatten() {
+            Some((file, st)) => {
+                opened = Some(file);
+                Ok(st)
+            }
+            // Not a readable regular file now: examined as any other entry.
+            None => dirfd::stat_at(&job.dir, &job.name),
+        },
+    };
+    let stat = match examined {
+        Ok(st) => st,
+        Err(e) => {
+            // Gone since the listing (or unreadable): as if the walk had not met it, so the
+            // diff looks for its baseline row (see `Staged::found`).
+            if prev.is_some() {
+                counters.found.fetch_sub(1, Ordering::Relaxed);
+            }
+            if e.kind() != std::io::ErrorKind::NotFound {
+                counters.problem(problem(&job.host, &e));
+            }
+            return None;
+        }
+    };
+    let reused = prev
+        .as_ref()
+        .filter(|_| rehash == Rehash::Changed)
+        .and_then(|prev| FileRecord::reused(prev, &stat, job.opts));
+    if let Some(rec) = reused {
+        counters.reused.fetch_add(1, Ordering::Relaxed);
+        if finish.prune {
+            counters.pruned.fetch_add(1, Ordering::Relaxed);
+        } else {
+            records.push((job.host, rec));
+        }
+        return None;
+    }
+    let hashes = FileKind::from_mode(stat.st_mode) == FileKind::File && job.opts.attributes.hashes();
+    // An MD5 known for this content is carried over when the record is finished (same
+    // content digests); one is taken in this read only when none is, for the files asked for.
+    let known_md5 = prev.as_ref().filter(|p| p.md5.is_some() && p.same_stat(&FileRecord::from_stat(&stat)));
+    let read_opts = ReadOptions {
+        md5: hashes && known_md5.is_none() && finish.md5.is_some_and(|m| m.wants(&job.host)),
+        ..job.opts
+    };
+    let linked = if hashes { finish.links.find(&stat, read_opts.md5) } else { None };
+    Some(ToRead { job, stat, prev, opened, hashes, read_opts, linked })
+}
+
+/// Examines a batch of `jobs` on the walking thread (see `walk`): looked up, examined, and
+/// read whole if changed, each in turn. False when the writer is gone.
+fn examine_here(
+    jobs: Vec<Job>,
+    baseline: Option<&(Store, bool)>,
+    rehash: Rehash,
+    finish: &Finish<'_>,
+    buf: &mut guestward_core::ReadBuffer,
+    account: &mut dyn FnMut(u64, &mut bool),
+) -> bool {
+    let prevs = lookup_batch(baseline, &jobs, finish.counters);
+    let mut records = Vec::new();
+    for (job, prev) in jobs.into_iter().zip(prevs) {
+        let Some(ToRead { job, stat, prev, opened, hashes, read_opts, linked }) =
+            examine(job, prev, rehash, finish, &mut records)
+        else {
+            continue;
+        };
+        let mut paced = false;
+        let read = match linked {
+            Some(rec) => (rec, None),
+            None => read_record_opened(
+                &job.dir,
+                &job.name,
+                opened,
+                &stat,
+                read_opts,
+                None,
+                buf,
+                &mut |n| account(n, &mut paced),
+                Hashing::Read(None),
+            ),
+        };
+        if !finish.record(&mut records, job.host, prev.as_ref(), &stat, hashes, read) {
+            return false;
+        }
+    }
+    records.is_empty() || finish.tx.send(Write::Records(records)).is_ok()
+}
+
 fn worker_loop(
     rx: &Mutex<Receiver<Vec<Job>>>,
     tx: &SyncSender<Write>,
@@ -1346,14 +1229,7 @@ fn worker_loop(
     // Bytes about to be read, for the rate limit, the host's pace and the progress. Paced
     // once per file: a file written during the rest is hashed again (its stat changed), and
     // that attempt must not owe the rest a second time.
-    let account = |n: u64, paced: &mut bool| {
-        limiter.take(n);
-        if let Some(pace) = pacing.pace.filter(|_| !*paced) {
-            *paced = true;
-            pace.pause(n, pacing.cancel);
-        }
-        counters.bytes.fetch_add(n, Ordering::Relaxed);
-    };
+    let account = |n: u64, paced: &mut bool| account(limiter, pacing, counters, n, paced);
     // One large file read in a lane while the next files are read (see `Lane`).
     let mut in_lane: Option<InLane> = None;
     // Files whose MD5 is taken (dpkg's, in a first baseline), read together in lanes of their
@@ -1475,57 +1351,12 @@ fn worker_loop(
             {
                 return;
             }
-            let mut opened = None;
-            let examined = match job.stat {
-                Some(st) => Ok(st),
-                None => {
-                    match job.open_first.then(|| crate::record::open_regular(&job.dir, &job.name)).flatten() {
-                        Some((file, st)) => {
-                            opened = Some(file);
-                            Ok(st)
-                        }
-                        // Not a readable regular file now: examined as any other entry.
-                        None => dirfd::stat_at(&job.dir, &job.name),
-                    }
-                }
-            };
-            let stat = match examined {
-                Ok(st) => st,
-                Err(e) => {
-                    // Gone since the listing (or unreadable): as if the walk had not met
-                    // it, so the diff looks for its baseline row (see `Staged::found`).
-                    if prev.is_some() {
-                        counters.found.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        counters.problem(problem(&job.host, &e));
-                    }
-                    continue;
-                }
-            };
-            let reused = prev
-                .as_ref()
-                .filter(|_| rehash == Rehash::Changed)
-                .and_then(|prev| FileRecord::reused(prev, &stat, job.opts));
-            if let Some(rec) = reused {
-                counters.reused.fetch_add(1, Ordering::Relaxed);
-                if prune {
-                    counters.pruned.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    records.push((job.host, rec));
-                }
+            let Some(ToRead { job, stat, prev, opened, hashes, read_opts, linked }) =
+                examine(job, prev, rehash, &finish, &mut records)
+            else {
                 continue;
-            }
-            let hashes = FileKind::from_mode(stat.st_mode) == FileKind::File && job.opts.attributes.hashes();
-            // An MD5 known for this content is carried over below (same content digests); one
-            // is taken in this read only when none is, for the files asked for.
-            let known_md5 =
-                prev.as_ref().filter(|p| p.md5.is_some() && p.same_stat(&FileRecord::from_stat(&stat)));
-            let read_opts = ReadOptions {
-                md5: hashes && known_md5.is_none() && md5.is_some_and(|m| m.wants(&job.host)),
-                ..job.opts
             };
-            let linked = if hashes { links.find(&stat, read_opts.md5) } else { None };
+            let mut opened = opened;
             let size = u64::try_from(stat.st_size).unwrap_or(0);
             // A file opened here is read in a lane, not by itself, when it is of one of two
             // kinds. Never one with other hard links: those are met next, and find its record

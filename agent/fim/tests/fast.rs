@@ -234,3 +234,89 @@ fn a_fast_check_reports_removals_and_type_changes_as_the_full_check_does() {
     }
     assert_eq!(fast.exit_code(), 1);
 }
+
+/// Metadata first, every scan thread walks and examines what it lists itself, the threads
+/// taking directories from one stack. Over a tree of many small directories (more threads
+/// than CPUs, so that they interleave), the fast check sees every entry once and reports
+/// what the full check reports: a deep content change, a removed file, a removed subtree,
+/// a new directory and a directory whose mode changed.
+#[test]
+fn threads_walking_together_meet_every_entry_once_and_agree_with_the_full_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let mut entries = 1u64;
+    for a in 0..12 {
+        for b in 0..4 {
+            let leaf = tree.join(format!("d{a:02}/s{b}"));
+            std::fs::create_dir_all(&leaf).unwrap();
+            entries += if b == 0 { 2 } else { 1 };
+            for f in 0..6 {
+                std::fs::write(leaf.join(format!("f{f}")), format!("{a} {b} {f}\n")).unwrap();
+                entries += 1;
+            }
+        }
+    }
+    let mut config: Config = crate::common::config_for(&tree, vec![]);
+    config.threads = 4;
+    let o =
+        OneShot { config, state_dir: dir.path().join("state"), root: HostRoot::live(), progress_bar: false };
+    oneshot::init(&o).unwrap();
+    let fast = oneshot::check_fast(&o).unwrap();
+    assert_eq!(fast.exit_code(), 0, "{:#?}", fast.changes);
+    let s = &fast.summary.stats;
+    assert_eq!((s.entries, s.reused, s.files_hashed), (entries, entries, 0), "{s:?}");
+
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(tree.join("d07/s3/f5"), "7 3 X\n").unwrap();
+    std::fs::remove_file(tree.join("d02/s1/f0")).unwrap();
+    std::fs::remove_dir_all(tree.join("d11/s2")).unwrap();
+    std::fs::create_dir(tree.join("d05/new")).unwrap();
+    std::fs::write(tree.join("d05/new/file"), "new\n").unwrap();
+    std::fs::set_permissions(tree.join("d09/s0"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .unwrap();
+
+    let changes = |r: &guestward_fim::model::CheckReport| {
+        let mut v: Vec<(String, ChangeKind)> = r.changes.iter().map(|c| (c.path.clone(), c.change)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let fast = oneshot::check_fast(&o).unwrap();
+    let full = oneshot::check(&o).unwrap();
+    assert_eq!(changes(&fast), changes(&full));
+    let shown = |p: &str| tree.join(p).display().to_string();
+    let fast_changes = changes(&fast);
+    for (path, kind) in [
+        ("d07/s3/f5", ChangeKind::Modified),
+        ("d02/s1/f0", ChangeKind::Removed),
+        ("d05/new/file", ChangeKind::Added),
+        ("d09/s0", ChangeKind::Modified),
+    ] {
+        assert!(fast_changes.contains(&(shown(path), kind)), "{path} {kind:?}: {fast_changes:#?}");
+    }
+    assert!(fast_changes.iter().any(|(p, k)| p.starts_with(&shown("d11/s2")) && *k == ChangeKind::Removed));
+    assert_eq!(fast.exit_code(), 1);
+}
+
+/// A metadata-first scan cancelled (the daemon stopping) stops its walking threads: none
+/// waits for work another will never give, and the scan says it was cancelled.
+#[test]
+fn a_cancelled_fast_check_stops_every_walking_thread() {
+    use guestward_fim::scan::ScanOptions;
+    use guestward_fim::{Fim, Mechanism, Purpose, Scope};
+    use std::sync::atomic::AtomicBool;
+    let (_dir, o) = tree();
+    oneshot::init(&o).unwrap();
+    let fim = Fim::new(o.config.clone(), HostRoot::live(), &o.state_dir).unwrap();
+    let cancel = AtomicBool::new(true);
+    let opts = ScanOptions {
+        rate: Default::default(),
+        threads: 3,
+        progress: None,
+        cancel: Some(&cancel),
+        pace: None,
+        rehash: Rehash::Changed,
+    };
+    let summary = fim.scan(Purpose::Check, &Scope::All, Mechanism::Rescan, &opts, &mut |_| {}).unwrap();
+    assert!(summary.stats.cancelled, "{:?}", summary.stats);
+    assert_eq!(summary.stats.entries, 0, "{:?}", summary.stats);
+}
