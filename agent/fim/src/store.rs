@@ -326,6 +326,33 @@ fn prefix_bounds(root: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (exact, lo, hi)
 }
 
+/// The ranges of paths `roots` cover, each half-open (start included, end not), sorted and
+/// merged: a root itself (up to the root followed by a NUL byte, which no path holds: only the
+/// root sorts in between) and everything below it (see [`prefix_bounds`]).
+fn covered_ranges(roots: &[PathBuf]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut ranges = Vec::with_capacity(roots.len() * 2);
+    for root in roots {
+        let (exact, lo, hi) = prefix_bounds(root);
+        let mut after = exact.clone();
+        after.push(0);
+        ranges.push((exact, after));
+        ranges.push((lo, hi));
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some((_, last_end)) if start <= *last_end => {
+                if end > *last_end {
+                    *last_end = end;
+                }
+            }
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
 impl Store {
     /// Opens (creating if needed) `state_dir/fim.db` without a baseline key: rows are neither
     /// sealed nor verified, and a write to the baseline drops its seal (a later check with the
@@ -512,21 +539,39 @@ impl Store {
     }
 
     /// Baseline rows within `roots` (disjoint trees): each root and everything below it.
+    ///
+    /// Counted as every row less the rows in the gaps between the roots' ranges of the path
+    /// index: SQLite counts a whole table from its pages' cell counts, without stepping through
+    /// the rows, and the gaps are usually empty (an `init` leaves only the trees it covers).
+    /// For /usr's 139k rows: 11 ms instead of 32 for the rows stepped through one by one, on
+    /// the thread that runs beside a check's walk (see `Fim::scan`). Both counts are taken in
+    /// one read transaction, so they are of the same rows.
     pub fn count_within(&self, roots: &[PathBuf]) -> Result<u64, StoreError> {
-        let mut n = 0u64;
-        for root in roots {
-            let (exact, lo, hi) = prefix_bounds(root);
-            let c: i64 = self
-                .conn
-                .query_row(
-                    "SELECT count(*) FROM files WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
-                    params![exact, lo, hi],
-                    |r| r.get(0),
-                )
-                .map_err(self.err())?;
-            n += u64::try_from(c).unwrap_or(0);
-        }
-        Ok(n)
+        let covered = covered_ranges(roots);
+        self.in_read_transaction(|store| -> Result<u64, StoreError> {
+            let count = |sql: &str, args: &[&[u8]]| -> Result<i64, StoreError> {
+                store.conn.query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0)).map_err(store.err())
+            };
+            let all = count("SELECT count(*) FROM files", &[])?;
+            let mut outside = 0i64;
+            // The gap before each covered range (from the end of the one before), then the
+            // gap after the last.
+            let mut from: Option<&[u8]> = None;
+            for (start, end) in &covered {
+                outside += match from {
+                    None => count("SELECT count(*) FROM files WHERE path < ?1", &[start])?,
+                    Some(f) => {
+                        count("SELECT count(*) FROM files WHERE path >= ?1 AND path < ?2", &[f, start])?
+                    }
+                };
+                from = Some(end);
+            }
+            outside += match from {
+                None => all,
+                Some(f) => count("SELECT count(*) FROM files WHERE path >= ?1", &[f])?,
+            };
+            Ok(u64::try_from(all - outside).unwrap_or(0))
+        })?
     }
 
     /// Whether baseline rows read now must match their seal (see [`Self::get`]): asked once
@@ -1664,6 +1709,72 @@ mod tests {
         store.put(Path::new("/over"), &full).unwrap();
         let e = store.get(Path::new("/over")).unwrap_err().to_string();
         assert!(e.contains("more than 65 attribute entries"), "{e}");
+    }
+
+    /// The rows within some roots, counted as all rows less the gaps between the roots, are
+    /// the rows a root's own range holds, stepped through one by one: for roots nested in
+    /// each other's names (`/usr` and `/usr-local`, whose rows sort between `/usr` and
+    /// `/usr/`), for `/`, and for none.
+    #[test]
+    fn rows_within_roots_are_counted_as_every_row_less_the_gaps_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for p in [
+            "/",
+            "/a",
+            "/etc",
+            "/etc/x",
+            "/usr",
+            "/usr!",
+            "/usr-local",
+            "/usr-local/bin",
+            "/usr.d/x",
+            "/usr/",
+            "/usr/bin",
+            "/usr/bin/ls",
+            "/usr0",
+            "/usr0/y",
+            "/var/lib/z",
+            "/z",
+        ] {
+            store.put(Path::new(p), &rec(1)).unwrap();
+        }
+        let stepped = |roots: &[&str]| -> u64 {
+            roots
+                .iter()
+                .map(|r| {
+                    let (exact, lo, hi) = prefix_bounds(Path::new(r));
+                    let n: i64 = store
+                        .conn
+                        .query_row(
+                            "SELECT count(*) FROM files WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+                            params![exact, lo, hi],
+                            |row| row.get(0),
+                        )
+                        .unwrap();
+                    u64::try_from(n).unwrap()
+                })
+                .sum()
+        };
+        for roots in [
+            vec!["/usr"],
+            vec!["/usr", "/usr-local"],
+            vec!["/usr-local", "/etc", "/usr"],
+            vec!["/usr0", "/var"],
+            vec!["/"],
+            vec!["/z"],
+            vec!["/nothing"],
+            vec![],
+        ] {
+            let paths: Vec<PathBuf> = roots.iter().map(PathBuf::from).collect();
+            assert_eq!(store.count_within(&paths).unwrap(), stepped(&roots), "{roots:?}");
+        }
+        assert_eq!(
+            store.count_within(&[PathBuf::from("/usr")]).unwrap(),
+            4,
+            "/usr, /usr/, /usr/bin, /usr/bin/ls"
+        );
+        assert_eq!(store.count_within(&[PathBuf::from("/")]).unwrap(), 16);
     }
 
     /// The statements spelled out at compile time are the ones the general form would build.
