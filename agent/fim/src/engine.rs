@@ -451,8 +451,11 @@ impl Fim {
             on_change(c);
         };
         let mut baseline = BaselineCheck::default();
-        // Asked once per scan: a scan is short next to a transaction's quiet time.
-        let transaction = self.packages.as_ref().and_then(|p| p.0.running_transaction());
+        // Asked once per scan, at its first change (a scan is short next to a transaction's
+        // quiet time): a check that finds none reads nothing of /proc for it.
+        let transaction = std::cell::OnceCell::new();
+        let transaction =
+            || transaction.get_or_init(|| self.packages.as_ref().and_then(|p| p.0.running_transaction()));
         if purpose != Purpose::Init {
             store.diff_with(&roots, !pruned, |item| {
                 let mut faulty = false;
@@ -467,7 +470,7 @@ impl Fim {
                     return;
                 }
                 if let Some(c) = self.change_of(&item.path, item.old.as_ref(), item.new.as_ref(), mechanism)
-                    && let Some(c) = folder.offer(self.attributed(&item.path, c, transaction.as_ref()))
+                    && let Some(c) = folder.offer(self.attributed(&item.path, c, transaction().as_ref()))
                 {
                     emit(c);
                 }
