@@ -43,8 +43,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// Batches of files waiting for a hashing thread. Each file holds its directory's descriptor
 /// open, so this (times [`JOB_BATCH`], plus the batch each thread holds) also bounds the
-/// descriptors in flight (with [`dirfd::MAX_DEPTH`] for the walk itself): 256, as with 8
-/// batches of 32 before.
+/// descriptors in flight (with [`dirfd::MAX_DEPTH`] and `walk::MAX_HELD_OPEN` for the walk
+/// itself): 256, as with 8 batches of 32 before.
 const JOB_QUEUE: usize = 4;
 /// Entries handed to a hashing thread in one message, and records handed to the writer in one
 /// message: a wake-up per batch instead of two per file. Per-file messages cost /usr (133k
@@ -436,6 +436,8 @@ pub(crate) fn stage_with(
     let (write_tx, write_rx) = sync_channel::<Write>(1024 / JOB_BATCH);
     let mut cancelled = false;
     // The work of the threads that walk together, when they do (see below).
+    // Directories held open while they wait to be listed (see `walk`), for every thread.
+    let held = std::sync::atomic::AtomicUsize::new(0);
     let shared = SharedStack::new(targets);
 
     let result: Result<(), ScanError> = std::thread::scope(|s| {
@@ -481,6 +483,7 @@ pub(crate) fn stage_with(
             defer_stat,
             open_regular_first,
             counters: &counters,
+            held: &held,
             cancel: opts.cancel,
             state_dir,
         };
@@ -2025,6 +2028,40 @@ mod tests {
             let got = md5_lanes_within(soft, threads);
             assert_eq!(got, lanes, "limit {soft}, {threads} threads");
             assert!(got == 0 || threads * (got + 2) <= usize::try_from(soft / 4).unwrap_or(usize::MAX));
+        }
+    }
+
+    /// Subdirectories are opened as their parent is listed while fewer than
+    /// `walk::MAX_HELD_OPEN` wait, the rest by name when listed: a directory of more
+    /// subdirectories than that is walked whole, by the one walk of a full scan and by the
+    /// threads walking together of a metadata-first one, each entry once.
+    #[test]
+    fn a_directory_of_more_subdirectories_than_are_held_open_is_walked_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("t");
+        let n = walk::MAX_HELD_OPEN + 40;
+        for i in 0..n {
+            let sub = tree.join(format!("d{i:03}"));
+            std::fs::create_dir_all(sub.join("n")).unwrap();
+            std::fs::write(sub.join("f"), format!("{i}")).unwrap();
+            std::fs::write(sub.join("n/g"), format!("{i}")).unwrap();
+        }
+        let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
+        let root = HostRoot::live();
+        for rehash in [Rehash::All, Rehash::Changed] {
+            let state = dir.path().join(format!("state-{rehash:?}"));
+            let opts = ScanOptions { rehash, ..ScanOptions::unlimited(3) };
+            let staged =
+                stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::All, None).unwrap();
+            let stats = staged.stats;
+            // The tree, and per subdirectory: itself, `f`, `n` and `n/g`.
+            assert_eq!(stats.entries, 1 + 4 * n as u64, "{rehash:?}: {stats:?}");
+            assert_eq!((stats.problem_count, stats.files_hashed), (0, 2 * n as u64), "{rehash:?}: {stats:?}");
+            let store = Store::open(&state).unwrap();
+            for i in [0, n / 2, n - 1] {
+                let g = tree.join(format!("d{i:03}/n/g"));
+                assert!(store.staged(&g).unwrap().is_some(), "{rehash:?}: {}", g.display());
+            }
         }
     }
 

@@ -20,22 +20,62 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// A directory waiting to be listed. It holds its parent's descriptor (shared), never a path.
+/// A directory waiting to be listed: opened already, or to be opened from its parent's
+/// descriptor (shared); never a path.
 pub(super) struct PendingDir<'p> {
     host: PathBuf,
-    parent: Arc<File>,
-    name: OsString,
-    /// What the parent's listing found there: the directory opened must be this one.
-    seen: FileStat,
+    reach: Reach<'p>,
     depth: usize,
     /// The rule governing the tree it is in.
     rule: &'p Rule,
     /// Rules nested below that rule are walked on their own: each entry is checked for them.
     nested: bool,
+}
+
+enum Reach<'p> {
+    /// Opened when its parent was listed, its record taken from the open descriptor: it is the
+    /// very directory examined.
+    Opened(Held<'p>),
+    /// To be opened by name in `parent` when listed, and checked to be what the parent's
+    /// listing examined (`seen`).
+    At { parent: Arc<File>, name: OsString, seen: FileStat },
+}
+
+/// Directories held open while they wait to be listed, at most this many per scan: each is a
+/// descriptor, and a directory of thousands of subdirectories must not exhaust them (the rest
+/// are opened by name when listed, as before; see `Walk::list`).
+pub(super) const MAX_HELD_OPEN: usize = 128;
+
+/// A directory's descriptor waiting in the walk, counted in the scan's [`Walk::held`].
+struct Held<'p> {
+    dir: Option<File>,
+    count: &'p AtomicUsize,
+}
+
+impl<'p> Held<'p> {
+    /// Holds `dir` if fewer than [`MAX_HELD_OPEN`] are held; else gives it back.
+    fn hold(dir: File, count: &'p AtomicUsize) -> Result<Self, File> {
+        match count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_HELD_OPEN).then_some(n + 1))
+        {
+            Ok(_) => Ok(Self { dir: Some(dir), count }),
+            Err(_) => Err(dir),
+        }
+    }
+
+    fn take(mut self) -> Option<File> {
+        self.dir.take()
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// How a scan walks: the same for every directory and thread.
@@ -48,6 +88,8 @@ pub(super) struct Walk<'a> {
     /// Regular files are opened first by the hashing thread (a full scan).
     pub open_regular_first: bool,
     pub counters: &'a Counters,
+    /// Directories the scan holds open while they wait to be listed (see [`MAX_HELD_OPEN`]).
+    pub held: &'a AtomicUsize,
     pub cancel: Option<&'a AtomicBool>,
     /// Where listings longer than a sorted chunk are sorted (see `crate::listing`).
     pub state_dir: &'a Path,
@@ -102,7 +144,13 @@ impl<'a> Walk<'a> {
         // per-entry governing check needed.
         let nested =
             policy.rules.iter().any(|r| r.index != rule.index && is_below(&r.pattern, &rule.pattern));
-        Some(PendingDir { host: target.host.clone(), parent, name, seen: stat, depth: 0, rule, nested })
+        Some(PendingDir {
+            host: target.host.clone(),
+            reach: Reach::At { parent, name, seen: stat },
+            depth: 0,
+            rule,
+            nested,
+        })
     }
 
     /// Lists `pending` and hands on each entry, in name order; its subdirectories (to list
@@ -113,14 +161,20 @@ impl<'a> Walk<'a> {
         out: &mut Out<'_>,
         dirents: &mut [std::mem::MaybeUninit<u8>],
         subdirs: &mut Vec<PendingDir<'p>>,
-    ) {
-        let PendingDir { host: host_dir, parent, name, seen, depth, rule, nested } = pending;
+    ) where
+        'a: 'p,
+    {
+        let PendingDir { host: host_dir, reach, depth, rule, nested } = pending;
         let counters = self.counters;
         let read_opts = ReadOptions::of_rule(rule);
         // Opened relative to its parent without following a symlink, and checked to be the
         // very directory examined: swapped since (for a symlink to `/root`, say), it is
         // reported and its baseline records are kept, never listed from elsewhere.
-        let dir = match dirfd::descend(&parent, &name, &seen) {
+        let opened = match reach {
+            Reach::Opened(held) => held.take().ok_or_else(|| std::io::Error::other("no descriptor held")),
+            Reach::At { parent, name, seen } => dirfd::descend(&parent, &name, &seen),
+        };
+        let dir = match opened {
             Ok(d) => Arc::new(d),
             Err(e) => {
                 counters.problem(problem(&host_dir, &e));
@@ -128,7 +182,6 @@ impl<'a> Walk<'a> {
                 return;
             }
         };
-        drop(parent);
         // Entries are handed on in name order: they then reach the store in path order, so
         // each baseline lookup and each staged insert lands next to the last one. In getdents
         // order (a hash order on ext4) the lookups of one `check --fast` of /usr jumped across
@@ -192,7 +245,26 @@ impl<'a> Walk<'a> {
                 self.submit(job, out);
                 return;
             }
-            let stat = match dirfd::stat_at(&dir, &name) {
+            // A directory to descend into is opened now, while fewer than `MAX_HELD_OPEN` wait,
+            // and examined through its descriptor: one path lookup instead of two (the
+            // `fstatat`, then the open when it is listed). Anything else is `fstatat`ed, and
+            // so is a directory that cannot be opened (unreadable: reported when listed), or
+            // that is no directory any more (swapped since getdents: recorded as it is now).
+            let mut held = None;
+            if listed_as == rustix::fs::FileType::Directory
+                && rule.recursive
+                && depth < dirfd::MAX_DEPTH
+                && self.held.load(Ordering::Relaxed) < MAX_HELD_OPEN
+                && let Ok(opened) = dirfd::open_dir_at(&dir, &name)
+                && let Ok(h) = Held::hold(opened, self.held)
+            {
+                held = h.dir.as_ref().map(dirfd::stat_fd).and_then(Result::ok).map(|st| (h, st));
+            }
+            let examined = match &held {
+                Some((_, st)) => Ok(*st),
+                None => dirfd::stat_at(&dir, &name),
+            };
+            let stat = match examined {
                 Ok(st) => st,
                 // Deleted between readdir and fstatat: it is simply not there.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -217,15 +289,11 @@ impl<'a> Walk<'a> {
                     );
                     out.carry_over(host.clone());
                 } else {
-                    subdirs.push(PendingDir {
-                        host: host.clone(),
-                        parent: Arc::clone(&dir),
-                        name: name.clone(),
-                        seen: stat,
-                        depth: depth + 1,
-                        rule,
-                        nested,
-                    });
+                    let reach = match held {
+                        Some((h, _)) => Reach::Opened(h),
+                        None => Reach::At { parent: Arc::clone(&dir), name: name.clone(), seen: stat },
+                    };
+                    subdirs.push(PendingDir { host: host.clone(), reach, depth: depth + 1, rule, nested });
                 }
             }
             let job = Job {
