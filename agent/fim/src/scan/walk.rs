@@ -400,6 +400,9 @@ pub(super) struct SharedStack<'p> {
 struct Stacked<'p> {
     work: Vec<Work<'p>>,
     busy: usize,
+    /// Threads waiting for work: only then is anyone told of a change (a wake-up is a system
+    /// call even with nobody to wake, and the walk makes two changes per directory).
+    waiting: usize,
     /// The walk stops early (cancelled, or the writer is gone): nothing more is taken.
     stop: bool,
 }
@@ -419,10 +422,16 @@ struct Busy<'s, 'p>(&'s SharedStack<'p>);
 
 impl Drop for Busy<'_, '_> {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.0.state.lock() {
-            s.busy -= 1;
+        let waiting = match self.0.state.lock() {
+            Ok(mut s) => {
+                s.busy -= 1;
+                s.waiting
+            }
+            Err(_) => 1,
+        };
+        if waiting > 0 {
+            self.0.changed.notify_all();
         }
-        self.0.changed.notify_all();
     }
 }
 
@@ -430,7 +439,10 @@ impl<'p> SharedStack<'p> {
     /// A stack holding `targets`, to be started in their order.
     pub fn new(targets: &'p [Target]) -> Self {
         let work = targets.iter().rev().map(Work::Target).collect();
-        Self { state: Mutex::new(Stacked { work, busy: 0, stop: false }), changed: Condvar::new() }
+        Self {
+            state: Mutex::new(Stacked { work, busy: 0, waiting: 0, stop: false }),
+            changed: Condvar::new(),
+        }
     }
 
     /// The next work, with the claim that covers it; `None` once there is none left and no
@@ -457,7 +469,9 @@ impl<'p> SharedStack<'p> {
                 s = self.state.lock().ok()?;
                 continue;
             }
+            s.waiting += 1;
             s = self.changed.wait(s).ok()?;
+            s.waiting -= 1;
         }
     }
 
@@ -466,10 +480,16 @@ impl<'p> SharedStack<'p> {
         if dirs.is_empty() {
             return;
         }
-        if let Ok(mut s) = self.state.lock() {
-            s.work.extend(dirs.drain(..).map(Work::Dir));
+        let waiting = match self.state.lock() {
+            Ok(mut s) => {
+                s.work.extend(dirs.drain(..).map(Work::Dir));
+                s.waiting
+            }
+            Err(_) => 1,
+        };
+        if waiting > 0 {
+            self.changed.notify_all();
         }
-        self.changed.notify_all();
     }
 
     pub fn stop(&self) {
