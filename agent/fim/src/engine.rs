@@ -403,6 +403,7 @@ impl Fim {
             let within = match counted {
                 Some(Ok(n)) => n,
                 // Its own connection failed (or the thread did not run): count here.
+                Some(Err(_)) | None if *scope == Scope::All => store.count_within_most(&roots)?,
                 Some(Err(_)) | None => store.count_within(&roots)?,
             };
             Ok(found == Some(within))
@@ -566,12 +567,12 @@ impl Fim {
         Ok(summary)
     }
 
-    /// Baseline rows within `roots`, on a connection of its own with a small page cache (it
-    /// runs beside a scan's lookups: see [`Self::scan`]).
+    /// Baseline rows within `roots`, every configured tree, on a connection of its own with a
+    /// small page cache (it runs beside a scan's lookups: see [`Self::scan`]).
     fn count_within(&self, roots: &[PathBuf]) -> Result<u64, StoreError> {
         let store = self.store()?;
         store.set_cache_kib(COUNT_CACHE_KIB)?;
-        store.count_within(roots)
+        store.count_within_most(roots)
     }
 
     /// The baseline's trust anchor: package files in scope that do not match their package

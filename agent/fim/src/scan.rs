@@ -435,9 +435,9 @@ pub(crate) fn stage_with(
     // keeps the hashing threads from waiting on a commit without holding a second batch.
     let (write_tx, write_rx) = sync_channel::<Write>(1024 / JOB_BATCH);
     let mut cancelled = false;
-    // The work of the threads that walk together, when they do (see below).
     // Directories held open while they wait to be listed (see `walk`), for every thread.
     let held = std::sync::atomic::AtomicUsize::new(0);
+    // The work of the threads that walk together, when they do (see below).
     let shared = SharedStack::new(targets);
 
     let result: Result<(), ScanError> = std::thread::scope(|s| {
@@ -1175,6 +1175,36 @@ fn examine(
     Some(ToRead { job, stat, prev, opened, hashes, read_opts, linked })
 }
 
+/// Reads an examined entry whole (`opened` by the examination, if it was), or takes the
+/// record of its other link read in this scan (`linked`). Paced once per file (see [`account`]).
+#[allow(clippy::too_many_arguments)]
+fn read_examined(
+    job: &Job,
+    opened: Option<File>,
+    stat: &FileStat,
+    read_opts: ReadOptions,
+    linked: Option<FileRecord>,
+    buf: &mut guestward_core::ReadBuffer,
+    account: &mut dyn FnMut(u64, &mut bool),
+    hashing: Hashing<'_>,
+) -> (FileRecord, Option<std::io::Error>) {
+    if let Some(rec) = linked {
+        return (rec, None);
+    }
+    let mut paced = false;
+    read_record_opened(
+        &job.dir,
+        &job.name,
+        opened,
+        stat,
+        read_opts,
+        None,
+        buf,
+        &mut |n| account(n, &mut paced),
+        hashing,
+    )
+}
+
 /// Examines a batch of `jobs` on the walking thread (see `walk`): looked up, examined, and
 /// read whole if changed, each in turn. False when the writer is gone.
 fn examine_here(
@@ -1193,21 +1223,7 @@ fn examine_here(
         else {
             continue;
         };
-        let mut paced = false;
-        let read = match linked {
-            Some(rec) => (rec, None),
-            None => read_record_opened(
-                &job.dir,
-                &job.name,
-                opened,
-                &stat,
-                read_opts,
-                None,
-                buf,
-                &mut |n| account(n, &mut paced),
-                Hashing::Read(None),
-            ),
-        };
+        let read = read_examined(&job, opened, &stat, read_opts, linked, buf, account, Hashing::Read(None));
         if !finish.record(&mut records, job.host, prev.as_ref(), &stat, hashes, read) {
             return false;
         }
@@ -1406,21 +1422,16 @@ fn worker_loop(
                 }
                 continue;
             }
-            let mut paced = false;
-            let read = match linked {
-                Some(rec) => (rec, None),
-                None => read_record_opened(
-                    &job.dir,
-                    &job.name,
-                    opened,
-                    &stat,
-                    read_opts,
-                    None,
-                    &mut buf,
-                    &mut |n| account(n, &mut paced),
-                    Hashing::Read(in_lane.as_mut().map(|l| &mut l.lane)),
-                ),
-            };
+            let read = read_examined(
+                &job,
+                opened,
+                &stat,
+                read_opts,
+                linked,
+                &mut buf,
+                &mut |n, paced| account(n, paced),
+                Hashing::Read(in_lane.as_mut().map(|l| &mut l.lane)),
+            );
             if !finish.record(&mut records, job.host, prev.as_ref(), &stat, hashes, read) {
                 return;
             }
