@@ -27,6 +27,13 @@ fn tree() -> (tempfile::TempDir, OneShot) {
     (dir, o)
 }
 
+/// A check's changes as (path, kind), in path order (then kind), to compare two checks.
+fn sorted_changes(r: &guestward_fim::model::CheckReport) -> Vec<(String, ChangeKind)> {
+    let mut v: Vec<(String, ChangeKind)> = r.changes.iter().map(|c| (c.path.clone(), c.change)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| format!("{:?}", a.1).cmp(&format!("{:?}", b.1))));
+    v
+}
+
 #[test]
 fn an_unchanged_tree_is_checked_without_reading_a_file() {
     let (_dir, o) = tree();
@@ -212,16 +219,11 @@ fn a_fast_check_reports_removals_and_type_changes_as_the_full_check_does() {
     std::os::unix::fs::symlink("tool1", bin.join("alias")).unwrap();
     std::fs::write(bin.join("added"), "added\n").unwrap();
 
-    let changes = |r: &guestward_fim::model::CheckReport| {
-        let mut v: Vec<(String, ChangeKind)> = r.changes.iter().map(|c| (c.path.clone(), c.change)).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| format!("{:?}", a.1).cmp(&format!("{:?}", b.1))));
-        v
-    };
     let fast = oneshot::check_fast(&o).unwrap();
     let full = oneshot::check(&o).unwrap();
-    assert_eq!(changes(&fast), changes(&full));
+    assert_eq!(sorted_changes(&fast), sorted_changes(&full));
     let shown = |name: &str| bin.join(name).display().to_string();
-    let fast_changes = changes(&fast);
+    let fast_changes = sorted_changes(&fast);
     for (path, kind) in [
         (shown("tool3"), ChangeKind::Removed),
         (shown("tool5/inside"), ChangeKind::Added),
@@ -275,16 +277,11 @@ fn threads_walking_together_meet_every_entry_once_and_agree_with_the_full_check(
     std::fs::set_permissions(tree.join("d09/s0"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .unwrap();
 
-    let changes = |r: &guestward_fim::model::CheckReport| {
-        let mut v: Vec<(String, ChangeKind)> = r.changes.iter().map(|c| (c.path.clone(), c.change)).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
     let fast = oneshot::check_fast(&o).unwrap();
     let full = oneshot::check(&o).unwrap();
-    assert_eq!(changes(&fast), changes(&full));
+    assert_eq!(sorted_changes(&fast), sorted_changes(&full));
     let shown = |p: &str| tree.join(p).display().to_string();
-    let fast_changes = changes(&fast);
+    let fast_changes = sorted_changes(&fast);
     for (path, kind) in [
         ("d07/s3/f5", ChangeKind::Modified),
         ("d02/s1/f0", ChangeKind::Removed),
