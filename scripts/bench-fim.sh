@@ -7,7 +7,12 @@
 #      metadata-first `check --fast` vs `aide --check --workers=2`);
 #   3. realtime latency from a write's close to the emitted event at 1,000 changes/s;
 #   4. idle CPU of the watcher with the default policy.
-# Needs: hyperfine, aide, /usr/bin/time (apt-get install -y hyperfine aide time).
+# Section 0 first times a reference for this machine: OpenSSL's SHA-256 (SHA-NI where the CPU
+# has it) of the same regular files, two processes at a time, with nothing else: no walk, no
+# attributes, no database, no MD5. The budgets are in seconds, and the machines these runs land
+# on differ by 20% or more from day to day; the reference, measured in the same run, says how
+# fast this one hashes.
+# Needs: hyperfine, aide, openssl, /usr/bin/time (apt-get install -y hyperfine aide openssl time).
 # Sections 1-2 run the release `guestward-agent fim init|check`; sections 3-5 drive the engine
 # through the crate's example binary (the same `guestward_fim::cli::run`, plus the
 # latency/idle drivers). Every timed command also gets one run under /usr/bin/time: wall,
@@ -54,6 +59,14 @@ CONF
 echo "== tree: $TREE ($(find "$TREE" -xdev | wc -l) entries, $(du -sh "$TREE" 2>/dev/null | cut -f1))"
 echo "== warming the page cache"
 find "$TREE" -xdev -type f -print0 | xargs -0 cat > /dev/null 2>&1 || true
+
+echo "== 0. reference: openssl dgst -sha256 of every regular file, two processes at a time"
+find "$TREE" -xdev -type f -print0 > "$W/files.0"
+# 2,000 files a process: fewer processes start, and the two keep each other company to the end.
+REF="xargs -0 -P2 -n 2000 openssl dgst -sha256 < $W/files.0 > /dev/null"
+load
+hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/reference.md" -n "openssl sha256 x2" "$REF"
+cpu "openssl dgst -sha256 x2" sh -c "$REF"
 
 echo "== 1. baseline (init)"
 load
