@@ -197,13 +197,14 @@ struct Judged {
 struct ScanRead {
     /// The scan left entries identical to their baseline row unstaged.
     unstaged_in_baseline: bool,
-    /// The MD5s it took.
+    /// The MD5s it took, or carried over from trusted baseline rows.
     md5s: crate::scanned::SealedMd5s,
 }
 
 /// What a scan the trust anchor runs for does with MD5s: takes them of the files the package
-/// oracle says a package lists with one, and remembers each taken, for the anchor to judge
-/// those files by (see [`crate::scanned::ScannedMd5s`]).
+/// oracle says a package lists with one, and remembers each taken or carried over from a
+/// trusted baseline row, for the anchor to judge those files by (see
+/// [`crate::scanned::ScannedMd5s`]).
 struct AnchorMd5s<'a> {
     oracle: Option<&'a dyn crate::package::PackageOracle>,
     taken: crate::scanned::ScannedMd5s,
@@ -215,6 +216,10 @@ impl crate::scan::Md5Wanted for AnchorMd5s<'_> {
     }
 
     fn taken(&self, host: &Path, md5: &[u8; 16]) {
+        self.taken.remember(host, md5);
+    }
+
+    fn carried(&self, host: &Path, md5: &[u8; 16]) {
         self.taken.remember(host, md5);
     }
 }

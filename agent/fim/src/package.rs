@@ -198,8 +198,9 @@ pub trait KnownContent: Sync {
         files: &[(&std::path::Path, Vec<DigestAlgo>)],
     ) -> Vec<Option<crate::attribution::Content>>;
 
-    /// Whether the scan took `md5` of the regular file at host path `path` in a read that saw
-    /// it whole and unchanged: a package file expected to have that MD5 then matches, with no
+    /// Whether `md5` is the MD5 of the regular file at host path `path` as the scan read it,
+    /// whole and unchanged (taken in that read, or carried over from a trusted baseline row of
+    /// the same content): a package file expected to have that MD5 then matches, with no
     /// [`Self::contents`] asked. False when not known (ask [`Self::contents`]).
     fn took_md5(&self, path: &std::path::Path, md5: &[u8; 16]) -> bool {
         let _ = (path, md5);

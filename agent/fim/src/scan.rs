@@ -347,6 +347,12 @@ pub(crate) trait Md5Wanted: Sync {
     fn taken(&self, host: &Path, md5: &[u8; 16]) {
         let _ = (host, md5);
     }
+    /// The record of the regular file at `host`, read whole and unchanged in this scan, carries
+    /// `md5` over from its baseline row, a row the trust anchor trusts (the scan prunes: see
+    /// `Finish::record`), since its content digests are the row's.
+    fn carried(&self, host: &Path, md5: &[u8; 16]) {
+        let _ = (host, md5);
+    }
 }
 
 impl<F: Fn(&Path) -> bool + Sync> Md5Wanted for F {
@@ -1045,19 +1051,28 @@ impl Finish<'_> {
         if hashes && rec.flags & crate::record::FLAG_HASH_SKIPPED == 0 {
             counters.hashed.fetch_add(1, Ordering::Relaxed);
         }
+        // A regular file read whole without a change seen: what the trust anchor may judge it by.
+        let sound = err.is_none()
+            && rec.kind == FileKind::File
+            && rec.flags & (crate::record::FLAG_UNSTABLE | crate::record::FLAG_UNREADABLE) == 0;
         // An MD5 here, before one is carried over from the baseline, was taken in this scan's
         // read of the file (or of its inode, under another link: the links are remembered
-        // before the carrying too), of a file read whole without a change seen.
-        if let (Some(md5), Some(m), None) = (rec.md5, self.md5, &err)
-            && rec.kind == FileKind::File
-            && rec.flags & (crate::record::FLAG_UNSTABLE | crate::record::FLAG_UNREADABLE) == 0
-        {
+        // before the carrying too).
+        let taken_here = rec.md5;
+        if let (Some(md5), Some(m), true) = (taken_here, self.md5, sound) {
             m.taken(&host, &md5);
         }
         if hashes && err.is_none() {
             self.links.remember(stat, &rec);
         }
         rec.carry_md5(prev);
+        // Carried over: this read's content digests are the baseline row's, so its MD5 is the
+        // row's. Told only in a pruned scan, whose baseline rows are verified with the key (or
+        // there is none): the rows the anchor would otherwise read it back from, one lookup
+        // per package file (`ScannedContent`).
+        if let (None, Some(md5), Some(m), true, true) = (taken_here, rec.md5, self.md5, sound, self.prune) {
+            m.carried(&host, &md5);
+        }
         match err {
             // Replaced between the walk's fstatat and our open: nothing of what is there
             // now was examined, so keep the baseline record (as for an unreadable
@@ -1767,7 +1782,7 @@ mod tests {
         for (threads, md5) in [(1, false), (2, false), (1, true), (2, true)] {
             let state = dir.path().join(format!("state-{threads}-{md5}"));
             let opts = ScanOptions::unlimited(threads);
-            let wants = TakenMd5s { wants: md5, taken: Mutex::default() };
+            let wants = TakenMd5s { wants: md5, ..TakenMd5s::default() };
             stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::All, Some(&wants))
                 .unwrap();
             let store = Store::open(&state).unwrap();
@@ -1971,10 +1986,23 @@ mod tests {
         });
     }
 
-    /// An [`Md5Wanted`] that wants every MD5 or none, and keeps what it is told was taken.
+    /// An [`Md5Wanted`] that wants every MD5 or none, and keeps what it is told was taken and
+    /// what carried over.
+    #[derive(Default)]
     struct TakenMd5s {
         wants: bool,
         taken: Mutex<std::collections::BTreeMap<PathBuf, [u8; 16]>>,
+        carried: Mutex<std::collections::BTreeMap<PathBuf, [u8; 16]>>,
+    }
+
+    impl TakenMd5s {
+        fn wanting() -> Self {
+            Self { wants: true, ..Self::default() }
+        }
+
+        fn told(self) -> [std::collections::BTreeMap<PathBuf, [u8; 16]>; 2] {
+            [self.taken.into_inner().unwrap(), self.carried.into_inner().unwrap()]
+        }
     }
 
     impl Md5Wanted for TakenMd5s {
@@ -1986,12 +2014,20 @@ mod tests {
             let earlier = self.taken.lock().unwrap().insert(host.to_path_buf(), *md5);
             assert!(earlier.is_none(), "{} told twice", host.display());
         }
+
+        fn carried(&self, host: &Path, md5: &[u8; 16]) {
+            assert!(!self.taken.lock().unwrap().contains_key(host), "{} taken and carried", host.display());
+            let earlier = self.carried.lock().unwrap().insert(host.to_path_buf(), *md5);
+            assert!(earlier.is_none(), "{} told twice", host.display());
+        }
     }
 
-    /// Only an MD5 taken in the scan's own read of a file it saw whole and unchanged is told:
-    /// not one carried over from the baseline, not one of a read that saw the file change.
+    /// An MD5 taken in the scan's own read of a file it saw whole and unchanged is told as
+    /// taken; one carried over from the baseline row of the same content as carried, and only
+    /// by a scan that prunes (its rows are the ones the anchor trusts); none for a read that saw
+    /// no content.
     #[test]
-    fn only_md5s_taken_in_a_sound_read_are_told() {
+    fn md5s_are_told_as_taken_in_a_sound_read_or_carried_from_a_trusted_row() {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("t");
         std::fs::create_dir(&tree).unwrap();
@@ -2001,29 +2037,35 @@ mod tests {
         let root = HostRoot::live();
         let state = dir.path().join("state");
         let opts = ScanOptions::unlimited(1);
-        let first = TakenMd5s { wants: true, taken: Mutex::default() };
-        stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::All, Some(&first)).unwrap();
-        assert_eq!(first.taken.lock().unwrap().len(), 2);
+        let scan = |staging| {
+            let told = TakenMd5s::wanting();
+            stage_with(&p, &root, &state, &p.targets(&root), false, &opts, staging, Some(&told)).unwrap();
+            told.told()
+        };
+        let [taken, carried] = scan(Staging::All);
+        assert_eq!((taken.len(), carried.len()), (2, 0));
         Store::open(&state).unwrap().replace_all().unwrap();
+        let kept_md5 = <[u8; 16]>::from(md5::Md5::digest(b"kept content"));
 
         // Over that baseline, "kept" is unchanged: its MD5 is carried over, not taken again.
         std::fs::write(tree.join("new"), b"new content, changed").unwrap();
-        let again = TakenMd5s { wants: true, taken: Mutex::default() };
-        stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::Changes, Some(&again))
-            .unwrap();
-        let taken = again.taken.into_inner().unwrap();
+        let [taken, carried] = scan(Staging::Changes);
         assert_eq!(taken.keys().collect::<Vec<_>>(), vec![&tree.join("new")]);
         assert_eq!(taken[&tree.join("new")], <[u8; 16]>::from(md5::Md5::digest(b"new content, changed")));
+        assert_eq!(carried.into_iter().collect::<Vec<_>>(), vec![(tree.join("kept"), kept_md5)]);
         let store = Store::open(&state).unwrap();
-        assert!(store.get(&tree.join("kept")).unwrap().unwrap().md5.is_some(), "carried, in the baseline");
+        assert_eq!(store.get(&tree.join("kept")).unwrap().unwrap().md5, Some(kept_md5), "in the baseline");
 
-        // A FIFO where a file was: no content read, nothing told.
+        // A scan that stages every entry does not prune: its MD5s carried are not told.
+        let [taken, carried] = scan(Staging::All);
+        assert!(taken.contains_key(&tree.join("new")) && carried.is_empty(), "{taken:?} {carried:?}");
+
+        // A FIFO where a file was: no content read, nothing told of it.
         std::fs::remove_file(tree.join("new")).unwrap();
         nix::unistd::mkfifo(&tree.join("new"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let fifo = TakenMd5s { wants: true, taken: Mutex::default() };
-        stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::Changes, Some(&fifo))
-            .unwrap();
-        assert!(fifo.taken.lock().unwrap().is_empty());
+        let [taken, carried] = scan(Staging::Changes);
+        assert!(taken.is_empty(), "{taken:?}");
+        assert_eq!(carried.keys().collect::<Vec<_>>(), vec![&tree.join("kept")]);
     }
 
     /// The MD5 lanes of all hashing threads together stay within a quarter of the descriptor

@@ -34,9 +34,11 @@ const MAX_STAGED_IN_MEMORY: usize = 4096;
 /// 100k package files under /usr; past this, the anchor looks the rest up in the store.
 const MAX_REMEMBERED_MD5S: usize = 1 << 18;
 
-/// The MD5s the scan took in its own reads (see [`crate::scan::Md5Wanted::taken`]), so that
-/// the trust anchor judges the files whose MD5 is the one their package lists without reading
-/// their rows back from the store: a keyed 64-bit tag of each (path, MD5), not the paths.
+/// The MD5s the scan took in its own reads, or carried over from baseline rows of the same
+/// content that the anchor would read them from (see [`crate::scan::Md5Wanted::taken`] and
+/// `carried`), so that the trust anchor judges the files whose MD5 is the one their package
+/// lists without reading their rows back from the store: a keyed 64-bit tag of each (path,
+/// MD5), not the paths.
 ///
 /// Why a tag is enough: the anchor asks whether (path, expected MD5) was taken, and a file
 /// whose content differs has another MD5, so another tag. A wrong yes needs two tags to
@@ -53,7 +55,8 @@ impl ScannedMd5s {
         Self { keys: std::collections::hash_map::RandomState::new(), tags: Mutex::new(Vec::new()) }
     }
 
-    /// Remembers that `md5` was taken of `path` (up to [`MAX_REMEMBERED_MD5S`]).
+    /// Remembers that `md5` is the MD5 of what the scan recorded of `path` (up to
+    /// [`MAX_REMEMBERED_MD5S`]).
     pub(crate) fn remember(&self, path: &Path, md5: &[u8; 16]) {
         let tag = tag(&self.keys, path, md5);
         let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());

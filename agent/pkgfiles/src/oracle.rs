@@ -689,8 +689,9 @@ fn verify_batch(
     known: &dyn KnownContent,
     batch: Vec<VerifyJob>,
 ) -> Vec<(PathBuf, PackageAttribution)> {
-    // A file whose MD5 the scan took and found to be the one its package lists matches: no
-    // lookup of what the scan recorded (most of a Debian host's package files).
+    // A file whose MD5 the scan took (or carried over from a baseline row of the same content)
+    // and found to be the one its package lists matches: no lookup of what the scan recorded
+    // (most of a Debian host's package files).
     let batch: Vec<VerifyJob> = batch
         .into_iter()
         .filter(|(path, expected)| match expected {
