@@ -341,7 +341,7 @@ pub fn read_record_at(
     buf: &mut ReadBuffer,
     on_bytes: &mut dyn FnMut(u64),
 ) -> (FileRecord, Option<io::Error>) {
-    read_record_opened(dir, name, None, st, opts, reuse, buf, on_bytes, Hashing::Read(None))
+    read_record_opened(dir, name, None, None, st, opts, reuse, buf, on_bytes, Hashing::Read(None))
 }
 
 /// Opens `name` in `dir` for hashing and `fstat`s the descriptor, when it is a regular file:
@@ -355,12 +355,15 @@ pub(crate) fn open_regular(dir: &File, name: &OsStr) -> Option<(File, FileStat)>
 }
 
 /// [`read_record_at`] with the file already open when `open` is given: `st` is then the
-/// `fstat` of that descriptor ([`open_regular`]); `hashing`: how its content is hashed.
+/// `fstat` of that descriptor ([`open_regular`]); with its extended attributes read already
+/// when `xattrs` is given (a directory the walk opened to list, through that descriptor, whose
+/// `fstat` `st` is); `hashing`: how its content is hashed.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_record_opened(
     dir: &File,
     name: &OsStr,
     open: Option<File>,
+    xattrs: Option<io::Result<Option<Xattrs>>>,
     st: &FileStat,
     opts: ReadOptions,
     reuse: Option<&FileRecord>,
@@ -405,13 +408,15 @@ pub(crate) fn read_record_opened(
         _ => {}
     }
     if opts.attributes.has(Attribute::Xattrs) {
-        let xattrs = match &opened {
+        let xattrs = match (xattrs, &opened) {
+            // Read through the entry's own descriptor already.
+            (Some(read), _) => read,
             // The file we hashed: its own descriptor (flistxattr), nothing to resolve.
-            Some(f) => read_xattrs_fd(f),
+            (None, Some(f)) => read_xattrs_fd(f),
             // Everything else through the directory's descriptor (see `dirfd::proc_path`);
             // without procfs they are not collected rather than read by a path that could
             // lead outside the tree.
-            None => match crate::dirfd::proc_path(dir, name) {
+            (None, None) => match crate::dirfd::proc_path(dir, name) {
                 Some(p) => read_xattrs(&p).map(Some),
                 None => Ok(None),
             },
@@ -705,9 +710,10 @@ fn digest(
 }
 
 /// Extended attributes as recorded: (name, value), sorted by name.
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn read_xattrs_fd(file: &File) -> io::Result<Option<Xattrs>> {
+/// The extended attributes of an entry, read through a descriptor of its own.
+pub(crate) fn read_xattrs_fd(file: &File) -> io::Result<Option<Xattrs>> {
     use xattr::FileExt;
     collect_xattrs(file.list_xattr()?, |name| file.get_xattr(name)).map(Some)
 }
@@ -883,6 +889,7 @@ mod tests {
             d,
             OsStr::new(name),
             Some(file),
+            None,
             st,
             o,
             None,
@@ -963,6 +970,7 @@ mod tests {
                     &d,
                     OsStr::new(&b),
                     Some(file),
+                    None,
                     &st,
                     o,
                     None,
@@ -1096,6 +1104,7 @@ mod tests {
             &d,
             OsStr::new("file"),
             Some(file),
+            None,
             &st,
             o,
             None,

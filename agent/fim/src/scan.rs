@@ -250,6 +250,9 @@ struct Job {
     /// instead of an `fstatat` followed by the open.
     open_first: bool,
     opts: ReadOptions,
+    /// Its extended attributes, read by the walk through the descriptor it opened (a
+    /// directory, in a full scan: see `walk::Walk::list`), which `stat` is the `fstat` of.
+    xattrs: Option<std::io::Result<Option<crate::record::Xattrs>>>,
 }
 
 enum Write {
@@ -1194,7 +1197,7 @@ fn examine(
 /// record of its other link read in this scan (`linked`). Paced once per file (see [`account`]).
 #[allow(clippy::too_many_arguments)]
 fn read_examined(
-    job: &Job,
+    job: &mut Job,
     opened: Option<File>,
     stat: &FileStat,
     read_opts: ReadOptions,
@@ -1211,6 +1214,7 @@ fn read_examined(
         &job.dir,
         &job.name,
         opened,
+        job.xattrs.take(),
         stat,
         read_opts,
         None,
@@ -1233,12 +1237,13 @@ fn examine_here(
     let prevs = lookup_batch(baseline, &jobs, finish.counters);
     let mut records = Vec::new();
     for (job, prev) in jobs.into_iter().zip(prevs) {
-        let Some(ToRead { job, stat, prev, opened, hashes, read_opts, linked }) =
+        let Some(ToRead { mut job, stat, prev, opened, hashes, read_opts, linked }) =
             examine(job, prev, rehash, finish, &mut records)
         else {
             continue;
         };
-        let read = read_examined(&job, opened, &stat, read_opts, linked, buf, account, Hashing::Read(None));
+        let read =
+            read_examined(&mut job, opened, &stat, read_opts, linked, buf, account, Hashing::Read(None));
         if !finish.record(&mut records, job.host, prev.as_ref(), &stat, hashes, read) {
             return false;
         }
@@ -1288,6 +1293,7 @@ fn worker_loop(
             &job.dir,
             &job.name,
             Some(file),
+            None,
             &stat,
             read_opts,
             None,
@@ -1385,7 +1391,7 @@ fn worker_loop(
             {
                 return;
             }
-            let Some(ToRead { job, stat, prev, opened, hashes, read_opts, linked }) =
+            let Some(ToRead { mut job, stat, prev, opened, hashes, read_opts, linked }) =
                 examine(job, prev, rehash, &finish, &mut records)
             else {
                 continue;
@@ -1438,7 +1444,7 @@ fn worker_loop(
                 continue;
             }
             let read = read_examined(
-                &job,
+                &mut job,
                 opened,
                 &stat,
                 read_opts,
@@ -1882,6 +1888,7 @@ mod tests {
             stat: None,
             open_first: true,
             opts,
+            xattrs: None,
         };
         Pending { job, stat, prev: None, read_opts: opts, file, from }
     }
@@ -2087,7 +2094,8 @@ mod tests {
     /// Subdirectories are opened as their parent is listed while fewer than
     /// `walk::MAX_HELD_OPEN` wait, the rest by name when listed: a directory of more
     /// subdirectories than that is walked whole, by the one walk of a full scan and by the
-    /// threads walking together of a metadata-first one, each entry once.
+    /// threads walking together of a metadata-first one, each entry once. Their extended
+    /// attributes are recorded alike, read through the descriptor held or by name.
     #[test]
     fn a_directory_of_more_subdirectories_than_are_held_open_is_walked_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -2099,9 +2107,22 @@ mod tests {
             std::fs::write(sub.join("f"), format!("{i}")).unwrap();
             std::fs::write(sub.join("n/g"), format!("{i}")).unwrap();
         }
+        // Every subdirectory and its `n` carry an attribute of their own, when the file system
+        // takes user attributes.
+        let xattrs = (0..n).all(|i| {
+            let sub = tree.join(format!("d{i:03}"));
+            xattr::set(&sub, "user.gw", format!("{i}").as_bytes()).is_ok()
+                && xattr::set(sub.join("n"), "user.gw.n", format!("n{i}").as_bytes()).is_ok()
+        });
+        if !xattrs {
+            guestward_core::testing::skip_or_fail(
+                "a_directory_of_more_subdirectories_than_are_held_open_is_walked_whole",
+                &format!("user attributes on {}: the walk is tested, not the attributes", tree.display()),
+            );
+        }
         let p = policy(vec![PathEntry::Simple(AbsolutePath::new(&tree).unwrap())]);
         let root = HostRoot::live();
-        for rehash in [Rehash::All, Rehash::Changed] {
+        for rehash in [Rehash::Changed, Rehash::All] {
             let state = dir.path().join(format!("state-{rehash:?}"));
             let opts = ScanOptions { rehash, ..ScanOptions::unlimited(3) };
             let staged =
@@ -2110,10 +2131,36 @@ mod tests {
             // The tree, and per subdirectory: itself, `f`, `n` and `n/g`.
             assert_eq!(stats.entries, 1 + 4 * n as u64, "{rehash:?}: {stats:?}");
             assert_eq!((stats.problem_count, stats.files_hashed), (0, 2 * n as u64), "{rehash:?}: {stats:?}");
-            let store = Store::open(&state).unwrap();
+            let mut store = Store::open(&state).unwrap();
             for i in [0, n / 2, n - 1] {
                 let g = tree.join(format!("d{i:03}/n/g"));
                 assert!(store.staged(&g).unwrap().is_some(), "{rehash:?}: {}", g.display());
+            }
+            let recorded = |store: &Store, at: &str, name: &str, value: &str| {
+                let rec = store.staged(&tree.join(at)).unwrap().unwrap();
+                let want = vec![(name.as_bytes().to_vec(), value.as_bytes().to_vec())];
+                assert_eq!(rec.xattrs, Some(want), "{rehash:?}: {at}");
+            };
+            for i in (0..n).filter(|_| xattrs) {
+                recorded(&store, &format!("d{i:03}"), "user.gw", &format!("{i}"));
+                recorded(&store, &format!("d{i:03}/n"), "user.gw.n", &format!("n{i}"));
+            }
+            if !xattrs || rehash == Rehash::Changed {
+                continue;
+            }
+            // A full check over that baseline (the last scan of the loop), which looks each
+            // entry up on its hashing threads: an attribute changed on a directory held open
+            // (the first) and on one opened by name (the last) is recorded as it is now.
+            store.replace_all().unwrap();
+            let changed = [format!("d{:03}", 0), format!("d{:03}/n", 0), format!("d{:03}", n - 1)];
+            for at in &changed {
+                xattr::set(tree.join(at), "user.gw.new", b"new").unwrap();
+                xattr::remove(tree.join(at), if at.ends_with("/n") { "user.gw.n" } else { "user.gw" })
+                    .unwrap();
+            }
+            stage_with(&p, &root, &state, &p.targets(&root), false, &opts, Staging::Changes, None).unwrap();
+            for at in &changed {
+                recorded(&store, at, "user.gw.new", "new");
             }
         }
     }
