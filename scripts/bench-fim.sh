@@ -65,7 +65,7 @@ find "$TREE" -xdev -type f -print0 > "$W/files.0"
 # 2,000 files a process: fewer processes start, and the two keep each other company to the end.
 REF="xargs -0 -P2 -n 2000 openssl dgst -sha256 < $W/files.0 > /dev/null"
 load
-hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/reference.md" -n "openssl sha256 x2" "$REF"
+hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/reference.md" --export-json "$W/reference.json" -n "openssl sha256 x2" "$REF"
 cpu "openssl dgst -sha256 x2" sh -c "$REF"
 
 echo "== 1. baseline (init)"
@@ -74,7 +74,7 @@ load
 # where `npm install -g npm` rewrote nodejs's files, say): the baseline was built, so that counts
 # as a run; exit 2 still fails hyperfine.
 INIT="$AGENT fim init --config $W/fim.toml --state-dir $W/state --no-progress || [ \$? -eq 1 ]"
-hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/init.md" \
+hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/init.md" --export-json "$W/init.json" \
   --prepare "rm -rf $W/state $W/aide.db.new" \
   -n guestward "$INIT" \
   -n aide "aide --init --workers=2 -c $W/aide.conf"
@@ -84,20 +84,37 @@ cpu "aide --init --workers=2" aide --init --workers=2 -c "$W/aide.conf"
 ls -l "$W/state/fim.db" "$W/aide.db.new"
 # Above, each init started from nothing and took every dpkg file's MD5 for the trust anchor;
 # an init over an existing baseline carries those over (same SHA-256), as `check` does.
-hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/reinit.md" \
+hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/reinit.md" --export-json "$W/reinit.json" \
   -n "guestward (baseline there)" "$INIT"
 cpu "guestward fim init (again)" "$AGENT" fim init --config "$W/fim.toml" --state-dir "$W/state" --no-progress
 
 echo "== 2. check against the baseline"
 mv "$W/aide.db.new" "$W/aide.db"
 load
-hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/check.md" -i \
+hyperfine --warmup 1 --runs "$RUNS" --export-markdown "$W/check.md" --export-json "$W/check.json" -i \
   -n guestward "$AGENT fim check --config $W/fim.toml --state-dir $W/state --no-progress" \
   -n "guestward --fast" "$AGENT fim check --fast --config $W/fim.toml --state-dir $W/state --no-progress" \
   -n aide "aide --check --workers=2 -c $W/aide.conf"
 cpu "guestward fim check" "$AGENT" fim check --config "$W/fim.toml" --state-dir "$W/state" --no-progress
 cpu "guestward fim check --fast" "$AGENT" fim check --fast --config "$W/fim.toml" --state-dir "$W/state" --no-progress
 cpu "aide --check --workers=2" aide --check --workers=2 -c "$W/aide.conf"
+
+echo "== against the reference and AIDE (hyperfine means of sections 0-2)"
+python3 - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+mean = {}
+for part in ("reference", "init", "reinit", "check"):
+    for r in json.load(open(f"{w}/{part}.json"))["results"]:
+        mean[(part, r["command"])] = r["mean"]
+ref = mean[("reference", "openssl sha256 x2")]
+print(f"{'':34} {'mean':>9} {'/ openssl':>10}")
+for (part, name), m in mean.items():
+    print(f"{part + ': ' + name:34} {m:8.3f}s {m / ref:9.2f}x")
+print(f"aide --init / guestward first init: {mean[('init', 'aide')] / mean[('init', 'guestward')]:.1f}x; "
+      f"aide --check / guestward check: {mean[('check', 'aide')] / mean[('check', 'guestward')]:.1f}x, "
+      f"/ check --fast: {mean[('check', 'aide')] / mean[('check', 'guestward --fast')]:.0f}x")
+PY
 
 echo "== 3. realtime latency at 1,000 changes/s (10,000 distinct files, tree on tmpfs)"
 LAT=$(mktemp -d /dev/shm/fim-lat-XXXXXX)
