@@ -12,7 +12,8 @@
 # attributes, no database, no MD5. The budgets are in seconds, and the machines these runs land
 # on differ by 20% or more from day to day; the reference, measured in the same run, says how
 # fast this one hashes.
-# Needs: hyperfine, aide, openssl, /usr/bin/time (apt-get install -y hyperfine aide openssl time).
+# Needs: hyperfine, aide, openssl, python3 (the summary), /usr/bin/time
+# (apt-get install -y hyperfine aide openssl python3 time).
 # Sections 1-2 run the release `guestward-agent fim init|check`; sections 3-5 drive the engine
 # through the crate's example binary (the same `guestward_fim::cli::run`, plus the
 # latency/idle drivers). Every timed command also gets one run under /usr/bin/time: wall,

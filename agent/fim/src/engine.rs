@@ -389,7 +389,7 @@ impl Fim {
                 .then(|| {
                     std::thread::Builder::new()
                         .name("fim-count".into())
-                        .spawn_scoped(s, || self.count_within(&roots))
+                        .spawn_scoped(s, || self.count_every_tree(&roots))
                         .ok()
                 })
                 .flatten();
@@ -574,7 +574,7 @@ impl Fim {
 
     /// Baseline rows within `roots`, every configured tree, on a connection of its own with a
     /// small page cache (it runs beside a scan's lookups: see [`Self::scan`]).
-    fn count_within(&self, roots: &[PathBuf]) -> Result<u64, StoreError> {
+    fn count_every_tree(&self, roots: &[PathBuf]) -> Result<u64, StoreError> {
         let store = self.store()?;
         store.set_cache_kib(COUNT_CACHE_KIB)?;
         store.count_within_most(roots)
