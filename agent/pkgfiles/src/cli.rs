@@ -216,11 +216,11 @@ pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std:
         .collect();
     writeln!(
         out,
-        "{}: {} packages ({}), {} files, {} hashed in {:.1} s: {} changed, {} conffiles changed, {} missing, {} not checked",
+        "{}: {} ({}), {}, {} hashed in {:.1} s: {} changed, {} conffiles changed, {} missing, {} not checked",
         r.root,
-        r.packages_checked,
+        counted(r.packages_checked as u64, "package"),
         managers.join(", "),
-        r.files_checked,
+        counted(r.files_checked, "file"),
         guestward_core::human::bytes(r.bytes_hashed),
         r.duration_ms as f64 / 1000.0,
         r.count(MismatchKind::Changed),
@@ -232,6 +232,11 @@ pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std:
         writeln!(err, "not checked: {p}")?;
     }
     Ok(())
+}
+
+/// `1 package`, `2 packages`: the summary line is read by people.
+fn counted(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -278,5 +283,6 @@ mod tests {
         assert!(!out.contains('\x1b') && !out.contains('\x07'), "raw control characters: {out:?}");
         assert!(out.contains(&format!("sha256 expected {SHOWN} actual ")), "{out}");
         assert!(out.contains(&format!("tool 1.0-1{SHOWN}")), "{out}");
+        assert!(out.contains("/mnt/image: 1 package (rpm), 1 file,"), "one package is named so: {out}");
     }
 }
