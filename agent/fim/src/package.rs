@@ -427,11 +427,11 @@ impl TransactionEvent {
         use guestward_core::text::counted;
         let packages = u64::try_from(self.packages.len()).unwrap_or(u64::MAX);
         let mut s = format!(
-            "package transaction {} ({}): {}, {} matching the new packages",
+            "package transaction {} ({}): {}, {}",
             self.transaction.id,
             self.transaction.manager.as_str(),
             counted(packages, "package", "packages"),
-            counted(self.verified, "file change", "file changes"),
+            self.verified_changes(),
         );
         for (n, one, many) in [
             (
@@ -483,11 +483,18 @@ impl TransactionEvent {
         if self.packages.len() > SHOWN {
             names.push(format!("and {} more", self.packages.len() - SHOWN));
         }
+        format!("{}: {}, {}", self.transaction.id, names.join(", "), self.verified_changes())
+    }
+
+    /// `14 file changes matching the new packages`; a transaction that only removed packages
+    /// has no new packages, and its changes match the removal.
+    fn verified_changes(&self) -> String {
+        let only_removals =
+            !self.packages.is_empty() && self.packages.iter().all(|p| p.new_version.is_none());
         format!(
-            "{}: {}, {} matching the new packages",
-            self.transaction.id,
-            names.join(", "),
-            guestward_core::text::counted(self.verified, "file change", "file changes")
+            "{} matching the {}",
+            guestward_core::text::counted(self.verified, "file change", "file changes"),
+            if only_removals { "removal" } else { "new packages" }
         )
     }
 
@@ -551,10 +558,14 @@ mod tests {
         assert_eq!(
             event.human(),
             "package transaction dpkg-2026-12-06T03:15:34Z (dpkg): 1 package, 1 file change matching \
-             the new packages, 1 package manager temporary file"
+             the removal, 1 package manager temporary file"
+        );
+        assert_eq!(
+            event.subject(),
+            "dpkg-2026-12-06T03:15:34Z: gwqa 2.0 (removed), 1 file change matching the removal"
         );
         assert_eq!(event.human_details(), ["    gwqa:all removed 2.0 (1 file)"]);
-        event.packages.push(one("other"));
+        event.packages.push(PackageChange { new_version: Some("2.1".into()), ..one("other") });
         event.verified = 3;
         event.temporaries = 0;
         event.outside_package_manager = 2;

@@ -218,9 +218,9 @@ pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std:
         out,
         "{}: {} ({}), {}, {} hashed in {:.1} s: {} changed, {} conffiles changed, {} missing, {} not checked",
         r.root,
-        counted(r.packages_checked as u64, "package"),
+        guestward_core::text::counted(r.packages_checked as u64, "package", "packages"),
         managers.join(", "),
-        counted(r.files_checked, "file"),
+        guestward_core::text::counted(r.files_checked, "file", "files"),
         guestward_core::human::bytes(r.bytes_hashed),
         r.duration_ms as f64 / 1000.0,
         r.count(MismatchKind::Changed),
@@ -232,11 +232,6 @@ pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std:
         writeln!(err, "not checked: {p}")?;
     }
     Ok(())
-}
-
-/// `1 package`, `2 packages`: the summary line is read by people.
-fn counted(n: u64, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
