@@ -240,8 +240,12 @@ pub fn default_log_level(cli: &Cli) -> &'static str {
     }
 }
 
-/// The daemon's default log level (`[agent] log_level` unset, no `RUST_LOG`).
-pub const DAEMON_LOG_LEVEL: &str = "info";
+/// The daemon's default log level (`[agent] log_level` unset, no `RUST_LOG`). The `notify`
+/// crate warns whenever a watched directory is deleted (the kernel has already dropped the
+/// watch it then tries to remove): every package removal under a watched tree would put
+/// warnings in the journal that ask nothing of anyone. Its errors still show, and the watcher
+/// reports its own failures through the agent's events.
+pub const DAEMON_LOG_LEVEL: &str = "info,notify=error";
 
 /// Runs a parsed command line, returning the exit code. Errors are usage/config errors
 /// (exit 2); collector failures are reported inside the report (exit 1).

@@ -164,6 +164,30 @@ fn a_fim_change_is_one_info_line() {
     );
 }
 
+/// Removing a watched directory (what removing a package does under /usr) is a change, logged
+/// as one, not a warning: `journalctl -p warning` stays for what asks something of someone.
+#[test]
+fn a_watched_directory_removed_logs_its_changes_and_no_warning() {
+    let daemon = LoggedDaemon::start("", &[], false);
+    daemon.wait_for_baseline();
+    let sub = daemon.tree.join("sub");
+    let deep = sub.join("deeper/g");
+    std::fs::create_dir_all(sub.join("deeper")).unwrap();
+    std::fs::write(&deep, "g\n").unwrap();
+    daemon.wait_for("the new file's log line", || {
+        lines_about(&daemon.log(), &deep).iter().any(|l| l.contains("file added"))
+    });
+    std::fs::remove_dir_all(&sub).unwrap();
+    daemon.wait_for("the removal's log line", || {
+        lines_about(&daemon.log(), &deep).iter().any(|l| l.contains("file removed"))
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, 0, "{log}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+    assert!(warnings.is_empty(), "warnings for an ordinary removal: {warnings:#?}");
+}
+
 #[test]
 fn under_the_journal_lines_carry_sd_daemon_priorities_and_no_timestamp() {
     let daemon = LoggedDaemon::start("", &[], true);

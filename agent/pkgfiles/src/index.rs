@@ -533,7 +533,14 @@ impl Index {
                 },
             };
             if let Err(e) = found {
-                tracing::warn!(package = %pkg.owner.name, error = %e, "cannot read the package's file list");
+                // A file list gone since the index was read is a package being removed (dpkg
+                // deletes the list before it updates the status), asked about once for each of
+                // its files: not worth a warning each. The owner is still named, without a digest.
+                if matches!(e, ReadError::Host(guestward_core::HostFsError::NotFound { .. })) {
+                    tracing::debug!(package = %pkg.owner.name, error = %e, "the package's file list is gone");
+                } else {
+                    tracing::warn!(package = %pkg.owner.name, error = %e, "cannot read the package's file list");
+                }
                 out.push(bare_expected(&pkg.owner));
             }
         }

@@ -793,3 +793,24 @@ fn lookups_into_the_same_package_answer_as_single_lookups_do() {
     assert!(answers[14].is_empty());
     crate::support::single_and_repeated_lookups_agree(&index, &paths);
 }
+
+/// dpkg deletes a package's `.list` and `.md5sums` before it marks the package removed, and
+/// the index read before the removal is asked about each of its files: every answer still
+/// names the package, without a digest to judge by, instead of failing.
+#[test]
+fn a_package_whose_lists_are_gone_since_the_index_was_read_is_still_named() {
+    let dir = prepared_tree();
+    let root = HostRoot::new(dir.path()).unwrap();
+    let (index, _) = guestward_pkgfiles::Index::load(&root);
+    let data = Path::new("/usr/share/gw-alpha/data");
+    assert!(index.expected(data).iter().all(|e| e.digest.is_some()), "{:?}", index.expected(data));
+    let info = dir.path().join("var/lib/dpkg/info");
+    std::fs::remove_file(info.join("gw-alpha.list")).unwrap();
+    std::fs::remove_file(info.join("gw-alpha.md5sums")).unwrap();
+    for path in ["/usr/share/gw-alpha/data", "/usr/share/gw-alpha/untouched", "/usr/bin/gw-alpha"] {
+        let answer = index.expected(Path::new(path));
+        assert_eq!(answer.len(), 1, "{path}: {answer:?}");
+        assert_eq!(answer[0].owner.name, "gw-alpha", "{path}");
+        assert!(answer[0].digest.is_none(), "{path}: nothing left to take a digest from: {answer:?}");
+    }
+}
