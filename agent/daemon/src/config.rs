@@ -108,9 +108,10 @@ pub struct AgentConfig {
     /// by ±10 % so a fleet does not scan in step; a collector that failed or degraded is retried
     /// on its own sooner (see `guestward_agent::collect::book`).
     pub scan_interval_secs: u64,
-    /// The daemon's log level: `error`, `warn`, `info` (the default: start, stop, reload,
-    /// configuration and one line per file change), `debug`, `trace`, or a filter such as
-    /// `info,guestward_fim=debug`. `RUST_LOG` set in the environment wins.
+    /// The daemon's log level: `error`, `warn`, `info` (start, stop, reload, configuration and
+    /// one line per file change), `debug`, `trace`, or a filter such as
+    /// `info,guestward_fim=debug`. Unset: `info,notify=error` ([`crate::cli::DAEMON_LOG_LEVEL`]).
+    /// `RUST_LOG` set in the environment wins.
     pub log_level: Option<String>,
 }
 
