@@ -701,11 +701,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             // The verdict printed, put in the JSON and exited with are one and the same.
             status.health = status::effective_health(&status);
             if cli.json {
-                guestward_core::json::write_json(
-                    &mut out,
-                    &status,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
+                write_json(&mut out, &status)?;
             } else {
                 status::render(&status, Timestamp::now(), &mut out)?;
             }
@@ -720,11 +716,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let request = FlushRequest { timeout_secs: Some(flush_secs(cli.timeout)) };
             let outcome: FlushOutcome = runtime.block_on(client.post("/v1/flush", &request))?;
             if cli.json {
-                guestward_core::json::write_json(
-                    &mut out,
-                    &outcome,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
+                write_json(&mut out, &outcome)?;
             } else {
                 let mut safe = guestward_core::text::TerminalSafe::new(&mut out);
                 writeln!(
@@ -772,7 +764,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Inventory { format: InventoryFormat::Cyclonedx, .. } => {
             // Built by the daemon from its latest report: the CLI links no SBOM builder.
             let bom: serde_json::Value = runtime.block_on(client.get("/v1/sbom"))?;
-            guestward_core::json::write_json(&mut out, &bom, guestward_core::json::stdout_wants_pretty())?;
+            write_json(&mut out, &bom)?;
             Ok(exit::OK)
         }
         Command::Inventory { format: InventoryFormat::Human, name, all, .. } => {
@@ -780,11 +772,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let data = report.packages.as_ref().and_then(|s| s.data.as_ref());
             if name.is_none() && !all {
                 if cli.json {
-                    guestward_core::json::write_json(
-                        &mut out,
-                        &report.packages,
-                        guestward_core::json::stdout_wants_pretty(),
-                    )?;
+                    write_json(&mut out, &report.packages)?;
                 } else {
                     match data {
                         Some(data) => {
@@ -801,11 +789,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             let rows = data.map(|d| inventory::rows(d, name.as_deref())).unwrap_or_default();
             if cli.json {
-                guestward_core::json::write_json(
-                    &mut out,
-                    &rows,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
+                write_json(&mut out, &rows)?;
             } else if rows.is_empty() {
                 match &name {
                     Some(n) => writeln!(
@@ -825,11 +809,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Findings { .. } => {
             let findings: Vec<Finding> = runtime.block_on(client.get("/v1/findings"))?;
             if cli.json {
-                guestward_core::json::write_json(
-                    &mut out,
-                    &findings,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
+                write_json(&mut out, &findings)?;
             } else if findings.is_empty() {
                 writeln!(out, "no findings")?;
             } else {
@@ -916,11 +896,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Fim { command: FimCtl::Status { .. } } => {
             let status: guestward_fim::FimStatus = runtime.block_on(client.get("/v1/fim/status"))?;
             if cli.json {
-                guestward_core::json::write_json(
-                    &mut out,
-                    &status,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
+                write_json(&mut out, &status)?;
             } else {
                 status.render_human(&mut out)?;
             }
@@ -969,11 +945,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                     "baseline_completed_at": status.baseline_completed_at,
                     "scan_progress": status.scan_progress,
                 });
-                guestward_core::json::write_json(
-                    &mut out,
-                    &view,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
+                write_json(&mut out, &view)?;
             } else if let Some(at) = status.baseline_completed_at {
                 writeln!(
                     out,
@@ -995,11 +967,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let events: Vec<guestward_core::Event> =
                 runtime.block_on(client.post("/v1/fim/events", &request))?;
             if cli.json {
-                guestward_core::json::write_json(
-                    &mut out,
-                    &events,
-                    guestward_core::json::stdout_wants_pretty(),
-                )?;
+                write_json(&mut out, &events)?;
             } else if events.is_empty() {
                 writeln!(out, "no events")?;
             } else {
@@ -1047,6 +1015,11 @@ fn finish(mut out: std::io::StdoutLock<'_>, code: anyhow::Result<u8>) -> anyhow:
     Ok(code)
 }
 
+/// JSON on standard output: indented for a terminal, one line for a pipe.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
+    guestward_core::json::write_json(out, value, guestward_core::json::stdout_wants_pretty())
+}
+
 /// How long `flush` lets the agent deliver: `--timeout`, else the default, at most the cap.
 fn flush_secs(timeout: Option<u64>) -> u64 {
     timeout.unwrap_or(FLUSH_DEFAULT_SECS).min(FLUSH_MAX_SECS)
@@ -1062,7 +1035,7 @@ fn print_section_view<T: serde::Serialize>(
     table: fn(&T, &mut dyn Write) -> std::io::Result<()>,
 ) -> anyhow::Result<u8> {
     if json {
-        guestward_core::json::write_json(&mut *out, section, guestward_core::json::stdout_wants_pretty())?;
+        write_json(&mut *out, section)?;
     } else {
         let mut safe = guestward_core::text::TerminalSafe::new(&mut *out);
         if let Some(note) = &section.note {
@@ -1093,7 +1066,7 @@ fn render_access(
 ) -> anyhow::Result<u8> {
     if json {
         let value = serde_json::json!({ "section": section, "findings": findings });
-        guestward_core::json::write_json(out, &value, guestward_core::json::stdout_wants_pretty())?;
+        write_json(out, &value)?;
     } else {
         let mut safe = guestward_core::text::TerminalSafe::new(out);
         let status = match section.status {
@@ -1215,7 +1188,7 @@ fn render_imds(
 ) -> anyhow::Result<u8> {
     if json {
         let value = serde_json::json!({ "cloud": section, "findings": findings });
-        guestward_core::json::write_json(&mut *out, &value, guestward_core::json::stdout_wants_pretty())?;
+        write_json(&mut *out, &value)?;
     } else {
         {
             let mut safe = guestward_core::text::TerminalSafe::new(&mut *out);
