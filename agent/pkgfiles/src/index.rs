@@ -533,9 +533,10 @@ impl Index {
                 },
             };
             if let Err(e) = found {
-                // A file list gone since the index was read is a package being removed (dpkg
-                // deletes the list before it updates the status), asked about once for each of
-                // its files: not worth a warning each. The owner is still named, without a digest.
+                // A file list gone since the index was read: the package was removed after it,
+                // and the index (reloaded once the transaction is over) is asked about each file
+                // the removal deleted. Not worth a warning per file; the owner is still named,
+                // without a digest.
                 if matches!(e, ReadError::Host(guestward_core::HostFsError::NotFound { .. })) {
                     tracing::debug!(package = %pkg.owner.name, error = %e, "the package's file list is gone");
                 } else {

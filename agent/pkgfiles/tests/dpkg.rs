@@ -794,9 +794,9 @@ fn lookups_into_the_same_package_answer_as_single_lookups_do() {
     crate::support::single_and_repeated_lookups_agree(&index, &paths);
 }
 
-/// dpkg deletes a package's `.list` and `.md5sums` before it marks the package removed, and
-/// the index read before the removal is asked about each of its files: every answer still
-/// names the package, without a digest to judge by, instead of failing.
+/// An index read before a package's removal is asked about the files the removal deleted,
+/// after dpkg has deleted the package's `.list` and `.md5sums`: every answer still names the
+/// package, without a digest to judge by, instead of failing.
 #[test]
 fn a_package_whose_lists_are_gone_since_the_index_was_read_is_still_named() {
     let dir = prepared_tree();
