@@ -51,6 +51,14 @@ fn daemon_mode_reports_realtime_changes_through_agentctl_fim() {
     let (code, out, err) = ctl(&["fim", "baseline", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("baseline complete: "), "{out}");
+    // The baseline is the daemon's while it runs: an operator's `fim update` on the same
+    // state directory would share its staging tables (two such runs once left an empty
+    // baseline), so it is refused at once, naming the daemon.
+    let (code, out, err) =
+        run(agent().arg("--config").arg(daemon.dir_path.join("agent.toml")).args(["fim", "update"]));
+    assert_eq!(code, 2, "{out}{err}");
+    let pid = format!("is in use by pid {}: guestward-agent --config", daemon.pid());
+    assert!(err.contains(&pid) && err.contains("agentctl fim baseline"), "{err}");
     std::fs::write(tree.join("f"), "after").unwrap();
     let path = tree.join("f").display().to_string();
     wait("the change event", &|| {

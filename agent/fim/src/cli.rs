@@ -21,14 +21,17 @@ Exit codes:
      machine may have been changed before its first baseline; `fim verify-packages` lists
      them in full
   2  error (printed on stderr): bad configuration, state directory not writable, baseline
-     store unreadable; no baseline was accepted (running init again resumes what it staged)";
+     store unreadable, the baseline in use by another process (the daemon, another fim
+     command: one at a time); no baseline was accepted (running init again resumes what it
+     staged)";
 
 /// Exit codes of `fim check`.
 pub const CHECK_EXIT_CODES: &str = "\
 Exit codes:
   0  no changes
   1  changes found (listed on stdout)
-  2  error: no baseline, unreadable state, bad configuration; or the baseline itself
+  2  error: no baseline, unreadable state, bad configuration, the baseline in use by another
+     process (the daemon, another fim command: one at a time); or the baseline itself
      cannot be relied on: tampered (rows rewritten outside the agent), damaged rows, or
      fim.baseline_key_file set but the baseline not sealed with it (the report is printed)";
 
@@ -37,7 +40,8 @@ pub const UPDATE_EXIT_CODES: &str = "\
 Exit codes:
   0  no changes
   1  changes found (listed on stdout) and accepted as the new baseline
-  2  error: no baseline, unreadable state, bad configuration (nothing accepted); or the old
+  2  error: no baseline, unreadable state, bad configuration, the baseline in use by another
+     process (nothing accepted in these); or the old
      baseline could not be relied on (tampered, damaged rows, not sealed with the configured
      key): the current state was still accepted and the report says what was wrong";
 
@@ -47,7 +51,9 @@ Exit codes:
   init            0 baseline built; 1 built, but package files already differ from their
                   packages; 2 error (no baseline accepted)
   check, update   0 no changes; 1 changes found (update: and accepted);
-                  2 error, or a baseline that cannot be relied on (tampered, damaged, unsealed)";
+                  2 error, or a baseline that cannot be relied on (tampered, damaged, unsealed)
+  one process at a time scans a state directory's baseline: while the daemon or another fim
+  command holds it, the next exits 2 at once, naming it";
 
 /// The line that closes the exit codes of `guestward-agent fim --help`, after every
 /// subcommand's line (those of crates mounted beside this one included).

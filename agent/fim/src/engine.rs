@@ -33,6 +33,9 @@ pub enum FimError {
     /// The realtime watcher could not start.
     #[error("cannot start the inotify watcher: {0}")]
     Watcher(String),
+    /// Another process scans or changes this baseline, or its lock is unusable.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }
 
 /// Records one unusable row as a baseline problem naming the path (and the column).

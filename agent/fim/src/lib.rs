@@ -7,6 +7,7 @@
 //! - [`store`]: the baseline in `fim.db` (SQLite, WAL) under the state directory; rows are
 //!   validated on read, damage is reported by path and column.
 //! - [`integrity`]: the keyed seal over the baseline's rows (`fim.baseline_key_file`).
+//! - [`lock`]: one process at a time scans or changes a state directory's baseline.
 //! - [`scan`]: parallel, rate-limited, resumable scans into a staging table.
 //! - [`engine`]: scans with a purpose (init, check, update, rescan) and the diff to changes.
 //! - [`monitor`]: realtime inotify, debouncing, watch budget, overflow rescans, coverage gaps.
@@ -64,6 +65,8 @@ pub mod events;
 pub mod integrity;
 #[cfg(feature = "collect")]
 pub mod listing;
+#[cfg(feature = "collect")]
+pub mod lock;
 pub mod model;
 #[cfg(feature = "collect")]
 pub mod monitor;

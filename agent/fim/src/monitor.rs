@@ -97,6 +97,9 @@ pub struct Monitor {
     tx: Sender<Msg>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// The baseline is this monitor's while it runs: a one-shot `fim update` meanwhile would
+    /// share its staging tables (see [`crate::lock`]).
+    _lock: crate::lock::StateLock,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -108,6 +111,8 @@ impl std::fmt::Debug for Monitor {
 impl Monitor {
     /// Starts watching. Returns at once; watches, the first baseline (when there is none) or
     /// the startup verification rescan run on the monitor's thread (see [`Self::status`]).
+    /// Fails with [`crate::lock::LockError::Busy`] while another process scans the baseline
+    /// (a one-shot `fim init`, or a second daemon on the same state directory).
     pub fn start(fim: Fim, sink: EventSink) -> Result<Self, FimError> {
         Self::start_paced(fim, sink, None)
     }
@@ -120,6 +125,7 @@ impl Monitor {
         sink: EventSink,
         pace: Option<Arc<crate::pace::Pace>>,
     ) -> Result<Self, FimError> {
+        let lock = crate::lock::StateLock::acquire(&fim.state_dir)?;
         let (tx, rx) = channel();
         let capacity = fim.config.event_queue_capacity.max(16);
         let shared = Arc::new(Shared {
@@ -161,7 +167,7 @@ impl Monitor {
                 engine.run(rx);
             })
             .map_err(|e| FimError::Watcher(e.to_string()))?;
-        Ok(Self { fim: query_fim, tx, shared, thread: Some(thread) })
+        Ok(Self { fim: query_fim, tx, shared, thread: Some(thread), _lock: lock })
     }
 
     /// A snapshot of the monitor's status.

@@ -57,6 +57,8 @@ pub fn run_packaged_with(
     packages: OracleFactory<'_>,
 ) -> Result<CheckReport, FimError> {
     let mut fim = Fim::new(o.config.clone(), o.root.clone(), &o.state_dir)?;
+    // Held until the report is made: no other process scans this baseline meanwhile.
+    let _lock = crate::lock::StateLock::acquire(&o.state_dir)?;
     if let Some(oracle) = packages(&o.root) {
         fim = fim.with_packages(oracle);
     }

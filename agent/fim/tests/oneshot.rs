@@ -85,6 +85,15 @@ fn init_check_update_cycle_with_exit_codes() {
 
     // check changes nothing; update accepts.
     assert_eq!(oneshot::check(&o).unwrap().summary.changes, 4);
+    // One process at a time: while another holds the baseline (a daemon, a cron job's
+    // update), a second update is refused before it stages a row, and the first one's work
+    // stands.
+    let held = guestward_fim::lock::StateLock::acquire(&o.state_dir).unwrap();
+    let refused = oneshot::update(&o).unwrap_err();
+    assert!(matches!(refused, FimError::Lock(guestward_fim::lock::LockError::Busy { .. })), "{refused}");
+    assert!(matches!(oneshot::check(&o), Err(FimError::Lock(_))));
+    drop(held);
+    assert_eq!(oneshot::check(&o).unwrap().summary.changes, 4, "the refused update accepted nothing");
     assert_eq!(oneshot::update(&o).unwrap().exit_code(), 1);
     assert_eq!(oneshot::check(&o).unwrap().exit_code(), 0);
 }
