@@ -355,6 +355,67 @@ fn fim_init_lists_a_hostile_package_database_escaped_and_says_how_many_more_it_f
     assert!(out.contains(&format!("{FILES} do not match")), "{out}");
 }
 
+/// Package data the trust anchor cannot read leaves those packages' files unverified, and
+/// `fim init` says so, naming it: once it printed "0 do not match" over a trojaned file whose
+/// package's stanza had a malformed `Conffiles` line, or whose `.md5sums` was a FIFO.
+#[test]
+fn fim_init_names_the_package_data_it_could_not_read_instead_of_calling_its_files_verified() {
+    // `printf 'decoy\n' | md5sum`, `printf 'good\n' | md5sum`.
+    const DECOY_MD5: &str = "7850484a8394a2f74d72ac2d0db71c41";
+    const GOOD_MD5: &str = "d7f986677d9f563bd1794b09d82206a3";
+    let dir = tempfile::tempdir().unwrap();
+    let (root, config, state) = fim_root_setup(dir.path());
+    let info = root.join("var/lib/dpkg/info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("usr/bin/decoy"), "decoy\n").unwrap();
+    std::fs::write(root.join("usr/bin/good"), "trojan\n").unwrap();
+    std::fs::write(info.join("decoy.list"), "/usr/bin/decoy\n").unwrap();
+    std::fs::write(info.join("decoy.md5sums"), format!("{DECOY_MD5}  usr/bin/decoy\n")).unwrap();
+    std::fs::write(info.join("good.list"), "/usr/bin/good\n").unwrap();
+    std::fs::write(info.join("good.md5sums"), format!("{GOOD_MD5}  usr/bin/good\n")).unwrap();
+    let stanza = |conffiles: &str| {
+        format!(
+            "Package: decoy\nStatus: install ok installed\nArchitecture: all\nVersion: 1\n\n\
+             Package: good\nStatus: install ok installed\nArchitecture: all\nVersion: 1.0\n{conffiles}\n"
+        )
+    };
+    let write_config = |paths: &str| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let head = text.split("[fim]").next().unwrap().to_string();
+        std::fs::write(&config, format!("{head}[fim]\npaths = [{paths}]\n")).unwrap();
+    };
+    write_config("\"/usr\", \"/etc\"");
+    // 1. A Conffiles line without a digest: the stanza is not read.
+    std::fs::write(root.join("var/lib/dpkg/status"), stanza("Conffiles:\n /etc/other.conf\n")).unwrap();
+    let (code, out, err) = run_fim(&config, &root, &["init", "--no-progress"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 do not match; 1 part of the package databases could not be read"), "{out}");
+    let named: Vec<&str> = out.lines().filter(|l| l.starts_with("NOT VERIFIED: ")).collect();
+    assert!(named.len() == 1 && named[0].contains("var/lib/dpkg/status:"), "{out}");
+    // 2. The package's `.md5sums` is a FIFO: never opened, and said.
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::write(root.join("var/lib/dpkg/status"), stanza("")).unwrap();
+    std::fs::remove_file(info.join("good.md5sums")).unwrap();
+    nix::unistd::mkfifo(&info.join("good.md5sums"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, out, err) = run_fim(&config, &root, &["init", "--no-progress", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let problems = report["summary"]["baseline"]["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["code"] == "packages_unverified" && p.to_string().contains("good.md5sums")),
+        "{out}"
+    );
+    assert!(err.contains("good.md5sums"), "said on stderr too: {err}");
+    // 3. Readable again: the trojan is flagged.
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::remove_file(info.join("good.md5sums")).unwrap();
+    std::fs::write(info.join("good.md5sums"), format!("{GOOD_MD5}  usr/bin/good\n")).unwrap();
+    let (code, out, err) = run_fim(&config, &root, &["init", "--no-progress"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("/usr/bin/good") && !out.contains("NOT VERIFIED"), "{out}");
+}
+
 /// The trust anchor of an init run without root: a package file under a directory the agent may
 /// not search is not judged (whether it is there is not known), never reported as removed
 /// outside the package manager, while a package file really gone still is. Both used to be

@@ -947,8 +947,8 @@ mod tests {
             &self,
             _: &[std::path::PathBuf],
             _: &dyn crate::package::KnownContent,
-        ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
-            Ok(Vec::new())
+        ) -> Result<crate::package::PackageVerification, String> {
+            Ok(crate::package::PackageVerification::default())
         }
     }
 

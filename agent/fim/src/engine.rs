@@ -600,7 +600,7 @@ impl Fim {
         )
         .with_md5s(scanned.md5s);
         match p.0.verify_under(roots, &known) {
-            Ok(mut found) => {
+            Ok(crate::package::PackageVerification { mismatches: mut found, unread, unread_count }) => {
                 // The threads find them in no set order: the ones listed are the first in path
                 // order, the same ones in every report of the same state.
                 found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -632,10 +632,28 @@ impl Fim {
                     c if c == n => " (conffiles edited or removed)".to_string(),
                     c => format!(" ({c} of them conffiles edited or removed)"),
                 };
+                // What could not be read of the package databases leaves its files unverified:
+                // said, and each named, so that "0 do not match" is never claimed of them.
+                let unverified = match unread_count {
+                    0 => String::new(),
+                    n => format!(
+                        "; {} of the package databases could not be read, so the files {} not verified \
+                         (`guestward-agent fim verify-packages` names each)",
+                        guestward_core::text::counted(n, "part", "parts"),
+                        if n == 1 { "it describes were" } else { "they describe were" }
+                    ),
+                };
+                for problem in unread {
+                    b.problem(Problem { code: crate::model::PACKAGES_UNVERIFIED.to_string(), ..problem });
+                }
                 b.package_verification = Some(format!(
-                    "package files in scope verified against their packages in {:.1} s: {n} do not match{of_which}",
+                    "package files in scope verified against their packages in {:.1} s: {n} do not match{of_which}{unverified}",
                     started.elapsed().as_secs_f64()
                 ));
+                // A verdict with parts unread is not kept: the next full check says so again.
+                if unread_count > 0 {
+                    return None;
+                }
                 let stamp = stamp_before.filter(|s| p.0.databases_stamp().as_ref() == Some(s))?;
                 let verdict = crate::verdict::Verdict {
                     count: n,
@@ -912,7 +930,7 @@ mod tests {
             &self,
             _: &[PathBuf],
             _: &dyn KnownContent,
-        ) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
+        ) -> Result<crate::package::PackageVerification, String> {
             self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let owner = PackageOwner {
                 manager: PackageManager::Dpkg,
@@ -920,7 +938,7 @@ mod tests {
                 version: "1".into(),
                 arch: None,
             };
-            Ok(self
+            let mismatches = self
                 .files
                 .iter()
                 .rev()
@@ -936,7 +954,8 @@ mod tests {
                     };
                     (p.clone(), a)
                 })
-                .collect())
+                .collect();
+            Ok(crate::package::PackageVerification { mismatches, ..Default::default() })
         }
         fn databases_stamp(&self) -> Option<[u8; 32]> {
             *self.stamp.lock().unwrap()

@@ -625,7 +625,7 @@ pub struct BaselineCheck {
     /// Rows whose seal does not match.
     pub tampered_rows: u64,
     /// Problems found (`baseline_damaged`, `baseline_tampered`, `baseline_unsealed`,
-    /// `baseline_unverified`); at most [`MAX_BASELINE_PROBLEMS`], all counted in
+    /// `baseline_unverified`, `packages_unverified`); at most [`MAX_BASELINE_PROBLEMS`], all counted in
     /// `problem_count`.
     pub problems: Vec<Problem>,
     /// All problems found.
@@ -644,6 +644,10 @@ pub struct BaselineCheck {
 
 /// How [`BaselineCheck::package_verification`] starts when the package files were not verified.
 pub const PACKAGES_NOT_VERIFIED: &str = "package files not verified";
+
+/// The code of a [`BaselineCheck::problems`] entry naming a part of the package databases that
+/// could not be read, whose files the trust anchor therefore did not verify.
+pub const PACKAGES_UNVERIFIED: &str = "packages_unverified";
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -691,6 +695,10 @@ impl BaselineCheck {
     fn render_package_mismatches(&self, out: &mut dyn Write) -> std::io::Result<()> {
         for m in &self.package_mismatches {
             writeln!(out, "{}: {} ({})", mismatch_label(&m.package), m.path, m.package.human())?;
+        }
+        // What of the package databases could not be read: its files were not judged.
+        for p in self.problems.iter().filter(|p| p.code == PACKAGES_UNVERIFIED) {
+            writeln!(out, "NOT VERIFIED: {p}")?;
         }
         if self.package_mismatch_count > self.package_mismatches.len() as u64 {
             writeln!(

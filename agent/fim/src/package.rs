@@ -159,7 +159,7 @@ pub trait PackageOracle: Send + Sync {
         &self,
         roots: &[std::path::PathBuf],
         known: &dyn KnownContent,
-    ) -> Result<Vec<(std::path::PathBuf, PackageAttribution)>, String> {
+    ) -> Result<PackageVerification, String> {
         let _ = (roots, known);
         Err("this package oracle cannot verify files".to_string())
     }
@@ -184,6 +184,23 @@ pub trait PackageOracle: Send + Sync {
     /// go, so that an idle agent does not hold the largest package it was asked about.
     fn forget_lookups(&self) {}
 }
+
+/// What [`PackageOracle::verify_under`] found.
+#[cfg(feature = "collect")]
+#[derive(Debug, Default)]
+pub struct PackageVerification {
+    /// Package files under the roots that do not match their package.
+    pub mismatches: Vec<(std::path::PathBuf, PackageAttribution)>,
+    /// What could not be read of the package databases (a status stanza, a package's
+    /// `.md5sums`, a line of it, an rpm header): the files it describes were not verified, and
+    /// must not pass for verified. At most [`MAX_UNREAD_LISTED`] listed.
+    pub unread: Vec<guestward_core::Problem>,
+    /// All of them.
+    pub unread_count: u64,
+}
+
+/// How many of [`PackageVerification::unread`] are listed.
+pub const MAX_UNREAD_LISTED: usize = 5;
 
 /// The content of files as a scan just read them (implemented by the FIM engine over its
 /// store), for [`PackageOracle::verify_under`]. Called from several threads.

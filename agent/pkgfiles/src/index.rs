@@ -110,6 +110,8 @@ pub struct Index {
     /// Problems the load met (what they are is [`Self::load`]'s to return): with no package
     /// indexed, they tell a database that could not be read from none at all.
     load_problems: usize,
+    /// The first of them, for the trust anchor to name what it could not verify.
+    first_load_problems: Vec<Problem>,
 }
 
 /// A path's 64-bit hash: foldhash's quality variant with a fixed seed. Fixed, so that the
@@ -238,6 +240,7 @@ impl Index {
             cache: Mutex::new(Vec::new()),
             lookups: Mutex::new(Lookups::default()),
             load_problems: 0,
+            first_load_problems: Vec::new(),
         }
     }
 
@@ -264,12 +267,19 @@ impl Index {
         index.keys = keys;
         index.packages.shrink_to_fit();
         index.load_problems = problems.len();
+        index.first_load_problems =
+            problems.iter().take(guestward_fim::package::MAX_UNREAD_LISTED).cloned().collect();
         (index, problems)
     }
 
     /// How many problems the load met (see [`Self::load`]).
     pub fn load_problems(&self) -> usize {
         self.load_problems
+    }
+
+    /// The first of them (at most [`guestward_fim::package::MAX_UNREAD_LISTED`]).
+    pub fn first_load_problems(&self) -> &[Problem] {
+        &self.first_load_problems
     }
 
     fn add_package(&mut self, p: IndexedPackage, problems: &mut Vec<Problem>) -> Option<u32> {

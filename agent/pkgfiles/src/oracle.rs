@@ -11,7 +11,7 @@ use crate::transaction;
 use guestward_core::{HostRoot, Problem, Timestamp};
 use guestward_fim::package::{
     ChangeOrigin, DigestAlgo, ExpectedFile, KnownContent, PackageAttribution, PackageDigest, PackageOracle,
-    PackageTransaction,
+    PackageTransaction, PackageVerification,
 };
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -302,7 +302,7 @@ impl PackageOracle for Oracle {
         &self,
         roots: &[PathBuf],
         known: &dyn KnownContent,
-    ) -> Result<Vec<(PathBuf, PackageAttribution)>, String> {
+    ) -> Result<PackageVerification, String> {
         let index = self.index();
         if index.packages().is_empty() {
             return Err(match index.load_problems() {
@@ -316,6 +316,8 @@ impl PackageOracle for Oracle {
         let root = &self.root;
         let index = &index;
         let listed = Listed::default();
+        // What the index could not read at load leaves those packages out of the listing.
+        listed.unread.add_counted(index.load_problems() as u64, index.first_load_problems());
         // dpkg's packages: each thread lists and judges packages of its own, taken in turn.
         // Once the scan's MD5s judge most files without a lookup, listing them is most of the
         // pass, and one thread listing for the others left those waiting (docs/benchmarks.md).
@@ -354,6 +356,7 @@ impl PackageOracle for Oracle {
         // header in one pass over the database), the others judge.
         let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Vec<VerifyJob>>(VERIFY_QUEUE / VERIFY_BATCH);
         let job_rx = Mutex::new(job_rx);
+        let mut unread = Unread::default();
         let rest: Vec<(PathBuf, PackageAttribution)> = std::thread::scope(|scope| {
             // The sender belongs to this closure: were the listing to panic, the unwinding
             // drops it, and the threads waiting on it end instead of holding the scope open.
@@ -392,14 +395,15 @@ impl PackageOracle for Oracle {
                 })
                 .collect();
             let mut batcher = Batcher { jobs: &jobs, pending: Vec::with_capacity(VERIFY_BATCH) };
-            list_rest(index, roots, listed, &mut batcher);
+            unread = list_rest(index, roots, listed, &mut batcher);
             batcher.flush();
             drop(batcher);
             drop(jobs);
             joined(workers)
         })?;
         found.extend(rest);
-        Ok(found)
+        let (unread_count, unread) = unread.into_parts();
+        Ok(PackageVerification { mismatches: found, unread, unread_count })
     }
 
     fn running_transaction(&self) -> Option<PackageTransaction> {
@@ -578,6 +582,29 @@ struct Listed {
     shared: Mutex<std::collections::BTreeSet<PathBuf>>,
     /// rpm packages: header record -> package number.
     rpm_records: Mutex<std::collections::HashMap<u32, u32>>,
+    /// What could not be read of the databases: those files are not verified.
+    unread: Unread,
+}
+
+/// What of the package databases the trust anchor could not read: counted, the first named.
+#[derive(Default)]
+struct Unread(Mutex<(u64, Vec<Problem>)>);
+
+impl Unread {
+    fn add_counted(&self, count: u64, first: &[Problem]) {
+        let mut unread = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        unread.0 += count;
+        let room = guestward_fim::package::MAX_UNREAD_LISTED.saturating_sub(unread.1.len());
+        unread.1.extend(first.iter().take(room).cloned());
+    }
+
+    fn add(&self, problems: &[Problem]) {
+        self.add_counted(problems.len() as u64, problems);
+    }
+
+    fn into_parts(self) -> (u64, Vec<Problem>) {
+        self.0.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Hands `queue` each file under `roots` of package `id` that has a recorded digest, when it
@@ -623,15 +650,18 @@ fn list_package(
             true
         },
     );
-    // An unreadable package is left out here; `fim verify-packages` names it.
-    drop(read);
+    // An unreadable package, or lines of its `.md5sums`, leave its files unverified: said.
+    match read {
+        Ok(problems) => listed.unread.add(&problems),
+        Err(e) => listed.unread.add(&[e.to_problem()]),
+    }
 }
 
 /// Queues the files of the rpm packages [`list_package`] left under `roots` that have a
 /// recorded digest, then the shared paths with every owner's entry.
-fn list_rest(index: &Index, roots: &[PathBuf], listed: Listed, jobs: &mut Batcher<'_>) {
+fn list_rest(index: &Index, roots: &[PathBuf], listed: Listed, jobs: &mut Batcher<'_>) -> Unread {
     let under = |p: &Path| roots.iter().any(|r| p.starts_with(r));
-    let Listed { shared, rpm_records } = listed;
+    let Listed { shared, rpm_records, unread } = listed;
     let mut shared = shared.into_inner().unwrap_or_else(|e| e.into_inner());
     let rpm_records = rpm_records.into_inner().unwrap_or_else(|e| e.into_inner());
     // rpm: every wanted header in one pass over the database (reading it once per package
@@ -639,8 +669,8 @@ fn list_rest(index: &Index, roots: &[PathBuf], listed: Listed, jobs: &mut Batche
     if let (false, Some(found)) = (rpm_records.is_empty(), index.rpm_database()) {
         let want: Vec<u32> = rpm_records.keys().copied().collect();
         let mut more = true;
-        // An unreadable header is left out here; `fim verify-packages` names it.
-        let _problems = crate::rpm::read_headers(index.root(), found, Some(&want), &mut |p| {
+        // An unreadable header leaves its package's files unverified: said.
+        let problems = crate::rpm::read_headers(index.root(), found, Some(&want), &mut |p| {
             let Some(pkg) = rpm_records.get(&p.record).and_then(|id| index.packages().get(*id as usize))
             else {
                 return;
@@ -666,17 +696,19 @@ fn list_rest(index: &Index, roots: &[PathBuf], listed: Listed, jobs: &mut Batche
                 more = jobs.send((path, Expected::Listed(vec![expected])));
             }
         });
+        unread.add(&problems);
         if !more {
-            return;
+            return unread;
         }
     }
     for path in shared {
         let expected: Vec<ExpectedFile> =
             index.expected(&path).into_iter().filter(|e| e.digest.is_some()).collect();
         if !expected.is_empty() && !jobs.send((path, Expected::Listed(expected))) {
-            return;
+            return unread;
         }
     }
+    unread
 }
 
 /// Each file of `batch` against what its package(s) say: an attribution for each that does

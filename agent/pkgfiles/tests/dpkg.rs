@@ -255,6 +255,8 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     let (oracle, problems) = guestward_pkgfiles::Oracle::load(root.clone());
     assert!(problems.is_empty(), "{problems:?}");
     let found = oracle.verify_under(&["/".into()], &NothingKnown).unwrap();
+    assert_eq!((found.unread_count, found.unread.len()), (0, 0), "{:?}", found.unread);
+    let found = found.mismatches;
     let flagged = set(found.iter().map(|(p, _)| p.display().to_string()));
     assert_eq!(found.len(), flagged.len(), "each path once: {found:#?}");
     assert_eq!(
@@ -274,7 +276,7 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     let report = verify::verify_root(&root, &Options::default(), &Progress::default()).unwrap();
     same("trust anchor", &set(report.mismatches.iter().map(|m| m.path.clone())), &flagged);
     // A scope is a scope: under /etc only the conffiles.
-    let etc = oracle.verify_under(&["/etc".into()], &NothingKnown).unwrap();
+    let etc = oracle.verify_under(&["/etc".into()], &NothingKnown).unwrap().mismatches;
     assert_eq!(
         set(etc.iter().map(|(p, _)| p.display().to_string())),
         set(["/etc/gw-alpha.conf".into(), "/etc/gw-beta.conf".into()])
@@ -284,7 +286,7 @@ fn the_trust_anchor_flags_what_verify_packages_flags_and_judges_shared_paths_by_
     // package lists is judged by that alone, and only the others are looked up or read. The
     // same paths.
     let took = TookEveryMd5::of(root_dir, &["/usr", "/etc"]);
-    let judged = oracle.verify_under(&["/".into()], &took).unwrap();
+    let judged = oracle.verify_under(&["/".into()], &took).unwrap().mismatches;
     same("judged by the MD5s taken", &set(judged.iter().map(|(p, _)| p.display().to_string())), &flagged);
     let asked = took.asked.into_inner().unwrap();
     for matching in ["/usr/bin/gw-alpha", "/usr/bin/gw-tool", "/etc/gw-alpha.d/keep.conf"] {
@@ -435,7 +437,7 @@ fn a_thread_that_panics_leaves_the_packages_not_verified_rather_than_passed() {
     let oracle = std::sync::Arc::new(oracle);
     // Unpanicked, every file is judged: the baseline for what follows.
     let known = PanicsOn { took: TookEveryMd5::of(&root_dir, &["/usr", "/etc"]), path: "/nowhere" };
-    assert_eq!(oracle.verify_under(&["/".into()], &known).unwrap().len(), 5);
+    assert_eq!(oracle.verify_under(&["/".into()], &known).unwrap().mismatches.len(), 5);
     for path in ["/usr/bin/gw-alpha", "/usr/bin/gw-tool", "/etc/gw-beta.conf", "/usr/share/gw-alpha/data"] {
         let (oracle, root_dir) = (oracle.clone(), root_dir.clone());
         let why = guestward_core::testing::within(std::time::Duration::from_secs(60), path, move || {

@@ -263,6 +263,7 @@ fn verify_matches_rpm_v_on_a_built_tree() {
     let flagged: BTreeSet<String> = oracle
         .verify_under(&[scope.into()], &guestward_fim::package::NothingKnown)
         .unwrap()
+        .mismatches
         .into_iter()
         .map(|(p, _)| p.display().to_string())
         .collect();
