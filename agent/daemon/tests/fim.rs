@@ -521,4 +521,13 @@ fn fim_init_without_root_never_calls_an_unreachable_package_file_missing() {
     assert!(out.contains("PACKAGE MISMATCH: /etc/gw/gone (") && !out.contains("/etc/gw/closed/b"), "{out}");
     assert!(err.contains("/etc/gw/closed: Permission denied"), "{err}");
     assert!(err.contains("needs CAP_DAC_READ_SEARCH"), "the warning does not say what to do: {err}");
+    // A baseline this user may not write is refused at once, saying so, and keeps its mode
+    // (SQLite opened it read-only without a word: the command first made it 0600, then failed
+    // at its first write with "attempt to write a readonly database").
+    let db = state.join("fim.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let (code, out, err) = init(false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("fim.db: is not writable by this user"), "{err}");
+    assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o400);
 }

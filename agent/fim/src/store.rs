@@ -394,13 +394,64 @@ impl Store {
         }
         let path = state_dir.join(DB_FILE);
         let err = |source| StoreError::Sqlite { path: path.clone(), source };
-        let conn = Connection::open(&path).map_err(err)?;
-        // 0600: the baseline maps every watched file. SQLite gives its -wal and -shm files the
-        // mode of the database file.
+        let refuse = |kind: std::io::ErrorKind, why: String| StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(kind, why),
+        };
+        // Security: the state directory is the agent's own (0700), yet a link planted there
+        // must not make the agent write a database into, or change the mode of, a file
+        // elsewhere. SQLite refuses a link too (NOFOLLOW); this says why in words.
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refuse(
+                    std::io::ErrorKind::InvalidInput,
+                    "is a symbolic link; the baseline must be a regular file (remove the link)".into(),
+                ));
+            }
+            Ok(m) if !m.is_file() => {
+                return Err(refuse(
+                    std::io::ErrorKind::InvalidInput,
+                    "is not a regular file; the baseline must be one (remove it, then `fim init`)".into(),
+                ));
+            }
+            _ => {}
+        }
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(err)?;
+        // SQLite opens a file it may not write read-only without a word, and fails at the
+        // first write; every scan, a check's too, stages rows in the baseline.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+            return Err(refuse(
+                std::io::ErrorKind::PermissionDenied,
+                "is not writable by this user; every scan (a check's too) stages its rows in the \
+                 baseline: run as the user that owns it, or give that user write access"
+                    .into(),
+            ));
+        }
+        // At most 0600: the baseline maps every watched file, and SQLite gives its -wal and
+        // -shm files the mode of the database file. Only group and other bits are taken away,
+        // through the descriptor (never a path that could have been swapped), and only when set.
         {
-            use std::os::unix::fs::PermissionsExt;
-            let restrict = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-            restrict.map_err(|source| StoreError::Io { path: path.clone(), source })?;
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let restrict = || -> std::io::Result<()> {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+                    .open(&path)?;
+                let mode = file.metadata()?.permissions().mode() & 0o7777;
+                if mode & 0o077 != 0 {
+                    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+                }
+                Ok(())
+            };
+            restrict().map_err(|source| StoreError::Io { path: path.clone(), source })?;
         }
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
         // WAL: readers (status queries) never block the scan's writer, and a crash leaves the
@@ -444,14 +495,20 @@ impl Store {
         use rusqlite::OpenFlags;
         let path = state_dir.join(DB_FILE);
         match std::fs::symlink_metadata(&path) {
-            Ok(_) => {}
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                let why = "is not a regular file (a link, a FIFO?): not read; the baseline must be one";
+                return Err(StoreError::Io { path, source: std::io::Error::other(why) });
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StoreError::Io { path, source }),
         }
         let err = |source| StoreError::Sqlite { path: path.clone(), source };
         let conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
@@ -1688,6 +1745,41 @@ mod tests {
             "{e} ({left} bytes free)"
         );
         assert!(e.to_string().starts_with(&format!("{}: ", db.display())), "{e}");
+    }
+
+    /// The baseline is opened as the regular file it must be: a planted link or FIFO is
+    /// refused, naming it, and neither the link's target nor its mode is touched; a baseline
+    /// readable by others is closed to them, one stricter than 0600 is not widened.
+    #[test]
+    fn a_planted_link_or_fifo_is_refused_and_modes_are_only_ever_narrowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, state.join(DB_FILE)).unwrap();
+        let e = Store::open(&state).unwrap_err().to_string();
+        assert!(e.contains("fim.db: is a symbolic link"), "{e}");
+        assert_eq!((mode(&victim), std::fs::metadata(&victim).unwrap().len()), (0o644, 0), "untouched");
+        std::fs::remove_file(state.join(DB_FILE)).unwrap();
+        nix::unistd::mkfifo(&state.join(DB_FILE), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = Store::open(&state).unwrap_err().to_string();
+        assert!(e.contains("fim.db: is not a regular file"), "{e}");
+        std::fs::remove_file(state.join(DB_FILE)).unwrap();
+        drop(Store::open(&state).unwrap());
+        let db = state.join(DB_FILE);
+        assert_eq!(mode(&db), 0o600, "a new baseline");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&state).unwrap());
+        assert_eq!(mode(&db), 0o600, "closed to others");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
+        // As root the file is still writable and opens; as another user it is refused (the
+        // agent's CLI test covers that as `nobody`). Either way its mode stays.
+        let _ = Store::open(&state);
+        assert_eq!(mode(&db), 0o400, "never widened");
     }
 
     fn rec(size: u64) -> FileRecord {
