@@ -20,8 +20,9 @@ Exit codes:
      (PACKAGE MISMATCH lines on stdout; edited or removed conffiles alone exit 0): the
      machine may have been changed before its first baseline; `fim verify-packages` lists
      them in full
-  2  error (printed on stderr): bad configuration, state directory not writable, baseline
-     store unreadable, the baseline in use by another process (the daemon, another fim
+  2  error (printed on stderr): bad configuration (a fim.baseline_key_file that is set but
+     cannot be used included), state directory not writable, baseline store unreadable, the
+     baseline in use by another process (the daemon, another fim
      command: one at a time); no baseline was accepted (running init again resumes what it
      staged)";
 
@@ -33,7 +34,8 @@ Exit codes:
   2  error: no baseline, unreadable state, bad configuration, the baseline in use by another
      process (the daemon, another fim command: one at a time); or the baseline itself
      cannot be relied on: tampered (rows rewritten outside the agent), damaged rows, or
-     fim.baseline_key_file set but the baseline not sealed with it (the report is printed)";
+     fim.baseline_key_file set but the baseline not sealed with it, or the key file gone or
+     unusable (the report is printed)";
 
 /// Exit codes of `fim update`.
 pub const UPDATE_EXIT_CODES: &str = "\
@@ -43,7 +45,8 @@ Exit codes:
   2  error: no baseline, unreadable state, bad configuration, the baseline in use by another
      process (nothing accepted in these); or the old
      baseline could not be relied on (tampered, damaged rows, not sealed with the configured
-     key): the current state was still accepted and the report says what was wrong";
+     key, the key file gone or unusable): the current state was still accepted and the report
+     says what was wrong";
 
 /// Exit codes of every `fim` subcommand, for `guestward-agent fim --help`.
 pub const EXIT_CODES: &str = "\

@@ -36,6 +36,19 @@ pub enum FimError {
     /// Another process scans or changes this baseline, or its lock is unusable.
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    /// `fim init` with a `fim.baseline_key_file` that is set but cannot be used: the baseline
+    /// would not be sealed, though the configuration says it must be.
+    #[error(
+        "fim.baseline_key_file {}: {reason}; the baseline would not be sealed with it: fix the key file \
+         (or remove the setting), then run it again",
+        path.display()
+    )]
+    KeyUnusable {
+        /// The configured key file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// Records one unusable row as a baseline problem naming the path (and the column).
@@ -272,6 +285,16 @@ impl Fim {
                     KeyState::Unavailable { path, reason: format!("cannot create it: {e}"), missing: true };
                 None
             }
+        }
+    }
+
+    /// The configured baseline key, when it is set but cannot be used.
+    pub fn unusable_key(&self) -> Option<FimError> {
+        match &self.key {
+            KeyState::Unavailable { path, reason, .. } => {
+                Some(FimError::KeyUnusable { path: path.clone(), reason: reason.clone() })
+            }
+            _ => None,
         }
     }
 
@@ -732,7 +755,7 @@ impl Fim {
                     .to_string(),
             ),
             KeyState::Unavailable { path, reason, .. } => Some(format!(
-                "the baseline key {} cannot be used ({reason}): rows are not verified",
+                "the baseline key {} is configured but cannot be used ({reason}): rows cannot be verified; restore the key file",
                 path.display()
             )),
             KeyState::Loaded(_) => None,
@@ -759,9 +782,17 @@ impl Fim {
     fn judge(&self, store: &Store, whole: bool, b: &mut BaselineCheck) -> Result<(), StoreError> {
         let db = self.state_dir.join(crate::store::DB_FILE).display().to_string();
         let Some(key) = self.key.key() else {
-            b.integrity = Integrity::Unverified;
+            // A key that is configured but cannot be used is no mere lack of a key: the
+            // operator relies on rows being verified, and a planted row would now read as an
+            // ordinary change. The baseline cannot be relied on (exit 2), as when it is not
+            // sealed with the configured key.
+            let (integrity, code) = match &self.key {
+                KeyState::Unavailable { .. } => (Integrity::Unsealed, "baseline_unsealed"),
+                _ => (Integrity::Unverified, "baseline_unverified"),
+            };
+            b.integrity = integrity;
             b.detail = self.unverified_reason().unwrap_or_default();
-            b.problem(Problem::new("baseline_unverified", b.detail.clone()).with_path(db));
+            b.problem(Problem::new(code, b.detail.clone()).with_path(db));
             return Ok(());
         };
         b.key_id = Some(key.id().to_string());

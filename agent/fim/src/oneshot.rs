@@ -63,6 +63,10 @@ pub fn run_packaged_with(
         fim = fim.with_packages(oracle);
     }
     let created = if purpose == Purpose::Init { fim.create_key_if_missing() } else { None };
+    // A baseline the configuration says to seal is not built unsealed.
+    if let (Purpose::Init, Some(e)) = (purpose, fim.unusable_key()) {
+        return Err(e);
+    }
     let bar = (o.progress_bar && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(

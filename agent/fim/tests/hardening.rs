@@ -314,23 +314,38 @@ fn baseline_row_rewritten_with_sqlite_is_detected_by_the_seal() {
     assert_eq!(r.exit_code(), oneshot::EXIT_CLEAN);
 }
 
+/// A configured key that is gone or unusable is not a key never configured: the rows cannot be
+/// verified though the operator relies on it, so the check cannot pass (exit 2: a row
+/// rewritten meanwhile once read as an ordinary change, exit 1), and `init` builds no unsealed
+/// baseline in its place.
 #[test]
-fn without_the_key_file_the_check_says_integrity_is_unverified() {
-    let (dir, _tree, key, o) = sealed_tree();
+fn without_the_configured_key_file_the_check_cannot_pass_and_init_refuses() {
+    let (dir, tree, key, o) = sealed_tree();
     std::fs::remove_file(&key).unwrap();
     let r = run("check", &o);
     let b = &r.summary.baseline;
-    assert_eq!(b.integrity, Integrity::Unverified, "{b:#?}");
+    assert_eq!(b.integrity, Integrity::Unsealed, "{b:#?}");
     assert!(
         b.detail.contains(&key.display().to_string()) && b.detail.contains("no such key file"),
         "{}",
         b.detail
     );
-    assert!(b.problems.iter().any(|p| p.code == "baseline_unverified"), "{b:#?}");
+    assert!(b.problems.iter().any(|p| p.code == "baseline_unsealed"), "{b:#?}");
+    assert_eq!(r.exit_code(), oneshot::EXIT_ERROR);
     let mut human = Vec::new();
     r.render_human(&mut human).unwrap();
     let human = String::from_utf8(human).unwrap();
-    assert!(human.contains("baseline integrity: unverified"), "{human}");
+    assert!(
+        human.contains("baseline integrity: unsealed") && human.contains("restore the key file"),
+        "{human}"
+    );
+    // An empty key file: the same, and `init` refuses rather than build an unsealed baseline.
+    std::fs::write(&key, "").unwrap();
+    assert_eq!(run("check", &o).summary.baseline.integrity, Integrity::Unsealed);
+    let fresh = oneshot_for(&tree, &dir.path().join("state-fresh"), Some(&key));
+    let e = oneshot::init(&fresh).unwrap_err().to_string();
+    assert!(e.contains("fim.baseline_key_file") && e.contains("would not be sealed"), "{e}");
+    assert!(!dir.path().join("state-fresh/fim.db").exists(), "nothing built");
 
     // Not configured at all: said as well.
     let o = oneshot_for(&dir.path().join("tree"), &dir.path().join("state"), None);
