@@ -11,11 +11,17 @@ use std::path::{Path, PathBuf};
 pub struct AbsolutePath(PathBuf);
 
 impl AbsolutePath {
-    /// Checks that `path` is absolute and free of NUL bytes.
+    /// Checks that `path` is absolute, has no `..` component and is free of NUL bytes.
     pub fn new(path: impl Into<PathBuf>) -> Result<Self, String> {
         let path = path.into();
         if !path.is_absolute() {
             return Err(format!("`{}` must be an absolute path (start with /)", path.display()));
+        }
+        // A `..` reads as the parent, but after a symlink it is the link target's parent, and
+        // the agent resolves paths component by component without following links: a watched
+        // `/etc/../etc/hostname` once matched nothing, silently. Say what is meant instead.
+        if path.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(format!("`{}` must not contain `..`: write the path it stands for", path.display()));
         }
         if path.as_os_str().as_encoded_bytes().contains(&0) {
             return Err("path contains a NUL byte".to_string());
@@ -68,5 +74,17 @@ mod tests {
         let err = AbsolutePath::new("var/lib").unwrap_err();
         assert!(err.contains("`var/lib`"), "{err}");
         assert_eq!(AbsolutePath::new("/var/lib").unwrap().as_path(), Path::new("/var/lib"));
+    }
+
+    #[test]
+    fn parent_components_are_rejected_and_other_spellings_kept() {
+        for bad in ["/etc/../etc/hostname", "/../etc", "/etc/.."] {
+            let err = AbsolutePath::new(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}` must not contain `..`")), "{err}");
+        }
+        // `.`, doubled slashes and names that merely start with dots are fine.
+        for ok in ["/etc/./group", "/etc//group", "/srv/..data", "/srv/x.."] {
+            AbsolutePath::new(ok).unwrap();
+        }
     }
 }
