@@ -612,7 +612,9 @@ impl<'a> Worker<'a> {
         let mismatch =
             |kind, attributes: Vec<Attribute>, actual: Option<PackageDigest>, details: Vec<String>| {
                 vec![Outcome::Mismatch(Box::new(Mismatch {
-                    path: path.display().to_string(),
+                    // Escaped as FIM shows paths (`\xff`): a lossy form would show two files
+                    // differing in one invalid byte as the same name.
+                    path: guestward_fim::events::escape_path(path),
                     package: owner.clone(),
                     kind,
                     conffile,
@@ -673,7 +675,7 @@ impl<'a> Worker<'a> {
         }
         let conffile = f.flags & flags::CONFIG != 0;
         let mut m = Mismatch {
-            path: f.path.display().to_string(),
+            path: guestward_fim::events::escape_path(&f.path),
             package: owner,
             kind: if conffile { MismatchKind::ConffileChanged } else { MismatchKind::Changed },
             conffile,

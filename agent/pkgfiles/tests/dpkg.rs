@@ -816,3 +816,44 @@ fn a_package_whose_lists_are_gone_since_the_index_was_read_is_still_named() {
         assert!(answer[0].digest.is_none(), "{path}: nothing left to take a digest from: {answer:?}");
     }
 }
+
+/// Two package files whose names differ only in a byte that is not UTF-8 are two lines, each
+/// escaped as FIM shows such names (`\xff`): shown lossily, both once read `x\u{fffd}`.
+#[test]
+fn names_that_are_not_utf8_are_shown_escaped_and_apart() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let info = root.join("var/lib/dpkg/info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(
+        root.join("var/lib/dpkg/status"),
+        "Package: p\nStatus: install ok installed\nArchitecture: all\nVersion: 1\n\n",
+    )
+    .unwrap();
+    std::fs::write(info.join("p.list"), b"/usr\n/usr/bin\n/usr/bin/x\xff\n/usr/bin/x\xfe\n").unwrap();
+    // The MD5 of nothing: the file present (with content) differs, the other is missing.
+    let empty = "d41d8cd98f00b204e9800998ecf8427e";
+    let mut sums = Vec::new();
+    for name in [&b"x\xff"[..], b"x\xfe"] {
+        sums.extend_from_slice(format!("{empty}  usr/bin/").as_bytes());
+        sums.extend_from_slice(name);
+        sums.push(b'\n');
+    }
+    std::fs::write(info.join("p.md5sums"), sums).unwrap();
+    std::fs::write(root.join("usr/bin").join(std::ffi::OsStr::from_bytes(b"x\xff")), "a\n").unwrap();
+    let report =
+        verify::verify_root(&HostRoot::new(root).unwrap(), &Options::default(), &Progress::default())
+            .unwrap();
+    let mut seen: Vec<(String, MismatchKind)> =
+        report.mismatches.iter().map(|m| (m.path.clone(), m.kind)).collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        vec![
+            ("/usr/bin/x\\xfe".to_string(), MismatchKind::Missing),
+            ("/usr/bin/x\\xff".to_string(), MismatchKind::Changed),
+        ]
+    );
+}
