@@ -144,14 +144,14 @@ pub fn parse_status(bytes: &[u8], shown: &Path) -> (Vec<DpkgPackage>, Vec<Proble
     let mut problems = Vec::new();
     let mut stanza: Vec<(usize, &[u8])> = Vec::new();
     let mut flush = |stanza: &mut Vec<(usize, &[u8])>| {
-        if let Some(&(first_line, _)) = stanza.first() {
+        if !stanza.is_empty() {
             match parse_stanza(stanza) {
                 Ok(Some(p)) => packages.push(p),
                 Ok(None) => {}
-                Err(msg) => problems.push(
+                Err((line, msg)) => problems.push(
                     Problem::new("malformed", format!("dpkg status stanza skipped: {msg}"))
                         .with_path(shown.display().to_string())
-                        .with_line(first_line as u64),
+                        .with_line(line as u64),
                 ),
             }
         }
@@ -169,25 +169,34 @@ pub fn parse_status(bytes: &[u8], shown: &Path) -> (Vec<DpkgPackage>, Vec<Proble
     (packages, problems)
 }
 
-fn parse_stanza(lines: &[(usize, &[u8])]) -> Result<Option<DpkgPackage>, String> {
+/// One stanza; `Err` names the line at fault (a missing field: the stanza's first line).
+fn parse_stanza(lines: &[(usize, &[u8])]) -> Result<Option<DpkgPackage>, (usize, String)> {
+    let first = lines.first().map_or(0, |(n, _)| *n);
+    parse_stanza_fields(lines).map_err(|(line, msg)| (line.unwrap_or(first), msg))
+}
+
+fn parse_stanza_fields(lines: &[(usize, &[u8])]) -> Result<Option<DpkgPackage>, (Option<usize>, String)> {
     let mut name = None;
     let mut version = None;
     let mut arch = None;
     let mut status = None;
     let mut conffiles = Vec::new();
     let mut in_conffiles = false;
-    for (_, line) in lines {
+    for (n, line) in lines {
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             if in_conffiles {
-                conffiles.push(parse_conffile(line)?);
+                conffiles.push(parse_conffile(line).map_err(|msg| (Some(*n), msg))?);
             }
             continue;
         }
         in_conffiles = false;
         let Some(colon) = line.iter().position(|b| *b == b':') else {
-            return Err(format!(
-                "line without a field name: {}",
-                quote_truncated(&String::from_utf8_lossy(line), MAX_QUOTED_CHARS)
+            return Err((
+                Some(*n),
+                format!(
+                    "line without a field name: {}",
+                    quote_truncated(&String::from_utf8_lossy(line), MAX_QUOTED_CHARS)
+                ),
             ));
         };
         let field = &line[..colon];
@@ -196,20 +205,24 @@ fn parse_stanza(lines: &[(usize, &[u8])]) -> Result<Option<DpkgPackage>, String>
             b"package" => name = Some(value),
             b"version" => version = Some(value),
             b"architecture" => arch = Some(value),
-            b"status" => status = Some(value),
+            b"status" => status = Some((*n, value)),
             b"conffiles" => in_conffiles = true,
             _ => {}
         }
     }
-    let name = name.ok_or("no Package field")?;
-    let status = status
-        .ok_or_else(|| format!("package {}: no Status field", quote_truncated(&name, MAX_QUOTED_CHARS)))?;
+    let name = name.ok_or((None, "no Package field".to_string()))?;
+    let (status_line, status) = status.ok_or_else(|| {
+        (None, format!("package {}: no Status field", quote_truncated(&name, MAX_QUOTED_CHARS)))
+    })?;
     let words: Vec<&str> = status.split_whitespace().collect();
     let [_want, _flag, state] = words.as_slice() else {
-        return Err(format!(
-            "package {}: Status is not three words: {}",
-            quote_truncated(&name, MAX_QUOTED_CHARS),
-            quote_truncated(&status, MAX_QUOTED_CHARS)
+        return Err((
+            Some(status_line),
+            format!(
+                "package {}: Status is not three words: {}",
+                quote_truncated(&name, MAX_QUOTED_CHARS),
+                quote_truncated(&status, MAX_QUOTED_CHARS)
+            ),
         ));
     };
     let p = DpkgPackage {
@@ -634,7 +647,12 @@ mod tests {
         let (p, problems) = parse_status(status, Path::new("status"));
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].line, Some(14));
+        // The line at fault, not the stanza's first.
+        assert_eq!(problems[0].line, Some(15));
+        let bad = b"Package: d\nStatus: install ok installed\nConffiles:\n /etc/ok 0123456789abcdef0123456789abcdef\n /etc/other.conf\n\nPackage: e\nVersion: 1\n";
+        let (_, problems) = parse_status(bad, Path::new("status"));
+        let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(5), Some(7)], "a bad conffile line; a missing field: {problems:?}");
         let c = &p[0].conffiles;
         assert_eq!(c[0].path, Path::new("/etc/a b.conf"));
         assert!(c[0].md5.is_some() && !c[0].obsolete);
