@@ -158,12 +158,22 @@ pub fn parse_status(bytes: &[u8], shown_path: &str) -> (DpkgInventory, Vec<Probl
         not_fully_installed: Vec::new(),
     };
     let mut problems = Vec::new();
+    // A planted status file of a million bad stanzas must not become a million problems
+    // (520 MB, and a 148 MB JSON report): the first are listed, the rest counted.
+    let mut unlisted = 0u64;
+    let mut note = |p: Problem| {
+        if problems.len() < MAX_STATUS_PROBLEMS {
+            problems.push(p);
+        } else {
+            unlisted += 1;
+        }
+    };
     for stanza in Stanzas::new(bytes) {
         let text = String::from_utf8_lossy(stanza.bytes);
         if matches!(text, Cow::Owned(_)) {
             // Not fatal: invalid bytes in free text (usually Description) are replaced; the
             // fields we keep are ASCII by Debian policy and are checked below.
-            problems.push(
+            note(
                 Problem::new("invalid_utf8", "stanza contains bytes that are not UTF-8; they were replaced")
                     .with_path(shown_path)
                     .with_line(stanza.first_line),
@@ -173,15 +183,27 @@ pub fn parse_status(bytes: &[u8], shown_path: &str) -> (DpkgInventory, Vec<Probl
             Ok(pkg) if pkg.status.is_absent() => {}
             Ok(pkg) if pkg.status.is_installed() => inventory.installed.push(pkg),
             Ok(pkg) => inventory.not_fully_installed.push(pkg),
-            Err(message) => problems.push(
+            Err(message) => note(
                 Problem::new("malformed", format!("skipped a stanza: {message}"))
                     .with_path(shown_path)
                     .with_line(stanza.first_line),
             ),
         }
     }
+    if unlisted > 0 {
+        problems.push(
+            Problem::new(
+                "malformed",
+                format!("{unlisted} more problem(s) in this file are not listed (the first {MAX_STATUS_PROBLEMS} are)"),
+            )
+            .with_path(shown_path),
+        );
+    }
     (inventory, problems)
 }
+
+/// How many problems of one status file are listed (see [`parse_status`]).
+pub const MAX_STATUS_PROBLEMS: usize = 100;
 
 fn parse_stanza(text: &str) -> Result<DebPackage, String> {
     let paragraphs =
@@ -338,6 +360,21 @@ mod tests {
         let text = b"\n\nA: 1\nB: 2\n\n  \t\nC: 3\n continued\n";
         let got: Vec<(u64, &[u8])> = Stanzas::new(text).map(|s| (s.first_line, s.bytes)).collect();
         assert_eq!(got, vec![(3, &b"A: 1\nB: 2\n"[..]), (7, &b"C: 3\n continued\n"[..])]);
+    }
+
+    /// A million bad stanzas are the first problems and a count, and the good stanza among
+    /// them is still read.
+    #[test]
+    fn problems_of_a_planted_status_file_are_bounded_and_good_stanzas_kept() {
+        let mut text = "Package: x\n\n".repeat(100_000);
+        text.push_str("Package: ok\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n\n");
+        text.push_str(&"Package: y\n\n".repeat(5));
+        let (inventory, problems) = parse_status(text.as_bytes(), "/var/lib/dpkg/status");
+        assert_eq!(inventory.installed.len(), 1);
+        assert_eq!(problems.len(), MAX_STATUS_PROBLEMS + 1);
+        let last = problems.last().unwrap();
+        let unlisted = 100_005 - MAX_STATUS_PROBLEMS;
+        assert!(last.message.starts_with(&format!("{unlisted} more problem(s)")), "{last:?}");
     }
 
     #[test]
