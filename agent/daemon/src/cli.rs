@@ -408,6 +408,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     for p in left_out {
                         tracing::warn!(problem = %p, "package left out of the SBOM");
                     }
+                    // An SBOM has no place for a collector's problems: a degraded scan says on
+                    // stderr why its SBOM may be incomplete (exit 1 promises the reason), or an
+                    // empty one would read as a host with nothing installed.
+                    for (name, status, problems) in report.section_problems() {
+                        use guestward_core::SectionStatus::{Degraded, Error};
+                        if matches!(status, Degraded | Error) {
+                            warn_section_problems(name, problems);
+                        }
+                    }
                     out.write_all(bom.as_bytes())?;
                     writeln!(out)?;
                 }
@@ -427,6 +436,19 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             std::mem::forget(report);
             Ok(code)
         }
+    }
+}
+
+/// A degraded section's problems on stderr, the first few and how many more.
+fn warn_section_problems(name: &str, problems: &[guestward_core::Problem]) {
+    const SHOWN: usize = 5;
+    let mut err = std::io::stderr().lock();
+    for p in problems.iter().take(SHOWN) {
+        let _ = writeln!(err, "guestward-agent: {name}: {p}");
+    }
+    if problems.len() > SHOWN {
+        let _ =
+            writeln!(err, "guestward-agent: {name}: ... and {} more (see --json)", problems.len() - SHOWN);
     }
 }
 

@@ -57,6 +57,28 @@ fn scan_format_cyclonedx_is_a_valid_sbom_with_purls_for_every_source() {
     assert_eq!(bom["metadata"]["component"]["name"], "app-1");
 }
 
+/// An SBOM of a scan that could not read the package database is not passed off as a host
+/// with nothing installed: exit 1, and stderr says which section and why (it once said nothing).
+#[test]
+fn scan_format_cyclonedx_of_a_degraded_scan_says_why_on_stderr() {
+    let config = empty_config();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("var/lib/dpkg")).unwrap();
+    nix::unistd::mkfifo(&root.path().join("var/lib/dpkg/status"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, stdout, stderr) = run(agent()
+        .args(["scan", "--format", "cyclonedx", "--only", "packages", "--config"])
+        .arg(config.path())
+        .arg("--root")
+        .arg(root.path()));
+    assert_eq!(code, 1, "{stderr}");
+    let bom: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(bom["components"].as_array().is_some(), "still an SBOM: {stdout}");
+    assert!(
+        stderr.contains("guestward-agent: packages: ") && stderr.contains("/var/lib/dpkg/status"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn language_findings_are_in_the_report() {
     let config = empty_config();

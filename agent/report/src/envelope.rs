@@ -146,13 +146,24 @@ impl Report {
 
     /// Name, status and problem count of every section that ran, for exit codes and summaries.
     pub fn section_summaries(&self) -> Vec<(&'static str, guestward_core::SectionStatus, usize)> {
-        fn add<T>(
-            out: &mut Vec<(&'static str, guestward_core::SectionStatus, usize)>,
+        self.section_problems()
+            .into_iter()
+            .map(|(name, status, problems)| (name, status, problems.len()))
+            .collect()
+    }
+
+    /// Each section present: its name, status and problems (what a format without a place for
+    /// them, a CycloneDX SBOM, must still say).
+    pub fn section_problems(
+        &self,
+    ) -> Vec<(&'static str, guestward_core::SectionStatus, &[guestward_core::Problem])> {
+        fn add<'a, T>(
+            out: &mut Vec<(&'static str, guestward_core::SectionStatus, &'a [guestward_core::Problem])>,
             name: &'static str,
-            s: &Option<Section<T>>,
+            s: &'a Option<Section<T>>,
         ) {
             if let Some(s) = s {
-                out.push((name, s.status, s.problems.len()));
+                out.push((name, s.status, &s.problems));
             }
         }
         let mut out = Vec::new();
