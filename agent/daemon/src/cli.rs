@@ -452,17 +452,37 @@ fn warn_section_problems(name: &str, problems: &[guestward_core::Problem]) {
     }
 }
 
+/// Host paths every distribution keeps readable by all users, and which collectors exist to
+/// read: their permission problems are never excused (see [`private_directory`]).
+const NEVER_PRIVATE: &[&str] = &[
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/os-release",
+    "/usr/lib/os-release",
+    "/etc/ssh/sshd_config",
+    "/var/lib/dpkg",
+    "/var/lib/rpm",
+    "/usr/lib/sysimage/rpm",
+];
+
 /// Whether `path` (as a problem names it: a host path, or a real path under `root`) is a
 /// directory this user may not enter, or lies inside one (its own metadata cannot be read).
 /// Files are never: an unreadable package database is a problem whoever runs the scan.
 ///
 /// Looked up through `root` (symlinks resolved inside it, as the collectors read), so a link
 /// in a mounted snapshot never sends the check to the scanning host's own files.
+///
+/// Never for what every Linux keeps readable by all users ([`NEVER_PRIVATE`]): a tree in which
+/// the package database or `/etc/passwd` cannot be read was not inventoried, whoever runs the
+/// scan (a root whose `/etc` or `/var/lib/dpkg` was 0700 once passed as clean, exit 0).
 fn private_directory(path: &std::path::Path, root: &HostRoot) -> bool {
     let host_path = match path.strip_prefix(root.dir()) {
         Ok(inside) if !root.is_live() => std::path::Path::new("/").join(inside),
         _ => path.to_path_buf(),
     };
+    if NEVER_PRIVATE.iter().any(|p| host_path.starts_with(p)) {
+        return false;
+    }
     match root.symlink_metadata(&host_path) {
         Ok(meta) => meta.is_dir(),
         Err(e) => matches!(e, guestward_core::HostFsError::PermissionDenied { .. }),

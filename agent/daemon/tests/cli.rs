@@ -285,3 +285,57 @@ fn scan_as_another_user_skips_a_private_fim_state_and_names_uninspected_processe
     assert!(stdout.contains("problem: ") && stdout.contains("could not be inspected"), "{stdout}");
     assert_eq!(stdout.matches("could not be inspected").count(), 1, "{stdout}");
 }
+
+/// Run without root over a tree whose `/etc` and `/var/lib/dpkg` it cannot enter, a scan is
+/// degraded and names both: what every system keeps readable by all users is never excused as
+/// another user's privacy (such a scan once passed as clean, exit 0, even with `--fail-on`).
+#[test]
+fn scan_as_another_user_does_not_excuse_an_unreadable_package_database_or_passwd() {
+    use std::os::unix::fs::PermissionsExt;
+    const NAME: &str = "scan_as_another_user_does_not_excuse_an_unreadable_package_database_or_passwd";
+    if !is_root() {
+        guestward_core::testing::skip_or_fail(NAME, "needs root to close directories to nobody");
+        return;
+    }
+    let Some(setpriv) = setpriv() else {
+        guestward_core::testing::skip_or_fail(NAME, "setpriv is not installed");
+        return;
+    };
+    let dir = tempfile::Builder::new().prefix("gw-closed-root").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.path().join("root");
+    for (path, text) in [
+        ("etc/passwd", "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/root:/bin/sh\n"),
+        (
+            "var/lib/dpkg/status",
+            "Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n\n",
+        ),
+    ] {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        std::fs::write(root.join(path), text).unwrap();
+    }
+    for closed in ["etc", "var/lib/dpkg"] {
+        std::fs::set_permissions(root.join(closed), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    for open in ["", "var", "var/lib"] {
+        std::fs::set_permissions(root.join(open), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bin = dir.path().join("guestward-agent");
+    std::fs::copy(env!("CARGO_BIN_EXE_guestward-agent"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "").unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["scan", "--only", "packages,access", "--json", "--root"])
+        .arg(&root));
+    assert_eq!(code, 1, "degraded, not clean: {stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let problems = |section: &str| report[section]["problems"].to_string();
+    assert!(problems("packages").contains("/var/lib/dpkg/status"), "{}", report["packages"]);
+    assert!(problems("access").contains("/etc/passwd"), "{}", report["access"]);
+}
