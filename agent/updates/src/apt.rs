@@ -25,7 +25,7 @@ use crate::read::{Line, list_dir, open_index, read_line};
 use crate::{Config, Timestamp};
 use debversion::Version;
 use guestward_core::{HostRoot, Problem};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -174,7 +174,7 @@ pub(crate) fn collect(
 
     let wanted: HashSet<&str> = installed.iter().map(|p| p.name.as_str()).collect();
     let mut sources: Vec<UpdateSource> = Vec::new();
-    let mut seen: HashMap<(String, String), Vec<Seen>> = HashMap::new();
+    let mut offers = crate::read::Offers::new(crate::read::MAX_OFFERS_PER_NAME);
     for name in &names {
         let stem = crate::read::Compression::of(name).1;
         if !stem.ends_with("_Packages") {
@@ -205,10 +205,9 @@ pub(crate) fn collect(
             entries: 0,
         };
         let result = read_list(root, &path, config, &wanted, |stanza| {
-            seen.entry((stanza.name, stanza.arch)).or_default().push(Seen {
-                version: stanza.version,
-                text: stanza.version_text,
-                source: source_index,
+            let offer = Seen { version: stanza.version, text: stanza.version_text, source: source_index };
+            offers.keep((stanza.name, stanza.arch), offer, |a: &Seen, b: &Seen| {
+                a.source == b.source && a.text == b.text
             });
         });
         match result {
@@ -222,6 +221,8 @@ pub(crate) fn collect(
         sources.push(source);
     }
 
+    let (seen, over_cap) = offers.finish();
+    problems.extend(over_cap);
     let mut pending = Vec::new();
     let mut kernels = Vec::new();
     for pkg in &installed {

@@ -111,8 +111,8 @@ pub(crate) fn collect(
     }
 
     let mut sources = Vec::new();
-    let mut available: HashMap<String, Vec<RepoPackage>> = HashMap::new();
-    let mut advisories: HashMap<String, Vec<AdvisoryPackage>> = HashMap::new();
+    let mut available = crate::read::Offers::new(crate::read::MAX_OFFERS_PER_NAME);
+    let mut advisories = crate::read::Offers::new(crate::read::MAX_ADVISORIES_PER_NAME);
     let mut repo_ids = Vec::new();
     for (repo_dir, repomd_path) in &repo_dirs {
         let repo_index = repo_ids.len();
@@ -148,7 +148,10 @@ pub(crate) fn collect(
                     entries: 0,
                 };
                 let keep = |name: String, arch, evr| {
-                    available.entry(name).or_default().push(RepoPackage { arch, evr, repo: repo_index });
+                    let offer = RepoPackage { arch, evr, repo: repo_index };
+                    available.keep(name, offer, |a: &RepoPackage, b: &RepoPackage| {
+                        a.repo == b.repo && a.arch == b.arch && a.evr == b.evr
+                    });
                 };
                 let result = if is_db {
                     crate::primary_db::read_primary_db(root, &path, config, &wanted, keep)
@@ -178,7 +181,9 @@ pub(crate) fn collect(
         }
         if let Some(path) = repomd.updateinfo.as_deref().and_then(|h| locate(root, repo_dir, h)) {
             let result = read_updateinfo(root, &path, config, &wanted, |name, pkg| {
-                advisories.entry(name).or_default().push(pkg);
+                advisories.keep(name, pkg, |a: &AdvisoryPackage, b: &AdvisoryPackage| {
+                    a.advisory.id == b.advisory.id && a.arch == b.arch && a.evr == b.evr
+                });
             });
             match result {
                 Ok(Some(e)) => problems.push(e.to_problem()),
@@ -188,6 +193,10 @@ pub(crate) fn collect(
         }
     }
 
+    let (available, over_cap) = available.finish();
+    problems.extend(over_cap);
+    let (advisories, over_cap) = advisories.finish();
+    problems.extend(over_cap);
     let arch_fits = |installed: Option<&str>, offered: &str| match installed {
         Some(a) => a == offered || offered == "noarch" || a == "noarch",
         None => true,

@@ -46,6 +46,8 @@ pub use model::{
     UpdateSource, UpdatesReport,
 };
 #[cfg(feature = "collect")]
+pub use read::{MAX_ADVISORIES_PER_NAME, MAX_OFFERS_PER_NAME};
+#[cfg(feature = "collect")]
 pub use reboot::{deleted_libraries, stale_processes};
 pub use render::{render_summary, render_table};
 

@@ -45,7 +45,8 @@ pub(crate) struct Index {
 
 /// Opens `host_path` (a regular file only) and decompresses it by its suffix, stopping with an
 /// error once more than `max_bytes` came out: a small file that inflates without end (a
-/// decompression bomb) costs time up to the cap and no memory.
+/// decompression bomb) costs time up to the cap and no memory for the stream; what it offers
+/// is kept deduplicated and capped per package ([`Offers`]).
 pub(crate) fn open_index(root: &HostRoot, host_path: &Path, max_bytes: u64) -> Result<Index, UpdatesError> {
     let (file, shown) = root.open(host_path)?;
     let modified = file
@@ -258,5 +259,80 @@ mod tests {
         let mut over = Capped { inner: &b"123456"[..], left: 5, cap: 5 };
         let err = over.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("more than 5 bytes"), "{err}");
+    }
+}
+
+/// How many offers of one installed package's name (distinct versions, per source) are kept
+/// from all the lists together. A real archive offers a handful; a list written to exhaust
+/// memory (the same stanza a million times in 700 KB of gzip) must not grow the agent: the same
+/// offer again is dropped, and one past this cap is counted instead (see [`Offers`]).
+pub const MAX_OFFERS_PER_NAME: usize = 256;
+
+/// The same for the advisories naming one package: a kernel collects hundreds over the years.
+pub const MAX_ADVISORIES_PER_NAME: usize = 4096;
+
+/// The offers kept per name, deduplicated and capped, and how many were dropped by the cap.
+pub(crate) struct Offers<K, T> {
+    kept: std::collections::HashMap<K, Vec<T>>,
+    cap: usize,
+    over_cap: u64,
+}
+
+impl<K: std::hash::Hash + Eq, T> Offers<K, T> {
+    /// At most `cap` offers per key.
+    pub(crate) fn new(cap: usize) -> Self {
+        Self { kept: std::collections::HashMap::new(), cap, over_cap: 0 }
+    }
+
+    /// Keeps `offer` under `key` unless `same` finds it kept already, or the key holds the cap.
+    pub(crate) fn keep(&mut self, key: K, offer: T, same: impl Fn(&T, &T) -> bool) {
+        let list = self.kept.entry(key).or_default();
+        if list.iter().any(|o| same(o, &offer)) {
+            return;
+        }
+        if list.len() >= self.cap {
+            self.over_cap += 1;
+            return;
+        }
+        list.push(offer);
+    }
+
+    /// The kept offers, and the problem naming what the cap dropped, if anything.
+    pub(crate) fn finish(self) -> (std::collections::HashMap<K, Vec<T>>, Option<guestward_core::Problem>) {
+        let problem = (self.over_cap > 0).then(|| {
+            guestward_core::Problem::new(
+                "too_many_entries",
+                format!(
+                    "{} package list entries were not considered: more than {} distinct entries for \
+                     one package (a list written to exhaust memory?)",
+                    self.over_cap, self.cap
+                ),
+            )
+        });
+        (self.kept, problem)
+    }
+}
+
+#[cfg(test)]
+mod offers_tests {
+    use super::*;
+
+    #[test]
+    fn the_same_offer_is_kept_once_and_a_name_holds_at_most_the_cap() {
+        let mut offers: Offers<&str, (u32, usize)> = Offers::new(MAX_OFFERS_PER_NAME);
+        for _ in 0..1000 {
+            offers.keep("bash", (5, 0), |a, b| a == b);
+        }
+        for v in 0..1000 {
+            offers.keep("zlib", (v, 1), |a, b| a == b);
+        }
+        let (kept, problem) = offers.finish();
+        assert_eq!(kept["bash"], vec![(5, 0)]);
+        assert_eq!(kept["zlib"].len(), MAX_OFFERS_PER_NAME);
+        let problem = problem.map(|p| p.message).unwrap_or_default();
+        assert!(
+            problem.starts_with(&format!("{} package list entries", 1000 - MAX_OFFERS_PER_NAME)),
+            "{problem}"
+        );
     }
 }

@@ -252,3 +252,30 @@ fn hostile_lists_cost_only_themselves() {
     named(&fifo.strip_prefix(root).unwrap().display().to_string(), "not_regular_file", "fifo");
     assert_eq!(problems.len(), 3, "{problems:?}");
 }
+
+/// A list written to exhaust memory: the same stanza 30,000 times (kept once), and more
+/// distinct versions of one package than are kept (the rest counted in a problem). What the
+/// host really has pending is unchanged.
+#[test]
+fn a_list_repeating_stanzas_is_kept_once_and_a_flood_of_versions_is_capped() {
+    let dir = tree();
+    let root = dir.path();
+    let mut text = list_stanza("openssl", "3.0.1-3", "amd64").repeat(30_000);
+    let versions = guestward_updates::MAX_OFFERS_PER_NAME + 44;
+    // Older than the installed curl (8.0-1): none is an update.
+    for i in 0..versions {
+        text.push_str(&list_stanza("curl", &format!("0.{i}-1"), "amd64"));
+    }
+    let security_list = format!("{LISTS}/{SECURITY}main_binary-amd64_Packages.gz");
+    write(root, &security_list, &gz(&text));
+    let (report, problems) = collect(root, &Config::default());
+    assert_eq!(pending(&report), expected());
+    // The curl stanza of the main list is an offer too: one more than the flood.
+    let dropped = versions + 1 - guestward_updates::MAX_OFFERS_PER_NAME;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].code == "too_many_entries"
+            && problems[0].message.starts_with(&format!("{dropped} package list entries")),
+        "{problems:?}"
+    );
+}
