@@ -205,6 +205,10 @@ pub fn parse_status(bytes: &[u8], shown_path: &str) -> (DpkgInventory, Vec<Probl
 /// How many problems of one status file are listed (see [`parse_status`]).
 pub const MAX_STATUS_PROBLEMS: usize = 100;
 
+/// The default cap of a status file read (`[packages] max_status_file_bytes`): 64 MiB, ten
+/// times the largest real one.
+pub const DEFAULT_MAX_STATUS_BYTES: u64 = 64 * 1024 * 1024;
+
 fn parse_stanza(text: &str) -> Result<DebPackage, String> {
     let paragraphs =
         deb822_fast::borrowed::parse_borrowed(text).map_err(|e| format!("deb822 syntax: {e}"))?;

@@ -129,7 +129,11 @@ pub(crate) fn collect(
     if !root.exists(admin.join("status")) {
         return None;
     }
-    let installed = match guestward_packages::dpkg::read_status(root, admin, 256 * 1024 * 1024) {
+    let installed = match guestward_packages::dpkg::read_status(
+        root,
+        admin,
+        guestward_packages::dpkg::DEFAULT_MAX_STATUS_BYTES,
+    ) {
         Ok((inv, _stanza_problems)) => inv.installed,
         Err(e) => {
             problems.push(e.to_problem());
