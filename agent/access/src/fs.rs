@@ -8,6 +8,9 @@
 //! entered only when their directory entry says "directory" (never through a symlink).
 
 use guestward_core::{HostFsError, HostRoot, Problem};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Configuration files (sshd_config, sudoers, unit files, passwd...) larger than this are not
@@ -26,6 +29,55 @@ pub(crate) struct DirEntry {
 /// Reads a text file through the door. Invalid UTF-8 is replaced.
 pub(crate) fn read_text(root: &HostRoot, host_path: &Path, cap: u64) -> Result<String, HostFsError> {
     root.read_string_capped(host_path, cap)
+}
+
+/// A file's identity (device and inode): the same file reached by two names (a symlink, a
+/// hard link, `..`, another include spelling) is one file. Include loops and files counted
+/// twice are recognised by this, never by the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+/// A file opened through the door, with its identity, not read yet: a caller that has seen the
+/// file already can skip it without reading a byte.
+pub(crate) struct Opened {
+    file: File,
+    real: PathBuf,
+    pub id: FileId,
+}
+
+/// Opens `host_path` through the door (regular files only) and takes its identity from the
+/// open descriptor.
+pub(crate) fn open_identified(root: &HostRoot, host_path: &Path) -> Result<Opened, HostFsError> {
+    let (file, real) = root.open(host_path)?;
+    let meta = file.metadata().map_err(|e| HostFsError::from_io(&real, e))?;
+    Ok(Opened { file, real, id: FileId { dev: meta.dev(), ino: meta.ino() } })
+}
+
+impl Opened {
+    /// Reads the whole file as text (invalid UTF-8 replaced), refusing more than `cap` bytes:
+    /// checked while reading, so a file that grows cannot exhaust memory.
+    pub(crate) fn read_text(self, cap: u64) -> Result<String, HostFsError> {
+        let too_large = || HostFsError::TooLarge { path: self.real.clone(), limit: cap };
+        let size_hint = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size_hint > cap {
+            return Err(too_large());
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
+        let read = (&self.file)
+            .take(cap.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| HostFsError::from_io(&self.real, e))?;
+        if u64::try_from(read).unwrap_or(u64::MAX) > cap {
+            return Err(too_large());
+        }
+        Ok(match String::from_utf8(buf) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
 }
 
 /// The entries of `host_dir`, sorted by name, at most [`MAX_DIR_ENTRIES`] (the flag says when

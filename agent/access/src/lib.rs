@@ -172,6 +172,7 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
     let sudoers = sudo::read(root);
     report.sudoers_files = sudoers.files;
     report.sudo_grants = sudoers.grants;
+    report.truncated.extend(sudoers.truncated);
     problems.extend(sudoers.problems);
 
     let mut homes: BTreeSet<String> =

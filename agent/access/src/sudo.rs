@@ -7,9 +7,11 @@
 //! expanded: a rule is reported with its user and command lists as written (`%admins`,
 //! `ADMINS`), and a `Cmnd_Alias` that contains `ALL` is not seen as `ALL`.
 
-use crate::fs::{MAX_CONFIG_BYTES, list_dir, read_text};
-use crate::model::{Location, SudoGrant};
+use crate::fs::{FileId, MAX_CONFIG_BYTES, list_dir, open_identified};
+use crate::model::{Location, SudoGrant, Truncation};
+use guestward_core::text::counted;
 use guestward_core::{HostFsError, HostRoot, Problem};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// The main file.
@@ -20,6 +22,11 @@ const MAX_DEPTH: u32 = 16;
 const MAX_FILES: usize = 1024;
 /// Commands listed per rule.
 const MAX_COMMANDS: usize = 32;
+/// Grants listed in all (each file is read once, so this only bounds a sudoers written to
+/// flood the report; a real host has a handful).
+const MAX_GRANTS: usize = 10_000;
+/// Problems listed in all; the rest are counted in one last problem.
+const MAX_PROBLEMS: usize = 100;
 
 /// Command tags (`NOPASSWD:`...).
 const TAGS: &[&str] = &[
@@ -50,15 +57,40 @@ pub(crate) struct Sudoers {
     pub files: Vec<String>,
     pub grants: Vec<SudoGrant>,
     pub problems: Vec<Problem>,
+    pub truncated: Vec<Truncation>,
+    /// The files being read now (the include chain), to recognise a loop.
+    reading: Vec<(FileId, String)>,
+    /// Every file read or being read: a file is read once however often it is included.
+    read_ids: HashSet<FileId>,
+    /// Identities of the paths opened so far, so that an include line naming a file already
+    /// seen costs a lookup, not an open (a sudoers of 100,000 include lines stays cheap).
+    known: HashMap<PathBuf, FileId>,
+    /// `@includedir` directories being listed now (a loop through a directory).
+    dirs_reading: Vec<PathBuf>,
+    /// `@includedir` directories already listed: their files were all read then.
+    dirs_read: HashSet<PathBuf>,
+    /// Causes met many times are reported once, with the number of times.
+    loop_reported: bool,
+    loops_more: u64,
+    too_deep: Option<(Location, u64)>,
+    too_many_files: Option<(String, u64)>,
+    grants_dropped: u64,
+    problems_dropped: u64,
 }
 
 /// Reads `/etc/sudoers` and everything it includes. A host without sudo has no file: empty.
+///
+/// Security: sudoers is root's file, but an `#include` loop or a rule repeated a million times
+/// must not turn a scan into gigabytes: every file is read once (by device and inode, so a
+/// symlink or a second spelling is the same file), and grants and problems are capped with a
+/// count of what was left out. Memory is then bounded by the bytes of the distinct files.
 pub(crate) fn read(root: &HostRoot) -> Sudoers {
     let mut s = Sudoers::default();
-    match s.file(root, Path::new(SUDOERS), 0) {
+    match s.file(root, Path::new(SUDOERS), 0, None) {
         Ok(()) | Err(HostFsError::NotFound { .. }) => {}
-        Err(e) => s.problems.push(e.to_problem()),
+        Err(e) => s.problem(e.to_problem()),
     }
+    s.summarise();
     s
 }
 
@@ -106,17 +138,150 @@ fn strip_comment(line: &str) -> &str {
 }
 
 impl Sudoers {
-    fn file(&mut self, root: &HostRoot, path: &Path, depth: u32) -> Result<(), HostFsError> {
-        if self.files.len() >= MAX_FILES {
+    fn problem(&mut self, p: Problem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        } else {
+            self.problems_dropped += 1;
+        }
+    }
+
+    fn grant(&mut self, g: SudoGrant) {
+        if self.grants.len() < MAX_GRANTS {
+            self.grants.push(g);
+        } else {
+            self.grants_dropped += 1;
+        }
+    }
+
+    /// The causes counted while reading, one problem each.
+    fn summarise(&mut self) {
+        if self.loops_more > 0 {
+            let n = self.loops_more;
+            self.problem(Problem::new(
+                "include_loop",
+                format!(
+                    "{} back into a file being read; not followed",
+                    counted(n, "more include line leads", "more include lines lead")
+                ),
+            ));
+        }
+        if let Some((at, n)) = self.too_deep.take() {
+            self.problem(
+                Problem::new(
+                    "limit_reached",
+                    format!(
+                        "includes nested deeper than {MAX_DEPTH} levels ({}, the first at {at}); not read",
+                        counted(n, "include line", "include lines")
+                    ),
+                )
+                .with_path(at.file.clone())
+                .with_line(u64::from(at.line)),
+            );
+        }
+        if let Some((first, n)) = self.too_many_files.take() {
+            self.problem(Problem::new(
+                "limit_reached",
+                format!(
+                    "more than {MAX_FILES} sudoers files; {} not read, the first {first}",
+                    counted(n, "more was", "more were")
+                ),
+            ));
+        }
+        if self.grants_dropped > 0 {
+            self.truncated.push(Truncation { what: "sudo_grants".into(), limit: MAX_GRANTS as u64 });
+            let n = self.grants_dropped;
+            self.problem(Problem::new(
+                "limit_reached",
+                format!(
+                    "more than {MAX_GRANTS} sudo grants; {} not listed",
+                    counted(n, "more was", "more were")
+                ),
+            ));
+        }
+        if self.problems_dropped > 0 {
+            // Pushed past the cap on purpose: the count of what was left out is itself the
+            // last problem.
+            let n = self.problems_dropped;
             self.problems.push(Problem::new(
                 "limit_reached",
-                format!("more than {MAX_FILES} sudoers files; {} was not read", path.display()),
+                format!("{} with the sudoers files not listed", counted(n, "more problem", "more problems")),
             ));
+        }
+    }
+
+    /// An include that leads back into a file or directory being read. sudo has no loop check:
+    /// it reads the file again until 128 levels, then fails with "too many levels of includes"
+    /// (a parse error); the rules are the same each time. Reported once, then counted.
+    fn include_loop(&mut self, from: Option<&Location>, what: &str) {
+        if self.loop_reported {
+            self.loops_more += 1;
+            return;
+        }
+        self.loop_reported = true;
+        let mut p = Problem::new(
+            "include_loop",
+            format!(
+                "{} includes {what}: an include loop (sudo follows it 128 levels deep and then stops \
+                 with a parse error); not read again",
+                from.map_or_else(|| SUDOERS.to_string(), ToString::to_string),
+            ),
+        );
+        if let Some(at) = from {
+            p = p.with_path(at.file.clone()).with_line(u64::from(at.line));
+        }
+        self.problem(p);
+    }
+
+    /// Reads one file where it is included (`from`: the include line). A file already being
+    /// read is an include loop, reported once and not read again; a file already read is
+    /// skipped, its grants are listed already.
+    fn file(
+        &mut self,
+        root: &HostRoot,
+        path: &Path,
+        depth: u32,
+        from: Option<&Location>,
+    ) -> Result<(), HostFsError> {
+        let opened = match self.known.get(path) {
+            Some(id) => Err(*id),
+            None => {
+                let opened = open_identified(root, path)?;
+                self.known.insert(path.to_path_buf(), opened.id);
+                Ok(opened)
+            }
+        };
+        let id = match &opened {
+            Ok(o) => o.id,
+            Err(id) => *id,
+        };
+        if let Some((_, open_name)) = self.reading.iter().find(|(r, _)| *r == id) {
+            let shown = path.display().to_string();
+            let alias = if *open_name == shown { String::new() } else { format!(" (as {open_name})") };
+            self.include_loop(from, &format!("{shown}, which is already being read{alias}"));
             return Ok(());
         }
-        let text = read_text(root, path, MAX_CONFIG_BYTES)?;
+        if self.read_ids.contains(&id) {
+            // Included a second time: sudo reads it again and finds the same rules.
+            return Ok(());
+        }
+        if self.files.len() >= MAX_FILES {
+            let entry = self.too_many_files.get_or_insert_with(|| (path.display().to_string(), 0));
+            entry.1 += 1;
+            return Ok(());
+        }
+        let opened = match opened {
+            Ok(o) => o,
+            // Known by name, yet neither read nor being read: not reached today (a name is only
+            // remembered on the way to reading it, or past MAX_FILES, which never lets go), but
+            // opening again is the safe answer.
+            Err(_) => open_identified(root, path)?,
+        };
+        self.read_ids.insert(id);
+        let text = opened.read_text(MAX_CONFIG_BYTES)?;
         let file = path.display().to_string();
         self.files.push(file.clone());
+        self.reading.push((id, file.clone()));
         let dir = path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         for (line_no, line) in logical_lines(&text) {
             let at = Location { file: file.clone(), line: line_no };
@@ -135,6 +300,7 @@ impl Sudoers {
             }
             self.statement(body, at);
         }
+        self.reading.pop();
         Ok(())
     }
 
@@ -144,39 +310,46 @@ impl Sudoers {
             return;
         }
         if depth >= MAX_DEPTH {
-            self.problems.push(
-                Problem::new("limit_reached", format!("includes nested deeper than {MAX_DEPTH} levels"))
-                    .with_path(at.file.clone())
-                    .with_line(u64::from(at.line)),
-            );
+            self.too_deep.get_or_insert_with(|| (at.clone(), 0)).1 += 1;
             return;
         }
         let target = if arg.starts_with('/') { PathBuf::from(arg) } else { dir.join(arg) };
         if !is_dir {
-            match self.file(root, &target, depth + 1) {
+            match self.file(root, &target, depth + 1, Some(at)) {
                 Ok(()) => {}
-                Err(e) => self.problems.push(e.to_problem()),
+                Err(e) => self.problem(e.to_problem()),
             }
+            return;
+        }
+        if self.dirs_reading.contains(&target) {
+            self.include_loop(Some(at), &format!("{}, which is already being read", target.display()));
+            return;
+        }
+        // Every file of a directory listed once was read then: listing it again would find
+        // nothing new.
+        if !self.dirs_read.insert(target.clone()) {
             return;
         }
         let entries = match list_dir(root, &target) {
             Ok((entries, _)) => entries,
             Err(HostFsError::NotFound { .. }) => return,
             Err(e) => {
-                self.problems.push(e.to_problem());
+                self.problem(e.to_problem());
                 return;
             }
         };
+        self.dirs_reading.push(target.clone());
         for e in entries {
             // sudo skips editor backups and files with a dot (`README`, `foo.rpmsave`).
             if e.is_dir || e.name.ends_with('~') || e.name.contains('.') {
                 continue;
             }
-            match self.file(root, &target.join(&e.name), depth + 1) {
+            match self.file(root, &target.join(&e.name), depth + 1, Some(at)) {
                 Ok(()) => {}
-                Err(e) => self.problems.push(e.to_problem()),
+                Err(e) => self.problem(e.to_problem()),
             }
         }
+        self.dirs_reading.pop();
     }
 
     fn statement(&mut self, body: &str, at: Location) {
@@ -194,7 +367,7 @@ impl Sudoers {
                 } else {
                     "everyone".to_string()
                 };
-                self.grants.push(SudoGrant {
+                self.grant(SudoGrant {
                     at,
                     who,
                     hosts: "ALL".into(),
@@ -260,7 +433,7 @@ impl Sudoers {
             }
         }
         if nopasswd || all_commands {
-            self.grants.push(SudoGrant {
+            self.grant(SudoGrant {
                 at,
                 who: who.to_string(),
                 hosts,
@@ -309,7 +482,86 @@ fn split_commands(s: &mut &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::collections::BTreeSet;
+
+    /// A tree with the given files (host path, content).
+    fn tree(files: &[(&str, String)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = dir.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    fn read_tree(dir: &tempfile::TempDir) -> Sudoers {
+        read(&HostRoot::new(dir.path()).unwrap())
+    }
+
+    #[test]
+    fn sudoers_including_itself_is_read_once_with_one_loop_problem() {
+        // The adversarial case: 2,000 grants and 20,000 self-includes once gave 34,000 grants
+        // and millions of problems.
+        let text = "bob ALL=(ALL) NOPASSWD: ALL\n".repeat(2_000) + &"#include /etc/sudoers\n".repeat(20_000);
+        let dir = tree(&[("/etc/sudoers", text)]);
+        let s = read_tree(&dir);
+        assert_eq!(s.files, ["/etc/sudoers"]);
+        assert_eq!(s.grants.len(), 2_000);
+        let at: BTreeSet<(String, u32)> = s.grants.iter().map(|g| (g.at.file.clone(), g.at.line)).collect();
+        assert_eq!(at.len(), 2_000, "no file:line counted twice");
+        let codes: Vec<&str> = s.problems.iter().map(|p| p.code.as_str()).collect();
+        assert_eq!(codes, ["include_loop", "include_loop"], "{:#?}", s.problems);
+        assert_eq!((s.problems[0].path.as_deref(), s.problems[0].line), (Some("/etc/sudoers"), Some(2_001)));
+        assert!(s.problems[0].message.contains("include loop"), "{}", s.problems[0].message);
+        assert!(s.problems[1].message.starts_with("19999 more include lines"), "{}", s.problems[1].message);
+    }
+
+    #[test]
+    fn a_file_included_twice_or_by_another_name_counts_once() {
+        let dir = tree(&[
+            ("/etc/sudoers", "#include /etc/t\n@include t\n#include /etc/link\n#includedir /etc/d\n".into()),
+            ("/etc/t", "bob ALL=(ALL) NOPASSWD: ALL\n".into()),
+            // A file of the included directory that includes the directory again: a loop
+            // through another name.
+            ("/etc/d/a", "alice ALL=(ALL) ALL\n#includedir /etc/d\n#include /etc/sudoers\n".into()),
+            ("/etc/d/b", "carol ALL=(ALL) ALL\n".into()),
+        ]);
+        std::os::unix::fs::symlink("/etc/t", dir.path().join("etc/link")).unwrap();
+        let s = read_tree(&dir);
+        assert_eq!(s.files, ["/etc/sudoers", "/etc/t", "/etc/d/a", "/etc/d/b"]);
+        let who: Vec<&str> = s.grants.iter().map(|g| g.who.as_str()).collect();
+        assert_eq!(who, ["bob", "alice", "carol"]);
+        let messages: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:#?}");
+        assert!(
+            messages[0].starts_with("/etc/d/a:2 includes /etc/d, which is already being read"),
+            "{messages:?}"
+        );
+        assert!(messages[1].starts_with("1 more include line leads"), "{messages:?}");
+    }
+
+    #[test]
+    fn grants_and_depth_are_capped_with_counts() {
+        let mut files = vec![(
+            "/etc/sudoers",
+            "bob ALL=(ALL) NOPASSWD: ALL\n".repeat(MAX_GRANTS + 7) + "#include /etc/c0\n",
+        )];
+        let names: Vec<String> = (0..=MAX_DEPTH + 3).map(|i| format!("/etc/c{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            files.push((name.as_str(), format!("#include /etc/c{}\n#include /etc/c{}\n", i + 1, i + 1)));
+        }
+        let dir = tree(&files);
+        let s = read_tree(&dir);
+        assert_eq!(s.grants.len(), MAX_GRANTS);
+        assert_eq!(s.truncated, [Truncation { what: "sudo_grants".into(), limit: MAX_GRANTS as u64 }]);
+        let messages: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:#?}");
+        assert!(messages[0].contains("deeper than 16 levels (2 include lines"), "{}", messages[0]);
+        assert!(messages[1].contains("7 more were not listed"), "{}", messages[1]);
+    }
 
     fn parse(text: &str) -> Vec<SudoGrant> {
         let mut s = Sudoers::default();
