@@ -94,6 +94,18 @@ fn cases() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             ],
         ),
         (
+            "a file included again: inside a Match first, then twice outside, then from another file",
+            vec![
+                (
+                    "sshd_config",
+                    "Include @D/m.conf\nInclude @D/b.conf\nInclude @D/b.conf\nInclude @D/c.conf\n",
+                ),
+                ("m.conf", "Match User x\n  Include @D/b.conf\n"),
+                ("b.conf", "PermitRootLogin no\n"),
+                ("c.conf", "Include @D/b.conf\nPasswordAuthentication no\n"),
+            ],
+        ),
+        (
             "forced-commands-only and a later value that is ignored",
             vec![(
                 "sshd_config",
@@ -141,4 +153,26 @@ fn sshd_effective_values_equal_sshd_t() {
             assert_eq!(settings.match_blocks[0].overrides, ["permitrootlogin yes"]);
         }
     }
+
+    // An include loop: sshd refuses the configuration, and the collector says so once.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sshd_config");
+    std::fs::write(&config, format!("Include {}\n", config.display()).repeat(3)).unwrap();
+    let out = Command::new(&sshd)
+        .arg("-T")
+        .arg("-f")
+        .arg(&config)
+        .arg("-o")
+        .arg(format!("HostKey={}", host_key.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("Too many recursive configuration includes"),
+        "{stderr}"
+    );
+    let (_, problems) = guestward_access::sshd::effective(&HostRoot::live(), &config).unwrap().unwrap();
+    let codes: Vec<&str> = problems.iter().map(|p| p.code.as_str()).collect();
+    assert_eq!(codes, ["include_loop", "include_loop"], "{problems:?}");
+    assert!(problems[0].message.contains("Too many recursive configuration includes"), "{problems:?}");
 }
