@@ -56,7 +56,7 @@ pub use render::{render_summary, render_table};
 #[cfg(feature = "collect")]
 use guestward_core::{HostFsError, HostRoot, Problem, Section};
 #[cfg(feature = "collect")]
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 #[cfg(feature = "collect")]
 use std::path::Path;
 
@@ -186,6 +186,24 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
 }
 
 #[cfg(feature = "collect")]
+/// Distinct authorized_keys files read at most (distinct by device and inode).
+const MAX_KEYS_FILES: usize = 10_000;
+#[cfg(feature = "collect")]
+/// Keys listed from one file, so that one account's file cannot use up
+/// `access.max_authorized_keys` and hide the keys of the accounts after it.
+const MAX_KEYS_PER_FILE: usize = 1_000;
+#[cfg(feature = "collect")]
+/// Problems about authorized_keys files listed; the rest are counted.
+const MAX_KEYS_PROBLEMS: usize = 100;
+
+#[cfg(feature = "collect")]
+/// Every account's authorized_keys files.
+///
+/// Security: any local user can write their own authorized_keys (or point it, by a symlink, at
+/// any file they can make), and the daemon runs this as root. So what one file can cost is
+/// bounded: a file is read once however many accounts reach it (device and inode, not the
+/// name), its lines that are not keys are one problem with a count, its keys are capped, and
+/// so are the files, the problems and the keys in all, each with a count of what was left.
 fn authorized_keys(
     config: &Config,
     root: &HostRoot,
@@ -202,58 +220,162 @@ fn authorized_keys(
         return;
     }
     let cap = usize::try_from(config.max_authorized_keys).unwrap_or(usize::MAX);
+    let mut found: Vec<Problem> = Vec::new();
+    let mut problems_dropped = 0u64;
+    let mut push = |p: Problem| {
+        if found.len() < MAX_KEYS_PROBLEMS {
+            found.push(p);
+        } else {
+            problems_dropped += 1;
+        }
+    };
     let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut seen_files: HashSet<fs::FileId> = HashSet::new();
+    let mut bad_patterns: BTreeSet<&str> = BTreeSet::new();
+    let (mut files_over, mut files_after_cap, mut keys_after_cap) = (0u64, 0u64, 0u64);
+    let mut per_file_cap_hit = false;
     for p in passwd {
         for pattern in &patterns {
             let Some(file) = sshd::expand_keys_file(pattern, &p.name, p.uid, &p.home) else {
-                problems.push(Problem::new(
-                    "malformed",
-                    format!("AuthorizedKeysFile {pattern}: unknown % token; sshd cannot use it"),
-                ));
+                if bad_patterns.insert(pattern) {
+                    push(Problem::new(
+                        "malformed",
+                        format!("AuthorizedKeysFile {pattern}: unknown % token; sshd cannot use it"),
+                    ));
+                }
                 continue;
             };
             // Two accounts sharing a home share its files: each key is listed under the first.
             if !seen.insert(file.clone()) {
                 continue;
             }
-            let text = match root.read_string_capped(&file, MAX_KEYS_FILE_BYTES) {
-                Ok(t) => t,
+            let opened = match fs::open_identified(root, Path::new(&file)) {
+                Ok(o) => o,
                 Err(HostFsError::NotFound { .. }) => continue,
                 Err(e) => {
-                    problems.push(e.to_problem());
+                    push(e.to_problem());
                     continue;
                 }
             };
+            // The same file by another name (a symlink, a hard link): read and listed once,
+            // under the first account that reaches it, as for a shared home.
+            if !seen_files.insert(opened.id) {
+                continue;
+            }
+            if report.authorized_keys.len() >= cap {
+                files_after_cap += 1;
+                continue;
+            }
+            if report.authorized_keys_files.len() >= MAX_KEYS_FILES {
+                files_over += 1;
+                continue;
+            }
+            let text = match opened.read_text(MAX_KEYS_FILE_BYTES) {
+                Ok(t) => t,
+                Err(e) => {
+                    push(e.to_problem());
+                    continue;
+                }
+            };
+            let shown = root.display(&file);
             report.authorized_keys_files.push(file.clone());
+            let (mut bad, mut first_bad, mut in_file, mut over_file) = (0u64, 0u32, 0usize, 0u64);
             for (i, line) in text.lines().enumerate() {
-                let at = Location { file: file.clone(), line: u32::try_from(i + 1).unwrap_or(u32::MAX) };
+                let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                let at = Location { file: file.clone(), line: n };
                 match keys::parse_line(&p.name, at, line) {
                     Ok(Some(key)) => {
                         if report.authorized_keys.len() >= cap {
-                            report.truncated.push(Truncation {
-                                what: "authorized_keys".into(),
-                                limit: u64::from(config.max_authorized_keys),
-                            });
-                            problems.push(Problem::new(
-                                "limit_reached",
-                                format!(
-                                    "more than {} authorized keys; the rest were not read (access.max_authorized_keys)",
-                                    config.max_authorized_keys
-                                ),
-                            ));
-                            return;
+                            keys_after_cap += 1;
+                        } else if in_file >= MAX_KEYS_PER_FILE {
+                            over_file += 1;
+                        } else {
+                            in_file += 1;
+                            report.authorized_keys.push(key);
                         }
-                        report.authorized_keys.push(key);
                     }
                     Ok(None) => {}
-                    Err(()) => problems.push(
-                        Problem::new("malformed", "not a public key sshd would accept; skipped")
-                            .with_path(root.display(&file))
-                            .with_line(u64::try_from(i + 1).unwrap_or(u64::MAX)),
-                    ),
+                    Err(()) => {
+                        if bad == 0 {
+                            first_bad = n;
+                        }
+                        bad += 1;
+                    }
                 }
             }
+            if bad > 0 {
+                // One problem per file, line numbers only: a file of a million bad lines is
+                // one line of the report, and no line of it is quoted.
+                let message = if bad == 1 {
+                    format!("{shown}: line {first_bad} is not a key sshd would accept; skipped")
+                } else {
+                    format!(
+                        "{shown}: {bad} lines are not keys sshd would accept, first at line {first_bad}; skipped"
+                    )
+                };
+                push(
+                    Problem::new("malformed", message)
+                        .with_path(shown.clone())
+                        .with_line(u64::from(first_bad)),
+                );
+            }
+            if over_file > 0 {
+                per_file_cap_hit = true;
+                push(
+                    Problem::new(
+                        "limit_reached",
+                        format!(
+                            "{shown}: more than {MAX_KEYS_PER_FILE} keys in one file; {} not listed",
+                            guestward_core::text::counted(over_file, "more was", "more were")
+                        ),
+                    )
+                    .with_path(shown),
+                );
+            }
         }
+    }
+    if per_file_cap_hit {
+        report
+            .truncated
+            .push(Truncation { what: "authorized_keys_per_file".into(), limit: MAX_KEYS_PER_FILE as u64 });
+    }
+    // The summaries go past the problem cap: they are what says the report is incomplete.
+    if keys_after_cap > 0 || files_after_cap > 0 {
+        report.truncated.push(Truncation {
+            what: "authorized_keys".into(),
+            limit: u64::from(config.max_authorized_keys),
+        });
+        found.push(Problem::new(
+            "limit_reached",
+            format!(
+                "more than {} authorized keys; {} and {} not listed (access.max_authorized_keys)",
+                config.max_authorized_keys,
+                guestward_core::text::counted(keys_after_cap, "more key", "more keys"),
+                guestward_core::text::counted(files_after_cap, "more file", "more files"),
+            ),
+        ));
+    }
+    if files_over > 0 {
+        report
+            .truncated
+            .push(Truncation { what: "authorized_keys_files".into(), limit: MAX_KEYS_FILES as u64 });
+        found.push(Problem::new(
+            "limit_reached",
+            format!(
+                "more than {MAX_KEYS_FILES} authorized_keys files; {} not read",
+                guestward_core::text::counted(files_over, "more was", "more were")
+            ),
+        ));
+    }
+    problems.extend(found);
+    if problems_dropped > 0 {
+        problems.push(Problem::new(
+            "limit_reached",
+            format!(
+                "{} with authorized_keys files not listed",
+                guestward_core::text::counted(problems_dropped, "more problem", "more problems")
+            ),
+        ));
     }
 }
 

@@ -85,7 +85,7 @@ fn fixture_tree_scan_reports_everything_and_no_secret() {
     );
     assert_eq!(report.authorized_keys[1].options.len(), 3);
     assert!(
-        problems.iter().any(|p| p.line == Some(3) && p.message.contains("not a public key")),
+        problems.iter().any(|p| p.line == Some(3) && p.message.contains("line 3 is not a key")),
         "{problems:?}"
     );
 

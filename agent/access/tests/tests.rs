@@ -7,5 +7,6 @@
 mod fingerprints;
 mod fixture_root;
 mod garbage;
+mod hostile;
 mod sshd_oracle;
 mod util;

@@ -1,0 +1,95 @@
+//! Trees written to cost the scan or to hide something from it (found by adversarial
+//! testing): what any local user can plant stays bounded, and never hides what others have.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use guestward_access::Config;
+use guestward_core::HostRoot;
+use std::path::Path;
+
+const ED25519: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBlUKEuDteyAGGDBXIiLSnTX6wR50tDZrTOpMeIvMNz8 alice@laptop";
+
+/// Writes `text` at host path `path` under `root`, making the directories.
+fn write(root: &Path, path: &str, text: &str) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// `/etc/passwd` with root and the given login accounts (home `/home/NAME`).
+fn passwd(root: &Path, users: &[&str]) {
+    let mut text = String::from("root:x:0:0:root:/root:/bin/bash\n");
+    for (i, u) in users.iter().enumerate() {
+        text.push_str(&format!("{u}:x:{}:{}::/home/{u}:/bin/bash\n", 1000 + i, 1000 + i));
+    }
+    write(root, "/etc/passwd", &text);
+}
+
+#[test]
+fn authorized_keys_of_many_users_linked_to_one_file_of_bad_lines_is_one_problem() {
+    // 20 users whose authorized_keys link to one file of 500,000 lines `x` once made 10
+    // million problems (2.46 GB). Here 100,000 lines, a key among them, and a hard link too.
+    let dir = tempfile::tempdir().unwrap();
+    let users: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
+    passwd(dir.path(), &users.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = "x\n".repeat(4) + ED25519 + "\n" + &"x\n".repeat(100_000);
+    write(dir.path(), "/srv/keys", &text);
+    for u in &users[1..] {
+        std::fs::create_dir_all(dir.path().join(format!("home/{u}/.ssh"))).unwrap();
+        std::os::unix::fs::symlink("/srv/keys", dir.path().join(format!("home/{u}/.ssh/authorized_keys")))
+            .unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("home/u00/.ssh")).unwrap();
+    std::fs::hard_link(dir.path().join("srv/keys"), dir.path().join("home/u00/.ssh/authorized_keys2"))
+        .unwrap();
+
+    let (report, problems) = guestward_access::scan(&Config::default(), &HostRoot::new(dir.path()).unwrap());
+    assert_eq!(report.authorized_keys_files, ["/home/u00/.ssh/authorized_keys2"]);
+    assert_eq!(report.authorized_keys.len(), 1);
+    assert_eq!(report.authorized_keys[0].user, "u00");
+    let bad: Vec<_> = problems.iter().filter(|p| p.code == "malformed").collect();
+    assert_eq!(bad.len(), 1, "{problems:#?}");
+    assert_eq!(bad[0].line, Some(1));
+    assert!(
+        bad[0].message.ends_with("100004 lines are not keys sshd would accept, first at line 1; skipped"),
+        "{bad:?}"
+    );
+    assert!(problems.len() <= 2, "{problems:#?}");
+}
+
+#[test]
+fn keys_are_capped_per_file_so_one_user_cannot_hide_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    passwd(dir.path(), &["eve", "bob"]);
+    write(dir.path(), "/home/eve/.ssh/authorized_keys", &(ED25519.to_string() + "\n").repeat(1_005));
+    write(dir.path(), "/home/bob/.ssh/authorized_keys", &format!("{ED25519}\n"));
+    // eve's 1,005 keys would have used up a cap of 1,002 and hidden bob's key.
+    let config = Config { max_authorized_keys: 1_002, ..Config::default() };
+    let (report, problems) = guestward_access::scan(&config, &HostRoot::new(dir.path()).unwrap());
+    let eve = report.authorized_keys.iter().filter(|k| k.user == "eve").count();
+    let bob = report.authorized_keys.iter().filter(|k| k.user == "bob").count();
+    assert_eq!((eve, bob), (1_000, 1));
+    let what: Vec<&str> = report.truncated.iter().map(|t| t.what.as_str()).collect();
+    assert_eq!(what, ["authorized_keys_per_file"]);
+    let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(
+        messages[0].ends_with(
+            "/home/eve/.ssh/authorized_keys: more than 1000 keys in one file; 5 more were not listed"
+        ),
+        "{messages:#?}"
+    );
+
+    // The total cap counts what it left out.
+    let config = Config { max_authorized_keys: 10, ..Config::default() };
+    let (report, problems) = guestward_access::scan(&config, &HostRoot::new(dir.path()).unwrap());
+    assert_eq!(report.authorized_keys.len(), 10);
+    let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "more than 10 authorized keys; 995 more keys and 1 more file not listed (access.max_authorized_keys)"
+        ]
+    );
+}
