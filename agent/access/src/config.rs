@@ -15,8 +15,9 @@ pub struct Config {
     pub env_file_roots: Vec<AbsolutePath>,
     /// How many directory levels below each of `env_file_roots` are searched. 0..=16.
     pub env_file_max_depth: u32,
-    /// Directory entries looked at over the whole `.env` search (a bound on its time).
-    /// 1..=10_000_000.
+    /// Directory entries looked at over the whole `.env` search (a bound on its time). Shared:
+    /// each root, and each subdirectory within its parent, gets an equal share of what is left,
+    /// so that one user's home cannot use it all. 1..=10_000_000.
     pub env_file_max_entries: u64,
     /// Accounts reported at most (a bound on memory). 1..=1_000_000.
     pub max_accounts: u32,

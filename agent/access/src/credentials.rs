@@ -11,6 +11,7 @@ use crate::fs::{MAX_CONFIG_BYTES, list_dir, read_text};
 use crate::model::{
     CloudCredential, CredentialSource, Location, Truncation, key_kind, looks_like_key_id, mask_key_id,
 };
+use guestward_core::text::counted;
 use guestward_core::{HostFsError, HostRoot, Problem};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,24 @@ const UNIT_DIRS: &[&str] =
     &["/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
 /// Unit files and drop-ins read at most.
 const MAX_UNIT_FILES: usize = 20_000;
+
+/// The `.env` search under way.
+struct EnvWalk<'a> {
+    root: &'a HostRoot,
+    config: &'a Config,
+    /// Directories listed.
+    seen: BTreeSet<PathBuf>,
+    /// The first directory the budget did not cover, and how many it did not.
+    cut: Option<PathBuf>,
+    cut_count: u64,
+}
+
+impl EnvWalk<'_> {
+    fn note_cut(&mut self, dir: &Path) {
+        self.cut.get_or_insert_with(|| dir.to_path_buf());
+        self.cut_count += 1;
+    }
+}
 
 /// What was found, with the problems met and the bounds reached.
 #[derive(Debug, Default)]
@@ -180,52 +199,88 @@ impl Found {
     }
 
     /// `.env` and `.env.*` under the configured roots, depth- and entry-bounded.
+    ///
+    /// Security: every user writes in their home directory, so the budget of entries
+    /// (`env_file_max_entries`) is shared, never first come first served: 60,000 files in
+    /// `/home/evil` once used it all before `/root`, `/opt`, `/srv` and `/var/www` were looked
+    /// at. Each root gets an equal share of what is left when its turn comes (what a root does
+    /// not use goes to the ones after it), and inside a directory each subdirectory gets an
+    /// equal share of what its parent has left, so one home cannot starve the next one either.
+    /// Roots under `/home` come last, so the root-owned ones leave them what they did not use.
     fn env_walk(&mut self, root: &HostRoot, config: &Config) {
-        let mut budget = config.env_file_max_entries;
-        let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
-        for start in &config.env_file_roots {
-            let mut stack: Vec<(PathBuf, u32)> = vec![(start.as_path().to_path_buf(), 0)];
-            while let Some((dir, depth)) = stack.pop() {
-                // Roots that overlap (`/home` and `/home/app`) are walked once.
-                if !seen.insert(dir.clone()) {
-                    continue;
+        let mut roots: Vec<&Path> = config.env_file_roots.iter().map(|r| r.as_path()).collect();
+        roots.sort_by_key(|r| r.starts_with("/home"));
+        let mut walk = EnvWalk { root, config, seen: BTreeSet::new(), cut: None, cut_count: 0 };
+        let mut left = config.env_file_max_entries;
+        for (i, start) in roots.iter().enumerate() {
+            let share = left.div_ceil(u64::try_from(roots.len() - i).unwrap_or(1));
+            left -= self.env_dir(&mut walk, start, 0, share);
+        }
+        if let Some(first) = walk.cut {
+            self.truncated
+                .push(Truncation { what: "env_file_search".into(), limit: config.env_file_max_entries });
+            self.problems.push(Problem::new(
+                "limit_reached",
+                format!(
+                    "the .env search reached its budget of {} directory entries (access.env_file_max_entries, \
+                     shared between env_file_roots and their subdirectories) in {}, the first {}; some .env \
+                     files may not have been looked at",
+                    config.env_file_max_entries,
+                    counted(walk.cut_count, "directory", "directories"),
+                    first.display()
+                ),
+            ));
+        }
+    }
+
+    /// Looks at `dir` with `allowance` entries for it and everything below; returns how many
+    /// were used (never more than `allowance`).
+    fn env_dir(&mut self, walk: &mut EnvWalk<'_>, dir: &Path, depth: u32, allowance: u64) -> u64 {
+        // Roots that overlap (`/home` and `/home/app`) are walked once.
+        if walk.seen.contains(dir) {
+            return 0;
+        }
+        if allowance == 0 {
+            walk.note_cut(dir);
+            return 0;
+        }
+        walk.seen.insert(dir.to_path_buf());
+        let (entries, listing_cut) = match list_dir(walk.root, dir) {
+            Ok(listed) => listed,
+            Err(HostFsError::NotFound { .. }) => return 0,
+            Err(e) => {
+                self.problems.push(e.to_problem());
+                return 0;
+            }
+        };
+        let mut cut_here = listing_cut;
+        let mut used = 0u64;
+        let mut subdirs = Vec::new();
+        for e in entries {
+            if used == allowance {
+                cut_here = true;
+                break;
+            }
+            used += 1;
+            let path = dir.join(&e.name);
+            if e.is_dir {
+                if depth < walk.config.env_file_max_depth && !SKIP_DIRS.contains(&e.name.as_str()) {
+                    subdirs.push(path);
                 }
-                let entries = match list_dir(root, &dir) {
-                    Ok((entries, _)) => entries,
-                    Err(HostFsError::NotFound { .. }) => continue,
-                    Err(e) => {
-                        self.problems.push(e.to_problem());
-                        continue;
-                    }
-                };
-                for e in entries {
-                    if budget == 0 {
-                        self.truncated.push(Truncation {
-                            what: "env_file_search".into(),
-                            limit: config.env_file_max_entries,
-                        });
-                        self.problems.push(Problem::new(
-                            "limit_reached",
-                            format!(
-                                "the .env search stopped after {} directory entries (access.env_file_max_entries); \
-                                 some .env files may not have been looked at",
-                                config.env_file_max_entries
-                            ),
-                        ));
-                        return;
-                    }
-                    budget -= 1;
-                    let path = dir.join(&e.name);
-                    if e.is_dir {
-                        if depth < config.env_file_max_depth && !SKIP_DIRS.contains(&e.name.as_str()) {
-                            stack.push((path, depth + 1));
-                        }
-                    } else if e.name == ".env" || e.name.starts_with(".env.") {
-                        self.env_file(root, &path, CredentialSource::EnvFile, None);
-                    }
-                }
+            } else if e.name == ".env" || e.name.starts_with(".env.") {
+                self.env_file(walk.root, &path, CredentialSource::EnvFile, None);
             }
         }
+        if cut_here {
+            walk.note_cut(dir);
+        }
+        let mut left = allowance - used;
+        let count = subdirs.len();
+        for (i, sub) in subdirs.iter().enumerate() {
+            let share = left.div_ceil(u64::try_from(count - i).unwrap_or(1));
+            left -= self.env_dir(walk, sub, depth + 1, share);
+        }
+        allowance - left
     }
 
     /// `Environment=` and `EnvironmentFile=` of unit files and their drop-ins.

@@ -93,3 +93,33 @@ fn keys_are_capped_per_file_so_one_user_cannot_hide_the_next() {
         ]
     );
 }
+
+#[test]
+fn one_users_files_do_not_use_up_the_env_search_before_other_roots() {
+    // 60,000 files in /home/evil once used the whole budget: the key in /root/.env was never
+    // found. Here 5,000 files against a budget of 1,000, and a second home after evil's.
+    let dir = tempfile::tempdir().unwrap();
+    passwd(dir.path(), &["evil", "zoe"]);
+    let evil = dir.path().join("home/evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    for i in 0..5_000 {
+        std::fs::write(evil.join(format!("f{i:05}")), "").unwrap();
+    }
+    let places = ["/root/.env", "/opt/app/.env", "/srv/api/.env", "/var/www/site/.env", "/home/zoe/app/.env"];
+    for (i, place) in places.iter().enumerate() {
+        write(dir.path(), place, &format!("AWS_ACCESS_KEY_ID=AKIAHIDDENKEY{i:07}\n"));
+    }
+    let config = Config { env_file_max_entries: 1_000, ..Config::default() };
+    let (report, problems) = guestward_access::scan(&config, &HostRoot::new(dir.path()).unwrap());
+    let mut found: Vec<&str> = report.cloud_credentials.iter().map(|c| c.at.file.as_str()).collect();
+    found.sort_unstable();
+    let mut expected = places.to_vec();
+    expected.sort_unstable();
+    assert_eq!(found, expected, "{problems:#?}");
+    // evil's directory is where the budget ran out, and the report says so.
+    assert_eq!(report.truncated.iter().map(|t| t.what.as_str()).collect::<Vec<_>>(), ["env_file_search"]);
+    let cut: Vec<&str> =
+        problems.iter().filter(|p| p.code == "limit_reached").map(|p| p.message.as_str()).collect();
+    assert_eq!(cut.len(), 1, "{problems:#?}");
+    assert!(cut[0].contains("in 1 directory, the first /home/evil;"), "{cut:?}");
+}
