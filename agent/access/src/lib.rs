@@ -54,6 +54,8 @@ pub use model::{
 pub use render::{render_summary, render_table};
 
 #[cfg(feature = "collect")]
+use guestward_core::text::counted;
+#[cfg(feature = "collect")]
 use guestward_core::{HostFsError, HostRoot, Problem, Section};
 #[cfg(feature = "collect")]
 use std::collections::{BTreeSet, HashSet};
@@ -72,17 +74,59 @@ pub const SHADOW: &str = "/etc/shadow";
 const MAX_KEYS_FILE_BYTES: u64 = 1024 * 1024;
 
 #[cfg(feature = "collect")]
+/// Lines of passwd or shadow listed one by one; the rest are counted.
+const MAX_LINE_PROBLEMS: usize = 20;
+
+#[cfg(feature = "collect")]
 fn malformed_lines(path: &str, lines: &[u32], what: &str) -> Vec<Problem> {
     // Line numbers only: these files hold password hashes, and a malformed line may be one.
-    lines
+    let mut out: Vec<Problem> = lines
         .iter()
-        .take(20)
+        .take(MAX_LINE_PROBLEMS)
         .map(|n| {
             Problem::new("malformed", format!("{path}:{n}: not a valid {what} entry; skipped"))
                 .with_path(path)
                 .with_line(u64::from(*n))
         })
-        .collect()
+        .collect();
+    out.extend(more_lines(path, lines.len(), "malformed"));
+    out
+}
+
+#[cfg(feature = "collect")]
+/// Second entries of a name: glibc (login, PAM, sshd, sudo) only ever uses the first.
+fn duplicate_lines(path: &str, dups: &[accounts::Duplicate]) -> Vec<Problem> {
+    // Line numbers only, as above: no name, no field of a line.
+    let mut out: Vec<Problem> = dups
+        .iter()
+        .take(MAX_LINE_PROBLEMS)
+        .map(|(n, first)| {
+            Problem::new(
+                "duplicate",
+                format!(
+                    "{path}:{n}: a second entry for the account of line {first}; glibc uses the first, \
+                     so this one is ignored"
+                ),
+            )
+            .with_path(path)
+            .with_line(u64::from(*n))
+        })
+        .collect();
+    out.extend(more_lines(path, dups.len(), "duplicate"));
+    out
+}
+
+#[cfg(feature = "collect")]
+fn more_lines(path: &str, total: usize, code: &str) -> Option<Problem> {
+    let more = total.checked_sub(MAX_LINE_PROBLEMS).filter(|m| *m > 0)?;
+    let more = u64::try_from(more).unwrap_or(u64::MAX);
+    Some(
+        Problem::new(
+            code,
+            format!("{path}: {} of this kind not listed", counted(more, "more line", "more lines")),
+        )
+        .with_path(path),
+    )
 }
 
 #[cfg(feature = "collect")]
@@ -95,8 +139,9 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
 
     let passwd = match root.read_string_capped(PASSWD, fs::MAX_CONFIG_BYTES) {
         Ok(text) => {
-            let (entries, bad, truncated) = accounts::parse_passwd(&text, cap);
+            let accounts::Passwd { entries, bad, duplicates, truncated } = accounts::parse_passwd(&text, cap);
             problems.extend(malformed_lines(&root.display(PASSWD), &bad, "passwd"));
+            problems.extend(duplicate_lines(&root.display(PASSWD), &duplicates));
             if truncated {
                 report
                     .truncated
@@ -123,9 +168,10 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
 
     let shadow = match root.read_string_capped(SHADOW, fs::MAX_CONFIG_BYTES) {
         Ok(text) => {
-            let (states, bad) = accounts::parse_shadow(&text);
+            let (states, bad, duplicates) = accounts::parse_shadow(&text);
             drop(text);
             problems.extend(malformed_lines(&root.display(SHADOW), &bad, "shadow"));
+            problems.extend(duplicate_lines(&root.display(SHADOW), &duplicates));
             report.shadow_read = true;
             Some(states)
         }
@@ -326,7 +372,7 @@ fn authorized_keys(
                         "limit_reached",
                         format!(
                             "{shown}: more than {MAX_KEYS_PER_FILE} keys in one file; {} not listed",
-                            guestward_core::text::counted(over_file, "more was", "more were")
+                            counted(over_file, "more was", "more were")
                         ),
                     )
                     .with_path(shown),
@@ -350,8 +396,8 @@ fn authorized_keys(
             format!(
                 "more than {} authorized keys; {} and {} not listed (access.max_authorized_keys)",
                 config.max_authorized_keys,
-                guestward_core::text::counted(keys_after_cap, "more key", "more keys"),
-                guestward_core::text::counted(files_after_cap, "more file", "more files"),
+                counted(keys_after_cap, "more key", "more keys"),
+                counted(files_after_cap, "more file", "more files"),
             ),
         ));
     }
@@ -363,7 +409,7 @@ fn authorized_keys(
             "limit_reached",
             format!(
                 "more than {MAX_KEYS_FILES} authorized_keys files; {} not read",
-                guestward_core::text::counted(files_over, "more was", "more were")
+                counted(files_over, "more was", "more were")
             ),
         ));
     }
@@ -373,7 +419,7 @@ fn authorized_keys(
             "limit_reached",
             format!(
                 "{} with authorized_keys files not listed",
-                guestward_core::text::counted(problems_dropped, "more problem", "more problems")
+                counted(problems_dropped, "more problem", "more problems")
             ),
         ));
     }

@@ -123,3 +123,20 @@ fn one_users_files_do_not_use_up_the_env_search_before_other_roots() {
     assert_eq!(cut.len(), 1, "{problems:#?}");
     assert!(cut[0].contains("in 1 directory, the first /home/evil;"), "{cut:?}");
 }
+
+#[test]
+fn a_second_shadow_entry_does_not_hide_roots_empty_password() {
+    // glibc (getent shadow root) uses the first entry: root has no password. Once reported as
+    // locked, with no finding.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    write(dir.path(), "/etc/shadow", "root::19000:0:99999:7:::\nroot:*:19000:0:99999:7:::\n");
+    let root = HostRoot::new(dir.path()).unwrap();
+    let (report, problems) = guestward_access::scan(&Config::default(), &root);
+    assert_eq!(report.accounts[0].password, guestward_access::PasswordState::Empty);
+    let ids: Vec<String> = guestward_access::findings(&report).into_iter().map(|f| f.id).collect();
+    assert!(ids.iter().any(|id| id == guestward_access::EMPTY_PASSWORD), "{ids:?}");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!((problems[0].code.as_str(), problems[0].line), ("duplicate", Some(2)));
+    assert_eq!(problems[0].path.as_deref(), Some(root.display("/etc/shadow").as_str()));
+}
