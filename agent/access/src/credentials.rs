@@ -7,7 +7,7 @@
 //! present, never copied. Problems name files and line numbers, never a line's content.
 
 use crate::config::Config;
-use crate::fs::{MAX_CONFIG_BYTES, list_dir, read_text};
+use crate::fs::{MAX_CONFIG_BYTES, list_dir, read_text, show, show_name};
 use crate::model::{
     CloudCredential, CredentialSource, Location, Truncation, key_kind, looks_like_key_id, mask_key_id,
 };
@@ -185,7 +185,7 @@ impl Found {
             ] {
                 let path = PathBuf::from(home).join(".aws").join(name);
                 if let Some(text) = self.read_optional(root, &path) {
-                    self.credentials.extend(parse_aws_file(&text, &path.display().to_string(), source));
+                    self.credentials.extend(parse_aws_file(&text, &show(&path), source));
                 }
             }
         }
@@ -194,7 +194,7 @@ impl Found {
     fn env_file(&mut self, root: &HostRoot, path: &Path, source: CredentialSource, unit: Option<&str>) {
         if let Some(text) = self.read_optional(root, path) {
             let lines = text.lines().enumerate().map(|(i, l)| (line_no(i), l));
-            self.credentials.extend(parse_env_assignments(lines, &path.display().to_string(), source, unit));
+            self.credentials.extend(parse_env_assignments(lines, &show(path), source, unit));
         }
     }
 
@@ -227,7 +227,7 @@ impl Found {
                      files may not have been looked at",
                     config.env_file_max_entries,
                     counted(walk.cut_count, "directory", "directories"),
-                    first.display()
+                    show(&first)
                 ),
             ));
         }
@@ -264,10 +264,12 @@ impl Found {
             used += 1;
             let path = dir.join(&e.name);
             if e.is_dir {
-                if depth < walk.config.env_file_max_depth && !SKIP_DIRS.contains(&e.name.as_str()) {
+                if depth < walk.config.env_file_max_depth
+                    && !e.name.to_str().is_some_and(|n| SKIP_DIRS.contains(&n))
+                {
                     subdirs.push(path);
                 }
-            } else if e.name == ".env" || e.name.starts_with(".env.") {
+            } else if e.bytes() == b".env" || e.bytes().starts_with(b".env.") {
                 self.env_file(walk.root, &path, CredentialSource::EnvFile, None);
             }
         }
@@ -300,18 +302,18 @@ impl Found {
                     break;
                 }
                 let path = Path::new(dir).join(&e.name);
-                if e.is_dir && e.name.ends_with(".d") {
-                    let unit = e.name.trim_end_matches(".d").to_string();
+                if e.is_dir && e.bytes().ends_with(b".d") {
+                    let unit = show_name(&e.name).trim_end_matches(".d").to_string();
                     if let Ok((drop_ins, _)) = list_dir(root, &path) {
                         files.extend(
                             drop_ins
                                 .into_iter()
-                                .filter(|d| !d.is_dir && d.name.ends_with(".conf"))
+                                .filter(|d| !d.is_dir && d.bytes().ends_with(b".conf"))
                                 .map(|d| (path.join(d.name), unit.clone())),
                         );
                     }
-                } else if !e.is_dir && e.name.contains('.') {
-                    files.push((path, e.name.clone()));
+                } else if !e.is_dir && e.bytes().contains(&b'.') {
+                    files.push((path, show_name(&e.name)));
                 }
             }
         }
@@ -334,7 +336,7 @@ impl Found {
             if !text.contains("Environment") {
                 continue;
             }
-            let file = path.display().to_string();
+            let file = show(&path);
             let mut words: Vec<(u32, String)> = Vec::new();
             for (i, line) in text.lines().enumerate() {
                 let line = line.trim();

@@ -8,8 +8,10 @@
 //! entered only when their directory entry says "directory" (never through a symlink).
 
 use guestward_core::{HostFsError, HostRoot, Problem};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -22,8 +24,46 @@ pub(crate) const MAX_DIR_ENTRIES: usize = 100_000;
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DirEntry {
-    pub name: String,
+    /// The name as the directory holds it: bytes, not necessarily UTF-8. A name made lossy
+    /// (`bob\xff` read as `bob\u{fffd}`) would name a file that does not exist, and whatever
+    /// it holds would be silently missed; so names stay bytes until they are shown ([`show`]).
+    pub name: OsString,
     pub is_dir: bool,
+}
+
+impl DirEntry {
+    /// The name's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.name.as_bytes()
+    }
+}
+
+/// A host path as report text: UTF-8 kept, `\` doubled, control characters and bytes that are
+/// not UTF-8 as `\xNN` (as the file integrity events show paths), so two names never show
+/// alike and nothing of a name is lost.
+pub(crate) fn show(path: &Path) -> String {
+    let bytes = path.as_os_str().as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() && u32::from(c) < 0x100 => {
+                    out.push_str(&format!("\\x{:02x}", u32::from(c)))
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A file name as report text ([`show`]).
+pub(crate) fn show_name(name: &OsStr) -> String {
+    show(Path::new(name))
 }
 
 /// Reads a text file through the door. Invalid UTF-8 is replaced.
@@ -96,7 +136,7 @@ pub(crate) fn list_dir(root: &HostRoot, host_dir: &Path) -> Result<(Vec<DirEntry
         let Ok(entry) = entry else { continue };
         // The entry's own type (d_type, else lstat): a symlink is never taken for a directory.
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        out.push(DirEntry { name: entry.file_name().to_string_lossy().into_owned(), is_dir });
+        out.push(DirEntry { name: entry.file_name(), is_dir });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((out, truncated))
@@ -137,10 +177,11 @@ pub(crate) fn glob(root: &HostRoot, pattern: &str, cap: usize, problems: &mut Ve
                     }
                 };
                 for e in entries {
-                    if e.name.starts_with('.') && !part.starts_with('.') {
+                    if e.bytes().starts_with(b".") && !part.starts_with('.') {
                         continue;
                     }
-                    if matcher.is_match(&e.name) {
+                    // Matched as bytes (globset does on Unix), as glob(3) matches.
+                    if matcher.is_match(Path::new(&e.name)) {
                         next.push(base.join(&e.name));
                     }
                 }
@@ -180,5 +221,15 @@ mod tests {
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert!(glob(&root, "/nope/*.conf", 100, &mut problems).is_empty());
+    }
+
+    #[test]
+    fn names_are_shown_escaped_and_distinct() {
+        use std::os::unix::ffi::OsStrExt;
+        let shown = |b: &[u8]| show(Path::new(OsStr::from_bytes(b)));
+        assert_eq!(shown(b"/etc/sudoers.d/bob\xff"), "/etc/sudoers.d/bob\\xff");
+        // A name that is literally `\xff` does not show as the byte does.
+        assert_eq!(shown(b"/a\\xff\n"), "/a\\\\xff\\x0a");
+        assert_eq!(shown("/home/zoé".as_bytes()), "/home/zoé");
     }
 }

@@ -16,7 +16,7 @@
 //! packages of Debian, Ubuntu, Amazon Linux and RHEL: a distribution that patches a default
 //! is followed only through the settings its shipped `sshd_config` writes.
 
-use crate::fs::{FileId, MAX_CONFIG_BYTES, glob, open_identified};
+use crate::fs::{FileId, MAX_CONFIG_BYTES, glob, open_identified, show};
 use crate::model::{Location, MatchBlock, SshdSettings, SshdValue};
 use guestward_core::text::counted;
 use guestward_core::{HostFsError, HostRoot, Problem};
@@ -277,7 +277,7 @@ impl State {
             None => open_identified(root, host_path)?,
         };
         let text = opened.read_text(MAX_CONFIG_BYTES)?;
-        let file = host_path.display().to_string();
+        let file = show(host_path);
         self.files.push(file.clone());
         self.reading.push(id);
         let mut in_match = in_match;
@@ -346,7 +346,7 @@ impl State {
                 format!(
                     "{at}: Include of {}, which is already being read: an include loop (sshd \
                      refuses to start: \"Too many recursive configuration includes\"); not read again",
-                    host_path.display()
+                    show(host_path)
                 ),
             )
             .with_path(at.file.clone())

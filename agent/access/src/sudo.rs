@@ -7,7 +7,7 @@
 //! expanded: a rule is reported with its user and command lists as written (`%admins`,
 //! `ADMINS`), and a `Cmnd_Alias` that contains `ALL` is not seen as `ALL`.
 
-use crate::fs::{FileId, MAX_CONFIG_BYTES, list_dir, open_identified};
+use crate::fs::{FileId, MAX_CONFIG_BYTES, list_dir, open_identified, show};
 use crate::model::{Location, SudoGrant, Truncation};
 use guestward_core::text::counted;
 use guestward_core::{HostFsError, HostRoot, Problem};
@@ -256,7 +256,7 @@ impl Sudoers {
             Err(id) => *id,
         };
         if let Some((_, open_name)) = self.reading.iter().find(|(r, _)| *r == id) {
-            let shown = path.display().to_string();
+            let shown = show(path);
             let alias = if *open_name == shown { String::new() } else { format!(" (as {open_name})") };
             self.include_loop(from, &format!("{shown}, which is already being read{alias}"));
             return Ok(());
@@ -266,7 +266,7 @@ impl Sudoers {
             return Ok(());
         }
         if self.files.len() >= MAX_FILES {
-            let entry = self.too_many_files.get_or_insert_with(|| (path.display().to_string(), 0));
+            let entry = self.too_many_files.get_or_insert_with(|| (show(path), 0));
             entry.1 += 1;
             return Ok(());
         }
@@ -279,7 +279,7 @@ impl Sudoers {
         };
         self.read_ids.insert(id);
         let text = opened.read_text(MAX_CONFIG_BYTES)?;
-        let file = path.display().to_string();
+        let file = show(path);
         self.files.push(file.clone());
         self.reading.push((id, file.clone()));
         let dir = path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
@@ -322,7 +322,7 @@ impl Sudoers {
             return;
         }
         if self.dirs_reading.contains(&target) {
-            self.include_loop(Some(at), &format!("{}, which is already being read", target.display()));
+            self.include_loop(Some(at), &format!("{}, which is already being read", show(&target)));
             return;
         }
         // Every file of a directory listed once was read then: listing it again would find
@@ -341,7 +341,7 @@ impl Sudoers {
         self.dirs_reading.push(target.clone());
         for e in entries {
             // sudo skips editor backups and files with a dot (`README`, `foo.rpmsave`).
-            if e.is_dir || e.name.ends_with('~') || e.name.contains('.') {
+            if e.is_dir || e.bytes().ends_with(b"~") || e.bytes().contains(&b'.') {
                 continue;
             }
             match self.file(root, &target.join(&e.name), depth + 1, Some(at)) {

@@ -140,3 +140,40 @@ fn a_second_shadow_entry_does_not_hide_roots_empty_password() {
     assert_eq!((problems[0].code.as_str(), problems[0].line), ("duplicate", Some(2)));
     assert_eq!(problems[0].path.as_deref(), Some(root.display("/etc/shadow").as_str()));
 }
+
+#[test]
+fn names_that_are_not_utf8_are_read_and_shown_escaped() {
+    // Names once made lossy (`bob\u{fffd}`) named files that do not exist: all three of these
+    // were silently missed.
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let at = |parent: &str, name: &[u8]| {
+        let p = dir.path().join(parent.trim_start_matches('/'));
+        std::fs::create_dir_all(&p).unwrap();
+        p.join(OsStr::from_bytes(name))
+    };
+    passwd(dir.path(), &[]);
+    write(dir.path(), "/etc/sudoers", "#includedir /etc/sudoers.d\n");
+    std::fs::write(at("/etc/sudoers.d", b"bob\xff"), "bob ALL=(ALL) NOPASSWD: ALL\n").unwrap();
+    write(
+        dir.path(),
+        "/etc/ssh/sshd_config",
+        "Include /etc/ssh/sshd_config.d/*.conf\nPasswordAuthentication no\n",
+    );
+    std::fs::write(at("/etc/ssh/sshd_config.d", b"\xff.conf"), "PasswordAuthentication yes\n").unwrap();
+    let app = at("/home", b"app\xff");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join(".env"), "AWS_ACCESS_KEY_ID=AKIANOTUTF8NAME00001\n").unwrap();
+
+    let (report, problems) = guestward_access::scan(&Config::default(), &HostRoot::new(dir.path()).unwrap());
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(report.sudoers_files, ["/etc/sudoers", "/etc/sudoers.d/bob\\xff"]);
+    assert_eq!(report.sudo_grants.len(), 1);
+    assert_eq!(report.sudo_grants[0].at.file, "/etc/sudoers.d/bob\\xff");
+    let sshd = report.sshd.unwrap();
+    assert_eq!(sshd.password_authentication.value, "yes");
+    assert_eq!(sshd.password_authentication.set_at.unwrap().file, "/etc/ssh/sshd_config.d/\\xff.conf");
+    let files: Vec<&str> = report.cloud_credentials.iter().map(|c| c.at.file.as_str()).collect();
+    assert_eq!(files, ["/home/app\\xff/.env"]);
+}
