@@ -38,27 +38,11 @@ impl DirEntry {
     }
 }
 
-/// A host path as report text: UTF-8 kept, `\` doubled, control characters and bytes that are
-/// not UTF-8 as `\xNN` (as the file integrity events show paths), so two names never show
-/// alike and nothing of a name is lost.
+/// A host path as report text, as the file integrity events show paths
+/// ([`guestward_core::text::escape_path`]): two names never show alike and nothing of a name
+/// is lost.
 pub(crate) fn show(path: &Path) -> String {
-    let bytes = path.as_os_str().as_bytes();
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                c if c.is_control() && u32::from(c) < 0x100 => {
-                    out.push_str(&format!("\\x{:02x}", u32::from(c)))
-                }
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
+    guestward_core::text::escape_path(path)
 }
 
 /// A file name as report text ([`show`]).

@@ -246,7 +246,7 @@ const MAX_KEYS_PROBLEMS: usize = 100;
 /// Every account's authorized_keys files.
 ///
 /// Security: any local user can write their own authorized_keys (or point it, by a symlink, at
-/// any file they can make), and the daemon runs this as root. So what one file can cost is
+/// any file they can make), and the daemon reads every account's. So what one file can cost is
 /// bounded: a file is read once however many accounts reach it (device and inode, not the
 /// name), its lines that are not keys are one problem with a count, its keys are capped, and
 /// so are the files, the problems and the keys in all, each with a count of what was left.

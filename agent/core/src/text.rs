@@ -251,6 +251,30 @@ pub fn counted(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// A path as text: valid UTF-8 is kept, `\` is doubled, control characters and bytes that are
+/// not UTF-8 become `\xNN`. Reversible, so names that are not UTF-8 are never merged or lost,
+/// and no name can write to a terminal. The one form every report shows a host path in (FIM
+/// changes, the package files, the access collector).
+pub fn escape_path(path: &std::path::Path) -> String {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() && u32::from(c) < 0x100 => {
+                    out.push_str(&format!("\\x{:02x}", u32::from(c)))
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@ use crate::model::FileKind;
 use guestward_core::{Event, Timestamp};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// Event kind of a file change.
 pub const KIND_CHANGE: &str = "fim.change";
@@ -16,25 +15,9 @@ pub const KIND_GAP: &str = "coverage.gap";
 /// ([`crate::package::TransactionEvent`]).
 pub const KIND_PACKAGE_TRANSACTION: &str = "fim.package_transaction";
 
-/// A path as text: valid UTF-8 is kept, `\` is doubled, control characters and bytes that are
-/// not UTF-8 become `\xNN`. Reversible, so non-UTF-8 names are never merged or lost.
-pub fn escape_path(path: &Path) -> String {
-    let bytes = path.as_os_str().as_encoded_bytes();
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                c if c.is_control() && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
+/// A path as text (`\xNN` for what is not printable UTF-8; see
+/// [`guestward_core::text::escape_path`]).
+pub use guestward_core::text::escape_path;
 
 /// The inverse of [`escape_path`].
 pub fn unescape_path(text: &str) -> std::path::PathBuf {
@@ -666,7 +649,7 @@ mod tests {
 
     #[test]
     fn non_utf8_names_are_escaped_reversibly() {
-        let p = Path::new(std::ffi::OsStr::from_bytes(b"/etc/a\xffb\\c\nd\xc3\xa9"));
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/etc/a\xffb\\c\nd\xc3\xa9"));
         assert_eq!(escape_path(p), "/etc/a\\xffb\\\\c\\x0ad\u{e9}");
     }
 }
