@@ -623,12 +623,32 @@ fn value_offset(doc: &DeTable<'_>, key: &str) -> usize {
 
 fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
-    let file =
-        std::fs::File::open(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    // Only a regular file is read (a symlink to one is fine: configuration management makes
+    // those). A FIFO put where the config belongs once hung every command that reads it, and a
+    // SIGHUP reload with it the daemon's reloads for good; opening a device runs its driver. So
+    // the type is checked before the open, the open does not block, and the type is checked
+    // again on the descriptor. A directory is left to the read, which names it.
+    let special = |meta: &std::fs::Metadata| !meta.is_file() && !meta.is_dir();
+    let not_regular = || {
+        read_error(std::io::Error::other(
+            "not a regular file (a FIFO, a socket or a device): a config file must be one",
+        ))
+    };
+    if special(&std::fs::metadata(path).map_err(read_error)?) {
+        return Err(not_regular());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_error)?;
+    if special(&file.metadata().map_err(read_error)?) {
+        return Err(not_regular());
+    }
     let mut text = String::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(read_error)?;
     if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge { path: path.to_path_buf() });
     }

@@ -190,6 +190,18 @@ fn check_config_exit_codes_valid_invalid_unreadable() {
     let (code, _, stderr, _) = run_bounded(agent().arg("check-config").arg(&absent), LIMIT);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("absent.toml: cannot read config"), "{stderr}");
+    // A FIFO where the config belongs is refused at once (it once hung every command that
+    // read it, `run` and its SIGHUP reloads included), and so is a device.
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for special in [fifo.as_path(), Path::new("/dev/null")] {
+        let (code, _, stderr, _) = run_bounded(agent().arg("check-config").arg(special), LIMIT);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("cannot read config: not a regular file"), "{stderr}");
+        let (code, _, stderr, _) =
+            run_bounded(agent().arg("--config").arg(special).args(["run", "--once"]), LIMIT);
+        assert_eq!(code, Some(2), "{stderr}");
+    }
 }
 
 /// `[fim] enabled = true` is a promise: a monitor that cannot start (here its database path is
