@@ -112,11 +112,20 @@ impl SqliteStore {
         // Create the file ourselves, 0600, before SQLite does with the umask's mode: the
         // reports name packages, ports and file changes of every host. SQLite gives its -wal
         // and -shm files the database file's mode.
+        // What is there already must be a regular file: a FIFO would hang the open, and
+        // opening a device runs its driver.
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.is_file()
+            && !meta.file_type().is_symlink()
+        {
+            return Err(open_err("not a regular file".into()));
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            // Non-blocking: a FIFO at `--db` must be refused below, not hang the open.
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
             .open(path)
             .map_err(|e| match e.raw_os_error() {
                 Some(code) if code == nix::errno::Errno::ELOOP as i32 => {
@@ -518,6 +527,28 @@ mod tests {
     }
 
     /// In one group commit, a failing request is undone alone and the others are stored.
+    /// `--db` naming a FIFO, a device or a symlink is refused at once, saying why (a FIFO once
+    /// hung `serve`).
+    #[test]
+    fn a_database_path_that_is_not_a_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.db");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(dir.path().join("real.db"), &link).unwrap();
+        for (path, why) in [
+            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+            (link.as_path(), "it is a symlink"),
+        ] {
+            let e = guestward_core::testing::within(std::time::Duration::from_secs(20), "open", {
+                let path = path.to_path_buf();
+                move || SqliteStore::open(&path).map(|_| ()).unwrap_err().to_string()
+            });
+            assert!(e.contains(why), "{}: {e}", path.display());
+        }
+    }
+
     #[test]
     fn a_failing_request_in_a_group_is_rolled_back_alone() {
         let dir = tempfile::tempdir().unwrap();
