@@ -450,10 +450,21 @@ fn parse_reports(json: &[u8], max_reports: usize) -> Result<Vec<(Report, Vec<u8>
                 )));
             }
         }
-        if item.get("sequence").and_then(serde_json::Value::as_u64).is_none() {
-            return Err(ApiError::invalid(format!(
-                "report {batch_id}: field `sequence` is missing or not a number (only the daemon's reports are shipped)"
-            )));
+        match item.get("sequence").and_then(serde_json::Value::as_u64) {
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "report {batch_id}: field `sequence` is missing or not a number (only the daemon's reports are shipped)"
+                )));
+            }
+            // The store keeps sequences as SQLite integers: a larger one would be stored as
+            // another number than the one acknowledged (every such report as the same one).
+            Some(v) if i64::try_from(v).is_err() => {
+                return Err(ApiError::invalid(format!(
+                    "report {batch_id}: field `sequence` {v} is larger than {} (no agent counts that far)",
+                    i64::MAX
+                )));
+            }
+            Some(_) => {}
         }
         let bytes =
             serde_json::to_vec(&item).map_err(|e| ApiError::invalid(format!("report {batch_id}: {e}")))?;
@@ -480,6 +491,14 @@ mod tests {
             .unwrap_err();
         assert!(e.message.contains("b-3") && e.message.contains("missing field"), "{}", e.message);
         let e = parse_reports(br#"{"reports":[{"#, 10).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        // A sequence the store cannot hold as it is: refused, not stored as another number.
+        let e = parse_reports(
+            br#"{"reports":[{"batch_id":"b-4","schema_version":2,"sequence":9223372036854775808}]}"#,
+            10,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("b-4") && e.message.contains("is larger than"), "{}", e.message);
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         let e = parse_reports(br#"{"reports":[1,2,3]}"#, 2).unwrap_err();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
