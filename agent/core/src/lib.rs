@@ -22,6 +22,7 @@ pub mod exit;
 mod finding;
 pub mod human;
 pub mod json;
+pub mod lock;
 #[cfg(feature = "logging")]
 pub mod logging;
 mod paths;

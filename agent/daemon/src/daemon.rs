@@ -64,6 +64,8 @@ impl Overrides {
 /// `config` already carries `overrides` (the same ones are applied again to every reload).
 pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> anyhow::Result<()> {
     prepare_state_dir(config.agent.state_dir.as_path())?;
+    // Held until the daemon exits: one agent per state directory.
+    let _state_lock = lock_state_dir(config.agent.state_dir.as_path())?;
     // Before anything reads the state (history, spool, FIM baseline): state that belongs to
     // another instance (a cloned disk) is discarded here, and its certificate retired.
     // One IMDS client per process: the identity check asks through the one the cloud collector
@@ -621,6 +623,25 @@ pub struct StateDirError {
     pub path: PathBuf,
     /// What is wrong, and what to do.
     pub reason: String,
+}
+
+/// The lock file of the state directory (see [`lock_state_dir`]).
+pub const AGENT_LOCK_FILE: &str = "agent.lock";
+
+/// Takes the state directory for this process (the daemon, or `run --once`). Two agents on one
+/// state directory (another socket path, another config naming the same directory) once both
+/// ran: each change was recorded twice and the collector stored two different reports under
+/// each sequence number, both agents draining the same spool.
+pub fn lock_state_dir(dir: &Path) -> anyhow::Result<guestward_core::lock::DirLock> {
+    guestward_core::lock::DirLock::acquire(dir, AGENT_LOCK_FILE).map_err(|e| match e {
+        guestward_core::lock::LockError::Busy { holder, .. } => anyhow::anyhow!(
+            "another guestward-agent uses the state directory {} ({holder}): two agents on one \
+             state directory would record every change twice and ship two reports under each \
+             sequence number; stop that one first, or give this one its own [agent] state_dir",
+            dir.display()
+        ),
+        other => anyhow::anyhow!("the state directory's lock: {other}"),
+    })
 }
 
 /// Makes sure the state directory exists and is private (0700, owned by the agent's user).

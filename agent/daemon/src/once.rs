@@ -51,6 +51,9 @@ pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Res
         return Ok(exit::USAGE);
     }
     crate::daemon::prepare_state_dir(config.agent.state_dir.as_path())?;
+    // Held until the delivery is over: a daemon on another socket path, or another `run
+    // --once`, on this state directory would take the same sequence numbers and spool.
+    let _state_lock = crate::daemon::lock_state_dir(config.agent.state_dir.as_path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // As the daemon: two workers; the scan runs on blocking threads.
         .worker_threads(2)

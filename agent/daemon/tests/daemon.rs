@@ -122,6 +122,33 @@ fn a_second_daemon_refuses_to_steal_the_socket() {
     assert!(err.contains("already listening"), "{err}");
 }
 
+/// Nor its state directory, on another socket: two daemons on one state directory once both
+/// ran, recording each change twice and shipping two reports under each sequence number.
+#[test]
+fn a_second_daemon_refuses_the_state_directory_of_the_first() {
+    let daemon = Daemon::start();
+    let other_socket = daemon.dir_path.join("run2/agent.sock");
+    let (code, _, err, took) = run_bounded(
+        agent()
+            .arg("--config")
+            .arg(daemon.dir_path.join("agent.toml"))
+            .arg("run")
+            .arg("--socket")
+            .arg(&other_socket),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    let first = format!("pid {}: guestward-agent --config", daemon.pid());
+    assert!(
+        err.contains("another guestward-agent uses the state directory") && err.contains(&first),
+        "{err}"
+    );
+    assert!(!other_socket.exists(), "refused before it listened ({took:?})");
+    // Running (ok or degraded: this machine's collectors are not the point), not 2.
+    let (code, out, _) = daemon.ctl(&["status"]);
+    assert!(code == 0 || code == 1, "the first daemon runs on: {out}");
+}
+
 #[test]
 fn spot_interruption_notice_marks_terminating_and_flushes_a_report() {
     use guestward_imds_emulator::{Emulator, EmulatorConfig, TokenMode};

@@ -3,23 +3,13 @@
 //! other's rows for an interrupted run, and the baseline they leave is neither's (two
 //! concurrent `fim update`s of 200,000 files once left an empty baseline, both reporting
 //! success). The daemon's monitor holds the lock for its whole life, a one-shot `fim
-//! init|check|update` for its run; a second one is refused at once, naming the holder.
-//!
-//! The lock is `flock(2)` on `fim.lock` in the state directory: the kernel drops it when the
-//! holder exits or is killed, so a crash never leaves a stale lock behind. The file's text
-//! (the holder's pid and command line) only explains a refusal; it is never trusted.
+//! init|check|update` for its run; a second one is refused at once, naming the holder
+//! ([`guestward_core::lock`]: `flock` on `fim.lock` in the state directory).
 
-use nix::fcntl::{Flock, FlockArg};
-use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The lock file, in the state directory beside `fim.db`.
 pub const LOCK_FILE: &str = "fim.lock";
-
-/// The most of a holder's description read back or written (a planted file cannot make a
-/// refusal print megabytes).
-const MAX_HOLDER_TEXT: usize = 512;
 
 /// Why the baseline could not be locked.
 #[derive(Debug, thiserror::Error)]
@@ -39,102 +29,28 @@ pub enum LockError {
         holder: String,
     },
     /// The lock file could not be created, opened or locked.
-    #[error("{}: {reason}", path.display())]
-    Io {
-        /// The lock file (or the state directory it goes in).
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Io(guestward_core::lock::LockError),
 }
 
 /// The baseline's lock, held until dropped.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: Flock<File>,
+    _lock: guestward_core::lock::DirLock,
 }
 
 impl StateLock {
     /// Takes the lock of `state_dir`'s baseline without waiting, creating the directory (mode
     /// 0700, as the store does) and the lock file (0600) when missing.
     pub fn acquire(state_dir: &Path) -> Result<Self, LockError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        if !state_dir.exists() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(|e| {
-                LockError::Io { path: state_dir.to_path_buf(), reason: format!("cannot create it: {e}") }
-            })?;
-        }
-        let path = state_dir.join(LOCK_FILE);
-        let io = |reason: String| LockError::Io { path: path.clone(), reason };
-        // Security: the state directory is the agent's own (0700), but a link planted there
-        // must not make the agent create or truncate a file elsewhere, nor a FIFO block it.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(nix::libc::ELOOP) => {
-                    io("is a symbolic link; the lock file must be a regular file".into())
-                }
-                _ => io(format!("cannot open the lock file: {e}")),
-            })?;
-        let meta = file.metadata().map_err(|e| io(format!("cannot stat the lock file: {e}")))?;
-        if !meta.file_type().is_file() {
-            return Err(io("is not a regular file; remove it (the agent creates it again)".into()));
-        }
-        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => locked,
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                return Err(LockError::Busy {
-                    state_dir: state_dir.to_path_buf(),
-                    holder: holder_of(&mut file),
-                });
+        match guestward_core::lock::DirLock::acquire(state_dir, LOCK_FILE) {
+            Ok(lock) => Ok(Self { _lock: lock }),
+            Err(guestward_core::lock::LockError::Busy { holder, .. }) => {
+                Err(LockError::Busy { state_dir: state_dir.to_path_buf(), holder })
             }
-            Err((_, errno)) => return Err(io(format!("cannot lock the lock file: {errno}"))),
-        };
-        // Who holds it, for the next process's refusal. Failing to say so does not make the
-        // lock any less held.
-        let _ = locked.set_len(0).and_then(|()| locked.write_all(describe_self().as_bytes()));
-        Ok(Self { _file: locked })
-    }
-}
-
-/// What the holder wrote into the lock file, kept to printable ASCII and a bounded length.
-fn holder_of(file: &mut File) -> String {
-    let mut text = Vec::new();
-    let _ = file.take(MAX_HOLDER_TEXT as u64).read_to_end(&mut text);
-    let shown: String = String::from_utf8_lossy(&text)
-        .trim()
-        .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
-        .collect();
-    if shown.is_empty() { "another process".to_string() } else { shown }
-}
-
-/// `pid 1234: guestward-agent fim update --state-dir /x`: this process, for a refusal.
-fn describe_self() -> String {
-    let mut args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
-    let program =
-        args.next().map(|p| p.rsplit('/').next().unwrap_or_default().to_string()).unwrap_or_default();
-    let mut text = format!(
-        "pid {}: {}",
-        std::process::id(),
-        std::iter::once(program).chain(args).collect::<Vec<_>>().join(" ")
-    );
-    if text.len() > MAX_HOLDER_TEXT - 1 {
-        let mut end = MAX_HOLDER_TEXT - 4;
-        while !text.is_char_boundary(end) {
-            end -= 1;
+            Err(e) => Err(LockError::Io(e)),
         }
-        text.truncate(end);
-        text.push_str("...");
     }
-    text.push('\n');
-    text
 }
 
 #[cfg(test)]
@@ -143,50 +59,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_holder_is_refused_with_the_first_ones_pid_and_the_lock_returns_when_dropped() {
+    fn a_second_holder_is_refused_naming_the_baseline_and_the_first_ones_pid() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let first = StateLock::acquire(&state).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_eq!(std::fs::metadata(state.join(LOCK_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
-        // flock(2) locks belong to the open file: a second open in this process conflicts as
-        // another process's would.
         let err = StateLock::acquire(&state).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, LockError::Busy { .. }), "{text}");
         assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
-        assert!(text.contains(&state.display().to_string()), "{text}");
+        assert!(text.contains(&format!("the FIM baseline in {}", state.display())), "{text}");
         drop(first);
         StateLock::acquire(&state).unwrap();
-    }
-
-    #[test]
-    fn a_planted_link_or_fifo_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "precious").unwrap();
-        let state = dir.path().join("state");
-        std::fs::create_dir(&state).unwrap();
-        std::os::unix::fs::symlink(&victim, state.join(LOCK_FILE)).unwrap();
-        let text = StateLock::acquire(&state).unwrap_err().to_string();
-        assert!(text.contains("symbolic link"), "{text}");
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-        std::fs::remove_file(state.join(LOCK_FILE)).unwrap();
-        nix::unistd::mkfifo(&state.join(LOCK_FILE), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let text = StateLock::acquire(&state).unwrap_err().to_string();
-        assert!(text.contains("not a regular file"), "{text}");
-    }
-
-    #[test]
-    fn a_holder_text_is_shown_printable_and_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut planted = b"pid 1: evil\x1b[2J".to_vec();
-        planted.extend(std::iter::repeat_n(b'x', 10_000));
-        std::fs::write(&path, planted).unwrap();
-        let shown = holder_of(&mut File::open(&path).unwrap());
-        assert!(shown.starts_with("pid 1: evil?[2J"), "{shown}");
-        assert!(shown.len() <= MAX_HOLDER_TEXT, "{}", shown.len());
     }
 }
