@@ -35,6 +35,20 @@ pub enum StateFileError {
     },
 }
 
+/// The path to give SQLite for the database `path` in a state directory, opened with
+/// `SQLITE_OPEN_NOFOLLOW`: the directory as its real path, the file name as it is. SQLite then
+/// refuses a symlink planted as the database itself, while a state directory reached through a
+/// symlink (`/var/lib/guestward` moved to a larger volume and linked back) still works: with
+/// NOFOLLOW SQLite refuses a link anywhere in the path it is given, and once stopped the daemon
+/// with "unable to open database file" there.
+pub fn sqlite_path(path: &Path) -> std::io::Result<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(path.to_path_buf());
+    };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    Ok(std::fs::canonicalize(dir)?.join(name))
+}
+
 /// Replaces `path` atomically with what `write` produces, at most `max_bytes` bytes, mode 0600.
 ///
 /// `write` receives a buffered writer; an error it returns (or the cap being passed) leaves the

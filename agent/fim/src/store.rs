@@ -417,8 +417,10 @@ impl Store {
             _ => {}
         }
         use rusqlite::OpenFlags;
+        let real = guestward_core::state_file::sqlite_path(&path)
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         let conn = Connection::open_with_flags(
-            &path,
+            &real,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -504,8 +506,10 @@ impl Store {
             Err(source) => return Err(StoreError::Io { path, source }),
         }
         let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        let real = guestward_core::state_file::sqlite_path(&path)
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         let conn = Connection::open_with_flags(
-            &path,
+            &real,
             OpenFlags::SQLITE_OPEN_READ_ONLY
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_NOFOLLOW,
@@ -1780,6 +1784,14 @@ mod tests {
         // agent's CLI test covers that as `nobody`). Either way its mode stays.
         let _ = Store::open(&state);
         assert_eq!(mode(&db), 0o400, "never widened");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // A state directory reached through a symlink (a larger volume linked back) is the
+        // agent's own: it opens, read-write and read-only (SQLite's NOFOLLOW alone refused a
+        // link anywhere in the path).
+        let link = dir.path().join("linked-state");
+        std::os::unix::fs::symlink(&state, &link).unwrap();
+        drop(Store::open(&link).unwrap());
+        assert!(Store::open_read_only(&link).unwrap().is_some());
     }
 
     fn rec(size: u64) -> FileRecord {

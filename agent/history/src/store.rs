@@ -178,7 +178,9 @@ impl EventStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NOFOLLOW
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        let real = guestward_core::state_file::sqlite_path(path)
+            .map_err(|source| HistoryError::Io { path: path.to_path_buf(), source })?;
+        let mut conn = Connection::open_with_flags(real, flags).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
 
         // The header is read here: a file that is not SQLite fails with NotADatabase.

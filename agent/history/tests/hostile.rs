@@ -53,6 +53,23 @@ fn a_symlink_in_place_of_events_db_is_refused_and_its_target_left_alone() {
     assert!(!target.exists());
 }
 
+/// A state directory reached through a symlink (moved to a larger volume and linked back) is
+/// the agent's own: the history opens there. Only a link in place of `events.db` is refused.
+/// SQLite's NOFOLLOW refuses a link anywhere in the path, and once stopped the daemon.
+#[test]
+fn a_state_directory_reached_through_a_symlink_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("volume/guestward");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = dir.path().join("state");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let store = open(&link, roomy());
+    drop(store);
+    assert!(real.join(DB_FILE).is_file());
+    // Again, through the link, with the database there.
+    drop(open(&link, roomy()));
+}
+
 #[test]
 fn a_file_that_is_not_sqlite_yields_a_clear_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
