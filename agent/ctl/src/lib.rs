@@ -625,7 +625,9 @@ impl Failure {
 
 /// Reports a failure once: one line on stderr, and with `json` the failure object on stdout.
 fn emit_failure(failure: &Failure, json: bool, is_status: bool, exit_code: u8) {
-    eprintln!("agentctl: {}", failure.message);
+    // The message may quote what answered on the socket, which need not be the agent:
+    // escaped, so that no byte of it can drive the terminal.
+    eprintln!("agentctl: {}", guestward_core::text::escape_control(&failure.message));
     if json {
         let mut out = std::io::stdout().lock();
         // Compact, one line: a script reads it with one `read` or `jq`.

@@ -170,6 +170,40 @@ fn status_without_an_agent_exits_2_and_still_prints_json() {
     assert_eq!((failure["kind"].as_str(), failure.get("health")), (Some("not_running"), None));
 }
 
+/// What answers on the socket need not be the agent: an error text with terminal escapes is
+/// shown escaped on stderr (it once reached the terminal raw), and kept as it was in `--json`.
+#[test]
+fn an_error_answered_on_the_socket_reaches_the_terminal_escaped() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // JSON escapes: the decoded message holds ESC and BEL.
+    let hostile = r"\u001b[2J\u001b]0;pwned\u0007";
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let body = format!("{{\"error\":\"{hostile}\"}}");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let (code, _, err) = run(agentctl().arg("--socket").arg(&socket).arg("report"));
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "raw control bytes on stderr: {err:?}");
+    assert!(err.contains("\\x1b[2J"), "{err}");
+    let (code, out, _) = run(agentctl().arg("--socket").arg(&socket).args(["--json", "report"]));
+    assert_eq!(code, 2);
+    let failure: Value = serde_json::from_str(&out).unwrap();
+    assert!(failure["error"].as_str().unwrap().contains("\x1b[2J"), "{failure}");
+    server.join().unwrap();
+}
+
 #[test]
 fn status_as_another_user_exits_3_whether_the_socket_or_the_daemon_refuses() {
     const NAME: &str = "status_as_another_user_exits_3_whether_the_socket_or_the_daemon_refuses";
