@@ -399,7 +399,7 @@ pub fn render_transport(
     if s.rejected_total > 0 {
         writeln!(
             out,
-            "  rejected  {} report(s) the collector refused for good: set aside, see spool/rejected/*.reason",
+            "  rejected  {} report(s) refused by the collector or unusable: set aside, see spool/rejected/*.reason",
             s.rejected_total
         )?;
     }
@@ -826,7 +826,7 @@ mod tests {
         assert!(out.contains(&format!("  retry     {}\n", at(NOW + 60))), "{out}");
         assert!(out.contains("IN MEMORY 1 report(s) the disk refused"), "{out}");
         assert!(
-            out.contains("  rejected  2 report(s) the collector refused for good: set aside, see spool/rejected/*.reason\n"),
+            out.contains("  rejected  2 report(s) refused by the collector or unusable: set aside, see spool/rejected/*.reason\n"),
             "{out}"
         );
         assert!(

@@ -9,7 +9,8 @@
 //! - `counters.json`: the drop counters, so `stats()` survives restarts.
 //! - `rejected/`: reports the collector refused for good, kept for a human, bounded: malformed
 //!   ones (poison), and those made as a host this agent no longer reports as (a certificate
-//!   delivers only its own host's reports), each with a `.reason` file.
+//!   delivers only its own host's reports), and entries found unusable when the spool is
+//!   opened (damaged, not a report, not a regular file), each with a `.reason` file.
 //! - `.<name>.tmp`: a write in progress ([`guestward_core::state_file::write_atomic`]); a
 //!   leftover from a crash is removed at open.
 //!
@@ -391,7 +392,23 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
     }
 }
 
-fn read_head(compressed: &[u8], path: &Path) -> Result<Head, SpoolError> {
+/// The head of the entry at `path` and its size, streamed from the file: only as much is
+/// decompressed as the head takes (a whole 250 MB entry planted or damaged was once read into
+/// memory at start), and an entry over `limit` bytes is refused unread.
+fn read_entry_head(path: &Path, limit: u64) -> Result<(Head, u64), SpoolError> {
+    let file = guestward_core::open_regular_file(path, false)
+        .map_err(|e| SpoolError::io(path, std::io::Error::other(e.to_string())))?;
+    let len = file.metadata().map_err(|e| SpoolError::io(path, e))?.len();
+    if len > limit {
+        return Err(SpoolError::invalid(
+            path,
+            format!("{len} bytes, more than any spooled report ({limit})"),
+        ));
+    }
+    Ok((read_head(file.take(limit), path)?, len))
+}
+
+fn read_head(compressed: impl Read, path: &Path) -> Result<Head, SpoolError> {
     let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| SpoolError::io(path, e))?;
     let mut head = Head::default();
     let mut de = serde_json::Deserializer::from_reader(decoder.take(MAX_DECOMPRESSED_BYTES));
@@ -401,7 +418,7 @@ fn read_head(compressed: &[u8], path: &Path) -> Result<Head, SpoolError> {
             Err(e) => e.to_string(),
             Ok(()) => "no collected_at".to_string(),
         };
-        return Err(SpoolError::invalid(path, format!("not a spooled report: {why}")));
+        return Err(SpoolError::invalid(path, format!("not a zstd-compressed spooled report: {why}")));
     }
     Ok(head)
 }
@@ -418,7 +435,8 @@ impl Spool {
     /// Opens (creating, mode 0700) the spool in `dir`.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
         create_private_dir(dir)?;
-        let counters = read_counters(&dir.join(COUNTERS_FILE));
+        let mut counters = read_counters(&dir.join(COUNTERS_FILE));
+        let mut set_aside_any = false;
         let mut entries = BTreeMap::new();
         let listing = std::fs::read_dir(dir).map_err(|e| SpoolError::io(dir, e))?;
         let mut removed_temp = false;
@@ -450,34 +468,49 @@ impl Spool {
             // Capped (a planted huge file is not read into memory), but not below 64 MiB: the
             // bound may have been lowered since the entry was written, and the next push then
             // drops what no longer fits rather than the entry being forgotten.
-            let head = read_entry(&path, max_bytes.max(ENTRY_MIN_CAP))
-                .and_then(|bytes| Ok((read_head(&bytes, &path)?, bytes.len())));
-            match head {
+            let head = read_entry_head(&path, max_bytes.max(ENTRY_MIN_CAP));
+            let unusable = match head {
                 Ok((head, len)) if head.batch_id.as_deref() == Some(key.1.as_str()) => {
                     let entry = Entry {
                         host_id: head.host_id,
                         sequence: head.sequence.or((key.0 > 0).then_some(key.0)),
                         collected_at: head.collected_at.unwrap_or_else(Timestamp::now),
-                        bytes: u64::try_from(len).unwrap_or(u64::MAX),
+                        bytes: len,
                         sections: None,
                         fim_only: false,
                     };
                     entries.insert(key, entry);
+                    continue;
                 }
-                Ok(_) => {
-                    tracing::warn!(path = %path.display(), "spool: ignoring an entry whose batch_id does not match its name")
+                Ok(_) => "its batch_id does not match its name".to_string(),
+                Err(e) => e.to_string(),
+            };
+            // Set aside, counted and with the reason beside it, rather than left in the queue
+            // unseen: `agentctl status` shows the rejected count (an entry that is not a report
+            // once sat in the spool with "0 reports" shown and a WARN line only).
+            let reason = format!("unusable when the agent started: {unusable}");
+            tracing::warn!(path = %path.display(), reason, "spool: an entry was set aside in rejected/");
+            match set_aside(dir, &name, &reason) {
+                Ok(()) => {
+                    counters.rejected_total += 1;
+                    set_aside_any = true;
                 }
-                Err(e) => tracing::warn!(error = %e, "spool: ignoring an unreadable entry"),
+                Err(e) => tracing::warn!(error = %e, "spool: cannot set the entry aside; it is ignored"),
             }
         }
         if removed_temp {
             fsync_dir(dir)?;
         }
-        Ok(Self {
+        let spool = Self {
             dir: dir.to_path_buf(),
             max_bytes,
             inner: Mutex::new(Inner { entries, held: BTreeMap::new(), counters }),
-        })
+        };
+        if set_aside_any {
+            let counters = spool.lock().counters.clone();
+            spool.save_counters(&counters)?;
+        }
+        Ok(spool)
     }
 
     /// The spool directory.
@@ -879,21 +912,10 @@ impl Spool {
             return Ok(());
         }
         let Some(key) = inner.entries.keys().find(|k| k.1 == batch_id).cloned() else { return Ok(()) };
-        let rejected = self.dir.join(REJECTED_DIR);
-        create_private_dir(&rejected)?;
-        let name = entry_name(&key);
-        let reason_path = rejected.join(format!("{name}.reason"));
-        let mut text = reason.as_bytes().to_vec();
-        text.truncate(64 << 10);
-        write_atomic(&reason_path, 64 << 10, |w| w.write_all(&text))?;
-        let target = rejected.join(&name);
-        std::fs::rename(self.dir.join(&name), &target).map_err(|e| SpoolError::io(&target, e))?;
-        fsync_dir(&rejected)?;
-        fsync_dir(&self.dir)?;
+        set_aside(&self.dir, &entry_name(&key), reason)?;
         inner.entries.remove(&key);
         inner.counters.rejected_total += 1;
         self.save_counters(&inner.counters)?;
-        prune_rejected(&rejected);
         Ok(())
     }
 
@@ -1002,6 +1024,23 @@ fn read_counters(path: &Path) -> Counters {
     }
 }
 
+/// Moves the entry `name` of the spool in `dir` to `rejected/`, with `reason` beside it (kept
+/// for a human; the oldest pruned past [`MAX_REJECTED`]).
+fn set_aside(dir: &Path, name: &str, reason: &str) -> Result<(), SpoolError> {
+    let rejected = dir.join(REJECTED_DIR);
+    create_private_dir(&rejected)?;
+    let reason_path = rejected.join(format!("{name}.reason"));
+    let mut text = reason.as_bytes().to_vec();
+    text.truncate(64 << 10);
+    write_atomic(&reason_path, 64 << 10, |w| w.write_all(&text))?;
+    let target = rejected.join(name);
+    std::fs::rename(dir.join(name), &target).map_err(|e| SpoolError::io(&target, e))?;
+    fsync_dir(&rejected)?;
+    fsync_dir(dir)?;
+    prune_rejected(&rejected);
+    Ok(())
+}
+
 /// Keeps the newest [`MAX_REJECTED`] reports in `rejected/` (names sort by sequence).
 fn prune_rejected(dir: &Path) {
     let Ok(listing) = std::fs::read_dir(dir) else { return };
@@ -1051,10 +1090,10 @@ mod tests {
         );
         r.sequence = Some(7);
         let compressed = compress_report(&r).unwrap();
-        let head = read_head(&compressed, Path::new("x")).unwrap();
+        let head = read_head(compressed.as_slice(), Path::new("x")).unwrap();
         assert_eq!(head.batch_id.as_deref(), Some(r.batch_id.as_str()));
         assert_eq!(head.sequence, Some(7));
         assert_eq!(head.collected_at, Some(r.collected_at));
-        assert!(read_head(b"not zstd", Path::new("x")).is_err());
+        assert!(read_head(&b"not zstd"[..], Path::new("x")).is_err());
     }
 }

@@ -109,6 +109,39 @@ fn leftover_temporary_files_are_removed_and_foreign_files_ignored() {
         std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     assert!(names.contains(&"notes.txt".to_string()), "foreign files are left alone: {names:?}");
+    // The entry with our name that is not a report is set aside with its reason, and counted.
+    let rejected = path.join("rejected");
+    assert!(rejected.join("00000000000000000005-abc.zst").is_file());
+    let reason = std::fs::read_to_string(rejected.join("00000000000000000005-abc.zst.reason")).unwrap();
+    assert!(
+        reason.starts_with("unusable when the agent started: ") && reason.contains("not a zstd"),
+        "{reason}"
+    );
+    assert_eq!(spool.stats().rejected_total, 1);
+    drop(spool);
+    assert_eq!(Spool::open(&path, 64 << 20).unwrap().stats().rejected_total, 1, "kept across starts");
+}
+
+/// A planted or damaged entry of hundreds of megabytes is judged by its head, streamed: it is
+/// never read whole into memory (250 MB of zeros once took 266 MB of RSS at start).
+#[test]
+fn a_huge_entry_that_is_not_a_report_is_set_aside_without_being_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool");
+    drop(Spool::open(&path, 64 << 20).unwrap());
+    let name = format!("00000000000000000007-{}.zst", guestward_report::new_batch_id());
+    // Sparse: 1 GiB that costs no disk. Over the cap it is refused unread; under it (a larger
+    // spool_max_bytes) only its first bytes are looked at.
+    let huge = std::fs::File::create(path.join(&name)).unwrap();
+    huge.set_len(1 << 30).unwrap();
+    drop(huge);
+    let spool = within(Duration::from_secs(20), "open a spool with a 1 GiB entry", {
+        let path = path.clone();
+        move || Spool::open(&path, 4 << 30).unwrap()
+    });
+    assert_eq!(spool.stats().reports, 0);
+    assert_eq!(spool.stats().rejected_total, 1);
+    assert!(path.join("rejected").join(&name).is_file());
 }
 
 #[test]
@@ -139,6 +172,17 @@ fn a_planted_symlink_or_fifo_is_neither_followed_nor_blocking() {
         let ids: Vec<_> = spool.pending(u64::MAX).unwrap().into_iter().map(|b| b.batch_id).collect();
         assert_eq!(ids, [good.batch_id]);
         assert_eq!(spool.stats().reports, 1);
+        // Both set aside as they are (the link itself, not its target), and counted.
+        assert_eq!(spool.stats().rejected_total, 2);
+        assert!(
+            std::fs::symlink_metadata(
+                path.join("rejected").join(format!("00000000000000000002-{}.zst", planted.batch_id))
+            )
+            .unwrap()
+            .file_type()
+            .is_symlink()
+        );
+        assert!(outside.is_file(), "the link's target is left alone");
     });
 }
 
