@@ -226,10 +226,26 @@ pub fn write_human(r: &Report, out: &mut dyn Write, err: &mut dyn Write) -> std:
         r.count(MismatchKind::Changed),
         r.count(MismatchKind::ConffileChanged),
         r.count(MismatchKind::Missing),
-        r.problems.len()
+        r.problems.len() as u64 + r.unlisted_problems
     )?;
+    if r.unlisted_mismatches > 0 {
+        writeln!(
+            out,
+            "({} more not listed: the first {} are, most severe first)",
+            r.unlisted_mismatches,
+            crate::verify::MAX_LISTED_MISMATCHES
+        )?;
+    }
     for p in &r.problems {
         writeln!(err, "not checked: {p}")?;
+    }
+    if r.unlisted_problems > 0 {
+        writeln!(
+            err,
+            "not checked: {} more (see --json for the first {})",
+            r.unlisted_problems,
+            r.problems.len()
+        )?;
     }
     Ok(())
 }
@@ -269,8 +285,11 @@ mod tests {
                 actual: digest(&"ab".repeat(32)),
                 details: vec![],
             }],
+            unlisted_mismatches: 0,
             problems: vec![],
+            unlisted_problems: 0,
             duration_ms: 1,
+            unlisted_by_kind: [0; 3],
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());
         write_human(&report, &mut out, &mut err).unwrap();

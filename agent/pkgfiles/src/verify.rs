@@ -172,18 +172,93 @@ pub struct Report {
     pub files_checked: u64,
     /// Bytes hashed.
     pub bytes_hashed: u64,
-    /// Files that do not match, most severe first, then by path.
+    /// Files that do not match, most severe first, then by path: at most
+    /// [`MAX_LISTED_MISMATCHES`], the first in that order.
     pub mismatches: Vec<Mismatch>,
-    /// What could not be read or checked (unreadable files, damaged databases).
+    /// Mismatches found beyond those listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted_mismatches: u64,
+    /// What could not be read or checked (unreadable files, damaged databases): at most
+    /// [`MAX_LISTED_PROBLEMS`].
     pub problems: Vec<Problem>,
+    /// Problems found beyond those listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted_problems: u64,
     /// Wall time.
     pub duration_ms: u64,
+    /// Unlisted mismatches by kind (changed, conffile changed, missing), for [`Self::count`]
+    /// (`unlisted_mismatches` is their sum).
+    #[serde(skip)]
+    pub unlisted_by_kind: [u64; 3],
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Mismatches listed at most. A hostile image can list millions of files its packages do not
+/// have (every one missing): each is a few hundred bytes, so beyond this they are counted,
+/// not kept, and memory stays bounded (1.5 million once took 1.2 GB).
+pub const MAX_LISTED_MISMATCHES: usize = 100_000;
+
+/// Problems listed at most; the rest are counted.
+pub const MAX_LISTED_PROBLEMS: usize = 10_000;
+
 impl Report {
-    /// Mismatches of one kind.
-    pub fn count(&self, kind: MismatchKind) -> usize {
-        self.mismatches.iter().filter(|m| m.kind == kind).count()
+    /// Mismatches of one kind, listed or not.
+    pub fn count(&self, kind: MismatchKind) -> u64 {
+        let listed = self.mismatches.iter().filter(|m| m.kind == kind).count() as u64;
+        listed + self.unlisted_by_kind[kind_index(kind)]
+    }
+}
+
+fn kind_index(kind: MismatchKind) -> usize {
+    match kind {
+        MismatchKind::Changed => 0,
+        MismatchKind::ConffileChanged => 1,
+        MismatchKind::Missing => 2,
+    }
+}
+
+/// The order mismatches are listed in: most severe first (changed, missing, conffiles), then
+/// by path.
+fn listing_order(a: &Mismatch, b: &Mismatch) -> std::cmp::Ordering {
+    (std::cmp::Reverse(a.severity), &a.path, &a.package.name).cmp(&(
+        std::cmp::Reverse(b.severity),
+        &b.path,
+        &b.package.name,
+    ))
+}
+
+/// What the workers found, kept bounded as it arrives: the first [`MAX_LISTED_MISMATCHES`] in
+/// listing order (trimmed each time twice that many are held), the rest counted by kind.
+#[derive(Default)]
+struct Outcomes {
+    mismatches: Vec<Mismatch>,
+    unlisted_by_kind: [u64; 3],
+    problems: Vec<Problem>,
+    unlisted_problems: u64,
+}
+
+impl Outcomes {
+    fn take(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Mismatch(m) => {
+                self.mismatches.push(*m);
+                if self.mismatches.len() >= 2 * MAX_LISTED_MISMATCHES {
+                    self.trim();
+                }
+            }
+            Outcome::Problem(p) if self.problems.len() < MAX_LISTED_PROBLEMS => self.problems.push(p),
+            Outcome::Problem(_) => self.unlisted_problems += 1,
+        }
+    }
+
+    fn trim(&mut self) {
+        self.mismatches.sort_by(listing_order);
+        for m in self.mismatches.drain(MAX_LISTED_MISMATCHES.min(self.mismatches.len())..) {
+            self.unlisted_by_kind[kind_index(m.kind)] += 1;
+        }
     }
 }
 
@@ -286,7 +361,7 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(QUEUE_DEPTH);
     let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
     let (out_tx, out_rx) = mpsc::channel::<Outcome>();
-    let mut outcomes = Vec::new();
+    let mut found = Outcomes::default();
     std::thread::scope(|s| {
         let producer_out = out_tx.clone();
         let sel = &selected;
@@ -313,24 +388,12 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
             });
         }
         drop(out_tx);
-        outcomes.extend(out_rx.iter());
-    });
-    let mut mismatches = Vec::new();
-    let mut problems = Vec::new();
-    for o in outcomes {
-        match o {
-            Outcome::Mismatch(m) => mismatches.push(*m),
-            Outcome::Problem(p) => problems.push(p),
+        for outcome in out_rx.iter() {
+            found.take(outcome);
         }
-    }
-    // Most severe first (changed, missing, conffiles), then by path.
-    mismatches.sort_by(|a, b| {
-        (std::cmp::Reverse(a.severity), &a.path, &a.package.name).cmp(&(
-            std::cmp::Reverse(b.severity),
-            &b.path,
-            &b.package.name,
-        ))
     });
+    found.trim();
+    let Outcomes { mismatches, unlisted_by_kind, mut problems, unlisted_problems } = found;
     problems.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
     Ok(Report {
         root: root.dir().display().to_string(),
@@ -339,8 +402,11 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
         files_checked: progress.files_done.load(Ordering::Relaxed),
         bytes_hashed: progress.bytes_done.load(Ordering::Relaxed),
         mismatches,
+        unlisted_mismatches: unlisted_by_kind.iter().sum(),
         problems,
+        unlisted_problems,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        unlisted_by_kind,
     })
 }
 
@@ -939,4 +1005,57 @@ fn digest_file(mut file: &File, len: u64, algo: DigestAlgo, buf: &mut [u8]) -> i
 /// For a path shown to a person: the bytes as they are, control characters escaped.
 pub fn shown_path(path: &str) -> String {
     guestward_core::text::escape_control(path).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn missing(path: String, severity: Severity, kind: MismatchKind) -> Outcome {
+        Outcome::Mismatch(Box::new(Mismatch {
+            path,
+            package: PackageOwner {
+                manager: PackageManager::Dpkg,
+                name: "p".into(),
+                version: "1".into(),
+                arch: None,
+            },
+            kind,
+            conffile: kind == MismatchKind::ConffileChanged,
+            severity,
+            attributes: Vec::new(),
+            expected: None,
+            actual: None,
+            details: Vec::new(),
+        }))
+    }
+
+    /// Past the cap, what is kept is the first in listing order (the most severe, then by
+    /// path), whatever order the workers found them in, and the rest are counted by kind.
+    #[test]
+    fn mismatches_past_the_cap_are_counted_and_the_most_severe_kept() {
+        let mut found = Outcomes::default();
+        let total = 2 * MAX_LISTED_MISMATCHES + 10;
+        // Conffiles (low) first, then missing files (high) in reverse path order.
+        for i in 0..10 {
+            found.take(missing(format!("/etc/c{i}"), Severity::Low, MismatchKind::ConffileChanged));
+        }
+        for i in (0..total - 10).rev() {
+            found.take(missing(format!("/usr/f{i:07}"), Severity::High, MismatchKind::Missing));
+        }
+        found.trim();
+        assert_eq!(found.mismatches.len(), MAX_LISTED_MISMATCHES);
+        assert!(found.mismatches.iter().all(|m| m.kind == MismatchKind::Missing));
+        assert_eq!(found.mismatches[0].path, "/usr/f0000000");
+        assert_eq!(
+            found.unlisted_by_kind,
+            [0, 10, (total - 10 - MAX_LISTED_MISMATCHES) as u64],
+            "the low ones are the first dropped"
+        );
+        for i in 0..MAX_LISTED_PROBLEMS + 3 {
+            found.take(Outcome::Problem(Problem::new("x", format!("{i}"))));
+        }
+        assert_eq!((found.problems.len(), found.unlisted_problems), (MAX_LISTED_PROBLEMS, 3));
+    }
 }
