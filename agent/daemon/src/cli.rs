@@ -361,7 +361,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Scan(args) => {
             let (config, _source) = Config::load(cli.config.as_deref())?;
             let root = match &args.root {
-                Some(dir) => HostRoot::new(dir).with_context(|| format!("--root {}", dir.display()))?,
+                Some(dir) => HostRoot::new(dir).map_err(|e| anyhow::anyhow!("--root: {e}"))?,
                 None => HostRoot::live(),
             };
             let only: BTreeSet<Collector> =
