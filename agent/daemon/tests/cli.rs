@@ -331,11 +331,13 @@ fn scan_as_another_user_does_not_excuse_an_unreadable_package_database_or_passwd
         .arg(&bin)
         .arg("--config")
         .arg(&config)
-        .args(["scan", "--only", "packages,access", "--json", "--root"])
+        .args(["scan", "--only", "packages,updates,access", "--json", "--root"])
         .arg(&root));
     assert_eq!(code, 1, "degraded, not clean: {stdout}{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let problems = |section: &str| report[section]["problems"].to_string();
     assert!(problems("packages").contains("/var/lib/dpkg/status"), "{}", report["packages"]);
+    // The updates collector too: a status file it cannot look at is not a host without dpkg.
+    assert!(problems("updates").contains("/var/lib/dpkg/status"), "{}", report["updates"]);
     assert!(problems("access").contains("/etc/passwd"), "{}", report["access"]);
 }

@@ -126,8 +126,15 @@ pub(crate) fn collect(
     problems: &mut Vec<Problem>,
 ) -> Option<AptOutcome> {
     let admin = config.dpkg_admin_dir.as_path();
-    if !root.exists(admin.join("status")) {
-        return None;
+    // Only a status file that is not there means no dpkg: one that cannot be looked at (a
+    // directory closed to this user) is a problem, not a host without packages.
+    match root.symlink_metadata(admin.join("status")) {
+        Ok(_) => {}
+        Err(guestward_core::HostFsError::NotFound { .. }) => return None,
+        Err(e) => {
+            problems.push(e.to_problem());
+            return None;
+        }
     }
     let installed = match guestward_packages::dpkg::read_status(
         root,
