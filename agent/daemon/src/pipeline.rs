@@ -347,10 +347,20 @@ impl Sequence {
     fn load(state_dir: &Path) -> Self {
         let path = state_dir.join(SEQUENCE_FILE);
         let last = match guestward_core::read_regular_file_capped(&path, 64, false) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).trim().parse::<u64>().unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "report sequence unreadable; starting again at 1");
-                0
-            }),
+            // No agent counts past i64::MAX (the collector stores sequences as SQLite integers
+            // and refuses larger ones): such a value was written by hand, and is as unusable
+            // as one that does not parse.
+            Ok(bytes) => match String::from_utf8_lossy(&bytes).trim().parse::<u64>() {
+                Ok(v) if i64::try_from(v).is_ok() => v,
+                Ok(v) => {
+                    tracing::warn!(path = %path.display(), value = v, "report sequence beyond what a collector stores; starting again at 1");
+                    0
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "report sequence unreadable; starting again at 1");
+                    0
+                }
+            },
             Err(guestward_core::HostFsError::NotFound { .. }) => 0,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "report sequence unreadable; starting again at 1");
@@ -795,6 +805,21 @@ mod tests {
         let shipper = Arc::new(Shipper::new(&config.transport, Arc::clone(&spool)).unwrap());
         let transport = Arc::new(Transport::from_parts(spool, shipper));
         Arc::new(Pipeline::new(config, collectors, events).with_transport(Some(transport)))
+    }
+
+    /// The stored sequence goes on rising across restarts; one no collector can store (written
+    /// by hand: past i64::MAX) or that does not parse starts again at 1, instead of every
+    /// report after it reusing u64::MAX.
+    #[test]
+    fn the_sequence_resumes_and_an_impossible_stored_one_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(SEQUENCE_FILE);
+        for (stored, next) in
+            [("41\n", 42), ("18446744073709551615\n", 1), ("9223372036854775808", 1), ("x", 1)]
+        {
+            std::fs::write(&file, stored).unwrap();
+            assert_eq!(Sequence::load(dir.path()).next(), next, "after {stored:?}");
+        }
     }
 
     /// A reloaded `[history]` keeps what the coalescer held and prunes to the new bounds.
