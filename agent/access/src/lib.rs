@@ -217,9 +217,9 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
 
     let sudoers = sudo::read(root);
     report.sudoers_files = sudoers.files;
-    report.sudo_grants = sudoers.grants;
+    report.sudo_grants = sudoers.grants.into_vec();
     report.truncated.extend(sudoers.truncated);
-    problems.extend(sudoers.problems);
+    problems.extend(sudoers.problems.into_vec());
 
     let mut homes: BTreeSet<String> =
         passwd.iter().map(|p| p.home.clone()).filter(|h| h.starts_with('/') && h != "/").collect();

@@ -18,6 +18,7 @@
 
 use crate::fs::{FileId, MAX_CONFIG_BYTES, glob, open_identified, show};
 use crate::model::{Location, MatchBlock, SshdSettings, SshdValue};
+use guestward_core::capped::Capped;
 use guestward_core::text::counted;
 use guestward_core::{HostFsError, HostRoot, Problem};
 use std::collections::{HashMap, HashSet};
@@ -58,7 +59,6 @@ struct State {
     loops_more: u64,
     too_deep: Option<(Location, u64)>,
     too_many_files: Option<(Location, u64)>,
-    problems_dropped: u64,
     password_authentication: Option<SshdValue>,
     permit_root_login: Option<SshdValue>,
     permit_empty_passwords: Option<SshdValue>,
@@ -66,7 +66,7 @@ struct State {
     pubkey_authentication: Option<SshdValue>,
     authorized_keys_file: Option<Vec<String>>,
     match_blocks: Vec<MatchBlock>,
-    problems: Vec<Problem>,
+    problems: Capped<Problem, MAX_PROBLEMS>,
 }
 
 /// Splits a line's arguments as sshd's argv_split does: whitespace separates, double or single
@@ -153,11 +153,7 @@ impl State {
     }
 
     fn push(&mut self, p: Problem) {
-        if self.problems.len() < MAX_PROBLEMS {
-            self.problems.push(p);
-        } else {
-            self.problems_dropped += 1;
-        }
+        self.problems.push(p);
     }
 
     /// The causes counted while reading, one problem each.
@@ -199,17 +195,15 @@ impl State {
                 .with_line(u64::from(at.line)),
             );
         }
-        if self.problems_dropped > 0 {
-            // Past the cap on purpose: the count of what was left out is the last problem.
-            let n = self.problems_dropped;
-            self.problems.push(Problem::new(
+        self.problems.close_with(|n| {
+            Problem::new(
                 "limit_reached",
                 format!(
                     "{} with the sshd configuration not listed",
                     counted(n, "more problem", "more problems")
                 ),
-            ));
-        }
+            )
+        });
     }
 
     fn set(&mut self, keyword: &str, args: &[String], at: &Location) {
@@ -423,7 +417,7 @@ pub fn effective(
             .unwrap_or_else(|| vec![".ssh/authorized_keys".into(), ".ssh/authorized_keys2".into()]),
         match_blocks: state.match_blocks,
     };
-    Ok(Some((settings, state.problems)))
+    Ok(Some((settings, state.problems.into_vec())))
 }
 
 /// Expands an `AuthorizedKeysFile` pattern for one account: `%%`, `%h` (home), `%u` (user),

@@ -9,6 +9,7 @@
 
 use crate::fs::{FileId, MAX_CONFIG_BYTES, list_dir, open_identified, show};
 use crate::model::{Location, SudoGrant, Truncation};
+use guestward_core::capped::Capped;
 use guestward_core::text::counted;
 use guestward_core::{HostFsError, HostRoot, Problem};
 use std::collections::{HashMap, HashSet};
@@ -55,8 +56,8 @@ const OPTIONS: &[&str] =
 #[derive(Debug, Default)]
 pub(crate) struct Sudoers {
     pub files: Vec<String>,
-    pub grants: Vec<SudoGrant>,
-    pub problems: Vec<Problem>,
+    pub grants: Capped<SudoGrant, MAX_GRANTS>,
+    pub problems: Capped<Problem, MAX_PROBLEMS>,
     pub truncated: Vec<Truncation>,
     /// The files being read now (the include chain), to recognise a loop.
     reading: Vec<(FileId, String)>,
@@ -74,8 +75,6 @@ pub(crate) struct Sudoers {
     loops_more: u64,
     too_deep: Option<(Location, u64)>,
     too_many_files: Option<(String, u64)>,
-    grants_dropped: u64,
-    problems_dropped: u64,
 }
 
 /// Reads `/etc/sudoers` and everything it includes. A host without sudo has no file: empty.
@@ -139,19 +138,11 @@ fn strip_comment(line: &str) -> &str {
 
 impl Sudoers {
     fn problem(&mut self, p: Problem) {
-        if self.problems.len() < MAX_PROBLEMS {
-            self.problems.push(p);
-        } else {
-            self.problems_dropped += 1;
-        }
+        self.problems.push(p);
     }
 
     fn grant(&mut self, g: SudoGrant) {
-        if self.grants.len() < MAX_GRANTS {
-            self.grants.push(g);
-        } else {
-            self.grants_dropped += 1;
-        }
+        self.grants.push(g);
     }
 
     /// The causes counted while reading, one problem each.
@@ -188,9 +179,9 @@ impl Sudoers {
                 ),
             ));
         }
-        if self.grants_dropped > 0 {
+        if self.grants.left_out() > 0 {
             self.truncated.push(Truncation { what: "sudo_grants".into(), limit: MAX_GRANTS as u64 });
-            let n = self.grants_dropped;
+            let n = self.grants.left_out();
             self.problem(Problem::new(
                 "limit_reached",
                 format!(
@@ -199,15 +190,13 @@ impl Sudoers {
                 ),
             ));
         }
-        if self.problems_dropped > 0 {
-            // Pushed past the cap on purpose: the count of what was left out is itself the
-            // last problem.
-            let n = self.problems_dropped;
-            self.problems.push(Problem::new(
+        // Past the cap on purpose: the count of what was left out is the last problem.
+        self.problems.close_with(|n| {
+            Problem::new(
                 "limit_reached",
                 format!("{} with the sudoers files not listed", counted(n, "more problem", "more problems")),
-            ));
-        }
+            )
+        });
     }
 
     /// An include that leads back into a file or directory being read. sudo has no loop check:
@@ -571,7 +560,7 @@ mod tests {
                 s.statement(&body, Location { file: "/etc/sudoers".into(), line: n });
             }
         }
-        s.grants
+        s.grants.into_vec()
     }
 
     #[test]

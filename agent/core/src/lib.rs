@@ -15,6 +15,7 @@
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
 
+pub mod capped;
 #[cfg(feature = "cli-docs")]
 pub mod cli_docs;
 pub mod config;

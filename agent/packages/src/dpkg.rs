@@ -7,6 +7,7 @@
 
 #[cfg(feature = "collect")]
 use guestward_core::HostRoot;
+use guestward_core::capped::Capped;
 use guestward_core::text::{MAX_QUOTED_CHARS, quote_truncated, truncate_chars};
 use guestward_core::{HostFsError, Problem};
 use schemars::JsonSchema;
@@ -157,23 +158,15 @@ pub fn parse_status(bytes: &[u8], shown_path: &str) -> (DpkgInventory, Vec<Probl
         installed: Vec::new(),
         not_fully_installed: Vec::new(),
     };
-    let mut problems = Vec::new();
     // A planted status file of a million bad stanzas must not become a million problems
     // (520 MB, and a 148 MB JSON report): the first are listed, the rest counted.
-    let mut unlisted = 0u64;
-    let mut note = |p: Problem| {
-        if problems.len() < MAX_STATUS_PROBLEMS {
-            problems.push(p);
-        } else {
-            unlisted += 1;
-        }
-    };
+    let mut problems: Capped<Problem, MAX_STATUS_PROBLEMS> = Capped::default();
     for stanza in Stanzas::new(bytes) {
         let text = String::from_utf8_lossy(stanza.bytes);
         if matches!(text, Cow::Owned(_)) {
             // Not fatal: invalid bytes in free text (usually Description) are replaced; the
             // fields we keep are ASCII by Debian policy and are checked below.
-            note(
+            problems.push(
                 Problem::new("invalid_utf8", "stanza contains bytes that are not UTF-8; they were replaced")
                     .with_path(shown_path)
                     .with_line(stanza.first_line),
@@ -183,23 +176,23 @@ pub fn parse_status(bytes: &[u8], shown_path: &str) -> (DpkgInventory, Vec<Probl
             Ok(pkg) if pkg.status.is_absent() => {}
             Ok(pkg) if pkg.status.is_installed() => inventory.installed.push(pkg),
             Ok(pkg) => inventory.not_fully_installed.push(pkg),
-            Err(message) => note(
+            Err(message) => problems.push(
                 Problem::new("malformed", format!("skipped a stanza: {message}"))
                     .with_path(shown_path)
                     .with_line(stanza.first_line),
             ),
         }
     }
-    if unlisted > 0 {
-        problems.push(
-            Problem::new(
-                "malformed",
-                format!("{unlisted} more problem(s) in this file are not listed (the first {MAX_STATUS_PROBLEMS} are)"),
-            )
-            .with_path(shown_path),
-        );
-    }
-    (inventory, problems)
+    problems.close_with(|unlisted| {
+        Problem::new(
+            "malformed",
+            format!(
+                "{unlisted} more problem(s) in this file are not listed (the first {MAX_STATUS_PROBLEMS} are)"
+            ),
+        )
+        .with_path(shown_path)
+    });
+    (inventory, problems.into_vec())
 }
 
 /// How many problems of one status file are listed (see [`parse_status`]).

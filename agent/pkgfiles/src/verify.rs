@@ -236,8 +236,7 @@ fn listing_order(a: &Mismatch, b: &Mismatch) -> std::cmp::Ordering {
 struct Outcomes {
     mismatches: Vec<Mismatch>,
     unlisted_by_kind: [u64; 3],
-    problems: Vec<Problem>,
-    unlisted_problems: u64,
+    problems: guestward_core::capped::Capped<Problem, MAX_LISTED_PROBLEMS>,
 }
 
 impl Outcomes {
@@ -249,8 +248,7 @@ impl Outcomes {
                     self.trim();
                 }
             }
-            Outcome::Problem(p) if self.problems.len() < MAX_LISTED_PROBLEMS => self.problems.push(p),
-            Outcome::Problem(_) => self.unlisted_problems += 1,
+            Outcome::Problem(p) => self.problems.push(p),
         }
     }
 
@@ -393,7 +391,9 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
         }
     });
     found.trim();
-    let Outcomes { mismatches, unlisted_by_kind, mut problems, unlisted_problems } = found;
+    let Outcomes { mismatches, unlisted_by_kind, problems } = found;
+    let unlisted_problems = problems.left_out();
+    let mut problems = problems.into_vec();
     problems.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
     Ok(Report {
         root: root.dir().display().to_string(),
@@ -1056,6 +1056,6 @@ mod tests {
         for i in 0..MAX_LISTED_PROBLEMS + 3 {
             found.take(Outcome::Problem(Problem::new("x", format!("{i}"))));
         }
-        assert_eq!((found.problems.len(), found.unlisted_problems), (MAX_LISTED_PROBLEMS, 3));
+        assert_eq!((found.problems.len(), found.problems.left_out()), (MAX_LISTED_PROBLEMS, 3));
     }
 }
