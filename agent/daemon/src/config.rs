@@ -330,12 +330,14 @@ impl ConfigProblem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read config: {source}", path.display())]
+    // `error`, not `source`: the message says it already, and as the error's source it was
+    // said twice (`cannot read config: Is a directory: Is a directory`).
+    #[error("{}: cannot read config: {error}", path.display())]
     Read {
         /// The config file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is larger than any real config.
     #[error("{}: config is larger than {MAX_CONFIG_BYTES} bytes", path.display())]
@@ -624,7 +626,7 @@ fn value_offset(doc: &DeTable<'_>, key: &str) -> usize {
 fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let read_error = |error| ConfigError::Read { path: path.to_path_buf(), error };
     // Only a regular file is read (a symlink to one is fine: configuration management makes
     // those). A FIFO put where the config belongs once hung every command that reads it, and a
     // SIGHUP reload with it the daemon's reloads for good; opening a device runs its driver. So

@@ -201,6 +201,8 @@ fn check_config_exit_codes_valid_invalid_unreadable() {
         let (code, _, stderr, _) =
             run_bounded(agent().arg("--config").arg(special).args(["run", "--once"]), LIMIT);
         assert_eq!(code, Some(2), "{stderr}");
+        // Said once (the reason was repeated as the error's source).
+        assert_eq!(stderr.matches("not a regular file").count(), 1, "{stderr}");
     }
 }
 
