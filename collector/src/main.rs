@@ -135,7 +135,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("guestward-collector: {e:#}");
+            eprintln!("guestward-collector: {}", guestward_core::text::error_chain(e.chain()));
             ExitCode::FAILURE
         }
     }

@@ -275,9 +275,51 @@ pub fn escape_path(path: &std::path::Path) -> String {
     out
 }
 
+/// An error and its causes on one line, `: `-separated, as `anyhow`'s `{:#}` prints them, but
+/// without a cause whose text the line already holds: many of our errors quote their source in
+/// their own message, and a chain printed whole said the reason twice (`cannot read config:
+/// Is a directory: Is a directory`).
+pub fn error_chain(messages: impl IntoIterator<Item = impl std::fmt::Display>) -> String {
+    let mut line = String::new();
+    for e in messages {
+        let text = e.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Quoting(std::io::Error);
+    impl std::fmt::Display for Quoting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "/etc/x: cannot read config: {}", self.0)
+        }
+    }
+    impl std::error::Error for Quoting {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let e = Quoting(std::io::Error::other("Is a directory"));
+        let inner = std::io::Error::other("denied");
+        let chain: [&dyn std::error::Error; 2] = [&e, &e.0];
+        assert_eq!(error_chain(chain), "/etc/x: cannot read config: Is a directory");
+        let chain: [&dyn std::error::Error; 2] = [&std::io::Error::other("opening the spool"), &inner];
+        assert_eq!(error_chain(chain), "opening the spool: denied");
+    }
 
     #[test]
     fn a_cut_message_keeps_its_beginning_and_its_end() {

@@ -575,7 +575,7 @@ impl Failure {
             Some(ClientError::Decode(_)) => (FailureKind::Decode, None, None),
             None => (FailureKind::Usage, None, None),
         };
-        Self { message: format!("{e:#}"), kind, socket, http_status }
+        Self { message: guestward_core::text::error_chain(e.chain()), kind, socket, http_status }
     }
 
     /// `status`: 2 unreachable, 3 permission denied; `flush`: 1 when the agent refused

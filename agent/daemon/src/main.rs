@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             if e.chain().any(guestward_agent::exit::is_broken_pipe) {
                 return ExitCode::from(guestward_agent::exit::OK);
             }
-            eprintln!("guestward-agent: error: {e:#}");
+            eprintln!("guestward-agent: error: {}", guestward_core::text::error_chain(e.chain()));
             ExitCode::from(guestward_agent::exit::USAGE)
         }
     }
