@@ -21,7 +21,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeArray, DeTable, DeValue};
 
 /// Where the daemon and `scan` look when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/guestward/agent.toml";
@@ -529,16 +529,9 @@ impl<'i> Sections<'_, 'i> {
             return Some(T::default());
         };
         let before = self.problems.len();
-        if let DeValue::Table(table) = value.get_ref()
-            && table.len() > 1
-        {
+        if let DeValue::Table(table) = value.get_ref() {
             for (key, item) in table.iter() {
-                let mut one = DeTable::new();
-                one.insert(key.clone(), item.clone());
-                let alone = Spanned::new(value.span(), DeValue::Table(one));
-                if let Err(e) = T::deserialize(toml::de::ValueDeserializer::from(alone)) {
-                    self.record(&e);
-                }
+                self.deserialize_key::<T>(value.span(), key, item);
             }
         }
         if self.problems.len() > before {
@@ -550,6 +543,42 @@ impl<'i> Sections<'_, 'i> {
                 self.record(&e);
                 None
             }
+        }
+    }
+
+    /// Records the problems of `key = item` deserialized as the only key of its section. When
+    /// `item` is an array, serde stops at its first bad element; each element is then tried as
+    /// the array's only one, so that every bad element of `fim.paths` is listed, not the first.
+    fn deserialize_key<T: serde::de::DeserializeOwned>(
+        &mut self,
+        section_span: std::ops::Range<usize>,
+        key: &Spanned<std::borrow::Cow<'i, str>>,
+        item: &Spanned<DeValue<'i>>,
+    ) {
+        let alone = |item: Spanned<DeValue<'i>>| {
+            let mut one = DeTable::new();
+            one.insert(key.clone(), item);
+            T::deserialize(toml::de::ValueDeserializer::from(Spanned::new(
+                section_span.clone(),
+                DeValue::Table(one),
+            )))
+        };
+        let Err(whole) = alone(item.clone()) else { return };
+        let before = self.problems.len();
+        if let DeValue::Array(elements) = item.get_ref()
+            && elements.len() > 1
+        {
+            for element in elements.iter() {
+                let mut only = DeArray::new();
+                only.push(element.clone());
+                if let Err(e) = alone(Spanned::new(item.span(), DeValue::Array(only))) {
+                    self.record(&e);
+                }
+            }
+        }
+        // No element fails alone (or it is no array): the error is about the whole value.
+        if self.problems.len() == before {
+            self.record(&whole);
         }
     }
 
@@ -943,6 +972,26 @@ mod tests {
         assert_eq!((p[0].line, p[0].column), (4, 42), "{p:?}");
         assert_eq!(p[0].key.as_deref(), Some("fim.paths[1].exclude[1]"));
         assert!(p[0].message.contains("`/etc/[` is not a valid glob"), "{p:?}");
+    }
+
+    #[test]
+    fn every_bad_element_of_an_array_is_listed_not_only_the_first() {
+        // serde stops at an array's first bad element; an operator fixing `fim.paths` one
+        // element per `check-config` run was told of one at a time.
+        let text = "[fim]\npaths = [\"rel/a\", \"/ok\", \"/x/../y\", { path = \"b\" }]\n";
+        let p = problems(text);
+        let keys: Vec<_> = p.iter().map(|p| (p.key.as_deref().unwrap_or(""), p.line, p.column)).collect();
+        assert_eq!(
+            keys,
+            [("fim.paths[0]", 2, 10), ("fim.paths[2]", 2, 26), ("fim.paths[3].path", 2, 46)],
+            "{p:?}"
+        );
+        assert!(p[1].message.contains("must not contain `..`"), "{p:?}");
+        // A section of that one key alone is checked the same way.
+        assert_eq!(problems("[fim]\npaths = [\"a\", \"b\"]\n").len(), 2);
+        // A valid array still loads, and an error about the whole array is still reported.
+        Config::parse("[fim]\npaths = [\"/a\", \"/b\"]\n", Path::new("x")).unwrap();
+        assert_eq!(problems("[fim]\npaths = \"/a\"\n").len(), 1);
     }
 
     #[test]
