@@ -8,6 +8,9 @@
 //! body caps, zstd, validation) → [`store`] (one transaction per request, idempotent on
 //! `batch_id`).
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod config;
 pub mod identity;
 pub mod pki;

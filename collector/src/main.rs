@@ -1,6 +1,9 @@
 //! `guestward-collector`: the reference collector and its dev PKI. Argument parsing and the error
 //! edge only; everything else is in the `guestward_collector` library.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use guestward_collector::{config, pki};
@@ -134,8 +137,14 @@ fn main() -> ExitCode {
     guestward_core::logging::init("info");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed stdout (`pki issue-agent ... | head -c0`) is not an error worth a message,
+        // as for the agent.
+        Err(e) if e.chain().any(guestward_core::exit::is_broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("guestward-collector: {}", guestward_core::text::error_chain(e.chain()));
+            guestward_core::stdio::error_line(format_args!(
+                "guestward-collector: {}",
+                guestward_core::text::error_chain(e.chain())
+            ));
             ExitCode::FAILURE
         }
     }
@@ -149,7 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let written = guestward_core::cli_docs::generate_to(Cli::command(), &dir)
                 .with_context(|| format!("writing the man pages and completions into {}", dir.display()))?;
             for path in written {
-                println!("{}", path.display());
+                guestward_core::stdio::output_line(path.display())?;
             }
             Ok(())
         }
@@ -167,7 +176,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }?;
             for f in written.files {
-                println!("wrote {}", f.display());
+                guestward_core::stdio::output_line(format_args!("wrote {}", f.display()))
+                    .context("cannot write the list of files written to standard output")?;
             }
             Ok(())
         }
@@ -184,7 +194,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let server = guestward_collector::bind(&config).await?;
         let addr = server.local_addr().context("cannot read the bound address")?;
         tracing::info!(listen = %addr, db = %config.db.display(), "collector listening");
-        println!("listening on {addr}");
+        // For a script waiting on the line; one that has closed its end (`| head -c0`) or a
+        // full disk must not stop the server (the log says the same).
+        let _ = guestward_core::stdio::output_line(format_args!("listening on {addr}"));
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })

@@ -109,3 +109,63 @@ fn binary_refuses_a_config_with_an_unknown_key_naming_file_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("limits.max_body_bytes"), "{err}");
 }
+
+/// `println!` panicked when stdout was a closed pipe or a full disk: `serve | head -c0` killed
+/// the server, and `pki` commands exited 101 after writing their files.
+#[test]
+fn binary_survives_a_closed_stdout_and_a_full_stderr() {
+    guestward_core::testing::within(Duration::from_secs(60), "closed stdout", || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // stdout: a pipe whose reader is gone before anything is written.
+        let closed_pipe = || {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            writer
+        };
+        let out = Command::new(BIN)
+            .args(["pki", "init", "--dir", "pki"])
+            .current_dir(d)
+            .stdout(closed_pipe())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.is_empty(), "{stderr}");
+        assert!(d.join("pki/ca.pem").exists());
+        // A full disk under stdout is an error with a message, not a panic.
+        let out = Command::new(BIN)
+            .args(["pki", "issue-agent", "--dir", "pki", "--host-id", HOST_A])
+            .current_dir(d)
+            .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains("panicked") && stderr.contains("No space left"), "{stderr}");
+        // The server keeps serving with nobody reading its "listening on" line.
+        let mut child = Command::new(BIN)
+            .args(["serve", "--pki-dir", "pki", "--db", "c.db", "--listen", "127.0.0.1:0"])
+            .current_dir(d)
+            .stdout(closed_pipe())
+            .stderr(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(child.try_wait().unwrap().is_none(), "the server stopped");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        // An error with stderr on a full disk keeps its exit code.
+        let out = Command::new(BIN)
+            .args(["serve", "--config", "/nonexistent/collector.toml"])
+            .stderr(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+    });
+}

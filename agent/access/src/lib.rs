@@ -23,6 +23,8 @@
 //! one out: nothing here logs, problems name files and line numbers but never quote those
 //! files' lines, and the model has no field a secret could land in.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "collect")]

@@ -28,6 +28,9 @@
 //! Credentials are never requested (`iam/security-credentials` is refused by the client) and
 //! the IMDSv2 token never leaves the client.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 #[cfg(feature = "collect")]
 mod client;
 #[cfg(feature = "collect")]

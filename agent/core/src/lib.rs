@@ -15,6 +15,9 @@
 //!
 //! Nothing here knows about the network, the spool or any particular collector.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod capped;
 #[cfg(feature = "cli-docs")]
 pub mod cli_docs;
@@ -32,9 +35,11 @@ pub mod reserve;
 mod root;
 mod section;
 pub mod state_file;
+pub mod stdio;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod text;
+pub mod threads;
 pub mod time;
 
 pub use config::ConfigIssue;

@@ -86,7 +86,7 @@ fn env_filter() -> Option<Targets> {
         // target that silences the rest.
         match parse_level(&value) {
             Ok(filter) => return Some(filter),
-            Err(e) => eprintln!("{var}: {e}; ignored"),
+            Err(e) => crate::stdio::error_line(format_args!("{var}: {e}; ignored")),
         }
     }
     None

@@ -36,6 +36,7 @@ pub fn oracles_required() -> bool {
 /// `"{test}: required oracle missing: {reason}"`; otherwise it prints `SKIPPED {test}: {reason}`
 /// to stderr and the caller returns (or leaves out the part that needs it).
 #[track_caller]
+#[allow(clippy::print_stderr)] // A test's own output, captured by the harness.
 pub fn skip_or_fail(test: &str, reason: &str) {
     if oracles_required() {
         panic!("{test}: required oracle missing: {reason} ({REQUIRE_ORACLES_ENV}=1)");

@@ -3,6 +3,9 @@
 //! nothing itself. One-shot work (`check-config`) is done by `guestward-agent`, which it runs,
 //! so the two can never disagree.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod client;
 pub mod inventory;
 pub mod status;
@@ -625,9 +628,8 @@ impl Failure {
 
 /// Reports a failure once: one line on stderr, and with `json` the failure object on stdout.
 fn emit_failure(failure: &Failure, json: bool, is_status: bool, exit_code: u8) {
-    // The message may quote what answered on the socket, which need not be the agent:
-    // escaped, so that no byte of it can drive the terminal.
-    eprintln!("agentctl: {}", guestward_core::text::escape_control(&failure.message));
+    // The JSON first: a health check reading stdout must get its object even when the stderr
+    // line cannot be written (a log on a full disk).
     if json {
         let mut out = std::io::stdout().lock();
         // Compact, one line: a script reads it with one `read` or `jq`.
@@ -635,6 +637,12 @@ fn emit_failure(failure: &Failure, json: bool, is_status: bool, exit_code: u8) {
         let _ = writeln!(out);
         let _ = out.flush();
     }
+    // The message may quote what answered on the socket, which need not be the agent:
+    // escaped, so that no byte of it can drive the terminal.
+    guestward_core::stdio::error_line(format_args!(
+        "agentctl: {}",
+        guestward_core::text::escape_control(&failure.message)
+    ));
 }
 
 fn execute(cli: Cli) -> anyhow::Result<u8> {

@@ -325,8 +325,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let (mut config, source) = match Config::load(cli.config.as_deref()) {
                 Ok(loaded) => loaded,
                 Err(e) => {
-                    eprintln!("{e}");
-                    eprintln!("guestward-agent: not started: the configuration is invalid");
+                    guestward_core::stdio::error_line(format_args!("{e}"));
+                    guestward_core::stdio::error_line(
+                        "guestward-agent: not started: the configuration is invalid",
+                    );
                     return Ok(exit::USAGE);
                 }
             };

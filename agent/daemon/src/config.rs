@@ -320,9 +320,19 @@ pub struct ConfigProblem {
 
 impl ConfigProblem {
     /// `PATH:LINE:COLUMN: key `KEY`: MESSAGE`, the form every command prints.
+    /// Key and message quote the file, whose author may not be the reader: they are escaped
+    /// (`\x1b`), so that a key written as an escape sequence cannot retitle or recolour the
+    /// terminal of whoever runs `check-config`. JSON keeps them exact.
     pub fn render(&self, path: &Path) -> String {
-        let key = self.key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default();
-        format!("{}:{}:{}: {key}{}", path.display(), self.line, self.column, self.message)
+        use guestward_core::text::escape_control;
+        let key = self.key.as_ref().map(|k| format!("key `{}`: ", escape_control(k))).unwrap_or_default();
+        format!(
+            "{}:{}:{}: {key}{}",
+            guestward_core::text::escape_path(path),
+            self.line,
+            self.column,
+            escape_control(&self.message)
+        )
     }
 }
 
@@ -777,11 +787,14 @@ impl CheckOutcome {
         } else {
             match &self.result {
                 Ok(()) => writeln!(out, "{}: ok", self.path.display())?,
-                Err(e) => writeln!(err, "{e}")?,
+                // A stderr that cannot be written (a log on a full disk) must not turn the
+                // documented exit code into another: the code still says the file is invalid.
+                Err(e) => {
+                    let _ = writeln!(err, "{e}").and_then(|()| err.flush());
+                }
             }
         }
-        out.flush()?;
-        err.flush()
+        out.flush()
     }
 }
 

@@ -8,6 +8,9 @@
 //! shipper that delivers it ([`once`]: `run --once`, one report delivered and exit). [`config`]
 //! is the single TOML file that configures all of it.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod cli;
 pub mod collect;
 pub mod config;

@@ -1,5 +1,8 @@
 //! `guestward-agent`: see `guestward-agent --help`.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -20,7 +23,10 @@ fn main() -> ExitCode {
             if e.chain().any(guestward_agent::exit::is_broken_pipe) {
                 return ExitCode::from(guestward_agent::exit::OK);
             }
-            eprintln!("guestward-agent: error: {}", guestward_core::text::error_chain(e.chain()));
+            guestward_core::stdio::error_line(format_args!(
+                "guestward-agent: error: {}",
+                guestward_core::text::error_chain(e.chain())
+            ));
             ExitCode::from(guestward_agent::exit::USAGE)
         }
     }

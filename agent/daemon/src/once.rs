@@ -31,23 +31,23 @@ use std::time::Duration;
 /// Runs `run --once` and returns the exit code. Errors are usage/setup errors (exit 2).
 pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Result<u8> {
     if !config.transport.enabled {
-        eprintln!(
+        guestward_core::stdio::error_line(format_args!(
             "guestward-agent: run --once delivers a report to a collector, but `[transport] enabled` is \
              not true in {source}: set `[transport] enabled = true` with url, ca_file, cert_file and \
              key_file (see packaging/agent.toml), or use `guestward-agent scan` to print a report here"
-        );
+        ));
         return Ok(exit::USAGE);
     }
     let socket = config.control.socket_path.as_path();
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
         // A daemon on this configuration already ships every report; a second writer would take
         // the same report sequence numbers and drain the same spool.
-        eprintln!(
+        guestward_core::stdio::error_line(format_args!(
             "guestward-agent: a daemon is running on this configuration (its control socket {} \
              answers) and delivers reports itself: `agentctl scan` asks it for a report now, \
              `agentctl status` shows its transport",
             socket.display()
-        );
+        ));
         return Ok(exit::USAGE);
     }
     crate::daemon::prepare_state_dir(config.agent.state_dir.as_path())?;
@@ -75,7 +75,7 @@ pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Res
     } else if outcome.delivered() {
         writeln!(out, "{}", outcome.summary())?;
     } else {
-        eprintln!("guestward-agent: {}", outcome.summary());
+        guestward_core::stdio::error_line(format_args!("guestward-agent: {}", outcome.summary()));
     }
     out.flush()?;
     Ok(if outcome.delivered() { exit::OK } else { exit::NOT_DELIVERED })

@@ -86,16 +86,18 @@ pub fn run(config: &Config, args: &PrepareImageArgs) -> anyhow::Result<u8> {
     let service = match stop_agent(config, args.dry_run) {
         Ok(s) => s,
         Err(message) => {
-            eprintln!("guestward-agent: prepare-image refused: {message}");
+            guestward_core::stdio::error_line(format_args!(
+                "guestward-agent: prepare-image refused: {message}"
+            ));
             return Ok(EXIT_DAEMON_RUNNING);
         }
     };
     let state_dir = config.agent.state_dir.as_path();
     if let Err(message) = check_state_dir(state_dir) {
-        eprintln!(
+        guestward_core::stdio::error_line(format_args!(
             "guestward-agent: prepare-image refused: agent.state_dir = {}: {message}",
             state_dir.display()
-        );
+        ));
         return Ok(crate::exit::USAGE);
     }
     let mut items = plan(config, args.keep_baseline);

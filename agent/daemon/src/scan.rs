@@ -2,6 +2,7 @@
 
 use crate::collect::{self, Collected, Collectors, cloud::CloudCollected};
 use crate::config::Config;
+use guestward_core::threads::{Started, spawn_or_run};
 use guestward_core::{HostRoot, Timestamp};
 use guestward_report::protocol::Collector;
 use guestward_report::{AgentInfo, HostIdSource, Report};
@@ -16,14 +17,21 @@ pub fn run(config: &Config, collectors: &Collectors, only: &BTreeSet<Collector>)
     let wants = |c: Collector| only.contains(&c);
 
     // All collectors start before any is joined, so the scan takes as long as the slowest one.
+    // A collector whose thread the kernel refuses (`TasksMax`) runs on this one, in turn.
     let (host, packages, network, cloud, fim, updates, access) = std::thread::scope(|s| {
-        let host = wants(Collector::Host).then(|| s.spawn(|| collectors.host.collect()));
-        let packages = wants(Collector::Packages).then(|| s.spawn(|| collectors.packages.collect()));
-        let network = wants(Collector::Network).then(|| s.spawn(|| collectors.network.collect()));
-        let cloud = wants(Collector::Cloud).then(|| s.spawn(|| collectors.cloud.collect()));
-        let fim = wants(Collector::Fim).then(|| s.spawn(|| collectors.fim.collect()));
-        let updates = wants(Collector::Updates).then(|| s.spawn(|| collectors.updates.collect()));
-        let access = wants(Collector::Access).then(|| s.spawn(|| collectors.access.collect()));
+        let host =
+            wants(Collector::Host).then(|| spawn_or_run(s, "gw-scan-host", || collectors.host.collect()));
+        let packages = wants(Collector::Packages)
+            .then(|| spawn_or_run(s, "gw-scan-packages", || collectors.packages.collect()));
+        let network = wants(Collector::Network)
+            .then(|| spawn_or_run(s, "gw-scan-network", || collectors.network.collect()));
+        let cloud =
+            wants(Collector::Cloud).then(|| spawn_or_run(s, "gw-scan-cloud", || collectors.cloud.collect()));
+        let fim = wants(Collector::Fim).then(|| spawn_or_run(s, "gw-scan-fim", || collectors.fim.collect()));
+        let updates = wants(Collector::Updates)
+            .then(|| spawn_or_run(s, "gw-scan-updates", || collectors.updates.collect()));
+        let access = wants(Collector::Access)
+            .then(|| spawn_or_run(s, "gw-scan-access", || collectors.access.collect()));
         (
             join(host, || Collected::crashed("host")),
             join(packages, || Collected::crashed("packages")),
@@ -76,10 +84,10 @@ pub fn empty_report() -> Report {
     Report::new(AgentInfo::unidentified(), Timestamp::now())
 }
 
-/// Joins a collector thread; one that panicked becomes `on_panic()` (an error section) instead
-/// of taking the scan down.
-fn join<T>(handle: Option<std::thread::ScopedJoinHandle<'_, T>>, on_panic: impl FnOnce() -> T) -> Option<T> {
-    Some(handle?.join().unwrap_or_else(|_| on_panic()))
+/// Joins a collector; one that panicked becomes `on_panic()` (an error section) instead of
+/// taking the scan down.
+fn join<T>(started: Option<Started<'_, T>>, on_panic: impl FnOnce() -> T) -> Option<T> {
+    Some(started?.join().unwrap_or_else(|_| on_panic()))
 }
 
 /// Host identity: config override, then the EC2 instance id, then machine-id.

@@ -1,5 +1,6 @@
 use crate::support::*;
 use serde_json::Value;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[test]
@@ -340,4 +341,111 @@ fn scan_as_another_user_does_not_excuse_an_unreadable_package_database_or_passwd
     // The updates collector too: a status file it cannot look at is not a host without dpkg.
     assert!(problems("updates").contains("/var/lib/dpkg/status"), "{}", report["updates"]);
     assert!(problems("access").contains("/etc/passwd"), "{}", report["access"]);
+}
+
+/// A stderr that cannot be written (a health check's log on a full disk) once turned every
+/// error path into a panic and exit 101; `agentctl status --json` then printed no JSON.
+#[test]
+fn a_full_stderr_keeps_the_documented_exit_codes_and_the_json() {
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[agent]\nscan_interval_secs = 0\n").unwrap();
+    let cases: [(&str, Command, i32); 3] = [
+        (
+            "scan --root missing",
+            {
+                let mut c = agent();
+                c.args(["scan", "--root", "/nonexistent/snap"]);
+                c
+            },
+            2,
+        ),
+        (
+            "check-config of a bad file",
+            {
+                let mut c = agent();
+                c.arg("check-config").arg(&bad);
+                c
+            },
+            1,
+        ),
+        (
+            "scan with a bad config",
+            {
+                let mut c = agent();
+                c.args(["scan", "--config"]).arg(&bad);
+                c
+            },
+            2,
+        ),
+    ];
+    for (what, mut cmd, expected) in cases {
+        let out = cmd.stderr(full()).stdout(Stdio::piped()).output().unwrap();
+        assert_eq!(out.status.code(), Some(expected), "{what}: {out:?}");
+    }
+    let socket = dir.path().join("none.sock");
+    let out =
+        agentctl().arg("--socket").arg(&socket).args(["status", "--json"]).stderr(full()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["health"]["verdict"], "not_running", "{json}");
+}
+
+/// A config key written as an escape sequence must not drive the terminal of whoever checks
+/// the file: `check-config` and `run` print it escaped.
+#[test]
+fn check_config_prints_control_characters_of_the_file_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("esc.toml");
+    std::fs::write(&path, "[agent]\n\"\\u001b]0;PWNED\\u0007\" = 1\n").unwrap();
+    let (code, _, stderr) = run(agent().arg("check-config").arg(&path));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!stderr.contains('\u{1b}') && !stderr.contains('\u{7}'), "{stderr:?}");
+    assert!(stderr.contains("\\x1b]0;PWNED\\x07"), "{stderr}");
+}
+
+/// Under a process limit (the unit's `TasksMax`, `ulimit -u`) a thread the kernel refuses once
+/// panicked a collector's scope: the scan lost its network and updates sections, or crashed.
+/// Now such work runs on the calling thread, and `verify-packages` says what is wrong.
+#[test]
+fn a_process_limit_degrades_to_fewer_threads_instead_of_panicking() {
+    const TEST: &str = "a_process_limit_degrades_to_fewer_threads_instead_of_panicking";
+    if !is_root() {
+        guestward_core::testing::skip_or_fail(
+            TEST,
+            "needs root to switch to nobody (root ignores ulimit -u)",
+        );
+        return;
+    }
+    let Some(setpriv) = setpriv() else {
+        guestward_core::testing::skip_or_fail(TEST, "setpriv is not installed");
+        return;
+    };
+    let exe = env!("CARGO_BIN_EXE_guestward-agent");
+    // `ulimit -u` counts every task of the user: nobody runs nothing else here, so 4 leaves
+    // the scan its runtime's threads and few more.
+    let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c"])
+        .arg(format!("ulimit -u 4 && exec {exe} scan --json --only host,network,updates,packages"))
+        .current_dir("/"));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(code == 0 || code == 1, "exit {code}: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for section in ["host", "network", "updates", "packages"] {
+        let status = report[section]["status"].as_str().unwrap_or("");
+        assert!(status == "ok" || status == "degraded", "{section}: {}", report[section]);
+        assert!(report[section]["data"].is_object(), "{section}: {}", report[section]);
+    }
+    let (code, _, stderr) = run(std::process::Command::new(setpriv)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c"])
+        .arg(format!("ulimit -u 2 && exec {exe} fim verify-packages --package dpkg --no-progress"))
+        .current_dir("/"));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("ulimit -u"), "{stderr}");
+    // The flag is bounded as the config key is.
+    let (code, _, stderr) = run(agent().args(["fim", "verify-packages", "--threads", "1000"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("1000") && stderr.contains("0..=64"), "{stderr}");
 }

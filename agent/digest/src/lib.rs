@@ -22,6 +22,9 @@
 //! profile sets per crate, not per function. Nothing here is a hash primitive: every byte is
 //! hashed by `sha2`, `md5-many` or `blake3`; this crate only decides the order of the calls.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 use std::sync::OnceLock;
 
 use sha2::Digest as _;

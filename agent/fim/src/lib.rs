@@ -48,6 +48,8 @@
 //!   lost: a full queue becomes an overflow and another rescan) while a periodic or overflow
 //!   rescan is running.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 // The module docs link the collector's modules, absent without `collect`.
 #![cfg_attr(not(feature = "collect"), allow(rustdoc::broken_intra_doc_links))]
 

@@ -24,6 +24,8 @@
 //! [`Coalescer::push`], and a periodic [`Coalescer::drain_ready`] feeds `EventStore::append_batch`
 //! in bounded batches ([`Ready::into_batches`]).
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 #![warn(missing_docs)]
 
 mod coalesce;

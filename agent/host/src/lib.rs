@@ -7,6 +7,9 @@
 //! The reading is the default feature `collect`; without it this crate is only the model
 //! ([`HostFacts`]) and [`render_summary`], for crates that carry or show reports.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 #[cfg(feature = "collect")]
 use guestward_core::{HostRoot, Problem, Section};
 use schemars::JsonSchema;

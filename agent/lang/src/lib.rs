@@ -13,6 +13,8 @@
 //! [`render_table`], for crates that carry or show reports. Integer conversions in the
 //! parsers are checked (`clippy::cast_possible_truncation` is on).
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 #![warn(clippy::cast_possible_truncation)]
 
 pub mod config;

@@ -21,6 +21,8 @@
 //! the findings ([`FINDING_IDS`]), change tracking ([`diff`], [`LISTENER_OPENED`]...) and the
 //! renderers, for crates that carry or show reports.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 #![warn(missing_docs)]
 
 mod changes;
@@ -264,8 +266,11 @@ fn unknown(inode: u64, index: Result<&OwnerIndex, &str>, resolve: bool) -> Owner
 pub fn scan(config: &Config, ctx: &ScanContext) -> Result<ScanOutput, NetworkError> {
     // The descriptor walk does not depend on the socket list, so both run at once.
     let (raw, walk) = std::thread::scope(|scope| {
-        let walk =
-            config.resolve_owners.then(|| scope.spawn(|| owners::walk(&ctx.proc_root, ctx.live_kernel)));
+        let walk = config.resolve_owners.then(|| {
+            guestward_core::threads::spawn_or_run(scope, "gw-proc-walk", || {
+                owners::walk(&ctx.proc_root, ctx.live_kernel)
+            })
+        });
         let raw = list(config, ctx);
         let walk = walk.map(|w| {
             w.join().unwrap_or_else(|_| Err(std::io::Error::other("the process walk crashed; this is a bug")))

@@ -270,7 +270,7 @@ pub(crate) fn walk(proc_root: &Path, live: bool) -> std::io::Result<Walk> {
     let parts: Vec<Walk> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                scope.spawn(|| {
+                guestward_core::threads::spawn_or_run(scope, "gw-proc-walk", || {
                     let mut part = Walk::default();
                     let mut scratch = Scratch::new();
                     loop {

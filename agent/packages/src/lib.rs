@@ -11,6 +11,9 @@
 //! bytes ([`dpkg::parse_status`]), [`delta`]'s comparison, [`findings`] and
 //! [`render_summary`].
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod delta;
 pub mod dpkg;
 

@@ -36,8 +36,9 @@ pub struct VerifyPackagesArgs {
     /// Only these packages (name, or name:arch); repeat the flag or list several.
     #[arg(long = "package", value_name = "NAME", num_args = 1..)]
     pub packages: Vec<String>,
-    /// Hashing threads [default: one per core].
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    /// Hashing threads, 1 to 64 [default: one per core].
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=64))]
     pub threads: usize,
     /// Files larger than this many bytes are not hashed (reported as not checked).
     #[arg(long, value_name = "BYTES", default_value_t = verify::DEFAULT_MAX_FILE_BYTES)]
@@ -83,7 +84,10 @@ pub fn run_with(args: &VerifyPackagesArgs, out: &mut dyn Write, err: &mut dyn Wr
         bar
     });
     let result = std::thread::scope(|s| {
-        let worker = s.spawn(|| verify::verify_root(&root, &opts, &progress));
+        // Without a thread for it, the check runs here and the bar is not drawn.
+        let worker = guestward_core::threads::spawn_or_run(s, "gw-verify", || {
+            verify::verify_root(&root, &opts, &progress)
+        });
         if let Some(bar) = &bar {
             let mut counting = false;
             while !worker.is_finished() {

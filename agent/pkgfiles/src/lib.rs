@@ -14,6 +14,9 @@
 //! - `oracle`: [`guestward_fim::package::PackageOracle`] over the index and transactions,
 //!   which the FIM engine asks about each changed file.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod cli;
 pub mod dpkg;
 pub mod index;

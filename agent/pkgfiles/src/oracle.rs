@@ -326,7 +326,7 @@ impl PackageOracle for Oracle {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     let (next, listed) = (&next, &listed);
-                    scope.spawn(move || {
+                    guestward_core::threads::spawn_or_run(scope, "gw-anchor", move || {
                         let mut found = Vec::new();
                         let mut batch = Vec::with_capacity(VERIFY_BATCH);
                         while let Ok(id) =
@@ -350,7 +350,7 @@ impl PackageOracle for Oracle {
                     })
                 })
                 .collect();
-            joined(workers)
+            joined(workers.into_iter().map(guestward_core::threads::Started::join))
         })?;
         // rpm's packages and the paths several packages list: one thread lists them (every rpm
         // header in one pass over the database), the others judge.
@@ -364,42 +364,51 @@ impl PackageOracle for Oracle {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     let job_rx = &job_rx;
-                    scope.spawn(move || {
-                        let mut found = Vec::new();
-                        let mut failed = None;
-                        loop {
-                            // The lock is held only to take one batch.
-                            let batch = match job_rx.lock() {
-                                Ok(rx) => rx.recv(),
-                                Err(_) => break,
-                            };
-                            let Ok(batch) = batch else { break };
-                            // After a failure the thread still takes what is queued: the
-                            // listing would otherwise wait for room that no thread makes.
-                            if failed.is_some() {
-                                continue;
+                    // A thread the kernel refuses (`TasksMax`) is one judge fewer; with none at
+                    // all, the listing below would wait for room forever, so that fails.
+                    std::thread::Builder::new().name("gw-anchor-judge".into()).spawn_scoped(
+                        scope,
+                        move || {
+                            let mut found = Vec::new();
+                            let mut failed = None;
+                            loop {
+                                // The lock is held only to take one batch.
+                                let batch = match job_rx.lock() {
+                                    Ok(rx) => rx.recv(),
+                                    Err(_) => break,
+                                };
+                                let Ok(batch) = batch else { break };
+                                // After a failure the thread still takes what is queued: the
+                                // listing would otherwise wait for room that no thread makes.
+                                if failed.is_some() {
+                                    continue;
+                                }
+                                let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    verify_batch(root, index, known, batch)
+                                }));
+                                match judged {
+                                    Ok(theirs) => found.extend(theirs),
+                                    Err(panic) => failed = Some(panic_message(panic.as_ref())),
+                                }
                             }
-                            let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                verify_batch(root, index, known, batch)
-                            }));
-                            match judged {
-                                Ok(theirs) => found.extend(theirs),
-                                Err(panic) => failed = Some(panic_message(panic.as_ref())),
+                            match failed {
+                                Some(why) => Err(why),
+                                None => Ok(found),
                             }
-                        }
-                        match failed {
-                            Some(why) => Err(why),
-                            None => Ok(found),
-                        }
-                    })
+                        },
+                    )
                 })
+                .filter_map(Result::ok)
                 .collect();
+            if workers.is_empty() {
+                return Err("no thread could be started to verify the packages' files".to_string());
+            }
             let mut batcher = Batcher { jobs: &jobs, pending: Vec::with_capacity(VERIFY_BATCH) };
             unread = list_rest(index, roots, listed, &mut batcher);
             batcher.flush();
             drop(batcher);
             drop(jobs);
-            joined(workers)
+            joined(workers.into_iter().map(std::thread::ScopedJoinHandle::join))
         })?;
         found.extend(rest);
         let (unread_count, unread) = unread.into_parts();
@@ -455,11 +464,11 @@ type ThreadFound = Result<Vec<(PathBuf, PackageAttribution)>, String>;
 /// panicked took the files it had judged with it, and a verdict short of them would pass those
 /// files as matching their packages. The caller reports the baseline's packages as not
 /// verified instead.
-fn joined(workers: Vec<std::thread::ScopedJoinHandle<'_, ThreadFound>>) -> ThreadFound {
+fn joined(workers: impl IntoIterator<Item = std::thread::Result<ThreadFound>>) -> ThreadFound {
     let mut found = Vec::new();
     let mut failed = None;
     for worker in workers {
-        match worker.join() {
+        match worker {
             Ok(Ok(theirs)) => found.extend(theirs),
             Ok(Err(why)) => {
                 failed.get_or_insert(why);

@@ -292,6 +292,9 @@ pub enum VerifyError {
         /// What the load met, the first few.
         problems: Vec<String>,
     },
+    /// The threads the check needs could not be started, or one failed.
+    #[error("{0}")]
+    Threads(String),
     /// `--package` named packages that are not installed.
     #[error("not installed: {0}")]
     UnknownPackages(String),
@@ -361,35 +364,55 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
     let (out_tx, out_rx) = mpsc::channel::<Outcome>();
     let mut found = Outcomes::default();
     std::thread::scope(|s| {
-        let producer_out = out_tx.clone();
-        let sel = &selected;
-        s.spawn(move || produce(index, sel, &job_tx, &producer_out, progress));
-        for _ in 0..threads {
+        let mut hashers = 0usize;
+        for i in 0..threads {
             let rx = Arc::clone(&job_rx);
             let tx = out_tx.clone();
             let accounts = &accounts;
-            s.spawn(move || {
-                let mut worker = Worker::new(index, opts.max_file_bytes, accounts);
-                loop {
-                    // The lock is held only to take one job.
-                    let job = match rx.lock() {
-                        Ok(guard) => guard.recv(),
-                        Err(_) => break,
-                    };
-                    let Ok(job) = job else { break };
-                    for o in worker.check(&job) {
-                        let _ = tx.send(o);
+            let spawned =
+                std::thread::Builder::new().name(format!("gw-verify-{i}")).spawn_scoped(s, move || {
+                    let mut worker = Worker::new(index, opts.max_file_bytes, accounts);
+                    loop {
+                        // The lock is held only to take one job.
+                        let job = match rx.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok(job) = job else { break };
+                        for o in worker.check(&job) {
+                            let _ = tx.send(o);
+                        }
+                        progress.files_done.fetch_add(1, Ordering::Relaxed);
                     }
-                    progress.files_done.fetch_add(1, Ordering::Relaxed);
-                }
-                progress.bytes_done.fetch_add(worker.bytes, Ordering::Relaxed);
-            });
+                    progress.bytes_done.fetch_add(worker.bytes, Ordering::Relaxed);
+                });
+            // A thread the kernel refuses (`ulimit -u`, the unit's `TasksMax`) is one hasher
+            // fewer; the work is the same.
+            hashers += usize::from(spawned.is_ok());
         }
+        if hashers == 0 {
+            return Err(VerifyError::Threads(
+                "no thread could be started to hash the files: the process limit (`ulimit -u`, the \
+                 unit's TasksMax) is reached; try again with --threads 1 or a higher limit"
+                    .into(),
+            ));
+        }
+        let producer_out = out_tx.clone();
+        let sel = &selected;
+        // Without a thread of its own, the listing runs here while the hashers take what it
+        // queues (the outcomes' channel is unbounded, so nobody waits on this thread).
+        let listing = guestward_core::threads::spawn_or_run(s, "gw-verify-list", move || {
+            produce(index, sel, &job_tx, &producer_out, progress);
+        });
         drop(out_tx);
         for outcome in out_rx.iter() {
             found.take(outcome);
         }
-    });
+        // A listing that stopped half-way would present half the packages as all of them.
+        listing
+            .join()
+            .map_err(|_| VerifyError::Threads("listing the packages' files crashed (internal error)".into()))
+    })?;
     found.trim();
     let Outcomes { mismatches, unlisted_by_kind, problems } = found;
     let unlisted_problems = problems.left_out();

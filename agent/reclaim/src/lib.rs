@@ -17,6 +17,9 @@
 //! elsewhere): `madvise(2)`, `malloc_trim(3)` and `mallopt(3)` have no safe wrapper, and each
 //! call carries its reasoning.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 mod allocator;
 
 pub use allocator::{

@@ -13,6 +13,9 @@
 //! `agentctl` and a collector server can read reports without netlink, inotify, SQLite or an
 //! IMDS client.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod catalogue;
 pub mod cyclonedx;
 mod envelope;

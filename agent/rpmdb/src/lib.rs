@@ -25,6 +25,8 @@
 //! parsers are checked (`clippy::cast_possible_truncation` is on): a length read from a file
 //! that does not fit is reported, never truncated.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 #![warn(missing_docs)]
 #![warn(clippy::cast_possible_truncation)]
 

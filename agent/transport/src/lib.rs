@@ -9,6 +9,9 @@
 //!
 //! The wire protocol is `guestward_report::ingest`.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod config;
 pub mod shipper;
 pub mod spool;

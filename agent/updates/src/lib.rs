@@ -16,6 +16,8 @@
 //! Reading is the default feature `collect`. Without it the crate is the model
 //! ([`UpdatesReport`]...), [`Config`], the findings ([`FINDING_IDS`]) and the renderers.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "collect")]
@@ -64,7 +66,7 @@ pub fn collect_at(config: &Config, root: &HostRoot, now: Timestamp) -> Section<U
     let mut problems = Vec::new();
     // The apt lists (tens of MB to decompress) and the rpm side are independent.
     let ((apt, apt_problems), (rpm, rpm_problems)) = std::thread::scope(|s| {
-        let rpm = s.spawn(|| {
+        let rpm = guestward_core::threads::spawn_or_run(s, "gw-updates-rpm", || {
             let mut p = Vec::new();
             (dnf::collect(root, config, now, &mut p), p)
         });

@@ -21,6 +21,8 @@
 //! for: `iam/security-credentials`), and counted ([`Emulator::counters`]) so a test can say
 //! how many tokens a process asked for.
 
+// Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_lc_rs::rand::SystemRandom;

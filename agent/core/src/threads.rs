@@ -1,0 +1,94 @@
+//! Scoped threads that degrade instead of panicking when no thread can be made.
+//!
+//! Why: `std::thread::Scope::spawn` panics when the kernel refuses a thread (the unit's
+//! `TasksMax`, `ulimit -u`, memory short). Under such a limit one `scan` lost its network and
+//! updates sections and the next run crashed outright. [`spawn_or_run`] runs the work on the
+//! calling thread instead: slower, never lost.
+
+use std::sync::{Arc, Mutex};
+use std::thread::{Scope, ScopedJoinHandle};
+
+/// Work started by [`spawn_or_run`]: on a thread of its own, or already done here.
+pub enum Started<'scope, T> {
+    /// Running on its own thread.
+    Thread(ScopedJoinHandle<'scope, Option<T>>),
+    /// No thread could be made: it ran on the caller's thread (`Err`: it panicked).
+    Ran(std::thread::Result<T>),
+}
+
+impl<T> Started<'_, T> {
+    /// Waits for the work; `Err` when it panicked, as [`ScopedJoinHandle::join`].
+    pub fn join(self) -> std::thread::Result<T> {
+        match self {
+            Self::Thread(handle) => handle.join()?.ok_or_else(|| {
+                Box::new("the work was taken by another thread") as Box<dyn std::any::Any + Send>
+            }),
+            Self::Ran(result) => result,
+        }
+    }
+
+    /// Whether the work is over (work run here always is).
+    pub fn is_finished(&self) -> bool {
+        match self {
+            Self::Thread(handle) => handle.is_finished(),
+            Self::Ran(_) => true,
+        }
+    }
+
+    /// Whether the work runs on a thread of its own.
+    pub fn on_own_thread(&self) -> bool {
+        matches!(self, Self::Thread(_))
+    }
+}
+
+/// Starts `work` on a scoped thread named `name`, or, when the kernel refuses the thread, runs
+/// it right here (a panic in it is caught and returned by [`Started::join`], as a thread's
+/// would be).
+pub fn spawn_or_run<'scope, 'env, T, F>(
+    scope: &'scope Scope<'scope, 'env>,
+    name: &str,
+    work: F,
+) -> Started<'scope, T>
+where
+    F: FnOnce() -> T + Send + 'scope,
+    T: Send + 'scope,
+{
+    // The work waits in a slot both sides hold: `spawn_scoped` drops its closure when it fails,
+    // and the work must survive that to run here.
+    let slot = Arc::new(Mutex::new(Some(work)));
+    let theirs = Arc::clone(&slot);
+    let spawned = std::thread::Builder::new().name(name.to_string()).spawn_scoped(scope, move || {
+        let work = theirs.lock().ok().and_then(|mut w| w.take());
+        work.map(|w| w())
+    });
+    match spawned {
+        Ok(handle) => Started::Thread(handle),
+        Err(_) => {
+            let work = slot.lock().ok().and_then(|mut w| w.take());
+            Started::Ran(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
+                Some(w) => w(),
+                None => std::panic::resume_unwind(Box::new("the work was taken by another thread")),
+            })))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_runs_once_and_a_panic_comes_back_as_an_error() {
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let a = spawn_or_run(s, "t-a", || counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 10);
+            let b = spawn_or_run(s, "t-b", || -> usize { panic!("boom") });
+            assert!(a.on_own_thread());
+            assert!(a.join().is_ok_and(|v| v >= 10));
+            assert!(b.join().is_err());
+        });
+        assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+    // The fallback (no thread could be made) is tested through the agent binary run under
+    // `ulimit -u` (the daemon crate's integration tests).
+}
