@@ -97,9 +97,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Whether this run's report was spooled and the spool was emptied.
+    /// Whether this run's report was spooled and the spool was emptied, every report stored by
+    /// the collector: one it refused for good (set aside in `spool/rejected/`) was not
+    /// delivered, and exit 0 would tell a cron job all is well.
     pub fn delivered(&self) -> bool {
-        matches!(&self.cycle, Ok(c) if !matches!(c.spooled, Spooled::Failed(_))) && self.delivery.is_ok()
+        matches!(&self.cycle, Ok(c) if !matches!(c.spooled, Spooled::Failed(_)))
+            && matches!(&self.delivery, Ok(d) if d.set_aside == 0)
     }
 
     /// One line for a person.
@@ -153,6 +156,11 @@ impl Outcome {
                 "delivered to {}: {} report(s) stored, {} already stored, {} request(s); {spool_failure}{this_run}",
                 self.url, d.stored, d.duplicates, d.requests
             ),
+            Ok(d) if d.set_aside > 0 => format!(
+                "not delivered to {}: the collector refused {} report(s) for good, set aside in \
+                 {}/rejected/ with its reason ({} stored, {} already stored); {spool_failure}{this_run}",
+                self.url, d.set_aside, self.spool_dir, d.stored, d.duplicates
+            ),
             Ok(_) => format!("not delivered: {spool_failure}{this_run}"),
             Err(e) => format!(
                 "not delivered to {}: {e}; {} report(s) stay spooled in {} for the next run; \
@@ -201,6 +209,7 @@ impl Outcome {
             "stored": summary.stored,
             "duplicates": summary.duplicates,
             "requests": summary.requests,
+            "set_aside": summary.set_aside,
             "error": error,
             "spool": {
                 "dir": self.spool_dir,

@@ -14,6 +14,7 @@
 //! | 429, 503 | kept | after `Retry-After` (seconds or HTTP date, at most 1 h), else backoff |
 //! | 413, or 400/415/422 for several reports | kept | at once, one report per request |
 //! | 400, 413, 415, 422 for one report (poison) | moved to `spool/rejected/` | at once |
+//! | 400, 415, 422, or 413 for one report, not in the collector's `ErrorBody` (a proxy's) | kept | backoff |
 //! | 401, 403 for reports made as another host than the newest report's | moved to `spool/rejected/` | at once |
 //! | 401, 403 otherwise (credentials refused) | kept | backoff; `status()` says so |
 //! | other status, connection error, timeout, unreadable answer | kept | backoff |
@@ -112,6 +113,9 @@ pub struct DeliverySummary {
     pub duplicates: u64,
     /// Requests sent (retries included).
     pub requests: u64,
+    /// Reports the collector refused for good (malformed, or made as another host): moved to
+    /// `spool/rejected/`, not delivered.
+    pub set_aside: u64,
 }
 
 /// Timing knobs. The defaults are the documented behaviour; tests shorten them.
@@ -228,7 +232,7 @@ enum Step {
     /// Nothing to send.
     Empty,
     /// Reports were acknowledged or quarantined.
-    Progress { stored: u64, duplicates: u64, requests: u64 },
+    Progress { stored: u64, duplicates: u64, requests: u64, set_aside: u64 },
     /// The pass failed; wait this long.
     Failed { requests: u64, wait: Duration },
     /// Nothing may be sent with the certificate loaded (it is retired): why.
@@ -396,10 +400,11 @@ impl Shipper {
             match tokio::time::timeout(remaining, self.step()).await {
                 Err(_) => return Err(self.undelivered("the deadline passed during a request")),
                 Ok(Step::Empty) => return Ok(summary),
-                Ok(Step::Progress { stored, duplicates, requests }) => {
+                Ok(Step::Progress { stored, duplicates, requests, set_aside }) => {
                     summary.stored += stored;
                     summary.duplicates += duplicates;
                     summary.requests += requests;
+                    summary.set_aside += set_aside;
                 }
                 Ok(Step::Held(why)) => {
                     return Err(ShipperError::Undelivered {
@@ -478,14 +483,17 @@ impl Shipper {
         }
         let mut requests = 1;
         match self.send(&client, &batch).await {
-            Answer::Acked { stored, duplicates } => Step::Progress { stored, duplicates, requests },
+            Answer::Acked { stored, duplicates } => {
+                Step::Progress { stored, duplicates, requests, set_aside: 0 }
+            }
             Answer::Retry { error, retry_after } => {
                 Step::Failed { requests, wait: self.record_failure(error, retry_after) }
             }
             Answer::Forbidden { error } => match self.made_as_another_host(&batch) {
                 Some(now) => {
                     self.set_aside(&batch, &now, &error);
-                    Step::Progress { stored: 0, duplicates: 0, requests }
+                    let set_aside = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                    Step::Progress { stored: 0, duplicates: 0, requests, set_aside }
                 }
                 None => {
                     Step::Failed { requests, wait: self.record_failure(credentials_refused(&error), None) }
@@ -493,12 +501,12 @@ impl Shipper {
             },
             Answer::Refused { status, message } if batch.len() == 1 => {
                 self.quarantine(&batch[0], status, &message);
-                Step::Progress { stored: 0, duplicates: 0, requests }
+                Step::Progress { stored: 0, duplicates: 0, requests, set_aside: 1 }
             }
             Answer::Refused { status, message } => {
                 // Which report the collector minds is unknown: send them one per request.
                 tracing::info!(status, reports = batch.len(), message = %message, "transport: batch refused; sending its reports one per request");
-                let (mut stored, mut duplicates) = (0, 0);
+                let (mut stored, mut duplicates, mut set_aside) = (0, 0, 0);
                 for one in batch.chunks(1) {
                     requests += 1;
                     match self.send(&client, one).await {
@@ -506,7 +514,10 @@ impl Shipper {
                             stored += s;
                             duplicates += d;
                         }
-                        Answer::Refused { status, message } => self.quarantine(&one[0], status, &message),
+                        Answer::Refused { status, message } => {
+                            self.quarantine(&one[0], status, &message);
+                            set_aside += 1;
+                        }
                         Answer::Retry { error, retry_after } => {
                             return Step::Failed { requests, wait: self.record_failure(error, retry_after) };
                         }
@@ -516,7 +527,7 @@ impl Shipper {
                         }
                     }
                 }
-                Step::Progress { stored, duplicates, requests }
+                Step::Progress { stored, duplicates, requests, set_aside }
             }
         }
     }
@@ -590,8 +601,24 @@ impl Shipper {
         }
         let message = error_message(&body);
         let error = format!("POST {}: collector answered {status}: {message}", self.endpoint);
+        // Security of the spool: a refusal sets reports aside for good, so it is believed only
+        // from the collector itself, which always answers with its `ErrorBody`. A proxy or load
+        // balancer in front (nginx answers 400 to a client certificate it does not accept, and
+        // 413 above its `client_max_body_size`) said nothing about the reports: once every
+        // report of the spool went to `rejected/` that way while status said "ok".
+        let from_collector = serde_json::from_slice::<ErrorBody>(&body).is_ok();
         match code {
-            400 | 413 | 415 | 422 => Answer::Refused { status: code, message: error },
+            400 | 413 | 415 | 422 if from_collector => Answer::Refused { status: code, message: error },
+            // Several reports too large for the proxy: smaller requests may pass.
+            413 if batch.len() > 1 => Answer::Refused { status: code, message: error },
+            400 | 413 | 415 | 422 => Answer::Retry {
+                error: format!(
+                    "{error}; the answer is not the collector's (a proxy or load balancer in the \
+                     way refused the request: its client-certificate or size settings?), so the \
+                     reports stay spooled"
+                ),
+                retry_after: None,
+            },
             429 | 503 => Answer::Retry { error, retry_after },
             401 | 403 => Answer::Forbidden { error },
             _ => Answer::Retry { error, retry_after: None },

@@ -187,7 +187,8 @@ fn a_poison_report_refused_with_422_is_moved_aside_and_the_queue_moves_on() {
         let ids = push(&s.spool, 1..=3);
         s.server.set_default(Reply::RefuseBatch(ids[1].clone()));
         let shipper = shipper(&s, fast());
-        rt().block_on(shipper.deliver_all(Duration::from_secs(20))).unwrap();
+        let summary = rt().block_on(shipper.deliver_all(Duration::from_secs(20))).unwrap();
+        assert_eq!(summary.set_aside, 1, "{summary:?}");
         assert_eq!(s.server.stored(), vec![ids[0].clone(), ids[2].clone()]);
         assert!(s.spool.is_empty());
         assert_eq!(s.spool.rejected_total(), 1);
@@ -201,6 +202,31 @@ fn a_poison_report_refused_with_422_is_moved_aside_and_the_queue_moves_on() {
         assert!(entry.contains(&ids[1]), "{names:?}");
         let reason = std::fs::read_to_string(rejected.join(format!("{entry}.reason"))).unwrap();
         assert!(reason.contains("422") && reason.contains("scripted answer"), "{reason}");
+    });
+}
+
+/// A proxy in front of the collector (nginx refusing the client certificate) answers 400 with
+/// a page of its own. That says nothing about the reports: once every report of the spool went
+/// to `rejected/` that way, and `run --once` said "delivered".
+#[test]
+fn a_proxy_refusal_is_not_the_collectors_and_keeps_every_report_spooled() {
+    within(Duration::from_secs(60), "proxy 400", || {
+        let s = setup();
+        let ids = push(&s.spool, 1..=3);
+        for code in [400, 413, 415, 422] {
+            s.server.set_default(Reply::Proxy(code));
+            let shipper = shipper(&s, fast());
+            let err = rt().block_on(shipper.deliver_all(Duration::from_secs(2))).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&code.to_string()) && text.contains("not the collector's"), "{text}");
+            assert_eq!(s.spool.len(), 3, "{code}");
+            assert_eq!(s.spool.rejected_total(), 0, "{code}");
+        }
+        // The proxy is fixed: everything goes through.
+        s.server.set_default(Reply::Store);
+        let summary = rt().block_on(shipper(&s, fast()).deliver_all(Duration::from_secs(10))).unwrap();
+        assert_eq!(s.server.stored(), ids);
+        assert_eq!(summary.set_aside, 0);
     });
 }
 

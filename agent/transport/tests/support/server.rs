@@ -26,6 +26,9 @@ pub enum Reply {
     Stall,
     /// 422 when the request holds this batch id, else `Store`.
     RefuseBatch(String),
+    /// This status with the HTML page a proxy in front of the collector answers (nginx's
+    /// "400 The SSL certificate error"), not the collector's `ErrorBody`.
+    Proxy(u16),
 }
 
 /// One request the server received.
@@ -230,6 +233,15 @@ async fn serve(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, 
                     batch_ids.join(",")
                 );
                 if respond(&mut tls, code, &headers, body.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Proxy(code) => {
+                let page = format!(
+                    "<html>\r\n<head><title>{code} Bad Request</title></head>\r\n<body>\r\n<center><h1>{code} \
+                     Bad Request</h1></center>\r\n<center>The SSL certificate error</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+                );
+                if respond(&mut tls, code, &[], page.as_bytes()).await.is_err() {
                     return;
                 }
             }
