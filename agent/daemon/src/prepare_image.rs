@@ -83,23 +83,43 @@ pub struct Outcome {
 
 /// Runs `prepare-image`; returns the exit code.
 pub fn run(config: &Config, args: &PrepareImageArgs) -> anyhow::Result<u8> {
+    // A refusal changes nothing; with `--json` it is an object on stdout too, as every failing
+    // command's is (a bake script reads `refused` and `error`).
+    let refuse = |code: u8, message: String| -> anyhow::Result<u8> {
+        if args.json {
+            let value = serde_json::json!({
+                "refused": true,
+                "dry_run": args.dry_run,
+                "error": message,
+                "exit_code": code,
+                "state_dir": config.agent.state_dir.as_path().display().to_string(),
+            });
+            guestward_core::json::write_json(
+                &mut std::io::stdout().lock(),
+                &value,
+                guestward_core::json::stdout_wants_pretty(),
+            )?;
+        }
+        guestward_core::stdio::error_line(format_args!("guestward-agent: prepare-image refused: {message}"));
+        Ok(code)
+    };
     let service = match stop_agent(config, args.dry_run) {
         Ok(s) => s,
-        Err(message) => {
-            guestward_core::stdio::error_line(format_args!(
-                "guestward-agent: prepare-image refused: {message}"
-            ));
-            return Ok(EXIT_DAEMON_RUNNING);
-        }
+        Err(message) => return refuse(EXIT_DAEMON_RUNNING, message),
     };
     let state_dir = config.agent.state_dir.as_path();
     if let Err(message) = check_state_dir(state_dir) {
-        guestward_core::stdio::error_line(format_args!(
-            "guestward-agent: prepare-image refused: agent.state_dir = {}: {message}",
-            state_dir.display()
-        ));
-        return Ok(crate::exit::USAGE);
+        return refuse(crate::exit::USAGE, format!("agent.state_dir = {}: {message}", state_dir.display()));
     }
+    // An agent that does not answer on this configuration's socket may still be at work on the
+    // state directory: a daemon started with `--socket` elsewhere, a `run --once` from cron, a
+    // `fim init`. Removing the identity under it left a "prepared" directory that the daemon
+    // filled again seconds later. Their locks say so; holding them keeps any from starting
+    // until this is done.
+    let _locks = match lock_out_agents(state_dir, args.dry_run) {
+        Ok(locks) => locks,
+        Err(message) => return refuse(EXIT_DAEMON_RUNNING, message),
+    };
     let mut items = plan(config, args.keep_baseline);
     if !args.dry_run {
         for item in items.iter_mut().filter(|i| i.error.is_none()) {
@@ -216,6 +236,31 @@ fn plan(config: &Config, keep_baseline: bool) -> Vec<Item> {
         }
     }
     items
+}
+
+/// Takes the state directory's agent and FIM locks (none when the directory does not exist);
+/// the reason, naming the holder, when a process holds one. A dry run, which changes nothing,
+/// is refused only for a holder: a lock it may not open (not root) is the listing's business.
+fn lock_out_agents(state_dir: &Path, dry_run: bool) -> Result<Vec<guestward_core::lock::DirLock>, String> {
+    if !state_dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut locks = Vec::new();
+    for name in [crate::daemon::AGENT_LOCK_FILE, guestward_fim::lock::LOCK_FILE] {
+        match guestward_core::lock::DirLock::acquire(state_dir, name) {
+            Ok(lock) => locks.push(lock),
+            Err(guestward_core::lock::LockError::Busy { holder, .. }) => {
+                return Err(format!(
+                    "another process uses the state directory {} ({holder}): stop it first, then \
+                     run prepare-image again; nothing was changed",
+                    state_dir.display()
+                ));
+            }
+            Err(_) if dry_run => {}
+            Err(other) => return Err(format!("the state directory's lock: {other}; nothing was changed")),
+        }
+    }
+    Ok(locks)
 }
 
 /// Stops the agent: `systemctl stop` when systemd runs this host and the unit is active;

@@ -390,8 +390,25 @@ fn prepare_image_lists_with_dry_run_removes_what_it_lists_and_refuses_a_running_
         assert_eq!(code, Some(3), "{err}");
         assert!(err.contains("answers on") && err.contains("stop it first"), "{err}");
         assert!(setup.path("state/identity.json").exists());
+        // With --json the refusal is an object on stdout too.
+        let (code, out, err, _) = prepare(&["--dry-run", "--json"]);
+        assert_eq!(code, Some(3), "{err}");
+        let refusal: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!((refusal["refused"].as_bool(), refusal["exit_code"].as_u64()), (Some(true), Some(3)));
+        assert!(refusal["error"].as_str().unwrap().contains("answers on"), "{refusal}");
         wait_for(|| daemon.status()["fim"]["baseline_complete"] == true, "the FIM baseline");
         daemon.stop();
+
+        // An agent that answers on no socket of this config (a daemon with `--socket`
+        // elsewhere, `run --once` from cron, `fim init`) still holds its lock: refused, named.
+        for lock in ["agent.lock", "fim.lock"] {
+            let held = guestward_core::lock::DirLock::acquire(&setup.path("state"), lock).unwrap();
+            let (code, _, err, _) = prepare(&[]);
+            assert_eq!(code, Some(3), "{lock}: {err}");
+            assert!(err.contains("another process uses the state directory") && err.contains("pid"), "{err}");
+            assert!(setup.path("state/identity.json").exists(), "{lock}: changed while refused");
+            drop(held);
+        }
 
         // --dry-run: listed, nothing removed.
         let (code, out, err, _) = prepare(&["--dry-run"]);
