@@ -93,6 +93,10 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
         // Never two instances under one identity: the certificate of the instance this disk
         // was cloned from is never presented again (the shipper holds until it is replaced).
         t.shipper.retire_certificates(identity.retired_certificates());
+        // A certificate rotated in place is this identity's from its first use, so that a
+        // disk cloned at any moment after knows it for the original's.
+        let recorder = Arc::clone(&identity);
+        t.shipper.on_certificate_loaded(move |sha256| recorder.observe_certificate(sha256));
     }
     let golden = Arc::new(std::sync::atomic::AtomicBool::new(
         config.fim.enabled && crate::identity::is_golden(config.agent.state_dir.as_path()),

@@ -225,6 +225,18 @@ pub struct Shipper {
     /// SHA-256 fingerprints of certificates that must not be presented (see the module
     /// documentation).
     retired: Mutex<Vec<String>>,
+    /// Told of each certificate loaded anew, before it is presented.
+    certificate_loaded: Mutex<Option<CertificateObserver>>,
+}
+
+/// See [`Shipper::on_certificate_loaded`].
+#[derive(Clone)]
+struct CertificateObserver(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for CertificateObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertificateObserver")
+    }
 }
 
 /// What one pass did.
@@ -320,6 +332,7 @@ impl Shipper {
             state: Mutex::new(State::default()),
             sending: tokio::sync::Mutex::new(()),
             retired: Mutex::new(Vec::new()),
+            certificate_loaded: Mutex::new(None),
         })
     }
 
@@ -328,6 +341,16 @@ impl Shipper {
     pub fn retire_certificates(&self, fingerprints: Vec<String>) {
         let list = fingerprints.into_iter().map(|f| f.to_ascii_lowercase()).collect();
         *self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = list;
+    }
+
+    /// Calls `observer` with the SHA-256 (hex) of every certificate loaded from changed files,
+    /// before the first request presents it. The daemon records it as its identity's at once:
+    /// recorded only after the next full scan, a disk cloned in between (up to
+    /// `scan_interval_secs`) did not know the rotated certificate for the original's, and
+    /// presented it.
+    pub fn on_certificate_loaded(&self, observer: impl Fn(&str) + Send + Sync + 'static) {
+        *self.certificate_loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(CertificateObserver(Arc::new(observer)));
     }
 
     /// SHA-256 (hex) of the client certificate loaded now.
@@ -371,6 +394,11 @@ impl Shipper {
         match self.spec.build_client() {
             Ok((client, cert)) => {
                 tracing::info!(cert = %cert.path.display(), subject = %cert.subject, "transport: client certificate reloaded (files changed)");
+                let observer =
+                    self.certificate_loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                if let Some(CertificateObserver(observe)) = observer {
+                    observe(&cert.sha256);
+                }
                 self.state().reload_error = None;
                 let mut tls = self.tls();
                 *tls = Tls { client: client.clone(), stamps: now, failed: None, cert };

@@ -327,6 +327,10 @@ fn replaced_certificate_files_are_used_for_the_next_batch() {
     within(Duration::from_secs(60), "rotation", || {
         let s = setup();
         let shipper = shipper(&s, fast());
+        // The daemon records each certificate loaded as its identity's before it is presented.
+        let loaded = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen_by_observer = std::sync::Arc::clone(&loaded);
+        shipper.on_certificate_loaded(move |sha| seen_by_observer.lock().unwrap().push(sha.to_string()));
         let runtime = rt();
         push(&s.spool, [1]);
         runtime.block_on(shipper.deliver_all(Duration::from_secs(10))).unwrap();
@@ -344,6 +348,8 @@ fn replaced_certificate_files_are_used_for_the_next_batch() {
         let serials: Vec<u64> = s.server.seen().iter().map(|r| r.serial).collect();
         assert_eq!(serials, [1001, 1001, 2002]);
         assert!(shipper.status().last_error.is_none());
+        // Told once, of the new certificate only (not of the garbage, nor of the first).
+        assert_eq!(*loaded.lock().unwrap(), [shipper.certificate_sha256()]);
     });
 }
 
