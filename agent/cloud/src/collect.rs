@@ -148,8 +148,17 @@ impl CloudCollector {
         let started = Instant::now();
         let outcome = self.collect(root).await;
         let findings = crate::findings::findings(&outcome.report);
-        let instance_id =
-            outcome.report.instance_id().map(str::to_string).or_else(|| instance_id_from_firmware(root));
+        // The host's identity: an id IMDS gave that is not an instance id's shape (a 60,000
+        // character one, one with escapes or shell syntax) is reported as a problem, never
+        // taken. When IMDS did not answer this time, the id it gave before in this process:
+        // one timeout once turned the host id into machine-id for an hour, and the collector
+        // refused those reports as another host's.
+        let instance_id = outcome
+            .report
+            .instance_id()
+            .filter(|id| looks_like_instance_id(id))
+            .map(str::to_string)
+            .or_else(|| self.known_instance_id(root));
         let note = match outcome.report.state {
             CloudState::Ec2 => None,
             _ => outcome.report.reason.clone(),
@@ -235,12 +244,20 @@ impl CloudCollector {
         match outcome.report.state {
             CloudState::Ec2 => {
                 *negative = None;
-                if let (Ok(mut g), Some(id)) = (self.last_instance_id.lock(), outcome.report.instance_id()) {
+                if let (Ok(mut g), Some(id)) = (
+                    self.last_instance_id.lock(),
+                    outcome.report.instance_id().filter(|id| looks_like_instance_id(id)),
+                ) {
                     *g = Some(id.to_string());
                 }
             }
             CloudState::Unreachable | CloudState::ImdsDisabled => {
-                *negative = Some((Instant::now(), outcome.report.clone(), outcome.problems.clone()));
+                // A host this process has seen answer as EC2 is asked again at the next scan:
+                // one timeout there is a hiccup, not an hour without metadata.
+                let proven_ec2 = self.last_instance_id.lock().is_ok_and(|g| g.is_some());
+                if !(proven_ec2 && outcome.report.state == CloudState::Unreachable) {
+                    *negative = Some((Instant::now(), outcome.report.clone(), outcome.problems.clone()));
+                }
                 // A later success must start from a fresh token handshake.
                 client.reset().await;
             }

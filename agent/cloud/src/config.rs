@@ -180,17 +180,35 @@ impl ImdsConfig {
 
 fn check_endpoint(url: &str) -> Result<String, String> {
     let url = url.trim();
-    let parsed = url::Url::parse(url).map_err(|e| url_parse_issue(url, e))?;
+    // Every message quotes the URL without its credentials: an error goes into the report,
+    // which is spooled and shipped, and into logs.
+    let shown = redact_userinfo(url);
+    let parsed = url::Url::parse(url).map_err(|e| url_parse_issue(&shown, e))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("`{url}` must start with http:// or https://"));
+        return Err(format!("`{shown}` must start with http:// or https://"));
     }
     if parsed.host().is_none() {
-        return Err(format!("`{url}` has no host"));
+        return Err(format!("`{shown}` has no host"));
     }
-    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() {
-        return Err(format!("`{url}` must not carry credentials or a query"));
+    // A fragment is never sent: `http://169.254.169.254#x` asked `GET /` for every item.
+    if !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err(format!("`{shown}` must not carry credentials, a query or a fragment"));
     }
     Ok(url.trim_end_matches('/').to_string())
+}
+
+/// `url` with what stands between `://` and the host's `@` replaced by `***`.
+fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 /// Where the endpoint came from, for the report.
@@ -382,5 +400,21 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = serde_json::from_str::<ImdsConfig>(r#"{"token_ttl": 5}"#).unwrap_err();
         assert!(err.to_string().contains("token_ttl"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_errors_never_quote_credentials_and_a_fragment_is_refused() {
+        for (url, kept) in [
+            ("http://admin:S3cretP4ss@127.0.0.1:18080", "http://***@127.0.0.1:18080"),
+            ("http://u:TopSecret@127.0.0.1:99999", "***@127.0.0.1"),
+            ("ftp://u:TopSecret@127.0.0.1/", "ftp://***@127.0.0.1/"),
+        ] {
+            let e = check_endpoint(url).unwrap_err();
+            assert!(!e.contains("S3cret") && !e.contains("TopSecret"), "{e}");
+            assert!(e.contains(kept), "{e}");
+        }
+        let e = check_endpoint("http://127.0.0.1:18080#frag").unwrap_err();
+        assert!(e.contains("fragment"), "{e}");
+        assert_eq!(check_endpoint("http://169.254.169.254/").unwrap(), "http://169.254.169.254");
     }
 }

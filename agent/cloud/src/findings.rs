@@ -19,8 +19,10 @@ pub const FINDING_IDS: &[&str] =
 const SOURCE: &str = "cloud";
 
 fn instance_arg(report: &CloudReport) -> String {
+    // Only an id of an instance id's shape goes into a command an operator pastes.
     report
         .instance_id()
+        .filter(|id| crate::precheck::looks_like_instance_id(id))
         .map(|id| format!("--instance-id {id}"))
         .unwrap_or_else(|| "--instance-id <instance-id>".to_string())
 }

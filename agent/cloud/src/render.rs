@@ -3,8 +3,10 @@
 use crate::report::{CloudReport, Tags};
 use std::io::{self, Write};
 
+/// One line: the value escaped whole (`TerminalSafe` keeps newlines, and a newline in an
+/// IMDS value such as the spot action's time once forged lines of the table).
 fn row(out: &mut dyn Write, key: &str, value: impl std::fmt::Display) -> io::Result<()> {
-    writeln!(out, "  {key:<22} {value}")
+    writeln!(out, "  {key:<22} {}", guestward_core::text::escape_control(&value.to_string()))
 }
 
 fn opt(v: &Option<String>) -> &str {

