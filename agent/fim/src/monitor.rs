@@ -714,6 +714,21 @@ impl Engine {
         Ok(())
     }
 
+    /// The watch library drops its watch of a directory, and of every directory below, when
+    /// the directory is renamed away or deleted (its `IN_MOVED_FROM`, `IN_DELETE`), at once.
+    /// Our list follows at once too, or it would say watched what no longer is: a directory
+    /// renamed and renamed back within the debounce window was then examined as "still
+    /// watched", never watched again, and changes inside it went unreported.
+    fn forget_watches_below(&mut self, real: &Path) {
+        // Paths order by component, so a directory's descendants follow it: a range, not a
+        // pass over every watch (a storm of removals would make that quadratic).
+        let below: Vec<PathBuf> =
+            self.watched.range(real.to_path_buf()..).take_while(|p| p.starts_with(real)).cloned().collect();
+        for p in below {
+            self.watched.remove(&p);
+        }
+    }
+
     fn remove_watches_below(&mut self, real: &Path) {
         let gone: Vec<PathBuf> = self.watched.iter().filter(|p| p.starts_with(real)).cloned().collect();
         for p in gone {
@@ -1311,16 +1326,22 @@ impl Engine {
                 }
             }
             EventKind::Remove(_)
-            | EventKind::Modify(
-                ModifyKind::Data(_) | ModifyKind::Metadata(_) | ModifyKind::Any | ModifyKind::Other,
-            )
             | EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Any)) => {
+                for p in ev.paths {
+                    self.forget_watches_below(&p);
+                    self.touch(p, Seen::Other);
+                }
+            }
+            EventKind::Modify(
+                ModifyKind::Data(_) | ModifyKind::Metadata(_) | ModifyKind::Any | ModifyKind::Other,
+            ) => {
                 for p in ev.paths {
                     self.touch(p, Seen::Other);
                 }
             }
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                 if let [from, to] = &ev.paths[..] {
+                    self.forget_watches_below(from);
                     self.touch(from.clone(), Seen::Other);
                     self.touch(to.clone(), Seen::Appeared);
                     let into_tree = self.fim.policy.governing(&self.host_of(to)).is_some();

@@ -350,3 +350,26 @@ fn atomic_replace_through_a_temporary_name_reports_no_transient_file() {
     assert!(all.iter().all(|c| c.path != p(&tmp) && c.transient.is_none()), "{all:#?}");
     monitor.stop();
 }
+
+/// A directory renamed away and back within the debounce window (`mv /etc/cron.d x; mv x
+/// /etc/cron.d`): the watch library drops its watches at the first rename, and the monitor
+/// once still counted them as placed, so files planted inside afterwards went unreported until
+/// the next rescan.
+#[test]
+fn a_directory_renamed_away_and_back_within_the_debounce_stays_watched() {
+    let (dir, root) = tree(&[("cron.d/sub/job", "orig")]);
+    let state = dir.path().join("state");
+    let (monitor, events) = start(config_for(&root, vec![]), &state);
+    let watches = monitor.status().watches_used;
+    std::fs::rename(root.join("cron.d"), root.join("x")).unwrap();
+    std::fs::rename(root.join("x"), root.join("cron.d")).unwrap();
+    // The pair settles; then changes inside the directory must be seen in real time.
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(root.join("cron.d/sub/job"), "tampered").unwrap();
+    std::fs::write(root.join("cron.d/planted"), "* * * * * root sh").unwrap();
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("cron.d/sub/job")));
+    assert_eq!(c.new.unwrap().sha256.unwrap(), sha256_hex(b"tampered"));
+    let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("cron.d/planted")));
+    assert_eq!(c.mechanism, Mechanism::Realtime, "{c:?}");
+    assert_eq!(monitor.status().watches_used, watches, "every directory watched again");
+}
