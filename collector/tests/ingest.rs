@@ -94,6 +94,33 @@ fn a_batch_sent_twice_is_stored_once() {
     });
 }
 
+/// An agent whose state directory was reset (a restored backup, a re-initialised identity, a
+/// sequence file lost on a full disk) numbers its reports from 1 again. Those reports were
+/// acknowledged as stored while their events were dropped, and the host's latest report stayed
+/// the old one.
+#[test]
+fn a_reset_agent_counting_from_one_again_keeps_its_events_and_is_the_latest() {
+    run(LIMIT, "sequence restarted", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let before = [report(HOST_A, 1), report(HOST_A, 2)];
+        let ack: IngestResponse = post(&h, &agent, body(&before)).await.json().await.unwrap();
+        assert!(ack.results.iter().all(|r| r.status == BatchStatus::Stored));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut again = report(HOST_A, 1);
+        again.events[0].data = serde_json::json!({"after": "the reset"});
+        let ack: IngestResponse =
+            post(&h, &agent, body(std::slice::from_ref(&again))).await.json().await.unwrap();
+        assert_eq!(ack.results[0].status, BatchStatus::Stored);
+        let detail: HostDetail =
+            agent.get(h.url("/v1/hosts/host-a")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(detail.summary.reports_stored, 3);
+        assert!(detail.recent_events.contains(&again.events[0]), "{:?}", detail.recent_events);
+        assert_eq!(detail.recent_events.len(), 3);
+        assert_eq!(detail.latest_report.as_ref().unwrap().batch_id, again.batch_id);
+    });
+}
+
 #[test]
 fn malformed_json_schema_mismatch_and_unknown_schema_version_get_422() {
     run(LIMIT, "422", || async {

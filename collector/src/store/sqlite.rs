@@ -49,15 +49,20 @@ CREATE TABLE IF NOT EXISTS findings (
     finding   TEXT NOT NULL,
     PRIMARY KEY (batch_id, position)
 );
+-- Keyed by report, not by (host, sequence): an agent whose state directory was reset or
+-- restored numbers its reports from 1 again, and those reports' events were once dropped
+-- while the reports were acknowledged as stored.
 CREATE TABLE IF NOT EXISTS events (
     host_id   TEXT NOT NULL,
     sequence  INTEGER NOT NULL,
     position  INTEGER NOT NULL,
     batch_id  TEXT NOT NULL,
     event     TEXT NOT NULL,
-    PRIMARY KEY (host_id, sequence, position)
+    PRIMARY KEY (batch_id, position)
 );
--- The latest report (highest sequence) and the latest delivery of each host.
+CREATE INDEX IF NOT EXISTS events_by_host ON events (host_id, sequence, position);
+-- The latest report (highest sequence, or collected later: a reset agent counts from 1 again)
+-- and the latest delivery of each host.
 CREATE TABLE IF NOT EXISTS hosts (
     host_id          TEXT PRIMARY KEY,
     latest_batch_id  TEXT NOT NULL,
@@ -143,6 +148,7 @@ impl SqliteStore {
         }
         drop(file);
         let writer = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
+        migrate_events_key(&writer).map_err(|e| open_err(format!("cannot update the schema: {e}")))?;
         writer.execute_batch(SCHEMA).map_err(|e| open_err(format!("cannot create the schema: {e}")))?;
         let reader = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = sync_channel::<Job>(QUEUE);
@@ -167,6 +173,32 @@ impl SqliteStore {
         // rolls back on drop), so the connection is still usable.
         m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// A database made before events were keyed by report (`PRIMARY KEY (host_id, sequence,
+/// position)`) gets the new key, its events kept, in one transaction.
+fn migrate_events_key(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let old: Option<String> = conn
+        .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get(0))
+        .optional()?;
+    if !old.is_some_and(|sql| sql.contains("PRIMARY KEY (host_id, sequence, position)")) {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE events RENAME TO events_by_sequence;
+         CREATE TABLE events (
+             host_id   TEXT NOT NULL,
+             sequence  INTEGER NOT NULL,
+             position  INTEGER NOT NULL,
+             batch_id  TEXT NOT NULL,
+             event     TEXT NOT NULL,
+             PRIMARY KEY (batch_id, position)
+         );
+         INSERT OR IGNORE INTO events SELECT host_id, sequence, position, batch_id, event FROM events_by_sequence;
+         DROP TABLE events_by_sequence;
+         COMMIT;",
+    )
 }
 
 fn ts_text(t: &Timestamp) -> String {
@@ -264,9 +296,7 @@ impl Store for SqliteStore {
         }
         let mut events = Vec::new();
         let mut stmt = tx
-            .prepare_cached(
-                "SELECT event FROM events WHERE host_id = ?1 ORDER BY sequence DESC, position DESC LIMIT ?2",
-            )
+            .prepare_cached("SELECT event FROM events WHERE host_id = ?1 ORDER BY rowid DESC LIMIT ?2")
             .map_err(db_err)?;
         for text in stmt
             .query_map(params![host_id, to_i64(RECENT_EVENTS as u64)], |r| r.get::<_, String>(0))
@@ -355,7 +385,9 @@ fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
             "INSERT INTO hosts (host_id, latest_batch_id, latest_sequence, last_seen) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (host_id) DO UPDATE SET latest_batch_id = excluded.latest_batch_id,
                  latest_sequence = excluded.latest_sequence
-             WHERE excluded.latest_sequence > hosts.latest_sequence",
+             WHERE excluded.latest_sequence > hosts.latest_sequence
+                OR julianday(?5) > (SELECT julianday(collected_at) FROM reports
+                                    WHERE batch_id = hosts.latest_batch_id)",
         )
         .map_err(db_err)?;
     let received = ts_text(&job.delivery.received_at);
@@ -388,7 +420,9 @@ fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
                 .execute(params![r.host_id, r.sequence, to_i64(i as u64), r.batch_id, text])
                 .map_err(db_err)?;
         }
-        latest.execute(params![r.host_id, r.batch_id, r.sequence, received]).map_err(db_err)?;
+        latest
+            .execute(params![r.host_id, r.batch_id, r.sequence, received, r.collected_at])
+            .map_err(db_err)?;
         statuses.push(BatchStatus::Stored);
     }
     if !job.reports.is_empty() {
@@ -571,5 +605,32 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(stored, ["batch-1", "batch-3"], "batch-2 went with its failed request");
+    }
+
+    /// A database made with events keyed by (host, sequence, position) gets the key by report
+    /// at open, its events kept.
+    #[test]
+    fn an_old_database_gets_events_keyed_by_report_and_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE events (host_id TEXT NOT NULL, sequence INTEGER NOT NULL, position INTEGER NOT NULL,
+                     batch_id TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (host_id, sequence, position));
+                 INSERT INTO events VALUES ('h', 1, 0, 'b1', '{\"kind\":\"x\"}');",
+            )
+            .unwrap();
+        }
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let sql: String =
+            conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0)).unwrap();
+        assert!(sql.contains("PRIMARY KEY (batch_id, position)"), "{sql}");
+        let kept: i64 =
+            conn.query_row("SELECT COUNT(*) FROM events WHERE batch_id = 'b1'", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1);
+        // Opened again: nothing more to do.
+        drop(SqliteStore::open(&path).unwrap());
     }
 }
