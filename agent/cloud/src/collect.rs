@@ -496,6 +496,20 @@ async fn collect_from(
             return CloudOutcome { report, problems };
         }
     };
+    // Every instance metadata service has an instance id. A server without one (a web server
+    // answering 404 to everything at a mistyped endpoint) is no IMDS: taken for one, its 404
+    // to the token request read as "IMDSv2 unavailable" and raised IMDSv1 findings for an
+    // instance that does not exist.
+    if instance_id.is_none() {
+        access.access_mode = client.access_mode().await;
+        let reason = format!(
+            "{} answered, but has no {first} (404 or empty): it is not an EC2 instance metadata service",
+            endpoint.base_url
+        );
+        let mut report = CloudReport::without_facts(CloudState::Unreachable, reason.clone());
+        report.imds = Some(access);
+        return CloudOutcome { report, problems: vec![Problem::new("not_imds", reason).with_path(first)] };
+    }
     if instance_id.as_deref().is_some_and(|id| !looks_like_instance_id(id)) {
         f.problems.push(
             Problem::new("malformed", "instance-id does not look like an EC2 instance id").with_path(first),

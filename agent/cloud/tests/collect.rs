@@ -563,3 +563,22 @@ async fn metadata_values_cannot_add_lines_to_the_table() {
         "the values are shown, escaped:\n{text}"
     );
 }
+
+/// A web server answering 404 to everything (a mistyped endpoint) is no instance metadata
+/// service: it was once reported as EC2, its 404 to the token request read as "IMDSv2
+/// unavailable", with a high IMDSv1 finding whose evidence said 200.
+#[tokio::test]
+async fn a_server_without_an_instance_id_is_not_taken_for_imds() {
+    let emu = Emulator::start(EmulatorConfig { token_put_status: Some(404), ..Default::default() }).await;
+    emu.update(|c| {
+        c.status_for.insert("/latest/meta-data/instance-id".into(), 404);
+    });
+    let collector = CloudCollector::with_env(&config_for(&emu), &no_env).unwrap();
+    let scan = collector.scan(&guestward_core::HostRoot::live()).await;
+    let report = scan.section.data.as_ref().unwrap();
+    assert_eq!(report.state, CloudState::Unreachable, "{report:?}");
+    assert!(report.reason.as_deref().unwrap().contains("not an EC2 instance metadata service"), "{report:?}");
+    assert!(scan.section.problems.iter().any(|p| p.code == "not_imds"), "{:?}", scan.section.problems);
+    assert!(scan.findings.is_empty(), "{:?}", scan.findings);
+    assert_eq!(scan.instance_id, None);
+}
