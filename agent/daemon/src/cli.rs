@@ -122,7 +122,8 @@ fn fim_exit_codes() -> String {
 const RUN_EXIT_CODES: &str = "\
 Exit codes of `run --once`:
   0  the report and everything the spool held were delivered (acknowledged by the collector)
-  2  usage or configuration error (`[transport] enabled` is not true, credentials unusable)
+  2  usage or configuration error (`[transport] enabled` is not true, credentials unusable,
+     or refused by the collector: reports stay spooled, no retry within the run would help)
   3  not everything was delivered before --timeout-secs, or the report could not be spooled;
      what was not delivered stays spooled for the next run (or the daemon)";
 

@@ -78,7 +78,13 @@ pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Res
         guestward_core::stdio::error_line(format_args!("guestward-agent: {}", outcome.summary()));
     }
     out.flush()?;
-    Ok(if outcome.delivered() { exit::OK } else { exit::NOT_DELIVERED })
+    Ok(if outcome.delivered() {
+        exit::OK
+    } else if outcome.credentials_refused {
+        exit::USAGE
+    } else {
+        exit::NOT_DELIVERED
+    })
 }
 
 /// What one `run --once` did.
@@ -92,17 +98,19 @@ pub struct Outcome {
     pub cycle: Result<Cycle, String>,
     /// Delivery of what the spool held.
     pub delivery: Result<DeliverySummary, String>,
+    /// The collector refused this host's credentials (exit 2: no retry within the run helps).
+    pub credentials_refused: bool,
     /// The spool after delivery (`held_in_memory`: reports lost as this run ends).
     pub spool: SpoolStatus,
 }
 
 impl Outcome {
-    /// Whether this run's report was spooled and the spool was emptied, every report stored by
-    /// the collector: one it refused for good (set aside in `spool/rejected/`) was not
-    /// delivered, and exit 0 would tell a cron job all is well.
+    /// Whether this run's report was spooled and the spool was emptied. Reports the collector
+    /// refused for good (made as a former host id, or malformed) are set aside in
+    /// `spool/rejected/`, counted in the summary and `set_aside`: sending them again could
+    /// never succeed, and they must not hold up the reports behind them.
     pub fn delivered(&self) -> bool {
-        matches!(&self.cycle, Ok(c) if !matches!(c.spooled, Spooled::Failed(_)))
-            && matches!(&self.delivery, Ok(d) if d.set_aside == 0)
+        matches!(&self.cycle, Ok(c) if !matches!(c.spooled, Spooled::Failed(_))) && self.delivery.is_ok()
     }
 
     /// One line for a person.
@@ -153,13 +161,19 @@ impl Outcome {
         };
         match &self.delivery {
             Ok(d) if self.delivered() => format!(
-                "delivered to {}: {} report(s) stored, {} already stored, {} request(s); {spool_failure}{this_run}",
-                self.url, d.stored, d.duplicates, d.requests
-            ),
-            Ok(d) if d.set_aside > 0 => format!(
-                "not delivered to {}: the collector refused {} report(s) for good, set aside in \
-                 {}/rejected/ with its reason ({} stored, {} already stored); {spool_failure}{this_run}",
-                self.url, d.set_aside, self.spool_dir, d.stored, d.duplicates
+                "delivered to {}: {} report(s) stored, {} already stored, {} request(s); {}{spool_failure}{this_run}",
+                self.url,
+                d.stored,
+                d.duplicates,
+                d.requests,
+                if d.set_aside > 0 {
+                    format!(
+                        "{} report(s) refused by the collector for good, set aside in {}/rejected/ with its reason; ",
+                        d.set_aside, self.spool_dir
+                    )
+                } else {
+                    String::new()
+                }
             ),
             Ok(_) => format!("not delivered: {spool_failure}{this_run}"),
             Err(e) => format!(
@@ -210,6 +224,7 @@ impl Outcome {
             "duplicates": summary.duplicates,
             "requests": summary.requests,
             "set_aside": summary.set_aside,
+            "credentials_refused": self.credentials_refused,
             "error": error,
             "spool": {
                 "dir": self.spool_dir,
@@ -238,10 +253,12 @@ async fn once(config: Config, deadline: Duration) -> anyhow::Result<Outcome> {
         tracing::error!(error = %e, "this run made no report; delivering what earlier runs spooled");
     }
     let delivery = transport.deliver_within(deadline).await;
+    let credentials_refused = delivery.as_ref().err().is_some_and(|e| e.credentials_refused);
+    let delivery = delivery.map_err(|e| e.message);
     let spool_dir = Transport::spool_dir(&state_dir).display().to_string();
     let stats_of = Arc::clone(&transport);
     let spool = tokio::task::spawn_blocking(move || stats_of.spool.stats()).await.unwrap_or_default();
-    Ok(Outcome { url, spool_dir, cycle, delivery, spool })
+    Ok(Outcome { url, spool_dir, cycle, delivery, credentials_refused, spool })
 }
 
 /// This run's cycle: the report, through the history and into the spool.

@@ -119,7 +119,7 @@ impl Transport {
     /// spooled). `run --once` and `POST /v1/flush` (`agentctl flush`) both wait this way. A
     /// pass of the daemon's own shipper task running at the same time takes turns with this
     /// one (the shipper sends one batch at a time), never sends a report twice at once.
-    pub async fn deliver_within(&self, deadline: Duration) -> Result<DeliverySummary, String> {
+    pub async fn deliver_within(&self, deadline: Duration) -> Result<DeliverySummary, Undelivered> {
         // The shipper's own deadline, and ours around it in case it overran: past either, what
         // is left stays spooled.
         match tokio::time::timeout(
@@ -129,12 +129,19 @@ impl Transport {
         .await
         {
             Ok(Ok(summary)) => Ok(summary),
-            Ok(Err(ShipperError::Undelivered { undelivered, last_error })) => Err(format!(
-                "{undelivered} report(s) not acknowledged within {}s: {last_error}",
-                deadline.as_secs()
-            )),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("delivery did not finish within {}s", deadline.as_secs())),
+            Ok(Err(ShipperError::Undelivered { undelivered, last_error })) => {
+                Err(Undelivered::after(format!(
+                    "{undelivered} report(s) not acknowledged within {}s: {last_error}",
+                    deadline.as_secs()
+                )))
+            }
+            Ok(Err(e @ ShipperError::CredentialsRefused { .. })) => {
+                Err(Undelivered { message: e.to_string(), credentials_refused: true })
+            }
+            Ok(Err(e)) => Err(Undelivered::after(e.to_string())),
+            Err(_) => {
+                Err(Undelivered::after(format!("delivery did not finish within {}s", deadline.as_secs())))
+            }
         }
     }
 
@@ -146,6 +153,29 @@ impl Transport {
     /// Pushes that failed since start.
     pub fn push_failures_total(&self) -> u64 {
         self.push_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Why [`Transport::deliver_within`] left reports spooled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    /// For a person: how many, and the last failure.
+    pub message: String,
+    /// The collector refused this host's credentials: asking again will not help until the
+    /// certificate, key or host id is fixed (`run --once` exits 2 at once instead of waiting
+    /// out its timeout).
+    pub credentials_refused: bool,
+}
+
+impl Undelivered {
+    fn after(message: String) -> Self {
+        Self { message, credentials_refused: false }
+    }
+}
+
+impl std::fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

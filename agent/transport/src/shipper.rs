@@ -81,6 +81,15 @@ pub enum ShipperError {
         /// The last failure.
         last_error: String,
     },
+    /// The collector refused this host's credentials (401/403 for the newest reports' host):
+    /// an answer that will not change by asking again, so delivery stops at once.
+    #[error("{undelivered} report(s) not delivered: {error}")]
+    CredentialsRefused {
+        /// Reports still spooled.
+        undelivered: u64,
+        /// The collector's answer, with what to check.
+        error: String,
+    },
     /// A `[transport]` setting the shipper cannot use (`url`, `proxy`).
     #[error("[transport] {key}: {message}")]
     Config {
@@ -247,6 +256,9 @@ enum Step {
     Progress { stored: u64, duplicates: u64, requests: u64, set_aside: u64 },
     /// The pass failed; wait this long.
     Failed { requests: u64, wait: Duration },
+    /// The collector refused this host's credentials; wait this long (asking again soon
+    /// will not change its answer, but new certificate files may).
+    Refused { wait: Duration, error: String },
     /// Nothing may be sent with the certificate loaded (it is retired): why.
     Held(String),
 }
@@ -416,7 +428,8 @@ impl Shipper {
     }
 
     /// Delivers everything the spool holds (reports left by earlier runs included), retrying
-    /// with backoff until `deadline`; `Ok` only when the spool is empty.
+    /// with backoff until `deadline`; `Ok` only when the spool is empty. A refusal of this
+    /// host's credentials ends it at once ([`ShipperError::CredentialsRefused`]).
     pub async fn deliver_all(&self, deadline: Duration) -> Result<DeliverySummary, ShipperError> {
         let end = Instant::now() + deadline;
         let mut summary = DeliverySummary::default();
@@ -438,6 +451,12 @@ impl Shipper {
                     return Err(ShipperError::Undelivered {
                         undelivered: u64::try_from(self.spool.len()).unwrap_or(u64::MAX),
                         last_error: why,
+                    });
+                }
+                Ok(Step::Refused { error, .. }) => {
+                    return Err(ShipperError::CredentialsRefused {
+                        undelivered: u64::try_from(self.spool.len()).unwrap_or(u64::MAX),
+                        error,
                     });
                 }
                 Ok(Step::Failed { requests, wait }) => {
@@ -487,7 +506,7 @@ impl Shipper {
                 }
                 // A report pushed during the backoff does not cut it short (the collector is
                 // struggling); `Notify` keeps the wake-up for after it.
-                Step::Failed { wait, .. } => tokio::time::sleep(wait).await,
+                Step::Failed { wait, .. } | Step::Refused { wait, .. } => tokio::time::sleep(wait).await,
             }
         }
     }
@@ -524,7 +543,8 @@ impl Shipper {
                     Step::Progress { stored: 0, duplicates: 0, requests, set_aside }
                 }
                 None => {
-                    Step::Failed { requests, wait: self.record_failure(credentials_refused(&error), None) }
+                    let error = credentials_refused(&error);
+                    Step::Refused { wait: self.record_failure(error.clone(), None), error }
                 }
             },
             Answer::Refused { status, message } if batch.len() == 1 => {
@@ -551,7 +571,7 @@ impl Shipper {
                         }
                         Answer::Forbidden { error } => {
                             let error = credentials_refused(&error);
-                            return Step::Failed { requests, wait: self.record_failure(error, None) };
+                            return Step::Refused { wait: self.record_failure(error.clone(), None), error };
                         }
                     }
                 }

@@ -237,7 +237,14 @@ fn credentials_refused_with_403_keep_the_reports_and_say_so() {
         push(&s.spool, 1..=1);
         s.server.set_default(Reply::Status(403, None));
         let shipper = shipper(&s, fast());
-        let err = rt().block_on(shipper.deliver_all(Duration::from_secs(1))).unwrap_err();
+        // Asking again will not change the answer: delivery ends at once, not at the deadline.
+        let started = std::time::Instant::now();
+        let err = rt().block_on(shipper.deliver_all(Duration::from_secs(30))).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            matches!(err, guestward_transport::ShipperError::CredentialsRefused { undelivered: 1, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("403") && err.to_string().contains("credentials"), "{err}");
         assert_eq!(s.spool.len(), 1);
         assert_eq!(s.spool.rejected_total(), 0);
@@ -294,7 +301,14 @@ fn reports_of_the_current_host_refused_by_the_host_binding_stay_spooled() {
             s.spool.push(&small_as(seq, "i-0another00000000")).unwrap();
         }
         let shipper = shipper(&s, fast());
-        let err = rt().block_on(shipper.deliver_all(Duration::from_secs(1))).unwrap_err();
+        // Asking again will not change the answer: delivery ends at once, not at the deadline.
+        let started = std::time::Instant::now();
+        let err = rt().block_on(shipper.deliver_all(Duration::from_secs(30))).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            matches!(err, guestward_transport::ShipperError::CredentialsRefused { undelivered: 1, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("403") && err.to_string().contains("credentials"), "{err}");
         assert_eq!(s.spool.len(), 2);
         assert_eq!(s.spool.rejected_total(), 0);

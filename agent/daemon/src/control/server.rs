@@ -919,8 +919,12 @@ async fn flush(State(shared): State<Arc<Shared>>, Json(request): Json<FlushReque
     // What the shipper's own task delivered meanwhile counts too: the spool was emptied either way.
     let delivered = transport.shipper.status().delivered_reports_total.saturating_sub(before);
     let remaining = u64::try_from(transport.spool.len()).unwrap_or(u64::MAX);
-    Json(FlushOutcome { delivered_reports: delivered, remaining_reports: remaining, error: delivery.err() })
-        .into_response()
+    Json(FlushOutcome {
+        delivered_reports: delivered,
+        remaining_reports: remaining,
+        error: delivery.err().map(|e| e.message),
+    })
+    .into_response()
 }
 
 async fn scan_now(State(shared): State<Arc<Shared>>, Json(request): Json<ScanRequest>) -> Response {
