@@ -170,6 +170,57 @@ fn fim_init_check_update_return_when_stderr_is_a_terminal() {
     }
 }
 
+/// Ctrl-C or SIGTERM during `fim init` once killed it mid-line: the bar left unfinished and no
+/// word of the work. It stops at its next file, says what became of the work, exits as a shell
+/// reports the signal (130, 143), and the next run resumes what was hashed.
+#[test]
+fn fim_init_interrupted_by_a_signal_says_so_and_the_next_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc/conf.d")).unwrap();
+    for i in 0..200 {
+        std::fs::write(root.join(format!("etc/conf.d/f{i}")), format!("{i}\n")).unwrap();
+    }
+    let state = dir.path().join("state");
+    let config = dir.path().join("agent.toml");
+    // 200 files at 50 files/s: four seconds, interrupted after one.
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n\n[fim.initial_scan_rate]\nfiles_per_sec = 50\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    for (signal, code) in [(nix::sys::signal::Signal::SIGINT, 130), (nix::sys::signal::Signal::SIGTERM, 143)]
+    {
+        let child = agent()
+            .arg("--config")
+            .arg(&config)
+            .args(["fim", "init", "--root"])
+            .arg(&root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{signal}: {stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted by {signal}")) && stderr.contains("resumes"),
+            "{signal}: {stderr}"
+        );
+    }
+    // No baseline was accepted; the next run completes it from what was staged.
+    let (code, stdout, stderr) = run_fim(&config, &root, &["check"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    let (code, stdout, stderr) = run_fim(&config, &root, &["init"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("resumed"), "{stdout}");
+}
+
 /// Package-aware FIM in the running daemon: a real `dpkg -i` of a package built here, under a
 /// watched directory, is one `fim.package_transaction` event naming the package, with no
 /// per-file alert; then the package's program replaced outside dpkg is a `fim.change`

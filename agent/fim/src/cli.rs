@@ -24,7 +24,9 @@ Exit codes:
      cannot be used included), state directory not writable, baseline store unreadable, the
      baseline in use by another process (the daemon, another fim
      command: one at a time); no baseline was accepted (running init again resumes what it
-     staged)";
+     staged)
+  130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM: nothing accepted; running init again
+       resumes what it hashed";
 
 /// Exit codes of `fim check`.
 pub const CHECK_EXIT_CODES: &str = "\
@@ -35,7 +37,8 @@ Exit codes:
      process (the daemon, another fim command: one at a time); or the baseline itself
      cannot be relied on: tampered (rows rewritten outside the agent), damaged rows, or
      fim.baseline_key_file set but the baseline not sealed with it, or the key file gone or
-     unusable (the report is printed)";
+     unusable (the report is printed)
+  130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM: nothing accepted";
 
 /// Exit codes of `fim update`.
 pub const UPDATE_EXIT_CODES: &str = "\
@@ -46,7 +49,8 @@ Exit codes:
      process (nothing accepted in these); or the old
      baseline could not be relied on (tampered, damaged rows, not sealed with the configured
      key, the key file gone or unusable): the current state was still accepted and the report
-     says what was wrong";
+     says what was wrong
+  130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM: nothing accepted";
 
 /// Exit codes of every `fim` subcommand, for `guestward-agent fim --help`.
 pub const EXIT_CODES: &str = "\
@@ -55,6 +59,7 @@ Exit codes:
                   packages; 2 error (no baseline accepted)
   check, update   0 no changes; 1 changes found (update: and accepted);
                   2 error, or a baseline that cannot be relied on (tampered, damaged, unsealed)
+  130, 143        stopped by SIGINT (Ctrl-C) or SIGTERM: nothing accepted (init resumes)
   one process at a time scans a state directory's baseline: while the daemon or another fim
   command holds it, the next exits 2 at once, naming it";
 
@@ -189,6 +194,11 @@ fn run_inner(
     let result = oneshot::run_packaged_with(&o, purpose, rehash, packages);
     let report: CheckReport = match result {
         Ok(r) => r,
+        // As a shell reports a command killed by the signal: 128 + its number.
+        Err(e @ crate::engine::FimError::Interrupted { number, .. }) => {
+            let _ = writeln!(err, "guestward-agent fim: {e}");
+            return u8::try_from(128 + number).unwrap_or(EXIT_ERROR as u8);
+        }
         Err(e) => {
             let _ = writeln!(err, "guestward-agent fim: error: {e}");
             return EXIT_ERROR as u8;

@@ -49,6 +49,20 @@ pub enum FimError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A one-shot command was stopped by a signal (Ctrl-C, `systemctl stop`, `timeout`):
+    /// nothing was accepted; what `fim init` hashed stays staged for the next run to resume.
+    #[error(
+        "interrupted by {signal}: nothing was accepted{}",
+        if *resumable { "; what was hashed is kept, and `fim init` run again resumes from it" } else { "" }
+    )]
+    Interrupted {
+        /// The signal's name (`SIGINT`).
+        signal: String,
+        /// Its number, for the conventional exit code 128 + n.
+        number: i32,
+        /// Whether the next run resumes from the staged work (`fim init`).
+        resumable: bool,
+    },
 }
 
 /// Records one unusable row as a baseline problem naming the path (and the column).

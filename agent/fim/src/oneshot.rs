@@ -86,13 +86,15 @@ pub fn run_packaged_with(
             bar.set_message(format!("{} hashed", guestward_core::human::bytes(p.bytes_hashed)));
         }
     };
+    // Before the scan's threads exist: they inherit the blocked signals.
+    let interrupts = Interrupts::watch();
     let opts = ScanOptions {
         rate: o.config.initial_scan_rate,
         threads: o.config.threads,
         // Without a bar nothing is drawn, and the scan then spares the count of the baseline's
         // rows that the bar's total starts from (a pass over the whole baseline).
         progress: bar.as_ref().map(|_| &draw as &(dyn Fn(&ScanProgress) + Sync)),
-        cancel: None,
+        cancel: interrupts.as_ref().map(|i| i.cancel.as_ref()),
         pace: None,
         rehash,
     };
@@ -104,6 +106,13 @@ pub fn run_packaged_with(
     })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Some(signal) = interrupts.and_then(Interrupts::finish) {
+        return Err(FimError::Interrupted {
+            signal: signal.as_str().to_string(),
+            number: signal as i32,
+            resumable: purpose == Purpose::Init,
+        });
     }
     // The diff streams present paths before vanished ones: in path order, a directory's
     // added, removed and modified entries read together.
@@ -139,4 +148,75 @@ pub fn update(o: &OneShot) -> Result<CheckReport, FimError> {
 /// `fim update --fast`: [`update`], metadata first as [`check_fast`].
 pub fn update_fast(o: &OneShot) -> Result<CheckReport, FimError> {
     run(o, Purpose::Update, Rehash::Changed)
+}
+
+/// SIGINT and SIGTERM while a one-shot command scans. They once killed it mid-line: the
+/// progress bar left unfinished, no word of what became of the work. Now the scan stops at its
+/// next file, nothing is accepted, and the command says so (what `fim init` hashed stays
+/// staged, and the next run resumes it).
+///
+/// How, without a handler (no `unsafe`): both signals are blocked in this thread before the
+/// scan's threads start (they inherit the mask), and one thread takes them with `sigwait`.
+/// When the scan ends first, that thread is woken with a signal of its own and told to stop.
+struct Interrupts {
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    taken: Arc<std::sync::Mutex<Option<nix::sys::signal::Signal>>>,
+    watcher: std::thread::JoinHandle<()>,
+    previous_mask: nix::sys::signal::SigSet,
+}
+
+impl Interrupts {
+    /// `None` when the signals cannot be taken this way (the command then dies of them, as
+    /// before).
+    fn watch() -> Option<Self> {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+        let mut wanted = SigSet::empty();
+        wanted.add(Signal::SIGINT);
+        wanted.add(Signal::SIGTERM);
+        let mut previous_mask = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&wanted), Some(&mut previous_mask)).ok()?;
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let taken = Arc::new(std::sync::Mutex::new(None));
+        let (c, d, t) = (Arc::clone(&cancel), Arc::clone(&done), Arc::clone(&taken));
+        let spawned = std::thread::Builder::new().name("fim-signals".into()).spawn(move || {
+            if let Ok(signal) = wanted.wait()
+                && !d.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                if let Ok(mut slot) = t.lock() {
+                    *slot = Some(signal);
+                }
+                c.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        match spawned {
+            Ok(watcher) => Some(Self { cancel, done, taken, watcher, previous_mask }),
+            Err(_) => {
+                let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous_mask), None);
+                None
+            }
+        }
+    }
+
+    /// Ends the watch; the signal that stopped the scan, if one did. A signal that comes
+    /// after this is delivered as usual once the mask is restored.
+    fn finish(self) -> Option<nix::sys::signal::Signal> {
+        use std::os::unix::thread::JoinHandleExt;
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !self.watcher.is_finished() {
+            // Wakes its `sigwait`; it sees `done` and takes nothing.
+            let _ = nix::sys::pthread::pthread_kill(
+                self.watcher.as_pthread_t(),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let _ = self.watcher.join();
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&self.previous_mask),
+            None,
+        );
+        self.taken.lock().ok().and_then(|t| *t)
+    }
 }

@@ -615,6 +615,10 @@ pub(crate) fn stage_with(
                 died = Some("fim-hash");
             }
         }
+        // Set while the files were being hashed, after the walk: the hashing stopped early.
+        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            cancelled = true;
+        }
         match writer.join() {
             Ok(r) => r.map_err(ScanError::Store)?,
             Err(_) => return Err(ScanError::ThreadDied("fim-writer")),
@@ -1333,6 +1337,12 @@ fn worker_loop(
         read
     };
     loop {
+        // A cancel (the daemon stopping, Ctrl-C on a one-shot command) once went unseen after
+        // the walk: every file queued was still hashed, at `initial_scan_rate` for minutes.
+        // The jobs left are dropped with the queue; a cancelled scan is compared with nothing.
+        if pacing.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return;
+        }
         // The lock is held only while taking one batch; hashing happens outside it.
         let jobs = match rx.lock() {
             Ok(guard) => guard.recv(),
