@@ -241,7 +241,8 @@ pub enum Command {
         #[command(flatten)]
         #[allow(missing_docs)]
         connection: Connection,
-        /// Print a JSON array of the events (with --follow: one object per line).
+        /// Print a JSON array of the events, once all have arrived (with --follow: one object
+        /// per line, as they come).
         #[arg(long)]
         json: bool,
     },
@@ -849,30 +850,30 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let page = wanted.min(guestward_report::protocol::MAX_EVENTS_PER_ANSWER);
             query.limit = page;
             let mut printed = 0usize;
-            // Without --follow, `--json` is one JSON array (streamed: pages are not held), as
-            // `agentctl fim events --json`; following, one object per line, so a reader can
-            // act on each as it comes.
+            // Without --follow, `--json` is one JSON array, as `agentctl fim events --json`.
+            // It is built in memory and printed only once the last page has arrived: a request
+            // that fails on any page (the agent down, a timeout, the agent dying between pages)
+            // must print nothing but the failure object, as every failing `--json` command
+            // does, not an array left open with the object after it. The memory is bounded by
+            // --limit (at most 10,000 events). Following, one object per line, written as each
+            // event comes, so a reader can act on it at once.
             let array = cli.json && !follow;
             let pretty = guestward_core::json::stdout_wants_pretty();
-            if array {
-                write!(out, "[")?;
-            }
+            let mut held: Vec<u8> = Vec::new();
             loop {
                 let events: Vec<guestward_history::StoredEvent> =
                     runtime.block_on(client.post("/v1/events", &query))?;
                 if let Some(last) = events.last() {
                     query.after_id = Some(last.id);
                 }
-                for (i, e) in events.iter().enumerate() {
+                for e in &events {
                     if array {
-                        if printed + i > 0 {
-                            write!(out, ",")?;
-                        }
+                        held.push(if held.is_empty() { b'[' } else { b',' });
                         if pretty {
-                            writeln!(out)?;
-                            serde_json::to_writer_pretty(&mut out, e)?;
+                            held.push(b'\n');
+                            serde_json::to_writer_pretty(&mut held, e)?;
                         } else {
-                            serde_json::to_writer(&mut out, e)?;
+                            serde_json::to_writer(&mut held, e)?;
                         }
                     } else if cli.json {
                         serde_json::to_writer(&mut out, e)?;
@@ -897,7 +898,12 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             if array {
-                writeln!(out, "{}]", if pretty && printed > 0 { "\n" } else { "" })?;
+                if held.is_empty() {
+                    writeln!(out, "[]")?;
+                } else {
+                    out.write_all(&held)?;
+                    writeln!(out, "{}]", if pretty { "\n" } else { "" })?;
+                }
             } else if printed == 0 && !cli.json {
                 writeln!(out, "no events")?;
             }

@@ -331,3 +331,44 @@ fn the_daemon_starts_again_on_a_full_state_disk_with_the_room_it_kept() {
     assert_eq!(std::fs::metadata(&reserve).unwrap().len(), guestward_core::reserve::RESERVE_BYTES);
     drop(daemon);
 }
+
+/// `events --json` once wrote `[` before asking the agent, so a failure left an array open with
+/// the failure object after it: not JSON. Whether the first page fails (no agent) or a later one
+/// (the agent gone between pages), stdout is the failure object alone.
+#[test]
+fn events_json_that_fails_on_any_page_prints_only_the_failure_object() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) =
+        run(agentctl().arg("--socket").arg(dir.path().join("none.sock")).args(["events", "--json"]));
+    assert_eq!(code, 2, "{err}");
+    let failure: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+    assert_eq!(failure["kind"], "not_running", "{failure}");
+
+    // A fake agent that answers one full page, then closes the next connection unanswered.
+    let socket = dir.path().join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = conn.read(&mut request);
+        let page: Vec<Value> = (1..=1000)
+            .map(|id| serde_json::json!({"id": id, "kind": "fim.change", "time": "2026-01-01T00:00:00Z", "data": {}}))
+            .collect();
+        let body = serde_json::to_string(&page).unwrap();
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        drop(conn);
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = conn.read(&mut request);
+    });
+    let (code, out, err) =
+        run(agentctl().arg("--socket").arg(&socket).args(["events", "--json", "--limit", "2000"]));
+    server.join().unwrap();
+    assert_eq!(code, 2, "{err}");
+    let failure: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+    assert_eq!(failure["kind"], "unreachable", "{failure}");
+}
