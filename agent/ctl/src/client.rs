@@ -31,6 +31,18 @@ pub enum ClientError {
         /// The socket path.
         socket: PathBuf,
     },
+    /// The path exists but is no socket (a regular file, a directory...): a wrong `--socket`
+    /// or `control.socket_path`, not a stopped agent, so "start it" would mislead.
+    #[error(
+        "{} is a {kind}, not a socket, so no agent can listen there; give the agent's control socket with --socket PATH, or set control.socket_path in /etc/guestward/agent.toml",
+        socket.display()
+    )]
+    NotASocket {
+        /// The path given.
+        socket: PathBuf,
+        /// What it is instead ([`guestward_core::file_kind`]).
+        kind: &'static str,
+    },
     /// The socket exists but we may not connect.
     #[error("permission denied on {}: run as root or as a member of the guestward group", socket.display())]
     PermissionDenied {
@@ -167,7 +179,16 @@ impl Client {
             };
             match error.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                    return Err(ClientError::NotRunning { socket: self.socket.clone() });
+                    // connect(2) refuses a path that is no socket just as it refuses a socket
+                    // nobody listens on: look at what is there before blaming the agent.
+                    use std::os::unix::fs::FileTypeExt;
+                    return Err(match std::fs::metadata(&self.socket) {
+                        Ok(meta) if !meta.file_type().is_socket() => ClientError::NotASocket {
+                            socket: self.socket.clone(),
+                            kind: guestward_core::file_kind(meta.file_type()),
+                        },
+                        _ => ClientError::NotRunning { socket: self.socket.clone() },
+                    });
                 }
                 std::io::ErrorKind::PermissionDenied => {
                     return Err(ClientError::PermissionDenied { socket: self.socket.clone() });

@@ -572,13 +572,20 @@ impl Failure {
             Some(ClientError::PermissionDenied { socket }) => {
                 (FailureKind::PermissionDenied, Some(socket.clone()), None)
             }
-            Some(ClientError::Timeout { socket, .. } | ClientError::Transport { socket, .. }) => {
-                (FailureKind::Unreachable, Some(socket.clone()), None)
-            }
+            // A path that is no socket: nothing there can answer (exit 2, as unreachable).
+            Some(
+                ClientError::Timeout { socket, .. }
+                | ClientError::Transport { socket, .. }
+                | ClientError::NotASocket { socket, .. },
+            ) => (FailureKind::Unreachable, Some(socket.clone()), None),
             Some(ClientError::Api { status, .. }) => (FailureKind::Api, None, Some(*status)),
             Some(ClientError::Decode(_)) => (FailureKind::Decode, None, None),
             None => (FailureKind::Usage, None, None),
         };
+        // Absolute in the JSON: a script that ran `--socket run/agent.sock` from elsewhere, or
+        // logs the object, still knows which socket was meant. The path as given is what was
+        // connected to (an absolute one may exceed the 108 bytes a socket address holds).
+        let socket = socket.map(|s| std::path::absolute(&s).unwrap_or(s));
         Self { message: guestward_core::text::error_chain(e.chain()), kind, socket, http_status }
     }
 

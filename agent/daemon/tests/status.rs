@@ -170,6 +170,29 @@ fn status_without_an_agent_exits_2_and_still_prints_json() {
     assert_eq!((failure["kind"].as_str(), failure.get("health")), (Some("not_running"), None));
 }
 
+/// `--socket` naming a regular file or a directory was reported as "the agent is not running;
+/// start it", sending the operator to systemctl for a typo. It names what the path is instead,
+/// keeps exit 2, and the JSON `socket` is absolute when the path was given relative.
+#[test]
+fn a_socket_path_that_is_no_socket_says_so_instead_of_blaming_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    for (given, kind) in [("agent.toml", "regular file"), ("run", "directory")] {
+        let (code, out, err) =
+            run(agentctl().current_dir(dir.path()).arg("--socket").arg(given).args(["status", "--json"]));
+        assert_eq!(code, 2, "{given}: {err}");
+        assert!(err.contains(&format!("{given} is a {kind}, not a socket")), "{err}");
+        assert!(err.contains("--socket") && err.contains("control.socket_path"), "{err}");
+        assert!(!err.contains("not running") && !err.contains("systemctl start"), "{err}");
+        let failure: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+        assert_eq!(failure["socket"], dir.path().join(given).display().to_string(), "{failure}");
+        assert_eq!(failure["reachable"], false);
+        let (code, _, _) = run(agentctl().current_dir(dir.path()).arg("--socket").arg(given).arg("report"));
+        assert_eq!(code, 2);
+    }
+}
+
 /// What answers on the socket need not be the agent: an error text with terminal escapes is
 /// shown escaped on stderr (it once reached the terminal raw), and kept as it was in `--json`.
 #[test]
