@@ -947,14 +947,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                 if !cli.json
                     && let Some(p) = &status.scan_progress
                 {
-                    writeln!(
-                        out,
-                        "scanning: {}/{} entries, {} hashed, {} s",
-                        p.entries_done,
-                        p.entries_seen.max(p.baseline_entries),
-                        guestward_core::human::bytes(p.bytes_hashed),
-                        p.elapsed_ms / 1000
-                    )?;
+                    writeln!(out, "scanning: {}", progress_words(p))?;
                     out.flush()?;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(500));
@@ -975,6 +968,14 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                     "baseline complete: {} entries, completed {}",
                     status.files_in_baseline,
                     at.human()
+                )?;
+            } else if let Some(p) = &status.scan_progress {
+                // While the first baseline is built, `files_in_baseline` stays 0 until it is
+                // complete: the scan's own counters are what says how far it got.
+                writeln!(
+                    out,
+                    "no complete baseline yet; the agent is building it: {} (agentctl fim baseline --wait follows it)",
+                    progress_words(p)
                 )?;
             } else {
                 writeln!(
@@ -1041,6 +1042,17 @@ fn finish(mut out: std::io::StdoutLock<'_>, code: anyhow::Result<u8>) -> anyhow:
 /// JSON on standard output: indented for a terminal, one line for a pipe.
 fn write_json<T: serde::Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> std::io::Result<()> {
     guestward_core::json::write_json(out, value, guestward_core::json::stdout_wants_pretty())
+}
+
+/// A running FIM scan's progress in words: `120/4,000 entries, 3.2 MiB hashed, 5 s`.
+fn progress_words(p: &guestward_fim::model::ScanProgress) -> String {
+    format!(
+        "{}/{} entries, {} hashed, {} s",
+        p.entries_done,
+        p.entries_seen.max(p.baseline_entries),
+        guestward_core::human::bytes(p.bytes_hashed),
+        p.elapsed_ms / 1000
+    )
 }
 
 /// How long `flush` lets the agent deliver: `--timeout`, else the default, at most the cap.

@@ -582,3 +582,38 @@ fn fim_init_without_root_never_calls_an_unreachable_package_file_missing() {
     assert!(err.contains("fim.db: is not writable by this user"), "{err}");
     assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o400);
 }
+
+/// `fim baseline` (without --wait) while the daemon built its first baseline said only "no
+/// complete baseline yet (0 entries recorded so far)", though the help promises the entries
+/// recorded and bytes hashed, and `--json` had them in `scan_progress`.
+#[test]
+fn baseline_without_wait_shows_the_first_baseline_s_progress() {
+    let tree = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        std::fs::write(tree.path().join(format!("f{i}")), format!("content {i}\n")).unwrap();
+    }
+    // 20 files a second: the first baseline takes about 10 s, long enough to be watched.
+    let daemon = Daemon::start_with(
+        &format!(
+            "[imds]\nenabled = false\n[fim]\npaths = [\"{}\"]\n[fim.initial_scan_rate]\nfiles_per_sec = 20\n",
+            tree.path().display()
+        ),
+        &[],
+    );
+    let mut seen = None;
+    daemon.wait_for(
+        || {
+            let (code, out, err) = daemon.ctl(&["fim", "baseline"]);
+            assert!(code == 0 || code == 1, "{out}{err}");
+            if out.contains("building it") {
+                seen = Some((code, out));
+            }
+            seen.is_some() || code == 0
+        },
+        "the first baseline's progress",
+    );
+    let (code, out) = seen.expect("the baseline completed before its progress was ever shown");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("no complete baseline yet; the agent is building it: "), "{out}");
+    assert!(out.contains(" entries, ") && out.contains(" hashed, "), "{out}");
+}
