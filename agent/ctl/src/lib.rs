@@ -721,7 +721,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             if cli.json {
                 write_json(&mut out, &status)?;
             } else {
-                status::render(&status, Timestamp::now(), &mut out)?;
+                status::render(&status, Timestamp::now(), status::Width::of_stdout(), &mut out)?;
             }
             Ok(match status.health.verdict {
                 Health::Ok => exit::OK,

@@ -11,9 +11,60 @@ use guestward_report::protocol::{
 };
 use std::io::Write;
 
-/// Widest line the renderer aims for: longer values (errors, reasons, host ids) are cut with
-/// `…` so `status` stays one screen of an 100-column terminal. Paths are never cut.
+/// The width assumed for a terminal whose size cannot be read.
 pub const WIDTH: usize = 100;
+
+/// The narrowest width text is wrapped to, whatever the terminal says: below it a reason would
+/// become a column of fragments.
+const MIN_WIDTH: usize = 40;
+
+/// How long values meet the line. Reasons and errors are what an operator runs `status` for
+/// (a refused reload's `file:line: key`, a collector's "connection refused"), so they are never
+/// cut: on a terminal they wrap onto indented lines, elsewhere they stay whole on one line.
+/// Only table cells (a host id, a URL, a certificate subject) are cut on a terminal, to keep
+/// their columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// A terminal of this many columns: text wraps at it, cells are cut to their column.
+    Terminal(usize),
+    /// Not a terminal (a pipe, a file, a script's capture): nothing is wrapped or cut.
+    Unlimited,
+}
+
+impl Width {
+    /// Standard output's: its terminal's width ([`WIDTH`] when unknown), else unlimited.
+    pub fn of_stdout() -> Self {
+        use std::io::IsTerminal;
+        let stdout = std::io::stdout();
+        if !stdout.is_terminal() {
+            return Self::Unlimited;
+        }
+        let columns = terminal_size::terminal_size_of(&stdout).map(|(w, _)| usize::from(w.0));
+        Self::Terminal(columns.filter(|&c| c > 0).unwrap_or(WIDTH))
+    }
+
+    /// A table cell: cut to `max` characters on a terminal, whole elsewhere; on one line.
+    fn cell(self, s: &str, max: usize) -> String {
+        match self {
+            Self::Terminal(_) => cut(s, max),
+            Self::Unlimited => flatten(s),
+        }
+    }
+
+    /// A line of free text: on a terminal wrapped at its width, the lines after the first
+    /// indented by `indent` spaces; elsewhere one line. Newlines in it become spaces.
+    fn text(self, line: &str, indent: usize) -> String {
+        match self {
+            Self::Terminal(width) => wrap(&flatten(line), width.max(MIN_WIDTH), indent),
+            Self::Unlimited => flatten(line),
+        }
+    }
+
+    /// Whether `line` is wider than the terminal.
+    fn overflows(self, line: &str) -> bool {
+        matches!(self, Self::Terminal(width) if line.chars().count() > width.max(MIN_WIDTH))
+    }
+}
 
 /// The verdict `agentctl status` prints first and exits with: the daemon's own, and degraded
 /// also when the daemon's last scan has a degraded or failed section that the daemon's verdict
@@ -67,7 +118,7 @@ pub fn section_word(status: SectionStatus) -> &'static str {
 /// The whole human `status`, leading with `status.health` (the caller has put
 /// [`effective_health`] there, so what is printed, put in the JSON and exited with agree).
 /// `now` is a parameter so ages can be tested.
-pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn render(status: &Status, now: Timestamp, width: Width, out: &mut dyn Write) -> std::io::Result<()> {
     // Host ids, errors and section names can come from scanned files (machine-id, hostname):
     // everything goes through the terminal-escaping writer.
     let mut safe = guestward_core::text::TerminalSafe::new(out);
@@ -79,28 +130,36 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
     let health = &status.health;
     writeln!(out, "health      {}", health.verdict.as_str())?;
     for reason in &health.reasons {
-        writeln!(out, "  - {}", cut(reason, WIDTH - 4))?;
+        writeln!(out, "{}", width.text(&format!("  - {reason}"), 4))?;
     }
 
     // 2. Agent, config.
-    writeln!(
+    put(
         out,
-        "agent       guestward-agent {} running (pid {}), up {} (since {})",
-        status.version,
-        status.pid,
-        human_duration(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX)),
-        status.started_at.human()
+        width,
+        format_args!(
+            "agent       guestward-agent {} running (pid {}), up {} (since {})",
+            status.version,
+            status.pid,
+            human_duration(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX)),
+            status.started_at.human()
+        ),
     )?;
     match &status.config_path {
-        Some(path) => writeln!(out, "config      {path}")?,
+        Some(path) => put(out, width, format_args!("config      {path}"))?,
         // No absolute path: the daemon's own words, "built-in defaults (... not present)"
         // (a daemon that does not fill `config_path` names its file there too).
-        None => writeln!(out, "config      {}", cut(&status.config_source, WIDTH - 12))?,
+        None => writeln!(out, "{}", width.text(&format!("config      {}", status.config_source), 12))?,
     }
-    writeln!(out, "state dir   {}", status.state_dir)?;
+    put(out, width, format_args!("state dir   {}", status.state_dir))?;
 
     // 3. Identity.
-    render_identity(&status.identity, status.last_scan.as_ref().and_then(|s| s.host_id.as_deref()), out)?;
+    render_identity(
+        &status.identity,
+        status.last_scan.as_ref().and_then(|s| s.host_id.as_deref()),
+        width,
+        out,
+    )?;
 
     // 4. Collectors.
     let mut header = String::from("collectors  ");
@@ -119,31 +178,35 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
         ", every {}",
         human_duration(i64::try_from(status.scan_interval_secs).unwrap_or(0))
     ));
-    writeln!(out, "{}", cut(&header, WIDTH))?;
+    writeln!(out, "{}", width.text(&header, 12))?;
     if !status.collectors.is_empty() {
-        render_collectors(&status.collectors, now, out)?;
+        render_collectors(&status.collectors, now, width, out)?;
     } else if let Some(scan) = &status.last_scan {
         // A daemon that does not report per-collector state: the last scan's sections.
         writeln!(out, "  {:<9} {:<9} PROBLEMS", "NAME", "RESULT")?;
         for s in &scan.sections {
-            writeln!(out, "  {:<9} {:<9} {}", cut(&s.name, 9), section_word(s.status), s.problems)?;
+            writeln!(out, "  {:<9} {:<9} {}", width.cell(&s.name, 9), section_word(s.status), s.problems)?;
         }
     }
 
     // 5. FIM.
     match &status.fim {
-        Some(fim) => render_fim(fim, now, out)?,
-        None => writeln!(out, "fim         off ([fim] enabled = false)")?,
+        Some(fim) => render_fim(fim, now, width, out)?,
+        None => put(out, width, format_args!("fim         off ([fim] enabled = false)"))?,
     }
 
     // 6. Transport.
     match &status.transport {
-        Some(t) => render_transport(t, status.counters.spool_push_failures_total, now, out)?,
-        None => writeln!(out, "transport   off: reports stay on this host ([transport] enabled = false)")?,
+        Some(t) => render_transport(t, status.counters.spool_push_failures_total, now, width, out)?,
+        None => put(
+            out,
+            width,
+            format_args!("transport   off: reports stay on this host ([transport] enabled = false)"),
+        )?,
     }
 
     // 7. Self-limits.
-    render_self_limits(&status.self_limits, now, out)?;
+    render_self_limits(&status.self_limits, now, width, out)?;
 
     // Then what matters only when it happened.
     if let Some(r) = &status.reload {
@@ -157,44 +220,51 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
                 r.error.as_deref().unwrap_or("see the log")
             )
         };
-        writeln!(
-            out,
-            "{}",
-            cut(
-                &format!(
-                    "reload      {} ago {outcome} ({} applied, {} refused since start)",
-                    ago(r.at),
-                    r.applied_total,
-                    r.rejected_total
-                ),
-                WIDTH
-            )
-        )?;
+        let line = format!(
+            "reload      {} ago {outcome} ({} applied, {} refused since start)",
+            ago(r.at),
+            r.applied_total,
+            r.rejected_total
+        );
+        writeln!(out, "{}", width.text(&line, 12))?;
     }
     if let Some(state) = &status.lifecycle_state {
-        writeln!(out, "lifecycle   {} (announced by instance metadata)", cut(state, 40))?;
+        put(
+            out,
+            width,
+            format_args!("lifecycle   {} (announced by instance metadata)", width.cell(state, 40)),
+        )?;
     }
     let c = &status.counters;
-    writeln!(
+    put(
         out,
-        "counters    scans {} (degraded {}, failed {}); control requests {}, denied {}, refused {}",
-        c.scan_runs_total,
-        c.scan_degraded_runs_total,
-        c.scan_failures_total,
-        c.control_requests_total,
-        c.control_denied_connections_total,
-        c.control_refused_connections_total,
+        width,
+        format_args!(
+            "counters    scans {} (degraded {}, failed {}); control requests {}, denied {}, refused {}",
+            c.scan_runs_total,
+            c.scan_degraded_runs_total,
+            c.scan_failures_total,
+            c.control_requests_total,
+            c.control_denied_connections_total,
+            c.control_refused_connections_total
+        ),
     )?;
-    writeln!(
+    put(
         out,
-        "events      {} stored, {} coalesced, {} dropped, {} store failures (agentctl events)",
-        c.events_stored, c.events_coalesced_total, c.events_dropped_total, c.events_store_failures_total
+        width,
+        format_args!(
+            "events      {} stored, {} coalesced, {} dropped, {} store failures (agentctl events)",
+            c.events_stored, c.events_coalesced_total, c.events_dropped_total, c.events_store_failures_total
+        ),
     )?;
     if c.events_held_in_memory > 0 || c.events_held_dropped_total > 0 {
-        writeln!(
+        put(
             out,
-            "            {} held in memory until the history can store them (carried by the reports), {} of those dropped at the bound",
-            c.events_held_in_memory, c.events_held_dropped_total
+            width,
+            format_args!(
+                "            {} held in memory until the history can store them (carried by the reports), {} of those dropped at the bound",
+                c.events_held_in_memory, c.events_held_dropped_total
+            ),
         )?;
     }
     out.flush()
@@ -203,35 +273,39 @@ pub fn render(status: &Status, now: Timestamp, out: &mut dyn Write) -> std::io::
 fn render_identity(
     id: &IdentityStatus,
     scanned_host_id: Option<&str>,
+    width: Width,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let host = match (id.host_id.as_deref().or(scanned_host_id), id.host_id_source) {
-        (Some(h), Some(source)) => format!("host {} (from {})", cut(h, 40), host_id_source_word(source)),
-        (Some(h), None) => format!("host {}", cut(h, 40)),
+        (Some(h), Some(source)) => {
+            format!("host {} (from {})", width.cell(h, 40), host_id_source_word(source))
+        }
+        (Some(h), None) => format!("host {}", width.cell(h, 40)),
         (None, _) => "host not identified yet".to_string(),
     };
     let ec2 = match (&id.instance_id, &id.not_ec2_reason) {
-        (Some(instance), _) => format!("EC2 instance {}", cut(instance, 30)),
+        (Some(instance), _) => format!("EC2 instance {}", width.cell(instance, 30)),
         (None, Some(why)) => format!("not EC2: {why}"),
         (None, None) => "EC2 unknown yet (the cloud collector has not run)".to_string(),
     };
     let line = format!("identity    {host}; {ec2}");
     match (&id.instance_id, &id.not_ec2_reason) {
         // The reason is what tells an operator why an EC2 instance was not recognised (no
-        // DMI data in a container, IMDS unreachable): on a line of its own rather than cut.
-        (None, Some(why)) if line.chars().count() > WIDTH => {
-            writeln!(out, "identity    {host}; not EC2")?;
-            writeln!(out, "{}", cut(&format!("  not EC2: {why}"), WIDTH * 2))?;
+        // DMI data in a container, IMDS unreachable): on lines of its own rather than wrapped
+        // into the identity line.
+        (None, Some(why)) if width.overflows(&line) => {
+            put(out, width, format_args!("identity    {host}; not EC2"))?;
+            writeln!(out, "{}", width.text(&format!("  not EC2: {why}"), 4))?;
         }
-        _ => writeln!(out, "{}", cut(&line, WIDTH))?,
+        _ => writeln!(out, "{}", width.text(&line, 12))?,
     }
     if let (Some(at), Some(why)) = (id.reinitialised_at, &id.reinitialised_reason) {
-        writeln!(out, "{}", cut(&format!("  re-initialised {}: {why}", at.human()), WIDTH * 2))?;
+        writeln!(out, "{}", width.text(&format!("  re-initialised {}: {why}", at.human()), 4))?;
     }
     if id.credentials.as_deref() == Some("waiting") {
         let action =
             id.credentials_action.as_deref().unwrap_or("install this instance's certificate and key");
-        writeln!(out, "{}", cut(&format!("  credentials waiting: {action}"), WIDTH * 2))?;
+        writeln!(out, "{}", width.text(&format!("  credentials waiting: {action}"), 4))?;
     }
     Ok(())
 }
@@ -249,6 +323,7 @@ fn host_id_source_word(source: guestward_report::HostIdSource) -> &'static str {
 fn render_collectors(
     collectors: &[CollectorStatus],
     now: Timestamp,
+    width: Width,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     writeln!(out, "  {:<9} {:<9} {:<10} {:<8} NEXT RUN", "NAME", "RESULT", "LAST RUN", "TOOK")?;
@@ -267,28 +342,22 @@ fn render_collectors(
             } else {
                 String::new()
             };
-            let room = WIDTH.saturating_sub(13 + streak.len());
-            writeln!(out, "    error: {}{streak}", cut(e, room))?;
+            writeln!(out, "{}", width.text(&format!("    error: {e}{streak}"), 11))?;
         }
     }
     Ok(())
 }
 
-fn render_fim(fim: &FimSummary, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+fn render_fim(fim: &FimSummary, now: Timestamp, width: Width, out: &mut dyn Write) -> std::io::Result<()> {
     let baseline = if fim.baseline_complete { "baseline complete" } else { "baseline NOT complete yet" };
     let verified = match fim.last_verification_at {
         Some(at) => format!("verified {} ago", ago(now, at)),
         None => "never verified yet".to_string(),
     };
     let state = if fim.state.is_empty() { "unknown" } else { fim.state.as_str() };
-    writeln!(
-        out,
-        "{}",
-        cut(
-            &format!("fim         {state}: {baseline}, {} entries, {verified}", group_thousands(fim.entries)),
-            WIDTH
-        )
-    )?;
+    let line =
+        format!("fim         {state}: {baseline}, {} entries, {verified}", group_thousands(fim.entries));
+    writeln!(out, "{}", width.text(&line, 12))?;
     let short = if fim.watches_granted < fim.watches_wanted { " (realtime coverage incomplete)" } else { "" };
     let line = format!(
         "  watches {} of {}{short}; open coverage gaps {}; changes since start {}",
@@ -297,10 +366,15 @@ fn render_fim(fim: &FimSummary, now: Timestamp, out: &mut dyn Write) -> std::io:
         fim.open_gaps,
         fim.changes_since_start
     );
-    writeln!(out, "{}", cut(&line, WIDTH))
+    writeln!(out, "{}", width.text(&line, 4))
 }
 
-fn render_self_limits(l: &SelfLimitStatus, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+fn render_self_limits(
+    l: &SelfLimitStatus,
+    now: Timestamp,
+    width: Width,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     // A budget of 0 is one the daemon did not report (an agent without self-limits).
     let cpu_budget =
         if l.cpu_budget_percent > 0.0 { format!(" of {:.1}%", l.cpu_budget_percent) } else { String::new() };
@@ -323,16 +397,19 @@ fn render_self_limits(l: &SelfLimitStatus, now: Timestamp, out: &mut dyn Write) 
     } else {
         "not throttled".to_string()
     };
-    writeln!(out, "self-limits {state}: {cpu}, {rss}")?;
+    put(out, width, format_args!("self-limits {state}: {cpu}, {rss}"))?;
     if let Some(reason) = l.throttle_reason.as_deref().filter(|_| l.throttled) {
-        writeln!(out, "  why       {}", cut(reason, WIDTH - 12))?;
+        writeln!(out, "{}", width.text(&format!("  why       {reason}"), 12))?;
     }
     if l.throttle_episodes_total > 0 {
-        writeln!(
+        put(
             out,
-            "  history   throttled {} time(s), {} in all since start (FIM hashing and full scans slowed)",
-            l.throttle_episodes_total,
-            human_duration(i64::try_from(l.throttled_secs_total).unwrap_or(i64::MAX))
+            width,
+            format_args!(
+                "  history   throttled {} time(s), {} in all since start (FIM hashing and full scans slowed)",
+                l.throttle_episodes_total,
+                human_duration(i64::try_from(l.throttled_secs_total).unwrap_or(i64::MAX))
+            ),
         )?;
     }
     Ok(())
@@ -344,6 +421,7 @@ pub fn render_transport(
     t: &TransportStatus,
     spool_push_failures: u64,
     now: Timestamp,
+    width: Width,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let ago = |at: Timestamp| ago(now, at);
@@ -354,53 +432,68 @@ pub fn render_transport(
     } else {
         "not connected yet".to_string()
     };
-    writeln!(out, "transport   {} {state}", cut(&t.url, 60))?;
+    put(out, width, format_args!("transport   {} {state}", width.cell(&t.url, 60)))?;
     let last = match t.last_success_at {
         Some(at) => format!("last {} ({} ago)", at.human(), ago(at)),
         None => "none yet".to_string(),
     };
-    writeln!(
+    put(
         out,
-        "  delivery  {last}; {} report(s) delivered, {} failed request(s) since start",
-        t.delivered_reports_total, t.failed_requests_total
+        width,
+        format_args!(
+            "  delivery  {last}; {} report(s) delivered, {} failed request(s) since start",
+            t.delivered_reports_total, t.failed_requests_total
+        ),
     )?;
     if let Some(next) = t.next_attempt_at
         && !t.connected
     {
-        writeln!(out, "  retry     {}", next.human())?;
+        put(out, width, format_args!("  retry     {}", next.human()))?;
     }
     let s = &t.spool;
     let oldest = match s.oldest_collected_at {
         Some(at) => format!(", oldest {} ({} old)", at.human(), ago(at)),
         None => String::new(),
     };
-    writeln!(
+    put(
         out,
-        "  spool     {} report(s), {} of {}{oldest}",
-        s.reports,
-        human::bytes(s.bytes),
-        human::bytes(s.max_bytes)
+        width,
+        format_args!(
+            "  spool     {} report(s), {} of {}{oldest}",
+            s.reports,
+            human::bytes(s.bytes),
+            human::bytes(s.max_bytes)
+        ),
     )?;
     if s.held_in_memory > 0 {
-        writeln!(
+        put(
             out,
-            "  IN MEMORY {} report(s) the disk refused (full or read-only): sent like the others, lost if the agent stops first",
-            s.held_in_memory
+            width,
+            format_args!(
+                "  IN MEMORY {} report(s) the disk refused (full or read-only): sent like the others, lost if the agent stops first",
+                s.held_in_memory
+            ),
         )?;
     }
-    writeln!(
+    put(
         out,
-        "  drops     superseded snapshots {}, events {}, whole reports {}; reports not spooled {}",
-        s.superseded_snapshots_dropped_total,
-        s.events_dropped_total,
-        s.reports_dropped_total,
-        spool_push_failures
+        width,
+        format_args!(
+            "  drops     superseded snapshots {}, events {}, whole reports {}; reports not spooled {}",
+            s.superseded_snapshots_dropped_total,
+            s.events_dropped_total,
+            s.reports_dropped_total,
+            spool_push_failures
+        ),
     )?;
     if s.rejected_total > 0 {
-        writeln!(
+        put(
             out,
-            "  rejected  {} report(s) refused by the collector or unusable: set aside, see spool/rejected/*.reason",
-            s.rejected_total
+            width,
+            format_args!(
+                "  rejected  {} report(s) refused by the collector or unusable: set aside, see spool/rejected/*.reason",
+                s.rejected_total
+            ),
         )?;
     }
     match &t.certificate {
@@ -414,15 +507,19 @@ pub fn render_transport(
                 (Some(at), None) => format!("expires {}", at.human()),
                 (None, _) => "expiry unknown".to_string(),
             };
-            writeln!(out, "  cert      CN={} ({}), {expiry}", cut(&cert.subject, 40), cert.path)?;
+            put(
+                out,
+                width,
+                format_args!("  cert      CN={} ({}), {expiry}", width.cell(&cert.subject, 40), cert.path),
+            )?;
         }
-        None => writeln!(out, "  cert      not loaded")?,
+        None => put(out, width, format_args!("  cert      not loaded"))?,
     }
     if let Some(held) = &t.held {
-        writeln!(out, "  held      {}", cut(held, WIDTH * 2))?;
+        writeln!(out, "{}", width.text(&format!("  held      {held}"), 12))?;
     }
     if let Some(e) = &t.last_error {
-        writeln!(out, "  error     {}", cut(e, WIDTH - 12))?;
+        writeln!(out, "{}", width.text(&format!("  error     {e}"), 12))?;
     }
     Ok(())
 }
@@ -430,13 +527,58 @@ pub fn render_transport(
 /// `s` cut to at most `max` characters, the last being `…` when cut; newlines become spaces
 /// so a multi-line error keeps the table's shape.
 pub fn cut(s: &str, max: usize) -> String {
-    let flat: String = s.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
+    let flat = flatten(s);
     if flat.chars().count() <= max {
         return flat;
     }
     let mut kept: String = flat.chars().take(max.saturating_sub(1)).collect();
     kept.push('…');
     kept
+}
+
+/// A line that starts with a 12-column label (`agent       `, `  spool     `): on a terminal
+/// wrapped at its width under the label's column, elsewhere whole.
+fn put(out: &mut dyn Write, width: Width, line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    writeln!(out, "{}", width.text(&line.to_string(), 12))
+}
+
+/// `s` on one line: newlines become spaces, so a multi-line error keeps the table's shape.
+fn flatten(s: &str) -> String {
+    s.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect()
+}
+
+/// `line` (one line) broken at spaces into lines of at most `width` characters, each after the
+/// first starting with `indent` spaces; a word longer than a whole line is broken inside.
+fn wrap(line: &str, width: usize, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = String::with_capacity(line.len());
+    // Characters on the current line, and whether anything follows its indentation yet.
+    let (mut used, mut started) = (0usize, false);
+    for word in line.split(' ') {
+        let len = word.chars().count();
+        if started && used + 1 + len > width {
+            out.push('\n');
+            out.push_str(&pad);
+            (used, started) = (indent, false);
+        }
+        if started {
+            out.push(' ');
+            used += 1;
+        }
+        let mut rest = word;
+        while used + rest.chars().count() > width && used < width {
+            let split = rest.char_indices().nth(width - used).map_or(rest.len(), |(i, _)| i);
+            out.push_str(&rest[..split]);
+            out.push('\n');
+            out.push_str(&pad);
+            rest = &rest[split..];
+            used = indent;
+        }
+        out.push_str(rest);
+        used += rest.chars().count();
+        started = true;
+    }
+    out
 }
 
 /// `90s`, `5m`, `3h 20m`, `2d 4h`: an age at a glance.
@@ -607,7 +749,7 @@ mod tests {
         let mut status = status.clone();
         status.health = effective_health(&status);
         let mut out = Vec::new();
-        render(&status, at(NOW), &mut out).unwrap();
+        render(&status, at(NOW), Width::Terminal(WIDTH), &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -641,11 +783,9 @@ mod tests {
         assert!(out.contains("  NAME      RESULT    LAST RUN   TOOK     NEXT RUN\n"), "{out}");
         assert!(out.contains("  host      ok        5m ago     1.2 s    in 10m\n"), "{out}");
         assert!(out.contains("  packages  degraded  5m ago     1.2 s    in 10m\n"), "{out}");
-        assert!(
-            out.contains("    error: cannot read /var/lib/dpkg/status: xxx")
-                && out.contains("… (3 failures in a row)\n"),
-            "{out}"
-        );
+        // A long error wraps under itself, whole, rather than being cut.
+        assert!(out.contains("    error: cannot read /var/lib/dpkg/status:\n           xxx"), "{out}");
+        assert!(out.contains(" (3 failures in a row)\n") && !out.contains('…'), "{out}");
         assert!(out.contains("  cloud     skipped   never      -        -\n"), "{out}");
         assert!(
             out.contains("fim         watching: baseline complete, 12,345 entries, verified 2m ago\n"),
@@ -804,7 +944,7 @@ mod tests {
             ..TransportStatus::default()
         };
         let mut out = Vec::new();
-        render_transport(&t, 1, at(NOW), &mut out).unwrap();
+        render_transport(&t, 1, at(NOW), Width::Terminal(WIDTH), &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
@@ -850,12 +990,54 @@ mod tests {
             ..TransportStatus::default()
         };
         let mut out = Vec::new();
-        render_transport(&t, 0, at(NOW), &mut out).unwrap();
+        render_transport(&t, 0, at(NOW), Width::Terminal(WIDTH), &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with("transport   https://c:1 connected\n"), "{out}");
         assert!(out.contains("none yet"), "{out}");
         assert!(out.contains("expired") && out.contains("(2 days ago)"), "{out}");
         assert!(!out.contains("error "), "{out}");
+    }
+
+    /// `status` cut reasons and errors at 100 characters even into a pipe, so a refused
+    /// reload's `file:line: key` or a collector's "connection refused" at the end never showed.
+    #[test]
+    fn reasons_and_errors_are_whole_off_a_terminal_and_wrapped_at_its_width_on_one() {
+        let cause = "agent.toml:41:7: key `transport.url`: connection refused";
+        let mut status = full();
+        let long = format!("{}{cause}", "the collector at https://collector.internal:8443 said ".repeat(3));
+        status.health.reasons = vec![long.clone()];
+        if let Some(r) = status.reload.as_mut() {
+            r.error = Some(long.clone());
+        }
+        if let Some(t) = status.transport.as_mut() {
+            t.last_error = Some(long.clone());
+        }
+        status.collectors[1].last_error = Some(long.clone());
+
+        let mut out = Vec::new();
+        render(&status, at(NOW), Width::Unlimited, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        for prefix in ["  - ", "reload      ", "  error     ", "    error: "] {
+            let line = &out.lines().nth(line_of(&out, prefix)).unwrap();
+            assert!(line.contains(&long), "{prefix:?} cut: {line}");
+        }
+
+        let mut out = Vec::new();
+        render(&status, at(NOW), Width::Terminal(60), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.lines().all(|l| l.chars().count() <= 60), "a line is wider than 60:\n{out}");
+        // Joined back, every wrapped value is whole.
+        let joined = out.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+        assert_eq!(joined.matches(&long).count(), 4, "{out}");
+        // Table columns stay aligned.
+        assert!(out.contains("  host      ok        5m ago     1.2 s    in 10m\n"), "{out}");
+    }
+
+    #[test]
+    fn wrapping_breaks_at_spaces_indents_what_follows_and_splits_only_words_too_long() {
+        assert_eq!(wrap("  - aaa bbb ccc", 9, 4), "  - aaa\n    bbb\n    ccc");
+        assert_eq!(wrap("ab", 9, 4), "ab");
+        assert_eq!(wrap("x: 0123456789abcdef", 8, 2), "x:\n  012345\n  6789ab\n  cdef");
     }
 
     #[test]

@@ -158,6 +158,22 @@ fn sighup_with_a_broken_config_keeps_the_old_config_running_and_says_so() {
     assert_eq!(s["health"]["verdict"], "degraded", "{s}");
     let reasons = s["health"]["reasons"].to_string();
     assert!(reasons.contains("reload") && reasons.contains("rejected"), "{reasons}");
+    // The human status shows the whole error, whose last key lies past 100 characters (it was
+    // cut there, into a pipe as on a terminal): into a pipe on one line, on a terminal wrapped
+    // at its width.
+    let (code, out, _) = daemon.ctl(&["status"]);
+    assert_eq!(code, 1, "{out}");
+    let line = out.lines().find(|l| l.starts_with("reload ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("network.no_such_key") && line.chars().count() > 100, "{out}");
+    let (code, out) = run_on_terminal(
+        agentctl().arg("--socket").arg(&daemon.socket).arg("status"),
+        60,
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.lines().all(|l| l.chars().count() <= 60), "a line is wider than the terminal:\n{out}");
+    let joined = out.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    assert!(joined.contains("network.no_such_key"), "{out}");
     // Still serving, on the old configuration.
     let (code, _, err, _) =
         daemon.ctl_bounded(&["scan", "--only", "host", "--json"], Duration::from_secs(30));

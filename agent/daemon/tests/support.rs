@@ -315,3 +315,42 @@ pub fn unit_environment() -> Vec<(String, String)> {
     assert!(!env.is_empty(), "the unit sets no Environment=");
     env
 }
+
+/// Runs `cmd` with standard output and error on a new pseudo-terminal `columns` wide (standard
+/// input empty) and returns its exit code and what the terminal received, `\r\n` as `\n`. For
+/// what a binary does only on a terminal: colour, wrapping at the terminal's width.
+pub fn run_on_terminal(cmd: &mut Command, columns: u16, limit: Duration) -> (i32, String) {
+    use std::io::Read;
+    let size = nix::pty::Winsize { ws_row: 50, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave))
+        .spawn()
+        .unwrap();
+    // The command keeps its copies of the terminal's end until they are replaced: the reader
+    // below sees the end of the output only once no process holds that end open.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // Ends with EIO once the child (and every process that inherited the terminal) is gone.
+        let _ = master.read_to_end(&mut bytes);
+        bytes
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = String::from_utf8_lossy(&reader.join().unwrap()).replace("\r\n", "\n");
+    (status.code().expect("killed by a signal"), out)
+}
