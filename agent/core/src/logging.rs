@@ -2,7 +2,8 @@
 //! standard error, fit for a terminal, a file and the systemd journal alike.
 //!
 //! - Colour only when standard error is a terminal: a file or the journal would keep the escape
-//!   codes as text.
+//!   codes as text. Not even then when `NO_COLOR` is set and not empty (no-color.org) or `TERM`
+//!   is `dumb` (a terminal that shows escape codes as text, such as an Emacs shell buffer).
 //! - Under systemd (standard error connected to the journal, which systemd announces in
 //!   `JOURNAL_STREAM` as the `DEVICE:INODE` of that stream) each line starts with the
 //!   sd-daemon priority prefix (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug and trace)
@@ -63,6 +64,15 @@ pub fn stderr_destination() -> Destination {
     }
 }
 
+/// Whether a terminal may get colour, given `NO_COLOR` and `TERM`: the user's word wins over
+/// the terminal test (no-color.org: set and not empty means no colour), and a dumb terminal
+/// would print the escape codes as text.
+fn colour_allowed(no_color: Option<std::ffi::OsString>, term: Option<std::ffi::OsString>) -> bool {
+    let no_color = no_color.is_some_and(|v| !v.is_empty());
+    let dumb = term.is_some_and(|t| t == "dumb");
+    !no_color && !dumb
+}
+
 /// Whether `JOURNAL_STREAM` (`DEVICE:INODE`, decimal) is the device and inode of standard error.
 fn journal_stream_is_stderr(value: Option<&str>) -> bool {
     let Some((dev, ino)) = value.and_then(|v| v.split_once(':')) else { return false };
@@ -111,7 +121,9 @@ pub fn init(default: &str) {
         Destination::Journal => {
             format.with_ansi(false).without_time().event_format(JournalPrefix::new()).boxed()
         }
-        Destination::Terminal => format.with_ansi(true).boxed(),
+        Destination::Terminal => {
+            format.with_ansi(colour_allowed(std::env::var_os("NO_COLOR"), std::env::var_os("TERM"))).boxed()
+        }
         Destination::Plain => format.with_ansi(false).boxed(),
     };
     if tracing_subscriber::registry().with(filter).with(format).try_init().is_ok() {

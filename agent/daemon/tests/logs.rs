@@ -1,7 +1,8 @@
 //! The daemon's log as an operator reads it: a file or the journal, not a terminal (issue 12,
-//! item 5). Each test runs the real `guestward-agent run` with its standard error in a file.
+//! item 5). Each test runs the real `guestward-agent run` with its standard error in a file,
+//! except the one about colour on a terminal.
 
-use crate::support::{agent, agentctl};
+use crate::support::{agent, agentctl, empty_config, run_on_terminal};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -251,4 +252,28 @@ fn agent_log_level_sets_the_level_and_rust_log_wins() {
     let (code, log) = daemon.terminate();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains(" INFO ") && log.contains("guestward-agent running"), "RUST_LOG wins:\n{log}");
+}
+
+/// On a terminal the log was coloured whatever the environment said: `NO_COLOR` (set and not
+/// empty, no-color.org) and `TERM=dumb` turn the escape codes off; an empty `NO_COLOR` does not.
+#[test]
+fn no_color_and_a_dumb_terminal_turn_the_log_s_colour_off() {
+    let config = empty_config();
+    let log_on_terminal = |env: &[(&str, &str)]| {
+        let mut cmd = agent();
+        cmd.env("RUST_LOG", "debug").env("TERM", "xterm").env_remove("NO_COLOR");
+        cmd.envs(env.iter().copied())
+            .args(["scan", "--json", "--only", "host", "--config"])
+            .arg(config.path());
+        let (code, out) = run_on_terminal(&mut cmd, 200, Duration::from_secs(60));
+        assert!(code == 0 || code == 1, "exit {code}: {out}");
+        assert!(out.contains("DEBUG"), "no log line: {out}");
+        out
+    };
+    assert!(log_on_terminal(&[]).contains("\x1b["), "a terminal gets colour by default");
+    assert!(log_on_terminal(&[("NO_COLOR", "")]).contains("\x1b["), "an empty NO_COLOR is unset");
+    for env in [("NO_COLOR", "1"), ("TERM", "dumb")] {
+        let out = log_on_terminal(&[env]);
+        assert!(!out.contains('\x1b'), "{env:?}: escape codes in {out:?}");
+    }
 }
