@@ -238,8 +238,10 @@ pub struct Overrides {
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<ServeConfig, ConfigError> {
     let (raw, base, shown) = match path {
         Some(path) => {
-            let bytes = guestward_core::read_regular_file_capped(path, MAX_CONFIG_BYTES, true)
-                .map_err(|e| ConfigError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+            let bytes =
+                guestward_core::read_regular_file_capped(path, MAX_CONFIG_BYTES, true).map_err(|e| {
+                    ConfigError::Read { path: path.to_path_buf(), reason: crate::pki::read_error_reason(&e) }
+                })?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| ConfigError::Read { path: path.to_path_buf(), reason: "not UTF-8".into() })?;
             let raw: RawConfig = toml::from_str(&text)

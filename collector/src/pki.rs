@@ -440,9 +440,24 @@ fn write_cert(path: &Path, pem: &str) -> Result<(), PkiError> {
         .map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
 }
 
-/// Reads a PEM file of at most 64 KiB; `follow_symlinks` false for keys.
+/// Reads a PEM file of at most 64 KiB; `follow_symlinks` false for keys. The error is the
+/// reason alone ([`read_error_reason`]): every caller names the file in its own error.
 pub(crate) fn read_capped(path: &Path, follow_symlinks: bool) -> Result<Vec<u8>, String> {
-    guestward_core::read_regular_file_capped(path, MAX_PEM_BYTES, follow_symlinks).map_err(|e| e.to_string())
+    guestward_core::read_regular_file_capped(path, MAX_PEM_BYTES, follow_symlinks)
+        .map_err(|e| read_error_reason(&e))
+}
+
+/// Why the collector could not read a file, without its path (the caller's error names it),
+/// with the collector's advice on permissions, not the agent's (which names the agent's
+/// capability and unit).
+pub(crate) fn read_error_reason(e: &guestward_core::HostFsError) -> String {
+    match e {
+        guestward_core::HostFsError::PermissionDenied { .. } => format!(
+            "{} (the collector must run as a user that can read it: guestward-collector, as guestward-collector.service runs it, or root)",
+            e.reason()
+        ),
+        _ => e.reason(),
+    }
 }
 
 #[cfg(test)]

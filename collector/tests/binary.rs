@@ -169,3 +169,67 @@ fn binary_survives_a_closed_stdout_and_a_full_stderr() {
         assert_eq!(out.status.code(), Some(1));
     });
 }
+
+/// A PKI file the collector could not read was named twice and came with the agent's advice
+/// (`nopki/ca.pem: nopki/ca.pem: not found`; `...: permission denied (the agent needs
+/// CAP_DAC_READ_SEARCH, which guestward-agent.service grants, or root)`).
+#[test]
+fn an_unreadable_pki_file_is_named_once_with_the_collector_s_own_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--pki-dir", "nopki", "--listen", "127.0.0.1:0", "--db", "c.db"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("nopki/ca.pem: not found"), "{err}");
+    assert_eq!(err.matches("nopki/ca.pem").count(), 1, "{err}");
+
+    // As a user who may not read the files (root reads everything).
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        guestward_core::testing::skip_or_fail(
+            "an_unreadable_pki_file_is_named_once",
+            "setpriv not installed",
+        );
+        return;
+    };
+    if !nix::unistd::Uid::effective().is_root() {
+        guestward_core::testing::skip_or_fail(
+            "an_unreadable_pki_file_is_named_once",
+            "needs root to switch users",
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let pki = new_pki(dir.path());
+    std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A copy of the binary `nobody` may run: the target directory may be private.
+    let bin_dir = tempfile::Builder::new().prefix("gw-collector-as-nobody").tempdir_in("/tmp").unwrap();
+    let bin = bin_dir.path().join("guestward-collector");
+    std::fs::copy(BIN, &bin).unwrap();
+    // The database is opened first: where `nobody` may create it.
+    let db_dir = dir.path().join("db");
+    std::fs::create_dir(&db_dir).unwrap();
+    for (p, mode) in
+        [(dir.path(), 0o755), (db_dir.as_path(), 0o777), (bin_dir.path(), 0o755), (bin.as_path(), 0o755)]
+    {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db_dir.join("c.db"))
+        .arg("--pki-dir")
+        .arg(&pki)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let ca = pki.join("ca.pem").display().to_string();
+    assert!(err.contains(&format!("{ca}: permission denied (the collector must run as a user")), "{err}");
+    assert_eq!(err.matches(&ca).count(), 1, "{err}");
+    assert!(!err.contains("CAP_DAC_READ_SEARCH") && !err.contains("guestward-agent"), "{err}");
+}

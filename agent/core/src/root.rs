@@ -159,6 +159,23 @@ impl HostFsError {
         }
     }
 
+    /// What went wrong, without the path and without the agent's advice on permissions
+    /// (`permission denied`, `not found`, ...): for a caller that names the file itself (in an
+    /// error of its own that holds the path), and for a program other than the agent, the
+    /// collector, whose advice differs.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::NotFound { .. } => "not found".to_string(),
+            Self::PermissionDenied { .. } => "permission denied".to_string(),
+            Self::TooLarge { limit, .. } => {
+                format!("larger than the {limit}-byte limit for this file; not read")
+            }
+            Self::SymlinkLoop { .. } => "too many levels of symbolic links".to_string(),
+            Self::NotRegularFile { kind, .. } => format!("is a {kind}, not a regular file; not read"),
+            Self::Io { source, .. } => source.to_string(),
+        }
+    }
+
     /// This error as a report [`crate::Problem`].
     pub fn to_problem(&self) -> crate::Problem {
         crate::Problem::new(self.code(), self.to_string()).with_path(self.path().display().to_string())
@@ -678,6 +695,24 @@ mod tests {
     /// component walk used on older kernels.
     fn both(root: &HostRoot) -> [HostRoot; 2] {
         [root.clone(), root.clone().with_component_walk()]
+    }
+
+    #[test]
+    fn a_reason_is_the_message_without_the_path_and_without_the_agent_s_advice() {
+        let path = PathBuf::from("/x/ca.pem");
+        let errors = [
+            HostFsError::NotFound { path: path.clone() },
+            HostFsError::TooLarge { path: path.clone(), limit: 9 },
+            HostFsError::SymlinkLoop { path: path.clone() },
+            HostFsError::NotRegularFile { path: path.clone(), kind: "directory" },
+            HostFsError::Io { path: path.clone(), source: io::Error::other("disk on fire") },
+        ];
+        for e in errors {
+            assert_eq!(e.to_string(), format!("/x/ca.pem: {}", e.reason()));
+        }
+        let denied = HostFsError::PermissionDenied { path };
+        assert_eq!(denied.reason(), "permission denied");
+        assert_eq!(denied.to_string(), format!("/x/ca.pem: permission denied ({READ_PERMISSION_ADVICE})"));
     }
 
     #[test]
