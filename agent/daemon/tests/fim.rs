@@ -82,55 +82,10 @@ fn daemon_mode_reports_realtime_changes_through_agentctl_fim() {
     assert_eq!(daemon.terminate(), 0);
 }
 
-/// Runs `cmd` with stdin, stdout and stderr on a fresh pseudo-terminal (what a person typing
-/// the command has), returning the exit code and every byte written to the terminal. A child
-/// still running after `limit` is killed and the test fails: a hang must fail CI, not stall it.
+/// Runs `cmd` on a terminal 120 columns wide, as a person typing it (see
+/// [`run_on_terminal`]).
 fn run_on_pty(mut cmd: std::process::Command, limit: std::time::Duration) -> (i32, String) {
-    use std::io::Read;
-    use std::time::{Duration, Instant};
-    let size = nix::pty::Winsize { ws_row: 30, ws_col: 120, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = nix::pty::openpty(Some(&size), None).unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .env("TERM", "xterm-256color");
-    let shown = format!("{cmd:?}");
-    let mut child = cmd.spawn().unwrap();
-    // The Command holds the slave descriptors: drop it so that the master reads EOF (EIO) once
-    // the child is gone.
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master);
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    // Read continuously: a terminal whose buffer fills would block the child's writes.
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let drain = |rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
-        let mut out = Vec::new();
-        while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(5)) {
-            out.extend(chunk);
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} did not exit within {limit:?} on a terminal (hang); it wrote:\n{}", drain(&rx));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (status.code().expect("killed by a signal"), drain(&rx))
+    run_on_terminal(cmd.env("TERM", "xterm-256color"), 120, limit)
 }
 
 /// Whether indicatif's bar (`{pos}/{len} entries`) was drawn: the summary lines say
