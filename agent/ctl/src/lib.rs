@@ -341,8 +341,9 @@ pub enum FimCtl {
         /// age (30s, 15m, 1h, 2d, 1w; combined: 1h30m).
         #[arg(long, value_name = "TIME|AGE", value_parser = guestward_core::parse_time_arg)]
         since: Option<guestward_core::Timestamp>,
-        /// At most this many events.
-        #[arg(long, default_value_t = 1000)]
+        /// At most this many events, 1 to 10,000 (the oldest that match: narrow with --since).
+        #[arg(long, default_value_t = 1000,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
         limit: usize,
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -999,6 +1000,14 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
                     writeln!(out, "{}", guestward_fim::events::render_event_line(e))?;
                 }
                 writeln!(out, "{}", guestward_fim::events::render_events_summary(&events))?;
+                // As many as asked for: the rest were not shown, which the summary cannot say.
+                if events.len() >= limit {
+                    writeln!(
+                        out,
+                        "the first {limit} event(s) shown: there may be more; narrow with --since, or \
+                         raise --limit (at most 10000)"
+                    )?;
+                }
             }
             Ok(exit::OK)
         }

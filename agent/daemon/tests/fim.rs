@@ -79,6 +79,14 @@ fn daemon_mode_reports_realtime_changes_through_agentctl_fim() {
     assert!(out.contains("coverage:   complete"), "{out}");
     let (code, _, err) = ctl(&["fim", "events", "--since", "yesterday"]);
     assert_eq!(code, 2, "a bad --since is a usage error: {err}");
+    // --limit: beyond what one answer holds is refused, not cut silently; a full page says
+    // that more may exist.
+    let (code, _, err) = ctl(&["fim", "events", "--limit", "20000"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("20000") && err.contains("1..=10000"), "{err}");
+    let (code, out, err) = ctl(&["fim", "events", "--since", "2000-01-01T00:00:00Z", "--limit", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("the first 1 event(s) shown: there may be more"), "{out}");
     assert_eq!(daemon.terminate(), 0);
 }
 

@@ -1244,6 +1244,26 @@ impl Engine {
         (self.sink)(&e);
     }
 
+    /// The watches in use and each tree's mode, as changes have left them: a directory
+    /// created, removed or renamed changes both, and `fim status` once went on showing the
+    /// numbers of the last scan (a tree put on rescans for want of watches still "realtime").
+    /// Cheap: no query of the store.
+    fn publish_watches(&self) {
+        let watches = self.watched.len() as u64;
+        let modes: Vec<(String, TreeMode, Option<String>)> =
+            self.trees.iter().map(|t| (escape_path(&t.target.host), t.mode, t.reason.clone())).collect();
+        self.with_status(|s| {
+            s.watches_used = watches;
+            for tree in &mut s.trees {
+                if let Some((_, mode, reason)) = modes.iter().find(|(path, ..)| *path == tree.path) {
+                    tree.mode = *mode;
+                    tree.reason.clone_from(reason);
+                }
+            }
+            s.refresh_degraded();
+        });
+    }
+
     fn publish(&self, state: MonitorState) {
         let files = self.store.file_count().unwrap_or(0);
         let baseline = self.fim.baseline_time().ok().flatten();
@@ -1474,6 +1494,7 @@ impl Engine {
                 self.examine(&path, &p);
             }
         }
+        self.publish_watches();
         // Items that arrived while examining have pushed `next_due` already.
         let remaining = self.pending.values().map(|p| self.due_at(p)).min();
         self.next_due = match (next, remaining) {

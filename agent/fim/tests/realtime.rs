@@ -372,4 +372,12 @@ fn a_directory_renamed_away_and_back_within_the_debounce_stays_watched() {
     let c = wait_change(&events, WAIT, |c| c.path == p(&root.join("cron.d/planted")));
     assert_eq!(c.mechanism, Mechanism::Realtime, "{c:?}");
     assert_eq!(monitor.status().watches_used, watches, "every directory watched again");
+    // New directories are watched, and the status says so at once (it once kept the count of
+    // the last scan).
+    for d in ["a", "b", "c"] {
+        std::fs::create_dir(root.join("cron.d").join(d)).unwrap();
+    }
+    wait_change(&events, WAIT, |c| c.path == p(&root.join("cron.d/c")));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(monitor.status().watches_used, watches + 3);
 }
