@@ -315,6 +315,9 @@ struct Engine {
     shared: Arc<Shared>,
     sink: EventSink,
     watched: BTreeSet<PathBuf>,
+    /// Directories whose records below were all reported removed during this pass over the
+    /// paths due (see [`Self::drop_subtree`]).
+    dropped_this_pass: BTreeSet<PathBuf>,
     budget: u64,
     trees: Vec<Tree>,
     pending: HashMap<PathBuf, Pending>,
@@ -393,6 +396,7 @@ impl Engine {
             shared,
             sink,
             watched: BTreeSet::new(),
+            dropped_this_pass: BTreeSet::new(),
             budget: 0,
             trees: Vec::new(),
             pending: HashMap::new(),
@@ -1470,6 +1474,7 @@ impl Engine {
     }
 
     fn process_due(&mut self, now: Instant) {
+        self.dropped_this_pass.clear();
         let mut due: Vec<PathBuf> = Vec::new();
         let mut next: Option<Instant> = None;
         for (path, p) in &self.pending {
@@ -1566,7 +1571,11 @@ impl Engine {
                 // Never in the baseline and already gone: it lived shorter than the debounce.
                 // Unless it was renamed to a monitored path (whose own report covers it), say
                 // that it existed.
-                None if !(seen.rename_source && seen.moved_into_tree) => self.transient(&host, &rule, seen),
+                None if !(seen.rename_source && seen.moved_into_tree)
+                    && (seen.appeared || !self.removal_reported_above(real)) =>
+                {
+                    self.transient(&host, &rule, seen)
+                }
                 None => {}
             }
             return;
@@ -1703,6 +1712,15 @@ impl Engine {
             self.store_failed(true, "remove the records below", vec![host.to_path_buf()], &e);
         }
         self.remove_watches_below(real);
+        self.dropped_this_pass.insert(real.to_path_buf());
+    }
+
+    /// Whether a directory above `real` had its records reported removed in this pass: the
+    /// deletion events of the files below it are then answered already. Examined after it,
+    /// each found no record and nothing there, and was reported again as a file that came and
+    /// went ("transient", existed 0 ms) though it had existed for seconds.
+    fn removal_reported_above(&self, real: &Path) -> bool {
+        real.ancestors().skip(1).any(|a| self.dropped_this_pass.contains(a))
     }
 
     fn renamed(

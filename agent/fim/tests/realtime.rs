@@ -381,3 +381,33 @@ fn a_directory_renamed_away_and_back_within_the_debounce_stays_watched() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(monitor.status().watches_used, watches + 3);
 }
+
+/// A watched directory removed with its files: each file is reported removed once. Their own
+/// deletion events, examined after the directory's, once found no record and were reported
+/// again as files that came and went in 0 ms (`transient`), though they had existed for long.
+#[test]
+fn files_removed_with_their_directory_are_reported_once_and_not_as_transient() {
+    let (dir, root) = tree(&[("sub/early", "e"), ("sub/deep/x", "x"), ("keep", "k")]);
+    let state = dir.path().join("state");
+    let (_monitor, events) = start(config_for(&root, vec![]), &state);
+    for round in 0..3 {
+        std::fs::remove_dir_all(root.join("sub")).unwrap();
+        wait_change(&events, WAIT, |c| c.path == p(&root.join("sub/deep/x")));
+        std::thread::sleep(Duration::from_millis(1000));
+        let about: Vec<_> =
+            changes(&events).into_iter().filter(|c| c.path.starts_with(&p(&root.join("sub/")))).collect();
+        assert!(about.iter().all(|c| c.transient.is_none()), "round {round}: {about:#?}");
+        for file in ["sub/early", "sub/deep/x"] {
+            let n = about.iter().filter(|c| c.path == p(&root.join(file))).count();
+            assert_eq!(n, 1, "round {round}: {file} reported {n} times: {about:#?}");
+        }
+        // Back for the next round, recorded by the monitor's rescan of the new directory.
+        events.lock().unwrap().clear();
+        std::fs::create_dir_all(root.join("sub/deep")).unwrap();
+        std::fs::write(root.join("sub/early"), "e").unwrap();
+        std::fs::write(root.join("sub/deep/x"), "x").unwrap();
+        wait_change(&events, WAIT, |c| c.path == p(&root.join("sub/deep/x")));
+        std::thread::sleep(Duration::from_millis(1000));
+        events.lock().unwrap().clear();
+    }
+}
