@@ -36,7 +36,7 @@ pub fn stdout_wants_pretty() -> bool {
 
 /// [`write_json`] to standard output, indented only on a terminal ([`stdout_wants_pretty`]).
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> std::io::Result<()> {
-    write_json(std::io::stdout().lock(), value, stdout_wants_pretty())
+    write_json(crate::stdio::stdout(), value, stdout_wants_pretty())
 }
 
 #[cfg(test)]

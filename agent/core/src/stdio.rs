@@ -27,5 +27,29 @@ pub fn output_line(line: impl Display) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Standard output, locked, whose write errors say that it was standard output that failed:
+/// `agentctl status > /dev/full` once said only "No space left on device (os error 28)". The
+/// error keeps its kind, so a closed pipe is still recognised as one.
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+/// See [`stdout`].
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+fn named(e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot write to standard output: {e}"))
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(named)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(named)
+    }
+}
+
 // Tested through the binaries that use it: the agent's, agentctl's and the collector's
 // end-to-end tests run them with stderr on /dev/full and stdout on a closed pipe.

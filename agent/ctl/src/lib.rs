@@ -640,7 +640,7 @@ fn emit_failure(failure: &Failure, json: bool, is_status: bool, exit_code: u8) {
     // The JSON first: a health check reading stdout must get its object even when the stderr
     // line cannot be written (a log on a full disk).
     if json {
-        let mut out = std::io::stdout().lock();
+        let mut out = guestward_core::stdio::stdout();
         // Compact, one line: a script reads it with one `read` or `jq`.
         let _ = serde_json::to_writer(&mut out, &failure.to_json(is_status, exit_code));
         let _ = writeln!(out);
@@ -675,7 +675,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             return run_agent(&args, "prepare the image");
         }
         Command::Completions { shell } => {
-            let mut out = std::io::stdout().lock();
+            let mut out = guestward_core::stdio::stdout();
             guestward_core::cli_docs::write_completions(&mut Cli::command(), *shell, &mut out)?;
             out.flush()?;
             return Ok(exit::OK);
@@ -684,7 +684,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let written = guestward_core::cli_docs::generate_to(Cli::command(), dir).map_err(|e| {
                 anyhow::anyhow!("writing the man pages and completions into {}: {e}", dir.display())
             })?;
-            let mut out = std::io::stdout().lock();
+            let mut out = guestward_core::stdio::stdout();
             for path in written {
                 writeln!(out, "{}", path.display())?;
             }
@@ -712,7 +712,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
     };
     let client = Client::new(socket).with_timeouts(DEFAULT_CONNECT_TIMEOUT, request_timeout);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = guestward_core::stdio::stdout();
     let cli = options;
     let code: anyhow::Result<u8> = match command {
         Command::Status { .. } => {
@@ -1042,7 +1042,7 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
 
 /// The end of every command that printed: a write error (a closed pipe) must surface here,
 /// not be lost when stdout is flushed at exit.
-fn finish(mut out: std::io::StdoutLock<'_>, code: anyhow::Result<u8>) -> anyhow::Result<u8> {
+fn finish(mut out: guestward_core::stdio::Stdout, code: anyhow::Result<u8>) -> anyhow::Result<u8> {
     let code = code?;
     out.flush()?;
     Ok(code)

@@ -283,7 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             ))
         }
         Command::Completions { shell } => {
-            let mut out = std::io::stdout().lock();
+            let mut out = guestward_core::stdio::stdout();
             guestward_core::cli_docs::write_completions(
                 &mut <Cli as clap::CommandFactory>::command(),
                 shell,
@@ -298,7 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     .with_context(|| {
                         format!("writing the man pages and completions into {}", dir.display())
                     })?;
-            let mut out = std::io::stdout().lock();
+            let mut out = guestward_core::stdio::stdout();
             for path in written {
                 writeln!(out, "{}", path.display())?;
             }
@@ -316,7 +316,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let path =
                 path.or(cli.config).unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
             let outcome = CheckOutcome::of(&path);
-            outcome.print(json, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())?;
+            outcome.print(json, &mut guestward_core::stdio::stdout(), &mut std::io::stderr().lock())?;
             Ok(outcome.exit_code())
         }
         Command::Run(args) => {
@@ -400,7 +400,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             let format = if args.json { Format::Json } else { args.format };
             let pretty = guestward_core::json::stdout_wants_pretty();
-            let mut out = std::io::stdout().lock();
+            let mut out = guestward_core::stdio::stdout();
             match format {
                 // Indented on a terminal, compact otherwise (a pipe or a file: 14 MB of
                 // indentation for 20,000 connections cost more than collecting them).
@@ -501,7 +501,7 @@ fn collector_parser() -> impl TypedValueParser<Value = Collector> {
 }
 
 fn print_stdout(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = guestward_core::stdio::stdout();
     out.write_all(text.as_bytes())?;
     out.flush()
 }

@@ -65,7 +65,7 @@ pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Res
     // A collector stuck in a read (a hung mount) must not hold the exit past the deadline.
     runtime.shutdown_timeout(Duration::from_secs(5));
     let outcome = outcome?;
-    let mut out = std::io::stdout().lock();
+    let mut out = guestward_core::stdio::stdout();
     if args.json {
         guestward_core::json::write_json(
             &mut out,

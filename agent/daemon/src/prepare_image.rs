@@ -95,7 +95,7 @@ pub fn run(config: &Config, args: &PrepareImageArgs) -> anyhow::Result<u8> {
                 "state_dir": config.agent.state_dir.as_path().display().to_string(),
             });
             guestward_core::json::write_json(
-                &mut std::io::stdout().lock(),
+                &mut guestward_core::stdio::stdout(),
                 &value,
                 guestward_core::json::stdout_wants_pretty(),
             )?;
@@ -137,7 +137,7 @@ pub fn run(config: &Config, args: &PrepareImageArgs) -> anyhow::Result<u8> {
     }
     let outcome =
         Outcome { dry_run: args.dry_run, service, state_dir: state_dir.display().to_string(), items };
-    let mut out = std::io::stdout().lock();
+    let mut out = guestward_core::stdio::stdout();
     if args.json {
         guestward_core::json::write_json(
             &mut out,

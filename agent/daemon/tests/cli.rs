@@ -384,6 +384,11 @@ fn a_full_stderr_keeps_the_documented_exit_codes_and_the_json() {
         let out = cmd.stderr(full()).stdout(Stdio::piped()).output().unwrap();
         assert_eq!(out.status.code(), Some(expected), "{what}: {out:?}");
     }
+    // A full disk under stdout is an error that says it was standard output.
+    let out = agent().args(["scan", "--only", "host"]).stdout(full()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot write to standard output: No space left on device"), "{stderr}");
     let socket = dir.path().join("none.sock");
     let out =
         agentctl().arg("--socket").arg(&socket).args(["status", "--json"]).stderr(full()).output().unwrap();
