@@ -249,7 +249,7 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<ServeConfig, C
             let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
             (raw, base, path.to_path_buf())
         }
-        None => (RawConfig::default(), PathBuf::new(), PathBuf::from("(defaults)")),
+        None => (RawConfig::default(), PathBuf::new(), PathBuf::from("(no --config file)")),
     };
     validate(raw, &base, overrides).map_err(|issues| ConfigError::Invalid { path: shown, issues })
 }
@@ -277,9 +277,11 @@ pub fn validate(
         raw.listen = l.clone();
     }
     let mut issues = Vec::new();
+    // A value given on the command line is named as the flag, not as the file's key.
+    let listen_key = if overrides.listen.is_some() { "--listen" } else { "listen" };
     let listen = raw.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
         issues.push(ConfigIssue::new(
-            "listen",
+            listen_key,
             format!("{:?} is not an address:port (e.g. \"0.0.0.0:8443\" or \"[::]:8443\")", raw.listen),
         ));
         SocketAddr::from(([127, 0, 0, 1], 8443))

@@ -232,8 +232,9 @@ pub fn issue_server(
 ) -> Result<Written, PkiError> {
     check_days(opts.days)?;
     let paths = PkiPaths::new(dir);
-    refuse_existing(&[paths.server_cert(), paths.server_key()], opts.force)?;
+    // The arguments first: "pass --force" and then, forced, "name one" was one error at a time.
     let params = server_params(names, ips, opts.days)?;
+    refuse_existing(&[paths.server_cert(), paths.server_key()], opts.force)?;
     let issuer = load_issuer(dir)?;
     Ok(Written { files: issue_leaf(params, &issuer, &paths.server_cert(), &paths.server_key())? })
 }
@@ -418,6 +419,16 @@ fn refuse_existing(paths: &[PathBuf], force: bool) -> Result<(), PkiError> {
 }
 
 fn make_private_dir(dir: &Path) -> Result<(), PkiError> {
+    // `--dir` naming a file: "File exists" alone did not say that a directory was wanted.
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(PkiError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "is not a directory: --dir names the directory the PKI is kept in",
+            ),
+        });
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -119,3 +119,17 @@ fn issue_server_replaces_the_server_certificate_for_new_names() {
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
     assert_eq!(mode(&d.join("server-key.pem")), 0o600);
 }
+
+/// Errors an operator meets one at a time no more: `issue-server` without a name says so
+/// before it says the files exist; `--dir` naming a file says a directory is wanted.
+#[test]
+fn pki_errors_name_what_is_wrong_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = new_pki(dir.path());
+    let err = pki::issue_server(&d, &[], &[], IssueOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("--name or --ip"), "{err}");
+    let file = dir.path().join("somefile");
+    std::fs::write(&file, "").unwrap();
+    let err = pki::init(&file, IssueOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("is not a directory"), "{err}");
+}
