@@ -261,7 +261,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 Some(dir) => dir.clone(),
                 None => config.agent.state_dir.as_path().to_path_buf(),
             };
-            crate::daemon::prepare_state_dir(&state_dir)?;
+            crate::daemon::prepare_state_dir(&state_dir).map_err(|e| match &command.args().state_dir {
+                // Named as the user gave it: the flag, not the config key it overrides.
+                Some(_) => anyhow::anyhow!("--state-dir {}: {}", e.path.display(), e.reason),
+                None => e.into(),
+            })?;
             // Changes to package files are attributed, and package files in scope verified
             // against their packages (the baseline's trust anchor), through the command's root.
             // Read when first needed: a metadata-first check of an unchanged tree never asks.

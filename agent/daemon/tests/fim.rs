@@ -176,6 +176,12 @@ fn fim_init_interrupted_by_a_signal_says_so_and_the_next_run_resumes() {
             "{signal}: {stderr}"
         );
     }
+    // A --state-dir that cannot be used is named as the flag, not as the config key.
+    let file = dir.path().join("notadir");
+    std::fs::write(&file, "").unwrap();
+    let (code, _, stderr) = run_fim(&config, &root, &["check", "--state-dir", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--state-dir") && !stderr.contains("agent.state_dir"), "{stderr}");
     // No baseline was accepted; the next run completes it from what was staged.
     let (code, stdout, stderr) = run_fim(&config, &root, &["check"]);
     assert_eq!(code, 2, "{stdout}{stderr}");
