@@ -104,25 +104,36 @@ fn progress_bar_drawn(terminal: &str) -> bool {
     }) && terminal.contains(" entries")
 }
 
-#[test]
-fn fim_init_check_update_return_when_stderr_is_a_terminal() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
+/// A root whose `/etc/conf.d` holds `files` small files, and a config watching `/etc` with a
+/// first-scan rate of `files_per_sec`, so that a one-shot run takes a known while: (root,
+/// config).
+fn slow_fim_tree(
+    dir: &std::path::Path,
+    files: usize,
+    files_per_sec: u32,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = dir.join("root");
     std::fs::create_dir_all(root.join("etc/conf.d")).unwrap();
-    for i in 0..40 {
+    for i in 0..files {
         std::fs::write(root.join(format!("etc/conf.d/f{i}")), format!("{i}\n")).unwrap();
     }
-    let state = dir.path().join("state");
-    let config = dir.path().join("agent.toml");
-    // 40 files at 40 files/s: about a second per run, so the bar is drawn several times.
+    let config = dir.join("agent.toml");
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n\n[fim.initial_scan_rate]\nfiles_per_sec = 40\n",
-            state.display()
+            "[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n\n[fim.initial_scan_rate]\nfiles_per_sec = {files_per_sec}\n",
+            dir.join("state").display()
         ),
     )
     .unwrap();
+    (root, config)
+}
+
+#[test]
+fn fim_init_check_update_return_when_stderr_is_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 files at 40 files/s: about a second per run, so the bar is drawn several times.
+    let (root, config) = slow_fim_tree(dir.path(), 40, 40);
     for sub in ["init", "check", "update"] {
         let mut cmd = agent();
         cmd.arg("--config").arg(&config).arg("fim").arg(sub).arg("--root").arg(&root);
@@ -139,22 +150,8 @@ fn fim_init_check_update_return_when_stderr_is_a_terminal() {
 #[test]
 fn fim_init_interrupted_by_a_signal_says_so_and_the_next_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(root.join("etc/conf.d")).unwrap();
-    for i in 0..200 {
-        std::fs::write(root.join(format!("etc/conf.d/f{i}")), format!("{i}\n")).unwrap();
-    }
-    let state = dir.path().join("state");
-    let config = dir.path().join("agent.toml");
     // 200 files at 50 files/s: four seconds, interrupted after one.
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nstate_dir = \"{}\"\n\n[fim]\npaths = [\"/etc\"]\n\n[fim.initial_scan_rate]\nfiles_per_sec = 50\n",
-            state.display()
-        ),
-    )
-    .unwrap();
+    let (root, config) = slow_fim_tree(dir.path(), 200, 50);
     for (signal, code) in [(nix::sys::signal::Signal::SIGINT, 130), (nix::sys::signal::Signal::SIGTERM, 143)]
     {
         let child = agent()

@@ -184,21 +184,15 @@ fn migrate_events_key(conn: &Connection) -> Result<(), rusqlite::Error> {
     if !old.is_some_and(|sql| sql.contains("PRIMARY KEY (host_id, sequence, position)")) {
         return Ok(());
     }
-    conn.execute_batch(
+    // The schema makes the new table; its other statements are `IF NOT EXISTS`, and no-ops.
+    conn.execute_batch(&format!(
         "BEGIN IMMEDIATE;
          ALTER TABLE events RENAME TO events_by_sequence;
-         CREATE TABLE events (
-             host_id   TEXT NOT NULL,
-             sequence  INTEGER NOT NULL,
-             position  INTEGER NOT NULL,
-             batch_id  TEXT NOT NULL,
-             event     TEXT NOT NULL,
-             PRIMARY KEY (batch_id, position)
-         );
+         {SCHEMA}
          INSERT OR IGNORE INTO events SELECT host_id, sequence, position, batch_id, event FROM events_by_sequence;
          DROP TABLE events_by_sequence;
-         COMMIT;",
-    )
+         COMMIT;"
+    ))
 }
 
 fn ts_text(t: &Timestamp) -> String {
