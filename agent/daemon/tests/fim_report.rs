@@ -44,7 +44,8 @@ fn fim_init_help_shows_init_exit_codes_not_checks() {
     assert!(lines.iter().any(|l| l.starts_with("  verify-packages 0 all match")), "{codes}");
     let verify = help(&["verify-packages"]);
     assert!(
-        verify.contains("Hashing threads [default: one per core]\n") && !verify.contains("[default: 0]"),
+        verify.contains("Hashing threads, 1 to 64 [default: one per core]\n")
+            && !verify.contains("[default: 0]"),
         "{verify}"
     );
 }

@@ -59,7 +59,8 @@ Exit codes:
                   packages; 2 error (no baseline accepted)
   check, update   0 no changes; 1 changes found (update: and accepted);
                   2 error, or a baseline that cannot be relied on (tampered, damaged, unsealed)
-  130, 143        stopped by SIGINT (Ctrl-C) or SIGTERM: nothing accepted (init resumes)
+  init, check and update stopped by Ctrl-C or SIGTERM exit 130 or 143: nothing is accepted,
+  and init run again resumes
   one process at a time scans a state directory's baseline: while the daemon or another fim
   command holds it, the next exits 2 at once, naming it";
 
