@@ -531,17 +531,27 @@ struct Sections<'a, 'i> {
 }
 
 impl<'i> Sections<'_, 'i> {
-    /// The section `name`, or its defaults when absent; `None` when it has problems (each
-    /// recorded). Each key is first deserialized alone (the sections are `#[serde(default)]`,
-    /// so one key is a whole section), so every bad key is reported, not only the first.
+    /// The section `name`, or its defaults when absent. Each key is first deserialized alone
+    /// (the sections are `#[serde(default)]`, so one key is a whole section), so every bad key
+    /// is reported, not only the first. When some are bad (each recorded), the section of the
+    /// good keys alone is returned, so that their own checks (ranges) are listed in the same
+    /// run: a typo once hid `scan_interval_secs = 0` until it was fixed. `None` when not even
+    /// that deserializes.
     fn deserialize<T: serde::de::DeserializeOwned + Default>(&mut self, name: &str) -> Option<T> {
         let Some((_, value)) = self.doc.iter().find(|(k, _)| k.get_ref() == name) else {
             return Some(T::default());
         };
         let before = self.problems.len();
         if let DeValue::Table(table) = value.get_ref() {
+            let mut good = DeTable::new();
             for (key, item) in table.iter() {
-                self.deserialize_key::<T>(value.span(), key, item);
+                if self.deserialize_key::<T>(value.span(), key, item) {
+                    good.insert(key.clone(), item.clone());
+                }
+            }
+            if self.problems.len() > before {
+                let good = Spanned::new(value.span(), DeValue::Table(good));
+                return T::deserialize(toml::de::ValueDeserializer::from(good)).ok();
             }
         }
         if self.problems.len() > before {
@@ -556,7 +566,8 @@ impl<'i> Sections<'_, 'i> {
         }
     }
 
-    /// Records the problems of `key = item` deserialized as the only key of its section. When
+    /// Records the problems of `key = item` deserialized as the only key of its section (true
+    /// when it has none). When
     /// `item` is an array, serde stops at its first bad element; each element is then tried as
     /// the array's only one, so that every bad element of `fim.paths` is listed, not the first.
     fn deserialize_key<T: serde::de::DeserializeOwned>(
@@ -564,7 +575,7 @@ impl<'i> Sections<'_, 'i> {
         section_span: std::ops::Range<usize>,
         key: &Spanned<std::borrow::Cow<'i, str>>,
         item: &Spanned<DeValue<'i>>,
-    ) {
+    ) -> bool {
         let alone = |item: Spanned<DeValue<'i>>| {
             let mut one = DeTable::new();
             one.insert(key.clone(), item);
@@ -573,7 +584,7 @@ impl<'i> Sections<'_, 'i> {
                 DeValue::Table(one),
             )))
         };
-        let Err(whole) = alone(item.clone()) else { return };
+        let Err(whole) = alone(item.clone()) else { return true };
         let before = self.problems.len();
         if let DeValue::Array(elements) = item.get_ref()
             && elements.len() > 1
@@ -590,6 +601,7 @@ impl<'i> Sections<'_, 'i> {
         if self.problems.len() == before {
             self.record(&whole);
         }
+        false
     }
 
     fn record(&mut self, e: &toml::de::Error) {
@@ -1008,6 +1020,14 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_key_does_not_hide_the_range_checks_of_the_good_ones() {
+        let p = problems("[agent]\nscan_interval_secs = 0\ntypo = 1\n");
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_deref().unwrap_or("")).collect();
+        assert_eq!(keys, ["agent.scan_interval_secs", "agent.typo"], "{p:?}");
+        assert!(p[0].message.contains("must be 10..=604800"), "{p:?}");
+    }
+
+    #[test]
     fn attribute_typo_names_the_attribute_the_valid_ones_and_its_place() {
         let text = "[fim]\npaths = [{ path = \"/etc\", attributes = [\"mode\", \"sha265\"] }]\n";
         let msg = err(text);
@@ -1038,14 +1058,16 @@ max_sockets = 0
 "#;
         let p = problems(text);
         let found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_deref().unwrap_or("?"))).collect();
-        // `[agent]` and `[imds]` have keys that do not deserialize: each bad key is listed
-        // (the section's range checks wait until it deserializes); the other sections are
-        // checked in full.
+        // `[agent]` and `[imds]` have keys that do not deserialize: each bad key is listed,
+        // and the range checks of their good keys too; the other sections are checked in full.
         assert_eq!(
             found,
             [
+                (2, "agent.scan_interval_secs"),
                 (3, "agent.state_dri"),
+                (6, "imds.endpoint"),
                 (7, "imds.token_ttl_secs"),
+                (8, "imds.retries"),
                 (11, "fim.debounce_ms"),
                 (12, "fim.paths[1]"),
                 (12, "fim.paths[2].exclude[0]"),
@@ -1054,7 +1076,7 @@ max_sockets = 0
             "{p:?}"
         );
         let rendered = Config::parse(text, Path::new("agent.toml")).unwrap_err().to_string();
-        assert_eq!(rendered.lines().count(), 6, "{rendered}");
+        assert_eq!(rendered.lines().count(), 9, "{rendered}");
         assert!(rendered.lines().all(|l| l.starts_with("agent.toml:")), "{rendered}");
     }
 

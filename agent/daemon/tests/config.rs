@@ -130,14 +130,15 @@ fn several_problems_in_one_file_are_all_listed_by_both() {
     let (check, run) = both_refuse(dir.path(), &path);
     assert_eq!(check, run);
     let keys: Vec<&str> = check.iter().map(|l| l.split('`').nth(1).unwrap_or_default()).collect();
-    // The attribute typo makes `fim.paths` undeserializable, so the rest of `[fim]` is
-    // reported key by key (`debounce_ms` still is); every other section is checked in full.
+    // The attribute typo makes `fim.paths` undeserializable; the rest of `[fim]` is still
+    // checked (`debounce_ms`), as is every other section.
     assert_eq!(
         keys,
         [
             "agent.scan_interval_secs",
             "imds.endpoint",
             "imds.token_ttl_secs",
+            "fim.debounce_ms",
             "fim.paths[2].attributes[0]",
             "network.max_sockets",
         ],
@@ -146,7 +147,7 @@ fn several_problems_in_one_file_are_all_listed_by_both() {
     let (code, json, _, _) = run_bounded(agent().args(["check-config", "--json"]).arg(&path), LIMIT);
     assert_eq!(code, Some(1));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(json["errors"].as_array().unwrap().len(), 5, "{json}");
+    assert_eq!(json["errors"].as_array().unwrap().len(), 6, "{json}");
 
     // Without the typo, every FIM problem shows too.
     let body = body.replace(", attributes = [\"md5\"]", "");
