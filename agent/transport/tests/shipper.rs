@@ -306,7 +306,7 @@ fn reports_of_the_current_host_refused_by_the_host_binding_stay_spooled() {
         let err = rt().block_on(shipper.deliver_all(Duration::from_secs(30))).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
         assert!(
-            matches!(err, guestward_transport::ShipperError::CredentialsRefused { undelivered: 1, .. }),
+            matches!(err, guestward_transport::ShipperError::CredentialsRefused { undelivered: 2, .. }),
             "{err:?}"
         );
         assert!(err.to_string().contains("403") && err.to_string().contains("credentials"), "{err}");
