@@ -543,9 +543,11 @@ impl<'i> Sections<'_, 'i> {
         };
         let before = self.problems.len();
         if let DeValue::Table(table) = value.get_ref() {
+            let parses =
+                |v: Spanned<DeValue<'i>>| T::deserialize(toml::de::ValueDeserializer::from(v)).map(|_| ());
             let mut good = DeTable::new();
             for (key, item) in table.iter() {
-                if self.deserialize_key::<T>(value.span(), key, item) {
+                if self.deserialize_key(&parses, value.span(), key, item) {
                     good.insert(key.clone(), item.clone());
                 }
             }
@@ -570,8 +572,12 @@ impl<'i> Sections<'_, 'i> {
     /// when it has none). When
     /// `item` is an array, serde stops at its first bad element; each element is then tried as
     /// the array's only one, so that every bad element of `fim.paths` is listed, not the first.
-    fn deserialize_key<T: serde::de::DeserializeOwned>(
+    ///
+    /// `parses` deserializes a section: the one piece that depends on the section's type, so
+    /// that this function is compiled once, not once per section (the binary has a budget).
+    fn deserialize_key(
         &mut self,
+        parses: &dyn Fn(Spanned<DeValue<'i>>) -> Result<(), toml::de::Error>,
         section_span: std::ops::Range<usize>,
         key: &Spanned<std::borrow::Cow<'i, str>>,
         item: &Spanned<DeValue<'i>>,
@@ -579,10 +585,7 @@ impl<'i> Sections<'_, 'i> {
         let alone = |item: Spanned<DeValue<'i>>| {
             let mut one = DeTable::new();
             one.insert(key.clone(), item);
-            T::deserialize(toml::de::ValueDeserializer::from(Spanned::new(
-                section_span.clone(),
-                DeValue::Table(one),
-            )))
+            parses(Spanned::new(section_span.clone(), DeValue::Table(one)))
         };
         let Err(whole) = alone(item.clone()) else { return true };
         let before = self.problems.len();

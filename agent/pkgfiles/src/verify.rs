@@ -363,6 +363,9 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
     let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
     let (out_tx, out_rx) = mpsc::channel::<Outcome>();
     let mut found = Outcomes::default();
+    // The listing's senders wait in a slot it empties: they are dropped when it is done (the
+    // hashers then end), wherever it ran.
+    let listing_senders = std::sync::Mutex::new(Some((job_tx, out_tx.clone())));
     std::thread::scope(|s| {
         let mut hashers = 0usize;
         for i in 0..threads {
@@ -397,12 +400,14 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
                     .into(),
             ));
         }
-        let producer_out = out_tx.clone();
         let sel = &selected;
+        let senders = &listing_senders;
         // Without a thread of its own, the listing runs here while the hashers take what it
         // queues (the outcomes' channel is unbounded, so nobody waits on this thread).
         let listing = guestward_core::threads::spawn_or_run(s, "gw-verify-list", move || {
-            produce(index, sel, &job_tx, &producer_out, progress);
+            if let Some((jobs, outcomes)) = senders.lock().ok().and_then(|mut s| s.take()) {
+                produce(index, sel, &jobs, &outcomes, progress);
+            }
         });
         drop(out_tx);
         for outcome in out_rx.iter() {
