@@ -335,9 +335,18 @@ struct HeldEvent {
 
 /// The per-host report sequence, kept in the state directory so it keeps rising across
 /// restarts: a receiver tells a lost report (a gap) from a repeated one (a duplicate).
+///
+/// A number is spent only by a report that reached the spool, and stored before the shipper
+/// can see that report ([`guestward_transport::Spool::push_then`]). A kill -9 while a report
+/// is built, compressed or written thus leaves no number taken by no report: the collector
+/// would count that gap as a lost report (the number was once stored when taken, and 2 kills
+/// in 160 left such a gap). A report the spool refuses leaves its number, like its events, to
+/// the next report. The spool's own entries are counted too when the sequence is loaded, in
+/// case the store failed (a full disk) while the entry was written.
 #[derive(Debug)]
 struct Sequence {
     path: PathBuf,
+    /// The number of the last report that reached the spool.
     last: Mutex<u64>,
 }
 
@@ -370,18 +379,35 @@ impl Sequence {
         Self { path, last: Mutex::new(last) }
     }
 
-    /// The next number, stored before it is used. A failed store is logged and the number is
-    /// still used: the report matters more than the counter (the batch id stays unique).
-    fn next(&self) -> u64 {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        *last = last.saturating_add(1);
-        let value = *last;
+    fn last(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// At least `spooled`, the highest number among the spooled reports.
+    fn count_spooled(&self, spooled: Option<u64>) {
+        let mut last = self.last();
+        *last = (*last).max(spooled.unwrap_or(0));
+    }
+
+    /// The number the next report takes, spent by [`Self::spend`] once it is spooled.
+    fn upcoming(&self) -> u64 {
+        self.last().saturating_add(1)
+    }
+
+    /// Spends `number`, storing it. A failed store is logged and the report still goes: the
+    /// report matters more than the counter (its batch id stays unique, and the spool's
+    /// entries are counted at the next start).
+    fn spend(&self, number: u64) {
+        let mut last = self.last();
+        if number <= *last {
+            return;
+        }
+        *last = number;
         if let Err(e) =
-            guestward_core::state_file::write_atomic(&self.path, 64, |out| writeln!(out, "{value}"))
+            guestward_core::state_file::write_atomic(&self.path, 64, |out| writeln!(out, "{number}"))
         {
             tracing::warn!(error = %e, "report sequence not stored; a restart may repeat it");
         }
-        value
     }
 }
 
@@ -514,6 +540,9 @@ impl Pipeline {
     /// The same pipeline, delivering its full reports through `transport` (the spool and the
     /// shipper; `None`: reports stay on the host).
     pub fn with_transport(mut self, transport: Option<Arc<Transport>>) -> Self {
+        if let Some(t) = &transport {
+            self.sequence.count_spooled(t.spool.highest_sequence());
+        }
         self.transport = transport;
         self
     }
@@ -596,6 +625,12 @@ impl Pipeline {
         if full {
             *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&report));
             spooled = self.spool(&report).await;
+            if matches!(spooled, Spooled::No)
+                && let Some(number) = report.sequence
+            {
+                // No spool: the report is the latest one, and that spends its number.
+                self.sequence.spend(number);
+            }
             // A report the spool holds in memory (the disk refused it) counts as spooled for a
             // process that stays to deliver it; `run --once` ends after one delivery attempt.
             let taken = match &spooled {
@@ -624,13 +659,22 @@ impl Pipeline {
         Ok(Cycle { report, spooled })
     }
 
-    /// Writes a full report to the spool (on a blocking thread: it fsyncs) and wakes the
-    /// shipper. Failures are counted and logged by [`Transport::push`].
-    async fn spool(&self, report: &Arc<Report>) -> Spooled {
+    /// Writes a full report to the spool (on a blocking thread: it fsyncs), spending its
+    /// sequence number, and wakes the shipper. Failures are counted and logged by
+    /// [`Transport::push`].
+    async fn spool(self: &Arc<Self>, report: &Arc<Report>) -> Spooled {
         let Some(transport) = &self.transport else { return Spooled::No };
         let transport = Arc::clone(transport);
         let report = Arc::clone(report);
-        match tokio::task::spawn_blocking(move || transport.push(&report)).await {
+        let this = Arc::clone(self);
+        let pushed = tokio::task::spawn_blocking(move || {
+            transport.push(&report, || {
+                if let Some(number) = report.sequence {
+                    this.sequence.spend(number);
+                }
+            })
+        });
+        match pushed.await {
             Ok(Ok(outcome)) => match outcome.held_in_memory {
                 Some(why) => Spooled::Held { why, dropped: outcome.dropped },
                 None => Spooled::Yes(outcome.dropped),
@@ -699,7 +743,7 @@ impl Pipeline {
             report.findings.extend(transport.shipper.certificate_findings());
         }
         report.self_limits = self.self_limits.as_ref().map(|l| l.status());
-        report.sequence = Some(self.sequence.next());
+        report.sequence = Some(self.sequence.upcoming());
         report.events.sort_by_key(|e| e.time);
         // The room the databases need to open again (after a restart) is taken back once the
         // disk has it: it was freed when the disk was full.
@@ -818,7 +862,7 @@ mod tests {
             [("41\n", 42), ("18446744073709551615\n", 1), ("9223372036854775808", 1), ("x", 1)]
         {
             std::fs::write(&file, stored).unwrap();
-            assert_eq!(Sequence::load(dir.path()).next(), next, "after {stored:?}");
+            assert_eq!(Sequence::load(dir.path()).upcoming(), next, "after {stored:?}");
         }
     }
 
@@ -843,6 +887,37 @@ mod tests {
         let newest = log.query(&Query { limit: 1000, ..Query::default() }).unwrap();
         assert!(newest.iter().any(|e| e.event.data["path"] == "/f1000"), "the held event was lost");
         assert_eq!(log.store_failures_total(), 0);
+    }
+
+    /// A number is spent only by a report that reached the spool. A process killed while its
+    /// report was built (here: assembled, never spooled) leaves no gap: the next process's
+    /// report takes the same number. A spool entry whose number was not stored (the store
+    /// failed) is counted when the sequence is loaded, so no number is repeated.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_report_killed_before_the_spool_leaves_no_sequence_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = pipeline(dir.path(), 1 << 30);
+        let spooled = first.cycle_spooled(Collector::all()).await.unwrap();
+        assert!(matches!(spooled.spooled, Spooled::Yes(_)), "{:?}", spooled.spooled);
+        assert_eq!(spooled.report.sequence, Some(1));
+        let (config, collectors) = first.in_force();
+        let (abandoned, _) = first.assemble(&config, &collectors, &Collector::all(), true);
+        assert_eq!(abandoned.sequence, Some(2));
+        drop(first);
+
+        let second = pipeline(dir.path(), 1 << 30);
+        let next = second.cycle_spooled(Collector::all()).await.unwrap();
+        assert!(matches!(next.spooled, Spooled::Yes(_)), "{:?}", next.spooled);
+        assert_eq!(next.report.sequence, Some(2), "the abandoned report's number was skipped");
+        drop(second);
+
+        // Report 2 is spooled; its stored number is lost (as when the store failed).
+        std::fs::write(dir.path().join("state").join(SEQUENCE_FILE), "1\n").unwrap();
+        let third = pipeline(dir.path(), 1 << 30);
+        let next = third.cycle_spooled(Collector::all()).await.unwrap();
+        assert_eq!(next.report.sequence, Some(3), "a spooled report's number was repeated");
+        let stored = std::fs::read_to_string(dir.path().join("state").join(SEQUENCE_FILE)).unwrap();
+        assert_eq!(stored.trim(), "3");
     }
 
     /// A full report is on disk before its events count as reported, and what the spool's bound

@@ -84,10 +84,12 @@ impl Transport {
         state_dir.join(SPOOL_DIR)
     }
 
-    /// Writes `report` to the spool (blocking: fsync), then wakes the shipper. A failure is
-    /// counted and logged here; the caller leaves the report's events unreported.
-    pub fn push(&self, report: &Report) -> Result<PushOutcome, SpoolError> {
-        match self.spool.push(report) {
+    /// Writes `report` to the spool (blocking: fsync), then wakes the shipper. `on_spooled`
+    /// runs once the report is in the spool and before the shipper can see it (see
+    /// [`Spool::push_then`]). A failure is counted and logged here; the caller leaves the
+    /// report's events unreported.
+    pub fn push(&self, report: &Report, on_spooled: impl FnOnce()) -> Result<PushOutcome, SpoolError> {
+        match self.spool.push_then(report, on_spooled) {
             Ok(outcome) => {
                 for drop in &outcome.dropped {
                     tracing::warn!(

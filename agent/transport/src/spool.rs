@@ -518,6 +518,12 @@ impl Spool {
         &self.dir
     }
 
+    /// The highest report sequence number the spool holds (on disk or in memory), if any.
+    pub fn highest_sequence(&self) -> Option<u64> {
+        let inner = self.lock();
+        inner.entries.values().chain(inner.held.values().map(|h| &h.entry)).filter_map(|e| e.sequence).max()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the index as consistent as the files (every
         // change is written before the index is updated): keep going.
@@ -526,6 +532,17 @@ impl Spool {
 
     /// Stores `report` durably; returns once it is on disk (fsync'd).
     pub fn push(&self, report: &Report) -> Result<PushOutcome, SpoolError> {
+        self.push_then(report, || {})
+    }
+
+    /// [`Self::push`], running `on_spooled` once the report is in the spool (on disk, or held
+    /// in memory) and before any reader can see it: the spool's lock is held across it, so
+    /// the shipper cannot deliver (and acknowledge, deleting it) the report before
+    /// `on_spooled` returns. The daemon stores the report's sequence number there, so a crash
+    /// can neither leave a number taken by no report (a gap the collector counts as a lost
+    /// report) nor forget one a delivered report took. `on_spooled` does not run when the
+    /// report is refused.
+    pub fn push_then(&self, report: &Report, on_spooled: impl FnOnce()) -> Result<PushOutcome, SpoolError> {
         if !valid_batch_id(&report.batch_id) {
             return Err(SpoolError::invalid(
                 &self.dir,
@@ -569,9 +586,12 @@ impl Spool {
             Err(SpoolError::io(&path, std::io::Error::other("older reports are still held in memory")))
         };
         if let Err(e) = written {
-            return Ok(self.hold(&mut inner, key, entry, compressed, &e));
+            let outcome = self.hold(&mut inner, key, entry, compressed, &e);
+            on_spooled();
+            return Ok(outcome);
         }
         inner.entries.insert(key, entry);
+        on_spooled();
         // The report is durable from here on: a failure while making room is logged, not
         // returned (the caller would take the report for lost, and the bound is enforced
         // again at the next push).

@@ -418,3 +418,39 @@ fn a_full_disk_holds_reports_in_memory_in_order_and_writes_them_once_there_is_ro
     expected.push(20);
     assert_eq!(on_disk, expected);
 }
+
+/// `push_then`'s callback runs once the report is in the spool and before any reader can see
+/// it (the daemon stores the report's sequence number there: a report delivered and
+/// acknowledged first would leave its number unstored), and not at all for a refused report.
+#[test]
+fn push_then_runs_before_a_reader_sees_the_report_and_not_for_a_refused_one() {
+    within(Duration::from_secs(60), "push_then and a concurrent reader", || {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = std::sync::Arc::new(Spool::open(dir.path(), 1 << 20).unwrap());
+        assert_eq!(spool.highest_sequence(), None);
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let mut ran = false;
+        spool
+            .push_then(&small(5), || {
+                ran = true;
+                let reader = std::sync::Arc::clone(&spool);
+                let seen_tx = seen_tx.clone();
+                std::thread::spawn(move || {
+                    let pending = reader.pending(u64::MAX).unwrap();
+                    seen_tx.send(pending.len()).unwrap();
+                });
+                // The reader waits for the push to end: it has seen nothing yet.
+                assert!(seen_rx.recv_timeout(Duration::from_millis(300)).is_err());
+            })
+            .unwrap();
+        assert!(ran);
+        assert_eq!(seen_rx.recv().unwrap(), 1, "the reader saw the report once the push ended");
+        assert_eq!(spool.highest_sequence(), Some(5));
+
+        let huge = report(6, 4 << 20, 0, 0);
+        let mut ran = false;
+        assert!(matches!(spool.push_then(&huge, || ran = true), Err(SpoolError::TooLarge { .. })));
+        assert!(!ran, "the callback ran for a refused report");
+        assert_eq!(spool.highest_sequence(), Some(5));
+    });
+}
