@@ -341,8 +341,9 @@ struct HeldEvent {
 /// is built, compressed or written thus leaves no number taken by no report: the collector
 /// would count that gap as a lost report (the number was once stored when taken, and 2 kills
 /// in 160 left such a gap). A report the spool refuses leaves its number, like its events, to
-/// the next report. The spool's own entries are counted too when the sequence is loaded, in
-/// case the store failed (a full disk) while the entry was written.
+/// the next report. The spool's entries are counted too when the pipeline gets its spool (a
+/// kill between an entry's write and the store, or a failed store), and a higher number found
+/// there is stored before the shipper starts: once delivered, the entry no longer says so.
 #[derive(Debug)]
 struct Sequence {
     path: PathBuf,
@@ -381,12 +382,6 @@ impl Sequence {
 
     fn last(&self) -> std::sync::MutexGuard<'_, u64> {
         self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// At least `spooled`, the highest number among the spooled reports.
-    fn count_spooled(&self, spooled: Option<u64>) {
-        let mut last = self.last();
-        *last = (*last).max(spooled.unwrap_or(0));
     }
 
     /// The number the next report takes, spent by [`Self::spend`] once it is spooled.
@@ -540,8 +535,9 @@ impl Pipeline {
     /// The same pipeline, delivering its full reports through `transport` (the spool and the
     /// shipper; `None`: reports stay on the host).
     pub fn with_transport(mut self, transport: Option<Arc<Transport>>) -> Self {
-        if let Some(t) = &transport {
-            self.sequence.count_spooled(t.spool.highest_sequence());
+        // Before the shipper starts (it may deliver, and so delete, the entry that holds it).
+        if let Some(highest) = transport.as_ref().and_then(|t| t.spool.highest_sequence()) {
+            self.sequence.spend(highest);
         }
         self.transport = transport;
         self
@@ -911,8 +907,16 @@ mod tests {
         assert_eq!(next.report.sequence, Some(2), "the abandoned report's number was skipped");
         drop(second);
 
-        // Report 2 is spooled; its stored number is lost (as when the store failed).
+        // Report 2 is spooled; its stored number is lost (as when the store failed). A process
+        // that delivers the report and is killed before a report of its own must not leave
+        // number 2 to the next one.
         std::fs::write(dir.path().join("state").join(SEQUENCE_FILE), "1\n").unwrap();
+        let delivering = pipeline(dir.path(), 1 << 30);
+        let spool = &delivering.transport().unwrap().spool;
+        let ids: Vec<String> = spool.pending(u64::MAX).unwrap().into_iter().map(|b| b.batch_id).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        spool.acknowledge(&ids).unwrap();
+        drop(delivering);
         let third = pipeline(dir.path(), 1 << 30);
         let next = third.cycle_spooled(Collector::all()).await.unwrap();
         assert_eq!(next.report.sequence, Some(3), "a spooled report's number was repeated");
