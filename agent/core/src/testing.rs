@@ -23,6 +23,24 @@ pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -
     }
 }
 
+/// Waits for `child` to exit, at most `limit`; past it, kills it, reaps it and returns `None`
+/// (the caller fails the test with what it knows: a hang must fail, never block the run).
+#[allow(clippy::unwrap_used)]
+pub fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The environment variable that turns a skipped test into a failed one (`1`: required).
 pub const REQUIRE_ORACLES_ENV: &str = "GUESTWARD_REQUIRE_ORACLES";
 

@@ -260,17 +260,9 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, 
         let _ = err.read_to_end(&mut s);
         s
     });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-            panic!("{cmd:?} did not finish within {limit:?}; stderr:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = guestward_core::testing::wait_bounded(&mut child, limit) else {
+        let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+        panic!("{cmd:?} did not finish within {limit:?}; stderr:\n{stderr}");
     };
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
@@ -339,17 +331,8 @@ pub fn run_on_terminal(cmd: &mut Command, columns: u16, limit: Duration) -> (i32
         let _ = master.read_to_end(&mut bytes);
         bytes
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = guestward_core::testing::wait_bounded(&mut child, limit) else {
+        panic!("{cmd:?} did not finish within {limit:?}");
     };
     let out = String::from_utf8_lossy(&reader.join().unwrap()).replace("\r\n", "\n");
     (status.code().expect("killed by a signal"), out)

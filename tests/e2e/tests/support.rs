@@ -101,21 +101,12 @@ impl std::fmt::Display for Outcome {
 /// Runs `cmd` to completion, failing the test (and killing the process) if it takes longer than
 /// `limit`.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Outcome {
-    let started = Instant::now();
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let out = drain(child.stdout.take().unwrap());
     let err = drain(child.stderr.take().unwrap());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-            panic!("{cmd:?} did not finish within {limit:?}; stderr:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = guestward_core::testing::wait_bounded(&mut child, limit) else {
+        let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+        panic!("{cmd:?} did not finish within {limit:?}; stderr:\n{stderr}");
     };
     Outcome {
         code: status.code(),
