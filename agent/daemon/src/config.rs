@@ -111,7 +111,9 @@ pub struct AgentConfig {
     /// The daemon's log level: `error`, `warn`, `info` (start, stop, reload, configuration and
     /// one line per file change), `debug`, `trace`, or a filter such as
     /// `info,guestward_fim=debug`. Unset: `info,notify=error` ([`crate::cli::DAEMON_LOG_LEVEL`]).
-    /// `RUST_LOG` set in the environment wins.
+    /// `RUST_LOG` set in the environment wins. At `trace`, notify logs every file event: a log
+    /// file inside a realtime-watched tree then feeds itself (each line written is an event
+    /// logged again).
     pub log_level: Option<String>,
 }
 
