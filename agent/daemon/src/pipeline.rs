@@ -888,7 +888,8 @@ mod tests {
     /// A number is spent only by a report that reached the spool. A process killed while its
     /// report was built (here: assembled, never spooled) leaves no gap: the next process's
     /// report takes the same number. A spool entry whose number was not stored (the store
-    /// failed) is counted when the sequence is loaded, so no number is repeated.
+    /// failed) is counted, and stored, when the pipeline gets its spool: a process that then
+    /// delivers it and dies leaves no number to be taken again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_report_killed_before_the_spool_leaves_no_sequence_gap() {
         let dir = tempfile::tempdir().unwrap();
