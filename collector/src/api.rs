@@ -62,6 +62,24 @@ impl ApiError {
         err.retry_after_secs = Some(5);
         err
     }
+    /// One client holds its share of the memory budget already (see [`crate::memory`]).
+    pub(crate) fn client_busy(share: u64) -> Self {
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "this client's requests in progress hold its share of the collector's memory \
+                 ({} MiB, a quarter of limits.max_buffered_bytes); nothing was stored, retry once they are done",
+                share >> 20
+            ),
+        );
+        err.retry_after_secs = Some(5);
+        err
+    }
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
     fn unavailable(e: &StoreError) -> Self {
         warn!(error = %e, "store failed; the request stored nothing");
         let mut err =
@@ -247,30 +265,56 @@ async fn ingest(
     let declared =
         headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let deadline = started + limits.request_timeout;
-    // Memory: the body is reserved against the global budget before it is read (its declared
-    // length, else the cap), so many clients at once cannot hold more than the budget.
+    let client_key = client.role.to_string();
+    // Memory: the body is reserved against the budget before it is read (its declared length,
+    // else the cap), so many clients at once cannot hold more than the budget, nor one client
+    // more than its share.
     let expected = declared.unwrap_or(limits.max_body_bytes).min(limits.max_body_bytes);
     // A short wait: under memory pressure a quick 503 makes the agent back off and frees this
     // connection, where a long wait would only hold it.
     let mut reserved =
-        state.memory.reserve(expected, deadline.min(Instant::now() + BODY_MEMORY_WAIT)).await?;
+        state.memory.reserve(&client_key, expected, deadline.min(Instant::now() + BODY_MEMORY_WAIT)).await?;
     let body = read_body(req.into_body(), limits.max_body_bytes, declared, deadline)
         .await
         .map_err(|e| body_error(e, limits))?;
 
-    // Decompressing and parsing are CPU work with transient memory (up to the decompressed cap
-    // plus the JSON tree): a few at a time, as many as there are cores.
-    let slot = state.parse_slots.clone().acquire_owned().await.map_err(|_| ApiError::busy())?;
-    let state2 = state.clone();
+    // Decompressing and parsing are CPU work with transient memory: a few at a time, as many
+    // as there are cores, and no longer waited for than the request may take.
+    let slot = tokio::time::timeout_at(
+        tokio::time::Instant::from_std(deadline),
+        state.parse_slots.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| ApiError::busy())?
+    .map_err(|_| ApiError::busy())?;
+    let max_decompressed = limits.max_decompressed_bytes;
+    let (json, tree) = blocking(move || {
+        let json = if zstd { crate::body::decompress_zstd(&body, max_decompressed)? } else { body };
+        let tree = crate::json_cost::tree_cost(&json)
+            .map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;
+        Ok::<_, ApiError>((json, tree))
+    })
+    .await??;
+    // What the parse will hold: the tree, the reports as JSON (kept for the store) and the
+    // typed reports (smaller than the tree). The compressed body is gone by now.
+    let parsing = tree.saturating_add(json.len() as u64);
+    let share = state.memory.per_client_bytes();
+    if parsing > share {
+        return Err(ApiError::too_large(format!(
+            "the reports would take about {} MiB of memory once parsed, more than a client's share \
+             ({} MiB, a quarter of limits.max_buffered_bytes); send fewer reports per request",
+            parsing.div_ceil(1 << 20),
+            share >> 20
+        )));
+    }
+    reserved.shrink_to(0);
+    let more = state.memory.reserve(&client_key, parsing, Instant::now() + MEMORY_WAIT).await?;
+    reserved.merge(more);
     let host2 = host.clone();
     let peer = conn.peer;
+    let max_reports = limits.max_reports_per_request;
     let new = blocking(move || {
-        let json = if zstd {
-            crate::body::decompress_zstd(&body, state2.limits.max_decompressed_bytes)?
-        } else {
-            body
-        };
-        let reports = parse_reports(&json, state2.limits.max_reports_per_request)?;
+        let reports = parse_reports(&json, max_reports)?;
         drop(json);
         check_hosts(&reports, &host2, peer)?;
         Ok::<_, ApiError>(
@@ -291,12 +335,8 @@ async fn ingest(
     })
     .await??;
     drop(slot);
-    // What waits for the store (the reports as JSON) is held against the budget too.
-    let kept: u64 = new.iter().map(|r| r.json.len() as u64).sum();
-    if kept > expected {
-        let more = state.memory.reserve(kept - expected, Instant::now() + MEMORY_WAIT).await?;
-        reserved.merge(more);
-    }
+    // The reservation stays whole until the store is done: the events' payloads kept for it
+    // are trees like the one estimated.
 
     let state2 = state.clone();
     let delivery = Delivery {

@@ -90,9 +90,10 @@ pub struct RawLimits {
     pub max_decompressed_bytes: u64,
     /// Most reports in one request. Default 256.
     pub max_reports_per_request: u32,
-    /// Request bodies held in memory at once, all clients together (compressed as received,
-    /// then the reports as JSON while they wait for the database); beyond it requests wait,
-    /// then get 503. Default 512 MiB; at least `max_decompressed_bytes`.
+    /// Memory for requests at once, all clients together (bodies as received, then what their
+    /// parsed reports take until the database has them); beyond it requests wait, then get
+    /// 503. One client identity may hold a quarter of it (at least `max_body_bytes`). Default
+    /// 512 MiB; at least `max_decompressed_bytes`.
     pub max_buffered_bytes: u64,
     /// Sustained requests per second per client identity. Default 20.
     pub requests_per_sec_per_client: f64,

@@ -21,6 +21,7 @@ pub mod tls;
 
 mod api;
 mod body;
+mod json_cost;
 mod loglimit;
 mod memory;
 

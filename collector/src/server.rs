@@ -118,7 +118,7 @@ impl Server {
             limits: config.limits.clone(),
             proxy: config.proxy.clone(),
             limiter,
-            memory: MemoryBudget::new(config.limits.max_buffered_bytes),
+            memory: MemoryBudget::new(config.limits.max_buffered_bytes, config.limits.max_body_bytes),
             parse_slots: Arc::new(Semaphore::new(parse_slots)),
         };
         Ok(Self { listener, state: Arc::new(state) })

@@ -313,3 +313,26 @@ fn latest_client_certificate_is_recorded_per_host_across_rotation() {
         assert!(second.not_after < first.not_after, "the rotated cert expires in 90 days");
     });
 }
+
+/// A few KB of zstd that expand to a body of small JSON objects would parse into a tree dozens
+/// of times the body's size (6.4 GB from 64 MiB of `{"":0},`): the request is refused (413,
+/// saying why) from an estimate made before the parse, and nothing is stored.
+#[test]
+fn a_body_that_would_parse_into_a_huge_tree_is_refused_before_the_parse() {
+    run(LIMIT, "JSON tree bomb", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let mut json = serde_json::to_vec(&serde_json::json!({ "reports": [report(HOST_A, 1)] })).unwrap();
+        json.pop();
+        json.extend_from_slice(br#","junk":["#);
+        json.extend(br#"{"":0},"#.repeat((16 << 20) / 7));
+        json.extend_from_slice(b"0]}");
+        let compressed = zstd::bulk::compress(&json, 19).unwrap();
+        assert!(compressed.len() < 64 << 10, "{} bytes", compressed.len());
+        let (status, err) = error_of(post_zstd(&h, &agent, compressed).await).await;
+        assert_eq!((status, err.error.as_str()), (413, "too_large"), "{}", err.message);
+        assert!(err.message.contains("once parsed") && err.message.contains("MiB"), "{}", err.message);
+        assert!(h.stored_hosts().await.is_empty());
+        assert_eq!(post(&h, &agent, body(&[report(HOST_A, 1)])).await.status(), 200);
+    });
+}

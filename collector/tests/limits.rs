@@ -88,3 +88,60 @@ fn requests_beyond_the_memory_budget_wait_then_get_503_and_succeed_once_it_frees
         assert_eq!(resp.status(), 200);
     });
 }
+
+/// Sends a POST head declaring a body of `declared` bytes and one byte of it, then stalls.
+async fn stalled_post(
+    h: &Harness,
+    host: &str,
+    declared: u64,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = try_connect(h, host).await.unwrap();
+    let head = format!(
+        "POST /v1/reports HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n{{"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+/// What the server answered on `tls` within 3 s (`""`: nothing yet).
+async fn answer_within(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(tls, &mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One host cannot take the whole memory budget with stalled requests: it holds at most its
+/// share (a quarter), its further requests are answered 503 at once, and the other hosts keep
+/// delivering. (A compromised host once held the whole budget with 64 connections each
+/// declaring 8 MiB, and every other host got 503 for as long as it went on.)
+#[test]
+fn one_host_stalling_requests_holds_only_its_share_and_the_others_deliver() {
+    run(LIMIT, "per-client memory share", || async {
+        let h = Harness::start(|c| {
+            c.limits.max_body_bytes = 1 << 20;
+            c.limits.max_decompressed_bytes = 1 << 20;
+            c.limits.max_buffered_bytes = 4 << 20;
+            c.limits.request_timeout = Duration::from_secs(20);
+        })
+        .await;
+        let _first = stalled_post(&h, HOST_B, 1 << 20).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..3 {
+            let mut more = stalled_post(&h, HOST_B, 1 << 20).await;
+            let answer = answer_within(&mut more).await;
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            assert!(answer.to_ascii_lowercase().contains("retry-after"), "{answer}");
+        }
+        let agent = h.client(Who::Agent(HOST_A));
+        let resp = post(&h, &agent, body(&[report(HOST_A, 1)])).await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    });
+}
