@@ -4,6 +4,7 @@
 use crate::body::{BodyError, read_body};
 use crate::identity::{ClientIdentity, IdentityError, Role, decode_proxy_header, verify_forwarded};
 use crate::loglimit::LogLimit;
+use crate::memory::Reservation;
 use crate::server::{AppState, ConnInfo};
 use crate::store::{Delivery, NewReport, StoreError};
 use guestward_core::Timestamp;
@@ -20,13 +21,41 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, warn};
 
+/// The longest `agent.version` accepted (the agent sends its package version, `0.1.0`).
+const MAX_AGENT_VERSION_LEN: usize = 64;
 /// How long a request waits for memory for its body before it is answered 503.
 const BODY_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a parsed request waits for memory before it is answered 503.
 const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A response body.
-pub(crate) type Body = Full<Bytes>;
+/// A response body, with the memory reserved for it (large answers: a host's latest report)
+/// held until it is sent or the connection is gone: a client that never reads what it asked
+/// for holds its share of the budget, not memory outside it.
+#[derive(Debug)]
+pub(crate) struct Body {
+    bytes: Full<Bytes>,
+    _held: Option<Reservation>,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().bytes).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.bytes.size_hint()
+    }
+}
 
 /// A refusal: status, stable code, and a message for a human.
 #[derive(Debug)]
@@ -100,7 +129,7 @@ impl ApiError {
 
 fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(Body { bytes: Full::new(Bytes::from(bytes)), _held: None });
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
@@ -173,8 +202,28 @@ async fn route(
             }
             let store = state.store.clone();
             let lookup = id.clone();
-            match blocking(move || store.host(&lookup)).await?.map_err(|e| ApiError::unavailable(&e))? {
-                Some(detail) => Ok(json_response(StatusCode::OK, &detail)),
+            let gate = Arc::clone(&state.detail_gate);
+            let built = blocking(move || {
+                let _one_at_a_time = gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let detail = store.host(&lookup)?;
+                Ok::<_, StoreError>(detail.map(|d| serde_json::to_vec(&d).unwrap_or_else(|_| b"{}".to_vec())))
+            });
+            match built.await?.map_err(|e| ApiError::unavailable(&e))? {
+                Some(bytes) => {
+                    // Held until sent: a client that never reads holds its share, no more.
+                    let held = state
+                        .memory
+                        .reserve(
+                            &client.role.to_string(),
+                            bytes.len() as u64,
+                            Instant::now() + BODY_MEMORY_WAIT,
+                        )
+                        .await?;
+                    let mut resp =
+                        Response::new(Body { bytes: Full::new(Bytes::from(bytes)), _held: Some(held) });
+                    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    Ok(resp)
+                }
                 None => Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
@@ -272,7 +321,7 @@ async fn ingest(
     let expected = declared.unwrap_or(limits.max_body_bytes).min(limits.max_body_bytes);
     // A short wait: under memory pressure a quick 503 makes the agent back off and frees this
     // connection, where a long wait would only hold it.
-    let mut reserved =
+    let reserved =
         state.memory.reserve(&client_key, expected, deadline.min(Instant::now() + BODY_MEMORY_WAIT)).await?;
     let body = read_body(req.into_body(), limits.max_body_bytes, declared, deadline)
         .await
@@ -298,18 +347,20 @@ async fn ingest(
     // What the parse will hold: the tree, the reports as JSON (kept for the store) and the
     // typed reports (smaller than the tree). The compressed body is gone by now.
     let parsing = tree.saturating_add(json.len() as u64);
-    let share = state.memory.per_client_bytes();
-    if parsing > share {
+    let budget = state.memory.total_bytes();
+    if parsing > budget {
         return Err(ApiError::too_large(format!(
-            "the reports would take about {} MiB of memory once parsed, more than a client's share \
-             ({} MiB, a quarter of limits.max_buffered_bytes); send fewer reports per request",
+            "the reports would take about {} MiB of memory once parsed, more than the collector's \
+             whole budget ({} MiB, limits.max_buffered_bytes); send fewer reports per request",
             parsing.div_ceil(1 << 20),
-            share >> 20
+            budget >> 20
         )));
     }
-    reserved.shrink_to(0);
-    let more = state.memory.reserve(&client_key, parsing, Instant::now() + MEMORY_WAIT).await?;
-    reserved.merge(more);
+    // The body's reservation is given back first: this one covers what is left of it (the
+    // decompressed JSON), and a parse as large as the client's share must not find part of
+    // the share taken by its own body.
+    drop(reserved);
+    let reserved = state.memory.reserve(&client_key, parsing, Instant::now() + MEMORY_WAIT).await?;
     let host2 = host.clone();
     let peer = conn.peer;
     let max_reports = limits.max_reports_per_request;
@@ -511,6 +562,20 @@ fn parse_reports(json: &[u8], max_reports: usize) -> Result<Vec<(Report, Vec<u8>
         let report: Report = serde_json::from_value(item).map_err(|e| {
             ApiError::invalid(format!("report {batch_id}: does not match the report schema: {e}"))
         })?;
+        // Shown to every operator in the fleet listing (`GET /v1/hosts`): one host must not
+        // make that listing large or put text of its choosing in it.
+        let version = &report.agent.version;
+        if version.is_empty()
+            || version.len() > MAX_AGENT_VERSION_LEN
+            || !version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_' | b'~'))
+        {
+            return Err(ApiError::invalid(format!(
+                "report {batch_id}: field `agent.version` {:?} is not a version (1 to {MAX_AGENT_VERSION_LEN} letters, digits, `.`, `-`, `+`, `_`, `~`)",
+                version.chars().take(80).collect::<String>()
+            )));
+        }
         out.push((report, bytes));
     }
     Ok(out)
@@ -542,5 +607,32 @@ mod tests {
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         let e = parse_reports(br#"{"reports":[1,2,3]}"#, 2).unwrap_err();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// The agent version is shown in every operator's fleet listing: a long or odd one is
+    /// refused, naming the report and the field.
+    #[test]
+    fn an_agent_version_that_is_not_a_version_is_refused() {
+        let report = |version: &str| {
+            let mut r = serde_json::to_value(guestward_report::Report::new(
+                guestward_report::AgentInfo {
+                    version: version.to_string(),
+                    host_id: Some("h".into()),
+                    host_id_source: guestward_report::HostIdSource::Config,
+                },
+                guestward_core::Timestamp::now(),
+            ))
+            .unwrap();
+            r["batch_id"] = "b-v".into();
+            r["sequence"] = 1.into();
+            serde_json::to_vec(&serde_json::json!({ "reports": [r] })).unwrap()
+        };
+        assert!(parse_reports(&report("0.1.0"), 10).is_ok());
+        assert!(parse_reports(&report("1.2.3-rc.1+build.5"), 10).is_ok());
+        for bad in ["", "V".repeat(65).as_str(), "1.0\u{1b}[2J", "1.0 (evil)"] {
+            let e = parse_reports(&report(bad), 10).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert!(e.message.contains("b-v") && e.message.contains("agent.version"), "{}", e.message);
+        }
     }
 }

@@ -72,7 +72,19 @@ async fn drain(mut body: Incoming, deadline: tokio::time::Instant) {
 /// large the body claims to expand: a bomb is cut off at `cap` + 1 bytes, not inflated.
 pub(crate) fn decompress_zstd(body: &[u8], cap: u64) -> Result<Vec<u8>, ApiError> {
     let bad = |e: std::io::Error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("the body is not valid zstd: {e}"))
+        // The library is built without its error texts ("Error strings stripped"): say what
+        // the usual causes are instead of repeating that.
+        let detail = e.to_string();
+        let detail = if detail.contains("stripped") { String::new() } else { format!(" ({detail})") };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "the body is not valid zstd{detail}: damaged, not zstd, or frames that ask for a window \
+                 over {} MiB (zstd --long or levels above 19), which the collector refuses",
+                1u32 << (ZSTD_WINDOW_LOG_MAX - 20)
+            ),
+        )
     };
     let mut decoder = zstd::stream::read::Decoder::new(body).map_err(bad)?;
     decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(bad)?;

@@ -16,11 +16,13 @@ use std::fmt;
 
 /// One `serde_json::Value`, as stored in its parent (array slot or map entry).
 const VALUE_BYTES: u64 = 32;
-/// A non-empty object's first B-tree node (eleven key and value slots), measured.
+/// A B-tree node of an object's map (eleven key and value slots), measured: `{"":0}` alone
+/// costs one.
 const MAP_NODE_BYTES: u64 = 640;
-/// Each further entry of an object: its share of further nodes (a node holds five to
-/// eleven entries), with the key's `String` and its value slot.
-const MAP_ENTRY_BYTES: u64 = 120;
+/// Entries counted per node: a node holds five to eleven once the map has split (seven on
+/// average, internal nodes included); a small map has one node, counted as one per seven
+/// entries started.
+const MAP_ENTRIES_PER_NODE: u64 = 7;
 
 /// Estimated bytes that parsing `json` into a `serde_json::Value` would allocate, or the
 /// parser's error for a body that is not JSON (the parse proper reports it, with its place).
@@ -85,11 +87,14 @@ impl<'de> Visitor<'de> for Cost {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
         let mut total = 0u64;
-        let mut first = true;
+        let mut entries = 0u64;
         while let Some(key) = map.next_key_seed(Cost)? {
             let value = map.next_value_seed(Cost)?;
-            let entry = if std::mem::take(&mut first) { MAP_NODE_BYTES } else { MAP_ENTRY_BYTES };
-            total = total.saturating_add(entry).saturating_add(key).saturating_add(value);
+            if entries.is_multiple_of(MAP_ENTRIES_PER_NODE) {
+                total = total.saturating_add(MAP_NODE_BYTES);
+            }
+            entries += 1;
+            total = total.saturating_add(key).saturating_add(value);
         }
         Ok(total)
     }

@@ -7,11 +7,15 @@
 //! reservation that cannot be had before its deadline is answered 503 with `Retry-After`:
 //! under a flood the collector slows clients down instead of running out of memory.
 //!
-//! Security: one client identity (a host, an operator) may hold at most
-//! [`MemoryBudget::per_client_bytes`], a quarter of the budget. Reservations are made by
-//! declared length, before the bytes arrive, so without a share a single compromised host
-//! held the whole budget with 64 connections each declaring 8 MiB and trickling one byte
-//! every few seconds, and every other host got 503 for as long as it kept doing so.
+//! Security: what one client identity (a host, an operator) holds counts against its share,
+//! [`MemoryBudget::per_client_bytes`], a quarter of the budget; a request beyond the share is
+//! answered 503 at once. Body reservations are made by declared length, before the bytes
+//! arrive, so without a share a single compromised host held the whole budget with 64
+//! connections each declaring 8 MiB and trickling one byte every few seconds, and every other
+//! host got 503 for as long as it kept doing so. One reservation larger than the share (the
+//! parse of a large host's report: its estimate errs high) takes the whole share, so it is
+//! that client's only one, and up to the whole budget, for the seconds the parse and the
+//! store take.
 
 use crate::api::ApiError;
 use std::collections::HashMap;
@@ -35,8 +39,12 @@ pub(crate) struct MemoryBudget {
 /// Memory held for one client until dropped.
 #[derive(Debug)]
 pub(crate) struct Reservation {
+    /// The budget's permits, one per KiB.
     permit: Option<OwnedSemaphorePermit>,
+    /// KiB of the budget held.
     kib: u32,
+    /// KiB counted against the client's share (at most the share).
+    counted: u32,
     client: String,
     held: Arc<Mutex<HashMap<String, u32>>>,
 }
@@ -70,31 +78,44 @@ impl MemoryBudget {
         u64::from(self.per_client_kib) * 1024
     }
 
-    /// Reserves `bytes` for `client` (at most its share), waiting until `deadline` for the
-    /// budget. A client over its share is refused at once: what it waits for is its own.
+    /// The whole budget.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        u64::from(self.total_kib) * 1024
+    }
+
+    /// Reserves `bytes` (at most the whole budget) for `client`, waiting until `deadline` for
+    /// the budget. A client whose share is taken is refused at once: what it would wait for
+    /// is its own.
     pub(crate) async fn reserve(
         &self,
         client: &str,
         bytes: u64,
         deadline: Instant,
     ) -> Result<Reservation, ApiError> {
-        let kib = kib_of(bytes).clamp(1, self.per_client_kib);
+        let kib = kib_of(bytes).clamp(1, self.total_kib);
+        let counted = kib.min(self.per_client_kib);
         {
             let mut held = lock(&self.held);
             let mine = held.entry(client.to_string()).or_insert(0);
-            if mine.saturating_add(kib) > self.per_client_kib {
+            if mine.saturating_add(counted) > self.per_client_kib {
                 return Err(ApiError::client_busy(self.per_client_bytes()));
             }
-            *mine += kib;
+            *mine += counted;
         }
         // Counted for the client from here on: the reservation's drop gives it back, whether
         // the budget is had or not.
-        let mut reservation =
-            Reservation { permit: None, kib, client: client.to_string(), held: Arc::clone(&self.held) };
-        let wait = self.permits.clone().acquire_many_owned(kib.min(self.total_kib));
+        let mut reservation = Reservation {
+            permit: None,
+            kib: 0,
+            counted,
+            client: client.to_string(),
+            held: Arc::clone(&self.held),
+        };
+        let wait = self.permits.clone().acquire_many_owned(kib);
         match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), wait).await {
             Ok(Ok(permit)) => {
                 reservation.permit = Some(permit);
+                reservation.kib = kib;
                 Ok(reservation)
             }
             _ => Err(ApiError::busy()),
@@ -102,44 +123,14 @@ impl MemoryBudget {
     }
 }
 
-impl Reservation {
-    /// Adds `other` (the same client's) to this one.
-    pub(crate) fn merge(&mut self, mut other: Reservation) {
-        debug_assert_eq!(self.client, other.client);
-        match (&mut self.permit, other.permit.take()) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (slot @ None, theirs) => *slot = theirs,
-            (Some(_), None) => {}
-        }
-        self.kib = self.kib.saturating_add(std::mem::take(&mut other.kib));
-    }
-
-    /// Gives back all but `bytes` (at least 1 KiB stays held).
-    pub(crate) fn shrink_to(&mut self, bytes: u64) {
-        let keep = kib_of(bytes).max(1);
-        if keep >= self.kib {
-            return;
-        }
-        let excess = self.kib - keep;
-        if let Some(permit) = &mut self.permit {
-            drop(permit.split(excess as usize));
-        }
-        self.kib = keep;
-        let mut held = lock(&self.held);
-        if let Some(mine) = held.get_mut(&self.client) {
-            *mine = mine.saturating_sub(excess);
-        }
-    }
-}
-
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if self.kib == 0 {
+        if self.counted == 0 {
             return;
         }
         let mut held = lock(&self.held);
         if let Some(mine) = held.get_mut(&self.client) {
-            *mine = mine.saturating_sub(self.kib);
+            *mine = mine.saturating_sub(self.counted);
             if *mine == 0 {
                 held.remove(&self.client);
             }
@@ -157,13 +148,13 @@ mod tests {
     }
 
     /// One client cannot hold more than its share, so the others still have the rest; what it
-    /// gives back (drop, shrink) is its own again.
+    /// gives back is its own again.
     #[tokio::test]
     async fn one_client_holds_at_most_its_share_and_the_others_keep_the_rest() {
         let budget = MemoryBudget::new(64 << 20, 8 << 20);
         assert_eq!(budget.per_client_bytes(), 16 << 20);
         let first = budget.reserve("host h1", 8 << 20, soon()).await.unwrap();
-        let mut second = budget.reserve("host h1", 8 << 20, soon()).await.unwrap();
+        let second = budget.reserve("host h1", 8 << 20, soon()).await.unwrap();
         let refused = budget.reserve("host h1", 1, soon()).await.unwrap_err();
         assert_eq!(refused.status(), hyper::StatusCode::SERVICE_UNAVAILABLE);
         // The other clients have the rest of the budget (48 MiB), a share each.
@@ -173,28 +164,26 @@ mod tests {
         }
         // The budget is spent: a fifth client waits, then is told the collector is busy.
         assert!(budget.reserve("host h4", 1, soon()).await.is_err());
-        // h1 gives back 15 MiB: it may take them again.
         drop(first);
-        second.shrink_to(1 << 20);
-        let third = budget.reserve("host h1", 15 << 20, soon()).await.unwrap();
+        let third = budget.reserve("host h1", 8 << 20, soon()).await.unwrap();
         drop((second, third, others));
         assert!(lock(&budget.held).is_empty(), "{:?}", lock(&budget.held));
         assert_eq!(budget.permits.available_permits(), 64 << 10);
     }
 
-    /// A client's share is never below the largest body (a request must hold its own), and
-    /// its reservations merged count once.
+    /// One reservation larger than the share (a large host's parse) may take up to the whole
+    /// budget; it fills the client's share, so it is that client's only one. The share is
+    /// never below the largest body.
     #[tokio::test]
-    async fn the_share_is_never_below_the_largest_body_and_merged_reservations_count_once() {
-        let budget = MemoryBudget::new(16 << 20, 8 << 20);
-        assert_eq!(budget.per_client_bytes(), 8 << 20);
-        let mut one = budget.reserve("host h1", 4 << 20, soon()).await.unwrap();
-        let two = budget.reserve("host h1", 4 << 20, soon()).await.unwrap();
-        one.merge(two);
-        assert_eq!(lock(&budget.held).get("host h1"), Some(&(8 << 10)));
+    async fn one_reservation_beyond_the_share_fills_it_and_may_use_the_whole_budget() {
+        let budget = MemoryBudget::new(64 << 20, 8 << 20);
+        let big = budget.reserve("host h1", 100 << 20, soon()).await.unwrap();
+        assert_eq!(budget.permits.available_permits(), 0, "capped at the whole budget");
+        assert_eq!(lock(&budget.held).get("host h1"), Some(&(16 << 10)));
         assert!(budget.reserve("host h1", 1, soon()).await.is_err());
-        drop(one);
+        drop(big);
         assert!(lock(&budget.held).is_empty());
-        assert_eq!(budget.permits.available_permits(), 16 << 10);
+        assert_eq!(budget.permits.available_permits(), 64 << 10);
+        assert_eq!(MemoryBudget::new(16 << 20, 8 << 20).per_client_bytes(), 8 << 20);
     }
 }

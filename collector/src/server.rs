@@ -68,10 +68,13 @@ pub struct AppState {
     pub proxy: ProxyConfig,
     /// Per-client rate limit.
     pub limiter: RateLimiter,
-    /// Request bodies held in memory, all requests together.
+    /// What requests and responses hold in memory, all together and per client.
     pub(crate) memory: MemoryBudget,
     /// Requests being decompressed and parsed at once.
     pub(crate) parse_slots: Arc<Semaphore>,
+    /// Host details are built (decoded, serialized) one at a time: each can be as large as a
+    /// report, and its memory is reserved only once its size is known.
+    pub(crate) detail_gate: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -120,6 +123,7 @@ impl Server {
             limiter,
             memory: MemoryBudget::new(config.limits.max_buffered_bytes, config.limits.max_body_bytes),
             parse_slots: Arc::new(Semaphore::new(parse_slots)),
+            detail_gate: Arc::new(std::sync::Mutex::new(())),
         };
         Ok(Self { listener, state: Arc::new(state) })
     }

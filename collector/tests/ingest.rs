@@ -331,8 +331,67 @@ fn a_body_that_would_parse_into_a_huge_tree_is_refused_before_the_parse() {
         assert!(compressed.len() < 64 << 10, "{} bytes", compressed.len());
         let (status, err) = error_of(post_zstd(&h, &agent, compressed).await).await;
         assert_eq!((status, err.error.as_str()), (413, "too_large"), "{}", err.message);
-        assert!(err.message.contains("once parsed") && err.message.contains("MiB"), "{}", err.message);
+        assert!(
+            err.message.contains("once parsed") && err.message.contains("max_buffered_bytes"),
+            "{}",
+            err.message
+        );
         assert!(h.stored_hosts().await.is_empty());
         assert_eq!(post(&h, &agent, body(&[report(HOST_A, 1)])).await.status(), 200);
+    });
+}
+
+/// A frame asking for a window over 8 MiB (`zstd --long`, levels above 19) is refused 400 with
+/// a message that says so (the zstd library's own text is stripped from the build).
+#[test]
+fn a_zstd_frame_with_a_window_over_8_mib_is_refused_saying_why() {
+    run(LIMIT, "zstd window", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let mut json = serde_json::to_vec(&serde_json::json!({ "reports": [report(HOST_A, 1)] })).unwrap();
+        json.pop();
+        json.extend_from_slice(br#","pad":""#);
+        json.extend((0..(9u32 << 20)).map(|i| b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26));
+        json.extend_from_slice(b"\"}");
+        let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
+        compressor.set_parameter(zstd::zstd_safe::CParameter::WindowLog(27)).unwrap();
+        let compressed = compressor.compress(&json).unwrap();
+        let (status, err) = error_of(post_zstd(&h, &agent, compressed).await).await;
+        assert_eq!(status, 400, "{}", err.message);
+        assert!(err.message.contains("window over 8 MiB"), "{}", err.message);
+        assert!(!err.message.contains("stripped"), "{}", err.message);
+    });
+}
+
+/// A host decides how large its events are; its detail stays bounded: at most 1 MiB of recent
+/// events, newest first, the rest counted as left out (a compromised host once made one
+/// `GET /v1/hosts/{id}` answer 692 MB).
+#[test]
+fn a_hosts_detail_carries_at_most_1_mib_of_recent_events_and_counts_the_rest() {
+    run(LIMIT, "detail bound", || async {
+        let h = Harness::start(|_| {}).await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let mut big = report(HOST_A, 1);
+        for i in 0..3 {
+            big.events.push(guestward_core::Event {
+                kind: "test.large".into(),
+                time: guestward_core::Timestamp::now(),
+                data: serde_json::json!({ "i": i, "x": "A".repeat(600 << 10) }),
+            });
+        }
+        assert_eq!(post(&h, &agent, body(&[big])).await.status(), 200);
+        let small = report(HOST_A, 2);
+        assert_eq!(post(&h, &agent, body(std::slice::from_ref(&small))).await.status(), 200);
+        let resp = agent.get(h.url("/v1/hosts/host-a")).send().await.unwrap();
+        let bytes = resp.bytes().await.unwrap();
+        assert!(bytes.len() < 2 << 20, "{} bytes", bytes.len());
+        let detail: HostDetail = serde_json::from_slice(&bytes).unwrap();
+        // Newest last: the newest large event fits with the small ones; the two older large
+        // ones do not, and are skipped (older small ones still fit).
+        let kinds: Vec<&str> = detail.recent_events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["test.event", "test.large", "test.event"], "{kinds:?}");
+        assert_eq!(detail.recent_events[1].data["i"], 2);
+        assert_eq!(detail.recent_events[2], small.events[0]);
+        assert_eq!(detail.recent_events_omitted, 2);
     });
 }

@@ -122,8 +122,17 @@ pub struct HostDetail {
     pub latest_report: Option<Report>,
     /// The latest report's findings.
     pub findings: Vec<Finding>,
-    /// The most recent events across reports, newest last (at most 100).
+    /// The most recent events across reports, newest last: at most 100, and at most 1 MiB of
+    /// them as JSON (a host, or whoever holds its certificate, decides how large its events
+    /// are; the answer stays bounded).
     pub recent_events: Vec<Event>,
+    /// Recent events left out of `recent_events` by its size bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recent_events_omitted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `GET /healthz`.

@@ -21,6 +21,8 @@ use std::path::PathBuf;
 
 /// Most events returned in [`HostDetail::recent_events`].
 pub const RECENT_EVENTS: usize = 100;
+/// The most bytes of event JSON a host's detail carries (see `HostDetail::recent_events`).
+pub const RECENT_EVENTS_MAX_BYTES: u64 = 1 << 20;
 
 /// One accepted report, checked and ready to store.
 #[derive(Debug, Clone)]

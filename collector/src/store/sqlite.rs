@@ -10,7 +10,7 @@
 //! back alone: still all or nothing per request) and commits them with one fsync. A request is
 //! answered only after that commit.
 
-use super::{Delivery, NewReport, RECENT_EVENTS, Store, StoreError};
+use super::{Delivery, NewReport, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Store, StoreError};
 use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::Report;
 use guestward_report::ingest::{BatchStatus, CertificateInfo, HostDetail, HostSummary};
@@ -288,19 +288,42 @@ impl Store for SqliteStore {
             let text = text.map_err(db_err)?;
             findings.push(parse_json::<Finding>(&text, "a finding")?);
         }
+        // Newest first, while they fit in the size bound; the text of one that does not fit
+        // is never read (its length comes from the row).
         let mut events = Vec::new();
+        let mut omitted = 0u64;
+        let mut room = RECENT_EVENTS_MAX_BYTES;
         let mut stmt = tx
-            .prepare_cached("SELECT event FROM events WHERE host_id = ?1 ORDER BY rowid DESC LIMIT ?2")
+            .prepare_cached(
+                "SELECT length(CAST(event AS BLOB)), \
+                 CASE WHEN length(CAST(event AS BLOB)) <= ?3 THEN event END \
+                 FROM events WHERE host_id = ?1 ORDER BY rowid DESC LIMIT ?2",
+            )
             .map_err(db_err)?;
-        for text in stmt
-            .query_map(params![host_id, to_i64(RECENT_EVENTS as u64)], |r| r.get::<_, String>(0))
-            .map_err(db_err)?
-        {
-            let text = text.map_err(db_err)?;
-            events.push(parse_json::<Event>(&text, "an event")?);
+        let rows = stmt
+            .query_map(params![host_id, to_i64(RECENT_EVENTS as u64), to_i64(RECENT_EVENTS_MAX_BYTES)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(db_err)?;
+        for row in rows {
+            let (length, text) = row.map_err(db_err)?;
+            let length = u64::try_from(length).unwrap_or(u64::MAX);
+            match text {
+                Some(text) if length <= room => {
+                    room -= length;
+                    events.push(parse_json::<Event>(&text, "an event")?);
+                }
+                _ => omitted += 1,
+            }
         }
         events.reverse();
-        Ok(Some(HostDetail { summary, latest_report, findings, recent_events: events }))
+        Ok(Some(HostDetail {
+            summary,
+            latest_report,
+            findings,
+            recent_events: events,
+            recent_events_omitted: omitted,
+        }))
     }
 
     fn health(&self) -> Result<(), StoreError> {
