@@ -12,7 +12,6 @@ use guestward_report::Report;
 use guestward_report::ingest::{
     ACCEPTED_SCHEMA_VERSIONS, BatchResult, ErrorBody, Health, HostList, IngestResponse, REPORTS_PATH,
 };
-use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,11 +29,22 @@ const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A response body, with the memory reserved for it (large answers: a host's latest report)
 /// held until it is sent or the connection is gone: a client that never reads what it asked
-/// for holds its share of the budget, not memory outside it.
+/// for holds its share of the budget, not memory outside it. Handed to hyper in chunks, so
+/// that hyper asks for the next one only once it has written the last: given whole, the
+/// bytes sat in hyper's write buffer after the body (and its reservation) was dropped.
 #[derive(Debug)]
 pub(crate) struct Body {
-    bytes: Full<Bytes>,
-    _held: Option<Reservation>,
+    rest: Bytes,
+    held: Option<Reservation>,
+}
+
+/// The most a response body hands over at a time.
+const RESPONSE_CHUNK_BYTES: usize = 64 << 10;
+
+impl Body {
+    fn new(bytes: Vec<u8>, held: Option<Reservation>) -> Self {
+        Self { rest: Bytes::from(bytes), held }
+    }
 }
 
 impl hyper::body::Body for Body {
@@ -43,17 +53,23 @@ impl hyper::body::Body for Body {
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().bytes).poll_frame(cx)
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            this.held = None;
+            return std::task::Poll::Ready(None);
+        }
+        let chunk = this.rest.split_to(this.rest.len().min(RESPONSE_CHUNK_BYTES));
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.bytes.is_end_stream()
+        self.rest.is_empty()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.bytes.size_hint()
+        hyper::body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 
@@ -129,7 +145,7 @@ impl ApiError {
 
 fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(Body { bytes: Full::new(Bytes::from(bytes)), _held: None });
+    let mut resp = Response::new(Body::new(bytes, None));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
@@ -219,8 +235,7 @@ async fn route(
                             Instant::now() + BODY_MEMORY_WAIT,
                         )
                         .await?;
-                    let mut resp =
-                        Response::new(Body { bytes: Full::new(Bytes::from(bytes)), _held: Some(held) });
+                    let mut resp = Response::new(Body::new(bytes, Some(held)));
                     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                     Ok(resp)
                 }

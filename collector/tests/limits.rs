@@ -145,3 +145,48 @@ fn one_host_stalling_requests_holds_only_its_share_and_the_others_deliver() {
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
     });
 }
+
+/// A client that asks for a large answer and never reads it holds that answer's memory
+/// against its own share until it goes: its next request is refused 503 while others are
+/// served. (The answer, handed to hyper whole, once left the budget at once and stayed in
+/// memory outside it: five such readers held 4 GB.)
+#[test]
+fn an_answer_never_read_holds_the_readers_share_until_it_goes() {
+    run(LIMIT, "unread answer", || async {
+        let h = Harness::start(|c| {
+            c.limits.max_body_bytes = 24 << 20;
+            c.limits.max_decompressed_bytes = 24 << 20;
+            c.limits.max_buffered_bytes = 64 << 20;
+        })
+        .await;
+        let agent = h.client(Who::Agent(HOST_A));
+        let mut big = report(HOST_A, 1);
+        big.events.push(guestward_core::Event {
+            kind: "test.large".into(),
+            time: guestward_core::Timestamp::now(),
+            data: serde_json::json!({ "x": "A".repeat(12 << 20) }),
+        });
+        assert_eq!(post(&h, &agent, body(&[big])).await.status(), 200);
+
+        let mut reader = try_connect(&h, HOST_A).await.unwrap();
+        reader.write_all(b"GET /v1/hosts/host-a HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
+        reader.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let resp = agent.get(h.url("/v1/hosts/host-a")).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "a second 12 MB answer fitted in a 16 MiB share");
+        // Other clients are served meanwhile.
+        let other = h.client(Who::Agent(HOST_B));
+        assert_eq!(post(&h, &other, body(&[report(HOST_B, 1)])).await.status(), 200);
+        drop(reader);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let resp = agent.get(h.url("/v1/hosts/host-a")).send().await.unwrap();
+            if resp.status() == 200 {
+                assert!(resp.bytes().await.unwrap().len() > 12 << 20);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the share was not given back: {}", resp.status());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
