@@ -99,6 +99,10 @@ pub struct FimStatus {
     pub changes_realtime: u64,
     /// Overflows (kernel or internal queue) since start.
     pub overflows: u64,
+    /// Queued file events taken off the queue unexamined because the rescan an overflow
+    /// started reads what they left (see `Engine::discard_queued`), since start.
+    #[serde(default)]
+    pub queued_events_answered_by_rescans: u64,
     /// The last verification rescan (or baseline scan) and how it ended, failures included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verification: Option<Verification>,
@@ -384,6 +388,7 @@ impl FimStatus {
             changes_reported: 0,
             changes_realtime: 0,
             overflows: 0,
+            queued_events_answered_by_rescans: 0,
             last_verification: None,
             store_write_failures_total: 0,
             store_read_failures_total: 0,

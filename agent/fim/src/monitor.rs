@@ -49,8 +49,15 @@ use std::time::{Duration, Instant};
 /// Where the kernel publishes the per-user watch limit.
 const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
 /// Paths waiting for their debounce deadline; beyond this the engine stops tracking single
-/// paths and rescans instead (bounded memory under an event storm).
-const MAX_PENDING: usize = 100_000;
+/// paths and rescans instead (bounded memory under an event storm). Each costs its slot in the
+/// map (a power-of-two table kept at most 7/8 full, so up to two slots of about 170 bytes per
+/// path) and its path: at 100,000 they could take 27 MB (19 MB of table), 40% of the 64 MiB
+/// budget, and a storm of new files (which anyone who can write to a watched directory can
+/// make) filled it. At 8,192 it is under 3 MiB; a burst larger than that within one debounce
+/// window is covered by a coverage gap and a rescan, as any overflow.
+const MAX_PENDING: usize = 8_192;
+/// Room for pending paths the map keeps once a burst is over (see [`release_room`]).
+const PENDING_KEPT: usize = 256;
 /// Pending paths holding a record captured while they existed (for files that may be gone
 /// before they are examined); beyond this new paths are still reported, without attributes.
 const MAX_SNAPSHOTS: usize = 4_096;
@@ -150,7 +157,7 @@ impl Monitor {
             if fwd_shared.queued.fetch_add(1, Ordering::AcqRel) >= capacity {
                 fwd_shared.queued.fetch_sub(1, Ordering::AcqRel);
                 fwd_shared.dropped.store(true, Ordering::Release);
-            } else if fwd_tx.send(Msg::Fs(res)).is_err() {
+            } else if fwd_tx.send(Msg::Fs(res.map(compact_event))).is_err() {
                 // The engine has stopped: nothing will take it off the count.
                 fwd_shared.queued.fetch_sub(1, Ordering::AcqRel);
             }
@@ -332,6 +339,11 @@ struct Engine {
     next_rehash: Instant,
     gap_seq: u64,
     buf: guestward_core::ReadBuffer,
+    /// The queue's receiving end, once [`Self::run`] started.
+    rx: Option<Receiver<Msg>>,
+    /// Messages taken off the queue by [`Self::discard_queued`] that it does not answer,
+    /// handled before the queue's next ones.
+    set_aside: std::collections::VecDeque<Msg>,
     /// Package attribution and per-transaction grouping (with a package oracle).
     attributor: Option<crate::attribution::Attributor>,
     /// What the status last said a running transaction holds (id, changes), and when: it is
@@ -407,6 +419,8 @@ impl Engine {
             next_rehash: now,
             gap_seq,
             buf: guestward_core::ReadBuffer::new(crate::record::READ_BUFFER_BYTES),
+            rx: None,
+            set_aside: std::collections::VecDeque::new(),
         }
     }
 
@@ -421,6 +435,7 @@ impl Engine {
     }
 
     fn run(&mut self, rx: Receiver<Msg>) {
+        self.rx = Some(rx);
         self.place_watches();
         self.startup_scan();
         self.publish(MonitorState::Watching);
@@ -439,13 +454,10 @@ impl Engine {
             if let Some(a) = self.attributor.as_ref().and_then(|a| a.next_wake(now)) {
                 wake = wake.min(a);
             }
-            let msg = rx.recv_timeout(wake.saturating_duration_since(now));
+            let msg = self.next_msg(wake.saturating_duration_since(now));
             match msg {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(Msg::Fs(ev)) => {
-                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-                    self.on_fs(ev)
-                }
+                Ok(Msg::Fs(ev)) => self.on_fs(ev),
                 Ok(Msg::Rescan(trees)) => {
                     let scope = trees.map(Scope::Trees).unwrap_or(Scope::All);
                     self.verify(scope, None, false);
@@ -492,6 +504,75 @@ impl Engine {
         // What a transaction still holds is reported rather than lost.
         self.poll_attribution(true);
         self.publish(MonitorState::Stopped);
+    }
+
+    /// The next message: those set aside by [`Self::discard_queued`] first, then the queue's.
+    /// File events set aside still count as queued until now, so the two together stay
+    /// within `event_queue_capacity`.
+    fn next_msg(&mut self, timeout: Duration) -> Result<Msg, RecvTimeoutError> {
+        let msg = match self.set_aside.pop_front() {
+            Some(msg) => msg,
+            None => match self.rx.as_ref() {
+                Some(rx) => rx.recv_timeout(timeout)?,
+                None => return Err(RecvTimeoutError::Disconnected),
+            },
+        };
+        if matches!(msg, Msg::Fs(_)) {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(msg)
+    }
+
+    /// Takes the file events already queued off the queue before a rescan of `trees` starts:
+    /// the rescan reads what they left, so examining them afterwards only repeats it. Kept,
+    /// they held the queue full through the rescan (65,536 events, 10-15 MiB), any event during
+    /// it was dropped again, and after the rescan the engine took one event and started the
+    /// next rescan: a storm of 300,000 new files kept the agent rescanning, its queue full,
+    /// long after the storm (an hour was not enough to empty it).
+    ///
+    /// Only events that cannot be about a directory are answered so (a file created, written,
+    /// removed): a directory's events place or drop its watches, which a rescan does not.
+    /// Those, events about anything outside `trees`, errors, a kernel overflow and control
+    /// messages are set aside and handled after the rescan, in order.
+    fn discard_queued(&mut self, trees: &[PathBuf]) {
+        let Some(rx) = self.rx.as_ref() else { return };
+        // Only what is queued now: a storm that goes on must not keep the rescan from starting.
+        let queued = self.shared.queued.load(Ordering::Acquire);
+        let mut kept = Vec::new();
+        let mut discarded = 0usize;
+        for _ in 0..queued {
+            let Ok(msg) = rx.try_recv() else { break };
+            let Msg::Fs(res) = msg else {
+                kept.push(msg);
+                continue;
+            };
+            let answered = res.as_ref().is_ok_and(|ev| {
+                let file_only = matches!(
+                    ev.kind,
+                    EventKind::Create(notify::event::CreateKind::File)
+                        | EventKind::Remove(notify::event::RemoveKind::File)
+                        | EventKind::Access(AccessKind::Close(AccessMode::Write))
+                        | EventKind::Modify(ModifyKind::Data(_))
+                );
+                let inside = |p: &PathBuf| {
+                    let host = self.host_of(p);
+                    trees.iter().any(|t| host.starts_with(t))
+                };
+                file_only && !ev.need_rescan() && !ev.paths.is_empty() && ev.paths.iter().all(inside)
+            });
+            if answered {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                discarded += 1;
+            } else {
+                kept.push(Msg::Fs(res));
+            }
+        }
+        self.set_aside.extend(kept);
+        if discarded > 0 {
+            let n = u64::try_from(discarded).unwrap_or(u64::MAX);
+            self.with_status(|s| s.queued_events_answered_by_rescans += n);
+            tracing::debug!(discarded, "queued FIM events answered by the rescan that starts now");
+        }
     }
 
     // ---------- watches ----------
@@ -1018,6 +1099,7 @@ impl Engine {
             .collect();
         self.with_status(|s| s.overflows += 1);
         let id = self.open_gap(cause, trees.clone(), detail.to_string());
+        self.discard_queued(&trees);
         // Started at once and scoped to the watched trees; unlimited speed, since every
         // second of delay is a second an attacker's change goes unreported.
         self.verify(Scope::Trees(trees), Some(id), false);
@@ -1385,8 +1467,9 @@ impl Engine {
 
     fn touch(&mut self, real: PathBuf, seen: Seen) {
         if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&real) {
-            // Too many distinct paths in flight: stop tracking them one by one.
-            self.pending.clear();
+            // Too many distinct paths in flight: stop tracking them one by one. A new map, not
+            // `clear()`, which would keep the full table for the life of the daemon.
+            self.pending = HashMap::new();
             self.snapshots = 0;
             self.next_due = None;
             self.overflow(
@@ -1500,6 +1583,8 @@ impl Engine {
             }
         }
         self.publish_watches();
+        // Removing entries never shrinks a map: the table a storm grew would stay.
+        release_room(&mut self.pending, PENDING_KEPT);
         // Items that arrived while examining have pushed `next_due` already.
         let remaining = self.pending.values().map(|p| self.due_at(p)).min();
         self.next_due = match (next, remaining) {
@@ -1801,6 +1886,27 @@ fn retryable(cause: GapCause) -> bool {
     matches!(cause, GapCause::StoreWriteFailed | GapCause::StoreReadFailed | GapCause::ScanFailed)
 }
 
+/// An event as small as it can be while it waits in the queue (up to `event_queue_capacity`
+/// of them during a storm): notify builds each path list with room for four paths (96 bytes
+/// for one) and each joined path with spare room. Full, the default queue of 65,536 events
+/// held 6 MiB of that room beside 10 MiB of events.
+fn compact_event(mut ev: notify::Event) -> notify::Event {
+    for p in &mut ev.paths {
+        p.shrink_to_fit();
+    }
+    ev.paths.shrink_to_fit();
+    ev
+}
+
+/// Gives back the room of a map that a burst grew and that is now at most a quarter full,
+/// keeping room for `kept` entries (or twice what it holds), so that a quiet agent does not
+/// keep a storm's table and a busy one does not reallocate at every pass.
+fn release_room<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, kept: usize) {
+    if map.capacity() > kept && map.len() <= map.capacity() / 4 {
+        map.shrink_to(kept.max(map.len().saturating_mul(2)));
+    }
+}
+
 /// A directory is gone, or is no directory (a symlink or file swapped in): nothing to watch.
 fn not_there(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::NotFound
@@ -1841,6 +1947,69 @@ fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The most the pending paths can hold during a storm of new files, whatever its size:
+    /// the map's table at its largest (slots are a power of two, at most 7/8 full) and a path
+    /// of 64 bytes per entry with its allocation header. With 100,000 paths it was 22 MiB of
+    /// table (the daemon's budget is 64 MiB); it must stay a small share of it.
+    #[test]
+    fn pending_paths_of_any_storm_fit_in_a_few_mib() {
+        let mut map: HashMap<PathBuf, Pending> = HashMap::new();
+        for i in 0..MAX_PENDING {
+            map.insert(PathBuf::from(format!("/w/{i}")), Pending::default());
+        }
+        let slots = (map.capacity() * 8 / 7).next_power_of_two();
+        let table = slots * (std::mem::size_of::<(PathBuf, Pending)>() + 1);
+        let paths = MAX_PENDING * (64 + 16);
+        let worst = table + paths;
+        assert!(worst <= 4 << 20, "{MAX_PENDING} pending paths can take {worst} bytes ({table} of table)");
+    }
+
+    /// A storm's table is given back once its paths are examined (a map keeps the table of its
+    /// largest size otherwise), and a busy map is left alone.
+    #[test]
+    fn a_storms_table_is_given_back_once_it_drains() {
+        let mut map: HashMap<PathBuf, Pending> = HashMap::new();
+        for i in 0..MAX_PENDING {
+            map.insert(PathBuf::from(format!("/w/{i}")), Pending::default());
+        }
+        let full = map.capacity();
+        // Still busy: more than a quarter full, nothing moves.
+        map.retain(|p, _| p.as_os_str().as_bytes().last().is_some_and(|b| b % 2 == 0));
+        let busy = map.len();
+        assert!(busy > full / 4, "{busy} of {full}");
+        let table = map.capacity();
+        release_room(&mut map, PENDING_KEPT);
+        assert_eq!(map.capacity(), table, "not reallocated");
+        // A few left: the room shrinks to what they need, the kept room at least.
+        let keep: Vec<PathBuf> = map.keys().take(300).cloned().collect();
+        map.retain(|p, _| keep.contains(p));
+        release_room(&mut map, PENDING_KEPT);
+        assert!(map.capacity() >= 600 && map.capacity() < full / 4, "{} of {full}", map.capacity());
+        assert_eq!(map.len(), 300);
+        // Empty: the kept room only.
+        map.clear();
+        release_room(&mut map, PENDING_KEPT);
+        assert!(map.capacity() >= PENDING_KEPT && map.capacity() <= 2 * PENDING_KEPT, "{}", map.capacity());
+        // A small map is never reallocated.
+        let mut small: HashMap<PathBuf, Pending> = HashMap::new();
+        small.insert(PathBuf::from("/w/a"), Pending::default());
+        let before = small.capacity();
+        release_room(&mut small, PENDING_KEPT);
+        assert_eq!(small.capacity(), before);
+    }
+
+    /// Queued events hold no spare room: one path, allocated to its length.
+    #[test]
+    fn queued_events_are_compacted() {
+        let ev = notify::Event::new(EventKind::Create(notify::event::CreateKind::File))
+            .add_path(Path::new("/work/watch").join("f0000001.txt"));
+        assert!(ev.paths.capacity() > 1, "notify's list has spare room (else this test is moot)");
+        let ev = compact_event(ev);
+        assert_eq!(ev.paths.capacity(), 1);
+        assert_eq!(ev.paths[0].capacity(), ev.paths[0].as_os_str().len());
+        assert_eq!(ev.paths[0], Path::new("/work/watch/f0000001.txt"));
+    }
 
     /// The reasons `add_watches` and the start-up budget check give, each to its cause: a
     /// directory the watcher cannot open is not a budget matter.

@@ -127,3 +127,52 @@ fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
     assert!(monitor.status().overflows >= 1);
     monitor.stop();
 }
+
+/// A storm of new files that fills the agent's own queue: the rescan the overflow starts
+/// answers the file events already queued (they are not kept, full, through the rescan and
+/// examined one by one after it, which made every later event start one more rescan), and
+/// every file is still reported with its final hash.
+#[test]
+fn a_storm_of_new_files_is_answered_by_the_rescan_it_starts() {
+    const FILES: usize = 3000;
+    let dir = crate::common::scratch();
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut cfg = config_for(&root, vec![]);
+    cfg.event_queue_capacity = 16;
+    let fim = Fim::new(cfg, HostRoot::live(), dir.path().join("state")).unwrap();
+    let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let monitor = {
+        let _g = inotify_init_lock();
+        Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap()
+    };
+    assert!(monitor.wait_watching(Duration::from_secs(60)));
+
+    let path = |i: usize| root.join(format!("f{i:05}"));
+    for i in 0..FILES {
+        std::fs::write(path(i), format!("new {i}")).unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let reported: std::collections::HashMap<String, String> = changes(&events)
+            .iter()
+            .filter_map(|c| Some((c.path.clone(), c.new.as_ref()?.sha256.clone()?)))
+            .collect();
+        let missing = (0..FILES)
+            .filter(|&i| reported.get(&p(&path(i))) != Some(&sha256_hex(format!("new {i}").as_bytes())))
+            .count();
+        if missing == 0 || Instant::now() > end {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(missing, 0, "files not reported with their final hash");
+    let status = monitor.status();
+    assert!(status.overflows >= 1, "{status:#?}");
+    assert!(
+        status.queued_events_answered_by_rescans >= 1,
+        "the queued file events were left for after the rescan: {status:#?}"
+    );
+    monitor.stop();
+}

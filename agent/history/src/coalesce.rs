@@ -80,6 +80,8 @@ impl Batch {
     }
 }
 
+/// Keys whose room the coalescer keeps after a storm (see `take`).
+const KEYS_KEPT: usize = 1024;
 /// Fields holding the state *before* a change: a summary keeps the earliest event's.
 const OLD_FIELDS: [&str; 4] = ["old", "old_path", "old_version", "previous_processes"];
 /// Distinct `change` values remembered per summary.
@@ -518,6 +520,12 @@ impl Coalescer {
             keep
         });
         self.bytes = self.bytes.saturating_sub(freed);
+        // A map keeps the table of its largest size: a storm of new files grew it to one key
+        // per path (5.6 MB of table for 100,000 files), which the daemon then kept for good,
+        // over its idle budget. Given back once at most a quarter of it is in use.
+        if self.keys.capacity() > KEYS_KEPT && self.keys.len() <= self.keys.capacity() / 4 {
+            self.keys.shrink_to(KEYS_KEPT.max(self.keys.len().saturating_mul(2)));
+        }
         if self.dropped > 0 {
             let first = self.dropped_first.unwrap_or_else(Timestamp::now);
             let last = self.dropped_last.unwrap_or_else(Timestamp::now);
@@ -647,6 +655,29 @@ mod tests {
         assert!(c.memory_bytes() > 0, "the key's rate bookkeeping lasts a window");
         assert!(c.drain(t0 + limits.window).is_empty());
         assert_eq!(c.memory_bytes(), 0, "everything released");
+    }
+
+    /// A storm of new paths grows the rate bookkeeping to one key per path; once they are
+    /// quiet for a window, the table is given back, not kept for the life of the daemon.
+    #[test]
+    fn a_storms_keys_are_given_back_once_quiet() {
+        let limits = CoalesceLimits::default();
+        let mut c = Coalescer::new(limits);
+        let t0 = Instant::now();
+        for i in 0..20_000 {
+            c.push(fim(&format!("/w/f{i:07}"), "added", None, Some(1), 100), t0);
+            if i % 1000 == 999 {
+                c.drain(t0);
+            }
+        }
+        assert!(c.keys.capacity() >= 20_000, "one key per path during the storm");
+        let batch = c.drain(t0 + limits.window);
+        assert!(c.keys.is_empty(), "{}", batch.events.len());
+        assert!(c.keys.capacity() <= 2 * KEYS_KEPT, "{} keys' room kept", c.keys.capacity());
+        // A key still in its window keeps its room (and its bookkeeping).
+        c.push(fim("/w/a", "modified", Some(1), Some(2), 101), t0 + limits.window);
+        c.drain(t0 + limits.window);
+        assert_eq!(c.keys.len(), 1);
     }
 
     #[test]
