@@ -1100,9 +1100,24 @@ impl Engine {
         self.with_status(|s| s.overflows += 1);
         let id = self.open_gap(cause, trees.clone(), detail.to_string());
         self.discard_queued(&trees);
+        self.watch_what_was_missed(&trees);
         // Started at once and scoped to the watched trees; unlimited speed, since every
         // second of delay is a second an attacker's change goes unreported.
         self.verify(Scope::Trees(trees), Some(id), false);
+    }
+
+    /// Places the watches `trees` lack. Events were lost, among them, possibly, a directory's
+    /// creation: the rescan records such a directory but places no watch, so what was written
+    /// in it afterwards went unseen until the next scheduled rescan, with no gap said (an
+    /// attacker could make a storm, create a directory in it, and work there later). Placed
+    /// before the rescan: a change made between the two is then seen by one or the other.
+    fn watch_what_was_missed(&mut self, trees: &[PathBuf]) {
+        for host in trees {
+            if let Some(real) = real_path(&self.fim.root, host) {
+                self.watch_new_dir(host, &real);
+            }
+        }
+        self.publish_watches();
     }
 
     // ---------- failures ----------
