@@ -56,6 +56,8 @@ const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
 /// make) filled it. At 8,192 it is under 3 MiB; a burst larger than that within one debounce
 /// window is covered by a coverage gap and a rescan, as any overflow.
 const MAX_PENDING: usize = 8_192;
+/// Changes a scan stores in the event log per commit (see `Store::append_events`).
+const STORED_EVENTS_PER_COMMIT: usize = 512;
 /// Room for pending paths the map keeps once a burst is over (see [`release_room`]).
 const PENDING_KEPT: usize = 256;
 /// Pending paths holding a record captured while they existed (for files that may be gone
@@ -938,6 +940,20 @@ impl Engine {
         // after a package upgrade may report many thousands.
         let (store, sink, shared) = (&self.store, &mut self.sink, &self.shared);
         let attributor = &mut self.attributor;
+        // Stored in batches (see `Store::append_events`), handed on one by one.
+        let mut unstored: Vec<Event> = Vec::new();
+        let store_batch = |batch: &mut Vec<Event>, logged: &mut bool| {
+            let stored = store.append_events(batch, keep);
+            if let Err(err) = stored {
+                if let Ok(mut s) = shared.status.lock() {
+                    s.event_store_failures_total += u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                }
+                if !std::mem::replace(logged, true) {
+                    tracing::warn!(error = %err, "cannot store FIM events of this scan in the event log; they are still reported");
+                }
+            }
+            batch.clear();
+        };
         let result = fim.scan(purpose, scope, mechanism, &opts, &mut |c| {
             changes += 1;
             // Changes a package transaction is making wait for its end (see `attribution`).
@@ -949,7 +965,6 @@ impl Engine {
                 None => c,
             };
             let e = c.to_event(Timestamp::now());
-            let stored = store.append_event(&e, keep);
             // Handed on before it is counted (see `report_change`).
             sink(&e);
             if let Ok(mut s) = shared.status.lock() {
@@ -957,16 +972,13 @@ impl Engine {
                 if mechanism == Mechanism::Realtime {
                     s.changes_realtime += 1;
                 }
-                if stored.is_err() {
-                    s.event_store_failures_total += 1;
-                }
             }
-            if let Err(err) = stored
-                && !std::mem::replace(&mut logged, true)
-            {
-                tracing::warn!(error = %err, "cannot store FIM events of this scan in the event log; they are still reported");
+            unstored.push(e);
+            if unstored.len() >= STORED_EVENTS_PER_COMMIT {
+                store_batch(&mut unstored, &mut logged);
             }
         });
+        store_batch(&mut unstored, &mut logged);
         let trees = match scope {
             Scope::All => self.trees.iter().map(|t| escape_path(&t.target.host)).collect(),
             Scope::Trees(t) => t.iter().map(|p| escape_path(p)).collect(),
