@@ -135,19 +135,7 @@ fn queue_overflow_triggers_scoped_rescan_reporting_every_final_hash() {
 #[test]
 fn a_storm_of_new_files_is_answered_by_the_rescan_it_starts() {
     const FILES: usize = 3000;
-    let dir = crate::common::scratch();
-    let root = dir.path().join("tree");
-    std::fs::create_dir_all(&root).unwrap();
-    let mut cfg = config_for(&root, vec![]);
-    cfg.event_queue_capacity = 16;
-    let fim = Fim::new(cfg, HostRoot::live(), dir.path().join("state")).unwrap();
-    let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let monitor = {
-        let _g = inotify_init_lock();
-        Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap()
-    };
-    assert!(monitor.wait_watching(Duration::from_secs(60)));
+    let (dir, root, monitor, events) = watching_with_a_queue_of(16);
 
     let path = |i: usize| root.join(format!("f{i:05}"));
     for i in 0..FILES {
@@ -189,19 +177,7 @@ fn a_storm_of_new_files_is_answered_by_the_rescan_it_starts() {
 #[test]
 fn a_directory_created_during_an_overflow_is_watched_afterwards() {
     const FILES: usize = 2000;
-    let dir = crate::common::scratch();
-    let root = dir.path().join("tree");
-    std::fs::create_dir_all(&root).unwrap();
-    let mut cfg = config_for(&root, vec![]);
-    cfg.event_queue_capacity = 16;
-    let fim = Fim::new(cfg, HostRoot::live(), dir.path().join("state")).unwrap();
-    let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let monitor = {
-        let _g = inotify_init_lock();
-        Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap()
-    };
-    assert!(monitor.wait_watching(Duration::from_secs(60)));
+    let (_dir, root, monitor, events) = watching_with_a_queue_of(16);
 
     // The queue overflows with the first files; the directory and its first file come in the
     // middle of the storm.
@@ -239,4 +215,25 @@ fn a_directory_created_during_an_overflow_is_watched_afterwards() {
         std::thread::sleep(Duration::from_millis(100));
     }
     monitor.stop();
+}
+
+/// A monitor watching a new tree in realtime with an event queue of `capacity` (the agent's
+/// own queue, not the kernel's): the scratch dir, the tree, the monitor and what it reported.
+fn watching_with_a_queue_of(
+    capacity: usize,
+) -> (tempfile::TempDir, std::path::PathBuf, Monitor, crate::common::Events) {
+    let dir = crate::common::scratch();
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut cfg = config_for(&root, vec![]);
+    cfg.event_queue_capacity = capacity;
+    let fim = Fim::new(cfg, HostRoot::live(), dir.path().join("state")).unwrap();
+    let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let monitor = {
+        let _g = inotify_init_lock();
+        Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap()
+    };
+    assert!(monitor.wait_watching(Duration::from_secs(60)));
+    (dir, root, monitor, events)
 }
