@@ -114,7 +114,7 @@ impl ApiError {
             "unavailable",
             format!(
                 "this client's requests in progress hold its share of the collector's memory \
-                 ({} MiB, a quarter of limits.max_buffered_bytes); nothing was stored, retry once they are done",
+                 ({} MiB of limits.max_buffered_bytes); nothing was stored, retry once they are done",
                 share >> 20
             ),
         );
