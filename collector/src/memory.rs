@@ -39,10 +39,8 @@ pub(crate) struct MemoryBudget {
 /// Memory held for one client until dropped.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    /// The budget's permits, one per KiB.
+    /// The budget's permits, one per KiB (`None` only while they are awaited).
     permit: Option<OwnedSemaphorePermit>,
-    /// KiB of the budget held.
-    kib: u32,
     /// KiB counted against the client's share (at most the share).
     counted: u32,
     client: String,
@@ -104,18 +102,12 @@ impl MemoryBudget {
         }
         // Counted for the client from here on: the reservation's drop gives it back, whether
         // the budget is had or not.
-        let mut reservation = Reservation {
-            permit: None,
-            kib: 0,
-            counted,
-            client: client.to_string(),
-            held: Arc::clone(&self.held),
-        };
+        let mut reservation =
+            Reservation { permit: None, counted, client: client.to_string(), held: Arc::clone(&self.held) };
         let wait = self.permits.clone().acquire_many_owned(kib);
         match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), wait).await {
             Ok(Ok(permit)) => {
                 reservation.permit = Some(permit);
-                reservation.kib = kib;
                 Ok(reservation)
             }
             _ => Err(ApiError::busy()),
