@@ -62,7 +62,7 @@ use guestward_core::{HostFsError, HostRoot, Problem, Section};
 #[cfg(feature = "collect")]
 use std::collections::{BTreeSet, HashSet};
 #[cfg(feature = "collect")]
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[cfg(feature = "collect")]
 /// `/etc/passwd`.
@@ -139,7 +139,7 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
     let mut problems = Vec::new();
     let cap = usize::try_from(config.max_accounts).unwrap_or(usize::MAX);
 
-    let passwd = match root.read_string_capped(PASSWD, fs::MAX_CONFIG_BYTES) {
+    let passwd = match root.read_capped(PASSWD, fs::MAX_CONFIG_BYTES) {
         Ok(text) => {
             let accounts::Passwd { entries, bad, duplicates, truncated } = accounts::parse_passwd(&text, cap);
             problems.extend(malformed_lines(&root.display(PASSWD), &bad, "passwd"));
@@ -168,7 +168,7 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
     };
     report.accounts_total = u32::try_from(passwd.len()).unwrap_or(u32::MAX);
 
-    let shadow = match root.read_string_capped(SHADOW, fs::MAX_CONFIG_BYTES) {
+    let shadow = match root.read_capped(SHADOW, fs::MAX_CONFIG_BYTES) {
         Ok(text) => {
             let (states, bad, duplicates) = accounts::parse_shadow(&text);
             drop(text);
@@ -193,7 +193,7 @@ pub fn scan(config: &Config, root: &HostRoot) -> (AccessReport, Vec<Problem>) {
         }
         let password = match (&p.field_state, &shadow) {
             (Some(state), _) => *state,
-            (None, Some(states)) => states.get(&p.name).copied().unwrap_or(PasswordState::NoShadowEntry),
+            (None, Some(states)) => states.get(&p.raw_name).copied().unwrap_or(PasswordState::NoShadowEntry),
             (None, None) => PasswordState::Unknown,
         };
         report.accounts.push(Account {
@@ -277,14 +277,14 @@ fn authorized_keys(
             problems_dropped += 1;
         }
     };
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
     let mut seen_files: HashSet<fs::FileId> = HashSet::new();
     let mut bad_patterns: BTreeSet<&str> = BTreeSet::new();
     let (mut files_over, mut files_after_cap, mut keys_after_cap) = (0u64, 0u64, 0u64);
     let mut per_file_cap_hit = false;
     for p in passwd {
         for pattern in &patterns {
-            let Some(file) = sshd::expand_keys_file(pattern, &p.name, p.uid, &p.home) else {
+            let Some(file) = sshd::expand_keys_file(pattern, &p.raw_name, p.uid, &p.home_path) else {
                 if bad_patterns.insert(pattern) {
                     push(Problem::new(
                         "malformed",
@@ -297,7 +297,7 @@ fn authorized_keys(
             if !seen.insert(file.clone()) {
                 continue;
             }
-            let opened = match fs::open_identified(root, Path::new(&file)) {
+            let opened = match fs::open_identified(root, &file) {
                 Ok(o) => o,
                 Err(HostFsError::NotFound { .. }) => continue,
                 Err(e) => {
@@ -326,6 +326,9 @@ fn authorized_keys(
                 }
             };
             let shown = root.display(&file);
+            // The report's text (a name that is not UTF-8 is shown with U+FFFD); the file was
+            // opened by its real bytes.
+            let file = file.to_string_lossy().into_owned();
             report.authorized_keys_files.push(file.clone());
             let (mut bad, mut first_bad, mut in_file, mut over_file) = (0u64, 0u32, 0usize, 0u64);
             for (i, line) in text.lines().enumerate() {

@@ -22,6 +22,8 @@ use guestward_core::capped::Capped;
 use guestward_core::text::counted;
 use guestward_core::{HostFsError, HostRoot, Problem};
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -422,23 +424,31 @@ pub fn effective(
 
 /// Expands an `AuthorizedKeysFile` pattern for one account: `%%`, `%h` (home), `%u` (user),
 /// `%U` (uid); a relative result is under the home directory. `None` for an unknown token.
-pub(crate) fn expand_keys_file(pattern: &str, user: &str, uid: u32, home: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
+/// The user and home are bytes, as sshd takes them from passwd (see `PasswdEntry`).
+pub(crate) fn expand_keys_file(pattern: &str, user: &[u8], uid: u32, home: &Path) -> Option<PathBuf> {
+    let home = home.as_os_str().as_bytes();
+    let mut out: Vec<u8> = Vec::new();
+    let mut bytes = pattern.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
             continue;
         }
-        match chars.next() {
-            Some('%') => out.push('%'),
-            Some('h') => out.push_str(home),
-            Some('u') => out.push_str(user),
-            Some('U') => out.push_str(&uid.to_string()),
+        match bytes.next() {
+            Some(b'%') => out.push(b'%'),
+            Some(b'h') => out.extend_from_slice(home),
+            Some(b'u') => out.extend_from_slice(user),
+            Some(b'U') => out.extend_from_slice(uid.to_string().as_bytes()),
             _ => return None,
         }
     }
-    if out.starts_with('/') { Some(out) } else { Some(format!("{}/{out}", home.trim_end_matches('/'))) }
+    if !out.starts_with(b"/") {
+        let mut under_home = home.strip_suffix(b"/").unwrap_or(home).to_vec();
+        under_home.push(b'/');
+        under_home.append(&mut out);
+        out = under_home;
+    }
+    Some(PathBuf::from(OsString::from_vec(out)))
 }
 
 #[cfg(test)]
@@ -530,13 +540,13 @@ mod tests {
     #[test]
     fn keys_file_tokens() {
         assert_eq!(
-            expand_keys_file(".ssh/authorized_keys", "bob", 1000, "/home/bob/").unwrap(),
-            "/home/bob/.ssh/authorized_keys"
+            expand_keys_file(".ssh/authorized_keys", b"bob", 1000, Path::new("/home/bob/")).unwrap(),
+            Path::new("/home/bob/.ssh/authorized_keys")
         );
         assert_eq!(
-            expand_keys_file("/etc/ssh/keys/%u.%U%%", "bob", 1000, "/h").unwrap(),
-            "/etc/ssh/keys/bob.1000%"
+            expand_keys_file("/etc/ssh/keys/%u.%U%%", b"bob", 1000, Path::new("/h")).unwrap(),
+            Path::new("/etc/ssh/keys/bob.1000%")
         );
-        assert_eq!(expand_keys_file("%x", "bob", 1, "/h"), None);
+        assert_eq!(expand_keys_file("%x", b"bob", 1, Path::new("/h")), None);
     }
 }

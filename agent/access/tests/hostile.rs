@@ -177,3 +177,36 @@ fn names_that_are_not_utf8_are_read_and_shown_escaped() {
     let files: Vec<&str> = report.cloud_credentials.iter().map(|c| c.at.file.as_str()).collect();
     assert_eq!(files, ["/home/app\\xff/.env"]);
 }
+
+#[test]
+fn a_home_named_with_bytes_that_are_not_utf8_is_still_searched_for_keys() {
+    // sshd takes the home from passwd as bytes: `/home/\xff` is a real directory, and its keys
+    // let whoever holds them log in. Read lossily, the home became `/home/\u{fffd}`, which does
+    // not exist, and the keys were never listed.
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text =
+        b"root:x:0:0:root:/root:/bin/bash\nmal\xfflory:x:1000:1000::/home/\xff:/bin/bash\n".to_vec();
+    text.extend_from_slice(b"bob:x:1001:1001::/home/bob:/bin/bash\n");
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::fs::write(dir.path().join("etc/passwd"), &text).unwrap();
+    std::fs::write(dir.path().join("etc/shadow"), b"root:*:1::::::\nmal\xfflory::1::::::\nbob:*:1::::::\n")
+        .unwrap();
+    let home = dir.path().join("home").join(std::ffi::OsStr::from_bytes(b"\xff"));
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/authorized_keys"), format!("{ED25519}\n")).unwrap();
+    write(dir.path(), "/home/bob/.ssh/authorized_keys", &format!("{ED25519}\n"));
+
+    let (report, problems) = guestward_access::scan(&Config::default(), &HostRoot::new(dir.path()).unwrap());
+    assert!(problems.is_empty(), "{problems:#?}");
+    let users: Vec<&str> = report.authorized_keys.iter().map(|k| k.user.as_str()).collect();
+    assert_eq!(users, ["mal\u{fffd}lory", "bob"]);
+    assert_eq!(
+        report.authorized_keys_files,
+        ["/home/\u{fffd}/.ssh/authorized_keys", "/home/bob/.ssh/authorized_keys"]
+    );
+    // The shadow entry is found by the name's bytes: an empty password, not "no shadow entry".
+    let mallory = report.accounts.iter().find(|a| a.uid == 1000).unwrap();
+    assert_eq!((mallory.name.as_str(), mallory.home.as_str()), ("mal\u{fffd}lory", "/home/\u{fffd}"));
+    assert_eq!(mallory.password, guestward_access::PasswordState::Empty, "{mallory:?}");
+}
