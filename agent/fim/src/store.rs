@@ -139,6 +139,12 @@ impl RowFault {
 /// File name of the FIM database inside the state directory.
 pub const DB_FILE: &str = "fim.db";
 
+/// `PRAGMA journal_size_limit`: what the write-ahead log keeps on disk once it starts over.
+/// SQLite reuses the file from its start after each checkpoint but never shrinks it, so one
+/// storm of changes (300,000 new files wrote a 175 MB `fim.db-wal`) would keep its high-water
+/// mark on disk for as long as the daemon runs.
+const WAL_KEPT_BYTES: i64 = 4 << 20;
+
 /// The record columns, in the order [`Store::record`] decodes them (a macro so that whole
 /// statements can be `concat!`ed at compile time: see [`select_by_path`]).
 macro_rules! cols {
@@ -461,6 +467,7 @@ impl Store {
         // which is what a mid-scan kill is.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES).map_err(err)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, {COLS}, mac BLOB) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS staging (path BLOB PRIMARY KEY, {COLS}, mac BLOB) WITHOUT ROWID;
@@ -1852,6 +1859,30 @@ mod tests {
     /// (`count_within_most`), are the rows each root's own range holds, stepped through one by
     /// one (`count_within`): for roots nested in each other's names (`/usr` and `/usr-local`,
     /// whose rows sort between `/usr` and `/usr/`), for `/`, and for none.
+    #[test]
+    fn the_write_ahead_log_shrinks_back_after_a_burst_of_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        let event = |i: usize| Event {
+            kind: "fim.change".into(),
+            time: Timestamp::now(),
+            data: serde_json::json!({ "path": format!("/storm/f{i:07}"), "pad": "x".repeat(2000) }),
+        };
+        // One transaction: the log cannot start over inside it (nor while a scan's read is
+        // open, which is how a storm grows it).
+        let burst: Vec<Event> = (0..8_000).map(event).collect();
+        store.append_events(&burst, 1_000_000).unwrap();
+        let high = std::fs::metadata(&wal).unwrap().len();
+        assert!(high > 4 * WAL_KEPT_BYTES as u64, "the burst should outgrow the limit: {high} B");
+        // What the daemon's next write does after SQLite's automatic checkpoint: the log
+        // starts over, and is cut back to the limit.
+        store.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).unwrap();
+        store.append_event(&event(0), 1_000_000).unwrap();
+        let after = std::fs::metadata(&wal).unwrap().len();
+        assert!(after <= WAL_KEPT_BYTES as u64, "{after} B of WAL kept after a {high} B burst");
+    }
+
     #[test]
     fn rows_within_roots_are_counted_as_every_row_less_the_gaps_between_them() {
         let dir = tempfile::tempdir().unwrap();

@@ -38,7 +38,7 @@ pub use coalesce::{Batch, CoalesceLimits, Coalescer, Ready, identity_of};
 pub use config::{ConfigIssue, HistoryConfig};
 pub use model::{AppendOutcome, Bounds, HistoryError, HistoryStats, KindPattern, Query, StoredEvent};
 #[cfg(feature = "store")]
-pub use store::{DB_FILE, EventStore};
+pub use store::{DB_FILE, EventStore, WAL_KEPT_BYTES};
 
 /// Event kind of a coverage gap (the same kind the FIM uses for its own gaps).
 pub const KIND_GAP: &str = "coverage.gap";

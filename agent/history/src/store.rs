@@ -36,6 +36,10 @@ const APPLICATION_ID: i32 = 0x4757_4831;
 const SCHEMA_VERSION: i32 = 1;
 /// How long a writer waits for another connection's lock (agentctl reading, say) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `PRAGMA journal_size_limit`: the write-ahead log is cut back to this once it starts over.
+/// SQLite never shrinks it otherwise, so the high-water mark of one storm of events would stay
+/// on disk for as long as the daemon runs.
+pub const WAL_KEPT_BYTES: i64 = 4 << 20;
 
 const META_DROPPED: &str = "dropped_total";
 const META_DROPPED_UNSEEN: &str = "dropped_unseen_total";
@@ -215,6 +219,7 @@ impl EventStore {
         // the spool reads from here, so a "stored" event must stay stored.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES).map_err(err)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         tx.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -325,3 +325,24 @@ fn query_json_refuses_a_row_that_is_not_json() {
         assert!(text.contains("not JSON") && text.contains('2'), "{text}");
     }
 }
+
+/// One storm's write-ahead log does not stay on disk: once SQLite's checkpoint has copied it
+/// back, the next write starts the log over and cuts it to `WAL_KEPT_BYTES`.
+#[test]
+fn the_write_ahead_log_shrinks_back_after_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path(), roomy());
+    let wal = dir.path().join(format!("{}-wal", guestward_history::DB_FILE));
+    let kept = guestward_history::WAL_KEPT_BYTES as u64;
+    let burst: Vec<Event> = (0..8_000)
+        .map(|i| fim_change(&format!("/storm/{i:07}/{}", "x".repeat(2000)), "added", None, Some(1), ago(5)))
+        .collect();
+    store.append(&burst).unwrap();
+    let high = std::fs::metadata(&wal).unwrap().len();
+    assert!(high > 4 * kept, "one transaction should outgrow the limit: {high} B");
+    let other = rusqlite::Connection::open(dir.path().join(guestward_history::DB_FILE)).unwrap();
+    other.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).unwrap();
+    store.append(&[simple("a.b", 1, ago(1))]).unwrap();
+    let after = std::fs::metadata(&wal).unwrap().len();
+    assert!(after <= kept, "{after} B of WAL kept after a {high} B burst");
+}
