@@ -430,6 +430,11 @@ impl Engine {
         &self.fim.config
     }
 
+    /// Whether the monitor was asked to stop ([`Monitor::stop`], [`Monitor::request_stop`]).
+    fn stopping(&self) -> bool {
+        self.shared.cancel.load(Ordering::Acquire)
+    }
+
     fn with_status(&self, f: impl FnOnce(&mut FimStatus)) {
         // Poisoned or not, the counters keep counting: a failure is never dropped.
         let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -457,6 +462,11 @@ impl Engine {
                 wake = wake.min(a);
             }
             let msg = self.next_msg(wake.saturating_duration_since(now));
+            if self.stopping() {
+                // Stop is queued behind every event before it (65,536 in a storm): those and
+                // the paths still pending are left to the startup rescan of the next start.
+                break;
+            }
             match msg {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(Msg::Fs(ev)) => self.on_fs(ev),
@@ -1598,6 +1608,12 @@ impl Engine {
         // Rename targets first: they consume their sources.
         due.sort_by_key(|p| self.pending.get(p).is_none_or(|x| x.renamed_from.is_none()));
         for path in due {
+            // Up to `MAX_PENDING` files are examined here, each hashed, stored and reported:
+            // seconds after a storm, more under the CPU limit. A stop does not wait for them
+            // (the startup rescan of the next start compares their trees with the baseline).
+            if self.stopping() {
+                break;
+            }
             if let Some(p) = self.pending.remove(&path) {
                 if p.snapshot.is_some() {
                     self.snapshots = self.snapshots.saturating_sub(1);

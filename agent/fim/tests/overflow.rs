@@ -237,3 +237,59 @@ fn watching_with_a_queue_of(
     assert!(monitor.wait_watching(Duration::from_secs(60)));
     (dir, root, monitor, events)
 }
+
+/// A stop during a storm: the stop message waits in the queue behind every event before it,
+/// and the paths already pending would each be hashed, stored and reported first (seconds,
+/// more under the CPU limit; a daemon once took over 13 s to exit after SIGTERM). The monitor
+/// stops at once instead, reporting nothing more: the startup rescan of its next start compares
+/// those trees with the baseline.
+#[test]
+fn a_stop_is_not_held_up_by_a_storm_queued_before_it() {
+    const FILES: usize = 12_000;
+    let dir = crate::common::scratch();
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("seed"), "before").unwrap();
+    let fim = Fim::new(config_for(&root, vec![]), HostRoot::live(), dir.path().join("state")).unwrap();
+    // The sink holds the monitor's thread on the first change until the test lets it go,
+    // so that the storm is queued behind it; it counts the changes reported after the stop.
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let stop_asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let after_stop = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (asked, counted) = (Arc::clone(&stop_asked), Arc::clone(&after_stop));
+    let mut held = false;
+    let sink = move |e: &guestward_core::Event| {
+        if e.kind != "fim.change" {
+            return;
+        }
+        if !held {
+            held = true;
+            entered_tx.send(()).unwrap();
+            released.recv().unwrap();
+        } else if asked.load(std::sync::atomic::Ordering::Acquire) {
+            counted.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    };
+    let monitor = {
+        let _g = inotify_init_lock();
+        Monitor::start(fim, Box::new(sink)).unwrap()
+    };
+    assert!(monitor.wait_watching(Duration::from_secs(60)));
+    std::fs::write(root.join("seed"), "after").unwrap();
+    entered.recv_timeout(Duration::from_secs(30)).expect("the seed's change reported");
+    for i in 0..FILES {
+        std::fs::write(root.join(format!("f{i:05}")), format!("{i}")).unwrap();
+    }
+    // Queued, and past the debounce window: due as soon as the monitor takes them.
+    std::thread::sleep(Duration::from_millis(500));
+    monitor.request_stop();
+    stop_asked.store(true, std::sync::atomic::Ordering::Release);
+    let started = Instant::now();
+    release.send(()).unwrap();
+    monitor.stop();
+    let took = started.elapsed();
+    let reported = after_stop.load(std::sync::atomic::Ordering::Acquire);
+    assert_eq!(reported, 0, "changes examined after the stop was asked (it took {took:?})");
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+}
