@@ -176,7 +176,7 @@ pub(crate) fn glob(root: &HostRoot, pattern: &str, cap: usize, problems: &mut Ve
         }
         current = next;
     }
-    current.sort();
+    current.sort_unstable();
     current
 }
 

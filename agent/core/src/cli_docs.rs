@@ -87,7 +87,7 @@ mod tests {
         let written = generate_to(demo(), dir.path()).unwrap();
         let mut names: Vec<String> =
             written.iter().map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
-        names.sort();
+        names.sort_unstable();
         assert_eq!(
             names,
             [

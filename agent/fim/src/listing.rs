@@ -355,7 +355,7 @@ mod tests {
 
     fn sorted(names: &[String]) -> Vec<String> {
         let mut s = names.to_vec();
-        s.sort();
+        s.sort_unstable();
         s
     }
 
@@ -443,7 +443,7 @@ mod tests {
         let listed = each_in_order(Some(spill), &mut next, &mut |n, t| got.push((n, t)));
         assert!(matches!(listed, Listed::InOrder), "{listed:?}");
         let mut want = names;
-        want.sort();
+        want.sort_unstable();
         assert_eq!(got.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), want);
         assert!(got.iter().all(|(_, t)| *t == FileType::Symlink));
     }

@@ -733,7 +733,7 @@ fn collect_xattrs(
     get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
 ) -> io::Result<Xattrs> {
     let mut names: Vec<std::ffi::OsString> = names.take(MAX_XATTR_NAMES).collect();
-    names.sort();
+    names.sort_unstable();
     let beyond = names.split_off(names.len().min(MAX_XATTRS));
     // Most files have no attributes: no allocation for them.
     let mut out = Vec::with_capacity(names.len() + usize::from(!beyond.is_empty()));
@@ -771,7 +771,7 @@ fn collect_xattrs(
             summary.push_str(&format!(" (the values of {unread} not read: names only)"));
         }
         out.push((XATTRS_BEYOND.to_vec(), summary.into_bytes()));
-        out.sort();
+        out.sort_unstable();
     }
     Ok(out)
 }
@@ -808,7 +808,7 @@ mod tests {
         assert_eq!(kept.first(), Some(&&b"user.a000"[..]));
         assert_eq!(kept.last(), Some(&&b"user.a063"[..]));
         let mut sorted = got.clone();
-        sorted.sort();
+        sorted.sort_unstable();
         assert_eq!(got, sorted, "sorted by name, the folded entry among them");
         // A value beyond the first 64 changed, one added, one removed: each moves the entry.
         let mut changed = attrs.clone();

@@ -163,7 +163,7 @@ fn expand(root: &HostRoot, pattern: &Path) -> Vec<PathBuf> {
                     .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
                     .map(|e| e.file_name())
                     .collect();
-                names.sort();
+                names.sort_unstable();
                 next.extend(names.into_iter().map(|n| base.join(n)));
             } else {
                 next.push(base.join(part));
@@ -1627,7 +1627,7 @@ fn problem(host: &Path, e: &std::io::Error) -> Problem {
 
 /// The smallest set of roots covering `paths` (none below another).
 pub fn minimal_roots(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
-    paths.sort();
+    paths.sort_unstable();
     paths.dedup();
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {

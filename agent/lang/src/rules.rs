@@ -274,7 +274,7 @@ mod tests {
             stats: crate::WalkStats::default(),
         };
         let mut raised: Vec<String> = evaluate(&report).into_iter().map(|f| f.id).collect();
-        raised.sort();
+        raised.sort_unstable();
         let mut listed: Vec<&str> = FINDING_IDS.to_vec();
         listed.sort_unstable();
         assert_eq!(raised, listed);

@@ -296,7 +296,7 @@ impl<'a> Walker<'a> {
                         names.push(name);
                     }
                 }
-                names.sort();
+                names.sort_unstable();
                 next.extend(names.into_iter().map(|n| base.join(n)));
             }
             current = next;

@@ -120,7 +120,7 @@ pub fn reachable_public_addresses(socket: &Socket, public: &[PublicAddress]) -> 
         })
         .map(|p| p.public)
         .collect();
-    out.sort();
+    out.sort_unstable();
     out.dedup();
     out
 }

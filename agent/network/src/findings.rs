@@ -63,7 +63,7 @@ pub fn risky_listener_findings(report: &NetworkReport, extra: &[RiskyPort]) -> V
             .filter_map(|s| s.exposure.as_ref())
             .flat_map(|e| e.public_addresses.iter().copied())
             .collect();
-        public.sort();
+        public.sort_unstable();
         public.dedup();
         let severity = if public.is_empty() { rule.severity } else { Severity::Critical };
         let mut pids: Vec<u32> = sockets.iter().flat_map(|s| s.owners.iter().map(|o| o.pid)).collect();

@@ -160,7 +160,7 @@ impl Snapshot {
                 version: p.version.clone(),
             }));
         }
-        items.sort();
+        items.sort_unstable();
         items.dedup();
         Self { taken_at, items }
     }
@@ -322,7 +322,7 @@ pub fn diff(previous: &Snapshot, current: &Snapshot) -> Vec<Change> {
             }
         }
     }
-    changes.sort();
+    changes.sort_unstable();
     changes
 }
 
@@ -564,7 +564,7 @@ mod tests {
 
     fn snap(secs: i64, items: Vec<Item>) -> Snapshot {
         let mut items = items;
-        items.sort();
+        items.sort_unstable();
         Snapshot { taken_at: Timestamp::from_unix_secs(secs).unwrap(), items }
     }
 

@@ -554,7 +554,7 @@ pub fn read_path_filters(root: &HostRoot) -> (PathFilters, Vec<Problem>) {
             .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
             .take(MAX_CONFIG_FILES)
             .collect();
-        names.sort();
+        names.sort_unstable();
         files.extend(names.into_iter().map(|n| PathBuf::from("/etc/dpkg/dpkg.cfg.d").join(n)));
     }
     files.push(PathBuf::from("/etc/dpkg/dpkg.cfg"));

@@ -210,7 +210,7 @@ fn top_level_aliases(root: &HostRoot) -> Vec<(PathBuf, PathBuf)> {
             out.push((host, target));
         }
     }
-    out.sort();
+    out.sort_unstable();
     out
 }
 

@@ -346,7 +346,7 @@ pub fn verify(index: &Index, opts: &Options, progress: &Progress) -> Result<Repo
     let started = Instant::now();
     let root = index.root();
     let mut managers: Vec<PackageManager> = index.packages().iter().map(|p| p.owner.manager).collect();
-    managers.sort();
+    managers.sort_unstable();
     managers.dedup();
     if managers.is_empty() {
         return Err(VerifyError::NoDatabase { root: root.dir().display().to_string() });

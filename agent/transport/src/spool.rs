@@ -1068,7 +1068,7 @@ fn prune_rejected(dir: &Path) {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| parse_entry_name(n).is_some())
         .collect();
-    names.sort();
+    names.sort_unstable();
     let excess = names.len().saturating_sub(MAX_REJECTED);
     for name in names.iter().take(excess) {
         let _ = std::fs::remove_file(dir.join(name));

@@ -245,7 +245,7 @@ pub(crate) fn collect(
             .filter(|r| arch_fits(*arch, &r.arch) && r.evr == best.evr)
             .filter_map(|r| repo_ids.get(r.repo).cloned())
             .collect();
-        from.sort();
+        from.sort_unstable();
         from.dedup();
         let security = fixed.iter().any(|a| a.kind == "security");
         let severity = fixed

@@ -195,7 +195,7 @@ pub(crate) fn list_dir(root: &HostRoot, host_dir: &Path) -> Result<Option<Vec<St
             names.push(name);
         }
     }
-    names.sort();
+    names.sort_unstable();
     Ok(Some(names))
 }
 

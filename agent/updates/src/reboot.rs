@@ -33,7 +33,7 @@ pub(crate) fn check(
             Ok(text) => {
                 let mut v: Vec<String> =
                     text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-                v.sort();
+                v.sort_unstable();
                 v.dedup();
                 v
             }

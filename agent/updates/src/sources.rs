@@ -46,7 +46,7 @@ pub(crate) fn configured_prefixes(root: &HostRoot, problems: &mut Vec<Problem>) 
             prefixes.push(list_prefix(&uri, &suite));
         }
     }
-    prefixes.sort();
+    prefixes.sort_unstable();
     prefixes.dedup();
     Some(prefixes)
 }
