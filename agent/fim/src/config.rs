@@ -286,6 +286,7 @@ pub struct Config {
     pub max_watches: u64,
     /// Events held between the inotify reader and the engine; when full, events are dropped
     /// and handled exactly like a kernel queue overflow (verification rescan + coverage gap).
+    /// Also bounds their memory, 192 bytes an event: events of long paths fill it sooner.
     pub event_queue_capacity: usize,
     /// Hashing threads: 0 = one per CPU, else 1 to [`MAX_THREADS`] (64). Hashing is bound by
     /// the disks and the CPUs long before that; thousands of threads would only cost memory
@@ -400,7 +401,8 @@ pub const MAX_THREADS: usize = 64;
 /// Accepted `fim.debounce_ms`: 0 would examine every single write of a burst.
 pub const DEBOUNCE_RANGE_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
 
-/// Accepted `fim.event_queue_capacity`: each queued event holds a path, so the cap bounds memory.
+/// Accepted `fim.event_queue_capacity`: each queued event holds a path, so the cap bounds memory
+/// (together with the queue's bound in bytes: see the key).
 pub const EVENT_QUEUE_RANGE: std::ops::RangeInclusive<usize> = 16..=1 << 20;
 
 /// One validated rule.

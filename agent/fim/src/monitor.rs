@@ -56,6 +56,22 @@ const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
 /// make) filled it. At 8,192 it is under 3 MiB; a burst larger than that within one debounce
 /// window is covered by a coverage gap and a rescan, as any overflow.
 const MAX_PENDING: usize = 8_192;
+/// Most bytes of paths pending at once: 128 a path at `MAX_PENDING`. Paths are up to 4,096
+/// bytes: at that length 8,192 of them held 32 MiB, and anyone who can write to a watched tree
+/// chooses the length.
+const MAX_PENDING_PATH_BYTES: usize = 1 << 20;
+/// The queue's memory bound, per event of `event_queue_capacity` (12 MiB at the default
+/// 65,536): an event of a path of up to about 60 bytes costs less ([`queued_cost`]), so a storm
+/// of those is bounded by the count as before. Counted in events only, a storm of files at the end of 4,000-byte paths queued 200 MiB, past the
+/// unit's `MemoryMax=`: the agent would be killed, again at each restart, by any user who can
+/// write to a watched tree.
+const QUEUED_BYTES_PER_EVENT: usize = 192;
+/// What glibc's malloc adds to a small allocation, as [`queued_cost`] counts it.
+const ALLOCATION_BYTES: usize = 16;
+/// Page cache of the monitor's own connection, KiB (SQLite's default is 2,000). It serves one
+/// changed file at a time (a baseline lookup, a row and an event written) and lives as long as
+/// the daemon: the default's pages, filled by a storm's event log, stayed in its memory.
+const MONITOR_CACHE_KIB: u32 = 512;
 /// Changes a scan stores in the event log per commit (see `Store::append_events`).
 const STORED_EVENTS_PER_COMMIT: usize = 512;
 /// Room for pending paths the map keeps once a burst is over (see [`release_room`]).
@@ -98,6 +114,17 @@ struct Shared {
     /// (65,536 slots of about 72 bytes: 4.5 MiB resident in an idle agent). The unbounded
     /// channel allocates as it fills and frees as it drains.
     queued: std::sync::atomic::AtomicUsize,
+    /// What the queued events hold ([`queued_cost`]), bounded by [`QUEUED_BYTES_PER_EVENT`]
+    /// times the capacity.
+    queued_bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    /// Takes one event of `cost` bytes off the queue's counts.
+    fn unqueue(&self, cost: usize) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued_bytes.fetch_sub(cost, Ordering::AcqRel);
+    }
 }
 
 /// The running realtime monitor.
@@ -143,7 +170,9 @@ impl Monitor {
             dropped: AtomicBool::new(false),
             pace,
             queued: std::sync::atomic::AtomicUsize::new(0),
+            queued_bytes: std::sync::atomic::AtomicUsize::new(0),
         });
+        let max_bytes = capacity.saturating_mul(QUEUED_BYTES_PER_EVENT);
         let query_fim = fim.clone();
         let fwd_tx = tx.clone();
         let fwd_shared = Arc::clone(&shared);
@@ -156,18 +185,26 @@ impl Monitor {
                 return;
             }
             // Never block the inotify reader: a full queue becomes an explicit overflow.
-            if fwd_shared.queued.fetch_add(1, Ordering::AcqRel) >= capacity {
-                fwd_shared.queued.fetch_sub(1, Ordering::AcqRel);
+            let res = res.map(compact_event);
+            let cost = queued_cost(&res);
+            // Both counts are taken first and given back when over: the engine may be taking
+            // events off meanwhile, and a count never goes below what is queued.
+            fwd_shared.queued_bytes.fetch_add(cost, Ordering::AcqRel);
+            let full = fwd_shared.queued.fetch_add(1, Ordering::AcqRel) >= capacity
+                || fwd_shared.queued_bytes.load(Ordering::Acquire) > max_bytes;
+            if full {
+                fwd_shared.unqueue(cost);
                 fwd_shared.dropped.store(true, Ordering::Release);
-            } else if fwd_tx.send(Msg::Fs(res.map(compact_event))).is_err() {
+            } else if fwd_tx.send(Msg::Fs(res)).is_err() {
                 // The engine has stopped: nothing will take it off the count.
-                fwd_shared.queued.fetch_sub(1, Ordering::AcqRel);
+                fwd_shared.unqueue(cost);
             }
         };
         let watcher =
             notify::INotifyWatcher::new(handler, notify::Config::default().with_follow_symlinks(false));
         // Opened after the watcher so the inotify instance is created as early as possible.
         let store = fim.store()?;
+        store.set_cache_kib(MONITOR_CACHE_KIB)?;
         let engine_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("fim-monitor".into())
@@ -330,6 +367,8 @@ struct Engine {
     budget: u64,
     trees: Vec<Tree>,
     pending: HashMap<PathBuf, Pending>,
+    /// Bytes of the paths that key `pending` (at most [`MAX_PENDING_PATH_BYTES`]).
+    pending_path_bytes: usize,
     /// Pending entries holding a snapshot.
     snapshots: usize,
     next_due: Option<Instant>,
@@ -414,6 +453,7 @@ impl Engine {
             budget: 0,
             trees: Vec::new(),
             pending: HashMap::new(),
+            pending_path_bytes: 0,
             snapshots: 0,
             next_due: None,
             next_full: now + full,
@@ -529,8 +569,8 @@ impl Engine {
                 None => return Err(RecvTimeoutError::Disconnected),
             },
         };
-        if matches!(msg, Msg::Fs(_)) {
-            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        if let Msg::Fs(res) = &msg {
+            self.shared.unqueue(queued_cost(res));
         }
         Ok(msg)
     }
@@ -573,7 +613,7 @@ impl Engine {
                 file_only && !ev.need_rescan() && !ev.paths.is_empty() && ev.paths.iter().all(inside)
             });
             if answered {
-                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                self.shared.unqueue(queued_cost(&res));
                 discarded += 1;
             } else {
                 kept.push(Msg::Fs(res));
@@ -1503,10 +1543,13 @@ impl Engine {
     }
 
     fn touch(&mut self, real: PathBuf, seen: Seen) {
-        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&real) {
+        let over = self.pending.len() >= MAX_PENDING
+            || self.pending_path_bytes + real.as_os_str().len() > MAX_PENDING_PATH_BYTES;
+        if over && !self.pending.contains_key(&real) {
             // Too many distinct paths in flight: stop tracking them one by one. A new map, not
             // `clear()`, which would keep the full table for the life of the daemon.
             self.pending = HashMap::new();
+            self.pending_path_bytes = 0;
             self.snapshots = 0;
             self.next_due = None;
             self.overflow(
@@ -1517,7 +1560,13 @@ impl Engine {
         }
         let now = Instant::now();
         let wall = Timestamp::now();
-        let p = self.pending.entry(real.clone()).or_default();
+        let p = match self.pending.entry(real.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.pending_path_bytes += real.as_os_str().len();
+                e.insert(Pending::default())
+            }
+        };
         p.first.get_or_insert(now);
         p.last = Some(now);
         p.first_seen.get_or_insert(wall);
@@ -1615,6 +1664,7 @@ impl Engine {
                 break;
             }
             if let Some(p) = self.pending.remove(&path) {
+                self.pending_path_bytes = self.pending_path_bytes.saturating_sub(path.as_os_str().len());
                 if p.snapshot.is_some() {
                     self.snapshots = self.snapshots.saturating_sub(1);
                 }
@@ -1933,6 +1983,20 @@ fn retryable(cause: GapCause) -> bool {
 /// of them during a storm): notify builds each path list with room for four paths (96 bytes
 /// for one) and each joined path with spare room. Full, the default queue of 65,536 events
 /// held 6 MiB of that room beside 10 MiB of events.
+/// What a queued event holds in memory, in bytes: its slot in the channel, its path list and
+/// its paths (compacted: see [`compact_event`]), each allocation with malloc's header.
+/// Counted when queued and again, the same, when taken off.
+fn queued_cost(res: &notify::Result<notify::Event>) -> usize {
+    let paths = match res {
+        Ok(ev) => &ev.paths,
+        Err(e) => &e.paths,
+    };
+    let list = paths.len() * std::mem::size_of::<PathBuf>() + ALLOCATION_BYTES;
+    let names = paths.iter().map(|p| p.as_os_str().len() + ALLOCATION_BYTES).sum::<usize>();
+    // The channel's slot: the message and its state word.
+    std::mem::size_of::<Msg>() + 8 + list + names
+}
+
 fn compact_event(mut ev: notify::Event) -> notify::Event {
     for p in &mut ev.paths {
         p.shrink_to_fit();
@@ -1991,10 +2055,29 @@ fn lookup(
 mod tests {
     use super::*;
 
-    /// The most the pending paths can hold during a storm of new files, whatever its size:
-    /// the map's table at its largest (slots are a power of two, at most 7/8 full) and a path
-    /// of 64 bytes per entry with its allocation header. With 100,000 paths it was 22 MiB of
-    /// table (the daemon's budget is 64 MiB); it must stay a small share of it.
+    /// The most the pending paths can hold during a storm of new files, whatever its size
+    /// and however long its paths: the map's table at its largest (slots are a power of two,
+    /// at most 7/8 full), the paths' bytes at their bound and an allocation header each. With
+    /// 100,000 paths it was 22 MiB of table (the daemon's budget is 64 MiB); it must stay a
+    /// small share of it.
+    /// The queue is bounded by bytes as well as by events: an event of an ordinary path fits
+    /// the per-event share (a storm of them is bounded by the count, as before), one at the end
+    /// of a long path takes many shares, and the default queue never holds more than 12 MiB.
+    #[test]
+    fn queued_events_are_bounded_by_what_their_paths_hold() {
+        let created = |path: String| {
+            Ok(compact_event(
+                notify::Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path(path.into()),
+            ))
+        };
+        let ordinary = queued_cost(&created(format!("/etc/ssh/sshd_config.d/{}", "x".repeat(24))));
+        assert!(ordinary <= QUEUED_BYTES_PER_EVENT, "{ordinary} B for an ordinary path");
+        let long = queued_cost(&created(format!("/srv/{}", "d/".repeat(2000))));
+        assert!(long > 4000 + std::mem::size_of::<Msg>(), "{long} B for a 4,000-byte path");
+        let default = crate::Config::default().event_queue_capacity * QUEUED_BYTES_PER_EVENT;
+        assert!(default <= 12 << 20, "{default} B");
+    }
+
     #[test]
     fn pending_paths_of_any_storm_fit_in_a_few_mib() {
         let mut map: HashMap<PathBuf, Pending> = HashMap::new();
@@ -2003,7 +2086,7 @@ mod tests {
         }
         let slots = (map.capacity() * 8 / 7).next_power_of_two();
         let table = slots * (std::mem::size_of::<(PathBuf, Pending)>() + 1);
-        let paths = MAX_PENDING * (64 + 16);
+        let paths = MAX_PENDING_PATH_BYTES + MAX_PENDING * ALLOCATION_BYTES;
         let worst = table + paths;
         assert!(worst <= 4 << 20, "{MAX_PENDING} pending paths can take {worst} bytes ({table} of table)");
     }

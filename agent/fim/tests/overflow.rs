@@ -245,51 +245,158 @@ fn watching_with_a_queue_of(
 /// those trees with the baseline.
 #[test]
 fn a_stop_is_not_held_up_by_a_storm_queued_before_it() {
-    const FILES: usize = 12_000;
-    let dir = crate::common::scratch();
-    let root = dir.path().join("tree");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("seed"), "before").unwrap();
-    let fim = Fim::new(config_for(&root, vec![]), HostRoot::live(), dir.path().join("state")).unwrap();
-    // The sink holds the monitor's thread on the first change until the test lets it go,
-    // so that the storm is queued behind it; it counts the changes reported after the stop.
-    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let stop_asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let after_stop = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (asked, counted) = (Arc::clone(&stop_asked), Arc::clone(&after_stop));
-    let mut held = false;
-    let sink = move |e: &guestward_core::Event| {
-        if e.kind != "fim.change" {
-            return;
-        }
-        if !held {
-            held = true;
-            entered_tx.send(()).unwrap();
-            released.recv().unwrap();
-        } else if asked.load(std::sync::atomic::Ordering::Acquire) {
-            counted.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        }
-    };
-    let monitor = {
-        let _g = inotify_init_lock();
-        Monitor::start(fim, Box::new(sink)).unwrap()
-    };
-    assert!(monitor.wait_watching(Duration::from_secs(60)));
-    std::fs::write(root.join("seed"), "after").unwrap();
-    entered.recv_timeout(Duration::from_secs(30)).expect("the seed's change reported");
-    for i in 0..FILES {
+    let (_dir, root, held) = held_at_the_first_change(|_| {});
+    for i in 0..12_000 {
         std::fs::write(root.join(format!("f{i:05}")), format!("{i}")).unwrap();
     }
     // Queued, and past the debounce window: due as soon as the monitor takes them.
     std::thread::sleep(Duration::from_millis(500));
-    monitor.request_stop();
-    stop_asked.store(true, std::sync::atomic::Ordering::Release);
+    held.monitor.request_stop();
     let started = Instant::now();
-    release.send(()).unwrap();
-    monitor.stop();
+    held.release.send(()).unwrap();
+    held.monitor.stop();
     let took = started.elapsed();
-    let reported = after_stop.load(std::sync::atomic::Ordering::Acquire);
-    assert_eq!(reported, 0, "changes examined after the stop was asked (it took {took:?})");
+    let reported = changes(&held.events).len();
+    assert_eq!(reported, 1, "changes examined after the stop was asked (it took {took:?})");
     assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+}
+
+/// Files created at the end of long paths (up to 4,096 bytes, chosen by whoever writes in the
+/// watched tree): each queued event holds its path, so the queue is bounded by bytes too.
+/// Counted in events only, such a storm queued 200 MiB in the release daemon, past the unit's
+/// `MemoryMax=`. Now the queue is full after a few thousand of them and the rescan of an
+/// overflow reports every file.
+#[test]
+fn a_storm_at_the_end_of_long_paths_fills_the_queue_by_its_bytes() {
+    const FILES: usize = 3_000;
+    // Made before the monitor starts, so that it is watched.
+    let (_dir, root, held) =
+        held_at_the_first_change(|root| std::fs::create_dir_all(deep_below(root)).unwrap());
+    let deep = deep_below(&root);
+    assert!(deep.as_os_str().len() > 2_700);
+    for i in 0..FILES {
+        std::fs::write(deep.join(format!("f{i:05}")), format!("{i}")).unwrap();
+    }
+    // Three events a file (created, written, closed) of about 3 KB each: far past 12 MiB, far
+    // below the 65,536 events of the default capacity.
+    held.release.send(()).unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reported: std::collections::HashSet<String> =
+            changes(&held.events).into_iter().map(|c| c.path).collect();
+        let missing = (0..FILES).filter(|i| !reported.contains(&p(&deep.join(format!("f{i:05}"))))).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "{missing} files not reported");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_backlog_gap(&held.events, "event queue was full");
+    held.monitor.stop();
+}
+
+/// The paths waiting out their debounce window are bounded by bytes as well as by count: 8,192
+/// paths of 4,096 bytes held 32 MiB. Past the bound, the monitor stops tracking them one by
+/// one, and the rescan of the overflow reports every file.
+#[test]
+fn paths_pending_at_the_end_of_long_paths_are_bounded_by_their_bytes() {
+    const FILES: usize = 1_500;
+    let dir = crate::common::scratch();
+    let root = dir.path().join("tree");
+    let deep = deep_below(&root);
+    std::fs::create_dir_all(&deep).unwrap();
+    let mut cfg = config_for(&root, vec![]);
+    // Every file stays pending while the next ones are written: 1,500 paths of 2.8 KB.
+    cfg.debounce_ms = 10_000;
+    let fim = Fim::new(cfg, HostRoot::live(), dir.path().join("state")).unwrap();
+    let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let monitor = {
+        let _g = inotify_init_lock();
+        Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap()
+    };
+    assert!(monitor.wait_watching(Duration::from_secs(60)));
+    for i in 0..FILES {
+        std::fs::write(deep.join(format!("f{i:05}")), format!("{i}")).unwrap();
+    }
+    // Reported by the overflow's rescan, well before the debounce window ends.
+    let end = Instant::now() + Duration::from_secs(8);
+    loop {
+        let reported: std::collections::HashSet<String> =
+            changes(&events).into_iter().map(|c| c.path).collect();
+        let missing = (0..FILES).filter(|i| !reported.contains(&p(&deep.join(format!("f{i:05}"))))).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "{missing} files not reported");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_backlog_gap(&events, "more paths changed at once");
+    monitor.stop();
+}
+
+/// A directory 15 levels below `root` whose path is about 2,800 bytes long.
+fn deep_below(root: &std::path::Path) -> std::path::PathBuf {
+    let mut deep = root.to_path_buf();
+    for level in 0..15 {
+        deep.push(format!("{level:02}").repeat(90));
+    }
+    deep
+}
+
+/// Asserts that an `event_backlog` coverage gap whose detail contains `detail` was reported.
+fn assert_backlog_gap(events: &crate::common::Events, detail: &str) {
+    let gaps: Vec<serde_json::Value> =
+        events.lock().unwrap().iter().filter(|e| e.kind == "coverage.gap").map(|e| e.data.clone()).collect();
+    assert!(
+        gaps.iter().any(
+            |g| g["cause"] == "event_backlog" && g["detail"].as_str().is_some_and(|d| d.contains(detail))
+        ),
+        "no gap saying {detail:?}: {gaps:#?}"
+    );
+}
+
+/// A monitor whose event sink holds its thread on the first change reported, until `release`
+/// is sent: what happens meanwhile queues up behind it.
+struct Held {
+    monitor: Monitor,
+    release: std::sync::mpsc::Sender<()>,
+    events: crate::common::Events,
+}
+
+/// A tree with one file and what `prepare` makes in it, watched by a monitor held on that
+/// file's change (see [`Held`]).
+fn held_at_the_first_change(
+    prepare: impl FnOnce(&std::path::Path),
+) -> (tempfile::TempDir, std::path::PathBuf, Held) {
+    let dir = crate::common::scratch();
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("seed"), "before").unwrap();
+    prepare(&root);
+    let fim = Fim::new(config_for(&root, vec![]), HostRoot::live(), dir.path().join("state")).unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let mut held = false;
+    let monitor = {
+        let _g = inotify_init_lock();
+        Monitor::start(
+            fim,
+            Box::new(move |e| {
+                sink.lock().unwrap().push(e.clone());
+                if e.kind == "fim.change" && !held {
+                    held = true;
+                    entered_tx.send(()).unwrap();
+                    released.recv().unwrap();
+                }
+            }),
+        )
+        .unwrap()
+    };
+    assert!(monitor.wait_watching(Duration::from_secs(60)));
+    std::fs::write(root.join("seed"), "after").unwrap();
+    entered.recv_timeout(Duration::from_secs(30)).expect("the seed's change reported");
+    (dir, root, Held { monitor, release, events })
 }
