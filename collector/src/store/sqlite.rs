@@ -1,26 +1,35 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
 //! Reports are kept whole (zstd-compressed JSON) with their findings and events extracted into
-//! their own tables. `synchronous = FULL`: a batch acknowledged to an agent is on disk, since
-//! the agent deletes it from its spool on that acknowledgement.
+//! their own tables, compressed too when that pays (`stored_json`): what a request costs on disk
+//! stays close to what it cost on the wire. `synchronous = FULL`: a batch acknowledged to an
+//! agent is on disk, since the agent deletes it from its spool on that acknowledgement.
 //!
 //! Group commit: one fsync costs milliseconds (about 130 commits/s on the build machine), far
 //! below what a fleet sends. Requests are therefore handed to one writer thread, which takes
 //! every request waiting, applies each inside its own SAVEPOINT (a failing request is rolled
 //! back alone: still all or nothing per request) and commits them with one fsync. A request is
 //! answered only after that commit.
+//!
+//! What each host takes is kept in `hosts.stored_bytes` (`schema::row_cost`), updated by the
+//! transactions that store its reports, never by a scan.
+
+mod schema;
+mod stored_json;
 
 use super::{Delivery, NewReport, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Store, StoreError};
 use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::Report;
 use guestward_report::ingest::{BatchStatus, CertificateInfo, HostDetail, HostSummary};
 use rusqlite::{Connection, OptionalExtension, params};
+use schema::row_cost;
 use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+use stored_json::StoredJson;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stored report read back is decompressed up to this size (it was at most the ingest limit).
@@ -31,48 +40,6 @@ const ZSTD_LEVEL: i32 = 3;
 const QUEUE: usize = 1024;
 /// Most requests committed together.
 const MAX_GROUP: usize = 512;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS reports (
-    batch_id      TEXT PRIMARY KEY,   -- the idempotency key
-    host_id       TEXT NOT NULL,
-    sequence      INTEGER NOT NULL,
-    collected_at  TEXT NOT NULL,
-    received_at   TEXT NOT NULL,
-    agent_version TEXT NOT NULL,
-    report_zstd   BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reports_by_host ON reports (host_id, sequence);
-CREATE TABLE IF NOT EXISTS findings (
-    batch_id  TEXT NOT NULL,
-    position  INTEGER NOT NULL,
-    finding   TEXT NOT NULL,
-    PRIMARY KEY (batch_id, position)
-);
--- Keyed by report, not by (host, sequence): an agent whose state directory was reset or
--- restored numbers its reports from 1 again, and those reports' events were once dropped
--- while the reports were acknowledged as stored.
-CREATE TABLE IF NOT EXISTS events (
-    host_id   TEXT NOT NULL,
-    sequence  INTEGER NOT NULL,
-    position  INTEGER NOT NULL,
-    batch_id  TEXT NOT NULL,
-    event     TEXT NOT NULL,
-    PRIMARY KEY (batch_id, position)
-);
-CREATE INDEX IF NOT EXISTS events_by_host ON events (host_id, sequence, position);
--- The latest report (highest sequence, or collected later: a reset agent counts from 1 again)
--- and the latest delivery of each host.
-CREATE TABLE IF NOT EXISTS hosts (
-    host_id          TEXT PRIMARY KEY,
-    latest_batch_id  TEXT NOT NULL,
-    latest_sequence  INTEGER NOT NULL,
-    last_seen        TEXT NOT NULL,
-    cert_serial      TEXT,
-    cert_sha256      TEXT,
-    cert_not_after   TEXT
-);
-";
 
 /// The SQLite [`Store`].
 pub struct SqliteStore {
@@ -88,7 +55,7 @@ struct Job {
     reply: SyncSender<Result<Vec<BatchStatus>, StoreError>>,
 }
 
-/// A report with its compressed JSON and serialized findings and events.
+/// A report with its compressed JSON and its findings and events as they will be stored.
 struct Prepared {
     batch_id: String,
     host_id: String,
@@ -96,8 +63,8 @@ struct Prepared {
     collected_at: String,
     agent_version: String,
     blob: Vec<u8>,
-    findings: Vec<String>,
-    events: Vec<String>,
+    findings: Vec<StoredJson>,
+    events: Vec<StoredJson>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -148,8 +115,7 @@ impl SqliteStore {
         }
         drop(file);
         let writer = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
-        migrate_events_key(&writer).map_err(|e| open_err(format!("cannot update the schema: {e}")))?;
-        writer.execute_batch(SCHEMA).map_err(|e| open_err(format!("cannot create the schema: {e}")))?;
+        schema::prepare(&writer).map_err(|e| open_err(format!("cannot create or update the schema: {e}")))?;
         let reader = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         std::thread::Builder::new()
@@ -175,26 +141,6 @@ impl SqliteStore {
     }
 }
 
-/// A database made before events were keyed by report (`PRIMARY KEY (host_id, sequence,
-/// position)`) gets the new key, its events kept, in one transaction.
-fn migrate_events_key(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let old: Option<String> = conn
-        .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get(0))
-        .optional()?;
-    if !old.is_some_and(|sql| sql.contains("PRIMARY KEY (host_id, sequence, position)")) {
-        return Ok(());
-    }
-    // The schema makes the new table; its other statements are `IF NOT EXISTS`, and no-ops.
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE;
-         ALTER TABLE events RENAME TO events_by_sequence;
-         {SCHEMA}
-         INSERT OR IGNORE INTO events SELECT host_id, sequence, position, batch_id, event FROM events_by_sequence;
-         DROP TABLE events_by_sequence;
-         COMMIT;"
-    ))
-}
-
 fn ts_text(t: &Timestamp) -> String {
     t.to_string()
 }
@@ -216,31 +162,7 @@ fn to_u64(v: i64) -> u64 {
 impl Store for SqliteStore {
     fn ingest(&self, delivery: &Delivery, reports: &[NewReport]) -> Result<Vec<BatchStatus>, StoreError> {
         // Compress and serialize on the caller's thread: the writer thread only writes.
-        let mut prepared = Vec::with_capacity(reports.len());
-        for r in reports {
-            let json_err = |e: serde_json::Error| StoreError::Database(format!("report {}: {e}", r.batch_id));
-            prepared.push(Prepared {
-                batch_id: r.batch_id.clone(),
-                host_id: r.host_id.clone(),
-                sequence: to_i64(r.sequence),
-                collected_at: ts_text(&r.collected_at),
-                agent_version: r.agent_version.clone(),
-                blob: zstd::bulk::compress(&r.json, ZSTD_LEVEL)
-                    .map_err(|e| StoreError::Database(format!("cannot compress a report: {e}")))?,
-                findings: r
-                    .findings
-                    .iter()
-                    .map(serde_json::to_string)
-                    .collect::<Result<_, _>>()
-                    .map_err(json_err)?,
-                events: r
-                    .events
-                    .iter()
-                    .map(serde_json::to_string)
-                    .collect::<Result<_, _>>()
-                    .map_err(json_err)?,
-            });
-        }
+        let prepared = prepare(reports)?;
         let (reply, answer) = sync_channel(1);
         let sender = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let gone = || StoreError::Database("the database writer has stopped; restart the collector".into());
@@ -280,38 +202,46 @@ impl Store for SqliteStore {
             Some(blob) => Some(decode_report(&blob, &latest_batch)?),
             None => None,
         };
+        // A finding's JSON length comes from its row (or, written before compression, from
+        // its text); the findings of one report were at most the size of that report.
         let mut findings = Vec::new();
         let mut stmt = tx
-            .prepare_cached("SELECT finding FROM findings WHERE batch_id = ?1 ORDER BY position")
+            .prepare_cached(
+                "SELECT finding, compressed, COALESCE(json_bytes, length(CAST(finding AS BLOB)))
+                 FROM findings WHERE batch_id = ?1 ORDER BY position",
+            )
             .map_err(db_err)?;
-        for text in stmt.query_map([&latest_batch], |r| r.get::<_, String>(0)).map_err(db_err)? {
-            let text = text.map_err(db_err)?;
-            findings.push(parse_json::<Finding>(&text, "a finding")?);
+        let rows = stmt.query_map([&latest_batch], StoredRow::from_row).map_err(db_err)?;
+        for row in rows {
+            let row = row.map_err(db_err)?;
+            let json = row.json(MAX_STORED_REPORT_BYTES, "a finding")?;
+            findings.push(parse_json::<Finding>(&json, "a finding")?);
         }
-        // Newest first, while they fit in the size bound; the text of one that does not fit
-        // is never read (its length comes from the row).
+        // Newest first, while they fit in the size bound; the value of one that does not fit
+        // is never read (its JSON length comes from the row), let alone inflated.
         let mut events = Vec::new();
         let mut omitted = 0u64;
         let mut room = RECENT_EVENTS_MAX_BYTES;
         let mut stmt = tx
             .prepare_cached(
-                "SELECT length(CAST(event AS BLOB)), \
-                 CASE WHEN length(CAST(event AS BLOB)) <= ?3 THEN event END \
+                "SELECT CASE WHEN COALESCE(json_bytes, length(CAST(event AS BLOB))) <= ?3 THEN event END,
+                        compressed, COALESCE(json_bytes, length(CAST(event AS BLOB)))
                  FROM events WHERE host_id = ?1 ORDER BY rowid DESC LIMIT ?2",
             )
             .map_err(db_err)?;
         let rows = stmt
-            .query_map(params![host_id, to_i64(RECENT_EVENTS as u64), to_i64(RECENT_EVENTS_MAX_BYTES)], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
-            })
+            .query_map(
+                params![host_id, to_i64(RECENT_EVENTS as u64), to_i64(RECENT_EVENTS_MAX_BYTES)],
+                StoredRow::from_row,
+            )
             .map_err(db_err)?;
         for row in rows {
-            let (length, text) = row.map_err(db_err)?;
-            let length = u64::try_from(length).unwrap_or(u64::MAX);
-            match text {
-                Some(text) if length <= room => {
-                    room -= length;
-                    events.push(parse_json::<Event>(&text, "an event")?);
+            let row = row.map_err(db_err)?;
+            match row.value {
+                Some(_) if row.json_len <= room => {
+                    room -= row.json_len;
+                    let json = row.json(RECENT_EVENTS_MAX_BYTES, "an event")?;
+                    events.push(parse_json::<Event>(&json, "an event")?);
                 }
                 _ => omitted += 1,
             }
@@ -331,6 +261,36 @@ impl Store for SqliteStore {
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
         Ok(())
     }
+}
+
+/// Reports as they will be stored: the report compressed, its findings and events serialized
+/// and compressed when that pays.
+fn prepare(reports: &[NewReport]) -> Result<Vec<Prepared>, StoreError> {
+    let mut encoder = stored_json::Encoder::new()?;
+    let mut prepared = Vec::with_capacity(reports.len());
+    for r in reports {
+        let json_err = |e: serde_json::Error| StoreError::Database(format!("report {}: {e}", r.batch_id));
+        let mut findings = Vec::with_capacity(r.findings.len());
+        for finding in &r.findings {
+            findings.push(encoder.encode(serde_json::to_vec(finding).map_err(json_err)?)?);
+        }
+        let mut events = Vec::with_capacity(r.events.len());
+        for event in &r.events {
+            events.push(encoder.encode(serde_json::to_vec(event).map_err(json_err)?)?);
+        }
+        prepared.push(Prepared {
+            batch_id: r.batch_id.clone(),
+            host_id: r.host_id.clone(),
+            sequence: to_i64(r.sequence),
+            collected_at: ts_text(&r.collected_at),
+            agent_version: r.agent_version.clone(),
+            blob: zstd::bulk::compress(&r.json, ZSTD_LEVEL)
+                .map_err(|e| StoreError::Database(format!("cannot compress a report: {e}")))?,
+            findings,
+            events,
+        });
+    }
+    Ok(prepared)
 }
 
 /// The writer thread: commits waiting requests in groups (see the module doc).
@@ -380,22 +340,32 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<Vec<BatchSta
     results
 }
 
-/// One request's writes, inside the open transaction.
+/// One request's writes, inside the open transaction. Each stored report adds what its rows
+/// cost (`row_cost`) to its host's `stored_bytes`, in the same savepoint: a request rolled
+/// back takes its bytes with it.
 fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO reports (batch_id, host_id, sequence, collected_at, received_at, agent_version, report_zstd)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (batch_id) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(db_err)?;
+    // A batch stored before: the agent is retrying it, and it must not be stored (and counted)
+    // again.
     let mut owner = conn.prepare_cached("SELECT host_id FROM reports WHERE batch_id = ?1").map_err(db_err)?;
     let mut finding = conn
-        .prepare_cached("INSERT INTO findings (batch_id, position, finding) VALUES (?1, ?2, ?3)")
+        .prepare_cached(
+            "INSERT INTO findings (batch_id, position, finding, compressed, json_bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
         .map_err(db_err)?;
     let mut event = conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO events (host_id, sequence, position, batch_id, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO events (host_id, sequence, position, batch_id, event, compressed, json_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
+        .map_err(db_err)?;
+    let mut charge = conn
+        .prepare_cached("UPDATE hosts SET stored_bytes = stored_bytes + ?2 WHERE host_id = ?1")
         .map_err(db_err)?;
     let mut latest = conn
         .prepare_cached(
@@ -410,7 +380,16 @@ fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
     let received = ts_text(&job.delivery.received_at);
     let mut statuses = Vec::with_capacity(job.reports.len());
     for r in &job.reports {
-        let inserted = insert
+        let stored_for: Option<String> =
+            owner.query_row([&r.batch_id], |row| row.get(0)).optional().map_err(db_err)?;
+        if let Some(stored_for) = stored_for {
+            if stored_for != r.host_id {
+                return Err(StoreError::ForeignBatch { batch_id: r.batch_id.clone() });
+            }
+            statuses.push(BatchStatus::Duplicate);
+            continue;
+        }
+        insert
             .execute(params![
                 r.batch_id,
                 r.host_id,
@@ -421,25 +400,40 @@ fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
                 r.blob
             ])
             .map_err(db_err)?;
-        if inserted == 0 {
-            let stored_for: String = owner.query_row([&r.batch_id], |row| row.get(0)).map_err(db_err)?;
-            if stored_for != r.host_id {
-                return Err(StoreError::ForeignBatch { batch_id: r.batch_id.clone() });
-            }
-            statuses.push(BatchStatus::Duplicate);
-            continue;
-        }
-        for (i, text) in r.findings.iter().enumerate() {
-            finding.execute(params![r.batch_id, to_i64(i as u64), text]).map_err(db_err)?;
-        }
-        for (i, text) in r.events.iter().enumerate() {
-            event
-                .execute(params![r.host_id, r.sequence, to_i64(i as u64), r.batch_id, text])
+        let cost = |value: usize| row_cost(value, &r.batch_id, &r.host_id);
+        let mut bytes = cost(r.blob.len());
+        for (i, f) in r.findings.iter().enumerate() {
+            finding
+                .execute(params![
+                    r.batch_id,
+                    to_i64(i as u64),
+                    f.bytes,
+                    f.compressed,
+                    to_i64(f.json_len as u64)
+                ])
                 .map_err(db_err)?;
+            bytes = bytes.saturating_add(cost(f.bytes.len()));
+        }
+        for (i, e) in r.events.iter().enumerate() {
+            let added = event
+                .execute(params![
+                    r.host_id,
+                    r.sequence,
+                    to_i64(i as u64),
+                    r.batch_id,
+                    e.bytes,
+                    e.compressed,
+                    to_i64(e.json_len as u64)
+                ])
+                .map_err(db_err)?;
+            if added == 1 {
+                bytes = bytes.saturating_add(cost(e.bytes.len()));
+            }
         }
         latest
             .execute(params![r.host_id, r.batch_id, r.sequence, received, r.collected_at])
             .map_err(db_err)?;
+        charge.execute(params![r.host_id, to_i64(bytes)]).map_err(db_err)?;
         statuses.push(BatchStatus::Stored);
     }
     if !job.reports.is_empty() {
@@ -519,9 +513,36 @@ impl SummaryRow {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text)
+fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(json)
         .map_err(|e| StoreError::Corrupt { what: what.to_string(), reason: e.to_string() })
+}
+
+/// A finding or event as read: `(value or NULL, compressed, JSON length)`.
+struct StoredRow {
+    value: Option<Vec<u8>>,
+    compressed: bool,
+    json_len: u64,
+}
+
+impl StoredRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            value: stored_json::value_bytes(r, 0)?,
+            compressed: r.get::<_, i64>(1)? != 0,
+            json_len: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Its JSON, refused when its recorded length is over `limit`.
+    fn json(self, limit: u64, what: &str) -> Result<Vec<u8>, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { what: what.to_string(), reason };
+        if self.json_len > limit {
+            return Err(corrupt(format!("its recorded length {} is over {limit} bytes", self.json_len)));
+        }
+        let stored = self.value.ok_or_else(|| corrupt("no value".into()))?;
+        stored_json::decode(stored, self.compressed, self.json_len, what)
+    }
 }
 
 fn decode_report(blob: &[u8], batch_id: &str) -> Result<Report, StoreError> {
@@ -538,19 +559,35 @@ mod tests {
     use crate::store::NewReport;
 
     fn new_report(host: &str, batch: &str, sequence: u64) -> NewReport {
+        let agent = guestward_report::AgentInfo {
+            version: "1".into(),
+            host_id: Some(host.into()),
+            host_id_source: guestward_report::HostIdSource::Config,
+        };
+        let mut report = Report::new(agent, Timestamp::now());
+        report.batch_id = batch.into();
+        report.sequence = Some(sequence);
         NewReport {
             batch_id: batch.into(),
             host_id: host.into(),
             sequence,
-            collected_at: Timestamp::now(),
+            collected_at: report.collected_at,
             agent_version: "1".into(),
-            json: b"{}".to_vec(),
+            json: serde_json::to_vec(&report).unwrap(),
             findings: Vec::new(),
             events: Vec::new(),
         }
     }
 
     fn job(host: &str, reports: &[NewReport]) -> (Job, Receiver<Result<Vec<BatchStatus>, StoreError>>) {
+        job_at(host, reports, Timestamp::now())
+    }
+
+    fn job_at(
+        host: &str,
+        reports: &[NewReport],
+        received_at: Timestamp,
+    ) -> (Job, Receiver<Result<Vec<BatchStatus>, StoreError>>) {
         let (reply, rx) = sync_channel(1);
         let delivery = Delivery {
             host_id: host.into(),
@@ -559,22 +596,9 @@ mod tests {
                 sha256: "00".into(),
                 not_after: Timestamp::now(),
             },
-            received_at: Timestamp::now(),
+            received_at,
         };
-        let reports = reports
-            .iter()
-            .map(|r| Prepared {
-                batch_id: r.batch_id.clone(),
-                host_id: r.host_id.clone(),
-                sequence: to_i64(r.sequence),
-                collected_at: ts_text(&r.collected_at),
-                agent_version: r.agent_version.clone(),
-                blob: zstd::bulk::compress(&r.json, 1).unwrap(),
-                findings: Vec::new(),
-                events: Vec::new(),
-            })
-            .collect();
-        (Job { delivery, reports, reply }, rx)
+        (Job { delivery, reports: prepare(reports).unwrap(), reply }, rx)
     }
 
     /// In one group commit, a failing request is undone alone and the others are stored.
@@ -648,6 +672,263 @@ mod tests {
             conn.query_row("SELECT COUNT(*) FROM events WHERE batch_id = 'b1'", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 1);
         // Opened again: nothing more to do.
+        drop(SqliteStore::open(&path).unwrap());
+    }
+
+    // Compressed text and byte accounting.
+
+    use super::schema::ROW_FIXED_BYTES;
+
+    /// `n` bytes of printable text that zstd cannot shorten (so sizes on disk are predictable).
+    fn noise(n: usize, seed: u32) -> String {
+        let mut state = seed | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect()
+    }
+
+    /// A report with one finding and two events, one of them holding `text`.
+    fn report_with(host: &str, batch: &str, sequence: u64, text: &str) -> NewReport {
+        let mut r = new_report(host, batch, sequence);
+        r.findings.push(Finding {
+            id: "GW-TEST-001".into(),
+            severity: guestward_core::Severity::High,
+            title: format!("finding of {batch}"),
+            evidence: serde_json::json!({ "batch": batch }),
+            remediation: "none".into(),
+            source: "test".into(),
+        });
+        r.events.push(Event {
+            kind: "test.small".into(),
+            time: Timestamp::now(),
+            data: serde_json::json!(batch),
+        });
+        r.events.push(Event {
+            kind: "test.text".into(),
+            time: Timestamp::now(),
+            data: serde_json::json!(text),
+        });
+        r
+    }
+
+    fn days_ago(days: i64) -> Timestamp {
+        Timestamp(jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(days * 24)).unwrap())
+    }
+
+    /// Stores one request of `host` received at `at`, as the writer thread would.
+    fn store_at(conn: &mut Connection, host: &str, reports: &[NewReport], at: Timestamp) -> Vec<BatchStatus> {
+        let (job, _) = job_at(host, reports, at);
+        commit_group(conn, &[job]).pop().unwrap().unwrap()
+    }
+
+    /// A store, and a second connection that stores as the writer thread does.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        store: SqliteStore,
+        conn: Connection,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let conn = SqliteStore::connect(&path).unwrap();
+        Fixture { _dir: dir, path, store, conn }
+    }
+
+    fn batches(conn: &Connection, host: &str) -> Vec<String> {
+        conn.prepare("SELECT batch_id FROM reports WHERE host_id = ?1 ORDER BY received_at, rowid")
+            .unwrap()
+            .query_map([host], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn count(conn: &Connection, sql: &str, arg: &str) -> i64 {
+        conn.query_row(sql, [arg], |r| r.get(0)).unwrap()
+    }
+
+    fn stored_bytes(conn: &Connection, host: &str) -> i64 {
+        count(conn, "SELECT stored_bytes FROM hosts WHERE host_id = ?1", host)
+    }
+
+    /// What `host` takes, counted from scratch from the bytes of every row it has (the
+    /// independent check of `hosts.stored_bytes`, which is kept incrementally).
+    fn recount(conn: &Connection, host: &str) -> i64 {
+        let fixed = ROW_FIXED_BYTES;
+        count(
+            conn,
+            &format!(
+                "SELECT
+                   (SELECT COALESCE(SUM(length(report_zstd) + {fixed} + 2 * (length(batch_id) + length(host_id))), 0)
+                      FROM reports WHERE host_id = ?1)
+                 + (SELECT COALESCE(SUM(length(CAST(f.finding AS BLOB)) + {fixed} + 2 * (length(f.batch_id) + length(r.host_id))), 0)
+                      FROM findings f JOIN reports r ON r.batch_id = f.batch_id WHERE r.host_id = ?1)
+                 + (SELECT COALESCE(SUM(length(CAST(event AS BLOB)) + {fixed} + 2 * (length(batch_id) + length(host_id))), 0)
+                      FROM events WHERE host_id = ?1)"
+            ),
+            host,
+        )
+    }
+
+    fn assert_accounting_exact(conn: &Connection, when: &str) {
+        let hosts: Vec<String> = conn
+            .prepare("SELECT host_id FROM hosts")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for host in hosts {
+            assert_eq!(stored_bytes(conn, &host), recount(conn, &host), "host {host} {when}");
+        }
+    }
+
+    #[test]
+    fn stored_bytes_equals_a_full_recount_after_inserts_duplicates_and_a_rollback() {
+        let Fixture { mut conn, _dir, .. } = fixture();
+        let long = "A".repeat(100_000); // compressed
+        let old: Vec<NewReport> =
+            (1..=5).map(|i| report_with("a", &format!("a{i}"), i, &noise(3_000, i as u32))).collect();
+        store_at(&mut conn, "a", &old, days_ago(100));
+        store_at(&mut conn, "a", &[report_with("a", "a6", 6, &long), old[1].clone()], Timestamp::now());
+        store_at(&mut conn, "b", &[report_with("b", "b1", 1, &long)], days_ago(100));
+        assert_accounting_exact(&conn, "after inserts and a duplicate");
+        // One group: b stores b2, then reuses a's batch id and is rolled back whole; a goes on.
+        let (a7, _) = job("a", &[report_with("a", "a7", 7, "x")]);
+        let (b, _) = job("b", &[report_with("b", "b2", 2, &long), report_with("b", "a1", 3, "x")]);
+        let (a8, _) = job("a", &[report_with("a", "a8", 8, &noise(500, 8))]);
+        let results = commit_group(&mut conn, &[a7, b, a8]);
+        assert!(matches!(results[1], Err(StoreError::ForeignBatch { .. })), "{:?}", results[1]);
+        assert_eq!(batches(&conn, "b"), ["b1"]);
+        assert_accounting_exact(&conn, "after a rolled-back request");
+    }
+
+    /// A long repetitive string (what a compromised host can send for almost nothing) takes
+    /// about its compressed size on disk, and reads back whole.
+    #[test]
+    fn a_long_event_is_stored_compressed_and_read_back_whole() {
+        let Fixture { mut conn, store, path, _dir } = fixture();
+        let long = "attack ".repeat(4 << 20); // 28 MiB
+        let r = report_with("a", "a1", 1, &long);
+        // The report itself is stored compressed too (as before); `json` is what the agent sent.
+        store_at(&mut conn, "a", &[r], Timestamp::now());
+        let (stored, json, compressed): (i64, i64, bool) = conn
+            .query_row(
+                "SELECT length(event), json_bytes, compressed FROM events WHERE batch_id = 'a1' AND position = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert!(compressed);
+        assert!(stored < 64 << 10, "{stored} bytes stored");
+        assert!(json > 28 << 20, "{json}");
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        let file = std::fs::metadata(&path).unwrap().len();
+        assert!(file < 1 << 20, "the database is {file} bytes");
+        // Over the 1 MiB of a host's detail: left out, unread. A shorter one reads back whole.
+        let detail = store.host("a").unwrap().unwrap();
+        assert_eq!((detail.recent_events.len(), detail.recent_events_omitted), (1, 1));
+        let medium = "attack ".repeat(100_000);
+        store_at(&mut conn, "a", &[report_with("a", "a2", 2, &medium)], Timestamp::now());
+        let detail = store.host("a").unwrap().unwrap();
+        assert_eq!(detail.recent_events.last().unwrap().data, serde_json::json!(medium));
+        assert_accounting_exact(&conn, "with compressed events");
+    }
+
+    /// A database written before compression and byte accounting (TEXT findings and events, no
+    /// `stored_bytes`) is updated in place at open: its rows stay readable as they are, and its
+    /// hosts' bytes are counted once, from the bytes (not characters) of their text.
+    #[test]
+    fn an_old_database_gets_compression_and_byte_accounting_and_keeps_its_events_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let report = guestward_report::Report::new(
+            guestward_report::AgentInfo {
+                version: "1".into(),
+                host_id: Some("h".into()),
+                host_id_source: guestward_report::HostIdSource::Config,
+            },
+            Timestamp::now(),
+        );
+        let report_json = serde_json::to_vec(&report).unwrap();
+        let finding = serde_json::to_string(&report_with("h", "x", 1, "x").findings[0]).unwrap();
+        let small = serde_json::to_string(&Event {
+            kind: "test.old".into(),
+            time: Timestamp::now(),
+            data: serde_json::json!("überall ✓"),
+        })
+        .unwrap();
+        let large = serde_json::to_string(&Event {
+            kind: "test.large".into(),
+            time: Timestamp::now(),
+            data: serde_json::json!("é".repeat(600 << 10)),
+        })
+        .unwrap();
+        {
+            // The schema as it was before this change.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE reports (batch_id TEXT PRIMARY KEY, host_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+                     collected_at TEXT NOT NULL, received_at TEXT NOT NULL, agent_version TEXT NOT NULL,
+                     report_zstd BLOB NOT NULL);
+                 CREATE INDEX reports_by_host ON reports (host_id, sequence);
+                 CREATE TABLE findings (batch_id TEXT NOT NULL, position INTEGER NOT NULL, finding TEXT NOT NULL,
+                     PRIMARY KEY (batch_id, position));
+                 CREATE TABLE events (host_id TEXT NOT NULL, sequence INTEGER NOT NULL, position INTEGER NOT NULL,
+                     batch_id TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (batch_id, position));
+                 CREATE INDEX events_by_host ON events (host_id, sequence, position);
+                 CREATE TABLE hosts (host_id TEXT PRIMARY KEY, latest_batch_id TEXT NOT NULL,
+                     latest_sequence INTEGER NOT NULL, last_seen TEXT NOT NULL, cert_serial TEXT,
+                     cert_sha256 TEXT, cert_not_after TEXT);",
+            )
+            .unwrap();
+            let old = ts_text(&days_ago(100));
+            let blob = zstd::bulk::compress(&report_json, 3).unwrap();
+            for (batch, seq) in [("old1", 1), ("old2", 2)] {
+                conn.execute(
+                    "INSERT INTO reports VALUES (?1, 'h', ?2, ?3, ?3, '1', ?4)",
+                    params![batch, seq, old, blob],
+                )
+                .unwrap();
+                conn.execute("INSERT INTO findings VALUES (?1, 0, ?2)", params![batch, finding]).unwrap();
+                conn.execute("INSERT INTO events VALUES ('h', ?1, 0, ?2, ?3)", params![seq, batch, small])
+                    .unwrap();
+            }
+            conn.execute("INSERT INTO events VALUES ('h', 2, 1, 'old2', ?1)", [&large]).unwrap();
+            conn.execute("INSERT INTO hosts VALUES ('h', 'old2', 2, ?1, NULL, NULL, NULL)", [&old]).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let mut conn = SqliteStore::connect(&path).unwrap();
+        assert_accounting_exact(&conn, "after the update");
+        assert!(
+            stored_bytes(&conn, "h") > 2 * (600 << 10),
+            "the large event is counted in bytes, not characters"
+        );
+        let detail = store.host("h").unwrap().unwrap();
+        assert_eq!(detail.latest_report.unwrap().batch_id, report.batch_id);
+        assert_eq!(detail.findings.len(), 1);
+        // The large event is 1.2 MB in UTF-8 (600 Ki characters): over the detail's 1 MiB.
+        let kinds: Vec<_> = detail.recent_events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!((kinds, detail.recent_events_omitted), (vec!["test.old", "test.old"], 1));
+        assert_eq!(detail.recent_events[0].data, serde_json::json!("überall ✓"));
+        // New reports are stored compressed beside the old rows.
+        let long = "é".repeat(300 << 10);
+        store_at(&mut conn, "h", &[report_with("h", "new3", 3, &long)], Timestamp::now());
+        assert_eq!(
+            count(&conn, "SELECT compressed FROM events WHERE batch_id = ?1 AND position = 1", "new3"),
+            1
+        );
+        let detail = store.host("h").unwrap().unwrap();
+        assert_eq!(detail.recent_events.last().unwrap().data, serde_json::json!(long));
+        drop(store);
         drop(SqliteStore::open(&path).unwrap());
     }
 }
