@@ -4,6 +4,7 @@
 //! Relative paths in the file are resolved against the file's directory, so a config and its
 //! PKI can move together.
 
+use crate::store::Retention;
 use guestward_core::config::{ConfigIssue, check_range};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -63,6 +64,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Trusted reverse proxies that forward the client certificate in a header.
     pub proxy: RawProxy,
+    /// How long and how much the store keeps.
+    pub retention: RawRetention,
 }
 
 impl Default for RawConfig {
@@ -76,6 +79,7 @@ impl Default for RawConfig {
             tls_min_version: "1.3".into(),
             limits: RawLimits::default(),
             proxy: RawProxy::default(),
+            retention: RawRetention::default(),
         }
     }
 }
@@ -142,6 +146,26 @@ pub struct RawProxy {
 impl Default for RawProxy {
     fn default() -> Self {
         Self { trusted: Vec::new(), header: "x-amzn-mtls-clientcert".into() }
+    }
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// Reports (with their findings and events) received longer ago are deleted; a host's
+    /// latest report is kept. 0 keeps them for good. Default 90.
+    pub max_age_days: u32,
+    /// What one host's reports, findings and events may take in the store (as stored:
+    /// compressed, with what their rows cost); over it, its oldest reports are deleted, its
+    /// latest kept. Bounds the disk a compromised host can fill. 0: no cap. Default 1 GiB.
+    pub max_bytes_per_host: u64,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        let d = Retention::default();
+        Self { max_age_days: d.max_age_days, max_bytes_per_host: d.max_bytes_per_host }
     }
 }
 
@@ -222,6 +246,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Trusted proxies.
     pub proxy: ProxyConfig,
+    /// What the store keeps.
+    pub retention: Retention,
 }
 
 /// Command-line overrides of the file.
@@ -299,6 +325,7 @@ pub fn validate(
         }
     };
     let limits = validate_limits(&raw.limits, &mut issues);
+    let retention = validate_retention(&raw.retention, &mut issues);
     let mut trusted = Vec::new();
     for (i, t) in raw.proxy.trusted.iter().enumerate() {
         match t.parse::<IpNet>().or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from)) {
@@ -329,7 +356,30 @@ pub fn validate(
         tls_min_version,
         limits,
         proxy: ProxyConfig { trusted, header },
+        retention,
     })
+}
+
+/// Smallest cap: a few reports of a quiet host, so that a typo (a cap in KiB or MiB written
+/// as bytes) is refused instead of deleting every host's history but its latest report.
+const MIN_BYTES_PER_HOST: u64 = 1 << 20;
+
+fn validate_retention(raw: &RawRetention, issues: &mut Vec<ConfigIssue>) -> Retention {
+    let mut local = Vec::new();
+    // 0 means "for good"; beyond a century is a typo.
+    check_range(&mut local, "max_age_days", raw.max_age_days, 0..=36_500);
+    if raw.max_bytes_per_host != 0 && !(MIN_BYTES_PER_HOST..=(1 << 50)).contains(&raw.max_bytes_per_host) {
+        local.push(ConfigIssue::new(
+            "max_bytes_per_host",
+            format!(
+                "must be 0 (no cap) or {MIN_BYTES_PER_HOST}..={}, got {}",
+                1u64 << 50,
+                raw.max_bytes_per_host
+            ),
+        ));
+    }
+    issues.extend(guestward_core::config::within("retention", local));
+    Retention { max_age_days: raw.max_age_days, max_bytes_per_host: raw.max_bytes_per_host }
 }
 
 fn validate_limits(raw: &RawLimits, issues: &mut Vec<ConfigIssue>) -> Limits {
@@ -387,12 +437,24 @@ mod tests {
     #[test]
     fn every_bad_value_is_reported_by_its_key() {
         let raw: RawConfig = toml::from_str(
-            "listen = \"nope\"\ntls_min_version = \"1.1\"\n[limits]\nmax_body_bytes = 0\n[proxy]\ntrusted = [\"10.0.0.0/8\", \"x\"]\n",
+            "listen = \"nope\"\ntls_min_version = \"1.1\"\n[limits]\nmax_body_bytes = 0\n[proxy]\ntrusted = [\"10.0.0.0/8\", \"x\"]\n[retention]\nmax_age_days = 40000\nmax_bytes_per_host = 4096\n",
         )
         .unwrap();
         let issues = validate(raw, Path::new("/etc/c"), &Overrides::default()).unwrap_err();
         let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["listen", "tls_min_version", "limits.max_body_bytes", "proxy.trusted[1]"]);
+        assert_eq!(
+            keys,
+            [
+                "listen",
+                "tls_min_version",
+                "limits.max_body_bytes",
+                "retention.max_age_days",
+                "retention.max_bytes_per_host",
+                "proxy.trusted[1]"
+            ]
+        );
+        let cap = issues.iter().find(|i| i.key == "retention.max_bytes_per_host").unwrap();
+        assert!(cap.to_string().contains("must be 0 (no cap) or 1048576..="), "{cap}");
     }
 
     #[test]
@@ -403,5 +465,41 @@ mod tests {
         assert_eq!(cfg.db, Path::new("/etc/c/x.db"));
         assert_eq!(cfg.limits.max_body_bytes, 8 * 1024 * 1024);
         assert_eq!(cfg.tls_min_version, TlsMinVersion::Tls13);
+    }
+
+    #[test]
+    fn retention_defaults_to_90_days_and_1_gib_per_host_and_0_turns_each_off() {
+        let cfg = validate(toml::from_str("").unwrap(), Path::new(""), &Overrides::default()).unwrap();
+        assert_eq!(cfg.retention, Retention { max_age_days: 90, max_bytes_per_host: 1 << 30 });
+        let raw: RawConfig =
+            toml::from_str("[retention]\nmax_age_days = 0\nmax_bytes_per_host = 0\n").unwrap();
+        let cfg = validate(raw, Path::new(""), &Overrides::default()).unwrap();
+        assert_eq!(cfg.retention, Retention::KEEP_EVERYTHING);
+        assert_eq!(cfg.retention.max_age(), None);
+        assert_eq!(cfg.retention.cap(), None);
+        let raw: RawConfig =
+            toml::from_str("[retention]\nmax_age_days = 7\nmax_bytes_per_host = 1048576\n").unwrap();
+        let cfg = validate(raw, Path::new(""), &Overrides::default()).unwrap();
+        assert_eq!(cfg.retention.max_age(), Some(jiff::SignedDuration::from_hours(7 * 24)));
+        assert_eq!(cfg.retention.cap(), Some(1 << 20));
+        let e = toml::from_str::<RawConfig>("[retention]\nmax_days = 1\n").unwrap_err();
+        assert!(e.to_string().contains("max_days"), "{e}");
+        let e = toml::from_str::<RawConfig>("[retention]\nmax_age_days = -1\n").unwrap_err();
+        assert!(e.to_string().contains("max_age_days"), "{e}");
+    }
+
+    /// The config the packages install is valid, and says what retention keeps.
+    #[test]
+    fn the_packaged_config_is_valid_and_spells_out_the_retention_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/collector.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("[retention]"), "{}", path.display());
+        let cfg = validate(
+            toml::from_str(&text).unwrap(),
+            Path::new("/etc/guestward-collector"),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.retention, Retention::default());
     }
 }

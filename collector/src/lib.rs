@@ -32,7 +32,7 @@ use std::sync::Arc;
 pub async fn bind(config: &config::ServeConfig) -> Result<server::Server, StartError> {
     // TLS files first: a mistake there should not leave a new database file behind.
     tls::TlsSetup::load(config).map_err(server::ServeError::from)?;
-    let store = store::SqliteStore::open(&config.db)?;
+    let store = store::SqliteStore::open(&config.db, config.retention)?;
     Ok(server::Server::bind(config, Arc::new(store)).await?)
 }
 

@@ -6,7 +6,9 @@
 //! - idempotency is the database's, by a unique key on `batch_id` (insert-or-ignore), never an
 //!   in-process cache that other replicas could not see;
 //! - every host statistic (`reports_stored`, `last_sequence`, `missing_sequences`) is an
-//!   aggregate over the reports table, so it is derivable in SQL from any replica.
+//!   aggregate over the reports table, so it is derivable in SQL from any replica. They describe
+//!   the reports stored now: retention ([`Retention`]) deletes a host's oldest reports, so
+//!   `reports_stored` falls and the span of sequences shrinks from below with them.
 //!
 //! The methods are synchronous: the server calls them on tokio's blocking pool. A pooled
 //! PostgreSQL client can implement them the same way.
@@ -23,6 +25,43 @@ use std::path::PathBuf;
 pub const RECENT_EVENTS: usize = 100;
 /// The most bytes of event JSON a host's detail carries (see `HostDetail::recent_events`).
 pub const RECENT_EVENTS_MAX_BYTES: u64 = 1 << 20;
+
+/// How long and how much the store keeps (`[retention]` in the config).
+///
+/// A host's latest report and its row are never deleted, so `GET /v1/hosts` and
+/// `/v1/hosts/{id}` keep answering for every host that ever reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Reports received more than this many days ago are deleted with their findings and
+    /// events; 0 keeps them for good.
+    pub max_age_days: u32,
+    /// The most bytes one host's reports, findings and events may take in the store, counted
+    /// as stored (compressed) with what their rows cost besides; a host over it loses its
+    /// oldest reports until it is under. 0: no cap.
+    pub max_bytes_per_host: u64,
+}
+
+impl Retention {
+    /// Nothing is ever deleted.
+    pub const KEEP_EVERYTHING: Self = Self { max_age_days: 0, max_bytes_per_host: 0 };
+
+    /// The age limit, when there is one.
+    pub fn max_age(&self) -> Option<jiff::SignedDuration> {
+        (self.max_age_days > 0).then(|| jiff::SignedDuration::from_hours(i64::from(self.max_age_days) * 24))
+    }
+
+    /// The per-host cap, when there is one.
+    pub fn cap(&self) -> Option<u64> {
+        (self.max_bytes_per_host > 0).then_some(self.max_bytes_per_host)
+    }
+}
+
+impl Default for Retention {
+    /// 90 days, 1 GiB per host.
+    fn default() -> Self {
+        Self { max_age_days: 90, max_bytes_per_host: 1 << 30 }
+    }
+}
 
 /// One accepted report, checked and ready to store.
 #[derive(Debug, Clone)]

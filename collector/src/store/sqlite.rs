@@ -11,22 +11,25 @@
 //! back alone: still all or nothing per request) and commits them with one fsync. A request is
 //! answered only after that commit.
 //!
-//! What each host takes is kept in `hosts.stored_bytes` (`schema::row_cost`), updated by the
-//! transactions that store its reports, never by a scan.
+//! Retention (`prune`): the same thread deletes what `[retention]` no longer keeps, in short
+//! transactions between commit groups. What each host takes is kept in `hosts.stored_bytes`
+//! (`schema::row_cost`), updated by the transactions that insert and delete, never by a scan.
 
+mod prune;
 mod schema;
 mod stored_json;
 
-use super::{Delivery, NewReport, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Store, StoreError};
+use super::{Delivery, NewReport, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Retention, Store, StoreError};
 use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::Report;
 use guestward_report::ingest::{BatchStatus, CertificateInfo, HostDetail, HostSummary};
+use prune::Pruner;
 use rusqlite::{Connection, OptionalExtension, params};
 use schema::row_cost;
 use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use stored_json::StoredJson;
@@ -78,8 +81,8 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating, mode 0600) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating, mode 0600) the database at `path`, keeping what `retention` says.
+    pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
         // Create the file ourselves, 0600, before SQLite does with the umask's mode: the
         // reports name packages, ports and file changes of every host. SQLite gives its -wal
@@ -116,11 +119,14 @@ impl SqliteStore {
         drop(file);
         let writer = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
         schema::prepare(&writer).map_err(|e| open_err(format!("cannot create or update the schema: {e}")))?;
+        let incremental_vacuum =
+            schema::has_incremental_vacuum(&writer).map_err(|e| open_err(e.to_string()))?;
         let reader = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = sync_channel::<Job>(QUEUE);
+        let pruner = Pruner::new(retention, incremental_vacuum);
         std::thread::Builder::new()
             .name("collector-db-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, pruner))
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { path: path.to_path_buf(), jobs: Mutex::new(Some(tx)), reader: Mutex::new(reader) })
     }
@@ -128,6 +134,10 @@ impl SqliteStore {
     fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Pages freed by retention can then be handed back to the file system. SQLite takes
+        // this only for a database with no table yet, and only before it is put in WAL mode;
+        // on an older database it is a no-op, and its freed pages are reused by new rows.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -293,22 +303,48 @@ fn prepare(reports: &[NewReport]) -> Result<Vec<Prepared>, StoreError> {
     Ok(prepared)
 }
 
-/// The writer thread: commits waiting requests in groups (see the module doc).
-fn writer_loop(mut conn: Connection, jobs: Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+/// The writer thread: commits waiting requests in groups (see the module doc) and, between
+/// groups, takes one retention step at a time while there is pruning to do. Requests come
+/// first: a step runs after a group is answered, and a request arriving meanwhile waits for
+/// that one step only.
+fn writer_loop(mut conn: Connection, jobs: Receiver<Job>, mut pruner: Pruner) {
+    loop {
+        let first = if pruner.has_work() {
             match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+                Ok(job) => Some(job),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match jobs.recv_timeout(pruner.idle_wait()) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        if let Some(first) = first {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let results = commit_group(&mut conn, &group);
+            for (job, result) in group.into_iter().zip(results) {
+                if let Ok(statuses) = &result {
+                    for (report, status) in job.reports.iter().zip(statuses) {
+                        if *status == BatchStatus::Stored {
+                            pruner.stored(&report.host_id);
+                        }
+                    }
+                }
+                // The requester may have given up (connection closed); its reports are stored
+                // anyway and a retry will be answered `duplicate`.
+                let _ = job.reply.send(result);
             }
         }
-        let results = commit_group(&mut conn, &group);
-        for (job, result) in group.into_iter().zip(results) {
-            // The requester may have given up (connection closed); its reports are stored
-            // anyway and a retry will be answered `duplicate`.
-            let _ = job.reply.send(result);
-        }
+        pruner.step(&mut conn, Timestamp::now());
     }
 }
 
@@ -350,9 +386,14 @@ fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(db_err)?;
-    // A batch stored before: the agent is retrying it, and it must not be stored (and counted)
-    // again.
-    let mut owner = conn.prepare_cached("SELECT host_id FROM reports WHERE batch_id = ?1").map_err(db_err)?;
+    // A batch stored before, or stored and since pruned by retention (its tombstone): either
+    // way the agent is retrying it, and it must not be stored (and counted) again.
+    let mut owner = conn
+        .prepare_cached(
+            "SELECT host_id FROM reports WHERE batch_id = ?1
+             UNION ALL SELECT host_id FROM pruned_batches WHERE batch_id = ?1 LIMIT 1",
+        )
+        .map_err(db_err)?;
     let mut finding = conn
         .prepare_cached(
             "INSERT INTO findings (batch_id, position, finding, compressed, json_bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -618,7 +659,9 @@ mod tests {
         ] {
             let e = guestward_core::testing::within(std::time::Duration::from_secs(20), "open", {
                 let path = path.to_path_buf();
-                move || SqliteStore::open(&path).map(|_| ()).unwrap_err().to_string()
+                move || {
+                    SqliteStore::open(&path, Retention::KEEP_EVERYTHING).map(|_| ()).unwrap_err().to_string()
+                }
             });
             assert!(e.contains(why), "{}: {e}", path.display());
         }
@@ -628,7 +671,7 @@ mod tests {
     fn a_failing_request_in_a_group_is_rolled_back_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        SqliteStore::open(&path).unwrap();
+        SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap();
         let mut conn = SqliteStore::connect(&path).unwrap();
         let (a1, _) = job("a", &[new_report("a", "batch-1", 1)]);
         // Host b reuses host a's batch id after a first report of its own.
@@ -663,7 +706,7 @@ mod tests {
             )
             .unwrap();
         }
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap());
         let conn = Connection::open(&path).unwrap();
         let sql: String =
             conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'events'", [], |r| r.get(0)).unwrap();
@@ -672,10 +715,10 @@ mod tests {
             conn.query_row("SELECT COUNT(*) FROM events WHERE batch_id = 'b1'", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 1);
         // Opened again: nothing more to do.
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap());
     }
 
-    // Compressed text and byte accounting.
+    // Retention, compressed text and byte accounting.
 
     use super::schema::ROW_FIXED_BYTES;
 
@@ -726,7 +769,8 @@ mod tests {
         commit_group(conn, &[job]).pop().unwrap().unwrap()
     }
 
-    /// A store, and a second connection that stores as the writer thread does.
+    /// A store (whose own writer keeps everything) and a second connection that stores and
+    /// prunes as the writer thread does, with the retention under test.
     struct Fixture {
         _dir: tempfile::TempDir,
         path: PathBuf,
@@ -737,7 +781,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap();
         let conn = SqliteStore::connect(&path).unwrap();
         Fixture { _dir: dir, path, store, conn }
     }
@@ -772,7 +816,9 @@ mod tests {
                  + (SELECT COALESCE(SUM(length(CAST(f.finding AS BLOB)) + {fixed} + 2 * (length(f.batch_id) + length(r.host_id))), 0)
                       FROM findings f JOIN reports r ON r.batch_id = f.batch_id WHERE r.host_id = ?1)
                  + (SELECT COALESCE(SUM(length(CAST(event AS BLOB)) + {fixed} + 2 * (length(batch_id) + length(host_id))), 0)
-                      FROM events WHERE host_id = ?1)"
+                      FROM events WHERE host_id = ?1)
+                 + (SELECT COALESCE(SUM({fixed} + 2 * (length(batch_id) + length(host_id))), 0)
+                      FROM pruned_batches WHERE host_id = ?1)"
             ),
             host,
         )
@@ -791,8 +837,155 @@ mod tests {
         }
     }
 
+    fn children(conn: &Connection, batch: &str) -> (i64, i64) {
+        (
+            count(conn, "SELECT COUNT(*) FROM findings WHERE batch_id = ?1", batch),
+            count(conn, "SELECT COUNT(*) FROM events WHERE batch_id = ?1", batch),
+        )
+    }
+
     #[test]
-    fn stored_bytes_equals_a_full_recount_after_inserts_duplicates_and_a_rollback() {
+    fn age_pruning_deletes_old_reports_with_findings_and_events_and_keeps_each_latest() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let old = days_ago(100);
+        // Host a: everything old; a4 is its latest. Host b: b1 old, b2 new. Host c: recent.
+        let a: Vec<NewReport> = (1..=4).map(|i| report_with("a", &format!("a{i}"), i, "x")).collect();
+        store_at(&mut conn, "a", &a, old);
+        store_at(&mut conn, "b", &[report_with("b", "b1", 1, "x")], old);
+        store_at(&mut conn, "b", &[report_with("b", "b2", 2, "x")], Timestamp::now());
+        store_at(&mut conn, "c", &[report_with("c", "c1", 1, "x")], days_ago(10));
+        store_at(&mut conn, "c", &[report_with("c", "c2", 2, "x")], Timestamp::now());
+
+        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+
+        assert_eq!(batches(&conn, "a"), ["a4"]);
+        assert_eq!(batches(&conn, "b"), ["b2"]);
+        assert_eq!(batches(&conn, "c"), ["c1", "c2"]);
+        for gone in ["a1", "a2", "a3", "b1"] {
+            assert_eq!(children(&conn, gone), (0, 0), "{gone}'s findings and events");
+            assert_eq!(count(&conn, "SELECT COUNT(*) FROM pruned_batches WHERE batch_id = ?1", gone), 1);
+        }
+        for kept in ["a4", "b2", "c1", "c2"] {
+            assert_eq!(children(&conn, kept), (1, 2), "{kept}'s findings and events");
+        }
+        // Every host still answers, from its latest report.
+        let hosts = store.hosts().unwrap();
+        assert_eq!(
+            hosts.iter().map(|h| (h.host_id.as_str(), h.reports_stored)).collect::<Vec<_>>(),
+            [("a", 1), ("b", 1), ("c", 2)]
+        );
+        let a = store.host("a").unwrap().unwrap();
+        assert_eq!(a.latest_report.unwrap().batch_id, "a4");
+        assert_eq!(a.findings.len(), 1);
+        assert_eq!(a.recent_events.len(), 2);
+        assert_accounting_exact(&conn, "after age pruning");
+    }
+
+    #[test]
+    fn a_host_over_its_cap_loses_its_oldest_reports_until_it_is_under_and_others_keep_theirs() {
+        let Fixture { mut conn, _dir, .. } = fixture();
+        let start = days_ago(1);
+        for i in 1..=10u64 {
+            let at = Timestamp(start.0.checked_add(jiff::SignedDuration::from_secs(i as i64)).unwrap());
+            store_at(
+                &mut conn,
+                "a",
+                &[report_with("a", &format!("a{i:02}"), i, &noise(10_000, i as u32))],
+                at,
+            );
+        }
+        store_at(&mut conn, "b", &[report_with("b", "b1", 1, &noise(10_000, 99))], start);
+        let b_bytes = stored_bytes(&conn, "b");
+        let per_report = stored_bytes(&conn, "a") / 10;
+        // Room for three and a half reports.
+        let cap = u64::try_from(per_report * 7 / 2).unwrap();
+        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
+        pruner.stored("a");
+        pruner.stored("b");
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+
+        assert_eq!(batches(&conn, "a"), ["a08", "a09", "a10"], "the oldest received went first");
+        assert!(u64::try_from(stored_bytes(&conn, "a")).unwrap() <= cap);
+        assert_eq!(batches(&conn, "b"), ["b1"]);
+        assert_eq!(stored_bytes(&conn, "b"), b_bytes);
+        assert_accounting_exact(&conn, "after cap pruning");
+
+        // The latest report is kept even when it alone is over the cap; tombstones go first.
+        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 1 }, true);
+        pruner.stored("a");
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        assert_eq!(batches(&conn, "a"), ["a10"]);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM pruned_batches WHERE host_id = ?1", "a"), 0);
+        assert_eq!(children(&conn, "a10"), (1, 2));
+        assert_accounting_exact(&conn, "with only the latest report left");
+    }
+
+    #[test]
+    fn a_retried_batch_that_retention_pruned_is_answered_duplicate_and_not_stored_again() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let old: Vec<NewReport> = (1..=3).map(|i| report_with("a", &format!("a{i}"), i, "x")).collect();
+        store_at(&mut conn, "a", &old, days_ago(100));
+        store_at(&mut conn, "a", &[report_with("a", "a4", 4, "x")], Timestamp::now());
+        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        assert_eq!(batches(&conn, "a"), ["a4"]);
+        let before = stored_bytes(&conn, "a");
+
+        // The agent retries a1 (its acknowledgement was lost), alone and with a new report.
+        let statuses =
+            store_at(&mut conn, "a", &[old[0].clone(), report_with("a", "a5", 5, "x")], Timestamp::now());
+        assert_eq!(statuses, [BatchStatus::Duplicate, BatchStatus::Stored]);
+        assert_eq!(batches(&conn, "a"), ["a4", "a5"]);
+        assert_eq!(store.hosts().unwrap()[0].reports_stored, 2);
+        assert!(stored_bytes(&conn, "a") > before);
+        assert_accounting_exact(&conn, "after the retry");
+        // Another host naming a pruned batch id is refused as before.
+        let (b, _) = job("b", &[report_with("b", "a2", 1, "x")]);
+        let results = commit_group(&mut conn, &[b]);
+        assert!(matches!(results[0], Err(StoreError::ForeignBatch { .. })), "{:?}", results[0]);
+    }
+
+    /// Pruning removes a host's oldest reports, so its span of sequences shrinks from below:
+    /// a host that lost no report shows none missing, however many were pruned.
+    #[test]
+    fn missing_sequences_stays_0_for_a_gap_free_host_after_pruning() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let start = days_ago(100);
+        for i in 1..=20u64 {
+            // Received a day apart, report i 100 - i - 0.5 days ago: 1-9 are past 90 days.
+            let at =
+                Timestamp(start.0.checked_add(jiff::SignedDuration::from_hours(i as i64 * 24 + 12)).unwrap());
+            store_at(
+                &mut conn,
+                "a",
+                &[report_with("a", &format!("a{i:02}"), i, &noise(2_000, i as u32))],
+                at,
+            );
+        }
+        store_at(&mut conn, "b", &[report_with("b", "b1", 1, "x"), report_with("b", "b3", 3, "x")], start);
+        let before = store.hosts().unwrap();
+        assert_eq!((before[0].reports_stored, before[0].missing_sequences), (20, 0));
+        assert_eq!(before[1].missing_sequences, 1, "b really lost report 2");
+
+        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        let a = &store.hosts().unwrap()[0];
+        assert_eq!((a.reports_stored, a.last_sequence, a.missing_sequences), (11, Some(20), 0));
+
+        let cap = u64::try_from(stored_bytes(&conn, "a") / 2).unwrap();
+        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
+        pruner.stored("a");
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        let after = store.hosts().unwrap();
+        assert!(after[0].reports_stored < 11, "{}", after[0].reports_stored);
+        assert_eq!((after[0].last_sequence, after[0].missing_sequences), (Some(20), 0));
+        // b's latest (b3) is kept, b1 pruned by age: nothing is missing from what is left.
+        assert_eq!((after[1].reports_stored, after[1].missing_sequences), (1, 0));
+    }
+
+    #[test]
+    fn stored_bytes_equals_a_full_recount_after_inserts_duplicates_a_rollback_and_prunes() {
         let Fixture { mut conn, _dir, .. } = fixture();
         let long = "A".repeat(100_000); // compressed
         let old: Vec<NewReport> =
@@ -809,6 +1002,80 @@ mod tests {
         assert!(matches!(results[1], Err(StoreError::ForeignBatch { .. })), "{:?}", results[1]);
         assert_eq!(batches(&conn, "b"), ["b1"]);
         assert_accounting_exact(&conn, "after a rolled-back request");
+
+        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        assert_eq!(batches(&conn, "a"), ["a6", "a7", "a8"]);
+        assert_accounting_exact(&conn, "after age pruning");
+        let cap = u64::try_from(stored_bytes(&conn, "a") - 1).unwrap();
+        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
+        pruner.stored("a");
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        assert_eq!(batches(&conn, "a"), ["a7", "a8"]);
+        assert_accounting_exact(&conn, "after cap pruning");
+        // 200 days on, the tombstones of the first pass are past the age limit too.
+        let later = Timestamp(
+            jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(200 * 24)).unwrap(),
+        );
+        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        pruner.run_until_idle(&mut conn, later);
+        let tombstones: Vec<String> = conn
+            .prepare("SELECT batch_id FROM pruned_batches WHERE host_id = 'a'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(tombstones, ["a7"], "only the tombstone this pass made is left");
+        assert_eq!(batches(&conn, "a"), ["a8"], "the rest is 200 days old now; a8 is the latest");
+        assert_accounting_exact(&conn, "after tombstones expired");
+    }
+
+    /// One step deletes a bounded part (rows, and stored bytes) in its transaction, however
+    /// large the report, and the counts are exact between steps.
+    #[test]
+    fn a_pruning_step_deletes_a_bounded_part_and_the_counts_stay_exact_between_steps() {
+        let Fixture { mut conn, _dir, .. } = fixture();
+        let mut many = report_with("a", "a1", 1, "x");
+        for i in 0..5_000 {
+            many.events.push(Event {
+                kind: "tiny".into(),
+                time: Timestamp::now(),
+                data: serde_json::json!(i),
+            });
+        }
+        let mut large = report_with("a", "a2", 2, "x");
+        for i in 0..40 {
+            large.events.push(Event {
+                kind: "large".into(),
+                time: Timestamp::now(),
+                data: serde_json::json!(noise(1 << 20, i + 1)),
+            });
+        }
+        store_at(&mut conn, "a", &[many, large, report_with("a", "a3", 3, "x")], Timestamp::now());
+        let events = |conn: &Connection| count(conn, "SELECT COUNT(*) FROM events WHERE host_id = ?1", "a");
+        let before = events(&conn);
+        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 1 }, true);
+        pruner.stored("a");
+        pruner.step(&mut conn, Timestamp::now());
+        assert_eq!(before - events(&conn), 2048, "the first step deletes one budget of rows");
+        assert_eq!(batches(&conn, "a"), ["a1", "a2", "a3"]);
+        assert_accounting_exact(&conn, "after one step");
+        let mut steps = 1;
+        while batches(&conn, "a").len() > 1 {
+            let (events_before, bytes_before) = (events(&conn), stored_bytes(&conn, "a"));
+            pruner.step(&mut conn, Timestamp::now());
+            steps += 1;
+            assert!(events_before - events(&conn) <= 2048);
+            // 16 MiB of stored bytes, and the row that crosses the line.
+            assert!(bytes_before - stored_bytes(&conn, "a") < (16 << 20) + (2 << 20));
+            assert_accounting_exact(&conn, "between steps");
+            assert!(steps < 100, "pruning did not end");
+        }
+        assert_eq!(batches(&conn, "a"), ["a3"]);
+        // 5,003 small rows in steps of 2,048, then 40 large events (about 25 MiB stored) at
+        // 16 MiB a step.
+        assert!(steps >= 4, "{steps} steps");
     }
 
     /// A long repetitive string (what a compromised host can send for almost nothing) takes
@@ -843,9 +1110,34 @@ mod tests {
         assert_accounting_exact(&conn, "with compressed events");
     }
 
+    #[test]
+    fn a_new_database_hands_the_pages_retention_freed_back_to_the_file_system() {
+        let Fixture { mut conn, path, _dir, .. } = fixture();
+        assert!(schema::has_incremental_vacuum(&conn).unwrap(), "auto_vacuum is not INCREMENTAL");
+        // Random letters: zstd takes them to about 60 %, so 40 reports are about 25 MB.
+        for i in 1..=40u64 {
+            store_at(
+                &mut conn,
+                "a",
+                &[report_with("a", &format!("a{i:02}"), i, &noise(1 << 20, i as u32))],
+                Timestamp::now(),
+            );
+        }
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        let full = std::fs::metadata(&path).unwrap().len();
+        assert!(full > 20 << 20, "{full}");
+        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 4 << 20 }, true);
+        pruner.stored("a");
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        let after = std::fs::metadata(&path).unwrap().len();
+        // 4 MiB of data, at most 4 MiB of free pages kept for reuse, and the rest handed back.
+        assert!(after < 10 << 20, "{full} bytes before pruning, {after} after");
+    }
+
     /// A database written before compression and byte accounting (TEXT findings and events, no
-    /// `stored_bytes`) is updated in place at open: its rows stay readable as they are, and its
-    /// hosts' bytes are counted once, from the bytes (not characters) of their text.
+    /// `stored_bytes`) is updated in place at open: its rows stay readable as they are, its
+    /// hosts' bytes are counted once, and retention deletes its rows with exact accounting.
     #[test]
     fn an_old_database_gets_compression_and_byte_accounting_and_keeps_its_events_readable() {
         let dir = tempfile::tempdir().unwrap();
@@ -905,7 +1197,7 @@ mod tests {
             conn.execute("INSERT INTO events VALUES ('h', 2, 1, 'old2', ?1)", [&large]).unwrap();
             conn.execute("INSERT INTO hosts VALUES ('h', 'old2', 2, ?1, NULL, NULL, NULL)", [&old]).unwrap();
         }
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap();
         let mut conn = SqliteStore::connect(&path).unwrap();
         assert_accounting_exact(&conn, "after the update");
         assert!(
@@ -928,7 +1220,14 @@ mod tests {
         );
         let detail = store.host("h").unwrap().unwrap();
         assert_eq!(detail.recent_events.last().unwrap().data, serde_json::json!(long));
+        // Retention deletes the old rows (old1, and old2 now that new3 is the latest).
+        let mut pruner = Pruner::new(Retention::default(), false);
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        assert_eq!(batches(&conn, "h"), ["new3"]);
+        assert_accounting_exact(&conn, "after pruning the old rows");
+        // Its auto_vacuum cannot be changed: freed pages are reused instead.
+        assert!(!schema::has_incremental_vacuum(&conn).unwrap());
         drop(store);
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap());
     }
 }

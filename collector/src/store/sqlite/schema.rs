@@ -1,5 +1,5 @@
 //! The database's tables, how an older file is brought up to them, and what a row costs its
-//! host (`hosts.stored_bytes`).
+//! host (`hosts.stored_bytes`, the figure `[retention] max_bytes_per_host` caps).
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -14,6 +14,10 @@ CREATE TABLE IF NOT EXISTS reports (
     report_zstd   BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_by_host ON reports (host_id, sequence);
+-- Retention: the age limit walks reports in the order they were received, and a host over its
+-- cap loses its oldest received first.
+CREATE INDEX IF NOT EXISTS reports_by_received ON reports (received_at);
+CREATE INDEX IF NOT EXISTS reports_by_host_received ON reports (host_id, received_at);
 -- Findings and events hold their JSON, zstd-compressed when `compressed` (see stored_json.rs);
 -- `json_bytes` is the JSON's length, so a reader can skip one too large without reading it.
 -- Rows written before compression have plain text and no `json_bytes`.
@@ -40,8 +44,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_host ON events (host_id, sequence, position);
 -- The latest report (highest sequence, or collected later: a reset agent counts from 1 again)
--- and the latest delivery of each host. `stored_bytes`: what the host's reports, findings and
--- events take (`row_cost`), kept by the transactions that store them.
+-- and the latest delivery of each host. `stored_bytes`: what the host's reports, findings,
+-- events and tombstones take (`row_cost`), kept by the transactions that insert and delete.
 CREATE TABLE IF NOT EXISTS hosts (
     host_id          TEXT PRIMARY KEY,
     latest_batch_id  TEXT NOT NULL,
@@ -52,10 +56,23 @@ CREATE TABLE IF NOT EXISTS hosts (
     cert_not_after   TEXT,
     stored_bytes     INTEGER NOT NULL DEFAULT 0
 );
+-- Tombstones of reports deleted by retention, so that an agent's retry of one is answered
+-- `duplicate` rather than stored again (see prune.rs).
+CREATE TABLE IF NOT EXISTS pruned_batches (
+    batch_id   TEXT PRIMARY KEY,
+    host_id    TEXT NOT NULL,
+    pruned_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pruned_batches_by_host ON pruned_batches (host_id, pruned_at);
+CREATE INDEX IF NOT EXISTS pruned_batches_by_time ON pruned_batches (pruned_at);
 ";
 
 /// What a row costs beyond its value and its keys: the integer and time fields, the record
-/// header, the rowid and the b-tree cells of the row and of its index entries.
+/// header, the rowid and the b-tree cells of the row and of its index entries. Checked against
+/// the file (4 KiB pages, after a checkpoint, free pages left out): one report of 100,000
+/// one-letter events took 0.99 times the sum of `row_cost` over its rows with 36-character
+/// batch ids and 1.05 times with 128-character ones; 20,000 events of 1 KB, 1.03 times; 2,000
+/// reports of five 120-letter events, 1.10 times.
 pub(super) const ROW_FIXED_BYTES: u64 = 64;
 
 /// What one row of a host's data costs against its cap: its value as stored (compressed), its
@@ -93,6 +110,12 @@ pub(super) fn prepare(conn: &Connection) -> Result<(), rusqlite::Error> {
     migrate_stored_sizes(conn)
 }
 
+/// Whether freed pages can be handed back to the file system (`auto_vacuum = INCREMENTAL`,
+/// which only a database created with it has).
+pub(super) fn has_incremental_vacuum(conn: &Connection) -> Result<bool, rusqlite::Error> {
+    Ok(conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 2)
+}
+
 /// A database made before events were keyed by report (`PRIMARY KEY (host_id, sequence,
 /// position)`) gets the new key, its events kept, in one transaction.
 fn migrate_events_key(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -126,8 +149,8 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, rusq
 /// A database made before findings and events were compressed and hosts' bytes were counted
 /// gets the columns, in one transaction. Its rows are not rewritten: they keep their plain
 /// text, which the readers take as it is (`compressed` 0, `json_bytes` NULL), so the update
-/// costs one read of the file, not a copy of it through the WAL. Each host's `stored_bytes` is
-/// counted once from what it holds.
+/// costs one read of the file, not a copy of it through the WAL; retention deletes them in
+/// time. Each host's `stored_bytes` is counted once from what it holds.
 fn migrate_stored_sizes(conn: &Connection) -> Result<(), rusqlite::Error> {
     if has_column(conn, "hosts", "stored_bytes")? {
         return Ok(());
@@ -154,10 +177,12 @@ pub(super) fn host_bytes_recount_sql(host_id: &str) -> String {
     let report = row_cost_sql("length(report_zstd)", "batch_id", "host_id");
     let finding = row_cost_sql(&stored_len_sql("f.finding"), "f.batch_id", "r.host_id");
     let event = row_cost_sql(&stored_len_sql("event"), "batch_id", "host_id");
+    let tombstone = row_cost_sql("0", "batch_id", "host_id");
     format!(
         "(COALESCE((SELECT SUM({report}) FROM reports WHERE host_id = {host_id}), 0)
           + COALESCE((SELECT SUM({finding}) FROM findings f JOIN reports r ON r.batch_id = f.batch_id
                       WHERE r.host_id = {host_id}), 0)
-          + COALESCE((SELECT SUM({event}) FROM events WHERE host_id = {host_id}), 0))"
+          + COALESCE((SELECT SUM({event}) FROM events WHERE host_id = {host_id}), 0)
+          + COALESCE((SELECT SUM({tombstone}) FROM pruned_batches WHERE host_id = {host_id}), 0))"
     )
 }

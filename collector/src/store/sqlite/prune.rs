@@ -1,0 +1,597 @@
+//! Retention: deleting what `[retention]` no longer keeps, on the writer thread's connection
+//! (the one writer: pruning never competes with ingest for the write lock, it takes turns).
+//!
+//! Two triggers. After a commit group, each host that stored reports is checked against its cap
+//! (`hosts.stored_bytes`, kept exact by the transactions that insert and delete, so checking
+//! is one row read). On a timer, reports received before the age limit are looked for. Either
+//! way the work is done in steps of at most [`STEP_ROWS`] rows and [`STEP_BYTES`] deleted, one
+//! transaction each,
+//! taken between commit groups: a request waits for at most one step, never for a whole pass
+//! (a host over its cap by 60 MB of tiny events is a million rows).
+//!
+//! What is deleted is a report with its findings and events, oldest received first; never a
+//! host's latest report (`hosts.latest_batch_id`) nor the host's row, so every host that ever
+//! reported keeps its summary and detail. Pruning from the oldest also keeps
+//! `missing_sequences` honest: the span of a host's stored sequences shrinks from below with
+//! the reports, so what was pruned is not counted as missing.
+//!
+//! Each deleted report leaves a tombstone (`pruned_batches`: batch id, host, when). Agents
+//! retry a batch until it is acknowledged (an acknowledgement lost on the way is retried), and
+//! a retry of a batch already pruned must be answered `duplicate`: stored again, it would be
+//! counted twice and would widen the host's span again. Tombstones are small (two ids and a
+//! time) and bounded twice: they are dropped once they are `max_age_days` old (a retry comes
+//! within minutes or hours; a batch held longer than the age limit would be pruned again at
+//! once anyway), and they count against their host's cap like its reports, so a host at its
+//! cap sending tiny reports by the thousand cannot grow the tombstones instead.
+
+use super::schema::{row_cost, stored_len_sql};
+use super::{to_i64, ts_text};
+use crate::loglimit::LogLimit;
+use crate::store::Retention;
+use guestward_core::Timestamp;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Most rows one step deletes, in one transaction.
+const STEP_ROWS: usize = 2048;
+/// Most stored bytes one step deletes (each freed overflow page is read to find the next):
+/// together with [`STEP_ROWS`], what keeps a step to milliseconds of the write lock. A single
+/// report row larger than this is deleted alone in its own step (a row cannot be split).
+const STEP_BYTES: u64 = 16 << 20;
+/// How often the store looks for reports past the age limit.
+const AGE_PASS_EVERY: Duration = Duration::from_secs(300);
+/// After a failed step (a full disk, an I/O error) pruning rests this long before it tries
+/// again, rather than spinning on the writer thread.
+const PAUSE_AFTER_ERROR: Duration = Duration::from_secs(30);
+/// Free pages (4 KiB each) left for new rows to reuse: handing back every page a pruned report
+/// freed, only for the next report to grow the file again, would write each page twice.
+const KEEP_FREE_PAGES: i64 = 1024;
+/// Most pages handed back to the file system in one step (`PRAGMA incremental_vacuum` moves
+/// pages from the end of the file into free ones: bounded like a deletion step).
+const VACUUM_PAGES_PER_STEP: i64 = 1024;
+/// Tombstones deleted at once when only they are left over a host's cap.
+const TOMBSTONES_AT_ONCE: usize = 64;
+
+/// What one step may still delete.
+#[derive(Debug)]
+struct Budget {
+    rows: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    fn spent(&self) -> bool {
+        self.rows == 0 || self.bytes == 0
+    }
+
+    fn take(&mut self, rows: usize, bytes: u64) {
+        self.rows = self.rows.saturating_sub(rows);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+}
+
+/// What pruning removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Removed {
+    /// Reports (with their findings and events).
+    pub reports: u64,
+    /// Tombstones.
+    pub tombstones: u64,
+    /// What it all counted against the hosts' caps.
+    pub bytes: u64,
+}
+
+impl Removed {
+    fn add(&mut self, other: Removed) {
+        self.reports += other.reports;
+        self.tombstones += other.tombstones;
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
+/// Why a report is being deleted.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    Cap,
+    Age,
+}
+
+/// A report being deleted, when a step ended before all of its rows were.
+#[derive(Debug)]
+struct Victim {
+    batch_id: String,
+    host_id: String,
+    why: Why,
+}
+
+/// A host being brought under its cap.
+#[derive(Debug)]
+struct Capping {
+    host_id: String,
+    removed: Removed,
+}
+
+/// A pass over the reports received before `cutoff`.
+#[derive(Debug)]
+struct AgePass {
+    cutoff: String,
+    /// The last report looked at, `(received_at, rowid)`: the next step goes on after it, so
+    /// latest reports it had to keep are not read again at every step.
+    cursor: (String, i64),
+    per_host: BTreeMap<String, Removed>,
+    tombstones: Removed,
+}
+
+/// A finished piece of work, logged once its transaction committed.
+enum Done {
+    Cap { host_id: String, removed: Removed, stored_bytes: u64, cap: u64 },
+    Age(AgePass),
+}
+
+/// The retention state of the writer thread.
+#[derive(Debug)]
+pub(super) struct Pruner {
+    retention: Retention,
+    incremental_vacuum: bool,
+    /// Hosts that stored reports since they were last held against the cap.
+    to_check: BTreeSet<String>,
+    capping: Option<Capping>,
+    current: Option<Victim>,
+    age: Option<AgePass>,
+    next_age_pass: Instant,
+    paused_until: Option<Instant>,
+    vacuum_due: bool,
+}
+
+impl Pruner {
+    /// The first age pass is due at once (a collector started after a long stop has catching
+    /// up to do).
+    pub(super) fn new(retention: Retention, incremental_vacuum: bool) -> Self {
+        Self {
+            retention,
+            incremental_vacuum,
+            to_check: BTreeSet::new(),
+            capping: None,
+            current: None,
+            age: None,
+            next_age_pass: Instant::now(),
+            paused_until: None,
+            vacuum_due: false,
+        }
+    }
+
+    /// `host_id` stored reports: hold it against the cap.
+    pub(super) fn stored(&mut self, host_id: &str) {
+        if self.retention.cap().is_some() && !self.to_check.contains(host_id) {
+            self.to_check.insert(host_id.to_owned());
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.paused_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn age_pass_due(&self) -> bool {
+        self.retention.max_age().is_some() && self.age.is_none() && Instant::now() >= self.next_age_pass
+    }
+
+    /// Whether a step has something to do now.
+    pub(super) fn has_work(&self) -> bool {
+        !self.paused()
+            && (self.current.is_some()
+                || self.capping.is_some()
+                || self.age.is_some()
+                || !self.to_check.is_empty()
+                || self.vacuum_due
+                || self.age_pass_due())
+    }
+
+    /// How long the writer may wait for requests before a step is due.
+    pub(super) fn idle_wait(&self) -> Duration {
+        let now = Instant::now();
+        let mut wait = Duration::from_secs(3600);
+        if let Some(until) = self.paused_until {
+            wait = wait.min(until.saturating_duration_since(now));
+        }
+        if self.retention.max_age().is_some() {
+            wait = wait.min(self.next_age_pass.saturating_duration_since(now));
+        }
+        wait
+    }
+
+    /// One bounded piece of work: a deletion step (one transaction), or when none is left, a
+    /// step of handing free pages back. Errors are logged and pause pruning; ingest goes on.
+    pub(super) fn step(&mut self, conn: &mut Connection, now: Timestamp) {
+        if self.paused() {
+            return;
+        }
+        self.paused_until = None;
+        if self.age_pass_due() {
+            self.next_age_pass = Instant::now() + AGE_PASS_EVERY;
+            self.age =
+                self.retention.max_age().and_then(|age| now.0.checked_sub(age).ok()).map(|cutoff| AgePass {
+                    cutoff: ts_text(&Timestamp(cutoff)),
+                    cursor: (String::new(), i64::MIN),
+                    per_host: BTreeMap::new(),
+                    tombstones: Removed::default(),
+                });
+        }
+        let result = match self.delete_step(conn, &ts_text(&now)) {
+            Ok(Some(deleted)) => {
+                self.vacuum_due |= deleted && self.incremental_vacuum;
+                Ok(())
+            }
+            Ok(None) if self.vacuum_due => vacuum_step(conn).map(|more| self.vacuum_due = more),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            static SITE: LogLimit = LogLimit::new();
+            if let Some(suppressed) = SITE.allow() {
+                warn!(error = %e, suppressed, "retention: pruning the database failed; it is tried again in 30 s");
+            }
+            self.paused_until = Some(Instant::now() + PAUSE_AFTER_ERROR);
+            // What was in progress is found again from the database: the host is held against
+            // its cap anew, and the age pass starts over after the pause.
+            if let Some(capping) = self.capping.take() {
+                self.to_check.insert(capping.host_id);
+            }
+            self.current = None;
+            self.age = None;
+            self.next_age_pass = Instant::now() + PAUSE_AFTER_ERROR;
+            self.vacuum_due = false;
+        }
+    }
+
+    /// Deletes up to [`STEP_ROWS`] rows in one transaction. `None` when there was nothing to
+    /// do (no transaction was opened), else whether anything was deleted.
+    fn delete_step(&mut self, conn: &mut Connection, now: &str) -> Result<Option<bool>, rusqlite::Error> {
+        if self.current.is_none() && self.capping.is_none() {
+            self.capping = next_over_cap(conn, &mut self.to_check, self.retention)?;
+        }
+        if self.current.is_none() && self.capping.is_none() && self.age.is_none() {
+            return Ok(None);
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut budget = Budget { rows: STEP_ROWS, bytes: STEP_BYTES };
+        let mut deleted = false;
+        let mut done = Vec::new();
+        while !budget.spent() {
+            if let Some(victim) = self.current.take() {
+                let rows_before = budget.rows;
+                let (removed, finished) = delete_report_rows(&tx, &victim, &mut budget, now)?;
+                if budget.rows == rows_before {
+                    // At least one turn of the budget, so the loop ends whatever the database
+                    // says.
+                    budget.take(1, 0);
+                } else {
+                    deleted = true;
+                }
+                match victim.why {
+                    Why::Cap => {
+                        if let Some(capping) = self.capping.as_mut() {
+                            capping.removed.add(removed);
+                        }
+                    }
+                    Why::Age => {
+                        if let Some(age) = self.age.as_mut() {
+                            age.per_host.entry(victim.host_id.clone()).or_default().add(removed);
+                        }
+                    }
+                }
+                if !finished {
+                    self.current = Some(victim);
+                }
+                continue;
+            }
+            if let Some(mut capping) = self.capping.take() {
+                let cap = self.retention.cap().unwrap_or(u64::MAX);
+                let stored_bytes = host_bytes(&tx, &capping.host_id)?;
+                if stored_bytes > cap {
+                    if let Some(batch_id) = oldest_report(&tx, &capping.host_id)? {
+                        self.current =
+                            Some(Victim { batch_id, host_id: capping.host_id.clone(), why: Why::Cap });
+                        self.capping = Some(capping);
+                        continue;
+                    }
+                    // Only the latest report and tombstones are left.
+                    let removed =
+                        drop_oldest_tombstones(&tx, &capping.host_id, budget.rows.min(TOMBSTONES_AT_ONCE))?;
+                    if removed.tombstones > 0 {
+                        budget.take(usize::try_from(removed.tombstones).unwrap_or(budget.rows), 0);
+                        deleted = true;
+                        capping.removed.add(removed);
+                        self.capping = Some(capping);
+                        continue;
+                    }
+                }
+                // Under the cap, or the latest report alone is over it (and stays).
+                let stored_bytes = host_bytes(&tx, &capping.host_id)?;
+                done.push(Done::Cap {
+                    host_id: capping.host_id,
+                    removed: capping.removed,
+                    stored_bytes,
+                    cap,
+                });
+                self.capping = next_over_cap(&tx, &mut self.to_check, self.retention)?;
+                continue;
+            }
+            if let Some(age) = self.age.as_mut() {
+                if let Some((rowid, batch_id, host_id, received_at)) = next_aged(&tx, age)? {
+                    age.cursor = (received_at, rowid);
+                    self.current = Some(Victim { batch_id, host_id, why: Why::Age });
+                    continue;
+                }
+                let expired = expire_tombstones(&tx, &age.cutoff, budget.rows)?;
+                let rows = usize::try_from(expired.tombstones).unwrap_or(budget.rows);
+                budget.take(rows, 0);
+                deleted |= rows > 0;
+                age.tombstones.add(expired);
+                if !budget.spent() {
+                    // Fewer than asked for: none is left; the pass is over.
+                    if let Some(age) = self.age.take() {
+                        done.push(Done::Age(age));
+                    }
+                }
+                continue;
+            }
+            break;
+        }
+        tx.commit()?;
+        for d in done {
+            log_done(d, self.retention);
+        }
+        Ok(Some(deleted))
+    }
+
+    /// Runs steps until nothing is left to do (tests: the writer thread interleaves them with
+    /// commit groups instead).
+    #[cfg(test)]
+    pub(super) fn run_until_idle(&mut self, conn: &mut Connection, now: Timestamp) {
+        for _ in 0..100_000 {
+            if !self.has_work() {
+                return;
+            }
+            self.step(conn, now);
+            assert!(self.paused_until.is_none(), "a pruning step failed (see the log)");
+        }
+        panic!("pruning did not finish in 100000 steps");
+    }
+}
+
+fn log_done(done: Done, retention: Retention) {
+    match done {
+        Done::Cap { host_id, removed, stored_bytes, cap } => {
+            // A compromised host keeps its collector at this line: one per request it sends.
+            static SITE: LogLimit = LogLimit::new();
+            if let Some(suppressed) = SITE.allow() {
+                if stored_bytes > cap {
+                    info!(host = %host_id, reports_removed = removed.reports, tombstones_removed = removed.tombstones,
+                          bytes_removed = removed.bytes, stored_bytes, max_bytes_per_host = cap, suppressed,
+                          "retention: host over its byte cap lost its oldest reports; its latest report alone is over the cap and is kept");
+                } else {
+                    info!(host = %host_id, reports_removed = removed.reports, tombstones_removed = removed.tombstones,
+                          bytes_removed = removed.bytes, stored_bytes, max_bytes_per_host = cap, suppressed,
+                          "retention: host over its byte cap lost its oldest reports");
+                }
+            }
+        }
+        Done::Age(pass) => {
+            let mut total = Removed::default();
+            for (host, removed) in &pass.per_host {
+                debug!(host = %host, reports_removed = removed.reports, bytes_removed = removed.bytes,
+                       "retention: reports past the age limit deleted");
+                total.add(*removed);
+            }
+            // One line per pass: in a large fleet every pass touches most hosts.
+            if total.reports > 0 || pass.tombstones.tombstones > 0 {
+                info!(
+                    hosts = pass.per_host.len(),
+                    reports_removed = total.reports,
+                    bytes_removed = total.bytes,
+                    tombstones_expired = pass.tombstones.tombstones,
+                    max_age_days = retention.max_age_days,
+                    "retention: reports past the age limit deleted"
+                );
+            }
+        }
+    }
+}
+
+/// The first host of `to_check` over its cap, taken out of it with those under it.
+fn next_over_cap(
+    conn: &Connection,
+    to_check: &mut BTreeSet<String>,
+    retention: Retention,
+) -> Result<Option<Capping>, rusqlite::Error> {
+    let Some(cap) = retention.cap() else {
+        to_check.clear();
+        return Ok(None);
+    };
+    while let Some(host_id) = to_check.pop_first() {
+        if host_bytes(conn, &host_id)? > cap {
+            return Ok(Some(Capping { host_id, removed: Removed::default() }));
+        }
+    }
+    Ok(None)
+}
+
+fn host_bytes(conn: &Connection, host_id: &str) -> Result<u64, rusqlite::Error> {
+    let bytes: Option<i64> = conn
+        .prepare_cached("SELECT stored_bytes FROM hosts WHERE host_id = ?1")?
+        .query_row([host_id], |r| r.get(0))
+        .optional()?;
+    Ok(bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)))
+}
+
+/// The host's oldest received report that is not its latest.
+fn oldest_report(conn: &Connection, host_id: &str) -> Result<Option<String>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT batch_id FROM reports
+         WHERE host_id = ?1 AND batch_id <> (SELECT latest_batch_id FROM hosts WHERE host_id = ?1)
+         ORDER BY received_at, rowid LIMIT 1",
+    )?
+    .query_row([host_id], |r| r.get(0))
+    .optional()
+}
+
+/// The next report of the age pass: received before its cutoff, after its cursor, and not its
+/// host's latest. `(rowid, batch_id, host_id, received_at)`.
+fn next_aged(
+    conn: &Connection,
+    age: &AgePass,
+) -> Result<Option<(i64, String, String, String)>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT rowid, batch_id, host_id, received_at FROM reports r
+         WHERE received_at < ?1 AND (received_at, rowid) > (?2, ?3)
+           AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = r.host_id AND h.latest_batch_id = r.batch_id)
+         ORDER BY received_at, rowid LIMIT 1",
+    )?
+    .query_row(params![age.cutoff, age.cursor.0, age.cursor.1], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    .optional()
+}
+
+/// Deletes what `budget` allows of `victim`: its events, then its findings, then (once they
+/// are all gone) the report itself, leaving its tombstone. Its host's `stored_bytes` loses what
+/// they cost. Returns what was deleted and whether the report is gone.
+fn delete_report_rows(
+    tx: &Connection,
+    victim: &Victim,
+    budget: &mut Budget,
+    now: &str,
+) -> Result<(Removed, bool), rusqlite::Error> {
+    let cost = |len: i64| row_cost(usize::try_from(len).unwrap_or(0), &victim.batch_id, &victim.host_id);
+    let mut removed = Removed::default();
+    let mut finished = true;
+    'tables: for (table, column) in [("events", "event"), ("findings", "finding")] {
+        let mut select = tx.prepare_cached(&format!(
+            "SELECT rowid, {} FROM {table} WHERE batch_id = ?1 LIMIT ?2",
+            stored_len_sql(column)
+        ))?;
+        let mut delete = tx.prepare_cached(&format!("DELETE FROM {table} WHERE rowid = ?1"))?;
+        loop {
+            if budget.spent() {
+                finished = false;
+                break 'tables;
+            }
+            let rows: Vec<(i64, i64)> = select
+                .query_map(params![victim.batch_id, to_i64(budget.rows as u64)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            if rows.is_empty() {
+                break;
+            }
+            for (rowid, len) in rows {
+                if budget.spent() {
+                    finished = false;
+                    break 'tables;
+                }
+                delete.execute([rowid])?;
+                budget.take(1, u64::try_from(len).unwrap_or(0));
+                removed.bytes = removed.bytes.saturating_add(cost(len));
+            }
+        }
+    }
+    let mut tombstone = 0u64;
+    // No finding or event is left. The report row goes while the step has room left; it may
+    // alone be over the bytes (a row cannot be split), and otherwise goes first in the next.
+    if finished && !budget.spent() {
+        // The latest report is never a victim; checked again here, where it counts.
+        let report: Option<i64> = tx
+            .prepare_cached(
+                "DELETE FROM reports WHERE batch_id = ?1
+                   AND batch_id NOT IN (SELECT latest_batch_id FROM hosts WHERE host_id = ?2)
+                 RETURNING length(report_zstd)",
+            )?
+            .query_row(params![victim.batch_id, victim.host_id], |r| r.get(0))
+            .optional()?;
+        if let Some(len) = report {
+            budget.take(1, u64::try_from(len).unwrap_or(0));
+            removed.reports = 1;
+            removed.bytes = removed.bytes.saturating_add(cost(len));
+            let added = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO pruned_batches (batch_id, host_id, pruned_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![victim.batch_id, victim.host_id, now])?;
+            if added == 1 {
+                tombstone = row_cost(0, &victim.batch_id, &victim.host_id);
+            }
+        }
+    } else {
+        finished = false;
+    }
+    charge(tx, &victim.host_id, removed.bytes, tombstone)?;
+    Ok((removed, finished))
+}
+
+/// `host_id`'s `stored_bytes` loses `removed` and gains `added`.
+fn charge(tx: &Connection, host_id: &str, removed: u64, added: u64) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached("UPDATE hosts SET stored_bytes = MAX(stored_bytes - ?2 + ?3, 0) WHERE host_id = ?1")?
+        .execute(params![host_id, to_i64(removed), to_i64(added)])?;
+    Ok(())
+}
+
+/// Deletes up to `limit` of the host's oldest tombstones.
+fn drop_oldest_tombstones(tx: &Connection, host_id: &str, limit: usize) -> Result<Removed, rusqlite::Error> {
+    let mut removed = Removed::default();
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM pruned_batches WHERE rowid IN
+             (SELECT rowid FROM pruned_batches WHERE host_id = ?1 ORDER BY pruned_at, rowid LIMIT ?2)
+         RETURNING batch_id",
+    )?;
+    for batch_id in stmt.query_map(params![host_id, to_i64(limit as u64)], |r| r.get::<_, String>(0))? {
+        removed.tombstones += 1;
+        removed.bytes = removed.bytes.saturating_add(row_cost(0, &batch_id?, host_id));
+    }
+    charge(tx, host_id, removed.bytes, 0)?;
+    Ok(removed)
+}
+
+/// Deletes up to `limit` tombstones made before `cutoff`.
+fn expire_tombstones(tx: &Connection, cutoff: &str, limit: usize) -> Result<Removed, rusqlite::Error> {
+    let mut per_host: BTreeMap<String, u64> = BTreeMap::new();
+    let mut removed = Removed::default();
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM pruned_batches WHERE rowid IN
+             (SELECT rowid FROM pruned_batches WHERE pruned_at < ?1 LIMIT ?2)
+         RETURNING host_id, batch_id",
+    )?;
+    let rows = stmt.query_map(params![cutoff, to_i64(limit as u64)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (host_id, batch_id) = row?;
+        let cost = row_cost(0, &batch_id, &host_id);
+        removed.tombstones += 1;
+        removed.bytes = removed.bytes.saturating_add(cost);
+        let entry = per_host.entry(host_id).or_default();
+        *entry = entry.saturating_add(cost);
+    }
+    for (host_id, bytes) in per_host {
+        charge(tx, &host_id, bytes, 0)?;
+    }
+    Ok(removed)
+}
+
+/// Hands up to [`VACUUM_PAGES_PER_STEP`] free pages back to the file system, keeping
+/// [`KEEP_FREE_PAGES`] for new rows. Whether more are left to hand back (never when this step
+/// handed back nothing: the writer must not spin on a freelist that does not shrink).
+fn vacuum_step(conn: &Connection) -> Result<bool, rusqlite::Error> {
+    let free = || conn.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
+    let before = free()?;
+    let excess = before - KEEP_FREE_PAGES;
+    if excess <= 0 {
+        return Ok(false);
+    }
+    let pages = excess.min(VACUUM_PAGES_PER_STEP);
+    // The pragma frees one page per row it returns: every row must be stepped through.
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    let after = free()?;
+    Ok(after < before && after > KEEP_FREE_PAGES)
+}
