@@ -11,4 +11,5 @@ mod ingest;
 mod limits;
 mod pki;
 mod proxy;
+mod retention;
 mod slow;

@@ -1,0 +1,188 @@
+//! The store's bounds against a compromised host, through the real binary: event text that
+//! compresses to almost nothing on the wire stays about that small on disk, and
+//! `[retention] max_bytes_per_host` holds the host to its cap without touching other hosts.
+
+use crate::common::*;
+use guestward_report::ingest::{BatchStatus, HostDetail, IngestResponse};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_guestward-collector");
+const CAP: u64 = 1 << 20;
+
+/// `n` random lowercase letters: zstd shortens them to about 60 %, no further.
+fn letters(n: usize, seed: u32) -> String {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}
+
+fn with_text_event(host: &str, sequence: u64, text: String) -> guestward_report::Report {
+    let mut r = report(host, sequence);
+    r.events.push(guestward_core::Event {
+        kind: "test.text".into(),
+        time: guestward_core::Timestamp::now(),
+        data: serde_json::json!({ "text": text }),
+    });
+    r
+}
+
+/// The database file and its WAL.
+fn on_disk(dir: &Path) -> u64 {
+    ["c.db", "c.db-wal"].iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum()
+}
+
+/// `hosts.stored_bytes` of `host`, read from the live database (WAL: readers do not block the
+/// collector).
+fn stored_bytes(dir: &Path, host: &str) -> u64 {
+    let conn = rusqlite::Connection::open(dir.join("c.db")).unwrap();
+    let bytes: i64 =
+        conn.query_row("SELECT stored_bytes FROM hosts WHERE host_id = ?1", [host], |r| r.get(0)).unwrap();
+    u64::try_from(bytes).unwrap()
+}
+
+#[test]
+fn a_compromised_host_cannot_amplify_its_requests_on_disk_nor_pass_its_cap() {
+    guestward_core::testing::within(Duration::from_secs(300), "retention attack", || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        new_pki(d);
+        std::fs::write(
+            d.join("collector.toml"),
+            format!("listen = \"127.0.0.1:0\"\ndb = \"c.db\"\n[limits]\nburst = 200\n[retention]\nmax_bytes_per_host = {CAP}\n"),
+        )
+        .unwrap();
+        let log = d.join("collector.log");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(d.join("collector.toml"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr: std::net::SocketAddr = line.trim().trim_start_matches("listening on ").parse().unwrap();
+
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let ca = std::fs::read(d.join("pki/ca.pem")).unwrap();
+            let client = |dir: std::path::PathBuf| {
+                reqwest::Client::builder()
+                    .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+                    .identity(identity(&dir.join("cert.pem"), &dir.join("key.pem")))
+                    .resolve("localhost", addr)
+                    .timeout(Duration::from_secs(60))
+                    .no_proxy()
+                    .build()
+                    .unwrap()
+            };
+            let (a, b) =
+                (client(d.join("pki/agents").join(HOST_A)), client(d.join("pki/agents").join(HOST_B)));
+            let url = |path: &str| format!("https://localhost:{}{path}", addr.port());
+            // What the shipper sends: a zstd body.
+            let post = |client: &reqwest::Client, reports: &[guestward_report::Report]| {
+                let wire = zstd::bulk::compress(&body(reports), 3).unwrap();
+                let len = wire.len();
+                let request = client
+                    .post(url("/v1/reports"))
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "zstd")
+                    .body(wire)
+                    .send();
+                async move {
+                    let resp = request.await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    (len, resp.json::<IngestResponse>().await.unwrap())
+                }
+            };
+
+            // Host B: an ordinary history.
+            for seq in 1..=3 {
+                post(&b, &[with_text_event(HOST_B, seq, letters(20_000, seq as u32))]).await;
+            }
+            let b_bytes = stored_bytes(d, HOST_B);
+            let b_before: HostDetail =
+                b.get(url("/v1/hosts/host-b")).send().await.unwrap().json().await.unwrap();
+
+            // Host A, compromised: events of 24 MiB of one repeated phrase, a few KB on the wire.
+            let base = on_disk(d);
+            let mut sent_text = 0u64;
+            let mut sent_wire = 0u64;
+            for seq in 1..=4u64 {
+                let text = "all work and no play ".repeat((24 << 20) / 21);
+                sent_text += text.len() as u64;
+                let (wire, ack) = post(&a, &[with_text_event(HOST_A, seq, text)]).await;
+                assert_eq!(ack.results[0].status, BatchStatus::Stored);
+                sent_wire += wire as u64;
+            }
+            assert!(sent_wire < 64 << 10, "{sent_wire} bytes on the wire");
+            let grown = on_disk(d).saturating_sub(base);
+            // 96 MiB of event text (stored whole as the event before, besides the compressed
+            // report) takes about what it took on the wire, give or take pages and WAL frames
+            // (270 KB when this test was written).
+            assert!(
+                grown < 1 << 20,
+                "{sent_text} bytes of text ({sent_wire} on the wire) grew the database by {grown}"
+            );
+
+            // Host A keeps sending reports that do not compress well: ~2.4 MB stored, over its cap.
+            let mut first = None;
+            for seq in 5..=34u64 {
+                let r = with_text_event(HOST_A, seq, letters(64 << 10, seq as u32));
+                first.get_or_insert_with(|| r.clone());
+                post(&a, std::slice::from_ref(&r)).await;
+            }
+            // Pruning runs right after each commit; give the last one a moment.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while stored_bytes(d, HOST_A) > CAP && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let a_bytes = stored_bytes(d, HOST_A);
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(a_bytes <= CAP, "host A takes {a_bytes} bytes over its cap of {CAP}; log:\n{log_text}");
+            assert!(a_bytes > CAP / 2, "pruning went further than the cap: {a_bytes}");
+            assert!(
+                log_text.contains("retention: host over its byte cap lost its oldest reports")
+                    && log_text.contains("host-a"),
+                "{log_text}"
+            );
+            // Its summary still stands: the latest report, nothing counted as missing.
+            let detail: HostDetail =
+                a.get(url("/v1/hosts/host-a")).send().await.unwrap().json().await.unwrap();
+            assert!(detail.summary.reports_stored < 34, "{}", detail.summary.reports_stored);
+            assert_eq!((detail.summary.last_sequence, detail.summary.missing_sequences), (Some(34), 0));
+            // A retry of a pruned report is a duplicate, not a new row.
+            let first = first.unwrap();
+            let (_, ack) = post(&a, &[first]).await;
+            assert_eq!(ack.results[0].status, BatchStatus::Duplicate);
+
+            // Host B was not touched.
+            assert_eq!(stored_bytes(d, HOST_B), b_bytes);
+            let b_after: HostDetail =
+                b.get(url("/v1/hosts/host-b")).send().await.unwrap().json().await.unwrap();
+            assert_eq!(b_after.summary.reports_stored, 3);
+            assert_eq!(b_after.recent_events, b_before.recent_events);
+            // The files follow: host A's cap, host B's reports, free pages kept for reuse and
+            // the WAL (5.5 MB in all when this test was written).
+            let total = on_disk(d);
+            assert!(total < 8 << 20, "database and WAL take {total} bytes");
+        });
+
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+    });
+}
