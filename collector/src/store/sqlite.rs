@@ -1031,6 +1031,51 @@ mod tests {
         assert_accounting_exact(&conn, "after tombstones expired");
     }
 
+    /// The writer thread itself prunes: an age pass at start (a collector started after a long
+    /// stop catches up), and a host over its cap right after the commit that put it there.
+    #[test]
+    fn the_writer_thread_prunes_by_age_at_start_and_by_cap_after_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        {
+            let _store = SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap();
+            let mut conn = SqliteStore::connect(&path).unwrap();
+            let old: Vec<NewReport> = (1..=3).map(|i| report_with("a", &format!("a{i}"), i, "x")).collect();
+            store_at(&mut conn, "a", &old, days_ago(100));
+            store_at(&mut conn, "a", &[report_with("a", "a4", 4, "x")], Timestamp::now());
+        }
+        let store =
+            SqliteStore::open(&path, Retention { max_age_days: 90, max_bytes_per_host: 200_000 }).unwrap();
+        let conn = SqliteStore::connect(&path).unwrap();
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "the writer thread did not prune: {what}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_for("age", &|| batches(&conn, "a") == ["a4"]);
+        // Four reports of about 60 KB each, through the store as requests: over the cap by the last.
+        let delivery = |at| Delivery {
+            host_id: "a".into(),
+            certificate: CertificateInfo {
+                serial: "01".into(),
+                sha256: "00".into(),
+                not_after: Timestamp::now(),
+            },
+            received_at: at,
+        };
+        for i in 5..=8u64 {
+            let r = report_with("a", &format!("a{i}"), i, &noise(100_000, i as u32));
+            assert_eq!(store.ingest(&delivery(Timestamp::now()), &[r]).unwrap(), [BatchStatus::Stored]);
+        }
+        wait_for("cap", &|| stored_bytes(&conn, "a") <= 200_000);
+        let left = batches(&conn, "a");
+        assert_eq!(left.last().map(String::as_str), Some("a8"), "{left:?}");
+        assert!(!left.contains(&"a5".to_string()), "{left:?}");
+        assert_accounting_exact(&conn, "after the writer pruned");
+    }
+
     /// One step deletes a bounded part (rows, and stored bytes) in its transaction, however
     /// large the report, and the counts are exact between steps.
     #[test]
