@@ -151,8 +151,11 @@ impl SqliteStore {
     }
 }
 
+/// A time as stored: RFC 3339 in UTC with all nine fractional digits, so that comparing the
+/// text compares the times (retention orders and cuts reports by `received_at`; with the
+/// digits trimmed, `…:10.5Z` sorted after `…:10.55Z`).
 fn ts_text(t: &Timestamp) -> String {
-    t.to_string()
+    format!("{:.9}", t.0)
 }
 
 fn ts_parse(s: &str, what: &str) -> Result<Timestamp, StoreError> {
@@ -1074,6 +1077,18 @@ mod tests {
         assert_eq!(left.last().map(String::as_str), Some("a8"), "{left:?}");
         assert!(!left.contains(&"a5".to_string()), "{left:?}");
         assert_accounting_exact(&conn, "after the writer pruned");
+    }
+
+    #[test]
+    fn stored_times_compare_as_text_in_time_order() {
+        let at = |nanos: i32| Timestamp(jiff::Timestamp::new(1_765_000_000, nanos).unwrap());
+        let times = [at(0), at(500_000_000), at(550_000_000), at(550_000_001)];
+        for pair in times.windows(2) {
+            let (a, b) = (ts_text(&pair[0]), ts_text(&pair[1]));
+            assert!(a < b, "{a} sorts after {b}");
+            assert_eq!(ts_parse(&a, "t").unwrap(), pair[0]);
+        }
+        assert_eq!(ts_text(&at(500_000_000)), "2025-12-06T05:46:40.500000000Z");
     }
 
     /// One step deletes a bounded part (rows, and stored bytes) in its transaction, however
