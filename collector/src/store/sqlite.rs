@@ -123,7 +123,8 @@ impl SqliteStore {
             schema::has_incremental_vacuum(&writer).map_err(|e| open_err(e.to_string()))?;
         let reader = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = sync_channel::<Job>(QUEUE);
-        let pruner = Pruner::new(retention, incremental_vacuum);
+        let mut pruner = Pruner::new(retention, incremental_vacuum);
+        pruner.check_every_host(&writer).map_err(|e| open_err(e.to_string()))?;
         std::thread::Builder::new()
             .name("collector-db-writer".into())
             .spawn(move || writer_loop(writer, rx, pruner))
@@ -1034,10 +1035,11 @@ mod tests {
         assert_accounting_exact(&conn, "after tombstones expired");
     }
 
-    /// The writer thread itself prunes: an age pass at start (a collector started after a long
-    /// stop catches up), and a host over its cap right after the commit that put it there.
+    /// The writer thread itself prunes: at start, an age pass (a collector started after a
+    /// long stop catches up) and every host over the cap (a cap lowered since the last run);
+    /// then a host over its cap right after the commit that put it there.
     #[test]
-    fn the_writer_thread_prunes_by_age_at_start_and_by_cap_after_a_commit() {
+    fn the_writer_thread_prunes_at_start_and_by_cap_after_a_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         {
@@ -1046,6 +1048,10 @@ mod tests {
             let old: Vec<NewReport> = (1..=3).map(|i| report_with("a", &format!("a{i}"), i, "x")).collect();
             store_at(&mut conn, "a", &old, days_ago(100));
             store_at(&mut conn, "a", &[report_with("a", "a4", 4, "x")], Timestamp::now());
+            // Host b, recent, over the cap the store is opened with next.
+            let b: Vec<NewReport> =
+                (1..=5).map(|i| report_with("b", &format!("b{i}"), i, &noise(100_000, i as u32))).collect();
+            store_at(&mut conn, "b", &b, Timestamp::now());
         }
         let store =
             SqliteStore::open(&path, Retention { max_age_days: 90, max_bytes_per_host: 200_000 }).unwrap();
@@ -1058,6 +1064,8 @@ mod tests {
             }
         };
         wait_for("age", &|| batches(&conn, "a") == ["a4"]);
+        wait_for("cap at start", &|| stored_bytes(&conn, "b") <= 200_000);
+        assert_eq!(batches(&conn, "b").last().map(String::as_str), Some("b5"));
         // Four reports of about 60 KB each, through the store as requests: over the cap by the last.
         let delivery = |at| Delivery {
             host_id: "a".into(),

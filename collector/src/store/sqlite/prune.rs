@@ -162,6 +162,17 @@ impl Pruner {
         }
     }
 
+    /// Every host already over the cap is held against it: at start, for a cap lowered since
+    /// the last run or hosts that stopped reporting while over it (one read of the hosts).
+    pub(super) fn check_every_host(&mut self, conn: &Connection) -> Result<(), rusqlite::Error> {
+        let Some(cap) = self.retention.cap() else { return Ok(()) };
+        let mut stmt = conn.prepare("SELECT host_id FROM hosts WHERE stored_bytes > ?1")?;
+        for host_id in stmt.query_map([to_i64(cap)], |r| r.get::<_, String>(0))? {
+            self.to_check.insert(host_id?);
+        }
+        Ok(())
+    }
+
     /// `host_id` stored reports: hold it against the cap.
     pub(super) fn stored(&mut self, host_id: &str) {
         if self.retention.cap().is_some() && !self.to_check.contains(host_id) {
