@@ -73,14 +73,14 @@ impl Budget {
 }
 
 /// What pruning removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Removed {
+#[derive(Debug, Default, Clone, Copy)]
+struct Removed {
     /// Reports (with their findings and events).
-    pub reports: u64,
+    reports: u64,
     /// Tombstones.
-    pub tombstones: u64,
+    tombstones: u64,
     /// What it all counted against the hosts' caps.
-    pub bytes: u64,
+    bytes: u64,
 }
 
 impl Removed {
