@@ -45,9 +45,13 @@ const AGE_PASS_EVERY: Duration = Duration::from_secs(300);
 /// After a failed step (a full disk, an I/O error) pruning rests this long before it tries
 /// again, rather than spinning on the writer thread.
 const PAUSE_AFTER_ERROR: Duration = Duration::from_secs(30);
-/// Free pages (4 KiB each) left for new rows to reuse: handing back every page a pruned report
-/// freed, only for the next report to grow the file again, would write each page twice.
+/// Free pages (4 KiB each) always left for new rows to reuse, and the share of the file: up to
+/// a quarter of it stays free. A host held at its cap frees about what its next reports take;
+/// handing those pages back only for the file to grow again wrote each page twice, and slowed
+/// other hosts' requests under such a flood. What pruning frees beyond that (an age pass, a
+/// lowered cap) goes back to the file system.
 const KEEP_FREE_PAGES: i64 = 1024;
+const KEEP_FREE_SHARE: i64 = 4;
 /// Most pages handed back to the file system in one step (`PRAGMA incremental_vacuum` moves
 /// pages from the end of the file into free ones: bounded like a deletion step).
 const VACUUM_PAGES_PER_STEP: i64 = 1024;
@@ -589,20 +593,22 @@ fn expire_tombstones(tx: &Connection, cutoff: &str, limit: usize) -> Result<Remo
 }
 
 /// Hands up to [`VACUUM_PAGES_PER_STEP`] free pages back to the file system, keeping
-/// [`KEEP_FREE_PAGES`] for new rows. Whether more are left to hand back (never when this step
-/// handed back nothing: the writer must not spin on a freelist that does not shrink).
+/// [`KEEP_FREE_PAGES`] or a [`KEEP_FREE_SHARE`]th of the file for new rows. Whether more are
+/// left to hand back (never when this step handed back nothing: the writer must not spin on a
+/// freelist that does not shrink).
 fn vacuum_step(conn: &Connection) -> Result<bool, rusqlite::Error> {
-    let free = || conn.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
-    let before = free()?;
-    let excess = before - KEEP_FREE_PAGES;
-    if excess <= 0 {
+    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let excess = |free: i64, pages: i64| free - KEEP_FREE_PAGES.max(pages / KEEP_FREE_SHARE);
+    let before = pragma("freelist_count")?;
+    let excess_before = excess(before, pragma("page_count")?);
+    if excess_before <= 0 {
         return Ok(false);
     }
-    let pages = excess.min(VACUUM_PAGES_PER_STEP);
+    let pages = excess_before.min(VACUUM_PAGES_PER_STEP);
     // The pragma frees one page per row it returns: every row must be stepped through.
     let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
     let mut rows = stmt.query([])?;
     while rows.next()?.is_some() {}
-    let after = free()?;
-    Ok(after < before && after > KEEP_FREE_PAGES)
+    let after = pragma("freelist_count")?;
+    Ok(after < before && excess(after, pragma("page_count")?) > 0)
 }
