@@ -280,7 +280,7 @@ impl Store for SqliteStore {
 /// Reports as they will be stored: the report compressed, its findings and events serialized
 /// and compressed when that pays.
 fn prepare(reports: &[NewReport]) -> Result<Vec<Prepared>, StoreError> {
-    let mut encoder = stored_json::Encoder::new()?;
+    let mut encoder = stored_json::Encoder::default();
     let mut prepared = Vec::with_capacity(reports.len());
     for r in reports {
         let json_err = |e: serde_json::Error| StoreError::Database(format!("report {}: {e}", r.batch_id));
@@ -334,15 +334,12 @@ fn writer_loop(mut conn: Connection, jobs: Receiver<Job>, mut pruner: Pruner) {
                     Err(_) => break,
                 }
             }
-            let results = commit_group(&mut conn, &group);
+            let mut stored = Vec::new();
+            let results = commit_group(&mut conn, &group, &mut stored);
+            for (host_id, stored_bytes) in stored {
+                pruner.stored(&host_id, stored_bytes);
+            }
             for (job, result) in group.into_iter().zip(results) {
-                if let Ok(statuses) = &result {
-                    for (report, status) in job.reports.iter().zip(statuses) {
-                        if *status == BatchStatus::Stored {
-                            pruner.stored(&report.host_id);
-                        }
-                    }
-                }
                 // The requester may have given up (connection closed); its reports are stored
                 // anyway and a retry will be answered `duplicate`.
                 let _ = job.reply.send(result);
@@ -352,7 +349,13 @@ fn writer_loop(mut conn: Connection, jobs: Receiver<Job>, mut pruner: Pruner) {
     }
 }
 
-fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<Vec<BatchStatus>, StoreError>> {
+/// Commits `group` (see the module doc). `stored` gets, for each host that stored reports in
+/// a request that was committed, what it takes now (`hosts.stored_bytes`).
+fn commit_group(
+    conn: &mut Connection,
+    group: &[Job],
+    stored: &mut Vec<(String, u64)>,
+) -> Vec<Result<Vec<BatchStatus>, StoreError>> {
     let fail_all =
         |e: rusqlite::Error| group.iter().map(|_| Err(StoreError::Database(e.to_string()))).collect();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -360,11 +363,14 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<Vec<BatchSta
     }
     let mut results = Vec::with_capacity(group.len());
     for job in group {
-        let applied =
-            conn.execute_batch("SAVEPOINT request").map_err(db_err).and_then(|()| apply(conn, job)).and_then(
-                |statuses| conn.execute_batch("RELEASE request").map_err(db_err).map(|()| statuses),
-            );
+        let mark = stored.len();
+        let applied = conn
+            .execute_batch("SAVEPOINT request")
+            .map_err(db_err)
+            .and_then(|()| apply(conn, job, stored))
+            .and_then(|statuses| conn.execute_batch("RELEASE request").map_err(db_err).map(|()| statuses));
         if applied.is_err() {
+            stored.truncate(mark);
             // This request alone is undone; the others in the group stand.
             if let Err(e) = conn.execute_batch("ROLLBACK TO request; RELEASE request") {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -375,6 +381,7 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<Vec<BatchSta
     }
     if let Err(e) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
+        stored.clear();
         return fail_all(e);
     }
     results
@@ -382,8 +389,13 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<Vec<BatchSta
 
 /// One request's writes, inside the open transaction. Each stored report adds what its rows
 /// cost (`row_cost`) to its host's `stored_bytes`, in the same savepoint: a request rolled
-/// back takes its bytes with it.
-fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
+/// back takes its bytes with it. The host's new total goes to `stored`, so the writer knows
+/// without another read whether it is over its cap.
+fn apply(
+    conn: &Connection,
+    job: &Job,
+    stored: &mut Vec<(String, u64)>,
+) -> Result<Vec<BatchStatus>, StoreError> {
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO reports (batch_id, host_id, sequence, collected_at, received_at, agent_version, report_zstd)
@@ -410,7 +422,9 @@ fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
         )
         .map_err(db_err)?;
     let mut charge = conn
-        .prepare_cached("UPDATE hosts SET stored_bytes = stored_bytes + ?2 WHERE host_id = ?1")
+        .prepare_cached(
+            "UPDATE hosts SET stored_bytes = stored_bytes + ?2 WHERE host_id = ?1 RETURNING stored_bytes",
+        )
         .map_err(db_err)?;
     let mut latest = conn
         .prepare_cached(
@@ -424,6 +438,8 @@ fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
         .map_err(db_err)?;
     let received = ts_text(&job.delivery.received_at);
     let mut statuses = Vec::with_capacity(job.reports.len());
+    // What the delivering host's stored reports cost, when it stored any.
+    let mut delivery_bytes: Option<u64> = None;
     for r in &job.reports {
         let stored_for: Option<String> =
             owner.query_row([&r.batch_id], |row| row.get(0)).optional().map_err(db_err)?;
@@ -478,16 +494,43 @@ fn apply(conn: &Connection, job: &Job) -> Result<Vec<BatchStatus>, StoreError> {
         latest
             .execute(params![r.host_id, r.batch_id, r.sequence, received, r.collected_at])
             .map_err(db_err)?;
-        charge.execute(params![r.host_id, to_i64(bytes)]).map_err(db_err)?;
+        if r.host_id == job.delivery.host_id {
+            // Added below with the delivery, one update of the host row per request.
+            delivery_bytes = Some(delivery_bytes.unwrap_or(0).saturating_add(bytes));
+        } else {
+            // Not a request the API lets through (every report is of the client's host);
+            // counted all the same.
+            let total: i64 =
+                charge.query_row(params![r.host_id, to_i64(bytes)], |row| row.get(0)).map_err(db_err)?;
+            stored.push((r.host_id.clone(), to_u64(total)));
+        }
         statuses.push(BatchStatus::Stored);
     }
     if !job.reports.is_empty() {
         let cert = &job.delivery.certificate;
-        conn.execute(
-            "UPDATE hosts SET last_seen = ?2, cert_serial = ?3, cert_sha256 = ?4, cert_not_after = ?5 WHERE host_id = ?1",
-            params![job.delivery.host_id, received, cert.serial, cert.sha256, ts_text(&cert.not_after)],
-        )
-        .map_err(db_err)?;
+        let total: Option<i64> = conn
+            .prepare_cached(
+                "UPDATE hosts SET last_seen = ?2, cert_serial = ?3, cert_sha256 = ?4, cert_not_after = ?5,
+                     stored_bytes = stored_bytes + ?6
+                 WHERE host_id = ?1 RETURNING stored_bytes",
+            )
+            .map_err(db_err)?
+            .query_row(
+                params![
+                    job.delivery.host_id,
+                    received,
+                    cert.serial,
+                    cert.sha256,
+                    ts_text(&cert.not_after),
+                    to_i64(delivery_bytes.unwrap_or(0))
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if let (Some(_), Some(total)) = (delivery_bytes, total) {
+            stored.push((job.delivery.host_id.clone(), to_u64(total)));
+        }
     }
     Ok(statuses)
 }
@@ -681,7 +724,7 @@ mod tests {
         // Host b reuses host a's batch id after a first report of its own.
         let (b, _) = job("b", &[new_report("b", "batch-2", 1), new_report("b", "batch-1", 2)]);
         let (a2, _) = job("a", &[new_report("a", "batch-3", 2), new_report("a", "batch-1", 1)]);
-        let results = commit_group(&mut conn, &[a1, b, a2]);
+        let results = commit_group(&mut conn, &[a1, b, a2], &mut Vec::new());
         assert_eq!(results[0].as_ref().unwrap(), &[BatchStatus::Stored]);
         assert!(matches!(results[1], Err(StoreError::ForeignBatch { .. })), "{:?}", results[1]);
         assert_eq!(results[2].as_ref().unwrap(), &[BatchStatus::Stored, BatchStatus::Duplicate]);
@@ -770,7 +813,7 @@ mod tests {
     /// Stores one request of `host` received at `at`, as the writer thread would.
     fn store_at(conn: &mut Connection, host: &str, reports: &[NewReport], at: Timestamp) -> Vec<BatchStatus> {
         let (job, _) = job_at(host, reports, at);
-        commit_group(conn, &[job]).pop().unwrap().unwrap()
+        commit_group(conn, &[job], &mut Vec::new()).pop().unwrap().unwrap()
     }
 
     /// A store (whose own writer keeps everything) and a second connection that stores and
@@ -905,8 +948,7 @@ mod tests {
         // Room for three and a half reports.
         let cap = u64::try_from(per_report * 7 / 2).unwrap();
         let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
-        pruner.stored("a");
-        pruner.stored("b");
+        pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
 
         assert_eq!(batches(&conn, "a"), ["a08", "a09", "a10"], "the oldest received went first");
@@ -917,7 +959,7 @@ mod tests {
 
         // The latest report is kept even when it alone is over the cap; tombstones go first.
         let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 1 }, true);
-        pruner.stored("a");
+        pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
         assert_eq!(batches(&conn, "a"), ["a10"]);
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM pruned_batches WHERE host_id = ?1", "a"), 0);
@@ -946,7 +988,7 @@ mod tests {
         assert_accounting_exact(&conn, "after the retry");
         // Another host naming a pruned batch id is refused as before.
         let (b, _) = job("b", &[report_with("b", "a2", 1, "x")]);
-        let results = commit_group(&mut conn, &[b]);
+        let results = commit_group(&mut conn, &[b], &mut Vec::new());
         assert!(matches!(results[0], Err(StoreError::ForeignBatch { .. })), "{:?}", results[0]);
     }
 
@@ -979,7 +1021,7 @@ mod tests {
 
         let cap = u64::try_from(stored_bytes(&conn, "a") / 2).unwrap();
         let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
-        pruner.stored("a");
+        pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
         let after = store.hosts().unwrap();
         assert!(after[0].reports_stored < 11, "{}", after[0].reports_stored);
@@ -1002,7 +1044,7 @@ mod tests {
         let (a7, _) = job("a", &[report_with("a", "a7", 7, "x")]);
         let (b, _) = job("b", &[report_with("b", "b2", 2, &long), report_with("b", "a1", 3, "x")]);
         let (a8, _) = job("a", &[report_with("a", "a8", 8, &noise(500, 8))]);
-        let results = commit_group(&mut conn, &[a7, b, a8]);
+        let results = commit_group(&mut conn, &[a7, b, a8], &mut Vec::new());
         assert!(matches!(results[1], Err(StoreError::ForeignBatch { .. })), "{:?}", results[1]);
         assert_eq!(batches(&conn, "b"), ["b1"]);
         assert_accounting_exact(&conn, "after a rolled-back request");
@@ -1013,7 +1055,7 @@ mod tests {
         assert_accounting_exact(&conn, "after age pruning");
         let cap = u64::try_from(stored_bytes(&conn, "a") - 1).unwrap();
         let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
-        pruner.stored("a");
+        pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
         assert_eq!(batches(&conn, "a"), ["a7", "a8"]);
         assert_accounting_exact(&conn, "after cap pruning");
@@ -1124,7 +1166,7 @@ mod tests {
         let events = |conn: &Connection| count(conn, "SELECT COUNT(*) FROM events WHERE host_id = ?1", "a");
         let before = events(&conn);
         let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 1 }, true);
-        pruner.stored("a");
+        pruner.check_every_host(&conn).unwrap();
         pruner.step(&mut conn, Timestamp::now());
         assert_eq!(before - events(&conn), 2048, "the first step deletes one budget of rows");
         assert_eq!(batches(&conn, "a"), ["a1", "a2", "a3"]);
@@ -1195,7 +1237,7 @@ mod tests {
         let full = std::fs::metadata(&path).unwrap().len();
         assert!(full > 20 << 20, "{full}");
         let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 4 << 20 }, true);
-        pruner.stored("a");
+        pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
         let after = std::fs::metadata(&path).unwrap().len();

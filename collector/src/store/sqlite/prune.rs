@@ -117,13 +117,14 @@ struct Capping {
     removed: Removed,
 }
 
-/// A pass over the reports received before `cutoff`.
+/// A pass over the reports received before `cutoff`, host by host (through the index every
+/// host's cap also uses: one index fewer to write with each report than a pass in time order).
 #[derive(Debug)]
 struct AgePass {
     cutoff: String,
-    /// The last report looked at, `(received_at, rowid)`: the next step goes on after it, so
-    /// latest reports it had to keep are not read again at every step.
-    cursor: (String, i64),
+    /// The host being looked at, or the last one done (the pass goes on after it in host order).
+    host: String,
+    host_done: bool,
     per_host: BTreeMap<String, Removed>,
     tombstones: Removed,
 }
@@ -177,9 +178,9 @@ impl Pruner {
         Ok(())
     }
 
-    /// `host_id` stored reports: hold it against the cap.
-    pub(super) fn stored(&mut self, host_id: &str) {
-        if self.retention.cap().is_some() && !self.to_check.contains(host_id) {
+    /// `host_id` stored reports and now takes `stored_bytes`: over the cap, it is pruned.
+    pub(super) fn stored(&mut self, host_id: &str, stored_bytes: u64) {
+        if self.retention.cap().is_some_and(|cap| stored_bytes > cap) && !self.to_check.contains(host_id) {
             self.to_check.insert(host_id.to_owned());
         }
     }
@@ -228,7 +229,8 @@ impl Pruner {
             self.age =
                 self.retention.max_age().and_then(|age| now.0.checked_sub(age).ok()).map(|cutoff| AgePass {
                     cutoff: ts_text(&Timestamp(cutoff)),
-                    cursor: (String::new(), i64::MIN),
+                    host: String::new(),
+                    host_done: true,
                     per_host: BTreeMap::new(),
                     tombstones: Removed::default(),
                 });
@@ -334,11 +336,24 @@ impl Pruner {
                 continue;
             }
             if let Some(age) = self.age.as_mut() {
-                if let Some((rowid, batch_id, host_id, received_at)) = next_aged(&tx, age)? {
-                    age.cursor = (received_at, rowid);
-                    self.current = Some(Victim { batch_id, host_id, why: Why::Age });
+                if age.host_done {
+                    if let Some(host_id) = next_host(&tx, &age.host)? {
+                        age.host = host_id;
+                        age.host_done = false;
+                        // A host looked at is a turn of the budget: a step over many hosts
+                        // with nothing to delete stays bounded too.
+                        budget.take(1, 0);
+                        continue;
+                    }
+                } else {
+                    if let Some(batch_id) = oldest_report_before(&tx, &age.host, &age.cutoff)? {
+                        self.current = Some(Victim { batch_id, host_id: age.host.clone(), why: Why::Age });
+                    } else {
+                        age.host_done = true;
+                    }
                     continue;
                 }
+                // Every host is done: the tombstones past the age limit go too.
                 let expired = expire_tombstones(&tx, &age.cutoff, budget.rows)?;
                 let rows = usize::try_from(expired.tombstones).unwrap_or(budget.rows);
                 budget.take(rows, 0);
@@ -452,20 +467,27 @@ fn oldest_report(conn: &Connection, host_id: &str) -> Result<Option<String>, rus
     .optional()
 }
 
-/// The next report of the age pass: received before its cutoff, after its cursor, and not its
-/// host's latest. `(rowid, batch_id, host_id, received_at)`.
-fn next_aged(
+/// The host's oldest report received before `cutoff` (stored time text) that is not its latest.
+fn oldest_report_before(
     conn: &Connection,
-    age: &AgePass,
-) -> Result<Option<(i64, String, String, String)>, rusqlite::Error> {
+    host_id: &str,
+    cutoff: &str,
+) -> Result<Option<String>, rusqlite::Error> {
     conn.prepare_cached(
-        "SELECT rowid, batch_id, host_id, received_at FROM reports r
-         WHERE received_at < ?1 AND (received_at, rowid) > (?2, ?3)
-           AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.host_id = r.host_id AND h.latest_batch_id = r.batch_id)
+        "SELECT batch_id FROM reports
+         WHERE host_id = ?1 AND received_at < ?2
+           AND batch_id <> (SELECT latest_batch_id FROM hosts WHERE host_id = ?1)
          ORDER BY received_at, rowid LIMIT 1",
     )?
-    .query_row(params![age.cutoff, age.cursor.0, age.cursor.1], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    .query_row([host_id, cutoff], |r| r.get(0))
     .optional()
+}
+
+/// The first host after `after` in host order.
+fn next_host(conn: &Connection, after: &str) -> Result<Option<String>, rusqlite::Error> {
+    conn.prepare_cached("SELECT host_id FROM hosts WHERE host_id > ?1 ORDER BY host_id LIMIT 1")?
+        .query_row([after], |r| r.get(0))
+        .optional()
 }
 
 /// Deletes what `budget` allows of `victim`: its events, then its findings, then (once they

@@ -14,9 +14,7 @@ CREATE TABLE IF NOT EXISTS reports (
     report_zstd   BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_by_host ON reports (host_id, sequence);
--- Retention: the age limit walks reports in the order they were received, and a host over its
--- cap loses its oldest received first.
-CREATE INDEX IF NOT EXISTS reports_by_received ON reports (received_at);
+-- Retention: a host over its cap, or past the age limit, loses its oldest received first.
 CREATE INDEX IF NOT EXISTS reports_by_host_received ON reports (host_id, received_at);
 -- Findings and events hold their JSON, zstd-compressed when `compressed` (see stored_json.rs);
 -- `json_bytes` is the JSON's length, so a reader can skip one too large without reading it.

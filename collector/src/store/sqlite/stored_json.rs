@@ -31,26 +31,24 @@ pub(super) struct StoredJson {
 }
 
 /// Compresses values, reusing one zstd context (making one costs more than compressing a small
-/// event).
+/// event), made when the first value long enough comes.
+#[derive(Default)]
 pub(super) struct Encoder {
-    compressor: zstd::bulk::Compressor<'static>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
 }
 
 impl Encoder {
-    pub(super) fn new() -> Result<Self, StoreError> {
-        let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)
-            .map_err(|e| StoreError::Database(format!("cannot start zstd: {e}")))?;
-        Ok(Self { compressor })
-    }
-
     /// `json` as it will be stored: compressed when it is long enough and comes out shorter.
     pub(super) fn encode(&mut self, json: Vec<u8>) -> Result<StoredJson, StoreError> {
         let json_len = json.len();
         if json_len >= COMPRESS_FROM_BYTES {
-            let packed = self
-                .compressor
-                .compress(&json)
-                .map_err(|e| StoreError::Database(format!("cannot compress a finding or event: {e}")))?;
+            let zstd_err =
+                |e: std::io::Error| StoreError::Database(format!("cannot compress a finding or event: {e}"));
+            let compressor = match &mut self.compressor {
+                Some(compressor) => compressor,
+                none => none.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_err)?),
+            };
+            let packed = compressor.compress(&json).map_err(zstd_err)?;
             if packed.len() < json_len {
                 return Ok(StoredJson { bytes: packed, compressed: true, json_len });
             }
@@ -109,7 +107,7 @@ mod tests {
 
     #[test]
     fn long_json_is_compressed_and_short_or_incompressible_json_stays_plain() {
-        let mut enc = Encoder::new().unwrap();
+        let mut enc = Encoder::default();
         let long = format!("{{\"x\":\"{}\"}}", "A".repeat(1 << 20)).into_bytes();
         let stored = enc.encode(long.clone()).unwrap();
         assert!(stored.compressed);
