@@ -35,6 +35,10 @@ use std::time::Duration;
 use stored_json::StoredJson;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `PRAGMA journal_size_limit`: the write-ahead log is cut back to this when it starts over
+/// after a checkpoint. SQLite never shrinks it otherwise: a flood's high-water mark (a long
+/// reader holds the checkpoint back while writes go on) would stay on disk for good.
+const WAL_KEPT_BYTES: i64 = 64 << 20;
 /// A stored report read back is decompressed up to this size (it was at most the ingest limit).
 const MAX_STORED_REPORT_BYTES: u64 = 1 << 30;
 /// zstd level for stored reports: fast, and scan JSON still compresses about 7x.
@@ -142,6 +146,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)?;
         Ok(conn)
     }
 
@@ -690,6 +695,16 @@ mod tests {
     }
 
     /// In one group commit, a failing request is undone alone and the others are stored.
+    /// Every connection cuts the write-ahead log back once it starts over (the agent's stores
+    /// show SQLite doing so after a burst; here, that the collector's connections ask for it).
+    #[test]
+    fn connections_keep_the_write_ahead_log_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = SqliteStore::connect(&dir.path().join("c.db")).unwrap();
+        let limit: i64 = conn.query_row("PRAGMA journal_size_limit", [], |r| r.get(0)).unwrap();
+        assert_eq!(limit, WAL_KEPT_BYTES);
+    }
+
     /// `--db` naming a FIFO, a device or a symlink is refused at once, saying why (a FIFO once
     /// hung `serve`).
     #[test]
