@@ -12,18 +12,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_guestward-collector");
 const CAP: u64 = 1 << 20;
 
-/// `n` random lowercase letters: zstd shortens them to about 60 %, no further.
-fn letters(n: usize, seed: u32) -> String {
-    let mut state = seed | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            char::from(b'a' + (state % 26) as u8)
-        })
-        .collect()
-}
+use guestward_core::testing::letters;
 
 fn with_text_event(host: &str, sequence: u64, text: String) -> guestward_report::Report {
     let mut r = report(host, sequence);

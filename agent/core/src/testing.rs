@@ -227,3 +227,17 @@ pub fn fill_filesystem(path: &std::path::Path) {
         }
     }
 }
+
+/// `n` pseudo-random lowercase letters from `seed` (xorshift): text that zstd shortens to about
+/// 60 % and no further, so what a test stores has a predictable size.
+pub fn letters(n: usize, seed: u32) -> String {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}

@@ -222,11 +222,19 @@ fn a_directory_created_during_an_overflow_is_watched_afterwards() {
 fn watching_with_a_queue_of(
     capacity: usize,
 ) -> (tempfile::TempDir, std::path::PathBuf, Monitor, crate::common::Events) {
+    watching(|_, cfg| cfg.event_queue_capacity = capacity)
+}
+
+/// A monitor watching a new tree in realtime, with what `prepare` made in the tree and set in
+/// the config before it started: the scratch dir, the tree, the monitor and what it reported.
+fn watching(
+    prepare: impl FnOnce(&std::path::Path, &mut guestward_fim::Config),
+) -> (tempfile::TempDir, std::path::PathBuf, Monitor, crate::common::Events) {
     let dir = crate::common::scratch();
     let root = dir.path().join("tree");
     std::fs::create_dir_all(&root).unwrap();
     let mut cfg = config_for(&root, vec![]);
-    cfg.event_queue_capacity = capacity;
+    prepare(&root, &mut cfg);
     let fim = Fim::new(cfg, HostRoot::live(), dir.path().join("state")).unwrap();
     let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
@@ -301,21 +309,12 @@ fn a_storm_at_the_end_of_long_paths_fills_the_queue_by_its_bytes() {
 #[test]
 fn paths_pending_at_the_end_of_long_paths_are_bounded_by_their_bytes() {
     const FILES: usize = 1_500;
-    let dir = crate::common::scratch();
-    let root = dir.path().join("tree");
+    let (_dir, root, monitor, events) = watching(|root, cfg| {
+        std::fs::create_dir_all(deep_below(root)).unwrap();
+        // Every file stays pending while the next ones are written: 1,500 paths of 2.8 KB.
+        cfg.debounce_ms = 10_000;
+    });
     let deep = deep_below(&root);
-    std::fs::create_dir_all(&deep).unwrap();
-    let mut cfg = config_for(&root, vec![]);
-    // Every file stays pending while the next ones are written: 1,500 paths of 2.8 KB.
-    cfg.debounce_ms = 10_000;
-    let fim = Fim::new(cfg, HostRoot::live(), dir.path().join("state")).unwrap();
-    let events: crate::common::Events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let monitor = {
-        let _g = inotify_init_lock();
-        Monitor::start(fim, Box::new(move |e| sink.lock().unwrap().push(e.clone()))).unwrap()
-    };
-    assert!(monitor.wait_watching(Duration::from_secs(60)));
     for i in 0..FILES {
         std::fs::write(deep.join(format!("f{i:05}")), format!("{i}")).unwrap();
     }

@@ -784,18 +784,7 @@ mod tests {
 
     use super::schema::ROW_FIXED_BYTES;
 
-    /// `n` bytes of printable text that zstd cannot shorten (so sizes on disk are predictable).
-    fn noise(n: usize, seed: u32) -> String {
-        let mut state = seed | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                char::from(b'a' + (state % 26) as u8)
-            })
-            .collect()
-    }
+    use guestward_core::testing::letters as noise;
 
     /// A report with one finding and two events, one of them holding `text`.
     fn report_with(host: &str, batch: &str, sequence: u64, text: &str) -> NewReport {
