@@ -1,7 +1,6 @@
 //! The real binary: `pki` commands, `serve --config`, a config error, shutdown on SIGTERM.
 
 use crate::common::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -34,16 +33,7 @@ fn binary_issues_a_pki_and_serves_it_from_a_config_file_until_sigterm() {
             "listen = \"127.0.0.1:0\"\ndb = \"c.db\"\n[limits]\nburst = 100\n",
         )
         .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(d.join("collector.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr: std::net::SocketAddr = line.trim().trim_start_matches("listening on ").parse().unwrap();
+        let (mut child, addr) = serve_binary(&d.join("collector.toml"), Stdio::null());
 
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -188,3 +188,20 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 pub fn localhost2() -> IpAddr {
     IpAddr::from([127, 0, 0, 2])
 }
+
+/// Starts the real `guestward-collector serve --config CONFIG`, its stderr to `stderr`, and
+/// returns it with the address it printed once listening.
+pub fn serve_binary(config: &Path, stderr: std::process::Stdio) -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_guestward-collector"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: SocketAddr = line.trim().trim_start_matches("listening on ").parse().unwrap();
+    (child, addr)
+}

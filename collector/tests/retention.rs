@@ -3,16 +3,12 @@
 //! `[retention] max_bytes_per_host` holds the host to its cap without touching other hosts.
 
 use crate::common::*;
+use guestward_core::testing::letters;
 use guestward_report::ingest::{BatchStatus, HostDetail, IngestResponse};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_guestward-collector");
 const CAP: u64 = 1 << 20;
-
-use guestward_core::testing::letters;
 
 fn with_text_event(host: &str, sequence: u64, text: String) -> guestward_report::Report {
     let mut r = report(host, sequence);
@@ -50,16 +46,8 @@ fn a_compromised_host_cannot_amplify_its_requests_on_disk_nor_pass_its_cap() {
         )
         .unwrap();
         let log = d.join("collector.log");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(d.join("collector.toml"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr: std::net::SocketAddr = line.trim().trim_start_matches("listening on ").parse().unwrap();
+        let (mut child, addr) =
+            serve_binary(&d.join("collector.toml"), std::fs::File::create(&log).unwrap().into());
 
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
