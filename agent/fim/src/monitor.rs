@@ -62,9 +62,9 @@ const MAX_PENDING: usize = 8_192;
 const MAX_PENDING_PATH_BYTES: usize = 1 << 20;
 /// The queue's memory bound, per event of `event_queue_capacity` (12 MiB at the default
 /// 65,536): an event of a path of up to about 60 bytes costs less ([`queued_cost`]), so a storm
-/// of those is bounded by the count as before. Counted in events only, a storm of files at the end of 4,000-byte paths queued 200 MiB, past the
-/// unit's `MemoryMax=`: the agent would be killed, again at each restart, by any user who can
-/// write to a watched tree.
+/// of those is bounded by the count as before. Counted in events only, a storm of files at the
+/// end of 3,000-byte paths queued 200 MiB, past the unit's `MemoryMax=`: the agent would be
+/// killed, again at each restart, by any user who can write to a watched tree.
 const QUEUED_BYTES_PER_EVENT: usize = 192;
 /// What glibc's malloc adds to a small allocation, as [`queued_cost`] counts it.
 const ALLOCATION_BYTES: usize = 16;
@@ -1979,10 +1979,6 @@ fn retryable(cause: GapCause) -> bool {
     matches!(cause, GapCause::StoreWriteFailed | GapCause::StoreReadFailed | GapCause::ScanFailed)
 }
 
-/// An event as small as it can be while it waits in the queue (up to `event_queue_capacity`
-/// of them during a storm): notify builds each path list with room for four paths (96 bytes
-/// for one) and each joined path with spare room. Full, the default queue of 65,536 events
-/// held 6 MiB of that room beside 10 MiB of events.
 /// What a queued event holds in memory, in bytes: its slot in the channel, its path list and
 /// its paths (compacted: see [`compact_event`]), each allocation with malloc's header.
 /// Counted when queued and again, the same, when taken off.
@@ -1997,6 +1993,10 @@ fn queued_cost(res: &notify::Result<notify::Event>) -> usize {
     std::mem::size_of::<Msg>() + 8 + list + names
 }
 
+/// An event as small as it can be while it waits in the queue (up to `event_queue_capacity`
+/// of them during a storm): notify builds each path list with room for four paths (96 bytes
+/// for one) and each joined path with spare room. Full, the default queue of 65,536 events
+/// held 6 MiB of that room beside 10 MiB of events.
 fn compact_event(mut ev: notify::Event) -> notify::Event {
     for p in &mut ev.paths {
         p.shrink_to_fit();
@@ -2055,11 +2055,6 @@ fn lookup(
 mod tests {
     use super::*;
 
-    /// The most the pending paths can hold during a storm of new files, whatever its size
-    /// and however long its paths: the map's table at its largest (slots are a power of two,
-    /// at most 7/8 full), the paths' bytes at their bound and an allocation header each. With
-    /// 100,000 paths it was 22 MiB of table (the daemon's budget is 64 MiB); it must stay a
-    /// small share of it.
     /// The queue is bounded by bytes as well as by events: an event of an ordinary path fits
     /// the per-event share (a storm of them is bounded by the count, as before), one at the end
     /// of a long path takes many shares, and the default queue never holds more than 12 MiB.
@@ -2078,6 +2073,11 @@ mod tests {
         assert!(default <= 12 << 20, "{default} B");
     }
 
+    /// The most the pending paths can hold during a storm of new files, whatever its size
+    /// and however long its paths: the map's table at its largest (slots are a power of two,
+    /// at most 7/8 full), the paths' bytes at their bound and an allocation header each. With
+    /// 100,000 paths it was 22 MiB of table (the daemon's budget is 64 MiB); it must stay a
+    /// small share of it.
     #[test]
     fn pending_paths_of_any_storm_fit_in_a_few_mib() {
         let mut map: HashMap<PathBuf, Pending> = HashMap::new();
