@@ -1,10 +1,10 @@
 //! Who a client is: read from its verified client certificate, or from the certificate a trusted
 //! proxy forwarded in a header (verified again here).
 //!
-//! An agent certificate names its host in a SAN URI `urn:guestward:host:<id>` (the CN is only a
-//! fallback, for certificates from a fleet CA that cannot write URIs); an operator certificate
-//! has `urn:guestward:operator:<name>`. A certificate with several guestward URIs is refused:
-//! an identity must never be ambiguous.
+//! Which identity a certificate names is `guestward_report::client_identity`'s rule (a SAN URI
+//! `urn:guestward:host:<id>` or `urn:guestward:operator:<name>`, else the CN as a host id; several
+//! guestward URIs are refused as ambiguous), shared with the agent, which checks its own
+//! certificate against it.
 
 use guestward_core::Timestamp;
 use guestward_report::ingest::CertificateInfo;
@@ -12,35 +12,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use sha2::Digest;
-use std::fmt;
 use x509_cert::der::Decode;
-use x509_cert::ext::pkix::SubjectAltName;
-use x509_cert::ext::pkix::name::GeneralName;
 
-/// SAN URI prefix of an agent certificate.
-pub const HOST_URN_PREFIX: &str = "urn:guestward:host:";
-/// SAN URI prefix of an operator certificate.
-pub const OPERATOR_URN_PREFIX: &str = "urn:guestward:operator:";
+pub use guestward_report::client_identity::{HOST_URN_PREFIX, OPERATOR_URN_PREFIX, Role};
+use guestward_report::client_identity::{NamingError, named_by};
+
 /// A proxy header larger than this is refused (a leaf and two intermediates fit in 16 KiB).
 pub const MAX_PROXY_HEADER_BYTES: usize = 32 * 1024;
-
-/// What a client may do.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// An agent: may post its own host's reports and read its own host.
-    Host(String),
-    /// An operator: may read every host, may not post.
-    Operator(String),
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Host(id) => write!(f, "host {id}"),
-            Self::Operator(n) => write!(f, "operator {n}"),
-        }
-    }
-}
 
 /// A client's identity and the certificate it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +37,9 @@ pub enum IdentityError {
     /// Not a parseable X.509 certificate.
     #[error("the client certificate cannot be parsed: {0}")]
     Parse(String),
-    /// Neither a guestward SAN URI nor a CN.
-    #[error(
-        "the client certificate names no identity (no SAN URI urn:guestward:host:<id> or urn:guestward:operator:<name>, no CN)"
-    )]
-    NoIdentity,
-    /// Several guestward URIs.
-    #[error("the client certificate names several guestward identities; refused as ambiguous")]
-    Ambiguous,
+    /// No identity, or several (`client_identity::named_by`).
+    #[error(transparent)]
+    Naming(#[from] NamingError),
     /// The identity has characters a host id may not have.
     #[error("the client certificate's identity {0:?} is not a valid host id or operator name")]
     InvalidName(String),
@@ -82,27 +55,7 @@ pub enum IdentityError {
 pub fn identity_from_cert(der: &[u8], via_proxy: bool) -> Result<ClientIdentity, IdentityError> {
     let cert = x509_cert::Certificate::from_der(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
     let tbs = &cert.tbs_certificate;
-    let mut found: Option<Role> = None;
-    if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
-        for name in san.0 {
-            let GeneralName::UniformResourceIdentifier(uri) = name else { continue };
-            let uri = uri.as_str();
-            let role = if let Some(id) = uri.strip_prefix(HOST_URN_PREFIX) {
-                Role::Host(id.to_string())
-            } else if let Some(n) = uri.strip_prefix(OPERATOR_URN_PREFIX) {
-                Role::Operator(n.to_string())
-            } else {
-                continue;
-            };
-            if found.replace(role).is_some() {
-                return Err(IdentityError::Ambiguous);
-            }
-        }
-    }
-    let role = match found {
-        Some(role) => role,
-        None => Role::Host(common_name(&cert).ok_or(IdentityError::NoIdentity)?),
-    };
+    let (role, _) = named_by(&cert)?;
     let name = match &role {
         Role::Host(n) | Role::Operator(n) => n,
     };
@@ -119,16 +72,6 @@ pub fn identity_from_cert(der: &[u8], via_proxy: bool) -> Result<ClientIdentity,
         not_after,
     };
     Ok(ClientIdentity { role, certificate, via_proxy })
-}
-
-fn common_name(cert: &x509_cert::Certificate) -> Option<String> {
-    const CN: &str = "2.5.4.3";
-    cert.tbs_certificate.subject.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
-        if atv.oid.to_string() != CN {
-            return None;
-        }
-        std::str::from_utf8(atv.value.value()).ok().map(str::to_string)
-    })
 }
 
 /// Decodes a proxy's certificate header: a URL-encoded PEM certificate, optionally followed by
@@ -205,8 +148,14 @@ mod tests {
     #[test]
     fn ambiguous_missing_or_path_like_identities_are_refused() {
         let two = cert(None, &["urn:guestward:host:a", "urn:guestward:operator:a"]);
-        assert_eq!(identity_from_cert(&two, false).unwrap_err(), IdentityError::Ambiguous);
-        assert_eq!(identity_from_cert(&cert(None, &[]), false).unwrap_err(), IdentityError::NoIdentity);
+        assert_eq!(
+            identity_from_cert(&two, false).unwrap_err(),
+            IdentityError::Naming(NamingError::Ambiguous)
+        );
+        assert_eq!(
+            identity_from_cert(&cert(None, &[]), false).unwrap_err(),
+            IdentityError::Naming(NamingError::NoIdentity)
+        );
         let bad = cert(None, &["urn:guestward:host:../x"]);
         assert!(matches!(identity_from_cert(&bad, false).unwrap_err(), IdentityError::InvalidName(_)));
     }

@@ -512,6 +512,9 @@ pub fn render_transport(
                 width,
                 format_args!("  cert      CN={} ({}), {expiry}", width.cell(&cert.subject, 40), cert.path),
             )?;
+            if let Some(problem) = &cert.identity_problem {
+                writeln!(out, "{}", width.text(&format!("  IDENTITY  the certificate {problem}"), 12))?;
+            }
         }
         None => put(out, width, format_args!("  cert      not loaded"))?,
     }
@@ -940,6 +943,10 @@ mod tests {
                 not_after: Some(at(NOW + 3 * 86_400)),
                 days_left: Some(3),
                 sha256: None,
+                names: Some("host i-0aaaaaaaaaaaaaaaa (SAN URI)".into()),
+                identity_problem: Some(
+                    "names host i-0aaaaaaaaaaaaaaaa (SAN URI), but this agent reports as host i-0123456789abcdef0: the collector refuses its reports (403)".into(),
+                ),
             }),
             ..TransportStatus::default()
         };
@@ -962,6 +969,11 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("CN=i-0123456789abcdef0") && out.contains("(only 3 days left)"), "{out}");
+        // Wrapped at the terminal's width, indented under the label.
+        assert!(
+            out.contains("  IDENTITY  the certificate names host i-0aaaaaaaaaaaaaaaa (SAN URI), but this agent reports as host\n            i-0123456789abcdef0: the collector refuses its reports (403)\n"),
+            "{out}"
+        );
         assert!(out.contains("error     connection refused"), "{out}");
         assert!(out.contains(&format!("  retry     {}\n", at(NOW + 60))), "{out}");
         assert!(out.contains("IN MEMORY 1 report(s) the disk refused"), "{out}");
@@ -986,6 +998,7 @@ mod tests {
                 not_after: Some(at(NOW - 2 * 86_400)),
                 days_left: Some(-2),
                 sha256: None,
+                ..CertificateStatus::default()
             }),
             ..TransportStatus::default()
         };
@@ -995,7 +1008,7 @@ mod tests {
         assert!(out.starts_with("transport   https://c:1 connected\n"), "{out}");
         assert!(out.contains("none yet"), "{out}");
         assert!(out.contains("expired") && out.contains("(2 days ago)"), "{out}");
-        assert!(!out.contains("error "), "{out}");
+        assert!(!out.contains("error ") && !out.contains("IDENTITY"), "{out}");
     }
 
     /// `status` cut reasons and errors at 100 characters even into a pipe, so a refused

@@ -735,8 +735,9 @@ impl Pipeline {
         carried.held_through = held_through;
         if let Some(transport) = &self.transport {
             // GW-TLS-001: a client certificate about to expire (or expired) stops delivery;
-            // the report says so while it still gets through.
-            report.findings.extend(transport.shipper.certificate_findings());
+            // GW-TLS-002: one that names another host than this report's does too. The report
+            // says so, in case it still gets through (a collector of another rule, a log).
+            report.findings.extend(transport.shipper.certificate_findings(report.agent.host_id.as_deref()));
         }
         report.self_limits = self.self_limits.as_ref().map(|l| l.status());
         report.sequence = Some(self.sequence.upcoming());

@@ -97,8 +97,10 @@ impl Daemon {
     }
 
     /// A daemon with extra config text appended and extra environment variables. The text
-    /// follows the `[control]` table: keys before any table header are `[control]` keys.
-    /// Unless the text has a `[fim]` table, FIM watches `<dir>/watched` (see [`Self::watched`]).
+    /// follows the `[control]` table: keys before any table header are `[control]` keys. A text
+    /// that starts with an `[agent]` table has its keys added to the daemon's `[agent]` table,
+    /// up to the next table header. Unless the text has a `[fim]` table, FIM watches
+    /// `<dir>/watched` (see [`Self::watched`]).
     pub fn start_with(extra_config: &str, env: &[(&str, String)]) -> Self {
         match Self::start_prepared(extra_config, env, |_| Ok(())) {
             Ok((daemon, ())) => daemon,
@@ -130,10 +132,14 @@ impl Daemon {
             std::fs::write(watched.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
             format!("\n[fim]\npaths = [\"{}\"]\n", watched.display())
         };
+        let (agent_keys, extra_config) = match extra_config.strip_prefix("[agent]\n") {
+            Some(rest) => rest.split_at(rest.find("\n[").map_or(rest.len(), |i| i + 1)),
+            None => ("", extra_config),
+        };
         std::fs::write(
             &config,
             format!(
-                "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n[control]\nsocket_path = \"{}\"\n{extra_config}{fim}",
+                "[agent]\nstate_dir = \"{}\"\nscan_interval_secs = 3600\n{agent_keys}[control]\nsocket_path = \"{}\"\n{extra_config}{fim}",
                 state.display(),
                 socket.display()
             ),

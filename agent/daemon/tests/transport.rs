@@ -156,7 +156,8 @@ fn daemon_refuses_to_start_when_the_transport_credentials_cannot_be_loaded() {
 fn status_shows_the_transport_when_enabled() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("https://127.0.0.1:{}", closed_port());
-    let daemon = Daemon::start_with(&transport_section(dir.path(), &url), &[]);
+    let section = format!("[agent]\nhost_id = \"test-host\"\n{}", transport_section(dir.path(), &url));
+    let daemon = Daemon::start_with(&section, &[]);
     let mut status = Value::Null;
     daemon.wait_for(
         || {
@@ -179,6 +180,9 @@ fn status_shows_the_transport_when_enabled() {
     assert!(out.contains("transport: not connected to"), "{out}");
     assert!(out.contains(&format!("transport   {url}")) && out.contains("spool     "), "{out}");
     assert!(out.contains("CN=test-host"), "{out}");
+    assert_eq!(t["certificate"]["names"], "host test-host (SAN URI)", "{status}");
+    assert!(t["certificate"]["identity_problem"].is_null(), "{status}");
+    assert!(!out.contains("IDENTITY"), "{out}");
 
     // Without `[transport]` the block says so, and the JSON has none.
     let plain = Daemon::start();
@@ -186,6 +190,47 @@ fn status_shows_the_transport_when_enabled() {
     assert!(serde_json::from_str::<Value>(&out).unwrap()["transport"].is_null(), "{out}");
     let (_, out, _) = plain.ctl(&["status"]);
     assert!(out.contains("transport   off"), "{out}");
+}
+
+/// The certificate is `test-host`'s, the agent reports as another host: the collector would
+/// refuse every report (403). The agent says so itself, naming both ids: in `agentctl status`
+/// (degraded, an IDENTITY line) and as finding GW-TLS-002 in its report.
+#[test]
+fn a_certificate_for_another_host_is_a_finding_and_degrades_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("https://127.0.0.1:{}", closed_port());
+    let section =
+        format!("[agent]\nhost_id = \"i-0another00000000\"\n{}", transport_section(dir.path(), &url));
+    let daemon = Daemon::start_with(&section, &[]);
+    let mut status = Value::Null;
+    daemon.wait_for(
+        || {
+            let (_, out, _) = daemon.ctl(&["status", "--json"]);
+            status = serde_json::from_str(&out).unwrap_or(Value::Null);
+            status["transport"]["certificate"]["identity_problem"].is_string()
+        },
+        "the certificate's identity problem in the status",
+    );
+    let expected = "names host test-host (SAN URI), but this agent reports as host i-0another00000000: the collector refuses its reports (403)";
+    assert_eq!(status["transport"]["certificate"]["identity_problem"], expected, "{status}");
+    let reasons = status["health"]["reasons"].to_string();
+    assert!(reasons.contains(expected), "{status}");
+    let (code, out, err) = daemon.ctl(&["status"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("  IDENTITY  the certificate names host test-host (SAN URI)"), "{out}");
+    // And the report the daemon made carries the finding.
+    let (code, out, err) = daemon.ctl(&["report", "--json"]);
+    assert!(code == 0 || code == 1, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "GW-TLS-002")
+        .unwrap_or_else(|| panic!("no GW-TLS-002 in {out}"));
+    assert_eq!(finding["severity"], "high", "{finding}");
+    assert_eq!(finding["evidence"]["reporting_as"], "i-0another00000000", "{finding}");
+    assert_eq!(finding["evidence"]["names"], "host test-host (SAN URI)", "{finding}");
 }
 
 #[test]

@@ -615,6 +615,32 @@ pub static CATALOGUE: &[FindingRule] = &[
         references: &["RFC 5280 section 4.1.2.5: certificate validity", "docs/ARCHITECTURE.md: transport"],
     },
     FindingRule {
+        id: "GW-TLS-002",
+        title: "The agent's client certificate does not name the host it reports as",
+        severity: Severity::High,
+        other_severities: &[],
+        severity_from_config: None,
+        source: "transport",
+        rationale: "The collector takes a reporting host's identity from its client certificate (a SAN URI \
+            `urn:guestward:host:<id>`, else the CN) and refuses every report whose `agent.host_id` is another \
+            host's, so that one host's credentials can never speak for another. A certificate issued for another \
+            instance (copied between hosts, or baked into an image), an operator's certificate, or one that names \
+            nobody therefore silences this host as surely as an expired one: its reports pile up in the spool. The \
+            agent reads its own certificate by the collector's rule and says so before the collector's 401 or 403, \
+            naming both ids. The host id it reports as is `[agent] host_id`, else the EC2 instance id.",
+        remediation: "Issue a certificate for the host id this agent reports as (shown in the finding and in \
+            `agentctl status`) and replace the files named by `transport.cert_file` and `transport.key_file` (key \
+            mode 0600): the agent reloads them when they change. If the certificate is right and the host id is \
+            wrong, set `[agent] host_id` to the id the certificate names and restart the agent; reports made as the \
+            old id are set aside in `spool/rejected/` once the collector refuses them.",
+        commands: &[
+            "agentctl status  # the transport block: the IDENTITY line names both ids",
+            "openssl x509 -in /etc/guestward/tls/agent.pem -noout -subject -ext subjectAltName",
+            "guestward-collector pki issue-agent --dir <pki-dir> --host-id <host-id> --force  # development PKI",
+        ],
+        references: &["RFC 5280 section 4.2.1.6: subject alternative name", "docs/collector.md: identities"],
+    },
+    FindingRule {
         id: "GW-UPD-001",
         title: "Security updates are pending",
         severity: Severity::High,
@@ -769,10 +795,10 @@ mod tests {
         ids.extend(guestward_packages::FINDING_IDS);
         ids.extend(guestward_updates::FINDING_IDS);
         ids.extend(guestward_access::FINDING_IDS);
-        // guestward-transport depends on this crate, so it cannot be named here: its one id
-        // (`guestward_transport::shipper::CERT_EXPIRY_FINDING`, raised by
-        // `Shipper::certificate_findings`) is listed by hand.
-        ids.push("GW-TLS-001");
+        // guestward-transport depends on this crate, so it cannot be named here: its ids
+        // (`guestward_transport::shipper::CERT_EXPIRY_FINDING` and `CERT_IDENTITY_FINDING`,
+        // raised by `Shipper::certificate_findings`) are listed by hand.
+        ids.extend(["GW-TLS-001", "GW-TLS-002"]);
         ids
     }
 

@@ -7,6 +7,7 @@
 //! - [`ingest`]: the reporting protocol between an agent's shipper and a collector.
 //! - [`cyclonedx`]: the report's software inventory as a CycloneDX 1.6 SBOM.
 //! - [`render`]: the human summary of a report.
+//! - [`client_identity`]: who a client certificate names (the collector's rule, the agent's check).
 //! - [`catalogue`]: every finding id with its severity, rationale and remediation (`docs/findings.md`).
 //!
 //! This crate links the collectors' model types only (their `collect` features are off), so
@@ -17,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod catalogue;
+pub mod client_identity;
 pub mod cyclonedx;
 mod envelope;
 pub mod ingest;

@@ -438,6 +438,14 @@ pub struct CertificateStatus {
     /// SHA-256 of the certificate's DER (lowercase hex): what `identity.json` records.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Who the collector reads it as (`crate::client_identity`): `host ID (SAN URI)`,
+    /// `host ID (CN)`, `operator NAME (SAN URI)`, or `nobody: WHY`.
+    #[serde(default)]
+    pub names: Option<String>,
+    /// Why the collector will refuse the reports this agent makes with it (it names another
+    /// host than the agent reports as, an operator, or nobody): GW-TLS-002.
+    #[serde(default)]
+    pub identity_problem: Option<String>,
 }
 
 /// Internal counters.

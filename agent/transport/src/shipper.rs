@@ -38,11 +38,18 @@
 //! identity. While the certificate loaded is one of those (by the SHA-256 of its DER), the
 //! shipper holds: nothing is sent, reports stay spooled, `status().held` says why and what to
 //! do. New certificate files (a different certificate) end the hold at the next pass.
+//!
+//! The identity a certificate names (`guestward_report::client_identity`, the collector's own
+//! rule) is checked against the host this agent reports as ([`Shipper::certificate_findings`]):
+//! a certificate for another host, an operator's, or one that names nobody gets every report
+//! refused, so it is a finding (GW-TLS-002), a warning and a line of `status()` before the
+//! collector's 401 or 403 says it less precisely.
 
 use crate::config::TlsVersion;
 use crate::spool::SpooledBatch;
 use crate::{Spool, TransportConfig};
 use guestward_core::{Finding, Severity, Timestamp};
+use guestward_report::client_identity::{NamedIn, NamingError, Role};
 use guestward_report::ingest::{ErrorBody, IngestResponse, REPORTS_PATH};
 use guestward_report::protocol::{CertificateStatus, TransportStatus};
 use rustls_pki_types::pem::PemObject;
@@ -61,6 +68,8 @@ const KEY_MAX_BYTES: u64 = 64 << 10;
 const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
 /// The finding raised for an expiring client certificate.
 pub const CERT_EXPIRY_FINDING: &str = "GW-TLS-001";
+/// The finding raised for a client certificate that does not name the host the agent reports as.
+pub const CERT_IDENTITY_FINDING: &str = "GW-TLS-002";
 
 /// Why the shipper could not start or deliver.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +199,8 @@ struct CertInfo {
     not_after: Option<Timestamp>,
     /// SHA-256 of the leaf certificate's DER, lowercase hex.
     sha256: String,
+    /// Who the collector reads it as.
+    names: Result<(Role, NamedIn), NamingError>,
 }
 
 #[derive(Debug)]
@@ -215,6 +226,12 @@ struct State {
     rejected_total: u64,
     /// Unix day of the last expiry warning logged.
     expiry_warned_day: Option<i64>,
+    /// The host id of the newest report the pipeline or the spool has shown (the host this
+    /// agent reports as), kept for `status()` once the spool is empty.
+    reporting_as: Option<String>,
+    /// The identity problem last warned about (certificate SHA-256 and problem): warned again
+    /// only when either changes.
+    identity_warned: Option<(String, String)>,
 }
 
 /// The shipper. See the module documentation.
@@ -491,7 +508,7 @@ impl Shipper {
     /// `Retry-After`).
     pub async fn run(self: Arc<Self>, wake: Arc<tokio::sync::Notify>) {
         loop {
-            let _ = self.certificate_findings(); // logs the daily expiry warning
+            let _ = self.certificate_findings(None); // logs the warnings (expiry, identity)
             match self.step().await {
                 Step::Progress { .. } => continue,
                 // Held: checked again at every flush interval and at every new report, so new
@@ -786,6 +803,7 @@ impl Shipper {
         let held = self.held();
         let cert = self.tls().cert.clone();
         let state = self.state();
+        let identity_problem = identity_problem(&cert, state.reporting_as.as_deref());
         let last_error = match (&state.reload_error, &state.last_error) {
             (Some(r), Some(e)) => Some(format!("{r}; {e}")),
             (r, e) => r.clone().or_else(|| e.clone()),
@@ -807,6 +825,8 @@ impl Shipper {
                 not_after: cert.not_after,
                 days_left: cert.not_after.map(|t| days_left(t, jiff::Timestamp::now())),
                 sha256: Some(cert.sha256.clone()),
+                names: Some(describe_names(&cert.names)),
+                identity_problem,
             }),
             held,
         }
@@ -818,18 +838,37 @@ impl Shipper {
         self.state().rejected_total
     }
 
-    /// `GW-TLS-001` when the client certificate expires within 7 days (or has expired).
-    pub fn certificate_findings(&self) -> Vec<Finding> {
+    /// `GW-TLS-001` when the client certificate expires within 7 days (or has expired), and
+    /// `GW-TLS-002` when it does not name `reporting_as` (the host id of the report being made;
+    /// `None`: the newest spooled report's, or the last one seen). Each is also logged as a
+    /// warning: expiry once a day, an identity problem once per certificate and problem.
+    pub fn certificate_findings(&self, reporting_as: Option<&str>) -> Vec<Finding> {
         let cert = self.tls().cert.clone();
         let now = jiff::Timestamp::now();
-        let Some(finding) = expiry_finding(&cert, now) else { return Vec::new() };
-        let today = now.as_second().div_euclid(86_400);
+        let mut findings = Vec::new();
+        // The spool's lock is taken before the state's, never inside it.
+        let seen = reporting_as.map(str::to_string).or_else(|| self.spool.newest_host_id().flatten());
         let mut state = self.state();
-        if state.expiry_warned_day != Some(today) {
-            state.expiry_warned_day = Some(today);
-            tracing::warn!(cert = %cert.path.display(), subject = %cert.subject, not_after = ?cert.not_after, "transport: {}", finding.title);
+        if seen.is_some() {
+            state.reporting_as = seen;
         }
-        vec![finding]
+        if let Some(finding) = expiry_finding(&cert, now) {
+            let today = now.as_second().div_euclid(86_400);
+            if state.expiry_warned_day != Some(today) {
+                state.expiry_warned_day = Some(today);
+                tracing::warn!(cert = %cert.path.display(), subject = %cert.subject, not_after = ?cert.not_after, "transport: {}", finding.title);
+            }
+            findings.push(finding);
+        }
+        if let Some(problem) = identity_problem(&cert, state.reporting_as.as_deref()) {
+            let warned = (cert.sha256.clone(), problem.clone());
+            if state.identity_warned.as_ref() != Some(&warned) {
+                tracing::warn!(cert = %cert.path.display(), "transport: the client certificate {problem}");
+                state.identity_warned = Some(warned);
+            }
+            findings.push(identity_finding(&cert, state.reporting_as.as_deref(), problem));
+        }
+        findings
     }
 }
 
@@ -983,6 +1022,53 @@ fn expiry_finding(cert: &CertInfo, now: jiff::Timestamp) -> Option<Finding> {
     })
 }
 
+/// Who the collector reads `names` as: `host ID (SAN URI)`, `host ID (CN)`, `operator NAME`, or
+/// why nobody.
+fn describe_names(names: &Result<(Role, NamedIn), NamingError>) -> String {
+    match names {
+        Ok((role, NamedIn::SanUri)) => format!("{role} (SAN URI)"),
+        Ok((role, NamedIn::CommonName)) => format!("{role} (CN)"),
+        Err(e) => format!("nobody: {e}"),
+    }
+}
+
+/// Why the collector will refuse every report made with `cert` by an agent reporting as
+/// `reporting_as`, completing "the client certificate ...", or `None` when it accepts them or
+/// the agent cannot tell (no host id yet: every certificate naming a host is given the benefit).
+fn identity_problem(cert: &CertInfo, reporting_as: Option<&str>) -> Option<String> {
+    match (&cert.names, reporting_as) {
+        (Ok((Role::Host(id), _)), Some(now)) if id == now => None,
+        (Ok((Role::Host(_), _)), None) => None,
+        (Ok((Role::Host(_), _)), Some(now)) => Some(format!(
+            "names {}, but this agent reports as host {now}: the collector refuses its reports (403)",
+            describe_names(&cert.names)
+        )),
+        (Ok((Role::Operator(_), _)), _) => Some(format!(
+            "names {}, not a host: the collector refuses reports made with it (403)",
+            describe_names(&cert.names)
+        )),
+        (Err(e), _) => Some(format!("names nobody ({e}): the collector refuses it (401)")),
+    }
+}
+
+/// `GW-TLS-002` for `problem` (from [`identity_problem`]).
+fn identity_finding(cert: &CertInfo, reporting_as: Option<&str>, problem: String) -> Finding {
+    Finding {
+        id: CERT_IDENTITY_FINDING.to_string(),
+        severity: Severity::High,
+        title: format!("The agent's client certificate {problem}"),
+        evidence: serde_json::json!({
+            "path": cert.path.display().to_string(),
+            "subject": cert.subject,
+            "names": describe_names(&cert.names),
+            "reporting_as": reporting_as,
+            "sha256": cert.sha256,
+        }),
+        remediation: "Issue this host's certificate for the host id it reports as (dev PKI: `guestward-collector pki issue-agent --dir D --host-id ID --force`) and replace cert_file and key_file, or set `[agent] host_id` to the id the certificate names if that is the right one; the shipper picks new files up without a restart.".to_string(),
+        source: "transport".to_string(),
+    }
+}
+
 /// Full jitter: uniform in `[0, min(cap, base × 2^(failures-1))]`.
 fn full_jitter(tuning: &ShipperTuning, failures: u64) -> Duration {
     let exp = u32::try_from(failures.saturating_sub(1).min(30)).unwrap_or(30);
@@ -1129,7 +1215,8 @@ fn cert_info(path: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, ShipperE
         .unwrap_or_default();
     let secs = tbs.validity.not_after.to_unix_duration().as_secs();
     let not_after = i64::try_from(secs).ok().and_then(Timestamp::from_unix_secs);
-    Ok(CertInfo { path: path.to_path_buf(), subject, not_after, sha256: sha256_hex(der.as_ref()) })
+    let names = guestward_report::client_identity::named_by(&cert);
+    Ok(CertInfo { path: path.to_path_buf(), subject, not_after, sha256: sha256_hex(der.as_ref()), names })
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
@@ -1197,6 +1284,42 @@ mod tests {
     }
 
     #[test]
+    fn only_a_certificate_naming_the_host_reported_as_is_without_an_identity_problem() {
+        let named = |names| CertInfo {
+            path: "/c.pem".into(),
+            subject: "cn".into(),
+            not_after: None,
+            sha256: String::new(),
+            names,
+        };
+        let host = |id: &str, how| named(Ok((Role::Host(id.into()), how)));
+        assert_eq!(identity_problem(&host("i-1", NamedIn::SanUri), Some("i-1")), None);
+        assert_eq!(identity_problem(&host("i-1", NamedIn::CommonName), Some("i-1")), None);
+        // No host id known yet: nothing says the certificate is wrong.
+        assert_eq!(identity_problem(&host("i-1", NamedIn::SanUri), None), None);
+        let p = identity_problem(&host("i-1", NamedIn::CommonName), Some("i-2")).unwrap();
+        assert_eq!(
+            p,
+            "names host i-1 (CN), but this agent reports as host i-2: the collector refuses its reports (403)"
+        );
+        let operator = named(Ok((Role::Operator("alice".into()), NamedIn::SanUri)));
+        let p = identity_problem(&operator, Some("i-1")).unwrap();
+        assert!(p.starts_with("names operator alice (SAN URI), not a host") && p.contains("403"), "{p}");
+        assert!(
+            identity_problem(&operator, None).is_some(),
+            "an operator's certificate is wrong for any host"
+        );
+        let nobody = named(Err(NamingError::Ambiguous));
+        let p = identity_problem(&nobody, Some("i-1")).unwrap();
+        assert!(p.starts_with("names nobody (") && p.contains("ambiguous") && p.ends_with("(401)"), "{p}");
+        let f = identity_finding(&nobody, Some("i-1"), p);
+        assert_eq!(
+            (f.id.as_str(), f.severity, f.evidence["reporting_as"].as_str()),
+            ("GW-TLS-002", Severity::High, Some("i-1"))
+        );
+    }
+
+    #[test]
     fn expiry_is_high_within_a_week_and_critical_once_past() {
         let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
         let cert = |secs: i64| CertInfo {
@@ -1204,6 +1327,7 @@ mod tests {
             subject: "h".into(),
             not_after: Timestamp::from_unix_secs(1_700_000_000 + secs),
             sha256: String::new(),
+            names: Ok((Role::Host("h".into()), NamedIn::SanUri)),
         };
         assert!(expiry_finding(&cert(8 * 86_400), now).is_none());
         let f = expiry_finding(&cert(3 * 86_400), now).unwrap();

@@ -63,8 +63,10 @@ fn delivered_reports_are_acknowledged_and_deleted_in_one_request() {
         assert_eq!(status.spool.reports, 0);
         let cert = status.certificate.unwrap();
         assert_eq!(cert.subject, HOST);
+        assert_eq!(cert.names, Some(format!("host {HOST} (SAN URI)")));
+        assert_eq!(cert.identity_problem, None);
         assert!(cert.days_left.unwrap() > 365);
-        assert!(shipper.certificate_findings().is_empty());
+        assert!(shipper.certificate_findings(None).is_empty());
         // Nothing left: an empty spool is delivered at once.
         let again = rt().block_on(shipper.deliver_all(Duration::from_secs(5))).unwrap();
         assert_eq!(again.requests, 0);
@@ -301,6 +303,23 @@ fn reports_of_the_current_host_refused_by_the_host_binding_stay_spooled() {
             s.spool.push(&small_as(seq, "i-0another00000000")).unwrap();
         }
         let shipper = shipper(&s, fast());
+        // The agent can tell before the collector does (GW-TLS-002), naming both ids, from the
+        // newest spooled report's host when the pipeline names none.
+        let findings = shipper.certificate_findings(None);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        let f = &findings[0];
+        assert_eq!((f.id.as_str(), f.severity), ("GW-TLS-002", Severity::High));
+        let expected = format!(
+            "names host {HOST} (SAN URI), but this agent reports as host i-0another00000000: the collector refuses its reports (403)"
+        );
+        assert!(f.title.ends_with(&expected), "{}", f.title);
+        assert_eq!(f.evidence["reporting_as"], "i-0another00000000");
+        assert_eq!(f.evidence["names"], format!("host {HOST} (SAN URI)"));
+        let cert = shipper.status().certificate.unwrap();
+        assert_eq!(cert.identity_problem.as_deref(), Some(expected.as_str()));
+        // The pipeline's host id, when it gives one, is what is compared.
+        assert!(shipper.certificate_findings(Some(HOST)).is_empty());
+        assert_eq!(shipper.status().certificate.unwrap().identity_problem, None);
         // Asking again will not change the answer: delivery ends at once, not at the deadline.
         let started = std::time::Instant::now();
         let err = rt().block_on(shipper.deliver_all(Duration::from_secs(30))).unwrap_err();
@@ -415,7 +434,7 @@ fn a_certificate_expiring_in_three_days_is_a_high_finding() {
     let expiring = s.ca.agent_until(HOST, 3003, Some(in_days(4)));
     expiring.install(s.dir.path());
     let shipper = Shipper::new(&s.config, s.spool.clone()).unwrap();
-    let findings = shipper.certificate_findings();
+    let findings = shipper.certificate_findings(None);
     assert_eq!(findings.len(), 1);
     let f = &findings[0];
     assert_eq!((f.id.as_str(), f.severity), ("GW-TLS-001", Severity::High));

@@ -426,6 +426,11 @@ fn health(
                 format!("transport: the client certificate {} expires in {days} day(s)", cert.path)
             });
         }
+        if let Some(cert) = &t.certificate
+            && let Some(problem) = &cert.identity_problem
+        {
+            reasons.push(format!("transport: the client certificate {} {problem}", cert.path));
+        }
     }
     if status.counters.spool_push_failures_total > 0 {
         reasons.push(format!(

@@ -1,0 +1,94 @@
+//! Who a client certificate names, by the one rule the collector enforces and the agent checks.
+//!
+//! An agent certificate names its host in a SAN URI `urn:guestward:host:<id>`; the CN is only a
+//! fallback, for certificates from a fleet CA that cannot write URIs. An operator certificate has
+//! `urn:guestward:operator:<name>`. A certificate with several guestward URIs names nobody: an
+//! identity must never be ambiguous.
+//!
+//! The collector refuses a report whose `agent.host_id` is not the host its certificate names
+//! (403). The agent reads its own certificate with this same function, so it can say so in its
+//! status and its report (GW-TLS-002) before the collector refuses it, naming both ids: two
+//! readings of the rule could only disagree, one of them silently.
+
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
+
+/// SAN URI prefix of an agent certificate.
+pub const HOST_URN_PREFIX: &str = "urn:guestward:host:";
+/// SAN URI prefix of an operator certificate.
+pub const OPERATOR_URN_PREFIX: &str = "urn:guestward:operator:";
+/// The X.509 attribute type of the subject's common name.
+const COMMON_NAME: x509_cert::der::asn1::ObjectIdentifier =
+    x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
+
+/// What a client may do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// An agent: may post its own host's reports and read its own host.
+    Host(String),
+    /// An operator: may read every host, may not post.
+    Operator(String),
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Host(id) => write!(f, "host {id}"),
+            Self::Operator(n) => write!(f, "operator {n}"),
+        }
+    }
+}
+
+/// Where in the certificate the identity was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedIn {
+    /// A guestward SAN URI.
+    SanUri,
+    /// The subject's CN (no guestward SAN URI).
+    CommonName,
+}
+
+/// Why a certificate names nobody.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamingError {
+    /// Neither a guestward SAN URI nor a CN.
+    #[error(
+        "the client certificate names no identity (no SAN URI urn:guestward:host:<id> or urn:guestward:operator:<name>, no CN)"
+    )]
+    NoIdentity,
+    /// Several guestward URIs.
+    #[error("the client certificate names several guestward identities; refused as ambiguous")]
+    Ambiguous,
+}
+
+/// The identity `cert` names, and where. The name is returned as written: whether it is a
+/// valid host id or operator name is the caller's check.
+pub fn named_by(cert: &x509_cert::Certificate) -> Result<(Role, NamedIn), NamingError> {
+    let tbs = &cert.tbs_certificate;
+    let mut found: Option<Role> = None;
+    // An unreadable SAN extension names nobody through it; the CN fallback still applies, as
+    // for a certificate without one.
+    if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
+        for name in san.0 {
+            let GeneralName::UniformResourceIdentifier(uri) = name else { continue };
+            let uri = uri.as_str();
+            let role = if let Some(id) = uri.strip_prefix(HOST_URN_PREFIX) {
+                Role::Host(id.to_string())
+            } else if let Some(n) = uri.strip_prefix(OPERATOR_URN_PREFIX) {
+                Role::Operator(n.to_string())
+            } else {
+                continue;
+            };
+            if found.replace(role).is_some() {
+                return Err(NamingError::Ambiguous);
+            }
+        }
+    }
+    if let Some(role) = found {
+        return Ok((role, NamedIn::SanUri));
+    }
+    let cn = tbs.subject.0.iter().flat_map(|rdn| rdn.0.iter()).find(|atv| atv.oid == COMMON_NAME);
+    cn.and_then(|atv| std::str::from_utf8(atv.value.value()).ok())
+        .map(|cn| (Role::Host(cn.to_string()), NamedIn::CommonName))
+        .ok_or(NamingError::NoIdentity)
+}
