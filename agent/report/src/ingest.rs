@@ -91,8 +91,19 @@ pub struct HostSummary {
     /// Sequence numbers below `last_sequence` never received (reports lost or dropped by the
     /// agent's spool), counted from the first sequence stored.
     pub missing_sequences: u64,
-    /// When the latest report was stored.
+    /// When the host last delivered reports (stored or duplicate).
     pub last_seen: Timestamp,
+    /// Seconds from `last_seen` to when the collector answered, by the collector's clock: how
+    /// long the host has been silent, on the clock its retention measures it with (a host silent
+    /// longer than `[retention] forget_idle_hosts_after_days` is deleted). 0 from a collector
+    /// that predates the field.
+    #[serde(default)]
+    pub secs_since_last_seen: u64,
+    /// What the host's reports, findings, events and tombstones take in the collector's store,
+    /// as counted against `[retention] max_bytes_per_host`. 0 from a collector that predates
+    /// the field.
+    #[serde(default)]
+    pub stored_bytes: u64,
     /// `collected_at` of the latest report.
     pub last_collected_at: Timestamp,
     /// The agent version of the latest report.

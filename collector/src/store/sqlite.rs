@@ -194,9 +194,10 @@ impl Store for SqliteStore {
         let conn = Self::lock(&self.reader);
         let mut stmt = conn.prepare_cached(&summary_query("")).map_err(db_err)?;
         let rows = stmt.query_map([], SummaryRow::from_row).map_err(db_err)?;
+        let now = Timestamp::now();
         let mut out = Vec::new();
         for row in rows {
-            out.push(row.map_err(db_err)?.into_summary()?);
+            out.push(row.map_err(db_err)?.into_summary(now)?);
         }
         Ok(out)
     }
@@ -212,7 +213,7 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
         let latest_batch = row.latest_batch_id.clone();
-        let summary = row.into_summary()?;
+        let summary = row.into_summary(Timestamp::now())?;
         let blob: Option<Vec<u8>> = tx
             .query_row("SELECT report_zstd FROM reports WHERE batch_id = ?1", [&latest_batch], |r| r.get(0))
             .optional()
@@ -545,7 +546,7 @@ fn apply(
 fn summary_query(filter: &str) -> String {
     format!(
         "SELECT h.host_id, h.latest_batch_id, h.last_seen, h.cert_serial, h.cert_sha256, h.cert_not_after,
-                s.stored, s.max_seq, s.min_seq, s.distinct_seq, r.collected_at, r.agent_version
+                s.stored, s.max_seq, s.min_seq, s.distinct_seq, r.collected_at, r.agent_version, h.stored_bytes
          FROM hosts h
          JOIN (SELECT host_id, COUNT(*) AS stored, MAX(sequence) AS max_seq, MIN(sequence) AS min_seq,
                       COUNT(DISTINCT sequence) AS distinct_seq
@@ -567,6 +568,7 @@ struct SummaryRow {
     distinct_seq: i64,
     collected_at: String,
     agent_version: String,
+    stored_bytes: i64,
 }
 
 impl SummaryRow {
@@ -582,10 +584,13 @@ impl SummaryRow {
             distinct_seq: r.get(9)?,
             collected_at: r.get(10)?,
             agent_version: r.get(11)?,
+            stored_bytes: r.get(12)?,
         })
     }
 
-    fn into_summary(self) -> Result<HostSummary, StoreError> {
+    /// The summary as answered at `now` (the collector's clock, which retention measures a
+    /// host's silence with too).
+    fn into_summary(self, now: Timestamp) -> Result<HostSummary, StoreError> {
         let client_certificate = match self.cert {
             (Some(serial), Some(sha256), Some(not_after)) => {
                 Some(CertificateInfo { serial, sha256, not_after: ts_parse(&not_after, "a certificate")? })
@@ -593,8 +598,13 @@ impl SummaryRow {
             _ => None,
         };
         let span = self.max_seq.saturating_sub(self.min_seq).saturating_add(1);
+        let last_seen = ts_parse(&self.last_seen, &self.host_id)?;
+        // A clock set back since the host was seen gives 0, not a negative age.
+        let silent = now.0.duration_since(last_seen.0).as_secs();
         Ok(HostSummary {
-            last_seen: ts_parse(&self.last_seen, &self.host_id)?,
+            last_seen,
+            secs_since_last_seen: u64::try_from(silent).unwrap_or(0),
+            stored_bytes: to_u64(self.stored_bytes),
             last_collected_at: ts_parse(&self.collected_at, &self.host_id)?,
             host_id: self.host_id,
             reports_stored: to_u64(self.stored),
@@ -1131,6 +1141,31 @@ mod tests {
         assert_eq!(left.last().map(String::as_str), Some("a8"), "{left:?}");
         assert!(!left.contains(&"a5".to_string()), "{left:?}");
         assert_accounting_exact(&conn, "after the writer pruned");
+    }
+
+    /// An operator sees in the listing and the detail what each host takes against its cap
+    /// and how long it has been silent (before retention forgets it).
+    #[test]
+    fn a_host_summary_shows_its_stored_bytes_and_how_long_ago_it_was_seen() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        store_at(&mut conn, "a", &[report_with("a", "a1", 1, &noise(5_000, 1))], days_ago(10));
+        store_at(&mut conn, "b", &[report_with("b", "b1", 1, "x")], Timestamp::now());
+        let hosts = store.hosts().unwrap();
+        let (a, b) = (&hosts[0], &hosts[1]);
+        assert_eq!(a.stored_bytes, u64::try_from(stored_bytes(&conn, "a")).unwrap());
+        assert_eq!(b.stored_bytes, u64::try_from(stored_bytes(&conn, "b")).unwrap());
+        assert!(
+            a.stored_bytes > b.stored_bytes && b.stored_bytes > 0,
+            "{} {}",
+            a.stored_bytes,
+            b.stored_bytes
+        );
+        let ten_days = 10 * 86_400;
+        assert!((ten_days..ten_days + 60).contains(&a.secs_since_last_seen), "{}", a.secs_since_last_seen);
+        assert!(b.secs_since_last_seen < 60, "{}", b.secs_since_last_seen);
+        let detail = store.host("a").unwrap().unwrap();
+        assert_eq!(detail.summary.stored_bytes, a.stored_bytes);
+        assert!(detail.summary.secs_since_last_seen >= ten_days);
     }
 
     #[test]
