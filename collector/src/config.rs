@@ -160,12 +160,24 @@ pub struct RawRetention {
     /// compressed, with what their rows cost); over it, its oldest reports are deleted, its
     /// latest kept. Bounds the disk a compromised host can fill. 0: no cap. Default 1 GiB.
     pub max_bytes_per_host: u64,
+    /// A host that has delivered nothing for this many days is deleted whole (its row, reports,
+    /// findings, events and tombstones); should it report again, it is a new host. 0: hosts are
+    /// never forgotten. Default: the same as `max_age_days` (90 by default; 0, never, when
+    /// `max_age_days` is 0): by then the age limit has left the host only its latest report,
+    /// and forgetting it is the age limit reaching that one too. Shorter than `max_age_days`
+    /// is refused: it would delete the history of a terminated instance (often the one an
+    /// investigation needs) sooner than the history of any host still running.
+    pub forget_idle_hosts_after_days: Option<u32>,
 }
 
 impl Default for RawRetention {
     fn default() -> Self {
         let d = Retention::default();
-        Self { max_age_days: d.max_age_days, max_bytes_per_host: d.max_bytes_per_host }
+        Self {
+            max_age_days: d.max_age_days,
+            max_bytes_per_host: d.max_bytes_per_host,
+            forget_idle_hosts_after_days: None,
+        }
     }
 }
 
@@ -378,8 +390,37 @@ fn validate_retention(raw: &RawRetention, issues: &mut Vec<ConfigIssue>) -> Rete
             ),
         ));
     }
+    let forget_idle_hosts_after_days = match raw.forget_idle_hosts_after_days {
+        // Not set: it follows the age limit (whose own check reports a bad value).
+        None => raw.max_age_days,
+        Some(days) => {
+            // Same range as the age limit; and never sooner than it (see `RawRetention`).
+            let issues_before = local.len();
+            check_range(&mut local, "forget_idle_hosts_after_days", days, 0..=36_500);
+            if local.len() == issues_before && days != 0 && (raw.max_age_days == 0 || days < raw.max_age_days)
+            {
+                let age = if raw.max_age_days == 0 {
+                    "max_age_days is 0 (reports kept for good)".to_string()
+                } else {
+                    format!("max_age_days is {}", raw.max_age_days)
+                };
+                local.push(ConfigIssue::new(
+                    "forget_idle_hosts_after_days",
+                    format!(
+                        "must be 0 (never forget) or at least max_age_days, got {days} while {age}: a host \
+                         that stopped reporting would lose its history sooner than a running one"
+                    ),
+                ));
+            }
+            days
+        }
+    };
     issues.extend(guestward_core::config::within("retention", local));
-    Retention { max_age_days: raw.max_age_days, max_bytes_per_host: raw.max_bytes_per_host }
+    Retention {
+        max_age_days: raw.max_age_days,
+        max_bytes_per_host: raw.max_bytes_per_host,
+        forget_idle_hosts_after_days,
+    }
 }
 
 fn validate_limits(raw: &RawLimits, issues: &mut Vec<ConfigIssue>) -> Limits {
@@ -470,7 +511,10 @@ mod tests {
     #[test]
     fn retention_defaults_to_90_days_and_1_gib_per_host_and_0_turns_each_off() {
         let cfg = validate(toml::from_str("").unwrap(), Path::new(""), &Overrides::default()).unwrap();
-        assert_eq!(cfg.retention, Retention { max_age_days: 90, max_bytes_per_host: 1 << 30 });
+        assert_eq!(
+            cfg.retention,
+            Retention { max_age_days: 90, max_bytes_per_host: 1 << 30, forget_idle_hosts_after_days: 90 }
+        );
         let raw: RawConfig =
             toml::from_str("[retention]\nmax_age_days = 0\nmax_bytes_per_host = 0\n").unwrap();
         let cfg = validate(raw, Path::new(""), &Overrides::default()).unwrap();
@@ -486,6 +530,39 @@ mod tests {
         assert!(e.to_string().contains("max_days"), "{e}");
         let e = toml::from_str::<RawConfig>("[retention]\nmax_age_days = -1\n").unwrap_err();
         assert!(e.to_string().contains("max_age_days"), "{e}");
+    }
+
+    #[test]
+    fn forgetting_silent_hosts_follows_the_age_limit_unless_set_and_is_never_sooner() {
+        let retention = |toml_text: &str| {
+            let raw: RawConfig = toml::from_str(toml_text).unwrap();
+            validate(raw, Path::new(""), &Overrides::default()).map(|c| c.retention)
+        };
+        let forget = |toml_text: &str| retention(toml_text).unwrap().forget_idle_hosts_after_days;
+        // Not set: the same as max_age_days, including 0 (a config that keeps everything
+        // still does).
+        assert_eq!(forget(""), 90);
+        assert_eq!(Retention::default().forget_after(), Some(jiff::SignedDuration::from_hours(90 * 24)));
+        assert_eq!(forget("[retention]\nmax_age_days = 400\n"), 400);
+        assert_eq!(forget("[retention]\nmax_age_days = 0\n"), 0);
+        assert_eq!(retention("[retention]\nmax_age_days = 0\n").unwrap().forget_after(), None);
+        // Set: 0 turns it off, a longer time is taken as it is.
+        assert_eq!(forget("[retention]\nforget_idle_hosts_after_days = 0\n"), 0);
+        assert_eq!(forget("[retention]\nforget_idle_hosts_after_days = 365\n"), 365);
+        assert_eq!(forget("[retention]\nmax_age_days = 30\nforget_idle_hosts_after_days = 30\n"), 30);
+        // Bad values are named by key.
+        for (text, says) in [
+            ("[retention]\nforget_idle_hosts_after_days = 40000\n", "40000"),
+            ("[retention]\nforget_idle_hosts_after_days = 30\n", "max_age_days is 90"),
+            ("[retention]\nmax_age_days = 0\nforget_idle_hosts_after_days = 30\n", "max_age_days is 0"),
+        ] {
+            let issues = retention(text).unwrap_err();
+            let keys: Vec<_> = issues.iter().map(|i| i.key.as_str()).collect();
+            assert_eq!(keys, ["retention.forget_idle_hosts_after_days"], "{text}");
+            assert!(issues[0].to_string().contains(says), "{text}: {}", issues[0]);
+        }
+        let e = toml::from_str::<RawConfig>("[retention]\nforget_idle_hosts_after_days = -1\n").unwrap_err();
+        assert!(e.to_string().contains("forget_idle_hosts_after_days"), "{e}");
     }
 
     /// The config the packages install is valid, and says what retention keeps.

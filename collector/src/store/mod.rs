@@ -28,26 +28,39 @@ pub const RECENT_EVENTS_MAX_BYTES: u64 = 1 << 20;
 
 /// How long and how much the store keeps (`[retention]` in the config).
 ///
-/// A host's latest report and its row are never deleted, so `GET /v1/hosts` and
-/// `/v1/hosts/{id}` keep answering for every host that ever reported.
+/// Age and the cap never delete a host's latest report nor its row, so `GET /v1/hosts` and
+/// `/v1/hosts/{id}` keep answering for every host still reporting. Only a host silent for
+/// `forget_idle_hosts_after_days` is deleted whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// Reports received more than this many days ago are deleted with their findings and
-    /// events; 0 keeps them for good.
+    /// events, all but each host's latest; 0 keeps them for good.
     pub max_age_days: u32,
     /// The most bytes one host's reports, findings and events may take in the store, counted
     /// as stored (compressed) with what their rows cost besides; a host over it loses its
     /// oldest reports until it is under. 0: no cap.
     pub max_bytes_per_host: u64,
+    /// A host whose last delivery (`hosts.last_seen`) is more than this many days ago is
+    /// deleted whole: its row, its reports with their findings and events, its tombstones. In
+    /// an autoscaling fleet terminated instances never report again, and each would otherwise
+    /// keep its row and latest report for good. 0: hosts are never forgotten.
+    pub forget_idle_hosts_after_days: u32,
 }
 
 impl Retention {
     /// Nothing is ever deleted.
-    pub const KEEP_EVERYTHING: Self = Self { max_age_days: 0, max_bytes_per_host: 0 };
+    pub const KEEP_EVERYTHING: Self =
+        Self { max_age_days: 0, max_bytes_per_host: 0, forget_idle_hosts_after_days: 0 };
 
     /// The age limit, when there is one.
     pub fn max_age(&self) -> Option<jiff::SignedDuration> {
         (self.max_age_days > 0).then(|| jiff::SignedDuration::from_hours(i64::from(self.max_age_days) * 24))
+    }
+
+    /// How long a host may stay silent before it is forgotten, when it ever is.
+    pub fn forget_after(&self) -> Option<jiff::SignedDuration> {
+        (self.forget_idle_hosts_after_days > 0)
+            .then(|| jiff::SignedDuration::from_hours(i64::from(self.forget_idle_hosts_after_days) * 24))
     }
 
     /// The per-host cap, when there is one.
@@ -57,9 +70,10 @@ impl Retention {
 }
 
 impl Default for Retention {
-    /// 90 days, 1 GiB per host.
+    /// 90 days, 1 GiB per host, hosts silent for 90 days forgotten (see
+    /// `RawRetention::forget_idle_hosts_after_days` for why the same as the age limit).
     fn default() -> Self {
-        Self { max_age_days: 90, max_bytes_per_host: 1 << 30 }
+        Self { max_age_days: 90, max_bytes_per_host: 1 << 30, forget_idle_hosts_after_days: 90 }
     }
 }
 

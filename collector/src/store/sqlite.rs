@@ -797,7 +797,7 @@ mod tests {
     use guestward_core::testing::letters as noise;
 
     /// A report with one finding and two events, one of them holding `text`.
-    fn report_with(host: &str, batch: &str, sequence: u64, text: &str) -> NewReport {
+    pub(super) fn report_with(host: &str, batch: &str, sequence: u64, text: &str) -> NewReport {
         let mut r = new_report(host, batch, sequence);
         r.findings.push(Finding {
             id: "GW-TEST-001".into(),
@@ -820,26 +820,31 @@ mod tests {
         r
     }
 
-    fn days_ago(days: i64) -> Timestamp {
+    pub(super) fn days_ago(days: i64) -> Timestamp {
         Timestamp(jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(days * 24)).unwrap())
     }
 
     /// Stores one request of `host` received at `at`, as the writer thread would.
-    fn store_at(conn: &mut Connection, host: &str, reports: &[NewReport], at: Timestamp) -> Vec<BatchStatus> {
+    pub(super) fn store_at(
+        conn: &mut Connection,
+        host: &str,
+        reports: &[NewReport],
+        at: Timestamp,
+    ) -> Vec<BatchStatus> {
         let (job, _) = job_at(host, reports, at);
         commit_group(conn, &[job], &mut Vec::new()).pop().unwrap().unwrap()
     }
 
     /// A store (whose own writer keeps everything) and a second connection that stores and
     /// prunes as the writer thread does, with the retention under test.
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        path: PathBuf,
-        store: SqliteStore,
-        conn: Connection,
+    pub(super) struct Fixture {
+        pub(super) _dir: tempfile::TempDir,
+        pub(super) path: PathBuf,
+        pub(super) store: SqliteStore,
+        pub(super) conn: Connection,
     }
 
-    fn fixture() -> Fixture {
+    pub(super) fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let store = SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap();
@@ -847,7 +852,7 @@ mod tests {
         Fixture { _dir: dir, path, store, conn }
     }
 
-    fn batches(conn: &Connection, host: &str) -> Vec<String> {
+    pub(super) fn batches(conn: &Connection, host: &str) -> Vec<String> {
         conn.prepare("SELECT batch_id FROM reports WHERE host_id = ?1 ORDER BY received_at, rowid")
             .unwrap()
             .query_map([host], |r| r.get(0))
@@ -856,17 +861,17 @@ mod tests {
             .unwrap()
     }
 
-    fn count(conn: &Connection, sql: &str, arg: &str) -> i64 {
+    pub(super) fn count(conn: &Connection, sql: &str, arg: &str) -> i64 {
         conn.query_row(sql, [arg], |r| r.get(0)).unwrap()
     }
 
-    fn stored_bytes(conn: &Connection, host: &str) -> i64 {
+    pub(super) fn stored_bytes(conn: &Connection, host: &str) -> i64 {
         count(conn, "SELECT stored_bytes FROM hosts WHERE host_id = ?1", host)
     }
 
     /// What `host` takes, counted from scratch from the bytes of every row it has (the
     /// independent check of `hosts.stored_bytes`, which is kept incrementally).
-    fn recount(conn: &Connection, host: &str) -> i64 {
+    pub(super) fn recount(conn: &Connection, host: &str) -> i64 {
         let fixed = ROW_FIXED_BYTES;
         count(
             conn,
@@ -885,7 +890,7 @@ mod tests {
         )
     }
 
-    fn assert_accounting_exact(conn: &Connection, when: &str) {
+    pub(super) fn assert_accounting_exact(conn: &Connection, when: &str) {
         let hosts: Vec<String> = conn
             .prepare("SELECT host_id FROM hosts")
             .unwrap()
@@ -898,7 +903,7 @@ mod tests {
         }
     }
 
-    fn children(conn: &Connection, batch: &str) -> (i64, i64) {
+    pub(super) fn children(conn: &Connection, batch: &str) -> (i64, i64) {
         (
             count(conn, "SELECT COUNT(*) FROM findings WHERE batch_id = ?1", batch),
             count(conn, "SELECT COUNT(*) FROM events WHERE batch_id = ?1", batch),
@@ -917,7 +922,10 @@ mod tests {
         store_at(&mut conn, "c", &[report_with("c", "c1", 1, "x")], days_ago(10));
         store_at(&mut conn, "c", &[report_with("c", "c2", 2, "x")], Timestamp::now());
 
-        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 90, max_bytes_per_host: 0, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.run_until_idle(&mut conn, Timestamp::now());
 
         assert_eq!(batches(&conn, "a"), ["a4"]);
@@ -961,7 +969,10 @@ mod tests {
         let per_report = stored_bytes(&conn, "a") / 10;
         // Room for three and a half reports.
         let cap = u64::try_from(per_report * 7 / 2).unwrap();
-        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 0, max_bytes_per_host: cap, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
 
@@ -972,7 +983,10 @@ mod tests {
         assert_accounting_exact(&conn, "after cap pruning");
 
         // The latest report is kept even when it alone is over the cap; tombstones go first.
-        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 1 }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 0, max_bytes_per_host: 1, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
         assert_eq!(batches(&conn, "a"), ["a10"]);
@@ -987,7 +1001,10 @@ mod tests {
         let old: Vec<NewReport> = (1..=3).map(|i| report_with("a", &format!("a{i}"), i, "x")).collect();
         store_at(&mut conn, "a", &old, days_ago(100));
         store_at(&mut conn, "a", &[report_with("a", "a4", 4, "x")], Timestamp::now());
-        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 90, max_bytes_per_host: 0, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.run_until_idle(&mut conn, Timestamp::now());
         assert_eq!(batches(&conn, "a"), ["a4"]);
         let before = stored_bytes(&conn, "a");
@@ -1028,13 +1045,19 @@ mod tests {
         assert_eq!((before[0].reports_stored, before[0].missing_sequences), (20, 0));
         assert_eq!(before[1].missing_sequences, 1, "b really lost report 2");
 
-        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 90, max_bytes_per_host: 0, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.run_until_idle(&mut conn, Timestamp::now());
         let a = &store.hosts().unwrap()[0];
         assert_eq!((a.reports_stored, a.last_sequence, a.missing_sequences), (11, Some(20), 0));
 
         let cap = u64::try_from(stored_bytes(&conn, "a") / 2).unwrap();
-        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 0, max_bytes_per_host: cap, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
         let after = store.hosts().unwrap();
@@ -1063,12 +1086,18 @@ mod tests {
         assert_eq!(batches(&conn, "b"), ["b1"]);
         assert_accounting_exact(&conn, "after a rolled-back request");
 
-        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 90, max_bytes_per_host: 0, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.run_until_idle(&mut conn, Timestamp::now());
         assert_eq!(batches(&conn, "a"), ["a6", "a7", "a8"]);
         assert_accounting_exact(&conn, "after age pruning");
         let cap = u64::try_from(stored_bytes(&conn, "a") - 1).unwrap();
-        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: cap }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 0, max_bytes_per_host: cap, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
         assert_eq!(batches(&conn, "a"), ["a7", "a8"]);
@@ -1077,7 +1106,10 @@ mod tests {
         let later = Timestamp(
             jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(200 * 24)).unwrap(),
         );
-        let mut pruner = Pruner::new(Retention { max_age_days: 90, max_bytes_per_host: 0 }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 90, max_bytes_per_host: 0, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.run_until_idle(&mut conn, later);
         let tombstones: Vec<String> = conn
             .prepare("SELECT batch_id FROM pruned_batches WHERE host_id = 'a'")
@@ -1109,8 +1141,11 @@ mod tests {
                 (1..=5).map(|i| report_with("b", &format!("b{i}"), i, &noise(100_000, i as u32))).collect();
             store_at(&mut conn, "b", &b, Timestamp::now());
         }
-        let store =
-            SqliteStore::open(&path, Retention { max_age_days: 90, max_bytes_per_host: 200_000 }).unwrap();
+        let store = SqliteStore::open(
+            &path,
+            Retention { max_age_days: 90, max_bytes_per_host: 200_000, forget_idle_hosts_after_days: 0 },
+        )
+        .unwrap();
         let conn = SqliteStore::connect(&path).unwrap();
         let wait_for = |what: &str, done: &dyn Fn() -> bool| {
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -1204,7 +1239,10 @@ mod tests {
         store_at(&mut conn, "a", &[many, large, report_with("a", "a3", 3, "x")], Timestamp::now());
         let events = |conn: &Connection| count(conn, "SELECT COUNT(*) FROM events WHERE host_id = ?1", "a");
         let before = events(&conn);
-        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 1 }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 0, max_bytes_per_host: 1, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.check_every_host(&conn).unwrap();
         pruner.step(&mut conn, Timestamp::now());
         assert_eq!(before - events(&conn), 2048, "the first step deletes one budget of rows");
@@ -1275,7 +1313,10 @@ mod tests {
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
         let full = std::fs::metadata(&path).unwrap().len();
         assert!(full > 20 << 20, "{full}");
-        let mut pruner = Pruner::new(Retention { max_age_days: 0, max_bytes_per_host: 4 << 20 }, true);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 0, max_bytes_per_host: 4 << 20, forget_idle_hosts_after_days: 0 },
+            true,
+        );
         pruner.check_every_host(&conn).unwrap();
         pruner.run_until_idle(&mut conn, Timestamp::now());
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();

@@ -3,15 +3,18 @@
 //!
 //! Two triggers. After a commit group, each host that stored reports is checked against its cap
 //! (`hosts.stored_bytes`, kept exact by the transactions that insert and delete, so checking
-//! is one row read). On a timer, reports received before the age limit are looked for. Either
+//! is one row read). On a timer, a pass goes over the hosts: one silent for longer than
+//! `forget_idle_hosts_after_days` is forgotten whole (`forget`), the others lose the reports
+//! received before the age limit. Either
 //! way the work is done in steps of at most [`STEP_ROWS`] rows and [`STEP_BYTES`] deleted, one
 //! transaction each,
 //! taken between commit groups: a request waits for at most one step, never for a whole pass
 //! (a host over its cap by 60 MB of tiny events is a million rows).
 //!
-//! What is deleted is a report with its findings and events, oldest received first; never a
-//! host's latest report (`hosts.latest_batch_id`) nor the host's row, so every host that ever
-//! reported keeps its summary and detail. Pruning from the oldest also keeps
+//! What the age limit and the cap delete is a report with its findings and events, oldest
+//! received first; never a host's latest report (`hosts.latest_batch_id`) nor the host's row,
+//! so every host still reporting keeps its summary and detail (only forgetting a silent host
+//! deletes those). Pruning from the oldest also keeps
 //! `missing_sequences` honest: the span of a host's stored sequences shrinks from below with
 //! the reports, so what was pruned is not counted as missing.
 //!
@@ -33,6 +36,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+
+mod forget;
+
+use forget::{Forgetting, Outcome};
 
 /// Most rows one step deletes, in one transaction.
 const STEP_ROWS: usize = 2048;
@@ -100,6 +107,8 @@ impl Removed {
 enum Why {
     Cap,
     Age,
+    /// Its host is being forgotten: no tombstone is left (see `forget`).
+    Forget,
 }
 
 /// A report being deleted, when a step ended before all of its rows were.
@@ -117,22 +126,31 @@ struct Capping {
     removed: Removed,
 }
 
-/// A pass over the reports received before `cutoff`, host by host (through the index every
+/// A pass over the hosts, in host order: each one silent since before `forget_before` is
+/// forgotten, the others lose their reports received before `cutoff` (through the index every
 /// host's cap also uses: one index fewer to write with each report than a pass in time order).
+/// Either cutoff may be off; the pass runs when one is on.
 #[derive(Debug)]
 struct AgePass {
-    cutoff: String,
+    /// The age limit as stored time text.
+    cutoff: Option<String>,
+    /// The silence limit as stored time text (`hosts.last_seen` before it: forgotten).
+    forget_before: Option<String>,
     /// The host being looked at, or the last one done (the pass goes on after it in host order).
     host: String,
     host_done: bool,
     per_host: BTreeMap<String, Removed>,
     tombstones: Removed,
+    /// Hosts forgotten, and what they took.
+    forgotten: u64,
+    forgotten_removed: Removed,
 }
 
 /// A finished piece of work, logged once its transaction committed.
 enum Done {
     Cap { host_id: String, removed: Removed, stored_bytes: u64, cap: u64 },
     Age(AgePass),
+    Forgot(Forgetting, Outcome),
 }
 
 /// The retention state of the writer thread.
@@ -144,6 +162,8 @@ pub(super) struct Pruner {
     to_check: BTreeSet<String>,
     capping: Option<Capping>,
     current: Option<Victim>,
+    /// A silent host being deleted, over as many steps as it takes.
+    forgetting: Option<Forgetting>,
     age: Option<AgePass>,
     next_age_pass: Instant,
     paused_until: Option<Instant>,
@@ -160,6 +180,7 @@ impl Pruner {
             to_check: BTreeSet::new(),
             capping: None,
             current: None,
+            forgetting: None,
             age: None,
             next_age_pass: Instant::now(),
             paused_until: None,
@@ -189,14 +210,20 @@ impl Pruner {
         self.paused_until.is_some_and(|until| Instant::now() < until)
     }
 
+    /// Whether the timer's pass has anything to look for.
+    fn has_age_pass(&self) -> bool {
+        self.retention.max_age().is_some() || self.retention.forget_after().is_some()
+    }
+
     fn age_pass_due(&self) -> bool {
-        self.retention.max_age().is_some() && self.age.is_none() && Instant::now() >= self.next_age_pass
+        self.has_age_pass() && self.age.is_none() && Instant::now() >= self.next_age_pass
     }
 
     /// Whether a step has something to do now.
     pub(super) fn has_work(&self) -> bool {
         !self.paused()
             && (self.current.is_some()
+                || self.forgetting.is_some()
                 || self.capping.is_some()
                 || self.age.is_some()
                 || !self.to_check.is_empty()
@@ -211,7 +238,7 @@ impl Pruner {
         if let Some(until) = self.paused_until {
             wait = wait.min(until.saturating_duration_since(now));
         }
-        if self.retention.max_age().is_some() {
+        if self.has_age_pass() {
             wait = wait.min(self.next_age_pass.saturating_duration_since(now));
         }
         wait
@@ -226,14 +253,21 @@ impl Pruner {
         self.paused_until = None;
         if self.age_pass_due() {
             self.next_age_pass = Instant::now() + AGE_PASS_EVERY;
-            self.age =
-                self.retention.max_age().and_then(|age| now.0.checked_sub(age).ok()).map(|cutoff| AgePass {
-                    cutoff: ts_text(&Timestamp(cutoff)),
-                    host: String::new(),
-                    host_done: true,
-                    per_host: BTreeMap::new(),
-                    tombstones: Removed::default(),
-                });
+            let before = |limit: Option<jiff::SignedDuration>| {
+                limit.and_then(|limit| now.0.checked_sub(limit).ok()).map(|t| ts_text(&Timestamp(t)))
+            };
+            let (cutoff, forget_before) =
+                (before(self.retention.max_age()), before(self.retention.forget_after()));
+            self.age = (cutoff.is_some() || forget_before.is_some()).then(|| AgePass {
+                cutoff,
+                forget_before,
+                host: String::new(),
+                host_done: true,
+                per_host: BTreeMap::new(),
+                tombstones: Removed::default(),
+                forgotten: 0,
+                forgotten_removed: Removed::default(),
+            });
         }
         let result = match self.delete_step(conn, &ts_text(&now)) {
             Ok(Some(deleted)) => {
@@ -256,6 +290,9 @@ impl Pruner {
                 self.to_check.insert(capping.host_id);
             }
             self.current = None;
+            // A host half forgotten is found again by the next pass (its counts are exact
+            // after every step, so what is left is deleted as if nothing had been).
+            self.forgetting = None;
             self.age = None;
             self.next_age_pass = Instant::now() + PAUSE_AFTER_ERROR;
             self.vacuum_due = false;
@@ -268,7 +305,8 @@ impl Pruner {
         if self.current.is_none() && self.capping.is_none() {
             self.capping = next_over_cap(conn, &mut self.to_check, self.retention)?;
         }
-        if self.current.is_none() && self.capping.is_none() && self.age.is_none() {
+        if self.current.is_none() && self.forgetting.is_none() && self.capping.is_none() && self.age.is_none()
+        {
             return Ok(None);
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -297,9 +335,28 @@ impl Pruner {
                             age.per_host.entry(victim.host_id.clone()).or_default().add(removed);
                         }
                     }
+                    // Deleted by `Forgetting::step`, which keeps its own victim.
+                    Why::Forget => {}
                 }
                 if !finished {
                     self.current = Some(victim);
+                }
+                continue;
+            }
+            if let Some(mut forgetting) = self.forgetting.take() {
+                let rows_before = budget.rows;
+                let outcome = forgetting.step(&tx, &mut budget, now)?;
+                deleted |= budget.rows < rows_before;
+                match outcome {
+                    // The budget is spent: the next step goes on.
+                    None => self.forgetting = Some(forgetting),
+                    Some(outcome) => {
+                        if let (Outcome::Forgotten, Some(age)) = (outcome, self.age.as_mut()) {
+                            age.forgotten += 1;
+                            age.forgotten_removed.add(forgetting.removed);
+                        }
+                        done.push(Done::Forgot(forgetting, outcome));
+                    }
                 }
                 continue;
             }
@@ -337,16 +394,26 @@ impl Pruner {
             }
             if let Some(age) = self.age.as_mut() {
                 if age.host_done {
-                    if let Some(host_id) = next_host(&tx, &age.host)? {
-                        age.host = host_id;
-                        age.host_done = false;
+                    if let Some((host_id, last_seen)) = next_host(&tx, &age.host)? {
+                        age.host.clone_from(&host_id);
                         // A host looked at is a turn of the budget: a step over many hosts
                         // with nothing to delete stays bounded too.
                         budget.take(1, 0);
+                        match &age.forget_before {
+                            // Silent for too long: deleted whole, its age pruning with it.
+                            Some(before) if last_seen < *before => {
+                                self.forgetting = Some(Forgetting::new(host_id, last_seen, before.clone()));
+                            }
+                            _ => age.host_done = false,
+                        }
                         continue;
                     }
                 } else {
-                    if let Some(batch_id) = oldest_report_before(&tx, &age.host, &age.cutoff)? {
+                    let victim = match &age.cutoff {
+                        Some(cutoff) => oldest_report_before(&tx, &age.host, cutoff)?,
+                        None => None,
+                    };
+                    if let Some(batch_id) = victim {
                         self.current = Some(Victim { batch_id, host_id: age.host.clone(), why: Why::Age });
                     } else {
                         age.host_done = true;
@@ -354,7 +421,13 @@ impl Pruner {
                     continue;
                 }
                 // Every host is done: the tombstones past the age limit go too.
-                let expired = expire_tombstones(&tx, &age.cutoff, budget.rows)?;
+                let Some(cutoff) = age.cutoff.as_deref() else {
+                    if let Some(age) = self.age.take() {
+                        done.push(Done::Age(age));
+                    }
+                    continue;
+                };
+                let expired = expire_tombstones(&tx, cutoff, budget.rows)?;
                 let rows = usize::try_from(expired.tombstones).unwrap_or(budget.rows);
                 budget.take(rows, 0);
                 deleted |= rows > 0;
@@ -426,7 +499,17 @@ fn log_done(done: Done, retention: Retention) {
                     "retention: reports past the age limit deleted"
                 );
             }
+            if pass.forgotten > 0 {
+                info!(
+                    hosts_forgotten = pass.forgotten,
+                    reports_removed = pass.forgotten_removed.reports,
+                    bytes_freed = pass.forgotten_removed.bytes,
+                    forget_idle_hosts_after_days = retention.forget_idle_hosts_after_days,
+                    "retention: hosts silent past the limit forgotten"
+                );
+            }
         }
+        Done::Forgot(forgetting, outcome) => forget::log(&forgetting, outcome, retention),
     }
 }
 
@@ -483,10 +566,10 @@ fn oldest_report_before(
     .optional()
 }
 
-/// The first host after `after` in host order.
-fn next_host(conn: &Connection, after: &str) -> Result<Option<String>, rusqlite::Error> {
-    conn.prepare_cached("SELECT host_id FROM hosts WHERE host_id > ?1 ORDER BY host_id LIMIT 1")?
-        .query_row([after], |r| r.get(0))
+/// The first host after `after` in host order, with its `last_seen`.
+fn next_host(conn: &Connection, after: &str) -> Result<Option<(String, String)>, rusqlite::Error> {
+    conn.prepare_cached("SELECT host_id, last_seen FROM hosts WHERE host_id > ?1 ORDER BY host_id LIMIT 1")?
+        .query_row([after], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
 }
 
@@ -549,13 +632,16 @@ fn delete_report_rows(
             budget.take(1, u64::try_from(len).unwrap_or(0));
             removed.reports = 1;
             removed.bytes = removed.bytes.saturating_add(cost(len));
-            let added = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO pruned_batches (batch_id, host_id, pruned_at) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![victim.batch_id, victim.host_id, now])?;
-            if added == 1 {
-                tombstone = row_cost(0, &victim.batch_id, &victim.host_id);
+            // A host being forgotten loses its tombstones next: none is made for it.
+            if !matches!(victim.why, Why::Forget) {
+                let added = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO pruned_batches (batch_id, host_id, pruned_at) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![victim.batch_id, victim.host_id, now])?;
+                if added == 1 {
+                    tombstone = row_cost(0, &victim.batch_id, &victim.host_id);
+                }
             }
         }
     } else {
