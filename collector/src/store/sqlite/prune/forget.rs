@@ -356,7 +356,10 @@ mod tests {
         let mut pruner = Pruner::new(retention(90, 90), true);
         pruner.step(&mut conn, Timestamp::now());
         assert_eq!(rows_of(&conn, "gone")[0], 1, "one step is not the whole host");
+        // Forgetting, not the age limit, deleted its oldest reports: no tombstone was made for
+        // them (its two older tombstones go after its reports).
         assert!(batches(&conn, "gone").len() < 5, "the first step deleted its oldest reports");
+        assert_eq!(rows_of(&conn, "gone")[4], 2, "tombstones after the first step");
 
         store_at(&mut conn, "gone", &[report_with("gone", "g8", 8, "x")], Timestamp::now());
         pruner.run_until_idle(&mut conn, Timestamp::now());
