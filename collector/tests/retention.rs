@@ -1,10 +1,11 @@
-//! The store's bounds against a compromised host, through the real binary: event text that
+//! The store's bounds, through the real binary: against a compromised host, event text that
 //! compresses to almost nothing on the wire stays about that small on disk, and
-//! `[retention] max_bytes_per_host` holds the host to its cap without touching other hosts.
+//! `[retention] max_bytes_per_host` holds the host to its cap without touching other hosts; and
+//! a host that stopped reporting is forgotten after `forget_idle_hosts_after_days`.
 
 use crate::common::*;
 use guestward_core::testing::letters;
-use guestward_report::ingest::{BatchStatus, HostDetail, IngestResponse};
+use guestward_report::ingest::{BatchStatus, HostDetail, HostList, IngestResponse};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -161,5 +162,138 @@ fn a_compromised_host_cannot_amplify_its_requests_on_disk_nor_pass_its_cap() {
         )
         .unwrap();
         assert!(child.wait().unwrap().success());
+    });
+}
+
+/// SIGTERM, and the collector exits 0 (the database is closed before it is edited).
+fn stop(mut child: std::process::Child) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Host A stopped reporting 61 days ago (its reports and last delivery moved back in the file
+/// while the collector is stopped: the binary has no clock to turn), host B reports today. With
+/// `forget_idle_hosts_after_days = 60`, the collector's pass at start forgets A whole; B stays,
+/// its stored bytes shown to the operator; A reporting again is a new host.
+#[test]
+fn a_host_silent_past_the_limit_disappears_from_the_listing_and_a_reporting_one_stays() {
+    guestward_core::testing::within(Duration::from_secs(120), "forget idle hosts", || {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        new_pki(d);
+        let config = d.join("collector.toml");
+        std::fs::write(
+            &config,
+            "listen = \"127.0.0.1:0\"\ndb = \"c.db\"\n[retention]\nmax_age_days = 30\nforget_idle_hosts_after_days = 60\n",
+        )
+        .unwrap();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let ca = std::fs::read(d.join("pki/ca.pem")).unwrap();
+        let client = |addr: std::net::SocketAddr, who: std::path::PathBuf| {
+            reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+                .identity(identity(&who.join("cert.pem"), &who.join("key.pem")))
+                .resolve("localhost", addr)
+                .timeout(Duration::from_secs(20))
+                .no_proxy()
+                .build()
+                .unwrap()
+        };
+        let agent = |addr, host: &str| client(addr, d.join("pki/agents").join(host));
+        let operator = |addr| client(addr, d.join("pki/operators").join(OPERATOR));
+        let url = |addr: std::net::SocketAddr, path: &str| format!("https://localhost:{}{path}", addr.port());
+        let post = |addr, host: &'static str, sequence: u64| {
+            let request = agent(addr, host)
+                .post(url(addr, "/v1/reports"))
+                .header("content-type", "application/json")
+                .body(body(&[with_text_event(host, sequence, letters(5_000, sequence as u32))]))
+                .send();
+            async move {
+                let resp = request.await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.json::<IngestResponse>().await.unwrap().results[0].status
+            }
+        };
+        let hosts = |addr| {
+            let request = operator(addr).get(url(addr, "/v1/hosts")).send();
+            async move {
+                let resp = request.await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.json::<HostList>().await.unwrap().hosts
+            }
+        };
+
+        let (child, addr) = serve_binary(&config, std::process::Stdio::null());
+        rt.block_on(async {
+            for sequence in 1..=3 {
+                assert_eq!(post(addr, HOST_A, sequence).await, BatchStatus::Stored);
+            }
+            assert_eq!(post(addr, HOST_B, 1).await, BatchStatus::Stored);
+            let listed = hosts(addr).await;
+            assert_eq!(listed.len(), 2);
+            for host in &listed {
+                assert_eq!(host.stored_bytes, stored_bytes(d, &host.host_id), "{}", host.host_id);
+                assert!(host.stored_bytes > 5_000, "{}: {}", host.host_id, host.stored_bytes);
+                assert!(host.secs_since_last_seen < 60, "{}: {}", host.host_id, host.secs_since_last_seen);
+            }
+        });
+        stop(child);
+
+        {
+            let conn = rusqlite::Connection::open(d.join("c.db")).unwrap();
+            let ago = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(61 * 24)).unwrap();
+            // As the store writes times: all nine fractional digits (text order is time order).
+            let ago = format!("{ago:.9}");
+            let moved = conn
+                .execute("UPDATE reports SET received_at = ?1 WHERE host_id = ?2", [&ago, HOST_A])
+                .unwrap();
+            assert_eq!(moved, 3);
+            conn.execute("UPDATE hosts SET last_seen = ?1 WHERE host_id = ?2", [&ago, HOST_A]).unwrap();
+        }
+
+        let log = d.join("collector.log");
+        let (child, addr) = serve_binary(&config, std::fs::File::create(&log).unwrap().into());
+        rt.block_on(async {
+            // The first pass runs as the collector starts.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut listed = hosts(addr).await;
+            while listed.len() > 1 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                listed = hosts(addr).await;
+            }
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            let ids: Vec<&str> = listed.iter().map(|h| h.host_id.as_str()).collect();
+            assert_eq!(ids, [HOST_B], "log:\n{log_text}");
+            assert!(listed[0].stored_bytes > 5_000 && listed[0].stored_bytes == stored_bytes(d, HOST_B));
+            assert!(
+                log_text.contains("retention: host forgotten") && log_text.contains(HOST_A),
+                "{log_text}"
+            );
+            let gone = operator(addr).get(url(addr, "/v1/hosts/host-a")).send().await.unwrap();
+            assert_eq!(gone.status(), 404);
+            {
+                let conn = rusqlite::Connection::open(d.join("c.db")).unwrap();
+                for table in ["reports", "events", "pruned_batches", "hosts"] {
+                    let left: i64 = conn
+                        .query_row(
+                            &format!("SELECT COUNT(*) FROM {table} WHERE host_id = ?1"),
+                            [HOST_A],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(left, 0, "{table}");
+                }
+            }
+
+            // Host A's instance starts again: a new host, counted from zero.
+            assert_eq!(post(addr, HOST_A, 4).await, BatchStatus::Stored);
+            let listed = hosts(addr).await;
+            let a = listed.iter().find(|h| h.host_id == HOST_A).unwrap();
+            assert_eq!((a.reports_stored, a.missing_sequences), (1, 0));
+            assert_eq!(a.stored_bytes, stored_bytes(d, HOST_A));
+        });
+        stop(child);
     });
 }
