@@ -242,7 +242,9 @@ async fn route(
                 None => Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
-                    format!("host {id:?} has never reported"),
+                    format!(
+                        "host {id:?} is not stored: it never reported, or it stopped reporting and retention forgot it"
+                    ),
                 )),
             }
         }

@@ -147,7 +147,7 @@ pub trait Store: Send + Sync {
     fn ingest(&self, delivery: &Delivery, reports: &[NewReport]) -> Result<Vec<BatchStatus>, StoreError>;
     /// Every host, ordered by host id.
     fn hosts(&self) -> Result<Vec<HostSummary>, StoreError>;
-    /// One host; `None` when it never reported.
+    /// One host; `None` when it never reported or was forgotten (`Retention`).
     fn host(&self, host_id: &str) -> Result<Option<HostDetail>, StoreError>;
     /// Whether the store answers.
     fn health(&self) -> Result<(), StoreError>;

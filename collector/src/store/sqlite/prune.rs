@@ -24,7 +24,8 @@
 //! counted twice and would widen the host's span again. Tombstones are small (two ids and a
 //! time) and bounded twice: they are dropped once they are `max_age_days` old (a retry comes
 //! within minutes or hours; a batch held longer than the age limit would be pruned again at
-//! once anyway), and they count against their host's cap like its reports, so a host at its
+//! once anyway) or when their host is forgotten (`forget`, which says why a retry after that
+//! is stored), and they count against their host's cap like its reports, so a host at its
 //! cap sending tiny reports by the thousand cannot grow the tombstones instead.
 
 use super::schema::{row_cost, stored_len_sql};
