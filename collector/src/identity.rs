@@ -143,6 +143,18 @@ mod tests {
         assert_eq!(id.role, Role::Host("h-2".into()));
         let id = identity_from_cert(&cert(None, &["urn:guestward:operator:alice"]), false).unwrap();
         assert_eq!(id.role, Role::Operator("alice".into()));
+        // Among names of every other kind (DNS, IP, e-mail), the URI is found.
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(vec!["h.example".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "ignored");
+        p.subject_alt_names.extend([
+            SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+            SanType::Rfc822Name("ops@h.example".try_into().unwrap()),
+            SanType::URI("urn:guestward:host:h-3".try_into().unwrap()),
+            SanType::DnsName("other.example".try_into().unwrap()),
+        ]);
+        let mixed = p.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(identity_from_cert(&mixed, false).unwrap().role, Role::Host("h-3".into()));
     }
 
     #[test]
