@@ -30,6 +30,7 @@ use crate::{KIND_GAP, overflow_gap_data};
 use guestward_core::{Event, Timestamp};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 /// Thresholds of the coalescer (from [`crate::HistoryConfig`]).
@@ -82,19 +83,27 @@ impl Batch {
 
 /// Keys whose room the coalescer keeps after a storm (see `take`).
 const KEYS_KEPT: usize = 1024;
+/// Most keys whose rate is tracked: a table of 32,768 slots, at most 7/8 of them used (about
+/// 1.3 MB). A rescan reporting 100,000 new files made one key per path within a window: 11.2 MB
+/// of table and 3.1 MB of key text, the daemon's largest heap use in that storm (heaptrack).
+/// The table is not grown past it: when a new key would make a table of half as many keys or
+/// more grow (or rehash), the keys without a summary are forgotten first and the table is
+/// compacted. A path whose fourth change in a window comes after that passes individually:
+/// nothing is lost, and the backlog bound still folds a flood.
+const MAX_RATE_KEYS: usize = 28_672;
 /// Fields holding the state *before* a change: a summary keeps the earliest event's.
 const OLD_FIELDS: [&str; 4] = ["old", "old_path", "old_version", "previous_processes"];
 /// Distinct `change` values remembered per summary.
 const MAX_CHANGES: usize = 8;
 /// Distinct `changed` attribute names remembered per summary.
 const MAX_CHANGED: usize = 32;
-/// Bookkeeping per key besides the key text: its slot in the hash map (at the map's 7/8 load)
-/// and the key's allocation header.
-const KEY_OVERHEAD: usize = std::mem::size_of::<(String, KeyState)>() * 8 / 7 + 16;
+/// Bookkeeping per key: its slot in the hash map (at the map's 7/8 load) and its control byte.
+/// The key's text is not kept: the map is keyed by its hash (see [`Coalescer::keys`]).
+const KEY_OVERHEAD: usize = (std::mem::size_of::<(u64, KeyState)>() + 1) * 8 / 7;
 /// Per waiting event besides its kind and JSON text: its queue slot and two allocation headers.
 const PENDING_OVERHEAD: usize = std::mem::size_of::<Pending>() + 32;
 /// Per summary besides its texts: the boxed struct, its old-state slots, its entry in the
-/// order index (which holds a second copy of the key, counted separately) and headers.
+/// order index and allocation headers.
 const SUMMARY_OVERHEAD: usize =
     std::mem::size_of::<Summary>() + OLD_FIELDS.len() * std::mem::size_of::<(&str, Option<Box<str>>)>() + 96;
 
@@ -149,10 +158,13 @@ struct Summary {
     changes: Vec<String>,
     changed: Vec<Value>,
     bytes: usize,
+    /// The key it summarizes: the rate table holds only the key's hash, and an event whose
+    /// key's hash is the same but whose key is not (a 64-bit collision) is not merged.
+    key: Box<str>,
 }
 
 impl Summary {
-    fn new(now: Instant, event: Event) -> Self {
+    fn new(now: Instant, event: Event, key: Box<str>) -> Self {
         let earliest = OLD_FIELDS
             .iter()
             .map(|f| (*f, event.data.get(*f).map(|v| v.to_string().into_boxed_str())))
@@ -165,8 +177,9 @@ impl Summary {
             first_time: event.time,
             last_time: event.time,
             count: 1,
-            bytes: SUMMARY_OVERHEAD + event.kind.len() + earliest_bytes,
+            bytes: SUMMARY_OVERHEAD + event.kind.len() + earliest_bytes + key.len(),
             kind: event.kind,
+            key,
             earliest,
             latest: Compact::default(),
             changes: Vec::new(),
@@ -315,9 +328,14 @@ impl Compact {
 pub struct Coalescer {
     limits: CoalesceLimits,
     seq: u64,
-    keys: HashMap<String, KeyState>,
-    /// Keys with a summary, by the summary's first arrival (oldest first).
-    summaries: BTreeMap<u64, String>,
+    /// Rate bookkeeping, by the hash of each key (`hasher`): the keys' text would be most of
+    /// the table's memory in a storm of new paths. The hasher's keys are random per process,
+    /// so nobody can choose paths whose hashes collide; a collision only shares a rate count
+    /// (a summary checks its own key before merging).
+    keys: HashMap<u64, KeyState>,
+    hasher: RandomState,
+    /// Keys with a summary (their hash), by the summary's first arrival (oldest first).
+    summaries: BTreeMap<u64, u64>,
     pending: VecDeque<Pending>,
     bytes: usize,
     dropped: u64,
@@ -332,6 +350,7 @@ impl Coalescer {
             limits,
             seq: 0,
             keys: HashMap::new(),
+            hasher: RandomState::new(),
             summaries: BTreeMap::new(),
             pending: VecDeque::new(),
             bytes: 0,
@@ -367,29 +386,37 @@ impl Coalescer {
             return;
         }
         let key = format!("{}\0{}", event.kind, identity_of(&event));
+        let hash = self.hasher.hash_one(&key);
         let backlog = self.pending.len() >= self.limits.max_pending_events;
-        if !self.keys.contains_key(&key) {
-            self.bytes += KEY_OVERHEAD + key.len();
-            self.keys.insert(key.clone(), KeyState { window_start: now, in_window: 0, summary: None });
+        if !self.keys.contains_key(&hash) {
+            // `len == capacity`: this insert reallocates. Forgotten keys leave tombstones that
+            // count as used, so the length alone does not say when the table would double.
+            if self.keys.len() == self.keys.capacity() && self.keys.len() >= MAX_RATE_KEYS / 2 {
+                self.forget_rates();
+                self.keys.shrink_to_fit();
+            }
+            self.bytes += KEY_OVERHEAD;
+            self.keys.insert(hash, KeyState { window_start: now, in_window: 0, summary: None });
         }
-        let Some(state) = self.keys.get_mut(&key) else { return };
+        let Some(state) = self.keys.get_mut(&hash) else { return };
         if now.saturating_duration_since(state.window_start) >= self.limits.window {
             state.window_start = now;
             state.in_window = 0;
         }
         state.in_window = state.in_window.saturating_add(1);
         let storming = state.in_window > self.limits.per_key_events;
-        if let Some(summary) = &mut state.summary {
+        if let Some(summary) = &mut state.summary
+            && *summary.key == *key
+        {
             summary.storm |= storming;
             let delta = summary.merge(now, event);
             self.bytes = self.bytes.saturating_add_signed(delta);
-        } else if storming || backlog {
-            let mut summary = Box::new(Summary::new(now, event));
+        } else if state.summary.is_none() && (storming || backlog) {
+            let mut summary = Box::new(Summary::new(now, event, key.into_boxed_str()));
             summary.storm = storming;
-            summary.bytes += key.len();
             self.bytes += summary.bytes;
             state.summary = Some(summary);
-            self.summaries.insert(seq, key);
+            self.summaries.insert(seq, hash);
         } else {
             self.push_individual(seq, event);
         }
@@ -402,6 +429,17 @@ impl Coalescer {
         self.pending.push_back(p);
     }
 
+    /// Forgets the rate bookkeeping of every key without a summary (no event is lost by it).
+    fn forget_rates(&mut self) {
+        let before = self.keys.len();
+        self.keys.retain(|_, s| s.summary.is_some());
+        let forgotten = before - self.keys.len();
+        self.bytes = self.bytes.saturating_sub(forgotten * KEY_OVERHEAD);
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "coalescer: rate bookkeeping dropped (memory cap or key bound)");
+        }
+    }
+
     /// Keeps memory under the cap: first forgets rate bookkeeping, then drops the oldest
     /// events or summaries, down to 90% of the cap so the work is not redone on every push.
     fn enforce_cap(&mut self) {
@@ -410,19 +448,7 @@ impl Coalescer {
             return;
         }
         let low = cap - cap / 10;
-        let before = self.keys.len();
-        self.keys.retain(|k, s| {
-            s.summary.is_some() || {
-                self.bytes = self.bytes.saturating_sub(KEY_OVERHEAD + k.len());
-                false
-            }
-        });
-        if before != self.keys.len() {
-            tracing::debug!(
-                forgotten = before - self.keys.len(),
-                "coalescer at its memory cap: rate bookkeeping dropped"
-            );
-        }
+        self.forget_rates();
         while self.bytes > low {
             let oldest_pending = self.pending.front().map(|p| p.seq);
             let oldest_summary = self.summaries.first_key_value().map(|(s, _)| *s);
@@ -512,10 +538,10 @@ impl Coalescer {
         // Rate bookkeeping of keys quiet for a window is no longer needed.
         let window = self.limits.window;
         let mut freed = 0usize;
-        self.keys.retain(|k, s| {
+        self.keys.retain(|_, s| {
             let keep = s.summary.is_some() || now.saturating_duration_since(s.window_start) < window;
             if !keep {
-                freed += KEY_OVERHEAD + k.len();
+                freed += KEY_OVERHEAD;
             }
             keep
         });
@@ -664,13 +690,14 @@ mod tests {
         let limits = CoalesceLimits::default();
         let mut c = Coalescer::new(limits);
         let t0 = Instant::now();
-        for i in 0..20_000 {
+        // Fewer paths than the table's bound (`MAX_RATE_KEYS`, tested below).
+        for i in 0..12_000 {
             c.push(fim(&format!("/w/f{i:07}"), "added", None, Some(1), 100), t0);
             if i % 1000 == 999 {
                 c.drain(t0);
             }
         }
-        assert!(c.keys.capacity() >= 20_000, "one key per path during the storm");
+        assert!(c.keys.capacity() >= 12_000, "one key per path during the storm");
         let batch = c.drain(t0 + limits.window);
         assert!(c.keys.is_empty(), "{}", batch.events.len());
         assert!(c.keys.capacity() <= 2 * KEYS_KEPT, "{} keys' room kept", c.keys.capacity());
@@ -678,6 +705,54 @@ mod tests {
         c.push(fim("/w/a", "modified", Some(1), Some(2), 101), t0 + limits.window);
         c.drain(t0 + limits.window);
         assert_eq!(c.keys.len(), 1);
+    }
+
+    /// A rescan reporting 100,000 new paths within one window (drained each "second", as the
+    /// daemon does): the rate table stays within its bound, and every path is still reported,
+    /// none dropped, none folded into another.
+    #[test]
+    fn the_rate_table_stays_bounded_through_a_window_of_100_000_new_paths() {
+        let limits = CoalesceLimits::default();
+        let mut c = Coalescer::new(limits);
+        let t0 = Instant::now();
+        let mut paths = std::collections::BTreeSet::new();
+        let mut largest = 0;
+        for i in 0..100_000 {
+            c.push(fim(&format!("/w/f{i:07}"), "added", None, Some(1), 100), t0);
+            largest = largest.max(c.keys.capacity());
+            if i % 10_000 == 9_999 {
+                for e in c.drain(t0).events {
+                    assert!(e.data.get("coalesced").is_none(), "{e:?}");
+                    paths.insert(e.data["path"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        assert_eq!(paths.len(), 100_000, "every path reported once");
+        assert!(largest <= MAX_RATE_KEYS, "the table grew to {largest} keys");
+        assert!(c.keys.len() <= MAX_RATE_KEYS);
+    }
+
+    /// A path rewritten in a storm keeps its summary (and its bookkeeping) when the bound
+    /// forgets the keys of paths seen once: it is still folded, not reported change by change.
+    #[test]
+    fn a_storming_path_stays_folded_when_the_bound_forgets_the_others() {
+        let mut c = Coalescer::new(CoalesceLimits::default());
+        let t0 = Instant::now();
+        for i in 0..(3 * MAX_RATE_KEYS) {
+            c.push(fim("/etc/hot", "modified", Some(1), Some(2), 100), t0);
+            c.push(fim(&format!("/w/f{i:07}"), "added", None, Some(1), 100), t0);
+            if i % 500 == 499 {
+                c.drain(t0);
+            }
+        }
+        let hot: Vec<Event> = c
+            .flush(t0 + Duration::from_secs(1))
+            .events
+            .into_iter()
+            .filter(|e| e.data["path"] == "/etc/hot")
+            .collect();
+        assert_eq!(hot.len(), 1, "{hot:?}");
+        assert!(hot[0].data["coalesced"]["count"].as_u64().unwrap() > 3 * MAX_RATE_KEYS as u64 - 10);
     }
 
     #[test]
