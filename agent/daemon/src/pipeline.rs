@@ -738,6 +738,7 @@ impl Pipeline {
             // GW-TLS-002: one that names another host than this report's does too. The report
             // says so, in case it still gets through (a collector of another rule, a log).
             report.findings.extend(transport.shipper.certificate_findings(report.agent.host_id.as_deref()));
+            report.sort_findings();
         }
         report.self_limits = self.self_limits.as_ref().map(|l| l.status());
         report.sequence = Some(self.sequence.upcoming());

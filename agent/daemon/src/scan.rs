@@ -68,7 +68,7 @@ pub fn run(config: &Config, collectors: &Collectors, only: &BTreeSet<Collector>)
     report.access = access.map(|c| absorb(&mut report, c));
     let instance_id = instance_id.or_else(|| collect::cloud::firmware_instance_id(root));
     report.agent = identify(config, root, &report, instance_id);
-    report.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+    report.sort_findings();
     report
 }
 

@@ -229,6 +229,20 @@ fn a_certificate_for_another_host_is_a_finding_and_degrades_the_status() {
         .find(|f| f["id"] == "GW-TLS-002")
         .unwrap_or_else(|| panic!("no GW-TLS-002 in {out}"));
     assert_eq!(finding["severity"], "high", "{finding}");
+    // In the report's order, most severe first, like the scan's own findings.
+    let ranks: Vec<u8> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| match f["severity"].as_str().unwrap() {
+            "critical" => 0,
+            "high" => 1,
+            "medium" => 2,
+            "low" => 3,
+            _ => 4,
+        })
+        .collect();
+    assert!(ranks.is_sorted(), "{out}");
     assert_eq!(finding["evidence"]["reporting_as"], "i-0another00000000", "{finding}");
     assert_eq!(finding["evidence"]["names"], "host test-host (SAN URI)", "{finding}");
 }

@@ -122,6 +122,12 @@ pub fn new_batch_id() -> String {
 }
 
 impl Report {
+    /// Puts the findings in the order every reader shows them: most severe first, then by id.
+    /// Called again by whoever adds findings after the scan (the shipper's certificate checks).
+    pub fn sort_findings(&mut self) {
+        self.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+    }
+
     /// A report with no sections yet, stamped now with a fresh [`Report::batch_id`].
     pub fn new(agent: AgentInfo, collected_at: Timestamp) -> Self {
         Self {
