@@ -77,6 +77,10 @@ fn other_users_are_refused_by_peer_credentials() {
         return;
     }
     let daemon = Daemon::start();
+    // Served once: the daemon has set the socket's own mode (0660, after binding it), which
+    // would otherwise race with the test's below and refuse `nobody` at the file level.
+    let (code, out, err) = daemon.ctl(&["status"]);
+    assert!(code == 0 || code == 1, "{out}{err}");
     // Open the socket to everyone at the file level, so the peer-credential check is what
     // refuses the connection.
     use std::os::unix::fs::PermissionsExt;
