@@ -39,8 +39,7 @@ pub const DEFAULT_LEAF_DAYS: u32 = 365;
 pub const MAX_LEAF_DAYS: u32 = 3650;
 /// Certificates and keys are small; a larger file is not ours.
 const MAX_PEM_BYTES: u64 = 64 * 1024;
-/// Longest host id or operator name: a DNS name's limit, also a safe directory name length.
-pub const MAX_NAME_LEN: usize = 253;
+pub use guestward_report::client_identity::MAX_NAME_LEN;
 /// Certificates start one hour in the past so a client whose clock is a little behind accepts
 /// a freshly issued one.
 const BACKDATE: Duration = Duration::from_secs(3600);
@@ -156,20 +155,14 @@ impl PkiPaths {
     }
 }
 
-/// Checks a host id or operator name: it becomes a directory name and a URI, so only
-/// `A-Z a-z 0-9 . _ -`, 1..=253 characters, not starting with `.` or `-`.
+/// Checks a host id or operator name by the one rule for identities
+/// (`guestward_report::client_identity::check_name`): it becomes a directory name and a URI.
 pub fn validate_name(what: &'static str, value: &str) -> Result<(), PkiError> {
-    let bad = |reason| Err(PkiError::InvalidName { what, value: value.to_string(), reason });
-    if value.is_empty() || value.len() > MAX_NAME_LEN {
-        return bad("must be 1 to 253 characters");
-    }
-    if value.starts_with('.') || value.starts_with('-') {
-        return bad("must not start with `.` or `-`");
-    }
-    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-        return bad("only letters, digits, `.`, `_` and `-` are allowed (it becomes a directory name)");
-    }
-    Ok(())
+    guestward_report::client_identity::check_name(value).map_err(|reason| PkiError::InvalidName {
+        what,
+        value: value.to_string(),
+        reason,
+    })
 }
 
 fn validate_dns_name(value: &str) -> Result<(), PkiError> {

@@ -102,7 +102,9 @@ pub struct AgentConfig {
     /// Where the agent keeps its state (FIM baseline, last inventory, spool). Created 0700.
     pub state_dir: AbsolutePath,
     /// Overrides the host id in reports. Leave unset: the EC2 instance id, else
-    /// `/etc/machine-id`, is used and the source recorded.
+    /// `/etc/machine-id`, is used and the source recorded. 1 to 255 characters; with
+    /// `[transport]` enabled, only what the collector accepts as an identity: letters, digits,
+    /// `.`, `_` and `-`, at most 253, not starting with `.` or `-`.
     pub host_id: Option<String>,
     /// Seconds between full scans in daemon mode (the first runs at start). Each wait is spread
     /// by ±10 % so a fleet does not scan in step; a collector that failed or degraded is retried
@@ -241,6 +243,28 @@ fn transport_issues(transport: &guestward_transport::TransportConfig) -> Vec<Con
         }
     }
     issues
+}
+
+/// A configured host id that the collector could never accept, when reports are shipped: the
+/// collector refuses a certificate naming it (401), and a report whose host id differs from
+/// its certificate's (403), so every report would be refused, in the collector's log only.
+/// The collector's rule is `client_identity::check_name`, used here as is. A scan-only agent
+/// (`[transport]` off) may name itself as it likes.
+fn shipped_host_id_issue(
+    agent: &AgentConfig,
+    transport: &guestward_transport::TransportConfig,
+) -> Option<ConfigIssue> {
+    let id = agent.host_id.as_deref()?;
+    if !transport.enabled || !agent.issues().iter().all(|i| i.key != "host_id") {
+        return None;
+    }
+    let reason = guestward_report::client_identity::check_name(id).err()?;
+    Some(ConfigIssue::new(
+        "agent.host_id",
+        format!(
+            "not an identity the collector accepts ({reason}), and `[transport]` is enabled: it would refuse every report"
+        ),
+    ))
 }
 
 /// `[limits]`: budgets for the agent's own resource use. Above them the daemon slows itself
@@ -471,6 +495,9 @@ impl Config {
         );
         section_issues("transport", transport.as_ref().map(transport_issues));
         section_issues("limits", limits.as_ref().map(LimitsConfig::issues));
+        if let (Some(agent), Some(transport)) = (&agent, &transport) {
+            issues.extend(shipped_host_id_issue(agent, transport));
+        }
         // The baseline key is checked against the state directory configured (or its default
         // when `[agent]` itself is broken: that error is already listed).
         let state_dir =
@@ -1112,6 +1139,31 @@ max_sockets = 0
         )
         .unwrap();
         assert!(ok.transport.enabled);
+    }
+
+    #[test]
+    fn a_host_id_the_collector_would_refuse_is_refused_only_when_reports_are_shipped() {
+        const TRANSPORT: &str = "[transport]\nenabled = true\nurl = \"https://c:1\"\nca_file = \"/ca.pem\"\ncert_file = \"/a.pem\"\nkey_file = \"/k.pem\"\n";
+        let shipped = |id: &str| problems(&format!("[agent]\nhost_id = \"{id}\"\n{TRANSPORT}"));
+        for bad in ["web 1", "web/1", "-web", "web:1"] {
+            let p = shipped(bad);
+            let found: Vec<(usize, usize, &str)> =
+                p.iter().map(|p| (p.line, p.column, p.key.as_deref().unwrap_or("?"))).collect();
+            assert_eq!(found, [(2, 11, "agent.host_id")], "{bad:?}: {p:?}");
+            assert!(p[0].message.contains("not an identity the collector accepts"), "{p:?}");
+        }
+        // The agent's own rule comes first, and alone: one problem per key.
+        let p = shipped("\\u0007");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].message.contains("control characters"), "{p:?}");
+        for good in ["i-0123456789abcdef0", "web-1.prod_eu"] {
+            let text = format!("[agent]\nhost_id = \"{good}\"\n{TRANSPORT}");
+            let config = Config::parse(&text, Path::new("agent.toml")).unwrap();
+            assert_eq!(config.agent.host_id.as_deref(), Some(good));
+        }
+        // Without [transport], any name of 1 to 255 characters is the agent's own business.
+        let scan_only = Config::parse("[agent]\nhost_id = \"web 1\"\n", Path::new("agent.toml")).unwrap();
+        assert_eq!(scan_only.agent.host_id.as_deref(), Some("web 1"));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 use x509_cert::der::asn1::{AnyRef, Ia5StringRef, ObjectIdentifier};
 use x509_cert::der::{Decode, Tag, TagNumber, Tagged};
 
+/// Longest host id or operator name: a DNS name's limit, also a safe directory name length.
+pub const MAX_NAME_LEN: usize = 253;
 /// SAN URI prefix of an agent certificate.
 pub const HOST_URN_PREFIX: &str = "urn:guestward:host:";
 /// SAN URI prefix of an operator certificate.
@@ -90,6 +92,24 @@ pub fn named_by(cert: &x509_cert::Certificate) -> Result<(Role, NamedIn), Naming
         .ok_or(NamingError::NoIdentity)
 }
 
+/// Whether `name` can be an identity, host id or operator name; the reason when it cannot. The
+/// collector refuses a certificate naming anything else (401), and the agent refuses to start
+/// shipping as a host id it would refuse. Names become directory names (the development PKI's
+/// `agents/<id>/`) and URIs, so only `A-Z a-z 0-9 . _ -`, 1 to 253 characters, not starting with
+/// `.` or `-`: nothing that could climb out of a directory or need escaping.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err("must be 1 to 253 characters");
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err("must not start with `.` or `-`");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err("only letters, digits, `.`, `_` and `-` are allowed");
+    }
+    Ok(())
+}
+
 /// The URIs of the certificate's subject alternative names. An unreadable extension, or more
 /// than one (RFC 5280 allows one), names nobody through it; the CN fallback still applies, as
 /// for a certificate without one.
@@ -108,4 +128,21 @@ fn san_uris(tbs: &x509_cert::TbsCertificate) -> Vec<&str> {
         .filter_map(|name| Ia5StringRef::new(name.value()).ok())
         .map(|uri| uri.as_str())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_safe_as_a_directory_and_in_a_uri_are_identities() {
+        let too_long = "a".repeat(MAX_NAME_LEN + 1);
+        for bad in ["", "..", ".hidden", "a/b", "a\\b", "-x", "a b", "a:b", "é", "a\n", too_long.as_str()] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+        let longest = "a".repeat(MAX_NAME_LEN);
+        for good in ["i-0123456789abcdef0", "web-1.prod", "0f3a_b", "x", longest.as_str()] {
+            assert_eq!(check_name(good), Ok(()), "{good:?}");
+        }
+    }
 }
