@@ -161,8 +161,23 @@ impl Agent {
         (code, out, err)
     }
 
+    /// `agentctl status --json` once it answers. A daemon just started on a loaded machine
+    /// (CI runs the suites side by side) may not answer the first time; an answer that never
+    /// comes fails here, with what agentctl said, not later as a missing field (run 1 of
+    /// 7 December: `credentials` was null because the whole status was).
     fn status(&self) -> Value {
-        serde_json::from_str(&self.ctl(&["status", "--json"]).1).unwrap_or(Value::Null)
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let (code, out, err) = self.ctl(&["status", "--json"]);
+            match serde_json::from_str::<Value>(&out) {
+                Ok(status) if status.is_object() => return status,
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "no status: exit {code:?}, stdout {out:?}, stderr {err:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGTERM, and waits for a clean exit (the socket removed).
