@@ -7,6 +7,7 @@
 //! it inside the root again, so nothing outside the root is ever read. Subdirectories are
 //! entered only when their directory entry says "directory" (never through a symlink).
 
+use crate::model::Location;
 use guestward_core::{HostFsError, HostRoot, Problem};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -128,6 +129,13 @@ pub(crate) fn list_dir(root: &HostRoot, host_dir: &Path) -> Result<(Vec<DirEntry
 
 fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
+}
+
+/// `problem` at a line of a configuration file: the path a problem gives is the file on this
+/// machine, as everywhere in the report (under `--root`, inside it); `at` and its message keep
+/// the scanned system's own path, the one its configuration names.
+pub(crate) fn located(problem: Problem, at: &Location, root: &HostRoot) -> Problem {
+    problem.with_path(root.display(&at.file)).with_line(u64::from(at.line))
 }
 
 /// Expands a glob(3) pattern (absolute host path; wildcards in any component) against the

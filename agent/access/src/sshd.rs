@@ -16,7 +16,7 @@
 //! packages of Debian, Ubuntu, Amazon Linux and RHEL: a distribution that patches a default
 //! is followed only through the settings its shipped `sshd_config` writes.
 
-use crate::fs::{FileId, MAX_CONFIG_BYTES, glob, open_identified, show};
+use crate::fs::{FileId, MAX_CONFIG_BYTES, glob, located, open_identified, show};
 use crate::model::{Location, MatchBlock, SshdSettings, SshdValue};
 use guestward_core::capped::Capped;
 use guestward_core::text::counted;
@@ -47,6 +47,8 @@ const MAX_CACHED_PATTERNS: usize = 1024;
 /// caught by device and inode, and each cause is one problem with a count.
 #[derive(Default)]
 struct State {
+    /// The root read, which a problem's path is shown in ([`located`]).
+    root: HostRoot,
     files: Vec<String>,
     /// The files being read now (the include chain), to recognise a loop.
     reading: Vec<FileId>,
@@ -149,9 +151,7 @@ fn root_login(v: &str) -> Option<&'static str> {
 
 impl State {
     fn problem(&mut self, at: &Location, message: String) {
-        self.push(
-            Problem::new("malformed", message).with_path(at.file.clone()).with_line(u64::from(at.line)),
-        );
+        self.push(located(Problem::new("malformed", message), at, &self.root));
     }
 
     fn push(&mut self, p: Problem) {
@@ -171,7 +171,7 @@ impl State {
             ));
         }
         if let Some((at, n)) = self.too_deep.take() {
-            self.push(
+            self.push(located(
                 Problem::new(
                     "limit_reached",
                     format!(
@@ -179,23 +179,23 @@ impl State {
                          sshd refuses to start); not read",
                         counted(n, "Include line", "Include lines")
                     ),
-                )
-                .with_path(at.file.clone())
-                .with_line(u64::from(at.line)),
-            );
+                ),
+                &at,
+                &self.root,
+            ));
         }
         if let Some((at, n)) = self.too_many_files.take() {
-            self.push(
+            self.push(located(
                 Problem::new(
                     "limit_reached",
                     format!(
                         "more than {MAX_FILES} configuration files; {} not read, the first included at {at}",
                         counted(n, "more was", "more were")
                     ),
-                )
-                .with_path(at.file.clone())
-                .with_line(u64::from(at.line)),
-            );
+                ),
+                &at,
+                &self.root,
+            ));
         }
         self.problems.close_with(|n| {
             Problem::new(
@@ -336,7 +336,7 @@ impl State {
         }
         self.loop_reported = true;
         let Some(at) = from else { return };
-        self.push(
+        self.push(located(
             Problem::new(
                 "include_loop",
                 format!(
@@ -344,10 +344,10 @@ impl State {
                      refuses to start: \"Too many recursive configuration includes\"); not read again",
                     show(host_path)
                 ),
-            )
-            .with_path(at.file.clone())
-            .with_line(u64::from(at.line)),
-        );
+            ),
+            at,
+            &self.root,
+        ));
     }
 
     fn include(&mut self, root: &HostRoot, args: &[String], at: &Location, depth: u32, in_match: bool) {
@@ -398,7 +398,7 @@ pub fn effective(
     root: &HostRoot,
     config: &Path,
 ) -> Result<Option<(SshdSettings, Vec<Problem>)>, HostFsError> {
-    let mut state = State::default();
+    let mut state = State { root: root.clone(), ..State::default() };
     match state.read(root, config, 0, false, None) {
         Ok(()) => {}
         Err(HostFsError::NotFound { .. }) => return Ok(None),
@@ -492,6 +492,8 @@ mod tests {
         let codes: Vec<&str> = problems.iter().map(|p| p.code.as_str()).collect();
         assert_eq!(codes, ["include_loop", "include_loop"], "{problems:#?}");
         assert_eq!(problems[0].line, Some(2));
+        // The file on this machine; the message names it as sshd does.
+        assert_eq!(problems[0].path, Some(dir.path().join("etc/ssh/sshd_config").display().to_string()));
         assert!(problems[0].message.contains("Too many recursive configuration includes"), "{problems:?}");
         assert!(problems[1].message.starts_with("19999 more Include lines"), "{problems:?}");
     }
@@ -535,6 +537,28 @@ mod tests {
             messages[3].contains("more than 256 configuration files; 17 more were not read"),
             "{messages:?}"
         );
+        let here = |p: &str| Some(dir.path().join(p).display().to_string());
+        let paths: Vec<Option<String>> = problems.iter().map(|p| p.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [here("etc/ssh/d/000.conf"), None, here("etc/ssh/chain/c15"), here("etc/ssh/sshd_config")]
+        );
+    }
+
+    #[test]
+    fn a_malformed_line_names_the_file_on_this_machine() {
+        let dir = tree(&[(SSHD_CONFIG, "PermitRootLogin\n".to_string())]);
+        let (_, problems) = effective_in(&dir);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, Some(dir.path().join("etc/ssh/sshd_config").display().to_string()));
+        assert_eq!(problems[0].line, Some(1));
+        // Scanning the live system names the same file as sshd: the root is `/`.
+        let live = located(
+            Problem::new("malformed", "x"),
+            &Location { file: SSHD_CONFIG.into(), line: 1 },
+            &HostRoot::live(),
+        );
+        assert_eq!(live.path.as_deref(), Some(SSHD_CONFIG));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! expanded: a rule is reported with its user and command lists as written (`%admins`,
 //! `ADMINS`), and a `Cmnd_Alias` that contains `ALL` is not seen as `ALL`.
 
-use crate::fs::{FileId, MAX_CONFIG_BYTES, list_dir, open_identified, show};
+use crate::fs::{FileId, MAX_CONFIG_BYTES, list_dir, located, open_identified, show};
 use crate::model::{Location, SudoGrant, Truncation};
 use guestward_core::capped::Capped;
 use guestward_core::text::counted;
@@ -55,6 +55,8 @@ const OPTIONS: &[&str] =
 /// What the sudoers files grant.
 #[derive(Debug, Default)]
 pub(crate) struct Sudoers {
+    /// The root read, which a problem's path is shown in ([`located`]).
+    root: HostRoot,
     pub files: Vec<String>,
     pub grants: Capped<SudoGrant, MAX_GRANTS>,
     pub problems: Capped<Problem, MAX_PROBLEMS>,
@@ -84,7 +86,7 @@ pub(crate) struct Sudoers {
 /// symlink or a second spelling is the same file), and grants and problems are capped with a
 /// count of what was left out. Memory is then bounded by the bytes of the distinct files.
 pub(crate) fn read(root: &HostRoot) -> Sudoers {
-    let mut s = Sudoers::default();
+    let mut s = Sudoers { root: root.clone(), ..Sudoers::default() };
     match s.file(root, Path::new(SUDOERS), 0, None) {
         Ok(()) | Err(HostFsError::NotFound { .. }) => {}
         Err(e) => s.problem(e.to_problem()),
@@ -158,17 +160,17 @@ impl Sudoers {
             ));
         }
         if let Some((at, n)) = self.too_deep.take() {
-            self.problem(
+            self.problem(located(
                 Problem::new(
                     "limit_reached",
                     format!(
                         "includes nested deeper than {MAX_DEPTH} levels ({}, the first at {at}); not read",
                         counted(n, "include line", "include lines")
                     ),
-                )
-                .with_path(at.file.clone())
-                .with_line(u64::from(at.line)),
-            );
+                ),
+                &at,
+                &self.root,
+            ));
         }
         if let Some((first, n)) = self.too_many_files.take() {
             self.problem(Problem::new(
@@ -217,7 +219,7 @@ impl Sudoers {
             ),
         );
         if let Some(at) = from {
-            p = p.with_path(at.file.clone()).with_line(u64::from(at.line));
+            p = located(p, at, &self.root);
         }
         self.problem(p);
     }
@@ -503,7 +505,9 @@ mod tests {
         assert_eq!(at.len(), 2_000, "no file:line counted twice");
         let codes: Vec<&str> = s.problems.iter().map(|p| p.code.as_str()).collect();
         assert_eq!(codes, ["include_loop", "include_loop"], "{:#?}", s.problems);
-        assert_eq!((s.problems[0].path.as_deref(), s.problems[0].line), (Some("/etc/sudoers"), Some(2_001)));
+        // The problem names the file on this machine; the message and `at`, sudo's own path.
+        let on_this_machine = dir.path().join("etc/sudoers").display().to_string();
+        assert_eq!((s.problems[0].path.clone(), s.problems[0].line), (Some(on_this_machine), Some(2_001)));
         assert!(s.problems[0].message.contains("include loop"), "{}", s.problems[0].message);
         assert!(s.problems[1].message.starts_with("19999 more include lines"), "{}", s.problems[1].message);
     }

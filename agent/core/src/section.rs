@@ -27,7 +27,8 @@ pub struct Problem {
     pub code: String,
     /// A sentence a person can act on.
     pub message: String,
-    /// The file (or other input) concerned, when there is one.
+    /// The file (or other input) concerned, when there is one: its path on the machine that
+    /// ran the scan, so under `--root` a path inside that directory, in every section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// 1-based line within `path`, when known.

@@ -101,7 +101,16 @@ pub fn scan(root: &HostRoot, config: &Config) -> (LangReport, Vec<Problem>) {
         walker.walk(planned, &mut collector);
     }
     let Walker { out, mut stats, .. } = walker;
-    let (mut packages, mut jndi, problems) = out.finish(&mut stats);
+    let (mut packages, mut jndi, mut problems) = out.finish(&mut stats);
+    // The walk names everything as the scanned system sees it (`/opt/app.jar`), which is what
+    // a package's location means. A problem's `path`, as in every other section, is the file
+    // on the machine that ran the scan: under `--root` the walk's paths are joined to it here,
+    // once, so that no site can be the one that forgot (two did).
+    for problem in &mut problems {
+        if let Some(path) = problem.path.take() {
+            problem.path = Some(root.display(&path));
+        }
+    }
     packages.sort_by(|a, b| {
         (a.ecosystem, &a.namespace, &a.name, &a.version, &a.location, &a.path_in_archive).cmp(&(
             b.ecosystem,

@@ -358,7 +358,9 @@ impl<'a> Walker<'a> {
                         Ok(p) => p,
                         Err(HostFsError::NotFound { .. }) => continue,
                         Err(e) => {
-                            self.out.problem(e.to_problem());
+                            let mut p = e.to_problem();
+                            p.path = Some(host.display().to_string());
+                            self.out.problem(p);
                             continue;
                         }
                     };
@@ -368,7 +370,7 @@ impl<'a> Walker<'a> {
                         Err(e) => {
                             let err = HostFsError::from_io(&real, e);
                             if !matches!(err, HostFsError::NotFound { .. }) {
-                                self.out.problem(err.to_problem());
+                                self.fs_problem(&err, &real);
                             }
                             continue;
                         }

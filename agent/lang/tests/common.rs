@@ -42,6 +42,12 @@ impl Tree {
     pub fn scan(&self, config: &Config) -> (LangReport, Vec<Problem>) {
         guestward_lang::scan(&self.root, config)
     }
+
+    /// How a problem names the file at host path `in_root`: its path on this machine (the
+    /// scratch directory's), as in every section of a `--root` report.
+    pub fn here(&self, in_root: &str) -> String {
+        self.root.display(in_root)
+    }
 }
 
 pub fn paths(list: &[&str]) -> Vec<AbsolutePath> {

@@ -203,7 +203,7 @@ fn corrupt_archives_are_problems_and_hide_nothing_else() {
     t.write("/opt/good/log4j-core-2.15.0.jar", log4j_core_jar("2.15.0", true));
     let (report, problems) = t.scan(&config(&[], &["/opt"], &[]));
     assert_eq!(problems.iter().filter(|p| p.code == "malformed").count(), 2, "{problems:?}");
-    assert!(problems.iter().any(|p| p.path.as_deref() == Some("/opt/broken.jar")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.path == Some(t.here("/opt/broken.jar"))), "{problems:?}");
     assert_eq!(report.packages.len(), 1);
     assert_eq!(report.packages[0].version, "2.15.0");
     assert_eq!(guestward_lang::findings(&report).len(), 1);
@@ -324,7 +324,7 @@ fn overlapping_entries_zip_bomb_is_refused_before_inflating_and_a_legit_jar_is_s
     let (report, problems) = t.scan_within(20, &config(&[], &["/opt"], &[]));
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
     let bomb_problem = problems.iter().find(|p| p.code == "overlapping_entries").expect("bomb reported");
-    assert_eq!(bomb_problem.path.as_deref(), Some("/opt/bomb.jar"));
+    assert_eq!(bomb_problem.path, Some(t.here("/opt/bomb.jar")));
     assert!(bomb_problem.message.contains("lib/n0.jar"), "{}", bomb_problem.message);
     assert!(bomb_problem.message.contains("more"), "{}", bomb_problem.message);
     assert_eq!(report.stats.nested_archives, 0);
@@ -347,7 +347,7 @@ fn overlapping_entries_inside_a_nested_archive_are_refused_too() {
     t.write("/srv/app.war", war);
     let (report, problems) = t.scan_within(20, &config(&[], &["/srv"], &[]));
     let p = problems.iter().find(|p| p.code == "overlapping_entries").expect("nested bomb reported");
-    assert_eq!(p.path.as_deref(), Some("/srv/app.war!/WEB-INF/lib/bomb.jar"));
+    assert_eq!(p.path, Some(t.here("/srv/app.war!/WEB-INF/lib/bomb.jar")));
     assert!(report.packages.iter().any(|p| p.name == "log4j-core"), "{:?}", report.packages);
     assert!(report.stats.inflated_bytes < 64 * 1024, "{:?}", report.stats);
 }
@@ -404,7 +404,7 @@ fn scan_wide_inflate_budget_leaves_further_archives_unexamined() {
         .find(|p| p.message.contains("max_inflated_bytes_per_scan"))
         .unwrap_or_else(|| panic!("{problems:?}"));
     assert_eq!(p.code, "limit_reached");
-    assert!(p.path.as_deref().is_some_and(|path| path.starts_with("/opt/app")), "{p:?}");
+    assert!(p.path.as_deref().is_some_and(|path| path.starts_with(&t.here("/opt/app"))), "{p:?}");
 }
 
 #[test]
@@ -436,15 +436,12 @@ fn fifo_or_device_in_place_of_a_jar_is_refused_not_read() {
         .filter(|p| p.code == "not_regular_file")
         .map(|p| (p.message.as_str(), p.path.as_deref()))
         .collect();
-    assert!(
-        refused.iter().any(|(m, p)| m.contains("fifo") && *p == Some("/opt/lib/evil-1.0.jar")),
-        "{problems:?}"
-    );
+    let evil = t.here("/opt/lib/evil-1.0.jar");
+    assert!(refused.iter().any(|(m, p)| m.contains("fifo") && *p == Some(evil.as_str())), "{problems:?}");
     if root_user {
         assert!(
-            refused
-                .iter()
-                .any(|(m, p)| m.contains("character device") && *p == Some("/opt/lib/zero-1.0.jar")),
+            refused.iter().any(|(m, p)| m.contains("character device")
+                && *p == Some(t.here("/opt/lib/zero-1.0.jar").as_str())),
             "{problems:?}"
         );
     }
@@ -463,7 +460,7 @@ fn zip64_directory_claiming_too_many_entries_is_refused_before_it_is_loaded() {
     let mut cfg = config(&[], &["/opt"], &[]);
     cfg.max_archive_entries = 1000;
     let (_, problems) = t.scan_within(20, &cfg);
-    let many = problems.iter().find(|p| p.path.as_deref() == Some("/opt/many.jar")).unwrap();
+    let many = problems.iter().find(|p| p.path == Some(t.here("/opt/many.jar"))).unwrap();
     assert_eq!(many.code, "too_large");
     assert!(
         many.message.contains("may hold up to 3000 entries") && many.message.contains("not opened"),
@@ -471,7 +468,7 @@ fn zip64_directory_claiming_too_many_entries_is_refused_before_it_is_loaded() {
     );
     // A consistent zip64 archive under the bound is opened (and these entries all claim
     // offset 0, which the overlap check then refuses).
-    let few = problems.iter().find(|p| p.path.as_deref() == Some("/opt/few.jar")).unwrap();
+    let few = problems.iter().find(|p| p.path == Some(t.here("/opt/few.jar"))).unwrap();
     assert_eq!(few.code, "overlapping_entries", "{few:?}");
 }
 
@@ -496,6 +493,6 @@ fn nested_archives_share_the_entry_bound_with_their_parents() {
     let (report, problems) = t.scan_within(20, &cfg);
     assert_eq!(report.packages.len(), 1, "{:?}", report.packages);
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(problems[0].path.as_deref(), Some("/opt/outer-1.0.jar!/lib/inner-1.0.jar"));
+    assert_eq!(problems[0].path, Some(t.here("/opt/outer-1.0.jar!/lib/inner-1.0.jar")));
     assert!(problems[0].message.contains("with the archives it is nested in"), "{}", problems[0].message);
 }

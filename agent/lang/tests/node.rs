@@ -55,14 +55,14 @@ fn bad_and_oversized_package_json_are_problems_not_failures() {
     let (report, problems) = t.scan(&cfg);
     assert_eq!(report.packages.len(), 1);
     assert_eq!(report.packages[0].name, "good");
-    let mut codes: Vec<(&str, Option<&str>)> =
-        problems.iter().map(|p| (p.code.as_str(), p.path.as_deref())).collect();
+    let mut codes: Vec<(&str, Option<String>)> =
+        problems.iter().map(|p| (p.code.as_str(), p.path.clone())).collect();
     codes.sort();
     assert_eq!(
         codes,
         vec![
-            ("malformed", Some("/opt/p/node_modules/bad/package.json")),
-            ("too_large", Some("/opt/p/node_modules/huge/package.json"))
+            ("malformed", Some(t.here("/opt/p/node_modules/bad/package.json"))),
+            ("too_large", Some(t.here("/opt/p/node_modules/huge/package.json")))
         ]
     );
     assert_eq!(problems.iter().find(|p| p.code == "malformed").unwrap().line, Some(2));
@@ -103,6 +103,6 @@ fn fifo_in_place_of_package_json_is_refused_not_read() {
     assert_eq!(report.packages[0].name, "good");
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].code, "not_regular_file");
-    assert_eq!(problems[0].path.as_deref(), Some("/opt/p/node_modules/evil/package.json"));
+    assert_eq!(problems[0].path, Some(t.here("/opt/p/node_modules/evil/package.json")));
     assert!(problems[0].message.contains("fifo"), "{}", problems[0].message);
 }

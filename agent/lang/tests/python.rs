@@ -114,16 +114,16 @@ fn fifo_in_place_of_dist_info_metadata_is_refused_not_read() {
             ("fine", "1.0", Evidence::DistInfoMetadata),
         ]
     );
-    let mut refused: Vec<&str> =
-        problems.iter().filter(|p| p.code == "not_regular_file").filter_map(|p| p.path.as_deref()).collect();
+    let mut refused: Vec<String> =
+        problems.iter().filter(|p| p.code == "not_regular_file").filter_map(|p| p.path.clone()).collect();
     refused.sort();
     assert_eq!(
         refused,
         vec![
-            format!("{sp}/eggdir-3.0.egg-info/PKG-INFO"),
-            format!("{sp}/evil-1.0.dist-info/INSTALLER"),
-            format!("{sp}/evil-1.0.dist-info/METADATA"),
-            format!("{sp}/old_style-2.0.egg-info"),
+            t.here(&format!("{sp}/eggdir-3.0.egg-info/PKG-INFO")),
+            t.here(&format!("{sp}/evil-1.0.dist-info/INSTALLER")),
+            t.here(&format!("{sp}/evil-1.0.dist-info/METADATA")),
+            t.here(&format!("{sp}/old_style-2.0.egg-info")),
         ],
         "{problems:?}"
     );

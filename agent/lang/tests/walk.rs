@@ -27,8 +27,8 @@ fn max_depth_stops_descent_and_says_where() {
     assert_eq!(report.stats.depth_limited, 2, "{:?}", report.stats);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].code, "limit_reached");
-    let first = problems[0].path.as_deref().unwrap();
-    assert!(first == "/opt/a/b/c/d" || first == "/opt/a/b/c/other", "{first}");
+    let first = problems[0].path.clone().unwrap();
+    assert!(first == t.here("/opt/a/b/c/d") || first == t.here("/opt/a/b/c/other"), "{first}");
     assert!(problems[0].message.contains("max_depth (3)"), "{}", problems[0].message);
     assert!(problems[0].message.contains("and 1 other directories"), "{}", problems[0].message);
     cfg.max_depth = 6;
@@ -164,6 +164,39 @@ fn unreadable_directory_is_a_problem_when_not_root() {
 }
 
 #[test]
+fn a_problem_names_the_file_on_this_machine_wherever_the_walk_met_it() {
+    if nix::unistd::geteuid().is_root() {
+        rerun_as_nobody("walk::a_problem_names_the_file_on_this_machine_wherever_the_walk_met_it");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new();
+    // Three places that refuse a walk: a home not entered while the roots are found (the
+    // root itself cannot be resolved), a root that cannot be listed, and a directory within.
+    t.mkdir("/home/alice/.local");
+    t.mkdir("/home/bob/.local");
+    dist_info(&t, "/home/carol/.local/lib/python3.12/site-packages", "carols");
+    t.mkdir("/home/carol/.local/locked");
+    let lock = |rel: &str| {
+        let path = t.dir.path().join(rel);
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    };
+    lock("home/alice");
+    lock("home/bob/.local");
+    lock("home/carol/.local/locked");
+    let (report, problems) = t.scan(&config(&["/home/*/.local"], &[], &[]));
+    for unlock in ["home/alice", "home/bob/.local", "home/carol/.local/locked"] {
+        std::fs::set_permissions(t.dir.path().join(unlock), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert_eq!(names(&report), vec!["carols"]);
+    let mut denied: Vec<String> =
+        problems.iter().filter(|p| p.code == "permission_denied").filter_map(|p| p.path.clone()).collect();
+    denied.sort();
+    let expected = ["/home/alice/.local", "/home/bob/.local", "/home/carol/.local/locked"].map(|p| t.here(p));
+    assert_eq!(denied, expected, "{problems:?}");
+}
+
+#[test]
 fn packages_per_root_cap_truncates_that_root_only_and_says_so() {
     let t = Tree::new();
     for i in 0..30 {
@@ -178,7 +211,7 @@ fn packages_per_root_cap_truncates_that_root_only_and_says_so() {
     assert!(report.stats.truncated);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].code, "limit_reached");
-    assert_eq!(problems[0].path.as_deref(), Some("/home/mallory/.local"));
+    assert_eq!(problems[0].path, Some(t.here("/home/mallory/.local")));
     assert!(problems[0].message.contains("max_packages_per_root"), "{}", problems[0].message);
 }
 
@@ -286,7 +319,7 @@ fn egg_info_flood_is_capped_and_memory_stays_bounded() {
     assert_eq!(probe["flood_packages"], 1_000);
     assert_eq!(probe["legit"], true);
     assert_eq!(probe["truncated"], true);
-    assert_eq!(probe["root_problem"], "/home/mallory/.local");
+    assert_eq!(probe["root_problem"], format!("{}/home/mallory/.local", base.path().display()));
     assert!(probe["entries"].as_u64().unwrap() >= 60_000, "{probe}");
     assert_eq!(probe["many_jar"], "too_large");
     // The old code peaked far above this (the packages held, the queued paths, the zip64
@@ -319,7 +352,7 @@ fn memory_probe_child() {
         "entries": report.stats.entries,
         "root_problem": problems.iter().find(|p| p.message.contains("max_packages_per_root")).and_then(|p| p.path.clone()),
         "problems": problems.len(),
-        "many_jar": problems.iter().find(|p| p.path.as_deref() == Some("/opt/many.jar")).map(|p| p.code.clone()),
+        "many_jar": problems.iter().find(|p| p.path == Some(root.display("/opt/many.jar"))).map(|p| p.code.clone()),
     });
     println!("\nPROBE {probe}");
 }
