@@ -163,8 +163,7 @@ impl Agent {
 
     /// `agentctl status --json` once it answers. A daemon just started on a loaded machine
     /// (CI runs the suites side by side) may not answer the first time; an answer that never
-    /// comes fails here, with what agentctl said, not later as a missing field (run 1 of
-    /// 7 December: `credentials` was null because the whole status was).
+    /// comes fails here, with what agentctl said, not later as a missing field.
     fn status(&self) -> Value {
         let deadline = Instant::now() + LIMIT;
         loop {
