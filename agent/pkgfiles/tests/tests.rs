@@ -3,6 +3,7 @@
 
 mod attribution;
 mod dpkg;
+mod fuzz_corpus;
 mod index;
 mod rpm;
 mod support;
