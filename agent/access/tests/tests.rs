@@ -6,6 +6,7 @@
 
 mod fingerprints;
 mod fixture_root;
+mod fuzz_corpus;
 mod garbage;
 mod hostile;
 mod sshd_oracle;

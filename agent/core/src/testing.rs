@@ -241,3 +241,21 @@ pub fn letters(n: usize, seed: u32) -> String {
         })
         .collect()
 }
+
+/// The inputs a fuzz target's corpus and regressions hold (`fuzz/corpus/<target>/`,
+/// `fuzz/regressions/<target>/`), sorted, for the tests that replay them through the target's
+/// own calls: a parser change that brings a panic or a hang back then fails `cargo test`,
+/// without nightly. Fails when the corpus is missing, so a moved directory cannot turn the
+/// replay into a test of nothing.
+pub fn fuzz_inputs(target: &str) -> Vec<std::path::PathBuf> {
+    let fuzz = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz"));
+    let mut files = Vec::new();
+    for dir in [fuzz.join("corpus").join(target), fuzz.join("regressions").join(target)] {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            files.extend(entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()));
+        }
+    }
+    assert!(!files.is_empty(), "no inputs in {}/corpus/{target}", fuzz.display());
+    files.sort();
+    files
+}

@@ -252,6 +252,18 @@ mod tests {
     use super::*;
     use guestward_core::testing::within;
 
+    /// The `scanned_text` fuzz corpus through the os-release parser, as the fuzz target calls
+    /// it: a change that brings a panic or a hang back fails here.
+    #[test]
+    fn fuzz_corpus_replays_as_os_release() {
+        let mut parsed = 0;
+        for f in guestward_core::testing::fuzz_inputs("scanned_text") {
+            let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+            parsed += usize::from(parse_os_release(&text).is_ok());
+        }
+        assert!(parsed > 0, "no input of the corpus is an os-release");
+    }
+
     fn root_with(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();
         for (path, text) in files {

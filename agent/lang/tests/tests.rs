@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod fuzz_corpus;
 mod java;
 mod node;
 mod python;

@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod dpkg;
+mod fuzz_corpus;
 mod rpm;
