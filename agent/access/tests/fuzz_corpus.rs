@@ -1,6 +1,7 @@
 //! Replays the fuzz corpora that reach this crate (`scanned_text`: each line as an
-//! authorized_keys line; `scanned_tree`: any bytes as `/etc/ssh/sshd_config`) the way the fuzz
-//! targets call it, so a change that brings a panic or a hang back fails here.
+//! authorized_keys line; `scanned_tree`: any bytes as `/etc/ssh/sshd_config`; `config_tree`:
+//! accounts, sudoers and cloud keys read by the whole collector) the way the fuzz targets call
+//! it, so a change that brings a panic or a hang back fails here.
 
 use guestward_access::{Location, keys, sshd};
 use guestward_core::HostRoot;
@@ -31,4 +32,17 @@ fn tree_corpus_replays_as_sshd_config() {
         read += usize::from(matches!(sshd::effective(&root, Path::new("/etc/ssh/sshd_config")), Ok(Some(_))));
     }
     assert!(read > 0, "no input of the corpus was read as sshd_config");
+}
+
+#[test]
+fn config_tree_corpus_replays_through_the_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(dir.path()).unwrap();
+    let mut accounts = 0;
+    for f in fuzz_inputs("config_tree") {
+        guestward_core::testing::write_fuzz_config_tree(dir.path(), &std::fs::read(&f).unwrap()).unwrap();
+        let (report, _) = guestward_access::scan(&guestward_access::Config::default(), &root);
+        accounts += report.accounts.len();
+    }
+    assert!(accounts > 0, "no input of the corpus holds an account");
 }

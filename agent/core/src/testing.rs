@@ -259,3 +259,41 @@ pub fn fuzz_inputs(target: &str) -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
+
+/// The files the `config_tree` fuzz target writes, in the order of an input's parts: accounts,
+/// privileges, cloud keys, an apt suite with dpkg's status, and three lists of other suites
+/// compressed (or not: any bytes) as gzip, lz4 and xz.
+pub const FUZZ_CONFIG_TREE_FILES: [&str; 10] = [
+    "etc/passwd",
+    "etc/shadow",
+    "etc/sudoers",
+    "root/.aws/credentials",
+    "var/lib/apt/lists/deb.example.org_debian_dists_stable_InRelease",
+    "var/lib/apt/lists/deb.example.org_debian_dists_stable_main_binary-amd64_Packages",
+    "var/lib/dpkg/status",
+    "var/lib/apt/lists/deb.example.org_debian_dists_stable_contrib_binary-amd64_Packages.gz",
+    "var/lib/apt/lists/deb.example.org_debian_dists_stable_non-free_binary-amd64_Packages.lz4",
+    "var/lib/apt/lists/deb.example.org_debian_dists_stable_non-free-firmware_binary-amd64_Packages.xz",
+];
+
+/// Writes one `config_tree` input under `dir`: cut at each `\n\x1e\n` (a record separator
+/// line), part `i` becomes [`FUZZ_CONFIG_TREE_FILES`]`[i]` (empty when the input has fewer
+/// parts; parts past the last file are ignored). The fuzz target and the replay tests write
+/// the tree with this one function, so they read the same files.
+pub fn write_fuzz_config_tree(dir: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let mut parts = Vec::new();
+    let mut rest = data;
+    while let Some(at) = rest.windows(3).position(|w| w == b"\n\x1e\n") {
+        parts.push(&rest[..at]);
+        rest = &rest[at + 3..];
+    }
+    parts.push(rest);
+    for (i, file) in FUZZ_CONFIG_TREE_FILES.iter().enumerate() {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, parts.get(i).copied().unwrap_or_default())?;
+    }
+    Ok(())
+}

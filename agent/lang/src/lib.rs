@@ -105,7 +105,7 @@ pub fn scan(root: &HostRoot, config: &Config) -> (LangReport, Vec<Problem>) {
     // The walk names everything as the scanned system sees it (`/opt/app.jar`), which is what
     // a package's location means. A problem's `path`, as in every other section, is the file
     // on the machine that ran the scan: under `--root` the walk's paths are joined to it here,
-    // once, so that no site can be the one that forgot (two did).
+    // once for every site (two sites used to give that path already, the rest the walk's).
     for problem in &mut problems {
         if let Some(path) = problem.path.take() {
             problem.path = Some(root.display(&path));

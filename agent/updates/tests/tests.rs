@@ -3,4 +3,5 @@
 
 mod apt_fixture;
 mod apt_oracle;
+mod fuzz_corpus;
 mod rpm_repo;

@@ -1,0 +1,31 @@
+//! Any bytes as the account, privilege and package-index files one scan reads together, in a
+//! scratch root: the input is cut into `/etc/passwd`, `/etc/shadow`, `/etc/sudoers`,
+//! `/root/.aws/credentials`, an apt `InRelease`, its plain `Packages` list, dpkg's `status`,
+//! and three more lists compressed (or not: any bytes) as gzip, lz4 and xz
+//! (`guestward_core::testing::write_fuzz_config_tree`). Then the access collector and the
+//! updates collector read the tree, with every bound they have.
+#![no_main]
+
+use guestward_core::HostRoot;
+use guestward_core::testing::write_fuzz_config_tree;
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+
+/// One scratch root for the whole run; each input rewrites every file.
+fn tree() -> &'static (tempfile::TempDir, HostRoot) {
+    static TREE: OnceLock<(tempfile::TempDir, HostRoot)> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("scratch directory");
+        let root = HostRoot::new(dir.path()).expect("root");
+        (dir, root)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (dir, root) = tree();
+    write_fuzz_config_tree(dir.path(), data).expect("write the tree");
+    let _ = guestward_access::scan(&guestward_access::Config::default(), root);
+    let updates =
+        guestward_updates::Config { check_processes: false, ..guestward_updates::Config::default() };
+    let _ = guestward_updates::collect(&updates, root);
+});
