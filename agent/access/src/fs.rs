@@ -131,11 +131,11 @@ fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// `problem` at a line of a configuration file: the path a problem gives is the file on this
-/// machine, as everywhere in the report (under `--root`, inside it); `at` and its message keep
-/// the scanned system's own path, the one its configuration names.
+/// `problem` at a line of a configuration file: it names the file on this machine, as
+/// everywhere in the report (under `--root`, inside it: [`HostRoot::locate_problem`]); `at`
+/// keeps the scanned system's own path, the one its configuration names.
 pub(crate) fn located(problem: Problem, at: &Location, root: &HostRoot) -> Problem {
-    problem.with_path(root.display(&at.file)).with_line(u64::from(at.line))
+    root.locate_problem(problem, &at.file).with_line(u64::from(at.line))
 }
 
 /// Expands a glob(3) pattern (absolute host path; wildcards in any component) against the

@@ -588,6 +588,18 @@ impl HostRoot {
         self.locate(&root, host_path.as_ref(), true).is_ok()
     }
 
+    /// `problem` about the file at `host_path`, which the scanned system names so (and so may
+    /// the message): a report's problems name files on the machine that ran the scan, so its
+    /// `path` becomes [`HostRoot::display`]'s, and the message's first mention of `host_path`
+    /// too, or a person would read two names for one file. The same problem on the live root.
+    pub fn locate_problem(&self, mut problem: crate::Problem, host_path: &str) -> crate::Problem {
+        let here = self.display(host_path);
+        if here != host_path {
+            problem.message = problem.message.replacen(host_path, &here, 1);
+        }
+        problem.with_path(here)
+    }
+
     /// How `host_path` is shown to a person: the real path on this machine.
     pub fn display(&self, host_path: impl AsRef<Path>) -> String {
         let host_path = host_path.as_ref();
@@ -677,6 +689,24 @@ fn components_of(p: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_problem_names_the_file_on_this_machine_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = HostRoot::new(dir.path()).unwrap();
+        let p = crate::Problem::new("malformed", "/etc/x: bad; see /etc/x again");
+        let located = root.locate_problem(p.clone(), "/etc/x");
+        let here = format!("{}/etc/x", dir.path().display());
+        assert_eq!(located.path.as_deref(), Some(here.as_str()));
+        assert_eq!(located.message, format!("{here}: bad; see /etc/x again"));
+        assert_eq!(located.to_string(), located.message);
+        // The live root: nothing to rewrite.
+        let live = HostRoot::live().locate_problem(p, "/etc/x");
+        assert_eq!(
+            (live.path.as_deref(), live.message.as_str()),
+            (Some("/etc/x"), "/etc/x: bad; see /etc/x again")
+        );
+    }
     use crate::testing::within;
     use std::os::unix::fs::symlink;
     use std::sync::Arc;

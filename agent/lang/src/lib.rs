@@ -101,16 +101,18 @@ pub fn scan(root: &HostRoot, config: &Config) -> (LangReport, Vec<Problem>) {
         walker.walk(planned, &mut collector);
     }
     let Walker { out, mut stats, .. } = walker;
-    let (mut packages, mut jndi, mut problems) = out.finish(&mut stats);
+    let (mut packages, mut jndi, problems) = out.finish(&mut stats);
     // The walk names everything as the scanned system sees it (`/opt/app.jar`), which is what
     // a package's location means. A problem's `path`, as in every other section, is the file
     // on the machine that ran the scan: under `--root` the walk's paths are joined to it here,
     // once for every site (two sites used to give that path already, the rest the walk's).
-    for problem in &mut problems {
-        if let Some(path) = problem.path.take() {
-            problem.path = Some(root.display(&path));
-        }
-    }
+    let problems = problems
+        .into_iter()
+        .map(|mut problem| match problem.path.take() {
+            Some(path) => root.locate_problem(problem, &path),
+            None => problem,
+        })
+        .collect();
     packages.sort_by(|a, b| {
         (a.ecosystem, &a.namespace, &a.name, &a.version, &a.location, &a.path_in_archive).cmp(&(
             b.ecosystem,
