@@ -47,7 +47,7 @@ fn array_bytes(n: u64) -> u64 {
     }
     let capacity = n.checked_next_power_of_two().unwrap_or(u64::MAX).max(4);
     let buffer = heap_bytes(capacity.saturating_mul(VALUE_BYTES));
-    let growing = if capacity > 4 { heap_bytes(capacity / 2 * VALUE_BYTES) } else { 0 };
+    let growing = if capacity > 4 { heap_bytes((capacity / 2).saturating_mul(VALUE_BYTES)) } else { 0 };
     buffer.saturating_add(growing)
 }
 
