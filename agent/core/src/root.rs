@@ -689,6 +689,10 @@ fn components_of(p: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::within;
+    use std::os::unix::fs::symlink;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     #[test]
     fn a_problem_names_the_file_on_this_machine_once() {
@@ -707,10 +711,6 @@ mod tests {
             (Some("/etc/x"), "/etc/x: bad; see /etc/x again")
         );
     }
-    use crate::testing::within;
-    use std::os::unix::fs::symlink;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     fn tree() -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();
