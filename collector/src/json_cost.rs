@@ -206,12 +206,15 @@ mod tests {
             let json = shape(&name);
             let cost = tree_cost(json.as_bytes()).unwrap();
             // Writing 5 to clear_refs resets VmHWM to the current VmRSS (Linux 4.0 and later).
-            std::fs::write("/proc/self/clear_refs", "5").unwrap();
+            if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+                println!("\nPROBE-UNAVAILABLE cannot reset the peak (/proc/self/clear_refs: {e})");
+                return;
+            }
             let before = status_kib("VmRSS:");
             let value: serde_json::Value = serde_json::from_slice(json.as_bytes()).unwrap();
             let peak = status_kib("VmHWM:");
             std::hint::black_box(&value);
-            println!("\nPROBE {} {cost}", (peak - before) * 1024);
+            println!("\nPROBE {} {cost}", peak.saturating_sub(before) * 1024);
             return;
         }
         for name in ["objects", "zeros", "words", "wide", "nested", "escaped", "escaped_keys", "report"] {
@@ -222,6 +225,10 @@ mod tests {
                 .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "{name}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+            if let Some(why) = stdout.lines().find_map(|l| l.strip_prefix("PROBE-UNAVAILABLE ")) {
+                guestward_core::testing::skip_or_fail("the parse's measured peak", why);
+                return;
+            }
             let line =
                 stdout.lines().find_map(|l| l.strip_prefix("PROBE ")).unwrap_or_else(|| panic!("{stdout}"));
             let (took, cost) = line.split_once(' ').unwrap();
