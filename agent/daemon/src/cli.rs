@@ -2,6 +2,7 @@
 //! the result of [`run`] to an exit code.
 
 use crate::collect::Collectors;
+use crate::collect::cloud::ImdsRuntime;
 use crate::collect::fim::FimCollector;
 use crate::config::{CheckOutcome, Config};
 use crate::exit;
@@ -231,6 +232,36 @@ impl FailOn {
     }
 }
 
+/// A multi-thread runtime with `workers` workers, for the daemon and `run --once`.
+///
+/// Tokio panics when the kernel refuses a worker thread (the unit's `TasksMax`, `ulimit -u`,
+/// memory short). That is a limit of the host, not a bug to report with a backtrace: it becomes
+/// an error that says which limit to raise. Called before the process has any other thread, so
+/// the panic message silenced while the runtime starts can only be tokio's.
+pub(crate) fn start_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+    });
+    std::panic::set_hook(report_panic);
+    match built {
+        Ok(runtime) => runtime.context("starting the async runtime"),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no reason given");
+            anyhow::bail!(
+                "starting the async runtime: {why}; the kernel refused its {workers} worker threads, \
+                 so the process limit of this user is likely reached (systemd's TasksMax, \
+                 `ulimit -u`): raise it, or stop other processes of this user"
+            )
+        }
+    }
+}
+
 /// The log level a command runs with when neither `RUST_LOG` nor the configuration sets one:
 /// `info` for the daemon (`run`), whose log is its record of start, stop, reload and file
 /// changes; `warn` for the one-shot commands, whose output is their result.
@@ -350,12 +381,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(level) => tracing::info!(config = %source, log_level = %level, "configuration loaded"),
                 Err(e) => tracing::warn!(config = %source, error = %e, "agent.log_level not applied"),
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                // Two workers: the agent must stay small; scans run on blocking threads anyway.
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            // Two workers: the agent must stay small; scans run on blocking threads anyway.
+            let runtime = start_runtime(2)?;
             let served = runtime.block_on(crate::daemon::run(config, source, overrides));
             // Dropping a runtime waits for every blocking task, so a scan stuck in a read
             // (a hostile file, a hung mount) would turn SIGTERM into a hang until systemd's
@@ -373,13 +400,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let only: BTreeSet<Collector> =
                 if args.only.is_empty() { Collector::all() } else { args.only.iter().copied().collect() };
-            // The IMDS client needs a runtime to run on; one worker is plenty for one scan.
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("guestward-imds")
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
             let fim = if !root.is_live() {
                 FimCollector::Off("FIM's baseline describes the running system, not a mounted root (--root)")
             } else if !config.fim.enabled {
@@ -387,7 +407,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 FimCollector::Stored(config.agent.state_dir.as_path().to_path_buf())
             };
-            let collectors = Collectors::new(&config, root, runtime.handle().clone(), fim);
+            // The IMDS client runs on a runtime of its own, on the cloud collector's thread: a
+            // scan needs no thread it cannot do without (see `ImdsRuntime::PerCollection`).
+            let collectors = Collectors::new(&config, root, ImdsRuntime::PerCollection, fim);
             let mut report = scan::run(&config, &collectors, &only);
             let euid = nix::unistd::geteuid();
             if !euid.is_root() {
@@ -401,7 +423,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 });
             }
             drop(collectors);
-            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             let format = if args.json { Format::Json } else { args.format };
             let pretty = guestward_core::json::stdout_wants_pretty();
             let mut out = guestward_core::stdio::stdout();

@@ -21,6 +21,7 @@
 
 use crate::collect::Collectors;
 use crate::collect::book;
+use crate::collect::cloud::ImdsRuntime;
 use crate::collect::fim::FimCollector;
 use crate::config::{Config, ConfigSource, ControlConfig};
 use crate::control::server::{self, AccessPolicy, Shared};
@@ -118,13 +119,10 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
     } else {
         FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
     };
-    let mut collectors =
-        Collectors::new(&config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
-    collectors.cloud = crate::collect::cloud::CloudCollector::with_shared(
-        imds,
-        guestward_core::HostRoot::live(),
-        tokio::runtime::Handle::current(),
-    );
+    let runtime = ImdsRuntime::Shared(tokio::runtime::Handle::current());
+    let mut collectors = Collectors::new(&config, guestward_core::HostRoot::live(), runtime.clone(), fim);
+    collectors.cloud =
+        crate::collect::cloud::CloudCollector::with_shared(imds, guestward_core::HostRoot::live(), runtime);
     // The daemon applies all of its configuration or none: an unusable IMDS setting stops it
     // here rather than leaving every report with an error section.
     if let Err(e) = collectors.cloud.shared() {

@@ -16,6 +16,7 @@
 
 use crate::cli::RunArgs;
 use crate::collect::Collectors;
+use crate::collect::cloud::ImdsRuntime;
 use crate::collect::fim::FimCollector;
 use crate::config::{Config, ConfigSource};
 use crate::exit;
@@ -54,12 +55,8 @@ pub fn run(config: Config, source: &ConfigSource, args: &RunArgs) -> anyhow::Res
     // Held until the delivery is over: a daemon on another socket path, or another `run
     // --once`, on this state directory would take the same sequence numbers and spool.
     let _state_lock = crate::daemon::lock_state_dir(config.agent.state_dir.as_path())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        // As the daemon: two workers; the scan runs on blocking threads.
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // As the daemon: two workers; the scan runs on blocking threads.
+    let runtime = crate::cli::start_runtime(2)?;
     let deadline = Duration::from_secs(args.timeout_secs);
     let outcome = runtime.block_on(once(config, deadline));
     // A collector stuck in a read (a hung mount) must not hold the exit past the deadline.
@@ -280,8 +277,12 @@ async fn collect_and_spool(
     } else {
         FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
     };
-    let collectors =
-        Collectors::new(config, guestward_core::HostRoot::live(), tokio::runtime::Handle::current(), fim);
+    let collectors = Collectors::new(
+        config,
+        guestward_core::HostRoot::live(),
+        ImdsRuntime::Shared(tokio::runtime::Handle::current()),
+        fim,
+    );
     let pipeline = Arc::new(
         Pipeline::new(Arc::clone(config), collectors, Arc::clone(&events))
             .with_transport(Some(Arc::clone(transport)))

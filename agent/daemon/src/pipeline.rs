@@ -838,7 +838,7 @@ mod tests {
         let collectors = Collectors::new(
             &config,
             guestward_core::HostRoot::new(&root).unwrap(),
-            tokio::runtime::Handle::current(),
+            crate::collect::cloud::ImdsRuntime::Shared(tokio::runtime::Handle::current()),
             crate::collect::fim::FimCollector::Off("off in this test"),
         );
         let events = Arc::new(EventLog::open(&state, &config.history).unwrap());

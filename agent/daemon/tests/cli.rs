@@ -411,10 +411,12 @@ fn check_config_prints_control_characters_of_the_file_escaped() {
 }
 
 /// Under a process limit (the unit's `TasksMax`, `ulimit -u`) a thread the kernel refuses once
-/// panicked a collector's scope: the scan lost its network and updates sections, or crashed.
-/// Now such work runs on the calling thread, and `verify-packages` says what is wrong.
+/// panicked a collector's scope: the scan lost its network and updates sections, or crashed
+/// starting the IMDS client's runtime. Now a scan needs no thread at all (its work runs on the
+/// calling thread), and `verify-packages` and the daemon say which limit to raise.
 #[test]
 fn a_process_limit_degrades_to_fewer_threads_instead_of_panicking() {
+    use std::os::unix::fs::PermissionsExt;
     const TEST: &str = "a_process_limit_degrades_to_fewer_threads_instead_of_panicking";
     if !is_root() {
         guestward_core::testing::skip_or_fail(
@@ -428,30 +430,58 @@ fn a_process_limit_degrades_to_fewer_threads_instead_of_panicking() {
         return;
     };
     let exe = env!("CARGO_BIN_EXE_guestward-agent");
-    // `ulimit -u` counts every task of the user: nobody runs nothing else here, so 4 leaves
-    // the scan its runtime's threads and few more.
+    // `ulimit -u` counts every task of the user, other tests' processes as nobody included:
+    // 1 leaves not one thread beside the main one, whatever else runs (with 4, a test running
+    // as nobody at the same moment left the scan no room for a thread).
     let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c"])
-        .arg(format!("ulimit -u 4 && exec {exe} scan --json --only host,network,updates,packages"))
+        .arg(format!("ulimit -u 1 && exec {exe} scan --json --only host,network,updates,packages,cloud"))
         .current_dir("/"));
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(code == 0 || code == 1, "exit {code}: {stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    for section in ["host", "network", "updates", "packages"] {
+    for section in ["host", "network", "updates", "packages", "cloud"] {
         let status = report[section]["status"].as_str().unwrap_or("");
         assert!(status == "ok" || status == "degraded", "{section}: {}", report[section]);
         assert!(report[section]["data"].is_object(), "{section}: {}", report[section]);
     }
     let (code, _, stderr) = run(std::process::Command::new(setpriv)
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c"])
-        // 1: not one thread beside the main one, whatever other processes `nobody` has (with
-        // 2, a test running as nobody at the same moment took the signal thread's place, then
-        // left one hasher room once it ended).
+        // 1 again (with 2, a test running as nobody at the same moment took the signal
+        // thread's place, then left one hasher room once it ended).
         .arg(format!("ulimit -u 1 && exec {exe} fim verify-packages --package dpkg --no-progress"))
         .current_dir("/"));
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("ulimit -u"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "").unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // IMDS answered, with no thread to run its client on: the requests run on the collecting
+    // thread (the emulator runs in this process, outside the limit).
+    let imds = tokio::runtime::Runtime::new().unwrap();
+    let emulator = imds.block_on(guestward_imds_emulator::Emulator::start(Default::default()));
+    let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c"])
+        .arg(format!("ulimit -u 1 && exec {exe} --config {} scan --json --only cloud", config.display()))
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emulator.url())
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .current_dir("/"));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["cloud"]["data"]["instance"]["instance_id"], guestward_imds_emulator::INSTANCE_ID);
+    // The daemon cannot work without its runtime's workers: it does not start, and says why
+    // instead of panicking in tokio.
+    let (code, _, stderr) = run(std::process::Command::new(setpriv)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c"])
+        .arg(format!("ulimit -u 1 && exec {exe} --config {} run", config.display()))
+        .current_dir("/"));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("async runtime") && stderr.contains("ulimit -u"), "{stderr}");
     // The flag is bounded as the config key is.
     let (code, _, stderr) = run(agent().args(["fim", "verify-packages", "--threads", "1000"]));
     assert_eq!(code, 2, "{stderr}");

@@ -639,9 +639,6 @@ fn daemon_as_an_unprivileged_user_with_the_two_capabilities_starts_and_answers_a
         (two.clone(), two.clone(), two),
         "{status}"
     );
-    // The socket was born guestward:guestward-like, 0660, with no capability to chown it.
-    let meta = std::fs::metadata(&socket).unwrap();
-    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (NOBODY, NOBODY, 0o660), "socket");
     // Root and a member of the group (another unprivileged user) both get an answer, once the
     // first scan (FIM's baseline of the root-only file included) is over.
     let status_of = |cmd: &mut Command| {
@@ -659,6 +656,11 @@ fn daemon_as_an_unprivileged_user_with_the_two_capabilities_starts_and_answers_a
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(report["pid"], pid, "{report}");
+    // The socket was born guestward:guestward-like, with no capability to chown it, and is
+    // 0660 once the daemon answers (bound, then made 0660 before the first connection is
+    // accepted: checked as soon as it existed, it was seen between the two).
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (NOBODY, NOBODY, 0o660), "socket");
     assert!(report["transport"].is_object(), "the transport (key loaded) is not running: {report}");
     let text = report.to_string();
     assert!(!text.contains("permission_denied"), "the daemon was denied something: {report:#}");

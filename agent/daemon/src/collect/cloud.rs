@@ -11,12 +11,25 @@ use guestward_cloud::CloudReport;
 use guestward_core::{HostRoot, Problem, Section};
 use std::sync::Arc;
 
+/// What drives the IMDS client's requests.
+#[derive(Debug, Clone)]
+pub enum ImdsRuntime {
+    /// A runtime running already (the daemon's, `run --once`'s): the collecting thread blocks
+    /// on it. It must be a multi-thread runtime, or one driven by another thread.
+    Shared(tokio::runtime::Handle),
+    /// A current-thread runtime made for each collection, on the collecting thread itself.
+    /// Why: a one-shot `scan` then starts no thread for IMDS at all. Under a process limit
+    /// (the unit's `TasksMax`, `ulimit -u`) tokio's multi-thread runtime panics when the kernel
+    /// refuses its worker; this cannot, so the scan keeps every section.
+    PerCollection,
+}
+
 /// The cloud collector: the IMDS client (or why there is none) and the runtime that drives it.
 /// A clone shares the IMDS client (and its session token).
 #[derive(Debug, Clone)]
 pub struct CloudCollector {
     root: HostRoot,
-    runtime: tokio::runtime::Handle,
+    runtime: ImdsRuntime,
     /// `Err` when the `[imds]` section or an `AWS_EC2_METADATA_*` variable is unusable: every
     /// collection then reports it as an error section.
     inner: Result<Arc<guestward_cloud::CloudCollector>, String>,
@@ -32,13 +45,8 @@ pub struct CloudCollected {
 }
 
 impl CloudCollector {
-    /// Builds the IMDS client once. `runtime` must belong to a multi-thread runtime: the
-    /// collector blocks its calling (non-async) thread on it.
-    pub fn new(
-        config: &guestward_cloud::ImdsConfig,
-        root: HostRoot,
-        runtime: tokio::runtime::Handle,
-    ) -> Self {
+    /// Builds the IMDS client once; `runtime` drives its requests.
+    pub fn new(config: &guestward_cloud::ImdsConfig, root: HostRoot, runtime: ImdsRuntime) -> Self {
         let inner = guestward_cloud::CloudCollector::new(config).map(Arc::new).map_err(|e| e.to_string());
         Self { root, runtime, inner }
     }
@@ -48,7 +56,7 @@ impl CloudCollector {
     pub fn with_shared(
         inner: Result<Arc<guestward_cloud::CloudCollector>, String>,
         root: HostRoot,
-        runtime: tokio::runtime::Handle,
+        runtime: ImdsRuntime,
     ) -> Self {
         Self { root, runtime, inner }
     }
@@ -59,8 +67,8 @@ impl CloudCollector {
         self.inner.clone()
     }
 
-    /// The runtime that drives the IMDS client.
-    pub fn runtime(&self) -> tokio::runtime::Handle {
+    /// What drives the IMDS client.
+    pub fn runtime(&self) -> ImdsRuntime {
         self.runtime.clone()
     }
 
@@ -80,7 +88,30 @@ impl CloudCollector {
                 };
             }
         };
-        let scan = collector.scan_blocking(&self.runtime, &self.root);
+        let scan = match &self.runtime {
+            ImdsRuntime::Shared(handle) => collector.scan_blocking(handle, &self.root),
+            // Never inside a runtime: a one-shot scan's collectors run on plain threads.
+            ImdsRuntime::PerCollection => {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => {
+                        let scan = runtime.block_on(collector.scan(&self.root));
+                        // Not waiting for a resolver thread still in a hung lookup: the scan
+                        // ended at its deadline.
+                        runtime.shutdown_background();
+                        scan
+                    }
+                    Err(e) => {
+                        return CloudCollected {
+                            collected: Collected::section(Section::failed(
+                                Problem::new("io", format!("cannot start the IMDS client's runtime: {e}")),
+                                started,
+                            )),
+                            instance_id: firmware_id,
+                        };
+                    }
+                }
+            }
+        };
         CloudCollected {
             collected: Collected { section: scan.section, findings: scan.findings, events: Vec::new() },
             instance_id: scan.instance_id.or(firmware_id),

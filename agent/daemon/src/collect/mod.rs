@@ -98,20 +98,15 @@ pub struct Collectors {
 }
 
 impl Collectors {
-    /// The collectors for `root`, configured by `config`. `runtime` drives the IMDS client
-    /// (the daemon's runtime; a one-shot scan's own). `fim` is the file integrity collector:
+    /// The collectors for `root`, configured by `config`. `imds` drives the IMDS client (the
+    /// daemon's runtime; one of its own for each collection of a one-shot scan). `fim` is the file integrity collector:
     /// the daemon's running monitor, or the stored baseline read-only.
-    pub fn new(
-        config: &Config,
-        root: HostRoot,
-        runtime: tokio::runtime::Handle,
-        fim: fim::FimCollector,
-    ) -> Self {
+    pub fn new(config: &Config, root: HostRoot, imds: cloud::ImdsRuntime, fim: fim::FimCollector) -> Self {
         Self {
             host: HostCollector::new(root.clone()),
             packages: packages::PackagesCollector::new(root.clone(), config.packages.clone()),
             network: network::NetworkCollector::new(root.clone(), config.network.clone()),
-            cloud: cloud::CloudCollector::new(&config.imds, root.clone(), runtime),
+            cloud: cloud::CloudCollector::new(&config.imds, root.clone(), imds),
             access: access::AccessCollector::new(root.clone(), config.access.clone()),
             fim,
             updates: updates::UpdatesCollector::new(root.clone(), config.updates.clone()),
