@@ -5,7 +5,18 @@
 //! updates sections and the next run crashed outright. [`spawn_or_run`] runs the work on the
 //! calling thread instead: slower, never lost.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
+
+/// Threads the kernel refused to [`spawn_or_run`] in this process so far.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// How many threads the kernel has refused [`spawn_or_run`] in this process. The work ran
+/// anyway, so nothing shows in a report: a caller compares this before and after its work
+/// to tell the operator why it was slow, and which limit to raise.
+pub fn refused_so_far() -> u64 {
+    REFUSED.load(Ordering::Relaxed)
+}
 
 /// Work started by [`spawn_or_run`]: on a thread of its own, or already done here.
 pub enum Started<'scope, T> {
@@ -56,7 +67,10 @@ where
 {
     match std::thread::Builder::new().name(name.to_string()).spawn_scoped(scope, work) {
         Ok(handle) => Started::Thread(handle),
-        Err(_) => Started::Ran(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))),
+        Err(_) => {
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+            Started::Ran(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)))
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 /// and the report's sequence are the pipeline's business.
 pub fn run(config: &Config, collectors: &Collectors, only: &BTreeSet<Collector>) -> Report {
     let collected_at = Timestamp::now();
+    let refused_before = guestward_core::threads::refused_so_far();
     let root = &collectors.root;
     let wants = |c: Collector| only.contains(&c);
 
@@ -43,6 +44,15 @@ pub fn run(config: &Config, collectors: &Collectors, only: &BTreeSet<Collector>)
         )
     });
 
+    // Nothing was lost, but a scan without its threads is slower, and the operator can act.
+    let refused = guestward_core::threads::refused_so_far().saturating_sub(refused_before);
+    if refused > 0 {
+        tracing::warn!(
+            threads = refused,
+            "the kernel refused threads while this scan ran, so their work waited for the threads \
+             it had: the process limit is likely reached (systemd's TasksMax, `ulimit -u`)"
+        );
+    }
     let mut report = Report::new(AgentInfo::unidentified(), collected_at);
     report.scanned_root = (!root.is_live()).then(|| root.dir().display().to_string());
     // Cross-collector rule: listeners reachable on the instance's public addresses (known only
