@@ -15,12 +15,16 @@
 //!
 //! This is the only crate of the workspace that uses `unsafe` (the workspace forbids it
 //! elsewhere): `madvise(2)`, `malloc_trim(3)` and `mallopt(3)` have no safe wrapper, and each
-//! call carries its reasoning.
+//! call carries its reasoning. So the counting allocator the tests of other crates use to
+//! check an estimate of memory is here too (`counting`, a feature no binary enables).
 
 // Output goes through `guestward_core::stdio`: the print macros panic when a write fails.
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 mod allocator;
+/// A counting global allocator, for tests and fuzz targets (feature `counting`).
+#[cfg(feature = "counting")]
+pub mod counting;
 
 pub use allocator::{
     ARENA_MAX, MMAP_THRESHOLD_BYTES, SETTINGS, Setting, TRIM_THRESHOLD_BYTES, Tuning, tune_allocator,
