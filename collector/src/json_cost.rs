@@ -29,6 +29,12 @@ const MAP_NODE_CAPACITY: u64 = 11;
 /// 135 bytes an entry, measured, where seven per node had estimated 123.
 const MAP_ENTRIES_PER_NODE: u64 = 4;
 
+/// What serde_json's exact float parsing (`float_roundtrip`) holds at most while it compares
+/// one number as big integers: a few vectors of 64-bit limbs, bounded because it reads at most
+/// 768 significant digits and the exponent is bounded by f64's range. Measured under 700 bytes
+/// for 768 digits at either end of that range; counted as 4 KiB, once per body.
+const FLOAT_BIGINT_BYTES: u64 = 4096;
+
 /// What one heap allocation of `len` bytes takes: glibc's malloc adds an 8-byte header and
 /// rounds to 16, and its smallest chunk is 32 bytes. A short string is mostly that overhead:
 /// counted by its length alone, a 200,000-key object (`{"k0":0,...}`) took 38% more than
@@ -66,13 +72,40 @@ pub(crate) fn tree_cost(json: &[u8]) -> Result<u64, serde_json::Error> {
     // fuzz target: counted as the longest string rounded to a power of two, a 1,006-byte
     // escaped string took 2,992 bytes against 2,227 estimated (the buffer jumped from 256 to
     // 975 bytes, then doubled to 1,950).
-    let longest = longest.get();
-    let scratch = heap_bytes(longest.saturating_mul(2)).saturating_add(heap_bytes(longest));
+    //
+    // A number too long for 64 bits is read digit by digit into the same buffer when a
+    // dependency turns serde_json's `float_roundtrip` on (the workspace's tests do): the
+    // longest run of number characters in the body bounds it, since a run inside a string is
+    // no longer than the string (found by the same target: 23 digits took 80 bytes, 34 were
+    // estimated).
+    let longest_number = longest_number_run(json);
+    let longest = longest.get().max(longest_number);
+    let mut scratch = heap_bytes(longest.saturating_mul(2)).saturating_add(heap_bytes(longest));
+    if json.iter().any(u8::is_ascii_digit) {
+        // With `float_roundtrip`, a float the fast paths cannot decide exactly is compared as
+        // big integers, one number at a time (found by the same target: 23 digits took 224
+        // bytes, 136 estimated).
+        scratch = scratch.saturating_add(FLOAT_BIGINT_BYTES);
+    }
     let cost = cost.saturating_add(scratch);
     // What the model leaves out (the allocator's own growth, pages touched in part): a
     // sixteenth more. Measured, the modelled cost alone came within 2% of the peak for the
     // tightest shapes (`[[[[0]]]]`, report-like bodies).
     Ok(cost.saturating_add(cost / 16))
+}
+
+/// The longest run of bytes a JSON number is made of (`0-9 + - . e E`), anywhere in `json`.
+fn longest_number_run(json: &[u8]) -> u64 {
+    let (mut longest, mut run) = (0u64, 0u64);
+    for &b in json {
+        if matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    longest
 }
 
 /// Counts the heap bytes below one value (not its own slot, which its parent counts), and
