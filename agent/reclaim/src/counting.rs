@@ -43,28 +43,27 @@ fn change(taken: u64, given_back: u64) {
 #[derive(Debug)]
 pub struct Counting;
 
-// SAFETY: every call is passed to `System` unchanged, so `System`'s guarantees hold; the
-// counting is arithmetic on a thread-local that allocates nothing.
+// Every call is passed to `System` unchanged, so `System`'s guarantees hold; the counting is
+// arithmetic on a thread-local that allocates nothing. (Not formatted by rustfmt, which would
+// move each SAFETY note off the line it is about.)
 #[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc`, passed on.
-        let block = unsafe { System.alloc(layout) };
+#[rustfmt::skip]
+unsafe impl GlobalAlloc for Counting { // SAFETY: see above
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 { // SAFETY: the caller's contract, passed on
+        let block = unsafe { System.alloc(layout) }; // SAFETY: as above
         if !block.is_null() {
             change(chunk_bytes(layout.size()), 0);
         }
         block
     }
 
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) { // SAFETY: the caller's contract, passed on
         change(0, chunk_bytes(layout.size()));
-        // SAFETY: the caller's contract for `dealloc`, passed on.
-        unsafe { System.dealloc(block, layout) }
+        unsafe { System.dealloc(block, layout) } // SAFETY: as above
     }
 
-    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's contract for `realloc`, passed on.
-        let moved = unsafe { System.realloc(block, layout, new_size) };
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 { // SAFETY: as above
+        let moved = unsafe { System.realloc(block, layout, new_size) }; // SAFETY: as above
         if !moved.is_null() {
             change(chunk_bytes(new_size), chunk_bytes(layout.size()));
         }

@@ -22,7 +22,6 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 mod allocator;
-/// A counting global allocator, for tests and fuzz targets (feature `counting`).
 #[cfg(feature = "counting")]
 pub mod counting;
 
