@@ -8,10 +8,23 @@
 //! Counting happens only on a thread inside [`peak_of`], in a thread-local: the other tests of
 //! a binary, on their own threads, count nothing and disturb nothing.
 //!
-//! ```ignore
+//! ```
+//! use guestward_reclaim::counting::{Counting, peak_of};
+//!
 //! #[global_allocator]
-//! static ALLOCATOR: guestward_reclaim::counting::Counting = guestward_reclaim::counting::Counting;
-//! let held = guestward_reclaim::counting::peak_of(|| drop(serde_json::from_slice::<Value>(json)));
+//! static ALLOCATOR: Counting = Counting;
+//!
+//! fn main() {
+//!     // 100 bytes take a 112-byte chunk; growing to 200 holds 112 and 208 at once.
+//!     let held = peak_of(|| {
+//!         let mut v: Vec<u8> = Vec::with_capacity(100);
+//!         v.reserve_exact(200);
+//!         drop(std::hint::black_box(v));
+//!     });
+//!     assert_eq!(held, 112 + 208);
+//!     // Nothing is counted outside `peak_of`.
+//!     assert_eq!(peak_of(|| ()), 0);
+//! }
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
