@@ -78,10 +78,10 @@ pub(crate) fn tree_cost(json: &[u8]) -> Result<u64, serde_json::Error> {
     // longest run of number characters in the body bounds it, since a run inside a string is
     // no longer than the string (found by the same target: 23 digits took 80 bytes, 34 were
     // estimated).
-    let longest_number = longest_number_run(json);
-    let longest = longest.get().max(longest_number);
+    let numbers = number_runs(json);
+    let longest = longest.get().max(numbers.longest);
     let mut scratch = heap_bytes(longest.saturating_mul(2)).saturating_add(heap_bytes(longest));
-    if json.iter().any(u8::is_ascii_digit) {
+    if numbers.any_digit {
         // With `float_roundtrip`, a float the fast paths cannot decide exactly is compared as
         // big integers, one number at a time (found by the same target: 23 digits took 224
         // bytes, 136 estimated).
@@ -94,18 +94,26 @@ pub(crate) fn tree_cost(json: &[u8]) -> Result<u64, serde_json::Error> {
     Ok(cost.saturating_add(cost / 16))
 }
 
-/// The longest run of bytes a JSON number is made of (`0-9 + - . e E`), anywhere in `json`.
-fn longest_number_run(json: &[u8]) -> u64 {
-    let (mut longest, mut run) = (0u64, 0u64);
+/// What one pass over a body tells of its numbers.
+struct NumberRuns {
+    /// The longest run of bytes a JSON number is made of (`0-9 + - . e E`), anywhere.
+    longest: u64,
+    /// Whether it holds a digit at all.
+    any_digit: bool,
+}
+
+fn number_runs(json: &[u8]) -> NumberRuns {
+    let (mut longest, mut run, mut any_digit) = (0u64, 0u64, false);
     for &b in json {
         if matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            any_digit |= b.is_ascii_digit();
             run += 1;
             longest = longest.max(run);
         } else {
             run = 0;
         }
     }
-    longest
+    NumberRuns { longest, any_digit }
 }
 
 /// Counts the heap bytes below one value (not its own slot, which its parent counts), and

@@ -99,8 +99,8 @@ pub struct Collectors {
 
 impl Collectors {
     /// The collectors for `root`, configured by `config`. `imds` drives the IMDS client (the
-    /// daemon's runtime; one of its own for each collection of a one-shot scan). `fim` is the file integrity collector:
-    /// the daemon's running monitor, or the stored baseline read-only.
+    /// daemon's runtime; one of its own for each collection of a one-shot scan). `fim` is the
+    /// file integrity collector: the daemon's running monitor, or the stored baseline read-only.
     pub fn new(config: &Config, root: HostRoot, imds: cloud::ImdsRuntime, fim: fim::FimCollector) -> Self {
         Self {
             host: HostCollector::new(root.clone()),
