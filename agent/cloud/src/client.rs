@@ -227,6 +227,8 @@ impl ImdsClient {
             // IMDS never redirects; following one could carry the token elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(2)
+            // A host name as `imds.endpoint` resolves even when the kernel refuses threads.
+            .dns_resolver(guestward_core::dns::ThreadOrInlineResolver)
             .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")));
         if plain_http(base_url) {
             // IMDS speaks plain HTTP on its link-local address, and redirects are refused

@@ -22,6 +22,8 @@ pub mod capped;
 #[cfg(feature = "cli-docs")]
 pub mod cli_docs;
 pub mod config;
+#[cfg(feature = "dns")]
+pub mod dns;
 pub mod exit;
 mod finding;
 pub mod human;

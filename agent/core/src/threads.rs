@@ -8,14 +8,21 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
 
-/// Threads the kernel refused to [`spawn_or_run`] in this process so far.
+/// Threads the kernel refused to [`spawn_or_run`] (and to [`count_refused`]'s callers) in this
+/// process so far.
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-/// How many threads the kernel has refused [`spawn_or_run`] in this process. The work ran
-/// anyway, so nothing shows in a report: a caller compares this before and after its work
-/// to tell the operator why it was slow, and which limit to raise.
+/// How many threads the kernel has refused [`spawn_or_run`] (and [`count_refused`]'s callers)
+/// in this process. The work ran anyway, so nothing shows in a report: a caller compares this
+/// before and after its work to tell the operator why it was slow, and which limit to raise.
 pub fn refused_so_far() -> u64 {
     REFUSED.load(Ordering::Relaxed)
+}
+
+/// Counts one thread the kernel refused, for work that then ran on the calling thread
+/// anyway (as [`spawn_or_run`] does, for threads it cannot scope).
+pub fn count_refused() {
+    REFUSED.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Work started by [`spawn_or_run`]: on a thread of its own, or already done here.
@@ -68,7 +75,7 @@ where
     match std::thread::Builder::new().name(name.to_string()).spawn_scoped(scope, work) {
         Ok(handle) => Started::Thread(handle),
         Err(_) => {
-            REFUSED.fetch_add(1, Ordering::Relaxed);
+            count_refused();
             Started::Ran(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)))
         }
     }

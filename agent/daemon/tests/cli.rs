@@ -465,19 +465,24 @@ fn a_process_limit_degrades_to_fewer_threads_instead_of_panicking() {
     std::fs::write(&config, "").unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     // IMDS answered, with no thread to run its client on: the requests run on the collecting
-    // thread (the emulator runs in this process, outside the limit).
+    // thread (the emulator runs in this process, outside the limit). Named by its address,
+    // then by a host name: the lookup, too, runs on that thread (tokio's resolver panicked).
     let imds = tokio::runtime::Runtime::new().unwrap();
     let emulator = imds.block_on(guestward_imds_emulator::Emulator::start(Default::default()));
-    let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c"])
-        .arg(format!("ulimit -u 1 && exec {exe} --config {} scan --json --only cloud", config.display()))
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emulator.url())
-        .env_remove("AWS_EC2_METADATA_DISABLED")
-        .current_dir("/"));
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(code, 0, "{stderr}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["cloud"]["data"]["instance"]["instance_id"], guestward_imds_emulator::INSTANCE_ID);
+    let by_name = format!("http://localhost:{}", emulator.addr().port());
+    for endpoint in [emulator.url(), by_name] {
+        let (code, stdout, stderr) = run(std::process::Command::new(setpriv)
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", "-c"])
+            .arg(format!("ulimit -u 1 && exec {exe} --config {} scan --json --only cloud", config.display()))
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)
+            .env_remove("AWS_EC2_METADATA_DISABLED")
+            .current_dir("/"));
+        assert!(!stderr.contains("panicked"), "{endpoint}: {stderr}");
+        assert_eq!(code, 0, "{endpoint}: {stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let cloud = &report["cloud"];
+        assert_eq!(cloud["data"]["instance"]["instance_id"], guestward_imds_emulator::INSTANCE_ID, "{cloud}");
+    }
     // The daemon cannot work without its runtime's workers: it does not start, and says why
     // instead of panicking in tokio.
     let (code, _, stderr) = run(std::process::Command::new(setpriv)

@@ -962,6 +962,8 @@ impl ClientSpec {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.connect_timeout)
             .timeout(self.request_timeout)
+            // The collector's name resolves even when the kernel refuses threads.
+            .dns_resolver(guestward_core::dns::ThreadOrInlineResolver)
             .user_agent(concat!("guestward-agent/", env!("CARGO_PKG_VERSION")));
         // Without `proxy`, reqwest reads HTTPS_PROXY / NO_PROXY itself.
         if let Some(proxy) = &self.proxy {

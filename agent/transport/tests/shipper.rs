@@ -73,6 +73,25 @@ fn delivered_reports_are_acknowledged_and_deleted_in_one_request() {
     });
 }
 
+/// A collector named by host name, as in production: looked up by the agent's resolver
+/// (`guestward_core::dns`), reached, and verified by that name.
+#[test]
+fn a_collector_named_by_its_host_name_is_resolved_and_verified_by_that_name() {
+    within(Duration::from_secs(60), "host name", || {
+        let s = setup();
+        let by_name = s.server.url().replace("127.0.0.1", "localhost");
+        let dir = tempfile::tempdir().unwrap();
+        let config = agent_config(dir.path(), &by_name, &s.ca.pem(), &s.agent);
+        let spool = Arc::new(Spool::open(&dir.path().join("spool"), 64 << 20).unwrap());
+        let ids = push(&spool, 1..=2);
+        let shipper = Shipper::with_tuning(&config, spool.clone(), fast()).unwrap();
+        let summary = rt().block_on(shipper.deliver_all(Duration::from_secs(20))).unwrap();
+        assert_eq!((summary.stored, summary.requests), (2, 1));
+        assert_eq!(s.server.stored(), ids);
+        assert!(spool.is_empty());
+    });
+}
+
 /// Each fault is retried (bounded, with backoff) until the collector recovers; every report is
 /// then stored exactly once and intact.
 #[test]
