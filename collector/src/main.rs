@@ -42,6 +42,10 @@ enum Command {
     /// without --force.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Maintenance of the database. Stop the collector first: each command needs the database
+    /// to itself, and refuses while another process has it open.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Write the collector's man pages and bash, zsh and fish completions under DIR, laid out
     /// as they are installed under /usr/share (for packaging: scripts/package).
     #[command(hide = true)]
@@ -67,6 +71,40 @@ struct ServeArgs {
     /// The SQLite database, created 0600 if missing (overrides `db`).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Compact a database made by an earlier version, in place: compress its findings and events
+    /// stored as plain text, count each host's bytes again, and convert the file to incremental
+    /// auto_vacuum, so that retention hands deleted space back to the file system.
+    ///
+    /// The conversion rewrites the whole file (SQLite's VACUUM): it needs room for the data
+    /// twice, beside the database and in SQLite's temporary directory (SQLITE_TMPDIR, else
+    /// TMPDIR, else /var/tmp), and is skipped, saying so, when that room is missing. On a
+    /// database that has incremental auto_vacuum already, its free pages are handed back. Each
+    /// step commits on its own: an interrupted compaction loses nothing, and running it again
+    /// goes on from where it stopped. A collector started meanwhile cannot open the database.
+    ///
+    /// Exit status: 0 when done (a skipped conversion included: see `vacuum`), 1 on an error.
+    #[command(verbatim_doc_comment)]
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompactArgs {
+    /// The collector's config file: its `db` is compacted.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The SQLite database (overrides the config's `db`).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Rewrite the rows only; leave the file's free space as it is (no VACUUM).
+    #[arg(long)]
+    no_vacuum: bool,
+    /// Print what was done as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Db(DbCommand::Compact(args)) => compact(args),
         Command::Pki(cmd) => {
             let written = match &cmd {
                 PkiCommand::Init { common } => pki::init(&common.dir, common.options()),
@@ -200,6 +239,52 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    use guestward_collector::store::{CompactOptions, VacuumOutcome};
+    use guestward_core::human::bytes;
+    let overrides = config::Overrides { db: args.db, ..Default::default() };
+    let config = config::load(args.config.as_deref(), &overrides)?;
+    let summary =
+        guestward_collector::store::compact(&config.db, CompactOptions { vacuum: !args.no_vacuum })?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&summary).context("cannot write the summary as JSON")?;
+        return Ok(guestward_core::stdio::output_line(json)?);
+    }
+    let vacuum = match &summary.vacuum {
+        VacuumOutcome::NotAsked => {
+            "not asked (--no-vacuum): free pages stay in the file, for new rows".to_string()
+        }
+        VacuumOutcome::FreePagesReleased { pages } => {
+            format!("incremental auto_vacuum already: {pages} free pages handed back")
+        }
+        VacuumOutcome::Converted => {
+            "converted to incremental auto_vacuum: retention now hands deleted space back".to_string()
+        }
+        VacuumOutcome::Skipped { reason } => format!("SKIPPED: {reason}"),
+    };
+    let lines = [
+        format!("compacted {}", summary.path.display()),
+        format!(
+            "  rows rewritten   {} findings and events written before compression ({} now compressed), {} -> {}",
+            summary.rows_rewritten,
+            summary.rows_compressed,
+            bytes(summary.value_bytes_before),
+            bytes(summary.value_bytes_after)
+        ),
+        format!("  hosts recounted  {}", summary.hosts_recounted),
+        format!("  vacuum           {vacuum}"),
+        format!(
+            "  file             {} -> {} (with its write-ahead log)",
+            bytes(summary.file_bytes_before),
+            bytes(summary.file_bytes_after)
+        ),
+    ];
+    for line in lines {
+        guestward_core::stdio::output_line(line)?;
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -223,3 +223,38 @@ fn an_unreadable_pki_file_is_named_once_with_the_collector_s_own_advice() {
     assert_eq!(err.matches(&ca).count(), 1, "{err}");
     assert!(!err.contains("CAP_DAC_READ_SEARCH") && !err.contains("guestward-agent"), "{err}");
 }
+
+/// `db compact`, as an operator runs it: refused while a collector has the database open,
+/// naming the file and what to do; done once it is closed (`--json` for scripts); a mistyped
+/// path is an error, never a new empty database.
+#[test]
+fn db_compact_refuses_an_open_database_and_compacts_a_closed_one() {
+    use guestward_collector::store::{Retention, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let store = SqliteStore::open(&db, Retention::KEEP_EVERYTHING).unwrap();
+    let out = Command::new(BIN).args(["db", "compact", "--db"]).arg(&db).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&db.display().to_string()) && err.contains("stop the collector"), "{err}");
+    drop(store);
+
+    let out = Command::new(BIN).args(["db", "compact", "--json", "--db"]).arg(&db).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // A database made by this version: nothing to rewrite, incremental auto_vacuum already.
+    assert_eq!(summary["rows_rewritten"], 0, "{summary}");
+    assert_eq!(summary["vacuum"]["outcome"], "free_pages_released", "{summary}");
+    let out = Command::new(BIN).args(["db", "compact", "--no-vacuum", "--db"]).arg(&db).output().unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(human.contains("compacted") && human.contains("not asked (--no-vacuum)"), "{human}");
+
+    let missing = dir.path().join("typo.db");
+    let out = Command::new(BIN).args(["db", "compact", "--db"]).arg(&missing).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("typo.db"), "{err}");
+    assert!(!missing.exists());
+}

@@ -15,7 +15,7 @@
 
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{CompactOptions, CompactSummary, SqliteStore, VacuumOutcome, compact};
 
 use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::ingest::{BatchStatus, CertificateInfo, HostDetail, HostSummary};

@@ -15,9 +15,12 @@
 //! transactions between commit groups. What each host takes is kept in `hosts.stored_bytes`
 //! (`schema::row_cost`), updated by the transactions that insert and delete, never by a scan.
 
+mod compact;
 mod prune;
 mod schema;
 mod stored_json;
+
+pub use compact::{CompactOptions, CompactSummary, VacuumOutcome, compact};
 
 use super::{Delivery, NewReport, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Retention, Store, StoreError};
 use guestward_core::{Event, Finding, Timestamp};
@@ -53,6 +56,9 @@ pub struct SqliteStore {
     path: PathBuf,
     jobs: Mutex<Option<SyncSender<Job>>>,
     reader: Mutex<Connection>,
+    /// Joined on drop, so that the database is closed once the store is gone (`db compact`
+    /// refuses a database another connection still has open).
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// One request's reports on their way to the writer thread.
@@ -72,6 +78,18 @@ struct Prepared {
     blob: Vec<u8>,
     findings: Vec<StoredJson>,
     events: Vec<StoredJson>,
+}
+
+impl Drop for SqliteStore {
+    /// Stops the writer thread and waits for it: it ends once the queue is closed, after the
+    /// group or pruning step it is in (each a short transaction).
+    fn drop(&mut self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = self.writer.take() {
+            // A writer that panicked has nothing left to close.
+            let _ = writer.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -129,11 +147,16 @@ impl SqliteStore {
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let mut pruner = Pruner::new(retention, incremental_vacuum);
         pruner.check_every_host(&writer).map_err(|e| open_err(e.to_string()))?;
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("collector-db-writer".into())
             .spawn(move || writer_loop(writer, rx, pruner))
             .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { path: path.to_path_buf(), jobs: Mutex::new(Some(tx)), reader: Mutex::new(reader) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            jobs: Mutex::new(Some(tx)),
+            reader: Mutex::new(reader),
+            writer: Some(writer),
+        })
     }
 
     fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -1332,61 +1355,7 @@ mod tests {
     fn an_old_database_gets_compression_and_byte_accounting_and_keeps_its_events_readable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let report = guestward_report::Report::new(
-            guestward_report::AgentInfo {
-                version: "1".into(),
-                host_id: Some("h".into()),
-                host_id_source: guestward_report::HostIdSource::Config,
-            },
-            Timestamp::now(),
-        );
-        let report_json = serde_json::to_vec(&report).unwrap();
-        let finding = serde_json::to_string(&report_with("h", "x", 1, "x").findings[0]).unwrap();
-        let small = serde_json::to_string(&Event {
-            kind: "test.old".into(),
-            time: Timestamp::now(),
-            data: serde_json::json!("überall ✓"),
-        })
-        .unwrap();
-        let large = serde_json::to_string(&Event {
-            kind: "test.large".into(),
-            time: Timestamp::now(),
-            data: serde_json::json!("é".repeat(600 << 10)),
-        })
-        .unwrap();
-        {
-            // The schema as it was before this change.
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE reports (batch_id TEXT PRIMARY KEY, host_id TEXT NOT NULL, sequence INTEGER NOT NULL,
-                     collected_at TEXT NOT NULL, received_at TEXT NOT NULL, agent_version TEXT NOT NULL,
-                     report_zstd BLOB NOT NULL);
-                 CREATE INDEX reports_by_host ON reports (host_id, sequence);
-                 CREATE TABLE findings (batch_id TEXT NOT NULL, position INTEGER NOT NULL, finding TEXT NOT NULL,
-                     PRIMARY KEY (batch_id, position));
-                 CREATE TABLE events (host_id TEXT NOT NULL, sequence INTEGER NOT NULL, position INTEGER NOT NULL,
-                     batch_id TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (batch_id, position));
-                 CREATE INDEX events_by_host ON events (host_id, sequence, position);
-                 CREATE TABLE hosts (host_id TEXT PRIMARY KEY, latest_batch_id TEXT NOT NULL,
-                     latest_sequence INTEGER NOT NULL, last_seen TEXT NOT NULL, cert_serial TEXT,
-                     cert_sha256 TEXT, cert_not_after TEXT);",
-            )
-            .unwrap();
-            let old = ts_text(&days_ago(100));
-            let blob = zstd::bulk::compress(&report_json, 3).unwrap();
-            for (batch, seq) in [("old1", 1), ("old2", 2)] {
-                conn.execute(
-                    "INSERT INTO reports VALUES (?1, 'h', ?2, ?3, ?3, '1', ?4)",
-                    params![batch, seq, old, blob],
-                )
-                .unwrap();
-                conn.execute("INSERT INTO findings VALUES (?1, 0, ?2)", params![batch, finding]).unwrap();
-                conn.execute("INSERT INTO events VALUES ('h', ?1, 0, ?2, ?3)", params![seq, batch, small])
-                    .unwrap();
-            }
-            conn.execute("INSERT INTO events VALUES ('h', 2, 1, 'old2', ?1)", [&large]).unwrap();
-            conn.execute("INSERT INTO hosts VALUES ('h', 'old2', 2, ?1, NULL, NULL, NULL)", [&old]).unwrap();
-        }
+        let report = old_database(&path);
         let store = SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap();
         let mut conn = SqliteStore::connect(&path).unwrap();
         assert_accounting_exact(&conn, "after the update");
@@ -1419,5 +1388,120 @@ mod tests {
         assert!(!schema::has_incremental_vacuum(&conn).unwrap());
         drop(store);
         drop(SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap());
+    }
+
+    /// `db compact` on such a database: refused while a store has it open; then its plain rows
+    /// rewritten (the long event compressed), its hosts' bytes exact, and, asked in a second
+    /// run, the file converted to incremental auto_vacuum and shrunk; every finding and event
+    /// read back as before. A third run has nothing left to rewrite and hands free pages back.
+    #[test]
+    fn an_old_database_is_compacted_in_place_and_reads_back_the_same() {
+        use compact::{CompactOptions, VacuumOutcome};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        old_database(&path);
+        let store = SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap();
+        let before = store.host("h").unwrap().unwrap();
+        let e = compact(&path, CompactOptions { vacuum: true }).unwrap_err().to_string();
+        assert!(e.contains("c.db") && e.contains("stop the collector"), "{e}");
+        drop(store);
+
+        let rows = compact(&path, CompactOptions { vacuum: false }).unwrap();
+        // Two findings and three events; only the long event pays to compress.
+        assert_eq!((rows.rows_rewritten, rows.rows_compressed, rows.hosts_recounted), (5, 1, 1), "{rows:?}");
+        assert!(rows.value_bytes_before > 2 * (600 << 10), "{rows:?}");
+        assert!(rows.value_bytes_after < 64 << 10, "{rows:?}");
+        assert_eq!(rows.vacuum, VacuumOutcome::NotAsked);
+        let conn = SqliteStore::connect(&path).unwrap();
+        assert_accounting_exact(&conn, "after the rewrite");
+        for table in ["findings", "events"] {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE json_bytes IS NULL AND ?1 = ?1");
+            assert_eq!(count(&conn, &sql, ""), 0, "{table}");
+        }
+        assert!(!schema::has_incremental_vacuum(&conn).unwrap());
+        drop(conn);
+
+        let converted = compact(&path, CompactOptions { vacuum: true }).unwrap();
+        assert_eq!((converted.rows_rewritten, converted.vacuum.clone()), (0, VacuumOutcome::Converted));
+        // The 1.2 MB event was the file's bulk.
+        assert!(converted.file_bytes_after < rows.file_bytes_before - (1 << 20), "{rows:?} {converted:?}");
+        let conn = SqliteStore::connect(&path).unwrap();
+        assert!(schema::has_incremental_vacuum(&conn).unwrap());
+        assert_accounting_exact(&conn, "after the vacuum");
+        drop(conn);
+
+        let store = SqliteStore::open(&path, Retention::KEEP_EVERYTHING).unwrap();
+        let after = store.host("h").unwrap().unwrap();
+        assert_eq!(
+            (&after.findings, &after.recent_events, after.recent_events_omitted, &after.latest_report),
+            (&before.findings, &before.recent_events, before.recent_events_omitted, &before.latest_report)
+        );
+        drop(store);
+        let again = compact(&path, CompactOptions { vacuum: true }).unwrap();
+        assert_eq!(again.rows_rewritten, 0);
+        assert!(matches!(again.vacuum, VacuumOutcome::FreePagesReleased { .. }), "{again:?}");
+    }
+
+    /// Writes at `path` a database as it was before compression and byte accounting (TEXT
+    /// findings and events, no `stored_bytes`): host `h`, two reports of 100 days ago (`old1`,
+    /// `old2`), a finding each, a short event each (`"überall ✓"`), and a long one in `old2`
+    /// (600 Ki `é`: 1.2 MB of UTF-8). Returns the report stored in both.
+    fn old_database(path: &Path) -> guestward_report::Report {
+        let report = guestward_report::Report::new(
+            guestward_report::AgentInfo {
+                version: "1".into(),
+                host_id: Some("h".into()),
+                host_id_source: guestward_report::HostIdSource::Config,
+            },
+            Timestamp::now(),
+        );
+        let report_json = serde_json::to_vec(&report).unwrap();
+        let finding = serde_json::to_string(&report_with("h", "x", 1, "x").findings[0]).unwrap();
+        let small = serde_json::to_string(&Event {
+            kind: "test.old".into(),
+            time: Timestamp::now(),
+            data: serde_json::json!("überall ✓"),
+        })
+        .unwrap();
+        let large = serde_json::to_string(&Event {
+            kind: "test.large".into(),
+            time: Timestamp::now(),
+            data: serde_json::json!("é".repeat(600 << 10)),
+        })
+        .unwrap();
+        {
+            // The schema as it was before this change.
+            let conn = Connection::open(path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE reports (batch_id TEXT PRIMARY KEY, host_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+                     collected_at TEXT NOT NULL, received_at TEXT NOT NULL, agent_version TEXT NOT NULL,
+                     report_zstd BLOB NOT NULL);
+                 CREATE INDEX reports_by_host ON reports (host_id, sequence);
+                 CREATE TABLE findings (batch_id TEXT NOT NULL, position INTEGER NOT NULL, finding TEXT NOT NULL,
+                     PRIMARY KEY (batch_id, position));
+                 CREATE TABLE events (host_id TEXT NOT NULL, sequence INTEGER NOT NULL, position INTEGER NOT NULL,
+                     batch_id TEXT NOT NULL, event TEXT NOT NULL, PRIMARY KEY (batch_id, position));
+                 CREATE INDEX events_by_host ON events (host_id, sequence, position);
+                 CREATE TABLE hosts (host_id TEXT PRIMARY KEY, latest_batch_id TEXT NOT NULL,
+                     latest_sequence INTEGER NOT NULL, last_seen TEXT NOT NULL, cert_serial TEXT,
+                     cert_sha256 TEXT, cert_not_after TEXT);",
+            )
+            .unwrap();
+            let old = ts_text(&days_ago(100));
+            let blob = zstd::bulk::compress(&report_json, 3).unwrap();
+            for (batch, seq) in [("old1", 1), ("old2", 2)] {
+                conn.execute(
+                    "INSERT INTO reports VALUES (?1, 'h', ?2, ?3, ?3, '1', ?4)",
+                    params![batch, seq, old, blob],
+                )
+                .unwrap();
+                conn.execute("INSERT INTO findings VALUES (?1, 0, ?2)", params![batch, finding]).unwrap();
+                conn.execute("INSERT INTO events VALUES ('h', ?1, 0, ?2, ?3)", params![seq, batch, small])
+                    .unwrap();
+            }
+            conn.execute("INSERT INTO events VALUES ('h', 2, 1, 'old2', ?1)", [&large]).unwrap();
+            conn.execute("INSERT INTO hosts VALUES ('h', 'old2', 2, ?1, NULL, NULL, NULL)", [&old]).unwrap();
+        }
+        report
     }
 }
