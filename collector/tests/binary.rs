@@ -255,6 +255,6 @@ fn db_compact_refuses_an_open_database_and_compacts_a_closed_one() {
     let out = Command::new(BIN).args(["db", "compact", "--db"]).arg(&missing).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("typo.db"), "{err}");
+    assert!(err.contains("typo.db") && err.contains("no such file"), "{err}");
     assert!(!missing.exists());
 }

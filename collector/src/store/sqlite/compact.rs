@@ -16,6 +16,7 @@
 use super::schema;
 use super::stored_json::{Encoder, value_bytes};
 use super::{StoreError, to_i64, to_u64};
+use nix::unistd::AccessFlags;
 use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -95,7 +96,25 @@ pub fn compact(path: &Path, options: CompactOptions) -> Result<CompactSummary, S
         }
         Ok(meta) if !meta.is_file() => return Err(open_err("not a regular file".into())),
         Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(open_err(
+                "no such file: give the collector's database (`--db`, or `--config` and its `db`)".into(),
+            ));
+        }
         Err(e) => return Err(open_err(e.to_string())),
+    }
+    // SQLite reports a database it may read but not write, or whose directory it may not
+    // write its write-ahead log into, as a bare "disk I/O error": say it in words.
+    let dir = parent_dir(path);
+    let writable = |p: &Path, mode| nix::unistd::access(p, mode).is_ok();
+    if !writable(path, AccessFlags::R_OK | AccessFlags::W_OK)
+        || !writable(&dir, AccessFlags::W_OK | AccessFlags::X_OK)
+    {
+        return Err(open_err(format!(
+            "this user may not write it, or its directory {} (where SQLite keeps the write-ahead log): \
+             run this as the collector's user (`sudo -u guestward-collector ...`)",
+            dir.display()
+        )));
     }
     let file_bytes_before = file_bytes(path);
     let mut conn = open_alone(path).map_err(open_err)?;
@@ -255,10 +274,7 @@ fn vacuum(conn: &Connection, path: &Path) -> Result<VacuumOutcome, StoreError> {
     let live = to_u64(pragma("page_count")?.saturating_sub(pragma("freelist_count")?))
         .saturating_mul(to_u64(pragma("page_size")?));
     let needed = live.saturating_add(live * VACUUM_ROOM_MARGIN_PERCENT / 100);
-    let db_dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let db_dir = parent_dir(path);
     let temp_dir = sqlite_temp_dir();
     if let Some(reason) = too_little_room(&db_dir, &temp_dir, needed) {
         return Ok(VacuumOutcome::Skipped { reason });
@@ -318,7 +334,6 @@ fn too_little_room(db_dir: &Path, temp_dir: &Path, needed: u64) -> Option<String
 /// first of `SQLITE_TMPDIR`, `TMPDIR`, `/var/tmp`, `/usr/tmp`, `/tmp` that is a directory it
 /// may write into, else the working directory.
 fn sqlite_temp_dir() -> PathBuf {
-    use nix::unistd::{AccessFlags, access};
     let candidates = [std::env::var_os("SQLITE_TMPDIR"), std::env::var_os("TMPDIR")]
         .into_iter()
         .flatten()
@@ -326,12 +341,20 @@ fn sqlite_temp_dir() -> PathBuf {
         .chain(["/var/tmp", "/usr/tmp", "/tmp"].map(PathBuf::from));
     for dir in candidates {
         if std::fs::metadata(&dir).is_ok_and(|m| m.is_dir())
-            && access(&dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+            && nix::unistd::access(&dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
         {
             return dir;
         }
     }
     PathBuf::from(".")
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// The database file and its write-ahead log, in bytes (what a missing one takes: nothing).
