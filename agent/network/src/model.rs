@@ -265,7 +265,8 @@ pub struct ProcessInfo {
     /// User name for `uid` from the host's `/etc/passwd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// The systemd unit (service or scope) the process runs in, from its cgroup.
+    /// The systemd unit (service or scope) the process runs in, from its cgroup. A unit of a
+    /// user's own service manager is given as `user@UID.service/NAME` (the user names those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
     /// Process start time in clock ticks since boot; with `pid` it identifies the process even

@@ -422,13 +422,23 @@ fn describe(pid_dir: &OwnedFd, pid: u32, users: &HashMap<u32, String>) -> Option
 
 /// The innermost systemd unit (`*.service` or `*.scope`) in a `/proc/<pid>/cgroup` file: the
 /// unified (`0::`) hierarchy on cgroup v2, `name=systemd` on v1.
+///
+/// Security: below `user@UID.service` a user's own service manager runs, and the user may
+/// create and name cgroups there at will, `sshd.service` included. A unit found below it is
+/// therefore given as `user@UID.service/NAME`, so that a user's listener never reads as the
+/// system's sshd.
 pub(crate) fn systemd_unit(cgroup: &str) -> Option<String> {
     let path = cgroup.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let (_id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         (controllers.is_empty() || controllers == "name=systemd").then_some(path)
     })?;
-    path.rsplit('/').find(|c| c.ends_with(".service") || c.ends_with(".scope")).map(str::to_string)
+    let unit = path.rsplit('/').find(|c| c.ends_with(".service") || c.ends_with(".scope"))?;
+    let user_manager = path.split('/').find(|c| c.starts_with("user@") && c.ends_with(".service"));
+    Some(match user_manager {
+        Some(manager) if manager != unit => format!("{manager}/{unit}"),
+        _ => unit.to_string(),
+    })
 }
 
 /// uid -> user name from an `/etc/passwd` text.
@@ -458,7 +468,24 @@ mod tests {
         assert_eq!(
             systemd_unit("0::/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service\n")
                 .as_deref(),
-            Some("foo.service")
+            Some("user@1000.service/foo.service")
+        );
+        // A user names the cgroups of their own manager: theirs is not the system's sshd.
+        assert_eq!(
+            systemd_unit("0::/user.slice/user-1000.slice/user@1000.service/sshd.service\n").as_deref(),
+            Some("user@1000.service/sshd.service")
+        );
+        assert_eq!(
+            systemd_unit("0::/user.slice/user-1000.slice/user@1000.service/init.scope\n").as_deref(),
+            Some("user@1000.service/init.scope")
+        );
+        assert_eq!(
+            systemd_unit("0::/user.slice/user-1000.slice/user@1000.service\n").as_deref(),
+            Some("user@1000.service")
+        );
+        assert_eq!(
+            systemd_unit("0::/user.slice/user-1000.slice/session-3.scope\n").as_deref(),
+            Some("session-3.scope")
         );
         assert_eq!(
             systemd_unit("12:cpu,cpuacct:/x\n1:name=systemd:/system.slice/docker-ab.scope\n").as_deref(),
