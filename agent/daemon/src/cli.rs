@@ -2,7 +2,7 @@
 //! the result of [`run`] to an exit code.
 
 use crate::collect::Collectors;
-use crate::collect::cloud::ImdsRuntime;
+use crate::collect::cloud::{CloudCollector, ImdsRuntime};
 use crate::collect::fim::FimCollector;
 use crate::config::{CheckOutcome, Config};
 use crate::exit;
@@ -409,7 +409,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             // The IMDS client runs on a runtime of its own, on the cloud collector's thread: a
             // scan needs no thread it cannot do without (see `ImdsRuntime::PerCollection`).
-            let collectors = Collectors::new(&config, root, ImdsRuntime::PerCollection, fim);
+            let cloud = CloudCollector::new(&config.imds, root.clone(), ImdsRuntime::PerCollection);
+            let collectors = Collectors::new(&config, root, cloud, fim);
             let mut report = scan::run(&config, &collectors, &only);
             let euid = nix::unistd::geteuid();
             if !euid.is_root() {

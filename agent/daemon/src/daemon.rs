@@ -120,9 +120,9 @@ pub async fn run(config: Config, source: ConfigSource, overrides: Overrides) -> 
         FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
     };
     let runtime = ImdsRuntime::Shared(tokio::runtime::Handle::current());
-    let mut collectors = Collectors::new(&config, guestward_core::HostRoot::live(), runtime.clone(), fim);
-    collectors.cloud =
+    let cloud =
         crate::collect::cloud::CloudCollector::with_shared(imds, guestward_core::HostRoot::live(), runtime);
+    let collectors = Collectors::new(&config, guestward_core::HostRoot::live(), cloud, fim);
     // The daemon applies all of its configuration or none: an unusable IMDS setting stops it
     // here rather than leaving every report with an error section.
     if let Err(e) = collectors.cloud.shared() {

@@ -277,12 +277,10 @@ async fn collect_and_spool(
     } else {
         FimCollector::Off("file integrity monitoring is off ([fim] enabled = false)")
     };
-    let collectors = Collectors::new(
-        config,
-        guestward_core::HostRoot::live(),
-        ImdsRuntime::Shared(tokio::runtime::Handle::current()),
-        fim,
-    );
+    let runtime = ImdsRuntime::Shared(tokio::runtime::Handle::current());
+    let cloud =
+        crate::collect::cloud::CloudCollector::new(&config.imds, guestward_core::HostRoot::live(), runtime);
+    let collectors = Collectors::new(config, guestward_core::HostRoot::live(), cloud, fim);
     let pipeline = Arc::new(
         Pipeline::new(Arc::clone(config), collectors, Arc::clone(&events))
             .with_transport(Some(Arc::clone(transport)))

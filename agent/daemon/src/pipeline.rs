@@ -835,10 +835,12 @@ mod tests {
         let config = Arc::new(Config::parse(&text, Path::new("agent.toml")).unwrap());
         let root = dir.join("root");
         std::fs::create_dir_all(&root).unwrap();
+        let root = guestward_core::HostRoot::new(&root).unwrap();
+        let runtime = crate::collect::cloud::ImdsRuntime::Shared(tokio::runtime::Handle::current());
         let collectors = Collectors::new(
             &config,
-            guestward_core::HostRoot::new(&root).unwrap(),
-            crate::collect::cloud::ImdsRuntime::Shared(tokio::runtime::Handle::current()),
+            root.clone(),
+            crate::collect::cloud::CloudCollector::new(&config.imds, root, runtime),
             crate::collect::fim::FimCollector::Off("off in this test"),
         );
         let events = Arc::new(EventLog::open(&state, &config.history).unwrap());

@@ -98,15 +98,21 @@ pub struct Collectors {
 }
 
 impl Collectors {
-    /// The collectors for `root`, configured by `config`. `imds` drives the IMDS client (the
-    /// daemon's runtime; one of its own for each collection of a one-shot scan). `fim` is the
-    /// file integrity collector: the daemon's running monitor, or the stored baseline read-only.
-    pub fn new(config: &Config, root: HostRoot, imds: cloud::ImdsRuntime, fim: fim::FimCollector) -> Self {
+    /// The collectors for `root`, configured by `config`, with two built by the caller: `cloud`
+    /// (the daemon's shares the IMDS client its identity check used; a one-shot scan's drives
+    /// its requests on a runtime of each collection's own), and `fim` (the daemon's running
+    /// monitor, or the stored baseline read-only).
+    pub fn new(
+        config: &Config,
+        root: HostRoot,
+        cloud: cloud::CloudCollector,
+        fim: fim::FimCollector,
+    ) -> Self {
         Self {
             host: HostCollector::new(root.clone()),
             packages: packages::PackagesCollector::new(root.clone(), config.packages.clone()),
             network: network::NetworkCollector::new(root.clone(), config.network.clone()),
-            cloud: cloud::CloudCollector::new(&config.imds, root.clone(), imds),
+            cloud,
             access: access::AccessCollector::new(root.clone(), config.access.clone()),
             fim,
             updates: updates::UpdatesCollector::new(root.clone(), config.updates.clone()),
