@@ -105,6 +105,11 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 impl SqliteStore {
     /// Opens (creating, mode 0600) the database at `path`, keeping what `retention` says.
     pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
+        Self::open_waiting(path, retention, BUSY_TIMEOUT)
+    }
+
+    /// [`Self::open`], waiting at most `wait` for a lock another process holds.
+    fn open_waiting(path: &Path, retention: Retention, wait: Duration) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
         // Create the file ourselves, 0600, before SQLite does with the umask's mode: the
         // reports name packages, ports and file changes of every host. SQLite gives its -wal
@@ -139,14 +144,22 @@ impl SqliteStore {
                 .map_err(|e| open_err(e.to_string()))?;
         }
         drop(file);
-        let writer = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
-        schema::prepare(&writer).map_err(|e| open_err(format!("cannot create or update the schema: {e}")))?;
-        let incremental_vacuum =
-            schema::has_incremental_vacuum(&writer).map_err(|e| open_err(e.to_string()))?;
-        let reader = Self::connect(path).map_err(|e| open_err(e.to_string()))?;
+        // A lock held past the wait is most likely `db compact`'s (it holds the file alone).
+        let failed = |doing: &str, e: rusqlite::Error| {
+            let held = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            let hint = if held { " (another process holds it alone: is `db compact` running?)" } else { "" };
+            open_err(format!("{doing}{e}{hint}"))
+        };
+        let writer = Self::connect_waiting(path, wait).map_err(|e| failed("", e))?;
+        schema::prepare(&writer).map_err(|e| failed("cannot create or update the schema: ", e))?;
+        let incremental_vacuum = schema::has_incremental_vacuum(&writer).map_err(|e| failed("", e))?;
+        let reader = Self::connect_waiting(path, wait).map_err(|e| failed("", e))?;
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let mut pruner = Pruner::new(retention, incremental_vacuum);
-        pruner.check_every_host(&writer).map_err(|e| open_err(e.to_string()))?;
+        pruner.check_every_host(&writer).map_err(|e| failed("", e))?;
         let writer = std::thread::Builder::new()
             .name("collector-db-writer".into())
             .spawn(move || writer_loop(writer, rx, pruner))
@@ -159,9 +172,15 @@ impl SqliteStore {
         })
     }
 
+    /// A connection as the store's own (the tests store and prune through one).
+    #[cfg(test)]
     fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+        Self::connect_waiting(path, BUSY_TIMEOUT)
+    }
+
+    fn connect_waiting(path: &Path, wait: Duration) -> Result<Connection, rusqlite::Error> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_timeout(wait)?;
         // Pages freed by retention can then be handed back to the file system. SQLite takes
         // this only for a database with no table yet, and only before it is put in WAL mode;
         // on an older database it is a no-op, and its freed pages are reused by new rows.
@@ -1405,6 +1424,15 @@ mod tests {
         let e = compact(&path, CompactOptions { vacuum: true }).unwrap_err().to_string();
         assert!(e.contains("c.db") && e.contains("stop the collector"), "{e}");
         drop(store);
+
+        // A collector started while the database is held alone says what holds it.
+        let alone = Connection::open(&path).unwrap();
+        alone.execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; COMMIT;").unwrap();
+        let e = SqliteStore::open_waiting(&path, Retention::KEEP_EVERYTHING, Duration::from_millis(100))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is `db compact` running?"), "{e}");
+        drop(alone);
 
         let rows = compact(&path, CompactOptions { vacuum: false }).unwrap();
         // Two findings and three events; only the long event pays to compress.
