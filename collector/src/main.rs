@@ -266,13 +266,17 @@ fn compact(args: CompactArgs) -> anyhow::Result<()> {
     };
     let lines = [
         format!("compacted {}", summary.path.display()),
-        format!(
-            "  rows rewritten   {} findings and events written before compression ({} now compressed), {} -> {}",
-            summary.rows_rewritten,
-            summary.rows_compressed,
-            bytes(summary.value_bytes_before),
-            bytes(summary.value_bytes_after)
-        ),
+        if summary.rows_rewritten == 0 {
+            "  rows rewritten   none (no finding or event written before compression is left)".to_string()
+        } else {
+            format!(
+                "  rows rewritten   {} findings and events written before compression ({} now compressed), {} -> {}",
+                summary.rows_rewritten,
+                summary.rows_compressed,
+                bytes(summary.value_bytes_before),
+                bytes(summary.value_bytes_after)
+            )
+        },
         format!("  hosts recounted  {}", summary.hosts_recounted),
         format!("  vacuum           {vacuum}"),
         format!(
