@@ -61,6 +61,23 @@ pub use model::{
 pub use owners::MAX_CMDLINE_BYTES;
 pub use render::{endpoint, render_summary, render_table, table_string};
 
+/// The readers of kernel records and `/proc` text, for the fuzz target `network_records`
+/// (`fuzz/`): not an API.
+#[cfg(feature = "collect")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::netlink::fuzz_batch as netlink_batch;
+
+    /// Any bytes as the text the owner walk reads: a descriptor link (`socket:[N]`), a
+    /// `/proc/<pid>/cgroup` file and an `/etc/passwd` file.
+    pub fn proc_text(bytes: &[u8]) {
+        let _ = crate::owners::socket_inode(bytes);
+        let text = String::from_utf8_lossy(bytes);
+        let _ = crate::owners::systemd_unit(&text);
+        let _ = crate::owners::parse_passwd(&text);
+    }
+}
+
 use guestward_core::Finding;
 #[cfg(feature = "collect")]
 use guestward_core::{HostRoot, Problem, Section};

@@ -147,7 +147,6 @@ fn dump(
         .send(&out, 0)
         .map_err(|source| NetworkError::Netlink { operation: format!("send ({what})"), source })?;
 
-    let decode = |message: String| NetworkError::NetlinkDecode { what: what.to_string(), message };
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];
     // Each recv carries at least one record or the final DONE, so this loop is bounded by the
     // number of sockets in the kernel; the receive timeout bounds a kernel that stops answering.
@@ -159,41 +158,65 @@ fn dump(
             return Ok(());
         }
         if size > buf.len() {
-            return Err(decode(format!("a {size}-byte batch exceeded the {}-byte buffer", buf.len())));
+            return Err(NetworkError::NetlinkDecode {
+                what: what.to_string(),
+                message: format!("a {size}-byte batch exceeded the {}-byte buffer", buf.len()),
+            });
         }
-        let mut batch = buf.get(..size).unwrap_or_default();
-        while !batch.is_empty() {
-            let (Some(length), Some(kind)) = (ne_u32(batch, 0), ne_u16(batch, 4)) else {
-                return Err(decode(format!("a truncated netlink header ({} bytes)", batch.len())));
-            };
-            let length = usize::try_from(length).unwrap_or(usize::MAX);
-            // Also what stops a zero-length header from looping forever.
-            if length < NLMSG_HEADER_BYTES {
-                return Err(decode(format!("a {length}-byte netlink message (shorter than its header)")));
-            }
-            let message = batch.get(..length).ok_or_else(|| {
-                decode(format!("a {length}-byte netlink message in a {}-byte batch", batch.len()))
-            })?;
-            let payload = message.get(NLMSG_HEADER_BYTES..).unwrap_or_default();
-            match kind {
-                NLMSG_DONE => return Ok(()),
-                NLMSG_ERROR => {
-                    // `struct nlmsgerr`: a negative errno, 0 for an acknowledgement.
-                    let code = ne_u32(payload, 0).map_or(0, |c| c.cast_signed());
-                    if code != 0 {
-                        return Err(NetworkError::NetlinkRefused {
-                            what: what.to_string(),
-                            source: std::io::Error::from_raw_os_error(code.saturating_neg()),
-                        });
-                    }
-                }
-                SOCK_DIAG_BY_FAMILY if !each(message, payload)? => return Ok(()),
-                // NLMSG_NOOP and anything we did not ask for.
-                _ => {}
-            }
-            batch = batch.get(align4(length)..).unwrap_or_default();
+        if walk_batch(what, buf.get(..size).unwrap_or_default(), &mut each)? == Batch::Ended {
+            return Ok(());
         }
     }
+}
+
+/// Whether a dump goes on after one batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Batch {
+    /// Read whole: the next batch follows.
+    More,
+    /// The kernel said done, or `each` asked to stop.
+    Ended,
+}
+
+/// Feeds every `SOCK_DIAG_BY_FAMILY` record of one received batch to `each` (see [`dump`]).
+fn walk_batch(
+    what: &str,
+    mut batch: &[u8],
+    each: &mut impl FnMut(&[u8], &[u8]) -> Result<bool, NetworkError>,
+) -> Result<Batch, NetworkError> {
+    let decode = |message: String| NetworkError::NetlinkDecode { what: what.to_string(), message };
+    while !batch.is_empty() {
+        let (Some(length), Some(kind)) = (ne_u32(batch, 0), ne_u16(batch, 4)) else {
+            return Err(decode(format!("a truncated netlink header ({} bytes)", batch.len())));
+        };
+        let length = usize::try_from(length).unwrap_or(usize::MAX);
+        // Also what stops a zero-length header from looping forever.
+        if length < NLMSG_HEADER_BYTES {
+            return Err(decode(format!("a {length}-byte netlink message (shorter than its header)")));
+        }
+        let message = batch.get(..length).ok_or_else(|| {
+            decode(format!("a {length}-byte netlink message in a {}-byte batch", batch.len()))
+        })?;
+        let payload = message.get(NLMSG_HEADER_BYTES..).unwrap_or_default();
+        match kind {
+            NLMSG_DONE => return Ok(Batch::Ended),
+            NLMSG_ERROR => {
+                // `struct nlmsgerr`: a negative errno, 0 for an acknowledgement.
+                let code = ne_u32(payload, 0).map_or(0, |c| c.cast_signed());
+                if code != 0 {
+                    return Err(NetworkError::NetlinkRefused {
+                        what: what.to_string(),
+                        source: std::io::Error::from_raw_os_error(code.saturating_neg()),
+                    });
+                }
+            }
+            SOCK_DIAG_BY_FAMILY if !each(message, payload)? => return Ok(Batch::Ended),
+            // NLMSG_NOOP and anything we did not ask for.
+            _ => {}
+        }
+        batch = batch.get(align4(length)..).unwrap_or_default();
+    }
+    Ok(Batch::More)
 }
 
 fn align4(n: usize) -> usize {
@@ -245,26 +268,50 @@ pub(crate) fn unix_listeners(cap: usize, out: &mut Vec<RawUnix>) -> Result<bool,
     });
     let mut full = false;
     dump("unix", request, |message, _| {
-        // Few records (one per listening Unix socket): the generic decoder is fine here.
-        let message = NetlinkMessage::<SockDiagMessage>::deserialize(message)
-            .map_err(|e| NetworkError::NetlinkDecode { what: "unix".to_string(), message: e.to_string() })?;
-        if let NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) = message.payload {
-            if r.header.kind != SOCK_STREAM {
-                return Ok(true);
-            }
-            if out.len() >= cap {
-                full = true;
-                return Ok(false);
-            }
-            let path = r.name().map(|n| match n {
-                UnixDiagName::Pathname(p) => String::from_utf8_lossy(p.as_bytes()).into_owned(),
-                UnixDiagName::Abstract(a) => format!("@{}", String::from_utf8_lossy(a)),
-            });
-            out.push(RawUnix { path, inode: u64::from(r.header.inode) });
+        let Some(listener) = parse_unix_stream(message)
+            .map_err(|message| NetworkError::NetlinkDecode { what: "unix".to_string(), message })?
+        else {
+            return Ok(true);
+        };
+        if out.len() >= cap {
+            full = true;
+            return Ok(false);
         }
+        out.push(listener);
         Ok(true)
     })?;
     Ok(full)
+}
+
+/// A Unix stream socket from a whole `SOCK_DIAG_BY_FAMILY` message; `None` for another kind.
+fn parse_unix_stream(message: &[u8]) -> Result<Option<RawUnix>, String> {
+    // Few records (one per listening Unix socket): the generic decoder is fine here.
+    let message = NetlinkMessage::<SockDiagMessage>::deserialize(message).map_err(|e| e.to_string())?;
+    let NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) = message.payload else {
+        return Ok(None);
+    };
+    if r.header.kind != SOCK_STREAM {
+        return Ok(None);
+    }
+    let path = r.name().map(|n| match n {
+        UnixDiagName::Pathname(p) => String::from_utf8_lossy(p.as_bytes()).into_owned(),
+        UnixDiagName::Abstract(a) => format!("@{}", String::from_utf8_lossy(a)),
+    });
+    Ok(Some(RawUnix { path, inode: u64::from(r.header.inode) }))
+}
+
+/// Any bytes as one received batch of a dump: each record read as a TCP socket and as a Unix
+/// listener, as the scan reads them (the fuzz target `network_records`). Returns how many of
+/// each were read.
+#[doc(hidden)]
+pub fn fuzz_batch(batch: &[u8]) -> (usize, usize) {
+    let (mut inet, mut unix) = (0, 0);
+    let _ = walk_batch("fuzz", batch, &mut |message, payload| {
+        inet += usize::from(parse_inet(payload, Protocol::Tcp).is_ok());
+        unix += usize::from(matches!(parse_unix_stream(message), Ok(Some(_))));
+        Ok(true)
+    });
+    (inet, unix)
 }
 
 #[cfg(test)]

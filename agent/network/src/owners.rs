@@ -81,7 +81,7 @@ fn count(stats: &mut OwnerScanStats, e: Errno) {
 }
 
 /// The inode in a `socket:[12345]` descriptor link.
-fn socket_inode(link: &[u8]) -> Option<u64> {
+pub(crate) fn socket_inode(link: &[u8]) -> Option<u64> {
     let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(digits).ok()?.parse().ok()
 }

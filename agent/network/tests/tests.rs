@@ -3,6 +3,7 @@
 
 mod changes;
 mod fixtures;
+mod fuzz_corpus;
 mod live;
 mod oracle;
 mod util;
