@@ -241,6 +241,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Why `db compact` failed when only its output could not be written: the database is done.
+const SUMMARY_NOT_WRITTEN: &str =
+    "the database was compacted, but its summary could not be written to standard output";
+
 fn compact(args: CompactArgs) -> anyhow::Result<()> {
     use guestward_collector::store::{CompactOptions, VacuumOutcome};
     use guestward_core::human::bytes;
@@ -250,7 +254,7 @@ fn compact(args: CompactArgs) -> anyhow::Result<()> {
         guestward_collector::store::compact(&config.db, CompactOptions { vacuum: !args.no_vacuum })?;
     if args.json {
         let json = serde_json::to_string_pretty(&summary).context("cannot write the summary as JSON")?;
-        return Ok(guestward_core::stdio::output_line(json)?);
+        return guestward_core::stdio::output_line(json).context(SUMMARY_NOT_WRITTEN);
     }
     let vacuum = match &summary.vacuum {
         VacuumOutcome::NotAsked => {
@@ -286,7 +290,7 @@ fn compact(args: CompactArgs) -> anyhow::Result<()> {
         ),
     ];
     for line in lines {
-        guestward_core::stdio::output_line(line)?;
+        guestward_core::stdio::output_line(line).context(SUMMARY_NOT_WRITTEN)?;
     }
     Ok(())
 }

@@ -250,6 +250,12 @@ fn db_compact_refuses_an_open_database_and_compacts_a_closed_one() {
     let human = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(human.contains("compacted") && human.contains("not asked (--no-vacuum)"), "{human}");
+    // A full stdout: the work is done, and the error says so.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = Command::new(BIN).args(["db", "compact", "--db"]).arg(&db).stdout(full).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("was compacted, but its summary could not be written"), "{err}");
 
     let missing = dir.path().join("typo.db");
     let out = Command::new(BIN).args(["db", "compact", "--db"]).arg(&missing).output().unwrap();
