@@ -146,11 +146,11 @@ impl SqliteStore {
         drop(file);
         // A lock held past the wait is most likely `db compact`'s (it holds the file alone).
         let failed = |doing: &str, e: rusqlite::Error| {
-            let held = matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            );
-            let hint = if held { " (another process holds it alone: is `db compact` running?)" } else { "" };
+            let hint = if schema::held_by_another(&e) {
+                " (another process holds it alone: is `db compact` running?)"
+            } else {
+                ""
+            };
             open_err(format!("{doing}{e}{hint}"))
         };
         let writer = Self::connect_waiting(path, wait).map_err(|e| failed("", e))?;

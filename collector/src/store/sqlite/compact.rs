@@ -172,11 +172,12 @@ fn open_alone(path: &Path) -> Result<Connection, String> {
         // The lock is taken by the first write transaction and kept after its commit.
         conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
     };
-    setup(&conn).map_err(|e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+    setup(&conn).map_err(|e| {
+        if schema::held_by_another(&e) {
             "another process has it open (a running collector?): stop the collector, then compact".to_string()
+        } else {
+            e.to_string()
         }
-        _ => e.to_string(),
     })?;
     Ok(conn)
 }
@@ -260,14 +261,9 @@ fn rewrite_plain_rows(
 /// room for the rewrite.
 fn vacuum(conn: &Connection, path: &Path) -> Result<VacuumOutcome, StoreError> {
     let db_err = |e: rusqlite::Error| StoreError::Database(format!("vacuum: {e}"));
-    let pragma =
-        |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).map_err(db_err);
     if schema::has_incremental_vacuum(conn).map_err(db_err)? {
-        let pages = to_u64(pragma("freelist_count")?);
-        // Each step of the statement hands back one page; all of them, here.
-        let mut stmt = conn.prepare("PRAGMA incremental_vacuum").map_err(db_err)?;
-        let mut rows = stmt.query([]).map_err(db_err)?;
-        while rows.next().map_err(db_err)?.is_some() {}
+        let pages = to_u64(schema::pragma_i64(conn, "freelist_count").map_err(db_err)?);
+        schema::incremental_vacuum(conn, None).map_err(db_err)?;
         return Ok(VacuumOutcome::FreePagesReleased { pages });
     }
     // The rewrite copies the live data into a temporary database, then back through the
@@ -295,7 +291,7 @@ fn vacuum(conn: &Connection, path: &Path) -> Result<VacuumOutcome, StoreError> {
 pub(super) fn live_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     let used =
         conn.query_row("SELECT COALESCE(SUM(pgsize - unused), 0) FROM dbstat", [], |r| r.get::<_, i64>(0));
-    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let pragma = |name: &str| schema::pragma_i64(conn, name);
     let page_size = pragma("page_size")?;
     match used {
         // Plus a page for each of the schema's 16 b-trees (tables, indexes, the schema's own),

@@ -28,7 +28,7 @@
 //! is stored), and they count against their host's cap like its reports, so a host at its
 //! cap sending tiny reports by the thousand cannot grow the tombstones instead.
 
-use super::schema::{row_cost, stored_len_sql};
+use super::schema::{self, row_cost, stored_len_sql};
 use super::{to_i64, ts_text};
 use crate::loglimit::LogLimit;
 use crate::store::Retention;
@@ -706,18 +706,14 @@ fn expire_tombstones(tx: &Connection, cutoff: &str, limit: usize) -> Result<Remo
 /// left to hand back (never when this step handed back nothing: the writer must not spin on a
 /// freelist that does not shrink).
 fn vacuum_step(conn: &Connection) -> Result<bool, rusqlite::Error> {
-    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let pragma = |name: &str| schema::pragma_i64(conn, name);
     let excess = |free: i64, pages: i64| free - KEEP_FREE_PAGES.max(pages / KEEP_FREE_SHARE);
     let before = pragma("freelist_count")?;
     let excess_before = excess(before, pragma("page_count")?);
     if excess_before <= 0 {
         return Ok(false);
     }
-    let pages = excess_before.min(VACUUM_PAGES_PER_STEP);
-    // The pragma frees one page per row it returns: every row must be stepped through.
-    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
-    let mut rows = stmt.query([])?;
-    while rows.next()?.is_some() {}
+    schema::incremental_vacuum(conn, Some(excess_before.min(VACUUM_PAGES_PER_STEP)))?;
     let after = pragma("freelist_count")?;
     Ok(after < before && excess(after, pragma("page_count")?) > 0)
 }

@@ -114,6 +114,33 @@ pub(super) fn has_incremental_vacuum(conn: &Connection) -> Result<bool, rusqlite
     Ok(conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))? == 2)
 }
 
+/// An integer pragma of the database (`page_count`, `freelist_count`, `page_size`...).
+pub(super) fn pragma_i64(conn: &Connection, name: &str) -> Result<i64, rusqlite::Error> {
+    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+}
+
+/// Hands `pages` free pages back to the file system (every free page with `None`), on a
+/// database with incremental `auto_vacuum`. The pragma frees one page per row it returns: every
+/// row must be stepped through.
+pub(super) fn incremental_vacuum(conn: &Connection, pages: Option<i64>) -> Result<(), rusqlite::Error> {
+    let sql = match pages {
+        Some(pages) => format!("PRAGMA incremental_vacuum({pages})"),
+        None => "PRAGMA incremental_vacuum".to_string(),
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+/// Whether an error is SQLite's "busy" or "locked": another connection holds the database.
+pub(super) fn held_by_another(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// A database made before events were keyed by report (`PRIMARY KEY (host_id, sequence,
 /// position)`) gets the new key, its events kept, in one transaction.
 fn migrate_events_key(conn: &Connection) -> Result<(), rusqlite::Error> {
