@@ -2,16 +2,19 @@
 
 use crate::client::{ImdsClient, ImdsError};
 use crate::config::{ConfigError, ImdsConfig, Resolved, ResolvedEndpoint, resolve};
+use crate::documents::{
+    IdentityFields, answer_text, encode_segment, iam_info, interface_mac, maintenance_events,
+    rebalance_notice_time, split_lines, spot_action,
+};
 use crate::lifecycle::LifecycleWatcher;
 use crate::precheck::{
     container_runtime_present, ec2_hint, instance_id_from_firmware, looks_like_instance_id,
 };
 use crate::report::{
     AccessMode, CloudReport, CloudScan, CloudState, IamInfo, IdentityDocument, ImdsAccess, InstanceFacts,
-    LifecycleSnapshot, MaintenanceEvent, NetworkInterface, SpotInstanceAction, Tags,
+    LifecycleSnapshot, NetworkInterface, SpotInstanceAction, Tags,
 };
 use guestward_core::{HostRoot, Problem, Section, Timestamp};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +26,6 @@ const IDENTITY: &str = "/latest/dynamic/instance-identity/";
 const MAX_TAGS: usize = 50;
 /// EC2 allows at most a few dozen interfaces even on the largest instances.
 const MAX_INTERFACES: usize = 64;
-const MAX_LIST_ITEMS: usize = 256;
 /// After this many requests in a row that got no answer, stop asking for the remaining items:
 /// the service is gone (or hanging) and each further item would cost a full timeout.
 const MAX_CONSECUTIVE_SILENCES: u32 = 2;
@@ -356,7 +358,7 @@ impl<'a> Fetcher<'a> {
 
     async fn text(&mut self, path: &str) -> Option<String> {
         match self.item(path).await {
-            Item::Found(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+            Item::Found(s) => answer_text(&s),
             Item::Missing | Item::Failed => None,
         }
     }
@@ -370,68 +372,6 @@ impl<'a> Fetcher<'a> {
             Problem::new("malformed", format!("{path}: malformed JSON: {e}")).with_path(path.to_string()),
         );
     }
-}
-
-fn split_lines(s: &str) -> Vec<String> {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).take(MAX_LIST_ITEMS).map(str::to_string).collect()
-}
-
-/// Percent-encodes one path segment (tag keys may contain spaces and other characters).
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawIdentity {
-    account_id: Option<String>,
-    architecture: Option<String>,
-    region: Option<String>,
-    availability_zone: Option<String>,
-    image_id: Option<String>,
-    instance_id: Option<String>,
-    instance_type: Option<String>,
-    pending_time: Option<String>,
-    private_ip: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RawIamInfo {
-    instance_profile_arn: String,
-    instance_profile_id: Option<String>,
-    last_updated: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RawMaintenance {
-    code: String,
-    event_id: Option<String>,
-    description: Option<String>,
-    not_before: Option<String>,
-    not_after: Option<String>,
-    state: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawSpot {
-    action: String,
-    time: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawRebalance {
-    notice_time: String,
 }
 
 async fn collect_from(
@@ -518,7 +458,7 @@ async fn collect_from(
 
     // Identity document first: it carries the account and architecture.
     let identity_doc = f.text(&format!("{IDENTITY}document")).await;
-    let raw_identity = identity_doc.as_deref().and_then(|d| match serde_json::from_str::<RawIdentity>(d) {
+    let raw_identity = identity_doc.as_deref().and_then(|d| match IdentityFields::read(d) {
         Ok(r) => Some(r),
         Err(e) => {
             f.malformed(&format!("{IDENTITY}document"), &e);
@@ -549,17 +489,8 @@ async fn collect_from(
         local_hostname: f.text(&format!("{META}local-hostname")).await,
         ..Default::default()
     };
-    if let Some(r) = raw_identity {
-        instance.account_id = r.account_id;
-        instance.architecture = r.architecture;
-        instance.pending_time = r.pending_time;
-        // Fill gaps from the document when a single item failed.
-        instance.instance_id = instance.instance_id.or(r.instance_id);
-        instance.instance_type = instance.instance_type.or(r.instance_type);
-        instance.ami_id = instance.ami_id.or(r.image_id);
-        instance.region = instance.region.or(r.region);
-        instance.availability_zone = instance.availability_zone.or(r.availability_zone);
-        instance.private_ipv4 = instance.private_ipv4.or(r.private_ip);
+    if let Some(fields) = raw_identity {
+        fields.fill(&mut instance);
     }
 
     let interfaces = collect_interfaces(&mut f).await;
@@ -621,15 +552,14 @@ async fn collect_interfaces(f: &mut Fetcher<'_>) -> Vec<NetworkInterface> {
     }
     let mut out = Vec::new();
     for entry in macs.into_iter().take(MAX_INTERFACES) {
-        let mac = entry.trim_end_matches('/').to_string();
-        // A MAC is hex digits and colons; anything else must not become part of a path.
-        if mac.is_empty() || !mac.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+        let Some(mac) = interface_mac(&entry).map(str::to_string) else {
+            let shown = entry.trim_end_matches('/');
             f.problems.push(
-                Problem::new("malformed", format!("not a MAC address in the interface list: {mac:?}"))
+                Problem::new("malformed", format!("not a MAC address in the interface list: {shown:?}"))
                     .with_path(base.clone()),
             );
             continue;
-        }
+        };
         let p = format!("{base}{mac}/");
         let device_number = f.text(&format!("{p}device-number")).await.and_then(|s| s.parse().ok());
         out.push(NetworkInterface {
@@ -652,13 +582,8 @@ async fn collect_iam(f: &mut Fetcher<'_>) -> Option<IamInfo> {
     // Only `iam/info`: it names the profile without handing out credentials.
     let path = format!("{META}iam/info");
     let body = f.text(&path).await?;
-    match serde_json::from_str::<RawIamInfo>(&body) {
-        Ok(r) => Some(IamInfo {
-            instance_profile_name: r.instance_profile_arn.rsplit('/').next().unwrap_or_default().to_string(),
-            instance_profile_arn: r.instance_profile_arn,
-            instance_profile_id: r.instance_profile_id,
-            last_updated: r.last_updated,
-        }),
+    match iam_info(&body) {
+        Ok(info) => Some(info),
         Err(e) => {
             f.malformed(&path, &e);
             None
@@ -708,8 +633,8 @@ pub async fn fetch_spot_action(client: &ImdsClient) -> (Option<SpotInstanceActio
 async fn spot_with(f: &mut Fetcher<'_>) -> Option<SpotInstanceAction> {
     let path = format!("{META}spot/instance-action");
     let body = f.text(&path).await?;
-    match serde_json::from_str::<RawSpot>(&body) {
-        Ok(r) => Some(SpotInstanceAction { action: r.action, time: r.time }),
+    match spot_action(&body) {
+        Ok(action) => Some(action),
         Err(e) => {
             f.malformed(&path, &e);
             None
@@ -721,19 +646,8 @@ async fn lifecycle_with(f: &mut Fetcher<'_>) -> LifecycleSnapshot {
     let maint_path = format!("{META}events/maintenance/scheduled");
     let maintenance_events = match f.text(&maint_path).await {
         None => Vec::new(),
-        Some(body) => match serde_json::from_str::<Vec<RawMaintenance>>(&body) {
-            Ok(list) => list
-                .into_iter()
-                .take(MAX_LIST_ITEMS)
-                .map(|m| MaintenanceEvent {
-                    code: m.code,
-                    event_id: m.event_id,
-                    description: m.description,
-                    not_before: m.not_before,
-                    not_after: m.not_after,
-                    state: m.state,
-                })
-                .collect(),
+        Some(body) => match maintenance_events(&body) {
+            Ok(events) => events,
             Err(e) => {
                 f.malformed(&maint_path, &e);
                 Vec::new()
@@ -744,8 +658,8 @@ async fn lifecycle_with(f: &mut Fetcher<'_>) -> LifecycleSnapshot {
     let rebalance_path = format!("{META}events/recommendations/rebalance");
     let rebalance_notice_time = match f.text(&rebalance_path).await {
         None => None,
-        Some(body) => match serde_json::from_str::<RawRebalance>(&body) {
-            Ok(r) => Some(r.notice_time),
+        Some(body) => match rebalance_notice_time(&body) {
+            Ok(time) => Some(time),
             Err(e) => {
                 f.malformed(&rebalance_path, &e);
                 None
@@ -758,17 +672,5 @@ async fn lifecycle_with(f: &mut Fetcher<'_>) -> LifecycleSnapshot {
         spot_instance_action,
         rebalance_notice_time,
         autoscaling_target_state,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_are_percent_encoded() {
-        assert_eq!(encode_segment("Name"), "Name");
-        assert_eq!(encode_segment("cost center"), "cost%20center");
-        assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
     }
 }

@@ -36,6 +36,8 @@ mod client;
 #[cfg(feature = "collect")]
 mod collect;
 mod config;
+#[cfg(feature = "collect")]
+mod documents;
 mod findings;
 mod lifecycle;
 mod precheck;
@@ -43,6 +45,11 @@ mod render;
 mod report;
 #[cfg(feature = "collect")]
 mod verify;
+
+/// The `imds_answers` fuzz target's entry (`fuzz/`), also replayed by the crate's tests.
+#[cfg(feature = "collect")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(feature = "collect")]
 pub use client::{ClientStats, Fetched, ImdsClient, ImdsError, ImdsToken};

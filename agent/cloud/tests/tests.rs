@@ -8,6 +8,7 @@
 mod collect;
 mod emulator;
 mod env;
+mod fuzz_corpus;
 mod lifecycle;
 mod offec2;
 mod token;

@@ -260,6 +260,19 @@ pub fn fuzz_inputs(target: &str) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// A fuzz input cut at each `\n\x1e\n` (a record separator line) into the parts a target
+/// reads as several files or answers (`config_tree`, `imds_answers`); no separator is one part.
+pub fn fuzz_parts(data: &[u8]) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let mut rest = data;
+    while let Some(at) = rest.windows(3).position(|w| w == b"\n\x1e\n") {
+        parts.push(&rest[..at]);
+        rest = &rest[at + 3..];
+    }
+    parts.push(rest);
+    parts
+}
+
 /// The files the `config_tree` fuzz target writes, in the order of an input's parts: accounts,
 /// privileges, cloud keys, an apt suite with dpkg's status, and three lists of other suites
 /// compressed (or not: any bytes) as gzip, lz4 and xz.
@@ -281,13 +294,7 @@ pub const FUZZ_CONFIG_TREE_FILES: [&str; 10] = [
 /// parts; parts past the last file are ignored). The fuzz target and the replay tests write
 /// the tree with this one function, so they read the same files.
 pub fn write_fuzz_config_tree(dir: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let mut parts = Vec::new();
-    let mut rest = data;
-    while let Some(at) = rest.windows(3).position(|w| w == b"\n\x1e\n") {
-        parts.push(&rest[..at]);
-        rest = &rest[at + 3..];
-    }
-    parts.push(rest);
+    let parts = fuzz_parts(data);
     for (i, file) in FUZZ_CONFIG_TREE_FILES.iter().enumerate() {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
