@@ -234,8 +234,9 @@ pub enum Command {
         /// an earlier run stopped.
         #[arg(long, value_name = "ID")]
         after: Option<i64>,
-        /// Keep printing new events as they are stored (like `tail -f`; without --since or
-        /// --after it starts now); stop with Ctrl-C.
+        /// Keep printing new events as they are stored (like `tail -F`; without --since or
+        /// --after it starts now); stop with Ctrl-C. When the agent stops or restarts, wait for
+        /// it (saying so on stderr) and go on after the last event printed: none is lost.
         #[arg(long)]
         follow: bool,
         #[command(flatten)]
@@ -635,6 +636,13 @@ impl Failure {
     }
 }
 
+/// Whether a failed request means the agent is away for now (stopped, restarting, not yet
+/// accepting), rather than refusing us (permissions), a wrong socket path, or an answer this
+/// agentctl cannot read: `events --follow` waits through the former.
+fn agent_away(e: &ClientError) -> bool {
+    matches!(e, ClientError::NotRunning { .. } | ClientError::Transport { .. } | ClientError::Timeout { .. })
+}
+
 /// Reports a failure once: one line on stderr, and with `json` the failure object on stdout.
 fn emit_failure(failure: &Failure, json: bool, is_status: bool, exit_code: u8) {
     // The JSON first: a health check reading stdout must get its object even when the stderr
@@ -868,9 +876,47 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             let array = cli.json && !follow;
             let pretty = guestward_core::json::stdout_wants_pretty();
             let mut held: Vec<u8> = Vec::new();
+            // Following, the agent may go away and come back (`systemctl restart`, a package
+            // upgrade): the events are in its history on disk, so the follower waits and goes on
+            // after the last one it printed, as `tail -F` does, instead of leaving a forwarding
+            // script dead. Only once the agent has answered: a first request that fails still
+            // fails, as every command's does.
+            let mut answered = false;
+            let mut away: Option<std::time::Instant> = None;
             loop {
                 let events: Vec<guestward_history::StoredEvent> =
-                    runtime.block_on(client.post("/v1/events", &query))?;
+                    match runtime.block_on(client.post("/v1/events", &query)) {
+                        Ok(events) => events,
+                        Err(e) if follow && answered && agent_away(&e) => {
+                            if away.is_none() {
+                                away = Some(std::time::Instant::now());
+                                let why = match &e {
+                                    ClientError::NotRunning { socket } => {
+                                        format!("the agent stopped (nothing listens on {})", socket.display())
+                                    }
+                                    other => other.to_string(),
+                                };
+                                guestward_core::stdio::error_line(format_args!(
+                                    "agentctl: {}; waiting for it to come back (Ctrl-C to stop)",
+                                    guestward_core::text::escape_control(&why)
+                                ));
+                            }
+                            std::thread::sleep(Duration::from_secs(1));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                answered = true;
+                if let Some(since) = away.take() {
+                    guestward_core::stdio::error_line(format_args!(
+                        "agentctl: the agent answers again after {} s; following on {}",
+                        since.elapsed().as_secs(),
+                        match query.after_id {
+                            Some(id) => format!("after event {id}"),
+                            None => "from where it started".to_string(),
+                        }
+                    ));
+                }
                 if let Some(last) = events.last() {
                     query.after_id = Some(last.id);
                 }

@@ -108,7 +108,7 @@ fn events_survive_the_next_scan_and_a_restart_and_since_and_follow_work() {
         .arg(&daemon.socket)
         .args(["events", "--follow", "--json", "--kind", "fim.*"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = follower.stdout.take().unwrap();
@@ -120,21 +120,49 @@ fn events_survive_the_next_scan_and_a_restart_and_since_and_follow_work() {
             }
         }
     });
+    let stderr = follower.stderr.take().unwrap();
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if err_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     std::thread::sleep(Duration::from_millis(1500));
+    let mut followed = Vec::new();
+    let follow_until = |path: &str, followed: &mut Vec<Value>| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !paths_of(followed).contains(path) {
+            assert!(Instant::now() < deadline, "--follow never printed {path}: {followed:?}");
+            if let Ok(event) = rx.recv_timeout(Duration::from_millis(200)) {
+                followed.push(event);
+            }
+        }
+    };
     let fresh = daemon.watched().join("etc/created-while-following.conf");
     std::fs::write(&fresh, "x\n").unwrap();
     let fresh = fresh.display().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut followed = Vec::new();
-    while !paths_of(&followed).contains(&fresh) {
-        assert!(Instant::now() < deadline, "--follow never printed {fresh}: {followed:?}");
-        if let Ok(event) = rx.recv_timeout(Duration::from_millis(200)) {
-            followed.push(event);
-        }
-    }
+    follow_until(&fresh, &mut followed);
+    assert!(!paths_of(&followed).contains(&changed), "--follow starts now, not with the backlog");
+
+    // The agent restarts under the follower (an upgrade, `systemctl restart`): it waits, says
+    // so on stderr, and goes on after the last event it printed, so a forwarding script loses
+    // nothing and prints nothing twice. Stopped for 3 s: the follower asks every second.
+    daemon.restart_after(Duration::from_secs(3));
+    wait_for_baseline(&daemon);
+    let after_restart = daemon.watched().join("etc/created-after-the-restart.conf");
+    std::fs::write(&after_restart, "y\n").unwrap();
+    let after_restart = after_restart.display().to_string();
+    follow_until(&after_restart, &mut followed);
+    assert_eq!(follower.try_wait().unwrap(), None, "the follower ended with the agent");
     let _ = follower.kill();
     let _ = follower.wait();
-    assert!(!paths_of(&followed).contains(&changed), "--follow starts now, not with the backlog");
+    let ids: Vec<i64> = followed.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "each event once, in order: {ids:?}");
+    let said: Vec<String> = err_rx.try_iter().collect();
+    let said = said.join("\n");
+    assert!(said.contains("waiting for it to come back") && said.contains("answers again"), "{said}");
 }
 
 /// The storm of the issue: thousands of files rewritten many times and hundreds created within

@@ -166,7 +166,13 @@ impl Daemon {
     /// Stops the daemon with SIGTERM (asserting a clean exit) and starts it again on the same
     /// configuration and state directory.
     pub fn restart(&mut self) {
+        self.restart_after(Duration::ZERO);
+    }
+
+    /// Stops the daemon, waits `pause` with it stopped, and starts it again.
+    pub fn restart_after(&mut self, pause: Duration) {
         self.stop_gracefully();
+        std::thread::sleep(pause);
         self.child = Self::spawn(&self.dir_path.join("agent.toml"), &[]);
         self.wait_for(|| self.socket.exists(), "the control socket to appear again");
     }
