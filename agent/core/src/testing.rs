@@ -294,8 +294,42 @@ pub const FUZZ_CONFIG_TREE_FILES: [&str; 10] = [
 /// parts; parts past the last file are ignored). The fuzz target and the replay tests write
 /// the tree with this one function, so they read the same files.
 pub fn write_fuzz_config_tree(dir: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    write_fuzz_files(dir, &FUZZ_CONFIG_TREE_FILES, data)
+}
+
+/// The files the `dnf_cache` fuzz target writes, in the order of an input's parts: a dnf
+/// repository cache (`repomd.xml`, its `primary` and `updateinfo` as plain XML) and a yum one,
+/// flat, with both gzipped (or not: any bytes).
+pub const FUZZ_DNF_TREE_FILES: [&str; 6] = [
+    "var/cache/dnf/fuzz-0123456789abcdef/repodata/repomd.xml",
+    "var/cache/dnf/fuzz-0123456789abcdef/repodata/primary.xml",
+    "var/cache/dnf/fuzz-0123456789abcdef/repodata/updateinfo.xml",
+    "var/cache/yum/x86_64/2/amzn2-core/repomd.xml",
+    "var/cache/yum/x86_64/2/amzn2-core/primary.xml.gz",
+    "var/cache/yum/x86_64/2/amzn2-core/updateinfo.xml.gz",
+];
+
+/// Writes one `dnf_cache` input under `dir`, as [`write_fuzz_config_tree`] does with
+/// [`FUZZ_DNF_TREE_FILES`], over an rpm database that stays the same for every input: the
+/// fixture `tests/fixtures/rpmdb/libuuid/Packages` (Berkeley DB, `libuuid-2.32.1-42.el8_8`),
+/// copied the first time, so that the repositories' packages meet an installed one.
+pub fn write_fuzz_dnf_tree(dir: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let installed = dir.join("var/lib/rpm/Packages");
+    if !installed.exists() {
+        std::fs::create_dir_all(dir.join("var/lib/rpm"))?;
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/rpmdb/libuuid/Packages"),
+            &installed,
+        )?;
+    }
+    write_fuzz_files(dir, &FUZZ_DNF_TREE_FILES, data)
+}
+
+/// Part `i` of `data` ([`fuzz_parts`]) into `dir/files[i]`, every file written (empty when the
+/// input has fewer parts).
+fn write_fuzz_files(dir: &std::path::Path, files: &[&str], data: &[u8]) -> std::io::Result<()> {
     let parts = fuzz_parts(data);
-    for (i, file) in FUZZ_CONFIG_TREE_FILES.iter().enumerate() {
+    for (i, file) in files.iter().enumerate() {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
