@@ -6,11 +6,12 @@ use crate::identity::{ClientIdentity, IdentityError, Role, decode_proxy_header, 
 use crate::loglimit::LogLimit;
 use crate::memory::Reservation;
 use crate::server::{AppState, ConnInfo};
-use crate::store::{Delivery, NewReport, StoreError};
+use crate::store::{Delivery, FindingFilter, NewReport, StoreError};
 use guestward_core::Timestamp;
 use guestward_report::Report;
 use guestward_report::ingest::{
-    ACCEPTED_SCHEMA_VERSIONS, BatchResult, ErrorBody, Health, HostList, IngestResponse, REPORTS_PATH,
+    ACCEPTED_SCHEMA_VERSIONS, BatchResult, ErrorBody, FINDINGS_PATH, Health, HostList, IngestResponse,
+    REPORTS_PATH,
 };
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -225,20 +226,7 @@ async fn route(
                 Ok::<_, StoreError>(detail.map(|d| serde_json::to_vec(&d).unwrap_or_else(|_| b"{}".to_vec())))
             });
             match built.await?.map_err(|e| ApiError::unavailable(&e))? {
-                Some(bytes) => {
-                    // Held until sent: a client that never reads holds its share, no more.
-                    let held = state
-                        .memory
-                        .reserve(
-                            &client.role.to_string(),
-                            bytes.len() as u64,
-                            Instant::now() + BODY_MEMORY_WAIT,
-                        )
-                        .await?;
-                    let mut resp = Response::new(Body::new(bytes, Some(held)));
-                    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    Ok(resp)
-                }
+                Some(bytes) => held_json(state, &client, bytes).await,
                 None => Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
@@ -248,13 +236,102 @@ async fn route(
                 )),
             }
         }
-        (_, REPORTS_PATH | "/healthz" | "/v1/hosts") => Err(ApiError::new(
+        (Method::GET, FINDINGS_PATH) => {
+            let Role::Operator(_) = client.role else {
+                return Err(ApiError::forbidden(format!(
+                    "{}: only operator certificates may search the fleet's findings",
+                    client.role
+                )));
+            };
+            let filter = finding_filter(req.uri().query().unwrap_or_default())?;
+            let store = state.store.clone();
+            let gate = Arc::clone(&state.detail_gate);
+            let built = blocking(move || {
+                let _one_at_a_time = gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let found = store.findings(&filter)?;
+                Ok::<_, StoreError>(serde_json::to_vec(&found).unwrap_or_else(|_| b"{}".to_vec()))
+            });
+            let bytes = built.await?.map_err(|e| ApiError::unavailable(&e))?;
+            held_json(state, &client, bytes).await
+        }
+        (_, REPORTS_PATH | FINDINGS_PATH | "/healthz" | "/v1/hosts") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "bad_request",
             format!("method not allowed on {path}"),
         )),
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}"))),
     }
+}
+
+/// A large JSON answer, its memory reserved from the client's share and held until it is
+/// sent: a client that never reads what it asked for holds its share, no more.
+async fn held_json(
+    state: &AppState,
+    client: &ClientIdentity,
+    bytes: Vec<u8>,
+) -> Result<Response<Body>, ApiError> {
+    let held = state
+        .memory
+        .reserve(&client.role.to_string(), bytes.len() as u64, Instant::now() + BODY_MEMORY_WAIT)
+        .await?;
+    let mut resp = Response::new(Body::new(bytes, Some(held)));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+/// The most `id` values one `GET /v1/findings` takes, and the longest.
+const MAX_FINDING_IDS: usize = 64;
+const MAX_FINDING_ID_LEN: usize = 128;
+
+/// 400: a query that is not understood.
+fn bad_query(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// `GET /v1/findings`' query: `id` (repeatable: exact, or a prefix ending in `*`) and
+/// `min_severity`. Anything else is refused by name, so a misspelt filter never widens the
+/// answer to the whole fleet in silence.
+fn finding_filter(query: &str) -> Result<FindingFilter, ApiError> {
+    let mut filter = FindingFilter::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Quoted in errors, bounded: the query is the client's.
+        let quoted = |s: &str| guestward_core::text::quote_truncated(s, 64);
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| bad_query(format!("query parameter {}: not UTF-8 once decoded", quoted(key))))?;
+        match key {
+            "id" => {
+                if value.is_empty() || value.len() > MAX_FINDING_ID_LEN || value.chars().any(char::is_control)
+                {
+                    return Err(bad_query(format!(
+                        "query parameter \"id\": {} is not a finding id (1 to {MAX_FINDING_ID_LEN} characters, e.g. GW-FIM-006 or GW-FIM-*)",
+                        quoted(&value)
+                    )));
+                }
+                if filter.ids.len() == MAX_FINDING_IDS {
+                    return Err(bad_query(format!("more than {MAX_FINDING_IDS} \"id\" parameters")));
+                }
+                filter.ids.push(value.into_owned());
+            }
+            "min_severity" => {
+                let severity = serde_json::from_value(serde_json::Value::String(value.to_string())).map_err(|_| {
+                    bad_query(format!(
+                        "query parameter \"min_severity\": {} is not one of info, low, medium, high, critical",
+                        quoted(&value)
+                    ))
+                })?;
+                filter.min_severity = Some(severity);
+            }
+            other => {
+                return Err(bad_query(format!(
+                    "unknown query parameter {} (GET {FINDINGS_PATH} takes id and min_severity)",
+                    quoted(other)
+                )));
+            }
+        }
+    }
+    Ok(filter)
 }
 
 /// The client's identity. A proxy header is honoured only from a trusted proxy, and then only

@@ -1,7 +1,7 @@
 //! POST /v1/reports and the read endpoints: identity binding, idempotency, validation, limits.
 
 use crate::common::*;
-use guestward_report::ingest::{BatchStatus, ErrorBody, HostDetail, IngestResponse};
+use guestward_report::ingest::{BatchStatus, ErrorBody, FleetFindings, HostDetail, IngestResponse};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -393,5 +393,95 @@ fn a_hosts_detail_carries_at_most_1_mib_of_recent_events_and_counts_the_rest() {
         assert_eq!(detail.recent_events[1].data["i"], 2);
         assert_eq!(detail.recent_events[2], small.events[0]);
         assert_eq!(detail.recent_events_omitted, 2);
+    });
+}
+
+/// `GET /v1/findings` over mutual TLS: an operator searches the fleet's current findings by id
+/// and severity; an agent may not; a filter that is not understood is refused by name.
+#[test]
+fn operators_search_the_fleets_current_findings() {
+    run(LIMIT, "fleet findings", || async {
+        let h = Harness::start(|_| {}).await;
+        let with = |host: &str, sequence: u64, findings: &[(&str, guestward_core::Severity)]| {
+            let mut r = report(host, sequence);
+            r.findings = findings
+                .iter()
+                .map(|(id, severity)| guestward_core::Finding {
+                    id: id.to_string(),
+                    severity: *severity,
+                    title: format!("{id} on {host}"),
+                    evidence: serde_json::json!({}),
+                    remediation: "-".into(),
+                    source: "test".into(),
+                })
+                .collect();
+            r
+        };
+        use guestward_core::Severity::{Critical, High, Low};
+        let a = [
+            with(HOST_A, 1, &[("GW-FIM-006", Critical)]),
+            with(HOST_A, 2, &[("GW-FIM-006", High), ("GW-NET-002", Low)]),
+        ];
+        assert_eq!(post(&h, &h.client(Who::Agent(HOST_A)), body(&a)).await.status(), 200);
+        let b = [with(HOST_B, 1, &[("GW-FIM-007", Critical)])];
+        assert_eq!(post(&h, &h.client(Who::Agent(HOST_B)), body(&b)).await.status(), 200);
+
+        let op = h.client(Who::Operator(OPERATOR));
+        let search = |query: &'static str| {
+            let op = op.clone();
+            let url = h.url(&format!("/v1/findings{query}"));
+            async move { op.get(url).send().await.unwrap() }
+        };
+        let found = |resp: reqwest::Response| async move {
+            assert_eq!(resp.status(), 200);
+            let answer: FleetFindings = resp.json().await.unwrap();
+            let rows: Vec<(String, u64, String)> = answer
+                .findings
+                .iter()
+                .map(|f| (f.host_id.clone(), f.sequence, f.finding.id.clone()))
+                .collect();
+            (answer.hosts_searched, rows)
+        };
+        let row = |host: &str, sequence: u64, id: &str| (host.to_string(), sequence, id.to_string());
+        // Every host's latest report: host-a's first report (a critical finding since resolved)
+        // is not current.
+        assert_eq!(
+            found(search("").await).await,
+            (
+                2,
+                vec![
+                    row(HOST_A, 2, "GW-FIM-006"),
+                    row(HOST_A, 2, "GW-NET-002"),
+                    row(HOST_B, 1, "GW-FIM-007")
+                ]
+            )
+        );
+        assert_eq!(
+            found(search("?min_severity=high").await).await.1,
+            [row(HOST_A, 2, "GW-FIM-006"), row(HOST_B, 1, "GW-FIM-007")]
+        );
+        // A prefix (`*` percent-encoded, as a client may send it), ids repeated, both filters.
+        assert_eq!(
+            found(search("?id=GW-FIM-%2A&min_severity=critical").await).await.1,
+            [row(HOST_B, 1, "GW-FIM-007")]
+        );
+        assert_eq!(
+            found(search("?id=GW-NET-002&id=GW-FIM-007").await).await.1,
+            [row(HOST_A, 2, "GW-NET-002"), row(HOST_B, 1, "GW-FIM-007")]
+        );
+
+        for (query, names) in [
+            ("?min_severity=urgent", "\"min_severity\": \"urgent\""),
+            ("?severity=high", "unknown query parameter \"severity\""),
+            ("?id=", "\"id\": \"\""),
+        ] {
+            let (status, err) = error_of(search(query).await).await;
+            assert_eq!((status, err.error.as_str()), (400, "bad_request"), "{query}: {}", err.message);
+            assert!(err.message.contains(names), "{query}: {}", err.message);
+        }
+        let (status, err) =
+            error_of(h.client(Who::Agent(HOST_A)).get(h.url("/v1/findings")).send().await.unwrap()).await;
+        assert_eq!(status, 403, "{}", err.message);
+        assert!(err.message.contains("operator"), "{}", err.message);
     });
 }

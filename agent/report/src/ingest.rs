@@ -5,6 +5,7 @@
 //! | POST | `/v1/reports` | [`IngestRequest`] (JSON; `Content-Encoding: zstd` allowed) | [`IngestResponse`] |
 //! | GET | `/v1/hosts` | | [`HostList`] |
 //! | GET | `/v1/hosts/{host_id}` | | [`HostDetail`] |
+//! | GET | `/v1/findings[?id=GW-FIM-006&id=GW-PKG-*&min_severity=high]` | | [`FleetFindings`] |
 //! | GET | `/healthz` | | [`Health`] |
 //!
 //! Every error is an [`ErrorBody`] with a status that says what to do:
@@ -24,6 +25,12 @@ use serde::{Deserialize, Serialize};
 
 /// The path reports are posted to.
 pub const REPORTS_PATH: &str = "/v1/reports";
+/// The path of the fleet's findings ([`FleetFindings`]).
+pub const FINDINGS_PATH: &str = "/v1/findings";
+/// The most findings one [`FleetFindings`] answer lists.
+pub const MAX_FLEET_FINDINGS: usize = 10_000;
+/// The most bytes of findings (as JSON) one [`FleetFindings`] answer holds.
+pub const MAX_FLEET_FINDINGS_BYTES: u64 = 8 * 1024 * 1024;
 /// The `schema_version`s a collector of this build accepts.
 pub const ACCEPTED_SCHEMA_VERSIONS: &[u32] = &[crate::SCHEMA_VERSION];
 
@@ -140,6 +147,35 @@ pub struct HostDetail {
     /// Recent events left out of `recent_events` by its size bound.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recent_events_omitted: u64,
+}
+
+/// `GET /v1/findings`: which hosts have which findings now, across the fleet. The findings
+/// are those of each host's latest report, as `GET /v1/hosts/{host_id}` shows them, filtered
+/// by the query: `id` (repeatable; an exact id, or a prefix ending in `*`: `GW-FIM-*`) and
+/// `min_severity` (`info`, `low`, `medium`, `high`, `critical`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetFindings {
+    /// Hosts whose latest report was searched (every stored host).
+    pub hosts_searched: u64,
+    /// The findings that match, by host id, then in their report's order: at most
+    /// [`MAX_FLEET_FINDINGS`], and at most [`MAX_FLEET_FINDINGS_BYTES`] of them as JSON.
+    pub findings: Vec<HostFinding>,
+    /// Findings that match but were left out by those bounds: narrow the query to see them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u64,
+}
+
+/// A finding of a host's latest report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFinding {
+    /// The host.
+    pub host_id: String,
+    /// The `sequence` of the report that carries it (the host's latest).
+    pub sequence: u64,
+    /// `collected_at` of that report.
+    pub collected_at: Timestamp,
+    /// The finding as the agent sent it.
+    pub finding: Finding,
 }
 
 fn is_zero(n: &u64) -> bool {

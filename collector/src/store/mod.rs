@@ -17,8 +17,9 @@ mod sqlite;
 
 pub use sqlite::{CompactOptions, CompactSummary, SqliteStore, VacuumOutcome, compact};
 
+use guestward_core::Severity;
 use guestward_core::{Event, Finding, Timestamp};
-use guestward_report::ingest::{BatchStatus, CertificateInfo, HostDetail, HostSummary};
+use guestward_report::ingest::{BatchStatus, CertificateInfo, FleetFindings, HostDetail, HostSummary};
 use std::path::PathBuf;
 
 /// Most events returned in [`HostDetail::recent_events`].
@@ -139,6 +140,27 @@ pub enum StoreError {
     },
 }
 
+/// Which findings `GET /v1/findings` lists (its query).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FindingFilter {
+    /// Finding ids: exact (`GW-FIM-006`), or a prefix ending in `*` (`GW-FIM-*`). Empty: any.
+    pub ids: Vec<String>,
+    /// The lowest severity listed. `None`: any.
+    pub min_severity: Option<Severity>,
+}
+
+impl FindingFilter {
+    /// Whether `finding` is listed.
+    pub fn matches(&self, finding: &Finding) -> bool {
+        let id_matches = |pattern: &String| match pattern.strip_suffix('*') {
+            Some(prefix) => finding.id.starts_with(prefix),
+            None => finding.id == *pattern,
+        };
+        (self.ids.is_empty() || self.ids.iter().any(id_matches))
+            && self.min_severity.is_none_or(|min| finding.severity >= min)
+    }
+}
+
 /// A report store shared by every connection (and, for a networked backend, every replica).
 pub trait Store: Send + Sync {
     /// Stores `reports` of one delivery in one transaction, all or nothing. Returns, per report
@@ -149,6 +171,9 @@ pub trait Store: Send + Sync {
     fn hosts(&self) -> Result<Vec<HostSummary>, StoreError>;
     /// One host; `None` when it never reported or was forgotten (`Retention`).
     fn host(&self, host_id: &str) -> Result<Option<HostDetail>, StoreError>;
+    /// The findings of every host's latest report that `filter` matches, within the answer's
+    /// bounds (`MAX_FLEET_FINDINGS`, `MAX_FLEET_FINDINGS_BYTES`; the rest counted).
+    fn findings(&self, filter: &FindingFilter) -> Result<FleetFindings, StoreError>;
     /// Whether the store answers.
     fn health(&self) -> Result<(), StoreError>;
 }

@@ -22,10 +22,15 @@ mod stored_json;
 
 pub use compact::{CompactOptions, CompactSummary, VacuumOutcome, compact};
 
-use super::{Delivery, NewReport, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Retention, Store, StoreError};
+use super::{
+    Delivery, FindingFilter, NewReport, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Retention, Store, StoreError,
+};
 use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::Report;
-use guestward_report::ingest::{BatchStatus, CertificateInfo, HostDetail, HostSummary};
+use guestward_report::ingest::{
+    BatchStatus, CertificateInfo, FleetFindings, HostDetail, HostFinding, HostSummary, MAX_FLEET_FINDINGS,
+    MAX_FLEET_FINDINGS_BYTES,
+};
 use prune::Pruner;
 use rusqlite::{Connection, OptionalExtension, params};
 use schema::row_cost;
@@ -316,6 +321,55 @@ impl Store for SqliteStore {
             recent_events: events,
             recent_events_omitted: omitted,
         }))
+    }
+
+    fn findings(&self, filter: &FindingFilter) -> Result<FleetFindings, StoreError> {
+        let conn = Self::lock(&self.reader);
+        let tx = conn.unchecked_transaction().map_err(db_err)?;
+        let hosts_searched: i64 =
+            tx.query_row("SELECT COUNT(*) FROM hosts", [], |r| r.get(0)).map_err(db_err)?;
+        // Every finding of every latest report is read to be matched (id and severity are in
+        // its JSON), one row at a time: the answer, not the search, is what is bounded.
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT f.finding, f.compressed, COALESCE(f.json_bytes, length(CAST(f.finding AS BLOB))),
+                        h.host_id, r.sequence, r.collected_at
+                 FROM hosts h
+                 JOIN reports r ON r.batch_id = h.latest_batch_id
+                 JOIN findings f ON f.batch_id = h.latest_batch_id
+                 ORDER BY h.host_id, f.position",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut answer = FleetFindings {
+            hosts_searched: u64::try_from(hosts_searched).unwrap_or(0),
+            findings: Vec::new(),
+            omitted: 0,
+        };
+        let mut room = MAX_FLEET_FINDINGS_BYTES;
+        while let Some(row) = rows.next().map_err(db_err)? {
+            let stored = StoredRow::from_row(row).map_err(db_err)?;
+            let json_len = stored.json_len;
+            let host_id: String = row.get(3).map_err(db_err)?;
+            let json = stored.json(MAX_STORED_REPORT_BYTES, &format!("a finding of host {host_id}"))?;
+            let finding = parse_json::<Finding>(&json, "a finding")?;
+            if !filter.matches(&finding) {
+                continue;
+            }
+            if answer.findings.len() >= MAX_FLEET_FINDINGS || json_len > room {
+                answer.omitted += 1;
+                continue;
+            }
+            room -= json_len;
+            let collected_at: String = row.get(5).map_err(db_err)?;
+            answer.findings.push(HostFinding {
+                sequence: u64::try_from(row.get::<_, i64>(4).map_err(db_err)?).unwrap_or(0),
+                collected_at: ts_parse(&collected_at, &host_id)?,
+                host_id,
+                finding,
+            });
+        }
+        Ok(answer)
     }
 
     fn health(&self) -> Result<(), StoreError> {
@@ -744,6 +798,79 @@ mod tests {
             received_at,
         };
         (Job { delivery, reports: prepare(reports).unwrap(), reply }, rx)
+    }
+
+    /// `GET /v1/findings`: the findings of each host's latest report only, filtered by id
+    /// (exact or prefix) and severity, and bounded by count and by bytes with the rest counted.
+    #[test]
+    fn the_fleets_findings_are_the_latest_reports_filtered_and_bounded() {
+        use guestward_core::Severity::{Critical, High, Medium};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db"), Retention::KEEP_EVERYTHING).unwrap();
+        let finding = |id: &str, severity, evidence: &str| Finding {
+            id: id.into(),
+            severity,
+            title: format!("{id} on this host"),
+            evidence: serde_json::json!({ "detail": evidence }),
+            remediation: "-".into(),
+            source: "test".into(),
+        };
+        let deliver = |host: &str, reports: &[NewReport]| {
+            let delivery = Delivery {
+                host_id: host.into(),
+                certificate: CertificateInfo {
+                    serial: "01".into(),
+                    sha256: "00".into(),
+                    not_after: Timestamp::now(),
+                },
+                received_at: Timestamp::now(),
+            };
+            assert!(store.ingest(&delivery, reports).unwrap().iter().all(|s| *s == BatchStatus::Stored));
+        };
+        let mut a_old = new_report("a", "a1", 1);
+        a_old.findings = vec![finding("GW-OLD-001", Critical, "")];
+        let mut a = new_report("a", "a2", 2);
+        a.findings = vec![finding("GW-FIM-006", High, ""), finding("GW-ACCESS-004", Medium, "")];
+        deliver("a", &[a_old, a]);
+        let mut b = new_report("b", "b1", 1);
+        b.findings = (0..MAX_FLEET_FINDINGS + 5).map(|_| finding("GW-FIM-006", Critical, "")).collect();
+        deliver("b", &[b]);
+        let mut c = new_report("c", "c1", 7);
+        let mib = "x".repeat(1 << 20);
+        c.findings = (0..10).map(|_| finding("GW-BIG-001", Medium, &mib)).collect();
+        deliver("c", &[c]);
+
+        let ask = |ids: &[&str], min_severity| {
+            let filter = FindingFilter { ids: ids.iter().map(|s| s.to_string()).collect(), min_severity };
+            store.findings(&filter).unwrap()
+        };
+        let hosts_of = |found: &FleetFindings| {
+            let mut hosts: Vec<String> = found.findings.iter().map(|f| f.host_id.clone()).collect();
+            hosts.dedup();
+            hosts
+        };
+
+        let one = ask(&["GW-ACCESS-004"], None);
+        assert_eq!(one.hosts_searched, 3);
+        assert_eq!((one.findings.len(), one.omitted), (1, 0));
+        assert_eq!((one.findings[0].host_id.as_str(), one.findings[0].sequence), ("a", 2));
+        assert_eq!(one.findings[0].finding, finding("GW-ACCESS-004", Medium, ""));
+        // Only the latest report counts: what the host reported before is history.
+        let old = ask(&["GW-OLD-001"], None);
+        assert_eq!((old.findings.len(), old.omitted), (0, 0));
+        assert_eq!(ask(&["GW-ACCESS-004"], Some(High)).findings.len(), 0);
+        // A prefix, and a severity floor; by host id, bounded by count with the rest counted.
+        let fim = ask(&["GW-FIM-*"], Some(High));
+        assert_eq!(hosts_of(&fim), ["a", "b"]);
+        assert_eq!((fim.findings.len(), fim.omitted), (MAX_FLEET_FINDINGS, 6));
+        let critical = ask(&[], Some(Critical));
+        assert_eq!((critical.findings.len(), critical.omitted), (MAX_FLEET_FINDINGS, 5));
+        // Bounded by bytes: ten findings of 1 MiB each do not fit in 8 MiB.
+        let big = ask(&["GW-BIG-001", "GW-NONE"], None);
+        assert_eq!(hosts_of(&big), ["c"]);
+        assert!((5..10).contains(&big.findings.len()), "{} listed", big.findings.len());
+        assert_eq!(big.findings.len() as u64 + big.omitted, 10);
+        assert_eq!(big.findings[0].finding.evidence["detail"].as_str().map(str::len), Some(1 << 20));
     }
 
     /// In one group commit, a failing request is undone alone and the others are stored.
