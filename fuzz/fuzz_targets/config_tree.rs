@@ -6,23 +6,13 @@
 //! updates collector read the tree, with every bound they have.
 #![no_main]
 
-use guestward_core::HostRoot;
 use guestward_core::testing::write_fuzz_config_tree;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
 
-/// One scratch root for the whole run; each input rewrites every file.
-fn tree() -> &'static (tempfile::TempDir, HostRoot) {
-    static TREE: OnceLock<(tempfile::TempDir, HostRoot)> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("scratch directory");
-        let root = HostRoot::new(dir.path()).expect("root");
-        (dir, root)
-    })
-}
+mod scratch;
 
 fuzz_target!(|data: &[u8]| {
-    let (dir, root) = tree();
+    let (dir, root) = scratch::tree();
     write_fuzz_config_tree(dir.path(), data).expect("write the tree");
     let _ = guestward_access::scan(&guestward_access::Config::default(), root);
     let updates =

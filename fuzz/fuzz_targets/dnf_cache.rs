@@ -6,23 +6,13 @@
 //! unless the repository's metadata is signed (`repo_gpgcheck`) dnf caches what it is served.
 #![no_main]
 
-use guestward_core::HostRoot;
 use guestward_core::testing::write_fuzz_dnf_tree;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
 
-/// One scratch root for the whole run; each input rewrites every file.
-fn tree() -> &'static (tempfile::TempDir, HostRoot) {
-    static TREE: OnceLock<(tempfile::TempDir, HostRoot)> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("scratch directory");
-        let root = HostRoot::new(dir.path()).expect("root");
-        (dir, root)
-    })
-}
+mod scratch;
 
 fuzz_target!(|data: &[u8]| {
-    let (dir, root) = tree();
+    let (dir, root) = scratch::tree();
     write_fuzz_dnf_tree(dir.path(), data).expect("write the tree");
     let updates =
         guestward_updates::Config { check_processes: false, ..guestward_updates::Config::default() };

@@ -17,8 +17,7 @@ mod sqlite;
 
 pub use sqlite::{CompactOptions, CompactSummary, SqliteStore, VacuumOutcome, compact};
 
-use guestward_core::Severity;
-use guestward_core::{Event, Finding, Timestamp};
+use guestward_core::{Event, Finding, Severity, Timestamp};
 use guestward_report::ingest::{BatchStatus, CertificateInfo, FleetFindings, HostDetail, HostSummary};
 use std::path::PathBuf;
 

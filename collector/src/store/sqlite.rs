@@ -788,7 +788,12 @@ mod tests {
         received_at: Timestamp,
     ) -> (Job, Receiver<Result<Vec<BatchStatus>, StoreError>>) {
         let (reply, rx) = sync_channel(1);
-        let delivery = Delivery {
+        (Job { delivery: delivery(host, received_at), reports: prepare(reports).unwrap(), reply }, rx)
+    }
+
+    /// A delivery by `host`'s certificate, received at `received_at`.
+    fn delivery(host: &str, received_at: Timestamp) -> Delivery {
+        Delivery {
             host_id: host.into(),
             certificate: CertificateInfo {
                 serial: "01".into(),
@@ -796,8 +801,7 @@ mod tests {
                 not_after: Timestamp::now(),
             },
             received_at,
-        };
-        (Job { delivery, reports: prepare(reports).unwrap(), reply }, rx)
+        }
     }
 
     /// `GET /v1/findings`: the findings of each host's latest report only, filtered by id
@@ -816,16 +820,8 @@ mod tests {
             source: "test".into(),
         };
         let deliver = |host: &str, reports: &[NewReport]| {
-            let delivery = Delivery {
-                host_id: host.into(),
-                certificate: CertificateInfo {
-                    serial: "01".into(),
-                    sha256: "00".into(),
-                    not_after: Timestamp::now(),
-                },
-                received_at: Timestamp::now(),
-            };
-            assert!(store.ingest(&delivery, reports).unwrap().iter().all(|s| *s == BatchStatus::Stored));
+            let statuses = store.ingest(&delivery(host, Timestamp::now()), reports).unwrap();
+            assert!(statuses.iter().all(|s| *s == BatchStatus::Stored));
         };
         let mut a_old = new_report("a", "a1", 1);
         a_old.findings = vec![finding("GW-OLD-001", Critical, "")];
@@ -1327,18 +1323,9 @@ mod tests {
         wait_for("cap at start", &|| stored_bytes(&conn, "b") <= 200_000);
         assert_eq!(batches(&conn, "b").last().map(String::as_str), Some("b5"));
         // Four reports of about 60 KB each, through the store as requests: over the cap by the last.
-        let delivery = |at| Delivery {
-            host_id: "a".into(),
-            certificate: CertificateInfo {
-                serial: "01".into(),
-                sha256: "00".into(),
-                not_after: Timestamp::now(),
-            },
-            received_at: at,
-        };
         for i in 5..=8u64 {
             let r = report_with("a", &format!("a{i}"), i, &noise(100_000, i as u32));
-            assert_eq!(store.ingest(&delivery(Timestamp::now()), &[r]).unwrap(), [BatchStatus::Stored]);
+            assert_eq!(store.ingest(&delivery("a", Timestamp::now()), &[r]).unwrap(), [BatchStatus::Stored]);
         }
         wait_for("cap", &|| stored_bytes(&conn, "a") <= 200_000);
         let left = batches(&conn, "a");
