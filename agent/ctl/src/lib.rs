@@ -326,7 +326,8 @@ pub enum FimCtl {
     /// its baseline (exit 0 once a baseline is complete, 1 while none is).
     Baseline {
         /// Keep printing progress until the running scan finishes (or, right after the agent
-        /// started, until its first scan has begun and finished).
+        /// started, until its first scan has begun and finished). When the agent stops or
+        /// restarts meanwhile, wait for it (saying so on stderr) and go on waiting.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -636,11 +637,53 @@ impl Failure {
     }
 }
 
-/// Whether a failed request means the agent is away for now (stopped, restarting, not yet
-/// accepting), rather than refusing us (permissions), a wrong socket path, or an answer this
-/// agentctl cannot read: `events --follow` waits through the former.
-fn agent_away(e: &ClientError) -> bool {
-    matches!(e, ClientError::NotRunning { .. } | ClientError::Transport { .. } | ClientError::Timeout { .. })
+/// A command that waits on the agent for long (`events --follow`, `fim baseline --wait`) and
+/// outlives an agent restart (`systemctl restart`, a package upgrade): it waits for the agent
+/// to come back instead of ending, and says so on stderr, once when the agent goes and once when
+/// it is back.
+#[derive(Default)]
+struct Reconnect {
+    away_since: Option<std::time::Instant>,
+}
+
+impl Reconnect {
+    /// A request failed: `Ok` when the agent is away for now (stopped, restarting, not yet
+    /// accepting), so the caller waits and asks again; the error when the failure ends the
+    /// command (permission denied, a wrong socket path, an answer this agentctl cannot read).
+    fn failed(&mut self, e: ClientError) -> Result<(), ClientError> {
+        if !matches!(
+            e,
+            ClientError::NotRunning { .. } | ClientError::Transport { .. } | ClientError::Timeout { .. }
+        ) {
+            return Err(e);
+        }
+        if self.away_since.is_none() {
+            self.away_since = Some(std::time::Instant::now());
+            let why = match &e {
+                ClientError::NotRunning { socket } => {
+                    format!("the agent stopped (nothing listens on {})", socket.display())
+                }
+                other => other.to_string(),
+            };
+            guestward_core::stdio::error_line(format_args!(
+                "agentctl: {}; waiting for it to come back (Ctrl-C to stop)",
+                guestward_core::text::escape_control(&why)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A request was answered. Returns whether the agent had been away, saying how long and
+    /// what the command does now (`then`).
+    fn answered(&mut self, then: impl FnOnce() -> String) -> bool {
+        let Some(since) = self.away_since.take() else { return false };
+        guestward_core::stdio::error_line(format_args!(
+            "agentctl: the agent answers again after {} s; {}",
+            since.elapsed().as_secs(),
+            then()
+        ));
+        true
+    }
 }
 
 /// Reports a failure once: one line on stderr, and with `json` the failure object on stdout.
@@ -882,41 +925,23 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             // script dead. Only once the agent has answered: a first request that fails still
             // fails, as every command's does.
             let mut answered = false;
-            let mut away: Option<std::time::Instant> = None;
+            let mut reconnect = Reconnect::default();
             loop {
                 let events: Vec<guestward_history::StoredEvent> =
                     match runtime.block_on(client.post("/v1/events", &query)) {
                         Ok(events) => events,
-                        Err(e) if follow && answered && agent_away(&e) => {
-                            if away.is_none() {
-                                away = Some(std::time::Instant::now());
-                                let why = match &e {
-                                    ClientError::NotRunning { socket } => {
-                                        format!("the agent stopped (nothing listens on {})", socket.display())
-                                    }
-                                    other => other.to_string(),
-                                };
-                                guestward_core::stdio::error_line(format_args!(
-                                    "agentctl: {}; waiting for it to come back (Ctrl-C to stop)",
-                                    guestward_core::text::escape_control(&why)
-                                ));
-                            }
+                        Err(e) if follow && answered => {
+                            reconnect.failed(e)?;
                             std::thread::sleep(Duration::from_secs(1));
                             continue;
                         }
                         Err(e) => return Err(e.into()),
                     };
                 answered = true;
-                if let Some(since) = away.take() {
-                    guestward_core::stdio::error_line(format_args!(
-                        "agentctl: the agent answers again after {} s; following on {}",
-                        since.elapsed().as_secs(),
-                        match query.after_id {
-                            Some(id) => format!("after event {id}"),
-                            None => "from where it started".to_string(),
-                        }
-                    ));
-                }
+                reconnect.answered(|| match query.after_id {
+                    Some(id) => format!("following on after event {id}"),
+                    None => "following on from where it started".to_string(),
+                });
                 if let Some(last) = events.last() {
                     query.after_id = Some(last.id);
                 }
@@ -973,32 +998,52 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             Ok(if status.degraded { exit::DEGRADED } else { exit::OK })
         }
         Command::Fim { command: FimCtl::Baseline { wait, .. } } => {
-            let fetch = || -> anyhow::Result<guestward_fim::FimStatus> {
-                Ok(runtime.block_on(client.get("/v1/fim/status"))?)
-            };
+            let fetch = || runtime.block_on(client.get::<guestward_fim::FimStatus>("/v1/fim/status"));
             let mut status = fetch()?;
             // Bounded: a baseline of a large tree on a gentle rate limit can take a while, but
             // not forever; give up waiting (the scan goes on in the daemon) after 24 h.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
             // Also while the monitor is still starting (right after the daemon started, its
             // first scan has not begun: there is no progress yet, and no baseline either), for
-            // at most a minute: a monitor that never gets going is reported, not waited for.
-            let asked = std::time::Instant::now();
-            let busy = |s: &guestward_fim::FimStatus| {
+            // at most a minute from the agent's start: a monitor that never gets going is
+            // reported, not waited for.
+            let mut started = std::time::Instant::now();
+            let busy = |s: &guestward_fim::FimStatus, started: std::time::Instant| {
                 use guestward_fim::MonitorState as M;
                 s.scan_progress.is_some()
                     || matches!(s.state, M::Baselining | M::Verifying)
-                    || (s.state == M::Starting && asked.elapsed() < std::time::Duration::from_secs(60))
+                    || (s.state == M::Starting && started.elapsed() < std::time::Duration::from_secs(60))
             };
-            while wait && busy(&status) && std::time::Instant::now() < deadline {
+            // An image build waits here, and the agent may be restarted meanwhile (a config
+            // change, a package upgrade): wait for it, the baseline resumes where it stopped.
+            let mut reconnect = Reconnect::default();
+            while wait && busy(&status, started) && std::time::Instant::now() < deadline {
                 if !cli.json
                     && let Some(p) = &status.scan_progress
                 {
                     writeln!(out, "scanning: {}", progress_words(p))?;
                     out.flush()?;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(500));
-                status = fetch()?;
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    match fetch() {
+                        Ok(fresh) => {
+                            status = fresh;
+                            break;
+                        }
+                        Err(e) => {
+                            reconnect.failed(e)?;
+                            if std::time::Instant::now() >= deadline {
+                                anyhow::bail!(
+                                    "the agent did not come back within 24 h of waiting for the baseline"
+                                );
+                            }
+                        }
+                    }
+                }
+                if reconnect.answered(|| "waiting for the baseline again".to_string()) {
+                    started = std::time::Instant::now();
+                }
             }
             let complete = status.baseline_completed_at.is_some();
             if cli.json {

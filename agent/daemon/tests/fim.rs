@@ -583,3 +583,47 @@ fn baseline_without_wait_shows_the_first_baseline_s_progress() {
     assert!(out.starts_with("no complete baseline yet; the agent is building it: "), "{out}");
     assert!(out.contains(" entries, ") && out.contains(" hashed, "), "{out}");
 }
+
+/// An image build waits for the first baseline with `fim baseline --wait`, and the agent may be
+/// restarted meanwhile (a config change, a package upgrade). The wait went on only until the
+/// agent stopped (exit 2, "not running"); now it waits for the agent to come back, says so on
+/// stderr, and ends when the baseline is complete.
+#[test]
+fn baseline_wait_goes_on_through_an_agent_restart() {
+    use std::io::Read;
+    let tree = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        std::fs::write(tree.path().join(format!("f{i}")), format!("content {i}\n")).unwrap();
+    }
+    // 20 files a second: the first baseline takes about 10 s, and is restarted under the wait.
+    let mut daemon = Daemon::start_with(
+        &format!(
+            "[imds]\nenabled = false\n[fim]\npaths = [\"{}\"]\n[fim.initial_scan_rate]\nfiles_per_sec = 20\n",
+            tree.path().display()
+        ),
+        &[],
+    );
+    let mut waiter = agentctl()
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["fim", "baseline", "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    daemon.wait_for(
+        || daemon.ctl(&["fim", "baseline"]).1.contains("building it"),
+        "the first baseline under way",
+    );
+    daemon.restart_after(std::time::Duration::from_secs(2));
+    let status = guestward_core::testing::wait_bounded(&mut waiter, std::time::Duration::from_secs(120));
+    let (mut out, mut err) = (String::new(), String::new());
+    waiter.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    waiter.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{out}{err}");
+    assert!(out.lines().last().is_some_and(|l| l.starts_with("baseline complete: ")), "{out}");
+    assert!(
+        err.contains("waiting for it to come back") && err.contains("waiting for the baseline again"),
+        "{err}"
+    );
+}
