@@ -464,33 +464,25 @@ mod tests {
 
     #[test]
     fn systemd_unit_from_cgroup_v2_and_v1() {
-        assert_eq!(systemd_unit("0::/system.slice/ssh.service\n").as_deref(), Some("ssh.service"));
-        assert_eq!(
-            systemd_unit("0::/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service\n")
-                .as_deref(),
-            Some("user@1000.service/foo.service")
-        );
-        // A user names the cgroups of their own manager: theirs is not the system's sshd.
-        assert_eq!(
-            systemd_unit("0::/user.slice/user-1000.slice/user@1000.service/sshd.service\n").as_deref(),
-            Some("user@1000.service/sshd.service")
-        );
-        assert_eq!(
-            systemd_unit("0::/user.slice/user-1000.slice/user@1000.service/init.scope\n").as_deref(),
-            Some("user@1000.service/init.scope")
-        );
-        assert_eq!(
-            systemd_unit("0::/user.slice/user-1000.slice/user@1000.service\n").as_deref(),
-            Some("user@1000.service")
-        );
-        assert_eq!(
-            systemd_unit("0::/user.slice/user-1000.slice/session-3.scope\n").as_deref(),
-            Some("session-3.scope")
-        );
-        assert_eq!(
-            systemd_unit("12:cpu,cpuacct:/x\n1:name=systemd:/system.slice/docker-ab.scope\n").as_deref(),
-            Some("docker-ab.scope")
-        );
+        // A user names the cgroups of their own manager: their `sshd.service` is not the
+        // system's, and is reported below `user@UID.service`.
+        for (cgroup, unit) in [
+            ("0::/system.slice/ssh.service\n", "ssh.service"),
+            (
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service\n",
+                "user@1000.service/foo.service",
+            ),
+            (
+                "0::/user.slice/user-1000.slice/user@1000.service/sshd.service\n",
+                "user@1000.service/sshd.service",
+            ),
+            ("0::/user.slice/user-1000.slice/user@1000.service/init.scope\n", "user@1000.service/init.scope"),
+            ("0::/user.slice/user-1000.slice/user@1000.service\n", "user@1000.service"),
+            ("0::/user.slice/user-1000.slice/session-3.scope\n", "session-3.scope"),
+            ("12:cpu,cpuacct:/x\n1:name=systemd:/system.slice/docker-ab.scope\n", "docker-ab.scope"),
+        ] {
+            assert_eq!(systemd_unit(cgroup).as_deref(), Some(unit), "{cgroup:?}");
+        }
         assert_eq!(systemd_unit("0::/\n"), None);
         assert_eq!(systemd_unit("garbage"), None);
     }
