@@ -1,7 +1,7 @@
 //! The reference collector: receives agents' reports over mutual TLS, binds each report to the
 //! host identity of the client certificate that delivered it, stores it (SQLite behind the
 //! [`store::Store`] trait) and serves the fleet's state to operators. Also the dev PKI that
-//! issues the certificates ([`pki`]).
+//! issues the certificates ([`pki`]), and the operator's client of the API ([`operator`]).
 //!
 //! The wire protocol is `guestward_report::ingest`; `docs/collector.md` is the operator's guide.
 //! A report flows: [`server`] (connection caps, TLS, timeouts) → `api` (identity, rate limit,
@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod operator;
 pub mod pki;
 pub mod ratelimit;
 pub mod server;

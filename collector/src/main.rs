@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use guestward_collector::{config, pki};
+use guestward_collector::{config, operator, pki};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,12 @@ use std::process::ExitCode;
 ///   guestward-collector pki issue-operator --dir pki --name alice
 ///   guestward-collector serve --pki-dir pki --db collector.db --listen 127.0.0.1:8443
 ///
+/// As an operator (from anywhere that reaches the collector):
+///
+///   export GUESTWARD_COLLECTOR_URL=https://localhost:8443
+///   guestward-collector hosts --pki-dir pki --operator alice
+///   guestward-collector findings --pki-dir pki --operator alice --id 'GW-FIM-*'
+///
 /// See docs/collector.md for the config file, the endpoints and deployment behind a load balancer.
 #[derive(Debug, Parser)]
 #[command(name = "guestward-collector", version, verbatim_doc_comment)]
@@ -30,7 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the collector API (POST /v1/reports, GET /v1/hosts, GET /v1/hosts/{id}, GET /healthz) over mutual TLS.
+    /// Serve the collector API (POST /v1/reports, GET /v1/hosts, GET /v1/hosts/{id}, GET
+    /// /v1/findings, GET /healthz) over mutual TLS.
     ///
     /// Every setting comes from the config file (all keys have defaults; relative paths are taken
     /// from the file's directory); the flags below override it. Stops on SIGINT or SIGTERM after
@@ -42,6 +49,44 @@ enum Command {
     /// without --force.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Every host that has reported: when it last delivered, reports stored and never
+    /// received, agent version, bytes stored, client certificate expiry (GET /v1/hosts).
+    ///
+    /// Asks a running collector as an operator, over mutual TLS (see the connection options).
+    ///
+    /// Exit status: 0 answered, 1 no usable answer (unreachable, refused, a file unreadable),
+    /// 2 usage error.
+    Hosts(AskArgs),
+    /// One host: its delivery record, its latest report as `guestward-agent scan` prints it,
+    /// and its recent events (GET /v1/hosts/ID).
+    ///
+    /// Exit status: 0 answered, 1 no usable answer (the host unknown included), 2 usage error.
+    Host {
+        /// The host id, as `hosts` lists it.
+        #[arg(value_name = "HOST_ID")]
+        host_id: String,
+        #[command(flatten)]
+        ask: AskArgs,
+    },
+    /// Which hosts have which findings now: the findings of every host's latest report, most
+    /// severe first, where each is (GET /v1/findings).
+    ///
+    /// At most 10,000 findings (and 8 MiB of them) per answer; the rest are counted: narrow
+    /// the query with --id and --min-severity.
+    ///
+    /// Exit status: 0 answered (whether or not a finding matched), 1 no usable answer, 2 usage
+    /// error. In scripts: `--json | jq '.findings | length'`.
+    Findings {
+        /// A finding id (GW-FIM-006), or a prefix ending in `*` (quote it: 'GW-FIM-*'); repeat
+        /// for several. Default: every id.
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+        /// The lowest severity listed.
+        #[arg(long, value_name = "SEVERITY")]
+        min_severity: Option<SeverityArg>,
+        #[command(flatten)]
+        ask: AskArgs,
+    },
     /// Maintenance of the database. Stop the collector first: each command needs the database
     /// to itself, and refuses while another process has it open.
     #[command(subcommand)]
@@ -71,6 +116,101 @@ struct ServeArgs {
     /// The SQLite database, created 0600 if missing (overrides `db`).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
+}
+
+/// How an operator's command reaches the collector and who it is. Each option may come from
+/// the environment instead (the variable is named in its help), so that a shell sets them once.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Connection")]
+struct AskArgs {
+    /// The collector's address.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GUESTWARD_COLLECTOR_URL",
+        default_value = "https://localhost:8443"
+    )]
+    url: String,
+    /// A PKI directory made by `pki init`, with --operator: uses DIR/ca.pem and
+    /// DIR/operators/NAME/cert.pem and key.pem (each overridden by --ca, --cert, --key).
+    #[arg(long, value_name = "DIR", env = "GUESTWARD_PKI_DIR", requires = "operator")]
+    pki_dir: Option<PathBuf>,
+    /// The operator's name in --pki-dir (as `pki issue-operator --name` issued it).
+    #[arg(long, value_name = "NAME", env = "GUESTWARD_OPERATOR", requires = "pki_dir")]
+    operator: Option<String>,
+    /// The CA that issued the collector's certificate (PEM). The system's roots are never used.
+    #[arg(long, value_name = "FILE", env = "GUESTWARD_COLLECTOR_CA")]
+    ca: Option<PathBuf>,
+    /// The operator's certificate (PEM).
+    #[arg(long, value_name = "FILE", env = "GUESTWARD_OPERATOR_CERT")]
+    cert: Option<PathBuf>,
+    /// The operator's private key (PEM; refused when group or others may read it).
+    #[arg(long, value_name = "FILE", env = "GUESTWARD_OPERATOR_KEY")]
+    key: Option<PathBuf>,
+    /// How long the request may take, in seconds, answer included (connecting: at most 10).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Print the collector's answer as one JSON object (the protocol's types, see
+    /// docs/collector.md) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--min-severity`'s values (`guestward_core::Severity`, lowest first).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SeverityArg {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<SeverityArg> for guestward_core::Severity {
+    fn from(s: SeverityArg) -> Self {
+        match s {
+            SeverityArg::Info => Self::Info,
+            SeverityArg::Low => Self::Low,
+            SeverityArg::Medium => Self::Medium,
+            SeverityArg::High => Self::High,
+            SeverityArg::Critical => Self::Critical,
+        }
+    }
+}
+
+impl AskArgs {
+    /// The files to use: each given one, else --pki-dir's.
+    fn connection(&self) -> anyhow::Result<operator::Connection> {
+        let from_pki = match (&self.pki_dir, &self.operator) {
+            (Some(dir), Some(name)) => {
+                pki::validate_name("operator name", name)?;
+                let paths = pki::PkiPaths::new(dir);
+                let operator = paths.operator_dir(name);
+                if !operator.is_dir() {
+                    anyhow::bail!(
+                        "{}: no such operator in {} (issue one with `guestward-collector pki issue-operator --dir {} --name {name}`)",
+                        operator.display(),
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                Some((paths.ca_cert(), operator.join("cert.pem"), operator.join("key.pem")))
+            }
+            _ => None,
+        };
+        let pick = |given: &Option<PathBuf>, derived: Option<PathBuf>, flag: &str| {
+            given.clone().or(derived).with_context(|| {
+                format!("no {flag} file: give {flag} FILE, or --pki-dir DIR --operator NAME (see --help)")
+            })
+        };
+        Ok(operator::Connection {
+            url: self.url.clone(),
+            ca: pick(&self.ca, from_pki.as_ref().map(|f| f.0.clone()), "--ca")?,
+            cert: pick(&self.cert, from_pki.as_ref().map(|f| f.1.clone()), "--cert")?,
+            key: pick(&self.key, from_pki.as_ref().map(|f| f.2.clone()), "--key")?,
+            timeout: std::time::Duration::from_secs(self.timeout),
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +341,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Db(DbCommand::Compact(args)) => compact(args),
+        Command::Hosts(ask) => ask_collector(&ask, Question::Hosts),
+        Command::Host { host_id, ask } => {
+            pki::validate_name("host id", &host_id)?;
+            ask_collector(&ask, Question::Host(host_id))
+        }
+        Command::Findings { ids, min_severity, ask } => ask_collector(
+            &ask,
+            Question::Findings(operator::FindingQuery { ids, min_severity: min_severity.map(Into::into) }),
+        ),
         Command::Pki(cmd) => {
             let written = match &cmd {
                 PkiCommand::Init { common } => pki::init(&common.dir, common.options()),
@@ -239,6 +388,55 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+/// What an operator's command asks.
+enum Question {
+    Hosts,
+    Host(String),
+    Findings(operator::FindingQuery),
+}
+
+/// Asks the collector and prints its answer: a table, or with --json the answer as JSON.
+fn ask_collector(ask: &AskArgs, question: Question) -> anyhow::Result<()> {
+    use std::io::Write;
+    let client = operator::OperatorClient::new(&ask.connection()?)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let now = guestward_core::Timestamp::now();
+    let mut out = std::io::BufWriter::new(guestward_core::stdio::stdout());
+    // JSON is made whole before it is written (`to_writer` would hide a write error inside a
+    // serde error): a closed pipe must reach the exit code as the I/O error it is.
+    match question {
+        Question::Hosts => {
+            let list = runtime.block_on(client.hosts())?;
+            if ask.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                operator::render_hosts(&list, now, &mut out)?;
+            }
+        }
+        Question::Host(id) => {
+            let detail = runtime.block_on(client.host(&id))?;
+            if ask.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&detail)?)?;
+            } else {
+                operator::render_host(detail, now, &mut out)?;
+            }
+        }
+        Question::Findings(query) => {
+            let answer = runtime.block_on(client.findings(&query))?;
+            if ask.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+            } else {
+                operator::render_findings(&answer, &mut out)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Why `db compact` failed when only its output could not be written: the database is done.

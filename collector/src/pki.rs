@@ -451,6 +451,17 @@ pub(crate) fn read_capped(path: &Path, follow_symlinks: bool) -> Result<Vec<u8>,
         .map_err(|e| read_error_reason(&e))
 }
 
+/// [`read_capped`] for an operator's command: the advice on permissions is the operator's.
+pub(crate) fn read_capped_as_operator(path: &Path, follow_symlinks: bool) -> Result<Vec<u8>, String> {
+    guestward_core::read_regular_file_capped(path, MAX_PEM_BYTES, follow_symlinks).map_err(|e| match e {
+        guestward_core::HostFsError::PermissionDenied { .. } => format!(
+            "{} (the operator's certificate, key and CA file must be readable by the user running this command)",
+            e.reason()
+        ),
+        _ => e.reason(),
+    })
+}
+
 /// Why the collector could not read a file, without its path (the caller's error names it),
 /// with the collector's advice on permissions, not the agent's (which names the agent's
 /// capability and unit).

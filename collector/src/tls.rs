@@ -1,6 +1,7 @@
 //! The collector's TLS configurations: one that requires a client certificate (everyone), one
 //! that allows a connection without one (trusted proxies only, which forward the client's
-//! certificate in a header instead).
+//! certificate in a header instead). Also the operator's side: the client configuration of
+//! `guestward-collector hosts | host | findings` ([`operator_client_config`]).
 
 use crate::config::{ServeConfig, TlsMinVersion};
 use rustls::RootCertStore;
@@ -43,21 +44,9 @@ impl TlsSetup {
     /// Reads the CA, certificate and key files of `config`.
     pub fn load(config: &ServeConfig) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = RootCertStore::empty();
-        for ca in read_certs(&config.ca_file)? {
-            roots.add(ca).map_err(|e| TlsError::File {
-                path: config.ca_file.clone(),
-                reason: format!("unusable CA: {e}"),
-            })?;
-        }
-        let roots = Arc::new(roots);
-        let chain = read_certs(&config.cert_file)?;
-        refuse_exposed_key(&config.key_file)?;
-        let key_bytes = read(&config.key_file, false)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsError::File {
-            path: config.key_file.clone(),
-            reason: format!("no PEM private key: {e}"),
-        })?;
+        let roots = Arc::new(read_roots(&config.ca_file, Reader::Collector)?);
+        let chain = read_certs(&config.cert_file, Reader::Collector)?;
+        let key = read_key(&config.key_file, Reader::Collector)?;
 
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
@@ -88,9 +77,43 @@ impl TlsSetup {
     }
 }
 
-/// The collector's private key must not be readable by group or others: a key that leaked to
-/// another local user lets that user impersonate the collector to every agent.
-fn refuse_exposed_key(path: &Path) -> Result<(), TlsError> {
+/// The client configuration an operator asks the collector with: the collector's certificate
+/// verified against `ca` (rustls' WebPki verifier, name included: nothing here turns it off),
+/// and the operator's certificate (`cert`, `key`) presented. TLS 1.3 or 1.2, as the collector
+/// may allow either.
+pub fn operator_client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = read_roots(ca, Reader::Operator)?;
+    let chain = read_certs(cert, Reader::Operator)?;
+    let key_der = read_key(key, Reader::Operator)?;
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key_der)
+        .map_err(|e| TlsError::File {
+            path: key.to_path_buf(),
+            reason: format!(
+                "cannot be used with {} ({e}): is it the key of that certificate?",
+                cert.display()
+            ),
+        })
+}
+
+/// Whose files are read: the advice on a file that cannot be read differs.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    /// `serve`: the service user must read them.
+    Collector,
+    /// An operator's command: the user running it must.
+    Operator,
+}
+
+/// A private key must not be readable by group or others: the collector's key, leaked to
+/// another local user, lets that user impersonate the collector to every agent; an
+/// operator's, read the fleet's state. A symlink is not followed (the mode checked must be the
+/// key's own).
+fn read_key(path: &Path, reader: Reader) -> Result<PrivateKeyDer<'static>, TlsError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| TlsError::File { path: path.to_path_buf(), reason: e.to_string() })?;
@@ -103,16 +126,32 @@ fn refuse_exposed_key(path: &Path) -> Result<(), TlsError> {
             ),
         });
     }
-    Ok(())
+    let bytes = read(path, false, reader)?;
+    // The error names the PEM problem only, never key material.
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| TlsError::File { path: path.to_path_buf(), reason: format!("no PEM private key: {e}") })
 }
 
-fn read(path: &Path, follow_symlinks: bool) -> Result<Vec<u8>, TlsError> {
-    crate::pki::read_capped(path, follow_symlinks)
-        .map_err(|reason| TlsError::File { path: path.to_path_buf(), reason })
+fn read(path: &Path, follow_symlinks: bool, reader: Reader) -> Result<Vec<u8>, TlsError> {
+    let reason = match reader {
+        Reader::Collector => crate::pki::read_capped(path, follow_symlinks),
+        Reader::Operator => crate::pki::read_capped_as_operator(path, follow_symlinks),
+    };
+    reason.map_err(|reason| TlsError::File { path: path.to_path_buf(), reason })
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path, true)?;
+fn read_roots(path: &Path, reader: Reader) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(path, reader)? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsError::File { path: path.to_path_buf(), reason: format!("unusable CA: {e}") })?;
+    }
+    Ok(roots)
+}
+
+fn read_certs(path: &Path, reader: Reader) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path, true, reader)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::File { path: path.to_path_buf(), reason: format!("bad PEM: {e}") })?;

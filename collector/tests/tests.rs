@@ -9,6 +9,7 @@ mod common;
 mod handshake;
 mod ingest;
 mod limits;
+mod operator;
 mod pki;
 mod proxy;
 mod retention;

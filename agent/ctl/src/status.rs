@@ -96,13 +96,13 @@ pub fn effective_health(status: &Status) -> HealthStatus {
 
 /// How long before `now` `at` was, for a person (`5m`).
 fn ago(now: Timestamp, at: Timestamp) -> String {
-    human_duration(now.unix_secs().saturating_sub(at.unix_secs()))
+    human::duration(now.unix_secs().saturating_sub(at.unix_secs()))
 }
 
 /// When `at` comes after `now`: `in 5m`, or `due now` once it has passed.
 fn until(now: Timestamp, at: Timestamp) -> String {
     let secs = at.unix_secs().saturating_sub(now.unix_secs());
-    if secs <= 0 { "due now".to_string() } else { format!("in {}", human_duration(secs)) }
+    if secs <= 0 { "due now".to_string() } else { format!("in {}", human::duration(secs)) }
 }
 
 /// The lowercase word of a report section's status.
@@ -141,7 +141,7 @@ pub fn render(status: &Status, now: Timestamp, width: Width, out: &mut dyn Write
             "agent       guestward-agent {} running (pid {}), up {} (since {})",
             status.version,
             status.pid,
-            human_duration(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX)),
+            human::duration(i64::try_from(status.uptime_secs).unwrap_or(i64::MAX)),
             status.started_at.human()
         ),
     )?;
@@ -176,7 +176,7 @@ pub fn render(status: &Status, now: Timestamp, width: Width, out: &mut dyn Write
     }
     header.push_str(&format!(
         ", every {}",
-        human_duration(i64::try_from(status.scan_interval_secs).unwrap_or(0))
+        human::duration(i64::try_from(status.scan_interval_secs).unwrap_or(0))
     ));
     writeln!(out, "{}", width.text(&header, 12))?;
     if !status.collectors.is_empty() {
@@ -408,7 +408,7 @@ fn render_self_limits(
             format_args!(
                 "  history   throttled {} time(s), {} in all since start (FIM hashing and full scans slowed)",
                 l.throttle_episodes_total,
-                human_duration(i64::try_from(l.throttled_secs_total).unwrap_or(i64::MAX))
+                human::duration(i64::try_from(l.throttled_secs_total).unwrap_or(i64::MAX))
             ),
         )?;
     }
@@ -584,23 +584,12 @@ fn wrap(line: &str, width: usize, indent: usize) -> String {
     out
 }
 
-/// `90s`, `5m`, `3h 20m`, `2d 4h`: an age at a glance.
-pub fn human_duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3_600 => format!("{}m", secs / 60),
-        3_600..86_400 => format!("{}h {}m", secs / 3_600, secs % 3_600 / 60),
-        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3_600),
-    }
-}
-
 /// `850 ms`, `1.2 s`, `3m`: a run's duration.
 fn human_millis(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms} ms"),
         1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        _ => human_duration(i64::try_from(ms / 1000).unwrap_or(i64::MAX)),
+        _ => human::duration(i64::try_from(ms / 1000).unwrap_or(i64::MAX)),
     }
 }
 
@@ -1055,16 +1044,6 @@ mod tests {
 
     #[test]
     fn ages_sizes_and_cuts_read_at_a_glance() {
-        assert_eq!(
-            [
-                human_duration(-5),
-                human_duration(59),
-                human_duration(61),
-                human_duration(3_660),
-                human_duration(90_000)
-            ],
-            ["0s", "59s", "1m", "1h 1m", "1d 1h"]
-        );
         assert_eq!(
             [human_millis(850), human_millis(1_234), human_millis(125_000)],
             ["850 ms", "1.2 s", "2m"]

@@ -4,7 +4,7 @@ use crate::support::*;
 use std::time::Duration;
 
 /// `bash scripts/demo` from the repository root exits 0 and prints the demo host (`demo-host`)
-/// in the collector's host list.
+/// in the collector's host list, with the one report it delivered, and the fleet's findings.
 #[test]
 fn scripts_demo_runs_and_lists_the_demo_host() {
     for tool in ["curl", "python3"] {
@@ -31,7 +31,21 @@ fn scripts_demo_runs_and_lists_the_demo_host() {
         }
         let out = run_bounded(&mut cmd, Duration::from_secs(80));
         out.assert_success("scripts/demo");
-        assert!(out.stdout.contains("\"hosts\""), "scripts/demo printed no host list:\n{out}");
-        assert!(out.stdout.contains("\"demo-host\""), "scripts/demo's host list lacks the demo host:\n{out}");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        let table = lines.iter().position(|l| l.starts_with("HOST ")).unwrap_or_else(|| {
+            panic!("scripts/demo printed no host list:\n{out}");
+        });
+        let row: Vec<&str> = lines.get(table + 1).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+        // HOST, LAST SEEN (`0s ago`), REPORTS, MISSING.
+        assert_eq!(
+            row.get(..5).map(|r| [r[0], r[2], r[3], r[4]]),
+            Some(["demo-host", "ago", "1", "0"]),
+            "the demo host, one report, none missing:\n{out}"
+        );
+        assert!(
+            out.stdout.contains("on 1 host; 1 host searched")
+                || out.stdout.contains("no finding matches (1 host searched)"),
+            "scripts/demo printed no findings answer:\n{out}"
+        );
     });
 }

@@ -1,0 +1,526 @@
+//! The operator's side of the collector API: `guestward-collector hosts`, `host ID` and
+//! `findings` ask a running collector, over mutual TLS with an operator certificate, what
+//! `GET /v1/hosts`, `GET /v1/hosts/{id}` and `GET /v1/findings` answer, and print it for a
+//! person (tables, agent-sent text escaped) or as JSON.
+//!
+//! The same rules as the agent's shipper: the collector's certificate is verified against the
+//! CA given (never the system's roots: the fleet's CA is private), HTTPS only, no redirects
+//! (a redirect would present the operator's certificate elsewhere), every answer bounded in
+//! size and time.
+
+use crate::tls::{self, TlsError};
+use guestward_core::text::{TerminalSafe, escape_control, write_columns};
+use guestward_core::{Severity, Timestamp, human};
+use guestward_report::ingest::{ErrorBody, FINDINGS_PATH, FleetFindings, HostDetail, HostList, HostSummary};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The most bytes of one answer read: a host's latest report may be as large as the collector's
+/// `max_decompressed_bytes` lets it be (64 MiB by default), and its events come with it.
+pub const MAX_ANSWER_BYTES: u64 = 256 << 20;
+
+/// How long a connection (TCP and TLS) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the collector is and who asks it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The collector's base URL (`https://collector.example:8443`).
+    pub url: String,
+    /// The CA that issued the collector's server certificate (PEM).
+    pub ca: PathBuf,
+    /// The operator's certificate (PEM).
+    pub cert: PathBuf,
+    /// The operator's private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// How long one request may take, answer included.
+    pub timeout: Duration,
+}
+
+/// Why an operator's question got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// The URL is not an `https://` address.
+    #[error("`{url}` is not a collector URL: {reason}")]
+    Url {
+        /// As given (truncated).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The CA, certificate or key file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTPS client: {0}")]
+    Client(String),
+    /// No answer: the connection, the TLS handshake or the time limit failed.
+    #[error("GET {url}: {reason}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// Why, with a hint where one helps.
+        reason: String,
+    },
+    /// The collector answered with an error.
+    #[error("GET {url}: the collector answered {status} ({code}): {message}")]
+    Refused {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The error code of its `ErrorBody` (`forbidden`, `not_found`...).
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// An answer that is too large or not what the protocol says.
+    #[error("GET {url}: the answer is unusable: {reason}")]
+    Answer {
+        /// The URL asked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A `GET /v1/findings` query.
+#[derive(Debug, Clone, Default)]
+pub struct FindingQuery {
+    /// Exact ids, or prefixes ending in `*`; any of them matches. Empty: every id.
+    pub ids: Vec<String>,
+    /// The lowest severity listed.
+    pub min_severity: Option<Severity>,
+}
+
+/// A client of one collector, with one operator identity.
+#[derive(Debug)]
+pub struct OperatorClient {
+    client: reqwest::Client,
+    base: reqwest::Url,
+}
+
+impl OperatorClient {
+    /// Reads the CA, certificate and key, and sets up the client. Nothing is sent yet.
+    pub fn new(connection: &Connection) -> Result<Self, OperatorError> {
+        let url_error = |reason: &str| OperatorError::Url {
+            url: guestward_core::text::truncate_chars(&connection.url, 200).into_owned(),
+            reason: reason.to_string(),
+        };
+        let base = reqwest::Url::parse(&connection.url).map_err(|e| url_error(&e.to_string()))?;
+        if base.scheme() != "https" {
+            return Err(url_error("the collector speaks HTTPS only (https://HOST:PORT)"));
+        }
+        if base.query().is_some() || base.fragment().is_some() || !base.username().is_empty() {
+            return Err(url_error("give the collector's address only, without a query, fragment or user"));
+        }
+        let config = tls::operator_client_config(&connection.ca, &connection.cert, &connection.key)?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT.min(connection.timeout))
+            .timeout(connection.timeout)
+            .user_agent(concat!("guestward-collector/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OperatorError::Client(error_chain(&e)))?;
+        Ok(Self { client, base })
+    }
+
+    /// `GET /v1/hosts`.
+    pub async fn hosts(&self) -> Result<HostList, OperatorError> {
+        self.get(self.endpoint(&["v1", "hosts"], &[])).await
+    }
+
+    /// `GET /v1/hosts/{host_id}`.
+    pub async fn host(&self, host_id: &str) -> Result<HostDetail, OperatorError> {
+        self.get(self.endpoint(&["v1", "hosts", host_id], &[])).await
+    }
+
+    /// `GET /v1/findings` with `query`.
+    pub async fn findings(&self, query: &FindingQuery) -> Result<FleetFindings, OperatorError> {
+        let severity = query.min_severity.map(|s| s.to_string());
+        let mut pairs: Vec<(&str, &str)> = query.ids.iter().map(|id| ("id", id.as_str())).collect();
+        if let Some(s) = &severity {
+            pairs.push(("min_severity", s));
+        }
+        let path: Vec<&str> = FINDINGS_PATH.trim_start_matches('/').split('/').collect();
+        self.get(self.endpoint(&path, &pairs)).await
+    }
+
+    /// The base URL with `segments` appended (each percent-encoded as one segment: a host id
+    /// cannot reach another path) and the query `pairs`.
+    fn endpoint(&self, segments: &[&str], pairs: &[(&str, &str)]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        url
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, url: reqwest::Url) -> Result<T, OperatorError> {
+        let shown = url.to_string();
+        let response =
+            self.client.get(url).send().await.map_err(|e| OperatorError::Unreachable {
+                url: shown.clone(),
+                reason: unreachable_reason(&e),
+            })?;
+        let status = response.status();
+        let body = read_capped(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|reason| OperatorError::Answer { url: shown.clone(), reason })?;
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(e) => (e.error, e.message),
+                Err(_) => ("no error body".to_string(), snippet(&body)),
+            };
+            return Err(OperatorError::Refused { url: shown, status: status.as_u16(), code, message });
+        }
+        serde_json::from_slice(&body).map_err(|e| OperatorError::Answer {
+            url: shown,
+            reason: format!("not the protocol's JSON ({e}): is this a guestward collector of this version?"),
+        })
+    }
+}
+
+/// Why a request got no answer: the causes under reqwest's own message (which repeats the URL
+/// the error already names), with a hint for the failures an operator can fix.
+fn unreachable_reason(e: &reqwest::Error) -> String {
+    let text = match std::error::Error::source(e) {
+        Some(cause) => error_chain(cause),
+        None => e.to_string(),
+    };
+    let hint = if e.is_timeout() {
+        " (no answer in time: is the collector up, and the address right? --timeout waits longer)"
+    } else if text.contains("UnknownIssuer") {
+        " (the collector's certificate was not issued by the CA given: --ca must be the collector's CA)"
+    } else if text.contains("NotValidForName") {
+        " (the collector's certificate does not name this host: use a name it was issued for, or reissue it with `pki issue-server`)"
+    } else if text.contains("alert") {
+        " (the collector refused this certificate: is it an operator certificate from the collector's CA, and not expired?)"
+    } else if e.is_connect() {
+        " (is the collector running and listening there? --url, or GUESTWARD_COLLECTOR_URL, names it)"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
+/// An error and its causes, joined, each message once.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let message = s.to_string();
+        if !parts.iter().any(|p| p.contains(&message)) {
+            parts.push(message);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Reads an answer body, at most `cap` bytes.
+async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > cap) {
+        return Err(format!("larger than {} (the most this command reads)", human::bytes(cap)));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if u64::try_from(body.len() + chunk.len()).unwrap_or(u64::MAX) > cap {
+                    return Err(format!("larger than {} (the most this command reads)", human::bytes(cap)));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("reading it: {}", error_chain(&e))),
+        }
+    }
+}
+
+/// At most 200 characters of a body that is not an `ErrorBody`, control characters escaped.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    if text.trim().is_empty() { "no message".to_string() } else { escape_control(text.trim()).into_owned() }
+}
+
+/// `GET /v1/hosts` as a table: each host's last delivery, what it stored, its certificate.
+pub fn render_hosts(list: &HostList, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+    let out: &mut dyn Write = &mut TerminalSafe::new(out);
+    if list.hosts.is_empty() {
+        return writeln!(out, "no host has reported to this collector yet");
+    }
+    let rows: Vec<[String; 7]> = list
+        .hosts
+        .iter()
+        .map(|h| {
+            [
+                h.host_id.clone(),
+                format!("{} ago", human::duration(i64::try_from(h.secs_since_last_seen).unwrap_or(i64::MAX))),
+                h.reports_stored.to_string(),
+                h.missing_sequences.to_string(),
+                h.agent_version.clone(),
+                human::bytes(h.stored_bytes),
+                certificate_expiry(h, now),
+            ]
+        })
+        .collect();
+    write_columns(
+        out,
+        ["HOST", "LAST SEEN", "REPORTS", "MISSING", "AGENT", "STORED", "CERTIFICATE EXPIRES"],
+        &rows,
+    )?;
+    let missing: u64 = list.hosts.iter().map(|h| h.missing_sequences).sum();
+    writeln!(
+        out,
+        "\n{}{}",
+        guestward_core::text::counted(list.hosts.len() as u64, "host", "hosts"),
+        if missing > 0 {
+            format!(
+                "; {} never received (MISSING: lost or dropped by an agent's full spool)",
+                guestward_core::text::counted(missing, "report", "reports")
+            )
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// `2027-12-07 (in 364d)`, `2026-12-08 (in 20h 5m)`, `2026-12-01 (EXPIRED 6d ago)`, or `-`
+/// before any certificate. Whole days once a day or more is left: hours beside a year are noise.
+fn certificate_expiry(host: &HostSummary, now: Timestamp) -> String {
+    let Some(cert) = &host.client_certificate else {
+        return "-".to_string();
+    };
+    let date = cert.not_after.human().to_string();
+    let date = date.get(..10).unwrap_or(&date).to_string();
+    let left = cert.not_after.unix_secs().saturating_sub(now.unix_secs());
+    const DAY: i64 = 86_400;
+    match left {
+        ..=0 => format!("{date} (EXPIRED {} ago)", human::duration(-left)),
+        1..DAY => format!("{date} (in {})", human::duration(left)),
+        _ => format!("{date} (in {}d)", left / DAY),
+    }
+}
+
+/// How many of a host's recent events are shown; `--json` has them all.
+const RECENT_EVENTS_SHOWN: usize = 20;
+
+/// `GET /v1/hosts/{id}`: the delivery record, then the latest report as `guestward-agent scan`
+/// prints it, then the host's recent events (across its reports; the latest report's own
+/// events are among them, so they are shown there only).
+pub fn render_host(mut detail: HostDetail, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+    let s = &detail.summary;
+    {
+        let out: &mut dyn Write = &mut TerminalSafe::new(&mut *out);
+        writeln!(out, "host                {}", s.host_id)?;
+        writeln!(
+            out,
+            "last seen           {} ({} ago)",
+            s.last_seen.human(),
+            human::duration(i64::try_from(s.secs_since_last_seen).unwrap_or(i64::MAX))
+        )?;
+        writeln!(
+            out,
+            "reports             {} stored, last sequence {}, {} missing",
+            s.reports_stored,
+            s.last_sequence.map_or("-".to_string(), |n| n.to_string()),
+            s.missing_sequences
+        )?;
+        writeln!(out, "agent               {}", s.agent_version)?;
+        writeln!(out, "stored              {}", human::bytes(s.stored_bytes))?;
+        match &s.client_certificate {
+            Some(cert) => writeln!(
+                out,
+                "client certificate  serial {}, expires {}",
+                cert.serial,
+                certificate_expiry(s, now)
+            )?,
+            None => writeln!(out, "client certificate  -")?,
+        }
+        writeln!(out)?;
+    }
+    match detail.latest_report.as_mut() {
+        Some(report) => {
+            report.events.clear();
+            guestward_report::render::render_human(report, out)?;
+        }
+        None => writeln!(out, "no report stored")?,
+    }
+    let out: &mut dyn Write = &mut TerminalSafe::new(out);
+    let events = &detail.recent_events;
+    writeln!(out, "\nrecent events ({}, newest last):", events.len())?;
+    let skip = events.len().saturating_sub(RECENT_EVENTS_SHOWN);
+    if skip > 0 {
+        writeln!(out, "  ... {skip} earlier (see --json)")?;
+    }
+    for e in events.iter().skip(skip) {
+        writeln!(out, "  {}", guestward_report::render::event_line(e))?;
+    }
+    if detail.recent_events_omitted > 0 {
+        writeln!(
+            out,
+            "  ({} more left out by the answer's 1 MiB bound on events)",
+            detail.recent_events_omitted
+        )?;
+    }
+    Ok(())
+}
+
+/// `GET /v1/findings` as a table, most severe first (then by host), each finding's place in
+/// the last column, and the counts below.
+pub fn render_findings(answer: &FleetFindings, out: &mut dyn Write) -> std::io::Result<()> {
+    let out: &mut dyn Write = &mut TerminalSafe::new(out);
+    let searched = guestward_core::text::counted(answer.hosts_searched, "host", "hosts");
+    if answer.findings.is_empty() && answer.omitted == 0 {
+        return writeln!(out, "no finding matches ({searched} searched)");
+    }
+    let mut sorted: Vec<_> = answer.findings.iter().collect();
+    // Stable: within a severity, the collector's order (by host, then the report's order).
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.finding.severity));
+    let rows: Vec<[String; 5]> = sorted
+        .iter()
+        .map(|f| {
+            [
+                f.finding.severity.to_string(),
+                f.finding.id.clone(),
+                f.host_id.clone(),
+                escape_control(&f.finding.title).into_owned(),
+                guestward_report::render::finding_location(&f.finding)
+                    .map_or(String::new(), |at| escape_control(&at).into_owned()),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        write_columns(out, ["SEVERITY", "ID", "HOST", "TITLE", "AT"], &rows)?;
+    }
+    let hosts: std::collections::BTreeSet<&str> =
+        answer.findings.iter().map(|f| f.host_id.as_str()).collect();
+    let counts: Vec<String> =
+        [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info]
+            .iter()
+            .filter_map(|sev| {
+                let n = answer.findings.iter().filter(|f| f.finding.severity == *sev).count();
+                (n > 0).then(|| format!("{n} {sev}"))
+            })
+            .collect();
+    let counts = if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) };
+    writeln!(
+        out,
+        "\n{}{counts} on {}; {searched} searched",
+        guestward_core::text::counted(answer.findings.len() as u64, "finding", "findings"),
+        guestward_core::text::counted(hosts.len() as u64, "host", "hosts"),
+    )?;
+    if answer.omitted > 0 {
+        writeln!(
+            out,
+            "{} more matching left out: an answer holds at most {} findings and {} of them; narrow the query (--id, --min-severity)",
+            answer.omitted,
+            guestward_report::ingest::MAX_FLEET_FINDINGS,
+            human::bytes(guestward_report::ingest::MAX_FLEET_FINDINGS_BYTES)
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guestward_report::ingest::{CertificateInfo, HostFinding};
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_secs(1_800_000_000 + secs).unwrap_or_else(Timestamp::now)
+    }
+
+    fn summary(id: &str, missing: u64, not_after: Option<i64>) -> HostSummary {
+        HostSummary {
+            host_id: id.into(),
+            reports_stored: 5,
+            last_sequence: Some(5 + missing),
+            missing_sequences: missing,
+            last_seen: at(-90),
+            secs_since_last_seen: 90,
+            stored_bytes: 1536,
+            last_collected_at: at(-91),
+            agent_version: "0.1.0".into(),
+            client_certificate: not_after.map(|secs| CertificateInfo {
+                serial: "01".into(),
+                sha256: "ab".into(),
+                not_after: at(secs),
+            }),
+        }
+    }
+
+    fn shown(render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+        let mut out = Vec::new();
+        let rendered = render(&mut out);
+        assert!(rendered.is_ok(), "{rendered:?}");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn hosts_show_expired_and_near_certificates_and_the_reports_never_received() {
+        let list = HostList {
+            hosts: vec![
+                summary("i-expired", 0, Some(-6 * 86_400)),
+                summary("i-near", 3, Some(20 * 3_600 + 300)),
+                summary("i-new", 0, None),
+            ],
+        };
+        let text = shown(|out| render_hosts(&list, at(0), out));
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(
+            rows[1].starts_with("i-expired  1m ago") && rows[1].ends_with("(EXPIRED 6d 0h ago)"),
+            "{text}"
+        );
+        assert!(rows[2].ends_with("(in 20h 5m)"), "{text}");
+        assert!(rows[3].ends_with("  -"), "{text}");
+        assert_eq!(
+            rows[5],
+            "3 hosts; 3 reports never received (MISSING: lost or dropped by an agent's full spool)"
+        );
+        assert_eq!(
+            shown(|out| render_hosts(&HostList { hosts: vec![] }, at(0), out)),
+            "no host has reported to this collector yet\n"
+        );
+    }
+
+    #[test]
+    fn findings_left_out_by_the_bounds_are_counted_with_what_to_do() {
+        let finding = |host: &str, severity| HostFinding {
+            host_id: host.into(),
+            sequence: 1,
+            collected_at: at(0),
+            finding: guestward_core::Finding {
+                id: "GW-X-001".into(),
+                severity,
+                title: "t".into(),
+                evidence: serde_json::json!({}),
+                remediation: "-".into(),
+                source: "test".into(),
+            },
+        };
+        let answer = FleetFindings {
+            hosts_searched: 7,
+            findings: vec![finding("a", Severity::Medium), finding("b", Severity::Medium)],
+            omitted: 12,
+        };
+        let text = shown(|out| render_findings(&answer, out));
+        assert!(text.contains("\n2 findings (2 medium) on 2 hosts; 7 hosts searched\n"), "{text}");
+        assert!(text.ends_with("12 more matching left out: an answer holds at most 10000 findings and 8.0 MiB of them; narrow the query (--id, --min-severity)\n"), "{text}");
+        // Even the first matching finding over the size bound: counted, not "no finding".
+        let text = shown(|out| {
+            render_findings(&FleetFindings { hosts_searched: 1, findings: vec![], omitted: 1 }, out)
+        });
+        assert!(
+            text.starts_with("\n0 findings on 0 hosts; 1 host searched\n1 more matching left out"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! The operator's commands (`hosts`, `host ID`, `findings`): the real binary asking a real
+//! collector over mutual TLS, its answers compared with the API's own, and every way it can
+//! be stopped named.
+
+use crate::common::*;
+use guestward_core::Severity;
+use guestward_report::ingest::{FleetFindings, HostDetail, HostList};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_guestward-collector");
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The environment variables the commands read: cleared, so that a developer's shell cannot
+/// change what a test sees.
+const ENV: [&str; 7] = [
+    "GUESTWARD_COLLECTOR_URL",
+    "GUESTWARD_PKI_DIR",
+    "GUESTWARD_OPERATOR",
+    "GUESTWARD_COLLECTOR_CA",
+    "GUESTWARD_OPERATOR_CERT",
+    "GUESTWARD_OPERATOR_KEY",
+    "HTTPS_PROXY",
+];
+
+/// Runs the binary off the runtime's threads (the collector serves on them meanwhile).
+async fn cli(args: Vec<String>, env: Vec<(&'static str, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(BIN);
+        for var in ENV {
+            cmd.env_remove(var);
+        }
+        cmd.args(&args).envs(env).output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `--url` (the collector's address as its certificate names it) and the operator's files.
+fn as_operator(h: &Harness, args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend([
+        "--url".into(),
+        format!("https://127.0.0.1:{}", h.addr.port()),
+        "--pki-dir".into(),
+        h.pki().display().to_string(),
+        "--operator".into(),
+        OPERATOR.into(),
+    ]);
+    all
+}
+
+/// Succeeds, with nothing on stderr; stdout.
+async fn answered(h: &Harness, args: &[&str]) -> String {
+    let out = cli(as_operator(h, args), vec![]).await;
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "{args:?}");
+    text(&out.stdout)
+}
+
+fn finding(
+    id: &str,
+    severity: Severity,
+    title: &str,
+    evidence: serde_json::Value,
+) -> guestward_core::Finding {
+    guestward_core::Finding {
+        id: id.into(),
+        severity,
+        title: title.into(),
+        evidence,
+        remediation: "-".into(),
+        source: "test".into(),
+    }
+}
+
+/// host-a: two reports (the latest with a critical FIM finding whose title carries a terminal
+/// escape, and a low one); host-b: one report with a high FIM finding.
+async fn two_hosts(h: &Harness) {
+    let mut a1 = report(HOST_A, 1);
+    a1.findings = vec![finding("GW-FIM-007", Severity::High, "resolved since", serde_json::json!({}))];
+    let mut a2 = report(HOST_A, 2);
+    a2.findings = vec![
+        finding(
+            "GW-FIM-006",
+            Severity::Critical,
+            "/usr/sbin/sshd changed outside the package manager \u{1b}[8m",
+            serde_json::json!({"path": "/usr/sbin/sshd", "package": "openssh-server"}),
+        ),
+        finding("GW-NET-002", Severity::Low, "telnet listens", serde_json::json!({})),
+    ];
+    assert_eq!(post(h, &h.client(Who::Agent(HOST_A)), body(&[a1, a2])).await.status(), 200);
+    let mut b1 = report(HOST_B, 1);
+    b1.findings = vec![finding(
+        "GW-FIM-007",
+        Severity::High,
+        "/etc/ssh/sshd_config edited",
+        serde_json::json!({"path": "/etc/ssh/sshd_config"}),
+    )];
+    assert_eq!(post(h, &h.client(Who::Agent(HOST_B)), body(&[b1])).await.status(), 200);
+}
+
+/// What the API answers the operator at `path`, parsed.
+async fn api<T: serde::de::DeserializeOwned>(h: &Harness, path: &str) -> T {
+    let resp = h.client(Who::Operator(OPERATOR)).get(h.url(path)).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+/// `hosts`, `host` and `findings` print what the API answers: as JSON, the same answer; as
+/// tables, every host and finding, most severe first, agent-sent text escaped.
+#[test]
+fn operators_read_hosts_a_host_and_the_fleets_findings_from_the_command_line() {
+    run(LIMIT, "operator commands", || async {
+        let h = Harness::start(|_| {}).await;
+        two_hosts(&h).await;
+
+        // findings: --json is the API's answer to the same query.
+        let json = answered(&h, &["findings", "--id", "GW-FIM-*", "--min-severity", "high", "--json"]).await;
+        let cli_answer: FleetFindings = serde_json::from_str(&json).unwrap();
+        let api_answer: FleetFindings = api(&h, "/v1/findings?id=GW-FIM-*&min_severity=high").await;
+        assert_eq!(cli_answer, api_answer);
+        let ids: Vec<(&str, &str)> =
+            cli_answer.findings.iter().map(|f| (f.host_id.as_str(), f.finding.id.as_str())).collect();
+        assert_eq!(ids, [(HOST_A, "GW-FIM-006"), (HOST_B, "GW-FIM-007")]);
+
+        // findings as a table: every current finding, most severe first, the place last.
+        let table = answered(&h, &["findings"]).await;
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["SEVERITY", "ID", "HOST", "TITLE", "AT"]
+        );
+        let firsts: Vec<Vec<&str>> =
+            lines[1..4].iter().map(|l| l.split_whitespace().take(3).collect()).collect();
+        assert_eq!(
+            firsts,
+            [
+                ["critical", "GW-FIM-006", HOST_A],
+                ["high", "GW-FIM-007", HOST_B],
+                ["low", "GW-NET-002", HOST_A]
+            ]
+        );
+        assert!(lines[1].ends_with("/usr/sbin/sshd"), "{table}");
+        assert!(lines[1].contains("package manager \\x1b[8m"), "the escape is shown, not sent: {table}");
+        assert!(!table.contains('\u{1b}'), "{table}");
+        assert!(lines[2].ends_with("/etc/ssh/sshd_config"), "{table}");
+        assert_eq!(lines[4], "");
+        assert_eq!(lines[5], "3 findings (1 critical, 1 high, 1 low) on 2 hosts; 2 hosts searched");
+        assert_eq!(lines.len(), 6, "{table}");
+        assert_eq!(
+            answered(&h, &["findings", "--id", "GW-PKG-*"]).await,
+            "no finding matches (2 hosts searched)\n"
+        );
+
+        // hosts: the same hosts as the API, and a table of them.
+        let cli_hosts: HostList = serde_json::from_str(&answered(&h, &["hosts", "--json"]).await).unwrap();
+        let api_hosts: HostList = api(&h, "/v1/hosts").await;
+        let key = |l: &HostList| -> Vec<(String, u64, Option<u64>, u64)> {
+            l.hosts
+                .iter()
+                .map(|s| (s.host_id.clone(), s.reports_stored, s.last_sequence, s.stored_bytes))
+                .collect()
+        };
+        assert_eq!(key(&cli_hosts), key(&api_hosts));
+        let table = answered(&h, &["hosts"]).await;
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["HOST", "LAST", "SEEN", "REPORTS", "MISSING", "AGENT", "STORED", "CERTIFICATE", "EXPIRES"]
+        );
+        for (line, (host, reports)) in lines[1..3].iter().zip([(HOST_A, "2"), (HOST_B, "1")]) {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(
+                (cells[0], cells[2], cells[3], cells[4], cells[5]),
+                (host, "ago", reports, "0", "9.9.9")
+            );
+            // A certificate of 365 days, issued a moment ago.
+            assert!(line.ends_with(" (in 364d)") || line.ends_with(" (in 365d)"), "{line}");
+        }
+        assert_eq!(lines[3..], ["", "2 hosts"]);
+
+        // host: the record, the latest report (as `scan` prints it), the recent events.
+        let detail: HostDetail =
+            serde_json::from_str(&answered(&h, &["host", HOST_A, "--json"]).await).unwrap();
+        let api_detail: HostDetail = api(&h, &format!("/v1/hosts/{HOST_A}")).await;
+        assert_eq!(detail.latest_report, api_detail.latest_report);
+        assert_eq!(detail.recent_events, api_detail.recent_events);
+        assert_eq!(detail.findings.len(), 2);
+        let page = answered(&h, &["host", HOST_A]).await;
+        assert!(page.starts_with(&format!("host                {HOST_A}\n")), "{page}");
+        assert!(page.contains("\nreports             2 stored, last sequence 2, 0 missing\n"), "{page}");
+        assert!(page.contains("\nagent               9.9.9\n"), "{page}");
+        assert!(page.contains("\nfindings: 2 (1 critical, 1 low)\n"), "{page}");
+        assert!(page.contains("at /usr/sbin/sshd"), "{page}");
+        assert!(!page.contains('\u{1b}'), "{page}");
+        // Each report carried one event: both are recent events, listed once.
+        assert!(page.contains("\nrecent events (2, newest last):\n"), "{page}");
+        assert_eq!(page.matches(" test.event ").count(), 2, "{page}");
+    });
+}
+
+/// Each reason a command gets no answer is named, with what to do, and exits 1; a usage
+/// error exits 2. The connection may come from the environment instead of flags.
+#[test]
+fn operator_commands_name_what_stops_them() {
+    run(LIMIT, "operator errors", || async {
+        let h = Harness::start(|_| {}).await;
+        two_hosts(&h).await;
+        let pki = h.pki();
+        let url = format!("https://127.0.0.1:{}", h.addr.port());
+        let p = |rel: &str| pki.join(rel).display().to_string();
+        let files = |ca: &str, cert: &str, key: &str| {
+            vec![
+                "--url".to_string(),
+                url.clone(),
+                "--ca".into(),
+                ca.into(),
+                "--cert".into(),
+                cert.into(),
+                "--key".into(),
+                key.into(),
+            ]
+        };
+        let failed = |out: &Output, args: &str, names: &[&str]| {
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args}: {err}");
+            assert_eq!(text(&out.stdout), "", "{args}");
+            assert!(err.starts_with("guestward-collector: "), "{args}: {err}");
+            for n in names {
+                assert!(err.contains(n), "{args}: {n:?} not in {err}");
+            }
+        };
+
+        // The environment instead of flags.
+        let env = vec![
+            ("GUESTWARD_COLLECTOR_URL", url.clone()),
+            ("GUESTWARD_PKI_DIR", pki.display().to_string()),
+            ("GUESTWARD_OPERATOR", OPERATOR.to_string()),
+        ];
+        let out = cli(vec!["hosts".into()], env).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).ends_with("\n2 hosts\n"), "{}", text(&out.stdout));
+
+        // An agent's certificate: the collector's 403, with its reason.
+        let agent = files(&p("ca.pem"), &p("agents/host-a/cert.pem"), &p("agents/host-a/key.pem"));
+        let out = cli([vec!["hosts".to_string()], agent].concat(), vec![]).await;
+        failed(
+            &out,
+            "agent",
+            &["/v1/hosts: the collector answered 403 (forbidden)", "only operator certificates"],
+        );
+
+        // Another CA's collector (the CA given did not issue the collector's certificate).
+        let other = tempfile::tempdir().unwrap();
+        let other_pki = new_pki(other.path());
+        let other_ca = other_pki.join("ca.pem").display().to_string();
+        let out = cli(
+            [
+                vec!["hosts".to_string()],
+                files(&other_ca, &p("operators/ops/cert.pem"), &p("operators/ops/key.pem")),
+            ]
+            .concat(),
+            vec![],
+        )
+        .await;
+        failed(&out, "other CA", &["UnknownIssuer", "--ca must be the collector's CA"]);
+
+        // An operator certificate of another CA: the collector ends the handshake.
+        let eve = other_pki.join("operators").join(OPERATOR);
+        let out = cli(
+            [
+                vec!["hosts".to_string()],
+                files(
+                    &p("ca.pem"),
+                    &eve.join("cert.pem").display().to_string(),
+                    &eve.join("key.pem").display().to_string(),
+                ),
+            ]
+            .concat(),
+            vec![],
+        )
+        .await;
+        failed(&out, "foreign operator", &["alert", "the collector refused this certificate"]);
+
+        // A host the collector does not have.
+        let out = cli(as_operator(&h, &["host", "host-z"]), vec![]).await;
+        failed(&out, "unknown host", &["/v1/hosts/host-z: the collector answered 404 (not_found)"]);
+
+        // An operator the PKI directory does not have.
+        let mut args = as_operator(&h, &["hosts"]);
+        *args.last_mut().unwrap() = "bob".into();
+        let out = cli(args, vec![]).await;
+        failed(&out, "no such operator", &["operators/bob: no such operator", "pki issue-operator --dir"]);
+
+        // A key others may read.
+        let loose = h.dir.path().join("loose-key.pem");
+        std::fs::copy(pki.join("operators/ops/key.pem"), &loose).unwrap();
+        set_mode(&loose, 0o644);
+        let key_files = files(&p("ca.pem"), &p("operators/ops/cert.pem"), &loose.display().to_string());
+        let out = cli([vec!["hosts".to_string()], key_files].concat(), vec![]).await;
+        failed(
+            &out,
+            "loose key",
+            &["loose-key.pem: the private key is readable by group or others (mode 0644)", "chmod 600"],
+        );
+
+        // Not HTTPS; nothing listening; no files at all.
+        let mut args = as_operator(&h, &["hosts"]);
+        args[2] = format!("http://127.0.0.1:{}", h.addr.port());
+        failed(
+            &cli(args, vec![]).await,
+            "http",
+            &["is not a collector URL: the collector speaks HTTPS only"],
+        );
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_url = format!("https://127.0.0.1:{}", closed.local_addr().unwrap().port());
+        drop(closed);
+        let mut args = as_operator(&h, &["hosts"]);
+        args[2] = closed_url;
+        failed(&cli(args, vec![]).await, "closed port", &["Connection refused", "is the collector running"]);
+        let out = cli(vec!["hosts".into(), "--url".into(), url.clone()], vec![]).await;
+        failed(&out, "no files", &["no --ca file: give --ca FILE, or --pki-dir DIR --operator NAME"]);
+
+        // Usage errors are clap's: exit 2.
+        let out = cli(as_operator(&h, &["findings", "--min-severity", "urgent"]), vec![]).await;
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("possible values: info, low, medium, high, critical"));
+    });
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
