@@ -186,7 +186,9 @@ impl AskArgs {
                 pki::validate_name("operator name", name)?;
                 let paths = pki::PkiPaths::new(dir);
                 let operator = paths.operator_dir(name);
-                if !operator.is_dir() {
+                // Only a directory known to be missing: one this user may not search is named by
+                // the read of its files, with the advice on permissions.
+                if std::fs::metadata(&operator).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
                     anyhow::bail!(
                         "{}: no such operator in {} (issue one with `guestward-collector pki issue-operator --dir {} --name {name}`)",
                         operator.display(),
