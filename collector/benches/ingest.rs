@@ -1,7 +1,8 @@
 //! Collector ingest benchmark (issue 11): an in-process collector on 127.0.0.1 and, in the same
 //! process, 500 simulated agents, each with its own client certificate and its own reused
 //! connection (connected first, then timed), each posting 20 batches (one report per batch, zstd-compressed as the shipper
-//! sends them), all agents at once. Prints batches/s and latency percentiles.
+//! sends them), all agents at once. Prints batches/s and latency percentiles, then how long the
+//! operators' fleet search (`GET /v1/findings`) takes over every host's latest report.
 //!
 //!     cargo bench -p guestward-collector --bench ingest
 //!
@@ -13,7 +14,7 @@
 use guestward_collector::config::{self, Overrides, RawConfig};
 use guestward_collector::pki::{self, IssueOptions};
 use guestward_core::{Event, Finding, Severity, Timestamp};
-use guestward_report::ingest::{BatchStatus, HostList, IngestRequest, IngestResponse};
+use guestward_report::ingest::{BatchStatus, FleetFindings, HostList, IngestRequest, IngestResponse};
 use guestward_report::{AgentInfo, HostIdSource, Report};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use std::path::Path;
@@ -213,5 +214,24 @@ fn main() {
             latencies[n - 1]
         );
         println!("  stored: {stored} reports for {} hosts (each exactly once)", list.hosts.len());
+
+        // The operators' fleet search over every host's latest report (5 findings each): the
+        // median of 5 answers, read whole, each query's count checked.
+        for (query, expected) in [("", agents * 5), ("?id=GW-NET-003", agents), ("?min_severity=high", 0)] {
+            let url = format!("https://localhost:{}/v1/findings{query}", addr.port());
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let answer: FleetFindings = operator.get(&url).send().await.unwrap().json().await.unwrap();
+                times.push(t.elapsed());
+                assert_eq!(answer.findings.len() + answer.omitted as usize, expected, "{query}");
+            }
+            times.sort();
+            println!(
+                "  GET /v1/findings{query}: {expected} of {} findings match, median {:.1?}",
+                agents * 5,
+                times[2]
+            );
+        }
     });
 }

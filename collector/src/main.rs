@@ -54,9 +54,18 @@ enum Command {
     ///
     /// Asks a running collector as an operator, over mutual TLS (see the connection options).
     ///
-    /// Exit status: 0 answered, 1 no usable answer (unreachable, refused, a file unreadable),
-    /// 2 usage error.
-    Hosts(AskArgs),
+    /// With --silent-for: only the hosts silent longer than that, by the collector's clock
+    /// (an agent stopped or killed, an instance gone, a network or certificate problem).
+    ///
+    /// Exit status: 0 answered (whether or not a host was listed), 1 no usable answer
+    /// (unreachable, refused, a file unreadable), 2 usage error.
+    Hosts {
+        /// Only hosts whose last delivery is older than this age (30m, 2h, 1d; combined: 1h30m).
+        #[arg(long, value_name = "AGE", value_parser = guestward_core::time::parse_age_arg)]
+        silent_for: Option<u64>,
+        #[command(flatten)]
+        ask: AskArgs,
+    },
     /// One host: its delivery record, its latest report as `guestward-agent scan` prints it,
     /// and its recent events (GET /v1/hosts/ID).
     ///
@@ -343,7 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Db(DbCommand::Compact(args)) => compact(args),
-        Command::Hosts(ask) => ask_collector(&ask, Question::Hosts),
+        Command::Hosts { silent_for, ask } => ask_collector(&ask, Question::Hosts { silent_for }),
         Command::Host { host_id, ask } => {
             pki::validate_name("host id", &host_id)?;
             ask_collector(&ask, Question::Host(host_id))
@@ -394,7 +403,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// What an operator's command asks.
 enum Question {
-    Hosts,
+    Hosts { silent_for: Option<u64> },
     Host(String),
     Findings(operator::FindingQuery),
 }
@@ -412,12 +421,17 @@ fn ask_collector(ask: &AskArgs, question: Question) -> anyhow::Result<()> {
     // JSON is made whole before it is written (`to_writer` would hide a write error inside a
     // serde error): a closed pipe must reach the exit code as the I/O error it is.
     match question {
-        Question::Hosts => {
-            let list = runtime.block_on(client.hosts())?;
+        Question::Hosts { silent_for } => {
+            let mut list = runtime.block_on(client.hosts())?;
+            let all = list.hosts.len();
+            if let Some(secs) = silent_for {
+                list.hosts.retain(|h| h.secs_since_last_seen > secs);
+            }
             if ask.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
             } else {
-                operator::render_hosts(&list, now, &mut out)?;
+                let silent = silent_for.map(|secs| operator::Silent { secs, of: all });
+                operator::render_hosts(&list, silent, now, &mut out)?;
             }
         }
         Question::Host(id) => {

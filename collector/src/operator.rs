@@ -250,11 +250,35 @@ fn snippet(body: &[u8]) -> String {
     if text.trim().is_empty() { "no message".to_string() } else { escape_control(text.trim()).into_owned() }
 }
 
+/// `hosts --silent-for`: the hosts listed are those silent longer than `secs`, of `of`.
+#[derive(Debug, Clone, Copy)]
+pub struct Silent {
+    /// The age given.
+    pub secs: u64,
+    /// How many hosts the collector listed before the filter.
+    pub of: usize,
+}
+
 /// `GET /v1/hosts` as a table: each host's last delivery, what it stored, its certificate.
-pub fn render_hosts(list: &HostList, now: Timestamp, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn render_hosts(
+    list: &HostList,
+    silent: Option<Silent>,
+    now: Timestamp,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let out: &mut dyn Write = &mut TerminalSafe::new(out);
-    if list.hosts.is_empty() {
-        return writeln!(out, "no host has reported to this collector yet");
+    let age = |secs: u64| human::duration(i64::try_from(secs).unwrap_or(i64::MAX));
+    match silent {
+        Some(s) if list.hosts.is_empty() => {
+            return writeln!(
+                out,
+                "none of the {} has been silent for more than {}",
+                guestward_core::text::counted(s.of as u64, "host", "hosts"),
+                age(s.secs)
+            );
+        }
+        None if list.hosts.is_empty() => return writeln!(out, "no host has reported to this collector yet"),
+        _ => {}
     }
     let rows: Vec<[String; 7]> = list
         .hosts
@@ -262,7 +286,7 @@ pub fn render_hosts(list: &HostList, now: Timestamp, out: &mut dyn Write) -> std
         .map(|h| {
             [
                 h.host_id.clone(),
-                format!("{} ago", human::duration(i64::try_from(h.secs_since_last_seen).unwrap_or(i64::MAX))),
+                format!("{} ago", age(h.secs_since_last_seen)),
                 h.reports_stored.to_string(),
                 h.missing_sequences.to_string(),
                 h.agent_version.clone(),
@@ -277,10 +301,13 @@ pub fn render_hosts(list: &HostList, now: Timestamp, out: &mut dyn Write) -> std
         &rows,
     )?;
     let missing: u64 = list.hosts.iter().map(|h| h.missing_sequences).sum();
+    let hosts = match silent {
+        Some(s) => format!("{} of {} silent for more than {}", list.hosts.len(), s.of, age(s.secs)),
+        None => guestward_core::text::counted(list.hosts.len() as u64, "host", "hosts"),
+    };
     writeln!(
         out,
-        "\n{}{}",
-        guestward_core::text::counted(list.hosts.len() as u64, "host", "hosts"),
+        "\n{hosts}{}",
         if missing > 0 {
             format!(
                 "; {} never received (MISSING: lost or dropped by an agent's full spool)",
@@ -473,7 +500,7 @@ mod tests {
                 summary("i-new", 0, None),
             ],
         };
-        let text = shown(|out| render_hosts(&list, at(0), out));
+        let text = shown(|out| render_hosts(&list, None, at(0), out));
         let rows: Vec<&str> = text.lines().collect();
         assert!(
             rows[1].starts_with("i-expired  1m ago") && rows[1].ends_with("(EXPIRED 6d 0h ago)"),
@@ -486,8 +513,15 @@ mod tests {
             "3 hosts; 3 reports never received (MISSING: lost or dropped by an agent's full spool)"
         );
         assert_eq!(
-            shown(|out| render_hosts(&HostList { hosts: vec![] }, at(0), out)),
+            shown(|out| render_hosts(&HostList { hosts: vec![] }, None, at(0), out)),
             "no host has reported to this collector yet\n"
+        );
+        let silent = Some(Silent { secs: 3_600, of: 4 });
+        let text = shown(|out| render_hosts(&list, silent, at(0), out));
+        assert!(text.ends_with("\n3 of 4 silent for more than 1h 0m; 3 reports never received (MISSING: lost or dropped by an agent's full spool)\n"), "{text}");
+        assert_eq!(
+            shown(|out| render_hosts(&HostList { hosts: vec![] }, silent, at(0), out)),
+            "none of the 4 hosts has been silent for more than 1h 0m\n"
         );
     }
 

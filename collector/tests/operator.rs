@@ -185,6 +185,30 @@ fn operators_read_hosts_a_host_and_the_fleets_findings_from_the_command_line() {
         }
         assert_eq!(lines[3..], ["", "2 hosts"]);
 
+        // --silent-for: host-b last delivered two hours ago (its record moved back in the store).
+        let conn = rusqlite::Connection::open(h.dir.path().join("collector.db")).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let two_hours_ago = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(2)).unwrap();
+        let moved = conn
+            .execute(
+                "UPDATE hosts SET last_seen = ?1 WHERE host_id = ?2",
+                [format!("{two_hours_ago:.9}"), HOST_B.into()],
+            )
+            .unwrap();
+        assert_eq!(moved, 1);
+        let table = answered(&h, &["hosts", "--silent-for", "1h30m"]).await;
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[1].starts_with(&format!("{HOST_B}  2h 0m ago  1 ")), "{table}");
+        assert_eq!(lines[3], "1 of 2 silent for more than 1h 30m");
+        let silent: HostList =
+            serde_json::from_str(&answered(&h, &["hosts", "--silent-for", "1h30m", "--json"]).await).unwrap();
+        assert_eq!(silent.hosts.iter().map(|s| s.host_id.as_str()).collect::<Vec<_>>(), [HOST_B]);
+        assert_eq!(
+            answered(&h, &["hosts", "--silent-for", "3h"]).await,
+            "none of the 2 hosts has been silent for more than 3h 0m\n"
+        );
+
         // host: the record, the latest report (as `scan` prints it), the recent events.
         let detail: HostDetail =
             serde_json::from_str(&answered(&h, &["host", HOST_A, "--json"]).await).unwrap();
@@ -328,9 +352,17 @@ fn operator_commands_name_what_stops_them() {
         failed(&out, "no files", &["no --ca file: give --ca FILE, or --pki-dir DIR --operator NAME"]);
 
         // Usage errors are clap's: exit 2.
-        let out = cli(as_operator(&h, &["findings", "--min-severity", "urgent"]), vec![]).await;
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("possible values: info, low, medium, high, critical"));
+        for (args, names) in [
+            (
+                &["findings", "--min-severity", "urgent"][..],
+                "possible values: info, low, medium, high, critical",
+            ),
+            (&["hosts", "--silent-for", "yesterday"][..], "`yesterday` is not an age: expected an age: 30s"),
+        ] {
+            let out = cli(as_operator(&h, args), vec![]).await;
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+            assert!(text(&out.stderr).contains(names), "{args:?}: {}", text(&out.stderr));
+        }
     });
 }
 

@@ -121,6 +121,18 @@ pub fn parse_time_arg_at(text: &str, now: Timestamp) -> Result<Timestamp, TimeAr
         .map_err(|_| TimeArgError::TooFarBack { text: shown() })
 }
 
+/// The forms an age argument accepts, for error messages and `--help`.
+pub const AGE_ARG_FORMS: &str = "an age: 30s, 15m, 1h, 2d, 1w; combined: 1h30m";
+
+/// An age alone (`--silent-for 1h`), in seconds: the `<number><unit>` groups of
+/// [`parse_time_arg`]'s ages, without the RFC 3339 form. A clap `value_parser`.
+pub fn parse_age_arg(text: &str) -> Result<u64, String> {
+    parse_age_secs(text.trim()).and_then(|secs| u64::try_from(secs).ok()).ok_or_else(|| {
+        let shown = crate::text::escape_control(&crate::text::truncate_chars(text.trim(), 64)).into_owned();
+        format!("`{shown}` is not an age: expected {AGE_ARG_FORMS}")
+    })
+}
+
 /// `1h30m` -> 5400; `None` unless the whole text is `<digits><unit>` groups.
 fn parse_age_secs(text: &str) -> Option<i64> {
     let mut total: i64 = 0;
@@ -169,6 +181,21 @@ mod tests {
         assert_eq!(t.human().to_string(), "2026-12-06T05:33:41Z");
         assert_eq!(t.to_string(), "2026-12-06T05:33:41.999999999Z", "Display keeps the precision");
         assert_eq!(format!("[{:<22}]", t.human()), "[2026-12-06T05:33:41Z  ]");
+    }
+
+    #[test]
+    fn an_age_alone_is_seconds_and_a_time_is_not_an_age() {
+        assert_eq!(
+            ["90s", "1h30m", " 2d ", "1w"].map(|t| parse_age_arg(t).unwrap()),
+            [90, 5_400, 172_800, 604_800]
+        );
+        for bad in ["", "1", "h", "-1h", "2026-12-02T12:00:00Z", "1y"] {
+            let err = parse_age_arg(bad).unwrap_err();
+            assert!(
+                err.ends_with("is not an age: expected an age: 30s, 15m, 1h, 2d, 1w; combined: 1h30m"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
