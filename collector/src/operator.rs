@@ -210,18 +210,9 @@ fn unreachable_reason(e: &reqwest::Error) -> String {
     format!("{text}{hint}")
 }
 
-/// An error and its causes, joined, each message once.
+/// An error and its causes on one line, each message once.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let message = s.to_string();
-        if !parts.iter().any(|p| p.contains(&message)) {
-            parts.push(message);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
+    guestward_core::text::error_chain(std::iter::successors(Some(e), |e| e.source()))
 }
 
 /// Reads an answer body, at most `cap` bytes.
