@@ -88,11 +88,11 @@ enum Command {
     Findings {
         /// A finding id (GW-FIM-006), or a prefix ending in `*` (quote it: 'GW-FIM-*'); repeat
         /// for several. Default: every id.
-        #[arg(long = "id", value_name = "ID")]
+        #[arg(long = "id", value_name = "ID", value_parser = guestward_core::finding::parse_finding_pattern)]
         ids: Vec<String>,
-        /// The lowest severity listed.
-        #[arg(long, value_name = "SEVERITY")]
-        min_severity: Option<SeverityArg>,
+        /// The lowest severity listed: info, low, medium, high or critical.
+        #[arg(long, value_name = "SEVERITY", value_parser = guestward_core::finding::parse_severity)]
+        min_severity: Option<guestward_core::Severity>,
         #[command(flatten)]
         ask: AskArgs,
     },
@@ -163,28 +163,6 @@ struct AskArgs {
     /// docs/collector.md) instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-/// `--min-severity`'s values (`guestward_core::Severity`, lowest first).
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum SeverityArg {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl From<SeverityArg> for guestward_core::Severity {
-    fn from(s: SeverityArg) -> Self {
-        match s {
-            SeverityArg::Info => Self::Info,
-            SeverityArg::Low => Self::Low,
-            SeverityArg::Medium => Self::Medium,
-            SeverityArg::High => Self::High,
-            SeverityArg::Critical => Self::Critical,
-        }
-    }
 }
 
 impl AskArgs {
@@ -357,10 +335,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pki::validate_name("host id", &host_id)?;
             ask_collector(&ask, Question::Host(host_id))
         }
-        Command::Findings { ids, min_severity, ask } => ask_collector(
-            &ask,
-            Question::Findings(operator::FindingQuery { ids, min_severity: min_severity.map(Into::into) }),
-        ),
+        Command::Findings { ids, min_severity, ask } => {
+            ask_collector(&ask, Question::Findings(guestward_core::FindingFilter { ids, min_severity }))
+        }
         Command::Pki(cmd) => {
             let written = match &cmd {
                 PkiCommand::Init { common } => pki::init(&common.dir, common.options()),
@@ -405,7 +382,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 enum Question {
     Hosts { silent_for: Option<u64> },
     Host(String),
-    Findings(operator::FindingQuery),
+    Findings(guestward_core::FindingFilter),
 }
 
 /// Asks the collector and prints its answer: a table, or with --json the answer as JSON.

@@ -10,7 +10,7 @@
 
 use crate::tls::{self, TlsError};
 use guestward_core::text::{TerminalSafe, escape_control, write_columns};
-use guestward_core::{Severity, Timestamp, human};
+use guestward_core::{FindingFilter, Severity, Timestamp, human};
 use guestward_report::ingest::{ErrorBody, FINDINGS_PATH, FleetFindings, HostDetail, HostList, HostSummary};
 use std::io::Write;
 use std::path::PathBuf;
@@ -85,15 +85,6 @@ pub enum OperatorError {
     },
 }
 
-/// A `GET /v1/findings` query.
-#[derive(Debug, Clone, Default)]
-pub struct FindingQuery {
-    /// Exact ids, or prefixes ending in `*`; any of them matches. Empty: every id.
-    pub ids: Vec<String>,
-    /// The lowest severity listed.
-    pub min_severity: Option<Severity>,
-}
-
 /// A client of one collector, with one operator identity.
 #[derive(Debug)]
 pub struct OperatorClient {
@@ -139,7 +130,7 @@ impl OperatorClient {
     }
 
     /// `GET /v1/findings` with `query`.
-    pub async fn findings(&self, query: &FindingQuery) -> Result<FleetFindings, OperatorError> {
+    pub async fn findings(&self, query: &FindingFilter) -> Result<FleetFindings, OperatorError> {
         let severity = query.min_severity.map(|s| s.to_string());
         let mut pairs: Vec<(&str, &str)> = query.ids.iter().map(|id| ("id", id.as_str())).collect();
         if let Some(s) = &severity {

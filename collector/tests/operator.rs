@@ -355,8 +355,9 @@ fn operator_commands_name_what_stops_them() {
         for (args, names) in [
             (
                 &["findings", "--min-severity", "urgent"][..],
-                "possible values: info, low, medium, high, critical",
+                "\"urgent\" is not one of info, low, medium, high, critical",
             ),
+            (&["findings", "--id", ""][..], "\"\" is not a finding id (1 to 128 characters"),
             (&["hosts", "--silent-for", "yesterday"][..], "`yesterday` is not an age: expected an age: 30s"),
         ] {
             let out = cli(as_operator(&h, args), vec![]).await;

@@ -25,7 +25,7 @@ pub mod config;
 #[cfg(feature = "dns")]
 pub mod dns;
 pub mod exit;
-mod finding;
+pub mod finding;
 pub mod human;
 pub mod json;
 pub mod lock;
@@ -45,7 +45,7 @@ pub mod threads;
 pub mod time;
 
 pub use config::ConfigIssue;
-pub use finding::{Event, Finding, Severity};
+pub use finding::{Event, Finding, FindingFilter, Severity};
 pub use paths::AbsolutePath;
 pub use read_buffer::{READ_BUFFER_ALIGN, ReadBuffer};
 pub use root::{

@@ -124,8 +124,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The findings of the latest scan, most severe first.
+    /// The findings of the latest scan, most severe first. `--id` and `--min-severity` pick
+    /// some, as `guestward-collector findings` does across the fleet.
     Findings {
+        /// A finding id (GW-FIM-006), or a prefix ending in `*` (quote it: 'GW-FIM-*'); repeat
+        /// for several. Default: every id.
+        #[arg(long = "id", value_name = "ID", value_parser = guestward_core::finding::parse_finding_pattern)]
+        ids: Vec<String>,
+        /// The lowest severity listed: info, low, medium, high or critical.
+        #[arg(long, value_name = "SEVERITY", value_parser = guestward_core::finding::parse_severity)]
+        min_severity: Option<guestward_core::Severity>,
         #[command(flatten)]
         #[allow(missing_docs)]
         connection: Connection,
@@ -387,7 +395,7 @@ impl Cli {
         let own = match &self.command {
             Command::Status { connection, json }
             | Command::Report { connection, json }
-            | Command::Findings { connection, json }
+            | Command::Findings { connection, json, .. }
             | Command::Inventory { connection, json, .. }
             | Command::Ports { connection, json }
             | Command::Updates { connection, json }
@@ -876,10 +884,23 @@ fn execute(cli: Cli) -> anyhow::Result<u8> {
             // but "openssl is not installed" is what the operator asked to know).
             Ok(exit::OK)
         }
-        Command::Findings { .. } => {
-            let findings: Vec<Finding> = runtime.block_on(client.get("/v1/findings"))?;
+        Command::Findings { ids, min_severity, .. } => {
+            let mut findings: Vec<Finding> = runtime.block_on(client.get("/v1/findings"))?;
+            let all = findings.len();
+            let filter = guestward_core::FindingFilter { ids, min_severity };
+            findings.retain(|f| filter.matches(f));
             if cli.json {
                 write_json(&mut out, &findings)?;
+            } else if findings.is_empty() && !filter.is_empty() {
+                writeln!(
+                    out,
+                    "no finding matches ({} in the latest scan)",
+                    guestward_core::text::counted(
+                        u64::try_from(all).unwrap_or(u64::MAX),
+                        "finding",
+                        "findings"
+                    )
+                )?;
             } else if findings.is_empty() {
                 writeln!(out, "no findings")?;
             } else {

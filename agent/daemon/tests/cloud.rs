@@ -65,3 +65,42 @@ fn agentctl_imds_prints_a_table_and_json() {
     assert_eq!(v["cloud"]["data"]["imds"]["access_mode"], "v2");
     assert_eq!(v["findings"][0]["id"], "GW-IMDS-004");
 }
+
+/// `agentctl findings --id --min-severity` lists what the same filter keeps of the whole list
+/// (the rule `guestward-collector findings` applies across the fleet), and says when nothing
+/// matches.
+#[test]
+fn agentctl_findings_filters_by_id_and_severity() {
+    let (_rt, emu) = emulator(EmulatorConfig { tokens: TokenMode::Optional, ..Default::default() });
+    let daemon = Daemon::start_with("", &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url())]);
+    daemon.wait_for(|| daemon.ctl(&["findings", "--json"]).0 == 0, "the first scan");
+    let listed = |args: &[&str]| -> Vec<(String, String)> {
+        let (code, stdout, stderr) = daemon.ctl(&[&["findings", "--json"][..], args].concat());
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        let findings: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+        findings
+            .iter()
+            .map(|f| (f["id"].as_str().unwrap().into(), f["severity"].as_str().unwrap().into()))
+            .collect()
+    };
+    let all = listed(&[]);
+    let rank = |s: &str| ["info", "low", "medium", "high", "critical"].iter().position(|r| *r == s).unwrap();
+    // IMDSv1 allowed (tokens optional): GW-IMDS-001, high, among the instance's findings.
+    let expected: Vec<(String, String)> = all
+        .iter()
+        .filter(|(id, sev)| id.starts_with("GW-IMDS-") && rank(sev) >= rank("high"))
+        .cloned()
+        .collect();
+    assert!(expected.iter().any(|(id, _)| id == "GW-IMDS-001"), "{all:?}");
+    assert!(expected.len() < all.len(), "the filter must leave something out: {all:?}");
+    assert_eq!(listed(&["--id", "GW-IMDS-*", "--min-severity", "high"]), expected);
+    let exact: Vec<(String, String)> = all.iter().filter(|(id, _)| id == "GW-IMDS-001").cloned().collect();
+    assert_eq!(listed(&["--id", "GW-IMDS-001", "--id", "GW-NOPE-1"]), exact);
+
+    let (code, stdout, stderr) = daemon.ctl(&["findings", "--id", "GW-NOPE-*"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("no finding matches ({} findings in the latest scan)\n", all.len()));
+    let (code, _, stderr) = daemon.ctl(&["findings", "--min-severity", "urgent"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("\"urgent\" is not one of info, low, medium, high, critical"), "{stderr}");
+}

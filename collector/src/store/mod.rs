@@ -17,7 +17,7 @@ mod sqlite;
 
 pub use sqlite::{CompactOptions, CompactSummary, SqliteStore, VacuumOutcome, compact};
 
-use guestward_core::{Event, Finding, Severity, Timestamp};
+use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::ingest::{BatchStatus, CertificateInfo, FleetFindings, HostDetail, HostSummary};
 use std::path::PathBuf;
 
@@ -139,26 +139,8 @@ pub enum StoreError {
     },
 }
 
-/// Which findings `GET /v1/findings` lists (its query).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FindingFilter {
-    /// Finding ids: exact (`GW-FIM-006`), or a prefix ending in `*` (`GW-FIM-*`). Empty: any.
-    pub ids: Vec<String>,
-    /// The lowest severity listed. `None`: any.
-    pub min_severity: Option<Severity>,
-}
-
-impl FindingFilter {
-    /// Whether `finding` is listed.
-    pub fn matches(&self, finding: &Finding) -> bool {
-        let id_matches = |pattern: &String| match pattern.strip_suffix('*') {
-            Some(prefix) => finding.id.starts_with(prefix),
-            None => finding.id == *pattern,
-        };
-        (self.ids.is_empty() || self.ids.iter().any(id_matches))
-            && self.min_severity.is_none_or(|min| finding.severity >= min)
-    }
-}
+/// Which findings `GET /v1/findings` lists (its query): the rule `agentctl findings` applies too.
+pub use guestward_core::FindingFilter;
 
 /// A report store shared by every connection (and, for a networked backend, every replica).
 pub trait Store: Send + Sync {
