@@ -93,6 +93,10 @@ enum Command {
         /// The lowest severity listed: info, low, medium, high or critical.
         #[arg(long, value_name = "SEVERITY", value_parser = guestward_core::finding::parse_severity)]
         min_severity: Option<guestward_core::Severity>,
+        /// One line per finding id instead of one per host: its severity, how many hosts have
+        /// it, one of its titles; the most severe and widespread first.
+        #[arg(long, conflicts_with = "json")]
+        summary: bool,
         #[command(flatten)]
         ask: AskArgs,
     },
@@ -335,9 +339,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pki::validate_name("host id", &host_id)?;
             ask_collector(&ask, Question::Host(host_id))
         }
-        Command::Findings { ids, min_severity, ask } => {
-            ask_collector(&ask, Question::Findings(guestward_core::FindingFilter { ids, min_severity }))
-        }
+        Command::Findings { ids, min_severity, summary, ask } => ask_collector(
+            &ask,
+            Question::Findings { filter: guestward_core::FindingFilter { ids, min_severity }, summary },
+        ),
         Command::Pki(cmd) => {
             let written = match &cmd {
                 PkiCommand::Init { common } => pki::init(&common.dir, common.options()),
@@ -382,7 +387,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 enum Question {
     Hosts { silent_for: Option<u64> },
     Host(String),
-    Findings(guestward_core::FindingFilter),
+    Findings { filter: guestward_core::FindingFilter, summary: bool },
 }
 
 /// Asks the collector and prints its answer: a table, or with --json the answer as JSON.
@@ -419,10 +424,12 @@ fn ask_collector(ask: &AskArgs, question: Question) -> anyhow::Result<()> {
                 operator::render_host(detail, now, &mut out)?;
             }
         }
-        Question::Findings(query) => {
-            let answer = runtime.block_on(client.findings(&query))?;
+        Question::Findings { filter, summary } => {
+            let answer = runtime.block_on(client.findings(&filter))?;
             if ask.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+            } else if summary {
+                operator::render_finding_summary(&answer, &mut out)?;
             } else {
                 operator::render_findings(&answer, &mut out)?;
             }

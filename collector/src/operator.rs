@@ -252,12 +252,11 @@ pub fn render_hosts(
     let age = |secs: u64| human::duration(i64::try_from(secs).unwrap_or(i64::MAX));
     match silent {
         Some(s) if list.hosts.is_empty() => {
-            return writeln!(
-                out,
-                "none of the {} has been silent for more than {}",
-                guestward_core::text::counted(s.of as u64, "host", "hosts"),
-                age(s.secs)
-            );
+            return match s.of {
+                0 => writeln!(out, "no host has reported to this collector yet"),
+                1 => writeln!(out, "the one host has not been silent for more than {}", age(s.secs)),
+                n => writeln!(out, "none of the {n} hosts has been silent for more than {}", age(s.secs)),
+            };
         }
         None if list.hosts.is_empty() => return writeln!(out, "no host has reported to this collector yet"),
         _ => {}
@@ -438,6 +437,64 @@ pub fn render_findings(answer: &FleetFindings, out: &mut dyn Write) -> std::io::
     Ok(())
 }
 
+/// `findings --summary`: one line per finding id, most severe and most widespread first: its
+/// highest severity, how many hosts have it, and the title one of them gave (titles name the
+/// host's own path or package, so they differ).
+pub fn render_finding_summary(answer: &FleetFindings, out: &mut dyn Write) -> std::io::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let out: &mut dyn Write = &mut TerminalSafe::new(out);
+    let searched = guestward_core::text::counted(answer.hosts_searched, "host", "hosts");
+    if answer.findings.is_empty() && answer.omitted == 0 {
+        return writeln!(out, "no finding matches ({searched} searched)");
+    }
+    struct Seen<'a> {
+        severity: Severity,
+        hosts: BTreeSet<&'a str>,
+        title: &'a str,
+    }
+    let mut by_id: BTreeMap<&str, Seen<'_>> = BTreeMap::new();
+    for f in &answer.findings {
+        let seen = by_id.entry(f.finding.id.as_str()).or_insert(Seen {
+            severity: f.finding.severity,
+            hosts: BTreeSet::new(),
+            title: &f.finding.title,
+        });
+        seen.severity = seen.severity.max(f.finding.severity);
+        seen.hosts.insert(&f.host_id);
+    }
+    let mut ids: Vec<(&str, Seen<'_>)> = by_id.into_iter().collect();
+    ids.sort_by_key(|(_, seen)| (std::cmp::Reverse(seen.severity), std::cmp::Reverse(seen.hosts.len())));
+    let rows: Vec<[String; 4]> = ids
+        .iter()
+        .map(|(id, seen)| {
+            [
+                seen.severity.to_string(),
+                id.to_string(),
+                seen.hosts.len().to_string(),
+                escape_control(seen.title).into_owned(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        write_columns(out, ["SEVERITY", "ID", "HOSTS", "A TITLE"], &rows)?;
+    }
+    let hosts: BTreeSet<&str> = answer.findings.iter().map(|f| f.host_id.as_str()).collect();
+    writeln!(
+        out,
+        "\n{} on {}; {searched} searched",
+        guestward_core::text::counted(ids.len() as u64, "finding id", "finding ids"),
+        guestward_core::text::counted(hosts.len() as u64, "host", "hosts"),
+    )?;
+    if answer.omitted > 0 {
+        writeln!(
+            out,
+            "counted from the findings answered: {} more matching were left out by the answer's bounds; narrow the query (--id, --min-severity)",
+            answer.omitted
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,20 +558,30 @@ mod tests {
         let silent = Some(Silent { secs: 3_600, of: 4 });
         let text = shown(|out| render_hosts(&list, silent, at(0), out));
         assert!(text.ends_with("\n3 of 4 silent for more than 1h 0m; 3 reports never received (MISSING: lost or dropped by an agent's full spool)\n"), "{text}");
+        let empty = HostList { hosts: vec![] };
         assert_eq!(
-            shown(|out| render_hosts(&HostList { hosts: vec![] }, silent, at(0), out)),
-            "none of the 4 hosts has been silent for more than 1h 0m\n"
+            [4, 1, 0].map(|of| shown(|out| render_hosts(
+                &empty,
+                Some(Silent { secs: 3_600, of }),
+                at(0),
+                out
+            ))),
+            [
+                "none of the 4 hosts has been silent for more than 1h 0m\n",
+                "the one host has not been silent for more than 1h 0m\n",
+                "no host has reported to this collector yet\n"
+            ]
         );
     }
 
     #[test]
     fn findings_left_out_by_the_bounds_are_counted_with_what_to_do() {
-        let finding = |host: &str, severity| HostFinding {
+        let finding = |host: &str, id: &str, severity| HostFinding {
             host_id: host.into(),
             sequence: 1,
             collected_at: at(0),
             finding: guestward_core::Finding {
-                id: "GW-X-001".into(),
+                id: id.into(),
                 severity,
                 title: "t".into(),
                 evidence: serde_json::json!({}),
@@ -524,12 +591,25 @@ mod tests {
         };
         let answer = FleetFindings {
             hosts_searched: 7,
-            findings: vec![finding("a", Severity::Medium), finding("b", Severity::Medium)],
+            findings: vec![
+                finding("a", "GW-X-001", Severity::Medium),
+                finding("b", "GW-X-001", Severity::Medium),
+            ],
             omitted: 12,
         };
         let text = shown(|out| render_findings(&answer, out));
         assert!(text.contains("\n2 findings (2 medium) on 2 hosts; 7 hosts searched\n"), "{text}");
         assert!(text.ends_with("12 more matching left out: an answer holds at most 10000 findings and 8.0 MiB of them; narrow the query (--id, --min-severity)\n"), "{text}");
+        // The summary: one line per id, the highest severity, hosts counted once.
+        let mut both = answer.clone();
+        both.findings.push(finding("b", "GW-X-001", Severity::High));
+        both.findings.push(finding("c", "GW-Y-002", Severity::Low));
+        let text = shown(|out| render_finding_summary(&both, out));
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["SEVERITY", "ID", "HOSTS", "A", "TITLE"]);
+        assert_eq!(rows[1], ["high", "GW-X-001", "2", "t"], "{text}");
+        assert_eq!(rows[2], ["low", "GW-Y-002", "1", "t"], "{text}");
+        assert!(text.ends_with("\n2 finding ids on 3 hosts; 7 hosts searched\ncounted from the findings answered: 12 more matching were left out by the answer's bounds; narrow the query (--id, --min-severity)\n"), "{text}");
         // Even the first matching finding over the size bound: counted, not "no finding".
         let text = shown(|out| {
             render_findings(&FleetFindings { hosts_searched: 1, findings: vec![], omitted: 1 }, out)

@@ -157,6 +157,21 @@ fn operators_read_hosts_a_host_and_the_fleets_findings_from_the_command_line() {
             answered(&h, &["findings", "--id", "GW-PKG-*"]).await,
             "no finding matches (2 hosts searched)\n"
         );
+        // --summary: one line per id, hosts counted.
+        let summary = answered(&h, &["findings", "--summary", "--min-severity", "high"]).await;
+        let rows: Vec<Vec<&str>> = summary.lines().map(|l| l.split_whitespace().take(3).collect()).collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["SEVERITY", "ID", "HOSTS"],
+                vec!["critical", "GW-FIM-006", "1"],
+                vec!["high", "GW-FIM-007", "1"],
+                vec![],
+                vec!["2", "finding", "ids"]
+            ],
+            "{summary}"
+        );
+        assert!(summary.ends_with("\n2 finding ids on 2 hosts; 2 hosts searched\n"), "{summary}");
 
         // hosts: the same hosts as the API, and a table of them.
         let cli_hosts: HostList = serde_json::from_str(&answered(&h, &["hosts", "--json"]).await).unwrap();
