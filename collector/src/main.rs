@@ -428,10 +428,10 @@ fn ask_collector(ask: &AskArgs, question: Question) -> anyhow::Result<()> {
             let answer = runtime.block_on(client.findings(&filter))?;
             if ask.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
-            } else if summary {
-                operator::render_finding_summary(&answer, &mut out)?;
             } else {
-                operator::render_findings(&answer, &mut out)?;
+                let view =
+                    if summary { operator::FindingsView::PerId } else { operator::FindingsView::PerHost };
+                operator::render_findings(&answer, view, &mut out)?;
             }
         }
     }

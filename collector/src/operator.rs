@@ -381,14 +381,55 @@ pub fn render_host(mut detail: HostDetail, now: Timestamp, out: &mut dyn Write) 
     Ok(())
 }
 
-/// `GET /v1/findings` as a table, most severe first (then by host), each finding's place in
-/// the last column, and the counts below.
-pub fn render_findings(answer: &FleetFindings, out: &mut dyn Write) -> std::io::Result<()> {
+/// How `findings` shows the fleet's findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingsView {
+    /// One row per finding of a host, most severe first (then by host), its place last.
+    PerHost,
+    /// One row per finding id (`--summary`), most severe and most widespread first: its
+    /// highest severity, how many hosts have it, and the title one of them gave (titles name
+    /// the host's own path or package, so they differ).
+    PerId,
+}
+
+/// `GET /v1/findings` as a table (see [`FindingsView`]), the counts below, and how many the
+/// answer's bounds left out.
+pub fn render_findings(
+    answer: &FleetFindings,
+    view: FindingsView,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    use std::collections::BTreeSet;
     let out: &mut dyn Write = &mut TerminalSafe::new(out);
     let searched = guestward_core::text::counted(answer.hosts_searched, "host", "hosts");
     if answer.findings.is_empty() && answer.omitted == 0 {
         return writeln!(out, "no finding matches ({searched} searched)");
     }
+    let listed = match view {
+        FindingsView::PerHost => per_host_table(answer, out)?,
+        FindingsView::PerId => per_id_table(answer, out)?,
+    };
+    let hosts: BTreeSet<&str> = answer.findings.iter().map(|f| f.host_id.as_str()).collect();
+    writeln!(
+        out,
+        "\n{listed} on {}; {searched} searched",
+        guestward_core::text::counted(hosts.len() as u64, "host", "hosts"),
+    )?;
+    if answer.omitted > 0 {
+        writeln!(
+            out,
+            "{} more matching left out{}: an answer holds at most {} findings and {} of them; narrow the query (--id, --min-severity)",
+            answer.omitted,
+            if view == FindingsView::PerId { " (and not counted above)" } else { "" },
+            guestward_report::ingest::MAX_FLEET_FINDINGS,
+            human::bytes(guestward_report::ingest::MAX_FLEET_FINDINGS_BYTES)
+        )?;
+    }
+    Ok(())
+}
+
+/// The rows of [`FindingsView::PerHost`]; what they list (`3 findings (1 critical, 2 high)`).
+fn per_host_table(answer: &FleetFindings, out: &mut dyn Write) -> std::io::Result<String> {
     let mut sorted: Vec<_> = answer.findings.iter().collect();
     // Stable: within a severity, the collector's order (by host, then the report's order).
     sorted.sort_by_key(|f| std::cmp::Reverse(f.finding.severity));
@@ -408,45 +449,24 @@ pub fn render_findings(answer: &FleetFindings, out: &mut dyn Write) -> std::io::
     if !rows.is_empty() {
         write_columns(out, ["SEVERITY", "ID", "HOST", "TITLE", "AT"], &rows)?;
     }
-    let hosts: std::collections::BTreeSet<&str> =
-        answer.findings.iter().map(|f| f.host_id.as_str()).collect();
-    let counts: Vec<String> =
-        [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info]
-            .iter()
-            .filter_map(|sev| {
-                let n = answer.findings.iter().filter(|f| f.finding.severity == *sev).count();
-                (n > 0).then(|| format!("{n} {sev}"))
-            })
-            .collect();
+    let counts: Vec<String> = Severity::ALL
+        .iter()
+        .rev()
+        .filter_map(|sev| {
+            let n = answer.findings.iter().filter(|f| f.finding.severity == *sev).count();
+            (n > 0).then(|| format!("{n} {sev}"))
+        })
+        .collect();
     let counts = if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) };
-    writeln!(
-        out,
-        "\n{}{counts} on {}; {searched} searched",
-        guestward_core::text::counted(answer.findings.len() as u64, "finding", "findings"),
-        guestward_core::text::counted(hosts.len() as u64, "host", "hosts"),
-    )?;
-    if answer.omitted > 0 {
-        writeln!(
-            out,
-            "{} more matching left out: an answer holds at most {} findings and {} of them; narrow the query (--id, --min-severity)",
-            answer.omitted,
-            guestward_report::ingest::MAX_FLEET_FINDINGS,
-            human::bytes(guestward_report::ingest::MAX_FLEET_FINDINGS_BYTES)
-        )?;
-    }
-    Ok(())
+    Ok(format!(
+        "{}{counts}",
+        guestward_core::text::counted(answer.findings.len() as u64, "finding", "findings")
+    ))
 }
 
-/// `findings --summary`: one line per finding id, most severe and most widespread first: its
-/// highest severity, how many hosts have it, and the title one of them gave (titles name the
-/// host's own path or package, so they differ).
-pub fn render_finding_summary(answer: &FleetFindings, out: &mut dyn Write) -> std::io::Result<()> {
+/// The rows of [`FindingsView::PerId`]; what they list (`2 finding ids`).
+fn per_id_table(answer: &FleetFindings, out: &mut dyn Write) -> std::io::Result<String> {
     use std::collections::{BTreeMap, BTreeSet};
-    let out: &mut dyn Write = &mut TerminalSafe::new(out);
-    let searched = guestward_core::text::counted(answer.hosts_searched, "host", "hosts");
-    if answer.findings.is_empty() && answer.omitted == 0 {
-        return writeln!(out, "no finding matches ({searched} searched)");
-    }
     struct Seen<'a> {
         severity: Severity,
         hosts: BTreeSet<&'a str>,
@@ -478,21 +498,7 @@ pub fn render_finding_summary(answer: &FleetFindings, out: &mut dyn Write) -> st
     if !rows.is_empty() {
         write_columns(out, ["SEVERITY", "ID", "HOSTS", "A TITLE"], &rows)?;
     }
-    let hosts: BTreeSet<&str> = answer.findings.iter().map(|f| f.host_id.as_str()).collect();
-    writeln!(
-        out,
-        "\n{} on {}; {searched} searched",
-        guestward_core::text::counted(ids.len() as u64, "finding id", "finding ids"),
-        guestward_core::text::counted(hosts.len() as u64, "host", "hosts"),
-    )?;
-    if answer.omitted > 0 {
-        writeln!(
-            out,
-            "counted from the findings answered: {} more matching were left out by the answer's bounds; narrow the query (--id, --min-severity)",
-            answer.omitted
-        )?;
-    }
-    Ok(())
+    Ok(guestward_core::text::counted(ids.len() as u64, "finding id", "finding ids"))
 }
 
 #[cfg(test)]
@@ -597,22 +603,26 @@ mod tests {
             ],
             omitted: 12,
         };
-        let text = shown(|out| render_findings(&answer, out));
+        let text = shown(|out| render_findings(&answer, FindingsView::PerHost, out));
         assert!(text.contains("\n2 findings (2 medium) on 2 hosts; 7 hosts searched\n"), "{text}");
         assert!(text.ends_with("12 more matching left out: an answer holds at most 10000 findings and 8.0 MiB of them; narrow the query (--id, --min-severity)\n"), "{text}");
         // The summary: one line per id, the highest severity, hosts counted once.
         let mut both = answer.clone();
         both.findings.push(finding("b", "GW-X-001", Severity::High));
         both.findings.push(finding("c", "GW-Y-002", Severity::Low));
-        let text = shown(|out| render_finding_summary(&both, out));
+        let text = shown(|out| render_findings(&both, FindingsView::PerId, out));
         let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
         assert_eq!(rows[0], ["SEVERITY", "ID", "HOSTS", "A", "TITLE"]);
         assert_eq!(rows[1], ["high", "GW-X-001", "2", "t"], "{text}");
         assert_eq!(rows[2], ["low", "GW-Y-002", "1", "t"], "{text}");
-        assert!(text.ends_with("\n2 finding ids on 3 hosts; 7 hosts searched\ncounted from the findings answered: 12 more matching were left out by the answer's bounds; narrow the query (--id, --min-severity)\n"), "{text}");
+        assert!(text.ends_with("\n2 finding ids on 3 hosts; 7 hosts searched\n12 more matching left out (and not counted above): an answer holds at most 10000 findings and 8.0 MiB of them; narrow the query (--id, --min-severity)\n"), "{text}");
         // Even the first matching finding over the size bound: counted, not "no finding".
         let text = shown(|out| {
-            render_findings(&FleetFindings { hosts_searched: 1, findings: vec![], omitted: 1 }, out)
+            render_findings(
+                &FleetFindings { hosts_searched: 1, findings: vec![], omitted: 1 },
+                FindingsView::PerHost,
+                out,
+            )
         });
         assert!(
             text.starts_with("\n0 findings on 0 hosts; 1 host searched\n1 more matching left out"),
