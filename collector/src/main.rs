@@ -272,7 +272,8 @@ enum PkiCommand {
         ips: Vec<IpAddr>,
     },
     /// Issue an operator certificate: DIR/operators/NAME/{cert.pem,key.pem},
-    /// SAN URI urn:guestward:operator:NAME. Operators may read GET /v1/hosts*; they may not post.
+    /// SAN URI urn:guestward:operator:NAME. Operators may read GET /v1/hosts* and /v1/findings
+    /// (the `hosts`, `host` and `findings` commands); they may not post.
     IssueOperator {
         #[command(flatten)]
         common: Common,
