@@ -286,19 +286,43 @@ pub fn render_hosts(
         Some(s) => format!("{} of {} silent for more than {}", list.hosts.len(), s.of, age(s.secs)),
         None => guestward_core::text::counted(list.hosts.len() as u64, "host", "hosts"),
     };
-    writeln!(
-        out,
-        "\n{hosts}{}",
-        if missing > 0 {
-            format!(
-                "; {} never received (MISSING: lost or dropped by an agent's full spool)",
-                guestward_core::text::counted(missing, "report", "reports")
+    let mut footer = vec![hosts];
+    if missing > 0 {
+        footer.push(format!(
+            "{} never received (MISSING: lost or dropped by an agent's full spool)",
+            guestward_core::text::counted(missing, "report", "reports")
+        ));
+    }
+    // An agent whose certificate has expired cannot deliver, so it cannot say so itself
+    // (GW-TLS-001 warns from the agent while it still can): the collector's record is where
+    // the operator sees it.
+    let left =
+        |h: &HostSummary| h.client_certificate.as_ref().map(|c| c.not_after.unix_secs() - now.unix_secs());
+    let expired = list.hosts.iter().filter(|h| left(h).is_some_and(|s| s <= 0)).count();
+    let expiring =
+        list.hosts.iter().filter(|h| left(h).is_some_and(|s| s > 0 && s < EXPIRY_SOON_SECS)).count();
+    if expired > 0 {
+        footer.push(format!(
+            "{} EXPIRED (its agent cannot deliver until it has a new one)",
+            guestward_core::text::counted(expired as u64, "client certificate", "client certificates")
+        ));
+    }
+    if expiring > 0 {
+        footer.push(format!(
+            "{} within 7 days",
+            guestward_core::text::counted(
+                expiring as u64,
+                "client certificate expires",
+                "client certificates expire"
             )
-        } else {
-            String::new()
-        }
-    )
+        ));
+    }
+    writeln!(out, "\n{}", footer.join("; "))
 }
+
+/// A client certificate this close to its end is called out below the hosts table: the
+/// agent's own warning (GW-TLS-001) starts at the same 7 days.
+const EXPIRY_SOON_SECS: i64 = 7 * 86_400;
 
 /// `2027-12-07 (in 364d)`, `2026-12-08 (in 20h 5m)`, `2026-12-01 (EXPIRED 6d ago)`, or `-`
 /// before any certificate. Whole days once a day or more is left: hours beside a year are noise.
@@ -555,7 +579,9 @@ mod tests {
         assert!(rows[3].ends_with("  -"), "{text}");
         assert_eq!(
             rows[5],
-            "3 hosts; 3 reports never received (MISSING: lost or dropped by an agent's full spool)"
+            "3 hosts; 3 reports never received (MISSING: lost or dropped by an agent's full spool); \
+             1 client certificate EXPIRED (its agent cannot deliver until it has a new one); \
+             1 client certificate expires within 7 days"
         );
         assert_eq!(
             shown(|out| render_hosts(&HostList { hosts: vec![] }, None, at(0), out)),
@@ -563,7 +589,7 @@ mod tests {
         );
         let silent = Some(Silent { secs: 3_600, of: 4 });
         let text = shown(|out| render_hosts(&list, silent, at(0), out));
-        assert!(text.ends_with("\n3 of 4 silent for more than 1h 0m; 3 reports never received (MISSING: lost or dropped by an agent's full spool)\n"), "{text}");
+        assert!(text.contains("\n3 of 4 silent for more than 1h 0m; 3 reports never received"), "{text}");
         let empty = HostList { hosts: vec![] };
         assert_eq!(
             [4, 1, 0].map(|of| shown(|out| render_hosts(
