@@ -11,7 +11,9 @@
 use crate::tls::{self, TlsError};
 use guestward_core::text::{TerminalSafe, escape_control, write_columns};
 use guestward_core::{FindingFilter, Severity, Timestamp, human};
-use guestward_report::ingest::{ErrorBody, FINDINGS_PATH, FleetFindings, HostDetail, HostList, HostSummary};
+use guestward_report::ingest::{
+    CertificateInfo, ErrorBody, FINDINGS_PATH, FleetFindings, HostDetail, HostList, HostSummary,
+};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -296,8 +298,7 @@ pub fn render_hosts(
     // An agent whose certificate has expired cannot deliver, so it cannot say so itself
     // (GW-TLS-001 warns from the agent while it still can): the collector's record is where
     // the operator sees it.
-    let left =
-        |h: &HostSummary| h.client_certificate.as_ref().map(|c| c.not_after.unix_secs() - now.unix_secs());
+    let left = |h: &HostSummary| h.client_certificate.as_ref().map(|c| secs_left(c, now));
     let expired = list.hosts.iter().filter(|h| left(h).is_some_and(|s| s <= 0)).count();
     let expiring =
         list.hosts.iter().filter(|h| left(h).is_some_and(|s| s > 0 && s < EXPIRY_SOON_SECS)).count();
@@ -324,6 +325,11 @@ pub fn render_hosts(
 /// agent's own warning (GW-TLS-001) starts at the same 7 days.
 const EXPIRY_SOON_SECS: i64 = 7 * 86_400;
 
+/// Seconds from `now` to the end of `cert` (0 or less once it has ended).
+fn secs_left(cert: &CertificateInfo, now: Timestamp) -> i64 {
+    cert.not_after.unix_secs().saturating_sub(now.unix_secs())
+}
+
 /// `2027-12-07 (in 364d)`, `2026-12-08 (in 20h 5m)`, `2026-12-01 (EXPIRED 6d ago)`, or `-`
 /// before any certificate. Whole days once a day or more is left: hours beside a year are noise.
 fn certificate_expiry(host: &HostSummary, now: Timestamp) -> String {
@@ -332,7 +338,7 @@ fn certificate_expiry(host: &HostSummary, now: Timestamp) -> String {
     };
     let date = cert.not_after.human().to_string();
     let date = date.get(..10).unwrap_or(&date).to_string();
-    let left = cert.not_after.unix_secs().saturating_sub(now.unix_secs());
+    let left = secs_left(cert, now);
     const DAY: i64 = 86_400;
     match left {
         ..=0 => format!("{date} (EXPIRED {} ago)", human::duration(-left)),
@@ -473,15 +479,9 @@ fn per_host_table(answer: &FleetFindings, out: &mut dyn Write) -> std::io::Resul
     if !rows.is_empty() {
         write_columns(out, ["SEVERITY", "ID", "HOST", "TITLE", "AT"], &rows)?;
     }
-    let counts: Vec<String> = Severity::ALL
-        .iter()
-        .rev()
-        .filter_map(|sev| {
-            let n = answer.findings.iter().filter(|f| f.finding.severity == *sev).count();
-            (n > 0).then(|| format!("{n} {sev}"))
-        })
-        .collect();
-    let counts = if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) };
+    let counts =
+        guestward_report::render::severity_counts(answer.findings.iter().map(|f| f.finding.severity));
+    let counts = if counts.is_empty() { String::new() } else { format!(" ({counts})") };
     Ok(format!(
         "{}{counts}",
         guestward_core::text::counted(answer.findings.len() as u64, "finding", "findings")

@@ -89,19 +89,10 @@ pub fn render_findings(
     findings: &[guestward_core::Finding],
     out: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
-    use guestward_core::Severity;
     if findings.is_empty() {
         return writeln!(out, "findings: none");
     }
-    let counts: Vec<String> =
-        [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info]
-            .iter()
-            .filter_map(|sev| {
-                let n = findings.iter().filter(|f| f.severity == *sev).count();
-                (n > 0).then(|| format!("{n} {sev}"))
-            })
-            .collect();
-    writeln!(out, "findings: {} ({})", findings.len(), counts.join(", "))?;
+    writeln!(out, "findings: {} ({})", findings.len(), severity_counts(findings.iter().map(|f| f.severity)))?;
     let mut sorted: Vec<&guestward_core::Finding> = findings.iter().collect();
     sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
     // Columns: severity (`Severity`'s Display ignores width, so it is padded as text), id.
@@ -125,6 +116,25 @@ pub fn render_findings(
         }
     }
     Ok(())
+}
+
+/// How many of each severity, most severe first, those with none left out:
+/// `1 critical, 2 high` (empty for no severities).
+pub fn severity_counts(severities: impl IntoIterator<Item = guestward_core::Severity>) -> String {
+    let mut counts = [0usize; guestward_core::Severity::ALL.len()];
+    for severity in severities {
+        if let Some(i) = guestward_core::Severity::ALL.iter().position(|s| *s == severity) {
+            counts[i] += 1;
+        }
+    }
+    guestward_core::Severity::ALL
+        .iter()
+        .zip(counts)
+        .rev()
+        .filter(|(_, n)| *n > 0)
+        .map(|(severity, n)| format!("{n} {severity}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Where a finding is, from its evidence: a path (inside an archive: the entry too), a port
