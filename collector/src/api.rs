@@ -6,12 +6,14 @@ use crate::identity::{ClientIdentity, IdentityError, Role, decode_proxy_header, 
 use crate::loglimit::LogLimit;
 use crate::memory::Reservation;
 use crate::server::{AppState, ConnInfo};
-use crate::store::{Delivery, FindingFilter, NewReport, StoreError};
+use crate::store::{
+    Delivery, FindingFilter, NewReport, PackageItem, PackageQuery, PackageSource, StoreError,
+};
 use guestward_core::Timestamp;
 use guestward_report::Report;
 use guestward_report::ingest::{
     ACCEPTED_SCHEMA_VERSIONS, BatchResult, ErrorBody, FINDINGS_PATH, Health, HostList, IngestResponse,
-    REPORTS_PATH,
+    PACKAGES_PATH, REPORTS_PATH,
 };
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -254,7 +256,25 @@ async fn route(
             let bytes = built.await?.map_err(|e| ApiError::unavailable(&e))?;
             held_json(state, &client, bytes).await
         }
-        (_, REPORTS_PATH | FINDINGS_PATH | "/healthz" | "/v1/hosts") => Err(ApiError::new(
+        (Method::GET, PACKAGES_PATH) => {
+            let Role::Operator(_) = client.role else {
+                return Err(ApiError::forbidden(format!(
+                    "{}: only operator certificates may search the fleet's packages",
+                    client.role
+                )));
+            };
+            let query = package_query(req.uri().query().unwrap_or_default())?;
+            let store = state.store.clone();
+            let gate = Arc::clone(&state.detail_gate);
+            let built = blocking(move || {
+                let _one_at_a_time = gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let found = store.packages(&query)?;
+                Ok::<_, StoreError>(serde_json::to_vec(&found).unwrap_or_else(|_| b"{}".to_vec()))
+            });
+            let bytes = built.await?.map_err(|e| ApiError::unavailable(&e))?;
+            held_json(state, &client, bytes).await
+        }
+        (_, REPORTS_PATH | FINDINGS_PATH | PACKAGES_PATH | "/healthz" | "/v1/hosts") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "bad_request",
             format!("method not allowed on {path}"),
@@ -322,6 +342,60 @@ fn finding_filter(query: &str) -> Result<FindingFilter, ApiError> {
         }
     }
     Ok(filter)
+}
+
+/// The most `version` values one `GET /v1/packages` takes.
+const MAX_PACKAGE_VERSIONS: usize = 64;
+
+/// `GET /v1/packages`' query: `name` (required), `version` (repeatable), `below`, `source`.
+/// As for findings, anything else is refused by name.
+fn package_query(query: &str) -> Result<PackageQuery, ApiError> {
+    let mut out = PackageQuery::default();
+    let mut named = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let quoted = |s: &str| guestward_core::text::quote_truncated(s, 64);
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| bad_query(format!("query parameter {}: not UTF-8 once decoded", quoted(key))))?;
+        let field = |what: &str| {
+            crate::store::parse_package_field(&value)
+                .map_err(|e| bad_query(format!("query parameter \"{what}\": {e}")))
+        };
+        match key {
+            "name" => {
+                out.name = field("name")?;
+                named = true;
+            }
+            "version" => {
+                if out.versions.len() == MAX_PACKAGE_VERSIONS {
+                    return Err(bad_query(format!(
+                        "more than {MAX_PACKAGE_VERSIONS} \"version\" parameters"
+                    )));
+                }
+                out.versions.push(field("version")?);
+            }
+            "below" => out.below = Some(field("below")?),
+            "source" => {
+                out.source = Some(
+                    PackageSource::parse(&value)
+                        .map_err(|e| bad_query(format!("query parameter \"source\": {e}")))?,
+                );
+            }
+            other => {
+                return Err(bad_query(format!(
+                    "unknown query parameter {} (GET {PACKAGES_PATH} takes name, version, below and source)",
+                    quoted(other)
+                )));
+            }
+        }
+    }
+    if !named {
+        return Err(bad_query(format!(
+            "GET {PACKAGES_PATH} needs a name (name=openssl, or name=openssl* for every name that starts so)"
+        )));
+    }
+    Ok(out)
 }
 
 /// The client's identity. A proxy header is honoured only from a trusted proxy, and then only
@@ -456,6 +530,7 @@ async fn ingest(
             reports
                 .into_iter()
                 .map(|(r, json)| NewReport {
+                    packages: inventory_of(&r),
                     host_id: host2.clone(),
                     sequence: r.sequence.unwrap_or_default(),
                     collected_at: r.collected_at,
@@ -575,6 +650,19 @@ fn check_hosts(
 
 /// Checks the body's shape report by report, so the refusal names the report (`batch_id`) and
 /// the field. Returns each report typed and as JSON (what is stored).
+/// A report's package inventory, flattened as the agent's change tracking flattens it; `None`
+/// when the report carries none (its packages section absent or without data).
+fn inventory_of(report: &Report) -> Option<Vec<PackageItem>> {
+    let data = report.packages.as_ref()?.data.as_ref()?;
+    let snapshot = guestward_packages::delta::Snapshot::from_inventory(
+        report.collected_at,
+        data.dpkg.as_ref(),
+        data.rpm.as_slice(),
+        data.language.as_ref(),
+    );
+    Some(snapshot.items)
+}
+
 fn parse_reports(json: &[u8], max_reports: usize) -> Result<Vec<(Report, Vec<u8>)>, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;

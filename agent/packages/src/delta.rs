@@ -77,6 +77,30 @@ pub enum PackageSource {
 }
 
 impl PackageSource {
+    /// Every source, in order.
+    pub const ALL: [Self; 5] = [Self::Dpkg, Self::Rpm, Self::Pypi, Self::Maven, Self::Npm];
+
+    /// The name as serialized (`dpkg`, `rpm`, `pypi`, `maven`, `npm`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dpkg => "dpkg",
+            Self::Rpm => "rpm",
+            Self::Pypi => "pypi",
+            Self::Maven => "maven",
+            Self::Npm => "npm",
+        }
+    }
+
+    /// The source named `text` (as [`Self::as_str`] names it); the error lists them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| {
+            format!(
+                "{} is not one of dpkg, rpm, pypi, maven, npm",
+                guestward_core::text::quote_truncated(text, 32)
+            )
+        })
+    }
+
     fn of(ecosystem: guestward_lang::Ecosystem) -> Self {
         match ecosystem {
             guestward_lang::Ecosystem::Pypi => Self::Pypi,
@@ -914,5 +938,15 @@ mod tests {
         assert_eq!(reason, FullReason::StateUnreadable);
         assert_eq!(problem.code, "not_regular_file");
         assert!(problem.message.contains("fifo"), "{}", problem.message);
+    }
+
+    #[test]
+    fn source_names_are_the_serialized_ones() {
+        for source in PackageSource::ALL {
+            assert_eq!(serde_json::to_string(&source).unwrap(), format!("\"{}\"", source.as_str()));
+            assert_eq!(PackageSource::parse(source.as_str()), Ok(source));
+        }
+        let refused = PackageSource::parse("apk").unwrap_err();
+        assert_eq!(refused, "\"apk\" is not one of dpkg, rpm, pypi, maven, npm");
     }
 }

@@ -6,6 +6,7 @@
 //! | GET | `/v1/hosts` | | [`HostList`] |
 //! | GET | `/v1/hosts/{host_id}` | | [`HostDetail`] |
 //! | GET | `/v1/findings[?id=GW-FIM-006&id=GW-PKG-*&min_severity=high]` | | [`FleetFindings`] |
+//! | GET | `/v1/packages?name=xz-utils[&version=5.6.0&version=5.6.1][&below=5.6.2][&source=dpkg]` | | [`FleetPackages`] |
 //! | GET | `/healthz` | | [`Health`] |
 //!
 //! Every error is an [`ErrorBody`] with a status that says what to do:
@@ -31,6 +32,12 @@ pub const FINDINGS_PATH: &str = "/v1/findings";
 pub const MAX_FLEET_FINDINGS: usize = 10_000;
 /// The most bytes of findings (as JSON) one [`FleetFindings`] answer holds.
 pub const MAX_FLEET_FINDINGS_BYTES: u64 = 8 * 1024 * 1024;
+/// The path of the fleet's package search ([`FleetPackages`]).
+pub const PACKAGES_PATH: &str = "/v1/packages";
+/// The most (host, package) rows one [`FleetPackages`] answer lists.
+pub const MAX_FLEET_PACKAGES: usize = 10_000;
+/// The most distinct package versions one [`FleetPackages`] answer counts hosts for.
+pub const MAX_FLEET_PACKAGE_VERSIONS: usize = 10_000;
 /// The `schema_version`s a collector of this build accepts.
 pub const ACCEPTED_SCHEMA_VERSIONS: &[u32] = &[crate::SCHEMA_VERSION];
 
@@ -176,6 +183,84 @@ pub struct HostFinding {
     pub collected_at: Timestamp,
     /// The finding as the agent sent it.
     pub finding: Finding,
+}
+
+/// `GET /v1/packages`: which hosts have which versions of a package now, across the fleet
+/// ("which hosts still run xz-utils 5.6.0?"). Each host's packages are those of its newest
+/// report that carried a package inventory, as the agent read them (dpkg, rpm and language
+/// packages); a host indexed by no report yet (stored before this search existed, or whose
+/// reports carry no inventory) is counted in `hosts_without_inventory`. The query:
+/// `name` (required; exact, or with `*` standing for any characters: `openssl*`,
+/// `*log4j-core`), `version` (repeatable; exact versions), `below` (versions lower than this one
+/// in the package manager's own order: dpkg's for dpkg, `rpmvercmp` for rpm, rpm's segment
+/// order for language packages) and `source` (`dpkg`, `rpm`, `pypi`, `maven`, `npm`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetPackages {
+    /// Hosts stored.
+    pub hosts_searched: u64,
+    /// Hosts with no package inventory indexed: they cannot be answered for.
+    pub hosts_without_inventory: u64,
+    /// Hosts with at least one matching package.
+    pub hosts_matching: u64,
+    /// Each matching version and how many hosts have it, by name, source and version: at
+    /// most [`MAX_FLEET_PACKAGE_VERSIONS`].
+    pub versions: Vec<PackageVersionCount>,
+    /// Each matching package of each host, in the same order, then by host id: at most
+    /// [`MAX_FLEET_PACKAGES`].
+    pub packages: Vec<HostPackage>,
+    /// Matching (host, package) rows left out of `packages` by its bound: narrow the query
+    /// (`version`, `below`, `source`) or read `versions`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u64,
+    /// Matching versions left out of `versions` by its bound (their hosts are still in
+    /// `hosts_matching`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub versions_omitted: u64,
+}
+
+/// A package as the fleet search names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PackageKey {
+    /// `dpkg`, `rpm`, `pypi`, `maven` or `npm`.
+    pub source: String,
+    /// The name as the agent reported it.
+    pub name: String,
+    /// The version (`[epoch:]version[-release]` for rpm).
+    pub version: String,
+    /// Architecture (dpkg, rpm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// `below` was asked and this version cannot be ordered against it (a version string the
+    /// package manager's rule does not parse): listed, so that nothing is hidden, and marked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub order_unknown: bool,
+}
+
+/// One version of a package and how many hosts have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageVersionCount {
+    /// The package.
+    #[serde(flatten)]
+    pub package: PackageKey,
+    /// Hosts that have it (a host with it in several places counts once).
+    pub hosts: u64,
+}
+
+/// One package of one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPackage {
+    /// The host.
+    pub host_id: String,
+    /// The package.
+    #[serde(flatten)]
+    pub package: PackageKey,
+    /// Where it is installed (language packages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// `sequence` of the report the host's inventory comes from.
+    pub sequence: u64,
+    /// `collected_at` of that report: how old the answer is for this host.
+    pub collected_at: Timestamp,
 }
 
 fn is_zero(n: &u64) -> bool {

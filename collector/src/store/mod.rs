@@ -18,7 +18,9 @@ mod sqlite;
 pub use sqlite::{CompactOptions, CompactSummary, SqliteStore, VacuumOutcome, compact};
 
 use guestward_core::{Event, Finding, Timestamp};
-use guestward_report::ingest::{BatchStatus, CertificateInfo, FleetFindings, HostDetail, HostSummary};
+use guestward_report::ingest::{
+    BatchStatus, CertificateInfo, FleetFindings, FleetPackages, HostDetail, HostSummary,
+};
 use std::path::PathBuf;
 
 /// Most events returned in [`HostDetail::recent_events`].
@@ -96,6 +98,26 @@ pub struct NewReport {
     pub findings: Vec<Finding>,
     /// Its events, kept for [`HostDetail::recent_events`].
     pub events: Vec<Event>,
+    /// Its package inventory flattened (`None` when it carried none: a partial report, or the
+    /// packages collector failed), indexed for [`Store::packages`] when the report is the
+    /// host's latest.
+    pub packages: Option<Vec<PackageItem>>,
+}
+
+/// One package of an inventory, as the agent's change tracking names it.
+pub use guestward_packages::delta::{Item as PackageItem, PackageSource};
+
+/// Which packages `GET /v1/packages` lists (its query).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageQuery {
+    /// The name: exact, or with `*` standing for any characters.
+    pub name: String,
+    /// Only these exact versions (none: any).
+    pub versions: Vec<String>,
+    /// Only versions lower than this one, in the package manager's order.
+    pub below: Option<String>,
+    /// Only this source.
+    pub source: Option<PackageSource>,
 }
 
 /// Who delivered a request and when.
@@ -142,6 +164,22 @@ pub enum StoreError {
 /// Which findings `GET /v1/findings` lists (its query): the rule `agentctl findings` applies too.
 pub use guestward_core::FindingFilter;
 
+/// The longest package name or version a query takes (`name`, `version`, `below`).
+pub const MAX_PACKAGE_FIELD_LEN: usize = 256;
+
+/// Checks a package name, name pattern or version of a query: 1 to [`MAX_PACKAGE_FIELD_LEN`]
+/// bytes, no control characters. A clap `value_parser`; the error quotes the value, bounded
+/// and escaped.
+pub fn parse_package_field(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > MAX_PACKAGE_FIELD_LEN || text.chars().any(char::is_control) {
+        return Err(format!(
+            "{} is not a package name or version (1 to {MAX_PACKAGE_FIELD_LEN} bytes, no control characters)",
+            guestward_core::text::quote_truncated(text, 64)
+        ));
+    }
+    Ok(text.to_string())
+}
+
 /// A report store shared by every connection (and, for a networked backend, every replica).
 pub trait Store: Send + Sync {
     /// Stores `reports` of one delivery in one transaction, all or nothing. Returns, per report
@@ -155,6 +193,9 @@ pub trait Store: Send + Sync {
     /// The findings of every host's latest report that `filter` matches, within the answer's
     /// bounds (`MAX_FLEET_FINDINGS`, `MAX_FLEET_FINDINGS_BYTES`; the rest counted).
     fn findings(&self, filter: &FindingFilter) -> Result<FleetFindings, StoreError>;
+    /// The packages of every host's indexed inventory that `query` matches, within the
+    /// answer's bounds (`MAX_FLEET_PACKAGES`, `MAX_FLEET_PACKAGE_VERSIONS`; the rest counted).
+    fn packages(&self, query: &PackageQuery) -> Result<FleetPackages, StoreError>;
     /// Whether the store answers.
     fn health(&self) -> Result<(), StoreError>;
 }

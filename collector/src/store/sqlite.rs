@@ -16,6 +16,7 @@
 //! (`schema::row_cost`), updated by the transactions that insert and delete, never by a scan.
 
 mod compact;
+mod inventory;
 mod prune;
 mod schema;
 mod stored_json;
@@ -23,13 +24,14 @@ mod stored_json;
 pub use compact::{CompactOptions, CompactSummary, VacuumOutcome, compact};
 
 use super::{
-    Delivery, FindingFilter, NewReport, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Retention, Store, StoreError,
+    Delivery, FindingFilter, NewReport, PackageQuery, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Retention,
+    Store, StoreError,
 };
 use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::Report;
 use guestward_report::ingest::{
-    BatchStatus, CertificateInfo, FleetFindings, HostDetail, HostFinding, HostSummary, MAX_FLEET_FINDINGS,
-    MAX_FLEET_FINDINGS_BYTES,
+    BatchStatus, CertificateInfo, FleetFindings, FleetPackages, HostDetail, HostFinding, HostSummary,
+    MAX_FLEET_FINDINGS, MAX_FLEET_FINDINGS_BYTES,
 };
 use prune::Pruner;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -83,6 +85,7 @@ struct Prepared {
     blob: Vec<u8>,
     findings: Vec<StoredJson>,
     events: Vec<StoredJson>,
+    inventory: Option<inventory::PreparedInventory>,
 }
 
 impl Drop for SqliteStore {
@@ -372,6 +375,10 @@ impl Store for SqliteStore {
         Ok(answer)
     }
 
+    fn packages(&self, query: &PackageQuery) -> Result<FleetPackages, StoreError> {
+        inventory::search(&Self::lock(&self.reader), query)
+    }
+
     fn health(&self) -> Result<(), StoreError> {
         let conn = Self::lock(&self.reader);
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
@@ -404,6 +411,7 @@ fn prepare(reports: &[NewReport]) -> Result<Vec<Prepared>, StoreError> {
                 .map_err(|e| StoreError::Database(format!("cannot compress a report: {e}")))?,
             findings,
             events,
+            inventory: r.packages.as_deref().map(inventory::PreparedInventory::new),
         });
     }
     Ok(prepared)
@@ -593,9 +601,20 @@ fn apply(
                 bytes = bytes.saturating_add(cost(e.bytes.len()));
             }
         }
-        latest
+        let became_latest = latest
             .execute(params![r.host_id, r.batch_id, r.sequence, received, r.collected_at])
+            .map_err(db_err)?
+            == 1;
+        if let (true, Some(packages)) = (became_latest, &r.inventory) {
+            let change =
+                inventory::replace(conn, &r.host_id, &r.batch_id, r.sequence, &r.collected_at, packages)?;
+            conn.prepare_cached(
+                "UPDATE hosts SET stored_bytes = MAX(stored_bytes + ?2, 0) WHERE host_id = ?1",
+            )
+            .map_err(db_err)?
+            .execute(params![r.host_id, change])
             .map_err(db_err)?;
+        }
         if r.host_id == job.delivery.host_id {
             // Added below with the delivery, one update of the host row per request.
             delivery_bytes = Some(delivery_bytes.unwrap_or(0).saturating_add(bytes));
@@ -775,6 +794,7 @@ mod tests {
             json: serde_json::to_vec(&report).unwrap(),
             findings: Vec::new(),
             events: Vec::new(),
+            packages: None,
         }
     }
 
@@ -1049,7 +1069,13 @@ mod tests {
                  + (SELECT COALESCE(SUM(length(CAST(event AS BLOB)) + {fixed} + 2 * (length(batch_id) + length(host_id))), 0)
                       FROM events WHERE host_id = ?1)
                  + (SELECT COALESCE(SUM({fixed} + 2 * (length(batch_id) + length(host_id))), 0)
-                      FROM pruned_batches WHERE host_id = ?1)"
+                      FROM pruned_batches WHERE host_id = ?1)
+                 + (SELECT COALESCE(SUM(32 + {fixed} + 2 * (length(batch_id) + length(host_id))), 0)
+                      FROM inventories WHERE host_id = ?1)
+                 + (SELECT COALESCE(SUM(length(CAST(p.name AS BLOB)) + length(p.source) + length(CAST(p.version AS BLOB))
+                                        + length(CAST(p.arch AS BLOB)) + length(CAST(p.location AS BLOB)) + 64), 0)
+                      FROM inventories i JOIN host_packages hp ON hp.inventory_id = i.inventory_id
+                      JOIN packages p ON p.package_id = hp.package_id WHERE i.host_id = ?1)"
             ),
             host,
         )

@@ -294,9 +294,15 @@ pub(super) fn live_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     let pragma = |name: &str| schema::pragma_i64(conn, name);
     let page_size = pragma("page_size")?;
     match used {
-        // Plus a page for each of the schema's 16 b-trees (tables, indexes, the schema's own),
+        // Plus a page for each of the schema's b-trees (tables, indexes, the schema's own),
         // which the rewrite starts whatever they hold.
-        Ok(used) => Ok(to_u64(used.saturating_add(page_size.saturating_mul(16)))),
+        Ok(used) => {
+            let trees: i64 =
+                conn.query_row("SELECT COUNT(*) + 1 FROM sqlite_master WHERE rootpage > 0", [], |r| {
+                    r.get(0)
+                })?;
+            Ok(to_u64(used.saturating_add(page_size.saturating_mul(trees))))
+        }
         Err(_) => Ok(to_u64(pragma("page_count")?.saturating_sub(pragma("freelist_count")?))
             .saturating_mul(to_u64(page_size))),
     }

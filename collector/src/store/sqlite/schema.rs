@@ -63,6 +63,35 @@ CREATE TABLE IF NOT EXISTS pruned_batches (
 );
 CREATE INDEX IF NOT EXISTS pruned_batches_by_host ON pruned_batches (host_id, pruned_at);
 CREATE INDEX IF NOT EXISTS pruned_batches_by_time ON pruned_batches (pruned_at);
+-- The fleet's package search (inventory.rs): each host's packages, from its newest report that
+-- carried an inventory. A fleet runs few distinct packages on many hosts, so each distinct
+-- package is one `packages` row, and a host's list is pairs of numbers.
+CREATE TABLE IF NOT EXISTS inventories (
+    inventory_id INTEGER PRIMARY KEY,
+    host_id      TEXT NOT NULL UNIQUE,
+    batch_id     TEXT NOT NULL,        -- the report it comes from
+    sequence     INTEGER NOT NULL,
+    collected_at TEXT NOT NULL,
+    digest       BLOB NOT NULL,        -- SHA-256 of the list: an unchanged list is not rewritten
+    packages     INTEGER NOT NULL,     -- rows in host_packages
+    left_out     INTEGER NOT NULL,     -- packages over MAX_INDEXED_PACKAGES, not indexed
+    stored_bytes INTEGER NOT NULL      -- what it costs its host (inventory::cost)
+);
+CREATE TABLE IF NOT EXISTS packages (
+    package_id INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    arch       TEXT NOT NULL,          -- '' when none
+    location   TEXT NOT NULL,          -- '' when none
+    UNIQUE (name, source, version, arch, location)
+);
+CREATE TABLE IF NOT EXISTS host_packages (
+    package_id   INTEGER NOT NULL,
+    inventory_id INTEGER NOT NULL,
+    PRIMARY KEY (package_id, inventory_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS host_packages_by_inventory ON host_packages (inventory_id, package_id);
 ";
 
 /// What a row costs beyond its value and its keys: the integer and time fields, the record
@@ -203,11 +232,13 @@ pub(super) fn host_bytes_recount_sql(host_id: &str) -> String {
     let finding = row_cost_sql(&stored_len_sql("f.finding"), "f.batch_id", "r.host_id");
     let event = row_cost_sql(&stored_len_sql("event"), "batch_id", "host_id");
     let tombstone = row_cost_sql("0", "batch_id", "host_id");
+    // An inventory's cost is computed once, when it is written (inventory::cost).
     format!(
         "(COALESCE((SELECT SUM({report}) FROM reports WHERE host_id = {host_id}), 0)
           + COALESCE((SELECT SUM({finding}) FROM findings f JOIN reports r ON r.batch_id = f.batch_id
                       WHERE r.host_id = {host_id}), 0)
           + COALESCE((SELECT SUM({event}) FROM events WHERE host_id = {host_id}), 0)
-          + COALESCE((SELECT SUM({tombstone}) FROM pruned_batches WHERE host_id = {host_id}), 0))"
+          + COALESCE((SELECT SUM({tombstone}) FROM pruned_batches WHERE host_id = {host_id}), 0)
+          + COALESCE((SELECT stored_bytes FROM inventories WHERE host_id = {host_id}), 0))"
     )
 }

@@ -136,7 +136,14 @@ impl Forgetting {
                 }
                 continue;
             }
-            // 4. The latest report and the row, together.
+            // 4. Its package inventory, the rows the budget allows at a time.
+            let (rows, bytes) = super::super::inventory::drop_rows(tx, &self.host_id, budget.rows)?;
+            self.removed.bytes = self.removed.bytes.saturating_add(bytes);
+            if rows > 0 {
+                budget.take(rows, 0);
+                continue;
+            }
+            // 5. The latest report and the row, together.
             let mut latest = tx.prepare_cached(
                 "DELETE FROM reports WHERE host_id = ?1 RETURNING batch_id, length(report_zstd)",
             )?;

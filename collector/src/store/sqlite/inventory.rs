@@ -1,0 +1,642 @@
+//! The fleet's package index: what `GET /v1/packages` searches ("which hosts still run
+//! xz-utils 5.6.0?") without reading any report back.
+//!
+//! Each host has one inventory, taken from its newest report that carried one: a report that
+//! becomes the host's latest replaces it when it has a package inventory, and leaves it when it
+//! has none (a partial report, a packages collector that failed), so a host keeps answering for
+//! the packages last seen. A report stored out of order (older than the latest) never touches it.
+//!
+//! Writes follow what changed. A host reports the same packages scan after scan: an inventory
+//! whose digest is unchanged only moves to the new report; a changed one (an upgrade) adds and
+//! removes the rows that differ. A package no host lists any more is deleted with its last row:
+//! `packages` holds what the fleet runs now, not every version a host (or a forged report)
+//! ever named.
+//!
+//! Cost: an inventory is counted against its host's `[retention] max_bytes_per_host` as if its
+//! packages were its own (`cost`), although hosts share the rows: what one host sends must not
+//! cost the others. Like the latest report, it is never deleted by the cap; only forgetting a
+//! host deletes it (`drop_rows`, in bounded steps).
+
+use super::{StoreError, db_err, to_i64, to_u64, ts_parse};
+use crate::store::{PackageItem, PackageQuery, PackageSource};
+use guestward_packages::delta::compare_versions;
+use guestward_report::ingest::{
+    FleetPackages, HostPackage, MAX_FLEET_PACKAGE_VERSIONS, MAX_FLEET_PACKAGES, PackageKey,
+    PackageVersionCount,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Digest;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+/// The most packages of one inventory indexed; the rest are counted (`left_out`). The agent
+/// reports at most 100,000 language packages a scan, besides a few thousand system ones.
+pub(super) const MAX_INDEXED_PACKAGES: usize = 200_000;
+
+/// What one package row costs beyond its text: its `host_packages` entries in both orders and
+/// its own row and index entry.
+const PACKAGE_FIXED_BYTES: u64 = 64;
+
+/// An inventory as it will be stored, computed on the caller's thread.
+#[derive(Debug, Clone)]
+pub(super) struct PreparedInventory {
+    /// Sorted, without duplicates, at most [`MAX_INDEXED_PACKAGES`].
+    rows: Vec<PackageRow>,
+    left_out: usize,
+    digest: [u8; 32],
+    cost: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct PackageRow {
+    name: String,
+    source: &'static str,
+    version: String,
+    arch: String,
+    location: String,
+}
+
+impl PreparedInventory {
+    pub(super) fn new(items: &[PackageItem]) -> Self {
+        let mut rows: Vec<PackageRow> = items
+            .iter()
+            .map(|i| PackageRow {
+                name: i.name.clone(),
+                source: i.source.as_str(),
+                version: i.version.clone(),
+                arch: i.arch.clone().unwrap_or_default(),
+                location: i.location.clone().unwrap_or_default(),
+            })
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let left_out = rows.len().saturating_sub(MAX_INDEXED_PACKAGES);
+        rows.truncate(MAX_INDEXED_PACKAGES);
+        let mut hasher = sha2::Sha256::new();
+        let mut cost = 0u64;
+        for r in &rows {
+            // Each field ends with a byte no field holds, so two lists hash alike only when
+            // they are the same.
+            for field in [r.name.as_str(), r.source, &r.version, &r.arch, &r.location] {
+                hasher.update(field.as_bytes());
+                hasher.update([0xff]);
+            }
+            let text = r.name.len() + r.source.len() + r.version.len() + r.arch.len() + r.location.len();
+            cost = cost.saturating_add(text as u64).saturating_add(PACKAGE_FIXED_BYTES);
+        }
+        hasher.update((rows.len() as u64).to_le_bytes());
+        Self { rows, left_out, digest: hasher.finalize().into(), cost }
+    }
+}
+
+/// Makes `inventory` the host's, from report `batch_id`, inside the caller's transaction.
+/// Returns the change to the host's `stored_bytes` (the new cost less the old).
+pub(super) fn replace(
+    conn: &Connection,
+    host_id: &str,
+    batch_id: &str,
+    sequence: i64,
+    collected_at: &str,
+    inventory: &PreparedInventory,
+) -> Result<i64, StoreError> {
+    let cost = to_i64(inventory.cost.saturating_add(super::row_cost(32, batch_id, host_id)));
+    let old: Option<(i64, Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT inventory_id, digest, stored_bytes FROM inventories WHERE host_id = ?1")
+        .map_err(db_err)?
+        .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(db_err)?;
+    let (inventory_id, old_cost) = match old {
+        Some((id, digest, old_cost)) if digest == inventory.digest => {
+            // The same packages: the inventory now comes from this report.
+            conn.prepare_cached(
+                "UPDATE inventories SET batch_id = ?2, sequence = ?3, collected_at = ?4, stored_bytes = ?5
+                 WHERE inventory_id = ?1",
+            )
+            .map_err(db_err)?
+            .execute(params![id, batch_id, sequence, collected_at, cost])
+            .map_err(db_err)?;
+            return Ok(cost - old_cost);
+        }
+        Some((id, _, old_cost)) => {
+            conn.prepare_cached(
+                "UPDATE inventories SET batch_id = ?2, sequence = ?3, collected_at = ?4, digest = ?5,
+                     packages = ?6, left_out = ?7, stored_bytes = ?8
+                 WHERE inventory_id = ?1",
+            )
+            .map_err(db_err)?
+            .execute(params![
+                id,
+                batch_id,
+                sequence,
+                collected_at,
+                inventory.digest.as_slice(),
+                to_i64(inventory.rows.len() as u64),
+                to_i64(inventory.left_out as u64),
+                cost
+            ])
+            .map_err(db_err)?;
+            (id, old_cost)
+        }
+        None => {
+            let id = conn
+                .prepare_cached(
+                    "INSERT INTO inventories (host_id, batch_id, sequence, collected_at, digest, packages, left_out,
+                                              stored_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING inventory_id",
+                )
+                .map_err(db_err)?
+                .query_row(
+                    params![
+                        host_id,
+                        batch_id,
+                        sequence,
+                        collected_at,
+                        inventory.digest.as_slice(),
+                        to_i64(inventory.rows.len() as u64),
+                        to_i64(inventory.left_out as u64),
+                        cost
+                    ],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            (id, 0)
+        }
+    };
+    let mut wanted = BTreeSet::new();
+    for row in &inventory.rows {
+        wanted.insert(package_id(conn, row)?);
+    }
+    let held: BTreeSet<i64> = conn
+        .prepare_cached("SELECT package_id FROM host_packages WHERE inventory_id = ?1")
+        .map_err(db_err)?
+        .query_map([inventory_id], |r| r.get(0))
+        .map_err(db_err)?
+        .collect::<Result<_, _>>()
+        .map_err(db_err)?;
+    let mut add = conn
+        .prepare_cached("INSERT INTO host_packages (package_id, inventory_id) VALUES (?1, ?2)")
+        .map_err(db_err)?;
+    for id in wanted.difference(&held) {
+        add.execute(params![id, inventory_id]).map_err(db_err)?;
+    }
+    for id in held.difference(&wanted) {
+        unlist(conn, *id, inventory_id).map_err(db_err)?;
+    }
+    Ok(cost - old_cost)
+}
+
+/// The id of `row` in `packages`, inserted when no host lists it yet.
+fn package_id(conn: &Connection, row: &PackageRow) -> Result<i64, StoreError> {
+    let fields = params![row.name, row.source, row.version, row.arch, row.location];
+    let found: Option<i64> = conn
+        .prepare_cached(
+            "SELECT package_id FROM packages
+             WHERE name = ?1 AND source = ?2 AND version = ?3 AND arch = ?4 AND location = ?5",
+        )
+        .map_err(db_err)?
+        .query_row(fields, |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    conn.prepare_cached(
+        "INSERT INTO packages (name, source, version, arch, location) VALUES (?1, ?2, ?3, ?4, ?5)
+         RETURNING package_id",
+    )
+    .map_err(db_err)?
+    .query_row(fields, |r| r.get(0))
+    .map_err(db_err)
+}
+
+/// Takes `package_id` off inventory `inventory_id`, and deletes the package when no
+/// inventory lists it any more. Returns what the row cost its host (see [`PreparedInventory`]).
+fn unlist(conn: &Connection, package_id: i64, inventory_id: i64) -> Result<u64, rusqlite::Error> {
+    let text: i64 = conn
+        .prepare_cached(
+            "SELECT length(CAST(name AS BLOB)) + length(CAST(source AS BLOB)) + length(CAST(version AS BLOB))
+                    + length(CAST(arch AS BLOB)) + length(CAST(location AS BLOB))
+             FROM packages WHERE package_id = ?1",
+        )?
+        .query_row([package_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    conn.prepare_cached("DELETE FROM host_packages WHERE package_id = ?1 AND inventory_id = ?2")?
+        .execute(params![package_id, inventory_id])?;
+    conn.prepare_cached(
+        "DELETE FROM packages WHERE package_id = ?1
+           AND NOT EXISTS (SELECT 1 FROM host_packages WHERE package_id = ?1)",
+    )?
+    .execute([package_id])?;
+    Ok(to_u64(text).saturating_add(PACKAGE_FIXED_BYTES))
+}
+
+/// Deletes up to `limit` of `host_id`'s package rows, then, once none is left, its inventory,
+/// taking what they cost off the host's `stored_bytes` as they go (a host being forgotten
+/// keeps exact counts between steps). Returns how many rows went and what they cost.
+pub(super) fn drop_rows(
+    conn: &Connection,
+    host_id: &str,
+    limit: usize,
+) -> Result<(usize, u64), rusqlite::Error> {
+    let inventory_id: Option<i64> = conn
+        .prepare_cached("SELECT inventory_id FROM inventories WHERE host_id = ?1")?
+        .query_row([host_id], |r| r.get(0))
+        .optional()?;
+    let Some(inventory_id) = inventory_id else { return Ok((0, 0)) };
+    let ids: Vec<i64> = conn
+        .prepare_cached("SELECT package_id FROM host_packages WHERE inventory_id = ?1 LIMIT ?2")?
+        .query_map(params![inventory_id, to_i64(limit as u64)], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut removed = 0u64;
+    if ids.is_empty() {
+        let cost: Option<i64> = conn
+            .prepare_cached("DELETE FROM inventories WHERE inventory_id = ?1 RETURNING stored_bytes")?
+            .query_row([inventory_id], |r| r.get(0))
+            .optional()?;
+        removed = cost.map_or(0, to_u64);
+    } else {
+        for id in &ids {
+            removed = removed.saturating_add(unlist(conn, *id, inventory_id)?);
+        }
+        // The digest no longer describes the rows: a report of the same packages arriving
+        // before the host is gone (it is then kept) writes the rows again.
+        conn.prepare_cached(
+            "UPDATE inventories SET stored_bytes = MAX(stored_bytes - ?2, 0), digest = x'' WHERE inventory_id = ?1",
+        )?
+            .execute(params![inventory_id, to_i64(removed)])?;
+    }
+    conn.prepare_cached("UPDATE hosts SET stored_bytes = MAX(stored_bytes - ?2, 0) WHERE host_id = ?1")?
+        .execute(params![host_id, to_i64(removed)])?;
+    Ok((ids.len(), removed))
+}
+
+/// The query's name as a GLOB pattern: `*` stays a wildcard; `?` and `[`, which GLOB would
+/// read as wildcards too, match themselves.
+fn glob(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '?' => out.push_str("[?]"),
+            '[' => out.push_str("[[]"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `query`'s answer, from one read transaction. Rows are read in the order answered (by
+/// name, source, version, architecture, then host), one at a time: the answer is bounded, the
+/// search is not (it is as long as the packages the name matches).
+pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPackages, StoreError> {
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    let (hosts_searched, indexed): (i64, i64) = tx
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM hosts),
+                    (SELECT COUNT(*) FROM inventories i JOIN hosts h ON h.host_id = i.host_id)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db_err)?;
+    let mut answer = FleetPackages {
+        hosts_searched: to_u64(hosts_searched),
+        hosts_without_inventory: to_u64(hosts_searched.saturating_sub(indexed)),
+        hosts_matching: 0,
+        versions: Vec::new(),
+        packages: Vec::new(),
+        omitted: 0,
+        versions_omitted: 0,
+    };
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT p.source, p.name, p.version, p.arch, p.location, i.inventory_id, i.host_id, i.sequence,
+                    i.collected_at
+             FROM packages p
+             JOIN host_packages hp ON hp.package_id = p.package_id
+             JOIN inventories i ON i.inventory_id = hp.inventory_id
+             WHERE p.name GLOB ?1 AND (?2 IS NULL OR p.source = ?2)
+             ORDER BY p.name, p.source, p.version, p.arch, i.host_id, p.location",
+        )
+        .map_err(db_err)?;
+    let source = query.source.map(PackageSource::as_str);
+    let mut rows = stmt.query(params![glob(&query.name), source]).map_err(db_err)?;
+    let mut hosts = BTreeSet::new();
+    // The version being counted, the last host counted for it (rows of one version come by
+    // host, a host with it in several places once per place) and whether it is listed.
+    let mut counting: Option<(PackageKey, String, bool)> = None;
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let source_text: String = row.get(0).map_err(db_err)?;
+        let version: String = row.get(2).map_err(db_err)?;
+        if !query.versions.is_empty() && !query.versions.contains(&version) {
+            continue;
+        }
+        let mut order_unknown = false;
+        if let Some(below) = &query.below {
+            let Ok(source) = PackageSource::parse(&source_text) else { continue };
+            match compare_versions(source, &version, below) {
+                Some(Ordering::Less) => {}
+                Some(_) => continue,
+                None => order_unknown = true,
+            }
+        }
+        let arch: String = row.get(3).map_err(db_err)?;
+        let location: String = row.get(4).map_err(db_err)?;
+        let host_id: String = row.get(6).map_err(db_err)?;
+        hosts.insert(row.get::<_, i64>(5).map_err(db_err)?);
+        let key = PackageKey {
+            source: source_text,
+            name: row.get(1).map_err(db_err)?,
+            version,
+            arch: (!arch.is_empty()).then_some(arch),
+            order_unknown,
+        };
+        match &mut counting {
+            Some((counted, last_host, listed)) if *counted == key => {
+                if *last_host != host_id {
+                    host_id.clone_into(last_host);
+                    if let (true, Some(v)) = (*listed, answer.versions.last_mut()) {
+                        v.hosts += 1;
+                    }
+                }
+            }
+            _ => {
+                // Past the bound a version is counted as left out; its hosts still count in
+                // `hosts_matching`.
+                let listed = answer.versions.len() < MAX_FLEET_PACKAGE_VERSIONS;
+                if listed {
+                    answer.versions.push(PackageVersionCount { package: key.clone(), hosts: 1 });
+                } else {
+                    answer.versions_omitted += 1;
+                }
+                counting = Some((key.clone(), host_id.clone(), listed));
+            }
+        }
+        if answer.packages.len() >= MAX_FLEET_PACKAGES {
+            answer.omitted += 1;
+            continue;
+        }
+        let collected_at: String = row.get(8).map_err(db_err)?;
+        answer.packages.push(HostPackage {
+            package: key,
+            location: (!location.is_empty()).then_some(location),
+            sequence: to_u64(row.get(7).map_err(db_err)?),
+            collected_at: ts_parse(&collected_at, &host_id)?,
+            host_id,
+        });
+    }
+    answer.hosts_matching = hosts.len() as u64;
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SqliteStore;
+    use super::super::prune::Pruner;
+    use super::*;
+    use crate::store::sqlite::tests::*;
+    use crate::store::{NewReport, Retention, Store};
+    use guestward_core::Timestamp;
+
+    fn item(source: PackageSource, name: &str, version: &str, arch: Option<&str>) -> PackageItem {
+        PackageItem {
+            source,
+            name: name.into(),
+            arch: arch.map(Into::into),
+            location: None,
+            version: version.into(),
+        }
+    }
+
+    fn deb(name: &str, version: &str) -> PackageItem {
+        item(PackageSource::Dpkg, name, version, Some("amd64"))
+    }
+
+    fn with_packages(host: &str, batch: &str, sequence: u64, packages: Vec<PackageItem>) -> NewReport {
+        let mut r = report_with(host, batch, sequence, "x");
+        r.packages = Some(packages);
+        r
+    }
+
+    fn ask(store: &SqliteStore, name: &str, versions: &[&str], below: Option<&str>) -> FleetPackages {
+        let query = PackageQuery {
+            name: name.into(),
+            versions: versions.iter().map(|v| v.to_string()).collect(),
+            below: below.map(Into::into),
+            source: None,
+        };
+        store.packages(&query).unwrap()
+    }
+
+    /// (host, version) of each row.
+    fn rows(found: &FleetPackages) -> Vec<(String, String)> {
+        found.packages.iter().map(|p| (p.host_id.clone(), p.package.version.clone())).collect()
+    }
+
+    /// (name, version, hosts) of each version counted.
+    fn counts(found: &FleetPackages) -> Vec<(String, String, u64)> {
+        found.versions.iter().map(|v| (v.package.name.clone(), v.package.version.clone(), v.hosts)).collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    /// "Which hosts have xz-utils 5.6.0?": exact names and patterns, exact versions, versions
+    /// below a fixed one in each package manager's order, a source; hosts whose reports carry
+    /// no inventory are counted, not guessed.
+    #[test]
+    fn the_fleets_packages_are_searched_by_name_version_order_and_source() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let now = Timestamp::now();
+        let a = vec![
+            deb("xz-utils", "5.4.1-0.2"),
+            deb("liblzma5", "5.4.1-0.2"),
+            deb("openssl", "3.0.11-1~deb12u2"),
+        ];
+        store_at(&mut conn, "a", &[with_packages("a", "a1", 1, a)], now);
+        let b = vec![
+            deb("xz-utils", "5.6.0-0.2"),
+            deb("liblzma5", "5.6.0-0.2"),
+            deb("openssl", "3.0.11-1~deb12u2"),
+        ];
+        store_at(&mut conn, "b", &[with_packages("b", "b1", 4, b)], now);
+        let c = vec![
+            item(PackageSource::Rpm, "xz", "5.6.1-1.amzn2023", Some("x86_64")),
+            item(PackageSource::Pypi, "xz-tools", "main", None),
+            item(PackageSource::Pypi, "xz-tools", "0.9", None),
+            deb("weird[x]", "1"),
+            deb("weirdx", "1"),
+        ];
+        store_at(&mut conn, "c", &[with_packages("c", "c1", 2, c)], now);
+        store_at(&mut conn, "d", &[report_with("d", "d1", 1, "x")], now);
+
+        let xz = ask(&store, "xz-utils", &[], None);
+        assert_eq!((xz.hosts_searched, xz.hosts_without_inventory, xz.hosts_matching), (4, 1, 2));
+        assert_eq!(rows(&xz), pairs(&[("a", "5.4.1-0.2"), ("b", "5.6.0-0.2")]));
+        assert_eq!(xz.packages[1].sequence, 4);
+        assert_eq!(xz.packages[1].package.arch.as_deref(), Some("amd64"));
+        assert_eq!(xz.packages[1].package.source, "dpkg");
+        // A pattern: every name that starts so, of every source.
+        let any = ask(&store, "xz*", &[], None);
+        assert_eq!(
+            rows(&any),
+            pairs(&[
+                ("c", "5.6.1-1.amzn2023"),
+                ("c", "0.9"),
+                ("c", "main"),
+                ("a", "5.4.1-0.2"),
+                ("b", "5.6.0-0.2")
+            ])
+        );
+        assert_eq!(any.hosts_matching, 3);
+        let query =
+            PackageQuery { name: "xz*".into(), source: Some(PackageSource::Rpm), ..Default::default() };
+        assert_eq!(rows(&store.packages(&query).unwrap()), pairs(&[("c", "5.6.1-1.amzn2023")]));
+        // Exact versions.
+        let backdoored = ask(&store, "*lzma*", &["5.6.0-0.2", "5.6.1-1"], None);
+        assert_eq!(rows(&backdoored), pairs(&[("b", "5.6.0-0.2")]));
+        // Below a version, in dpkg's order: 5.6.0-0.2 is above 5.6.0 (a revision), 5.4.1 below.
+        assert_eq!(rows(&ask(&store, "xz-utils", &[], Some("5.6.0"))), pairs(&[("a", "5.4.1-0.2")]));
+        // ~ sorts before anything: 3.0.11-1~deb12u2 is below 3.0.11-1.
+        assert_eq!(ask(&store, "openssl", &[], Some("3.0.11-1")).hosts_matching, 2);
+        assert_eq!(ask(&store, "openssl", &[], Some("3.0.11-1~deb12u1")).hosts_matching, 0);
+        // A version the rule cannot order is listed and marked, never hidden.
+        let tools = ask(&store, "xz-tools", &[], Some("1.0"));
+        assert_eq!(rows(&tools), pairs(&[("c", "0.9"), ("c", "main")]));
+        assert_eq!(tools.packages.iter().map(|p| p.package.order_unknown).collect::<Vec<_>>(), [false, true]);
+        // `?` and `[` match themselves; only `*` is a wildcard.
+        assert_eq!(counts(&ask(&store, "weird[x]", &[], None)), [("weird[x]".into(), "1".into(), 1)]);
+        assert_eq!(ask(&store, "weird?", &[], None).packages.len(), 0);
+        assert_eq!(ask(&store, "nothing-so-named", &[], None).hosts_matching, 0);
+        // The versions' host counts.
+        assert_eq!(
+            counts(&ask(&store, "openssl", &[], None)),
+            [("openssl".into(), "3.0.11-1~deb12u2".into(), 2)]
+        );
+        assert_accounting_exact(&conn, "after indexing");
+    }
+
+    /// An upgrade rewrites the rows that changed; a package no host lists any more is deleted;
+    /// the same packages again only move the inventory to the new report; a report stored out
+    /// of order, or one without an inventory, leaves it as it is.
+    #[test]
+    fn each_host_keeps_the_inventory_of_its_newest_report_that_carried_one() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let now = Timestamp::now();
+        let before = || vec![deb("xz-utils", "5.6.0-0.2"), deb("bash", "5.2.15-2+b2")];
+        let after = || vec![deb("xz-utils", "5.6.1+really5.4.5-1"), deb("bash", "5.2.15-2+b2")];
+        store_at(&mut conn, "a", &[with_packages("a", "a2", 2, before())], now);
+        store_at(&mut conn, "b", &[with_packages("b", "b1", 1, before())], now);
+        store_at(&mut conn, "a", &[with_packages("a", "a3", 3, after())], now);
+        assert_eq!(
+            rows(&ask(&store, "xz-utils", &[], None)),
+            pairs(&[("b", "5.6.0-0.2"), ("a", "5.6.1+really5.4.5-1")])
+        );
+        store_at(&mut conn, "b", &[with_packages("b", "b2", 2, after())], now);
+        let versions =
+            |conn: &Connection| count(conn, "SELECT COUNT(*) FROM packages WHERE name = ?1", "xz-utils");
+        assert_eq!(versions(&conn), 1, "5.6.0-0.2 went with the last host that had it");
+        assert_accounting_exact(&conn, "after the upgrades");
+
+        // The same packages: no row rewritten, the inventory now from a4.
+        let rows_before = count(&conn, "SELECT COUNT(*) FROM host_packages WHERE ?1 = ?1", "");
+        store_at(&mut conn, "a", &[with_packages("a", "a4", 4, after())], now);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM host_packages WHERE ?1 = ?1", ""), rows_before);
+        assert_eq!(ask(&store, "bash", &[], None).packages[0].sequence, 4);
+        // A late report (sequence 1, before the latest) does not replace it.
+        let mut late = with_packages("a", "a1", 1, before());
+        late.collected_at = days_ago(1);
+        store_at(&mut conn, "a", &[late], now);
+        // Nor does the latest report when it carries no inventory.
+        store_at(&mut conn, "a", &[report_with("a", "a5", 5, "x")], now);
+        let xz = ask(&store, "xz-utils", &[], None);
+        assert_eq!(rows(&xz), pairs(&[("a", "5.6.1+really5.4.5-1"), ("b", "5.6.1+really5.4.5-1")]));
+        assert_eq!((xz.packages[0].sequence, xz.hosts_without_inventory), (4, 0));
+        assert_eq!(versions(&conn), 1);
+        assert_accounting_exact(&conn, "after a late report and one without an inventory");
+    }
+
+    /// A forgotten host takes its inventory with it, in bounded steps with exact counts
+    /// between them, and the packages only it listed; the others' answers stay whole.
+    #[test]
+    fn a_forgotten_host_takes_its_inventory_and_its_own_packages_with_it() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let many: Vec<PackageItem> = (0..5_000).map(|i| deb(&format!("lib{i}"), "1")).collect();
+        store_at(&mut conn, "gone", &[with_packages("gone", "g1", 1, many)], days_ago(100));
+        store_at(
+            &mut conn,
+            "alive",
+            &[with_packages("alive", "a1", 1, vec![deb("lib7", "1")])],
+            Timestamp::now(),
+        );
+        assert_eq!(ask(&store, "lib*", &[], None).packages.len(), 5_001);
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 0, max_bytes_per_host: 0, forget_idle_hosts_after_days: 90 },
+            true,
+        );
+        let mut steps = 0;
+        while count(&conn, "SELECT COUNT(*) FROM hosts WHERE host_id = ?1", "gone") == 1 {
+            pruner.step(&mut conn, Timestamp::now());
+            assert_accounting_exact(&conn, "between steps");
+            steps += 1;
+            assert!(steps < 20, "forgetting did not end");
+        }
+        assert!(steps >= 3, "5,000 rows at 2,048 a step: {steps} steps");
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM inventories WHERE host_id <> ?1", "alive"), 0);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM packages WHERE ?1 = ?1", ""), 1, "lib7 alone is left");
+        let left = ask(&store, "lib*", &[], None);
+        assert_eq!((rows(&left), left.hosts_searched), (pairs(&[("alive", "1")]), 1));
+    }
+
+    /// The answer is bounded in rows and in versions, the rest counted; a host with one
+    /// version in several places counts once for it.
+    #[test]
+    fn the_answer_is_bounded_and_a_host_counts_once_per_version() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let mut packages: Vec<PackageItem> = (0..MAX_FLEET_PACKAGE_VERSIONS + 5)
+            .map(|i| item(PackageSource::Npm, "left-pad", &format!("1.{i:05}"), None))
+            .collect();
+        for place in ["/srv/a/node_modules/left-pad", "/srv/b/node_modules/left-pad"] {
+            let mut p = item(PackageSource::Npm, "lodash", "4.17.20", None);
+            p.location = Some(place.into());
+            packages.push(p);
+        }
+        store_at(&mut conn, "a", &[with_packages("a", "a1", 1, packages)], Timestamp::now());
+        store_at(
+            &mut conn,
+            "b",
+            &[with_packages("b", "b1", 1, vec![item(PackageSource::Npm, "lodash", "4.17.20", None)])],
+            Timestamp::now(),
+        );
+
+        let lodash = ask(&store, "lodash", &[], None);
+        assert_eq!(counts(&lodash), [("lodash".into(), "4.17.20".into(), 2)]);
+        assert_eq!(lodash.packages.len(), 3, "a's two places and b's");
+        assert_eq!(lodash.packages[0].location.as_deref(), Some("/srv/a/node_modules/left-pad"));
+        let pads = ask(&store, "left-pad", &[], None);
+        assert_eq!((pads.packages.len(), pads.omitted), (MAX_FLEET_PACKAGES, 5));
+        assert_eq!((pads.versions.len(), pads.versions_omitted), (MAX_FLEET_PACKAGE_VERSIONS, 5));
+        assert_eq!(pads.hosts_matching, 1);
+    }
+
+    /// An inventory over the cap is indexed up to it and the rest counted; duplicates (the
+    /// same package twice in a report) are one row; the digest follows the list, not its order.
+    #[test]
+    fn an_inventory_is_deduplicated_capped_and_digested_whatever_its_order() {
+        let many: Vec<PackageItem> =
+            (0..MAX_INDEXED_PACKAGES + 3).map(|i| deb(&format!("p{i}"), "1")).collect();
+        let capped = PreparedInventory::new(&many);
+        assert_eq!((capped.rows.len(), capped.left_out), (MAX_INDEXED_PACKAGES, 3));
+        let one = PreparedInventory::new(&[deb("a", "1"), deb("b", "2"), deb("a", "1")]);
+        let other = PreparedInventory::new(&[deb("b", "2"), deb("a", "1")]);
+        assert_eq!((one.rows.len(), one.digest, one.cost), (2, other.digest, other.cost));
+        assert_ne!(one.digest, PreparedInventory::new(&[deb("b", "2"), deb("a", "1.0")]).digest);
+        // Field boundaries count: ("ab", "1") is not ("a", "b1").
+        assert_ne!(
+            PreparedInventory::new(&[deb("ab", "1")]).digest,
+            PreparedInventory::new(&[deb("a", "b1")]).digest
+        );
+        assert_eq!(glob("a?b[c]*"), "a[?]b[[]c]*");
+    }
+}
