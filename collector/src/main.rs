@@ -25,6 +25,7 @@ use std::process::ExitCode;
 ///   export GUESTWARD_COLLECTOR_URL=https://localhost:8443
 ///   guestward-collector hosts --pki-dir pki --operator alice
 ///   guestward-collector findings --pki-dir pki --operator alice --id 'GW-FIM-*'
+///   guestward-collector packages --pki-dir pki --operator alice xz-utils --below 5.6.0
 ///
 /// See docs/collector.md for the config file, the endpoints and deployment behind a load balancer.
 #[derive(Debug, Parser)]
@@ -37,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the collector API (POST /v1/reports, GET /v1/hosts, GET /v1/hosts/{id}, GET
-    /// /v1/findings, GET /healthz) over mutual TLS.
+    /// /v1/findings, GET /v1/packages, GET /healthz) over mutual TLS.
     ///
     /// Every setting comes from the config file (all keys have defaults; relative paths are taken
     /// from the file's directory); the flags below override it. Stops on SIGINT or SIGTERM after
@@ -95,6 +96,50 @@ enum Command {
         min_severity: Option<guestward_core::Severity>,
         /// One line per finding id instead of one per host: its severity, how many hosts have
         /// it, one of its titles; the most severe and widespread first.
+        #[arg(long, conflicts_with = "json")]
+        summary: bool,
+        #[command(flatten)]
+        ask: AskArgs,
+    },
+    /// Which hosts have a package, and which versions of it, now: "which hosts still run
+    /// xz-utils 5.6.0?" (GET /v1/packages).
+    ///
+    /// Each host answers with its newest report that carried a package inventory (dpkg, rpm
+    /// and language packages: pypi, maven, npm); AS OF says how old that is. A host whose
+    /// reports reached the collector before it indexed packages, or carry no inventory, is
+    /// counted below the table, not guessed.
+    ///
+    /// Examples:
+    ///
+    ///   guestward-collector packages xz-utils --version 5.6.0-0.1 --version 5.6.1-1
+    ///   guestward-collector packages openssl --below 3.0.13-1~deb12u1 --source dpkg
+    ///   guestward-collector packages 'org.apache.logging.log4j:log4j-core' --below 2.17.1
+    ///   guestward-collector packages 'linux-image-*' --summary
+    ///
+    /// At most 10,000 (host, package) rows and 10,000 versions per answer; the rest are
+    /// counted.
+    ///
+    /// Exit status: 0 answered (whether or not a package matched), 1 no usable answer, 2 usage
+    /// error. In scripts: `--json | jq -r '.packages[].host_id'`.
+    #[command(verbatim_doc_comment)]
+    Packages {
+        /// The package name as the agent reports it (dpkg and rpm names, `group:artifact` for
+        /// Java, the distribution name for Python); `*` stands for any characters (quote it:
+        /// 'openssl*').
+        #[arg(value_name = "NAME", value_parser = guestward_collector::store::parse_package_field)]
+        name: String,
+        /// Only this exact version; repeat for several.
+        #[arg(long = "version", value_name = "VERSION", value_parser = guestward_collector::store::parse_package_field)]
+        versions: Vec<String>,
+        /// Only versions lower than this one, in the package manager's own order (dpkg's
+        /// for dpkg, rpm's for rpm and, for language packages, rpm's segment order); versions the
+        /// rule cannot order are listed and marked `?`.
+        #[arg(long, value_name = "VERSION", value_parser = guestward_collector::store::parse_package_field)]
+        below: Option<String>,
+        /// Only packages of this source: dpkg, rpm, pypi, maven or npm.
+        #[arg(long, value_name = "SOURCE", value_parser = guestward_collector::store::PackageSource::parse)]
+        source: Option<guestward_collector::store::PackageSource>,
+        /// One line per version instead of one per host: how many hosts have it.
         #[arg(long, conflicts_with = "json")]
         summary: bool,
         #[command(flatten)]
@@ -272,8 +317,8 @@ enum PkiCommand {
         ips: Vec<IpAddr>,
     },
     /// Issue an operator certificate: DIR/operators/NAME/{cert.pem,key.pem},
-    /// SAN URI urn:guestward:operator:NAME. Operators may read GET /v1/hosts* and /v1/findings
-    /// (the `hosts`, `host` and `findings` commands); they may not post.
+    /// SAN URI urn:guestward:operator:NAME. Operators may read GET /v1/hosts*, /v1/findings and
+    /// /v1/packages (the `hosts`, `host`, `findings` and `packages` commands); they may not post.
     IssueOperator {
         #[command(flatten)]
         common: Common,
@@ -344,6 +389,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &ask,
             Question::Findings { filter: guestward_core::FindingFilter { ids, min_severity }, summary },
         ),
+        Command::Packages { name, versions, below, source, summary, ask } => ask_collector(
+            &ask,
+            Question::Packages {
+                query: guestward_collector::store::PackageQuery { name, versions, below, source },
+                summary,
+            },
+        ),
         Command::Pki(cmd) => {
             let written = match &cmd {
                 PkiCommand::Init { common } => pki::init(&common.dir, common.options()),
@@ -389,6 +441,7 @@ enum Question {
     Hosts { silent_for: Option<u64> },
     Host(String),
     Findings { filter: guestward_core::FindingFilter, summary: bool },
+    Packages { query: guestward_collector::store::PackageQuery, summary: bool },
 }
 
 /// Asks the collector and prints its answer: a table, or with --json the answer as JSON.
@@ -433,6 +486,19 @@ fn ask_collector(ask: &AskArgs, question: Question) -> anyhow::Result<()> {
                 let view =
                     if summary { operator::FindingsView::PerId } else { operator::FindingsView::PerHost };
                 operator::render_findings(&answer, view, &mut out)?;
+            }
+        }
+        Question::Packages { query, summary } => {
+            let answer = runtime.block_on(client.packages(&query))?;
+            if ask.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+            } else {
+                let view = if summary {
+                    operator::PackagesView::PerVersion
+                } else {
+                    operator::PackagesView::PerHost
+                };
+                operator::render_packages(&answer, &query, view, now, &mut out)?;
             }
         }
     }

@@ -1,18 +1,21 @@
-//! The operator's side of the collector API: `guestward-collector hosts`, `host ID` and
-//! `findings` ask a running collector, over mutual TLS with an operator certificate, what
-//! `GET /v1/hosts`, `GET /v1/hosts/{id}` and `GET /v1/findings` answer, and print it for a
-//! person (tables, agent-sent text escaped) or as JSON.
+//! The operator's side of the collector API: `guestward-collector hosts`, `host ID`,
+//! `findings` and `packages NAME` ask a running collector, over mutual TLS with an operator
+//! certificate, what `GET /v1/hosts`, `GET /v1/hosts/{id}`, `GET /v1/findings` and
+//! `GET /v1/packages` answer, and print it for a person (tables, agent-sent text escaped) or
+//! as JSON.
 //!
 //! The same rules as the agent's shipper: the collector's certificate is verified against the
 //! CA given (never the system's roots: the fleet's CA is private), HTTPS only, no redirects
 //! (a redirect would present the operator's certificate elsewhere), every answer bounded in
 //! size and time.
 
+use crate::store::PackageQuery;
 use crate::tls::{self, TlsError};
 use guestward_core::text::{TerminalSafe, escape_control, write_columns};
 use guestward_core::{FindingFilter, Severity, Timestamp, human};
 use guestward_report::ingest::{
-    CertificateInfo, ErrorBody, FINDINGS_PATH, FleetFindings, HostDetail, HostList, HostSummary,
+    CertificateInfo, ErrorBody, FINDINGS_PATH, FleetFindings, FleetPackages, HostDetail, HostList,
+    HostSummary, PACKAGES_PATH, PackageKey,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -139,6 +142,20 @@ impl OperatorClient {
             pairs.push(("min_severity", s));
         }
         let path: Vec<&str> = FINDINGS_PATH.trim_start_matches('/').split('/').collect();
+        self.get(self.endpoint(&path, &pairs)).await
+    }
+
+    /// `GET /v1/packages` with `query`.
+    pub async fn packages(&self, query: &PackageQuery) -> Result<FleetPackages, OperatorError> {
+        let mut pairs: Vec<(&str, &str)> = vec![("name", query.name.as_str())];
+        pairs.extend(query.versions.iter().map(|v| ("version", v.as_str())));
+        if let Some(below) = &query.below {
+            pairs.push(("below", below));
+        }
+        if let Some(source) = query.source {
+            pairs.push(("source", source.as_str()));
+        }
+        let path: Vec<&str> = PACKAGES_PATH.trim_start_matches('/').split('/').collect();
         self.get(self.endpoint(&path, &pairs)).await
     }
 
@@ -525,6 +542,122 @@ fn per_id_table(answer: &FleetFindings, out: &mut dyn Write) -> std::io::Result<
     Ok(guestward_core::text::counted(ids.len() as u64, "finding id", "finding ids"))
 }
 
+/// How `packages` shows the fleet's packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackagesView {
+    /// One row per package of a host, with where it is and how old the host's inventory is.
+    PerHost,
+    /// One row per version (`--summary`): how many hosts have it.
+    PerVersion,
+}
+
+/// `GET /v1/packages` as a table (see [`PackagesView`]), the counts below, what the answer's
+/// bounds left out, and the hosts it cannot answer for.
+pub fn render_packages(
+    answer: &FleetPackages,
+    query: &PackageQuery,
+    view: PackagesView,
+    now: Timestamp,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let out: &mut dyn Write = &mut TerminalSafe::new(out);
+    let counted = guestward_core::text::counted;
+    let version = |p: &PackageKey| {
+        let shown = escape_control(&p.version);
+        if p.order_unknown { format!("{shown} (?)") } else { shown.into_owned() }
+    };
+    let arch = |p: &PackageKey| p.arch.as_deref().map_or(String::new(), |a| escape_control(a).into_owned());
+    if answer.versions.is_empty() && answer.versions_omitted == 0 {
+        writeln!(out, "no package matches ({} searched)", counted(answer.hosts_searched, "host", "hosts"))?;
+    } else {
+        match view {
+            PackagesView::PerHost => {
+                let rows: Vec<[String; 7]> = answer
+                    .packages
+                    .iter()
+                    .map(|p| {
+                        let age = now.unix_secs().saturating_sub(p.collected_at.unix_secs()).max(0);
+                        [
+                            p.host_id.clone(),
+                            escape_control(&p.package.name).into_owned(),
+                            version(&p.package),
+                            arch(&p.package),
+                            p.package.source.clone(),
+                            p.location.as_deref().map_or(String::new(), |l| escape_control(l).into_owned()),
+                            format!("{} ago", human::duration(age)),
+                        ]
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    write_columns(
+                        out,
+                        ["HOST", "PACKAGE", "VERSION", "ARCH", "SOURCE", "WHERE", "AS OF"],
+                        &rows,
+                    )?;
+                }
+            }
+            PackagesView::PerVersion => {
+                let rows: Vec<[String; 5]> = answer
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        [
+                            escape_control(&v.package.name).into_owned(),
+                            version(&v.package),
+                            arch(&v.package),
+                            v.package.source.clone(),
+                            v.hosts.to_string(),
+                        ]
+                    })
+                    .collect();
+                write_columns(out, ["PACKAGE", "VERSION", "ARCH", "SOURCE", "HOSTS"], &rows)?;
+            }
+        }
+        let versions = answer.versions.len() as u64 + answer.versions_omitted;
+        writeln!(
+            out,
+            "\n{} of {} {} ({})",
+            answer.hosts_matching,
+            counted(answer.hosts_searched, "host", "hosts"),
+            if answer.hosts_matching == 1 { "has it" } else { "have it" },
+            counted(versions, "version", "versions"),
+        )?;
+    }
+    let unordered = answer.versions.iter().filter(|v| v.package.order_unknown).count() as u64;
+    if let (Some(below), true) = (&query.below, unordered > 0) {
+        writeln!(
+            out,
+            "{} cannot be ordered against {} by the package manager's rule (marked ?): compare by hand",
+            counted(unordered, "version", "versions"),
+            escape_control(below)
+        )?;
+    }
+    if answer.omitted > 0 && view == PackagesView::PerHost {
+        writeln!(
+            out,
+            "{} more (host, package) rows left out: an answer lists at most {}; narrow the query (--version, --below, --source) or count them with --summary",
+            answer.omitted,
+            guestward_report::ingest::MAX_FLEET_PACKAGES
+        )?;
+    }
+    if answer.versions_omitted > 0 {
+        writeln!(
+            out,
+            "{} more matching versions not listed: an answer counts at most {}; narrow the name",
+            answer.versions_omitted,
+            guestward_report::ingest::MAX_FLEET_PACKAGE_VERSIONS
+        )?;
+    }
+    if answer.hosts_without_inventory > 0 {
+        writeln!(
+            out,
+            "{} no package inventory at the collector yet, and cannot be answered for (each is indexed from its next report that carries one)",
+            counted(answer.hosts_without_inventory, "host has", "hosts have")
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,6 +786,77 @@ mod tests {
         assert!(
             text.starts_with("\n0 findings on 0 hosts; 1 host searched\n1 more matching left out"),
             "{text}"
+        );
+    }
+
+    /// The packages table: a version that cannot be ordered is marked, agent-sent text is
+    /// escaped, and what the answer could not hold or answer for is said below it.
+    #[test]
+    fn packages_show_unordered_versions_bounds_and_hosts_without_an_inventory() {
+        use guestward_report::ingest::{HostPackage, PackageVersionCount};
+        let key = |version: &str, order_unknown| PackageKey {
+            source: "pypi".into(),
+            name: "xz\u{1b}[8m".into(),
+            version: version.into(),
+            arch: None,
+            order_unknown,
+        };
+        let row = |host: &str, version: &str, order_unknown| HostPackage {
+            host_id: host.into(),
+            package: key(version, order_unknown),
+            location: Some("/srv/app/venv/lib/python3.11/site-packages".into()),
+            sequence: 3,
+            collected_at: at(-7_200),
+        };
+        let answer = FleetPackages {
+            hosts_searched: 9,
+            hosts_without_inventory: 2,
+            hosts_matching: 2,
+            versions: vec![
+                PackageVersionCount { package: key("0.9", false), hosts: 1 },
+                PackageVersionCount { package: key("main", true), hosts: 1 },
+            ],
+            packages: vec![row("a", "0.9", false), row("b", "main", true)],
+            omitted: 4,
+            versions_omitted: 0,
+        };
+        let query = PackageQuery { name: "xz*".into(), below: Some("1.0".into()), ..Default::default() };
+        let text = shown(|out| render_packages(&answer, &query, PackagesView::PerHost, at(0), out));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "a",
+                "xz\\x1b[8m",
+                "0.9",
+                "pypi",
+                "/srv/app/venv/lib/python3.11/site-packages",
+                "2h",
+                "0m",
+                "ago"
+            ],
+            "{text}"
+        );
+        assert!(lines[2].contains(" main (?) "), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert_eq!(
+            lines[3..],
+            [
+                "",
+                "2 of 9 hosts have it (2 versions)",
+                "1 version cannot be ordered against 1.0 by the package manager's rule (marked ?): compare by hand",
+                "4 more (host, package) rows left out: an answer lists at most 10000; narrow the query (--version, --below, --source) or count them with --summary",
+                "2 hosts have no package inventory at the collector yet, and cannot be answered for (each is indexed from its next report that carries one)",
+            ],
+            "{text}"
+        );
+        // Nothing matched: said so, and still which hosts could not be asked.
+        let none =
+            FleetPackages { versions: vec![], packages: vec![], omitted: 0, hosts_matching: 0, ..answer };
+        let text = shown(|out| render_packages(&none, &query, PackagesView::PerVersion, at(0), out));
+        assert_eq!(
+            text,
+            "no package matches (9 hosts searched)\n2 hosts have no package inventory at the collector yet, and cannot be answered for (each is indexed from its next report that carries one)\n"
         );
     }
 }

@@ -1,10 +1,10 @@
-//! The operator's commands (`hosts`, `host ID`, `findings`): the real binary asking a real
+//! The operator's commands (`hosts`, `host ID`, `findings`, `packages`): the real binary asking a real
 //! collector over mutual TLS, its answers compared with the API's own, and every way it can
 //! be stopped named.
 
 use crate::common::*;
 use guestward_core::Severity;
-use guestward_report::ingest::{FleetFindings, HostDetail, HostList};
+use guestward_report::ingest::{FleetFindings, FleetPackages, HostDetail, HostList};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -385,4 +385,144 @@ fn operator_commands_name_what_stops_them() {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The packages of the Amazon Linux 2023 rpm database in tests/fixtures/rpmdb, read as the
+/// agent reads them, with `rename` applied to the versions of some.
+fn rpm_inventory(rename: &[(&str, &str)]) -> guestward_core::Section<guestward_packages::PackagesReport> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/rpmdb/amazonlinux2023-plain");
+    let root = guestward_core::HostRoot::new(&dir).unwrap();
+    let (found, errors) = guestward_rpmdb::detect_in_dir(&root, Path::new("/"));
+    assert!(errors.is_empty() && found.len() == 1, "{errors:?} {found:?}");
+    let limits = guestward_rpmdb::Limits::default();
+    let mut rpm =
+        guestward_rpmdb::read_database(&root, &found[0].host_path, found[0].backend, &limits).unwrap();
+    for (name, version) in rename {
+        let package = rpm.packages.iter_mut().find(|p| p.name == *name).unwrap();
+        package.version = (*version).into();
+    }
+    let data = guestward_packages::PackagesReport { dpkg: None, rpm: Some(rpm), language: None };
+    guestward_core::Section::from_parts(Some(data), Vec::new(), std::time::Instant::now())
+}
+
+/// rpm's own list of the fixture (`expected.sorted.tsv`: name, epoch, version, release, arch).
+fn rpm_qa() -> Vec<[String; 5]> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/rpmdb/amazonlinux2023-plain/expected.sorted.tsv");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            [f[0], f[1], f[2], f[3], f[4]].map(String::from)
+        })
+        .collect()
+}
+
+/// `packages NAME`: which hosts run which versions, from each host's latest inventory, against
+/// a real rpm database and rpm's own list of it; as JSON the API's answer.
+#[test]
+fn operators_find_which_hosts_run_which_package_versions() {
+    run(LIMIT, "packages command", || async {
+        let h = Harness::start(|_| {}).await;
+        // host-a runs the fixture as it is; host-b an older openssl-libs. host-a's first report
+        // had no inventory: its second one is the one answered.
+        let a1 = report(HOST_A, 1);
+        let mut a2 = report(HOST_A, 2);
+        a2.packages = Some(rpm_inventory(&[]));
+        assert_eq!(post(&h, &h.client(Who::Agent(HOST_A)), body(&[a1, a2])).await.status(), 200);
+        let mut b1 = report(HOST_B, 1);
+        b1.packages = Some(rpm_inventory(&[("openssl-libs", "3.0.2")]));
+        assert_eq!(post(&h, &h.client(Who::Agent(HOST_B)), body(&[b1])).await.status(), 200);
+
+        let qa = rpm_qa();
+        let evr = |name: &str| {
+            let p = qa.iter().find(|p| p[0] == name).unwrap();
+            let epoch = if p[1] == "(none)" { String::new() } else { format!("{}:", p[1]) };
+            format!("{epoch}{}-{}", p[2], p[3])
+        };
+        let openssl = evr("openssl-libs");
+        let older = openssl.replace("3.0.8", "3.0.2");
+
+        // --json is the API's answer.
+        let json = answered(&h, &["packages", "openssl-libs", "--json"]).await;
+        let cli_answer: FleetPackages = serde_json::from_str(&json).unwrap();
+        let api_answer: FleetPackages = api(&h, "/v1/packages?name=openssl-libs").await;
+        assert_eq!(cli_answer, api_answer);
+        let rows: Vec<(&str, &str, Option<&str>)> = cli_answer
+            .packages
+            .iter()
+            .map(|p| (p.host_id.as_str(), p.package.version.as_str(), p.package.arch.as_deref()))
+            .collect();
+        assert_eq!(
+            rows,
+            [(HOST_B, older.as_str(), Some("x86_64")), (HOST_A, openssl.as_str(), Some("x86_64"))]
+        );
+        assert_eq!(cli_answer.packages[1].sequence, 2);
+
+        // The table: a row per host, the counts below.
+        let table = answered(&h, &["packages", "openssl-libs"]).await;
+        let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[0],
+            ["HOST", "PACKAGE", "VERSION", "ARCH", "SOURCE", "WHERE", "AS", "OF"],
+            "{table}"
+        );
+        assert_eq!(lines[1][..5], [HOST_B, "openssl-libs", older.as_str(), "x86_64", "rpm"], "{table}");
+        assert_eq!(lines[2][..5], [HOST_A, "openssl-libs", openssl.as_str(), "x86_64", "rpm"], "{table}");
+        assert!(lines[1].ends_with(&["ago"]), "{table}");
+        assert!(table.ends_with("\n\n2 of 2 hosts have it (2 versions)\n"), "{table}");
+
+        // Below the fixed version, in rpm's order (the epoch counts: 3.0.8 alone is epoch 0).
+        let below = answered(&h, &["packages", "openssl-libs", "--below", &openssl, "--json"]).await;
+        let below: FleetPackages = serde_json::from_str(&below).unwrap();
+        assert_eq!(below.packages.iter().map(|p| p.host_id.as_str()).collect::<Vec<_>>(), [HOST_B]);
+        assert_eq!(
+            answered(&h, &["packages", "openssl-libs", "--below", "3.0.8"]).await,
+            "no package matches (2 hosts searched)\n"
+        );
+        // Exact versions, and a source.
+        let exact =
+            answered(&h, &["packages", "openssl-libs", "--version", &openssl, "--source", "rpm"]).await;
+        assert!(exact.ends_with("\n1 of 2 hosts has it (1 version)\n"), "{exact}");
+        assert_eq!(
+            answered(&h, &["packages", "openssl-libs", "--source", "dpkg"]).await,
+            "no package matches (2 hosts searched)\n"
+        );
+
+        // --summary of a pattern: one line per version, as many as rpm lists, each on both hosts.
+        let summary = answered(&h, &["packages", "python3*", "--summary"]).await;
+        let python: Vec<&[String; 5]> = qa.iter().filter(|p| p[0].starts_with("python3")).collect();
+        let lines: Vec<Vec<&str>> = summary.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(lines[0], ["PACKAGE", "VERSION", "ARCH", "SOURCE", "HOSTS"], "{summary}");
+        assert_eq!(lines.len(), python.len() + 3, "{summary}");
+        for (line, p) in lines[1..=python.len()].iter().zip(&python) {
+            assert_eq!(line[..], [p[0].as_str(), &evr(&p[0]), p[4].as_str(), "rpm", "2"], "{summary}");
+        }
+        assert_eq!(
+            summary.lines().last(),
+            Some(format!("2 of 2 hosts have it ({} versions)", python.len()).as_str())
+        );
+
+        // Usage errors: a name that is no name, a source that is none (exit 2, nothing asked).
+        for args in [vec!["packages", ""], vec!["packages", "x", "--source", "apk"]] {
+            let out = cli(as_operator(&h, &args), vec![]).await;
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        }
+        // The API refuses what it does not understand, by name, and agents.
+        let operator = h.client(Who::Operator(OPERATOR));
+        for (query, said) in [
+            ("", "needs a name"),
+            ("?name=x&versoin=1", "unknown query parameter \"versoin\""),
+            ("?name=x&source=apk", "\"apk\" is not one of dpkg, rpm, pypi, maven, npm"),
+        ] {
+            let resp = operator.get(h.url(&format!("/v1/packages{query}"))).send().await.unwrap();
+            assert_eq!(resp.status(), 400, "{query}");
+            let message = resp.json::<guestward_report::ingest::ErrorBody>().await.unwrap().message;
+            assert!(message.contains(said), "{query}: {message}");
+        }
+        let agent = h.client(Who::Agent(HOST_A));
+        let resp = agent.get(h.url("/v1/packages?name=openssl-libs")).send().await.unwrap();
+        assert_eq!(resp.status(), 403);
+    });
 }
