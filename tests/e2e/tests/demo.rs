@@ -4,7 +4,8 @@ use crate::support::*;
 use std::time::Duration;
 
 /// `bash scripts/demo` from the repository root exits 0 and prints the demo host (`demo-host`)
-/// in the collector's host list, with the one report it delivered, and the fleet's findings.
+/// in the collector's host list, with the one report it delivered, the fleet's findings, and
+/// the version of openssl it runs (as `dpkg-query` lists it).
 #[test]
 fn scripts_demo_runs_and_lists_the_demo_host() {
     for tool in ["curl", "python3"] {
@@ -47,5 +48,39 @@ fn scripts_demo_runs_and_lists_the_demo_host() {
                 || out.stdout.contains("no finding matches (1 host searched)"),
             "scripts/demo printed no findings answer:\n{out}"
         );
+        // Which version of openssl the fleet (this machine) runs: what dpkg says it has.
+        let asked = lines.iter().position(|l| l.starts_with("== guestward-collector packages openssl"));
+        let answer = &lines[asked.unwrap_or_else(|| panic!("scripts/demo asked no packages question:\n{out}")) + 1..];
+        match installed_deb("openssl") {
+            Ok(Some((version, arch))) => {
+                let row: Vec<&str> = answer.get(1).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+                assert_eq!(
+                    row.get(..5),
+                    Some(&["demo-host", "openssl", version.as_str(), arch.as_str(), "dpkg"][..]),
+                    "the host's openssl, as dpkg-query lists it:\n{out}"
+                );
+                assert_eq!(answer.get(3).copied(), Some("1 of 1 host has it (1 version)"), "{out}");
+            }
+            Ok(None) => {
+                assert_eq!(answer.first().copied(), Some("no package matches (1 host searched)"), "{out}");
+            }
+            Err(reason) => guestward_core::testing::skip_or_fail(
+                "demo::scripts_demo_runs_and_lists_the_demo_host (its packages answer)",
+                &format!("dpkg-query, the oracle of the packages answer, cannot run: {reason}"),
+            ),
+        }
     });
+}
+
+/// `package`'s version and architecture as `dpkg-query` lists them (`None`: not installed).
+fn installed_deb(package: &str) -> Result<Option<(String, String)>, String> {
+    let out = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${db:Status-Status} ${Version} ${Architecture}", package])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(match text.split_whitespace().collect::<Vec<_>>()[..] {
+        ["installed", version, arch] => Some((version.to_string(), arch.to_string())),
+        _ => None,
+    })
 }
