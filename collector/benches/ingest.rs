@@ -2,19 +2,27 @@
 //! process, 500 simulated agents, each with its own client certificate and its own reused
 //! connection (connected first, then timed), each posting 20 batches (one report per batch, zstd-compressed as the shipper
 //! sends them), all agents at once. Prints batches/s and latency percentiles, then how long the
-//! operators' fleet search (`GET /v1/findings`) takes over every host's latest report.
+//! operators' fleet searches take: `GET /v1/findings` over every host's latest report and
+//! `GET /v1/packages` over every host's package inventory.
 //!
 //!     cargo bench -p guestward-collector --bench ingest
 //!
-//! `GW_BENCH_AGENTS` and `GW_BENCH_BATCHES` change the 500 x 20. The database is a real SQLite
-//! file (synchronous = FULL, group commit) in a temporary directory.
+//! `GW_BENCH_AGENTS` and `GW_BENCH_BATCHES` change the 500 x 20. With `GW_BENCH_PACKAGES=N`
+//! (default 0: the reports of issue 11's target, about 3 KiB) each report also carries a package
+//! inventory of N rpm packages (700: a small server), the same in every report of a host except
+//! that halfway through each host upgrades openssl: the collector indexes each host's inventory
+//! once, keeps it while it does not change and rewrites the changed rows once; the package
+//! searches are then timed too. The database is a real SQLite file (synchronous = FULL, group
+//! commit) in a temporary directory.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use guestward_collector::config::{self, Overrides, RawConfig};
 use guestward_collector::pki::{self, IssueOptions};
 use guestward_core::{Event, Finding, Severity, Timestamp};
-use guestward_report::ingest::{BatchStatus, FleetFindings, HostList, IngestRequest, IngestResponse};
+use guestward_report::ingest::{
+    BatchStatus, FleetFindings, FleetPackages, HostList, IngestRequest, IngestResponse,
+};
 use guestward_report::{AgentInfo, HostIdSource, Report};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use std::path::Path;
@@ -25,8 +33,40 @@ fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A report of the size a daemon cycle sends between full inventories: a few findings and
-/// events (about 3 KiB of JSON).
+/// The openssl versions of the fleet: host `i` runs `OPENSSL[i % 3]` until its upgrade.
+const OPENSSL: [&str; 3] = ["3.0.8", "3.0.2", "3.0.7"];
+
+/// `packages` rpm packages (plus openssl at `openssl`), as a host's packages collector sends them.
+fn inventory(packages: usize, openssl: &str) -> guestward_core::Section<guestward_packages::PackagesReport> {
+    let package = |name: String, version: &str| guestward_rpmdb::RpmPackage {
+        record: 0,
+        name,
+        epoch: None,
+        version: version.into(),
+        release: "1.amzn2023.0.1".into(),
+        arch: Some("x86_64".into()),
+        source_rpm: None,
+        size_bytes: Some(1 << 20),
+        vendor: Some("Amazon Linux".into()),
+        license: Some("MIT".into()),
+        install_time: None,
+        digests: Default::default(),
+    };
+    let mut list: Vec<_> = (0..packages).map(|i| package(format!("package-{i:04}"), "1.2.3")).collect();
+    list.push(package("openssl-libs".into(), openssl));
+    let rpm = guestward_rpmdb::RpmInventory {
+        db_path: "/var/lib/rpm/rpmdb.sqlite".into(),
+        backend: guestward_rpmdb::Backend::Sqlite,
+        packages: list,
+        corrupt: Vec::new(),
+        problems: Vec::new(),
+    };
+    let data = guestward_packages::PackagesReport { dpkg: None, rpm: Some(rpm), language: None };
+    guestward_core::Section::from_parts(Some(data), Vec::new(), Instant::now())
+}
+
+/// A report of the size a daemon cycle sends: a few findings and events (about 3 KiB of
+/// JSON) and, with `packages`, the package inventory.
 fn report(host: &str, sequence: u64) -> Report {
     let agent = AgentInfo {
         version: "0.1.0".into(),
@@ -85,6 +125,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let agents = env_num("GW_BENCH_AGENTS", 500);
     let batches = env_num("GW_BENCH_BATCHES", 20);
+    let packages = env_num("GW_BENCH_PACKAGES", 0);
+    let with_inventory = |mut r: Report, host: usize, seq: u64| {
+        if packages > 0 {
+            let openssl = if seq as usize > batches / 2 { "3.0.8" } else { OPENSSL[host % 3] };
+            r.packages = Some(inventory(packages, openssl));
+        }
+        r
+    };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let pki_dir = dir.path().join("pki");
@@ -100,18 +148,20 @@ fn main() {
     // is the agents' cost, not the collector's).
     let bodies: Vec<Vec<Vec<u8>>> = hosts
         .iter()
-        .map(|h| {
+        .enumerate()
+        .map(|(i, h)| {
             (1..=batches as u64)
                 .map(|seq| {
-                    let json = serde_json::to_vec(&IngestRequest { reports: vec![report(h, seq)] }).unwrap();
+                    let r = with_inventory(report(h, seq), i, seq);
+                    let json = serde_json::to_vec(&IngestRequest { reports: vec![r] }).unwrap();
                     zstd::bulk::compress(&json, 3).unwrap()
                 })
                 .collect()
         })
         .collect();
-    let raw_len = serde_json::to_vec(&report("bench-0000", 1)).unwrap().len();
+    let raw_len = serde_json::to_vec(&with_inventory(report("bench-0000", 1), 0, 1)).unwrap().len();
     eprintln!(
-        "setup: {agents} certificates and {} bodies ({} B JSON, {} B zstd each) in {:.1?}",
+        "setup: {agents} certificates and {} bodies ({packages} packages, {} B JSON, {} B zstd each) in {:.1?}",
         agents * batches,
         raw_len,
         bodies[0][0].len(),
@@ -204,7 +254,9 @@ fn main() {
         println!(
             "connect: {agents} agents, TLS 1.3 handshakes with client certificates, in {handshakes:.2?}"
         );
-        println!("collector ingest: {agents} agents x {batches} batches = {n} batches in {elapsed:.2?}");
+        println!(
+            "collector ingest: {agents} agents x {batches} batches ({packages} packages each) = {n} batches in {elapsed:.2?}"
+        );
         println!("  throughput: {:.0} batches/s", n as f64 / elapsed.as_secs_f64());
         println!(
             "  latency: p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?}",
@@ -230,6 +282,36 @@ fn main() {
             println!(
                 "  GET /v1/findings{query}: {expected} of {} findings match, median {:.1?}",
                 agents * 5,
+                times[2]
+            );
+        }
+
+        // The fleet's package search over every host's inventory (after the upgrade, every
+        // host runs openssl-libs 3.0.8): the median of 5 answers, each count checked.
+        if packages == 0 {
+            return;
+        }
+        let searches = [
+            ("?name=openssl-libs", agents, 1),
+            ("?name=openssl-libs&below=3.0.8-1.amzn2023.0.1", 0, 0),
+            ("?name=openssl-libs&version=3.0.8-1.amzn2023.0.1", agents, 1),
+            ("?name=package-00*", agents * packages.min(100), packages.min(100)),
+            ("?name=no-such-package", 0, 0),
+        ];
+        for (query, rows, versions) in searches {
+            let url = format!("https://localhost:{}/v1/packages{query}", addr.port());
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let answer: FleetPackages = operator.get(&url).send().await.unwrap().json().await.unwrap();
+                times.push(t.elapsed());
+                assert_eq!(answer.packages.len() + answer.omitted as usize, rows, "{query}");
+                assert_eq!(answer.versions.len(), versions, "{query}");
+            }
+            times.sort();
+            println!(
+                "  GET /v1/packages{query}: {rows} (host, package) rows of {} match, median {:.1?}",
+                agents * (packages + 1),
                 times[2]
             );
         }

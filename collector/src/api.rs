@@ -7,7 +7,7 @@ use crate::loglimit::LogLimit;
 use crate::memory::Reservation;
 use crate::server::{AppState, ConnInfo};
 use crate::store::{
-    Delivery, FindingFilter, NewReport, PackageItem, PackageQuery, PackageSource, StoreError,
+    Delivery, FindingFilter, NewReport, PackageInventory, PackageQuery, PackageSource, StoreError,
 };
 use guestward_core::Timestamp;
 use guestward_report::Report;
@@ -530,7 +530,11 @@ async fn ingest(
             reports
                 .into_iter()
                 .map(|(r, json)| NewReport {
-                    packages: inventory_of(&r),
+                    packages: r
+                        .packages
+                        .as_ref()
+                        .and_then(|s| s.data.as_ref())
+                        .map(PackageInventory::from_report),
                     host_id: host2.clone(),
                     sequence: r.sequence.unwrap_or_default(),
                     collected_at: r.collected_at,
@@ -650,19 +654,6 @@ fn check_hosts(
 
 /// Checks the body's shape report by report, so the refusal names the report (`batch_id`) and
 /// the field. Returns each report typed and as JSON (what is stored).
-/// A report's package inventory, flattened as the agent's change tracking flattens it; `None`
-/// when the report carries none (its packages section absent or without data).
-fn inventory_of(report: &Report) -> Option<Vec<PackageItem>> {
-    let data = report.packages.as_ref()?.data.as_ref()?;
-    let snapshot = guestward_packages::delta::Snapshot::from_inventory(
-        report.collected_at,
-        data.dpkg.as_ref(),
-        data.rpm.as_slice(),
-        data.language.as_ref(),
-    );
-    Some(snapshot.items)
-}
-
 fn parse_reports(json: &[u8], max_reports: usize) -> Result<Vec<(Report, Vec<u8>)>, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(json).map_err(|e| ApiError::invalid(format!("malformed JSON: {e}")))?;

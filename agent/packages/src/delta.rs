@@ -153,58 +153,132 @@ impl Snapshot {
         language: Option<&LangReport>,
     ) -> Self {
         let mut items = Vec::new();
-        if let Some(d) = dpkg {
-            items.extend(d.installed.iter().map(|p| Item {
-                source: PackageSource::Dpkg,
-                name: p.name.clone(),
-                arch: p.architecture.clone(),
-                location: None,
-                version: p.version.full.clone(),
-            }));
-        }
-        for db in rpm {
-            items.extend(db.packages.iter().map(|p| Item {
-                source: PackageSource::Rpm,
-                name: p.name.clone(),
-                arch: p.arch.clone(),
-                location: None,
-                version: p.evr(),
-            }));
-        }
-        if let Some(l) = language {
-            items.extend(l.packages.iter().map(|p| Item {
-                source: PackageSource::of(p.ecosystem),
-                name: match (&p.namespace, p.ecosystem) {
-                    (Some(ns), guestward_lang::Ecosystem::Npm) => format!("@{ns}/{}", p.name),
-                    (Some(ns), _) => format!("{ns}:{}", p.name),
-                    (None, _) => p.name.clone(),
-                },
-                arch: None,
-                location: Some(install_dir(p)),
-                version: p.version.clone(),
-            }));
-        }
+        visit_items(dpkg, rpm, language, |i| items.push(i.to_item()));
         items.sort_unstable();
         items.dedup();
         Self { taken_at, items }
     }
 }
 
-/// The directory a language package is installed in, as its identity: a version change
-/// renames the dist-info directory (`requests-2.31.0.dist-info`) or the jar
+/// One package as [`Snapshot::from_inventory`] flattens it, borrowed (see [`visit_items`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRef<'a> {
+    /// Source.
+    pub source: PackageSource,
+    /// Name as reported.
+    pub name: &'a str,
+    /// Architecture (dpkg, rpm).
+    pub arch: Option<&'a str>,
+    /// Where it is installed (language packages).
+    pub location: Option<&'a str>,
+    /// Version.
+    pub version: &'a str,
+}
+
+impl ItemRef<'_> {
+    /// The owned item.
+    pub fn to_item(&self) -> Item {
+        Item {
+            source: self.source,
+            name: self.name.to_string(),
+            arch: self.arch.map(str::to_string),
+            location: self.location.map(str::to_string),
+            version: self.version.to_string(),
+        }
+    }
+}
+
+/// Calls `f` with each package of the inventories, flattened as [`Snapshot::from_inventory`]
+/// flattens them, in the inventories' order (unsorted, duplicates kept). Nothing is allocated
+/// per package: the fields that are composed (an rpm version with its epoch, a language
+/// package's namespace and install directory) are written into buffers reused from one
+/// package to the next. A collector receiving inventories from a whole fleet reads them so.
+pub fn visit_items(
+    dpkg: Option<&DpkgInventory>,
+    rpm: &[RpmInventory],
+    language: Option<&LangReport>,
+    mut f: impl FnMut(ItemRef<'_>),
+) {
+    use std::fmt::Write;
+    if let Some(d) = dpkg {
+        for p in &d.installed {
+            f(ItemRef {
+                source: PackageSource::Dpkg,
+                name: &p.name,
+                arch: p.architecture.as_deref(),
+                location: None,
+                version: &p.version.full,
+            });
+        }
+    }
+    let mut version = String::new();
+    for db in rpm {
+        for p in &db.packages {
+            // As `RpmPackage::evr` writes it. Writing to a String cannot fail.
+            version.clear();
+            if let Some(epoch) = p.epoch {
+                let _ = write!(version, "{epoch}:");
+            }
+            let _ = write!(version, "{}-{}", p.version, p.release);
+            f(ItemRef {
+                source: PackageSource::Rpm,
+                name: &p.name,
+                arch: p.arch.as_deref(),
+                location: None,
+                version: &version,
+            });
+        }
+    }
+    let (mut name, mut location) = (String::new(), String::new());
+    if let Some(l) = language {
+        for p in &l.packages {
+            let name: &str = match (&p.namespace, p.ecosystem) {
+                (Some(ns), guestward_lang::Ecosystem::Npm) => {
+                    name.clear();
+                    let _ = write!(name, "@{ns}/{}", p.name);
+                    &name
+                }
+                (Some(ns), _) => {
+                    name.clear();
+                    let _ = write!(name, "{ns}:{}", p.name);
+                    &name
+                }
+                (None, _) => &p.name,
+            };
+            install_dir(p, &mut location);
+            f(ItemRef {
+                source: PackageSource::of(p.ecosystem),
+                name,
+                arch: None,
+                location: Some(&location),
+                version: &p.version,
+            });
+        }
+    }
+}
+
+/// The directory a language package is installed in, as its identity, written to `out`: a
+/// version change renames the dist-info directory (`requests-2.31.0.dist-info`) or the jar
 /// (`log4j-core-2.17.1.jar`) but keeps it in the same site-packages or lib directory, so an
 /// upgrade is seen as one, not as a removal plus an addition.
-fn install_dir(p: &guestward_lang::LangPackage) -> String {
-    let parent = |path: &str| match path.rsplit_once('/') {
-        Some(("", _)) => "/".to_string(),
-        Some((dir, _)) => dir.to_string(),
-        None => String::new(),
-    };
+fn install_dir(p: &guestward_lang::LangPackage, out: &mut String) {
+    fn parent(path: &str) -> &str {
+        match path.rsplit_once('/') {
+            Some(("", _)) => "/",
+            Some((dir, _)) => dir,
+            None => "",
+        }
+    }
+    out.clear();
     match (p.ecosystem, &p.path_in_archive) {
         // A package.json's directory is already version-free (`node_modules/express`).
-        (guestward_lang::Ecosystem::Npm, _) => p.location.clone(),
-        (_, Some(inner)) => format!("{}!/{}", p.location, parent(inner)),
-        (_, None) => parent(&p.location),
+        (guestward_lang::Ecosystem::Npm, _) => out.push_str(&p.location),
+        (_, Some(inner)) => {
+            out.push_str(&p.location);
+            out.push_str("!/");
+            out.push_str(parent(inner));
+        }
+        (_, None) => out.push_str(parent(&p.location)),
     }
 }
 

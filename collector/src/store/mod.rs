@@ -98,14 +98,119 @@ pub struct NewReport {
     pub findings: Vec<Finding>,
     /// Its events, kept for [`HostDetail::recent_events`].
     pub events: Vec<Event>,
-    /// Its package inventory flattened (`None` when it carried none: a partial report, or the
-    /// packages collector failed), indexed for [`Store::packages`] when the report is the
-    /// host's latest.
-    pub packages: Option<Vec<PackageItem>>,
+    /// Its package inventory (`None` when it carried none: a partial report, or the packages
+    /// collector failed), indexed for [`Store::packages`] when the report is the host's latest.
+    pub packages: Option<PackageInventory>,
 }
 
 /// One package of an inventory, as the agent's change tracking names it.
 pub use guestward_packages::delta::{Item as PackageItem, PackageSource};
+
+/// A host's packages as a report carries them, flattened as the agent's change tracking
+/// flattens them, in one buffer: a report's typed inventory is thousands of small allocations,
+/// and keeping those alive while the request waits for the store's writer slowed every
+/// request (docs/benchmarks.md, "The fleet's package index"). The writer reads the packages
+/// back only when the inventory's digest differs from the host's: a host reports the same
+/// packages scan after scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageInventory {
+    /// Per package: the source's index in `PackageSource::ALL`, then name, version, arch
+    /// and location, each a 4-byte little-endian length (`u32::MAX`: absent) and its bytes.
+    encoded: Vec<u8>,
+}
+
+impl PackageInventory {
+    /// The packages of a report's packages section.
+    pub fn from_report(data: &guestward_packages::PackagesReport) -> Self {
+        let mut out = Self::default();
+        guestward_packages::delta::visit_items(
+            data.dpkg.as_ref(),
+            data.rpm.as_slice(),
+            data.language.as_ref(),
+            |i| out.push(&i),
+        );
+        out
+    }
+
+    /// These packages.
+    pub fn from_items(items: &[PackageItem]) -> Self {
+        let mut out = Self::default();
+        for i in items {
+            out.push(&guestward_packages::delta::ItemRef {
+                source: i.source,
+                name: &i.name,
+                arch: i.arch.as_deref(),
+                location: i.location.as_deref(),
+                version: &i.version,
+            });
+        }
+        out
+    }
+
+    fn push(&mut self, item: &guestward_packages::delta::ItemRef<'_>) {
+        let index = PackageSource::ALL.iter().position(|s| *s == item.source).unwrap_or(0);
+        self.encoded.push(index as u8);
+        for field in [Some(item.name), Some(item.version), item.arch, item.location] {
+            match field {
+                // A field is at most a report's size, far below 4 GiB (the ingest limits).
+                Some(text) => {
+                    let len = u32::try_from(text.len()).unwrap_or(u32::MAX - 1);
+                    self.encoded.extend_from_slice(&len.to_le_bytes());
+                    self.encoded.extend_from_slice(&text.as_bytes()[..len as usize]);
+                }
+                None => self.encoded.extend_from_slice(&u32::MAX.to_le_bytes()),
+            }
+        }
+    }
+
+    /// SHA-256 of the packages as listed: equal digests mean equal packages in the same order.
+    /// The same packages in another order (or repeated) have another digest; that costs a
+    /// comparison of rows, never a wrong answer.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(&self.encoded).into()
+    }
+
+    /// The packages, sorted, without duplicates.
+    pub fn items(&self) -> Vec<PackageItem> {
+        let mut items = Vec::new();
+        let mut rest = self.encoded.as_slice();
+        // Each field as `push` wrote it; `None` at the end or on a buffer it did not write.
+        fn field<'a>(rest: &mut &'a [u8]) -> Option<Option<&'a str>> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len);
+            if len == u32::MAX {
+                *rest = tail;
+                return Some(None);
+            }
+            let (text, tail) = tail.split_at_checked(len as usize)?;
+            *rest = tail;
+            Some(Some(std::str::from_utf8(text).ok()?))
+        }
+        while let Some((&index, tail)) = rest.split_first() {
+            rest = tail;
+            let (Some(source), Some(Some(name)), Some(Some(version)), Some(arch), Some(location)) = (
+                PackageSource::ALL.get(usize::from(index)),
+                field(&mut rest),
+                field(&mut rest),
+                field(&mut rest),
+                field(&mut rest),
+            ) else {
+                break;
+            };
+            items.push(PackageItem {
+                source: *source,
+                name: name.to_string(),
+                arch: arch.map(str::to_string),
+                location: location.map(str::to_string),
+                version: version.to_string(),
+            });
+        }
+        items.sort_unstable();
+        items.dedup();
+        items
+    }
+}
 
 /// Which packages `GET /v1/packages` lists (its query).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

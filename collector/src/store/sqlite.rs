@@ -411,7 +411,7 @@ fn prepare(reports: &[NewReport]) -> Result<Vec<Prepared>, StoreError> {
                 .map_err(|e| StoreError::Database(format!("cannot compress a report: {e}")))?,
             findings,
             events,
-            inventory: r.packages.as_deref().map(inventory::PreparedInventory::new),
+            inventory: r.packages.clone().map(inventory::PreparedInventory::new),
         });
     }
     Ok(prepared)

@@ -50,10 +50,12 @@ fn scripts_demo_runs_and_lists_the_demo_host() {
         );
         // Which version of openssl the fleet (this machine) runs: what dpkg says it has.
         let asked = lines.iter().position(|l| l.starts_with("== guestward-collector packages openssl"));
-        let answer = &lines[asked.unwrap_or_else(|| panic!("scripts/demo asked no packages question:\n{out}")) + 1..];
+        let answer =
+            &lines[asked.unwrap_or_else(|| panic!("scripts/demo asked no packages question:\n{out}")) + 1..];
         match installed_deb("openssl") {
             Ok(Some((version, arch))) => {
-                let row: Vec<&str> = answer.get(1).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+                let row: Vec<&str> =
+                    answer.get(1).map(|l| l.split_whitespace().collect()).unwrap_or_default();
                 assert_eq!(
                     row.get(..5),
                     Some(&["demo-host", "openssl", version.as_str(), arch.as_str(), "dpkg"][..]),

@@ -18,14 +18,13 @@
 //! host deletes it (`drop_rows`, in bounded steps).
 
 use super::{StoreError, db_err, to_i64, to_u64, ts_parse};
-use crate::store::{PackageItem, PackageQuery, PackageSource};
+use crate::store::{PackageInventory, PackageQuery, PackageSource};
 use guestward_packages::delta::compare_versions;
 use guestward_report::ingest::{
     FleetPackages, HostPackage, MAX_FLEET_PACKAGE_VERSIONS, MAX_FLEET_PACKAGES, PackageKey,
     PackageVersionCount,
 };
 use rusqlite::{Connection, OptionalExtension, params};
-use sha2::Digest;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
@@ -37,56 +36,72 @@ pub(super) const MAX_INDEXED_PACKAGES: usize = 200_000;
 /// its own row and index entry.
 const PACKAGE_FIXED_BYTES: u64 = 64;
 
-/// An inventory as it will be stored, computed on the caller's thread.
+/// An inventory on its way to the writer: its digest, computed on the caller's thread without
+/// building its rows, and the inventory, flattened by the writer only when the digest differs
+/// from the host's.
 #[derive(Debug, Clone)]
 pub(super) struct PreparedInventory {
-    /// Sorted, without duplicates, at most [`MAX_INDEXED_PACKAGES`].
+    digest: [u8; 32],
+    packages: PackageInventory,
+}
+
+impl PreparedInventory {
+    pub(super) fn new(packages: PackageInventory) -> Self {
+        Self { digest: packages.digest(), packages }
+    }
+}
+
+/// An inventory's rows: sorted, without duplicates, at most [`MAX_INDEXED_PACKAGES`], and
+/// what they cost their host.
+struct Rows {
     rows: Vec<PackageRow>,
     left_out: usize,
-    digest: [u8; 32],
     cost: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct PackageRow {
     name: String,
-    source: &'static str,
+    source: String,
     version: String,
     arch: String,
     location: String,
 }
 
-impl PreparedInventory {
-    pub(super) fn new(items: &[PackageItem]) -> Self {
-        let mut rows: Vec<PackageRow> = items
-            .iter()
+impl PackageRow {
+    /// What the row costs its host: its text and [`PACKAGE_FIXED_BYTES`].
+    fn cost(&self) -> u64 {
+        let text =
+            self.name.len() + self.source.len() + self.version.len() + self.arch.len() + self.location.len();
+        (text as u64).saturating_add(PACKAGE_FIXED_BYTES)
+    }
+}
+
+impl Rows {
+    fn of(packages: &PackageInventory) -> Self {
+        let mut rows: Vec<PackageRow> = packages
+            .items()
+            .into_iter()
             .map(|i| PackageRow {
-                name: i.name.clone(),
-                source: i.source.as_str(),
-                version: i.version.clone(),
-                arch: i.arch.clone().unwrap_or_default(),
-                location: i.location.clone().unwrap_or_default(),
+                name: i.name,
+                source: i.source.as_str().to_string(),
+                version: i.version,
+                arch: i.arch.unwrap_or_default(),
+                location: i.location.unwrap_or_default(),
             })
             .collect();
         rows.sort_unstable();
         rows.dedup();
         let left_out = rows.len().saturating_sub(MAX_INDEXED_PACKAGES);
         rows.truncate(MAX_INDEXED_PACKAGES);
-        let mut hasher = sha2::Sha256::new();
-        let mut cost = 0u64;
-        for r in &rows {
-            // Each field ends with a byte no field holds, so two lists hash alike only when
-            // they are the same.
-            for field in [r.name.as_str(), r.source, &r.version, &r.arch, &r.location] {
-                hasher.update(field.as_bytes());
-                hasher.update([0xff]);
-            }
-            let text = r.name.len() + r.source.len() + r.version.len() + r.arch.len() + r.location.len();
-            cost = cost.saturating_add(text as u64).saturating_add(PACKAGE_FIXED_BYTES);
-        }
-        hasher.update((rows.len() as u64).to_le_bytes());
-        Self { rows, left_out, digest: hasher.finalize().into(), cost }
+        let cost = rows.iter().map(PackageRow::cost).fold(0u64, u64::saturating_add);
+        Self { rows, left_out, cost }
     }
+}
+
+/// What the inventory row itself costs: the digest and the keys, like a report's row.
+fn inventory_row_cost(batch_id: &str, host_id: &str) -> u64 {
+    super::row_cost(32, batch_id, host_id)
 }
 
 /// Makes `inventory` the host's, from report `batch_id`, inside the caller's transaction.
@@ -99,89 +114,103 @@ pub(super) fn replace(
     collected_at: &str,
     inventory: &PreparedInventory,
 ) -> Result<i64, StoreError> {
-    let cost = to_i64(inventory.cost.saturating_add(super::row_cost(32, batch_id, host_id)));
-    let old: Option<(i64, Vec<u8>, i64)> = conn
-        .prepare_cached("SELECT inventory_id, digest, stored_bytes FROM inventories WHERE host_id = ?1")
+    let old: Option<(i64, Vec<u8>, i64, String)> = conn
+        .prepare_cached(
+            "SELECT inventory_id, digest, stored_bytes, batch_id FROM inventories WHERE host_id = ?1",
+        )
         .map_err(db_err)?
-        .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()
         .map_err(db_err)?;
+    if let Some((id, digest, old_cost, old_batch)) = &old
+        && *digest == inventory.digest
+    {
+        // The same packages: the inventory now comes from this report; only the row's own
+        // cost follows the new batch id.
+        let cost = old_cost.saturating_sub(to_i64(inventory_row_cost(old_batch, host_id)))
+            + to_i64(inventory_row_cost(batch_id, host_id));
+        conn.prepare_cached(
+            "UPDATE inventories SET batch_id = ?2, sequence = ?3, collected_at = ?4, stored_bytes = ?5
+             WHERE inventory_id = ?1",
+        )
+        .map_err(db_err)?
+        .execute(params![id, batch_id, sequence, collected_at, cost])
+        .map_err(db_err)?;
+        return Ok(cost - old_cost);
+    }
+    let rows = Rows::of(&inventory.packages);
+    let cost = to_i64(rows.cost.saturating_add(inventory_row_cost(batch_id, host_id)));
+    let fields = params![
+        batch_id,
+        sequence,
+        collected_at,
+        inventory.digest.as_slice(),
+        to_i64(rows.rows.len() as u64),
+        to_i64(rows.left_out as u64),
+        cost
+    ];
     let (inventory_id, old_cost) = match old {
-        Some((id, digest, old_cost)) if digest == inventory.digest => {
-            // The same packages: the inventory now comes from this report.
+        Some((id, _, old_cost, _)) => {
             conn.prepare_cached(
-                "UPDATE inventories SET batch_id = ?2, sequence = ?3, collected_at = ?4, stored_bytes = ?5
-                 WHERE inventory_id = ?1",
+                "UPDATE inventories SET batch_id = ?1, sequence = ?2, collected_at = ?3, digest = ?4,
+                     packages = ?5, left_out = ?6, stored_bytes = ?7
+                 WHERE inventory_id = ?8",
             )
             .map_err(db_err)?
-            .execute(params![id, batch_id, sequence, collected_at, cost])
-            .map_err(db_err)?;
-            return Ok(cost - old_cost);
-        }
-        Some((id, _, old_cost)) => {
-            conn.prepare_cached(
-                "UPDATE inventories SET batch_id = ?2, sequence = ?3, collected_at = ?4, digest = ?5,
-                     packages = ?6, left_out = ?7, stored_bytes = ?8
-                 WHERE inventory_id = ?1",
-            )
-            .map_err(db_err)?
-            .execute(params![
-                id,
-                batch_id,
-                sequence,
-                collected_at,
-                inventory.digest.as_slice(),
-                to_i64(inventory.rows.len() as u64),
-                to_i64(inventory.left_out as u64),
-                cost
-            ])
+            .execute(rusqlite::params_from_iter(fields.iter().copied().chain([&id as &dyn rusqlite::ToSql])))
             .map_err(db_err)?;
             (id, old_cost)
         }
         None => {
             let id = conn
                 .prepare_cached(
-                    "INSERT INTO inventories (host_id, batch_id, sequence, collected_at, digest, packages, left_out,
-                                              stored_bytes)
+                    "INSERT INTO inventories (batch_id, sequence, collected_at, digest, packages, left_out,
+                                              stored_bytes, host_id)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING inventory_id",
                 )
                 .map_err(db_err)?
                 .query_row(
-                    params![
-                        host_id,
-                        batch_id,
-                        sequence,
-                        collected_at,
-                        inventory.digest.as_slice(),
-                        to_i64(inventory.rows.len() as u64),
-                        to_i64(inventory.left_out as u64),
-                        cost
-                    ],
+                    rusqlite::params_from_iter(
+                        fields.iter().copied().chain([&host_id as &dyn rusqlite::ToSql]),
+                    ),
                     |r| r.get(0),
                 )
                 .map_err(db_err)?;
             (id, 0)
         }
     };
-    let mut wanted = BTreeSet::new();
-    for row in &inventory.rows {
-        wanted.insert(package_id(conn, row)?);
-    }
-    let held: BTreeSet<i64> = conn
-        .prepare_cached("SELECT package_id FROM host_packages WHERE inventory_id = ?1")
+    // The rows the host has now, by their text: an upgrade of one package adds one row and
+    // takes one off, whatever the inventory's size.
+    let mut held: std::collections::BTreeMap<PackageRow, i64> = conn
+        .prepare_cached(
+            "SELECT p.name, p.source, p.version, p.arch, p.location, p.package_id
+             FROM host_packages hp JOIN packages p ON p.package_id = hp.package_id
+             WHERE hp.inventory_id = ?1",
+        )
         .map_err(db_err)?
-        .query_map([inventory_id], |r| r.get(0))
+        .query_map([inventory_id], |r| {
+            let row = PackageRow {
+                name: r.get(0)?,
+                source: r.get(1)?,
+                version: r.get(2)?,
+                arch: r.get(3)?,
+                location: r.get(4)?,
+            };
+            Ok((row, r.get(5)?))
+        })
         .map_err(db_err)?
         .collect::<Result<_, _>>()
         .map_err(db_err)?;
     let mut add = conn
         .prepare_cached("INSERT INTO host_packages (package_id, inventory_id) VALUES (?1, ?2)")
         .map_err(db_err)?;
-    for id in wanted.difference(&held) {
-        add.execute(params![id, inventory_id]).map_err(db_err)?;
+    for row in &rows.rows {
+        if held.remove(row).is_none() {
+            add.execute(params![package_id(conn, row)?, inventory_id]).map_err(db_err)?;
+        }
     }
-    for id in held.difference(&wanted) {
-        unlist(conn, *id, inventory_id).map_err(db_err)?;
+    for id in held.into_values() {
+        unlist(conn, id, inventory_id).map_err(db_err)?;
     }
     Ok(cost - old_cost)
 }
@@ -395,7 +424,7 @@ mod tests {
     use super::super::prune::Pruner;
     use super::*;
     use crate::store::sqlite::tests::*;
-    use crate::store::{NewReport, Retention, Store};
+    use crate::store::{NewReport, PackageItem, Retention, Store};
     use guestward_core::Timestamp;
 
     fn item(source: PackageSource, name: &str, version: &str, arch: Option<&str>) -> PackageItem {
@@ -414,7 +443,7 @@ mod tests {
 
     fn with_packages(host: &str, batch: &str, sequence: u64, packages: Vec<PackageItem>) -> NewReport {
         let mut r = report_with(host, batch, sequence, "x");
-        r.packages = Some(packages);
+        r.packages = Some(PackageInventory::from_items(&packages));
         r
     }
 
@@ -621,22 +650,80 @@ mod tests {
     }
 
     /// An inventory over the cap is indexed up to it and the rest counted; duplicates (the
-    /// same package twice in a report) are one row; the digest follows the list, not its order.
+    /// same package twice in a report) are one row; equal inventories have equal digests and
+    /// any difference, a field boundary included, another.
     #[test]
-    fn an_inventory_is_deduplicated_capped_and_digested_whatever_its_order() {
+    fn an_inventory_is_deduplicated_capped_and_digested() {
         let many: Vec<PackageItem> =
             (0..MAX_INDEXED_PACKAGES + 3).map(|i| deb(&format!("p{i}"), "1")).collect();
-        let capped = PreparedInventory::new(&many);
+        let capped = Rows::of(&PackageInventory::from_items(&many));
         assert_eq!((capped.rows.len(), capped.left_out), (MAX_INDEXED_PACKAGES, 3));
-        let one = PreparedInventory::new(&[deb("a", "1"), deb("b", "2"), deb("a", "1")]);
-        let other = PreparedInventory::new(&[deb("b", "2"), deb("a", "1")]);
-        assert_eq!((one.rows.len(), one.digest, one.cost), (2, other.digest, other.cost));
-        assert_ne!(one.digest, PreparedInventory::new(&[deb("b", "2"), deb("a", "1.0")]).digest);
-        // Field boundaries count: ("ab", "1") is not ("a", "b1").
-        assert_ne!(
-            PreparedInventory::new(&[deb("ab", "1")]).digest,
-            PreparedInventory::new(&[deb("a", "b1")]).digest
-        );
+        let rows = Rows::of(&PackageInventory::from_items(&[deb("b", "2"), deb("a", "1"), deb("b", "2")]));
+        let names: Vec<&str> = rows.rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        // "a" + "dpkg" + "1" + "amd64": 11 bytes of text each.
+        assert_eq!(rows.cost, 2 * (PACKAGE_FIXED_BYTES + 11));
+        let digest = |items: Vec<PackageItem>| PackageInventory::from_items(&items).digest();
+        assert_eq!(digest(vec![deb("a", "1"), deb("b", "2")]), digest(vec![deb("a", "1"), deb("b", "2")]));
+        assert_ne!(digest(vec![deb("a", "1"), deb("b", "2")]), digest(vec![deb("a", "1"), deb("b", "2.0")]));
+        assert_ne!(digest(vec![deb("ab", "1")]), digest(vec![deb("a", "b1")]));
+        assert_ne!(digest(vec![deb("a", "1")]), digest(vec![item(PackageSource::Dpkg, "a", "1", None)]));
         assert_eq!(glob("a?b[c]*"), "a[?]b[[]c]*");
+    }
+
+    /// A report's inventory, read from its packages section: the digest is equal for the same
+    /// packages and differs when a version, an epoch or an architecture does; the rows are those
+    /// the agent's change tracking flattens; any text comes back as it went in.
+    #[test]
+    fn a_reports_inventory_is_encoded_digested_and_read_back() {
+        let rpm = |version: &str, epoch: Option<u32>, arch: Option<&str>| guestward_rpmdb::RpmPackage {
+            record: 1,
+            name: "openssl-libs".into(),
+            epoch,
+            version: version.into(),
+            release: "1.amzn2023.0.4".into(),
+            arch: arch.map(Into::into),
+            source_rpm: None,
+            size_bytes: None,
+            vendor: None,
+            license: None,
+            install_time: None,
+            digests: Default::default(),
+        };
+        let sent = |package: guestward_rpmdb::RpmPackage| {
+            let rpm = guestward_rpmdb::RpmInventory {
+                db_path: "/var/lib/rpm/rpmdb.sqlite".into(),
+                backend: guestward_rpmdb::Backend::Sqlite,
+                packages: vec![package],
+                corrupt: Vec::new(),
+                problems: Vec::new(),
+            };
+            let data = guestward_packages::PackagesReport { dpkg: None, rpm: Some(rpm), language: None };
+            PackageInventory::from_report(&data)
+        };
+        let base = sent(rpm("3.0.8", Some(1), Some("x86_64")));
+        assert_eq!(base.digest(), sent(rpm("3.0.8", Some(1), Some("x86_64"))).digest());
+        for other in [
+            rpm("3.0.7", Some(1), Some("x86_64")),
+            rpm("3.0.8", None, Some("x86_64")),
+            rpm("3.0.8", Some(1), None),
+            rpm("3.0.8", Some(1), Some("aarch64")),
+        ] {
+            assert_ne!(base.digest(), sent(other.clone()).digest(), "{other:?}");
+        }
+        let rows = Rows::of(&base);
+        let row = &rows.rows[0];
+        assert_eq!(
+            (row.name.as_str(), row.source.as_str(), row.version.as_str(), row.arch.as_str()),
+            ("openssl-libs", "rpm", "1:3.0.8-1.amzn2023.0.4", "x86_64")
+        );
+        // What a forged report may name: empty text, NUL and the encoding's own length bytes.
+        let mut odd = item(PackageSource::Npm, "", "\u{0}\u{ff}\u{ffff}", None);
+        odd.location = Some(String::new());
+        let items = vec![deb("b", "2"), odd, item(PackageSource::Maven, "g:a", "1", None), deb("a", "1")];
+        let mut sorted = items.clone();
+        sorted.sort_unstable();
+        assert_eq!(PackageInventory::from_items(&items).items(), sorted);
+        assert_eq!(PackageInventory::from_items(&[]).items(), []);
     }
 }
