@@ -171,11 +171,9 @@ impl PackageInventory {
         sha2::Sha256::digest(&self.encoded).into()
     }
 
-    /// The packages, sorted, without duplicates.
-    pub fn items(&self) -> Vec<PackageItem> {
-        let mut items = Vec::new();
-        let mut rest = self.encoded.as_slice();
-        // Each field as `push` wrote it; `None` at the end or on a buffer it did not write.
+    /// The packages, in the order listed, borrowed from the buffer.
+    pub fn iter(&self) -> impl Iterator<Item = guestward_packages::delta::ItemRef<'_>> {
+        // Each field as `push` wrote it; `None` at the end (or on a buffer it did not write).
         fn field<'a>(rest: &mut &'a [u8]) -> Option<Option<&'a str>> {
             let (len, tail) = rest.split_first_chunk::<4>()?;
             let len = u32::from_le_bytes(*len);
@@ -187,25 +185,20 @@ impl PackageInventory {
             *rest = tail;
             Some(Some(std::str::from_utf8(text).ok()?))
         }
-        while let Some((&index, tail)) = rest.split_first() {
+        let mut rest = self.encoded.as_slice();
+        std::iter::from_fn(move || {
+            let (&index, tail) = rest.split_first()?;
             rest = tail;
-            let (Some(source), Some(Some(name)), Some(Some(version)), Some(arch), Some(location)) = (
-                PackageSource::ALL.get(usize::from(index)),
-                field(&mut rest),
-                field(&mut rest),
-                field(&mut rest),
-                field(&mut rest),
-            ) else {
-                break;
-            };
-            items.push(PackageItem {
-                source: *source,
-                name: name.to_string(),
-                arch: arch.map(str::to_string),
-                location: location.map(str::to_string),
-                version: version.to_string(),
-            });
-        }
+            let source = *PackageSource::ALL.get(usize::from(index))?;
+            let (name, version) = (field(&mut rest)??, field(&mut rest)??);
+            let (arch, location) = (field(&mut rest)?, field(&mut rest)?);
+            Some(guestward_packages::delta::ItemRef { source, name, arch, location, version })
+        })
+    }
+
+    /// The packages, sorted, without duplicates.
+    pub fn items(&self) -> Vec<PackageItem> {
+        let mut items: Vec<PackageItem> = self.iter().map(|i| i.to_item()).collect();
         items.sort_unstable();
         items.dedup();
         items

@@ -1074,8 +1074,8 @@ mod tests {
                       FROM inventories WHERE host_id = ?1)
                  + (SELECT COALESCE(SUM(length(CAST(p.name AS BLOB)) + length(p.source) + length(CAST(p.version AS BLOB))
                                         + length(CAST(p.arch AS BLOB)) + length(CAST(p.location AS BLOB)) + 64), 0)
-                      FROM inventories i JOIN host_packages hp ON hp.inventory_id = i.inventory_id
-                      JOIN packages p ON p.package_id = hp.package_id WHERE i.host_id = ?1)"
+                      FROM inventories i JOIN set_packages sp ON sp.set_id = i.set_id
+                      JOIN packages p ON p.package_id = sp.package_id WHERE i.host_id = ?1)"
             ),
             host,
         )

@@ -30,7 +30,11 @@ use std::collections::BTreeSet;
 
 /// The most packages of one inventory indexed; the rest are counted (`left_out`). The agent
 /// reports at most 100,000 language packages a scan, besides a few thousand system ones.
+#[cfg(not(test))]
 pub(super) const MAX_INDEXED_PACKAGES: usize = 200_000;
+/// Small in the unit tests, which fill it.
+#[cfg(test)]
+pub(super) const MAX_INDEXED_PACKAGES: usize = 20_000;
 
 /// What one package row costs beyond its text: its `host_packages` entries in both orders and
 /// its own row and index entry.
@@ -51,55 +55,7 @@ impl PreparedInventory {
     }
 }
 
-/// An inventory's rows: sorted, without duplicates, at most [`MAX_INDEXED_PACKAGES`], and
-/// what they cost their host.
-struct Rows {
-    rows: Vec<PackageRow>,
-    left_out: usize,
-    cost: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct PackageRow {
-    name: String,
-    source: String,
-    version: String,
-    arch: String,
-    location: String,
-}
-
-impl PackageRow {
-    /// What the row costs its host: its text and [`PACKAGE_FIXED_BYTES`].
-    fn cost(&self) -> u64 {
-        let text =
-            self.name.len() + self.source.len() + self.version.len() + self.arch.len() + self.location.len();
-        (text as u64).saturating_add(PACKAGE_FIXED_BYTES)
-    }
-}
-
-impl Rows {
-    fn of(packages: &PackageInventory) -> Self {
-        let mut rows: Vec<PackageRow> = packages
-            .items()
-            .into_iter()
-            .map(|i| PackageRow {
-                name: i.name,
-                source: i.source.as_str().to_string(),
-                version: i.version,
-                arch: i.arch.unwrap_or_default(),
-                location: i.location.unwrap_or_default(),
-            })
-            .collect();
-        rows.sort_unstable();
-        rows.dedup();
-        let left_out = rows.len().saturating_sub(MAX_INDEXED_PACKAGES);
-        rows.truncate(MAX_INDEXED_PACKAGES);
-        let cost = rows.iter().map(PackageRow::cost).fold(0u64, u64::saturating_add);
-        Self { rows, left_out, cost }
-    }
-}
-
-/// What the inventory row itself costs: the digest and the keys, like a report's row.
+/// What the inventory row itself costs: like a report's row, its keys and 32 bytes.
 fn inventory_row_cost(batch_id: &str, host_id: &str) -> u64 {
     super::row_cost(32, batch_id, host_id)
 }
@@ -114,191 +70,193 @@ pub(super) fn replace(
     collected_at: &str,
     inventory: &PreparedInventory,
 ) -> Result<i64, StoreError> {
-    let old: Option<(i64, Vec<u8>, i64, String)> = conn
-        .prepare_cached(
-            "SELECT inventory_id, digest, stored_bytes, batch_id FROM inventories WHERE host_id = ?1",
-        )
+    let old: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT set_id, stored_bytes FROM inventories WHERE host_id = ?1")
         .map_err(db_err)?
-        .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db_err)?;
-    if let Some((id, digest, old_cost, old_batch)) = &old
-        && *digest == inventory.digest
-    {
-        // The same packages: the inventory now comes from this report; only the row's own
-        // cost follows the new batch id.
-        let cost = old_cost.saturating_sub(to_i64(inventory_row_cost(old_batch, host_id)))
-            + to_i64(inventory_row_cost(batch_id, host_id));
-        conn.prepare_cached(
-            "UPDATE inventories SET batch_id = ?2, sequence = ?3, collected_at = ?4, stored_bytes = ?5
-             WHERE inventory_id = ?1",
-        )
-        .map_err(db_err)?
-        .execute(params![id, batch_id, sequence, collected_at, cost])
-        .map_err(db_err)?;
-        return Ok(cost - old_cost);
-    }
-    let rows = Rows::of(&inventory.packages);
-    let cost = to_i64(rows.cost.saturating_add(inventory_row_cost(batch_id, host_id)));
-    let fields = params![
-        batch_id,
-        sequence,
-        collected_at,
-        inventory.digest.as_slice(),
-        to_i64(rows.rows.len() as u64),
-        to_i64(rows.left_out as u64),
-        cost
-    ];
-    let (inventory_id, old_cost) = match old {
-        Some((id, _, old_cost, _)) => {
+    let (set_id, set_cost) = package_set(conn, inventory).map_err(db_err)?;
+    let cost = set_cost.saturating_add(to_i64(inventory_row_cost(batch_id, host_id)));
+    match old {
+        Some((old_set, old_cost)) => {
             conn.prepare_cached(
-                "UPDATE inventories SET batch_id = ?1, sequence = ?2, collected_at = ?3, digest = ?4,
-                     packages = ?5, left_out = ?6, stored_bytes = ?7
-                 WHERE inventory_id = ?8",
+                "UPDATE inventories SET set_id = ?2, batch_id = ?3, sequence = ?4, collected_at = ?5, stored_bytes = ?6
+                 WHERE host_id = ?1",
             )
             .map_err(db_err)?
-            .execute(rusqlite::params_from_iter(fields.iter().copied().chain([&id as &dyn rusqlite::ToSql])))
+            .execute(params![host_id, set_id, batch_id, sequence, collected_at, cost])
             .map_err(db_err)?;
-            (id, old_cost)
+            if old_set != set_id {
+                adopt(conn, set_id, 1).map_err(db_err)?;
+                release(conn, old_set).map_err(db_err)?;
+            }
+            Ok(cost - old_cost)
         }
         None => {
-            let id = conn
-                .prepare_cached(
-                    "INSERT INTO inventories (batch_id, sequence, collected_at, digest, packages, left_out,
-                                              stored_bytes, host_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING inventory_id",
-                )
-                .map_err(db_err)?
-                .query_row(
-                    rusqlite::params_from_iter(
-                        fields.iter().copied().chain([&host_id as &dyn rusqlite::ToSql]),
-                    ),
-                    |r| r.get(0),
-                )
-                .map_err(db_err)?;
-            (id, 0)
-        }
-    };
-    // The rows the host has now, by their text: an upgrade of one package adds one row and
-    // takes one off, whatever the inventory's size.
-    let mut held: std::collections::BTreeMap<PackageRow, i64> = conn
-        .prepare_cached(
-            "SELECT p.name, p.source, p.version, p.arch, p.location, p.package_id
-             FROM host_packages hp JOIN packages p ON p.package_id = hp.package_id
-             WHERE hp.inventory_id = ?1",
-        )
-        .map_err(db_err)?
-        .query_map([inventory_id], |r| {
-            let row = PackageRow {
-                name: r.get(0)?,
-                source: r.get(1)?,
-                version: r.get(2)?,
-                arch: r.get(3)?,
-                location: r.get(4)?,
-            };
-            Ok((row, r.get(5)?))
-        })
-        .map_err(db_err)?
-        .collect::<Result<_, _>>()
-        .map_err(db_err)?;
-    let mut add = conn
-        .prepare_cached("INSERT INTO host_packages (package_id, inventory_id) VALUES (?1, ?2)")
-        .map_err(db_err)?;
-    for row in &rows.rows {
-        if held.remove(row).is_none() {
-            add.execute(params![package_id(conn, row)?, inventory_id]).map_err(db_err)?;
+            conn.prepare_cached(
+                "INSERT INTO inventories (host_id, set_id, batch_id, sequence, collected_at, stored_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(db_err)?
+            .execute(params![host_id, set_id, batch_id, sequence, collected_at, cost])
+            .map_err(db_err)?;
+            adopt(conn, set_id, 1).map_err(db_err)?;
+            Ok(cost)
         }
     }
-    for id in held.into_values() {
-        unlist(conn, id, inventory_id).map_err(db_err)?;
-    }
-    Ok(cost - old_cost)
 }
 
-/// The id of `row` in `packages`, inserted when no host lists it yet.
-fn package_id(conn: &Connection, row: &PackageRow) -> Result<i64, StoreError> {
-    let fields = params![row.name, row.source, row.version, row.arch, row.location];
-    let found: Option<i64> = conn
-        .prepare_cached(
-            "SELECT package_id FROM packages
-             WHERE name = ?1 AND source = ?2 AND version = ?3 AND arch = ?4 AND location = ?5",
-        )
-        .map_err(db_err)?
-        .query_row(fields, |r| r.get(0))
-        .optional()
-        .map_err(db_err)?;
-    if let Some(id) = found {
-        return Ok(id);
+/// The package set whose digest is `inventory`'s, made when no host has it yet: its id and
+/// what a host listing it is charged. A host of an autoscaling group usually finds the set its
+/// image's first instance made.
+fn package_set(conn: &Connection, inventory: &PreparedInventory) -> Result<(i64, i64), rusqlite::Error> {
+    let found: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT set_id, cost FROM package_sets WHERE digest = ?1")?
+        .query_row([inventory.digest.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some(found) = found {
+        return Ok(found);
     }
-    conn.prepare_cached(
+    let set_id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO package_sets (digest, packages, left_out, cost, hosts) VALUES (?1, 0, 0, 0, 0)
+             RETURNING set_id",
+        )?
+        .query_row([inventory.digest.as_slice()], |r| r.get(0))?;
+    let mut lookup = conn.prepare_cached(
+        "SELECT package_id FROM packages
+         WHERE name = ?1 AND source = ?2 AND version = ?3 AND arch = ?4 AND location = ?5",
+    )?;
+    let mut insert = conn.prepare_cached(
         "INSERT INTO packages (name, source, version, arch, location) VALUES (?1, ?2, ?3, ?4, ?5)
          RETURNING package_id",
-    )
-    .map_err(db_err)?
-    .query_row(fields, |r| r.get(0))
-    .map_err(db_err)
+    )?;
+    let mut member =
+        conn.prepare_cached("INSERT OR IGNORE INTO set_packages (package_id, set_id) VALUES (?1, ?2)")?;
+    let (mut packages, mut left_out, mut cost) = (0usize, 0usize, 0u64);
+    for item in inventory.packages.iter() {
+        if packages == MAX_INDEXED_PACKAGES {
+            left_out += 1;
+            continue;
+        }
+        let (arch, location) = (item.arch.unwrap_or(""), item.location.unwrap_or(""));
+        let source = item.source.as_str();
+        let fields = params![item.name, source, item.version, arch, location];
+        let id: i64 = match lookup.query_row(fields, |r| r.get(0)).optional()? {
+            Some(id) => id,
+            None => insert.query_row(fields, |r| r.get(0))?,
+        };
+        // A package listed twice is one row.
+        if member.execute(params![id, set_id])? == 1 {
+            packages += 1;
+            let text = item.name.len() + source.len() + item.version.len() + arch.len() + location.len();
+            cost = cost.saturating_add(text as u64).saturating_add(PACKAGE_FIXED_BYTES);
+        }
+    }
+    conn.prepare_cached("UPDATE package_sets SET packages = ?2, left_out = ?3, cost = ?4 WHERE set_id = ?1")?
+        .execute(params![set_id, to_i64(packages as u64), to_i64(left_out as u64), to_i64(cost)])?;
+    Ok((set_id, to_i64(cost)))
 }
 
-/// Takes `package_id` off inventory `inventory_id`, and deletes the package when no
-/// inventory lists it any more. Returns what the row cost its host (see [`PreparedInventory`]).
-fn unlist(conn: &Connection, package_id: i64, inventory_id: i64) -> Result<u64, rusqlite::Error> {
-    let text: i64 = conn
-        .prepare_cached(
-            "SELECT length(CAST(name AS BLOB)) + length(CAST(source AS BLOB)) + length(CAST(version AS BLOB))
-                    + length(CAST(arch AS BLOB)) + length(CAST(location AS BLOB))
-             FROM packages WHERE package_id = ?1",
-        )?
-        .query_row([package_id], |r| r.get(0))
+/// `hosts` more inventories list set `set_id`.
+fn adopt(conn: &Connection, set_id: i64, hosts: i64) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached("UPDATE package_sets SET hosts = hosts + ?2 WHERE set_id = ?1")?
+        .execute(params![set_id, hosts])?;
+    Ok(())
+}
+
+/// One inventory fewer lists set `set_id`; the last one takes the set with it, and the
+/// packages no other set lists. Whole: at ingest, a set is at most [`MAX_INDEXED_PACKAGES`].
+fn release(conn: &Connection, set_id: i64) -> Result<(), rusqlite::Error> {
+    adopt(conn, set_id, -1)?;
+    let hosts: i64 = conn
+        .prepare_cached("SELECT hosts FROM package_sets WHERE set_id = ?1")?
+        .query_row([set_id], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    conn.prepare_cached("DELETE FROM host_packages WHERE package_id = ?1 AND inventory_id = ?2")?
-        .execute(params![package_id, inventory_id])?;
-    conn.prepare_cached(
-        "DELETE FROM packages WHERE package_id = ?1
-           AND NOT EXISTS (SELECT 1 FROM host_packages WHERE package_id = ?1)",
-    )?
-    .execute([package_id])?;
-    Ok(to_u64(text).saturating_add(PACKAGE_FIXED_BYTES))
+    if hosts > 0 {
+        return Ok(());
+    }
+    while dismantle(conn, set_id, 4096)?.0 > 0 {}
+    conn.prepare_cached("DELETE FROM package_sets WHERE set_id = ?1")?.execute([set_id])?;
+    Ok(())
 }
 
-/// Deletes up to `limit` of `host_id`'s package rows, then, once none is left, its inventory,
-/// taking what they cost off the host's `stored_bytes` as they go (a host being forgotten
-/// keeps exact counts between steps). Returns how many rows went and what they cost.
+/// Deletes up to `limit` rows of set `set_id`, and each package no other set lists. Returns how
+/// many rows went and what they cost a host listing the set (taken off the set's `cost`).
+fn dismantle(conn: &Connection, set_id: i64, limit: usize) -> Result<(usize, u64), rusqlite::Error> {
+    let rows: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT sp.package_id,
+                    length(CAST(p.name AS BLOB)) + length(CAST(p.source AS BLOB)) + length(CAST(p.version AS BLOB))
+                    + length(CAST(p.arch AS BLOB)) + length(CAST(p.location AS BLOB))
+             FROM set_packages sp JOIN packages p ON p.package_id = sp.package_id
+             WHERE sp.set_id = ?1 LIMIT ?2",
+        )?
+        .query_map(params![set_id, to_i64(limit as u64)], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut unlisted =
+        conn.prepare_cached("DELETE FROM set_packages WHERE package_id = ?1 AND set_id = ?2")?;
+    let mut orphan = conn.prepare_cached(
+        "DELETE FROM packages WHERE package_id = ?1
+           AND NOT EXISTS (SELECT 1 FROM set_packages WHERE package_id = ?1)",
+    )?;
+    let mut cost = 0u64;
+    for (package_id, text) in &rows {
+        unlisted.execute(params![package_id, set_id])?;
+        orphan.execute([package_id])?;
+        cost = cost.saturating_add(to_u64(*text)).saturating_add(PACKAGE_FIXED_BYTES);
+    }
+    conn.prepare_cached("UPDATE package_sets SET cost = MAX(cost - ?2, 0) WHERE set_id = ?1")?
+        .execute(params![set_id, to_i64(cost)])?;
+    Ok((rows.len(), cost))
+}
+
+/// Forgets `host_id`'s inventory, at most `limit` rows a call: a set other hosts list is only
+/// let go; the set of this host alone is taken apart first, its cost coming off the host's
+/// `stored_bytes` as its rows go (a host being forgotten keeps exact counts between steps).
+/// Returns how many rows went (0 once the inventory is gone, or there was none) and what they
+/// cost the host.
 pub(super) fn drop_rows(
     conn: &Connection,
     host_id: &str,
     limit: usize,
 ) -> Result<(usize, u64), rusqlite::Error> {
-    let inventory_id: Option<i64> = conn
-        .prepare_cached("SELECT inventory_id FROM inventories WHERE host_id = ?1")?
-        .query_row([host_id], |r| r.get(0))
-        .optional()?;
-    let Some(inventory_id) = inventory_id else { return Ok((0, 0)) };
-    let ids: Vec<i64> = conn
-        .prepare_cached("SELECT package_id FROM host_packages WHERE inventory_id = ?1 LIMIT ?2")?
-        .query_map(params![inventory_id, to_i64(limit as u64)], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut removed = 0u64;
-    if ids.is_empty() {
-        let cost: Option<i64> = conn
-            .prepare_cached("DELETE FROM inventories WHERE inventory_id = ?1 RETURNING stored_bytes")?
-            .query_row([inventory_id], |r| r.get(0))
-            .optional()?;
-        removed = cost.map_or(0, to_u64);
-    } else {
-        for id in &ids {
-            removed = removed.saturating_add(unlist(conn, *id, inventory_id)?);
-        }
-        // The digest no longer describes the rows: a report of the same packages arriving
-        // before the host is gone (it is then kept) writes the rows again.
-        conn.prepare_cached(
-            "UPDATE inventories SET stored_bytes = MAX(stored_bytes - ?2, 0), digest = x'' WHERE inventory_id = ?1",
+    let held: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT i.set_id, s.hosts FROM inventories i JOIN package_sets s ON s.set_id = i.set_id
+             WHERE i.host_id = ?1",
         )?
-            .execute(params![inventory_id, to_i64(removed)])?;
+        .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((set_id, hosts)) = held else { return Ok((0, 0)) };
+    let charge = |bytes: u64| -> Result<(), rusqlite::Error> {
+        for table in ["inventories", "hosts"] {
+            conn.prepare_cached(&format!(
+                "UPDATE {table} SET stored_bytes = MAX(stored_bytes - ?2, 0) WHERE host_id = ?1"
+            ))?
+            .execute(params![host_id, to_i64(bytes)])?;
+        }
+        Ok(())
+    };
+    if hosts <= 1 {
+        // Half taken apart, the set no longer is the list its digest names: a host that reports
+        // the same list meanwhile (this one, delivering again) makes a new set.
+        conn.prepare_cached("UPDATE package_sets SET digest = NULL WHERE set_id = ?1")?.execute([set_id])?;
+        let (rows, cost) = dismantle(conn, set_id, limit)?;
+        if rows > 0 {
+            charge(cost)?;
+            return Ok((rows, cost));
+        }
     }
+    let cost: i64 = conn
+        .prepare_cached("DELETE FROM inventories WHERE host_id = ?1 RETURNING stored_bytes")?
+        .query_row([host_id], |r| r.get(0))?;
     conn.prepare_cached("UPDATE hosts SET stored_bytes = MAX(stored_bytes - ?2, 0) WHERE host_id = ?1")?
-        .execute(params![host_id, to_i64(removed)])?;
-    Ok((ids.len(), removed))
+        .execute(params![host_id, cost])?;
+    release(conn, set_id)?;
+    Ok((0, to_u64(cost)))
 }
 
 /// The query's name as a GLOB pattern: `*` stays a wildcard; `?` and `[`, which GLOB would
@@ -339,11 +297,11 @@ pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPac
     };
     let mut stmt = tx
         .prepare_cached(
-            "SELECT p.source, p.name, p.version, p.arch, p.location, i.inventory_id, i.host_id, i.sequence,
+            "SELECT p.source, p.name, p.version, p.arch, p.location, i.rowid, i.host_id, i.sequence,
                     i.collected_at
              FROM packages p
-             JOIN host_packages hp ON hp.package_id = p.package_id
-             JOIN inventories i ON i.inventory_id = hp.inventory_id
+             JOIN set_packages sp ON sp.package_id = p.package_id
+             JOIN inventories i ON i.set_id = sp.set_id
              WHERE p.name GLOB ?1 AND (?2 IS NULL OR p.source = ?2)
              ORDER BY p.name, p.source, p.version, p.arch, i.host_id, p.location",
         )
@@ -569,9 +527,9 @@ mod tests {
         assert_accounting_exact(&conn, "after the upgrades");
 
         // The same packages: no row rewritten, the inventory now from a4.
-        let rows_before = count(&conn, "SELECT COUNT(*) FROM host_packages WHERE ?1 = ?1", "");
+        let rows_before = count(&conn, "SELECT COUNT(*) FROM set_packages WHERE ?1 = ?1", "");
         store_at(&mut conn, "a", &[with_packages("a", "a4", 4, after())], now);
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM host_packages WHERE ?1 = ?1", ""), rows_before);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM set_packages WHERE ?1 = ?1", ""), rows_before);
         assert_eq!(ask(&store, "bash", &[], None).packages[0].sequence, 4);
         // A late report (sequence 1, before the latest) does not replace it.
         let mut late = with_packages("a", "a1", 1, before());
@@ -618,6 +576,34 @@ mod tests {
         assert_eq!((rows(&left), left.hosts_searched), (pairs(&[("alive", "1")]), 1));
     }
 
+    /// A host that delivers again while its inventory is being taken apart (a stopped
+    /// instance started again) is kept, with its whole inventory: the half-deleted set is not
+    /// reused for the same list.
+    #[test]
+    fn a_host_reporting_while_being_forgotten_keeps_its_whole_inventory() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let many = || (0..5_000).map(|i| deb(&format!("lib{i}"), "1")).collect::<Vec<_>>();
+        store_at(&mut conn, "back", &[with_packages("back", "k1", 1, many())], days_ago(100));
+        let mut pruner = Pruner::new(
+            Retention { max_age_days: 0, max_bytes_per_host: 0, forget_idle_hosts_after_days: 90 },
+            true,
+        );
+        while count(&conn, "SELECT COUNT(*) FROM set_packages WHERE ?1 = ?1", "") == 5_000 {
+            pruner.step(&mut conn, Timestamp::now());
+        }
+        assert!(ask(&store, "lib*", &[], None).packages.len() < 5_000, "taken apart in part");
+        store_at(&mut conn, "back", &[with_packages("back", "k2", 2, many())], Timestamp::now());
+        pruner.run_until_idle(&mut conn, Timestamp::now());
+        let answer = ask(&store, "lib*", &[], None);
+        assert_eq!((answer.packages.len(), answer.hosts_matching), (5_000, 1));
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM package_sets WHERE ?1 = ?1", ""),
+            1,
+            "the old set is gone"
+        );
+        assert_accounting_exact(&conn, "after the host came back");
+    }
+
     /// The answer is bounded in rows and in versions, the rest counted; a host with one
     /// version in several places counts once for it.
     #[test]
@@ -650,19 +636,42 @@ mod tests {
     }
 
     /// An inventory over the cap is indexed up to it and the rest counted; duplicates (the
-    /// same package twice in a report) are one row; equal inventories have equal digests and
-    /// any difference, a field boundary included, another.
+    /// same package twice in a report) are one row; what it costs is its text and 64 bytes a
+    /// row; equal inventories have equal digests and any difference, a field boundary
+    /// included, another.
     #[test]
-    fn an_inventory_is_deduplicated_capped_and_digested() {
-        let many: Vec<PackageItem> =
-            (0..MAX_INDEXED_PACKAGES + 3).map(|i| deb(&format!("p{i}"), "1")).collect();
-        let capped = Rows::of(&PackageInventory::from_items(&many));
-        assert_eq!((capped.rows.len(), capped.left_out), (MAX_INDEXED_PACKAGES, 3));
-        let rows = Rows::of(&PackageInventory::from_items(&[deb("b", "2"), deb("a", "1"), deb("b", "2")]));
-        let names: Vec<&str> = rows.rows.iter().map(|r| r.name.as_str()).collect();
+    fn an_inventory_is_deduplicated_capped_costed_and_digested() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let mut many: Vec<PackageItem> =
+            (0..MAX_INDEXED_PACKAGES + 3).map(|i| deb(&format!("p{i:05}"), "1")).collect();
+        many.insert(1, deb("p00000", "1"));
+        store_at(&mut conn, "big", &[with_packages("big", "b1", 1, many)], Timestamp::now());
+        let (packages, left_out): (i64, i64) = conn
+            .query_row(
+                "SELECT packages, left_out FROM package_sets s JOIN inventories i ON i.set_id = s.set_id
+                 WHERE host_id = 'big'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((packages as usize, left_out), (MAX_INDEXED_PACKAGES, 3));
+        assert_eq!(ask(&store, "p*", &[], None).hosts_matching, 1);
+        store_at(
+            &mut conn,
+            "small",
+            &[with_packages("small", "s1", 1, vec![deb("b", "2"), deb("a", "1"), deb("b", "2")])],
+            Timestamp::now(),
+        );
+        let small = ask(&store, "*", &[], None);
+        let names: Vec<&str> =
+            small.packages.iter().filter(|p| p.host_id == "small").map(|p| p.package.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        // "a" + "dpkg" + "1" + "amd64": 11 bytes of text each.
-        assert_eq!(rows.cost, 2 * (PACKAGE_FIXED_BYTES + 11));
+        // "a" + "dpkg" + "1" + "amd64": 11 bytes of text each, and the inventory's own row.
+        let cost: i64 = conn
+            .query_row("SELECT stored_bytes FROM inventories WHERE host_id = 'small'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(cost as u64, 2 * (PACKAGE_FIXED_BYTES + 11) + inventory_row_cost("s1", "small"));
+        assert_accounting_exact(&conn, "after a capped inventory");
         let digest = |items: Vec<PackageItem>| PackageInventory::from_items(&items).digest();
         assert_eq!(digest(vec![deb("a", "1"), deb("b", "2")]), digest(vec![deb("a", "1"), deb("b", "2")]));
         assert_ne!(digest(vec![deb("a", "1"), deb("b", "2")]), digest(vec![deb("a", "1"), deb("b", "2.0")]));
@@ -711,11 +720,10 @@ mod tests {
         ] {
             assert_ne!(base.digest(), sent(other.clone()).digest(), "{other:?}");
         }
-        let rows = Rows::of(&base);
-        let row = &rows.rows[0];
+        let flat = base.items().remove(0);
         assert_eq!(
-            (row.name.as_str(), row.source.as_str(), row.version.as_str(), row.arch.as_str()),
-            ("openssl-libs", "rpm", "1:3.0.8-1.amzn2023.0.4", "x86_64")
+            (flat.name.as_str(), flat.source, flat.version.as_str(), flat.arch.as_deref()),
+            ("openssl-libs", PackageSource::Rpm, "1:3.0.8-1.amzn2023.0.4", Some("x86_64"))
         );
         // What a forged report may name: empty text, NUL and the encoding's own length bytes.
         let mut odd = item(PackageSource::Npm, "", "\u{0}\u{ff}\u{ffff}", None);

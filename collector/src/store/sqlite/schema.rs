@@ -64,18 +64,26 @@ CREATE TABLE IF NOT EXISTS pruned_batches (
 CREATE INDEX IF NOT EXISTS pruned_batches_by_host ON pruned_batches (host_id, pruned_at);
 CREATE INDEX IF NOT EXISTS pruned_batches_by_time ON pruned_batches (pruned_at);
 -- The fleet's package search (inventory.rs): each host's packages, from its newest report that
--- carried an inventory. A fleet runs few distinct packages on many hosts, so each distinct
--- package is one `packages` row, and a host's list is pairs of numbers.
+-- carried an inventory. A fleet runs few distinct packages, and many hosts run the same list
+-- (an image's instances): each distinct package is one `packages` row, each distinct list one
+-- `package_sets` row (found by its digest) with its members in `set_packages`, and a host's
+-- inventory names its set.
 CREATE TABLE IF NOT EXISTS inventories (
-    inventory_id INTEGER PRIMARY KEY,
-    host_id      TEXT NOT NULL UNIQUE,
+    host_id      TEXT PRIMARY KEY,
+    set_id       INTEGER NOT NULL,
     batch_id     TEXT NOT NULL,        -- the report it comes from
     sequence     INTEGER NOT NULL,
     collected_at TEXT NOT NULL,
-    digest       BLOB NOT NULL,        -- SHA-256 of the list: an unchanged list is not rewritten
-    packages     INTEGER NOT NULL,     -- rows in host_packages
-    left_out     INTEGER NOT NULL,     -- packages over MAX_INDEXED_PACKAGES, not indexed
-    stored_bytes INTEGER NOT NULL      -- what it costs its host (inventory::cost)
+    stored_bytes INTEGER NOT NULL      -- what it costs its host (its set's cost and its own row)
+);
+CREATE INDEX IF NOT EXISTS inventories_by_set ON inventories (set_id);
+CREATE TABLE IF NOT EXISTS package_sets (
+    set_id    INTEGER PRIMARY KEY,
+    digest    BLOB UNIQUE,             -- SHA-256 of the list as sent; NULL once being taken apart
+    packages  INTEGER NOT NULL,        -- rows in set_packages
+    left_out  INTEGER NOT NULL,        -- packages over MAX_INDEXED_PACKAGES, not indexed
+    cost      INTEGER NOT NULL,        -- what a host listing it is charged (inventory.rs)
+    hosts     INTEGER NOT NULL         -- inventories naming it
 );
 CREATE TABLE IF NOT EXISTS packages (
     package_id INTEGER PRIMARY KEY,
@@ -86,12 +94,12 @@ CREATE TABLE IF NOT EXISTS packages (
     location   TEXT NOT NULL,          -- '' when none
     UNIQUE (name, source, version, arch, location)
 );
-CREATE TABLE IF NOT EXISTS host_packages (
-    package_id   INTEGER NOT NULL,
-    inventory_id INTEGER NOT NULL,
-    PRIMARY KEY (package_id, inventory_id)
+CREATE TABLE IF NOT EXISTS set_packages (
+    package_id INTEGER NOT NULL,
+    set_id     INTEGER NOT NULL,
+    PRIMARY KEY (package_id, set_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS host_packages_by_inventory ON host_packages (inventory_id, package_id);
+CREATE INDEX IF NOT EXISTS set_packages_by_set ON set_packages (set_id, package_id);
 ";
 
 /// What a row costs beyond its value and its keys: the integer and time fields, the record
