@@ -12,7 +12,8 @@
 //! inventory of N rpm packages (700: a small server), the same in every report of a host except
 //! that halfway through each host upgrades openssl: the collector indexes each host's inventory
 //! once, keeps it while it does not change and rewrites the changed rows once; the package
-//! searches are then timed too. The database is a real SQLite file (synchronous = FULL, group
+//! searches are then timed too. `GW_BENCH_DISTINCT=1` gives each host a package of its own, so
+//! that no two hosts share a package list (the index's worst case). The database is a real SQLite file (synchronous = FULL, group
 //! commit) in a temporary directory.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -36,8 +37,13 @@ fn env_num(name: &str, default: usize) -> usize {
 /// The openssl versions of the fleet: host `i` runs `OPENSSL[i % 3]` until its upgrade.
 const OPENSSL: [&str; 3] = ["3.0.8", "3.0.2", "3.0.7"];
 
-/// `packages` rpm packages (plus openssl at `openssl`), as a host's packages collector sends them.
-fn inventory(packages: usize, openssl: &str) -> guestward_core::Section<guestward_packages::PackagesReport> {
+/// `packages` rpm packages (plus openssl at `openssl`, and `own` when given), as a host's
+/// packages collector sends them.
+fn inventory(
+    packages: usize,
+    openssl: &str,
+    own: Option<String>,
+) -> guestward_core::Section<guestward_packages::PackagesReport> {
     let package = |name: String, version: &str| guestward_rpmdb::RpmPackage {
         record: 0,
         name,
@@ -54,6 +60,7 @@ fn inventory(packages: usize, openssl: &str) -> guestward_core::Section<guestwar
     };
     let mut list: Vec<_> = (0..packages).map(|i| package(format!("package-{i:04}"), "1.2.3")).collect();
     list.push(package("openssl-libs".into(), openssl));
+    list.extend(own.map(|name| package(name, "1.0")));
     let rpm = guestward_rpmdb::RpmInventory {
         db_path: "/var/lib/rpm/rpmdb.sqlite".into(),
         backend: guestward_rpmdb::Backend::Sqlite,
@@ -126,10 +133,14 @@ fn main() {
     let agents = env_num("GW_BENCH_AGENTS", 500);
     let batches = env_num("GW_BENCH_BATCHES", 20);
     let packages = env_num("GW_BENCH_PACKAGES", 0);
+    // 1: each host also runs a package of its own, so that no two hosts list the same packages
+    // (the index's worst case: nothing shared, every host's list written once).
+    let distinct = env_num("GW_BENCH_DISTINCT", 0) == 1;
     let with_inventory = |mut r: Report, host: usize, seq: u64| {
         if packages > 0 {
             let openssl = if seq as usize > batches / 2 { "3.0.8" } else { OPENSSL[host % 3] };
-            r.packages = Some(inventory(packages, openssl));
+            let own = distinct.then(|| format!("host-agent-{host:04}"));
+            r.packages = Some(inventory(packages, openssl, own));
         }
         r
     };
@@ -311,7 +322,7 @@ fn main() {
             times.sort();
             println!(
                 "  GET /v1/packages{query}: {rows} (host, package) rows of {} match, median {:.1?}",
-                agents * (packages + 1),
+                agents * (packages + 1 + usize::from(distinct)),
                 times[2]
             );
         }

@@ -6,16 +6,18 @@
 //! has none (a partial report, a packages collector that failed), so a host keeps answering for
 //! the packages last seen. A report stored out of order (older than the latest) never touches it.
 //!
-//! Writes follow what changed. A host reports the same packages scan after scan: an inventory
-//! whose digest is unchanged only moves to the new report; a changed one (an upgrade) adds and
-//! removes the rows that differ. A package no host lists any more is deleted with its last row:
-//! `packages` holds what the fleet runs now, not every version a host (or a forged report)
-//! ever named.
+//! Writes follow what is new. A fleet runs few distinct package lists (an image's instances
+//! run the same one), so each distinct list is stored once, as a set found by its digest, and a
+//! host's inventory names its set: a host reporting the same packages scan after scan, or the
+//! packages another host already runs, writes no package row; only a list nobody runs yet (an
+//! upgrade, on the first host of its kind) is written. A set no host names is deleted, and each
+//! package no other set lists with it: `packages` holds what the fleet runs now, not every
+//! version a host (or a forged report) ever named.
 //!
 //! Cost: an inventory is counted against its host's `[retention] max_bytes_per_host` as if its
-//! packages were its own (`cost`), although hosts share the rows: what one host sends must not
-//! cost the others. Like the latest report, it is never deleted by the cap; only forgetting a
-//! host deletes it (`drop_rows`, in bounded steps).
+//! set's rows were its own, although hosts share them: what one host sends must not cost the
+//! others. Like the latest report, it is never deleted by the cap; only forgetting a host
+//! deletes it (`drop_rows`, in bounded steps).
 
 use super::{StoreError, db_err, to_i64, to_u64, ts_parse};
 use crate::store::{PackageInventory, PackageQuery, PackageSource};
@@ -26,7 +28,7 @@ use guestward_report::ingest::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// The most packages of one inventory indexed; the rest are counted (`left_out`). The agent
 /// reports at most 100,000 language packages a scan, besides a few thousand system ones.
@@ -36,13 +38,12 @@ pub(super) const MAX_INDEXED_PACKAGES: usize = 200_000;
 #[cfg(test)]
 pub(super) const MAX_INDEXED_PACKAGES: usize = 20_000;
 
-/// What one package row costs beyond its text: its `host_packages` entries in both orders and
-/// its own row and index entry.
+/// What one package of a set costs a host beyond its text: its `set_packages` entries in both
+/// orders and its own row and index entry.
 const PACKAGE_FIXED_BYTES: u64 = 64;
 
-/// An inventory on its way to the writer: its digest, computed on the caller's thread without
-/// building its rows, and the inventory, flattened by the writer only when the digest differs
-/// from the host's.
+/// An inventory on its way to the writer: its digest, computed on the caller's thread, and the
+/// inventory, read by the writer only when no set has that digest yet.
 #[derive(Debug, Clone)]
 pub(super) struct PreparedInventory {
     digest: [u8; 32],
@@ -76,7 +77,21 @@ pub(super) fn replace(
         .query_row([host_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db_err)?;
-    let (set_id, set_cost) = package_set(conn, inventory).map_err(db_err)?;
+    // A set this host alone names (and not being taken apart) is rewritten in place when its
+    // list changes: an upgrade of one package on a host unlike any other is one row, not a
+    // whole new list.
+    let own = match old {
+        Some((old_set, _)) => conn
+            .prepare_cached(
+                "SELECT 1 FROM package_sets WHERE set_id = ?1 AND hosts = 1 AND digest IS NOT NULL",
+            )
+            .map_err(db_err)?
+            .exists([old_set])
+            .map_err(db_err)?
+            .then_some(old_set),
+        None => None,
+    };
+    let (set_id, set_cost) = package_set(conn, inventory, own).map_err(db_err)?;
     let cost = set_cost.saturating_add(to_i64(inventory_row_cost(batch_id, host_id)));
     match old {
         Some((old_set, old_cost)) => {
@@ -107,10 +122,15 @@ pub(super) fn replace(
     }
 }
 
-/// The package set whose digest is `inventory`'s, made when no host has it yet: its id and
-/// what a host listing it is charged. A host of an autoscaling group usually finds the set its
-/// image's first instance made.
-fn package_set(conn: &Connection, inventory: &PreparedInventory) -> Result<(i64, i64), rusqlite::Error> {
+/// The package set whose digest is `inventory`'s: one a host already runs, else `own` (a set
+/// only the reporting host names) rewritten to it, else a new one. Its id and what a host
+/// listing it is charged. A host of an autoscaling group usually finds the set its image's
+/// first instance made.
+fn package_set(
+    conn: &Connection,
+    inventory: &PreparedInventory,
+    own: Option<i64>,
+) -> Result<(i64, i64), rusqlite::Error> {
     let found: Option<(i64, i64)> = conn
         .prepare_cached("SELECT set_id, cost FROM package_sets WHERE digest = ?1")?
         .query_row([inventory.digest.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -118,12 +138,31 @@ fn package_set(conn: &Connection, inventory: &PreparedInventory) -> Result<(i64,
     if let Some(found) = found {
         return Ok(found);
     }
-    let set_id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO package_sets (digest, packages, left_out, cost, hosts) VALUES (?1, 0, 0, 0, 0)
-             RETURNING set_id",
-        )?
-        .query_row([inventory.digest.as_slice()], |r| r.get(0))?;
+    // The rows the set has now, by their text, with their ids (none for a new set).
+    let mut held: HashMap<[String; 5], i64> = HashMap::new();
+    let set_id: i64 = match own {
+        Some(set_id) => {
+            conn.prepare_cached("UPDATE package_sets SET digest = ?2 WHERE set_id = ?1")?
+                .execute(params![set_id, inventory.digest.as_slice()])?;
+            let mut rows = conn.prepare_cached(
+                "SELECT p.name, p.source, p.version, p.arch, p.location, p.package_id
+                 FROM set_packages sp JOIN packages p ON p.package_id = sp.package_id WHERE sp.set_id = ?1",
+            )?;
+            for row in rows.query_map([set_id], |r| {
+                Ok(([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?], r.get(5)?))
+            })? {
+                let (text, id) = row?;
+                held.insert(text, id);
+            }
+            set_id
+        }
+        None => conn
+            .prepare_cached(
+                "INSERT INTO package_sets (digest, packages, left_out, cost, hosts) VALUES (?1, 0, 0, 0, 0)
+                 RETURNING set_id",
+            )?
+            .query_row([inventory.digest.as_slice()], |r| r.get(0))?,
+    };
     let mut lookup = conn.prepare_cached(
         "SELECT package_id FROM packages
          WHERE name = ?1 AND source = ?2 AND version = ?3 AND arch = ?4 AND location = ?5",
@@ -134,6 +173,8 @@ fn package_set(conn: &Connection, inventory: &PreparedInventory) -> Result<(i64,
     )?;
     let mut member =
         conn.prepare_cached("INSERT OR IGNORE INTO set_packages (package_id, set_id) VALUES (?1, ?2)")?;
+    // Rows kept from `held`, by id: a package listed twice is one row.
+    let mut kept = BTreeSet::new();
     let (mut packages, mut left_out, mut cost) = (0usize, 0usize, 0u64);
     for item in inventory.packages.iter() {
         if packages == MAX_INDEXED_PACKAGES {
@@ -142,17 +183,38 @@ fn package_set(conn: &Connection, inventory: &PreparedInventory) -> Result<(i64,
         }
         let (arch, location) = (item.arch.unwrap_or(""), item.location.unwrap_or(""));
         let source = item.source.as_str();
-        let fields = params![item.name, source, item.version, arch, location];
-        let id: i64 = match lookup.query_row(fields, |r| r.get(0)).optional()? {
-            Some(id) => id,
-            None => insert.query_row(fields, |r| r.get(0))?,
+        let counted = if held.is_empty() {
+            None
+        } else {
+            let key = [item.name, source, item.version, arch, location].map(str::to_string);
+            held.get(&key).map(|id| kept.insert(*id))
         };
-        // A package listed twice is one row.
-        if member.execute(params![id, set_id])? == 1 {
+        let new_row = match counted {
+            Some(first) => first,
+            None => {
+                let fields = params![item.name, source, item.version, arch, location];
+                let id: i64 = match lookup.query_row(fields, |r| r.get(0)).optional()? {
+                    Some(id) => id,
+                    None => insert.query_row(fields, |r| r.get(0))?,
+                };
+                member.execute(params![id, set_id])? == 1
+            }
+        };
+        if new_row {
             packages += 1;
             let text = item.name.len() + source.len() + item.version.len() + arch.len() + location.len();
             cost = cost.saturating_add(text as u64).saturating_add(PACKAGE_FIXED_BYTES);
         }
+    }
+    // What the list no longer has.
+    for (_, id) in held.into_iter().filter(|(_, id)| !kept.contains(id)) {
+        conn.prepare_cached("DELETE FROM set_packages WHERE package_id = ?1 AND set_id = ?2")?
+            .execute(params![id, set_id])?;
+        conn.prepare_cached(
+            "DELETE FROM packages WHERE package_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM set_packages WHERE package_id = ?1)",
+        )?
+        .execute([id])?;
     }
     conn.prepare_cached("UPDATE package_sets SET packages = ?2, left_out = ?3, cost = ?4 WHERE set_id = ?1")?
         .execute(params![set_id, to_i64(packages as u64), to_i64(left_out as u64), to_i64(cost)])?;
@@ -542,6 +604,56 @@ mod tests {
         assert_eq!((xz.packages[0].sequence, xz.hosts_without_inventory), (4, 0));
         assert_eq!(versions(&conn), 1);
         assert_accounting_exact(&conn, "after a late report and one without an inventory");
+    }
+
+    /// A host unlike any other that upgrades one package has its set rewritten in place: one
+    /// row out, one in, the same set; a list that then matches another host's joins that set.
+    #[test]
+    fn a_set_only_one_host_names_is_rewritten_in_place() {
+        let Fixture { mut conn, store, _dir, .. } = fixture();
+        let now = Timestamp::now();
+        let set_of = |conn: &Connection, host: &str| {
+            count(conn, "SELECT set_id FROM inventories WHERE host_id = ?1", host)
+        };
+        store_at(
+            &mut conn,
+            "c",
+            &[with_packages("c", "c1", 1, vec![deb("x", "1"), deb("y", "1"), deb("z", "1")])],
+            now,
+        );
+        let first = set_of(&conn, "c");
+        store_at(
+            &mut conn,
+            "c",
+            &[with_packages("c", "c2", 2, vec![deb("x", "2"), deb("y", "1"), deb("z", "1"), deb("y", "1")])],
+            now,
+        );
+        assert_eq!(set_of(&conn, "c"), first, "the same set");
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM set_packages WHERE ?1 = ?1", ""), 3);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM packages WHERE name = ?1", "x"), 1, "x 1 is gone");
+        assert_eq!(rows(&ask(&store, "x", &[], None)), pairs(&[("c", "2")]));
+        assert_eq!(
+            count(&conn, "SELECT packages FROM package_sets WHERE set_id = ?1", &first.to_string()),
+            3
+        );
+        assert_accounting_exact(&conn, "after an upgrade in place");
+        // d runs what c runs now; then c changes again: its set is d's too, so c gets a new one.
+        store_at(
+            &mut conn,
+            "d",
+            &[with_packages("d", "d1", 1, vec![deb("x", "2"), deb("y", "1"), deb("z", "1"), deb("y", "1")])],
+            now,
+        );
+        assert_eq!(set_of(&conn, "d"), first, "d found c's list");
+        store_at(
+            &mut conn,
+            "c",
+            &[with_packages("c", "c3", 3, vec![deb("x", "3"), deb("y", "1"), deb("z", "1")])],
+            now,
+        );
+        assert_ne!(set_of(&conn, "c"), first);
+        assert_eq!(rows(&ask(&store, "x", &[], None)), pairs(&[("d", "2"), ("c", "3")]));
+        assert_accounting_exact(&conn, "after the set was shared");
     }
 
     /// A forgotten host takes its inventory with it, in bounded steps with exact counts
