@@ -239,40 +239,12 @@ async fn route(
             }
         }
         (Method::GET, FINDINGS_PATH) => {
-            let Role::Operator(_) = client.role else {
-                return Err(ApiError::forbidden(format!(
-                    "{}: only operator certificates may search the fleet's findings",
-                    client.role
-                )));
-            };
             let filter = finding_filter(req.uri().query().unwrap_or_default())?;
-            let store = state.store.clone();
-            let gate = Arc::clone(&state.detail_gate);
-            let built = blocking(move || {
-                let _one_at_a_time = gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let found = store.findings(&filter)?;
-                Ok::<_, StoreError>(serde_json::to_vec(&found).unwrap_or_else(|_| b"{}".to_vec()))
-            });
-            let bytes = built.await?.map_err(|e| ApiError::unavailable(&e))?;
-            held_json(state, &client, bytes).await
+            fleet_search(state, &client, "findings", move |store| store.findings(&filter)).await
         }
         (Method::GET, PACKAGES_PATH) => {
-            let Role::Operator(_) = client.role else {
-                return Err(ApiError::forbidden(format!(
-                    "{}: only operator certificates may search the fleet's packages",
-                    client.role
-                )));
-            };
             let query = package_query(req.uri().query().unwrap_or_default())?;
-            let store = state.store.clone();
-            let gate = Arc::clone(&state.detail_gate);
-            let built = blocking(move || {
-                let _one_at_a_time = gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let found = store.packages(&query)?;
-                Ok::<_, StoreError>(serde_json::to_vec(&found).unwrap_or_else(|_| b"{}".to_vec()))
-            });
-            let bytes = built.await?.map_err(|e| ApiError::unavailable(&e))?;
-            held_json(state, &client, bytes).await
+            fleet_search(state, &client, "packages", move |store| store.packages(&query)).await
         }
         (_, REPORTS_PATH | FINDINGS_PATH | PACKAGES_PATH | "/healthz" | "/v1/hosts") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -281,6 +253,32 @@ async fn route(
         )),
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}"))),
     }
+}
+
+/// A search of the whole fleet (`GET /v1/findings`, `GET /v1/packages`), for operators only:
+/// run on the blocking pool, one at a time with the hosts' details (each reads across the
+/// store), its answer held like theirs.
+async fn fleet_search<T: serde::Serialize>(
+    state: &Arc<AppState>,
+    client: &ClientIdentity,
+    what: &str,
+    search: impl FnOnce(&dyn crate::store::Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<Response<Body>, ApiError> {
+    let Role::Operator(_) = &client.role else {
+        return Err(ApiError::forbidden(format!(
+            "{}: only operator certificates may search the fleet's {what}",
+            client.role
+        )));
+    };
+    let store = state.store.clone();
+    let gate = Arc::clone(&state.detail_gate);
+    let built = blocking(move || {
+        let _one_at_a_time = gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = search(store.as_ref())?;
+        Ok::<_, StoreError>(serde_json::to_vec(&found).unwrap_or_else(|_| b"{}".to_vec()))
+    });
+    let bytes = built.await?.map_err(|e| ApiError::unavailable(&e))?;
+    held_json(state, client, bytes).await
 }
 
 /// A large JSON answer, its memory reserved from the client's share and held until it is
@@ -307,18 +305,33 @@ fn bad_query(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
+/// A query's `key=value` pairs, each value percent-decoded. A query is the client's: it is
+/// quoted in errors, bounded (`quoted`).
+fn query_pairs(query: &str) -> Result<Vec<(&str, std::borrow::Cow<'_, str>)>, ApiError> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(value)
+                .decode_utf8()
+                .map_err(|_| bad_query(format!("query parameter {}: not UTF-8 once decoded", quoted(key))))?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// A query's key or value as an error quotes it: escaped, at most 64 characters.
+fn quoted(text: &str) -> String {
+    guestward_core::text::quote_truncated(text, 64)
+}
+
 /// `GET /v1/findings`' query: `id` (repeatable: exact, or a prefix ending in `*`) and
 /// `min_severity`. Anything else is refused by name, so a misspelt filter never widens the
 /// answer to the whole fleet in silence.
 fn finding_filter(query: &str) -> Result<FindingFilter, ApiError> {
     let mut filter = FindingFilter::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        // Quoted in errors, bounded: the query is the client's.
-        let quoted = |s: &str| guestward_core::text::quote_truncated(s, 64);
-        let value = percent_encoding::percent_decode_str(value)
-            .decode_utf8()
-            .map_err(|_| bad_query(format!("query parameter {}: not UTF-8 once decoded", quoted(key))))?;
+    for (key, value) in query_pairs(query)? {
         match key {
             "id" => {
                 let pattern = guestward_core::finding::parse_finding_pattern(&value)
@@ -352,12 +365,7 @@ const MAX_PACKAGE_VERSIONS: usize = 64;
 fn package_query(query: &str) -> Result<PackageQuery, ApiError> {
     let mut out = PackageQuery::default();
     let mut named = false;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let quoted = |s: &str| guestward_core::text::quote_truncated(s, 64);
-        let value = percent_encoding::percent_decode_str(value)
-            .decode_utf8()
-            .map_err(|_| bad_query(format!("query parameter {}: not UTF-8 once decoded", quoted(key))))?;
+    for (key, value) in query_pairs(query)? {
         let field = |what: &str| {
             crate::store::parse_package_field(&value)
                 .map_err(|e| bad_query(format!("query parameter \"{what}\": {e}")))
