@@ -302,11 +302,17 @@ fn main() {
         if packages == 0 {
             return;
         }
+        let all_pairs = agents * (packages + 1 + usize::from(distinct));
         let searches = [
             ("?name=openssl-libs", agents, 1),
             ("?name=openssl-libs&below=3.0.8-1.amzn2023.0.1", 0, 0),
             ("?name=openssl-libs&version=3.0.8-1.amzn2023.0.1", agents, 1),
             ("?name=package-00*", agents * packages.min(100), packages.min(100)),
+            // No literal prefix: every distinct package's name is matched, every pair of the
+            // one that matches read (and only its hosts sorted).
+            ("?name=*ssl*", agents, 1),
+            // Every pair of the fleet, answered up to the bound, every version counted.
+            ("?name=*", all_pairs, (packages + 1 + if distinct { agents } else { 0 }).min(10_000)),
             ("?name=no-such-package", 0, 0),
         ];
         for (query, rows, versions) in searches {
@@ -321,8 +327,7 @@ fn main() {
             }
             times.sort();
             println!(
-                "  GET /v1/packages{query}: {rows} (host, package) rows of {} match, median {:.1?}",
-                agents * (packages + 1 + usize::from(distinct)),
+                "  GET /v1/packages{query}: {rows} (host, package) rows of {all_pairs} match, median {:.1?}",
                 times[2]
             );
         }

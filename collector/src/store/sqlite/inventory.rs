@@ -335,9 +335,23 @@ fn glob(name: &str) -> String {
     out
 }
 
+/// The search, in the order answered. The packages' unique index gives the rows by name,
+/// source, version and architecture, so SQLite sorts only the hosts (and places) of one version
+/// at a time ("USE TEMP B-TREE FOR LAST 2 TERMS OF ORDER BY"): `*ssl*` over a large fleet never
+/// sorts all its pairs at once. `CROSS JOIN` is SQLite's way to keep that join order: left to
+/// itself, for a pattern with no literal prefix the planner starts from the inventories and
+/// sorts every pair. `the_search_sorts_one_version_at_a_time` holds the plan to it.
+const SEARCH: &str = "SELECT p.source, p.name, p.version, p.arch, p.location, i.rowid, i.host_id, i.sequence,
+        i.collected_at
+    FROM packages p
+    CROSS JOIN set_packages sp ON sp.package_id = p.package_id
+    CROSS JOIN inventories i ON i.set_id = sp.set_id
+    WHERE p.name GLOB ?1 AND (?2 IS NULL OR p.source = ?2)
+    ORDER BY p.name, p.source, p.version, p.arch, i.host_id, p.location";
+
 /// `query`'s answer, from one read transaction. Rows are read in the order answered (by
-/// name, source, version, architecture, then host), one at a time: the answer is bounded, the
-/// search is not (it is as long as the packages the name matches).
+/// name, source, version, architecture, then host), one at a time: the answer is bounded, and
+/// so is the sort ([`SEARCH`]); the time is as long as the packages the name matches.
 pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPackages, StoreError> {
     let tx = conn.unchecked_transaction().map_err(db_err)?;
     let (hosts_searched, indexed): (i64, i64) = tx
@@ -357,17 +371,7 @@ pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPac
         omitted: 0,
         versions_omitted: 0,
     };
-    let mut stmt = tx
-        .prepare_cached(
-            "SELECT p.source, p.name, p.version, p.arch, p.location, i.rowid, i.host_id, i.sequence,
-                    i.collected_at
-             FROM packages p
-             JOIN set_packages sp ON sp.package_id = p.package_id
-             JOIN inventories i ON i.set_id = sp.set_id
-             WHERE p.name GLOB ?1 AND (?2 IS NULL OR p.source = ?2)
-             ORDER BY p.name, p.source, p.version, p.arch, i.host_id, p.location",
-        )
-        .map_err(db_err)?;
+    let mut stmt = tx.prepare_cached(SEARCH).map_err(db_err)?;
     let source = query.source.map(PackageSource::as_str);
     let mut rows = stmt.query(params![glob(&query.name), source]).map_err(db_err)?;
     let mut hosts = BTreeSet::new();
@@ -745,6 +749,44 @@ mod tests {
         assert_eq!((pads.packages.len(), pads.omitted), (MAX_FLEET_PACKAGES, 5));
         assert_eq!((pads.versions.len(), pads.versions_omitted), (MAX_FLEET_PACKAGE_VERSIONS, 5));
         assert_eq!(pads.hosts_matching, 1);
+    }
+
+    /// The search's sort holds one version's hosts at a time, never every pair a pattern
+    /// matches: SQLite reads the packages in the answer's order from their unique index and
+    /// sorts only the order's last two terms (host, place), for every kind of name, with and
+    /// without a source, before and after `ANALYZE` has given it the tables' statistics.
+    #[test]
+    fn the_search_sorts_one_version_at_a_time() {
+        let Fixture { mut conn, _dir, .. } = fixture();
+        for (host, version) in [("a", "3.0.11-1"), ("b", "3.0.11-1"), ("c", "3.0.15-1")] {
+            let list = vec![deb("openssl", version), deb("libssl3", version), deb("xz-utils", "5.4.1-1")];
+            store_at(&mut conn, host, &[with_packages(host, &format!("{host}1"), 1, list)], Timestamp::now());
+        }
+        let plan = |conn: &Connection, name: &str, source: Option<&str>| -> Vec<String> {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {SEARCH}")).unwrap();
+            let rows = stmt.query_map(params![glob(name), source], |r| r.get::<_, String>(3)).unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        };
+        for analyzed in [false, true] {
+            if analyzed {
+                conn.execute_batch("ANALYZE").unwrap();
+            }
+            for name in ["openssl", "openssl*", "*ssl*", "*"] {
+                for source in [None, Some("dpkg")] {
+                    let steps = plan(&conn, name, source);
+                    let sorts: Vec<&String> = steps.iter().filter(|s| s.contains("TEMP B-TREE")).collect();
+                    assert_eq!(
+                        sorts,
+                        ["USE TEMP B-TREE FOR LAST 2 TERMS OF ORDER BY"],
+                        "{name} {source:?} (analyzed: {analyzed}): {steps:?}"
+                    );
+                    assert!(
+                        steps[0].contains("USING COVERING INDEX sqlite_autoindex_packages_1"),
+                        "{name} {source:?} (analyzed: {analyzed}) starts from the packages: {steps:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// An inventory over the cap is indexed up to it and the rest counted; duplicates (the
