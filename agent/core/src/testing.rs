@@ -314,6 +314,13 @@ pub const FUZZ_DNF_TREE_FILES: [&str; 6] = [
 /// fixture `tests/fixtures/rpmdb/libuuid/Packages` (Berkeley DB, `libuuid-2.32.1-42.el8_8`),
 /// copied the first time, so that the repositories' packages meet an installed one.
 pub fn write_fuzz_dnf_tree(dir: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    install_fuzz_rpmdb(dir)?;
+    write_fuzz_files(dir, &FUZZ_DNF_TREE_FILES, data)
+}
+
+/// The `libuuid-2.32.1-42.el8_8` rpm database of the repository-cache fuzz targets, copied
+/// under `dir` the first time.
+fn install_fuzz_rpmdb(dir: &std::path::Path) -> std::io::Result<()> {
     let installed = dir.join("var/lib/rpm/Packages");
     if !installed.exists() {
         std::fs::create_dir_all(dir.join("var/lib/rpm"))?;
@@ -322,7 +329,35 @@ pub fn write_fuzz_dnf_tree(dir: &std::path::Path, data: &[u8]) -> std::io::Resul
             &installed,
         )?;
     }
-    write_fuzz_files(dir, &FUZZ_DNF_TREE_FILES, data)
+    Ok(())
+}
+
+/// Where the `yum_primary_db` fuzz target writes its input: Amazon Linux 2's yum cache of a
+/// repository, flat, holding its `primary_db` as yum leaves it once read (decompressed).
+pub const FUZZ_YUM_DB_FILE: &str = "var/cache/yum/x86_64/2/amzn2-core/fuzz-primary.sqlite";
+
+/// The `repomd.xml` beside it: `primary_db` alone (no XML `primary` to prefer), bzip2ed as
+/// yum fetches it, so the reader looks for the decompressed file next to it first.
+const FUZZ_YUM_DB_REPOMD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm">
+  <revision>1796665445</revision>
+  <data type="primary_db">
+    <location href="repodata/fuzz-primary.sqlite.bz2"/>
+    <database_version>10</database_version>
+  </data>
+</repomd>
+"#;
+
+/// Writes one `yum_primary_db` input under `dir`: the whole input is the database
+/// ([`FUZZ_YUM_DB_FILE`]), under a fixed `repomd.xml` naming it, over the rpm database of
+/// [`write_fuzz_dnf_tree`].
+pub fn write_fuzz_yum_db_tree(dir: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    install_fuzz_rpmdb(dir)?;
+    let db = dir.join(FUZZ_YUM_DB_FILE);
+    let repo = db.parent().unwrap_or(dir);
+    std::fs::create_dir_all(repo)?;
+    std::fs::write(repo.join("repomd.xml"), FUZZ_YUM_DB_REPOMD)?;
+    std::fs::write(db, data)
 }
 
 /// Part `i` of `data` ([`fuzz_parts`]) into `dir/files[i]`, every file written (empty when the
