@@ -7,13 +7,14 @@ use crate::loglimit::LogLimit;
 use crate::memory::Reservation;
 use crate::server::{AppState, ConnInfo};
 use crate::store::{
-    Delivery, FindingFilter, NewReport, PackageInventory, PackageQuery, PackageSource, StoreError,
+    Delivery, FindingFilter, ListenerQuery, NewReport, PackageInventory, PackageQuery, PackageSource,
+    StoreError,
 };
 use guestward_core::Timestamp;
 use guestward_report::Report;
 use guestward_report::ingest::{
     ACCEPTED_SCHEMA_VERSIONS, BatchResult, ErrorBody, FINDINGS_PATH, Health, HostList, IngestResponse,
-    PACKAGES_PATH, REPORTS_PATH,
+    LISTENERS_PATH, PACKAGES_PATH, REPORTS_PATH,
 };
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -246,11 +247,17 @@ async fn route(
             let query = package_query(req.uri().query().unwrap_or_default())?;
             fleet_search(state, &client, "packages", move |store| store.packages(&query)).await
         }
-        (_, REPORTS_PATH | FINDINGS_PATH | PACKAGES_PATH | "/healthz" | "/v1/hosts") => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "bad_request",
-            format!("method not allowed on {path}"),
-        )),
+        (Method::GET, LISTENERS_PATH) => {
+            let query = listener_query(req.uri().query().unwrap_or_default())?;
+            fleet_search(state, &client, "listeners", move |store| store.listeners(&query)).await
+        }
+        (_, REPORTS_PATH | FINDINGS_PATH | PACKAGES_PATH | LISTENERS_PATH | "/healthz" | "/v1/hosts") => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "bad_request",
+                format!("method not allowed on {path}"),
+            ))
+        }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such endpoint: {path}"))),
     }
 }
@@ -406,6 +413,52 @@ fn package_query(query: &str) -> Result<PackageQuery, ApiError> {
     Ok(out)
 }
 
+/// The most `port` and `scope` values one `GET /v1/listeners` takes.
+const MAX_LISTENER_PORTS: usize = 64;
+
+/// `GET /v1/listeners`' query: `port` (repeatable), `protocol`, `scope` (repeatable),
+/// `process`, `public`; none required (no filter lists every listener, within the answer's
+/// bounds). As for findings, anything else is refused by name.
+fn listener_query(query: &str) -> Result<ListenerQuery, ApiError> {
+    let mut out = ListenerQuery::default();
+    for (key, value) in query_pairs(query)? {
+        let invalid = |e: String| bad_query(format!("query parameter \"{key}\": {e}"));
+        match key {
+            "port" => {
+                if out.ports.len() == MAX_LISTENER_PORTS {
+                    return Err(bad_query(format!("more than {MAX_LISTENER_PORTS} \"port\" parameters")));
+                }
+                let port = value
+                    .parse::<u16>()
+                    .map_err(|_| invalid(format!("{} is not a port (0 to 65535)", quoted(&value))))?;
+                out.ports.push(port);
+            }
+            "protocol" => out.protocol = Some(crate::store::parse_protocol(&value).map_err(invalid)?),
+            "scope" => {
+                let scope = crate::store::parse_scope(&value).map_err(invalid)?;
+                if !out.scopes.contains(&scope) {
+                    out.scopes.push(scope);
+                }
+            }
+            "process" => out.process = Some(crate::store::parse_process_pattern(&value).map_err(invalid)?),
+            "public" => {
+                out.public_only = match value.as_ref() {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(invalid(format!("{} is neither true nor false", quoted(other)))),
+                }
+            }
+            other => {
+                return Err(bad_query(format!(
+                    "unknown query parameter {} (GET {LISTENERS_PATH} takes port, protocol, scope, process and public)",
+                    quoted(other)
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The client's identity. A proxy header is honoured only from a trusted proxy, and then only
 /// after the forwarded certificate verifies against the CA; from anyone else it is refused
 /// outright (never ignored: a client sending it is either misconfigured or trying to pose as
@@ -543,6 +596,11 @@ async fn ingest(
                         .as_ref()
                         .and_then(|s| s.data.as_ref())
                         .map(PackageInventory::from_report),
+                    listeners: r
+                        .network
+                        .as_ref()
+                        .and_then(|s| s.data.as_ref())
+                        .map(crate::store::ListenerIndex::from_report),
                     host_id: host2.clone(),
                     sequence: r.sequence.unwrap_or_default(),
                     collected_at: r.collected_at,

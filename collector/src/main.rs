@@ -145,6 +145,59 @@ enum Command {
         #[command(flatten)]
         ask: AskArgs,
     },
+    /// Which hosts listen on which ports now, and how far each listener can be reached from:
+    /// "which hosts expose Redis on every interface?" (GET /v1/listeners).
+    ///
+    /// Each host answers with its newest report that carried a network scan (TCP listeners and
+    /// unconnected UDP sockets, as `ss -l` lists them); AS OF says how old that is. PROCESS is
+    /// the owner with the lowest process id (the parent of forked workers), USER and UNIT its
+    /// user and systemd unit, PUBLIC the instance's public addresses the listener can be
+    /// reached on (when the agent knew them). SCOPE is all-interfaces, interface, loopback, or
+    /// ? when the agent could not tell. A host whose reports carry no network scan is counted
+    /// below the table, not guessed.
+    ///
+    /// Examples:
+    ///
+    ///   guestward-collector listeners --port 6379 --exposed
+    ///   guestward-collector listeners --public
+    ///   guestward-collector listeners --process 'java*' --summary
+    ///   guestward-collector listeners --exposed --summary
+    ///
+    /// At most 10,000 (host, listener) rows and 10,000 services per answer; the rest are
+    /// counted.
+    ///
+    /// Exit status: 0 answered (whether or not a listener matched), 1 no usable answer, 2 usage
+    /// error. In scripts: `--json | jq -r '.listeners[].host_id'`.
+    #[command(verbatim_doc_comment)]
+    Listeners {
+        /// Only this port; repeat for several.
+        #[arg(long = "port", value_name = "PORT")]
+        ports: Vec<u16>,
+        /// Only this protocol: tcp or udp.
+        #[arg(long, value_name = "PROTOCOL", value_parser = guestward_collector::store::parse_protocol)]
+        protocol: Option<guestward_network::Protocol>,
+        /// Only listeners of this scope: all-interfaces, interface or loopback; repeat for
+        /// several.
+        #[arg(long = "scope", value_name = "SCOPE", value_parser = guestward_collector::store::parse_scope)]
+        scopes: Vec<guestward_network::ExposureScope>,
+        /// Only listeners reachable from beyond the host: --scope all-interfaces --scope
+        /// interface.
+        #[arg(long, conflicts_with = "scopes")]
+        exposed: bool,
+        /// Only listeners whose process has this name (`comm`, as `ps -o comm` shows it); `*`
+        /// stands for any characters (quote it: 'java*').
+        #[arg(long, value_name = "NAME", value_parser = guestward_collector::store::parse_process_pattern)]
+        process: Option<String>,
+        /// Only listeners reachable on one of the instance's public addresses.
+        #[arg(long)]
+        public: bool,
+        /// One line per service (port, protocol, scope, process) instead of one per host: how
+        /// many hosts run it.
+        #[arg(long, conflicts_with = "json")]
+        summary: bool,
+        #[command(flatten)]
+        ask: AskArgs,
+    },
     /// Maintenance of the database. Stop the collector first: each command needs the database
     /// to itself, and refuses while another process has it open.
     #[command(subcommand)]
@@ -396,6 +449,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 summary,
             },
         ),
+        Command::Listeners { ports, protocol, mut scopes, exposed, process, public, summary, ask } => {
+            if exposed {
+                use guestward_network::ExposureScope;
+                scopes = vec![ExposureScope::AllInterfaces, ExposureScope::Interface];
+            }
+            let query = guestward_collector::store::ListenerQuery {
+                ports,
+                protocol,
+                scopes,
+                process,
+                public_only: public,
+            };
+            ask_collector(&ask, Question::Listeners { query, summary })
+        }
         Command::Pki(cmd) => {
             let written = match &cmd {
                 PkiCommand::Init { common } => pki::init(&common.dir, common.options()),
@@ -442,6 +509,7 @@ enum Question {
     Host(String),
     Findings { filter: guestward_core::FindingFilter, summary: bool },
     Packages { query: guestward_collector::store::PackageQuery, summary: bool },
+    Listeners { query: guestward_collector::store::ListenerQuery, summary: bool },
 }
 
 /// Asks the collector and prints its answer: a table, or with --json the answer as JSON.
@@ -499,6 +567,19 @@ fn ask_collector(ask: &AskArgs, question: Question) -> anyhow::Result<()> {
                     operator::PackagesView::PerHost
                 };
                 operator::render_packages(&answer, &query, view, now, &mut out)?;
+            }
+        }
+        Question::Listeners { query, summary } => {
+            let answer = runtime.block_on(client.listeners(&query))?;
+            if ask.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+            } else {
+                let view = if summary {
+                    operator::ListenersView::PerService
+                } else {
+                    operator::ListenersView::PerHost
+                };
+                operator::render_listeners(&answer, view, now, &mut out)?;
             }
         }
     }

@@ -9,13 +9,13 @@
 //! (a redirect would present the operator's certificate elsewhere), every answer bounded in
 //! size and time.
 
-use crate::store::PackageQuery;
+use crate::store::{ListenerQuery, PackageQuery};
 use crate::tls::{self, TlsError};
 use guestward_core::text::{TerminalSafe, escape_control, write_columns};
 use guestward_core::{FindingFilter, Severity, Timestamp, human};
 use guestward_report::ingest::{
-    CertificateInfo, ErrorBody, FINDINGS_PATH, FleetFindings, FleetPackages, HostDetail, HostList,
-    HostSummary, PACKAGES_PATH, PackageKey,
+    CertificateInfo, ErrorBody, FINDINGS_PATH, FleetFindings, FleetListeners, FleetPackages, HostDetail,
+    HostList, HostSummary, LISTENERS_PATH, PACKAGES_PATH, PackageKey, ServiceKey,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -156,6 +156,22 @@ impl OperatorClient {
             pairs.push(("source", source.as_str()));
         }
         let path: Vec<&str> = PACKAGES_PATH.trim_start_matches('/').split('/').collect();
+        self.get(self.endpoint(&path, &pairs)).await
+    }
+
+    /// `GET /v1/listeners` with `query`.
+    pub async fn listeners(&self, query: &ListenerQuery) -> Result<FleetListeners, OperatorError> {
+        let ports: Vec<String> = query.ports.iter().map(u16::to_string).collect();
+        let protocol = query.protocol.map(|p| p.to_string());
+        let scopes: Vec<String> = query.scopes.iter().map(|s| s.to_string()).collect();
+        let mut pairs: Vec<(&str, &str)> = ports.iter().map(|p| ("port", p.as_str())).collect();
+        pairs.extend(protocol.as_deref().map(|p| ("protocol", p)));
+        pairs.extend(scopes.iter().map(|s| ("scope", s.as_str())));
+        pairs.extend(query.process.as_deref().map(|p| ("process", p)));
+        if query.public_only {
+            pairs.push(("public", "true"));
+        }
+        let path: Vec<&str> = LISTENERS_PATH.trim_start_matches('/').split('/').collect();
         self.get(self.endpoint(&path, &pairs)).await
     }
 
@@ -653,6 +669,122 @@ pub fn render_packages(
             out,
             "{} no package inventory at the collector yet, and cannot be answered for (each is indexed from its next report that carries one)",
             counted(answer.hosts_without_inventory, "host has", "hosts have")
+        )?;
+    }
+    Ok(())
+}
+
+/// How `listeners` shows the fleet's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenersView {
+    /// One row per listener of a host: its address, process, user, unit, public reach and how
+    /// old the host's scan is.
+    PerHost,
+    /// One row per service (`--summary`): port, protocol, scope, process and how many hosts
+    /// run it.
+    PerService,
+}
+
+/// `GET /v1/listeners` as a table (see [`ListenersView`]), the counts below, what the
+/// answer's bounds left out, and the hosts it cannot answer for.
+pub fn render_listeners(
+    answer: &FleetListeners,
+    view: ListenersView,
+    now: Timestamp,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let out: &mut dyn Write = &mut TerminalSafe::new(out);
+    let counted = guestward_core::text::counted;
+    let text = |v: &Option<String>| v.as_deref().map_or(String::new(), |t| escape_control(t).into_owned());
+    let scope = |s: &ServiceKey| s.scope.map_or("?".to_string(), |s| s.to_string());
+    if answer.services.is_empty() && answer.services_omitted == 0 {
+        writeln!(out, "no listener matches ({} searched)", counted(answer.hosts_searched, "host", "hosts"))?;
+    } else {
+        match view {
+            ListenersView::PerHost => {
+                let rows: Vec<[String; 10]> = answer
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        let age = now.unix_secs().saturating_sub(l.collected_at.unix_secs()).max(0);
+                        let public: Vec<String> =
+                            l.public_addresses.iter().map(ToString::to_string).collect();
+                        [
+                            l.host_id.clone(),
+                            l.service.port.to_string(),
+                            l.service.protocol.to_string(),
+                            match &l.interface {
+                                Some(interface) => format!("{} ({})", l.address, escape_control(interface)),
+                                None => l.address.to_string(),
+                            },
+                            scope(&l.service),
+                            text(&l.service.process),
+                            text(&l.user),
+                            text(&l.systemd_unit),
+                            public.join(" "),
+                            format!("{} ago", human::duration(age)),
+                        ]
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    write_columns(
+                        out,
+                        [
+                            "HOST", "PORT", "PROTO", "ADDRESS", "SCOPE", "PROCESS", "USER", "UNIT", "PUBLIC",
+                            "AS OF",
+                        ],
+                        &rows,
+                    )?;
+                }
+            }
+            ListenersView::PerService => {
+                let rows: Vec<[String; 5]> = answer
+                    .services
+                    .iter()
+                    .map(|s| {
+                        [
+                            s.service.port.to_string(),
+                            s.service.protocol.to_string(),
+                            scope(&s.service),
+                            text(&s.service.process),
+                            s.hosts.to_string(),
+                        ]
+                    })
+                    .collect();
+                write_columns(out, ["PORT", "PROTO", "SCOPE", "PROCESS", "HOSTS"], &rows)?;
+            }
+        }
+        let services = answer.services.len() as u64 + answer.services_omitted;
+        writeln!(
+            out,
+            "\n{} of {} {} ({})",
+            answer.hosts_matching,
+            counted(answer.hosts_searched, "host", "hosts"),
+            if answer.hosts_matching == 1 { "listens so" } else { "listen so" },
+            counted(services, "service", "services"),
+        )?;
+    }
+    if answer.omitted > 0 && view == ListenersView::PerHost {
+        writeln!(
+            out,
+            "{} more (host, listener) rows left out: an answer lists at most {}; narrow the query (--port, --protocol, --scope, --process) or count them with --summary",
+            answer.omitted,
+            guestward_report::ingest::MAX_FLEET_LISTENERS
+        )?;
+    }
+    if answer.services_omitted > 0 {
+        writeln!(
+            out,
+            "{} more matching services not listed: an answer counts at most {}; narrow the query",
+            answer.services_omitted,
+            guestward_report::ingest::MAX_FLEET_SERVICES
+        )?;
+    }
+    if answer.hosts_without_scan > 0 {
+        writeln!(
+            out,
+            "{} no network scan at the collector yet, and cannot be answered for (each is indexed from its next report that carries one)",
+            counted(answer.hosts_without_scan, "host has", "hosts have")
         )?;
     }
     Ok(())

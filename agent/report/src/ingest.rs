@@ -7,6 +7,7 @@
 //! | GET | `/v1/hosts/{host_id}` | | [`HostDetail`] |
 //! | GET | `/v1/findings[?id=GW-FIM-006&id=GW-PKG-*&min_severity=high]` | | [`FleetFindings`] |
 //! | GET | `/v1/packages?name=xz-utils[&version=5.6.0&version=5.6.1][&below=5.6.2][&source=dpkg]` | | [`FleetPackages`] |
+//! | GET | `/v1/listeners[?port=6379&port=6380][&protocol=tcp][&scope=all-interfaces][&process=redis*][&public=true]` | | [`FleetListeners`] |
 //! | GET | `/healthz` | | [`Health`] |
 //!
 //! Every error is an [`ErrorBody`] with a status that says what to do:
@@ -38,6 +39,13 @@ pub const PACKAGES_PATH: &str = "/v1/packages";
 pub const MAX_FLEET_PACKAGES: usize = 10_000;
 /// The most distinct package versions one [`FleetPackages`] answer counts hosts for.
 pub const MAX_FLEET_PACKAGE_VERSIONS: usize = 10_000;
+/// The path of the fleet's listener search ([`FleetListeners`]).
+pub const LISTENERS_PATH: &str = "/v1/listeners";
+/// The most (host, listener) rows one [`FleetListeners`] answer lists.
+pub const MAX_FLEET_LISTENERS: usize = 10_000;
+/// The most distinct services (protocol, port, scope, process) one [`FleetListeners`] answer
+/// counts hosts for.
+pub const MAX_FLEET_SERVICES: usize = 10_000;
 /// The `schema_version`s a collector of this build accepts.
 pub const ACCEPTED_SCHEMA_VERSIONS: &[u32] = &[crate::SCHEMA_VERSION];
 
@@ -258,6 +266,91 @@ pub struct HostPackage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// `sequence` of the report the host's inventory comes from.
+    pub sequence: u64,
+    /// `collected_at` of that report: how old the answer is for this host.
+    pub collected_at: Timestamp,
+}
+
+/// `GET /v1/listeners`: which hosts listen on which ports, from each host's latest report
+/// that carried a network scan ("which hosts expose Redis on every interface?").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetListeners {
+    /// Hosts stored.
+    pub hosts_searched: u64,
+    /// Hosts with no network scan indexed: they cannot be answered for.
+    pub hosts_without_scan: u64,
+    /// Hosts with at least one matching listener.
+    pub hosts_matching: u64,
+    /// Each matching service and how many hosts run it, by port, protocol, scope and process:
+    /// at most [`MAX_FLEET_SERVICES`].
+    pub services: Vec<ServiceCount>,
+    /// Each matching listener of each host, in the same order, then by host id and address:
+    /// at most [`MAX_FLEET_LISTENERS`].
+    pub listeners: Vec<HostListener>,
+    /// Matching (host, listener) rows left out of `listeners` by its bound: narrow the query
+    /// or read `services`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u64,
+    /// Matching services left out of `services` by its bound (their hosts are still in
+    /// `hosts_matching`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub services_omitted: u64,
+}
+
+/// A listening service as the fleet search groups it: what a host exposes, whatever its
+/// addresses and process ids.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// The port.
+    pub port: u16,
+    /// TCP or UDP.
+    pub protocol: guestward_network::Protocol,
+    /// How far it can be reached from (absent when the agent could not tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<guestward_network::ExposureScope>,
+    /// The owning process's short name (`comm`) of the lowest process id holding the socket;
+    /// absent when the agent could not see the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+}
+
+/// One service and how many hosts run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceCount {
+    /// The service.
+    #[serde(flatten)]
+    pub service: ServiceKey,
+    /// Hosts running it (a host listening on several addresses counts once).
+    pub hosts: u64,
+}
+
+/// One listener of one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostListener {
+    /// The host.
+    pub host_id: String,
+    /// The service.
+    #[serde(flatten)]
+    pub service: ServiceKey,
+    /// The bound address (`0.0.0.0` or `::` for every interface).
+    pub address: std::net::IpAddr,
+    /// The interface that owns the address, for a specific address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// The instance's public addresses it can be reached on (when the agent knew them from
+    /// the instance metadata).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_addresses: Vec<std::net::IpAddr>,
+    /// The owning process's executable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// The user it runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its systemd unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    /// `sequence` of the report the host's scan comes from.
     pub sequence: u64,
     /// `collected_at` of that report: how old the answer is for this host.
     pub collected_at: Timestamp,

@@ -13,13 +13,18 @@
 //! The methods are synchronous: the server calls them on tokio's blocking pool. A pooled
 //! PostgreSQL client can implement them the same way.
 
+mod listeners;
 mod sqlite;
 
+pub use listeners::{
+    ListenerIndex, ListenerQuery, ListenerRow, MAX_INDEXED_LISTENERS, MAX_PROCESS_PATTERN_LEN,
+    parse_process_pattern, parse_protocol, parse_scope,
+};
 pub use sqlite::{CompactOptions, CompactSummary, SqliteStore, VacuumOutcome, compact};
 
 use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::ingest::{
-    BatchStatus, CertificateInfo, FleetFindings, FleetPackages, HostDetail, HostSummary,
+    BatchStatus, CertificateInfo, FleetFindings, FleetListeners, FleetPackages, HostDetail, HostSummary,
 };
 use std::path::PathBuf;
 
@@ -101,6 +106,9 @@ pub struct NewReport {
     /// Its package inventory (`None` when it carried none: a partial report, or the packages
     /// collector failed), indexed for [`Store::packages`] when the report is the host's latest.
     pub packages: Option<PackageInventory>,
+    /// Its listening sockets (`None` when it carried no network scan), indexed for
+    /// [`Store::listeners`] when the report is the host's latest.
+    pub listeners: Option<ListenerIndex>,
 }
 
 /// One package of an inventory, as the agent's change tracking names it.
@@ -294,6 +302,9 @@ pub trait Store: Send + Sync {
     /// The packages of every host's indexed inventory that `query` matches, within the
     /// answer's bounds (`MAX_FLEET_PACKAGES`, `MAX_FLEET_PACKAGE_VERSIONS`; the rest counted).
     fn packages(&self, query: &PackageQuery) -> Result<FleetPackages, StoreError>;
+    /// The listeners of every host's indexed network scan that `query` matches, within the
+    /// answer's bounds (`MAX_FLEET_LISTENERS`, `MAX_FLEET_SERVICES`; the rest counted).
+    fn listeners(&self, query: &ListenerQuery) -> Result<FleetListeners, StoreError>;
     /// Whether the store answers.
     fn health(&self) -> Result<(), StoreError>;
 }

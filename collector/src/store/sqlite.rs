@@ -17,6 +17,7 @@
 
 mod compact;
 mod inventory;
+mod listeners;
 mod prune;
 mod schema;
 mod stored_json;
@@ -24,14 +25,14 @@ mod stored_json;
 pub use compact::{CompactOptions, CompactSummary, VacuumOutcome, compact};
 
 use super::{
-    Delivery, FindingFilter, NewReport, PackageQuery, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES, Retention,
-    Store, StoreError,
+    Delivery, FindingFilter, ListenerQuery, NewReport, PackageQuery, RECENT_EVENTS, RECENT_EVENTS_MAX_BYTES,
+    Retention, Store, StoreError,
 };
 use guestward_core::{Event, Finding, Timestamp};
 use guestward_report::Report;
 use guestward_report::ingest::{
-    BatchStatus, CertificateInfo, FleetFindings, FleetPackages, HostDetail, HostFinding, HostSummary,
-    MAX_FLEET_FINDINGS, MAX_FLEET_FINDINGS_BYTES,
+    BatchStatus, CertificateInfo, FleetFindings, FleetListeners, FleetPackages, HostDetail, HostFinding,
+    HostSummary, MAX_FLEET_FINDINGS, MAX_FLEET_FINDINGS_BYTES,
 };
 use prune::Pruner;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -86,6 +87,7 @@ struct Prepared {
     findings: Vec<StoredJson>,
     events: Vec<StoredJson>,
     inventory: Option<inventory::PreparedInventory>,
+    listeners: Option<listeners::PreparedListeners>,
 }
 
 impl Drop for SqliteStore {
@@ -210,6 +212,20 @@ impl SqliteStore {
 /// A time as stored: RFC 3339 in UTC with all nine fractional digits, so that comparing the
 /// text compares the times (retention orders and cuts reports by `received_at`; with the
 /// digits trimmed, `…:10.5Z` sorted after `…:10.55Z`).
+/// A query's name pattern as a GLOB pattern: `*` stays a wildcard; `?` and `[`, which GLOB
+/// would read as wildcards too, match themselves.
+fn glob_pattern(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '?' => out.push_str("[?]"),
+            '[' => out.push_str("[[]"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn ts_text(t: &Timestamp) -> String {
     format!("{:.9}", t.0)
 }
@@ -379,6 +395,10 @@ impl Store for SqliteStore {
         inventory::search(&Self::lock(&self.reader), query)
     }
 
+    fn listeners(&self, query: &ListenerQuery) -> Result<FleetListeners, StoreError> {
+        listeners::search(&Self::lock(&self.reader), query)
+    }
+
     fn health(&self) -> Result<(), StoreError> {
         let conn = Self::lock(&self.reader);
         conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map_err(db_err)?;
@@ -412,6 +432,7 @@ fn prepare(reports: &[NewReport]) -> Result<Vec<Prepared>, StoreError> {
             findings,
             events,
             inventory: r.packages.clone().map(inventory::PreparedInventory::new),
+            listeners: r.listeners.clone().map(listeners::PreparedListeners::new),
         });
     }
     Ok(prepared)
@@ -605,9 +626,16 @@ fn apply(
             .execute(params![r.host_id, r.batch_id, r.sequence, received, r.collected_at])
             .map_err(db_err)?
             == 1;
-        if let (true, Some(packages)) = (became_latest, &r.inventory) {
-            let change =
-                inventory::replace(conn, &r.host_id, &r.batch_id, r.sequence, &r.collected_at, packages)?;
+        if became_latest && (r.inventory.is_some() || r.listeners.is_some()) {
+            let mut change = 0i64;
+            if let Some(packages) = &r.inventory {
+                change +=
+                    inventory::replace(conn, &r.host_id, &r.batch_id, r.sequence, &r.collected_at, packages)?;
+            }
+            if let Some(scan) = &r.listeners {
+                change +=
+                    listeners::replace(conn, &r.host_id, &r.batch_id, r.sequence, &r.collected_at, scan)?;
+            }
             conn.prepare_cached(
                 "UPDATE hosts SET stored_bytes = MAX(stored_bytes + ?2, 0) WHERE host_id = ?1",
             )
@@ -795,6 +823,7 @@ mod tests {
             findings: Vec::new(),
             events: Vec::new(),
             packages: None,
+            listeners: None,
         }
     }
 
@@ -1075,7 +1104,14 @@ mod tests {
                  + (SELECT COALESCE(SUM(length(CAST(p.name AS BLOB)) + length(p.source) + length(CAST(p.version AS BLOB))
                                         + length(CAST(p.arch AS BLOB)) + length(CAST(p.location AS BLOB)) + 64), 0)
                       FROM inventories i JOIN set_packages sp ON sp.set_id = i.set_id
-                      JOIN packages p ON p.package_id = sp.package_id WHERE i.host_id = ?1)"
+                      JOIN packages p ON p.package_id = sp.package_id WHERE i.host_id = ?1)
+                 + (SELECT COALESCE(SUM(32 + {fixed} + 2 * (length(batch_id) + length(host_id))), 0)
+                      FROM listener_scans WHERE host_id = ?1)
+                 + (SELECT COALESCE(SUM(length(protocol) + length(scope) + length(CAST(process AS BLOB))
+                                        + length(address) + length(CAST(interface AS BLOB)) + length(public)
+                                        + length(CAST(exe AS BLOB)) + length(CAST(user AS BLOB))
+                                        + length(CAST(unit AS BLOB)) + 64), 0)
+                      FROM listeners WHERE host_id = ?1)"
             ),
             host,
         )

@@ -19,7 +19,7 @@
 //! others. Like the latest report, it is never deleted by the cap; only forgetting a host
 //! deletes it (`drop_rows`, in bounded steps).
 
-use super::{StoreError, db_err, to_i64, to_u64, ts_parse};
+use super::{StoreError, db_err, glob_pattern, to_i64, to_u64, ts_parse};
 use crate::store::{PackageInventory, PackageQuery, PackageSource};
 use guestward_packages::delta::compare_versions;
 use guestward_report::ingest::{
@@ -321,20 +321,6 @@ pub(super) fn drop_rows(
     Ok((0, to_u64(cost)))
 }
 
-/// The query's name as a GLOB pattern: `*` stays a wildcard; `?` and `[`, which GLOB would
-/// read as wildcards too, match themselves.
-fn glob(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '?' => out.push_str("[?]"),
-            '[' => out.push_str("[[]"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The search, in the order answered. The packages' unique index gives the rows by name,
 /// source, version and architecture, so SQLite sorts only the hosts (and places) of one version
 /// at a time ("USE TEMP B-TREE FOR LAST 2 TERMS OF ORDER BY"): `*ssl*` over a large fleet never
@@ -373,7 +359,7 @@ pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPac
     };
     let mut stmt = tx.prepare_cached(SEARCH).map_err(db_err)?;
     let source = query.source.map(PackageSource::as_str);
-    let mut rows = stmt.query(params![glob(&query.name), source]).map_err(db_err)?;
+    let mut rows = stmt.query(params![glob_pattern(&query.name), source]).map_err(db_err)?;
     let mut hosts = BTreeSet::new();
     // The version being counted, the last host counted for it (rows of one version come by
     // host, a host with it in several places once per place) and whether it is listed.
@@ -764,7 +750,8 @@ mod tests {
         }
         let plan = |conn: &Connection, name: &str, source: Option<&str>| -> Vec<String> {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {SEARCH}")).unwrap();
-            let rows = stmt.query_map(params![glob(name), source], |r| r.get::<_, String>(3)).unwrap();
+            let rows =
+                stmt.query_map(params![glob_pattern(name), source], |r| r.get::<_, String>(3)).unwrap();
             rows.collect::<Result<_, _>>().unwrap()
         };
         for analyzed in [false, true] {
@@ -831,7 +818,7 @@ mod tests {
         assert_ne!(digest(vec![deb("a", "1"), deb("b", "2")]), digest(vec![deb("a", "1"), deb("b", "2.0")]));
         assert_ne!(digest(vec![deb("ab", "1")]), digest(vec![deb("a", "b1")]));
         assert_ne!(digest(vec![deb("a", "1")]), digest(vec![item(PackageSource::Dpkg, "a", "1", None)]));
-        assert_eq!(glob("a?b[c]*"), "a[?]b[[]c]*");
+        assert_eq!(glob_pattern("a?b[c]*"), "a[?]b[[]c]*");
     }
 
     /// A report's inventory, read from its packages section: the digest is equal for the same

@@ -100,6 +100,34 @@ CREATE TABLE IF NOT EXISTS set_packages (
     PRIMARY KEY (package_id, set_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS set_packages_by_set ON set_packages (set_id, package_id);
+-- The fleet's listener search (listeners.rs): each host's listening sockets, from its newest
+-- report that carried a network scan, rewritten only when they change (`digest`).
+CREATE TABLE IF NOT EXISTS listener_scans (
+    host_id      TEXT PRIMARY KEY,
+    digest       BLOB NOT NULL,        -- SHA-256 of the rows as indexed; empty while being deleted
+    batch_id     TEXT NOT NULL,        -- the report it comes from
+    sequence     INTEGER NOT NULL,
+    collected_at TEXT NOT NULL,
+    listeners    INTEGER NOT NULL,     -- rows in listeners
+    left_out     INTEGER NOT NULL,     -- listeners over MAX_INDEXED_LISTENERS, not indexed
+    rows_cost    INTEGER NOT NULL,     -- what its rows cost the host
+    stored_bytes INTEGER NOT NULL      -- rows_cost and its own row's
+);
+CREATE TABLE IF NOT EXISTS listeners (
+    host_id   TEXT NOT NULL,
+    port      INTEGER NOT NULL,
+    protocol  TEXT NOT NULL,           -- tcp, udp
+    scope     TEXT NOT NULL,           -- loopback, interface, all-interfaces; '' unknown
+    process   TEXT NOT NULL,           -- '' when the owner is unknown (and so below)
+    address   TEXT NOT NULL,
+    interface TEXT NOT NULL,
+    public    TEXT NOT NULL,           -- public addresses it is reachable on, space-separated
+    exe       TEXT NOT NULL,
+    user      TEXT NOT NULL,
+    unit      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS listeners_in_order ON listeners (port, protocol, scope, process, host_id, address);
+CREATE INDEX IF NOT EXISTS listeners_by_host ON listeners (host_id);
 ";
 
 /// What a row costs beyond its value and its keys: the integer and time fields, the record
@@ -240,13 +268,15 @@ pub(super) fn host_bytes_recount_sql(host_id: &str) -> String {
     let finding = row_cost_sql(&stored_len_sql("f.finding"), "f.batch_id", "r.host_id");
     let event = row_cost_sql(&stored_len_sql("event"), "batch_id", "host_id");
     let tombstone = row_cost_sql("0", "batch_id", "host_id");
-    // An inventory's cost is computed once, when it is written (inventory::cost).
+    // An inventory's and a listener scan's cost are computed when written (inventory.rs,
+    // listeners.rs).
     format!(
         "(COALESCE((SELECT SUM({report}) FROM reports WHERE host_id = {host_id}), 0)
           + COALESCE((SELECT SUM({finding}) FROM findings f JOIN reports r ON r.batch_id = f.batch_id
                       WHERE r.host_id = {host_id}), 0)
           + COALESCE((SELECT SUM({event}) FROM events WHERE host_id = {host_id}), 0)
           + COALESCE((SELECT SUM({tombstone}) FROM pruned_batches WHERE host_id = {host_id}), 0)
-          + COALESCE((SELECT stored_bytes FROM inventories WHERE host_id = {host_id}), 0))"
+          + COALESCE((SELECT stored_bytes FROM inventories WHERE host_id = {host_id}), 0)
+          + COALESCE((SELECT stored_bytes FROM listener_scans WHERE host_id = {host_id}), 0))"
     )
 }

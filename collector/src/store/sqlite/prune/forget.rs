@@ -10,7 +10,8 @@
 //!    events, leaving no tombstone (the host is going; see below for a retry);
 //! 2. its tombstones;
 //! 3. its latest report's findings and events;
-//! 4. its latest report and its row, in one transaction: the row is what `last_seen` and
+//! 4. its package inventory and its listeners (the fleet searches' indexes);
+//! 5. its latest report and its row, in one transaction: the row is what `last_seen` and
 //!    `stored_bytes` live in, and the latest report is what the summary joins to, so neither is
 //!    ever left without the other (a host re-created meanwhile would otherwise point at a
 //!    deleted report, and its counts would start from a row that is not there).
@@ -143,7 +144,14 @@ impl Forgetting {
                 budget.take(rows, 0);
                 continue;
             }
-            // 5. The latest report and the row, together.
+            // 5. Its listeners, the same way.
+            let (rows, bytes) = super::super::listeners::drop_rows(tx, &self.host_id, budget.rows)?;
+            self.removed.bytes = self.removed.bytes.saturating_add(bytes);
+            if rows > 0 {
+                budget.take(rows, 0);
+                continue;
+            }
+            // 6. The latest report and the row, together.
             let mut latest = tx.prepare_cached(
                 "DELETE FROM reports WHERE host_id = ?1 RETURNING batch_id, length(report_zstd)",
             )?;
