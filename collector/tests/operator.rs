@@ -1,10 +1,10 @@
-//! The operator's commands (`hosts`, `host ID`, `findings`, `packages`): the real binary asking a real
+//! The operator's commands (`hosts`, `host ID`, `findings`, `packages`, `listeners`): the real binary asking a real
 //! collector over mutual TLS, its answers compared with the API's own, and every way it can
 //! be stopped named.
 
 use crate::common::*;
 use guestward_core::Severity;
-use guestward_report::ingest::{FleetFindings, FleetPackages, HostDetail, HostList};
+use guestward_report::ingest::{FleetFindings, FleetListeners, FleetPackages, HostDetail, HostList};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -524,5 +524,164 @@ fn operators_find_which_hosts_run_which_package_versions() {
         let agent = h.client(Who::Agent(HOST_A));
         let resp = agent.get(h.url("/v1/packages?name=openssl-libs")).send().await.unwrap();
         assert_eq!(resp.status(), 403);
+    });
+}
+
+/// `listeners` answers "which hosts listen where" from each host's latest network scan: here a
+/// real scan of this machine (netlink, /proc) while the test holds three sockets of its own, a
+/// TCP listener on loopback, one on every interface and an unconnected UDP socket; host-b's
+/// scan lacks the listener on every interface. The test's own sockets are the oracle: their
+/// ports, addresses and owner (this process: its `comm`, its executable).
+#[test]
+fn operators_find_which_hosts_listen_where() {
+    run(LIMIT, "listeners command", || async {
+        let h = Harness::start(|_| {}).await;
+        let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let everywhere = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let (lo, all, dns) = (
+            loopback.local_addr().unwrap().port(),
+            everywhere.local_addr().unwrap().port(),
+            udp.local_addr().unwrap().port(),
+        );
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap().trim_end().to_string();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap().display().to_string();
+        let scan = tokio::task::spawn_blocking(|| {
+            guestward_network::collect(
+                &guestward_network::Config::default(),
+                &guestward_core::HostRoot::live(),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(scan.data.is_some(), "{:?}", scan.problems);
+        let mut without_all = scan.clone();
+        if let Some(data) = without_all.data.as_mut() {
+            data.listeners.retain(|l| l.local_port != all);
+        }
+
+        // host-b's first report carries no network scan: it is counted, not guessed.
+        assert_eq!(post(&h, &h.client(Who::Agent(HOST_B)), body(&[report(HOST_B, 1)])).await.status(), 200);
+        let mut a1 = report(HOST_A, 1);
+        a1.network = Some(scan);
+        assert_eq!(post(&h, &h.client(Who::Agent(HOST_A)), body(&[a1])).await.status(), 200);
+        let early = answered(&h, &["listeners", "--port", &lo.to_string()]).await;
+        assert!(
+            early.ends_with("1 host has no network scan at the collector yet, and cannot be answered for (each is indexed from its next report that carries one)\n"),
+            "{early}"
+        );
+        let mut b2 = report(HOST_B, 2);
+        b2.network = Some(without_all);
+        assert_eq!(post(&h, &h.client(Who::Agent(HOST_B)), body(&[b2])).await.status(), 200);
+
+        // --json is the API's answer; the listener on every interface is host-a's alone.
+        let json = answered(&h, &["listeners", "--port", &all.to_string(), "--json"]).await;
+        let cli_answer: FleetListeners = serde_json::from_str(&json).unwrap();
+        let api_answer: FleetListeners = api(&h, &format!("/v1/listeners?port={all}")).await;
+        assert_eq!(cli_answer, api_answer);
+        assert_eq!(
+            (cli_answer.hosts_searched, cli_answer.hosts_matching, cli_answer.hosts_without_scan),
+            (2, 1, 0)
+        );
+        let [only] = &cli_answer.listeners[..] else { panic!("{json}") };
+        assert_eq!(
+            (
+                only.host_id.as_str(),
+                only.address.to_string(),
+                only.service.scope,
+                only.service.process.as_deref()
+            ),
+            (
+                HOST_A,
+                "0.0.0.0".to_string(),
+                Some(guestward_network::ExposureScope::AllInterfaces),
+                Some(comm.as_str())
+            )
+        );
+        assert_eq!((only.exe.as_deref(), only.sequence), (Some(exe.as_str()), 1));
+
+        // The table: a row per host and listener, by port, the counts below.
+        let table = answered(&h, &["listeners", "--port", &all.to_string(), "--port", &lo.to_string()]).await;
+        let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[0],
+            ["HOST", "PORT", "PROTO", "ADDRESS", "SCOPE", "PROCESS", "USER", "UNIT", "PUBLIC", "AS", "OF"],
+            "{table}"
+        );
+        let mut expected = vec![
+            (HOST_A, lo, "127.0.0.1", "loopback"),
+            (HOST_B, lo, "127.0.0.1", "loopback"),
+            (HOST_A, all, "0.0.0.0", "all-interfaces"),
+        ];
+        expected.sort_by_key(|(host, port, ..)| (*port, *host));
+        for (line, (host, port, address, scope)) in lines[1..=3].iter().zip(&expected) {
+            assert_eq!(
+                line[..6],
+                [*host, &port.to_string(), "tcp", *address, *scope, comm.as_str()],
+                "{table}"
+            );
+            assert!(line.ends_with(&["ago"]), "{table}");
+        }
+        assert!(table.ends_with("\n\n2 of 2 hosts listen so (2 services)\n"), "{table}");
+
+        // Scope, protocol and process; --exposed is every scope but loopback.
+        let exposed = answered(&h, &["listeners", "--exposed", "--process", &comm, "--json"]).await;
+        let exposed: FleetListeners = serde_json::from_str(&exposed).unwrap();
+        let mut ports: Vec<(&str, u16)> =
+            exposed.listeners.iter().map(|l| (l.host_id.as_str(), l.service.port)).collect();
+        ports.sort();
+        let mut want = vec![(HOST_A, all), (HOST_A, dns), (HOST_B, dns)];
+        want.sort();
+        assert_eq!(ports, want, "the test's exposed sockets, none on loopback");
+        let udp_rows =
+            answered(&h, &["listeners", "--protocol", "udp", "--port", &dns.to_string(), "--json"]).await;
+        let udp_rows: FleetListeners = serde_json::from_str(&udp_rows).unwrap();
+        assert_eq!(udp_rows.listeners.len(), 2, "{udp_rows:?}");
+        assert!(udp_rows.listeners.iter().all(|l| l.service.protocol == guestward_network::Protocol::Udp));
+        let pattern: String = comm.chars().take(3).chain(['*']).collect();
+        let summary =
+            answered(&h, &["listeners", "--port", &lo.to_string(), "--process", &pattern, "--summary"]).await;
+        let lines: Vec<Vec<&str>> = summary.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(lines[0], ["PORT", "PROTO", "SCOPE", "PROCESS", "HOSTS"], "{summary}");
+        assert_eq!(lines[1], [lo.to_string().as_str(), "tcp", "loopback", comm.as_str(), "2"], "{summary}");
+        assert!(summary.ends_with("\n\n2 of 2 hosts listen so (1 service)\n"), "{summary}");
+        // No public address is known off EC2.
+        assert_eq!(
+            answered(&h, &["listeners", "--public"]).await,
+            "no listener matches (2 hosts searched)\n"
+        );
+
+        // Usage errors (exit 2, nothing asked).
+        for args in [
+            vec!["listeners", "--port", "http"],
+            vec!["listeners", "--scope", "everywhere"],
+            vec!["listeners", "--protocol", "sctp"],
+            vec!["listeners", "--exposed", "--scope", "loopback"],
+            vec!["listeners", "--process", ""],
+        ] {
+            let out = cli(as_operator(&h, &args), vec![]).await;
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        }
+        // The API refuses what it does not understand, by name, and agents.
+        let operator = h.client(Who::Operator(OPERATOR));
+        let many = "port=1&".repeat(65);
+        for (query, said) in [
+            ("?port=http", "query parameter \"port\": \"http\" is not a port"),
+            ("?porrt=22", "unknown query parameter \"porrt\""),
+            ("?scope=everywhere", "\"everywhere\" is not a scope"),
+            ("?protocol=sctp", "\"sctp\" is not a protocol"),
+            ("?public=yes", "\"yes\" is neither true nor false"),
+            ("?process=%1b", "is not a process name"),
+            (&format!("?{many}"), "more than 64 \"port\" parameters"),
+        ] {
+            let resp = operator.get(h.url(&format!("/v1/listeners{query}"))).send().await.unwrap();
+            assert_eq!(resp.status(), 400, "{query}");
+            let message = resp.json::<guestward_report::ingest::ErrorBody>().await.unwrap().message;
+            assert!(message.contains(said), "{query}: {message}");
+        }
+        let agent = h.client(Who::Agent(HOST_A));
+        let resp = agent.get(h.url("/v1/listeners")).send().await.unwrap();
+        assert_eq!(resp.status(), 403);
+        drop((loopback, everywhere, udp));
     });
 }
