@@ -5,7 +5,9 @@ use std::time::Duration;
 
 /// `bash scripts/demo` from the repository root exits 0 and prints the demo host (`demo-host`)
 /// in the collector's host list, with the one report it delivered, the fleet's findings, and
-/// the version of openssl it runs (as `dpkg-query` lists it).
+/// the version of openssl it runs (as `dpkg-query` lists it), and the collector's own port as
+/// the agent's network scan saw it: on loopback, owned by the collector (its `comm`: the
+/// kernel keeps the first 15 bytes of the executable's name).
 #[test]
 fn scripts_demo_runs_and_lists_the_demo_host() {
     for tool in ["curl", "python3"] {
@@ -71,6 +73,30 @@ fn scripts_demo_runs_and_lists_the_demo_host() {
                 &format!("dpkg-query, the oracle of the packages answer, cannot run: {reason}"),
             ),
         }
+        // The collector's port, from the line that announced it, and its listener as the
+        // agent's scan of this machine saw it while the collector ran.
+        let port = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("== collector on https://127.0.0.1:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("scripts/demo announced no collector address:\n{out}"));
+        let asked = lines.iter().position(|l| l.starts_with("== guestward-collector listeners --port"));
+        let answer =
+            &lines[asked.unwrap_or_else(|| panic!("scripts/demo asked no listeners question:\n{out}")) + 1..];
+        assert_eq!(
+            answer.first().map(|l| l.split_whitespace().collect::<Vec<_>>()),
+            Some(vec![
+                "HOST", "PORT", "PROTO", "ADDRESS", "SCOPE", "PROCESS", "USER", "UNIT", "PUBLIC", "AS", "OF"
+            ]),
+            "{out}"
+        );
+        let row: Vec<&str> = answer.get(1).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+        assert_eq!(
+            row.get(..6),
+            Some(&["demo-host", port, "tcp", "127.0.0.1", "loopback", "guestward-colle"][..]),
+            "the collector's listener, as the agent saw it:\n{out}"
+        );
+        assert_eq!(answer.get(3).copied(), Some("1 of 1 host listens so (1 service)"), "{out}");
     });
 }
 
