@@ -212,6 +212,82 @@ impl SqliteStore {
 /// A time as stored: RFC 3339 in UTC with all nine fractional digits, so that comparing the
 /// text compares the times (retention orders and cuts reports by `received_at`; with the
 /// digits trimmed, `…:10.5Z` sorted after `…:10.55Z`).
+/// Hosts per group (a package version, a service) of a fleet search, counted as its rows come:
+/// ordered by group, then by host, a host in several rows of a group (several places, several
+/// addresses) one after the other. Groups past the answer's bound are counted as left out;
+/// their hosts still count in [`GroupCounter::hosts`].
+struct GroupCounter<K> {
+    /// Every host matched (by its index row's id).
+    hosts: std::collections::BTreeSet<i64>,
+    /// The group being counted, the last host counted for it, and whether it is listed.
+    current: Option<(K, i64, bool)>,
+    /// The most groups listed.
+    max: usize,
+}
+
+impl<K: PartialEq + Clone> GroupCounter<K> {
+    /// A counter listing at most `max` groups.
+    fn new(max: usize) -> Self {
+        Self { hosts: std::collections::BTreeSet::new(), current: None, max }
+    }
+
+    /// Counts `host`'s row of group `key`: a new group is pushed to `groups` (made by
+    /// `new_group`, with one host) while they are fewer than the counter's most, else counted
+    /// in `omitted`;
+    /// a new host of the listed group adds one to its count (`hosts_of`).
+    fn count<G>(
+        &mut self,
+        key: &K,
+        host: i64,
+        groups: &mut Vec<G>,
+        omitted: &mut u64,
+        new_group: impl FnOnce(K) -> G,
+        hosts_of: impl FnOnce(&mut G) -> &mut u64,
+    ) {
+        self.hosts.insert(host);
+        match &mut self.current {
+            Some((counted, last_host, listed)) if counted == key => {
+                if *last_host != host {
+                    *last_host = host;
+                    if let (true, Some(group)) = (*listed, groups.last_mut()) {
+                        *hosts_of(group) += 1;
+                    }
+                }
+            }
+            _ => {
+                let listed = groups.len() < self.max;
+                if listed {
+                    groups.push(new_group(key.clone()));
+                } else {
+                    *omitted += 1;
+                }
+                self.current = Some((key.clone(), host, listed));
+            }
+        }
+    }
+
+    /// How many hosts had a row counted.
+    fn hosts(&self) -> u64 {
+        self.hosts.len() as u64
+    }
+}
+
+/// Inside a fleet search's read transaction: the hosts stored, and how many of them have no
+/// row in `index` (the table of a search's per-host index), which the search cannot answer for.
+fn hosts_not_indexed(tx: &Connection, index: &str) -> Result<(u64, u64), StoreError> {
+    let (hosts, indexed): (i64, i64) = tx
+        .query_row(
+            &format!(
+                "SELECT (SELECT COUNT(*) FROM hosts),
+                        (SELECT COUNT(*) FROM {index} x JOIN hosts h ON h.host_id = x.host_id)"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db_err)?;
+    Ok((to_u64(hosts), to_u64(hosts.saturating_sub(indexed))))
+}
+
 /// A query's name pattern as a GLOB pattern: `*` stays a wildcard; `?` and `[`, which GLOB
 /// would read as wildcards too, match themselves.
 fn glob_pattern(name: &str) -> String {

@@ -19,7 +19,7 @@
 //! others. Like the latest report, it is never deleted by the cap; only forgetting a host
 //! deletes it (`drop_rows`, in bounded steps).
 
-use super::{StoreError, db_err, glob_pattern, to_i64, to_u64, ts_parse};
+use super::{GroupCounter, StoreError, db_err, glob_pattern, hosts_not_indexed, to_i64, to_u64, ts_parse};
 use crate::store::{PackageInventory, PackageQuery, PackageSource};
 use guestward_packages::delta::compare_versions;
 use guestward_report::ingest::{
@@ -340,17 +340,10 @@ const SEARCH: &str = "SELECT p.source, p.name, p.version, p.arch, p.location, i.
 /// so is the sort ([`SEARCH`]); the time is as long as the packages the name matches.
 pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPackages, StoreError> {
     let tx = conn.unchecked_transaction().map_err(db_err)?;
-    let (hosts_searched, indexed): (i64, i64) = tx
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM hosts),
-                    (SELECT COUNT(*) FROM inventories i JOIN hosts h ON h.host_id = i.host_id)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(db_err)?;
+    let (hosts_searched, hosts_without_inventory) = hosts_not_indexed(&tx, "inventories")?;
     let mut answer = FleetPackages {
-        hosts_searched: to_u64(hosts_searched),
-        hosts_without_inventory: to_u64(hosts_searched.saturating_sub(indexed)),
+        hosts_searched,
+        hosts_without_inventory,
         hosts_matching: 0,
         versions: Vec::new(),
         packages: Vec::new(),
@@ -360,10 +353,7 @@ pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPac
     let mut stmt = tx.prepare_cached(SEARCH).map_err(db_err)?;
     let source = query.source.map(PackageSource::as_str);
     let mut rows = stmt.query(params![glob_pattern(&query.name), source]).map_err(db_err)?;
-    let mut hosts = BTreeSet::new();
-    // The version being counted, the last host counted for it (rows of one version come by
-    // host, a host with it in several places once per place) and whether it is listed.
-    let mut counting: Option<(PackageKey, String, bool)> = None;
+    let mut counter = GroupCounter::new(MAX_FLEET_PACKAGE_VERSIONS);
     while let Some(row) = rows.next().map_err(db_err)? {
         let source_text: String = row.get(0).map_err(db_err)?;
         let version: String = row.get(2).map_err(db_err)?;
@@ -382,7 +372,6 @@ pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPac
         let arch: String = row.get(3).map_err(db_err)?;
         let location: String = row.get(4).map_err(db_err)?;
         let host_id: String = row.get(6).map_err(db_err)?;
-        hosts.insert(row.get::<_, i64>(5).map_err(db_err)?);
         let key = PackageKey {
             source: source_text,
             name: row.get(1).map_err(db_err)?,
@@ -390,27 +379,14 @@ pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPac
             arch: (!arch.is_empty()).then_some(arch),
             order_unknown,
         };
-        match &mut counting {
-            Some((counted, last_host, listed)) if *counted == key => {
-                if *last_host != host_id {
-                    host_id.clone_into(last_host);
-                    if let (true, Some(v)) = (*listed, answer.versions.last_mut()) {
-                        v.hosts += 1;
-                    }
-                }
-            }
-            _ => {
-                // Past the bound a version is counted as left out; its hosts still count in
-                // `hosts_matching`.
-                let listed = answer.versions.len() < MAX_FLEET_PACKAGE_VERSIONS;
-                if listed {
-                    answer.versions.push(PackageVersionCount { package: key.clone(), hosts: 1 });
-                } else {
-                    answer.versions_omitted += 1;
-                }
-                counting = Some((key.clone(), host_id.clone(), listed));
-            }
-        }
+        counter.count(
+            &key,
+            row.get::<_, i64>(5).map_err(db_err)?,
+            &mut answer.versions,
+            &mut answer.versions_omitted,
+            |package| PackageVersionCount { package, hosts: 1 },
+            |v| &mut v.hosts,
+        );
         if answer.packages.len() >= MAX_FLEET_PACKAGES {
             answer.omitted += 1;
             continue;
@@ -424,7 +400,7 @@ pub(super) fn search(conn: &Connection, query: &PackageQuery) -> Result<FleetPac
             host_id,
         });
     }
-    answer.hosts_matching = hosts.len() as u64;
+    answer.hosts_matching = counter.hosts();
     Ok(answer)
 }
 

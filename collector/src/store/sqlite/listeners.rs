@@ -11,7 +11,7 @@
 //! 64 bytes each, with the scan's own row; never deleted by the cap, only when the host is
 //! forgotten (`drop_rows`, in bounded steps).
 
-use super::{StoreError, db_err, glob_pattern, to_i64, to_u64, ts_parse};
+use super::{GroupCounter, StoreError, db_err, glob_pattern, hosts_not_indexed, to_i64, to_u64, ts_parse};
 use crate::store::{ListenerIndex, ListenerQuery, ListenerRow};
 use guestward_network::{ExposureScope, Protocol};
 use guestward_report::ingest::{
@@ -200,17 +200,10 @@ const SEARCH_ALL: &str = search_sql!("?1 IS NULL");
 /// bounded, the search as long as the listeners matched.
 pub(super) fn search(conn: &Connection, query: &ListenerQuery) -> Result<FleetListeners, StoreError> {
     let tx = conn.unchecked_transaction().map_err(db_err)?;
-    let (hosts_searched, indexed): (i64, i64) = tx
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM hosts),
-                    (SELECT COUNT(*) FROM listener_scans s JOIN hosts h ON h.host_id = s.host_id)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(db_err)?;
+    let (hosts_searched, hosts_without_scan) = hosts_not_indexed(&tx, "listener_scans")?;
     let mut answer = FleetListeners {
-        hosts_searched: to_u64(hosts_searched),
-        hosts_without_scan: to_u64(hosts_searched.saturating_sub(indexed)),
+        hosts_searched,
+        hosts_without_scan,
         hosts_matching: 0,
         services: Vec::new(),
         listeners: Vec::new(),
@@ -223,7 +216,7 @@ pub(super) fn search(conn: &Connection, query: &ListenerQuery) -> Result<FleetLi
     let ports: BTreeSet<u16> = query.ports.iter().copied().collect();
     let runs: Vec<Option<u16>> =
         if ports.is_empty() { vec![None] } else { ports.into_iter().map(Some).collect() };
-    let mut counter = Counter::default();
+    let mut counter = GroupCounter::new(MAX_FLEET_SERVICES);
     for port in runs {
         let mut stmt =
             tx.prepare_cached(if port.is_some() { SEARCH_PORT } else { SEARCH_ALL }).map_err(db_err)?;
@@ -252,7 +245,14 @@ pub(super) fn search(conn: &Connection, query: &ListenerQuery) -> Result<FleetLi
                 scope,
                 process: text(3)?,
             };
-            counter.count(&mut answer, &service, row.get::<_, i64>(10).map_err(db_err)?);
+            counter.count(
+                &service,
+                row.get::<_, i64>(10).map_err(db_err)?,
+                &mut answer.services,
+                &mut answer.services_omitted,
+                |service| ServiceCount { service, hosts: 1 },
+                |s| &mut s.hosts,
+            );
             if answer.listeners.len() >= MAX_FLEET_LISTENERS {
                 answer.omitted += 1;
                 continue;
@@ -273,45 +273,8 @@ pub(super) fn search(conn: &Connection, query: &ListenerQuery) -> Result<FleetLi
             });
         }
     }
-    answer.hosts_matching = counter.hosts.len() as u64;
+    answer.hosts_matching = counter.hosts();
     Ok(answer)
-}
-
-/// Counts hosts per service as the rows come: rows of one service come by host, a host with
-/// it on several addresses once per address.
-#[derive(Default)]
-struct Counter {
-    /// Every host matched (by its scan's row id).
-    hosts: BTreeSet<i64>,
-    /// The service being counted, the last host counted for it and whether it is listed.
-    current: Option<(ServiceKey, i64, bool)>,
-}
-
-impl Counter {
-    fn count(&mut self, answer: &mut FleetListeners, service: &ServiceKey, host: i64) {
-        self.hosts.insert(host);
-        match &mut self.current {
-            Some((counted, last_host, listed)) if counted == service => {
-                if *last_host != host {
-                    *last_host = host;
-                    if let (true, Some(s)) = (*listed, answer.services.last_mut()) {
-                        s.hosts += 1;
-                    }
-                }
-            }
-            _ => {
-                // Past the bound a service is counted as left out; its hosts still count in
-                // `hosts_matching`.
-                let listed = answer.services.len() < MAX_FLEET_SERVICES;
-                if listed {
-                    answer.services.push(ServiceCount { service: service.clone(), hosts: 1 });
-                } else {
-                    answer.services_omitted += 1;
-                }
-                self.current = Some((service.clone(), host, listed));
-            }
-        }
-    }
 }
 
 fn corrupt(host_id: &str, what: &str) -> StoreError {
