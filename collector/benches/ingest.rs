@@ -12,7 +12,9 @@
 //! inventory of N rpm packages (700: a small server), the same in every report of a host except
 //! that halfway through each host upgrades openssl: the collector indexes each host's inventory
 //! once, keeps it while it does not change and rewrites the changed rows once; the package
-//! searches are then timed too. `GW_BENCH_DISTINCT=1` gives each host a package of its own, so
+//! searches are then timed too. With `GW_BENCH_LISTENERS=N` each report also carries a network
+//! scan of N listeners and Redis (process ids new in every report, the listeners the same), and
+//! the listener searches are timed. `GW_BENCH_DISTINCT=1` gives each host a package of its own, so
 //! that no two hosts share a package list (the index's worst case). The database is a real SQLite file (synchronous = FULL, group
 //! commit) in a temporary directory.
 
@@ -22,7 +24,7 @@ use guestward_collector::config::{self, Overrides, RawConfig};
 use guestward_collector::pki::{self, IssueOptions};
 use guestward_core::{Event, Finding, Severity, Timestamp};
 use guestward_report::ingest::{
-    BatchStatus, FleetFindings, FleetPackages, HostList, IngestRequest, IngestResponse,
+    BatchStatus, FleetFindings, FleetListeners, FleetPackages, HostList, IngestRequest, IngestResponse,
 };
 use guestward_report::{AgentInfo, HostIdSource, Report};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
@@ -69,6 +71,67 @@ fn inventory(
         problems: Vec::new(),
     };
     let data = guestward_packages::PackagesReport { dpkg: None, rpm: Some(rpm), language: None };
+    guestward_core::Section::from_parts(Some(data), Vec::new(), Instant::now())
+}
+
+/// `listeners` TCP listeners on every interface (ports 1000 and up, owned by ten services), and
+/// Redis on 6379, on every interface for even hosts and on loopback for odd ones, as a host's
+/// network collector sends them; the process ids change with every report (`sequence`), as
+/// after a restart, and are not what the collector indexes.
+fn network(
+    listeners: usize,
+    host: usize,
+    sequence: u64,
+) -> guestward_core::Section<guestward_network::NetworkReport> {
+    use guestward_network::{Exposure, ExposureScope, ProcessInfo, Socket, SocketOwner};
+    let pid = |service: usize| (sequence as u32) * 100 + service as u32;
+    let socket = |port: u16, scope: ExposureScope, service: usize| Socket {
+        protocol: guestward_network::Protocol::Tcp,
+        family: guestward_network::Family::Ipv4,
+        local_address: if scope == ExposureScope::Loopback {
+            [127, 0, 0, 1].into()
+        } else {
+            [0, 0, 0, 0].into()
+        },
+        local_port: port,
+        remote_address: [0, 0, 0, 0].into(),
+        remote_port: 0,
+        state: guestward_network::SocketState::Listen,
+        inode: u64::from(port),
+        uid: 0,
+        bound_device: None,
+        listening: true,
+        exposure: Some(Exposure { scope, interface: None, dual_stack: None, public_addresses: Vec::new() }),
+        owners: vec![SocketOwner { pid: pid(service), name: format!("svc-{service}") }],
+        owner_unknown: None,
+    };
+    let mut sockets: Vec<Socket> =
+        (0..listeners).map(|i| socket(1000 + i as u16, ExposureScope::AllInterfaces, i % 10)).collect();
+    let redis = if host % 2 == 0 { ExposureScope::AllInterfaces } else { ExposureScope::Loopback };
+    sockets.push(socket(6379, redis, 10));
+    let processes = (0..=10)
+        .map(|service| ProcessInfo {
+            pid: pid(service),
+            name: format!("svc-{service}"),
+            exe: Some(format!("/usr/bin/svc-{service}")),
+            cmdline: vec![format!("/usr/bin/svc-{service}"), "--port".into(), "1000".into()],
+            uid: Some(998),
+            user: Some("svc".into()),
+            systemd_unit: Some(format!("svc-{service}.service")),
+            start_time_ticks: Some(sequence),
+        })
+        .collect();
+    let data = guestward_network::NetworkReport {
+        backend: guestward_network::Backend::Netlink,
+        fallback_reason: None,
+        listeners: sockets,
+        connections: Vec::new(),
+        unix_listeners: Vec::new(),
+        processes,
+        interfaces: Vec::new(),
+        owner_scan: Default::default(),
+        truncated: false,
+    };
     guestward_core::Section::from_parts(Some(data), Vec::new(), Instant::now())
 }
 
@@ -136,7 +199,11 @@ fn main() {
     // 1: each host also runs a package of its own, so that no two hosts list the same packages
     // (the index's worst case: nothing shared, every host's list written once).
     let distinct = env_num("GW_BENCH_DISTINCT", 0) == 1;
+    let listeners = env_num("GW_BENCH_LISTENERS", 0);
     let with_inventory = |mut r: Report, host: usize, seq: u64| {
+        if listeners > 0 {
+            r.network = Some(network(listeners, host, seq));
+        }
         if packages > 0 {
             let openssl = if seq as usize > batches / 2 { "3.0.8" } else { OPENSSL[host % 3] };
             let own = distinct.then(|| format!("host-agent-{host:04}"));
@@ -295,6 +362,35 @@ fn main() {
                 agents * 5,
                 times[2]
             );
+        }
+
+        // The fleet's listener search over every host's latest network scan.
+        if listeners > 0 {
+            let all = agents * (listeners + 1);
+            let svc_1 = (0..listeners).filter(|i| i % 10 == 1).count();
+            let searches = [
+                ("?port=6379", agents, 2),
+                ("?port=6379&scope=all-interfaces", agents.div_ceil(2), 1),
+                ("?process=svc-1", agents * svc_1, svc_1),
+                ("", all, (listeners + 2).min(10_000)),
+                ("?port=1", 0, 0),
+            ];
+            for (query, rows, services) in searches {
+                let url = format!("https://localhost:{}/v1/listeners{query}", addr.port());
+                let mut times = Vec::new();
+                for _ in 0..5 {
+                    let t = Instant::now();
+                    let answer: FleetListeners = operator.get(&url).send().await.unwrap().json().await.unwrap();
+                    times.push(t.elapsed());
+                    assert_eq!(answer.listeners.len() + answer.omitted as usize, rows, "{query}");
+                    assert_eq!(answer.services.len(), services, "{query}");
+                }
+                times.sort();
+                println!(
+                    "  GET /v1/listeners{query}: {rows} (host, listener) rows of {all} match, median {:.1?}",
+                    times[2]
+                );
+            }
         }
 
         // The fleet's package search over every host's inventory (after the upgrade, every

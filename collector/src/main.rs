@@ -153,7 +153,7 @@ enum Command {
     /// the owner with the lowest process id (the parent of forked workers), USER and UNIT its
     /// user and systemd unit, PUBLIC the instance's public addresses the listener can be
     /// reached on (when the agent knew them). SCOPE is all-interfaces, interface, loopback, or
-    /// ? when the agent could not tell. A host whose reports carry no network scan is counted
+    /// ? when the agent could not tell; PROCESS is ? when the agent could not see the owner. A host whose reports carry no network scan is counted
     /// below the table, not guessed.
     ///
     /// Examples:

@@ -697,6 +697,9 @@ pub fn render_listeners(
     let counted = guestward_core::text::counted;
     let text = |v: &Option<String>| v.as_deref().map_or(String::new(), |t| escape_control(t).into_owned());
     let scope = |s: &ServiceKey| s.scope.map_or("?".to_string(), |s| s.to_string());
+    // An owner the agent could not see (another pid namespace, no permission) is shown so.
+    let process =
+        |s: &ServiceKey| s.process.as_deref().map_or("?".to_string(), |p| escape_control(p).into_owned());
     if answer.services.is_empty() && answer.services_omitted == 0 {
         writeln!(out, "no listener matches ({} searched)", counted(answer.hosts_searched, "host", "hosts"))?;
     } else {
@@ -718,7 +721,7 @@ pub fn render_listeners(
                                 None => l.address.to_string(),
                             },
                             scope(&l.service),
-                            text(&l.service.process),
+                            process(&l.service),
                             text(&l.user),
                             text(&l.systemd_unit),
                             public.join(" "),
@@ -746,7 +749,7 @@ pub fn render_listeners(
                             s.service.port.to_string(),
                             s.service.protocol.to_string(),
                             scope(&s.service),
-                            text(&s.service.process),
+                            process(&s.service),
                             s.hosts.to_string(),
                         ]
                     })
@@ -990,5 +993,90 @@ mod tests {
             text,
             "no package matches (9 hosts searched)\n2 hosts have no package inventory at the collector yet, and cannot be answered for (each is indexed from its next report that carries one)\n"
         );
+    }
+
+    /// The listeners table: an owner or scope the agent could not see is `?`, agent-sent text
+    /// is escaped, a specific address names its interface, and what the answer could not hold
+    /// or answer for is said below it; `--summary` counts hosts per service.
+    #[test]
+    fn listeners_show_unknown_owners_bounds_and_hosts_without_a_scan() {
+        use guestward_network::{ExposureScope, Protocol};
+        use guestward_report::ingest::{HostListener, ServiceCount};
+        let service = |port, scope, process: Option<&str>| ServiceKey {
+            port,
+            protocol: Protocol::Tcp,
+            scope,
+            process: process.map(Into::into),
+        };
+        let row = |host: &str, key: ServiceKey, address: &str, interface: Option<&str>| HostListener {
+            host_id: host.into(),
+            service: key,
+            address: address.parse().unwrap(),
+            interface: interface.map(Into::into),
+            public_addresses: vec!["203.0.113.9".parse().unwrap()],
+            exe: None,
+            user: Some("redis".into()),
+            systemd_unit: Some("redis\u{1b}]0;x\u{7}.service".into()),
+            sequence: 4,
+            collected_at: at(-60),
+        };
+        let redis = service(6379, Some(ExposureScope::Interface), Some("redis-server"));
+        let hidden = service(2024, None, None);
+        let answer = FleetListeners {
+            hosts_searched: 5,
+            hosts_without_scan: 1,
+            hosts_matching: 2,
+            services: vec![
+                ServiceCount { service: hidden.clone(), hosts: 1 },
+                ServiceCount { service: redis.clone(), hosts: 1 },
+            ],
+            listeners: vec![row("b", hidden, "0.0.0.0", None), row("a", redis, "10.0.0.5", Some("ens5"))],
+            omitted: 3,
+            services_omitted: 1,
+        };
+        let text = shown(|out| render_listeners(&answer, ListenersView::PerHost, at(0), out));
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[1],
+            [
+                "b",
+                "2024",
+                "tcp",
+                "0.0.0.0",
+                "?",
+                "?",
+                "redis",
+                "redis\\x1b]0;x\\x07.service",
+                "203.0.113.9",
+                "1m",
+                "ago"
+            ],
+            "{text}"
+        );
+        assert_eq!(lines[2][..6], ["a", "6379", "tcp", "10.0.0.5", "(ens5)", "interface"], "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert_eq!(
+            text.lines().skip(3).collect::<Vec<_>>(),
+            [
+                "",
+                "2 of 5 hosts listen so (3 services)",
+                "3 more (host, listener) rows left out: an answer lists at most 10000; narrow the query (--port, --protocol, --scope, --process) or count them with --summary",
+                "1 more matching services not listed: an answer counts at most 10000; narrow the query",
+                "1 host has no network scan at the collector yet, and cannot be answered for (each is indexed from its next report that carries one)",
+            ],
+            "{text}"
+        );
+        let summary = shown(|out| render_listeners(&answer, ListenersView::PerService, at(0), out));
+        let lines: Vec<Vec<&str>> = summary.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[..3],
+            [
+                vec!["PORT", "PROTO", "SCOPE", "PROCESS", "HOSTS"],
+                vec!["2024", "tcp", "?", "?", "1"],
+                vec!["6379", "tcp", "interface", "redis-server", "1"],
+            ],
+            "{summary}"
+        );
+        assert!(!summary.contains("rows left out"), "the summary lists every row it counts: {summary}");
     }
 }
