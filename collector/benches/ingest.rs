@@ -107,7 +107,7 @@ fn network(
     };
     let mut sockets: Vec<Socket> =
         (0..listeners).map(|i| socket(1000 + i as u16, ExposureScope::AllInterfaces, i % 10)).collect();
-    let redis = if host % 2 == 0 { ExposureScope::AllInterfaces } else { ExposureScope::Loopback };
+    let redis = if host.is_multiple_of(2) { ExposureScope::AllInterfaces } else { ExposureScope::Loopback };
     sockets.push(socket(6379, redis, 10));
     let processes = (0..=10)
         .map(|service| ProcessInfo {
