@@ -625,7 +625,25 @@ fn operators_find_which_hosts_listen_where() {
         assert!(table.ends_with("\n\n2 of 2 hosts listen so (2 services)\n"), "{table}");
 
         // Scope, protocol and process; --exposed is every scope but loopback.
-        let exposed = answered(&h, &["listeners", "--exposed", "--process", &comm, "--json"]).await;
+        // Only the test's own ports: other tests of this process may hold sockets of their own.
+        let (lo_arg, all_arg, dns_arg) = (lo.to_string(), all.to_string(), dns.to_string());
+        let exposed = answered(
+            &h,
+            &[
+                "listeners",
+                "--exposed",
+                "--process",
+                &comm,
+                "--port",
+                &lo_arg,
+                "--port",
+                &all_arg,
+                "--port",
+                &dns_arg,
+                "--json",
+            ],
+        )
+        .await;
         let exposed: FleetListeners = serde_json::from_str(&exposed).unwrap();
         let mut ports: Vec<(&str, u16)> =
             exposed.listeners.iter().map(|l| (l.host_id.as_str(), l.service.port)).collect();
